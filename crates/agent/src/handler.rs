@@ -1,0 +1,300 @@
+//! What the agent does with each message from the server, kept apart from
+//! the socket so it can be tested frame in, frames out.
+//!
+//! Side effects are limited to caching what the server sent in the state
+//! directory and adopting the heartbeat interval; replies are returned for
+//! the session to send.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use rm_protocol::{
+    AgentSettings, CommandResult, ConfigUpdate, ErrorBody, ErrorCode, Frame, Message,
+    RejectReason, ScheduleAck, ScheduleSet, TreeListResult,
+};
+
+use crate::error::AgentError;
+use crate::state::StateDir;
+
+/// Shown to operators when they try to run a job on this agent version.
+const NO_JOBS_YET: &str = "this agent version cannot run jobs yet";
+
+/// Sent back for `tree.list` until snapshot browsing lands in the agent.
+const NO_TREE_LIST_YET: &str = "not supported by this agent version";
+
+/// The heartbeat interval the server asks for, never below one second so a
+/// bad setting cannot turn the agent into a flood.
+pub(crate) fn heartbeat_interval(settings: &AgentSettings) -> Duration {
+    Duration::from_secs(u64::from(settings.heartbeat_seconds.max(1)))
+}
+
+/// Handles server messages for one agent, across reconnects.
+#[derive(Debug)]
+pub(crate) struct Handler {
+    state: StateDir,
+    heartbeat: Duration,
+}
+
+impl Handler {
+    /// A handler caching into `state`, heartbeating every `heartbeat` until
+    /// the server says otherwise.
+    pub(crate) fn new(state: StateDir, heartbeat: Duration) -> Self {
+        Handler { state, heartbeat }
+    }
+
+    /// The current heartbeat interval.
+    pub(crate) fn heartbeat(&self) -> Duration {
+        self.heartbeat
+    }
+
+    /// Handles one decoded frame and returns the frames to send back.
+    pub(crate) async fn handle(&mut self, frame: Frame) -> Vec<Frame> {
+        match frame.message {
+            Message::ConfigUpdate(config) => {
+                self.on_config(config).await;
+                Vec::new()
+            }
+            Message::ScheduleSet(set) => self.on_schedules(set).await.into_iter().collect(),
+            Message::CommandRun(run) => {
+                tracing::warn!(job_id = %run.job_id, kind = %run.kind, "rejecting job: {NO_JOBS_YET}");
+                vec![Frame::new(CommandResult {
+                    job_id: run.job_id,
+                    accepted: false,
+                    reason: Some(RejectReason::UnknownKind),
+                    message: Some(NO_JOBS_YET.to_owned()),
+                })]
+            }
+            Message::CommandCancel(cancel) => {
+                tracing::debug!(job_id = %cancel.job_id, "cancel for a job this agent is not running");
+                Vec::new()
+            }
+            Message::TreeList(request) => {
+                tracing::debug!(snapshot = %request.snapshot_id, path = %request.path, "tree.list is not supported yet");
+                let result = TreeListResult {
+                    entries: Vec::new(),
+                    error: Some(NO_TREE_LIST_YET.to_owned()),
+                };
+                // The reply must carry the request's id or the server cannot
+                // match it to the waiting caller.
+                vec![match frame.id {
+                    Some(id) => Frame::with_id(id, result),
+                    None => Frame::new(result),
+                }]
+            }
+            Message::Error(error) => {
+                log_server_error(&error);
+                Vec::new()
+            }
+            Message::Unknown { kind, .. } => {
+                tracing::debug!(%kind, "ignoring a message kind this agent does not know");
+                Vec::new()
+            }
+            other => {
+                tracing::debug!(kind = other.kind(), "ignoring a message the server should not send");
+                Vec::new()
+            }
+        }
+    }
+
+    async fn on_config(&mut self, config: ConfigUpdate) {
+        let heartbeat = heartbeat_interval(&config.settings);
+        if heartbeat != self.heartbeat {
+            tracing::info!(seconds = heartbeat.as_secs(), "heartbeat interval changed");
+            self.heartbeat = heartbeat;
+        }
+        // The repository URL may embed credentials, so only say whether one is set.
+        let has_repository = config.repository.is_some();
+        let state = self.state.clone();
+        match blocking(move || state.save_config(&config)).await {
+            Ok(path) => tracing::info!(
+                repository = if has_repository { "set" } else { "none" },
+                file = %path.display(),
+                "received configuration"
+            ),
+            Err(e) => tracing::error!(
+                "could not save the configuration from the server; it is used until the agent restarts: {e}"
+            ),
+        }
+    }
+
+    async fn on_schedules(&mut self, set: ScheduleSet) -> Option<Frame> {
+        let version = set.version;
+        let count = set.schedules.len();
+        let state = self.state.clone();
+        match blocking(move || state.save_schedules(&set)).await {
+            Ok(_) => {
+                tracing::info!(version, schedules = count, "applied schedule set");
+                Some(Frame::new(ScheduleAck {
+                    version,
+                    applied_at: Utc::now(),
+                }))
+            }
+            Err(e) => {
+                // No ack: the server keeps showing the version as pending,
+                // which is the truth, and resends it on the next connect.
+                tracing::error!(version, "could not save schedule set, not acknowledging it: {e}");
+                None
+            }
+        }
+    }
+}
+
+/// Runs a state-directory write off the async threads: fsync can stall.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, AgentError> + Send + 'static,
+) -> Result<T, String> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(e) => Err(format!("the writer task failed: {e}")),
+    }
+}
+
+fn log_server_error(error: &ErrorBody) {
+    let code = serde_json::to_value(error.code)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".to_owned());
+    let url = error.url.as_deref().unwrap_or("");
+    if error.code == ErrorCode::ProtocolTooOld {
+        tracing::error!(%code, %url, "the server refuses this agent version; upgrade the agent: {}", error.message);
+    } else {
+        tracing::warn!(%code, %url, "the server reported an error: {}", error.message);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rm_protocol::{CommandRun, Heartbeat, JobKind, TreeList};
+
+    fn handler(dir: &tempfile::TempDir) -> Handler {
+        Handler::new(StateDir::new(dir.path().join("state")), Duration::from_secs(30))
+    }
+
+    fn temp() -> tempfile::TempDir {
+        tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"))
+    }
+
+    #[tokio::test]
+    async fn config_update_is_cached_and_sets_the_heartbeat() {
+        let dir = temp();
+        let mut h = handler(&dir);
+        let config = ConfigUpdate {
+            repository: None,
+            settings: AgentSettings {
+                heartbeat_seconds: 5,
+            },
+        };
+        let replies = h.handle(Frame::new(config.clone())).await;
+        assert!(replies.is_empty());
+        assert_eq!(h.heartbeat(), Duration::from_secs(5));
+        assert_eq!(h.state.load_config().ok().flatten(), Some(config));
+    }
+
+    #[test]
+    fn heartbeat_is_at_least_one_second() {
+        let settings = AgentSettings {
+            heartbeat_seconds: 0,
+        };
+        assert_eq!(heartbeat_interval(&settings), Duration::from_secs(1));
+    }
+
+    #[tokio::test]
+    async fn schedule_set_is_cached_then_acked() {
+        let dir = temp();
+        let mut h = handler(&dir);
+        let set = ScheduleSet {
+            version: 42,
+            schedules: Vec::new(),
+        };
+        let replies = h.handle(Frame::new(set.clone())).await;
+        match replies.as_slice() {
+            [Frame {
+                id: None,
+                message: Message::ScheduleAck(ack),
+            }] => assert_eq!(ack.version, 42),
+            other => panic!("expected one schedule.ack, got {other:?}"),
+        }
+        assert_eq!(h.state.load_schedules().ok().flatten(), Some(set));
+    }
+
+    #[tokio::test]
+    async fn schedule_set_that_cannot_be_saved_is_not_acked() {
+        let dir = temp();
+        let blocker = dir.path().join("state");
+        std::fs::write(&blocker, "a file where the directory should be")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut h = handler(&dir);
+        let replies = h
+            .handle(Frame::new(ScheduleSet {
+                version: 1,
+                schedules: Vec::new(),
+            }))
+            .await;
+        assert!(replies.is_empty(), "{replies:?}");
+    }
+
+    #[tokio::test]
+    async fn jobs_are_rejected_for_now() {
+        let dir = temp();
+        let mut h = handler(&dir);
+        let replies = h
+            .handle(Frame::new(CommandRun {
+                job_id: "01JOB".into(),
+                kind: JobKind::Backup,
+                params: serde_json::json!({"paths": ["/etc"]}),
+            }))
+            .await;
+        match replies.as_slice() {
+            [Frame {
+                message: Message::CommandResult(result),
+                ..
+            }] => {
+                assert_eq!(result.job_id, "01JOB");
+                assert!(!result.accepted);
+                assert_eq!(result.reason, Some(RejectReason::UnknownKind));
+                assert_eq!(result.message.as_deref(), Some(NO_JOBS_YET));
+            }
+            other => panic!("expected one command.result, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn tree_list_reply_keeps_the_request_id() {
+        let dir = temp();
+        let mut h = handler(&dir);
+        let request = TreeList {
+            snapshot_id: "abcd1234".into(),
+            path: "/".into(),
+        };
+        let replies = h.handle(Frame::with_id("01RPC", request)).await;
+        match replies.as_slice() {
+            [Frame {
+                id: Some(id),
+                message: Message::TreeListResult(result),
+            }] => {
+                assert_eq!(id, "01RPC");
+                assert!(result.entries.is_empty());
+                assert_eq!(result.error.as_deref(), Some(NO_TREE_LIST_YET));
+            }
+            other => panic!("expected one tree.list.result, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn errors_unknown_kinds_and_strays_get_no_reply() {
+        let dir = temp();
+        let mut h = handler(&dir);
+        for frame in [
+            Frame::new(ErrorBody::new(ErrorCode::BadRequest, "nope")),
+            Frame::new(ErrorBody::new(ErrorCode::ProtocolTooOld, "upgrade")),
+            Frame::new(Message::Unknown {
+                kind: "future.thing".into(),
+                payload: serde_json::json!({}),
+            }),
+            Frame::new(Heartbeat {}),
+        ] {
+            assert!(h.handle(frame).await.is_empty());
+        }
+    }
+}

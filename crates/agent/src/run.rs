@@ -1,0 +1,243 @@
+//! `restic-manager agent run`: stay connected to the server until told to
+//! stop, reconnecting with jittered backoff, and backing right off when the
+//! server says this agent's token is no longer valid.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rm_protocol::{close_code, Hello, CURRENT_PROTOCOL_VERSION, DEFAULT_HEARTBEAT_SECS};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::backoff::Backoff;
+use crate::error::AgentError;
+use crate::handler::{heartbeat_interval, Handler};
+use crate::server_url::ServerUrl;
+use crate::session::{self, ConnectError, SessionEnd};
+use crate::state::StateDir;
+
+/// How long to wait before trying again with a token the server rejected.
+/// The token will not start working by itself, so hammering the server
+/// helps nobody; the odd retry covers a server restored from backup.
+pub const REVOKED_RETRY: Duration = Duration::from_secs(10 * 60);
+
+/// A session that said hello and lasted this long counts as healthy, so the
+/// next reconnect starts from the shortest delay again.
+const HEALTHY_SESSION: Duration = Duration::from_secs(10);
+
+/// What `restic-manager agent run` was asked to do.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// The state directory written by `enroll`.
+    pub state_dir: PathBuf,
+    /// The restic binary (a path, or a name looked up on `PATH`).
+    pub restic_bin: PathBuf,
+    /// Wait before retrying after the server rejected the agent token
+    /// ([`REVOKED_RETRY`] unless a test shortens it).
+    pub revoked_retry: Duration,
+}
+
+impl RunOptions {
+    /// Options with the default retry policy.
+    pub fn new(state_dir: impl Into<PathBuf>, restic_bin: impl Into<PathBuf>) -> Self {
+        RunOptions {
+            state_dir: state_dir.into(),
+            restic_bin: restic_bin.into(),
+            revoked_retry: REVOKED_RETRY,
+        }
+    }
+}
+
+/// Runs the agent until `shutdown` fires. Returns an error only for
+/// problems retrying cannot fix (not enrolled, unusable state file or URL);
+/// everything on the network side is retried.
+pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), AgentError> {
+    let dir = StateDir::new(&opts.state_dir);
+    let state = dir.load_agent()?;
+    let server = ServerUrl::parse(&state.server_url)?;
+    server.require_supported()?;
+    let ws_url = server.ws_url();
+    let auth = session::bearer(&state.agent_token)?;
+    tracing::info!(host_id = %state.host_id, server = %server, "agent starting");
+
+    let hello = tokio::select! {
+        _ = shutdown.cancelled() => return Ok(()),
+        hello = build_hello(&opts) => hello,
+    };
+    let mut handler = Handler::new(dir.clone(), cached_heartbeat(&dir));
+    let mut backoff = Backoff::default();
+
+    loop {
+        let attempt = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            attempt = session::connect(&ws_url, &auth) => attempt,
+        };
+        let wait = match attempt {
+            Ok(ws) => {
+                tracing::info!("connected to {ws_url}");
+                let started = Instant::now();
+                let report = session::run_session(ws, &hello, &mut handler, &shutdown).await;
+                if report.said_hello && started.elapsed() >= HEALTHY_SESSION {
+                    backoff.reset();
+                }
+                match report.end {
+                    SessionEnd::Shutdown => {
+                        tracing::info!("disconnected: agent shutting down");
+                        return Ok(());
+                    }
+                    SessionEnd::Revoked => {
+                        log_rejected_token(&server, "closed the connection", opts.revoked_retry);
+                        opts.revoked_retry
+                    }
+                    SessionEnd::Replaced => {
+                        let delay = backoff.next_delay();
+                        tracing::warn!(
+                            "disconnected: another agent with this host's token connected and replaced this one \
+                             (is this state directory copied to another machine?), reconnecting in {}",
+                            seconds(delay)
+                        );
+                        delay
+                    }
+                    SessionEnd::Closed { code, reason } => {
+                        let delay = backoff.next_delay();
+                        tracing::info!(
+                            "disconnected: {}, reconnecting in {}",
+                            describe_close(code, &reason),
+                            seconds(delay)
+                        );
+                        delay
+                    }
+                    SessionEnd::Lost(reason) => {
+                        let delay = backoff.next_delay();
+                        tracing::info!("disconnected: {reason}, reconnecting in {}", seconds(delay));
+                        delay
+                    }
+                }
+            }
+            Err(ConnectError::Unauthorized) => {
+                log_rejected_token(&server, "answered 401 Unauthorized", opts.revoked_retry);
+                opts.revoked_retry
+            }
+            Err(ConnectError::Failed(reason)) => {
+                let delay = backoff.next_delay();
+                tracing::warn!("could not connect to {ws_url}: {reason}; retrying in {}", seconds(delay));
+                delay
+            }
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// The handshake, with restic's version found once at start-up. A missing
+/// or broken restic does not stop the agent: the server shows the reason
+/// and the operator can fix the host.
+async fn build_hello(opts: &RunOptions) -> Hello {
+    let bin = &opts.restic_bin;
+    let (restic_version, restic_error) = match rm_restic::detect_version(bin).await {
+        Ok(version) => {
+            tracing::info!(restic = %bin.display(), "found restic {version}");
+            (Some(version.to_string()), None)
+        }
+        Err(e) => {
+            tracing::warn!("restic is not usable, so jobs cannot run on this host until it is fixed: {e}");
+            (None, Some(e.to_string()))
+        }
+    };
+    Hello {
+        protocol_version: CURRENT_PROTOCOL_VERSION,
+        agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+        restic_version,
+        restic_error,
+        hostname: crate::hostname(),
+        os: std::env::consts::OS.to_owned(),
+        arch: std::env::consts::ARCH.to_owned(),
+    }
+}
+
+/// The heartbeat interval from the last configuration the server sent, so
+/// a restarted agent keeps the server's setting before it reconnects.
+fn cached_heartbeat(dir: &StateDir) -> Duration {
+    match dir.load_config() {
+        Ok(Some(config)) => heartbeat_interval(&config.settings),
+        Ok(None) => Duration::from_secs(u64::from(DEFAULT_HEARTBEAT_SECS)),
+        Err(e) => {
+            tracing::warn!("ignoring the cached configuration until the server resends it: {e}");
+            Duration::from_secs(u64::from(DEFAULT_HEARTBEAT_SECS))
+        }
+    }
+}
+
+fn log_rejected_token(server: &ServerUrl, how: &str, retry: Duration) {
+    tracing::error!(
+        "the server {how}: it rejected this agent's token, so the host was deleted or its token revoked. \
+         Re-enrol this host with `restic-manager agent enroll --server {server} --token <new enrolment token> --force`. \
+         Trying again in {}",
+        seconds(retry)
+    );
+}
+
+fn describe_close(code: u16, reason: &str) -> String {
+    let meaning = match code {
+        close_code::GOING_AWAY => "the server is shutting down",
+        close_code::IDLE => "the server heard nothing from this agent for too long",
+        close_code::POLICY => "the server refused this agent's messages",
+        1000 => "the server closed the connection",
+        _ => "the server closed the connection",
+    };
+    if reason.is_empty() {
+        format!("{meaning} (code {code})")
+    } else {
+        format!("{meaning} (code {code}: {reason})")
+    }
+}
+
+/// `1.5s`, `600s`: short enough for a log line, precise enough for jitter.
+fn seconds(d: Duration) -> String {
+    let secs = d.as_secs_f64();
+    if secs >= 10.0 {
+        format!("{secs:.0}s")
+    } else {
+        format!("{secs:.1}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_to_a_ten_minute_revoked_retry() {
+        let opts = RunOptions::new("/var/lib/x", "restic");
+        assert_eq!(opts.revoked_retry, Duration::from_secs(600));
+    }
+
+    #[test]
+    fn close_descriptions_name_the_cause() {
+        assert!(describe_close(1001, "").contains("shutting down"));
+        assert!(describe_close(4003, "idle").contains("code 4003: idle"));
+    }
+
+    #[test]
+    fn seconds_are_readable() {
+        assert_eq!(seconds(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(seconds(Duration::from_secs(600)), "600s");
+    }
+
+    #[test]
+    fn heartbeat_comes_from_the_cached_config() {
+        let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = StateDir::new(tmp.path());
+        assert_eq!(cached_heartbeat(&dir), Duration::from_secs(30));
+        let config = rm_protocol::ConfigUpdate {
+            repository: None,
+            settings: rm_protocol::AgentSettings {
+                heartbeat_seconds: 7,
+            },
+        };
+        dir.save_config(&config).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cached_heartbeat(&dir), Duration::from_secs(7));
+    }
+}

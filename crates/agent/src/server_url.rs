@@ -1,0 +1,167 @@
+//! The server's base URL: validated once, then turned into the enrolment
+//! endpoint and the WebSocket endpoint, keeping any path prefix so the
+//! server can sit behind a reverse proxy at `https://example.com/backups/`.
+
+use std::fmt;
+
+use reqwest::Url;
+
+use crate::error::AgentError;
+
+/// Path of the enrolment endpoint, below the server's base URL.
+const ENROLL_PATH: &str = "/api/v1/agents/enroll";
+
+/// Path of the agent WebSocket endpoint, below the server's base URL.
+const WS_PATH: &str = "/ws/agent";
+
+/// A validated `http://` or `https://` server base URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ServerUrl {
+    url: Url,
+}
+
+impl ServerUrl {
+    /// Validates a server URL as an operator typed it.
+    pub(crate) fn parse(text: &str) -> Result<Self, AgentError> {
+        let invalid = |reason: &str| AgentError::InvalidServerUrl {
+            url: text.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let url = Url::parse(text.trim()).map_err(|e| invalid(&e.to_string()))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(invalid(
+                "it must start with http:// or https:// (e.g. http://backup.example.com:8080)",
+            ));
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(invalid("it has no host name"));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(invalid("it must not contain a user name or password"));
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(invalid("it must not contain a query (`?…`) or fragment (`#…`)"));
+        }
+        Ok(ServerUrl { url })
+    }
+
+    /// Whether talking to the server needs TLS.
+    pub(crate) fn is_tls(&self) -> bool {
+        self.url.scheme() == "https"
+    }
+
+    /// Fails with a clear message when the URL needs TLS, which this build
+    /// has no implementation of yet.
+    pub(crate) fn require_supported(&self) -> Result<(), AgentError> {
+        if self.is_tls() {
+            return Err(AgentError::TlsUnsupported {
+                url: self.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// `POST` here to enrol.
+    pub(crate) fn enroll_url(&self) -> Url {
+        self.below(ENROLL_PATH)
+    }
+
+    /// The agent WebSocket endpoint: `ws://` for `http://`, `wss://` for
+    /// `https://`.
+    pub(crate) fn ws_url(&self) -> Url {
+        let mut url = self.below(WS_PATH);
+        let scheme = if self.is_tls() { "wss" } else { "ws" };
+        // http→ws and https→wss are both "special" schemes, which `Url`
+        // always lets us swap between; the fallback can only be reached if
+        // that rule changed, and then the connect error names the URL.
+        if url.set_scheme(scheme).is_err() {
+            return url;
+        }
+        url
+    }
+
+    fn below(&self, path: &str) -> Url {
+        let mut url = self.url.clone();
+        let prefix = url.path().trim_end_matches('/').to_owned();
+        url.set_path(&format!("{prefix}{path}"));
+        url
+    }
+}
+
+impl fmt::Display for ServerUrl {
+    /// The normalised URL without a trailing slash, as stored in `agent.json`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.url.as_str().trim_end_matches('/'))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(text: &str) -> ServerUrl {
+        ServerUrl::parse(text).unwrap_or_else(|e| panic!("{text}: {e}"))
+    }
+
+    #[test]
+    fn http_becomes_ws() {
+        let url = parsed("http://127.0.0.1:8080");
+        assert_eq!(url.ws_url().as_str(), "ws://127.0.0.1:8080/ws/agent");
+        assert_eq!(url.enroll_url().as_str(), "http://127.0.0.1:8080/api/v1/agents/enroll");
+        assert!(!url.is_tls());
+        assert!(url.require_supported().is_ok());
+    }
+
+    #[test]
+    fn https_becomes_wss_and_is_refused_for_now() {
+        let url = parsed("https://backup.example.com");
+        assert_eq!(url.ws_url().as_str(), "wss://backup.example.com/ws/agent");
+        let err = url.require_supported().err().map(|e| e.to_string());
+        assert!(err.is_some_and(|e| e.contains("TLS is not supported")));
+    }
+
+    #[test]
+    fn trailing_slash_does_not_double() {
+        let url = parsed("http://example.com:8080/");
+        assert_eq!(url.ws_url().as_str(), "ws://example.com:8080/ws/agent");
+        assert_eq!(url.to_string(), "http://example.com:8080");
+    }
+
+    #[test]
+    fn path_prefix_is_kept() {
+        for text in ["http://example.com/backups", "http://example.com/backups/"] {
+            let url = parsed(text);
+            assert_eq!(url.ws_url().as_str(), "ws://example.com/backups/ws/agent");
+            assert_eq!(url.enroll_url().as_str(), "http://example.com/backups/api/v1/agents/enroll");
+            assert_eq!(url.to_string(), "http://example.com/backups");
+        }
+    }
+
+    #[test]
+    fn bad_urls_are_refused_with_a_reason() {
+        for text in [
+            "",
+            "example.com:8080",
+            "ftp://example.com",
+            "ws://example.com",
+            "http://",
+            "http://user:pw@example.com",
+            "http://example.com/?x=1",
+            "http://example.com/#frag",
+            "not a url",
+        ] {
+            match ServerUrl::parse(text) {
+                Err(e @ AgentError::InvalidServerUrl { .. }) => {
+                    assert!(e.to_string().contains("invalid server URL"), "{e}")
+                }
+                other => panic!("{text:?} should be refused, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn scheme_error_says_what_to_use() {
+        let err = ServerUrl::parse("ftp://example.com").err().map(|e| e.to_string());
+        assert!(err.is_some_and(|e| e.contains("http://")));
+    }
+}

@@ -1,0 +1,338 @@
+//! The agent's run loop against a stand-in WebSocket server on a real
+//! socket: the authenticated hello, heartbeats at the server's interval,
+//! replies to server messages, clean shutdown, the slow retry after the
+//! server rejects the token, and prompt cancellation while waiting.
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use rm_agent::{run, AgentError, RunOptions};
+use rm_protocol::{
+    close_code, AgentSettings, CommandRun, ConfigUpdate, Frame, JobKind, Message, RejectReason,
+    RepositoryConfig, ScheduleSet, TreeList, CURRENT_PROTOCOL_VERSION,
+};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::http::StatusCode;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_util::sync::CancellationToken;
+
+use support::{accept, listener, next_frame, next_non_heartbeat, within, ServerWs, TOKEN};
+
+const SYSTEM_RESTIC: &str = "/usr/bin/restic";
+
+fn start(opts: RunOptions) -> (CancellationToken, JoinHandle<Result<(), AgentError>>) {
+    let shutdown = CancellationToken::new();
+    let handle = tokio::spawn(run(opts, shutdown.clone()));
+    (shutdown, handle)
+}
+
+async fn stopped(handle: JoinHandle<Result<(), AgentError>>, secs: f64) {
+    match within(secs, "the agent to stop", handle).await {
+        Ok(Ok(())) => {}
+        other => panic!("agent did not stop cleanly: {other:?}"),
+    }
+}
+
+async fn send(ws: &mut ServerWs, frame: Frame) {
+    ws.send(WsMessage::text(frame.encode()))
+        .await
+        .unwrap_or_else(|e| panic!("sending to the agent: {e}"));
+}
+
+async fn close(ws: &mut ServerWs, code: u16, reason: &str) {
+    let frame = CloseFrame {
+        code: CloseCode::from(code),
+        reason: reason.to_owned().into(),
+    };
+    let _ = ws.close(Some(frame)).await;
+    // Read the agent's close reply so the handshake completes.
+    let _ = within(3.0, "the close reply", async { while let Some(Ok(_)) = ws.next().await {} }).await;
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("stat {}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+#[tokio::test]
+async fn a_full_session() {
+    let (listener, url) = listener().await;
+    let state = support::enrolled_state(&url);
+    let (shutdown, handle) = start(RunOptions::new(state.path(), SYSTEM_RESTIC));
+
+    let (upgrade, ws) = accept(&listener, None).await;
+    let mut ws = ws.unwrap_or_else(|| panic!("upgrade failed"));
+    assert_eq!(upgrade.path, "/ws/agent");
+    assert_eq!(upgrade.authorization.as_deref(), Some(format!("Bearer {TOKEN}").as_str()));
+
+    let hello = match next_frame(&mut ws).await.message {
+        Message::Hello(hello) => hello,
+        other => panic!("first frame must be hello, got {other:?}"),
+    };
+    assert_eq!(hello.protocol_version, CURRENT_PROTOCOL_VERSION);
+    assert_eq!(hello.agent_version, env!("CARGO_PKG_VERSION"));
+    assert_eq!(hello.os, std::env::consts::OS);
+    assert_eq!(hello.arch, std::env::consts::ARCH);
+    assert!(!hello.hostname.is_empty());
+    if Path::new(SYSTEM_RESTIC).exists() {
+        assert!(hello.restic_version.is_some(), "{hello:?}");
+        assert_eq!(hello.restic_error, None);
+    }
+
+    // The server's usual opening: credentials, then schedules.
+    send(
+        &mut ws,
+        Frame::new(ConfigUpdate {
+            repository: Some(RepositoryConfig {
+                url: "/srv/restic-repo".into(),
+                password: "correct horse".into(),
+                env: Default::default(),
+            }),
+            settings: AgentSettings {
+                heartbeat_seconds: 1,
+            },
+        }),
+    )
+    .await;
+    send(
+        &mut ws,
+        Frame::new(ScheduleSet {
+            version: 7,
+            schedules: Vec::new(),
+        }),
+    )
+    .await;
+    match next_non_heartbeat(&mut ws).await.message {
+        Message::ScheduleAck(ack) => assert_eq!(ack.version, 7),
+        other => panic!("expected schedule.ack, got {other:?}"),
+    }
+
+    // Heartbeats now come every second.
+    let since = Instant::now();
+    for _ in 0..2 {
+        match next_frame(&mut ws).await.message {
+            Message::Heartbeat(_) => {}
+            other => panic!("expected heartbeat, got {other:?}"),
+        }
+    }
+    assert!(since.elapsed() < Duration::from_secs(4), "{:?}", since.elapsed());
+
+    // Garbage and unknown kinds are ignored; the session carries on.
+    ws.send(WsMessage::text("{not json"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    ws.send(WsMessage::text(r#"{"type":"schedule.set","payload":{"version":"x"}}"#))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    ws.send(WsMessage::text(r#"{"type":"future.kind","payload":{"a":1}}"#))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    send(
+        &mut ws,
+        Frame::new(CommandRun {
+            job_id: "01JOB".into(),
+            kind: JobKind::Backup,
+            params: serde_json::json!({"paths": ["/etc"]}),
+        }),
+    )
+    .await;
+    match next_non_heartbeat(&mut ws).await.message {
+        Message::CommandResult(result) => {
+            assert_eq!(result.job_id, "01JOB");
+            assert!(!result.accepted);
+            assert_eq!(result.reason, Some(RejectReason::UnknownKind));
+        }
+        other => panic!("expected command.result, got {other:?}"),
+    }
+
+    send(
+        &mut ws,
+        Frame::with_id(
+            "01RPC",
+            TreeList {
+                snapshot_id: "abcd1234".into(),
+                path: "/".into(),
+            },
+        ),
+    )
+    .await;
+    let reply = next_non_heartbeat(&mut ws).await;
+    assert_eq!(reply.id.as_deref(), Some("01RPC"));
+    match reply.message {
+        Message::TreeListResult(result) => {
+            assert!(result.entries.is_empty());
+            assert!(result.error.is_some());
+        }
+        other => panic!("expected tree.list.result, got {other:?}"),
+    }
+
+    // What the server sent is cached privately for offline use.
+    let config = state.path().join("config.json");
+    let schedules = state.path().join("schedules.json");
+    assert_eq!(mode(&config), 0o600);
+    assert_eq!(mode(&schedules), 0o600);
+    let cached = std::fs::read_to_string(&config).unwrap_or_else(|e| panic!("{e}"));
+    assert!(cached.contains("correct horse"));
+
+    // Shutdown closes with 1000 and returns.
+    shutdown.cancel();
+    let closed = within(3.0, "the agent's close frame", async {
+        loop {
+            match ws.next().await {
+                Some(Ok(WsMessage::Close(frame))) => return frame,
+                Some(Ok(_)) => continue,
+                other => panic!("expected a close frame, got {other:?}"),
+            }
+        }
+    })
+    .await;
+    let closed = closed.unwrap_or_else(|| panic!("close frame without a code"));
+    assert_eq!(closed.code, CloseCode::Normal);
+    assert_eq!(closed.reason.as_str(), "agent shutting down");
+    let _ = ws.next().await;
+    stopped(handle, 3.0).await;
+}
+
+#[tokio::test]
+async fn a_missing_restic_is_reported_in_hello() {
+    let (listener, url) = listener().await;
+    let state = support::enrolled_state(&url);
+    let (shutdown, handle) = start(RunOptions::new(state.path(), "/nonexistent/bin/restic"));
+
+    let (_, ws) = accept(&listener, None).await;
+    let mut ws = ws.unwrap_or_else(|| panic!("upgrade failed"));
+    match next_frame(&mut ws).await.message {
+        Message::Hello(hello) => {
+            assert_eq!(hello.restic_version, None);
+            let error = hello.restic_error.unwrap_or_default();
+            assert!(error.contains("not found"), "{error}");
+        }
+        other => panic!("expected hello, got {other:?}"),
+    }
+    shutdown.cancel();
+    stopped(handle, 3.0).await;
+}
+
+#[tokio::test]
+async fn going_away_reconnects_promptly() {
+    let (listener, url) = listener().await;
+    let state = support::enrolled_state(&url);
+    let (shutdown, handle) = start(RunOptions::new(state.path(), SYSTEM_RESTIC));
+
+    let (_, ws) = accept(&listener, None).await;
+    let mut ws = ws.unwrap_or_else(|| panic!("upgrade failed"));
+    assert_eq!(next_frame(&mut ws).await.message.kind(), "hello");
+    close(&mut ws, close_code::GOING_AWAY, "server restarting").await;
+    let closed_at = Instant::now();
+
+    // First backoff is jittered within [0.5 s, 1 s].
+    let (_, ws) = accept(&listener, None).await;
+    let waited = closed_at.elapsed();
+    assert!(waited >= Duration::from_millis(400), "reconnected too fast: {waited:?}");
+    assert!(waited < Duration::from_secs(3), "reconnected too slowly: {waited:?}");
+    let mut ws = ws.unwrap_or_else(|| panic!("upgrade failed"));
+    assert_eq!(next_frame(&mut ws).await.message.kind(), "hello");
+
+    shutdown.cancel();
+    stopped(handle, 3.0).await;
+}
+
+#[tokio::test]
+async fn unauthorized_upgrade_retries_slowly() {
+    let (listener, url) = listener().await;
+    let state = support::enrolled_state(&url);
+    let mut opts = RunOptions::new(state.path(), SYSTEM_RESTIC);
+    opts.revoked_retry = Duration::from_millis(2500);
+    let (shutdown, handle) = start(opts);
+
+    let (first, ws) = accept(&listener, Some(StatusCode::UNAUTHORIZED)).await;
+    assert!(ws.is_none());
+    assert!(first.authorization.is_some());
+    let rejected_at = Instant::now();
+
+    let (_, ws) = accept(&listener, Some(StatusCode::UNAUTHORIZED)).await;
+    assert!(ws.is_none());
+    let waited = rejected_at.elapsed();
+    // Normal backoff would be at most 1 s here.
+    assert!(waited >= Duration::from_millis(2300), "retried too soon: {waited:?}");
+
+    // Cancelling during the long wait returns at once.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let cancelled_at = Instant::now();
+    shutdown.cancel();
+    stopped(handle, 1.0).await;
+    assert!(cancelled_at.elapsed() < Duration::from_millis(500));
+}
+
+#[tokio::test]
+async fn revoked_close_retries_slowly() {
+    let (listener, url) = listener().await;
+    let state = support::enrolled_state(&url);
+    let mut opts = RunOptions::new(state.path(), SYSTEM_RESTIC);
+    opts.revoked_retry = Duration::from_millis(2500);
+    let (shutdown, handle) = start(opts);
+
+    let (_, ws) = accept(&listener, None).await;
+    let mut ws = ws.unwrap_or_else(|| panic!("upgrade failed"));
+    assert_eq!(next_frame(&mut ws).await.message.kind(), "hello");
+    close(&mut ws, close_code::REVOKED, "host deleted").await;
+    let closed_at = Instant::now();
+
+    let (_, ws) = accept(&listener, None).await;
+    let waited = closed_at.elapsed();
+    assert!(waited >= Duration::from_millis(2300), "retried too soon: {waited:?}");
+    assert!(ws.is_some());
+
+    shutdown.cancel();
+    stopped(handle, 3.0).await;
+}
+
+#[tokio::test]
+async fn cancellation_interrupts_backoff_and_connecting() {
+    // Backoff: nothing listens on the port, so every attempt is refused.
+    let (refusing, url) = listener().await;
+    drop(refusing);
+    let state = support::enrolled_state(&url);
+    let (shutdown, handle) = start(RunOptions::new(state.path(), "/nonexistent/restic"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    shutdown.cancel();
+    stopped(handle, 0.5).await;
+
+    // Connecting: the port accepts TCP but never answers the upgrade.
+    let (silent, url) = listener().await;
+    let state = support::enrolled_state(&url);
+    let (shutdown, handle) = start(RunOptions::new(state.path(), "/nonexistent/restic"));
+    let (_stalled, _) = within(5.0, "the agent to connect", silent.accept())
+        .await
+        .unwrap_or_else(|e| panic!("accept: {e}"));
+    shutdown.cancel();
+    stopped(handle, 0.5).await;
+}
+
+#[tokio::test]
+async fn run_without_enrolment_says_so() {
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    match run(RunOptions::new(tmp.path(), SYSTEM_RESTIC), CancellationToken::new()).await {
+        Err(e @ AgentError::NotEnrolled { .. }) => {
+            assert!(e.to_string().contains("restic-manager agent enroll"), "{e}")
+        }
+        other => panic!("expected NotEnrolled, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn run_against_https_says_tls_is_unsupported() {
+    let state = support::enrolled_state("https://backup.example.com");
+    let result = run(RunOptions::new(state.path(), SYSTEM_RESTIC), CancellationToken::new()).await;
+    assert!(matches!(result, Err(AgentError::TlsUnsupported { .. })), "{result:?}");
+}

@@ -1,0 +1,27 @@
+//! Domain building blocks shared by the server, the store and the CLI:
+//! typed ids, secret tokens (generated, parsed, hashed, compared in constant
+//! time) and operator passwords (argon2id).
+//!
+//! Nothing here does I/O beyond asking the OS for randomness.
+
+pub mod ids;
+pub mod password;
+pub mod token;
+
+pub use ids::{HostId, TokenId, UserId};
+
+/// Errors of this crate.
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    /// The OS random number generator failed.
+    #[error("the system random number generator failed: {0}")]
+    Random(String),
+    /// Password hashing failed.
+    #[error("password hashing failed: {0}")]
+    PasswordHash(String),
+}
+
+/// Fills `buf` with OS randomness.
+pub(crate) fn random_bytes(buf: &mut [u8]) -> Result<(), CoreError> {
+    getrandom::fill(buf).map_err(|e| CoreError::Random(e.to_string()))
+}

@@ -1,0 +1,153 @@
+//! Request and response bodies of the operator-facing JSON API (`/api/v1`).
+//!
+//! They live beside the wire protocol so API clients (the agent's enrolment,
+//! the tests, future CLIs) share the server's exact shapes.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Every API error: `{"error": {"code", "message"}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiError {
+    /// The error.
+    pub error: ApiErrorDetail,
+}
+
+/// The inside of an [`ApiError`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiErrorDetail {
+    /// Stable machine-readable code (`bad_request`, `unauthorized`, `not_found`, …).
+    pub code: String,
+    /// What was wrong, naming the field or value.
+    pub message: String,
+}
+
+/// `POST /api/v1/auth/login`.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct LoginRequest {
+    /// The user name.
+    pub username: String,
+    /// The password.
+    pub password: String,
+}
+
+impl std::fmt::Debug for LoginRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginRequest")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// A bearer token and when it stops working.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoginResponse {
+    /// Send as `Authorization: Bearer <token>`.
+    pub token: String,
+    /// Expiry.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// `POST /api/v1/enrollment-tokens`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CreateEnrollmentToken {
+    /// Name the enrolled host will get unless the agent names itself.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Lifetime in seconds (default one hour, at most 30 days).
+    #[serde(default)]
+    pub ttl_seconds: Option<u64>,
+}
+
+/// A fresh enrolment token; the secret is shown only here, once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EnrollmentTokenCreated {
+    /// The token's id (not secret).
+    pub id: String,
+    /// The single-use secret token.
+    pub token: String,
+    /// When it stops working.
+    pub expires_at: DateTime<Utc>,
+    /// The line to paste on the new host.
+    pub command: String,
+}
+
+/// `POST /api/v1/agents/enroll`.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct EnrollRequest {
+    /// The enrolment token.
+    pub token: String,
+    /// The host's display name (defaults to the token's name, then the hostname).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The machine's host name.
+    pub hostname: String,
+}
+
+impl std::fmt::Debug for EnrollRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnrollRequest")
+            .field("token", &"<redacted>")
+            .field("name", &self.name)
+            .field("hostname", &self.hostname)
+            .finish()
+    }
+}
+
+/// The enrolled host and its agent token (shown only here, once).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct EnrollResponse {
+    /// The new host's id.
+    pub host_id: String,
+    /// The agent's bearer token for `/ws/agent`.
+    pub agent_token: String,
+}
+
+impl std::fmt::Debug for EnrollResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnrollResponse")
+            .field("host_id", &self.host_id)
+            .field("agent_token", &"<redacted>")
+            .finish()
+    }
+}
+
+/// A host as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostView {
+    /// Host id (ULID).
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// The machine's host name as enrolled.
+    pub hostname: String,
+    /// Whether its agent is connected now.
+    pub online: bool,
+    /// When it enrolled.
+    pub enrolled_at: DateTime<Utc>,
+    /// Last frame received from its agent.
+    pub last_seen_at: Option<DateTime<Utc>>,
+    /// The agent's release version.
+    pub agent_version: Option<String>,
+    /// restic's version on the host.
+    pub restic_version: Option<String>,
+    /// Why restic's version is unknown, as the agent reported it.
+    pub restic_error: Option<String>,
+    /// The protocol version the agent spoke.
+    pub protocol_version: Option<u32>,
+    /// Operating system.
+    pub os: Option<String>,
+    /// CPU architecture.
+    pub arch: Option<String>,
+    /// The schedule-set version the server wants the agent to run.
+    pub schedule_version: u64,
+    /// The version the agent last acknowledged.
+    pub schedule_applied_version: Option<u64>,
+    /// When the last backup finished.
+    pub last_backup_at: Option<DateTime<Utc>>,
+    /// How it ended.
+    pub last_backup_status: Option<String>,
+    /// Repository size in bytes, from the latest statistics.
+    pub repo_size_bytes: Option<u64>,
+}

@@ -1,0 +1,630 @@
+//! Every message kind of protocol version 1 and its payload.
+//!
+//! Payload structs accept unknown fields (a newer peer may add some) and
+//! default the optional ones, but required fields stay required so that a
+//! malformed payload is reported, naming the missing or mistyped field.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::envelope::DecodeError;
+
+/// Declares [`Message`] from one table of `Variant = "kind" (Payload)` rows so
+/// the kind strings, the enum and the decoder can never disagree.
+macro_rules! messages {
+    ($( $(#[$doc:meta])* $variant:ident = $kind:literal ($payload:ty), )*) => {
+        /// A typed protocol message; the envelope's `type` picks the variant.
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum Message {
+            $( $(#[$doc])* $variant($payload), )*
+            /// A kind this build does not know. Receivers log and ignore it.
+            Unknown {
+                /// The `type` string as received.
+                kind: String,
+                /// The payload as received.
+                payload: Value,
+            },
+        }
+
+        impl Message {
+            /// Every kind this build knows, in protocol-table order.
+            pub const KINDS: &'static [&'static str] = &[$($kind),*];
+
+            /// The wire name of this message's kind.
+            pub fn kind(&self) -> &str {
+                match self {
+                    $( Message::$variant(_) => $kind, )*
+                    Message::Unknown { kind, .. } => kind,
+                }
+            }
+
+            /// Builds a typed message from an envelope's `type` and payload.
+            pub(crate) fn from_parts(kind: &str, payload: Value) -> Result<Message, DecodeError> {
+                let payload = if payload.is_null() {
+                    Value::Object(Default::default())
+                } else {
+                    payload
+                };
+                match kind {
+                    $( $kind => serde_json::from_value(payload)
+                        .map(Message::$variant)
+                        .map_err(|source| DecodeError::Payload { kind: $kind, source }), )*
+                    other => Ok(Message::Unknown { kind: other.to_owned(), payload }),
+                }
+            }
+
+            /// The payload as a JSON value, ready for an envelope.
+            pub fn payload(&self) -> Value {
+                match self {
+                    $( Message::$variant(p) => serde_json::to_value(p).unwrap_or(Value::Null), )*
+                    Message::Unknown { payload, .. } => payload.clone(),
+                }
+            }
+        }
+
+        $( impl From<$payload> for Message {
+            fn from(payload: $payload) -> Self {
+                Message::$variant(payload)
+            }
+        } )*
+    };
+}
+
+messages! {
+    /// A→S: the handshake; must be the first frame.
+    Hello = "hello" (Hello),
+    /// A→S: liveness, every heartbeat interval.
+    Heartbeat = "heartbeat" (Heartbeat),
+    /// S→A: repository credentials and agent settings.
+    ConfigUpdate = "config.update" (ConfigUpdate),
+    /// S→A: the host's complete schedule set.
+    ScheduleSet = "schedule.set" (ScheduleSet),
+    /// A→S: the agent now runs this schedule version.
+    ScheduleAck = "schedule.ack" (ScheduleAck),
+    /// A→S: the agent's local clock fired a schedule.
+    ScheduleFire = "schedule.fire" (ScheduleFire),
+    /// S→A: run a job.
+    CommandRun = "command.run" (CommandRun),
+    /// A→S: whether a `command.run` was accepted.
+    CommandResult = "command.result" (CommandResult),
+    /// S→A: cancel a running or queued job.
+    CommandCancel = "command.cancel" (CommandCancel),
+    /// A→S: a job's restic process started.
+    JobStarted = "job.started" (JobStarted),
+    /// A→S: live progress, at most once a second; never persisted.
+    JobProgress = "job.progress" (JobProgress),
+    /// A→S: a batch of a job's output lines.
+    LogStream = "log.stream" (LogStream),
+    /// A→S: a job's final outcome.
+    JobFinished = "job.finished" (JobFinished),
+    /// A→S: the repository's full snapshot list for this host.
+    SnapshotsReport = "snapshots.report" (SnapshotsReport),
+    /// A→S: repository statistics.
+    RepoStats = "repo.stats" (RepoStats),
+    /// S→A (RPC request): list the direct children of a path in a snapshot.
+    TreeList = "tree.list" (TreeList),
+    /// A→S (RPC reply): the children, or the agent-side error.
+    TreeListResult = "tree.list.result" (TreeListResult),
+    /// Both ways: something was wrong with a frame or a request.
+    Error = "error" (ErrorBody),
+}
+
+/// `hello`: who the agent is and what it can do.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hello {
+    /// The protocol version the agent speaks.
+    pub protocol_version: u32,
+    /// The agent's own release version.
+    pub agent_version: String,
+    /// restic's version (`0.14.0`), or `None` when restic could not be run.
+    #[serde(default)]
+    pub restic_version: Option<String>,
+    /// Why restic's version is unknown (not installed, failed to run, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restic_error: Option<String>,
+    /// The machine's host name.
+    pub hostname: String,
+    /// Operating system (`linux`, `macos`, …).
+    pub os: String,
+    /// CPU architecture (`x86_64`, `aarch64`, …).
+    pub arch: String,
+}
+
+/// `heartbeat`: carries nothing; its arrival is the message.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Heartbeat {}
+
+/// `config.update`: what the agent needs to run jobs.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ConfigUpdate {
+    /// The host's repository, when one is set.
+    #[serde(default)]
+    pub repository: Option<RepositoryConfig>,
+    /// Agent behaviour settings.
+    #[serde(default)]
+    pub settings: AgentSettings,
+}
+
+/// A restic repository and how to open it.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct RepositoryConfig {
+    /// restic's repository string: a local path, `rest:…`, `s3:…`, `sftp:…`, `rclone:…`.
+    pub url: String,
+    /// The repository password.
+    pub password: String,
+    /// Extra environment for the backend (e.g. `AWS_ACCESS_KEY_ID`).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for RepositoryConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never let a password or backend key reach a log through `{:?}`.
+        f.debug_struct("RepositoryConfig")
+            .field("url", &self.url)
+            .field("password", &"<redacted>")
+            .field("env", &self.env.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// Agent behaviour the server decides.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentSettings {
+    /// Seconds between heartbeats. The server closes a connection that is
+    /// silent for three of these.
+    #[serde(default = "default_heartbeat")]
+    pub heartbeat_seconds: u32,
+}
+
+fn default_heartbeat() -> u32 {
+    crate::DEFAULT_HEARTBEAT_SECS
+}
+
+impl Default for AgentSettings {
+    fn default() -> Self {
+        AgentSettings {
+            heartbeat_seconds: default_heartbeat(),
+        }
+    }
+}
+
+/// `schedule.set`: the full schedule set; `version` only ever increases.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ScheduleSet {
+    /// Monotonic version of this host's schedule set (0 = none ever set).
+    pub version: u64,
+    /// Every schedule of the host.
+    #[serde(default)]
+    pub schedules: Vec<Schedule>,
+}
+
+/// One schedule as the agent runs it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Schedule {
+    /// The schedule's id (ULID).
+    pub id: String,
+    /// What to run.
+    pub kind: JobKind,
+    /// Cron expression (5 or 6 fields, or `@daily` and friends).
+    pub cron: String,
+    /// IANA time zone the cron is read in; `None` means the host's.
+    #[serde(default)]
+    pub timezone: Option<String>,
+    /// Job parameters, as for `command.run`.
+    #[serde(default)]
+    pub params: Value,
+    /// Disabled schedules are kept but never fire.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Random delay up to this many seconds added to each fire.
+    #[serde(default)]
+    pub jitter_seconds: u32,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `schedule.ack`: the version the agent applied.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScheduleAck {
+    /// The applied `schedule.set` version.
+    pub version: u64,
+    /// When it was applied.
+    pub applied_at: DateTime<Utc>,
+}
+
+/// `schedule.fire`: the agent's clock reached a schedule's fire time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScheduleFire {
+    /// Which schedule fired.
+    pub schedule_id: String,
+    /// The fire time the schedule named (not the send time).
+    pub scheduled_at: DateTime<Utc>,
+    /// Set when the agent ran the job itself while offline: its own job id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<String>,
+}
+
+/// The kinds of job an agent runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    /// `restic init`.
+    Init,
+    /// `restic backup`.
+    Backup,
+    /// `restic forget` (then `prune` when asked).
+    Forget,
+    /// `restic prune`.
+    Prune,
+    /// `restic check`.
+    Check,
+    /// `restic unlock` (stale locks only).
+    Unlock,
+    /// `restic snapshots`.
+    Snapshots,
+    /// `restic stats`.
+    Stats,
+    /// `restic restore`.
+    Restore,
+}
+
+impl JobKind {
+    /// Every job kind.
+    pub const ALL: [JobKind; 9] = [
+        JobKind::Init,
+        JobKind::Backup,
+        JobKind::Forget,
+        JobKind::Prune,
+        JobKind::Check,
+        JobKind::Unlock,
+        JobKind::Snapshots,
+        JobKind::Stats,
+        JobKind::Restore,
+    ];
+
+    /// The wire name (`backup`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Init => "init",
+            JobKind::Backup => "backup",
+            JobKind::Forget => "forget",
+            JobKind::Prune => "prune",
+            JobKind::Check => "check",
+            JobKind::Unlock => "unlock",
+            JobKind::Snapshots => "snapshots",
+            JobKind::Stats => "stats",
+            JobKind::Restore => "restore",
+        }
+    }
+}
+
+impl std::fmt::Display for JobKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `command.run`: run one job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommandRun {
+    /// The server's job id (ULID).
+    pub job_id: String,
+    /// What to run.
+    pub kind: JobKind,
+    /// Kind-specific parameters.
+    #[serde(default)]
+    pub params: Value,
+}
+
+/// Why an agent turned a `command.run` down.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectReason {
+    /// Another job is running.
+    Busy,
+    /// The agent does not know the job kind.
+    UnknownKind,
+    /// No repository credentials yet.
+    NoCredentials,
+    /// The parameters are not valid for the kind.
+    BadParams,
+    /// A reason this build does not know.
+    #[serde(other)]
+    Other,
+}
+
+/// `command.result`: the agent's answer to a `command.run`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommandResult {
+    /// The job the answer is about.
+    pub job_id: String,
+    /// Whether the agent took the job.
+    pub accepted: bool,
+    /// Why not, when rejected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<RejectReason>,
+    /// A human-readable explanation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// `command.cancel`: stop a job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommandCancel {
+    /// The job to cancel.
+    pub job_id: String,
+}
+
+/// `job.started`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobStarted {
+    /// The job.
+    pub job_id: String,
+    /// When restic was started.
+    pub started_at: DateTime<Utc>,
+}
+
+/// `job.progress`: a live progress sample.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct JobProgress {
+    /// The job.
+    pub job_id: String,
+    /// 0–100.
+    #[serde(default)]
+    pub percent: f64,
+    /// Files processed so far.
+    #[serde(default)]
+    pub files_done: u64,
+    /// Files to process, when known.
+    #[serde(default)]
+    pub files_total: u64,
+    /// Bytes processed so far.
+    #[serde(default)]
+    pub bytes_done: u64,
+    /// Bytes to process, when known.
+    #[serde(default)]
+    pub bytes_total: u64,
+    /// Estimated seconds left, when known.
+    #[serde(default)]
+    pub eta_seconds: Option<u64>,
+    /// Files being worked on now.
+    #[serde(default)]
+    pub current_files: Vec<String>,
+}
+
+/// Which output stream of restic a log line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogStreamKind {
+    /// restic's standard output.
+    Stdout,
+    /// restic's standard error.
+    Stderr,
+}
+
+/// One output line of a job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogLine {
+    /// Dense per job, from 1: storage is idempotent on `(job_id, seq)`.
+    pub seq: u64,
+    /// When the agent read the line.
+    pub ts: DateTime<Utc>,
+    /// Which stream.
+    pub stream: LogStreamKind,
+    /// The line, without its newline.
+    pub text: String,
+}
+
+/// `log.stream`: a batch of lines of one job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogStream {
+    /// The job.
+    pub job_id: String,
+    /// The lines, in `seq` order.
+    pub lines: Vec<LogLine>,
+}
+
+/// How a job ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobOutcome {
+    /// restic exited 0.
+    Succeeded,
+    /// A snapshot was made but some files could not be read (backup exit 3).
+    Partial,
+    /// Anything else.
+    Failed,
+    /// Cancelled by an operator or by shutdown.
+    Cancelled,
+}
+
+/// `job.finished`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobFinished {
+    /// The job.
+    pub job_id: String,
+    /// The outcome.
+    pub status: JobOutcome,
+    /// restic's exit code, when it exited.
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+    /// Command-specific statistics (a JSON object).
+    #[serde(default)]
+    pub stats: Value,
+    /// restic's own error text on failure.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// When the job ended.
+    pub finished_at: DateTime<Utc>,
+}
+
+/// One snapshot as stored by the server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotInfo {
+    /// Full 64-hex id.
+    pub id: String,
+    /// First 8 hex characters.
+    pub short_id: String,
+    /// When the snapshot was taken.
+    pub time: DateTime<Utc>,
+    /// The host name restic recorded.
+    #[serde(default)]
+    pub hostname: String,
+    /// The backed-up paths.
+    #[serde(default)]
+    pub paths: Vec<String>,
+    /// Tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Bytes in the snapshot, when restic reports it.
+    #[serde(default)]
+    pub size_bytes: Option<u64>,
+    /// Files in the snapshot, when restic reports it.
+    #[serde(default)]
+    pub file_count: Option<u64>,
+}
+
+/// `snapshots.report`: replaces the stored list for the host.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotsReport {
+    /// Every snapshot of the repository made by this host.
+    pub snapshots: Vec<SnapshotInfo>,
+}
+
+/// `repo.stats`: repository statistics.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RepoStats {
+    /// Restore size of all snapshots, in bytes.
+    #[serde(default)]
+    pub total_size_bytes: Option<u64>,
+    /// Bytes stored in the repository (after dedup and compression).
+    #[serde(default)]
+    pub raw_size_bytes: Option<u64>,
+    /// Distinct files across snapshots.
+    #[serde(default)]
+    pub unique_files: Option<u64>,
+    /// Number of snapshots.
+    #[serde(default)]
+    pub snapshot_count: Option<u64>,
+    /// When `check` last ran.
+    #[serde(default)]
+    pub last_check_at: Option<DateTime<Utc>>,
+    /// `succeeded` / `failed` of that check.
+    #[serde(default)]
+    pub last_check_status: Option<String>,
+    /// Whether a lock file is present.
+    #[serde(default)]
+    pub lock_present: Option<bool>,
+    /// When `prune` last ran.
+    #[serde(default)]
+    pub last_prune_at: Option<DateTime<Utc>>,
+    /// Bytes that prune freed.
+    #[serde(default)]
+    pub last_prune_freed_bytes: Option<u64>,
+}
+
+/// `tree.list`: RPC request for a directory's direct children.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TreeList {
+    /// The snapshot (full or short id).
+    pub snapshot_id: String,
+    /// Absolute path inside the snapshot (`/` for the root).
+    pub path: String,
+}
+
+/// The type of a snapshot tree entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryType {
+    /// A regular file.
+    File,
+    /// A directory.
+    Dir,
+    /// A symbolic link.
+    Symlink,
+    /// Anything else restic records (device, fifo, socket…).
+    #[serde(other)]
+    Other,
+}
+
+/// One child in a `tree.list.result`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TreeEntry {
+    /// File name.
+    pub name: String,
+    /// Entry type.
+    #[serde(rename = "type")]
+    pub entry_type: EntryType,
+    /// Absolute path inside the snapshot.
+    pub path: String,
+    /// Size in bytes (files only).
+    #[serde(default)]
+    pub size: Option<u64>,
+    /// Modification time.
+    #[serde(default)]
+    pub mtime: Option<DateTime<Utc>>,
+    /// Unix permission bits.
+    #[serde(default)]
+    pub mode: Option<u32>,
+}
+
+/// `tree.list.result`: the reply, carrying the request's envelope id.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TreeListResult {
+    /// The children.
+    #[serde(default)]
+    pub entries: Vec<TreeEntry>,
+    /// The agent-side failure, if any.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// Error codes carried by `error` frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The frame or request was malformed.
+    BadRequest,
+    /// The agent's protocol version is below the server's minimum.
+    ProtocolTooOld,
+    /// Not allowed.
+    Unauthorized,
+    /// The thing referred to does not exist.
+    NotFound,
+    /// Try later.
+    Busy,
+    /// The sender failed internally.
+    Internal,
+    /// A code this build does not know.
+    #[serde(other)]
+    Unknown,
+}
+
+/// `error`: what went wrong, for a human and for code.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// Machine-readable code.
+    pub code: ErrorCode,
+    /// What was wrong, naming the field or value.
+    pub message: String,
+    /// Where to read more (e.g. upgrade instructions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+}
+
+impl ErrorBody {
+    /// An error body without a URL.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ErrorBody {
+            code,
+            message: message.into(),
+            url: None,
+        }
+    }
+}

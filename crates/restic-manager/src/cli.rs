@@ -1,0 +1,142 @@
+//! The command line, as clap types. Every flag also reads `RM_<FLAG>`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// A self-hosted control plane for restic backups across a fleet of machines.
+#[derive(Debug, Parser)]
+#[command(name = "restic-manager", version, about, long_about = None)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run the server: web API, agent WebSocket endpoint, store.
+    ///
+    /// On first start, with no users yet, it creates the user `admin` with
+    /// the password in RM_ADMIN_PASSWORD, or prints a generated one once.
+    Server(ServerArgs),
+    /// Run or enrol the agent on a host to be backed up.
+    #[command(subcommand)]
+    Agent(AgentCommand),
+    /// Offline administration of the server's store (users, API tokens).
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+/// Where the server keeps its data.
+#[derive(Debug, Args, Clone)]
+pub(crate) struct StoreArgs {
+    /// Directory for the database (and, later, the key file).
+    #[arg(long, env = "RM_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Database URL; default `sqlite://<data-dir>/restic-manager.db`.
+    /// A `postgres://` URL selects PostgreSQL.
+    #[arg(long, env = "RM_DATABASE_URL")]
+    pub database_url: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServerArgs {
+    /// Address to listen on.
+    #[arg(long, env = "RM_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// URL agents and browsers use to reach this server (for enrolment
+    /// commands and links); default `http://<listen>`.
+    #[arg(long, env = "RM_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Seconds between agent heartbeats (pushed to agents).
+    #[arg(long, env = "RM_HEARTBEAT_SECONDS", default_value_t = 30,
+          value_parser = clap::value_parser!(u32).range(1..=3600))]
+    pub heartbeat_seconds: u32,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum AgentCommand {
+    /// Trade a one-time enrolment token for this host's agent token and
+    /// write the state directory (directory 0700, files 0600).
+    Enroll(EnrollArgs),
+    /// Connect to the server and work until stopped (SIGTERM/SIGINT);
+    /// reconnects with jittered backoff when the server is away.
+    Run(RunArgs),
+}
+
+/// Default location of the agent's state.
+const DEFAULT_STATE_DIR: &str = "/var/lib/restic-manager/agent";
+
+#[derive(Debug, Args)]
+pub(crate) struct EnrollArgs {
+    /// The server's URL, e.g. http://backup.example.net:8080.
+    #[arg(long, env = "RM_SERVER")]
+    pub server: String,
+    /// The enrolment token from the server (single use, expiring).
+    #[arg(long, env = "RM_TOKEN", hide_env_values = true)]
+    pub token: String,
+    /// Name for this host in the server (default: the token's name, then
+    /// the host name).
+    #[arg(long, env = "RM_NAME")]
+    pub name: Option<String>,
+    /// Where the agent keeps its token and state.
+    #[arg(long, env = "RM_STATE_DIR", default_value = DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+    /// Replace an existing enrolment in the state directory.
+    #[arg(long, env = "RM_FORCE")]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    /// Where the agent keeps its token and state.
+    #[arg(long, env = "RM_STATE_DIR", default_value = DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+    /// The restic binary to run.
+    #[arg(long, env = "RM_RESTIC_BIN", default_value = "restic")]
+    pub restic_bin: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum AdminCommand {
+    /// Create an operator account. The password is read from standard input
+    /// with --password-stdin, or generated and printed once.
+    CreateUser(UserArgs),
+    /// Set a new password for an operator and end their sessions. The
+    /// password is read from standard input with --password-stdin, or
+    /// generated and printed once.
+    ResetPassword(UserArgs),
+    /// Create an API token acting as an operator; it is printed once.
+    CreateApiToken(ApiTokenArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct UserArgs {
+    /// The operator's login name.
+    #[arg(long, env = "RM_USERNAME")]
+    pub username: String,
+    /// Read the password from the first line of standard input instead of
+    /// generating one (keeps it off the command line).
+    #[arg(long)]
+    pub password_stdin: bool,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ApiTokenArgs {
+    /// The operator the token acts as.
+    #[arg(long, env = "RM_USERNAME")]
+    pub username: String,
+    /// What the token is for (shown in listings).
+    #[arg(long, env = "RM_TOKEN_NAME")]
+    pub name: String,
+    /// Expire after this many days (default: never).
+    #[arg(long, env = "RM_TTL_DAYS", value_parser = clap::value_parser!(u32).range(1..=3650))]
+    pub ttl_days: Option<u32>,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}

@@ -1,0 +1,113 @@
+//! `restic-manager`: one binary for the server, the agent and offline admin.
+//!
+//! This is the edge of the program: it parses the command line (every flag
+//! also reads an `RM_*` variable), sets up logging, opens the store the
+//! database URL names, wires the library crates together and turns their
+//! typed errors into readable `anyhow` reports.
+
+mod admin;
+mod cli;
+mod server;
+mod storage;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{AgentCommand, Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: could not start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Server(args) => server::run(args).await,
+        Command::Agent(AgentCommand::Enroll(args)) => {
+            let enrolled = rm_agent::enroll(rm_agent::EnrollOptions {
+                server_url: args.server,
+                token: args.token,
+                name: args.name,
+                state_dir: args.state_dir.clone(),
+                force: args.force,
+            })
+            .await?;
+            println!(
+                "Enrolled as host {}. State written to {}.",
+                enrolled.host_id,
+                enrolled.state_file.display()
+            );
+            println!(
+                "Start the agent with: restic-manager agent run --state-dir {}",
+                args.state_dir.display()
+            );
+            Ok(())
+        }
+        Command::Agent(AgentCommand::Run(args)) => {
+            let shutdown = shutdown_on_signal();
+            rm_agent::run(
+                rm_agent::RunOptions::new(args.state_dir, args.restic_bin),
+                shutdown,
+            )
+            .await?;
+            Ok(())
+        }
+        Command::Admin(command) => admin::run(command).await,
+    }
+}
+
+/// Logs go to stderr; `RM_LOG` (or `RUST_LOG`) picks the level, default info.
+fn init_logging() {
+    let filter = std::env::var("RM_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| String::from("info"));
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// A token cancelled on the first SIGTERM or SIGINT.
+pub(crate) fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let trigger = token.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown requested");
+        trigger.cancel();
+    });
+    token
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

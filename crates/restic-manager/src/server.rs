@@ -1,0 +1,56 @@
+//! `restic-manager server`.
+
+use anyhow::Context;
+use rm_server::{AppState, FirstAdmin, ServerConfig};
+
+use crate::cli::ServerArgs;
+
+pub(crate) async fn run(args: ServerArgs) -> anyhow::Result<()> {
+    let store = crate::storage::open(&args.store).await?;
+    let admin_password = std::env::var("RM_ADMIN_PASSWORD").ok();
+    match rm_server::ensure_first_admin(store.as_ref(), admin_password.as_deref()).await? {
+        FirstAdmin::AlreadyPresent => {}
+        FirstAdmin::CreatedWithGivenPassword => {
+            println!("Created the administrator account `admin` with the password from RM_ADMIN_PASSWORD.");
+        }
+        FirstAdmin::CreatedWithGeneratedPassword(password) => {
+            // Shown once, on the terminal only; never logged.
+            println!("First start: created the administrator account.");
+            println!("  user:     admin");
+            println!("  password: {password}");
+            println!("Change it with: restic-manager admin reset-password --username admin --password-stdin");
+        }
+    }
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("could not listen on {}", args.listen))?;
+    let local = listener.local_addr()?;
+    let public_url = args
+        .public_url
+        .unwrap_or_else(|| default_public_url(local));
+    let mut config = ServerConfig::new(public_url);
+    config.heartbeat_seconds = args.heartbeat_seconds;
+    println!("restic-manager server listening on http://{local} (public URL {})", config.public_url);
+
+    let state = AppState::new(store, config);
+    let shutdown = crate::shutdown_on_signal();
+    rm_server::serve(listener, state, async move { shutdown.cancelled().await }).await?;
+    tracing::info!("server stopped");
+    Ok(())
+}
+
+/// `http://<listen>`, with the machine's name in place of an unspecified
+/// address so the enrolment command works from other hosts.
+fn default_public_url(local: std::net::SocketAddr) -> String {
+    if local.ip().is_unspecified() {
+        let host = std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_owned())
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| String::from("localhost"));
+        format!("http://{host}:{}", local.port())
+    } else {
+        format!("http://{local}")
+    }
+}

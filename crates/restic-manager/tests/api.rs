@@ -1,0 +1,255 @@
+//! The operator API: logging in, bearer tokens, enrolment tokens and the
+//! enrolment exchange, and the host listing.
+
+use chrono::{Duration as ChronoDuration, Utc};
+use rm_core::token::{IssuedToken, TokenKind};
+use rm_protocol::api::HostView;
+use rm_store::EnrollmentToken;
+use rm_testkit::{Api, TestServer, ADMIN_PASSWORD};
+use serde_json::json;
+
+#[tokio::test]
+async fn health_needs_no_login() {
+    let server = TestServer::start().await.unwrap();
+    let (status, body) = server.anonymous().get("/healthz").await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(body, json!("ok"));
+}
+
+#[tokio::test]
+async fn login_gives_a_bearer_token_and_wrong_passwords_do_not() {
+    let server = TestServer::start().await.unwrap();
+    let anon = server.anonymous();
+
+    let (status, body) = anon
+        .post("/api/v1/auth/login", json!({"username": "admin", "password": ADMIN_PASSWORD}))
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert!(body["token"].as_str().unwrap().starts_with("rms."));
+    assert!(body["expires_at"].as_str().is_some());
+
+    for (username, password) in [("admin", "wrong"), ("nobody", ADMIN_PASSWORD)] {
+        let (status, body) = anon
+            .post("/api/v1/auth/login", json!({"username": username, "password": password}))
+            .await
+            .unwrap();
+        assert_eq!(status, 401);
+        assert_eq!(body["error"]["code"], "unauthorized");
+        assert_eq!(body["error"]["message"], "invalid user name or password");
+    }
+
+    // A missing field is named.
+    let (status, body) = anon
+        .post("/api/v1/auth/login", json!({"username": "admin"}))
+        .await
+        .unwrap();
+    assert_eq!(status, 400);
+    assert!(body["error"]["message"].as_str().unwrap().contains("password"), "{body}");
+}
+
+#[tokio::test]
+async fn the_api_refuses_requests_without_a_valid_bearer_token() {
+    let server = TestServer::start().await.unwrap();
+    let anon = server.anonymous();
+    for api in [
+        anon.clone(),
+        anon.with_token("garbage"),
+        anon.with_token(IssuedToken::generate(TokenKind::Session).unwrap().token),
+        anon.with_token(IssuedToken::generate(TokenKind::Api).unwrap().token),
+    ] {
+        let (status, body) = api.get("/api/v1/hosts").await.unwrap();
+        assert_eq!(status, 401);
+        assert_eq!(body["error"]["code"], "unauthorized");
+    }
+}
+
+#[tokio::test]
+async fn logout_ends_the_session() {
+    let server = TestServer::start().await.unwrap();
+    let admin = server.admin().await.unwrap();
+    assert_eq!(admin.get("/api/v1/hosts").await.unwrap().0, 200);
+    assert_eq!(admin.post("/api/v1/auth/logout", json!({})).await.unwrap().0, 204);
+    assert_eq!(admin.get("/api/v1/hosts").await.unwrap().0, 401);
+}
+
+#[tokio::test]
+async fn an_enrolment_token_enrols_exactly_one_host() {
+    let server = TestServer::start().await.unwrap();
+    let admin = server.admin().await.unwrap();
+    let created = admin
+        .create_enrollment_token(Some("web 01"), Some(600))
+        .await
+        .unwrap();
+    assert!(created.token.starts_with("rme."));
+    assert_eq!(
+        created.command,
+        format!(
+            "restic-manager agent enroll --server {} --token {} --name 'web 01'",
+            server.url, created.token
+        )
+    );
+    let ttl = created.expires_at - Utc::now();
+    assert!(ttl > ChronoDuration::seconds(590) && ttl <= ChronoDuration::seconds(600));
+
+    // Listed as pending, without the secret.
+    let (_, pending) = admin.get("/api/v1/enrollment-tokens").await.unwrap();
+    assert_eq!(pending.as_array().unwrap().len(), 1);
+    assert_eq!(pending[0]["id"], created.id.as_str());
+    assert!(pending[0].get("token").is_none());
+
+    let anon = server.anonymous();
+    let enrolled = anon.enroll(&created.token, None, "web01.example").await.unwrap();
+    assert!(enrolled.agent_token.starts_with("rma."));
+
+    let host: HostView = admin.host(&enrolled.host_id).await.unwrap();
+    assert_eq!(host.name, "web 01", "the token's name is used");
+    assert_eq!(host.hostname, "web01.example");
+    assert!(!host.online);
+    assert_eq!(host.schedule_version, 0);
+
+    // Single use.
+    let (status, body) = anon
+        .post(
+            "/api/v1/agents/enroll",
+            json!({"token": created.token, "hostname": "again"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 401);
+    assert_eq!(body["error"]["message"], "enrolment token is unknown, expired or already used");
+    let (_, pending) = admin.get("/api/v1/enrollment-tokens").await.unwrap();
+    assert!(pending.as_array().unwrap().is_empty());
+    assert_eq!(admin.hosts().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn expired_and_forged_enrolment_tokens_are_refused_alike() {
+    let server = TestServer::start().await.unwrap();
+    let issued = IssuedToken::generate(TokenKind::Enrollment).unwrap();
+    let now = Utc::now();
+    server
+        .store()
+        .create_enrollment_token(&EnrollmentToken {
+            id: issued.id,
+            name: None,
+            token_hash: issued.hash,
+            created_at: now - ChronoDuration::hours(2),
+            expires_at: now - ChronoDuration::hours(1),
+            used_at: None,
+            host_id: None,
+        })
+        .await
+        .unwrap();
+    let anon = server.anonymous();
+    let forged = format!("{}A", &issued.token[..issued.token.len() - 1]);
+    for token in [issued.token.as_str(), forged.as_str(), "rme.nonsense", ""] {
+        let (status, body) = anon
+            .post("/api/v1/agents/enroll", json!({"token": token, "hostname": "h"}))
+            .await
+            .unwrap();
+        assert_eq!(status, 401, "token {token:?}");
+        assert_eq!(body["error"]["message"], "enrolment token is unknown, expired or already used");
+    }
+    assert!(server.store().list_hosts().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn enrolment_input_is_validated_and_changes_nothing() {
+    let server = TestServer::start().await.unwrap();
+    let admin = server.admin().await.unwrap();
+
+    for (body, field) in [
+        (json!({"ttl_seconds": 0}), "ttl_seconds"),
+        (json!({"ttl_seconds": 99_999_999}), "ttl_seconds"),
+        (json!({"name": "   "}), "name"),
+        (json!({"name": "x".repeat(200)}), "name"),
+        (json!({"name": "bad\u{7}name"}), "name"),
+        (json!({"ttl_seconds": "soon"}), "ttl_seconds"),
+    ] {
+        let (status, reply) = admin.post("/api/v1/enrollment-tokens", body.clone()).await.unwrap();
+        assert_eq!(status, 400, "{body}");
+        let message = reply["error"]["message"].as_str().unwrap();
+        assert!(message.contains(field), "{body} → {message}");
+    }
+    let (_, pending) = admin.get("/api/v1/enrollment-tokens").await.unwrap();
+    assert!(pending.as_array().unwrap().is_empty());
+
+    let created = admin.create_enrollment_token(None, None).await.unwrap();
+    let anon = server.anonymous();
+    for (body, field) in [
+        (json!({"token": created.token, "hostname": ""}), "hostname"),
+        (json!({"token": created.token}), "hostname"),
+        (json!({"token": created.token, "hostname": "h", "name": "\n"}), "name"),
+    ] {
+        let (status, reply) = anon.post("/api/v1/agents/enroll", body.clone()).await.unwrap();
+        assert_eq!(status, 400, "{body}");
+        let message = reply["error"]["message"].as_str().unwrap();
+        assert!(message.contains(field), "{body} → {message}");
+    }
+    // The token survived the bad attempts.
+    anon.enroll(&created.token, Some("named"), "h").await.unwrap();
+}
+
+#[tokio::test]
+async fn hosts_can_be_listed_shown_and_deleted() {
+    let server = TestServer::start().await.unwrap();
+    let (a, _) = server.enrolled_host("alpha").await.unwrap();
+    let (b, _) = server.enrolled_host("beta").await.unwrap();
+    let admin = server.admin().await.unwrap();
+
+    let hosts = admin.hosts().await.unwrap();
+    assert_eq!(
+        hosts.iter().map(|h| h.name.as_str()).collect::<Vec<_>>(),
+        ["alpha", "beta"]
+    );
+    assert_eq!(admin.host(&a).await.unwrap().id, a);
+
+    let (status, body) = admin.get("/api/v1/hosts/not-an-id").await.unwrap();
+    assert_eq!(status, 400);
+    assert!(body["error"]["message"].as_str().unwrap().contains("not-an-id"));
+    let missing = rm_core::HostId::new();
+    let (status, body) = admin.get(&format!("/api/v1/hosts/{missing}")).await.unwrap();
+    assert_eq!(status, 404);
+    assert_eq!(body["error"]["code"], "not_found");
+
+    assert_eq!(admin.delete(&format!("/api/v1/hosts/{a}")).await.unwrap().0, 204);
+    assert_eq!(admin.delete(&format!("/api/v1/hosts/{a}")).await.unwrap().0, 404);
+    let hosts = admin.hosts().await.unwrap();
+    assert_eq!(hosts.len(), 1);
+    assert_eq!(hosts[0].id, b);
+}
+
+#[tokio::test]
+async fn an_api_token_made_offline_works_as_a_bearer_token() {
+    let server = TestServer::start().await.unwrap();
+    let admin_user = server.store().user_by_name("admin").await.unwrap().unwrap();
+    let issued = IssuedToken::generate(TokenKind::Api).unwrap();
+    server
+        .store()
+        .create_api_token(&rm_store::ApiToken {
+            id: issued.id,
+            user_id: admin_user.id,
+            name: String::from("ci"),
+            token_hash: issued.hash,
+            created_at: Utc::now(),
+            expires_at: None,
+            revoked_at: None,
+        })
+        .await
+        .unwrap();
+    let api = Api::new(&server.url, Some(issued.token));
+    assert_eq!(api.get("/api/v1/hosts").await.unwrap().0, 200);
+    // Logout is for sessions only, and says so.
+    let (status, body) = api.post("/api/v1/auth/logout", json!({})).await.unwrap();
+    assert_eq!(status, 400);
+    assert!(body["error"]["message"].as_str().unwrap().contains("API token"));
+}
+
+#[tokio::test]
+async fn unknown_api_routes_answer_json_404() {
+    let server = TestServer::start().await.unwrap();
+    let (status, body) = server.anonymous().get("/api/v1/nope").await.unwrap();
+    assert_eq!(status, 404);
+    assert_eq!(body["error"]["code"], "not_found");
+}

@@ -1,0 +1,212 @@
+//! The command line as an operator meets it: help texts, starting the
+//! server, and offline administration against a live server's database.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use rm_testkit::{Api, TestServer};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_restic-manager");
+
+async fn run(args: &[&str], stdin: Option<&str>) -> std::process::Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().unwrap();
+        pipe.write_all(input.as_bytes()).await.unwrap();
+        drop(pipe);
+    }
+    child.wait_with_output().await.unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[tokio::test]
+async fn every_command_explains_itself() {
+    for (args, phrase) in [
+        (vec!["--help"], "control plane for restic"),
+        (vec!["server", "--help"], "RM_LISTEN"),
+        (vec!["server", "--help"], "RM_DATABASE_URL"),
+        (vec!["agent", "enroll", "--help"], "enrolment token"),
+        (vec!["agent", "run", "--help"], "reconnects"),
+        (vec!["admin", "create-user", "--help"], "password-stdin"),
+        (vec!["admin", "reset-password", "--help"], "sessions"),
+        (vec!["admin", "create-api-token", "--help"], "printed once"),
+    ] {
+        let out = run(&args, None).await;
+        assert!(out.status.success(), "{args:?}");
+        let help = text(&out.stdout);
+        assert!(help.contains(phrase), "{args:?} help lacks {phrase:?}:\n{help}");
+    }
+}
+
+#[tokio::test]
+async fn admin_commands_manage_users_and_api_tokens_of_a_running_server() {
+    let server = TestServer::start().await.unwrap();
+    let data_dir = server.data_dir().to_str().unwrap().to_owned();
+
+    let out = run(
+        &["admin", "create-user", "--username", "alice", "--password-stdin", "--data-dir", &data_dir],
+        Some("alice-password-1\n"),
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let alice = server.anonymous().login("alice", "alice-password-1").await.unwrap();
+    assert_eq!(alice.get("/api/v1/hosts").await.unwrap().0, 200);
+
+    // A taken name is refused with a clear message.
+    let out = run(
+        &["admin", "create-user", "--username", "alice", "--password-stdin", "--data-dir", &data_dir],
+        Some("another-password\n"),
+    )
+    .await;
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("alice"), "{}", text(&out.stderr));
+
+    // A short password is refused before anything changes.
+    let out = run(
+        &["admin", "reset-password", "--username", "alice", "--password-stdin", "--data-dir", &data_dir],
+        Some("short\n"),
+    )
+    .await;
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("shorter than 8"));
+    assert_eq!(alice.get("/api/v1/hosts").await.unwrap().0, 200);
+
+    // Resetting without stdin generates and prints a password, and ends sessions.
+    let out = run(
+        &["admin", "reset-password", "--username", "alice", "--data-dir", &data_dir],
+        None,
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let new_password = stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("password: "))
+        .expect("generated password printed")
+        .to_owned();
+    assert_eq!(alice.get("/api/v1/hosts").await.unwrap().0, 401);
+    assert!(server.anonymous().login("alice", "alice-password-1").await.is_err());
+    server.anonymous().login("alice", &new_password).await.unwrap();
+
+    let out = run(
+        &["admin", "create-api-token", "--username", "alice", "--name", "ci", "--data-dir", &data_dir],
+        None,
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let token = text(&out.stdout).trim().to_owned();
+    assert!(token.starts_with("rmt."), "{token}");
+    let api = Api::new(&server.url, Some(token));
+    assert_eq!(api.get("/api/v1/hosts").await.unwrap().0, 200);
+
+    let out = run(
+        &["admin", "create-api-token", "--username", "nobody", "--name", "x", "--data-dir", &data_dir],
+        None,
+    )
+    .await;
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("nobody"));
+}
+
+/// Starts `restic-manager server` on port 0 and returns the child and the
+/// URL it printed, plus everything else it printed before that.
+async fn start_server(data_dir: &Path, env: &[(&str, &str)]) -> (tokio::process::Child, String, String) {
+    let mut child = Command::new(BIN)
+        .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut printed = String::new();
+    let url = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            printed.push_str(&line);
+            printed.push('\n');
+            if let Some(rest) = line.strip_prefix("restic-manager server listening on ") {
+                return rest.split_whitespace().next().unwrap().to_owned();
+            }
+        }
+        panic!("server exited before listening:\n{printed}");
+    })
+    .await
+    .unwrap();
+    (child, url, printed)
+}
+
+async fn terminate(child: &mut tokio::process::Child) -> std::process::ExitStatus {
+    let pid = child.id().unwrap().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn first_start_prints_a_generated_admin_password_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (mut child, url, printed) = start_server(&data, &[]).await;
+    let password = printed
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("password: "))
+        .expect("password printed on first start")
+        .to_owned();
+    Api::new(&url, None).login("admin", &password).await.unwrap();
+    assert!(terminate(&mut child).await.success());
+
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&data).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700);
+
+    // The second start creates nothing and prints no password.
+    let (mut child, url, printed) = start_server(&data, &[]).await;
+    assert!(!printed.contains("password:"), "{printed}");
+    Api::new(&url, None).login("admin", &password).await.unwrap();
+    assert!(terminate(&mut child).await.success());
+}
+
+#[tokio::test]
+async fn the_first_admin_password_can_come_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, url, printed) =
+        start_server(dir.path(), &[("RM_ADMIN_PASSWORD", "from-the-env-123")]).await;
+    assert!(!printed.contains("from-the-env-123"), "the password must not be echoed");
+    Api::new(&url, None).login("admin", "from-the-env-123").await.unwrap();
+    assert!(terminate(&mut child).await.success());
+}
+
+#[tokio::test]
+async fn unsupported_database_urls_are_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().to_str().unwrap();
+    for (url, phrase) in [
+        ("postgres://u@127.0.0.1/db", "PostgreSQL"),
+        ("mysql://u@127.0.0.1/db", "unsupported database URL"),
+    ] {
+        let out = run(
+            &["server", "--listen", "127.0.0.1:0", "--data-dir", data_dir, "--database-url", url],
+            None,
+        )
+        .await;
+        assert!(!out.status.success());
+        assert!(text(&out.stderr).contains(phrase), "{}", text(&out.stderr));
+    }
+}

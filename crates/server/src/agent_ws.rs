@@ -1,0 +1,371 @@
+//! `/ws/agent`: authenticates an agent before the upgrade, runs the `hello`
+//! handshake, registers the connection in the hub, and then reads and
+//! dispatches frames until the socket ends.
+//!
+//! One tokio task per connection does everything (reads, queued writes,
+//! close requests, the idle timer), so ten thousand agents cost ten thousand
+//! small tasks and no OS threads. A bad frame gets an `error` reply and the
+//! connection goes on; only an oversized frame, a broken handshake or
+//! silence ends it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use rm_core::token::{PresentedToken, TokenKind};
+use rm_core::HostId;
+use rm_protocol::{
+    close_code, AgentSettings, ConfigUpdate, Envelope, ErrorBody, ErrorCode, Frame, Hello,
+    Message, ScheduleSet, CURRENT_PROTOCOL_VERSION, MAX_FRAME_BYTES, MIN_PROTOCOL_VERSION,
+};
+use rm_store::HelloRecord;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::hub::{AgentConn, CloseSignal};
+use crate::state::AppState;
+
+/// A write that takes longer than this means the agent stopped reading.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Checks the bearer token, then upgrades. Every authentication failure gets
+/// the same bare 401 so a caller learns nothing about why.
+pub(crate) async fn upgrade(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let host_id = match authenticate(&state, &headers).await {
+        Ok(Some(host_id)) => host_id,
+        Ok(None) => return (StatusCode::UNAUTHORIZED, "unauthorized").into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "could not check an agent token");
+            return (StatusCode::SERVICE_UNAVAILABLE, "store unavailable").into_response();
+        }
+    };
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) => return rejection.into_response(),
+    };
+    ws.max_message_size(MAX_FRAME_BYTES)
+        .max_frame_size(MAX_FRAME_BYTES)
+        .on_upgrade(move |socket| session(state, host_id, socket))
+}
+
+/// The host whose valid agent token is in `Authorization: Bearer`, if any.
+async fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Option<HostId>, rm_store::StoreError> {
+    let Some(token) = bearer_token(headers) else {
+        return Ok(None);
+    };
+    let Ok(presented) = PresentedToken::parse_as(token, TokenKind::Agent) else {
+        return Ok(None);
+    };
+    let stored = state.store().active_agent_token(presented.id).await?;
+    Ok(stored
+        .filter(|t| presented.verify(&t.token_hash))
+        .map(|t| t.host_id))
+}
+
+/// The token of an `Authorization: Bearer <token>` header.
+pub(crate) fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// One agent connection from upgrade to close.
+async fn session(state: AppState, host_id: HostId, mut socket: WebSocket) {
+    let Some(hello) = handshake(&state, host_id, &mut socket).await else {
+        return;
+    };
+    let (conn, mut outbound, close) = AgentConn::new();
+    let record = HelloRecord {
+        connection_id: conn.id().to_string(),
+        agent_version: hello.agent_version.clone(),
+        restic_version: hello.restic_version.clone(),
+        restic_error: hello.restic_error.clone(),
+        protocol_version: hello.protocol_version,
+        hostname: hello.hostname.clone(),
+        os: hello.os.clone(),
+        arch: hello.arch.clone(),
+        at: Utc::now(),
+    };
+    if let Err(e) = state.store().record_hello(host_id, &record).await {
+        tracing::error!(%host_id, error = %e, "could not record an agent's hello");
+        let error = error_frame(None, ErrorCode::Internal, "the server could not record this connection; retry later");
+        let _ = write(&mut socket, WsMessage::Text(error.encode().into())).await;
+        let _ = close_socket(&mut socket, close_code::GOING_AWAY, "server error").await;
+        return;
+    }
+    // Queue the initial pushes before the connection becomes visible in the
+    // hub, so nothing another task sends can overtake them.
+    for frame in initial_pushes(&state) {
+        let _ = conn.send(frame);
+    }
+    if let Some(old) = state.hub().register(host_id, conn.clone()) {
+        tracing::warn!(%host_id, "a new connection replaced the host's existing one");
+        old.close(close_code::REPLACED, "replaced by a newer connection for this host");
+    }
+    tracing::info!(
+        %host_id,
+        agent_version = %hello.agent_version,
+        restic_version = hello.restic_version.as_deref().unwrap_or("unknown"),
+        protocol_version = hello.protocol_version,
+        "agent connected"
+    );
+
+    let reason = run(&state, host_id, &mut socket, &mut outbound, &close).await;
+    tracing::info!(%host_id, %reason, "agent disconnected");
+
+    state.hub().unregister(host_id, conn.id());
+    if let Err(e) = state
+        .store()
+        .mark_host_offline(host_id, &conn.id().to_string(), Utc::now())
+        .await
+    {
+        tracing::error!(%host_id, error = %e, "could not mark host offline");
+    }
+}
+
+/// What to tell an agent right after its hello: its settings and schedules.
+fn initial_pushes(state: &AppState) -> [Frame; 2] {
+    [
+        Frame::new(ConfigUpdate {
+            repository: None,
+            settings: AgentSettings {
+                heartbeat_seconds: state.config().heartbeat_seconds,
+            },
+        }),
+        Frame::new(ScheduleSet {
+            version: 0,
+            schedules: Vec::new(),
+        }),
+    ]
+}
+
+/// Waits for `hello` and judges it. Returns the hello when accepted; on any
+/// failure it has already told the agent why and closed.
+async fn handshake(state: &AppState, host_id: HostId, socket: &mut WebSocket) -> Option<Hello> {
+    let first = tokio::time::timeout(state.config().hello_timeout, first_text(socket)).await;
+    let text = match first {
+        Ok(Some(text)) => text,
+        Ok(None) => return None,
+        Err(_) => {
+            tracing::info!(%host_id, "agent sent no hello in time");
+            let _ = close_socket(socket, close_code::POLICY, "no hello in time").await;
+            return None;
+        }
+    };
+    let rejection = match Frame::decode(&text) {
+        Ok(Frame {
+            message: Message::Hello(hello),
+            ..
+        }) => {
+            if hello.protocol_version < MIN_PROTOCOL_VERSION {
+                tracing::warn!(%host_id, agent = hello.protocol_version, "agent protocol too old");
+                ErrorBody {
+                    code: ErrorCode::ProtocolTooOld,
+                    message: format!(
+                        "agent protocol version {} is older than the oldest this server accepts \
+                         ({MIN_PROTOCOL_VERSION}; the server speaks {CURRENT_PROTOCOL_VERSION}): upgrade the agent",
+                        hello.protocol_version
+                    ),
+                    url: Some(state.config().upgrade_url()),
+                }
+            } else {
+                if hello.protocol_version > CURRENT_PROTOCOL_VERSION {
+                    tracing::info!(
+                        %host_id,
+                        agent = hello.protocol_version,
+                        server = CURRENT_PROTOCOL_VERSION,
+                        "agent speaks a newer protocol than this server; accepting"
+                    );
+                }
+                return Some(hello);
+            }
+        }
+        Ok(frame) => ErrorBody::new(
+            ErrorCode::BadRequest,
+            format!("the first frame must be `hello`, not `{}`", frame.message.kind()),
+        ),
+        Err(e) => ErrorBody::new(ErrorCode::BadRequest, format!("the first frame must be `hello`: {e}")),
+    };
+    let _ = write(socket, WsMessage::Text(Frame::new(rejection).encode().into())).await;
+    let _ = close_socket(socket, close_code::POLICY, "handshake failed").await;
+    None
+}
+
+/// The first text frame, skipping pings; `None` if the socket ends first.
+async fn first_text(socket: &mut WebSocket) -> Option<String> {
+    loop {
+        match socket.recv().await? {
+            Ok(WsMessage::Text(text)) => return Some(text.to_string()),
+            Ok(WsMessage::Binary(_)) => return Some(String::from("<binary frame>")),
+            Ok(WsMessage::Close(_)) | Err(_) => return None,
+            Ok(_) => continue,
+        }
+    }
+}
+
+/// The read/write loop after the handshake. Returns why it ended.
+async fn run(
+    state: &AppState,
+    host_id: HostId,
+    socket: &mut WebSocket,
+    outbound: &mut mpsc::Receiver<Frame>,
+    close: &Arc<CloseSignal>,
+) -> String {
+    let idle = state.config().idle_timeout();
+    let mut deadline = Instant::now() + idle;
+    loop {
+        tokio::select! {
+            biased;
+            _ = close.requested() => {
+                let (code, reason) = close
+                    .reason()
+                    .unwrap_or((close_code::GOING_AWAY, String::from("closing")));
+                let _ = close_socket(socket, code, &reason).await;
+                return format!("closed by the server: {reason}");
+            }
+            frame = outbound.recv() => {
+                let Some(frame) = frame else {
+                    return String::from("outbound queue closed");
+                };
+                if let Err(e) = write(socket, WsMessage::Text(frame.encode().into())).await {
+                    return format!("write failed: {e}");
+                }
+            }
+            received = socket.recv() => {
+                let message = match received {
+                    None => return String::from("socket closed"),
+                    Some(Err(e)) => {
+                        // Includes frames over MAX_FRAME_BYTES: the socket is
+                        // no longer usable, so only this connection ends.
+                        let _ = close_socket(socket, 1009, "frame too large or unreadable").await;
+                        return format!("read failed: {e}");
+                    }
+                    Some(Ok(message)) => message,
+                };
+                deadline = Instant::now() + idle;
+                let reply = match message {
+                    WsMessage::Text(text) => handle_text(state, host_id, text.as_str()),
+                    WsMessage::Binary(_) => Some(error_frame(
+                        None,
+                        ErrorCode::BadRequest,
+                        "binary frames are not part of the protocol; send JSON text frames",
+                    )),
+                    WsMessage::Close(_) => return String::from("agent closed the connection"),
+                    WsMessage::Ping(_) | WsMessage::Pong(_) => None,
+                };
+                if let Some(reply) = reply {
+                    if let Err(e) = write(socket, WsMessage::Text(reply.encode().into())).await {
+                        return format!("write failed: {e}");
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                let _ = close_socket(socket, close_code::IDLE, "no frame within the idle limit").await;
+                return format!("idle for {}s", idle.as_secs());
+            }
+        }
+    }
+}
+
+/// Decodes and dispatches one text frame; returns the reply, if any.
+fn handle_text(state: &AppState, host_id: HostId, text: &str) -> Option<Frame> {
+    let envelope: Envelope = match serde_json::from_str(text) {
+        Ok(envelope) => envelope,
+        Err(e) => {
+            tracing::warn!(%host_id, error = %e, "agent sent an unreadable frame");
+            return Some(error_frame(
+                None,
+                ErrorCode::BadRequest,
+                format!("frame is not a valid envelope: {e}"),
+            ));
+        }
+    };
+    let id = envelope.id.clone();
+    let frame = match Frame::from_envelope(envelope) {
+        Ok(frame) => frame,
+        Err(e) => {
+            tracing::warn!(%host_id, error = %e, "agent sent a malformed payload");
+            return Some(error_frame(id, ErrorCode::BadRequest, e.to_string()));
+        }
+    };
+    // Any well-formed frame proves the agent is alive.
+    state.last_seen().touch(host_id);
+    dispatch(host_id, frame)
+}
+
+/// Acts on one decoded frame from an agent.
+fn dispatch(host_id: HostId, frame: Frame) -> Option<Frame> {
+    match frame.message {
+        Message::Heartbeat(_) => None,
+        Message::Hello(_) => Some(error_frame(
+            frame.id,
+            ErrorCode::BadRequest,
+            "`hello` was already accepted on this connection",
+        )),
+        Message::Error(body) => {
+            tracing::warn!(%host_id, code = ?body.code, message = %body.message, "agent reported an error");
+            None
+        }
+        Message::ScheduleAck(ack) => {
+            tracing::info!(%host_id, version = ack.version, "agent applied schedule set");
+            None
+        }
+        Message::Unknown { kind, .. } => {
+            tracing::info!(%host_id, %kind, "ignoring a message type this server does not know");
+            None
+        }
+        Message::ConfigUpdate(_)
+        | Message::ScheduleSet(_)
+        | Message::CommandRun(_)
+        | Message::CommandCancel(_)
+        | Message::TreeList(_) => Some(error_frame(
+            frame.id,
+            ErrorCode::BadRequest,
+            format!("`{}` is sent by the server, not by agents", frame.message.kind()),
+        )),
+        other => {
+            tracing::debug!(%host_id, kind = other.kind(), "message not handled by this server version yet");
+            None
+        }
+    }
+}
+
+fn error_frame(id: Option<String>, code: ErrorCode, message: impl Into<String>) -> Frame {
+    Frame {
+        id,
+        message: ErrorBody::new(code, message).into(),
+    }
+}
+
+/// Sends one message, giving up after [`WRITE_TIMEOUT`].
+async fn write(socket: &mut WebSocket, message: WsMessage) -> Result<(), String> {
+    match tokio::time::timeout(WRITE_TIMEOUT, socket.send(message)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(String::from("agent stopped reading")),
+    }
+}
+
+async fn close_socket(socket: &mut WebSocket, code: u16, reason: &str) -> Result<(), String> {
+    write(
+        socket,
+        WsMessage::Close(Some(CloseFrame {
+            code,
+            reason: reason.into(),
+        })),
+    )
+    .await
+}

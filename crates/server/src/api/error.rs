@@ -1,0 +1,107 @@
+//! The API's one error type and its JSON form `{"error": {"code", "message"}}`.
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use rm_protocol::api::{ApiError as ApiErrorBody, ApiErrorDetail};
+use rm_store::StoreError;
+use serde::de::DeserializeOwned;
+
+/// An HTTP error with a stable code and a message naming what was wrong.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// 400: the request is wrong; the message says which field and why.
+    pub(crate) fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    /// 401 with a message that does not say which part failed.
+    pub(crate) fn unauthorized(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    /// 404.
+    pub(crate) fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    /// 500; the detail goes to the log, not to the client.
+    pub(crate) fn internal(detail: impl std::fmt::Display) -> ApiError {
+        tracing::error!(error = %detail, "API request failed");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the server failed to handle this request; see the server log",
+        )
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        match e {
+            StoreError::NotFound(what) => ApiError::not_found(format!("{what} not found")),
+            StoreError::Conflict(what) => ApiError::new(StatusCode::CONFLICT, "conflict", what),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+impl From<rm_core::CoreError> for ApiError {
+    fn from(e: rm_core::CoreError) -> ApiError {
+        ApiError::internal(e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ApiErrorBody {
+            error: ApiErrorDetail {
+                code: self.code.to_owned(),
+                message: self.message,
+            },
+        };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+/// `Json<T>` whose rejection is an [`ApiError`] naming the bad field.
+pub(crate) struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(value)) => Ok(ApiJson(value)),
+            Err(rejection) => Err(match rejection {
+                JsonRejection::JsonDataError(e) => ApiError::bad_request(e.body_text()),
+                JsonRejection::JsonSyntaxError(e) => ApiError::bad_request(e.body_text()),
+                JsonRejection::MissingJsonContentType(e) => ApiError::bad_request(e.body_text()),
+                JsonRejection::BytesRejection(e) => {
+                    ApiError::new(e.status(), "bad_request", e.body_text())
+                }
+                other => ApiError::bad_request(other.body_text()),
+            }),
+        }
+    }
+}

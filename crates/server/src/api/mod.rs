@@ -1,0 +1,56 @@
+//! The operator JSON API under `/api/v1`: routes, the error shape every
+//! handler returns, and the JSON body extractor that turns serde's complaint
+//! into that shape.
+
+mod auth;
+mod enrollment;
+mod error;
+mod hosts;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+
+pub(crate) use auth::Operator;
+pub(crate) use error::{ApiError, ApiJson};
+
+use crate::state::AppState;
+
+/// Request bodies of the operator API are small; refuse anything larger.
+const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// All `/api/v1` routes.
+pub(crate) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/auth/login", post(auth::login))
+        .route("/auth/logout", post(auth::logout))
+        .route(
+            "/enrollment-tokens",
+            post(enrollment::create_token).get(enrollment::list_pending),
+        )
+        .route("/agents/enroll", post(enrollment::enroll))
+        .route("/hosts", get(hosts::list))
+        .route("/hosts/{id}", get(hosts::show).delete(hosts::delete))
+        .fallback(|| async { ApiError::not_found("no such API route") })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+}
+
+/// Checks a display name or host name: trimmed, 1–`max` characters, no
+/// control characters. Returns the trimmed value.
+pub(crate) fn validate_label(field: &str, value: &str, max: usize) -> Result<String, ApiError> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Err(ApiError::bad_request(format!("`{field}` must not be empty")));
+    }
+    if value.chars().count() > max {
+        return Err(ApiError::bad_request(format!(
+            "`{field}` is longer than {max} characters"
+        )));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(format!(
+            "`{field}` must not contain control characters"
+        )));
+    }
+    Ok(value.to_owned())
+}

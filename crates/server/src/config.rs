@@ -1,0 +1,43 @@
+//! Server settings that are not part of the store.
+
+use std::time::Duration;
+
+/// How the server behaves; built by the binary from flags and `RM_*` vars.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The URL agents and browsers reach this server at (no trailing slash),
+    /// used in enrolment commands and upgrade links.
+    pub public_url: String,
+    /// Seconds between agent heartbeats, pushed to agents in `config.update`.
+    pub heartbeat_seconds: u32,
+    /// How long a new agent connection may take to send `hello`.
+    pub hello_timeout: Duration,
+    /// Lifetime of a login session.
+    pub session_ttl: Duration,
+    /// Default lifetime of an enrolment token.
+    pub enrollment_ttl: Duration,
+}
+
+impl ServerConfig {
+    /// Defaults for a server reachable at `public_url`.
+    pub fn new(public_url: impl Into<String>) -> ServerConfig {
+        ServerConfig {
+            public_url: public_url.into().trim_end_matches('/').to_owned(),
+            heartbeat_seconds: rm_protocol::DEFAULT_HEARTBEAT_SECS,
+            hello_timeout: Duration::from_secs(rm_protocol::HELLO_TIMEOUT_SECS),
+            session_ttl: Duration::from_secs(12 * 3600),
+            enrollment_ttl: Duration::from_secs(3600),
+        }
+    }
+
+    /// A connection silent for this long is closed: three heartbeats and a
+    /// little slack for a slow network.
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(u64::from(self.heartbeat_seconds) * 3 + 5)
+    }
+
+    /// Where an agent that is too old is sent.
+    pub fn upgrade_url(&self) -> String {
+        format!("{}/docs/upgrading", self.public_url)
+    }
+}

@@ -1,0 +1,81 @@
+//! The restic-manager server: the operator JSON API under `/api/v1`, the
+//! agent WebSocket endpoint `/ws/agent`, and the in-memory hub of live agent
+//! connections.
+//!
+//! [`app`] builds the router from an [`AppState`]; [`serve`] runs it on a
+//! listener until shut down. The store is any [`rm_store::Store`], so this
+//! crate knows nothing about SQL.
+
+mod agent_ws;
+mod api;
+mod bootstrap;
+mod config;
+mod hub;
+mod liveness;
+mod state;
+
+use std::future::Future;
+use std::time::Duration;
+
+use axum::routing::get;
+use axum::Router;
+use tokio::net::TcpListener;
+
+pub use bootstrap::{ensure_first_admin, FirstAdmin};
+pub use config::ServerConfig;
+pub use hub::Hub;
+pub use state::AppState;
+
+/// The crate's error type, for start-up and serving failures.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// A store call failed.
+    #[error(transparent)]
+    Store(#[from] rm_store::StoreError),
+    /// Creating a secret failed.
+    #[error(transparent)]
+    Core(#[from] rm_core::CoreError),
+    /// Serving HTTP failed.
+    #[error("HTTP server failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The whole HTTP surface: API, agent endpoint, health and docs.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/docs/upgrading", get(docs_upgrading))
+        .route("/ws/agent", get(agent_ws::upgrade))
+        .nest("/api/v1", api::router())
+        .with_state(state)
+}
+
+async fn docs_upgrading() -> impl axum::response::IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/markdown; charset=utf-8")],
+        include_str!("../../../docs/upgrading.md"),
+    )
+}
+
+/// Serves `state` on `listener` until `shutdown` completes, then closes every
+/// agent connection with "going away" (so agents reconnect with jitter) and
+/// writes out pending last-seen times.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    state.store().mark_all_hosts_offline().await?;
+    let flusher = liveness::spawn_flusher(state.clone());
+    let router = app(state.clone());
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    state
+        .hub()
+        .close_all(rm_protocol::close_code::GOING_AWAY, "server shutting down");
+    state.hub().wait_empty(Duration::from_secs(5)).await;
+    flusher.abort();
+    state.flush_last_seen().await;
+    Ok(())
+}

@@ -1,0 +1,150 @@
+//! A small client for the `/api/v1` JSON API.
+
+use anyhow::{bail, Context};
+use reqwest::{Method, StatusCode};
+use rm_protocol::api::{
+    CreateEnrollmentToken, EnrollRequest, EnrollResponse, EnrollmentTokenCreated, HostView,
+    LoginRequest, LoginResponse,
+};
+use serde_json::Value;
+
+/// An API client, optionally carrying a bearer token.
+#[derive(Clone)]
+pub struct Api {
+    client: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+impl Api {
+    /// A client for the server at `base` (`http://host:port`).
+    pub fn new(base: &str, token: Option<String>) -> Api {
+        Api {
+            client: reqwest::Client::new(),
+            base: base.trim_end_matches('/').to_owned(),
+            token,
+        }
+    }
+
+    /// The same client with another bearer token.
+    pub fn with_token(&self, token: impl Into<String>) -> Api {
+        Api {
+            token: Some(token.into()),
+            ..self.clone()
+        }
+    }
+
+    /// Logs in and returns a client carrying the session token.
+    pub async fn login(&self, username: &str, password: &str) -> anyhow::Result<Api> {
+        let (status, body) = self
+            .send(
+                Method::POST,
+                "/api/v1/auth/login",
+                Some(serde_json::to_value(LoginRequest {
+                    username: username.to_owned(),
+                    password: password.to_owned(),
+                })?),
+            )
+            .await?;
+        if status != StatusCode::OK {
+            bail!("login failed with {status}: {body}");
+        }
+        let login: LoginResponse = serde_json::from_value(body)?;
+        Ok(self.with_token(login.token))
+    }
+
+    /// Sends a request; returns the status and the JSON body (`Null` when
+    /// empty, a string when not JSON).
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<(StatusCode, Value)> {
+        let mut request = self.client.request(method, format!("{}{}", self.base, path));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.context("API request failed")?;
+        let status = response.status();
+        let text = response.text().await?;
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        Ok((status, body))
+    }
+
+    /// GET.
+    pub async fn get(&self, path: &str) -> anyhow::Result<(StatusCode, Value)> {
+        self.send(Method::GET, path, None).await
+    }
+
+    /// POST with a JSON body.
+    pub async fn post(&self, path: &str, body: Value) -> anyhow::Result<(StatusCode, Value)> {
+        self.send(Method::POST, path, Some(body)).await
+    }
+
+    /// DELETE.
+    pub async fn delete(&self, path: &str) -> anyhow::Result<(StatusCode, Value)> {
+        self.send(Method::DELETE, path, None).await
+    }
+
+    /// Creates an enrolment token; fails unless the server says 201.
+    pub async fn create_enrollment_token(
+        &self,
+        name: Option<&str>,
+        ttl_seconds: Option<u64>,
+    ) -> anyhow::Result<EnrollmentTokenCreated> {
+        let body = serde_json::to_value(CreateEnrollmentToken {
+            name: name.map(str::to_owned),
+            ttl_seconds,
+        })?;
+        let (status, body) = self.post("/api/v1/enrollment-tokens", body).await?;
+        if status != StatusCode::CREATED {
+            bail!("creating an enrolment token failed with {status}: {body}");
+        }
+        Ok(serde_json::from_value(body)?)
+    }
+
+    /// Enrols a host; fails unless the server says 201.
+    pub async fn enroll(
+        &self,
+        token: &str,
+        name: Option<&str>,
+        hostname: &str,
+    ) -> anyhow::Result<EnrollResponse> {
+        let body = serde_json::to_value(EnrollRequest {
+            token: token.to_owned(),
+            name: name.map(str::to_owned),
+            hostname: hostname.to_owned(),
+        })?;
+        let (status, body) = self.post("/api/v1/agents/enroll", body).await?;
+        if status != StatusCode::CREATED {
+            bail!("enrolment failed with {status}: {body}");
+        }
+        Ok(serde_json::from_value(body)?)
+    }
+
+    /// One host; fails unless 200.
+    pub async fn host(&self, id: &str) -> anyhow::Result<HostView> {
+        let (status, body) = self.get(&format!("/api/v1/hosts/{id}")).await?;
+        if status != StatusCode::OK {
+            bail!("GET host {id} failed with {status}: {body}");
+        }
+        Ok(serde_json::from_value(body)?)
+    }
+
+    /// All hosts; fails unless 200.
+    pub async fn hosts(&self) -> anyhow::Result<Vec<HostView>> {
+        let (status, body) = self.get("/api/v1/hosts").await?;
+        if status != StatusCode::OK {
+            bail!("GET hosts failed with {status}: {body}");
+        }
+        Ok(serde_json::from_value(body)?)
+    }
+}

@@ -1,0 +1,44 @@
+//! Test support for restic-manager's integration tests: everything a test
+//! needs to stand up real parts and talk to them.
+//!
+//! - [`TestServer`]: the real server on 127.0.0.1 port 0 with a fresh SQLite
+//!   database in a temporary directory.
+//! - [`Api`]: an HTTP client for `/api/v1`, logged in or not.
+//! - [`RawAgent`]: a hand-driven WebSocket client for protocol tests.
+//! - [`AgentProcess`]: the real `restic-manager agent run` as a child process,
+//!   with its log captured.
+//! - [`wait_until`]: polling instead of sleeping.
+//!
+//! Helpers return `anyhow::Result` so tests can `?` freely.
+
+mod agent_process;
+mod api;
+mod raw_agent;
+mod server;
+
+use std::future::Future;
+use std::time::Duration;
+
+pub use agent_process::AgentProcess;
+pub use api::Api;
+pub use raw_agent::{hello, RawAgent};
+pub use server::{TestServer, ADMIN_PASSWORD};
+
+/// Polls `check` every 50 ms until it returns true, failing after `limit`
+/// with a message naming `what` was awaited.
+pub async fn wait_until<F, Fut>(limit: Duration, what: &str, mut check: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if check().await {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            anyhow::bail!("timed out after {limit:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,166 @@
+//! A real server on an ephemeral port with a temporary SQLite database.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use rm_server::{AppState, ServerConfig, ServerError};
+use rm_store::Store;
+use tempfile::TempDir;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::Api;
+
+/// The admin password every test server starts with.
+pub const ADMIN_PASSWORD: &str = "test-admin-password";
+
+/// A running server. Dropping it stops the server and deletes its data.
+pub struct TestServer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// `http://127.0.0.1:<port>`.
+    pub url: String,
+    /// The server's state (store, hub, settings).
+    pub state: AppState,
+    shutdown: CancellationToken,
+    task: Option<JoinHandle<Result<(), ServerError>>>,
+    data_dir: TempDir,
+}
+
+impl TestServer {
+    /// Starts a server with default settings and one heartbeat a second.
+    pub async fn start() -> anyhow::Result<TestServer> {
+        TestServer::start_with(|_| {}).await
+    }
+
+    /// Starts a server after `configure` adjusts its settings.
+    pub async fn start_with(configure: impl FnOnce(&mut ServerConfig)) -> anyhow::Result<TestServer> {
+        let data_dir = tempfile::tempdir()?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let mut config = ServerConfig::new(url);
+        config.heartbeat_seconds = 1;
+        configure(&mut config);
+        TestServer::launch(data_dir, listener, config).await
+    }
+
+    /// Stops the server gracefully and starts it again on the same port
+    /// with the same database, as an operator's restart would.
+    pub async fn restart(mut self) -> anyhow::Result<TestServer> {
+        let config = self.state.config().clone();
+        let addr = self.addr;
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            task.await??;
+        }
+        let data_dir = tempfile::tempdir()?;
+        let data_dir = std::mem::replace(&mut self.data_dir, data_dir);
+        drop(self);
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        TestServer::launch(data_dir, listener, config).await
+    }
+
+    async fn launch(
+        data_dir: TempDir,
+        listener: tokio::net::TcpListener,
+        config: ServerConfig,
+    ) -> anyhow::Result<TestServer> {
+        let db_url = format!(
+            "sqlite://{}",
+            data_dir.path().join("restic-manager.db").display()
+        );
+        let store: Arc<dyn Store> = Arc::new(rm_store_sqlite::SqliteStore::open(&db_url).await?);
+        rm_server::ensure_first_admin(store.as_ref(), Some(ADMIN_PASSWORD)).await?;
+        let addr = listener.local_addr()?;
+        let url = format!("http://{addr}");
+        let state = AppState::new(store, config);
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        let task = tokio::spawn(rm_server::serve(listener, state.clone(), async move {
+            stop.cancelled().await
+        }));
+        let server = TestServer {
+            addr,
+            url,
+            state,
+            shutdown,
+            task: Some(task),
+            data_dir,
+        };
+        server.wait_healthy().await?;
+        Ok(server)
+    }
+
+    /// The store behind the server.
+    pub fn store(&self) -> &dyn Store {
+        self.state.store()
+    }
+
+    /// The server's data directory.
+    pub fn data_dir(&self) -> &std::path::Path {
+        self.data_dir.path()
+    }
+
+    /// `ws://127.0.0.1:<port>/ws/agent`.
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws/agent", self.addr)
+    }
+
+    /// An API client without credentials.
+    pub fn anonymous(&self) -> Api {
+        Api::new(&self.url, None)
+    }
+
+    /// An API client logged in as `admin`.
+    pub async fn admin(&self) -> anyhow::Result<Api> {
+        self.anonymous().login("admin", ADMIN_PASSWORD).await
+    }
+
+    /// Creates an enrolment token and enrols a host with it, returning the
+    /// host id and the agent token.
+    pub async fn enrolled_host(&self, name: &str) -> anyhow::Result<(String, String)> {
+        let admin = self.admin().await?;
+        let created = admin.create_enrollment_token(Some(name), None).await?;
+        let enrolled = self
+            .anonymous()
+            .enroll(&created.token, None, &format!("{name}.test"))
+            .await?;
+        Ok((enrolled.host_id, enrolled.agent_token))
+    }
+
+    /// Whether the store says the host is online.
+    pub async fn host_online(&self, host_id: &str) -> bool {
+        let Ok(id) = host_id.parse() else {
+            return false;
+        };
+        matches!(self.store().host(id).await, Ok(Some(h)) if h.online)
+    }
+
+    async fn wait_healthy(&self) -> anyhow::Result<()> {
+        let client = reqwest::Client::new();
+        let url = format!("{}/healthz", self.url);
+        crate::wait_until(Duration::from_secs(10), "the server to answer /healthz", || {
+            let request = client.get(&url).send();
+            async move { matches!(request.await, Ok(r) if r.status().is_success()) }
+        })
+        .await
+        .context("test server did not start")
+    }
+
+    /// Stops the server gracefully and waits for it.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            task.await??;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
