@@ -49,9 +49,9 @@ macro_rules! messages {
                     payload
                 };
                 match kind {
-                    $( $kind => serde_json::from_value(payload)
+                    $( $kind => serde_path_to_error::deserialize(payload)
                         .map(Message::$variant)
-                        .map_err(|source| DecodeError::Payload { kind: $kind, source }), )*
+                        .map_err(|e| DecodeError::Payload { kind: $kind, source: naming_the_field(e) }), )*
                     other => Ok(Message::Unknown { kind: other.to_owned(), payload }),
                 }
             }
@@ -71,6 +71,19 @@ macro_rules! messages {
             }
         } )*
     };
+}
+
+/// serde names a missing field but not a mistyped one; this adds where in
+/// the payload the error is (`version`, `lines[0].seq`), so the `error` reply
+/// tells the sender exactly which field to fix.
+fn naming_the_field(e: serde_path_to_error::Error<serde_json::Error>) -> serde_json::Error {
+    let path = e.path().to_string();
+    let inner = e.into_inner();
+    if path.is_empty() || path == "." {
+        inner
+    } else {
+        serde::de::Error::custom(format_args!("{inner} at `{path}`"))
+    }
 }
 
 messages! {
@@ -375,8 +388,9 @@ pub struct JobStarted {
 pub struct JobProgress {
     /// The job.
     pub job_id: String,
-    /// 0–100.
-    #[serde(default)]
+    /// 0–100. `null` reads as 0: serde_json writes a NaN or infinite value
+    /// (e.g. 0 of 0 bytes) as `null`, and such a sample must still decode.
+    #[serde(default, deserialize_with = "null_as_zero")]
     pub percent: f64,
     /// Files processed so far.
     #[serde(default)]
@@ -396,6 +410,10 @@ pub struct JobProgress {
     /// Files being worked on now.
     #[serde(default)]
     pub current_files: Vec<String>,
+}
+
+fn null_as_zero<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(0.0))
 }
 
 /// Which output stream of restic a log line came from.

@@ -24,6 +24,15 @@ pub const TOKEN: &str = "rma_test_token_0123456789";
 /// The server side of one agent connection.
 pub type ServerWs = WebSocketStream<TcpStream>;
 
+/// Sends the agent's logs to the test output (shown for failing tests, or
+/// with `--nocapture`), so a failure comes with the agent's side of it.
+pub fn logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("rm_agent=debug")
+        .with_test_writer()
+        .try_init();
+}
+
 /// Awaits `fut`, failing the test instead of hanging it.
 pub async fn within<T>(secs: f64, what: &str, fut: impl Future<Output = T>) -> T {
     match tokio::time::timeout(Duration::from_secs_f64(secs), fut).await {
@@ -54,6 +63,7 @@ pub fn write_enrolment(dir: &Path, server_url: &str) {
 
 /// A listener on a free local port and the agent-facing URL for it.
 pub async fn listener() -> (TcpListener, String) {
+    logs();
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .unwrap_or_else(|e| panic!("bind: {e}"));
