@@ -81,6 +81,7 @@ pub async fn enroll(opts: EnrollOptions) -> Result<Enrolled, AgentError> {
         });
     }
     dir.create()?;
+    dir.warn_if_exposed();
     dir.check_writable()?;
 
     let request = EnrollRequest {

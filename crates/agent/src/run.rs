@@ -54,6 +54,7 @@ impl RunOptions {
 pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), AgentError> {
     let dir = StateDir::new(&opts.state_dir);
     let state = dir.load_agent()?;
+    dir.warn_if_exposed();
     let server = ServerUrl::parse(&state.server_url)?;
     server.require_supported()?;
     let ws_url = server.ws_url();

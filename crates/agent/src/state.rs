@@ -94,19 +94,11 @@ impl StateDir {
     }
 
     /// Creates the directory (and missing parents) with mode 0700. An
-    /// existing directory is left as it is, with a warning if others can
-    /// read it, since an operator may have chosen its permissions.
+    /// existing directory keeps its permissions, since an operator may have
+    /// chosen them; see [`StateDir::warn_if_exposed`].
     pub fn create(&self) -> Result<(), AgentError> {
         match fs::metadata(&self.path) {
-            Ok(meta) if meta.is_dir() => {
-                if meta.permissions().mode() & 0o077 != 0 {
-                    tracing::warn!(
-                        dir = %self.path.display(),
-                        "the agent state directory is accessible to other users; consider `chmod 700` on it"
-                    );
-                }
-                Ok(())
-            }
+            Ok(meta) if meta.is_dir() => Ok(()),
             Ok(_) => Err(self.io_error(
                 "use",
                 &self.path,
@@ -123,6 +115,20 @@ impl StateDir {
                     .map_err(|e| self.io_error("set permissions of", &self.path, e))
             }
             Err(e) => Err(self.io_error("inspect", &self.path, e)),
+        }
+    }
+
+    /// Logs a warning when other users can get into the directory. The
+    /// files themselves are 0600 either way; this is about file names and
+    /// a defence in depth the operator may have undone by accident.
+    pub fn warn_if_exposed(&self) {
+        if let Ok(meta) = fs::metadata(&self.path) {
+            if meta.is_dir() && meta.permissions().mode() & 0o077 != 0 {
+                tracing::warn!(
+                    dir = %self.path.display(),
+                    "the agent state directory is accessible to other users; consider `chmod 700` on it"
+                );
+            }
         }
     }
 

@@ -45,14 +45,15 @@ async fn send(ws: &mut ServerWs, frame: Frame) {
         .unwrap_or_else(|e| panic!("sending to the agent: {e}"));
 }
 
-async fn close(ws: &mut ServerWs, code: u16, reason: &str) {
+/// Closes like a real server: send the close frame, read the agent's
+/// reply, then drop the TCP connection (the server closes TCP first).
+async fn close(mut ws: ServerWs, code: u16, reason: &str) {
     let frame = CloseFrame {
         code: CloseCode::from(code),
         reason: reason.to_owned().into(),
     };
     let _ = ws.close(Some(frame)).await;
-    // Read the agent's close reply so the handshake completes.
-    let _ = within(3.0, "the close reply", async { while let Some(Ok(_)) = ws.next().await {} }).await;
+    within(3.0, "the close reply", async { while let Some(Ok(_)) = ws.next().await {} }).await;
 }
 
 fn mode(path: &Path) -> u32 {
@@ -199,8 +200,11 @@ async fn a_full_session() {
     let closed = closed.unwrap_or_else(|| panic!("close frame without a code"));
     assert_eq!(closed.code, CloseCode::Normal);
     assert_eq!(closed.reason.as_str(), "agent shutting down");
+    // Answer the close and hang up, as the server does; the agent must
+    // then finish well within its 2 s grace period.
     let _ = ws.next().await;
-    stopped(handle, 3.0).await;
+    drop(ws);
+    stopped(handle, 1.0).await;
 }
 
 #[tokio::test]
@@ -232,7 +236,7 @@ async fn going_away_reconnects_promptly() {
     let (_, ws) = accept(&listener, None).await;
     let mut ws = ws.unwrap_or_else(|| panic!("upgrade failed"));
     assert_eq!(next_frame(&mut ws).await.message.kind(), "hello");
-    close(&mut ws, close_code::GOING_AWAY, "server restarting").await;
+    close(ws, close_code::GOING_AWAY, "server restarting").await;
     let closed_at = Instant::now();
 
     // First backoff is jittered within [0.5 s, 1 s].
@@ -285,7 +289,7 @@ async fn revoked_close_retries_slowly() {
     let (_, ws) = accept(&listener, None).await;
     let mut ws = ws.unwrap_or_else(|| panic!("upgrade failed"));
     assert_eq!(next_frame(&mut ws).await.message.kind(), "hello");
-    close(&mut ws, close_code::REVOKED, "host deleted").await;
+    close(ws, close_code::REVOKED, "host deleted").await;
     let closed_at = Instant::now();
 
     let (_, ws) = accept(&listener, None).await;

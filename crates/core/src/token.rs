@@ -113,7 +113,12 @@ impl IssuedToken {
         let mut secret = [0u8; 32];
         random_bytes(&mut secret)?;
         let id = TokenId::new();
-        let token = format!("{}.{}.{}", kind.prefix(), id, URL_SAFE_NO_PAD.encode(secret));
+        let token = format!(
+            "{}.{}.{}",
+            kind.prefix(),
+            id,
+            URL_SAFE_NO_PAD.encode(secret)
+        );
         let hash = TokenHash::of(&token);
         Ok(IssuedToken { id, token, hash })
     }
@@ -213,9 +218,10 @@ mod tests {
         let mut forged = issued.token.clone();
         let last = forged.pop().unwrap();
         forged.push(if last == 'A' { 'B' } else { 'A' });
-        match forged.parse::<PresentedToken>() {
-            Ok(p) => assert!(!p.verify(&issued.hash)),
-            Err(MalformedToken) => {}
+        // Changing the last character may also make the secret undecodable,
+        // which is just as much a refusal.
+        if let Ok(p) = forged.parse::<PresentedToken>() {
+            assert!(!p.verify(&issued.hash));
         }
     }
 

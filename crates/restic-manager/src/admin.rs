@@ -40,7 +40,10 @@ pub(crate) async fn run(command: AdminCommand) -> anyhow::Result<()> {
             store
                 .set_user_password(args.username.trim(), &hash_password(&password)?)
                 .await?;
-            println!("Password of `{}` changed; their sessions were ended.", args.username.trim());
+            println!(
+                "Password of `{}` changed; their sessions were ended.",
+                args.username.trim()
+            );
             if generated {
                 println!("  password: {password}");
             }

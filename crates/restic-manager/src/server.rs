@@ -26,12 +26,13 @@ pub(crate) async fn run(args: ServerArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("could not listen on {}", args.listen))?;
     let local = listener.local_addr()?;
-    let public_url = args
-        .public_url
-        .unwrap_or_else(|| default_public_url(local));
+    let public_url = args.public_url.unwrap_or_else(|| default_public_url(local));
     let mut config = ServerConfig::new(public_url);
     config.heartbeat_seconds = args.heartbeat_seconds;
-    println!("restic-manager server listening on http://{local} (public URL {})", config.public_url);
+    println!(
+        "restic-manager server listening on http://{local} (public URL {})",
+        config.public_url
+    );
 
     let state = AppState::new(store, config);
     let shutdown = crate::shutdown_on_signal();

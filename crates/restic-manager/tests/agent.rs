@@ -3,6 +3,8 @@
 //! heartbeating, survives a server restart, understands being deleted, and
 //! stops cleanly on SIGTERM.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -24,7 +26,10 @@ fn restic() -> PathBuf {
 /// Enrols a fresh host through the CLI and returns its id and state dir.
 async fn enrol(server: &TestServer, dir: &Path, name: &str) -> (String, PathBuf) {
     let admin = server.admin().await.unwrap();
-    let created = admin.create_enrollment_token(Some(name), None).await.unwrap();
+    let created = admin
+        .create_enrollment_token(Some(name), None)
+        .await
+        .unwrap();
     let state_dir = dir.join(name);
     let out = AgentProcess::enroll(bin(), &server.url, &created.token, &state_dir, &[])
         .await
@@ -34,7 +39,13 @@ async fn enrol(server: &TestServer, dir: &Path, name: &str) -> (String, PathBuf)
         "enrol failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let host = admin.hosts().await.unwrap().into_iter().find(|h| h.name == name).unwrap();
+    let host = admin
+        .hosts()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|h| h.name == name)
+        .unwrap();
     (host.id, state_dir)
 }
 
@@ -59,17 +70,31 @@ async fn an_enrolled_agent_connects_reports_its_versions_heartbeats_and_stops_on
     assert!(state.contains("rma."));
 
     let agent = AgentProcess::spawn(bin(), &state_dir, &restic(), &[]).unwrap();
-    wait_until(LIMIT, "the agent's host to come online", || server.host_online(&host_id))
-        .await
-        .unwrap();
+    wait_until(LIMIT, "the agent's host to come online", || {
+        server.host_online(&host_id)
+    })
+    .await
+    .unwrap();
 
     let admin = server.admin().await.unwrap();
     let view = admin.host(&host_id).await.unwrap();
-    let expected_restic = rm_restic::detect_version(&restic()).await.unwrap().to_string();
-    assert_eq!(view.restic_version.as_deref(), Some(expected_restic.as_str()));
+    let expected_restic = rm_restic::detect_version(&restic())
+        .await
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        view.restic_version.as_deref(),
+        Some(expected_restic.as_str())
+    );
     assert_eq!(view.restic_error, None);
-    assert_eq!(view.agent_version.as_deref(), Some(env!("CARGO_PKG_VERSION")));
-    assert_eq!(view.protocol_version, Some(rm_protocol::CURRENT_PROTOCOL_VERSION));
+    assert_eq!(
+        view.agent_version.as_deref(),
+        Some(env!("CARGO_PKG_VERSION"))
+    );
+    assert_eq!(
+        view.protocol_version,
+        Some(rm_protocol::CURRENT_PROTOCOL_VERSION)
+    );
     assert_eq!(view.os.as_deref(), Some(std::env::consts::OS));
     assert_eq!(view.arch.as_deref(), Some(std::env::consts::ARCH));
     let hostname = gethostname();
@@ -112,9 +137,11 @@ async fn an_agent_without_restic_says_so_in_its_log_and_its_hello() {
     let (host_id, state_dir) = enrol(&server, tmp.path(), "no-restic").await;
     let missing = tmp.path().join("no-such-restic");
     let agent = AgentProcess::spawn(bin(), &state_dir, &missing, &[]).unwrap();
-    wait_until(LIMIT, "the host to come online", || server.host_online(&host_id))
-        .await
-        .unwrap();
+    wait_until(LIMIT, "the host to come online", || {
+        server.host_online(&host_id)
+    })
+    .await
+    .unwrap();
     let view = server.admin().await.unwrap().host(&host_id).await.unwrap();
     assert_eq!(view.restic_version, None);
     let error = view.restic_error.expect("restic_error reported");
@@ -146,7 +173,11 @@ async fn an_agent_reconnects_after_a_server_restart() {
     })
     .await
     .unwrap();
-    assert!(agent.terminate(Duration::from_secs(10)).await.unwrap().success());
+    assert!(agent
+        .terminate(Duration::from_secs(10))
+        .await
+        .unwrap()
+        .success());
 }
 
 #[tokio::test]
@@ -160,7 +191,10 @@ async fn a_deleted_hosts_agent_is_told_why_and_stops_retrying_fast() {
         .unwrap();
 
     let admin = server.admin().await.unwrap();
-    let (status, _) = admin.delete(&format!("/api/v1/hosts/{host_id}")).await.unwrap();
+    let (status, _) = admin
+        .delete(&format!("/api/v1/hosts/{host_id}"))
+        .await
+        .unwrap();
     assert_eq!(status, 204);
     agent
         .wait_for_log("rejected this agent's token", LIMIT)
@@ -169,13 +203,18 @@ async fn a_deleted_hosts_agent_is_told_why_and_stops_retrying_fast() {
     assert!(agent.log().contains("Re-enrol this host"));
 
     // No reconnect storm: nothing more is attempted in the next seconds.
-    let attempts = |log: &str| log.matches("connected to").count() + log.matches("could not connect").count();
+    let attempts =
+        |log: &str| log.matches("connected to").count() + log.matches("could not connect").count();
     let before = attempts(&agent.log());
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(attempts(&agent.log()), before, "log:\n{}", agent.log());
 
     // SIGTERM still ends it promptly while it waits.
-    assert!(agent.terminate(Duration::from_secs(10)).await.unwrap().success());
+    assert!(agent
+        .terminate(Duration::from_secs(10))
+        .await
+        .unwrap()
+        .success());
 }
 
 #[tokio::test]
@@ -184,9 +223,15 @@ async fn enrolling_twice_into_one_state_directory_needs_force() {
     let tmp = tempfile::tempdir().unwrap();
     let (_, state_dir) = enrol(&server, tmp.path(), "twice").await;
     let admin = server.admin().await.unwrap();
-    let token = admin.create_enrollment_token(None, None).await.unwrap().token;
+    let token = admin
+        .create_enrollment_token(None, None)
+        .await
+        .unwrap()
+        .token;
 
-    let out = AgentProcess::enroll(bin(), &server.url, &token, &state_dir, &[]).await.unwrap();
+    let out = AgentProcess::enroll(bin(), &server.url, &token, &state_dir, &[])
+        .await
+        .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--force"), "{stderr}");
@@ -194,8 +239,15 @@ async fn enrolling_twice_into_one_state_directory_needs_force() {
     let out = AgentProcess::enroll(bin(), &server.url, &token, &state_dir, &["--force"])
         .await
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(!String::from_utf8_lossy(&out.stdout).contains("rma."), "agent token printed");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("rma."),
+        "agent token printed"
+    );
 }
 
 #[tokio::test]
@@ -203,7 +255,11 @@ async fn a_spent_enrolment_token_is_refused_with_the_servers_reason() {
     let server = TestServer::start().await.unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let admin = server.admin().await.unwrap();
-    let token = admin.create_enrollment_token(None, None).await.unwrap().token;
+    let token = admin
+        .create_enrollment_token(None, None)
+        .await
+        .unwrap()
+        .token;
     let first = AgentProcess::enroll(bin(), &server.url, &token, &tmp.path().join("a"), &[])
         .await
         .unwrap();

@@ -2,6 +2,8 @@
 //! before the upgrade, the `hello` handshake, what happens to bad frames,
 //! and the reconnect race.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Duration;
 
 use rm_protocol::{
@@ -13,7 +15,10 @@ const LIMIT: Duration = Duration::from_secs(5);
 
 /// Every refused upgrade must look exactly like this.
 async fn assert_uniform_401(server: &TestServer, authorization: Option<&str>) {
-    match RawAgent::connect(&server.ws_url(), authorization).await.unwrap() {
+    match RawAgent::connect(&server.ws_url(), authorization)
+        .await
+        .unwrap()
+    {
         Ok(_) => panic!("upgrade with {authorization:?} was accepted"),
         Err((status, body)) => {
             assert_eq!(status, 401, "status for {authorization:?}");
@@ -41,7 +46,10 @@ async fn every_bad_credential_gets_the_same_bare_401() {
     // An operator's session token is not an agent token.
     let admin_session = server.admin().await.unwrap();
     let (_, session_body) = admin_session
-        .post("/api/v1/auth/login", serde_json::json!({"username": "admin", "password": rm_testkit::ADMIN_PASSWORD}))
+        .post(
+            "/api/v1/auth/login",
+            serde_json::json!({"username": "admin", "password": rm_testkit::ADMIN_PASSWORD}),
+        )
         .await
         .unwrap();
     let session_token = session_body["token"].as_str().unwrap().to_owned();
@@ -49,20 +57,30 @@ async fn every_bad_credential_gets_the_same_bare_401() {
 
     // Revoked: delete the host, and its once-valid token is refused the same way.
     let admin = server.admin().await.unwrap();
-    let (status, _) = admin.delete(&format!("/api/v1/hosts/{host_id}")).await.unwrap();
+    let (status, _) = admin
+        .delete(&format!("/api/v1/hosts/{host_id}"))
+        .await
+        .unwrap();
     assert_eq!(status, 204);
     assert_uniform_401(&server, Some(&format!("Bearer {agent_token}"))).await;
 
     // The other host's token still works.
-    RawAgent::connect_and_hello(&server.ws_url(), &other_token).await.unwrap();
+    RawAgent::connect_and_hello(&server.ws_url(), &other_token)
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
 async fn hello_is_answered_with_config_then_schedules_and_the_host_goes_online() {
     let server = TestServer::start().await.unwrap();
     let (host_id, token) = server.enrolled_host("db-01").await.unwrap();
-    let mut agent = RawAgent::connect_as(&server.ws_url(), &token).await.unwrap();
-    agent.send(Frame::new(hello(CURRENT_PROTOCOL_VERSION))).await.unwrap();
+    let mut agent = RawAgent::connect_as(&server.ws_url(), &token)
+        .await
+        .unwrap();
+    agent
+        .send(Frame::new(hello(CURRENT_PROTOCOL_VERSION)))
+        .await
+        .unwrap();
 
     let Message::ConfigUpdate(config) = agent.recv().await.unwrap().message else {
         panic!("first push must be config.update");
@@ -96,7 +114,9 @@ async fn hello_is_answered_with_config_then_schedules_and_the_host_goes_online()
 async fn a_first_frame_other_than_hello_is_refused_and_closed() {
     let server = TestServer::start().await.unwrap();
     let (host_id, token) = server.enrolled_host("h").await.unwrap();
-    let mut agent = RawAgent::connect_as(&server.ws_url(), &token).await.unwrap();
+    let mut agent = RawAgent::connect_as(&server.ws_url(), &token)
+        .await
+        .unwrap();
     agent.send(Frame::new(Heartbeat {})).await.unwrap();
     let (frames, close) = agent.closed(LIMIT).await.unwrap();
     let Message::Error(error) = &frames[0].message else {
@@ -109,7 +129,9 @@ async fn a_first_frame_other_than_hello_is_refused_and_closed() {
     assert!(!server.host_online(&host_id).await);
 
     // Bad JSON as the first frame is refused the same way.
-    let mut agent = RawAgent::connect_as(&server.ws_url(), &token).await.unwrap();
+    let mut agent = RawAgent::connect_as(&server.ws_url(), &token)
+        .await
+        .unwrap();
     agent.send_text("{not json").await.unwrap();
     let (frames, _) = agent.closed(LIMIT).await.unwrap();
     assert!(matches!(&frames[0].message, Message::Error(e) if e.code == ErrorCode::BadRequest));
@@ -119,7 +141,9 @@ async fn a_first_frame_other_than_hello_is_refused_and_closed() {
 async fn a_too_old_protocol_is_refused_naming_both_versions_and_an_upgrade_url() {
     let server = TestServer::start().await.unwrap();
     let (host_id, token) = server.enrolled_host("old").await.unwrap();
-    let mut agent = RawAgent::connect_as(&server.ws_url(), &token).await.unwrap();
+    let mut agent = RawAgent::connect_as(&server.ws_url(), &token)
+        .await
+        .unwrap();
     agent.send(Frame::new(hello(0))).await.unwrap();
     let (frames, close) = agent.closed(LIMIT).await.unwrap();
     let Message::Error(error) = &frames[0].message else {
@@ -127,7 +151,13 @@ async fn a_too_old_protocol_is_refused_naming_both_versions_and_an_upgrade_url()
     };
     assert_eq!(error.code, ErrorCode::ProtocolTooOld);
     assert!(error.message.contains("version 0"), "{}", error.message);
-    assert!(error.message.contains(&CURRENT_PROTOCOL_VERSION.to_string()), "{}", error.message);
+    assert!(
+        error
+            .message
+            .contains(&CURRENT_PROTOCOL_VERSION.to_string()),
+        "{}",
+        error.message
+    );
     let url = error.url.clone().expect("upgrade url");
     assert_eq!(url, format!("{}/docs/upgrading", server.url));
     assert!(close.is_some());
@@ -143,9 +173,17 @@ async fn a_too_old_protocol_is_refused_naming_both_versions_and_an_upgrade_url()
 async fn a_newer_protocol_is_accepted() {
     let server = TestServer::start().await.unwrap();
     let (host_id, token) = server.enrolled_host("new").await.unwrap();
-    let mut agent = RawAgent::connect_as(&server.ws_url(), &token).await.unwrap();
-    agent.send(Frame::new(hello(CURRENT_PROTOCOL_VERSION + 5))).await.unwrap();
-    assert!(matches!(agent.recv().await.unwrap().message, Message::ConfigUpdate(_)));
+    let mut agent = RawAgent::connect_as(&server.ws_url(), &token)
+        .await
+        .unwrap();
+    agent
+        .send(Frame::new(hello(CURRENT_PROTOCOL_VERSION + 5)))
+        .await
+        .unwrap();
+    assert!(matches!(
+        agent.recv().await.unwrap().message,
+        Message::ConfigUpdate(_)
+    ));
     assert!(server.host_online(&host_id).await);
     let view = server.admin().await.unwrap().host(&host_id).await.unwrap();
     assert_eq!(view.protocol_version, Some(CURRENT_PROTOCOL_VERSION + 5));
@@ -157,7 +195,9 @@ async fn no_hello_in_time_closes_the_connection() {
         .await
         .unwrap();
     let (_, token) = server.enrolled_host("slow").await.unwrap();
-    let mut agent = RawAgent::connect_as(&server.ws_url(), &token).await.unwrap();
+    let mut agent = RawAgent::connect_as(&server.ws_url(), &token)
+        .await
+        .unwrap();
     let (frames, close) = agent.closed(LIMIT).await.unwrap();
     assert!(frames.is_empty());
     assert_eq!(close.map(|c| u16::from(c.code)), Some(close_code::POLICY));
@@ -167,7 +207,9 @@ async fn no_hello_in_time_closes_the_connection() {
 async fn bad_frames_get_errors_and_the_connection_goes_on() {
     let server = TestServer::start().await.unwrap();
     let (host_id, token) = server.enrolled_host("h").await.unwrap();
-    let mut agent = RawAgent::connect_and_hello(&server.ws_url(), &token).await.unwrap();
+    let mut agent = RawAgent::connect_and_hello(&server.ws_url(), &token)
+        .await
+        .unwrap();
 
     // A known type with a malformed payload: the reply names the kind and field.
     agent
@@ -191,7 +233,10 @@ async fn bad_frames_get_errors_and_the_connection_goes_on() {
 
     // JSON but not an envelope.
     agent.send_text(r#"[1,2,3]"#).await.unwrap();
-    assert!(matches!(agent.recv().await.unwrap().message, Message::Error(_)));
+    assert!(matches!(
+        agent.recv().await.unwrap().message,
+        Message::Error(_)
+    ));
 
     // A server-to-agent kind sent by an agent.
     agent
@@ -201,7 +246,11 @@ async fn bad_frames_get_errors_and_the_connection_goes_on() {
     let Message::Error(error) = agent.recv().await.unwrap().message else {
         panic!("expected error");
     };
-    assert!(error.message.contains("sent by the server"), "{}", error.message);
+    assert!(
+        error.message.contains("sent by the server"),
+        "{}",
+        error.message
+    );
 
     // An unknown type is ignored: no reply at all.
     agent
@@ -211,11 +260,23 @@ async fn bad_frames_get_errors_and_the_connection_goes_on() {
     assert!(agent.silent_for(Duration::from_millis(300)).await);
 
     // And a valid heartbeat on the same connection still counts.
-    let before = server.store().host(host_id.parse().unwrap()).await.unwrap().unwrap().last_seen_at;
+    let before = server
+        .store()
+        .host(host_id.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap()
+        .last_seen_at;
     tokio::time::sleep(Duration::from_millis(20)).await;
     agent.send(Frame::new(Heartbeat {})).await.unwrap();
     wait_until(LIMIT, "heartbeat to move last_seen_at", || async {
-        let now = server.store().host(host_id.parse().unwrap()).await.unwrap().unwrap().last_seen_at;
+        let now = server
+            .store()
+            .host(host_id.parse().unwrap())
+            .await
+            .unwrap()
+            .unwrap()
+            .last_seen_at;
         now > before
     })
     .await
@@ -228,8 +289,12 @@ async fn an_oversized_frame_closes_only_that_connection() {
     let server = TestServer::start().await.unwrap();
     let (big_host, big_token) = server.enrolled_host("big").await.unwrap();
     let (calm_host, calm_token) = server.enrolled_host("calm").await.unwrap();
-    let mut big = RawAgent::connect_and_hello(&server.ws_url(), &big_token).await.unwrap();
-    let mut calm = RawAgent::connect_and_hello(&server.ws_url(), &calm_token).await.unwrap();
+    let mut big = RawAgent::connect_and_hello(&server.ws_url(), &big_token)
+        .await
+        .unwrap();
+    let mut calm = RawAgent::connect_and_hello(&server.ws_url(), &calm_token)
+        .await
+        .unwrap();
 
     let oversized = format!(
         r#"{{"type":"heartbeat","payload":{{"pad":"{}"}}}}"#,
@@ -245,9 +310,18 @@ async fn an_oversized_frame_closes_only_that_connection() {
     .unwrap();
 
     // The server and the other agent carry on.
-    assert_eq!(reqwest::get(format!("{}/healthz", server.url)).await.unwrap().status(), 200);
+    assert_eq!(
+        reqwest::get(format!("{}/healthz", server.url))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     calm.send_text("not json").await.unwrap();
-    assert!(matches!(calm.recv().await.unwrap().message, Message::Error(_)));
+    assert!(matches!(
+        calm.recv().await.unwrap().message,
+        Message::Error(_)
+    ));
     assert!(server.host_online(&calm_host).await);
 }
 
@@ -255,21 +329,30 @@ async fn an_oversized_frame_closes_only_that_connection() {
 async fn a_late_close_of_the_old_socket_leaves_the_reconnected_host_online() {
     let server = TestServer::start().await.unwrap();
     let (host_id, token) = server.enrolled_host("flappy").await.unwrap();
-    let mut old = RawAgent::connect_and_hello(&server.ws_url(), &token).await.unwrap();
-    let new = RawAgent::connect_and_hello(&server.ws_url(), &token).await.unwrap();
+    let mut old = RawAgent::connect_and_hello(&server.ws_url(), &token)
+        .await
+        .unwrap();
+    let new = RawAgent::connect_and_hello(&server.ws_url(), &token)
+        .await
+        .unwrap();
 
     // The server tells the replaced socket why it is being closed…
     let (_, close) = old.closed(LIMIT).await.unwrap();
     assert_eq!(close.map(|c| u16::from(c.code)), Some(close_code::REPLACED));
     // …and the old socket's exit must not take the host offline.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(server.host_online(&host_id).await, "reconnected host went offline");
+    assert!(
+        server.host_online(&host_id).await,
+        "reconnected host went offline"
+    );
     assert!(server.state.hub().is_connected(host_id.parse().unwrap()));
 
     new.close().await.unwrap();
-    wait_until(LIMIT, "host offline after the new socket closes", || async {
-        !server.host_online(&host_id).await
-    })
+    wait_until(
+        LIMIT,
+        "host offline after the new socket closes",
+        || async { !server.host_online(&host_id).await },
+    )
     .await
     .unwrap();
 }
@@ -278,7 +361,9 @@ async fn a_late_close_of_the_old_socket_leaves_the_reconnected_host_online() {
 async fn a_silent_agent_is_closed_after_three_missed_heartbeats() {
     let server = TestServer::start().await.unwrap();
     let (host_id, token) = server.enrolled_host("mute").await.unwrap();
-    let mut agent = RawAgent::connect_and_hello(&server.ws_url(), &token).await.unwrap();
+    let mut agent = RawAgent::connect_and_hello(&server.ws_url(), &token)
+        .await
+        .unwrap();
     // Heartbeat is 1 s in tests, so the idle limit is 3 × 1 + 5 = 8 s.
     let (_, close) = agent.closed(Duration::from_secs(15)).await.unwrap();
     assert_eq!(close.map(|c| u16::from(c.code)), Some(close_code::IDLE));
@@ -293,12 +378,20 @@ async fn a_silent_agent_is_closed_after_three_missed_heartbeats() {
 async fn deleting_a_host_closes_its_connection_with_revoked() {
     let server = TestServer::start().await.unwrap();
     let (host_id, token) = server.enrolled_host("doomed").await.unwrap();
-    let mut agent = RawAgent::connect_and_hello(&server.ws_url(), &token).await.unwrap();
+    let mut agent = RawAgent::connect_and_hello(&server.ws_url(), &token)
+        .await
+        .unwrap();
     let admin = server.admin().await.unwrap();
-    let (status, _) = admin.delete(&format!("/api/v1/hosts/{host_id}")).await.unwrap();
+    let (status, _) = admin
+        .delete(&format!("/api/v1/hosts/{host_id}"))
+        .await
+        .unwrap();
     assert_eq!(status, 204);
     let (_, close) = agent.closed(LIMIT).await.unwrap();
     assert_eq!(close.map(|c| u16::from(c.code)), Some(close_code::REVOKED));
-    let (status, _) = admin.get(&format!("/api/v1/hosts/{host_id}")).await.unwrap();
+    let (status, _) = admin
+        .get(&format!("/api/v1/hosts/{host_id}"))
+        .await
+        .unwrap();
     assert_eq!(status, 404);
 }

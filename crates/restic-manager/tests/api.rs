@@ -1,6 +1,8 @@
 //! The operator API: logging in, bearer tokens, enrolment tokens and the
 //! enrolment exchange, and the host listing.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use chrono::{Duration as ChronoDuration, Utc};
 use rm_core::token::{IssuedToken, TokenKind};
 use rm_protocol::api::HostView;
@@ -22,7 +24,10 @@ async fn login_gives_a_bearer_token_and_wrong_passwords_do_not() {
     let anon = server.anonymous();
 
     let (status, body) = anon
-        .post("/api/v1/auth/login", json!({"username": "admin", "password": ADMIN_PASSWORD}))
+        .post(
+            "/api/v1/auth/login",
+            json!({"username": "admin", "password": ADMIN_PASSWORD}),
+        )
         .await
         .unwrap();
     assert_eq!(status, 200);
@@ -31,7 +36,10 @@ async fn login_gives_a_bearer_token_and_wrong_passwords_do_not() {
 
     for (username, password) in [("admin", "wrong"), ("nobody", ADMIN_PASSWORD)] {
         let (status, body) = anon
-            .post("/api/v1/auth/login", json!({"username": username, "password": password}))
+            .post(
+                "/api/v1/auth/login",
+                json!({"username": username, "password": password}),
+            )
             .await
             .unwrap();
         assert_eq!(status, 401);
@@ -45,7 +53,13 @@ async fn login_gives_a_bearer_token_and_wrong_passwords_do_not() {
         .await
         .unwrap();
     assert_eq!(status, 400);
-    assert!(body["error"]["message"].as_str().unwrap().contains("password"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("password"),
+        "{body}"
+    );
 }
 
 #[tokio::test]
@@ -69,7 +83,14 @@ async fn logout_ends_the_session() {
     let server = TestServer::start().await.unwrap();
     let admin = server.admin().await.unwrap();
     assert_eq!(admin.get("/api/v1/hosts").await.unwrap().0, 200);
-    assert_eq!(admin.post("/api/v1/auth/logout", json!({})).await.unwrap().0, 204);
+    assert_eq!(
+        admin
+            .post("/api/v1/auth/logout", json!({}))
+            .await
+            .unwrap()
+            .0,
+        204
+    );
     assert_eq!(admin.get("/api/v1/hosts").await.unwrap().0, 401);
 }
 
@@ -99,7 +120,10 @@ async fn an_enrolment_token_enrols_exactly_one_host() {
     assert!(pending[0].get("token").is_none());
 
     let anon = server.anonymous();
-    let enrolled = anon.enroll(&created.token, None, "web01.example").await.unwrap();
+    let enrolled = anon
+        .enroll(&created.token, None, "web01.example")
+        .await
+        .unwrap();
     assert!(enrolled.agent_token.starts_with("rma."));
 
     let host: HostView = admin.host(&enrolled.host_id).await.unwrap();
@@ -117,7 +141,10 @@ async fn an_enrolment_token_enrols_exactly_one_host() {
         .await
         .unwrap();
     assert_eq!(status, 401);
-    assert_eq!(body["error"]["message"], "enrolment token is unknown, expired or already used");
+    assert_eq!(
+        body["error"]["message"],
+        "enrolment token is unknown, expired or already used"
+    );
     let (_, pending) = admin.get("/api/v1/enrollment-tokens").await.unwrap();
     assert!(pending.as_array().unwrap().is_empty());
     assert_eq!(admin.hosts().await.unwrap().len(), 1);
@@ -145,11 +172,17 @@ async fn expired_and_forged_enrolment_tokens_are_refused_alike() {
     let forged = format!("{}A", &issued.token[..issued.token.len() - 1]);
     for token in [issued.token.as_str(), forged.as_str(), "rme.nonsense", ""] {
         let (status, body) = anon
-            .post("/api/v1/agents/enroll", json!({"token": token, "hostname": "h"}))
+            .post(
+                "/api/v1/agents/enroll",
+                json!({"token": token, "hostname": "h"}),
+            )
             .await
             .unwrap();
         assert_eq!(status, 401, "token {token:?}");
-        assert_eq!(body["error"]["message"], "enrolment token is unknown, expired or already used");
+        assert_eq!(
+            body["error"]["message"],
+            "enrolment token is unknown, expired or already used"
+        );
     }
     assert!(server.store().list_hosts().await.unwrap().is_empty());
 }
@@ -167,7 +200,10 @@ async fn enrolment_input_is_validated_and_changes_nothing() {
         (json!({"name": "bad\u{7}name"}), "name"),
         (json!({"ttl_seconds": "soon"}), "ttl_seconds"),
     ] {
-        let (status, reply) = admin.post("/api/v1/enrollment-tokens", body.clone()).await.unwrap();
+        let (status, reply) = admin
+            .post("/api/v1/enrollment-tokens", body.clone())
+            .await
+            .unwrap();
         assert_eq!(status, 400, "{body}");
         let message = reply["error"]["message"].as_str().unwrap();
         assert!(message.contains(field), "{body} → {message}");
@@ -180,15 +216,23 @@ async fn enrolment_input_is_validated_and_changes_nothing() {
     for (body, field) in [
         (json!({"token": created.token, "hostname": ""}), "hostname"),
         (json!({"token": created.token}), "hostname"),
-        (json!({"token": created.token, "hostname": "h", "name": "\n"}), "name"),
+        (
+            json!({"token": created.token, "hostname": "h", "name": "\n"}),
+            "name",
+        ),
     ] {
-        let (status, reply) = anon.post("/api/v1/agents/enroll", body.clone()).await.unwrap();
+        let (status, reply) = anon
+            .post("/api/v1/agents/enroll", body.clone())
+            .await
+            .unwrap();
         assert_eq!(status, 400, "{body}");
         let message = reply["error"]["message"].as_str().unwrap();
         assert!(message.contains(field), "{body} → {message}");
     }
     // The token survived the bad attempts.
-    anon.enroll(&created.token, Some("named"), "h").await.unwrap();
+    anon.enroll(&created.token, Some("named"), "h")
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -207,14 +251,26 @@ async fn hosts_can_be_listed_shown_and_deleted() {
 
     let (status, body) = admin.get("/api/v1/hosts/not-an-id").await.unwrap();
     assert_eq!(status, 400);
-    assert!(body["error"]["message"].as_str().unwrap().contains("not-an-id"));
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("not-an-id"));
     let missing = rm_core::HostId::new();
-    let (status, body) = admin.get(&format!("/api/v1/hosts/{missing}")).await.unwrap();
+    let (status, body) = admin
+        .get(&format!("/api/v1/hosts/{missing}"))
+        .await
+        .unwrap();
     assert_eq!(status, 404);
     assert_eq!(body["error"]["code"], "not_found");
 
-    assert_eq!(admin.delete(&format!("/api/v1/hosts/{a}")).await.unwrap().0, 204);
-    assert_eq!(admin.delete(&format!("/api/v1/hosts/{a}")).await.unwrap().0, 404);
+    assert_eq!(
+        admin.delete(&format!("/api/v1/hosts/{a}")).await.unwrap().0,
+        204
+    );
+    assert_eq!(
+        admin.delete(&format!("/api/v1/hosts/{a}")).await.unwrap().0,
+        404
+    );
     let hosts = admin.hosts().await.unwrap();
     assert_eq!(hosts.len(), 1);
     assert_eq!(hosts[0].id, b);
@@ -243,7 +299,10 @@ async fn an_api_token_made_offline_works_as_a_bearer_token() {
     // Logout is for sessions only, and says so.
     let (status, body) = api.post("/api/v1/auth/logout", json!({})).await.unwrap();
     assert_eq!(status, 400);
-    assert!(body["error"]["message"].as_str().unwrap().contains("API token"));
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("API token"));
 }
 
 #[tokio::test]

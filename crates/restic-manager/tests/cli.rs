@@ -1,6 +1,8 @@
 //! The command line as an operator meets it: help texts, starting the
 //! server, and offline administration against a live server's database.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
@@ -14,7 +16,11 @@ const BIN: &str = env!("CARGO_BIN_EXE_restic-manager");
 async fn run(args: &[&str], stdin: Option<&str>) -> std::process::Output {
     let mut child = Command::new(BIN)
         .args(args)
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -46,7 +52,10 @@ async fn every_command_explains_itself() {
         let out = run(&args, None).await;
         assert!(out.status.success(), "{args:?}");
         let help = text(&out.stdout);
-        assert!(help.contains(phrase), "{args:?} help lacks {phrase:?}:\n{help}");
+        assert!(
+            help.contains(phrase),
+            "{args:?} help lacks {phrase:?}:\n{help}"
+        );
     }
 }
 
@@ -56,17 +65,37 @@ async fn admin_commands_manage_users_and_api_tokens_of_a_running_server() {
     let data_dir = server.data_dir().to_str().unwrap().to_owned();
 
     let out = run(
-        &["admin", "create-user", "--username", "alice", "--password-stdin", "--data-dir", &data_dir],
+        &[
+            "admin",
+            "create-user",
+            "--username",
+            "alice",
+            "--password-stdin",
+            "--data-dir",
+            &data_dir,
+        ],
         Some("alice-password-1\n"),
     )
     .await;
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let alice = server.anonymous().login("alice", "alice-password-1").await.unwrap();
+    let alice = server
+        .anonymous()
+        .login("alice", "alice-password-1")
+        .await
+        .unwrap();
     assert_eq!(alice.get("/api/v1/hosts").await.unwrap().0, 200);
 
     // A taken name is refused with a clear message.
     let out = run(
-        &["admin", "create-user", "--username", "alice", "--password-stdin", "--data-dir", &data_dir],
+        &[
+            "admin",
+            "create-user",
+            "--username",
+            "alice",
+            "--password-stdin",
+            "--data-dir",
+            &data_dir,
+        ],
         Some("another-password\n"),
     )
     .await;
@@ -75,7 +104,15 @@ async fn admin_commands_manage_users_and_api_tokens_of_a_running_server() {
 
     // A short password is refused before anything changes.
     let out = run(
-        &["admin", "reset-password", "--username", "alice", "--password-stdin", "--data-dir", &data_dir],
+        &[
+            "admin",
+            "reset-password",
+            "--username",
+            "alice",
+            "--password-stdin",
+            "--data-dir",
+            &data_dir,
+        ],
         Some("short\n"),
     )
     .await;
@@ -85,7 +122,14 @@ async fn admin_commands_manage_users_and_api_tokens_of_a_running_server() {
 
     // Resetting without stdin generates and prints a password, and ends sessions.
     let out = run(
-        &["admin", "reset-password", "--username", "alice", "--data-dir", &data_dir],
+        &[
+            "admin",
+            "reset-password",
+            "--username",
+            "alice",
+            "--data-dir",
+            &data_dir,
+        ],
         None,
     )
     .await;
@@ -97,11 +141,28 @@ async fn admin_commands_manage_users_and_api_tokens_of_a_running_server() {
         .expect("generated password printed")
         .to_owned();
     assert_eq!(alice.get("/api/v1/hosts").await.unwrap().0, 401);
-    assert!(server.anonymous().login("alice", "alice-password-1").await.is_err());
-    server.anonymous().login("alice", &new_password).await.unwrap();
+    assert!(server
+        .anonymous()
+        .login("alice", "alice-password-1")
+        .await
+        .is_err());
+    server
+        .anonymous()
+        .login("alice", &new_password)
+        .await
+        .unwrap();
 
     let out = run(
-        &["admin", "create-api-token", "--username", "alice", "--name", "ci", "--data-dir", &data_dir],
+        &[
+            "admin",
+            "create-api-token",
+            "--username",
+            "alice",
+            "--name",
+            "ci",
+            "--data-dir",
+            &data_dir,
+        ],
         None,
     )
     .await;
@@ -112,7 +173,16 @@ async fn admin_commands_manage_users_and_api_tokens_of_a_running_server() {
     assert_eq!(api.get("/api/v1/hosts").await.unwrap().0, 200);
 
     let out = run(
-        &["admin", "create-api-token", "--username", "nobody", "--name", "x", "--data-dir", &data_dir],
+        &[
+            "admin",
+            "create-api-token",
+            "--username",
+            "nobody",
+            "--name",
+            "x",
+            "--data-dir",
+            &data_dir,
+        ],
         None,
     )
     .await;
@@ -122,7 +192,10 @@ async fn admin_commands_manage_users_and_api_tokens_of_a_running_server() {
 
 /// Starts `restic-manager server` on port 0 and returns the child and the
 /// URL it printed, plus everything else it printed before that.
-async fn start_server(data_dir: &Path, env: &[(&str, &str)]) -> (tokio::process::Child, String, String) {
+async fn start_server(
+    data_dir: &Path,
+    env: &[(&str, &str)],
+) -> (tokio::process::Child, String, String) {
     let mut child = Command::new(BIN)
         .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
@@ -152,7 +225,11 @@ async fn start_server(data_dir: &Path, env: &[(&str, &str)]) -> (tokio::process:
 
 async fn terminate(child: &mut tokio::process::Child) -> std::process::ExitStatus {
     let pid = child.id().unwrap().to_string();
-    Command::new("kill").args(["-TERM", &pid]).status().await.unwrap();
+    Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .unwrap();
     tokio::time::timeout(Duration::from_secs(10), child.wait())
         .await
         .unwrap()
@@ -169,7 +246,10 @@ async fn first_start_prints_a_generated_admin_password_once() {
         .find_map(|l| l.trim().strip_prefix("password: "))
         .expect("password printed on first start")
         .to_owned();
-    Api::new(&url, None).login("admin", &password).await.unwrap();
+    Api::new(&url, None)
+        .login("admin", &password)
+        .await
+        .unwrap();
     assert!(terminate(&mut child).await.success());
 
     use std::os::unix::fs::PermissionsExt;
@@ -179,7 +259,10 @@ async fn first_start_prints_a_generated_admin_password_once() {
     // The second start creates nothing and prints no password.
     let (mut child, url, printed) = start_server(&data, &[]).await;
     assert!(!printed.contains("password:"), "{printed}");
-    Api::new(&url, None).login("admin", &password).await.unwrap();
+    Api::new(&url, None)
+        .login("admin", &password)
+        .await
+        .unwrap();
     assert!(terminate(&mut child).await.success());
 }
 
@@ -188,8 +271,14 @@ async fn the_first_admin_password_can_come_from_the_environment() {
     let dir = tempfile::tempdir().unwrap();
     let (mut child, url, printed) =
         start_server(dir.path(), &[("RM_ADMIN_PASSWORD", "from-the-env-123")]).await;
-    assert!(!printed.contains("from-the-env-123"), "the password must not be echoed");
-    Api::new(&url, None).login("admin", "from-the-env-123").await.unwrap();
+    assert!(
+        !printed.contains("from-the-env-123"),
+        "the password must not be echoed"
+    );
+    Api::new(&url, None)
+        .login("admin", "from-the-env-123")
+        .await
+        .unwrap();
     assert!(terminate(&mut child).await.success());
 }
 
@@ -202,7 +291,15 @@ async fn unsupported_database_urls_are_refused_clearly() {
         ("mysql://u@127.0.0.1/db", "unsupported database URL"),
     ] {
         let out = run(
-            &["server", "--listen", "127.0.0.1:0", "--data-dir", data_dir, "--database-url", url],
+            &[
+                "server",
+                "--listen",
+                "127.0.0.1:0",
+                "--data-dir",
+                data_dir,
+                "--database-url",
+                url,
+            ],
             None,
         )
         .await;

@@ -20,8 +20,8 @@ use chrono::Utc;
 use rm_core::token::{PresentedToken, TokenKind};
 use rm_core::HostId;
 use rm_protocol::{
-    close_code, AgentSettings, ConfigUpdate, Envelope, ErrorBody, ErrorCode, Frame, Hello,
-    Message, ScheduleSet, CURRENT_PROTOCOL_VERSION, MAX_FRAME_BYTES, MIN_PROTOCOL_VERSION,
+    close_code, AgentSettings, ConfigUpdate, Envelope, ErrorBody, ErrorCode, Frame, Hello, Message,
+    ScheduleSet, CURRENT_PROTOCOL_VERSION, MAX_FRAME_BYTES, MIN_PROTOCOL_VERSION,
 };
 use rm_store::HelloRecord;
 use tokio::sync::mpsc;
@@ -101,7 +101,11 @@ async fn session(state: AppState, host_id: HostId, mut socket: WebSocket) {
     };
     if let Err(e) = state.store().record_hello(host_id, &record).await {
         tracing::error!(%host_id, error = %e, "could not record an agent's hello");
-        let error = error_frame(None, ErrorCode::Internal, "the server could not record this connection; retry later");
+        let error = error_frame(
+            None,
+            ErrorCode::Internal,
+            "the server could not record this connection; retry later",
+        );
         let _ = write(&mut socket, WsMessage::Text(error.encode().into())).await;
         let _ = close_socket(&mut socket, close_code::GOING_AWAY, "server error").await;
         return;
@@ -113,7 +117,10 @@ async fn session(state: AppState, host_id: HostId, mut socket: WebSocket) {
     }
     if let Some(old) = state.hub().register(host_id, conn.clone()) {
         tracing::warn!(%host_id, "a new connection replaced the host's existing one");
-        old.close(close_code::REPLACED, "replaced by a newer connection for this host");
+        old.close(
+            close_code::REPLACED,
+            "replaced by a newer connection for this host",
+        );
     }
     tracing::info!(
         %host_id,
@@ -195,11 +202,21 @@ async fn handshake(state: &AppState, host_id: HostId, socket: &mut WebSocket) ->
         }
         Ok(frame) => ErrorBody::new(
             ErrorCode::BadRequest,
-            format!("the first frame must be `hello`, not `{}`", frame.message.kind()),
+            format!(
+                "the first frame must be `hello`, not `{}`",
+                frame.message.kind()
+            ),
         ),
-        Err(e) => ErrorBody::new(ErrorCode::BadRequest, format!("the first frame must be `hello`: {e}")),
+        Err(e) => ErrorBody::new(
+            ErrorCode::BadRequest,
+            format!("the first frame must be `hello`: {e}"),
+        ),
     };
-    let _ = write(socket, WsMessage::Text(Frame::new(rejection).encode().into())).await;
+    let _ = write(
+        socket,
+        WsMessage::Text(Frame::new(rejection).encode().into()),
+    )
+    .await;
     let _ = close_socket(socket, close_code::POLICY, "handshake failed").await;
     None
 }
@@ -334,7 +351,10 @@ fn dispatch(host_id: HostId, frame: Frame) -> Option<Frame> {
         | Message::TreeList(_) => Some(error_frame(
             frame.id,
             ErrorCode::BadRequest,
-            format!("`{}` is sent by the server, not by agents", frame.message.kind()),
+            format!(
+                "`{}` is sent by the server, not by agents",
+                frame.message.kind()
+            ),
         )),
         other => {
             tracing::debug!(%host_id, kind = other.kind(), "message not handled by this server version yet");

@@ -115,7 +115,10 @@ pub struct Hub {
 impl Hub {
     /// Registers `conn` as `host`'s connection, returning the one it replaced.
     pub(crate) fn register(&self, host: HostId, conn: AgentConn) -> Option<AgentConn> {
-        self.conns.lock().ok().and_then(|mut c| c.insert(host, conn))
+        self.conns
+            .lock()
+            .ok()
+            .and_then(|mut c| c.insert(host, conn))
     }
 
     /// Removes `host`'s connection if it is still `conn_id`; returns whether

@@ -52,7 +52,10 @@ pub fn app(state: AppState) -> Router {
 
 async fn docs_upgrading() -> impl axum::response::IntoResponse {
     (
-        [(axum::http::header::CONTENT_TYPE, "text/markdown; charset=utf-8")],
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/markdown; charset=utf-8",
+        )],
         include_str!("../../../docs/upgrading.md"),
     )
 }

@@ -25,7 +25,15 @@ impl AgentProcess {
         extra: &[&str],
     ) -> anyhow::Result<std::process::Output> {
         let output = Command::new(binary)
-            .args(["agent", "enroll", "--server", server_url, "--token", token, "--state-dir"])
+            .args([
+                "agent",
+                "enroll",
+                "--server",
+                server_url,
+                "--token",
+                token,
+                "--state-dir",
+            ])
             .arg(state_dir)
             .args(extra)
             .stdin(Stdio::null())
@@ -101,7 +109,9 @@ impl AgentProcess {
         }
         let exit = tokio::time::timeout(limit, self.child.wait())
             .await
-            .with_context(|| format!("agent did not exit within {limit:?}; log:\n{}", self.log()))??;
+            .with_context(|| {
+                format!("agent did not exit within {limit:?}; log:\n{}", self.log())
+            })??;
         Ok(exit)
     }
 }

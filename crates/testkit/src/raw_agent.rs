@@ -73,7 +73,9 @@ impl RawAgent {
     /// Connects, says hello, and checks the two pushes that must follow.
     pub async fn connect_and_hello(ws_url: &str, agent_token: &str) -> anyhow::Result<RawAgent> {
         let mut agent = RawAgent::connect_as(ws_url, agent_token).await?;
-        agent.send(Frame::new(hello(CURRENT_PROTOCOL_VERSION))).await?;
+        agent
+            .send(Frame::new(hello(CURRENT_PROTOCOL_VERSION)))
+            .await?;
         let first = agent.recv().await?;
         let second = agent.recv().await?;
         if !matches!(first.message, Message::ConfigUpdate(_))
@@ -109,7 +111,9 @@ impl RawAgent {
                 .context("no frame from the server in time")?;
             match next {
                 Some(Ok(WsMessage::Text(text))) => return Ok(Frame::decode(text.as_str())?),
-                Some(Ok(WsMessage::Close(frame))) => bail!("server closed the connection: {frame:?}"),
+                Some(Ok(WsMessage::Close(frame))) => {
+                    bail!("server closed the connection: {frame:?}")
+                }
                 Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => continue,
                 Some(Ok(other)) => bail!("unexpected message {other:?}"),
                 Some(Err(e)) => bail!("read failed: {e}"),
@@ -120,7 +124,10 @@ impl RawAgent {
 
     /// Waits for the server to end the connection and returns its close
     /// frame, if it sent one. Text frames before the close are returned too.
-    pub async fn closed(&mut self, limit: Duration) -> anyhow::Result<(Vec<Frame>, Option<CloseFrame>)> {
+    pub async fn closed(
+        &mut self,
+        limit: Duration,
+    ) -> anyhow::Result<(Vec<Frame>, Option<CloseFrame>)> {
         let mut frames = Vec::new();
         loop {
             let next = tokio::time::timeout(limit, self.ws.next())

@@ -36,7 +36,9 @@ impl TestServer {
     }
 
     /// Starts a server after `configure` adjusts its settings.
-    pub async fn start_with(configure: impl FnOnce(&mut ServerConfig)) -> anyhow::Result<TestServer> {
+    pub async fn start_with(
+        configure: impl FnOnce(&mut ServerConfig),
+    ) -> anyhow::Result<TestServer> {
         let data_dir = tempfile::tempdir()?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
@@ -141,10 +143,14 @@ impl TestServer {
     async fn wait_healthy(&self) -> anyhow::Result<()> {
         let client = reqwest::Client::new();
         let url = format!("{}/healthz", self.url);
-        crate::wait_until(Duration::from_secs(10), "the server to answer /healthz", || {
-            let request = client.get(&url).send();
-            async move { matches!(request.await, Ok(r) if r.status().is_success()) }
-        })
+        crate::wait_until(
+            Duration::from_secs(10),
+            "the server to answer /healthz",
+            || {
+                let request = client.get(&url).send();
+                async move { matches!(request.await, Ok(r) if r.status().is_success()) }
+            },
+        )
         .await
         .context("test server did not start")
     }

@@ -33,8 +33,11 @@ impl FromRequestParts<AppState> for Operator {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = bearer_token(&parts.headers).ok_or_else(|| ApiError::unauthorized(BAD_TOKEN))?;
-        let presented: PresentedToken = token.parse().map_err(|_| ApiError::unauthorized(BAD_TOKEN))?;
+        let token =
+            bearer_token(&parts.headers).ok_or_else(|| ApiError::unauthorized(BAD_TOKEN))?;
+        let presented: PresentedToken = token
+            .parse()
+            .map_err(|_| ApiError::unauthorized(BAD_TOKEN))?;
         let now = Utc::now();
         let operator = match presented.kind {
             TokenKind::Session => state
@@ -84,8 +87,7 @@ pub(crate) async fn login(
     };
     let issued = IssuedToken::generate(TokenKind::Session)?;
     let now = Utc::now();
-    let ttl = chrono::Duration::from_std(state.config().session_ttl)
-        .map_err(ApiError::internal)?;
+    let ttl = chrono::Duration::from_std(state.config().session_ttl).map_err(ApiError::internal)?;
     let session = Session {
         id: issued.id,
         user_id: user.id,

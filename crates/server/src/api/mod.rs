@@ -40,7 +40,9 @@ pub(crate) fn router() -> Router<AppState> {
 pub(crate) fn validate_label(field: &str, value: &str, max: usize) -> Result<String, ApiError> {
     let value = value.trim();
     if value.is_empty() {
-        return Err(ApiError::bad_request(format!("`{field}` must not be empty")));
+        return Err(ApiError::bad_request(format!(
+            "`{field}` must not be empty"
+        )));
     }
     if value.chars().count() > max {
         return Err(ApiError::bad_request(format!(
