@@ -95,6 +95,13 @@ async fn hello_is_answered_with_config_then_schedules_and_the_host_goes_online()
 
     let view = server.admin().await.unwrap().host(&host_id).await.unwrap();
     assert!(view.online);
+    let (_, metrics) = server.anonymous().get("/metrics").await.unwrap();
+    let metrics = metrics.as_str().unwrap().to_owned();
+    assert!(metrics.contains("rm_agents_connected 1\n"), "{metrics}");
+    assert!(
+        metrics.contains("rm_hosts{state=\"online\"} 1\n"),
+        "{metrics}"
+    );
     assert_eq!(view.agent_version.as_deref(), Some("0.0.0-test"));
     assert_eq!(view.restic_version.as_deref(), Some("0.14.0"));
     assert_eq!(view.protocol_version, Some(CURRENT_PROTOCOL_VERSION));

@@ -176,19 +176,8 @@ async fn handshake(state: &AppState, host_id: HostId, socket: &mut WebSocket) ->
         Ok(Frame {
             message: Message::Hello(hello),
             ..
-        }) => {
-            if hello.protocol_version < MIN_PROTOCOL_VERSION {
-                tracing::warn!(%host_id, agent = hello.protocol_version, "agent protocol too old");
-                ErrorBody {
-                    code: ErrorCode::ProtocolTooOld,
-                    message: format!(
-                        "agent protocol version {} is older than the oldest this server accepts \
-                         ({MIN_PROTOCOL_VERSION}; the server speaks {CURRENT_PROTOCOL_VERSION}): upgrade the agent",
-                        hello.protocol_version
-                    ),
-                    url: Some(state.config().upgrade_url()),
-                }
-            } else {
+        }) => match judge_hello(hello, &state.config().upgrade_url()) {
+            Ok(hello) => {
                 if hello.protocol_version > CURRENT_PROTOCOL_VERSION {
                     tracing::info!(
                         %host_id,
@@ -199,7 +188,11 @@ async fn handshake(state: &AppState, host_id: HostId, socket: &mut WebSocket) ->
                 }
                 return Some(hello);
             }
-        }
+            Err(rejection) => {
+                tracing::warn!(%host_id, reason = %rejection.message, "agent hello refused");
+                rejection
+            }
+        },
         Ok(frame) => ErrorBody::new(
             ErrorCode::BadRequest,
             format!(
@@ -219,6 +212,64 @@ async fn handshake(state: &AppState, host_id: HostId, socket: &mut WebSocket) ->
     .await;
     let _ = close_socket(socket, close_code::POLICY, "handshake failed").await;
     None
+}
+
+/// Longest value accepted for each short `hello` field; they are stored and
+/// shown, so a misbehaving agent must not fill the database with them.
+const MAX_HELLO_FIELD_CHARS: usize = 255;
+
+/// Longest `restic_error` kept; longer ones are cut, since the text is only
+/// shown to operators and losing its tail is better than losing the hello.
+const MAX_RESTIC_ERROR_CHARS: usize = 2048;
+
+/// Accepts or refuses a `hello`: the protocol version must be supported and
+/// every field of sane length.
+fn judge_hello(mut hello: Hello, upgrade_url: &str) -> Result<Hello, ErrorBody> {
+    if hello.protocol_version < MIN_PROTOCOL_VERSION {
+        return Err(ErrorBody {
+            code: ErrorCode::ProtocolTooOld,
+            message: format!(
+                "agent protocol version {} is older than the oldest this server accepts \
+                 ({MIN_PROTOCOL_VERSION}; the server speaks {CURRENT_PROTOCOL_VERSION}): upgrade the agent",
+                hello.protocol_version
+            ),
+            url: Some(upgrade_url.to_owned()),
+        });
+    }
+    let fields = [
+        ("agent_version", Some(&hello.agent_version)),
+        ("hostname", Some(&hello.hostname)),
+        ("os", Some(&hello.os)),
+        ("arch", Some(&hello.arch)),
+        ("restic_version", hello.restic_version.as_ref()),
+    ];
+    for (name, value) in fields {
+        let Some(value) = value else { continue };
+        if value.chars().count() > MAX_HELLO_FIELD_CHARS || value.chars().any(char::is_control) {
+            return Err(ErrorBody::new(
+                ErrorCode::BadRequest,
+                format!(
+                    "hello field `{name}` must be at most {MAX_HELLO_FIELD_CHARS} characters without control characters"
+                ),
+            ));
+        }
+    }
+    if hello.hostname.trim().is_empty() {
+        return Err(ErrorBody::new(
+            ErrorCode::BadRequest,
+            "hello field `hostname` must not be empty",
+        ));
+    }
+    if let Some(error) = &mut hello.restic_error {
+        if error.chars().count() > MAX_RESTIC_ERROR_CHARS {
+            *error = error
+                .chars()
+                .take(MAX_RESTIC_ERROR_CHARS)
+                .collect::<String>()
+                + "…";
+        }
+    }
+    Ok(hello)
 }
 
 /// The first text frame, skipping pings; `None` if the socket ends first.
@@ -388,4 +439,65 @@ async fn close_socket(socket: &mut WebSocket, code: u16, reason: &str) -> Result
         })),
     )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hello(protocol_version: u32) -> Hello {
+        Hello {
+            protocol_version,
+            agent_version: String::from("1.0.0"),
+            restic_version: Some(String::from("0.14.0")),
+            restic_error: None,
+            hostname: String::from("web-01"),
+            os: String::from("linux"),
+            arch: String::from("x86_64"),
+        }
+    }
+
+    #[test]
+    fn current_and_newer_protocols_are_accepted() {
+        assert!(judge_hello(hello(CURRENT_PROTOCOL_VERSION), "u").is_ok());
+        assert!(judge_hello(hello(CURRENT_PROTOCOL_VERSION + 1), "u").is_ok());
+    }
+
+    #[test]
+    fn a_too_old_protocol_names_both_versions_and_links_the_upgrade() {
+        let refused = judge_hello(hello(0), "http://s/docs/upgrading").unwrap_err();
+        assert_eq!(refused.code, ErrorCode::ProtocolTooOld);
+        assert!(refused.message.contains("version 0"));
+        assert!(refused
+            .message
+            .contains(&format!("({MIN_PROTOCOL_VERSION};")));
+        assert_eq!(refused.url.as_deref(), Some("http://s/docs/upgrading"));
+    }
+
+    #[test]
+    fn oversized_or_odd_fields_are_refused_by_name() {
+        let mut long = hello(1);
+        long.os = "x".repeat(300);
+        assert!(judge_hello(long, "u").unwrap_err().message.contains("`os`"));
+        let mut control = hello(1);
+        control.hostname = String::from("web\n01");
+        assert!(judge_hello(control, "u")
+            .unwrap_err()
+            .message
+            .contains("`hostname`"));
+        let mut empty = hello(1);
+        empty.hostname = String::from("  ");
+        assert!(judge_hello(empty, "u").is_err());
+    }
+
+    #[test]
+    fn a_long_restic_error_is_cut_not_refused() {
+        let mut h = hello(1);
+        h.restic_error = Some("e".repeat(10_000));
+        let accepted = judge_hello(h, "u").unwrap();
+        assert_eq!(
+            accepted.restic_error.unwrap().chars().count(),
+            MAX_RESTIC_ERROR_CHARS + 1
+        );
+    }
 }

@@ -1,6 +1,6 @@
 //! The restic-manager server: the operator JSON API under `/api/v1`, the
-//! agent WebSocket endpoint `/ws/agent`, and the in-memory hub of live agent
-//! connections.
+//! agent WebSocket endpoint `/ws/agent`, the in-memory hub of live agent
+//! connections, and `/healthz` and `/metrics` for monitoring.
 //!
 //! [`app`] builds the router from an [`AppState`]; [`serve`] runs it on a
 //! listener until shut down. The store is any [`rm_store::Store`], so this
@@ -12,6 +12,7 @@ mod bootstrap;
 mod config;
 mod hub;
 mod liveness;
+mod metrics;
 mod state;
 
 use std::future::Future;
@@ -44,6 +45,7 @@ pub enum ServerError {
 pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics::render))
         .route("/docs/upgrading", get(docs_upgrading))
         .route("/ws/agent", get(agent_ws::upgrade))
         .nest("/api/v1", api::router())
