@@ -70,7 +70,10 @@ mod tests {
         for _ in 0..12 {
             let ceiling = backoff.next;
             let delay = backoff.next_delay();
-            assert!(delay <= ceiling && delay >= ceiling / 2, "{delay:?} vs {ceiling:?}");
+            assert!(
+                delay <= ceiling && delay >= ceiling / 2,
+                "{delay:?} vs {ceiling:?}"
+            );
             assert!(delay <= CAP);
             ceilings.push(ceiling.as_secs());
         }

@@ -97,6 +97,7 @@ pub async fn enroll(opts: EnrollOptions) -> Result<Enrolled, AgentError> {
         agent_token: response.agent_token,
         enrolled_at: Utc::now(),
     };
+    dir.clear_cache()?;
     let state_file = dir.save_agent(&state)?;
     tracing::info!(
         host_id = %state.host_id,
@@ -146,7 +147,8 @@ async fn post_enroll(
     }
     // The token goes into an HTTP header on every connect; refuse one that
     // could never be sent rather than failing later in a reconnect loop.
-    if enrolled.agent_token.is_empty() || !enrolled.agent_token.bytes().all(|b| b.is_ascii_graphic())
+    if enrolled.agent_token.is_empty()
+        || !enrolled.agent_token.bytes().all(|b| b.is_ascii_graphic())
     {
         return Err(AgentError::BadEnrollResponse(
             "the agent token is empty or contains characters a header cannot carry".into(),
@@ -195,7 +197,10 @@ mod tests {
         );
         let text = err.to_string();
         assert!(text.contains("401"), "{text}");
-        assert!(text.contains("enrolment token is already used or expired"), "{text}");
+        assert!(
+            text.contains("enrolment token is already used or expired"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use chrono::Utc;
 use rm_protocol::{
-    AgentSettings, CommandResult, ConfigUpdate, ErrorBody, ErrorCode, Frame, Message,
-    RejectReason, ScheduleAck, ScheduleSet, TreeListResult,
+    AgentSettings, CommandResult, ConfigUpdate, ErrorBody, ErrorCode, Frame, Message, RejectReason,
+    ScheduleAck, ScheduleSet, TreeListResult,
 };
 
 use crate::error::AgentError;
@@ -90,7 +90,10 @@ impl Handler {
                 Vec::new()
             }
             other => {
-                tracing::debug!(kind = other.kind(), "ignoring a message the server should not send");
+                tracing::debug!(
+                    kind = other.kind(),
+                    "ignoring a message the server should not send"
+                );
                 Vec::new()
             }
         }
@@ -132,7 +135,10 @@ impl Handler {
             Err(e) => {
                 // No ack: the server keeps showing the version as pending,
                 // which is the truth, and resends it on the next connect.
-                tracing::error!(version, "could not save schedule set, not acknowledging it: {e}");
+                tracing::error!(
+                    version,
+                    "could not save schedule set, not acknowledging it: {e}"
+                );
                 None
             }
         }
@@ -168,7 +174,10 @@ mod tests {
     use rm_protocol::{CommandRun, Heartbeat, JobKind, TreeList};
 
     fn handler(dir: &tempfile::TempDir) -> Handler {
-        Handler::new(StateDir::new(dir.path().join("state")), Duration::from_secs(30))
+        Handler::new(
+            StateDir::new(dir.path().join("state")),
+            Duration::from_secs(30),
+        )
     }
 
     fn temp() -> tempfile::TempDir {

@@ -110,7 +110,10 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Ag
                     }
                     SessionEnd::Lost(reason) => {
                         let delay = backoff.next_delay();
-                        tracing::info!("disconnected: {reason}, reconnecting in {}", seconds(delay));
+                        tracing::info!(
+                            "disconnected: {reason}, reconnecting in {}",
+                            seconds(delay)
+                        );
                         delay
                     }
                 }
@@ -121,7 +124,10 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Ag
             }
             Err(ConnectError::Failed(reason)) => {
                 let delay = backoff.next_delay();
-                tracing::warn!("could not connect to {ws_url}: {reason}; retrying in {}", seconds(delay));
+                tracing::warn!(
+                    "could not connect to {ws_url}: {reason}; retrying in {}",
+                    seconds(delay)
+                );
                 delay
             }
         };
@@ -143,7 +149,9 @@ async fn build_hello(opts: &RunOptions) -> Hello {
             (Some(version.to_string()), None)
         }
         Err(e) => {
-            tracing::warn!("restic is not usable, so jobs cannot run on this host until it is fixed: {e}");
+            tracing::warn!(
+                "restic is not usable, so jobs cannot run on this host until it is fixed: {e}"
+            );
             (None, Some(e.to_string()))
         }
     };
@@ -185,7 +193,6 @@ fn describe_close(code: u16, reason: &str) -> String {
         close_code::GOING_AWAY => "the server is shutting down",
         close_code::IDLE => "the server heard nothing from this agent for too long",
         close_code::POLICY => "the server refused this agent's messages",
-        1000 => "the server closed the connection",
         _ => "the server closed the connection",
     };
     if reason.is_empty() {

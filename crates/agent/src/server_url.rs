@@ -40,7 +40,9 @@ impl ServerUrl {
             return Err(invalid("it must not contain a user name or password"));
         }
         if url.query().is_some() || url.fragment().is_some() {
-            return Err(invalid("it must not contain a query (`?…`) or fragment (`#…`)"));
+            return Err(invalid(
+                "it must not contain a query (`?…`) or fragment (`#…`)",
+            ));
         }
         Ok(ServerUrl { url })
     }
@@ -107,7 +109,10 @@ mod tests {
     fn http_becomes_ws() {
         let url = parsed("http://127.0.0.1:8080");
         assert_eq!(url.ws_url().as_str(), "ws://127.0.0.1:8080/ws/agent");
-        assert_eq!(url.enroll_url().as_str(), "http://127.0.0.1:8080/api/v1/agents/enroll");
+        assert_eq!(
+            url.enroll_url().as_str(),
+            "http://127.0.0.1:8080/api/v1/agents/enroll"
+        );
         assert!(!url.is_tls());
         assert!(url.require_supported().is_ok());
     }
@@ -132,7 +137,10 @@ mod tests {
         for text in ["http://example.com/backups", "http://example.com/backups/"] {
             let url = parsed(text);
             assert_eq!(url.ws_url().as_str(), "ws://example.com/backups/ws/agent");
-            assert_eq!(url.enroll_url().as_str(), "http://example.com/backups/api/v1/agents/enroll");
+            assert_eq!(
+                url.enroll_url().as_str(),
+                "http://example.com/backups/api/v1/agents/enroll"
+            );
             assert_eq!(url.to_string(), "http://example.com/backups");
         }
     }
@@ -161,7 +169,9 @@ mod tests {
 
     #[test]
     fn scheme_error_says_what_to_use() {
-        let err = ServerUrl::parse("ftp://example.com").err().map(|e| e.to_string());
+        let err = ServerUrl::parse("ftp://example.com")
+            .err()
+            .map(|e| e.to_string());
         assert!(err.is_some_and(|e| e.contains("http://")));
     }
 }

@@ -293,8 +293,14 @@ mod tests {
 
     #[test]
     fn close_codes_are_classified() {
-        assert_eq!(classify_close(close(close_code::REVOKED, "")), SessionEnd::Revoked);
-        assert_eq!(classify_close(close(close_code::REPLACED, "")), SessionEnd::Replaced);
+        assert_eq!(
+            classify_close(close(close_code::REVOKED, "")),
+            SessionEnd::Revoked
+        );
+        assert_eq!(
+            classify_close(close(close_code::REPLACED, "")),
+            SessionEnd::Replaced
+        );
         assert_eq!(
             classify_close(close(close_code::GOING_AWAY, "restart")),
             SessionEnd::Closed {
@@ -302,7 +308,10 @@ mod tests {
                 reason: "restart".into()
             }
         );
-        assert!(matches!(classify_close(None), SessionEnd::Closed { code: 1005, .. }));
+        assert!(matches!(
+            classify_close(None),
+            SessionEnd::Closed { code: 1005, .. }
+        ));
     }
 
     #[test]
@@ -315,6 +324,9 @@ mod tests {
 
     #[test]
     fn idle_limit_allows_three_missed_heartbeats() {
-        assert_eq!(idle_limit(Duration::from_secs(30)), Duration::from_secs(100));
+        assert_eq!(
+            idle_limit(Duration::from_secs(30)),
+            Duration::from_secs(100)
+        );
     }
 }

@@ -168,7 +168,9 @@ impl StateDir {
             ("agent_token", &state.agent_token),
         ] {
             if value.trim().is_empty() {
-                return Err(corrupt(serde::de::Error::custom(format!("`{field}` is empty"))));
+                return Err(corrupt(serde::de::Error::custom(format!(
+                    "`{field}` is empty"
+                ))));
             }
         }
         Ok(state)
@@ -199,6 +201,20 @@ impl StateDir {
         self.save_json(SCHEDULES_FILE, "the schedules", schedules)
     }
 
+    /// Deletes what an earlier enrolment cached (`config.json`,
+    /// `schedules.json`), so a host re-enrolled elsewhere never runs the old
+    /// server's schedules against the old repository.
+    pub fn clear_cache(&self) -> Result<(), AgentError> {
+        for path in [self.config_file(), self.schedules_file()] {
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(self.io_error("remove", &path, e)),
+            }
+        }
+        Ok(())
+    }
+
     fn load_optional<T: DeserializeOwned>(&self, path: &Path) -> Result<Option<T>, AgentError> {
         let bytes = match fs::read(path) {
             Ok(bytes) => bytes,
@@ -219,8 +235,8 @@ impl StateDir {
         what: &'static str,
         value: &T,
     ) -> Result<PathBuf, AgentError> {
-        let mut bytes =
-            serde_json::to_vec_pretty(value).map_err(|source| AgentError::Encode { what, source })?;
+        let mut bytes = serde_json::to_vec_pretty(value)
+            .map_err(|source| AgentError::Encode { what, source })?;
         bytes.push(b'\n');
         self.create()?;
         let path = self.path.join(name);
@@ -269,7 +285,7 @@ impl StateDir {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rm_protocol::{AgentSettings, RepositoryConfig, Schedule, JobKind};
+    use rm_protocol::{AgentSettings, JobKind, RepositoryConfig, Schedule};
 
     fn temp() -> tempfile::TempDir {
         tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"))
@@ -334,7 +350,10 @@ mod tests {
         match dir.load_agent() {
             Err(e @ AgentError::NotEnrolled { .. }) => {
                 let text = e.to_string();
-                assert!(text.contains(&dir.agent_file().display().to_string()), "{text}");
+                assert!(
+                    text.contains(&dir.agent_file().display().to_string()),
+                    "{text}"
+                );
                 assert!(text.contains("restic-manager agent enroll"), "{text}");
             }
             other => panic!("expected NotEnrolled, got {other:?}"),
@@ -345,7 +364,11 @@ mod tests {
     fn corrupt_enrolment_is_reported_not_panicked() {
         let tmp = temp();
         let dir = StateDir::new(tmp.path());
-        for contents in ["{not json", "{}", r#"{"server_url":"http://x","host_id":"h","agent_token":"","enrolled_at":"2024-01-01T00:00:00Z"}"#] {
+        for contents in [
+            "{not json",
+            "{}",
+            r#"{"server_url":"http://x","host_id":"h","agent_token":"","enrolled_at":"2024-01-01T00:00:00Z"}"#,
+        ] {
             fs::write(dir.agent_file(), contents).unwrap_or_else(|e| panic!("{e}"));
             match dir.load_agent() {
                 Err(e @ AgentError::CorruptEnrollment { .. }) => {
@@ -386,7 +409,9 @@ mod tests {
             }],
         };
         let config_path = dir.save_config(&config).unwrap_or_else(|e| panic!("{e}"));
-        let schedules_path = dir.save_schedules(&schedules).unwrap_or_else(|e| panic!("{e}"));
+        let schedules_path = dir
+            .save_schedules(&schedules)
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(mode(dir.path()), 0o700);
         assert_eq!(mode(&config_path), 0o600);
         assert_eq!(mode(&schedules_path), 0o600);
@@ -399,7 +424,10 @@ mod tests {
         let tmp = temp();
         let dir = StateDir::new(tmp.path());
         fs::write(dir.schedules_file(), "[").unwrap_or_else(|e| panic!("{e}"));
-        assert!(matches!(dir.load_schedules(), Err(AgentError::CorruptState { .. })));
+        assert!(matches!(
+            dir.load_schedules(),
+            Err(AgentError::CorruptState { .. })
+        ));
     }
 
     #[test]
@@ -408,6 +436,9 @@ mod tests {
         let file = tmp.path().join("file");
         fs::write(&file, "").unwrap_or_else(|e| panic!("{e}"));
         let dir = StateDir::new(&file);
-        assert!(matches!(dir.save_agent(&sample()), Err(AgentError::StateIo { .. })));
+        assert!(matches!(
+            dir.save_agent(&sample()),
+            Err(AgentError::StateIo { .. })
+        ));
     }
 }

@@ -22,14 +22,22 @@ struct Seen {
 }
 
 /// Serves one HTTP request with `status` and `body`, reporting what it got.
-fn serve_once(listener: TcpListener, status: &'static str, reply: &'static str) -> oneshot::Receiver<Seen> {
+fn serve_once(
+    listener: TcpListener,
+    status: &'static str,
+    reply: &'static str,
+) -> oneshot::Receiver<Seen> {
     let (tx, rx) = oneshot::channel();
     tokio::spawn(async move {
-        let Ok((mut stream, _)) = listener.accept().await else { return };
+        let Ok((mut stream, _)) = listener.accept().await else {
+            return;
+        };
         let mut buf = Vec::new();
         let mut chunk = [0u8; 4096];
         let (head_end, content_length) = loop {
-            let Ok(n) = stream.read(&mut chunk).await else { return };
+            let Ok(n) = stream.read(&mut chunk).await else {
+                return;
+            };
             if n == 0 {
                 return;
             }
@@ -45,7 +53,9 @@ fn serve_once(listener: TcpListener, status: &'static str, reply: &'static str) 
             }
         };
         while buf.len() < head_end + content_length {
-            let Ok(n) = stream.read(&mut chunk).await else { return };
+            let Ok(n) = stream.read(&mut chunk).await else {
+                return;
+            };
             if n == 0 {
                 break;
             }
@@ -92,26 +102,44 @@ fn state_dir(tmp: &tempfile::TempDir) -> PathBuf {
 #[tokio::test]
 async fn enrols_and_writes_a_private_state_file() {
     let (listener, url) = listener().await;
-    let seen = serve_once(listener, "201 Created", r#"{"host_id":"01HOST","agent_token":"rma_new_token"}"#);
+    let seen = serve_once(
+        listener,
+        "201 Created",
+        r#"{"host_id":"01HOST","agent_token":"rma_new_token"}"#,
+    );
     let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let dir = state_dir(&tmp);
 
     // A path prefix and trailing slash, as behind a reverse proxy.
-    let enrolled = within(10.0, "enrolment", enroll(options(&format!("{url}/rm/"), &dir)))
-        .await
-        .unwrap_or_else(|e| panic!("enrol: {e}"));
+    let enrolled = within(
+        10.0,
+        "enrolment",
+        enroll(options(&format!("{url}/rm/"), &dir)),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("enrol: {e}"));
 
-    let seen = within(5.0, "the request", seen).await.unwrap_or_else(|e| panic!("{e}"));
+    let seen = within(5.0, "the request", seen)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(seen.request_line, "POST /rm/api/v1/agents/enroll HTTP/1.1");
     assert_eq!(seen.body["token"], "rme_enrol_token");
     assert_eq!(seen.body["name"], "web-1");
-    assert!(seen.body["hostname"].as_str().is_some_and(|h| !h.is_empty()), "{}", seen.body);
+    assert!(
+        seen.body["hostname"]
+            .as_str()
+            .is_some_and(|h| !h.is_empty()),
+        "{}",
+        seen.body
+    );
 
     assert_eq!(enrolled.host_id, "01HOST");
     assert_eq!(enrolled.state_file, dir.join("agent.json"));
     assert_eq!(mode(&dir), 0o700);
     assert_eq!(mode(&enrolled.state_file), 0o600);
-    let state = StateDir::new(&dir).load_agent().unwrap_or_else(|e| panic!("{e}"));
+    let state = StateDir::new(&dir)
+        .load_agent()
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(state.server_url, format!("{url}/rm"));
     assert_eq!(state.host_id, "01HOST");
     assert_eq!(state.agent_token, "rma_new_token");
@@ -123,6 +151,8 @@ async fn refuses_to_overwrite_an_enrolment_without_force() {
     let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let dir = state_dir(&tmp);
     support::write_enrolment(&dir, "http://old.example:8080");
+    let old_config = dir.join("config.json");
+    std::fs::write(&old_config, "{}").unwrap_or_else(|e| panic!("{e}"));
 
     // Must fail before any request: the enrolment token is single-use.
     match enroll(options(&url, &dir)).await {
@@ -133,19 +163,32 @@ async fn refuses_to_overwrite_an_enrolment_without_force() {
         }
         other => panic!("expected AlreadyEnrolled, got {other:?}"),
     }
-    let old = StateDir::new(&dir).load_agent().unwrap_or_else(|e| panic!("{e}"));
+    let old = StateDir::new(&dir)
+        .load_agent()
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(old.server_url, "http://old.example:8080");
+    assert!(old_config.exists());
 
-    let seen = serve_once(listener, "201 Created", r#"{"host_id":"01NEW","agent_token":"rma_newer"}"#);
+    let seen = serve_once(
+        listener,
+        "201 Created",
+        r#"{"host_id":"01NEW","agent_token":"rma_newer"}"#,
+    );
     let mut forced = options(&url, &dir);
     forced.force = true;
     let enrolled = within(10.0, "forced enrolment", enroll(forced))
         .await
         .unwrap_or_else(|e| panic!("forced enrol: {e}"));
     assert_eq!(enrolled.host_id, "01NEW");
-    within(5.0, "the request", seen).await.unwrap_or_else(|e| panic!("{e}"));
-    let new = StateDir::new(&dir).load_agent().unwrap_or_else(|e| panic!("{e}"));
+    within(5.0, "the request", seen)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let new = StateDir::new(&dir)
+        .load_agent()
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(new.agent_token, "rma_newer");
+    // The old server's cached configuration must not outlive its enrolment.
+    assert!(!old_config.exists());
 }
 
 #[tokio::test]
@@ -160,7 +203,11 @@ async fn surfaces_the_servers_error_message() {
     let dir = state_dir(&tmp);
     match within(10.0, "enrolment", enroll(options(&url, &dir))).await {
         Err(e @ AgentError::EnrollRejected { status: 401, .. }) => {
-            assert!(e.to_string().contains("enrolment token is already used or expired"), "{e}")
+            assert!(
+                e.to_string()
+                    .contains("enrolment token is already used or expired"),
+                "{e}"
+            )
         }
         other => panic!("expected EnrollRejected, got {other:?}"),
     }
@@ -172,7 +219,10 @@ async fn https_is_refused_clearly_before_any_request() {
     let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     match enroll(options("https://backup.example.com", &state_dir(&tmp))).await {
         Err(e @ AgentError::TlsUnsupported { .. }) => {
-            assert!(e.to_string().contains("TLS is not supported by this build"), "{e}")
+            assert!(
+                e.to_string().contains("TLS is not supported by this build"),
+                "{e}"
+            )
         }
         other => panic!("expected TlsUnsupported, got {other:?}"),
     }
@@ -182,14 +232,24 @@ async fn https_is_refused_clearly_before_any_request() {
 async fn bad_urls_and_empty_tokens_are_refused() {
     let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let dir = state_dir(&tmp);
-    for url in ["backup.example.com:8080", "ftp://backup.example.com", "http://"] {
+    for url in [
+        "backup.example.com:8080",
+        "ftp://backup.example.com",
+        "http://",
+    ] {
         let result = enroll(options(url, &dir)).await;
-        assert!(matches!(result, Err(AgentError::InvalidServerUrl { .. })), "{url}: {result:?}");
+        assert!(
+            matches!(result, Err(AgentError::InvalidServerUrl { .. })),
+            "{url}: {result:?}"
+        );
     }
     let mut empty = options("http://127.0.0.1:9", &dir);
     empty.token = "  ".into();
     let result = enroll(empty).await;
-    assert!(matches!(result, Err(AgentError::InvalidToken { .. })), "{result:?}");
+    assert!(
+        matches!(result, Err(AgentError::InvalidToken { .. })),
+        "{result:?}"
+    );
 }
 
 #[tokio::test]

@@ -53,7 +53,10 @@ async fn close(mut ws: ServerWs, code: u16, reason: &str) {
         reason: reason.to_owned().into(),
     };
     let _ = ws.close(Some(frame)).await;
-    within(3.0, "the close reply", async { while let Some(Ok(_)) = ws.next().await {} }).await;
+    within(3.0, "the close reply", async {
+        while let Some(Ok(_)) = ws.next().await {}
+    })
+    .await;
 }
 
 fn mode(path: &Path) -> u32 {
@@ -73,7 +76,10 @@ async fn a_full_session() {
     let (upgrade, ws) = accept(&listener, None).await;
     let mut ws = ws.unwrap_or_else(|| panic!("upgrade failed"));
     assert_eq!(upgrade.path, "/ws/agent");
-    assert_eq!(upgrade.authorization.as_deref(), Some(format!("Bearer {TOKEN}").as_str()));
+    assert_eq!(
+        upgrade.authorization.as_deref(),
+        Some(format!("Bearer {TOKEN}").as_str())
+    );
 
     let hello = match next_frame(&mut ws).await.message {
         Message::Hello(hello) => hello,
@@ -125,18 +131,26 @@ async fn a_full_session() {
             other => panic!("expected heartbeat, got {other:?}"),
         }
     }
-    assert!(since.elapsed() < Duration::from_secs(4), "{:?}", since.elapsed());
+    assert!(
+        since.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        since.elapsed()
+    );
 
     // Garbage and unknown kinds are ignored; the session carries on.
     ws.send(WsMessage::text("{not json"))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    ws.send(WsMessage::text(r#"{"type":"schedule.set","payload":{"version":"x"}}"#))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    ws.send(WsMessage::text(r#"{"type":"future.kind","payload":{"a":1}}"#))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    ws.send(WsMessage::text(
+        r#"{"type":"schedule.set","payload":{"version":"x"}}"#,
+    ))
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    ws.send(WsMessage::text(
+        r#"{"type":"future.kind","payload":{"a":1}}"#,
+    ))
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
 
     send(
         &mut ws,
@@ -242,8 +256,14 @@ async fn going_away_reconnects_promptly() {
     // First backoff is jittered within [0.5 s, 1 s].
     let (_, ws) = accept(&listener, None).await;
     let waited = closed_at.elapsed();
-    assert!(waited >= Duration::from_millis(400), "reconnected too fast: {waited:?}");
-    assert!(waited < Duration::from_secs(3), "reconnected too slowly: {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(400),
+        "reconnected too fast: {waited:?}"
+    );
+    assert!(
+        waited < Duration::from_secs(3),
+        "reconnected too slowly: {waited:?}"
+    );
     let mut ws = ws.unwrap_or_else(|| panic!("upgrade failed"));
     assert_eq!(next_frame(&mut ws).await.message.kind(), "hello");
 
@@ -268,7 +288,10 @@ async fn unauthorized_upgrade_retries_slowly() {
     assert!(ws.is_none());
     let waited = rejected_at.elapsed();
     // Normal backoff would be at most 1 s here.
-    assert!(waited >= Duration::from_millis(2300), "retried too soon: {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(2300),
+        "retried too soon: {waited:?}"
+    );
 
     // Cancelling during the long wait returns at once.
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -294,7 +317,10 @@ async fn revoked_close_retries_slowly() {
 
     let (_, ws) = accept(&listener, None).await;
     let waited = closed_at.elapsed();
-    assert!(waited >= Duration::from_millis(2300), "retried too soon: {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(2300),
+        "retried too soon: {waited:?}"
+    );
     assert!(ws.is_some());
 
     shutdown.cancel();
@@ -326,7 +352,12 @@ async fn cancellation_interrupts_backoff_and_connecting() {
 #[tokio::test]
 async fn run_without_enrolment_says_so() {
     let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    match run(RunOptions::new(tmp.path(), SYSTEM_RESTIC), CancellationToken::new()).await {
+    match run(
+        RunOptions::new(tmp.path(), SYSTEM_RESTIC),
+        CancellationToken::new(),
+    )
+    .await
+    {
         Err(e @ AgentError::NotEnrolled { .. }) => {
             assert!(e.to_string().contains("restic-manager agent enroll"), "{e}")
         }
@@ -337,6 +368,13 @@ async fn run_without_enrolment_says_so() {
 #[tokio::test]
 async fn run_against_https_says_tls_is_unsupported() {
     let state = support::enrolled_state("https://backup.example.com");
-    let result = run(RunOptions::new(state.path(), SYSTEM_RESTIC), CancellationToken::new()).await;
-    assert!(matches!(result, Err(AgentError::TlsUnsupported { .. })), "{result:?}");
+    let result = run(
+        RunOptions::new(state.path(), SYSTEM_RESTIC),
+        CancellationToken::new(),
+    )
+    .await;
+    assert!(
+        matches!(result, Err(AgentError::TlsUnsupported { .. })),
+        "{result:?}"
+    );
 }

@@ -194,7 +194,8 @@ mod tests {
 
     #[test]
     fn parses_a_development_build() {
-        let v = parsed("restic 0.16.4-dev (compiled manually) compiled with go1.21.5 on linux/amd64");
+        let v =
+            parsed("restic 0.16.4-dev (compiled manually) compiled with go1.21.5 on linux/amd64");
         assert_eq!(v, ResticVersion::new(0, 16, 4));
     }
 
@@ -208,7 +209,8 @@ mod tests {
 
     #[test]
     fn skips_noise_before_the_version_line() {
-        let v = parsed("some warning on stdout\nrestic 0.18.1 compiled with go1.24 on linux/arm64\n");
+        let v =
+            parsed("some warning on stdout\nrestic 0.18.1 compiled with go1.24 on linux/arm64\n");
         assert_eq!(v, ResticVersion::new(0, 18, 1));
     }
 
@@ -250,6 +252,9 @@ mod tests {
         assert!(ResticVersion::new(0, 9, 0) < ResticVersion::new(0, 14, 0));
         assert!(ResticVersion::new(0, 17, 1) > ResticVersion::new(0, 17, 0));
         assert!(ResticVersion::new(1, 0, 0) > ResticVersion::new(0, 99, 99));
-        assert_eq!("v0.14.0".parse::<ResticVersion>().ok(), Some(ResticVersion::new(0, 14, 0)));
+        assert_eq!(
+            "v0.14.0".parse::<ResticVersion>().ok(),
+            Some(ResticVersion::new(0, 14, 0))
+        );
     }
 }

@@ -38,7 +38,10 @@ async fn a_missing_binary_is_not_found_with_an_install_hint() {
 #[tokio::test]
 async fn a_bare_name_not_on_path_is_not_found() {
     let result = detect_version(Path::new("restic-manager-no-such-restic")).await;
-    assert!(matches!(result, Err(ResticError::NotFound { .. })), "{result:?}");
+    assert!(
+        matches!(result, Err(ResticError::NotFound { .. })),
+        "{result:?}"
+    );
 }
 
 /// One test for every script-backed case: they run one after another so a
@@ -84,7 +87,10 @@ async fn broken_restic_stand_ins() {
     let not_executable = dir.path().join("not-executable");
     std::fs::write(&not_executable, "#!/bin/sh\n").unwrap_or_else(|e| panic!("write: {e}"));
     let result = detect(&not_executable, Duration::from_secs(10)).await;
-    assert!(matches!(result, Err(ResticError::Spawn { .. })), "{result:?}");
+    assert!(
+        matches!(result, Err(ResticError::Spawn { .. })),
+        "{result:?}"
+    );
 }
 
 fn script(dir: &Path, name: &str, body: &str) -> PathBuf {

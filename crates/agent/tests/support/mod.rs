@@ -84,31 +84,39 @@ pub struct Upgrade {
 }
 
 /// Accepts one TCP connection and upgrades it, or answers `reject` instead.
-pub async fn accept(listener: &TcpListener, reject: Option<StatusCode>) -> (Upgrade, Option<ServerWs>) {
+// The callback's large error type is tungstenite's signature, not a choice.
+#[allow(clippy::result_large_err)]
+pub async fn accept(
+    listener: &TcpListener,
+    reject: Option<StatusCode>,
+) -> (Upgrade, Option<ServerWs>) {
     let (stream, _) = within(10.0, "the agent to connect", listener.accept())
         .await
         .unwrap_or_else(|e| panic!("accept: {e}"));
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Upgrade::default()));
     let record = seen.clone();
-    let callback = move |request: &Request, response: Response| -> Result<Response, ErrorResponse> {
-        if let Ok(mut seen) = record.lock() {
-            seen.path = request.uri().path().to_owned();
-            seen.authorization = request
-                .headers()
-                .get("authorization")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
-        }
-        match reject {
-            Some(status) => {
-                let mut error = ErrorResponse::new(None);
-                *error.status_mut() = status;
-                Err(error)
+    let callback =
+        move |request: &Request, response: Response| -> Result<Response, ErrorResponse> {
+            if let Ok(mut seen) = record.lock() {
+                seen.path = request.uri().path().to_owned();
+                seen.authorization = request
+                    .headers()
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
             }
-            None => Ok(response),
-        }
-    };
-    let ws = tokio_tungstenite::accept_hdr_async(stream, callback).await.ok();
+            match reject {
+                Some(status) => {
+                    let mut error = ErrorResponse::new(None);
+                    *error.status_mut() = status;
+                    Err(error)
+                }
+                None => Ok(response),
+            }
+        };
+    let ws = tokio_tungstenite::accept_hdr_async(stream, callback)
+        .await
+        .ok();
     let seen = seen.lock().map(|s| s.clone()).unwrap_or_default();
     (seen, ws)
 }
