@@ -61,10 +61,6 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Ag
     let auth = session::bearer(&state.agent_token)?;
     tracing::info!(host_id = %state.host_id, server = %server, "agent starting");
 
-    let hello = tokio::select! {
-        _ = shutdown.cancelled() => return Ok(()),
-        hello = build_hello(&opts) => hello,
-    };
     let mut handler = Handler::new(dir.clone(), cached_heartbeat(&dir));
     let mut backoff = Backoff::default();
 
@@ -76,6 +72,12 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Ag
         let wait = match attempt {
             Ok(ws) => {
                 tracing::info!("connected to {ws_url}");
+                // Detected per connection, so a restic installed or upgraded
+                // while the agent runs is reported without a restart.
+                let hello = tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    hello = build_hello(&opts) => hello,
+                };
                 let started = Instant::now();
                 let report = session::run_session(ws, &hello, &mut handler, &shutdown).await;
                 if report.said_hello && started.elapsed() >= HEALTHY_SESSION {
@@ -138,7 +140,7 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Ag
     }
 }
 
-/// The handshake, with restic's version found once at start-up. A missing
+/// The handshake, with restic's version as found now. A missing
 /// or broken restic does not stop the agent: the server shows the reason
 /// and the operator can fix the host.
 async fn build_hello(opts: &RunOptions) -> Hello {

@@ -8,6 +8,7 @@ use chrono::Utc;
 use rm_core::password::{generate_password, hash_password};
 use rm_core::token::{IssuedToken, TokenKind};
 use rm_core::UserId;
+use rm_server::ServerConfig;
 use rm_store::{ApiToken, User};
 
 use crate::cli::AdminCommand;
@@ -76,6 +77,23 @@ pub(crate) async fn run(command: AdminCommand) -> anyhow::Result<()> {
             // The token itself goes alone on stdout so scripts can capture it.
             eprintln!("API token `{name}` for `{}` (shown once):", user.username);
             println!("{}", issued.token);
+        }
+        AdminCommand::CreateEnrollmentToken(args) => {
+            let store = crate::storage::open(&args.store).await?;
+            let created = rm_server::enrollment::issue_token(
+                store.as_ref(),
+                args.public_url.trim_end_matches('/'),
+                args.name.as_deref(),
+                args.ttl_seconds,
+                ServerConfig::new(&args.public_url).enrollment_ttl,
+            )
+            .await?;
+            // The command alone goes on stdout so scripts can capture it.
+            eprintln!(
+                "Enrolment token (single use, expires {}). On the new host run:",
+                created.expires_at.to_rfc3339()
+            );
+            println!("{}", created.command);
         }
     }
     Ok(())

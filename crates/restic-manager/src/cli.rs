@@ -111,6 +111,25 @@ pub(crate) enum AdminCommand {
     ResetPassword(UserArgs),
     /// Create an API token acting as an operator; it is printed once.
     CreateApiToken(ApiTokenArgs),
+    /// Create a single-use enrolment token and print the command that
+    /// enrols a host with it (for provisioning scripts; the API's
+    /// POST /api/v1/enrollment-tokens does the same).
+    CreateEnrollmentToken(EnrollmentTokenArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct EnrollmentTokenArgs {
+    /// Name the enrolled host will get.
+    #[arg(long, env = "RM_NAME")]
+    pub name: Option<String>,
+    /// Lifetime in seconds (default one hour, at most 30 days).
+    #[arg(long, env = "RM_TTL_SECONDS")]
+    pub ttl_seconds: Option<u64>,
+    /// The server's URL as the new host reaches it.
+    #[arg(long, env = "RM_PUBLIC_URL", default_value = "http://127.0.0.1:8080")]
+    pub public_url: String,
+    #[command(flatten)]
+    pub store: StoreArgs,
 }
 
 #[derive(Debug, Args)]

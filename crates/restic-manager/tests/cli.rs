@@ -48,6 +48,10 @@ async fn every_command_explains_itself() {
         (vec!["admin", "create-user", "--help"], "password-stdin"),
         (vec!["admin", "reset-password", "--help"], "sessions"),
         (vec!["admin", "create-api-token", "--help"], "printed once"),
+        (
+            vec!["admin", "create-enrollment-token", "--help"],
+            "enrols a host",
+        ),
     ] {
         let out = run(&args, None).await;
         assert!(out.status.success(), "{args:?}");
@@ -306,4 +310,64 @@ async fn unsupported_database_urls_are_refused_clearly() {
         assert!(!out.status.success());
         assert!(text(&out.stderr).contains(phrase), "{}", text(&out.stderr));
     }
+}
+
+#[tokio::test]
+async fn an_enrolment_token_made_offline_enrols_a_host() {
+    let server = TestServer::start().await.unwrap();
+    let data_dir = server.data_dir().to_str().unwrap().to_owned();
+    let out = run(
+        &[
+            "admin",
+            "create-enrollment-token",
+            "--name",
+            "db 02",
+            "--public-url",
+            &server.url,
+            "--data-dir",
+            &data_dir,
+        ],
+        None,
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let command = text(&out.stdout).trim().to_owned();
+    let prefix = format!(
+        "restic-manager agent enroll --server {} --token ",
+        server.url
+    );
+    assert!(command.starts_with(&prefix), "{command}");
+    let token = command[prefix.len()..].split_whitespace().next().unwrap();
+    let enrolled = server
+        .anonymous()
+        .enroll(token, None, "db02")
+        .await
+        .unwrap();
+    let host = server
+        .admin()
+        .await
+        .unwrap()
+        .host(&enrolled.host_id)
+        .await
+        .unwrap();
+    assert_eq!(host.name, "db 02");
+
+    let out = run(
+        &[
+            "admin",
+            "create-enrollment-token",
+            "--ttl-seconds",
+            "0",
+            "--data-dir",
+            &data_dir,
+        ],
+        None,
+    )
+    .await;
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("ttl_seconds"),
+        "{}",
+        text(&out.stderr)
+    );
 }

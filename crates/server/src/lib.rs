@@ -10,6 +10,7 @@ mod agent_ws;
 mod api;
 mod bootstrap;
 mod config;
+pub mod enrollment;
 mod hub;
 mod liveness;
 mod metrics;

@@ -1,32 +1,29 @@
-//! Enrolment: operators mint single-use, expiring tokens; a new host's agent
-//! trades one for its own agent token.
+//! `/api/v1/enrollment-tokens` and `/api/v1/agents/enroll`: HTTP over the
+//! enrolment service in [`crate::enrollment`].
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
-use rm_core::token::{IssuedToken, PresentedToken, TokenKind};
-use rm_core::HostId;
 use rm_protocol::api::{
     CreateEnrollmentToken, EnrollRequest, EnrollResponse, EnrollmentTokenCreated,
 };
-use rm_store::{AgentToken, EnrollmentToken, NewHost, StoreError};
 use serde::Serialize;
 
-use super::{validate_label, ApiError, ApiJson, Operator};
+use super::{ApiError, ApiJson, Operator};
+use crate::enrollment::{self, EnrollmentError};
 use crate::state::AppState;
 
-/// Longest lifetime an enrolment token may be given (30 days).
-const MAX_TTL_SECONDS: u64 = 30 * 24 * 3600;
-
-/// Longest host or token name.
-pub(crate) const MAX_NAME_CHARS: usize = 128;
-
-/// Longest host name (DNS allows 253).
-const MAX_HOSTNAME_CHARS: usize = 253;
-
-/// The one answer for every unusable enrolment token.
-const TOKEN_UNUSABLE: &str = "enrolment token is unknown, expired or already used";
+impl From<EnrollmentError> for ApiError {
+    fn from(e: EnrollmentError) -> ApiError {
+        match e {
+            EnrollmentError::Invalid(message) => ApiError::bad_request(message),
+            EnrollmentError::TokenUnusable => ApiError::unauthorized(e.to_string()),
+            EnrollmentError::Store(e) => e.into(),
+            EnrollmentError::Core(e) => e.into(),
+        }
+    }
+}
 
 /// `POST /api/v1/enrollment-tokens`.
 pub(crate) async fn create_token(
@@ -34,53 +31,16 @@ pub(crate) async fn create_token(
     operator: Operator,
     ApiJson(req): ApiJson<CreateEnrollmentToken>,
 ) -> Result<(StatusCode, Json<EnrollmentTokenCreated>), ApiError> {
-    let name = req
-        .name
-        .as_deref()
-        .map(|n| validate_label("name", n, MAX_NAME_CHARS))
-        .transpose()?;
-    let ttl_seconds = match req.ttl_seconds {
-        None => state.config().enrollment_ttl.as_secs(),
-        Some(0) => return Err(ApiError::bad_request("`ttl_seconds` must be at least 1")),
-        Some(s) if s > MAX_TTL_SECONDS => {
-            return Err(ApiError::bad_request(format!(
-                "`ttl_seconds` must be at most {MAX_TTL_SECONDS} (30 days)"
-            )))
-        }
-        Some(s) => s,
-    };
-    let issued = IssuedToken::generate(TokenKind::Enrollment)?;
-    let now = Utc::now();
-    let ttl = i64::try_from(ttl_seconds).map_err(ApiError::internal)?;
-    let record = EnrollmentToken {
-        id: issued.id,
-        name: name.clone(),
-        token_hash: issued.hash,
-        created_at: now,
-        expires_at: now + chrono::Duration::seconds(ttl),
-        used_at: None,
-        host_id: None,
-    };
-    state.store().create_enrollment_token(&record).await?;
-    tracing::info!(token_id = %record.id, by = %operator.user_id, "enrolment token created");
-    let mut command = format!(
-        "restic-manager agent enroll --server {} --token {}",
-        shell_quote(&state.config().public_url),
-        shell_quote(&issued.token)
-    );
-    if let Some(name) = &name {
-        command.push_str(" --name ");
-        command.push_str(&shell_quote(name));
-    }
-    Ok((
-        StatusCode::CREATED,
-        Json(EnrollmentTokenCreated {
-            id: issued.id.to_string(),
-            token: issued.token,
-            expires_at: record.expires_at,
-            command,
-        }),
-    ))
+    let created = enrollment::issue_token(
+        state.store(),
+        &state.config().public_url,
+        req.name.as_deref(),
+        req.ttl_seconds,
+        state.config().enrollment_ttl,
+    )
+    .await?;
+    tracing::info!(token_id = %created.id, by = %operator.user_id, "enrolment token created");
+    Ok((StatusCode::CREATED, Json(created)))
 }
 
 /// A pending token as listed (never the secret).
@@ -116,79 +76,6 @@ pub(crate) async fn enroll(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<EnrollRequest>,
 ) -> Result<(StatusCode, Json<EnrollResponse>), ApiError> {
-    let hostname = validate_label("hostname", &req.hostname, MAX_HOSTNAME_CHARS)?;
-    let requested_name = req
-        .name
-        .as_deref()
-        .map(|n| validate_label("name", n, MAX_NAME_CHARS))
-        .transpose()?;
-    let presented = PresentedToken::parse_as(req.token.trim(), TokenKind::Enrollment)
-        .map_err(|_| ApiError::unauthorized(TOKEN_UNUSABLE))?;
-    let now = Utc::now();
-    let stored = state
-        .store()
-        .enrollment_token(presented.id)
-        .await?
-        .filter(|t| presented.verify(&t.token_hash) && t.used_at.is_none() && t.expires_at > now)
-        .ok_or_else(|| ApiError::unauthorized(TOKEN_UNUSABLE))?;
-
-    let host = NewHost {
-        id: HostId::new(),
-        name: requested_name
-            .or(stored.name)
-            .unwrap_or_else(|| hostname.clone()),
-        hostname,
-    };
-    let issued = IssuedToken::generate(TokenKind::Agent)?;
-    let agent_token = AgentToken {
-        id: issued.id,
-        host_id: host.id,
-        token_hash: issued.hash,
-        created_at: now,
-    };
-    match state
-        .store()
-        .enroll_host(stored.id, now, &host, &agent_token)
-        .await
-    {
-        Ok(host) => {
-            tracing::info!(host_id = %host.id, name = %host.name, "host enrolled");
-            Ok((
-                StatusCode::CREATED,
-                Json(EnrollResponse {
-                    host_id: host.id.to_string(),
-                    agent_token: issued.token,
-                }),
-            ))
-        }
-        Err(StoreError::TokenSpent) => Err(ApiError::unauthorized(TOKEN_UNUSABLE)),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// Quotes `s` for a POSIX shell when it holds anything but safe characters.
-fn shell_quote(s: &str) -> String {
-    let safe = |c: char| c.is_ascii_alphanumeric() || "-_.:/@%+=,".contains(c);
-    if !s.is_empty() && s.chars().all(safe) {
-        s.to_owned()
-    } else {
-        format!("'{}'", s.replace('\'', r"'\''"))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::shell_quote;
-
-    #[test]
-    fn shell_quoting() {
-        assert_eq!(
-            shell_quote("http://127.0.0.1:8080"),
-            "http://127.0.0.1:8080"
-        );
-        assert_eq!(shell_quote("web 01"), "'web 01'");
-        assert_eq!(shell_quote("it's"), r"'it'\''s'");
-        assert_eq!(shell_quote(""), "''");
-        assert_eq!(shell_quote("$(rm -rf /)"), "'$(rm -rf /)'");
-    }
+    let enrolled = enrollment::enroll(state.store(), &req).await?;
+    Ok((StatusCode::CREATED, Json(enrolled)))
 }

@@ -34,25 +34,3 @@ pub(crate) fn router() -> Router<AppState> {
         .fallback(|| async { ApiError::not_found("no such API route") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
 }
-
-/// Checks a display name or host name: trimmed, 1–`max` characters, no
-/// control characters. Returns the trimmed value.
-pub(crate) fn validate_label(field: &str, value: &str, max: usize) -> Result<String, ApiError> {
-    let value = value.trim();
-    if value.is_empty() {
-        return Err(ApiError::bad_request(format!(
-            "`{field}` must not be empty"
-        )));
-    }
-    if value.chars().count() > max {
-        return Err(ApiError::bad_request(format!(
-            "`{field}` is longer than {max} characters"
-        )));
-    }
-    if value.chars().any(char::is_control) {
-        return Err(ApiError::bad_request(format!(
-            "`{field}` must not contain control characters"
-        )));
-    }
-    Ok(value.to_owned())
-}

@@ -1,0 +1,217 @@
+//! Enrolment as a service, shared by the HTTP API and the offline admin
+//! command: operators mint single-use, expiring tokens; a new host's agent
+//! trades one for its own agent token.
+
+use chrono::Utc;
+use rm_core::token::{IssuedToken, PresentedToken, TokenKind};
+use rm_core::HostId;
+use rm_protocol::api::{EnrollRequest, EnrollResponse, EnrollmentTokenCreated};
+use rm_store::{AgentToken, EnrollmentToken, NewHost, Store, StoreError};
+
+/// Longest lifetime an enrolment token may be given (30 days).
+pub const MAX_TTL_SECONDS: u64 = 30 * 24 * 3600;
+
+/// Longest host or token name.
+pub const MAX_NAME_CHARS: usize = 128;
+
+/// Longest host name (DNS allows 253).
+pub const MAX_HOSTNAME_CHARS: usize = 253;
+
+/// What can go wrong issuing or spending an enrolment token.
+#[derive(Debug, thiserror::Error)]
+pub enum EnrollmentError {
+    /// The request is wrong; the message names the field and why.
+    #[error("{0}")]
+    Invalid(String),
+    /// The token is unknown, forged, expired or spent: one answer for all,
+    /// so a caller learns nothing about which.
+    #[error("enrolment token is unknown, expired or already used")]
+    TokenUnusable,
+    /// The store failed.
+    #[error(transparent)]
+    Store(StoreError),
+    /// Randomness failed.
+    #[error(transparent)]
+    Core(#[from] rm_core::CoreError),
+}
+
+impl From<StoreError> for EnrollmentError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::TokenSpent => EnrollmentError::TokenUnusable,
+            other => EnrollmentError::Store(other),
+        }
+    }
+}
+
+/// Checks a display name or host name: trimmed, 1–`max` characters, no
+/// control characters. Returns the trimmed value.
+pub fn validate_label(field: &str, value: &str, max: usize) -> Result<String, EnrollmentError> {
+    let value = value.trim();
+    let problem = if value.is_empty() {
+        Some(String::from("must not be empty"))
+    } else if value.chars().count() > max {
+        Some(format!("is longer than {max} characters"))
+    } else if value.chars().any(char::is_control) {
+        Some(String::from("must not contain control characters"))
+    } else {
+        None
+    };
+    match problem {
+        Some(problem) => Err(EnrollmentError::Invalid(format!("`{field}` {problem}"))),
+        None => Ok(value.to_owned()),
+    }
+}
+
+/// Creates an enrolment token valid for `ttl_seconds` (or `default_ttl`),
+/// and the command line that enrols a host with it against `public_url`.
+pub async fn issue_token(
+    store: &dyn Store,
+    public_url: &str,
+    name: Option<&str>,
+    ttl_seconds: Option<u64>,
+    default_ttl: std::time::Duration,
+) -> Result<EnrollmentTokenCreated, EnrollmentError> {
+    let name = name
+        .map(|n| validate_label("name", n, MAX_NAME_CHARS))
+        .transpose()?;
+    let ttl_seconds = match ttl_seconds {
+        None => default_ttl.as_secs(),
+        Some(0) => {
+            return Err(EnrollmentError::Invalid(String::from(
+                "`ttl_seconds` must be at least 1",
+            )))
+        }
+        Some(s) if s > MAX_TTL_SECONDS => {
+            return Err(EnrollmentError::Invalid(format!(
+                "`ttl_seconds` must be at most {MAX_TTL_SECONDS} (30 days)"
+            )))
+        }
+        Some(s) => s,
+    };
+    let ttl = chrono::Duration::seconds(i64::try_from(ttl_seconds).unwrap_or(i64::MAX));
+    let issued = IssuedToken::generate(TokenKind::Enrollment)?;
+    let now = Utc::now();
+    let record = EnrollmentToken {
+        id: issued.id,
+        name: name.clone(),
+        token_hash: issued.hash,
+        created_at: now,
+        expires_at: now + ttl,
+        used_at: None,
+        host_id: None,
+    };
+    store.create_enrollment_token(&record).await?;
+    let command = enroll_command(public_url, &issued.token, name.as_deref());
+    Ok(EnrollmentTokenCreated {
+        id: issued.id.to_string(),
+        token: issued.token,
+        expires_at: record.expires_at,
+        command,
+    })
+}
+
+/// Spends the request's enrolment token on a new host and returns the
+/// host's id and its agent token.
+pub async fn enroll(
+    store: &dyn Store,
+    req: &EnrollRequest,
+) -> Result<EnrollResponse, EnrollmentError> {
+    let hostname = validate_label("hostname", &req.hostname, MAX_HOSTNAME_CHARS)?;
+    let requested_name = req
+        .name
+        .as_deref()
+        .map(|n| validate_label("name", n, MAX_NAME_CHARS))
+        .transpose()?;
+    let presented = PresentedToken::parse_as(req.token.trim(), TokenKind::Enrollment)
+        .map_err(|_| EnrollmentError::TokenUnusable)?;
+    let now = Utc::now();
+    let stored = store
+        .enrollment_token(presented.id)
+        .await?
+        .filter(|t| presented.verify(&t.token_hash) && t.used_at.is_none() && t.expires_at > now)
+        .ok_or(EnrollmentError::TokenUnusable)?;
+
+    let host = NewHost {
+        id: HostId::new(),
+        name: requested_name
+            .or(stored.name)
+            .unwrap_or_else(|| hostname.clone()),
+        hostname,
+    };
+    let issued = IssuedToken::generate(TokenKind::Agent)?;
+    let agent_token = AgentToken {
+        id: issued.id,
+        host_id: host.id,
+        token_hash: issued.hash,
+        created_at: now,
+    };
+    // The store re-checks use and expiry atomically, so two racing
+    // enrolments with one token cannot both win.
+    let host = store
+        .enroll_host(stored.id, now, &host, &agent_token)
+        .await?;
+    tracing::info!(host_id = %host.id, name = %host.name, "host enrolled");
+    Ok(EnrollResponse {
+        host_id: host.id.to_string(),
+        agent_token: issued.token,
+    })
+}
+
+/// The line an operator pastes on the new host.
+fn enroll_command(public_url: &str, token: &str, name: Option<&str>) -> String {
+    let mut command = format!(
+        "restic-manager agent enroll --server {} --token {}",
+        shell_quote(public_url),
+        shell_quote(token)
+    );
+    if let Some(name) = name {
+        command.push_str(" --name ");
+        command.push_str(&shell_quote(name));
+    }
+    command
+}
+
+/// Quotes `s` for a POSIX shell when it holds anything but safe characters.
+fn shell_quote(s: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "-_.:/@%+=,".contains(c);
+    if !s.is_empty() && s.chars().all(safe) {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shell_quoting() {
+        assert_eq!(
+            shell_quote("http://127.0.0.1:8080"),
+            "http://127.0.0.1:8080"
+        );
+        assert_eq!(shell_quote("web 01"), "'web 01'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(shell_quote(""), "''");
+        assert_eq!(shell_quote("$(rm -rf /)"), "'$(rm -rf /)'");
+    }
+
+    #[test]
+    fn the_command_quotes_what_needs_it() {
+        assert_eq!(
+            enroll_command("http://s:8080", "rme.X.Y", Some("web 01")),
+            "restic-manager agent enroll --server http://s:8080 --token rme.X.Y --name 'web 01'"
+        );
+    }
+
+    #[test]
+    fn labels_are_trimmed_and_checked() {
+        assert_eq!(validate_label("name", "  web ", 10).unwrap(), "web");
+        for bad in ["", "   ", "with\ttab", "elevenchars"] {
+            let err = validate_label("name", bad, 10).unwrap_err();
+            assert!(err.to_string().starts_with("`name` "), "{err}");
+        }
+    }
+}
