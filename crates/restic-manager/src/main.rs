@@ -72,7 +72,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// Logs go to stderr; `RM_LOG` (or `RUST_LOG`) picks the level, default info.
+/// Logs go to stderr, coloured only on a terminal; `RM_LOG` (or `RUST_LOG`)
+/// picks the level, default info.
 fn init_logging() {
     let filter = std::env::var("RM_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
@@ -82,6 +83,7 @@ fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }
 
