@@ -10,14 +10,12 @@ use std::time::Duration;
 use chrono::Utc;
 use rm_protocol::{
     AgentSettings, CommandResult, ConfigUpdate, ErrorBody, ErrorCode, Frame, Message, RejectReason,
-    ScheduleAck, ScheduleSet, TreeListResult,
+    RepositoryConfig, ScheduleAck, ScheduleSet, TreeListResult,
 };
 
 use crate::error::AgentError;
+use crate::jobs::JobRunner;
 use crate::state::StateDir;
-
-/// Shown to operators when they try to run a job on this agent version.
-const NO_JOBS_YET: &str = "this agent version cannot run jobs yet";
 
 /// Sent back for `tree.list` until snapshot browsing lands in the agent.
 const NO_TREE_LIST_YET: &str = "not supported by this agent version";
@@ -33,13 +31,53 @@ pub(crate) fn heartbeat_interval(settings: &AgentSettings) -> Duration {
 pub(crate) struct Handler {
     state: StateDir,
     heartbeat: Duration,
+    repository: Option<RepositoryConfig>,
+    jobs: JobRunner,
 }
 
 impl Handler {
     /// A handler caching into `state`, heartbeating every `heartbeat` until
-    /// the server says otherwise.
-    pub(crate) fn new(state: StateDir, heartbeat: Duration) -> Self {
-        Handler { state, heartbeat }
+    /// the server says otherwise, running jobs with `jobs` against
+    /// `repository` (the cached one, until the server sends another).
+    pub(crate) fn new(
+        state: StateDir,
+        heartbeat: Duration,
+        repository: Option<RepositoryConfig>,
+        jobs: JobRunner,
+    ) -> Self {
+        Handler {
+            state,
+            heartbeat,
+            repository,
+            jobs,
+        }
+    }
+
+    /// The job runner.
+    pub(crate) fn jobs(&self) -> &JobRunner {
+        &self.jobs
+    }
+
+    /// A reply for a frame that could not be decoded: a `command.run` that
+    /// names its job is refused (so the server does not wait for it
+    /// forever); anything else is only logged.
+    pub(crate) fn undecodable(
+        &self,
+        text: &str,
+        error: &rm_protocol::DecodeError,
+    ) -> Option<Frame> {
+        tracing::warn!("ignoring a frame from the server that could not be decoded: {error}");
+        if error.kind() != Some("command.run") {
+            return None;
+        }
+        let envelope: rm_protocol::Envelope = serde_json::from_str(text).ok()?;
+        let job_id = envelope.payload.get("job_id")?.as_str()?.to_owned();
+        Some(Frame::new(CommandResult {
+            job_id,
+            accepted: false,
+            reason: Some(RejectReason::UnknownKind),
+            message: Some(format!("this agent cannot run this job: {error}")),
+        }))
     }
 
     /// The current heartbeat interval.
@@ -55,17 +93,9 @@ impl Handler {
                 Vec::new()
             }
             Message::ScheduleSet(set) => self.on_schedules(set).await.into_iter().collect(),
-            Message::CommandRun(run) => {
-                tracing::warn!(job_id = %run.job_id, kind = %run.kind, "rejecting job: {NO_JOBS_YET}");
-                vec![Frame::new(CommandResult {
-                    job_id: run.job_id,
-                    accepted: false,
-                    reason: Some(RejectReason::UnknownKind),
-                    message: Some(NO_JOBS_YET.to_owned()),
-                })]
-            }
+            Message::CommandRun(run) => vec![self.jobs.start(run, self.repository.clone())],
             Message::CommandCancel(cancel) => {
-                tracing::debug!(job_id = %cancel.job_id, "cancel for a job this agent is not running");
+                self.jobs.cancel(&cancel);
                 Vec::new()
             }
             Message::TreeList(request) => {
@@ -107,6 +137,7 @@ impl Handler {
         }
         // The repository URL may embed credentials, so only say whether one is set.
         let has_repository = config.repository.is_some();
+        self.repository = config.repository.clone();
         let state = self.state.clone();
         match blocking(move || state.save_config(&config)).await {
             Ok(path) => tracing::info!(
@@ -174,9 +205,13 @@ mod tests {
     use rm_protocol::{CommandRun, Heartbeat, JobKind, TreeList};
 
     fn handler(dir: &tempfile::TempDir) -> Handler {
+        let (outbox, _) = tokio::sync::mpsc::channel(8);
+        let jobs = JobRunner::new("restic".into(), dir.path().join("cache"), None, outbox);
         Handler::new(
             StateDir::new(dir.path().join("state")),
             Duration::from_secs(30),
+            None,
+            jobs,
         )
     }
 
@@ -244,7 +279,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn jobs_are_rejected_for_now() {
+    async fn jobs_without_a_repository_are_refused() {
         let dir = temp();
         let mut h = handler(&dir);
         let replies = h
@@ -252,6 +287,7 @@ mod tests {
                 job_id: "01JOB".into(),
                 kind: JobKind::Backup,
                 params: serde_json::json!({"paths": ["/etc"]}),
+                repository: None,
             }))
             .await;
         match replies.as_slice() {
@@ -261,8 +297,7 @@ mod tests {
             }] => {
                 assert_eq!(result.job_id, "01JOB");
                 assert!(!result.accepted);
-                assert_eq!(result.reason, Some(RejectReason::UnknownKind));
-                assert_eq!(result.message.as_deref(), Some(NO_JOBS_YET));
+                assert_eq!(result.reason, Some(RejectReason::NoCredentials));
             }
             other => panic!("expected one command.result, got {other:?}"),
         }

@@ -9,6 +9,7 @@ mod backoff;
 mod enroll;
 mod error;
 mod handler;
+mod jobs;
 mod run;
 mod server_url;
 mod session;

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::backoff::Backoff;
 use crate::error::AgentError;
 use crate::handler::{heartbeat_interval, Handler};
+use crate::jobs::{JobRunner, OUTBOX};
 use crate::server_url::ServerUrl;
 use crate::session::{self, ConnectError, SessionEnd};
 use crate::state::StateDir;
@@ -25,6 +26,9 @@ pub const REVOKED_RETRY: Duration = Duration::from_secs(10 * 60);
 /// next reconnect starts from the shortest delay again.
 const HEALTHY_SESSION: Duration = Duration::from_secs(10);
 
+/// How long shutdown waits for a running job to stop.
+const JOB_STOP_GRACE: Duration = Duration::from_secs(15);
+
 /// What `restic-manager agent run` was asked to do.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -35,6 +39,9 @@ pub struct RunOptions {
     /// Wait before retrying after the server rejected the agent token
     /// ([`REVOKED_RETRY`] unless a test shortens it).
     pub revoked_retry: Duration,
+    /// Limit for every restic command instead of the per-kind defaults
+    /// (hours for backups, minutes for `init`).
+    pub command_timeout: Option<Duration>,
 }
 
 impl RunOptions {
@@ -44,6 +51,7 @@ impl RunOptions {
             state_dir: state_dir.into(),
             restic_bin: restic_bin.into(),
             revoked_retry: REVOKED_RETRY,
+            command_timeout: None,
         }
     }
 }
@@ -61,12 +69,28 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Ag
     let auth = session::bearer(&state.agent_token)?;
     tracing::info!(host_id = %state.host_id, server = %server, "agent starting");
 
-    let mut handler = Handler::new(dir.clone(), cached_heartbeat(&dir));
+    let (outbox_tx, mut outbox) = tokio::sync::mpsc::channel(OUTBOX);
+    let runner = JobRunner::new(
+        opts.restic_bin.clone(),
+        opts.state_dir.join("cache"),
+        opts.command_timeout,
+        outbox_tx,
+    );
+    let mut handler = Handler::new(
+        dir.clone(),
+        cached_heartbeat(&dir),
+        cached_repository(&dir),
+        runner.clone(),
+    );
     let mut backoff = Backoff::default();
 
     loop {
         let attempt = tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
+            _ = shutdown.cancelled() => {
+                // Offline: stop a running job; its end is reported on the next start.
+                runner.cancel_all(JOB_STOP_GRACE).await;
+                return Ok(());
+            }
             attempt = session::connect(&ws_url, &auth) => attempt,
         };
         let wait = match attempt {
@@ -74,12 +98,14 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Ag
                 tracing::info!("connected to {ws_url}");
                 // Detected per connection, so a restic installed or upgraded
                 // while the agent runs is reported without a restart.
-                let hello = tokio::select! {
+                let mut hello = tokio::select! {
                     _ = shutdown.cancelled() => return Ok(()),
                     hello = build_hello(&opts) => hello,
                 };
+                hello.running_jobs = runner.running();
                 let started = Instant::now();
-                let report = session::run_session(ws, &hello, &mut handler, &shutdown).await;
+                let report =
+                    session::run_session(ws, &hello, &mut handler, &mut outbox, &shutdown).await;
                 if report.said_hello && started.elapsed() >= HEALTHY_SESSION {
                     backoff.reset();
                 }
@@ -134,7 +160,11 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Ag
             }
         };
         tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
+            _ = shutdown.cancelled() => {
+                // Offline: stop a running job; its end is reported on the next start.
+                runner.cancel_all(JOB_STOP_GRACE).await;
+                return Ok(());
+            }
             _ = tokio::time::sleep(wait) => {}
         }
     }
@@ -165,6 +195,7 @@ async fn build_hello(opts: &RunOptions) -> Hello {
         hostname: crate::hostname(),
         os: std::env::consts::OS.to_owned(),
         arch: std::env::consts::ARCH.to_owned(),
+        running_jobs: Vec::new(),
     }
 }
 
@@ -179,6 +210,12 @@ fn cached_heartbeat(dir: &StateDir) -> Duration {
             Duration::from_secs(u64::from(DEFAULT_HEARTBEAT_SECS))
         }
     }
+}
+
+/// The repository from the last configuration the server sent, so jobs
+/// can run before the server resends it.
+fn cached_repository(dir: &StateDir) -> Option<rm_protocol::RepositoryConfig> {
+    dir.load_config().ok().flatten().and_then(|c| c.repository)
 }
 
 fn log_rejected_token(server: &ServerUrl, how: &str, retry: Duration) {

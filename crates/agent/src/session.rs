@@ -9,6 +9,7 @@ use futures_util::{SinkExt, StreamExt};
 use reqwest::Url;
 use rm_protocol::{close_code, Frame, Heartbeat, Hello, MAX_FRAME_BYTES};
 use tokio::net::TcpStream;
+use tokio::sync::mpsc;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::header::AUTHORIZATION;
@@ -119,11 +120,16 @@ pub(crate) async fn connect(url: &Url, auth: &HeaderValue) -> Result<WsStream, C
     }
 }
 
-/// Runs one connected session until it ends.
+/// How long shutdown lets a running job stop and report before closing.
+const JOB_STOP_GRACE: Duration = Duration::from_secs(15);
+
+/// Runs one connected session until it ends. Frames in `outbox` (job
+/// reports) are sent as they come.
 pub(crate) async fn run_session(
     mut ws: WsStream,
     hello: &Hello,
     handler: &mut Handler,
+    outbox: &mut mpsc::Receiver<Frame>,
     shutdown: &CancellationToken,
 ) -> SessionReport {
     if let Err(reason) = send(&mut ws, &Frame::new(hello.clone())).await {
@@ -132,7 +138,7 @@ pub(crate) async fn run_session(
             said_hello: false,
         };
     }
-    let end = session_loop(&mut ws, handler, shutdown).await;
+    let end = session_loop(&mut ws, handler, outbox, shutdown).await;
     SessionReport {
         end,
         said_hello: true,
@@ -142,6 +148,7 @@ pub(crate) async fn run_session(
 async fn session_loop(
     ws: &mut WsStream,
     handler: &mut Handler,
+    outbox: &mut mpsc::Receiver<Frame>,
     shutdown: &CancellationToken,
 ) -> SessionEnd {
     let mut period = handler.heartbeat();
@@ -151,8 +158,21 @@ async fn session_loop(
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => {
+                // Stop a running job cleanly and let its end reach the
+                // server before saying goodbye.
+                handler.jobs().cancel_all(JOB_STOP_GRACE).await;
+                while let Ok(frame) = outbox.try_recv() {
+                    if send(ws, &frame).await.is_err() {
+                        break;
+                    }
+                }
                 close_gracefully(ws).await;
                 return SessionEnd::Shutdown;
+            }
+            Some(frame) = outbox.recv() => {
+                if let Err(reason) = send(ws, &frame).await {
+                    return SessionEnd::Lost(reason);
+                }
             }
             incoming = ws.next() => {
                 last_heard = Instant::now();
@@ -177,7 +197,11 @@ async fn session_loop(
                 let frame = match Frame::decode(text.as_str()) {
                     Ok(frame) => frame,
                     Err(e) => {
-                        tracing::warn!("ignoring a frame from the server that could not be decoded: {e}");
+                        if let Some(reply) = handler.undecodable(text.as_str(), &e) {
+                            if let Err(reason) = send(ws, &reply).await {
+                                return SessionEnd::Lost(reason);
+                            }
+                        }
                         continue;
                     }
                 };

@@ -157,15 +157,21 @@ async fn a_full_session() {
         Frame::new(CommandRun {
             job_id: "01JOB".into(),
             kind: JobKind::Backup,
-            params: serde_json::json!({"paths": ["/etc"]}),
+            params: serde_json::json!({"paths": ["relative/path"]}),
+            repository: None,
         }),
     )
     .await;
     match next_non_heartbeat(&mut ws).await.message {
         Message::CommandResult(result) => {
             assert_eq!(result.job_id, "01JOB");
+            // The agent checks params again before restic sees them.
             assert!(!result.accepted);
-            assert_eq!(result.reason, Some(RejectReason::UnknownKind));
+            assert_eq!(result.reason, Some(RejectReason::BadParams));
+            assert!(result
+                .message
+                .unwrap_or_default()
+                .contains("params.paths[0]"));
         }
         other => panic!("expected command.result, got {other:?}"),
     }

@@ -54,3 +54,8 @@ ulid_id!(
     /// The public half of a secret token (agent, enrolment, API or session).
     TokenId
 );
+ulid_id!(
+    /// A job (one restic run on one host). Agents mint these too, for jobs
+    /// they run on their own while the server is away.
+    JobId
+);

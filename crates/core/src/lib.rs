@@ -5,10 +5,13 @@
 //! Nothing here does I/O beyond asking the OS for randomness.
 
 pub mod ids;
+pub mod job;
 pub mod password;
+pub mod sealing;
 pub mod token;
 
-pub use ids::{HostId, TokenId, UserId};
+pub use ids::{HostId, JobId, TokenId, UserId};
+pub use job::{JobStatus, JobTrigger};
 
 /// Errors of this crate.
 #[derive(Debug, thiserror::Error)]

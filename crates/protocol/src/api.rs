@@ -151,3 +151,75 @@ pub struct HostView {
     /// Repository size in bytes, from the latest statistics.
     pub repo_size_bytes: Option<u64>,
 }
+
+/// `POST /api/v1/hosts/{id}/jobs`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CreateJob {
+    /// The job kind (`backup`, `forget`, …).
+    pub kind: String,
+    /// Kind-specific parameters (see [`crate::params`]).
+    #[serde(default)]
+    pub params: serde_json::Value,
+}
+
+/// A job as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobView {
+    /// Job id (ULID).
+    pub id: String,
+    /// The host that runs it.
+    pub host_id: String,
+    /// Kind.
+    pub kind: String,
+    /// Parameters.
+    pub params: serde_json::Value,
+    /// `queued`, `dispatched`, `running`, `succeeded`, `partial`, `failed`, `cancelled`.
+    pub status: String,
+    /// `manual`, `schedule` or `system`.
+    pub trigger: String,
+    /// restic's exit code.
+    pub exit_code: Option<i32>,
+    /// Statistics (JSON object).
+    pub stats: serde_json::Value,
+    /// What went wrong.
+    pub error: Option<String>,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Sent to the agent.
+    pub dispatched_at: Option<DateTime<Utc>>,
+    /// restic started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// Finished.
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// A host's repository settings as shown back: never the password or the
+/// values of backend variables.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RepositoryView {
+    /// restic's repository string.
+    pub url: String,
+    /// Names of the extra environment variables set.
+    pub env_keys: Vec<String>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One row of repository statistics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RepoStatsEntry {
+    /// When they were taken.
+    pub recorded_at: DateTime<Utc>,
+    /// The figures.
+    #[serde(flatten)]
+    pub stats: crate::RepoStats,
+}
+
+/// `GET /api/v1/hosts/{id}/repo-stats`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RepoStatsResponse {
+    /// The newest row.
+    pub latest: Option<RepoStatsEntry>,
+    /// Rows newest first.
+    pub history: Vec<RepoStatsEntry>,
+}

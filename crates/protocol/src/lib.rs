@@ -9,6 +9,7 @@
 pub mod api;
 mod envelope;
 mod messages;
+pub mod params;
 
 pub use envelope::{DecodeError, Envelope, Frame};
 pub use messages::*;

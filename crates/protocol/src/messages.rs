@@ -144,6 +144,10 @@ pub struct Hello {
     pub os: String,
     /// CPU architecture (`x86_64`, `aarch64`, …).
     pub arch: String,
+    /// Jobs the agent is running right now (after a reconnect), so the
+    /// server can tell a job that is still going from one that was lost.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub running_jobs: Vec<String>,
 }
 
 /// `heartbeat`: carries nothing; its arrival is the message.
@@ -317,6 +321,24 @@ impl JobKind {
     }
 }
 
+impl std::str::FromStr for JobKind {
+    type Err = String;
+
+    /// Parses a wire name; the error says which names exist.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        JobKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| {
+                let known: Vec<&str> = JobKind::ALL.iter().map(|k| k.as_str()).collect();
+                format!(
+                    "unknown job kind `{s}` (expected one of {})",
+                    known.join(", ")
+                )
+            })
+    }
+}
+
 impl std::fmt::Display for JobKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
@@ -333,6 +355,10 @@ pub struct CommandRun {
     /// Kind-specific parameters.
     #[serde(default)]
     pub params: Value,
+    /// The repository to use instead of the host's own: set for a restore
+    /// from another host's snapshot. Used for this job only, never stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<RepositoryConfig>,
 }
 
 /// Why an agent turned a `command.run` down.

@@ -27,6 +27,7 @@ fn hello() -> Hello {
         hostname: "web-01".into(),
         os: "linux".into(),
         arch: "x86_64".into(),
+        running_jobs: Vec::new(),
     }
 }
 
@@ -93,6 +94,7 @@ fn one_of_each() -> Vec<(Frame, &'static [&'static str])> {
                 job_id: JOB.into(),
                 kind: JobKind::Forget,
                 params: json!({"keep_daily": 7, "prune": true}),
+                repository: None,
             }),
             &["job_id", "kind", "params"],
         ),
@@ -301,6 +303,7 @@ fn enum_values_use_snake_case_on_the_wire() {
             job_id: JOB.into(),
             kind,
             params: Value::Null,
+            repository: None,
         }));
         assert_eq!(run["kind"], kind.as_str());
         assert_eq!(kind.to_string(), kind.as_str());

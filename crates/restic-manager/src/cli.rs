@@ -26,6 +26,29 @@ pub(crate) enum Command {
     /// Offline administration of the server's store (users, API tokens).
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Try it on this machine: a server, an enrolled local agent and a local
+    /// repository, ready to back up. Prints the admin login and URL.
+    ///
+    /// Installs restic first when it is missing and this user may (root or
+    /// passwordless sudo); otherwise says how. Running it again reuses what
+    /// the first run made.
+    Quickstart(QuickstartArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct QuickstartArgs {
+    /// Where the server's database, the agent's state and the repository go.
+    #[arg(long, env = "RM_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Address to listen on.
+    #[arg(long, env = "RM_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Back these folders up right away (absolute paths).
+    #[arg(long = "paths", env = "RM_PATHS", num_args = 1.., value_delimiter = ',')]
+    pub paths: Vec<String>,
+    /// The restic binary to use.
+    #[arg(long, env = "RM_RESTIC_BIN", default_value = "restic")]
+    pub restic_bin: PathBuf,
 }
 
 /// Where the server keeps its data.
@@ -98,6 +121,10 @@ pub(crate) struct RunArgs {
     /// The restic binary to run.
     #[arg(long, env = "RM_RESTIC_BIN", default_value = "restic")]
     pub restic_bin: PathBuf,
+    /// Stop any single restic command after this many seconds (default:
+    /// per kind, from minutes for `init` to a day for `backup`).
+    #[arg(long, env = "RM_COMMAND_TIMEOUT", value_parser = clap::value_parser!(u64).range(1..))]
+    pub command_timeout: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -7,6 +7,7 @@
 
 mod admin;
 mod cli;
+mod quickstart;
 mod server;
 mod storage;
 
@@ -61,14 +62,13 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Agent(AgentCommand::Run(args)) => {
             let shutdown = shutdown_on_signal();
-            rm_agent::run(
-                rm_agent::RunOptions::new(args.state_dir, args.restic_bin),
-                shutdown,
-            )
-            .await?;
+            let mut options = rm_agent::RunOptions::new(args.state_dir, args.restic_bin);
+            options.command_timeout = args.command_timeout.map(std::time::Duration::from_secs);
+            rm_agent::run(options, shutdown).await?;
             Ok(())
         }
         Command::Admin(command) => admin::run(command).await,
+        Command::Quickstart(args) => quickstart::run(args).await,
     }
 }
 

@@ -1,12 +1,36 @@
-//! `restic-manager server`.
+//! `restic-manager server`, and the start-up steps `quickstart` shares.
+
+use std::net::SocketAddr;
 
 use anyhow::Context;
 use rm_server::{AppState, FirstAdmin, ServerConfig};
+use tokio::net::TcpListener;
 
-use crate::cli::ServerArgs;
+use crate::cli::{ServerArgs, StoreArgs};
 
 pub(crate) async fn run(args: ServerArgs) -> anyhow::Result<()> {
-    let store = crate::storage::open(&args.store).await?;
+    let (listener, state) = start(
+        &args.store,
+        args.listen,
+        args.public_url,
+        args.heartbeat_seconds,
+    )
+    .await?;
+    let shutdown = crate::shutdown_on_signal();
+    rm_server::serve(listener, state, async move { shutdown.cancelled().await }).await?;
+    tracing::info!("server stopped");
+    Ok(())
+}
+
+/// Opens the store, makes the first admin (printing a generated password
+/// once), loads the sealing key and binds the listener.
+pub(crate) async fn start(
+    store_args: &StoreArgs,
+    listen: SocketAddr,
+    public_url: Option<String>,
+    heartbeat_seconds: u32,
+) -> anyhow::Result<(TcpListener, AppState)> {
+    let store = crate::storage::open(store_args).await?;
     let admin_password = std::env::var("RM_ADMIN_PASSWORD").ok();
     match rm_server::ensure_first_admin(store.as_ref(), admin_password.as_deref()).await? {
         FirstAdmin::AlreadyPresent => {}
@@ -21,29 +45,25 @@ pub(crate) async fn run(args: ServerArgs) -> anyhow::Result<()> {
             println!("Change it with: restic-manager admin reset-password --username admin --password-stdin");
         }
     }
+    let key = rm_server::load_or_create_key(&store_args.data_dir.join(rm_server::KEY_FILE))?;
 
-    let listener = tokio::net::TcpListener::bind(args.listen)
+    let listener = TcpListener::bind(listen)
         .await
-        .with_context(|| format!("could not listen on {}", args.listen))?;
+        .with_context(|| format!("could not listen on {listen}"))?;
     let local = listener.local_addr()?;
-    let public_url = args.public_url.unwrap_or_else(|| default_public_url(local));
+    let public_url = public_url.unwrap_or_else(|| default_public_url(local));
     let mut config = ServerConfig::new(public_url);
-    config.heartbeat_seconds = args.heartbeat_seconds;
+    config.heartbeat_seconds = heartbeat_seconds;
     println!(
         "restic-manager server listening on http://{local} (public URL {})",
         config.public_url
     );
-
-    let state = AppState::new(store, config);
-    let shutdown = crate::shutdown_on_signal();
-    rm_server::serve(listener, state, async move { shutdown.cancelled().await }).await?;
-    tracing::info!("server stopped");
-    Ok(())
+    Ok((listener, AppState::new(store, config, key)))
 }
 
 /// `http://<listen>`, with the machine's name in place of an unspecified
 /// address so the enrolment command works from other hosts.
-fn default_public_url(local: std::net::SocketAddr) -> String {
+fn default_public_url(local: SocketAddr) -> String {
     if local.ip().is_unspecified() {
         let host = std::fs::read_to_string("/etc/hostname")
             .map(|h| h.trim().to_owned())

@@ -1,14 +1,69 @@
 //! The one place that runs the `restic` command-line program.
 //!
-//! Everything that spawns restic, reads its output or maps its exit codes
-//! lives here, so the agent never builds a restic command line by hand and
-//! version differences (0.14 on Debian bookworm up to current releases) are
-//! handled in one crate. Today it only detects restic's version.
+//! Everything that spawns restic, builds its arguments, reads its output or
+//! maps its exit codes lives here, so the agent never builds a restic
+//! command line by hand and version differences (0.14 on Debian bookworm up
+//! to current releases) are handled in one crate. The crate knows nothing of
+//! the server or the wire protocol: it has its own typed API, which the
+//! agent maps to protocol messages.
+//!
+//! # API
+//!
+//! ```text
+//! Restic::detect(bin) -> Result<Restic>            // runs `restic version`
+//!   .with_cache_dir(dir) / .with_working_dir(dir) / .version()
+//!   .run(&Repository, &Command, &Limits, &Sender<Event>) -> Result<Finished>
+//!   .snapshots(repo, host, limits)            -> Result<Vec<Snapshot>>
+//!   .stats(repo, StatsMode, limits)            -> Result<Stats>
+//!   .ls_dir(repo, snapshot_id, dir, limits)    -> Result<Vec<Node>>   // direct children
+//!   .repository_exists(repo, limits)           -> Result<bool>
+//!   .locks_present(repo, limits)               -> Result<bool>
+//! ```
+//!
+//! * [`Repository`]: URL, password, backend environment. They reach restic
+//!   only through the child's environment (`RESTIC_REPOSITORY`,
+//!   `RESTIC_PASSWORD`); inherited `RESTIC_*` variables are removed. `Debug`
+//!   redacts the secrets.
+//! * [`Command`]: what to run, with typed parameters. User-supplied paths
+//!   and ids are never readable as flags (they follow `--`, or travel as one
+//!   `--flag=value` element); snapshot ids must be hex.
+//! * [`Limits`]: timeout, cancel token, grace period. Stopping sends SIGINT
+//!   to restic's process group (restic then removes its lock), SIGKILL after
+//!   the grace period.
+//! * [`Event`]: log lines worth keeping and parsed [`Progress`], streamed
+//!   while restic runs.
+//! * [`Finished`]: [`Status`] (succeeded, partial, failed, cancelled, timed
+//!   out), the recognised [`FailureKind`], restic's own error words, a
+//!   per-command `stats` object, the new snapshot id, and the JSON document
+//!   of single-document commands.
+//!
+//! [`Restic::run`] fails only when restic could not be started; a failing
+//! restic is a [`Finished`] with `status: Failed`. The typed helpers turn
+//! failures into [`ResticError::Command`] carrying restic's message.
 
+mod collect;
+mod command;
 mod error;
+mod event;
+mod limits;
+mod outcome;
+mod parse;
+mod process;
+mod repository;
+mod restic;
+mod text;
 mod version;
 
+pub use command::{Command, RetentionPolicy, StatsMode};
 pub use error::ResticError;
+pub use event::{Event, Progress, Stream};
+pub use limits::Limits;
+pub use outcome::{classify, FailureKind, Finished, Status};
+pub use parse::ls::{parse_ls, Listing, Node, NodeType};
+pub use parse::snapshots::{parse_snapshots, Snapshot, SnapshotSummary};
+pub use parse::stats::{parse_stats, Stats};
+pub use repository::Repository;
+pub use restic::Restic;
 pub use version::{
     detect_version, detect_version_with_timeout, parse_version_output, ResticVersion,
     VERSION_TIMEOUT,

@@ -135,15 +135,7 @@ pub async fn detect_version_with_timeout(
         // A timed-out wait drops the child; this makes dropping it kill it.
         .kill_on_drop(true)
         .spawn()
-        .map_err(|source| match source.kind() {
-            std::io::ErrorKind::NotFound => ResticError::NotFound {
-                bin: restic_bin.to_path_buf(),
-            },
-            _ => ResticError::Spawn {
-                bin: restic_bin.to_path_buf(),
-                source,
-            },
-        })?;
+        .map_err(|source| ResticError::spawn(restic_bin, source))?;
 
     let output = tokio::time::timeout(timeout, child.wait_with_output())
         .await

@@ -20,14 +20,16 @@ use chrono::Utc;
 use rm_core::token::{PresentedToken, TokenKind};
 use rm_core::HostId;
 use rm_protocol::{
-    close_code, AgentSettings, ConfigUpdate, Envelope, ErrorBody, ErrorCode, Frame, Hello, Message,
-    ScheduleSet, CURRENT_PROTOCOL_VERSION, MAX_FRAME_BYTES, MIN_PROTOCOL_VERSION,
+    close_code, Envelope, ErrorBody, ErrorCode, Frame, Hello, Message, RepoStats, RepositoryConfig,
+    ScheduleSet, SnapshotsReport, CURRENT_PROTOCOL_VERSION, MAX_FRAME_BYTES, MIN_PROTOCOL_VERSION,
 };
-use rm_store::HelloRecord;
+use rm_store::{HelloRecord, RepoStatsRecord, SnapshotRecord};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::hub::{AgentConn, CloseSignal};
+use crate::jobs::{self, AgentJobs, ReportError};
+use crate::repositories;
 use crate::state::AppState;
 
 /// A write that takes longer than this means the agent stopped reading.
@@ -112,7 +114,14 @@ async fn session(state: AppState, host_id: HostId, mut socket: WebSocket) {
     }
     // Queue the initial pushes before the connection becomes visible in the
     // hub, so nothing another task sends can overtake them.
-    for frame in initial_pushes(&state) {
+    let repository = match repositories::get(&state, host_id).await {
+        Ok(repository) => repository,
+        Err(e) => {
+            tracing::error!(%host_id, error = %e, "could not open the host's repository settings");
+            None
+        }
+    };
+    for frame in initial_pushes(&state, repository) {
         let _ = conn.send(frame);
     }
     if let Some(old) = state.hub().register(host_id, conn.clone()) {
@@ -122,6 +131,8 @@ async fn session(state: AppState, host_id: HostId, mut socket: WebSocket) {
             "replaced by a newer connection for this host",
         );
     }
+    jobs::reconcile_after_hello(&state, host_id, &hello.running_jobs, record.at).await;
+    jobs::dispatch_next(&state, host_id).await;
     tracing::info!(
         %host_id,
         agent_version = %hello.agent_version,
@@ -144,14 +155,9 @@ async fn session(state: AppState, host_id: HostId, mut socket: WebSocket) {
 }
 
 /// What to tell an agent right after its hello: its settings and schedules.
-fn initial_pushes(state: &AppState) -> [Frame; 2] {
+fn initial_pushes(state: &AppState, repository: Option<RepositoryConfig>) -> [Frame; 2] {
     [
-        Frame::new(ConfigUpdate {
-            repository: None,
-            settings: AgentSettings {
-                heartbeat_seconds: state.config().heartbeat_seconds,
-            },
-        }),
+        Frame::new(repositories::config_update(state, repository)),
         Frame::new(ScheduleSet {
             version: 0,
             schedules: Vec::new(),
@@ -294,6 +300,7 @@ async fn run(
 ) -> String {
     let idle = state.config().idle_timeout();
     let mut deadline = Instant::now() + idle;
+    let mut jobs = AgentJobs::default();
     loop {
         tokio::select! {
             biased;
@@ -325,7 +332,7 @@ async fn run(
                 };
                 deadline = Instant::now() + idle;
                 let reply = match message {
-                    WsMessage::Text(text) => handle_text(state, host_id, text.as_str()),
+                    WsMessage::Text(text) => handle_text(state, host_id, &mut jobs, text.as_str()).await,
                     WsMessage::Binary(_) => Some(error_frame(
                         None,
                         ErrorCode::BadRequest,
@@ -349,7 +356,12 @@ async fn run(
 }
 
 /// Decodes and dispatches one text frame; returns the reply, if any.
-fn handle_text(state: &AppState, host_id: HostId, text: &str) -> Option<Frame> {
+async fn handle_text(
+    state: &AppState,
+    host_id: HostId,
+    jobs: &mut AgentJobs,
+    text: &str,
+) -> Option<Frame> {
     let envelope: Envelope = match serde_json::from_str(text) {
         Ok(envelope) => envelope,
         Err(e) => {
@@ -371,46 +383,124 @@ fn handle_text(state: &AppState, host_id: HostId, text: &str) -> Option<Frame> {
     };
     // Any well-formed frame proves the agent is alive.
     state.last_seen().touch(host_id);
-    dispatch(host_id, frame)
+    dispatch(state, host_id, jobs, frame).await
 }
 
-/// Acts on one decoded frame from an agent.
-fn dispatch(host_id: HostId, frame: Frame) -> Option<Frame> {
-    match frame.message {
-        Message::Heartbeat(_) => None,
-        Message::Hello(_) => Some(error_frame(
-            frame.id,
-            ErrorCode::BadRequest,
-            "`hello` was already accepted on this connection",
-        )),
+/// Acts on one decoded frame from an agent; returns the reply, if any.
+async fn dispatch(
+    state: &AppState,
+    host_id: HostId,
+    jobs: &mut AgentJobs,
+    frame: Frame,
+) -> Option<Frame> {
+    let id = frame.id;
+    let kind = frame.message.kind().to_owned();
+    let report = match frame.message {
+        Message::Heartbeat(_) => Ok(()),
+        Message::Hello(_) => {
+            return Some(error_frame(
+                id,
+                ErrorCode::BadRequest,
+                "`hello` was already accepted on this connection",
+            ))
+        }
         Message::Error(body) => {
             tracing::warn!(%host_id, code = ?body.code, message = %body.message, "agent reported an error");
-            None
+            Ok(())
         }
         Message::ScheduleAck(ack) => {
             tracing::info!(%host_id, version = ack.version, "agent applied schedule set");
-            None
+            Ok(())
+        }
+        Message::CommandResult(result) => jobs.command_result(state, host_id, result).await,
+        Message::JobStarted(started) => jobs.started(state, host_id, started).await,
+        Message::JobProgress(progress) => jobs.progress(state, host_id, progress).await,
+        Message::LogStream(stream) => jobs.logs(state, host_id, stream).await,
+        Message::JobFinished(finished) => jobs.finished(state, host_id, finished).await,
+        Message::SnapshotsReport(report) => {
+            store_snapshots(state, host_id, report).await;
+            Ok(())
+        }
+        Message::RepoStats(stats) => {
+            store_repo_stats(state, host_id, stats).await;
+            Ok(())
         }
         Message::Unknown { kind, .. } => {
             tracing::info!(%host_id, %kind, "ignoring a message type this server does not know");
-            None
+            Ok(())
         }
         Message::ConfigUpdate(_)
         | Message::ScheduleSet(_)
         | Message::CommandRun(_)
         | Message::CommandCancel(_)
-        | Message::TreeList(_) => Some(error_frame(
-            frame.id,
-            ErrorCode::BadRequest,
-            format!(
-                "`{}` is sent by the server, not by agents",
-                frame.message.kind()
-            ),
-        )),
-        other => {
-            tracing::debug!(%host_id, kind = other.kind(), "message not handled by this server version yet");
-            None
+        | Message::TreeList(_) => {
+            return Some(error_frame(
+                id,
+                ErrorCode::BadRequest,
+                format!("`{kind}` is sent by the server, not by agents"),
+            ))
         }
+        Message::ScheduleFire(_) | Message::TreeListResult(_) => {
+            tracing::debug!(%host_id, %kind, "message not handled by this server version yet");
+            Ok(())
+        }
+    };
+    match report {
+        Ok(()) => None,
+        Err(ReportError::BadId(message)) => Some(error_frame(id, ErrorCode::BadRequest, message)),
+        Err(ReportError::NotFound(message)) => {
+            tracing::warn!(%host_id, %kind, %message, "agent reported on an unknown job");
+            Some(error_frame(id, ErrorCode::NotFound, message))
+        }
+        Err(ReportError::Store(e)) => {
+            tracing::error!(%host_id, %kind, error = %e, "could not store an agent report");
+            Some(error_frame(
+                id,
+                ErrorCode::Internal,
+                format!("the server could not store this `{kind}`; send it again later"),
+            ))
+        }
+    }
+}
+
+/// Replaces the host's stored snapshot list with the agent's report.
+async fn store_snapshots(state: &AppState, host_id: HostId, report: SnapshotsReport) {
+    let records: Vec<SnapshotRecord> = report
+        .snapshots
+        .into_iter()
+        .map(|s| SnapshotRecord {
+            id: s.id,
+            short_id: s.short_id,
+            time: s.time,
+            hostname: s.hostname,
+            paths: s.paths,
+            tags: s.tags,
+            size_bytes: s.size_bytes,
+            file_count: s.file_count,
+        })
+        .collect();
+    match state.store().replace_snapshots(host_id, &records).await {
+        Ok(()) => tracing::info!(%host_id, count = records.len(), "snapshots refreshed"),
+        Err(e) => tracing::error!(%host_id, error = %e, "could not store snapshots"),
+    }
+}
+
+/// Adds a statistics history row for the host.
+async fn store_repo_stats(state: &AppState, host_id: HostId, stats: RepoStats) {
+    let record = RepoStatsRecord {
+        recorded_at: Utc::now(),
+        total_size_bytes: stats.total_size_bytes,
+        raw_size_bytes: stats.raw_size_bytes,
+        unique_files: stats.unique_files,
+        snapshot_count: stats.snapshot_count,
+        last_check_at: stats.last_check_at,
+        last_check_status: stats.last_check_status,
+        lock_present: stats.lock_present,
+        last_prune_at: stats.last_prune_at,
+        last_prune_freed_bytes: stats.last_prune_freed_bytes,
+    };
+    if let Err(e) = state.store().add_repo_stats(host_id, &record).await {
+        tracing::error!(%host_id, error = %e, "could not store repository statistics");
     }
 }
 
@@ -454,6 +544,7 @@ mod tests {
             hostname: String::from("web-01"),
             os: String::from("linux"),
             arch: String::from("x86_64"),
+            running_jobs: Vec::new(),
         }
     }
 

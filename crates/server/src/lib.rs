@@ -12,8 +12,11 @@ mod bootstrap;
 mod config;
 pub mod enrollment;
 mod hub;
+pub mod jobs;
+mod keyfile;
 mod liveness;
 mod metrics;
+pub mod repositories;
 mod state;
 
 use std::future::Future;
@@ -26,6 +29,7 @@ use tokio::net::TcpListener;
 pub use bootstrap::{ensure_first_admin, FirstAdmin};
 pub use config::ServerConfig;
 pub use hub::Hub;
+pub use keyfile::{load_or_create_key, KEY_FILE};
 pub use state::AppState;
 
 /// The crate's error type, for start-up and serving failures.
@@ -37,9 +41,17 @@ pub enum ServerError {
     /// Creating a secret failed.
     #[error(transparent)]
     Core(#[from] rm_core::CoreError),
-    /// Serving HTTP failed.
-    #[error("HTTP server failed: {0}")]
+    /// Serving HTTP, or reading a file, failed.
+    #[error("I/O failed: {0}")]
     Io(#[from] std::io::Error),
+    /// The sealing key file is unusable.
+    #[error("the key file {path} is unusable: {problem}")]
+    KeyFile {
+        /// Where it is.
+        path: String,
+        /// What is wrong.
+        problem: String,
+    },
 }
 
 /// The whole HTTP surface: API, agent endpoint, health and docs.
@@ -83,5 +95,6 @@ pub async fn serve(
     state.hub().wait_empty(Duration::from_secs(5)).await;
     flusher.abort();
     state.flush_last_seen().await;
+    state.flush_logs().await;
     Ok(())
 }

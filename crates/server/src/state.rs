@@ -1,11 +1,15 @@
-//! The shared state every handler gets: store, hub, settings, last-seen cache.
+//! The shared state every handler gets: store, hub, settings, sealing key,
+//! job event fan-out, the batching log writer and the last-seen cache.
 
 use std::sync::Arc;
 
+use rm_core::sealing::SealingKey;
 use rm_store::Store;
 
 use crate::config::ServerConfig;
 use crate::hub::Hub;
+use crate::jobs::events::JobEvents;
+use crate::jobs::log_writer::LogWriter;
 use crate::liveness::LastSeen;
 
 /// Cheap to clone; all clones share one server.
@@ -16,16 +20,25 @@ struct Inner {
     store: Arc<dyn Store>,
     hub: Hub,
     config: ServerConfig,
+    sealing_key: SealingKey,
+    job_events: JobEvents,
+    log_writer: LogWriter,
     last_seen: LastSeen,
 }
 
 impl AppState {
-    /// State over `store` with `config`.
-    pub fn new(store: Arc<dyn Store>, config: ServerConfig) -> AppState {
+    /// State over `store` with `config`; `sealing_key` seals repository
+    /// settings at rest. Starts the log writer task, so it must be called
+    /// inside a Tokio runtime.
+    pub fn new(store: Arc<dyn Store>, config: ServerConfig, sealing_key: SealingKey) -> AppState {
+        let (log_writer, _task) = LogWriter::spawn(store.clone());
         AppState(Arc::new(Inner {
             store,
             hub: Hub::default(),
             config,
+            sealing_key,
+            job_events: JobEvents::default(),
+            log_writer,
             last_seen: LastSeen::default(),
         }))
     }
@@ -45,6 +58,18 @@ impl AppState {
         &self.0.config
     }
 
+    pub(crate) fn sealing_key(&self) -> &SealingKey {
+        &self.0.sealing_key
+    }
+
+    pub(crate) fn job_events(&self) -> &JobEvents {
+        &self.0.job_events
+    }
+
+    pub(crate) fn log_writer(&self) -> &LogWriter {
+        &self.0.log_writer
+    }
+
     pub(crate) fn last_seen(&self) -> &LastSeen {
         &self.0.last_seen
     }
@@ -52,5 +77,10 @@ impl AppState {
     /// Writes pending last-seen times to the store now.
     pub async fn flush_last_seen(&self) {
         self.0.last_seen.flush(self.store()).await;
+    }
+
+    /// Waits until every log line handed to the writer so far is stored.
+    pub async fn flush_logs(&self) {
+        self.0.log_writer.flush().await;
     }
 }

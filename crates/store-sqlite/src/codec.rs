@@ -2,15 +2,22 @@
 //! the mapping of sqlx errors onto [`StoreError`].
 //!
 //! Storage conventions: ids are ULID strings, timestamps are INTEGER unix
-//! milliseconds (UTC), token hashes are lower-case hex, booleans are 0/1.
-//! A value that cannot be read back becomes [`StoreError::Corrupt`] naming
+//! milliseconds (UTC), token hashes are lower-case hex, booleans are 0/1,
+//! JSON values are TEXT (a `Null` job `stats` is SQL NULL) and u64 values are
+//! INTEGER: writing one above `i64::MAX` is refused with
+//! [`StoreError::Conflict`] instead of wrapping, and reading a negative one
+//! back is [`StoreError::Corrupt`]. A value that cannot be read back becomes [`StoreError::Corrupt`] naming
 //! the column.
 
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 use rm_core::token::TokenHash;
-use rm_store::{AgentToken, ApiToken, EnrollmentToken, Host, Session, StoreError, User};
+use rm_core::JobStatus;
+use rm_store::{
+    AgentToken, ApiToken, CommandResultRecord, EnrollmentToken, Host, Job, LogLineRecord,
+    RepoStatsRecord, SealedRepository, Session, SnapshotRecord, StoreError, User,
+};
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
@@ -125,6 +132,109 @@ pub(crate) fn u32_opt(row: &SqliteRow, col: &str) -> Result<Option<u32>, StoreEr
         .transpose()
 }
 
+/// A nullable u64 column (stored as i64; negative values are corrupt).
+pub(crate) fn u64_opt(row: &SqliteRow, col: &str) -> Result<Option<u64>, StoreError> {
+    raw::<Option<i64>>(row, col)?
+        .map(|v| u64::try_from(v).map_err(|_| corrupt(col, format!("{v} is negative"))))
+        .transpose()
+}
+
+/// A NOT NULL u64 column (stored as i64; negative values are corrupt).
+pub(crate) fn u64_col(row: &SqliteRow, col: &str) -> Result<u64, StoreError> {
+    let v = raw::<i64>(row, col)?;
+    u64::try_from(v).map_err(|_| corrupt(col, format!("{v} is negative")))
+}
+
+/// A nullable i32 column.
+pub(crate) fn i32_opt(row: &SqliteRow, col: &str) -> Result<Option<i32>, StoreError> {
+    raw::<Option<i64>>(row, col)?
+        .map(|v| i32::try_from(v).map_err(|_| corrupt(col, format!("{v} is out of range"))))
+        .transpose()
+}
+
+/// A nullable 0/1 column.
+pub(crate) fn flag_opt(row: &SqliteRow, col: &str) -> Result<Option<bool>, StoreError> {
+    match raw::<Option<i64>>(row, col)? {
+        None => Ok(None),
+        Some(0) => Ok(Some(false)),
+        Some(1) => Ok(Some(true)),
+        Some(v) => Err(corrupt(col, format!("{v} is not 0 or 1"))),
+    }
+}
+
+/// A NOT NULL BLOB column.
+pub(crate) fn blob(row: &SqliteRow, col: &str) -> Result<Vec<u8>, StoreError> {
+    raw::<Vec<u8>>(row, col)
+}
+
+/// A NOT NULL column parsed with [`FromStr`] (status and trigger names).
+pub(crate) fn parsed<T: FromStr>(row: &SqliteRow, col: &str) -> Result<T, StoreError>
+where
+    T::Err: std::fmt::Display,
+{
+    let s = text(row, col)?;
+    s.parse().map_err(|e| corrupt(col, e))
+}
+
+/// A nullable column parsed with [`FromStr`].
+pub(crate) fn parsed_opt<T: FromStr>(row: &SqliteRow, col: &str) -> Result<Option<T>, StoreError>
+where
+    T::Err: std::fmt::Display,
+{
+    text_opt(row, col)?
+        .map(|s| s.parse().map_err(|e| corrupt(col, e)))
+        .transpose()
+}
+
+/// A NOT NULL JSON text column holding any value.
+pub(crate) fn json_value(row: &SqliteRow, col: &str) -> Result<serde_json::Value, StoreError> {
+    let s = text(row, col)?;
+    serde_json::from_str(&s).map_err(|e| corrupt(col, format!("invalid JSON: {e}")))
+}
+
+/// A NOT NULL JSON text column holding an array of strings.
+pub(crate) fn json_string_list(row: &SqliteRow, col: &str) -> Result<Vec<String>, StoreError> {
+    let s = text(row, col)?;
+    serde_json::from_str(&s).map_err(|e| corrupt(col, format!("not a JSON array of strings: {e}")))
+}
+
+/// A nullable JSON text column; NULL reads as [`serde_json::Value::Null`].
+pub(crate) fn json_value_opt(row: &SqliteRow, col: &str) -> Result<serde_json::Value, StoreError> {
+    text_opt(row, col)?
+        .map(|s| serde_json::from_str(&s).map_err(|e| corrupt(col, format!("invalid JSON: {e}"))))
+        .transpose()
+        .map(Option::unwrap_or_default)
+}
+
+/// A JSON value as stored in a nullable column: `Null` becomes SQL NULL.
+pub(crate) fn json_value_to_opt(v: &serde_json::Value) -> Option<String> {
+    (!v.is_null()).then(|| v.to_string())
+}
+
+/// A list of strings as stored: a JSON array.
+pub(crate) fn json_strings(v: &[String]) -> String {
+    // Serialising a slice of strings cannot fail; fall back to `[]` anyway
+    // rather than panic.
+    serde_json::to_string(v).unwrap_or_else(|_| "[]".to_owned())
+}
+
+/// A u64 as stored (SQLite INTEGER is i64). Values above `i64::MAX` cannot
+/// be stored and are refused with [`StoreError::Conflict`] naming `what`,
+/// rather than wrapped to negative numbers.
+pub(crate) fn u64_to_i64(v: u64, what: &str) -> Result<i64, StoreError> {
+    i64::try_from(v).map_err(|_| {
+        StoreError::Conflict(format!(
+            "{what} {v} is too large to store (max {})",
+            i64::MAX
+        ))
+    })
+}
+
+/// An optional u64 as stored; see [`u64_to_i64`].
+pub(crate) fn u64_opt_to_i64(v: Option<u64>, what: &str) -> Result<Option<i64>, StoreError> {
+    v.map(|v| u64_to_i64(v, what)).transpose()
+}
+
 /// A count (`COUNT(*)` or similar) column.
 pub(crate) fn count(row: &SqliteRow, col: &str) -> Result<u64, StoreError> {
     let v = raw::<i64>(row, col)?;
@@ -208,9 +318,13 @@ pub(crate) fn agent_token(row: &SqliteRow) -> Result<AgentToken, StoreError> {
     })
 }
 
-/// Columns selected for a [`Host`].
+/// Columns selected for a [`Host`] (from `hosts`, unaliased: the
+/// `has_repository` subquery refers to `hosts.id`).
 pub(crate) const HOST_COLUMNS: &str = "id, name, hostname, enrolled_at, last_seen_at, online, \
-     agent_version, restic_version, restic_error, protocol_version, os, arch";
+     agent_version, restic_version, restic_error, protocol_version, os, arch, \
+     last_backup_at, last_backup_status, repo_size_bytes, \
+     EXISTS (SELECT 1 FROM host_repositories WHERE host_repositories.host_id = hosts.id) \
+     AS has_repository";
 
 /// Decodes a `hosts` row.
 pub(crate) fn host(row: &SqliteRow) -> Result<Host, StoreError> {
@@ -227,5 +341,112 @@ pub(crate) fn host(row: &SqliteRow) -> Result<Host, StoreError> {
         protocol_version: u32_opt(row, "protocol_version")?,
         os: text_opt(row, "os")?,
         arch: text_opt(row, "arch")?,
+        last_backup_at: time_opt(row, "last_backup_at")?,
+        last_backup_status: parsed_opt::<JobStatus>(row, "last_backup_status")?,
+        repo_size_bytes: u64_opt(row, "repo_size_bytes")?,
+        has_repository: flag(row, "has_repository")?,
+    })
+}
+
+/// Columns selected for a [`SealedRepository`].
+pub(crate) const REPOSITORY_COLUMNS: &str = "nonce, ciphertext, updated_at";
+
+/// Decodes a `host_repositories` row.
+pub(crate) fn repository(row: &SqliteRow) -> Result<SealedRepository, StoreError> {
+    Ok(SealedRepository {
+        nonce: blob(row, "nonce")?,
+        ciphertext: blob(row, "ciphertext")?,
+        updated_at: time(row, "updated_at")?,
+    })
+}
+
+/// Columns selected for a [`Job`] (`trigger` is quoted: it is an SQL
+/// keyword).
+pub(crate) const JOB_COLUMNS: &str = "id, host_id, kind, params, status, \"trigger\", exit_code, \
+     stats, error, created_at, dispatched_at, started_at, finished_at";
+
+/// Decodes a `jobs` row.
+pub(crate) fn job(row: &SqliteRow) -> Result<Job, StoreError> {
+    Ok(Job {
+        id: id(row, "id")?,
+        host_id: id(row, "host_id")?,
+        kind: text(row, "kind")?,
+        params: json_value(row, "params")?,
+        status: parsed(row, "status")?,
+        trigger: parsed(row, "trigger")?,
+        exit_code: i32_opt(row, "exit_code")?,
+        stats: json_value_opt(row, "stats")?,
+        error: text_opt(row, "error")?,
+        created_at: time(row, "created_at")?,
+        dispatched_at: time_opt(row, "dispatched_at")?,
+        started_at: time_opt(row, "started_at")?,
+        finished_at: time_opt(row, "finished_at")?,
+    })
+}
+
+/// Columns selected for a [`LogLineRecord`].
+pub(crate) const LOG_COLUMNS: &str = "job_id, seq, ts, stream, text";
+
+/// Decodes a `job_logs` row.
+pub(crate) fn log_line(row: &SqliteRow) -> Result<LogLineRecord, StoreError> {
+    Ok(LogLineRecord {
+        job_id: id(row, "job_id")?,
+        seq: u64_col(row, "seq")?,
+        ts: time(row, "ts")?,
+        stream: text(row, "stream")?,
+        text: text(row, "text")?,
+    })
+}
+
+/// Columns selected for a [`CommandResultRecord`].
+pub(crate) const COMMAND_RESULT_COLUMNS: &str = "job_id, accepted, reason, message, received_at";
+
+/// Decodes a `command_results` row.
+pub(crate) fn command_result(row: &SqliteRow) -> Result<CommandResultRecord, StoreError> {
+    Ok(CommandResultRecord {
+        job_id: id(row, "job_id")?,
+        accepted: flag(row, "accepted")?,
+        reason: text_opt(row, "reason")?,
+        message: text_opt(row, "message")?,
+        received_at: time(row, "received_at")?,
+    })
+}
+
+/// Columns selected for a [`SnapshotRecord`].
+pub(crate) const SNAPSHOT_COLUMNS: &str =
+    "id, short_id, time, hostname, paths, tags, size_bytes, file_count";
+
+/// Decodes a `snapshots` row.
+pub(crate) fn snapshot(row: &SqliteRow) -> Result<SnapshotRecord, StoreError> {
+    Ok(SnapshotRecord {
+        id: text(row, "id")?,
+        short_id: text(row, "short_id")?,
+        time: time(row, "time")?,
+        hostname: text(row, "hostname")?,
+        paths: json_string_list(row, "paths")?,
+        tags: json_string_list(row, "tags")?,
+        size_bytes: u64_opt(row, "size_bytes")?,
+        file_count: u64_opt(row, "file_count")?,
+    })
+}
+
+/// Columns selected for a [`RepoStatsRecord`].
+pub(crate) const REPO_STATS_COLUMNS: &str = "recorded_at, total_size_bytes, raw_size_bytes, \
+     unique_files, snapshot_count, last_check_at, last_check_status, lock_present, \
+     last_prune_at, last_prune_freed_bytes";
+
+/// Decodes a `repo_stats` row.
+pub(crate) fn repo_stats(row: &SqliteRow) -> Result<RepoStatsRecord, StoreError> {
+    Ok(RepoStatsRecord {
+        recorded_at: time(row, "recorded_at")?,
+        total_size_bytes: u64_opt(row, "total_size_bytes")?,
+        raw_size_bytes: u64_opt(row, "raw_size_bytes")?,
+        unique_files: u64_opt(row, "unique_files")?,
+        snapshot_count: u64_opt(row, "snapshot_count")?,
+        last_check_at: time_opt(row, "last_check_at")?,
+        last_check_status: text_opt(row, "last_check_status")?,
+        lock_present: flag_opt(row, "lock_present")?,
+        last_prune_at: time_opt(row, "last_prune_at")?,
+        last_prune_freed_bytes: u64_opt(row, "last_prune_freed_bytes")?,
     })
 }

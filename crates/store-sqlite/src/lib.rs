@@ -20,17 +20,18 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use rm_core::{HostId, TokenId, UserId};
+use rm_core::{HostId, JobId, JobStatus, TokenId, UserId};
 use rm_store::{
-    AgentToken, ApiToken, EnrollmentToken, HelloRecord, Host, NewHost, Session, Store, StoreError,
-    StoreResult, User,
+    AgentToken, ApiToken, CommandResultRecord, EnrollmentToken, HelloRecord, Host, Job, JobEnd,
+    JobFilter, LogLineRecord, NewHost, NewJob, RepoStatsRecord, SealedRepository, Session,
+    SnapshotRecord, Store, StoreError, StoreResult, User,
 };
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use crate::codec::{backend, ms, ms_opt};
+use crate::codec::{backend, ms, ms_opt, u64_opt_to_i64, u64_to_i64};
 
 /// The embedded schema migrations (`crates/store-sqlite/migrations`).
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
@@ -44,6 +45,25 @@ const FILE_POOL_SIZE: u32 = 8;
 /// The statement that opens every write transaction: takes the writer lock
 /// immediately, so a transaction never has to upgrade from reading.
 const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
+
+/// `list_jobs` page size when the filter's limit is 0.
+const DEFAULT_JOB_PAGE: u32 = 50;
+/// Largest `list_jobs` page.
+const MAX_JOB_PAGE: u32 = 1000;
+/// Largest `logs` page.
+const MAX_LOG_PAGE: u32 = 10_000;
+/// Largest `repo_stats` page.
+const MAX_REPO_STATS_PAGE: u32 = 1000;
+
+/// The job kind whose end updates the host's last-backup summary.
+const BACKUP_KIND: &str = "backup";
+
+/// Log lines per multi-row `INSERT` in `append_logs` (5 bind parameters
+/// each, so 640 per statement: below even old SQLite's 999 limit). A batch
+/// is cut into statements of this many rows, then the rest into
+/// power-of-two sized statements, so at most 8 distinct SQL texts exist and
+/// all of them stay in sqlx's per-connection prepared statement cache.
+const LOG_ROWS_PER_INSERT: usize = 128;
 
 /// A [`Store`] backed by one SQLite database. Cheap to clone (it shares the
 /// pool).
@@ -135,6 +155,89 @@ fn insert_error(e: sqlx::Error, duplicate: impl FnOnce() -> String, missing: &st
         StoreError::NotFound(missing.to_owned())
     } else {
         backend(e)
+    }
+}
+
+/// `n` comma-separated `?` placeholders.
+fn placeholders(n: usize) -> String {
+    let mut s = String::with_capacity(n * 3);
+    for i in 0..n {
+        if i > 0 {
+            s.push_str(", ");
+        }
+        s.push('?');
+    }
+    s
+}
+
+/// The multi-row `INSERT OR IGNORE` of `rows` log lines.
+fn insert_logs_sql(rows: usize) -> String {
+    let mut sql = String::with_capacity(64 + rows * 18);
+    sql.push_str("INSERT OR IGNORE INTO job_logs (job_id, seq, ts, stream, text) VALUES ");
+    for i in 0..rows {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str("(?, ?, ?, ?, ?)");
+    }
+    sql
+}
+
+/// One log line ready to bind.
+struct LogRow<'a> {
+    job_id: &'a str,
+    seq: i64,
+    ts: i64,
+    stream: &'a str,
+    text: &'a str,
+}
+
+/// Inserts `rows` (all of known jobs) with as few statements as possible;
+/// returns how many were new.
+async fn insert_log_rows(
+    conn: &mut sqlx::SqliteConnection,
+    mut rows: &[LogRow<'_>],
+) -> StoreResult<u64> {
+    let mut inserted = 0;
+    while !rows.is_empty() {
+        let n = if rows.len() >= LOG_ROWS_PER_INSERT {
+            LOG_ROWS_PER_INSERT
+        } else {
+            // Largest power of two that fits: few distinct statements.
+            1 << (usize::BITS - 1 - rows.len().leading_zeros())
+        };
+        let (chunk, rest) = rows.split_at(n);
+        let sql = insert_logs_sql(n);
+        let mut query = sqlx::query(&sql);
+        for row in chunk {
+            query = query
+                .bind(row.job_id)
+                .bind(row.seq)
+                .bind(row.ts)
+                .bind(row.stream)
+                .bind(row.text);
+        }
+        inserted += query
+            .execute(&mut *conn)
+            .await
+            .map_err(backend)?
+            .rows_affected();
+        rows = rest;
+    }
+    Ok(inserted)
+}
+
+/// Fails with [`StoreError::NotFound`] unless `host` exists and is not
+/// deleted (inside the caller's transaction).
+async fn require_live_host(conn: &mut sqlx::SqliteConnection, host: &str) -> StoreResult<()> {
+    let found = sqlx::query("SELECT 1 FROM hosts WHERE id = ? AND deleted_at IS NULL")
+        .bind(host)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(backend)?;
+    match found {
+        Some(_) => Ok(()),
+        None => Err(StoreError::NotFound(format!("host `{host}`"))),
     }
 }
 
@@ -601,5 +704,578 @@ impl Store for SqliteStore {
         .map_err(backend)?;
         tx.commit().await.map_err(backend)?;
         Ok(true)
+    }
+
+    // ── repositories ───────────────────────────────────────────────────
+
+    async fn set_repository(&self, host: HostId, sealed: &SealedRepository) -> StoreResult<()> {
+        let host_id = host.to_string();
+        let mut tx = self.begin_write().await?;
+        require_live_host(&mut tx, &host_id).await?;
+        sqlx::query(
+            "INSERT INTO host_repositories (host_id, nonce, ciphertext, updated_at) \
+             VALUES (?, ?, ?, ?) \
+             ON CONFLICT (host_id) DO UPDATE SET nonce = excluded.nonce, \
+             ciphertext = excluded.ciphertext, updated_at = excluded.updated_at",
+        )
+        .bind(&host_id)
+        .bind(&sealed.nonce)
+        .bind(&sealed.ciphertext)
+        .bind(ms(sealed.updated_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        tx.commit().await.map_err(backend)
+    }
+
+    /// `Ok(None)` when the host has no settings stored;
+    /// [`StoreError::NotFound`] when the host is unknown or deleted.
+    async fn repository(&self, host: HostId) -> StoreResult<Option<SealedRepository>> {
+        let sql = format!(
+            "SELECT hosts.id AS host_id, {} FROM hosts \
+             LEFT JOIN host_repositories ON host_repositories.host_id = hosts.id \
+             WHERE hosts.id = ? AND hosts.deleted_at IS NULL",
+            codec::REPOSITORY_COLUMNS
+        );
+        let row = sqlx::query(&sql)
+            .bind(host.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?
+            .ok_or_else(|| StoreError::NotFound(format!("host `{host}`")))?;
+        // The host exists; `updated_at` is NULL when no settings are joined.
+        if codec::time_opt(&row, "updated_at")?.is_none() {
+            return Ok(None);
+        }
+        codec::repository(&row).map(Some)
+    }
+
+    // ── jobs ───────────────────────────────────────────────────────────
+
+    /// Inserts the job only if its host exists and is not deleted (one
+    /// statement); a deleted host is [`StoreError::NotFound`] like an
+    /// unknown one.
+    async fn create_job(&self, job: &NewJob) -> StoreResult<Job> {
+        let sql = format!(
+            "INSERT INTO jobs (id, host_id, kind, params, status, \"trigger\", created_at) \
+             SELECT ?, hosts.id, ?, ?, ?, ?, ? FROM hosts \
+             WHERE hosts.id = ? AND hosts.deleted_at IS NULL \
+             RETURNING {}",
+            codec::JOB_COLUMNS
+        );
+        let row = sqlx::query(&sql)
+            .bind(job.id.to_string())
+            .bind(&job.kind)
+            .bind(job.params.to_string())
+            .bind(JobStatus::Queued.as_str())
+            .bind(job.trigger.as_str())
+            .bind(ms(job.created_at))
+            .bind(job.host_id.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| {
+                insert_error(
+                    e,
+                    || format!("job `{}` already exists", job.id),
+                    &format!("host `{}`", job.host_id),
+                )
+            })?
+            .ok_or_else(|| StoreError::NotFound(format!("host `{}`", job.host_id)))?;
+        codec::job(&row)
+    }
+
+    async fn job(&self, id: JobId) -> StoreResult<Option<Job>> {
+        let sql = format!("SELECT {} FROM jobs WHERE id = ?", codec::JOB_COLUMNS);
+        sqlx::query(&sql)
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?
+            .as_ref()
+            .map(codec::job)
+            .transpose()
+    }
+
+    /// Ordered by `created_at DESC, id DESC`. `before` pages by that same
+    /// key: jobs strictly after job `before` in this order (when `before` is
+    /// not stored, its ULID timestamp stands in for its `created_at`).
+    /// `limit` 0 means 50; larger values are capped at 1000.
+    async fn list_jobs(&self, filter: &JobFilter) -> StoreResult<Vec<Job>> {
+        let mut sql = format!("SELECT {} FROM jobs WHERE 1 = 1", codec::JOB_COLUMNS);
+        if filter.host_id.is_some() {
+            sql.push_str(" AND host_id = ?");
+        }
+        if filter.status.is_some() {
+            sql.push_str(" AND status = ?");
+        }
+        if filter.before.is_some() {
+            sql.push_str(
+                " AND (created_at, id) < \
+                 (COALESCE((SELECT created_at FROM jobs WHERE id = ?), ?), ?)",
+            );
+        }
+        sql.push_str(" ORDER BY created_at DESC, id DESC LIMIT ?");
+
+        let limit = match filter.limit {
+            0 => DEFAULT_JOB_PAGE,
+            n => n.min(MAX_JOB_PAGE),
+        };
+        let mut query = sqlx::query(&sql);
+        if let Some(host) = filter.host_id {
+            query = query.bind(host.to_string());
+        }
+        if let Some(status) = filter.status {
+            query = query.bind(status.as_str());
+        }
+        if let Some(before) = filter.before {
+            let before_id = before.to_string();
+            // ULID milliseconds fit in 48 bits, so always in i64.
+            let before_ms = i64::try_from(before.0.timestamp_ms()).unwrap_or(i64::MAX);
+            query = query
+                .bind(before_id.clone())
+                .bind(before_ms)
+                .bind(before_id);
+        }
+        query
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?
+            .iter()
+            .map(codec::job)
+            .collect()
+    }
+
+    /// In creation order.
+    async fn active_jobs(&self, host: HostId) -> StoreResult<Vec<Job>> {
+        let sql = format!(
+            "SELECT {} FROM jobs WHERE host_id = ? AND status IN (?, ?) \
+             ORDER BY created_at, id",
+            codec::JOB_COLUMNS
+        );
+        sqlx::query(&sql)
+            .bind(host.to_string())
+            .bind(JobStatus::Dispatched.as_str())
+            .bind(JobStatus::Running.as_str())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?
+            .iter()
+            .map(codec::job)
+            .collect()
+    }
+
+    /// One query, so the "nothing active" check and the pick see the same
+    /// snapshot of the database.
+    async fn next_dispatchable_job(&self, host: HostId) -> StoreResult<Option<Job>> {
+        let sql = format!(
+            "SELECT {} FROM jobs WHERE host_id = ? AND status = ? \
+             AND NOT EXISTS (SELECT 1 FROM jobs AS active \
+                             WHERE active.host_id = ? AND active.status IN (?, ?)) \
+             ORDER BY created_at, id LIMIT 1",
+            codec::JOB_COLUMNS
+        );
+        let host_id = host.to_string();
+        sqlx::query(&sql)
+            .bind(&host_id)
+            .bind(JobStatus::Queued.as_str())
+            .bind(&host_id)
+            .bind(JobStatus::Dispatched.as_str())
+            .bind(JobStatus::Running.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?
+            .as_ref()
+            .map(codec::job)
+            .transpose()
+    }
+
+    /// Deleted hosts are left out; ordered by host id (enrolment order).
+    async fn hosts_with_queued_jobs(&self) -> StoreResult<Vec<HostId>> {
+        sqlx::query(
+            "SELECT DISTINCT jobs.host_id AS host_id FROM jobs \
+             JOIN hosts ON hosts.id = jobs.host_id \
+             WHERE jobs.status = ? AND hosts.deleted_at IS NULL \
+             ORDER BY jobs.host_id",
+        )
+        .bind(JobStatus::Queued.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?
+        .iter()
+        .map(|row| codec::id(row, "host_id"))
+        .collect()
+    }
+
+    /// Only `to` = [`JobStatus::Dispatched`] (sets `dispatched_at`) or
+    /// [`JobStatus::Running`] (sets `started_at`); any other `to` is a
+    /// caller bug and fails with [`StoreError::Conflict`] (finished statuses
+    /// go through `finish_job`). An unknown job is `Ok(false)`.
+    async fn advance_job(&self, id: JobId, to: JobStatus, at: DateTime<Utc>) -> StoreResult<bool> {
+        let column = match to {
+            JobStatus::Dispatched => "dispatched_at",
+            JobStatus::Running => "started_at",
+            other => {
+                return Err(StoreError::Conflict(format!(
+                    "advance_job cannot move a job to `{other}`: it only moves jobs to \
+                     dispatched or running; use finish_job to end a job"
+                )))
+            }
+        };
+        let sources = JobStatus::sources_of(to);
+        let sql = format!(
+            "UPDATE jobs SET status = ?, {column} = ? WHERE id = ? AND status IN ({})",
+            placeholders(sources.len())
+        );
+        let mut query = sqlx::query(&sql)
+            .bind(to.as_str())
+            .bind(ms(at))
+            .bind(id.to_string());
+        for source in sources {
+            query = query.bind(source.as_str());
+        }
+        let moved = query
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?
+            .rows_affected();
+        Ok(moved == 1)
+    }
+
+    /// `end.status` must be a finished status, else [`StoreError::Conflict`].
+    /// The job moves only from a status that may become `end.status`
+    /// ([`JobStatus::sources_of`]), so a job that already ended keeps its
+    /// first outcome, and an unknown job is `Ok(false)`. For a `backup` job
+    /// the host's `last_backup_at` / `last_backup_status` are set in the same
+    /// transaction — unless the host already records a later backup (a late
+    /// report of an older run does not hide a newer one).
+    async fn finish_job(&self, id: JobId, end: &JobEnd) -> StoreResult<bool> {
+        if !end.status.is_finished() {
+            return Err(StoreError::Conflict(format!(
+                "finish_job needs a finished status, not `{}`",
+                end.status
+            )));
+        }
+        let sources = JobStatus::sources_of(end.status);
+        let sql = format!(
+            "UPDATE jobs SET status = ?, exit_code = ?, stats = ?, error = ?, finished_at = ? \
+             WHERE id = ? AND status IN ({}) RETURNING host_id, kind",
+            placeholders(sources.len())
+        );
+        let finished_ms = ms(end.finished_at);
+        let mut tx = self.begin_write().await?;
+        let mut query = sqlx::query(&sql)
+            .bind(end.status.as_str())
+            .bind(end.exit_code)
+            .bind(codec::json_value_to_opt(&end.stats))
+            .bind(&end.error)
+            .bind(finished_ms)
+            .bind(id.to_string());
+        for source in sources {
+            query = query.bind(source.as_str());
+        }
+        let Some(row) = query.fetch_optional(&mut *tx).await.map_err(backend)? else {
+            tx.rollback().await.map_err(backend)?;
+            return Ok(false);
+        };
+        if codec::text(&row, "kind")? == BACKUP_KIND {
+            sqlx::query(
+                "UPDATE hosts SET last_backup_at = ?, last_backup_status = ? \
+                 WHERE id = ? AND (last_backup_at IS NULL OR last_backup_at <= ?)",
+            )
+            .bind(finished_ms)
+            .bind(end.status.as_str())
+            .bind(codec::text(&row, "host_id")?)
+            .bind(finished_ms)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        }
+        tx.commit().await.map_err(backend)?;
+        Ok(true)
+    }
+
+    /// One `BEGIN IMMEDIATE` transaction for the whole slice, with
+    /// multi-row `INSERT OR IGNORE` statements (idempotent on
+    /// `(job_id, seq)`); returns how many lines were new.
+    ///
+    /// Lines of unknown jobs are skipped, not an error, so they cannot cost
+    /// the other jobs' lines (the server's log writer batches many agents'
+    /// lines together and retries failed batches): the known jobs are looked
+    /// up first in the same transaction, only their lines are stored and
+    /// counted, and the unknown job ids are logged (`warn`). A `seq` above
+    /// `i64::MAX` fails the whole call with [`StoreError::Conflict`] before
+    /// anything is written.
+    async fn append_logs(&self, lines: &[LogLineRecord]) -> StoreResult<u64> {
+        if lines.is_empty() {
+            return Ok(0);
+        }
+        // Distinct job ids as stored (few per batch; usually one).
+        let mut job_ids: Vec<(JobId, String)> = Vec::new();
+        let mut line_job: Vec<usize> = Vec::with_capacity(lines.len());
+        let mut seqs: Vec<i64> = Vec::with_capacity(lines.len());
+        for line in lines {
+            seqs.push(u64_to_i64(line.seq, "log line seq")?);
+            let index = match job_ids.iter().rposition(|(id, _)| *id == line.job_id) {
+                Some(i) => i,
+                None => {
+                    job_ids.push((line.job_id, line.job_id.to_string()));
+                    job_ids.len() - 1
+                }
+            };
+            line_job.push(index);
+        }
+
+        let mut tx = self.begin_write().await?;
+        let wanted =
+            serde_json::Value::from(job_ids.iter().map(|(_, s)| s.as_str()).collect::<Vec<_>>())
+                .to_string();
+        let known: Vec<String> =
+            sqlx::query_scalar("SELECT id FROM jobs WHERE id IN (SELECT value FROM json_each(?))")
+                .bind(wanted)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(backend)?;
+        let is_known: Vec<bool> = job_ids.iter().map(|(_, s)| known.contains(s)).collect();
+        if known.len() < job_ids.len() {
+            let unknown: Vec<&str> = job_ids
+                .iter()
+                .zip(&is_known)
+                .filter(|(_, known)| !**known)
+                .map(|((_, s), _)| s.as_str())
+                .collect();
+            let skipped = line_job.iter().filter(|&&i| !is_known[i]).count();
+            tracing::warn!(
+                unknown_jobs = ?unknown,
+                skipped,
+                "dropping log lines of unknown jobs"
+            );
+        }
+
+        let rows: Vec<LogRow<'_>> = lines
+            .iter()
+            .zip(&line_job)
+            .zip(&seqs)
+            .filter(|((_, &job), _)| is_known[job])
+            .map(|((line, &job), &seq)| LogRow {
+                job_id: &job_ids[job].1,
+                seq,
+                ts: ms(line.ts),
+                stream: &line.stream,
+                text: &line.text,
+            })
+            .collect();
+        if rows.is_empty() {
+            tx.rollback().await.map_err(backend)?;
+            return Ok(0);
+        }
+        let inserted = insert_log_rows(&mut tx, &rows).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(inserted)
+    }
+
+    /// `limit` is clamped to 1..=10000. An unknown job has no lines.
+    async fn logs(
+        &self,
+        job: JobId,
+        after_seq: u64,
+        limit: u32,
+    ) -> StoreResult<Vec<LogLineRecord>> {
+        // No stored seq exceeds i64::MAX, so nothing comes after such a seq.
+        let Ok(after) = i64::try_from(after_seq) else {
+            return Ok(Vec::new());
+        };
+        let sql = format!(
+            "SELECT {} FROM job_logs WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+            codec::LOG_COLUMNS
+        );
+        sqlx::query(&sql)
+            .bind(job.to_string())
+            .bind(after)
+            .bind(i64::from(limit.clamp(1, MAX_LOG_PAGE)))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?
+            .iter()
+            .map(codec::log_line)
+            .collect()
+    }
+
+    /// [`StoreError::NotFound`] for an unknown job.
+    async fn record_command_result(&self, result: &CommandResultRecord) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO command_results (job_id, accepted, reason, message, received_at) \
+             VALUES (?, ?, ?, ?, ?) \
+             ON CONFLICT (job_id) DO UPDATE SET accepted = excluded.accepted, \
+             reason = excluded.reason, message = excluded.message, \
+             received_at = excluded.received_at",
+        )
+        .bind(result.job_id.to_string())
+        .bind(result.accepted)
+        .bind(&result.reason)
+        .bind(&result.message)
+        .bind(ms(result.received_at))
+        .execute(&self.pool)
+        .await
+        .map_err(|e| {
+            insert_error(
+                e,
+                || format!("command result of job `{}`", result.job_id),
+                &format!("job `{}`", result.job_id),
+            )
+        })?;
+        Ok(())
+    }
+
+    async fn command_result(&self, job: JobId) -> StoreResult<Option<CommandResultRecord>> {
+        let sql = format!(
+            "SELECT {} FROM command_results WHERE job_id = ?",
+            codec::COMMAND_RESULT_COLUMNS
+        );
+        sqlx::query(&sql)
+            .bind(job.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?
+            .as_ref()
+            .map(codec::command_result)
+            .transpose()
+    }
+
+    // ── repository contents ────────────────────────────────────────────
+
+    /// [`StoreError::NotFound`] for an unknown or deleted host; a snapshot id
+    /// listed twice is a [`StoreError::Conflict`] (nothing is replaced).
+    async fn replace_snapshots(
+        &self,
+        host: HostId,
+        snapshots: &[SnapshotRecord],
+    ) -> StoreResult<()> {
+        let host_id = host.to_string();
+        let sizes = snapshots
+            .iter()
+            .map(|s| {
+                Ok((
+                    u64_opt_to_i64(s.size_bytes, "snapshot size_bytes")?,
+                    u64_opt_to_i64(s.file_count, "snapshot file_count")?,
+                ))
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        let mut tx = self.begin_write().await?;
+        require_live_host(&mut tx, &host_id).await?;
+        sqlx::query("DELETE FROM snapshots WHERE host_id = ?")
+            .bind(&host_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        for (snapshot, (size_bytes, file_count)) in snapshots.iter().zip(sizes) {
+            sqlx::query(
+                "INSERT INTO snapshots \
+                 (host_id, id, short_id, time, hostname, paths, tags, size_bytes, file_count) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&host_id)
+            .bind(&snapshot.id)
+            .bind(&snapshot.short_id)
+            .bind(ms(snapshot.time))
+            .bind(&snapshot.hostname)
+            .bind(codec::json_strings(&snapshot.paths))
+            .bind(codec::json_strings(&snapshot.tags))
+            .bind(size_bytes)
+            .bind(file_count)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| {
+                insert_error(
+                    e,
+                    || format!("snapshot `{}` is listed twice", snapshot.id),
+                    &format!("host `{host_id}`"),
+                )
+            })?;
+        }
+        tx.commit().await.map_err(backend)
+    }
+
+    /// Newest first (`time DESC`, then id).
+    async fn snapshots(&self, host: HostId) -> StoreResult<Vec<SnapshotRecord>> {
+        let sql = format!(
+            "SELECT {} FROM snapshots WHERE host_id = ? ORDER BY time DESC, id DESC",
+            codec::SNAPSHOT_COLUMNS
+        );
+        sqlx::query(&sql)
+            .bind(host.to_string())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?
+            .iter()
+            .map(codec::snapshot)
+            .collect()
+    }
+
+    /// Sets the host's `repo_size_bytes` to `raw_size_bytes` when that is
+    /// known (otherwise keeps the previous size). [`StoreError::NotFound`]
+    /// for an unknown or deleted host.
+    async fn add_repo_stats(&self, host: HostId, stats: &RepoStatsRecord) -> StoreResult<()> {
+        let host_id = host.to_string();
+        let total = u64_opt_to_i64(stats.total_size_bytes, "total_size_bytes")?;
+        let raw = u64_opt_to_i64(stats.raw_size_bytes, "raw_size_bytes")?;
+        let files = u64_opt_to_i64(stats.unique_files, "unique_files")?;
+        let count = u64_opt_to_i64(stats.snapshot_count, "snapshot_count")?;
+        let freed = u64_opt_to_i64(stats.last_prune_freed_bytes, "last_prune_freed_bytes")?;
+
+        let mut tx = self.begin_write().await?;
+        let updated = sqlx::query(
+            "UPDATE hosts SET repo_size_bytes = COALESCE(?, repo_size_bytes) \
+             WHERE id = ? AND deleted_at IS NULL",
+        )
+        .bind(raw)
+        .bind(&host_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?
+        .rows_affected();
+        if updated != 1 {
+            tx.rollback().await.map_err(backend)?;
+            return Err(StoreError::NotFound(format!("host `{host_id}`")));
+        }
+        sqlx::query(
+            "INSERT INTO repo_stats (host_id, recorded_at, total_size_bytes, raw_size_bytes, \
+             unique_files, snapshot_count, last_check_at, last_check_status, lock_present, \
+             last_prune_at, last_prune_freed_bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&host_id)
+        .bind(ms(stats.recorded_at))
+        .bind(total)
+        .bind(raw)
+        .bind(files)
+        .bind(count)
+        .bind(ms_opt(stats.last_check_at))
+        .bind(&stats.last_check_status)
+        .bind(stats.lock_present)
+        .bind(ms_opt(stats.last_prune_at))
+        .bind(freed)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        tx.commit().await.map_err(backend)
+    }
+
+    /// Newest first (`recorded_at DESC`, then insertion order reversed);
+    /// `limit` is clamped to 1..=1000.
+    async fn repo_stats(&self, host: HostId, limit: u32) -> StoreResult<Vec<RepoStatsRecord>> {
+        let sql = format!(
+            "SELECT {} FROM repo_stats WHERE host_id = ? \
+             ORDER BY recorded_at DESC, rowid DESC LIMIT ?",
+            codec::REPO_STATS_COLUMNS
+        );
+        sqlx::query(&sql)
+            .bind(host.to_string())
+            .bind(i64::from(limit.clamp(1, MAX_REPO_STATS_PAGE)))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?
+            .iter()
+            .map(codec::repo_stats)
+            .collect()
     }
 }

@@ -10,7 +10,7 @@ mod models;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use rm_core::{HostId, TokenId, UserId};
+use rm_core::{HostId, JobId, JobStatus, TokenId, UserId};
 
 pub use error::{StoreError, StoreResult};
 pub use models::*;
@@ -97,4 +97,68 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes a host: hides it and revokes all of its agent tokens. Returns
     /// false when there was no such (undeleted) host.
     async fn delete_host(&self, id: HostId, at: DateTime<Utc>) -> StoreResult<bool>;
+
+    // ── repositories ───────────────────────────────────────────────────
+
+    /// Stores (replaces) a host's sealed repository settings.
+    /// [`StoreError::NotFound`] for an unknown or deleted host.
+    async fn set_repository(&self, host: HostId, sealed: &SealedRepository) -> StoreResult<()>;
+    /// A host's sealed repository settings.
+    async fn repository(&self, host: HostId) -> StoreResult<Option<SealedRepository>>;
+
+    // ── jobs ───────────────────────────────────────────────────────────
+
+    /// Creates a job in status `queued`. Creating the same id twice is a
+    /// [`StoreError::Conflict`]; an unknown host is [`StoreError::NotFound`].
+    async fn create_job(&self, job: &NewJob) -> StoreResult<Job>;
+    /// A job by id.
+    async fn job(&self, id: JobId) -> StoreResult<Option<Job>>;
+    /// Jobs matching `filter`, newest first.
+    async fn list_jobs(&self, filter: &JobFilter) -> StoreResult<Vec<Job>>;
+    /// The host's jobs that are dispatched or running.
+    async fn active_jobs(&self, host: HostId) -> StoreResult<Vec<Job>>;
+    /// The host's oldest queued job, but only when none of its jobs is
+    /// dispatched or running (a host runs one job at a time, in order).
+    async fn next_dispatchable_job(&self, host: HostId) -> StoreResult<Option<Job>>;
+    /// Hosts that have queued jobs (for dispatch after a restart).
+    async fn hosts_with_queued_jobs(&self) -> StoreResult<Vec<HostId>>;
+    /// Moves job `id` to `to` (`dispatched` or `running`, setting
+    /// `dispatched_at` / `started_at` to `at`) if its current status may
+    /// become `to` ([`JobStatus::can_become`]). Returns whether it moved;
+    /// a repeated or late move changes nothing.
+    async fn advance_job(&self, id: JobId, to: JobStatus, at: DateTime<Utc>) -> StoreResult<bool>;
+    /// Records how job `id` ended, if it has not ended already (idempotent).
+    /// For a finished `backup` job it also updates the host's last backup
+    /// time and status. Returns whether it changed anything.
+    async fn finish_job(&self, id: JobId, end: &JobEnd) -> StoreResult<bool>;
+
+    /// Stores log lines of any number of jobs in one transaction. Lines
+    /// already stored (same job and seq) are skipped, so a replay stores
+    /// nothing twice. Returns how many were new.
+    async fn append_logs(&self, lines: &[LogLineRecord]) -> StoreResult<u64>;
+    /// A job's lines with `seq > after_seq`, in order, at most `limit`.
+    async fn logs(&self, job: JobId, after_seq: u64, limit: u32)
+        -> StoreResult<Vec<LogLineRecord>>;
+
+    /// Stores an agent's answer to a `command.run` (the latest answer per
+    /// job wins).
+    async fn record_command_result(&self, result: &CommandResultRecord) -> StoreResult<()>;
+    /// The stored answer for a job.
+    async fn command_result(&self, job: JobId) -> StoreResult<Option<CommandResultRecord>>;
+
+    // ── repository contents ────────────────────────────────────────────
+
+    /// Replaces a host's stored snapshot list in one transaction.
+    async fn replace_snapshots(
+        &self,
+        host: HostId,
+        snapshots: &[SnapshotRecord],
+    ) -> StoreResult<()>;
+    /// A host's snapshots, newest first.
+    async fn snapshots(&self, host: HostId) -> StoreResult<Vec<SnapshotRecord>>;
+    /// Adds a statistics history row and makes it the host's latest
+    /// (updating the host's repository size).
+    async fn add_repo_stats(&self, host: HostId, stats: &RepoStatsRecord) -> StoreResult<()>;
+    /// A host's statistics, newest first, at most `limit` rows.
+    async fn repo_stats(&self, host: HostId, limit: u32) -> StoreResult<Vec<RepoStatsRecord>>;
 }

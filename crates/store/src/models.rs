@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use rm_core::token::TokenHash;
-use rm_core::{HostId, TokenId, UserId};
+use rm_core::{HostId, JobId, JobStatus, JobTrigger, TokenId, UserId};
 
 /// An operator account.
 #[derive(Debug, Clone, PartialEq)]
@@ -121,6 +121,14 @@ pub struct Host {
     pub os: Option<String>,
     /// CPU architecture, from `hello`.
     pub arch: Option<String>,
+    /// When the last backup job finished.
+    pub last_backup_at: Option<DateTime<Utc>>,
+    /// That job's status.
+    pub last_backup_status: Option<JobStatus>,
+    /// Repository size (raw bytes) from the latest statistics.
+    pub repo_size_bytes: Option<u64>,
+    /// Whether repository settings are stored for the host.
+    pub has_repository: bool,
 }
 
 /// What an accepted `hello` records.
@@ -144,4 +152,177 @@ pub struct HelloRecord {
     pub arch: String,
     /// When the hello was accepted.
     pub at: DateTime<Utc>,
+}
+
+/// A host's repository settings, sealed by the server (AES-256-GCM) so the
+/// database never holds the password or backend keys in clear.
+#[derive(Clone, PartialEq)]
+pub struct SealedRepository {
+    /// The AEAD nonce.
+    pub nonce: Vec<u8>,
+    /// The encrypted JSON of the repository settings.
+    pub ciphertext: Vec<u8>,
+    /// When the settings were last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for SealedRepository {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SealedRepository")
+            .field("ciphertext_len", &self.ciphertext.len())
+            .field("updated_at", &self.updated_at)
+            .finish()
+    }
+}
+
+/// A job to create.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewJob {
+    /// Id (minted by the server, or by an agent for offline runs).
+    pub id: JobId,
+    /// The host that runs it.
+    pub host_id: HostId,
+    /// The job kind's wire name (`backup`, `forget`, …).
+    pub kind: String,
+    /// Validated parameters, as JSON.
+    pub params: serde_json::Value,
+    /// Why it exists.
+    pub trigger: JobTrigger,
+    /// Creation time; also the order jobs of one host run in.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A job and everything known about how it went.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Job {
+    /// Id.
+    pub id: JobId,
+    /// The host that runs it.
+    pub host_id: HostId,
+    /// Kind (`backup`, …).
+    pub kind: String,
+    /// Parameters.
+    pub params: serde_json::Value,
+    /// Where it is now.
+    pub status: JobStatus,
+    /// Why it exists.
+    pub trigger: JobTrigger,
+    /// restic's exit code, once finished.
+    pub exit_code: Option<i32>,
+    /// Command-specific statistics (JSON object), once finished.
+    pub stats: serde_json::Value,
+    /// What went wrong, in restic's words where possible.
+    pub error: Option<String>,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// When it was sent to the agent.
+    pub dispatched_at: Option<DateTime<Utc>>,
+    /// When restic started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it finished.
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// How a job ended, as recorded by [`crate::Store::finish_job`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobEnd {
+    /// A finished status.
+    pub status: JobStatus,
+    /// restic's exit code, if it ran.
+    pub exit_code: Option<i32>,
+    /// Statistics (JSON object, `Null` when none).
+    pub stats: serde_json::Value,
+    /// Error text.
+    pub error: Option<String>,
+    /// When it ended.
+    pub finished_at: DateTime<Utc>,
+}
+
+/// Which jobs to list; newest first.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobFilter {
+    /// Only this host's.
+    pub host_id: Option<HostId>,
+    /// Only jobs in this status.
+    pub status: Option<JobStatus>,
+    /// Only jobs older than this one (for paging).
+    pub before: Option<JobId>,
+    /// At most this many.
+    pub limit: u32,
+}
+
+/// One stored output line of a job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogLineRecord {
+    /// The job.
+    pub job_id: JobId,
+    /// Dense per job, from 1.
+    pub seq: u64,
+    /// When the agent read it.
+    pub ts: DateTime<Utc>,
+    /// `stdout` or `stderr`.
+    pub stream: String,
+    /// The text.
+    pub text: String,
+}
+
+/// An agent's answer to a `command.run`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommandResultRecord {
+    /// The job.
+    pub job_id: JobId,
+    /// Whether the agent took it.
+    pub accepted: bool,
+    /// Why not (`busy`, `unknown_kind`, …).
+    pub reason: Option<String>,
+    /// Human-readable detail.
+    pub message: Option<String>,
+    /// When the answer arrived.
+    pub received_at: DateTime<Utc>,
+}
+
+/// One snapshot in a host's repository.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SnapshotRecord {
+    /// Full id.
+    pub id: String,
+    /// Short id.
+    pub short_id: String,
+    /// When it was taken.
+    pub time: DateTime<Utc>,
+    /// The host name restic recorded.
+    pub hostname: String,
+    /// Backed-up paths.
+    pub paths: Vec<String>,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// Bytes, when known.
+    pub size_bytes: Option<u64>,
+    /// Files, when known.
+    pub file_count: Option<u64>,
+}
+
+/// Repository statistics at one moment (one history row).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RepoStatsRecord {
+    /// When they were taken.
+    pub recorded_at: DateTime<Utc>,
+    /// Restore size of all snapshots.
+    pub total_size_bytes: Option<u64>,
+    /// Bytes stored in the repository.
+    pub raw_size_bytes: Option<u64>,
+    /// Distinct files.
+    pub unique_files: Option<u64>,
+    /// Snapshot count.
+    pub snapshot_count: Option<u64>,
+    /// Last check time.
+    pub last_check_at: Option<DateTime<Utc>>,
+    /// Last check result.
+    pub last_check_status: Option<String>,
+    /// Whether a lock was present.
+    pub lock_present: Option<bool>,
+    /// Last prune time.
+    pub last_prune_at: Option<DateTime<Utc>>,
+    /// Bytes the last prune freed.
+    pub last_prune_freed_bytes: Option<u64>,
 }

@@ -25,6 +25,7 @@ pub fn hello(protocol_version: u32) -> Hello {
         hostname: String::from("raw-agent.test"),
         os: String::from("linux"),
         arch: String::from("x86_64"),
+        running_jobs: Vec::new(),
     }
 }
 

@@ -77,7 +77,8 @@ impl TestServer {
         rm_server::ensure_first_admin(store.as_ref(), Some(ADMIN_PASSWORD)).await?;
         let addr = listener.local_addr()?;
         let url = format!("http://{addr}");
-        let state = AppState::new(store, config);
+        let key = rm_server::load_or_create_key(&data_dir.path().join(rm_server::KEY_FILE))?;
+        let state = AppState::new(store, config, key);
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
         let task = tokio::spawn(rm_server::serve(listener, state.clone(), async move {

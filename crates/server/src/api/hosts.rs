@@ -5,8 +5,9 @@ use axum::http::StatusCode;
 use axum::Json;
 use chrono::Utc;
 use rm_core::HostId;
-use rm_protocol::api::HostView;
+use rm_protocol::api::{HostView, RepoStatsEntry, RepoStatsResponse};
 use rm_protocol::close_code;
+use rm_protocol::{RepoStats, SnapshotInfo};
 use rm_store::Host;
 
 use super::{ApiError, Operator};
@@ -77,12 +78,85 @@ fn view(host: Host) -> HostView {
         protocol_version: host.protocol_version,
         os: host.os,
         arch: host.arch,
-        // Schedules, jobs and repository statistics arrive with their
-        // features; until then a host has schedule version 0 and no history.
+        // Schedules arrive with their feature; until then every host has
+        // schedule version 0.
         schedule_version: 0,
         schedule_applied_version: None,
-        last_backup_at: None,
-        last_backup_status: None,
-        repo_size_bytes: None,
+        last_backup_at: host.last_backup_at,
+        last_backup_status: host.last_backup_status.map(|s| s.to_string()),
+        repo_size_bytes: host.repo_size_bytes,
     }
+}
+
+/// The host, or 404.
+async fn existing(state: &AppState, raw: &str) -> Result<Host, ApiError> {
+    let id = parse_host_id(raw)?;
+    state
+        .store()
+        .host(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("host `{id}` not found")))
+}
+
+/// `GET /api/v1/hosts/{id}/snapshots`: the stored list, newest first, as
+/// last reported by the agent.
+pub(crate) async fn snapshots(
+    State(state): State<AppState>,
+    _operator: Operator,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<SnapshotInfo>>, ApiError> {
+    let host = existing(&state, &id).await?;
+    let snapshots = state.store().snapshots(host.id).await?;
+    Ok(Json(
+        snapshots
+            .into_iter()
+            .map(|s| SnapshotInfo {
+                id: s.id,
+                short_id: s.short_id,
+                time: s.time,
+                hostname: s.hostname,
+                paths: s.paths,
+                tags: s.tags,
+                size_bytes: s.size_bytes,
+                file_count: s.file_count,
+            })
+            .collect(),
+    ))
+}
+
+/// Rows of history returned by `repo-stats`.
+const STATS_HISTORY: u32 = 365;
+
+/// `GET /api/v1/hosts/{id}/repo-stats`: the latest statistics and their
+/// history, newest first.
+pub(crate) async fn repo_stats(
+    State(state): State<AppState>,
+    _operator: Operator,
+    Path(id): Path<String>,
+) -> Result<Json<RepoStatsResponse>, ApiError> {
+    let host = existing(&state, &id).await?;
+    let history: Vec<RepoStatsEntry> = state
+        .store()
+        .repo_stats(host.id, STATS_HISTORY)
+        .await?
+        .into_iter()
+        .map(|r| RepoStatsEntry {
+            recorded_at: r.recorded_at,
+            stats: RepoStats {
+                total_size_bytes: r.total_size_bytes,
+                raw_size_bytes: r.raw_size_bytes,
+                unique_files: r.unique_files,
+                snapshot_count: r.snapshot_count,
+                last_check_at: r.last_check_at,
+                last_check_status: r.last_check_status,
+                lock_present: r.lock_present,
+                last_prune_at: r.last_prune_at,
+                last_prune_freed_bytes: r.last_prune_freed_bytes,
+            },
+        })
+        .collect();
+    Ok(Json(RepoStatsResponse {
+        latest: history.first().cloned(),
+        history,
+    }))
 }

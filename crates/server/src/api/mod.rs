@@ -6,6 +6,8 @@ mod auth;
 mod enrollment;
 mod error;
 mod hosts;
+mod jobs;
+mod repository;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
@@ -31,6 +33,18 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/agents/enroll", post(enrollment::enroll))
         .route("/hosts", get(hosts::list))
         .route("/hosts/{id}", get(hosts::show).delete(hosts::delete))
+        .route(
+            "/hosts/{id}/repository",
+            get(repository::get).put(repository::put),
+        )
+        .route("/hosts/{id}/jobs", post(jobs::create))
+        .route("/hosts/{id}/snapshots", get(hosts::snapshots))
+        .route("/hosts/{id}/repo-stats", get(hosts::repo_stats))
+        .route("/jobs", get(jobs::list))
+        .route("/jobs/{id}", get(jobs::show))
+        .route("/jobs/{id}/cancel", post(jobs::cancel))
+        .route("/jobs/{id}/logs", get(jobs::logs))
+        .route("/jobs/{id}/events", get(jobs::events))
         .fallback(|| async { ApiError::not_found("no such API route") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
 }

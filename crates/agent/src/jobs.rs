@@ -1,0 +1,686 @@
+//! Running jobs: one at a time, each as one or more restic commands, with
+//! everything restic prints turned into protocol messages.
+//!
+//! A job runs in its own task and keeps running across reconnects. What it
+//! reports (start, log batches, progress, the end, then the repository's
+//! snapshots and statistics) goes into a bounded outbox that the session
+//! drains whenever it is connected, so a job that outlives its connection
+//! still reports in order once the agent is back.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rm_protocol::params::{BackupParams, CheckParams, ForgetParams, JobParams, RestoreParams};
+use rm_protocol::{
+    CommandCancel, CommandResult, CommandRun, Frame, JobFinished, JobOutcome, JobProgress,
+    JobStarted, LogLine, LogStream, LogStreamKind, RejectReason, RepoStats, RepositoryConfig,
+    SnapshotInfo, SnapshotsReport,
+};
+use rm_restic::{
+    Command, Event, FailureKind, Finished, Limits, Repository, Restic, RetentionPolicy, StatsMode,
+    Status, Stream,
+};
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Frames waiting for the connection; a job waits (and so slows restic's
+/// output) rather than let this grow without bound.
+pub(crate) const OUTBOX: usize = 4096;
+
+/// Lines gathered into one `log.stream` frame at most.
+const LOG_BATCH_LINES: usize = 200;
+/// How long a line may wait before its batch is sent.
+const LOG_BATCH_WAIT: Duration = Duration::from_millis(250);
+/// At most one progress frame per this interval.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+/// SIGINT to SIGKILL grace when a job is cancelled or times out.
+const KILL_GRACE: Duration = Duration::from_secs(10);
+
+/// How long each kind of restic command may run.
+fn timeout_for(command: &Command) -> Duration {
+    let minutes = match command {
+        Command::Init | Command::CatConfig | Command::ListLocks | Command::Unlock => 10,
+        Command::Snapshots { .. } | Command::Ls { .. } => 15,
+        Command::Forget { .. } | Command::Stats { .. } => 60,
+        Command::Prune | Command::Check { .. } => 12 * 60,
+        Command::Backup { .. } | Command::Restore { .. } => 24 * 60,
+    };
+    Duration::from_secs(minutes * 60)
+}
+
+/// What the agent knows about its repository between jobs, sent with
+/// every `repo.stats`.
+#[derive(Debug, Clone, Default)]
+struct RepoHistory {
+    last_check_at: Option<DateTime<Utc>>,
+    last_check_status: Option<String>,
+    last_prune_at: Option<DateTime<Utc>>,
+}
+
+/// The job running now, if any.
+#[derive(Debug)]
+struct Current {
+    job_id: String,
+    cancel: CancellationToken,
+}
+
+/// Starts jobs and remembers the one running.
+#[derive(Debug, Clone)]
+pub(crate) struct JobRunner {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    restic_bin: std::path::PathBuf,
+    cache_dir: std::path::PathBuf,
+    hostname: String,
+    command_timeout: Option<Duration>,
+    outbox: mpsc::Sender<Frame>,
+    current: Mutex<Option<Current>>,
+    history: Mutex<RepoHistory>,
+}
+
+impl JobRunner {
+    /// A runner using `restic_bin`, whose frames go to `outbox`.
+    pub(crate) fn new(
+        restic_bin: std::path::PathBuf,
+        cache_dir: std::path::PathBuf,
+        command_timeout: Option<Duration>,
+        outbox: mpsc::Sender<Frame>,
+    ) -> JobRunner {
+        JobRunner {
+            inner: Arc::new(Inner {
+                restic_bin,
+                cache_dir,
+                hostname: crate::hostname(),
+                command_timeout,
+                outbox,
+                current: Mutex::new(None),
+                history: Mutex::new(RepoHistory::default()),
+            }),
+        }
+    }
+
+    /// Ids of the jobs running now (for `hello` after a reconnect).
+    pub(crate) fn running(&self) -> Vec<String> {
+        self.inner
+            .current
+            .lock()
+            .ok()
+            .and_then(|c| c.as_ref().map(|c| c.job_id.clone()))
+            .into_iter()
+            .collect()
+    }
+
+    /// Cancels the running job if it is `cancel.job_id`.
+    pub(crate) fn cancel(&self, cancel: &CommandCancel) {
+        if let Ok(current) = self.inner.current.lock() {
+            match current.as_ref() {
+                Some(c) if c.job_id == cancel.job_id => {
+                    tracing::info!(job_id = %c.job_id, "cancelling job");
+                    c.cancel.cancel();
+                }
+                _ => {
+                    tracing::debug!(job_id = %cancel.job_id, "cancel for a job that is not running")
+                }
+            }
+        }
+    }
+
+    /// Cancels whatever runs (agent shutdown) and waits up to `limit` for
+    /// it to report its end.
+    pub(crate) async fn cancel_all(&self, limit: Duration) {
+        let running = self.inner.current.lock().ok().and_then(|c| {
+            c.as_ref().map(|c| {
+                c.cancel.cancel();
+                c.job_id.clone()
+            })
+        });
+        if running.is_none() {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + limit;
+        while tokio::time::Instant::now() < deadline && !self.running().is_empty() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Accepts or refuses a `command.run`; an accepted job starts at once.
+    /// `own_repository` is the host's repository from the latest config.
+    pub(crate) fn start(&self, run: CommandRun, own_repository: Option<RepositoryConfig>) -> Frame {
+        let reject = |reason: RejectReason, message: String| {
+            tracing::warn!(job_id = %run.job_id, kind = %run.kind, %message, "refusing job");
+            Frame::new(CommandResult {
+                job_id: run.job_id.clone(),
+                accepted: false,
+                reason: Some(reason),
+                message: Some(message),
+            })
+        };
+        let params = match JobParams::parse(run.kind, &run.params) {
+            Ok(params) => params,
+            Err(e) => return reject(RejectReason::BadParams, e.to_string()),
+        };
+        let Some(repository) = run.repository.clone().or(own_repository) else {
+            return reject(
+                RejectReason::NoCredentials,
+                String::from("this agent has no repository settings yet"),
+            );
+        };
+        let cancel = CancellationToken::new();
+        {
+            let Ok(mut current) = self.inner.current.lock() else {
+                return reject(RejectReason::Other, String::from("internal state poisoned"));
+            };
+            if let Some(running) = current.as_ref() {
+                if running.job_id == run.job_id {
+                    // A repeated dispatch of the job we are running.
+                    return accepted(&run.job_id);
+                }
+                return reject(
+                    RejectReason::Busy,
+                    format!("job {} is still running", running.job_id),
+                );
+            }
+            *current = Some(Current {
+                job_id: run.job_id.clone(),
+                cancel: cancel.clone(),
+            });
+        }
+        tracing::info!(job_id = %run.job_id, kind = %run.kind, "starting job");
+        let runner = self.clone();
+        let job_id = run.job_id.clone();
+        tokio::spawn(async move {
+            runner
+                .execute(job_id.clone(), params, repository, cancel)
+                .await;
+            if let Ok(mut current) = runner.inner.current.lock() {
+                if current.as_ref().is_some_and(|c| c.job_id == job_id) {
+                    *current = None;
+                }
+            }
+        });
+        accepted(&run.job_id)
+    }
+
+    async fn send(&self, frame: Frame) {
+        if self.inner.outbox.send(frame).await.is_err() {
+            tracing::error!("the agent's outbox is closed; a job report was lost");
+        }
+    }
+
+    /// Runs a job to its end and reports everything.
+    async fn execute(
+        &self,
+        job_id: String,
+        params: JobParams,
+        repository: RepositoryConfig,
+        cancel: CancellationToken,
+    ) {
+        let mut log = LogPump::new(job_id.clone(), self.inner.outbox.clone());
+        self.send(Frame::new(JobStarted {
+            job_id: job_id.clone(),
+            started_at: Utc::now(),
+        }))
+        .await;
+        let repo = Repository {
+            url: repository.url,
+            password: repository.password,
+            env: repository.env,
+        };
+        let restic = match Restic::detect(self.inner.restic_bin.clone()).await {
+            Ok(restic) => restic.with_cache_dir(self.inner.cache_dir.clone()),
+            Err(e) => {
+                let error = format!("restic is not usable on this host: {e}");
+                log.line(LogStreamKind::Stderr, error.clone()).await;
+                log.flush().await;
+                self.finish(
+                    &job_id,
+                    &finished_without_restic(Status::Failed, Some(error)),
+                    Value::Null,
+                )
+                .await;
+                return;
+            }
+        };
+        let job = Job {
+            runner: self,
+            restic: &restic,
+            repo: &repo,
+            cancel: &cancel,
+            log: &mut log,
+        };
+        let (finished, stats) = job.run(&params).await;
+        log.flush().await;
+        self.finish(&job_id, &finished, stats.clone()).await;
+        let changed_repository =
+            matches!(
+                params,
+                JobParams::Init | JobParams::Backup(_) | JobParams::Forget(_) | JobParams::Prune
+            ) && matches!(finished.status, Status::Succeeded | Status::Partial);
+        if changed_repository || matches!(params, JobParams::Snapshots | JobParams::Stats) {
+            let restore_size = matches!(params, JobParams::Stats)
+                .then_some(&stats)
+                .filter(|_| finished.succeeded());
+            self.report_repository(&restic, &repo, &cancel, restore_size)
+                .await;
+        }
+    }
+
+    async fn finish(&self, job_id: &str, finished: &Finished, stats: Value) {
+        let status = match finished.status {
+            Status::Succeeded => JobOutcome::Succeeded,
+            Status::Partial => JobOutcome::Partial,
+            Status::Cancelled => JobOutcome::Cancelled,
+            Status::Failed | Status::TimedOut => JobOutcome::Failed,
+        };
+        tracing::info!(%job_id, status = ?status, exit_code = ?finished.exit_code, "job finished");
+        self.send(Frame::new(JobFinished {
+            job_id: job_id.to_owned(),
+            status,
+            exit_code: finished.exit_code,
+            stats,
+            error: finished.error.clone(),
+            finished_at: Utc::now(),
+        }))
+        .await;
+    }
+
+    /// Sends `snapshots.report` and `repo.stats` after a job that may have
+    /// changed the repository. Failures are logged, not fatal: the job
+    /// itself already reported.
+    async fn report_repository(
+        &self,
+        restic: &Restic,
+        repo: &Repository,
+        cancel: &CancellationToken,
+        restore_size: Option<&Value>,
+    ) {
+        let limits = |command: &Command| self.limits(command, cancel);
+        match restic
+            .snapshots(
+                repo,
+                Some(&self.inner.hostname),
+                &limits(&Command::Snapshots { host: None }),
+            )
+            .await
+        {
+            Ok(snapshots) => {
+                let snapshots: Vec<SnapshotInfo> = snapshots
+                    .into_iter()
+                    .map(|s| SnapshotInfo {
+                        size_bytes: s.size_bytes(),
+                        file_count: s.file_count(),
+                        id: s.id,
+                        short_id: s.short_id,
+                        time: s.time,
+                        hostname: s.hostname,
+                        paths: s.paths,
+                        tags: s.tags,
+                    })
+                    .collect();
+                let count = snapshots.len() as u64;
+                self.send(Frame::new(SnapshotsReport { snapshots })).await;
+                let raw = restic
+                    .stats(
+                        repo,
+                        StatsMode::RawData,
+                        &limits(&Command::Stats {
+                            mode: StatsMode::RawData,
+                        }),
+                    )
+                    .await;
+                let locks = restic
+                    .locks_present(repo, &limits(&Command::ListLocks))
+                    .await;
+                let history = self
+                    .inner
+                    .history
+                    .lock()
+                    .map(|h| h.clone())
+                    .unwrap_or_default();
+                let raw_size = match &raw {
+                    Ok(stats) => Some(stats.total_size),
+                    Err(e) => {
+                        tracing::warn!("could not read repository statistics: {e}");
+                        None
+                    }
+                };
+                // The restore size walks every snapshot, so it is only known
+                // after a `stats` job, which measures exactly that.
+                let restore_size = restore_size
+                    .and_then(|s| s.get("total_size"))
+                    .and_then(Value::as_u64);
+                self.send(Frame::new(RepoStats {
+                    total_size_bytes: restore_size,
+                    raw_size_bytes: raw_size,
+                    unique_files: None,
+                    snapshot_count: Some(count),
+                    last_check_at: history.last_check_at,
+                    last_check_status: history.last_check_status,
+                    lock_present: locks.ok(),
+                    last_prune_at: history.last_prune_at,
+                    last_prune_freed_bytes: None,
+                }))
+                .await;
+            }
+            Err(e) => tracing::warn!("could not list snapshots after the job: {e}"),
+        }
+    }
+
+    fn limits(&self, command: &Command, cancel: &CancellationToken) -> Limits {
+        Limits {
+            timeout: self
+                .inner
+                .command_timeout
+                .unwrap_or_else(|| timeout_for(command)),
+            cancel: cancel.clone(),
+            grace: KILL_GRACE,
+        }
+    }
+}
+
+/// An end decided without (another) restic exit code: a no-op success, or
+/// a failure before restic could start.
+fn finished_without_restic(status: Status, error: Option<String>) -> Finished {
+    Finished {
+        status,
+        kind: None,
+        exit_code: None,
+        error,
+        stats: Value::Null,
+        snapshot_id: None,
+        output: None,
+    }
+}
+
+fn accepted(job_id: &str) -> Frame {
+    Frame::new(CommandResult {
+        job_id: job_id.to_owned(),
+        accepted: true,
+        reason: None,
+        message: None,
+    })
+}
+
+/// One job's restic commands.
+struct Job<'a> {
+    runner: &'a JobRunner,
+    restic: &'a Restic,
+    repo: &'a Repository,
+    cancel: &'a CancellationToken,
+    log: &'a mut LogPump,
+}
+
+impl Job<'_> {
+    /// Runs the job's commands; returns the deciding command's end and the
+    /// job's statistics.
+    async fn run(mut self, params: &JobParams) -> (Finished, Value) {
+        match params {
+            JobParams::Init => self.init().await,
+            JobParams::Backup(BackupParams {
+                paths,
+                excludes,
+                tags,
+            }) => {
+                let finished = self
+                    .command(Command::Backup {
+                        paths: paths.clone(),
+                        excludes: excludes.clone(),
+                        tags: tags.clone(),
+                        host: None,
+                    })
+                    .await;
+                let stats = finished.stats.clone();
+                (finished, stats)
+            }
+            JobParams::Forget(forget) => self.forget(forget).await,
+            JobParams::Prune => {
+                let finished = self.command(Command::Prune).await;
+                if finished.succeeded() {
+                    if let Ok(mut h) = self.runner.inner.history.lock() {
+                        h.last_prune_at = Some(Utc::now());
+                    }
+                }
+                let stats = finished.stats.clone();
+                (finished, stats)
+            }
+            JobParams::Check(CheckParams { read_data_subset }) => {
+                let finished = self
+                    .command(Command::Check {
+                        read_data_subset: read_data_subset.clone(),
+                    })
+                    .await;
+                if matches!(finished.status, Status::Succeeded | Status::Failed) {
+                    if let Ok(mut h) = self.runner.inner.history.lock() {
+                        h.last_check_at = Some(Utc::now());
+                        h.last_check_status = Some(String::from(finished.status.as_str()));
+                    }
+                }
+                let stats = finished.stats.clone();
+                (finished, stats)
+            }
+            JobParams::Unlock => self.simple(Command::Unlock).await,
+            JobParams::Snapshots => self.simple(Command::Snapshots { host: None }).await,
+            JobParams::Stats => {
+                self.simple(Command::Stats {
+                    mode: StatsMode::RestoreSize,
+                })
+                .await
+            }
+            JobParams::Restore(RestoreParams {
+                snapshot_id,
+                include,
+                target,
+                ..
+            }) => {
+                self.simple(Command::Restore {
+                    snapshot_id: snapshot_id.clone(),
+                    include: include.clone(),
+                    target: target.clone(),
+                })
+                .await
+            }
+        }
+    }
+
+    async fn simple(&mut self, command: Command) -> (Finished, Value) {
+        let finished = self.command(command).await;
+        let stats = finished.stats.clone();
+        (finished, stats)
+    }
+
+    /// `init`, unless the repository exists already (then a no-op success).
+    async fn init(&mut self) -> (Finished, Value) {
+        let limits = self.runner.limits(&Command::CatConfig, self.cancel);
+        match self.restic.repository_exists(self.repo, &limits).await {
+            Ok(true) => {
+                self.log
+                    .line(
+                        LogStreamKind::Stdout,
+                        String::from("the repository already exists; nothing to initialise"),
+                    )
+                    .await;
+                (
+                    finished_without_restic(Status::Succeeded, None),
+                    json!({"already_initialized": true}),
+                )
+            }
+            Ok(false) | Err(_) => {
+                let finished = self.command(Command::Init).await;
+                if finished.kind == Some(FailureKind::AlreadyInitialized) {
+                    return (
+                        finished_without_restic(Status::Succeeded, None),
+                        json!({"already_initialized": true}),
+                    );
+                }
+                (finished, json!({"already_initialized": false}))
+            }
+        }
+    }
+
+    /// `forget`, then `prune` as a second command when asked.
+    async fn forget(&mut self, forget: &ForgetParams) -> (Finished, Value) {
+        let policy = RetentionPolicy {
+            keep_last: forget.keep_last,
+            keep_hourly: forget.keep_hourly,
+            keep_daily: forget.keep_daily,
+            keep_weekly: forget.keep_weekly,
+            keep_monthly: forget.keep_monthly,
+            keep_yearly: forget.keep_yearly,
+            keep_within: forget.keep_within.clone(),
+        };
+        let forgotten = self
+            .command(Command::Forget {
+                policy,
+                host: Some(self.runner.inner.hostname.clone()),
+            })
+            .await;
+        let mut stats = json!({ "forget": forgotten.stats.clone() });
+        if !forget.prune || !forgotten.succeeded() {
+            return (forgotten, stats);
+        }
+        let pruned = self.command(Command::Prune).await;
+        stats["prune"] = pruned.stats.clone();
+        if pruned.succeeded() {
+            if let Ok(mut h) = self.runner.inner.history.lock() {
+                h.last_prune_at = Some(Utc::now());
+            }
+        }
+        (pruned, stats)
+    }
+
+    /// Runs one restic command, streaming its output into the job's log and
+    /// progress.
+    async fn command(&mut self, command: Command) -> Finished {
+        let limits = self.runner.limits(&command, self.cancel);
+        let (tx, mut rx) = mpsc::channel::<Event>(256);
+        let restic = self.restic;
+        let repo = self.repo;
+        let run = async move {
+            let result = restic.run(repo, &command, &limits, &tx).await;
+            drop(tx);
+            result
+        };
+        let log = &mut *self.log;
+        let pump = async move {
+            let mut progress = ProgressThrottle::default();
+            let mut flush = tokio::time::interval(LOG_BATCH_WAIT);
+            loop {
+                tokio::select! {
+                    event = rx.recv() => match event {
+                        Some(Event::Line { stream, text }) => {
+                            let stream = match stream {
+                                Stream::Stdout => LogStreamKind::Stdout,
+                                Stream::Stderr => LogStreamKind::Stderr,
+                            };
+                            log.line(stream, text).await;
+                        }
+                        Some(Event::Progress(p)) => {
+                            if progress.due() {
+                                log.progress(JobProgress {
+                                    job_id: log.job_id.clone(),
+                                    percent: p.percent,
+                                    files_done: p.files_done,
+                                    files_total: p.files_total,
+                                    bytes_done: p.bytes_done,
+                                    bytes_total: p.bytes_total,
+                                    eta_seconds: p.eta_seconds,
+                                    current_files: p.current_files,
+                                });
+                            }
+                        }
+                        Some(_) => {}
+                        None => break,
+                    },
+                    _ = flush.tick() => log.flush().await,
+                }
+            }
+            log.flush().await;
+        };
+        let (result, ()) = tokio::join!(run, pump);
+        match result {
+            Ok(finished) => finished,
+            Err(e) => {
+                self.log
+                    .line(LogStreamKind::Stderr, format!("could not run restic: {e}"))
+                    .await;
+                finished_without_restic(Status::Failed, Some(format!("could not run restic: {e}")))
+            }
+        }
+    }
+}
+
+/// Lets through at most one progress sample per [`PROGRESS_EVERY`].
+#[derive(Default)]
+struct ProgressThrottle {
+    last: Option<tokio::time::Instant>,
+}
+
+impl ProgressThrottle {
+    fn due(&mut self) -> bool {
+        let now = tokio::time::Instant::now();
+        match self.last {
+            Some(last) if now.duration_since(last) < PROGRESS_EVERY => false,
+            _ => {
+                self.last = Some(now);
+                true
+            }
+        }
+    }
+}
+
+/// Numbers a job's lines densely from 1 and sends them in batches.
+struct LogPump {
+    job_id: String,
+    outbox: mpsc::Sender<Frame>,
+    next_seq: u64,
+    pending: Vec<LogLine>,
+}
+
+impl LogPump {
+    fn new(job_id: String, outbox: mpsc::Sender<Frame>) -> LogPump {
+        LogPump {
+            job_id,
+            outbox,
+            next_seq: 1,
+            pending: Vec::new(),
+        }
+    }
+
+    async fn line(&mut self, stream: LogStreamKind, text: String) {
+        self.pending.push(LogLine {
+            seq: self.next_seq,
+            ts: Utc::now(),
+            stream,
+            text,
+        });
+        self.next_seq += 1;
+        if self.pending.len() >= LOG_BATCH_LINES {
+            self.flush().await;
+        }
+    }
+
+    /// Progress is live-only: dropped rather than waited for when the
+    /// outbox is full.
+    fn progress(&self, progress: JobProgress) {
+        let _ = self.outbox.try_send(Frame::new(progress));
+    }
+
+    async fn flush(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let lines = std::mem::take(&mut self.pending);
+        let frame = Frame::new(LogStream {
+            job_id: self.job_id.clone(),
+            lines,
+        });
+        if self.outbox.send(frame).await.is_err() {
+            tracing::error!(job_id = %self.job_id, "the agent's outbox is closed; log lines were lost");
+        }
+    }
+}

@@ -1,0 +1,659 @@
+//! Job parameters: the typed form of a job's `params` for each kind, and
+//! the rules they must meet.
+//!
+//! The server checks them when a job is created (a 400 naming the field) and
+//! the agent checks them again before running restic (a `bad_params`
+//! rejection), so a bad path can never reach restic from either side. Paths
+//! must be absolute and normalised: no `.` or `..` components, no control
+//! characters, so nothing here can be read by restic as a flag.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::messages::JobKind;
+
+/// Longest path or pattern accepted.
+const MAX_PATH_CHARS: usize = 4096;
+/// Most paths, excludes or includes in one job.
+const MAX_ITEMS: usize = 1000;
+/// Longest tag.
+const MAX_TAG_CHARS: usize = 128;
+
+/// `backup`: what to back up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupParams {
+    /// Absolute paths to back up.
+    pub paths: Vec<String>,
+    /// restic exclude patterns.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excludes: Vec<String>,
+    /// Tags for the snapshot.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+}
+
+/// `forget`: the retention policy, and whether to prune afterwards.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForgetParams {
+    /// Keep the newest N snapshots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_last: Option<u32>,
+    /// Keep the newest snapshot of each of the last N hours.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_hourly: Option<u32>,
+    /// … days.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_daily: Option<u32>,
+    /// … weeks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_weekly: Option<u32>,
+    /// … months.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_monthly: Option<u32>,
+    /// … years.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_yearly: Option<u32>,
+    /// Keep everything newer than this restic duration (`1y6m`, `30d`, `12h`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_within: Option<String>,
+    /// Run `prune` after `forget` (as a second restic command).
+    #[serde(default)]
+    pub prune: bool,
+}
+
+/// `check`: optionally read part of the data too.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckParams {
+    /// restic's `--read-data-subset`: `n/m`, `x%` or a size like `500M`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_data_subset: Option<String>,
+}
+
+/// `restore`: which snapshot, which parts, where to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreParams {
+    /// The snapshot (8 to 64 hex characters).
+    pub snapshot_id: String,
+    /// The host whose repository holds the snapshot, when restoring onto
+    /// another host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_host_id: Option<String>,
+    /// Absolute paths inside the snapshot to restore (all when empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub include: Vec<String>,
+    /// Absolute folder to restore into (`/` is the original location).
+    pub target: String,
+}
+
+/// Parameters of a job, typed by kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobParams {
+    /// `init`.
+    Init,
+    /// `backup`.
+    Backup(BackupParams),
+    /// `forget` (and maybe `prune`).
+    Forget(ForgetParams),
+    /// `prune`.
+    Prune,
+    /// `check`.
+    Check(CheckParams),
+    /// `unlock` (stale locks only).
+    Unlock,
+    /// `snapshots` (refreshes the stored list).
+    Snapshots,
+    /// `stats` (refreshes repository statistics).
+    Stats,
+    /// `restore`.
+    Restore(RestoreParams),
+}
+
+/// A parameter that breaks the rules; says which and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{field}` {problem}")]
+pub struct ParamsError {
+    /// The offending field, e.g. `params.paths[2]`.
+    pub field: String,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+impl ParamsError {
+    fn new(field: impl Into<String>, problem: impl Into<String>) -> ParamsError {
+        ParamsError {
+            field: field.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+/// Kinds whose params must be empty.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoParams {}
+
+impl JobParams {
+    /// Parses and checks `params` for a job of `kind`. `null` means `{}`.
+    pub fn parse(kind: JobKind, params: &Value) -> Result<JobParams, ParamsError> {
+        let params = if params.is_null() {
+            Value::Object(Default::default())
+        } else {
+            params.clone()
+        };
+        let parsed = match kind {
+            JobKind::Init => decode::<NoParams>(params).map(|_| JobParams::Init)?,
+            JobKind::Prune => decode::<NoParams>(params).map(|_| JobParams::Prune)?,
+            JobKind::Unlock => decode::<NoParams>(params).map(|_| JobParams::Unlock)?,
+            JobKind::Snapshots => decode::<NoParams>(params).map(|_| JobParams::Snapshots)?,
+            JobKind::Stats => decode::<NoParams>(params).map(|_| JobParams::Stats)?,
+            JobKind::Backup => JobParams::Backup(decode(params)?),
+            JobKind::Forget => JobParams::Forget(decode(params)?),
+            JobKind::Check => JobParams::Check(decode(params)?),
+            JobKind::Restore => JobParams::Restore(decode(params)?),
+        };
+        parsed.validate()?;
+        Ok(parsed)
+    }
+
+    /// The job kind these params belong to.
+    pub fn kind(&self) -> JobKind {
+        match self {
+            JobParams::Init => JobKind::Init,
+            JobParams::Backup(_) => JobKind::Backup,
+            JobParams::Forget(_) => JobKind::Forget,
+            JobParams::Prune => JobKind::Prune,
+            JobParams::Check(_) => JobKind::Check,
+            JobParams::Unlock => JobKind::Unlock,
+            JobParams::Snapshots => JobKind::Snapshots,
+            JobParams::Stats => JobKind::Stats,
+            JobParams::Restore(_) => JobKind::Restore,
+        }
+    }
+
+    /// The params as JSON (the normalised form that is stored and sent).
+    pub fn to_value(&self) -> Value {
+        let value = match self {
+            JobParams::Backup(p) => serde_json::to_value(p),
+            JobParams::Forget(p) => serde_json::to_value(p),
+            JobParams::Check(p) => serde_json::to_value(p),
+            JobParams::Restore(p) => serde_json::to_value(p),
+            _ => Ok(Value::Object(Default::default())),
+        };
+        value.unwrap_or(Value::Null)
+    }
+
+    fn validate(&self) -> Result<(), ParamsError> {
+        match self {
+            JobParams::Backup(p) => {
+                if p.paths.is_empty() {
+                    return Err(ParamsError::new(
+                        "params.paths",
+                        "must list at least one path",
+                    ));
+                }
+                items("params.paths", &p.paths, absolute_path)?;
+                items("params.excludes", &p.excludes, pattern)?;
+                items("params.tags", &p.tags, tag)
+            }
+            JobParams::Forget(p) => {
+                let keeps = [
+                    ("keep_last", p.keep_last),
+                    ("keep_hourly", p.keep_hourly),
+                    ("keep_daily", p.keep_daily),
+                    ("keep_weekly", p.keep_weekly),
+                    ("keep_monthly", p.keep_monthly),
+                    ("keep_yearly", p.keep_yearly),
+                ];
+                for (name, value) in keeps {
+                    if value == Some(0) {
+                        return Err(ParamsError::new(
+                            format!("params.{name}"),
+                            "must be at least 1 (leave it out to not use it)",
+                        ));
+                    }
+                }
+                if let Some(within) = &p.keep_within {
+                    duration(within)
+                        .map_err(|problem| ParamsError::new("params.keep_within", problem))?;
+                }
+                if keeps.iter().all(|(_, v)| v.is_none()) && p.keep_within.is_none() {
+                    return Err(ParamsError::new(
+                        "params",
+                        "must set at least one of keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly, keep_within",
+                    ));
+                }
+                Ok(())
+            }
+            JobParams::Check(p) => match &p.read_data_subset {
+                Some(subset) => data_subset(subset)
+                    .map_err(|problem| ParamsError::new("params.read_data_subset", problem)),
+                None => Ok(()),
+            },
+            JobParams::Restore(p) => {
+                snapshot_id(&p.snapshot_id)
+                    .map_err(|problem| ParamsError::new("params.snapshot_id", problem))?;
+                if let Some(source) = &p.source_host_id {
+                    let ulid_like =
+                        source.len() == 26 && source.chars().all(|c| c.is_ascii_alphanumeric());
+                    if !ulid_like {
+                        return Err(ParamsError::new(
+                            "params.source_host_id",
+                            "must be a host id (a 26-character ULID)",
+                        ));
+                    }
+                }
+                items("params.include", &p.include, absolute_path)?;
+                absolute_path(&p.target)
+                    .map_err(|problem| ParamsError::new("params.target", problem))
+            }
+            JobParams::Init
+            | JobParams::Prune
+            | JobParams::Unlock
+            | JobParams::Snapshots
+            | JobParams::Stats => Ok(()),
+        }
+    }
+}
+
+/// Decodes params, naming the offending field on failure.
+fn decode<T: DeserializeOwned>(params: Value) -> Result<T, ParamsError> {
+    serde_path_to_error::deserialize(params).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." || path.is_empty() {
+            String::from("params")
+        } else {
+            format!("params.{path}")
+        };
+        ParamsError::new(field, e.into_inner().to_string())
+    })
+}
+
+/// Checks every item of a list with `check`, naming the index that fails.
+fn items(
+    field: &str,
+    values: &[String],
+    check: fn(&str) -> Result<(), String>,
+) -> Result<(), ParamsError> {
+    if values.len() > MAX_ITEMS {
+        return Err(ParamsError::new(
+            field,
+            format!("has more than {MAX_ITEMS} entries"),
+        ));
+    }
+    for (i, value) in values.iter().enumerate() {
+        check(value).map_err(|problem| ParamsError::new(format!("{field}[{i}]"), problem))?;
+    }
+    Ok(())
+}
+
+fn no_control(value: &str) -> Result<(), String> {
+    if value.chars().any(char::is_control) {
+        Err(String::from("must not contain control characters"))
+    } else if value.chars().count() > MAX_PATH_CHARS {
+        Err(format!("is longer than {MAX_PATH_CHARS} characters"))
+    } else {
+        Ok(())
+    }
+}
+
+/// An absolute, normalised path: starts with `/`, no `.`/`..` components.
+pub fn absolute_path(path: &str) -> Result<(), String> {
+    no_control(path)?;
+    if !path.starts_with('/') {
+        return Err(format!(
+            "must be an absolute path (starting with `/`), got `{path}`"
+        ));
+    }
+    if path
+        .split('/')
+        .any(|component| component == "." || component == "..")
+    {
+        return Err(format!(
+            "must not contain `.` or `..` components, got `{path}`"
+        ));
+    }
+    Ok(())
+}
+
+fn pattern(value: &str) -> Result<(), String> {
+    no_control(value)?;
+    if value.trim().is_empty() {
+        return Err(String::from("must not be empty"));
+    }
+    Ok(())
+}
+
+fn tag(value: &str) -> Result<(), String> {
+    if value.is_empty() || value.chars().count() > MAX_TAG_CHARS {
+        return Err(format!("must be 1 to {MAX_TAG_CHARS} characters"));
+    }
+    if value
+        .chars()
+        .any(|c| c == ',' || c.is_whitespace() || c.is_control())
+    {
+        return Err(String::from(
+            "must not contain commas, spaces or control characters",
+        ));
+    }
+    Ok(())
+}
+
+/// 8 to 64 lower-case or upper-case hex characters.
+pub fn snapshot_id(value: &str) -> Result<(), String> {
+    if (8..=64).contains(&value.len()) && value.chars().all(|c| c.is_ascii_hexdigit()) {
+        Ok(())
+    } else {
+        Err(format!(
+            "must be a snapshot id (8 to 64 hex characters), got `{value}`"
+        ))
+    }
+}
+
+/// restic durations: one or more `<number><unit>` with units y, m, d, h.
+fn duration(value: &str) -> Result<(), String> {
+    let mut digits = 0;
+    let mut units = 0;
+    for c in value.chars() {
+        if c.is_ascii_digit() {
+            digits += 1;
+        } else if "ymdh".contains(c) && digits > 0 {
+            digits = 0;
+            units += 1;
+        } else {
+            digits = usize::MAX;
+            break;
+        }
+    }
+    if units > 0 && digits == 0 {
+        Ok(())
+    } else {
+        Err(format!(
+            "must be a duration like `1y6m`, `30d` or `12h`, got `{value}`"
+        ))
+    }
+}
+
+/// restic's `--read-data-subset`: `n/m` (1 ≤ n ≤ m), `x%` (0 < x ≤ 100) or
+/// a size with an optional K/M/G/T unit.
+fn data_subset(value: &str) -> Result<(), String> {
+    let bad = || format!("must be `n/m`, `x%` or a size like `500M`, got `{value}`");
+    if let Some((n, m)) = value.split_once('/') {
+        let (n, m) = (
+            n.parse::<u32>().map_err(|_| bad())?,
+            m.parse::<u32>().map_err(|_| bad())?,
+        );
+        return if n >= 1 && n <= m { Ok(()) } else { Err(bad()) };
+    }
+    if let Some(percent) = value.strip_suffix('%') {
+        let percent: f64 = percent.parse().map_err(|_| bad())?;
+        return if percent > 0.0 && percent <= 100.0 {
+            Ok(())
+        } else {
+            Err(bad())
+        };
+    }
+    let digits = value.trim_end_matches(['K', 'M', 'G', 'T']);
+    if !digits.is_empty()
+        && value.len() - digits.len() <= 1
+        && digits.chars().all(|c| c.is_ascii_digit())
+    {
+        Ok(())
+    } else {
+        Err(bad())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn err(kind: JobKind, params: Value) -> String {
+        JobParams::parse(kind, &params).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_backup_needs_absolute_normalised_paths() {
+        let ok = JobParams::parse(
+            JobKind::Backup,
+            &json!({"paths": ["/srv/data", "/etc"], "excludes": ["*.tmp"], "tags": ["nightly"]}),
+        )
+        .unwrap();
+        assert_eq!(ok.kind(), JobKind::Backup);
+        assert!(err(JobKind::Backup, json!({"paths": []})).starts_with("`params.paths`"));
+        assert!(err(JobKind::Backup, json!({"paths": ["relative"]})).contains("params.paths[0]"));
+        assert!(
+            err(JobKind::Backup, json!({"paths": ["/a", "/a/../etc"]})).contains("params.paths[1]")
+        );
+        assert!(
+            err(JobKind::Backup, json!({"paths": ["--password-file=/x"]})).contains("absolute")
+        );
+        assert!(err(JobKind::Backup, json!({"paths": ["/a\nb"]})).contains("control"));
+        assert!(
+            err(JobKind::Backup, json!({"paths": ["/a"], "tags": ["a,b"]}))
+                .contains("params.tags[0]")
+        );
+        assert!(
+            err(JobKind::Backup, json!({"paths": ["/a"], "excludes": [" "]}))
+                .contains("params.excludes[0]")
+        );
+    }
+
+    #[test]
+    fn unknown_and_mistyped_fields_are_named() {
+        assert!(err(JobKind::Backup, json!({"path": ["/a"]})).contains("path"));
+        assert!(err(JobKind::Backup, json!({"paths": "/a"})).starts_with("`params.paths`"));
+        assert!(err(JobKind::Prune, json!({"dry_run": true})).contains("dry_run"));
+        assert!(err(JobKind::Forget, json!({"keep_last": "one"})).contains("params.keep_last"));
+    }
+
+    #[test]
+    fn forget_needs_a_policy() {
+        assert!(err(JobKind::Forget, json!({})).contains("at least one of keep_last"));
+        assert!(err(JobKind::Forget, json!({"prune": true})).contains("at least one"));
+        assert!(err(JobKind::Forget, json!({"keep_last": 0})).contains("params.keep_last"));
+        assert!(err(JobKind::Forget, json!({"keep_within": "soon"})).contains("params.keep_within"));
+        let ok = JobParams::parse(
+            JobKind::Forget,
+            &json!({"keep_daily": 7, "keep_within": "1y6m", "prune": true}),
+        );
+        assert!(ok.is_ok());
+    }
+
+    #[test]
+    fn check_subsets_follow_restic_syntax() {
+        for good in ["1/5", "5/5", "10%", "2.5%", "500M", "1G", "100"] {
+            assert!(
+                JobParams::parse(JobKind::Check, &json!({"read_data_subset": good})).is_ok(),
+                "{good}"
+            );
+        }
+        for bad in ["0/5", "6/5", "0%", "101%", "-1", "5MB", "x"] {
+            assert!(
+                err(JobKind::Check, json!({"read_data_subset": bad})).contains("read_data_subset"),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn restores_need_a_snapshot_and_an_absolute_target() {
+        let ok = json!({"snapshot_id": "1a2b3c4d", "include": ["/srv/data/a"], "target": "/tmp/restore"});
+        assert!(JobParams::parse(JobKind::Restore, &ok).is_ok());
+        assert!(JobParams::parse(
+            JobKind::Restore,
+            &json!({"snapshot_id": "1a2b3c4d", "target": "/"})
+        )
+        .is_ok());
+        assert!(err(
+            JobKind::Restore,
+            json!({"snapshot_id": "latest", "target": "/x"})
+        )
+        .contains("snapshot_id"));
+        assert!(err(
+            JobKind::Restore,
+            json!({"snapshot_id": "--help00", "target": "/x"})
+        )
+        .contains("snapshot_id"));
+        assert!(err(
+            JobKind::Restore,
+            json!({"snapshot_id": "1a2b3c4d", "target": "x"})
+        )
+        .contains("params.target"));
+        assert!(err(
+            JobKind::Restore,
+            json!({"snapshot_id": "1a2b3c4d", "target": "/x/../etc"})
+        )
+        .contains("params.target"));
+        assert!(err(JobKind::Restore, json!({"snapshot_id": "1a2b3c4d"})).contains("target"));
+        assert!(err(
+            JobKind::Restore,
+            json!({"snapshot_id": "1a2b3c4d", "target": "/x", "source_host_id": "web"})
+        )
+        .contains("source_host_id"));
+    }
+
+    #[test]
+    fn kinds_without_params_accept_null_and_empty_only() {
+        for kind in [
+            JobKind::Init,
+            JobKind::Prune,
+            JobKind::Unlock,
+            JobKind::Snapshots,
+            JobKind::Stats,
+        ] {
+            assert!(JobParams::parse(kind, &Value::Null).is_ok());
+            assert!(JobParams::parse(kind, &json!({})).is_ok());
+            assert!(JobParams::parse(kind, &json!({"x": 1})).is_err());
+        }
+    }
+
+    #[test]
+    fn params_round_trip_through_their_json() {
+        let p = JobParams::parse(JobKind::Backup, &json!({"paths": ["/a"]})).unwrap();
+        assert_eq!(p.to_value(), json!({"paths": ["/a"]}));
+        assert_eq!(JobParams::parse(JobKind::Backup, &p.to_value()).unwrap(), p);
+    }
+}
+
+/// Environment variables restic-manager sets itself; `env` may not override them.
+const RESERVED_ENV: [&str; 4] = [
+    "RESTIC_REPOSITORY",
+    "RESTIC_PASSWORD",
+    "RESTIC_PASSWORD_FILE",
+    "RESTIC_PASSWORD_COMMAND",
+];
+
+/// Checks repository settings: a URL restic cannot mistake for a flag, a
+/// password, and backend variables with plain names.
+pub fn validate_repository(repo: &crate::RepositoryConfig) -> Result<(), ParamsError> {
+    let url = repo.url.trim();
+    if url.is_empty() {
+        return Err(ParamsError::new("url", "must not be empty"));
+    }
+    if url.starts_with('-') {
+        return Err(ParamsError::new("url", "must not start with `-`"));
+    }
+    if url != repo.url {
+        return Err(ParamsError::new("url", "must not start or end with spaces"));
+    }
+    no_control(url).map_err(|problem| ParamsError::new("url", problem))?;
+    if repo.password.is_empty() {
+        return Err(ParamsError::new("password", "must not be empty"));
+    }
+    if repo.password.len() > MAX_PATH_CHARS || repo.password.contains('\0') {
+        return Err(ParamsError::new(
+            "password",
+            format!("must be at most {MAX_PATH_CHARS} bytes without NUL characters"),
+        ));
+    }
+    if repo.env.len() > 100 {
+        return Err(ParamsError::new("env", "has more than 100 variables"));
+    }
+    for (name, value) in &repo.env {
+        let plain = !name.is_empty()
+            && !name.starts_with(|c: char| c.is_ascii_digit())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+        if !plain {
+            return Err(ParamsError::new(
+                format!("env.{name}"),
+                "must be an upper-case variable name (A-Z, 0-9, _)",
+            ));
+        }
+        if RESERVED_ENV.contains(&name.as_str()) {
+            return Err(ParamsError::new(
+                format!("env.{name}"),
+                "is set by restic-manager itself; use `url` and `password`",
+            ));
+        }
+        if value.len() > 8192 || value.contains('\0') {
+            return Err(ParamsError::new(
+                format!("env.{name}"),
+                "must be at most 8192 bytes without NUL characters",
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod repository_tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::RepositoryConfig;
+
+    fn repo(url: &str, password: &str, env: &[(&str, &str)]) -> RepositoryConfig {
+        RepositoryConfig {
+            url: url.to_owned(),
+            password: password.to_owned(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>(),
+        }
+    }
+
+    #[test]
+    fn good_repositories_pass() {
+        for url in [
+            "/srv/restic",
+            "rest:http://127.0.0.1:8000/",
+            "s3:s3.amazonaws.com/bucket",
+            "sftp:u@h:/r",
+            "rclone:remote:path",
+        ] {
+            assert!(
+                validate_repository(&repo(url, "pw", &[("AWS_ACCESS_KEY_ID", "x")])).is_ok(),
+                "{url}"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_repositories_name_the_field() {
+        let cases = [
+            (repo("", "pw", &[]), "`url`"),
+            (repo("-o=x", "pw", &[]), "`url`"),
+            (repo(" /r", "pw", &[]), "`url`"),
+            (repo("/r", "", &[]), "`password`"),
+            (repo("/r", "pw", &[("lower", "x")]), "`env.lower`"),
+            (
+                repo("/r", "pw", &[("RESTIC_PASSWORD", "x")]),
+                "`env.RESTIC_PASSWORD`",
+            ),
+        ];
+        for (config, field) in cases {
+            let e = validate_repository(&config).unwrap_err().to_string();
+            assert!(e.starts_with(field), "{e}");
+        }
+    }
+}

@@ -1,0 +1,816 @@
+//! Jobs from the server's side, with a hand-driven agent: validation, one
+//! job at a time per host in creation order, reports stored once, cancel,
+//! refusals, lost jobs after a reconnect, live events, and repository
+//! settings that are sealed and never shown back.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use chrono::Utc;
+use rm_protocol::{
+    CommandResult, CommandRun, Frame, JobFinished, JobOutcome, JobProgress, JobStarted, LogLine,
+    LogStream, LogStreamKind, Message, RejectReason, RepoStats, SnapshotInfo, SnapshotsReport,
+    CURRENT_PROTOCOL_VERSION,
+};
+use rm_testkit::{hello, wait_until, Api, RawAgent, TestServer};
+use serde_json::{json, Value};
+
+const LIMIT: Duration = Duration::from_secs(5);
+
+/// A host with a repository set, and a raw agent connected for it that has
+/// already taken (and finished) the automatic `init` job.
+struct Fixture {
+    server: TestServer,
+    admin: Api,
+    host_id: String,
+    agent: RawAgent,
+}
+
+async fn fixture() -> Fixture {
+    let server = TestServer::start().await.unwrap();
+    let admin = server.admin().await.unwrap();
+    let (host_id, token) = server.enrolled_host("web-01").await.unwrap();
+    set_repository(&admin, &host_id).await;
+    let mut agent = RawAgent::connect_as(&server.ws_url(), &token)
+        .await
+        .unwrap();
+    agent
+        .send(Frame::new(hello(CURRENT_PROTOCOL_VERSION)))
+        .await
+        .unwrap();
+    let Message::ConfigUpdate(config) = agent.recv().await.unwrap().message else {
+        panic!("expected config.update");
+    };
+    let repository = config.repository.expect("repository pushed on hello");
+    assert_eq!(repository.password, "hunter2-repo");
+    assert!(matches!(
+        agent.recv().await.unwrap().message,
+        Message::ScheduleSet(_)
+    ));
+    let init = next_run(&mut agent).await;
+    assert_eq!(init.kind.as_str(), "init");
+    run_to_end(&mut agent, &init.job_id, JobOutcome::Succeeded, &[]).await;
+    Fixture {
+        server,
+        admin,
+        host_id,
+        agent,
+    }
+}
+
+async fn set_repository(admin: &Api, host_id: &str) {
+    let (status, body) = admin
+        .send(
+            reqwest::Method::PUT,
+            &format!("/api/v1/hosts/{host_id}/repository"),
+            Some(json!({"url": "/srv/restic-repo", "password": "hunter2-repo", "env": {"AWS_ACCESS_KEY_ID": "AKIA123"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 204, "{body}");
+}
+
+/// The next `command.run` the agent receives.
+async fn next_run(agent: &mut RawAgent) -> CommandRun {
+    loop {
+        match agent.recv().await.unwrap().message {
+            Message::CommandRun(run) => return run,
+            Message::ConfigUpdate(_) | Message::ScheduleSet(_) => continue,
+            other => panic!("expected command.run, got {other:?}"),
+        }
+    }
+}
+
+/// Plays a job from acceptance to its end, with the given log lines.
+async fn run_to_end(agent: &mut RawAgent, job_id: &str, outcome: JobOutcome, lines: &[&str]) {
+    agent
+        .send(Frame::new(CommandResult {
+            job_id: job_id.to_owned(),
+            accepted: true,
+            reason: None,
+            message: None,
+        }))
+        .await
+        .unwrap();
+    agent
+        .send(Frame::new(JobStarted {
+            job_id: job_id.to_owned(),
+            started_at: Utc::now(),
+        }))
+        .await
+        .unwrap();
+    if !lines.is_empty() {
+        agent
+            .send(Frame::new(log_batch(job_id, 1, lines)))
+            .await
+            .unwrap();
+    }
+    agent
+        .send(Frame::new(JobFinished {
+            job_id: job_id.to_owned(),
+            status: outcome,
+            exit_code: Some(0),
+            stats: json!({"files_new": 3}),
+            error: None,
+            finished_at: Utc::now(),
+        }))
+        .await
+        .unwrap();
+}
+
+fn log_batch(job_id: &str, first_seq: u64, lines: &[&str]) -> LogStream {
+    LogStream {
+        job_id: job_id.to_owned(),
+        lines: lines
+            .iter()
+            .enumerate()
+            .map(|(i, text)| LogLine {
+                seq: first_seq + i as u64,
+                ts: Utc::now(),
+                stream: LogStreamKind::Stdout,
+                text: (*text).to_owned(),
+            })
+            .collect(),
+    }
+}
+
+async fn job(admin: &Api, id: &str) -> Value {
+    let (status, body) = admin.get(&format!("/api/v1/jobs/{id}")).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+async fn wait_status(admin: &Api, id: &str, want: &str) {
+    wait_until(LIMIT, &format!("job {id} to be {want}"), || async {
+        job(admin, id).await["status"] == want
+    })
+    .await
+    .unwrap();
+}
+
+async fn post_job(admin: &Api, host_id: &str, body: Value) -> (u16, Value) {
+    let (status, body) = admin
+        .post(&format!("/api/v1/hosts/{host_id}/jobs"), body)
+        .await
+        .unwrap();
+    (status.as_u16(), body)
+}
+
+#[tokio::test]
+async fn a_job_needs_a_known_online_host_with_a_repository_and_valid_params() {
+    let server = TestServer::start().await.unwrap();
+    let admin = server.admin().await.unwrap();
+    let (host_id, token) = server.enrolled_host("db-01").await.unwrap();
+    let backup = json!({"kind": "backup", "params": {"paths": ["/srv"]}});
+
+    // No repository yet.
+    let mut agent = RawAgent::connect_and_hello(&server.ws_url(), &token)
+        .await
+        .unwrap();
+    let (status, body) = post_job(&admin, &host_id, backup.clone()).await;
+    assert_eq!(status, 409);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no repository"),
+        "{body}"
+    );
+
+    // Bad repository settings name the field and store nothing.
+    for (bad, field) in [
+        (json!({"url": "", "password": "x"}), "url"),
+        (json!({"url": "-x", "password": "x"}), "url"),
+        (json!({"url": "/r", "password": ""}), "password"),
+        (
+            json!({"url": "/r", "password": "x", "env": {"RESTIC_PASSWORD": "y"}}),
+            "env.RESTIC_PASSWORD",
+        ),
+        (json!({"url": "/r"}), "password"),
+    ] {
+        let (status, body) = admin
+            .send(
+                reqwest::Method::PUT,
+                &format!("/api/v1/hosts/{host_id}/repository"),
+                Some(bad.clone()),
+            )
+            .await
+            .unwrap();
+        assert_eq!(status, 400, "{bad}");
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains(field),
+            "{bad} → {body}"
+        );
+    }
+    let (status, _) = admin
+        .get(&format!("/api/v1/hosts/{host_id}/repository"))
+        .await
+        .unwrap();
+    assert_eq!(status, 404);
+
+    // Setting it pushes it to the connected agent and queues an init job.
+    set_repository(&admin, &host_id).await;
+    let Message::ConfigUpdate(config) = agent.recv().await.unwrap().message else {
+        panic!("expected config.update after PUT repository");
+    };
+    assert_eq!(config.repository.unwrap().url, "/srv/restic-repo");
+    let init = next_run(&mut agent).await;
+    assert_eq!(init.kind.as_str(), "init");
+    let init_view = job(&admin, &init.job_id).await;
+    assert_eq!(init_view["trigger"], "system");
+    assert_eq!(init_view["status"], "dispatched");
+
+    // Shown back without secrets.
+    let (status, view) = admin
+        .get(&format!("/api/v1/hosts/{host_id}/repository"))
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(view["url"], "/srv/restic-repo");
+    assert_eq!(view["env_keys"], json!(["AWS_ACCESS_KEY_ID"]));
+    assert!(!view.to_string().contains("hunter2"));
+    assert!(!view.to_string().contains("AKIA123"));
+
+    for (body, status_code, phrase) in [
+        (
+            json!({"kind": "explode"}),
+            400,
+            "unknown job kind `explode`",
+        ),
+        (
+            json!({"kind": "backup", "params": {"paths": ["relative/path"]}}),
+            400,
+            "params.paths[0]",
+        ),
+        (
+            json!({"kind": "backup", "params": {"paths": ["/a"], "bogus": 1}}),
+            400,
+            "bogus",
+        ),
+        (json!({"kind": "forget", "params": {}}), 400, "keep_last"),
+        (
+            json!({"kind": "restore", "params": {"snapshot_id": "zz", "target": "/t"}}),
+            400,
+            "snapshot_id",
+        ),
+    ] {
+        let (status, reply) = post_job(&admin, &host_id, body.clone()).await;
+        assert_eq!(status, status_code, "{body}");
+        assert!(
+            reply["error"]["message"].as_str().unwrap().contains(phrase),
+            "{body} → {reply}"
+        );
+    }
+    let missing = rm_core::HostId::new();
+    assert_eq!(
+        post_job(&admin, &missing.to_string(), backup.clone())
+            .await
+            .0,
+        404
+    );
+
+    // Offline hosts get 409.
+    agent.close().await.unwrap();
+    wait_until(LIMIT, "offline", || async {
+        !server.host_online(&host_id).await
+    })
+    .await
+    .unwrap();
+    let (status, body) = post_job(&admin, &host_id, backup).await;
+    assert_eq!(status, 409);
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("offline"));
+    // Only the init job exists: nothing bad was stored.
+    let (_, jobs) = admin
+        .get(&format!("/api/v1/jobs?host_id={host_id}"))
+        .await
+        .unwrap();
+    assert_eq!(jobs.as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_host_runs_one_job_at_a_time_in_creation_order() {
+    let Fixture {
+        server: _server,
+        admin,
+        host_id,
+        mut agent,
+    } = fixture().await;
+    let (status, first) = post_job(
+        &admin,
+        &host_id,
+        json!({"kind": "backup", "params": {"paths": ["/a"]}}),
+    )
+    .await;
+    assert_eq!(status, 201, "{first}");
+    let (_, second) = post_job(&admin, &host_id, json!({"kind": "check"})).await;
+    let (_, third) = post_job(&admin, &host_id, json!({"kind": "stats"})).await;
+    assert_eq!(second["status"], "queued");
+    assert_eq!(third["status"], "queued");
+
+    let run = next_run(&mut agent).await;
+    assert_eq!(run.job_id, first["id"].as_str().unwrap());
+    assert_eq!(run.params, json!({"paths": ["/a"]}));
+    assert!(
+        agent.silent_for(Duration::from_millis(300)).await,
+        "a second job was dispatched early"
+    );
+    wait_status(&admin, &run.job_id, "dispatched").await;
+
+    agent
+        .send(Frame::new(JobStarted {
+            job_id: run.job_id.clone(),
+            started_at: Utc::now(),
+        }))
+        .await
+        .unwrap();
+    wait_status(&admin, &run.job_id, "running").await;
+    run_to_end(&mut agent, &run.job_id, JobOutcome::Succeeded, &["done"]).await;
+    wait_status(&admin, &run.job_id, "succeeded").await;
+    let finished = job(&admin, &run.job_id).await;
+    assert_eq!(finished["stats"], json!({"files_new": 3}));
+    assert!(finished["finished_at"].is_string());
+
+    let run = next_run(&mut agent).await;
+    assert_eq!(run.job_id, second["id"].as_str().unwrap());
+    run_to_end(&mut agent, &run.job_id, JobOutcome::Failed, &[]).await;
+    let run = next_run(&mut agent).await;
+    assert_eq!(run.job_id, third["id"].as_str().unwrap());
+
+    // Newest first, filterable.
+    let (_, listed) = admin
+        .get(&format!("/api/v1/jobs?host_id={host_id}&limit=2"))
+        .await
+        .unwrap();
+    let ids: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            third["id"].as_str().unwrap(),
+            second["id"].as_str().unwrap()
+        ]
+    );
+    let (_, failed) = admin.get("/api/v1/jobs?status=failed").await.unwrap();
+    assert_eq!(failed.as_array().unwrap().len(), 1);
+    let (status, body) = admin.get("/api/v1/jobs?status=exploded").await.unwrap();
+    assert_eq!(status, 400);
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("exploded"));
+
+    // The host row shows the last backup.
+    let host = admin.host(&host_id).await.unwrap();
+    assert_eq!(host.last_backup_status.as_deref(), Some("succeeded"));
+    assert!(host.last_backup_at.is_some());
+}
+
+#[tokio::test]
+async fn log_lines_are_stored_once_in_order_and_paged_by_seq() {
+    let Fixture {
+        server: _server,
+        admin,
+        host_id,
+        mut agent,
+    } = fixture().await;
+    let (_, created) = post_job(&admin, &host_id, json!({"kind": "check"})).await;
+    let run = next_run(&mut agent).await;
+    let id = created["id"].as_str().unwrap();
+    assert_eq!(run.job_id, id);
+    agent
+        .send(Frame::new(log_batch(id, 1, &["one", "two", "three"])))
+        .await
+        .unwrap();
+    // A replay overlapping what was sent stores only the new line.
+    agent
+        .send(Frame::new(log_batch(id, 2, &["two", "three", "four"])))
+        .await
+        .unwrap();
+    let long = "x".repeat(100_000);
+    agent
+        .send(Frame::new(log_batch(id, 5, &[long.as_str()])))
+        .await
+        .unwrap();
+    run_to_end(&mut agent, id, JobOutcome::Succeeded, &[]).await;
+    wait_status(&admin, id, "succeeded").await;
+
+    let (_, lines) = admin.get(&format!("/api/v1/jobs/{id}/logs")).await.unwrap();
+    let lines = lines.as_array().unwrap();
+    let seqs: Vec<u64> = lines.iter().map(|l| l["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, [1, 2, 3, 4, 5]);
+    assert_eq!(lines[3]["text"], "four");
+    let cut = lines[4]["text"].as_str().unwrap();
+    assert!(
+        cut.len() < 70_000 && cut.ends_with("bytes]"),
+        "long line not cut with a marker"
+    );
+    let (_, after) = admin
+        .get(&format!("/api/v1/jobs/{id}/logs?after_seq=3"))
+        .await
+        .unwrap();
+    assert_eq!(after.as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn an_agent_cannot_report_on_another_hosts_jobs() {
+    let Fixture {
+        server,
+        admin,
+        host_id,
+        mut agent,
+    } = fixture().await;
+    let (other_id, other_token) = server.enrolled_host("other").await.unwrap();
+    let mut intruder = RawAgent::connect_and_hello(&server.ws_url(), &other_token)
+        .await
+        .unwrap();
+    let (_, created) = post_job(&admin, &host_id, json!({"kind": "stats"})).await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let _ = next_run(&mut agent).await;
+
+    intruder
+        .send(Frame::new(JobFinished {
+            job_id: id.clone(),
+            status: JobOutcome::Succeeded,
+            exit_code: Some(0),
+            stats: Value::Null,
+            error: None,
+            finished_at: Utc::now(),
+        }))
+        .await
+        .unwrap();
+    let Message::Error(error) = intruder.recv().await.unwrap().message else {
+        panic!("expected an error");
+    };
+    assert!(error.message.contains("not found"), "{}", error.message);
+    intruder
+        .send(Frame::new(log_batch("not-a-job-id", 1, &["x"])))
+        .await
+        .unwrap();
+    let Message::Error(error) = intruder.recv().await.unwrap().message else {
+        panic!("expected an error");
+    };
+    assert!(error.message.contains("job_id"), "{}", error.message);
+    assert_eq!(job(&admin, &id).await["status"], "dispatched");
+    let _ = other_id;
+}
+
+#[tokio::test]
+async fn cancel_stops_queued_jobs_at_once_and_asks_the_agent_for_running_ones() {
+    let Fixture {
+        server: _server,
+        admin,
+        host_id,
+        mut agent,
+    } = fixture().await;
+    let (_, running) = post_job(
+        &admin,
+        &host_id,
+        json!({"kind": "backup", "params": {"paths": ["/a"]}}),
+    )
+    .await;
+    let (_, queued) = post_job(&admin, &host_id, json!({"kind": "prune"})).await;
+    let running_id = running["id"].as_str().unwrap();
+    let queued_id = queued["id"].as_str().unwrap();
+    let _ = next_run(&mut agent).await;
+    agent
+        .send(Frame::new(JobStarted {
+            job_id: running_id.to_owned(),
+            started_at: Utc::now(),
+        }))
+        .await
+        .unwrap();
+    wait_status(&admin, running_id, "running").await;
+
+    let (status, body) = admin
+        .post(&format!("/api/v1/jobs/{queued_id}/cancel"), json!({}))
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(body["status"], "cancelled");
+
+    let (status, _) = admin
+        .post(&format!("/api/v1/jobs/{running_id}/cancel"), json!({}))
+        .await
+        .unwrap();
+    assert_eq!(status, 202);
+    let Message::CommandCancel(cancel) = agent.recv().await.unwrap().message else {
+        panic!("expected command.cancel");
+    };
+    assert_eq!(cancel.job_id, running_id);
+    agent
+        .send(Frame::new(JobFinished {
+            job_id: running_id.to_owned(),
+            status: JobOutcome::Cancelled,
+            exit_code: Some(130),
+            stats: Value::Null,
+            error: Some("cancelled".into()),
+            finished_at: Utc::now(),
+        }))
+        .await
+        .unwrap();
+    wait_status(&admin, running_id, "cancelled").await;
+    // The cancelled queued job is never dispatched.
+    assert!(agent.silent_for(Duration::from_millis(300)).await);
+
+    let (status, body) = admin
+        .post(&format!("/api/v1/jobs/{running_id}/cancel"), json!({}))
+        .await
+        .unwrap();
+    assert_eq!(status, 409);
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("already finished"));
+}
+
+#[tokio::test]
+async fn a_refused_job_fails_with_the_agents_reason_and_the_next_one_runs() {
+    let Fixture {
+        server: _server,
+        admin,
+        host_id,
+        mut agent,
+    } = fixture().await;
+    let (_, first) = post_job(&admin, &host_id, json!({"kind": "unlock"})).await;
+    let (_, second) = post_job(&admin, &host_id, json!({"kind": "snapshots"})).await;
+    let run = next_run(&mut agent).await;
+    agent
+        .send(Frame::new(CommandResult {
+            job_id: run.job_id.clone(),
+            accepted: false,
+            reason: Some(RejectReason::Busy),
+            message: Some("another job is running".into()),
+        }))
+        .await
+        .unwrap();
+    wait_status(&admin, first["id"].as_str().unwrap(), "failed").await;
+    let refused = job(&admin, first["id"].as_str().unwrap()).await;
+    let error = refused["error"].as_str().unwrap();
+    assert!(
+        error.contains("busy") && error.contains("another job is running"),
+        "{error}"
+    );
+    assert_eq!(
+        next_run(&mut agent).await.job_id,
+        second["id"].as_str().unwrap()
+    );
+}
+
+#[tokio::test]
+async fn a_job_the_agent_lost_fails_when_it_reconnects_without_it() {
+    let server = TestServer::start().await.unwrap();
+    let admin = server.admin().await.unwrap();
+    let (host_id, token) = server.enrolled_host("crashy").await.unwrap();
+    set_repository(&admin, &host_id).await;
+    let mut agent = RawAgent::connect_and_hello(&server.ws_url(), &token)
+        .await
+        .unwrap();
+    let init = next_run(&mut agent).await;
+    agent
+        .send(Frame::new(JobStarted {
+            job_id: init.job_id.clone(),
+            started_at: Utc::now(),
+        }))
+        .await
+        .unwrap();
+    wait_status(&admin, &init.job_id, "running").await;
+
+    // Reconnecting while still running it keeps it running.
+    let mut still = hello(CURRENT_PROTOCOL_VERSION);
+    still.running_jobs = vec![init.job_id.clone()];
+    let mut agent = RawAgent::connect_as(&server.ws_url(), &token)
+        .await
+        .unwrap();
+    agent.send(Frame::new(still)).await.unwrap();
+    agent.recv().await.unwrap();
+    agent.recv().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(job(&admin, &init.job_id).await["status"], "running");
+
+    // Reconnecting without it means it was lost.
+    agent.close().await.unwrap();
+    let _agent = RawAgent::connect_and_hello(&server.ws_url(), &token)
+        .await
+        .unwrap();
+    wait_status(&admin, &init.job_id, "failed").await;
+    let lost = job(&admin, &init.job_id).await;
+    assert!(lost["error"].as_str().unwrap().contains("interrupted"));
+}
+
+#[tokio::test]
+async fn snapshots_and_statistics_reports_are_stored_and_served() {
+    let Fixture {
+        server: _server,
+        admin,
+        host_id,
+        mut agent,
+    } = fixture().await;
+    let snapshot = |id: &str, minutes: i64| SnapshotInfo {
+        id: id.repeat(64 / id.len()),
+        short_id: id.repeat(8 / id.len()),
+        time: Utc::now() - chrono::Duration::minutes(minutes),
+        hostname: "web-01".into(),
+        paths: vec!["/srv".into()],
+        tags: vec!["nightly".into()],
+        size_bytes: Some(1000),
+        file_count: Some(3),
+    };
+    agent
+        .send(Frame::new(SnapshotsReport {
+            snapshots: vec![snapshot("a", 10), snapshot("b", 5)],
+        }))
+        .await
+        .unwrap();
+    agent
+        .send(Frame::new(SnapshotsReport {
+            snapshots: vec![snapshot("b", 5), snapshot("c", 1)],
+        }))
+        .await
+        .unwrap();
+    agent
+        .send(Frame::new(RepoStats {
+            raw_size_bytes: Some(4096),
+            snapshot_count: Some(2),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    wait_until(LIMIT, "stats stored", || async {
+        admin.host(&host_id).await.unwrap().repo_size_bytes == Some(4096)
+    })
+    .await
+    .unwrap();
+    let (_, snapshots) = admin
+        .get(&format!("/api/v1/hosts/{host_id}/snapshots"))
+        .await
+        .unwrap();
+    let short: Vec<&str> = snapshots
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["short_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(short, ["cccccccc", "bbbbbbbb"], "replaced, newest first");
+    let (_, stats) = admin
+        .get(&format!("/api/v1/hosts/{host_id}/repo-stats"))
+        .await
+        .unwrap();
+    assert_eq!(stats["latest"]["raw_size_bytes"], 4096);
+    assert_eq!(stats["history"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_restore_from_another_host_carries_that_hosts_repository() {
+    let Fixture {
+        server,
+        admin,
+        host_id,
+        ..
+    } = fixture().await;
+    let (target_id, target_token) = server.enrolled_host("target").await.unwrap();
+    let mut target = RawAgent::connect_and_hello(&server.ws_url(), &target_token)
+        .await
+        .unwrap();
+    let (status, body) = post_job(
+        &admin,
+        &target_id,
+        json!({"kind": "restore", "params": {"snapshot_id": "1a2b3c4d", "source_host_id": host_id, "include": ["/srv/a"], "target": "/tmp/restore"}}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let run = next_run(&mut target).await;
+    let repository = run.repository.expect("source repository sent with the job");
+    assert_eq!(repository.url, "/srv/restic-repo");
+    assert_eq!(repository.password, "hunter2-repo");
+}
+
+#[tokio::test]
+async fn job_events_stream_status_logs_progress_and_the_end() {
+    let Fixture {
+        server,
+        admin,
+        host_id,
+        mut agent,
+    } = fixture().await;
+    let (_, created) = post_job(
+        &admin,
+        &host_id,
+        json!({"kind": "backup", "params": {"paths": ["/a"]}}),
+    )
+    .await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let _ = next_run(&mut agent).await;
+    agent
+        .send(Frame::new(JobStarted {
+            job_id: id.clone(),
+            started_at: Utc::now(),
+        }))
+        .await
+        .unwrap();
+    agent
+        .send(Frame::new(log_batch(&id, 1, &["before subscribe"])))
+        .await
+        .unwrap();
+    wait_status(&admin, &id, "running").await;
+
+    let token = admin_token(&server).await;
+    let response = reqwest::Client::new()
+        .get(format!("{}/api/v1/jobs/{id}/events", server.url))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    let reader = tokio::spawn(read_sse(response));
+
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    agent
+        .send(Frame::new(JobProgress {
+            job_id: id.clone(),
+            percent: 50.0,
+            files_done: 1,
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    agent
+        .send(Frame::new(log_batch(&id, 2, &["after subscribe"])))
+        .await
+        .unwrap();
+    agent
+        .send(Frame::new(JobFinished {
+            job_id: id.clone(),
+            status: JobOutcome::Succeeded,
+            exit_code: Some(0),
+            stats: json!({}),
+            error: None,
+            finished_at: Utc::now(),
+        }))
+        .await
+        .unwrap();
+
+    let events = tokio::time::timeout(Duration::from_secs(10), reader)
+        .await
+        .unwrap()
+        .unwrap();
+    let names: Vec<&str> = events.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(names.first(), Some(&"status"));
+    assert_eq!(names.last(), Some(&"finished"));
+    let logs: Vec<&str> = events
+        .iter()
+        .filter(|(name, _)| name == "log")
+        .map(|(_, data)| data["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(logs, ["before subscribe", "after subscribe"]);
+    assert!(names.contains(&"progress"), "{names:?}");
+    assert_eq!(events.last().unwrap().1["status"], "succeeded");
+}
+
+async fn admin_token(server: &TestServer) -> String {
+    let (_, body) = server
+        .anonymous()
+        .post(
+            "/api/v1/auth/login",
+            json!({"username": "admin", "password": rm_testkit::ADMIN_PASSWORD}),
+        )
+        .await
+        .unwrap();
+    body["token"].as_str().unwrap().to_owned()
+}
+
+/// Reads an SSE stream to its end as (event name, JSON data) pairs.
+async fn read_sse(mut response: reqwest::Response) -> Vec<(String, Value)> {
+    let mut buffer = String::new();
+    let mut events = Vec::new();
+    while let Ok(Some(chunk)) = response.chunk().await {
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            let mut name = String::from("message");
+            let mut data = String::new();
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("event:") {
+                    name = v.trim().to_owned();
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push_str(v.trim_start());
+                }
+            }
+            if !data.is_empty() {
+                events.push((name, serde_json::from_str(&data).unwrap_or(Value::Null)));
+            }
+        }
+    }
+    events
+}

@@ -1,0 +1,564 @@
+//! Replays recorded restic output (tests/fixtures) through the collector:
+//! the parsers are only as good as the real output they were tried on.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::*;
+use crate::command::{RetentionPolicy, StatsMode};
+use crate::event::Progress;
+use crate::parse::ls::parse_ls;
+use crate::parse::snapshots::parse_snapshots;
+use crate::parse::stats::parse_stats;
+
+const V14: ResticVersion = ResticVersion::new(0, 14, 0);
+
+fn fixture(name: &str) -> Option<String> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    std::fs::read_to_string(path).ok()
+}
+
+/// What one replayed run produced.
+struct Replay {
+    events: Vec<Event>,
+    finished: Finished,
+}
+
+impl Replay {
+    fn lines(&self) -> Vec<&str> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Line { text, .. } => Some(text.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn progress(&self) -> Vec<&Progress> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Progress(p) => Some(p),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// Feeds `<case>.stdout` and `<case>.stderr` (either may be missing) and
+/// ends with `<case>.rc`, or `rc` when there is no such file.
+fn replay(command: &Command, version: ResticVersion, case: &str, rc: i32) -> Replay {
+    let stdout = fixture(&format!("{case}.stdout"));
+    let stderr = fixture(&format!("{case}.stderr"));
+    assert!(stdout.is_some() || stderr.is_some(), "no fixture {case}");
+    let rc = fixture(&format!("{case}.rc"))
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(rc);
+    let mut collector = Collector::new(command, version);
+    let mut events = Vec::new();
+    for (stream, text) in [(Stream::Stdout, stdout), (Stream::Stderr, stderr)] {
+        for line in text.unwrap_or_default().lines() {
+            let raw = RawLine {
+                bytes: line.as_bytes().to_vec(),
+                dropped: 0,
+            };
+            events.extend(collector.on_line(stream, raw));
+        }
+    }
+    let ended = Ended {
+        exit_code: Some(rc),
+        signal: None,
+        stopped: None,
+    };
+    let finished = collector.finish(ended, &Limits::new(Duration::from_secs(30)));
+    Replay { events, finished }
+}
+
+fn backup() -> Command {
+    Command::Backup {
+        paths: vec!["src".into()],
+        excludes: vec![],
+        tags: vec![],
+        host: None,
+    }
+}
+
+fn ls() -> Command {
+    Command::Ls {
+        snapshot_id: "deadbeef".into(),
+        path: "/src/a".into(),
+    }
+}
+
+#[test]
+fn backup_of_0_14() {
+    let run = replay(&backup(), V14, "v0.14/backup", 0);
+    let f = &run.finished;
+    assert_eq!(
+        (f.status, f.kind, f.error.as_deref()),
+        (Status::Succeeded, None, None)
+    );
+    let id = f.snapshot_id.clone().unwrap_or_default();
+    assert_eq!(id.len(), 8, "0.14 gives the short id: {id}");
+    assert_eq!(f.stats["files_new"], json!(4));
+    assert_eq!(f.stats["dirs_new"], json!(4));
+    assert_eq!(f.stats["snapshot_id"], json!(id));
+    assert!(f.stats.get("message_type").is_none());
+    assert_eq!(run.progress().len(), 1);
+    let lines = run.lines();
+    assert_eq!(lines.len(), 1, "only the summary is logged: {lines:?}");
+    assert!(
+        lines[0].starts_with(&format!(
+            "snapshot {id} saved: 4 new files, 0 changed, 0 unmodified, 2.9 MiB added"
+        )),
+        "{}",
+        lines[0]
+    );
+}
+
+#[test]
+fn backup_progress_of_0_14() {
+    let run = replay(&backup(), V14, "v0.14/backup_progress", 0);
+    let progress = run.progress();
+    assert!(progress.len() >= 3, "{progress:?}");
+    let last = progress[progress.len() - 1];
+    assert!(last.percent > 50.0 && last.percent <= 100.0, "{last:?}");
+    assert_eq!(last.bytes_total, 1 << 30);
+    assert!(last.bytes_done > 0);
+    assert_eq!(last.current_files, ["/sparse/zeros"]);
+    assert!(progress.iter().any(|p| p.eta_seconds.is_some()));
+    // No raw status JSON in the log.
+    assert!(run.lines().iter().all(|l| !l.contains("\"status\"")));
+}
+
+#[test]
+fn backup_with_an_absurd_eta_and_an_error_line() {
+    let run = replay(&backup(), V14, "v0.14/backup_stdin_empty", 1);
+    assert!(run.progress().iter().all(|p| p.eta_seconds.is_none()));
+    let f = &run.finished;
+    assert_eq!(f.status, Status::Failed);
+    assert_eq!(
+        f.error.as_deref(),
+        Some("Fatal: unable to save snapshot: snapshot is empty")
+    );
+    assert!(run
+        .lines()
+        .contains(&"error during archival of /held.txt: read /held.txt: failed"));
+}
+
+#[test]
+fn backup_with_a_missing_path_is_partial_like_0_19() {
+    let run = replay(&backup(), V14, "v0.14/backup_missing_path", 0);
+    let f = &run.finished;
+    assert_eq!(f.status, Status::Partial);
+    assert!(f.snapshot_id.is_some());
+    assert_eq!(
+        f.error.as_deref(),
+        Some("src/doesnotexist does not exist, skipping")
+    );
+
+    let run = replay(&backup(), V14, "v0.14/backup_all_missing", 1);
+    let f = &run.finished;
+    assert_eq!(
+        (f.status, f.kind),
+        (Status::Failed, Some(FailureKind::SourceNotFound))
+    );
+    assert_eq!(
+        f.error.as_deref(),
+        Some("Fatal: all target directories/files do not exist")
+    );
+}
+
+#[test]
+fn newer_backup_shapes() {
+    let v15 = ResticVersion::new(0, 15, 0);
+    let run = replay(&backup(), v15, "newer/v0.15_backup", 0);
+    assert_eq!(run.finished.snapshot_id.as_ref().map(String::len), Some(64));
+    // scan_finished under `status` is not progress.
+    assert_eq!(run.progress().len(), 1);
+
+    let run = replay(
+        &backup(),
+        ResticVersion::new(0, 17, 0),
+        "newer/v0.17_skip_if_unchanged",
+        0,
+    );
+    assert_eq!(run.finished.status, Status::Succeeded);
+    assert_eq!(run.finished.snapshot_id, None);
+    assert!(run.lines()[0].starts_with("no snapshot saved"));
+
+    let v171 = ResticVersion::new(0, 17, 1);
+    let run = replay(&backup(), v171, "newer/v0.17.1_backup_partial", 3);
+    let f = &run.finished;
+    assert_eq!(f.status, Status::Partial);
+    assert!(f.snapshot_id.is_some());
+    assert_eq!(
+        f.error.as_deref(),
+        Some("Warning: at least one source file could not be read")
+    );
+    assert!(run.lines().contains(
+        &"error during archival of /data/src/unreadable.txt: open /data/src/unreadable.txt: permission denied"
+    ));
+
+    let v18 = ResticVersion::new(0, 18, 0);
+    let run = replay(&backup(), v18, "newer/v0.18_backup", 0);
+    assert_eq!(
+        run.finished.stats["backup_start"],
+        json!("2025-04-01T10:00:00Z")
+    );
+    assert_eq!(run.progress()[0].eta_seconds, Some(2));
+    let run = replay(&backup(), v18, "newer/v0.18_backup_partial", 3);
+    assert_eq!(run.finished.status, Status::Partial);
+    assert_eq!(
+        run.finished.error.as_deref(),
+        Some("Warning: at least one source file could not be read")
+    );
+}
+
+#[test]
+fn failures_of_0_14_are_recognised() {
+    let cases = [
+        ("v0.14/wrong_password", FailureKind::WrongPassword, "Fatal: wrong password or no key found"),
+        ("v0.14/no_repository", FailureKind::NoRepository, "Fatal: unable to open config file: stat /scratch/nonexistent/config: no such file or directory\nIs there a repository at the following location?\n/scratch/nonexistent"),
+        ("v0.14/rest_no_repository", FailureKind::NoRepository, "Fatal: unable to open config file: <config/> does not exist"),
+        ("v0.14/rest_unreachable", FailureKind::Unreachable, "connection refused"),
+        ("v0.14/init_exists", FailureKind::AlreadyInitialized, "config file already exists"),
+        ("v0.14/locked", FailureKind::Locked, "repository is already locked by PID"),
+    ];
+    for (case, kind, words) in cases {
+        let run = replay(&Command::CatConfig, V14, case, 1);
+        let f = &run.finished;
+        assert_eq!((f.status, f.kind), (Status::Failed, Some(kind)), "{case}");
+        let error = f.error.clone().unwrap_or_default();
+        assert!(error.contains(words), "{case}: {error}");
+        assert!(!run.lines().is_empty(), "{case}: stderr is logged");
+    }
+    // The lock message has no "Fatal:": the tail explains it.
+    let run = replay(
+        &Command::Check {
+            read_data_subset: None,
+        },
+        V14,
+        "v0.14/locked",
+        1,
+    );
+    let error = run.finished.error.unwrap_or_default();
+    assert!(
+        error.contains("the `unlock` command can be used"),
+        "{error}"
+    );
+}
+
+#[test]
+fn newer_failures_use_exit_codes_and_exit_error() {
+    let v17 = ResticVersion::new(0, 17, 0);
+    let run = replay(&Command::CatConfig, v17, "newer/v0.17_no_repository", 10);
+    assert_eq!(run.finished.kind, Some(FailureKind::NoRepository));
+    let v18 = ResticVersion::new(0, 18, 0);
+    let run = replay(
+        &Command::Snapshots { host: None },
+        v18,
+        "newer/v0.18_wrong_password",
+        12,
+    );
+    let f = &run.finished;
+    assert_eq!(
+        (f.status, f.kind),
+        (Status::Failed, Some(FailureKind::WrongPassword))
+    );
+    assert_eq!(
+        f.error.as_deref(),
+        Some("Fatal: wrong password or no key found")
+    );
+    assert_eq!(run.lines(), ["Fatal: wrong password or no key found"]);
+}
+
+#[test]
+fn sigint_of_0_14_is_clean_text() {
+    let run = replay(&backup(), V14, "v0.14/sigint", 130);
+    assert_eq!(run.finished.status, Status::Failed);
+    assert_eq!(
+        run.finished.error.as_deref(),
+        Some("signal interrupt received, cleaning up")
+    );
+    // And when we were the ones stopping it:
+    let mut collector = Collector::new(&Command::Prune, V14);
+    let _ = collector.on_line(
+        Stream::Stderr,
+        RawLine {
+            bytes: b"\x1b[2Ksignal interrupt received, cleaning up".to_vec(),
+            dropped: 0,
+        },
+    );
+    let ended = Ended {
+        exit_code: Some(130),
+        signal: None,
+        stopped: Some(StopReason::TimedOut),
+    };
+    let f = collector.finish(ended, &Limits::new(Duration::from_secs(30)));
+    assert_eq!(
+        (f.status, f.error.as_deref()),
+        (Status::TimedOut, Some("timed out after 30s"))
+    );
+}
+
+#[test]
+fn snapshots_documents() {
+    let run = replay(
+        &Command::Snapshots { host: None },
+        V14,
+        "v0.14/snapshots",
+        0,
+    );
+    assert_eq!(run.finished.status, Status::Succeeded);
+    let list = parse_snapshots(run.finished.output.as_deref().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(list.len(), 4);
+    assert!(list
+        .iter()
+        .all(|s| s.id.len() == 64 && s.short_id.len() == 8));
+    assert!(list.iter().all(|s| s.time.timestamp() > 1_700_000_000));
+    assert!(list.iter().any(|s| s.paths == ["/scratch/src"]));
+    assert!(list.iter().any(|s| s.tags == ["t1"]));
+    assert_eq!(run.lines(), ["4 snapshots"]);
+
+    let run = replay(
+        &Command::Snapshots { host: None },
+        V14,
+        "v0.14/snapshots_other_host",
+        0,
+    );
+    assert_eq!(run.finished.output.as_deref(), Some("[]"));
+
+    let v17 = ResticVersion::new(0, 17, 0);
+    let run = replay(
+        &Command::Snapshots { host: None },
+        v17,
+        "newer/v0.17_snapshots",
+        0,
+    );
+    let list = parse_snapshots(run.finished.output.as_deref().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(list[1].short_id, "00112233");
+    assert_eq!(
+        list[1].summary.as_ref().map(|s| s.data_added_packed),
+        Some(1024)
+    );
+    assert_eq!(list[1].program_version.as_deref(), Some("restic 0.17.0"));
+    assert_eq!(
+        (list[1].size_bytes(), list[1].file_count()),
+        (Some(9999), Some(6))
+    );
+    assert_eq!(
+        list[0].time.to_rfc3339(),
+        "2024-08-01T08:00:00.123456789+00:00"
+    );
+}
+
+#[test]
+fn stats_documents() {
+    let restore_size = Command::Stats {
+        mode: StatsMode::RestoreSize,
+    };
+    let run = replay(&restore_size, V14, "v0.14/stats_restore_size", 0);
+    let stats = parse_stats(run.finished.output.as_deref().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(stats.total_size > 1 << 30);
+    assert_eq!(stats.snapshots_count, 4);
+    assert_eq!(
+        run.finished.stats["total_file_count"],
+        json!(stats.total_file_count)
+    );
+
+    let raw = Command::Stats {
+        mode: StatsMode::RawData,
+    };
+    let run = replay(&raw, V14, "v0.14/stats_raw_data", 0);
+    let stats = parse_stats(run.finished.output.as_deref().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(stats.total_blob_count > 0);
+    assert_eq!(stats.compression_ratio, None);
+
+    let run = replay(
+        &raw,
+        ResticVersion::new(0, 15, 0),
+        "newer/v0.15_stats_raw_data",
+        0,
+    );
+    assert_eq!(
+        run.finished.stats["compression_ratio"],
+        json!(2.5459673331776034)
+    );
+
+    let run = replay(
+        &raw,
+        ResticVersion::new(0, 19, 0),
+        "newer/v0.19.0_stats_leak",
+        0,
+    );
+    let stats = parse_stats(run.finished.output.as_deref().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(stats.total_blob_count, 18);
+    assert_eq!(run.lines()[0], "[0:00] 100.00%  1 / 1 snapshots");
+}
+
+#[test]
+fn ls_lines() {
+    let run = replay(&ls(), V14, "v0.14/ls_dir", 0);
+    let listing = parse_ls(run.finished.output.as_deref().unwrap_or_default());
+    assert!(listing.snapshot.is_some());
+    let paths: Vec<&str> = listing.nodes.iter().map(|n| n.path.as_str()).collect();
+    assert_eq!(paths, ["/src/a", "/src/a/b", "/src/a/one.txt"]);
+    assert!(run.lines().is_empty(), "ls output is data, not log");
+
+    let run = replay(&ls(), ResticVersion::new(0, 17, 0), "newer/v0.17_ls", 0);
+    let listing = parse_ls(run.finished.output.as_deref().unwrap_or_default());
+    assert_eq!(listing.nodes.len(), 3);
+    assert_eq!(listing.nodes[2].inode, Some(1236));
+    assert_eq!(listing.nodes[2].mtime, "2026-11-27T01:36:50Z".parse().ok());
+
+    // 0.14 exits 0 for an unknown id; report it like 0.15+ does.
+    let run = replay(&ls(), V14, "v0.14/ls_unknown_id", 0);
+    let f = &run.finished;
+    assert_eq!(
+        (f.status, f.kind),
+        (Status::Failed, Some(FailureKind::SnapshotNotFound))
+    );
+    assert!(f
+        .error
+        .clone()
+        .unwrap_or_default()
+        .contains("no matching ID found"));
+}
+
+#[test]
+fn forget_counts() {
+    let command = Command::Forget {
+        policy: RetentionPolicy::keep_last(1),
+        host: None,
+    };
+    let run = replay(&command, V14, "v0.14/forget", 0);
+    assert_eq!(run.finished.stats, json!({"removed": 2, "kept": 2}));
+    assert_eq!(run.lines(), ["forget kept 2 snapshots and removed 2"]);
+    let run = replay(
+        &command,
+        ResticVersion::new(0, 17, 0),
+        "newer/v0.17_forget",
+        0,
+    );
+    assert_eq!(run.finished.stats, json!({"removed": 1, "kept": 1}));
+}
+
+#[test]
+fn check_verdicts() {
+    let check = Command::Check {
+        read_data_subset: None,
+    };
+    let run = replay(&check, V14, "v0.14/check", 0);
+    assert_eq!(run.finished.status, Status::Succeeded);
+    assert_eq!(run.finished.stats, json!({"errors": false}));
+    assert!(run.lines().contains(&"no errors were found"));
+
+    let run = replay(&check, V14, "v0.14/check_corrupt", 1);
+    let f = &run.finished;
+    assert_eq!(f.status, Status::Failed);
+    assert_eq!(f.stats, json!({"errors": true}));
+    assert!(f
+        .error
+        .clone()
+        .unwrap_or_default()
+        .contains("repository contains errors"));
+    assert!(run
+        .lines()
+        .iter()
+        .any(|l| l.starts_with("Pack ID does not match")));
+
+    let v18 = ResticVersion::new(0, 18, 0);
+    let run = replay(&check, v18, "newer/v0.18_check_clean", 0);
+    assert_eq!(run.finished.stats["errors"], json!(false));
+    assert_eq!(run.finished.stats["num_errors"], json!(0));
+    assert_eq!(run.lines(), ["check found no errors"]);
+    let run = replay(&check, v18, "newer/v0.18_check_errors", 1);
+    assert_eq!(run.finished.stats["errors"], json!(true));
+    assert_eq!(
+        run.finished.error.as_deref(),
+        Some("Fatal: repository contains errors")
+    );
+    assert!(run
+        .lines()
+        .contains(&"error: Pack ID does not match, want 93b25d37, got e6c9dba3"));
+}
+
+#[test]
+fn restore_text_and_json() {
+    let restore = Command::Restore {
+        snapshot_id: "deadbeef".into(),
+        include: vec![],
+        target: "/tmp/r".into(),
+    };
+    let run = replay(&restore, V14, "v0.14/restore", 0);
+    assert_eq!(run.finished.status, Status::Succeeded);
+    assert_eq!(run.finished.stats, json!({}));
+    assert!(run.lines()[0].starts_with("restoring <Snapshot "));
+
+    let run = replay(
+        &restore,
+        ResticVersion::new(0, 16, 0),
+        "newer/v0.16_restore",
+        0,
+    );
+    assert_eq!(run.progress()[0].percent, 50.0);
+    assert_eq!(run.finished.stats["files_restored"], json!(4));
+    assert_eq!(
+        run.lines(),
+        ["restored 4 of 4 files (3.8 MiB of 3.8 MiB) in 2.0s"]
+    );
+}
+
+#[test]
+fn text_commands_and_cat_config() {
+    let run = replay(&Command::Init, V14, "v0.14/init", 0);
+    assert_eq!(run.finished.status, Status::Succeeded);
+    assert!(run.lines()[0].starts_with("created restic repository "));
+    assert_eq!(run.finished.output, None);
+
+    let run = replay(&Command::CatConfig, V14, "v0.14/cat_config", 0);
+    let config: serde_json::Value =
+        serde_json::from_str(run.finished.output.as_deref().unwrap_or_default())
+            .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config["version"], json!(2));
+    assert!(
+        run.lines()[0].starts_with("repository ") && run.lines()[0].ends_with("(format version 2)")
+    );
+
+    let run = replay(&Command::ListLocks, V14, "v0.14/list_locks", 0);
+    assert_eq!(run.finished.output.as_ref().map(String::len), Some(64));
+    let run = replay(&Command::ListLocks, V14, "v0.14/list_locks_none", 0);
+    assert_eq!(run.finished.output.as_deref(), Some(""));
+
+    let run = replay(&Command::Prune, V14, "v0.14/prune", 0);
+    assert!(run.lines().contains(&"done"));
+    let run = replay(&Command::Unlock, V14, "v0.14/unlock", 0);
+    assert_eq!(run.lines(), ["successfully removed locks"]);
+}
+
+#[test]
+fn long_lines_are_truncated_for_the_log() {
+    let mut collector = Collector::new(&Command::Prune, V14);
+    let events = collector.on_line(
+        Stream::Stdout,
+        RawLine {
+            bytes: vec![b'x'; 70_000],
+            dropped: 5,
+        },
+    );
+    let [Event::Line { text, .. }] = events.as_slice() else {
+        panic!("{events:?}");
+    };
+    assert!(text.ends_with(&format!("… [truncated {} bytes]", 70_000 - 64 * 1024 + 5)));
+}

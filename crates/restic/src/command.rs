@@ -1,0 +1,585 @@
+//! The restic commands this crate can run, and how each becomes an argument
+//! vector.
+//!
+//! Building argv here, in one place, is what keeps user data from being read
+//! as flags: source paths and snapshot ids go after `--`, and values such as
+//! excludes, tags, include paths, the restore target and the host are passed
+//! as single `--flag=value` elements, so a value starting with `-` stays a
+//! value. Secrets never appear here: the password and the repository URL
+//! travel in the child's environment (see `process`).
+
+use crate::error::ResticError;
+
+/// One restic invocation, with typed parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// `restic init`. Plain: callers wanting "init unless it exists" check
+    /// [`crate::Restic::repository_exists`] or treat
+    /// [`crate::FailureKind::AlreadyInitialized`] as success.
+    Init,
+    /// `restic backup` of `paths`.
+    Backup {
+        /// Source paths (at least one). Relative paths are resolved by restic
+        /// against the working directory (see [`crate::Restic::with_working_dir`]).
+        paths: Vec<String>,
+        /// restic exclude patterns (`--exclude=PATTERN`).
+        excludes: Vec<String>,
+        /// Tags for the snapshot (`--tag=T`; no commas, restic would split them).
+        tags: Vec<String>,
+        /// Overrides the hostname recorded in the snapshot.
+        host: Option<String>,
+    },
+    /// `restic forget` with a retention policy. Never `--prune`: that mixes
+    /// prune's text report into forget's JSON; run [`Command::Prune`] after.
+    Forget {
+        /// Which snapshots to keep (at least one rule).
+        policy: RetentionPolicy,
+        /// Only consider snapshots of this host.
+        host: Option<String>,
+    },
+    /// `restic prune`: removes data no snapshot references.
+    Prune,
+    /// `restic check`, optionally reading a subset of the data.
+    Check {
+        /// Value of `--read-data-subset` (`10%`, `1/5`, `500M`).
+        read_data_subset: Option<String>,
+    },
+    /// `restic unlock`: removes stale locks only (never `--remove-all`).
+    Unlock,
+    /// `restic snapshots`, optionally of one host.
+    Snapshots {
+        /// Only snapshots of this host.
+        host: Option<String>,
+    },
+    /// `restic stats` over all snapshots.
+    Stats {
+        /// Which size to compute.
+        mode: StatsMode,
+    },
+    /// `restic restore` of one snapshot (or part of it) into `target`.
+    Restore {
+        /// Hex snapshot id (8–64 characters).
+        snapshot_id: String,
+        /// Paths inside the snapshot to restore (all when empty).
+        include: Vec<String>,
+        /// Directory to restore into.
+        target: String,
+    },
+    /// `restic ls <snapshot> <path>`: the path and its direct children.
+    Ls {
+        /// Hex snapshot id (8–64 characters).
+        snapshot_id: String,
+        /// Absolute path inside the snapshot.
+        path: String,
+    },
+    /// `restic cat config`: the cheapest "is there a repository" probe.
+    CatConfig,
+    /// `restic list locks`: lock ids, one per line; takes no lock itself.
+    ListLocks,
+}
+
+/// `forget`'s keep rules. Unset rules are not passed; at least one must be
+/// set, so an empty policy can never reach restic.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RetentionPolicy {
+    /// Keep the last N snapshots.
+    pub keep_last: Option<u32>,
+    /// Keep the last snapshot of each of the last N hours.
+    pub keep_hourly: Option<u32>,
+    /// Keep the last snapshot of each of the last N days.
+    pub keep_daily: Option<u32>,
+    /// Keep the last snapshot of each of the last N weeks.
+    pub keep_weekly: Option<u32>,
+    /// Keep the last snapshot of each of the last N months.
+    pub keep_monthly: Option<u32>,
+    /// Keep the last snapshot of each of the last N years.
+    pub keep_yearly: Option<u32>,
+    /// Keep everything newer than this duration (`1y5m7d2h`).
+    pub keep_within: Option<String>,
+}
+
+/// What `restic stats` counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StatsMode {
+    /// The size a full restore of every snapshot would write.
+    RestoreSize,
+    /// The deduplicated (and compressed) size stored in the repository.
+    RawData,
+}
+
+impl StatsMode {
+    /// restic's name for the mode (`restore-size`, `raw-data`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StatsMode::RestoreSize => "restore-size",
+            StatsMode::RawData => "raw-data",
+        }
+    }
+}
+
+impl Command {
+    /// The restic subcommand, for logs and errors.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Init => "init",
+            Command::Backup { .. } => "backup",
+            Command::Forget { .. } => "forget",
+            Command::Prune => "prune",
+            Command::Check { .. } => "check",
+            Command::Unlock => "unlock",
+            Command::Snapshots { .. } => "snapshots",
+            Command::Stats { .. } => "stats",
+            Command::Restore { .. } => "restore",
+            Command::Ls { .. } => "ls",
+            Command::CatConfig => "cat config",
+            Command::ListLocks => "list locks",
+        }
+    }
+
+    /// Whether restic prints per-second status for this command, so the
+    /// runner asks for a low refresh rate.
+    pub(crate) fn emits_progress(&self) -> bool {
+        matches!(
+            self,
+            Command::Backup { .. }
+                | Command::Restore { .. }
+                | Command::Check { .. }
+                | Command::Prune
+        )
+    }
+
+    /// The arguments after the binary name, after validating every
+    /// caller-supplied value. `--json` is always passed: commands that still
+    /// print text in some versions ignore it.
+    pub fn args(&self) -> Result<Vec<String>, ResticError> {
+        let mut args: Vec<String> = Vec::new();
+        let mut push = |a: &str| args.push(a.to_owned());
+        match self {
+            Command::Init => push("init"),
+            Command::Backup {
+                paths,
+                excludes,
+                tags,
+                host,
+            } => {
+                if paths.is_empty() {
+                    return Err(invalid("paths", "at least one path is needed"));
+                }
+                push("backup");
+                for pattern in excludes {
+                    check_value("excludes", pattern)?;
+                    push(&format!("--exclude={pattern}"));
+                }
+                for tag in tags {
+                    check_tag(tag)?;
+                    push(&format!("--tag={tag}"));
+                }
+                push_host(&mut push, host)?;
+                push("--json");
+                push("--");
+                for path in paths {
+                    check_value("paths", path)?;
+                    push(path);
+                }
+                return Ok(args);
+            }
+            Command::Forget { policy, host } => {
+                push("forget");
+                for flag in policy.flags()? {
+                    push(&flag);
+                }
+                push_host(&mut push, host)?;
+            }
+            Command::Prune => push("prune"),
+            Command::Check { read_data_subset } => {
+                push("check");
+                if let Some(subset) = read_data_subset {
+                    check_subset(subset)?;
+                    push(&format!("--read-data-subset={subset}"));
+                }
+            }
+            Command::Unlock => push("unlock"),
+            Command::Snapshots { host } => {
+                push("snapshots");
+                push_host(&mut push, host)?;
+            }
+            Command::Stats { mode } => {
+                push("stats");
+                push(&format!("--mode={}", mode.as_str()));
+            }
+            Command::Restore {
+                snapshot_id,
+                include,
+                target,
+            } => {
+                check_snapshot_id(snapshot_id)?;
+                check_value("target", target)?;
+                push("restore");
+                push(&format!("--target={target}"));
+                for path in include {
+                    check_value("include", path)?;
+                    push(&format!("--include={path}"));
+                }
+                push("--json");
+                push("--");
+                push(snapshot_id);
+                return Ok(args);
+            }
+            Command::Ls { snapshot_id, path } => {
+                check_snapshot_id(snapshot_id)?;
+                check_value("path", path)?;
+                push("ls");
+                push("--json");
+                push("--");
+                push(snapshot_id);
+                push(path);
+                return Ok(args);
+            }
+            Command::CatConfig => {
+                push("cat");
+                push("config");
+            }
+            Command::ListLocks => {
+                push("list");
+                push("locks");
+            }
+        }
+        args.push("--json".to_owned());
+        Ok(args)
+    }
+}
+
+impl RetentionPolicy {
+    /// A policy keeping only the last `n` snapshots.
+    pub fn keep_last(n: u32) -> Self {
+        RetentionPolicy {
+            keep_last: Some(n),
+            ..RetentionPolicy::default()
+        }
+    }
+
+    /// The `--keep-*=N` flags, refusing an empty policy and zero counts
+    /// (restic 0.14 reads 0 as "rule not set", newer ones differ).
+    fn flags(&self) -> Result<Vec<String>, ResticError> {
+        let counts = [
+            ("keep-last", self.keep_last),
+            ("keep-hourly", self.keep_hourly),
+            ("keep-daily", self.keep_daily),
+            ("keep-weekly", self.keep_weekly),
+            ("keep-monthly", self.keep_monthly),
+            ("keep-yearly", self.keep_yearly),
+        ];
+        let mut flags = Vec::new();
+        for (name, value) in counts {
+            match value {
+                Some(0) => {
+                    return Err(invalid(
+                        "policy",
+                        format!("{name} must be at least 1 (leave it unset instead)"),
+                    ))
+                }
+                Some(n) => flags.push(format!("--{name}={n}")),
+                None => {}
+            }
+        }
+        if let Some(within) = &self.keep_within {
+            if !is_duration(within) {
+                return Err(invalid(
+                    "policy",
+                    format!("keep-within {within:?} is not a restic duration like 7d or 1y6m"),
+                ));
+            }
+            flags.push(format!("--keep-within={within}"));
+        }
+        if flags.is_empty() {
+            return Err(invalid(
+                "policy",
+                "at least one keep rule is needed (forget without one would keep everything)",
+            ));
+        }
+        Ok(flags)
+    }
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> ResticError {
+    ResticError::InvalidArgument {
+        field,
+        reason: reason.into(),
+    }
+}
+
+/// Every value: non-empty, and no NUL (which cannot be passed in argv).
+fn check_value(field: &'static str, value: &str) -> Result<(), ResticError> {
+    if value.is_empty() {
+        return Err(invalid(field, "must not be empty"));
+    }
+    if value.contains('\0') {
+        return Err(invalid(field, "must not contain a NUL byte"));
+    }
+    Ok(())
+}
+
+fn check_tag(tag: &str) -> Result<(), ResticError> {
+    check_value("tags", tag)?;
+    if tag.contains(',') {
+        return Err(invalid(
+            "tags",
+            format!("{tag:?} contains a comma, which restic reads as two tags"),
+        ));
+    }
+    Ok(())
+}
+
+fn push_host(push: &mut impl FnMut(&str), host: &Option<String>) -> Result<(), ResticError> {
+    if let Some(host) = host {
+        check_value("host", host)?;
+        push(&format!("--host={host}"));
+    }
+    Ok(())
+}
+
+/// Snapshot ids are hex, 8 (short id) to 64 (full id) characters. Anything
+/// else (`latest`, `-r`, a path) is refused before restic sees it.
+pub(crate) fn check_snapshot_id(id: &str) -> Result<(), ResticError> {
+    let hex = id.bytes().all(|b| b.is_ascii_hexdigit());
+    if !(8..=64).contains(&id.len()) || !hex {
+        return Err(invalid(
+            "snapshot_id",
+            format!("{id:?} is not a snapshot id (8 to 64 hex characters)"),
+        ));
+    }
+    Ok(())
+}
+
+/// `--read-data-subset` takes `n/t`, `x%` or a size such as `500M`.
+fn check_subset(subset: &str) -> Result<(), ResticError> {
+    let ok = !subset.is_empty()
+        && subset.as_bytes()[0].is_ascii_digit()
+        && subset
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b"./%kKmMgGtT".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            "read_data_subset",
+            format!("{subset:?} is not like 10%, 1/5 or 500M"),
+        ))
+    }
+}
+
+/// restic durations: one or more `<number><unit>` with units y, m, d, h.
+fn is_duration(value: &str) -> bool {
+    let mut saw_digit = false;
+    let mut parts = 0;
+    for b in value.bytes() {
+        match b {
+            b'0'..=b'9' => saw_digit = true,
+            b'y' | b'm' | b'd' | b'h' if saw_digit => {
+                saw_digit = false;
+                parts += 1;
+            }
+            _ => return false,
+        }
+    }
+    parts > 0 && !saw_digit
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(command: &Command) -> Vec<String> {
+        match command.args() {
+            Ok(args) => args,
+            Err(e) => panic!("{command:?}: {e}"),
+        }
+    }
+
+    fn refused(command: &Command) -> &'static str {
+        match command.args() {
+            Err(ResticError::InvalidArgument { field, .. }) => field,
+            other => panic!("{command:?} should be refused, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn backup_paths_that_look_like_flags_come_after_the_separator() {
+        let command = Command::Backup {
+            paths: vec!["--password-file=/etc/shadow".into(), "-r".into()],
+            excludes: vec!["-x".into(), "*.tmp".into()],
+            tags: vec!["--json".into()],
+            host: Some("-h".into()),
+        };
+        let argv = args(&command);
+        assert_eq!(
+            argv,
+            [
+                "backup",
+                "--exclude=-x",
+                "--exclude=*.tmp",
+                "--tag=--json",
+                "--host=-h",
+                "--json",
+                "--",
+                "--password-file=/etc/shadow",
+                "-r",
+            ]
+        );
+        let separator = argv.iter().position(|a| a == "--").unwrap_or(usize::MAX);
+        let first_path = argv.iter().position(|a| a == "-r").unwrap_or(0);
+        assert!(separator < first_path);
+    }
+
+    #[test]
+    fn restore_and_ls_put_positionals_after_the_separator() {
+        let restore = Command::Restore {
+            snapshot_id: "0123abcd".into(),
+            include: vec!["-etc".into()],
+            target: "-t".into(),
+        };
+        assert_eq!(
+            args(&restore),
+            [
+                "restore",
+                "--target=-t",
+                "--include=-etc",
+                "--json",
+                "--",
+                "0123abcd"
+            ]
+        );
+        let ls = Command::Ls {
+            snapshot_id: "0123abcd".into(),
+            path: "--help".into(),
+        };
+        assert_eq!(args(&ls), ["ls", "--json", "--", "0123abcd", "--help"]);
+    }
+
+    #[test]
+    fn snapshot_ids_must_be_hex() {
+        for bad in ["latest", "-r", "0123abc", "0123abcg", &"a".repeat(65), ""] {
+            let ls = Command::Ls {
+                snapshot_id: bad.into(),
+                path: "/".into(),
+            };
+            assert_eq!(refused(&ls), "snapshot_id", "{bad:?}");
+            let restore = Command::Restore {
+                snapshot_id: bad.into(),
+                include: vec![],
+                target: "/tmp/x".into(),
+            };
+            assert_eq!(refused(&restore), "snapshot_id", "{bad:?}");
+        }
+        let full = "a".repeat(64);
+        assert!(Command::Ls {
+            snapshot_id: full,
+            path: "/".into()
+        }
+        .args()
+        .is_ok());
+    }
+
+    #[test]
+    fn forget_needs_a_rule_and_never_prunes() {
+        assert_eq!(
+            refused(&Command::Forget {
+                policy: RetentionPolicy::default(),
+                host: None
+            }),
+            "policy"
+        );
+        assert_eq!(
+            refused(&Command::Forget {
+                policy: RetentionPolicy::keep_last(0),
+                host: None
+            }),
+            "policy"
+        );
+        let policy = RetentionPolicy {
+            keep_daily: Some(7),
+            keep_within: Some("1y6m".into()),
+            ..RetentionPolicy::keep_last(3)
+        };
+        let argv = args(&Command::Forget {
+            policy,
+            host: Some("web1".into()),
+        });
+        assert_eq!(
+            argv,
+            [
+                "forget",
+                "--keep-last=3",
+                "--keep-daily=7",
+                "--keep-within=1y6m",
+                "--host=web1",
+                "--json"
+            ]
+        );
+        assert!(!argv.iter().any(|a| a.contains("prune")));
+        for bad in ["", "7", "d", "7x", "-1d", "7d "] {
+            let policy = RetentionPolicy {
+                keep_within: Some(bad.into()),
+                ..RetentionPolicy::default()
+            };
+            assert_eq!(
+                refused(&Command::Forget { policy, host: None }),
+                "policy",
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn other_commands() {
+        assert_eq!(args(&Command::Init), ["init", "--json"]);
+        assert_eq!(args(&Command::Unlock), ["unlock", "--json"]);
+        assert_eq!(args(&Command::Prune), ["prune", "--json"]);
+        assert_eq!(args(&Command::CatConfig), ["cat", "config", "--json"]);
+        assert_eq!(args(&Command::ListLocks), ["list", "locks", "--json"]);
+        assert_eq!(
+            args(&Command::Stats {
+                mode: StatsMode::RawData
+            }),
+            ["stats", "--mode=raw-data", "--json"]
+        );
+        assert_eq!(
+            args(&Command::Snapshots {
+                host: Some("h".into())
+            }),
+            ["snapshots", "--host=h", "--json"]
+        );
+        assert_eq!(
+            args(&Command::Check {
+                read_data_subset: Some("10%".into())
+            }),
+            ["check", "--read-data-subset=10%", "--json"]
+        );
+        assert_eq!(
+            refused(&Command::Check {
+                read_data_subset: Some("--remove-all".into())
+            }),
+            "read_data_subset"
+        );
+    }
+
+    #[test]
+    fn refuses_empty_and_nul_values() {
+        let backup = |paths: Vec<&str>, tags: Vec<&str>| Command::Backup {
+            paths: paths.into_iter().map(String::from).collect(),
+            excludes: vec![],
+            tags: tags.into_iter().map(String::from).collect(),
+            host: None,
+        };
+        assert_eq!(refused(&backup(vec![], vec![])), "paths");
+        assert_eq!(refused(&backup(vec![""], vec![])), "paths");
+        assert_eq!(refused(&backup(vec!["a\0b"], vec![])), "paths");
+        assert_eq!(refused(&backup(vec!["/a"], vec!["a,b"])), "tags");
+        assert_eq!(
+            refused(&Command::Snapshots {
+                host: Some(String::new())
+            }),
+            "host"
+        );
+    }
+}

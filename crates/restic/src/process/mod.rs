@@ -1,0 +1,292 @@
+//! Spawning restic and supervising it: environment, process group, output
+//! reading, time limit, cancellation.
+//!
+//! restic runs in a process group of its own so that stopping it also stops
+//! what it started (the `rclone` backend helper, a `--password-command`).
+//! Stopping is SIGINT to the group first, which lets restic remove its lock,
+//! then SIGKILL after the grace period. Output is read from both pipes at
+//! once, line by line, while a second future watches the clock and the
+//! cancel token, so a slow event consumer never delays a kill.
+
+mod lines;
+
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use tokio::process::{Child, ChildStderr, ChildStdout};
+use tokio::sync::mpsc::Sender;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::ResticError;
+use crate::event::{Event, Stream};
+use crate::limits::Limits;
+
+use lines::LineReader;
+pub(crate) use lines::RawLine;
+
+/// Longest stderr line kept in memory; stderr never carries documents.
+const STDERR_LINE_CAP: usize = 1024 * 1024;
+
+/// How long to keep reading after restic exited, in case something it
+/// started still holds the pipes open. Then the group is killed.
+const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
+
+/// What to start.
+pub(crate) struct Spec<'a> {
+    /// The restic binary.
+    pub bin: &'a Path,
+    /// Its arguments.
+    pub args: &'a [String],
+    /// Variables to set, in order (later ones win). Inherited `RESTIC_*`
+    /// variables are removed first.
+    pub env: Vec<(std::ffi::OsString, std::ffi::OsString)>,
+    /// The child's working directory (default: ours).
+    pub working_dir: Option<&'a Path>,
+    /// Longest stdout line kept in memory (documents can be large).
+    pub stdout_line_cap: usize,
+}
+
+/// Why we stopped a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StopReason {
+    /// The cancel token fired.
+    Cancelled,
+    /// The time limit passed.
+    TimedOut,
+}
+
+/// How the process ended.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ended {
+    /// Exit code, when restic exited on its own.
+    pub exit_code: Option<i32>,
+    /// The signal that killed it, otherwise.
+    pub signal: Option<i32>,
+    /// Whether (and why) we stopped it.
+    pub stopped: Option<StopReason>,
+}
+
+/// Runs restic to the end. Every output line goes to `on_line`, whose
+/// events are forwarded to `events` (progress with `try_send`, since it is
+/// lossy by nature; everything else with back-pressure). A closed `events`
+/// channel is fine: the events are dropped.
+pub(crate) async fn run(
+    spec: Spec<'_>,
+    limits: &Limits,
+    mut on_line: impl FnMut(Stream, RawLine) -> Vec<Event>,
+    events: &Sender<Event>,
+) -> Result<Ended, ResticError> {
+    let mut command = tokio::process::Command::new(spec.bin);
+    command
+        .args(spec.args)
+        // restic prompts for passwords on stdin; never let it wait on ours.
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .process_group(0);
+    // An operator's shell may export RESTIC_REPOSITORY or RESTIC_PASSWORD_FILE;
+    // only what the caller configured may reach restic.
+    for (key, _) in std::env::vars_os() {
+        if key.as_encoded_bytes().starts_with(b"RESTIC_") {
+            command.env_remove(&key);
+        }
+    }
+    for (key, value) in &spec.env {
+        command.env(key, value);
+    }
+    if let Some(dir) = spec.working_dir {
+        command.current_dir(dir);
+    }
+
+    let mut child = command
+        .spawn()
+        .map_err(|source| ResticError::spawn(spec.bin, source))?;
+    // Never signal without a real group id: 0 or a negative id would reach
+    // our own process group.
+    let Some((pid, group)) = child
+        .id()
+        .and_then(|pid| Some((pid, i32::try_from(pid).ok().filter(|p| *p > 0)?)))
+    else {
+        return Err(ResticError::Io(std::io::Error::other(
+            "restic's process id is unknown",
+        )));
+    };
+    let group = Pid::from_raw(group);
+    let mut guard = GroupGuard(Some(group));
+    let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        return Err(ResticError::Io(std::io::Error::other(
+            "restic's output pipes were not set up",
+        )));
+    };
+    let started = Event::Started {
+        pid,
+        args: spec.args.to_vec(),
+    };
+    let exited = CancellationToken::new();
+    let readers = Readers {
+        stdout: LineReader::new(stdout, spec.stdout_line_cap),
+        stderr: LineReader::new(stderr, STDERR_LINE_CAP),
+    };
+    let ((status, stopped), ()) = tokio::join!(
+        supervise(&mut child, group, limits, &exited),
+        readers.consume(started, group, &exited, &mut on_line, events),
+    );
+    guard.0 = None;
+    let status = status.map_err(ResticError::Io)?;
+    Ok(Ended {
+        exit_code: status.code(),
+        signal: status.signal(),
+        stopped,
+    })
+}
+
+/// Waits for restic to exit, interrupting it on cancel or timeout.
+async fn supervise(
+    child: &mut Child,
+    group: Pid,
+    limits: &Limits,
+    exited: &CancellationToken,
+) -> (
+    std::io::Result<std::process::ExitStatus>,
+    Option<StopReason>,
+) {
+    let deadline = Instant::now().checked_add(limits.timeout);
+    let mut stopped = None;
+    let mut kill_at: Option<Instant> = None;
+    let status = loop {
+        tokio::select! {
+            // `Child::wait` is cancel-safe, so looping over it is fine.
+            status = child.wait() => break status,
+            () = limits.cancel.cancelled(), if stopped.is_none() => {
+                stopped = Some(StopReason::Cancelled);
+                kill_at = interrupt(group, limits.grace);
+            }
+            () = sleep_until(deadline), if stopped.is_none() => {
+                stopped = Some(StopReason::TimedOut);
+                kill_at = interrupt(group, limits.grace);
+            }
+            () = sleep_until(kill_at), if kill_at.is_some() => {
+                signal(group, Signal::SIGKILL);
+                kill_at = None;
+            }
+        }
+    };
+    exited.cancel();
+    (status, stopped)
+}
+
+/// Asks the group to stop; returns when to stop asking.
+fn interrupt(group: Pid, grace: Duration) -> Option<Instant> {
+    signal(group, Signal::SIGINT);
+    // A grace period too large to add means "never force it".
+    Instant::now().checked_add(grace)
+}
+
+/// Signals the whole group. Errors (the group is already gone) are fine.
+fn signal(group: Pid, signal: Signal) {
+    let _ = killpg(group, signal);
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sends one event; see [`run`] for the policy.
+async fn emit(events: &Sender<Event>, event: Event) {
+    match event {
+        Event::Progress(_) => {
+            let _ = events.try_send(event);
+        }
+        other => {
+            let _ = events.send(other).await;
+        }
+    }
+}
+
+/// Both output pipes.
+struct Readers {
+    stdout: LineReader<ChildStdout>,
+    stderr: LineReader<ChildStderr>,
+}
+
+impl Readers {
+    /// Sends `started`, then reads both pipes to their end (or until
+    /// [`DRAIN_AFTER_EXIT`] after restic exited), handing each line to
+    /// `on_line`. Runs beside [`supervise`], so even a consumer that stops
+    /// draining `events` cannot keep the time limit from working, nor keep
+    /// us waiting longer than the drain period once restic is gone.
+    async fn consume(
+        mut self,
+        started: Event,
+        group: Pid,
+        exited: &CancellationToken,
+        on_line: &mut impl FnMut(Stream, RawLine) -> Vec<Event>,
+        events: &Sender<Event>,
+    ) {
+        let (mut stdout_open, mut stderr_open) = (true, true);
+        let drain = async {
+            exited.cancelled().await;
+            tokio::time::sleep(DRAIN_AFTER_EXIT).await;
+        };
+        tokio::pin!(drain);
+        tokio::select! {
+            biased;
+            () = emit(events, started) => {}
+            () = &mut drain => return,
+        }
+        while stdout_open || stderr_open {
+            let (stream, read) = tokio::select! {
+                // Output that is ready wins over the drain deadline.
+                biased;
+                read = self.stdout.next_line(), if stdout_open => (Stream::Stdout, read),
+                read = self.stderr.next_line(), if stderr_open => (Stream::Stderr, read),
+                () = &mut drain => {
+                    // restic is gone but something it started still holds
+                    // the pipes: that leftover has no purpose any more.
+                    signal(group, Signal::SIGKILL);
+                    break;
+                }
+            };
+            match read {
+                Ok(Some(line)) => {
+                    for event in on_line(stream, line) {
+                        tokio::select! {
+                            biased;
+                            () = emit(events, event) => {}
+                            () = &mut drain => {
+                                signal(group, Signal::SIGKILL);
+                                return;
+                            }
+                        }
+                    }
+                }
+                // A read error on a pipe means it is unusable: treat as closed.
+                Ok(None) | Err(_) => match stream {
+                    Stream::Stdout => stdout_open = false,
+                    Stream::Stderr => stderr_open = false,
+                },
+            }
+        }
+    }
+}
+
+/// Kills restic's whole group if a run is abandoned midway (its future
+/// dropped): `kill_on_drop` alone would reach only restic, not its helpers.
+struct GroupGuard(Option<Pid>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(group) = self.0 {
+            signal(group, Signal::SIGKILL);
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! Where a repository is and how to open it.
+//!
+//! The password and extra environment (cloud keys) are secrets: they reach
+//! restic only through the child's environment, and `Debug` prints them
+//! redacted so a stray `{:?}` in a log line cannot leak them.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// A restic repository: its URL, password and backend environment.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Repository {
+    /// restic's repository string (`/srv/restic`, `rest:http://host:8000/`,
+    /// `s3:…`). Passed as `RESTIC_REPOSITORY`.
+    pub url: String,
+    /// The repository password. Passed as `RESTIC_PASSWORD`, never in argv.
+    pub password: String,
+    /// Extra environment for the backend (`AWS_ACCESS_KEY_ID`,
+    /// `RESTIC_REST_USERNAME`, …).
+    pub env: BTreeMap<String, String>,
+}
+
+impl Repository {
+    /// A repository without extra environment.
+    pub fn new(url: impl Into<String>, password: impl Into<String>) -> Self {
+        Repository {
+            url: url.into(),
+            password: password.into(),
+            env: BTreeMap::new(),
+        }
+    }
+
+    /// Adds one environment variable for the backend.
+    pub fn with_env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.insert(key.into(), value.into());
+        self
+    }
+
+    /// The URL with any `user:password@` password masked, the way restic
+    /// itself prints locations.
+    pub fn redacted_url(&self) -> String {
+        redact_url(&self.url)
+    }
+}
+
+impl fmt::Debug for Repository {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let env: BTreeMap<&str, &str> = self
+            .env
+            .keys()
+            .map(|k| (k.as_str(), "<redacted>"))
+            .collect();
+        f.debug_struct("Repository")
+            .field("url", &self.redacted_url())
+            .field("password", &"<redacted>")
+            .field("env", &env)
+            .finish()
+    }
+}
+
+/// Masks the password of `scheme://user:password@host…`.
+fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_owned();
+    };
+    let authority_start = scheme_end + 3;
+    let rest = &url[authority_start..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let Some(at) = authority.rfind('@') else {
+        return url.to_owned();
+    };
+    let userinfo = &authority[..at];
+    match userinfo.find(':') {
+        Some(colon) => format!(
+            "{}{}:***{}",
+            &url[..authority_start],
+            &userinfo[..colon],
+            &url[authority_start + at..]
+        ),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_hides_password_and_env_values() {
+        let repo = Repository::new("rest:http://alice:s3cr3t@host:8000/repo", "hunter2")
+            .with_env("AWS_SECRET_ACCESS_KEY", "topsecret");
+        let text = format!("{repo:?}");
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(!text.contains("s3cr3t"), "{text}");
+        assert!(!text.contains("topsecret"), "{text}");
+        assert!(text.contains("AWS_SECRET_ACCESS_KEY"), "{text}");
+        assert!(
+            text.contains("rest:http://alice:***@host:8000/repo"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn redacts_only_userinfo_passwords() {
+        assert_eq!(redact_url("/srv/restic"), "/srv/restic");
+        assert_eq!(redact_url("rest:http://h:1/"), "rest:http://h:1/");
+        assert_eq!(redact_url("rest:http://bob@h/"), "rest:http://bob@h/");
+        assert_eq!(
+            redact_url("s3:https://s3.example/b/a@b"),
+            "s3:https://s3.example/b/a@b"
+        );
+        assert_eq!(redact_url("rest:https://u:p@h/x"), "rest:https://u:***@h/x");
+    }
+}

@@ -1,0 +1,309 @@
+//! [`Restic`]: a detected restic binary and everything it can be asked.
+//!
+//! [`Restic::run`] is the general entry point (any [`Command`], streaming
+//! events, never failing because restic failed). The typed helpers below it
+//! are for callers that want a value: they run one command, insist it
+//! succeeded and parse its output.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use crate::collect::Collector;
+use crate::command::{Command, StatsMode};
+use crate::error::ResticError;
+use crate::event::Event;
+use crate::limits::Limits;
+use crate::outcome::{FailureKind, Finished, Status};
+use crate::parse::ls::{self, DirListing, Node};
+use crate::parse::snapshots::{self, Snapshot};
+use crate::parse::stats::{self, Stats};
+use crate::process::{self, Spec};
+use crate::repository::Repository;
+use crate::version::{detect_version, ResticVersion};
+
+/// Longest stdout line kept for commands whose output is one big JSON line
+/// (`snapshots` of a large repository, `forget`).
+const DOCUMENT_LINE_CAP: usize = 256 * 1024 * 1024;
+/// Longest stdout line kept for line-oriented commands; longer lines cannot
+/// be JSON we understand and are logged truncated.
+const LINE_CAP: usize = 1024 * 1024;
+
+/// A restic binary of a known version, plus how to run it.
+#[derive(Debug, Clone)]
+pub struct Restic {
+    bin: PathBuf,
+    version: ResticVersion,
+    cache_dir: Option<PathBuf>,
+    working_dir: Option<PathBuf>,
+}
+
+impl Restic {
+    /// Runs `<bin> version` and keeps the answer. `bin` may be a path or a
+    /// name looked up on `PATH`.
+    pub async fn detect(bin: impl Into<PathBuf>) -> Result<Restic, ResticError> {
+        let bin = bin.into();
+        let version = detect_version(&bin).await?;
+        Ok(Restic::new(bin, version))
+    }
+
+    /// A restic whose version is already known (no process is started).
+    pub fn new(bin: impl Into<PathBuf>, version: ResticVersion) -> Self {
+        Restic {
+            bin: bin.into(),
+            version,
+            cache_dir: None,
+            working_dir: None,
+        }
+    }
+
+    /// Makes restic keep its cache in `dir` (`RESTIC_CACHE_DIR`) instead of
+    /// the home directory, which a service user may not have.
+    pub fn with_cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.cache_dir = Some(dir.into());
+        self
+    }
+
+    /// Runs restic in `dir`, against which relative backup paths resolve.
+    pub fn with_working_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.working_dir = Some(dir.into());
+        self
+    }
+
+    /// The detected version.
+    pub fn version(&self) -> ResticVersion {
+        self.version
+    }
+
+    /// The binary that is run.
+    pub fn bin(&self) -> &Path {
+        &self.bin
+    }
+
+    /// Runs one command, streaming what it prints to `events`, and returns
+    /// how it ended.
+    ///
+    /// `Err` only when restic could not be started at all (or an argument
+    /// was refused before starting); a failing restic is
+    /// `Ok(Finished { status: Failed, .. })`. The caller must keep draining
+    /// `events` (or drop its receiver): log lines wait for room in the
+    /// channel, progress events are dropped when it is full.
+    pub async fn run(
+        &self,
+        repo: &Repository,
+        command: &Command,
+        limits: &Limits,
+        events: &mpsc::Sender<Event>,
+    ) -> Result<Finished, ResticError> {
+        let args = command.args()?;
+        if let Some(dir) = &self.working_dir {
+            if !dir.is_dir() {
+                return Err(ResticError::InvalidArgument {
+                    field: "working_dir",
+                    reason: format!("{} is not a directory", dir.display()),
+                });
+            }
+        }
+        if limits.cancel.is_cancelled() {
+            return Ok(not_started(Status::Cancelled));
+        }
+        let spec = Spec {
+            bin: &self.bin,
+            args: &args,
+            env: self.env(repo, command),
+            working_dir: self.working_dir.as_deref(),
+            stdout_line_cap: match command {
+                Command::Snapshots { .. } | Command::Forget { .. } | Command::Stats { .. } => {
+                    DOCUMENT_LINE_CAP
+                }
+                _ => LINE_CAP,
+            },
+        };
+        let mut collector = Collector::new(command, self.version);
+        let ended = process::run(
+            spec,
+            limits,
+            |stream, line| collector.on_line(stream, line),
+            events,
+        )
+        .await?;
+        Ok(collector.finish(ended, limits))
+    }
+
+    /// The child's environment on top of ours (minus `RESTIC_*`): the
+    /// repository's extra variables, then ours, so the URL and password
+    /// always come from `repo`.
+    fn env(&self, repo: &Repository, command: &Command) -> Vec<(OsString, OsString)> {
+        let mut env: Vec<(OsString, OsString)> =
+            repo.env.iter().map(|(k, v)| (k.into(), v.into())).collect();
+        if let Some(dir) = &self.cache_dir {
+            env.push(("RESTIC_CACHE_DIR".into(), dir.into()));
+        }
+        if command.emits_progress() {
+            // One status line a second is plenty and keeps logs small.
+            env.push(("RESTIC_PROGRESS_FPS".into(), "1".into()));
+        }
+        env.push(("RESTIC_REPOSITORY".into(), (&repo.url).into()));
+        if !repo.password.is_empty() {
+            env.push(("RESTIC_PASSWORD".into(), (&repo.password).into()));
+        }
+        env
+    }
+
+    /// Runs a helper's command without anyone listening to events.
+    async fn run_quiet(
+        &self,
+        repo: &Repository,
+        command: &Command,
+        limits: &Limits,
+    ) -> Result<Finished, ResticError> {
+        // A closed channel makes every send return at once.
+        let (events, receiver) = mpsc::channel(1);
+        drop(receiver);
+        self.run(repo, command, limits, &events).await
+    }
+
+    /// Runs `command` and insists that it succeeded.
+    async fn run_ok(
+        &self,
+        repo: &Repository,
+        command: &Command,
+        limits: &Limits,
+    ) -> Result<Finished, ResticError> {
+        let finished = self.run_quiet(repo, command, limits).await?;
+        if finished.succeeded() {
+            Ok(finished)
+        } else {
+            Err(command_error(command, finished))
+        }
+    }
+
+    /// All snapshots of the repository, or of one host.
+    pub async fn snapshots(
+        &self,
+        repo: &Repository,
+        host: Option<&str>,
+        limits: &Limits,
+    ) -> Result<Vec<Snapshot>, ResticError> {
+        let command = Command::Snapshots {
+            host: host.map(str::to_owned),
+        };
+        let finished = self.run_ok(repo, &command, limits).await?;
+        snapshots::parse_snapshots(document(&finished)?)
+    }
+
+    /// Repository statistics in one mode.
+    pub async fn stats(
+        &self,
+        repo: &Repository,
+        mode: StatsMode,
+        limits: &Limits,
+    ) -> Result<Stats, ResticError> {
+        let finished = self.run_ok(repo, &Command::Stats { mode }, limits).await?;
+        stats::parse_stats(document(&finished)?)
+    }
+
+    /// The direct children of `dir` in a snapshot.
+    pub async fn ls_dir(
+        &self,
+        repo: &Repository,
+        snapshot_id: &str,
+        dir: &str,
+        limits: &Limits,
+    ) -> Result<Vec<Node>, ResticError> {
+        let dir = ls::normalise_dir(dir);
+        let command = Command::Ls {
+            snapshot_id: snapshot_id.to_owned(),
+            path: dir.clone(),
+        };
+        let finished = self.run_ok(repo, &command, limits).await?;
+        let listing = ls::parse_ls(finished.output.as_deref().unwrap_or_default());
+        if listing.snapshot.is_none() {
+            return Err(ResticError::Command {
+                command: command.name(),
+                status: Status::Failed,
+                kind: Some(FailureKind::SnapshotNotFound),
+                exit_code: finished.exit_code,
+                message: format!("no snapshot {snapshot_id} in the repository"),
+            });
+        }
+        match ls::direct_children(listing, &dir) {
+            DirListing::Children(children) => Ok(children),
+            DirListing::Missing => Err(ResticError::PathNotFound {
+                snapshot_id: snapshot_id.to_owned(),
+                path: dir,
+            }),
+            DirListing::NotADirectory => Err(ResticError::InvalidArgument {
+                field: "dir",
+                reason: format!("{dir} is not a directory in snapshot {snapshot_id}"),
+            }),
+        }
+    }
+
+    /// Whether a repository exists at `repo.url` (`restic cat config`).
+    /// A wrong password, an unreachable backend and other failures are
+    /// errors, not `false`: only "there is no repository" is.
+    pub async fn repository_exists(
+        &self,
+        repo: &Repository,
+        limits: &Limits,
+    ) -> Result<bool, ResticError> {
+        let command = Command::CatConfig;
+        let finished = self.run_quiet(repo, &command, limits).await?;
+        match (finished.status, finished.kind) {
+            (Status::Succeeded, _) => Ok(true),
+            (Status::Failed, Some(FailureKind::NoRepository)) => Ok(false),
+            _ => Err(command_error(&command, finished)),
+        }
+    }
+
+    /// Whether any lock files exist (`restic list locks`, which takes no
+    /// lock itself). Stale locks count: they still block prune and check.
+    pub async fn locks_present(
+        &self,
+        repo: &Repository,
+        limits: &Limits,
+    ) -> Result<bool, ResticError> {
+        let finished = self.run_ok(repo, &Command::ListLocks, limits).await?;
+        Ok(finished
+            .output
+            .as_deref()
+            .is_some_and(|ids| ids.lines().any(|l| !l.trim().is_empty())))
+    }
+}
+
+/// The result of a run that was cancelled before restic started.
+fn not_started(status: Status) -> Finished {
+    Finished {
+        status,
+        kind: None,
+        exit_code: None,
+        error: Some(status.to_string()),
+        stats: json!({}),
+        snapshot_id: None,
+        output: None,
+    }
+}
+
+fn command_error(command: &Command, finished: Finished) -> ResticError {
+    ResticError::Command {
+        command: command.name(),
+        status: finished.status,
+        kind: finished.kind,
+        exit_code: finished.exit_code,
+        message: finished
+            .error
+            .unwrap_or_else(|| format!("restic {} did not succeed", command.name())),
+    }
+}
+
+fn document(finished: &Finished) -> Result<&str, ResticError> {
+    finished
+        .output
+        .as_deref()
+        .ok_or_else(|| ResticError::Unparseable {
+            output: "restic printed no JSON document".to_owned(),
+        })
+}

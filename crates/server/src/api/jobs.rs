@@ -1,0 +1,351 @@
+//! Jobs over HTTP: start one on a host, list and show them, cancel, read
+//! their logs, and follow them live as Server-Sent Events.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::Json;
+use futures_util::Stream;
+use rm_core::{JobId, JobStatus, JobTrigger};
+use rm_protocol::api::{CreateJob, JobView};
+use rm_protocol::{JobKind, LogLine, LogStreamKind};
+use rm_store::{JobFilter, LogLineRecord};
+use serde::Deserialize;
+use tokio::sync::{broadcast, mpsc};
+
+use super::hosts::parse_host_id;
+use super::{ApiError, ApiJson, Operator};
+use crate::jobs::events::JobEvent;
+use crate::jobs::{self, JobError};
+use crate::state::AppState;
+
+impl From<JobError> for ApiError {
+    fn from(e: JobError) -> ApiError {
+        match e {
+            JobError::Invalid(message) => ApiError::bad_request(message),
+            JobError::HostNotFound(_) | JobError::NotFound(_) => ApiError::not_found(e.to_string()),
+            JobError::HostOffline(_) | JobError::NoRepository(_) | JobError::Conflict(_) => {
+                ApiError::conflict(e.to_string())
+            }
+            JobError::Store(e) => e.into(),
+        }
+    }
+}
+
+/// `POST /api/v1/hosts/{id}/jobs`.
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    operator: Operator,
+    Path(host): Path<String>,
+    ApiJson(req): ApiJson<CreateJob>,
+) -> Result<(StatusCode, Json<JobView>), ApiError> {
+    let host_id = parse_host_id(&host)?;
+    let kind: JobKind = req
+        .kind
+        .parse()
+        .map_err(|e: String| ApiError::bad_request(format!("`kind`: {e}")))?;
+    if state.store().host(host_id).await?.is_none() {
+        return Err(JobError::HostNotFound(host_id).into());
+    }
+    if !state.hub().is_connected(host_id) {
+        return Err(JobError::HostOffline(host_id).into());
+    }
+    let job = jobs::create(&state, host_id, kind, &req.params, JobTrigger::Manual).await?;
+    tracing::info!(job_id = %job.id, by = %operator.user_id, "job requested");
+    Ok((StatusCode::CREATED, Json(jobs::view(&job))))
+}
+
+/// Query of `GET /api/v1/jobs`.
+#[derive(Deserialize)]
+pub(crate) struct ListQuery {
+    host_id: Option<String>,
+    status: Option<String>,
+    before: Option<String>,
+    limit: Option<u32>,
+}
+
+/// Default and largest page of jobs.
+const DEFAULT_JOBS: u32 = 50;
+const MAX_JOBS: u32 = 500;
+
+/// `GET /api/v1/jobs?host_id=&status=&before=&limit=`: newest first.
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    _operator: Operator,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<Vec<JobView>>, ApiError> {
+    let host_id = query.host_id.as_deref().map(parse_host_id).transpose()?;
+    let status = query
+        .status
+        .as_deref()
+        .map(|s| s.parse::<JobStatus>())
+        .transpose()
+        .map_err(|e| ApiError::bad_request(format!("`status`: {e}")))?;
+    let before = query.before.as_deref().map(parse_job_id).transpose()?;
+    let limit = match query.limit {
+        None => DEFAULT_JOBS,
+        Some(n) if (1..=MAX_JOBS).contains(&n) => n,
+        Some(_) => {
+            return Err(ApiError::bad_request(format!(
+                "`limit` must be 1 to {MAX_JOBS}"
+            )))
+        }
+    };
+    let jobs = state
+        .store()
+        .list_jobs(&JobFilter {
+            host_id,
+            status,
+            before,
+            limit,
+        })
+        .await?;
+    Ok(Json(jobs.iter().map(jobs::view).collect()))
+}
+
+/// `GET /api/v1/jobs/{id}`.
+pub(crate) async fn show(
+    State(state): State<AppState>,
+    _operator: Operator,
+    Path(id): Path<String>,
+) -> Result<Json<JobView>, ApiError> {
+    let id = parse_job_id(&id)?;
+    let job = state.store().job(id).await?.ok_or(JobError::NotFound(id))?;
+    Ok(Json(jobs::view(&job)))
+}
+
+/// `POST /api/v1/jobs/{id}/cancel`: 200 when cancelled at once (queued),
+/// 202 when the agent was asked to stop it.
+pub(crate) async fn cancel(
+    State(state): State<AppState>,
+    operator: Operator,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<JobView>), ApiError> {
+    let id = parse_job_id(&id)?;
+    let job = jobs::cancel(&state, id).await?;
+    tracing::info!(job_id = %id, by = %operator.user_id, "job cancel requested");
+    let status = if job.status.is_finished() {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok((status, Json(jobs::view(&job))))
+}
+
+/// Query of `GET /api/v1/jobs/{id}/logs`.
+#[derive(Deserialize)]
+pub(crate) struct LogsQuery {
+    after_seq: Option<u64>,
+    limit: Option<u32>,
+}
+
+/// Largest page of log lines.
+const MAX_LOG_PAGE: u32 = 10_000;
+
+/// `GET /api/v1/jobs/{id}/logs?after_seq=N&limit=M`.
+pub(crate) async fn logs(
+    State(state): State<AppState>,
+    _operator: Operator,
+    Path(id): Path<String>,
+    Query(query): Query<LogsQuery>,
+) -> Result<Json<Vec<LogLine>>, ApiError> {
+    let id = parse_job_id(&id)?;
+    if state.store().job(id).await?.is_none() {
+        return Err(JobError::NotFound(id).into());
+    }
+    let limit = match query.limit {
+        None => MAX_LOG_PAGE,
+        Some(n) if (1..=MAX_LOG_PAGE).contains(&n) => n,
+        Some(_) => {
+            return Err(ApiError::bad_request(format!(
+                "`limit` must be 1 to {MAX_LOG_PAGE}"
+            )))
+        }
+    };
+    let lines = state
+        .store()
+        .logs(id, query.after_seq.unwrap_or(0), limit)
+        .await?;
+    Ok(Json(lines.into_iter().map(to_wire).collect()))
+}
+
+fn to_wire(line: LogLineRecord) -> LogLine {
+    LogLine {
+        seq: line.seq,
+        ts: line.ts,
+        stream: if line.stream == "stderr" {
+            LogStreamKind::Stderr
+        } else {
+            LogStreamKind::Stdout
+        },
+        text: line.text,
+    }
+}
+
+pub(crate) fn parse_job_id(raw: &str) -> Result<JobId, ApiError> {
+    raw.parse().map_err(|_| {
+        ApiError::bad_request(format!(
+            "`{raw}` is not a job id (expected a 26-character ULID)"
+        ))
+    })
+}
+
+/// `GET /api/v1/jobs/{id}/events`: Server-Sent Events. First the job's
+/// `status`, then its stored `log` lines (after `Last-Event-ID` or
+/// `?after_seq=`), then live `log`, `progress` and `status` events, and a
+/// final `finished`, after which the stream ends. Log events carry their
+/// `seq` as the event id, so a reconnecting client resumes without gaps.
+pub(crate) async fn events(
+    State(state): State<AppState>,
+    _operator: Operator,
+    Path(id): Path<String>,
+    Query(query): Query<LogsQuery>,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let id = parse_job_id(&id)?;
+    if state.store().job(id).await?.is_none() {
+        return Err(JobError::NotFound(id).into());
+    }
+    let after_seq = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .or(query.after_seq)
+        .unwrap_or(0);
+    // Subscribe before reading what is stored, so nothing falls between.
+    let live = state
+        .job_events()
+        .subscribe(id)
+        .ok_or_else(|| ApiError::internal("job event hub unavailable"))?;
+    let (tx, rx) = mpsc::channel::<Event>(64);
+    tokio::spawn(follow(state, id, after_seq, live, tx));
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|event| (Ok(event), rx))
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// Feeds one SSE client until the job finishes or the client goes away.
+async fn follow(
+    state: AppState,
+    id: JobId,
+    mut last_seq: u64,
+    mut live: broadcast::Receiver<JobEvent>,
+    tx: mpsc::Sender<Event>,
+) {
+    let Ok(Some(job)) = state.store().job(id).await else {
+        return;
+    };
+    if tx
+        .send(json_event("status", &jobs::view(&job)))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    if !backfill(&state, id, &mut last_seq, &tx).await {
+        return;
+    }
+    if job.status.is_finished() {
+        let _ = tx.send(json_event("finished", &jobs::view(&job))).await;
+        return;
+    }
+    loop {
+        let event = match live.recv().await {
+            Ok(event) => event,
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                let _ = tx
+                    .send(Event::default().comment(format!("skipped {missed} live events")))
+                    .await;
+                if !backfill(&state, id, &mut last_seq, &tx).await {
+                    return;
+                }
+                continue;
+            }
+            Err(broadcast::error::RecvError::Closed) => {
+                // The job finished (or the hub dropped the channel): close
+                // with whatever is stored.
+                let _ = backfill(&state, id, &mut last_seq, &tx).await;
+                if let Ok(Some(job)) = state.store().job(id).await {
+                    let name = if job.status.is_finished() {
+                        "finished"
+                    } else {
+                        "status"
+                    };
+                    let _ = tx.send(json_event(name, &jobs::view(&job))).await;
+                }
+                return;
+            }
+        };
+        let sent = match event {
+            JobEvent::Status(view) => tx.send(json_event("status", &view)).await.is_ok(),
+            JobEvent::Progress(progress) => {
+                tx.send(json_event("progress", &progress)).await.is_ok()
+            }
+            JobEvent::Log(lines) => {
+                let mut ok = true;
+                for line in lines {
+                    if line.seq <= last_seq {
+                        continue;
+                    }
+                    last_seq = line.seq;
+                    ok = tx.send(log_event(&line)).await.is_ok();
+                    if !ok {
+                        break;
+                    }
+                }
+                ok
+            }
+            JobEvent::Finished(view) => {
+                let _ = backfill(&state, id, &mut last_seq, &tx).await;
+                let _ = tx.send(json_event("finished", &view)).await;
+                return;
+            }
+        };
+        if !sent {
+            return;
+        }
+    }
+}
+
+/// Sends stored lines after `last_seq`; false when the client is gone.
+async fn backfill(
+    state: &AppState,
+    id: JobId,
+    last_seq: &mut u64,
+    tx: &mpsc::Sender<Event>,
+) -> bool {
+    state.flush_logs().await;
+    loop {
+        let page = match state.store().logs(id, *last_seq, 1000).await {
+            Ok(page) => page,
+            Err(e) => {
+                tracing::error!(job_id = %id, error = %e, "could not read logs for an event stream");
+                return true;
+            }
+        };
+        if page.is_empty() {
+            return true;
+        }
+        for line in page {
+            *last_seq = line.seq;
+            if tx.send(log_event(&to_wire(line))).await.is_err() {
+                return false;
+            }
+        }
+    }
+}
+
+fn json_event<T: serde::Serialize>(name: &str, data: &T) -> Event {
+    Event::default()
+        .event(name)
+        .json_data(data)
+        .unwrap_or_else(|_| Event::default().event(name))
+}
+
+fn log_event(line: &LogLine) -> Event {
+    json_event("log", line).id(line.seq.to_string())
+}

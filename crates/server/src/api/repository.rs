@@ -1,0 +1,55 @@
+//! `PUT/GET /api/v1/hosts/{id}/repository`: where a host backs up to. The
+//! password is write-only: it is sealed at rest and never shown back.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use rm_protocol::api::RepositoryView;
+use rm_protocol::RepositoryConfig;
+
+use super::hosts::parse_host_id;
+use super::{ApiError, ApiJson, Operator};
+use crate::repositories::{self, RepositoryError};
+use crate::state::AppState;
+
+impl From<RepositoryError> for ApiError {
+    fn from(e: RepositoryError) -> ApiError {
+        match e {
+            RepositoryError::Invalid(message) => ApiError::bad_request(message),
+            RepositoryError::HostNotFound(_) => ApiError::not_found(e.to_string()),
+            RepositoryError::Store(e) => e.into(),
+            RepositoryError::Job(e) => e.into(),
+            RepositoryError::Unsealable(_) => ApiError::internal(e),
+        }
+    }
+}
+
+/// `PUT /api/v1/hosts/{id}/repository` `{url, password, env?}` → 204.
+/// Pushed to the agent at once if it is connected; an `init` job follows.
+pub(crate) async fn put(
+    State(state): State<AppState>,
+    operator: Operator,
+    Path(host): Path<String>,
+    ApiJson(config): ApiJson<RepositoryConfig>,
+) -> Result<StatusCode, ApiError> {
+    let host_id = parse_host_id(&host)?;
+    repositories::set(&state, host_id, &config).await?;
+    tracing::info!(%host_id, by = %operator.user_id, url = %config.url, "repository set");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /api/v1/hosts/{id}/repository` → `{url, env_keys, updated_at}`.
+pub(crate) async fn get(
+    State(state): State<AppState>,
+    _operator: Operator,
+    Path(host): Path<String>,
+) -> Result<Json<RepositoryView>, ApiError> {
+    let host_id = parse_host_id(&host)?;
+    if state.store().host(host_id).await?.is_none() {
+        return Err(RepositoryError::HostNotFound(host_id).into());
+    }
+    repositories::view(&state, host_id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("host `{host_id}` has no repository set")))
+}

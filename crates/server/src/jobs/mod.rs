@@ -1,0 +1,541 @@
+//! Jobs: creating them, handing them to a host's agent one at a time in
+//! creation order, cancelling them, and recording what the agent reports.
+//!
+//! The store's conditional updates make every step idempotent: a job is
+//! dispatched by whoever moves it from `queued` first, and a repeated or
+//! late report can never move a finished job.
+
+pub(crate) mod events;
+pub(crate) mod log_writer;
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+use rm_core::{HostId, JobId, JobStatus, JobTrigger};
+use rm_protocol::api::JobView;
+use rm_protocol::params::{JobParams, RestoreParams};
+use rm_protocol::{
+    CommandCancel, CommandResult, CommandRun, Frame, JobFinished, JobKind, JobOutcome, JobProgress,
+    JobStarted, LogStream, LogStreamKind,
+};
+use rm_store::{CommandResultRecord, Job, JobEnd, LogLineRecord, NewJob, StoreError};
+use serde_json::Value;
+
+use crate::repositories;
+use crate::state::AppState;
+use events::JobEvent;
+
+/// Longest log line stored; longer ones are cut with a marker, not dropped.
+pub(crate) const MAX_LOG_LINE_BYTES: usize = 64 * 1024;
+
+/// What can go wrong with a job request.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// Bad kind or parameters; names the field.
+    #[error("{0}")]
+    Invalid(String),
+    /// No such host.
+    #[error("host `{0}` not found")]
+    HostNotFound(HostId),
+    /// The host's agent is not connected.
+    #[error("host `{0}` is offline; jobs can be started when its agent is connected")]
+    HostOffline(HostId),
+    /// The job needs a repository that is not set.
+    #[error("{0}")]
+    NoRepository(String),
+    /// No such job.
+    #[error("job `{0}` not found")]
+    NotFound(JobId),
+    /// The job is not in a state that allows this.
+    #[error("{0}")]
+    Conflict(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The API form of a job.
+pub(crate) fn view(job: &Job) -> JobView {
+    JobView {
+        id: job.id.to_string(),
+        host_id: job.host_id.to_string(),
+        kind: job.kind.clone(),
+        params: job.params.clone(),
+        status: job.status.to_string(),
+        trigger: job.trigger.as_str().to_owned(),
+        exit_code: job.exit_code,
+        stats: job.stats.clone(),
+        error: job.error.clone(),
+        created_at: job.created_at,
+        dispatched_at: job.dispatched_at,
+        started_at: job.started_at,
+        finished_at: job.finished_at,
+    }
+}
+
+/// Validates and queues a job, then dispatches it if the host is free.
+pub async fn create(
+    state: &AppState,
+    host_id: HostId,
+    kind: JobKind,
+    params: &Value,
+    trigger: JobTrigger,
+) -> Result<Job, JobError> {
+    let params = JobParams::parse(kind, params).map_err(|e| JobError::Invalid(e.to_string()))?;
+    let host = state
+        .store()
+        .host(host_id)
+        .await?
+        .ok_or(JobError::HostNotFound(host_id))?;
+    match &params {
+        JobParams::Restore(RestoreParams {
+            source_host_id: Some(source),
+            ..
+        }) => {
+            let source: HostId = source.parse().map_err(|_| {
+                JobError::Invalid(format!(
+                    "`params.source_host_id` `{source}` is not a host id"
+                ))
+            })?;
+            let source_host = state.store().host(source).await?.ok_or_else(|| {
+                JobError::Invalid(format!(
+                    "`params.source_host_id`: host `{source}` not found"
+                ))
+            })?;
+            if !source_host.has_repository {
+                return Err(JobError::NoRepository(format!(
+                    "source host `{}` has no repository set",
+                    source_host.name
+                )));
+            }
+        }
+        _ if !host.has_repository => {
+            return Err(JobError::NoRepository(format!(
+                "host `{}` has no repository set; PUT /api/v1/hosts/{host_id}/repository first",
+                host.name
+            )))
+        }
+        _ => {}
+    }
+    let job = state
+        .store()
+        .create_job(&NewJob {
+            id: JobId::new(),
+            host_id,
+            kind: kind.as_str().to_owned(),
+            params: params.to_value(),
+            trigger,
+            created_at: Utc::now(),
+        })
+        .await?;
+    tracing::info!(job_id = %job.id, %host_id, kind = %kind, trigger = trigger.as_str(), "job queued");
+    dispatch_next(state, host_id).await;
+    Ok(state.store().job(job.id).await?.unwrap_or(job))
+}
+
+/// Sends the host's next queued job to its agent, if the agent is connected
+/// and no other job of the host is dispatched or running.
+pub async fn dispatch_next(state: &AppState, host_id: HostId) {
+    if let Err(e) = try_dispatch_next(state, host_id).await {
+        tracing::error!(%host_id, error = %e, "could not dispatch the next job");
+    }
+}
+
+async fn try_dispatch_next(state: &AppState, host_id: HostId) -> Result<(), JobError> {
+    loop {
+        let Some(conn) = state.hub().get(host_id) else {
+            return Ok(());
+        };
+        let Some(job) = state.store().next_dispatchable_job(host_id).await? else {
+            return Ok(());
+        };
+        if !state
+            .store()
+            .advance_job(job.id, JobStatus::Dispatched, Utc::now())
+            .await?
+        {
+            // Another task dispatched it first.
+            return Ok(());
+        }
+        let command = match command_for(state, &job).await {
+            Ok(command) => command,
+            Err(reason) => {
+                fail(state, job.id, reason).await?;
+                continue;
+            }
+        };
+        match conn.send(Frame::new(command)) {
+            Ok(()) => {
+                tracing::info!(job_id = %job.id, %host_id, kind = %job.kind, "job dispatched");
+                publish_status(state, job.id).await;
+                return Ok(());
+            }
+            Err(e) => {
+                fail(
+                    state,
+                    job.id,
+                    format!("the job could not be sent to the agent: {e}"),
+                )
+                .await?;
+            }
+        }
+    }
+}
+
+/// The `command.run` for a job; for a restore from another host it carries
+/// that host's repository.
+async fn command_for(state: &AppState, job: &Job) -> Result<CommandRun, String> {
+    let kind: JobKind = job.kind.parse()?;
+    let params = JobParams::parse(kind, &job.params).map_err(|e| e.to_string())?;
+    let repository = match &params {
+        JobParams::Restore(RestoreParams {
+            source_host_id: Some(source),
+            ..
+        }) => {
+            let source: HostId = source
+                .parse()
+                .map_err(|_| format!("bad source host `{source}`"))?;
+            let config = repositories::get(state, source)
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("source host `{source}` has no repository set"))?;
+            Some(config)
+        }
+        _ => None,
+    };
+    Ok(CommandRun {
+        job_id: job.id.to_string(),
+        kind,
+        params: params.to_value(),
+        repository,
+    })
+}
+
+/// Marks a job failed with `error` (if it is not finished already) and
+/// tells watchers.
+async fn fail(state: &AppState, job: JobId, error: String) -> Result<(), JobError> {
+    tracing::warn!(job_id = %job, %error, "job failed before it ran");
+    finish(
+        state,
+        job,
+        JobEnd {
+            status: JobStatus::Failed,
+            exit_code: None,
+            stats: Value::Null,
+            error: Some(error),
+            finished_at: Utc::now(),
+        },
+    )
+    .await
+}
+
+/// Records a job's end, tells watchers, and dispatches the host's next job.
+async fn finish(state: &AppState, job: JobId, end: JobEnd) -> Result<(), JobError> {
+    if state.store().finish_job(job, &end).await? {
+        if let Some(stored) = state.store().job(job).await? {
+            state
+                .job_events()
+                .publish(job, JobEvent::Finished(Box::new(view(&stored))));
+            tracing::info!(job_id = %job, status = %end.status, "job finished");
+            Box::pin(dispatch_next(state, stored.host_id)).await;
+        }
+    }
+    Ok(())
+}
+
+async fn publish_status(state: &AppState, job: JobId) {
+    if let Ok(Some(stored)) = state.store().job(job).await {
+        state
+            .job_events()
+            .publish(job, JobEvent::Status(Box::new(view(&stored))));
+    }
+}
+
+/// Cancels a job: a queued one at once; a dispatched or running one by
+/// asking its agent (which then reports it cancelled).
+pub async fn cancel(state: &AppState, id: JobId) -> Result<Job, JobError> {
+    let job = state.store().job(id).await?.ok_or(JobError::NotFound(id))?;
+    match job.status {
+        JobStatus::Queued => {
+            finish(
+                state,
+                id,
+                JobEnd {
+                    status: JobStatus::Cancelled,
+                    exit_code: None,
+                    stats: Value::Null,
+                    error: Some(String::from("cancelled before it started")),
+                    finished_at: Utc::now(),
+                },
+            )
+            .await?;
+        }
+        JobStatus::Dispatched | JobStatus::Running => {
+            let conn = state
+                .hub()
+                .get(job.host_id)
+                .ok_or(JobError::HostOffline(job.host_id))?;
+            conn.send(Frame::new(CommandCancel {
+                job_id: id.to_string(),
+            }))
+            .map_err(|e| JobError::Conflict(format!("could not reach the agent: {e}")))?;
+            tracing::info!(job_id = %id, "cancel requested");
+        }
+        finished => {
+            return Err(JobError::Conflict(format!(
+                "job `{id}` already finished ({finished})"
+            )))
+        }
+    }
+    state.store().job(id).await?.ok_or(JobError::NotFound(id))
+}
+
+/// Per-connection bookkeeping for job messages: which jobs this agent may
+/// report on (its own host's), remembered so the hot log path does not
+/// read the job on every batch.
+#[derive(Default)]
+pub(crate) struct AgentJobs {
+    owned: HashSet<JobId>,
+}
+
+/// A job report that cannot be accepted; sent back as `error bad_request`
+/// or `not_found`.
+#[derive(Debug)]
+pub(crate) enum ReportError {
+    /// The job id is malformed.
+    BadId(String),
+    /// No such job for this host.
+    NotFound(String),
+    /// The store failed.
+    Store(StoreError),
+}
+
+impl From<StoreError> for ReportError {
+    fn from(e: StoreError) -> Self {
+        ReportError::Store(e)
+    }
+}
+
+impl AgentJobs {
+    /// The job `raw` if it exists and belongs to `host`.
+    async fn own(
+        &mut self,
+        state: &AppState,
+        host: HostId,
+        raw: &str,
+    ) -> Result<JobId, ReportError> {
+        let id: JobId = raw
+            .parse()
+            .map_err(|_| ReportError::BadId(format!("`job_id` `{raw}` is not a job id")))?;
+        if self.owned.contains(&id) {
+            return Ok(id);
+        }
+        match state.store().job(id).await? {
+            Some(job) if job.host_id == host => {
+                self.owned.insert(id);
+                Ok(id)
+            }
+            _ => Err(ReportError::NotFound(format!(
+                "job `{id}` not found for this host"
+            ))),
+        }
+    }
+
+    /// `command.result`.
+    pub(crate) async fn command_result(
+        &mut self,
+        state: &AppState,
+        host: HostId,
+        result: CommandResult,
+    ) -> Result<(), ReportError> {
+        let id = self.own(state, host, &result.job_id).await?;
+        let reason = result.reason.as_ref().map(|r| {
+            serde_json::to_value(r)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_else(|| String::from("other"))
+        });
+        state
+            .store()
+            .record_command_result(&CommandResultRecord {
+                job_id: id,
+                accepted: result.accepted,
+                reason: reason.clone(),
+                message: result.message.clone(),
+                received_at: Utc::now(),
+            })
+            .await?;
+        if !result.accepted {
+            let why = match (&reason, &result.message) {
+                (Some(r), Some(m)) => format!("the agent refused the job ({r}): {m}"),
+                (Some(r), None) => format!("the agent refused the job ({r})"),
+                (None, Some(m)) => format!("the agent refused the job: {m}"),
+                (None, None) => String::from("the agent refused the job"),
+            };
+            fail(state, id, why).await.map_err(job_to_report)?;
+        }
+        Ok(())
+    }
+
+    /// `job.started`.
+    pub(crate) async fn started(
+        &mut self,
+        state: &AppState,
+        host: HostId,
+        started: JobStarted,
+    ) -> Result<(), ReportError> {
+        let id = self.own(state, host, &started.job_id).await?;
+        if state
+            .store()
+            .advance_job(id, JobStatus::Running, started.started_at)
+            .await?
+        {
+            publish_status(state, id).await;
+        }
+        Ok(())
+    }
+
+    /// `job.progress`: live only.
+    pub(crate) async fn progress(
+        &mut self,
+        state: &AppState,
+        host: HostId,
+        progress: JobProgress,
+    ) -> Result<(), ReportError> {
+        let id = self.own(state, host, &progress.job_id).await?;
+        state.job_events().publish(id, JobEvent::Progress(progress));
+        Ok(())
+    }
+
+    /// `log.stream`: handed to the batching writer, and to watchers.
+    pub(crate) async fn logs(
+        &mut self,
+        state: &AppState,
+        host: HostId,
+        mut stream: LogStream,
+    ) -> Result<(), ReportError> {
+        let id = self.own(state, host, &stream.job_id).await?;
+        for line in &mut stream.lines {
+            truncate_line(&mut line.text);
+        }
+        let records = stream
+            .lines
+            .iter()
+            .map(|line| LogLineRecord {
+                job_id: id,
+                seq: line.seq,
+                ts: line.ts,
+                stream: stream_name(line.stream).to_owned(),
+                text: line.text.clone(),
+            })
+            .collect();
+        state.log_writer().write(records).await;
+        state.job_events().publish(id, JobEvent::Log(stream.lines));
+        Ok(())
+    }
+
+    /// `job.finished`: stored once all earlier log lines are.
+    pub(crate) async fn finished(
+        &mut self,
+        state: &AppState,
+        host: HostId,
+        finished: JobFinished,
+    ) -> Result<(), ReportError> {
+        let id = self.own(state, host, &finished.job_id).await?;
+        state.log_writer().flush().await;
+        let status = match finished.status {
+            JobOutcome::Succeeded => JobStatus::Succeeded,
+            JobOutcome::Partial => JobStatus::Partial,
+            JobOutcome::Failed => JobStatus::Failed,
+            JobOutcome::Cancelled => JobStatus::Cancelled,
+        };
+        let end = JobEnd {
+            status,
+            exit_code: finished.exit_code,
+            stats: finished.stats,
+            error: finished.error,
+            finished_at: finished.finished_at,
+        };
+        finish(state, id, end).await.map_err(job_to_report)
+    }
+}
+
+fn job_to_report(e: JobError) -> ReportError {
+    match e {
+        JobError::Store(e) => ReportError::Store(e),
+        other => ReportError::NotFound(other.to_string()),
+    }
+}
+
+fn stream_name(stream: LogStreamKind) -> &'static str {
+    match stream {
+        LogStreamKind::Stdout => "stdout",
+        LogStreamKind::Stderr => "stderr",
+    }
+}
+
+/// Cuts a line longer than [`MAX_LOG_LINE_BYTES`] at a character boundary
+/// and says how much was cut.
+pub(crate) fn truncate_line(text: &mut String) {
+    if text.len() <= MAX_LOG_LINE_BYTES {
+        return;
+    }
+    let mut cut = MAX_LOG_LINE_BYTES;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let dropped = text.len() - cut;
+    text.truncate(cut);
+    text.push_str(&format!(" … [truncated {dropped} bytes]"));
+}
+
+/// After a reconnect: jobs the store thinks are dispatched or running on
+/// this host but the agent does not report as running were lost (the agent
+/// restarted mid-job). They fail with an error that says so.
+pub(crate) async fn reconcile_after_hello(
+    state: &AppState,
+    host: HostId,
+    running: &[String],
+    connected_at: DateTime<Utc>,
+) {
+    let active = match state.store().active_jobs(host).await {
+        Ok(active) => active,
+        Err(e) => {
+            tracing::error!(%host, error = %e, "could not reconcile jobs after hello");
+            return;
+        }
+    };
+    for job in active {
+        if running.iter().any(|r| *r == job.id.to_string()) {
+            continue;
+        }
+        let end = JobEnd {
+            status: JobStatus::Failed,
+            exit_code: None,
+            stats: Value::Null,
+            error: Some(String::from(
+                "the agent was interrupted (restarted or lost the job) before it finished",
+            )),
+            finished_at: connected_at,
+        };
+        if let Err(e) = finish(state, job.id, end).await {
+            tracing::error!(job_id = %job.id, error = %e, "could not fail a lost job");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_lines_are_cut_with_a_marker_at_a_char_boundary() {
+        let mut line = "é".repeat(MAX_LOG_LINE_BYTES);
+        truncate_line(&mut line);
+        assert!(line.len() < MAX_LOG_LINE_BYTES + 40);
+        assert!(line.ends_with("bytes]"), "{}", &line[line.len() - 40..]);
+        let mut short = String::from("fine");
+        truncate_line(&mut short);
+        assert_eq!(short, "fine");
+    }
+}
