@@ -255,7 +255,10 @@ impl JobRunner {
         };
         let (finished, stats) = job.run(&params).await;
         log.flush().await;
-        self.finish(&job_id, &finished, stats.clone()).await;
+        // The repository report comes before the end, so the host stays
+        // busy (no next job is dispatched) until restic is done with the
+        // repository, and the stored snapshot list is fresh when the job
+        // shows as finished.
         let changed_repository =
             matches!(
                 params,
@@ -268,6 +271,7 @@ impl JobRunner {
             self.report_repository(&restic, &repo, &cancel, restore_size)
                 .await;
         }
+        self.finish(&job_id, &finished, stats).await;
     }
 
     async fn finish(&self, job_id: &str, finished: &Finished, stats: Value) {
@@ -397,6 +401,15 @@ fn finished_without_restic(status: Status, error: Option<String>) -> Finished {
     }
 }
 
+/// `init` on a repository that exists: a success, as restic's own probe
+/// (`cat config`) exited 0.
+fn already_initialized() -> Finished {
+    Finished {
+        exit_code: Some(0),
+        ..finished_without_restic(Status::Succeeded, None)
+    }
+}
+
 fn accepted(job_id: &str) -> Frame {
     Frame::new(CommandResult {
         job_id: job_id.to_owned(),
@@ -504,20 +517,24 @@ impl Job<'_> {
                         String::from("the repository already exists; nothing to initialise"),
                     )
                     .await;
-                (
-                    finished_without_restic(Status::Succeeded, None),
-                    json!({"already_initialized": true}),
-                )
+                (already_initialized(), json!({"already_initialized": true}))
             }
-            Ok(false) | Err(_) => {
+            Ok(false) => {
                 let finished = self.command(Command::Init).await;
                 if finished.kind == Some(FailureKind::AlreadyInitialized) {
-                    return (
-                        finished_without_restic(Status::Succeeded, None),
-                        json!({"already_initialized": true}),
-                    );
+                    return (already_initialized(), json!({"already_initialized": true}));
                 }
                 (finished, json!({"already_initialized": false}))
+            }
+            // Wrong password, unreachable backend, no permission: running
+            // `init` would not help and could mislead ("already exists").
+            Err(e) => {
+                let error = e.to_string();
+                self.log.line(LogStreamKind::Stderr, error.clone()).await;
+                (
+                    finished_without_restic(Status::Failed, Some(error)),
+                    Value::Null,
+                )
             }
         }
     }

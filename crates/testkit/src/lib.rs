@@ -7,13 +7,17 @@
 //! - [`RawAgent`]: a hand-driven WebSocket client for protocol tests.
 //! - [`AgentProcess`]: the real `restic-manager agent run` as a child process,
 //!   with its log captured.
+//! - [`fixtures`]: generated source trees and byte-for-byte comparison.
+//! - [`rclone::RcloneServer`]: a REST repository server on 127.0.0.1.
 //! - [`wait_until`]: polling instead of sleeping.
 //!
 //! Helpers return `anyhow::Result` so tests can `?` freely.
 
 mod agent_process;
 mod api;
+pub mod fixtures;
 mod raw_agent;
+pub mod rclone;
 mod server;
 
 use std::future::Future;

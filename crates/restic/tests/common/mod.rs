@@ -2,25 +2,25 @@
 //! generating source trees, running `rclone serve restic`, collecting
 //! events, and the end-to-end scenario both repository kinds go through.
 //!
-//! Tests skip (with a message) when restic or rclone is not installed, so a
-//! machine without them still builds and runs the rest.
+//! Source trees and the rclone server come from `rm-testkit`, shared with
+//! the end-to-end tests. A missing restic or rclone fails the tests.
 
 #![allow(dead_code)] // each test binary uses a different part of this module
 
-use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use rm_restic::{
     Command, Event, FailureKind, Finished, Limits, Repository, Restic, ResticError,
     RetentionPolicy, StatsMode, Status,
 };
+#[allow(unused_imports)] // each test binary uses a different part
+pub use rm_testkit::fixtures::{assert_same_tree, make_tree, noise};
+#[allow(unused_imports)]
+pub use rm_testkit::rclone::{free_port, RcloneServer};
 use tokio::sync::mpsc;
 
 pub const SYSTEM_RESTIC: &str = "/usr/bin/restic";
-pub const SYSTEM_RCLONE: &str = "/usr/bin/rclone";
 pub const PASSWORD: &str = "integration-test-password";
 
 /// Unwraps a result in test code with a readable panic.
@@ -28,12 +28,13 @@ pub fn ok<T, E: std::fmt::Display>(result: Result<T, E>, what: &str) -> T {
     result.unwrap_or_else(|e| panic!("{what}: {e}"))
 }
 
-/// The installed restic with its cache in `cache`, or `None` (test skipped).
+/// The installed restic with its cache in `cache`. Panics, saying how to
+/// install it, when restic is missing: these tests must not pass without it.
 pub async fn restic(cache: &Path) -> Option<Restic> {
-    if !Path::new(SYSTEM_RESTIC).exists() {
-        eprintln!("skipping: {SYSTEM_RESTIC} is not installed");
-        return None;
-    }
+    assert!(
+        Path::new(SYSTEM_RESTIC).exists(),
+        "{SYSTEM_RESTIC} is not installed: run scripts/test, or apt-get install restic"
+    );
     let restic = ok(Restic::detect(SYSTEM_RESTIC).await, "detect restic");
     Some(restic.with_cache_dir(cache))
 }
@@ -95,125 +96,6 @@ pub fn log_text(events: &[Event]) -> String {
         })
         .collect::<Vec<_>>()
         .join("\n")
-}
-
-/// Deterministic, incompressible-looking bytes, fast (xorshift).
-pub fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        out.extend_from_slice(&state.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
-/// Writes the test source tree:
-/// `big.bin` (3 MB), `café-ü.txt`, `empty/`, `nested/{a.txt, deeper/{b.txt, deepest/c.txt}}`.
-pub fn make_tree(root: &Path) {
-    let write = |rel: &str, bytes: &[u8]| {
-        let path = root.join(rel);
-        if let Some(parent) = path.parent() {
-            ok(std::fs::create_dir_all(parent), "mkdir");
-        }
-        ok(std::fs::write(&path, bytes), "write");
-    };
-    write("big.bin", &noise(3_000_000, 7));
-    write("café-ü.txt", "Grüße aus dem Café\n".as_bytes());
-    write("nested/a.txt", b"a\n");
-    write("nested/deeper/b.txt", &noise(10_000, 11));
-    write("nested/deeper/deepest/c.txt", b"c\n");
-    ok(std::fs::create_dir_all(root.join("empty")), "mkdir empty");
-}
-
-/// Asserts that every file under `expected` exists under `actual` with the
-/// same bytes, and nothing else does.
-pub fn assert_same_tree(expected: &Path, actual: &Path) {
-    let list = |root: &Path| -> BTreeMap<PathBuf, Option<Vec<u8>>> {
-        let mut out = BTreeMap::new();
-        let mut stack = vec![root.to_path_buf()];
-        while let Some(dir) = stack.pop() {
-            for entry in ok(std::fs::read_dir(&dir), "read_dir") {
-                let path = ok(entry, "dir entry").path();
-                let rel = path
-                    .strip_prefix(root)
-                    .map(Path::to_path_buf)
-                    .unwrap_or_default();
-                if path.is_dir() {
-                    stack.push(path);
-                    out.insert(rel, None);
-                } else {
-                    out.insert(rel, Some(ok(std::fs::read(&path), "read")));
-                }
-            }
-        }
-        out
-    };
-    let (want, got) = (list(expected), list(actual));
-    assert_eq!(
-        want.keys().collect::<Vec<_>>(),
-        got.keys().collect::<Vec<_>>(),
-        "restored tree differs"
-    );
-    assert!(want == got, "restored file contents differ");
-}
-
-/// A port nothing listens on (bound, then released).
-pub fn free_port() -> u16 {
-    let listener = ok(TcpListener::bind("127.0.0.1:0"), "bind");
-    ok(listener.local_addr(), "local_addr").port()
-}
-
-/// `rclone serve restic` on a free port, killed when dropped.
-pub struct RcloneServer {
-    child: Child,
-    /// The repository URL of the server's root.
-    pub url: String,
-}
-
-impl RcloneServer {
-    /// Starts the server over `dir`; `None` (test skipped) without rclone.
-    pub fn start(dir: &Path) -> Option<RcloneServer> {
-        if !Path::new(SYSTEM_RCLONE).exists() {
-            eprintln!("skipping: {SYSTEM_RCLONE} is not installed");
-            return None;
-        }
-        let port = free_port();
-        let child = ok(
-            std::process::Command::new(SYSTEM_RCLONE)
-                .args(["serve", "restic", "--addr", &format!("127.0.0.1:{port}")])
-                .arg(dir)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn(),
-            "spawn rclone",
-        );
-        let server = RcloneServer {
-            child,
-            url: format!("rest:http://127.0.0.1:{port}/"),
-        };
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let started = Instant::now();
-        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(15),
-                "rclone did not listen on {addr}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Some(server)
-    }
-}
-
-impl Drop for RcloneServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Live (non-zombie) processes whose process group is `group`. Killed

@@ -1,0 +1,434 @@
+//! Backups end to end: the real server, the real agent binary and the real
+//! restic, against a local folder repository and a REST repository served
+//! by `rclone serve restic` on 127.0.0.1. What the API reports is checked
+//! against what restic itself says about the repository.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rm_testkit::fixtures::{assert_same_tree, make_tree};
+use rm_testkit::rclone::{free_port, RcloneServer};
+use rm_testkit::{wait_until, AgentProcess, Api, TestServer};
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_restic-manager");
+const PASSWORD: &str = "e2e-repository-password";
+/// Generous: restic's key derivation alone takes about half a second per
+/// command on a small machine.
+const JOB_LIMIT: Duration = Duration::from_secs(120);
+
+/// A server with one enrolled host whose real agent is running.
+struct Host {
+    server: TestServer,
+    admin: Api,
+    id: String,
+    agent: AgentProcess,
+    _state: tempfile::TempDir,
+}
+
+async fn host_with_agent(restic_bin: &Path, extra_env: &[(&str, &str)]) -> Host {
+    let server = TestServer::start().await.unwrap();
+    let admin = server.admin().await.unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let created = admin
+        .create_enrollment_token(Some("e2e"), None)
+        .await
+        .unwrap();
+    let out = AgentProcess::enroll(
+        Path::new(BIN),
+        &server.url,
+        &created.token,
+        &state.path().join("agent"),
+        &[],
+    )
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = admin.hosts().await.unwrap()[0].id.clone();
+    let agent = AgentProcess::spawn(
+        Path::new(BIN),
+        &state.path().join("agent"),
+        restic_bin,
+        extra_env,
+    )
+    .unwrap();
+    wait_until(Duration::from_secs(15), "the agent to connect", || {
+        server.host_online(&id)
+    })
+    .await
+    .unwrap();
+    Host {
+        server,
+        admin,
+        id,
+        agent,
+        _state: state,
+    }
+}
+
+impl Host {
+    /// Sets the repository and waits for the automatic `init` job.
+    async fn set_repository(&self, url: &str, password: &str) -> Value {
+        let (status, body) = self
+            .admin
+            .send(
+                reqwest::Method::PUT,
+                &format!("/api/v1/hosts/{}/repository", self.id),
+                Some(json!({"url": url, "password": password})),
+            )
+            .await
+            .unwrap();
+        assert_eq!(status, 204, "{body}");
+        let (_, jobs) = self
+            .admin
+            .get(&format!("/api/v1/jobs?host_id={}&limit=1", self.id))
+            .await
+            .unwrap();
+        let init = jobs[0]["id"].as_str().unwrap().to_owned();
+        self.finished(&init).await
+    }
+
+    /// Starts a job; fails the test unless the server says 201.
+    async fn start(&self, kind: &str, params: Value) -> String {
+        let (status, body) = self
+            .admin
+            .post(
+                &format!("/api/v1/hosts/{}/jobs", self.id),
+                json!({"kind": kind, "params": params}),
+            )
+            .await
+            .unwrap();
+        assert_eq!(status, 201, "{kind}: {body}");
+        body["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Runs a job to its end and returns it.
+    async fn run(&self, kind: &str, params: Value) -> Value {
+        let id = self.start(kind, params).await;
+        self.finished(&id).await
+    }
+
+    async fn job(&self, id: &str) -> Value {
+        self.admin
+            .get(&format!("/api/v1/jobs/{id}"))
+            .await
+            .unwrap()
+            .1
+    }
+
+    async fn finished(&self, id: &str) -> Value {
+        wait_until(JOB_LIMIT, &format!("job {id} to finish"), || async {
+            let status = self.job(id).await["status"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned();
+            matches!(
+                status.as_str(),
+                "succeeded" | "partial" | "failed" | "cancelled"
+            )
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}\nagent log:\n{}", self.agent.log()));
+        self.job(id).await
+    }
+
+    async fn logs(&self, id: &str) -> Vec<Value> {
+        let (_, lines) = self
+            .admin
+            .get(&format!("/api/v1/jobs/{id}/logs"))
+            .await
+            .unwrap();
+        lines.as_array().unwrap().clone()
+    }
+
+    async fn snapshots(&self) -> Vec<Value> {
+        let (_, list) = self
+            .admin
+            .get(&format!("/api/v1/hosts/{}/snapshots", self.id))
+            .await
+            .unwrap();
+        list.as_array().unwrap().clone()
+    }
+
+    /// Waits until the stored snapshot list has `count` entries (the agent
+    /// reports it right after the job's end).
+    async fn wait_snapshots(&self, count: usize) -> Vec<Value> {
+        wait_until(
+            Duration::from_secs(30),
+            &format!("{count} snapshots reported"),
+            || async { self.snapshots().await.len() == count },
+        )
+        .await
+        .unwrap();
+        self.snapshots().await
+    }
+}
+
+/// What restic itself lists, run directly with the password in its
+/// environment.
+async fn restic_snapshot_ids(repo: &str, password: &str) -> Vec<String> {
+    let out = tokio::process::Command::new("restic")
+        .args(["snapshots", "--json"])
+        .env("RESTIC_REPOSITORY", repo)
+        .env("RESTIC_PASSWORD", password)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let mut ids: Vec<String> = list
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    ids
+}
+
+fn succeeded(job: &Value) {
+    assert_eq!(job["status"], "succeeded", "job did not succeed: {job:#}");
+    assert_eq!(job["exit_code"], 0, "{job:#}");
+}
+
+/// The whole life of a repository, as an operator would drive it.
+async fn scenario(host: &Host, repo: &str, scratch: &Path) {
+    let init = host.set_repository(repo, PASSWORD).await;
+    succeeded(&init);
+    assert_eq!(init["trigger"], "system");
+
+    let src = scratch.join("src");
+    make_tree(&src);
+    // A folder whose name looks like a flag is backed up as a folder.
+    std::fs::create_dir_all(src.join("-x")).unwrap();
+    std::fs::write(src.join("-x").join("flaglike.txt"), b"not a flag\n").unwrap();
+    let src_path = src.display().to_string();
+
+    let first = host
+        .run("backup", json!({"paths": [src_path], "tags": ["e2e"]}))
+        .await;
+    succeeded(&first);
+    assert!(
+        first["stats"]["files_new"].as_u64().unwrap() >= 6,
+        "{:#}",
+        first["stats"]
+    );
+    let lines = host.logs(first["id"].as_str().unwrap()).await;
+    assert!(!lines.is_empty(), "a backup logs at least its summary");
+    let seqs: Vec<u64> = lines.iter().map(|l| l["seq"].as_u64().unwrap()).collect();
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as u64).collect::<Vec<_>>(),
+        "log seqs are dense"
+    );
+
+    let stored = host.wait_snapshots(1).await;
+    assert_eq!(stored[0]["paths"], json!([src_path]));
+    assert_eq!(stored[0]["tags"], json!(["e2e"]));
+    let ids: Vec<String> = stored
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids, restic_snapshot_ids(repo, PASSWORD).await);
+
+    succeeded(&host.run("check", json!({})).await);
+
+    std::fs::write(src.join("nested").join("new.txt"), b"second backup\n").unwrap();
+    succeeded(&host.run("backup", json!({"paths": [src_path]})).await);
+    host.wait_snapshots(2).await;
+
+    let forget = host
+        .run("forget", json!({"keep_last": 1, "prune": true}))
+        .await;
+    succeeded(&forget);
+    assert!(
+        forget["stats"]["forget"].is_object(),
+        "{:#}",
+        forget["stats"]
+    );
+    let remaining = host.wait_snapshots(1).await;
+    let remaining_id = remaining[0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        restic_snapshot_ids(repo, PASSWORD).await,
+        vec![remaining_id.clone()]
+    );
+
+    let target = scratch.join("restore");
+    let nested = format!("{src_path}/nested");
+    let restore = host
+        .run(
+            "restore",
+            json!({"snapshot_id": remaining_id, "include": [nested], "target": target.display().to_string()}),
+        )
+        .await;
+    succeeded(&restore);
+    // restic keeps the full path under the target.
+    let restored: PathBuf = target.join(src.strip_prefix("/").unwrap()).join("nested");
+    assert_same_tree(&src.join("nested"), &restored);
+
+    let (_, stats) = host
+        .admin
+        .get(&format!("/api/v1/hosts/{}/repo-stats", host.id))
+        .await
+        .unwrap();
+    assert_eq!(stats["latest"]["snapshot_count"], 1, "{stats:#}");
+    assert!(
+        stats["latest"]["raw_size_bytes"].as_u64().unwrap() > 3_000_000,
+        "{stats:#}"
+    );
+    let view = host.admin.host(&host.id).await.unwrap();
+    assert_eq!(view.last_backup_status.as_deref(), Some("succeeded"));
+    assert!(view.repo_size_bytes.unwrap() > 3_000_000);
+}
+
+#[tokio::test]
+async fn a_local_repository_goes_through_init_backup_check_forget_prune_and_restore() {
+    let host = host_with_agent(Path::new("restic"), &[]).await;
+    let scratch = tempfile::tempdir().unwrap();
+    let repo = scratch.path().join("repo").display().to_string();
+    scenario(&host, &repo, scratch.path()).await;
+    host.agent.terminate(Duration::from_secs(20)).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_rest_repository_served_by_rclone_goes_through_the_same() {
+    let host = host_with_agent(Path::new("restic"), &[]).await;
+    let scratch = tempfile::tempdir().unwrap();
+    let data = scratch.path().join("rest-data");
+    std::fs::create_dir_all(&data).unwrap();
+    let rclone = RcloneServer::start(&data).unwrap();
+    scenario(&host, &rclone.url, scratch.path()).await;
+    host.agent.terminate(Duration::from_secs(20)).await.unwrap();
+}
+
+#[tokio::test]
+async fn init_on_an_existing_repository_is_a_no_op_and_a_wrong_password_fails_clearly() {
+    let host = host_with_agent(Path::new("restic"), &[]).await;
+    let scratch = tempfile::tempdir().unwrap();
+    let repo = scratch.path().join("repo").display().to_string();
+    succeeded(&host.set_repository(&repo, PASSWORD).await);
+    // Setting the same repository again initialises nothing.
+    let again = host.set_repository(&repo, PASSWORD).await;
+    succeeded(&again);
+    assert_eq!(again["stats"]["already_initialized"], true);
+
+    let wrong = host.set_repository(&repo, "not-the-password").await;
+    assert_eq!(wrong["status"], "failed");
+    let error = wrong["error"].as_str().unwrap();
+    assert!(error.contains("wrong password"), "{error}");
+    let src = scratch.path().join("src");
+    make_tree(&src);
+    let backup = host
+        .run("backup", json!({"paths": [src.display().to_string()]}))
+        .await;
+    assert_eq!(backup["status"], "failed");
+    assert!(
+        backup["error"].as_str().unwrap().contains("wrong password"),
+        "{backup:#}"
+    );
+    host.agent.terminate(Duration::from_secs(20)).await.unwrap();
+}
+
+#[tokio::test]
+async fn an_unreachable_rest_repository_fails_within_the_timeout() {
+    let host = host_with_agent(Path::new("restic"), &[("RM_COMMAND_TIMEOUT", "20")]).await;
+    let url = format!("rest:http://127.0.0.1:{}/", free_port());
+    let started = std::time::Instant::now();
+    let init = host.set_repository(&url, PASSWORD).await;
+    assert_eq!(init["status"], "failed", "{init:#}");
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        init["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{init:#}"
+    );
+    host.agent.terminate(Duration::from_secs(20)).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_running_backup_can_be_cancelled() {
+    let host = host_with_agent(Path::new("restic"), &[]).await;
+    let scratch = tempfile::tempdir().unwrap();
+    let repo = scratch.path().join("repo").display().to_string();
+    succeeded(&host.set_repository(&repo, PASSWORD).await);
+    // A large sparse file keeps restic busy long enough to cancel it.
+    let src = scratch.path().join("big");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::File::create(src.join("sparse.img"))
+        .unwrap()
+        .set_len(8 << 30)
+        .unwrap();
+    let id = host
+        .start("backup", json!({"paths": [src.display().to_string()]}))
+        .await;
+    wait_until(Duration::from_secs(30), "the backup to run", || async {
+        host.job(&id).await["status"] == "running"
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (status, body) = host
+        .admin
+        .post(&format!("/api/v1/jobs/{id}/cancel"), json!({}))
+        .await
+        .unwrap();
+    assert_eq!(status, 202, "{body}");
+    let job = host.finished(&id).await;
+    assert_eq!(job["status"], "cancelled", "{job:#}");
+    // The host is free again: the next job runs.
+    succeeded(&host.run("snapshots", json!({})).await);
+    host.agent.terminate(Duration::from_secs(20)).await.unwrap();
+}
+
+#[tokio::test]
+async fn paths_that_look_like_flags_are_refused_before_restic_sees_them() {
+    let host = host_with_agent(Path::new("restic"), &[]).await;
+    let scratch = tempfile::tempdir().unwrap();
+    let repo = scratch.path().join("repo").display().to_string();
+    succeeded(&host.set_repository(&repo, PASSWORD).await);
+    for bad in ["--password-file=/etc/shadow", "-r", "relative"] {
+        let (status, body) = host
+            .admin
+            .post(
+                &format!("/api/v1/hosts/{}/jobs", host.id),
+                json!({"kind": "backup", "params": {"paths": [bad]}}),
+            )
+            .await
+            .unwrap();
+        assert_eq!(status, 400, "{bad}");
+        assert!(body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("params.paths[0]"));
+    }
+    host.agent.terminate(Duration::from_secs(20)).await.unwrap();
+    let _ = &host.server;
+}
+
+#[tokio::test]
+async fn a_host_without_restic_fails_its_jobs_with_a_clear_error() {
+    let missing = PathBuf::from("/nonexistent/restic");
+    let host = host_with_agent(&missing, &[]).await;
+    let scratch = tempfile::tempdir().unwrap();
+    let repo = scratch.path().join("repo").display().to_string();
+    let init = host.set_repository(&repo, PASSWORD).await;
+    assert_eq!(init["status"], "failed");
+    let error = init["error"].as_str().unwrap();
+    assert!(
+        error.contains("restic is not usable") && error.contains("not found"),
+        "{error}"
+    );
+    host.agent.terminate(Duration::from_secs(20)).await.unwrap();
+}
