@@ -161,7 +161,12 @@ async fn enrol_this_machine(
         .await?;
         println!("Enrolled this machine as host `{hostname}`.");
     }
-    let enrolled = dir.load_agent()?;
+    let mut enrolled = dir.load_agent()?;
+    if enrolled.server_url != url {
+        // Quickstart owns this agent: follow the server to its new address.
+        enrolled.server_url = url.to_owned();
+        dir.save_agent(&enrolled)?;
+    }
     enrolled
         .host_id
         .parse()

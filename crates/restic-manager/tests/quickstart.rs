@@ -1,0 +1,154 @@
+//! `restic-manager quickstart`, as a new user runs it: one command gives a
+//! server, this machine enrolled with its agent running, a local repository
+//! and a first backup; running it again carries on with the same setup.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use rm_testkit::fixtures::make_tree;
+use rm_testkit::{wait_until, Api};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+const BIN: &str = env!("CARGO_BIN_EXE_restic-manager");
+
+/// Starts quickstart and reads its output up to the "running at" line.
+async fn quickstart(data: &std::path::Path, paths: &[&str]) -> (Child, String, String) {
+    let mut command = Command::new(BIN);
+    command
+        .args(["quickstart", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    if !paths.is_empty() {
+        command.arg("--paths").args(paths);
+    }
+    let mut child = command.spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut printed = String::new();
+    let url = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            printed.push_str(&line);
+            printed.push('\n');
+            if let Some(url) = line.strip_prefix("restic-manager is running at ") {
+                return url.trim().to_owned();
+            }
+        }
+        panic!("quickstart exited early:\n{printed}");
+    })
+    .await
+    .unwrap();
+    // Keep draining stdout so the process never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, url, printed)
+}
+
+fn printed_value(printed: &str, label: &str) -> Option<String> {
+    printed
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(label))
+        .map(|v| v.trim().to_owned())
+}
+
+async fn stop(child: &mut Child) {
+    let pid = child.id().unwrap().to_string();
+    Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "quickstart exited with {status}");
+}
+
+#[tokio::test]
+async fn quickstart_sets_up_everything_and_backs_up_the_given_paths() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let src = tmp.path().join("documents");
+    make_tree(&src);
+    let (mut child, url, printed) = quickstart(&data, &[src.to_str().unwrap()]).await;
+
+    let admin_password = printed_value(&printed, "password:").expect("admin password printed");
+    let repo_password =
+        printed_value(&printed, "repository password:").expect("repository password printed");
+    assert!(printed.contains("KEEP THIS PASSWORD"), "{printed}");
+
+    let admin = Api::new(&url, None)
+        .login("admin", &admin_password)
+        .await
+        .unwrap();
+    let hosts = admin.hosts().await.unwrap();
+    assert_eq!(hosts.len(), 1);
+    let host = hosts[0].id.clone();
+    wait_until(
+        Duration::from_secs(120),
+        "the first backup to succeed",
+        || async {
+            let (_, jobs) = admin
+                .get(&format!("/api/v1/jobs?host_id={host}&status=succeeded"))
+                .await
+                .unwrap();
+            jobs.as_array()
+                .unwrap()
+                .iter()
+                .any(|j| j["kind"] == "backup")
+        },
+    )
+    .await
+    .unwrap();
+    let (_, snapshots) = admin
+        .get(&format!("/api/v1/hosts/{host}/snapshots"))
+        .await
+        .unwrap();
+    assert_eq!(snapshots.as_array().unwrap().len(), 1);
+
+    // The repository really is where it said, with the password it printed.
+    let out = Command::new("restic")
+        .args(["snapshots", "--json"])
+        .env("RESTIC_REPOSITORY", data.join("repository"))
+        .env("RESTIC_PASSWORD", &repo_password)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed.len(), 1);
+    stop(&mut child).await;
+
+    // A second run reuses the same host, repository and admin, printing no
+    // new secrets.
+    let (mut child, url, printed) = quickstart(&data, &[]).await;
+    assert!(printed_value(&printed, "password:").is_none(), "{printed}");
+    assert!(
+        printed_value(&printed, "repository password:").is_none(),
+        "{printed}"
+    );
+    let admin = Api::new(&url, None)
+        .login("admin", &admin_password)
+        .await
+        .unwrap();
+    let hosts = admin.hosts().await.unwrap();
+    assert_eq!(hosts.len(), 1);
+    assert_eq!(hosts[0].id, host);
+    wait_until(
+        Duration::from_secs(20),
+        "the agent to reconnect",
+        || async { admin.host(&host).await.unwrap().online },
+    )
+    .await
+    .unwrap();
+    stop(&mut child).await;
+}
