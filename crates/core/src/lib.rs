@@ -7,6 +7,7 @@
 pub mod ids;
 pub mod job;
 pub mod password;
+pub mod redact;
 pub mod sealing;
 pub mod token;
 

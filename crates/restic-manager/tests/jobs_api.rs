@@ -232,6 +232,29 @@ async fn a_job_needs_a_known_online_host_with_a_repository_and_valid_params() {
     assert!(!view.to_string().contains("hunter2"));
     assert!(!view.to_string().contains("AKIA123"));
 
+    // A password inside a REST URL is masked too.
+    let (status, _) = admin
+        .send(
+            reqwest::Method::PUT,
+            &format!("/api/v1/hosts/{host_id}/repository"),
+            Some(json!({"url": "rest:http://alice:s3cr3t@127.0.0.1:8000/", "password": "hunter2-repo"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 204);
+    let Message::ConfigUpdate(config) = agent.recv().await.unwrap().message else {
+        panic!("expected config.update");
+    };
+    assert!(
+        config.repository.unwrap().url.contains("s3cr3t"),
+        "the agent gets the real URL"
+    );
+    let (_, view) = admin
+        .get(&format!("/api/v1/hosts/{host_id}/repository"))
+        .await
+        .unwrap();
+    assert_eq!(view["url"], "rest:http://alice:***@127.0.0.1:8000/");
+
     for (body, status_code, phrase) in [
         (
             json!({"kind": "explode"}),
@@ -283,12 +306,19 @@ async fn a_job_needs_a_known_online_host_with_a_repository_and_valid_params() {
         .as_str()
         .unwrap()
         .contains("offline"));
-    // Only the init job exists: nothing bad was stored.
+    // Only the two init jobs (one per repository change) exist: nothing
+    // bad was stored.
     let (_, jobs) = admin
         .get(&format!("/api/v1/jobs?host_id={host_id}"))
         .await
         .unwrap();
-    assert_eq!(jobs.as_array().unwrap().len(), 1);
+    let kinds: Vec<&str> = jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["init", "init"]);
 }
 
 #[tokio::test]

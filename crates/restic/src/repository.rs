@@ -39,7 +39,7 @@ impl Repository {
     /// The URL with any `user:password@` password masked, the way restic
     /// itself prints locations.
     pub fn redacted_url(&self) -> String {
-        redact_url(&self.url)
+        rm_core::redact::redact_url(&self.url)
     }
 }
 
@@ -55,30 +55,6 @@ impl fmt::Debug for Repository {
             .field("password", &"<redacted>")
             .field("env", &env)
             .finish()
-    }
-}
-
-/// Masks the password of `scheme://user:password@host…`.
-fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_owned();
-    };
-    let authority_start = scheme_end + 3;
-    let rest = &url[authority_start..];
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    let Some(at) = authority.rfind('@') else {
-        return url.to_owned();
-    };
-    let userinfo = &authority[..at];
-    match userinfo.find(':') {
-        Some(colon) => format!(
-            "{}{}:***{}",
-            &url[..authority_start],
-            &userinfo[..colon],
-            &url[authority_start + at..]
-        ),
-        None => url.to_owned(),
     }
 }
 
@@ -99,17 +75,5 @@ mod tests {
             text.contains("rest:http://alice:***@host:8000/repo"),
             "{text}"
         );
-    }
-
-    #[test]
-    fn redacts_only_userinfo_passwords() {
-        assert_eq!(redact_url("/srv/restic"), "/srv/restic");
-        assert_eq!(redact_url("rest:http://h:1/"), "rest:http://h:1/");
-        assert_eq!(redact_url("rest:http://bob@h/"), "rest:http://bob@h/");
-        assert_eq!(
-            redact_url("s3:https://s3.example/b/a@b"),
-            "s3:https://s3.example/b/a@b"
-        );
-        assert_eq!(redact_url("rest:https://u:p@h/x"), "rest:https://u:***@h/x");
     }
 }

@@ -109,7 +109,8 @@ pub async fn view(
     let updated_at = sealed.updated_at;
     let config = get(state, host).await?;
     Ok(config.map(|c| RepositoryView {
-        url: c.url,
+        // A REST URL may carry a password; it is never shown back.
+        url: rm_core::redact::redact_url(&c.url),
         env_keys: c.env.into_keys().collect(),
         updated_at,
     }))

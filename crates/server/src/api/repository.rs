@@ -34,7 +34,7 @@ pub(crate) async fn put(
 ) -> Result<StatusCode, ApiError> {
     let host_id = parse_host_id(&host)?;
     repositories::set(&state, host_id, &config).await?;
-    tracing::info!(%host_id, by = %operator.user_id, url = %config.url, "repository set");
+    tracing::info!(%host_id, by = %operator.user_id, url = %rm_core::redact::redact_url(&config.url), "repository set");
     Ok(StatusCode::NO_CONTENT)
 }
 
