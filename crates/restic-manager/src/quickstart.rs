@@ -95,16 +95,20 @@ async fn ensure_restic(bin: &Path) -> anyhow::Result<rm_restic::ResticVersion> {
         ],
     ] {
         let argv: Vec<&str> = prefix.iter().copied().chain(step).collect();
-        let status = tokio::process::Command::new(argv[0])
+        let output = tokio::process::Command::new(argv[0])
             .args(&argv[1..])
             .env("DEBIAN_FRONTEND", "noninteractive")
-            .status()
+            .stdin(std::process::Stdio::null())
+            .output()
             .await
             .with_context(|| format!("could not run {}", argv.join(" ")))?;
-        if !status.success() {
+        if !output.status.success() {
+            // apt's own words say why (no network, locked dpkg, …).
+            eprintln!("{}", String::from_utf8_lossy(&output.stderr));
             bail!(
-                "`{}` failed ({status}); install restic by hand and run quickstart again",
-                argv.join(" ")
+                "`{}` failed ({}); install restic by hand and run quickstart again",
+                argv.join(" "),
+                output.status
             );
         }
     }
