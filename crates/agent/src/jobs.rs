@@ -7,6 +7,7 @@
 //! drains whenever it is connected, so a job that outlives its connection
 //! still reports in order once the agent is back.
 
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,8 +15,8 @@ use chrono::{DateTime, Utc};
 use rm_protocol::params::{BackupParams, CheckParams, ForgetParams, JobParams, RestoreParams};
 use rm_protocol::{
     CommandCancel, CommandResult, CommandRun, Frame, JobFinished, JobOutcome, JobProgress,
-    JobStarted, LogLine, LogStream, LogStreamKind, RejectReason, RepoStats, RepositoryConfig,
-    SnapshotInfo, SnapshotsReport,
+    JobStarted, LogLine, LogStream, LogStreamKind, Message, RejectReason, RepoStats,
+    RepositoryConfig, SnapshotInfo, SnapshotsReport,
 };
 use rm_restic::{
     Command, Event, FailureKind, Finished, Limits, Repository, Restic, RetentionPolicy, StatsMode,
@@ -57,6 +58,7 @@ struct RepoHistory {
     last_check_at: Option<DateTime<Utc>>,
     last_check_status: Option<String>,
     last_prune_at: Option<DateTime<Utc>>,
+    last_prune_freed_bytes: Option<u64>,
 }
 
 /// The job running now, if any.
@@ -80,6 +82,10 @@ struct Inner {
     command_timeout: Option<Duration>,
     outbox: mpsc::Sender<Frame>,
     current: Mutex<Option<Current>>,
+    /// Jobs whose `job.finished` has not reached the server yet: still
+    /// "running" as far as a reconnect is concerned, so the server waits
+    /// for their queued reports instead of calling them lost.
+    unreported: Mutex<HashSet<String>>,
     history: Mutex<RepoHistory>,
 }
 
@@ -99,20 +105,34 @@ impl JobRunner {
                 command_timeout,
                 outbox,
                 current: Mutex::new(None),
+                unreported: Mutex::new(HashSet::new()),
                 history: Mutex::new(RepoHistory::default()),
             }),
         }
     }
 
-    /// Ids of the jobs running now (for `hello` after a reconnect).
+    /// Jobs running now or whose end is not yet sent (for `hello` after a
+    /// reconnect).
     pub(crate) fn running(&self) -> Vec<String> {
-        self.inner
-            .current
+        let mut ids: HashSet<String> = self
+            .inner
+            .unreported
             .lock()
-            .ok()
-            .and_then(|c| c.as_ref().map(|c| c.job_id.clone()))
-            .into_iter()
-            .collect()
+            .map(|u| u.clone())
+            .unwrap_or_default();
+        if let Ok(current) = self.inner.current.lock() {
+            ids.extend(current.as_ref().map(|c| c.job_id.clone()));
+        }
+        ids.into_iter().collect()
+    }
+
+    /// Notes that a frame went out; a `job.finished` settles its job.
+    pub(crate) fn sent(&self, frame: &Frame) {
+        if let Message::JobFinished(finished) = &frame.message {
+            if let Ok(mut unreported) = self.inner.unreported.lock() {
+                unreported.remove(&finished.job_id);
+            }
+        }
     }
 
     /// Cancels the running job if it is `cancel.job_id`.
@@ -189,6 +209,9 @@ impl JobRunner {
                 job_id: run.job_id.clone(),
                 cancel: cancel.clone(),
             });
+        }
+        if let Ok(mut unreported) = self.inner.unreported.lock() {
+            unreported.insert(run.job_id.clone());
         }
         tracing::info!(job_id = %run.job_id, kind = %run.kind, "starting job");
         let runner = self.clone();
@@ -367,11 +390,20 @@ impl JobRunner {
                     last_check_status: history.last_check_status,
                     lock_present: locks.ok(),
                     last_prune_at: history.last_prune_at,
-                    last_prune_freed_bytes: None,
+                    last_prune_freed_bytes: history.last_prune_freed_bytes,
                 }))
                 .await;
             }
             Err(e) => tracing::warn!("could not list snapshots after the job: {e}"),
+        }
+    }
+
+    /// Remembers a successful prune for the next `repo.stats`.
+    fn pruned(&self, finished: &Finished) {
+        if let Ok(mut history) = self.inner.history.lock() {
+            history.last_prune_at = Some(Utc::now());
+            history.last_prune_freed_bytes =
+                finished.stats.get("freed_bytes").and_then(Value::as_u64);
         }
     }
 
@@ -454,9 +486,7 @@ impl Job<'_> {
             JobParams::Prune => {
                 let finished = self.command(Command::Prune).await;
                 if finished.succeeded() {
-                    if let Ok(mut h) = self.runner.inner.history.lock() {
-                        h.last_prune_at = Some(Utc::now());
-                    }
+                    self.runner.pruned(&finished);
                 }
                 let stats = finished.stats.clone();
                 (finished, stats)
@@ -563,9 +593,7 @@ impl Job<'_> {
         let pruned = self.command(Command::Prune).await;
         stats["prune"] = pruned.stats.clone();
         if pruned.succeeded() {
-            if let Ok(mut h) = self.runner.inner.history.lock() {
-                h.last_prune_at = Some(Utc::now());
-            }
+            self.runner.pruned(&pruned);
         }
         (pruned, stats)
     }
@@ -698,6 +726,96 @@ impl LogPump {
         });
         if self.outbox.send(frame).await.is_err() {
             tracing::error!(job_id = %self.job_id, "the agent's outbox is closed; log lines were lost");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rm_protocol::JobKind;
+
+    fn run(job_id: &str) -> CommandRun {
+        CommandRun {
+            job_id: job_id.to_owned(),
+            kind: JobKind::Snapshots,
+            params: Value::Null,
+            repository: Some(RepositoryConfig {
+                url: "/nonexistent/repo".into(),
+                password: "pw".into(),
+                env: Default::default(),
+            }),
+        }
+    }
+
+    async fn next_finished(outbox: &mut mpsc::Receiver<Frame>) -> Frame {
+        loop {
+            let frame = tokio::time::timeout(Duration::from_secs(10), outbox.recv())
+                .await
+                .expect("a frame in time")
+                .expect("outbox open");
+            if matches!(frame.message, Message::JobFinished(_)) {
+                return frame;
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_job_counts_as_running_until_its_end_has_been_sent() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, mut outbox) = mpsc::channel(OUTBOX);
+        let runner = JobRunner::new(
+            "/nonexistent/restic".into(),
+            dir.path().join("cache"),
+            None,
+            tx,
+        );
+        let accepted = runner.start(run("01JOB"), None);
+        assert!(matches!(accepted.message, Message::CommandResult(ref r) if r.accepted));
+        assert_eq!(runner.running(), vec!["01JOB".to_owned()]);
+
+        // restic is missing, so the job ends at once with a clear error…
+        let finished = next_finished(&mut outbox).await;
+        let Message::JobFinished(ref end) = finished.message else {
+            unreachable!()
+        };
+        assert_eq!(end.status, JobOutcome::Failed);
+        assert!(end
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("restic is not usable"));
+        // …but until that end reaches the server a reconnect must still
+        // name the job, or the server would call it lost.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(runner.running(), vec!["01JOB".to_owned()]);
+        runner.sent(&finished);
+        assert!(runner.running().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_second_job_is_refused_as_busy_and_a_repeat_is_accepted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, _outbox) = mpsc::channel(1);
+        // A full outbox keeps the first job from finishing.
+        let runner = JobRunner::new(
+            "/nonexistent/restic".into(),
+            dir.path().join("cache"),
+            None,
+            tx,
+        );
+        assert!(
+            matches!(runner.start(run("01A"), None).message, Message::CommandResult(ref r) if r.accepted)
+        );
+        let again = runner.start(run("01A"), None);
+        assert!(matches!(again.message, Message::CommandResult(ref r) if r.accepted));
+        let other = runner.start(run("01B"), None);
+        match other.message {
+            Message::CommandResult(r) => {
+                assert!(!r.accepted);
+                assert_eq!(r.reason, Some(RejectReason::Busy));
+            }
+            other => panic!("{other:?}"),
         }
     }
 }

@@ -87,7 +87,9 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Ag
     loop {
         let attempt = tokio::select! {
             _ = shutdown.cancelled() => {
-                // Offline: stop a running job; its end is reported on the next start.
+                // Offline: stop a running job. Its reports are in memory
+                // only and end with the process; the server fails the job
+                // on the next hello (an on-disk spool would keep them).
                 runner.cancel_all(JOB_STOP_GRACE).await;
                 return Ok(());
             }
@@ -161,7 +163,9 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Ag
         };
         tokio::select! {
             _ = shutdown.cancelled() => {
-                // Offline: stop a running job; its end is reported on the next start.
+                // Offline: stop a running job. Its reports are in memory
+                // only and end with the process; the server fails the job
+                // on the next hello (an on-disk spool would keep them).
                 runner.cancel_all(JOB_STOP_GRACE).await;
                 return Ok(());
             }

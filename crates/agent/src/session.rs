@@ -165,6 +165,7 @@ async fn session_loop(
                     if send(ws, &frame).await.is_err() {
                         break;
                     }
+                    handler.jobs().sent(&frame);
                 }
                 close_gracefully(ws).await;
                 return SessionEnd::Shutdown;
@@ -173,6 +174,7 @@ async fn session_loop(
                 if let Err(reason) = send(ws, &frame).await {
                     return SessionEnd::Lost(reason);
                 }
+                handler.jobs().sent(&frame);
             }
             incoming = ws.next() => {
                 last_heard = Instant::now();

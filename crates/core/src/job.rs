@@ -3,8 +3,10 @@
 //!
 //! ```text
 //! queued ──▶ dispatched ──▶ running ──▶ succeeded | partial | failed | cancelled
-//!    │            │            
-//!    └────────────┴──▶ cancelled / failed (never reached the agent, or the agent refused it)
+//!    ▲  │         │  │
+//!    │  │         │  └──▶ succeeded | … (ended before `job.started` was stored)
+//!    │  └─────────┴─────▶ cancelled / failed (never reached the agent, or refused)
+//!    └────────────┘ back in the queue when the agent said it was busy
 //! ```
 //!
 //! Every move is checked here, and the store applies it with a conditional
@@ -77,6 +79,9 @@ impl JobStatus {
         use JobStatus::*;
         match (self, next) {
             (Queued, Dispatched | Cancelled | Failed) => true,
+            // The agent was busy with a job the server did not know it was
+            // still running: the job waits its turn again.
+            (Dispatched, Queued) => true,
             // Dispatched jobs may finish without a `job.started` (the agent
             // refused it, or it ended before the start message was stored).
             (Dispatched, Running) => true,
@@ -178,7 +183,7 @@ mod tests {
     fn jobs_do_not_go_backwards_or_skip_dispatch_to_run() {
         assert!(!Running.can_become(Queued));
         assert!(!Running.can_become(Dispatched));
-        assert!(!Dispatched.can_become(Queued));
+        assert!(!Running.can_become(Queued));
         assert!(!Queued.can_become(Running));
         assert!(!Queued.can_become(Succeeded));
     }
@@ -198,6 +203,6 @@ mod tests {
             JobStatus::sources_of(Cancelled),
             vec![Queued, Dispatched, Running]
         );
-        assert!(JobStatus::sources_of(Queued).is_empty());
+        assert_eq!(JobStatus::sources_of(Queued), vec![Dispatched]);
     }
 }

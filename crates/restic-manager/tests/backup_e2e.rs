@@ -281,6 +281,16 @@ async fn scenario(host: &Host, repo: &str, scratch: &Path) {
         .await
         .unwrap();
     assert_eq!(stats["latest"]["snapshot_count"], 1, "{stats:#}");
+    assert_eq!(
+        stats["latest"]["last_check_status"], "succeeded",
+        "{stats:#}"
+    );
+    assert!(stats["latest"]["last_prune_at"].is_string(), "{stats:#}");
+    assert!(
+        stats["latest"]["last_prune_freed_bytes"].as_u64().unwrap() > 0,
+        "{stats:#}"
+    );
+    assert_eq!(stats["latest"]["lock_present"], false, "{stats:#}");
     assert!(
         stats["latest"]["raw_size_bytes"].as_u64().unwrap() > 3_000_000,
         "{stats:#}"

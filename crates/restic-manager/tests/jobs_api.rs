@@ -576,8 +576,8 @@ async fn a_refused_job_fails_with_the_agents_reason_and_the_next_one_runs() {
         .send(Frame::new(CommandResult {
             job_id: run.job_id.clone(),
             accepted: false,
-            reason: Some(RejectReason::Busy),
-            message: Some("another job is running".into()),
+            reason: Some(RejectReason::BadParams),
+            message: Some("`params.paths[0]` must be an absolute path".into()),
         }))
         .await
         .unwrap();
@@ -585,13 +585,62 @@ async fn a_refused_job_fails_with_the_agents_reason_and_the_next_one_runs() {
     let refused = job(&admin, first["id"].as_str().unwrap()).await;
     let error = refused["error"].as_str().unwrap();
     assert!(
-        error.contains("busy") && error.contains("another job is running"),
+        error.contains("bad_params") && error.contains("must be an absolute path"),
         "{error}"
     );
     assert_eq!(
         next_run(&mut agent).await.job_id,
         second["id"].as_str().unwrap()
     );
+}
+
+#[tokio::test]
+async fn a_busy_agent_gets_the_job_again_once_it_reports_the_end_of_what_it_runs() {
+    let Fixture {
+        server: _server,
+        admin,
+        host_id,
+        mut agent,
+    } = fixture().await;
+    let (_, created) = post_job(&admin, &host_id, json!({"kind": "check"})).await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let run = next_run(&mut agent).await;
+    assert_eq!(run.job_id, id);
+    agent
+        .send(Frame::new(CommandResult {
+            job_id: id.clone(),
+            accepted: false,
+            reason: Some(RejectReason::Busy),
+            message: Some("job 01OLD is still running".into()),
+        }))
+        .await
+        .unwrap();
+    wait_status(&admin, &id, "queued").await;
+    assert!(job(&admin, &id).await["dispatched_at"].is_null());
+    assert!(
+        agent.silent_for(Duration::from_millis(300)).await,
+        "no retry storm"
+    );
+
+    // The agent reports the end of the job it was busy with (one the
+    // server had already closed): the waiting job goes out again.
+    let (_, jobs) = admin
+        .get(&format!("/api/v1/jobs?host_id={host_id}&status=succeeded"))
+        .await
+        .unwrap();
+    let old = jobs[0]["id"].as_str().unwrap().to_owned();
+    agent
+        .send(Frame::new(JobFinished {
+            job_id: old,
+            status: JobOutcome::Succeeded,
+            exit_code: Some(0),
+            stats: Value::Null,
+            error: None,
+            finished_at: Utc::now(),
+        }))
+        .await
+        .unwrap();
+    assert_eq!(next_run(&mut agent).await.job_id, id);
 }
 
 #[tokio::test]

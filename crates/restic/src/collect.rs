@@ -16,7 +16,7 @@ use crate::limits::Limits;
 use crate::outcome::{classify, FailureKind, Finished, Status};
 use crate::parse::document::{Document, Feed};
 use crate::parse::messages::{ErrorMessage, ExitError};
-use crate::parse::{backup, check, forget, json_line, restore, stats, typed, JsonLine};
+use crate::parse::{backup, check, forget, json_line, prune, restore, stats, typed, JsonLine};
 use crate::process::{Ended, RawLine, StopReason};
 use crate::text::{bounded_join, clean_line, human_duration, truncate_for_log};
 use crate::version::ResticVersion;
@@ -123,7 +123,13 @@ impl<'a> Collector<'a> {
                     }
                 }
             }
-            Command::Init | Command::Prune | Command::Unlock => match json_line(&text) {
+            Command::Prune => {
+                if let Some(freed) = prune::freed_bytes(&text) {
+                    self.stats = Some(serde_json::json!({ "freed_bytes": freed }));
+                }
+                out.line(text);
+            }
+            Command::Init | Command::Unlock => match json_line(&text) {
                 Some(json) if json.kind == "initialized" => {
                     let field = |k: &str| json.value.get(k).and_then(Value::as_str).unwrap_or("");
                     out.line(format!(

@@ -912,13 +912,15 @@ impl Store for SqliteStore {
     /// caller bug and fails with [`StoreError::Conflict`] (finished statuses
     /// go through `finish_job`). An unknown job is `Ok(false)`.
     async fn advance_job(&self, id: JobId, to: JobStatus, at: DateTime<Utc>) -> StoreResult<bool> {
-        let column = match to {
-            JobStatus::Dispatched => "dispatched_at",
-            JobStatus::Running => "started_at",
+        // Back to `queued` (the agent was busy) clears the dispatch time.
+        let (column, value) = match to {
+            JobStatus::Queued => ("dispatched_at", None),
+            JobStatus::Dispatched => ("dispatched_at", Some(ms(at))),
+            JobStatus::Running => ("started_at", Some(ms(at))),
             other => {
                 return Err(StoreError::Conflict(format!(
                     "advance_job cannot move a job to `{other}`: it only moves jobs to \
-                     dispatched or running; use finish_job to end a job"
+                     queued, dispatched or running; use finish_job to end a job"
                 )))
             }
         };
@@ -929,7 +931,7 @@ impl Store for SqliteStore {
         );
         let mut query = sqlx::query(&sql)
             .bind(to.as_str())
-            .bind(ms(at))
+            .bind(value)
             .bind(id.to_string());
         for source in sources {
             query = query.bind(source.as_str());

@@ -123,9 +123,10 @@ pub trait Store: Send + Sync + 'static {
     /// Hosts that have queued jobs (for dispatch after a restart).
     async fn hosts_with_queued_jobs(&self) -> StoreResult<Vec<HostId>>;
     /// Moves job `id` to `to` (`dispatched` or `running`, setting
-    /// `dispatched_at` / `started_at` to `at`) if its current status may
-    /// become `to` ([`JobStatus::can_become`]). Returns whether it moved;
-    /// a repeated or late move changes nothing.
+    /// `dispatched_at` / `started_at` to `at`; or back to `queued`, clearing
+    /// `dispatched_at`) if its current status may become `to`
+    /// ([`JobStatus::can_become`]). Returns whether it moved; a repeated or
+    /// late move changes nothing.
     async fn advance_job(&self, id: JobId, to: JobStatus, at: DateTime<Utc>) -> StoreResult<bool>;
     /// Records how job `id` ended, if it has not ended already (idempotent).
     /// For a finished `backup` job it also updates the host's last backup

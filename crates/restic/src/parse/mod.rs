@@ -13,6 +13,7 @@ pub(crate) mod document;
 pub(crate) mod forget;
 pub(crate) mod ls;
 pub(crate) mod messages;
+pub(crate) mod prune;
 pub(crate) mod restore;
 pub(crate) mod snapshots;
 pub(crate) mod stats;

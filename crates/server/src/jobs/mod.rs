@@ -16,7 +16,7 @@ use rm_protocol::api::JobView;
 use rm_protocol::params::{JobParams, RestoreParams};
 use rm_protocol::{
     CommandCancel, CommandResult, CommandRun, Frame, JobFinished, JobKind, JobOutcome, JobProgress,
-    JobStarted, LogStream, LogStreamKind,
+    JobStarted, LogStream, LogStreamKind, RejectReason,
 };
 use rm_store::{CommandResultRecord, Job, JobEnd, LogLineRecord, NewJob, StoreError};
 use serde_json::Value;
@@ -365,16 +365,30 @@ impl AgentJobs {
                 received_at: Utc::now(),
             })
             .await?;
-        if !result.accepted {
-            let why = match (&reason, &result.message) {
-                (Some(r), Some(m)) => format!("the agent refused the job ({r}): {m}"),
-                (Some(r), None) => format!("the agent refused the job ({r})"),
-                (None, Some(m)) => format!("the agent refused the job: {m}"),
-                (None, None) => String::from("the agent refused the job"),
-            };
-            fail(state, id, why).await.map_err(job_to_report)?;
+        if result.accepted {
+            return Ok(());
         }
-        Ok(())
+        if result.reason == Some(RejectReason::Busy) {
+            // The agent is still busy with a job this server thinks is over
+            // (it ended while the two were apart). This one waits its turn
+            // and goes out when the agent reports that job's end.
+            if state
+                .store()
+                .advance_job(id, JobStatus::Queued, Utc::now())
+                .await?
+            {
+                tracing::info!(job_id = %id, "agent busy; job back in the queue");
+                publish_status(state, id).await;
+            }
+            return Ok(());
+        }
+        let why = match (&reason, &result.message) {
+            (Some(r), Some(m)) => format!("the agent refused the job ({r}): {m}"),
+            (Some(r), None) => format!("the agent refused the job ({r})"),
+            (None, Some(m)) => format!("the agent refused the job: {m}"),
+            (None, None) => String::from("the agent refused the job"),
+        };
+        fail(state, id, why).await.map_err(job_to_report)
     }
 
     /// `job.started`.
@@ -456,7 +470,11 @@ impl AgentJobs {
             error: finished.error,
             finished_at: finished.finished_at,
         };
-        finish(state, id, end).await.map_err(job_to_report)
+        finish(state, id, end).await.map_err(job_to_report)?;
+        // Even a report that changed nothing (the job had already been
+        // given up on) means the agent is free now.
+        dispatch_next(state, host).await;
+        Ok(())
     }
 }
 
