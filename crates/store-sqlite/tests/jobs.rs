@@ -236,7 +236,7 @@ async fn illegal_moves_return_false_and_change_nothing() {
         .finish_job(job.id, &end(JobStatus::Cancelled, 9))
         .await
         .unwrap());
-    for to in [JobStatus::Dispatched, JobStatus::Running] {
+    for to in [JobStatus::Queued, JobStatus::Dispatched, JobStatus::Running] {
         assert!(!store.advance_job(job.id, to, t(10)).await.unwrap());
     }
     assert_eq!(store.job(job.id).await.unwrap(), Some(first.clone()));
@@ -245,11 +245,7 @@ async fn illegal_moves_return_false_and_change_nothing() {
     assert_eq!(first.finished_at, Some(t(7)));
 
     // Wrong method for the status: a caller bug, reported as Conflict.
-    for to in [
-        JobStatus::Queued,
-        JobStatus::Succeeded,
-        JobStatus::Cancelled,
-    ] {
+    for to in [JobStatus::Succeeded, JobStatus::Cancelled] {
         assert!(matches!(
             store.advance_job(job.id, to, t(11)).await,
             Err(StoreError::Conflict(_))
@@ -1141,4 +1137,42 @@ async fn a_foundation_database_upgrades_with_its_hosts() {
     assert!(!h.has_repository);
     let job = create(&store, h.id, "backup", 1).await;
     assert_eq!(job.status, JobStatus::Queued);
+}
+
+#[tokio::test]
+async fn a_dispatched_job_can_go_back_to_the_queue_but_a_running_one_cannot() {
+    let (_dir, store) = open_temp().await;
+    let host = enrol(&store).await;
+    let job = create(&store, host, "check", 1).await;
+    assert!(store
+        .advance_job(job.id, JobStatus::Dispatched, t(2))
+        .await
+        .unwrap());
+    assert!(store
+        .advance_job(job.id, JobStatus::Queued, t(3))
+        .await
+        .unwrap());
+    let requeued = store.job(job.id).await.unwrap().unwrap();
+    assert_eq!(requeued.status, JobStatus::Queued);
+    assert_eq!(requeued.dispatched_at, None);
+    assert_eq!(
+        store
+            .next_dispatchable_job(host)
+            .await
+            .unwrap()
+            .map(|j| j.id),
+        Some(job.id)
+    );
+    assert!(store
+        .advance_job(job.id, JobStatus::Dispatched, t(4))
+        .await
+        .unwrap());
+    assert!(store
+        .advance_job(job.id, JobStatus::Running, t(5))
+        .await
+        .unwrap());
+    assert!(!store
+        .advance_job(job.id, JobStatus::Queued, t(6))
+        .await
+        .unwrap());
 }
