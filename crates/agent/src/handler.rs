@@ -33,6 +33,7 @@ pub(crate) struct Handler {
     heartbeat: Duration,
     repository: Option<RepositoryConfig>,
     jobs: JobRunner,
+    schedules: tokio::sync::watch::Sender<ScheduleSet>,
 }
 
 impl Handler {
@@ -44,12 +45,14 @@ impl Handler {
         heartbeat: Duration,
         repository: Option<RepositoryConfig>,
         jobs: JobRunner,
+        schedules: tokio::sync::watch::Sender<ScheduleSet>,
     ) -> Self {
         Handler {
             state,
             heartbeat,
             repository,
             jobs,
+            schedules,
         }
     }
 
@@ -155,8 +158,11 @@ impl Handler {
         let version = set.version;
         let count = set.schedules.len();
         let state = self.state.clone();
-        match blocking(move || state.save_schedules(&set)).await {
+        let saved = set.clone();
+        match blocking(move || state.save_schedules(&saved)).await {
             Ok(_) => {
+                // The scheduler switches to the whole new set at once.
+                self.schedules.send_replace(set);
                 tracing::info!(version, schedules = count, "applied schedule set");
                 Some(Frame::new(ScheduleAck {
                     version,
@@ -212,6 +218,7 @@ mod tests {
             Duration::from_secs(30),
             None,
             jobs,
+            tokio::sync::watch::channel(ScheduleSet::default()).0,
         )
     }
 

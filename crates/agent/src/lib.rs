@@ -11,6 +11,7 @@ mod error;
 mod handler;
 mod jobs;
 mod run;
+mod scheduler;
 mod server_url;
 mod session;
 pub mod state;

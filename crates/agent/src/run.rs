@@ -3,8 +3,11 @@
 //! server says this agent's token is no longer valid.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
+use rm_core::schedule::SystemClock;
 use rm_protocol::{close_code, Hello, CURRENT_PROTOCOL_VERSION, DEFAULT_HEARTBEAT_SECS};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -13,6 +16,7 @@ use crate::backoff::Backoff;
 use crate::error::AgentError;
 use crate::handler::{heartbeat_interval, Handler};
 use crate::jobs::{JobRunner, OUTBOX};
+use crate::scheduler::Scheduler;
 use crate::server_url::ServerUrl;
 use crate::session::{self, ConnectError, SessionEnd};
 use crate::state::StateDir;
@@ -42,6 +46,10 @@ pub struct RunOptions {
     /// Limit for every restic command instead of the per-kind defaults
     /// (hours for backups, minutes for `init`).
     pub command_timeout: Option<Duration>,
+    /// A schedule fire missed while the agent was down is run once at
+    /// start-up if it was missed by less than this; `None` means the
+    /// schedule's own period.
+    pub catch_up_window: Option<Duration>,
 }
 
 impl RunOptions {
@@ -52,6 +60,7 @@ impl RunOptions {
             restic_bin: restic_bin.into(),
             revoked_retry: REVOKED_RETRY,
             command_timeout: None,
+            catch_up_window: None,
         }
     }
 }
@@ -70,17 +79,32 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Ag
     tracing::info!(host_id = %state.host_id, server = %server, "agent starting");
 
     let (outbox_tx, mut outbox) = tokio::sync::mpsc::channel(OUTBOX);
+    let outbox_tx_for_scheduler = outbox_tx.clone();
     let runner = JobRunner::new(
         opts.restic_bin.clone(),
         opts.state_dir.join("cache"),
         opts.command_timeout,
         outbox_tx,
     );
+    let (schedules_tx, schedules_rx) =
+        tokio::sync::watch::channel(dir.load_schedules().ok().flatten().unwrap_or_default());
+    let connected = Arc::new(AtomicBool::new(false));
+    let scheduler = Scheduler::new(
+        Arc::new(SystemClock),
+        dir.clone(),
+        runner.clone(),
+        outbox_tx_for_scheduler,
+        connected.clone(),
+        opts.catch_up_window
+            .and_then(|w| chrono::Duration::from_std(w).ok()),
+    );
+    tokio::spawn(scheduler.run(schedules_rx, shutdown.clone()));
     let mut handler = Handler::new(
         dir.clone(),
         cached_heartbeat(&dir),
         cached_repository(&dir),
         runner.clone(),
+        schedules_tx,
     );
     let mut backoff = Backoff::default();
 
@@ -106,8 +130,12 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Ag
                 };
                 hello.running_jobs = runner.running();
                 let started = Instant::now();
+                // While connected, schedule fires go to the server; while
+                // not, the scheduler runs the jobs here.
+                connected.store(true, Ordering::SeqCst);
                 let report =
                     session::run_session(ws, &hello, &mut handler, &mut outbox, &shutdown).await;
+                connected.store(false, Ordering::SeqCst);
                 if report.said_hello && started.elapsed() >= HEALTHY_SESSION {
                     backoff.reset();
                 }

@@ -8,6 +8,7 @@
 //! directory, fsync, rename, fsync the directory) so a crash or power cut
 //! leaves either the old or the new version, never half of one.
 
+use std::collections::BTreeMap;
 use std::fs::{self, DirBuilder, Permissions};
 use std::io::{ErrorKind, Write};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -28,6 +29,9 @@ pub const CONFIG_FILE: &str = "config.json";
 
 /// The last `schedule.set` payload, verbatim.
 pub const SCHEDULES_FILE: &str = "schedules.json";
+
+/// Last fire time per schedule, for catching up missed fires.
+pub const FIRES_FILE: &str = "fires.json";
 
 /// Permission bits of the state directory: owner only.
 pub const DIR_MODE: u32 = 0o700;
@@ -201,11 +205,31 @@ impl StateDir {
         self.save_json(SCHEDULES_FILE, "the schedules", schedules)
     }
 
+    /// The last fire time of each schedule (schedule id → time), so a
+    /// restarted agent can tell which fires it missed.
+    pub fn load_fires(&self) -> Result<BTreeMap<String, DateTime<Utc>>, AgentError> {
+        Ok(self
+            .load_optional(&self.path.join(FIRES_FILE))?
+            .unwrap_or_default())
+    }
+
+    /// Stores the last fire times atomically (0600).
+    pub fn save_fires(
+        &self,
+        fires: &BTreeMap<String, DateTime<Utc>>,
+    ) -> Result<PathBuf, AgentError> {
+        self.save_json(FIRES_FILE, "the schedule fire times", fires)
+    }
+
     /// Deletes what an earlier enrolment cached (`config.json`,
     /// `schedules.json`), so a host re-enrolled elsewhere never runs the old
     /// server's schedules against the old repository.
     pub fn clear_cache(&self) -> Result<(), AgentError> {
-        for path in [self.config_file(), self.schedules_file()] {
+        for path in [
+            self.config_file(),
+            self.schedules_file(),
+            self.path.join(FIRES_FILE),
+        ] {
             match fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == ErrorKind::NotFound => {}

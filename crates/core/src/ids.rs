@@ -59,3 +59,7 @@ ulid_id!(
     /// they run on their own while the server is away.
     JobId
 );
+ulid_id!(
+    /// A backup, retention or check schedule of one host.
+    ScheduleId
+);

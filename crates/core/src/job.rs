@@ -35,11 +35,13 @@ pub enum JobStatus {
     Failed,
     /// Stopped on request.
     Cancelled,
+    /// A schedule fired while its previous run was still going; nothing ran.
+    Skipped,
 }
 
 impl JobStatus {
     /// Every status, in lifecycle order.
-    pub const ALL: [JobStatus; 7] = [
+    pub const ALL: [JobStatus; 8] = [
         JobStatus::Queued,
         JobStatus::Dispatched,
         JobStatus::Running,
@@ -47,6 +49,7 @@ impl JobStatus {
         JobStatus::Partial,
         JobStatus::Failed,
         JobStatus::Cancelled,
+        JobStatus::Skipped,
     ];
 
     /// The statuses a job can still leave.
@@ -63,6 +66,7 @@ impl JobStatus {
             JobStatus::Partial => "partial",
             JobStatus::Failed => "failed",
             JobStatus::Cancelled => "cancelled",
+            JobStatus::Skipped => "skipped",
         }
     }
 
@@ -70,7 +74,11 @@ impl JobStatus {
     pub fn is_finished(self) -> bool {
         matches!(
             self,
-            JobStatus::Succeeded | JobStatus::Partial | JobStatus::Failed | JobStatus::Cancelled
+            JobStatus::Succeeded
+                | JobStatus::Partial
+                | JobStatus::Failed
+                | JobStatus::Cancelled
+                | JobStatus::Skipped
         )
     }
 
@@ -79,6 +87,8 @@ impl JobStatus {
         use JobStatus::*;
         match (self, next) {
             (Queued, Dispatched | Cancelled | Failed) => true,
+            // Skipped jobs are created finished; nothing becomes skipped.
+            (_, Skipped) => false,
             // The agent was busy with a job the server did not know it was
             // still running: the job waits its turn again.
             (Dispatched, Queued) => true,
@@ -107,7 +117,7 @@ impl fmt::Display for JobStatus {
 
 /// A status string that is not one of [`JobStatus::ALL`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown job status `{0}` (expected one of queued, dispatched, running, succeeded, partial, failed, cancelled)")]
+#[error("unknown job status `{0}` (expected one of queued, dispatched, running, succeeded, partial, failed, cancelled, skipped)")]
 pub struct UnknownStatus(pub String);
 
 impl FromStr for JobStatus {
@@ -129,6 +139,9 @@ pub enum JobTrigger {
     Manual,
     /// A schedule fired.
     Schedule,
+    /// A schedule's fire was missed while the agent was down, and run once
+    /// when it started again.
+    CatchUp,
     /// The server made it (e.g. initialising a newly set repository).
     System,
 }
@@ -139,6 +152,7 @@ impl JobTrigger {
         match self {
             JobTrigger::Manual => "manual",
             JobTrigger::Schedule => "schedule",
+            JobTrigger::CatchUp => "catch_up",
             JobTrigger::System => "system",
         }
     }
@@ -151,6 +165,7 @@ impl FromStr for JobTrigger {
         match s {
             "manual" => Ok(JobTrigger::Manual),
             "schedule" => Ok(JobTrigger::Schedule),
+            "catch_up" => Ok(JobTrigger::CatchUp),
             "system" => Ok(JobTrigger::System),
             other => Err(UnknownStatus(other.to_owned())),
         }
@@ -172,7 +187,7 @@ mod tests {
 
     #[test]
     fn finished_jobs_never_change() {
-        for done in [Succeeded, Partial, Failed, Cancelled] {
+        for done in [Succeeded, Partial, Failed, Cancelled, Skipped] {
             for next in JobStatus::ALL {
                 assert!(!done.can_become(next), "{done} → {next}");
             }

@@ -1,18 +1,24 @@
 //! Domain building blocks shared by the server, the store and the CLI:
 //! typed ids, secret tokens (generated, parsed, hashed, compared in constant
-//! time) and operator passwords (argon2id).
+//! time), operator passwords (argon2id) and schedule-time logic (cron
+//! schedules, missed fires, jitter, an injectable clock).
 //!
-//! Nothing here does I/O beyond asking the OS for randomness.
+//! Nothing here does I/O beyond asking the OS for randomness (and, for
+//! schedules in the machine's local zone, chrono reading the zone).
 
 pub mod ids;
 pub mod job;
 pub mod password;
 pub mod redact;
+pub mod schedule;
 pub mod sealing;
 pub mod token;
 
-pub use ids::{HostId, JobId, TokenId, UserId};
+pub use ids::{HostId, JobId, ScheduleId, TokenId, UserId};
 pub use job::{JobStatus, JobTrigger};
+pub use schedule::{
+    jittered, missed_fire, Clock, CronSchedule, ManualClock, ScheduleError, SystemClock,
+};
 
 /// Errors of this crate.
 #[derive(Debug, thiserror::Error)]

@@ -144,6 +144,9 @@ pub struct HostView {
     pub schedule_version: u64,
     /// The version the agent last acknowledged.
     pub schedule_applied_version: Option<u64>,
+    /// Whether the agent runs the schedule set the server wants (applied
+    /// version equals the wanted one); `false` means drifted.
+    pub schedule_in_sync: bool,
     /// When the last backup finished.
     pub last_backup_at: Option<DateTime<Utc>>,
     /// How it ended.
@@ -177,6 +180,8 @@ pub struct JobView {
     pub status: String,
     /// `manual`, `schedule` or `system`.
     pub trigger: String,
+    /// The schedule that fired it, for `trigger: schedule`.
+    pub schedule_id: Option<String>,
     /// restic's exit code.
     pub exit_code: Option<i32>,
     /// Statistics (JSON object).
@@ -222,4 +227,72 @@ pub struct RepoStatsResponse {
     pub latest: Option<RepoStatsEntry>,
     /// Rows newest first.
     pub history: Vec<RepoStatsEntry>,
+}
+
+/// `POST /api/v1/hosts/{id}/schedules` and `PUT /api/v1/schedules/{id}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleRequest {
+    /// `backup`, `forget`, `prune` or `check`.
+    pub kind: String,
+    /// Cron: 5 fields, 6 with leading seconds, or `@daily` and friends.
+    pub cron: String,
+    /// IANA time zone (`Europe/Berlin`); the host's own when absent.
+    #[serde(default)]
+    pub timezone: Option<String>,
+    /// Job parameters for the kind (a `forget` may name a `preset`).
+    #[serde(default)]
+    pub params: serde_json::Value,
+    /// Disabled schedules are kept but never fire (default true).
+    #[serde(default = "enabled_by_default")]
+    pub enabled: bool,
+    /// Random delay up to this many seconds added to each fire (default 0,
+    /// at most a day), so a fleet does not hit one repository at once.
+    #[serde(default)]
+    pub jitter_seconds: u32,
+}
+
+fn enabled_by_default() -> bool {
+    true
+}
+
+/// A schedule as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScheduleView {
+    /// Id.
+    pub id: String,
+    /// Host.
+    pub host_id: String,
+    /// Job kind.
+    pub kind: String,
+    /// Cron expression.
+    pub cron: String,
+    /// Time zone, if set.
+    pub timezone: Option<String>,
+    /// Parameters.
+    pub params: serde_json::Value,
+    /// Whether it fires.
+    pub enabled: bool,
+    /// Jitter.
+    pub jitter_seconds: u32,
+    /// "every day at 02:30".
+    pub description: String,
+    /// The next fire time (in the schedule's zone, or the server's when the
+    /// host's own zone is meant), when enabled.
+    pub next_fire_at: Option<DateTime<Utc>>,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A named retention policy, offered beside custom ones.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RetentionPreset {
+    /// The name to use as `params.preset`.
+    pub name: String,
+    /// What it keeps, in words.
+    pub description: String,
+    /// The keep_* values it stands for.
+    pub params: serde_json::Value,
 }

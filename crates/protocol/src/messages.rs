@@ -256,15 +256,27 @@ pub struct ScheduleAck {
 }
 
 /// `schedule.fire`: the agent's clock reached a schedule's fire time.
+///
+/// Connected, the agent sends only `schedule_id` and `scheduled_at` and the
+/// server creates and dispatches the job. While the server is away the
+/// agent runs the job itself under its own `job_id` (or skips it, when the
+/// previous run is still going) and sends this, followed by the job's
+/// reports, once it is back.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ScheduleFire {
     /// Which schedule fired.
     pub schedule_id: String,
     /// The fire time the schedule named (not the send time).
     pub scheduled_at: DateTime<Utc>,
-    /// Set when the agent ran the job itself while offline: its own job id.
+    /// Set when the agent ran (or skipped) the job itself: its own job id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_id: Option<String>,
+    /// The agent skipped this fire: the schedule's previous run was still going.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub skipped: bool,
+    /// A fire missed while the agent itself was down, run once at start-up.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub catch_up: bool,
 }
 
 /// The kinds of job an agent runs.

@@ -38,6 +38,10 @@ pub struct BackupParams {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ForgetParams {
+    /// A named policy from [`RETENTION_PRESETS`] instead of keep_* values;
+    /// replaced by its values when the params are parsed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preset: Option<String>,
     /// Keep the newest N snapshots.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_last: Option<u32>,
@@ -152,7 +156,7 @@ impl JobParams {
             JobKind::Snapshots => decode::<NoParams>(params).map(|_| JobParams::Snapshots)?,
             JobKind::Stats => decode::<NoParams>(params).map(|_| JobParams::Stats)?,
             JobKind::Backup => JobParams::Backup(decode(params)?),
-            JobKind::Forget => JobParams::Forget(decode(params)?),
+            JobKind::Forget => JobParams::Forget(expand_preset(decode(params)?)?),
             JobKind::Check => JobParams::Check(decode(params)?),
             JobKind::Restore => JobParams::Restore(decode(params)?),
         };
@@ -258,6 +262,88 @@ impl JobParams {
             | JobParams::Stats => Ok(()),
         }
     }
+}
+
+/// A named retention policy: name, what it keeps, and the keep_* values
+/// (`[last, hourly, daily, weekly, monthly, yearly]`).
+pub struct RetentionPreset {
+    /// The name used as `params.preset`.
+    pub name: &'static str,
+    /// What it keeps, in words.
+    pub description: &'static str,
+    keep: [Option<u32>; 6],
+}
+
+impl RetentionPreset {
+    /// The policy as forget params (without `prune`).
+    pub fn params(&self) -> ForgetParams {
+        let [keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly] =
+            self.keep;
+        ForgetParams {
+            keep_last,
+            keep_hourly,
+            keep_daily,
+            keep_weekly,
+            keep_monthly,
+            keep_yearly,
+            ..ForgetParams::default()
+        }
+    }
+}
+
+/// The retention presets offered beside custom policies.
+pub const RETENTION_PRESETS: [RetentionPreset; 3] = [
+    RetentionPreset {
+        name: "minimal",
+        description: "7 daily snapshots",
+        keep: [None, None, Some(7), None, None, None],
+    },
+    RetentionPreset {
+        name: "standard",
+        description: "7 daily, 4 weekly and 12 monthly snapshots",
+        keep: [None, None, Some(7), Some(4), Some(12), None],
+    },
+    RetentionPreset {
+        name: "long-term",
+        description: "24 hourly, 14 daily, 8 weekly, 24 monthly and 5 yearly snapshots",
+        keep: [None, Some(24), Some(14), Some(8), Some(24), Some(5)],
+    },
+];
+
+/// Replaces `preset` by its keep_* values; a preset mixed with keep_*
+/// values is ambiguous and refused.
+fn expand_preset(params: ForgetParams) -> Result<ForgetParams, ParamsError> {
+    let Some(name) = &params.preset else {
+        return Ok(params);
+    };
+    let preset = RETENTION_PRESETS
+        .iter()
+        .find(|p| p.name == name)
+        .ok_or_else(|| {
+            let names: Vec<&str> = RETENTION_PRESETS.iter().map(|p| p.name).collect();
+            ParamsError::new(
+                "params.preset",
+                format!("`{name}` is not a preset (known: {})", names.join(", ")),
+            )
+        })?;
+    let custom = [
+        params.keep_last,
+        params.keep_hourly,
+        params.keep_daily,
+        params.keep_weekly,
+        params.keep_monthly,
+        params.keep_yearly,
+    ];
+    if custom.iter().any(Option::is_some) || params.keep_within.is_some() {
+        return Err(ParamsError::new(
+            "params.preset",
+            "cannot be combined with keep_* values; use one or the other",
+        ));
+    }
+    Ok(ForgetParams {
+        prune: params.prune,
+        ..preset.params()
+    })
 }
 
 /// Decodes params, naming the offending field on failure.
@@ -464,6 +550,25 @@ mod tests {
             &json!({"keep_daily": 7, "keep_within": "1y6m", "prune": true}),
         );
         assert!(ok.is_ok());
+    }
+
+    #[test]
+    fn a_preset_stands_for_its_keep_values() {
+        let p = JobParams::parse(
+            JobKind::Forget,
+            &json!({"preset": "standard", "prune": true}),
+        )
+        .unwrap();
+        assert_eq!(
+            p.to_value(),
+            json!({"keep_daily": 7, "keep_weekly": 4, "keep_monthly": 12, "prune": true})
+        );
+        assert!(err(JobKind::Forget, json!({"preset": "forever"})).contains("not a preset"));
+        assert!(err(
+            JobKind::Forget,
+            json!({"preset": "standard", "keep_last": 3})
+        )
+        .contains("params.preset"));
     }
 
     #[test]

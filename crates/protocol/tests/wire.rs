@@ -86,8 +86,10 @@ fn one_of_each() -> Vec<(Frame, &'static [&'static str])> {
                 schedule_id: SCHEDULE.into(),
                 scheduled_at: at("2025-06-02T00:00:00Z"),
                 job_id: Some(JOB.into()),
+                skipped: false,
+                catch_up: true,
             }),
-            &["schedule_id", "scheduled_at", "job_id"],
+            &["schedule_id", "scheduled_at", "job_id", "catch_up"],
         ),
         (
             Frame::new(CommandRun {

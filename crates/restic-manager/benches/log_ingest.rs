@@ -11,7 +11,7 @@
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use rm_core::{JobId, JobTrigger};
+use rm_core::{JobId, JobStatus, JobTrigger};
 use rm_protocol::{Frame, JobStarted, LogLine, LogStream, LogStreamKind};
 use rm_store::NewJob;
 use rm_testkit::{RawAgent, TestServer};
@@ -69,6 +69,9 @@ async fn run(server: &TestServer, jobs: usize, lines_per_job: usize) {
                 kind: "backup".into(),
                 params: serde_json::json!({"paths": ["/srv"]}),
                 trigger: JobTrigger::Manual,
+                schedule_id: None,
+                status: JobStatus::Dispatched,
+                error: None,
                 created_at: Utc::now(),
             })
             .await

@@ -125,6 +125,11 @@ pub(crate) struct RunArgs {
     /// per kind, from minutes for `init` to a day for `backup`).
     #[arg(long, env = "RM_COMMAND_TIMEOUT", value_parser = clap::value_parser!(u64).range(1..))]
     pub command_timeout: Option<u64>,
+    /// Run a schedule fire missed while the agent was down once at start-up
+    /// only if it was missed by less than this many seconds (default: the
+    /// schedule's own period).
+    #[arg(long, env = "RM_CATCH_UP_WINDOW", value_parser = clap::value_parser!(u64).range(1..))]
+    pub catch_up_window: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -64,6 +64,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let shutdown = shutdown_on_signal();
             let mut options = rm_agent::RunOptions::new(args.state_dir, args.restic_bin);
             options.command_timeout = args.command_timeout.map(std::time::Duration::from_secs);
+            options.catch_up_window = args.catch_up_window.map(std::time::Duration::from_secs);
             rm_agent::run(options, shutdown).await?;
             Ok(())
         }

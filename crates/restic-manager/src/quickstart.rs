@@ -220,6 +220,7 @@ async fn queue_first_backup(
         JobKind::Backup,
         &serde_json::json!({ "paths": paths }),
         JobTrigger::Manual,
+        None,
     )
     .await?;
     println!(

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use rm_testkit::fixtures::{assert_same_tree, make_tree};
 use rm_testkit::rclone::{free_port, RcloneServer};
-use rm_testkit::{wait_until, AgentProcess, Api, TestServer};
+use rm_testkit::{wait_until, Api, RunningAgent, TestServer};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_restic-manager");
@@ -24,51 +24,21 @@ struct Host {
     server: TestServer,
     admin: Api,
     id: String,
-    agent: AgentProcess,
-    _state: tempfile::TempDir,
+    agent: RunningAgent,
 }
 
 async fn host_with_agent(restic_bin: &Path, extra_env: &[(&str, &str)]) -> Host {
     let server = TestServer::start().await.unwrap();
     let admin = server.admin().await.unwrap();
-    let state = tempfile::tempdir().unwrap();
-    let created = admin
-        .create_enrollment_token(Some("e2e"), None)
+    let agent = server
+        .enrolled_agent(Path::new(BIN), "e2e", restic_bin, extra_env)
         .await
         .unwrap();
-    let out = AgentProcess::enroll(
-        Path::new(BIN),
-        &server.url,
-        &created.token,
-        &state.path().join("agent"),
-        &[],
-    )
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let id = admin.hosts().await.unwrap()[0].id.clone();
-    let agent = AgentProcess::spawn(
-        Path::new(BIN),
-        &state.path().join("agent"),
-        restic_bin,
-        extra_env,
-    )
-    .unwrap();
-    wait_until(Duration::from_secs(15), "the agent to connect", || {
-        server.host_online(&id)
-    })
-    .await
-    .unwrap();
     Host {
         server,
         admin,
-        id,
+        id: agent.host_id.clone(),
         agent,
-        _state: state,
     }
 }
 
@@ -134,7 +104,7 @@ impl Host {
             )
         })
         .await
-        .unwrap_or_else(|e| panic!("{e}\nagent log:\n{}", self.agent.log()));
+        .unwrap_or_else(|e| panic!("{e}\nagent log:\n{}", self.agent.process.log()));
         self.job(id).await
     }
 
@@ -306,7 +276,11 @@ async fn a_local_repository_goes_through_init_backup_check_forget_prune_and_rest
     let scratch = tempfile::tempdir().unwrap();
     let repo = scratch.path().join("repo").display().to_string();
     scenario(&host, &repo, scratch.path()).await;
-    host.agent.terminate(Duration::from_secs(20)).await.unwrap();
+    host.agent
+        .process
+        .terminate(Duration::from_secs(20))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -317,7 +291,11 @@ async fn a_rest_repository_served_by_rclone_goes_through_the_same() {
     std::fs::create_dir_all(&data).unwrap();
     let rclone = RcloneServer::start(&data).unwrap();
     scenario(&host, &rclone.url, scratch.path()).await;
-    host.agent.terminate(Duration::from_secs(20)).await.unwrap();
+    host.agent
+        .process
+        .terminate(Duration::from_secs(20))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -345,7 +323,11 @@ async fn init_on_an_existing_repository_is_a_no_op_and_a_wrong_password_fails_cl
         backup["error"].as_str().unwrap().contains("wrong password"),
         "{backup:#}"
     );
-    host.agent.terminate(Duration::from_secs(20)).await.unwrap();
+    host.agent
+        .process
+        .terminate(Duration::from_secs(20))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -364,7 +346,11 @@ async fn an_unreachable_rest_repository_fails_within_the_timeout() {
         init["error"].as_str().is_some_and(|e| !e.is_empty()),
         "{init:#}"
     );
-    host.agent.terminate(Duration::from_secs(20)).await.unwrap();
+    host.agent
+        .process
+        .terminate(Duration::from_secs(20))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -399,7 +385,11 @@ async fn a_running_backup_can_be_cancelled() {
     assert_eq!(job["status"], "cancelled", "{job:#}");
     // The host is free again: the next job runs.
     succeeded(&host.run("snapshots", json!({})).await);
-    host.agent.terminate(Duration::from_secs(20)).await.unwrap();
+    host.agent
+        .process
+        .terminate(Duration::from_secs(20))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -423,7 +413,11 @@ async fn paths_that_look_like_flags_are_refused_before_restic_sees_them() {
             .unwrap()
             .contains("params.paths[0]"));
     }
-    host.agent.terminate(Duration::from_secs(20)).await.unwrap();
+    host.agent
+        .process
+        .terminate(Duration::from_secs(20))
+        .await
+        .unwrap();
     let _ = &host.server;
 }
 
@@ -440,5 +434,9 @@ async fn a_host_without_restic_fails_its_jobs_with_a_clear_error() {
         error.contains("restic is not usable") && error.contains("not found"),
         "{error}"
     );
-    host.agent.terminate(Duration::from_secs(20)).await.unwrap();
+    host.agent
+        .process
+        .terminate(Duration::from_secs(20))
+        .await
+        .unwrap();
 }

@@ -20,8 +20,8 @@ use chrono::Utc;
 use rm_core::token::{PresentedToken, TokenKind};
 use rm_core::HostId;
 use rm_protocol::{
-    close_code, Envelope, ErrorBody, ErrorCode, Frame, Hello, Message, RepoStats, RepositoryConfig,
-    ScheduleSet, SnapshotsReport, CURRENT_PROTOCOL_VERSION, MAX_FRAME_BYTES, MIN_PROTOCOL_VERSION,
+    close_code, Envelope, ErrorBody, ErrorCode, Frame, Hello, Message, RepoStats, ScheduleSet,
+    SnapshotsReport, CURRENT_PROTOCOL_VERSION, MAX_FRAME_BYTES, MIN_PROTOCOL_VERSION,
 };
 use rm_store::{HelloRecord, RepoStatsRecord, SnapshotRecord};
 use tokio::sync::mpsc;
@@ -30,6 +30,7 @@ use tokio::time::Instant;
 use crate::hub::{AgentConn, CloseSignal};
 use crate::jobs::{self, AgentJobs, ReportError};
 use crate::repositories;
+use crate::schedules;
 use crate::state::AppState;
 
 /// A write that takes longer than this means the agent stopped reading.
@@ -121,9 +122,15 @@ async fn session(state: AppState, host_id: HostId, mut socket: WebSocket) {
             None
         }
     };
-    for frame in initial_pushes(&state, repository) {
-        let _ = conn.send(frame);
-    }
+    let schedules = match schedules::schedule_set(&state, host_id).await {
+        Ok(set) => set,
+        Err(e) => {
+            tracing::error!(%host_id, error = %e, "could not read the host's schedules");
+            ScheduleSet::default()
+        }
+    };
+    let _ = conn.send(Frame::new(repositories::config_update(&state, repository)));
+    let _ = conn.send(Frame::new(schedules));
     if let Some(old) = state.hub().register(host_id, conn.clone()) {
         tracing::warn!(%host_id, "a new connection replaced the host's existing one");
         old.close(
@@ -152,17 +159,6 @@ async fn session(state: AppState, host_id: HostId, mut socket: WebSocket) {
     {
         tracing::error!(%host_id, error = %e, "could not mark host offline");
     }
-}
-
-/// What to tell an agent right after its hello: its settings and schedules.
-fn initial_pushes(state: &AppState, repository: Option<RepositoryConfig>) -> [Frame; 2] {
-    [
-        Frame::new(repositories::config_update(state, repository)),
-        Frame::new(ScheduleSet {
-            version: 0,
-            schedules: Vec::new(),
-        }),
-    ]
 }
 
 /// Waits for `hello` and judges it. Returns the hello when accepted; on any
@@ -408,10 +404,8 @@ async fn dispatch(
             tracing::warn!(%host_id, code = ?body.code, message = %body.message, "agent reported an error");
             Ok(())
         }
-        Message::ScheduleAck(ack) => {
-            tracing::info!(%host_id, version = ack.version, "agent applied schedule set");
-            Ok(())
-        }
+        Message::ScheduleAck(ack) => schedules::on_ack(state, host_id, ack).await,
+        Message::ScheduleFire(fire) => schedules::on_fire(state, host_id, fire).await,
         Message::CommandResult(result) => jobs.command_result(state, host_id, result).await,
         Message::JobStarted(started) => jobs.started(state, host_id, started).await,
         Message::JobProgress(progress) => jobs.progress(state, host_id, progress).await,
@@ -440,7 +434,7 @@ async fn dispatch(
                 format!("`{kind}` is sent by the server, not by agents"),
             ))
         }
-        Message::ScheduleFire(_) | Message::TreeListResult(_) => {
+        Message::TreeListResult(_) => {
             tracing::debug!(%host_id, %kind, "message not handled by this server version yet");
             Ok(())
         }

@@ -17,6 +17,7 @@ mod keyfile;
 mod liveness;
 mod metrics;
 pub mod repositories;
+pub mod schedules;
 mod state;
 
 use std::future::Future;

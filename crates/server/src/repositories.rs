@@ -72,6 +72,7 @@ pub async fn set(
         JobKind::Init,
         &serde_json::Value::Null,
         JobTrigger::System,
+        None,
     )
     .await?;
     tracing::info!(%host, init_job = %init.id, "repository settings stored");

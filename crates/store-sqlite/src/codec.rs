@@ -16,7 +16,7 @@ use rm_core::token::TokenHash;
 use rm_core::JobStatus;
 use rm_store::{
     AgentToken, ApiToken, CommandResultRecord, EnrollmentToken, Host, Job, LogLineRecord,
-    RepoStatsRecord, SealedRepository, Session, SnapshotRecord, StoreError, User,
+    RepoStatsRecord, ScheduleRecord, SealedRepository, Session, SnapshotRecord, StoreError, User,
 };
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
@@ -130,6 +130,12 @@ pub(crate) fn u32_opt(row: &SqliteRow, col: &str) -> Result<Option<u32>, StoreEr
     raw::<Option<i64>>(row, col)?
         .map(|v| u32::try_from(v).map_err(|_| corrupt(col, format!("{v} is out of range"))))
         .transpose()
+}
+
+/// A NOT NULL u32 column.
+pub(crate) fn u32_col(row: &SqliteRow, col: &str) -> Result<u32, StoreError> {
+    let v = raw::<i64>(row, col)?;
+    u32::try_from(v).map_err(|_| corrupt(col, format!("{v} is out of range")))
 }
 
 /// A nullable u64 column (stored as i64; negative values are corrupt).
@@ -323,6 +329,7 @@ pub(crate) fn agent_token(row: &SqliteRow) -> Result<AgentToken, StoreError> {
 pub(crate) const HOST_COLUMNS: &str = "id, name, hostname, enrolled_at, last_seen_at, online, \
      agent_version, restic_version, restic_error, protocol_version, os, arch, \
      last_backup_at, last_backup_status, repo_size_bytes, \
+     schedule_version, schedule_applied_version, \
      EXISTS (SELECT 1 FROM host_repositories WHERE host_repositories.host_id = hosts.id) \
      AS has_repository";
 
@@ -345,6 +352,8 @@ pub(crate) fn host(row: &SqliteRow) -> Result<Host, StoreError> {
         last_backup_status: parsed_opt::<JobStatus>(row, "last_backup_status")?,
         repo_size_bytes: u64_opt(row, "repo_size_bytes")?,
         has_repository: flag(row, "has_repository")?,
+        schedule_version: u64_col(row, "schedule_version")?,
+        schedule_applied_version: u64_opt(row, "schedule_applied_version")?,
     })
 }
 
@@ -363,7 +372,7 @@ pub(crate) fn repository(row: &SqliteRow) -> Result<SealedRepository, StoreError
 /// Columns selected for a [`Job`] (`trigger` is quoted: it is an SQL
 /// keyword).
 pub(crate) const JOB_COLUMNS: &str = "id, host_id, kind, params, status, \"trigger\", exit_code, \
-     stats, error, created_at, dispatched_at, started_at, finished_at";
+     schedule_id, stats, error, created_at, dispatched_at, started_at, finished_at";
 
 /// Decodes a `jobs` row.
 pub(crate) fn job(row: &SqliteRow) -> Result<Job, StoreError> {
@@ -374,6 +383,7 @@ pub(crate) fn job(row: &SqliteRow) -> Result<Job, StoreError> {
         params: json_value(row, "params")?,
         status: parsed(row, "status")?,
         trigger: parsed(row, "trigger")?,
+        schedule_id: id_opt(row, "schedule_id")?,
         exit_code: i32_opt(row, "exit_code")?,
         stats: json_value_opt(row, "stats")?,
         error: text_opt(row, "error")?,
@@ -448,5 +458,25 @@ pub(crate) fn repo_stats(row: &SqliteRow) -> Result<RepoStatsRecord, StoreError>
         lock_present: flag_opt(row, "lock_present")?,
         last_prune_at: time_opt(row, "last_prune_at")?,
         last_prune_freed_bytes: u64_opt(row, "last_prune_freed_bytes")?,
+    })
+}
+
+/// Columns selected for a [`ScheduleRecord`].
+pub(crate) const SCHEDULE_COLUMNS: &str = "id, host_id, kind, cron, timezone, params, enabled, \
+     jitter_seconds, created_at, updated_at";
+
+/// Decodes a `schedules` row.
+pub(crate) fn schedule(row: &SqliteRow) -> Result<ScheduleRecord, StoreError> {
+    Ok(ScheduleRecord {
+        id: id(row, "id")?,
+        host_id: id(row, "host_id")?,
+        kind: text(row, "kind")?,
+        cron: text(row, "cron")?,
+        timezone: text_opt(row, "timezone")?,
+        params: json_value(row, "params")?,
+        enabled: flag(row, "enabled")?,
+        jitter_seconds: u32_col(row, "jitter_seconds")?,
+        created_at: time(row, "created_at")?,
+        updated_at: time(row, "updated_at")?,
     })
 }

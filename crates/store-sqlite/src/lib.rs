@@ -20,11 +20,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use rm_core::{HostId, JobId, JobStatus, TokenId, UserId};
+use rm_core::{HostId, JobId, JobStatus, ScheduleId, TokenId, UserId};
 use rm_store::{
     AgentToken, ApiToken, CommandResultRecord, EnrollmentToken, HelloRecord, Host, Job, JobEnd,
-    JobFilter, LogLineRecord, NewHost, NewJob, RepoStatsRecord, SealedRepository, Session,
-    SnapshotRecord, Store, StoreError, StoreResult, User,
+    JobFilter, LogLineRecord, NewHost, NewJob, RepoStatsRecord, ScheduleRecord, SealedRepository,
+    Session, SnapshotRecord, Store, StoreError, StoreResult, User,
 };
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
@@ -239,6 +239,22 @@ async fn require_live_host(conn: &mut sqlx::SqliteConnection, host: &str) -> Sto
         Some(_) => Ok(()),
         None => Err(StoreError::NotFound(format!("host `{host}`"))),
     }
+}
+
+/// Bumps the schedule version of live host `host` inside the caller's
+/// transaction; returns the new version. [`StoreError::NotFound`] for an
+/// unknown or deleted host.
+async fn bump_schedule_version(conn: &mut sqlx::SqliteConnection, host: &str) -> StoreResult<u64> {
+    let row = sqlx::query(
+        "UPDATE hosts SET schedule_version = schedule_version + 1 \
+         WHERE id = ? AND deleted_at IS NULL RETURNING schedule_version",
+    )
+    .bind(host)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(backend)?
+    .ok_or_else(|| StoreError::NotFound(format!("host `{host}`")))?;
+    codec::u64_col(&row, "schedule_version")
 }
 
 #[async_trait]
@@ -755,10 +771,35 @@ impl Store for SqliteStore {
     /// Inserts the job only if its host exists and is not deleted (one
     /// statement); a deleted host is [`StoreError::NotFound`] like an
     /// unknown one.
+    ///
+    /// `job.status` must be `queued`, `dispatched` (`dispatched_at` is set to
+    /// `created_at`) or `skipped` (`finished_at` is set to `created_at`);
+    /// anything else is [`StoreError::Conflict`]. `job.error` is stored as
+    /// given. `job.schedule_id` is stored only when it names a schedule of
+    /// the job's host; otherwise (e.g. an agent reports an offline run of a
+    /// schedule deleted meanwhile) the job is kept with no schedule, exactly
+    /// as if the schedule had been deleted after the job was created — check
+    /// the returned [`Job`]'s `schedule_id`.
     async fn create_job(&self, job: &NewJob) -> StoreResult<Job> {
+        let created = ms(job.created_at);
+        let (dispatched_at, finished_at) = match job.status {
+            JobStatus::Queued => (None, None),
+            JobStatus::Dispatched => (Some(created), None),
+            JobStatus::Skipped => (None, Some(created)),
+            other => {
+                return Err(StoreError::Conflict(format!(
+                    "a job cannot be created in status `{other}`: only queued, dispatched \
+                     or skipped"
+                )))
+            }
+        };
         let sql = format!(
-            "INSERT INTO jobs (id, host_id, kind, params, status, \"trigger\", created_at) \
-             SELECT ?, hosts.id, ?, ?, ?, ?, ? FROM hosts \
+            "INSERT INTO jobs (id, host_id, kind, params, status, \"trigger\", schedule_id, \
+             error, created_at, dispatched_at, finished_at) \
+             SELECT ?, hosts.id, ?, ?, ?, ?, \
+             (SELECT schedules.id FROM schedules \
+              WHERE schedules.id = ? AND schedules.host_id = hosts.id), \
+             ?, ?, ?, ? FROM hosts \
              WHERE hosts.id = ? AND hosts.deleted_at IS NULL \
              RETURNING {}",
             codec::JOB_COLUMNS
@@ -767,9 +808,13 @@ impl Store for SqliteStore {
             .bind(job.id.to_string())
             .bind(&job.kind)
             .bind(job.params.to_string())
-            .bind(JobStatus::Queued.as_str())
+            .bind(job.status.as_str())
             .bind(job.trigger.as_str())
-            .bind(ms(job.created_at))
+            .bind(job.schedule_id.map(|s| s.to_string()))
+            .bind(&job.error)
+            .bind(created)
+            .bind(dispatched_at)
+            .bind(finished_at)
             .bind(job.host_id.to_string())
             .fetch_optional(&self.pool)
             .await
@@ -1278,6 +1323,193 @@ impl Store for SqliteStore {
             .map_err(backend)?
             .iter()
             .map(codec::repo_stats)
+            .collect()
+    }
+
+    // ── schedules ──────────────────────────────────────────────────────
+
+    /// Bumps the version first (which also finds the host), then inserts;
+    /// a duplicate schedule id is [`StoreError::Conflict`].
+    async fn create_schedule(&self, schedule: &ScheduleRecord) -> StoreResult<u64> {
+        let host_id = schedule.host_id.to_string();
+        let mut tx = self.begin_write().await?;
+        let version = bump_schedule_version(&mut tx, &host_id).await?;
+        sqlx::query(
+            "INSERT INTO schedules (id, host_id, kind, cron, timezone, params, enabled, \
+             jitter_seconds, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(schedule.id.to_string())
+        .bind(&host_id)
+        .bind(&schedule.kind)
+        .bind(&schedule.cron)
+        .bind(&schedule.timezone)
+        .bind(schedule.params.to_string())
+        .bind(schedule.enabled)
+        .bind(i64::from(schedule.jitter_seconds))
+        .bind(ms(schedule.created_at))
+        .bind(ms(schedule.updated_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| {
+            insert_error(
+                e,
+                || format!("schedule `{}` already exists", schedule.id),
+                &format!("host `{host_id}`"),
+            )
+        })?;
+        tx.commit().await.map_err(backend)?;
+        Ok(version)
+    }
+
+    /// Changes kind, cron, timezone, params, enabled, jitter and
+    /// `updated_at`; `schedule.host_id` and `created_at` are ignored (the
+    /// stored ones stay). A schedule of a deleted host is hidden with its
+    /// host: [`StoreError::NotFound`].
+    async fn update_schedule(&self, schedule: &ScheduleRecord) -> StoreResult<u64> {
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query(
+            "UPDATE schedules SET kind = ?, cron = ?, timezone = ?, params = ?, enabled = ?, \
+             jitter_seconds = ?, updated_at = ? \
+             WHERE id = ? AND host_id IN (SELECT id FROM hosts WHERE deleted_at IS NULL) \
+             RETURNING host_id",
+        )
+        .bind(&schedule.kind)
+        .bind(&schedule.cron)
+        .bind(&schedule.timezone)
+        .bind(schedule.params.to_string())
+        .bind(schedule.enabled)
+        .bind(i64::from(schedule.jitter_seconds))
+        .bind(ms(schedule.updated_at))
+        .bind(schedule.id.to_string())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(backend)?;
+        let Some(row) = row else {
+            tx.rollback().await.map_err(backend)?;
+            return Err(StoreError::NotFound(format!("schedule `{}`", schedule.id)));
+        };
+        let host_id = codec::text(&row, "host_id")?;
+        let version = bump_schedule_version(&mut tx, &host_id).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(version)
+    }
+
+    /// The schedule's jobs stay, with `schedule_id` NULL (`ON DELETE SET
+    /// NULL`). A schedule of a deleted host is hidden with its host:
+    /// [`StoreError::NotFound`].
+    async fn delete_schedule(&self, id: ScheduleId) -> StoreResult<(HostId, u64)> {
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query(
+            "DELETE FROM schedules \
+             WHERE id = ? AND host_id IN (SELECT id FROM hosts WHERE deleted_at IS NULL) \
+             RETURNING host_id",
+        )
+        .bind(id.to_string())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(backend)?;
+        let Some(row) = row else {
+            tx.rollback().await.map_err(backend)?;
+            return Err(StoreError::NotFound(format!("schedule `{id}`")));
+        };
+        let host_id: HostId = codec::id(&row, "host_id")?;
+        let version = bump_schedule_version(&mut tx, &host_id.to_string()).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok((host_id, version))
+    }
+
+    /// `None` also for a schedule of a deleted host (hidden with its host).
+    async fn schedule(&self, id: ScheduleId) -> StoreResult<Option<ScheduleRecord>> {
+        let sql = format!(
+            "SELECT {} FROM schedules WHERE id = ? \
+             AND host_id IN (SELECT id FROM hosts WHERE deleted_at IS NULL)",
+            codec::SCHEDULE_COLUMNS
+        );
+        sqlx::query(&sql)
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?
+            .as_ref()
+            .map(codec::schedule)
+            .transpose()
+    }
+
+    /// Both reads run in one read transaction, so they see one snapshot of
+    /// the database (WAL). [`StoreError::NotFound`] for an unknown or
+    /// deleted host.
+    async fn schedule_set(&self, host: HostId) -> StoreResult<(u64, Vec<ScheduleRecord>)> {
+        let host_id = host.to_string();
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let row =
+            sqlx::query("SELECT schedule_version FROM hosts WHERE id = ? AND deleted_at IS NULL")
+                .bind(&host_id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(backend)?;
+        let Some(row) = row else {
+            tx.rollback().await.map_err(backend)?;
+            return Err(StoreError::NotFound(format!("host `{host}`")));
+        };
+        let version = codec::u64_col(&row, "schedule_version")?;
+        let sql = format!(
+            "SELECT {} FROM schedules WHERE host_id = ? ORDER BY created_at, id",
+            codec::SCHEDULE_COLUMNS
+        );
+        let schedules = sqlx::query(&sql)
+            .bind(&host_id)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(backend)?
+            .iter()
+            .map(codec::schedule)
+            .collect::<StoreResult<Vec<_>>>()?;
+        tx.commit().await.map_err(backend)?;
+        Ok((version, schedules))
+    }
+
+    /// One conditional `UPDATE`: moves only forward, and never past the
+    /// version the server issued (an ack of a version above
+    /// `schedule_version` is ignored). An unknown or deleted host changes
+    /// nothing (`Ok(false)`).
+    async fn record_schedule_ack(&self, host: HostId, version: u64) -> StoreResult<bool> {
+        // No issued version exceeds i64::MAX, so such an ack is ignored.
+        let Ok(version) = i64::try_from(version) else {
+            return Ok(false);
+        };
+        let updated = sqlx::query(
+            "UPDATE hosts SET schedule_applied_version = ? \
+             WHERE id = ? AND deleted_at IS NULL \
+             AND ? > COALESCE(schedule_applied_version, -1) AND ? <= schedule_version",
+        )
+        .bind(version)
+        .bind(host.to_string())
+        .bind(version)
+        .bind(version)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?
+        .rows_affected();
+        Ok(updated == 1)
+    }
+
+    /// In creation order.
+    async fn active_jobs_of_schedule(&self, schedule: ScheduleId) -> StoreResult<Vec<Job>> {
+        let sql = format!(
+            "SELECT {} FROM jobs WHERE schedule_id = ? AND status IN (?, ?, ?) \
+             ORDER BY created_at, id",
+            codec::JOB_COLUMNS
+        );
+        sqlx::query(&sql)
+            .bind(schedule.to_string())
+            .bind(JobStatus::Queued.as_str())
+            .bind(JobStatus::Dispatched.as_str())
+            .bind(JobStatus::Running.as_str())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?
+            .iter()
+            .map(codec::job)
             .collect()
     }
 }

@@ -80,6 +80,9 @@ fn new_job(host: HostId, kind: &str, created: i64) -> NewJob {
         kind: kind.to_owned(),
         params: json!({ "paths": ["/etc", "/home"], "tags": ["nightly"] }),
         trigger: JobTrigger::Manual,
+        schedule_id: None,
+        status: JobStatus::Queued,
+        error: None,
         created_at: t(created),
     }
 }
@@ -139,6 +142,7 @@ async fn a_job_goes_queued_dispatched_running_succeeded() {
             params: new.params.clone(),
             status: JobStatus::Queued,
             trigger: JobTrigger::Schedule,
+            schedule_id: None,
             exit_code: None,
             stats: serde_json::Value::Null,
             error: None,

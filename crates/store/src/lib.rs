@@ -10,7 +10,7 @@ mod models;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use rm_core::{HostId, JobId, JobStatus, TokenId, UserId};
+use rm_core::{HostId, JobId, JobStatus, ScheduleId, TokenId, UserId};
 
 pub use error::{StoreError, StoreResult};
 pub use models::*;
@@ -162,4 +162,28 @@ pub trait Store: Send + Sync + 'static {
     async fn add_repo_stats(&self, host: HostId, stats: &RepoStatsRecord) -> StoreResult<()>;
     /// A host's statistics, newest first, at most `limit` rows.
     async fn repo_stats(&self, host: HostId, limit: u32) -> StoreResult<Vec<RepoStatsRecord>>;
+
+    // ── schedules ──────────────────────────────────────────────────────
+
+    /// Adds a schedule and bumps its host's schedule version, in one
+    /// transaction. Returns the new version. Unknown or deleted host:
+    /// [`StoreError::NotFound`].
+    async fn create_schedule(&self, schedule: &ScheduleRecord) -> StoreResult<u64>;
+    /// Replaces a schedule's fields (not its id, host or creation time) and
+    /// bumps the host's schedule version. Returns the new version.
+    async fn update_schedule(&self, schedule: &ScheduleRecord) -> StoreResult<u64>;
+    /// Deletes a schedule and bumps the host's version. Returns the host and
+    /// the new version; [`StoreError::NotFound`] when there is no such
+    /// schedule.
+    async fn delete_schedule(&self, id: ScheduleId) -> StoreResult<(HostId, u64)>;
+    /// A schedule by id.
+    async fn schedule(&self, id: ScheduleId) -> StoreResult<Option<ScheduleRecord>>;
+    /// A host's schedule version and all its schedules (creation order),
+    /// read together so they match.
+    async fn schedule_set(&self, host: HostId) -> StoreResult<(u64, Vec<ScheduleRecord>)>;
+    /// Records that the agent runs schedule-set `version` now. The applied
+    /// version only moves forward. Returns whether it changed.
+    async fn record_schedule_ack(&self, host: HostId, version: u64) -> StoreResult<bool>;
+    /// The schedule's jobs that are queued, dispatched or running.
+    async fn active_jobs_of_schedule(&self, schedule: ScheduleId) -> StoreResult<Vec<Job>>;
 }

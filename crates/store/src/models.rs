@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use rm_core::token::TokenHash;
-use rm_core::{HostId, JobId, JobStatus, JobTrigger, TokenId, UserId};
+use rm_core::{HostId, JobId, JobStatus, JobTrigger, ScheduleId, TokenId, UserId};
 
 /// An operator account.
 #[derive(Debug, Clone, PartialEq)]
@@ -129,6 +129,11 @@ pub struct Host {
     pub repo_size_bytes: Option<u64>,
     /// Whether repository settings are stored for the host.
     pub has_repository: bool,
+    /// The schedule-set version the server wants the agent to run (0 when
+    /// no schedule was ever set); bumped by every schedule change.
+    pub schedule_version: u64,
+    /// The highest version the agent acknowledged.
+    pub schedule_applied_version: Option<u64>,
 }
 
 /// What an accepted `hello` records.
@@ -188,6 +193,14 @@ pub struct NewJob {
     pub params: serde_json::Value,
     /// Why it exists.
     pub trigger: JobTrigger,
+    /// The schedule that fired it, for scheduled jobs.
+    pub schedule_id: Option<ScheduleId>,
+    /// The status it starts in: `queued` normally; `dispatched` for a job
+    /// an agent started on its own (offline); `skipped` (finished at once)
+    /// for a fire whose previous run was still going.
+    pub status: JobStatus,
+    /// Why, for a job created finished (`skipped`).
+    pub error: Option<String>,
     /// Creation time; also the order jobs of one host run in.
     pub created_at: DateTime<Utc>,
 }
@@ -207,6 +220,8 @@ pub struct Job {
     pub status: JobStatus,
     /// Why it exists.
     pub trigger: JobTrigger,
+    /// The schedule that fired it.
+    pub schedule_id: Option<ScheduleId>,
     /// restic's exit code, once finished.
     pub exit_code: Option<i32>,
     /// Command-specific statistics (JSON object), once finished.
@@ -325,4 +340,29 @@ pub struct RepoStatsRecord {
     pub last_prune_at: Option<DateTime<Utc>>,
     /// Bytes the last prune freed.
     pub last_prune_freed_bytes: Option<u64>,
+}
+
+/// A schedule as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScheduleRecord {
+    /// Id.
+    pub id: ScheduleId,
+    /// The host it runs on.
+    pub host_id: HostId,
+    /// Job kind (`backup`, `forget`, `prune`, `check`).
+    pub kind: String,
+    /// Cron expression.
+    pub cron: String,
+    /// IANA time zone; `None` means the host's own.
+    pub timezone: Option<String>,
+    /// Validated job parameters.
+    pub params: serde_json::Value,
+    /// Disabled schedules are kept but never fire.
+    pub enabled: bool,
+    /// Random delay up to this many seconds added to each fire.
+    pub jitter_seconds: u32,
+    /// Creation time (schedules are listed in creation order).
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
 }

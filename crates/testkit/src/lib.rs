@@ -26,7 +26,7 @@ use std::time::Duration;
 pub use agent_process::AgentProcess;
 pub use api::Api;
 pub use raw_agent::{hello, RawAgent};
-pub use server::{TestServer, ADMIN_PASSWORD};
+pub use server::{RunningAgent, StoppedServer, TestServer, ADMIN_PASSWORD};
 
 /// Polls `check` every 50 ms until it returns true, failing after `limit`
 /// with a message naming `what` was awaited.

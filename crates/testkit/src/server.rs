@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::Api;
+use crate::AgentProcess;
 
 /// The admin password every test server starts with.
 pub const ADMIN_PASSWORD: &str = "test-admin-password";
@@ -50,18 +51,25 @@ impl TestServer {
 
     /// Stops the server gracefully and starts it again on the same port
     /// with the same database, as an operator's restart would.
-    pub async fn restart(mut self) -> anyhow::Result<TestServer> {
+    pub async fn restart(self) -> anyhow::Result<TestServer> {
+        self.stop_keeping_data().await?.start().await
+    }
+
+    /// Stops the server gracefully but keeps its database and port, so it
+    /// can be started again later (to test what happens while it is away).
+    pub async fn stop_keeping_data(mut self) -> anyhow::Result<StoppedServer> {
         let config = self.state.config().clone();
         let addr = self.addr;
         self.shutdown.cancel();
         if let Some(task) = self.task.take() {
             task.await??;
         }
-        let data_dir = tempfile::tempdir()?;
-        let data_dir = std::mem::replace(&mut self.data_dir, data_dir);
-        drop(self);
-        let listener = tokio::net::TcpListener::bind(addr).await?;
-        TestServer::launch(data_dir, listener, config).await
+        let data_dir = std::mem::replace(&mut self.data_dir, tempfile::tempdir()?);
+        Ok(StoppedServer {
+            addr,
+            config,
+            data_dir,
+        })
     }
 
     async fn launch(
@@ -133,6 +141,48 @@ impl TestServer {
         Ok((enrolled.host_id, enrolled.agent_token))
     }
 
+    /// Enrols a host through the real `agent enroll` of `binary`, starts
+    /// the real `agent run` for it with `restic_bin` and extra environment,
+    /// and waits until it is online.
+    pub async fn enrolled_agent(
+        &self,
+        binary: &std::path::Path,
+        name: &str,
+        restic_bin: &std::path::Path,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<RunningAgent> {
+        let admin = self.admin().await?;
+        let created = admin.create_enrollment_token(Some(name), None).await?;
+        let state = tempfile::tempdir()?;
+        let state_dir = state.path().join("agent");
+        let out = AgentProcess::enroll(binary, &self.url, &created.token, &state_dir, &[]).await?;
+        if !out.status.success() {
+            anyhow::bail!(
+                "agent enroll failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let host_id = admin
+            .hosts()
+            .await?
+            .into_iter()
+            .find(|h| h.name == name)
+            .map(|h| h.id)
+            .context("the enrolled host is not listed")?;
+        let process = AgentProcess::spawn(binary, &state_dir, restic_bin, env)?;
+        crate::wait_until(Duration::from_secs(15), "the agent to connect", || {
+            self.host_online(&host_id)
+        })
+        .await
+        .with_context(|| format!("agent log:\n{}", process.log()))?;
+        Ok(RunningAgent {
+            host_id,
+            process,
+            state_dir,
+            _state: state,
+        })
+    }
+
     /// Whether the store says the host is online.
     pub async fn host_online(&self, host_id: &str) -> bool {
         let Ok(id) = host_id.parse() else {
@@ -163,6 +213,32 @@ impl TestServer {
             task.await??;
         }
         Ok(())
+    }
+}
+
+/// A real agent process enrolled with a [`TestServer`].
+pub struct RunningAgent {
+    /// The host it is.
+    pub host_id: String,
+    /// The process.
+    pub process: AgentProcess,
+    /// Its state directory.
+    pub state_dir: std::path::PathBuf,
+    _state: TempDir,
+}
+
+/// A server stopped by [`TestServer::stop_keeping_data`].
+pub struct StoppedServer {
+    addr: SocketAddr,
+    config: ServerConfig,
+    data_dir: TempDir,
+}
+
+impl StoppedServer {
+    /// Starts it again on the same port with the same database.
+    pub async fn start(self) -> anyhow::Result<TestServer> {
+        let listener = tokio::net::TcpListener::bind(self.addr).await?;
+        TestServer::launch(self.data_dir, listener, self.config).await
     }
 }
 

@@ -78,10 +78,11 @@ fn view(host: Host) -> HostView {
         protocol_version: host.protocol_version,
         os: host.os,
         arch: host.arch,
-        // Schedules arrive with their feature; until then every host has
-        // schedule version 0.
-        schedule_version: 0,
-        schedule_applied_version: None,
+        schedule_version: host.schedule_version,
+        schedule_applied_version: host.schedule_applied_version,
+        // A host that never had schedules has nothing to drift from.
+        schedule_in_sync: host.schedule_version == 0
+            || host.schedule_applied_version == Some(host.schedule_version),
         last_backup_at: host.last_backup_at,
         last_backup_status: host.last_backup_status.map(|s| s.to_string()),
         repo_size_bytes: host.repo_size_bytes,

@@ -53,7 +53,7 @@ pub(crate) async fn create(
     if !state.hub().is_connected(host_id) {
         return Err(JobError::HostOffline(host_id).into());
     }
-    let job = jobs::create(&state, host_id, kind, &req.params, JobTrigger::Manual).await?;
+    let job = jobs::create(&state, host_id, kind, &req.params, JobTrigger::Manual, None).await?;
     tracing::info!(job_id = %job.id, by = %operator.user_id, "job requested");
     Ok((StatusCode::CREATED, Json(jobs::view(&job))))
 }

@@ -8,6 +8,7 @@ mod error;
 mod hosts;
 mod jobs;
 mod repository;
+mod schedules;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
@@ -40,6 +41,15 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/hosts/{id}/jobs", post(jobs::create))
         .route("/hosts/{id}/snapshots", get(hosts::snapshots))
         .route("/hosts/{id}/repo-stats", get(hosts::repo_stats))
+        .route(
+            "/hosts/{id}/schedules",
+            get(schedules::list).post(schedules::create),
+        )
+        .route(
+            "/schedules/{id}",
+            axum::routing::put(schedules::update).delete(schedules::delete),
+        )
+        .route("/retention-presets", get(schedules::presets))
         .route("/jobs", get(jobs::list))
         .route("/jobs/{id}", get(jobs::show))
         .route("/jobs/{id}/cancel", post(jobs::cancel))

@@ -11,7 +11,7 @@ pub(crate) mod log_writer;
 use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
-use rm_core::{HostId, JobId, JobStatus, JobTrigger};
+use rm_core::{HostId, JobId, JobStatus, JobTrigger, ScheduleId};
 use rm_protocol::api::JobView;
 use rm_protocol::params::{JobParams, RestoreParams};
 use rm_protocol::{
@@ -63,6 +63,7 @@ pub(crate) fn view(job: &Job) -> JobView {
         params: job.params.clone(),
         status: job.status.to_string(),
         trigger: job.trigger.as_str().to_owned(),
+        schedule_id: job.schedule_id.map(|s| s.to_string()),
         exit_code: job.exit_code,
         stats: job.stats.clone(),
         error: job.error.clone(),
@@ -80,6 +81,7 @@ pub async fn create(
     kind: JobKind,
     params: &Value,
     trigger: JobTrigger,
+    schedule: Option<ScheduleId>,
 ) -> Result<Job, JobError> {
     let params = JobParams::parse(kind, params).map_err(|e| JobError::Invalid(e.to_string()))?;
     let host = state
@@ -125,6 +127,9 @@ pub async fn create(
             kind: kind.as_str().to_owned(),
             params: params.to_value(),
             trigger,
+            schedule_id: schedule,
+            status: JobStatus::Queued,
+            error: None,
             created_at: Utc::now(),
         })
         .await?;

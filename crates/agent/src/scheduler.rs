@@ -1,0 +1,360 @@
+//! The agent's own clock for schedules: backups happen on time whether or
+//! not the server is reachable.
+//!
+//! Connected, a due schedule becomes a `schedule.fire` and the server makes
+//! and dispatches the job as for any other. Not connected, the agent runs
+//! the job itself under its own job id and queues the fire and the job's
+//! reports for when the server is back. A fire that comes while a job is
+//! still running is skipped, and recorded as skipped. At start-up a fire
+//! missed while the agent itself was down is run once, if it was missed by
+//! less than the schedule's own period.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rm_core::schedule::{jittered, missed_fire, Clock, CronSchedule};
+use rm_core::JobId;
+use rm_protocol::{CommandRun, Frame, Schedule, ScheduleFire, ScheduleSet};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::jobs::JobRunner;
+use crate::state::StateDir;
+
+/// Longest sleep between looks at the clock, so a wall-clock jump (NTP,
+/// suspend) is noticed within this.
+const MAX_SLEEP: Duration = Duration::from_secs(60);
+
+/// One upcoming fire.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Due {
+    /// The schedule.
+    pub(crate) schedule: Schedule,
+    /// The time the cron names.
+    pub(crate) scheduled_at: DateTime<Utc>,
+    /// When to act: `scheduled_at` plus jitter.
+    pub(crate) fire_at: DateTime<Utc>,
+}
+
+/// The next fire of every enabled schedule after `now`. Schedules whose
+/// cron no longer parses are left out (and logged).
+pub(crate) fn upcoming(
+    set: &ScheduleSet,
+    now: DateTime<Utc>,
+    random: &mut impl FnMut() -> u64,
+) -> Vec<Due> {
+    set.schedules
+        .iter()
+        .filter(|s| s.enabled)
+        .filter_map(|s| {
+            let cron = match CronSchedule::parse(&s.cron, s.timezone.as_deref()) {
+                Ok(cron) => cron,
+                Err(e) => {
+                    tracing::error!(schedule = %s.id, "ignoring a schedule whose cron cannot be used: {e}");
+                    return None;
+                }
+            };
+            let scheduled_at = cron.next_after(now)?;
+            Some(Due {
+                schedule: s.clone(),
+                scheduled_at,
+                fire_at: jittered(scheduled_at, s.jitter_seconds, random()),
+            })
+        })
+        .collect()
+}
+
+/// The fires missed while the agent was down that should run now (one per
+/// schedule at most), given each schedule's last recorded fire.
+pub(crate) fn catch_ups(
+    set: &ScheduleSet,
+    last_fires: &BTreeMap<String, DateTime<Utc>>,
+    now: DateTime<Utc>,
+    window: Option<chrono::Duration>,
+) -> Vec<(Schedule, DateTime<Utc>)> {
+    set.schedules
+        .iter()
+        .filter(|s| s.enabled)
+        .filter_map(|s| {
+            let cron = CronSchedule::parse(&s.cron, s.timezone.as_deref()).ok()?;
+            let missed = missed_fire(&cron, last_fires.get(&s.id).copied(), now, window)?;
+            Some((s.clone(), missed))
+        })
+        .collect()
+}
+
+/// Fires schedules from the agent's clock.
+pub(crate) struct Scheduler {
+    clock: Arc<dyn Clock>,
+    state: StateDir,
+    runner: JobRunner,
+    outbox: mpsc::Sender<Frame>,
+    connected: Arc<AtomicBool>,
+    last_fires: BTreeMap<String, DateTime<Utc>>,
+    catch_up_window: Option<chrono::Duration>,
+}
+
+impl Scheduler {
+    /// A scheduler sending to `outbox`, running offline jobs with `runner`.
+    pub(crate) fn new(
+        clock: Arc<dyn Clock>,
+        state: StateDir,
+        runner: JobRunner,
+        outbox: mpsc::Sender<Frame>,
+        connected: Arc<AtomicBool>,
+        catch_up_window: Option<chrono::Duration>,
+    ) -> Scheduler {
+        let last_fires = state.load_fires().unwrap_or_else(|e| {
+            tracing::warn!("starting without the record of past fires: {e}");
+            BTreeMap::new()
+        });
+        Scheduler {
+            clock,
+            state,
+            runner,
+            outbox,
+            connected,
+            last_fires,
+            catch_up_window,
+        }
+    }
+
+    /// Runs until `shutdown`, following every new set from `schedules`.
+    pub(crate) async fn run(
+        mut self,
+        mut schedules: watch::Receiver<ScheduleSet>,
+        shutdown: CancellationToken,
+    ) {
+        let set = schedules.borrow_and_update().clone();
+        for (schedule, missed) in catch_ups(
+            &set,
+            &self.last_fires,
+            self.clock.now(),
+            self.catch_up_window,
+        ) {
+            tracing::info!(schedule = %schedule.id, %missed, "running a fire missed while the agent was down");
+            self.fire(&schedule, missed, true).await;
+        }
+        let mut random = rand::random::<u64>;
+        loop {
+            let set = schedules.borrow_and_update().clone();
+            let now = self.clock.now();
+            let upcoming = upcoming(&set, now, &mut random);
+            let wait = upcoming
+                .iter()
+                .map(|d| (d.fire_at - now).to_std().unwrap_or(Duration::ZERO))
+                .min()
+                .unwrap_or(MAX_SLEEP)
+                .min(MAX_SLEEP);
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                changed = schedules.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+                _ = tokio::time::sleep(wait) => {}
+            }
+            let now = self.clock.now();
+            for due in upcoming.into_iter().filter(|d| d.fire_at <= now) {
+                self.fire(&due.schedule, due.scheduled_at, false).await;
+            }
+        }
+    }
+
+    /// Acts on one fire: tells the server, or runs (or skips) the job
+    /// itself when the server is away.
+    async fn fire(&mut self, schedule: &Schedule, scheduled_at: DateTime<Utc>, catch_up: bool) {
+        self.last_fires.insert(schedule.id.clone(), scheduled_at);
+        if let Err(e) = self.state.save_fires(&self.last_fires) {
+            tracing::warn!("could not record the fire time: {e}");
+        }
+        let mut fire = ScheduleFire {
+            schedule_id: schedule.id.clone(),
+            scheduled_at,
+            job_id: None,
+            skipped: false,
+            catch_up,
+        };
+        if self.connected.load(Ordering::SeqCst) {
+            tracing::info!(schedule = %schedule.id, kind = %schedule.kind, "schedule fired");
+            self.send(Frame::new(fire)).await;
+            return;
+        }
+        let job_id = JobId::new().to_string();
+        fire.job_id = Some(job_id.clone());
+        if !self.runner.running().is_empty() {
+            tracing::warn!(schedule = %schedule.id, "schedule fired while a job is still running; skipped");
+            fire.skipped = true;
+            self.send(Frame::new(fire)).await;
+            return;
+        }
+        tracing::info!(schedule = %schedule.id, %job_id, "schedule fired while the server is away; running it here");
+        // The fire goes first so the server knows the job before its reports.
+        self.send(Frame::new(fire)).await;
+        let repository = self
+            .state
+            .load_config()
+            .ok()
+            .flatten()
+            .and_then(|c| c.repository);
+        let answer = self.runner.start(
+            CommandRun {
+                job_id,
+                kind: schedule.kind,
+                params: schedule.params.clone(),
+                repository: None,
+            },
+            repository,
+        );
+        self.send(answer).await;
+    }
+
+    async fn send(&self, frame: Frame) {
+        if self.outbox.send(frame).await.is_err() {
+            tracing::error!("the agent's outbox is closed; a schedule report was lost");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+    use rm_protocol::JobKind;
+
+    use super::*;
+
+    fn at(h: u32, m: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 28, h, m, 0)
+            .single()
+            .unwrap()
+    }
+
+    fn schedule(id: &str, cron: &str, enabled: bool, jitter: u32) -> Schedule {
+        Schedule {
+            id: id.to_owned(),
+            kind: JobKind::Backup,
+            cron: cron.to_owned(),
+            timezone: Some(String::from("UTC")),
+            params: serde_json::json!({"paths": ["/srv"]}),
+            enabled,
+            jitter_seconds: jitter,
+        }
+    }
+
+    fn set(schedules: Vec<Schedule>) -> ScheduleSet {
+        ScheduleSet {
+            version: 1,
+            schedules,
+        }
+    }
+
+    #[test]
+    fn only_enabled_schedules_come_up_at_their_next_time() {
+        let set = set(vec![
+            schedule("a", "30 2 * * *", true, 0),
+            schedule("b", "0 * * * *", false, 0),
+            schedule("c", "not a cron", true, 0),
+        ]);
+        let due = upcoming(&set, at(1, 0), &mut || 0);
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].schedule.id, "a");
+        assert_eq!(due[0].scheduled_at, at(2, 30));
+        assert_eq!(due[0].fire_at, at(2, 30));
+    }
+
+    #[test]
+    fn jitter_delays_the_fire_but_not_the_scheduled_time() {
+        let set = set(vec![schedule("a", "0 3 * * *", true, 600)]);
+        let due = upcoming(&set, at(1, 0), &mut || 299);
+        assert_eq!(due[0].scheduled_at, at(3, 0));
+        assert!(due[0].fire_at >= at(3, 0) && due[0].fire_at <= at(3, 10));
+    }
+
+    #[test]
+    fn a_fire_missed_within_the_period_is_caught_up_once() {
+        let set = set(vec![
+            schedule("a", "0 2 * * *", true, 0),
+            schedule("new", "0 2 * * *", true, 0),
+        ]);
+        let yesterday = at(2, 0) - chrono::Duration::days(1);
+        let last: BTreeMap<String, DateTime<Utc>> = [(String::from("a"), yesterday)].into();
+        // Down from before 02:00 until 10:00: today's 02:00 was missed.
+        let caught = catch_ups(&set, &last, at(10, 0), None);
+        assert_eq!(
+            caught.len(),
+            1,
+            "a schedule that never fired is not caught up"
+        );
+        assert_eq!(caught[0].0.id, "a");
+        assert_eq!(caught[0].1, at(2, 0));
+        // Already fired today: nothing to catch up.
+        let last: BTreeMap<String, DateTime<Utc>> = [(String::from("a"), at(2, 0))].into();
+        assert!(catch_ups(&set, &last, at(10, 0), None).is_empty());
+        // With a one-hour window, a fire missed by eight hours is let go.
+        let last: BTreeMap<String, DateTime<Utc>> = [(String::from("a"), yesterday)].into();
+        assert!(catch_ups(&set, &last, at(10, 0), Some(chrono::Duration::hours(1))).is_empty());
+    }
+
+    #[tokio::test]
+    async fn offline_fires_run_the_job_here_and_a_busy_agent_skips() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path().join("state"));
+        // The repository cached from the server's last config.update.
+        state
+            .save_config(&rm_protocol::ConfigUpdate {
+                repository: Some(rm_protocol::RepositoryConfig {
+                    url: "/nonexistent/repo".into(),
+                    password: "pw".into(),
+                    env: Default::default(),
+                }),
+                settings: Default::default(),
+            })
+            .unwrap();
+        let (tx, mut outbox) = mpsc::channel(64);
+        // A full second outbox keeps the first job running while we fire again.
+        let (job_tx, _job_outbox) = mpsc::channel(1);
+        let runner = JobRunner::new(
+            "/nonexistent/restic".into(),
+            dir.path().join("cache"),
+            None,
+            job_tx,
+        );
+        let clock = Arc::new(rm_core::schedule::ManualClock::new(at(2, 0)));
+        let connected = Arc::new(AtomicBool::new(false));
+        let mut scheduler =
+            Scheduler::new(clock, state.clone(), runner, tx, connected.clone(), None);
+        let backup = schedule("a", "0 2 * * *", true, 0);
+
+        scheduler.fire(&backup, at(2, 0), false).await;
+        let Message::ScheduleFire(first) = outbox.recv().await.unwrap().message else {
+            panic!("expected the fire first");
+        };
+        assert!(first.job_id.is_some() && !first.skipped);
+        assert!(
+            matches!(outbox.recv().await.unwrap().message, Message::CommandResult(r) if r.accepted)
+        );
+
+        scheduler.fire(&backup, at(2, 5), false).await;
+        let Message::ScheduleFire(second) = outbox.recv().await.unwrap().message else {
+            panic!("expected a fire");
+        };
+        assert!(second.skipped, "a fire while a job runs is skipped");
+        assert_ne!(second.job_id, first.job_id);
+
+        // Connected, the fire goes to the server as is.
+        connected.store(true, Ordering::SeqCst);
+        scheduler.fire(&backup, at(2, 10), false).await;
+        let Message::ScheduleFire(online) = outbox.recv().await.unwrap().message else {
+            panic!("expected a fire");
+        };
+        assert_eq!(online.job_id, None);
+        assert_eq!(state.load_fires().unwrap().get("a"), Some(&at(2, 10)));
+    }
+
+    use rm_protocol::Message;
+}

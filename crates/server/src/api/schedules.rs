@@ -1,0 +1,100 @@
+//! Schedules over HTTP: a host's list, create, change, delete, and the
+//! retention presets a `forget` schedule may name.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use rm_core::ScheduleId;
+use rm_protocol::api::{RetentionPreset, ScheduleRequest, ScheduleView};
+use rm_protocol::params::RETENTION_PRESETS;
+
+use super::hosts::parse_host_id;
+use super::{ApiError, ApiJson, Operator};
+use crate::schedules::{self, ScheduleError};
+use crate::state::AppState;
+
+impl From<ScheduleError> for ApiError {
+    fn from(e: ScheduleError) -> ApiError {
+        match e {
+            ScheduleError::Invalid(message) => ApiError::bad_request(message),
+            ScheduleError::HostNotFound(_) | ScheduleError::NotFound(_) => {
+                ApiError::not_found(e.to_string())
+            }
+            ScheduleError::Store(e) => e.into(),
+        }
+    }
+}
+
+fn parse_schedule_id(raw: &str) -> Result<ScheduleId, ApiError> {
+    raw.parse().map_err(|_| {
+        ApiError::bad_request(format!(
+            "`{raw}` is not a schedule id (expected a 26-character ULID)"
+        ))
+    })
+}
+
+/// `GET /api/v1/hosts/{id}/schedules`.
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    _operator: Operator,
+    Path(host): Path<String>,
+) -> Result<Json<Vec<ScheduleView>>, ApiError> {
+    let host_id = parse_host_id(&host)?;
+    if state.store().host(host_id).await?.is_none() {
+        return Err(ScheduleError::HostNotFound(host_id).into());
+    }
+    let (_, records) = state.store().schedule_set(host_id).await?;
+    Ok(Json(records.iter().map(schedules::view).collect()))
+}
+
+/// `POST /api/v1/hosts/{id}/schedules` → 201.
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    operator: Operator,
+    Path(host): Path<String>,
+    ApiJson(req): ApiJson<ScheduleRequest>,
+) -> Result<(StatusCode, Json<ScheduleView>), ApiError> {
+    let host_id = parse_host_id(&host)?;
+    let record = schedules::create(&state, host_id, &req).await?;
+    tracing::info!(schedule = %record.id, by = %operator.user_id, "schedule created by operator");
+    Ok((StatusCode::CREATED, Json(schedules::view(&record))))
+}
+
+/// `PUT /api/v1/schedules/{id}`.
+pub(crate) async fn update(
+    State(state): State<AppState>,
+    operator: Operator,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<ScheduleRequest>,
+) -> Result<Json<ScheduleView>, ApiError> {
+    let id = parse_schedule_id(&id)?;
+    let record = schedules::update(&state, id, &req).await?;
+    tracing::info!(schedule = %id, by = %operator.user_id, "schedule changed by operator");
+    Ok(Json(schedules::view(&record)))
+}
+
+/// `DELETE /api/v1/schedules/{id}` → 204.
+pub(crate) async fn delete(
+    State(state): State<AppState>,
+    operator: Operator,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id = parse_schedule_id(&id)?;
+    schedules::delete(&state, id).await?;
+    tracing::info!(schedule = %id, by = %operator.user_id, "schedule deleted by operator");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /api/v1/retention-presets`.
+pub(crate) async fn presets(_operator: Operator) -> Json<Vec<RetentionPreset>> {
+    Json(
+        RETENTION_PRESETS
+            .iter()
+            .map(|p| RetentionPreset {
+                name: p.name.to_owned(),
+                description: p.description.to_owned(),
+                params: serde_json::to_value(p.params()).unwrap_or_default(),
+            })
+            .collect(),
+    )
+}

@@ -1,0 +1,335 @@
+//! Schedules: checked, stored with a version bump per change, and pushed to
+//! the host's agent as one whole set that the agent acknowledges by version.
+//! The agent's own clock fires them; a fire becomes a job here.
+
+use chrono::Utc;
+use rm_core::schedule::CronSchedule;
+use rm_core::{HostId, JobId, JobStatus, JobTrigger, ScheduleId};
+use rm_protocol::api::{ScheduleRequest, ScheduleView};
+use rm_protocol::params::JobParams;
+use rm_protocol::{Frame, JobKind, Schedule, ScheduleAck, ScheduleFire, ScheduleSet};
+use rm_store::{NewJob, ScheduleRecord, StoreError};
+
+use crate::jobs::{self, JobError, ReportError};
+use crate::state::AppState;
+
+/// Job kinds a schedule may run.
+const SCHEDULABLE: [JobKind; 4] = [
+    JobKind::Backup,
+    JobKind::Forget,
+    JobKind::Prune,
+    JobKind::Check,
+];
+
+/// Longest jitter (a day): beyond that a schedule would drift past its
+/// next fire.
+const MAX_JITTER_SECONDS: u32 = 24 * 3600;
+
+/// What can go wrong with a schedule request.
+#[derive(Debug, thiserror::Error)]
+pub enum ScheduleError {
+    /// Bad kind, cron, zone, params or jitter; names the field.
+    #[error("{0}")]
+    Invalid(String),
+    /// No such host.
+    #[error("host `{0}` not found")]
+    HostNotFound(HostId),
+    /// No such schedule.
+    #[error("schedule `{0}` not found")]
+    NotFound(ScheduleId),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The checked form of a request: kind and normalised params.
+fn validate(
+    req: &ScheduleRequest,
+) -> Result<(JobKind, serde_json::Value, CronSchedule), ScheduleError> {
+    let kind: JobKind = req
+        .kind
+        .parse()
+        .map_err(|e: String| ScheduleError::Invalid(format!("`kind`: {e}")))?;
+    if !SCHEDULABLE.contains(&kind) {
+        return Err(ScheduleError::Invalid(format!(
+            "`kind`: `{kind}` cannot be scheduled (backup, forget, prune or check can)"
+        )));
+    }
+    let cron = CronSchedule::parse(req.cron.trim(), req.timezone.as_deref().map(str::trim))
+        .map_err(|e| ScheduleError::Invalid(format!("`cron`/`timezone`: {e}")))?;
+    let params =
+        JobParams::parse(kind, &req.params).map_err(|e| ScheduleError::Invalid(e.to_string()))?;
+    if req.jitter_seconds > MAX_JITTER_SECONDS {
+        return Err(ScheduleError::Invalid(format!(
+            "`jitter_seconds` must be at most {MAX_JITTER_SECONDS} (a day)"
+        )));
+    }
+    Ok((kind, params.to_value(), cron))
+}
+
+/// The API form of a schedule, with its next fire time.
+pub(crate) fn view(record: &ScheduleRecord) -> ScheduleView {
+    let cron = CronSchedule::parse(&record.cron, record.timezone.as_deref()).ok();
+    ScheduleView {
+        id: record.id.to_string(),
+        host_id: record.host_id.to_string(),
+        kind: record.kind.clone(),
+        cron: record.cron.clone(),
+        timezone: record.timezone.clone(),
+        params: record.params.clone(),
+        enabled: record.enabled,
+        jitter_seconds: record.jitter_seconds,
+        description: cron
+            .as_ref()
+            .map(CronSchedule::describe)
+            .unwrap_or_else(|| format!("cron `{}`", record.cron)),
+        next_fire_at: cron
+            .filter(|_| record.enabled)
+            .and_then(|c| c.next_after(Utc::now())),
+        created_at: record.created_at,
+        updated_at: record.updated_at,
+    }
+}
+
+/// Adds a schedule to a host and pushes the new set.
+pub async fn create(
+    state: &AppState,
+    host: HostId,
+    req: &ScheduleRequest,
+) -> Result<ScheduleRecord, ScheduleError> {
+    let (kind, params, _) = validate(req)?;
+    if state.store().host(host).await?.is_none() {
+        return Err(ScheduleError::HostNotFound(host));
+    }
+    let now = Utc::now();
+    let record = ScheduleRecord {
+        id: ScheduleId::new(),
+        host_id: host,
+        kind: kind.as_str().to_owned(),
+        cron: req.cron.trim().to_owned(),
+        timezone: req.timezone.as_deref().map(str::trim).map(str::to_owned),
+        params,
+        enabled: req.enabled,
+        jitter_seconds: req.jitter_seconds,
+        created_at: now,
+        updated_at: now,
+    };
+    let version = state.store().create_schedule(&record).await?;
+    tracing::info!(%host, schedule = %record.id, version, "schedule created");
+    push(state, host).await;
+    Ok(record)
+}
+
+/// Replaces a schedule's settings and pushes the new set.
+pub async fn update(
+    state: &AppState,
+    id: ScheduleId,
+    req: &ScheduleRequest,
+) -> Result<ScheduleRecord, ScheduleError> {
+    let (kind, params, _) = validate(req)?;
+    let current = state
+        .store()
+        .schedule(id)
+        .await?
+        .ok_or(ScheduleError::NotFound(id))?;
+    let record = ScheduleRecord {
+        kind: kind.as_str().to_owned(),
+        cron: req.cron.trim().to_owned(),
+        timezone: req.timezone.as_deref().map(str::trim).map(str::to_owned),
+        params,
+        enabled: req.enabled,
+        jitter_seconds: req.jitter_seconds,
+        updated_at: Utc::now(),
+        ..current
+    };
+    let version = state
+        .store()
+        .update_schedule(&record)
+        .await
+        .map_err(not_found(id))?;
+    tracing::info!(host = %record.host_id, schedule = %id, version, "schedule updated");
+    push(state, record.host_id).await;
+    Ok(record)
+}
+
+/// Deletes a schedule and pushes the new set.
+pub async fn delete(state: &AppState, id: ScheduleId) -> Result<(), ScheduleError> {
+    let (host, version) = state
+        .store()
+        .delete_schedule(id)
+        .await
+        .map_err(not_found(id))?;
+    tracing::info!(%host, schedule = %id, version, "schedule deleted");
+    push(state, host).await;
+    Ok(())
+}
+
+fn not_found(id: ScheduleId) -> impl Fn(StoreError) -> ScheduleError {
+    move |e| match e {
+        StoreError::NotFound(_) => ScheduleError::NotFound(id),
+        other => ScheduleError::Store(other),
+    }
+}
+
+/// The host's whole schedule set as the agent receives it.
+pub(crate) async fn schedule_set(
+    state: &AppState,
+    host: HostId,
+) -> Result<ScheduleSet, StoreError> {
+    let (version, records) = state.store().schedule_set(host).await?;
+    let schedules = records
+        .into_iter()
+        .filter_map(|r| {
+            let kind: JobKind = r.kind.parse().ok()?;
+            Some(Schedule {
+                id: r.id.to_string(),
+                kind,
+                cron: r.cron,
+                timezone: r.timezone,
+                params: r.params,
+                enabled: r.enabled,
+                jitter_seconds: r.jitter_seconds,
+            })
+        })
+        .collect();
+    Ok(ScheduleSet { version, schedules })
+}
+
+/// Sends the host's current set to its agent, if connected. A host that is
+/// offline gets it on its next hello.
+async fn push(state: &AppState, host: HostId) {
+    let Some(conn) = state.hub().get(host) else {
+        return;
+    };
+    match schedule_set(state, host).await {
+        Ok(set) => {
+            if let Err(e) = conn.send(Frame::new(set)) {
+                tracing::warn!(%host, error = %e, "could not push schedules; the agent gets them on reconnect");
+            }
+        }
+        Err(e) => tracing::error!(%host, error = %e, "could not read schedules to push"),
+    }
+}
+
+/// `schedule.ack`: the agent runs `version` now.
+pub(crate) async fn on_ack(
+    state: &AppState,
+    host: HostId,
+    ack: ScheduleAck,
+) -> Result<(), ReportError> {
+    if state.store().record_schedule_ack(host, ack.version).await? {
+        tracing::info!(%host, version = ack.version, "agent applied schedule set");
+    } else {
+        tracing::debug!(%host, version = ack.version, "stale or unknown schedule ack ignored");
+    }
+    Ok(())
+}
+
+/// `schedule.fire`: a schedule's time came on the agent.
+///
+/// Connected, the server makes the job (or records it skipped when the
+/// schedule's previous run is still going) and dispatches it as any other.
+/// A fire carrying a `job_id` is an agent reporting what it did while the
+/// server was away: the job is recorded under the agent's id, and the
+/// reports that follow fill it in.
+pub(crate) async fn on_fire(
+    state: &AppState,
+    host: HostId,
+    fire: ScheduleFire,
+) -> Result<(), ReportError> {
+    let id: ScheduleId = fire.schedule_id.parse().map_err(|_| {
+        ReportError::BadId(format!(
+            "`schedule_id` `{}` is not a schedule id",
+            fire.schedule_id
+        ))
+    })?;
+    let schedule = state
+        .store()
+        .schedule(id)
+        .await?
+        .filter(|s| s.host_id == host)
+        .ok_or_else(|| ReportError::NotFound(format!("schedule `{id}` not found for this host")))?;
+    let trigger = if fire.catch_up {
+        JobTrigger::CatchUp
+    } else {
+        JobTrigger::Schedule
+    };
+
+    if let Some(raw) = &fire.job_id {
+        let job_id: JobId = raw
+            .parse()
+            .map_err(|_| ReportError::BadId(format!("`job_id` `{raw}` is not a job id")))?;
+        if state.store().job(job_id).await?.is_some() {
+            return Ok(()); // a replay after a reconnect
+        }
+        let (status, error) = if fire.skipped {
+            (
+                JobStatus::Skipped,
+                Some(String::from(
+                    "skipped by the agent: the schedule's previous run was still going",
+                )),
+            )
+        } else {
+            (JobStatus::Dispatched, None)
+        };
+        state
+            .store()
+            .create_job(&NewJob {
+                id: job_id,
+                host_id: host,
+                kind: schedule.kind.clone(),
+                params: schedule.params.clone(),
+                trigger,
+                schedule_id: Some(id),
+                status,
+                error,
+                created_at: fire.scheduled_at,
+            })
+            .await?;
+        tracing::info!(%host, schedule = %id, job_id = %job_id, skipped = fire.skipped, "agent ran a scheduled job while offline");
+        return Ok(());
+    }
+
+    if !schedule.enabled {
+        tracing::info!(%host, schedule = %id, "ignoring a fire of a disabled schedule");
+        return Ok(());
+    }
+    let active = state.store().active_jobs_of_schedule(id).await?;
+    if let Some(previous) = active.first() {
+        let skipped = state
+            .store()
+            .create_job(&NewJob {
+                id: JobId::new(),
+                host_id: host,
+                kind: schedule.kind.clone(),
+                params: schedule.params.clone(),
+                trigger,
+                schedule_id: Some(id),
+                status: JobStatus::Skipped,
+                error: Some(format!(
+                    "skipped: the schedule's previous run (job {}) was still {}",
+                    previous.id, previous.status
+                )),
+                created_at: Utc::now(),
+            })
+            .await?;
+        tracing::info!(%host, schedule = %id, job_id = %skipped.id, "scheduled run skipped");
+        return Ok(());
+    }
+    let kind: JobKind = schedule
+        .kind
+        .parse()
+        .map_err(|e: String| ReportError::NotFound(e))?;
+    match jobs::create(state, host, kind, &schedule.params, trigger, Some(id)).await {
+        Ok(job) => {
+            tracing::info!(%host, schedule = %id, job_id = %job.id, "scheduled job queued");
+            Ok(())
+        }
+        Err(JobError::Store(e)) => Err(ReportError::Store(e)),
+        Err(e) => {
+            // No repository, bad stored params…: the operator must see it.
+            tracing::warn!(%host, schedule = %id, error = %e, "a scheduled job could not be queued");
+            Err(ReportError::NotFound(e.to_string()))
+        }
+    }
+}
