@@ -10,15 +10,12 @@ use std::time::Duration;
 use chrono::Utc;
 use rm_protocol::{
     AgentSettings, CommandResult, ConfigUpdate, ErrorBody, ErrorCode, Frame, Message, RejectReason,
-    RepositoryConfig, ScheduleAck, ScheduleSet, TreeListResult,
+    RepositoryConfig, ScheduleAck, ScheduleSet,
 };
 
 use crate::error::AgentError;
 use crate::jobs::JobRunner;
 use crate::state::StateDir;
-
-/// Sent back for `tree.list` until snapshot browsing lands in the agent.
-const NO_TREE_LIST_YET: &str = "not supported by this agent version";
 
 /// The heartbeat interval the server asks for, never below one second so a
 /// bad setting cannot turn the agent into a flood.
@@ -102,17 +99,9 @@ impl Handler {
                 Vec::new()
             }
             Message::TreeList(request) => {
-                tracing::debug!(snapshot = %request.snapshot_id, path = %request.path, "tree.list is not supported yet");
-                let result = TreeListResult {
-                    entries: Vec::new(),
-                    error: Some(NO_TREE_LIST_YET.to_owned()),
-                };
-                // The reply must carry the request's id or the server cannot
-                // match it to the waiting caller.
-                vec![match frame.id {
-                    Some(id) => Frame::with_id(id, result),
-                    None => Frame::new(result),
-                }]
+                self.jobs
+                    .list_tree(frame.id, request, self.repository.clone());
+                Vec::new()
             }
             Message::Error(error) => {
                 log_server_error(&error);
@@ -311,24 +300,34 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn tree_list_reply_keeps_the_request_id() {
+    async fn tree_list_is_answered_through_the_outbox_with_the_request_id() {
         let dir = temp();
-        let mut h = handler(&dir);
+        let (outbox, mut answers) = tokio::sync::mpsc::channel(8);
+        let jobs = JobRunner::new("restic".into(), dir.path().join("cache"), None, outbox);
+        let mut h = Handler::new(
+            StateDir::new(dir.path().join("state")),
+            Duration::from_secs(30),
+            None,
+            jobs,
+            tokio::sync::watch::channel(ScheduleSet::default()).0,
+        );
         let request = TreeList {
             snapshot_id: "abcd1234".into(),
             path: "/".into(),
         };
         let replies = h.handle(Frame::with_id("01RPC", request)).await;
-        match replies.as_slice() {
-            [Frame {
-                id: Some(id),
-                message: Message::TreeListResult(result),
-            }] => {
-                assert_eq!(id, "01RPC");
+        assert!(replies.is_empty(), "answered in the background");
+        let answer = tokio::time::timeout(Duration::from_secs(5), answers.recv())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("outbox closed"));
+        assert_eq!(answer.id.as_deref(), Some("01RPC"));
+        match answer.message {
+            Message::TreeListResult(result) => {
                 assert!(result.entries.is_empty());
-                assert_eq!(result.error.as_deref(), Some(NO_TREE_LIST_YET));
+                assert!(result.error.unwrap_or_default().contains("no repository"));
             }
-            other => panic!("expected one tree.list.result, got {other:?}"),
+            other => panic!("expected tree.list.result, got {other:?}"),
         }
     }
 

@@ -126,6 +126,32 @@ impl JobRunner {
         ids.into_iter().collect()
     }
 
+    /// Answers a `tree.list` in the background through the outbox.
+    pub(crate) fn list_tree(
+        &self,
+        id: Option<String>,
+        request: rm_protocol::TreeList,
+        repository: Option<RepositoryConfig>,
+    ) {
+        crate::browse::spawn(
+            id,
+            request,
+            repository,
+            self.inner.restic_bin.clone(),
+            self.inner.cache_dir.clone(),
+            self.inner.outbox.clone(),
+        );
+    }
+
+    /// Whether a job is executing now (its end may still be unsent).
+    pub(crate) fn busy(&self) -> bool {
+        self.inner
+            .current
+            .lock()
+            .map(|c| c.is_some())
+            .unwrap_or(true)
+    }
+
     /// Notes that a frame went out; a `job.finished` settles its job.
     pub(crate) fn sent(&self, frame: &Frame) {
         if let Message::JobFinished(finished) = &frame.message {

@@ -6,6 +6,7 @@
 //! for `restic-manager agent run`; everything else is internal.
 
 mod backoff;
+mod browse;
 mod enroll;
 mod error;
 mod handler;

@@ -187,7 +187,7 @@ impl Scheduler {
         }
         let job_id = JobId::new().to_string();
         fire.job_id = Some(job_id.clone());
-        if !self.runner.running().is_empty() {
+        if self.runner.busy() {
             tracing::warn!(schedule = %schedule.id, "schedule fired while a job is still running; skipped");
             fire.skipped = true;
             self.send(Frame::new(fire)).await;
@@ -354,6 +354,68 @@ mod tests {
         };
         assert_eq!(online.job_id, None);
         assert_eq!(state.load_fires().unwrap().get("a"), Some(&at(2, 10)));
+    }
+
+    #[tokio::test]
+    async fn a_finished_job_whose_end_is_still_queued_does_not_block_the_next_fire() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path().join("state"));
+        state
+            .save_config(&rm_protocol::ConfigUpdate {
+                repository: Some(rm_protocol::RepositoryConfig {
+                    url: "/nonexistent/repo".into(),
+                    password: "pw".into(),
+                    env: Default::default(),
+                }),
+                settings: Default::default(),
+            })
+            .unwrap();
+        let (tx, mut outbox) = mpsc::channel(64);
+        let (job_tx, mut job_outbox) = mpsc::channel(64);
+        let runner = JobRunner::new(
+            "/nonexistent/restic".into(),
+            dir.path().join("cache"),
+            None,
+            job_tx,
+        );
+        let clock = Arc::new(rm_core::schedule::ManualClock::new(at(2, 0)));
+        let mut scheduler = Scheduler::new(
+            clock,
+            state,
+            runner.clone(),
+            tx,
+            Arc::new(AtomicBool::new(false)),
+            None,
+        );
+        let backup = schedule("a", "0 2 * * *", true, 0);
+
+        scheduler.fire(&backup, at(2, 0), false).await;
+        // The job ends at once (restic is missing); its end waits, unsent.
+        loop {
+            let frame = job_outbox.recv().await.unwrap();
+            if matches!(frame.message, Message::JobFinished(_)) {
+                break;
+            }
+        }
+        while runner.busy() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(
+            !runner.running().is_empty(),
+            "still listed for the next hello"
+        );
+        scheduler.fire(&backup, at(2, 5), false).await;
+        let fires: Vec<ScheduleFire> = std::iter::from_fn(|| outbox.try_recv().ok())
+            .filter_map(|f| match f.message {
+                Message::ScheduleFire(fire) => Some(fire),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(fires.len(), 2);
+        assert!(
+            fires.iter().all(|f| !f.skipped),
+            "the second fire ran: {fires:?}"
+        );
     }
 
     use rm_protocol::Message;

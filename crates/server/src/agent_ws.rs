@@ -20,8 +20,8 @@ use chrono::Utc;
 use rm_core::token::{PresentedToken, TokenKind};
 use rm_core::HostId;
 use rm_protocol::{
-    close_code, Envelope, ErrorBody, ErrorCode, Frame, Hello, Message, RepoStats, ScheduleSet,
-    SnapshotsReport, CURRENT_PROTOCOL_VERSION, MAX_FRAME_BYTES, MIN_PROTOCOL_VERSION,
+    close_code, Envelope, ErrorBody, ErrorCode, Frame, Hello, Message, RepoStats, SnapshotsReport,
+    CURRENT_PROTOCOL_VERSION, MAX_FRAME_BYTES, MIN_PROTOCOL_VERSION,
 };
 use rm_store::{HelloRecord, RepoStatsRecord, SnapshotRecord};
 use tokio::sync::mpsc;
@@ -122,15 +122,17 @@ async fn session(state: AppState, host_id: HostId, mut socket: WebSocket) {
             None
         }
     };
-    let schedules = match schedules::schedule_set(&state, host_id).await {
-        Ok(set) => set,
-        Err(e) => {
-            tracing::error!(%host_id, error = %e, "could not read the host's schedules");
-            ScheduleSet::default()
-        }
-    };
     let _ = conn.send(Frame::new(repositories::config_update(&state, repository)));
-    let _ = conn.send(Frame::new(schedules));
+    match schedules::schedule_set(&state, host_id).await {
+        Ok(set) => {
+            let _ = conn.send(Frame::new(set));
+        }
+        // Sending an empty set would wipe the agent's cached schedules;
+        // without one it keeps running what it has until the next push.
+        Err(e) => {
+            tracing::error!(%host_id, error = %e, "could not read the host's schedules; not pushing any")
+        }
+    }
     if let Some(old) = state.hub().register(host_id, conn.clone()) {
         tracing::warn!(%host_id, "a new connection replaced the host's existing one");
         old.close(
@@ -434,8 +436,14 @@ async fn dispatch(
                 format!("`{kind}` is sent by the server, not by agents"),
             ))
         }
-        Message::TreeListResult(_) => {
-            tracing::debug!(%host_id, %kind, "message not handled by this server version yet");
+        Message::TreeListResult(result) => {
+            let reply = Frame {
+                id: id.clone(),
+                message: result.into(),
+            };
+            if !state.rpc().resolve(host_id, reply) {
+                tracing::debug!(%host_id, "dropping a tree.list.result nobody waits for (too late?)");
+            }
             Ok(())
         }
     };

@@ -9,6 +9,7 @@
 mod agent_ws;
 mod api;
 mod bootstrap;
+pub mod browse;
 mod config;
 pub mod enrollment;
 mod hub;
@@ -17,8 +18,10 @@ mod keyfile;
 mod liveness;
 mod metrics;
 pub mod repositories;
+pub mod rpc;
 pub mod schedules;
 mod state;
+mod tree_cache;
 
 use std::future::Future;
 use std::time::Duration;

@@ -11,6 +11,8 @@ use crate::hub::Hub;
 use crate::jobs::events::JobEvents;
 use crate::jobs::log_writer::LogWriter;
 use crate::liveness::LastSeen;
+use crate::rpc::Rpc;
+use crate::tree_cache::TreeCache;
 
 /// Cheap to clone; all clones share one server.
 #[derive(Clone)]
@@ -24,6 +26,8 @@ struct Inner {
     job_events: JobEvents,
     log_writer: LogWriter,
     last_seen: LastSeen,
+    rpc: Rpc,
+    tree_cache: TreeCache,
 }
 
 impl AppState {
@@ -40,6 +44,8 @@ impl AppState {
             job_events: JobEvents::default(),
             log_writer,
             last_seen: LastSeen::default(),
+            rpc: Rpc::default(),
+            tree_cache: TreeCache::default(),
         }))
     }
 
@@ -68,6 +74,15 @@ impl AppState {
 
     pub(crate) fn log_writer(&self) -> &LogWriter {
         &self.0.log_writer
+    }
+
+    /// Calls to agents waiting for their answers.
+    pub fn rpc(&self) -> &Rpc {
+        &self.0.rpc
+    }
+
+    pub(crate) fn tree_cache(&self) -> &TreeCache {
+        &self.0.tree_cache
     }
 
     pub(crate) fn last_seen(&self) -> &LastSeen {

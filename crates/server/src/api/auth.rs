@@ -27,6 +27,9 @@ pub(crate) struct Operator {
     pub user_id: UserId,
     /// The session behind this request, when it came from a login.
     pub session: Option<rm_core::TokenId>,
+    /// The session or API token behind this request: what per-session
+    /// caches are keyed by.
+    pub credential: rm_core::TokenId,
 }
 
 impl FromRequestParts<AppState> for Operator {
@@ -48,6 +51,7 @@ impl FromRequestParts<AppState> for Operator {
                 .map(|s| Operator {
                     user_id: s.user_id,
                     session: Some(s.id),
+                    credential: s.id,
                 }),
             TokenKind::Api => state
                 .store()
@@ -61,6 +65,7 @@ impl FromRequestParts<AppState> for Operator {
                 .map(|t| Operator {
                     user_id: t.user_id,
                     session: None,
+                    credential: t.id,
                 }),
             TokenKind::Agent | TokenKind::Enrollment => None,
         };

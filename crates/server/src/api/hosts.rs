@@ -1,13 +1,16 @@
 //! Hosts: list, show, delete (which revokes the agent and disconnects it).
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::Utc;
 use rm_core::HostId;
 use rm_protocol::api::{HostView, RepoStatsEntry, RepoStatsResponse};
 use rm_protocol::close_code;
-use rm_protocol::{RepoStats, SnapshotInfo};
+use rm_protocol::{RepoStats, SnapshotInfo, TreeEntry};
+
+use crate::browse::{self, BrowseError};
+use crate::rpc::RpcError;
 use rm_store::Host;
 
 use super::{ApiError, Operator};
@@ -160,4 +163,43 @@ pub(crate) async fn repo_stats(
         latest: history.first().cloned(),
         history,
     }))
+}
+
+/// Query of the tree endpoint.
+#[derive(serde::Deserialize)]
+pub(crate) struct TreeQuery {
+    path: Option<String>,
+}
+
+impl From<BrowseError> for ApiError {
+    fn from(e: BrowseError) -> ApiError {
+        match e {
+            BrowseError::Invalid(message) => ApiError::bad_request(message),
+            BrowseError::Offline(_) => ApiError::conflict(e.to_string()),
+            BrowseError::Rpc(RpcError::TimedOut(_)) => ApiError::gateway_timeout(e.to_string()),
+            BrowseError::Rpc(_) | BrowseError::Agent(_) => ApiError::bad_gateway(e.to_string()),
+        }
+    }
+}
+
+/// `GET /api/v1/hosts/{id}/snapshots/{snapshot_id}/tree?path=/x`: the
+/// direct children of a folder, asked of the host's agent (cached per
+/// session for 30 minutes).
+pub(crate) async fn tree(
+    State(state): State<AppState>,
+    operator: Operator,
+    Path((id, snapshot)): Path<(String, String)>,
+    Query(query): Query<TreeQuery>,
+) -> Result<Json<Vec<TreeEntry>>, ApiError> {
+    let host = existing(&state, &id).await?;
+    let path = query.path.unwrap_or_else(|| String::from("/"));
+    let listing = browse::list(
+        &state,
+        operator.credential.to_string(),
+        host.id,
+        &snapshot,
+        &path,
+    )
+    .await?;
+    Ok(Json(listing.as_ref().clone()))
 }

@@ -40,6 +40,7 @@ pub(crate) fn router() -> Router<AppState> {
         )
         .route("/hosts/{id}/jobs", post(jobs::create))
         .route("/hosts/{id}/snapshots", get(hosts::snapshots))
+        .route("/hosts/{id}/snapshots/{snapshot_id}/tree", get(hosts::tree))
         .route("/hosts/{id}/repo-stats", get(hosts::repo_stats))
         .route(
             "/hosts/{id}/schedules",

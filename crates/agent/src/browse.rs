@@ -1,0 +1,93 @@
+//! Answering `tree.list`: the direct children of one folder of a snapshot,
+//! for the restore wizard. Each request runs in its own task (restic takes
+//! a moment) and answers through the outbox with the request's id; any
+//! failure travels inside the result's `error`, in restic's words.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rm_protocol::{EntryType, Frame, RepositoryConfig, TreeEntry, TreeList, TreeListResult};
+use rm_restic::{Limits, Node, NodeType, Repository, Restic};
+use tokio::sync::mpsc;
+
+/// How long one listing may take on the agent (the server waits a little
+/// longer).
+const LIST_LIMIT: Duration = Duration::from_secs(50);
+
+/// Starts answering `request` (envelope id `id`).
+pub(crate) fn spawn(
+    id: Option<String>,
+    request: TreeList,
+    repository: Option<RepositoryConfig>,
+    restic_bin: PathBuf,
+    cache_dir: PathBuf,
+    outbox: mpsc::Sender<Frame>,
+) {
+    tokio::spawn(async move {
+        let result = match list(&request, repository, restic_bin, cache_dir).await {
+            Ok(entries) => TreeListResult {
+                entries,
+                error: None,
+            },
+            Err(error) => {
+                tracing::info!(snapshot = %request.snapshot_id, path = %request.path, "tree.list failed: {error}");
+                TreeListResult {
+                    entries: Vec::new(),
+                    error: Some(error),
+                }
+            }
+        };
+        let frame = Frame {
+            id,
+            message: result.into(),
+        };
+        if outbox.send(frame).await.is_err() {
+            tracing::warn!("the agent's outbox is closed; a tree.list answer was lost");
+        }
+    });
+}
+
+async fn list(
+    request: &TreeList,
+    repository: Option<RepositoryConfig>,
+    restic_bin: PathBuf,
+    cache_dir: PathBuf,
+) -> Result<Vec<TreeEntry>, String> {
+    let repository = repository.ok_or("this agent has no repository settings yet")?;
+    let restic = Restic::detect(restic_bin)
+        .await
+        .map_err(|e| format!("restic is not usable on this host: {e}"))?
+        .with_cache_dir(cache_dir);
+    let repo = Repository {
+        url: repository.url,
+        password: repository.password,
+        env: repository.env,
+    };
+    let nodes = restic
+        .ls_dir(
+            &repo,
+            &request.snapshot_id,
+            &request.path,
+            &Limits::new(LIST_LIMIT),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(nodes.into_iter().map(entry).collect())
+}
+
+/// A restic node as a tree entry: permission bits only in `mode`.
+fn entry(node: Node) -> TreeEntry {
+    TreeEntry {
+        entry_type: match node.node_type {
+            NodeType::File => EntryType::File,
+            NodeType::Dir => EntryType::Dir,
+            NodeType::Symlink => EntryType::Symlink,
+            _ => EntryType::Other,
+        },
+        name: node.name,
+        path: node.path,
+        size: node.size,
+        mtime: node.mtime,
+        mode: u32::try_from(node.mode & 0o7777).ok(),
+    }
+}

@@ -1,0 +1,208 @@
+//! Browsing a snapshot folder by folder, as the restore wizard does: each
+//! folder is one `tree.list` call to the real agent (real restic), cached
+//! per session; then a file picked from the tree is restored and matches
+//! the original.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use rm_testkit::fixtures::make_tree;
+use rm_testkit::{wait_until, Api, TestServer};
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_restic-manager");
+
+async fn finished(admin: &Api, id: &str) -> Value {
+    wait_until(Duration::from_secs(120), "the job to finish", || async {
+        let (_, job) = admin.get(&format!("/api/v1/jobs/{id}")).await.unwrap();
+        !matches!(
+            job["status"].as_str(),
+            Some("queued" | "dispatched" | "running")
+        )
+    })
+    .await
+    .unwrap();
+    admin.get(&format!("/api/v1/jobs/{id}")).await.unwrap().1
+}
+
+async fn run(admin: &Api, host: &str, body: Value) -> Value {
+    let (status, job) = admin
+        .post(&format!("/api/v1/hosts/{host}/jobs"), body)
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{job}");
+    let job = finished(admin, job["id"].as_str().unwrap()).await;
+    assert_eq!(job["status"], "succeeded", "{job:#}");
+    job
+}
+
+async fn tree(admin: &Api, host: &str, snapshot: &str, path: &str) -> (u16, Value) {
+    let (status, body) = admin
+        .get(&format!(
+            "/api/v1/hosts/{host}/snapshots/{snapshot}/tree?path={}",
+            urlencode(path)
+        ))
+        .await
+        .unwrap();
+    (status.as_u16(), body)
+}
+
+fn urlencode(path: &str) -> String {
+    path.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'/' | b'-' | b'_' | b'.' => {
+                (b as char).to_string()
+            }
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
+
+fn names(listing: &Value) -> Vec<String> {
+    let mut names: Vec<String> = listing
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap().to_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn the_tree_is_browsed_one_folder_at_a_time_and_a_picked_file_restores() {
+    let server = TestServer::start().await.unwrap();
+    let admin = server.admin().await.unwrap();
+    let agent = server
+        .enrolled_agent(Path::new(BIN), "browse", Path::new("restic"), &[])
+        .await
+        .unwrap();
+    let host = agent.host_id.clone();
+    let scratch = tempfile::tempdir().unwrap();
+    let repo = scratch.path().join("repo").display().to_string();
+    let (status, _) = admin
+        .send(
+            reqwest::Method::PUT,
+            &format!("/api/v1/hosts/{host}/repository"),
+            Some(json!({"url": repo, "password": "browse-password"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 204);
+    let src = scratch.path().join("src");
+    make_tree(&src);
+    wait_until(Duration::from_secs(60), "init", || async {
+        let (_, jobs) = admin
+            .get(&format!("/api/v1/jobs?host_id={host}"))
+            .await
+            .unwrap();
+        jobs[0]["status"] == "succeeded"
+    })
+    .await
+    .unwrap();
+    run(
+        &admin,
+        &host,
+        json!({"kind": "backup", "params": {"paths": [src.display().to_string()]}}),
+    )
+    .await;
+    let (_, snapshots) = admin
+        .get(&format!("/api/v1/hosts/{host}/snapshots"))
+        .await
+        .unwrap();
+    let snapshot = snapshots[0]["short_id"].as_str().unwrap().to_owned();
+
+    // Walk down from the root, one level per call.
+    let mut path = String::from("/");
+    for component in src.strip_prefix("/").unwrap().components() {
+        let (status, listing) = tree(&admin, &host, &snapshot, &path).await;
+        assert_eq!(status, 200, "{path}: {listing}");
+        let name = component.as_os_str().to_str().unwrap();
+        let entry = listing
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .unwrap_or_else(|| panic!("{name} not under {path}: {listing}"));
+        assert_eq!(entry["type"], "dir");
+        path = entry["path"].as_str().unwrap().to_owned();
+    }
+    let (status, listing) = tree(&admin, &host, &snapshot, &path).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        names(&listing),
+        ["big.bin", "café-ü.txt", "empty", "nested"]
+    );
+    let big = listing
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "big.bin")
+        .unwrap();
+    assert_eq!(big["type"], "file");
+    assert_eq!(big["size"], 3_000_000);
+    assert!(big["mtime"].is_string());
+    let (_, nested) = tree(&admin, &host, &snapshot, &format!("{path}/nested")).await;
+    assert_eq!(names(&nested), ["a.txt", "deeper"], "only direct children");
+
+    // Bad input is refused before any agent is asked.
+    assert_eq!(tree(&admin, &host, "not-hex!", "/").await.0, 400);
+    assert_eq!(tree(&admin, &host, &snapshot, "relative").await.0, 400);
+    // A path that is not in the snapshot: the agent's error, not cached.
+    let (status, body) = tree(&admin, &host, &snapshot, "/no/such/folder").await;
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("/no/such/folder"),
+        "{body}"
+    );
+
+    // Restore the file picked in the tree, and compare it.
+    let target = scratch.path().join("restored");
+    let file = listing
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "café-ü.txt")
+        .unwrap();
+    run(
+        &admin,
+        &host,
+        json!({"kind": "restore", "params": {"snapshot_id": snapshot, "include": [file["path"]], "target": target.display().to_string()}}),
+    )
+    .await;
+    let restored = target
+        .join(src.strip_prefix("/").unwrap())
+        .join("café-ü.txt");
+    assert_eq!(
+        std::fs::read(restored).unwrap(),
+        std::fs::read(src.join("café-ü.txt")).unwrap()
+    );
+
+    // With the agent gone, what this session already saw still comes from
+    // the cache; anything new needs the agent.
+    agent
+        .process
+        .terminate(Duration::from_secs(20))
+        .await
+        .unwrap();
+    wait_until(Duration::from_secs(10), "offline", || async {
+        !server.host_online(&host).await
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        tree(&admin, &host, &snapshot, &path).await.0,
+        200,
+        "cached listing"
+    );
+    let (status, body) = tree(&admin, &host, &snapshot, &format!("{path}/empty")).await;
+    assert_eq!(status, 409, "{body}");
+    // Another session has its own cache.
+    let other = server.admin().await.unwrap();
+    assert_eq!(tree(&other, &host, &snapshot, &path).await.0, 409);
+}

@@ -1,0 +1,236 @@
+//! Requests to an agent that wait for its answer — the one RPC mechanism
+//! (`tree.list` today). A caller registers a waiter under a fresh ULID,
+//! sends the request with that id, and waits for the reply, a timeout or
+//! its own cancellation; whichever comes first. A reply nobody waits for
+//! any more (it came too late) is dropped quietly, and a reply is accepted
+//! only from the host the request went to.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rm_core::HostId;
+use rm_protocol::{Frame, Message};
+use tokio::sync::oneshot;
+use ulid::Ulid;
+
+use crate::hub::{AgentConn, SendError};
+
+/// Why a call got no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum RpcError {
+    /// The request could not be sent.
+    #[error(transparent)]
+    Send(#[from] SendError),
+    /// No answer in time.
+    #[error("the agent did not answer within {0:?}")]
+    TimedOut(Duration),
+    /// The connection ended before the answer came.
+    #[error("the agent disconnected before answering")]
+    Disconnected,
+}
+
+struct Waiter {
+    host: HostId,
+    reply: oneshot::Sender<Frame>,
+}
+
+/// The registry of calls waiting for an answer.
+#[derive(Default)]
+pub struct Rpc {
+    waiters: Mutex<HashMap<String, Waiter>>,
+}
+
+/// Removes a waiter however its call ends, including when the caller's
+/// future is dropped (an HTTP client that went away).
+struct Registration<'a> {
+    rpc: &'a Rpc,
+    id: String,
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut waiters) = self.rpc.waiters.lock() {
+            waiters.remove(&self.id);
+        }
+    }
+}
+
+impl Rpc {
+    /// Sends `request` to `host` over `conn` and waits up to `timeout` for
+    /// the reply carrying the same envelope id.
+    pub async fn call(
+        &self,
+        host: HostId,
+        conn: &AgentConn,
+        request: impl Into<Message>,
+        timeout: Duration,
+    ) -> Result<Frame, RpcError> {
+        let id = Ulid::new().to_string();
+        let (reply, answer) = oneshot::channel();
+        if let Ok(mut waiters) = self.waiters.lock() {
+            waiters.insert(id.clone(), Waiter { host, reply });
+        }
+        let _registration = Registration {
+            rpc: self,
+            id: id.clone(),
+        };
+        conn.send(Frame::with_id(id, request))?;
+        match tokio::time::timeout(timeout, answer).await {
+            Ok(Ok(frame)) => Ok(frame),
+            Ok(Err(_)) => Err(RpcError::Disconnected),
+            Err(_) => Err(RpcError::TimedOut(timeout)),
+        }
+    }
+
+    /// Hands a reply from `host` to its waiter. Returns false for a reply
+    /// with no (or another host's) waiter, which the caller drops.
+    pub fn resolve(&self, host: HostId, frame: Frame) -> bool {
+        let Some(id) = frame.id.clone() else {
+            return false;
+        };
+        let Ok(mut waiters) = self.waiters.lock() else {
+            return false;
+        };
+        match waiters.get(&id) {
+            Some(waiter) if waiter.host == host => {}
+            _ => return false,
+        }
+        match waiters.remove(&id) {
+            Some(waiter) => waiter.reply.send(frame).is_ok(),
+            None => false,
+        }
+    }
+
+    /// Calls still waiting.
+    pub fn pending(&self) -> usize {
+        self.waiters.lock().map(|w| w.len()).unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use rm_protocol::{TreeList, TreeListResult};
+
+    use super::*;
+
+    fn request() -> TreeList {
+        TreeList {
+            snapshot_id: String::from("1a2b3c4d"),
+            path: String::from("/"),
+        }
+    }
+
+    /// A fake agent: answers every request on `conn` with `reply`.
+    fn answering(
+        rpc: Arc<Rpc>,
+        host: HostId,
+        mut outbound: tokio::sync::mpsc::Receiver<Frame>,
+        delay: Duration,
+    ) {
+        tokio::spawn(async move {
+            while let Some(frame) = outbound.recv().await {
+                tokio::time::sleep(delay).await;
+                let reply = Frame {
+                    id: frame.id.clone(),
+                    message: TreeListResult::default().into(),
+                };
+                rpc.resolve(host, reply);
+            }
+        });
+    }
+
+    #[tokio::test]
+    async fn a_reply_reaches_its_caller() {
+        let rpc = Arc::new(Rpc::default());
+        let host = HostId::new();
+        let (conn, outbound, _) = AgentConn::new();
+        answering(rpc.clone(), host, outbound, Duration::ZERO);
+        let reply = rpc
+            .call(host, &conn, request(), Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert!(matches!(reply.message, Message::TreeListResult(_)));
+        assert_eq!(rpc.pending(), 0);
+    }
+
+    #[tokio::test]
+    async fn no_reply_times_out_and_a_late_reply_is_dropped() {
+        let rpc = Arc::new(Rpc::default());
+        let host = HostId::new();
+        let (conn, mut outbound, _) = AgentConn::new();
+        let started = std::time::Instant::now();
+        let result = rpc
+            .call(host, &conn, request(), Duration::from_millis(100))
+            .await;
+        assert!(matches!(result, Err(RpcError::TimedOut(_))));
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert_eq!(rpc.pending(), 0);
+        let sent = outbound.recv().await.unwrap();
+        let late = Frame {
+            id: sent.id,
+            message: TreeListResult::default().into(),
+        };
+        assert!(!rpc.resolve(host, late), "a late reply has no waiter");
+    }
+
+    #[tokio::test]
+    async fn a_dropped_call_leaves_no_waiter() {
+        let rpc = Arc::new(Rpc::default());
+        let (conn, _outbound, _) = AgentConn::new();
+        let call = rpc.call(HostId::new(), &conn, request(), Duration::from_secs(30));
+        let cancelled = tokio::time::timeout(Duration::from_millis(50), call).await;
+        assert!(cancelled.is_err());
+        assert_eq!(rpc.pending(), 0);
+    }
+
+    #[tokio::test]
+    async fn concurrent_calls_each_get_their_own_reply() {
+        let rpc = Arc::new(Rpc::default());
+        let host = HostId::new();
+        let (conn, outbound, _) = AgentConn::new();
+        answering(rpc.clone(), host, outbound, Duration::from_millis(5));
+        let calls = (0..20).map(|_| {
+            let rpc = rpc.clone();
+            let conn = conn.clone();
+            tokio::spawn(async move {
+                rpc.call(host, &conn, request(), Duration::from_secs(5))
+                    .await
+            })
+        });
+        for call in calls {
+            assert!(call.await.unwrap().is_ok());
+        }
+        assert_eq!(rpc.pending(), 0);
+    }
+
+    #[tokio::test]
+    async fn stray_replies_and_other_hosts_replies_are_refused() {
+        let rpc = Arc::new(Rpc::default());
+        let host = HostId::new();
+        let (conn, mut outbound, _) = AgentConn::new();
+        let rpc2 = rpc.clone();
+        let call = tokio::spawn(async move {
+            rpc2.call(host, &conn, request(), Duration::from_millis(300))
+                .await
+        });
+        let sent = outbound.recv().await.unwrap();
+        let reply = |id: Option<String>| Frame {
+            id,
+            message: TreeListResult::default().into(),
+        };
+        assert!(!rpc.resolve(host, reply(None)), "no id");
+        assert!(
+            !rpc.resolve(host, reply(Some(Ulid::new().to_string()))),
+            "unknown id"
+        );
+        assert!(
+            !rpc.resolve(HostId::new(), reply(sent.id.clone())),
+            "another host"
+        );
+        assert!(rpc.resolve(host, reply(sent.id)));
+        assert!(call.await.unwrap().is_ok());
+    }
+}
