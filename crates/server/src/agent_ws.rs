@@ -140,6 +140,7 @@ async fn session(state: AppState, host_id: HostId, mut socket: WebSocket) {
             "replaced by a newer connection for this host",
         );
     }
+    state.fleet_changed();
     jobs::reconcile_after_hello(&state, host_id, &hello.running_jobs, record.at).await;
     jobs::dispatch_next(&state, host_id).await;
     tracing::info!(
@@ -161,6 +162,7 @@ async fn session(state: AppState, host_id: HostId, mut socket: WebSocket) {
     {
         tracing::error!(%host_id, error = %e, "could not mark host offline");
     }
+    state.fleet_changed();
 }
 
 /// Waits for `hello` and judges it. Returns the hello when accepted; on any
@@ -481,6 +483,7 @@ async fn store_snapshots(state: &AppState, host_id: HostId, report: SnapshotsRep
             file_count: s.file_count,
         })
         .collect();
+    state.fleet_changed();
     match state.store().replace_snapshots(host_id, &records).await {
         Ok(()) => tracing::info!(%host_id, count = records.len(), "snapshots refreshed"),
         Err(e) => tracing::error!(%host_id, error = %e, "could not store snapshots"),
@@ -501,6 +504,7 @@ async fn store_repo_stats(state: &AppState, host_id: HostId, stats: RepoStats) {
         last_prune_at: stats.last_prune_at,
         last_prune_freed_bytes: stats.last_prune_freed_bytes,
     };
+    state.fleet_changed();
     if let Err(e) = state.store().add_repo_stats(host_id, &record).await {
         tracing::error!(%host_id, error = %e, "could not store repository statistics");
     }

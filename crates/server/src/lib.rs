@@ -8,6 +8,7 @@
 
 mod agent_ws;
 mod api;
+mod auth;
 mod bootstrap;
 pub mod browse;
 mod config;
@@ -22,6 +23,7 @@ pub mod rpc;
 pub mod schedules;
 mod state;
 mod tree_cache;
+mod ui;
 
 use std::future::Future;
 use std::time::Duration;
@@ -66,6 +68,7 @@ pub fn app(state: AppState) -> Router {
         .route("/docs/upgrading", get(docs_upgrading))
         .route("/ws/agent", get(agent_ws::upgrade))
         .nest("/api/v1", api::router())
+        .merge(ui::router())
         .with_state(state)
 }
 
@@ -90,7 +93,9 @@ pub async fn serve(
     state.store().mark_all_hosts_offline().await?;
     let flusher = liveness::spawn_flusher(state.clone());
     let router = app(state.clone());
-    axum::serve(listener, router)
+    // Peer addresses feed the per-address login rate limit.
+    let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, service)
         .with_graceful_shutdown(shutdown)
         .await?;
     state

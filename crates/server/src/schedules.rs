@@ -198,6 +198,7 @@ pub(crate) async fn schedule_set(
 /// Sends the host's current set to its agent, if connected. A host that is
 /// offline gets it on its next hello.
 async fn push(state: &AppState, host: HostId) {
+    state.fleet_changed();
     let Some(conn) = state.hub().get(host) else {
         return;
     };
@@ -219,6 +220,7 @@ pub(crate) async fn on_ack(
 ) -> Result<(), ReportError> {
     if state.store().record_schedule_ack(host, ack.version).await? {
         tracing::info!(%host, version = ack.version, "agent applied schedule set");
+        state.fleet_changed();
     } else {
         tracing::debug!(%host, version = ack.version, "stale or unknown schedule ack ignored");
     }

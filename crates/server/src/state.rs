@@ -6,6 +6,7 @@ use std::sync::Arc;
 use rm_core::sealing::SealingKey;
 use rm_store::Store;
 
+use crate::auth::LoginLimiter;
 use crate::config::ServerConfig;
 use crate::hub::Hub;
 use crate::jobs::events::JobEvents;
@@ -28,6 +29,8 @@ struct Inner {
     last_seen: LastSeen,
     rpc: Rpc,
     tree_cache: TreeCache,
+    login_limiter: LoginLimiter,
+    fleet: tokio::sync::broadcast::Sender<()>,
 }
 
 impl AppState {
@@ -46,6 +49,8 @@ impl AppState {
             last_seen: LastSeen::default(),
             rpc: Rpc::default(),
             tree_cache: TreeCache::default(),
+            login_limiter: LoginLimiter::default(),
+            fleet: tokio::sync::broadcast::channel(16).0,
         }))
     }
 
@@ -79,6 +84,20 @@ impl AppState {
     /// Calls to agents waiting for their answers.
     pub fn rpc(&self) -> &Rpc {
         &self.0.rpc
+    }
+
+    /// Tells watchers of the fleet (dashboards) that something changed.
+    pub(crate) fn fleet_changed(&self) {
+        let _ = self.0.fleet.send(());
+    }
+
+    /// Subscribes to fleet changes.
+    pub(crate) fn fleet_changes(&self) -> tokio::sync::broadcast::Receiver<()> {
+        self.0.fleet.subscribe()
+    }
+
+    pub(crate) fn login_limiter(&self) -> &LoginLimiter {
+        &self.0.login_limiter
     }
 
     pub(crate) fn tree_cache(&self) -> &TreeCache {

@@ -8,6 +8,7 @@
 //! - [`AgentProcess`]: the real `restic-manager agent run` as a child process,
 //!   with its log captured.
 //! - [`fixtures`]: generated source trees and byte-for-byte comparison.
+//! - [`Browser`]: Debian's headless Chromium over WebDriver, for UI tests.
 //! - [`rclone::RcloneServer`]: a REST repository server on 127.0.0.1.
 //! - [`wait_until`]: polling instead of sleeping.
 //!
@@ -15,6 +16,7 @@
 
 mod agent_process;
 mod api;
+pub mod browser;
 pub mod fixtures;
 mod raw_agent;
 pub mod rclone;
@@ -25,6 +27,7 @@ use std::time::Duration;
 
 pub use agent_process::AgentProcess;
 pub use api::Api;
+pub use browser::Browser;
 pub use raw_agent::{hello, RawAgent};
 pub use server::{RunningAgent, StoppedServer, TestServer, ADMIN_PASSWORD};
 

@@ -5,6 +5,7 @@
 mod auth;
 mod enrollment;
 mod error;
+mod events;
 mod hosts;
 mod jobs;
 mod repository;
@@ -51,6 +52,7 @@ pub(crate) fn router() -> Router<AppState> {
             axum::routing::put(schedules::update).delete(schedules::delete),
         )
         .route("/retention-presets", get(schedules::presets))
+        .route("/events", get(events::fleet))
         .route("/jobs", get(jobs::list))
         .route("/jobs/{id}", get(jobs::show))
         .route("/jobs/{id}/cancel", post(jobs::cancel))

@@ -134,6 +134,7 @@ pub async fn create(
         })
         .await?;
     tracing::info!(job_id = %job.id, %host_id, kind = %kind, trigger = trigger.as_str(), "job queued");
+    state.fleet_changed();
     dispatch_next(state, host_id).await;
     Ok(state.store().job(job.id).await?.unwrap_or(job))
 }
@@ -242,6 +243,7 @@ async fn finish(state: &AppState, job: JobId, end: JobEnd) -> Result<(), JobErro
                 .job_events()
                 .publish(job, JobEvent::Finished(Box::new(view(&stored))));
             tracing::info!(job_id = %job, status = %end.status, "job finished");
+            state.fleet_changed();
             Box::pin(dispatch_next(state, stored.host_id)).await;
         }
     }
@@ -249,6 +251,7 @@ async fn finish(state: &AppState, job: JobId, end: JobEnd) -> Result<(), JobErro
 }
 
 async fn publish_status(state: &AppState, job: JobId) {
+    state.fleet_changed();
     if let Ok(Some(stored)) = state.store().job(job).await {
         state
             .job_events()

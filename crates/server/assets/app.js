@@ -1,0 +1,236 @@
+// restic-manager UI behaviour: actions through the JSON API (same origin,
+// session cookie + CSRF header), live regions refreshed on server events,
+// the job page's live log and progress, sortable and filterable tables.
+"use strict";
+
+const csrf = () => document.querySelector('meta[name="csrf-token"]')?.content || "";
+
+async function api(method, path, body) {
+  const response = await fetch(path, {
+    method,
+    headers: { "content-type": "application/json", "x-csrf-token": csrf() },
+    body: body === undefined ? undefined : JSON.stringify(body),
+    credentials: "same-origin",
+  });
+  const text = await response.text();
+  let data = null;
+  try { data = text ? JSON.parse(text) : null; } catch (_) { data = text; }
+  if (!response.ok) {
+    const message = data && data.error ? data.error.message : `${response.status} ${response.statusText}`;
+    throw new Error(message);
+  }
+  return data;
+}
+
+function showError(near, message) {
+  const scope = near.closest("section, form") || document;
+  const box = scope.querySelector(".form-error");
+  if (box) { box.textContent = message; box.hidden = !message; } else if (message) { alert(message); }
+}
+
+// Collects a form into the JSON the API expects.
+function formBody(form) {
+  const body = {};
+  for (const field of form.elements) {
+    if (!field.name) continue;
+    const value = field.value.trim();
+    if (field.hasAttribute("data-lines")) {
+      body.params = body.params || {};
+      body.params[field.name] = value.split("\n").map((l) => l.trim()).filter(Boolean);
+    } else if (field.hasAttribute("data-env")) {
+      const env = {};
+      for (const line of value.split("\n").map((l) => l.trim()).filter(Boolean)) {
+        const at = line.indexOf("=");
+        if (at > 0) env[line.slice(0, at).trim()] = line.slice(at + 1);
+      }
+      body[field.name] = env;
+    } else if (field.hasAttribute("data-json")) {
+      body[field.name] = value ? JSON.parse(value) : {};
+    } else if (field.hasAttribute("data-number")) {
+      if (value !== "") body[field.name] = Number(value);
+    } else if (value !== "" || field.required) {
+      body[field.name] = value;
+    }
+  }
+  return body;
+}
+
+function after(then, result) {
+  if (then === "job" && result && result.id) { location.href = `/jobs/${result.id}`; return; }
+  if (then === "show-command" && result && result.command) {
+    document.getElementById("enroll-command").textContent = result.command;
+    document.getElementById("enroll-expires").textContent = new Date(result.expires_at).toLocaleString();
+    document.getElementById("enroll-result").hidden = false;
+    return;
+  }
+  if (then && then.startsWith("/")) { location.href = then; return; }
+  location.reload();
+}
+
+document.addEventListener("click", async (event) => {
+  const button = event.target.closest("[data-post], [data-delete], [data-copy]");
+  if (!button) return;
+  if (button.dataset.copy) {
+    const text = document.querySelector(button.dataset.copy).textContent;
+    try { await navigator.clipboard.writeText(text); button.textContent = "Copied"; }
+    catch (_) { window.getSelection().selectAllChildren(document.querySelector(button.dataset.copy)); button.textContent = "Press Ctrl+C"; }
+    return;
+  }
+  if (button.dataset.confirm && !confirm(button.dataset.confirm)) return;
+  button.disabled = true;
+  try {
+    let result;
+    if (button.dataset.delete) {
+      result = await api("DELETE", button.dataset.delete);
+    } else {
+      let body = button.dataset.body ? JSON.parse(button.dataset.body) : {};
+      if (button.dataset.bodyFrom) body = formBody(document.querySelector(button.dataset.bodyFrom));
+      result = await api("POST", button.dataset.post, body);
+    }
+    showError(button, "");
+    after(button.dataset.then, result);
+  } catch (error) {
+    showError(button, error.message);
+  } finally {
+    button.disabled = false;
+  }
+});
+
+document.addEventListener("submit", async (event) => {
+  const form = event.target.closest("form[data-api-form]");
+  if (!form) return;
+  event.preventDefault();
+  try {
+    const result = await api(form.dataset.method || "POST", form.dataset.apiForm, formBody(form));
+    showError(form, "");
+    after(form.dataset.then, result);
+  } catch (error) {
+    showError(form, error.message);
+  }
+});
+
+// Tables: click a header to sort, type to filter.
+document.addEventListener("click", (event) => {
+  const th = event.target.closest("th[data-sort]");
+  if (!th) return;
+  const table = th.closest("table");
+  const index = [...th.parentNode.children].indexOf(th);
+  const numeric = th.dataset.sort === "number";
+  const ascending = th.dataset.dir !== "asc";
+  th.dataset.dir = ascending ? "asc" : "desc";
+  const rows = [...table.tBodies[0].rows];
+  const key = (row) => row.cells[index].dataset.value ?? row.cells[index].textContent;
+  rows.sort((a, b) => {
+    const [x, y] = [key(a), key(b)];
+    const order = numeric ? Number(x) - Number(y) : x.localeCompare(y);
+    return ascending ? order : -order;
+  });
+  rows.forEach((row) => table.tBodies[0].appendChild(row));
+});
+
+document.addEventListener("input", (event) => {
+  const input = event.target.closest("input[data-filter]");
+  if (!input) return;
+  const needle = input.value.toLowerCase();
+  for (const row of document.querySelectorAll(`${input.dataset.filter} tbody tr`)) {
+    row.hidden = needle !== "" && !row.textContent.toLowerCase().includes(needle);
+  }
+});
+
+// Live regions: when the server says something changed, fetch this page
+// again and swap the regions marked data-live (at most once a second).
+function followFleet() {
+  const config = document.getElementById("live-config");
+  if (!config || !window.EventSource) return;
+  const { events } = JSON.parse(config.textContent);
+  let pending = null;
+  const refresh = async () => {
+    pending = null;
+    const response = await fetch(location.href, { credentials: "same-origin" });
+    if (!response.ok) return;
+    const next = new DOMParser().parseFromString(await response.text(), "text/html");
+    for (const region of document.querySelectorAll("[data-live]")) {
+      const fresh = next.querySelector(`[data-live="${region.dataset.live}"]`);
+      const filter = document.getElementById("host-filter");
+      const typed = filter ? filter.value : "";
+      if (fresh) region.replaceWith(fresh);
+      const newFilter = document.getElementById("host-filter");
+      if (newFilter && typed) { newFilter.value = typed; newFilter.dispatchEvent(new Event("input", { bubbles: true })); }
+    }
+  };
+  const source = new EventSource(events);
+  source.addEventListener("changed", () => { if (!pending) pending = setTimeout(refresh, 1000); });
+}
+
+// A job's statistics as a readable list (sizes in MiB/GiB).
+function showStats(stats) {
+  if (!stats || typeof stats !== "object" || Array.isArray(stats)) return;
+  const list = document.getElementById("job-stats");
+  list.replaceChildren();
+  const size = (n) => n >= 1073741824 ? (n / 1073741824).toFixed(1) + " GiB" : n >= 1048576 ? (n / 1048576).toFixed(1) + " MiB" : n >= 1024 ? (n / 1024).toFixed(1) + " KiB" : n + " B";
+  for (const [key, value] of Object.entries(stats)) {
+    const dt = document.createElement("dt");
+    dt.textContent = key.replaceAll("_", " ");
+    const dd = document.createElement("dd");
+    const sized = typeof value === "number" && /bytes|size|^data_/.test(key);
+    dd.textContent = sized ? size(value) : typeof value === "object" ? JSON.stringify(value) : String(value);
+    list.append(dt, dd);
+  }
+  document.getElementById("job-result").hidden = list.children.length === 0;
+}
+
+// The job page: status, progress and the log as they happen.
+function followJob() {
+  const job = document.getElementById("job");
+  if (!job || !window.EventSource) return;
+  const log = document.getElementById("log");
+  const follow = document.getElementById("log-follow");
+  let stick = true;
+  log.addEventListener("scroll", () => {
+    stick = log.scrollTop + log.clientHeight >= log.scrollHeight - 8;
+    follow.textContent = stick ? "following" : "paused (scroll to the end to follow)";
+  });
+  const setStatus = (view) => {
+    const badge = document.getElementById("job-status");
+    badge.textContent = view.status;
+    badge.className = "badge " + ({ succeeded: "ok", failed: "bad", partial: "warn", cancelled: "warn", skipped: "warn" }[view.status] || "busy");
+    if (view.started_at) document.getElementById("job-started").textContent = new Date(view.started_at).toLocaleString();
+  };
+  const source = new EventSource(`/api/v1/jobs/${job.dataset.job}/events`);
+  source.addEventListener("status", (e) => setStatus(JSON.parse(e.data)));
+  source.addEventListener("log", (e) => {
+    const line = JSON.parse(e.data);
+    const span = document.createElement("span");
+    span.className = line.stream;
+    span.textContent = line.text + "\n";
+    log.appendChild(span);
+    if (stick) log.scrollTop = log.scrollHeight;
+  });
+  let last = null;
+  source.addEventListener("progress", (e) => {
+    const p = JSON.parse(e.data);
+    document.getElementById("progress").hidden = false;
+    document.getElementById("progress-fill").style.width = `${Math.min(100, p.percent).toFixed(1)}%`;
+    const now = Date.now();
+    const rate = last ? ((p.bytes_done - last.bytes) / ((now - last.at) / 1000)) : 0;
+    last = { bytes: p.bytes_done, at: now };
+    const mib = (n) => (n / 1048576).toFixed(1) + " MiB";
+    const eta = p.eta_seconds != null ? `, ${Math.round(p.eta_seconds)} s left` : "";
+    document.getElementById("progress-text").textContent =
+      `${p.percent.toFixed(1)}% · ${p.files_done}/${p.files_total} files · ${mib(p.bytes_done)}/${mib(p.bytes_total)}` +
+      (rate > 0 ? ` · ${mib(rate)}/s` : "") + eta + (p.current_files.length ? ` · ${p.current_files[0]}` : "");
+  });
+  source.addEventListener("finished", (e) => {
+    const view = JSON.parse(e.data);
+    setStatus(view);
+    source.close();
+    document.getElementById("job-cancel").hidden = true;
+    document.getElementById("progress").hidden = true;
+    if (view.finished_at) document.getElementById("job-finished").textContent = new Date(view.finished_at).toLocaleString();
+    if (view.exit_code != null) document.getElementById("job-exit").textContent = view.exit_code;
+    if (view.error) { const box = document.getElementById("job-error"); box.textContent = view.error; box.hidden = false; }
+    showStats(view.stats);
+  });
+}
+
+document.addEventListener("DOMContentLoaded", () => { followFleet(); followJob(); });

@@ -1,0 +1,33 @@
+//! `GET /api/v1/events`: a Server-Sent Events stream that says "changed"
+//! whenever something about the fleet changed (a host came or went, a job
+//! moved, schedules or statistics arrived). Dashboards re-read what they
+//! show when they hear it; the event carries no data, so a slow reader that
+//! misses some loses nothing.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures_util::Stream;
+use tokio::sync::broadcast::error::RecvError;
+
+use super::Operator;
+use crate::state::AppState;
+
+/// `GET /api/v1/events`.
+pub(crate) async fn fleet(
+    State(state): State<AppState>,
+    _operator: Operator,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let changes = state.fleet_changes();
+    let stream = futures_util::stream::unfold(changes, |mut changes| async move {
+        match changes.recv().await {
+            Ok(()) | Err(RecvError::Lagged(_)) => {
+                Some((Ok(Event::default().event("changed").data("{}")), changes))
+            }
+            Err(RecvError::Closed) => None,
+        }
+    });
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}

@@ -1,0 +1,294 @@
+//! Who an operator is: password logins (rate-limited per user and
+//! address), login sessions and API tokens, the session cookie the web UI
+//! uses, and the CSRF token that guards every state-changing request made
+//! with that cookie.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use axum::http::{header, HeaderMap};
+use chrono::Utc;
+use rm_core::password::{verify_against_dummy, verify_password};
+use rm_core::token::{IssuedToken, PresentedToken, TokenHash, TokenKind};
+use rm_core::{TokenId, UserId};
+use rm_store::{Session, StoreError};
+use tokio::time::Instant;
+
+use crate::state::AppState;
+
+/// The web UI's session cookie.
+pub(crate) const SESSION_COOKIE: &str = "rm_session";
+
+/// Failed logins allowed per user and address within [`FAILURE_WINDOW`].
+const MAX_FAILURES: usize = 5;
+/// How long a failed login counts against a user and address.
+const FAILURE_WINDOW: Duration = Duration::from_secs(15 * 60);
+/// Most (user, address) pairs tracked; the oldest are forgotten first.
+const MAX_TRACKED: usize = 10_000;
+
+/// An authenticated operator.
+#[derive(Debug, Clone)]
+pub(crate) struct Operator {
+    /// Who.
+    pub user_id: UserId,
+    /// The session behind this request, when it came from a login.
+    pub session: Option<TokenId>,
+    /// The session or API token behind this request: what per-session
+    /// caches are keyed by.
+    pub credential: TokenId,
+}
+
+/// The operator a session or API token string stands for, if it is valid.
+pub(crate) async fn operator_for(
+    state: &AppState,
+    token: &str,
+) -> Result<Option<Operator>, StoreError> {
+    let Ok(presented) = token.parse::<PresentedToken>() else {
+        return Ok(None);
+    };
+    let now = Utc::now();
+    Ok(match presented.kind {
+        TokenKind::Session => state
+            .store()
+            .session(presented.id)
+            .await?
+            .filter(|s| presented.verify(&s.token_hash) && s.expires_at > now)
+            .map(|s| Operator {
+                user_id: s.user_id,
+                session: Some(s.id),
+                credential: s.id,
+            }),
+        TokenKind::Api => state
+            .store()
+            .api_token(presented.id)
+            .await?
+            .filter(|t| {
+                presented.verify(&t.token_hash)
+                    && t.revoked_at.is_none()
+                    && t.expires_at.is_none_or(|at| at > now)
+            })
+            .map(|t| Operator {
+                user_id: t.user_id,
+                session: None,
+                credential: t.id,
+            }),
+        TokenKind::Agent | TokenKind::Enrollment => None,
+    })
+}
+
+/// The session token in the request's `rm_session` cookie.
+pub(crate) fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value)
+}
+
+/// The CSRF token for a session: derived from the session token, which a
+/// cross-site page cannot read, so it needs no storage.
+pub(crate) fn csrf_token(session_token: &str) -> String {
+    TokenHash::of(&format!("csrf:{session_token}")).to_hex()
+}
+
+/// Whether `presented` is the CSRF token of `session_token` (constant time).
+pub(crate) fn csrf_ok(session_token: &str, presented: &str) -> bool {
+    match TokenHash::from_hex(presented) {
+        Some(presented) => TokenHash::of(&format!("csrf:{session_token}")).matches(&presented),
+        None => false,
+    }
+}
+
+/// The `Set-Cookie` value for a new session (`Secure` when the server is
+/// reached over HTTPS).
+pub(crate) fn session_cookie_header(state: &AppState, token: &str, max_age: Duration) -> String {
+    let secure = if state.config().public_url.starts_with("https://") {
+        "; Secure"
+    } else {
+        ""
+    };
+    format!(
+        "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
+        max_age.as_secs()
+    )
+}
+
+/// The `Set-Cookie` value that ends the session cookie.
+pub(crate) fn cleared_cookie_header() -> String {
+    format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0")
+}
+
+/// Why a login failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum LoginError {
+    /// Wrong user name or password (one message for both).
+    #[error("invalid user name or password")]
+    Invalid,
+    /// Too many failures for this user from this address.
+    #[error(
+        "too many failed logins for `{user}` from this address; try again in {minutes} minute(s)"
+    )]
+    RateLimited {
+        /// The user name tried.
+        user: String,
+        /// Minutes until the oldest counted failure expires.
+        minutes: u64,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Making the session token failed.
+    #[error(transparent)]
+    Core(#[from] rm_core::CoreError),
+}
+
+/// Failed logins per (user name, address), to slow down guessing.
+#[derive(Default)]
+pub(crate) struct LoginLimiter {
+    failures: Mutex<HashMap<(String, IpAddr), Vec<Instant>>>,
+}
+
+impl LoginLimiter {
+    /// When this pair may try again, if it is locked out now.
+    fn locked_for(&self, key: &(String, IpAddr), now: Instant) -> Option<Duration> {
+        let mut failures = self.failures.lock().ok()?;
+        let list = failures.get_mut(key)?;
+        list.retain(|at| now.duration_since(*at) < FAILURE_WINDOW);
+        if list.len() < MAX_FAILURES {
+            return None;
+        }
+        list.first()
+            .map(|oldest| FAILURE_WINDOW.saturating_sub(now.duration_since(*oldest)))
+    }
+
+    fn record_failure(&self, key: (String, IpAddr), now: Instant) {
+        let Ok(mut failures) = self.failures.lock() else {
+            return;
+        };
+        if failures.len() >= MAX_TRACKED && !failures.contains_key(&key) {
+            failures.retain(|_, list| {
+                list.last()
+                    .is_some_and(|at| now.duration_since(*at) < FAILURE_WINDOW)
+            });
+            if failures.len() >= MAX_TRACKED {
+                let oldest = failures
+                    .iter()
+                    .min_by_key(|(_, list)| list.last().copied())
+                    .map(|(k, _)| k.clone());
+                if let Some(oldest) = oldest {
+                    failures.remove(&oldest);
+                }
+            }
+        }
+        failures.entry(key).or_default().push(now);
+    }
+
+    fn clear(&self, key: &(String, IpAddr)) {
+        if let Ok(mut failures) = self.failures.lock() {
+            failures.remove(key);
+        }
+    }
+}
+
+/// Checks a password login from `address` and opens a session. Returns the
+/// session token (to show or set as a cookie once) and its record.
+pub(crate) async fn login(
+    state: &AppState,
+    username: &str,
+    password: &str,
+    address: IpAddr,
+) -> Result<(String, Session), LoginError> {
+    let username = username.trim();
+    let key = (username.to_owned(), address);
+    let now = Instant::now();
+    if let Some(wait) = state.login_limiter().locked_for(&key, now) {
+        tracing::warn!(%username, %address, "login refused: too many failures");
+        return Err(LoginError::RateLimited {
+            user: username.to_owned(),
+            minutes: wait.as_secs().div_ceil(60).max(1),
+        });
+    }
+    let user = state.store().user_by_name(username).await?;
+    let verified = match &user {
+        Some(user) => verify_password(password, &user.password_hash),
+        None => {
+            verify_against_dummy(password);
+            false
+        }
+    };
+    let Some(user) = user.filter(|_| verified) else {
+        state.login_limiter().record_failure(key, now);
+        tracing::info!(%username, %address, "failed login");
+        return Err(LoginError::Invalid);
+    };
+    state.login_limiter().clear(&key);
+    let issued = IssuedToken::generate(TokenKind::Session)?;
+    let created = Utc::now();
+    let ttl = chrono::Duration::from_std(state.config().session_ttl)
+        .unwrap_or_else(|_| chrono::Duration::hours(12));
+    let session = Session {
+        id: issued.id,
+        user_id: user.id,
+        token_hash: issued.hash,
+        created_at: created,
+        expires_at: created + ttl,
+    };
+    state.store().create_session(&session).await?;
+    // Expired sessions are swept here rather than by a timer: logins are
+    // rare and this keeps the table small without another task.
+    let _ = state.store().delete_expired_sessions(created).await;
+    tracing::info!(username = %user.username, %address, "operator logged in");
+    Ok((issued.token, session))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csrf_tokens_belong_to_their_session() {
+        let token = csrf_token("rms.session-a");
+        assert!(csrf_ok("rms.session-a", &token));
+        assert!(!csrf_ok("rms.session-b", &token));
+        assert!(!csrf_ok("rms.session-a", "not hex"));
+    }
+
+    #[test]
+    fn the_session_cookie_is_found_among_others() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::COOKIE,
+            "theme=dark; rm_session=rms.abc; other=1".parse().unwrap(),
+        );
+        assert_eq!(session_cookie(&headers), Some("rms.abc"));
+        headers.insert(header::COOKIE, "rm_sessionx=1".parse().unwrap());
+        assert_eq!(session_cookie(&headers), None);
+    }
+
+    #[test]
+    fn five_failures_lock_out_that_user_from_that_address_only() {
+        let limiter = LoginLimiter::default();
+        let here: IpAddr = "127.0.0.1".parse().unwrap();
+        let there: IpAddr = "127.0.0.2".parse().unwrap();
+        let key = (String::from("admin"), here);
+        let t0 = Instant::now();
+        for i in 0..MAX_FAILURES {
+            assert!(limiter.locked_for(&key, t0).is_none(), "locked after {i}");
+            limiter.record_failure(key.clone(), t0);
+        }
+        assert!(limiter.locked_for(&key, t0).is_some());
+        assert!(limiter
+            .locked_for(&(String::from("admin"), there), t0)
+            .is_none());
+        assert!(limiter
+            .locked_for(&(String::from("alice"), here), t0)
+            .is_none());
+        // The failures age out.
+        assert!(limiter.locked_for(&key, t0 + FAILURE_WINDOW).is_none());
+    }
+}

@@ -1,0 +1,30 @@
+//! The web UI: server-rendered pages (askama templates compiled into the
+//! binary) with a little plain JavaScript for live updates and actions.
+//! Every asset is embedded, so the UI works with no internet and asks no
+//! other host for anything.
+//!
+//! Pages read through the store directly; actions go through the JSON API
+//! (same origin, session cookie plus the page's CSRF token), so there is
+//! one implementation of every operation.
+
+mod assets;
+mod format;
+mod pages;
+mod session;
+
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::state::AppState;
+
+/// The UI's routes.
+pub(crate) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/", get(pages::dashboard))
+        .route("/login", get(session::login_page).post(session::login_form))
+        .route("/logout", post(session::logout_form))
+        .route("/hosts/{id}", get(pages::host))
+        .route("/jobs/{id}", get(pages::job))
+        .route("/enroll", get(pages::enroll))
+        .route("/assets/{file}", get(assets::serve))
+}

@@ -1,0 +1,509 @@
+//! The pages: dashboard, host, job and enrolment. Each handler gathers
+//! what the page shows into plain display rows, so templates only lay out
+//! strings.
+
+use askama::Template;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use rm_core::{HostId, JobId, JobStatus};
+use rm_store::{Host, Job, JobFilter, RepoStatsRecord};
+
+use super::format;
+use super::session::{render, WebUser};
+use crate::state::AppState;
+
+/// A host whose last backup is older than this (or failed, or never ran)
+/// is counted as not backed up.
+const STALE_AFTER_HOURS: i64 = 26;
+
+/// How a status looks: `ok` green, `warn` amber, `bad` red, `idle` grey.
+fn job_class(status: JobStatus) -> &'static str {
+    match status {
+        JobStatus::Succeeded => "ok",
+        JobStatus::Partial | JobStatus::Skipped | JobStatus::Cancelled => "warn",
+        JobStatus::Failed => "bad",
+        JobStatus::Queued | JobStatus::Dispatched | JobStatus::Running => "busy",
+    }
+}
+
+/// One host as tables show it.
+pub(crate) struct HostRow {
+    pub(crate) id: String,
+    pub(crate) name: String,
+    pub(crate) hostname: String,
+    pub(crate) online: bool,
+    pub(crate) last_seen: String,
+    pub(crate) last_backup: String,
+    pub(crate) last_backup_sort: i64,
+    pub(crate) last_result: String,
+    pub(crate) result_class: &'static str,
+    pub(crate) stale: bool,
+    pub(crate) repo_size: String,
+    pub(crate) repo_size_sort: u64,
+    pub(crate) snapshots: String,
+    pub(crate) in_sync: bool,
+    pub(crate) agent_version: String,
+    pub(crate) restic_version: String,
+    pub(crate) restic_error: Option<String>,
+    pub(crate) platform: String,
+    pub(crate) has_repository: bool,
+}
+
+fn host_row(host: &Host, latest: Option<&RepoStatsRecord>, now: DateTime<Utc>) -> HostRow {
+    let stale = match (host.last_backup_at, host.last_backup_status) {
+        (Some(at), Some(JobStatus::Succeeded | JobStatus::Partial)) => {
+            now - at > chrono::Duration::hours(STALE_AFTER_HOURS)
+        }
+        _ => true,
+    };
+    HostRow {
+        id: host.id.to_string(),
+        name: host.name.clone(),
+        hostname: host.hostname.clone(),
+        online: host.online,
+        last_seen: host
+            .last_seen_at
+            .map(|at| format::ago(at, now))
+            .unwrap_or_else(|| String::from("never")),
+        last_backup: host
+            .last_backup_at
+            .map(|at| format::ago(at, now))
+            .unwrap_or_else(|| String::from("never")),
+        last_backup_sort: host.last_backup_at.map(|at| at.timestamp()).unwrap_or(0),
+        last_result: host
+            .last_backup_status
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| String::from("—")),
+        result_class: host.last_backup_status.map(job_class).unwrap_or("idle"),
+        stale,
+        repo_size: host
+            .repo_size_bytes
+            .map(format::bytes)
+            .unwrap_or_else(|| String::from("—")),
+        repo_size_sort: host.repo_size_bytes.unwrap_or(0),
+        snapshots: latest
+            .and_then(|s| s.snapshot_count)
+            .map(|n| n.to_string())
+            .unwrap_or_else(|| String::from("—")),
+        in_sync: host.schedule_version == 0
+            || host.schedule_applied_version == Some(host.schedule_version),
+        agent_version: host
+            .agent_version
+            .clone()
+            .unwrap_or_else(|| String::from("—")),
+        restic_version: host
+            .restic_version
+            .clone()
+            .unwrap_or_else(|| String::from("missing")),
+        restic_error: host.restic_error.clone(),
+        platform: match (&host.os, &host.arch) {
+            (Some(os), Some(arch)) => format!("{os}/{arch}"),
+            _ => String::from("—"),
+        },
+        has_repository: host.has_repository,
+    }
+}
+
+/// One job as tables show it.
+pub(crate) struct JobRow {
+    pub(crate) id: String,
+    pub(crate) host_id: String,
+    pub(crate) host_name: String,
+    pub(crate) kind: String,
+    pub(crate) status: String,
+    pub(crate) status_class: &'static str,
+    pub(crate) trigger: String,
+    pub(crate) created: String,
+    pub(crate) error: String,
+}
+
+fn job_row(job: &Job, host_name: &str, now: DateTime<Utc>) -> JobRow {
+    JobRow {
+        id: job.id.to_string(),
+        host_id: job.host_id.to_string(),
+        host_name: host_name.to_owned(),
+        kind: job.kind.clone(),
+        status: job.status.to_string(),
+        status_class: job_class(job.status),
+        trigger: job.trigger.as_str().replace('_', "-"),
+        created: format::ago(job.created_at, now),
+        error: job.error.clone().unwrap_or_default(),
+    }
+}
+
+fn store_error(e: impl std::fmt::Display) -> Response {
+    tracing::error!(error = %e, "a page could not read the store");
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the store is unavailable; see the server log",
+    )
+        .into_response()
+}
+
+fn not_found(what: &str) -> Response {
+    (StatusCode::NOT_FOUND, format!("{what} not found")).into_response()
+}
+
+#[derive(Template)]
+#[template(path = "dashboard.html")]
+struct DashboardPage {
+    user: String,
+    csrf: String,
+    online: usize,
+    offline: usize,
+    stale: usize,
+    hosts: Vec<HostRow>,
+    jobs: Vec<JobRow>,
+}
+
+/// `GET /`: the fleet at a glance.
+pub(crate) async fn dashboard(State(state): State<AppState>, user: WebUser) -> Response {
+    let now = Utc::now();
+    let hosts = match state.store().list_hosts().await {
+        Ok(hosts) => hosts,
+        Err(e) => return store_error(e),
+    };
+    let mut rows = Vec::with_capacity(hosts.len());
+    for host in &hosts {
+        let latest = state
+            .store()
+            .repo_stats(host.id, 1)
+            .await
+            .ok()
+            .and_then(|mut r| r.pop());
+        rows.push(host_row(host, latest.as_ref(), now));
+    }
+    let jobs = match state
+        .store()
+        .list_jobs(&JobFilter {
+            limit: 15,
+            ..JobFilter::default()
+        })
+        .await
+    {
+        Ok(jobs) => jobs,
+        Err(e) => return store_error(e),
+    };
+    let name_of = |id: HostId| {
+        hosts
+            .iter()
+            .find(|h| h.id == id)
+            .map(|h| h.name.clone())
+            .unwrap_or_else(|| id.to_string())
+    };
+    let jobs = jobs
+        .iter()
+        .map(|j| job_row(j, &name_of(j.host_id), now))
+        .collect();
+    render(&DashboardPage {
+        user: user.username,
+        csrf: user.csrf,
+        online: rows.iter().filter(|r| r.online).count(),
+        offline: rows.iter().filter(|r| !r.online).count(),
+        stale: rows.iter().filter(|r| r.stale).count(),
+        hosts: rows,
+        jobs,
+    })
+}
+
+/// A schedule as the host page shows it.
+pub(crate) struct ScheduleRow {
+    pub(crate) id: String,
+    pub(crate) kind: String,
+    pub(crate) cron: String,
+    pub(crate) timezone: String,
+    pub(crate) description: String,
+    pub(crate) next: String,
+    pub(crate) enabled: bool,
+    pub(crate) params: String,
+    pub(crate) jitter: u32,
+}
+
+/// A snapshot as the host page shows it.
+pub(crate) struct SnapshotRow {
+    pub(crate) id: String,
+    pub(crate) short_id: String,
+    pub(crate) time: String,
+    pub(crate) paths: String,
+    pub(crate) tags: String,
+    pub(crate) size: String,
+}
+
+#[derive(Template)]
+#[template(path = "host.html")]
+struct HostPage {
+    user: String,
+    csrf: String,
+    host: HostRow,
+    enrolled: String,
+    repository_url: String,
+    repository_env: String,
+    schedules: Vec<ScheduleRow>,
+    snapshots: Vec<SnapshotRow>,
+    jobs: Vec<JobRow>,
+    chart: String,
+    backup_paths: String,
+}
+
+/// `GET /hosts/{id}`.
+pub(crate) async fn host(
+    State(state): State<AppState>,
+    user: WebUser,
+    Path(id): Path<String>,
+) -> Response {
+    let now = Utc::now();
+    let Ok(id) = id.parse::<HostId>() else {
+        return not_found("host");
+    };
+    let host = match state.store().host(id).await {
+        Ok(Some(host)) => host,
+        Ok(None) => return not_found("host"),
+        Err(e) => return store_error(e),
+    };
+    let stats = state.store().repo_stats(id, 365).await.unwrap_or_default();
+    let repository = crate::repositories::view(&state, id).await.ok().flatten();
+    let (_, schedules) = state.store().schedule_set(id).await.unwrap_or_default();
+    let snapshots = state.store().snapshots(id).await.unwrap_or_default();
+    let jobs = state
+        .store()
+        .list_jobs(&JobFilter {
+            host_id: Some(id),
+            limit: 25,
+            ..JobFilter::default()
+        })
+        .await
+        .unwrap_or_default();
+    let backup_paths = schedules
+        .iter()
+        .find(|s| s.kind == "backup")
+        .and_then(|s| s.params.get("paths"))
+        .and_then(|p| p.as_array())
+        .map(|paths| {
+            paths
+                .iter()
+                .filter_map(|p| p.as_str())
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .unwrap_or_default();
+    let schedules = schedules
+        .iter()
+        .map(|s| {
+            let view = crate::schedules::view(s);
+            ScheduleRow {
+                id: view.id,
+                kind: view.kind,
+                cron: view.cron,
+                timezone: view.timezone.unwrap_or_else(|| String::from("host's zone")),
+                description: view.description,
+                next: view
+                    .next_fire_at
+                    .map(|at| format::ago(at, now))
+                    .unwrap_or_else(|| String::from("disabled")),
+                enabled: view.enabled,
+                params: view.params.to_string(),
+                jitter: view.jitter_seconds,
+            }
+        })
+        .collect();
+    let snapshots = snapshots
+        .iter()
+        .map(|s| SnapshotRow {
+            id: s.id.clone(),
+            short_id: s.short_id.clone(),
+            time: format::time(s.time),
+            paths: s.paths.join(", "),
+            tags: s.tags.join(", "),
+            size: s
+                .size_bytes
+                .map(format::bytes)
+                .unwrap_or_else(|| String::from("—")),
+        })
+        .collect();
+    let row = host_row(&host, stats.first(), now);
+    let jobs = jobs.iter().map(|j| job_row(j, &host.name, now)).collect();
+    render(&HostPage {
+        user: user.username,
+        csrf: user.csrf,
+        enrolled: format::time(host.enrolled_at),
+        repository_url: repository
+            .as_ref()
+            .map(|r| r.url.clone())
+            .unwrap_or_default(),
+        repository_env: repository
+            .as_ref()
+            .map(|r| r.env_keys.join(", "))
+            .unwrap_or_default(),
+        host: row,
+        schedules,
+        snapshots,
+        jobs,
+        chart: chart(&stats),
+        backup_paths,
+    })
+}
+
+/// Repository size and snapshot count over time as an inline SVG (no
+/// chart library, no script).
+fn chart(history: &[RepoStatsRecord]) -> String {
+    let points: Vec<(i64, u64, u64)> = history
+        .iter()
+        .rev()
+        .filter_map(|r| {
+            Some((
+                r.recorded_at.timestamp(),
+                r.raw_size_bytes?,
+                r.snapshot_count.unwrap_or(0),
+            ))
+        })
+        .collect();
+    if points.len() < 2 {
+        return String::from("<p class=\"muted\">Not enough history for a chart yet.</p>");
+    }
+    let (w, h, pad) = (600.0, 160.0, 24.0);
+    let t0 = points.first().map(|p| p.0).unwrap_or(0) as f64;
+    let t1 = points.last().map(|p| p.0).unwrap_or(1) as f64;
+    let max_size = points.iter().map(|p| p.1).max().unwrap_or(1).max(1) as f64;
+    let max_count = points.iter().map(|p| p.2).max().unwrap_or(1).max(1) as f64;
+    let x = |t: i64| pad + (t as f64 - t0) / (t1 - t0).max(1.0) * (w - 2.0 * pad);
+    let y = |v: f64, max: f64| h - pad - v / max * (h - 2.0 * pad);
+    let line = |value: &dyn Fn(&(i64, u64, u64)) -> f64, max: f64| {
+        points
+            .iter()
+            .map(|p| format!("{:.1},{:.1}", x(p.0), y(value(p), max)))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    format!(
+        "<svg class=\"chart\" viewBox=\"0 0 {w} {h}\" role=\"img\" aria-label=\"Repository size (up to {}) and snapshot count (up to {}) over time\">\
+         <polyline class=\"size\" fill=\"none\" points=\"{}\"/>\
+         <polyline class=\"count\" fill=\"none\" points=\"{}\"/>\
+         <text x=\"{pad}\" y=\"14\" class=\"legend size\">size (max {})</text>\
+         <text x=\"{}\" y=\"14\" class=\"legend count\">snapshots (max {})</text></svg>",
+        format::bytes(max_size as u64),
+        max_count,
+        line(&|p| p.1 as f64, max_size),
+        line(&|p| p.2 as f64, max_count),
+        format::bytes(max_size as u64),
+        w / 2.0,
+        max_count
+    )
+}
+
+#[derive(Template)]
+#[template(path = "job.html")]
+struct JobPage {
+    user: String,
+    csrf: String,
+    job: JobRow,
+    params: String,
+    created: String,
+    started: String,
+    finished: String,
+    exit_code: String,
+    stats: Vec<(String, String)>,
+    active: bool,
+}
+
+/// `GET /jobs/{id}`.
+pub(crate) async fn job(
+    State(state): State<AppState>,
+    user: WebUser,
+    Path(id): Path<String>,
+) -> Response {
+    let now = Utc::now();
+    let Ok(id) = id.parse::<JobId>() else {
+        return not_found("job");
+    };
+    let job = match state.store().job(id).await {
+        Ok(Some(job)) => job,
+        Ok(None) => return not_found("job"),
+        Err(e) => return store_error(e),
+    };
+    let host_name = state
+        .store()
+        .host(job.host_id)
+        .await
+        .ok()
+        .flatten()
+        .map(|h| h.name)
+        .unwrap_or_else(|| job.host_id.to_string());
+    let stats = match &job.stats {
+        serde_json::Value::Object(map) => map
+            .iter()
+            .map(|(k, v)| {
+                let shown = match (k.as_str(), v.as_u64()) {
+                    (k, Some(n))
+                        if k.contains("bytes") || k.starts_with("data_") || k.contains("size") =>
+                    {
+                        format::bytes(n)
+                    }
+                    _ => match v {
+                        serde_json::Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    },
+                };
+                (k.replace('_', " "), shown)
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    render(&JobPage {
+        user: user.username,
+        csrf: user.csrf,
+        params: job.params.to_string(),
+        created: format::time(job.created_at),
+        started: job
+            .started_at
+            .map(format::time)
+            .unwrap_or_else(|| String::from("—")),
+        finished: job
+            .finished_at
+            .map(format::time)
+            .unwrap_or_else(|| String::from("—")),
+        exit_code: job
+            .exit_code
+            .map(|c| c.to_string())
+            .unwrap_or_else(|| String::from("—")),
+        stats,
+        active: !job.status.is_finished(),
+        job: job_row(&job, &host_name, now),
+    })
+}
+
+/// A pending enrolment token as listed.
+pub(crate) struct TokenRow {
+    pub(crate) name: String,
+    pub(crate) expires: String,
+}
+
+#[derive(Template)]
+#[template(path = "enroll.html")]
+struct EnrollPage {
+    user: String,
+    csrf: String,
+    pending: Vec<TokenRow>,
+}
+
+/// `GET /enroll`.
+pub(crate) async fn enroll(State(state): State<AppState>, user: WebUser) -> Response {
+    let now = Utc::now();
+    let pending = state
+        .store()
+        .pending_enrollment_tokens(now)
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .map(|t| TokenRow {
+            name: t.name.unwrap_or_else(|| String::from("(unnamed)")),
+            expires: format::ago(t.expires_at, now),
+        })
+        .collect();
+    render(&EnrollPage {
+        user: user.username,
+        csrf: user.csrf,
+        pending,
+    })
+}

@@ -1,0 +1,149 @@
+//! Logging in and out of the web UI, and the [`WebUser`] extractor that
+//! sends anyone without a valid session cookie to the login page.
+
+use std::net::SocketAddr;
+
+use askama::Template;
+use axum::extract::{ConnectInfo, Form, FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use serde::Deserialize;
+
+use crate::auth::{self, LoginError, Operator};
+use crate::state::AppState;
+
+/// A logged-in operator of the web UI.
+pub(crate) struct WebUser {
+    /// Who.
+    pub(crate) operator: Operator,
+    /// Their user name, for the header.
+    pub(crate) username: String,
+    /// The CSRF token pages embed for API calls and forms.
+    pub(crate) csrf: String,
+}
+
+impl FromRequestParts<AppState> for WebUser {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        let to_login = || Redirect::to("/login").into_response();
+        let Some(cookie) = auth::session_cookie(&parts.headers).map(str::to_owned) else {
+            return Err(to_login());
+        };
+        let operator = match auth::operator_for(state, &cookie).await {
+            Ok(Some(operator)) if operator.session.is_some() => operator,
+            Ok(_) => return Err(to_login()),
+            Err(e) => {
+                tracing::error!(error = %e, "could not check a session");
+                return Err((StatusCode::SERVICE_UNAVAILABLE, "store unavailable").into_response());
+            }
+        };
+        let username = match state.store().user_by_id(operator.user_id).await {
+            Ok(Some(user)) => user.username,
+            _ => return Err(to_login()),
+        };
+        Ok(WebUser {
+            operator,
+            username,
+            csrf: auth::csrf_token(&cookie),
+        })
+    }
+}
+
+/// Renders a template, or a plain 500 naming the failure in the log.
+pub(crate) fn render(template: &impl Template) -> Response {
+    match template.render() {
+        Ok(html) => Html(html).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "could not render a page");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the page could not be rendered",
+            )
+                .into_response()
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage {
+    error: Option<String>,
+    username: String,
+}
+
+/// `GET /login`.
+pub(crate) async fn login_page() -> Response {
+    render(&LoginPage {
+        error: None,
+        username: String::new(),
+    })
+}
+
+/// The login form.
+#[derive(Deserialize)]
+pub(crate) struct LoginForm {
+    username: String,
+    password: String,
+}
+
+/// `POST /login`: sets the session cookie and goes to the dashboard.
+pub(crate) async fn login_form(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    match auth::login(&state, &form.username, &form.password, peer.ip()).await {
+        Ok((token, _)) => {
+            let cookie = auth::session_cookie_header(&state, &token, state.config().session_ttl);
+            ([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response()
+        }
+        Err(e) => {
+            let status = match e {
+                LoginError::Invalid => StatusCode::UNAUTHORIZED,
+                LoginError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+                LoginError::Store(_) | LoginError::Core(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            let message = match e {
+                LoginError::Store(_) | LoginError::Core(_) => {
+                    tracing::error!(error = %e, "login failed");
+                    String::from("the server could not log you in; see its log")
+                }
+                other => other.to_string(),
+            };
+            let page = render(&LoginPage {
+                error: Some(message),
+                username: form.username,
+            });
+            (status, page).into_response()
+        }
+    }
+}
+
+/// The logout form carries the CSRF token.
+#[derive(Deserialize)]
+pub(crate) struct LogoutForm {
+    csrf: String,
+}
+
+/// `POST /logout`.
+pub(crate) async fn logout_form(
+    State(state): State<AppState>,
+    user: WebUser,
+    Form(form): Form<LogoutForm>,
+) -> Response {
+    if form.csrf != user.csrf {
+        return (StatusCode::FORBIDDEN, "missing or wrong CSRF token").into_response();
+    }
+    if let Some(session) = user.operator.session {
+        if let Err(e) = state.store().delete_session(session).await {
+            tracing::error!(error = %e, "could not end a session");
+        }
+    }
+    (
+        [(header::SET_COOKIE, auth::cleared_cookie_header())],
+        Redirect::to("/login"),
+    )
+        .into_response()
+}
