@@ -3,6 +3,9 @@
 // the job page's live log and progress, sortable and filterable tables.
 "use strict";
 
+// Times as the server renders them: `2026-11-28 12:35 UTC`.
+const utc = (iso) => new Date(iso).toISOString().slice(0, 16).replace("T", " ") + " UTC";
+
 const csrf = () => document.querySelector('meta[name="csrf-token"]')?.content || "";
 
 async function api(method, path, body) {
@@ -59,7 +62,7 @@ function after(then, result) {
   if (then === "job" && result && result.id) { location.href = `/jobs/${result.id}`; return; }
   if (then === "show-command" && result && result.command) {
     document.getElementById("enroll-command").textContent = result.command;
-    document.getElementById("enroll-expires").textContent = new Date(result.expires_at).toLocaleString();
+    document.getElementById("enroll-expires").textContent = utc(result.expires_at);
     document.getElementById("enroll-result").hidden = false;
     return;
   }
@@ -172,8 +175,10 @@ function showStats(stats) {
     const dt = document.createElement("dt");
     dt.textContent = key.replaceAll("_", " ");
     const dd = document.createElement("dd");
-    const sized = typeof value === "number" && /bytes|size|^data_/.test(key);
-    dd.textContent = sized ? size(value) : typeof value === "object" ? JSON.stringify(value) : String(value);
+    const sized = typeof value === "number" && /bytes|size|^data_added/.test(key);
+    const seconds = typeof value === "number" && /duration/.test(key);
+    dd.textContent = sized ? size(value) : seconds ? value.toFixed(1) + " s"
+      : typeof value === "object" ? JSON.stringify(value) : String(value);
     list.append(dt, dd);
   }
   document.getElementById("job-result").hidden = list.children.length === 0;
@@ -194,7 +199,7 @@ function followJob() {
     const badge = document.getElementById("job-status");
     badge.textContent = view.status;
     badge.className = "badge " + ({ succeeded: "ok", failed: "bad", partial: "warn", cancelled: "warn", skipped: "warn" }[view.status] || "busy");
-    if (view.started_at) document.getElementById("job-started").textContent = new Date(view.started_at).toLocaleString();
+    if (view.started_at) document.getElementById("job-started").textContent = utc(view.started_at);
   };
   const source = new EventSource(`/api/v1/jobs/${job.dataset.job}/events`);
   source.addEventListener("status", (e) => setStatus(JSON.parse(e.data)));
@@ -226,7 +231,7 @@ function followJob() {
     source.close();
     document.getElementById("job-cancel").hidden = true;
     document.getElementById("progress").hidden = true;
-    if (view.finished_at) document.getElementById("job-finished").textContent = new Date(view.finished_at).toLocaleString();
+    if (view.finished_at) document.getElementById("job-finished").textContent = utc(view.finished_at);
     if (view.exit_code != null) document.getElementById("job-exit").textContent = view.exit_code;
     if (view.error) { const box = document.getElementById("job-error"); box.textContent = view.error; box.hidden = false; }
     showStats(view.stats);

@@ -100,8 +100,10 @@ pub(crate) async fn login_form(
             ([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response()
         }
         Err(e) => {
+            // A wrong password re-shows the form with its message; the page
+            // itself loaded fine, so it is not an HTTP error.
             let status = match e {
-                LoginError::Invalid => StatusCode::UNAUTHORIZED,
+                LoginError::Invalid => StatusCode::OK,
                 LoginError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
                 LoginError::Store(_) | LoginError::Core(_) => StatusCode::INTERNAL_SERVER_ERROR,
             };

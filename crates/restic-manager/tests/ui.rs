@@ -1,0 +1,209 @@
+//! The web UI in Debian's headless Chromium, against the real server with a
+//! real agent and the real restic: logging in, the dashboard, backing up
+//! from the host page and watching the job finish live, editing schedules,
+//! and enrolling a host. Every page must load only from the server itself
+//! and log no console errors. Screenshots land in `target/ui-screenshots`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use rm_testkit::fixtures::make_tree;
+use rm_testkit::{wait_until, Browser, TestServer, ADMIN_PASSWORD};
+use serde_json::json;
+
+const BIN: &str = env!("CARGO_BIN_EXE_restic-manager");
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Asserts the page asked nothing of another host and logged no errors.
+async fn assert_clean(browser: &Browser, origin: &str) {
+    for url in browser.requested_urls().await.unwrap() {
+        assert!(
+            url.starts_with(origin) || url.starts_with("data:"),
+            "the page requested {url}, not on {origin}"
+        );
+    }
+    let errors = browser.console_errors().await.unwrap();
+    assert!(errors.is_empty(), "console errors: {errors:#?}");
+}
+
+async fn log_in(browser: &Browser, server: &TestServer, password: &str) {
+    browser
+        .goto(&format!("{}/login", server.url))
+        .await
+        .unwrap();
+    browser.wait_for("#username", WAIT).await.unwrap();
+    browser.fill("#username", "admin").await.unwrap();
+    browser.fill("#password", password).await.unwrap();
+    browser.click("#login-submit").await.unwrap();
+}
+
+#[tokio::test]
+async fn an_operator_logs_in_backs_up_from_the_host_page_and_edits_schedules() {
+    let server = TestServer::start().await.unwrap();
+    let agent = server
+        .enrolled_agent(Path::new(BIN), "web-01", Path::new("restic"), &[])
+        .await
+        .unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let src = scratch.path().join("documents");
+    make_tree(&src);
+    let admin = server.admin().await.unwrap();
+    let (status, _) = admin
+        .send(
+            reqwest::Method::PUT,
+            &format!("/api/v1/hosts/{}/repository", agent.host_id),
+            Some(json!({"url": scratch.path().join("repo").display().to_string(), "password": "ui-test"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 204);
+    wait_until(
+        Duration::from_secs(60),
+        "the repository to be initialised",
+        || async {
+            let (_, jobs) = admin.get("/api/v1/jobs").await.unwrap();
+            jobs[0]["status"] == "succeeded"
+        },
+    )
+    .await
+    .unwrap();
+    let origin = server.url.clone();
+    let browser = Browser::start().await.unwrap();
+
+    // Pages need a login; a wrong password is refused with a message.
+    browser.goto(&format!("{origin}/")).await.unwrap();
+    browser.wait_for("#login-form", WAIT).await.unwrap();
+    log_in(&browser, &server, "wrong-password").await;
+    browser
+        .wait_for_text("#login-error", "invalid user name or password", WAIT)
+        .await
+        .unwrap();
+    browser.screenshot("login-refused").await.unwrap();
+    log_in(&browser, &server, ADMIN_PASSWORD).await;
+
+    // The dashboard shows the host online.
+    browser.wait_for("#hosts-table", WAIT).await.unwrap();
+    browser
+        .wait_for_text(
+            &format!("tr[data-host=\"{}\"]", agent.host_id),
+            "online",
+            WAIT,
+        )
+        .await
+        .unwrap();
+    browser
+        .wait_for_text("#count-online", "1", WAIT)
+        .await
+        .unwrap();
+    browser.screenshot("dashboard").await.unwrap();
+    assert_clean(&browser, &origin).await;
+
+    // Back up from the host page and watch the job succeed, live.
+    browser
+        .goto(&format!("{origin}/hosts/{}", agent.host_id))
+        .await
+        .unwrap();
+    browser.wait_for("#backup-paths", WAIT).await.unwrap();
+    browser
+        .fill("#backup-paths", &src.display().to_string())
+        .await
+        .unwrap();
+    browser.screenshot("host").await.unwrap();
+    browser.click("#backup-now").await.unwrap();
+    browser.wait_for("#job", WAIT).await.unwrap();
+    browser
+        .wait_for_text("#job-status", "succeeded", Duration::from_secs(60))
+        .await
+        .unwrap();
+    browser.wait_for_text("#log", "saved", WAIT).await.unwrap();
+    browser
+        .wait_for_text("#job-stats", "files new", WAIT)
+        .await
+        .unwrap();
+    browser.screenshot("job").await.unwrap();
+    assert_clean(&browser, &origin).await;
+
+    // Schedules: add one through the form, see it described, delete it.
+    browser
+        .goto(&format!("{origin}/hosts/{}", agent.host_id))
+        .await
+        .unwrap();
+    browser.wait_for("#schedule-form", WAIT).await.unwrap();
+    browser.fill("#schedule-cron", "15 3 * * *").await.unwrap();
+    browser.fill("#schedule-timezone", "UTC").await.unwrap();
+    browser
+        .fill(
+            "#schedule-params",
+            &json!({"paths": [src.display().to_string()]}).to_string(),
+        )
+        .await
+        .unwrap();
+    browser.click("#schedule-add").await.unwrap();
+    browser
+        .wait_for_text("#schedules-table", "every day at 03:15", WAIT)
+        .await
+        .unwrap();
+    browser.screenshot("host-with-schedule").await.unwrap();
+    let (_, schedules) = admin
+        .get(&format!("/api/v1/hosts/{}/schedules", agent.host_id))
+        .await
+        .unwrap();
+    assert_eq!(schedules.as_array().unwrap().len(), 1);
+    wait_until(WAIT, "the agent to acknowledge the schedule", || async {
+        admin.host(&agent.host_id).await.unwrap().schedule_in_sync
+    })
+    .await
+    .unwrap();
+    // Deleting asks for confirmation first.
+    browser
+        .client()
+        .execute("window.confirm = () => true;", vec![])
+        .await
+        .unwrap();
+    browser
+        .click("#schedules-table button.danger")
+        .await
+        .unwrap();
+    wait_until(WAIT, "the schedule to be deleted", || async {
+        let (_, list) = admin
+            .get(&format!("/api/v1/hosts/{}/schedules", agent.host_id))
+            .await
+            .unwrap();
+        list.as_array().unwrap().is_empty()
+    })
+    .await
+    .unwrap();
+    assert_clean(&browser, &origin).await;
+
+    // Enrolment: the token and the exact command to paste.
+    browser.goto(&format!("{origin}/enroll")).await.unwrap();
+    browser.wait_for("#enroll-form", WAIT).await.unwrap();
+    browser.fill("#enroll-name", "db-02").await.unwrap();
+    browser.click("#enroll-create").await.unwrap();
+    browser
+        .wait_for_text(
+            "#enroll-command",
+            "restic-manager agent enroll --server",
+            WAIT,
+        )
+        .await
+        .unwrap();
+    let command = browser
+        .wait_for("#enroll-command", WAIT)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        command.contains(&origin)
+            && command.contains("--token rme.")
+            && command.contains("--name db-02"),
+        "{command}"
+    );
+    browser.screenshot("enroll").await.unwrap();
+    assert_clean(&browser, &origin).await;
+    browser.close().await.unwrap();
+}
