@@ -207,3 +207,109 @@ async fn an_operator_logs_in_backs_up_from_the_host_page_and_edits_schedules() {
     assert_clean(&browser, &origin).await;
     browser.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_restore_wizard_drills_down_folder_by_folder_and_restores_a_picked_file() {
+    use fantoccini::Locator;
+
+    let server = TestServer::start().await.unwrap();
+    let agent = server
+        .enrolled_agent(Path::new(BIN), "files-01", Path::new("restic"), &[])
+        .await
+        .unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let src = scratch.path().join("documents");
+    make_tree(&src);
+    let admin = server.admin().await.unwrap();
+    let (status, _) = admin
+        .send(
+            reqwest::Method::PUT,
+            &format!("/api/v1/hosts/{}/repository", agent.host_id),
+            Some(json!({"url": scratch.path().join("repo").display().to_string(), "password": "ui-restore"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 204);
+    wait_until(Duration::from_secs(60), "init", || async {
+        let (_, jobs) = admin.get("/api/v1/jobs").await.unwrap();
+        jobs[0]["status"] == "succeeded"
+    })
+    .await
+    .unwrap();
+    let (status, job) = admin
+        .post(
+            &format!("/api/v1/hosts/{}/jobs", agent.host_id),
+            json!({"kind": "backup", "params": {"paths": [src.display().to_string()]}}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 201);
+    let backup = job["id"].as_str().unwrap().to_owned();
+    wait_until(Duration::from_secs(60), "the backup", || async {
+        let (_, job) = admin.get(&format!("/api/v1/jobs/{backup}")).await.unwrap();
+        job["status"] == "succeeded"
+    })
+    .await
+    .unwrap();
+
+    let origin = server.url.clone();
+    let browser = Browser::start().await.unwrap();
+    log_in(&browser, &server, ADMIN_PASSWORD).await;
+    browser.wait_for("#hosts-table", WAIT).await.unwrap();
+    browser.goto(&format!("{origin}/restore")).await.unwrap();
+    browser
+        .wait_for("#restore-host", WAIT)
+        .await
+        .unwrap()
+        .select_by_value(&agent.host_id)
+        .await
+        .unwrap();
+    let snapshot_select = browser.wait_for("#restore-snapshot:not([disabled])", WAIT).await.unwrap();
+    let snapshot = snapshot_select
+        .find(Locator::Css("option:nth-child(2)"))
+        .await
+        .unwrap()
+        .attr("value")
+        .await
+        .unwrap()
+        .unwrap();
+    snapshot_select.select_by_value(&snapshot).await.unwrap();
+    browser.wait_for("#restore-tree li", WAIT).await.unwrap();
+    browser.screenshot("restore-root").await.unwrap();
+
+    // Open one folder at a time down to the backed-up folder.
+    let mut path = String::new();
+    for component in src.strip_prefix("/").unwrap().components() {
+        path = format!("{path}/{}", component.as_os_str().to_str().unwrap());
+        let toggle = format!("button.toggle[data-path=\"{path}\"]");
+        browser.wait_for(&toggle, WAIT).await.unwrap();
+        browser.click(&toggle).await.unwrap();
+    }
+    let file = format!("{path}/café-ü.txt");
+    let checkbox = format!("input[type=checkbox][value=\"{file}\"]");
+    browser.wait_for(&checkbox, WAIT).await.unwrap();
+    browser.click(&checkbox).await.unwrap();
+    let target = scratch.path().join("restored");
+    browser.fill("#target-path", &target.display().to_string()).await.unwrap();
+    browser.wait_for_text("#review-paths", "café-ü.txt", WAIT).await.unwrap();
+    browser
+        .wait_for_text("#review-target", &target.display().to_string(), WAIT)
+        .await
+        .unwrap();
+    browser.screenshot("restore-review").await.unwrap();
+    browser.click("#restore-run").await.unwrap();
+    browser
+        .wait_for_text("#job-status", "succeeded", Duration::from_secs(60))
+        .await
+        .unwrap();
+    browser.screenshot("restore-job").await.unwrap();
+    let restored = target.join(src.strip_prefix("/").unwrap()).join("café-ü.txt");
+    assert_eq!(
+        std::fs::read(&restored).unwrap(),
+        std::fs::read(src.join("café-ü.txt")).unwrap(),
+        "the restored file matches the original"
+    );
+    assert!(!target.join(src.strip_prefix("/").unwrap()).join("big.bin").exists(), "only the picked file");
+    assert_clean(&browser, &origin).await;
+    browser.close().await.unwrap();
+}

@@ -238,4 +238,112 @@ function followJob() {
   });
 }
 
-document.addEventListener("DOMContentLoaded", () => { followFleet(); followJob(); });
+// The restore wizard: a lazily loaded tree (one folder per request), ticks,
+// a target, a review, and the restore job.
+function initRestore() {
+  const wizard = document.getElementById("restore");
+  if (!wizard) return;
+  const { host, hostName, snapshot } = wizard.dataset;
+  const tree = document.getElementById("restore-tree");
+  const size = (n) => n >= 1048576 ? (n / 1048576).toFixed(1) + " MiB" : n >= 1024 ? (n / 1024).toFixed(1) + " KiB" : n + " B";
+
+  async function load(path, list) {
+    list.setAttribute("aria-busy", "true");
+    try {
+      const entries = await api("GET", `/api/v1/hosts/${host}/snapshots/${snapshot}/tree?path=${encodeURIComponent(path)}`);
+      entries.sort((a, b) => (a.type === "dir" ? 0 : 1) - (b.type === "dir" ? 0 : 1) || a.name.localeCompare(b.name));
+      list.replaceChildren(...entries.map(item));
+      if (entries.length === 0) {
+        const empty = document.createElement("li");
+        empty.className = "muted small";
+        empty.textContent = "(empty)";
+        list.append(empty);
+      }
+      showError(tree, "");
+    } catch (error) {
+      showError(tree, `Could not list ${path}: ${error.message}`);
+    } finally {
+      list.removeAttribute("aria-busy");
+    }
+  }
+
+  function item(entry) {
+    const li = document.createElement("li");
+    li.setAttribute("role", "treeitem");
+    const box = document.createElement("input");
+    box.type = "checkbox";
+    box.value = entry.path;
+    box.id = "pick-" + btoa(unescape(encodeURIComponent(entry.path))).replace(/[^A-Za-z0-9]/g, "");
+    const label = document.createElement("label");
+    label.htmlFor = box.id;
+    label.textContent = entry.name + (entry.type === "dir" ? "/" : "");
+    const meta = document.createElement("span");
+    meta.className = "meta";
+    meta.textContent = [entry.size != null && entry.type === "file" ? size(entry.size) : "", entry.mtime ? entry.mtime.slice(0, 16).replace("T", " ") : ""].filter(Boolean).join(" · ");
+    if (entry.type === "dir") {
+      const toggle = document.createElement("button");
+      toggle.type = "button";
+      toggle.className = "toggle";
+      toggle.dataset.path = entry.path;
+      toggle.setAttribute("aria-expanded", "false");
+      toggle.setAttribute("aria-label", `Open ${entry.name}`);
+      toggle.textContent = "▸";
+      const children = document.createElement("ul");
+      children.setAttribute("role", "group");
+      children.hidden = true;
+      toggle.addEventListener("click", async () => {
+        const open = toggle.getAttribute("aria-expanded") !== "true";
+        toggle.setAttribute("aria-expanded", String(open));
+        toggle.textContent = open ? "▾" : "▸";
+        children.hidden = !open;
+        if (open && !children.dataset.loaded) {
+          children.dataset.loaded = "1";
+          await load(entry.path, children);
+        }
+      });
+      li.append(toggle, box, label, meta, children);
+    } else {
+      const spacer = document.createElement("span");
+      spacer.className = "toggle";
+      spacer.style.display = "inline-block";
+      li.append(spacer, box, label, meta);
+    }
+    return li;
+  }
+
+  const kind = () => document.querySelector('input[name="target-kind"]:checked').value;
+  const picked = () => [...tree.querySelectorAll('input[type="checkbox"]:checked')].map((b) => b.value);
+  function review() {
+    const paths = picked();
+    document.getElementById("review-paths").textContent = paths.length ? paths.join(", ") : "nothing ticked: the whole snapshot";
+    const other = kind() === "host";
+    document.getElementById("target-host-label").hidden = !other;
+    document.getElementById("target-path-label").hidden = kind() === "original";
+    const targetHost = document.getElementById("target-host");
+    document.getElementById("review-host").textContent = other ? (targetHost.selectedOptions[0]?.textContent || "—") : hostName;
+    document.getElementById("review-target").textContent = kind() === "original" ? "/ (the original location; existing files are overwritten)" : document.getElementById("target-path").value;
+  }
+  wizard.addEventListener("change", review);
+  wizard.addEventListener("input", review);
+
+  document.getElementById("restore-run").addEventListener("click", async (event) => {
+    const button = event.currentTarget;
+    const other = kind() === "host";
+    const target = kind() === "original" ? "/" : document.getElementById("target-path").value.trim();
+    const runOn = other ? document.getElementById("target-host").value : host;
+    const params = { snapshot_id: snapshot, include: picked(), target };
+    if (other) params.source_host_id = host;
+    button.disabled = true;
+    try {
+      const job = await api("POST", `/api/v1/hosts/${runOn}/jobs`, { kind: "restore", params });
+      location.href = `/jobs/${job.id}`;
+    } catch (error) {
+      showError(button, error.message);
+      button.disabled = false;
+    }
+  });
+  review();
+  load("/", tree);
+}
+
+document.addEventListener("DOMContentLoaded", () => { followFleet(); followJob(); initRestore(); });

@@ -10,6 +10,7 @@
 mod assets;
 mod format;
 mod pages;
+mod restore;
 mod session;
 
 use axum::routing::{get, post};
@@ -26,5 +27,6 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/hosts/{id}", get(pages::host))
         .route("/jobs/{id}", get(pages::job))
         .route("/enroll", get(pages::enroll))
+        .route("/restore", get(restore::wizard))
         .route("/assets/{file}", get(assets::serve))
 }
