@@ -100,6 +100,19 @@ async fn an_operator_logs_in_backs_up_from_the_host_page_and_edits_schedules() {
     browser.screenshot("dashboard").await.unwrap();
     assert_clean(&browser, &origin).await;
 
+    // It follows the fleet live: a job started elsewhere appears unasked.
+    let (status, _) = admin
+        .post(&format!("/api/v1/hosts/{}/jobs", agent.host_id), json!({"kind": "snapshots"}))
+        .await
+        .unwrap();
+    assert_eq!(status, 201);
+    browser.wait_for_text("#recent-jobs", "snapshots", WAIT).await.unwrap();
+
+    // And it fits a phone.
+    browser.client().set_window_size(390, 844).await.unwrap();
+    browser.screenshot("dashboard-phone").await.unwrap();
+    browser.client().set_window_size(1280, 900).await.unwrap();
+
     // Back up from the host page and watch the job succeed, live.
     browser
         .goto(&format!("{origin}/hosts/{}", agent.host_id))

@@ -131,6 +131,15 @@ document.addEventListener("click", (event) => {
   rows.forEach((row) => table.tBodies[0].appendChild(row));
 });
 
+// Sortable headers are reachable by keyboard too.
+document.addEventListener("keydown", (event) => {
+  const th = event.target.closest("th[data-sort]");
+  if (th && (event.key === "Enter" || event.key === " ")) {
+    event.preventDefault();
+    th.click();
+  }
+});
+
 document.addEventListener("input", (event) => {
   const input = event.target.closest("input[data-filter]");
   if (!input) return;
