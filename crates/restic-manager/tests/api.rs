@@ -312,3 +312,30 @@ async fn unknown_api_routes_answer_json_404() {
     assert_eq!(status, 404);
     assert_eq!(body["error"]["code"], "not_found");
 }
+
+#[tokio::test]
+async fn repeated_failed_logins_lock_out_that_user_from_that_address() {
+    let server = TestServer::start().await.unwrap();
+    let anon = server.anonymous();
+    let attempt = |password: &'static str| {
+        let anon = anon.clone();
+        async move {
+            anon.post("/api/v1/auth/login", json!({"username": "admin", "password": password}))
+                .await
+                .unwrap()
+        }
+    };
+    for _ in 0..5 {
+        assert_eq!(attempt("wrong").await.0, 401);
+    }
+    let (status, body) = attempt(ADMIN_PASSWORD).await;
+    assert_eq!(status, 429, "even the right password waits: {body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("too many failed logins for `admin`") && message.contains("minute"), "{message}");
+    // Another user from the same address is not locked out.
+    let (status, _) = anon
+        .post("/api/v1/auth/login", json!({"username": "somebody", "password": "x"}))
+        .await
+        .unwrap();
+    assert_eq!(status, 401);
+}
