@@ -320,9 +320,12 @@ async fn repeated_failed_logins_lock_out_that_user_from_that_address() {
     let attempt = |password: &'static str| {
         let anon = anon.clone();
         async move {
-            anon.post("/api/v1/auth/login", json!({"username": "admin", "password": password}))
-                .await
-                .unwrap()
+            anon.post(
+                "/api/v1/auth/login",
+                json!({"username": "admin", "password": password}),
+            )
+            .await
+            .unwrap()
         }
     };
     for _ in 0..5 {
@@ -331,10 +334,16 @@ async fn repeated_failed_logins_lock_out_that_user_from_that_address() {
     let (status, body) = attempt(ADMIN_PASSWORD).await;
     assert_eq!(status, 429, "even the right password waits: {body}");
     let message = body["error"]["message"].as_str().unwrap();
-    assert!(message.contains("too many failed logins for `admin`") && message.contains("minute"), "{message}");
+    assert!(
+        message.contains("too many failed logins for `admin`") && message.contains("minute"),
+        "{message}"
+    );
     // Another user from the same address is not locked out.
     let (status, _) = anon
-        .post("/api/v1/auth/login", json!({"username": "somebody", "password": "x"}))
+        .post(
+            "/api/v1/auth/login",
+            json!({"username": "somebody", "password": "x"}),
+        )
         .await
         .unwrap();
     assert_eq!(status, 401);

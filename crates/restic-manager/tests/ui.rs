@@ -102,11 +102,17 @@ async fn an_operator_logs_in_backs_up_from_the_host_page_and_edits_schedules() {
 
     // It follows the fleet live: a job started elsewhere appears unasked.
     let (status, _) = admin
-        .post(&format!("/api/v1/hosts/{}/jobs", agent.host_id), json!({"kind": "snapshots"}))
+        .post(
+            &format!("/api/v1/hosts/{}/jobs", agent.host_id),
+            json!({"kind": "snapshots"}),
+        )
         .await
         .unwrap();
     assert_eq!(status, 201);
-    browser.wait_for_text("#recent-jobs", "snapshots", WAIT).await.unwrap();
+    browser
+        .wait_for_text("#recent-jobs", "snapshots", WAIT)
+        .await
+        .unwrap();
 
     // And it fits a phone.
     browser.client().set_window_size(390, 844).await.unwrap();
@@ -277,7 +283,10 @@ async fn the_restore_wizard_drills_down_folder_by_folder_and_restores_a_picked_f
         .select_by_value(&agent.host_id)
         .await
         .unwrap();
-    let snapshot_select = browser.wait_for("#restore-snapshot:not([disabled])", WAIT).await.unwrap();
+    let snapshot_select = browser
+        .wait_for("#restore-snapshot:not([disabled])", WAIT)
+        .await
+        .unwrap();
     let snapshot = snapshot_select
         .find(Locator::Css("option:nth-child(2)"))
         .await
@@ -303,8 +312,14 @@ async fn the_restore_wizard_drills_down_folder_by_folder_and_restores_a_picked_f
     browser.wait_for(&checkbox, WAIT).await.unwrap();
     browser.click(&checkbox).await.unwrap();
     let target = scratch.path().join("restored");
-    browser.fill("#target-path", &target.display().to_string()).await.unwrap();
-    browser.wait_for_text("#review-paths", "café-ü.txt", WAIT).await.unwrap();
+    browser
+        .fill("#target-path", &target.display().to_string())
+        .await
+        .unwrap();
+    browser
+        .wait_for_text("#review-paths", "café-ü.txt", WAIT)
+        .await
+        .unwrap();
     browser
         .wait_for_text("#review-target", &target.display().to_string(), WAIT)
         .await
@@ -316,13 +331,21 @@ async fn the_restore_wizard_drills_down_folder_by_folder_and_restores_a_picked_f
         .await
         .unwrap();
     browser.screenshot("restore-job").await.unwrap();
-    let restored = target.join(src.strip_prefix("/").unwrap()).join("café-ü.txt");
+    let restored = target
+        .join(src.strip_prefix("/").unwrap())
+        .join("café-ü.txt");
     assert_eq!(
         std::fs::read(&restored).unwrap(),
         std::fs::read(src.join("café-ü.txt")).unwrap(),
         "the restored file matches the original"
     );
-    assert!(!target.join(src.strip_prefix("/").unwrap()).join("big.bin").exists(), "only the picked file");
+    assert!(
+        !target
+            .join(src.strip_prefix("/").unwrap())
+            .join("big.bin")
+            .exists(),
+        "only the picked file"
+    );
     assert_clean(&browser, &origin).await;
     browser.close().await.unwrap();
 }

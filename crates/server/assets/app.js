@@ -36,7 +36,8 @@ function formBody(form) {
   const body = {};
   for (const field of form.elements) {
     if (!field.name) continue;
-    const value = field.value.trim();
+    // Passwords are taken exactly as typed; everything else is trimmed.
+    const value = field.type === "password" ? field.value : field.value.trim();
     if (field.hasAttribute("data-lines")) {
       body.params = body.params || {};
       body.params[field.name] = value.split("\n").map((l) => l.trim()).filter(Boolean);

@@ -343,6 +343,61 @@ impl Store for SqliteStore {
         codec::count(&row, "n")
     }
 
+    async fn list_users(&self) -> StoreResult<Vec<User>> {
+        let sql = format!(
+            "SELECT {} FROM users ORDER BY username, id",
+            codec::USER_COLUMNS
+        );
+        sqlx::query(&sql)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?
+            .iter()
+            .map(codec::user)
+            .collect()
+    }
+
+    async fn delete_user(&self, id: UserId) -> StoreResult<()> {
+        let id = id.to_string();
+        // BEGIN IMMEDIATE: two operators deleting the last two users one
+        // each are serialised, so one of them sees the last-user rule.
+        let mut tx = self.begin_write().await?;
+        let exists = sqlx::query("SELECT 1 FROM users WHERE id = ?")
+            .bind(&id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(backend)?
+            .is_some();
+        if !exists {
+            tx.rollback().await.map_err(backend)?;
+            return Err(StoreError::NotFound(format!("user `{id}`")));
+        }
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM users")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(backend)?;
+        if codec::count(&row, "n")? <= 1 {
+            tx.rollback().await.map_err(backend)?;
+            return Err(StoreError::Conflict(String::from(
+                "cannot delete the last user",
+            )));
+        }
+        // Explicit rather than relying on ON DELETE CASCADE alone, so the
+        // credentials go even on a connection without foreign keys.
+        for sql in [
+            "DELETE FROM sessions WHERE user_id = ?",
+            "DELETE FROM api_tokens WHERE user_id = ?",
+            "DELETE FROM users WHERE id = ?",
+        ] {
+            sqlx::query(sql)
+                .bind(&id)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+        }
+        tx.commit().await.map_err(backend)
+    }
+
     async fn create_session(&self, session: &Session) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO sessions (id, user_id, token_hash, created_at, expires_at) \
@@ -437,6 +492,33 @@ impl Store for SqliteStore {
             .as_ref()
             .map(codec::api_token)
             .transpose()
+    }
+
+    async fn list_api_tokens(&self, user: UserId) -> StoreResult<Vec<ApiToken>> {
+        let sql = format!(
+            "SELECT {} FROM api_tokens WHERE user_id = ? ORDER BY created_at, id",
+            codec::API_TOKEN_COLUMNS
+        );
+        sqlx::query(&sql)
+            .bind(user.to_string())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?
+            .iter()
+            .map(codec::api_token)
+            .collect()
+    }
+
+    async fn revoke_api_token(&self, id: TokenId, at: DateTime<Utc>) -> StoreResult<bool> {
+        let updated =
+            sqlx::query("UPDATE api_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
+                .bind(ms(at))
+                .bind(id.to_string())
+                .execute(&self.pool)
+                .await
+                .map_err(backend)?
+                .rows_affected();
+        Ok(updated == 1)
     }
 
     // ── enrolment ──────────────────────────────────────────────────────

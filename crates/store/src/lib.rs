@@ -32,6 +32,16 @@ pub trait Store: Send + Sync + 'static {
     async fn set_user_password(&self, username: &str, password_hash: &str) -> StoreResult<()>;
     /// How many users exist (zero on first start).
     async fn count_users(&self) -> StoreResult<u64>;
+    /// Every user, in user-name order.
+    async fn list_users(&self) -> StoreResult<Vec<User>>;
+    /// Deletes a user for good (the name may be reused later) together with
+    /// their sessions and API tokens, in one transaction, so no credential
+    /// of theirs works afterwards (their tokens are removed, not merely
+    /// marked revoked: nothing is left to list them under). [`StoreError::NotFound`] when
+    /// there is no such user; [`StoreError::Conflict`] (`cannot delete the
+    /// last user`) when they are the only user left, since nobody could log
+    /// in afterwards (only the offline `admin create-user` could recover).
+    async fn delete_user(&self, id: UserId) -> StoreResult<()>;
 
     /// Stores a login session.
     async fn create_session(&self, session: &Session) -> StoreResult<()>;
@@ -46,6 +56,13 @@ pub trait Store: Send + Sync + 'static {
     async fn create_api_token(&self, token: &ApiToken) -> StoreResult<()>;
     /// An API token by its id (revoked ones included; callers check).
     async fn api_token(&self, id: TokenId) -> StoreResult<Option<ApiToken>>;
+    /// A user's API tokens in creation order, revoked and expired ones
+    /// included.
+    async fn list_api_tokens(&self, user: UserId) -> StoreResult<Vec<ApiToken>>;
+    /// Marks API token `id` revoked at `at`. Returns false when there is no
+    /// such token or it was already revoked (its first revocation time is
+    /// kept).
+    async fn revoke_api_token(&self, id: TokenId, at: DateTime<Utc>) -> StoreResult<bool>;
 
     // ── enrolment ──────────────────────────────────────────────────────
 

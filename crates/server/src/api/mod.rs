@@ -10,6 +10,8 @@ mod hosts;
 mod jobs;
 mod repository;
 mod schedules;
+pub(crate) mod tokens;
+pub(crate) mod users;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
@@ -58,6 +60,14 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/jobs/{id}/cancel", post(jobs::cancel))
         .route("/jobs/{id}/logs", get(jobs::logs))
         .route("/jobs/{id}/events", get(jobs::events))
+        .route("/users", get(users::list).post(users::create))
+        .route("/users/{id}", axum::routing::delete(users::delete))
+        .route(
+            "/users/me/password",
+            axum::routing::put(users::change_own_password),
+        )
+        .route("/api-tokens", get(tokens::list).post(tokens::create))
+        .route("/api-tokens/{id}", axum::routing::delete(tokens::revoke))
         .fallback(|| async { ApiError::not_found("no such API route") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
 }

@@ -7,6 +7,7 @@
 //! (same origin, session cookie plus the page's CSRF token), so there is
 //! one implementation of every operation.
 
+mod accounts;
 mod assets;
 mod format;
 mod pages;
@@ -27,6 +28,11 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/hosts/{id}", get(pages::host))
         .route("/jobs/{id}", get(pages::job))
         .route("/enroll", get(pages::enroll))
+        .route("/users", get(accounts::users))
+        .route(
+            "/tokens",
+            get(accounts::tokens).post(accounts::create_token),
+        )
         .route("/restore", get(restore::wizard))
         .route("/assets/{file}", get(assets::serve))
 }

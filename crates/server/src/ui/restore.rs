@@ -51,7 +51,11 @@ struct RestorePage {
 }
 
 /// `GET /restore?host=&snapshot=`.
-pub(crate) async fn wizard(State(state): State<AppState>, user: WebUser, Query(choice): Query<Choice>) -> Response {
+pub(crate) async fn wizard(
+    State(state): State<AppState>,
+    user: WebUser,
+    Query(choice): Query<Choice>,
+) -> Response {
     let hosts = state.store().list_hosts().await.unwrap_or_default();
     let chosen: Option<HostId> = choice.host.as_deref().and_then(|h| h.parse().ok());
     let snapshots = match chosen {
@@ -89,7 +93,12 @@ pub(crate) async fn wizard(State(state): State<AppState>, user: WebUser, Query(c
             .iter()
             .map(|s| SnapshotOption {
                 id: s.id.clone(),
-                label: format!("{} · {} · {}", format::time(s.time), s.short_id, s.paths.join(", ")),
+                label: format!(
+                    "{} · {} · {}",
+                    format::time(s.time),
+                    s.short_id,
+                    s.paths.join(", ")
+                ),
                 selected: s.id == snapshot,
             })
             .collect(),

@@ -1,0 +1,193 @@
+//! The caller's own API tokens: `GET/POST /api-tokens` and
+//! `DELETE /api-tokens/{id}`.
+//!
+//! A token acts as the user who made it. Its secret is shown once, in the
+//! answer to its creation; listings never contain it. Nobody sees or
+//! revokes another user's tokens here: someone else's token id is 404,
+//! exactly like one that does not exist. [`issue`] is also what the web
+//! UI's token form calls, so both paths create tokens the same way.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use chrono::{DateTime, Utc};
+use rm_core::token::{IssuedToken, TokenKind};
+use rm_core::{TokenId, UserId};
+use rm_store::{ApiToken, StoreError};
+use serde::{Deserialize, Serialize};
+
+use super::{ApiError, ApiJson, Operator};
+use crate::state::AppState;
+
+/// Longest token name accepted.
+pub(crate) const MAX_NAME_CHARS: usize = 64;
+/// Longest lifetime accepted, in days (ten years).
+pub(crate) const MAX_TTL_DAYS: u32 = 3650;
+
+/// Why a token could not be issued.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum TokenError {
+    /// The request was wrong; the message names the field.
+    #[error("{0}")]
+    Invalid(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Generating the token failed.
+    #[error(transparent)]
+    Core(#[from] rm_core::CoreError),
+}
+
+impl From<TokenError> for ApiError {
+    fn from(e: TokenError) -> ApiError {
+        match e {
+            TokenError::Invalid(message) => ApiError::bad_request(message),
+            TokenError::Store(e) => e.into(),
+            TokenError::Core(e) => e.into(),
+        }
+    }
+}
+
+/// A token as listed: never its secret or hash.
+#[derive(Debug, Serialize)]
+pub(crate) struct TokenView {
+    id: String,
+    name: String,
+    created_at: DateTime<Utc>,
+    expires_at: Option<DateTime<Utc>>,
+    revoked_at: Option<DateTime<Utc>>,
+}
+
+impl From<ApiToken> for TokenView {
+    fn from(token: ApiToken) -> TokenView {
+        TokenView {
+            id: token.id.to_string(),
+            name: token.name,
+            created_at: token.created_at,
+            expires_at: token.expires_at,
+            revoked_at: token.revoked_at,
+        }
+    }
+}
+
+/// `POST /api/v1/api-tokens`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CreateToken {
+    name: String,
+    /// Lifetime in days; none means it never expires.
+    #[serde(default)]
+    ttl_days: Option<u32>,
+}
+
+/// A new token with its secret: the only time the secret is shown.
+#[derive(Serialize)]
+pub(crate) struct TokenCreated {
+    /// The token's id (not secret).
+    pub(crate) id: String,
+    /// `rmt.<id>.<secret>`, to send as `Authorization: Bearer`.
+    pub(crate) token: String,
+    /// What the operator called it.
+    pub(crate) name: String,
+    /// Creation time.
+    pub(crate) created_at: DateTime<Utc>,
+    /// When it stops working, if ever.
+    pub(crate) expires_at: Option<DateTime<Utc>>,
+}
+
+/// Issues an API token for `user`: checks the name (trimmed, 1–64
+/// characters, no control characters) and lifetime (1–3650 days, or none),
+/// stores the token's hash and returns the secret.
+pub(crate) async fn issue(
+    state: &AppState,
+    user: UserId,
+    name: &str,
+    ttl_days: Option<u32>,
+) -> Result<TokenCreated, TokenError> {
+    let name = name.trim();
+    let chars = name.chars().count();
+    if chars == 0 || chars > MAX_NAME_CHARS {
+        return Err(TokenError::Invalid(format!(
+            "`name` must be 1 to {MAX_NAME_CHARS} characters long"
+        )));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(TokenError::Invalid(String::from(
+            "`name` must not contain control characters",
+        )));
+    }
+    if let Some(days) = ttl_days {
+        if days == 0 || days > MAX_TTL_DAYS {
+            return Err(TokenError::Invalid(format!(
+                "`ttl_days` must be between 1 and {MAX_TTL_DAYS} (or left out for no expiry)"
+            )));
+        }
+    }
+    let issued = IssuedToken::generate(TokenKind::Api)?;
+    let now = Utc::now();
+    let token = ApiToken {
+        id: issued.id,
+        user_id: user,
+        name: name.to_owned(),
+        token_hash: issued.hash,
+        created_at: now,
+        expires_at: ttl_days.map(|d| now + chrono::Duration::days(i64::from(d))),
+        revoked_at: None,
+    };
+    state.store().create_api_token(&token).await?;
+    tracing::info!(token_id = %token.id, name = %token.name, expires_at = ?token.expires_at, by = %user, "API token created");
+    Ok(TokenCreated {
+        id: token.id.to_string(),
+        token: issued.token,
+        name: token.name,
+        created_at: token.created_at,
+        expires_at: token.expires_at,
+    })
+}
+
+/// `GET /api/v1/api-tokens`: the caller's tokens in creation order,
+/// revoked and expired ones included.
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    operator: Operator,
+) -> Result<Json<Vec<TokenView>>, ApiError> {
+    let tokens = state.store().list_api_tokens(operator.user_id).await?;
+    Ok(Json(tokens.into_iter().map(TokenView::from).collect()))
+}
+
+/// `POST /api/v1/api-tokens` → 201 with the secret (shown only here).
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    operator: Operator,
+    ApiJson(req): ApiJson<CreateToken>,
+) -> Result<(StatusCode, Json<TokenCreated>), ApiError> {
+    let created = issue(&state, operator.user_id, &req.name, req.ttl_days).await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// `DELETE /api/v1/api-tokens/{id}` → 204: revokes one of the caller's
+/// tokens (again is fine: the first revocation time stays). Another user's
+/// token is 404.
+pub(crate) async fn revoke(
+    State(state): State<AppState>,
+    operator: Operator,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let token_id: TokenId = id.parse().map_err(|_| {
+        ApiError::bad_request(format!(
+            "`{id}` is not an API token id (expected a 26-character ULID)"
+        ))
+    })?;
+    let not_found = || ApiError::not_found(format!("API token `{token_id}` not found"));
+    let token = state
+        .store()
+        .api_token(token_id)
+        .await?
+        .filter(|t| t.user_id == operator.user_id)
+        .ok_or_else(not_found)?;
+    let revoked = state.store().revoke_api_token(token.id, Utc::now()).await?;
+    if revoked {
+        tracing::info!(token_id = %token.id, name = %token.name, by = %operator.user_id, "API token revoked");
+    }
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,232 @@
+//! Operator accounts: `GET/POST /users`, `DELETE /users/{id}` and
+//! `PUT /users/me/password`.
+//!
+//! Every operator may manage every account (there are no roles yet), with
+//! two guards: nobody deletes their own account (so a slip cannot lock the
+//! last operator out, and so a stolen session cannot erase its owner), and
+//! the store refuses to delete the last user. Changing a password ends all
+//! of that user's sessions, the caller's included: the web UI then sends
+//! them to the login page.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use chrono::{DateTime, Utc};
+use rm_core::password::{hash_password, verify_password};
+use rm_core::UserId;
+use rm_store::User;
+use serde::{Deserialize, Serialize};
+
+use super::{ApiError, ApiJson, Operator};
+use crate::state::AppState;
+
+/// Shortest password accepted (the same as `restic-manager admin`).
+pub(crate) const MIN_PASSWORD_CHARS: usize = 8;
+/// Longest password accepted (hashing is deliberately slow; keep it bounded).
+pub(crate) const MAX_PASSWORD_CHARS: usize = 1024;
+/// Longest user name accepted.
+pub(crate) const MAX_USERNAME_CHARS: usize = 64;
+
+/// A user as the API shows it (never the password hash).
+#[derive(Debug, Serialize)]
+pub(crate) struct UserView {
+    id: String,
+    username: String,
+    created_at: DateTime<Utc>,
+}
+
+impl From<User> for UserView {
+    fn from(user: User) -> UserView {
+        UserView {
+            id: user.id.to_string(),
+            username: user.username,
+            created_at: user.created_at,
+        }
+    }
+}
+
+/// `POST /api/v1/users`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CreateUser {
+    username: String,
+    password: String,
+}
+
+/// `PUT /api/v1/users/me/password`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ChangePassword {
+    current_password: String,
+    new_password: String,
+}
+
+/// Checks a user name (already trimmed): 1–64 characters, no whitespace or
+/// control characters.
+pub(crate) fn validate_username(username: &str) -> Result<(), ApiError> {
+    let chars = username.chars().count();
+    if chars == 0 || chars > MAX_USERNAME_CHARS {
+        return Err(ApiError::bad_request(format!(
+            "`username` must be 1 to {MAX_USERNAME_CHARS} characters long"
+        )));
+    }
+    if username
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(ApiError::bad_request(
+            "`username` must not contain spaces or control characters",
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a new password's length; `field` names it in the message.
+pub(crate) fn validate_password(field: &str, password: &str) -> Result<(), ApiError> {
+    let chars = password.chars().count();
+    if chars < MIN_PASSWORD_CHARS {
+        return Err(ApiError::bad_request(format!(
+            "`{field}` must be at least {MIN_PASSWORD_CHARS} characters long"
+        )));
+    }
+    if chars > MAX_PASSWORD_CHARS {
+        return Err(ApiError::bad_request(format!(
+            "`{field}` must be at most {MAX_PASSWORD_CHARS} characters long"
+        )));
+    }
+    Ok(())
+}
+
+/// Hashes a password off the async threads (argon2 is slow on purpose).
+async fn hash(password: String) -> Result<String, ApiError> {
+    tokio::task::spawn_blocking(move || hash_password(&password))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::from)
+}
+
+/// Checks a password against a stored hash off the async threads.
+async fn verify(password: String, phc: String) -> Result<bool, ApiError> {
+    tokio::task::spawn_blocking(move || verify_password(&password, &phc))
+        .await
+        .map_err(ApiError::internal)
+}
+
+fn parse_user_id(raw: &str) -> Result<UserId, ApiError> {
+    raw.parse().map_err(|_| {
+        ApiError::bad_request(format!(
+            "`{raw}` is not a user id (expected a 26-character ULID)"
+        ))
+    })
+}
+
+/// `GET /api/v1/users`: every user, by name.
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    _operator: Operator,
+) -> Result<Json<Vec<UserView>>, ApiError> {
+    let users = state.store().list_users().await?;
+    Ok(Json(users.into_iter().map(UserView::from).collect()))
+}
+
+/// `POST /api/v1/users` → 201; a taken name is 409.
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    operator: Operator,
+    ApiJson(req): ApiJson<CreateUser>,
+) -> Result<(StatusCode, Json<UserView>), ApiError> {
+    let username = req.username.trim().to_owned();
+    validate_username(&username)?;
+    validate_password("password", &req.password)?;
+    if state.store().user_by_name(&username).await?.is_some() {
+        return Err(ApiError::conflict(format!(
+            "user name `{username}` is taken"
+        )));
+    }
+    let user = User {
+        id: UserId::new(),
+        username,
+        password_hash: hash(req.password).await?,
+        created_at: Utc::now(),
+    };
+    // The store's unique constraint decides a race between two creations.
+    state.store().create_user(&user).await?;
+    tracing::info!(user_id = %user.id, username = %user.username, by = %operator.user_id, "user created");
+    Ok((StatusCode::CREATED, Json(UserView::from(user))))
+}
+
+/// `DELETE /api/v1/users/{id}` → 204: the user goes with their sessions and
+/// API tokens. Deleting yourself, or the last user, is 409.
+pub(crate) async fn delete(
+    State(state): State<AppState>,
+    operator: Operator,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id = parse_user_id(&id)?;
+    if id == operator.user_id {
+        return Err(ApiError::conflict(
+            "you cannot delete your own account; another user has to do it",
+        ));
+    }
+    state.store().delete_user(id).await?;
+    tracing::info!(user_id = %id, by = %operator.user_id, "user deleted with their sessions and API tokens");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `PUT /api/v1/users/me/password` → 204. Needs the current password (a
+/// wrong one is 400 naming `current_password`); ends every session of the
+/// user, the caller's too. API tokens keep working.
+pub(crate) async fn change_own_password(
+    State(state): State<AppState>,
+    operator: Operator,
+    ApiJson(req): ApiJson<ChangePassword>,
+) -> Result<StatusCode, ApiError> {
+    let user = state
+        .store()
+        .user_by_id(operator.user_id)
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("your account no longer exists"))?;
+    validate_password("new_password", &req.new_password)?;
+    if !verify(req.current_password, user.password_hash.clone()).await? {
+        tracing::info!(by = %operator.user_id, "password change refused: wrong current password");
+        return Err(ApiError::bad_request(
+            "`current_password` is not your current password",
+        ));
+    }
+    let new_hash = hash(req.new_password).await?;
+    state
+        .store()
+        .set_user_password(&user.username, &new_hash)
+        .await?;
+    tracing::info!(by = %operator.user_id, "password changed; all of the user's sessions ended");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_names_are_short_and_plain() {
+        assert!(validate_username("alice").is_ok());
+        assert!(validate_username("ops.team-1@example").is_ok());
+        assert!(validate_username(&"x".repeat(MAX_USERNAME_CHARS)).is_ok());
+        for bad in [
+            String::new(),
+            "two words".to_owned(),
+            "tab\there".to_owned(),
+            "bell\u{7}".to_owned(),
+            "x".repeat(MAX_USERNAME_CHARS + 1),
+        ] {
+            assert!(validate_username(&bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn passwords_have_bounds_counted_in_characters() {
+        assert!(validate_password("password", "12345678").is_ok());
+        assert!(validate_password("password", "ééééééé").is_err());
+        assert!(validate_password("password", "éééééééé").is_ok());
+        assert!(validate_password("password", &"x".repeat(MAX_PASSWORD_CHARS + 1)).is_err());
+    }
+}

@@ -1,0 +1,196 @@
+//! Behaviour tests of `SqliteStore`'s account management against real
+//! database files (WAL): listing and deleting users (with their sessions
+//! and API tokens, never the last one), and listing and revoking API tokens.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use chrono::{DateTime, Utc};
+use rm_core::token::TokenHash;
+use rm_core::{TokenId, UserId};
+use rm_store::{ApiToken, Session, Store, StoreError, User};
+use rm_store_sqlite::SqliteStore;
+use tempfile::TempDir;
+
+/// A fixed instant plus `offset` milliseconds.
+fn t(offset: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(1_700_000_000_000 + offset).unwrap()
+}
+
+async fn open_temp() -> (TempDir, SqliteStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("rm.db").display());
+    let store = SqliteStore::open(&url).await.unwrap();
+    (dir, store)
+}
+
+async fn add_user(store: &SqliteStore, name: &str, created: i64) -> User {
+    let user = User {
+        id: UserId::new(),
+        username: name.to_owned(),
+        password_hash: "$argon2id$fake".to_owned(),
+        created_at: t(created),
+    };
+    store.create_user(&user).await.unwrap();
+    user
+}
+
+async fn add_session(store: &SqliteStore, user: UserId) -> Session {
+    let session = Session {
+        id: TokenId::new(),
+        user_id: user,
+        token_hash: TokenHash::of(&format!("rms.{}", TokenId::new())),
+        created_at: t(0),
+        expires_at: t(1_000_000),
+    };
+    store.create_session(&session).await.unwrap();
+    session
+}
+
+async fn add_token(store: &SqliteStore, user: UserId, name: &str, created: i64) -> ApiToken {
+    let token = ApiToken {
+        id: TokenId::new(),
+        user_id: user,
+        name: name.to_owned(),
+        token_hash: TokenHash::of(&format!("rmt.{name}.{}", TokenId::new())),
+        created_at: t(created),
+        expires_at: None,
+        revoked_at: None,
+    };
+    store.create_api_token(&token).await.unwrap();
+    token
+}
+
+#[tokio::test]
+async fn users_are_listed_by_name() {
+    let (_dir, store) = open_temp().await;
+    assert!(store.list_users().await.unwrap().is_empty());
+    let carol = add_user(&store, "carol", 0).await;
+    let alice = add_user(&store, "alice", 1).await;
+    let bob = add_user(&store, "bob", 2).await;
+    assert_eq!(store.list_users().await.unwrap(), vec![alice, bob, carol]);
+}
+
+#[tokio::test]
+async fn deleting_a_user_takes_their_sessions_and_tokens_only() {
+    let (_dir, store) = open_temp().await;
+    let alice = add_user(&store, "alice", 0).await;
+    let bob = add_user(&store, "bob", 1).await;
+    let alice_session = add_session(&store, alice.id).await;
+    let bob_session = add_session(&store, bob.id).await;
+    let alice_token = add_token(&store, alice.id, "ci", 2).await;
+    let bob_token = add_token(&store, bob.id, "ci", 3).await;
+
+    store.delete_user(alice.id).await.unwrap();
+
+    assert_eq!(store.user_by_id(alice.id).await.unwrap(), None);
+    assert_eq!(store.user_by_name("alice").await.unwrap(), None);
+    assert_eq!(store.session(alice_session.id).await.unwrap(), None);
+    assert_eq!(store.api_token(alice_token.id).await.unwrap(), None);
+    assert!(store.list_api_tokens(alice.id).await.unwrap().is_empty());
+    // Bob keeps everything.
+    assert_eq!(store.list_users().await.unwrap(), vec![bob.clone()]);
+    assert_eq!(
+        store.session(bob_session.id).await.unwrap(),
+        Some(bob_session)
+    );
+    assert_eq!(
+        store.api_token(bob_token.id).await.unwrap(),
+        Some(bob_token)
+    );
+
+    // The name is free again.
+    add_user(&store, "alice", 5).await;
+    assert_eq!(store.count_users().await.unwrap(), 2);
+}
+
+#[tokio::test]
+async fn deleting_a_missing_user_is_not_found() {
+    let (_dir, store) = open_temp().await;
+    add_user(&store, "alice", 0).await;
+    add_user(&store, "bob", 1).await;
+    assert!(matches!(
+        store.delete_user(UserId::new()).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(store.count_users().await.unwrap(), 2);
+}
+
+#[tokio::test]
+async fn the_last_user_cannot_be_deleted() {
+    let (_dir, store) = open_temp().await;
+    let alice = add_user(&store, "alice", 0).await;
+    let session = add_session(&store, alice.id).await;
+    match store.delete_user(alice.id).await {
+        Err(StoreError::Conflict(message)) => {
+            assert_eq!(message, "cannot delete the last user")
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    // Nothing was touched.
+    assert_eq!(store.user_by_id(alice.id).await.unwrap(), Some(alice));
+    assert_eq!(store.session(session.id).await.unwrap(), Some(session));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_deletes_always_leave_one_user() {
+    let (_dir, store) = open_temp().await;
+    let mut ids = Vec::new();
+    for name in ["a", "b", "c", "d"] {
+        ids.push(add_user(&store, name, 0).await.id);
+    }
+    let mut tasks = Vec::new();
+    for id in ids {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move { store.delete_user(id).await }));
+    }
+    let (mut deleted, mut refused) = (0, 0);
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(()) => deleted += 1,
+            Err(StoreError::Conflict(_)) => refused += 1,
+            Err(other) => panic!("unexpected error: {other:?}"),
+        }
+    }
+    assert_eq!((deleted, refused), (3, 1));
+    assert_eq!(store.count_users().await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn api_tokens_are_listed_per_user_in_creation_order() {
+    let (_dir, store) = open_temp().await;
+    let alice = add_user(&store, "alice", 0).await;
+    let bob = add_user(&store, "bob", 0).await;
+    let second = add_token(&store, alice.id, "second", 20).await;
+    let first = add_token(&store, alice.id, "first", 10).await;
+    add_token(&store, bob.id, "bob's", 15).await;
+    store.revoke_api_token(first.id, t(30)).await.unwrap();
+
+    let listed = store.list_api_tokens(alice.id).await.unwrap();
+    let names: Vec<&str> = listed.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["first", "second"]);
+    assert_eq!(listed[0].revoked_at, Some(t(30)), "revoked ones are listed");
+    assert_eq!(listed[1], second);
+    assert!(store
+        .list_api_tokens(UserId::new())
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+#[tokio::test]
+async fn revoking_sets_the_time_once() {
+    let (_dir, store) = open_temp().await;
+    let alice = add_user(&store, "alice", 0).await;
+    let token = add_token(&store, alice.id, "ci", 1).await;
+
+    assert!(store.revoke_api_token(token.id, t(10)).await.unwrap());
+    assert!(!store.revoke_api_token(token.id, t(20)).await.unwrap());
+    assert!(!store.revoke_api_token(TokenId::new(), t(20)).await.unwrap());
+    let stored = store.api_token(token.id).await.unwrap().unwrap();
+    assert_eq!(
+        stored.revoked_at,
+        Some(t(10)),
+        "the first revocation stands"
+    );
+    assert_eq!(stored.token_hash, token.token_hash);
+}
