@@ -175,6 +175,25 @@ async fn an_operator_logs_in_backs_up_from_the_host_page_and_edits_schedules() {
     })
     .await
     .unwrap();
+    // Disable it from the table: the agent gets the change too.
+    browser
+        .click("#schedules-table button[data-put]")
+        .await
+        .unwrap();
+    browser
+        .wait_for_text("#schedules-table", "disabled", WAIT)
+        .await
+        .unwrap();
+    wait_until(
+        WAIT,
+        "the agent to acknowledge the disabled schedule",
+        || async {
+            let host = admin.host(&agent.host_id).await.unwrap();
+            host.schedule_in_sync && host.schedule_version == 2
+        },
+    )
+    .await
+    .unwrap();
     // Deleting asks for confirmation first.
     browser
         .client()

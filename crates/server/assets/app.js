@@ -72,7 +72,7 @@ function after(then, result) {
 }
 
 document.addEventListener("click", async (event) => {
-  const button = event.target.closest("[data-post], [data-delete], [data-copy]");
+  const button = event.target.closest("[data-post], [data-put], [data-delete], [data-copy]");
   if (!button) return;
   if (button.dataset.copy) {
     const text = document.querySelector(button.dataset.copy).textContent;
@@ -86,6 +86,8 @@ document.addEventListener("click", async (event) => {
     let result;
     if (button.dataset.delete) {
       result = await api("DELETE", button.dataset.delete);
+    } else if (button.dataset.put) {
+      result = await api("PUT", button.dataset.put, JSON.parse(button.dataset.body || "{}"));
     } else {
       let body = button.dataset.body ? JSON.parse(button.dataset.body) : {};
       if (button.dataset.bodyFrom) body = formBody(document.querySelector(button.dataset.bodyFrom));

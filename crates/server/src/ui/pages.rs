@@ -219,6 +219,8 @@ pub(crate) struct ScheduleRow {
     pub(crate) enabled: bool,
     pub(crate) params: String,
     pub(crate) jitter: u32,
+    /// The `PUT /schedules/{id}` body that flips `enabled`.
+    pub(crate) toggle_body: String,
 }
 
 /// A snapshot as the host page shows it.
@@ -292,7 +294,17 @@ pub(crate) async fn host(
         .iter()
         .map(|s| {
             let view = crate::schedules::view(s);
+            let toggle_body = serde_json::json!({
+                "kind": view.kind,
+                "cron": view.cron,
+                "timezone": view.timezone,
+                "params": view.params,
+                "enabled": !view.enabled,
+                "jitter_seconds": view.jitter_seconds,
+            })
+            .to_string();
             ScheduleRow {
+                toggle_body,
                 id: view.id,
                 kind: view.kind,
                 cron: view.cron,
