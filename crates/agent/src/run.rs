@@ -107,6 +107,8 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Ag
         schedules_tx,
     );
     let mut backoff = Backoff::default();
+    // An outbox frame whose write failed, sent first on the next session.
+    let mut unsent: Option<rm_protocol::Frame> = None;
 
     loop {
         let attempt = tokio::select! {
@@ -133,8 +135,15 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Ag
                 // While connected, schedule fires go to the server; while
                 // not, the scheduler runs the jobs here.
                 connected.store(true, Ordering::SeqCst);
-                let report =
-                    session::run_session(ws, &hello, &mut handler, &mut outbox, &shutdown).await;
+                let report = session::run_session(
+                    ws,
+                    &hello,
+                    &mut handler,
+                    &mut outbox,
+                    &mut unsent,
+                    &shutdown,
+                )
+                .await;
                 connected.store(false, Ordering::SeqCst);
                 if report.said_hello && started.elapsed() >= HEALTHY_SESSION {
                     backoff.reset();

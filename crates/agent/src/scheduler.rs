@@ -9,7 +9,7 @@
 //! missed while the agent itself was down is run once, if it was missed by
 //! less than the schedule's own period.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,6 +65,26 @@ pub(crate) fn upcoming(
             })
         })
         .collect()
+}
+
+/// Brings the pending fires in line with `set`: fires of schedules that
+/// are gone, disabled or changed are dropped; schedules without a pending
+/// fire get their next one after `now`. A pending fire whose cron time has
+/// passed but whose jittered time has not stays as it is.
+pub(crate) fn refresh_pending(
+    pending: &mut HashMap<String, Due>,
+    set: &ScheduleSet,
+    now: DateTime<Utc>,
+    random: &mut impl FnMut() -> u64,
+) {
+    pending.retain(|id, due| {
+        set.schedules
+            .iter()
+            .any(|s| s.id == *id && s.enabled && *s == due.schedule)
+    });
+    for due in upcoming(set, now, random) {
+        pending.entry(due.schedule.id.clone()).or_insert(due);
+    }
 }
 
 /// The fires missed while the agent was down that should run now (one per
@@ -139,12 +159,16 @@ impl Scheduler {
             self.fire(&schedule, missed, true).await;
         }
         let mut random = rand::random::<u64>;
+        // The next fire of each schedule, kept across passes: recomputing it
+        // from "now" after the cron time but before the jittered fire time
+        // would jump to the following occurrence and lose this one.
+        let mut pending: HashMap<String, Due> = HashMap::new();
         loop {
             let set = schedules.borrow_and_update().clone();
             let now = self.clock.now();
-            let upcoming = upcoming(&set, now, &mut random);
-            let wait = upcoming
-                .iter()
+            refresh_pending(&mut pending, &set, now, &mut random);
+            let wait = pending
+                .values()
                 .map(|d| (d.fire_at - now).to_std().unwrap_or(Duration::ZERO))
                 .min()
                 .unwrap_or(MAX_SLEEP)
@@ -160,7 +184,14 @@ impl Scheduler {
                 _ = tokio::time::sleep(wait) => {}
             }
             let now = self.clock.now();
-            for due in upcoming.into_iter().filter(|d| d.fire_at <= now) {
+            let mut due: Vec<Due> = pending
+                .values()
+                .filter(|d| d.fire_at <= now)
+                .cloned()
+                .collect();
+            due.sort_by_key(|d| d.fire_at);
+            for due in due {
+                pending.remove(&due.schedule.id);
                 self.fire(&due.schedule, due.scheduled_at, false).await;
             }
         }
@@ -273,6 +304,28 @@ mod tests {
         let due = upcoming(&set, at(1, 0), &mut || 299);
         assert_eq!(due[0].scheduled_at, at(3, 0));
         assert!(due[0].fire_at >= at(3, 0) && due[0].fire_at <= at(3, 10));
+    }
+
+    #[test]
+    fn a_jittered_fire_is_kept_until_it_happens() {
+        let set = set(vec![schedule("a", "0 3 * * *", true, 600)]);
+        let mut pending = HashMap::new();
+        refresh_pending(&mut pending, &set, at(2, 59), &mut || 599);
+        let planned = pending["a"].clone();
+        assert_eq!(planned.scheduled_at, at(3, 0));
+        assert!(planned.fire_at > at(3, 9));
+        // Past the cron time, before the jittered one: still today's fire.
+        refresh_pending(&mut pending, &set, at(3, 5), &mut || 0);
+        assert_eq!(pending["a"], planned);
+        // A changed schedule is planned afresh; a removed one is dropped.
+        let changed = ScheduleSet {
+            version: 2,
+            schedules: vec![schedule("a", "0 4 * * *", true, 0)],
+        };
+        refresh_pending(&mut pending, &changed, at(3, 5), &mut || 0);
+        assert_eq!(pending["a"].scheduled_at, at(4, 0));
+        refresh_pending(&mut pending, &ScheduleSet::default(), at(3, 5), &mut || 0);
+        assert!(pending.is_empty());
     }
 
     #[test]

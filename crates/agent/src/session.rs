@@ -130,6 +130,7 @@ pub(crate) async fn run_session(
     hello: &Hello,
     handler: &mut Handler,
     outbox: &mut mpsc::Receiver<Frame>,
+    unsent: &mut Option<Frame>,
     shutdown: &CancellationToken,
 ) -> SessionReport {
     if let Err(reason) = send(&mut ws, &Frame::new(hello.clone())).await {
@@ -138,7 +139,19 @@ pub(crate) async fn run_session(
             said_hello: false,
         };
     }
-    let end = session_loop(&mut ws, handler, outbox, shutdown).await;
+    // A job report whose write failed last time goes first, so nothing the
+    // server needs (a job's end above all) is lost to a broken socket.
+    if let Some(frame) = unsent.take() {
+        if let Err(reason) = send(&mut ws, &frame).await {
+            *unsent = Some(frame);
+            return SessionReport {
+                end: SessionEnd::Lost(reason),
+                said_hello: true,
+            };
+        }
+        handler.jobs().sent(&frame);
+    }
+    let end = session_loop(&mut ws, handler, outbox, unsent, shutdown).await;
     SessionReport {
         end,
         said_hello: true,
@@ -149,6 +162,7 @@ async fn session_loop(
     ws: &mut WsStream,
     handler: &mut Handler,
     outbox: &mut mpsc::Receiver<Frame>,
+    unsent: &mut Option<Frame>,
     shutdown: &CancellationToken,
 ) -> SessionEnd {
     let mut period = handler.heartbeat();
@@ -172,6 +186,7 @@ async fn session_loop(
             }
             Some(frame) = outbox.recv() => {
                 if let Err(reason) = send(ws, &frame).await {
+                    *unsent = Some(frame);
                     return SessionEnd::Lost(reason);
                 }
                 handler.jobs().sent(&frame);

@@ -180,8 +180,13 @@ pub struct RepositoryConfig {
 impl std::fmt::Debug for RepositoryConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never let a password or backend key reach a log through `{:?}`.
+        // A REST URL may carry `user:password@`; keep only what follows.
+        let url = match self.url.rsplit_once('@') {
+            Some((_, rest)) => format!("<redacted>@{rest}"),
+            None => self.url.clone(),
+        };
         f.debug_struct("RepositoryConfig")
-            .field("url", &self.url)
+            .field("url", &url)
             .field("password", &"<redacted>")
             .field("env", &self.env.keys().collect::<Vec<_>>())
             .finish()

@@ -254,6 +254,28 @@ async fn a_job_needs_a_known_online_host_with_a_repository_and_valid_params() {
         .await
         .unwrap();
     assert_eq!(view["url"], "rest:http://alice:***@127.0.0.1:8000/");
+    assert_eq!(
+        view["env_keys"],
+        json!(["AWS_ACCESS_KEY_ID"]),
+        "env left out is kept"
+    );
+    // Sending the masked URL back is refused rather than stored.
+    let (status, body) = admin
+        .send(
+            reqwest::Method::PUT,
+            &format!("/api/v1/hosts/{host_id}/repository"),
+            Some(json!({"url": "rest:http://alice:***@127.0.0.1:8000/", "password": "x"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 400);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("masked"),
+        "{body}"
+    );
 
     for (body, status_code, phrase) in [
         (

@@ -47,7 +47,8 @@ function formBody(form) {
         const at = line.indexOf("=");
         if (at > 0) env[line.slice(0, at).trim()] = line.slice(at + 1);
       }
-      body[field.name] = env;
+      // Left empty, the variables already set are kept.
+      if (Object.keys(env).length) body[field.name] = env;
     } else if (field.hasAttribute("data-json")) {
       body[field.name] = value ? JSON.parse(value) : {};
     } else if (field.hasAttribute("data-number")) {

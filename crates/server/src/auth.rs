@@ -214,13 +214,19 @@ pub(crate) async fn login(
         });
     }
     let user = state.store().user_by_name(username).await?;
-    let verified = match &user {
-        Some(user) => verify_password(password, &user.password_hash),
+    // argon2 takes tens of milliseconds of CPU: off the async workers, so a
+    // burst of logins cannot stall agents and the API.
+    let hash = user.as_ref().map(|u| u.password_hash.clone());
+    let attempt = password.to_owned();
+    let verified = tokio::task::spawn_blocking(move || match hash {
+        Some(hash) => verify_password(&attempt, &hash),
         None => {
-            verify_against_dummy(password);
+            verify_against_dummy(&attempt);
             false
         }
-    };
+    })
+    .await
+    .unwrap_or(false);
     let Some(user) = user.filter(|_| verified) else {
         state.login_limiter().record_failure(key, now);
         tracing::info!(%username, %address, "failed login");

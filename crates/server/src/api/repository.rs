@@ -24,15 +24,46 @@ impl From<RepositoryError> for ApiError {
     }
 }
 
+/// The body of `PUT /repository`: like [`RepositoryConfig`], but `env`
+/// left out keeps the variables already set (the UI never shows their
+/// values, so it cannot send them back).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RepositoryRequest {
+    url: String,
+    password: String,
+    #[serde(default)]
+    env: Option<std::collections::BTreeMap<String, String>>,
+}
+
 /// `PUT /api/v1/hosts/{id}/repository` `{url, password, env?}` → 204.
 /// Pushed to the agent at once if it is connected; an `init` job follows.
 pub(crate) async fn put(
     State(state): State<AppState>,
     operator: Operator,
     Path(host): Path<String>,
-    ApiJson(config): ApiJson<RepositoryConfig>,
+    ApiJson(req): ApiJson<RepositoryRequest>,
 ) -> Result<StatusCode, ApiError> {
     let host_id = parse_host_id(&host)?;
+    if req.url.contains(":***@") {
+        return Err(ApiError::bad_request(
+            "`url` contains a masked password (`***`); type the real one",
+        ));
+    }
+    let env = match req.env {
+        Some(env) => env,
+        None => repositories::get(&state, host_id)
+            .await
+            .ok()
+            .flatten()
+            .map(|c| c.env)
+            .unwrap_or_default(),
+    };
+    let config = RepositoryConfig {
+        url: req.url,
+        password: req.password,
+        env,
+    };
     repositories::set(&state, host_id, &config).await?;
     tracing::info!(%host_id, by = %operator.user_id, url = %rm_core::redact::redact_url(&config.url), "repository set");
     Ok(StatusCode::NO_CONTENT)

@@ -437,6 +437,17 @@ impl AgentJobs {
         mut stream: LogStream,
     ) -> Result<(), ReportError> {
         let id = self.own(state, host, &stream.job_id).await?;
+        if let Some(line) = stream
+            .lines
+            .iter()
+            .find(|l| l.seq == 0 || l.seq > i64::MAX as u64)
+        {
+            return Err(ReportError::BadId(format!(
+                "`seq` {} is out of range (1 to {})",
+                line.seq,
+                i64::MAX
+            )));
+        }
         for line in &mut stream.lines {
             truncate_line(&mut line.text);
         }
@@ -533,6 +544,11 @@ pub(crate) async fn reconcile_after_hello(
     };
     for job in active {
         if running.iter().any(|r| *r == job.id.to_string()) {
+            continue;
+        }
+        // Dispatched through this very connection after its hello: the
+        // agent could not have listed it, and it is not lost.
+        if job.dispatched_at.is_some_and(|at| at >= connected_at) {
             continue;
         }
         let end = JobEnd {

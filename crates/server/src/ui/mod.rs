@@ -35,4 +35,9 @@ pub(crate) fn router() -> Router<AppState> {
         )
         .route("/restore", get(restore::wizard))
         .route("/assets/{file}", get(assets::serve))
+        // No page may be framed by another site (clickjacking).
+        .layer(tower_http::set_header::SetResponseHeaderLayer::overriding(
+            axum::http::header::X_FRAME_OPTIONS,
+            axum::http::HeaderValue::from_static("DENY"),
+        ))
 }
