@@ -10,7 +10,7 @@ use std::time::Duration;
 use chrono::Utc;
 use rm_protocol::{
     AgentSettings, CommandResult, ConfigUpdate, ErrorBody, ErrorCode, Frame, Message, RejectReason,
-    RepositoryConfig, ScheduleAck, ScheduleSet,
+    RepositoryConfig, ScheduleAck, ScheduleSet, TreeListResult,
 };
 
 use crate::error::AgentError;
@@ -67,10 +67,22 @@ impl Handler {
         error: &rm_protocol::DecodeError,
     ) -> Option<Frame> {
         tracing::warn!("ignoring a frame from the server that could not be decoded: {error}");
+        let envelope: rm_protocol::Envelope = serde_json::from_str(text).ok()?;
+        if error.kind() == Some("tree.list") {
+            // An RPC request: answer it, so the caller does not wait out its
+            // timeout.
+            return Some(Frame {
+                id: envelope.id,
+                message: TreeListResult {
+                    entries: Vec::new(),
+                    error: Some(format!("this agent cannot read the request: {error}")),
+                }
+                .into(),
+            });
+        }
         if error.kind() != Some("command.run") {
             return None;
         }
-        let envelope: rm_protocol::Envelope = serde_json::from_str(text).ok()?;
         let job_id = envelope.payload.get("job_id")?.as_str()?.to_owned();
         Some(Frame::new(CommandResult {
             job_id,

@@ -154,7 +154,10 @@ async fn session(state: AppState, host_id: HostId, mut socket: WebSocket) {
     let reason = run(&state, host_id, &mut socket, &mut outbound, &close).await;
     tracing::info!(%host_id, %reason, "agent disconnected");
 
-    state.hub().unregister(host_id, conn.id());
+    if state.hub().unregister(host_id, conn.id()) {
+        // Nobody took over this host: its pending calls cannot be answered.
+        state.rpc().fail_host(host_id);
+    }
     if let Err(e) = state
         .store()
         .mark_host_offline(host_id, &conn.id().to_string(), Utc::now())
@@ -406,6 +409,16 @@ async fn dispatch(
         }
         Message::Error(body) => {
             tracing::warn!(%host_id, code = ?body.code, message = %body.message, "agent reported an error");
+            // An error carrying a request's id answers that request.
+            if id.is_some() {
+                state.rpc().resolve(
+                    host_id,
+                    Frame {
+                        id: id.clone(),
+                        message: body.into(),
+                    },
+                );
+            }
             Ok(())
         }
         Message::ScheduleAck(ack) => schedules::on_ack(state, host_id, ack).await,

@@ -65,6 +65,7 @@ pub async fn list(
                     Some(error) => Err(BrowseError::Agent(error)),
                     None => Ok(result.entries),
                 },
+                Message::Error(error) => Err(BrowseError::Agent(error.message)),
                 other => Err(BrowseError::Agent(format!(
                     "the agent answered with `{}` instead of `tree.list.result`",
                     other.kind()

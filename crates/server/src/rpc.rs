@@ -102,6 +102,14 @@ impl Rpc {
         }
     }
 
+    /// Ends every call waiting on `host` (its connection is gone): they
+    /// fail at once as disconnected instead of waiting out their timeout.
+    pub fn fail_host(&self, host: HostId) {
+        if let Ok(mut waiters) = self.waiters.lock() {
+            waiters.retain(|_, waiter| waiter.host != host);
+        }
+    }
+
     /// Calls still waiting.
     pub fn pending(&self) -> usize {
         self.waiters.lock().map(|w| w.len()).unwrap_or(0)
@@ -184,6 +192,25 @@ mod tests {
         let cancelled = tokio::time::timeout(Duration::from_millis(50), call).await;
         assert!(cancelled.is_err());
         assert_eq!(rpc.pending(), 0);
+    }
+
+    #[tokio::test]
+    async fn calls_fail_at_once_when_their_host_disconnects() {
+        let rpc = Arc::new(Rpc::default());
+        let host = HostId::new();
+        let (conn, _outbound, _) = AgentConn::new();
+        let rpc2 = rpc.clone();
+        let call = tokio::spawn(async move {
+            rpc2.call(host, &conn, request(), Duration::from_secs(30))
+                .await
+        });
+        while rpc.pending() == 0 {
+            tokio::task::yield_now().await;
+        }
+        rpc.fail_host(HostId::new());
+        assert_eq!(rpc.pending(), 1, "other hosts' failures do not matter");
+        rpc.fail_host(host);
+        assert!(matches!(call.await.unwrap(), Err(RpcError::Disconnected)));
     }
 
     #[tokio::test]
