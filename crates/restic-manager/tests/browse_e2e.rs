@@ -14,26 +14,12 @@ use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_restic-manager");
 
-async fn finished(admin: &Api, id: &str) -> Value {
-    wait_until(Duration::from_secs(120), "the job to finish", || async {
-        let (_, job) = admin.get(&format!("/api/v1/jobs/{id}")).await.unwrap();
-        !matches!(
-            job["status"].as_str(),
-            Some("queued" | "dispatched" | "running")
-        )
-    })
-    .await
-    .unwrap();
-    admin.get(&format!("/api/v1/jobs/{id}")).await.unwrap().1
-}
-
-async fn run(admin: &Api, host: &str, body: Value) -> Value {
-    let (status, job) = admin
-        .post(&format!("/api/v1/hosts/{host}/jobs"), body)
+async fn run(admin: &Api, host: &str, kind: &str, params: Value) -> Value {
+    let id = admin.start_job(host, kind, params).await.unwrap();
+    let job = admin
+        .finished_job(&id, Duration::from_secs(120))
         .await
         .unwrap();
-    assert_eq!(status, 201, "{job}");
-    let job = finished(admin, job["id"].as_str().unwrap()).await;
     assert_eq!(job["status"], "succeeded", "{job:#}");
     job
 }
@@ -82,15 +68,10 @@ async fn the_tree_is_browsed_one_folder_at_a_time_and_a_picked_file_restores() {
     let host = agent.host_id.clone();
     let scratch = tempfile::tempdir().unwrap();
     let repo = scratch.path().join("repo").display().to_string();
-    let (status, _) = admin
-        .send(
-            reqwest::Method::PUT,
-            &format!("/api/v1/hosts/{host}/repository"),
-            Some(json!({"url": repo, "password": "browse-password"})),
-        )
+    admin
+        .set_repository(&host, &repo, "browse-password")
         .await
         .unwrap();
-    assert_eq!(status, 204);
     let src = scratch.path().join("src");
     make_tree(&src);
     wait_until(Duration::from_secs(60), "init", || async {
@@ -105,7 +86,8 @@ async fn the_tree_is_browsed_one_folder_at_a_time_and_a_picked_file_restores() {
     run(
         &admin,
         &host,
-        json!({"kind": "backup", "params": {"paths": [src.display().to_string()]}}),
+        "backup",
+        json!({"paths": [src.display().to_string()]}),
     )
     .await;
     let (_, snapshots) = admin
@@ -172,7 +154,8 @@ async fn the_tree_is_browsed_one_folder_at_a_time_and_a_picked_file_restores() {
     run(
         &admin,
         &host,
-        json!({"kind": "restore", "params": {"snapshot_id": snapshot, "include": [file["path"]], "target": target.display().to_string()}}),
+        "restore",
+        json!({"snapshot_id": snapshot, "include": [file["path"]], "target": target.display().to_string()}),
     )
     .await;
     let restored = target

@@ -17,15 +17,10 @@ use serde_json::{json, Value};
 const LIMIT: Duration = Duration::from_secs(5);
 
 async fn set_repository(admin: &Api, host_id: &str) {
-    let (status, _) = admin
-        .send(
-            reqwest::Method::PUT,
-            &format!("/api/v1/hosts/{host_id}/repository"),
-            Some(json!({"url": "/srv/repo", "password": "pw"})),
-        )
+    admin
+        .set_repository(host_id, "/srv/repo", "pw")
         .await
         .unwrap();
-    assert_eq!(status, 204);
 }
 
 /// The next frame of a kind, skipping the others.

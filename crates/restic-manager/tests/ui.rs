@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use rm_testkit::fixtures::make_tree;
-use rm_testkit::{wait_until, Browser, TestServer, ADMIN_PASSWORD};
+use rm_testkit::{wait_until, Api, Browser, RunningAgent, TestServer, ADMIN_PASSWORD};
 use serde_json::json;
 
 const BIN: &str = env!("CARGO_BIN_EXE_restic-manager");
@@ -39,36 +39,56 @@ async fn log_in(browser: &Browser, server: &TestServer, password: &str) {
     browser.click("#login-submit").await.unwrap();
 }
 
-#[tokio::test]
-async fn an_operator_logs_in_backs_up_from_the_host_page_and_edits_schedules() {
+/// A server, a real agent with an initialised local repository, and a
+/// source tree to back up.
+struct Setup {
+    server: TestServer,
+    agent: RunningAgent,
+    admin: Api,
+    scratch: tempfile::TempDir,
+    src: std::path::PathBuf,
+}
+
+async fn setup(name: &str) -> Setup {
     let server = TestServer::start().await.unwrap();
     let agent = server
-        .enrolled_agent(Path::new(BIN), "web-01", Path::new("restic"), &[])
+        .enrolled_agent(Path::new(BIN), name, Path::new("restic"), &[])
         .await
         .unwrap();
     let scratch = tempfile::tempdir().unwrap();
     let src = scratch.path().join("documents");
     make_tree(&src);
     let admin = server.admin().await.unwrap();
-    let (status, _) = admin
-        .send(
-            reqwest::Method::PUT,
-            &format!("/api/v1/hosts/{}/repository", agent.host_id),
-            Some(json!({"url": scratch.path().join("repo").display().to_string(), "password": "ui-test"})),
-        )
+    let repo = scratch.path().join("repo").display().to_string();
+    admin
+        .set_repository(&agent.host_id, &repo, "ui-test")
         .await
         .unwrap();
-    assert_eq!(status, 204);
-    wait_until(
-        Duration::from_secs(60),
-        "the repository to be initialised",
-        || async {
-            let (_, jobs) = admin.get("/api/v1/jobs").await.unwrap();
-            jobs[0]["status"] == "succeeded"
-        },
-    )
-    .await
-    .unwrap();
+    let (_, jobs) = admin.get("/api/v1/jobs").await.unwrap();
+    let init = jobs[0]["id"].as_str().unwrap().to_owned();
+    let init = admin
+        .finished_job(&init, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(init["status"], "succeeded");
+    Setup {
+        server,
+        agent,
+        admin,
+        scratch,
+        src,
+    }
+}
+
+#[tokio::test]
+async fn an_operator_logs_in_backs_up_from_the_host_page_and_edits_schedules() {
+    let Setup {
+        server,
+        agent,
+        admin,
+        scratch: _scratch,
+        src,
+    } = setup("web-01").await;
     let origin = server.url.clone();
     let browser = Browser::start().await.unwrap();
 
@@ -250,45 +270,26 @@ async fn an_operator_logs_in_backs_up_from_the_host_page_and_edits_schedules() {
 async fn the_restore_wizard_drills_down_folder_by_folder_and_restores_a_picked_file() {
     use fantoccini::Locator;
 
-    let server = TestServer::start().await.unwrap();
-    let agent = server
-        .enrolled_agent(Path::new(BIN), "files-01", Path::new("restic"), &[])
-        .await
-        .unwrap();
-    let scratch = tempfile::tempdir().unwrap();
-    let src = scratch.path().join("documents");
-    make_tree(&src);
-    let admin = server.admin().await.unwrap();
-    let (status, _) = admin
-        .send(
-            reqwest::Method::PUT,
-            &format!("/api/v1/hosts/{}/repository", agent.host_id),
-            Some(json!({"url": scratch.path().join("repo").display().to_string(), "password": "ui-restore"})),
+    let Setup {
+        server,
+        agent,
+        admin,
+        scratch,
+        src,
+    } = setup("files-01").await;
+    let backup = admin
+        .start_job(
+            &agent.host_id,
+            "backup",
+            json!({"paths": [src.display().to_string()]}),
         )
         .await
         .unwrap();
-    assert_eq!(status, 204);
-    wait_until(Duration::from_secs(60), "init", || async {
-        let (_, jobs) = admin.get("/api/v1/jobs").await.unwrap();
-        jobs[0]["status"] == "succeeded"
-    })
-    .await
-    .unwrap();
-    let (status, job) = admin
-        .post(
-            &format!("/api/v1/hosts/{}/jobs", agent.host_id),
-            json!({"kind": "backup", "params": {"paths": [src.display().to_string()]}}),
-        )
+    let job = admin
+        .finished_job(&backup, Duration::from_secs(60))
         .await
         .unwrap();
-    assert_eq!(status, 201);
-    let backup = job["id"].as_str().unwrap().to_owned();
-    wait_until(Duration::from_secs(60), "the backup", || async {
-        let (_, job) = admin.get(&format!("/api/v1/jobs/{backup}")).await.unwrap();
-        job["status"] == "succeeded"
-    })
-    .await
-    .unwrap();
+    assert_eq!(job["status"], "succeeded");
 
     let origin = server.url.clone();
     let browser = Browser::start().await.unwrap();

@@ -4,31 +4,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use chrono::{DateTime, Utc};
+mod common;
+
+use common::{open_temp, t, user};
 use rm_core::token::TokenHash;
 use rm_core::{TokenId, UserId};
 use rm_store::{ApiToken, Session, Store, StoreError, User};
 use rm_store_sqlite::SqliteStore;
-use tempfile::TempDir;
-
-/// A fixed instant plus `offset` milliseconds.
-fn t(offset: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_millis(1_700_000_000_000 + offset).unwrap()
-}
-
-async fn open_temp() -> (TempDir, SqliteStore) {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("rm.db").display());
-    let store = SqliteStore::open(&url).await.unwrap();
-    (dir, store)
-}
 
 async fn add_user(store: &SqliteStore, name: &str, created: i64) -> User {
     let user = User {
-        id: UserId::new(),
-        username: name.to_owned(),
-        password_hash: "$argon2id$fake".to_owned(),
         created_at: t(created),
+        ..user(name)
     };
     store.create_user(&user).await.unwrap();
     user

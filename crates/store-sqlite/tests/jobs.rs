@@ -7,71 +7,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use chrono::{DateTime, Utc};
-use rm_core::token::TokenHash;
-use rm_core::{HostId, JobId, JobStatus, JobTrigger, TokenId};
+mod common;
+
+use common::{enrol, ids, job_id_at, open_temp, t};
+use rm_core::{HostId, JobId, JobStatus, JobTrigger};
 use rm_store::{
-    AgentToken, CommandResultRecord, EnrollmentToken, Job, JobEnd, JobFilter, LogLineRecord,
-    NewHost, NewJob, RepoStatsRecord, SealedRepository, SnapshotRecord, Store, StoreError,
+    CommandResultRecord, Job, JobEnd, JobFilter, LogLineRecord, NewJob, RepoStatsRecord,
+    SealedRepository, SnapshotRecord, Store, StoreError,
 };
 use rm_store_sqlite::SqliteStore;
 use serde_json::json;
-use tempfile::TempDir;
 use ulid::Ulid;
-
-/// A fixed instant plus `offset` milliseconds.
-fn t(offset: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_millis(1_700_000_000_000 + offset).unwrap()
-}
-
-async fn open_temp() -> (TempDir, SqliteStore) {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("rm.db").display());
-    let store = SqliteStore::open(&url).await.unwrap();
-    (dir, store)
-}
-
-/// Enrols one host with a fresh token; returns its id.
-async fn enrol(store: &SqliteStore) -> HostId {
-    let token = EnrollmentToken {
-        id: TokenId::new(),
-        name: None,
-        token_hash: TokenHash::of("rme.x.y"),
-        created_at: t(0),
-        expires_at: t(1_000_000),
-        used_at: None,
-        host_id: None,
-    };
-    store.create_enrollment_token(&token).await.unwrap();
-    let id = HostId::new();
-    let host = NewHost {
-        id,
-        name: "web-1".to_owned(),
-        hostname: "web-1.example".to_owned(),
-    };
-    let agent = AgentToken {
-        id: TokenId::new(),
-        host_id: id,
-        token_hash: TokenHash::of(&format!("rma.{id}")),
-        created_at: t(5),
-    };
-    store
-        .enroll_host(token.id, t(5), &host, &agent)
-        .await
-        .unwrap();
-    id
-}
-
-/// A job id whose ULID timestamp is `t(offset)`, as the server would mint
-/// it at that moment.
-fn job_id_at(offset: i64) -> JobId {
-    let ms = u64::try_from(t(offset).timestamp_millis()).unwrap();
-    JobId(Ulid::from_parts(ms, rand_bits()))
-}
-
-fn rand_bits() -> u128 {
-    Ulid::new().random()
-}
 
 fn new_job(host: HostId, kind: &str, created: i64) -> NewJob {
     NewJob {
@@ -116,10 +62,6 @@ fn line(job: JobId, seq: u64) -> LogLineRecord {
 
 fn lines(job: JobId, seqs: std::ops::RangeInclusive<u64>) -> Vec<LogLineRecord> {
     seqs.map(|s| line(job, s)).collect()
-}
-
-fn ids(jobs: &[Job]) -> Vec<JobId> {
-    jobs.iter().map(|j| j.id).collect()
 }
 
 // ── jobs ───────────────────────────────────────────────────────────────

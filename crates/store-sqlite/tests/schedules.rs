@@ -7,63 +7,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use chrono::{DateTime, Utc};
-use rm_core::token::TokenHash;
-use rm_core::{HostId, JobId, JobStatus, JobTrigger, ScheduleId, TokenId};
+mod common;
+
+use common::{db_url, enrol, ids, job_id_at, open_temp, t};
+use rm_core::{HostId, JobStatus, JobTrigger, ScheduleId};
 use rm_store::{
-    AgentToken, CommandResultRecord, EnrollmentToken, Job, JobEnd, LogLineRecord, NewHost, NewJob,
-    ScheduleRecord, Store, StoreError,
+    CommandResultRecord, Job, JobEnd, LogLineRecord, NewJob, ScheduleRecord, Store, StoreError,
 };
 use rm_store_sqlite::SqliteStore;
 use serde_json::json;
-use tempfile::TempDir;
-use ulid::Ulid;
-
-/// A fixed instant plus `offset` milliseconds.
-fn t(offset: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_millis(1_700_000_000_000 + offset).unwrap()
-}
-
-fn db_url(dir: &TempDir) -> String {
-    format!("sqlite://{}", dir.path().join("rm.db").display())
-}
-
-async fn open_temp() -> (TempDir, SqliteStore) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&db_url(&dir)).await.unwrap();
-    (dir, store)
-}
-
-/// Enrols one host with a fresh token; returns its id.
-async fn enrol(store: &SqliteStore) -> HostId {
-    let token = EnrollmentToken {
-        id: TokenId::new(),
-        name: None,
-        token_hash: TokenHash::of("rme.x.y"),
-        created_at: t(0),
-        expires_at: t(1_000_000),
-        used_at: None,
-        host_id: None,
-    };
-    store.create_enrollment_token(&token).await.unwrap();
-    let id = HostId::new();
-    let host = NewHost {
-        id,
-        name: "web-1".to_owned(),
-        hostname: "web-1.example".to_owned(),
-    };
-    let agent = AgentToken {
-        id: TokenId::new(),
-        host_id: id,
-        token_hash: TokenHash::of(&format!("rma.{id}")),
-        created_at: t(5),
-    };
-    store
-        .enroll_host(token.id, t(5), &host, &agent)
-        .await
-        .unwrap();
-    id
-}
 
 fn schedule(host: HostId, kind: &str, created: i64) -> ScheduleRecord {
     ScheduleRecord {
@@ -80,12 +32,6 @@ fn schedule(host: HostId, kind: &str, created: i64) -> ScheduleRecord {
     }
 }
 
-/// A job id whose ULID timestamp is `t(offset)`.
-fn job_id_at(offset: i64) -> JobId {
-    let ms = u64::try_from(t(offset).timestamp_millis()).unwrap();
-    JobId(Ulid::from_parts(ms, Ulid::new().random()))
-}
-
 fn scheduled_job(host: HostId, schedule: Option<ScheduleId>, created: i64) -> NewJob {
     NewJob {
         id: job_id_at(created),
@@ -98,10 +44,6 @@ fn scheduled_job(host: HostId, schedule: Option<ScheduleId>, created: i64) -> Ne
         error: None,
         created_at: t(created),
     }
-}
-
-fn ids(jobs: &[Job]) -> Vec<JobId> {
-    jobs.iter().map(|j| j.id).collect()
 }
 
 async fn version_of(store: &SqliteStore, host: HostId) -> (u64, Option<u64>) {

@@ -4,35 +4,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use chrono::{DateTime, Utc};
+use common::{enrol_with_agent as enrol, enrollment, new_host, open_temp, t, user};
 use rm_core::token::TokenHash;
 use rm_core::{HostId, TokenId, UserId};
-use rm_store::{
-    AgentToken, ApiToken, EnrollmentToken, HelloRecord, NewHost, Session, Store, StoreError, User,
-};
+use rm_store::{ApiToken, EnrollmentToken, HelloRecord, Session, Store, StoreError};
 use rm_store_sqlite::SqliteStore;
-use tempfile::TempDir;
-
-/// A fixed instant plus `offset` milliseconds.
-fn t(offset: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_millis(1_700_000_000_000 + offset).unwrap()
-}
-
-async fn open_temp() -> (TempDir, SqliteStore) {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("rm.db").display());
-    let store = SqliteStore::open(&url).await.unwrap();
-    (dir, store)
-}
-
-fn user(name: &str) -> User {
-    User {
-        id: UserId::new(),
-        username: name.to_owned(),
-        password_hash: "$argon2id$fake".to_owned(),
-        created_at: t(0),
-    }
-}
 
 fn session(user_id: UserId, expires: i64) -> Session {
     Session {
@@ -42,46 +21,6 @@ fn session(user_id: UserId, expires: i64) -> Session {
         created_at: t(0),
         expires_at: t(expires),
     }
-}
-
-fn enrollment(expires: i64) -> EnrollmentToken {
-    EnrollmentToken {
-        id: TokenId::new(),
-        name: Some("web-1".to_owned()),
-        token_hash: TokenHash::of("rme.x.y"),
-        created_at: t(0),
-        expires_at: t(expires),
-        used_at: None,
-        host_id: None,
-    }
-}
-
-fn new_host() -> (NewHost, AgentToken) {
-    let id = HostId::new();
-    let host = NewHost {
-        id,
-        name: "web-1".to_owned(),
-        hostname: "web-1.example".to_owned(),
-    };
-    let token = AgentToken {
-        id: TokenId::new(),
-        host_id: id,
-        token_hash: TokenHash::of(&format!("rma.{id}")),
-        created_at: t(5),
-    };
-    (host, token)
-}
-
-/// Enrols one host with a fresh token; returns its id and agent token id.
-async fn enrol(store: &SqliteStore) -> (HostId, TokenId) {
-    let token = enrollment(1_000_000);
-    store.create_enrollment_token(&token).await.unwrap();
-    let (host, agent) = new_host();
-    store
-        .enroll_host(token.id, t(5), &host, &agent)
-        .await
-        .unwrap();
-    (host.id, agent.id)
 }
 
 fn hello(conn: &str, at: i64) -> HelloRecord {

@@ -149,4 +149,66 @@ impl Api {
         }
         Ok(serde_json::from_value(body)?)
     }
+
+    /// Sets a host's repository; fails unless the server says 204.
+    pub async fn set_repository(
+        &self,
+        host_id: &str,
+        url: &str,
+        password: &str,
+    ) -> anyhow::Result<()> {
+        let (status, body) = self
+            .send(
+                Method::PUT,
+                &format!("/api/v1/hosts/{host_id}/repository"),
+                Some(serde_json::json!({"url": url, "password": password})),
+            )
+            .await?;
+        if status != StatusCode::NO_CONTENT {
+            bail!("setting the repository failed with {status}: {body}");
+        }
+        Ok(())
+    }
+
+    /// Starts a job on a host; fails unless 201. Returns the job's id.
+    pub async fn start_job(
+        &self,
+        host_id: &str,
+        kind: &str,
+        params: Value,
+    ) -> anyhow::Result<String> {
+        let (status, body) = self
+            .post(
+                &format!("/api/v1/hosts/{host_id}/jobs"),
+                serde_json::json!({"kind": kind, "params": params}),
+            )
+            .await?;
+        if status != StatusCode::CREATED {
+            bail!("starting a {kind} job failed with {status}: {body}");
+        }
+        body["id"]
+            .as_str()
+            .map(str::to_owned)
+            .context("the created job has no id")
+    }
+
+    /// Waits (up to `limit`) until job `id` has finished, and returns it.
+    pub async fn finished_job(
+        &self,
+        id: &str,
+        limit: std::time::Duration,
+    ) -> anyhow::Result<Value> {
+        let path = format!("/api/v1/jobs/{id}");
+        crate::wait_until(limit, &format!("job {id} to finish"), || async {
+            match self.get(&path).await {
+                Ok((_, job)) => matches!(
+                    job["status"].as_str(),
+                    Some("succeeded" | "partial" | "failed" | "cancelled" | "skipped")
+                ),
+                Err(_) => false,
+            }
+        })
+        .await?;
+        Ok(self.get(&path).await?.1)
+    }
 }
