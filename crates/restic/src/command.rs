@@ -218,7 +218,9 @@ impl Command {
                 push(&format!("--target={target}"));
                 for path in include {
                     check_value("include", path)?;
-                    push(&format!("--include={path}"));
+                    // restic reads includes as patterns; a path is meant
+                    // literally, so `a[1].txt` must not match `a1.txt`.
+                    push(&format!("--include={}", literal_pattern(path)));
                 }
                 push("--json");
                 push("--");
@@ -338,6 +340,19 @@ fn push_host(push: &mut impl FnMut(&str), host: &Option<String>) -> Result<(), R
     Ok(())
 }
 
+/// `path` as a restic pattern that matches only itself: the pattern
+/// characters `\`, `*`, `?` and `[` are escaped with a backslash.
+fn literal_pattern(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for c in path.chars() {
+        if matches!(c, '\\' | '*' | '?' | '[') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// Snapshot ids are hex, 8 (short id) to 64 (full id) characters. Anything
 /// else (`latest`, `-r`, a path) is refused before restic sees it.
 pub(crate) fn check_snapshot_id(id: &str) -> Result<(), ResticError> {
@@ -429,6 +444,14 @@ mod tests {
         let separator = argv.iter().position(|a| a == "--").unwrap_or(usize::MAX);
         let first_path = argv.iter().position(|a| a == "-r").unwrap_or(0);
         assert!(separator < first_path);
+    }
+
+    #[test]
+    fn restore_includes_are_literal_paths() {
+        assert_eq!(literal_pattern("/srv/a[1].txt"), "/srv/a\\[1].txt");
+        assert_eq!(literal_pattern("/x/*?.log"), "/x/\\*\\?.log");
+        assert_eq!(literal_pattern("/plain/path"), "/plain/path");
+        assert_eq!(literal_pattern("/back\\slash"), "/back\\\\slash");
     }
 
     #[test]

@@ -172,3 +172,49 @@ async fn bad_arguments_and_early_cancels_never_start_restic() {
     assert_eq!(finished.status, Status::Cancelled);
     assert!(events.is_empty());
 }
+
+#[tokio::test]
+async fn restore_includes_name_files_literally() {
+    let scratch = ok(tempfile::tempdir(), "tempdir");
+    let Some(restic) = common::restic(&scratch.path().join("cache")).await else {
+        return;
+    };
+    let repo = local_repo(scratch.path());
+    let src = scratch.path().join("src");
+    ok(std::fs::create_dir_all(&src), "mkdir");
+    ok(std::fs::write(src.join("a[1].txt"), "bracketed"), "write");
+    ok(std::fs::write(src.join("a1.txt"), "plain"), "write");
+    run_ok(&restic, &repo, &Command::Init).await;
+    let (backup, _) = run_ok(
+        &restic,
+        &repo,
+        &Command::Backup {
+            paths: vec![src.display().to_string()],
+            excludes: vec![],
+            tags: vec![],
+            host: None,
+        },
+    )
+    .await;
+    let snapshot = backup.snapshot_id.unwrap_or_default();
+    let target = scratch.path().join("out");
+    run_ok(
+        &restic,
+        &repo,
+        &Command::Restore {
+            snapshot_id: snapshot,
+            include: vec![src.join("a[1].txt").display().to_string()],
+            target: target.display().to_string(),
+        },
+    )
+    .await;
+    let restored = target.join(src.strip_prefix("/").unwrap_or(&src));
+    assert_eq!(
+        ok(std::fs::read_to_string(restored.join("a[1].txt")), "read"),
+        "bracketed"
+    );
+    assert!(
+        !restored.join("a1.txt").exists(),
+        "`[1]` was read as a pattern"
+    );
+}
