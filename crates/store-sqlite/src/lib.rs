@@ -73,6 +73,27 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
+    /// The row of `table` whose `key` column equals `value`, decoded by
+    /// `decode`: the one "look a record up by its key" query, shared.
+    async fn row_by<T>(
+        &self,
+        table: &str,
+        key: &str,
+        columns: &str,
+        value: String,
+        decode: fn(&sqlx::sqlite::SqliteRow) -> StoreResult<T>,
+    ) -> StoreResult<Option<T>> {
+        let sql = format!("SELECT {columns} FROM {table} WHERE {key} = ?");
+        sqlx::query(&sql)
+            .bind(value)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?
+            .as_ref()
+            .map(decode)
+            .transpose()
+    }
+
     /// Opens (creating if missing, along with its parent directory) the
     /// database at `url` and applies pending migrations.
     ///
@@ -286,18 +307,14 @@ impl Store for SqliteStore {
     }
 
     async fn user_by_name(&self, username: &str) -> StoreResult<Option<User>> {
-        let sql = format!(
-            "SELECT {} FROM users WHERE username = ?",
-            codec::USER_COLUMNS
-        );
-        sqlx::query(&sql)
-            .bind(username)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(backend)?
-            .as_ref()
-            .map(codec::user)
-            .transpose()
+        self.row_by(
+            "users",
+            "username",
+            codec::USER_COLUMNS,
+            username.to_owned(),
+            codec::user,
+        )
+        .await
     }
 
     async fn user_by_id(&self, id: UserId) -> StoreResult<Option<User>> {
@@ -421,18 +438,14 @@ impl Store for SqliteStore {
     }
 
     async fn session(&self, id: TokenId) -> StoreResult<Option<Session>> {
-        let sql = format!(
-            "SELECT {} FROM sessions WHERE id = ?",
-            codec::SESSION_COLUMNS
-        );
-        sqlx::query(&sql)
-            .bind(id.to_string())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(backend)?
-            .as_ref()
-            .map(codec::session)
-            .transpose()
+        self.row_by(
+            "sessions",
+            "id",
+            codec::SESSION_COLUMNS,
+            id.to_string(),
+            codec::session,
+        )
+        .await
     }
 
     async fn delete_session(&self, id: TokenId) -> StoreResult<()> {
@@ -480,18 +493,14 @@ impl Store for SqliteStore {
     }
 
     async fn api_token(&self, id: TokenId) -> StoreResult<Option<ApiToken>> {
-        let sql = format!(
-            "SELECT {} FROM api_tokens WHERE id = ?",
-            codec::API_TOKEN_COLUMNS
-        );
-        sqlx::query(&sql)
-            .bind(id.to_string())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(backend)?
-            .as_ref()
-            .map(codec::api_token)
-            .transpose()
+        self.row_by(
+            "api_tokens",
+            "id",
+            codec::API_TOKEN_COLUMNS,
+            id.to_string(),
+            codec::api_token,
+        )
+        .await
     }
 
     async fn list_api_tokens(&self, user: UserId) -> StoreResult<Vec<ApiToken>> {
@@ -549,18 +558,14 @@ impl Store for SqliteStore {
     }
 
     async fn enrollment_token(&self, id: TokenId) -> StoreResult<Option<EnrollmentToken>> {
-        let sql = format!(
-            "SELECT {} FROM enrollment_tokens WHERE id = ?",
-            codec::ENROLLMENT_TOKEN_COLUMNS
-        );
-        sqlx::query(&sql)
-            .bind(id.to_string())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(backend)?
-            .as_ref()
-            .map(codec::enrollment_token)
-            .transpose()
+        self.row_by(
+            "enrollment_tokens",
+            "id",
+            codec::ENROLLMENT_TOKEN_COLUMNS,
+            id.to_string(),
+            codec::enrollment_token,
+        )
+        .await
     }
 
     async fn pending_enrollment_tokens(
@@ -1257,18 +1262,14 @@ impl Store for SqliteStore {
     }
 
     async fn command_result(&self, job: JobId) -> StoreResult<Option<CommandResultRecord>> {
-        let sql = format!(
-            "SELECT {} FROM command_results WHERE job_id = ?",
-            codec::COMMAND_RESULT_COLUMNS
-        );
-        sqlx::query(&sql)
-            .bind(job.to_string())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(backend)?
-            .as_ref()
-            .map(codec::command_result)
-            .transpose()
+        self.row_by(
+            "command_results",
+            "job_id",
+            codec::COMMAND_RESULT_COLUMNS,
+            job.to_string(),
+            codec::command_result,
+        )
+        .await
     }
 
     // ── repository contents ────────────────────────────────────────────
