@@ -110,6 +110,10 @@ impl Handler {
                 self.jobs.cancel(&cancel);
                 Vec::new()
             }
+            Message::JobAck(ack) => {
+                self.jobs.spool().ack(&ack);
+                Vec::new()
+            }
             Message::TreeList(request) => {
                 self.jobs
                     .list_tree(frame.id, request, self.repository.clone());
@@ -213,7 +217,14 @@ mod tests {
 
     fn handler(dir: &tempfile::TempDir) -> Handler {
         let (outbox, _) = tokio::sync::mpsc::channel(8);
-        let jobs = JobRunner::new("restic".into(), dir.path().join("cache"), None, outbox);
+        let spool = crate::spool::Spool::open(&dir.path().join("agent-home")).unwrap();
+        let jobs = JobRunner::new(
+            "restic".into(),
+            dir.path().join("cache"),
+            None,
+            outbox,
+            spool,
+        );
         Handler::new(
             StateDir::new(dir.path().join("state")),
             Duration::from_secs(30),
@@ -315,7 +326,14 @@ mod tests {
     async fn tree_list_is_answered_through_the_outbox_with_the_request_id() {
         let dir = temp();
         let (outbox, mut answers) = tokio::sync::mpsc::channel(8);
-        let jobs = JobRunner::new("restic".into(), dir.path().join("cache"), None, outbox);
+        let spool = crate::spool::Spool::open(&dir.path().join("agent-home")).unwrap();
+        let jobs = JobRunner::new(
+            "restic".into(),
+            dir.path().join("cache"),
+            None,
+            outbox,
+            spool,
+        );
         let mut h = Handler::new(
             StateDir::new(dir.path().join("state")),
             Duration::from_secs(30),

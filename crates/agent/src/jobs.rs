@@ -2,12 +2,12 @@
 //! everything restic prints turned into protocol messages.
 //!
 //! A job runs in its own task and keeps running across reconnects. What it
-//! reports (start, log batches, progress, the end, then the repository's
-//! snapshots and statistics) goes into a bounded outbox that the session
-//! drains whenever it is connected, so a job that outlives its connection
-//! still reports in order once the agent is back.
+//! reports (start, log batches, the repository's snapshots and statistics,
+//! then the end) is written to the on-disk [spool](crate::spool) that every
+//! connection replays and follows, so a job that outlives its connection —
+//! or the agent process — still reports everything, in order. Only live
+//! progress goes straight to the outbox, and is dropped when that is full.
 
-use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,8 +26,9 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// Frames waiting for the connection; a job waits (and so slows restic's
-/// output) rather than let this grow without bound.
+use crate::spool::Spool;
+
+/// Live frames (progress, RPC answers) waiting for the connection.
 pub(crate) const OUTBOX: usize = 4096;
 
 /// Lines gathered into one `log.stream` frame at most.
@@ -81,21 +82,20 @@ struct Inner {
     hostname: String,
     command_timeout: Option<Duration>,
     outbox: mpsc::Sender<Frame>,
+    spool: Spool,
     current: Mutex<Option<Current>>,
-    /// Jobs whose `job.finished` has not reached the server yet: still
-    /// "running" as far as a reconnect is concerned, so the server waits
-    /// for their queued reports instead of calling them lost.
-    unreported: Mutex<HashSet<String>>,
     history: Mutex<RepoHistory>,
 }
 
 impl JobRunner {
-    /// A runner using `restic_bin`, whose frames go to `outbox`.
+    /// A runner using `restic_bin`, whose job reports go to `spool` and
+    /// live frames to `outbox`.
     pub(crate) fn new(
         restic_bin: std::path::PathBuf,
         cache_dir: std::path::PathBuf,
         command_timeout: Option<Duration>,
         outbox: mpsc::Sender<Frame>,
+        spool: Spool,
     ) -> JobRunner {
         JobRunner {
             inner: Arc::new(Inner {
@@ -104,26 +104,27 @@ impl JobRunner {
                 hostname: crate::hostname(),
                 command_timeout,
                 outbox,
+                spool,
                 current: Mutex::new(None),
-                unreported: Mutex::new(HashSet::new()),
                 history: Mutex::new(RepoHistory::default()),
             }),
         }
     }
 
-    /// Jobs running now or whose end is not yet sent (for `hello` after a
-    /// reconnect).
+    /// The job running now, if any (for `hello.running_jobs`).
     pub(crate) fn running(&self) -> Vec<String> {
-        let mut ids: HashSet<String> = self
-            .inner
-            .unreported
+        self.inner
+            .current
             .lock()
-            .map(|u| u.clone())
-            .unwrap_or_default();
-        if let Ok(current) = self.inner.current.lock() {
-            ids.extend(current.as_ref().map(|c| c.job_id.clone()));
-        }
-        ids.into_iter().collect()
+            .ok()
+            .and_then(|c| c.as_ref().map(|c| c.job_id.clone()))
+            .into_iter()
+            .collect()
+    }
+
+    /// Where this runner's job reports go.
+    pub(crate) fn spool(&self) -> &Spool {
+        &self.inner.spool
     }
 
     /// Answers a `tree.list` in the background through the outbox.
@@ -152,15 +153,6 @@ impl JobRunner {
             .unwrap_or(true)
     }
 
-    /// Notes that a frame went out; a `job.finished` settles its job.
-    pub(crate) fn sent(&self, frame: &Frame) {
-        if let Message::JobFinished(finished) = &frame.message {
-            if let Ok(mut unreported) = self.inner.unreported.lock() {
-                unreported.remove(&finished.job_id);
-            }
-        }
-    }
-
     /// Cancels the running job if it is `cancel.job_id`.
     pub(crate) fn cancel(&self, cancel: &CommandCancel) {
         if let Ok(current) = self.inner.current.lock() {
@@ -177,7 +169,7 @@ impl JobRunner {
     }
 
     /// Cancels whatever runs (agent shutdown) and waits up to `limit` for
-    /// it to report its end.
+    /// it to write its end to the spool.
     pub(crate) async fn cancel_all(&self, limit: Duration) {
         let running = self.inner.current.lock().ok().and_then(|c| {
             c.as_ref().map(|c| {
@@ -189,7 +181,7 @@ impl JobRunner {
             return;
         }
         let deadline = tokio::time::Instant::now() + limit;
-        while tokio::time::Instant::now() < deadline && !self.running().is_empty() {
+        while tokio::time::Instant::now() < deadline && self.busy() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -236,9 +228,6 @@ impl JobRunner {
                 cancel: cancel.clone(),
             });
         }
-        if let Ok(mut unreported) = self.inner.unreported.lock() {
-            unreported.insert(run.job_id.clone());
-        }
         tracing::info!(job_id = %run.job_id, kind = %run.kind, "starting job");
         let runner = self.clone();
         let job_id = run.job_id.clone();
@@ -255,10 +244,9 @@ impl JobRunner {
         accepted(&run.job_id)
     }
 
-    async fn send(&self, frame: Frame) {
-        if self.inner.outbox.send(frame).await.is_err() {
-            tracing::error!("the agent's outbox is closed; a job report was lost");
-        }
+    /// Records a report about `job_id`; the session sends it from the spool.
+    fn report(&self, job_id: &str, frame: impl Into<Message>) {
+        self.inner.spool.append(job_id, &Frame::new(frame.into()));
     }
 
     /// Runs a job to its end and reports everything.
@@ -269,12 +257,18 @@ impl JobRunner {
         repository: RepositoryConfig,
         cancel: CancellationToken,
     ) {
-        let mut log = LogPump::new(job_id.clone(), self.inner.outbox.clone());
-        self.send(Frame::new(JobStarted {
-            job_id: job_id.clone(),
-            started_at: Utc::now(),
-        }))
-        .await;
+        let mut log = LogPump::new(
+            job_id.clone(),
+            self.inner.spool.clone(),
+            self.inner.outbox.clone(),
+        );
+        self.report(
+            &job_id,
+            JobStarted {
+                job_id: job_id.clone(),
+                started_at: Utc::now(),
+            },
+        );
         let repo = Repository {
             url: repository.url,
             password: repository.password,
@@ -284,14 +278,13 @@ impl JobRunner {
             Ok(restic) => restic.with_cache_dir(self.inner.cache_dir.clone()),
             Err(e) => {
                 let error = format!("restic is not usable on this host: {e}");
-                log.line(LogStreamKind::Stderr, error.clone()).await;
-                log.flush().await;
+                log.line(LogStreamKind::Stderr, error.clone());
+                log.flush();
                 self.finish(
                     &job_id,
                     &finished_without_restic(Status::Failed, Some(error)),
                     Value::Null,
-                )
-                .await;
+                );
                 return;
             }
         };
@@ -303,7 +296,7 @@ impl JobRunner {
             log: &mut log,
         };
         let (finished, stats) = job.run(&params).await;
-        log.flush().await;
+        log.flush();
         // The repository report comes before the end, so the host stays
         // busy (no next job is dispatched) until restic is done with the
         // repository, and the stored snapshot list is fresh when the job
@@ -317,13 +310,13 @@ impl JobRunner {
             let restore_size = matches!(params, JobParams::Stats)
                 .then_some(&stats)
                 .filter(|_| finished.succeeded());
-            self.report_repository(&restic, &repo, &cancel, restore_size)
+            self.report_repository(&job_id, &restic, &repo, &cancel, restore_size)
                 .await;
         }
-        self.finish(&job_id, &finished, stats).await;
+        self.finish(&job_id, &finished, stats);
     }
 
-    async fn finish(&self, job_id: &str, finished: &Finished, stats: Value) {
+    fn finish(&self, job_id: &str, finished: &Finished, stats: Value) {
         let status = match finished.status {
             Status::Succeeded => JobOutcome::Succeeded,
             Status::Partial => JobOutcome::Partial,
@@ -331,15 +324,17 @@ impl JobRunner {
             Status::Failed | Status::TimedOut => JobOutcome::Failed,
         };
         tracing::info!(%job_id, status = ?status, exit_code = ?finished.exit_code, "job finished");
-        self.send(Frame::new(JobFinished {
-            job_id: job_id.to_owned(),
-            status,
-            exit_code: finished.exit_code,
-            stats,
-            error: finished.error.clone(),
-            finished_at: Utc::now(),
-        }))
-        .await;
+        self.report(
+            job_id,
+            JobFinished {
+                job_id: job_id.to_owned(),
+                status,
+                exit_code: finished.exit_code,
+                stats,
+                error: finished.error.clone(),
+                finished_at: Utc::now(),
+            },
+        );
     }
 
     /// Sends `snapshots.report` and `repo.stats` after a job that may have
@@ -347,6 +342,7 @@ impl JobRunner {
     /// itself already reported.
     async fn report_repository(
         &self,
+        job_id: &str,
         restic: &Restic,
         repo: &Repository,
         cancel: &CancellationToken,
@@ -376,7 +372,7 @@ impl JobRunner {
                     })
                     .collect();
                 let count = snapshots.len() as u64;
-                self.send(Frame::new(SnapshotsReport { snapshots })).await;
+                self.report(job_id, SnapshotsReport { snapshots });
                 let raw = restic
                     .stats(
                         repo,
@@ -407,18 +403,20 @@ impl JobRunner {
                 let restore_size = restore_size
                     .and_then(|s| s.get("total_size"))
                     .and_then(Value::as_u64);
-                self.send(Frame::new(RepoStats {
-                    total_size_bytes: restore_size,
-                    raw_size_bytes: raw_size,
-                    unique_files: None,
-                    snapshot_count: Some(count),
-                    last_check_at: history.last_check_at,
-                    last_check_status: history.last_check_status,
-                    lock_present: locks.ok(),
-                    last_prune_at: history.last_prune_at,
-                    last_prune_freed_bytes: history.last_prune_freed_bytes,
-                }))
-                .await;
+                self.report(
+                    job_id,
+                    RepoStats {
+                        total_size_bytes: restore_size,
+                        raw_size_bytes: raw_size,
+                        unique_files: None,
+                        snapshot_count: Some(count),
+                        last_check_at: history.last_check_at,
+                        last_check_status: history.last_check_status,
+                        lock_present: locks.ok(),
+                        last_prune_at: history.last_prune_at,
+                        last_prune_freed_bytes: history.last_prune_freed_bytes,
+                    },
+                );
             }
             Err(e) => tracing::warn!("could not list snapshots after the job: {e}"),
         }
@@ -508,8 +506,12 @@ impl Job<'_> {
                 let stats = finished.stats.clone();
                 (finished, stats)
             }
-            JobParams::Forget(forget) => self.forget(forget).await,
+            JobParams::Forget(forget) => {
+                self.clear_stale_locks().await;
+                self.forget(forget).await
+            }
             JobParams::Prune => {
+                self.clear_stale_locks().await;
                 let finished = self.command(Command::Prune).await;
                 if finished.succeeded() {
                     self.runner.pruned(&finished);
@@ -518,6 +520,7 @@ impl Job<'_> {
                 (finished, stats)
             }
             JobParams::Check(CheckParams { read_data_subset }) => {
+                self.clear_stale_locks().await;
                 let finished = self
                     .command(Command::Check {
                         read_data_subset: read_data_subset.clone(),
@@ -556,6 +559,31 @@ impl Job<'_> {
         }
     }
 
+    /// Before a command that locks the repository exclusively: a job cut
+    /// short (the agent killed, the machine rebooted) leaves its lock
+    /// behind, and that lock would make this command fail. `restic unlock`
+    /// without `--remove-all` removes only stale locks — of a process on
+    /// this host that is gone, or not refreshed for 30 minutes — so a
+    /// backup running elsewhere keeps its lock.
+    async fn clear_stale_locks(&mut self) {
+        self.log.line(
+            LogStreamKind::Stdout,
+            String::from(
+                "removing stale locks first (`restic unlock` keeps the locks of live processes)",
+            ),
+        );
+        let unlocked = self.command(Command::Unlock).await;
+        if !unlocked.succeeded() {
+            self.log.line(
+                LogStreamKind::Stderr,
+                format!(
+                    "could not remove stale locks ({}); going on",
+                    unlocked.error.as_deref().unwrap_or("restic unlock failed")
+                ),
+            );
+        }
+    }
+
     async fn simple(&mut self, command: Command) -> (Finished, Value) {
         let finished = self.command(command).await;
         let stats = finished.stats.clone();
@@ -567,12 +595,10 @@ impl Job<'_> {
         let limits = self.runner.limits(&Command::CatConfig, self.cancel);
         match self.restic.repository_exists(self.repo, &limits).await {
             Ok(true) => {
-                self.log
-                    .line(
-                        LogStreamKind::Stdout,
-                        String::from("the repository already exists; nothing to initialise"),
-                    )
-                    .await;
+                self.log.line(
+                    LogStreamKind::Stdout,
+                    String::from("the repository already exists; nothing to initialise"),
+                );
                 (already_initialized(), json!({"already_initialized": true}))
             }
             Ok(false) => {
@@ -586,7 +612,7 @@ impl Job<'_> {
             // `init` would not help and could mislead ("already exists").
             Err(e) => {
                 let error = e.to_string();
-                self.log.line(LogStreamKind::Stderr, error.clone()).await;
+                self.log.line(LogStreamKind::Stderr, error.clone());
                 (
                     finished_without_restic(Status::Failed, Some(error)),
                     Value::Null,
@@ -648,7 +674,7 @@ impl Job<'_> {
                                 Stream::Stdout => LogStreamKind::Stdout,
                                 Stream::Stderr => LogStreamKind::Stderr,
                             };
-                            log.line(stream, text).await;
+                            log.line(stream, text);
                         }
                         Some(Event::Progress(p)) => {
                             if progress.due() {
@@ -667,18 +693,17 @@ impl Job<'_> {
                         Some(_) => {}
                         None => break,
                     },
-                    _ = flush.tick() => log.flush().await,
+                    _ = flush.tick() => log.flush(),
                 }
             }
-            log.flush().await;
+            log.flush();
         };
         let (result, ()) = tokio::join!(run, pump);
         match result {
             Ok(finished) => finished,
             Err(e) => {
                 self.log
-                    .line(LogStreamKind::Stderr, format!("could not run restic: {e}"))
-                    .await;
+                    .line(LogStreamKind::Stderr, format!("could not run restic: {e}"));
                 finished_without_restic(Status::Failed, Some(format!("could not run restic: {e}")))
             }
         }
@@ -704,25 +729,27 @@ impl ProgressThrottle {
     }
 }
 
-/// Numbers a job's lines densely from 1 and sends them in batches.
+/// Numbers a job's lines densely from 1 and spools them in batches.
 struct LogPump {
     job_id: String,
+    spool: Spool,
     outbox: mpsc::Sender<Frame>,
     next_seq: u64,
     pending: Vec<LogLine>,
 }
 
 impl LogPump {
-    fn new(job_id: String, outbox: mpsc::Sender<Frame>) -> LogPump {
+    fn new(job_id: String, spool: Spool, outbox: mpsc::Sender<Frame>) -> LogPump {
         LogPump {
             job_id,
+            spool,
             outbox,
             next_seq: 1,
             pending: Vec::new(),
         }
     }
 
-    async fn line(&mut self, stream: LogStreamKind, text: String) {
+    fn line(&mut self, stream: LogStreamKind, text: String) {
         self.pending.push(LogLine {
             seq: self.next_seq,
             ts: Utc::now(),
@@ -731,7 +758,7 @@ impl LogPump {
         });
         self.next_seq += 1;
         if self.pending.len() >= LOG_BATCH_LINES {
-            self.flush().await;
+            self.flush();
         }
     }
 
@@ -741,7 +768,7 @@ impl LogPump {
         let _ = self.outbox.try_send(Frame::new(progress));
     }
 
-    async fn flush(&mut self) {
+    fn flush(&mut self) {
         if self.pending.is_empty() {
             return;
         }
@@ -750,9 +777,7 @@ impl LogPump {
             job_id: self.job_id.clone(),
             lines,
         });
-        if self.outbox.send(frame).await.is_err() {
-            tracing::error!(job_id = %self.job_id, "the agent's outbox is closed; log lines were lost");
-        }
+        self.spool.append(&self.job_id, &frame);
     }
 }
 
@@ -774,62 +799,69 @@ mod tests {
         }
     }
 
-    async fn next_finished(outbox: &mut mpsc::Receiver<Frame>) -> Frame {
-        loop {
-            let frame = tokio::time::timeout(Duration::from_secs(10), outbox.recv())
-                .await
-                .expect("a frame in time")
-                .expect("outbox open");
-            if matches!(frame.message, Message::JobFinished(_)) {
-                return frame;
+    fn runner(dir: &tempfile::TempDir, restic: &str) -> (JobRunner, mpsc::Receiver<Frame>) {
+        let (tx, outbox) = mpsc::channel(OUTBOX);
+        let spool = Spool::open(dir.path()).unwrap();
+        let runner = JobRunner::new(restic.into(), dir.path().join("cache"), None, tx, spool);
+        (runner, outbox)
+    }
+
+    /// A "restic" that takes a while to answer even `version`.
+    fn slow_restic(dir: &tempfile::TempDir) -> String {
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.path().join("slow-restic");
+        std::fs::write(&path, "#!/bin/sh\nsleep 5\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path.display().to_string()
+    }
+
+    async fn spooled_end(spool: &Spool) -> JobFinished {
+        let mut reader = spool.reader();
+        for _ in 0..200 {
+            for frame in reader.next_frames().await {
+                if let Message::JobFinished(end) = frame.message {
+                    return end;
+                }
             }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        panic!("no job.finished in the spool");
     }
 
     #[tokio::test]
-    async fn a_job_counts_as_running_until_its_end_has_been_sent() {
+    async fn a_jobs_reports_stay_spooled_until_the_server_has_them() {
         let dir = tempfile::tempdir().unwrap();
-        let (tx, mut outbox) = mpsc::channel(OUTBOX);
-        let runner = JobRunner::new(
-            "/nonexistent/restic".into(),
-            dir.path().join("cache"),
-            None,
-            tx,
-        );
+        let (runner, _outbox) = runner(&dir, "/nonexistent/restic");
         let accepted = runner.start(run("01JOB"), None);
         assert!(matches!(accepted.message, Message::CommandResult(ref r) if r.accepted));
-        assert_eq!(runner.running(), vec!["01JOB".to_owned()]);
 
         // restic is missing, so the job ends at once with a clear error…
-        let finished = next_finished(&mut outbox).await;
-        let Message::JobFinished(ref end) = finished.message else {
-            unreachable!()
-        };
+        let end = spooled_end(runner.spool()).await;
         assert_eq!(end.status, JobOutcome::Failed);
         assert!(end
             .error
             .as_deref()
             .unwrap_or("")
             .contains("restic is not usable"));
-        // …but until that end reaches the server a reconnect must still
-        // name the job, or the server would call it lost.
+        // …and stays in the spool (so in `hello.spooled_jobs`) until the
+        // server acknowledges all of it.
         tokio::time::sleep(Duration::from_millis(50)).await;
-        assert_eq!(runner.running(), vec!["01JOB".to_owned()]);
-        runner.sent(&finished);
         assert!(runner.running().is_empty());
+        assert_eq!(runner.spool().jobs(), vec!["01JOB".to_owned()]);
+        runner.spool().ack(&rm_protocol::JobAck {
+            job_id: "01JOB".into(),
+            done: true,
+            ..Default::default()
+        });
+        assert!(runner.spool().jobs().is_empty());
     }
 
     #[tokio::test]
     async fn a_second_job_is_refused_as_busy_and_a_repeat_is_accepted() {
         let dir = tempfile::tempdir().unwrap();
-        let (tx, _outbox) = mpsc::channel(1);
-        // A full outbox keeps the first job from finishing.
-        let runner = JobRunner::new(
-            "/nonexistent/restic".into(),
-            dir.path().join("cache"),
-            None,
-            tx,
-        );
+        // A restic that is slow to answer keeps the first job going.
+        let restic = slow_restic(&dir);
+        let (runner, _outbox) = runner(&dir, &restic);
         assert!(
             matches!(runner.start(run("01A"), None).message, Message::CommandResult(ref r) if r.accepted)
         );

@@ -15,11 +15,12 @@ mod run;
 mod scheduler;
 mod server_url;
 mod session;
+mod spool;
 pub mod state;
 
 pub use enroll::{enroll, EnrollOptions, Enrolled};
 pub use error::AgentError;
-pub use run::{run, RunOptions, REVOKED_RETRY};
+pub use run::{run, RunOptions, RESTART_SPREAD, REVOKED_RETRY};
 
 /// This machine's host name, as sent at enrolment and in `hello`.
 pub(crate) fn hostname() -> String {

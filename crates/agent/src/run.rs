@@ -19,6 +19,7 @@ use crate::jobs::{JobRunner, OUTBOX};
 use crate::scheduler::Scheduler;
 use crate::server_url::ServerUrl;
 use crate::session::{self, ConnectError, SessionEnd};
+use crate::spool::Spool;
 use crate::state::StateDir;
 
 /// How long to wait before trying again with a token the server rejected.
@@ -50,6 +51,10 @@ pub struct RunOptions {
     /// start-up if it was missed by less than this; `None` means the
     /// schedule's own period.
     pub catch_up_window: Option<Duration>,
+    /// After the server closes with "going away" (it is restarting), the
+    /// reconnect waits a uniformly random delay between 1 s and this
+    /// ([`RESTART_SPREAD`] unless a test shortens it).
+    pub restart_spread: Duration,
 }
 
 impl RunOptions {
@@ -61,6 +66,7 @@ impl RunOptions {
             revoked_retry: REVOKED_RETRY,
             command_timeout: None,
             catch_up_window: None,
+            restart_spread: RESTART_SPREAD,
         }
     }
 }
@@ -78,6 +84,9 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Ag
     let auth = session::bearer(&state.agent_token)?;
     tracing::info!(host_id = %state.host_id, server = %server, "agent starting");
 
+    // Before anything runs: reports of jobs from before a restart are
+    // picked up, and a job the agent died running is marked interrupted.
+    let spool = Spool::open(&opts.state_dir)?;
     let (outbox_tx, mut outbox) = tokio::sync::mpsc::channel(OUTBOX);
     let outbox_tx_for_scheduler = outbox_tx.clone();
     let runner = JobRunner::new(
@@ -85,6 +94,7 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Ag
         opts.state_dir.join("cache"),
         opts.command_timeout,
         outbox_tx,
+        spool,
     );
     let (schedules_tx, schedules_rx) =
         tokio::sync::watch::channel(dir.load_schedules().ok().flatten().unwrap_or_default());
@@ -107,15 +117,12 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Ag
         schedules_tx,
     );
     let mut backoff = Backoff::default();
-    // An outbox frame whose write failed, sent first on the next session.
-    let mut unsent: Option<rm_protocol::Frame> = None;
 
     loop {
         let attempt = tokio::select! {
             _ = shutdown.cancelled() => {
-                // Offline: stop a running job. Its reports are in memory
-                // only and end with the process; the server fails the job
-                // on the next hello (an on-disk spool would keep them).
+                // Offline: stop a running job; its end is spooled and
+                // reaches the server after the next start.
                 runner.cancel_all(JOB_STOP_GRACE).await;
                 return Ok(());
             }
@@ -131,19 +138,13 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Ag
                     hello = build_hello(&opts) => hello,
                 };
                 hello.running_jobs = runner.running();
+                hello.spooled_jobs = runner.spool().jobs();
                 let started = Instant::now();
                 // While connected, schedule fires go to the server; while
                 // not, the scheduler runs the jobs here.
                 connected.store(true, Ordering::SeqCst);
-                let report = session::run_session(
-                    ws,
-                    &hello,
-                    &mut handler,
-                    &mut outbox,
-                    &mut unsent,
-                    &shutdown,
-                )
-                .await;
+                let report =
+                    session::run_session(ws, &hello, &mut handler, &mut outbox, &shutdown).await;
                 connected.store(false, Ordering::SeqCst);
                 if report.said_hello && started.elapsed() >= HEALTHY_SESSION {
                     backoff.reset();
@@ -167,7 +168,14 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Ag
                         delay
                     }
                     SessionEnd::Closed { code, reason } => {
-                        let delay = backoff.next_delay();
+                        // A server going away is usually restarting, and
+                        // said so to every agent at once: spread the fleet's
+                        // reconnects out instead of all knocking at 1 s.
+                        let delay = if code == close_code::GOING_AWAY {
+                            restart_delay(opts.restart_spread)
+                        } else {
+                            backoff.next_delay()
+                        };
                         tracing::info!(
                             "disconnected: {}, reconnecting in {}",
                             describe_close(code, &reason),
@@ -200,15 +208,27 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Ag
         };
         tokio::select! {
             _ = shutdown.cancelled() => {
-                // Offline: stop a running job. Its reports are in memory
-                // only and end with the process; the server fails the job
-                // on the next hello (an on-disk spool would keep them).
+                // Offline: stop a running job; its end is spooled and
+                // reaches the server after the next start.
                 runner.cancel_all(JOB_STOP_GRACE).await;
                 return Ok(());
             }
             _ = tokio::time::sleep(wait) => {}
         }
     }
+}
+
+/// Reconnects after a server said it is going away are spread uniformly
+/// over this long: a whole fleet coming back within seconds of a restart
+/// would otherwise arrive in one burst.
+pub const RESTART_SPREAD: Duration = Duration::from_secs(20);
+
+/// A delay in `[1 s, spread]` (or `[spread, spread]` when shorter), uniformly.
+fn restart_delay(spread: Duration) -> Duration {
+    use rand::Rng;
+    let max = u64::try_from(spread.as_millis()).unwrap_or(u64::MAX);
+    let min = max.min(1000);
+    Duration::from_millis(rand::rng().random_range(min..=max))
 }
 
 /// The handshake, with restic's version as found now. A missing
@@ -237,6 +257,7 @@ async fn build_hello(opts: &RunOptions) -> Hello {
         os: std::env::consts::OS.to_owned(),
         arch: std::env::consts::ARCH.to_owned(),
         running_jobs: Vec::new(),
+        spooled_jobs: Vec::new(),
     }
 }
 
@@ -306,6 +327,19 @@ mod tests {
     fn close_descriptions_name_the_cause() {
         assert!(describe_close(1001, "").contains("shutting down"));
         assert!(describe_close(4003, "idle").contains("code 4003: idle"));
+    }
+
+    #[test]
+    fn restarts_are_spread_over_seconds_not_one_instant() {
+        let delays: Vec<Duration> = (0..200).map(|_| restart_delay(RESTART_SPREAD)).collect();
+        assert!(delays
+            .iter()
+            .all(|d| *d >= Duration::from_secs(1) && *d <= RESTART_SPREAD));
+        let early = delays
+            .iter()
+            .filter(|d| **d < Duration::from_secs(5))
+            .count();
+        assert!(early < 120, "{early} of 200 in the first 5 s");
     }
 
     #[test]

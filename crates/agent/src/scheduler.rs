@@ -3,7 +3,7 @@
 //!
 //! Connected, a due schedule becomes a `schedule.fire` and the server makes
 //! and dispatches the job as for any other. Not connected, the agent runs
-//! the job itself under its own job id and queues the fire and the job's
+//! the job itself under its own job id and spools the fire and the job's
 //! reports for when the server is back. A fire that comes while a job is
 //! still running is skipped, and recorded as skipped. At start-up a fire
 //! missed while the agent itself was down is run once, if it was missed by
@@ -218,15 +218,16 @@ impl Scheduler {
         }
         let job_id = JobId::new().to_string();
         fire.job_id = Some(job_id.clone());
+        let spool = self.runner.spool();
         if self.runner.busy() {
             tracing::warn!(schedule = %schedule.id, "schedule fired while a job is still running; skipped");
             fire.skipped = true;
-            self.send(Frame::new(fire)).await;
+            spool.append(&job_id, &Frame::new(fire));
             return;
         }
         tracing::info!(schedule = %schedule.id, %job_id, "schedule fired while the server is away; running it here");
         // The fire goes first so the server knows the job before its reports.
-        self.send(Frame::new(fire)).await;
+        spool.append(&job_id, &Frame::new(fire));
         let repository = self
             .state
             .load_config()
@@ -235,14 +236,14 @@ impl Scheduler {
             .and_then(|c| c.repository);
         let answer = self.runner.start(
             CommandRun {
-                job_id,
+                job_id: job_id.clone(),
                 kind: schedule.kind,
                 params: schedule.params.clone(),
                 repository: None,
             },
             repository,
         );
-        self.send(answer).await;
+        spool.append(&job_id, &answer);
     }
 
     async fn send(&self, frame: Frame) {
@@ -353,11 +354,7 @@ mod tests {
         assert!(catch_ups(&set, &last, at(10, 0), Some(chrono::Duration::hours(1))).is_empty());
     }
 
-    #[tokio::test]
-    async fn offline_fires_run_the_job_here_and_a_busy_agent_skips() {
-        let dir = tempfile::tempdir().unwrap();
-        let state = StateDir::new(dir.path().join("state"));
-        // The repository cached from the server's last config.update.
+    fn cached_repository(state: &StateDir) {
         state
             .save_config(&rm_protocol::ConfigUpdate {
                 repository: Some(rm_protocol::RepositoryConfig {
@@ -368,34 +365,75 @@ mod tests {
                 settings: Default::default(),
             })
             .unwrap();
+    }
+
+    fn runner(dir: &tempfile::TempDir, restic: &str) -> JobRunner {
+        let (job_tx, _) = mpsc::channel(64);
+        let spool = crate::spool::Spool::open(&dir.path().join("state")).unwrap();
+        JobRunner::new(restic.into(), dir.path().join("cache"), None, job_tx, spool)
+    }
+
+    /// Everything in the spool now, as a fresh connection would send it.
+    async fn spooled(runner: &JobRunner) -> Vec<Frame> {
+        let mut reader = runner.spool().reader();
+        let mut all = Vec::new();
+        loop {
+            let next = reader.next_frames().await;
+            if next.is_empty() {
+                return all;
+            }
+            all.extend(next);
+        }
+    }
+
+    fn fires(frames: &[Frame]) -> Vec<ScheduleFire> {
+        frames
+            .iter()
+            .filter_map(|f| match &f.message {
+                Message::ScheduleFire(fire) => Some(fire.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn offline_fires_run_the_job_here_and_a_busy_agent_skips() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path().join("state"));
+        cached_repository(&state);
+        // A restic that is slow to answer keeps the first job running
+        // while we fire again.
+        let slow = dir.path().join("slow-restic");
+        std::fs::write(&slow, "#!/bin/sh\nsleep 5\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&slow, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let runner = runner(&dir, &slow.display().to_string());
         let (tx, mut outbox) = mpsc::channel(64);
-        // A full second outbox keeps the first job running while we fire again.
-        let (job_tx, _job_outbox) = mpsc::channel(1);
-        let runner = JobRunner::new(
-            "/nonexistent/restic".into(),
-            dir.path().join("cache"),
-            None,
-            job_tx,
-        );
         let clock = Arc::new(rm_core::schedule::ManualClock::new(at(2, 0)));
         let connected = Arc::new(AtomicBool::new(false));
-        let mut scheduler =
-            Scheduler::new(clock, state.clone(), runner, tx, connected.clone(), None);
+        let mut scheduler = Scheduler::new(
+            clock,
+            state.clone(),
+            runner.clone(),
+            tx,
+            connected.clone(),
+            None,
+        );
         let backup = schedule("a", "0 2 * * *", true, 0);
 
         scheduler.fire(&backup, at(2, 0), false).await;
-        let Message::ScheduleFire(first) = outbox.recv().await.unwrap().message else {
-            panic!("expected the fire first");
-        };
+        let frames = spooled(&runner).await;
+        let first = fires(&frames).remove(0);
         assert!(first.job_id.is_some() && !first.skipped);
         assert!(
-            matches!(outbox.recv().await.unwrap().message, Message::CommandResult(r) if r.accepted)
+            matches!(&frames[1].message, Message::CommandResult(r) if r.accepted),
+            "the fire first, then the agent's own answer: {frames:?}"
         );
 
         scheduler.fire(&backup, at(2, 5), false).await;
-        let Message::ScheduleFire(second) = outbox.recv().await.unwrap().message else {
-            panic!("expected a fire");
-        };
+        let all = fires(&spooled(&runner).await);
+        assert_eq!(all.len(), 2);
+        let second = &all[1];
         assert!(second.skipped, "a fire while a job runs is skipped");
         assert_ne!(second.job_id, first.job_id);
 
@@ -410,27 +448,12 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_finished_job_whose_end_is_still_queued_does_not_block_the_next_fire() {
+    async fn a_finished_job_whose_end_is_still_spooled_does_not_block_the_next_fire() {
         let dir = tempfile::tempdir().unwrap();
         let state = StateDir::new(dir.path().join("state"));
-        state
-            .save_config(&rm_protocol::ConfigUpdate {
-                repository: Some(rm_protocol::RepositoryConfig {
-                    url: "/nonexistent/repo".into(),
-                    password: "pw".into(),
-                    env: Default::default(),
-                }),
-                settings: Default::default(),
-            })
-            .unwrap();
-        let (tx, mut outbox) = mpsc::channel(64);
-        let (job_tx, mut job_outbox) = mpsc::channel(64);
-        let runner = JobRunner::new(
-            "/nonexistent/restic".into(),
-            dir.path().join("cache"),
-            None,
-            job_tx,
-        );
+        cached_repository(&state);
+        let runner = runner(&dir, "/nonexistent/restic");
+        let (tx, _outbox) = mpsc::channel(64);
         let clock = Arc::new(rm_core::schedule::ManualClock::new(at(2, 0)));
         let mut scheduler = Scheduler::new(
             clock,
@@ -444,26 +467,16 @@ mod tests {
 
         scheduler.fire(&backup, at(2, 0), false).await;
         // The job ends at once (restic is missing); its end waits, unsent.
-        loop {
-            let frame = job_outbox.recv().await.unwrap();
-            if matches!(frame.message, Message::JobFinished(_)) {
-                break;
-            }
-        }
         while runner.busy() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        assert!(
-            !runner.running().is_empty(),
+        assert_eq!(
+            runner.spool().jobs().len(),
+            1,
             "still listed for the next hello"
         );
         scheduler.fire(&backup, at(2, 5), false).await;
-        let fires: Vec<ScheduleFire> = std::iter::from_fn(|| outbox.try_recv().ok())
-            .filter_map(|f| match f.message {
-                Message::ScheduleFire(fire) => Some(fire),
-                _ => None,
-            })
-            .collect();
+        let fires = fires(&spooled(&runner).await);
         assert_eq!(fires.len(), 2);
         assert!(
             fires.iter().all(|f| !f.skipped),

@@ -1,7 +1,8 @@
 //! One WebSocket connection to the server: the authenticated upgrade, the
-//! `hello`, then the loop over incoming frames, the heartbeat ticker and the
-//! shutdown signal until the connection ends. How it ended is reported back
-//! so the reconnect loop can choose its delay.
+//! `hello`, then the loop over incoming frames, the spool's job reports,
+//! live frames, the heartbeat ticker and the shutdown signal until the
+//! connection ends. How it ended is reported back so the reconnect loop can
+//! choose its delay.
 
 use std::time::Duration;
 
@@ -123,14 +124,14 @@ pub(crate) async fn connect(url: &Url, auth: &HeaderValue) -> Result<WsStream, C
 /// How long shutdown lets a running job stop and report before closing.
 const JOB_STOP_GRACE: Duration = Duration::from_secs(15);
 
-/// Runs one connected session until it ends. Frames in `outbox` (job
-/// reports) are sent as they come.
+/// Runs one connected session until it ends. Live frames in `outbox` are
+/// sent as they come; the spool's job reports are replayed from the start
+/// (less what the server acknowledged) and then followed as they grow.
 pub(crate) async fn run_session(
     mut ws: WsStream,
     hello: &Hello,
     handler: &mut Handler,
     outbox: &mut mpsc::Receiver<Frame>,
-    unsent: &mut Option<Frame>,
     shutdown: &CancellationToken,
 ) -> SessionReport {
     if let Err(reason) = send(&mut ws, &Frame::new(hello.clone())).await {
@@ -139,19 +140,7 @@ pub(crate) async fn run_session(
             said_hello: false,
         };
     }
-    // A job report whose write failed last time goes first, so nothing the
-    // server needs (a job's end above all) is lost to a broken socket.
-    if let Some(frame) = unsent.take() {
-        if let Err(reason) = send(&mut ws, &frame).await {
-            *unsent = Some(frame);
-            return SessionReport {
-                end: SessionEnd::Lost(reason),
-                said_hello: true,
-            };
-        }
-        handler.jobs().sent(&frame);
-    }
-    let end = session_loop(&mut ws, handler, outbox, unsent, shutdown).await;
+    let end = session_loop(&mut ws, handler, outbox, shutdown).await;
     SessionReport {
         end,
         said_hello: true,
@@ -162,34 +151,45 @@ async fn session_loop(
     ws: &mut WsStream,
     handler: &mut Handler,
     outbox: &mut mpsc::Receiver<Frame>,
-    unsent: &mut Option<Frame>,
     shutdown: &CancellationToken,
 ) -> SessionEnd {
     let mut period = handler.heartbeat();
     let mut ticker = heartbeat_ticker(period);
     let mut last_heard = Instant::now();
+    let spool = handler.jobs().spool().clone();
+    let mut reports = spool.reader();
+    let mut appended = spool.subscribe();
+    appended.borrow_and_update();
+    // Whether the spool may hold reports this connection has not sent.
+    let mut reports_waiting = true;
     loop {
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => {
                 // Stop a running job cleanly and let its end reach the
-                // server before saying goodbye.
+                // server before saying goodbye. What cannot be sent now
+                // stays spooled for the next start.
                 handler.jobs().cancel_all(JOB_STOP_GRACE).await;
-                while let Ok(frame) = outbox.try_recv() {
-                    if send(ws, &frame).await.is_err() {
+                'flush: loop {
+                    let frames = reports.next_frames().await;
+                    if frames.is_empty() {
                         break;
                     }
-                    handler.jobs().sent(&frame);
+                    for frame in &frames {
+                        if send(ws, frame).await.is_err() {
+                            break 'flush;
+                        }
+                    }
                 }
                 close_gracefully(ws).await;
                 return SessionEnd::Shutdown;
             }
             Some(frame) = outbox.recv() => {
+                // Live frames only (progress, RPC answers): one lost to a
+                // broken socket is not worth keeping.
                 if let Err(reason) = send(ws, &frame).await {
-                    *unsent = Some(frame);
                     return SessionEnd::Lost(reason);
                 }
-                handler.jobs().sent(&frame);
             }
             incoming = ws.next() => {
                 last_heard = Instant::now();
@@ -248,6 +248,17 @@ async fn session_loop(
                 // instead of lingering until TCP gives up.
                 if let Err(reason) = send_raw(ws, WsMessage::Ping(Bytes::new())).await {
                     return SessionEnd::Lost(reason);
+                }
+            }
+            Ok(()) = appended.changed() => reports_waiting = true,
+            frames = reports.next_frames(), if reports_waiting => {
+                if frames.is_empty() {
+                    reports_waiting = false;
+                }
+                for frame in &frames {
+                    if let Err(reason) = send(ws, frame).await {
+                        return SessionEnd::Lost(reason);
+                    }
                 }
             }
         }

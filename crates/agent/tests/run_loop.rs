@@ -248,10 +248,12 @@ async fn a_missing_restic_is_reported_in_hello() {
 }
 
 #[tokio::test]
-async fn going_away_reconnects_promptly() {
+async fn going_away_reconnects_within_the_restart_spread() {
     let (listener, url) = listener().await;
     let state = support::enrolled_state(&url);
-    let (shutdown, handle) = start(RunOptions::new(state.path(), SYSTEM_RESTIC));
+    let mut opts = RunOptions::new(state.path(), SYSTEM_RESTIC);
+    opts.restart_spread = Duration::from_secs(2);
+    let (shutdown, handle) = start(opts);
 
     let (_, ws) = accept(&listener, None).await;
     let mut ws = ws.unwrap_or_else(|| panic!("upgrade failed"));
@@ -259,11 +261,11 @@ async fn going_away_reconnects_promptly() {
     close(ws, close_code::GOING_AWAY, "server restarting").await;
     let closed_at = Instant::now();
 
-    // First backoff is jittered within [0.5 s, 1 s].
+    // A restarting server: the reconnect is spread over [1 s, spread].
     let (_, ws) = accept(&listener, None).await;
     let waited = closed_at.elapsed();
     assert!(
-        waited >= Duration::from_millis(400),
+        waited >= Duration::from_millis(900),
         "reconnected too fast: {waited:?}"
     );
     assert!(

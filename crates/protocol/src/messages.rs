@@ -113,6 +113,8 @@ messages! {
     LogStream = "log.stream" (LogStream),
     /// A→S: a job's final outcome.
     JobFinished = "job.finished" (JobFinished),
+    /// S→A: the server has stored a job's reports up to here.
+    JobAck = "job.ack" (JobAck),
     /// A→S: the repository's full snapshot list for this host.
     SnapshotsReport = "snapshots.report" (SnapshotsReport),
     /// A→S: repository statistics.
@@ -148,6 +150,11 @@ pub struct Hello {
     /// server can tell a job that is still going from one that was lost.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub running_jobs: Vec<String>,
+    /// Jobs that have ended but whose reports sit in the agent's on-disk
+    /// spool, not yet acknowledged by a `job.ack` with `done`; the agent
+    /// replays them right after this hello, so they are not lost either.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub spooled_jobs: Vec<String>,
 }
 
 /// `heartbeat`: carries nothing; its arrival is the message.
@@ -523,6 +530,29 @@ pub struct JobFinished {
     pub error: Option<String>,
     /// When the job ended.
     pub finished_at: DateTime<Utc>,
+}
+
+/// `job.ack`: what the server has stored of a job's reports, so the agent
+/// can drop them from its spool.
+///
+/// Acks only ever grow: `log_seq` is the highest `seq` below which every
+/// log line of the job is stored; `done` says the job's end (and every
+/// report before it) is stored, or that the server refuses the job's
+/// reports for good (`error` says why), and the agent may forget the job.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct JobAck {
+    /// The job.
+    pub job_id: String,
+    /// Every log line with `seq` up to this one is stored (0: none yet).
+    #[serde(default)]
+    pub log_seq: u64,
+    /// Everything about the job is stored; the agent may forget it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub done: bool,
+    /// Set with `done` when the server refuses the job's reports for good
+    /// (it does not know the job): why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// One snapshot as stored by the server.

@@ -28,6 +28,7 @@ fn hello() -> Hello {
         os: "linux".into(),
         arch: "x86_64".into(),
         running_jobs: Vec::new(),
+        spooled_jobs: Vec::new(),
     }
 }
 

@@ -78,6 +78,11 @@ pub(crate) struct ServerArgs {
     #[arg(long, env = "RM_HEARTBEAT_SECONDS", default_value_t = 30,
           value_parser = clap::value_parser!(u32).range(1..=3600))]
     pub heartbeat_seconds: u32,
+    /// Seconds an agent that went away mid-job may take to come back
+    /// before its dispatched and running jobs fail as interrupted
+    /// (default: three heartbeats and 5 s, as for a silent connection).
+    #[arg(long, env = "RM_LOST_AGENT_GRACE", value_parser = clap::value_parser!(u64).range(1..))]
+    pub lost_agent_grace: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -130,6 +135,11 @@ pub(crate) struct RunArgs {
     /// schedule's own period).
     #[arg(long, env = "RM_CATCH_UP_WINDOW", value_parser = clap::value_parser!(u64).range(1..))]
     pub catch_up_window: Option<u64>,
+    /// When the server closes the connection because it is restarting,
+    /// reconnect after a random delay of up to this many seconds, so a
+    /// fleet does not reconnect all at once.
+    #[arg(long, env = "RM_RESTART_SPREAD", default_value_t = rm_agent::RESTART_SPREAD.as_secs(), value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub restart_spread: u64,
 }
 
 #[derive(Debug, Subcommand)]

@@ -29,8 +29,10 @@ pub(crate) async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
         data_dir: data_dir.clone(),
         database_url: None,
     };
-    let (listener, state) =
-        crate::server::start(&store_args, args.listen, None, HEARTBEAT_SECONDS).await?;
+    let (listener, state) = crate::server::start(&store_args, args.listen, None, |config| {
+        config.heartbeat_seconds = HEARTBEAT_SECONDS
+    })
+    .await?;
     let url = state.config().public_url.clone();
     let shutdown = crate::shutdown_on_signal();
     let server = tokio::spawn(rm_server::serve(

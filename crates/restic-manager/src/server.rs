@@ -9,12 +9,11 @@ use tokio::net::TcpListener;
 use crate::cli::{ServerArgs, StoreArgs};
 
 pub(crate) async fn run(args: ServerArgs) -> anyhow::Result<()> {
-    let (listener, state) = start(
-        &args.store,
-        args.listen,
-        args.public_url,
-        args.heartbeat_seconds,
-    )
+    let lost_agent_grace = args.lost_agent_grace.map(std::time::Duration::from_secs);
+    let (listener, state) = start(&args.store, args.listen, args.public_url, |config| {
+        config.heartbeat_seconds = args.heartbeat_seconds;
+        config.lost_agent_grace = lost_agent_grace;
+    })
     .await?;
     let shutdown = crate::shutdown_on_signal();
     rm_server::serve(listener, state, async move { shutdown.cancelled().await }).await?;
@@ -23,12 +22,13 @@ pub(crate) async fn run(args: ServerArgs) -> anyhow::Result<()> {
 }
 
 /// Opens the store, makes the first admin (printing a generated password
-/// once), loads the sealing key and binds the listener.
+/// once), loads the sealing key and binds the listener; `configure`
+/// adjusts the settings.
 pub(crate) async fn start(
     store_args: &StoreArgs,
     listen: SocketAddr,
     public_url: Option<String>,
-    heartbeat_seconds: u32,
+    configure: impl FnOnce(&mut ServerConfig),
 ) -> anyhow::Result<(TcpListener, AppState)> {
     let store = crate::storage::open(store_args).await?;
     let admin_password = std::env::var("RM_ADMIN_PASSWORD").ok();
@@ -53,7 +53,7 @@ pub(crate) async fn start(
     let local = listener.local_addr()?;
     let public_url = public_url.unwrap_or_else(|| default_public_url(local));
     let mut config = ServerConfig::new(public_url);
-    config.heartbeat_seconds = heartbeat_seconds;
+    configure(&mut config);
     println!(
         "restic-manager server listening on http://{local} (public URL {})",
         config.public_url

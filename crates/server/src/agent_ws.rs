@@ -141,7 +141,7 @@ async fn session(state: AppState, host_id: HostId, mut socket: WebSocket) {
         );
     }
     state.fleet_changed();
-    jobs::reconcile_after_hello(&state, host_id, &hello.running_jobs, record.at).await;
+    jobs::reconcile_after_hello(&state, host_id, &hello, record.at).await;
     jobs::dispatch_next(&state, host_id).await;
     tracing::info!(
         %host_id,
@@ -151,12 +151,21 @@ async fn session(state: AppState, host_id: HostId, mut socket: WebSocket) {
         "agent connected"
     );
 
-    let reason = run(&state, host_id, &mut socket, &mut outbound, &close).await;
+    let reason = run(&state, host_id, &conn, &mut socket, &mut outbound, &close).await;
     tracing::info!(%host_id, %reason, "agent disconnected");
 
     if state.hub().unregister(host_id, conn.id()) {
-        // Nobody took over this host: its pending calls cannot be answered.
+        // Nobody took over this host: its pending calls cannot be answered,
+        // and if it does not come back its running job is lost.
         state.rpc().fail_host(host_id);
+        if !state.is_stopping() {
+            jobs::watch_for_lost_agent(
+                &state,
+                host_id,
+                Utc::now(),
+                format!("its connection ended ({reason})"),
+            );
+        }
     }
     if let Err(e) = state
         .store()
@@ -297,13 +306,14 @@ async fn first_text(socket: &mut WebSocket) -> Option<String> {
 async fn run(
     state: &AppState,
     host_id: HostId,
+    conn: &AgentConn,
     socket: &mut WebSocket,
     outbound: &mut mpsc::Receiver<Frame>,
     close: &Arc<CloseSignal>,
 ) -> String {
     let idle = state.config().idle_timeout();
     let mut deadline = Instant::now() + idle;
-    let mut jobs = AgentJobs::default();
+    let mut jobs = AgentJobs::new(conn.clone());
     loop {
         tokio::select! {
             biased;
@@ -422,7 +432,20 @@ async fn dispatch(
             Ok(())
         }
         Message::ScheduleAck(ack) => schedules::on_ack(state, host_id, ack).await,
-        Message::ScheduleFire(fire) => schedules::on_fire(state, host_id, fire).await,
+        Message::ScheduleFire(fire) => {
+            // An offline run's fire: a skipped one is the whole job, and
+            // one the server refuses takes the job's reports with it.
+            let offline = fire.job_id.clone().map(|job| (job, fire.skipped));
+            let outcome = schedules::on_fire(state, host_id, fire).await;
+            if let Some((job, skipped)) = offline {
+                match &outcome {
+                    Ok(()) if skipped => jobs.ack_done(&job, None),
+                    Err(ReportError::NotFound(why)) => jobs.ack_done(&job, Some(why.clone())),
+                    _ => {}
+                }
+            }
+            outcome
+        }
         Message::CommandResult(result) => jobs.command_result(state, host_id, result).await,
         Message::JobStarted(started) => jobs.started(state, host_id, started).await,
         Message::JobProgress(progress) => jobs.progress(state, host_id, progress).await,
@@ -444,6 +467,7 @@ async fn dispatch(
         | Message::ScheduleSet(_)
         | Message::CommandRun(_)
         | Message::CommandCancel(_)
+        | Message::JobAck(_)
         | Message::TreeList(_) => {
             return Some(error_frame(
                 id,
@@ -564,6 +588,7 @@ mod tests {
             os: String::from("linux"),
             arch: String::from("x86_64"),
             running_jobs: Vec::new(),
+            spooled_jobs: Vec::new(),
         }
     }
 

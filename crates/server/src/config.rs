@@ -16,6 +16,9 @@ pub struct ServerConfig {
     pub session_ttl: Duration,
     /// Default lifetime of an enrolment token.
     pub enrollment_ttl: Duration,
+    /// How long an agent that went away mid-job may take to come back
+    /// before its jobs fail as interrupted; `None`: the idle timeout.
+    pub lost_agent_grace: Option<Duration>,
 }
 
 impl ServerConfig {
@@ -27,6 +30,7 @@ impl ServerConfig {
             hello_timeout: Duration::from_secs(rm_protocol::HELLO_TIMEOUT_SECS),
             session_ttl: Duration::from_secs(12 * 3600),
             enrollment_ttl: Duration::from_secs(3600),
+            lost_agent_grace: None,
         }
     }
 
@@ -34,6 +38,12 @@ impl ServerConfig {
     /// little slack for a slow network.
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_secs(u64::from(self.heartbeat_seconds) * 3 + 5)
+    }
+
+    /// How long an agent that went away mid-job may take to come back
+    /// (by default as long as a silent connection is given).
+    pub fn lost_agent_grace(&self) -> Duration {
+        self.lost_agent_grace.unwrap_or_else(|| self.idle_timeout())
     }
 
     /// Where an agent that is too old is sent.

@@ -91,6 +91,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     state.store().mark_all_hosts_offline().await?;
+    jobs::watch_hosts_with_active_jobs(&state).await;
     let flusher = liveness::spawn_flusher(state.clone());
     let router = app(state.clone());
     // Peer addresses feed the per-address login rate limit.
@@ -98,6 +99,7 @@ pub async fn serve(
     axum::serve(listener, service)
         .with_graceful_shutdown(shutdown)
         .await?;
+    state.stop();
     state
         .hub()
         .close_all(rm_protocol::close_code::GOING_AWAY, "server shutting down");

@@ -31,6 +31,7 @@ struct Inner {
     tree_cache: TreeCache,
     login_limiter: LoginLimiter,
     fleet: tokio::sync::broadcast::Sender<()>,
+    stopping: tokio_util::sync::CancellationToken,
 }
 
 impl AppState {
@@ -51,6 +52,7 @@ impl AppState {
             tree_cache: TreeCache::default(),
             login_limiter: LoginLimiter::default(),
             fleet: tokio::sync::broadcast::channel(16).0,
+            stopping: tokio_util::sync::CancellationToken::new(),
         }))
     }
 
@@ -111,6 +113,22 @@ impl AppState {
     /// Writes pending last-seen times to the store now.
     pub async fn flush_last_seen(&self) {
         self.0.last_seen.flush(self.store()).await;
+    }
+
+    /// Marks the server as shutting down: agents closing from now on are
+    /// not "lost".
+    pub fn stop(&self) {
+        self.0.stopping.cancel();
+    }
+
+    /// Resolves once [`AppState::stop`] was called.
+    pub async fn stopping(&self) {
+        self.0.stopping.cancelled().await;
+    }
+
+    /// Whether [`AppState::stop`] was called.
+    pub fn is_stopping(&self) -> bool {
+        self.0.stopping.is_cancelled()
     }
 
     /// Waits until every log line handed to the writer so far is stored.

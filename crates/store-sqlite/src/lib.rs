@@ -1023,6 +1023,23 @@ impl Store for SqliteStore {
     }
 
     /// Deleted hosts are left out; ordered by host id (enrolment order).
+    async fn hosts_with_active_jobs(&self) -> StoreResult<Vec<HostId>> {
+        sqlx::query(
+            "SELECT DISTINCT jobs.host_id AS host_id FROM jobs \
+             JOIN hosts ON hosts.id = jobs.host_id \
+             WHERE jobs.status IN (?, ?) AND hosts.deleted_at IS NULL \
+             ORDER BY jobs.host_id",
+        )
+        .bind(JobStatus::Dispatched.as_str())
+        .bind(JobStatus::Running.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?
+        .iter()
+        .map(|row| codec::id(row, "host_id"))
+        .collect()
+    }
+
     async fn hosts_with_queued_jobs(&self) -> StoreResult<Vec<HostId>> {
         sqlx::query(
             "SELECT DISTINCT jobs.host_id AS host_id FROM jobs \
@@ -1091,9 +1108,14 @@ impl Store for SqliteStore {
             )));
         }
         let sources = JobStatus::sources_of(end.status);
+        // An active job may finish; so may one the server failed
+        // provisionally, when the agent's own end (never another verdict)
+        // arrives after all.
         let sql = format!(
-            "UPDATE jobs SET status = ?, exit_code = ?, stats = ?, error = ?, finished_at = ? \
-             WHERE id = ? AND status IN ({}) RETURNING host_id, kind",
+            "UPDATE jobs SET status = ?, exit_code = ?, stats = ?, error = ?, finished_at = ?, \
+             end_provisional = ? \
+             WHERE id = ? AND (status IN ({}) OR (end_provisional = 1 AND ? = 0)) \
+             RETURNING host_id, kind",
             placeholders(sources.len())
         );
         let finished_ms = ms(end.finished_at);
@@ -1104,10 +1126,12 @@ impl Store for SqliteStore {
             .bind(codec::json_value_to_opt(&end.stats))
             .bind(&end.error)
             .bind(finished_ms)
+            .bind(end.provisional)
             .bind(id.to_string());
         for source in sources {
             query = query.bind(source.as_str());
         }
+        query = query.bind(end.provisional);
         let Some(row) = query.fetch_optional(&mut *tx).await.map_err(backend)? else {
             tx.rollback().await.map_err(backend)?;
             return Ok(false);

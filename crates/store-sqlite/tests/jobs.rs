@@ -47,6 +47,7 @@ fn end(status: JobStatus, at: i64) -> JobEnd {
         stats: json!({ "files_new": 3, "data_added": 1024 }),
         error: None,
         finished_at: t(at),
+        provisional: false,
     }
 }
 
@@ -168,6 +169,7 @@ async fn illegal_moves_return_false_and_change_nothing() {
         stats: serde_json::Value::Null,
         error: Some("Fatal: unable to open repository".to_owned()),
         finished_at: t(7),
+        provisional: false,
     };
     assert!(store.finish_job(job.id, &failed).await.unwrap());
     let first = store.job(job.id).await.unwrap().unwrap();

@@ -299,6 +299,7 @@ async fn deleting_a_schedule_keeps_its_jobs_without_the_link() {
                 stats: json!({ "files_new": 1 }),
                 error: None,
                 finished_at: t(13),
+                provisional: false,
             },
         )
         .await
@@ -378,6 +379,7 @@ async fn active_jobs_of_a_schedule_are_its_unfinished_ones_in_creation_order() {
                 stats: serde_json::Value::Null,
                 error: None,
                 finished_at: t(6),
+                provisional: false,
             },
         )
         .await
@@ -508,6 +510,7 @@ async fn jobs_can_start_dispatched_or_skipped_but_nothing_else() {
                 stats: serde_json::Value::Null,
                 error: None,
                 finished_at: t(22),
+                provisional: false,
             },
         )
         .await
@@ -528,6 +531,7 @@ async fn jobs_can_start_dispatched_or_skipped_but_nothing_else() {
                     stats: serde_json::Value::Null,
                     error: None,
                     finished_at: t(23),
+                    provisional: false,
                 },
             )
             .await,

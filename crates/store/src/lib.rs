@@ -139,15 +139,20 @@ pub trait Store: Send + Sync + 'static {
     async fn next_dispatchable_job(&self, host: HostId) -> StoreResult<Option<Job>>;
     /// Hosts that have queued jobs (for dispatch after a restart).
     async fn hosts_with_queued_jobs(&self) -> StoreResult<Vec<HostId>>;
+    /// Hosts that have dispatched or running jobs (to watch for agents
+    /// that do not come back after a restart).
+    async fn hosts_with_active_jobs(&self) -> StoreResult<Vec<HostId>>;
     /// Moves job `id` to `to` (`dispatched` or `running`, setting
     /// `dispatched_at` / `started_at` to `at`; or back to `queued`, clearing
     /// `dispatched_at`) if its current status may become `to`
     /// ([`JobStatus::can_become`]). Returns whether it moved; a repeated or
     /// late move changes nothing.
     async fn advance_job(&self, id: JobId, to: JobStatus, at: DateTime<Utc>) -> StoreResult<bool>;
-    /// Records how job `id` ended, if it has not ended already (idempotent).
-    /// For a finished `backup` job it also updates the host's last backup
-    /// time and status. Returns whether it changed anything.
+    /// Records how job `id` ended, if it has not ended already (idempotent),
+    /// or if its end so far is a provisional verdict and `end` is not (the
+    /// agent's real end replacing the server's guess). For a finished
+    /// `backup` job it also updates the host's last backup time and
+    /// status. Returns whether it changed anything.
     async fn finish_job(&self, id: JobId, end: &JobEnd) -> StoreResult<bool>;
 
     /// Stores log lines of any number of jobs in one transaction. Lines

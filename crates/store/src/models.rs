@@ -251,6 +251,9 @@ pub struct JobEnd {
     pub error: Option<String>,
     /// When it ended.
     pub finished_at: DateTime<Utc>,
+    /// The server's own verdict for a job whose agent vanished: a later
+    /// end reported by the agent replaces it (once).
+    pub provisional: bool,
 }
 
 /// Which jobs to list; newest first.

@@ -192,6 +192,40 @@ impl Api {
             .context("the created job has no id")
     }
 
+    /// Job `id` as the API shows it; fails unless 200.
+    pub async fn job(&self, id: &str) -> anyhow::Result<Value> {
+        let (status, body) = self.get(&format!("/api/v1/jobs/{id}")).await?;
+        if status != StatusCode::OK {
+            bail!("reading job {id} failed with {status}: {body}");
+        }
+        Ok(body)
+    }
+
+    /// Every stored log line of job `id`, in `seq` order.
+    pub async fn job_logs(&self, id: &str) -> anyhow::Result<Vec<Value>> {
+        let (status, body) = self.get(&format!("/api/v1/jobs/{id}/logs")).await?;
+        if status != StatusCode::OK {
+            bail!("reading the logs of job {id} failed with {status}: {body}");
+        }
+        body.as_array()
+            .cloned()
+            .context("the logs are not a JSON array")
+    }
+
+    /// Waits (up to `limit`) until job `id` has status `status`.
+    pub async fn wait_job_status(
+        &self,
+        id: &str,
+        status: &str,
+        limit: std::time::Duration,
+    ) -> anyhow::Result<Value> {
+        crate::wait_until(limit, &format!("job {id} to be {status}"), || async {
+            matches!(self.job(id).await, Ok(job) if job["status"] == status)
+        })
+        .await?;
+        self.job(id).await
+    }
+
     /// Waits (up to `limit`) until job `id` has finished, and returns it.
     pub async fn finished_job(
         &self,

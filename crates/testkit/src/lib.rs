@@ -7,6 +7,8 @@
 //! - [`RawAgent`]: a hand-driven WebSocket client for protocol tests.
 //! - [`AgentProcess`]: the real `restic-manager agent run` as a child process,
 //!   with its log captured.
+//! - [`ServerProcess`]: the real `restic-manager server` as a child process,
+//!   to kill (`-9`) or stop and start again on the same database.
 //! - [`fixtures`]: generated source trees and byte-for-byte comparison.
 //! - [`Browser`]: Debian's headless Chromium over WebDriver, for UI tests.
 //! - [`rclone::RcloneServer`]: a REST repository server on 127.0.0.1.
@@ -17,10 +19,12 @@
 mod agent_process;
 mod api;
 pub mod browser;
+mod child;
 pub mod fixtures;
 mod raw_agent;
 pub mod rclone;
 mod server;
+mod server_process;
 
 use std::future::Future;
 use std::time::Duration;
@@ -30,6 +34,7 @@ pub use api::Api;
 pub use browser::Browser;
 pub use raw_agent::{hello, RawAgent};
 pub use server::{RunningAgent, StoppedServer, TestServer, ADMIN_PASSWORD};
+pub use server_process::ServerProcess;
 
 /// Polls `check` every 50 ms until it returns true, failing after `limit`
 /// with a message naming `what` was awaited.

@@ -1,11 +1,12 @@
 //! A WebSocket client driven by hand, for testing what the server does with
 //! good and bad frames.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use futures_util::{SinkExt, StreamExt};
-use rm_protocol::{Frame, Hello, Message, CURRENT_PROTOCOL_VERSION};
+use rm_protocol::{Frame, Hello, JobAck, Message, CURRENT_PROTOCOL_VERSION};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -26,12 +27,17 @@ pub fn hello(protocol_version: u32) -> Hello {
         os: String::from("linux"),
         arch: String::from("x86_64"),
         running_jobs: Vec::new(),
+        spooled_jobs: Vec::new(),
     }
 }
 
-/// A connected raw client.
+/// A connected raw client. The server's `job.ack`s are set aside as they
+/// arrive (see [`RawAgent::acks`]), so tests about other frames need not
+/// step over them.
 pub struct RawAgent {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    acks: Vec<JobAck>,
+    pending: VecDeque<Frame>,
 }
 
 impl RawAgent {
@@ -49,7 +55,11 @@ impl RawAgent {
                 .insert("Authorization", value.parse().context("bad header value")?);
         }
         match tokio_tungstenite::connect_async(request).await {
-            Ok((ws, _)) => Ok(Ok(RawAgent { ws })),
+            Ok((ws, _)) => Ok(Ok(RawAgent {
+                ws,
+                acks: Vec::new(),
+                pending: VecDeque::new(),
+            })),
             Err(tungstenite::Error::Http(response)) => {
                 let status = response.status().as_u16();
                 let body = response
@@ -104,10 +114,54 @@ impl RawAgent {
         Ok(())
     }
 
-    /// The next protocol frame, skipping pings; fails on close or silence.
+    /// The next protocol frame other than `job.ack`, skipping pings; fails
+    /// on close or silence.
     pub async fn recv(&mut self) -> anyhow::Result<Frame> {
+        if let Some(frame) = self.pending.pop_front() {
+            return Ok(frame);
+        }
         loop {
-            let next = tokio::time::timeout(RECV_LIMIT, self.ws.next())
+            let frame = self.recv_any(RECV_LIMIT).await?;
+            match frame.message {
+                Message::JobAck(ack) => self.acks.push(ack),
+                _ => return Ok(frame),
+            }
+        }
+    }
+
+    /// Every `job.ack` received so far, in order.
+    pub fn acks(&self) -> &[JobAck] {
+        &self.acks
+    }
+
+    /// Waits up to `limit` for a `job.ack` (received now or earlier) that
+    /// `matches`; other frames wait for [`RawAgent::recv`].
+    pub async fn wait_for_ack(
+        &mut self,
+        limit: Duration,
+        matches: impl Fn(&JobAck) -> bool,
+    ) -> anyhow::Result<JobAck> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if let Some(ack) = self.acks.iter().find(|a| matches(a)) {
+                return Ok(ack.clone());
+            }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let frame = self
+                .recv_any(left)
+                .await
+                .with_context(|| format!("no matching job.ack; acks so far: {:?}", self.acks))?;
+            match frame.message {
+                Message::JobAck(ack) => self.acks.push(ack),
+                _ => self.pending.push_back(frame),
+            }
+        }
+    }
+
+    /// The next text frame of any kind, skipping pings.
+    async fn recv_any(&mut self, limit: Duration) -> anyhow::Result<Frame> {
+        loop {
+            let next = tokio::time::timeout(limit, self.ws.next())
                 .await
                 .context("no frame from the server in time")?;
             match next {
@@ -143,9 +197,32 @@ impl RawAgent {
         }
     }
 
-    /// Whether anything arrives within `limit` (for "must stay silent").
+    /// Whether nothing but `job.ack`s arrives within `limit` (for "must
+    /// stay silent").
     pub async fn silent_for(&mut self, limit: Duration) -> bool {
-        tokio::time::timeout(limit, self.ws.next()).await.is_err()
+        if !self.pending.is_empty() {
+            return false;
+        }
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match tokio::time::timeout(left, self.ws.next()).await {
+                Err(_) => return true,
+                Ok(Some(Ok(WsMessage::Text(text)))) => match Frame::decode(text.as_str()) {
+                    Ok(Frame {
+                        message: Message::JobAck(ack),
+                        ..
+                    }) => self.acks.push(ack),
+                    Ok(frame) => {
+                        self.pending.push_back(frame);
+                        return false;
+                    }
+                    Err(_) => return false,
+                },
+                Ok(Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_)))) => continue,
+                Ok(_) => return false,
+            }
+        }
     }
 
     /// Closes the connection from this side.

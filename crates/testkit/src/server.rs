@@ -152,35 +152,7 @@ impl TestServer {
         env: &[(&str, &str)],
     ) -> anyhow::Result<RunningAgent> {
         let admin = self.admin().await?;
-        let created = admin.create_enrollment_token(Some(name), None).await?;
-        let state = tempfile::tempdir()?;
-        let state_dir = state.path().join("agent");
-        let out = AgentProcess::enroll(binary, &self.url, &created.token, &state_dir, &[]).await?;
-        if !out.status.success() {
-            anyhow::bail!(
-                "agent enroll failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        let host_id = admin
-            .hosts()
-            .await?
-            .into_iter()
-            .find(|h| h.name == name)
-            .map(|h| h.id)
-            .context("the enrolled host is not listed")?;
-        let process = AgentProcess::spawn(binary, &state_dir, restic_bin, env)?;
-        crate::wait_until(Duration::from_secs(15), "the agent to connect", || {
-            self.host_online(&host_id)
-        })
-        .await
-        .with_context(|| format!("agent log:\n{}", process.log()))?;
-        Ok(RunningAgent {
-            host_id,
-            process,
-            state_dir,
-            _state: state,
-        })
+        enrol_real_agent(&admin, &self.url, binary, name, restic_bin, env).await
     }
 
     /// Whether the store says the host is online.
@@ -214,6 +186,52 @@ impl TestServer {
         }
         Ok(())
     }
+}
+
+/// Enrols a host named `name` at the server `url` through the real `agent
+/// enroll` of `binary`, starts its real `agent run`, and waits until the
+/// server lists it online.
+pub(crate) async fn enrol_real_agent(
+    admin: &Api,
+    url: &str,
+    binary: &std::path::Path,
+    name: &str,
+    restic_bin: &std::path::Path,
+    env: &[(&str, &str)],
+) -> anyhow::Result<RunningAgent> {
+    let created = admin.create_enrollment_token(Some(name), None).await?;
+    let state = tempfile::tempdir()?;
+    let state_dir = state.path().join("agent");
+    let out = AgentProcess::enroll(binary, url, &created.token, &state_dir, &[]).await?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "agent enroll failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let host_id = admin
+        .hosts()
+        .await?
+        .into_iter()
+        .find(|h| h.name == name)
+        .map(|h| h.id)
+        .context("the enrolled host is not listed")?;
+    let process = AgentProcess::spawn(binary, &state_dir, restic_bin, env)?;
+    crate::wait_until(Duration::from_secs(15), "the agent to connect", || {
+        let hosts = admin.hosts();
+        let host_id = &host_id;
+        async move {
+            matches!(hosts.await, Ok(hosts) if hosts.iter().any(|h| &h.id == host_id && h.online))
+        }
+    })
+    .await
+    .with_context(|| format!("agent log:\n{}", process.log()))?;
+    Ok(RunningAgent {
+        host_id,
+        process,
+        state_dir,
+        _state: state,
+    })
 }
 
 /// A real agent process enrolled with a [`TestServer`].

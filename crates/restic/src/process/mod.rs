@@ -71,6 +71,31 @@ pub(crate) struct Ended {
     pub stopped: Option<StopReason>,
 }
 
+/// Makes restic receive SIGINT when the process that started it dies, even
+/// by SIGKILL: restic then removes its lock and exits instead of running on
+/// unsupervised, with nobody to report its end. (restic runs in its own
+/// process group, so it would not see a signal sent to ours.)
+#[allow(unsafe_code)]
+fn die_with_parent(command: &mut tokio::process::Command) {
+    let parent = std::process::id();
+    // SAFETY: the hook runs in the forked child before exec, where only
+    // async-signal-safe calls are allowed; prctl(2) and getppid(2) are, and
+    // the closure allocates nothing (its error values are built without
+    // allocating).
+    unsafe {
+        command.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(Some(nix::sys::signal::Signal::SIGINT))
+                .map_err(std::io::Error::from)?;
+            // The parent may have died between fork and prctl; then nobody
+            // would ever send the signal.
+            if u32::try_from(nix::unistd::getppid().as_raw()).ok() != Some(parent) {
+                return Err(std::io::Error::from(std::io::ErrorKind::Interrupted));
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Runs restic to the end. Every output line goes to `on_line`, whose
 /// events are forwarded to `events` (progress with `try_send`, since it is
 /// lossy by nature; everything else with back-pressure). A closed `events`
@@ -90,6 +115,7 @@ pub(crate) async fn run(
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .process_group(0);
+    die_with_parent(&mut command);
     // An operator's shell may export RESTIC_REPOSITORY or RESTIC_PASSWORD_FILE;
     // only what the caller configured may reach restic.
     for (key, _) in std::env::vars_os() {

@@ -7,6 +7,10 @@
 //! The queue is bounded: when the database falls behind, connections wait
 //! to hand over their lines, which slows the agents' sockets rather than
 //! growing memory without limit.
+//!
+//! Lines may come with a [`Stored`] callback, called once their batch is
+//! committed (or given up): that is when the server may tell the agent to
+//! drop them from its spool.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,8 +26,11 @@ const QUEUE: usize = 1024;
 /// Attempts at a failing batch before its lines are given up (and logged).
 const ATTEMPTS: u32 = 3;
 
+/// Told whether lines were stored (`true`) or given up after retries.
+pub(crate) type Stored = Box<dyn FnOnce(bool) + Send>;
+
 enum Request {
-    Lines(Vec<LogLineRecord>),
+    Lines(Vec<LogLineRecord>, Option<Stored>),
     Flush(oneshot::Sender<()>),
 }
 
@@ -41,13 +48,22 @@ impl LogWriter {
         (LogWriter { tx }, task)
     }
 
-    /// Queues lines, waiting if the writer is behind.
-    pub(crate) async fn write(&self, lines: Vec<LogLineRecord>) {
+    /// Queues lines, waiting if the writer is behind; `then` hears how
+    /// their batch went.
+    pub(crate) async fn write(&self, lines: Vec<LogLineRecord>, then: Option<Stored>) {
         if lines.is_empty() {
+            if let Some(then) = then {
+                then(true);
+            }
             return;
         }
-        if self.tx.send(Request::Lines(lines)).await.is_err() {
+        if let Err(mpsc::error::SendError(request)) =
+            self.tx.send(Request::Lines(lines, then)).await
+        {
             tracing::error!("log writer has stopped; dropping log lines");
+            if let Request::Lines(_, Some(then)) = request {
+                then(false);
+            }
         }
     }
 
@@ -61,44 +77,59 @@ impl LogWriter {
 }
 
 async fn write_loop(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Request>) {
-    let mut batch: Vec<LogLineRecord> = Vec::new();
-    let mut waiters: Vec<oneshot::Sender<()>> = Vec::new();
+    let mut batch = Batch::default();
     while let Some(first) = rx.recv().await {
-        take(first, &mut batch, &mut waiters);
-        while batch.len() < MAX_BATCH_LINES {
+        batch.take(first);
+        while batch.lines.len() < MAX_BATCH_LINES {
             match rx.try_recv() {
-                Ok(next) => take(next, &mut batch, &mut waiters),
+                Ok(next) => batch.take(next),
                 Err(_) => break,
             }
         }
-        if !batch.is_empty() {
-            store_batch(store.as_ref(), &batch).await;
-            batch.clear();
+        let stored = batch.lines.is_empty() || store_batch(store.as_ref(), &batch.lines).await;
+        batch.lines.clear();
+        for then in batch.callbacks.drain(..) {
+            then(stored);
         }
-        for waiter in waiters.drain(..) {
+        for waiter in batch.waiters.drain(..) {
             let _ = waiter.send(());
         }
     }
 }
 
-fn take(request: Request, batch: &mut Vec<LogLineRecord>, waiters: &mut Vec<oneshot::Sender<()>>) {
-    match request {
-        Request::Lines(mut lines) => batch.append(&mut lines),
-        Request::Flush(done) => waiters.push(done),
+/// What one transaction gathers.
+#[derive(Default)]
+struct Batch {
+    lines: Vec<LogLineRecord>,
+    callbacks: Vec<Stored>,
+    waiters: Vec<oneshot::Sender<()>>,
+}
+
+impl Batch {
+    fn take(&mut self, request: Request) {
+        match request {
+            Request::Lines(mut lines, then) => {
+                self.lines.append(&mut lines);
+                self.callbacks.extend(then);
+            }
+            Request::Flush(done) => self.waiters.push(done),
+        }
     }
 }
 
-async fn store_batch(store: &dyn Store, batch: &[LogLineRecord]) {
+/// Stores a batch, retrying; returns whether it was stored.
+async fn store_batch(store: &dyn Store, batch: &[LogLineRecord]) -> bool {
     for attempt in 1..=ATTEMPTS {
         match store.append_logs(batch).await {
-            Ok(_) => return,
+            Ok(_) => return true,
             Err(e) if attempt < ATTEMPTS => {
                 tracing::warn!(error = %e, lines = batch.len(), attempt, "could not store log lines; retrying");
                 tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
             }
             Err(e) => {
-                tracing::error!(error = %e, lines = batch.len(), "could not store log lines; giving up on this batch");
+                tracing::error!(error = %e, lines = batch.len(), "could not store log lines; giving up on this batch (agents resend unacknowledged lines)");
             }
         }
     }
+    false
 }

@@ -15,12 +15,13 @@ use rm_core::{HostId, JobId, JobStatus, JobTrigger, ScheduleId};
 use rm_protocol::api::JobView;
 use rm_protocol::params::{JobParams, RestoreParams};
 use rm_protocol::{
-    CommandCancel, CommandResult, CommandRun, Frame, JobFinished, JobKind, JobOutcome, JobProgress,
-    JobStarted, LogStream, LogStreamKind, RejectReason,
+    close_code, CommandCancel, CommandResult, CommandRun, Frame, JobAck, JobFinished, JobKind,
+    JobOutcome, JobProgress, JobStarted, LogStream, LogStreamKind, RejectReason,
 };
 use rm_store::{CommandResultRecord, Job, JobEnd, LogLineRecord, NewJob, StoreError};
 use serde_json::Value;
 
+use crate::hub::AgentConn;
 use crate::repositories;
 use crate::state::AppState;
 use events::JobEvent;
@@ -230,6 +231,7 @@ async fn fail(state: &AppState, job: JobId, error: String) -> Result<(), JobErro
             stats: Value::Null,
             error: Some(error),
             finished_at: Utc::now(),
+            provisional: false,
         },
     )
     .await
@@ -274,6 +276,7 @@ pub async fn cancel(state: &AppState, id: JobId) -> Result<Job, JobError> {
                     stats: Value::Null,
                     error: Some(String::from("cancelled before it started")),
                     finished_at: Utc::now(),
+                    provisional: false,
                 },
             )
             .await?;
@@ -300,9 +303,9 @@ pub async fn cancel(state: &AppState, id: JobId) -> Result<Job, JobError> {
 
 /// Per-connection bookkeeping for job messages: which jobs this agent may
 /// report on (its own host's), remembered so the hot log path does not
-/// read the job on every batch.
-#[derive(Default)]
+/// read the job on every batch, and the connection that `job.ack`s go to.
 pub(crate) struct AgentJobs {
+    conn: AgentConn,
     owned: HashSet<JobId>,
 }
 
@@ -325,7 +328,35 @@ impl From<StoreError> for ReportError {
 }
 
 impl AgentJobs {
-    /// The job `raw` if it exists and belongs to `host`.
+    /// Bookkeeping for the agent connection `conn`.
+    pub(crate) fn new(conn: AgentConn) -> AgentJobs {
+        AgentJobs {
+            conn,
+            owned: HashSet::new(),
+        }
+    }
+
+    /// Tells the agent what is stored. A full queue drops the ack, which
+    /// only means the agent sends the acknowledged reports once more.
+    pub(crate) fn ack(&self, ack: JobAck) {
+        if let Err(e) = self.conn.send(Frame::new(ack)) {
+            tracing::debug!(error = %e, "could not queue a job.ack");
+        }
+    }
+
+    /// Acknowledges a whole job: the agent may forget it.
+    pub(crate) fn ack_done(&self, job_id: &str, error: Option<String>) {
+        self.ack(JobAck {
+            job_id: job_id.to_owned(),
+            log_seq: 0,
+            done: true,
+            error,
+        });
+    }
+
+    /// The job `raw` if it exists and belongs to `host`. Reports about any
+    /// other job are refused for good: the agent is told to drop them, or
+    /// it would replay them from its spool forever.
     async fn own(
         &mut self,
         state: &AppState,
@@ -343,9 +374,11 @@ impl AgentJobs {
                 self.owned.insert(id);
                 Ok(id)
             }
-            _ => Err(ReportError::NotFound(format!(
-                "job `{id}` not found for this host"
-            ))),
+            _ => {
+                let why = format!("job `{id}` not found for this host");
+                self.ack_done(raw, Some(why.clone()));
+                Err(ReportError::NotFound(why))
+            }
         }
     }
 
@@ -462,7 +495,30 @@ impl AgentJobs {
                 text: line.text.clone(),
             })
             .collect();
-        state.log_writer().write(records).await;
+        // Once stored, the agent may drop these lines from its spool. An
+        // agent sends a job's lines in order and the writer stores them in
+        // order, so every line up to the highest is stored then. If a
+        // batch cannot be stored, the connection ends: the agent replays
+        // everything unacknowledged on the next one.
+        let highest = stream.lines.iter().map(|l| l.seq).max().unwrap_or(0);
+        let conn = self.conn.clone();
+        let job_id = stream.job_id.clone();
+        let then: log_writer::Stored = Box::new(move |stored| {
+            if stored {
+                let _ = conn.send(Frame::new(JobAck {
+                    job_id,
+                    log_seq: highest,
+                    done: false,
+                    error: None,
+                }));
+            } else {
+                conn.close(
+                    close_code::GOING_AWAY,
+                    "the server could not store log lines; send them again",
+                );
+            }
+        });
+        state.log_writer().write(records, Some(then)).await;
         state.job_events().publish(id, JobEvent::Log(stream.lines));
         Ok(())
     }
@@ -476,6 +532,7 @@ impl AgentJobs {
     ) -> Result<(), ReportError> {
         let id = self.own(state, host, &finished.job_id).await?;
         state.log_writer().flush().await;
+        let job_id = finished.job_id.clone();
         let status = match finished.status {
             JobOutcome::Succeeded => JobStatus::Succeeded,
             JobOutcome::Partial => JobStatus::Partial,
@@ -488,8 +545,12 @@ impl AgentJobs {
             stats: finished.stats,
             error: finished.error,
             finished_at: finished.finished_at,
+            provisional: false,
         };
         finish(state, id, end).await.map_err(job_to_report)?;
+        // Stored (or already known): every report of the job came before
+        // its end, so the agent may forget the job.
+        self.ack_done(&job_id, None);
         // Even a report that changed nothing (the job had already been
         // given up on) means the agent is free now.
         dispatch_next(state, host).await;
@@ -526,13 +587,15 @@ pub(crate) fn truncate_line(text: &mut String) {
     text.push_str(&format!(" … [truncated {dropped} bytes]"));
 }
 
-/// After a reconnect: jobs the store thinks are dispatched or running on
-/// this host but the agent does not report as running were lost (the agent
-/// restarted mid-job). They fail with an error that says so.
+/// After a (re)connect: jobs the store thinks are dispatched or running on
+/// this host but the agent neither runs nor holds in its spool were lost
+/// (the agent's state was wiped, or it is an agent without a spool). They
+/// fail with an error that says so. The ones it names are settled by the
+/// reports it replays next.
 pub(crate) async fn reconcile_after_hello(
     state: &AppState,
     host: HostId,
-    running: &[String],
+    hello: &rm_protocol::Hello,
     connected_at: DateTime<Utc>,
 ) {
     let active = match state.store().active_jobs(host).await {
@@ -543,7 +606,8 @@ pub(crate) async fn reconcile_after_hello(
         }
     };
     for job in active {
-        if running.iter().any(|r| *r == job.id.to_string()) {
+        let id = job.id.to_string();
+        if hello.running_jobs.contains(&id) || hello.spooled_jobs.contains(&id) {
             continue;
         }
         // Dispatched through this very connection after its hello: the
@@ -556,13 +620,84 @@ pub(crate) async fn reconcile_after_hello(
             exit_code: None,
             stats: Value::Null,
             error: Some(String::from(
-                "the agent was interrupted (restarted or lost the job) before it finished",
+                "the agent was interrupted: it reconnected without this job (it neither runs it nor has reports of it)",
             )),
             finished_at: connected_at,
+            provisional: false,
         };
         if let Err(e) = finish(state, job.id, end).await {
             tracing::error!(job_id = %job.id, error = %e, "could not fail a lost job");
         }
+    }
+}
+
+/// Gives a host whose agent went away (its connection ended, or the server
+/// started without it) a grace period to come back. If it has not when
+/// the grace is over, its dispatched and running jobs fail — provisionally:
+/// should the agent return after all and replay a job's real end from its
+/// spool, that end replaces the verdict.
+pub(crate) fn watch_for_lost_agent(
+    state: &AppState,
+    host: HostId,
+    since: DateTime<Utc>,
+    why: String,
+) {
+    let state = state.clone();
+    let grace = state.config().lost_agent_grace();
+    tokio::spawn(async move {
+        tokio::select! {
+            // A server shutting down has not lost anybody.
+            _ = state.stopping() => return,
+            _ = tokio::time::sleep(grace) => {}
+        }
+        if state.hub().is_connected(host) {
+            return;
+        }
+        let active = match state.store().active_jobs(host).await {
+            Ok(active) => active,
+            Err(e) => {
+                tracing::error!(%host, error = %e, "could not check a lost agent's jobs");
+                return;
+            }
+        };
+        for job in active {
+            // Dispatched later, through a connection that ended later: that
+            // connection's own watch decides.
+            if job.dispatched_at.is_some_and(|at| at > since) {
+                continue;
+            }
+            tracing::warn!(job_id = %job.id, %host, "agent did not come back; failing its job");
+            let end = JobEnd {
+                status: JobStatus::Failed,
+                exit_code: None,
+                stats: Value::Null,
+                error: Some(format!(
+                    "the agent was interrupted: {why} at {} and it did not come back within {} s. \
+                     If it returns and reports this job, its report replaces this one",
+                    since.format("%Y-%m-%d %H:%M:%S UTC"),
+                    grace.as_secs()
+                )),
+                finished_at: since,
+                provisional: true,
+            };
+            if let Err(e) = finish(&state, job.id, end).await {
+                tracing::error!(job_id = %job.id, error = %e, "could not fail a lost agent's job");
+            }
+        }
+    });
+}
+
+/// At start-up: every host with jobs still dispatched or running gets the
+/// same grace as a host whose agent just went away.
+pub(crate) async fn watch_hosts_with_active_jobs(state: &AppState) {
+    match state.store().hosts_with_active_jobs().await {
+        Ok(hosts) => {
+            let now = Utc::now();
+            for host in hosts {
+                watch_for_lost_agent(state, host, now, String::from("the server restarted"));
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "could not list hosts with active jobs"),
     }
 }
 
