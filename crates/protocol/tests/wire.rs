@@ -174,6 +174,15 @@ fn one_of_each() -> Vec<(Frame, &'static [&'static str])> {
             ],
         ),
         (
+            Frame::new(JobAck {
+                job_id: JOB.into(),
+                log_seq: 1200,
+                done: true,
+                error: Some("job not found for this host".into()),
+            }),
+            &["job_id", "log_seq", "done", "error"],
+        ),
+        (
             Frame::new(SnapshotsReport {
                 snapshots: vec![SnapshotInfo {
                     id: "4d3f2a1b".repeat(8),
