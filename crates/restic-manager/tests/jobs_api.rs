@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use chrono::Utc;
 use rm_protocol::{
-    CommandResult, CommandRun, Frame, JobFinished, JobOutcome, JobProgress, JobStarted, LogLine,
-    LogStream, LogStreamKind, Message, RejectReason, RepoStats, SnapshotInfo, SnapshotsReport,
-    CURRENT_PROTOCOL_VERSION,
+    CommandResult, Frame, JobFinished, JobOutcome, JobProgress, JobStarted, Message, RejectReason,
+    RepoStats, SnapshotInfo, SnapshotsReport, CURRENT_PROTOCOL_VERSION,
 };
-use rm_testkit::{hello, wait_until, Api, RawAgent, TestServer};
+use rm_server::ServerConfig;
+use rm_testkit::{hello, log_batch, wait_until, Api, RawAgent, TestServer};
 use serde_json::{json, Value};
 
 const LIMIT: Duration = Duration::from_secs(5);
@@ -24,11 +24,17 @@ struct Fixture {
     server: TestServer,
     admin: Api,
     host_id: String,
+    token: String,
     agent: RawAgent,
 }
 
 async fn fixture() -> Fixture {
-    let server = TestServer::start().await.unwrap();
+    fixture_with(|_| {}).await
+}
+
+/// [`fixture`] with adjusted server settings.
+async fn fixture_with(configure: impl FnOnce(&mut ServerConfig)) -> Fixture {
+    let server = TestServer::start_with(configure).await.unwrap();
     let admin = server.admin().await.unwrap();
     let (host_id, token) = server.enrolled_host("web-01").await.unwrap();
     set_repository(&admin, &host_id).await;
@@ -48,13 +54,17 @@ async fn fixture() -> Fixture {
         agent.recv().await.unwrap().message,
         Message::ScheduleSet(_)
     ));
-    let init = next_run(&mut agent).await;
+    let init = agent.next_run().await.unwrap();
     assert_eq!(init.kind.as_str(), "init");
-    run_to_end(&mut agent, &init.job_id, JobOutcome::Succeeded, &[]).await;
+    agent
+        .run_to_end(&init.job_id, JobOutcome::Succeeded, &[])
+        .await
+        .unwrap();
     Fixture {
         server,
         admin,
         host_id,
+        token,
         agent,
     }
 }
@@ -69,70 +79,6 @@ async fn set_repository(admin: &Api, host_id: &str) {
         .await
         .unwrap();
     assert_eq!(status, 204, "{body}");
-}
-
-/// The next `command.run` the agent receives.
-async fn next_run(agent: &mut RawAgent) -> CommandRun {
-    loop {
-        match agent.recv().await.unwrap().message {
-            Message::CommandRun(run) => return run,
-            Message::ConfigUpdate(_) | Message::ScheduleSet(_) => continue,
-            other => panic!("expected command.run, got {other:?}"),
-        }
-    }
-}
-
-/// Plays a job from acceptance to its end, with the given log lines.
-async fn run_to_end(agent: &mut RawAgent, job_id: &str, outcome: JobOutcome, lines: &[&str]) {
-    agent
-        .send(Frame::new(CommandResult {
-            job_id: job_id.to_owned(),
-            accepted: true,
-            reason: None,
-            message: None,
-        }))
-        .await
-        .unwrap();
-    agent
-        .send(Frame::new(JobStarted {
-            job_id: job_id.to_owned(),
-            started_at: Utc::now(),
-        }))
-        .await
-        .unwrap();
-    if !lines.is_empty() {
-        agent
-            .send(Frame::new(log_batch(job_id, 1, lines)))
-            .await
-            .unwrap();
-    }
-    agent
-        .send(Frame::new(JobFinished {
-            job_id: job_id.to_owned(),
-            status: outcome,
-            exit_code: Some(0),
-            stats: json!({"files_new": 3}),
-            error: None,
-            finished_at: Utc::now(),
-        }))
-        .await
-        .unwrap();
-}
-
-fn log_batch(job_id: &str, first_seq: u64, lines: &[&str]) -> LogStream {
-    LogStream {
-        job_id: job_id.to_owned(),
-        lines: lines
-            .iter()
-            .enumerate()
-            .map(|(i, text)| LogLine {
-                seq: first_seq + i as u64,
-                ts: Utc::now(),
-                stream: LogStreamKind::Stdout,
-                text: (*text).to_owned(),
-            })
-            .collect(),
-    }
 }
 
 async fn job(admin: &Api, id: &str) -> Value {
@@ -215,7 +161,7 @@ async fn a_job_needs_a_known_online_host_with_a_repository_and_valid_params() {
         panic!("expected config.update after PUT repository");
     };
     assert_eq!(config.repository.unwrap().url, "/srv/restic-repo");
-    let init = next_run(&mut agent).await;
+    let init = agent.next_run().await.unwrap();
     assert_eq!(init.kind.as_str(), "init");
     let init_view = job(&admin, &init.job_id).await;
     assert_eq!(init_view["trigger"], "system");
@@ -350,6 +296,7 @@ async fn a_host_runs_one_job_at_a_time_in_creation_order() {
         admin,
         host_id,
         mut agent,
+        ..
     } = fixture().await;
     let (status, first) = post_job(
         &admin,
@@ -363,7 +310,7 @@ async fn a_host_runs_one_job_at_a_time_in_creation_order() {
     assert_eq!(second["status"], "queued");
     assert_eq!(third["status"], "queued");
 
-    let run = next_run(&mut agent).await;
+    let run = agent.next_run().await.unwrap();
     assert_eq!(run.job_id, first["id"].as_str().unwrap());
     assert_eq!(run.params, json!({"paths": ["/a"]}));
     assert!(
@@ -380,16 +327,22 @@ async fn a_host_runs_one_job_at_a_time_in_creation_order() {
         .await
         .unwrap();
     wait_status(&admin, &run.job_id, "running").await;
-    run_to_end(&mut agent, &run.job_id, JobOutcome::Succeeded, &["done"]).await;
+    agent
+        .run_to_end(&run.job_id, JobOutcome::Succeeded, &["done"])
+        .await
+        .unwrap();
     wait_status(&admin, &run.job_id, "succeeded").await;
     let finished = job(&admin, &run.job_id).await;
     assert_eq!(finished["stats"], json!({"files_new": 3}));
     assert!(finished["finished_at"].is_string());
 
-    let run = next_run(&mut agent).await;
+    let run = agent.next_run().await.unwrap();
     assert_eq!(run.job_id, second["id"].as_str().unwrap());
-    run_to_end(&mut agent, &run.job_id, JobOutcome::Failed, &[]).await;
-    let run = next_run(&mut agent).await;
+    agent
+        .run_to_end(&run.job_id, JobOutcome::Failed, &[])
+        .await
+        .unwrap();
+    let run = agent.next_run().await.unwrap();
     assert_eq!(run.job_id, third["id"].as_str().unwrap());
 
     // Newest first, filterable.
@@ -432,9 +385,10 @@ async fn log_lines_are_stored_once_in_order_and_paged_by_seq() {
         admin,
         host_id,
         mut agent,
+        ..
     } = fixture().await;
     let (_, created) = post_job(&admin, &host_id, json!({"kind": "check"})).await;
-    let run = next_run(&mut agent).await;
+    let run = agent.next_run().await.unwrap();
     let id = created["id"].as_str().unwrap();
     assert_eq!(run.job_id, id);
     agent
@@ -451,7 +405,10 @@ async fn log_lines_are_stored_once_in_order_and_paged_by_seq() {
         .send(Frame::new(log_batch(id, 5, &[long.as_str()])))
         .await
         .unwrap();
-    run_to_end(&mut agent, id, JobOutcome::Succeeded, &[]).await;
+    agent
+        .run_to_end(id, JobOutcome::Succeeded, &[])
+        .await
+        .unwrap();
     wait_status(&admin, id, "succeeded").await;
 
     let (_, lines) = admin.get(&format!("/api/v1/jobs/{id}/logs")).await.unwrap();
@@ -478,6 +435,7 @@ async fn an_agent_cannot_report_on_another_hosts_jobs() {
         admin,
         host_id,
         mut agent,
+        ..
     } = fixture().await;
     let (other_id, other_token) = server.enrolled_host("other").await.unwrap();
     let mut intruder = RawAgent::connect_and_hello(&server.ws_url(), &other_token)
@@ -485,7 +443,7 @@ async fn an_agent_cannot_report_on_another_hosts_jobs() {
         .unwrap();
     let (_, created) = post_job(&admin, &host_id, json!({"kind": "stats"})).await;
     let id = created["id"].as_str().unwrap().to_owned();
-    let _ = next_run(&mut agent).await;
+    let _ = agent.next_run().await.unwrap();
 
     intruder
         .send(Frame::new(JobFinished {
@@ -521,6 +479,7 @@ async fn cancel_stops_queued_jobs_at_once_and_asks_the_agent_for_running_ones() 
         admin,
         host_id,
         mut agent,
+        ..
     } = fixture().await;
     let (_, running) = post_job(
         &admin,
@@ -531,7 +490,7 @@ async fn cancel_stops_queued_jobs_at_once_and_asks_the_agent_for_running_ones() 
     let (_, queued) = post_job(&admin, &host_id, json!({"kind": "prune"})).await;
     let running_id = running["id"].as_str().unwrap();
     let queued_id = queued["id"].as_str().unwrap();
-    let _ = next_run(&mut agent).await;
+    let _ = agent.next_run().await.unwrap();
     agent
         .send(Frame::new(JobStarted {
             job_id: running_id.to_owned(),
@@ -590,10 +549,11 @@ async fn a_refused_job_fails_with_the_agents_reason_and_the_next_one_runs() {
         admin,
         host_id,
         mut agent,
+        ..
     } = fixture().await;
     let (_, first) = post_job(&admin, &host_id, json!({"kind": "unlock"})).await;
     let (_, second) = post_job(&admin, &host_id, json!({"kind": "snapshots"})).await;
-    let run = next_run(&mut agent).await;
+    let run = agent.next_run().await.unwrap();
     agent
         .send(Frame::new(CommandResult {
             job_id: run.job_id.clone(),
@@ -611,7 +571,7 @@ async fn a_refused_job_fails_with_the_agents_reason_and_the_next_one_runs() {
         "{error}"
     );
     assert_eq!(
-        next_run(&mut agent).await.job_id,
+        agent.next_run().await.unwrap().job_id,
         second["id"].as_str().unwrap()
     );
 }
@@ -623,10 +583,11 @@ async fn a_busy_agent_gets_the_job_again_once_it_reports_the_end_of_what_it_runs
         admin,
         host_id,
         mut agent,
+        ..
     } = fixture().await;
     let (_, created) = post_job(&admin, &host_id, json!({"kind": "check"})).await;
     let id = created["id"].as_str().unwrap().to_owned();
-    let run = next_run(&mut agent).await;
+    let run = agent.next_run().await.unwrap();
     assert_eq!(run.job_id, id);
     agent
         .send(Frame::new(CommandResult {
@@ -662,7 +623,7 @@ async fn a_busy_agent_gets_the_job_again_once_it_reports_the_end_of_what_it_runs
         }))
         .await
         .unwrap();
-    assert_eq!(next_run(&mut agent).await.job_id, id);
+    assert_eq!(agent.next_run().await.unwrap().job_id, id);
 }
 
 #[tokio::test]
@@ -674,7 +635,7 @@ async fn a_job_the_agent_lost_fails_when_it_reconnects_without_it() {
     let mut agent = RawAgent::connect_and_hello(&server.ws_url(), &token)
         .await
         .unwrap();
-    let init = next_run(&mut agent).await;
+    let init = agent.next_run().await.unwrap();
     agent
         .send(Frame::new(JobStarted {
             job_id: init.job_id.clone(),
@@ -706,6 +667,222 @@ async fn a_job_the_agent_lost_fails_when_it_reconnects_without_it() {
     assert!(lost["error"].as_str().unwrap().contains("interrupted"));
 }
 
+/// Starts a backup and plays it up to `job.started`; returns its id.
+async fn running_backup(admin: &Api, host_id: &str, agent: &mut RawAgent) -> String {
+    let (status, body) = post_job(
+        admin,
+        host_id,
+        json!({"kind": "backup", "params": {"paths": ["/srv"]}}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let run = agent.next_run().await.unwrap();
+    agent
+        .send(Frame::new(JobStarted {
+            job_id: run.job_id.clone(),
+            started_at: Utc::now(),
+        }))
+        .await
+        .unwrap();
+    wait_status(admin, &run.job_id, "running").await;
+    run.job_id
+}
+
+fn finished(job_id: &str, status: JobOutcome) -> Frame {
+    Frame::new(JobFinished {
+        job_id: job_id.to_owned(),
+        status,
+        exit_code: Some(0),
+        stats: json!({}),
+        error: None,
+        finished_at: Utc::now(),
+    })
+}
+
+#[tokio::test]
+async fn stored_reports_are_acknowledged_so_the_agent_can_drop_them() {
+    let Fixture {
+        server: _server,
+        admin,
+        host_id,
+        mut agent,
+        ..
+    } = fixture().await;
+    let id = running_backup(&admin, &host_id, &mut agent).await;
+
+    agent
+        .send(Frame::new(log_batch(&id, 1, &["a", "b", "c"])))
+        .await
+        .unwrap();
+    agent
+        .wait_for_ack(LIMIT, |a| a.job_id == id && a.log_seq == 3)
+        .await
+        .unwrap();
+    agent
+        .send(Frame::new(log_batch(&id, 4, &["d", "e"])))
+        .await
+        .unwrap();
+    agent
+        .wait_for_ack(LIMIT, |a| a.job_id == id && a.log_seq == 5)
+        .await
+        .unwrap();
+    agent
+        .send(finished(&id, JobOutcome::Succeeded))
+        .await
+        .unwrap();
+    let done = agent
+        .wait_for_ack(LIMIT, |a| a.job_id == id && a.done)
+        .await
+        .unwrap();
+    assert_eq!(done.error, None);
+    wait_status(&admin, &id, "succeeded").await;
+
+    // A replay of everything (the ack was lost) changes nothing, and is
+    // acknowledged again.
+    agent.take_acks();
+    agent
+        .send(Frame::new(log_batch(&id, 1, &["a", "b", "c", "d", "e"])))
+        .await
+        .unwrap();
+    agent.send(finished(&id, JobOutcome::Failed)).await.unwrap();
+    agent
+        .wait_for_ack(LIMIT, |a| a.job_id == id && a.log_seq == 5)
+        .await
+        .unwrap();
+    agent
+        .wait_for_ack(LIMIT, |a| a.job_id == id && a.done)
+        .await
+        .unwrap();
+    let stored = job(&admin, &id).await;
+    assert_eq!(
+        stored["status"], "succeeded",
+        "a replayed end never moves a finished job"
+    );
+    let (_, lines) = admin.get(&format!("/api/v1/jobs/{id}/logs")).await.unwrap();
+    assert_eq!(lines.as_array().unwrap().len(), 5);
+
+    // Reports about a job the server does not know are refused for good,
+    // so a spool does not replay them forever.
+    let stranger = rm_core::JobId::new().to_string();
+    agent
+        .send(Frame::new(log_batch(&stranger, 1, &["?"])))
+        .await
+        .unwrap();
+    let refused = agent
+        .wait_for_ack(LIMIT, |a| a.job_id == stranger && a.done)
+        .await
+        .unwrap();
+    assert!(refused.error.unwrap().contains("not found"));
+}
+
+#[tokio::test]
+async fn a_reconnect_that_names_a_job_in_its_spool_keeps_that_job_running() {
+    let Fixture {
+        server,
+        admin,
+        host_id,
+        token,
+        mut agent,
+        ..
+    } = fixture().await;
+    let id = running_backup(&admin, &host_id, &mut agent).await;
+    agent.close().await.unwrap();
+
+    // The job ended while the agent was away; its end is in the spool.
+    let mut back = hello(CURRENT_PROTOCOL_VERSION);
+    back.spooled_jobs = vec![id.clone()];
+    let mut agent = RawAgent::connect_as(&server.ws_url(), &token)
+        .await
+        .unwrap();
+    agent.send(Frame::new(back)).await.unwrap();
+    agent.recv().await.unwrap();
+    agent.recv().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(job(&admin, &id).await["status"], "running");
+    agent
+        .send(Frame::new(log_batch(&id, 1, &["done"])))
+        .await
+        .unwrap();
+    agent
+        .send(finished(&id, JobOutcome::Succeeded))
+        .await
+        .unwrap();
+    wait_status(&admin, &id, "succeeded").await;
+}
+
+#[tokio::test]
+async fn a_job_whose_agent_never_returns_fails_and_the_agents_late_report_replaces_that() {
+    let Fixture {
+        server,
+        admin,
+        host_id,
+        token,
+        mut agent,
+        ..
+    } = fixture_with(|config| config.lost_agent_grace = Some(Duration::from_secs(1))).await;
+    let id = running_backup(&admin, &host_id, &mut agent).await;
+    agent.close().await.unwrap();
+
+    wait_status(&admin, &id, "failed").await;
+    let lost = job(&admin, &id).await;
+    let error = lost["error"].as_str().unwrap();
+    assert!(error.contains("agent was interrupted"), "{error}");
+    assert!(error.contains("did not come back within 1 s"), "{error}");
+
+    // The agent was only cut off: it comes back with the job's real end.
+    let mut back = hello(CURRENT_PROTOCOL_VERSION);
+    back.spooled_jobs = vec![id.clone()];
+    let mut agent = RawAgent::connect_as(&server.ws_url(), &token)
+        .await
+        .unwrap();
+    agent.send(Frame::new(back)).await.unwrap();
+    agent
+        .send(Frame::new(log_batch(&id, 1, &["snapshot 1234abcd saved"])))
+        .await
+        .unwrap();
+    agent
+        .send(finished(&id, JobOutcome::Succeeded))
+        .await
+        .unwrap();
+    wait_status(&admin, &id, "succeeded").await;
+    assert_eq!(job(&admin, &id).await["error"], Value::Null);
+    let (_, host) = admin
+        .get(&format!("/api/v1/hosts/{host_id}"))
+        .await
+        .unwrap();
+    assert_eq!(host["last_backup_status"], "succeeded", "{host:#}");
+
+    // Only once: the real end is final.
+    agent.send(finished(&id, JobOutcome::Failed)).await.unwrap();
+    agent
+        .wait_for_ack(LIMIT, |a| a.job_id == id && a.done)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(job(&admin, &id).await["status"], "succeeded");
+}
+
+#[tokio::test]
+async fn after_a_restart_the_jobs_of_an_agent_that_never_returns_fail() {
+    let Fixture {
+        server,
+        admin,
+        host_id,
+        mut agent,
+        ..
+    } = fixture_with(|config| config.lost_agent_grace = Some(Duration::from_secs(1))).await;
+    let id = running_backup(&admin, &host_id, &mut agent).await;
+    // A graceful stop: the server has not lost anybody…
+    let stopped = server.stop_keeping_data().await.unwrap();
+    drop(agent);
+    // …but after the restart this agent does not come back.
+    let server = stopped.start().await.unwrap();
+    let admin = server.admin().await.unwrap();
+    wait_status(&admin, &id, "failed").await;
+    let error = job(&admin, &id).await["error"].as_str().unwrap().to_owned();
+    assert!(error.contains("the server restarted"), "{error}");
+}
+
 #[tokio::test]
 async fn snapshots_and_statistics_reports_are_stored_and_served() {
     let Fixture {
@@ -713,6 +890,7 @@ async fn snapshots_and_statistics_reports_are_stored_and_served() {
         admin,
         host_id,
         mut agent,
+        ..
     } = fixture().await;
     let snapshot = |id: &str, minutes: i64| SnapshotInfo {
         id: id.repeat(64 / id.len()),
@@ -787,7 +965,7 @@ async fn a_restore_from_another_host_carries_that_hosts_repository() {
     )
     .await;
     assert_eq!(status, 201, "{body}");
-    let run = next_run(&mut target).await;
+    let run = target.next_run().await.unwrap();
     let repository = run.repository.expect("source repository sent with the job");
     assert_eq!(repository.url, "/srv/restic-repo");
     assert_eq!(repository.password, "hunter2-repo");
@@ -800,6 +978,7 @@ async fn job_events_stream_status_logs_progress_and_the_end() {
         admin,
         host_id,
         mut agent,
+        ..
     } = fixture().await;
     let (_, created) = post_job(
         &admin,
@@ -808,7 +987,7 @@ async fn job_events_stream_status_logs_progress_and_the_end() {
     )
     .await;
     let id = created["id"].as_str().unwrap().to_owned();
-    let _ = next_run(&mut agent).await;
+    let _ = agent.next_run().await.unwrap();
     agent
         .send(Frame::new(JobStarted {
             job_id: id.clone(),

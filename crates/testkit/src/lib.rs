@@ -32,7 +32,7 @@ use std::time::Duration;
 pub use agent_process::AgentProcess;
 pub use api::Api;
 pub use browser::Browser;
-pub use raw_agent::{hello, RawAgent};
+pub use raw_agent::{hello, log_batch, RawAgent};
 pub use server::{RunningAgent, StoppedServer, TestServer, ADMIN_PASSWORD};
 pub use server_process::ServerProcess;
 

@@ -5,8 +5,12 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
+use chrono::Utc;
 use futures_util::{SinkExt, StreamExt};
-use rm_protocol::{Frame, Hello, JobAck, Message, CURRENT_PROTOCOL_VERSION};
+use rm_protocol::{
+    CommandResult, CommandRun, Frame, Hello, JobAck, JobFinished, JobOutcome, JobStarted, LogLine,
+    LogStream, LogStreamKind, Message, CURRENT_PROTOCOL_VERSION,
+};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -15,6 +19,23 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// How long a test waits for the server's next frame.
 const RECV_LIMIT: Duration = Duration::from_secs(5);
+
+/// A `log.stream` of job `job_id` carrying `lines` from `first_seq` on.
+pub fn log_batch(job_id: &str, first_seq: u64, lines: &[&str]) -> LogStream {
+    LogStream {
+        job_id: job_id.to_owned(),
+        lines: lines
+            .iter()
+            .enumerate()
+            .map(|(i, text)| LogLine {
+                seq: first_seq + i as u64,
+                ts: Utc::now(),
+                stream: LogStreamKind::Stdout,
+                text: (*text).to_owned(),
+            })
+            .collect(),
+    }
+}
 
 /// A `hello` as a well-behaved agent of `protocol_version` sends it.
 pub fn hello(protocol_version: u32) -> Hello {
@@ -129,9 +150,62 @@ impl RawAgent {
         }
     }
 
+    /// The next `command.run`, stepping over the pushes that may come
+    /// first (`config.update`, `schedule.set`); fails on anything else.
+    pub async fn next_run(&mut self) -> anyhow::Result<CommandRun> {
+        loop {
+            match self.recv().await?.message {
+                Message::CommandRun(run) => return Ok(run),
+                Message::ConfigUpdate(_) | Message::ScheduleSet(_) => continue,
+                other => bail!("expected command.run, got {other:?}"),
+            }
+        }
+    }
+
+    /// Plays a job from acceptance to its end as an agent would: accepted,
+    /// started, `lines` as one `log.stream` from `seq` 1 (when there are
+    /// any), and `job.finished` with `outcome`.
+    pub async fn run_to_end(
+        &mut self,
+        job_id: &str,
+        outcome: JobOutcome,
+        lines: &[&str],
+    ) -> anyhow::Result<()> {
+        self.send(Frame::new(CommandResult {
+            job_id: job_id.to_owned(),
+            accepted: true,
+            reason: None,
+            message: None,
+        }))
+        .await?;
+        self.send(Frame::new(JobStarted {
+            job_id: job_id.to_owned(),
+            started_at: Utc::now(),
+        }))
+        .await?;
+        if !lines.is_empty() {
+            self.send(Frame::new(log_batch(job_id, 1, lines))).await?;
+        }
+        self.send(Frame::new(JobFinished {
+            job_id: job_id.to_owned(),
+            status: outcome,
+            exit_code: Some(0),
+            stats: serde_json::json!({"files_new": 3}),
+            error: None,
+            finished_at: Utc::now(),
+        }))
+        .await
+    }
+
     /// Every `job.ack` received so far, in order.
     pub fn acks(&self) -> &[JobAck] {
         &self.acks
+    }
+
+    /// The `job.ack`s received so far, forgetting them (so a later
+    /// [`RawAgent::wait_for_ack`] sees only new ones).
+    pub fn take_acks(&mut self) -> Vec<JobAck> {
+        std::mem::take(&mut self.acks)
     }
 
     /// Waits up to `limit` for a `job.ack` (received now or earlier) that
