@@ -141,6 +141,30 @@ impl SqliteStore {
         Ok(SqliteStore { pool })
     }
 
+    /// Opens the existing database file at `url` as it is, to copy it with
+    /// [`SqliteStore::backup_to`]: nothing is created and no migration
+    /// runs, so a newer binary never changes the schema under a running
+    /// older server. A missing file is [`StoreError::NotFound`].
+    pub async fn open_existing(url: &str) -> Result<SqliteStore, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(backend)?
+            .busy_timeout(BUSY_TIMEOUT)
+            .create_if_missing(false);
+        let file = options.get_filename();
+        if !is_memory_url(url) && !file.is_file() {
+            return Err(StoreError::NotFound(format!(
+                "database file {}",
+                file.display()
+            )));
+        }
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .map_err(backend)?;
+        Ok(SqliteStore { pool })
+    }
+
     /// The underlying connection pool.
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
