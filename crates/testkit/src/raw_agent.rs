@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use futures_util::{SinkExt, StreamExt};
-use rm_protocol::{Frame, Hello, Message, CURRENT_PROTOCOL_VERSION};
+use rm_protocol::{
+    CommandResult, CommandRun, Frame, Hello, JobFinished, JobOutcome, JobStarted, LogLine,
+    LogStream, LogStreamKind, Message, CURRENT_PROTOCOL_VERSION,
+};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -146,6 +149,66 @@ impl RawAgent {
     /// Whether anything arrives within `limit` (for "must stay silent").
     pub async fn silent_for(&mut self, limit: Duration) -> bool {
         tokio::time::timeout(limit, self.ws.next()).await.is_err()
+    }
+
+    /// The next `command.run`, skipping configuration and schedule pushes.
+    pub async fn next_command(&mut self) -> anyhow::Result<CommandRun> {
+        loop {
+            match self.recv().await?.message {
+                Message::CommandRun(run) => return Ok(run),
+                Message::ConfigUpdate(_) | Message::ScheduleSet(_) => continue,
+                other => bail!("expected command.run, got {other:?}"),
+            }
+        }
+    }
+
+    /// Plays job `job_id` as a well-behaved agent would: accepts and starts
+    /// it, sends `lines` as stdout (seq from 1), and finishes it with
+    /// `outcome` and exit code 0.
+    pub async fn run_job(
+        &mut self,
+        job_id: &str,
+        outcome: JobOutcome,
+        lines: &[&str],
+    ) -> anyhow::Result<()> {
+        let now = chrono::Utc::now;
+        self.send(Frame::new(CommandResult {
+            job_id: job_id.to_owned(),
+            accepted: true,
+            reason: None,
+            message: None,
+        }))
+        .await?;
+        self.send(Frame::new(JobStarted {
+            job_id: job_id.to_owned(),
+            started_at: now(),
+        }))
+        .await?;
+        if !lines.is_empty() {
+            let lines = (1..)
+                .zip(lines)
+                .map(|(seq, text)| LogLine {
+                    seq,
+                    ts: now(),
+                    stream: LogStreamKind::Stdout,
+                    text: (*text).to_owned(),
+                })
+                .collect();
+            self.send(Frame::new(LogStream {
+                job_id: job_id.to_owned(),
+                lines,
+            }))
+            .await?;
+        }
+        self.send(Frame::new(JobFinished {
+            job_id: job_id.to_owned(),
+            status: outcome,
+            exit_code: Some(0),
+            stats: serde_json::json!({}),
+            error: None,
+            finished_at: now(),
+        }))
+        .await
     }
 
     /// Closes the connection from this side.
