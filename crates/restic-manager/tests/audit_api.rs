@@ -397,7 +397,10 @@ async fn the_log_filters_and_pages_and_refuses_bad_queries() {
         let (status, body) = admin.get(&format!("/api/v1/audit?{query}")).await.unwrap();
         assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {body}");
         let message = body["error"]["message"].as_str().unwrap();
-        assert!(message.contains(&format!("`{field}`")), "{query}: {message}");
+        assert!(
+            message.contains(&format!("`{field}`")),
+            "{query}: {message}"
+        );
     }
 
     // Only operators read it.
@@ -427,7 +430,10 @@ async fn web_logins_and_logouts_are_audited_and_the_page_lists_them() {
             .send()
     };
     // A wrong password re-shows the form (200) and is recorded.
-    assert_eq!(login("wrong-password").await.unwrap().status(), StatusCode::OK);
+    assert_eq!(
+        login("wrong-password").await.unwrap().status(),
+        StatusCode::OK
+    );
     let response = login(ADMIN_PASSWORD).await.unwrap();
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
     let cookie = response.headers()[SET_COOKIE]

@@ -409,7 +409,10 @@ async fn backup_db_copies_a_live_database_and_never_overwrites() {
         .await
         .unwrap();
     let init = agent.next_command().await.unwrap();
-    let lines = ["created restic repository 1a2b3c", "keep your password safe"];
+    let lines = [
+        "created restic repository 1a2b3c",
+        "keep your password safe",
+    ];
     agent
         .run_job(&init.job_id, JobOutcome::Succeeded, &lines)
         .await
@@ -424,7 +427,14 @@ async fn backup_db_copies_a_live_database_and_never_overwrites() {
     let out = out_dir.path().join("rm-backup.db");
     let out_arg = out.to_str().unwrap();
     let result = run(
-        &["admin", "backup-db", "--out", out_arg, "--data-dir", &data_dir],
+        &[
+            "admin",
+            "backup-db",
+            "--out",
+            out_arg,
+            "--data-dir",
+            &data_dir,
+        ],
         None,
     )
     .await;
@@ -463,7 +473,14 @@ async fn backup_db_copies_a_live_database_and_never_overwrites() {
     // An existing file is refused and left as it was; the server goes on.
     let before = std::fs::read(&out).unwrap();
     let again = run(
-        &["admin", "backup-db", "--out", out_arg, "--data-dir", &data_dir],
+        &[
+            "admin",
+            "backup-db",
+            "--out",
+            out_arg,
+            "--data-dir",
+            &data_dir,
+        ],
         None,
     )
     .await;

@@ -226,7 +226,10 @@ pub async fn record_cli(
 ) {
     let client = Client {
         ip: None,
-        user_agent: Some(format!("restic-manager/{} admin", env!("CARGO_PKG_VERSION"))),
+        user_agent: Some(format!(
+            "restic-manager/{} admin",
+            env!("CARGO_PKG_VERSION")
+        )),
     };
     record_as(
         store,

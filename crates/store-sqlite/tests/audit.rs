@@ -69,7 +69,12 @@ async fn entries_round_trip_newest_first_with_growing_ids() {
         ip: None,
         user_agent: None,
         details: json!({}),
-        ..entry(2, AuditActor::of_kind(AuditActorKind::Anonymous), "auth.login_failed", None)
+        ..entry(
+            2,
+            AuditActor::of_kind(AuditActorKind::Anonymous),
+            "auth.login_failed",
+            None,
+        )
     };
     let mut ids = Vec::new();
     for e in [&first, &second, &third] {
@@ -122,10 +127,7 @@ async fn filters_by_action_prefix_actor_and_target() {
         ["hostile.action", "host.delete", "host.delete"]
     );
     // `_` is a literal, not a wildcard; prefixes are case-sensitive.
-    assert_eq!(
-        actions(&store, prefix("api_")).await,
-        ["api_token.create"]
-    );
+    assert_eq!(actions(&store, prefix("api_")).await, ["api_token.create"]);
     assert!(actions(&store, prefix("apiXt")).await.is_empty());
     assert!(actions(&store, prefix("HOST.")).await.is_empty());
 
@@ -174,14 +176,21 @@ async fn pages_follow_the_before_cursor_and_limits_are_capped() {
         ..AuditFilter::default()
     };
     assert_eq!(store.list_audit(&page(None, 0)).await.unwrap().len(), 50);
-    assert_eq!(store.list_audit(&page(None, 10_000)).await.unwrap().len(), 500);
+    assert_eq!(
+        store.list_audit(&page(None, 10_000)).await.unwrap().len(),
+        500
+    );
 
     // Walking the whole log in pages of 200 sees every entry once, in order.
     let mut seen = Vec::new();
     let mut before = None;
     loop {
         let entries = store.list_audit(&page(before, 200)).await.unwrap();
-        seen.extend(entries.iter().map(|e| e.entry.details["n"].as_i64().unwrap()));
+        seen.extend(
+            entries
+                .iter()
+                .map(|e| e.entry.details["n"].as_i64().unwrap()),
+        );
         match entries.last() {
             Some(last) if entries.len() == 200 => before = Some(last.id),
             _ => break,
@@ -194,7 +203,11 @@ async fn pages_follow_the_before_cursor_and_limits_are_capped() {
         .unwrap()
         .iter()
         .all(|e| e.entry.action == "job.create"));
-    assert!(store.list_audit(&page(Some(1), 5)).await.unwrap().is_empty());
+    assert!(store
+        .list_audit(&page(Some(1), 5))
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 #[tokio::test]

@@ -128,7 +128,12 @@ mod tests {
 
     #[test]
     fn queries_are_checked_field_by_field() {
-        let ok = parse(&query(&[("action", " host. "), ("limit", "10"), ("before", "7")])).unwrap();
+        let ok = parse(&query(&[
+            ("action", " host. "),
+            ("limit", "10"),
+            ("before", "7"),
+        ]))
+        .unwrap();
         assert_eq!(ok.action_prefix.as_deref(), Some("host."));
         assert_eq!((ok.limit, ok.before), (10, Some(7)));
         assert_eq!(parse(&query(&[])).unwrap().limit, DEFAULT_ENTRIES);
@@ -144,7 +149,10 @@ mod tests {
             ("actor", "a\u{1}b"),
         ] {
             let err = parse(&query(&[(field, value)])).unwrap_err();
-            assert!(format!("{err:?}").contains(&format!("`{field}`")), "{field}={value}: {err:?}");
+            assert!(
+                format!("{err:?}").contains(&format!("`{field}`")),
+                "{field}={value}: {err:?}"
+            );
         }
     }
 }

@@ -6,10 +6,10 @@ use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use rm_core::token::{PresentedToken, TokenKind};
-use rm_store::{AuditActor, AuditActorKind};
 use rm_protocol::api::{
     CreateEnrollmentToken, EnrollRequest, EnrollResponse, EnrollmentTokenCreated,
 };
+use rm_store::{AuditActor, AuditActorKind};
 use serde::Serialize;
 
 use super::{ApiError, ApiJson, Operator};

@@ -61,7 +61,15 @@ pub(crate) async fn create(
     let record = schedules::create(&state, host_id, &req).await?;
     tracing::info!(schedule = %record.id, by = %operator.user_id, "schedule created by operator");
     let details = audit_details(&record);
-    audit::record(&state, &operator, &client, Action::ScheduleCreate, Some(Target::new("schedule", record.id)), details).await;
+    audit::record(
+        &state,
+        &operator,
+        &client,
+        Action::ScheduleCreate,
+        Some(Target::new("schedule", record.id)),
+        details,
+    )
+    .await;
     Ok((StatusCode::CREATED, Json(schedules::view(&record))))
 }
 
@@ -77,7 +85,15 @@ pub(crate) async fn update(
     let record = schedules::update(&state, id, &req).await?;
     tracing::info!(schedule = %id, by = %operator.user_id, "schedule changed by operator");
     let details = audit_details(&record);
-    audit::record(&state, &operator, &client, Action::ScheduleUpdate, Some(Target::new("schedule", id)), details).await;
+    audit::record(
+        &state,
+        &operator,
+        &client,
+        Action::ScheduleUpdate,
+        Some(Target::new("schedule", id)),
+        details,
+    )
+    .await;
     Ok(Json(schedules::view(&record)))
 }
 
@@ -97,7 +113,15 @@ pub(crate) async fn delete(
         .as_ref()
         .map(audit_details)
         .unwrap_or_else(|| serde_json::json!({}));
-    audit::record(&state, &operator, &client, Action::ScheduleDelete, Some(Target::new("schedule", id)), details).await;
+    audit::record(
+        &state,
+        &operator,
+        &client,
+        Action::ScheduleDelete,
+        Some(Target::new("schedule", id)),
+        details,
+    )
+    .await;
     Ok(StatusCode::NO_CONTENT)
 }
 

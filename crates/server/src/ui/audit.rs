@@ -206,6 +206,6 @@ mod tests {
         let options = action_options(Some("host."));
         assert_eq!(options.iter().filter(|o| o.selected).count(), 1);
         assert!(options.iter().any(|o| o.value == "auth.login_failed"));
-        assert_eq!(action_options(None)[0].selected, true);
+        assert!(action_options(None)[0].selected);
     }
 }
