@@ -25,9 +25,15 @@ pub(crate) struct AuditRow {
     pub(crate) target: String,
     pub(crate) target_link: Option<String>,
     pub(crate) ip: String,
+    /// Shortened for the table; the whole (stored) one is its title.
     pub(crate) user_agent: String,
-    pub(crate) details: String,
+    pub(crate) user_agent_full: String,
+    /// `(field, value)`, values as compact JSON unless plain strings.
+    pub(crate) details: Vec<(String, String)>,
 }
+
+/// User-Agent characters shown in the table.
+const SHOWN_USER_AGENT_CHARS: usize = 40;
 
 /// One choice of the action filter.
 pub(crate) struct ActionOption {
@@ -74,10 +80,29 @@ fn row(entry: AuditEntryView) -> AuditRow {
         (Some(kind), None) => kind,
         _ => String::new(),
     };
-    let details = match &entry.details {
-        serde_json::Value::Object(map) if map.is_empty() => String::new(),
-        other => other.to_string(),
+    let details = match entry.details {
+        serde_json::Value::Object(map) => map
+            .into_iter()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(k, v)| {
+                let shown = match v {
+                    serde_json::Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                (k.replace('_', " "), shown)
+            })
+            .collect(),
+        serde_json::Value::Null => Vec::new(),
+        other => vec![(String::new(), other.to_string())],
     };
+    let user_agent_full = entry.user_agent.unwrap_or_default();
+    let mut user_agent: String = user_agent_full
+        .chars()
+        .take(SHOWN_USER_AGENT_CHARS)
+        .collect();
+    if user_agent.len() < user_agent_full.len() {
+        user_agent.push('…');
+    }
     AuditRow {
         time: format::time(entry.at),
         who,
@@ -87,7 +112,8 @@ fn row(entry: AuditEntryView) -> AuditRow {
         target,
         target_link,
         ip: entry.ip.unwrap_or_default(),
-        user_agent: entry.user_agent.unwrap_or_default(),
+        user_agent,
+        user_agent_full,
         details,
     }
 }
