@@ -296,3 +296,52 @@ pub struct RetentionPreset {
     /// The keep_* values it stands for.
     pub params: serde_json::Value,
 }
+
+/// Who did an audited action, as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditActorView {
+    /// `user` (a login session), `api_token`, `enrollment_token` (a host
+    /// enrolling itself), `cli` (`restic-manager admin` on the server
+    /// machine) or `anonymous` (a failed login).
+    pub kind: String,
+    /// The operator's id.
+    pub user_id: Option<String>,
+    /// The operator's name at the time.
+    pub username: Option<String>,
+    /// The API or enrolment token's id (never its secret).
+    pub token_id: Option<String>,
+    /// That token's name.
+    pub token_name: Option<String>,
+}
+
+/// One audit log entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEntryView {
+    /// Grows with every entry; pass as `before` to page.
+    pub id: u64,
+    /// When it happened.
+    pub at: DateTime<Utc>,
+    /// Who.
+    pub actor: AuditActorView,
+    /// What: `host.delete`, `repository.set`, `auth.login_failed`, …
+    pub action: String,
+    /// The kind of thing acted on (`host`, `job`, `schedule`, `user`, …).
+    pub target_type: Option<String>,
+    /// Its id.
+    pub target_id: Option<String>,
+    /// Facts about the action (a JSON object); never a secret.
+    pub details: serde_json::Value,
+    /// The client's address.
+    pub ip: Option<String>,
+    /// The client's User-Agent (truncated).
+    pub user_agent: Option<String>,
+}
+
+/// `GET /api/v1/audit`: a page of entries, newest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditPage {
+    /// The entries.
+    pub entries: Vec<AuditEntryView>,
+    /// The `before` of the next (older) page; `null` on the last page.
+    pub next_before: Option<u64>,
+}

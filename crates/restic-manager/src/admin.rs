@@ -1,5 +1,7 @@
 //! `restic-manager admin …`: offline changes to the store, for when nobody
-//! can log in (first admin lost, password forgotten) or for scripting.
+//! can log in (first admin lost, password forgotten) or for scripting, and
+//! consistent copies of the database. Every change is written to the audit
+//! log as done by `cli`.
 
 use std::io::BufRead;
 
@@ -8,10 +10,12 @@ use chrono::Utc;
 use rm_core::password::{generate_password, hash_password};
 use rm_core::token::{IssuedToken, TokenKind};
 use rm_core::UserId;
+use rm_server::audit::{self, Action};
 use rm_server::ServerConfig;
 use rm_store::{ApiToken, User};
+use serde_json::json;
 
-use crate::cli::AdminCommand;
+use crate::cli::{AdminCommand, BackupDbArgs};
 
 pub(crate) async fn run(command: AdminCommand) -> anyhow::Result<()> {
     match command {
@@ -22,14 +26,21 @@ pub(crate) async fn run(command: AdminCommand) -> anyhow::Result<()> {
                 bail!("--username must be non-empty and free of control characters");
             }
             let (password, generated) = password(args.password_stdin)?;
-            store
-                .create_user(&User {
-                    id: UserId::new(),
-                    username: username.clone(),
-                    password_hash: hash_password(&password)?,
-                    created_at: Utc::now(),
-                })
-                .await?;
+            let user = User {
+                id: UserId::new(),
+                username: username.clone(),
+                password_hash: hash_password(&password)?,
+                created_at: Utc::now(),
+            };
+            store.create_user(&user).await?;
+            audit::record_cli(
+                store.as_ref(),
+                Action::UserCreate,
+                "user",
+                user.id,
+                json!({"username": username}),
+            )
+            .await;
             println!("Created user `{username}`.");
             if generated {
                 println!("  password: {password}");
@@ -38,9 +49,20 @@ pub(crate) async fn run(command: AdminCommand) -> anyhow::Result<()> {
         AdminCommand::ResetPassword(args) => {
             let store = crate::storage::open(&args.store).await?;
             let (password, generated) = password(args.password_stdin)?;
+            let username = args.username.trim();
             store
-                .set_user_password(args.username.trim(), &hash_password(&password)?)
+                .set_user_password(username, &hash_password(&password)?)
                 .await?;
+            if let Some(user) = store.user_by_name(username).await? {
+                audit::record_cli(
+                    store.as_ref(),
+                    Action::UserPasswordReset,
+                    "user",
+                    user.id,
+                    json!({"username": username, "sessions_ended": true}),
+                )
+                .await;
+            }
             println!(
                 "Password of `{}` changed; their sessions were ended.",
                 args.username.trim()
@@ -61,19 +83,26 @@ pub(crate) async fn run(command: AdminCommand) -> anyhow::Result<()> {
             }
             let issued = IssuedToken::generate(TokenKind::Api)?;
             let now = Utc::now();
-            store
-                .create_api_token(&ApiToken {
-                    id: issued.id,
-                    user_id: user.id,
-                    name: name.to_owned(),
-                    token_hash: issued.hash,
-                    created_at: now,
-                    expires_at: args
-                        .ttl_days
-                        .map(|d| now + chrono::Duration::days(i64::from(d))),
-                    revoked_at: None,
-                })
-                .await?;
+            let token = ApiToken {
+                id: issued.id,
+                user_id: user.id,
+                name: name.to_owned(),
+                token_hash: issued.hash,
+                created_at: now,
+                expires_at: args
+                    .ttl_days
+                    .map(|d| now + chrono::Duration::days(i64::from(d))),
+                revoked_at: None,
+            };
+            store.create_api_token(&token).await?;
+            audit::record_cli(
+                store.as_ref(),
+                Action::ApiTokenCreate,
+                "api_token",
+                token.id,
+                json!({"name": name, "username": user.username, "expires_at": token.expires_at}),
+            )
+            .await;
             // The token itself goes alone on stdout so scripts can capture it.
             eprintln!("API token `{name}` for `{}` (shown once):", user.username);
             println!("{}", issued.token);
@@ -88,6 +117,14 @@ pub(crate) async fn run(command: AdminCommand) -> anyhow::Result<()> {
                 ServerConfig::new(&args.public_url).enrollment_ttl,
             )
             .await?;
+            audit::record_cli(
+                store.as_ref(),
+                Action::EnrollmentTokenCreate,
+                "enrollment_token",
+                &created.id,
+                json!({"name": args.name, "expires_at": created.expires_at}),
+            )
+            .await;
             // The command alone goes on stdout so scripts can capture it.
             eprintln!(
                 "Enrolment token (single use, expires {}). On the new host run:",
@@ -95,7 +132,30 @@ pub(crate) async fn run(command: AdminCommand) -> anyhow::Result<()> {
             );
             println!("{}", created.command);
         }
+        AdminCommand::BackupDb(args) => backup_db(&args).await?,
     }
+    Ok(())
+}
+
+/// `admin backup-db --out FILE`: a consistent copy of the live database.
+async fn backup_db(args: &BackupDbArgs) -> anyhow::Result<()> {
+    let (store, url) = crate::storage::open_existing(&args.store).await?;
+    let copied = store.backup_to(&args.out).await;
+    store.close().await;
+    let bytes = copied.with_context(|| {
+        format!(
+            "could not copy the database at {url} to {}",
+            args.out.display()
+        )
+    })?;
+    println!(
+        "Wrote a consistent copy of {url} to {} ({bytes} bytes).",
+        args.out.display()
+    );
+    println!(
+        "Also back up {}, stored apart from this copy: without it the repository passwords in the database cannot be decrypted.",
+        args.store.data_dir.join(rm_server::KEY_FILE).display()
+    );
     Ok(())
 }
 

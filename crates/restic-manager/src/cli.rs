@@ -23,7 +23,8 @@ pub(crate) enum Command {
     /// Run or enrol the agent on a host to be backed up.
     #[command(subcommand)]
     Agent(AgentCommand),
-    /// Offline administration of the server's store (users, API tokens).
+    /// Offline administration of the server's store (users, API tokens,
+    /// database backups).
     #[command(subcommand)]
     Admin(AdminCommand),
     /// Try it on this machine: a server, an enrolled local agent and a local
@@ -157,6 +158,22 @@ pub(crate) enum AdminCommand {
     /// enrols a host with it (for provisioning scripts; the API's
     /// POST /api/v1/enrollment-tokens does the same).
     CreateEnrollmentToken(EnrollmentTokenArgs),
+    /// Write a consistent copy of the database to a new file, safely while
+    /// the server runs (SQLite's VACUUM INTO; a plain copy of a live WAL
+    /// database can miss recent changes). Back up <data-dir>/secret.key
+    /// too, and keep it apart: without it the repository passwords in the
+    /// database cannot be decrypted.
+    BackupDb(BackupDbArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BackupDbArgs {
+    /// The file to write (created with mode 0600; an existing file is
+    /// refused, never overwritten).
+    #[arg(long, env = "RM_OUT")]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub store: StoreArgs,
 }
 
 #[derive(Debug, Args)]

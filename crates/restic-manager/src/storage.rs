@@ -5,12 +5,32 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use rm_store::Store;
+use rm_store_sqlite::SqliteStore;
 
 use crate::cli::StoreArgs;
 
 /// Creates the data directory (0700) and opens the configured store.
 pub(crate) async fn open(args: &StoreArgs) -> anyhow::Result<Arc<dyn Store>> {
     ensure_private_dir(&args.data_dir)?;
+    let url = sqlite_url(args)?;
+    let store = SqliteStore::open(&url)
+        .await
+        .with_context(|| format!("could not open the database at {url}"))?;
+    Ok(Arc::new(store))
+}
+
+/// Opens the configured SQLite database as it is, to copy it: nothing is
+/// created or migrated. Returns the store and its URL.
+pub(crate) async fn open_existing(args: &StoreArgs) -> anyhow::Result<(SqliteStore, String)> {
+    let url = sqlite_url(args)?;
+    let store = SqliteStore::open_existing(&url)
+        .await
+        .with_context(|| format!("could not open the database at {url}"))?;
+    Ok((store, url))
+}
+
+/// The configured database URL, which must be SQLite for now.
+fn sqlite_url(args: &StoreArgs) -> anyhow::Result<String> {
     let url = match &args.database_url {
         Some(url) => url.clone(),
         None => format!(
@@ -24,10 +44,7 @@ pub(crate) async fn open(args: &StoreArgs) -> anyhow::Result<Arc<dyn Store>> {
     if !url.starts_with("sqlite:") {
         bail!("unsupported database URL scheme in `{url}`: use sqlite://PATH (or postgres:// once supported)");
     }
-    let store = rm_store_sqlite::SqliteStore::open(&url)
-        .await
-        .with_context(|| format!("could not open the database at {url}"))?;
-    Ok(Arc::new(store))
+    Ok(url)
 }
 
 /// Creates `dir` if needed and restricts it to its owner.

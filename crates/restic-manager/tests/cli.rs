@@ -1,13 +1,18 @@
 //! The command line as an operator meets it: help texts, starting the
-//! server, and offline administration against a live server's database.
+//! server, offline administration against a live server's database, and
+//! consistent copies of that database.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use rm_testkit::{Api, TestServer};
+use rm_protocol::JobOutcome;
+use rm_store::Store;
+use rm_store_sqlite::SqliteStore;
+use rm_testkit::{Api, RawAgent, TestServer};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 
@@ -52,6 +57,7 @@ async fn every_command_explains_itself() {
             vec!["admin", "create-enrollment-token", "--help"],
             "enrols a host",
         ),
+        (vec!["admin", "backup-db", "--help"], "secret.key"),
     ] {
         let out = run(&args, None).await;
         assert!(out.status.success(), "{args:?}");
@@ -192,6 +198,21 @@ async fn admin_commands_manage_users_and_api_tokens_of_a_running_server() {
     .await;
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("nobody"));
+
+    // The audit log has each change, done by `cli` (and not the refusals).
+    let (_, log) = api.get("/api/v1/audit?limit=500").await.unwrap();
+    let by_cli: Vec<&str> = log["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["actor"]["kind"] == "cli")
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        by_cli,
+        ["api_token.create", "user.password_reset", "user.create"]
+    );
+    assert!(!log.to_string().contains(&new_password));
 }
 
 /// Starts `restic-manager server` on port 0 and returns the child and the
@@ -370,4 +391,140 @@ async fn an_enrolment_token_made_offline_enrols_a_host() {
         "{}",
         text(&out.stderr)
     );
+}
+
+#[tokio::test]
+async fn backup_db_copies_a_live_database_and_never_overwrites() {
+    let server = TestServer::start().await.unwrap();
+    let admin = server.admin().await.unwrap();
+    let data_dir = server.data_dir().to_str().unwrap().to_owned();
+    // Data worth keeping: a host with a repository and a finished job with
+    // output (the automatic init, played by a hand-driven agent).
+    let (host_id, agent_token) = server.enrolled_host("db-01").await.unwrap();
+    admin
+        .set_repository(&host_id, "/srv/restic-repo", "repo-password")
+        .await
+        .unwrap();
+    let mut agent = RawAgent::connect_and_hello(&server.ws_url(), &agent_token)
+        .await
+        .unwrap();
+    let init = agent.next_run().await.unwrap();
+    let lines = [
+        "created restic repository 1a2b3c",
+        "keep your password safe",
+    ];
+    agent
+        .run_to_end(&init.job_id, JobOutcome::Succeeded, &lines)
+        .await
+        .unwrap();
+    admin
+        .finished_job(&init.job_id, Duration::from_secs(10))
+        .await
+        .unwrap();
+    server.state.flush_logs().await;
+
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = out_dir.path().join("rm-backup.db");
+    let out_arg = out.to_str().unwrap();
+    let result = run(
+        &[
+            "admin",
+            "backup-db",
+            "--out",
+            out_arg,
+            "--data-dir",
+            &data_dir,
+        ],
+        None,
+    )
+    .await;
+    assert!(result.status.success(), "{}", text(&result.stderr));
+    let said = text(&result.stdout);
+    assert!(said.contains(out_arg), "{said}");
+    let size = std::fs::metadata(&out).unwrap().len();
+    assert!(said.contains(&format!("{size} bytes")), "{said}");
+    assert!(said.contains("secret.key"), "{said}");
+    assert_eq!(
+        std::fs::metadata(&out).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    // The copy opens as a store and holds the data.
+    let copy = SqliteStore::open(&format!("sqlite://{}", out.display()))
+        .await
+        .unwrap();
+    let host = copy.host(host_id.parse().unwrap()).await.unwrap().unwrap();
+    assert_eq!(host.name, "db-01");
+    assert!(host.has_repository);
+    let job_id = init.job_id.parse().unwrap();
+    let job = copy.job(job_id).await.unwrap().unwrap();
+    assert_eq!(job.status.to_string(), "succeeded");
+    let copied: Vec<String> = copy
+        .logs(job_id, 0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| l.text)
+        .collect();
+    assert_eq!(copied, lines);
+    assert!(copy.user_by_name("admin").await.unwrap().is_some());
+    copy.close().await;
+
+    // An existing file is refused and left as it was; the server goes on.
+    let before = std::fs::read(&out).unwrap();
+    let again = run(
+        &[
+            "admin",
+            "backup-db",
+            "--out",
+            out_arg,
+            "--data-dir",
+            &data_dir,
+        ],
+        None,
+    )
+    .await;
+    assert!(!again.status.success());
+    let complaint = text(&again.stderr);
+    assert!(
+        complaint.contains("already exists") && complaint.contains(out_arg),
+        "{complaint}"
+    );
+    assert_eq!(std::fs::read(&out).unwrap(), before);
+    assert_eq!(admin.hosts().await.unwrap().len(), 1);
+
+    // The flags also come from the environment.
+    let second = out_dir.path().join("second.db");
+    let by_env = Command::new(BIN)
+        .args(["admin", "backup-db"])
+        .env("RM_OUT", &second)
+        .env("RM_DATA_DIR", &data_dir)
+        .output()
+        .await
+        .unwrap();
+    assert!(by_env.status.success(), "{}", text(&by_env.stderr));
+    assert!(second.is_file());
+
+    // No database there: refused, and none is created.
+    let empty = tempfile::tempdir().unwrap();
+    let missing = run(
+        &[
+            "admin",
+            "backup-db",
+            "--out",
+            out_dir.path().join("third.db").to_str().unwrap(),
+            "--data-dir",
+            empty.path().to_str().unwrap(),
+        ],
+        None,
+    )
+    .await;
+    assert!(!missing.status.success());
+    assert!(
+        text(&missing.stderr).contains("not found"),
+        "{}",
+        text(&missing.stderr)
+    );
+    assert_eq!(std::fs::read_dir(empty.path()).unwrap().count(), 0);
+    assert!(!out_dir.path().join("third.db").exists());
 }

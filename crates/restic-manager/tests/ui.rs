@@ -1,7 +1,7 @@
 //! The web UI in Debian's headless Chromium, against the real server with a
 //! real agent and the real restic: logging in, the dashboard, backing up
 //! from the host page and watching the job finish live, editing schedules,
-//! and enrolling a host. Every page must load only from the server itself
+//! enrolling a host, and seeing it all in the audit log. Every page must load only from the server itself
 //! and log no console errors. Screenshots land in `target/ui-screenshots`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -262,6 +262,29 @@ async fn an_operator_logs_in_backs_up_from_the_host_page_and_edits_schedules() {
         "{command}"
     );
     browser.screenshot("enroll").await.unwrap();
+    assert_clean(&browser, &origin).await;
+
+    // The audit log lists what was just done, by whom, from here.
+    browser
+        .goto(&format!("{origin}/audit?action=schedule."))
+        .await
+        .unwrap();
+    browser
+        .wait_for_text("#audit-table", "schedule.delete", WAIT)
+        .await
+        .unwrap();
+    let log = browser
+        .wait_for("#audit-table", WAIT)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        log.contains("schedule.update") && log.contains("admin") && log.contains("127.0.0.1"),
+        "{log}"
+    );
+    browser.screenshot("audit").await.unwrap();
     assert_clean(&browser, &origin).await;
     browser.close().await.unwrap();
 }

@@ -4,7 +4,7 @@
 //! with that cookie.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -13,9 +13,11 @@ use chrono::Utc;
 use rm_core::password::{verify_against_dummy, verify_password};
 use rm_core::token::{IssuedToken, PresentedToken, TokenHash, TokenKind};
 use rm_core::{TokenId, UserId};
-use rm_store::{Session, StoreError};
+use rm_store::{AuditActor, AuditActorKind, Session, StoreError};
+use serde_json::json;
 use tokio::time::Instant;
 
+use crate::audit::{self, Action, Client, Target};
 use crate::state::AppState;
 
 /// The web UI's session cookie.
@@ -195,19 +197,46 @@ impl LoginLimiter {
     }
 }
 
-/// Checks a password login from `address` and opens a session. Returns the
-/// session token (to show or set as a cookie once) and its record.
+/// Longest attempted user name copied into the audit log of a failed login.
+const MAX_AUDITED_USERNAME_CHARS: usize = 64;
+
+/// Records a refused login: nobody is known, so the actor is anonymous and
+/// the name tried goes into the details.
+async fn audit_failure(state: &AppState, client: &Client, username: &str, reason: &str) {
+    let tried: String = username
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_AUDITED_USERNAME_CHARS)
+        .collect();
+    audit::record_as(
+        state.store(),
+        AuditActor::of_kind(AuditActorKind::Anonymous),
+        client,
+        Action::AuthLoginFailed,
+        None,
+        json!({"username": tried, "reason": reason}),
+    )
+    .await;
+}
+
+/// Checks a password login from `client` and opens a session; audits
+/// success and failure. Returns the session token (to show or set as a
+/// cookie once) and its record.
 pub(crate) async fn login(
     state: &AppState,
     username: &str,
     password: &str,
-    address: IpAddr,
+    client: &Client,
 ) -> Result<(String, Session), LoginError> {
     let username = username.trim();
+    // Without a peer address (a router served without connect info) all
+    // clients share one rate-limit bucket per user: stricter, never looser.
+    let address = client.ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
     let key = (username.to_owned(), address);
     let now = Instant::now();
     if let Some(wait) = state.login_limiter().locked_for(&key, now) {
         tracing::warn!(%username, %address, "login refused: too many failures");
+        audit_failure(state, client, username, "rate_limited").await;
         return Err(LoginError::RateLimited {
             user: username.to_owned(),
             minutes: wait.as_secs().div_ceil(60).max(1),
@@ -230,6 +259,7 @@ pub(crate) async fn login(
     let Some(user) = user.filter(|_| verified) else {
         state.login_limiter().record_failure(key, now);
         tracing::info!(%username, %address, "failed login");
+        audit_failure(state, client, username, "invalid").await;
         return Err(LoginError::Invalid);
     };
     state.login_limiter().clear(&key);
@@ -249,6 +279,21 @@ pub(crate) async fn login(
     // rare and this keeps the table small without another task.
     let _ = state.store().delete_expired_sessions(created).await;
     tracing::info!(username = %user.username, %address, "operator logged in");
+    audit::record_as(
+        state.store(),
+        AuditActor {
+            kind: AuditActorKind::User,
+            user_id: Some(user.id),
+            username: Some(user.username.clone()),
+            token_id: None,
+            token_name: None,
+        },
+        client,
+        Action::AuthLogin,
+        Some(Target::new("user", user.id)),
+        json!({"expires_at": session.expires_at}),
+    )
+    .await;
     Ok((issued.token, session))
 }
 

@@ -8,6 +8,7 @@
 
 mod agent_ws;
 mod api;
+pub mod audit;
 mod auth;
 mod bootstrap;
 pub mod browse;

@@ -15,8 +15,9 @@ use chrono::{DateTime, Utc};
 use rm_core::token::TokenHash;
 use rm_core::JobStatus;
 use rm_store::{
-    AgentToken, ApiToken, CommandResultRecord, EnrollmentToken, Host, Job, LogLineRecord,
-    RepoStatsRecord, ScheduleRecord, SealedRepository, Session, SnapshotRecord, StoreError, User,
+    AgentToken, ApiToken, AuditActor, AuditEntry, CommandResultRecord, EnrollmentToken, Host, Job,
+    LogLineRecord, NewAuditEntry, RepoStatsRecord, ScheduleRecord, SealedRepository, Session,
+    SnapshotRecord, StoreError, User,
 };
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
@@ -478,5 +479,32 @@ pub(crate) fn schedule(row: &SqliteRow) -> Result<ScheduleRecord, StoreError> {
         jitter_seconds: u32_col(row, "jitter_seconds")?,
         created_at: time(row, "created_at")?,
         updated_at: time(row, "updated_at")?,
+    })
+}
+
+/// Columns selected for an [`AuditEntry`].
+pub(crate) const AUDIT_COLUMNS: &str = "id, at, actor_kind, actor_user_id, actor_username, \
+     actor_token_id, actor_token_name, action, target_type, target_id, details, ip, user_agent";
+
+/// Decodes an `audit_log` row.
+pub(crate) fn audit_entry(row: &SqliteRow) -> Result<AuditEntry, StoreError> {
+    Ok(AuditEntry {
+        id: u64_col(row, "id")?,
+        entry: NewAuditEntry {
+            at: time(row, "at")?,
+            actor: AuditActor {
+                kind: parsed(row, "actor_kind")?,
+                user_id: id_opt(row, "actor_user_id")?,
+                username: text_opt(row, "actor_username")?,
+                token_id: id_opt(row, "actor_token_id")?,
+                token_name: text_opt(row, "actor_token_name")?,
+            },
+            action: text(row, "action")?,
+            target_type: text_opt(row, "target_type")?,
+            target_id: text_opt(row, "target_id")?,
+            details: json_value(row, "details")?,
+            ip: text_opt(row, "ip")?,
+            user_agent: text_opt(row, "user_agent")?,
+        },
     })
 }

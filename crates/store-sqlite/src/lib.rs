@@ -22,9 +22,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rm_core::{HostId, JobId, JobStatus, ScheduleId, TokenId, UserId};
 use rm_store::{
-    AgentToken, ApiToken, CommandResultRecord, EnrollmentToken, HelloRecord, Host, Job, JobEnd,
-    JobFilter, LogLineRecord, NewHost, NewJob, RepoStatsRecord, ScheduleRecord, SealedRepository,
-    Session, SnapshotRecord, Store, StoreError, StoreResult, User,
+    AgentToken, ApiToken, AuditEntry, AuditFilter, CommandResultRecord, EnrollmentToken,
+    HelloRecord, Host, Job, JobEnd, JobFilter, LogLineRecord, NewAuditEntry, NewHost, NewJob,
+    RepoStatsRecord, ScheduleRecord, SealedRepository, Session, SnapshotRecord, Store, StoreError,
+    StoreResult, User,
 };
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
@@ -54,6 +55,10 @@ const MAX_JOB_PAGE: u32 = 1000;
 const MAX_LOG_PAGE: u32 = 10_000;
 /// Largest `repo_stats` page.
 const MAX_REPO_STATS_PAGE: u32 = 1000;
+/// `list_audit` page size when the filter's limit is 0.
+const DEFAULT_AUDIT_PAGE: u32 = 50;
+/// Largest `list_audit` page.
+const MAX_AUDIT_PAGE: u32 = 500;
 
 /// The job kind whose end updates the host's last-backup summary.
 const BACKUP_KIND: &str = "backup";
@@ -136,6 +141,30 @@ impl SqliteStore {
         Ok(SqliteStore { pool })
     }
 
+    /// Opens the existing database file at `url` as it is, to copy it with
+    /// [`SqliteStore::backup_to`]: nothing is created and no migration
+    /// runs, so a newer binary never changes the schema under a running
+    /// older server. A missing file is [`StoreError::NotFound`].
+    pub async fn open_existing(url: &str) -> Result<SqliteStore, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(backend)?
+            .busy_timeout(BUSY_TIMEOUT)
+            .create_if_missing(false);
+        let file = options.get_filename();
+        if !is_memory_url(url) && !file.is_file() {
+            return Err(StoreError::NotFound(format!(
+                "database file {}",
+                file.display()
+            )));
+        }
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .map_err(backend)?;
+        Ok(SqliteStore { pool })
+    }
+
     /// The underlying connection pool.
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
@@ -145,6 +174,68 @@ impl SqliteStore {
     /// WAL). Later calls on this store fail.
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+
+    /// Writes a consistent copy of the whole database to the new file
+    /// `out` (mode 0600: it holds password hashes and sealed repository
+    /// settings) with `VACUUM INTO`, while the store stays in use: the copy
+    /// is one read transaction's snapshot, so writers that commit during it
+    /// are simply not in it. Unlike copying the file of a live WAL
+    /// database, this never misses pages still in the `-wal` file. Returns
+    /// the copy's size in bytes.
+    ///
+    /// An existing `out` is refused with [`StoreError::Conflict`] and left
+    /// as it was; on failure the partial copy is removed.
+    pub async fn backup_to(&self, out: &Path) -> StoreResult<u64> {
+        use std::os::unix::fs::OpenOptionsExt;
+
+        let io = |e: std::io::Error| StoreError::Backend(Box::new(e));
+        let target = out.to_str().ok_or_else(|| {
+            StoreError::Conflict(format!("{} is not a UTF-8 path", out.display()))
+        })?;
+        // Creating the (empty) file first refuses an existing one atomically
+        // and sets its mode before any data is in it; VACUUM INTO accepts an
+        // existing empty file.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(out)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::AlreadyExists => StoreError::Conflict(format!(
+                    "{} already exists; refusing to overwrite it",
+                    out.display()
+                )),
+                _ => io(std::io::Error::new(
+                    e.kind(),
+                    format!("could not create {}: {e}", out.display()),
+                )),
+            })?;
+        let copied = sqlx::query("VACUUM INTO ?")
+            .bind(target)
+            .execute(&self.pool)
+            .await;
+        let synced = match copied {
+            // VACUUM INTO does not sync its output; a backup must be on disk.
+            Ok(_) => std::fs::File::open(out).and_then(|f| {
+                f.sync_all()?;
+                f.metadata()
+            }),
+            Err(e) => {
+                let _ = std::fs::remove_file(out);
+                return Err(backend(e));
+            }
+        };
+        match synced {
+            Ok(meta) => {
+                tracing::info!(path = %out.display(), bytes = meta.len(), "database copied");
+                Ok(meta.len())
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(out);
+                Err(io(e))
+            }
+        }
     }
 
     async fn begin_write(&self) -> StoreResult<sqlx::Transaction<'static, sqlx::Sqlite>> {
@@ -1617,6 +1708,81 @@ impl Store for SqliteStore {
             .map_err(backend)?
             .iter()
             .map(codec::job)
+            .collect()
+    }
+
+    // ── audit log ──────────────────────────────────────────────────────
+
+    async fn record_audit(&self, entry: &NewAuditEntry) -> StoreResult<u64> {
+        let actor = &entry.actor;
+        let row = sqlx::query(
+            "INSERT INTO audit_log (at, actor_kind, actor_user_id, actor_username, \
+             actor_token_id, actor_token_name, action, target_type, target_id, details, ip, \
+             user_agent) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(ms(entry.at))
+        .bind(actor.kind.as_str())
+        .bind(actor.user_id.map(|id| id.to_string()))
+        .bind(&actor.username)
+        .bind(actor.token_id.map(|id| id.to_string()))
+        .bind(&actor.token_name)
+        .bind(&entry.action)
+        .bind(&entry.target_type)
+        .bind(&entry.target_id)
+        .bind(entry.details.to_string())
+        .bind(&entry.ip)
+        .bind(&entry.user_agent)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(backend)?;
+        codec::u64_col(&row, "id")
+    }
+
+    /// Newest first (by id, which is write order). The action filter is a
+    /// case-sensitive prefix; the actor filter matches the actor's user id,
+    /// user name or token id exactly. `limit` 0 means 50; at most 500.
+    async fn list_audit(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditEntry>> {
+        let mut sql = format!("SELECT {} FROM audit_log WHERE 1 = 1", codec::AUDIT_COLUMNS);
+        if filter.action_prefix.is_some() {
+            // substr rather than LIKE: exact and case-sensitive, and `_` in
+            // action names needs no escaping.
+            sql.push_str(" AND substr(action, 1, length(?)) = ?");
+        }
+        if filter.actor.is_some() {
+            sql.push_str(" AND (actor_user_id = ? OR actor_username = ? OR actor_token_id = ?)");
+        }
+        if filter.target_id.is_some() {
+            sql.push_str(" AND target_id = ?");
+        }
+        if filter.before.is_some() {
+            sql.push_str(" AND id < ?");
+        }
+        sql.push_str(" ORDER BY id DESC LIMIT ?");
+        let limit = match filter.limit {
+            0 => DEFAULT_AUDIT_PAGE,
+            n => n.min(MAX_AUDIT_PAGE),
+        };
+        let mut query = sqlx::query(&sql);
+        if let Some(prefix) = &filter.action_prefix {
+            query = query.bind(prefix).bind(prefix);
+        }
+        if let Some(actor) = &filter.actor {
+            query = query.bind(actor).bind(actor).bind(actor);
+        }
+        if let Some(target) = &filter.target_id {
+            query = query.bind(target);
+        }
+        if let Some(before) = filter.before {
+            // Ids never exceed i64::MAX, so a larger cursor is "before everything".
+            query = query.bind(i64::try_from(before).unwrap_or(i64::MAX));
+        }
+        query
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?
+            .iter()
+            .map(codec::audit_entry)
             .collect()
     }
 }

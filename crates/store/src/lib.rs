@@ -208,4 +208,12 @@ pub trait Store: Send + Sync + 'static {
     async fn record_schedule_ack(&self, host: HostId, version: u64) -> StoreResult<bool>;
     /// The schedule's jobs that are queued, dispatched or running.
     async fn active_jobs_of_schedule(&self, schedule: ScheduleId) -> StoreResult<Vec<Job>>;
+
+    // ── audit log ──────────────────────────────────────────────────────
+
+    /// Appends an audit entry; returns its id (larger than every earlier
+    /// entry's).
+    async fn record_audit(&self, entry: &NewAuditEntry) -> StoreResult<u64>;
+    /// Audit entries matching `filter`, newest first.
+    async fn list_audit(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditEntry>>;
 }

@@ -369,3 +369,127 @@ pub struct ScheduleRecord {
     /// Last change.
     pub updated_at: DateTime<Utc>,
 }
+
+/// What kind of credential an audited action was done with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditActorKind {
+    /// A logged-in operator (session).
+    User,
+    /// An operator's API token.
+    ApiToken,
+    /// An enrolment token (a host enrolling itself).
+    EnrollmentToken,
+    /// The offline `restic-manager admin` command on the server machine.
+    Cli,
+    /// Nobody known (a failed login).
+    Anonymous,
+}
+
+impl AuditActorKind {
+    /// The stored and shown name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditActorKind::User => "user",
+            AuditActorKind::ApiToken => "api_token",
+            AuditActorKind::EnrollmentToken => "enrollment_token",
+            AuditActorKind::Cli => "cli",
+            AuditActorKind::Anonymous => "anonymous",
+        }
+    }
+}
+
+impl std::fmt::Display for AuditActorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for AuditActorKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [
+            AuditActorKind::User,
+            AuditActorKind::ApiToken,
+            AuditActorKind::EnrollmentToken,
+            AuditActorKind::Cli,
+            AuditActorKind::Anonymous,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+        .ok_or_else(|| format!("unknown audit actor kind `{s}`"))
+    }
+}
+
+/// Who did an audited action. Copied into the entry (not referenced), so
+/// the entry still names them after the user or token is gone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditActor {
+    /// How they authenticated.
+    pub kind: AuditActorKind,
+    /// The operator, for sessions and API tokens.
+    pub user_id: Option<UserId>,
+    /// The operator's name at the time.
+    pub username: Option<String>,
+    /// The API or enrolment token used (its public id, never the secret).
+    pub token_id: Option<TokenId>,
+    /// That token's name.
+    pub token_name: Option<String>,
+}
+
+impl AuditActor {
+    /// An actor with only a kind (`cli`, `anonymous`).
+    pub fn of_kind(kind: AuditActorKind) -> AuditActor {
+        AuditActor {
+            kind,
+            user_id: None,
+            username: None,
+            token_id: None,
+            token_name: None,
+        }
+    }
+}
+
+/// An audit log entry to write.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewAuditEntry {
+    /// When it happened.
+    pub at: DateTime<Utc>,
+    /// Who.
+    pub actor: AuditActor,
+    /// What, as `area.verb` (`host.delete`, `auth.login_failed`, …).
+    pub action: String,
+    /// The kind of thing acted on (`host`, `user`, …).
+    pub target_type: Option<String>,
+    /// Its id.
+    pub target_id: Option<String>,
+    /// A small JSON object of facts; never a secret.
+    pub details: serde_json::Value,
+    /// The client's address.
+    pub ip: Option<String>,
+    /// The client's User-Agent, truncated.
+    pub user_agent: Option<String>,
+}
+
+/// A stored audit log entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditEntry {
+    /// Grows with every entry written; the paging cursor.
+    pub id: u64,
+    /// Everything else, as written.
+    pub entry: NewAuditEntry,
+}
+
+/// Which audit entries to list; newest first.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AuditFilter {
+    /// Only actions starting with this (`host.` or `auth.login`).
+    pub action_prefix: Option<String>,
+    /// Only entries whose actor has this user id, user name or token id.
+    pub actor: Option<String>,
+    /// Only entries about this target id.
+    pub target_id: Option<String>,
+    /// Only entries older than the one with this id (paging).
+    pub before: Option<u64>,
+    /// At most this many (0: the implementation's default; capped at 500).
+    pub limit: u32,
+}

@@ -4,9 +4,7 @@
 //! session cookie — and then, unless it only reads, it must also carry the
 //! session's CSRF token in `X-CSRF-Token`.
 
-use std::net::SocketAddr;
-
-use axum::extract::{ConnectInfo, FromRequestParts, State};
+use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{Method, StatusCode};
 use axum::Json;
@@ -14,6 +12,7 @@ use rm_protocol::api::{LoginRequest, LoginResponse};
 
 use super::{ApiError, ApiJson};
 use crate::agent_ws::bearer_token;
+use crate::audit::{self, Action, Client, Target};
 pub(crate) use crate::auth::Operator;
 use crate::auth::{self, LoginError};
 use crate::state::AppState;
@@ -70,10 +69,10 @@ impl From<LoginError> for ApiError {
 /// `POST /api/v1/auth/login`.
 pub(crate) async fn login(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    client: Client,
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> Result<Json<LoginResponse>, ApiError> {
-    let (token, session) = auth::login(&state, &req.username, &req.password, peer.ip()).await?;
+    let (token, session) = auth::login(&state, &req.username, &req.password, &client).await?;
     Ok(Json(LoginResponse {
         token,
         expires_at: session.expires_at,
@@ -84,10 +83,20 @@ pub(crate) async fn login(
 pub(crate) async fn logout(
     State(state): State<AppState>,
     operator: Operator,
+    client: Client,
 ) -> Result<StatusCode, ApiError> {
     match operator.session {
         Some(id) => {
             state.store().delete_session(id).await?;
+            audit::record(
+                &state,
+                &operator,
+                &client,
+                Action::AuthLogout,
+                Some(Target::new("user", operator.user_id)),
+                serde_json::json!({}),
+            )
+            .await;
             Ok(StatusCode::NO_CONTENT)
         }
         None => Err(ApiError::bad_request(

@@ -66,6 +66,11 @@ impl ApiError {
         ApiError::new(StatusCode::GATEWAY_TIMEOUT, "agent_timeout", message)
     }
 
+    /// What was wrong, as the client sees it.
+    pub(crate) fn message(&self) -> &str {
+        &self.message
+    }
+
     /// 500; the detail goes to the log, not to the client.
     pub(crate) fn internal(detail: impl std::fmt::Display) -> ApiError {
         tracing::error!(error = %detail, "API request failed");

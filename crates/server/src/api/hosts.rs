@@ -14,6 +14,7 @@ use crate::rpc::RpcError;
 use rm_store::Host;
 
 use super::{ApiError, Operator};
+use crate::audit::{self, Action, Client, Target};
 use crate::state::AppState;
 
 /// `GET /api/v1/hosts`.
@@ -45,9 +46,12 @@ pub(crate) async fn show(
 pub(crate) async fn delete(
     State(state): State<AppState>,
     operator: Operator,
+    client: Client,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = parse_host_id(&id)?;
+    // Read first: a deleted host is hidden, and the log should name it.
+    let host = state.store().host(id).await?;
     if !state.store().delete_host(id, Utc::now()).await? {
         return Err(ApiError::not_found(format!("host `{id}` not found")));
     }
@@ -55,6 +59,18 @@ pub(crate) async fn delete(
         .hub()
         .disconnect(id, close_code::REVOKED, "host deleted");
     tracing::info!(host_id = %id, by = %operator.user_id, "host deleted; agent token revoked");
+    audit::record(
+        &state,
+        &operator,
+        &client,
+        Action::HostDelete,
+        Some(Target::new("host", id)),
+        serde_json::json!({
+            "name": host.as_ref().map(|h| &h.name),
+            "hostname": host.as_ref().map(|h| &h.hostname),
+        }),
+    )
+    .await;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -18,6 +18,7 @@ use tokio::sync::{broadcast, mpsc};
 
 use super::hosts::parse_host_id;
 use super::{ApiError, ApiJson, Operator};
+use crate::audit::{self, Action, Client, Target};
 use crate::jobs::events::JobEvent;
 use crate::jobs::{self, JobError};
 use crate::state::AppState;
@@ -39,6 +40,7 @@ impl From<JobError> for ApiError {
 pub(crate) async fn create(
     State(state): State<AppState>,
     operator: Operator,
+    client: Client,
     Path(host): Path<String>,
     ApiJson(req): ApiJson<CreateJob>,
 ) -> Result<(StatusCode, Json<JobView>), ApiError> {
@@ -55,6 +57,15 @@ pub(crate) async fn create(
     }
     let job = jobs::create(&state, host_id, kind, &req.params, JobTrigger::Manual, None).await?;
     tracing::info!(job_id = %job.id, by = %operator.user_id, "job requested");
+    audit::record(
+        &state,
+        &operator,
+        &client,
+        Action::JobCreate,
+        Some(Target::new("job", job.id)),
+        serde_json::json!({"host_id": host_id.to_string(), "kind": job.kind, "params": job.params}),
+    )
+    .await;
     Ok((StatusCode::CREATED, Json(jobs::view(&job))))
 }
 
@@ -122,11 +133,25 @@ pub(crate) async fn show(
 pub(crate) async fn cancel(
     State(state): State<AppState>,
     operator: Operator,
+    client: Client,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<JobView>), ApiError> {
     let id = parse_job_id(&id)?;
     let job = jobs::cancel(&state, id).await?;
     tracing::info!(job_id = %id, by = %operator.user_id, "job cancel requested");
+    audit::record(
+        &state,
+        &operator,
+        &client,
+        Action::JobCancel,
+        Some(Target::new("job", id)),
+        serde_json::json!({
+            "host_id": job.host_id.to_string(),
+            "kind": job.kind,
+            "status": job.status.to_string(),
+        }),
+    )
+    .await;
     let status = if job.status.is_finished() {
         StatusCode::OK
     } else {

@@ -2,6 +2,7 @@
 //! handler returns, and the JSON body extractor that turns serde's complaint
 //! into that shape.
 
+pub(crate) mod audit;
 mod auth;
 mod enrollment;
 mod error;
@@ -68,6 +69,7 @@ pub(crate) fn router() -> Router<AppState> {
         )
         .route("/api-tokens", get(tokens::list).post(tokens::create))
         .route("/api-tokens/{id}", axum::routing::delete(tokens::revoke))
+        .route("/audit", get(audit::list))
         .fallback(|| async { ApiError::not_found("no such API route") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
 }

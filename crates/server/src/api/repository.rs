@@ -9,6 +9,7 @@ use rm_protocol::RepositoryConfig;
 
 use super::hosts::parse_host_id;
 use super::{ApiError, ApiJson, Operator};
+use crate::audit::{self, Action, Client, Target};
 use crate::repositories::{self, RepositoryError};
 use crate::state::AppState;
 
@@ -41,6 +42,7 @@ pub(crate) struct RepositoryRequest {
 pub(crate) async fn put(
     State(state): State<AppState>,
     operator: Operator,
+    client: Client,
     Path(host): Path<String>,
     ApiJson(req): ApiJson<RepositoryRequest>,
 ) -> Result<StatusCode, ApiError> {
@@ -50,6 +52,7 @@ pub(crate) async fn put(
             "`url` contains a masked password (`***`); type the real one",
         ));
     }
+    let env_given = req.env.is_some();
     let env = match req.env {
         Some(env) => env,
         None => repositories::get(&state, host_id)
@@ -64,8 +67,24 @@ pub(crate) async fn put(
         password: req.password,
         env,
     };
-    repositories::set(&state, host_id, &config).await?;
-    tracing::info!(%host_id, by = %operator.user_id, url = %rm_core::redact::redact_url(&config.url), "repository set");
+    let init_job = repositories::set(&state, host_id, &config).await?;
+    let url = rm_core::redact::redact_url(&config.url);
+    tracing::info!(%host_id, by = %operator.user_id, %url, "repository set");
+    // The URL's password masked, variable names only: no secret in the log.
+    audit::record(
+        &state,
+        &operator,
+        &client,
+        Action::RepositorySet,
+        Some(Target::new("host", host_id)),
+        serde_json::json!({
+            "url": url,
+            "env_keys": config.env.keys().collect::<Vec<_>>(),
+            "env_kept": !env_given,
+            "init_job_id": init_job.to_string(),
+        }),
+    )
+    .await;
     Ok(StatusCode::NO_CONTENT)
 }
 

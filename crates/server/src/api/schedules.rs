@@ -7,9 +7,11 @@ use axum::Json;
 use rm_core::ScheduleId;
 use rm_protocol::api::{RetentionPreset, ScheduleRequest, ScheduleView};
 use rm_protocol::params::RETENTION_PRESETS;
+use rm_store::ScheduleRecord;
 
 use super::hosts::parse_host_id;
 use super::{ApiError, ApiJson, Operator};
+use crate::audit::{self, Action, Client, Target};
 use crate::schedules::{self, ScheduleError};
 use crate::state::AppState;
 
@@ -51,12 +53,23 @@ pub(crate) async fn list(
 pub(crate) async fn create(
     State(state): State<AppState>,
     operator: Operator,
+    client: Client,
     Path(host): Path<String>,
     ApiJson(req): ApiJson<ScheduleRequest>,
 ) -> Result<(StatusCode, Json<ScheduleView>), ApiError> {
     let host_id = parse_host_id(&host)?;
     let record = schedules::create(&state, host_id, &req).await?;
     tracing::info!(schedule = %record.id, by = %operator.user_id, "schedule created by operator");
+    let details = audit_details(&record);
+    audit::record(
+        &state,
+        &operator,
+        &client,
+        Action::ScheduleCreate,
+        Some(Target::new("schedule", record.id)),
+        details,
+    )
+    .await;
     Ok((StatusCode::CREATED, Json(schedules::view(&record))))
 }
 
@@ -64,12 +77,23 @@ pub(crate) async fn create(
 pub(crate) async fn update(
     State(state): State<AppState>,
     operator: Operator,
+    client: Client,
     Path(id): Path<String>,
     ApiJson(req): ApiJson<ScheduleRequest>,
 ) -> Result<Json<ScheduleView>, ApiError> {
     let id = parse_schedule_id(&id)?;
     let record = schedules::update(&state, id, &req).await?;
     tracing::info!(schedule = %id, by = %operator.user_id, "schedule changed by operator");
+    let details = audit_details(&record);
+    audit::record(
+        &state,
+        &operator,
+        &client,
+        Action::ScheduleUpdate,
+        Some(Target::new("schedule", id)),
+        details,
+    )
+    .await;
     Ok(Json(schedules::view(&record)))
 }
 
@@ -77,12 +101,40 @@ pub(crate) async fn update(
 pub(crate) async fn delete(
     State(state): State<AppState>,
     operator: Operator,
+    client: Client,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = parse_schedule_id(&id)?;
+    // Read first, so the log says what was deleted.
+    let before = state.store().schedule(id).await?;
     schedules::delete(&state, id).await?;
     tracing::info!(schedule = %id, by = %operator.user_id, "schedule deleted by operator");
+    let details = before
+        .as_ref()
+        .map(audit_details)
+        .unwrap_or_else(|| serde_json::json!({}));
+    audit::record(
+        &state,
+        &operator,
+        &client,
+        Action::ScheduleDelete,
+        Some(Target::new("schedule", id)),
+        details,
+    )
+    .await;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// What the audit log keeps of a schedule (its parameters hold no secret).
+fn audit_details(record: &ScheduleRecord) -> serde_json::Value {
+    serde_json::json!({
+        "host_id": record.host_id.to_string(),
+        "kind": record.kind,
+        "cron": record.cron,
+        "timezone": record.timezone,
+        "enabled": record.enabled,
+        "params": record.params,
+    })
 }
 
 /// `GET /api/v1/retention-presets`.

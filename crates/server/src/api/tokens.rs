@@ -12,11 +12,12 @@ use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use rm_core::token::{IssuedToken, TokenKind};
-use rm_core::{TokenId, UserId};
+use rm_core::TokenId;
 use rm_store::{ApiToken, StoreError};
 use serde::{Deserialize, Serialize};
 
 use super::{ApiError, ApiJson, Operator};
+use crate::audit::{self, Action, Client, Target};
 use crate::state::AppState;
 
 /// Longest token name accepted.
@@ -95,12 +96,13 @@ pub(crate) struct TokenCreated {
     pub(crate) expires_at: Option<DateTime<Utc>>,
 }
 
-/// Issues an API token for `user`: checks the name (trimmed, 1–64
+/// Issues an API token for `operator`: checks the name (trimmed, 1–64
 /// characters, no control characters) and lifetime (1–3650 days, or none),
-/// stores the token's hash and returns the secret.
+/// stores the token's hash, audits it and returns the secret.
 pub(crate) async fn issue(
     state: &AppState,
-    user: UserId,
+    operator: &Operator,
+    client: &Client,
     name: &str,
     ttl_days: Option<u32>,
 ) -> Result<TokenCreated, TokenError> {
@@ -125,6 +127,7 @@ pub(crate) async fn issue(
     }
     let issued = IssuedToken::generate(TokenKind::Api)?;
     let now = Utc::now();
+    let user = operator.user_id;
     let token = ApiToken {
         id: issued.id,
         user_id: user,
@@ -136,6 +139,15 @@ pub(crate) async fn issue(
     };
     state.store().create_api_token(&token).await?;
     tracing::info!(token_id = %token.id, name = %token.name, expires_at = ?token.expires_at, by = %user, "API token created");
+    audit::record(
+        state,
+        operator,
+        client,
+        Action::ApiTokenCreate,
+        Some(Target::new("api_token", token.id)),
+        serde_json::json!({"name": token.name, "expires_at": token.expires_at}),
+    )
+    .await;
     Ok(TokenCreated {
         id: token.id.to_string(),
         token: issued.token,
@@ -159,9 +171,10 @@ pub(crate) async fn list(
 pub(crate) async fn create(
     State(state): State<AppState>,
     operator: Operator,
+    client: Client,
     ApiJson(req): ApiJson<CreateToken>,
 ) -> Result<(StatusCode, Json<TokenCreated>), ApiError> {
-    let created = issue(&state, operator.user_id, &req.name, req.ttl_days).await?;
+    let created = issue(&state, &operator, &client, &req.name, req.ttl_days).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 
@@ -171,6 +184,7 @@ pub(crate) async fn create(
 pub(crate) async fn revoke(
     State(state): State<AppState>,
     operator: Operator,
+    client: Client,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let token_id: TokenId = id.parse().map_err(|_| {
@@ -188,6 +202,15 @@ pub(crate) async fn revoke(
     let revoked = state.store().revoke_api_token(token.id, Utc::now()).await?;
     if revoked {
         tracing::info!(token_id = %token.id, name = %token.name, by = %operator.user_id, "API token revoked");
+        audit::record(
+            &state,
+            &operator,
+            &client,
+            Action::ApiTokenRevoke,
+            Some(Target::new("api_token", token.id)),
+            serde_json::json!({"name": token.name}),
+        )
+        .await;
     }
     Ok(StatusCode::NO_CONTENT)
 }

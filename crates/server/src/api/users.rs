@@ -18,6 +18,7 @@ use rm_store::User;
 use serde::{Deserialize, Serialize};
 
 use super::{ApiError, ApiJson, Operator};
+use crate::audit::{self, Action, Client, Target};
 use crate::state::AppState;
 
 /// Shortest password accepted (the same as `restic-manager admin`).
@@ -133,6 +134,7 @@ pub(crate) async fn list(
 pub(crate) async fn create(
     State(state): State<AppState>,
     operator: Operator,
+    client: Client,
     ApiJson(req): ApiJson<CreateUser>,
 ) -> Result<(StatusCode, Json<UserView>), ApiError> {
     let username = req.username.trim().to_owned();
@@ -152,6 +154,15 @@ pub(crate) async fn create(
     // The store's unique constraint decides a race between two creations.
     state.store().create_user(&user).await?;
     tracing::info!(user_id = %user.id, username = %user.username, by = %operator.user_id, "user created");
+    audit::record(
+        &state,
+        &operator,
+        &client,
+        Action::UserCreate,
+        Some(Target::new("user", user.id)),
+        serde_json::json!({"username": user.username}),
+    )
+    .await;
     Ok((StatusCode::CREATED, Json(UserView::from(user))))
 }
 
@@ -160,6 +171,7 @@ pub(crate) async fn create(
 pub(crate) async fn delete(
     State(state): State<AppState>,
     operator: Operator,
+    client: Client,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = parse_user_id(&id)?;
@@ -168,8 +180,19 @@ pub(crate) async fn delete(
             "you cannot delete your own account; another user has to do it",
         ));
     }
+    // Read first: afterwards the name is gone, and the log should keep it.
+    let username = state.store().user_by_id(id).await?.map(|u| u.username);
     state.store().delete_user(id).await?;
     tracing::info!(user_id = %id, by = %operator.user_id, "user deleted with their sessions and API tokens");
+    audit::record(
+        &state,
+        &operator,
+        &client,
+        Action::UserDelete,
+        Some(Target::new("user", id)),
+        serde_json::json!({"username": username}),
+    )
+    .await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -179,6 +202,7 @@ pub(crate) async fn delete(
 pub(crate) async fn change_own_password(
     State(state): State<AppState>,
     operator: Operator,
+    client: Client,
     ApiJson(req): ApiJson<ChangePassword>,
 ) -> Result<StatusCode, ApiError> {
     let user = state
@@ -199,6 +223,15 @@ pub(crate) async fn change_own_password(
         .set_user_password(&user.username, &new_hash)
         .await?;
     tracing::info!(by = %operator.user_id, "password changed; all of the user's sessions ended");
+    audit::record(
+        &state,
+        &operator,
+        &client,
+        Action::UserPasswordChange,
+        Some(Target::new("user", user.id)),
+        serde_json::json!({"sessions_ended": true}),
+    )
+    .await;
     Ok(StatusCode::NO_CONTENT)
 }
 

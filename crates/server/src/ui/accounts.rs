@@ -21,6 +21,7 @@ use super::format;
 use super::session::{render, WebUser};
 use crate::api::tokens::{self, TokenCreated, TokenError, MAX_NAME_CHARS, MAX_TTL_DAYS};
 use crate::api::users::{MAX_USERNAME_CHARS, MIN_PASSWORD_CHARS};
+use crate::audit::Client;
 use crate::state::AppState;
 
 fn store_error(e: impl std::fmt::Display) -> Response {
@@ -175,6 +176,7 @@ pub(crate) struct TokenForm {
 pub(crate) async fn create_token(
     State(state): State<AppState>,
     user: WebUser,
+    client: Client,
     Form(form): Form<TokenForm>,
 ) -> Response {
     if form.csrf != user.csrf {
@@ -190,7 +192,7 @@ pub(crate) async fn create_token(
         }),
     };
     let created = match ttl_days {
-        Ok(ttl_days) => tokens::issue(&state, user.operator.user_id, &form.name, ttl_days)
+        Ok(ttl_days) => tokens::issue(&state, &user.operator, &client, &form.name, ttl_days)
             .await
             .map_err(|e| match e {
                 TokenError::Invalid(message) => (StatusCode::BAD_REQUEST, message),

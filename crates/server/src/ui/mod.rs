@@ -9,6 +9,7 @@
 
 mod accounts;
 mod assets;
+mod audit;
 mod format;
 mod pages;
 mod restore;
@@ -34,6 +35,7 @@ pub(crate) fn router() -> Router<AppState> {
             get(accounts::tokens).post(accounts::create_token),
         )
         .route("/restore", get(restore::wizard))
+        .route("/audit", get(audit::page))
         .route("/assets/{file}", get(assets::serve))
         // No page may be framed by another site (clickjacking).
         .layer(tower_http::set_header::SetResponseHeaderLayer::overriding(

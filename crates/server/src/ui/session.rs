@@ -1,15 +1,14 @@
 //! Logging in and out of the web UI, and the [`WebUser`] extractor that
 //! sends anyone without a valid session cookie to the login page.
 
-use std::net::SocketAddr;
-
 use askama::Template;
-use axum::extract::{ConnectInfo, Form, FromRequestParts, State};
+use axum::extract::{Form, FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
+use crate::audit::{self, Action, Client, Target};
 use crate::auth::{self, LoginError, Operator};
 use crate::state::AppState;
 
@@ -91,10 +90,10 @@ pub(crate) struct LoginForm {
 /// `POST /login`: sets the session cookie and goes to the dashboard.
 pub(crate) async fn login_form(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    client: Client,
     Form(form): Form<LoginForm>,
 ) -> Response {
-    match auth::login(&state, &form.username, &form.password, peer.ip()).await {
+    match auth::login(&state, &form.username, &form.password, &client).await {
         Ok((token, _)) => {
             let cookie = auth::session_cookie_header(&state, &token, state.config().session_ttl);
             ([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response()
@@ -133,14 +132,26 @@ pub(crate) struct LogoutForm {
 pub(crate) async fn logout_form(
     State(state): State<AppState>,
     user: WebUser,
+    client: Client,
     Form(form): Form<LogoutForm>,
 ) -> Response {
     if form.csrf != user.csrf {
         return (StatusCode::FORBIDDEN, "missing or wrong CSRF token").into_response();
     }
     if let Some(session) = user.operator.session {
-        if let Err(e) = state.store().delete_session(session).await {
-            tracing::error!(error = %e, "could not end a session");
+        match state.store().delete_session(session).await {
+            Ok(()) => {
+                audit::record(
+                    &state,
+                    &user.operator,
+                    &client,
+                    Action::AuthLogout,
+                    Some(Target::new("user", user.operator.user_id)),
+                    serde_json::json!({}),
+                )
+                .await;
+            }
+            Err(e) => tracing::error!(error = %e, "could not end a session"),
         }
     }
     (

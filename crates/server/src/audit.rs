@@ -1,0 +1,326 @@
+//! The audit log of operator actions: the action names, the [`Client`]
+//! extractor (address and User-Agent of the request), and [`record`], which
+//! every handler that changed something calls after the change succeeded.
+//!
+//! Recording never fails the operator's request: the change is done by
+//! then, so a store error is logged as a warning and the request goes on.
+//! Details are small facts chosen by each handler, never secrets; a
+//! handler that passed something large anyway gets it cut down here.
+
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::header::USER_AGENT;
+use axum::http::request::Parts;
+use chrono::Utc;
+use rm_protocol::api::{AuditActorView, AuditEntryView};
+use rm_store::{AuditActor, AuditActorKind, AuditEntry, NewAuditEntry, Store};
+use serde_json::Value;
+
+use crate::auth::Operator;
+use crate::state::AppState;
+
+/// Longest User-Agent kept, in characters.
+const MAX_USER_AGENT_CHARS: usize = 200;
+/// Details larger than this (serialised) are cut down field by field.
+const MAX_DETAILS_BYTES: usize = 2048;
+/// When cutting down, fields larger than this are left out (and named).
+const MAX_FIELD_BYTES: usize = 256;
+
+macro_rules! actions {
+    ($($(#[$doc:meta])* $name:ident = $text:literal,)*) => {
+        /// What an audit entry records, as `area.verb`.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum Action {
+            $($(#[$doc])* $name,)*
+        }
+
+        impl Action {
+            /// Every action, in the order the audit page offers them.
+            pub const ALL: &'static [Action] = &[$(Action::$name,)*];
+
+            /// The stored name.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Action::$name => $text,)*
+                }
+            }
+        }
+    };
+}
+
+actions! {
+    /// A password login opened a session.
+    AuthLogin = "auth.login",
+    /// A password login was refused (wrong name or password, or too many
+    /// failures).
+    AuthLoginFailed = "auth.login_failed",
+    /// A session was ended.
+    AuthLogout = "auth.logout",
+    /// An enrolment token was made.
+    EnrollmentTokenCreate = "enrollment_token.create",
+    /// A host enrolled with an enrolment token.
+    HostEnroll = "host.enroll",
+    /// A host was deleted (its agent token revoked).
+    HostDelete = "host.delete",
+    /// A host's repository settings were set.
+    RepositorySet = "repository.set",
+    /// An operator started a job.
+    JobCreate = "job.create",
+    /// An operator cancelled a job.
+    JobCancel = "job.cancel",
+    /// A schedule was added.
+    ScheduleCreate = "schedule.create",
+    /// A schedule was changed.
+    ScheduleUpdate = "schedule.update",
+    /// A schedule was deleted.
+    ScheduleDelete = "schedule.delete",
+    /// An operator account was made.
+    UserCreate = "user.create",
+    /// An operator account was deleted.
+    UserDelete = "user.delete",
+    /// Operators changed their own password.
+    UserPasswordChange = "user.password_change",
+    /// `restic-manager admin reset-password` set someone's password.
+    UserPasswordReset = "user.password_reset",
+    /// An API token was made.
+    ApiTokenCreate = "api_token.create",
+    /// An API token was revoked.
+    ApiTokenRevoke = "api_token.revoke",
+}
+
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a request came from: the peer address (from the listener's
+/// connect info; absent when the router is served without it) and the
+/// User-Agent, cleaned of control characters and truncated.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Client {
+    /// The peer's address.
+    pub(crate) ip: Option<IpAddr>,
+    /// Its User-Agent.
+    pub(crate) user_agent: Option<String>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Client {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Infallible> {
+        let ip = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            // An IPv4 client of a dual-stack listener shows as ::ffff:a.b.c.d.
+            .map(|ConnectInfo(peer)| peer.ip().to_canonical());
+        let user_agent = parts
+            .headers
+            .get(USER_AGENT)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .map(|ua| {
+                ua.chars()
+                    .filter(|c| !c.is_control())
+                    .take(MAX_USER_AGENT_CHARS)
+                    .collect::<String>()
+            })
+            .filter(|ua| !ua.is_empty());
+        Ok(Client { ip, user_agent })
+    }
+}
+
+/// What an action was done to.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    kind: &'static str,
+    id: String,
+}
+
+impl Target {
+    /// The `kind` (`host`, `job`, …) with id `id`.
+    pub(crate) fn new(kind: &'static str, id: impl std::fmt::Display) -> Target {
+        Target {
+            kind,
+            id: id.to_string(),
+        }
+    }
+}
+
+/// Records that `operator` did `action` to `target` from `client`. Looks
+/// up the operator's name (and the API token's name) so the entry still
+/// says who it was after they are gone.
+pub(crate) async fn record(
+    state: &AppState,
+    operator: &Operator,
+    client: &Client,
+    action: Action,
+    target: Option<Target>,
+    details: Value,
+) {
+    let store = state.store();
+    let username = store
+        .user_by_id(operator.user_id)
+        .await
+        .ok()
+        .flatten()
+        .map(|u| u.username);
+    let actor = match operator.session {
+        Some(_) => AuditActor {
+            kind: AuditActorKind::User,
+            user_id: Some(operator.user_id),
+            username,
+            token_id: None,
+            token_name: None,
+        },
+        None => AuditActor {
+            kind: AuditActorKind::ApiToken,
+            user_id: Some(operator.user_id),
+            username,
+            token_id: Some(operator.credential),
+            token_name: store
+                .api_token(operator.credential)
+                .await
+                .ok()
+                .flatten()
+                .map(|t| t.name),
+        },
+    };
+    record_as(store, actor, client, action, target, details).await;
+}
+
+/// Records an action by `actor` (for actions not done by a logged-in
+/// operator: logins, enrolments, the offline admin command).
+pub(crate) async fn record_as(
+    store: &dyn Store,
+    actor: AuditActor,
+    client: &Client,
+    action: Action,
+    target: Option<Target>,
+    details: Value,
+) {
+    let entry = NewAuditEntry {
+        at: Utc::now(),
+        actor,
+        action: action.as_str().to_owned(),
+        target_type: target.as_ref().map(|t| t.kind.to_owned()),
+        target_id: target.map(|t| t.id),
+        details: bounded(details),
+        ip: client.ip.map(|ip| ip.to_string()),
+        user_agent: client.user_agent.clone(),
+    };
+    if let Err(e) = store.record_audit(&entry).await {
+        tracing::warn!(error = %e, action = %action, "could not write an audit log entry");
+    }
+}
+
+/// Records an action of `restic-manager admin` (run on the server machine,
+/// so it has no address).
+pub async fn record_cli(
+    store: &dyn Store,
+    action: Action,
+    target_kind: &'static str,
+    target_id: impl std::fmt::Display,
+    details: Value,
+) {
+    let client = Client {
+        ip: None,
+        user_agent: Some(format!(
+            "restic-manager/{} admin",
+            env!("CARGO_PKG_VERSION")
+        )),
+    };
+    record_as(
+        store,
+        AuditActor::of_kind(AuditActorKind::Cli),
+        &client,
+        action,
+        Some(Target::new(target_kind, target_id)),
+        details,
+    )
+    .await;
+}
+
+/// `details` if small; otherwise its small fields plus `omitted`, the
+/// names of the fields left out.
+fn bounded(details: Value) -> Value {
+    if details.to_string().len() <= MAX_DETAILS_BYTES {
+        return details;
+    }
+    let Value::Object(fields) = details else {
+        return serde_json::json!({"omitted": ["details"]});
+    };
+    let mut kept = serde_json::Map::new();
+    let mut omitted = Vec::new();
+    for (name, value) in fields {
+        if value.to_string().len() <= MAX_FIELD_BYTES {
+            kept.insert(name, value);
+        } else {
+            omitted.push(Value::String(name));
+        }
+    }
+    kept.insert(String::from("omitted"), Value::Array(omitted));
+    Value::Object(kept)
+}
+
+/// The API form of an entry.
+pub(crate) fn view(entry: AuditEntry) -> AuditEntryView {
+    let e = entry.entry;
+    AuditEntryView {
+        id: entry.id,
+        at: e.at,
+        actor: AuditActorView {
+            kind: e.actor.kind.as_str().to_owned(),
+            user_id: e.actor.user_id.map(|id| id.to_string()),
+            username: e.actor.username,
+            token_id: e.actor.token_id.map(|id| id.to_string()),
+            token_name: e.actor.token_name,
+        },
+        action: e.action,
+        target_type: e.target_type,
+        target_id: e.target_id,
+        details: e.details,
+        ip: e.ip,
+        user_agent: e.user_agent,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn action_names_are_area_dot_verb_and_unique() {
+        let names: Vec<&str> = Action::ALL.iter().map(|a| a.as_str()).collect();
+        for name in &names {
+            let (area, verb) = name.split_once('.').expect("area.verb");
+            assert!(!area.is_empty() && !verb.is_empty(), "{name}");
+            assert!(
+                name.chars()
+                    .all(|c| c.is_ascii_lowercase() || c == '.' || c == '_'),
+                "{name}"
+            );
+        }
+        let mut unique = names.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), names.len());
+    }
+
+    #[test]
+    fn large_details_keep_their_small_fields() {
+        let small = json!({"kind": "backup", "paths": ["/srv"]});
+        assert_eq!(bounded(small.clone()), small);
+        let big = json!({"kind": "backup", "paths": vec!["/a/very/long/path"; 500]});
+        assert_eq!(
+            bounded(big),
+            json!({"kind": "backup", "omitted": ["paths"]})
+        );
+        assert_eq!(
+            bounded(Value::String("x".repeat(5000))),
+            json!({"omitted": ["details"]})
+        );
+    }
+}
