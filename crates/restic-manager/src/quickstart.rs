@@ -30,7 +30,7 @@ pub(crate) async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
         database_url: None,
     };
     let (listener, state) =
-        crate::server::start(&store_args, args.listen, None, HEARTBEAT_SECONDS).await?;
+        crate::server::start(&store_args, args.listen, None, HEARTBEAT_SECONDS, None).await?;
     let url = state.config().public_url.clone();
     let shutdown = crate::shutdown_on_signal();
     let server = tokio::spawn(rm_server::serve(
@@ -149,10 +149,9 @@ async fn enrol_this_machine(
             .unwrap_or_else(|_| String::from("this-host"));
         let created = rm_server::enrollment::issue_token(
             state.store(),
-            url,
+            state.config(),
             Some(&hostname),
             None,
-            state.config().enrollment_ttl,
         )
         .await?;
         rm_agent::enroll(rm_agent::EnrollOptions {

@@ -16,6 +16,9 @@ pub struct ServerConfig {
     pub session_ttl: Duration,
     /// Default lifetime of an enrolment token.
     pub enrollment_ttl: Duration,
+    /// The fingerprint of the TLS certificate the server presents, when it
+    /// serves HTTPS; enrolment commands carry it so agents can pin it.
+    pub tls_fingerprint: Option<rm_core::fingerprint::CertFingerprint>,
 }
 
 impl ServerConfig {
@@ -27,6 +30,7 @@ impl ServerConfig {
             hello_timeout: Duration::from_secs(rm_protocol::HELLO_TIMEOUT_SECS),
             session_ttl: Duration::from_secs(12 * 3600),
             enrollment_ttl: Duration::from_secs(3600),
+            tls_fingerprint: None,
         }
     }
 
