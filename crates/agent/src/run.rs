@@ -16,10 +16,12 @@ use crate::backoff::Backoff;
 use crate::error::AgentError;
 use crate::handler::{heartbeat_interval, Handler};
 use crate::jobs::{JobRunner, OUTBOX};
+use crate::rotation;
 use crate::scheduler::Scheduler;
 use crate::server_url::ServerUrl;
 use crate::session::{self, ConnectError, SessionEnd};
 use crate::state::StateDir;
+use crate::tls::{Trust, TrustOptions};
 
 /// How long to wait before trying again with a token the server rejected.
 /// The token will not start working by itself, so hammering the server
@@ -50,6 +52,8 @@ pub struct RunOptions {
     /// start-up if it was missed by less than this; `None` means the
     /// schedule's own period.
     pub catch_up_window: Option<Duration>,
+    /// Trust flags given to `run`, over those saved at enrolment.
+    pub trust: TrustOptions,
 }
 
 impl RunOptions {
@@ -61,6 +65,7 @@ impl RunOptions {
             revoked_retry: REVOKED_RETRY,
             command_timeout: None,
             catch_up_window: None,
+            trust: TrustOptions::default(),
         }
     }
 }
@@ -73,9 +78,9 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Ag
     let state = dir.load_agent()?;
     dir.warn_if_exposed();
     let server = ServerUrl::parse(&state.server_url)?;
-    server.require_supported()?;
+    let (trust, _) = Trust::new(&server, &state.tls, &opts.trust)?;
     let ws_url = server.ws_url();
-    let auth = session::bearer(&state.agent_token)?;
+    let mut auth = session::bearer(&state.agent_token)?;
     tracing::info!(host_id = %state.host_id, server = %server, "agent starting");
 
     let (outbox_tx, mut outbox) = tokio::sync::mpsc::channel(OUTBOX);
@@ -111,6 +116,8 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Ag
     let mut unsent: Option<rm_protocol::Frame> = None;
 
     loop {
+        // A rotated token is in agent.json before the server forgets the old.
+        auth = rotation::current_bearer(&dir, &auth);
         let attempt = tokio::select! {
             _ = shutdown.cancelled() => {
                 // Offline: stop a running job. Its reports are in memory
@@ -119,7 +126,7 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Ag
                 runner.cancel_all(JOB_STOP_GRACE).await;
                 return Ok(());
             }
-            attempt = session::connect(&ws_url, &auth) => attempt,
+            attempt = session::connect(&ws_url, &auth, &trust) => attempt,
         };
         let wait = match attempt {
             Ok(ws) => {

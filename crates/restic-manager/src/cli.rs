@@ -140,6 +140,16 @@ pub(crate) struct TrustArgs {
     pub insecure: bool,
 }
 
+impl From<TrustArgs> for rm_agent::TrustOptions {
+    fn from(args: TrustArgs) -> Self {
+        rm_agent::TrustOptions {
+            ca_cert: args.ca_cert,
+            server_fingerprint: args.server_fingerprint,
+            insecure: args.insecure,
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
     /// Where the agent keeps its token and state.

@@ -160,6 +160,7 @@ async fn enrol_this_machine(
             name: Some(hostname.clone()),
             state_dir: agent_dir.to_path_buf(),
             force: false,
+            trust: rm_agent::TrustOptions::default(),
         })
         .await?;
         println!("Enrolled this machine as host `{hostname}`.");

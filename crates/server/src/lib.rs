@@ -6,6 +6,7 @@
 //! listener until shut down, [`serve_tls`] the same over HTTPS/WSS. The store is any [`rm_store::Store`], so this
 //! crate knows nothing about SQL.
 
+pub mod agent_tokens;
 mod agent_ws;
 mod api;
 mod auth;
