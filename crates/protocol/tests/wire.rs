@@ -242,6 +242,18 @@ fn one_of_each() -> Vec<(Frame, &'static [&'static str])> {
             Frame::new(ErrorBody::new(ErrorCode::Busy, "try later")),
             &["code", "message"],
         ),
+        (
+            Frame::new(TokenRotate {
+                token: "rma.01J0BF9QH3M2K8V7T6R5P4N3M2.secret".into(),
+            }),
+            &["token"],
+        ),
+        (
+            Frame::new(TokenRotated {
+                token_id: Some("01J0BF9QH3M2K8V7T6R5P4N3M2".into()),
+            }),
+            &["token_id"],
+        ),
     ]
 }
 
