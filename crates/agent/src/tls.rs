@@ -214,12 +214,14 @@ fn provider() -> Arc<CryptoProvider> {
 fn client_config(settings: &TrustSettings) -> Result<ClientConfig, AgentError> {
     let provider = provider();
     let mut roots = system_roots();
+    let mut given = Vec::new();
     if let Some(pem) = &settings.ca_cert_pem {
         let path = settings
             .ca_cert_path
             .clone()
             .unwrap_or_else(|| PathBuf::from("agent.json"));
         for cert in ca_certificates(pem, &path)? {
+            given.push(CertFingerprint::of_der(&cert));
             roots.add(cert).map_err(|e| {
                 AgentError::TlsSetup(format!(
                     "the CA certificate in {} cannot be used: {e}",
@@ -233,6 +235,7 @@ fn client_config(settings: &TrustSettings) -> Result<ClientConfig, AgentError> {
         .map_err(|e| AgentError::TlsSetup(format!("no usable root certificates: {e}")))?;
     let verifier = ServerVerifier {
         webpki,
+        given,
         pin: settings.server_fingerprint,
         insecure: settings.insecure,
         provider: provider.clone(),
@@ -359,6 +362,12 @@ fn reason(error: &rustls::Error) -> String {
         rustls::Error::InvalidCertificate(
             CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. },
         ) => String::from("it is not valid yet"),
+        rustls::Error::InvalidCertificate(CertificateError::Other(other))
+            if other.to_string().contains("CaUsedAsEndEntity") =>
+        {
+            String::from("it is a CA certificate, which a server cannot present as its own")
+        }
+        rustls::Error::InvalidCertificate(CertificateError::Other(other)) => other.to_string(),
         other => other.to_string(),
     }
 }
@@ -366,6 +375,11 @@ fn reason(error: &rustls::Error) -> String {
 #[derive(Debug)]
 struct ServerVerifier {
     webpki: Arc<WebPkiServerVerifier>,
+    /// The certificates of `--ca-cert` themselves: a self-signed server
+    /// certificate given there is trusted as itself, even when (as with
+    /// `openssl req -x509`) it is marked as a CA, which webpki refuses to
+    /// accept as a server's own certificate.
+    given: Vec<CertFingerprint>,
     pin: Option<CertFingerprint>,
     insecure: bool,
     provider: Arc<CryptoProvider>,
@@ -395,6 +409,9 @@ impl ServerCertVerifier for ServerVerifier {
                     pinned,
                 }))
             };
+        }
+        if self.given.contains(&presented) {
+            return Ok(ServerCertVerified::assertion());
         }
         self.webpki
             .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)

@@ -10,6 +10,7 @@
 //! - [`fixtures`]: generated source trees and byte-for-byte comparison.
 //! - [`Browser`]: Debian's headless Chromium over WebDriver, for UI tests.
 //! - [`rclone::RcloneServer`]: a REST repository server on 127.0.0.1.
+//! - [`TestCert`]: a self-signed certificate for a TLS test server.
 //! - [`wait_until`]: polling instead of sleeping.
 //!
 //! Helpers return `anyhow::Result` so tests can `?` freely.
@@ -21,6 +22,7 @@ pub mod fixtures;
 mod raw_agent;
 pub mod rclone;
 mod server;
+mod tls;
 
 use std::future::Future;
 use std::time::Duration;
@@ -30,6 +32,7 @@ pub use api::Api;
 pub use browser::Browser;
 pub use raw_agent::{hello, RawAgent};
 pub use server::{RunningAgent, StoppedServer, TestServer, ADMIN_PASSWORD};
+pub use tls::TestCert;
 
 /// Polls `check` every 50 ms until it returns true, failing after `limit`
 /// with a message naming `what` was awaited.
