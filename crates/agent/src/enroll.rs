@@ -11,9 +11,10 @@ use std::time::Duration;
 use chrono::Utc;
 use rm_protocol::api::{ApiError, EnrollRequest, EnrollResponse};
 
-use crate::error::{error_chain, AgentError};
+use crate::error::AgentError;
 use crate::server_url::ServerUrl;
 use crate::state::{AgentState, StateDir};
+use crate::tls::{Trust, TrustOptions, TrustSettings};
 
 /// How long the enrolment request may take in total.
 const ENROLL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -34,6 +35,8 @@ pub struct EnrollOptions {
     pub state_dir: PathBuf,
     /// Replace an existing enrolment.
     pub force: bool,
+    /// How to trust an https:// server; saved for `run`.
+    pub trust: TrustOptions,
 }
 
 impl std::fmt::Debug for EnrollOptions {
@@ -44,6 +47,7 @@ impl std::fmt::Debug for EnrollOptions {
             .field("name", &self.name)
             .field("state_dir", &self.state_dir)
             .field("force", &self.force)
+            .field("trust", &self.trust)
             .finish()
     }
 }
@@ -60,7 +64,7 @@ pub struct Enrolled {
 /// Enrols this host with the server and writes `agent.json`.
 pub async fn enroll(opts: EnrollOptions) -> Result<Enrolled, AgentError> {
     let server = ServerUrl::parse(&opts.server_url)?;
-    server.require_supported()?;
+    let (trust, tls) = Trust::new(&server, &TrustSettings::default(), &opts.trust)?;
     let token = opts.token.trim();
     if token.is_empty() {
         return Err(AgentError::InvalidToken {
@@ -89,13 +93,14 @@ pub async fn enroll(opts: EnrollOptions) -> Result<Enrolled, AgentError> {
         name,
         hostname: crate::hostname(),
     };
-    let response = post_enroll(&server, &request).await?;
+    let response = post_enroll(&server, &trust, &request).await?;
 
     let state = AgentState {
         server_url: server.to_string(),
         host_id: response.host_id.clone(),
         agent_token: response.agent_token,
         enrolled_at: Utc::now(),
+        tls,
     };
     dir.clear_cache()?;
     let state_file = dir.save_agent(&state)?;
@@ -113,18 +118,21 @@ pub async fn enroll(opts: EnrollOptions) -> Result<Enrolled, AgentError> {
 
 async fn post_enroll(
     server: &ServerUrl,
+    trust: &Trust,
     request: &EnrollRequest,
 ) -> Result<EnrollResponse, AgentError> {
     let url = server.enroll_url();
     let unreachable = |e: reqwest::Error| AgentError::ServerUnreachable {
         url: url.to_string(),
-        detail: error_chain(&e),
+        detail: crate::tls::describe(&e),
     };
-    let client = reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder()
         .timeout(ENROLL_TIMEOUT)
-        .user_agent(crate::user_agent())
-        .build()
-        .map_err(unreachable)?;
+        .user_agent(crate::user_agent());
+    if let Some(config) = trust.client_config() {
+        builder = builder.use_preconfigured_tls(config.as_ref().clone());
+    }
+    let client = builder.build().map_err(unreachable)?;
     let response = client
         .post(url.clone())
         .json(request)
@@ -221,6 +229,7 @@ mod tests {
             name: None,
             state_dir: PathBuf::from("/tmp/x"),
             force: false,
+            trust: TrustOptions::default(),
         };
         assert!(!format!("{opts:?}").contains("rme_secret"));
     }

@@ -15,15 +15,10 @@ pub enum AgentError {
         /// What is wrong with it.
         reason: String,
     },
-    /// The URL needs TLS, which this build cannot speak yet.
-    #[error(
-        "server URL `{url}` uses https, but TLS is not supported by this build of restic-manager yet; \
-         use an http:// URL (for example through an SSH tunnel or a TLS-terminating proxy on the server's network)"
-    )]
-    TlsUnsupported {
-        /// The URL as given.
-        url: String,
-    },
+    /// The TLS trust settings (`--ca-cert`, `--server-fingerprint`,
+    /// `--insecure`) cannot be used; the message names the flag or file.
+    #[error("TLS setup: {0}")]
+    TlsSetup(String),
     /// The enrolment or agent token cannot be used.
     #[error("invalid token: {reason}")]
     InvalidToken {

@@ -123,6 +123,9 @@ impl Handler {
                 log_server_error(&error);
                 Vec::new()
             }
+            Message::TokenRotate(rotate) => {
+                vec![crate::rotation::on_rotate(&self.state, rotate).await]
+            }
             Message::Unknown { kind, .. } => {
                 tracing::debug!(%kind, "ignoring a message kind this agent does not know");
                 Vec::new()

@@ -1,6 +1,7 @@
 //! The restic-manager agent: enrolment, the WebSocket session to the server
-//! with reconnects and backoff, and the state directory that lets the agent
-//! keep working while the server is away.
+//! (over TLS when the server URL is https://) with reconnects and backoff,
+//! agent token rotation, and the state directory that lets the agent keep
+//! working while the server is away.
 //!
 //! The binary calls [`enroll`] for `restic-manager agent enroll` and [`run`]
 //! for `restic-manager agent run`; everything else is internal.
@@ -11,16 +12,20 @@ mod enroll;
 mod error;
 mod handler;
 mod jobs;
+mod rotation;
 mod run;
 mod scheduler;
 mod server_url;
 mod session;
 mod spool;
 pub mod state;
+mod tls;
 
 pub use enroll::{enroll, EnrollOptions, Enrolled};
 pub use error::AgentError;
 pub use run::{run, RunOptions, RESTART_SPREAD, REVOKED_RETRY};
+
+pub use tls::{TrustOptions, TrustSettings};
 
 /// This machine's host name, as sent at enrolment and in `hello`.
 pub(crate) fn hostname() -> String {

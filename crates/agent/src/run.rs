@@ -16,11 +16,13 @@ use crate::backoff::Backoff;
 use crate::error::AgentError;
 use crate::handler::{heartbeat_interval, Handler};
 use crate::jobs::{JobRunner, OUTBOX};
+use crate::rotation;
 use crate::scheduler::Scheduler;
 use crate::server_url::ServerUrl;
 use crate::session::{self, ConnectError, SessionEnd};
 use crate::spool::Spool;
 use crate::state::StateDir;
+use crate::tls::{Trust, TrustOptions};
 
 /// How long to wait before trying again with a token the server rejected.
 /// The token will not start working by itself, so hammering the server
@@ -55,6 +57,8 @@ pub struct RunOptions {
     /// reconnect waits a uniformly random delay between 1 s and this
     /// ([`RESTART_SPREAD`] unless a test shortens it).
     pub restart_spread: Duration,
+    /// Trust flags given to `run`, over those saved at enrolment.
+    pub trust: TrustOptions,
 }
 
 impl RunOptions {
@@ -67,6 +71,7 @@ impl RunOptions {
             command_timeout: None,
             catch_up_window: None,
             restart_spread: RESTART_SPREAD,
+            trust: TrustOptions::default(),
         }
     }
 }
@@ -79,9 +84,9 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Ag
     let state = dir.load_agent()?;
     dir.warn_if_exposed();
     let server = ServerUrl::parse(&state.server_url)?;
-    server.require_supported()?;
+    let (trust, _) = Trust::new(&server, &state.tls, &opts.trust)?;
     let ws_url = server.ws_url();
-    let auth = session::bearer(&state.agent_token)?;
+    let mut auth = session::bearer(&state.agent_token)?;
     tracing::info!(host_id = %state.host_id, server = %server, "agent starting");
 
     // Before anything runs: reports of jobs from before a restart are
@@ -119,6 +124,8 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Ag
     let mut backoff = Backoff::default();
 
     loop {
+        // A rotated token is in agent.json before the server forgets the old.
+        auth = rotation::current_bearer(&dir, &auth);
         let attempt = tokio::select! {
             _ = shutdown.cancelled() => {
                 // Offline: stop a running job; its end is spooled and
@@ -126,7 +133,7 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Ag
                 runner.cancel_all(JOB_STOP_GRACE).await;
                 return Ok(());
             }
-            attempt = session::connect(&ws_url, &auth) => attempt,
+            attempt = session::connect(&ws_url, &auth, &trust) => attempt,
         };
         let wait = match attempt {
             Ok(ws) => {

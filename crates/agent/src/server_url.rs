@@ -52,17 +52,6 @@ impl ServerUrl {
         self.url.scheme() == "https"
     }
 
-    /// Fails with a clear message when the URL needs TLS, which this build
-    /// has no implementation of yet.
-    pub(crate) fn require_supported(&self) -> Result<(), AgentError> {
-        if self.is_tls() {
-            return Err(AgentError::TlsUnsupported {
-                url: self.to_string(),
-            });
-        }
-        Ok(())
-    }
-
     /// `POST` here to enrol.
     pub(crate) fn enroll_url(&self) -> Url {
         self.below(ENROLL_PATH)
@@ -114,15 +103,13 @@ mod tests {
             "http://127.0.0.1:8080/api/v1/agents/enroll"
         );
         assert!(!url.is_tls());
-        assert!(url.require_supported().is_ok());
     }
 
     #[test]
-    fn https_becomes_wss_and_is_refused_for_now() {
+    fn https_becomes_wss() {
         let url = parsed("https://backup.example.com");
         assert_eq!(url.ws_url().as_str(), "wss://backup.example.com/ws/agent");
-        let err = url.require_supported().err().map(|e| e.to_string());
-        assert!(err.is_some_and(|e| e.contains("TLS is not supported")));
+        assert!(url.is_tls());
     }
 
     #[test]

@@ -18,11 +18,12 @@ use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Bytes, Error as WsError, Message as WsMessage};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::error_chain;
 use crate::handler::Handler;
+use crate::tls::Trust;
 
 /// The client side of an agent connection.
 pub(crate) type WsStream = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -91,8 +92,13 @@ pub(crate) fn bearer(token: &str) -> Result<HeaderValue, crate::AgentError> {
     Ok(value)
 }
 
-/// Opens the WebSocket with the agent's bearer token.
-pub(crate) async fn connect(url: &Url, auth: &HeaderValue) -> Result<WsStream, ConnectError> {
+/// Opens the WebSocket with the agent's bearer token (over TLS as `trust`
+/// says, for a `wss://` URL).
+pub(crate) async fn connect(
+    url: &Url,
+    auth: &HeaderValue,
+    trust: &Trust,
+) -> Result<WsStream, ConnectError> {
     let mut request = url
         .as_str()
         .into_client_request()
@@ -103,7 +109,9 @@ pub(crate) async fn connect(url: &Url, auth: &HeaderValue) -> Result<WsStream, C
     let config = WebSocketConfig::default()
         .max_message_size(Some(MAX_FRAME_BYTES))
         .max_frame_size(Some(MAX_FRAME_BYTES));
-    let attempt = tokio_tungstenite::connect_async_with_config(request, Some(config), false);
+    let connector = trust.client_config().map(Connector::Rustls);
+    let attempt =
+        tokio_tungstenite::connect_async_tls_with_config(request, Some(config), false, connector);
     match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
         Err(_) => Err(ConnectError::Failed(format!(
             "no answer within {}s",
@@ -117,7 +125,7 @@ pub(crate) async fn connect(url: &Url, auth: &HeaderValue) -> Result<WsStream, C
             "the server answered HTTP {} instead of accepting a WebSocket (is this the restic-manager server's URL?)",
             response.status()
         ))),
-        Ok(Err(e)) => Err(ConnectError::Failed(error_chain(&e))),
+        Ok(Err(e)) => Err(ConnectError::Failed(crate::tls::describe(&e))),
     }
 }
 

@@ -20,6 +20,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::error::AgentError;
+use crate::tls::TrustSettings;
 
 /// The enrolment: which server, which host, and the agent's token.
 pub const AGENT_FILE: &str = "agent.json";
@@ -50,6 +51,10 @@ pub struct AgentState {
     pub agent_token: String,
     /// When this host enrolled.
     pub enrolled_at: DateTime<Utc>,
+    /// How to trust an https:// server (CA, pin, insecure), as enrolment
+    /// was told; absent for plain http or the system's roots alone.
+    #[serde(default, skip_serializing_if = "TrustSettings::is_default")]
+    pub tls: TrustSettings,
 }
 
 impl std::fmt::Debug for AgentState {
@@ -60,6 +65,7 @@ impl std::fmt::Debug for AgentState {
             .field("host_id", &self.host_id)
             .field("agent_token", &"<redacted>")
             .field("enrolled_at", &self.enrolled_at)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -329,6 +335,7 @@ mod tests {
             host_id: "01HOSTID".into(),
             agent_token: "rma_secret".into(),
             enrolled_at: Utc::now(),
+            tls: TrustSettings::default(),
         }
     }
 

@@ -84,6 +84,7 @@ fn options(server_url: &str, state_dir: &Path) -> EnrollOptions {
         name: Some("web-1".to_owned()),
         state_dir: state_dir.to_path_buf(),
         force: false,
+        trust: Default::default(),
     }
 }
 
@@ -215,17 +216,18 @@ async fn surfaces_the_servers_error_message() {
 }
 
 #[tokio::test]
-async fn https_is_refused_clearly_before_any_request() {
+async fn trust_flags_with_an_http_server_are_refused_before_any_request() {
     let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    match enroll(options("https://backup.example.com", &state_dir(&tmp))).await {
-        Err(e @ AgentError::TlsUnsupported { .. }) => {
-            assert!(
-                e.to_string().contains("TLS is not supported by this build"),
-                "{e}"
-            )
+    let dir = state_dir(&tmp);
+    let mut opts = options("http://127.0.0.1:1", &dir);
+    opts.trust.insecure = true;
+    match enroll(opts).await {
+        Err(e @ AgentError::TlsSetup(_)) => {
+            assert!(e.to_string().contains("only apply to an https://"), "{e}")
         }
-        other => panic!("expected TlsUnsupported, got {other:?}"),
+        other => panic!("expected TlsSetup, got {other:?}"),
     }
+    assert!(!dir.join("agent.json").exists());
 }
 
 #[tokio::test]

@@ -374,15 +374,15 @@ async fn run_without_enrolment_says_so() {
 }
 
 #[tokio::test]
-async fn run_against_https_says_tls_is_unsupported() {
+async fn run_refuses_an_unreadable_ca_certificate_before_connecting() {
     let state = support::enrolled_state("https://backup.example.com");
-    let result = run(
-        RunOptions::new(state.path(), SYSTEM_RESTIC),
-        CancellationToken::new(),
-    )
-    .await;
-    assert!(
-        matches!(result, Err(AgentError::TlsUnsupported { .. })),
-        "{result:?}"
-    );
+    let mut options = RunOptions::new(state.path(), SYSTEM_RESTIC);
+    options.trust.ca_cert = Some(state.path().join("missing-ca.pem"));
+    let result = run(options, CancellationToken::new()).await;
+    match result {
+        Err(e @ AgentError::TlsSetup(_)) => {
+            assert!(e.to_string().contains("missing-ca.pem"), "{e}")
+        }
+        other => panic!("expected TlsSetup, got {other:?}"),
+    }
 }

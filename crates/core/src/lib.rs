@@ -1,11 +1,13 @@
 //! Domain building blocks shared by the server, the store and the CLI:
 //! typed ids, secret tokens (generated, parsed, hashed, compared in constant
-//! time), operator passwords (argon2id) and schedule-time logic (cron
-//! schedules, missed fires, jitter, an injectable clock).
+//! time), TLS certificate fingerprints, operator passwords (argon2id) and
+//! schedule-time logic (cron schedules, missed fires, jitter, an injectable
+//! clock).
 //!
 //! Nothing here does I/O beyond asking the OS for randomness (and, for
 //! schedules in the machine's local zone, chrono reading the zone).
 
+pub mod fingerprint;
 pub mod ids;
 pub mod job;
 pub mod password;

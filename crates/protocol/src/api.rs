@@ -153,6 +153,25 @@ pub struct HostView {
     pub last_backup_status: Option<String>,
     /// Repository size in bytes, from the latest statistics.
     pub repo_size_bytes: Option<u64>,
+    /// When the agent last confirmed a rotated token.
+    #[serde(default)]
+    pub token_rotated_at: Option<DateTime<Utc>>,
+    /// Whether a rotated token waits for the agent's confirmation (both the
+    /// old and the new token work meanwhile).
+    #[serde(default)]
+    pub token_rotation_pending: bool,
+    /// When the agent's token was revoked; a revoked host stays listed but
+    /// its agent can never connect again.
+    #[serde(default)]
+    pub agent_revoked_at: Option<DateTime<Utc>>,
+}
+
+/// `POST /api/v1/hosts/{id}/token/rotate` → 202: the new token went to the
+/// connected agent; the old one works until the agent confirms.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenRotationStarted {
+    /// The public id of the new token (`rma.<id>.…`; never the secret).
+    pub token_id: String,
 }
 
 /// `POST /api/v1/hosts/{id}/jobs`.

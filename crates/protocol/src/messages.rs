@@ -125,6 +125,10 @@ messages! {
     TreeListResult = "tree.list.result" (TreeListResult),
     /// Both ways: something was wrong with a frame or a request.
     Error = "error" (ErrorBody),
+    /// S→A: a new agent token to use from now on (rotation).
+    TokenRotate = "token.rotate" (TokenRotate),
+    /// A→S: the new token is safely stored; the old one may stop working.
+    TokenRotated = "token.rotated" (TokenRotated),
 }
 
 /// `hello`: who the agent is and what it can do.
@@ -198,6 +202,33 @@ impl std::fmt::Debug for RepositoryConfig {
             .field("env", &self.env.keys().collect::<Vec<_>>())
             .finish()
     }
+}
+
+/// `token.rotate`: the agent's new bearer token. Until the agent answers
+/// `token.rotated` (or connects with the new token) the server accepts both.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenRotate {
+    /// The new agent token. Secret: never logged.
+    pub token: String,
+}
+
+impl std::fmt::Debug for TokenRotate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // `{:?}` of a frame must never put a credential into a log.
+        f.debug_struct("TokenRotate")
+            .field("token", &"<redacted>")
+            .finish()
+    }
+}
+
+/// `token.rotated`: the agent wrote the new token to disk.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TokenRotated {
+    /// The public id part of the token now stored (`rma.<id>.<secret>`),
+    /// so a late answer cannot confirm a newer rotation than it saw.
+    /// Without it the server confirms the host's pending token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_id: Option<String>,
 }
 
 /// Agent behaviour the server decides.

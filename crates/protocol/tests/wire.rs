@@ -252,6 +252,18 @@ fn one_of_each() -> Vec<(Frame, &'static [&'static str])> {
             Frame::new(ErrorBody::new(ErrorCode::Busy, "try later")),
             &["code", "message"],
         ),
+        (
+            Frame::new(TokenRotate {
+                token: "rma.01J0BF9QH3M2K8V7T6R5P4N3M2.secret".into(),
+            }),
+            &["token"],
+        ),
+        (
+            Frame::new(TokenRotated {
+                token_id: Some("01J0BF9QH3M2K8V7T6R5P4N3M2".into()),
+            }),
+            &["token_id"],
+        ),
     ]
 }
 
@@ -810,4 +822,21 @@ fn the_protocol_constants_match_the_documented_values() {
         ],
         [1001, 1008, 4001, 4002, 4003]
     );
+}
+
+#[test]
+fn token_rotation_frames_round_trip_and_debug_hides_the_token() {
+    let frame = Frame::new(TokenRotate {
+        token: "rma.01J0BF00000000000000000000.rotated-secret-part".into(),
+    });
+    let debug = format!("{frame:?}");
+    assert!(!debug.contains("rotated-secret-part"), "{debug}");
+    let decoded = Frame::decode(&frame.encode()).unwrap();
+    assert_eq!(decoded, frame);
+
+    // The confirmation's id is optional: `{}` confirms the pending token.
+    let bare = Frame::decode(r#"{"type":"token.rotated","payload":{}}"#).unwrap();
+    assert_eq!(bare.message, Message::TokenRotated(TokenRotated::default()));
+    let missing = Frame::decode(r#"{"type":"token.rotate","payload":{}}"#).unwrap_err();
+    assert!(missing.to_string().contains("token"), "{missing}");
 }

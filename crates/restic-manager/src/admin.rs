@@ -109,12 +109,26 @@ pub(crate) async fn run(command: AdminCommand) -> anyhow::Result<()> {
         }
         AdminCommand::CreateEnrollmentToken(args) => {
             let store = crate::storage::open(&args.store).await?;
+            let fingerprint = args
+                .tls_cert
+                .as_deref()
+                .map(rm_server::tls::certificate_fingerprint)
+                .transpose()?;
+            let public_url = args.public_url.unwrap_or_else(|| {
+                let scheme = if fingerprint.is_some() {
+                    "https"
+                } else {
+                    "http"
+                };
+                format!("{scheme}://127.0.0.1:8080")
+            });
+            let mut server = ServerConfig::new(public_url);
+            server.tls_fingerprint = fingerprint;
             let created = rm_server::enrollment::issue_token(
                 store.as_ref(),
-                args.public_url.trim_end_matches('/'),
+                &server,
                 args.name.as_deref(),
                 args.ttl_seconds,
-                ServerConfig::new(&args.public_url).enrollment_ttl,
             )
             .await?;
             audit::record_cli(

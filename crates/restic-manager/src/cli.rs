@@ -84,6 +84,13 @@ pub(crate) struct ServerArgs {
     /// (default: three heartbeats and 5 s, as for a silent connection).
     #[arg(long, env = "RM_LOST_AGENT_GRACE", value_parser = clap::value_parser!(u64).range(1..))]
     pub lost_agent_grace: Option<u64>,
+    /// Serve HTTPS/WSS with this PEM certificate chain (leaf first); needs
+    /// --tls-key. The default public URL becomes https://….
+    #[arg(long, env = "RM_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "RM_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -117,6 +124,36 @@ pub(crate) struct EnrollArgs {
     /// Replace an existing enrolment in the state directory.
     #[arg(long, env = "RM_FORCE")]
     pub force: bool,
+    #[command(flatten)]
+    pub trust: TrustArgs,
+}
+
+/// How the agent trusts an https:// server; `enroll` saves these in the
+/// state directory and `run` uses them (its own flags override).
+#[derive(Debug, Args, Clone)]
+pub(crate) struct TrustArgs {
+    /// Also trust certificates signed by the CA in this PEM file (besides
+    /// the system's roots).
+    #[arg(long, env = "RM_CA_CERT", value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+    /// Trust exactly the server certificate with this fingerprint
+    /// (`sha256:<hex>`, as the server prints it), even if self-signed.
+    #[arg(long, env = "RM_SERVER_FINGERPRINT", value_name = "sha256:HEX")]
+    pub server_fingerprint: Option<String>,
+    /// Do not verify the server's certificate at all (testing only: anyone
+    /// on the network path can impersonate the server).
+    #[arg(long, env = "RM_INSECURE")]
+    pub insecure: bool,
+}
+
+impl From<TrustArgs> for rm_agent::TrustOptions {
+    fn from(args: TrustArgs) -> Self {
+        rm_agent::TrustOptions {
+            ca_cert: args.ca_cert,
+            server_fingerprint: args.server_fingerprint,
+            insecure: args.insecure,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -141,6 +178,8 @@ pub(crate) struct RunArgs {
     /// fleet does not reconnect all at once.
     #[arg(long, env = "RM_RESTART_SPREAD", default_value_t = rm_agent::RESTART_SPREAD.as_secs(), value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub restart_spread: u64,
+    #[command(flatten)]
+    pub trust: TrustArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -184,9 +223,13 @@ pub(crate) struct EnrollmentTokenArgs {
     /// Lifetime in seconds (default one hour, at most 30 days).
     #[arg(long, env = "RM_TTL_SECONDS")]
     pub ttl_seconds: Option<u64>,
-    /// The server's URL as the new host reaches it.
-    #[arg(long, env = "RM_PUBLIC_URL", default_value = "http://127.0.0.1:8080")]
-    pub public_url: String,
+    /// The server's URL as the new host reaches it (default
+    /// http://127.0.0.1:8080, or https://… with --tls-cert).
+    #[arg(long, env = "RM_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// The server's PEM certificate: the command then pins its fingerprint.
+    #[arg(long, env = "RM_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
     #[command(flatten)]
     pub store: StoreArgs,
 }

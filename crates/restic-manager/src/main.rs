@@ -47,6 +47,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 name: args.name,
                 state_dir: args.state_dir.clone(),
                 force: args.force,
+                trust: args.trust.into(),
             })
             .await?;
             println!(
@@ -66,6 +67,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             options.command_timeout = args.command_timeout.map(std::time::Duration::from_secs);
             options.catch_up_window = args.catch_up_window.map(std::time::Duration::from_secs);
             options.restart_spread = std::time::Duration::from_secs(args.restart_spread);
+            options.trust = args.trust.into();
             rm_agent::run(options, shutdown).await?;
             Ok(())
         }

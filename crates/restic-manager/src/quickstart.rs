@@ -29,7 +29,7 @@ pub(crate) async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
         data_dir: data_dir.clone(),
         database_url: None,
     };
-    let (listener, state) = crate::server::start(&store_args, args.listen, None, |config| {
+    let (listener, state) = crate::server::start(&store_args, args.listen, None, None, |config| {
         config.heartbeat_seconds = HEARTBEAT_SECONDS
     })
     .await?;
@@ -151,10 +151,9 @@ async fn enrol_this_machine(
             .unwrap_or_else(|_| String::from("this-host"));
         let created = rm_server::enrollment::issue_token(
             state.store(),
-            url,
+            state.config(),
             Some(&hostname),
             None,
-            state.config().enrollment_ttl,
         )
         .await?;
         rm_agent::enroll(rm_agent::EnrollOptions {
@@ -163,6 +162,7 @@ async fn enrol_this_machine(
             name: Some(hostname.clone()),
             state_dir: agent_dir.to_path_buf(),
             force: false,
+            trust: rm_agent::TrustOptions::default(),
         })
         .await?;
         println!("Enrolled this machine as host `{hostname}`.");

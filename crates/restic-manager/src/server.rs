@@ -3,31 +3,50 @@
 use std::net::SocketAddr;
 
 use anyhow::Context;
-use rm_server::{AppState, FirstAdmin, ServerConfig};
+use rm_server::{AppState, FirstAdmin, ServerConfig, TlsIdentity};
 use tokio::net::TcpListener;
 
 use crate::cli::{ServerArgs, StoreArgs};
 
 pub(crate) async fn run(args: ServerArgs) -> anyhow::Result<()> {
+    // Bad certificate files stop the server before it touches the store.
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsIdentity::load(cert, key)?),
+        (None, None) => None,
+        // clap enforces the pair; this names the rule should that change.
+        _ => anyhow::bail!("--tls-cert and --tls-key must be given together"),
+    };
     let lost_agent_grace = args.lost_agent_grace.map(std::time::Duration::from_secs);
-    let (listener, state) = start(&args.store, args.listen, args.public_url, |config| {
-        config.heartbeat_seconds = args.heartbeat_seconds;
-        config.lost_agent_grace = lost_agent_grace;
-    })
+    let (listener, state) = start(
+        &args.store,
+        args.listen,
+        args.public_url,
+        tls.as_ref(),
+        |config| {
+            config.heartbeat_seconds = args.heartbeat_seconds;
+            config.lost_agent_grace = lost_agent_grace;
+        },
+    )
     .await?;
     let shutdown = crate::shutdown_on_signal();
-    rm_server::serve(listener, state, async move { shutdown.cancelled().await }).await?;
+    let shutdown = async move { shutdown.cancelled().await };
+    match &tls {
+        Some(identity) => rm_server::serve_tls(listener, identity, state, shutdown).await?,
+        None => rm_server::serve(listener, state, shutdown).await?,
+    }
     tracing::info!("server stopped");
     Ok(())
 }
 
 /// Opens the store, makes the first admin (printing a generated password
 /// once), loads the sealing key and binds the listener; `configure`
-/// adjusts the settings.
+/// adjusts the settings. With `tls` the default public URL is `https://…`
+/// and enrolment commands pin the certificate's fingerprint.
 pub(crate) async fn start(
     store_args: &StoreArgs,
     listen: SocketAddr,
     public_url: Option<String>,
+    tls: Option<&TlsIdentity>,
     configure: impl FnOnce(&mut ServerConfig),
 ) -> anyhow::Result<(TcpListener, AppState)> {
     let store = crate::storage::open(store_args).await?;
@@ -51,27 +70,34 @@ pub(crate) async fn start(
         .await
         .with_context(|| format!("could not listen on {listen}"))?;
     let local = listener.local_addr()?;
-    let public_url = public_url.unwrap_or_else(|| default_public_url(local));
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let public_url = public_url.unwrap_or_else(|| default_public_url(scheme, local));
     let mut config = ServerConfig::new(public_url);
+    config.tls_fingerprint = tls.map(TlsIdentity::fingerprint);
     configure(&mut config);
     println!(
-        "restic-manager server listening on http://{local} (public URL {})",
+        "restic-manager server listening on {scheme}://{local} (public URL {})",
         config.public_url
     );
+    if let Some(fingerprint) = config.tls_fingerprint {
+        // Agents pin this (`--server-fingerprint`); enrolment commands carry it.
+        println!("TLS certificate fingerprint: {fingerprint}");
+        tracing::info!(%fingerprint, "serving HTTPS and WSS");
+    }
     Ok((listener, AppState::new(store, config, key)))
 }
 
-/// `http://<listen>`, with the machine's name in place of an unspecified
-/// address so the enrolment command works from other hosts.
-fn default_public_url(local: SocketAddr) -> String {
+/// `<scheme>://<listen>`, with the machine's name in place of an
+/// unspecified address so the enrolment command works from other hosts.
+fn default_public_url(scheme: &str, local: SocketAddr) -> String {
     if local.ip().is_unspecified() {
         let host = std::fs::read_to_string("/etc/hostname")
             .map(|h| h.trim().to_owned())
             .ok()
             .filter(|h| !h.is_empty())
             .unwrap_or_else(|| String::from("localhost"));
-        format!("http://{host}:{}", local.port())
+        format!("{scheme}://{host}:{}", local.port())
     } else {
-        format!("http://{local}")
+        format!("{scheme}://{local}")
     }
 }

@@ -392,3 +392,64 @@ async fn the_restore_wizard_drills_down_folder_by_folder_and_restores_a_picked_f
     assert_clean(&browser, &origin).await;
     browser.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn an_operator_rotates_then_revokes_an_agent_token_from_the_host_page() {
+    let server = TestServer::start().await.unwrap();
+    let agent = server
+        .enrolled_agent(Path::new(BIN), "token-ui", Path::new("restic"), &[])
+        .await
+        .unwrap();
+    let admin = server.admin().await.unwrap();
+    let origin = server.url.clone();
+    let page = format!("{origin}/hosts/{}", agent.host_id);
+    let browser = Browser::start().await.unwrap();
+    log_in(&browser, &server, ADMIN_PASSWORD).await;
+    browser.wait_for("nav", WAIT).await.unwrap();
+
+    browser.goto(&page).await.unwrap();
+    browser
+        .wait_for_text("#agent-token-state", "as enrolled", WAIT)
+        .await
+        .unwrap();
+    browser.click("#rotate-token").await.unwrap();
+    wait_until(WAIT, "the agent to confirm its new token", || async {
+        admin
+            .host(&agent.host_id)
+            .await
+            .unwrap()
+            .token_rotated_at
+            .is_some()
+    })
+    .await
+    .unwrap();
+    browser.goto(&page).await.unwrap();
+    browser
+        .wait_for_text("#agent-token-state", "rotated", WAIT)
+        .await
+        .unwrap();
+
+    // Revoking asks for confirmation first.
+    browser
+        .client()
+        .execute("window.confirm = () => true;", vec![])
+        .await
+        .unwrap();
+    browser.click("#revoke-token").await.unwrap();
+    wait_until(WAIT, "the agent to be revoked and offline", || async {
+        let host = admin.host(&agent.host_id).await.unwrap();
+        host.agent_revoked_at.is_some() && !host.online
+    })
+    .await
+    .unwrap();
+    browser.goto(&page).await.unwrap();
+    browser
+        .wait_for_text("#agent-token-state", "revoked", WAIT)
+        .await
+        .unwrap();
+    let rotate = browser.wait_for("#rotate-token", WAIT).await.unwrap();
+    assert!(rotate.attr("disabled").await.unwrap().is_some());
+    browser.screenshot("host-token-revoked").await.unwrap();
+    assert_clean(&browser, &origin).await;
+    browser.close().await.unwrap();
+}

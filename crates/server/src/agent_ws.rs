@@ -27,6 +27,7 @@ use rm_store::{HelloRecord, RepoStatsRecord, SnapshotRecord};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use crate::agent_tokens;
 use crate::hub::{AgentConn, CloseSignal};
 use crate::jobs::{self, AgentJobs, ReportError};
 use crate::repositories;
@@ -72,9 +73,11 @@ async fn authenticate(
         return Ok(None);
     };
     let stored = state.store().active_agent_token(presented.id).await?;
-    Ok(stored
-        .filter(|t| presented.verify(&t.token_hash))
-        .map(|t| t.host_id))
+    let Some(token) = stored.filter(|t| presented.verify(&t.token_hash)) else {
+        return Ok(None);
+    };
+    agent_tokens::on_connect(state, &token).await;
+    Ok(Some(token.host_id))
 }
 
 /// The token of an `Authorization: Bearer <token>` header.
@@ -463,12 +466,14 @@ async fn dispatch(
             tracing::info!(%host_id, %kind, "ignoring a message type this server does not know");
             Ok(())
         }
+        Message::TokenRotated(ack) => agent_tokens::on_rotated(state, host_id, ack).await,
         Message::ConfigUpdate(_)
         | Message::ScheduleSet(_)
         | Message::CommandRun(_)
         | Message::CommandCancel(_)
         | Message::JobAck(_)
-        | Message::TreeList(_) => {
+        | Message::TreeList(_)
+        | Message::TokenRotate(_) => {
             return Some(error_frame(
                 id,
                 ErrorCode::BadRequest,

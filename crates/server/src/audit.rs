@@ -64,6 +64,10 @@ actions! {
     HostEnroll = "host.enroll",
     /// A host was deleted (its agent token revoked).
     HostDelete = "host.delete",
+    /// A host's agent token rotation was started.
+    AgentTokenRotate = "agent_token.rotate",
+    /// A host's agent tokens were revoked.
+    AgentTokenRevoke = "agent_token.revoke",
     /// A host's repository settings were set.
     RepositorySet = "repository.set",
     /// An operator started a job.

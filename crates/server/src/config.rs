@@ -19,6 +19,9 @@ pub struct ServerConfig {
     /// How long an agent that went away mid-job may take to come back
     /// before its jobs fail as interrupted; `None`: the idle timeout.
     pub lost_agent_grace: Option<Duration>,
+    /// The fingerprint of the TLS certificate the server presents, when it
+    /// serves HTTPS; enrolment commands carry it so agents can pin it.
+    pub tls_fingerprint: Option<rm_core::fingerprint::CertFingerprint>,
 }
 
 impl ServerConfig {
@@ -31,6 +34,7 @@ impl ServerConfig {
             session_ttl: Duration::from_secs(12 * 3600),
             enrollment_ttl: Duration::from_secs(3600),
             lost_agent_grace: None,
+            tls_fingerprint: None,
         }
     }
 

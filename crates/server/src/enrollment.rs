@@ -3,10 +3,13 @@
 //! trades one for its own agent token.
 
 use chrono::Utc;
+use rm_core::fingerprint::CertFingerprint;
 use rm_core::token::{IssuedToken, PresentedToken, TokenKind};
 use rm_core::HostId;
 use rm_protocol::api::{EnrollRequest, EnrollResponse, EnrollmentTokenCreated};
 use rm_store::{AgentToken, EnrollmentToken, NewHost, Store, StoreError};
+
+use crate::config::ServerConfig;
 
 /// Longest lifetime an enrolment token may be given (30 days).
 pub const MAX_TTL_SECONDS: u64 = 30 * 24 * 3600;
@@ -63,20 +66,20 @@ pub fn validate_label(field: &str, value: &str, max: usize) -> Result<String, En
     }
 }
 
-/// Creates an enrolment token valid for `ttl_seconds` (or `default_ttl`),
-/// and the command line that enrols a host with it against `public_url`.
+/// Creates an enrolment token valid for `ttl_seconds` (or the server's
+/// default), and the command line that enrols a host with it against the
+/// server's public URL (pinning its TLS certificate, when it has one).
 pub async fn issue_token(
     store: &dyn Store,
-    public_url: &str,
+    server: &ServerConfig,
     name: Option<&str>,
     ttl_seconds: Option<u64>,
-    default_ttl: std::time::Duration,
 ) -> Result<EnrollmentTokenCreated, EnrollmentError> {
     let name = name
         .map(|n| validate_label("name", n, MAX_NAME_CHARS))
         .transpose()?;
     let ttl_seconds = match ttl_seconds {
-        None => default_ttl.as_secs(),
+        None => server.enrollment_ttl.as_secs(),
         Some(0) => {
             return Err(EnrollmentError::Invalid(String::from(
                 "`ttl_seconds` must be at least 1",
@@ -102,7 +105,12 @@ pub async fn issue_token(
         host_id: None,
     };
     store.create_enrollment_token(&record).await?;
-    let command = enroll_command(public_url, &issued.token, name.as_deref());
+    let command = enroll_command(
+        &server.public_url,
+        &issued.token,
+        name.as_deref(),
+        server.tls_fingerprint.as_ref(),
+    );
     Ok(EnrollmentTokenCreated {
         id: issued.id.to_string(),
         token: issued.token,
@@ -145,6 +153,7 @@ pub async fn enroll(
         host_id: host.id,
         token_hash: issued.hash,
         created_at: now,
+        pending: false,
     };
     // The store re-checks use and expiry atomically, so two racing
     // enrolments with one token cannot both win.
@@ -159,7 +168,12 @@ pub async fn enroll(
 }
 
 /// The line an operator pastes on the new host.
-fn enroll_command(public_url: &str, token: &str, name: Option<&str>) -> String {
+fn enroll_command(
+    public_url: &str,
+    token: &str,
+    name: Option<&str>,
+    fingerprint: Option<&CertFingerprint>,
+) -> String {
     let mut command = format!(
         "restic-manager agent enroll --server {} --token {}",
         shell_quote(public_url),
@@ -168,6 +182,10 @@ fn enroll_command(public_url: &str, token: &str, name: Option<&str>) -> String {
     if let Some(name) = name {
         command.push_str(" --name ");
         command.push_str(&shell_quote(name));
+    }
+    if let Some(fingerprint) = fingerprint {
+        command.push_str(" --server-fingerprint ");
+        command.push_str(&fingerprint.to_string());
     }
     command
 }
@@ -201,8 +219,20 @@ mod tests {
     #[test]
     fn the_command_quotes_what_needs_it() {
         assert_eq!(
-            enroll_command("http://s:8080", "rme.X.Y", Some("web 01")),
+            enroll_command("http://s:8080", "rme.X.Y", Some("web 01"), None),
             "restic-manager agent enroll --server http://s:8080 --token rme.X.Y --name 'web 01'"
+        );
+    }
+
+    #[test]
+    fn a_tls_server_pins_its_certificate_in_the_command() {
+        let fingerprint = CertFingerprint::of_der(b"cert");
+        assert_eq!(
+            enroll_command("https://s:8443", "rme.X.Y", None, Some(&fingerprint)),
+            format!(
+                "restic-manager agent enroll --server https://s:8443 --token rme.X.Y \
+                 --server-fingerprint {fingerprint}"
+            )
         );
     }
 

@@ -3,9 +3,10 @@
 //! connections, and `/healthz` and `/metrics` for monitoring.
 //!
 //! [`app`] builds the router from an [`AppState`]; [`serve`] runs it on a
-//! listener until shut down. The store is any [`rm_store::Store`], so this
+//! listener until shut down, [`serve_tls`] the same over HTTPS/WSS. The store is any [`rm_store::Store`], so this
 //! crate knows nothing about SQL.
 
+pub mod agent_tokens;
 mod agent_ws;
 mod api;
 pub mod audit;
@@ -23,6 +24,7 @@ pub mod repositories;
 pub mod rpc;
 pub mod schedules;
 mod state;
+pub mod tls;
 mod tree_cache;
 mod ui;
 
@@ -30,6 +32,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use axum::Router;
 use tokio::net::TcpListener;
 
@@ -38,6 +41,7 @@ pub use config::ServerConfig;
 pub use hub::Hub;
 pub use keyfile::{load_or_create_key, KEY_FILE};
 pub use state::AppState;
+pub use tls::{TlsError, TlsIdentity};
 
 /// The crate's error type, for start-up and serving failures.
 #[derive(Debug, thiserror::Error)]
@@ -91,13 +95,37 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
+    serve_on(listener, state, shutdown).await
+}
+
+/// [`serve`] over TLS: HTTPS for browsers and the API, WSS for agents.
+pub async fn serve_tls(
+    listener: TcpListener,
+    identity: &TlsIdentity,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let listener = tls::TlsListener::new(listener, identity)?;
+    serve_on(listener, state, shutdown).await
+}
+
+async fn serve_on<L>(
+    listener: L,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError>
+where
+    L: axum::serve::Listener<Addr = std::net::SocketAddr>,
+{
     state.store().mark_all_hosts_offline().await?;
     jobs::watch_hosts_with_active_jobs(&state).await;
     let flusher = liveness::spawn_flusher(state.clone());
     let router = app(state.clone());
     // Peer addresses feed the per-address login rate limit.
     let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, service)
+    // `tap_io` wraps any listener in the type axum derives
+    // `ConnectInfo<SocketAddr>` for, plain TCP and TLS alike.
+    axum::serve(listener.tap_io(|_| {}), service)
         .with_graceful_shutdown(shutdown)
         .await?;
     state.stop();

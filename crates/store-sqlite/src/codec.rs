@@ -312,8 +312,8 @@ pub(crate) fn enrollment_token(row: &SqliteRow) -> Result<EnrollmentToken, Store
 }
 
 /// Columns selected for an [`AgentToken`] (qualified: used in a join).
-pub(crate) const AGENT_TOKEN_COLUMNS: &str =
-    "agent_tokens.id, agent_tokens.host_id, agent_tokens.token_hash, agent_tokens.created_at";
+pub(crate) const AGENT_TOKEN_COLUMNS: &str = "agent_tokens.id, agent_tokens.host_id, \
+     agent_tokens.token_hash, agent_tokens.created_at, agent_tokens.pending";
 
 /// Decodes an `agent_tokens` row.
 pub(crate) fn agent_token(row: &SqliteRow) -> Result<AgentToken, StoreError> {
@@ -322,6 +322,7 @@ pub(crate) fn agent_token(row: &SqliteRow) -> Result<AgentToken, StoreError> {
         host_id: id(row, "host_id")?,
         token_hash: hash(row, "token_hash")?,
         created_at: time(row, "created_at")?,
+        pending: flag(row, "pending")?,
     })
 }
 
@@ -332,7 +333,10 @@ pub(crate) const HOST_COLUMNS: &str = "id, name, hostname, enrolled_at, last_see
      last_backup_at, last_backup_status, repo_size_bytes, \
      schedule_version, schedule_applied_version, \
      EXISTS (SELECT 1 FROM host_repositories WHERE host_repositories.host_id = hosts.id) \
-     AS has_repository";
+     AS has_repository, \
+     token_rotated_at, agent_revoked_at, \
+     EXISTS (SELECT 1 FROM agent_tokens WHERE agent_tokens.host_id = hosts.id \
+     AND agent_tokens.pending = 1 AND agent_tokens.revoked_at IS NULL) AS token_rotation_pending";
 
 /// Decodes a `hosts` row.
 pub(crate) fn host(row: &SqliteRow) -> Result<Host, StoreError> {
@@ -355,6 +359,9 @@ pub(crate) fn host(row: &SqliteRow) -> Result<Host, StoreError> {
         has_repository: flag(row, "has_repository")?,
         schedule_version: u64_col(row, "schedule_version")?,
         schedule_applied_version: u64_opt(row, "schedule_applied_version")?,
+        token_rotated_at: time_opt(row, "token_rotated_at")?,
+        token_rotation_pending: flag(row, "token_rotation_pending")?,
+        agent_revoked_at: time_opt(row, "agent_revoked_at")?,
     })
 }
 

@@ -12,6 +12,7 @@
 //! front; races such as two enrolments with one token are decided by
 //! conditional `UPDATE`s inside those transactions.
 
+mod agent_tokens;
 mod codec;
 
 use std::path::Path;
@@ -1784,5 +1785,32 @@ impl Store for SqliteStore {
             .iter()
             .map(codec::audit_entry)
             .collect()
+    }
+
+    // ── agent token rotation and revocation (see `agent_tokens`) ───────
+
+    async fn begin_token_rotation(&self, token: &AgentToken) -> StoreResult<()> {
+        self.begin_token_rotation_impl(token).await
+    }
+
+    async fn promote_agent_token(
+        &self,
+        host: HostId,
+        id: TokenId,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        self.promote_agent_token_impl(host, id, at).await
+    }
+
+    async fn pending_agent_token(&self, host: HostId) -> StoreResult<Option<AgentToken>> {
+        self.pending_agent_token_impl(host).await
+    }
+
+    async fn revoke_agent_token(&self, id: TokenId, at: DateTime<Utc>) -> StoreResult<bool> {
+        self.revoke_agent_token_impl(id, at).await
+    }
+
+    async fn revoke_agent(&self, host: HostId, at: DateTime<Utc>) -> StoreResult<bool> {
+        self.revoke_agent_impl(host, at).await
     }
 }

@@ -81,6 +81,9 @@ pub struct AgentToken {
     pub token_hash: TokenHash,
     /// Creation time.
     pub created_at: DateTime<Utc>,
+    /// Whether it is a rotation's new token the agent has not confirmed yet
+    /// (valid alongside the current one until confirmed or replaced).
+    pub pending: bool,
 }
 
 /// The fields of a host known at enrolment.
@@ -134,6 +137,14 @@ pub struct Host {
     pub schedule_version: u64,
     /// The highest version the agent acknowledged.
     pub schedule_applied_version: Option<u64>,
+    /// When the agent last confirmed a new token (rotation); `None` while it
+    /// uses the token it enrolled with.
+    pub token_rotated_at: Option<DateTime<Utc>>,
+    /// Whether a rotation's new token waits for the agent's confirmation.
+    pub token_rotation_pending: bool,
+    /// When an operator revoked the agent: no token of it works since, and
+    /// only a new enrolment (a new host) brings the machine back.
+    pub agent_revoked_at: Option<DateTime<Utc>>,
 }
 
 /// What an accepted `hello` records.

@@ -19,8 +19,14 @@ pub struct Api {
 impl Api {
     /// A client for the server at `base` (`http://host:port`).
     pub fn new(base: &str, token: Option<String>) -> Api {
+        Api::with_client(reqwest::Client::new(), base, token)
+    }
+
+    /// A client for `base` over `client` (e.g. one trusting a test
+    /// server's self-signed certificate).
+    pub fn with_client(client: reqwest::Client, base: &str, token: Option<String>) -> Api {
         Api {
-            client: reqwest::Client::new(),
+            client,
             base: base.trim_end_matches('/').to_owned(),
             token,
         }

@@ -12,6 +12,7 @@
 //! - [`fixtures`]: generated source trees and byte-for-byte comparison.
 //! - [`Browser`]: Debian's headless Chromium over WebDriver, for UI tests.
 //! - [`rclone::RcloneServer`]: a REST repository server on 127.0.0.1.
+//! - [`TestCert`]: a self-signed certificate for a TLS test server.
 //! - [`wait_until`]: polling instead of sleeping.
 //!
 //! Helpers return `anyhow::Result` so tests can `?` freely.
@@ -25,6 +26,7 @@ mod raw_agent;
 pub mod rclone;
 mod server;
 mod server_process;
+mod tls;
 
 use std::future::Future;
 use std::time::Duration;
@@ -35,6 +37,7 @@ pub use browser::Browser;
 pub use raw_agent::{hello, log_batch, RawAgent};
 pub use server::{RunningAgent, StoppedServer, TestServer, ADMIN_PASSWORD};
 pub use server_process::ServerProcess;
+pub use tls::TestCert;
 
 /// Polls `check` every 50 ms until it returns true, failing after `limit`
 /// with a message naming `what` was awaited.

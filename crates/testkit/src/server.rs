@@ -1,18 +1,19 @@
-//! A real server on an ephemeral port with a temporary SQLite database.
+//! A real server on an ephemeral port with a temporary SQLite database,
+//! over plain HTTP or over TLS with a self-signed certificate.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use rm_server::{AppState, ServerConfig, ServerError};
+use rm_server::{AppState, ServerConfig, ServerError, TlsIdentity};
 use rm_store::Store;
 use tempfile::TempDir;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::Api;
-use crate::AgentProcess;
+use crate::{AgentProcess, TestCert};
 
 /// The admin password every test server starts with.
 pub const ADMIN_PASSWORD: &str = "test-admin-password";
@@ -21,13 +22,22 @@ pub const ADMIN_PASSWORD: &str = "test-admin-password";
 pub struct TestServer {
     /// Where it listens.
     pub addr: SocketAddr,
-    /// `http://127.0.0.1:<port>`.
+    /// `http://127.0.0.1:<port>` (`https://` in TLS mode).
     pub url: String,
     /// The server's state (store, hub, settings).
     pub state: AppState,
     shutdown: CancellationToken,
     task: Option<JoinHandle<Result<(), ServerError>>>,
     data_dir: TempDir,
+    tls: Option<Arc<TestTls>>,
+    /// Trusts the server's certificate in TLS mode.
+    client: reqwest::Client,
+}
+
+/// The certificate of a TLS test server and the identity loaded from it.
+struct TestTls {
+    cert: TestCert,
+    identity: TlsIdentity,
 }
 
 impl TestServer {
@@ -40,13 +50,35 @@ impl TestServer {
     pub async fn start_with(
         configure: impl FnOnce(&mut ServerConfig),
     ) -> anyhow::Result<TestServer> {
+        TestServer::start_configured(None, configure).await
+    }
+
+    /// Starts a server serving HTTPS/WSS with a fresh self-signed
+    /// certificate for 127.0.0.1 and localhost ([`TestServer::tls_cert`]).
+    pub async fn start_tls() -> anyhow::Result<TestServer> {
+        let cert = TestCert::generate()?;
+        let identity = TlsIdentity::load(&cert.cert_path, &cert.key_path)?;
+        TestServer::start_configured(Some(Arc::new(TestTls { cert, identity })), |_| {}).await
+    }
+
+    async fn start_configured(
+        tls: Option<Arc<TestTls>>,
+        configure: impl FnOnce(&mut ServerConfig),
+    ) -> anyhow::Result<TestServer> {
         let data_dir = tempfile::tempdir()?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}", listener.local_addr()?);
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let url = format!("{scheme}://{}", listener.local_addr()?);
         let mut config = ServerConfig::new(url);
         config.heartbeat_seconds = 1;
+        config.tls_fingerprint = tls.as_ref().map(|t| t.identity.fingerprint());
         configure(&mut config);
-        TestServer::launch(data_dir, listener, config).await
+        TestServer::launch(data_dir, listener, config, tls).await
+    }
+
+    /// The server's certificate, in TLS mode.
+    pub fn tls_cert(&self) -> Option<&TestCert> {
+        self.tls.as_ref().map(|t| &t.cert)
     }
 
     /// Stops the server gracefully and starts it again on the same port
@@ -69,6 +101,7 @@ impl TestServer {
             addr,
             config,
             data_dir,
+            tls: self.tls.take(),
         })
     }
 
@@ -76,6 +109,7 @@ impl TestServer {
         data_dir: TempDir,
         listener: tokio::net::TcpListener,
         config: ServerConfig,
+        tls: Option<Arc<TestTls>>,
     ) -> anyhow::Result<TestServer> {
         let db_url = format!(
             "sqlite://{}",
@@ -84,14 +118,27 @@ impl TestServer {
         let store: Arc<dyn Store> = Arc::new(rm_store_sqlite::SqliteStore::open(&db_url).await?);
         rm_server::ensure_first_admin(store.as_ref(), Some(ADMIN_PASSWORD)).await?;
         let addr = listener.local_addr()?;
-        let url = format!("http://{addr}");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let url = format!("{scheme}://{addr}");
         let key = rm_server::load_or_create_key(&data_dir.path().join(rm_server::KEY_FILE))?;
         let state = AppState::new(store, config, key);
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
-        let task = tokio::spawn(rm_server::serve(listener, state.clone(), async move {
-            stop.cancelled().await
-        }));
+        let stopped = async move { stop.cancelled().await };
+        let (task, client) = match &tls {
+            Some(tls) => {
+                let served = tls.clone();
+                let state = state.clone();
+                let task = tokio::spawn(async move {
+                    rm_server::serve_tls(listener, &served.identity, state, stopped).await
+                });
+                (task, tls.cert.client()?)
+            }
+            None => (
+                tokio::spawn(rm_server::serve(listener, state.clone(), stopped)),
+                reqwest::Client::new(),
+            ),
+        };
         let server = TestServer {
             addr,
             url,
@@ -99,6 +146,8 @@ impl TestServer {
             shutdown,
             task: Some(task),
             data_dir,
+            tls,
+            client,
         };
         server.wait_healthy().await?;
         Ok(server)
@@ -114,14 +163,16 @@ impl TestServer {
         self.data_dir.path()
     }
 
-    /// `ws://127.0.0.1:<port>/ws/agent`.
+    /// `ws://127.0.0.1:<port>/ws/agent` (`wss://` in TLS mode).
     pub fn ws_url(&self) -> String {
-        format!("ws://{}/ws/agent", self.addr)
+        let scheme = if self.tls.is_some() { "wss" } else { "ws" };
+        format!("{scheme}://{}/ws/agent", self.addr)
     }
 
-    /// An API client without credentials.
+    /// An API client without credentials (trusting the server's
+    /// certificate in TLS mode).
     pub fn anonymous(&self) -> Api {
-        Api::new(&self.url, None)
+        Api::with_client(self.client.clone(), &self.url, None)
     }
 
     /// An API client logged in as `admin`.
@@ -151,8 +202,31 @@ impl TestServer {
         restic_bin: &std::path::Path,
         env: &[(&str, &str)],
     ) -> anyhow::Result<RunningAgent> {
+        self.enrolled_agent_with(binary, name, restic_bin, env, &[])
+            .await
+    }
+
+    /// [`TestServer::enrolled_agent`] with extra `agent enroll` arguments
+    /// (`--ca-cert`, `--server-fingerprint`, …).
+    pub async fn enrolled_agent_with(
+        &self,
+        binary: &std::path::Path,
+        name: &str,
+        restic_bin: &std::path::Path,
+        env: &[(&str, &str)],
+        enroll_args: &[&str],
+    ) -> anyhow::Result<RunningAgent> {
         let admin = self.admin().await?;
-        enrol_real_agent(&admin, &self.url, binary, name, restic_bin, env).await
+        enrol_real_agent(
+            &admin,
+            &self.url,
+            binary,
+            name,
+            restic_bin,
+            env,
+            enroll_args,
+        )
+        .await
     }
 
     /// Whether the store says the host is online.
@@ -164,7 +238,7 @@ impl TestServer {
     }
 
     async fn wait_healthy(&self) -> anyhow::Result<()> {
-        let client = reqwest::Client::new();
+        let client = self.client.clone();
         let url = format!("{}/healthz", self.url);
         crate::wait_until(
             Duration::from_secs(10),
@@ -189,7 +263,7 @@ impl TestServer {
 }
 
 /// Enrols a host named `name` at the server `url` through the real `agent
-/// enroll` of `binary`, starts its real `agent run`, and waits until the
+/// enroll` of `binary` (with `enroll_args`), starts its real `agent run`, and waits until the
 /// server lists it online.
 pub(crate) async fn enrol_real_agent(
     admin: &Api,
@@ -198,11 +272,12 @@ pub(crate) async fn enrol_real_agent(
     name: &str,
     restic_bin: &std::path::Path,
     env: &[(&str, &str)],
+    enroll_args: &[&str],
 ) -> anyhow::Result<RunningAgent> {
     let created = admin.create_enrollment_token(Some(name), None).await?;
     let state = tempfile::tempdir()?;
     let state_dir = state.path().join("agent");
-    let out = AgentProcess::enroll(binary, url, &created.token, &state_dir, &[]).await?;
+    let out = AgentProcess::enroll(binary, url, &created.token, &state_dir, enroll_args).await?;
     if !out.status.success() {
         anyhow::bail!(
             "agent enroll failed: {}",
@@ -250,13 +325,14 @@ pub struct StoppedServer {
     addr: SocketAddr,
     config: ServerConfig,
     data_dir: TempDir,
+    tls: Option<Arc<TestTls>>,
 }
 
 impl StoppedServer {
     /// Starts it again on the same port with the same database.
     pub async fn start(self) -> anyhow::Result<TestServer> {
         let listener = tokio::net::TcpListener::bind(self.addr).await?;
-        TestServer::launch(self.data_dir, listener, self.config).await
+        TestServer::launch(self.data_dir, listener, self.config, self.tls).await
     }
 }
 

@@ -140,6 +140,6 @@ impl ServerProcess {
         env: &[(&str, &str)],
     ) -> anyhow::Result<RunningAgent> {
         let admin = self.admin().await?;
-        enrol_real_agent(&admin, &self.url, binary, name, restic_bin, env).await
+        enrol_real_agent(&admin, &self.url, binary, name, restic_bin, env, &[]).await
     }
 }

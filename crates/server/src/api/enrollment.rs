@@ -37,10 +37,9 @@ pub(crate) async fn create_token(
 ) -> Result<(StatusCode, Json<EnrollmentTokenCreated>), ApiError> {
     let created = enrollment::issue_token(
         state.store(),
-        &state.config().public_url,
+        state.config(),
         req.name.as_deref(),
         req.ttl_seconds,
-        state.config().enrollment_ttl,
     )
     .await?;
     tracing::info!(token_id = %created.id, by = %operator.user_id, "enrolment token created");

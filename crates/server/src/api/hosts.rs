@@ -105,6 +105,9 @@ fn view(host: Host) -> HostView {
         last_backup_at: host.last_backup_at,
         last_backup_status: host.last_backup_status.map(|s| s.to_string()),
         repo_size_bytes: host.repo_size_bytes,
+        token_rotated_at: host.token_rotated_at,
+        token_rotation_pending: host.token_rotation_pending,
+        agent_revoked_at: host.agent_revoked_at,
     }
 }
 

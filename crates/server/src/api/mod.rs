@@ -2,6 +2,7 @@
 //! handler returns, and the JSON body extractor that turns serde's complaint
 //! into that shape.
 
+mod agent_tokens;
 pub(crate) mod audit;
 mod auth;
 mod enrollment;
@@ -38,6 +39,8 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/agents/enroll", post(enrollment::enroll))
         .route("/hosts", get(hosts::list))
         .route("/hosts/{id}", get(hosts::show).delete(hosts::delete))
+        .route("/hosts/{id}/token/rotate", post(agent_tokens::rotate))
+        .route("/hosts/{id}/token/revoke", post(agent_tokens::revoke))
         .route(
             "/hosts/{id}/repository",
             get(repository::get).put(repository::put),

@@ -247,6 +247,28 @@ struct HostPage {
     jobs: Vec<JobRow>,
     chart: String,
     backup_paths: String,
+    /// The agent token's state in words (as enrolled, rotated, pending, revoked).
+    agent_token: String,
+    revoked: bool,
+}
+
+/// The agent token's state as the host page says it.
+fn agent_token_state(host: &Host, now: DateTime<Utc>) -> String {
+    if let Some(at) = host.agent_revoked_at {
+        return format!(
+            "revoked {}; enrol the machine again to back it up",
+            format::ago(at, now)
+        );
+    }
+    let base = match host.token_rotated_at {
+        Some(at) => format!("rotated {}", format::ago(at, now)),
+        None => String::from("as enrolled"),
+    };
+    if host.token_rotation_pending {
+        format!("{base}; a new token waits for the agent's confirmation")
+    } else {
+        base
+    }
 }
 
 /// `GET /hosts/{id}`.
@@ -354,6 +376,8 @@ pub(crate) async fn host(
         jobs,
         chart: chart(&stats),
         backup_paths,
+        agent_token: agent_token_state(&host, now),
+        revoked: host.agent_revoked_at.is_some(),
     })
 }
 

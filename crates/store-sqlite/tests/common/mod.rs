@@ -65,6 +65,7 @@ pub fn new_host() -> (NewHost, AgentToken) {
         host_id: id,
         token_hash: TokenHash::of(&format!("rma.{id}")),
         created_at: t(5),
+        pending: false,
     };
     (host, token)
 }

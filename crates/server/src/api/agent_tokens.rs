@@ -1,0 +1,75 @@
+//! `/api/v1/hosts/{id}/token/rotate` and `/token/revoke`: HTTP over the
+//! rotation and revocation service in [`crate::agent_tokens`].
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use rm_protocol::api::TokenRotationStarted;
+
+use super::hosts::parse_host_id;
+use super::{ApiError, Operator};
+use crate::agent_tokens::{self, TokenError};
+use crate::audit::{self, Action, Client, Target};
+use crate::state::AppState;
+
+impl From<TokenError> for ApiError {
+    fn from(e: TokenError) -> ApiError {
+        match e {
+            TokenError::NotFound(_) => ApiError::not_found(e.to_string()),
+            TokenError::Revoked(_) | TokenError::Offline(_) => ApiError::conflict(e.to_string()),
+            TokenError::Store(e) => e.into(),
+            TokenError::Core(e) => e.into(),
+        }
+    }
+}
+
+/// `POST /api/v1/hosts/{id}/token/rotate` → 202: the new token is on its
+/// way to the agent; 409 when the host is offline or revoked.
+pub(crate) async fn rotate(
+    State(state): State<AppState>,
+    operator: Operator,
+    client: Client,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<TokenRotationStarted>), ApiError> {
+    let host = parse_host_id(&id)?;
+    let token_id = agent_tokens::rotate(&state, host).await?;
+    tracing::info!(host_id = %host, by = %operator.user_id, "agent token rotation requested");
+    audit::record(
+        &state,
+        &operator,
+        &client,
+        Action::AgentTokenRotate,
+        Some(Target::new("host", host)),
+        serde_json::json!({ "token_id": token_id.to_string() }),
+    )
+    .await;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(TokenRotationStarted {
+            token_id: token_id.to_string(),
+        }),
+    ))
+}
+
+/// `POST /api/v1/hosts/{id}/token/revoke` → 204: every token of the host's
+/// agent stops working and its connection closes with 4001.
+pub(crate) async fn revoke(
+    State(state): State<AppState>,
+    operator: Operator,
+    client: Client,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let host = parse_host_id(&id)?;
+    agent_tokens::revoke(&state, host).await?;
+    tracing::info!(host_id = %host, by = %operator.user_id, "agent token revocation requested");
+    audit::record(
+        &state,
+        &operator,
+        &client,
+        Action::AgentTokenRevoke,
+        Some(Target::new("host", host)),
+        serde_json::json!({}),
+    )
+    .await;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,135 @@
+//! Agent token rotation and revocation in `SqliteStore`: a pending token
+//! works beside the current one until promoted, a newer rotation replaces an
+//! unconfirmed one, and revocation ends every token but keeps the host.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{enrol_with_agent, open_temp, t};
+use rm_core::token::TokenHash;
+use rm_core::{HostId, TokenId};
+use rm_store::{AgentToken, Store, StoreError};
+
+fn pending(host_id: HostId, at: i64) -> AgentToken {
+    AgentToken {
+        id: TokenId::new(),
+        host_id,
+        token_hash: TokenHash::of(&format!("rma.new.{at}")),
+        created_at: t(at),
+        pending: true,
+    }
+}
+
+#[tokio::test]
+async fn a_pending_token_works_beside_the_current_one_until_promoted() {
+    let (_dir, store) = open_temp().await;
+    let (host, current) = enrol_with_agent(&store).await;
+    let new = pending(host, 10);
+    store.begin_token_rotation(&new).await.unwrap();
+
+    let stored = store.active_agent_token(new.id).await.unwrap().unwrap();
+    assert!(stored.pending);
+    assert!(store.active_agent_token(current).await.unwrap().is_some());
+    let listed = store.host(host).await.unwrap().unwrap();
+    assert!(listed.token_rotation_pending);
+    assert_eq!(listed.token_rotated_at, None);
+    assert_eq!(
+        store.pending_agent_token(host).await.unwrap().map(|p| p.id),
+        Some(new.id)
+    );
+
+    assert!(store
+        .promote_agent_token(host, new.id, t(20))
+        .await
+        .unwrap());
+    assert_eq!(store.active_agent_token(current).await.unwrap(), None);
+    let promoted = store.active_agent_token(new.id).await.unwrap().unwrap();
+    assert!(!promoted.pending);
+    let listed = store.host(host).await.unwrap().unwrap();
+    assert!(!listed.token_rotation_pending);
+    assert_eq!(listed.token_rotated_at, Some(t(20)));
+    assert_eq!(store.pending_agent_token(host).await.unwrap(), None);
+    // A repeated confirmation changes nothing.
+    assert!(!store
+        .promote_agent_token(host, new.id, t(30))
+        .await
+        .unwrap());
+    assert_eq!(
+        store.host(host).await.unwrap().unwrap().token_rotated_at,
+        Some(t(20))
+    );
+}
+
+#[tokio::test]
+async fn a_newer_rotation_replaces_an_unconfirmed_one() {
+    let (_dir, store) = open_temp().await;
+    let (host, current) = enrol_with_agent(&store).await;
+    let first = pending(host, 10);
+    let second = pending(host, 11);
+    store.begin_token_rotation(&first).await.unwrap();
+    store.begin_token_rotation(&second).await.unwrap();
+    assert_eq!(store.active_agent_token(first.id).await.unwrap(), None);
+    assert!(!store
+        .promote_agent_token(host, first.id, t(20))
+        .await
+        .unwrap());
+    assert!(store.active_agent_token(current).await.unwrap().is_some());
+    // Only a token of this host can be promoted for it.
+    let (other_host, _) = enrol_with_agent(&store).await;
+    assert!(!store
+        .promote_agent_token(other_host, second.id, t(20))
+        .await
+        .unwrap());
+    assert!(store
+        .promote_agent_token(host, second.id, t(20))
+        .await
+        .unwrap());
+}
+
+#[tokio::test]
+async fn revoking_the_agent_ends_every_token_but_keeps_the_host() {
+    let (_dir, store) = open_temp().await;
+    let (host, current) = enrol_with_agent(&store).await;
+    let new = pending(host, 10);
+    store.begin_token_rotation(&new).await.unwrap();
+
+    assert!(store.revoke_agent(host, t(20)).await.unwrap());
+    assert_eq!(store.active_agent_token(current).await.unwrap(), None);
+    assert_eq!(store.active_agent_token(new.id).await.unwrap(), None);
+    let listed = store.host(host).await.unwrap().unwrap();
+    assert_eq!(listed.agent_revoked_at, Some(t(20)));
+    assert!(!listed.online);
+    assert!(!listed.token_rotation_pending);
+    assert_eq!(store.list_hosts().await.unwrap().len(), 1);
+
+    // Again: still revoked, first time kept; a rotation is refused.
+    assert!(store.revoke_agent(host, t(30)).await.unwrap());
+    assert_eq!(
+        store.host(host).await.unwrap().unwrap().agent_revoked_at,
+        Some(t(20))
+    );
+    assert!(matches!(
+        store.begin_token_rotation(&pending(host, 40)).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(!store.revoke_agent(HostId::new(), t(30)).await.unwrap());
+    assert!(matches!(
+        store
+            .begin_token_rotation(&pending(HostId::new(), 40))
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+#[tokio::test]
+async fn a_single_token_can_be_revoked() {
+    let (_dir, store) = open_temp().await;
+    let (host, current) = enrol_with_agent(&store).await;
+    let new = pending(host, 10);
+    store.begin_token_rotation(&new).await.unwrap();
+    assert!(store.revoke_agent_token(new.id, t(20)).await.unwrap());
+    assert!(!store.revoke_agent_token(new.id, t(21)).await.unwrap());
+    assert_eq!(store.pending_agent_token(host).await.unwrap(), None);
+    assert!(store.active_agent_token(current).await.unwrap().is_some());
+}
