@@ -89,6 +89,10 @@ pub async fn enroll(opts: EnrollOptions) -> Result<Enrolled, AgentError> {
         name,
         hostname: crate::hostname(),
     };
+    // The operator's local opt-in outlives a new enrolment.
+    let allow_restore_to_system_paths = dir
+        .load_agent()
+        .is_ok_and(|old| old.allow_restore_to_system_paths);
     let response = post_enroll(&server, &request).await?;
 
     let state = AgentState {
@@ -96,6 +100,7 @@ pub async fn enroll(opts: EnrollOptions) -> Result<Enrolled, AgentError> {
         host_id: response.host_id.clone(),
         agent_token: response.agent_token,
         enrolled_at: Utc::now(),
+        allow_restore_to_system_paths,
     };
     dir.clear_cache()?;
     let state_file = dir.save_agent(&state)?;

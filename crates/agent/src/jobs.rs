@@ -8,7 +8,7 @@
 //! still reports in order once the agent is back.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -25,6 +25,8 @@ use rm_restic::{
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+
+use crate::restore_guard::RestoreGuard;
 
 /// Frames waiting for the connection; a job waits (and so slows restic's
 /// output) rather than let this grow without bound.
@@ -87,6 +89,9 @@ struct Inner {
     /// for their queued reports instead of calling them lost.
     unreported: Mutex<HashSet<String>>,
     history: Mutex<RepoHistory>,
+    /// Where restores may write; set once at start-up. Unset, system
+    /// folders are still protected.
+    restore_guard: OnceLock<RestoreGuard>,
 }
 
 impl JobRunner {
@@ -107,7 +112,16 @@ impl JobRunner {
                 current: Mutex::new(None),
                 unreported: Mutex::new(HashSet::new()),
                 history: Mutex::new(RepoHistory::default()),
+                restore_guard: OnceLock::new(),
             }),
+        }
+    }
+
+    /// Checks every restore against `guard` (the state directory and the
+    /// operator's opt-in). Only the first call counts.
+    pub(crate) fn guard_restores(&self, guard: RestoreGuard) {
+        if self.inner.restore_guard.set(guard).is_err() {
+            tracing::warn!("the restore guard was already set; keeping the first");
         }
     }
 
@@ -210,6 +224,12 @@ impl JobRunner {
             Ok(params) => params,
             Err(e) => return reject(RejectReason::BadParams, e.to_string()),
         };
+        if let JobParams::Restore(restore) = &params {
+            let guard = self.inner.restore_guard.get_or_init(RestoreGuard::default);
+            if let Err(refused) = guard.check(restore) {
+                return reject(RejectReason::BadParams, refused.to_string());
+            }
+        }
         let Some(repository) = run.repository.clone().or(own_repository) else {
             return reject(
                 RejectReason::NoCredentials,

@@ -11,6 +11,7 @@ mod enroll;
 mod error;
 mod handler;
 mod jobs;
+mod restore_guard;
 mod run;
 mod scheduler;
 mod server_url;

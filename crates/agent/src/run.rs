@@ -16,6 +16,7 @@ use crate::backoff::Backoff;
 use crate::error::AgentError;
 use crate::handler::{heartbeat_interval, Handler};
 use crate::jobs::{JobRunner, OUTBOX};
+use crate::restore_guard::RestoreGuard;
 use crate::scheduler::Scheduler;
 use crate::server_url::ServerUrl;
 use crate::session::{self, ConnectError, SessionEnd};
@@ -50,6 +51,10 @@ pub struct RunOptions {
     /// start-up if it was missed by less than this; `None` means the
     /// schedule's own period.
     pub catch_up_window: Option<Duration>,
+    /// Let restores write onto `/` and into system folders (see
+    /// `restore_guard`); `agent.json`'s `allow_restore_to_system_paths`
+    /// allows it too. The state directory stays off limits either way.
+    pub allow_restore_to_system_paths: bool,
 }
 
 impl RunOptions {
@@ -61,6 +66,7 @@ impl RunOptions {
             revoked_retry: REVOKED_RETRY,
             command_timeout: None,
             catch_up_window: None,
+            allow_restore_to_system_paths: false,
         }
     }
 }
@@ -86,6 +92,11 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Ag
         opts.command_timeout,
         outbox_tx,
     );
+    let allow_system = opts.allow_restore_to_system_paths || state.allow_restore_to_system_paths;
+    if allow_system {
+        tracing::warn!("restores may write onto / and into system folders on this host");
+    }
+    runner.guard_restores(RestoreGuard::new(&opts.state_dir, allow_system));
     let (schedules_tx, schedules_rx) =
         tokio::sync::watch::channel(dir.load_schedules().ok().flatten().unwrap_or_default());
     let connected = Arc::new(AtomicBool::new(false));

@@ -50,6 +50,11 @@ pub struct AgentState {
     pub agent_token: String,
     /// When this host enrolled.
     pub enrolled_at: DateTime<Utc>,
+    /// The host operator's opt-in, set by editing this file: restores may
+    /// write onto `/` and into system folders (`/etc`, `/usr`, `/var/lib`,
+    /// …). Never set by the server; kept when the host enrols again.
+    #[serde(default)]
+    pub allow_restore_to_system_paths: bool,
 }
 
 impl std::fmt::Debug for AgentState {
@@ -60,6 +65,10 @@ impl std::fmt::Debug for AgentState {
             .field("host_id", &self.host_id)
             .field("agent_token", &"<redacted>")
             .field("enrolled_at", &self.enrolled_at)
+            .field(
+                "allow_restore_to_system_paths",
+                &self.allow_restore_to_system_paths,
+            )
             .finish()
     }
 }
@@ -329,6 +338,7 @@ mod tests {
             host_id: "01HOSTID".into(),
             agent_token: "rma_secret".into(),
             enrolled_at: Utc::now(),
+            allow_restore_to_system_paths: false,
         }
     }
 

@@ -130,6 +130,12 @@ pub(crate) struct RunArgs {
     /// schedule's own period).
     #[arg(long, env = "RM_CATCH_UP_WINDOW", value_parser = clap::value_parser!(u64).range(1..))]
     pub catch_up_window: Option<u64>,
+    /// Let restores write onto / and into system folders (/etc, /usr,
+    /// /var/lib, …). Off by default: the server decides what to restore,
+    /// this host decides where it may be written. The agent's state
+    /// directory is never a restore destination.
+    #[arg(long, env = "RM_ALLOW_RESTORE_TO_SYSTEM_PATHS")]
+    pub allow_restore_to_system_paths: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -65,6 +65,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let mut options = rm_agent::RunOptions::new(args.state_dir, args.restic_bin);
             options.command_timeout = args.command_timeout.map(std::time::Duration::from_secs);
             options.catch_up_window = args.catch_up_window.map(std::time::Duration::from_secs);
+            options.allow_restore_to_system_paths = args.allow_restore_to_system_paths;
             rm_agent::run(options, shutdown).await?;
             Ok(())
         }

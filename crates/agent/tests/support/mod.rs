@@ -55,6 +55,7 @@ pub fn write_enrolment(dir: &Path, server_url: &str) {
         host_id: "01HOSTTEST".to_owned(),
         agent_token: TOKEN.to_owned(),
         enrolled_at: chrono::Utc::now(),
+        allow_restore_to_system_paths: false,
     };
     StateDir::new(dir)
         .save_agent(&state)
