@@ -26,12 +26,12 @@ fuzz_target!(|data: &[u8]| {
             for path in paths {
                 assert!(path.starts_with('/'), "{path:?}");
                 assert!(!path.contains("//"), "{path:?}");
-                assert!(
-                    path.split('/').all(|c| c != "." && c != ".."),
-                    "{path:?}"
-                );
+                assert!(path.split('/').all(|c| c != "." && c != ".."), "{path:?}");
             }
-            assert_eq!(JobParams::parse(kind, &parsed.to_value()).ok(), Some(parsed));
+            assert_eq!(
+                JobParams::parse(kind, &parsed.to_value()).ok(),
+                Some(parsed)
+            );
         }
         Err(e) => assert!(e.field.starts_with("params"), "{e:?}"),
     }

@@ -7,8 +7,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use rm_restic::{
-    classify, parse_ls, parse_snapshots, parse_stats, parse_version_output, replay, Command,
-    Event, ResticVersion, RetentionPolicy, StatsMode, Status,
+    classify, parse_ls, parse_snapshots, parse_stats, parse_version_output, replay, Command, Event,
+    ResticVersion, RetentionPolicy, StatsMode, Status,
 };
 
 fn command(pick: u8) -> Command {
@@ -65,13 +65,19 @@ fuzz_target!(|data: &[u8]| {
         match event {
             Event::Line { text, .. } => assert!(text.len() <= 64 * 1024 + 64),
             Event::Progress(p) => {
-                assert!(p.percent.is_finite() && (0.0..=100.0).contains(&p.percent), "{p:?}");
+                assert!(
+                    p.percent.is_finite() && (0.0..=100.0).contains(&p.percent),
+                    "{p:?}"
+                );
                 assert!(p.eta_seconds.is_none_or(|s| s <= 366 * 24 * 3600), "{p:?}");
             }
             _ => {}
         }
     }
-    assert_eq!(finished.error.is_none(), finished.status == Status::Succeeded);
+    assert_eq!(
+        finished.error.is_none(),
+        finished.status == Status::Succeeded
+    );
     assert!(finished.error.as_ref().is_none_or(|e| e.len() <= 4096 + 3));
     assert!(finished.stats.is_object());
 
