@@ -540,9 +540,12 @@ async fn restores_into_system_folders_need_the_hosts_opt_in() {
         .as_str()
         .unwrap()
         .to_owned();
+    // Chosen so that even a restic that ran anyway would write nothing
+    // outside the scratch folder: the includes name no path in the
+    // snapshot, and the whole snapshot onto `/` rewrites only its source.
     let never = "/etc/restic-manager-test-never-written";
     for (target, include, says) in [
-        ("/etc", json!([]), "system folder `/etc`"),
+        ("/etc", json!([never]), "system folder `/etc`"),
         ("/", json!([never]), "system folder `/etc`"),
         ("/", json!([]), "onto `/`"),
     ] {
@@ -558,6 +561,9 @@ async fn restores_into_system_folders_need_the_hosts_opt_in() {
         assert!(error.contains("--allow-restore-to-system-paths"), "{error}");
     }
     assert!(!Path::new(never).exists());
+    assert!(!Path::new("/etc")
+        .join(never.trim_start_matches('/'))
+        .exists());
     host.agent
         .process
         .terminate(Duration::from_secs(20))
