@@ -93,6 +93,10 @@ pub async fn enroll(opts: EnrollOptions) -> Result<Enrolled, AgentError> {
         name,
         hostname: crate::hostname(),
     };
+    // The operator's local opt-in outlives a new enrolment.
+    let allow_restore_to_system_paths = dir
+        .load_agent()
+        .is_ok_and(|old| old.allow_restore_to_system_paths);
     let response = post_enroll(&server, &trust, &request).await?;
 
     let state = AgentState {
@@ -101,6 +105,7 @@ pub async fn enroll(opts: EnrollOptions) -> Result<Enrolled, AgentError> {
         agent_token: response.agent_token,
         enrolled_at: Utc::now(),
         tls,
+        allow_restore_to_system_paths,
     };
     dir.clear_cache()?;
     let state_file = dir.save_agent(&state)?;

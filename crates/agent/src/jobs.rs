@@ -8,7 +8,7 @@
 //! or the agent process — still reports everything, in order. Only live
 //! progress goes straight to the outbox, and is dropped when that is full.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -26,6 +26,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::restore_guard::RestoreGuard;
 use crate::spool::Spool;
 
 /// Live frames (progress, RPC answers) waiting for the connection.
@@ -85,6 +86,9 @@ struct Inner {
     spool: Spool,
     current: Mutex<Option<Current>>,
     history: Mutex<RepoHistory>,
+    /// Where restores may write; set once at start-up. Unset, system
+    /// folders are still protected.
+    restore_guard: OnceLock<RestoreGuard>,
 }
 
 impl JobRunner {
@@ -107,7 +111,16 @@ impl JobRunner {
                 spool,
                 current: Mutex::new(None),
                 history: Mutex::new(RepoHistory::default()),
+                restore_guard: OnceLock::new(),
             }),
+        }
+    }
+
+    /// Checks every restore against `guard` (the state directory and the
+    /// operator's opt-in). Only the first call counts.
+    pub(crate) fn guard_restores(&self, guard: RestoreGuard) {
+        if self.inner.restore_guard.set(guard).is_err() {
+            tracing::warn!("the restore guard was already set; keeping the first");
         }
     }
 
@@ -202,6 +215,12 @@ impl JobRunner {
             Ok(params) => params,
             Err(e) => return reject(RejectReason::BadParams, e.to_string()),
         };
+        if let JobParams::Restore(restore) = &params {
+            let guard = self.inner.restore_guard.get_or_init(RestoreGuard::default);
+            if let Err(refused) = guard.check(restore) {
+                return reject(RejectReason::BadParams, refused.to_string());
+            }
+        }
         let Some(repository) = run.repository.clone().or(own_repository) else {
             return reject(
                 RejectReason::NoCredentials,

@@ -12,6 +12,7 @@ mod enroll;
 mod error;
 mod handler;
 mod jobs;
+mod restore_guard;
 mod rotation;
 mod run;
 mod scheduler;

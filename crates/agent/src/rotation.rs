@@ -90,6 +90,7 @@ mod tests {
             agent_token: "rma.01J0BF00000000000000000000.old".into(),
             enrolled_at: Utc::now(),
             tls: Default::default(),
+            allow_restore_to_system_paths: false,
         })
         .unwrap_or_else(|e| panic!("{e}"));
         (tmp, dir)

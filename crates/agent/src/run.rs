@@ -16,6 +16,7 @@ use crate::backoff::Backoff;
 use crate::error::AgentError;
 use crate::handler::{heartbeat_interval, Handler};
 use crate::jobs::{JobRunner, OUTBOX};
+use crate::restore_guard::RestoreGuard;
 use crate::rotation;
 use crate::scheduler::Scheduler;
 use crate::server_url::ServerUrl;
@@ -59,6 +60,10 @@ pub struct RunOptions {
     pub restart_spread: Duration,
     /// Trust flags given to `run`, over those saved at enrolment.
     pub trust: TrustOptions,
+    /// Let restores write onto `/` and into system folders (see
+    /// `restore_guard`); `agent.json`'s `allow_restore_to_system_paths`
+    /// allows it too. The state directory stays off limits either way.
+    pub allow_restore_to_system_paths: bool,
 }
 
 impl RunOptions {
@@ -72,6 +77,7 @@ impl RunOptions {
             catch_up_window: None,
             restart_spread: RESTART_SPREAD,
             trust: TrustOptions::default(),
+            allow_restore_to_system_paths: false,
         }
     }
 }
@@ -101,6 +107,11 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Ag
         outbox_tx,
         spool,
     );
+    let allow_system = opts.allow_restore_to_system_paths || state.allow_restore_to_system_paths;
+    if allow_system {
+        tracing::warn!("restores may write onto / and into system folders on this host");
+    }
+    runner.guard_restores(RestoreGuard::new(&opts.state_dir, allow_system));
     let (schedules_tx, schedules_rx) =
         tokio::sync::watch::channel(dir.load_schedules().ok().flatten().unwrap_or_default());
     let connected = Arc::new(AtomicBool::new(false));

@@ -55,6 +55,11 @@ pub struct AgentState {
     /// was told; absent for plain http or the system's roots alone.
     #[serde(default, skip_serializing_if = "TrustSettings::is_default")]
     pub tls: TrustSettings,
+    /// The host operator's opt-in, set by editing this file: restores may
+    /// write onto `/` and into system folders (`/etc`, `/usr`, `/var/lib`,
+    /// …). Never set by the server; kept when the host enrols again.
+    #[serde(default)]
+    pub allow_restore_to_system_paths: bool,
 }
 
 impl std::fmt::Debug for AgentState {
@@ -66,6 +71,10 @@ impl std::fmt::Debug for AgentState {
             .field("agent_token", &"<redacted>")
             .field("enrolled_at", &self.enrolled_at)
             .field("tls", &self.tls)
+            .field(
+                "allow_restore_to_system_paths",
+                &self.allow_restore_to_system_paths,
+            )
             .finish()
     }
 }
@@ -336,6 +345,7 @@ mod tests {
             agent_token: "rma_secret".into(),
             enrolled_at: Utc::now(),
             tls: TrustSettings::default(),
+            allow_restore_to_system_paths: false,
         }
     }
 

@@ -387,7 +387,10 @@ fn no_control(value: &str) -> Result<(), String> {
     }
 }
 
-/// An absolute, normalised path: starts with `/`, no `.`/`..` components.
+/// An absolute, normalised path: starts with `/` (so it can never read as
+/// a flag), no `.`/`..` components, no empty ones (`//`); one trailing `/`
+/// is allowed. Paths are checked as written, never resolved, so what is
+/// checked is what restic gets.
 pub fn absolute_path(path: &str) -> Result<(), String> {
     no_control(path)?;
     if !path.starts_with('/') {
@@ -395,13 +398,25 @@ pub fn absolute_path(path: &str) -> Result<(), String> {
             "must be an absolute path (starting with `/`), got `{path}`"
         ));
     }
-    if path
-        .split('/')
-        .any(|component| component == "." || component == "..")
-    {
-        return Err(format!(
-            "must not contain `.` or `..` components, got `{path}`"
-        ));
+    // Components between the leading `/` and an optional trailing one.
+    let inner = path[1..].strip_suffix('/').unwrap_or(&path[1..]);
+    if inner.is_empty() {
+        return if path == "/" {
+            Ok(())
+        } else {
+            Err(format!("must not contain `//`, got `{path}`"))
+        };
+    }
+    for component in inner.split('/') {
+        match component {
+            "." | ".." => {
+                return Err(format!(
+                    "must not contain `.` or `..` components, got `{path}`"
+                ))
+            }
+            "" => return Err(format!("must not contain `//`, got `{path}`")),
+            _ => {}
+        }
     }
     Ok(())
 }
@@ -521,6 +536,14 @@ mod tests {
             err(JobKind::Backup, json!({"paths": ["--password-file=/x"]})).contains("absolute")
         );
         assert!(err(JobKind::Backup, json!({"paths": ["/a\nb"]})).contains("control"));
+        assert!(err(JobKind::Backup, json!({"paths": ["/a//b"]})).contains("`//`"));
+        assert!(err(JobKind::Backup, json!({"paths": ["//"]})).contains("`//`"));
+        assert!(err(JobKind::Backup, json!({"paths": ["/a/."]})).contains("params.paths[0]"));
+        assert!(JobParams::parse(
+            JobKind::Backup,
+            &json!({"paths": ["/", "/srv/", "/a/.b/..c"]})
+        )
+        .is_ok());
         assert!(
             err(JobKind::Backup, json!({"paths": ["/a"], "tags": ["a,b"]}))
                 .contains("params.tags[0]")

@@ -180,6 +180,12 @@ pub(crate) struct RunArgs {
     pub restart_spread: u64,
     #[command(flatten)]
     pub trust: TrustArgs,
+    /// Let restores write onto / and into system folders (/etc, /usr,
+    /// /var/lib, …). Off by default: the server decides what to restore,
+    /// this host decides where it may be written. The agent's state
+    /// directory is never a restore destination.
+    #[arg(long, env = "RM_ALLOW_RESTORE_TO_SYSTEM_PATHS")]
+    pub allow_restore_to_system_paths: bool,
 }
 
 #[derive(Debug, Subcommand)]

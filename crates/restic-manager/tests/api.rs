@@ -348,3 +348,39 @@ async fn repeated_failed_logins_lock_out_that_user_from_that_address() {
         .unwrap();
     assert_eq!(status, 401);
 }
+
+#[tokio::test]
+async fn an_oversized_body_is_refused_with_413_and_changes_nothing() {
+    let server = TestServer::start().await.unwrap();
+    let admin = server.admin().await.unwrap();
+    let (before_status, before) = admin.get("/api/v1/enrollment-tokens").await.unwrap();
+    assert_eq!(before_status, 200);
+    let padding = "x".repeat(1024 * 1024 + 1);
+    for path in ["/api/v1/enrollment-tokens", "/api/v1/auth/login"] {
+        let (status, body) = admin
+            .post(path, json!({"name": padding, "username": "admin"}))
+            .await
+            .unwrap();
+        assert_eq!(status, 413, "{path}");
+        assert_eq!(body["error"]["code"], "payload_too_large", "{path}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("1048576 bytes"),
+            "{body}"
+        );
+    }
+    let (_, after) = admin.get("/api/v1/enrollment-tokens").await.unwrap();
+    assert_eq!(after, before, "no token was created");
+    // Just under the limit is read (and judged on its content).
+    let (status, body) = admin
+        .post(
+            "/api/v1/enrollment-tokens",
+            json!({"name": "x".repeat(1000 * 1000)}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("name"));
+}

@@ -440,3 +440,133 @@ async fn a_host_without_restic_fails_its_jobs_with_a_clear_error() {
         .await
         .unwrap();
 }
+
+/// The names directly in `dir` and the bytes of `agent.json`: what a
+/// restore into the state directory would have changed.
+fn state_dir_snapshot(dir: &Path) -> (Vec<String>, Vec<u8>) {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    (names, std::fs::read(dir.join("agent.json")).unwrap())
+}
+
+#[tokio::test]
+async fn restores_into_the_state_dir_are_refused_even_with_the_opt_in_and_write_nothing() {
+    // Even with the opt-in for system folders, the state dir is off limits.
+    let host = host_with_agent(
+        Path::new("restic"),
+        &[("RM_ALLOW_RESTORE_TO_SYSTEM_PATHS", "true")],
+    )
+    .await;
+    let scratch = tempfile::tempdir().unwrap();
+    let repo = scratch.path().join("repo").display().to_string();
+    succeeded(&host.set_repository(&repo, PASSWORD).await);
+    let src = scratch.path().join("src");
+    make_tree(&src);
+    let src_path = src.display().to_string();
+    succeeded(&host.run("backup", json!({"paths": [src_path]})).await);
+    let snapshot = host.wait_snapshots(1).await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let state_dir = host.agent.state_dir.clone();
+    let before = state_dir_snapshot(&state_dir);
+    let state = state_dir.display().to_string();
+    let inside = state_dir.join("restored").display().to_string();
+    let above = state_dir.parent().unwrap().display().to_string();
+    for (target, include) in [
+        (state.as_str(), json!([])),
+        (inside.as_str(), json!([format!("{src_path}/nested")])),
+        // The state dir's parent: the whole snapshot would land around it.
+        (above.as_str(), json!([])),
+    ] {
+        let job = host
+            .run(
+                "restore",
+                json!({"snapshot_id": snapshot, "include": include, "target": target}),
+            )
+            .await;
+        assert_eq!(job["status"], "failed", "{job:#}");
+        let error = job["error"].as_str().unwrap();
+        assert!(
+            error.contains("bad_params") && error.contains("state directory"),
+            "{error}"
+        );
+        assert_eq!(
+            job["started_at"],
+            Value::Null,
+            "restic never started: {job:#}"
+        );
+    }
+    assert_eq!(state_dir_snapshot(&state_dir), before);
+    assert!(!state_dir.join("restored").exists());
+    assert!(!state_dir.join(src.strip_prefix("/").unwrap()).exists());
+
+    // A restore elsewhere still works.
+    let target = scratch.path().join("restore");
+    succeeded(
+        &host
+            .run(
+                "restore",
+                json!({"snapshot_id": snapshot, "target": target.display().to_string()}),
+            )
+            .await,
+    );
+    assert_same_tree(&src, &target.join(src.strip_prefix("/").unwrap()));
+    host.agent
+        .process
+        .terminate(Duration::from_secs(20))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn restores_into_system_folders_need_the_hosts_opt_in() {
+    let host = host_with_agent(Path::new("restic"), &[]).await;
+    let scratch = tempfile::tempdir().unwrap();
+    let repo = scratch.path().join("repo").display().to_string();
+    succeeded(&host.set_repository(&repo, PASSWORD).await);
+    let src = scratch.path().join("src");
+    make_tree(&src);
+    succeeded(
+        &host
+            .run("backup", json!({"paths": [src.display().to_string()]}))
+            .await,
+    );
+    let snapshot = host.wait_snapshots(1).await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Chosen so that even a restic that ran anyway would write nothing
+    // outside the scratch folder: the includes name no path in the
+    // snapshot, and the whole snapshot onto `/` rewrites only its source.
+    let never = "/etc/restic-manager-test-never-written";
+    for (target, include, says) in [
+        ("/etc", json!([never]), "system folder `/etc`"),
+        ("/", json!([never]), "system folder `/etc`"),
+        ("/", json!([]), "onto `/`"),
+    ] {
+        let job = host
+            .run(
+                "restore",
+                json!({"snapshot_id": snapshot, "include": include, "target": target}),
+            )
+            .await;
+        assert_eq!(job["status"], "failed", "{job:#}");
+        let error = job["error"].as_str().unwrap();
+        assert!(error.contains(says), "{error}");
+        assert!(error.contains("--allow-restore-to-system-paths"), "{error}");
+    }
+    assert!(!Path::new(never).exists());
+    assert!(!Path::new("/etc")
+        .join(never.trim_start_matches('/'))
+        .exists());
+    host.agent
+        .process
+        .terminate(Duration::from_secs(20))
+        .await
+        .unwrap();
+}

@@ -17,7 +17,7 @@ use crate::outcome::{classify, FailureKind, Finished, Status};
 use crate::parse::document::{Document, Feed};
 use crate::parse::messages::{ErrorMessage, ExitError};
 use crate::parse::{backup, check, forget, json_line, prune, restore, stats, typed, JsonLine};
-use crate::process::{Ended, RawLine, StopReason};
+use crate::process::{split_lines, Ended, RawLine, StopReason, STDERR_LINE_CAP};
 use crate::text::{bounded_join, clean_line, human_duration, truncate_for_log};
 use crate::version::ResticVersion;
 
@@ -227,8 +227,11 @@ impl<'a> Collector<'a> {
     fn exit_error(&mut self, value: &Value, raw: String, out: &mut Output) {
         match typed::<ExitError>(value) {
             Some(exit) if !exit.message.is_empty() => {
-                out.line(exit.message.clone());
-                self.stderr.exit_error = Some(exit.message);
+                // The log line is capped on its own; the error text the run
+                // reports is kept to the same bound as any other.
+                self.stderr.exit_error =
+                    Some(bounded_join([exit.message.as_str()], MAX_ERROR_BYTES));
+                out.line(exit.message);
             }
             _ => out.line(raw),
         }
@@ -408,6 +411,42 @@ impl<'a> Collector<'a> {
             },
         }
     }
+}
+
+/// Runs recorded output of `command` through the same line splitting,
+/// caps and parsers as a live [`crate::Restic::run`], as if restic had
+/// printed `stdout` and then `stderr` and exited with `exit_code`.
+///
+/// For replaying fixtures, fuzzing the parsers, and explaining a run from
+/// its saved output; nothing is started.
+pub fn replay(
+    command: &Command,
+    version: ResticVersion,
+    stdout: &[u8],
+    stderr: &[u8],
+    exit_code: Option<i32>,
+) -> (Vec<Event>, Finished) {
+    let mut collector = Collector::new(command, version);
+    let mut events = Vec::new();
+    let streams = [
+        (
+            Stream::Stdout,
+            split_lines(stdout, crate::restic::stdout_line_cap(command)),
+        ),
+        (Stream::Stderr, split_lines(stderr, STDERR_LINE_CAP)),
+    ];
+    for (stream, lines) in streams {
+        for line in lines {
+            events.extend(collector.on_line(stream, line));
+        }
+    }
+    let ended = Ended {
+        exit_code,
+        signal: None,
+        stopped: None,
+    };
+    let finished = collector.finish(ended, &Limits::new(std::time::Duration::ZERO));
+    (events, finished)
 }
 
 /// Events produced for one input line.

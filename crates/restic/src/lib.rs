@@ -18,6 +18,7 @@
 //!   .ls_dir(repo, snapshot_id, dir, limits)    -> Result<Vec<Node>>   // direct children
 //!   .repository_exists(repo, limits)           -> Result<bool>
 //!   .locks_present(repo, limits)               -> Result<bool>
+//! replay(command, version, stdout, stderr, exit_code) -> (Vec<Event>, Finished)
 //! ```
 //!
 //! * [`Repository`]: URL, password, backend environment. They reach restic
@@ -54,6 +55,7 @@ mod restic;
 mod text;
 mod version;
 
+pub use collect::replay;
 pub use command::{Command, RetentionPolicy, StatsMode};
 pub use error::ResticError;
 pub use event::{Event, Progress, Stream};

@@ -31,6 +31,16 @@ const DOCUMENT_LINE_CAP: usize = 256 * 1024 * 1024;
 /// be JSON we understand and are logged truncated.
 const LINE_CAP: usize = 1024 * 1024;
 
+/// How much of one stdout line of `command` is kept.
+pub(crate) fn stdout_line_cap(command: &Command) -> usize {
+    match command {
+        Command::Snapshots { .. } | Command::Forget { .. } | Command::Stats { .. } => {
+            DOCUMENT_LINE_CAP
+        }
+        _ => LINE_CAP,
+    }
+}
+
 /// A restic binary of a known version, plus how to run it.
 #[derive(Debug, Clone)]
 pub struct Restic {
@@ -114,12 +124,7 @@ impl Restic {
             args: &args,
             env: self.env(repo, command),
             working_dir: self.working_dir.as_deref(),
-            stdout_line_cap: match command {
-                Command::Snapshots { .. } | Command::Forget { .. } | Command::Stats { .. } => {
-                    DOCUMENT_LINE_CAP
-                }
-                _ => LINE_CAP,
-            },
+            stdout_line_cap: stdout_line_cap(command),
         };
         let mut collector = Collector::new(command, self.version);
         let ended = process::run(

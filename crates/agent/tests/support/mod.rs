@@ -56,6 +56,7 @@ pub fn write_enrolment(dir: &Path, server_url: &str) {
         agent_token: TOKEN.to_owned(),
         enrolled_at: chrono::Utc::now(),
         tls: Default::default(),
+        allow_restore_to_system_paths: false,
     };
     StateDir::new(dir)
         .save_agent(&state)

@@ -59,23 +59,13 @@ fn replay(command: &Command, version: ResticVersion, case: &str, rc: i32) -> Rep
     let rc = fixture(&format!("{case}.rc"))
         .and_then(|t| t.trim().parse().ok())
         .unwrap_or(rc);
-    let mut collector = Collector::new(command, version);
-    let mut events = Vec::new();
-    for (stream, text) in [(Stream::Stdout, stdout), (Stream::Stderr, stderr)] {
-        for line in text.unwrap_or_default().lines() {
-            let raw = RawLine {
-                bytes: line.as_bytes().to_vec(),
-                dropped: 0,
-            };
-            events.extend(collector.on_line(stream, raw));
-        }
-    }
-    let ended = Ended {
-        exit_code: Some(rc),
-        signal: None,
-        stopped: None,
-    };
-    let finished = collector.finish(ended, &Limits::new(Duration::from_secs(30)));
+    let (events, finished) = super::replay(
+        command,
+        version,
+        stdout.unwrap_or_default().as_bytes(),
+        stderr.unwrap_or_default().as_bytes(),
+        Some(rc),
+    );
     Replay { events, finished }
 }
 
@@ -561,4 +551,31 @@ fn long_lines_are_truncated_for_the_log() {
         panic!("{events:?}");
     };
     assert!(text.ends_with(&format!("… [truncated {} bytes]", 70_000 - 64 * 1024 + 5)));
+}
+
+/// Found by `prop_parsers`: an `exit_error` message became the run's error
+/// text whole, so an 80 KB message made an 80 KB `job.finished` error.
+#[test]
+fn a_huge_exit_error_is_cut_to_the_error_bound() {
+    let message = "é".repeat(40_000);
+    let stderr = format!(r#"{{"message_type":"exit_error","code":1,"message":"{message}"}}"#);
+    let (events, finished) = super::replay(
+        &Command::Init,
+        ResticVersion::new(0, 18, 0),
+        b"",
+        stderr.as_bytes(),
+        Some(1),
+    );
+    let error = finished.error.unwrap_or_default();
+    assert!(
+        error.len() <= MAX_ERROR_BYTES + '…'.len_utf8(),
+        "{}",
+        error.len()
+    );
+    assert!(error.starts_with("éé") && error.ends_with('…'));
+    // The log keeps what a log line may hold.
+    let [Event::Line { text, .. }] = events.as_slice() else {
+        panic!("{events:?}");
+    };
+    assert!(text.ends_with("bytes]"));
 }

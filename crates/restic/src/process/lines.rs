@@ -17,11 +17,64 @@ pub(crate) struct RawLine {
     pub dropped: u64,
 }
 
+/// Splits a byte stream into capped lines as it arrives: the part of line
+/// reading that needs no I/O, shared by [`LineReader`] and [`split_lines`]
+/// so recorded output is cut exactly as live output is.
+#[derive(Debug)]
+pub(crate) struct LineSplitter {
+    cap: usize,
+    line: RawLine,
+}
+
+impl LineSplitter {
+    /// A splitter keeping at most `cap` bytes of each line.
+    pub(crate) fn new(cap: usize) -> Self {
+        LineSplitter {
+            cap,
+            line: RawLine::default(),
+        }
+    }
+
+    /// Takes bytes from the front of `available`: returns how many it
+    /// consumed and the line they completed, if any.
+    pub(crate) fn push(&mut self, available: &[u8]) -> (usize, Option<RawLine>) {
+        let (chunk, consumed, complete) = match available.iter().position(|&b| b == b'\n') {
+            Some(newline) => (&available[..newline], newline + 1, true),
+            None => (available, available.len(), false),
+        };
+        let room = self.cap.saturating_sub(self.line.bytes.len());
+        let keep = chunk.len().min(room);
+        self.line.bytes.extend_from_slice(&chunk[..keep]);
+        self.line.dropped += (chunk.len() - keep) as u64;
+        let line = complete.then(|| std::mem::take(&mut self.line));
+        (consumed, line)
+    }
+
+    /// The last line when the stream ended without a newline.
+    pub(crate) fn finish(&mut self) -> Option<RawLine> {
+        let line = std::mem::take(&mut self.line);
+        let empty = line.bytes.is_empty() && line.dropped == 0;
+        (!empty).then_some(line)
+    }
+}
+
+/// All lines of recorded output, capped like live output.
+pub(crate) fn split_lines(mut bytes: &[u8], cap: usize) -> Vec<RawLine> {
+    let mut splitter = LineSplitter::new(cap);
+    let mut lines = Vec::new();
+    while !bytes.is_empty() {
+        let (consumed, line) = splitter.push(bytes);
+        lines.extend(line);
+        bytes = &bytes[consumed..];
+    }
+    lines.extend(splitter.finish());
+    lines
+}
+
 /// A capped, cancel-safe line reader.
 pub(crate) struct LineReader<R> {
     inner: BufReader<R>,
-    cap: usize,
-    line: RawLine,
+    splitter: LineSplitter,
     done: bool,
 }
 
@@ -30,8 +83,7 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
     pub(crate) fn new(inner: R, cap: usize) -> Self {
         LineReader {
             inner: BufReader::new(inner),
-            cap,
-            line: RawLine::default(),
+            splitter: LineSplitter::new(cap),
             done: false,
         }
     }
@@ -46,21 +98,12 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
             let available = self.inner.fill_buf().await?;
             if available.is_empty() {
                 self.done = true;
-                let line = std::mem::take(&mut self.line);
-                let empty = line.bytes.is_empty() && line.dropped == 0;
-                return Ok(if empty { None } else { Some(line) });
+                return Ok(self.splitter.finish());
             }
-            let (chunk, consumed, complete) = match available.iter().position(|&b| b == b'\n') {
-                Some(newline) => (&available[..newline], newline + 1, true),
-                None => (available, available.len(), false),
-            };
-            let room = self.cap.saturating_sub(self.line.bytes.len());
-            let keep = chunk.len().min(room);
-            self.line.bytes.extend_from_slice(&chunk[..keep]);
-            self.line.dropped += (chunk.len() - keep) as u64;
+            let (consumed, line) = self.splitter.push(available);
             self.inner.consume(consumed);
-            if complete {
-                return Ok(Some(std::mem::take(&mut self.line)));
+            if line.is_some() {
+                return Ok(line);
             }
         }
     }
@@ -106,5 +149,17 @@ mod tests {
         input.extend_from_slice(b"\nnext\n");
         let lines = all_lines(&input, 10).await;
         assert_eq!(lines, [line("xxxxxxxxxx", 99_990), line("next", 0)]);
+    }
+
+    #[tokio::test]
+    async fn recorded_output_splits_as_live_output_does() {
+        for input in [
+            &b"one\n\ntwo\nthree"[..],
+            b"",
+            b"\n",
+            b"abcdefghijklmnop\nq\n",
+        ] {
+            assert_eq!(split_lines(input, 5), all_lines(input, 5).await);
+        }
     }
 }

@@ -27,10 +27,10 @@ use crate::event::{Event, Stream};
 use crate::limits::Limits;
 
 use lines::LineReader;
-pub(crate) use lines::RawLine;
+pub(crate) use lines::{split_lines, RawLine};
 
 /// Longest stderr line kept in memory; stderr never carries documents.
-const STDERR_LINE_CAP: usize = 1024 * 1024;
+pub(crate) const STDERR_LINE_CAP: usize = 1024 * 1024;
 
 /// How long to keep reading after restic exited, in case something it
 /// started still holds the pipes open. Then the group is killed.

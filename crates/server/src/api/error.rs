@@ -41,6 +41,18 @@ impl ApiError {
         ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
     }
 
+    /// 413: the request body is over the API's limit.
+    pub(crate) fn payload_too_large() -> ApiError {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!(
+                "the request body is larger than the limit of {} bytes",
+                super::MAX_BODY_BYTES
+            ),
+        )
+    }
+
     /// 429.
     pub(crate) fn too_many_requests(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
@@ -127,6 +139,9 @@ where
                 JsonRejection::JsonDataError(e) => ApiError::bad_request(e.body_text()),
                 JsonRejection::JsonSyntaxError(e) => ApiError::bad_request(e.body_text()),
                 JsonRejection::MissingJsonContentType(e) => ApiError::bad_request(e.body_text()),
+                JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                    ApiError::payload_too_large()
+                }
                 JsonRejection::BytesRejection(e) => {
                     ApiError::new(e.status(), "bad_request", e.body_text())
                 }

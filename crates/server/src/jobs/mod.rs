@@ -28,6 +28,12 @@ use events::JobEvent;
 
 /// Longest log line stored; longer ones are cut with a marker, not dropped.
 pub(crate) const MAX_LOG_LINE_BYTES: usize = 64 * 1024;
+/// Longest job error text stored (an agent's, or restic's via the agent).
+const MAX_ERROR_BYTES: usize = 4 * 1024;
+/// Most "files being worked on" passed on from one progress sample, and
+/// the longest name kept of each: live display only.
+const MAX_CURRENT_FILES: usize = 16;
+const MAX_CURRENT_FILE_BYTES: usize = 1024;
 
 /// What can go wrong with a job request.
 #[derive(Debug, thiserror::Error)]
@@ -455,9 +461,13 @@ impl AgentJobs {
         &mut self,
         state: &AppState,
         host: HostId,
-        progress: JobProgress,
+        mut progress: JobProgress,
     ) -> Result<(), ReportError> {
         let id = self.own(state, host, &progress.job_id).await?;
+        progress.current_files.truncate(MAX_CURRENT_FILES);
+        for file in &mut progress.current_files {
+            truncate_with_marker(file, MAX_CURRENT_FILE_BYTES);
+        }
         state.job_events().publish(id, JobEvent::Progress(progress));
         Ok(())
     }
@@ -533,6 +543,10 @@ impl AgentJobs {
         let id = self.own(state, host, &finished.job_id).await?;
         state.log_writer().flush().await;
         let job_id = finished.job_id.clone();
+        let mut error = finished.error;
+        if let Some(error) = &mut error {
+            truncate_with_marker(error, MAX_ERROR_BYTES);
+        }
         let status = match finished.status {
             JobOutcome::Succeeded => JobStatus::Succeeded,
             JobOutcome::Partial => JobStatus::Partial,
@@ -543,7 +557,7 @@ impl AgentJobs {
             status,
             exit_code: finished.exit_code,
             stats: finished.stats,
-            error: finished.error,
+            error,
             finished_at: finished.finished_at,
             provisional: false,
         };
@@ -575,10 +589,16 @@ fn stream_name(stream: LogStreamKind) -> &'static str {
 /// Cuts a line longer than [`MAX_LOG_LINE_BYTES`] at a character boundary
 /// and says how much was cut.
 pub(crate) fn truncate_line(text: &mut String) {
-    if text.len() <= MAX_LOG_LINE_BYTES {
+    truncate_with_marker(text, MAX_LOG_LINE_BYTES);
+}
+
+/// Cuts `text` to at most `max` bytes (plus the marker) at a character
+/// boundary, saying how much was cut.
+fn truncate_with_marker(text: &mut String, max: usize) {
+    if text.len() <= max {
         return;
     }
-    let mut cut = MAX_LOG_LINE_BYTES;
+    let mut cut = max;
     while !text.is_char_boundary(cut) {
         cut -= 1;
     }
@@ -714,5 +734,8 @@ mod tests {
         let mut short = String::from("fine");
         truncate_line(&mut short);
         assert_eq!(short, "fine");
+        let mut error = "x".repeat(MAX_ERROR_BYTES * 3);
+        truncate_with_marker(&mut error, MAX_ERROR_BYTES);
+        assert!(error.len() < MAX_ERROR_BYTES + 40 && error.ends_with("bytes]"));
     }
 }
