@@ -402,3 +402,42 @@ async fn deleting_a_host_closes_its_connection_with_revoked() {
         .unwrap();
     assert_eq!(status, 404);
 }
+
+#[tokio::test]
+async fn a_repository_set_while_the_agent_connects_still_reaches_it() {
+    let server = TestServer::start().await.unwrap();
+    let admin = server.admin().await.unwrap();
+    let (host_id, token) = server.enrolled_host("racer").await.unwrap();
+    // Many tries at landing the change between the handshake reading the
+    // settings and registering the connection.
+    for attempt in 0..12 {
+        let password = format!("repository-password-{attempt}");
+        let connect = async {
+            let mut agent = RawAgent::connect_as(&server.ws_url(), &token)
+                .await
+                .unwrap();
+            agent
+                .send(Frame::new(hello(CURRENT_PROTOCOL_VERSION)))
+                .await
+                .unwrap();
+            agent
+        };
+        let set = admin.set_repository(&host_id, "/srv/restic", &password);
+        let (mut agent, set) = tokio::join!(connect, set);
+        set.unwrap();
+        // Whatever the interleaving, the new settings reach the agent (not
+        // only on its next reconnect).
+        loop {
+            let frame = agent
+                .recv()
+                .await
+                .unwrap_or_else(|e| panic!("attempt {attempt}: {e}"));
+            if let Message::ConfigUpdate(config) = frame.message {
+                if config.repository.map(|r| r.password) == Some(password.clone()) {
+                    break;
+                }
+            }
+        }
+        agent.close().await.unwrap();
+    }
+}

@@ -117,7 +117,9 @@ async fn session(state: AppState, host_id: HostId, mut socket: WebSocket) {
         return;
     }
     // Queue the initial pushes before the connection becomes visible in the
-    // hub, so nothing another task sends can overtake them.
+    // hub, so nothing another task sends can overtake them; under the push
+    // lock, so a change stored meanwhile is not missed (see `push_lock`).
+    let push_lock = state.hub().push_lock(host_id).await;
     let repository = match repositories::get(&state, host_id).await {
         Ok(repository) => repository,
         Err(e) => {
@@ -143,6 +145,7 @@ async fn session(state: AppState, host_id: HostId, mut socket: WebSocket) {
             "replaced by a newer connection for this host",
         );
     }
+    drop(push_lock);
     state.fleet_changed();
     jobs::reconcile_after_hello(&state, host_id, &hello, record.at).await;
     jobs::dispatch_next(&state, host_id).await;

@@ -105,14 +105,43 @@ impl AgentConn {
     }
 }
 
+/// Lock stripes for [`Hub::push_lock`].
+const PUSH_STRIPES: usize = 64;
+
 /// All live agent connections.
-#[derive(Default)]
 pub struct Hub {
     conns: Mutex<HashMap<HostId, AgentConn>>,
     emptied: Notify,
+    push_locks: Vec<tokio::sync::Mutex<()>>,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Hub {
+            conns: Mutex::default(),
+            emptied: Notify::default(),
+            push_locks: (0..PUSH_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+        }
+    }
 }
 
 impl Hub {
+    /// Orders "read the host's settings and push them to its connection"
+    /// between a handshake (read, queue the initial pushes, register) and
+    /// a task that changed the settings (store, then push to the
+    /// registered connection): the change is then either read by the
+    /// handshake or pushed to the connection it registered, never lost in
+    /// between. Held briefly; hosts share a few stripes.
+    pub(crate) async fn push_lock(&self, host: HostId) -> tokio::sync::MutexGuard<'_, ()> {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        host.hash(&mut hasher);
+        let stripe = (hasher.finish() % PUSH_STRIPES as u64) as usize;
+        self.push_locks[stripe].lock().await
+    }
+
     /// Registers `conn` as `host`'s connection, returning the one it replaced.
     pub(crate) fn register(&self, host: HostId, conn: AgentConn) -> Option<AgentConn> {
         self.conns

@@ -61,9 +61,12 @@ pub async fn set(
             },
         )
         .await?;
-    if let Some(conn) = state.hub().get(host) {
-        if let Err(e) = conn.send(Frame::new(config_update(state, Some(config.clone())))) {
-            tracing::warn!(%host, error = %e, "could not push new repository settings; the agent gets them on reconnect");
+    {
+        let _push = state.hub().push_lock(host).await;
+        if let Some(conn) = state.hub().get(host) {
+            if let Err(e) = conn.send(Frame::new(config_update(state, Some(config.clone())))) {
+                tracing::warn!(%host, error = %e, "could not push new repository settings; the agent gets them on reconnect");
+            }
         }
     }
     let init = jobs::create(

@@ -199,6 +199,7 @@ pub(crate) async fn schedule_set(
 /// offline gets it on its next hello.
 async fn push(state: &AppState, host: HostId) {
     state.fleet_changed();
+    let _push = state.hub().push_lock(host).await;
     let Some(conn) = state.hub().get(host) else {
         return;
     };
