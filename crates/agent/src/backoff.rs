@@ -1,20 +1,22 @@
 //! Reconnect delays: exponential with jitter, so a fleet of agents that lost
 //! the server at the same moment (a restart) does not reconnect in lockstep.
+//! Public so the fleet benchmark's simulated agents reconnect exactly as
+//! real agents do.
 
 use std::time::Duration;
 
 use rand::Rng;
 
 /// First reconnect delay.
-pub(crate) const BASE: Duration = Duration::from_secs(1);
+pub const BASE: Duration = Duration::from_secs(1);
 
 /// Longest reconnect delay.
-pub(crate) const CAP: Duration = Duration::from_secs(60);
+pub const CAP: Duration = Duration::from_secs(60);
 
 /// Doubling delays from a base up to a cap; each delay handed out is
 /// uniformly jittered within `[d/2, d]`.
 #[derive(Debug, Clone)]
-pub(crate) struct Backoff {
+pub struct Backoff {
     base: Duration,
     cap: Duration,
     next: Duration,
@@ -23,7 +25,7 @@ pub(crate) struct Backoff {
 impl Backoff {
     /// A backoff starting at `base` and never exceeding `cap`. A zero base
     /// would make a tight reconnect loop, so it is raised to 1 ms.
-    pub(crate) fn new(base: Duration, cap: Duration) -> Self {
+    pub fn new(base: Duration, cap: Duration) -> Self {
         let base = base.max(Duration::from_millis(1));
         let cap = cap.max(base);
         Backoff {
@@ -34,14 +36,14 @@ impl Backoff {
     }
 
     /// The delay before the next attempt; each call doubles the following one.
-    pub(crate) fn next_delay(&mut self) -> Duration {
+    pub fn next_delay(&mut self) -> Duration {
         let delay = self.next;
         self.next = delay.saturating_mul(2).min(self.cap);
         jitter(delay, &mut rand::rng())
     }
 
     /// Back to the base delay, after a connection that proved healthy.
-    pub(crate) fn reset(&mut self) {
+    pub fn reset(&mut self) {
         self.next = self.base;
     }
 }

@@ -5,7 +5,7 @@
 //! The binary calls [`enroll`] for `restic-manager agent enroll` and [`run`]
 //! for `restic-manager agent run`; everything else is internal.
 
-mod backoff;
+pub mod backoff;
 mod browse;
 mod enroll;
 mod error;

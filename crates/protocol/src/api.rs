@@ -153,6 +153,10 @@ pub struct HostView {
     pub last_backup_status: Option<String>,
     /// Repository size in bytes, from the latest statistics.
     pub repo_size_bytes: Option<u64>,
+    /// Snapshots of this host in its repository, from the agent's last
+    /// report (`null` before the first).
+    #[serde(default)]
+    pub snapshot_count: Option<u64>,
 }
 
 /// `POST /api/v1/hosts/{id}/jobs`.

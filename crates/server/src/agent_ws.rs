@@ -29,6 +29,7 @@ use tokio::time::Instant;
 
 use crate::hub::{AgentConn, CloseSignal};
 use crate::jobs::{self, AgentJobs, ReportError};
+use crate::metrics::Metrics;
 use crate::repositories;
 use crate::schedules;
 use crate::state::AppState;
@@ -90,6 +91,7 @@ async fn session(state: AppState, host_id: HostId, mut socket: WebSocket) {
     let Some(hello) = handshake(&state, host_id, &mut socket).await else {
         return;
     };
+    let hello_arrived = std::time::Instant::now();
     let (conn, mut outbound, close) = AgentConn::new();
     let record = HelloRecord {
         connection_id: conn.id().to_string(),
@@ -133,6 +135,7 @@ async fn session(state: AppState, host_id: HostId, mut socket: WebSocket) {
             tracing::error!(%host_id, error = %e, "could not read the host's schedules; not pushing any")
         }
     }
+    state.metrics().hello_accepted();
     if let Some(old) = state.hub().register(host_id, conn.clone()) {
         tracing::warn!(%host_id, "a new connection replaced the host's existing one");
         old.close(
@@ -143,6 +146,9 @@ async fn session(state: AppState, host_id: HostId, mut socket: WebSocket) {
     state.fleet_changed();
     jobs::reconcile_after_hello(&state, host_id, &hello.running_jobs, record.at).await;
     jobs::dispatch_next(&state, host_id).await;
+    if let Some(slot) = Metrics::frame_slot("hello") {
+        state.metrics().frame_handled(slot, hello_arrived.elapsed());
+    }
     tracing::info!(
         %host_id,
         agent_version = %hello.agent_version,
@@ -323,6 +329,7 @@ async fn run(
                 }
             }
             received = socket.recv() => {
+                let arrived = std::time::Instant::now();
                 let message = match received {
                     None => return String::from("socket closed"),
                     Some(Err(e)) => {
@@ -335,7 +342,9 @@ async fn run(
                 };
                 deadline = Instant::now() + idle;
                 let reply = match message {
-                    WsMessage::Text(text) => handle_text(state, host_id, &mut jobs, text.as_str()).await,
+                    WsMessage::Text(text) => {
+                        handle_text(state, host_id, &mut jobs, text.as_str(), arrived).await
+                    }
                     WsMessage::Binary(_) => Some(error_frame(
                         None,
                         ErrorCode::BadRequest,
@@ -358,12 +367,14 @@ async fn run(
     }
 }
 
-/// Decodes and dispatches one text frame; returns the reply, if any.
+/// Decodes and dispatches one text frame that arrived at `arrived`;
+/// returns the reply, if any.
 async fn handle_text(
     state: &AppState,
     host_id: HostId,
     jobs: &mut AgentJobs,
     text: &str,
+    arrived: std::time::Instant,
 ) -> Option<Frame> {
     let envelope: Envelope = match serde_json::from_str(text) {
         Ok(envelope) => envelope,
@@ -386,7 +397,12 @@ async fn handle_text(
     };
     // Any well-formed frame proves the agent is alive.
     state.last_seen().touch(host_id);
-    dispatch(state, host_id, jobs, frame).await
+    let slot = Metrics::frame_slot(frame.message.kind());
+    let reply = dispatch(state, host_id, jobs, frame).await;
+    if let Some(slot) = slot {
+        state.metrics().frame_handled(slot, arrived.elapsed());
+    }
+    reply
 }
 
 /// Acts on one decoded frame from an agent; returns the reply, if any.

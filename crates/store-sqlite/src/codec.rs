@@ -15,8 +15,9 @@ use chrono::{DateTime, Utc};
 use rm_core::token::TokenHash;
 use rm_core::JobStatus;
 use rm_store::{
-    AgentToken, ApiToken, CommandResultRecord, EnrollmentToken, Host, Job, LogLineRecord,
-    RepoStatsRecord, ScheduleRecord, SealedRepository, Session, SnapshotRecord, StoreError, User,
+    AgentToken, ApiToken, CommandResultRecord, EnrollmentToken, Host, HostCounts, Job,
+    LogLineRecord, RepoStatsRecord, ScheduleRecord, SealedRepository, Session, SnapshotRecord,
+    StoreError, User,
 };
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
@@ -328,7 +329,7 @@ pub(crate) fn agent_token(row: &SqliteRow) -> Result<AgentToken, StoreError> {
 /// `has_repository` subquery refers to `hosts.id`).
 pub(crate) const HOST_COLUMNS: &str = "id, name, hostname, enrolled_at, last_seen_at, online, \
      agent_version, restic_version, restic_error, protocol_version, os, arch, \
-     last_backup_at, last_backup_status, repo_size_bytes, \
+     last_backup_at, last_backup_status, repo_size_bytes, snapshot_count, \
      schedule_version, schedule_applied_version, \
      EXISTS (SELECT 1 FROM host_repositories WHERE host_repositories.host_id = hosts.id) \
      AS has_repository";
@@ -351,9 +352,20 @@ pub(crate) fn host(row: &SqliteRow) -> Result<Host, StoreError> {
         last_backup_at: time_opt(row, "last_backup_at")?,
         last_backup_status: parsed_opt::<JobStatus>(row, "last_backup_status")?,
         repo_size_bytes: u64_opt(row, "repo_size_bytes")?,
+        snapshot_count: u64_opt(row, "snapshot_count")?,
         has_repository: flag(row, "has_repository")?,
         schedule_version: u64_col(row, "schedule_version")?,
         schedule_applied_version: u64_opt(row, "schedule_applied_version")?,
+    })
+}
+
+/// Decodes the `total`, `online` and `not_backed_up` columns of the fleet
+/// count query.
+pub(crate) fn host_counts(row: &SqliteRow) -> Result<HostCounts, StoreError> {
+    Ok(HostCounts {
+        total: count(row, "total")?,
+        online: count(row, "online")?,
+        not_backed_up: count(row, "not_backed_up")?,
     })
 }
 

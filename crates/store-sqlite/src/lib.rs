@@ -22,9 +22,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rm_core::{HostId, JobId, JobStatus, ScheduleId, TokenId, UserId};
 use rm_store::{
-    AgentToken, ApiToken, CommandResultRecord, EnrollmentToken, HelloRecord, Host, Job, JobEnd,
-    JobFilter, LogLineRecord, NewHost, NewJob, RepoStatsRecord, ScheduleRecord, SealedRepository,
-    Session, SnapshotRecord, Store, StoreError, StoreResult, User,
+    AgentToken, ApiToken, CommandResultRecord, EnrollmentToken, HelloRecord, Host, HostCounts, Job,
+    JobEnd, JobFilter, LogLineRecord, NewHost, NewJob, RepoStatsRecord, ScheduleRecord,
+    SealedRepository, Session, SnapshotRecord, Store, StoreError, StoreResult, User, MAX_HOST_PAGE,
 };
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
@@ -57,6 +57,13 @@ const MAX_REPO_STATS_PAGE: u32 = 1000;
 
 /// The job kind whose end updates the host's last-backup summary.
 const BACKUP_KIND: &str = "backup";
+
+/// SQL condition on a `hosts` row: a successful or partial backup finished
+/// at or after the one bound parameter (unix ms). Shared by the fleet counts
+/// and the attention-first listing so both judge a host alike.
+/// Never NULL, so `NOT` and `SUM` over it count every host.
+const BACKED_UP_SINCE: &str = "(last_backup_at IS NOT NULL AND last_backup_at >= ? \
+     AND COALESCE(last_backup_status IN ('succeeded', 'partial'), 0))";
 
 /// Log lines per multi-row `INSERT` in `append_logs` (5 bind parameters
 /// each, so 640 per statement: below even old SQLite's 999 limit). A batch
@@ -669,6 +676,61 @@ impl Store for SqliteStore {
             .iter()
             .map(codec::host)
             .collect()
+    }
+
+    async fn list_hosts_page(&self, after: Option<HostId>, limit: u32) -> StoreResult<Vec<Host>> {
+        // The empty string sorts before every ULID, so "no cursor" needs no
+        // second SQL text.
+        let sql = format!(
+            "SELECT {} FROM hosts WHERE deleted_at IS NULL AND id > ? ORDER BY id LIMIT ?",
+            codec::HOST_COLUMNS
+        );
+        sqlx::query(&sql)
+            .bind(after.map(|id| id.to_string()).unwrap_or_default())
+            .bind(i64::from(limit.clamp(1, MAX_HOST_PAGE)))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?
+            .iter()
+            .map(codec::host)
+            .collect()
+    }
+
+    async fn list_hosts_attention_first(
+        &self,
+        backed_up_since: DateTime<Utc>,
+        offset: u32,
+        limit: u32,
+    ) -> StoreResult<Vec<Host>> {
+        let sql = format!(
+            "SELECT {} FROM hosts WHERE deleted_at IS NULL \
+             ORDER BY (online = 1 AND {BACKED_UP_SINCE}) ASC, name, id LIMIT ? OFFSET ?",
+            codec::HOST_COLUMNS
+        );
+        sqlx::query(&sql)
+            .bind(ms(backed_up_since))
+            .bind(i64::from(limit.clamp(1, MAX_HOST_PAGE)))
+            .bind(i64::from(offset))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?
+            .iter()
+            .map(codec::host)
+            .collect()
+    }
+
+    async fn host_counts(&self, backed_up_since: DateTime<Utc>) -> StoreResult<HostCounts> {
+        let sql = format!(
+            "SELECT COUNT(*) AS total, COALESCE(SUM(online), 0) AS online, \
+             COALESCE(SUM(NOT {BACKED_UP_SINCE}), 0) AS not_backed_up \
+             FROM hosts WHERE deleted_at IS NULL"
+        );
+        let row = sqlx::query(&sql)
+            .bind(ms(backed_up_since))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(backend)?;
+        codec::host_counts(&row)
     }
 
     async fn host(&self, id: HostId) -> StoreResult<Option<Host>> {
@@ -1294,6 +1356,12 @@ impl Store for SqliteStore {
         let mut tx = self.begin_write().await?;
         require_live_host(&mut tx, &host_id).await?;
         sqlx::query("DELETE FROM snapshots WHERE host_id = ?")
+            .bind(&host_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        sqlx::query("UPDATE hosts SET snapshot_count = ? WHERE id = ?")
+            .bind(u64_to_i64(snapshots.len() as u64, "snapshot count")?)
             .bind(&host_id)
             .execute(&mut *tx)
             .await

@@ -10,6 +10,10 @@
 //! - [`fixtures`]: generated source trees and byte-for-byte comparison.
 //! - [`Browser`]: Debian's headless Chromium over WebDriver, for UI tests.
 //! - [`rclone::RcloneServer`]: a REST repository server on 127.0.0.1.
+//! - [`ServerProcess`]: the real `restic-manager server` as a child process
+//!   (its memory and CPU time, SIGTERM and restart).
+//! - [`fleet`]: many hosts enrolled at once and simulated agents speaking
+//!   the real protocol, for load tests.
 //! - [`wait_until`]: polling instead of sleeping.
 //!
 //! Helpers return `anyhow::Result` so tests can `?` freely.
@@ -18,9 +22,11 @@ mod agent_process;
 mod api;
 pub mod browser;
 pub mod fixtures;
+pub mod fleet;
 mod raw_agent;
 pub mod rclone;
 mod server;
+mod server_process;
 
 use std::future::Future;
 use std::time::Duration;
@@ -30,6 +36,7 @@ pub use api::Api;
 pub use browser::Browser;
 pub use raw_agent::{hello, RawAgent};
 pub use server::{RunningAgent, StoppedServer, TestServer, ADMIN_PASSWORD};
+pub use server_process::{ProcessMemory, ServerProcess, StoppedServerProcess};
 
 /// Polls `check` every 50 ms until it returns true, failing after `limit`
 /// with a message naming `what` was awaited.
