@@ -16,6 +16,7 @@ mod codec;
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -30,6 +31,7 @@ use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::codec::{backend, ms, ms_opt, u64_opt_to_i64, u64_to_i64};
 
@@ -72,11 +74,50 @@ const BACKED_UP_SINCE: &str = "(last_backup_at IS NOT NULL AND last_backup_at >=
 /// all of them stay in sqlx's per-connection prepared statement cache.
 const LOG_ROWS_PER_INSERT: usize = 128;
 
+/// Hosts per `touch_hosts` statement (2 bind parameters each).
+const TOUCH_ROWS_PER_UPDATE: usize = 256;
+
 /// A [`Store`] backed by one SQLite database. Cheap to clone (it shares the
-/// pool).
+/// pool and the writer's turn).
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// Held by whoever writes. SQLite lets one connection write at a time;
+    /// without this, pooled connections that find the lock taken sleep in
+    /// SQLite's busy handler (1, 2, 5, 10… ms) and retry, which under load
+    /// (ten thousand agents reconnecting) costs seconds. Waiting here
+    /// instead is first come, first served, and wakes at once.
+    writer: Arc<Mutex<()>>,
+}
+
+/// A write transaction that holds the writer's turn until it ends.
+struct WriteTx {
+    tx: sqlx::Transaction<'static, sqlx::Sqlite>,
+    _turn: OwnedMutexGuard<()>,
+}
+
+impl WriteTx {
+    async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
+
+    async fn rollback(self) -> Result<(), sqlx::Error> {
+        self.tx.rollback().await
+    }
+}
+
+impl std::ops::Deref for WriteTx {
+    type Target = sqlx::SqliteConnection;
+
+    fn deref(&self) -> &sqlx::SqliteConnection {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut sqlx::SqliteConnection {
+        &mut self.tx
+    }
 }
 
 impl SqliteStore {
@@ -140,7 +181,10 @@ impl SqliteStore {
             .await
             .map_err(|e| StoreError::Backend(Box::new(e)))?;
         tracing::debug!(url, "sqlite store opened and migrated");
-        Ok(SqliteStore { pool })
+        Ok(SqliteStore {
+            pool,
+            writer: Arc::new(Mutex::new(())),
+        })
     }
 
     /// The underlying connection pool.
@@ -154,8 +198,17 @@ impl SqliteStore {
         self.pool.close().await;
     }
 
-    async fn begin_write(&self) -> StoreResult<sqlx::Transaction<'static, sqlx::Sqlite>> {
-        self.pool.begin_with(BEGIN_WRITE).await.map_err(backend)
+    /// Starts a write transaction once it is this caller's turn to write.
+    async fn begin_write(&self) -> StoreResult<WriteTx> {
+        let turn = self.writer.clone().lock_owned().await;
+        let tx = self.pool.begin_with(BEGIN_WRITE).await.map_err(backend)?;
+        Ok(WriteTx { tx, _turn: turn })
+    }
+
+    /// Waits for the writer's turn, for a single-statement write outside
+    /// [`Self::begin_write`].
+    async fn write_turn(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.writer.lock().await
     }
 }
 
@@ -186,6 +239,18 @@ fn insert_error(e: sqlx::Error, duplicate: impl FnOnce() -> String, missing: &st
     }
 }
 
+/// How many of `remaining` rows the next multi-row statement takes: `max`,
+/// or else the largest power of two that fits, so a batch of any size uses
+/// few distinct SQL texts and all of them stay in sqlx's per-connection
+/// prepared statement cache.
+fn statement_rows(remaining: usize, max: usize) -> usize {
+    if remaining >= max {
+        max
+    } else {
+        1 << (usize::BITS - 1 - remaining.max(1).leading_zeros())
+    }
+}
+
 /// `n` comma-separated `?` placeholders.
 fn placeholders(n: usize) -> String {
     let mut s = String::with_capacity(n * 3);
@@ -196,6 +261,24 @@ fn placeholders(n: usize) -> String {
         s.push('?');
     }
     s
+}
+
+/// The `UPDATE … FROM (VALUES …)` that moves `last_seen_at` forward for
+/// `rows` hosts, each bound as `(id, unix ms)`.
+fn touch_hosts_sql(rows: usize) -> String {
+    let mut sql = String::with_capacity(200 + rows * 8);
+    sql.push_str(
+        "UPDATE hosts SET last_seen_at = MAX(COALESCE(hosts.last_seen_at, 0), seen.at) \
+         FROM (SELECT column1 AS id, column2 AS at FROM (VALUES ",
+    );
+    for i in 0..rows {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str("(?, ?)");
+    }
+    sql.push_str(")) AS seen WHERE hosts.id = seen.id");
+    sql
 }
 
 /// The multi-row `INSERT OR IGNORE` of `rows` log lines.
@@ -228,12 +311,7 @@ async fn insert_log_rows(
 ) -> StoreResult<u64> {
     let mut inserted = 0;
     while !rows.is_empty() {
-        let n = if rows.len() >= LOG_ROWS_PER_INSERT {
-            LOG_ROWS_PER_INSERT
-        } else {
-            // Largest power of two that fits: few distinct statements.
-            1 << (usize::BITS - 1 - rows.len().leading_zeros())
-        };
+        let n = statement_rows(rows.len(), LOG_ROWS_PER_INSERT);
         let (chunk, rest) = rows.split_at(n);
         let sql = insert_logs_sql(n);
         let mut query = sqlx::query(&sql);
@@ -290,6 +368,8 @@ impl Store for SqliteStore {
     // ── operators ──────────────────────────────────────────────────────
 
     async fn create_user(&self, user: &User) -> StoreResult<()> {
+        // Autocommit write: wait for the writer's turn (see `write_turn`).
+        let _turn = self.write_turn().await;
         sqlx::query(
             "INSERT INTO users (id, username, password_hash, created_at) VALUES (?, ?, ?, ?)",
         )
@@ -423,6 +503,8 @@ impl Store for SqliteStore {
     }
 
     async fn create_session(&self, session: &Session) -> StoreResult<()> {
+        // Autocommit write: wait for the writer's turn (see `write_turn`).
+        let _turn = self.write_turn().await;
         sqlx::query(
             "INSERT INTO sessions (id, user_id, token_hash, created_at, expires_at) \
              VALUES (?, ?, ?, ?, ?)",
@@ -456,6 +538,8 @@ impl Store for SqliteStore {
     }
 
     async fn delete_session(&self, id: TokenId) -> StoreResult<()> {
+        // Autocommit write: wait for the writer's turn (see `write_turn`).
+        let _turn = self.write_turn().await;
         sqlx::query("DELETE FROM sessions WHERE id = ?")
             .bind(id.to_string())
             .execute(&self.pool)
@@ -465,6 +549,8 @@ impl Store for SqliteStore {
     }
 
     async fn delete_expired_sessions(&self, now: DateTime<Utc>) -> StoreResult<u64> {
+        // Autocommit write: wait for the writer's turn (see `write_turn`).
+        let _turn = self.write_turn().await;
         let deleted = sqlx::query("DELETE FROM sessions WHERE expires_at <= ?")
             .bind(ms(now))
             .execute(&self.pool)
@@ -475,6 +561,8 @@ impl Store for SqliteStore {
     }
 
     async fn create_api_token(&self, token: &ApiToken) -> StoreResult<()> {
+        // Autocommit write: wait for the writer's turn (see `write_turn`).
+        let _turn = self.write_turn().await;
         sqlx::query(
             "INSERT INTO api_tokens \
              (id, user_id, name, token_hash, created_at, expires_at, revoked_at) \
@@ -526,6 +614,8 @@ impl Store for SqliteStore {
     }
 
     async fn revoke_api_token(&self, id: TokenId, at: DateTime<Utc>) -> StoreResult<bool> {
+        // Autocommit write: wait for the writer's turn (see `write_turn`).
+        let _turn = self.write_turn().await;
         let updated =
             sqlx::query("UPDATE api_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
                 .bind(ms(at))
@@ -540,6 +630,8 @@ impl Store for SqliteStore {
     // ── enrolment ──────────────────────────────────────────────────────
 
     async fn create_enrollment_token(&self, token: &EnrollmentToken) -> StoreResult<()> {
+        // Autocommit write: wait for the writer's turn (see `write_turn`).
+        let _turn = self.write_turn().await;
         sqlx::query(
             "INSERT INTO enrollment_tokens \
              (id, name, token_hash, created_at, expires_at, used_at, host_id) \
@@ -766,6 +858,8 @@ impl Store for SqliteStore {
     }
 
     async fn record_hello(&self, host_id: HostId, hello: &HelloRecord) -> StoreResult<()> {
+        // Autocommit write: wait for the writer's turn (see `write_turn`).
+        let _turn = self.write_turn().await;
         let updated = sqlx::query(
             "UPDATE hosts SET connection_id = ?, online = 1, \
              last_seen_at = MAX(COALESCE(last_seen_at, 0), ?), \
@@ -799,16 +893,18 @@ impl Store for SqliteStore {
             return Ok(());
         }
         let mut tx = self.begin_write().await?;
-        for (host_id, at) in seen {
-            // Same SQL text each time: sqlx reuses the prepared statement.
-            sqlx::query(
-                "UPDATE hosts SET last_seen_at = MAX(COALESCE(last_seen_at, 0), ?) WHERE id = ?",
-            )
-            .bind(ms(*at))
-            .bind(host_id.to_string())
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
+        let mut rest = seen;
+        while !rest.is_empty() {
+            // Many hosts per statement: one round trip to SQLite's thread
+            // per chunk instead of per host keeps the writer lock short.
+            let (chunk, after) = rest.split_at(statement_rows(rest.len(), TOUCH_ROWS_PER_UPDATE));
+            let sql = touch_hosts_sql(chunk.len());
+            let mut query = sqlx::query(&sql);
+            for (host_id, at) in chunk {
+                query = query.bind(host_id.to_string()).bind(ms(*at));
+            }
+            query.execute(&mut *tx).await.map_err(backend)?;
+            rest = after;
         }
         tx.commit().await.map_err(backend)
     }
@@ -819,6 +915,8 @@ impl Store for SqliteStore {
         connection_id: &str,
         at: DateTime<Utc>,
     ) -> StoreResult<bool> {
+        // Autocommit write: wait for the writer's turn (see `write_turn`).
+        let _turn = self.write_turn().await;
         let updated = sqlx::query(
             "UPDATE hosts SET online = 0, last_seen_at = MAX(COALESCE(last_seen_at, 0), ?) \
              WHERE id = ? AND connection_id = ? AND online = 1",
@@ -834,6 +932,8 @@ impl Store for SqliteStore {
     }
 
     async fn mark_all_hosts_offline(&self) -> StoreResult<u64> {
+        // Autocommit write: wait for the writer's turn (see `write_turn`).
+        let _turn = self.write_turn().await;
         let updated = sqlx::query("UPDATE hosts SET online = 0 WHERE online = 1")
             .execute(&self.pool)
             .await
@@ -1106,6 +1206,8 @@ impl Store for SqliteStore {
     /// caller bug and fails with [`StoreError::Conflict`] (finished statuses
     /// go through `finish_job`). An unknown job is `Ok(false)`.
     async fn advance_job(&self, id: JobId, to: JobStatus, at: DateTime<Utc>) -> StoreResult<bool> {
+        // Autocommit write: wait for the writer's turn (see `write_turn`).
+        let _turn = self.write_turn().await;
         // Back to `queued` (the agent was busy) clears the dispatch time.
         let (column, value) = match to {
             JobStatus::Queued => ("dispatched_at", None),
@@ -1299,6 +1401,8 @@ impl Store for SqliteStore {
 
     /// [`StoreError::NotFound`] for an unknown job.
     async fn record_command_result(&self, result: &CommandResultRecord) -> StoreResult<()> {
+        // Autocommit write: wait for the writer's turn (see `write_turn`).
+        let _turn = self.write_turn().await;
         sqlx::query(
             "INSERT INTO command_results (job_id, accepted, reason, message, received_at) \
              VALUES (?, ?, ?, ?, ?) \
@@ -1624,6 +1728,8 @@ impl Store for SqliteStore {
     /// `schedule_version` is ignored). An unknown or deleted host changes
     /// nothing (`Ok(false)`).
     async fn record_schedule_ack(&self, host: HostId, version: u64) -> StoreResult<bool> {
+        // Autocommit write: wait for the writer's turn (see `write_turn`).
+        let _turn = self.write_turn().await;
         // No issued version exceeds i64::MAX, so such an ack is ignored.
         let Ok(version) = i64::try_from(version) else {
             return Ok(false);

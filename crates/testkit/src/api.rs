@@ -34,6 +34,11 @@ impl Api {
         }
     }
 
+    /// The bearer token this client sends, if any.
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
     /// Logs in and returns a client carrying the session token.
     pub async fn login(&self, username: &str, password: &str) -> anyhow::Result<Api> {
         let (status, body) = self

@@ -220,7 +220,10 @@ async fn session(config: &FleetConfig, host: &FleetHost, stats: &FleetStats) -> 
     loop {
         tokio::select! {
             _ = ticker.tick() => {
-                if send(&mut ws, Frame::new(Heartbeat {})).await.is_err() {
+                // As the real agent: a heartbeat, then a ping.
+                if send(&mut ws, Frame::new(Heartbeat {})).await.is_err()
+                    || ws.send(WsMessage::Ping(Vec::new().into())).await.is_err()
+                {
                     break;
                 }
             }
@@ -305,7 +308,9 @@ async fn send(ws: &mut Ws, frame: Frame) -> Result<(), ()> {
         .map_err(|_| ())
 }
 
-/// Plays a job the server asked for; ignores everything else.
+/// Plays a job the server asked for, in the real agent's reporting order
+/// (a backup's snapshot list and statistics before its `job.finished`);
+/// ignores everything else.
 async fn answer(
     ws: &mut Ws,
     config: &FleetConfig,
@@ -363,19 +368,6 @@ async fn answer(
             .fetch_add(end + 1 - seq, Ordering::Relaxed);
         seq = end + 1;
     }
-    send(
-        ws,
-        Frame::new(JobFinished {
-            job_id,
-            status: JobOutcome::Succeeded,
-            exit_code: Some(0),
-            stats: serde_json::json!({"files_new": lines}),
-            error: None,
-            finished_at: Utc::now(),
-        }),
-    )
-    .await?;
-    stats.jobs_finished.fetch_add(1, Ordering::Relaxed);
     if run.kind == JobKind::Backup {
         let snapshot = SnapshotInfo {
             id: format!("{:064x}", rand_u128()),
@@ -404,6 +396,19 @@ async fn answer(
         )
         .await?;
     }
+    send(
+        ws,
+        Frame::new(JobFinished {
+            job_id,
+            status: JobOutcome::Succeeded,
+            exit_code: Some(0),
+            stats: serde_json::json!({"files_new": lines}),
+            error: None,
+            finished_at: Utc::now(),
+        }),
+    )
+    .await?;
+    stats.jobs_finished.fetch_add(1, Ordering::Relaxed);
     Ok(())
 }
 
