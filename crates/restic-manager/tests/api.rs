@@ -292,6 +292,12 @@ async fn the_host_list_is_paged_with_a_cursor() {
     assert_eq!(next, None);
     assert_eq!(body.as_array().unwrap().len(), 5);
 
+    // A page that is full but last has no next cursor either.
+    let (_, next, body) = admin.hosts_page("/api/v1/hosts?limit=5").await.unwrap();
+    assert_eq!((next, body.as_array().unwrap().len()), (None, 5));
+    let (_, next, _) = admin.hosts_page("/api/v1/hosts?limit=4").await.unwrap();
+    assert_eq!(next.as_deref(), Some(ids[3].as_str()));
+
     // Pages of two follow the cursor, in id order, and the Link header
     // names the next page's URL.
     let client = reqwest::Client::new();

@@ -59,13 +59,14 @@ pub(crate) async fn list(
             })
         })
         .transpose()?;
-    // One more than asked tells whether another page follows.
-    let mut hosts = state.store().list_hosts_page(after, limit + 1).await?;
-    let next = if hosts.len() > limit as usize {
-        hosts.truncate(limit as usize);
-        hosts.last().map(|h| h.id)
-    } else {
-        None
+    let hosts = state.store().list_hosts_page(after, limit).await?;
+    // A full page may be the last one: look one host further to know.
+    let next = match hosts.last() {
+        Some(last) if hosts.len() == limit as usize => {
+            let more = state.store().list_hosts_page(Some(last.id), 1).await?;
+            (!more.is_empty()).then_some(last.id)
+        }
+        _ => None,
     };
     let body = Json(hosts.into_iter().map(view).collect::<Vec<HostView>>());
     let Some(next) = next else {
