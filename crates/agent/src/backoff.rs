@@ -1,20 +1,35 @@
 //! Reconnect delays: exponential with jitter, so a fleet of agents that lost
 //! the server at the same moment (a restart) does not reconnect in lockstep.
+//! Public so the fleet benchmark's simulated agents reconnect exactly as
+//! real agents do.
 
 use std::time::Duration;
 
 use rand::Rng;
 
 /// First reconnect delay.
-pub(crate) const BASE: Duration = Duration::from_secs(1);
+pub const BASE: Duration = Duration::from_secs(1);
 
 /// Longest reconnect delay.
-pub(crate) const CAP: Duration = Duration::from_secs(60);
+pub const CAP: Duration = Duration::from_secs(60);
+
+/// Reconnects after a server said it is going away (it is restarting) are
+/// spread uniformly over this long: a whole fleet that heard the same
+/// close at the same moment would otherwise come back in one burst.
+pub const RESTART_SPREAD: Duration = Duration::from_secs(20);
+
+/// The wait before reconnecting to a server that closed with "going away":
+/// uniform in `[1 s, spread]` (or exactly `spread` when that is shorter).
+pub fn restart_delay(spread: Duration) -> Duration {
+    let max = u64::try_from(spread.as_millis()).unwrap_or(u64::MAX);
+    let min = max.min(1000);
+    Duration::from_millis(rand::rng().random_range(min..=max))
+}
 
 /// Doubling delays from a base up to a cap; each delay handed out is
 /// uniformly jittered within `[d/2, d]`.
 #[derive(Debug, Clone)]
-pub(crate) struct Backoff {
+pub struct Backoff {
     base: Duration,
     cap: Duration,
     next: Duration,
@@ -23,7 +38,7 @@ pub(crate) struct Backoff {
 impl Backoff {
     /// A backoff starting at `base` and never exceeding `cap`. A zero base
     /// would make a tight reconnect loop, so it is raised to 1 ms.
-    pub(crate) fn new(base: Duration, cap: Duration) -> Self {
+    pub fn new(base: Duration, cap: Duration) -> Self {
         let base = base.max(Duration::from_millis(1));
         let cap = cap.max(base);
         Backoff {
@@ -34,14 +49,14 @@ impl Backoff {
     }
 
     /// The delay before the next attempt; each call doubles the following one.
-    pub(crate) fn next_delay(&mut self) -> Duration {
+    pub fn next_delay(&mut self) -> Duration {
         let delay = self.next;
         self.next = delay.saturating_mul(2).min(self.cap);
         jitter(delay, &mut rand::rng())
     }
 
     /// Back to the base delay, after a connection that proved healthy.
-    pub(crate) fn reset(&mut self) {
+    pub fn reset(&mut self) {
         self.next = self.base;
     }
 }
@@ -62,6 +77,19 @@ fn jitter(delay: Duration, rng: &mut impl Rng) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn restarts_are_spread_over_seconds_not_one_instant() {
+        let delays: Vec<Duration> = (0..200).map(|_| restart_delay(RESTART_SPREAD)).collect();
+        assert!(delays
+            .iter()
+            .all(|d| *d >= Duration::from_secs(1) && *d <= RESTART_SPREAD));
+        let early = delays
+            .iter()
+            .filter(|d| **d < Duration::from_secs(5))
+            .count();
+        assert!(early < 120, "{early} of 200 in the first 5 s");
+    }
 
     #[test]
     fn doubles_then_caps_at_sixty_seconds() {

@@ -6,7 +6,7 @@
 //! The binary calls [`enroll`] for `restic-manager agent enroll` and [`run`]
 //! for `restic-manager agent run`; everything else is internal.
 
-mod backoff;
+pub mod backoff;
 mod browse;
 mod enroll;
 mod error;
@@ -22,9 +22,10 @@ mod spool;
 pub mod state;
 mod tls;
 
+pub use backoff::RESTART_SPREAD;
 pub use enroll::{enroll, EnrollOptions, Enrolled};
 pub use error::AgentError;
-pub use run::{run, RunOptions, RESTART_SPREAD, REVOKED_RETRY};
+pub use run::{run, RunOptions, REVOKED_RETRY};
 
 pub use tls::{TrustOptions, TrustSettings};
 

@@ -12,7 +12,7 @@ use rm_protocol::{close_code, Hello, CURRENT_PROTOCOL_VERSION, DEFAULT_HEARTBEAT
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::backoff::Backoff;
+use crate::backoff::{restart_delay, Backoff, RESTART_SPREAD};
 use crate::error::AgentError;
 use crate::handler::{heartbeat_interval, Handler};
 use crate::jobs::{JobRunner, OUTBOX};
@@ -236,19 +236,6 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Ag
     }
 }
 
-/// Reconnects after a server said it is going away are spread uniformly
-/// over this long: a whole fleet coming back within seconds of a restart
-/// would otherwise arrive in one burst.
-pub const RESTART_SPREAD: Duration = Duration::from_secs(20);
-
-/// A delay in `[1 s, spread]` (or `[spread, spread]` when shorter), uniformly.
-fn restart_delay(spread: Duration) -> Duration {
-    use rand::Rng;
-    let max = u64::try_from(spread.as_millis()).unwrap_or(u64::MAX);
-    let min = max.min(1000);
-    Duration::from_millis(rand::rng().random_range(min..=max))
-}
-
 /// The handshake, with restic's version as found now. A missing
 /// or broken restic does not stop the agent: the server shows the reason
 /// and the operator can fix the host.
@@ -345,19 +332,6 @@ mod tests {
     fn close_descriptions_name_the_cause() {
         assert!(describe_close(1001, "").contains("shutting down"));
         assert!(describe_close(4003, "idle").contains("code 4003: idle"));
-    }
-
-    #[test]
-    fn restarts_are_spread_over_seconds_not_one_instant() {
-        let delays: Vec<Duration> = (0..200).map(|_| restart_delay(RESTART_SPREAD)).collect();
-        assert!(delays
-            .iter()
-            .all(|d| *d >= Duration::from_secs(1) && *d <= RESTART_SPREAD));
-        let early = delays
-            .iter()
-            .filter(|d| **d < Duration::from_secs(5))
-            .count();
-        assert!(early < 120, "{early} of 200 in the first 5 s");
     }
 
     #[test]

@@ -153,6 +153,10 @@ pub struct HostView {
     pub last_backup_status: Option<String>,
     /// Repository size in bytes, from the latest statistics.
     pub repo_size_bytes: Option<u64>,
+    /// Snapshots of this host in its repository, from the agent's last
+    /// report (`null` before the first).
+    #[serde(default)]
+    pub snapshot_count: Option<u64>,
     /// When the agent last confirmed a rotated token.
     #[serde(default)]
     pub token_rotated_at: Option<DateTime<Utc>>,

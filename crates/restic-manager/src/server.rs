@@ -49,6 +49,17 @@ pub(crate) async fn start(
     tls: Option<&TlsIdentity>,
     configure: impl FnOnce(&mut ServerConfig),
 ) -> anyhow::Result<(TcpListener, AppState)> {
+    // Each agent holds a socket open; the common soft limit of 1024 would
+    // turn agents away long before anything else runs out.
+    match rm_server::raise_open_files_limit() {
+        Ok(limit) => tracing::info!(
+            open_files = limit.now,
+            was = limit.before,
+            hard = limit.hard,
+            "open-file limit (each agent connection uses one)"
+        ),
+        Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
+    }
     let store = crate::storage::open(store_args).await?;
     let admin_password = std::env::var("RM_ADMIN_PASSWORD").ok();
     match rm_server::ensure_first_admin(store.as_ref(), admin_password.as_deref()).await? {

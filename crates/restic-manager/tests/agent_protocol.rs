@@ -102,6 +102,23 @@ async fn hello_is_answered_with_config_then_schedules_and_the_host_goes_online()
         metrics.contains("rm_hosts{state=\"online\"} 1\n"),
         "{metrics}"
     );
+    assert!(metrics.contains("rm_hosts_not_backed_up 1\n"), "{metrics}");
+    assert!(metrics.contains("rm_agent_hellos_total 1\n"), "{metrics}");
+    assert!(
+        metrics.contains("rm_agent_frame_handling_seconds_count{kind=\"hello\"} 1\n"),
+        "{metrics}"
+    );
+    // Every frame's handling is timed, by kind.
+    agent.send(Frame::new(Heartbeat {})).await.unwrap();
+    wait_until(LIMIT, "the heartbeat to be timed", || async {
+        let (_, metrics) = server.anonymous().get("/metrics").await.unwrap();
+        metrics
+            .as_str()
+            .unwrap()
+            .contains("rm_agent_frame_handling_seconds_bucket{kind=\"heartbeat\",le=\"+Inf\"} 1\n")
+    })
+    .await
+    .unwrap();
     assert_eq!(view.agent_version.as_deref(), Some("0.0.0-test"));
     assert_eq!(view.restic_version.as_deref(), Some("0.14.0"));
     assert_eq!(view.protocol_version, Some(CURRENT_PROTOCOL_VERSION));

@@ -277,6 +277,87 @@ async fn hosts_can_be_listed_shown_and_deleted() {
 }
 
 #[tokio::test]
+async fn the_host_list_is_paged_with_a_cursor() {
+    let server = TestServer::start().await.unwrap();
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        ids.push(server.enrolled_host(&format!("web-{n}")).await.unwrap().0);
+    }
+    ids.sort();
+    let admin = server.admin().await.unwrap();
+
+    // Everything fits the default page: no next cursor.
+    let (status, next, body) = admin.hosts_page("/api/v1/hosts").await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(next, None);
+    assert_eq!(body.as_array().unwrap().len(), 5);
+
+    // A page that is full but last has no next cursor either.
+    let (_, next, body) = admin.hosts_page("/api/v1/hosts?limit=5").await.unwrap();
+    assert_eq!((next, body.as_array().unwrap().len()), (None, 5));
+    let (_, next, _) = admin.hosts_page("/api/v1/hosts?limit=4").await.unwrap();
+    assert_eq!(next.as_deref(), Some(ids[3].as_str()));
+
+    // Pages of two follow the cursor, in id order, and the Link header
+    // names the next page's URL.
+    let client = reqwest::Client::new();
+    let token = admin.token().unwrap();
+    let mut seen = Vec::new();
+    let mut path = String::from("/api/v1/hosts?limit=2");
+    loop {
+        let response = client
+            .get(format!("{}{path}", server.url))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let headers = response.headers().clone();
+        let page: Vec<HostView> = response.json().await.unwrap();
+        seen.extend(page.iter().map(|h| h.id.clone()));
+        let Some(cursor) = headers.get("x-next-cursor") else {
+            assert!(headers.get("link").is_none());
+            break;
+        };
+        let cursor = cursor.to_str().unwrap();
+        assert_eq!(cursor, page.last().unwrap().id);
+        let next = format!("/api/v1/hosts?limit=2&after={cursor}");
+        assert_eq!(
+            headers.get("link").unwrap().to_str().unwrap(),
+            format!("<{next}>; rel=\"next\"")
+        );
+        path = next;
+    }
+    assert_eq!(seen, ids);
+    assert_eq!(
+        admin
+            .hosts()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|h| h.id)
+            .collect::<Vec<_>>(),
+        ids
+    );
+
+    // Bad values are refused, naming the parameter.
+    for (query, param) in [
+        ("limit=0", "`limit`"),
+        ("limit=1001", "`limit`"),
+        ("limit=ten", "`limit`"),
+        ("limit=-1", "`limit`"),
+        ("after=not-a-cursor", "`after`"),
+        ("after=", "`after`"),
+    ] {
+        let (status, body) = admin.get(&format!("/api/v1/hosts?{query}")).await.unwrap();
+        assert_eq!(status, 400, "{query}: {body}");
+        assert_eq!(body["error"]["code"], "bad_request");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(param), "{query}: {message}");
+    }
+}
+
+#[tokio::test]
 async fn an_api_token_made_offline_works_as_a_bearer_token() {
     let server = TestServer::start().await.unwrap();
     let admin_user = server.store().user_by_name("admin").await.unwrap().unwrap();

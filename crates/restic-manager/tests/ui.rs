@@ -453,3 +453,74 @@ async fn an_operator_rotates_then_revokes_an_agent_token_from_the_host_page() {
     assert_clean(&browser, &origin).await;
     browser.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_dashboard_pages_a_large_fleet_with_problems_first() {
+    let server = TestServer::start().await.unwrap();
+    let hosts = rm_testkit::fleet::enroll_hosts(server.store(), "fleet", 203)
+        .await
+        .unwrap();
+    // One host online and freshly backed up: the only one that needs no
+    // attention, so it comes last.
+    let agent = rm_testkit::RawAgent::connect_and_hello(&server.ws_url(), &hosts[0].agent_token)
+        .await
+        .unwrap();
+    let store = server.store();
+    let now = chrono::Utc::now();
+    let job = store
+        .create_job(&rm_store::NewJob {
+            id: rm_core::JobId::new(),
+            host_id: hosts[0].host_id,
+            kind: "backup".into(),
+            params: json!({"paths": ["/srv"]}),
+            trigger: rm_core::JobTrigger::Manual,
+            schedule_id: None,
+            status: rm_core::JobStatus::Dispatched,
+            error: None,
+            created_at: now,
+        })
+        .await
+        .unwrap();
+    let end = rm_store::JobEnd {
+        status: rm_core::JobStatus::Succeeded,
+        exit_code: Some(0),
+        stats: json!({}),
+        error: None,
+        finished_at: now,
+        provisional: false,
+    };
+    assert!(store.finish_job(job.id, &end).await.unwrap());
+    let admin = server.admin().await.unwrap();
+    let cookie = format!("rm_session={}", admin.token().unwrap());
+    let client = reqwest::Client::new();
+    let page = |n: &str| {
+        let request = client
+            .get(format!("{}/{n}", server.url))
+            .header("cookie", &cookie)
+            .send();
+        async move { request.await.unwrap().text().await.unwrap() }
+    };
+
+    let first = page("").await;
+    assert!(first.contains("id=\"count-online\">1<"), "{first}");
+    assert!(first.contains("id=\"count-offline\">202<"));
+    assert!(first.contains("id=\"count-stale\">202<"));
+    assert!(first.contains("Hosts 1–200 of 203"));
+    assert!(first.contains("href=\"/?page=2\" id=\"hosts-next\""));
+    assert_eq!(first.matches("<tr data-host=").count(), 200);
+    // Offline hosts need attention, so the online one comes last.
+    assert!(!first.contains(&format!("data-host=\"{}\"", hosts[0].host_id)));
+
+    let second = page("?page=2").await;
+    assert!(second.contains("Hosts 201–203 of 203"));
+    assert!(second.contains("href=\"/?page=1\" id=\"hosts-prev\""));
+    assert!(!second.contains("id=\"hosts-next\""));
+    assert_eq!(second.matches("<tr data-host=").count(), 3);
+    assert!(second.contains(&format!("data-host=\"{}\"", hosts[0].host_id)));
+
+    // A page number out of range or not a number shows the first page.
+    for odd in ["?page=9", "?page=0", "?page=x"] {
+        assert!(page(odd).await.contains("Hosts 1–200 of 203"), "{odd}");
+    }
+    agent.close().await.unwrap();
+}

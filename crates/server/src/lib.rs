@@ -15,6 +15,7 @@ mod bootstrap;
 pub mod browse;
 mod config;
 pub mod enrollment;
+mod fd_limit;
 mod hub;
 pub mod jobs;
 mod keyfile;
@@ -38,6 +39,7 @@ use tokio::net::TcpListener;
 
 pub use bootstrap::{ensure_first_admin, FirstAdmin};
 pub use config::ServerConfig;
+pub use fd_limit::{raise_open_files_limit, OpenFilesLimit};
 pub use hub::Hub;
 pub use keyfile::{load_or_create_key, KEY_FILE};
 pub use state::AppState;

@@ -32,19 +32,24 @@ impl LastSeen {
         }
     }
 
-    /// Writes and clears what is pending. On a store failure the times are
-    /// put back (unless newer ones arrived) to be tried on the next flush.
-    pub(crate) async fn flush(&self, store: &dyn Store) {
+    /// Writes and clears what is pending; returns how many hosts were
+    /// written. On a store failure the times are put back (unless newer
+    /// ones arrived) to be tried on the next flush.
+    pub(crate) async fn flush(&self, store: &dyn Store) -> usize {
         let batch: Vec<(HostId, DateTime<Utc>)> = match self.pending.lock() {
             Ok(mut pending) if !pending.is_empty() => pending.drain().collect(),
-            _ => return,
+            _ => return 0,
         };
-        if let Err(e) = store.touch_hosts(&batch).await {
-            tracing::warn!(error = %e, hosts = batch.len(), "could not record agent last-seen times; will retry");
-            if let Ok(mut pending) = self.pending.lock() {
-                for (host, at) in batch {
-                    pending.entry(host).or_insert(at);
+        match store.touch_hosts(&batch).await {
+            Ok(()) => batch.len(),
+            Err(e) => {
+                tracing::warn!(error = %e, hosts = batch.len(), "could not record agent last-seen times; will retry");
+                if let Ok(mut pending) = self.pending.lock() {
+                    for (host, at) in batch {
+                        pending.entry(host).or_insert(at);
+                    }
                 }
+                0
             }
         }
     }

@@ -132,12 +132,7 @@ mod tests {
     }
 
     /// A fake agent: answers every request on `conn` with `reply`.
-    fn answering(
-        rpc: Arc<Rpc>,
-        host: HostId,
-        mut outbound: tokio::sync::mpsc::Receiver<Frame>,
-        delay: Duration,
-    ) {
+    fn answering(rpc: Arc<Rpc>, host: HostId, mut outbound: crate::hub::Outbound, delay: Duration) {
         tokio::spawn(async move {
             while let Some(frame) = outbound.recv().await {
                 tokio::time::sleep(delay).await;

@@ -1,5 +1,6 @@
 //! The shared state every handler gets: store, hub, settings, sealing key,
-//! job event fan-out, the batching log writer and the last-seen cache.
+//! job event fan-out, the batching log writer, the last-seen cache and the
+//! server's own metrics.
 
 use std::sync::Arc;
 
@@ -12,6 +13,7 @@ use crate::hub::Hub;
 use crate::jobs::events::JobEvents;
 use crate::jobs::log_writer::LogWriter;
 use crate::liveness::LastSeen;
+use crate::metrics::Metrics;
 use crate::rpc::Rpc;
 use crate::tree_cache::TreeCache;
 
@@ -27,6 +29,7 @@ struct Inner {
     job_events: JobEvents,
     log_writer: LogWriter,
     last_seen: LastSeen,
+    metrics: Metrics,
     rpc: Rpc,
     tree_cache: TreeCache,
     login_limiter: LoginLimiter,
@@ -48,6 +51,7 @@ impl AppState {
             job_events: JobEvents::default(),
             log_writer,
             last_seen: LastSeen::default(),
+            metrics: Metrics::default(),
             rpc: Rpc::default(),
             tree_cache: TreeCache::default(),
             login_limiter: LoginLimiter::default(),
@@ -110,9 +114,17 @@ impl AppState {
         &self.0.last_seen
     }
 
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.0.metrics
+    }
+
     /// Writes pending last-seen times to the store now.
     pub async fn flush_last_seen(&self) {
-        self.0.last_seen.flush(self.store()).await;
+        let started = std::time::Instant::now();
+        let written = self.0.last_seen.flush(self.store()).await;
+        if written > 0 {
+            self.0.metrics.last_seen_flushed(written, started.elapsed());
+        }
     }
 
     /// Marks the server as shutting down: agents closing from now on are

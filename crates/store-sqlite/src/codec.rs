@@ -15,9 +15,9 @@ use chrono::{DateTime, Utc};
 use rm_core::token::TokenHash;
 use rm_core::JobStatus;
 use rm_store::{
-    AgentToken, ApiToken, AuditActor, AuditEntry, CommandResultRecord, EnrollmentToken, Host, Job,
-    LogLineRecord, NewAuditEntry, RepoStatsRecord, ScheduleRecord, SealedRepository, Session,
-    SnapshotRecord, StoreError, User,
+    AgentToken, ApiToken, AuditActor, AuditEntry, CommandResultRecord, EnrollmentToken, Host,
+    HostCounts, Job, LogLineRecord, NewAuditEntry, RepoStatsRecord, ScheduleRecord,
+    SealedRepository, Session, SnapshotRecord, StoreError, User,
 };
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
@@ -330,7 +330,7 @@ pub(crate) fn agent_token(row: &SqliteRow) -> Result<AgentToken, StoreError> {
 /// `has_repository` subquery refers to `hosts.id`).
 pub(crate) const HOST_COLUMNS: &str = "id, name, hostname, enrolled_at, last_seen_at, online, \
      agent_version, restic_version, restic_error, protocol_version, os, arch, \
-     last_backup_at, last_backup_status, repo_size_bytes, \
+     last_backup_at, last_backup_status, repo_size_bytes, snapshot_count, \
      schedule_version, schedule_applied_version, \
      EXISTS (SELECT 1 FROM host_repositories WHERE host_repositories.host_id = hosts.id) \
      AS has_repository, \
@@ -356,12 +356,23 @@ pub(crate) fn host(row: &SqliteRow) -> Result<Host, StoreError> {
         last_backup_at: time_opt(row, "last_backup_at")?,
         last_backup_status: parsed_opt::<JobStatus>(row, "last_backup_status")?,
         repo_size_bytes: u64_opt(row, "repo_size_bytes")?,
+        snapshot_count: u64_opt(row, "snapshot_count")?,
         has_repository: flag(row, "has_repository")?,
         schedule_version: u64_col(row, "schedule_version")?,
         schedule_applied_version: u64_opt(row, "schedule_applied_version")?,
         token_rotated_at: time_opt(row, "token_rotated_at")?,
         token_rotation_pending: flag(row, "token_rotation_pending")?,
         agent_revoked_at: time_opt(row, "agent_revoked_at")?,
+    })
+}
+
+/// Decodes the `total`, `online` and `not_backed_up` columns of the fleet
+/// count query.
+pub(crate) fn host_counts(row: &SqliteRow) -> Result<HostCounts, StoreError> {
+    Ok(HostCounts {
+        total: count(row, "total")?,
+        online: count(row, "online")?,
+        not_backed_up: count(row, "not_backed_up")?,
     })
 }
 

@@ -17,6 +17,7 @@ mod codec;
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -24,14 +25,15 @@ use chrono::{DateTime, Utc};
 use rm_core::{HostId, JobId, JobStatus, ScheduleId, TokenId, UserId};
 use rm_store::{
     AgentToken, ApiToken, AuditEntry, AuditFilter, CommandResultRecord, EnrollmentToken,
-    HelloRecord, Host, Job, JobEnd, JobFilter, LogLineRecord, NewAuditEntry, NewHost, NewJob,
-    RepoStatsRecord, ScheduleRecord, SealedRepository, Session, SnapshotRecord, Store, StoreError,
-    StoreResult, User,
+    HelloRecord, Host, HostCounts, Job, JobEnd, JobFilter, LogLineRecord, NewAuditEntry, NewHost,
+    NewJob, RepoStatsRecord, ScheduleRecord, SealedRepository, Session, SnapshotRecord, Store,
+    StoreError, StoreResult, User, MAX_HOST_PAGE,
 };
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::codec::{backend, ms, ms_opt, u64_opt_to_i64, u64_to_i64};
 
@@ -64,6 +66,13 @@ const MAX_AUDIT_PAGE: u32 = 500;
 /// The job kind whose end updates the host's last-backup summary.
 const BACKUP_KIND: &str = "backup";
 
+/// SQL condition on a `hosts` row: a successful or partial backup finished
+/// at or after the one bound parameter (unix ms). Shared by the fleet counts
+/// and the attention-first listing so both judge a host alike.
+/// Never NULL, so `NOT` and `SUM` over it count every host.
+const BACKED_UP_SINCE: &str = "(last_backup_at IS NOT NULL AND last_backup_at >= ? \
+     AND COALESCE(last_backup_status IN ('succeeded', 'partial'), 0))";
+
 /// Log lines per multi-row `INSERT` in `append_logs` (5 bind parameters
 /// each, so 640 per statement: below even old SQLite's 999 limit). A batch
 /// is cut into statements of this many rows, then the rest into
@@ -71,11 +80,50 @@ const BACKUP_KIND: &str = "backup";
 /// all of them stay in sqlx's per-connection prepared statement cache.
 const LOG_ROWS_PER_INSERT: usize = 128;
 
+/// Hosts per `touch_hosts` statement (2 bind parameters each).
+const TOUCH_ROWS_PER_UPDATE: usize = 256;
+
 /// A [`Store`] backed by one SQLite database. Cheap to clone (it shares the
-/// pool).
+/// pool and the writer's turn).
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// Held by whoever writes. SQLite lets one connection write at a time;
+    /// without this, pooled connections that find the lock taken sleep in
+    /// SQLite's busy handler (1, 2, 5, 10… ms) and retry, which under load
+    /// (ten thousand agents reconnecting) costs seconds. Waiting here
+    /// instead is first come, first served, and wakes at once.
+    writer: Arc<Mutex<()>>,
+}
+
+/// A write transaction that holds the writer's turn until it ends.
+struct WriteTx {
+    tx: sqlx::Transaction<'static, sqlx::Sqlite>,
+    _turn: OwnedMutexGuard<()>,
+}
+
+impl WriteTx {
+    async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
+
+    async fn rollback(self) -> Result<(), sqlx::Error> {
+        self.tx.rollback().await
+    }
+}
+
+impl std::ops::Deref for WriteTx {
+    type Target = sqlx::SqliteConnection;
+
+    fn deref(&self) -> &sqlx::SqliteConnection {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut sqlx::SqliteConnection {
+        &mut self.tx
+    }
 }
 
 impl SqliteStore {
@@ -139,7 +187,10 @@ impl SqliteStore {
             .await
             .map_err(|e| StoreError::Backend(Box::new(e)))?;
         tracing::debug!(url, "sqlite store opened and migrated");
-        Ok(SqliteStore { pool })
+        Ok(SqliteStore {
+            pool,
+            writer: Arc::new(Mutex::new(())),
+        })
     }
 
     /// Opens the existing database file at `url` as it is, to copy it with
@@ -163,7 +214,10 @@ impl SqliteStore {
             .connect_with(options)
             .await
             .map_err(backend)?;
-        Ok(SqliteStore { pool })
+        Ok(SqliteStore {
+            pool,
+            writer: Arc::new(Mutex::new(())),
+        })
     }
 
     /// The underlying connection pool.
@@ -239,8 +293,17 @@ impl SqliteStore {
         }
     }
 
-    async fn begin_write(&self) -> StoreResult<sqlx::Transaction<'static, sqlx::Sqlite>> {
-        self.pool.begin_with(BEGIN_WRITE).await.map_err(backend)
+    /// Starts a write transaction once it is this caller's turn to write.
+    async fn begin_write(&self) -> StoreResult<WriteTx> {
+        let turn = self.writer.clone().lock_owned().await;
+        let tx = self.pool.begin_with(BEGIN_WRITE).await.map_err(backend)?;
+        Ok(WriteTx { tx, _turn: turn })
+    }
+
+    /// Waits for the writer's turn, for a single-statement write outside
+    /// [`Self::begin_write`].
+    async fn write_turn(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.writer.lock().await
     }
 }
 
@@ -271,6 +334,18 @@ fn insert_error(e: sqlx::Error, duplicate: impl FnOnce() -> String, missing: &st
     }
 }
 
+/// How many of `remaining` rows the next multi-row statement takes: `max`,
+/// or else the largest power of two that fits, so a batch of any size uses
+/// few distinct SQL texts and all of them stay in sqlx's per-connection
+/// prepared statement cache.
+fn statement_rows(remaining: usize, max: usize) -> usize {
+    if remaining >= max {
+        max
+    } else {
+        1 << (usize::BITS - 1 - remaining.max(1).leading_zeros())
+    }
+}
+
 /// `n` comma-separated `?` placeholders.
 fn placeholders(n: usize) -> String {
     let mut s = String::with_capacity(n * 3);
@@ -281,6 +356,24 @@ fn placeholders(n: usize) -> String {
         s.push('?');
     }
     s
+}
+
+/// The `UPDATE … FROM (VALUES …)` that moves `last_seen_at` forward for
+/// `rows` hosts, each bound as `(id, unix ms)`.
+fn touch_hosts_sql(rows: usize) -> String {
+    let mut sql = String::with_capacity(200 + rows * 8);
+    sql.push_str(
+        "UPDATE hosts SET last_seen_at = MAX(COALESCE(hosts.last_seen_at, 0), seen.at) \
+         FROM (SELECT column1 AS id, column2 AS at FROM (VALUES ",
+    );
+    for i in 0..rows {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str("(?, ?)");
+    }
+    sql.push_str(")) AS seen WHERE hosts.id = seen.id");
+    sql
 }
 
 /// The multi-row `INSERT OR IGNORE` of `rows` log lines.
@@ -313,12 +406,7 @@ async fn insert_log_rows(
 ) -> StoreResult<u64> {
     let mut inserted = 0;
     while !rows.is_empty() {
-        let n = if rows.len() >= LOG_ROWS_PER_INSERT {
-            LOG_ROWS_PER_INSERT
-        } else {
-            // Largest power of two that fits: few distinct statements.
-            1 << (usize::BITS - 1 - rows.len().leading_zeros())
-        };
+        let n = statement_rows(rows.len(), LOG_ROWS_PER_INSERT);
         let (chunk, rest) = rows.split_at(n);
         let sql = insert_logs_sql(n);
         let mut query = sqlx::query(&sql);
@@ -375,6 +463,8 @@ impl Store for SqliteStore {
     // ── operators ──────────────────────────────────────────────────────
 
     async fn create_user(&self, user: &User) -> StoreResult<()> {
+        // Autocommit write: wait for the writer's turn (see `write_turn`).
+        let _turn = self.write_turn().await;
         sqlx::query(
             "INSERT INTO users (id, username, password_hash, created_at) VALUES (?, ?, ?, ?)",
         )
@@ -508,6 +598,8 @@ impl Store for SqliteStore {
     }
 
     async fn create_session(&self, session: &Session) -> StoreResult<()> {
+        // Autocommit write: wait for the writer's turn (see `write_turn`).
+        let _turn = self.write_turn().await;
         sqlx::query(
             "INSERT INTO sessions (id, user_id, token_hash, created_at, expires_at) \
              VALUES (?, ?, ?, ?, ?)",
@@ -541,6 +633,8 @@ impl Store for SqliteStore {
     }
 
     async fn delete_session(&self, id: TokenId) -> StoreResult<()> {
+        // Autocommit write: wait for the writer's turn (see `write_turn`).
+        let _turn = self.write_turn().await;
         sqlx::query("DELETE FROM sessions WHERE id = ?")
             .bind(id.to_string())
             .execute(&self.pool)
@@ -550,6 +644,8 @@ impl Store for SqliteStore {
     }
 
     async fn delete_expired_sessions(&self, now: DateTime<Utc>) -> StoreResult<u64> {
+        // Autocommit write: wait for the writer's turn (see `write_turn`).
+        let _turn = self.write_turn().await;
         let deleted = sqlx::query("DELETE FROM sessions WHERE expires_at <= ?")
             .bind(ms(now))
             .execute(&self.pool)
@@ -560,6 +656,8 @@ impl Store for SqliteStore {
     }
 
     async fn create_api_token(&self, token: &ApiToken) -> StoreResult<()> {
+        // Autocommit write: wait for the writer's turn (see `write_turn`).
+        let _turn = self.write_turn().await;
         sqlx::query(
             "INSERT INTO api_tokens \
              (id, user_id, name, token_hash, created_at, expires_at, revoked_at) \
@@ -611,6 +709,8 @@ impl Store for SqliteStore {
     }
 
     async fn revoke_api_token(&self, id: TokenId, at: DateTime<Utc>) -> StoreResult<bool> {
+        // Autocommit write: wait for the writer's turn (see `write_turn`).
+        let _turn = self.write_turn().await;
         let updated =
             sqlx::query("UPDATE api_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
                 .bind(ms(at))
@@ -625,6 +725,8 @@ impl Store for SqliteStore {
     // ── enrolment ──────────────────────────────────────────────────────
 
     async fn create_enrollment_token(&self, token: &EnrollmentToken) -> StoreResult<()> {
+        // Autocommit write: wait for the writer's turn (see `write_turn`).
+        let _turn = self.write_turn().await;
         sqlx::query(
             "INSERT INTO enrollment_tokens \
              (id, name, token_hash, created_at, expires_at, used_at, host_id) \
@@ -763,6 +865,61 @@ impl Store for SqliteStore {
             .collect()
     }
 
+    async fn list_hosts_page(&self, after: Option<HostId>, limit: u32) -> StoreResult<Vec<Host>> {
+        // The empty string sorts before every ULID, so "no cursor" needs no
+        // second SQL text.
+        let sql = format!(
+            "SELECT {} FROM hosts WHERE deleted_at IS NULL AND id > ? ORDER BY id LIMIT ?",
+            codec::HOST_COLUMNS
+        );
+        sqlx::query(&sql)
+            .bind(after.map(|id| id.to_string()).unwrap_or_default())
+            .bind(i64::from(limit.clamp(1, MAX_HOST_PAGE)))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?
+            .iter()
+            .map(codec::host)
+            .collect()
+    }
+
+    async fn list_hosts_attention_first(
+        &self,
+        backed_up_since: DateTime<Utc>,
+        offset: u32,
+        limit: u32,
+    ) -> StoreResult<Vec<Host>> {
+        let sql = format!(
+            "SELECT {} FROM hosts WHERE deleted_at IS NULL \
+             ORDER BY (online = 1 AND {BACKED_UP_SINCE}) ASC, name, id LIMIT ? OFFSET ?",
+            codec::HOST_COLUMNS
+        );
+        sqlx::query(&sql)
+            .bind(ms(backed_up_since))
+            .bind(i64::from(limit.clamp(1, MAX_HOST_PAGE)))
+            .bind(i64::from(offset))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?
+            .iter()
+            .map(codec::host)
+            .collect()
+    }
+
+    async fn host_counts(&self, backed_up_since: DateTime<Utc>) -> StoreResult<HostCounts> {
+        let sql = format!(
+            "SELECT COUNT(*) AS total, COALESCE(SUM(online), 0) AS online, \
+             COALESCE(SUM(NOT {BACKED_UP_SINCE}), 0) AS not_backed_up \
+             FROM hosts WHERE deleted_at IS NULL"
+        );
+        let row = sqlx::query(&sql)
+            .bind(ms(backed_up_since))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(backend)?;
+        codec::host_counts(&row)
+    }
+
     async fn host(&self, id: HostId) -> StoreResult<Option<Host>> {
         let sql = format!(
             "SELECT {} FROM hosts WHERE id = ? AND deleted_at IS NULL",
@@ -796,6 +953,8 @@ impl Store for SqliteStore {
     }
 
     async fn record_hello(&self, host_id: HostId, hello: &HelloRecord) -> StoreResult<()> {
+        // Autocommit write: wait for the writer's turn (see `write_turn`).
+        let _turn = self.write_turn().await;
         let updated = sqlx::query(
             "UPDATE hosts SET connection_id = ?, online = 1, \
              last_seen_at = MAX(COALESCE(last_seen_at, 0), ?), \
@@ -829,16 +988,18 @@ impl Store for SqliteStore {
             return Ok(());
         }
         let mut tx = self.begin_write().await?;
-        for (host_id, at) in seen {
-            // Same SQL text each time: sqlx reuses the prepared statement.
-            sqlx::query(
-                "UPDATE hosts SET last_seen_at = MAX(COALESCE(last_seen_at, 0), ?) WHERE id = ?",
-            )
-            .bind(ms(*at))
-            .bind(host_id.to_string())
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
+        let mut rest = seen;
+        while !rest.is_empty() {
+            // Many hosts per statement: one round trip to SQLite's thread
+            // per chunk instead of per host keeps the writer lock short.
+            let (chunk, after) = rest.split_at(statement_rows(rest.len(), TOUCH_ROWS_PER_UPDATE));
+            let sql = touch_hosts_sql(chunk.len());
+            let mut query = sqlx::query(&sql);
+            for (host_id, at) in chunk {
+                query = query.bind(host_id.to_string()).bind(ms(*at));
+            }
+            query.execute(&mut *tx).await.map_err(backend)?;
+            rest = after;
         }
         tx.commit().await.map_err(backend)
     }
@@ -849,6 +1010,8 @@ impl Store for SqliteStore {
         connection_id: &str,
         at: DateTime<Utc>,
     ) -> StoreResult<bool> {
+        // Autocommit write: wait for the writer's turn (see `write_turn`).
+        let _turn = self.write_turn().await;
         let updated = sqlx::query(
             "UPDATE hosts SET online = 0, last_seen_at = MAX(COALESCE(last_seen_at, 0), ?) \
              WHERE id = ? AND connection_id = ? AND online = 1",
@@ -864,6 +1027,8 @@ impl Store for SqliteStore {
     }
 
     async fn mark_all_hosts_offline(&self) -> StoreResult<u64> {
+        // Autocommit write: wait for the writer's turn (see `write_turn`).
+        let _turn = self.write_turn().await;
         let updated = sqlx::query("UPDATE hosts SET online = 0 WHERE online = 1")
             .execute(&self.pool)
             .await
@@ -1153,6 +1318,8 @@ impl Store for SqliteStore {
     /// caller bug and fails with [`StoreError::Conflict`] (finished statuses
     /// go through `finish_job`). An unknown job is `Ok(false)`.
     async fn advance_job(&self, id: JobId, to: JobStatus, at: DateTime<Utc>) -> StoreResult<bool> {
+        // Autocommit write: wait for the writer's turn (see `write_turn`).
+        let _turn = self.write_turn().await;
         // Back to `queued` (the agent was busy) clears the dispatch time.
         let (column, value) = match to {
             JobStatus::Queued => ("dispatched_at", None),
@@ -1353,6 +1520,8 @@ impl Store for SqliteStore {
 
     /// [`StoreError::NotFound`] for an unknown job.
     async fn record_command_result(&self, result: &CommandResultRecord) -> StoreResult<()> {
+        // Autocommit write: wait for the writer's turn (see `write_turn`).
+        let _turn = self.write_turn().await;
         sqlx::query(
             "INSERT INTO command_results (job_id, accepted, reason, message, received_at) \
              VALUES (?, ?, ?, ?, ?) \
@@ -1410,6 +1579,12 @@ impl Store for SqliteStore {
         let mut tx = self.begin_write().await?;
         require_live_host(&mut tx, &host_id).await?;
         sqlx::query("DELETE FROM snapshots WHERE host_id = ?")
+            .bind(&host_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        sqlx::query("UPDATE hosts SET snapshot_count = ? WHERE id = ?")
+            .bind(u64_to_i64(snapshots.len() as u64, "snapshot count")?)
             .bind(&host_id)
             .execute(&mut *tx)
             .await
@@ -1672,6 +1847,8 @@ impl Store for SqliteStore {
     /// `schedule_version` is ignored). An unknown or deleted host changes
     /// nothing (`Ok(false)`).
     async fn record_schedule_ack(&self, host: HostId, version: u64) -> StoreResult<bool> {
+        // Autocommit write: wait for the writer's turn (see `write_turn`).
+        let _turn = self.write_turn().await;
         // No issued version exceeds i64::MAX, so such an ack is ignored.
         let Ok(version) = i64::try_from(version) else {
             return Ok(false);

@@ -15,6 +15,10 @@ use rm_core::{HostId, JobId, JobStatus, ScheduleId, TokenId, UserId};
 pub use error::{StoreError, StoreResult};
 pub use models::*;
 
+/// Largest page [`Store::list_hosts_page`] and
+/// [`Store::list_hosts_attention_first`] return.
+pub const MAX_HOST_PAGE: u32 = 1000;
+
 /// Everything the server persists. Implementations must be safe to share
 /// between tasks; every method is one transaction.
 #[async_trait]
@@ -88,8 +92,27 @@ pub trait Store: Send + Sync + 'static {
 
     // ── hosts ──────────────────────────────────────────────────────────
 
-    /// Every host that is not deleted, in enrolment order.
+    /// Every host that is not deleted, in enrolment order. For small
+    /// fleets and pickers; lists that must scale use [`Store::list_hosts_page`].
     async fn list_hosts(&self) -> StoreResult<Vec<Host>>;
+    /// One page of hosts that are not deleted, in id order (ids are ULIDs,
+    /// so that is enrolment order): those with an id greater than `after`,
+    /// at most `limit` (clamped to 1..=[`MAX_HOST_PAGE`]). The last id of a
+    /// page is the `after` of the next, so pages neither skip nor repeat
+    /// hosts while others enrol or go.
+    async fn list_hosts_page(&self, after: Option<HostId>, limit: u32) -> StoreResult<Vec<Host>>;
+    /// Hosts that need attention first — offline, or without a successful
+    /// (or partial) backup since `backed_up_since` — then the rest, each
+    /// group by name then id; `limit` rows (clamped as above) from `offset`.
+    async fn list_hosts_attention_first(
+        &self,
+        backed_up_since: DateTime<Utc>,
+        offset: u32,
+        limit: u32,
+    ) -> StoreResult<Vec<Host>>;
+    /// Counts hosts: all, online, and those without a successful (or
+    /// partial) backup since `backed_up_since`, in one query.
+    async fn host_counts(&self, backed_up_since: DateTime<Utc>) -> StoreResult<HostCounts>;
     /// A host that is not deleted.
     async fn host(&self, id: HostId) -> StoreResult<Option<Host>>;
     /// The agent token `id` if it is still valid: not revoked, and its host
@@ -171,7 +194,8 @@ pub trait Store: Send + Sync + 'static {
 
     // ── repository contents ────────────────────────────────────────────
 
-    /// Replaces a host's stored snapshot list in one transaction.
+    /// Replaces a host's stored snapshot list in one transaction, and sets
+    /// the host's `snapshot_count` to its length.
     async fn replace_snapshots(
         &self,
         host: HostId,

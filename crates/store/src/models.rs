@@ -130,6 +130,9 @@ pub struct Host {
     pub last_backup_status: Option<JobStatus>,
     /// Repository size (raw bytes) from the latest statistics.
     pub repo_size_bytes: Option<u64>,
+    /// How many snapshots the last `snapshots.report` listed (`None` before
+    /// the first), kept on the host so lists need no per-host query.
+    pub snapshot_count: Option<u64>,
     /// Whether repository settings are stored for the host.
     pub has_repository: bool,
     /// The schedule-set version the server wants the agent to run (0 when
@@ -145,6 +148,26 @@ pub struct Host {
     /// When an operator revoked the agent: no token of it works since, and
     /// only a new enrolment (a new host) brings the machine back.
     pub agent_revoked_at: Option<DateTime<Utc>>,
+}
+
+/// The fleet summary: how many hosts are online and how many lack a recent
+/// backup, counted in one query.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HostCounts {
+    /// Hosts that are not deleted.
+    pub total: u64,
+    /// Of those, hosts whose agent is connected.
+    pub online: u64,
+    /// Of those, hosts without a successful (or partial) backup since the
+    /// cut-off asked for: never backed up, last backup failed, or too old.
+    pub not_backed_up: u64,
+}
+
+impl HostCounts {
+    /// Hosts whose agent is not connected.
+    pub fn offline(&self) -> u64 {
+        self.total.saturating_sub(self.online)
+    }
 }
 
 /// What an accepted `hello` records.

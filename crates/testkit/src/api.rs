@@ -40,6 +40,11 @@ impl Api {
         }
     }
 
+    /// The bearer token this client sends, if any.
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
     /// Logs in and returns a client carrying the session token.
     pub async fn login(&self, username: &str, password: &str) -> anyhow::Result<Api> {
         let (status, body) = self
@@ -147,13 +152,44 @@ impl Api {
         Ok(serde_json::from_value(body)?)
     }
 
-    /// All hosts; fails unless 200.
+    /// All hosts, following the pages' `X-Next-Cursor`; fails unless
+    /// every page is 200.
     pub async fn hosts(&self) -> anyhow::Result<Vec<HostView>> {
-        let (status, body) = self.get("/api/v1/hosts").await?;
-        if status != StatusCode::OK {
-            bail!("GET hosts failed with {status}: {body}");
+        let mut hosts = Vec::new();
+        let mut path = String::from("/api/v1/hosts");
+        loop {
+            let (status, next, body) = self.hosts_page(&path).await?;
+            if status != StatusCode::OK {
+                bail!("GET {path} failed with {status}: {body}");
+            }
+            hosts.extend(serde_json::from_value::<Vec<HostView>>(body)?);
+            match next {
+                Some(cursor) => path = format!("/api/v1/hosts?after={cursor}"),
+                None => return Ok(hosts),
+            }
         }
-        Ok(serde_json::from_value(body)?)
+    }
+
+    /// One `GET /api/v1/hosts…` (with `path`'s query): the status, the
+    /// `X-Next-Cursor` header if any, and the JSON body.
+    pub async fn hosts_page(
+        &self,
+        path: &str,
+    ) -> anyhow::Result<(StatusCode, Option<String>, Value)> {
+        let mut request = self.client.get(format!("{}{}", self.base, path));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.context("API request failed")?;
+        let status = response.status();
+        let next = response
+            .headers()
+            .get("x-next-cursor")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let text = response.text().await?;
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Ok((status, next, body))
     }
 
     /// Sets a host's repository; fails unless the server says 204.

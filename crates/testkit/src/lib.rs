@@ -13,6 +13,8 @@
 //! - [`Browser`]: Debian's headless Chromium over WebDriver, for UI tests.
 //! - [`rclone::RcloneServer`]: a REST repository server on 127.0.0.1.
 //! - [`TestCert`]: a self-signed certificate for a TLS test server.
+//! - [`fleet`]: many hosts enrolled at once and simulated agents speaking
+//!   the real protocol, for load tests.
 //! - [`wait_until`]: polling instead of sleeping.
 //!
 //! Helpers return `anyhow::Result` so tests can `?` freely.
@@ -22,6 +24,7 @@ mod api;
 pub mod browser;
 mod child;
 pub mod fixtures;
+pub mod fleet;
 mod raw_agent;
 pub mod rclone;
 mod server;
@@ -36,7 +39,7 @@ pub use api::Api;
 pub use browser::Browser;
 pub use raw_agent::{hello, log_batch, RawAgent};
 pub use server::{RunningAgent, StoppedServer, TestServer, ADMIN_PASSWORD};
-pub use server_process::ServerProcess;
+pub use server_process::{ProcessMemory, ServerProcess};
 pub use tls::TestCert;
 
 /// Polls `check` every 50 ms until it returns true, failing after `limit`

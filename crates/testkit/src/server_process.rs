@@ -1,6 +1,7 @@
-//! The real `restic-manager server` binary as a child process, for tests
-//! that kill it without warning (`kill -9`) or stop it with SIGTERM, and
-//! start it again on the same port and database.
+//! The real `restic-manager server` binary as a child process: for tests
+//! that kill it without warning (`kill -9`) or stop it with SIGTERM and
+//! start it again on the same port and database, and for measurements that
+//! must see the server alone (its memory, its CPU time).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -15,11 +16,33 @@ use crate::api::Api;
 use crate::child::LoggedChild;
 use crate::server::{enrol_real_agent, RunningAgent, ADMIN_PASSWORD};
 
-/// A `restic-manager server` process with its own data directory.
+/// Linux reports CPU times in `/proc/<pid>/stat` in clock ticks of 1/100 s
+/// (`USER_HZ`, fixed for the user-space ABI).
+const TICKS_PER_SECOND: u64 = 100;
+
+/// Resident memory of a process, from `/proc/<pid>/status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcessMemory {
+    /// `VmRSS`: resident now, KiB.
+    pub rss_kib: u64,
+    /// `VmHWM`: the most ever resident, KiB.
+    pub peak_kib: u64,
+}
+
+/// Where a server process keeps its data.
+enum DataDir {
+    /// A temporary directory, deleted with the [`ServerProcess`].
+    Temp(TempDir),
+    /// The caller's directory, left alone.
+    Given(PathBuf),
+}
+
+/// A `restic-manager server` process with its data directory.
 pub struct ServerProcess {
     binary: PathBuf,
-    data_dir: TempDir,
+    data_dir: DataDir,
     args: Vec<String>,
+    env: Vec<(String, String)>,
     /// Where it listens.
     pub addr: SocketAddr,
     /// `http://127.0.0.1:<port>`.
@@ -30,17 +53,66 @@ pub struct ServerProcess {
 }
 
 impl ServerProcess {
-    /// Starts `<binary> server` on a free port of 127.0.0.1 with one
-    /// heartbeat a second, the test admin password, and `extra` flags.
+    /// Starts `<binary> server` on a free port of 127.0.0.1 in a temporary
+    /// data directory, with one heartbeat a second, the test admin
+    /// password, and `extra` flags.
     pub async fn start(binary: &Path, extra: &[&str]) -> anyhow::Result<ServerProcess> {
-        let addr = {
-            let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
-            probe.local_addr()?
+        let mut args = vec![String::from("--heartbeat-seconds"), String::from("1")];
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        ServerProcess::launch_new(
+            binary,
+            DataDir::Temp(tempfile::tempdir()?),
+            "127.0.0.1:0".parse()?,
+            args,
+            vec![(
+                String::from("RM_ADMIN_PASSWORD"),
+                String::from(ADMIN_PASSWORD),
+            )],
+        )
+        .await
+    }
+
+    /// Starts `<binary> server --listen <listen> --data-dir <data_dir>
+    /// <args…>` with `env` added (secrets such as the admin password go
+    /// there, never in `args`). Port 0 picks a free port, kept across
+    /// restarts.
+    pub async fn start_in(
+        binary: &Path,
+        data_dir: &Path,
+        listen: SocketAddr,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<ServerProcess> {
+        std::fs::create_dir_all(data_dir)?;
+        ServerProcess::launch_new(
+            binary,
+            DataDir::Given(data_dir.to_owned()),
+            listen,
+            args.iter().map(|a| (*a).to_owned()).collect(),
+            env.iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        )
+        .await
+    }
+
+    async fn launch_new(
+        binary: &Path,
+        data_dir: DataDir,
+        listen: SocketAddr,
+        args: Vec<String>,
+        env: Vec<(String, String)>,
+    ) -> anyhow::Result<ServerProcess> {
+        let addr = if listen.port() == 0 {
+            std::net::TcpListener::bind(listen)?.local_addr()?
+        } else {
+            listen
         };
         let mut server = ServerProcess {
             binary: binary.to_owned(),
-            data_dir: tempfile::tempdir()?,
-            args: extra.iter().map(|s| (*s).to_owned()).collect(),
+            data_dir,
+            args,
+            env,
             addr,
             url: format!("http://{addr}"),
             child: None,
@@ -57,12 +129,10 @@ impl ServerProcess {
             .arg("--listen")
             .arg(self.addr.to_string())
             .arg("--data-dir")
-            .arg(self.data_dir.path())
-            .arg("--heartbeat-seconds")
-            .arg("1")
+            .arg(self.data_dir())
             .args(&self.args)
-            .env("RM_ADMIN_PASSWORD", ADMIN_PASSWORD)
-            .env("RM_LOG", "info");
+            .env("RM_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         self.child = Some(LoggedChild::spawn("the server", command)?);
         let client = reqwest::Client::new();
         let url = format!("{}/healthz", self.url);
@@ -90,12 +160,54 @@ impl ServerProcess {
 
     /// The server's data directory.
     pub fn data_dir(&self) -> &Path {
-        self.data_dir.path()
+        match &self.data_dir {
+            DataDir::Temp(dir) => dir.path(),
+            DataDir::Given(path) => path,
+        }
     }
 
     /// The running process id.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().and_then(LoggedChild::pid)
+    }
+
+    /// The server's resident memory now and at its peak.
+    pub fn memory(&self) -> anyhow::Result<ProcessMemory> {
+        let pid = self.pid().context("the server is not running")?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let field = |name: &str| -> anyhow::Result<u64> {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+                .with_context(|| format!("no {name} in /proc/{pid}/status"))
+        };
+        Ok(ProcessMemory {
+            rss_kib: field("VmRSS:")?,
+            peak_kib: field("VmHWM:")?,
+        })
+    }
+
+    /// CPU time (user plus system) the server has used so far.
+    pub fn cpu_time(&self) -> anyhow::Result<Duration> {
+        let pid = self.pid().context("the server is not running")?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        // Fields after the parenthesised command name; utime and stime are
+        // the 14th and 15th fields of the whole line.
+        let rest = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest)
+            .context("unreadable /proc/<pid>/stat")?;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| -> anyhow::Result<u64> {
+            fields
+                .get(i)
+                .and_then(|v| v.parse().ok())
+                .context("unreadable CPU time in /proc/<pid>/stat")
+        };
+        let total = ticks(11)? + ticks(12)?;
+        Ok(Duration::from_millis(total * 1000 / TICKS_PER_SECOND))
     }
 
     /// SIGKILL: the server dies mid-whatever, as in a crash.

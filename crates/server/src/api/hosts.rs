@@ -1,7 +1,8 @@
 //! Hosts: list, show, delete (which revokes the agent and disconnects it).
 
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
 use rm_core::HostId;
@@ -11,19 +12,78 @@ use rm_protocol::{RepoStats, SnapshotInfo, TreeEntry};
 
 use crate::browse::{self, BrowseError};
 use crate::rpc::RpcError;
-use rm_store::Host;
+use rm_store::{Host, MAX_HOST_PAGE};
 
 use super::{ApiError, Operator};
 use crate::audit::{self, Action, Client, Target};
 use crate::state::AppState;
 
-/// `GET /api/v1/hosts`.
+/// Hosts per page of `GET /api/v1/hosts` unless `limit` says otherwise.
+const DEFAULT_HOST_PAGE: u32 = 500;
+
+/// Query of `GET /api/v1/hosts`: both taken as text so a bad value gets an
+/// error in the API's shape naming the parameter.
+#[derive(serde::Deserialize)]
+pub(crate) struct ListQuery {
+    limit: Option<String>,
+    after: Option<String>,
+}
+
+/// `GET /api/v1/hosts?limit=&after=`: one page of hosts in id (enrolment)
+/// order, as a JSON array. When more follow, the `X-Next-Cursor` header
+/// holds the `after` of the next page and `Link` its URL (`rel="next"`).
 pub(crate) async fn list(
     State(state): State<AppState>,
     _operator: Operator,
-) -> Result<Json<Vec<HostView>>, ApiError> {
-    let hosts = state.store().list_hosts().await?;
-    Ok(Json(hosts.into_iter().map(view).collect()))
+    Query(query): Query<ListQuery>,
+) -> Result<Response, ApiError> {
+    let limit = match query.limit.as_deref() {
+        None => DEFAULT_HOST_PAGE,
+        Some(raw) => raw
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=MAX_HOST_PAGE).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "`limit` must be a whole number from 1 to {MAX_HOST_PAGE}, not `{raw}`"
+                ))
+            })?,
+    };
+    let after = query
+        .after
+        .as_deref()
+        .map(|raw| {
+            raw.parse::<HostId>().map_err(|_| {
+                ApiError::bad_request(format!(
+                    "`after` must be a cursor from `X-Next-Cursor` (a host id), not `{raw}`"
+                ))
+            })
+        })
+        .transpose()?;
+    let hosts = state.store().list_hosts_page(after, limit).await?;
+    // A full page may be the last one: look one host further to know.
+    let next = match hosts.last() {
+        Some(last) if hosts.len() == limit as usize => {
+            let more = state.store().list_hosts_page(Some(last.id), 1).await?;
+            (!more.is_empty()).then_some(last.id)
+        }
+        _ => None,
+    };
+    let body = Json(hosts.into_iter().map(view).collect::<Vec<HostView>>());
+    let Some(next) = next else {
+        return Ok(body.into_response());
+    };
+    let link = format!("</api/v1/hosts?limit={limit}&after={next}>; rel=\"next\"");
+    let mut response = body.into_response();
+    for (name, value) in [("x-next-cursor", next.to_string()), ("link", link)] {
+        // Ids and digits only: always a valid header value.
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            response
+                .headers_mut()
+                .insert(HeaderName::from_static(name), value);
+        }
+    }
+    Ok(response)
 }
 
 /// `GET /api/v1/hosts/{id}`.
@@ -108,6 +168,7 @@ fn view(host: Host) -> HostView {
         token_rotated_at: host.token_rotated_at,
         token_rotation_pending: host.token_rotation_pending,
         agent_revoked_at: host.agent_revoked_at,
+        snapshot_count: host.snapshot_count,
     }
 }
 

@@ -3,7 +3,7 @@
 //! strings.
 
 use askama::Template;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
@@ -14,9 +14,9 @@ use super::format;
 use super::session::{render, WebUser};
 use crate::state::AppState;
 
-/// A host whose last backup is older than this (or failed, or never ran)
-/// is counted as not backed up.
-const STALE_AFTER_HOURS: i64 = 26;
+/// Host rows per dashboard page: enough for a glance, small enough that a
+/// fleet of ten thousand renders in milliseconds.
+const DASHBOARD_HOSTS: u32 = 200;
 
 /// How a status looks: `ok` green, `warn` amber, `bad` red, `idle` grey.
 fn job_class(status: JobStatus) -> &'static str {
@@ -51,10 +51,10 @@ pub(crate) struct HostRow {
     pub(crate) has_repository: bool,
 }
 
-fn host_row(host: &Host, latest: Option<&RepoStatsRecord>, now: DateTime<Utc>) -> HostRow {
+fn host_row(host: &Host, now: DateTime<Utc>) -> HostRow {
     let stale = match (host.last_backup_at, host.last_backup_status) {
         (Some(at), Some(JobStatus::Succeeded | JobStatus::Partial)) => {
-            now - at > chrono::Duration::hours(STALE_AFTER_HOURS)
+            now - at > super::stale_after()
         }
         _ => true,
     };
@@ -83,8 +83,8 @@ fn host_row(host: &Host, latest: Option<&RepoStatsRecord>, now: DateTime<Utc>) -
             .map(format::bytes)
             .unwrap_or_else(|| String::from("—")),
         repo_size_sort: host.repo_size_bytes.unwrap_or(0),
-        snapshots: latest
-            .and_then(|s| s.snapshot_count)
+        snapshots: host
+            .snapshot_count
             .map(|n| n.to_string())
             .unwrap_or_else(|| String::from("—")),
         in_sync: host.schedule_version == 0
@@ -151,30 +151,59 @@ fn not_found(what: &str) -> Response {
 struct DashboardPage {
     user: String,
     csrf: String,
-    online: usize,
-    offline: usize,
-    stale: usize,
+    online: u64,
+    offline: u64,
+    stale: u64,
+    total: u64,
     hosts: Vec<HostRow>,
+    /// 1-based number of the first and last host row shown.
+    first: u64,
+    last: u64,
+    /// Links to the neighbouring pages, when there are any.
+    prev_page: Option<u32>,
+    next_page: Option<u32>,
     jobs: Vec<JobRow>,
 }
 
-/// `GET /`: the fleet at a glance.
-pub(crate) async fn dashboard(State(state): State<AppState>, user: WebUser) -> Response {
+/// Query of the dashboard.
+#[derive(serde::Deserialize)]
+pub(crate) struct DashboardQuery {
+    page: Option<String>,
+}
+
+/// `GET /?page=N`: the fleet at a glance. The counts come from one
+/// aggregate query; the host table shows one page of hosts, those needing
+/// attention (offline, not backed up) first, so a large fleet's problems
+/// are on page 1 and the page stays fast.
+pub(crate) async fn dashboard(
+    State(state): State<AppState>,
+    user: WebUser,
+    Query(query): Query<DashboardQuery>,
+) -> Response {
     let now = Utc::now();
-    let hosts = match state.store().list_hosts().await {
+    let backed_up_since = now - super::stale_after();
+    let counts = match state.store().host_counts(backed_up_since).await {
+        Ok(counts) => counts,
+        Err(e) => return store_error(e),
+    };
+    // A page number from a link; anything odd shows the first page.
+    let pages = counts.total.div_ceil(u64::from(DASHBOARD_HOSTS)).max(1);
+    let page = query
+        .page
+        .as_deref()
+        .and_then(|p| p.parse::<u32>().ok())
+        .filter(|p| *p >= 1 && u64::from(*p) <= pages)
+        .unwrap_or(1);
+    let offset = (page - 1).saturating_mul(DASHBOARD_HOSTS);
+    let hosts = match state
+        .store()
+        .list_hosts_attention_first(backed_up_since, offset, DASHBOARD_HOSTS)
+        .await
+    {
         Ok(hosts) => hosts,
         Err(e) => return store_error(e),
     };
-    let mut rows = Vec::with_capacity(hosts.len());
-    for host in &hosts {
-        let latest = state
-            .store()
-            .repo_stats(host.id, 1)
-            .await
-            .ok()
-            .and_then(|mut r| r.pop());
-        rows.push(host_row(host, latest.as_ref(), now));
-    }
+    let rows: Vec<HostRow> = hosts.iter().map(|h| host_row(h, now)).collect();
     let jobs = match state
         .store()
         .list_jobs(&JobFilter {
@@ -186,25 +215,37 @@ pub(crate) async fn dashboard(State(state): State<AppState>, user: WebUser) -> R
         Ok(jobs) => jobs,
         Err(e) => return store_error(e),
     };
-    let name_of = |id: HostId| {
-        hosts
-            .iter()
-            .find(|h| h.id == id)
-            .map(|h| h.name.clone())
-            .unwrap_or_else(|| id.to_string())
-    };
-    let jobs = jobs
-        .iter()
-        .map(|j| job_row(j, &name_of(j.host_id), now))
-        .collect();
+    let mut job_rows = Vec::with_capacity(jobs.len());
+    for job in &jobs {
+        // Most recent jobs' hosts are on the page; others are one lookup
+        // each, and there are at most 15.
+        let name = match hosts.iter().find(|h| h.id == job.host_id) {
+            Some(host) => host.name.clone(),
+            None => state
+                .store()
+                .host(job.host_id)
+                .await
+                .ok()
+                .flatten()
+                .map(|h| h.name)
+                .unwrap_or_else(|| job.host_id.to_string()),
+        };
+        job_rows.push(job_row(job, &name, now));
+    }
+    let first = u64::from(offset) + 1;
     render(&DashboardPage {
         user: user.username,
         csrf: user.csrf,
-        online: rows.iter().filter(|r| r.online).count(),
-        offline: rows.iter().filter(|r| !r.online).count(),
-        stale: rows.iter().filter(|r| r.stale).count(),
+        online: counts.online,
+        offline: counts.offline(),
+        stale: counts.not_backed_up,
+        total: counts.total,
+        first,
+        last: u64::from(offset) + rows.len() as u64,
+        prev_page: (page > 1).then(|| page - 1),
+        next_page: (u64::from(page) < pages).then(|| page + 1),
         hosts: rows,
-        jobs,
+        jobs: job_rows,
     })
 }
 
@@ -356,7 +397,7 @@ pub(crate) async fn host(
                 .unwrap_or_else(|| String::from("—")),
         })
         .collect();
-    let row = host_row(&host, stats.first(), now);
+    let row = host_row(&host, now);
     let jobs = jobs.iter().map(|j| job_row(j, &host.name, now)).collect();
     render(&HostPage {
         user: user.username,

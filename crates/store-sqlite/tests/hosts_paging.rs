@@ -1,0 +1,309 @@
+//! Host listings that scale to large fleets: cursor pages in id order, the
+//! attention-first page of the dashboard, the fleet counts in one query,
+//! and the snapshot count kept on the host (migration 0005 and its
+//! backfill).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use chrono::{DateTime, Utc};
+use common::{db_url, enrollment, open_temp, t};
+use rm_core::token::TokenHash;
+use rm_core::{HostId, JobId, JobStatus, JobTrigger, TokenId};
+use rm_store::{
+    AgentToken, HelloRecord, HostCounts, JobEnd, NewHost, NewJob, SnapshotRecord, Store,
+    MAX_HOST_PAGE,
+};
+use rm_store_sqlite::SqliteStore;
+
+/// Enrols a host called `name`; returns its id.
+async fn host_named(store: &SqliteStore, name: &str) -> HostId {
+    let token = enrollment(1_000_000);
+    store.create_enrollment_token(&token).await.unwrap();
+    let id = HostId::new();
+    let agent = AgentToken {
+        id: TokenId::new(),
+        host_id: id,
+        token_hash: TokenHash::of(&format!("rma.{id}")),
+        created_at: t(5),
+        pending: false,
+    };
+    let host = NewHost {
+        id,
+        name: name.to_owned(),
+        hostname: format!("{name}.example"),
+    };
+    store
+        .enroll_host(token.id, t(5), &host, &agent)
+        .await
+        .unwrap();
+    id
+}
+
+async fn online(store: &SqliteStore, host: HostId) {
+    let hello = HelloRecord {
+        connection_id: format!("conn-{host}"),
+        agent_version: "1.0.0".to_owned(),
+        restic_version: Some("0.14.0".to_owned()),
+        restic_error: None,
+        protocol_version: 1,
+        hostname: "h".to_owned(),
+        os: "linux".to_owned(),
+        arch: "x86_64".to_owned(),
+        at: t(6),
+    };
+    store.record_hello(host, &hello).await.unwrap();
+}
+
+/// Runs a backup on `host` that ends with `status` at `at`.
+async fn backup(store: &SqliteStore, host: HostId, status: JobStatus, at: DateTime<Utc>) {
+    let job = store
+        .create_job(&NewJob {
+            id: JobId::new(),
+            host_id: host,
+            kind: "backup".to_owned(),
+            params: serde_json::json!({"paths": ["/srv"]}),
+            trigger: JobTrigger::Manual,
+            schedule_id: None,
+            status: JobStatus::Queued,
+            error: None,
+            created_at: at,
+        })
+        .await
+        .unwrap();
+    store
+        .advance_job(job.id, JobStatus::Dispatched, at)
+        .await
+        .unwrap();
+    let end = JobEnd {
+        status,
+        exit_code: Some(0),
+        stats: serde_json::Value::Null,
+        error: None,
+        finished_at: at,
+        provisional: false,
+    };
+    assert!(store.finish_job(job.id, &end).await.unwrap());
+}
+
+fn snapshot(n: u32) -> SnapshotRecord {
+    SnapshotRecord {
+        id: format!("{n:064x}"),
+        short_id: format!("{n:08x}"),
+        time: t(i64::from(n)),
+        hostname: "h".to_owned(),
+        paths: vec!["/srv".to_owned()],
+        tags: Vec::new(),
+        size_bytes: None,
+        file_count: None,
+    }
+}
+
+#[tokio::test]
+async fn pages_follow_the_id_cursor_without_gaps_or_repeats() {
+    let (_dir, store) = open_temp().await;
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        ids.push(host_named(&store, &format!("web-{n}")).await);
+    }
+    ids.sort();
+
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.list_hosts_page(after, 2).await.unwrap();
+        assert!(page.len() <= 2);
+        if page.is_empty() {
+            break;
+        }
+        after = page.last().map(|h| h.id);
+        seen.extend(page.iter().map(|h| h.id));
+    }
+    assert_eq!(seen, ids);
+
+    // A deleted host drops out; a cursor naming it still works.
+    assert!(store.delete_host(ids[1], t(9)).await.unwrap());
+    let page = store.list_hosts_page(Some(ids[1]), 10).await.unwrap();
+    assert_eq!(
+        page.iter().map(|h| h.id).collect::<Vec<_>>(),
+        ids[2..].to_vec()
+    );
+    let all = store.list_hosts_page(None, 10).await.unwrap();
+    assert_eq!(all.len(), 4);
+    assert!(all.iter().all(|h| h.id != ids[1]));
+
+    // The limit is clamped: never zero rows, never more than the maximum.
+    assert_eq!(store.list_hosts_page(None, 0).await.unwrap().len(), 1);
+    assert_eq!(
+        store.list_hosts_page(None, u32::MAX).await.unwrap().len(),
+        4.min(MAX_HOST_PAGE as usize)
+    );
+}
+
+#[tokio::test]
+async fn counts_and_the_attention_first_page_judge_hosts_alike() {
+    let (_dir, store) = open_temp().await;
+    let since = t(1_000);
+    // Fine: online, backed up since the cut-off.
+    let fine = host_named(&store, "a-fine").await;
+    online(&store, fine).await;
+    backup(&store, fine, JobStatus::Succeeded, t(2_000)).await;
+    // Offline, though backed up.
+    let offline = host_named(&store, "z-offline").await;
+    backup(&store, offline, JobStatus::Partial, t(2_000)).await;
+    // Online, never backed up.
+    let never = host_named(&store, "c-never").await;
+    online(&store, never).await;
+    // Online, the last backup failed.
+    let failed = host_named(&store, "b-failed").await;
+    online(&store, failed).await;
+    backup(&store, failed, JobStatus::Failed, t(2_000)).await;
+    // Online, the last good backup is too old.
+    let old = host_named(&store, "d-old").await;
+    online(&store, old).await;
+    backup(&store, old, JobStatus::Succeeded, t(500)).await;
+
+    assert_eq!(
+        store.host_counts(since).await.unwrap(),
+        HostCounts {
+            total: 5,
+            online: 4,
+            not_backed_up: 3,
+        }
+    );
+    assert_eq!(store.host_counts(since).await.unwrap().offline(), 1);
+
+    let order: Vec<HostId> = store
+        .list_hosts_attention_first(since, 0, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|h| h.id)
+        .collect();
+    assert_eq!(order, [failed, never, old, offline, fine]);
+    let second: Vec<HostId> = store
+        .list_hosts_attention_first(since, 3, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|h| h.id)
+        .collect();
+    assert_eq!(second, [offline, fine]);
+
+    // Deleted hosts count nowhere.
+    assert!(store.delete_host(fine, t(3_000)).await.unwrap());
+    assert_eq!(store.host_counts(since).await.unwrap().total, 4);
+    let empty = open_temp().await;
+    assert_eq!(
+        empty.1.host_counts(since).await.unwrap(),
+        HostCounts::default()
+    );
+}
+
+#[tokio::test]
+async fn replacing_snapshots_sets_the_hosts_snapshot_count() {
+    let (_dir, store) = open_temp().await;
+    let host = host_named(&store, "web").await;
+    assert_eq!(
+        store.host(host).await.unwrap().unwrap().snapshot_count,
+        None
+    );
+    store
+        .replace_snapshots(host, &[snapshot(1), snapshot(2), snapshot(3)])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.host(host).await.unwrap().unwrap().snapshot_count,
+        Some(3)
+    );
+    store.replace_snapshots(host, &[]).await.unwrap();
+    let listed = store.list_hosts_page(None, 10).await.unwrap();
+    assert_eq!(listed[0].snapshot_count, Some(0));
+
+    // A refused report (a duplicate id) changes nothing.
+    assert!(store
+        .replace_snapshots(host, &[snapshot(4), snapshot(4)])
+        .await
+        .is_err());
+    assert_eq!(
+        store.host(host).await.unwrap().unwrap().snapshot_count,
+        Some(0)
+    );
+}
+
+#[tokio::test]
+async fn migration_0005_backfills_snapshot_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    // A database as the release before 0005 left it.
+    let old_migrations = dir.path().join("migrations");
+    std::fs::create_dir(&old_migrations).unwrap();
+    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for entry in std::fs::read_dir(manifest.join("migrations")).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        if name.as_str() < "0005" {
+            std::fs::copy(
+                manifest.join("migrations").join(&name),
+                old_migrations.join(&name),
+            )
+            .unwrap();
+        }
+    }
+    let url = db_url(&dir);
+    let (listed, stats_only, unknown) = (HostId::new(), HostId::new(), HostId::new());
+    {
+        let options: sqlx::sqlite::SqliteConnectOptions = url.parse().unwrap();
+        let pool = sqlx::SqlitePool::connect_with(options.create_if_missing(true))
+            .await
+            .unwrap();
+        sqlx::migrate::Migrator::new(old_migrations.as_path())
+            .await
+            .unwrap()
+            .run(&pool)
+            .await
+            .unwrap();
+        for host in [listed, stats_only, unknown] {
+            sqlx::query(
+                "INSERT INTO hosts (id, name, hostname, enrolled_at, online) \
+                 VALUES (?, 'h', 'h.example', 0, 0)",
+            )
+            .bind(host.to_string())
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+        for n in 0..2 {
+            sqlx::query(
+                "INSERT INTO snapshots (host_id, id, short_id, time, hostname, paths, tags) \
+                 VALUES (?, ?, 's', 0, 'h', '[]', '[]')",
+            )
+            .bind(listed.to_string())
+            .bind(format!("snap-{n}"))
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+        // Older and newer statistics: the newest count wins.
+        for (at, count) in [(1, 9), (2, 7)] {
+            sqlx::query(
+                "INSERT INTO repo_stats (host_id, recorded_at, snapshot_count) VALUES (?, ?, ?)",
+            )
+            .bind(stats_only.to_string())
+            .bind(at)
+            .bind(count)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+        pool.close().await;
+    }
+
+    let store = SqliteStore::open(&url).await.unwrap();
+    let count = |id: HostId| {
+        let store = store.clone();
+        async move { store.host(id).await.unwrap().unwrap().snapshot_count }
+    };
+    assert_eq!(count(listed).await, Some(2));
+    assert_eq!(count(stats_only).await, Some(7));
+    assert_eq!(count(unknown).await, None);
+}
