@@ -260,6 +260,8 @@ impl SpoolReader {
         let read = tokio::task::spawn_blocking(move || read_slice(&path, from, to)).await;
         let (lines, consumed) = match read {
             Ok(Ok(read)) => read,
+            // Acknowledged as done (and deleted) while we read: nothing to send.
+            Ok(Err(e)) if e.kind() == ErrorKind::NotFound => (Vec::new(), to - from),
             Ok(Err(e)) => {
                 tracing::error!(%job_id, "could not read the spool: {e}; skipping the rest of this job's reports");
                 (Vec::new(), to - from)
