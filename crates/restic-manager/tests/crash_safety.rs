@@ -104,6 +104,23 @@ async fn restic_child(agent_pid: u32) -> u32 {
     found.unwrap()
 }
 
+/// The repository's locks as restic lists them (`list locks` takes none).
+async fn restic_locks(repo: &Path) -> Vec<String> {
+    let out = tokio::process::Command::new("restic")
+        .args(["list", "locks", "--no-lock"])
+        .env("RESTIC_REPOSITORY", repo)
+        .env("RESTIC_PASSWORD", PASSWORD)
+        .output()
+        .await
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.len() == 64)
+        .map(str::to_owned)
+        .collect()
+}
+
 fn assert_dense_once(lines: &[Value]) {
     let seqs: Vec<u64> = lines.iter().map(|l| l["seq"].as_u64().unwrap()).collect();
     let expected: Vec<u64> = (1..=seqs.len() as u64).collect();
@@ -344,21 +361,15 @@ async fn a_stale_lock_left_by_a_killed_restic_is_cleared_before_check() {
         .env("RESTIC_PASSWORD", PASSWORD)
         .spawn()
         .unwrap();
-    let locks = repo.join("locks");
-    wait_until(Duration::from_secs(30), "restic to take its lock", || {
-        let locked = std::fs::read_dir(&locks)
-            .map(|d| d.count() > 0)
-            .unwrap_or(false);
-        async move { locked }
-    })
+    wait_until(
+        Duration::from_secs(30),
+        "restic to take its lock",
+        || async { !restic_locks(&repo).await.is_empty() },
+    )
     .await
     .unwrap();
     restic.kill().await.unwrap();
-    assert_eq!(
-        std::fs::read_dir(&locks).unwrap().count(),
-        1,
-        "a stale lock"
-    );
+    assert_eq!(restic_locks(&repo).await.len(), 1, "a stale lock");
 
     // `check` needs the repository to itself; the stale lock is removed first.
     let check = admin
@@ -375,7 +386,9 @@ async fn a_stale_lock_left_by_a_killed_restic_is_cleared_before_check() {
             .contains("removing stale locks")),
         "{lines:#?}"
     );
-    assert_eq!(std::fs::read_dir(&locks).unwrap().count(), 0);
+    // restic removed the stale lock, then its own.
+    let left = restic_locks(&repo).await;
+    assert!(left.is_empty(), "locks left: {left:?}\n{lines:#?}");
     agent
         .process
         .terminate(Duration::from_secs(20))
