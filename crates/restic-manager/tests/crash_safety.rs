@@ -36,6 +36,25 @@ fn slow_source(root: &Path) -> PathBuf {
     src
 }
 
+/// Starts a backup of a [`slow_source`] under `root` on `host_id` and
+/// waits until restic runs it; returns the job's id.
+async fn running_slow_backup(admin: &Api, host_id: &str, root: &Path) -> String {
+    let src = slow_source(root);
+    let job = admin
+        .start_job(
+            host_id,
+            "backup",
+            json!({"paths": [src.display().to_string()]}),
+        )
+        .await
+        .unwrap();
+    admin
+        .wait_job_status(&job, "running", Duration::from_secs(30))
+        .await
+        .unwrap();
+    job
+}
+
 fn small_source(root: &Path) -> PathBuf {
     let src = root.join("small");
     std::fs::create_dir_all(&src).unwrap();
@@ -152,19 +171,7 @@ async fn a_server_killed_mid_backup_comes_back_to_the_whole_job() {
     let repo = scratch.path().join("repo");
     with_repository(&admin, &agent.host_id, &repo).await;
 
-    let src = slow_source(scratch.path());
-    let job = admin
-        .start_job(
-            &agent.host_id,
-            "backup",
-            json!({"paths": [src.display().to_string()]}),
-        )
-        .await
-        .unwrap();
-    admin
-        .wait_job_status(&job, "running", Duration::from_secs(30))
-        .await
-        .unwrap();
+    let job = running_slow_backup(&admin, &agent.host_id, scratch.path()).await;
     // No secret in restic's argv while it works.
     let restic = restic_child(agent.process.pid().unwrap()).await;
     let argv = std::fs::read(format!("/proc/{restic}/cmdline")).unwrap();
@@ -256,19 +263,7 @@ async fn an_agent_killed_mid_backup_leaves_a_failed_job_and_the_next_backup_runs
     let repo = scratch.path().join("repo");
     with_repository(&admin, &agent.host_id, &repo).await;
 
-    let src = slow_source(scratch.path());
-    let job = admin
-        .start_job(
-            &agent.host_id,
-            "backup",
-            json!({"paths": [src.display().to_string()]}),
-        )
-        .await
-        .unwrap();
-    admin
-        .wait_job_status(&job, "running", Duration::from_secs(30))
-        .await
-        .unwrap();
+    let job = running_slow_backup(&admin, &agent.host_id, scratch.path()).await;
     let restic = restic_child(agent.process.pid().unwrap()).await;
     let (host_id, state_dir) = (agent.host_id.clone(), agent.state_dir.clone());
     agent.process.kill9().await.unwrap();
@@ -432,19 +427,7 @@ async fn sigterm_stops_both_sides_cleanly() {
     .unwrap();
 
     // The agent: cancels the running backup and reports it cancelled.
-    let src = slow_source(scratch.path());
-    let job = admin
-        .start_job(
-            &agent.host_id,
-            "backup",
-            json!({"paths": [src.display().to_string()]}),
-        )
-        .await
-        .unwrap();
-    admin
-        .wait_job_status(&job, "running", Duration::from_secs(30))
-        .await
-        .unwrap();
+    let job = running_slow_backup(&admin, &agent.host_id, scratch.path()).await;
     let restic = restic_child(agent.process.pid().unwrap()).await;
     let state_dir = agent.state_dir.clone();
     let exit = agent
