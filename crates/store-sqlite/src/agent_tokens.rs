@@ -146,33 +146,13 @@ impl SqliteStore {
         host: HostId,
         at: DateTime<Utc>,
     ) -> StoreResult<bool> {
-        let host_id = host.to_string();
-        let at_ms = ms(at);
-        let mut tx = self.begin_write().await?;
-        let found = sqlx::query(
+        // Revoking again keeps the first time.
+        self.retire_agent(
+            &host.to_string(),
+            ms(at),
             "UPDATE hosts SET agent_revoked_at = COALESCE(agent_revoked_at, ?), online = 0 \
              WHERE id = ? AND deleted_at IS NULL",
         )
-        .bind(at_ms)
-        .bind(&host_id)
-        .execute(&mut *tx)
         .await
-        .map_err(backend)?
-        .rows_affected();
-        if found != 1 {
-            tx.rollback().await.map_err(backend)?;
-            return Ok(false);
-        }
-        sqlx::query(
-            "UPDATE agent_tokens SET revoked_at = ?, pending = 0 \
-             WHERE host_id = ? AND revoked_at IS NULL",
-        )
-        .bind(at_ms)
-        .bind(&host_id)
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
-        tx.commit().await.map_err(backend)?;
-        Ok(true)
     }
 }

@@ -293,6 +293,41 @@ impl SqliteStore {
         }
     }
 
+    /// In one transaction: runs `host_update` (binding the time, then the
+    /// host id) on a live host, and revokes every token of its agent.
+    /// False, changing nothing, when there is no such host. Shared by
+    /// deleting a host and revoking its agent.
+    pub(crate) async fn retire_agent(
+        &self,
+        host_id: &str,
+        at_ms: i64,
+        host_update: &'static str,
+    ) -> StoreResult<bool> {
+        let mut tx = self.begin_write().await?;
+        let found = sqlx::query(host_update)
+            .bind(at_ms)
+            .bind(host_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?
+            .rows_affected();
+        if found != 1 {
+            tx.rollback().await.map_err(backend)?;
+            return Ok(false);
+        }
+        sqlx::query(
+            "UPDATE agent_tokens SET revoked_at = ?, pending = 0 \
+             WHERE host_id = ? AND revoked_at IS NULL",
+        )
+        .bind(at_ms)
+        .bind(host_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        Ok(true)
+    }
+
     /// Starts a write transaction once it is this caller's turn to write.
     async fn begin_write(&self) -> StoreResult<WriteTx> {
         let turn = self.writer.clone().lock_owned().await;
@@ -1038,32 +1073,12 @@ impl Store for SqliteStore {
     }
 
     async fn delete_host(&self, id: HostId, at: DateTime<Utc>) -> StoreResult<bool> {
-        let host_id = id.to_string();
-        let at_ms = ms(at);
-        let mut tx = self.begin_write().await?;
-        let deleted = sqlx::query(
+        self.retire_agent(
+            &id.to_string(),
+            ms(at),
             "UPDATE hosts SET deleted_at = ?, online = 0 WHERE id = ? AND deleted_at IS NULL",
         )
-        .bind(at_ms)
-        .bind(&host_id)
-        .execute(&mut *tx)
         .await
-        .map_err(backend)?
-        .rows_affected();
-        if deleted != 1 {
-            tx.rollback().await.map_err(backend)?;
-            return Ok(false);
-        }
-        sqlx::query(
-            "UPDATE agent_tokens SET revoked_at = ? WHERE host_id = ? AND revoked_at IS NULL",
-        )
-        .bind(at_ms)
-        .bind(&host_id)
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
-        tx.commit().await.map_err(backend)?;
-        Ok(true)
     }
 
     // ── repositories ───────────────────────────────────────────────────
