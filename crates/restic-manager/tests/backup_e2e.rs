@@ -289,7 +289,7 @@ async fn a_rest_repository_served_by_rclone_goes_through_the_same() {
     let scratch = tempfile::tempdir().unwrap();
     let data = scratch.path().join("rest-data");
     std::fs::create_dir_all(&data).unwrap();
-    let rclone = RcloneServer::start(&data).unwrap();
+    let rclone = RcloneServer::start(&data);
     scenario(&host, &rclone.url, scratch.path()).await;
     host.agent
         .process

@@ -12,10 +12,10 @@ const SYSTEM_RESTIC: &str = "/usr/bin/restic";
 
 #[tokio::test]
 async fn detects_the_installed_restic() {
-    if !Path::new(SYSTEM_RESTIC).exists() {
-        eprintln!("skipping: {SYSTEM_RESTIC} is not installed");
-        return;
-    }
+    assert!(
+        Path::new(SYSTEM_RESTIC).exists(),
+        "{SYSTEM_RESTIC} is not installed: run scripts/test, or apt-get install restic"
+    );
     let version = detect_version(Path::new(SYSTEM_RESTIC))
         .await
         .unwrap_or_else(|e| panic!("detecting {SYSTEM_RESTIC}: {e}"));

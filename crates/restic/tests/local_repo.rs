@@ -20,9 +20,7 @@ fn local_repo(dir: &std::path::Path) -> Repository {
 #[tokio::test]
 async fn local_repository_scenario() {
     let scratch = ok(tempfile::tempdir(), "tempdir");
-    let Some(restic) = common::restic(&scratch.path().join("cache")).await else {
-        return;
-    };
+    let restic = common::restic(&scratch.path().join("cache")).await;
     let repo = local_repo(scratch.path());
     common::scenario(&restic, &repo, scratch.path()).await;
 }
@@ -30,9 +28,7 @@ async fn local_repository_scenario() {
 #[tokio::test]
 async fn backup_paths_that_look_like_flags_are_paths() {
     let scratch = ok(tempfile::tempdir(), "tempdir");
-    let Some(restic) = common::restic(&scratch.path().join("cache")).await else {
-        return;
-    };
+    let restic = common::restic(&scratch.path().join("cache")).await;
     let work = scratch.path().join("work");
     for dir in ["-x", "--help"] {
         ok(std::fs::create_dir_all(work.join(dir)), "mkdir");
@@ -68,9 +64,7 @@ async fn backup_paths_that_look_like_flags_are_paths() {
 #[tokio::test]
 async fn cancelling_a_backup_stops_its_process_group() {
     let scratch = ok(tempfile::tempdir(), "tempdir");
-    let Some(restic) = common::restic(&scratch.path().join("cache")).await else {
-        return;
-    };
+    let restic = common::restic(&scratch.path().join("cache")).await;
     let repo = local_repo(scratch.path());
     run_ok(&restic, &repo, &Command::Init).await;
     // A sparse file: seconds of reading for restic, no disk for us.
@@ -176,9 +170,7 @@ async fn bad_arguments_and_early_cancels_never_start_restic() {
 #[tokio::test]
 async fn restore_includes_name_files_literally() {
     let scratch = ok(tempfile::tempdir(), "tempdir");
-    let Some(restic) = common::restic(&scratch.path().join("cache")).await else {
-        return;
-    };
+    let restic = common::restic(&scratch.path().join("cache")).await;
     let repo = local_repo(scratch.path());
     let src = scratch.path().join("src");
     ok(std::fs::create_dir_all(&src), "mkdir");

@@ -12,14 +12,10 @@ use rm_restic::{Command, FailureKind, Limits, Repository, Status};
 #[tokio::test]
 async fn rest_repository_scenario() {
     let scratch = ok(tempfile::tempdir(), "tempdir");
-    let Some(restic) = common::restic(&scratch.path().join("cache")).await else {
-        return;
-    };
+    let restic = common::restic(&scratch.path().join("cache")).await;
     let served = scratch.path().join("served");
     ok(std::fs::create_dir_all(&served), "mkdir");
-    let Some(server) = common::RcloneServer::start(&served) else {
-        return;
-    };
+    let server = common::RcloneServer::start(&served);
     let repo = Repository::new(format!("{}fleet/host1/", server.url), PASSWORD);
     common::scenario(&restic, &repo, scratch.path()).await;
     assert!(served.join("fleet/host1/config").is_file());
@@ -28,9 +24,7 @@ async fn rest_repository_scenario() {
 #[tokio::test]
 async fn an_unreachable_rest_server_fails_within_the_limit() {
     let scratch = ok(tempfile::tempdir(), "tempdir");
-    let Some(restic) = common::restic(&scratch.path().join("cache")).await else {
-        return;
-    };
+    let restic = common::restic(&scratch.path().join("cache")).await;
     let repo = Repository::new(
         format!("rest:http://127.0.0.1:{}/", common::free_port()),
         PASSWORD,
@@ -60,9 +54,7 @@ async fn an_unreachable_rest_server_fails_within_the_limit() {
 #[tokio::test]
 async fn a_server_that_never_answers_times_out() {
     let scratch = ok(tempfile::tempdir(), "tempdir");
-    let Some(restic) = common::restic(&scratch.path().join("cache")).await else {
-        return;
-    };
+    let restic = common::restic(&scratch.path().join("cache")).await;
     // Accepts connections and holds them open without a byte of reply.
     let listener = ok(tokio::net::TcpListener::bind("127.0.0.1:0").await, "bind");
     let port = ok(listener.local_addr(), "addr").port();

@@ -131,18 +131,31 @@ mod tests {
         }
     }
 
-    /// A fake agent: answers every request on `conn` with `reply`.
+    /// A fake agent: answers every request on `conn` after `delay`, with
+    /// the requested path in the reply's `error` so a caller can tell its
+    /// own reply from another's.
     fn answering(rpc: Arc<Rpc>, host: HostId, mut outbound: crate::hub::Outbound, delay: Duration) {
         tokio::spawn(async move {
             while let Some(frame) = outbound.recv().await {
                 tokio::time::sleep(delay).await;
-                let reply = Frame {
-                    id: frame.id.clone(),
-                    message: TreeListResult::default().into(),
-                };
-                rpc.resolve(host, reply);
+                rpc.resolve(host, echo(&frame));
             }
         });
+    }
+
+    /// The reply to `request` that names the path it asked for.
+    fn echo(request: &Frame) -> Frame {
+        let Message::TreeList(asked) = &request.message else {
+            panic!("not a tree.list request: {request:?}");
+        };
+        Frame {
+            id: request.id.clone(),
+            message: TreeListResult {
+                entries: Vec::new(),
+                error: Some(asked.path.clone()),
+            }
+            .into(),
+        }
     }
 
     #[tokio::test]
@@ -212,18 +225,48 @@ mod tests {
     async fn concurrent_calls_each_get_their_own_reply() {
         let rpc = Arc::new(Rpc::default());
         let host = HostId::new();
-        let (conn, outbound, _) = AgentConn::new();
-        answering(rpc.clone(), host, outbound, Duration::from_millis(5));
-        let calls = (0..20).map(|_| {
-            let rpc = rpc.clone();
-            let conn = conn.clone();
-            tokio::spawn(async move {
-                rpc.call(host, &conn, request(), Duration::from_secs(5))
-                    .await
-            })
+        let (conn, mut outbound, _) = AgentConn::new();
+        // The fake agent gathers all twenty requests, then answers them in
+        // reverse order, so a registry that matched replies to callers by
+        // arrival instead of by id would hand each caller another's reply.
+        let agent_rpc = rpc.clone();
+        tokio::spawn(async move {
+            let mut requests = Vec::new();
+            while requests.len() < 20 {
+                match outbound.recv().await {
+                    Some(frame) => requests.push(frame),
+                    None => return,
+                }
+            }
+            for request in requests.iter().rev() {
+                assert!(agent_rpc.resolve(host, echo(request)));
+            }
         });
+        let calls: Vec<_> = (0..20)
+            .map(|i| {
+                let rpc = rpc.clone();
+                let conn = conn.clone();
+                let path = format!("/dir-{i}");
+                tokio::spawn(async move {
+                    let asked = TreeList {
+                        snapshot_id: String::from("1a2b3c4d"),
+                        path: path.clone(),
+                    };
+                    let reply = rpc.call(host, &conn, asked, Duration::from_secs(5)).await;
+                    (path, reply)
+                })
+            })
+            .collect();
         for call in calls {
-            assert!(call.await.unwrap().is_ok());
+            let (path, reply) = call.await.unwrap();
+            let Message::TreeListResult(result) = reply.unwrap().message else {
+                panic!("not a tree.list result");
+            };
+            assert_eq!(
+                result.error.as_deref(),
+                Some(path.as_str()),
+                "crossed reply"
+            );
         }
         assert_eq!(rpc.pending(), 0);
     }

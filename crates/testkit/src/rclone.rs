@@ -30,7 +30,7 @@ pub struct RcloneServer {
 impl RcloneServer {
     /// Starts the server over `dir`. Panics, saying how to install it,
     /// when rclone is missing: a test that needs it must not pass without it.
-    pub fn start(dir: &Path) -> Option<RcloneServer> {
+    pub fn start(dir: &Path) -> RcloneServer {
         assert!(
             Path::new(SYSTEM_RCLONE).exists(),
             "{SYSTEM_RCLONE} is not installed: run scripts/test, or apt-get install rclone"
@@ -59,7 +59,7 @@ impl RcloneServer {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        Some(server)
+        server
     }
 }
 

@@ -30,13 +30,13 @@ pub fn ok<T, E: std::fmt::Display>(result: Result<T, E>, what: &str) -> T {
 
 /// The installed restic with its cache in `cache`. Panics, saying how to
 /// install it, when restic is missing: these tests must not pass without it.
-pub async fn restic(cache: &Path) -> Option<Restic> {
+pub async fn restic(cache: &Path) -> Restic {
     assert!(
         Path::new(SYSTEM_RESTIC).exists(),
         "{SYSTEM_RESTIC} is not installed: run scripts/test, or apt-get install restic"
     );
     let restic = ok(Restic::detect(SYSTEM_RESTIC).await, "detect restic");
-    Some(restic.with_cache_dir(cache))
+    restic.with_cache_dir(cache)
 }
 
 /// A generous limit for ordinary steps.
