@@ -379,7 +379,7 @@ fn step_dividing(field: &str, cycle: u32) -> Option<u32> {
         "*" => 1,
         _ => number(field.strip_prefix("*/")?, cycle)?,
     };
-    (step > 0 && cycle % step == 0).then_some(step)
+    (step > 0 && cycle.is_multiple_of(step)).then_some(step)
 }
 
 /// "Monday", "Monday to Friday", "Monday, Wednesday, Friday".

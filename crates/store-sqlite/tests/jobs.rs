@@ -56,7 +56,12 @@ fn line(job: JobId, seq: u64) -> LogLineRecord {
         job_id: job,
         seq,
         ts: t(i64::try_from(seq).unwrap()),
-        stream: if seq % 2 == 0 { "stderr" } else { "stdout" }.to_owned(),
+        stream: if seq.is_multiple_of(2) {
+            "stderr"
+        } else {
+            "stdout"
+        }
+        .to_owned(),
         text: format!("line {seq} of {job}"),
     }
 }
