@@ -75,7 +75,13 @@ pub(crate) async fn start(
             println!("Change it with: restic-manager admin reset-password --username admin --password-stdin");
         }
     }
-    let key = rm_server::load_or_create_key(&store_args.data_dir.join(rm_server::KEY_FILE))?;
+    // Before anything listens: a missing or different key while sealed
+    // values exist stops the server here, naming the way out.
+    let key = rm_server::sealing::unlock(
+        store.as_ref(),
+        &store_args.data_dir.join(rm_server::KEY_FILE),
+    )
+    .await?;
 
     let listener = TcpListener::bind(listen)
         .await
