@@ -24,6 +24,7 @@ mod metrics;
 pub mod repositories;
 pub mod rpc;
 pub mod schedules;
+pub mod sealing;
 mod state;
 pub mod tls;
 mod tree_cache;
@@ -41,7 +42,7 @@ pub use bootstrap::{ensure_first_admin, FirstAdmin};
 pub use config::ServerConfig;
 pub use fd_limit::{raise_open_files_limit, OpenFilesLimit};
 pub use hub::Hub;
-pub use keyfile::{load_or_create_key, KEY_FILE};
+pub use keyfile::KEY_FILE;
 pub use state::AppState;
 pub use tls::{TlsError, TlsIdentity};
 

@@ -1,12 +1,9 @@
 //! Repository settings per host: sealed before they are stored, opened only
 //! to hand them to an agent over its authenticated socket.
 
-use chrono::Utc;
-use rm_core::sealing::Sealed;
 use rm_core::{HostId, JobTrigger};
 use rm_protocol::api::RepositoryView;
 use rm_protocol::{AgentSettings, ConfigUpdate, Frame, JobKind, RepositoryConfig};
-use rm_store::SealedRepository;
 
 use crate::jobs::{self, JobError};
 use crate::state::AppState;
@@ -46,21 +43,9 @@ pub async fn set(
     }
     let plaintext =
         serde_json::to_vec(config).map_err(|e| RepositoryError::Unsealable(e.to_string()))?;
-    let sealed = state
-        .sealing_key()
-        .seal(&plaintext)
+    let sealed = crate::sealing::seal_repository(state.sealing_key(), host, &plaintext)
         .map_err(|e| RepositoryError::Unsealable(e.to_string()))?;
-    state
-        .store()
-        .set_repository(
-            host,
-            &SealedRepository {
-                nonce: sealed.nonce,
-                ciphertext: sealed.ciphertext,
-                updated_at: Utc::now(),
-            },
-        )
-        .await?;
+    state.store().set_repository(host, &sealed).await?;
     {
         let _push = state.hub().push_lock(host).await;
         if let Some(conn) = state.hub().get(host) {
@@ -90,12 +75,7 @@ pub async fn get(
     let Some(sealed) = state.store().repository(host).await? else {
         return Ok(None);
     };
-    let plaintext = state
-        .sealing_key()
-        .open(&Sealed {
-            nonce: sealed.nonce,
-            ciphertext: sealed.ciphertext,
-        })
+    let plaintext = crate::sealing::open_repository(state.sealing_key(), host, &sealed)
         .map_err(|e| RepositoryError::Unsealable(e.to_string()))?;
     serde_json::from_slice(&plaintext)
         .map(Some)

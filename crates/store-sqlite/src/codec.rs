@@ -16,8 +16,8 @@ use rm_core::token::TokenHash;
 use rm_core::JobStatus;
 use rm_store::{
     AgentToken, ApiToken, AuditActor, AuditEntry, CommandResultRecord, EnrollmentToken, Host,
-    HostCounts, Job, LogLineRecord, NewAuditEntry, RepoStatsRecord, ScheduleRecord,
-    SealedRepository, Session, SnapshotRecord, StoreError, User,
+    HostCounts, Job, LogLineRecord, NewAuditEntry, RepoStatsRecord, ScheduleRecord, SealFormat,
+    SealedRepository, SealingKeyRecord, Session, SnapshotRecord, StoreError, User,
 };
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
@@ -377,14 +377,25 @@ pub(crate) fn host_counts(row: &SqliteRow) -> Result<HostCounts, StoreError> {
 }
 
 /// Columns selected for a [`SealedRepository`].
-pub(crate) const REPOSITORY_COLUMNS: &str = "nonce, ciphertext, updated_at";
+pub(crate) const REPOSITORY_COLUMNS: &str = "nonce, ciphertext, seal_format, updated_at";
 
 /// Decodes a `host_repositories` row.
 pub(crate) fn repository(row: &SqliteRow) -> Result<SealedRepository, StoreError> {
+    let format = raw::<i64>(row, "seal_format")?;
     Ok(SealedRepository {
         nonce: blob(row, "nonce")?,
         ciphertext: blob(row, "ciphertext")?,
+        format: SealFormat::from_i64(format)
+            .ok_or_else(|| corrupt("seal_format", format!("unknown format {format}")))?,
         updated_at: time(row, "updated_at")?,
+    })
+}
+
+/// Decodes the `sealing_key` row.
+pub(crate) fn sealing_key(row: &SqliteRow) -> Result<SealingKeyRecord, StoreError> {
+    Ok(SealingKeyRecord {
+        fingerprint: text(row, "fingerprint")?,
+        recorded_at: time(row, "recorded_at")?,
     })
 }
 

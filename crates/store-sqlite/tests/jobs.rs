@@ -13,7 +13,7 @@ use common::{enrol, ids, job_id_at, open_temp, t};
 use rm_core::{HostId, JobId, JobStatus, JobTrigger};
 use rm_store::{
     CommandResultRecord, Job, JobEnd, JobFilter, LogLineRecord, NewJob, RepoStatsRecord,
-    SealedRepository, SnapshotRecord, Store, StoreError,
+    SealFormat, SealedRepository, SnapshotRecord, Store, StoreError,
 };
 use rm_store_sqlite::SqliteStore;
 use serde_json::json;
@@ -946,6 +946,7 @@ async fn repository_settings_set_replace_get() {
     let sealed = SealedRepository {
         nonce: vec![1; 12],
         ciphertext: b"\x00sealed\xffbytes".to_vec(),
+        format: SealFormat::OwnerBound,
         updated_at: t(10),
     };
     store.set_repository(host, &sealed).await.unwrap();
@@ -960,6 +961,7 @@ async fn repository_settings_set_replace_get() {
     let replaced = SealedRepository {
         nonce: vec![2; 12],
         ciphertext: b"other".to_vec(),
+        format: SealFormat::Unbound,
         updated_at: t(20),
     };
     store.set_repository(host, &replaced).await.unwrap();

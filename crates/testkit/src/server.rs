@@ -120,7 +120,9 @@ impl TestServer {
         let addr = listener.local_addr()?;
         let scheme = if tls.is_some() { "https" } else { "http" };
         let url = format!("{scheme}://{addr}");
-        let key = rm_server::load_or_create_key(&data_dir.path().join(rm_server::KEY_FILE))?;
+        let key =
+            rm_server::sealing::unlock(store.as_ref(), &data_dir.path().join(rm_server::KEY_FILE))
+                .await?;
         let state = AppState::new(store, config, key);
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
