@@ -48,7 +48,7 @@ fn timeout_for(command: &Command) -> Duration {
         Command::Snapshots { .. } | Command::Ls { .. } => 15,
         Command::Forget { .. } | Command::Stats { .. } => 60,
         Command::Prune | Command::Check { .. } => 12 * 60,
-        Command::Backup { .. } | Command::Restore { .. } => 24 * 60,
+        Command::Backup { .. } | Command::Restore { .. } | Command::LsTree { .. } => 24 * 60,
     };
     Duration::from_secs(minutes * 60)
 }
