@@ -11,6 +11,7 @@ mod browse;
 mod enroll;
 mod error;
 mod handler;
+mod inbound;
 mod jobs;
 mod restore_guard;
 mod rotation;

@@ -63,6 +63,11 @@ ulid_id!(
     /// A backup, retention or check schedule of one host.
     ScheduleId
 );
+ulid_id!(
+    /// An RPC request from the server to an agent (the envelope `id` of
+    /// `tree.list`), echoed in its reply.
+    RequestId
+);
 
 /// A restic snapshot id as the agent and restic accept it: 8 (restic's
 /// short id) to 64 (the full id) hex characters. Anything else — `latest`,
