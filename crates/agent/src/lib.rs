@@ -11,6 +11,8 @@ mod browse;
 mod enroll;
 mod error;
 mod handler;
+#[cfg(test)]
+mod hostile_props;
 mod inbound;
 mod jobs;
 mod restore_guard;
