@@ -9,11 +9,12 @@ use std::time::Duration;
 
 use chrono::Utc;
 use rm_protocol::{
-    AgentSettings, CommandResult, ConfigUpdate, ErrorBody, ErrorCode, Frame, Message, RejectReason,
+    AgentSettings, CommandResult, ConfigUpdate, ErrorBody, ErrorCode, Frame, RejectReason,
     RepositoryConfig, ScheduleAck, ScheduleSet, TreeListResult,
 };
 
 use crate::error::AgentError;
+use crate::inbound::{self, Inbound};
 use crate::jobs::JobRunner;
 use crate::state::StateDir;
 
@@ -97,44 +98,47 @@ impl Handler {
         self.heartbeat
     }
 
-    /// Handles one decoded frame and returns the frames to send back.
+    /// Handles one decoded frame and returns the frames to send back. Its
+    /// ids are parsed first ([`crate::inbound`]); a frame with a bad one is
+    /// answered and does nothing else.
     pub(crate) async fn handle(&mut self, frame: Frame) -> Vec<Frame> {
-        match frame.message {
-            Message::ConfigUpdate(config) => {
+        let inbound = match inbound::parse(frame) {
+            Ok(inbound) => inbound,
+            Err(reply) => return reply.map(|frame| *frame).into_iter().collect(),
+        };
+        match inbound {
+            Inbound::Config(config) => {
                 self.on_config(config).await;
                 Vec::new()
             }
-            Message::ScheduleSet(set) => self.on_schedules(set).await.into_iter().collect(),
-            Message::CommandRun(run) => vec![self.jobs.start(run, self.repository.clone())],
-            Message::CommandCancel(cancel) => {
-                self.jobs.cancel(&cancel);
+            Inbound::Schedules(set) => self.on_schedules(set).await.into_iter().collect(),
+            Inbound::Run(run) => vec![self.jobs.start(run, self.repository.clone())],
+            Inbound::Cancel(job_id) => {
+                self.jobs.cancel(job_id);
                 Vec::new()
             }
-            Message::JobAck(ack) => {
-                self.jobs.spool().ack(&ack);
+            Inbound::Ack(job_id, ack) => {
+                self.jobs.spool().ack(job_id, &ack);
                 Vec::new()
             }
-            Message::TreeList(request) => {
+            Inbound::TreeList {
+                id,
+                snapshot_id,
+                path,
+            } => {
                 self.jobs
-                    .list_tree(frame.id, request, self.repository.clone());
+                    .list_tree(id, snapshot_id, path, self.repository.clone());
                 Vec::new()
             }
-            Message::Error(error) => {
+            Inbound::Error(error) => {
                 log_server_error(&error);
                 Vec::new()
             }
-            Message::TokenRotate(rotate) => {
+            Inbound::TokenRotate(rotate) => {
                 vec![crate::rotation::on_rotate(&self.state, rotate).await]
             }
-            Message::Unknown { kind, .. } => {
-                tracing::debug!(%kind, "ignoring a message kind this agent does not know");
-                Vec::new()
-            }
-            other => {
-                tracing::debug!(
-                    kind = other.kind(),
-                    "ignoring a message the server should not send"
-                );
+            Inbound::Ignored(kind) => {
+                tracing::debug!(%kind, "ignoring a message this agent does not know or the server should not send");
                 Vec::new()
             }
         }
@@ -216,7 +220,10 @@ fn log_server_error(error: &ErrorBody) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rm_protocol::{CommandRun, Heartbeat, JobKind, TreeList};
+    use rm_protocol::{CommandRun, Heartbeat, JobKind, Message, TreeList};
+
+    const JOB: &str = "01J0000000000000000000000A";
+    const RPC: &str = "01J0000000000000000000000R";
 
     fn handler(dir: &tempfile::TempDir) -> Handler {
         let (outbox, _) = tokio::sync::mpsc::channel(8);
@@ -306,7 +313,7 @@ mod tests {
         let mut h = handler(&dir);
         let replies = h
             .handle(Frame::new(CommandRun {
-                job_id: "01JOB".into(),
+                job_id: JOB.into(),
                 kind: JobKind::Backup,
                 params: serde_json::json!({"paths": ["/etc"]}),
                 repository: None,
@@ -317,7 +324,7 @@ mod tests {
                 message: Message::CommandResult(result),
                 ..
             }] => {
-                assert_eq!(result.job_id, "01JOB");
+                assert_eq!(result.job_id, JOB);
                 assert!(!result.accepted);
                 assert_eq!(result.reason, Some(RejectReason::NoCredentials));
             }
@@ -348,13 +355,13 @@ mod tests {
             snapshot_id: "abcd1234".into(),
             path: "/".into(),
         };
-        let replies = h.handle(Frame::with_id("01RPC", request)).await;
+        let replies = h.handle(Frame::with_id(RPC, request)).await;
         assert!(replies.is_empty(), "answered in the background");
         let answer = tokio::time::timeout(Duration::from_secs(5), answers.recv())
             .await
             .unwrap_or_else(|e| panic!("{e}"))
             .unwrap_or_else(|| panic!("outbox closed"));
-        assert_eq!(answer.id.as_deref(), Some("01RPC"));
+        assert_eq!(answer.id.as_deref(), Some(RPC));
         match answer.message {
             Message::TreeListResult(result) => {
                 assert!(result.entries.is_empty());

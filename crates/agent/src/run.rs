@@ -155,8 +155,13 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Ag
                     _ = shutdown.cancelled() => return Ok(()),
                     hello = build_hello(&opts) => hello,
                 };
-                hello.running_jobs = runner.running();
-                hello.spooled_jobs = runner.spool().jobs();
+                hello.running_jobs = runner.running().iter().map(ToString::to_string).collect();
+                hello.spooled_jobs = runner
+                    .spool()
+                    .jobs()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect();
                 let started = Instant::now();
                 // While connected, schedule fires go to the server; while
                 // not, the scheduler runs the jobs here.

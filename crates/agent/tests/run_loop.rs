@@ -25,6 +25,8 @@ use tokio_util::sync::CancellationToken;
 use support::{accept, listener, next_frame, next_non_heartbeat, within, ServerWs, TOKEN};
 
 const SYSTEM_RESTIC: &str = "/usr/bin/restic";
+const JOB: &str = "01J0000000000000000000000J";
+const RPC: &str = "01J0000000000000000000000R";
 
 fn start(opts: RunOptions) -> (CancellationToken, JoinHandle<Result<(), AgentError>>) {
     let shutdown = CancellationToken::new();
@@ -155,7 +157,7 @@ async fn a_full_session() {
     send(
         &mut ws,
         Frame::new(CommandRun {
-            job_id: "01JOB".into(),
+            job_id: JOB.into(),
             kind: JobKind::Backup,
             params: serde_json::json!({"paths": ["relative/path"]}),
             repository: None,
@@ -164,7 +166,7 @@ async fn a_full_session() {
     .await;
     match next_non_heartbeat(&mut ws).await.message {
         Message::CommandResult(result) => {
-            assert_eq!(result.job_id, "01JOB");
+            assert_eq!(result.job_id, JOB);
             // The agent checks params again before restic sees them.
             assert!(!result.accepted);
             assert_eq!(result.reason, Some(RejectReason::BadParams));
@@ -179,7 +181,7 @@ async fn a_full_session() {
     send(
         &mut ws,
         Frame::with_id(
-            "01RPC",
+            RPC,
             TreeList {
                 snapshot_id: "abcd1234".into(),
                 path: "/".into(),
@@ -188,7 +190,7 @@ async fn a_full_session() {
     )
     .await;
     let reply = next_non_heartbeat(&mut ws).await;
-    assert_eq!(reply.id.as_deref(), Some("01RPC"));
+    assert_eq!(reply.id.as_deref(), Some(RPC));
     match reply.message {
         Message::TreeListResult(result) => {
             assert!(result.entries.is_empty());

@@ -16,7 +16,7 @@ pub mod schedule;
 pub mod sealing;
 pub mod token;
 
-pub use ids::{HostId, JobId, ScheduleId, TokenId, UserId};
+pub use ids::{HostId, JobId, RequestId, ScheduleId, SnapshotId, SnapshotIdError, TokenId, UserId};
 pub use job::{JobStatus, JobTrigger};
 pub use schedule::{
     jittered, missed_fire, Clock, CronSchedule, ManualClock, ScheduleError, SystemClock,
