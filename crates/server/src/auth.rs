@@ -100,10 +100,7 @@ pub(crate) fn csrf_token(session_token: &str) -> String {
 
 /// Whether `presented` is the CSRF token of `session_token` (constant time).
 pub(crate) fn csrf_ok(session_token: &str, presented: &str) -> bool {
-    match TokenHash::from_hex(presented) {
-        Some(presented) => TokenHash::of(&format!("csrf:{session_token}")).matches(&presented),
-        None => false,
-    }
+    rm_core::secret::constant_time_eq(csrf_token(session_token).as_bytes(), presented.as_bytes())
 }
 
 /// The `Set-Cookie` value for a new session (`Secure` when the server is

@@ -179,7 +179,7 @@ pub(crate) async fn create_token(
     client: Client,
     Form(form): Form<TokenForm>,
 ) -> Response {
-    if form.csrf != user.csrf {
+    if !user.csrf_matches(&form.csrf) {
         return (StatusCode::FORBIDDEN, "missing or wrong CSRF token").into_response();
     }
     let ttl_days = match form.ttl_days.trim() {

@@ -50,6 +50,14 @@ impl FromRequestParts<AppState> for WebUser {
     }
 }
 
+impl WebUser {
+    /// Whether a form's `csrf` field is this session's CSRF token
+    /// (constant time, like every secret comparison).
+    pub(crate) fn csrf_matches(&self, presented: &str) -> bool {
+        rm_core::secret::constant_time_eq(self.csrf.as_bytes(), presented.as_bytes())
+    }
+}
+
 /// Renders a template, or a plain 500 naming the failure in the log.
 pub(crate) fn render(template: &impl Template) -> Response {
     match template.render() {
@@ -135,7 +143,7 @@ pub(crate) async fn logout_form(
     client: Client,
     Form(form): Form<LogoutForm>,
 ) -> Response {
-    if form.csrf != user.csrf {
+    if !user.csrf_matches(&form.csrf) {
         return (StatusCode::FORBIDDEN, "missing or wrong CSRF token").into_response();
     }
     if let Some(session) = user.operator.session {
