@@ -25,6 +25,7 @@ pub mod repositories;
 pub mod rpc;
 pub mod schedules;
 mod state;
+mod throttle;
 pub mod tls;
 mod tree_cache;
 mod ui;

@@ -109,9 +109,11 @@ pub(crate) async fn login_form(
         Err(e) => {
             // A wrong password re-shows the form with its message; the page
             // itself loaded fine, so it is not an HTTP error.
+            let retry_after = e.retry_after();
             let status = match e {
                 LoginError::Invalid => StatusCode::OK,
                 LoginError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+                LoginError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
                 LoginError::Store(_) | LoginError::Core(_) => StatusCode::INTERNAL_SERVER_ERROR,
             };
             let message = match e {
@@ -125,7 +127,14 @@ pub(crate) async fn login_form(
                 error: Some(message),
                 username: form.username,
             });
-            (status, page).into_response()
+            let mut response = (status, page).into_response();
+            if let Some(wait) = retry_after {
+                let seconds = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, seconds.into());
+            }
+            response
         }
     }
 }
