@@ -1,7 +1,8 @@
 //! The API's one error type and its JSON form `{"error": {"code", "message"}}`.
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -167,6 +168,61 @@ where
                 }
                 other => ApiError::bad_request(other.body_text()),
             }),
+        }
+    }
+}
+
+/// `Query<T>` whose rejection is an [`ApiError`] naming the bad parameter:
+/// `query parameter `limit`: invalid digit found in string`.
+pub(crate) struct ApiQuery<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parse_query(parts.uri.query().unwrap_or_default()).map(ApiQuery)
+    }
+}
+
+/// Deserializes a query string, naming the parameter serde complained
+/// about.
+pub(crate) fn parse_query<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
+    let deserializer =
+        serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+    serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path.is_empty() || path == "." {
+            // A missing or unknown parameter: serde's message names it.
+            ApiError::bad_request(format!("query string: {inner}"))
+        } else {
+            ApiError::bad_request(format!("query parameter `{path}`: {inner}"))
+        }
+    })
+}
+
+/// `Path<T>` whose rejection is an [`ApiError`] (a path segment that is not
+/// valid UTF-8 or not of the expected shape), not axum's plain text.
+pub(crate) struct ApiPath<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(ApiPath(value)),
+            Err(rejection) => Err(ApiError::bad_request(format!(
+                "path: {}",
+                rejection.body_text()
+            ))),
         }
     }
 }

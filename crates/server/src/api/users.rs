@@ -8,7 +8,7 @@
 //! of that user's sessions, the caller's included: the web UI then sends
 //! them to the login page.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
@@ -17,7 +17,7 @@ use rm_core::UserId;
 use rm_store::User;
 use serde::{Deserialize, Serialize};
 
-use super::{ApiError, ApiJson, Operator};
+use super::{ApiError, ApiJson, ApiPath, Operator};
 use crate::audit::{self, Action, Client, Target};
 use crate::state::AppState;
 
@@ -172,7 +172,7 @@ pub(crate) async fn delete(
     State(state): State<AppState>,
     operator: Operator,
     client: Client,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = parse_user_id(&id)?;
     if id == operator.user_id {
