@@ -34,6 +34,81 @@ pub(crate) struct Operator {
     pub credential: TokenId,
 }
 
+/// Credentials that just stopped working; live streams opened with them end.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Ended {
+    /// One session (logout) or API token (revoked).
+    Credential(TokenId),
+    /// Every session of a user (their password changed); their API tokens
+    /// keep working.
+    SessionsOf(UserId),
+    /// Everything of a user (deleted).
+    User(UserId),
+}
+
+impl Ended {
+    /// Whether this ends `operator`'s credential.
+    fn ends(&self, operator: &Operator) -> bool {
+        match *self {
+            Ended::Credential(id) => operator.credential == id,
+            Ended::SessionsOf(user) => operator.user_id == user && operator.session.is_some(),
+            Ended::User(user) => operator.user_id == user,
+        }
+    }
+}
+
+/// How often a live stream re-reads its credential from the store: the
+/// safety net for what no broadcast announces (expiry, a password reset
+/// by the offline CLI, a missed broadcast).
+const RECHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Resolves when `operator`'s credential ends: at once when this server
+/// ends it (a broadcast, nothing per event), otherwise at the next
+/// re-check after it expired or vanished from the store.
+pub(crate) async fn credential_ended(state: AppState, operator: Operator) {
+    use tokio::sync::broadcast::error::RecvError;
+    let mut ended = state.ended_credentials();
+    let mut recheck = tokio::time::interval(RECHECK_EVERY);
+    recheck.tick().await;
+    loop {
+        tokio::select! {
+            event = ended.recv() => match event {
+                Ok(event) if event.ends(&operator) => return,
+                Ok(_) => {}
+                // Missed announcements: ask the store instead.
+                Err(RecvError::Lagged(_)) => {
+                    if !still_valid(&state, &operator).await {
+                        return;
+                    }
+                }
+                Err(RecvError::Closed) => return,
+            },
+            _ = recheck.tick() => {
+                if !still_valid(&state, &operator).await {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Whether `operator`'s session or API token still works. A store error
+/// counts as no (the client reconnects and is checked afresh).
+async fn still_valid(state: &AppState, operator: &Operator) -> bool {
+    let now = Utc::now();
+    let valid = match operator.session {
+        Some(id) => state
+            .store()
+            .session(id)
+            .await
+            .map(|s| s.is_some_and(|s| s.expires_at > now)),
+        None => state.store().api_token(operator.credential).await.map(|t| {
+            t.is_some_and(|t| t.revoked_at.is_none() && t.expires_at.is_none_or(|at| at > now))
+        }),
+    };
+    valid.unwrap_or(false)
+}
+
 /// The operator a session or API token string stands for, if it is valid.
 pub(crate) async fn operator_for(
     state: &AppState,

@@ -35,6 +35,7 @@ struct Inner {
     login_limiter: LoginLimiter,
     token_failures: TokenFailures,
     fleet: tokio::sync::broadcast::Sender<()>,
+    ended: tokio::sync::broadcast::Sender<crate::auth::Ended>,
     stopping: tokio_util::sync::CancellationToken,
 }
 
@@ -58,6 +59,7 @@ impl AppState {
             login_limiter: LoginLimiter::default(),
             token_failures: TokenFailures::default(),
             fleet: tokio::sync::broadcast::channel(16).0,
+            ended: tokio::sync::broadcast::channel(256).0,
             stopping: tokio_util::sync::CancellationToken::new(),
         }))
     }
@@ -102,6 +104,17 @@ impl AppState {
     /// Subscribes to fleet changes.
     pub(crate) fn fleet_changes(&self) -> tokio::sync::broadcast::Receiver<()> {
         self.0.fleet.subscribe()
+    }
+
+    /// Tells live streams that credentials ended (logout, revocation,
+    /// password change, user deleted), so theirs can stop.
+    pub(crate) fn credentials_ended(&self, ended: crate::auth::Ended) {
+        let _ = self.0.ended.send(ended);
+    }
+
+    /// Subscribes to ended credentials.
+    pub(crate) fn ended_credentials(&self) -> tokio::sync::broadcast::Receiver<crate::auth::Ended> {
+        self.0.ended.subscribe()
     }
 
     pub(crate) fn login_limiter(&self) -> &LoginLimiter {

@@ -112,6 +112,7 @@ pub(crate) async fn logout(
     match operator.session {
         Some(id) => {
             state.store().delete_session(id).await?;
+            state.credentials_ended(auth::Ended::Credential(id));
             audit::record(
                 &state,
                 &operator,

@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::Json;
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
 use rm_core::{JobId, JobStatus, JobTrigger};
 use rm_protocol::api::{CreateJob, JobView};
 use rm_protocol::{JobKind, LogLine, LogStreamKind};
@@ -243,9 +243,10 @@ pub(crate) fn parse_job_id(raw: &str) -> Result<JobId, ApiError> {
 /// `?after_seq=`), then live `log`, `progress` and `status` events, and a
 /// final `finished`, after which the stream ends. Log events carry their
 /// `seq` as the event id, so a reconnecting client resumes without gaps.
+/// The stream also ends when the request's session or API token ends.
 pub(crate) async fn events(
     State(state): State<AppState>,
-    _operator: Operator,
+    operator: Operator,
     ApiPath(id): ApiPath<String>,
     ApiQuery(query): ApiQuery<LogsQuery>,
     headers: HeaderMap,
@@ -266,10 +267,14 @@ pub(crate) async fn events(
         .subscribe(id)
         .ok_or_else(|| ApiError::internal("job event hub unavailable"))?;
     let (tx, rx) = mpsc::channel::<Event>(64);
+    // The stream ends with the credential it was opened with; dropping
+    // `rx` then stops `follow` at its next send.
+    let ended = crate::auth::credential_ended(state.clone(), operator);
     tokio::spawn(follow(state, id, after_seq, live, tx));
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|event| (Ok(event), rx))
-    });
+    })
+    .take_until(ended);
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 

@@ -200,6 +200,8 @@ pub(crate) async fn revoke(
         .filter(|t| t.user_id == operator.user_id)
         .ok_or_else(not_found)?;
     let revoked = state.store().revoke_api_token(token.id, Utc::now()).await?;
+    // Announced even when it was revoked already: nothing may outlive it.
+    state.credentials_ended(crate::auth::Ended::Credential(token.id));
     if revoked {
         tracing::info!(token_id = %token.id, name = %token.name, by = %operator.user_id, "API token revoked");
         audit::record(

@@ -183,6 +183,7 @@ pub(crate) async fn delete(
     // Read first: afterwards the name is gone, and the log should keep it.
     let username = state.store().user_by_id(id).await?.map(|u| u.username);
     state.store().delete_user(id).await?;
+    state.credentials_ended(crate::auth::Ended::User(id));
     tracing::info!(user_id = %id, by = %operator.user_id, "user deleted with their sessions and API tokens");
     audit::record(
         &state,
@@ -222,6 +223,7 @@ pub(crate) async fn change_own_password(
         .store()
         .set_user_password(&user.username, &new_hash)
         .await?;
+    state.credentials_ended(crate::auth::Ended::SessionsOf(user.id));
     tracing::info!(by = %operator.user_id, "password changed; all of the user's sessions ended");
     audit::record(
         &state,

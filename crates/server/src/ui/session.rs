@@ -158,6 +158,7 @@ pub(crate) async fn logout_form(
     if let Some(session) = user.operator.session {
         match state.store().delete_session(session).await {
             Ok(()) => {
+                state.credentials_ended(auth::Ended::Credential(session));
                 audit::record(
                     &state,
                     &user.operator,
