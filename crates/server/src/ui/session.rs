@@ -34,13 +34,13 @@ impl FromRequestParts<AppState> for WebUser {
             Ok(Some(operator)) if operator.session.is_some() => operator,
             Ok(_) => return Err(to_login()),
             Err(e) => {
-                tracing::error!(error = %e, "could not check a session");
-                return Err((StatusCode::SERVICE_UNAVAILABLE, "store unavailable").into_response());
+                return Err(store_error(format!("could not check a session: {e}")));
             }
         };
         let username = match state.store().user_by_id(operator.user_id).await {
             Ok(Some(user)) => user.username,
-            _ => return Err(to_login()),
+            Ok(None) => return Err(to_login()),
+            Err(e) => return Err(store_error(format!("could not read a user: {e}"))),
         };
         Ok(WebUser {
             operator,
@@ -56,6 +56,18 @@ impl WebUser {
     pub(crate) fn csrf_matches(&self, presented: &str) -> bool {
         rm_core::secret::constant_time_eq(self.csrf.as_bytes(), presented.as_bytes())
     }
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct StoreErrorPage;
+
+/// The page shown when the store failed: a 500 that says the server could
+/// not read its database (never an empty page that looks like "no data");
+/// the error itself goes to the log.
+pub(crate) fn store_error(e: impl std::fmt::Display) -> Response {
+    tracing::error!(error = %e, "a page could not read the store");
+    (StatusCode::INTERNAL_SERVER_ERROR, render(&StoreErrorPage)).into_response()
 }
 
 /// Renders a template, or a plain 500 naming the failure in the log.
