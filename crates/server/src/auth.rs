@@ -1,7 +1,8 @@
-//! Who an operator is: password logins (rate-limited per user and
-//! address), login sessions and API tokens, the session cookie the web UI
-//! uses, and the CSRF token that guards every state-changing request made
-//! with that cookie.
+//! Who an operator is: password logins (throttled by
+//! [`crate::throttle::LoginLimiter`] before the password is checked), login
+//! sessions and API tokens, the session cookie the web UI uses, the CSRF
+//! token that guards every state-changing request made with that cookie,
+//! and the announcement of ended credentials that live streams stop on.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
