@@ -14,6 +14,7 @@ pub mod password;
 pub mod redact;
 pub mod schedule;
 pub mod sealing;
+pub mod secret;
 pub mod token;
 
 pub use ids::{HostId, JobId, RequestId, ScheduleId, SnapshotId, SnapshotIdError, TokenId, UserId};

@@ -27,6 +27,7 @@ use rm_store::{HelloRecord, RepoStatsRecord, SnapshotRecord};
 use tokio::time::Instant;
 
 use crate::agent_tokens;
+use crate::audit::Client;
 use crate::hub::{AgentConn, CloseSignal, Outbound};
 use crate::jobs::{self, AgentJobs, ReportError};
 use crate::metrics::Metrics;
@@ -51,12 +52,29 @@ const WRITE_BUFFER_BYTES: usize = 0;
 /// the same bare 401 so a caller learns nothing about why.
 pub(crate) async fn upgrade(
     State(state): State<AppState>,
+    client: Client,
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     let host_id = match authenticate(&state, &headers).await {
         Ok(Some(host_id)) => host_id,
-        Ok(None) => return (StatusCode::UNAUTHORIZED, "unauthorized").into_response(),
+        // A missing header is no guess; a wrong token counts towards the
+        // address's burst (checked only after it failed, so a right token
+        // is never held up).
+        Ok(None) if bearer_token(&headers).is_none() => {
+            return (StatusCode::UNAUTHORIZED, "unauthorized").into_response()
+        }
+        Ok(None) => {
+            return match crate::auth::token_failed(&state, client.ip) {
+                Some(wait) => (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    [(header::RETRY_AFTER, wait.as_secs().max(1))],
+                    "too many failed token checks from this address",
+                )
+                    .into_response(),
+                None => (StatusCode::UNAUTHORIZED, "unauthorized").into_response(),
+            }
+        }
         Err(e) => {
             tracing::error!(error = %e, "could not check an agent token");
             return (StatusCode::SERVICE_UNAVAILABLE, "store unavailable").into_response();

@@ -26,6 +26,7 @@ pub mod rpc;
 pub mod schedules;
 pub mod sealing;
 mod state;
+mod throttle;
 pub mod tls;
 mod tree_cache;
 mod ui;

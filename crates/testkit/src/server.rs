@@ -177,6 +177,13 @@ impl TestServer {
         Api::with_client(self.client.clone(), &self.url, None)
     }
 
+    /// An HTTP client whose connections come from `local` (any address in
+    /// 127.0.0.0/8 reaches a loopback server on Linux), so tests can be
+    /// several clients to the server's per-address limits. Plain HTTP only.
+    pub fn client_from(&self, local: std::net::IpAddr) -> anyhow::Result<reqwest::Client> {
+        Ok(reqwest::Client::builder().local_address(local).build()?)
+    }
+
     /// An API client logged in as `admin`.
     pub async fn admin(&self) -> anyhow::Result<Api> {
         self.anonymous().login("admin", ADMIN_PASSWORD).await
