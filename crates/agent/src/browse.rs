@@ -14,11 +14,12 @@ use tokio::sync::mpsc;
 /// longer).
 const LIST_LIMIT: Duration = Duration::from_secs(50);
 
-/// Starts answering `request` (envelope id `id`).
+/// Starts answering `request` (envelope id `id`) from `repository`, or
+/// with the reason the host's repository settings were refused.
 pub(crate) fn spawn(
     id: Option<String>,
     request: TreeList,
-    repository: Option<RepositoryConfig>,
+    repository: Result<Option<RepositoryConfig>, String>,
     restic_bin: PathBuf,
     cache_dir: PathBuf,
     outbox: mpsc::Sender<Frame>,
@@ -49,11 +50,12 @@ pub(crate) fn spawn(
 
 async fn list(
     request: &TreeList,
-    repository: Option<RepositoryConfig>,
+    repository: Result<Option<RepositoryConfig>, String>,
     restic_bin: PathBuf,
     cache_dir: PathBuf,
 ) -> Result<Vec<TreeEntry>, String> {
-    let repository = repository.ok_or("this agent has no repository settings yet")?;
+    let repository = repository?.ok_or("this agent has no repository settings yet")?;
+    crate::jobs::check_repository(&repository)?;
     let restic = Restic::detect(restic_bin)
         .await
         .map_err(|e| format!("restic is not usable on this host: {e}"))?
