@@ -64,12 +64,12 @@ async fn put_refuses_variables_outside_the_allow_list() {
     // Nothing stored, nothing pushed.
     let (status, _) = admin.get(&path).await.unwrap();
     assert_eq!(status, 404);
-    assert!(!admin
+    assert!(admin
         .host(&host_id)
         .await
         .unwrap()
         .repository_refused
-        .is_some());
+        .is_none());
 
     // A documented variable is taken and pushed.
     let (status, body) = admin
