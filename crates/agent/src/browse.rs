@@ -16,12 +16,13 @@ use tokio::sync::mpsc;
 const LIST_LIMIT: Duration = Duration::from_secs(50);
 
 /// Starts answering a `tree.list` (envelope id `id`) for `path` in
-/// `snapshot_id`; both were parsed by [`crate::inbound`].
+/// `snapshot_id` (both parsed by [`crate::inbound`]) from `repository`, or
+/// with the reason the host's repository settings were refused.
 pub(crate) fn spawn(
     id: RequestId,
     snapshot_id: SnapshotId,
     path: String,
-    repository: Option<RepositoryConfig>,
+    repository: Result<Option<RepositoryConfig>, String>,
     restic_bin: PathBuf,
     cache_dir: PathBuf,
     outbox: mpsc::Sender<Frame>,
@@ -53,11 +54,12 @@ pub(crate) fn spawn(
 async fn list(
     snapshot_id: &SnapshotId,
     path: &str,
-    repository: Option<RepositoryConfig>,
+    repository: Result<Option<RepositoryConfig>, String>,
     restic_bin: PathBuf,
     cache_dir: PathBuf,
 ) -> Result<Vec<TreeEntry>, String> {
-    let repository = repository.ok_or("this agent has no repository settings yet")?;
+    let repository = repository?.ok_or("this agent has no repository settings yet")?;
+    crate::jobs::check_repository(&repository)?;
     let restic = Restic::detect(restic_bin)
         .await
         .map_err(|e| format!("restic is not usable on this host: {e}"))?

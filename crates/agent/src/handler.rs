@@ -3,7 +3,9 @@
 //!
 //! Side effects are limited to caching what the server sent in the state
 //! directory and adopting the heartbeat interval; replies are returned for
-//! the session to send.
+//! the session to send. Repository settings are checked against the same
+//! rules the server applies (`params::validate_repository`) before they
+//! are used or cached.
 
 use std::time::Duration;
 
@@ -15,7 +17,7 @@ use rm_protocol::{
 
 use crate::error::AgentError;
 use crate::inbound::{self, Inbound};
-use crate::jobs::JobRunner;
+use crate::jobs::{check_repository, JobRunner};
 use crate::state::StateDir;
 
 /// The heartbeat interval the server asks for, never below one second so a
@@ -145,6 +147,19 @@ impl Handler {
     }
 
     async fn on_config(&mut self, config: ConfigUpdate) {
+        // Settings that break the rules (an old server, a forged frame) are
+        // not applied and not cached: the frame is dropped whole, and jobs
+        // on this host's repository fail with the reason until the server
+        // sends usable settings.
+        if let Some(Err(refused)) = config.repository.as_ref().map(check_repository) {
+            tracing::error!(
+                "refusing the configuration from the server; jobs fail until it sends usable settings: {refused}"
+            );
+            self.repository = None;
+            self.jobs.refuse_repository(Some(refused));
+            return;
+        }
+        self.jobs.refuse_repository(None);
         let heartbeat = heartbeat_interval(&config.settings);
         if heartbeat != self.heartbeat {
             tracing::info!(seconds = heartbeat.as_secs(), "heartbeat interval changed");
@@ -262,6 +277,57 @@ mod tests {
         assert!(replies.is_empty());
         assert_eq!(h.heartbeat(), Duration::from_secs(5));
         assert_eq!(h.state.load_config().ok().flatten(), Some(config));
+    }
+
+    #[tokio::test]
+    async fn a_config_update_breaking_the_rules_is_refused_and_not_cached() {
+        let dir = temp();
+        let mut h = handler(&dir);
+        let good = ConfigUpdate {
+            repository: Some(RepositoryConfig {
+                url: "/srv/repo".into(),
+                password: "pw".into(),
+                env: [("AWS_ACCESS_KEY_ID".to_owned(), "AKIA".to_owned())].into(),
+            }),
+            settings: AgentSettings {
+                heartbeat_seconds: 5,
+            },
+        };
+        h.handle(Frame::new(good.clone())).await;
+        let mut bad = good.clone();
+        if let Some(repo) = bad.repository.as_mut() {
+            repo.env.insert("PATH".into(), "/tmp/evil".into());
+        }
+        bad.settings.heartbeat_seconds = 9;
+        assert!(h.handle(Frame::new(bad)).await.is_empty());
+        // Nothing of it applied or cached…
+        assert_eq!(h.heartbeat(), Duration::from_secs(5));
+        assert_eq!(h.state.load_config().ok().flatten(), Some(good.clone()));
+        // …and jobs fail with the reason instead of using older settings.
+        let replies = h
+            .handle(Frame::new(CommandRun {
+                job_id: "01JOB".into(),
+                kind: JobKind::Snapshots,
+                params: serde_json::Value::Null,
+                repository: None,
+            }))
+            .await;
+        let [Frame {
+            message: Message::CommandResult(result),
+            ..
+        }] = replies.as_slice()
+        else {
+            panic!("expected one command.result, got {replies:?}");
+        };
+        assert!(!result.accepted);
+        let message = result.message.clone().unwrap_or_default();
+        assert!(
+            message.starts_with("repository settings refused: `env.PATH`"),
+            "{message}"
+        );
+        // Usable settings lift the refusal.
+        h.handle(Frame::new(good.clone())).await;
+        assert!(h.jobs().refused().is_none());
     }
 
     #[test]

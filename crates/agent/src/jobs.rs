@@ -91,6 +91,20 @@ struct Inner {
     /// Where restores may write; set once at start-up. Unset, system
     /// folders are still protected.
     restore_guard: OnceLock<RestoreGuard>,
+    /// Why the host's latest repository settings were refused (they break
+    /// the rules of `params::validate_repository`), while they are the
+    /// latest: jobs on the host's own repository fail with this instead of
+    /// running restic with older settings.
+    refused: Mutex<Option<String>>,
+}
+
+/// The prefix of every refusal of repository settings, as operators see it.
+pub(crate) const REFUSED: &str = "repository settings refused";
+
+/// Checks repository settings as the server should have, so settings from
+/// an old server, a forged frame or an old cache never reach restic.
+pub(crate) fn check_repository(config: &RepositoryConfig) -> Result<(), String> {
+    rm_protocol::params::validate_repository(config).map_err(|e| format!("{REFUSED}: {e}"))
 }
 
 impl JobRunner {
@@ -114,6 +128,7 @@ impl JobRunner {
                 current: Mutex::new(None),
                 history: Mutex::new(RepoHistory::default()),
                 restore_guard: OnceLock::new(),
+                refused: Mutex::new(None),
             }),
         }
     }
@@ -124,6 +139,19 @@ impl JobRunner {
         if self.inner.restore_guard.set(guard).is_err() {
             tracing::warn!("the restore guard was already set; keeping the first");
         }
+    }
+
+    /// Records that the host's latest repository settings were refused and
+    /// why (`Some`), or that usable ones arrived (`None`).
+    pub(crate) fn refuse_repository(&self, reason: Option<String>) {
+        if let Ok(mut refused) = self.inner.refused.lock() {
+            *refused = reason;
+        }
+    }
+
+    /// Why the host's own repository settings are refused, if they are.
+    pub(crate) fn refused(&self) -> Option<String> {
+        self.inner.refused.lock().ok().and_then(|r| r.clone())
     }
 
     /// The job running now, if any (for `hello.running_jobs`).
@@ -150,6 +178,10 @@ impl JobRunner {
         path: String,
         repository: Option<RepositoryConfig>,
     ) {
+        let repository = match self.refused() {
+            Some(reason) => Err(reason),
+            None => Ok(repository),
+        };
         crate::browse::spawn(
             id,
             snapshot_id,
@@ -227,12 +259,24 @@ impl JobRunner {
                 return reject(RejectReason::BadParams, refused.to_string());
             }
         }
-        let Some(repository) = run.repository.clone().or(own_repository) else {
+        // A restore from another host brings that host's repository; every
+        // other job uses this host's own, unless its latest was refused.
+        let repository = match run.repository.clone() {
+            Some(other) => Some(other),
+            None => match self.refused() {
+                Some(reason) => return reject(RejectReason::NoCredentials, reason),
+                None => own_repository,
+            },
+        };
+        let Some(repository) = repository else {
             return reject(
                 RejectReason::NoCredentials,
                 String::from("this agent has no repository settings yet"),
             );
         };
+        if let Err(refused) = check_repository(&repository) {
+            return reject(RejectReason::NoCredentials, refused);
+        }
         let cancel = CancellationToken::new();
         {
             let Ok(mut current) = self.inner.current.lock() else {

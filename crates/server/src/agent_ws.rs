@@ -151,8 +151,14 @@ async fn session(state: AppState, host_id: HostId, mut socket: WebSocket) {
     // hub, so nothing another task sends can overtake them; under the push
     // lock, so a change stored meanwhile is not missed (see `push_lock`).
     let push_lock = state.hub().push_lock(host_id).await;
-    let repository = match repositories::get(&state, host_id).await {
+    // Settings that break the current rules are not pushed: the agent gets
+    // none (and says so for each job) until an operator sets usable ones.
+    let repository = match repositories::usable(&state, host_id).await {
         Ok(repository) => repository,
+        Err(e @ repositories::RepositoryError::Refused(_)) => {
+            tracing::warn!(%host_id, "not pushing the host's repository settings: {e}");
+            None
+        }
         Err(e) => {
             tracing::error!(%host_id, error = %e, "could not open the host's repository settings");
             None

@@ -122,6 +122,16 @@ where
     L: axum::serve::Listener<Addr = std::net::SocketAddr>,
 {
     state.store().mark_all_hosts_offline().await?;
+    // Settings stored before the current rules (the `env` allow-list) are
+    // marked refused before any agent can fetch them.
+    match repositories::check_stored(&state).await {
+        Ok(0) => {}
+        Ok(refused) => tracing::warn!(
+            refused,
+            "some hosts' stored repository settings break the current rules and are not used; see each host's page"
+        ),
+        Err(e) => tracing::error!("could not check the stored repository settings: {e}"),
+    }
     jobs::watch_hosts_with_active_jobs(&state).await;
     let flusher = liveness::spawn_flusher(state.clone());
     let router = app(state.clone());

@@ -118,7 +118,7 @@ pub fn repository_owner(host: HostId) -> String {
 }
 
 /// Seals `plaintext` (a host's repository settings) bound to `host`.
-pub(crate) fn seal_repository(
+pub fn seal_repository(
     key: &SealingKey,
     host: HostId,
     plaintext: &[u8],

@@ -334,6 +334,8 @@ pub(crate) const HOST_COLUMNS: &str = "id, name, hostname, enrolled_at, last_see
      schedule_version, schedule_applied_version, \
      EXISTS (SELECT 1 FROM host_repositories WHERE host_repositories.host_id = hosts.id) \
      AS has_repository, \
+     (SELECT refused FROM host_repositories WHERE host_repositories.host_id = hosts.id) \
+     AS repository_refused, \
      token_rotated_at, agent_revoked_at, \
      EXISTS (SELECT 1 FROM agent_tokens WHERE agent_tokens.host_id = hosts.id \
      AND agent_tokens.pending = 1 AND agent_tokens.revoked_at IS NULL) AS token_rotation_pending";
@@ -358,6 +360,7 @@ pub(crate) fn host(row: &SqliteRow) -> Result<Host, StoreError> {
         repo_size_bytes: u64_opt(row, "repo_size_bytes")?,
         snapshot_count: u64_opt(row, "snapshot_count")?,
         has_repository: flag(row, "has_repository")?,
+        repository_refused: text_opt(row, "repository_refused")?,
         schedule_version: u64_col(row, "schedule_version")?,
         schedule_applied_version: u64_opt(row, "schedule_applied_version")?,
         token_rotated_at: time_opt(row, "token_rotated_at")?,

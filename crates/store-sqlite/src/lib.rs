@@ -1107,11 +1107,11 @@ impl Store for SqliteStore {
         let mut tx = self.begin_write().await?;
         require_live_host(&mut tx, &host_id).await?;
         sqlx::query(
-            "INSERT INTO host_repositories (host_id, nonce, ciphertext, seal_format, updated_at) \
-             VALUES (?, ?, ?, ?, ?) \
+            "INSERT INTO host_repositories (host_id, nonce, ciphertext, seal_format, updated_at, \
+             refused) VALUES (?, ?, ?, ?, ?, NULL) \
              ON CONFLICT (host_id) DO UPDATE SET nonce = excluded.nonce, \
              ciphertext = excluded.ciphertext, seal_format = excluded.seal_format, \
-             updated_at = excluded.updated_at",
+             updated_at = excluded.updated_at, refused = NULL",
         )
         .bind(&host_id)
         .bind(&sealed.nonce)
@@ -1219,6 +1219,39 @@ impl Store for SqliteStore {
         upsert_sealing_key(&mut tx, record).await?;
         tx.commit().await.map_err(backend)?;
         Ok(hosts)
+    }
+
+    async fn repositories(&self) -> StoreResult<Vec<(HostId, SealedRepository, Option<String>)>> {
+        let sql = format!(
+            "SELECT host_repositories.host_id AS host_id, refused, {} FROM host_repositories \
+             JOIN hosts ON hosts.id = host_repositories.host_id \
+             WHERE hosts.deleted_at IS NULL ORDER BY host_repositories.host_id",
+            codec::REPOSITORY_COLUMNS
+        );
+        let rows = sqlx::query(&sql)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    codec::id(row, "host_id")?,
+                    codec::repository(row)?,
+                    codec::text_opt(row, "refused")?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn set_repository_refused(&self, host: HostId, reason: Option<&str>) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("UPDATE host_repositories SET refused = ? WHERE host_id = ?")
+            .bind(reason)
+            .bind(host.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        tx.commit().await.map_err(backend)
     }
 
     // ── jobs ───────────────────────────────────────────────────────────

@@ -992,6 +992,56 @@ async fn repository_settings_set_replace_get() {
     ));
 }
 
+#[tokio::test]
+async fn refused_repository_settings_are_recorded_and_cleared_by_new_ones() {
+    let (_dir, store) = open_temp().await;
+    let host = enrol(&store).await;
+    let bare = enrol(&store).await;
+    let sealed = SealedRepository {
+        nonce: vec![1; 12],
+        ciphertext: b"sealed".to_vec(),
+        format: SealFormat::OwnerBound,
+        updated_at: t(10),
+    };
+    store.set_repository(host, &sealed).await.unwrap();
+    assert_eq!(
+        store.repositories().await.unwrap(),
+        vec![(host, sealed.clone(), None)],
+        "only hosts with settings are listed"
+    );
+    let refused = |h| {
+        let store = &store;
+        async move { store.host(h).await.unwrap().unwrap().repository_refused }
+    };
+    assert_eq!(refused(host).await, None);
+
+    store
+        .set_repository_refused(host, Some("`env.PATH` is not allowed"))
+        .await
+        .unwrap();
+    assert_eq!(
+        refused(host).await.as_deref(),
+        Some("`env.PATH` is not allowed")
+    );
+    let listed = store.list_hosts().await.unwrap();
+    assert!(listed
+        .iter()
+        .any(|h| h.id == host && h.repository_refused.is_some()));
+    // A host without settings has nothing to refuse.
+    store.set_repository_refused(bare, Some("x")).await.unwrap();
+    assert_eq!(refused(bare).await, None);
+
+    // New settings clear the refusal; so does an explicit `None`.
+    store.set_repository(host, &sealed).await.unwrap();
+    assert_eq!(refused(host).await, None);
+    store
+        .set_repository_refused(host, Some("again"))
+        .await
+        .unwrap();
+    store.set_repository_refused(host, None).await.unwrap();
+    assert_eq!(refused(host).await, None);
+}
+
 // ── schema ─────────────────────────────────────────────────────────────
 
 #[tokio::test]

@@ -145,6 +145,14 @@ pub trait Store: Send + Sync + 'static {
     async fn set_repository(&self, host: HostId, sealed: &SealedRepository) -> StoreResult<()>;
     /// A host's sealed repository settings.
     async fn repository(&self, host: HostId) -> StoreResult<Option<SealedRepository>>;
+    /// Every live host's sealed repository settings and the refusal
+    /// recorded for them (for the start-up check of stored settings against
+    /// the current rules).
+    async fn repositories(&self) -> StoreResult<Vec<(HostId, SealedRepository, Option<String>)>>;
+    /// Records why a host's stored settings are refused (`Some`), or that
+    /// they are usable (`None`). Storing new settings clears it too. A host
+    /// without settings is left alone.
+    async fn set_repository_refused(&self, host: HostId, reason: Option<&str>) -> StoreResult<()>;
 
     // ── sealing key ────────────────────────────────────────────────────
 

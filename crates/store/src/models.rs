@@ -135,6 +135,10 @@ pub struct Host {
     pub snapshot_count: Option<u64>,
     /// Whether repository settings are stored for the host.
     pub has_repository: bool,
+    /// Why the stored repository settings are not used (they break the
+    /// current rules, e.g. a variable outside the allow-list); `None` when
+    /// they are usable or there are none.
+    pub repository_refused: Option<String>,
     /// The schedule-set version the server wants the agent to run (0 when
     /// no schedule was ever set); bumped by every schedule change.
     pub schedule_version: u64,

@@ -169,6 +169,7 @@ fn view(host: Host) -> HostView {
         token_rotation_pending: host.token_rotation_pending,
         agent_revoked_at: host.agent_revoked_at,
         snapshot_count: host.snapshot_count,
+        repository_refused: host.repository_refused,
     }
 }
 

@@ -18,6 +18,7 @@ impl From<RepositoryError> for ApiError {
         match e {
             RepositoryError::Invalid(message) => ApiError::bad_request(message),
             RepositoryError::HostNotFound(_) => ApiError::not_found(e.to_string()),
+            RepositoryError::Refused(_) => ApiError::conflict(e.to_string()),
             RepositoryError::Store(e) => e.into(),
             RepositoryError::Job(e) => e.into(),
             RepositoryError::Unsealable(_) => ApiError::internal(e),

@@ -49,6 +49,8 @@ pub(crate) struct HostRow {
     pub(crate) restic_error: Option<String>,
     pub(crate) platform: String,
     pub(crate) has_repository: bool,
+    /// Why the stored repository settings are not used, if they are not.
+    pub(crate) repository_refused: Option<String>,
 }
 
 fn host_row(host: &Host, now: DateTime<Utc>) -> HostRow {
@@ -103,6 +105,7 @@ fn host_row(host: &Host, now: DateTime<Utc>) -> HostRow {
             _ => String::from("—"),
         },
         has_repository: host.has_repository,
+        repository_refused: host.repository_refused.clone(),
     }
 }
 
