@@ -306,7 +306,7 @@ mod tests {
         // …and jobs fail with the reason instead of using older settings.
         let replies = h
             .handle(Frame::new(CommandRun {
-                job_id: "01JOB".into(),
+                job_id: JOB.into(),
                 kind: JobKind::Snapshots,
                 params: serde_json::Value::Null,
                 repository: None,
