@@ -430,7 +430,10 @@ async fn a_forged_config_update_with_path_is_refused() {
     .await;
     // A job on the host's repository, and one carrying the forged settings
     // itself (as a restore from another host's repository does).
-    for (job_id, repository) in [("01OWN", None), ("01CARRIED", Some(forged.clone()))] {
+    for (job_id, repository) in [
+        ("01J000000000000000000000WN", None),
+        ("01J0000000000000000000CARR", Some(forged.clone())),
+    ] {
         send(
             &mut ws,
             Frame::new(CommandRun {
@@ -459,7 +462,7 @@ async fn a_forged_config_update_with_path_is_refused() {
     send(
         &mut ws,
         Frame::with_id(
-            "01RPC",
+            "01J000000000000000000000RP",
             TreeList {
                 snapshot_id: "abcd1234".into(),
                 path: "/".into(),
@@ -496,7 +499,7 @@ async fn a_forged_config_update_with_path_is_refused() {
     send(
         &mut ws,
         Frame::new(CommandRun {
-            job_id: "01USABLE".into(),
+            job_id: "01J00000000000000000000SAB".into(),
             kind: JobKind::Snapshots,
             params: serde_json::Value::Null,
             repository: None,
@@ -515,7 +518,7 @@ async fn a_forged_config_update_with_path_is_refused() {
         }
     })
     .await;
-    assert_eq!(end.job_id, "01USABLE");
+    assert_eq!(end.job_id, "01J00000000000000000000SAB");
     assert!(!marker.exists(), "restic ran from the pushed PATH");
     assert!(state.path().join("config.json").exists());
 
