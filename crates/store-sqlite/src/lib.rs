@@ -30,6 +30,7 @@ use rm_store::{
     StoreError, StoreResult, User, MAX_HOST_PAGE,
 };
 use sqlx::migrate::Migrator;
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -94,35 +95,110 @@ pub struct SqliteStore {
     /// (ten thousand agents reconnecting) costs seconds. Waiting here
     /// instead is first come, first served, and wakes at once.
     writer: Arc<Mutex<()>>,
+    /// The database lives in memory, in one connection that must stay open.
+    memory: bool,
 }
 
 /// A write transaction that holds the writer's turn until it ends.
+///
+/// It runs `BEGIN IMMEDIATE`, `COMMIT` and `ROLLBACK` itself on a pooled
+/// connection instead of using sqlx's `Transaction`, because sqlx counts
+/// transaction depth on its own and that count goes wrong when SQLite ends
+/// a transaction by itself: on a full disk or an I/O error SQLite rolls
+/// back, sqlx's later `ROLLBACK` then fails ("no transaction is active"),
+/// its depth stays at 1, and the connection goes back to the pool unable
+/// to begin another transaction ("attempted to call begin_with at non-zero
+/// transaction depth") until the process restarts. Here a transaction that
+/// does not end cleanly, by `COMMIT` or `ROLLBACK` succeeding, never goes
+/// back to the pool: its connection is closed (SQLite rolls back whatever
+/// was left open) and the pool opens a fresh one.
 struct WriteTx {
-    tx: sqlx::Transaction<'static, sqlx::Sqlite>,
-    _turn: OwnedMutexGuard<()>,
+    /// `None` only once `Drop` has handed it off.
+    conn: Option<PoolConnection<sqlx::Sqlite>>,
+    /// `BEGIN` succeeded and neither `COMMIT` nor `ROLLBACK` has.
+    open: bool,
+    /// An in-memory database lives in its one connection, which must not
+    /// be closed; a failed transaction there is rolled back instead.
+    memory: bool,
+    turn: Option<OwnedMutexGuard<()>>,
 }
 
 impl WriteTx {
-    async fn commit(self) -> Result<(), sqlx::Error> {
-        self.tx.commit().await
+    /// Starts a write transaction on `conn` while holding `turn`.
+    async fn begin(
+        mut conn: PoolConnection<sqlx::Sqlite>,
+        turn: OwnedMutexGuard<()>,
+        memory: bool,
+    ) -> Result<WriteTx, sqlx::Error> {
+        let begun = sqlx::query(BEGIN_WRITE).execute(&mut *conn).await;
+        let tx = WriteTx {
+            conn: Some(conn),
+            open: true,
+            memory,
+            turn: Some(turn),
+        };
+        // On failure `tx` drops as still open: its connection is retired.
+        begun.map(|_| tx)
     }
 
-    async fn rollback(self) -> Result<(), sqlx::Error> {
-        self.tx.rollback().await
+    async fn commit(mut self) -> Result<(), sqlx::Error> {
+        sqlx::query("COMMIT").execute(&mut *self).await?;
+        self.open = false;
+        Ok(())
+    }
+
+    async fn rollback(mut self) -> Result<(), sqlx::Error> {
+        sqlx::query("ROLLBACK").execute(&mut *self).await?;
+        self.open = false;
+        Ok(())
+    }
+}
+
+impl Drop for WriteTx {
+    fn drop(&mut self) {
+        if !self.open {
+            return;
+        }
+        let (Some(mut conn), turn) = (self.conn.take(), self.turn.take()) else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            conn.close_on_drop();
+            return;
+        };
+        let memory = self.memory;
+        // The writer's turn goes with the connection, so the next writer
+        // starts only once this transaction is gone.
+        runtime.spawn(async move {
+            if memory {
+                if let Err(e) = sqlx::query("ROLLBACK").execute(&mut *conn).await {
+                    tracing::debug!(error = %e, "rolling back an abandoned transaction");
+                }
+            } else if let Err(e) = conn.close().await {
+                tracing::debug!(error = %e, "closing the connection of a failed transaction");
+            }
+            drop(turn);
+        });
     }
 }
 
 impl std::ops::Deref for WriteTx {
     type Target = sqlx::SqliteConnection;
 
+    #[allow(clippy::expect_used)] // `conn` is taken only in `drop`
     fn deref(&self) -> &sqlx::SqliteConnection {
-        &self.tx
+        self.conn
+            .as_deref()
+            .expect("a live write transaction has its connection")
     }
 }
 
 impl std::ops::DerefMut for WriteTx {
+    #[allow(clippy::expect_used)] // `conn` is taken only in `drop`
     fn deref_mut(&mut self) -> &mut sqlx::SqliteConnection {
-        &mut self.tx
+        self.conn
+            .as_deref_mut()
+            .expect("a live write transaction has its connection")
     }
 }
 
@@ -190,6 +266,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             pool,
             writer: Arc::new(Mutex::new(())),
+            memory: is_memory_url(url),
         })
     }
 
@@ -217,6 +294,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             pool,
             writer: Arc::new(Mutex::new(())),
+            memory: is_memory_url(url),
         })
     }
 
@@ -331,8 +409,10 @@ impl SqliteStore {
     /// Starts a write transaction once it is this caller's turn to write.
     async fn begin_write(&self) -> StoreResult<WriteTx> {
         let turn = self.writer.clone().lock_owned().await;
-        let tx = self.pool.begin_with(BEGIN_WRITE).await.map_err(backend)?;
-        Ok(WriteTx { tx, _turn: turn })
+        let conn = self.pool.acquire().await.map_err(backend)?;
+        WriteTx::begin(conn, turn, self.memory)
+            .await
+            .map_err(backend)
     }
 
     /// Waits for the writer's turn, for a single-statement write outside
@@ -1163,6 +1243,11 @@ impl Store for SqliteStore {
              RETURNING {}",
             codec::JOB_COLUMNS
         );
+        // Autocommit `INSERT … RETURNING`: SQLite commits when the statement
+        // finishes, after its row was handed out, and reports a failed commit
+        // (disk full, read-only file) on that last step. `fetch_all` runs the
+        // statement to its end; `fetch_optional` would stop at the row and
+        // return a job that was rolled back.
         let row = sqlx::query(&sql)
             .bind(job.id.to_string())
             .bind(&job.kind)
@@ -1175,7 +1260,7 @@ impl Store for SqliteStore {
             .bind(dispatched_at)
             .bind(finished_at)
             .bind(job.host_id.to_string())
-            .fetch_optional(&self.pool)
+            .fetch_all(&self.pool)
             .await
             .map_err(|e| {
                 insert_error(
@@ -1184,6 +1269,8 @@ impl Store for SqliteStore {
                     &format!("host `{}`", job.host_id),
                 )
             })?
+            .into_iter()
+            .next()
             .ok_or_else(|| StoreError::NotFound(format!("host `{}`", job.host_id)))?;
         codec::job(&row)
     }
@@ -1925,10 +2012,14 @@ impl Store for SqliteStore {
         .bind(entry.details.to_string())
         .bind(&entry.ip)
         .bind(&entry.user_agent)
-        .fetch_one(&self.pool)
+        // To its end, so a failed autocommit is an error (see `create_job`).
+        .fetch_all(&self.pool)
         .await
         .map_err(backend)?;
-        codec::u64_col(&row, "id")
+        let row = row
+            .first()
+            .ok_or_else(|| StoreError::Backend("INSERT … RETURNING gave no row".into()))?;
+        codec::u64_col(row, "id")
     }
 
     /// Newest first (by id, which is write order). The action filter is a
