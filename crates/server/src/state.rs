@@ -1,6 +1,6 @@
 //! The shared state every handler gets: store, hub, settings, sealing key,
-//! job event fan-out, the batching log writer, the last-seen cache and the
-//! server's own metrics.
+//! job event fan-out, the batching log writer, the last-seen cache, the
+//! store's write health and the server's own metrics.
 
 use std::sync::Arc;
 
@@ -15,6 +15,7 @@ use crate::jobs::log_writer::LogWriter;
 use crate::liveness::LastSeen;
 use crate::metrics::Metrics;
 use crate::rpc::Rpc;
+use crate::storage::StorageHealth;
 use crate::tree_cache::TreeCache;
 
 /// Cheap to clone; all clones share one server.
@@ -33,6 +34,7 @@ struct Inner {
     rpc: Rpc,
     tree_cache: TreeCache,
     login_limiter: LoginLimiter,
+    storage: Arc<StorageHealth>,
     fleet: tokio::sync::broadcast::Sender<()>,
     stopping: tokio_util::sync::CancellationToken,
 }
@@ -42,7 +44,8 @@ impl AppState {
     /// settings at rest. Starts the log writer task, so it must be called
     /// inside a Tokio runtime.
     pub fn new(store: Arc<dyn Store>, config: ServerConfig, sealing_key: SealingKey) -> AppState {
-        let (log_writer, _task) = LogWriter::spawn(store.clone());
+        let storage = Arc::new(StorageHealth::default());
+        let (log_writer, _task) = LogWriter::spawn(store.clone(), storage.clone());
         AppState(Arc::new(Inner {
             store,
             hub: Hub::default(),
@@ -55,6 +58,7 @@ impl AppState {
             rpc: Rpc::default(),
             tree_cache: TreeCache::default(),
             login_limiter: LoginLimiter::default(),
+            storage,
             fleet: tokio::sync::broadcast::channel(16).0,
             stopping: tokio_util::sync::CancellationToken::new(),
         }))
@@ -118,10 +122,15 @@ impl AppState {
         &self.0.metrics
     }
 
+    /// Whether the store can be written, as last seen.
+    pub(crate) fn storage(&self) -> &StorageHealth {
+        &self.0.storage
+    }
+
     /// Writes pending last-seen times to the store now.
     pub async fn flush_last_seen(&self) {
         let started = std::time::Instant::now();
-        let written = self.0.last_seen.flush(self.store()).await;
+        let written = self.0.last_seen.flush(self.store(), &self.0.storage).await;
         if written > 0 {
             self.0.metrics.last_seen_flushed(written, started.elapsed());
         }

@@ -17,14 +17,46 @@ use rm_core::JobStatus;
 use rm_store::{
     AgentToken, ApiToken, AuditActor, AuditEntry, CommandResultRecord, EnrollmentToken, Host,
     HostCounts, Job, LogLineRecord, NewAuditEntry, RepoStatsRecord, ScheduleRecord,
-    SealedRepository, Session, SnapshotRecord, StoreError, User,
+    SealedRepository, Session, SnapshotRecord, StorageFault, StoreError, User,
 };
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
-/// Wraps a database failure.
+/// Wraps a database failure, telling a condition of the machine (full
+/// disk, read-only file, I/O error, a lock held too long) from a fault of
+/// the query, so callers can say what is wrong and that it will pass.
 pub(crate) fn backend(e: sqlx::Error) -> StoreError {
-    StoreError::Backend(Box::new(e))
+    match storage_fault(&e) {
+        Some(fault) => StoreError::Unavailable {
+            fault,
+            source: Box::new(e),
+        },
+        None => StoreError::Backend(Box::new(e)),
+    }
+}
+
+/// The storage fault behind `e`, if any, from SQLite's primary result code
+/// (the low byte of the extended code sqlx reports).
+fn storage_fault(e: &sqlx::Error) -> Option<StorageFault> {
+    match e {
+        sqlx::Error::Database(db) => {
+            let code: i32 = db.code()?.parse().ok()?;
+            match code & 0xff {
+                // SQLITE_FULL
+                13 => Some(StorageFault::DiskFull),
+                // SQLITE_READONLY, SQLITE_CANTOPEN (a folder made read-only)
+                8 | 14 => Some(StorageFault::ReadOnly),
+                // SQLITE_IOERR; its extended codes (…_WRITE, …_FSYNC) too
+                10 => Some(StorageFault::Io),
+                // SQLITE_BUSY, SQLITE_LOCKED
+                5 | 6 => Some(StorageFault::Busy),
+                _ => None,
+            }
+        }
+        sqlx::Error::Io(_) => Some(StorageFault::Io),
+        sqlx::Error::PoolTimedOut => Some(StorageFault::Busy),
+        _ => None,
+    }
 }
 
 /// True when `e` is a UNIQUE / PRIMARY KEY violation.

@@ -1152,6 +1152,20 @@ impl Store for SqliteStore {
         Ok(updated)
     }
 
+    async fn probe_write(&self, at: DateTime<Utc>) -> StoreResult<()> {
+        // Autocommit write: wait for the writer's turn (see `write_turn`).
+        let _turn = self.write_turn().await;
+        sqlx::query(
+            "INSERT INTO storage_probe (id, written_at) VALUES (1, ?) \
+             ON CONFLICT (id) DO UPDATE SET written_at = excluded.written_at",
+        )
+        .bind(ms(at))
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
     async fn delete_host(&self, id: HostId, at: DateTime<Utc>) -> StoreResult<bool> {
         self.retire_agent(
             &id.to_string(),
