@@ -6,7 +6,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use rm_protocol::{EntryType, Frame, RepositoryConfig, TreeEntry, TreeList, TreeListResult};
+use rm_core::{RequestId, SnapshotId};
+use rm_protocol::{EntryType, Frame, RepositoryConfig, TreeEntry, TreeListResult};
 use rm_restic::{Limits, Node, NodeType, Repository, Restic};
 use tokio::sync::mpsc;
 
@@ -14,23 +15,26 @@ use tokio::sync::mpsc;
 /// longer).
 const LIST_LIMIT: Duration = Duration::from_secs(50);
 
-/// Starts answering `request` (envelope id `id`).
+/// Starts answering a `tree.list` (envelope id `id`) for `path` in
+/// `snapshot_id` (both parsed by [`crate::inbound`]) from `repository`, or
+/// with the reason the host's repository settings were refused.
 pub(crate) fn spawn(
-    id: Option<String>,
-    request: TreeList,
-    repository: Option<RepositoryConfig>,
+    id: RequestId,
+    snapshot_id: SnapshotId,
+    path: String,
+    repository: Result<Option<RepositoryConfig>, String>,
     restic_bin: PathBuf,
     cache_dir: PathBuf,
     outbox: mpsc::Sender<Frame>,
 ) {
     tokio::spawn(async move {
-        let result = match list(&request, repository, restic_bin, cache_dir).await {
+        let result = match list(&snapshot_id, &path, repository, restic_bin, cache_dir).await {
             Ok(entries) => TreeListResult {
                 entries,
                 error: None,
             },
             Err(error) => {
-                tracing::info!(snapshot = %request.snapshot_id, path = %request.path, "tree.list failed: {error}");
+                tracing::info!(snapshot = %snapshot_id, %path, "tree.list failed: {error}");
                 TreeListResult {
                     entries: Vec::new(),
                     error: Some(error),
@@ -38,7 +42,7 @@ pub(crate) fn spawn(
             }
         };
         let frame = Frame {
-            id,
+            id: Some(id.to_string()),
             message: result.into(),
         };
         if outbox.send(frame).await.is_err() {
@@ -48,12 +52,14 @@ pub(crate) fn spawn(
 }
 
 async fn list(
-    request: &TreeList,
-    repository: Option<RepositoryConfig>,
+    snapshot_id: &SnapshotId,
+    path: &str,
+    repository: Result<Option<RepositoryConfig>, String>,
     restic_bin: PathBuf,
     cache_dir: PathBuf,
 ) -> Result<Vec<TreeEntry>, String> {
-    let repository = repository.ok_or("this agent has no repository settings yet")?;
+    let repository = repository?.ok_or("this agent has no repository settings yet")?;
+    crate::jobs::check_repository(&repository)?;
     let restic = Restic::detect(restic_bin)
         .await
         .map_err(|e| format!("restic is not usable on this host: {e}"))?
@@ -64,12 +70,7 @@ async fn list(
         env: repository.env,
     };
     let nodes = restic
-        .ls_dir(
-            &repo,
-            &request.snapshot_id,
-            &request.path,
-            &Limits::new(LIST_LIMIT),
-        )
+        .ls_dir(&repo, snapshot_id.as_str(), path, &Limits::new(LIST_LIMIT))
         .await
         .map_err(|e| e.to_string())?;
     Ok(nodes.into_iter().map(entry).collect())

@@ -3,18 +3,21 @@
 //!
 //! Side effects are limited to caching what the server sent in the state
 //! directory and adopting the heartbeat interval; replies are returned for
-//! the session to send.
+//! the session to send. Repository settings are checked against the same
+//! rules the server applies (`params::validate_repository`) before they
+//! are used or cached.
 
 use std::time::Duration;
 
 use chrono::Utc;
 use rm_protocol::{
-    AgentSettings, CommandResult, ConfigUpdate, ErrorBody, ErrorCode, Frame, Message, RejectReason,
+    AgentSettings, CommandResult, ConfigUpdate, ErrorBody, ErrorCode, Frame, RejectReason,
     RepositoryConfig, ScheduleAck, ScheduleSet, TreeListResult,
 };
 
 use crate::error::AgentError;
-use crate::jobs::JobRunner;
+use crate::inbound::{self, Inbound};
+use crate::jobs::{check_repository, JobRunner};
 use crate::state::StateDir;
 
 /// The heartbeat interval the server asks for, never below one second so a
@@ -97,50 +100,66 @@ impl Handler {
         self.heartbeat
     }
 
-    /// Handles one decoded frame and returns the frames to send back.
+    /// Handles one decoded frame and returns the frames to send back. Its
+    /// ids are parsed first ([`crate::inbound`]); a frame with a bad one is
+    /// answered and does nothing else.
     pub(crate) async fn handle(&mut self, frame: Frame) -> Vec<Frame> {
-        match frame.message {
-            Message::ConfigUpdate(config) => {
+        let inbound = match inbound::parse(frame) {
+            Ok(inbound) => inbound,
+            Err(reply) => return reply.map(|frame| *frame).into_iter().collect(),
+        };
+        match inbound {
+            Inbound::Config(config) => {
                 self.on_config(config).await;
                 Vec::new()
             }
-            Message::ScheduleSet(set) => self.on_schedules(set).await.into_iter().collect(),
-            Message::CommandRun(run) => vec![self.jobs.start(run, self.repository.clone())],
-            Message::CommandCancel(cancel) => {
-                self.jobs.cancel(&cancel);
+            Inbound::Schedules(set) => self.on_schedules(set).await.into_iter().collect(),
+            Inbound::Run(run) => vec![self.jobs.start(run, self.repository.clone())],
+            Inbound::Cancel(job_id) => {
+                self.jobs.cancel(job_id);
                 Vec::new()
             }
-            Message::JobAck(ack) => {
-                self.jobs.spool().ack(&ack);
+            Inbound::Ack(job_id, ack) => {
+                self.jobs.spool().ack(job_id, &ack);
                 Vec::new()
             }
-            Message::TreeList(request) => {
+            Inbound::TreeList {
+                id,
+                snapshot_id,
+                path,
+            } => {
                 self.jobs
-                    .list_tree(frame.id, request, self.repository.clone());
+                    .list_tree(id, snapshot_id, path, self.repository.clone());
                 Vec::new()
             }
-            Message::Error(error) => {
+            Inbound::Error(error) => {
                 log_server_error(&error);
                 Vec::new()
             }
-            Message::TokenRotate(rotate) => {
+            Inbound::TokenRotate(rotate) => {
                 vec![crate::rotation::on_rotate(&self.state, rotate).await]
             }
-            Message::Unknown { kind, .. } => {
-                tracing::debug!(%kind, "ignoring a message kind this agent does not know");
-                Vec::new()
-            }
-            other => {
-                tracing::debug!(
-                    kind = other.kind(),
-                    "ignoring a message the server should not send"
-                );
+            Inbound::Ignored(kind) => {
+                tracing::debug!(%kind, "ignoring a message this agent does not know or the server should not send");
                 Vec::new()
             }
         }
     }
 
     async fn on_config(&mut self, config: ConfigUpdate) {
+        // Settings that break the rules (an old server, a forged frame) are
+        // not applied and not cached: the frame is dropped whole, and jobs
+        // on this host's repository fail with the reason until the server
+        // sends usable settings.
+        if let Some(Err(refused)) = config.repository.as_ref().map(check_repository) {
+            tracing::error!(
+                "refusing the configuration from the server; jobs fail until it sends usable settings: {refused}"
+            );
+            self.repository = None;
+            self.jobs.refuse_repository(Some(refused));
+            return;
+        }
+        self.jobs.refuse_repository(None);
         let heartbeat = heartbeat_interval(&config.settings);
         if heartbeat != self.heartbeat {
             tracing::info!(seconds = heartbeat.as_secs(), "heartbeat interval changed");
@@ -216,7 +235,10 @@ fn log_server_error(error: &ErrorBody) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rm_protocol::{CommandRun, Heartbeat, JobKind, TreeList};
+    use rm_protocol::{CommandRun, Heartbeat, JobKind, Message, TreeList};
+
+    const JOB: &str = "01J0000000000000000000000A";
+    const RPC: &str = "01J0000000000000000000000R";
 
     fn handler(dir: &tempfile::TempDir) -> Handler {
         let (outbox, _) = tokio::sync::mpsc::channel(8);
@@ -255,6 +277,57 @@ mod tests {
         assert!(replies.is_empty());
         assert_eq!(h.heartbeat(), Duration::from_secs(5));
         assert_eq!(h.state.load_config().ok().flatten(), Some(config));
+    }
+
+    #[tokio::test]
+    async fn a_config_update_breaking_the_rules_is_refused_and_not_cached() {
+        let dir = temp();
+        let mut h = handler(&dir);
+        let good = ConfigUpdate {
+            repository: Some(RepositoryConfig {
+                url: "/srv/repo".into(),
+                password: "pw".into(),
+                env: [("AWS_ACCESS_KEY_ID".to_owned(), "AKIA".to_owned())].into(),
+            }),
+            settings: AgentSettings {
+                heartbeat_seconds: 5,
+            },
+        };
+        h.handle(Frame::new(good.clone())).await;
+        let mut bad = good.clone();
+        if let Some(repo) = bad.repository.as_mut() {
+            repo.env.insert("PATH".into(), "/tmp/evil".into());
+        }
+        bad.settings.heartbeat_seconds = 9;
+        assert!(h.handle(Frame::new(bad)).await.is_empty());
+        // Nothing of it applied or cached…
+        assert_eq!(h.heartbeat(), Duration::from_secs(5));
+        assert_eq!(h.state.load_config().ok().flatten(), Some(good.clone()));
+        // …and jobs fail with the reason instead of using older settings.
+        let replies = h
+            .handle(Frame::new(CommandRun {
+                job_id: JOB.into(),
+                kind: JobKind::Snapshots,
+                params: serde_json::Value::Null,
+                repository: None,
+            }))
+            .await;
+        let [Frame {
+            message: Message::CommandResult(result),
+            ..
+        }] = replies.as_slice()
+        else {
+            panic!("expected one command.result, got {replies:?}");
+        };
+        assert!(!result.accepted);
+        let message = result.message.clone().unwrap_or_default();
+        assert!(
+            message.starts_with("repository settings refused: `env.PATH`"),
+            "{message}"
+        );
+        // Usable settings lift the refusal.
+        h.handle(Frame::new(good.clone())).await;
+        assert!(h.jobs().refused().is_none());
     }
 
     #[test]
@@ -306,7 +379,7 @@ mod tests {
         let mut h = handler(&dir);
         let replies = h
             .handle(Frame::new(CommandRun {
-                job_id: "01JOB".into(),
+                job_id: JOB.into(),
                 kind: JobKind::Backup,
                 params: serde_json::json!({"paths": ["/etc"]}),
                 repository: None,
@@ -317,7 +390,7 @@ mod tests {
                 message: Message::CommandResult(result),
                 ..
             }] => {
-                assert_eq!(result.job_id, "01JOB");
+                assert_eq!(result.job_id, JOB);
                 assert!(!result.accepted);
                 assert_eq!(result.reason, Some(RejectReason::NoCredentials));
             }
@@ -348,13 +421,13 @@ mod tests {
             snapshot_id: "abcd1234".into(),
             path: "/".into(),
         };
-        let replies = h.handle(Frame::with_id("01RPC", request)).await;
+        let replies = h.handle(Frame::with_id(RPC, request)).await;
         assert!(replies.is_empty(), "answered in the background");
         let answer = tokio::time::timeout(Duration::from_secs(5), answers.recv())
             .await
             .unwrap_or_else(|e| panic!("{e}"))
             .unwrap_or_else(|| panic!("outbox closed"));
-        assert_eq!(answer.id.as_deref(), Some("01RPC"));
+        assert_eq!(answer.id.as_deref(), Some(RPC));
         match answer.message {
             Message::TreeListResult(result) => {
                 assert!(result.entries.is_empty());

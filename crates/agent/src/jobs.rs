@@ -12,11 +12,12 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use rm_core::{HostId, JobId, RequestId, SnapshotId};
 use rm_protocol::params::{BackupParams, CheckParams, ForgetParams, JobParams, RestoreParams};
 use rm_protocol::{
-    CommandCancel, CommandResult, CommandRun, Frame, JobFinished, JobOutcome, JobProgress,
-    JobStarted, LogLine, LogStream, LogStreamKind, Message, RejectReason, RepoStats,
-    RepositoryConfig, SnapshotInfo, SnapshotsReport,
+    CommandResult, Frame, JobFinished, JobOutcome, JobProgress, JobStarted, LogLine, LogStream,
+    LogStreamKind, Message, RejectReason, RepoStats, RepositoryConfig, SnapshotInfo,
+    SnapshotsReport,
 };
 use rm_restic::{
     Command, Event, FailureKind, Finished, Limits, Repository, Restic, RetentionPolicy, StatsMode,
@@ -26,7 +27,8 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::restore_guard::RestoreGuard;
+use crate::inbound::{shown, Run};
+use crate::restore_guard::{RestoreGuard, RestoreRefused};
 use crate::spool::Spool;
 
 /// Live frames (progress, RPC answers) waiting for the connection.
@@ -48,7 +50,7 @@ fn timeout_for(command: &Command) -> Duration {
         Command::Snapshots { .. } | Command::Ls { .. } => 15,
         Command::Forget { .. } | Command::Stats { .. } => 60,
         Command::Prune | Command::Check { .. } => 12 * 60,
-        Command::Backup { .. } | Command::Restore { .. } => 24 * 60,
+        Command::Backup { .. } | Command::Restore { .. } | Command::LsTree { .. } => 24 * 60,
     };
     Duration::from_secs(minutes * 60)
 }
@@ -66,7 +68,7 @@ struct RepoHistory {
 /// The job running now, if any.
 #[derive(Debug)]
 struct Current {
-    job_id: String,
+    job_id: JobId,
     cancel: CancellationToken,
 }
 
@@ -89,6 +91,20 @@ struct Inner {
     /// Where restores may write; set once at start-up. Unset, system
     /// folders are still protected.
     restore_guard: OnceLock<RestoreGuard>,
+    /// Why the host's latest repository settings were refused (they break
+    /// the rules of `params::validate_repository`), while they are the
+    /// latest: jobs on the host's own repository fail with this instead of
+    /// running restic with older settings.
+    refused: Mutex<Option<String>>,
+}
+
+/// The prefix of every refusal of repository settings, as operators see it.
+pub(crate) const REFUSED: &str = "repository settings refused";
+
+/// Checks repository settings as the server should have, so settings from
+/// an old server, a forged frame or an old cache never reach restic.
+pub(crate) fn check_repository(config: &RepositoryConfig) -> Result<(), String> {
+    rm_protocol::params::validate_repository(config).map_err(|e| format!("{REFUSED}: {e}"))
 }
 
 impl JobRunner {
@@ -112,6 +128,7 @@ impl JobRunner {
                 current: Mutex::new(None),
                 history: Mutex::new(RepoHistory::default()),
                 restore_guard: OnceLock::new(),
+                refused: Mutex::new(None),
             }),
         }
     }
@@ -124,13 +141,26 @@ impl JobRunner {
         }
     }
 
+    /// Records that the host's latest repository settings were refused and
+    /// why (`Some`), or that usable ones arrived (`None`).
+    pub(crate) fn refuse_repository(&self, reason: Option<String>) {
+        if let Ok(mut refused) = self.inner.refused.lock() {
+            *refused = reason;
+        }
+    }
+
+    /// Why the host's own repository settings are refused, if they are.
+    pub(crate) fn refused(&self) -> Option<String> {
+        self.inner.refused.lock().ok().and_then(|r| r.clone())
+    }
+
     /// The job running now, if any (for `hello.running_jobs`).
-    pub(crate) fn running(&self) -> Vec<String> {
+    pub(crate) fn running(&self) -> Vec<JobId> {
         self.inner
             .current
             .lock()
             .ok()
-            .and_then(|c| c.as_ref().map(|c| c.job_id.clone()))
+            .and_then(|c| c.as_ref().map(|c| c.job_id))
             .into_iter()
             .collect()
     }
@@ -143,13 +173,19 @@ impl JobRunner {
     /// Answers a `tree.list` in the background through the outbox.
     pub(crate) fn list_tree(
         &self,
-        id: Option<String>,
-        request: rm_protocol::TreeList,
+        id: RequestId,
+        snapshot_id: SnapshotId,
+        path: String,
         repository: Option<RepositoryConfig>,
     ) {
+        let repository = match self.refused() {
+            Some(reason) => Err(reason),
+            None => Ok(repository),
+        };
         crate::browse::spawn(
             id,
-            request,
+            snapshot_id,
+            path,
             repository,
             self.inner.restic_bin.clone(),
             self.inner.cache_dir.clone(),
@@ -166,16 +202,16 @@ impl JobRunner {
             .unwrap_or(true)
     }
 
-    /// Cancels the running job if it is `cancel.job_id`.
-    pub(crate) fn cancel(&self, cancel: &CommandCancel) {
+    /// Cancels the running job if it is `job_id`.
+    pub(crate) fn cancel(&self, job_id: JobId) {
         if let Ok(current) = self.inner.current.lock() {
             match current.as_ref() {
-                Some(c) if c.job_id == cancel.job_id => {
+                Some(c) if c.job_id == job_id => {
                     tracing::info!(job_id = %c.job_id, "cancelling job");
                     c.cancel.cancel();
                 }
                 _ => {
-                    tracing::debug!(job_id = %cancel.job_id, "cancel for a job that is not running")
+                    tracing::debug!(%job_id, "cancel for a job that is not running")
                 }
             }
         }
@@ -187,7 +223,7 @@ impl JobRunner {
         let running = self.inner.current.lock().ok().and_then(|c| {
             c.as_ref().map(|c| {
                 c.cancel.cancel();
-                c.job_id.clone()
+                c.job_id
             })
         });
         if running.is_none() {
@@ -201,11 +237,11 @@ impl JobRunner {
 
     /// Accepts or refuses a `command.run`; an accepted job starts at once.
     /// `own_repository` is the host's repository from the latest config.
-    pub(crate) fn start(&self, run: CommandRun, own_repository: Option<RepositoryConfig>) -> Frame {
+    pub(crate) fn start(&self, run: Run, own_repository: Option<RepositoryConfig>) -> Frame {
         let reject = |reason: RejectReason, message: String| {
             tracing::warn!(job_id = %run.job_id, kind = %run.kind, %message, "refusing job");
             Frame::new(CommandResult {
-                job_id: run.job_id.clone(),
+                job_id: run.job_id.to_string(),
                 accepted: false,
                 reason: Some(reason),
                 message: Some(message),
@@ -216,17 +252,31 @@ impl JobRunner {
             Err(e) => return reject(RejectReason::BadParams, e.to_string()),
         };
         if let JobParams::Restore(restore) = &params {
-            let guard = self.inner.restore_guard.get_or_init(RestoreGuard::default);
-            if let Err(refused) = guard.check(restore) {
+            if let Err((field, problem)) = restore_ids(restore) {
+                return reject(RejectReason::BadParams, format!("`{field}` {problem}"));
+            }
+            if let Err(refused) = self.guard().check(restore) {
                 return reject(RejectReason::BadParams, refused.to_string());
             }
         }
-        let Some(repository) = run.repository.clone().or(own_repository) else {
+        // A restore from another host brings that host's repository; every
+        // other job uses this host's own, unless its latest was refused.
+        let repository = match run.repository.clone() {
+            Some(other) => Some(other),
+            None => match self.refused() {
+                Some(reason) => return reject(RejectReason::NoCredentials, reason),
+                None => own_repository,
+            },
+        };
+        let Some(repository) = repository else {
             return reject(
                 RejectReason::NoCredentials,
                 String::from("this agent has no repository settings yet"),
             );
         };
+        if let Err(refused) = check_repository(&repository) {
+            return reject(RejectReason::NoCredentials, refused);
+        }
         let cancel = CancellationToken::new();
         {
             let Ok(mut current) = self.inner.current.lock() else {
@@ -235,7 +285,7 @@ impl JobRunner {
             if let Some(running) = current.as_ref() {
                 if running.job_id == run.job_id {
                     // A repeated dispatch of the job we are running.
-                    return accepted(&run.job_id);
+                    return accepted(run.job_id);
                 }
                 return reject(
                     RejectReason::Busy,
@@ -243,48 +293,47 @@ impl JobRunner {
                 );
             }
             *current = Some(Current {
-                job_id: run.job_id.clone(),
+                job_id: run.job_id,
                 cancel: cancel.clone(),
             });
         }
         tracing::info!(job_id = %run.job_id, kind = %run.kind, "starting job");
         let runner = self.clone();
-        let job_id = run.job_id.clone();
+        let job_id = run.job_id;
         tokio::spawn(async move {
-            runner
-                .execute(job_id.clone(), params, repository, cancel)
-                .await;
+            runner.execute(job_id, params, repository, cancel).await;
             if let Ok(mut current) = runner.inner.current.lock() {
                 if current.as_ref().is_some_and(|c| c.job_id == job_id) {
                     *current = None;
                 }
             }
         });
-        accepted(&run.job_id)
+        accepted(run.job_id)
+    }
+
+    /// The host's rules for restore destinations.
+    fn guard(&self) -> &RestoreGuard {
+        self.inner.restore_guard.get_or_init(RestoreGuard::default)
     }
 
     /// Records a report about `job_id`; the session sends it from the spool.
-    fn report(&self, job_id: &str, frame: impl Into<Message>) {
+    fn report(&self, job_id: JobId, frame: impl Into<Message>) {
         self.inner.spool.append(job_id, &Frame::new(frame.into()));
     }
 
     /// Runs a job to its end and reports everything.
     async fn execute(
         &self,
-        job_id: String,
+        job_id: JobId,
         params: JobParams,
         repository: RepositoryConfig,
         cancel: CancellationToken,
     ) {
-        let mut log = LogPump::new(
-            job_id.clone(),
-            self.inner.spool.clone(),
-            self.inner.outbox.clone(),
-        );
+        let mut log = LogPump::new(job_id, self.inner.spool.clone(), self.inner.outbox.clone());
         self.report(
-            &job_id,
+            job_id,
             JobStarted {
-                job_id: job_id.clone(),
+                job_id: job_id.to_string(),
                 started_at: Utc::now(),
             },
         );
@@ -300,7 +349,7 @@ impl JobRunner {
                 log.line(LogStreamKind::Stderr, error.clone());
                 log.flush();
                 self.finish(
-                    &job_id,
+                    job_id,
                     &finished_without_restic(Status::Failed, Some(error)),
                     Value::Null,
                 );
@@ -329,13 +378,13 @@ impl JobRunner {
             let restore_size = matches!(params, JobParams::Stats)
                 .then_some(&stats)
                 .filter(|_| finished.succeeded());
-            self.report_repository(&job_id, &restic, &repo, &cancel, restore_size)
+            self.report_repository(job_id, &restic, &repo, &cancel, restore_size)
                 .await;
         }
-        self.finish(&job_id, &finished, stats);
+        self.finish(job_id, &finished, stats);
     }
 
-    fn finish(&self, job_id: &str, finished: &Finished, stats: Value) {
+    fn finish(&self, job_id: JobId, finished: &Finished, stats: Value) {
         let status = match finished.status {
             Status::Succeeded => JobOutcome::Succeeded,
             Status::Partial => JobOutcome::Partial,
@@ -346,7 +395,7 @@ impl JobRunner {
         self.report(
             job_id,
             JobFinished {
-                job_id: job_id.to_owned(),
+                job_id: job_id.to_string(),
                 status,
                 exit_code: finished.exit_code,
                 stats,
@@ -361,7 +410,7 @@ impl JobRunner {
     /// itself already reported.
     async fn report_repository(
         &self,
-        job_id: &str,
+        job_id: JobId,
         restic: &Restic,
         repo: &Repository,
         cancel: &CancellationToken,
@@ -485,9 +534,33 @@ fn already_initialized() -> Finished {
     }
 }
 
-fn accepted(job_id: &str) -> Frame {
+/// The typed form of a restore's ids, or the field that is not one. The
+/// params were checked already; parsing into the types makes sure.
+fn restore_ids(
+    restore: &RestoreParams,
+) -> Result<(SnapshotId, Option<HostId>), (&'static str, String)> {
+    let snapshot_id = restore
+        .snapshot_id
+        .parse::<SnapshotId>()
+        .map_err(|e| ("params.snapshot_id", e.to_string()))?;
+    let source = match &restore.source_host_id {
+        Some(host) => Some(host.parse::<HostId>().map_err(|_| {
+            (
+                "params.source_host_id",
+                format!(
+                    "must be a host id (a 26-character ULID), got {}",
+                    shown(host)
+                ),
+            )
+        })?),
+        None => None,
+    };
+    Ok((snapshot_id, source))
+}
+
+fn accepted(job_id: JobId) -> Frame {
     Frame::new(CommandResult {
-        job_id: job_id.to_owned(),
+        job_id: job_id.to_string(),
         accepted: true,
         reason: None,
         message: None,
@@ -562,20 +635,106 @@ impl Job<'_> {
                 })
                 .await
             }
-            JobParams::Restore(RestoreParams {
-                snapshot_id,
-                include,
-                target,
-                ..
-            }) => {
-                self.simple(Command::Restore {
-                    snapshot_id: snapshot_id.clone(),
-                    include: include.clone(),
-                    target: target.clone(),
-                })
-                .await
-            }
+            JobParams::Restore(restore) => self.restore(restore).await,
         }
+    }
+
+    /// A restore, after checking every path it would write: `restic ls
+    /// --recursive` of the snapshot's parts to restore (exactly the nodes
+    /// `restore --include` selects) is streamed through the host's guard,
+    /// and restic's restore runs only if every destination passes. A
+    /// listing that fails or is cut short refuses the restore (fail closed).
+    async fn restore(&mut self, restore: &RestoreParams) -> (Finished, Value) {
+        let guard = self.runner.guard().clone();
+        let mut check = guard.writes(&restore.target);
+        let listing = Command::LsTree {
+            snapshot_id: restore.snapshot_id.clone(),
+            dirs: restore
+                .include
+                .iter()
+                .map(|path| crate::restore_guard::snapshot_dir(path))
+                .collect(),
+        };
+        self.log.line(
+            LogStreamKind::Stdout,
+            String::from(
+                "checking every path the restore would write against this host's restore guard",
+            ),
+        );
+        let stop = self.cancel.child_token();
+        let limits = self.runner.limits(&listing, &stop);
+        let (tx, mut rx) = mpsc::channel::<Event>(1024);
+        let restic = self.restic;
+        let repo = self.repo;
+        let run = async move {
+            let result = restic.run(repo, &listing, &limits, &tx).await;
+            drop(tx);
+            result
+        };
+        let mut refused: Option<RestoreRefused> = None;
+        let mut checked: u64 = 0;
+        let log = &mut *self.log;
+        let watch = async {
+            while let Some(event) = rx.recv().await {
+                match event {
+                    Event::Node(node) if refused.is_none() => {
+                        checked += 1;
+                        if let Err(why) = check.node(&node.path, node.node_type) {
+                            refused = Some(why);
+                            // No need to list further: stop restic.
+                            stop.cancel();
+                        }
+                    }
+                    Event::Line {
+                        stream: Stream::Stderr,
+                        text,
+                    } => log.line(LogStreamKind::Stderr, text),
+                    _ => {}
+                }
+            }
+        };
+        let (result, ()) = tokio::join!(run, watch);
+        if let Some(why) = refused {
+            let error = why.to_string();
+            self.log.line(LogStreamKind::Stderr, error.clone());
+            return (
+                finished_without_restic(Status::Failed, Some(error)),
+                Value::Null,
+            );
+        }
+        let listed = match result {
+            Ok(finished) if finished.succeeded() => Ok(()),
+            Ok(finished) if self.cancel.is_cancelled() => Err(finished),
+            Ok(finished) => Err(Finished {
+                error: Some(format!(
+                    "could not list what the restore would write, so it was not started: {}",
+                    finished.error.as_deref().unwrap_or("restic ls failed")
+                )),
+                ..finished
+            }),
+            Err(e) => Err(finished_without_restic(
+                Status::Failed,
+                Some(format!(
+                    "could not run restic to list what the restore would write: {e}"
+                )),
+            )),
+        };
+        if let Err(finished) = listed {
+            if let Some(error) = &finished.error {
+                self.log.line(LogStreamKind::Stderr, error.clone());
+            }
+            return (finished, Value::Null);
+        }
+        self.log.line(
+            LogStreamKind::Stdout,
+            format!("the restore guard let all {checked} paths through; restoring"),
+        );
+        self.simple(Command::Restore {
+            snapshot_id: restore.snapshot_id.clone(),
+            include: restore.include.clone(),
+            target: restore.target.clone(),
+        })
+        .await
     }
 
     /// Before a command that locks the repository exclusively: a job cut
@@ -698,7 +857,7 @@ impl Job<'_> {
                         Some(Event::Progress(p)) => {
                             if progress.due() {
                                 log.progress(JobProgress {
-                                    job_id: log.job_id.clone(),
+                                    job_id: log.job_id.to_string(),
                                     percent: p.percent,
                                     files_done: p.files_done,
                                     files_total: p.files_total,
@@ -750,7 +909,7 @@ impl ProgressThrottle {
 
 /// Numbers a job's lines densely from 1 and spools them in batches.
 struct LogPump {
-    job_id: String,
+    job_id: JobId,
     spool: Spool,
     outbox: mpsc::Sender<Frame>,
     next_seq: u64,
@@ -758,7 +917,7 @@ struct LogPump {
 }
 
 impl LogPump {
-    fn new(job_id: String, spool: Spool, outbox: mpsc::Sender<Frame>) -> LogPump {
+    fn new(job_id: JobId, spool: Spool, outbox: mpsc::Sender<Frame>) -> LogPump {
         LogPump {
             job_id,
             spool,
@@ -793,10 +952,10 @@ impl LogPump {
         }
         let lines = std::mem::take(&mut self.pending);
         let frame = Frame::new(LogStream {
-            job_id: self.job_id.clone(),
+            job_id: self.job_id.to_string(),
             lines,
         });
-        self.spool.append(&self.job_id, &frame);
+        self.spool.append(self.job_id, &frame);
     }
 }
 
@@ -805,9 +964,13 @@ mod tests {
     use super::*;
     use rm_protocol::JobKind;
 
-    fn run(job_id: &str) -> CommandRun {
-        CommandRun {
-            job_id: job_id.to_owned(),
+    const JOB: &str = "01J0000000000000000000000J";
+    const A: &str = "01J0000000000000000000000A";
+    const B: &str = "01J0000000000000000000000B";
+
+    fn run(job_id: &str) -> Run {
+        Run {
+            job_id: job_id.parse().unwrap(),
             kind: JobKind::Snapshots,
             params: Value::Null,
             repository: Some(RepositoryConfig {
@@ -851,7 +1014,7 @@ mod tests {
     async fn a_jobs_reports_stay_spooled_until_the_server_has_them() {
         let dir = tempfile::tempdir().unwrap();
         let (runner, _outbox) = runner(&dir, "/nonexistent/restic");
-        let accepted = runner.start(run("01JOB"), None);
+        let accepted = runner.start(run(JOB), None);
         assert!(matches!(accepted.message, Message::CommandResult(ref r) if r.accepted));
 
         // restic is missing, so the job ends at once with a clear error…
@@ -866,12 +1029,15 @@ mod tests {
         // server acknowledges all of it.
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(runner.running().is_empty());
-        assert_eq!(runner.spool().jobs(), vec!["01JOB".to_owned()]);
-        runner.spool().ack(&rm_protocol::JobAck {
-            job_id: "01JOB".into(),
-            done: true,
-            ..Default::default()
-        });
+        assert_eq!(runner.spool().jobs(), vec![JOB.parse::<JobId>().unwrap()]);
+        runner.spool().ack(
+            JOB.parse().unwrap(),
+            &rm_protocol::JobAck {
+                job_id: JOB.into(),
+                done: true,
+                ..Default::default()
+            },
+        );
         assert!(runner.spool().jobs().is_empty());
     }
 
@@ -882,11 +1048,11 @@ mod tests {
         let restic = slow_restic(&dir);
         let (runner, _outbox) = runner(&dir, &restic);
         assert!(
-            matches!(runner.start(run("01A"), None).message, Message::CommandResult(ref r) if r.accepted)
+            matches!(runner.start(run(A), None).message, Message::CommandResult(ref r) if r.accepted)
         );
-        let again = runner.start(run("01A"), None);
+        let again = runner.start(run(A), None);
         assert!(matches!(again.message, Message::CommandResult(ref r) if r.accepted));
-        let other = runner.start(run("01B"), None);
+        let other = runner.start(run(B), None);
         match other.message {
             Message::CommandResult(r) => {
                 assert!(!r.accepted);

@@ -11,6 +11,9 @@ mod browse;
 mod enroll;
 mod error;
 mod handler;
+#[cfg(test)]
+mod hostile_props;
+mod inbound;
 mod jobs;
 mod restore_guard;
 mod rotation;

@@ -85,7 +85,7 @@ impl RunOptions {
 /// Runs the agent until `shutdown` fires. Returns an error only for
 /// problems retrying cannot fix (not enrolled, unusable state file or URL);
 /// everything on the network side is retried.
-pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), AgentError> {
+pub async fn run(mut opts: RunOptions, shutdown: CancellationToken) -> Result<(), AgentError> {
     let dir = StateDir::new(&opts.state_dir);
     let state = dir.load_agent()?;
     dir.warn_if_exposed();
@@ -97,11 +97,25 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Ag
 
     // Before anything runs: reports of jobs from before a restart are
     // picked up, and a job the agent died running is marked interrupted.
+    // restic is found once, on the agent's own PATH, and run by absolute
+    // path: no variable the server sends can choose another program. Not
+    // installed yet, it is looked up (on the same PATH) at each use.
+    let restic_bin = match rm_restic::resolve_bin(&opts.restic_bin) {
+        Ok(bin) => {
+            tracing::info!(restic = %bin.display(), "using restic");
+            bin
+        }
+        Err(e) => {
+            tracing::warn!("{e}; looking again at each job");
+            opts.restic_bin.clone()
+        }
+    };
+    opts.restic_bin = restic_bin.clone();
     let spool = Spool::open(&opts.state_dir)?;
     let (outbox_tx, mut outbox) = tokio::sync::mpsc::channel(OUTBOX);
     let outbox_tx_for_scheduler = outbox_tx.clone();
     let runner = JobRunner::new(
-        opts.restic_bin.clone(),
+        restic_bin,
         opts.state_dir.join("cache"),
         opts.command_timeout,
         outbox_tx,
@@ -125,10 +139,17 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Ag
             .and_then(|w| chrono::Duration::from_std(w).ok()),
     );
     tokio::spawn(scheduler.run(schedules_rx, shutdown.clone()));
+    let mut repository = cached_repository(&dir);
+    if let Some(Err(refused)) = repository.as_ref().map(crate::jobs::check_repository) {
+        // Cached by an agent from before these rules: not used.
+        tracing::error!("the cached repository settings are not used: {refused}");
+        runner.refuse_repository(Some(refused));
+        repository = None;
+    }
     let mut handler = Handler::new(
         dir.clone(),
         cached_heartbeat(&dir),
-        cached_repository(&dir),
+        repository,
         runner.clone(),
         schedules_tx,
     );
@@ -155,8 +176,13 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Ag
                     _ = shutdown.cancelled() => return Ok(()),
                     hello = build_hello(&opts) => hello,
                 };
-                hello.running_jobs = runner.running();
-                hello.spooled_jobs = runner.spool().jobs();
+                hello.running_jobs = runner.running().iter().map(ToString::to_string).collect();
+                hello.spooled_jobs = runner
+                    .spool()
+                    .jobs()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect();
                 let started = Instant::now();
                 // While connected, schedule fires go to the server; while
                 // not, the scheduler runs the jobs here.

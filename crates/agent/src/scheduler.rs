@@ -17,10 +17,11 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use rm_core::schedule::{jittered, missed_fire, Clock, CronSchedule};
 use rm_core::JobId;
-use rm_protocol::{CommandRun, Frame, Schedule, ScheduleFire, ScheduleSet};
+use rm_protocol::{Frame, Schedule, ScheduleFire, ScheduleSet};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::inbound::Run;
 use crate::jobs::JobRunner;
 use crate::state::StateDir;
 
@@ -216,18 +217,18 @@ impl Scheduler {
             self.send(Frame::new(fire)).await;
             return;
         }
-        let job_id = JobId::new().to_string();
-        fire.job_id = Some(job_id.clone());
+        let job_id = JobId::new();
+        fire.job_id = Some(job_id.to_string());
         let spool = self.runner.spool();
         if self.runner.busy() {
             tracing::warn!(schedule = %schedule.id, "schedule fired while a job is still running; skipped");
             fire.skipped = true;
-            spool.append(&job_id, &Frame::new(fire));
+            spool.append(job_id, &Frame::new(fire));
             return;
         }
         tracing::info!(schedule = %schedule.id, %job_id, "schedule fired while the server is away; running it here");
         // The fire goes first so the server knows the job before its reports.
-        spool.append(&job_id, &Frame::new(fire));
+        spool.append(job_id, &Frame::new(fire));
         let repository = self
             .state
             .load_config()
@@ -235,15 +236,15 @@ impl Scheduler {
             .flatten()
             .and_then(|c| c.repository);
         let answer = self.runner.start(
-            CommandRun {
-                job_id: job_id.clone(),
+            Run {
+                job_id,
                 kind: schedule.kind,
                 params: schedule.params.clone(),
                 repository: None,
             },
             repository,
         );
-        spool.append(&job_id, &answer);
+        spool.append(job_id, &answer);
     }
 
     async fn send(&self, frame: Frame) {

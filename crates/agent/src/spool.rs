@@ -26,6 +26,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use chrono::Utc;
+use rm_core::JobId;
 use rm_protocol::{Frame, JobAck, JobFinished, JobOutcome, Message};
 use serde_json::Value;
 use tokio::sync::watch;
@@ -57,7 +58,9 @@ pub(crate) struct Spool {
 #[derive(Debug)]
 struct Inner {
     dir: PathBuf,
-    jobs: Mutex<BTreeMap<String, Entry>>,
+    /// Keyed by the parsed id: only a [`JobId`] (a ULID, so never a path)
+    /// ever becomes a file name here.
+    jobs: Mutex<BTreeMap<JobId, Entry>>,
     /// Bumped on every append, so a session knows there is more to send.
     appended: watch::Sender<u64>,
 }
@@ -106,8 +109,12 @@ impl Spool {
         let mut found = Vec::new();
         for entry in listing.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if let Some(job_id) = name.strip_suffix(SUFFIX) {
-                found.push((job_id.to_owned(), entry.path()));
+            match spool_file_job(&name, entry.file_type().ok()) {
+                Some(job_id) => found.push((job_id, entry.path())),
+                None => tracing::warn!(
+                    file = %entry.path().display(),
+                    "ignoring a file in the spool that is not a job's report file (`<ULID>.jsonl`)"
+                ),
             }
         }
         for (job_id, path) in found {
@@ -124,11 +131,11 @@ impl Spool {
                         ended,
                     };
                     if let Ok(mut jobs) = spool.inner.jobs.lock() {
-                        jobs.insert(job_id.clone(), entry);
+                        jobs.insert(job_id, entry);
                     }
                     if !ended {
                         tracing::warn!(%job_id, "the agent stopped while this job ran; reporting it failed");
-                        spool.append(&job_id, &interrupted(&job_id));
+                        spool.append(job_id, &interrupted(job_id));
                     } else {
                         tracing::info!(%job_id, "reports of an earlier job are waiting to be sent");
                     }
@@ -144,7 +151,7 @@ impl Spool {
     /// Writes a report about `job_id` to its file (created on first use),
     /// then wakes the session. A write that fails is logged: the report
     /// cannot be delivered after that.
-    pub(crate) fn append(&self, job_id: &str, frame: &Frame) {
+    pub(crate) fn append(&self, job_id: JobId, frame: &Frame) {
         let ends = ends_job(frame);
         let mut line = frame.encode();
         line.push('\n');
@@ -152,8 +159,8 @@ impl Spool {
             tracing::error!(%job_id, "the spool's state is poisoned; a job report was lost");
             return;
         };
-        let entry = jobs.entry(job_id.to_owned()).or_insert_with(|| {
-            let path = self.inner.dir.join(format!("{job_id}{SUFFIX}"));
+        let entry = jobs.entry(job_id).or_insert_with(|| {
+            let path = self.inner.dir.join(file_name(job_id));
             let file = open_append(&path)
                 .map_err(|e| {
                     tracing::error!(%job_id, "could not create the spool file {}: {e}", path.display())
@@ -191,40 +198,41 @@ impl Spool {
         self.inner.appended.send_modify(|n| *n = n.wrapping_add(1));
     }
 
-    /// Applies a `job.ack`: acknowledged log lines are not sent again; a
-    /// job acknowledged as done is forgotten and its file deleted.
-    pub(crate) fn ack(&self, ack: &JobAck) {
+    /// Applies a `job.ack` about `job_id` (its `job_id` field, parsed):
+    /// acknowledged log lines are not sent again; a job acknowledged as
+    /// done is forgotten and its file deleted.
+    pub(crate) fn ack(&self, job_id: JobId, ack: &JobAck) {
         let Ok(mut jobs) = self.inner.jobs.lock() else {
             return;
         };
         if ack.done {
-            if let Some(entry) = jobs.remove(&ack.job_id) {
+            if let Some(entry) = jobs.remove(&job_id) {
                 drop(entry.file);
                 if let Err(e) = fs::remove_file(&entry.path) {
                     if e.kind() != ErrorKind::NotFound {
-                        tracing::warn!(job_id = %ack.job_id, "could not delete a delivered spool file: {e}");
+                        tracing::warn!(%job_id, "could not delete a delivered spool file: {e}");
                     }
                 }
                 match &ack.error {
                     Some(why) => {
-                        tracing::warn!(job_id = %ack.job_id, "the server refused this job's reports: {why}; dropping them")
+                        tracing::warn!(%job_id, "the server refused this job's reports: {why}; dropping them")
                     }
-                    None => tracing::debug!(job_id = %ack.job_id, "job reports delivered"),
+                    None => tracing::debug!(%job_id, "job reports delivered"),
                 }
             }
             return;
         }
-        if let Some(entry) = jobs.get_mut(&ack.job_id) {
+        if let Some(entry) = jobs.get_mut(&job_id) {
             entry.acked_log_seq = entry.acked_log_seq.max(ack.log_seq);
         }
     }
 
     /// Jobs with reports not yet acknowledged as done, oldest first.
-    pub(crate) fn jobs(&self) -> Vec<String> {
+    pub(crate) fn jobs(&self) -> Vec<JobId> {
         self.inner
             .jobs
             .lock()
-            .map(|jobs| jobs.keys().cloned().collect())
+            .map(|jobs| jobs.keys().copied().collect())
             .unwrap_or_default()
     }
 
@@ -247,7 +255,7 @@ impl Spool {
 #[derive(Debug)]
 pub(crate) struct SpoolReader {
     spool: Spool,
-    sent: HashMap<String, u64>,
+    sent: HashMap<JobId, u64>,
 }
 
 impl SpoolReader {
@@ -271,7 +279,7 @@ impl SpoolReader {
                 (Vec::new(), to - from)
             }
         };
-        self.sent.insert(job_id.clone(), from + consumed);
+        self.sent.insert(job_id, from + consumed);
         lines
             .iter()
             .filter_map(|line| match Frame::decode(line) {
@@ -286,20 +294,14 @@ impl SpoolReader {
     }
 
     /// The first job with bytes not yet sent on this connection.
-    fn next_slice(&mut self) -> Option<(String, PathBuf, u64, u64, u64)> {
+    fn next_slice(&mut self) -> Option<(JobId, PathBuf, u64, u64, u64)> {
         let jobs = self.spool.inner.jobs.lock().ok()?;
         self.sent.retain(|id, _| jobs.contains_key(id));
         jobs.iter().find_map(|(id, entry)| {
             let from = self.sent.get(id).copied().unwrap_or(0);
             (from < entry.len).then(|| {
                 let to = entry.len.min(from + READ_SLICE);
-                (
-                    id.clone(),
-                    entry.path.clone(),
-                    from,
-                    to,
-                    entry.acked_log_seq,
-                )
+                (*id, entry.path.clone(), from, to, entry.acked_log_seq)
             })
         })
     }
@@ -314,10 +316,24 @@ fn ends_job(frame: &Frame) -> bool {
     }
 }
 
+/// A job's spool file name: the canonical spelling of its id.
+fn file_name(job_id: JobId) -> String {
+    format!("{job_id}{SUFFIX}")
+}
+
+/// The job whose report file `name` is, when it is one: a regular file
+/// named `<ULID>.jsonl` in the canonical spelling. Anything else in the
+/// folder (a stray file, a link, an editor's backup) is not the spool's.
+fn spool_file_job(name: &str, file_type: Option<fs::FileType>) -> Option<JobId> {
+    let job_id: JobId = name.strip_suffix(SUFFIX)?.parse().ok()?;
+    let regular = file_type.is_some_and(|t| t.is_file());
+    (regular && file_name(job_id) == name).then_some(job_id)
+}
+
 /// The `job.finished` for a job the agent died running.
-fn interrupted(job_id: &str) -> Frame {
+fn interrupted(job_id: JobId) -> Frame {
     Frame::new(JobFinished {
-        job_id: job_id.to_owned(),
+        job_id: job_id.to_string(),
         status: JobOutcome::Failed,
         exit_code: None,
         stats: Value::Null,
@@ -401,6 +417,14 @@ mod tests {
     use super::*;
     use rm_protocol::{JobStarted, LogLine, LogStream, LogStreamKind, ScheduleFire};
 
+    const A: &str = "01J0000000000000000000000A";
+    const B: &str = "01J0000000000000000000000B";
+    const S: &str = "01J0000000000000000000000S";
+
+    fn job(id: &str) -> JobId {
+        id.parse().unwrap()
+    }
+
     fn temp() -> tempfile::TempDir {
         tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"))
     }
@@ -456,47 +480,56 @@ mod tests {
     async fn reports_are_replayed_in_order_on_every_connection_until_done() {
         let dir = temp();
         let spool = Spool::open(dir.path()).unwrap();
-        spool.append("01A", &started("01A"));
-        spool.append("01A", &logs("01A", 1..=3));
+        spool.append(job(A), &started(A));
+        spool.append(job(A), &logs(A, 1..=3));
         let mut first = spool.reader();
         assert_eq!(
             kinds(&everything(&mut first).await),
             ["job.started", "log.stream"]
         );
         // Only what is new goes out on the same connection…
-        spool.append("01A", &finished("01A"));
+        spool.append(job(A), &finished(A));
         assert_eq!(kinds(&everything(&mut first).await), ["job.finished"]);
         // …and everything again on the next one, until acknowledged.
         let mut second = spool.reader();
         assert_eq!(everything(&mut second).await.len(), 3);
-        assert_eq!(spool.jobs(), ["01A"]);
-        spool.ack(&JobAck {
-            job_id: "01A".into(),
-            done: true,
-            ..JobAck::default()
-        });
+        assert_eq!(spool.jobs(), [job(A)]);
+        spool.ack(
+            job(A),
+            &JobAck {
+                job_id: A.into(),
+                done: true,
+                ..JobAck::default()
+            },
+        );
         assert!(spool.jobs().is_empty());
         assert!(everything(&mut spool.reader()).await.is_empty());
-        assert!(!dir.path().join("spool/01A.jsonl").exists());
+        assert!(!dir.path().join(format!("spool/{A}.jsonl")).exists());
     }
 
     #[tokio::test]
     async fn acknowledged_log_lines_are_not_sent_again() {
         let dir = temp();
         let spool = Spool::open(dir.path()).unwrap();
-        spool.append("01A", &logs("01A", 1..=2));
-        spool.append("01A", &logs("01A", 3..=4));
-        spool.ack(&JobAck {
-            job_id: "01A".into(),
-            log_seq: 3,
-            ..JobAck::default()
-        });
+        spool.append(job(A), &logs(A, 1..=2));
+        spool.append(job(A), &logs(A, 3..=4));
+        spool.ack(
+            job(A),
+            &JobAck {
+                job_id: A.into(),
+                log_seq: 3,
+                ..JobAck::default()
+            },
+        );
         // An older ack never takes back a newer one.
-        spool.ack(&JobAck {
-            job_id: "01A".into(),
-            log_seq: 1,
-            ..JobAck::default()
-        });
+        spool.ack(
+            job(A),
+            &JobAck {
+                job_id: A.into(),
+                log_seq: 1,
+                ..JobAck::default()
+            },
+        );
         let frames = everything(&mut spool.reader()).await;
         let Message::LogStream(stream) = &frames[0].message else {
             panic!("{frames:?}")
@@ -511,18 +544,18 @@ mod tests {
         let dir = temp();
         {
             let spool = Spool::open(dir.path()).unwrap();
-            spool.append("01A", &started("01A"));
-            spool.append("01A", &logs("01A", 1..=2));
-            spool.append("01B", &started("01B"));
-            spool.append("01B", &finished("01B"));
+            spool.append(job(A), &started(A));
+            spool.append(job(A), &logs(A, 1..=2));
+            spool.append(job(B), &started(B));
+            spool.append(job(B), &finished(B));
         }
         // A torn last line, as a kill in the middle of a write leaves.
-        let path = dir.path().join("spool/01A.jsonl");
+        let path = dir.path().join(format!("spool/{A}.jsonl"));
         let mut file = OpenOptions::new().append(true).open(&path).unwrap();
         file.write_all(b"{\"type\":\"log.str").unwrap();
 
         let spool = Spool::open(dir.path()).unwrap();
-        assert_eq!(spool.jobs(), ["01A", "01B"]);
+        assert_eq!(spool.jobs(), [job(A), job(B)]);
         let frames = everything(&mut spool.reader()).await;
         assert_eq!(
             kinds(&frames),
@@ -537,7 +570,7 @@ mod tests {
         let Message::JobFinished(end) = &frames[2].message else {
             unreachable!()
         };
-        assert_eq!(end.job_id, "01A");
+        assert_eq!(end.job_id, A);
         assert_eq!(end.status, JobOutcome::Failed);
         assert!(end.error.as_deref().unwrap_or("").contains("interrupted"));
         let Message::JobFinished(end) = &frames[4].message else {
@@ -551,11 +584,11 @@ mod tests {
         let dir = temp();
         let spool = Spool::open(dir.path()).unwrap();
         spool.append(
-            "01S",
+            job(S),
             &Frame::new(ScheduleFire {
-                schedule_id: "01SCHED".into(),
+                schedule_id: "01J00000000000000000000SCH".into(),
                 scheduled_at: Utc::now(),
-                job_id: Some("01S".into()),
+                job_id: Some(S.into()),
                 skipped: true,
                 catch_up: false,
             }),
@@ -570,7 +603,7 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&dir.path().join("spool")), 0o700);
-        assert_eq!(mode(&dir.path().join("spool/01S.jsonl")), 0o600);
+        assert_eq!(mode(&dir.path().join(format!("spool/{S}.jsonl"))), 0o600);
     }
 
     #[tokio::test]
@@ -580,9 +613,9 @@ mod tests {
         let big = "x".repeat(64 * 1024);
         for seq in 1..=40u64 {
             spool.append(
-                "01A",
+                job(A),
                 &Frame::new(LogStream {
-                    job_id: "01A".into(),
+                    job_id: A.into(),
                     lines: vec![LogLine {
                         seq,
                         ts: Utc::now(),
@@ -598,5 +631,46 @@ mod tests {
         let mut all = first;
         all.extend(everything(&mut reader).await);
         assert_eq!(all.len(), 40);
+    }
+
+    #[tokio::test]
+    async fn only_ulid_named_report_files_are_the_spools() {
+        let dir = temp();
+        let spool_dir = dir.path().join("spool");
+        fs::create_dir_all(&spool_dir).unwrap();
+        // A real one, without an end: reported interrupted.
+        fs::write(
+            spool_dir.join(format!("{A}.jsonl")),
+            started(A).encode() + "\n",
+        )
+        .unwrap();
+        // Strays: not a ULID, a lower-case spelling, another suffix, a
+        // folder and a link with a ULID name.
+        for name in [
+            "notes.jsonl",
+            "..jsonl",
+            &format!("{}.jsonl", B.to_lowercase()),
+            &format!("{B}.json"),
+        ] {
+            fs::write(spool_dir.join(name), "{}\n").unwrap();
+        }
+        fs::create_dir(spool_dir.join(format!("{S}.jsonl"))).unwrap();
+        let outside = dir.path().join("outside.txt");
+        fs::write(&outside, "not the spool's").unwrap();
+        std::os::unix::fs::symlink(&outside, spool_dir.join("01J0000000000000000000000C.jsonl"))
+            .unwrap();
+
+        let spool = Spool::open(dir.path()).unwrap();
+        assert_eq!(spool.jobs(), [job(A)]);
+        assert_eq!(fs::read_to_string(&outside).unwrap(), "not the spool's");
+        assert_eq!(
+            fs::read_to_string(spool_dir.join("notes.jsonl")).unwrap(),
+            "{}\n"
+        );
+        assert_eq!(
+            spool_file_job(&format!("{A}.jsonl"), None),
+            None,
+            "unknown type"
+        );
     }
 }

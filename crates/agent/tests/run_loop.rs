@@ -25,6 +25,8 @@ use tokio_util::sync::CancellationToken;
 use support::{accept, listener, next_frame, next_non_heartbeat, within, ServerWs, TOKEN};
 
 const SYSTEM_RESTIC: &str = "/usr/bin/restic";
+const JOB: &str = "01J0000000000000000000000J";
+const RPC: &str = "01J0000000000000000000000R";
 
 fn start(opts: RunOptions) -> (CancellationToken, JoinHandle<Result<(), AgentError>>) {
     let shutdown = CancellationToken::new();
@@ -155,7 +157,7 @@ async fn a_full_session() {
     send(
         &mut ws,
         Frame::new(CommandRun {
-            job_id: "01JOB".into(),
+            job_id: JOB.into(),
             kind: JobKind::Backup,
             params: serde_json::json!({"paths": ["relative/path"]}),
             repository: None,
@@ -164,7 +166,7 @@ async fn a_full_session() {
     .await;
     match next_non_heartbeat(&mut ws).await.message {
         Message::CommandResult(result) => {
-            assert_eq!(result.job_id, "01JOB");
+            assert_eq!(result.job_id, JOB);
             // The agent checks params again before restic sees them.
             assert!(!result.accepted);
             assert_eq!(result.reason, Some(RejectReason::BadParams));
@@ -179,7 +181,7 @@ async fn a_full_session() {
     send(
         &mut ws,
         Frame::with_id(
-            "01RPC",
+            RPC,
             TreeList {
                 snapshot_id: "abcd1234".into(),
                 path: "/".into(),
@@ -188,7 +190,7 @@ async fn a_full_session() {
     )
     .await;
     let reply = next_non_heartbeat(&mut ws).await;
-    assert_eq!(reply.id.as_deref(), Some("01RPC"));
+    assert_eq!(reply.id.as_deref(), Some(RPC));
     match reply.message {
         Message::TreeListResult(result) => {
             assert!(result.entries.is_empty());
@@ -385,4 +387,139 @@ async fn run_refuses_an_unreadable_ca_certificate_before_connecting() {
         }
         other => panic!("expected TlsSetup, got {other:?}"),
     }
+}
+
+/// A forged `config.update` whose `env` carries `PATH` (as an old server or
+/// a stolen agent connection could send): the agent neither applies nor
+/// caches it, a job then fails with the reason, and the `restic` placed on
+/// that PATH never runs.
+#[tokio::test]
+async fn a_forged_config_update_with_path_is_refused() {
+    let (listener, url) = listener().await;
+    let state = support::enrolled_state(&url);
+    let work = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let evil = work.path().join("evil-bin");
+    std::fs::create_dir(&evil).unwrap_or_else(|e| panic!("{e}"));
+    let marker = work.path().join("marker");
+    let fake = evil.join("restic");
+    std::fs::write(&fake, format!("#!/bin/sh\ntouch {}\n", marker.display()))
+        .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755))
+        .unwrap_or_else(|e| panic!("{e}"));
+    // A bare name, as `--restic-bin` defaults to: found on the agent's own PATH.
+    let (shutdown, handle) = start(RunOptions::new(state.path(), "restic"));
+    let (_, ws) = accept(&listener, None).await;
+    let mut ws = ws.unwrap_or_else(|| panic!("upgrade failed"));
+    assert!(matches!(
+        next_frame(&mut ws).await.message,
+        Message::Hello(_)
+    ));
+
+    let forged = RepositoryConfig {
+        url: work.path().join("repo").display().to_string(),
+        password: "forged-password".into(),
+        env: [("PATH".to_owned(), evil.display().to_string())].into(),
+    };
+    send(
+        &mut ws,
+        Frame::new(ConfigUpdate {
+            repository: Some(forged.clone()),
+            settings: AgentSettings::default(),
+        }),
+    )
+    .await;
+    // A job on the host's repository, and one carrying the forged settings
+    // itself (as a restore from another host's repository does).
+    for (job_id, repository) in [("01OWN", None), ("01CARRIED", Some(forged.clone()))] {
+        send(
+            &mut ws,
+            Frame::new(CommandRun {
+                job_id: job_id.into(),
+                kind: JobKind::Snapshots,
+                params: serde_json::Value::Null,
+                repository,
+            }),
+        )
+        .await;
+        match next_non_heartbeat(&mut ws).await.message {
+            Message::CommandResult(result) => {
+                assert_eq!(result.job_id, job_id);
+                assert!(!result.accepted);
+                assert_eq!(result.reason, Some(RejectReason::NoCredentials));
+                let message = result.message.unwrap_or_default();
+                assert!(
+                    message.starts_with("repository settings refused: `env.PATH`"),
+                    "{message}"
+                );
+            }
+            other => panic!("expected command.result, got {other:?}"),
+        }
+    }
+    // The restore wizard's listing is refused the same way.
+    send(
+        &mut ws,
+        Frame::with_id(
+            "01RPC",
+            TreeList {
+                snapshot_id: "abcd1234".into(),
+                path: "/".into(),
+            },
+        ),
+    )
+    .await;
+    match next_non_heartbeat(&mut ws).await.message {
+        Message::TreeListResult(result) => {
+            let error = result.error.unwrap_or_default();
+            assert!(error.starts_with("repository settings refused"), "{error}");
+        }
+        other => panic!("expected tree.list.result, got {other:?}"),
+    }
+    // Nothing cached: no config.json, so no forged password on disk either.
+    assert!(!state.path().join("config.json").exists());
+    assert!(!marker.exists(), "restic ran from the pushed PATH");
+
+    // Usable settings are taken again, and the job runs the real restic
+    // (found on the agent's own PATH), which fails on the missing
+    // repository; the fake never runs.
+    let usable = RepositoryConfig {
+        env: [("RESTIC_COMPRESSION".to_owned(), "auto".to_owned())].into(),
+        ..forged
+    };
+    send(
+        &mut ws,
+        Frame::new(ConfigUpdate {
+            repository: Some(usable),
+            settings: AgentSettings::default(),
+        }),
+    )
+    .await;
+    send(
+        &mut ws,
+        Frame::new(CommandRun {
+            job_id: "01USABLE".into(),
+            kind: JobKind::Snapshots,
+            params: serde_json::Value::Null,
+            repository: None,
+        }),
+    )
+    .await;
+    match next_non_heartbeat(&mut ws).await.message {
+        Message::CommandResult(result) => assert!(result.accepted, "{result:?}"),
+        other => panic!("expected command.result, got {other:?}"),
+    }
+    let end = within(30.0, "the job's end", async {
+        loop {
+            if let Message::JobFinished(end) = next_non_heartbeat(&mut ws).await.message {
+                return end;
+            }
+        }
+    })
+    .await;
+    assert_eq!(end.job_id, "01USABLE");
+    assert!(!marker.exists(), "restic ran from the pushed PATH");
+    assert!(state.path().join("config.json").exists());
+
+    shutdown.cancel();
+    drop(ws);
+    stopped(handle, 5.0).await;
 }

@@ -14,9 +14,10 @@ pub mod password;
 pub mod redact;
 pub mod schedule;
 pub mod sealing;
+pub mod secret;
 pub mod token;
 
-pub use ids::{HostId, JobId, ScheduleId, TokenId, UserId};
+pub use ids::{HostId, JobId, RequestId, ScheduleId, SnapshotId, SnapshotIdError, TokenId, UserId};
 pub use job::{JobStatus, JobTrigger};
 pub use schedule::{
     jittered, missed_fire, Clock, CronSchedule, ManualClock, ScheduleError, SystemClock,

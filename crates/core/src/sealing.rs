@@ -4,9 +4,17 @@
 //! Repository passwords and backend keys must reach agents, so they cannot
 //! be hashed like tokens; sealing keeps them unreadable in the database and
 //! in its backups unless the key file is taken too.
+//!
+//! Every value is sealed with associated data naming its owner and field
+//! (`host:<id>/repository`), so a sealed value copied onto another row of
+//! the database does not open there. Values sealed before that existed
+//! used empty associated data ([`UNBOUND`]); the server re-seals them on
+//! start. A key's [`SealingKey::fingerprint`] lets the store remember which
+//! key sealed its values without holding the key.
 
-use aes_gcm::aead::{Aead, KeyInit};
+use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
+use sha2::{Digest, Sha256};
 
 use crate::{random_bytes, CoreError};
 
@@ -14,6 +22,11 @@ use crate::{random_bytes, CoreError};
 pub const KEY_BYTES: usize = 32;
 /// Length of a nonce in bytes.
 pub const NONCE_BYTES: usize = 12;
+/// The associated data of values sealed before owner binding: none.
+pub const UNBOUND: &[u8] = b"";
+/// What is hashed with the key for its fingerprint, so the fingerprint is
+/// no hash anything else computes of the key (and says what it is).
+const FINGERPRINT_LABEL: &[u8] = b"restic-manager sealing-key fingerprint v1\0";
 
 /// A 256-bit sealing key. Its Debug output never shows the key.
 #[derive(Clone)]
@@ -35,7 +48,7 @@ pub enum SealError {
     #[error("a nonce must be {NONCE_BYTES} bytes, got {0}")]
     NonceLength(usize),
     /// Wrong key, or the ciphertext was altered.
-    #[error("sealed data could not be opened (wrong key, or the data was altered)")]
+    #[error("sealed data could not be opened (wrong key, sealed for another owner, or altered)")]
     Open,
     /// Encryption failed.
     #[error("sealing failed")]
@@ -75,17 +88,35 @@ impl SealingKey {
         &self.0
     }
 
+    /// Which key this is, safe to store and show: lower-case hex SHA-256
+    /// of a label followed by the key. One-way, so it reveals nothing of
+    /// the key (which is 256 random bits, beyond guessing); equal for equal
+    /// keys and different for different ones.
+    pub fn fingerprint(&self) -> String {
+        let mut hash = Sha256::new();
+        hash.update(FINGERPRINT_LABEL);
+        hash.update(self.0);
+        hex::encode(hash.finalize())
+    }
+
     fn cipher(&self) -> Aes256Gcm {
         Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&self.0))
     }
 
-    /// Encrypts `plaintext` under a fresh nonce.
-    pub fn seal(&self, plaintext: &[u8]) -> Result<Sealed, SealError> {
+    /// Encrypts `plaintext` under a fresh nonce, bound to `aad` (the
+    /// owner and field of the value): it opens only with the same `aad`.
+    pub fn seal(&self, plaintext: &[u8], aad: &[u8]) -> Result<Sealed, SealError> {
         let mut nonce = [0u8; NONCE_BYTES];
         random_bytes(&mut nonce)?;
         let ciphertext = self
             .cipher()
-            .encrypt(Nonce::from_slice(&nonce), plaintext)
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: plaintext,
+                    aad,
+                },
+            )
             .map_err(|_| SealError::Seal)?;
         Ok(Sealed {
             nonce: nonce.to_vec(),
@@ -93,15 +124,19 @@ impl SealingKey {
         })
     }
 
-    /// Decrypts and authenticates.
-    pub fn open(&self, sealed: &Sealed) -> Result<Vec<u8>, SealError> {
+    /// Decrypts and authenticates, with the `aad` it was sealed with
+    /// ([`UNBOUND`] for values sealed before owner binding).
+    pub fn open(&self, sealed: &Sealed, aad: &[u8]) -> Result<Vec<u8>, SealError> {
         if sealed.nonce.len() != NONCE_BYTES {
             return Err(SealError::NonceLength(sealed.nonce.len()));
         }
         self.cipher()
             .decrypt(
                 Nonce::from_slice(&sealed.nonce),
-                sealed.ciphertext.as_slice(),
+                Payload {
+                    msg: sealed.ciphertext.as_slice(),
+                    aad,
+                },
             )
             .map_err(|_| SealError::Open)
     }
@@ -111,28 +146,71 @@ impl SealingKey {
 mod tests {
     use super::*;
 
+    const AAD: &[u8] = b"host:01ARZ3NDEKTSV4RRFFQ69G5FAV/repository";
+
     #[test]
     fn sealed_data_opens_with_the_same_key_only() {
         let key = SealingKey::generate().unwrap();
-        let sealed = key.seal(b"repository password").unwrap();
+        let sealed = key.seal(b"repository password", AAD).unwrap();
         assert!(!sealed.ciphertext.windows(8).any(|w| w == b"password"));
-        assert_eq!(key.open(&sealed).unwrap(), b"repository password");
+        assert_eq!(key.open(&sealed, AAD).unwrap(), b"repository password");
         let other = SealingKey::generate().unwrap();
-        assert!(matches!(other.open(&sealed), Err(SealError::Open)));
+        assert!(matches!(other.open(&sealed, AAD), Err(SealError::Open)));
+    }
+
+    #[test]
+    fn sealed_data_opens_for_its_own_owner_and_field_only() {
+        let key = SealingKey::generate().unwrap();
+        let sealed = key.seal(b"repository password", AAD).unwrap();
+        for wrong in [
+            &b"host:01BX5ZZKBKACTAV9WEVGEMMVRZ/repository"[..],
+            b"host:01ARZ3NDEKTSV4RRFFQ69G5FAV/notification",
+            UNBOUND,
+        ] {
+            assert!(matches!(key.open(&sealed, wrong), Err(SealError::Open)));
+        }
+        // And a value sealed without binding opens only without it.
+        let unbound = key.seal(b"old", UNBOUND).unwrap();
+        assert_eq!(key.open(&unbound, UNBOUND).unwrap(), b"old");
+        assert!(matches!(key.open(&unbound, AAD), Err(SealError::Open)));
     }
 
     #[test]
     fn tampering_is_detected() {
         let key = SealingKey::generate().unwrap();
-        let mut sealed = key.seal(b"secret").unwrap();
+        let mut sealed = key.seal(b"secret", AAD).unwrap();
         sealed.ciphertext[0] ^= 1;
-        assert!(matches!(key.open(&sealed), Err(SealError::Open)));
+        assert!(matches!(key.open(&sealed, AAD), Err(SealError::Open)));
     }
 
     #[test]
     fn every_seal_uses_a_new_nonce() {
         let key = SealingKey::generate().unwrap();
-        assert_ne!(key.seal(b"x").unwrap().nonce, key.seal(b"x").unwrap().nonce);
+        assert_ne!(
+            key.seal(b"x", AAD).unwrap().nonce,
+            key.seal(b"x", AAD).unwrap().nonce
+        );
+    }
+
+    #[test]
+    fn the_fingerprint_is_stable_differs_per_key_and_is_not_the_key() {
+        let key = SealingKey::generate().unwrap();
+        let fingerprint = key.fingerprint();
+        assert_eq!(fingerprint.len(), 64);
+        assert!(fingerprint.bytes().all(|b| b.is_ascii_hexdigit()));
+        let again = SealingKey::from_bytes(key.as_bytes()).unwrap();
+        assert_eq!(again.fingerprint(), fingerprint);
+        assert_ne!(SealingKey::generate().unwrap().fingerprint(), fingerprint);
+        assert!(!fingerprint.contains(&hex::encode(key.as_bytes())));
+        // Not the plain SHA-256 of the key file either.
+        assert_ne!(hex::encode(Sha256::digest(key.as_bytes())), fingerprint);
+        // Pinned, so a change of derivation cannot slip in unnoticed: every
+        // store records it, and a new derivation would lock every server out.
+        let zero = SealingKey::from_bytes(&[0; KEY_BYTES]).unwrap();
+        assert_eq!(
+            zero.fingerprint(),
+            "ce0ad28cc1f45e1d25575857afb28c0dd35d89b9ed144ef301a2f2b1dd009884"
+        );
     }
 
     #[test]

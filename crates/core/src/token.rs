@@ -12,9 +12,9 @@ use std::str::FromStr;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
 use crate::ids::TokenId;
+use crate::secret::constant_time_eq;
 use crate::{random_bytes, CoreError};
 
 /// What a token grants; its prefix says so, so a token pasted in the wrong
@@ -55,7 +55,9 @@ impl TokenKind {
 }
 
 /// SHA-256 of a whole token string; the only form in which tokens are stored.
-#[derive(Clone, Copy, PartialEq, Eq)]
+/// `==` on it is [`TokenHash::matches`]: constant time, like every secret
+/// comparison.
+#[derive(Clone, Copy)]
 pub struct TokenHash([u8; 32]);
 
 impl TokenHash {
@@ -66,7 +68,7 @@ impl TokenHash {
 
     /// Compares in constant time.
     pub fn matches(&self, other: &TokenHash) -> bool {
-        self.0.ct_eq(&other.0).into()
+        constant_time_eq(&self.0, &other.0)
     }
 
     /// Lower-case hex, for storage.
@@ -81,6 +83,14 @@ impl TokenHash {
         Some(TokenHash(out))
     }
 }
+
+impl PartialEq for TokenHash {
+    fn eq(&self, other: &TokenHash) -> bool {
+        self.matches(other)
+    }
+}
+
+impl Eq for TokenHash {}
 
 impl fmt::Debug for TokenHash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -168,6 +168,12 @@ pub struct HostView {
     /// its agent can never connect again.
     #[serde(default)]
     pub agent_revoked_at: Option<DateTime<Utc>>,
+    /// Why the stored repository settings are not used (they break the
+    /// current rules, e.g. an `env` variable outside the allow-list; stored
+    /// before the rule existed): they are not pushed to the agent and jobs
+    /// are refused until usable settings are set. `null` when usable.
+    #[serde(default)]
+    pub repository_refused: Option<String>,
 }
 
 /// `POST /api/v1/hosts/{id}/token/rotate` → 202: the new token went to the

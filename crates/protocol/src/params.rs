@@ -670,16 +670,117 @@ mod tests {
     }
 }
 
-/// Environment variables restic-manager sets itself; `env` may not override them.
-const RESERVED_ENV: [&str; 4] = [
-    "RESTIC_REPOSITORY",
-    "RESTIC_PASSWORD",
-    "RESTIC_PASSWORD_FILE",
-    "RESTIC_PASSWORD_COMMAND",
+/// The variables a repository's `env` may set: exactly those restic
+/// (0.14 to 0.19) and its backends document as credentials or options,
+/// minus the ones that name a file, a program or a place to write (see
+/// [`refused_env`]). Everything else a sender could put in restic's
+/// environment (`PATH`, `LD_PRELOAD`, `HOME`, `GODEBUG`, `RCLONE_CONFIG`…)
+/// changes how restic or its helpers run on a host where the agent is root.
+pub const ALLOWED_ENV: &[&str] = &[
+    // restic itself.
+    "RESTIC_COMPRESSION",
+    "RESTIC_PACK_SIZE",
+    "RESTIC_READ_CONCURRENCY",
+    "RESTIC_KEY_HINT",
+    // Certificates to trust for the repository's TLS: a file the sender
+    // names, but only read as public certificates, for a connection to the
+    // URL the sender chooses anyway.
+    "RESTIC_CACERT",
+    // REST server.
+    "RESTIC_REST_USERNAME",
+    "RESTIC_REST_PASSWORD",
+    // Amazon S3 and compatible.
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_DEFAULT_REGION",
+    "AWS_PROFILE",
+    "RESTIC_AWS_ASSUME_ROLE_ARN",
+    "RESTIC_AWS_ASSUME_ROLE_SESSION_NAME",
+    "RESTIC_AWS_ASSUME_ROLE_EXTERNAL_ID",
+    "RESTIC_AWS_ASSUME_ROLE_POLICY",
+    "RESTIC_AWS_ASSUME_ROLE_REGION",
+    "RESTIC_AWS_ASSUME_ROLE_STS_ENDPOINT",
+    // Backblaze B2.
+    "B2_ACCOUNT_ID",
+    "B2_ACCOUNT_KEY",
+    // Azure Blob Storage.
+    "AZURE_ACCOUNT_NAME",
+    "AZURE_ACCOUNT_KEY",
+    "AZURE_ACCOUNT_SAS",
+    "AZURE_ENDPOINT_SUFFIX",
+    // Google Cloud Storage.
+    "GOOGLE_PROJECT_ID",
+    "GOOGLE_ACCESS_TOKEN",
+    // OpenStack Swift (keystone v1, v2, v3, application credentials, token).
+    "ST_AUTH",
+    "ST_USER",
+    "ST_KEY",
+    "OS_AUTH_URL",
+    "OS_REGION_NAME",
+    "OS_USERNAME",
+    "OS_USER_ID",
+    "OS_PASSWORD",
+    "OS_TENANT_ID",
+    "OS_TENANT_NAME",
+    "OS_USER_DOMAIN_NAME",
+    "OS_USER_DOMAIN_ID",
+    "OS_PROJECT_NAME",
+    "OS_PROJECT_DOMAIN_NAME",
+    "OS_PROJECT_DOMAIN_ID",
+    "OS_TRUST_ID",
+    "OS_APPLICATION_CREDENTIAL_ID",
+    "OS_APPLICATION_CREDENTIAL_NAME",
+    "OS_APPLICATION_CREDENTIAL_SECRET",
+    "OS_STORAGE_URL",
+    "OS_AUTH_TOKEN",
+    "SWIFT_DEFAULT_CONTAINER_POLICY",
+    // rclone: the two values restic's manual names; neither runs anything.
+    "RCLONE_BWLIMIT",
+    "RCLONE_VERBOSE",
+    // Go's HTTP client (every HTTP backend).
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
 ];
 
+/// Why a variable that is not in [`ALLOWED_ENV`] is refused, for the ones
+/// restic or its helpers do read (so the message says what the danger is,
+/// not just "unknown").
+fn refused_env(name: &str) -> Option<&'static str> {
+    const SET_BY_US: &str =
+        "is set by restic-manager itself; use `url` and `password` (restic gets them on a pipe)";
+    const RUNS: &str =
+        "could make restic run another program, so it is never taken from the server";
+    const LOADS: &str = "could make restic or a program it starts load other code, so it is never taken from the server";
+    const WRITES: &str =
+        "chooses where restic writes on the host, which the agent decides (it sets the cache folder itself)";
+    const FILE: &str = "names a file on the host for restic to use as a credential, and such a file can make restic run a program or fetch any URL; set it up on the host (root's default location) instead";
+    let reason = match name {
+        "RESTIC_REPOSITORY" | "RESTIC_REPOSITORY_FILE" | "RESTIC_PASSWORD" | "RESTIC_PASSWORD_FILE" => SET_BY_US,
+        "RESTIC_PROGRESS_FPS" => "is set by restic-manager itself (one status line a second)",
+        "RESTIC_PASSWORD_COMMAND" | "RESTIC_FROM_PASSWORD_COMMAND" | "RESTIC_PASSWORD_COMMAND2" => RUNS,
+        "AZURE_FORCE_CLI_CREDENTIAL" => "makes restic run the Azure CLI (`az`) for a token, so it could make restic run another program",
+        "AWS_SHARED_CREDENTIALS_FILE" | "AWS_CONFIG_FILE" => "names a credentials file whose `credential_process` could make restic run another program",
+        "GOOGLE_APPLICATION_CREDENTIALS" | "RESTIC_TLS_CLIENT_CERT" => FILE,
+        "PATH" => "chooses which programs restic and its helpers start, so it could make restic run another program",
+        "SHELL" | "SSH_ASKPASS" | "SSH_AUTH_SOCK" | "GIT_SSH" | "EDITOR" | "PAGER" | "BROWSER" => RUNS,
+        "HOME" | "XDG_CONFIG_HOME" | "XDG_CACHE_HOME" => "chooses which configuration restic and ssh read and where they write, so it could make restic run another program",
+        "TMPDIR" | "TMP" | "RESTIC_CACHE_DIR" | "DEBUG_LOG" => WRITES,
+        "GODEBUG" | "GOTRACEBACK" | "GOMAXPROCS" | "GOGC" | "GOMEMLIMIT" | "GOFLAGS" => "changes how the Go runtime inside restic behaves",
+        "RESTIC_HOST" => "changes which snapshots restic-manager sees as this host's; it is not a backend setting",
+        _ if name.starts_with("LD_") => LOADS,
+        _ if name.starts_with("RCLONE_") => "is an rclone option, and rclone options (`RCLONE_CONFIG`, `RCLONE_SFTP_SSH`, …) can make rclone run another program; only `RCLONE_BWLIMIT` and `RCLONE_VERBOSE` are taken",
+        _ if name.starts_with("RESTIC_FROM_") => "belongs to `restic copy`, which restic-manager does not run",
+        _ => return None,
+    };
+    Some(reason)
+}
+
 /// Checks repository settings: a URL restic cannot mistake for a flag, a
-/// password, and backend variables with plain names.
+/// password restic reads back unchanged, and only variables from
+/// [`ALLOWED_ENV`]. The server checks before storing or pushing settings,
+/// the agent again before restic starts.
 pub fn validate_repository(repo: &crate::RepositoryConfig) -> Result<(), ParamsError> {
     let url = repo.url.trim();
     if url.is_empty() {
@@ -692,8 +793,22 @@ pub fn validate_repository(repo: &crate::RepositoryConfig) -> Result<(), ParamsE
         return Err(ParamsError::new("url", "must not start or end with spaces"));
     }
     no_control(url).map_err(|problem| ParamsError::new("url", problem))?;
+    if url.len() > MAX_PATH_CHARS {
+        return Err(ParamsError::new(
+            "url",
+            format!("must be at most {MAX_PATH_CHARS} bytes"),
+        ));
+    }
     if repo.password.is_empty() {
         return Err(ParamsError::new("password", "must not be empty"));
+    }
+    // restic reads the password from a pipe (`--password-file`) and trims
+    // white space around it, so such a password would silently change.
+    if repo.password.trim() != repo.password {
+        return Err(ParamsError::new(
+            "password",
+            "must not start or end with white space (restic trims it when reading the password)",
+        ));
     }
     if repo.password.len() > MAX_PATH_CHARS || repo.password.contains('\0') {
         return Err(ParamsError::new(
@@ -716,11 +831,15 @@ pub fn validate_repository(repo: &crate::RepositoryConfig) -> Result<(), ParamsE
                 "must be an upper-case variable name (A-Z, 0-9, _)",
             ));
         }
-        if RESERVED_ENV.contains(&name.as_str()) {
-            return Err(ParamsError::new(
-                format!("env.{name}"),
-                "is set by restic-manager itself; use `url` and `password`",
-            ));
+        if !ALLOWED_ENV.contains(&name.as_str()) {
+            let problem = match refused_env(name) {
+                Some(reason) => reason.to_owned(),
+                None => format!(
+                    "is not a variable restic or its backends read; allowed: {}",
+                    ALLOWED_ENV.join(", ")
+                ),
+            };
+            return Err(ParamsError::new(format!("env.{name}"), problem));
         }
         if value.len() > 8192 || value.contains('\0') {
             return Err(ParamsError::new(
@@ -772,7 +891,10 @@ mod repository_tests {
             (repo("", "pw", &[]), "`url`"),
             (repo("-o=x", "pw", &[]), "`url`"),
             (repo(" /r", "pw", &[]), "`url`"),
+            (repo(&"/r".repeat(3000), "pw", &[]), "`url`"),
             (repo("/r", "", &[]), "`password`"),
+            (repo("/r", " pw", &[]), "`password`"),
+            (repo("/r", "pw\n", &[]), "`password`"),
             (repo("/r", "pw", &[("lower", "x")]), "`env.lower`"),
             (
                 repo("/r", "pw", &[("RESTIC_PASSWORD", "x")]),
@@ -782,6 +904,73 @@ mod repository_tests {
         for (config, field) in cases {
             let e = validate_repository(&config).unwrap_err().to_string();
             assert!(e.starts_with(field), "{e}");
+        }
+    }
+
+    fn env_error(name: &str) -> String {
+        validate_repository(&repo("/r", "pw", &[(name, "x")]))
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn every_documented_variable_is_accepted() {
+        for name in ALLOWED_ENV {
+            let result = validate_repository(&repo("/r", "pw", &[(name, "value")]));
+            assert!(result.is_ok(), "{name}: {result:?}");
+        }
+        // All of them at once, as an S3 + proxy setup would send.
+        let all: Vec<(&str, &str)> = ALLOWED_ENV.iter().map(|n| (*n, "v")).collect();
+        assert!(validate_repository(&repo("s3:host/bucket", "pw", &all)).is_ok());
+    }
+
+    #[test]
+    fn dangerous_variables_are_refused_with_why() {
+        let cases: [(&str, &str); 24] = [
+            ("PATH", "run another program"),
+            ("LD_PRELOAD", "load other code"),
+            ("LD_LIBRARY_PATH", "load other code"),
+            ("LD_AUDIT", "load other code"),
+            ("HOME", "run another program"),
+            ("XDG_CONFIG_HOME", "run another program"),
+            ("SHELL", "run another program"),
+            ("SSH_AUTH_SOCK", "run another program"),
+            ("TMPDIR", "where restic writes"),
+            ("RESTIC_CACHE_DIR", "where restic writes"),
+            ("DEBUG_LOG", "where restic writes"),
+            ("GODEBUG", "Go runtime"),
+            ("RESTIC_PASSWORD_COMMAND", "run another program"),
+            ("RESTIC_FROM_PASSWORD_COMMAND", "run another program"),
+            ("RESTIC_PASSWORD_FILE", "set by restic-manager"),
+            ("RESTIC_REPOSITORY", "set by restic-manager"),
+            ("RESTIC_REPOSITORY_FILE", "set by restic-manager"),
+            ("RESTIC_PROGRESS_FPS", "set by restic-manager"),
+            ("RCLONE_CONFIG", "run another program"),
+            ("RCLONE_SFTP_SSH", "run another program"),
+            ("AWS_SHARED_CREDENTIALS_FILE", "run another program"),
+            ("AZURE_FORCE_CLI_CREDENTIAL", "run another program"),
+            ("GOOGLE_APPLICATION_CREDENTIALS", "run a program"),
+            ("RESTIC_TLS_CLIENT_CERT", "credential"),
+        ];
+        for (name, why) in cases {
+            let e = env_error(name);
+            assert!(e.starts_with(&format!("`env.{name}` ")), "{e}");
+            assert!(e.contains(why), "{name}: {e}");
+            assert!(!ALLOWED_ENV.contains(&name), "{name}");
+        }
+    }
+
+    #[test]
+    fn unknown_variables_are_refused_with_the_allowed_list() {
+        for name in ["FOO", "AWS_ACCESS_KEY", "HTTP_PROXY_X", "MINIO_ACCESS_KEY"] {
+            let e = env_error(name);
+            assert!(
+                e.starts_with(&format!(
+                    "`env.{name}` is not a variable restic or its backends read; allowed: "
+                )),
+                "{e}"
+            );
+            assert!(e.contains("AWS_ACCESS_KEY_ID"), "{e}");
         }
     }
 }

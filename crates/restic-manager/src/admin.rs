@@ -1,7 +1,7 @@
 //! `restic-manager admin …`: offline changes to the store, for when nobody
-//! can log in (first admin lost, password forgotten) or for scripting, and
-//! consistent copies of the database. Every change is written to the audit
-//! log as done by `cli`.
+//! can log in (first admin lost, password forgotten) or for scripting,
+//! consistent copies of the database, and discarding sealed secrets whose
+//! key is lost. Every change is written to the audit log as done by `cli`.
 
 use std::io::BufRead;
 
@@ -15,7 +15,7 @@ use rm_server::ServerConfig;
 use rm_store::{ApiToken, User};
 use serde_json::json;
 
-use crate::cli::{AdminCommand, BackupDbArgs};
+use crate::cli::{AdminCommand, BackupDbArgs, ResetSealedSecretsArgs};
 
 pub(crate) async fn run(command: AdminCommand) -> anyhow::Result<()> {
     match command {
@@ -147,6 +147,89 @@ pub(crate) async fn run(command: AdminCommand) -> anyhow::Result<()> {
             println!("{}", created.command);
         }
         AdminCommand::BackupDb(args) => backup_db(&args).await?,
+        AdminCommand::ResetSealedSecrets(args) => reset_sealed_secrets(&args).await?,
+    }
+    Ok(())
+}
+
+/// Hosts listed by name in `reset-sealed-secrets`' report; more are counted.
+const MAX_LISTED_HOSTS: usize = 100;
+
+/// `admin reset-sealed-secrets [--yes]`: discards every sealed secret and
+/// adopts the current key file, so a server whose key is lost can start.
+async fn reset_sealed_secrets(args: &ResetSealedSecretsArgs) -> anyhow::Result<()> {
+    let store = crate::storage::open(&args.store).await?;
+    let key_path = std::path::absolute(args.store.data_dir.join(rm_server::KEY_FILE))?;
+    if !args.yes {
+        let sealed = store.sealed_repositories().await?.len();
+        bail!(
+            "nothing was changed. This command discards the sealed repository settings \
+             (passwords and backend keys) of {sealed} host(s) in the database for good, and \
+             seals with {} from now on (made if missing). Those hosts then have no repository \
+             until one is set again; their repositories and snapshots are not touched.\n\
+             If the key that sealed them can be restored from a backup to {}, do that instead \
+             and start the server.\n\
+             Otherwise stop the server and run this again with --yes.",
+            key_path.display(),
+            key_path.display()
+        );
+    }
+    let outcome = rm_server::sealing::reset(store.as_ref(), &key_path).await?;
+    audit::record_cli(
+        store.as_ref(),
+        Action::SealedSecretsReset,
+        "sealing_key",
+        &outcome.fingerprint,
+        json!({
+            "hosts": outcome.hosts.len(),
+            "key_created": outcome.key_created,
+        }),
+    )
+    .await;
+
+    println!(
+        "Discarded the sealed repository settings of {} host(s).",
+        outcome.hosts.len()
+    );
+    let mut deleted = 0usize;
+    let mut listed = 0usize;
+    for id in &outcome.hosts {
+        match store.host(*id).await? {
+            Some(host) if listed < MAX_LISTED_HOSTS => {
+                listed += 1;
+                println!("  {} ({id})", host.name);
+            }
+            Some(_) => {}
+            None => deleted += 1,
+        }
+    }
+    let live = outcome.hosts.len() - deleted;
+    if live > listed {
+        println!("  … and {} more", live - listed);
+    }
+    if deleted > 0 {
+        println!("  ({deleted} of them deleted hosts)");
+    }
+    println!(
+        "{} the key {} (fingerprint {}); it seals every repository set from now on.",
+        if outcome.key_created {
+            "Created"
+        } else {
+            "Kept"
+        },
+        outcome.key_path.display(),
+        outcome.fingerprint
+    );
+    println!("Next:");
+    println!(
+        "  1. Back up {} (mode 0600), apart from the database copies.",
+        outcome.key_path.display()
+    );
+    println!("  2. Start the server.");
+    if live > 0 {
+        println!(
+            "  3. Set the repository of each host above again (its page, or PUT /api/v1/hosts/<id>/repository) with the same URL, password and keys to reach its existing snapshots."
+        );
     }
     Ok(())
 }

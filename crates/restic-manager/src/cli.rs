@@ -24,7 +24,7 @@ pub(crate) enum Command {
     #[command(subcommand)]
     Agent(AgentCommand),
     /// Offline administration of the server's store (users, API tokens,
-    /// database backups).
+    /// database backups, sealed secrets).
     #[command(subcommand)]
     Admin(AdminCommand),
     /// Try it on this machine: a server, an enrolled local agent and a local
@@ -55,7 +55,7 @@ pub(crate) struct QuickstartArgs {
 /// Where the server keeps its data.
 #[derive(Debug, Args, Clone)]
 pub(crate) struct StoreArgs {
-    /// Directory for the database (and, later, the key file).
+    /// Directory for the database and the sealing key file (secret.key).
     #[arg(long, env = "RM_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
     /// Database URL; default `sqlite://<data-dir>/restic-manager.db`.
@@ -209,6 +209,25 @@ pub(crate) enum AdminCommand {
     /// too, and keep it apart: without it the repository passwords in the
     /// database cannot be decrypted.
     BackupDb(BackupDbArgs),
+    /// Discard every sealed secret in the database (the repository
+    /// settings, passwords and backend keys, of every host) and seal with
+    /// the current <data-dir>/secret.key from now on, making it if missing.
+    /// The way out when the server refuses to start because its key file
+    /// is missing or is another key and no backup of the right one exists.
+    /// Those hosts have no repository until one is set again (their
+    /// repositories and snapshots are untouched). Explains and refuses
+    /// without --yes; run it with the server stopped.
+    ResetSealedSecrets(ResetSealedSecretsArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ResetSealedSecretsArgs {
+    /// Really discard them (without it the command only says what it
+    /// would do). Deliberately not read from the environment.
+    #[arg(long)]
+    pub yes: bool,
+    #[command(flatten)]
+    pub store: StoreArgs,
 }
 
 #[derive(Debug, Args)]

@@ -38,8 +38,9 @@ pub(crate) async fn run(args: ServerArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Opens the store, makes the first admin (printing a generated password
-/// once), loads the sealing key and binds the listener; `configure`
+/// Opens the store, checks the sealing key against it (see
+/// [`rm_server::sealing::unlock`]), makes the first admin (printing a
+/// generated password once) and binds the listener; `configure`
 /// adjusts the settings. With `tls` the default public URL is `https://…`
 /// and enrolment commands pin the certificate's fingerprint.
 pub(crate) async fn start(
@@ -61,6 +62,13 @@ pub(crate) async fn start(
         Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
     }
     let store = crate::storage::open(store_args).await?;
+    // Before anything else changes or listens: a missing or different key
+    // while sealed values exist stops the server here, naming the way out.
+    let key = rm_server::sealing::unlock(
+        store.as_ref(),
+        &store_args.data_dir.join(rm_server::KEY_FILE),
+    )
+    .await?;
     let admin_password = std::env::var("RM_ADMIN_PASSWORD").ok();
     match rm_server::ensure_first_admin(store.as_ref(), admin_password.as_deref()).await? {
         FirstAdmin::AlreadyPresent => {}
@@ -75,7 +83,6 @@ pub(crate) async fn start(
             println!("Change it with: restic-manager admin reset-password --username admin --password-stdin");
         }
     }
-    let key = rm_server::load_or_create_key(&store_args.data_dir.join(rm_server::KEY_FILE))?;
 
     let listener = TcpListener::bind(listen)
         .await

@@ -744,3 +744,66 @@ async fn the_token_form_shows_the_secret_once() {
     assert!(!html.contains(&secret), "shown only once");
     assert!(html.contains("from the web"));
 }
+
+/// Runs SQL on the server's real database file from the outside, as a
+/// damaged or tampered-with database would look to the running server.
+fn sqlite(server: &TestServer, sql: &str) {
+    let db = server.data_dir().join("restic-manager.db");
+    let output = std::process::Command::new("sqlite3")
+        .arg(&db)
+        .arg(sql)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "sqlite3: {output:?}");
+}
+
+/// Asserts a page is the database-error page, not a page of empty lists.
+async fn shows_store_error(web: &WebSession, path: &str, empty_looks_like: &str) {
+    let (status, html) = web.page(path).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{path}: {html}");
+    assert!(
+        html.contains("The server could not read its database"),
+        "{path}: {html}"
+    );
+    assert!(!html.contains(empty_looks_like), "{path}: {html}");
+}
+
+#[tokio::test]
+async fn ui_pages_say_the_database_failed_instead_of_showing_empty_lists() {
+    let server = TestServer::start().await.unwrap();
+    let (host_id, _) = server.enrolled_host("web-01").await.unwrap();
+    let web = WebSession::login(&server, "admin", ADMIN_PASSWORD).await;
+    let host_page = format!("/hosts/{host_id}");
+    let (status, html) = web.page(&host_page).await;
+    assert_eq!(status, 200);
+    assert!(html.contains("No snapshots reported yet."));
+
+    // The host can be read, its snapshots cannot: the page must not claim
+    // there are none.
+    sqlite(&server, "ALTER TABLE snapshots RENAME TO snapshots_away;");
+    shows_store_error(&web, &host_page, "No snapshots reported yet.").await;
+    sqlite(&server, "ALTER TABLE snapshots_away RENAME TO snapshots;");
+    assert_eq!(web.page(&host_page).await.0, 200);
+
+    // No hosts table: the dashboard and the restore wizard say so rather
+    // than showing an empty fleet.
+    sqlite(&server, "ALTER TABLE hosts RENAME TO hosts_away;");
+    shows_store_error(&web, "/", "No hosts yet.").await;
+    shows_store_error(&web, "/restore", "web-01").await;
+    sqlite(&server, "ALTER TABLE hosts_away RENAME TO hosts;");
+
+    sqlite(
+        &server,
+        "ALTER TABLE enrollment_tokens RENAME TO enrollment_tokens_away;",
+    );
+    shows_store_error(&web, "/enroll", "(unnamed)").await;
+    sqlite(
+        &server,
+        "ALTER TABLE enrollment_tokens_away RENAME TO enrollment_tokens;",
+    );
+
+    // Back to normal once the database is.
+    let (status, html) = web.page("/").await;
+    assert_eq!(status, 200);
+    assert!(html.contains("web-01"));
+}

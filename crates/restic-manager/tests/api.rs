@@ -465,3 +465,104 @@ async fn an_oversized_body_is_refused_with_413_and_changes_nothing() {
     assert_eq!(status, 400, "{body}");
     assert!(body["error"]["message"].as_str().unwrap().contains("name"));
 }
+
+/// Every API route that takes query parameters (from the handlers'
+/// `ApiQuery<…>` types: hosts, tree, jobs, job logs, job events, audit),
+/// with a bad value for each parameter: 400 in the JSON error shape, and
+/// the message names the parameter. Path parameters answer the same shape.
+#[tokio::test]
+async fn bad_query_and_path_parameters_get_the_json_error_naming_them() {
+    let server = TestServer::start().await.unwrap();
+    let admin = server.admin().await.unwrap();
+    let (host, _) = server.enrolled_host("web1").await.unwrap();
+    let job = "01J00000000000000000000000";
+    let routes: Vec<(String, Vec<(&str, &str)>)> = vec![
+        (
+            String::from("/api/v1/hosts"),
+            vec![("limit", "ten"), ("limit", "0"), ("after", "not-a-cursor")],
+        ),
+        (
+            format!("/api/v1/hosts/{host}/snapshots/0123abcd/tree"),
+            vec![("path", "relative/path")],
+        ),
+        (
+            String::from("/api/v1/jobs"),
+            vec![
+                ("host_id", "nope"),
+                ("status", "sleeping"),
+                ("before", "nope"),
+                ("limit", "ten"),
+                ("limit", "-1"),
+            ],
+        ),
+        (
+            format!("/api/v1/jobs/{job}/logs"),
+            vec![("after_seq", "-1"), ("limit", "ten")],
+        ),
+        (
+            format!("/api/v1/jobs/{job}/events"),
+            vec![("after_seq", "x"), ("limit", "ten")],
+        ),
+        (
+            String::from("/api/v1/audit"),
+            vec![
+                ("action", "Host.Delete"),
+                ("actor", "%01"),
+                ("target_id", "%01"),
+                ("before", "x"),
+                ("limit", "ten"),
+            ],
+        ),
+    ];
+    for (route, params) in &routes {
+        for (name, value) in params {
+            let url = format!("{route}?{name}={value}");
+            let (status, body) = admin.get(&url).await.unwrap();
+            assert_eq!(status, 400, "{url}: {body}");
+            assert_eq!(body["error"]["code"], "bad_request", "{url}: {body}");
+            let message = body["error"]["message"].as_str().unwrap();
+            assert!(message.contains(&format!("`{name}`")), "{url}: {message}");
+        }
+    }
+    // A repeated parameter is named too.
+    let (status, body) = admin.get("/api/v1/jobs?limit=1&limit=2").await.unwrap();
+    assert_eq!(status, 400);
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("`limit`"));
+    // The message axum would have given is gone.
+    let (_, body) = admin.get("/api/v1/jobs?limit=ten").await.unwrap();
+    assert_eq!(
+        body["error"]["message"],
+        "query parameter `limit`: invalid digit found in string"
+    );
+    // Path parameters: ids that are not ids.
+    for url in [
+        "/api/v1/hosts/not-a-ulid",
+        "/api/v1/hosts/not-a-ulid/snapshots",
+        "/api/v1/jobs/not-a-ulid",
+        "/api/v1/jobs/not-a-ulid/logs",
+        "/api/v1/jobs/not-a-ulid/events",
+    ] {
+        let (status, body) = admin.get(url).await.unwrap();
+        assert_eq!(status, 400, "{url}: {body}");
+        assert_eq!(body["error"]["code"], "bad_request", "{url}: {body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("not-a-ulid"),
+            "{url}: {body}"
+        );
+    }
+    for (method, url) in [
+        (reqwest::Method::DELETE, "/api/v1/schedules/not-a-ulid"),
+        (reqwest::Method::DELETE, "/api/v1/users/not-a-ulid"),
+        (reqwest::Method::DELETE, "/api/v1/api-tokens/not-a-ulid"),
+    ] {
+        let (status, body) = admin.send(method, url, None).await.unwrap();
+        assert_eq!(status, 400, "{url}: {body}");
+        assert_eq!(body["error"]["code"], "bad_request", "{url}: {body}");
+    }
+}

@@ -545,8 +545,8 @@ async fn restores_into_system_folders_need_the_hosts_opt_in() {
     // snapshot, and the whole snapshot onto `/` rewrites only its source.
     let never = "/etc/restic-manager-test-never-written";
     for (target, include, says) in [
-        ("/etc", json!([never]), "system folder `/etc`"),
-        ("/", json!([never]), "system folder `/etc`"),
+        ("/etc", json!([never]), "protected folder `/etc`"),
+        ("/", json!([never]), "protected folder `/etc`"),
         ("/", json!([]), "onto `/`"),
     ] {
         let job = host
@@ -564,6 +564,159 @@ async fn restores_into_system_folders_need_the_hosts_opt_in() {
     assert!(!Path::new("/etc")
         .join(never.trim_start_matches('/'))
         .exists());
+    host.agent
+        .process
+        .terminate(Duration::from_secs(20))
+        .await
+        .unwrap();
+}
+
+/// Bytes, length and modification time: enough to see a file rewritten.
+fn fingerprint(path: &Path) -> (Vec<u8>, std::time::SystemTime) {
+    let meta = std::fs::metadata(path).unwrap();
+    (std::fs::read(path).unwrap(), meta.modified().unwrap())
+}
+
+#[tokio::test]
+async fn restores_into_root_spool_ssh_folders_or_the_agent_itself_are_refused_and_write_nothing() {
+    let host = host_with_agent(Path::new("restic"), &[]).await;
+    let scratch = tempfile::tempdir().unwrap();
+    let repo = scratch.path().join("repo").display().to_string();
+    succeeded(&host.set_repository(&repo, PASSWORD).await);
+    // A home folder whose snapshot copy holds login keys.
+    let src = scratch.path().join("src");
+    make_tree(&src);
+    let alice = src.join("home/alice");
+    std::fs::create_dir_all(alice.join(".ssh")).unwrap();
+    std::fs::write(
+        alice.join(".ssh/authorized_keys"),
+        "ssh-ed25519 AAAA attacker\n",
+    )
+    .unwrap();
+    std::fs::write(alice.join("notes.txt"), "alice's notes\n").unwrap();
+    let src_path = src.display().to_string();
+    succeeded(&host.run("backup", json!({"paths": [src_path]})).await);
+    let snapshot = host.wait_snapshots(1).await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // What a restore let through would write: the keys changed back, the
+    // notes recreated.
+    std::fs::write(
+        alice.join(".ssh/authorized_keys"),
+        "ssh-ed25519 AAAA alice\n",
+    )
+    .unwrap();
+    std::fs::remove_file(alice.join("notes.txt")).unwrap();
+    let keys_before = fingerprint(&alice.join(".ssh/authorized_keys"));
+
+    let never = "/restic-manager-test-never-written";
+    let root_target = format!("/root{never}");
+    let spool_target = format!("/var/spool{never}");
+    let ssh_target = scratch.path().join("restore/.ssh").display().to_string();
+    let alice_path = alice.display().to_string();
+    let scratch_target = scratch.path().join("restore").display().to_string();
+    let agent_binary = std::fs::canonicalize(BIN).unwrap();
+    let binary_before = fingerprint(&agent_binary);
+    let binary = agent_binary.display().to_string();
+    // (target, include, what the refusal names, whether the guard refused
+    // from the listing, i.e. after restic ls ran)
+    let cases = [
+        (
+            root_target.as_str(),
+            json!([never]),
+            format!("`{root_target}{never}`, inside the protected folder `/root`"),
+            false,
+        ),
+        (
+            spool_target.as_str(),
+            json!([]),
+            format!("`{spool_target}`, inside the protected folder `/var/spool`"),
+            false,
+        ),
+        (
+            ssh_target.as_str(),
+            json!([]),
+            format!("`{ssh_target}`, inside a `.ssh` folder"),
+            false,
+        ),
+        // In place: only the listing shows the `.ssh` folder below the include.
+        (
+            "/",
+            json!([alice_path]),
+            format!("`{alice_path}/.ssh`, inside a `.ssh` folder"),
+            true,
+        ),
+        // Into a scratch folder: `.ssh` folders are protected wherever they are.
+        (
+            scratch_target.as_str(),
+            json!([]),
+            format!("`{scratch_target}{alice_path}/.ssh`, inside a `.ssh` folder"),
+            true,
+        ),
+        (
+            "/",
+            json!([binary]),
+            format!("`{binary}`, this agent's own program"),
+            false,
+        ),
+    ];
+    for (target, include, says, listed) in cases {
+        let job = host
+            .run(
+                "restore",
+                json!({"snapshot_id": snapshot, "include": include, "target": target}),
+            )
+            .await;
+        assert_eq!(job["status"], "failed", "{target}: {job:#}");
+        let error = job["error"].as_str().unwrap();
+        assert!(error.contains("the restore guard refused"), "{error}");
+        assert!(
+            error.contains(&says),
+            "{target}: expected {says} in {error}"
+        );
+        if listed {
+            let logs = host.logs(job["id"].as_str().unwrap()).await;
+            let text: Vec<&str> = logs.iter().filter_map(|l| l["text"].as_str()).collect();
+            assert!(
+                text.iter().any(|l| l.contains("checking every path")),
+                "{text:?}"
+            );
+            assert!(!text.iter().any(|l| l.contains("let all")), "{text:?}");
+        } else {
+            assert!(error.contains("bad_params"), "{error}");
+            assert_eq!(
+                job["started_at"],
+                Value::Null,
+                "restic never started: {job:#}"
+            );
+        }
+    }
+    assert!(!Path::new(&root_target).exists());
+    assert!(!Path::new(&spool_target).exists());
+    assert!(!scratch.path().join("restore").exists());
+    assert_eq!(
+        fingerprint(&alice.join(".ssh/authorized_keys")),
+        keys_before
+    );
+    assert!(
+        !alice.join("notes.txt").exists(),
+        "restic restore never ran"
+    );
+    assert_eq!(fingerprint(&agent_binary), binary_before);
+
+    // Parts without a `.ssh` folder restore, in place too.
+    let nested = src.join("nested").display().to_string();
+    std::fs::remove_file(src.join("nested/a.txt")).unwrap();
+    succeeded(
+        &host
+            .run(
+                "restore",
+                json!({"snapshot_id": snapshot, "include": [nested], "target": "/"}),
+            )
+            .await,
+    );
+    assert_eq!(std::fs::read(src.join("nested/a.txt")).unwrap(), b"a\n");
     host.agent
         .process
         .terminate(Duration::from_secs(20))

@@ -58,6 +58,11 @@ async fn every_command_explains_itself() {
             "enrols a host",
         ),
         (vec!["admin", "backup-db", "--help"], "secret.key"),
+        (vec!["admin", "reset-sealed-secrets", "--help"], "--yes"),
+        (
+            vec!["admin", "reset-sealed-secrets", "--help"],
+            "secret.key",
+        ),
     ] {
         let out = run(&args, None).await;
         assert!(out.status.success(), "{args:?}");

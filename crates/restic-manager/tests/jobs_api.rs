@@ -1094,3 +1094,127 @@ async fn read_sse(mut response: reqwest::Response) -> Vec<(String, Value)> {
     }
     events
 }
+
+/// Opens an SSE stream at `path` with `token`; the reader task returns the
+/// events once the server ends the stream.
+async fn open_sse(
+    server: &TestServer,
+    path: &str,
+    token: &str,
+) -> tokio::task::JoinHandle<Vec<(String, Value)>> {
+    let response = reqwest::Client::new()
+        .get(format!("{}{path}", server.url))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{path}");
+    tokio::spawn(read_sse(response))
+}
+
+/// Waits for a stream the server should end within a couple of seconds.
+async fn ends_soon(reader: tokio::task::JoinHandle<Vec<(String, Value)>>, what: &str) {
+    tokio::time::timeout(Duration::from_secs(3), reader)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: the stream was still open after 3 s"))
+        .unwrap();
+}
+
+#[tokio::test]
+async fn live_streams_end_when_their_session_or_token_ends() {
+    let Fixture {
+        server,
+        admin,
+        host_id,
+        mut agent,
+        ..
+    } = fixture().await;
+    let (_, created) = post_job(
+        &admin,
+        &host_id,
+        json!({"kind": "backup", "params": {"paths": ["/a"]}}),
+    )
+    .await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let _ = agent.next_run().await.unwrap();
+    let job_events = format!("/api/v1/jobs/{id}/events");
+
+    // A login session: logging out ends both kinds of stream.
+    let session = admin_token(&server).await;
+    let fleet = open_sse(&server, "/api/v1/events", &session).await;
+    let job = open_sse(&server, &job_events, &session).await;
+    // Streams of another session stay open.
+    let other = open_sse(&server, "/api/v1/events", admin.token().unwrap()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!fleet.is_finished() && !job.is_finished());
+    let (status, _) = admin
+        .with_token(&session)
+        .post("/api/v1/auth/logout", json!({}))
+        .await
+        .unwrap();
+    assert_eq!(status, 204);
+    ends_soon(fleet, "fleet events after logout").await;
+    ends_soon(job, "job events after logout").await;
+    assert!(!other.is_finished(), "another session's stream ended too");
+
+    // An API token: revoking it ends its streams.
+    let (status, body) = admin
+        .post("/api/v1/api-tokens", json!({"name": "dash"}))
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{body}");
+    let token = body["token"].as_str().unwrap().to_owned();
+    let token_id = body["id"].as_str().unwrap().to_owned();
+    let fleet = open_sse(&server, "/api/v1/events", &token).await;
+    let job = open_sse(&server, &job_events, &token).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!fleet.is_finished() && !job.is_finished());
+    let (status, _) = admin
+        .delete(&format!("/api/v1/api-tokens/{token_id}"))
+        .await
+        .unwrap();
+    assert_eq!(status, 204);
+    ends_soon(fleet, "fleet events after revocation").await;
+    ends_soon(job, "job events after revocation").await;
+    assert!(!other.is_finished(), "another session's stream ended too");
+
+    // A deleted user's streams end, whatever they were opened with.
+    let (status, body) = admin
+        .post(
+            "/api/v1/users",
+            json!({"username": "bob", "password": "bob-password-1"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{body}");
+    let bob_id = body["id"].as_str().unwrap().to_owned();
+    let bob = server
+        .anonymous()
+        .login("bob", "bob-password-1")
+        .await
+        .unwrap();
+    let fleet = open_sse(&server, "/api/v1/events", bob.token().unwrap()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!fleet.is_finished());
+    let (status, _) = admin
+        .delete(&format!("/api/v1/users/{bob_id}"))
+        .await
+        .unwrap();
+    assert_eq!(status, 204);
+    ends_soon(fleet, "fleet events after the user was deleted").await;
+
+    // Changing your password ends your sessions' streams, this one's too.
+    let (status, _) = admin
+        .send(
+            reqwest::Method::PUT,
+            "/api/v1/users/me/password",
+            Some(json!({
+                "current_password": rm_testkit::ADMIN_PASSWORD,
+                "new_password": "a-new-admin-password"
+            })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 204);
+    ends_soon(other, "fleet events after a password change").await;
+}

@@ -150,5 +150,35 @@ async fn quickstart_sets_up_everything_and_backs_up_the_given_paths() {
     )
     .await
     .unwrap();
+    // The sealed repository settings still open with the kept key.
+    let (status, repository) = admin
+        .get(&format!("/api/v1/hosts/{host}/repository"))
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{repository}");
     stop(&mut child).await;
+
+    // Without its key file a run refuses (the settings are sealed with
+    // it) instead of making a new key, and says where the key belongs.
+    let key = data.join("secret.key");
+    let saved = std::fs::read(&key).unwrap();
+    std::fs::remove_file(&key).unwrap();
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        Command::new(BIN)
+            .args(["quickstart", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data)
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains(&key.display().to_string()), "{stderr}");
+    assert!(stderr.contains("reset-sealed-secrets"), "{stderr}");
+    assert!(!key.exists());
+    std::fs::write(&key, saved).unwrap();
 }

@@ -100,6 +100,16 @@ impl<'a> Collector<'a> {
                 }
                 Feed::Text(lines) => lines.into_iter().for_each(|l| out.line(l)),
             },
+            Command::LsTree { .. } => match json_line(&text) {
+                Some(json) if json.kind == "snapshot" => self.ls_saw_snapshot = true,
+                Some(json) if json.kind == "node" => {
+                    // Streamed, never collected: a snapshot may have millions.
+                    if let Some(node) = crate::parse::typed::<crate::Node>(&json.value) {
+                        out.events.push(Event::Node(node));
+                    }
+                }
+                _ => out.line(text),
+            },
             Command::Ls { .. } => match json_line(&text) {
                 Some(json) if json.kind == "snapshot" || json.kind == "node" => {
                     self.ls_saw_snapshot |= json.kind == "snapshot";
@@ -331,7 +341,7 @@ impl<'a> Collector<'a> {
                 .join("\n")
         };
         match self.command {
-            Command::Ls { .. }
+            Command::Ls { .. } | Command::LsTree { .. }
                 if !self.ls_saw_snapshot && stderr_text().contains("no matching ID found") =>
             {
                 *status = Status::Failed;

@@ -72,6 +72,16 @@ pub enum Command {
         /// Absolute path inside the snapshot.
         path: String,
     },
+    /// `restic ls --recursive <snapshot> [dirs…]`: every node at or below
+    /// each of `dirs` (the whole snapshot when empty), streamed one
+    /// [`crate::Event::Node`] at a time so a large snapshot is never held in
+    /// memory. These are exactly the nodes `restore --include=<dir>…` writes.
+    LsTree {
+        /// Hex snapshot id (8–64 characters).
+        snapshot_id: String,
+        /// Absolute paths inside the snapshot.
+        dirs: Vec<String>,
+    },
     /// `restic cat config`: the cheapest "is there a repository" probe.
     CatConfig,
     /// `restic list locks`: lock ids, one per line; takes no lock itself.
@@ -130,7 +140,7 @@ impl Command {
             Command::Snapshots { .. } => "snapshots",
             Command::Stats { .. } => "stats",
             Command::Restore { .. } => "restore",
-            Command::Ls { .. } => "ls",
+            Command::Ls { .. } | Command::LsTree { .. } => "ls",
             Command::CatConfig => "cat config",
             Command::ListLocks => "list locks",
         }
@@ -235,6 +245,19 @@ impl Command {
                 push("--");
                 push(snapshot_id);
                 push(path);
+                return Ok(args);
+            }
+            Command::LsTree { snapshot_id, dirs } => {
+                check_snapshot_id(snapshot_id)?;
+                push("ls");
+                push("--json");
+                push("--recursive");
+                push("--");
+                push(snapshot_id);
+                for dir in dirs {
+                    check_value("dirs", dir)?;
+                    push(dir);
+                }
                 return Ok(args);
             }
             Command::CatConfig => {
@@ -354,16 +377,12 @@ fn literal_pattern(path: &str) -> String {
 }
 
 /// Snapshot ids are hex, 8 (short id) to 64 (full id) characters. Anything
-/// else (`latest`, `-r`, a path) is refused before restic sees it.
+/// else (`latest`, `-r`, a path) is refused before restic sees it. The rule
+/// is [`rm_core::SnapshotId`]'s, so the agent and this crate cannot differ.
 pub(crate) fn check_snapshot_id(id: &str) -> Result<(), ResticError> {
-    let hex = id.bytes().all(|b| b.is_ascii_hexdigit());
-    if !(8..=64).contains(&id.len()) || !hex {
-        return Err(invalid(
-            "snapshot_id",
-            format!("{id:?} is not a snapshot id (8 to 64 hex characters)"),
-        ));
-    }
-    Ok(())
+    id.parse::<rm_core::SnapshotId>()
+        .map(|_| ())
+        .map_err(|e| invalid("snapshot_id", e.to_string()))
 }
 
 /// `--read-data-subset` takes `n/t`, `x%` or a size such as `500M`.
@@ -477,6 +496,31 @@ mod tests {
             path: "--help".into(),
         };
         assert_eq!(args(&ls), ["ls", "--json", "--", "0123abcd", "--help"]);
+    }
+
+    #[test]
+    fn a_recursive_listing_puts_its_dirs_after_the_separator() {
+        let tree = Command::LsTree {
+            snapshot_id: "0123abcd".into(),
+            dirs: vec!["/home/alice".into(), "--help".into()],
+        };
+        assert_eq!(
+            args(&tree),
+            [
+                "ls",
+                "--json",
+                "--recursive",
+                "--",
+                "0123abcd",
+                "/home/alice",
+                "--help"
+            ]
+        );
+        let bad = Command::LsTree {
+            snapshot_id: "../../x".into(),
+            dirs: vec![],
+        };
+        assert_eq!(refused(&bad), "snapshot_id");
     }
 
     #[test]

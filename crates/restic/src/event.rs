@@ -30,6 +30,9 @@ pub enum Event {
     /// Live progress from a status message (backup; restore on 0.16+).
     /// These may be dropped when the receiver lags.
     Progress(Progress),
+    /// One node of a [`crate::Command::LsTree`] listing, in restic's
+    /// (depth-first) order. Never dropped: the sender waits for room.
+    Node(crate::Node),
 }
 
 /// restic's two output streams.

@@ -21,10 +21,14 @@
 //! replay(command, version, stdout, stderr, exit_code) -> (Vec<Event>, Finished)
 //! ```
 //!
-//! * [`Repository`]: URL, password, backend environment. They reach restic
-//!   only through the child's environment (`RESTIC_REPOSITORY`,
-//!   `RESTIC_PASSWORD`); inherited `RESTIC_*` variables are removed. `Debug`
-//!   redacts the secrets.
+//! * [`Repository`]: URL, password, backend environment. The URL and the
+//!   password reach restic on pipes (`--repository-file=/dev/fd/4`,
+//!   `--password-file=/dev/fd/3`), never in its environment or argv, so
+//!   the helpers restic starts (`rclone`, `ssh`) never inherit them; the
+//!   backend variables go into the child's environment; inherited
+//!   `RESTIC_*` variables are removed. `Debug` redacts the secrets.
+//! * [`resolve_bin`]: the restic binary is always run by absolute path,
+//!   found on our own `PATH`, never on one in the child's environment.
 //! * [`Command`]: what to run, with typed parameters. User-supplied paths
 //!   and ids are never readable as flags (they follow `--`, or travel as one
 //!   `--flag=value` element); snapshot ids must be hex.
@@ -64,6 +68,7 @@ pub use outcome::{classify, FailureKind, Finished, Status};
 pub use parse::ls::{parse_ls, Listing, Node, NodeType};
 pub use parse::snapshots::{parse_snapshots, Snapshot, SnapshotSummary};
 pub use parse::stats::{parse_stats, Stats};
+pub use process::resolve_bin;
 pub use repository::Repository;
 pub use restic::Restic;
 pub use version::{

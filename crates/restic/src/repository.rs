@@ -1,8 +1,9 @@
 //! Where a repository is and how to open it.
 //!
-//! The password and extra environment (cloud keys) are secrets: they reach
-//! restic only through the child's environment, and `Debug` prints them
-//! redacted so a stray `{:?}` in a log line cannot leak them.
+//! The URL, password and extra environment (cloud keys) are secrets: the
+//! URL and password reach restic on pipes, the backend variables through
+//! the child's environment, and `Debug` prints them redacted so a stray
+//! `{:?}` in a log line cannot leak them.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -11,9 +12,11 @@ use std::fmt;
 #[derive(Clone, PartialEq, Eq)]
 pub struct Repository {
     /// restic's repository string (`/srv/restic`, `rest:http://host:8000/`,
-    /// `s3:…`). Passed as `RESTIC_REPOSITORY`.
+    /// `s3:…`). Read by restic from a pipe (`--repository-file`).
     pub url: String,
-    /// The repository password. Passed as `RESTIC_PASSWORD`, never in argv.
+    /// The repository password. Read by restic from a pipe
+    /// (`--password-file`), never in argv or the environment. restic trims
+    /// white space around it, so it must have none.
     pub password: String,
     /// Extra environment for the backend (`AWS_ACCESS_KEY_ID`,
     /// `RESTIC_REST_USERNAME`, …).

@@ -20,7 +20,7 @@ use crate::outcome::{FailureKind, Finished, Status};
 use crate::parse::ls::{self, DirListing, Node};
 use crate::parse::snapshots::{self, Snapshot};
 use crate::parse::stats::{self, Stats};
-use crate::process::{self, Spec};
+use crate::process::{self, Piped, Spec};
 use crate::repository::Repository;
 use crate::version::{detect_version, ResticVersion};
 
@@ -41,6 +41,13 @@ pub(crate) fn stdout_line_cap(command: &Command) -> usize {
     }
 }
 
+/// Where restic reads the repository password: a pipe placed at this
+/// descriptor (`--password-file=/dev/fd/3`, restic 0.14+).
+const PASSWORD_FD: i32 = 3;
+/// Where restic reads the repository URL, which may carry a REST
+/// password (`--repository-file=/dev/fd/4`, restic 0.14+).
+const REPOSITORY_FD: i32 = 4;
+
 /// A restic binary of a known version, plus how to run it.
 #[derive(Debug, Clone)]
 pub struct Restic {
@@ -52,14 +59,16 @@ pub struct Restic {
 
 impl Restic {
     /// Runs `<bin> version` and keeps the answer. `bin` may be a path or a
-    /// name looked up on `PATH`.
+    /// name looked up on our own `PATH` (now, once: see
+    /// [`crate::resolve_bin`]).
     pub async fn detect(bin: impl Into<PathBuf>) -> Result<Restic, ResticError> {
-        let bin = bin.into();
+        let bin = process::resolve_bin(&bin.into())?;
         let version = detect_version(&bin).await?;
         Ok(Restic::new(bin, version))
     }
 
-    /// A restic whose version is already known (no process is started).
+    /// A restic whose version is already known (no process is started). A
+    /// bare name is looked up on our own `PATH` at each run.
     pub fn new(bin: impl Into<PathBuf>, version: ResticVersion) -> Self {
         Restic {
             bin: bin.into(),
@@ -107,7 +116,32 @@ impl Restic {
         limits: &Limits,
         events: &mpsc::Sender<Event>,
     ) -> Result<Finished, ResticError> {
-        let args = command.args()?;
+        let mut args = command.args()?;
+        if repo.password.trim() != repo.password {
+            // restic trims what it reads from a password file; the password
+            // it would use is not this one.
+            return Err(ResticError::InvalidArgument {
+                field: "password",
+                reason: String::from(
+                    "starts or ends with white space, which restic would trim when reading it",
+                ),
+            });
+        }
+        // Global options go before the subcommand: where the secrets are.
+        let mut global = vec![format!("--repository-file=/dev/fd/{REPOSITORY_FD}")];
+        let mut piped = vec![Piped {
+            fd: REPOSITORY_FD,
+            data: repo.url.as_bytes(),
+        }];
+        if !repo.password.is_empty() {
+            global.push(format!("--password-file=/dev/fd/{PASSWORD_FD}"));
+            piped.push(Piped {
+                fd: PASSWORD_FD,
+                data: repo.password.as_bytes(),
+            });
+        }
+        global.append(&mut args);
+        let args = global;
         if let Some(dir) = &self.working_dir {
             if !dir.is_dir() {
                 return Err(ResticError::InvalidArgument {
@@ -123,6 +157,7 @@ impl Restic {
             bin: &self.bin,
             args: &args,
             env: self.env(repo, command),
+            piped,
             working_dir: self.working_dir.as_deref(),
             stdout_line_cap: stdout_line_cap(command),
         };
@@ -138,8 +173,9 @@ impl Restic {
     }
 
     /// The child's environment on top of ours (minus `RESTIC_*`): the
-    /// repository's extra variables, then ours, so the URL and password
-    /// always come from `repo`.
+    /// repository's extra variables, then ours, so the cache folder and the
+    /// progress rate are always ours. The URL and password are not in it:
+    /// they go on pipes (see [`Restic::run`]).
     fn env(&self, repo: &Repository, command: &Command) -> Vec<(OsString, OsString)> {
         let mut env: Vec<(OsString, OsString)> =
             repo.env.iter().map(|(k, v)| (k.into(), v.into())).collect();
@@ -149,10 +185,6 @@ impl Restic {
         if command.emits_progress() {
             // One status line a second is plenty and keeps logs small.
             env.push(("RESTIC_PROGRESS_FPS".into(), "1".into()));
-        }
-        env.push(("RESTIC_REPOSITORY".into(), (&repo.url).into()));
-        if !repo.password.is_empty() {
-            env.push(("RESTIC_PASSWORD".into(), (&repo.password).into()));
         }
         env
     }

@@ -1,4 +1,5 @@
-//! What the child process gets: environment, arguments, stdin. A shell
+//! What the child process gets: environment, arguments, the secrets on
+//! pipes, stdin. A shell
 //! script stands in for restic and reports what it received, because the
 //! real restic would not tell.
 //!
@@ -15,6 +16,9 @@ use tokio::sync::mpsc;
 const SCRIPT: &str = r#"#!/bin/sh
 echo "args: $*"
 env | grep -E '^(RESTIC_|AWS_ACCESS_KEY_ID=)' | sort
+echo "fd 3: $(cat /dev/fd/3)"
+echo "fd 4: $(cat /dev/fd/4)"
+echo "fd 3 again: $(cat /dev/fd/3)"
 echo "stdin: $(readlink /proc/self/fd/0)"
 echo "cwd: $(pwd)"
 echo "pgid-is-pid: $(test "$(ps -o pgid= -p $$ | tr -d ' ')" = "$$" && echo yes || echo no)"
@@ -74,13 +78,16 @@ async fn the_child_gets_only_what_we_configure() {
     assert_eq!(
         stdout,
         [
-            "args: backup --json -- -x",
+            "args: --repository-file=/dev/fd/4 --password-file=/dev/fd/3 backup --json -- -x",
             "AWS_ACCESS_KEY_ID=key-id",
             &cache,
             "RESTIC_COMPRESSION=max",
-            "RESTIC_PASSWORD=secret-password",
             "RESTIC_PROGRESS_FPS=1",
-            "RESTIC_REPOSITORY=rest:http://u:secret-in-url@h/",
+            // The secrets come on pipes, each readable once, then
+            // end-of-file (the write end was closed before the start).
+            "fd 3: secret-password",
+            "fd 4: rest:http://u:secret-in-url@h/",
+            "fd 3 again: ",
             "stdin: /dev/null",
             &cwd,
             "pgid-is-pid: yes",

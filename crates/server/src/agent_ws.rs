@@ -27,6 +27,7 @@ use rm_store::{HelloRecord, RepoStatsRecord, SnapshotRecord};
 use tokio::time::Instant;
 
 use crate::agent_tokens;
+use crate::audit::Client;
 use crate::hub::{AgentConn, CloseSignal, Outbound};
 use crate::jobs::{self, AgentJobs, ReportError};
 use crate::metrics::Metrics;
@@ -51,12 +52,29 @@ const WRITE_BUFFER_BYTES: usize = 0;
 /// the same bare 401 so a caller learns nothing about why.
 pub(crate) async fn upgrade(
     State(state): State<AppState>,
+    client: Client,
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     let host_id = match authenticate(&state, &headers).await {
         Ok(Some(host_id)) => host_id,
-        Ok(None) => return (StatusCode::UNAUTHORIZED, "unauthorized").into_response(),
+        // A missing header is no guess; a wrong token counts towards the
+        // address's burst (checked only after it failed, so a right token
+        // is never held up).
+        Ok(None) if bearer_token(&headers).is_none() => {
+            return (StatusCode::UNAUTHORIZED, "unauthorized").into_response()
+        }
+        Ok(None) => {
+            return match crate::auth::token_failed(&state, client.ip) {
+                Some(wait) => (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    [(header::RETRY_AFTER, wait.as_secs().max(1))],
+                    "too many failed token checks from this address",
+                )
+                    .into_response(),
+                None => (StatusCode::UNAUTHORIZED, "unauthorized").into_response(),
+            }
+        }
         Err(e) => {
             tracing::error!(error = %e, "could not check an agent token");
             return (StatusCode::SERVICE_UNAVAILABLE, "store unavailable").into_response();
@@ -133,8 +151,14 @@ async fn session(state: AppState, host_id: HostId, mut socket: WebSocket) {
     // hub, so nothing another task sends can overtake them; under the push
     // lock, so a change stored meanwhile is not missed (see `push_lock`).
     let push_lock = state.hub().push_lock(host_id).await;
-    let repository = match repositories::get(&state, host_id).await {
+    // Settings that break the current rules are not pushed: the agent gets
+    // none (and says so for each job) until an operator sets usable ones.
+    let repository = match repositories::usable(&state, host_id).await {
         Ok(repository) => repository,
+        Err(e @ repositories::RepositoryError::Refused(_)) => {
+            tracing::warn!(%host_id, "not pushing the host's repository settings: {e}");
+            None
+        }
         Err(e) => {
             tracing::error!(%host_id, error = %e, "could not open the host's repository settings");
             None

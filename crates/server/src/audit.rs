@@ -92,6 +92,9 @@ actions! {
     ApiTokenCreate = "api_token.create",
     /// An API token was revoked.
     ApiTokenRevoke = "api_token.revoke",
+    /// `restic-manager admin reset-sealed-secrets` discarded every sealed
+    /// secret and adopted the current key.
+    SealedSecretsReset = "sealed_secrets.reset",
 }
 
 impl std::fmt::Display for Action {

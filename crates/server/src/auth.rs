@@ -1,11 +1,10 @@
-//! Who an operator is: password logins (rate-limited per user and
-//! address), login sessions and API tokens, the session cookie the web UI
-//! uses, and the CSRF token that guards every state-changing request made
-//! with that cookie.
+//! Who an operator is: password logins (throttled by
+//! [`crate::throttle::LoginLimiter`] before the password is checked), login
+//! sessions and API tokens, the session cookie the web UI uses, the CSRF
+//! token that guards every state-changing request made with that cookie,
+//! and the announcement of ended credentials that live streams stop on.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use axum::http::{header, HeaderMap};
@@ -15,20 +14,14 @@ use rm_core::token::{IssuedToken, PresentedToken, TokenHash, TokenKind};
 use rm_core::{TokenId, UserId};
 use rm_store::{AuditActor, AuditActorKind, Session, StoreError};
 use serde_json::json;
-use tokio::time::Instant;
+use std::time::Instant;
 
 use crate::audit::{self, Action, Client, Target};
 use crate::state::AppState;
+use crate::throttle::{Refusal, Scope};
 
 /// The web UI's session cookie.
 pub(crate) const SESSION_COOKIE: &str = "rm_session";
-
-/// Failed logins allowed per user and address within [`FAILURE_WINDOW`].
-const MAX_FAILURES: usize = 5;
-/// How long a failed login counts against a user and address.
-const FAILURE_WINDOW: Duration = Duration::from_secs(15 * 60);
-/// Most (user, address) pairs tracked; the oldest are forgotten first.
-const MAX_TRACKED: usize = 10_000;
 
 /// An authenticated operator.
 #[derive(Debug, Clone)]
@@ -40,6 +33,81 @@ pub(crate) struct Operator {
     /// The session or API token behind this request: what per-session
     /// caches are keyed by.
     pub credential: TokenId,
+}
+
+/// Credentials that just stopped working; live streams opened with them end.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Ended {
+    /// One session (logout) or API token (revoked).
+    Credential(TokenId),
+    /// Every session of a user (their password changed); their API tokens
+    /// keep working.
+    SessionsOf(UserId),
+    /// Everything of a user (deleted).
+    User(UserId),
+}
+
+impl Ended {
+    /// Whether this ends `operator`'s credential.
+    fn ends(&self, operator: &Operator) -> bool {
+        match *self {
+            Ended::Credential(id) => operator.credential == id,
+            Ended::SessionsOf(user) => operator.user_id == user && operator.session.is_some(),
+            Ended::User(user) => operator.user_id == user,
+        }
+    }
+}
+
+/// How often a live stream re-reads its credential from the store: the
+/// safety net for what no broadcast announces (expiry, a password reset
+/// by the offline CLI, a missed broadcast).
+const RECHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Resolves when `operator`'s credential ends: at once when this server
+/// ends it (a broadcast, nothing per event), otherwise at the next
+/// re-check after it expired or vanished from the store.
+pub(crate) async fn credential_ended(state: AppState, operator: Operator) {
+    use tokio::sync::broadcast::error::RecvError;
+    let mut ended = state.ended_credentials();
+    let mut recheck = tokio::time::interval(RECHECK_EVERY);
+    recheck.tick().await;
+    loop {
+        tokio::select! {
+            event = ended.recv() => match event {
+                Ok(event) if event.ends(&operator) => return,
+                Ok(_) => {}
+                // Missed announcements: ask the store instead.
+                Err(RecvError::Lagged(_)) => {
+                    if !still_valid(&state, &operator).await {
+                        return;
+                    }
+                }
+                Err(RecvError::Closed) => return,
+            },
+            _ = recheck.tick() => {
+                if !still_valid(&state, &operator).await {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Whether `operator`'s session or API token still works. A store error
+/// counts as no (the client reconnects and is checked afresh).
+async fn still_valid(state: &AppState, operator: &Operator) -> bool {
+    let now = Utc::now();
+    let valid = match operator.session {
+        Some(id) => state
+            .store()
+            .session(id)
+            .await
+            .map(|s| s.is_some_and(|s| s.expires_at > now)),
+        None => state.store().api_token(operator.credential).await.map(|t| {
+            t.is_some_and(|t| t.revoked_at.is_none() && t.expires_at.is_none_or(|at| at > now))
+        }),
+    };
+    valid.unwrap_or(false)
 }
 
 /// The operator a session or API token string stands for, if it is valid.
@@ -80,6 +148,22 @@ pub(crate) async fn operator_for(
     })
 }
 
+/// Counts a presented token that failed its check; `Some(retry_after)` when
+/// the client's address is over its burst and should get 429 instead of
+/// 401. Only ever called after a check failed, so a correct token is never
+/// refused or slowed by it.
+pub(crate) fn token_failed(state: &AppState, ip: Option<IpAddr>) -> Option<Duration> {
+    let address = ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    let throttled = state
+        .token_failures()
+        .failed(address, std::time::Instant::now());
+    if throttled.is_some() {
+        state.metrics().token_throttled();
+        tracing::debug!(%address, "failed bearer-token check over the burst: 429");
+    }
+    throttled
+}
+
 /// The session token in the request's `rm_session` cookie.
 pub(crate) fn session_cookie(headers: &HeaderMap) -> Option<&str> {
     headers
@@ -100,10 +184,7 @@ pub(crate) fn csrf_token(session_token: &str) -> String {
 
 /// Whether `presented` is the CSRF token of `session_token` (constant time).
 pub(crate) fn csrf_ok(session_token: &str, presented: &str) -> bool {
-    match TokenHash::from_hex(presented) {
-        Some(presented) => TokenHash::of(&format!("csrf:{session_token}")).matches(&presented),
-        None => false,
-    }
+    rm_core::secret::constant_time_eq(csrf_token(session_token).as_bytes(), presented.as_bytes())
 }
 
 /// The `Set-Cookie` value for a new session (`Secure` when the server is
@@ -131,15 +212,22 @@ pub(crate) enum LoginError {
     /// Wrong user name or password (one message for both).
     #[error("invalid user name or password")]
     Invalid,
-    /// Too many failures for this user from this address.
-    #[error(
-        "too many failed logins for `{user}` from this address; try again in {minutes} minute(s)"
-    )]
+    /// Too many failures for this user name (from this address, or from
+    /// anywhere); nothing was checked.
+    #[error("too many failed logins for `{user}`{from}; try again in {}", wait_words(*retry_after))]
     RateLimited {
         /// The user name tried.
         user: String,
-        /// Minutes until the oldest counted failure expires.
-        minutes: u64,
+        /// " from this address", or nothing when the user-wide limit refused.
+        from: &'static str,
+        /// How long until an attempt is checked again.
+        retry_after: Duration,
+    },
+    /// The limiter cannot decide (fail closed); nothing was checked.
+    #[error("logins are refused for now: the login limiter is full or broken; try again in {}", wait_words(*retry_after))]
+    Unavailable {
+        /// When to try again.
+        retry_after: Duration,
     },
     /// The store failed.
     #[error(transparent)]
@@ -149,50 +237,23 @@ pub(crate) enum LoginError {
     Core(#[from] rm_core::CoreError),
 }
 
-/// Failed logins per (user name, address), to slow down guessing.
-#[derive(Default)]
-pub(crate) struct LoginLimiter {
-    failures: Mutex<HashMap<(String, IpAddr), Vec<Instant>>>,
+/// "3 second(s)" or "15 minute(s)", rounded up.
+fn wait_words(wait: Duration) -> String {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    if secs < 60 {
+        format!("{} second(s)", secs.max(1))
+    } else {
+        format!("{} minute(s)", secs.div_ceil(60))
+    }
 }
 
-impl LoginLimiter {
-    /// When this pair may try again, if it is locked out now.
-    fn locked_for(&self, key: &(String, IpAddr), now: Instant) -> Option<Duration> {
-        let mut failures = self.failures.lock().ok()?;
-        let list = failures.get_mut(key)?;
-        list.retain(|at| now.duration_since(*at) < FAILURE_WINDOW);
-        if list.len() < MAX_FAILURES {
-            return None;
-        }
-        list.first()
-            .map(|oldest| FAILURE_WINDOW.saturating_sub(now.duration_since(*oldest)))
-    }
-
-    fn record_failure(&self, key: (String, IpAddr), now: Instant) {
-        let Ok(mut failures) = self.failures.lock() else {
-            return;
-        };
-        if failures.len() >= MAX_TRACKED && !failures.contains_key(&key) {
-            failures.retain(|_, list| {
-                list.last()
-                    .is_some_and(|at| now.duration_since(*at) < FAILURE_WINDOW)
-            });
-            if failures.len() >= MAX_TRACKED {
-                let oldest = failures
-                    .iter()
-                    .min_by_key(|(_, list)| list.last().copied())
-                    .map(|(k, _)| k.clone());
-                if let Some(oldest) = oldest {
-                    failures.remove(&oldest);
-                }
-            }
-        }
-        failures.entry(key).or_default().push(now);
-    }
-
-    fn clear(&self, key: &(String, IpAddr)) {
-        if let Ok(mut failures) = self.failures.lock() {
-            failures.remove(key);
+impl LoginError {
+    /// The `Retry-After` of a refused attempt.
+    pub(crate) fn retry_after(&self) -> Option<Duration> {
+        match self {
+            LoginError::RateLimited { retry_after, .. }
+            | LoginError::Unavailable { retry_after } => Some(*retry_after),
+            _ => None,
         }
     }
 }
@@ -232,21 +293,49 @@ pub(crate) async fn login(
     // Without a peer address (a router served without connect info) all
     // clients share one rate-limit bucket per user: stricter, never looser.
     let address = client.ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-    let key = (username.to_owned(), address);
-    let now = Instant::now();
-    if let Some(wait) = state.login_limiter().locked_for(&key, now) {
-        tracing::warn!(%username, %address, "login refused: too many failures");
-        audit_failure(state, client, username, "rate_limited").await;
-        return Err(LoginError::RateLimited {
-            user: username.to_owned(),
-            minutes: wait.as_secs().div_ceil(60).max(1),
-        });
-    }
-    let user = state.store().user_by_name(username).await?;
+    // The attempt is counted before the password is checked: a burst of
+    // parallel attempts is throttled exactly like a serial one.
+    let reservation = match state
+        .login_limiter()
+        .begin(username, address, Instant::now())
+    {
+        Ok(reservation) => reservation,
+        Err(refusal) => {
+            state.metrics().login_throttled();
+            let error = match refusal {
+                Refusal::Throttled { scope, retry_after } => {
+                    tracing::warn!(%username, %address, ?scope, "login refused: too many failures");
+                    LoginError::RateLimited {
+                        user: username.to_owned(),
+                        from: match scope {
+                            Scope::Pair => " from this address",
+                            Scope::User => "",
+                        },
+                        retry_after,
+                    }
+                }
+                Refusal::Unavailable { retry_after } => {
+                    tracing::error!(%username, %address, "login refused: the login limiter cannot decide (full of active records, or its lock is poisoned)");
+                    LoginError::Unavailable { retry_after }
+                }
+            };
+            audit_failure(state, client, username, "rate_limited").await;
+            return Err(error);
+        }
+    };
+    let user = match state.store().user_by_name(username).await {
+        Ok(user) => user,
+        Err(e) => {
+            // Nothing was checked: the slot goes back uncounted.
+            reservation.release();
+            return Err(e.into());
+        }
+    };
     // argon2 takes tens of milliseconds of CPU: off the async workers, so a
     // burst of logins cannot stall agents and the API.
     let hash = user.as_ref().map(|u| u.password_hash.clone());
     let attempt = password.to_owned();
+    state.metrics().login_password_checked();
     let verified = tokio::task::spawn_blocking(move || match hash {
         Some(hash) => verify_password(&attempt, &hash),
         None => {
@@ -257,12 +346,12 @@ pub(crate) async fn login(
     .await
     .unwrap_or(false);
     let Some(user) = user.filter(|_| verified) else {
-        state.login_limiter().record_failure(key, now);
+        reservation.failed(Instant::now());
         tracing::info!(%username, %address, "failed login");
         audit_failure(state, client, username, "invalid").await;
         return Err(LoginError::Invalid);
     };
-    state.login_limiter().clear(&key);
+    reservation.succeeded();
     let issued = IssuedToken::generate(TokenKind::Session)?;
     let created = Utc::now();
     let ttl = chrono::Duration::from_std(state.config().session_ttl)
@@ -319,27 +408,5 @@ mod tests {
         assert_eq!(session_cookie(&headers), Some("rms.abc"));
         headers.insert(header::COOKIE, "rm_sessionx=1".parse().unwrap());
         assert_eq!(session_cookie(&headers), None);
-    }
-
-    #[test]
-    fn five_failures_lock_out_that_user_from_that_address_only() {
-        let limiter = LoginLimiter::default();
-        let here: IpAddr = "127.0.0.1".parse().unwrap();
-        let there: IpAddr = "127.0.0.2".parse().unwrap();
-        let key = (String::from("admin"), here);
-        let t0 = Instant::now();
-        for i in 0..MAX_FAILURES {
-            assert!(limiter.locked_for(&key, t0).is_none(), "locked after {i}");
-            limiter.record_failure(key.clone(), t0);
-        }
-        assert!(limiter.locked_for(&key, t0).is_some());
-        assert!(limiter
-            .locked_for(&(String::from("admin"), there), t0)
-            .is_none());
-        assert!(limiter
-            .locked_for(&(String::from("alice"), here), t0)
-            .is_none());
-        // The failures age out.
-        assert!(limiter.locked_for(&key, t0 + FAILURE_WINDOW).is_none());
     }
 }

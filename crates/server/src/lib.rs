@@ -24,8 +24,10 @@ mod metrics;
 pub mod repositories;
 pub mod rpc;
 pub mod schedules;
+pub mod sealing;
 mod state;
 mod storage;
+mod throttle;
 pub mod tls;
 mod tree_cache;
 mod ui;
@@ -42,7 +44,7 @@ pub use bootstrap::{ensure_first_admin, FirstAdmin};
 pub use config::ServerConfig;
 pub use fd_limit::{raise_open_files_limit, OpenFilesLimit};
 pub use hub::Hub;
-pub use keyfile::{load_or_create_key, KEY_FILE};
+pub use keyfile::KEY_FILE;
 pub use state::AppState;
 pub use tls::{TlsError, TlsIdentity};
 
@@ -122,6 +124,16 @@ where
     L: axum::serve::Listener<Addr = std::net::SocketAddr>,
 {
     state.store().mark_all_hosts_offline().await?;
+    // Settings stored before the current rules (the `env` allow-list) are
+    // marked refused before any agent can fetch them.
+    match repositories::check_stored(&state).await {
+        Ok(0) => {}
+        Ok(refused) => tracing::warn!(
+            refused,
+            "some hosts' stored repository settings break the current rules and are not used; see each host's page"
+        ),
+        Err(e) => tracing::error!("could not check the stored repository settings: {e}"),
+    }
     jobs::watch_hosts_with_active_jobs(&state).await;
     let flusher = liveness::spawn_flusher(state.clone());
     let probe = storage::spawn_probe(state.clone());

@@ -93,6 +93,12 @@ pub(crate) struct Metrics {
     last_seen_written: AtomicU64,
     /// Accepted `hello`s (connections), over the server's life.
     hellos: AtomicU64,
+    /// Login passwords verified (argon2 runs), right or wrong.
+    login_checks: AtomicU64,
+    /// Login attempts refused by the limiter before any check.
+    login_throttled: AtomicU64,
+    /// Failed bearer-token checks answered with 429.
+    token_throttled: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -102,6 +108,9 @@ impl Default for Metrics {
             last_seen_flush: Histogram::new(),
             last_seen_written: AtomicU64::new(0),
             hellos: AtomicU64::new(0),
+            login_checks: AtomicU64::new(0),
+            login_throttled: AtomicU64::new(0),
+            token_throttled: AtomicU64::new(0),
         }
     }
 }
@@ -132,7 +141,43 @@ impl Metrics {
         self.hellos.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts a verified login password.
+    pub(crate) fn login_password_checked(&self) {
+        self.login_checks.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a login refused by the limiter.
+    pub(crate) fn login_throttled(&self) {
+        self.login_throttled.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a failed bearer-token check answered with 429.
+    pub(crate) fn token_throttled(&self) {
+        self.token_throttled.fetch_add(1, Ordering::Relaxed);
+    }
+
     fn render(&self, out: &mut String) {
+        for (name, help, counter) in [
+            (
+                "rm_login_password_checks_total",
+                "Login passwords verified (right or wrong) since the server started.",
+                &self.login_checks,
+            ),
+            (
+                "rm_login_throttled_total",
+                "Login attempts refused by the login limiter (429/503) without a check.",
+                &self.login_throttled,
+            ),
+            (
+                "rm_bearer_auth_throttled_total",
+                "Failed bearer-token checks answered with 429 (an address over its burst).",
+                &self.token_throttled,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} counter");
+            let _ = writeln!(out, "{name} {}", counter.load(Ordering::Relaxed));
+        }
         let _ = writeln!(
             out,
             "# HELP rm_agent_hellos_total Agent connections accepted (hello) since the server started."

@@ -1,12 +1,15 @@
 //! Repository settings per host: sealed before they are stored, opened only
 //! to hand them to an agent over its authenticated socket.
+//!
+//! Settings must pass `params::validate_repository` (the `env` allow-list)
+//! to be stored. Settings stored before a rule existed stay stored, but are
+//! checked at start-up and whenever they are opened for use: those that
+//! break a rule are recorded as refused (shown on the host) and never
+//! pushed or used, until an operator sets usable ones.
 
-use chrono::Utc;
-use rm_core::sealing::Sealed;
 use rm_core::{HostId, JobTrigger};
 use rm_protocol::api::RepositoryView;
 use rm_protocol::{AgentSettings, ConfigUpdate, Frame, JobKind, RepositoryConfig};
-use rm_store::SealedRepository;
 
 use crate::jobs::{self, JobError};
 use crate::state::AppState;
@@ -20,6 +23,10 @@ pub enum RepositoryError {
     /// No such host.
     #[error("host `{0}` not found")]
     HostNotFound(HostId),
+    /// Stored settings break the current rules (stored before the rule
+    /// existed); they are not used until new settings are set.
+    #[error("repository settings refused: {0}")]
+    Refused(String),
     /// Stored settings could not be opened (the key file changed?).
     #[error("stored repository settings could not be opened: {0}")]
     Unsealable(String),
@@ -46,21 +53,9 @@ pub async fn set(
     }
     let plaintext =
         serde_json::to_vec(config).map_err(|e| RepositoryError::Unsealable(e.to_string()))?;
-    let sealed = state
-        .sealing_key()
-        .seal(&plaintext)
+    let sealed = crate::sealing::seal_repository(state.sealing_key(), host, &plaintext)
         .map_err(|e| RepositoryError::Unsealable(e.to_string()))?;
-    state
-        .store()
-        .set_repository(
-            host,
-            &SealedRepository {
-                nonce: sealed.nonce,
-                ciphertext: sealed.ciphertext,
-                updated_at: Utc::now(),
-            },
-        )
-        .await?;
+    state.store().set_repository(host, &sealed).await?;
     {
         let _push = state.hub().push_lock(host).await;
         if let Some(conn) = state.hub().get(host) {
@@ -90,16 +85,75 @@ pub async fn get(
     let Some(sealed) = state.store().repository(host).await? else {
         return Ok(None);
     };
-    let plaintext = state
-        .sealing_key()
-        .open(&Sealed {
-            nonce: sealed.nonce,
-            ciphertext: sealed.ciphertext,
-        })
+    let plaintext = crate::sealing::open_repository(state.sealing_key(), host, &sealed)
         .map_err(|e| RepositoryError::Unsealable(e.to_string()))?;
     serde_json::from_slice(&plaintext)
         .map(Some)
         .map_err(|e| RepositoryError::Unsealable(e.to_string()))
+}
+
+/// The host's settings, opened and checked against the current rules:
+/// settings that break them are recorded as refused (for the host's page)
+/// and returned as [`RepositoryError::Refused`], never as settings to use.
+pub async fn usable(
+    state: &AppState,
+    host: HostId,
+) -> Result<Option<RepositoryConfig>, RepositoryError> {
+    let Some(config) = get(state, host).await? else {
+        return Ok(None);
+    };
+    match rm_protocol::params::validate_repository(&config) {
+        Ok(()) => Ok(Some(config)),
+        Err(e) => {
+            let reason = e.to_string();
+            record_refusal(state, host, Some(&reason)).await;
+            Err(RepositoryError::Refused(reason))
+        }
+    }
+}
+
+/// Checks every stored repository against the current rules and records
+/// the verdict (refused with the reason, or usable), so hosts show it from
+/// the start. Settings that cannot be opened are logged and left alone.
+/// Returns how many are refused.
+pub async fn check_stored(state: &AppState) -> Result<usize, RepositoryError> {
+    let mut refused = 0;
+    for (host, sealed, recorded) in state.store().repositories().await? {
+        let opened = crate::sealing::open_repository(state.sealing_key(), host, &sealed)
+            .map_err(|e| e.to_string())
+            .and_then(|plain| {
+                serde_json::from_slice::<RepositoryConfig>(&plain).map_err(|e| e.to_string())
+            });
+        let config = match opened {
+            Ok(config) => config,
+            Err(e) => {
+                tracing::error!(%host, "stored repository settings could not be opened: {e}");
+                continue;
+            }
+        };
+        let verdict = rm_protocol::params::validate_repository(&config)
+            .err()
+            .map(|e| e.to_string());
+        if let Some(reason) = &verdict {
+            refused += 1;
+            tracing::warn!(%host, "stored repository settings refused; set them again: {reason}");
+        }
+        if verdict != recorded {
+            state
+                .store()
+                .set_repository_refused(host, verdict.as_deref())
+                .await?;
+        }
+    }
+    Ok(refused)
+}
+
+/// Records a refusal found while opening settings; a failure to record is
+/// only logged (the settings are refused either way).
+async fn record_refusal(state: &AppState, host: HostId, reason: Option<&str>) {
+    if let Err(e) = state.store().set_repository_refused(host, reason).await {
+        tracing::error!(%host, "could not record refused repository settings: {e}");
+    }
 }
 
 /// The settings as shown back to operators: no password, no env values.
@@ -112,6 +166,12 @@ pub async fn view(
     };
     let updated_at = sealed.updated_at;
     let config = get(state, host).await?;
+    if let Some(Err(e)) = config
+        .as_ref()
+        .map(rm_protocol::params::validate_repository)
+    {
+        record_refusal(state, host, Some(&e.to_string())).await;
+    }
     Ok(config.map(|c| RepositoryView {
         // A REST URL may carry a password; it is never shown back.
         url: rm_core::redact::redact_url(&c.url),

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use rm_core::sealing::SealingKey;
 use rm_store::Store;
 
-use crate::auth::LoginLimiter;
 use crate::config::ServerConfig;
 use crate::hub::Hub;
 use crate::jobs::events::JobEvents;
@@ -16,6 +15,7 @@ use crate::liveness::LastSeen;
 use crate::metrics::Metrics;
 use crate::rpc::Rpc;
 use crate::storage::StorageHealth;
+use crate::throttle::{LoginLimiter, TokenFailures};
 use crate::tree_cache::TreeCache;
 
 /// Cheap to clone; all clones share one server.
@@ -35,7 +35,9 @@ struct Inner {
     tree_cache: TreeCache,
     login_limiter: LoginLimiter,
     storage: Arc<StorageHealth>,
+    token_failures: TokenFailures,
     fleet: tokio::sync::broadcast::Sender<()>,
+    ended: tokio::sync::broadcast::Sender<crate::auth::Ended>,
     stopping: tokio_util::sync::CancellationToken,
 }
 
@@ -59,7 +61,9 @@ impl AppState {
             tree_cache: TreeCache::default(),
             login_limiter: LoginLimiter::default(),
             storage,
+            token_failures: TokenFailures::default(),
             fleet: tokio::sync::broadcast::channel(16).0,
+            ended: tokio::sync::broadcast::channel(256).0,
             stopping: tokio_util::sync::CancellationToken::new(),
         }))
     }
@@ -106,8 +110,24 @@ impl AppState {
         self.0.fleet.subscribe()
     }
 
+    /// Tells live streams that credentials ended (logout, revocation,
+    /// password change, user deleted), so theirs can stop.
+    pub(crate) fn credentials_ended(&self, ended: crate::auth::Ended) {
+        let _ = self.0.ended.send(ended);
+    }
+
+    /// Subscribes to ended credentials.
+    pub(crate) fn ended_credentials(&self) -> tokio::sync::broadcast::Receiver<crate::auth::Ended> {
+        self.0.ended.subscribe()
+    }
+
     pub(crate) fn login_limiter(&self) -> &LoginLimiter {
         &self.0.login_limiter
+    }
+
+    /// Failed bearer-token checks per address.
+    pub(crate) fn token_failures(&self) -> &TokenFailures {
+        &self.0.token_failures
     }
 
     pub(crate) fn tree_cache(&self) -> &TreeCache {

@@ -16,8 +16,8 @@ use rm_core::token::TokenHash;
 use rm_core::JobStatus;
 use rm_store::{
     AgentToken, ApiToken, AuditActor, AuditEntry, CommandResultRecord, EnrollmentToken, Host,
-    HostCounts, Job, LogLineRecord, NewAuditEntry, RepoStatsRecord, ScheduleRecord,
-    SealedRepository, Session, SnapshotRecord, StorageFault, StoreError, User,
+    HostCounts, Job, LogLineRecord, NewAuditEntry, RepoStatsRecord, ScheduleRecord, SealFormat,
+    SealedRepository, SealingKeyRecord, Session, SnapshotRecord, StorageFault, StoreError, User,
 };
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
@@ -366,6 +366,8 @@ pub(crate) const HOST_COLUMNS: &str = "id, name, hostname, enrolled_at, last_see
      schedule_version, schedule_applied_version, \
      EXISTS (SELECT 1 FROM host_repositories WHERE host_repositories.host_id = hosts.id) \
      AS has_repository, \
+     (SELECT refused FROM host_repositories WHERE host_repositories.host_id = hosts.id) \
+     AS repository_refused, \
      token_rotated_at, agent_revoked_at, \
      EXISTS (SELECT 1 FROM agent_tokens WHERE agent_tokens.host_id = hosts.id \
      AND agent_tokens.pending = 1 AND agent_tokens.revoked_at IS NULL) AS token_rotation_pending";
@@ -390,6 +392,7 @@ pub(crate) fn host(row: &SqliteRow) -> Result<Host, StoreError> {
         repo_size_bytes: u64_opt(row, "repo_size_bytes")?,
         snapshot_count: u64_opt(row, "snapshot_count")?,
         has_repository: flag(row, "has_repository")?,
+        repository_refused: text_opt(row, "repository_refused")?,
         schedule_version: u64_col(row, "schedule_version")?,
         schedule_applied_version: u64_opt(row, "schedule_applied_version")?,
         token_rotated_at: time_opt(row, "token_rotated_at")?,
@@ -409,14 +412,25 @@ pub(crate) fn host_counts(row: &SqliteRow) -> Result<HostCounts, StoreError> {
 }
 
 /// Columns selected for a [`SealedRepository`].
-pub(crate) const REPOSITORY_COLUMNS: &str = "nonce, ciphertext, updated_at";
+pub(crate) const REPOSITORY_COLUMNS: &str = "nonce, ciphertext, seal_format, updated_at";
 
 /// Decodes a `host_repositories` row.
 pub(crate) fn repository(row: &SqliteRow) -> Result<SealedRepository, StoreError> {
+    let format = raw::<i64>(row, "seal_format")?;
     Ok(SealedRepository {
         nonce: blob(row, "nonce")?,
         ciphertext: blob(row, "ciphertext")?,
+        format: SealFormat::from_i64(format)
+            .ok_or_else(|| corrupt("seal_format", format!("unknown format {format}")))?,
         updated_at: time(row, "updated_at")?,
+    })
+}
+
+/// Decodes the `sealing_key` row.
+pub(crate) fn sealing_key(row: &SqliteRow) -> Result<SealingKeyRecord, StoreError> {
+    Ok(SealingKeyRecord {
+        fingerprint: text(row, "fingerprint")?,
+        recorded_at: time(row, "recorded_at")?,
     })
 }
 

@@ -26,8 +26,8 @@ use rm_core::{HostId, JobId, JobStatus, ScheduleId, TokenId, UserId};
 use rm_store::{
     AgentToken, ApiToken, AuditEntry, AuditFilter, CommandResultRecord, EnrollmentToken,
     HelloRecord, Host, HostCounts, Job, JobEnd, JobFilter, LogLineRecord, NewAuditEntry, NewHost,
-    NewJob, RepoStatsRecord, ScheduleRecord, SealedRepository, Session, SnapshotRecord, Store,
-    StoreError, StoreResult, User, MAX_HOST_PAGE,
+    NewJob, RepoStatsRecord, ScheduleRecord, SealFormat, SealedRepository, SealingKeyRecord,
+    Session, SnapshotRecord, Store, StoreError, StoreResult, User, MAX_HOST_PAGE,
 };
 use sqlx::migrate::Migrator;
 use sqlx::pool::PoolConnection;
@@ -555,6 +555,25 @@ async fn require_live_host(conn: &mut sqlx::SqliteConnection, host: &str) -> Sto
         Some(_) => Ok(()),
         None => Err(StoreError::NotFound(format!("host `{host}`"))),
     }
+}
+
+/// Makes `record` the one `sealing_key` row, inside the caller's
+/// transaction.
+async fn upsert_sealing_key(
+    conn: &mut sqlx::SqliteConnection,
+    record: &SealingKeyRecord,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO sealing_key (id, fingerprint, recorded_at) VALUES (1, ?, ?) \
+         ON CONFLICT (id) DO UPDATE SET fingerprint = excluded.fingerprint, \
+         recorded_at = excluded.recorded_at",
+    )
+    .bind(&record.fingerprint)
+    .bind(ms(record.recorded_at))
+    .execute(&mut *conn)
+    .await
+    .map_err(backend)?;
+    Ok(())
 }
 
 /// Bumps the schedule version of live host `host` inside the caller's
@@ -1182,14 +1201,16 @@ impl Store for SqliteStore {
         let mut tx = self.begin_write().await?;
         require_live_host(&mut tx, &host_id).await?;
         sqlx::query(
-            "INSERT INTO host_repositories (host_id, nonce, ciphertext, updated_at) \
-             VALUES (?, ?, ?, ?) \
+            "INSERT INTO host_repositories (host_id, nonce, ciphertext, seal_format, updated_at, \
+             refused) VALUES (?, ?, ?, ?, ?, NULL) \
              ON CONFLICT (host_id) DO UPDATE SET nonce = excluded.nonce, \
-             ciphertext = excluded.ciphertext, updated_at = excluded.updated_at",
+             ciphertext = excluded.ciphertext, seal_format = excluded.seal_format, \
+             updated_at = excluded.updated_at, refused = NULL",
         )
         .bind(&host_id)
         .bind(&sealed.nonce)
         .bind(&sealed.ciphertext)
+        .bind(sealed.format.as_i64())
         .bind(ms(sealed.updated_at))
         .execute(&mut *tx)
         .await
@@ -1217,6 +1238,114 @@ impl Store for SqliteStore {
             return Ok(None);
         }
         codec::repository(&row).map(Some)
+    }
+
+    // ── sealing key ────────────────────────────────────────────────────
+
+    async fn sealing_key_record(&self) -> StoreResult<Option<SealingKeyRecord>> {
+        sqlx::query("SELECT fingerprint, recorded_at FROM sealing_key WHERE id = 1")
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?
+            .as_ref()
+            .map(codec::sealing_key)
+            .transpose()
+    }
+
+    async fn sealed_repositories(&self) -> StoreResult<Vec<(HostId, SealedRepository)>> {
+        let sql = format!(
+            "SELECT host_id, {} FROM host_repositories ORDER BY host_id",
+            codec::REPOSITORY_COLUMNS
+        );
+        sqlx::query(&sql)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?
+            .iter()
+            .map(|row| Ok((codec::parsed(row, "host_id")?, codec::repository(row)?)))
+            .collect()
+    }
+
+    async fn record_sealing_key(
+        &self,
+        record: &SealingKeyRecord,
+        resealed: &[(HostId, SealedRepository)],
+    ) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        for (host, sealed) in resealed {
+            // Only a value still stored unbound is replaced: re-sealing
+            // twice, or over a value set meanwhile, changes nothing.
+            let replaced = sqlx::query(
+                "UPDATE host_repositories SET nonce = ?, ciphertext = ?, seal_format = ? \
+                 WHERE host_id = ? AND seal_format = ?",
+            )
+            .bind(&sealed.nonce)
+            .bind(&sealed.ciphertext)
+            .bind(sealed.format.as_i64())
+            .bind(host.to_string())
+            .bind(SealFormat::Unbound.as_i64())
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?
+            .rows_affected();
+            if replaced != 1 {
+                tx.rollback().await.map_err(backend)?;
+                return Err(StoreError::Conflict(format!(
+                    "the repository settings of host `{host}` are no longer stored unbound"
+                )));
+            }
+        }
+        upsert_sealing_key(&mut tx, record).await?;
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn reset_sealed_secrets(&self, record: &SealingKeyRecord) -> StoreResult<Vec<HostId>> {
+        let mut tx = self.begin_write().await?;
+        let rows = sqlx::query("DELETE FROM host_repositories RETURNING host_id")
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(backend)?;
+        let mut hosts = rows
+            .iter()
+            .map(|row| codec::parsed::<HostId>(row, "host_id"))
+            .collect::<StoreResult<Vec<_>>>()?;
+        hosts.sort();
+        upsert_sealing_key(&mut tx, record).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(hosts)
+    }
+
+    async fn repositories(&self) -> StoreResult<Vec<(HostId, SealedRepository, Option<String>)>> {
+        let sql = format!(
+            "SELECT host_repositories.host_id AS host_id, refused, {} FROM host_repositories \
+             JOIN hosts ON hosts.id = host_repositories.host_id \
+             WHERE hosts.deleted_at IS NULL ORDER BY host_repositories.host_id",
+            codec::REPOSITORY_COLUMNS
+        );
+        let rows = sqlx::query(&sql)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    codec::id(row, "host_id")?,
+                    codec::repository(row)?,
+                    codec::text_opt(row, "refused")?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn set_repository_refused(&self, host: HostId, reason: Option<&str>) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("UPDATE host_repositories SET refused = ? WHERE host_id = ?")
+            .bind(reason)
+            .bind(host.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        tx.commit().await.map_err(backend)
     }
 
     // ── jobs ───────────────────────────────────────────────────────────

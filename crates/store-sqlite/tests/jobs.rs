@@ -13,7 +13,7 @@ use common::{enrol, ids, job_id_at, open_temp, t};
 use rm_core::{HostId, JobId, JobStatus, JobTrigger};
 use rm_store::{
     CommandResultRecord, Job, JobEnd, JobFilter, LogLineRecord, NewJob, RepoStatsRecord,
-    SealedRepository, SnapshotRecord, Store, StoreError,
+    SealFormat, SealedRepository, SnapshotRecord, Store, StoreError,
 };
 use rm_store_sqlite::SqliteStore;
 use serde_json::json;
@@ -946,6 +946,7 @@ async fn repository_settings_set_replace_get() {
     let sealed = SealedRepository {
         nonce: vec![1; 12],
         ciphertext: b"\x00sealed\xffbytes".to_vec(),
+        format: SealFormat::OwnerBound,
         updated_at: t(10),
     };
     store.set_repository(host, &sealed).await.unwrap();
@@ -960,6 +961,7 @@ async fn repository_settings_set_replace_get() {
     let replaced = SealedRepository {
         nonce: vec![2; 12],
         ciphertext: b"other".to_vec(),
+        format: SealFormat::Unbound,
         updated_at: t(20),
     };
     store.set_repository(host, &replaced).await.unwrap();
@@ -988,6 +990,56 @@ async fn repository_settings_set_replace_get() {
         store.repository(host).await,
         Err(StoreError::NotFound(_))
     ));
+}
+
+#[tokio::test]
+async fn refused_repository_settings_are_recorded_and_cleared_by_new_ones() {
+    let (_dir, store) = open_temp().await;
+    let host = enrol(&store).await;
+    let bare = enrol(&store).await;
+    let sealed = SealedRepository {
+        nonce: vec![1; 12],
+        ciphertext: b"sealed".to_vec(),
+        format: SealFormat::OwnerBound,
+        updated_at: t(10),
+    };
+    store.set_repository(host, &sealed).await.unwrap();
+    assert_eq!(
+        store.repositories().await.unwrap(),
+        vec![(host, sealed.clone(), None)],
+        "only hosts with settings are listed"
+    );
+    let refused = |h| {
+        let store = &store;
+        async move { store.host(h).await.unwrap().unwrap().repository_refused }
+    };
+    assert_eq!(refused(host).await, None);
+
+    store
+        .set_repository_refused(host, Some("`env.PATH` is not allowed"))
+        .await
+        .unwrap();
+    assert_eq!(
+        refused(host).await.as_deref(),
+        Some("`env.PATH` is not allowed")
+    );
+    let listed = store.list_hosts().await.unwrap();
+    assert!(listed
+        .iter()
+        .any(|h| h.id == host && h.repository_refused.is_some()));
+    // A host without settings has nothing to refuse.
+    store.set_repository_refused(bare, Some("x")).await.unwrap();
+    assert_eq!(refused(bare).await, None);
+
+    // New settings clear the refusal; so does an explicit `None`.
+    store.set_repository(host, &sealed).await.unwrap();
+    assert_eq!(refused(host).await, None);
+    store
+        .set_repository_refused(host, Some("again"))
+        .await
+        .unwrap();
+    store.set_repository_refused(host, None).await.unwrap();
+    assert_eq!(refused(host).await, None);
 }
 
 // ── schema ─────────────────────────────────────────────────────────────

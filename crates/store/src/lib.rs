@@ -148,6 +148,38 @@ pub trait Store: Send + Sync + 'static {
     async fn set_repository(&self, host: HostId, sealed: &SealedRepository) -> StoreResult<()>;
     /// A host's sealed repository settings.
     async fn repository(&self, host: HostId) -> StoreResult<Option<SealedRepository>>;
+    /// Every live host's sealed repository settings and the refusal
+    /// recorded for them (for the start-up check of stored settings against
+    /// the current rules).
+    async fn repositories(&self) -> StoreResult<Vec<(HostId, SealedRepository, Option<String>)>>;
+    /// Records why a host's stored settings are refused (`Some`), or that
+    /// they are usable (`None`). Storing new settings clears it too. A host
+    /// without settings is left alone.
+    async fn set_repository_refused(&self, host: HostId, reason: Option<&str>) -> StoreResult<()>;
+
+    // ── sealing key ────────────────────────────────────────────────────
+
+    /// The fingerprint of the key that sealed the store's secrets, once one
+    /// was recorded.
+    async fn sealing_key_record(&self) -> StoreResult<Option<SealingKeyRecord>>;
+    /// Every sealed value the store holds, by owner: the repository
+    /// settings of every host, deleted hosts included (their values are
+    /// still sealed data), in host id order.
+    async fn sealed_repositories(&self) -> StoreResult<Vec<(HostId, SealedRepository)>>;
+    /// Records `record` as the key that seals the store's secrets and
+    /// replaces the given [`SealFormat::Unbound`] values with their
+    /// re-sealed form, in one transaction: a store is never half re-sealed.
+    /// [`StoreError::Conflict`] (and nothing changed) when one of them is
+    /// no longer stored unbound.
+    async fn record_sealing_key(
+        &self,
+        record: &SealingKeyRecord,
+        resealed: &[(HostId, SealedRepository)],
+    ) -> StoreResult<()>;
+    /// Discards every sealed value (the repository settings of every host)
+    /// and records `record` as the sealing key, in one transaction. Returns
+    /// the hosts whose settings were discarded, deleted ones included.
+    async fn reset_sealed_secrets(&self, record: &SealingKeyRecord) -> StoreResult<Vec<HostId>>;
 
     // ── jobs ───────────────────────────────────────────────────────────
 

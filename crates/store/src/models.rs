@@ -135,6 +135,10 @@ pub struct Host {
     pub snapshot_count: Option<u64>,
     /// Whether repository settings are stored for the host.
     pub has_repository: bool,
+    /// Why the stored repository settings are not used (they break the
+    /// current rules, e.g. a variable outside the allow-list); `None` when
+    /// they are usable or there are none.
+    pub repository_refused: Option<String>,
     /// The schedule-set version the server wants the agent to run (0 when
     /// no schedule was ever set); bumped by every schedule change.
     pub schedule_version: u64,
@@ -193,6 +197,37 @@ pub struct HelloRecord {
     pub at: DateTime<Utc>,
 }
 
+/// How a sealed value was sealed, stored beside it so re-sealing old
+/// values is idempotent: only [`SealFormat::Unbound`] values are re-sealed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SealFormat {
+    /// Sealed without associated data (before owner binding); the server
+    /// re-seals these on start.
+    Unbound,
+    /// Sealed with its owner and field as associated data
+    /// (`host:<id>/repository`).
+    OwnerBound,
+}
+
+impl SealFormat {
+    /// The stored number: 0 unbound, 1 owner-bound.
+    pub fn as_i64(self) -> i64 {
+        match self {
+            SealFormat::Unbound => 0,
+            SealFormat::OwnerBound => 1,
+        }
+    }
+
+    /// The format a stored number names, if any.
+    pub fn from_i64(value: i64) -> Option<SealFormat> {
+        match value {
+            0 => Some(SealFormat::Unbound),
+            1 => Some(SealFormat::OwnerBound),
+            _ => None,
+        }
+    }
+}
+
 /// A host's repository settings, sealed by the server (AES-256-GCM) so the
 /// database never holds the password or backend keys in clear.
 #[derive(Clone, PartialEq)]
@@ -201,6 +236,8 @@ pub struct SealedRepository {
     pub nonce: Vec<u8>,
     /// The encrypted JSON of the repository settings.
     pub ciphertext: Vec<u8>,
+    /// Whether it is bound to its owner.
+    pub format: SealFormat,
     /// When the settings were last changed.
     pub updated_at: DateTime<Utc>,
 }
@@ -209,9 +246,19 @@ impl std::fmt::Debug for SealedRepository {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SealedRepository")
             .field("ciphertext_len", &self.ciphertext.len())
+            .field("format", &self.format)
             .field("updated_at", &self.updated_at)
             .finish()
     }
+}
+
+/// Which key sealed the store's secrets: its fingerprint (never the key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealingKeyRecord {
+    /// The key's fingerprint (`SealingKey::fingerprint`).
+    pub fingerprint: String,
+    /// When it was recorded.
+    pub recorded_at: DateTime<Utc>,
 }
 
 /// A job to create.

@@ -120,7 +120,9 @@ impl TestServer {
         let addr = listener.local_addr()?;
         let scheme = if tls.is_some() { "https" } else { "http" };
         let url = format!("{scheme}://{addr}");
-        let key = rm_server::load_or_create_key(&data_dir.path().join(rm_server::KEY_FILE))?;
+        let key =
+            rm_server::sealing::unlock(store.as_ref(), &data_dir.path().join(rm_server::KEY_FILE))
+                .await?;
         let state = AppState::new(store, config, key);
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
@@ -173,6 +175,13 @@ impl TestServer {
     /// certificate in TLS mode).
     pub fn anonymous(&self) -> Api {
         Api::with_client(self.client.clone(), &self.url, None)
+    }
+
+    /// An HTTP client whose connections come from `local` (any address in
+    /// 127.0.0.0/8 reaches a loopback server on Linux), so tests can be
+    /// several clients to the server's per-address limits. Plain HTTP only.
+    pub fn client_from(&self, local: std::net::IpAddr) -> anyhow::Result<reqwest::Client> {
+        Ok(reqwest::Client::builder().local_address(local).build()?)
     }
 
     /// An API client logged in as `admin`.

@@ -579,3 +579,36 @@ fn a_huge_exit_error_is_cut_to_the_error_bound() {
     };
     assert!(text.ends_with("bytes]"));
 }
+
+#[test]
+fn a_recursive_listing_streams_its_nodes_as_events() {
+    let tree = Command::LsTree {
+        snapshot_id: "deadbeef".into(),
+        dirs: vec![],
+    };
+    let stdout = r#"{"time":"2026-11-27T01:36:55Z","tree":"t","paths":["/src"],"id":"f5c8b0c8aa","short_id":"f5c8b0c8","struct_type":"snapshot"}
+{"name":"src","type":"dir","path":"/src","mode":2147484141,"struct_type":"node"}
+{"name":".ssh","type":"dir","path":"/src/.ssh","mode":2147484141,"struct_type":"node"}
+{"name":"authorized_keys","type":"file","path":"/src/.ssh/authorized_keys","size":3,"mode":384,"struct_type":"node"}
+"#;
+    let (events, finished) = super::replay(&tree, V14, stdout.as_bytes(), b"", Some(0));
+    assert_eq!(finished.status, Status::Succeeded);
+    assert_eq!(finished.output, None, "nothing is collected");
+    let paths: Vec<&str> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Node(node) => Some(node.path.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(paths, ["/src", "/src/.ssh", "/src/.ssh/authorized_keys"]);
+    // 0.14 exits 0 for an unknown snapshot; that is a failure here too.
+    let (_, missing) = super::replay(
+        &tree,
+        V14,
+        b"",
+        b"Ignoring \"deadbeef\": no matching ID found for prefix \"deadbeef\"\n",
+        Some(0),
+    );
+    assert_eq!(missing.status, Status::Failed);
+}

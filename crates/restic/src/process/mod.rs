@@ -1,5 +1,13 @@
-//! Spawning restic and supervising it: environment, process group, output
-//! reading, time limit, cancellation.
+//! Spawning restic and supervising it: environment, secrets on pipes,
+//! process group, output reading, time limit, cancellation.
+//!
+//! Secrets (the repository password and URL) reach restic on pipes, never
+//! in its environment or argv: anything restic starts (`rclone`, `ssh`)
+//! inherits its environment, and `/proc/<pid>/environ` outlives the moment
+//! restic read it. Each pipe is filled and its write end closed before
+//! restic starts; its read end is created close-on-exec, so no other child
+//! the agent starts meanwhile inherits it, and only restic's fork places it
+//! at a fixed descriptor (3, 4) that restic opens as `/dev/fd/N`.
 //!
 //! restic runs in a process group of its own so that stopping it also stops
 //! what it started (the `rclone` backend helper, a `--password-command`).
@@ -10,8 +18,10 @@
 
 mod lines;
 
+use std::io::Write;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::ExitStatusExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -36,15 +46,38 @@ pub(crate) const STDERR_LINE_CAP: usize = 1024 * 1024;
 /// started still holds the pipes open. Then the group is killed.
 const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
 
+/// Most secrets handed to one child on pipes (the password and the URL).
+pub(crate) const MAX_PIPED: usize = 2;
+
+/// Largest secret written to a pipe. A pipe holds 64 KiB before a write
+/// blocks, and every pipe is filled before restic starts to read.
+const MAX_PIPED_BYTES: usize = 16 * 1024;
+
+/// Lowest descriptor number the child moves the read ends to first, so
+/// none is one of the fixed numbers (3, 4) they end up at, and placing one
+/// cannot overwrite another.
+const PIPE_FD_FLOOR: RawFd = 10;
+
+/// A secret the child reads from descriptor `fd` (as `/dev/fd/<fd>`).
+pub(crate) struct Piped<'a> {
+    /// The descriptor number in the child (3 or above).
+    pub fd: RawFd,
+    /// What it reads there.
+    pub data: &'a [u8],
+}
+
 /// What to start.
 pub(crate) struct Spec<'a> {
-    /// The restic binary.
+    /// The restic binary; a bare name is looked up on our own `PATH`
+    /// before spawning, never on the child's.
     pub bin: &'a Path,
     /// Its arguments.
     pub args: &'a [String],
     /// Variables to set, in order (later ones win). Inherited `RESTIC_*`
     /// variables are removed first.
     pub env: Vec<(std::ffi::OsString, std::ffi::OsString)>,
+    /// Secrets the child reads from pipes.
+    pub piped: Vec<Piped<'a>>,
     /// The child's working directory (default: ours).
     pub working_dir: Option<&'a Path>,
     /// Longest stdout line kept in memory (documents can be large).
@@ -71,19 +104,107 @@ pub(crate) struct Ended {
     pub stopped: Option<StopReason>,
 }
 
-/// Makes restic receive SIGINT when the process that started it dies, even
-/// by SIGKILL: restic then removes its lock and exits instead of running on
-/// unsupervised, with nobody to report its end. (restic runs in its own
-/// process group, so it would not see a signal sent to ours.)
+/// Finds `bin` the way the agent's own shell would, once, so the program
+/// that runs never depends on a `PATH` in the child's environment (with
+/// `.env("PATH", …)` set, `Command` would search the child's `PATH`). A
+/// bare name is looked up on our `PATH`; a relative path is taken from our
+/// working directory; an absolute path is kept.
+pub fn resolve_bin(bin: &Path) -> Result<PathBuf, ResticError> {
+    use std::os::unix::fs::PermissionsExt;
+    if bin.is_absolute() {
+        return Ok(bin.to_path_buf());
+    }
+    if bin.components().count() > 1 {
+        return std::env::current_dir()
+            .map(|dir| dir.join(bin))
+            .map_err(|source| ResticError::spawn(bin, source));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        // An empty or relative `PATH` entry means a working directory,
+        // which is never where the agent's restic lives.
+        .filter(|dir| dir.is_absolute())
+        .map(|dir| dir.join(bin))
+        .find(|candidate| {
+            std::fs::metadata(candidate)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+        .ok_or_else(|| ResticError::NotFound {
+            bin: bin.to_path_buf(),
+        })
+}
+
+/// Fills one pipe per secret and returns the read ends (close-on-exec)
+/// with the descriptor each must become in the child. The write ends are closed on return, so restic
+/// reads the secret and then end-of-file.
+fn fill_pipes(piped: &[Piped<'_>]) -> Result<Vec<(OwnedFd, RawFd)>, ResticError> {
+    use nix::fcntl::OFlag;
+    if piped.len() > MAX_PIPED {
+        return Err(ResticError::InvalidArgument {
+            field: "piped",
+            reason: format!("at most {MAX_PIPED} secrets can be piped"),
+        });
+    }
+    let mut ends = Vec::with_capacity(piped.len());
+    for secret in piped {
+        if secret.data.len() > MAX_PIPED_BYTES {
+            return Err(ResticError::InvalidArgument {
+                field: "piped",
+                reason: format!("a secret is longer than {MAX_PIPED_BYTES} bytes"),
+            });
+        }
+        let io = |e: nix::Error| ResticError::Io(std::io::Error::from(e));
+        let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(io)?;
+        let mut write = std::fs::File::from(write);
+        write.write_all(secret.data).map_err(ResticError::Io)?;
+        drop(write);
+        ends.push((read, secret.fd));
+    }
+    Ok(ends)
+}
+
+/// Prepares restic's fork before exec: places each piped secret's read end
+/// at its fixed descriptor, and makes restic receive SIGINT when the
+/// process that started it dies, even by SIGKILL, so it removes its lock
+/// and exits instead of running on unsupervised, with nobody to report its
+/// end. (restic runs in its own process group, so it would not see a
+/// signal sent to ours.)
+///
+/// This is the one `unsafe` block of the workspace: everything that must
+/// happen between fork and exec is here.
 #[allow(unsafe_code)]
-fn die_with_parent(command: &mut tokio::process::Command) {
+fn child_setup(command: &mut tokio::process::Command, pipes: &[(OwnedFd, RawFd)]) {
     let parent = std::process::id();
+    // Plain numbers, copied into the closure: nothing is allocated or
+    // dropped in the child.
+    let mut places: [(RawFd, RawFd); MAX_PIPED] = [(-1, -1); MAX_PIPED];
+    for (place, (read, target)) in places.iter_mut().zip(pipes) {
+        *place = (read.as_raw_fd(), *target);
+    }
     // SAFETY: the hook runs in the forked child before exec, where only
-    // async-signal-safe calls are allowed; prctl(2) and getppid(2) are, and
-    // the closure allocates nothing (its error values are built without
-    // allocating).
+    // async-signal-safe calls are allowed; fcntl(2), dup2(2), prctl(2) and
+    // getppid(2) are, and the closure allocates nothing (its error values
+    // are built from errno without allocating). The descriptors it reads
+    // stay open in the parent until after the spawn (the caller holds
+    // `pipes`). Every read end is first copied above PIPE_FD_FLOOR (a read
+    // end may itself be 3 or 4), then placed: dup2 leaves the placed
+    // descriptor without close-on-exec, so restic inherits exactly those;
+    // the originals and the copies close on exec.
     unsafe {
         command.pre_exec(move || {
+            use nix::fcntl::{fcntl, FcntlArg};
+            let mut high: [RawFd; MAX_PIPED] = [-1; MAX_PIPED];
+            for (copy, &(source, _)) in high.iter_mut().zip(&places) {
+                if source >= 0 {
+                    *copy = fcntl(source, FcntlArg::F_DUPFD_CLOEXEC(PIPE_FD_FLOOR))
+                        .map_err(std::io::Error::from)?;
+                }
+            }
+            for (&copy, &(_, target)) in high.iter().zip(&places) {
+                if copy >= 0 {
+                    nix::unistd::dup2(copy, target).map_err(std::io::Error::from)?;
+                }
+            }
             nix::sys::prctl::set_pdeathsig(Some(nix::sys::signal::Signal::SIGINT))
                 .map_err(std::io::Error::from)?;
             // The parent may have died between fork and prctl; then nobody
@@ -106,7 +227,10 @@ pub(crate) async fn run(
     mut on_line: impl FnMut(Stream, RawLine) -> Vec<Event>,
     events: &Sender<Event>,
 ) -> Result<Ended, ResticError> {
-    let mut command = tokio::process::Command::new(spec.bin);
+    // Our own PATH decides which program runs, never one in `spec.env`.
+    let bin = resolve_bin(spec.bin)?;
+    let pipes = fill_pipes(&spec.piped)?;
+    let mut command = tokio::process::Command::new(&bin);
     command
         .args(spec.args)
         // restic prompts for passwords on stdin; never let it wait on ours.
@@ -115,7 +239,7 @@ pub(crate) async fn run(
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .process_group(0);
-    die_with_parent(&mut command);
+    child_setup(&mut command, &pipes);
     // An operator's shell may export RESTIC_REPOSITORY or RESTIC_PASSWORD_FILE;
     // only what the caller configured may reach restic.
     for (key, _) in std::env::vars_os() {
@@ -130,9 +254,11 @@ pub(crate) async fn run(
         command.current_dir(dir);
     }
 
-    let mut child = command
-        .spawn()
-        .map_err(|source| ResticError::spawn(spec.bin, source))?;
+    let spawned = command.spawn();
+    // restic has its copies now (or never will); ours must not linger for
+    // the next child to find.
+    drop(pipes);
+    let mut child = spawned.map_err(|source| ResticError::spawn(&bin, source))?;
     // Never signal without a real group id: 0 or a negative id would reach
     // our own process group.
     let Some((pid, group)) = child

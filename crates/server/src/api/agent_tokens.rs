@@ -1,13 +1,13 @@
 //! `/api/v1/hosts/{id}/token/rotate` and `/token/revoke`: HTTP over the
 //! rotation and revocation service in [`crate::agent_tokens`].
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use rm_protocol::api::TokenRotationStarted;
 
 use super::hosts::parse_host_id;
-use super::{ApiError, Operator};
+use super::{ApiError, ApiPath, Operator};
 use crate::agent_tokens::{self, TokenError};
 use crate::audit::{self, Action, Client, Target};
 use crate::state::AppState;
@@ -29,7 +29,7 @@ pub(crate) async fn rotate(
     State(state): State<AppState>,
     operator: Operator,
     client: Client,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<(StatusCode, Json<TokenRotationStarted>), ApiError> {
     let host = parse_host_id(&id)?;
     let token_id = agent_tokens::rotate(&state, host).await?;
@@ -57,7 +57,7 @@ pub(crate) async fn revoke(
     State(state): State<AppState>,
     operator: Operator,
     client: Client,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     let host = parse_host_id(&id)?;
     agent_tokens::revoke(&state, host).await?;

@@ -1,13 +1,13 @@
 //! `GET /api/v1/audit`: the audit log, newest first, filtered and paged.
 //! Any authenticated operator may read it.
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::Json;
 use rm_protocol::api::AuditPage;
 use rm_store::AuditFilter;
 use serde::Deserialize;
 
-use super::{ApiError, Operator};
+use super::{ApiError, ApiQuery, Operator};
 use crate::audit;
 use crate::state::AppState;
 
@@ -100,7 +100,7 @@ pub(crate) async fn page(state: &AppState, filter: &AuditFilter) -> Result<Audit
 pub(crate) async fn list(
     State(state): State<AppState>,
     _operator: Operator,
-    Query(query): Query<AuditQuery>,
+    ApiQuery(query): ApiQuery<AuditQuery>,
 ) -> Result<Json<AuditPage>, ApiError> {
     let filter = parse(&query)?;
     Ok(Json(page(&state, &filter).await?))

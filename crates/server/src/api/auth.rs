@@ -4,7 +4,9 @@
 //! session cookie — and then, unless it only reads, it must also carry the
 //! session's CSRF token in `X-CSRF-Token`.
 
-use axum::extract::{FromRequestParts, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{Method, StatusCode};
 use axum::Json;
@@ -28,16 +30,17 @@ impl FromRequestParts<AppState> for Operator {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         if let Some(token) = bearer_token(&parts.headers) {
-            return auth::operator_for(state, token)
-                .await?
-                .ok_or_else(|| ApiError::unauthorized(BAD_TOKEN));
+            return match auth::operator_for(state, token).await? {
+                Some(operator) => Ok(operator),
+                None => Err(refused(parts, state)),
+            };
         }
         let cookie = auth::session_cookie(&parts.headers)
             .ok_or_else(|| ApiError::unauthorized(BAD_TOKEN))?
             .to_owned();
-        let operator = auth::operator_for(state, &cookie)
-            .await?
-            .ok_or_else(|| ApiError::unauthorized(BAD_TOKEN))?;
+        let Some(operator) = auth::operator_for(state, &cookie).await? else {
+            return Err(refused(parts, state));
+        };
         let reads_only = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
         if !reads_only {
             let presented = parts
@@ -55,11 +58,32 @@ impl FromRequestParts<AppState> for Operator {
     }
 }
 
+/// The answer to a presented token that failed its check: 401, or 429 once
+/// the client's address has failed too often in a short time.
+fn refused(parts: &Parts, state: &AppState) -> ApiError {
+    let ip = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(peer)| peer.ip().to_canonical());
+    match auth::token_failed(state, ip) {
+        Some(wait) => ApiError::too_many_requests(
+            "too many failed bearer-token checks from this address; try again later",
+        )
+        .with_retry_after(wait),
+        None => ApiError::unauthorized(BAD_TOKEN),
+    }
+}
+
 impl From<LoginError> for ApiError {
     fn from(e: LoginError) -> ApiError {
         match e {
             LoginError::Invalid => ApiError::unauthorized(e.to_string()),
-            LoginError::RateLimited { .. } => ApiError::too_many_requests(e.to_string()),
+            LoginError::RateLimited { retry_after, .. } => {
+                ApiError::too_many_requests(e.to_string()).with_retry_after(retry_after)
+            }
+            LoginError::Unavailable { retry_after } => {
+                ApiError::unavailable(e.to_string()).with_retry_after(retry_after)
+            }
             LoginError::Store(e) => e.into(),
             LoginError::Core(e) => e.into(),
         }
@@ -88,6 +112,7 @@ pub(crate) async fn logout(
     match operator.session {
         Some(id) => {
             state.store().delete_session(id).await?;
+            state.credentials_ended(auth::Ended::Credential(id));
             audit::record(
                 &state,
                 &operator,

@@ -1,6 +1,6 @@
 //! Hosts: list, show, delete (which revokes the agent and disconnects it).
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -14,7 +14,7 @@ use crate::browse::{self, BrowseError};
 use crate::rpc::RpcError;
 use rm_store::{Host, MAX_HOST_PAGE};
 
-use super::{ApiError, Operator};
+use super::{ApiError, ApiPath, ApiQuery, Operator};
 use crate::audit::{self, Action, Client, Target};
 use crate::state::AppState;
 
@@ -35,7 +35,7 @@ pub(crate) struct ListQuery {
 pub(crate) async fn list(
     State(state): State<AppState>,
     _operator: Operator,
-    Query(query): Query<ListQuery>,
+    ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Response, ApiError> {
     let limit = match query.limit.as_deref() {
         None => DEFAULT_HOST_PAGE,
@@ -90,7 +90,7 @@ pub(crate) async fn list(
 pub(crate) async fn show(
     State(state): State<AppState>,
     _operator: Operator,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<HostView>, ApiError> {
     let id = parse_host_id(&id)?;
     let host = state
@@ -107,7 +107,7 @@ pub(crate) async fn delete(
     State(state): State<AppState>,
     operator: Operator,
     client: Client,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = parse_host_id(&id)?;
     // Read first: a deleted host is hidden, and the log should name it.
@@ -169,6 +169,7 @@ fn view(host: Host) -> HostView {
         token_rotation_pending: host.token_rotation_pending,
         agent_revoked_at: host.agent_revoked_at,
         snapshot_count: host.snapshot_count,
+        repository_refused: host.repository_refused,
     }
 }
 
@@ -187,7 +188,7 @@ async fn existing(state: &AppState, raw: &str) -> Result<Host, ApiError> {
 pub(crate) async fn snapshots(
     State(state): State<AppState>,
     _operator: Operator,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Vec<SnapshotInfo>>, ApiError> {
     let host = existing(&state, &id).await?;
     let snapshots = state.store().snapshots(host.id).await?;
@@ -216,7 +217,7 @@ const STATS_HISTORY: u32 = 365;
 pub(crate) async fn repo_stats(
     State(state): State<AppState>,
     _operator: Operator,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<RepoStatsResponse>, ApiError> {
     let host = existing(&state, &id).await?;
     let history: Vec<RepoStatsEntry> = state
@@ -268,8 +269,8 @@ impl From<BrowseError> for ApiError {
 pub(crate) async fn tree(
     State(state): State<AppState>,
     operator: Operator,
-    Path((id, snapshot)): Path<(String, String)>,
-    Query(query): Query<TreeQuery>,
+    ApiPath((id, snapshot)): ApiPath<(String, String)>,
+    ApiQuery(query): ApiQuery<TreeQuery>,
 ) -> Result<Json<Vec<TreeEntry>>, ApiError> {
     let host = existing(&state, &id).await?;
     let path = query.path.unwrap_or_else(|| String::from("/"));

@@ -4,11 +4,11 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::Json;
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
 use rm_core::{JobId, JobStatus, JobTrigger};
 use rm_protocol::api::{CreateJob, JobView};
 use rm_protocol::{JobKind, LogLine, LogStreamKind};
@@ -17,7 +17,7 @@ use serde::Deserialize;
 use tokio::sync::{broadcast, mpsc};
 
 use super::hosts::parse_host_id;
-use super::{ApiError, ApiJson, Operator};
+use super::{ApiError, ApiJson, ApiPath, ApiQuery, Operator};
 use crate::audit::{self, Action, Client, Target};
 use crate::jobs::events::JobEvent;
 use crate::jobs::{self, JobError};
@@ -41,7 +41,7 @@ pub(crate) async fn create(
     State(state): State<AppState>,
     operator: Operator,
     client: Client,
-    Path(host): Path<String>,
+    ApiPath(host): ApiPath<String>,
     ApiJson(req): ApiJson<CreateJob>,
 ) -> Result<(StatusCode, Json<JobView>), ApiError> {
     let host_id = parse_host_id(&host)?;
@@ -86,16 +86,36 @@ const MAX_JOBS: u32 = 500;
 pub(crate) async fn list(
     State(state): State<AppState>,
     _operator: Operator,
-    Query(query): Query<ListQuery>,
+    ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<Vec<JobView>>, ApiError> {
-    let host_id = query.host_id.as_deref().map(parse_host_id).transpose()?;
+    let host_id = query
+        .host_id
+        .as_deref()
+        .map(|raw| {
+            raw.parse::<rm_core::HostId>().map_err(|_| {
+                ApiError::bad_request(format!(
+                    "`host_id` must be a host id (a 26-character ULID), not `{raw}`"
+                ))
+            })
+        })
+        .transpose()?;
     let status = query
         .status
         .as_deref()
         .map(|s| s.parse::<JobStatus>())
         .transpose()
         .map_err(|e| ApiError::bad_request(format!("`status`: {e}")))?;
-    let before = query.before.as_deref().map(parse_job_id).transpose()?;
+    let before = query
+        .before
+        .as_deref()
+        .map(|raw| {
+            raw.parse::<JobId>().map_err(|_| {
+                ApiError::bad_request(format!(
+                    "`before` must be a job id (a 26-character ULID), not `{raw}`"
+                ))
+            })
+        })
+        .transpose()?;
     let limit = match query.limit {
         None => DEFAULT_JOBS,
         Some(n) if (1..=MAX_JOBS).contains(&n) => n,
@@ -121,7 +141,7 @@ pub(crate) async fn list(
 pub(crate) async fn show(
     State(state): State<AppState>,
     _operator: Operator,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<JobView>, ApiError> {
     let id = parse_job_id(&id)?;
     let job = state.store().job(id).await?.ok_or(JobError::NotFound(id))?;
@@ -134,7 +154,7 @@ pub(crate) async fn cancel(
     State(state): State<AppState>,
     operator: Operator,
     client: Client,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<(StatusCode, Json<JobView>), ApiError> {
     let id = parse_job_id(&id)?;
     let job = jobs::cancel(&state, id).await?;
@@ -174,8 +194,8 @@ const MAX_LOG_PAGE: u32 = 10_000;
 pub(crate) async fn logs(
     State(state): State<AppState>,
     _operator: Operator,
-    Path(id): Path<String>,
-    Query(query): Query<LogsQuery>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(query): ApiQuery<LogsQuery>,
 ) -> Result<Json<Vec<LogLine>>, ApiError> {
     let id = parse_job_id(&id)?;
     if state.store().job(id).await?.is_none() {
@@ -223,11 +243,12 @@ pub(crate) fn parse_job_id(raw: &str) -> Result<JobId, ApiError> {
 /// `?after_seq=`), then live `log`, `progress` and `status` events, and a
 /// final `finished`, after which the stream ends. Log events carry their
 /// `seq` as the event id, so a reconnecting client resumes without gaps.
+/// The stream also ends when the request's session or API token ends.
 pub(crate) async fn events(
     State(state): State<AppState>,
-    _operator: Operator,
-    Path(id): Path<String>,
-    Query(query): Query<LogsQuery>,
+    operator: Operator,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(query): ApiQuery<LogsQuery>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let id = parse_job_id(&id)?;
@@ -246,10 +267,14 @@ pub(crate) async fn events(
         .subscribe(id)
         .ok_or_else(|| ApiError::internal("job event hub unavailable"))?;
     let (tx, rx) = mpsc::channel::<Event>(64);
+    // The stream ends with the credential it was opened with; dropping
+    // `rx` then stops `follow` at its next send.
+    let ended = crate::auth::credential_ended(state.clone(), operator);
     tokio::spawn(follow(state, id, after_seq, live, tx));
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|event| (Ok(event), rx))
-    });
+    })
+    .take_until(ended);
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 

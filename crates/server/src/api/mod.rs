@@ -20,7 +20,7 @@ use axum::routing::{get, post};
 use axum::Router;
 
 pub(crate) use auth::Operator;
-pub(crate) use error::{ApiError, ApiJson};
+pub(crate) use error::{ApiError, ApiJson, ApiPath, ApiQuery};
 
 use crate::state::AppState;
 

@@ -1,14 +1,14 @@
 //! `PUT/GET /api/v1/hosts/{id}/repository`: where a host backs up to. The
 //! password is write-only: it is sealed at rest and never shown back.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use rm_protocol::api::RepositoryView;
 use rm_protocol::RepositoryConfig;
 
 use super::hosts::parse_host_id;
-use super::{ApiError, ApiJson, Operator};
+use super::{ApiError, ApiJson, ApiPath, Operator};
 use crate::audit::{self, Action, Client, Target};
 use crate::repositories::{self, RepositoryError};
 use crate::state::AppState;
@@ -18,6 +18,7 @@ impl From<RepositoryError> for ApiError {
         match e {
             RepositoryError::Invalid(message) => ApiError::bad_request(message),
             RepositoryError::HostNotFound(_) => ApiError::not_found(e.to_string()),
+            RepositoryError::Refused(_) => ApiError::conflict(e.to_string()),
             RepositoryError::Store(e) => e.into(),
             RepositoryError::Job(e) => e.into(),
             RepositoryError::Unsealable(_) => ApiError::internal(e),
@@ -43,7 +44,7 @@ pub(crate) async fn put(
     State(state): State<AppState>,
     operator: Operator,
     client: Client,
-    Path(host): Path<String>,
+    ApiPath(host): ApiPath<String>,
     ApiJson(req): ApiJson<RepositoryRequest>,
 ) -> Result<StatusCode, ApiError> {
     let host_id = parse_host_id(&host)?;
@@ -92,7 +93,7 @@ pub(crate) async fn put(
 pub(crate) async fn get(
     State(state): State<AppState>,
     _operator: Operator,
-    Path(host): Path<String>,
+    ApiPath(host): ApiPath<String>,
 ) -> Result<Json<RepositoryView>, ApiError> {
     let host_id = parse_host_id(&host)?;
     if state.store().host(host_id).await?.is_none() {

@@ -1,7 +1,7 @@
 //! Schedules over HTTP: a host's list, create, change, delete, and the
 //! retention presets a `forget` schedule may name.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use rm_core::ScheduleId;
@@ -10,7 +10,7 @@ use rm_protocol::params::RETENTION_PRESETS;
 use rm_store::ScheduleRecord;
 
 use super::hosts::parse_host_id;
-use super::{ApiError, ApiJson, Operator};
+use super::{ApiError, ApiJson, ApiPath, Operator};
 use crate::audit::{self, Action, Client, Target};
 use crate::schedules::{self, ScheduleError};
 use crate::state::AppState;
@@ -39,7 +39,7 @@ fn parse_schedule_id(raw: &str) -> Result<ScheduleId, ApiError> {
 pub(crate) async fn list(
     State(state): State<AppState>,
     _operator: Operator,
-    Path(host): Path<String>,
+    ApiPath(host): ApiPath<String>,
 ) -> Result<Json<Vec<ScheduleView>>, ApiError> {
     let host_id = parse_host_id(&host)?;
     if state.store().host(host_id).await?.is_none() {
@@ -54,7 +54,7 @@ pub(crate) async fn create(
     State(state): State<AppState>,
     operator: Operator,
     client: Client,
-    Path(host): Path<String>,
+    ApiPath(host): ApiPath<String>,
     ApiJson(req): ApiJson<ScheduleRequest>,
 ) -> Result<(StatusCode, Json<ScheduleView>), ApiError> {
     let host_id = parse_host_id(&host)?;
@@ -78,7 +78,7 @@ pub(crate) async fn update(
     State(state): State<AppState>,
     operator: Operator,
     client: Client,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<ScheduleRequest>,
 ) -> Result<Json<ScheduleView>, ApiError> {
     let id = parse_schedule_id(&id)?;
@@ -102,7 +102,7 @@ pub(crate) async fn delete(
     State(state): State<AppState>,
     operator: Operator,
     client: Client,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = parse_schedule_id(&id)?;
     // Read first, so the log says what was deleted.

@@ -7,7 +7,7 @@
 //! exactly like one that does not exist. [`issue`] is also what the web
 //! UI's token form calls, so both paths create tokens the same way.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
@@ -16,7 +16,7 @@ use rm_core::TokenId;
 use rm_store::{ApiToken, StoreError};
 use serde::{Deserialize, Serialize};
 
-use super::{ApiError, ApiJson, Operator};
+use super::{ApiError, ApiJson, ApiPath, Operator};
 use crate::audit::{self, Action, Client, Target};
 use crate::state::AppState;
 
@@ -185,7 +185,7 @@ pub(crate) async fn revoke(
     State(state): State<AppState>,
     operator: Operator,
     client: Client,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     let token_id: TokenId = id.parse().map_err(|_| {
         ApiError::bad_request(format!(
@@ -200,6 +200,8 @@ pub(crate) async fn revoke(
         .filter(|t| t.user_id == operator.user_id)
         .ok_or_else(not_found)?;
     let revoked = state.store().revoke_api_token(token.id, Utc::now()).await?;
+    // Announced even when it was revoked already: nothing may outlive it.
+    state.credentials_ended(crate::auth::Ended::Credential(token.id));
     if revoked {
         tracing::info!(token_id = %token.id, name = %token.name, by = %operator.user_id, "API token revoked");
         audit::record(

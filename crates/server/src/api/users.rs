@@ -8,7 +8,7 @@
 //! of that user's sessions, the caller's included: the web UI then sends
 //! them to the login page.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
@@ -17,7 +17,7 @@ use rm_core::UserId;
 use rm_store::User;
 use serde::{Deserialize, Serialize};
 
-use super::{ApiError, ApiJson, Operator};
+use super::{ApiError, ApiJson, ApiPath, Operator};
 use crate::audit::{self, Action, Client, Target};
 use crate::state::AppState;
 
@@ -172,7 +172,7 @@ pub(crate) async fn delete(
     State(state): State<AppState>,
     operator: Operator,
     client: Client,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = parse_user_id(&id)?;
     if id == operator.user_id {
@@ -183,6 +183,7 @@ pub(crate) async fn delete(
     // Read first: afterwards the name is gone, and the log should keep it.
     let username = state.store().user_by_id(id).await?.map(|u| u.username);
     state.store().delete_user(id).await?;
+    state.credentials_ended(crate::auth::Ended::User(id));
     tracing::info!(user_id = %id, by = %operator.user_id, "user deleted with their sessions and API tokens");
     audit::record(
         &state,
@@ -222,6 +223,7 @@ pub(crate) async fn change_own_password(
         .store()
         .set_user_password(&user.username, &new_hash)
         .await?;
+    state.credentials_ended(crate::auth::Ended::SessionsOf(user.id));
     tracing::info!(by = %operator.user_id, "password changed; all of the user's sessions ended");
     audit::record(
         &state,

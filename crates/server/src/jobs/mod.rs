@@ -117,11 +117,24 @@ pub async fn create(
                     source_host.name
                 )));
             }
+            if let Some(reason) = &source_host.repository_refused {
+                return Err(JobError::NoRepository(format!(
+                    "source host `{}`: repository settings refused: {reason}",
+                    source_host.name
+                )));
+            }
         }
         _ if !host.has_repository => {
             return Err(JobError::NoRepository(format!(
                 "host `{}` has no repository set; PUT /api/v1/hosts/{host_id}/repository first",
                 host.name
+            )))
+        }
+        _ if host.repository_refused.is_some() => {
+            return Err(JobError::NoRepository(format!(
+                "host `{}`: repository settings refused: {}; PUT /api/v1/hosts/{host_id}/repository with usable settings",
+                host.name,
+                host.repository_refused.as_deref().unwrap_or_default()
             )))
         }
         _ => {}
@@ -208,7 +221,7 @@ async fn command_for(state: &AppState, job: &Job) -> Result<CommandRun, String> 
             let source: HostId = source
                 .parse()
                 .map_err(|_| format!("bad source host `{source}`"))?;
-            let config = repositories::get(state, source)
+            let config = repositories::usable(state, source)
                 .await
                 .map_err(|e| e.to_string())?
                 .ok_or_else(|| format!("source host `{source}` has no repository set"))?;

@@ -18,20 +18,11 @@ use rm_store::ApiToken;
 use serde::Deserialize;
 
 use super::format;
-use super::session::{render, WebUser};
+use super::session::{render, store_error, WebUser};
 use crate::api::tokens::{self, TokenCreated, TokenError, MAX_NAME_CHARS, MAX_TTL_DAYS};
 use crate::api::users::{MAX_USERNAME_CHARS, MIN_PASSWORD_CHARS};
 use crate::audit::Client;
 use crate::state::AppState;
-
-fn store_error(e: impl std::fmt::Display) -> Response {
-    tracing::error!(error = %e, "an account page could not read the store");
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        "the store is unavailable; see the server log",
-    )
-        .into_response()
-}
 
 /// A user as the users page shows them.
 pub(crate) struct UserRow {
@@ -179,7 +170,7 @@ pub(crate) async fn create_token(
     client: Client,
     Form(form): Form<TokenForm>,
 ) -> Response {
-    if form.csrf != user.csrf {
+    if !user.csrf_matches(&form.csrf) {
         return (StatusCode::FORBIDDEN, "missing or wrong CSRF token").into_response();
     }
     let ttl_days = match form.ttl_days.trim() {

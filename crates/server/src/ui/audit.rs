@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use rm_protocol::api::AuditEntryView;
 
 use super::format;
-use super::session::{render, WebUser};
+use super::session::{render, store_error, WebUser};
 use crate::api::audit::{self as api, AuditQuery};
 use crate::audit::Action;
 use crate::state::AppState;
@@ -176,14 +176,7 @@ pub(crate) async fn page(
     };
     let page = match api::page(&state, &filter).await {
         Ok(page) => page,
-        Err(e) => {
-            tracing::error!(error = ?e, "the audit page could not read the store");
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the store is unavailable; see the server log",
-            )
-                .into_response();
-        }
+        Err(e) => return store_error(e.message()),
     };
     // The filters travel with the "older" link.
     let mut kept = String::new();

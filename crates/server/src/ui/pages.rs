@@ -11,7 +11,7 @@ use rm_core::{HostId, JobId, JobStatus};
 use rm_store::{Host, Job, JobFilter, RepoStatsRecord};
 
 use super::format;
-use super::session::{render, WebUser};
+use super::session::{render, store_error, WebUser};
 use crate::state::AppState;
 
 /// Host rows per dashboard page: enough for a glance, small enough that a
@@ -49,6 +49,8 @@ pub(crate) struct HostRow {
     pub(crate) restic_error: Option<String>,
     pub(crate) platform: String,
     pub(crate) has_repository: bool,
+    /// Why the stored repository settings are not used, if they are not.
+    pub(crate) repository_refused: Option<String>,
 }
 
 fn host_row(host: &Host, now: DateTime<Utc>) -> HostRow {
@@ -103,6 +105,7 @@ fn host_row(host: &Host, now: DateTime<Utc>) -> HostRow {
             _ => String::from("—"),
         },
         has_repository: host.has_repository,
+        repository_refused: host.repository_refused.clone(),
     }
 }
 
@@ -131,15 +134,6 @@ fn job_row(job: &Job, host_name: &str, now: DateTime<Utc>) -> JobRow {
         created: format::ago(job.created_at, now),
         error: job.error.clone().unwrap_or_default(),
     }
-}
-
-fn store_error(e: impl std::fmt::Display) -> Response {
-    tracing::error!(error = %e, "a page could not read the store");
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        "the store is unavailable; see the server log",
-    )
-        .into_response()
 }
 
 fn not_found(what: &str) -> Response {
@@ -221,14 +215,12 @@ pub(crate) async fn dashboard(
         // each, and there are at most 15.
         let name = match hosts.iter().find(|h| h.id == job.host_id) {
             Some(host) => host.name.clone(),
-            None => state
-                .store()
-                .host(job.host_id)
-                .await
-                .ok()
-                .flatten()
-                .map(|h| h.name)
-                .unwrap_or_else(|| job.host_id.to_string()),
+            None => match state.store().host(job.host_id).await {
+                Ok(host) => host
+                    .map(|h| h.name)
+                    .unwrap_or_else(|| job.host_id.to_string()),
+                Err(e) => return store_error(e),
+            },
         };
         job_rows.push(job_row(job, &name, now));
     }
@@ -327,11 +319,25 @@ pub(crate) async fn host(
         Ok(None) => return not_found("host"),
         Err(e) => return store_error(e),
     };
-    let stats = state.store().repo_stats(id, 365).await.unwrap_or_default();
-    let repository = crate::repositories::view(&state, id).await.ok().flatten();
-    let (_, schedules) = state.store().schedule_set(id).await.unwrap_or_default();
-    let snapshots = state.store().snapshots(id).await.unwrap_or_default();
-    let jobs = state
+    // Every part of the page or none: a failed read shows the error page,
+    // never a host that seems to have no snapshots or jobs.
+    let stats = match state.store().repo_stats(id, 365).await {
+        Ok(stats) => stats,
+        Err(e) => return store_error(e),
+    };
+    let repository = match crate::repositories::view(&state, id).await {
+        Ok(repository) => repository,
+        Err(e) => return store_error(e),
+    };
+    let schedules = match state.store().schedule_set(id).await {
+        Ok((_, schedules)) => schedules,
+        Err(e) => return store_error(e),
+    };
+    let snapshots = match state.store().snapshots(id).await {
+        Ok(snapshots) => snapshots,
+        Err(e) => return store_error(e),
+    };
+    let jobs = match state
         .store()
         .list_jobs(&JobFilter {
             host_id: Some(id),
@@ -339,7 +345,10 @@ pub(crate) async fn host(
             ..JobFilter::default()
         })
         .await
-        .unwrap_or_default();
+    {
+        Ok(jobs) => jobs,
+        Err(e) => return store_error(e),
+    };
     let backup_paths = schedules
         .iter()
         .find(|s| s.kind == "backup")
@@ -499,14 +508,12 @@ pub(crate) async fn job(
         Ok(None) => return not_found("job"),
         Err(e) => return store_error(e),
     };
-    let host_name = state
-        .store()
-        .host(job.host_id)
-        .await
-        .ok()
-        .flatten()
-        .map(|h| h.name)
-        .unwrap_or_else(|| job.host_id.to_string());
+    let host_name = match state.store().host(job.host_id).await {
+        Ok(host) => host
+            .map(|h| h.name)
+            .unwrap_or_else(|| job.host_id.to_string()),
+        Err(e) => return store_error(e),
+    };
     let stats = match &job.stats {
         serde_json::Value::Object(map) => map
             .iter()
@@ -567,11 +574,11 @@ struct EnrollPage {
 /// `GET /enroll`.
 pub(crate) async fn enroll(State(state): State<AppState>, user: WebUser) -> Response {
     let now = Utc::now();
-    let pending = state
-        .store()
-        .pending_enrollment_tokens(now)
-        .await
-        .unwrap_or_default()
+    let pending = match state.store().pending_enrollment_tokens(now).await {
+        Ok(pending) => pending,
+        Err(e) => return store_error(e),
+    };
+    let pending = pending
         .into_iter()
         .map(|t| TokenRow {
             name: t.name.unwrap_or_else(|| String::from("(unnamed)")),

@@ -12,7 +12,7 @@ use rm_core::HostId;
 use serde::Deserialize;
 
 use super::format;
-use super::session::{render, WebUser};
+use super::session::{render, store_error, WebUser};
 use crate::state::AppState;
 
 /// Which host and snapshot were chosen so far.
@@ -56,10 +56,16 @@ pub(crate) async fn wizard(
     user: WebUser,
     Query(choice): Query<Choice>,
 ) -> Response {
-    let hosts = state.store().list_hosts().await.unwrap_or_default();
+    let hosts = match state.store().list_hosts().await {
+        Ok(hosts) => hosts,
+        Err(e) => return store_error(e),
+    };
     let chosen: Option<HostId> = choice.host.as_deref().and_then(|h| h.parse().ok());
     let snapshots = match chosen {
-        Some(host) => state.store().snapshots(host).await.unwrap_or_default(),
+        Some(host) => match state.store().snapshots(host).await {
+            Ok(snapshots) => snapshots,
+            Err(e) => return store_error(e),
+        },
         None => Vec::new(),
     };
     let snapshot = choice

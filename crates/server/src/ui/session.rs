@@ -34,13 +34,13 @@ impl FromRequestParts<AppState> for WebUser {
             Ok(Some(operator)) if operator.session.is_some() => operator,
             Ok(_) => return Err(to_login()),
             Err(e) => {
-                tracing::error!(error = %e, "could not check a session");
-                return Err((StatusCode::SERVICE_UNAVAILABLE, "store unavailable").into_response());
+                return Err(store_error(format!("could not check a session: {e}")));
             }
         };
         let username = match state.store().user_by_id(operator.user_id).await {
             Ok(Some(user)) => user.username,
-            _ => return Err(to_login()),
+            Ok(None) => return Err(to_login()),
+            Err(e) => return Err(store_error(format!("could not read a user: {e}"))),
         };
         Ok(WebUser {
             operator,
@@ -48,6 +48,26 @@ impl FromRequestParts<AppState> for WebUser {
             csrf: auth::csrf_token(&cookie),
         })
     }
+}
+
+impl WebUser {
+    /// Whether a form's `csrf` field is this session's CSRF token
+    /// (constant time, like every secret comparison).
+    pub(crate) fn csrf_matches(&self, presented: &str) -> bool {
+        rm_core::secret::constant_time_eq(self.csrf.as_bytes(), presented.as_bytes())
+    }
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct StoreErrorPage;
+
+/// The page shown when the store failed: a 500 that says the server could
+/// not read its database (never an empty page that looks like "no data");
+/// the error itself goes to the log.
+pub(crate) fn store_error(e: impl std::fmt::Display) -> Response {
+    tracing::error!(error = %e, "a page could not read the store");
+    (StatusCode::INTERNAL_SERVER_ERROR, render(&StoreErrorPage)).into_response()
 }
 
 /// Renders a template, or a plain 500 naming the failure in the log.
@@ -101,9 +121,11 @@ pub(crate) async fn login_form(
         Err(e) => {
             // A wrong password re-shows the form with its message; the page
             // itself loaded fine, so it is not an HTTP error.
+            let retry_after = e.retry_after();
             let status = match e {
                 LoginError::Invalid => StatusCode::OK,
                 LoginError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+                LoginError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
                 LoginError::Store(_) | LoginError::Core(_) => StatusCode::INTERNAL_SERVER_ERROR,
             };
             let message = match e {
@@ -117,7 +139,14 @@ pub(crate) async fn login_form(
                 error: Some(message),
                 username: form.username,
             });
-            (status, page).into_response()
+            let mut response = (status, page).into_response();
+            if let Some(wait) = retry_after {
+                let seconds = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, seconds.into());
+            }
+            response
         }
     }
 }
@@ -135,12 +164,13 @@ pub(crate) async fn logout_form(
     client: Client,
     Form(form): Form<LogoutForm>,
 ) -> Response {
-    if form.csrf != user.csrf {
+    if !user.csrf_matches(&form.csrf) {
         return (StatusCode::FORBIDDEN, "missing or wrong CSRF token").into_response();
     }
     if let Some(session) = user.operator.session {
         match state.store().delete_session(session).await {
             Ok(()) => {
+                state.credentials_ended(auth::Ended::Credential(session));
                 audit::record(
                     &state,
                     &user.operator,
