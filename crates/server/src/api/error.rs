@@ -98,6 +98,19 @@ impl ApiError {
         &self.message
     }
 
+    /// 503: the database cannot be written now (full disk, read-only file
+    /// system, I/O error, a lock held elsewhere). Nothing was changed; the
+    /// message says why, so whoever sent the request knows it did not
+    /// happen and can try again once the operator fixed it.
+    pub(crate) fn storage_unavailable(e: &StoreError) -> ApiError {
+        tracing::warn!(error = %e, "API request refused: the store cannot write");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "storage_unavailable",
+            format!("{e}; nothing was changed, try again once it is fixed"),
+        )
+    }
+
     /// 500; the detail goes to the log, not to the client.
     pub(crate) fn internal(detail: impl std::fmt::Display) -> ApiError {
         tracing::error!(error = %detail, "API request failed");
@@ -114,6 +127,7 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound(what) => ApiError::not_found(format!("{what} not found")),
             StoreError::Conflict(what) => ApiError::conflict(what),
+            e @ StoreError::Unavailable { .. } => ApiError::storage_unavailable(&e),
             other => ApiError::internal(other),
         }
     }
