@@ -137,7 +137,9 @@ async fn session(state: AppState, host_id: HostId, mut socket: WebSocket) {
         at: Utc::now(),
     };
     if let Err(e) = state.store().record_hello(host_id, &record).await {
-        tracing::error!(%host_id, error = %e, "could not record an agent's hello");
+        state
+            .storage()
+            .failed(&format!("recording the hello of host {host_id}"), &e);
         let error = error_frame(
             None,
             ErrorCode::Internal,
@@ -555,7 +557,9 @@ async fn dispatch(
             Some(error_frame(id, ErrorCode::NotFound, message))
         }
         Err(ReportError::Store(e)) => {
-            state.storage().failed(&format!("storing a `{kind}` from host {host_id}"), &e);
+            state
+                .storage()
+                .failed(&format!("storing a `{kind}` from host {host_id}"), &e);
             // Close rather than carry on: the agent replays the report (and
             // everything after it) from its spool on the next connection.
             jobs.report_not_stored(&kind);

@@ -206,7 +206,10 @@ mod tests {
         let mut out = String::new();
         health.render(&mut out);
         assert!(out.contains("rm_store_writable 1\n"), "{out}");
-        assert!(out.contains("rm_store_write_failures_total{fault=\"disk_full\"} 2\n"), "{out}");
+        assert!(
+            out.contains("rm_store_write_failures_total{fault=\"disk_full\"} 2\n"),
+            "{out}"
+        );
     }
 
     #[test]

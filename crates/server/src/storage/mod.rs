@@ -15,5 +15,5 @@
 
 mod health;
 
-pub(crate) use health::{spawn_probe, StorageHealth};
 pub(crate) use health::readyz;
+pub(crate) use health::{spawn_probe, StorageHealth};
