@@ -207,7 +207,8 @@ pub(crate) enum AdminCommand {
     /// the server runs (SQLite's VACUUM INTO; a plain copy of a live WAL
     /// database can miss recent changes). Back up <data-dir>/secret.key
     /// too, and keep it apart: without it the repository passwords in the
-    /// database cannot be decrypted.
+    /// database cannot be decrypted. (Also known as `backup-db`.)
+    #[command(name = "backup", alias = "backup-db")]
     BackupDb(BackupDbArgs),
     /// Discard every sealed secret in the database (the repository
     /// settings, passwords and backend keys, of every host) and seal with
@@ -233,8 +234,8 @@ pub(crate) struct ResetSealedSecretsArgs {
 #[derive(Debug, Args)]
 pub(crate) struct BackupDbArgs {
     /// The file to write (created with mode 0600; an existing file is
-    /// refused, never overwritten).
-    #[arg(long, env = "RM_OUT")]
+    /// refused, never overwritten). `--out`/`RM_OUT` also work.
+    #[arg(long = "to", visible_alias = "out", env = "RM_TO")]
     pub out: PathBuf,
     #[command(flatten)]
     pub store: StoreArgs,
