@@ -84,6 +84,12 @@ pub(crate) struct ServerArgs {
     /// (default: three heartbeats and 5 s, as for a silent connection).
     #[arg(long, env = "RM_LOST_AGENT_GRACE", value_parser = clap::value_parser!(u64).range(1..))]
     pub lost_agent_grace: Option<u64>,
+    /// Seconds an API request may take before it is answered 503 (a
+    /// database locked by another process, a very slow disk); live event
+    /// streams are exempt. Keep it above an agent's tree listing (55 s).
+    #[arg(long, env = "RM_REQUEST_TIMEOUT", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub request_timeout: u64,
     /// Serve HTTPS/WSS with this PEM certificate chain (leaf first); needs
     /// --tls-key. The default public URL becomes https://….
     #[arg(long, env = "RM_TLS_CERT", value_name = "FILE", requires = "tls_key")]

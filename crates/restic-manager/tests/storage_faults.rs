@@ -251,3 +251,187 @@ async fn a_full_disk_gets_honest_answers_and_the_server_recovers_by_itself() {
     drop(agent);
     drop(server);
 }
+
+/// `sqlite3` on the server's database, kept open with `script` typed in;
+/// returns once it printed `ready`, so its transaction is open.
+async fn sqlite_shell(db: &Path, script: &str) -> tokio::process::Child {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let mut shell = tokio::process::Command::new("sqlite3")
+        .arg(db)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("sqlite3 is installed (scripts/test installs it)");
+    let mut stdin = shell.stdin.take().unwrap();
+    stdin
+        .write_all(format!("{script}\nSELECT 'ready';\n").as_bytes())
+        .await
+        .unwrap();
+    // Keep stdin open (the transaction with it) until the shell is dropped.
+    std::mem::forget(stdin);
+    let mut lines = BufReader::new(shell.stdout.take().unwrap()).lines();
+    while let Some(line) = lines.next_line().await.unwrap() {
+        if line == "ready" {
+            break;
+        }
+    }
+    shell
+}
+
+/// Writes one audited change through the API: a new enrolment token.
+async fn write_through_api(admin: &Api) -> (StatusCode, Value) {
+    admin
+        .post("/api/v1/enrollment-tokens", json!({"name": "probe-host"}))
+        .await
+        .unwrap()
+}
+
+async fn pending_tokens(admin: &Api) -> usize {
+    let (status, tokens) = admin.get("/api/v1/enrollment-tokens").await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{tokens}");
+    tokens.as_array().unwrap().len()
+}
+
+#[tokio::test]
+async fn a_database_locked_by_another_process_gets_answers_in_time() {
+    let server = ServerProcess::start(Path::new(BIN), &["--request-timeout", "15"])
+        .await
+        .unwrap();
+    let admin = server.admin().await.unwrap();
+    let db = server.data_dir().join("restic-manager.db");
+
+    // A long reader (a sqlite3 shell in a read transaction, a backup tool
+    // copying the file) blocks no writer: the database is in WAL mode.
+    let reader = sqlite_shell(&db, "BEGIN; SELECT count(*) FROM hosts;").await;
+    let started = std::time::Instant::now();
+    let (status, body) = write_through_api(&admin).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(reader);
+
+    // A process holding the write lock: every write is answered within the
+    // request timeout with a 503 saying why, none of them happens, and the
+    // server carries on once the lock is gone.
+    let writer = sqlite_shell(&db, "BEGIN IMMEDIATE;").await;
+    let started = std::time::Instant::now();
+    let answers = futures_util::future::join_all((0..4).map(|_| write_through_api(&admin))).await;
+    for (status, body) in &answers {
+        assert_eq!(*status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        let code = body["error"]["code"].as_str().unwrap();
+        assert!(code == "storage_unavailable" || code == "timeout", "{body}");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(15 + 3),
+        "answered within the request timeout: {:?}",
+        started.elapsed()
+    );
+    assert!(answers.iter().any(|(_, body)| body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("locked by another process")));
+    wait_until(Duration::from_secs(20), "/readyz to say busy", || async {
+        readyz(&server).await.1["storage"]["fault"] == "busy"
+    })
+    .await
+    .unwrap();
+    drop(writer);
+
+    wait_until(Duration::from_secs(15), "/readyz to say ready", || async {
+        readyz(&server).await.0 == StatusCode::OK
+    })
+    .await
+    .unwrap();
+    let (status, body) = write_through_api(&admin).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(
+        pending_tokens(&admin).await,
+        2,
+        "the refused writes never happened"
+    );
+}
+
+/// `chattr` on the database files (not the `-shm` index, which SQLite maps
+/// into memory).
+fn set_immutable(data_dir: &Path, immutable: bool) {
+    let flag = if immutable { "+i" } else { "-i" };
+    for name in ["restic-manager.db", "restic-manager.db-wal"] {
+        let status = std::process::Command::new("chattr")
+            .arg(flag)
+            .arg(data_dir.join(name))
+            .status()
+            .expect("chattr is installed (e2fsprogs; scripts/test installs it)");
+        assert!(status.success(), "chattr {flag} {name}");
+    }
+}
+
+#[tokio::test]
+async fn a_database_file_made_read_only_is_reported_and_the_server_recovers() {
+    let disk = match SmallDisk::mount_ext4(64) {
+        Ok(disk) => disk,
+        Err(e) => {
+            eprintln!("skipping the read-only test: {e}");
+            return;
+        }
+    };
+    let data = disk.path().join("data");
+    let server = ServerProcess::start_in(
+        Path::new(BIN),
+        &data,
+        "127.0.0.1:0".parse().unwrap(),
+        &["--heartbeat-seconds", "1"],
+        &[("RM_ADMIN_PASSWORD", ADMIN_PASSWORD)],
+    )
+    .await
+    .unwrap();
+    let admin = server.admin().await.unwrap();
+    let (status, body) = write_through_api(&admin).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    set_immutable(&data, true);
+    for _ in 0..3 {
+        let (status, body) = write_through_api(&admin).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert_eq!(body["error"]["code"], "storage_unavailable", "{body}");
+    }
+    wait_until(
+        Duration::from_secs(15),
+        "/readyz to say read-only",
+        || async { readyz(&server).await.1["storage"]["fault"] == "read_only" },
+    )
+    .await
+    .unwrap();
+    let (_, ready) = readyz(&server).await;
+    assert!(
+        ready["storage"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("read-only"),
+        "{ready}"
+    );
+    assert!(metrics(&server).await.contains("rm_store_writable 0\n"));
+
+    set_immutable(&data, false);
+    wait_until(Duration::from_secs(15), "/readyz to say ready", || async {
+        readyz(&server).await.0 == StatusCode::OK
+    })
+    .await
+    .unwrap();
+    let (status, body) = write_through_api(&admin).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(
+        pending_tokens(&admin).await,
+        2,
+        "the refused writes never happened"
+    );
+    let check = std::process::Command::new("sqlite3")
+        .arg(data.join("restic-manager.db"))
+        .arg("PRAGMA integrity_check;")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&check.stdout).trim(), "ok");
+}

@@ -78,7 +78,13 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(metrics::render))
         .route("/docs/upgrading", get(docs_upgrading))
         .route("/ws/agent", get(agent_ws::upgrade))
-        .nest("/api/v1", api::router())
+        .nest(
+            "/api/v1",
+            api::router().layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                api::deadline,
+            )),
+        )
         .merge(ui::router())
         .with_state(state)
 }

@@ -9,6 +9,7 @@
 //! back is [`StoreError::Corrupt`]. A value that cannot be read back becomes [`StoreError::Corrupt`] naming
 //! the column.
 
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
@@ -32,6 +33,33 @@ pub(crate) fn backend(e: sqlx::Error) -> StoreError {
             source: Box::new(e),
         },
         None => StoreError::Backend(Box::new(e)),
+    }
+}
+
+/// A closer look at what SQLite calls an I/O error on `file`: a database
+/// file made read-only (immutable) or a file system the kernel remounted
+/// read-only after errors, and a full disk on some file systems, all reach
+/// SQLite as failed writes. The file's own state tells them apart.
+pub(crate) fn closer_look(fault: StorageFault, file: &Path) -> StorageFault {
+    use nix::errno::Errno;
+    use nix::unistd::{access, AccessFlags};
+    if fault != StorageFault::Io {
+        return fault;
+    }
+    let wal = {
+        let mut name = file.as_os_str().to_owned();
+        name.push("-wal");
+        PathBuf::from(name)
+    };
+    let folder = file.parent().unwrap_or(Path::new("."));
+    for path in [file, wal.as_path(), folder] {
+        if let Err(Errno::EROFS | Errno::EPERM | Errno::EACCES) = access(path, AccessFlags::W_OK) {
+            return StorageFault::ReadOnly;
+        }
+    }
+    match nix::sys::statvfs::statvfs(folder) {
+        Ok(stats) if stats.blocks_available() == 0 => StorageFault::DiskFull,
+        _ => fault,
     }
 }
 

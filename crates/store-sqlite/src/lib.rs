@@ -15,7 +15,7 @@
 mod agent_tokens;
 mod codec;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,7 +27,7 @@ use rm_store::{
     AgentToken, ApiToken, AuditEntry, AuditFilter, CommandResultRecord, EnrollmentToken,
     HelloRecord, Host, HostCounts, Job, JobEnd, JobFilter, LogLineRecord, NewAuditEntry, NewHost,
     NewJob, RepoStatsRecord, ScheduleRecord, SealFormat, SealedRepository, SealingKeyRecord,
-    Session, SnapshotRecord, Store, StoreError, StoreResult, User, MAX_HOST_PAGE,
+    Session, SnapshotRecord, StorageFault, Store, StoreError, StoreResult, User, MAX_HOST_PAGE,
 };
 use sqlx::migrate::Migrator;
 use sqlx::pool::PoolConnection;
@@ -43,6 +43,9 @@ static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
 /// How long a connection waits for SQLite's lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a writer waits for its turn behind the writers ahead of it.
+const TURN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Connections in the pool of a file-backed database.
 const FILE_POOL_SIZE: u32 = 8;
@@ -95,8 +98,9 @@ pub struct SqliteStore {
     /// (ten thousand agents reconnecting) costs seconds. Waiting here
     /// instead is first come, first served, and wakes at once.
     writer: Arc<Mutex<()>>,
-    /// The database lives in memory, in one connection that must stay open.
-    memory: bool,
+    /// The database file; `None` for an in-memory database, which lives in
+    /// one connection that must stay open.
+    file: Option<PathBuf>,
 }
 
 /// A write transaction that holds the writer's turn until it ends.
@@ -125,20 +129,30 @@ struct WriteTx {
 
 impl WriteTx {
     /// Starts a write transaction on `conn` while holding `turn`.
+    ///
+    /// The `BEGIN` runs in a task of its own: if the caller gives up while
+    /// it waits for SQLite's lock (a request timing out), a `BEGIN` that
+    /// succeeds afterwards must not leave a pooled connection inside a
+    /// transaction nobody ends. The unclaimed transaction drops as still
+    /// open, which retires its connection.
     async fn begin(
         mut conn: PoolConnection<sqlx::Sqlite>,
         turn: OwnedMutexGuard<()>,
         memory: bool,
     ) -> Result<WriteTx, sqlx::Error> {
-        let begun = sqlx::query(BEGIN_WRITE).execute(&mut *conn).await;
-        let tx = WriteTx {
-            conn: Some(conn),
-            open: true,
-            memory,
-            turn: Some(turn),
-        };
-        // On failure `tx` drops as still open: its connection is retired.
-        begun.map(|_| tx)
+        let (hand_over, claimed) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let begun = sqlx::query(BEGIN_WRITE).execute(&mut *conn).await;
+            let tx = WriteTx {
+                conn: Some(conn),
+                open: true,
+                memory,
+                turn: Some(turn),
+            };
+            // On failure `tx` drops as still open, retiring its connection.
+            let _ = hand_over.send(begun.map(|_| tx));
+        });
+        claimed.await.map_err(|_| sqlx::Error::WorkerCrashed)?
     }
 
     async fn commit(mut self) -> Result<(), sqlx::Error> {
@@ -237,6 +251,7 @@ impl SqliteStore {
             .foreign_keys(true)
             .busy_timeout(BUSY_TIMEOUT)
             .synchronous(SqliteSynchronous::Normal);
+        let file = options.get_filename().to_owned();
 
         let (options, pool_options) = if is_memory_url(url) {
             (
@@ -266,7 +281,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             pool,
             writer: Arc::new(Mutex::new(())),
-            memory: is_memory_url(url),
+            file: database_file(url, &file),
         })
     }
 
@@ -279,7 +294,7 @@ impl SqliteStore {
             .map_err(backend)?
             .busy_timeout(BUSY_TIMEOUT)
             .create_if_missing(false);
-        let file = options.get_filename();
+        let file = options.get_filename().to_owned();
         if !is_memory_url(url) && !file.is_file() {
             return Err(StoreError::NotFound(format!(
                 "database file {}",
@@ -294,7 +309,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             pool,
             writer: Arc::new(Mutex::new(())),
-            memory: is_memory_url(url),
+            file: database_file(url, &file),
         })
     }
 
@@ -408,18 +423,40 @@ impl SqliteStore {
 
     /// Starts a write transaction once it is this caller's turn to write.
     async fn begin_write(&self) -> StoreResult<WriteTx> {
-        let turn = self.writer.clone().lock_owned().await;
+        let turn = self.turn().await?;
         let conn = self.pool.acquire().await.map_err(backend)?;
-        WriteTx::begin(conn, turn, self.memory)
+        WriteTx::begin(conn, turn, self.file.is_none())
             .await
             .map_err(backend)
     }
 
     /// Waits for the writer's turn, for a single-statement write outside
-    /// [`Self::begin_write`].
-    async fn write_turn(&self) -> tokio::sync::MutexGuard<'_, ()> {
-        self.writer.lock().await
+    /// [`Self::begin_write`]; see [`Self::turn`].
+    async fn write_turn(&self) -> StoreResult<OwnedMutexGuard<()>> {
+        self.turn().await
     }
+
+    /// The writer's turn, waited for at most [`TURN_TIMEOUT`]: when the
+    /// database is locked by another process every writer ahead waits out
+    /// SQLite's busy timeout, and a queue of them must not keep a caller
+    /// waiting for minutes. Giving up is a [`StorageFault::Busy`].
+    async fn turn(&self) -> StoreResult<OwnedMutexGuard<()>> {
+        tokio::time::timeout(TURN_TIMEOUT, self.writer.clone().lock_owned())
+            .await
+            .map_err(|_| StoreError::Unavailable {
+                fault: StorageFault::Busy,
+                source: format!(
+                    "waited {} s for the writers ahead of this one",
+                    TURN_TIMEOUT.as_secs()
+                )
+                .into(),
+            })
+    }
+}
+
+/// The database file behind `url`, or `None` for an in-memory database.
+fn database_file(url: &str, file: &Path) -> Option<PathBuf> {
+    (!is_memory_url(url)).then(|| file.to_owned())
 }
 
 /// Whether `url` names an in-memory database.
@@ -598,7 +635,7 @@ impl Store for SqliteStore {
 
     async fn create_user(&self, user: &User) -> StoreResult<()> {
         // Autocommit write: wait for the writer's turn (see `write_turn`).
-        let _turn = self.write_turn().await;
+        let _turn = self.write_turn().await?;
         sqlx::query(
             "INSERT INTO users (id, username, password_hash, created_at) VALUES (?, ?, ?, ?)",
         )
@@ -733,7 +770,7 @@ impl Store for SqliteStore {
 
     async fn create_session(&self, session: &Session) -> StoreResult<()> {
         // Autocommit write: wait for the writer's turn (see `write_turn`).
-        let _turn = self.write_turn().await;
+        let _turn = self.write_turn().await?;
         sqlx::query(
             "INSERT INTO sessions (id, user_id, token_hash, created_at, expires_at) \
              VALUES (?, ?, ?, ?, ?)",
@@ -768,7 +805,7 @@ impl Store for SqliteStore {
 
     async fn delete_session(&self, id: TokenId) -> StoreResult<()> {
         // Autocommit write: wait for the writer's turn (see `write_turn`).
-        let _turn = self.write_turn().await;
+        let _turn = self.write_turn().await?;
         sqlx::query("DELETE FROM sessions WHERE id = ?")
             .bind(id.to_string())
             .execute(&self.pool)
@@ -779,7 +816,7 @@ impl Store for SqliteStore {
 
     async fn delete_expired_sessions(&self, now: DateTime<Utc>) -> StoreResult<u64> {
         // Autocommit write: wait for the writer's turn (see `write_turn`).
-        let _turn = self.write_turn().await;
+        let _turn = self.write_turn().await?;
         let deleted = sqlx::query("DELETE FROM sessions WHERE expires_at <= ?")
             .bind(ms(now))
             .execute(&self.pool)
@@ -791,7 +828,7 @@ impl Store for SqliteStore {
 
     async fn create_api_token(&self, token: &ApiToken) -> StoreResult<()> {
         // Autocommit write: wait for the writer's turn (see `write_turn`).
-        let _turn = self.write_turn().await;
+        let _turn = self.write_turn().await?;
         sqlx::query(
             "INSERT INTO api_tokens \
              (id, user_id, name, token_hash, created_at, expires_at, revoked_at) \
@@ -844,7 +881,7 @@ impl Store for SqliteStore {
 
     async fn revoke_api_token(&self, id: TokenId, at: DateTime<Utc>) -> StoreResult<bool> {
         // Autocommit write: wait for the writer's turn (see `write_turn`).
-        let _turn = self.write_turn().await;
+        let _turn = self.write_turn().await?;
         let updated =
             sqlx::query("UPDATE api_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
                 .bind(ms(at))
@@ -860,7 +897,7 @@ impl Store for SqliteStore {
 
     async fn create_enrollment_token(&self, token: &EnrollmentToken) -> StoreResult<()> {
         // Autocommit write: wait for the writer's turn (see `write_turn`).
-        let _turn = self.write_turn().await;
+        let _turn = self.write_turn().await?;
         sqlx::query(
             "INSERT INTO enrollment_tokens \
              (id, name, token_hash, created_at, expires_at, used_at, host_id) \
@@ -1088,7 +1125,7 @@ impl Store for SqliteStore {
 
     async fn record_hello(&self, host_id: HostId, hello: &HelloRecord) -> StoreResult<()> {
         // Autocommit write: wait for the writer's turn (see `write_turn`).
-        let _turn = self.write_turn().await;
+        let _turn = self.write_turn().await?;
         let updated = sqlx::query(
             "UPDATE hosts SET connection_id = ?, online = 1, \
              last_seen_at = MAX(COALESCE(last_seen_at, 0), ?), \
@@ -1145,7 +1182,7 @@ impl Store for SqliteStore {
         at: DateTime<Utc>,
     ) -> StoreResult<bool> {
         // Autocommit write: wait for the writer's turn (see `write_turn`).
-        let _turn = self.write_turn().await;
+        let _turn = self.write_turn().await?;
         let updated = sqlx::query(
             "UPDATE hosts SET online = 0, last_seen_at = MAX(COALESCE(last_seen_at, 0), ?) \
              WHERE id = ? AND connection_id = ? AND online = 1",
@@ -1162,7 +1199,7 @@ impl Store for SqliteStore {
 
     async fn mark_all_hosts_offline(&self) -> StoreResult<u64> {
         // Autocommit write: wait for the writer's turn (see `write_turn`).
-        let _turn = self.write_turn().await;
+        let _turn = self.write_turn().await?;
         let updated = sqlx::query("UPDATE hosts SET online = 0 WHERE online = 1")
             .execute(&self.pool)
             .await
@@ -1173,7 +1210,7 @@ impl Store for SqliteStore {
 
     async fn probe_write(&self, at: DateTime<Utc>) -> StoreResult<()> {
         // Autocommit write: wait for the writer's turn (see `write_turn`).
-        let _turn = self.write_turn().await;
+        let _turn = self.write_turn().await?;
         sqlx::query(
             "INSERT INTO storage_probe (id, written_at) VALUES (1, ?) \
              ON CONFLICT (id) DO UPDATE SET written_at = excluded.written_at",
@@ -1181,7 +1218,13 @@ impl Store for SqliteStore {
         .bind(ms(at))
         .execute(&self.pool)
         .await
-        .map_err(backend)?;
+        .map_err(|e| match (backend(e), &self.file) {
+            (StoreError::Unavailable { fault, source }, Some(file)) => StoreError::Unavailable {
+                fault: codec::closer_look(fault, file),
+                source,
+            },
+            (other, _) => other,
+        })?;
         Ok(())
     }
 
@@ -1564,7 +1607,7 @@ impl Store for SqliteStore {
     /// go through `finish_job`). An unknown job is `Ok(false)`.
     async fn advance_job(&self, id: JobId, to: JobStatus, at: DateTime<Utc>) -> StoreResult<bool> {
         // Autocommit write: wait for the writer's turn (see `write_turn`).
-        let _turn = self.write_turn().await;
+        let _turn = self.write_turn().await?;
         // Back to `queued` (the agent was busy) clears the dispatch time.
         let (column, value) = match to {
             JobStatus::Queued => ("dispatched_at", None),
@@ -1766,7 +1809,7 @@ impl Store for SqliteStore {
     /// [`StoreError::NotFound`] for an unknown job.
     async fn record_command_result(&self, result: &CommandResultRecord) -> StoreResult<()> {
         // Autocommit write: wait for the writer's turn (see `write_turn`).
-        let _turn = self.write_turn().await;
+        let _turn = self.write_turn().await?;
         sqlx::query(
             "INSERT INTO command_results (job_id, accepted, reason, message, received_at) \
              VALUES (?, ?, ?, ?, ?) \
@@ -2093,7 +2136,7 @@ impl Store for SqliteStore {
     /// nothing (`Ok(false)`).
     async fn record_schedule_ack(&self, host: HostId, version: u64) -> StoreResult<bool> {
         // Autocommit write: wait for the writer's turn (see `write_turn`).
-        let _turn = self.write_turn().await;
+        let _turn = self.write_turn().await?;
         // No issued version exceeds i64::MAX, so such an ack is ignored.
         let Ok(version) = i64::try_from(version) else {
             return Ok(false);

@@ -1,8 +1,9 @@
-//! A small file system the test controls — a `tmpfs` mounted on a temporary
-//! folder — for tests of what the server does when its disk fills up or
-//! turns read-only. Mounting needs root: [`SmallDisk::mount`] says why it
-//! cannot otherwise, and the test prints that and skips (CI runs as root,
-//! so it takes the real path).
+//! A small file system the test controls — a `tmpfs`, or an ext4 image on a
+//! loop device — mounted on a temporary folder, for tests of what the
+//! server does when its disk fills up or its files turn read-only.
+//! Mounting needs root: [`SmallDisk::mount`] and [`SmallDisk::mount_ext4`]
+//! say why they cannot otherwise, and the test prints that and skips (CI
+//! runs as root, so it takes the real path).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -14,9 +15,11 @@ use tempfile::TempDir;
 /// The file that fills the disk.
 const FILLER: &str = ".filler";
 
-/// A mounted `tmpfs` of a fixed size, unmounted when dropped.
+/// A mounted file system of a fixed size, unmounted when dropped.
 pub struct SmallDisk {
     dir: TempDir,
+    /// The ext4 image's folder, deleted after the unmount.
+    _image: Option<TempDir>,
 }
 
 impl SmallDisk {
@@ -27,21 +30,35 @@ impl SmallDisk {
         let dir = tempfile::Builder::new()
             .prefix("rm-small-disk-")
             .tempdir()?;
-        let out = Command::new("mount")
+        run(Command::new("mount")
             .args(["-t", "tmpfs", "-o"])
             .arg(format!("size={size_mib}m,mode=0755"))
             .arg("tmpfs")
-            .arg(dir.path())
-            .output()
-            .context("running mount")?;
-        if !out.status.success() {
-            bail!(
-                "`mount -t tmpfs` failed ({}): {} — mounting needs root (CI runs as root)",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(SmallDisk { dir })
+            .arg(dir.path()))?;
+        Ok(SmallDisk { dir, _image: None })
+    }
+
+    /// Mounts a new ext4 file system of `size_mib` MiB (an image file on a
+    /// loop device). Unlike tmpfs, ext4 refuses writes to a file made
+    /// immutable (`chattr +i`) even through descriptors opened before.
+    pub fn mount_ext4(size_mib: u32) -> anyhow::Result<SmallDisk> {
+        let image_dir = tempfile::Builder::new()
+            .prefix("rm-ext4-image-")
+            .tempdir()?;
+        let image = image_dir.path().join("disk.img");
+        std::fs::File::create(&image)?.set_len(u64::from(size_mib) << 20)?;
+        run(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&image))?;
+        let dir = tempfile::Builder::new()
+            .prefix("rm-small-disk-")
+            .tempdir()?;
+        run(Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(&image)
+            .arg(dir.path()))?;
+        Ok(SmallDisk {
+            dir,
+            _image: Some(image_dir),
+        })
     }
 
     /// Where it is mounted.
@@ -102,6 +119,21 @@ impl SmallDisk {
     fn filler(&self) -> PathBuf {
         self.path().join(FILLER)
     }
+}
+
+/// Runs a set-up command; `Err` says what failed and that it needs root.
+fn run(command: &mut Command) -> anyhow::Result<()> {
+    let out = command
+        .output()
+        .with_context(|| format!("running {command:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{command:?} failed ({}): {} — mounting needs root (CI runs as root)",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
 }
 
 impl Drop for SmallDisk {

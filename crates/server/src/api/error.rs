@@ -111,6 +111,23 @@ impl ApiError {
         )
     }
 
+    /// 503: the request did not finish within the server's request
+    /// timeout. Whatever it had not committed was rolled back; what it had
+    /// may stand, so callers check before repeating it.
+    pub(crate) fn timed_out(limit: std::time::Duration) -> ApiError {
+        tracing::warn!(limit_seconds = limit.as_secs(), "API request timed out");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            format!(
+                "the server did not finish this request within {} s (its database may be \
+                 locked by another process or its disk very slow); check whether it took \
+                 effect before repeating it",
+                limit.as_secs()
+            ),
+        )
+    }
+
     /// 500; the detail goes to the log, not to the client.
     pub(crate) fn internal(detail: impl std::fmt::Display) -> ApiError {
         tracing::error!(error = %detail, "API request failed");
