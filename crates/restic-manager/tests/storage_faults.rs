@@ -435,3 +435,84 @@ async fn a_database_file_made_read_only_is_reported_and_the_server_recovers() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&check.stdout).trim(), "ok");
 }
+
+/// The web UI says why an action did not happen: "Back up now" on a full
+/// disk shows the server's own words, and no job page opens.
+#[tokio::test]
+async fn the_ui_shows_why_an_action_failed_on_a_full_disk() {
+    let disk = match SmallDisk::mount(32) {
+        Ok(disk) => disk,
+        Err(e) => {
+            eprintln!("skipping the full-disk UI test: {e}");
+            return;
+        }
+    };
+    let server = ServerProcess::start_in(
+        Path::new(BIN),
+        &disk.path().join("data"),
+        "127.0.0.1:0".parse().unwrap(),
+        &[],
+        &[("RM_ADMIN_PASSWORD", ADMIN_PASSWORD)],
+    )
+    .await
+    .unwrap();
+    let admin = server.admin().await.unwrap();
+    let token = admin
+        .create_enrollment_token(Some("ui-full-01"), None)
+        .await
+        .unwrap();
+    let enrolled = admin
+        .enroll(&token.token, None, "ui-full-01")
+        .await
+        .unwrap();
+    let host = enrolled.host_id;
+    // Online (a hand-played agent), so only the disk stands in the way.
+    let ws_url = format!("{}/ws/agent", server.url.replacen("http", "ws", 1));
+    let _agent = rm_testkit::RawAgent::connect_and_hello(&ws_url, &enrolled.agent_token)
+        .await
+        .unwrap();
+    admin
+        .set_repository(&host, "/srv/restic-ui-full", PASSWORD)
+        .await
+        .unwrap();
+
+    let browser = rm_testkit::Browser::start().await.unwrap();
+    let wait = Duration::from_secs(10);
+    browser
+        .goto(&format!("{}/login", server.url))
+        .await
+        .unwrap();
+    browser.wait_for("#username", wait).await.unwrap();
+    browser.fill("#username", "admin").await.unwrap();
+    browser.fill("#password", ADMIN_PASSWORD).await.unwrap();
+    browser.click("#login-submit").await.unwrap();
+    browser.wait_for("#hosts-table", wait).await.unwrap();
+    browser
+        .goto(&format!("{}/hosts/{host}", server.url))
+        .await
+        .unwrap();
+    browser.wait_for("#backup-paths", wait).await.unwrap();
+    browser
+        .fill("#backup-paths", "/etc/hostname")
+        .await
+        .unwrap();
+
+    disk.fill().unwrap();
+    browser.click("#backup-now").await.unwrap();
+    browser
+        .wait_for_text(
+            "#host-live .form-error",
+            "the disk holding the database is full",
+            wait,
+        )
+        .await
+        .unwrap();
+    browser.screenshot("full-disk-backup-now").await.unwrap();
+    let url = browser.client().current_url().await.unwrap();
+    assert!(
+        url.path().starts_with("/hosts/"),
+        "no job page opened: {url}"
+    );
+    disk.free().unwrap();
+    browser.close().await.unwrap();
+}
