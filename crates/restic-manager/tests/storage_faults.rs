@@ -66,6 +66,29 @@ async fn assert_dense_logs(admin: &Api, job: &str) -> usize {
     seqs.len()
 }
 
+/// The server binary with its data directory on `disk` and `args`.
+async fn server_on(disk: &SmallDisk, args: &[&str]) -> ServerProcess {
+    ServerProcess::start_in(
+        Path::new(BIN),
+        &disk.path().join("data"),
+        "127.0.0.1:0".parse().unwrap(),
+        args,
+        &[("RM_ADMIN_PASSWORD", ADMIN_PASSWORD)],
+    )
+    .await
+    .unwrap()
+}
+
+/// SQLite's own check of the server's database file says `ok`.
+fn assert_integrity(server: &ServerProcess) {
+    let check = std::process::Command::new("sqlite3")
+        .arg(server.data_dir().join("restic-manager.db"))
+        .arg("PRAGMA integrity_check;")
+        .output()
+        .expect("sqlite3 is installed (scripts/test installs it)");
+    assert_eq!(String::from_utf8_lossy(&check.stdout).trim(), "ok");
+}
+
 #[tokio::test]
 async fn a_full_disk_gets_honest_answers_and_the_server_recovers_by_itself() {
     let disk = match SmallDisk::mount(32) {
@@ -76,15 +99,7 @@ async fn a_full_disk_gets_honest_answers_and_the_server_recovers_by_itself() {
         }
     };
     let scratch = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start_in(
-        Path::new(BIN),
-        &disk.path().join("data"),
-        "127.0.0.1:0".parse().unwrap(),
-        &["--heartbeat-seconds", "1"],
-        &[("RM_ADMIN_PASSWORD", ADMIN_PASSWORD)],
-    )
-    .await
-    .unwrap();
+    let server = server_on(&disk, &["--heartbeat-seconds", "1"]).await;
     let admin = server.admin().await.unwrap();
     // Agents told "going away" come back within 2 s, not 20.
     let agent = server
@@ -242,12 +257,7 @@ async fn a_full_disk_gets_honest_answers_and_the_server_recovers_by_itself() {
         "{started} error lines for three episodes of about 15 s each:\n{log}"
     );
 
-    let check = std::process::Command::new("sqlite3")
-        .arg(server.data_dir().join("restic-manager.db"))
-        .arg("PRAGMA integrity_check;")
-        .output()
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&check.stdout).trim(), "ok");
+    assert_integrity(&server);
     drop(agent);
     drop(server);
 }
@@ -378,16 +388,8 @@ async fn a_database_file_made_read_only_is_reported_and_the_server_recovers() {
             return;
         }
     };
-    let data = disk.path().join("data");
-    let server = ServerProcess::start_in(
-        Path::new(BIN),
-        &data,
-        "127.0.0.1:0".parse().unwrap(),
-        &["--heartbeat-seconds", "1"],
-        &[("RM_ADMIN_PASSWORD", ADMIN_PASSWORD)],
-    )
-    .await
-    .unwrap();
+    let server = server_on(&disk, &["--heartbeat-seconds", "1"]).await;
+    let data = server.data_dir().to_owned();
     let admin = server.admin().await.unwrap();
     let (status, body) = write_through_api(&admin).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
@@ -428,12 +430,7 @@ async fn a_database_file_made_read_only_is_reported_and_the_server_recovers() {
         2,
         "the refused writes never happened"
     );
-    let check = std::process::Command::new("sqlite3")
-        .arg(data.join("restic-manager.db"))
-        .arg("PRAGMA integrity_check;")
-        .output()
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&check.stdout).trim(), "ok");
+    assert_integrity(&server);
 }
 
 /// The web UI says why an action did not happen: "Back up now" on a full
@@ -447,15 +444,7 @@ async fn the_ui_shows_why_an_action_failed_on_a_full_disk() {
             return;
         }
     };
-    let server = ServerProcess::start_in(
-        Path::new(BIN),
-        &disk.path().join("data"),
-        "127.0.0.1:0".parse().unwrap(),
-        &[],
-        &[("RM_ADMIN_PASSWORD", ADMIN_PASSWORD)],
-    )
-    .await
-    .unwrap();
+    let server = server_on(&disk, &[]).await;
     let admin = server.admin().await.unwrap();
     let token = admin
         .create_enrollment_token(Some("ui-full-01"), None)
