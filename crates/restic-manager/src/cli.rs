@@ -84,6 +84,12 @@ pub(crate) struct ServerArgs {
     /// (default: three heartbeats and 5 s, as for a silent connection).
     #[arg(long, env = "RM_LOST_AGENT_GRACE", value_parser = clap::value_parser!(u64).range(1..))]
     pub lost_agent_grace: Option<u64>,
+    /// Seconds an API request may take before it is answered 503 (a
+    /// database locked by another process, a very slow disk); live event
+    /// streams are exempt. Keep it above an agent's tree listing (55 s).
+    #[arg(long, env = "RM_REQUEST_TIMEOUT", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub request_timeout: u64,
     /// Serve HTTPS/WSS with this PEM certificate chain (leaf first); needs
     /// --tls-key. The default public URL becomes https://….
     #[arg(long, env = "RM_TLS_CERT", value_name = "FILE", requires = "tls_key")]
@@ -207,7 +213,8 @@ pub(crate) enum AdminCommand {
     /// the server runs (SQLite's VACUUM INTO; a plain copy of a live WAL
     /// database can miss recent changes). Back up <data-dir>/secret.key
     /// too, and keep it apart: without it the repository passwords in the
-    /// database cannot be decrypted.
+    /// database cannot be decrypted. (Also known as `backup-db`.)
+    #[command(name = "backup", alias = "backup-db")]
     BackupDb(BackupDbArgs),
     /// Discard every sealed secret in the database (the repository
     /// settings, passwords and backend keys, of every host) and seal with
@@ -233,8 +240,8 @@ pub(crate) struct ResetSealedSecretsArgs {
 #[derive(Debug, Args)]
 pub(crate) struct BackupDbArgs {
     /// The file to write (created with mode 0600; an existing file is
-    /// refused, never overwritten).
-    #[arg(long, env = "RM_OUT")]
+    /// refused, never overwritten). `--out`/`RM_OUT` also work.
+    #[arg(long = "to", visible_alias = "out", env = "RM_TO")]
     pub out: PathBuf,
     #[command(flatten)]
     pub store: StoreArgs,

@@ -25,6 +25,7 @@ pub(crate) async fn run(args: ServerArgs) -> anyhow::Result<()> {
         |config| {
             config.heartbeat_seconds = args.heartbeat_seconds;
             config.lost_agent_grace = lost_agent_grace;
+            config.request_timeout = std::time::Duration::from_secs(args.request_timeout);
         },
     )
     .await?;

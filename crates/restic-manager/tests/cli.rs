@@ -12,7 +12,7 @@ use std::time::Duration;
 use rm_protocol::JobOutcome;
 use rm_store::Store;
 use rm_store_sqlite::SqliteStore;
-use rm_testkit::{Api, RawAgent, TestServer};
+use rm_testkit::{Api, RawAgent, ServerProcess, TestServer, ADMIN_PASSWORD};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 
@@ -58,6 +58,7 @@ async fn every_command_explains_itself() {
             "enrols a host",
         ),
         (vec!["admin", "backup-db", "--help"], "secret.key"),
+        (vec!["admin", "backup", "--help"], "--to"),
         (vec!["admin", "reset-sealed-secrets", "--help"], "--yes"),
         (
             vec!["admin", "reset-sealed-secrets", "--help"],
@@ -502,7 +503,7 @@ async fn backup_db_copies_a_live_database_and_never_overwrites() {
     let second = out_dir.path().join("second.db");
     let by_env = Command::new(BIN)
         .args(["admin", "backup-db"])
-        .env("RM_OUT", &second)
+        .env("RM_TO", &second)
         .env("RM_DATA_DIR", &data_dir)
         .output()
         .await
@@ -532,4 +533,67 @@ async fn backup_db_copies_a_live_database_and_never_overwrites() {
     );
     assert_eq!(std::fs::read_dir(empty.path()).unwrap().count(), 0);
     assert!(!out_dir.path().join("third.db").exists());
+}
+
+/// The README's "back up the server", end to end: `admin backup --to` of a
+/// running server, put back into a fresh data directory with the key file,
+/// gives a server that starts, knows its hosts and opens their sealed
+/// repository settings.
+#[tokio::test]
+async fn a_backup_restored_into_a_fresh_data_dir_is_a_working_server() {
+    let server = TestServer::start().await.unwrap();
+    let admin = server.admin().await.unwrap();
+    let (host_id, _) = server.enrolled_host("kept-01").await.unwrap();
+    admin
+        .set_repository(&host_id, "/srv/restic-kept", "kept-password")
+        .await
+        .unwrap();
+    let copies = tempfile::tempdir().unwrap();
+    let copy = copies.path().join("rm-copy.db");
+    let result = run(
+        &[
+            "admin",
+            "backup",
+            "--to",
+            copy.to_str().unwrap(),
+            "--data-dir",
+            server.data_dir().to_str().unwrap(),
+        ],
+        None,
+    )
+    .await;
+    assert!(result.status.success(), "{}", text(&result.stderr));
+
+    // Restore: the copy as the database, the key file beside it.
+    let fresh = copies.path().join("fresh-data");
+    std::fs::create_dir_all(&fresh).unwrap();
+    std::fs::copy(&copy, fresh.join("restic-manager.db")).unwrap();
+    std::fs::copy(
+        server.data_dir().join(rm_server::KEY_FILE),
+        fresh.join(rm_server::KEY_FILE),
+    )
+    .unwrap();
+    let restored = ServerProcess::start_in(
+        Path::new(BIN),
+        &fresh,
+        "127.0.0.1:0".parse().unwrap(),
+        &[],
+        &[("RM_ADMIN_PASSWORD", "unused-the-admin-exists")],
+    )
+    .await
+    .unwrap();
+    let admin = restored
+        .anonymous()
+        .login("admin", ADMIN_PASSWORD)
+        .await
+        .unwrap();
+    let hosts = admin.hosts().await.unwrap();
+    assert_eq!(hosts.len(), 1);
+    assert_eq!(hosts[0].name, "kept-01");
+    let (status, repository) = admin
+        .get(&format!("/api/v1/hosts/{host_id}/repository"))
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{repository}");
+    assert_eq!(repository["url"], "/srv/restic-kept");
 }

@@ -137,7 +137,9 @@ async fn session(state: AppState, host_id: HostId, mut socket: WebSocket) {
         at: Utc::now(),
     };
     if let Err(e) = state.store().record_hello(host_id, &record).await {
-        tracing::error!(%host_id, error = %e, "could not record an agent's hello");
+        state
+            .storage()
+            .failed(&format!("recording the hello of host {host_id}"), &e);
         let error = error_frame(
             None,
             ErrorCode::Internal,
@@ -516,14 +518,8 @@ async fn dispatch(
         Message::JobProgress(progress) => jobs.progress(state, host_id, progress).await,
         Message::LogStream(stream) => jobs.logs(state, host_id, stream).await,
         Message::JobFinished(finished) => jobs.finished(state, host_id, finished).await,
-        Message::SnapshotsReport(report) => {
-            store_snapshots(state, host_id, report).await;
-            Ok(())
-        }
-        Message::RepoStats(stats) => {
-            store_repo_stats(state, host_id, stats).await;
-            Ok(())
-        }
+        Message::SnapshotsReport(report) => store_snapshots(state, host_id, report).await,
+        Message::RepoStats(stats) => store_repo_stats(state, host_id, stats).await,
         Message::Unknown { kind, .. } => {
             tracing::info!(%host_id, %kind, "ignoring a message type this server does not know");
             Ok(())
@@ -561,7 +557,12 @@ async fn dispatch(
             Some(error_frame(id, ErrorCode::NotFound, message))
         }
         Err(ReportError::Store(e)) => {
-            tracing::error!(%host_id, %kind, error = %e, "could not store an agent report");
+            state
+                .storage()
+                .failed(&format!("storing a `{kind}` from host {host_id}"), &e);
+            // Close rather than carry on: the agent replays the report (and
+            // everything after it) from its spool on the next connection.
+            jobs.report_not_stored(&kind);
             Some(error_frame(
                 id,
                 ErrorCode::Internal,
@@ -572,7 +573,11 @@ async fn dispatch(
 }
 
 /// Replaces the host's stored snapshot list with the agent's report.
-async fn store_snapshots(state: &AppState, host_id: HostId, report: SnapshotsReport) {
+async fn store_snapshots(
+    state: &AppState,
+    host_id: HostId,
+    report: SnapshotsReport,
+) -> Result<(), ReportError> {
     let records: Vec<SnapshotRecord> = report
         .snapshots
         .into_iter()
@@ -587,15 +592,18 @@ async fn store_snapshots(state: &AppState, host_id: HostId, report: SnapshotsRep
             file_count: s.file_count,
         })
         .collect();
+    state.store().replace_snapshots(host_id, &records).await?;
     state.fleet_changed();
-    match state.store().replace_snapshots(host_id, &records).await {
-        Ok(()) => tracing::info!(%host_id, count = records.len(), "snapshots refreshed"),
-        Err(e) => tracing::error!(%host_id, error = %e, "could not store snapshots"),
-    }
+    tracing::info!(%host_id, count = records.len(), "snapshots refreshed");
+    Ok(())
 }
 
 /// Adds a statistics history row for the host.
-async fn store_repo_stats(state: &AppState, host_id: HostId, stats: RepoStats) {
+async fn store_repo_stats(
+    state: &AppState,
+    host_id: HostId,
+    stats: RepoStats,
+) -> Result<(), ReportError> {
     let record = RepoStatsRecord {
         recorded_at: Utc::now(),
         total_size_bytes: stats.total_size_bytes,
@@ -608,10 +616,9 @@ async fn store_repo_stats(state: &AppState, host_id: HostId, stats: RepoStats) {
         last_prune_at: stats.last_prune_at,
         last_prune_freed_bytes: stats.last_prune_freed_bytes,
     };
+    state.store().add_repo_stats(host_id, &record).await?;
     state.fleet_changed();
-    if let Err(e) = state.store().add_repo_stats(host_id, &record).await {
-        tracing::error!(%host_id, error = %e, "could not store repository statistics");
-    }
+    Ok(())
 }
 
 fn error_frame(id: Option<String>, code: ErrorCode, message: impl Into<String>) -> Frame {

@@ -22,6 +22,10 @@ pub struct ServerConfig {
     /// The fingerprint of the TLS certificate the server presents, when it
     /// serves HTTPS; enrolment commands carry it so agents can pin it.
     pub tls_fingerprint: Option<rm_core::fingerprint::CertFingerprint>,
+    /// The longest an API request may take before it is answered `503`
+    /// (live event streams excepted): a database locked elsewhere or a very
+    /// slow disk gets callers an answer, not a hung connection.
+    pub request_timeout: Duration,
 }
 
 impl ServerConfig {
@@ -35,6 +39,7 @@ impl ServerConfig {
             enrollment_ttl: Duration::from_secs(3600),
             lost_agent_grace: None,
             tls_fingerprint: None,
+            request_timeout: Duration::from_secs(60),
         }
     }
 

@@ -101,6 +101,13 @@ impl AgentConn {
             })
     }
 
+    /// Whether a close was asked for: nothing more should be acknowledged
+    /// on this connection (after a storage failure, the agent must replay
+    /// what it sent since, not drop it).
+    pub fn is_closing(&self) -> bool {
+        self.close.token.is_cancelled()
+    }
+
     /// Asks the session to close with `code` and `reason`. The first
     /// request wins.
     pub fn close(&self, code: u16, reason: &str) {

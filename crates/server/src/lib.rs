@@ -1,6 +1,6 @@
 //! The restic-manager server: the operator JSON API under `/api/v1`, the
 //! agent WebSocket endpoint `/ws/agent`, the in-memory hub of live agent
-//! connections, and `/healthz` and `/metrics` for monitoring.
+//! connections, and `/healthz`, `/readyz` and `/metrics` for monitoring.
 //!
 //! [`app`] builds the router from an [`AppState`]; [`serve`] runs it on a
 //! listener until shut down, [`serve_tls`] the same over HTTPS/WSS. The store is any [`rm_store::Store`], so this
@@ -26,6 +26,7 @@ pub mod rpc;
 pub mod schedules;
 pub mod sealing;
 mod state;
+mod storage;
 mod throttle;
 pub mod tls;
 mod tree_cache;
@@ -73,10 +74,17 @@ pub enum ServerError {
 pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(storage::readyz))
         .route("/metrics", get(metrics::render))
         .route("/docs/upgrading", get(docs_upgrading))
         .route("/ws/agent", get(agent_ws::upgrade))
-        .nest("/api/v1", api::router())
+        .nest(
+            "/api/v1",
+            api::router().layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                api::deadline,
+            )),
+        )
         .merge(ui::router())
         .with_state(state)
 }
@@ -134,6 +142,7 @@ where
     }
     jobs::watch_hosts_with_active_jobs(&state).await;
     let flusher = liveness::spawn_flusher(state.clone());
+    let probe = storage::spawn_probe(state.clone());
     let router = app(state.clone());
     // Peer addresses feed the per-address login rate limit.
     let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
@@ -148,6 +157,7 @@ where
         .close_all(rm_protocol::close_code::GOING_AWAY, "server shutting down");
     state.hub().wait_empty(Duration::from_secs(5)).await;
     flusher.abort();
+    probe.abort();
     state.flush_last_seen().await;
     state.flush_logs().await;
     Ok(())

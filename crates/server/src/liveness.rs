@@ -13,6 +13,7 @@ use rm_store::Store;
 use tokio::task::JoinHandle;
 
 use crate::state::AppState;
+use crate::storage::StorageHealth;
 
 /// How often pending times are written.
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
@@ -35,15 +36,18 @@ impl LastSeen {
     /// Writes and clears what is pending; returns how many hosts were
     /// written. On a store failure the times are put back (unless newer
     /// ones arrived) to be tried on the next flush.
-    pub(crate) async fn flush(&self, store: &dyn Store) -> usize {
+    pub(crate) async fn flush(&self, store: &dyn Store, health: &StorageHealth) -> usize {
         let batch: Vec<(HostId, DateTime<Utc>)> = match self.pending.lock() {
             Ok(mut pending) if !pending.is_empty() => pending.drain().collect(),
             _ => return 0,
         };
         match store.touch_hosts(&batch).await {
-            Ok(()) => batch.len(),
+            Ok(()) => {
+                health.succeeded();
+                batch.len()
+            }
             Err(e) => {
-                tracing::warn!(error = %e, hosts = batch.len(), "could not record agent last-seen times; will retry");
+                health.failed("recording agent last-seen times (kept to retry)", &e);
                 if let Ok(mut pending) = self.pending.lock() {
                     for (host, at) in batch {
                         pending.entry(host).or_insert(at);

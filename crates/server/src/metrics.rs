@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use rm_protocol::Message;
@@ -227,11 +227,13 @@ impl Metrics {
 /// cheap at scrape intervals even for large fleets, and exact.
 pub(crate) async fn render(State(state): State<AppState>) -> Response {
     let stale_before = Utc::now() - crate::ui::stale_after();
+    // A store that cannot be read leaves out the host gauges, not the
+    // rest: `rm_store_writable` matters most exactly then.
     let counts = match state.store().host_counts(stale_before).await {
-        Ok(counts) => counts,
+        Ok(counts) => Some(counts),
         Err(e) => {
-            tracing::error!(error = %e, "metrics: could not count hosts");
-            return (StatusCode::SERVICE_UNAVAILABLE, "store unavailable\n").into_response();
+            tracing::warn!(error = %e, "metrics: could not count hosts");
+            None
         }
     };
     let mut out = String::new();
@@ -252,16 +254,19 @@ pub(crate) async fn render(State(state): State<AppState>) -> Response {
     );
     let _ = writeln!(out, "# TYPE rm_agents_connected gauge");
     let _ = writeln!(out, "rm_agents_connected {}", state.hub().connected());
-    let _ = writeln!(out, "# HELP rm_hosts Enrolled hosts by connection state.");
-    let _ = writeln!(out, "# TYPE rm_hosts gauge");
-    let _ = writeln!(out, "rm_hosts{{state=\"online\"}} {}", counts.online);
-    let _ = writeln!(out, "rm_hosts{{state=\"offline\"}} {}", counts.offline());
-    let _ = writeln!(
-        out,
-        "# HELP rm_hosts_not_backed_up Hosts without a successful backup in the dashboard's window (26 h)."
-    );
-    let _ = writeln!(out, "# TYPE rm_hosts_not_backed_up gauge");
-    let _ = writeln!(out, "rm_hosts_not_backed_up {}", counts.not_backed_up);
+    if let Some(counts) = counts {
+        let _ = writeln!(out, "# HELP rm_hosts Enrolled hosts by connection state.");
+        let _ = writeln!(out, "# TYPE rm_hosts gauge");
+        let _ = writeln!(out, "rm_hosts{{state=\"online\"}} {}", counts.online);
+        let _ = writeln!(out, "rm_hosts{{state=\"offline\"}} {}", counts.offline());
+        let _ = writeln!(
+            out,
+            "# HELP rm_hosts_not_backed_up Hosts without a successful backup in the dashboard's window (26 h)."
+        );
+        let _ = writeln!(out, "# TYPE rm_hosts_not_backed_up gauge");
+        let _ = writeln!(out, "rm_hosts_not_backed_up {}", counts.not_backed_up);
+    }
+    state.storage().render(&mut out);
     state.metrics().render(&mut out);
     (
         [(

@@ -1,6 +1,6 @@
 //! The shared state every handler gets: store, hub, settings, sealing key,
-//! job event fan-out, the batching log writer, the last-seen cache and the
-//! server's own metrics.
+//! job event fan-out, the batching log writer, the last-seen cache, the
+//! store's write health and the server's own metrics.
 
 use std::sync::Arc;
 
@@ -14,6 +14,7 @@ use crate::jobs::log_writer::LogWriter;
 use crate::liveness::LastSeen;
 use crate::metrics::Metrics;
 use crate::rpc::Rpc;
+use crate::storage::StorageHealth;
 use crate::throttle::{LoginLimiter, TokenFailures};
 use crate::tree_cache::TreeCache;
 
@@ -33,6 +34,7 @@ struct Inner {
     rpc: Rpc,
     tree_cache: TreeCache,
     login_limiter: LoginLimiter,
+    storage: Arc<StorageHealth>,
     token_failures: TokenFailures,
     fleet: tokio::sync::broadcast::Sender<()>,
     ended: tokio::sync::broadcast::Sender<crate::auth::Ended>,
@@ -44,7 +46,8 @@ impl AppState {
     /// settings at rest. Starts the log writer task, so it must be called
     /// inside a Tokio runtime.
     pub fn new(store: Arc<dyn Store>, config: ServerConfig, sealing_key: SealingKey) -> AppState {
-        let (log_writer, _task) = LogWriter::spawn(store.clone());
+        let storage = Arc::new(StorageHealth::default());
+        let (log_writer, _task) = LogWriter::spawn(store.clone(), storage.clone());
         AppState(Arc::new(Inner {
             store,
             hub: Hub::default(),
@@ -57,6 +60,7 @@ impl AppState {
             rpc: Rpc::default(),
             tree_cache: TreeCache::default(),
             login_limiter: LoginLimiter::default(),
+            storage,
             token_failures: TokenFailures::default(),
             fleet: tokio::sync::broadcast::channel(16).0,
             ended: tokio::sync::broadcast::channel(256).0,
@@ -138,10 +142,15 @@ impl AppState {
         &self.0.metrics
     }
 
+    /// Whether the store can be written, as last seen.
+    pub(crate) fn storage(&self) -> &StorageHealth {
+        &self.0.storage
+    }
+
     /// Writes pending last-seen times to the store now.
     pub async fn flush_last_seen(&self) {
         let started = std::time::Instant::now();
-        let written = self.0.last_seen.flush(self.store()).await;
+        let written = self.0.last_seen.flush(self.store(), &self.0.storage).await;
         if written > 0 {
             self.0.metrics.last_seen_flushed(written, started.elapsed());
         }

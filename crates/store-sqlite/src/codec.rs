@@ -9,6 +9,7 @@
 //! back is [`StoreError::Corrupt`]. A value that cannot be read back becomes [`StoreError::Corrupt`] naming
 //! the column.
 
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
@@ -17,14 +18,73 @@ use rm_core::JobStatus;
 use rm_store::{
     AgentToken, ApiToken, AuditActor, AuditEntry, CommandResultRecord, EnrollmentToken, Host,
     HostCounts, Job, LogLineRecord, NewAuditEntry, RepoStatsRecord, ScheduleRecord, SealFormat,
-    SealedRepository, SealingKeyRecord, Session, SnapshotRecord, StoreError, User,
+    SealedRepository, SealingKeyRecord, Session, SnapshotRecord, StorageFault, StoreError, User,
 };
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
-/// Wraps a database failure.
+/// Wraps a database failure, telling a condition of the machine (full
+/// disk, read-only file, I/O error, a lock held too long) from a fault of
+/// the query, so callers can say what is wrong and that it will pass.
 pub(crate) fn backend(e: sqlx::Error) -> StoreError {
-    StoreError::Backend(Box::new(e))
+    match storage_fault(&e) {
+        Some(fault) => StoreError::Unavailable {
+            fault,
+            source: Box::new(e),
+        },
+        None => StoreError::Backend(Box::new(e)),
+    }
+}
+
+/// A closer look at what SQLite calls an I/O error on `file`: a database
+/// file made read-only (immutable) or a file system the kernel remounted
+/// read-only after errors, and a full disk on some file systems, all reach
+/// SQLite as failed writes. The file's own state tells them apart.
+pub(crate) fn closer_look(fault: StorageFault, file: &Path) -> StorageFault {
+    use nix::errno::Errno;
+    use nix::unistd::{access, AccessFlags};
+    if fault != StorageFault::Io {
+        return fault;
+    }
+    let wal = {
+        let mut name = file.as_os_str().to_owned();
+        name.push("-wal");
+        PathBuf::from(name)
+    };
+    let folder = file.parent().unwrap_or(Path::new("."));
+    for path in [file, wal.as_path(), folder] {
+        if let Err(Errno::EROFS | Errno::EPERM | Errno::EACCES) = access(path, AccessFlags::W_OK) {
+            return StorageFault::ReadOnly;
+        }
+    }
+    match nix::sys::statvfs::statvfs(folder) {
+        Ok(stats) if stats.blocks_available() == 0 => StorageFault::DiskFull,
+        _ => fault,
+    }
+}
+
+/// The storage fault behind `e`, if any, from SQLite's primary result code
+/// (the low byte of the extended code sqlx reports).
+fn storage_fault(e: &sqlx::Error) -> Option<StorageFault> {
+    match e {
+        sqlx::Error::Database(db) => {
+            let code: i32 = db.code()?.parse().ok()?;
+            match code & 0xff {
+                // SQLITE_FULL
+                13 => Some(StorageFault::DiskFull),
+                // SQLITE_READONLY, SQLITE_CANTOPEN (a folder made read-only)
+                8 | 14 => Some(StorageFault::ReadOnly),
+                // SQLITE_IOERR; its extended codes (…_WRITE, …_FSYNC) too
+                10 => Some(StorageFault::Io),
+                // SQLITE_BUSY, SQLITE_LOCKED
+                5 | 6 => Some(StorageFault::Busy),
+                _ => None,
+            }
+        }
+        sqlx::Error::Io(_) => Some(StorageFault::Io),
+        sqlx::Error::PoolTimedOut => Some(StorageFault::Busy),
+        _ => None,
+    }
 }
 
 /// True when `e` is a UNIQUE / PRIMARY KEY violation.

@@ -15,7 +15,7 @@
 mod agent_tokens;
 mod codec;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,9 +27,10 @@ use rm_store::{
     AgentToken, ApiToken, AuditEntry, AuditFilter, CommandResultRecord, EnrollmentToken,
     HelloRecord, Host, HostCounts, Job, JobEnd, JobFilter, LogLineRecord, NewAuditEntry, NewHost,
     NewJob, RepoStatsRecord, ScheduleRecord, SealFormat, SealedRepository, SealingKeyRecord,
-    Session, SnapshotRecord, Store, StoreError, StoreResult, User, MAX_HOST_PAGE,
+    Session, SnapshotRecord, StorageFault, Store, StoreError, StoreResult, User, MAX_HOST_PAGE,
 };
 use sqlx::migrate::Migrator;
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -42,6 +43,9 @@ static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
 /// How long a connection waits for SQLite's lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a writer waits for its turn behind the writers ahead of it.
+const TURN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Connections in the pool of a file-backed database.
 const FILE_POOL_SIZE: u32 = 8;
@@ -94,35 +98,121 @@ pub struct SqliteStore {
     /// (ten thousand agents reconnecting) costs seconds. Waiting here
     /// instead is first come, first served, and wakes at once.
     writer: Arc<Mutex<()>>,
+    /// The database file; `None` for an in-memory database, which lives in
+    /// one connection that must stay open.
+    file: Option<PathBuf>,
 }
 
 /// A write transaction that holds the writer's turn until it ends.
+///
+/// It runs `BEGIN IMMEDIATE`, `COMMIT` and `ROLLBACK` itself on a pooled
+/// connection instead of using sqlx's `Transaction`, because sqlx counts
+/// transaction depth on its own and that count goes wrong when SQLite ends
+/// a transaction by itself: on a full disk or an I/O error SQLite rolls
+/// back, sqlx's later `ROLLBACK` then fails ("no transaction is active"),
+/// its depth stays at 1, and the connection goes back to the pool unable
+/// to begin another transaction ("attempted to call begin_with at non-zero
+/// transaction depth") until the process restarts. Here a transaction that
+/// does not end cleanly, by `COMMIT` or `ROLLBACK` succeeding, never goes
+/// back to the pool: its connection is closed (SQLite rolls back whatever
+/// was left open) and the pool opens a fresh one.
 struct WriteTx {
-    tx: sqlx::Transaction<'static, sqlx::Sqlite>,
-    _turn: OwnedMutexGuard<()>,
+    /// `None` only once `Drop` has handed it off.
+    conn: Option<PoolConnection<sqlx::Sqlite>>,
+    /// `BEGIN` succeeded and neither `COMMIT` nor `ROLLBACK` has.
+    open: bool,
+    /// An in-memory database lives in its one connection, which must not
+    /// be closed; a failed transaction there is rolled back instead.
+    memory: bool,
+    turn: Option<OwnedMutexGuard<()>>,
 }
 
 impl WriteTx {
-    async fn commit(self) -> Result<(), sqlx::Error> {
-        self.tx.commit().await
+    /// Starts a write transaction on `conn` while holding `turn`.
+    ///
+    /// The `BEGIN` runs in a task of its own: if the caller gives up while
+    /// it waits for SQLite's lock (a request timing out), a `BEGIN` that
+    /// succeeds afterwards must not leave a pooled connection inside a
+    /// transaction nobody ends. The unclaimed transaction drops as still
+    /// open, which retires its connection.
+    async fn begin(
+        mut conn: PoolConnection<sqlx::Sqlite>,
+        turn: OwnedMutexGuard<()>,
+        memory: bool,
+    ) -> Result<WriteTx, sqlx::Error> {
+        let (hand_over, claimed) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let begun = sqlx::query(BEGIN_WRITE).execute(&mut *conn).await;
+            let tx = WriteTx {
+                conn: Some(conn),
+                open: true,
+                memory,
+                turn: Some(turn),
+            };
+            // On failure `tx` drops as still open, retiring its connection.
+            let _ = hand_over.send(begun.map(|_| tx));
+        });
+        claimed.await.map_err(|_| sqlx::Error::WorkerCrashed)?
     }
 
-    async fn rollback(self) -> Result<(), sqlx::Error> {
-        self.tx.rollback().await
+    async fn commit(mut self) -> Result<(), sqlx::Error> {
+        sqlx::query("COMMIT").execute(&mut *self).await?;
+        self.open = false;
+        Ok(())
+    }
+
+    async fn rollback(mut self) -> Result<(), sqlx::Error> {
+        sqlx::query("ROLLBACK").execute(&mut *self).await?;
+        self.open = false;
+        Ok(())
+    }
+}
+
+impl Drop for WriteTx {
+    fn drop(&mut self) {
+        if !self.open {
+            return;
+        }
+        let (Some(mut conn), turn) = (self.conn.take(), self.turn.take()) else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            conn.close_on_drop();
+            return;
+        };
+        let memory = self.memory;
+        // The writer's turn goes with the connection, so the next writer
+        // starts only once this transaction is gone.
+        runtime.spawn(async move {
+            if memory {
+                if let Err(e) = sqlx::query("ROLLBACK").execute(&mut *conn).await {
+                    tracing::debug!(error = %e, "rolling back an abandoned transaction");
+                }
+            } else if let Err(e) = conn.close().await {
+                tracing::debug!(error = %e, "closing the connection of a failed transaction");
+            }
+            drop(turn);
+        });
     }
 }
 
 impl std::ops::Deref for WriteTx {
     type Target = sqlx::SqliteConnection;
 
+    #[allow(clippy::expect_used)] // `conn` is taken only in `drop`
     fn deref(&self) -> &sqlx::SqliteConnection {
-        &self.tx
+        self.conn
+            .as_deref()
+            .expect("a live write transaction has its connection")
     }
 }
 
 impl std::ops::DerefMut for WriteTx {
+    #[allow(clippy::expect_used)] // `conn` is taken only in `drop`
     fn deref_mut(&mut self) -> &mut sqlx::SqliteConnection {
-        &mut self.tx
+        self.conn
+            .as_deref_mut()
+            .expect("a live write transaction has its connection")
     }
 }
 
@@ -161,6 +251,7 @@ impl SqliteStore {
             .foreign_keys(true)
             .busy_timeout(BUSY_TIMEOUT)
             .synchronous(SqliteSynchronous::Normal);
+        let file = options.get_filename().to_owned();
 
         let (options, pool_options) = if is_memory_url(url) {
             (
@@ -190,6 +281,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             pool,
             writer: Arc::new(Mutex::new(())),
+            file: database_file(url, &file),
         })
     }
 
@@ -202,7 +294,7 @@ impl SqliteStore {
             .map_err(backend)?
             .busy_timeout(BUSY_TIMEOUT)
             .create_if_missing(false);
-        let file = options.get_filename();
+        let file = options.get_filename().to_owned();
         if !is_memory_url(url) && !file.is_file() {
             return Err(StoreError::NotFound(format!(
                 "database file {}",
@@ -217,6 +309,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             pool,
             writer: Arc::new(Mutex::new(())),
+            file: database_file(url, &file),
         })
     }
 
@@ -330,16 +423,40 @@ impl SqliteStore {
 
     /// Starts a write transaction once it is this caller's turn to write.
     async fn begin_write(&self) -> StoreResult<WriteTx> {
-        let turn = self.writer.clone().lock_owned().await;
-        let tx = self.pool.begin_with(BEGIN_WRITE).await.map_err(backend)?;
-        Ok(WriteTx { tx, _turn: turn })
+        let turn = self.turn().await?;
+        let conn = self.pool.acquire().await.map_err(backend)?;
+        WriteTx::begin(conn, turn, self.file.is_none())
+            .await
+            .map_err(backend)
     }
 
     /// Waits for the writer's turn, for a single-statement write outside
-    /// [`Self::begin_write`].
-    async fn write_turn(&self) -> tokio::sync::MutexGuard<'_, ()> {
-        self.writer.lock().await
+    /// [`Self::begin_write`]; see [`Self::turn`].
+    async fn write_turn(&self) -> StoreResult<OwnedMutexGuard<()>> {
+        self.turn().await
     }
+
+    /// The writer's turn, waited for at most [`TURN_TIMEOUT`]: when the
+    /// database is locked by another process every writer ahead waits out
+    /// SQLite's busy timeout, and a queue of them must not keep a caller
+    /// waiting for minutes. Giving up is a [`StorageFault::Busy`].
+    async fn turn(&self) -> StoreResult<OwnedMutexGuard<()>> {
+        tokio::time::timeout(TURN_TIMEOUT, self.writer.clone().lock_owned())
+            .await
+            .map_err(|_| StoreError::Unavailable {
+                fault: StorageFault::Busy,
+                source: format!(
+                    "waited {} s for the writers ahead of this one",
+                    TURN_TIMEOUT.as_secs()
+                )
+                .into(),
+            })
+    }
+}
+
+/// The database file behind `url`, or `None` for an in-memory database.
+fn database_file(url: &str, file: &Path) -> Option<PathBuf> {
+    (!is_memory_url(url)).then(|| file.to_owned())
 }
 
 /// Whether `url` names an in-memory database.
@@ -518,7 +635,7 @@ impl Store for SqliteStore {
 
     async fn create_user(&self, user: &User) -> StoreResult<()> {
         // Autocommit write: wait for the writer's turn (see `write_turn`).
-        let _turn = self.write_turn().await;
+        let _turn = self.write_turn().await?;
         sqlx::query(
             "INSERT INTO users (id, username, password_hash, created_at) VALUES (?, ?, ?, ?)",
         )
@@ -653,7 +770,7 @@ impl Store for SqliteStore {
 
     async fn create_session(&self, session: &Session) -> StoreResult<()> {
         // Autocommit write: wait for the writer's turn (see `write_turn`).
-        let _turn = self.write_turn().await;
+        let _turn = self.write_turn().await?;
         sqlx::query(
             "INSERT INTO sessions (id, user_id, token_hash, created_at, expires_at) \
              VALUES (?, ?, ?, ?, ?)",
@@ -688,7 +805,7 @@ impl Store for SqliteStore {
 
     async fn delete_session(&self, id: TokenId) -> StoreResult<()> {
         // Autocommit write: wait for the writer's turn (see `write_turn`).
-        let _turn = self.write_turn().await;
+        let _turn = self.write_turn().await?;
         sqlx::query("DELETE FROM sessions WHERE id = ?")
             .bind(id.to_string())
             .execute(&self.pool)
@@ -699,7 +816,7 @@ impl Store for SqliteStore {
 
     async fn delete_expired_sessions(&self, now: DateTime<Utc>) -> StoreResult<u64> {
         // Autocommit write: wait for the writer's turn (see `write_turn`).
-        let _turn = self.write_turn().await;
+        let _turn = self.write_turn().await?;
         let deleted = sqlx::query("DELETE FROM sessions WHERE expires_at <= ?")
             .bind(ms(now))
             .execute(&self.pool)
@@ -711,7 +828,7 @@ impl Store for SqliteStore {
 
     async fn create_api_token(&self, token: &ApiToken) -> StoreResult<()> {
         // Autocommit write: wait for the writer's turn (see `write_turn`).
-        let _turn = self.write_turn().await;
+        let _turn = self.write_turn().await?;
         sqlx::query(
             "INSERT INTO api_tokens \
              (id, user_id, name, token_hash, created_at, expires_at, revoked_at) \
@@ -764,7 +881,7 @@ impl Store for SqliteStore {
 
     async fn revoke_api_token(&self, id: TokenId, at: DateTime<Utc>) -> StoreResult<bool> {
         // Autocommit write: wait for the writer's turn (see `write_turn`).
-        let _turn = self.write_turn().await;
+        let _turn = self.write_turn().await?;
         let updated =
             sqlx::query("UPDATE api_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
                 .bind(ms(at))
@@ -780,7 +897,7 @@ impl Store for SqliteStore {
 
     async fn create_enrollment_token(&self, token: &EnrollmentToken) -> StoreResult<()> {
         // Autocommit write: wait for the writer's turn (see `write_turn`).
-        let _turn = self.write_turn().await;
+        let _turn = self.write_turn().await?;
         sqlx::query(
             "INSERT INTO enrollment_tokens \
              (id, name, token_hash, created_at, expires_at, used_at, host_id) \
@@ -1008,7 +1125,7 @@ impl Store for SqliteStore {
 
     async fn record_hello(&self, host_id: HostId, hello: &HelloRecord) -> StoreResult<()> {
         // Autocommit write: wait for the writer's turn (see `write_turn`).
-        let _turn = self.write_turn().await;
+        let _turn = self.write_turn().await?;
         let updated = sqlx::query(
             "UPDATE hosts SET connection_id = ?, online = 1, \
              last_seen_at = MAX(COALESCE(last_seen_at, 0), ?), \
@@ -1065,7 +1182,7 @@ impl Store for SqliteStore {
         at: DateTime<Utc>,
     ) -> StoreResult<bool> {
         // Autocommit write: wait for the writer's turn (see `write_turn`).
-        let _turn = self.write_turn().await;
+        let _turn = self.write_turn().await?;
         let updated = sqlx::query(
             "UPDATE hosts SET online = 0, last_seen_at = MAX(COALESCE(last_seen_at, 0), ?) \
              WHERE id = ? AND connection_id = ? AND online = 1",
@@ -1082,13 +1199,33 @@ impl Store for SqliteStore {
 
     async fn mark_all_hosts_offline(&self) -> StoreResult<u64> {
         // Autocommit write: wait for the writer's turn (see `write_turn`).
-        let _turn = self.write_turn().await;
+        let _turn = self.write_turn().await?;
         let updated = sqlx::query("UPDATE hosts SET online = 0 WHERE online = 1")
             .execute(&self.pool)
             .await
             .map_err(backend)?
             .rows_affected();
         Ok(updated)
+    }
+
+    async fn probe_write(&self, at: DateTime<Utc>) -> StoreResult<()> {
+        // Autocommit write: wait for the writer's turn (see `write_turn`).
+        let _turn = self.write_turn().await?;
+        sqlx::query(
+            "INSERT INTO storage_probe (id, written_at) VALUES (1, ?) \
+             ON CONFLICT (id) DO UPDATE SET written_at = excluded.written_at",
+        )
+        .bind(ms(at))
+        .execute(&self.pool)
+        .await
+        .map_err(|e| match (backend(e), &self.file) {
+            (StoreError::Unavailable { fault, source }, Some(file)) => StoreError::Unavailable {
+                fault: codec::closer_look(fault, file),
+                source,
+            },
+            (other, _) => other,
+        })?;
+        Ok(())
     }
 
     async fn delete_host(&self, id: HostId, at: DateTime<Utc>) -> StoreResult<bool> {
@@ -1292,6 +1429,11 @@ impl Store for SqliteStore {
              RETURNING {}",
             codec::JOB_COLUMNS
         );
+        // Autocommit `INSERT … RETURNING`: SQLite commits when the statement
+        // finishes, after its row was handed out, and reports a failed commit
+        // (disk full, read-only file) on that last step. `fetch_all` runs the
+        // statement to its end; `fetch_optional` would stop at the row and
+        // return a job that was rolled back.
         let row = sqlx::query(&sql)
             .bind(job.id.to_string())
             .bind(&job.kind)
@@ -1304,7 +1446,7 @@ impl Store for SqliteStore {
             .bind(dispatched_at)
             .bind(finished_at)
             .bind(job.host_id.to_string())
-            .fetch_optional(&self.pool)
+            .fetch_all(&self.pool)
             .await
             .map_err(|e| {
                 insert_error(
@@ -1313,6 +1455,8 @@ impl Store for SqliteStore {
                     &format!("host `{}`", job.host_id),
                 )
             })?
+            .into_iter()
+            .next()
             .ok_or_else(|| StoreError::NotFound(format!("host `{}`", job.host_id)))?;
         codec::job(&row)
     }
@@ -1463,7 +1607,7 @@ impl Store for SqliteStore {
     /// go through `finish_job`). An unknown job is `Ok(false)`.
     async fn advance_job(&self, id: JobId, to: JobStatus, at: DateTime<Utc>) -> StoreResult<bool> {
         // Autocommit write: wait for the writer's turn (see `write_turn`).
-        let _turn = self.write_turn().await;
+        let _turn = self.write_turn().await?;
         // Back to `queued` (the agent was busy) clears the dispatch time.
         let (column, value) = match to {
             JobStatus::Queued => ("dispatched_at", None),
@@ -1665,7 +1809,7 @@ impl Store for SqliteStore {
     /// [`StoreError::NotFound`] for an unknown job.
     async fn record_command_result(&self, result: &CommandResultRecord) -> StoreResult<()> {
         // Autocommit write: wait for the writer's turn (see `write_turn`).
-        let _turn = self.write_turn().await;
+        let _turn = self.write_turn().await?;
         sqlx::query(
             "INSERT INTO command_results (job_id, accepted, reason, message, received_at) \
              VALUES (?, ?, ?, ?, ?) \
@@ -1992,7 +2136,7 @@ impl Store for SqliteStore {
     /// nothing (`Ok(false)`).
     async fn record_schedule_ack(&self, host: HostId, version: u64) -> StoreResult<bool> {
         // Autocommit write: wait for the writer's turn (see `write_turn`).
-        let _turn = self.write_turn().await;
+        let _turn = self.write_turn().await?;
         // No issued version exceeds i64::MAX, so such an ack is ignored.
         let Ok(version) = i64::try_from(version) else {
             return Ok(false);
@@ -2054,10 +2198,14 @@ impl Store for SqliteStore {
         .bind(entry.details.to_string())
         .bind(&entry.ip)
         .bind(&entry.user_agent)
-        .fetch_one(&self.pool)
+        // To its end, so a failed autocommit is an error (see `create_job`).
+        .fetch_all(&self.pool)
         .await
         .map_err(backend)?;
-        codec::u64_col(&row, "id")
+        let row = row
+            .first()
+            .ok_or_else(|| StoreError::Backend("INSERT … RETURNING gave no row".into()))?;
+        codec::u64_col(row, "id")
     }
 
     /// Newest first (by id, which is write order). The action filter is a

@@ -1,5 +1,7 @@
 //! The one error type of the storage layer.
 
+use std::fmt;
+
 /// What can go wrong in a [`crate::Store`] call.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -15,9 +17,71 @@ pub enum StoreError {
     /// A stored value could not be read back (corrupt or hand-edited row).
     #[error("stored data is invalid: {0}")]
     Corrupt(String),
+    /// The database cannot be written (or read) because of the machine it
+    /// lives on: a full disk, a read-only file, a failing disk, a lock held
+    /// by another process. Nothing was changed, and the same call can work
+    /// once the condition clears.
+    #[error("the server cannot write its database: {fault}")]
+    Unavailable {
+        /// What is wrong, in an operator's words.
+        fault: StorageFault,
+        /// The database's own error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The database itself failed.
     #[error("database error: {0}")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl StoreError {
+    /// The storage fault behind this error, if it is one.
+    pub fn fault(&self) -> Option<StorageFault> {
+        match self {
+            StoreError::Unavailable { fault, .. } => Some(*fault),
+            _ => None,
+        }
+    }
+}
+
+/// A condition of the machine that keeps the store from writing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StorageFault {
+    /// The file system holding the database has no space left.
+    DiskFull,
+    /// The database file, its journal or its folder is read-only.
+    ReadOnly,
+    /// The disk or file system reported an I/O error.
+    Io,
+    /// Another process (a long reader, a backup tool copying the file) held
+    /// the database's lock for longer than the store waits, or the disk is
+    /// so slow that no connection came free in time.
+    Busy,
+}
+
+impl StorageFault {
+    /// A short stable name, for metrics labels and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StorageFault::DiskFull => "disk_full",
+            StorageFault::ReadOnly => "read_only",
+            StorageFault::Io => "io_error",
+            StorageFault::Busy => "busy",
+        }
+    }
+}
+
+impl fmt::Display for StorageFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            StorageFault::DiskFull => "the disk holding the database is full",
+            StorageFault::ReadOnly => "the database file or its folder is read-only",
+            StorageFault::Io => "the disk reported an I/O error",
+            StorageFault::Busy => {
+                "the database stayed locked by another process or the disk is too slow"
+            }
+        })
+    }
 }
 
 /// Result alias for store calls.

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rm_core::{HostId, JobId, JobStatus, ScheduleId, TokenId, UserId};
 
-pub use error::{StoreError, StoreResult};
+pub use error::{StorageFault, StoreError, StoreResult};
 pub use models::*;
 
 /// Largest page [`Store::list_hosts_page`] and
@@ -134,6 +134,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<bool>;
     /// Marks every host offline (server start: no agent is connected yet).
     async fn mark_all_hosts_offline(&self) -> StoreResult<u64>;
+    /// Writes and commits one small row, to learn whether the database can
+    /// be written now (the server's storage probe).
+    async fn probe_write(&self, at: DateTime<Utc>) -> StoreResult<()>;
     /// Deletes a host: hides it and revokes all of its agent tokens. Returns
     /// false when there was no such (undeleted) host.
     async fn delete_host(&self, id: HostId, at: DateTime<Utc>) -> StoreResult<bool>;

@@ -29,6 +29,7 @@ mod raw_agent;
 pub mod rclone;
 mod server;
 mod server_process;
+mod small_disk;
 mod tls;
 
 use std::future::Future;
@@ -40,6 +41,7 @@ pub use browser::Browser;
 pub use raw_agent::{hello, log_batch, RawAgent};
 pub use server::{RunningAgent, StoppedServer, TestServer, ADMIN_PASSWORD};
 pub use server_process::{ProcessMemory, ServerProcess};
+pub use small_disk::SmallDisk;
 pub use tls::TestCert;
 
 /// Polls `check` every 50 ms until it returns true, failing after `limit`

@@ -98,6 +98,36 @@ impl ApiError {
         &self.message
     }
 
+    /// 503: the database cannot be written now (full disk, read-only file
+    /// system, I/O error, a lock held elsewhere). Nothing was changed; the
+    /// message says why, so whoever sent the request knows it did not
+    /// happen and can try again once the operator fixed it.
+    pub(crate) fn storage_unavailable(e: &StoreError) -> ApiError {
+        tracing::warn!(error = %e, "API request refused: the store cannot write");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "storage_unavailable",
+            format!("{e}; nothing was changed, try again once it is fixed"),
+        )
+    }
+
+    /// 503: the request did not finish within the server's request
+    /// timeout. Whatever it had not committed was rolled back; what it had
+    /// may stand, so callers check before repeating it.
+    pub(crate) fn timed_out(limit: std::time::Duration) -> ApiError {
+        tracing::warn!(limit_seconds = limit.as_secs(), "API request timed out");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            format!(
+                "the server did not finish this request within {} s (its database may be \
+                 locked by another process or its disk very slow); check whether it took \
+                 effect before repeating it",
+                limit.as_secs()
+            ),
+        )
+    }
+
     /// 500; the detail goes to the log, not to the client.
     pub(crate) fn internal(detail: impl std::fmt::Display) -> ApiError {
         tracing::error!(error = %detail, "API request failed");
@@ -114,6 +144,7 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound(what) => ApiError::not_found(format!("{what} not found")),
             StoreError::Conflict(what) => ApiError::conflict(what),
+            e @ StoreError::Unavailable { .. } => ApiError::storage_unavailable(&e),
             other => ApiError::internal(other),
         }
     }

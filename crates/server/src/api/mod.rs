@@ -5,6 +5,7 @@
 mod agent_tokens;
 pub(crate) mod audit;
 mod auth;
+mod deadline;
 mod enrollment;
 mod error;
 mod events;
@@ -14,6 +15,8 @@ mod repository;
 mod schedules;
 pub(crate) mod tokens;
 pub(crate) mod users;
+
+pub(crate) use deadline::deadline;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};

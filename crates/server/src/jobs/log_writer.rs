@@ -19,6 +19,8 @@ use rm_store::{LogLineRecord, Store};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use crate::storage::StorageHealth;
+
 /// Most lines written in one transaction.
 pub(crate) const MAX_BATCH_LINES: usize = 5000;
 /// Messages waiting for the writer.
@@ -42,9 +44,12 @@ pub(crate) struct LogWriter {
 
 impl LogWriter {
     /// Starts the writer task over `store`.
-    pub(crate) fn spawn(store: Arc<dyn Store>) -> (LogWriter, JoinHandle<()>) {
+    pub(crate) fn spawn(
+        store: Arc<dyn Store>,
+        health: Arc<StorageHealth>,
+    ) -> (LogWriter, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE);
-        let task = tokio::spawn(write_loop(store, rx));
+        let task = tokio::spawn(write_loop(store, health, rx));
         (LogWriter { tx }, task)
     }
 
@@ -76,7 +81,11 @@ impl LogWriter {
     }
 }
 
-async fn write_loop(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Request>) {
+async fn write_loop(
+    store: Arc<dyn Store>,
+    health: Arc<StorageHealth>,
+    mut rx: mpsc::Receiver<Request>,
+) {
     let mut batch = Batch::default();
     while let Some(first) = rx.recv().await {
         batch.take(first);
@@ -86,7 +95,8 @@ async fn write_loop(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Request>) {
                 Err(_) => break,
             }
         }
-        let stored = batch.lines.is_empty() || store_batch(store.as_ref(), &batch.lines).await;
+        let stored =
+            batch.lines.is_empty() || store_batch(store.as_ref(), &health, &batch.lines).await;
         batch.lines.clear();
         for then in batch.callbacks.drain(..) {
             then(stored);
@@ -118,16 +128,25 @@ impl Batch {
 }
 
 /// Stores a batch, retrying; returns whether it was stored.
-async fn store_batch(store: &dyn Store, batch: &[LogLineRecord]) -> bool {
+async fn store_batch(store: &dyn Store, health: &StorageHealth, batch: &[LogLineRecord]) -> bool {
     for attempt in 1..=ATTEMPTS {
         match store.append_logs(batch).await {
-            Ok(_) => return true,
-            Err(e) if attempt < ATTEMPTS => {
+            Ok(_) => {
+                health.succeeded();
+                return true;
+            }
+            Err(e) if attempt < ATTEMPTS && e.fault().is_none() => {
                 tracing::warn!(error = %e, lines = batch.len(), attempt, "could not store log lines; retrying");
                 tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
             }
             Err(e) => {
-                tracing::error!(error = %e, lines = batch.len(), "could not store log lines; giving up on this batch (agents resend unacknowledged lines)");
+                // A storage fault will not pass in a second: the agents'
+                // connections close instead and they resend the lines.
+                health.failed(
+                    "storing job log lines (agents resend what was not acknowledged)",
+                    &e,
+                );
+                break;
             }
         }
     }

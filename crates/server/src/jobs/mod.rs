@@ -9,6 +9,7 @@ pub(crate) mod events;
 pub(crate) mod log_writer;
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use rm_core::{HostId, JobId, JobStatus, JobTrigger, ScheduleId};
@@ -356,11 +357,28 @@ impl AgentJobs {
     }
 
     /// Tells the agent what is stored. A full queue drops the ack, which
-    /// only means the agent sends the acknowledged reports once more.
+    /// only means the agent sends the acknowledged reports once more. A
+    /// connection closing after a storage failure acknowledges nothing
+    /// more: a later report may be stored while an earlier one was not,
+    /// and the agent must keep (and replay) both.
     pub(crate) fn ack(&self, ack: JobAck) {
+        if self.conn.is_closing() {
+            tracing::debug!(job_id = %ack.job_id, "not acknowledging on a closing connection");
+            return;
+        }
         if let Err(e) = self.conn.send(Frame::new(ack)) {
             tracing::debug!(error = %e, "could not queue a job.ack");
         }
+    }
+
+    /// Ends the connection because a report could not be stored: the agent
+    /// keeps everything unacknowledged in its spool and replays it on its
+    /// next connection, after the usual "going away" delay.
+    pub(crate) fn report_not_stored(&self, kind: &str) {
+        self.conn.close(
+            close_code::GOING_AWAY,
+            &format!("the server could not store a `{kind}`; send it again"),
+        );
     }
 
     /// Acknowledges a whole job: the agent may forget it.
@@ -527,7 +545,9 @@ impl AgentJobs {
         let conn = self.conn.clone();
         let job_id = stream.job_id.clone();
         let then: log_writer::Stored = Box::new(move |stored| {
-            if stored {
+            if conn.is_closing() {
+                // An earlier report failed: acknowledge nothing more here.
+            } else if stored {
                 let _ = conn.send(Frame::new(JobAck {
                     job_id,
                     log_seq: highest,
@@ -683,41 +703,71 @@ pub(crate) fn watch_for_lost_agent(
             _ = state.stopping() => return,
             _ = tokio::time::sleep(grace) => {}
         }
-        if state.hub().is_connected(host) {
-            return;
-        }
-        let active = match state.store().active_jobs(host).await {
-            Ok(active) => active,
-            Err(e) => {
-                tracing::error!(%host, error = %e, "could not check a lost agent's jobs");
-                return;
-            }
-        };
-        for job in active {
-            // Dispatched later, through a connection that ended later: that
-            // connection's own watch decides.
-            if job.dispatched_at.is_some_and(|at| at > since) {
-                continue;
-            }
-            tracing::warn!(job_id = %job.id, %host, "agent did not come back; failing its job");
-            let end = JobEnd {
-                status: JobStatus::Failed,
-                exit_code: None,
-                stats: Value::Null,
-                error: Some(format!(
-                    "the agent was interrupted: {why} at {} and it did not come back within {} s. \
-                     If it returns and reports this job, its report replaces this one",
-                    since.format("%Y-%m-%d %H:%M:%S UTC"),
-                    grace.as_secs()
-                )),
-                finished_at: since,
-                provisional: true,
-            };
-            if let Err(e) = finish(&state, job.id, end).await {
-                tracing::error!(job_id = %job.id, error = %e, "could not fail a lost agent's job");
+        // A storage fault does not cancel the verdict, it delays it: try
+        // again until the store can be written (or the agent is back).
+        while !fail_lost_jobs(&state, host, since, &why, grace).await {
+            tokio::select! {
+                _ = state.stopping() => return,
+                _ = tokio::time::sleep(LOST_AGENT_RETRY) => {}
             }
         }
     });
+}
+
+/// How long a lost agent's verdict waits after the store failed.
+const LOST_AGENT_RETRY: Duration = Duration::from_secs(5);
+
+/// Fails `host`'s jobs dispatched before `since` unless its agent is back.
+/// Returns false when the store failed (the caller tries again).
+async fn fail_lost_jobs(
+    state: &AppState,
+    host: HostId,
+    since: DateTime<Utc>,
+    why: &str,
+    grace: Duration,
+) -> bool {
+    if state.hub().is_connected(host) {
+        return true;
+    }
+    let active = match state.store().active_jobs(host).await {
+        Ok(active) => active,
+        Err(e) => {
+            state.storage().failed("checking a lost agent's jobs", &e);
+            return false;
+        }
+    };
+    for job in active {
+        // Dispatched later, through a connection that ended later: that
+        // connection's own watch decides.
+        if job.dispatched_at.is_some_and(|at| at > since) {
+            continue;
+        }
+        tracing::warn!(job_id = %job.id, %host, "agent did not come back; failing its job");
+        let end = JobEnd {
+            status: JobStatus::Failed,
+            exit_code: None,
+            stats: Value::Null,
+            error: Some(format!(
+                "the agent was interrupted: {why} at {} and it did not come back within {} s. \
+                 If it returns and reports this job, its report replaces this one",
+                since.format("%Y-%m-%d %H:%M:%S UTC"),
+                grace.as_secs()
+            )),
+            finished_at: since,
+            provisional: true,
+        };
+        match finish(state, job.id, end).await {
+            Ok(_) => {}
+            Err(JobError::Store(e)) => {
+                state.storage().failed("failing a lost agent's job", &e);
+                return false;
+            }
+            Err(e) => {
+                tracing::error!(job_id = %job.id, error = %e, "could not fail a lost agent's job")
+            }
+        }
+    }
+    true
 }
 
 /// At start-up: every host with jobs still dispatched or running gets the

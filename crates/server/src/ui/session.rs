@@ -122,13 +122,21 @@ pub(crate) async fn login_form(
             // A wrong password re-shows the form with its message; the page
             // itself loaded fine, so it is not an HTTP error.
             let retry_after = e.retry_after();
-            let status = match e {
+            let status = match &e {
                 LoginError::Invalid => StatusCode::OK,
                 LoginError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
                 LoginError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+                LoginError::Store(store) if store.fault().is_some() => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
                 LoginError::Store(_) | LoginError::Core(_) => StatusCode::INTERNAL_SERVER_ERROR,
             };
             let message = match e {
+                // A storage fault says what is wrong: the operator can fix it.
+                LoginError::Store(store) if store.fault().is_some() => {
+                    tracing::warn!(error = %store, "login refused: the store cannot write");
+                    format!("{store}; you were not logged in, try again once it is fixed")
+                }
                 LoginError::Store(_) | LoginError::Core(_) => {
                     tracing::error!(error = %e, "login failed");
                     String::from("the server could not log you in; see its log")

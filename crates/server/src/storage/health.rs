@@ -1,0 +1,231 @@
+//! The one record of the store's write health: episodes of storage faults,
+//! logged once at their start and end, shown by `/readyz` and `/metrics`.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use rm_store::{StorageFault, StoreError};
+use tokio::task::JoinHandle;
+
+use crate::state::AppState;
+
+/// How often the probe writes.
+const PROBE_EVERY: Duration = Duration::from_secs(5);
+
+/// A storage fault that has not cleared yet.
+#[derive(Debug, Clone)]
+pub(crate) struct Episode {
+    /// What is wrong.
+    pub(crate) fault: StorageFault,
+    /// The database's own words, for the log and `/readyz`.
+    pub(crate) detail: String,
+    /// When the first failure of the episode was seen.
+    pub(crate) since: DateTime<Utc>,
+}
+
+/// Every faults counter, one per [`StorageFault`].
+const FAULTS: [StorageFault; 4] = [
+    StorageFault::DiskFull,
+    StorageFault::ReadOnly,
+    StorageFault::Io,
+    StorageFault::Busy,
+];
+
+/// The store's write health as last seen by any part of the server.
+#[derive(Debug, Default)]
+pub(crate) struct StorageHealth {
+    /// A fast check for the common case: no episode going on.
+    faulty: AtomicBool,
+    episode: Mutex<Option<Episode>>,
+    /// Failed store calls per fault kind, in [`FAULTS`] order.
+    failures: [AtomicU64; 4],
+}
+
+impl StorageHealth {
+    /// Notes that `what` (e.g. "recording agent last-seen times") failed
+    /// with `error`, and logs it: a storage fault is logged at its first
+    /// failure and then quietly until it clears; any other store error is
+    /// logged every time, since it is not a condition that lasts.
+    pub(crate) fn failed(&self, what: &str, error: &StoreError) {
+        let Some(fault) = error.fault() else {
+            tracing::error!(error = %error, "{what} failed");
+            return;
+        };
+        if let Some(slot) = FAULTS.iter().position(|f| *f == fault) {
+            self.failures[slot].fetch_add(1, Ordering::Relaxed);
+        }
+        let Ok(mut episode) = self.episode.lock() else {
+            tracing::error!(error = %error, "{what} failed");
+            return;
+        };
+        match episode.as_ref() {
+            Some(current) if current.fault == fault => {
+                tracing::debug!(error = %error, "{what} failed (storage fault continues)");
+            }
+            _ => {
+                tracing::error!(
+                    error = %error,
+                    "{what} failed: {fault}. Nothing is acknowledged that was not stored; \
+                     agents keep their reports and resend them. Further failures are \
+                     logged once this clears."
+                );
+                *episode = Some(Episode {
+                    fault,
+                    detail: error.to_string(),
+                    since: Utc::now(),
+                });
+                self.faulty.store(true, Ordering::Release);
+            }
+        }
+    }
+
+    /// Notes that a write succeeded; ends an episode (logged once).
+    pub(crate) fn succeeded(&self) {
+        if !self.faulty.load(Ordering::Acquire) {
+            return;
+        }
+        let Ok(mut episode) = self.episode.lock() else {
+            return;
+        };
+        if let Some(ended) = episode.take() {
+            let lasted = (Utc::now() - ended.since).num_seconds();
+            tracing::info!(
+                fault = ended.fault.as_str(),
+                lasted_seconds = lasted,
+                "the database can be written again ({} had lasted {lasted} s)",
+                ended.fault
+            );
+        }
+        self.faulty.store(false, Ordering::Release);
+    }
+
+    /// The fault going on now, if any.
+    pub(crate) fn episode(&self) -> Option<Episode> {
+        if !self.faulty.load(Ordering::Acquire) {
+            return None;
+        }
+        self.episode.lock().ok().and_then(|e| e.clone())
+    }
+
+    /// `rm_store_writable` and `rm_store_write_failures_total`.
+    pub(crate) fn render(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let writable = u8::from(self.episode().is_none());
+        let _ = writeln!(
+            out,
+            "# HELP rm_store_writable Whether the server can write its database (0 during a storage fault)."
+        );
+        let _ = writeln!(out, "# TYPE rm_store_writable gauge");
+        let _ = writeln!(out, "rm_store_writable {writable}");
+        let _ = writeln!(
+            out,
+            "# HELP rm_store_write_failures_total Store calls that failed because of the machine (full disk, read-only, I/O error, lock held)."
+        );
+        let _ = writeln!(out, "# TYPE rm_store_write_failures_total counter");
+        for (fault, count) in FAULTS.iter().zip(&self.failures) {
+            let _ = writeln!(
+                out,
+                "rm_store_write_failures_total{{fault=\"{}\"}} {}",
+                fault.as_str(),
+                count.load(Ordering::Relaxed)
+            );
+        }
+    }
+}
+
+/// Starts the probe: a small write every [`PROBE_EVERY`], so a fault is
+/// seen even when the server is idle and its end is seen even when nothing
+/// else writes.
+pub(crate) fn spawn_probe(state: AppState) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(PROBE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match state.store().probe_write(Utc::now()).await {
+                Ok(()) => state.storage().succeeded(),
+                Err(e) => state.storage().failed("the storage probe", &e),
+            }
+        }
+    })
+}
+
+/// `GET /readyz`: 200 while the database can be written, 503 with the
+/// fault while it cannot. (`/healthz` stays "alive": the process is fine
+/// and will recover by itself.)
+pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
+    match state.storage().episode() {
+        None => Json(serde_json::json!({ "status": "ready" })).into_response(),
+        Some(episode) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({
+                "status": "not_ready",
+                "storage": {
+                    "fault": episode.fault.as_str(),
+                    "message": format!("the server cannot write its database: {}", episode.fault),
+                    "detail": episode.detail,
+                    "since": episode.since,
+                }
+            })),
+        )
+            .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn full() -> StoreError {
+        StoreError::Unavailable {
+            fault: StorageFault::DiskFull,
+            source: "disk full".into(),
+        }
+    }
+
+    #[test]
+    fn an_episode_starts_at_the_first_fault_and_ends_at_the_next_success() {
+        let health = StorageHealth::default();
+        assert!(health.episode().is_none());
+        health.succeeded();
+        health.failed("x", &full());
+        let first = health.episode().unwrap();
+        assert_eq!(first.fault, StorageFault::DiskFull);
+        health.failed("y", &full());
+        assert_eq!(health.episode().unwrap().since, first.since, "one episode");
+        health.failed("z", &StoreError::NotFound("thing".into()));
+        assert!(health.episode().is_some(), "other errors do not end it");
+        health.succeeded();
+        assert!(health.episode().is_none());
+        let mut out = String::new();
+        health.render(&mut out);
+        assert!(out.contains("rm_store_writable 1\n"), "{out}");
+        assert!(
+            out.contains("rm_store_write_failures_total{fault=\"disk_full\"} 2\n"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn a_different_fault_starts_a_new_episode() {
+        let health = StorageHealth::default();
+        health.failed("x", &full());
+        health.failed(
+            "x",
+            &StoreError::Unavailable {
+                fault: StorageFault::ReadOnly,
+                source: "ro".into(),
+            },
+        );
+        assert_eq!(health.episode().unwrap().fault, StorageFault::ReadOnly);
+        let mut out = String::new();
+        health.render(&mut out);
+        assert!(out.contains("rm_store_writable 0\n"), "{out}");
+    }
+}
