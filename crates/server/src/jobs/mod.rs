@@ -703,12 +703,26 @@ pub(crate) fn watch_for_lost_agent(
             _ = state.stopping() => return,
             _ = tokio::time::sleep(grace) => {}
         }
-        // A storage fault does not cancel the verdict, it delays it: try
-        // again until the store can be written (or the agent is back).
-        while !fail_lost_jobs(&state, host, since, &why, grace).await {
+        loop {
+            // While the server cannot write, it refuses every agent's hello
+            // itself: an agent kept out by that is not lost. It gets a
+            // whole grace period once the store can be written again.
+            let wait = match state.storage().settled_for() {
+                None => Some(LOST_AGENT_RETRY),
+                Some(settled) if settled < grace => Some(grace - settled),
+                Some(_) => None,
+            };
+            // A storage fault does not cancel the verdict either, it delays
+            // it: try again until the store can be written (or the agent
+            // is back).
+            let wait = match wait {
+                Some(wait) => wait,
+                None if fail_lost_jobs(&state, host, since, &why, grace).await => return,
+                None => LOST_AGENT_RETRY,
+            };
             tokio::select! {
                 _ = state.stopping() => return,
-                _ = tokio::time::sleep(LOST_AGENT_RETRY) => {}
+                _ = tokio::time::sleep(wait) => {}
             }
         }
     });

@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -45,6 +45,8 @@ pub(crate) struct StorageHealth {
     episode: Mutex<Option<Episode>>,
     /// Failed store calls per fault kind, in [`FAULTS`] order.
     failures: [AtomicU64; 4],
+    /// When the last episode ended.
+    recovered_at: Mutex<Option<Instant>>,
 }
 
 impl StorageHealth {
@@ -94,6 +96,9 @@ impl StorageHealth {
             return;
         };
         if let Some(ended) = episode.take() {
+            if let Ok(mut at) = self.recovered_at.lock() {
+                *at = Some(Instant::now());
+            }
             let lasted = (Utc::now() - ended.since).num_seconds();
             tracing::info!(
                 fault = ended.fault.as_str(),
@@ -103,6 +108,20 @@ impl StorageHealth {
             );
         }
         self.faulty.store(false, Ordering::Release);
+    }
+
+    /// How long the store has been writable: `None` during a fault, the
+    /// time since the last fault ended, or [`Duration::MAX`] when there was
+    /// none. Timed verdicts about agents wait for this to pass their grace:
+    /// during a fault the server itself keeps agents out.
+    pub(crate) fn settled_for(&self) -> Option<Duration> {
+        if self.faulty.load(Ordering::Acquire) {
+            return None;
+        }
+        match self.recovered_at.lock().ok().and_then(|at| *at) {
+            Some(at) => Some(at.elapsed()),
+            None => Some(Duration::MAX),
+        }
     }
 
     /// The fault going on now, if any.
@@ -193,6 +212,7 @@ mod tests {
     fn an_episode_starts_at_the_first_fault_and_ends_at_the_next_success() {
         let health = StorageHealth::default();
         assert!(health.episode().is_none());
+        assert_eq!(health.settled_for(), Some(Duration::MAX));
         health.succeeded();
         health.failed("x", &full());
         let first = health.episode().unwrap();
@@ -201,8 +221,10 @@ mod tests {
         assert_eq!(health.episode().unwrap().since, first.since, "one episode");
         health.failed("z", &StoreError::NotFound("thing".into()));
         assert!(health.episode().is_some(), "other errors do not end it");
+        assert_eq!(health.settled_for(), None, "not settled during a fault");
         health.succeeded();
         assert!(health.episode().is_none());
+        assert!(health.settled_for().unwrap() < Duration::from_secs(5));
         let mut out = String::new();
         health.render(&mut out);
         assert!(out.contains("rm_store_writable 1\n"), "{out}");
