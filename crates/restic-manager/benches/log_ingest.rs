@@ -63,17 +63,20 @@ async fn run(server: &TestServer, jobs: usize, lines_per_job: usize) {
             .unwrap();
         let job = server
             .store()
-            .create_job(&NewJob {
-                id: JobId::new(),
-                host_id: host_id.parse().unwrap(),
-                kind: "backup".into(),
-                params: serde_json::json!({"paths": ["/srv"]}),
-                trigger: JobTrigger::Manual,
-                schedule_id: None,
-                status: JobStatus::Dispatched,
-                error: None,
-                created_at: Utc::now(),
-            })
+            .create_job(
+                &NewJob {
+                    id: JobId::new(),
+                    host_id: host_id.parse().unwrap(),
+                    kind: "backup".into(),
+                    params: serde_json::json!({"paths": ["/srv"]}),
+                    trigger: JobTrigger::Manual,
+                    schedule_id: None,
+                    status: JobStatus::Dispatched,
+                    error: None,
+                    created_at: Utc::now(),
+                },
+                None,
+            )
             .await
             .unwrap();
         let agent = RawAgent::connect_and_hello(&server.ws_url(), &token)

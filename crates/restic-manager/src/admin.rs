@@ -1,7 +1,8 @@
 //! `restic-manager admin …`: offline changes to the store, for when nobody
 //! can log in (first admin lost, password forgotten) or for scripting,
 //! consistent copies of the database, and discarding sealed secrets whose
-//! key is lost. Every change is written to the audit log as done by `cli`.
+//! key is lost. Every change is written to the audit log as done by `cli`,
+//! in the change's own transaction.
 
 use std::io::BufRead;
 
@@ -10,7 +11,7 @@ use chrono::Utc;
 use rm_core::password::{generate_password, hash_password};
 use rm_core::token::{IssuedToken, TokenKind};
 use rm_core::UserId;
-use rm_server::audit::{self, Action};
+use rm_server::audit::{Action, Audit, Target};
 use rm_server::ServerConfig;
 use rm_store::{ApiToken, User};
 use serde_json::json;
@@ -32,15 +33,12 @@ pub(crate) async fn run(command: AdminCommand) -> anyhow::Result<()> {
                 password_hash: hash_password(&password)?,
                 created_at: Utc::now(),
             };
-            store.create_user(&user).await?;
-            audit::record_cli(
-                store.as_ref(),
+            let entry = Audit::cli().entry(
                 Action::UserCreate,
-                "user",
-                user.id,
+                Some(Target::new("user", user.id)),
                 json!({"username": username}),
-            )
-            .await;
+            );
+            store.create_user(&user, Some(&entry)).await?;
             println!("Created user `{username}`.");
             if generated {
                 println!("  password: {password}");
@@ -50,19 +48,19 @@ pub(crate) async fn run(command: AdminCommand) -> anyhow::Result<()> {
             let store = crate::storage::open(&args.store).await?;
             let (password, generated) = password(args.password_stdin)?;
             let username = args.username.trim();
+            // Looked up first: the entry written with the change names them.
+            let user = store
+                .user_by_name(username)
+                .await?
+                .with_context(|| format!("no user named `{username}`"))?;
+            let entry = Audit::cli().entry(
+                Action::UserPasswordReset,
+                Some(Target::new("user", user.id)),
+                json!({"username": username, "sessions_ended": true}),
+            );
             store
-                .set_user_password(username, &hash_password(&password)?)
+                .set_user_password(username, &hash_password(&password)?, Some(&entry))
                 .await?;
-            if let Some(user) = store.user_by_name(username).await? {
-                audit::record_cli(
-                    store.as_ref(),
-                    Action::UserPasswordReset,
-                    "user",
-                    user.id,
-                    json!({"username": username, "sessions_ended": true}),
-                )
-                .await;
-            }
             println!(
                 "Password of `{}` changed; their sessions were ended.",
                 args.username.trim()
@@ -94,15 +92,12 @@ pub(crate) async fn run(command: AdminCommand) -> anyhow::Result<()> {
                     .map(|d| now + chrono::Duration::days(i64::from(d))),
                 revoked_at: None,
             };
-            store.create_api_token(&token).await?;
-            audit::record_cli(
-                store.as_ref(),
+            let entry = Audit::cli().entry(
                 Action::ApiTokenCreate,
-                "api_token",
-                token.id,
+                Some(Target::new("api_token", token.id)),
                 json!({"name": name, "username": user.username, "expires_at": token.expires_at}),
-            )
-            .await;
+            );
+            store.create_api_token(&token, Some(&entry)).await?;
             // The token itself goes alone on stdout so scripts can capture it.
             eprintln!("API token `{name}` for `{}` (shown once):", user.username);
             println!("{}", issued.token);
@@ -129,16 +124,9 @@ pub(crate) async fn run(command: AdminCommand) -> anyhow::Result<()> {
                 &server,
                 args.name.as_deref(),
                 args.ttl_seconds,
+                Some(&Audit::cli()),
             )
             .await?;
-            audit::record_cli(
-                store.as_ref(),
-                Action::EnrollmentTokenCreate,
-                "enrollment_token",
-                &created.id,
-                json!({"name": args.name, "expires_at": created.expires_at}),
-            )
-            .await;
             // The command alone goes on stdout so scripts can capture it.
             eprintln!(
                 "Enrolment token (single use, expires {}). On the new host run:",
@@ -174,18 +162,7 @@ async fn reset_sealed_secrets(args: &ResetSealedSecretsArgs) -> anyhow::Result<(
             key_path.display()
         );
     }
-    let outcome = rm_server::sealing::reset(store.as_ref(), &key_path).await?;
-    audit::record_cli(
-        store.as_ref(),
-        Action::SealedSecretsReset,
-        "sealing_key",
-        &outcome.fingerprint,
-        json!({
-            "hosts": outcome.hosts.len(),
-            "key_created": outcome.key_created,
-        }),
-    )
-    .await;
+    let outcome = rm_server::sealing::reset(store.as_ref(), &key_path, &Audit::cli()).await?;
 
     println!(
         "Discarded the sealed repository settings of {} host(s).",

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use rm_core::{HostId, JobTrigger};
+use rm_core::{HostId, JobId, JobTrigger};
 use rm_protocol::{JobKind, RepositoryConfig};
 use rm_server::AppState;
 
@@ -154,6 +154,7 @@ async fn enrol_this_machine(
             state.config(),
             Some(&hostname),
             None,
+            None,
         )
         .await?;
         rm_agent::enroll(rm_agent::EnrollOptions {
@@ -193,6 +194,7 @@ async fn set_up_repository(state: &AppState, host: HostId, path: &Path) -> anyho
             password: password.clone(),
             env: Default::default(),
         },
+        None,
     )
     .await?;
     println!();
@@ -216,15 +218,16 @@ async fn queue_first_backup(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let job = rm_server::jobs::create(
-        state,
+    let params = serde_json::json!({ "paths": paths });
+    let request = rm_server::jobs::JobRequest {
+        id: JobId::new(),
         host,
-        JobKind::Backup,
-        &serde_json::json!({ "paths": paths }),
-        JobTrigger::Manual,
-        None,
-    )
-    .await?;
+        kind: JobKind::Backup,
+        params: &params,
+        trigger: JobTrigger::Manual,
+        schedule: None,
+    };
+    let job = rm_server::jobs::create(state, &request, None).await?;
     println!(
         "Queued a first backup of {} (job {}).",
         paths.join(", "),

@@ -157,15 +157,18 @@ async fn expired_and_forged_enrolment_tokens_are_refused_alike() {
     let now = Utc::now();
     server
         .store()
-        .create_enrollment_token(&EnrollmentToken {
-            id: issued.id,
-            name: None,
-            token_hash: issued.hash,
-            created_at: now - ChronoDuration::hours(2),
-            expires_at: now - ChronoDuration::hours(1),
-            used_at: None,
-            host_id: None,
-        })
+        .create_enrollment_token(
+            &EnrollmentToken {
+                id: issued.id,
+                name: None,
+                token_hash: issued.hash,
+                created_at: now - ChronoDuration::hours(2),
+                expires_at: now - ChronoDuration::hours(1),
+                used_at: None,
+                host_id: None,
+            },
+            None,
+        )
         .await
         .unwrap();
     let anon = server.anonymous();
@@ -364,15 +367,18 @@ async fn an_api_token_made_offline_works_as_a_bearer_token() {
     let issued = IssuedToken::generate(TokenKind::Api).unwrap();
     server
         .store()
-        .create_api_token(&rm_store::ApiToken {
-            id: issued.id,
-            user_id: admin_user.id,
-            name: String::from("ci"),
-            token_hash: issued.hash,
-            created_at: Utc::now(),
-            expires_at: None,
-            revoked_at: None,
-        })
+        .create_api_token(
+            &rm_store::ApiToken {
+                id: issued.id,
+                user_id: admin_user.id,
+                name: String::from("ci"),
+                token_hash: issued.hash,
+                created_at: Utc::now(),
+                expires_at: None,
+                revoked_at: None,
+            },
+            None,
+        )
         .await
         .unwrap();
     let api = Api::new(&server.url, Some(issued.token));

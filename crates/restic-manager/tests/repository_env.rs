@@ -121,7 +121,11 @@ async fn store_unchecked(server: &TestServer, host_id: &str, config: &Repository
     let sealed =
         rm_server::sealing::seal_repository(&key, host, &serde_json::to_vec(config).unwrap())
             .unwrap();
-    server.store().set_repository(host, &sealed).await.unwrap();
+    server
+        .store()
+        .set_repository(host, &sealed, None)
+        .await
+        .unwrap();
 }
 
 #[tokio::test]

@@ -468,17 +468,20 @@ async fn the_dashboard_pages_a_large_fleet_with_problems_first() {
     let store = server.store();
     let now = chrono::Utc::now();
     let job = store
-        .create_job(&rm_store::NewJob {
-            id: rm_core::JobId::new(),
-            host_id: hosts[0].host_id,
-            kind: "backup".into(),
-            params: json!({"paths": ["/srv"]}),
-            trigger: rm_core::JobTrigger::Manual,
-            schedule_id: None,
-            status: rm_core::JobStatus::Dispatched,
-            error: None,
-            created_at: now,
-        })
+        .create_job(
+            &rm_store::NewJob {
+                id: rm_core::JobId::new(),
+                host_id: hosts[0].host_id,
+                kind: "backup".into(),
+                params: json!({"paths": ["/srv"]}),
+                trigger: rm_core::JobTrigger::Manual,
+                schedule_id: None,
+                status: rm_core::JobStatus::Dispatched,
+                error: None,
+                created_at: now,
+            },
+            None,
+        )
         .await
         .unwrap();
     let end = rm_store::JobEnd {
@@ -489,7 +492,7 @@ async fn the_dashboard_pages_a_large_fleet_with_problems_first() {
         finished_at: now,
         provisional: false,
     };
-    assert!(store.finish_job(job.id, &end).await.unwrap());
+    assert!(store.finish_job(job.id, &end, None).await.unwrap());
     let admin = server.admin().await.unwrap();
     let cookie = format!("rm_session={}", admin.token().unwrap());
     let client = reqwest::Client::new();

@@ -13,7 +13,9 @@ use chrono::Utc;
 use rm_core::token::{IssuedToken, TokenKind};
 use rm_core::{HostId, TokenId};
 use rm_protocol::{close_code, Frame, TokenRotate, TokenRotated};
-use rm_store::{AgentToken, StoreError};
+use rm_store::{AgentToken, NewAuditEntry, StoreError};
+
+use crate::audit::EntryFor;
 
 use crate::jobs::ReportError;
 use crate::state::AppState;
@@ -45,8 +47,14 @@ impl From<StoreError> for TokenError {
 }
 
 /// Starts a rotation for `host`'s connected agent; returns the new token's
-/// public id.
-pub async fn rotate(state: &AppState, host: HostId) -> Result<TokenId, TokenError> {
+/// public id. `audit` builds the audit entry written with the new token,
+/// given its id; it stays if the rotation is withdrawn because the agent
+/// went away meanwhile (the token was stored, then revoked).
+pub async fn rotate(
+    state: &AppState,
+    host: HostId,
+    audit: Option<EntryFor<'_, TokenId>>,
+) -> Result<TokenId, TokenError> {
     let record = state
         .store()
         .host(host)
@@ -65,7 +73,12 @@ pub async fn rotate(state: &AppState, host: HostId) -> Result<TokenId, TokenErro
         created_at: now,
         pending: true,
     };
-    match state.store().begin_token_rotation(&pending).await {
+    let entry = audit.map(|entry_for| entry_for(&pending.id));
+    match state
+        .store()
+        .begin_token_rotation(&pending, entry.as_ref())
+        .await
+    {
         Ok(()) => {}
         Err(StoreError::Conflict(_)) => return Err(TokenError::Revoked(host)),
         Err(StoreError::NotFound(_)) => return Err(TokenError::NotFound(host)),
@@ -87,8 +100,13 @@ pub async fn rotate(state: &AppState, host: HostId) -> Result<TokenId, TokenErro
 
 /// Revokes every token of `host`'s agent and closes its connection with
 /// [`close_code::REVOKED`]. Revoking a revoked host again is not an error.
-pub async fn revoke(state: &AppState, host: HostId) -> Result<(), TokenError> {
-    if !state.store().revoke_agent(host, Utc::now()).await? {
+/// `audit` is the audit entry written with the revocation.
+pub async fn revoke(
+    state: &AppState,
+    host: HostId,
+    audit: Option<&NewAuditEntry>,
+) -> Result<(), TokenError> {
+    if !state.store().revoke_agent(host, Utc::now(), audit).await? {
         return Err(TokenError::NotFound(host));
     }
     state

@@ -1,11 +1,16 @@
 //! The audit log of operator actions: the action names, the [`Client`]
-//! extractor (address and User-Agent of the request), and [`record`], which
-//! every handler that changed something calls after the change succeeded.
+//! extractor (address and User-Agent of the request), and [`Audit`], who
+//! made a change and from where, which builds the change's entry.
 //!
-//! Recording never fails the operator's request: the change is done by
-//! then, so a store error is logged as a warning and the request goes on.
-//! Details are small facts chosen by each handler, never secrets; a
-//! handler that passed something large anyway gets it cut down here.
+//! An entry and the change it records commit together or not at all: the
+//! code making a change builds its entry first (ids are chosen before the
+//! change is written, so the entry can name what the change creates) and
+//! hands it to the store method that makes the change, which writes both
+//! in one transaction. If that write fails the request fails with it, and
+//! neither exists. Only events that change nothing (a refused login) are
+//! written alone. Details are small facts chosen by each handler, never
+//! secrets; a handler that passed something large anyway gets it cut down
+//! here.
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
@@ -15,7 +20,7 @@ use axum::http::header::USER_AGENT;
 use axum::http::request::Parts;
 use chrono::Utc;
 use rm_protocol::api::{AuditActorView, AuditEntryView};
-use rm_store::{AuditActor, AuditActorKind, AuditEntry, NewAuditEntry, Store};
+use rm_store::{AuditActor, AuditActorKind, AuditEntry, NewAuditEntry};
 use serde_json::Value;
 
 use crate::auth::Operator;
@@ -107,7 +112,7 @@ impl std::fmt::Display for Action {
 /// connect info; absent when the router is served without it) and the
 /// User-Agent, cleaned of control characters and truncated.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Client {
+pub struct Client {
     /// The peer's address.
     pub(crate) ip: Option<IpAddr>,
     /// Its User-Agent.
@@ -140,14 +145,14 @@ impl<S: Send + Sync> FromRequestParts<S> for Client {
 
 /// What an action was done to.
 #[derive(Debug, Clone)]
-pub(crate) struct Target {
+pub struct Target {
     kind: &'static str,
     id: String,
 }
 
 impl Target {
     /// The `kind` (`host`, `job`, …) with id `id`.
-    pub(crate) fn new(kind: &'static str, id: impl std::fmt::Display) -> Target {
+    pub fn new(kind: &'static str, id: impl std::fmt::Display) -> Target {
         Target {
             kind,
             id: id.to_string(),
@@ -155,98 +160,93 @@ impl Target {
     }
 }
 
-/// Records that `operator` did `action` to `target` from `client`. Looks
-/// up the operator's name (and the API token's name) so the entry still
-/// says who it was after they are gone.
-pub(crate) async fn record(
-    state: &AppState,
-    operator: &Operator,
-    client: &Client,
-    action: Action,
-    target: Option<Target>,
-    details: Value,
-) {
-    let store = state.store();
-    let username = store
-        .user_by_id(operator.user_id)
-        .await
-        .ok()
-        .flatten()
-        .map(|u| u.username);
-    let actor = match operator.session {
-        Some(_) => AuditActor {
-            kind: AuditActorKind::User,
-            user_id: Some(operator.user_id),
-            username,
-            token_id: None,
-            token_name: None,
-        },
-        None => AuditActor {
-            kind: AuditActorKind::ApiToken,
-            user_id: Some(operator.user_id),
-            username,
-            token_id: Some(operator.credential),
-            token_name: store
-                .api_token(operator.credential)
-                .await
-                .ok()
-                .flatten()
-                .map(|t| t.name),
-        },
-    };
-    record_as(store, actor, client, action, target, details).await;
-}
+/// Builds the audit entry of a change from what the change is about to
+/// write (the new schedule, job, token…), so the entry can name it. Code
+/// that makes a change on an operator's behalf takes one; callers that are
+/// not operators (schedule fires, the server's own jobs) pass `None`.
+pub type EntryFor<'a, T> = &'a (dyn Fn(&T) -> NewAuditEntry + Send + Sync);
 
-/// Records an action by `actor` (for actions not done by a logged-in
-/// operator: logins, enrolments, the offline admin command).
-pub(crate) async fn record_as(
-    store: &dyn Store,
+/// Who makes an audited change, and from where: the actor (named as they
+/// are now, so the entry still says who it was after they are gone) and
+/// the request's address and User-Agent.
+#[derive(Debug, Clone)]
+pub struct Audit {
     actor: AuditActor,
-    client: &Client,
-    action: Action,
-    target: Option<Target>,
-    details: Value,
-) {
-    let entry = NewAuditEntry {
-        at: Utc::now(),
-        actor,
-        action: action.as_str().to_owned(),
-        target_type: target.as_ref().map(|t| t.kind.to_owned()),
-        target_id: target.map(|t| t.id),
-        details: bounded(details),
-        ip: client.ip.map(|ip| ip.to_string()),
-        user_agent: client.user_agent.clone(),
-    };
-    if let Err(e) = store.record_audit(&entry).await {
-        tracing::warn!(error = %e, action = %action, "could not write an audit log entry");
-    }
+    client: Client,
 }
 
-/// Records an action of `restic-manager admin` (run on the server machine,
-/// so it has no address).
-pub async fn record_cli(
-    store: &dyn Store,
-    action: Action,
-    target_kind: &'static str,
-    target_id: impl std::fmt::Display,
-    details: Value,
-) {
-    let client = Client {
-        ip: None,
-        user_agent: Some(format!(
-            "restic-manager/{} admin",
-            env!("CARGO_PKG_VERSION")
-        )),
-    };
-    record_as(
-        store,
-        AuditActor::of_kind(AuditActorKind::Cli),
-        &client,
-        action,
-        Some(Target::new(target_kind, target_id)),
-        details,
-    )
-    .await;
+impl Audit {
+    /// `operator`, from `client`. Looks up the operator's name (and the
+    /// API token's name).
+    pub(crate) async fn by(state: &AppState, operator: &Operator, client: &Client) -> Audit {
+        let store = state.store();
+        let username = store
+            .user_by_id(operator.user_id)
+            .await
+            .ok()
+            .flatten()
+            .map(|u| u.username);
+        let actor = match operator.session {
+            Some(_) => AuditActor {
+                kind: AuditActorKind::User,
+                user_id: Some(operator.user_id),
+                username,
+                token_id: None,
+                token_name: None,
+            },
+            None => AuditActor {
+                kind: AuditActorKind::ApiToken,
+                user_id: Some(operator.user_id),
+                username,
+                token_id: Some(operator.credential),
+                token_name: store
+                    .api_token(operator.credential)
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|t| t.name),
+            },
+        };
+        Audit::as_actor(actor, client)
+    }
+
+    /// `actor` (for actions not done by a logged-in operator: logins,
+    /// enrolments), from `client`.
+    pub(crate) fn as_actor(actor: AuditActor, client: &Client) -> Audit {
+        Audit {
+            actor,
+            client: client.clone(),
+        }
+    }
+
+    /// `restic-manager admin`, run on the server machine (so without an
+    /// address).
+    pub fn cli() -> Audit {
+        Audit {
+            actor: AuditActor::of_kind(AuditActorKind::Cli),
+            client: Client {
+                ip: None,
+                user_agent: Some(format!(
+                    "restic-manager/{} admin",
+                    env!("CARGO_PKG_VERSION")
+                )),
+            },
+        }
+    }
+
+    /// The entry saying that this actor does `action` to `target`, now.
+    pub fn entry(&self, action: Action, target: Option<Target>, details: Value) -> NewAuditEntry {
+        NewAuditEntry {
+            at: Utc::now(),
+            actor: self.actor.clone(),
+            action: action.as_str().to_owned(),
+            target_type: target.as_ref().map(|t| t.kind.to_owned()),
+            target_id: target.map(|t| t.id),
+            details: bounded(details),
+            ip: self.client.ip.map(|ip| ip.to_string()),
+            user_agent: self.client.user_agent.clone(),
+        }
+    }
 }
 
 /// `details` if small; otherwise its small fields plus `omitted`, the

@@ -16,7 +16,7 @@ use rm_store::{AuditActor, AuditActorKind, Session, StoreError};
 use serde_json::json;
 use std::time::Instant;
 
-use crate::audit::{self, Action, Client, Target};
+use crate::audit::{Action, Audit, Client, Target};
 use crate::state::AppState;
 use crate::throttle::{Refusal, Scope};
 
@@ -262,22 +262,23 @@ impl LoginError {
 const MAX_AUDITED_USERNAME_CHARS: usize = 64;
 
 /// Records a refused login: nobody is known, so the actor is anonymous and
-/// the name tried goes into the details.
+/// the name tried goes into the details. A refusal changes nothing, so its
+/// entry is written alone; if that write fails the login stays refused
+/// (the caller returns its refusal whatever happens here).
 async fn audit_failure(state: &AppState, client: &Client, username: &str, reason: &str) {
     let tried: String = username
         .chars()
         .filter(|c| !c.is_control())
         .take(MAX_AUDITED_USERNAME_CHARS)
         .collect();
-    audit::record_as(
-        state.store(),
-        AuditActor::of_kind(AuditActorKind::Anonymous),
-        client,
+    let entry = Audit::as_actor(AuditActor::of_kind(AuditActorKind::Anonymous), client).entry(
         Action::AuthLoginFailed,
         None,
         json!({"username": tried, "reason": reason}),
-    )
-    .await;
+    );
+    if let Err(e) = state.store().record_audit(&entry).await {
+        tracing::warn!(error = %e, "could not write the audit log entry of a refused login");
+    }
 }
 
 /// Checks a password login from `client` and opens a session; audits
@@ -363,26 +364,24 @@ pub(crate) async fn login(
         created_at: created,
         expires_at: created + ttl,
     };
-    state.store().create_session(&session).await?;
+    let by = AuditActor {
+        kind: AuditActorKind::User,
+        user_id: Some(user.id),
+        username: Some(user.username.clone()),
+        token_id: None,
+        token_name: None,
+    };
+    let entry = Audit::as_actor(by, client).entry(
+        Action::AuthLogin,
+        Some(Target::new("user", user.id)),
+        json!({"expires_at": session.expires_at}),
+    );
+    // The session and its entry commit together: no session without it.
+    state.store().create_session(&session, Some(&entry)).await?;
     // Expired sessions are swept here rather than by a timer: logins are
     // rare and this keeps the table small without another task.
     let _ = state.store().delete_expired_sessions(created).await;
     tracing::info!(username = %user.username, %address, "operator logged in");
-    audit::record_as(
-        state.store(),
-        AuditActor {
-            kind: AuditActorKind::User,
-            user_id: Some(user.id),
-            username: Some(user.username.clone()),
-            token_id: None,
-            token_name: None,
-        },
-        client,
-        Action::AuthLogin,
-        Some(Target::new("user", user.id)),
-        json!({"expires_at": session.expires_at}),
-    )
-    .await;
     Ok((issued.token, session))
 }
 

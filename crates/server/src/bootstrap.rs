@@ -42,12 +42,15 @@ pub async fn ensure_first_admin(
         }
     };
     store
-        .create_user(&User {
-            id: UserId::new(),
-            username: FIRST_ADMIN.to_owned(),
-            password_hash: hash_password(&password)?,
-            created_at: Utc::now(),
-        })
+        .create_user(
+            &User {
+                id: UserId::new(),
+                username: FIRST_ADMIN.to_owned(),
+                password_hash: hash_password(&password)?,
+                created_at: Utc::now(),
+            },
+            None,
+        )
         .await?;
     Ok(outcome)
 }

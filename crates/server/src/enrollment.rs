@@ -7,8 +7,11 @@ use rm_core::fingerprint::CertFingerprint;
 use rm_core::token::{IssuedToken, PresentedToken, TokenKind};
 use rm_core::HostId;
 use rm_protocol::api::{EnrollRequest, EnrollResponse, EnrollmentTokenCreated};
-use rm_store::{AgentToken, EnrollmentToken, NewHost, Store, StoreError};
+use rm_store::{
+    AgentToken, AuditActor, AuditActorKind, EnrollmentToken, NewHost, Store, StoreError,
+};
 
+use crate::audit::{Action, Audit, Client, Target};
 use crate::config::ServerConfig;
 
 /// Longest lifetime an enrolment token may be given (30 days).
@@ -69,13 +72,15 @@ pub fn validate_label(field: &str, value: &str, max: usize) -> Result<String, En
 /// Creates an enrolment token valid for `ttl_seconds` (or the server's
 /// default), and the command line that enrols a host with it against the
 /// server's public URL (pinning its TLS certificate, when it has one).
+/// With `audit`, the token and its audit entry are written together.
 pub async fn issue_token(
     store: &dyn Store,
     server: &ServerConfig,
-    name: Option<&str>,
+    requested_name: Option<&str>,
     ttl_seconds: Option<u64>,
+    audit: Option<&Audit>,
 ) -> Result<EnrollmentTokenCreated, EnrollmentError> {
-    let name = name
+    let name = requested_name
         .map(|n| validate_label("name", n, MAX_NAME_CHARS))
         .transpose()?;
     let ttl_seconds = match ttl_seconds {
@@ -104,7 +109,16 @@ pub async fn issue_token(
         used_at: None,
         host_id: None,
     };
-    store.create_enrollment_token(&record).await?;
+    let entry = audit.map(|by| {
+        by.entry(
+            Action::EnrollmentTokenCreate,
+            Some(Target::new("enrollment_token", record.id)),
+            serde_json::json!({"name": requested_name, "expires_at": record.expires_at}),
+        )
+    });
+    store
+        .create_enrollment_token(&record, entry.as_ref())
+        .await?;
     let command = enroll_command(
         &server.public_url,
         &issued.token,
@@ -120,10 +134,13 @@ pub async fn issue_token(
 }
 
 /// Spends the request's enrolment token on a new host and returns the
-/// host's id and its agent token.
+/// host's id and its agent token. With `from` (the request's client), the
+/// host and its `host.enroll` audit entry are written together; the token
+/// is the actor (by its public id and name, never the secret).
 pub async fn enroll(
     store: &dyn Store,
     req: &EnrollRequest,
+    from: Option<&Client>,
 ) -> Result<EnrollResponse, EnrollmentError> {
     let hostname = validate_label("hostname", &req.hostname, MAX_HOSTNAME_CHARS)?;
     let requested_name = req
@@ -140,6 +157,7 @@ pub async fn enroll(
         .filter(|t| presented.verify(&t.token_hash) && t.used_at.is_none() && t.expires_at > now)
         .ok_or(EnrollmentError::TokenUnusable)?;
 
+    let token_name = stored.name.clone();
     let host = NewHost {
         id: HostId::new(),
         name: requested_name
@@ -147,6 +165,20 @@ pub async fn enroll(
             .unwrap_or_else(|| hostname.clone()),
         hostname,
     };
+    let entry = from.map(|client| {
+        let actor = AuditActor {
+            kind: AuditActorKind::EnrollmentToken,
+            user_id: None,
+            username: None,
+            token_id: Some(stored.id),
+            token_name,
+        };
+        Audit::as_actor(actor, client).entry(
+            Action::HostEnroll,
+            Some(Target::new("host", host.id)),
+            serde_json::json!({"name": host.name, "hostname": host.hostname}),
+        )
+    });
     let issued = IssuedToken::generate(TokenKind::Agent)?;
     let agent_token = AgentToken {
         id: issued.id,
@@ -158,7 +190,7 @@ pub async fn enroll(
     // The store re-checks use and expiry atomically, so two racing
     // enrolments with one token cannot both win.
     let host = store
-        .enroll_host(stored.id, now, &host, &agent_token)
+        .enroll_host(stored.id, now, &host, &agent_token, entry.as_ref())
         .await?;
     tracing::info!(host_id = %host.id, name = %host.name, "host enrolled");
     Ok(EnrollResponse {

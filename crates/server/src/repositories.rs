@@ -7,11 +7,12 @@
 //! break a rule are recorded as refused (shown on the host) and never
 //! pushed or used, until an operator sets usable ones.
 
-use rm_core::{HostId, JobTrigger};
+use rm_core::{HostId, JobId, JobTrigger};
 use rm_protocol::api::RepositoryView;
 use rm_protocol::{AgentSettings, ConfigUpdate, Frame, JobKind, RepositoryConfig};
 
-use crate::jobs::{self, JobError};
+use crate::audit::EntryFor;
+use crate::jobs::{self, JobError, JobRequest};
 use crate::state::AppState;
 
 /// Why settings could not be stored or read back.
@@ -41,11 +42,17 @@ pub enum RepositoryError {
 /// Stores `config` for `host`, pushes it to the agent if connected, and
 /// queues an `init` job (a no-op when the repository already exists), so a
 /// new repository is ready before the first backup.
+///
+/// `audit` builds the audit entry written with the settings, given the id
+/// the `init` job will have. The job is the server's own follow-up, queued
+/// after the settings are stored: should that fail, the settings and their
+/// entry stand, and setting them again queues it.
 pub async fn set(
     state: &AppState,
     host: HostId,
     config: &RepositoryConfig,
-) -> Result<rm_core::JobId, RepositoryError> {
+    audit: Option<EntryFor<'_, JobId>>,
+) -> Result<JobId, RepositoryError> {
     rm_protocol::params::validate_repository(config)
         .map_err(|e| RepositoryError::Invalid(e.to_string()))?;
     if state.store().host(host).await?.is_none() {
@@ -55,7 +62,12 @@ pub async fn set(
         serde_json::to_vec(config).map_err(|e| RepositoryError::Unsealable(e.to_string()))?;
     let sealed = crate::sealing::seal_repository(state.sealing_key(), host, &plaintext)
         .map_err(|e| RepositoryError::Unsealable(e.to_string()))?;
-    state.store().set_repository(host, &sealed).await?;
+    let init_id = JobId::new();
+    let entry = audit.map(|entry_for| entry_for(&init_id));
+    state
+        .store()
+        .set_repository(host, &sealed, entry.as_ref())
+        .await?;
     {
         let _push = state.hub().push_lock(host).await;
         if let Some(conn) = state.hub().get(host) {
@@ -64,15 +76,15 @@ pub async fn set(
             }
         }
     }
-    let init = jobs::create(
-        state,
+    let request = JobRequest {
+        id: init_id,
         host,
-        JobKind::Init,
-        &serde_json::Value::Null,
-        JobTrigger::System,
-        None,
-    )
-    .await?;
+        kind: JobKind::Init,
+        params: &serde_json::Value::Null,
+        trigger: JobTrigger::System,
+        schedule: None,
+    };
+    let init = jobs::create(state, &request, None).await?;
     tracing::info!(%host, init_job = %init.id, "repository settings stored");
     Ok(init.id)
 }

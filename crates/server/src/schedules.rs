@@ -10,7 +10,8 @@ use rm_protocol::params::JobParams;
 use rm_protocol::{Frame, JobKind, Schedule, ScheduleAck, ScheduleFire, ScheduleSet};
 use rm_store::{NewJob, ScheduleRecord, StoreError};
 
-use crate::jobs::{self, JobError, ReportError};
+use crate::audit::EntryFor;
+use crate::jobs::{self, JobError, JobRequest, ReportError};
 use crate::state::AppState;
 
 /// Job kinds a schedule may run.
@@ -91,11 +92,13 @@ pub(crate) fn view(record: &ScheduleRecord) -> ScheduleView {
     }
 }
 
-/// Adds a schedule to a host and pushes the new set.
+/// Adds a schedule to a host and pushes the new set. `audit` builds the
+/// audit entry written with it.
 pub async fn create(
     state: &AppState,
     host: HostId,
     req: &ScheduleRequest,
+    audit: Option<EntryFor<'_, ScheduleRecord>>,
 ) -> Result<ScheduleRecord, ScheduleError> {
     let (kind, params, _) = validate(req)?;
     if state.store().host(host).await?.is_none() {
@@ -114,17 +117,23 @@ pub async fn create(
         created_at: now,
         updated_at: now,
     };
-    let version = state.store().create_schedule(&record).await?;
+    let entry = audit.map(|entry_for| entry_for(&record));
+    let version = state
+        .store()
+        .create_schedule(&record, entry.as_ref())
+        .await?;
     tracing::info!(%host, schedule = %record.id, version, "schedule created");
     push(state, host).await;
     Ok(record)
 }
 
-/// Replaces a schedule's settings and pushes the new set.
+/// Replaces a schedule's settings and pushes the new set. `audit` builds
+/// the audit entry written with it.
 pub async fn update(
     state: &AppState,
     id: ScheduleId,
     req: &ScheduleRequest,
+    audit: Option<EntryFor<'_, ScheduleRecord>>,
 ) -> Result<ScheduleRecord, ScheduleError> {
     let (kind, params, _) = validate(req)?;
     let current = state
@@ -142,9 +151,10 @@ pub async fn update(
         updated_at: Utc::now(),
         ..current
     };
+    let entry = audit.map(|entry_for| entry_for(&record));
     let version = state
         .store()
-        .update_schedule(&record)
+        .update_schedule(&record, entry.as_ref())
         .await
         .map_err(not_found(id))?;
     tracing::info!(host = %record.host_id, schedule = %id, version, "schedule updated");
@@ -152,11 +162,28 @@ pub async fn update(
     Ok(record)
 }
 
-/// Deletes a schedule and pushes the new set.
-pub async fn delete(state: &AppState, id: ScheduleId) -> Result<(), ScheduleError> {
+/// Deletes a schedule and pushes the new set. `audit` builds the audit
+/// entry written with it from the schedule as it was.
+pub async fn delete(
+    state: &AppState,
+    id: ScheduleId,
+    audit: Option<EntryFor<'_, ScheduleRecord>>,
+) -> Result<(), ScheduleError> {
+    let entry = match audit {
+        Some(entry_for) => {
+            // Read first, so the entry says what was deleted.
+            let current = state
+                .store()
+                .schedule(id)
+                .await?
+                .ok_or(ScheduleError::NotFound(id))?;
+            Some(entry_for(&current))
+        }
+        None => None,
+    };
     let (host, version) = state
         .store()
-        .delete_schedule(id)
+        .delete_schedule(id, entry.as_ref())
         .await
         .map_err(not_found(id))?;
     tracing::info!(%host, schedule = %id, version, "schedule deleted");
@@ -277,17 +304,20 @@ pub(crate) async fn on_fire(
         };
         state
             .store()
-            .create_job(&NewJob {
-                id: job_id,
-                host_id: host,
-                kind: schedule.kind.clone(),
-                params: schedule.params.clone(),
-                trigger,
-                schedule_id: Some(id),
-                status,
-                error,
-                created_at: fire.scheduled_at,
-            })
+            .create_job(
+                &NewJob {
+                    id: job_id,
+                    host_id: host,
+                    kind: schedule.kind.clone(),
+                    params: schedule.params.clone(),
+                    trigger,
+                    schedule_id: Some(id),
+                    status,
+                    error,
+                    created_at: fire.scheduled_at,
+                },
+                None,
+            )
             .await?;
         tracing::info!(%host, schedule = %id, job_id = %job_id, skipped = fire.skipped, "agent ran a scheduled job while offline");
         return Ok(());
@@ -301,20 +331,23 @@ pub(crate) async fn on_fire(
     if let Some(previous) = active.first() {
         let skipped = state
             .store()
-            .create_job(&NewJob {
-                id: JobId::new(),
-                host_id: host,
-                kind: schedule.kind.clone(),
-                params: schedule.params.clone(),
-                trigger,
-                schedule_id: Some(id),
-                status: JobStatus::Skipped,
-                error: Some(format!(
-                    "skipped: the schedule's previous run (job {}) was still {}",
-                    previous.id, previous.status
-                )),
-                created_at: Utc::now(),
-            })
+            .create_job(
+                &NewJob {
+                    id: JobId::new(),
+                    host_id: host,
+                    kind: schedule.kind.clone(),
+                    params: schedule.params.clone(),
+                    trigger,
+                    schedule_id: Some(id),
+                    status: JobStatus::Skipped,
+                    error: Some(format!(
+                        "skipped: the schedule's previous run (job {}) was still {}",
+                        previous.id, previous.status
+                    )),
+                    created_at: Utc::now(),
+                },
+                None,
+            )
             .await?;
         tracing::info!(%host, schedule = %id, job_id = %skipped.id, "scheduled run skipped");
         return Ok(());
@@ -323,7 +356,15 @@ pub(crate) async fn on_fire(
         .kind
         .parse()
         .map_err(|e: String| ReportError::NotFound(e))?;
-    match jobs::create(state, host, kind, &schedule.params, trigger, Some(id)).await {
+    let request = JobRequest {
+        id: JobId::new(),
+        host,
+        kind,
+        params: &schedule.params,
+        trigger,
+        schedule: Some(id),
+    };
+    match jobs::create(state, &request, None).await {
         Ok(job) => {
             tracing::info!(%host, schedule = %id, job_id = %job.id, "scheduled job queued");
             Ok(())

@@ -17,6 +17,7 @@ use rm_core::sealing::{SealError, Sealed, SealingKey, UNBOUND};
 use rm_core::HostId;
 use rm_store::{SealFormat, SealedRepository, SealingKeyRecord, Store, StoreError};
 
+use crate::audit::{Action, Audit, Target};
 use crate::keyfile;
 use crate::ServerError;
 
@@ -305,19 +306,36 @@ pub struct ResetOutcome {
 }
 
 /// Discards every sealed value and records the key at `key_path` (made
-/// when missing) as the one that seals from now on.
-pub async fn reset(store: &dyn Store, key_path: &Path) -> Result<ResetOutcome, SealingError> {
+/// when missing) as the one that seals from now on, with the audit entry
+/// of `audit` doing it in the same transaction.
+pub async fn reset(
+    store: &dyn Store,
+    key_path: &Path,
+    audit: &Audit,
+) -> Result<ResetOutcome, SealingError> {
     let path = absolute(key_path);
     let (key, key_created) = match keyfile::read_key(&path)? {
         Some(key) => (key, false),
         None => (keyfile::create_key(&path)?, true),
     };
     let fingerprint = key.fingerprint();
+    // Counted first, for the entry written with the reset (the command
+    // asks for the server to be stopped, so nothing stores settings
+    // between the count and the reset).
+    let discarding = store.sealed_repositories().await?.len();
+    let entry = audit.entry(
+        Action::SealedSecretsReset,
+        Some(Target::new("sealing_key", &fingerprint)),
+        serde_json::json!({"hosts": discarding, "key_created": key_created}),
+    );
     let hosts = store
-        .reset_sealed_secrets(&SealingKeyRecord {
-            fingerprint: fingerprint.clone(),
-            recorded_at: Utc::now(),
-        })
+        .reset_sealed_secrets(
+            &SealingKeyRecord {
+                fingerprint: fingerprint.clone(),
+                recorded_at: Utc::now(),
+            },
+            Some(&entry),
+        )
         .await?;
     tracing::warn!(
         hosts = hosts.len(),

@@ -4,13 +4,17 @@
 
 use chrono::{DateTime, Utc};
 use rm_core::{HostId, TokenId};
-use rm_store::{AgentToken, StoreError, StoreResult};
+use rm_store::{AgentToken, NewAuditEntry, StoreError, StoreResult};
 
 use crate::codec::{self, backend, ms};
 use crate::SqliteStore;
 
 impl SqliteStore {
-    pub(crate) async fn begin_token_rotation_impl(&self, token: &AgentToken) -> StoreResult<()> {
+    pub(crate) async fn begin_token_rotation_impl(
+        &self,
+        token: &AgentToken,
+        audit: Option<&NewAuditEntry>,
+    ) -> StoreResult<()> {
         let host_id = token.host_id.to_string();
         let now_ms = ms(token.created_at);
         let mut tx = self.begin_write().await?;
@@ -58,6 +62,7 @@ impl SqliteStore {
                 &format!("host `{host_id}`"),
             )
         })?;
+        crate::write_audit(&mut tx, audit).await?;
         tx.commit().await.map_err(backend)
     }
 
@@ -145,6 +150,7 @@ impl SqliteStore {
         &self,
         host: HostId,
         at: DateTime<Utc>,
+        audit: Option<&NewAuditEntry>,
     ) -> StoreResult<bool> {
         // Revoking again keeps the first time.
         self.retire_agent(
@@ -152,6 +158,7 @@ impl SqliteStore {
             ms(at),
             "UPDATE hosts SET agent_revoked_at = COALESCE(agent_revoked_at, ?), online = 0 \
              WHERE id = ? AND deleted_at IS NULL",
+            audit,
         )
         .await
     }

@@ -10,7 +10,8 @@
 //! as lower-case hex. Every multi-statement operation runs in one
 //! `BEGIN IMMEDIATE` transaction, which takes SQLite's single writer lock up
 //! front; races such as two enrolments with one token are decided by
-//! conditional `UPDATE`s inside those transactions.
+//! conditional `UPDATE`s inside those transactions. An audited change
+//! writes its audit entry in its own transaction (see [`Store`]).
 
 mod agent_tokens;
 mod codec;
@@ -395,6 +396,7 @@ impl SqliteStore {
         host_id: &str,
         at_ms: i64,
         host_update: &'static str,
+        audit: Option<&NewAuditEntry>,
     ) -> StoreResult<bool> {
         let mut tx = self.begin_write().await?;
         let found = sqlx::query(host_update)
@@ -417,6 +419,7 @@ impl SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(backend)?;
+        write_audit(&mut tx, audit).await?;
         tx.commit().await.map_err(backend)?;
         Ok(true)
     }
@@ -613,6 +616,50 @@ async fn upsert_sealing_key(
     Ok(())
 }
 
+/// Appends `entry` to the audit log inside the caller's transaction;
+/// returns its id.
+async fn insert_audit(
+    conn: &mut sqlx::SqliteConnection,
+    entry: &NewAuditEntry,
+) -> StoreResult<u64> {
+    let actor = &entry.actor;
+    let row = sqlx::query(
+        "INSERT INTO audit_log (at, actor_kind, actor_user_id, actor_username, \
+         actor_token_id, actor_token_name, action, target_type, target_id, details, ip, \
+         user_agent) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+    )
+    .bind(ms(entry.at))
+    .bind(actor.kind.as_str())
+    .bind(actor.user_id.map(|id| id.to_string()))
+    .bind(&actor.username)
+    .bind(actor.token_id.map(|id| id.to_string()))
+    .bind(&actor.token_name)
+    .bind(&entry.action)
+    .bind(&entry.target_type)
+    .bind(&entry.target_id)
+    .bind(entry.details.to_string())
+    .bind(&entry.ip)
+    .bind(&entry.user_agent)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(backend)?
+    .ok_or_else(|| StoreError::Backend("INSERT … RETURNING gave no row".into()))?;
+    codec::u64_col(&row, "id")
+}
+
+/// Writes a change's audit entry, when it has one, inside the change's
+/// transaction: called last, just before `COMMIT`, once the change is
+/// known to happen.
+async fn write_audit(
+    conn: &mut sqlx::SqliteConnection,
+    audit: Option<&NewAuditEntry>,
+) -> StoreResult<()> {
+    if let Some(entry) = audit {
+        insert_audit(conn, entry).await?;
+    }
+    Ok(())
+}
+
 /// Bumps the schedule version of live host `host` inside the caller's
 /// transaction; returns the new version. [`StoreError::NotFound`] for an
 /// unknown or deleted host.
@@ -633,9 +680,8 @@ async fn bump_schedule_version(conn: &mut sqlx::SqliteConnection, host: &str) ->
 impl Store for SqliteStore {
     // ── operators ──────────────────────────────────────────────────────
 
-    async fn create_user(&self, user: &User) -> StoreResult<()> {
-        // Autocommit write: wait for the writer's turn (see `write_turn`).
-        let _turn = self.write_turn().await?;
+    async fn create_user(&self, user: &User, audit: Option<&NewAuditEntry>) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO users (id, username, password_hash, created_at) VALUES (?, ?, ?, ?)",
         )
@@ -643,7 +689,7 @@ impl Store for SqliteStore {
         .bind(&user.username)
         .bind(&user.password_hash)
         .bind(ms(user.created_at))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(|e| {
             if codec::is_unique_violation(&e) && codec::db_message(&e).contains("username") {
@@ -656,7 +702,8 @@ impl Store for SqliteStore {
                 )
             }
         })?;
-        Ok(())
+        write_audit(&mut tx, audit).await?;
+        tx.commit().await.map_err(backend)
     }
 
     async fn user_by_name(&self, username: &str) -> StoreResult<Option<User>> {
@@ -682,7 +729,12 @@ impl Store for SqliteStore {
             .transpose()
     }
 
-    async fn set_user_password(&self, username: &str, password_hash: &str) -> StoreResult<()> {
+    async fn set_user_password(
+        &self,
+        username: &str,
+        password_hash: &str,
+        audit: Option<&NewAuditEntry>,
+    ) -> StoreResult<()> {
         let mut tx = self.begin_write().await?;
         let updated = sqlx::query("UPDATE users SET password_hash = ? WHERE username = ?")
             .bind(password_hash)
@@ -702,6 +754,7 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(backend)?;
+        write_audit(&mut tx, audit).await?;
         tx.commit().await.map_err(backend)
     }
 
@@ -727,7 +780,7 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    async fn delete_user(&self, id: UserId) -> StoreResult<()> {
+    async fn delete_user(&self, id: UserId, audit: Option<&NewAuditEntry>) -> StoreResult<()> {
         let id = id.to_string();
         // BEGIN IMMEDIATE: two operators deleting the last two users one
         // each are serialised, so one of them sees the last-user rule.
@@ -765,12 +818,16 @@ impl Store for SqliteStore {
                 .await
                 .map_err(backend)?;
         }
+        write_audit(&mut tx, audit).await?;
         tx.commit().await.map_err(backend)
     }
 
-    async fn create_session(&self, session: &Session) -> StoreResult<()> {
-        // Autocommit write: wait for the writer's turn (see `write_turn`).
-        let _turn = self.write_turn().await?;
+    async fn create_session(
+        &self,
+        session: &Session,
+        audit: Option<&NewAuditEntry>,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO sessions (id, user_id, token_hash, created_at, expires_at) \
              VALUES (?, ?, ?, ?, ?)",
@@ -780,7 +837,7 @@ impl Store for SqliteStore {
         .bind(session.token_hash.to_hex())
         .bind(ms(session.created_at))
         .bind(ms(session.expires_at))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(|e| {
             insert_error(
@@ -789,7 +846,8 @@ impl Store for SqliteStore {
                 &format!("user `{}`", session.user_id),
             )
         })?;
-        Ok(())
+        write_audit(&mut tx, audit).await?;
+        tx.commit().await.map_err(backend)
     }
 
     async fn session(&self, id: TokenId) -> StoreResult<Option<Session>> {
@@ -803,15 +861,17 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn delete_session(&self, id: TokenId) -> StoreResult<()> {
-        // Autocommit write: wait for the writer's turn (see `write_turn`).
-        let _turn = self.write_turn().await?;
+    /// The entry is written even when the session was gone already (the
+    /// logout was asked for, and nothing of the session is left).
+    async fn delete_session(&self, id: TokenId, audit: Option<&NewAuditEntry>) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
         sqlx::query("DELETE FROM sessions WHERE id = ?")
             .bind(id.to_string())
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(backend)?;
-        Ok(())
+        write_audit(&mut tx, audit).await?;
+        tx.commit().await.map_err(backend)
     }
 
     async fn delete_expired_sessions(&self, now: DateTime<Utc>) -> StoreResult<u64> {
@@ -826,9 +886,12 @@ impl Store for SqliteStore {
         Ok(deleted)
     }
 
-    async fn create_api_token(&self, token: &ApiToken) -> StoreResult<()> {
-        // Autocommit write: wait for the writer's turn (see `write_turn`).
-        let _turn = self.write_turn().await?;
+    async fn create_api_token(
+        &self,
+        token: &ApiToken,
+        audit: Option<&NewAuditEntry>,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO api_tokens \
              (id, user_id, name, token_hash, created_at, expires_at, revoked_at) \
@@ -841,7 +904,7 @@ impl Store for SqliteStore {
         .bind(ms(token.created_at))
         .bind(ms_opt(token.expires_at))
         .bind(ms_opt(token.revoked_at))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(|e| {
             insert_error(
@@ -850,7 +913,8 @@ impl Store for SqliteStore {
                 &format!("user `{}`", token.user_id),
             )
         })?;
-        Ok(())
+        write_audit(&mut tx, audit).await?;
+        tx.commit().await.map_err(backend)
     }
 
     async fn api_token(&self, id: TokenId) -> StoreResult<Option<ApiToken>> {
@@ -879,25 +943,38 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    async fn revoke_api_token(&self, id: TokenId, at: DateTime<Utc>) -> StoreResult<bool> {
-        // Autocommit write: wait for the writer's turn (see `write_turn`).
-        let _turn = self.write_turn().await?;
+    async fn revoke_api_token(
+        &self,
+        id: TokenId,
+        at: DateTime<Utc>,
+        audit: Option<&NewAuditEntry>,
+    ) -> StoreResult<bool> {
+        let mut tx = self.begin_write().await?;
         let updated =
             sqlx::query("UPDATE api_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
                 .bind(ms(at))
                 .bind(id.to_string())
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await
                 .map_err(backend)?
                 .rows_affected();
-        Ok(updated == 1)
+        if updated != 1 {
+            tx.rollback().await.map_err(backend)?;
+            return Ok(false);
+        }
+        write_audit(&mut tx, audit).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(true)
     }
 
     // ── enrolment ──────────────────────────────────────────────────────
 
-    async fn create_enrollment_token(&self, token: &EnrollmentToken) -> StoreResult<()> {
-        // Autocommit write: wait for the writer's turn (see `write_turn`).
-        let _turn = self.write_turn().await?;
+    async fn create_enrollment_token(
+        &self,
+        token: &EnrollmentToken,
+        audit: Option<&NewAuditEntry>,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO enrollment_tokens \
              (id, name, token_hash, created_at, expires_at, used_at, host_id) \
@@ -910,7 +987,7 @@ impl Store for SqliteStore {
         .bind(ms(token.expires_at))
         .bind(ms_opt(token.used_at))
         .bind(token.host_id.map(|h| h.to_string()))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(|e| {
             insert_error(
@@ -919,7 +996,8 @@ impl Store for SqliteStore {
                 "host",
             )
         })?;
-        Ok(())
+        write_audit(&mut tx, audit).await?;
+        tx.commit().await.map_err(backend)
     }
 
     async fn enrollment_token(&self, id: TokenId) -> StoreResult<Option<EnrollmentToken>> {
@@ -958,6 +1036,7 @@ impl Store for SqliteStore {
         now: DateTime<Utc>,
         host: &NewHost,
         agent_token: &AgentToken,
+        audit: Option<&NewAuditEntry>,
     ) -> StoreResult<Host> {
         let now_ms = ms(now);
         let host_id = host.id.to_string();
@@ -1016,6 +1095,7 @@ impl Store for SqliteStore {
             .await
             .map_err(backend)?;
         let stored = codec::host(&row)?;
+        write_audit(&mut tx, audit).await?;
         tx.commit().await.map_err(backend)?;
         Ok(stored)
     }
@@ -1228,18 +1308,29 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn delete_host(&self, id: HostId, at: DateTime<Utc>) -> StoreResult<bool> {
+    async fn delete_host(
+        &self,
+        id: HostId,
+        at: DateTime<Utc>,
+        audit: Option<&NewAuditEntry>,
+    ) -> StoreResult<bool> {
         self.retire_agent(
             &id.to_string(),
             ms(at),
             "UPDATE hosts SET deleted_at = ?, online = 0 WHERE id = ? AND deleted_at IS NULL",
+            audit,
         )
         .await
     }
 
     // ── repositories ───────────────────────────────────────────────────
 
-    async fn set_repository(&self, host: HostId, sealed: &SealedRepository) -> StoreResult<()> {
+    async fn set_repository(
+        &self,
+        host: HostId,
+        sealed: &SealedRepository,
+        audit: Option<&NewAuditEntry>,
+    ) -> StoreResult<()> {
         let host_id = host.to_string();
         let mut tx = self.begin_write().await?;
         require_live_host(&mut tx, &host_id).await?;
@@ -1258,6 +1349,7 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(backend)?;
+        write_audit(&mut tx, audit).await?;
         tx.commit().await.map_err(backend)
     }
 
@@ -1342,7 +1434,11 @@ impl Store for SqliteStore {
         tx.commit().await.map_err(backend)
     }
 
-    async fn reset_sealed_secrets(&self, record: &SealingKeyRecord) -> StoreResult<Vec<HostId>> {
+    async fn reset_sealed_secrets(
+        &self,
+        record: &SealingKeyRecord,
+        audit: Option<&NewAuditEntry>,
+    ) -> StoreResult<Vec<HostId>> {
         let mut tx = self.begin_write().await?;
         let rows = sqlx::query("DELETE FROM host_repositories RETURNING host_id")
             .fetch_all(&mut *tx)
@@ -1354,6 +1450,7 @@ impl Store for SqliteStore {
             .collect::<StoreResult<Vec<_>>>()?;
         hosts.sort();
         upsert_sealing_key(&mut tx, record).await?;
+        write_audit(&mut tx, audit).await?;
         tx.commit().await.map_err(backend)?;
         Ok(hosts)
     }
@@ -1405,7 +1502,7 @@ impl Store for SqliteStore {
     /// schedule deleted meanwhile) the job is kept with no schedule, exactly
     /// as if the schedule had been deleted after the job was created — check
     /// the returned [`Job`]'s `schedule_id`.
-    async fn create_job(&self, job: &NewJob) -> StoreResult<Job> {
+    async fn create_job(&self, job: &NewJob, audit: Option<&NewAuditEntry>) -> StoreResult<Job> {
         let created = ms(job.created_at);
         let (dispatched_at, finished_at) = match job.status {
             JobStatus::Queued => (None, None),
@@ -1429,11 +1526,7 @@ impl Store for SqliteStore {
              RETURNING {}",
             codec::JOB_COLUMNS
         );
-        // Autocommit `INSERT … RETURNING`: SQLite commits when the statement
-        // finishes, after its row was handed out, and reports a failed commit
-        // (disk full, read-only file) on that last step. `fetch_all` runs the
-        // statement to its end; `fetch_optional` would stop at the row and
-        // return a job that was rolled back.
+        let mut tx = self.begin_write().await?;
         let row = sqlx::query(&sql)
             .bind(job.id.to_string())
             .bind(&job.kind)
@@ -1446,7 +1539,7 @@ impl Store for SqliteStore {
             .bind(dispatched_at)
             .bind(finished_at)
             .bind(job.host_id.to_string())
-            .fetch_all(&self.pool)
+            .fetch_optional(&mut *tx)
             .await
             .map_err(|e| {
                 insert_error(
@@ -1454,11 +1547,17 @@ impl Store for SqliteStore {
                     || format!("job `{}` already exists", job.id),
                     &format!("host `{}`", job.host_id),
                 )
-            })?
-            .into_iter()
-            .next()
-            .ok_or_else(|| StoreError::NotFound(format!("host `{}`", job.host_id)))?;
-        codec::job(&row)
+            })?;
+        let Some(row) = row else {
+            tx.rollback().await.map_err(backend)?;
+            return Err(StoreError::NotFound(format!("host `{}`", job.host_id)));
+        };
+        let created = codec::job(&row)?;
+        write_audit(&mut tx, audit).await?;
+        // The job is acknowledged only once the commit (which a full disk
+        // fails) succeeded.
+        tx.commit().await.map_err(backend)?;
+        Ok(created)
     }
 
     async fn job(&self, id: JobId) -> StoreResult<Option<Job>> {
@@ -1647,7 +1746,12 @@ impl Store for SqliteStore {
     /// the host's `last_backup_at` / `last_backup_status` are set in the same
     /// transaction — unless the host already records a later backup (a late
     /// report of an older run does not hide a newer one).
-    async fn finish_job(&self, id: JobId, end: &JobEnd) -> StoreResult<bool> {
+    async fn finish_job(
+        &self,
+        id: JobId,
+        end: &JobEnd,
+        audit: Option<&NewAuditEntry>,
+    ) -> StoreResult<bool> {
         if !end.status.is_finished() {
             return Err(StoreError::Conflict(format!(
                 "finish_job needs a finished status, not `{}`",
@@ -1696,6 +1800,7 @@ impl Store for SqliteStore {
             .await
             .map_err(backend)?;
         }
+        write_audit(&mut tx, audit).await?;
         tx.commit().await.map_err(backend)?;
         Ok(true)
     }
@@ -1992,7 +2097,11 @@ impl Store for SqliteStore {
 
     /// Bumps the version first (which also finds the host), then inserts;
     /// a duplicate schedule id is [`StoreError::Conflict`].
-    async fn create_schedule(&self, schedule: &ScheduleRecord) -> StoreResult<u64> {
+    async fn create_schedule(
+        &self,
+        schedule: &ScheduleRecord,
+        audit: Option<&NewAuditEntry>,
+    ) -> StoreResult<u64> {
         let host_id = schedule.host_id.to_string();
         let mut tx = self.begin_write().await?;
         let version = bump_schedule_version(&mut tx, &host_id).await?;
@@ -2019,6 +2128,7 @@ impl Store for SqliteStore {
                 &format!("host `{host_id}`"),
             )
         })?;
+        write_audit(&mut tx, audit).await?;
         tx.commit().await.map_err(backend)?;
         Ok(version)
     }
@@ -2027,7 +2137,11 @@ impl Store for SqliteStore {
     /// `updated_at`; `schedule.host_id` and `created_at` are ignored (the
     /// stored ones stay). A schedule of a deleted host is hidden with its
     /// host: [`StoreError::NotFound`].
-    async fn update_schedule(&self, schedule: &ScheduleRecord) -> StoreResult<u64> {
+    async fn update_schedule(
+        &self,
+        schedule: &ScheduleRecord,
+        audit: Option<&NewAuditEntry>,
+    ) -> StoreResult<u64> {
         let mut tx = self.begin_write().await?;
         let row = sqlx::query(
             "UPDATE schedules SET kind = ?, cron = ?, timezone = ?, params = ?, enabled = ?, \
@@ -2052,6 +2166,7 @@ impl Store for SqliteStore {
         };
         let host_id = codec::text(&row, "host_id")?;
         let version = bump_schedule_version(&mut tx, &host_id).await?;
+        write_audit(&mut tx, audit).await?;
         tx.commit().await.map_err(backend)?;
         Ok(version)
     }
@@ -2059,7 +2174,11 @@ impl Store for SqliteStore {
     /// The schedule's jobs stay, with `schedule_id` NULL (`ON DELETE SET
     /// NULL`). A schedule of a deleted host is hidden with its host:
     /// [`StoreError::NotFound`].
-    async fn delete_schedule(&self, id: ScheduleId) -> StoreResult<(HostId, u64)> {
+    async fn delete_schedule(
+        &self,
+        id: ScheduleId,
+        audit: Option<&NewAuditEntry>,
+    ) -> StoreResult<(HostId, u64)> {
         let mut tx = self.begin_write().await?;
         let row = sqlx::query(
             "DELETE FROM schedules \
@@ -2076,6 +2195,7 @@ impl Store for SqliteStore {
         };
         let host_id: HostId = codec::id(&row, "host_id")?;
         let version = bump_schedule_version(&mut tx, &host_id.to_string()).await?;
+        write_audit(&mut tx, audit).await?;
         tx.commit().await.map_err(backend)?;
         Ok((host_id, version))
     }
@@ -2180,32 +2300,10 @@ impl Store for SqliteStore {
     // ── audit log ──────────────────────────────────────────────────────
 
     async fn record_audit(&self, entry: &NewAuditEntry) -> StoreResult<u64> {
-        let actor = &entry.actor;
-        let row = sqlx::query(
-            "INSERT INTO audit_log (at, actor_kind, actor_user_id, actor_username, \
-             actor_token_id, actor_token_name, action, target_type, target_id, details, ip, \
-             user_agent) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-        )
-        .bind(ms(entry.at))
-        .bind(actor.kind.as_str())
-        .bind(actor.user_id.map(|id| id.to_string()))
-        .bind(&actor.username)
-        .bind(actor.token_id.map(|id| id.to_string()))
-        .bind(&actor.token_name)
-        .bind(&entry.action)
-        .bind(&entry.target_type)
-        .bind(&entry.target_id)
-        .bind(entry.details.to_string())
-        .bind(&entry.ip)
-        .bind(&entry.user_agent)
-        // To its end, so a failed autocommit is an error (see `create_job`).
-        .fetch_all(&self.pool)
-        .await
-        .map_err(backend)?;
-        let row = row
-            .first()
-            .ok_or_else(|| StoreError::Backend("INSERT … RETURNING gave no row".into()))?;
-        codec::u64_col(row, "id")
+        let mut tx = self.begin_write().await?;
+        let id = insert_audit(&mut tx, entry).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(id)
     }
 
     /// Newest first (by id, which is write order). The action filter is a
@@ -2258,8 +2356,12 @@ impl Store for SqliteStore {
 
     // ── agent token rotation and revocation (see `agent_tokens`) ───────
 
-    async fn begin_token_rotation(&self, token: &AgentToken) -> StoreResult<()> {
-        self.begin_token_rotation_impl(token).await
+    async fn begin_token_rotation(
+        &self,
+        token: &AgentToken,
+        audit: Option<&NewAuditEntry>,
+    ) -> StoreResult<()> {
+        self.begin_token_rotation_impl(token, audit).await
     }
 
     async fn promote_agent_token(
@@ -2279,7 +2381,12 @@ impl Store for SqliteStore {
         self.revoke_agent_token_impl(id, at).await
     }
 
-    async fn revoke_agent(&self, host: HostId, at: DateTime<Utc>) -> StoreResult<bool> {
-        self.revoke_agent_impl(host, at).await
+    async fn revoke_agent(
+        &self,
+        host: HostId,
+        at: DateTime<Utc>,
+        audit: Option<&NewAuditEntry>,
+    ) -> StoreResult<bool> {
+        self.revoke_agent_impl(host, at, audit).await
     }
 }

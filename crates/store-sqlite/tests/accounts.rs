@@ -17,7 +17,7 @@ async fn add_user(store: &SqliteStore, name: &str, created: i64) -> User {
         created_at: t(created),
         ..user(name)
     };
-    store.create_user(&user).await.unwrap();
+    store.create_user(&user, None).await.unwrap();
     user
 }
 
@@ -29,7 +29,7 @@ async fn add_session(store: &SqliteStore, user: UserId) -> Session {
         created_at: t(0),
         expires_at: t(1_000_000),
     };
-    store.create_session(&session).await.unwrap();
+    store.create_session(&session, None).await.unwrap();
     session
 }
 
@@ -43,7 +43,7 @@ async fn add_token(store: &SqliteStore, user: UserId, name: &str, created: i64) 
         expires_at: None,
         revoked_at: None,
     };
-    store.create_api_token(&token).await.unwrap();
+    store.create_api_token(&token, None).await.unwrap();
     token
 }
 
@@ -67,7 +67,7 @@ async fn deleting_a_user_takes_their_sessions_and_tokens_only() {
     let alice_token = add_token(&store, alice.id, "ci", 2).await;
     let bob_token = add_token(&store, bob.id, "ci", 3).await;
 
-    store.delete_user(alice.id).await.unwrap();
+    store.delete_user(alice.id, None).await.unwrap();
 
     assert_eq!(store.user_by_id(alice.id).await.unwrap(), None);
     assert_eq!(store.user_by_name("alice").await.unwrap(), None);
@@ -96,7 +96,7 @@ async fn deleting_a_missing_user_is_not_found() {
     add_user(&store, "alice", 0).await;
     add_user(&store, "bob", 1).await;
     assert!(matches!(
-        store.delete_user(UserId::new()).await,
+        store.delete_user(UserId::new(), None).await,
         Err(StoreError::NotFound(_))
     ));
     assert_eq!(store.count_users().await.unwrap(), 2);
@@ -107,7 +107,7 @@ async fn the_last_user_cannot_be_deleted() {
     let (_dir, store) = open_temp().await;
     let alice = add_user(&store, "alice", 0).await;
     let session = add_session(&store, alice.id).await;
-    match store.delete_user(alice.id).await {
+    match store.delete_user(alice.id, None).await {
         Err(StoreError::Conflict(message)) => {
             assert_eq!(message, "cannot delete the last user")
         }
@@ -128,7 +128,9 @@ async fn concurrent_deletes_always_leave_one_user() {
     let mut tasks = Vec::new();
     for id in ids {
         let store = store.clone();
-        tasks.push(tokio::spawn(async move { store.delete_user(id).await }));
+        tasks.push(tokio::spawn(
+            async move { store.delete_user(id, None).await },
+        ));
     }
     let (mut deleted, mut refused) = (0, 0);
     for task in tasks {
@@ -150,7 +152,7 @@ async fn api_tokens_are_listed_per_user_in_creation_order() {
     let second = add_token(&store, alice.id, "second", 20).await;
     let first = add_token(&store, alice.id, "first", 10).await;
     add_token(&store, bob.id, "bob's", 15).await;
-    store.revoke_api_token(first.id, t(30)).await.unwrap();
+    store.revoke_api_token(first.id, t(30), None).await.unwrap();
 
     let listed = store.list_api_tokens(alice.id).await.unwrap();
     let names: Vec<&str> = listed.iter().map(|t| t.name.as_str()).collect();
@@ -170,9 +172,12 @@ async fn revoking_sets_the_time_once() {
     let alice = add_user(&store, "alice", 0).await;
     let token = add_token(&store, alice.id, "ci", 1).await;
 
-    assert!(store.revoke_api_token(token.id, t(10)).await.unwrap());
-    assert!(!store.revoke_api_token(token.id, t(20)).await.unwrap());
-    assert!(!store.revoke_api_token(TokenId::new(), t(20)).await.unwrap());
+    assert!(store.revoke_api_token(token.id, t(10), None).await.unwrap());
+    assert!(!store.revoke_api_token(token.id, t(20), None).await.unwrap());
+    assert!(!store
+        .revoke_api_token(TokenId::new(), t(20), None)
+        .await
+        .unwrap());
     let stored = store.api_token(token.id).await.unwrap().unwrap();
     assert_eq!(
         stored.revoked_at,

@@ -26,7 +26,7 @@ async fn a_pending_token_works_beside_the_current_one_until_promoted() {
     let (_dir, store) = open_temp().await;
     let (host, current) = enrol_with_agent(&store).await;
     let new = pending(host, 10);
-    store.begin_token_rotation(&new).await.unwrap();
+    store.begin_token_rotation(&new, None).await.unwrap();
 
     let stored = store.active_agent_token(new.id).await.unwrap().unwrap();
     assert!(stored.pending);
@@ -67,8 +67,8 @@ async fn a_newer_rotation_replaces_an_unconfirmed_one() {
     let (host, current) = enrol_with_agent(&store).await;
     let first = pending(host, 10);
     let second = pending(host, 11);
-    store.begin_token_rotation(&first).await.unwrap();
-    store.begin_token_rotation(&second).await.unwrap();
+    store.begin_token_rotation(&first, None).await.unwrap();
+    store.begin_token_rotation(&second, None).await.unwrap();
     assert_eq!(store.active_agent_token(first.id).await.unwrap(), None);
     assert!(!store
         .promote_agent_token(host, first.id, t(20))
@@ -92,9 +92,9 @@ async fn revoking_the_agent_ends_every_token_but_keeps_the_host() {
     let (_dir, store) = open_temp().await;
     let (host, current) = enrol_with_agent(&store).await;
     let new = pending(host, 10);
-    store.begin_token_rotation(&new).await.unwrap();
+    store.begin_token_rotation(&new, None).await.unwrap();
 
-    assert!(store.revoke_agent(host, t(20)).await.unwrap());
+    assert!(store.revoke_agent(host, t(20), None).await.unwrap());
     assert_eq!(store.active_agent_token(current).await.unwrap(), None);
     assert_eq!(store.active_agent_token(new.id).await.unwrap(), None);
     let listed = store.host(host).await.unwrap().unwrap();
@@ -104,19 +104,22 @@ async fn revoking_the_agent_ends_every_token_but_keeps_the_host() {
     assert_eq!(store.list_hosts().await.unwrap().len(), 1);
 
     // Again: still revoked, first time kept; a rotation is refused.
-    assert!(store.revoke_agent(host, t(30)).await.unwrap());
+    assert!(store.revoke_agent(host, t(30), None).await.unwrap());
     assert_eq!(
         store.host(host).await.unwrap().unwrap().agent_revoked_at,
         Some(t(20))
     );
     assert!(matches!(
-        store.begin_token_rotation(&pending(host, 40)).await,
+        store.begin_token_rotation(&pending(host, 40), None).await,
         Err(StoreError::Conflict(_))
     ));
-    assert!(!store.revoke_agent(HostId::new(), t(30)).await.unwrap());
+    assert!(!store
+        .revoke_agent(HostId::new(), t(30), None)
+        .await
+        .unwrap());
     assert!(matches!(
         store
-            .begin_token_rotation(&pending(HostId::new(), 40))
+            .begin_token_rotation(&pending(HostId::new(), 40), None)
             .await,
         Err(StoreError::NotFound(_))
     ));
@@ -127,7 +130,7 @@ async fn a_single_token_can_be_revoked() {
     let (_dir, store) = open_temp().await;
     let (host, current) = enrol_with_agent(&store).await;
     let new = pending(host, 10);
-    store.begin_token_rotation(&new).await.unwrap();
+    store.begin_token_rotation(&new, None).await.unwrap();
     assert!(store.revoke_agent_token(new.id, t(20)).await.unwrap());
     assert!(!store.revoke_agent_token(new.id, t(21)).await.unwrap());
     assert_eq!(store.pending_agent_token(host).await.unwrap(), None);

@@ -214,7 +214,7 @@ async fn pages_follow_the_before_cursor_and_limits_are_capped() {
 async fn backup_to_copies_a_database_in_use_into_a_new_private_file() {
     let (dir, store) = open_temp().await;
     let admin = user("admin");
-    store.create_user(&admin).await.unwrap();
+    store.create_user(&admin, None).await.unwrap();
     let host = enrol(&store).await;
     let job = NewJob {
         id: rm_core::JobId::new(),
@@ -227,7 +227,7 @@ async fn backup_to_copies_a_database_in_use_into_a_new_private_file() {
         error: None,
         created_at: t(10),
     };
-    store.create_job(&job).await.unwrap();
+    store.create_job(&job, None).await.unwrap();
     let lines: Vec<LogLineRecord> = (1..=100)
         .map(|seq| LogLineRecord {
             job_id: job.id,

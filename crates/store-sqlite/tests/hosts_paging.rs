@@ -20,7 +20,7 @@ use rm_store_sqlite::SqliteStore;
 /// Enrols a host called `name`; returns its id.
 async fn host_named(store: &SqliteStore, name: &str) -> HostId {
     let token = enrollment(1_000_000);
-    store.create_enrollment_token(&token).await.unwrap();
+    store.create_enrollment_token(&token, None).await.unwrap();
     let id = HostId::new();
     let agent = AgentToken {
         id: TokenId::new(),
@@ -35,7 +35,7 @@ async fn host_named(store: &SqliteStore, name: &str) -> HostId {
         hostname: format!("{name}.example"),
     };
     store
-        .enroll_host(token.id, t(5), &host, &agent)
+        .enroll_host(token.id, t(5), &host, &agent, None)
         .await
         .unwrap();
     id
@@ -59,17 +59,20 @@ async fn online(store: &SqliteStore, host: HostId) {
 /// Runs a backup on `host` that ends with `status` at `at`.
 async fn backup(store: &SqliteStore, host: HostId, status: JobStatus, at: DateTime<Utc>) {
     let job = store
-        .create_job(&NewJob {
-            id: JobId::new(),
-            host_id: host,
-            kind: "backup".to_owned(),
-            params: serde_json::json!({"paths": ["/srv"]}),
-            trigger: JobTrigger::Manual,
-            schedule_id: None,
-            status: JobStatus::Queued,
-            error: None,
-            created_at: at,
-        })
+        .create_job(
+            &NewJob {
+                id: JobId::new(),
+                host_id: host,
+                kind: "backup".to_owned(),
+                params: serde_json::json!({"paths": ["/srv"]}),
+                trigger: JobTrigger::Manual,
+                schedule_id: None,
+                status: JobStatus::Queued,
+                error: None,
+                created_at: at,
+            },
+            None,
+        )
         .await
         .unwrap();
     store
@@ -84,7 +87,7 @@ async fn backup(store: &SqliteStore, host: HostId, status: JobStatus, at: DateTi
         finished_at: at,
         provisional: false,
     };
-    assert!(store.finish_job(job.id, &end).await.unwrap());
+    assert!(store.finish_job(job.id, &end, None).await.unwrap());
 }
 
 fn snapshot(n: u32) -> SnapshotRecord {
@@ -123,7 +126,7 @@ async fn pages_follow_the_id_cursor_without_gaps_or_repeats() {
     assert_eq!(seen, ids);
 
     // A deleted host drops out; a cursor naming it still works.
-    assert!(store.delete_host(ids[1], t(9)).await.unwrap());
+    assert!(store.delete_host(ids[1], t(9), None).await.unwrap());
     let page = store.list_hosts_page(Some(ids[1]), 10).await.unwrap();
     assert_eq!(
         page.iter().map(|h| h.id).collect::<Vec<_>>(),
@@ -192,7 +195,7 @@ async fn counts_and_the_attention_first_page_judge_hosts_alike() {
     assert_eq!(second, [offline, fine]);
 
     // Deleted hosts count nowhere.
-    assert!(store.delete_host(fine, t(3_000)).await.unwrap());
+    assert!(store.delete_host(fine, t(3_000), None).await.unwrap());
     assert_eq!(store.host_counts(since).await.unwrap().total, 4);
     let empty = open_temp().await;
     assert_eq!(

@@ -35,7 +35,7 @@ fn new_job(host: HostId, kind: &str, created: i64) -> NewJob {
 
 async fn create(store: &SqliteStore, host: HostId, kind: &str, created: i64) -> Job {
     store
-        .create_job(&new_job(host, kind, created))
+        .create_job(&new_job(host, kind, created), None)
         .await
         .unwrap()
 }
@@ -80,7 +80,7 @@ async fn a_job_goes_queued_dispatched_running_succeeded() {
         trigger: JobTrigger::Schedule,
         ..new_job(host, "backup", 10)
     };
-    let job = store.create_job(&new).await.unwrap();
+    let job = store.create_job(&new, None).await.unwrap();
     assert_eq!(
         job,
         Job {
@@ -113,7 +113,7 @@ async fn a_job_goes_queued_dispatched_running_succeeded() {
         .await
         .unwrap());
     assert!(store
-        .finish_job(job.id, &end(JobStatus::Succeeded, 40))
+        .finish_job(job.id, &end(JobStatus::Succeeded, 40), None)
         .await
         .unwrap());
 
@@ -140,7 +140,7 @@ async fn illegal_moves_return_false_and_change_nothing() {
         .await
         .unwrap());
     assert!(!store
-        .finish_job(job.id, &end(JobStatus::Succeeded, 2))
+        .finish_job(job.id, &end(JobStatus::Succeeded, 2), None)
         .await
         .unwrap());
     assert_eq!(store.job(job.id).await.unwrap(), Some(job.clone()));
@@ -176,17 +176,17 @@ async fn illegal_moves_return_false_and_change_nothing() {
         finished_at: t(7),
         provisional: false,
     };
-    assert!(store.finish_job(job.id, &failed).await.unwrap());
+    assert!(store.finish_job(job.id, &failed, None).await.unwrap());
     let first = store.job(job.id).await.unwrap().unwrap();
     assert_eq!(first.stats, serde_json::Value::Null);
 
     // Finished jobs never change: a second finish, late starts, anything.
     assert!(!store
-        .finish_job(job.id, &end(JobStatus::Succeeded, 8))
+        .finish_job(job.id, &end(JobStatus::Succeeded, 8), None)
         .await
         .unwrap());
     assert!(!store
-        .finish_job(job.id, &end(JobStatus::Cancelled, 9))
+        .finish_job(job.id, &end(JobStatus::Cancelled, 9), None)
         .await
         .unwrap());
     for to in [JobStatus::Queued, JobStatus::Dispatched, JobStatus::Running] {
@@ -205,7 +205,9 @@ async fn illegal_moves_return_false_and_change_nothing() {
         ));
     }
     assert!(matches!(
-        store.finish_job(job.id, &end(JobStatus::Running, 11)).await,
+        store
+            .finish_job(job.id, &end(JobStatus::Running, 11), None)
+            .await,
         Err(StoreError::Conflict(_))
     ));
 
@@ -215,7 +217,7 @@ async fn illegal_moves_return_false_and_change_nothing() {
         .await
         .unwrap());
     assert!(!store
-        .finish_job(JobId::new(), &end(JobStatus::Failed, 12))
+        .finish_job(JobId::new(), &end(JobStatus::Failed, 12), None)
         .await
         .unwrap());
 }
@@ -229,7 +231,7 @@ async fn a_queued_job_can_be_cancelled_without_running() {
         exit_code: None,
         ..end(JobStatus::Cancelled, 2)
     };
-    assert!(store.finish_job(job.id, &cancelled).await.unwrap());
+    assert!(store.finish_job(job.id, &cancelled, None).await.unwrap());
     let stored = store.job(job.id).await.unwrap().unwrap();
     assert_eq!(stored.status, JobStatus::Cancelled);
     assert_eq!(stored.dispatched_at, None);
@@ -241,23 +243,23 @@ async fn create_job_refuses_duplicates_and_unknown_or_deleted_hosts() {
     let (_dir, store) = open_temp().await;
     let host = enrol(&store).await;
     let new = new_job(host, "backup", 1);
-    store.create_job(&new).await.unwrap();
+    store.create_job(&new, None).await.unwrap();
     assert!(matches!(
-        store.create_job(&new).await,
+        store.create_job(&new, None).await,
         Err(StoreError::Conflict(_))
     ));
 
     let unknown = HostId::new();
-    match store.create_job(&new_job(unknown, "backup", 2)).await {
+    match store.create_job(&new_job(unknown, "backup", 2), None).await {
         Err(StoreError::NotFound(what)) => assert_eq!(what, format!("host `{unknown}`")),
         other => panic!("expected NotFound, got {other:?}"),
     }
 
     let deleted = enrol(&store).await;
-    assert!(store.delete_host(deleted, t(3)).await.unwrap());
+    assert!(store.delete_host(deleted, t(3), None).await.unwrap());
     let orphan = new_job(deleted, "backup", 4);
     assert!(matches!(
-        store.create_job(&orphan).await,
+        store.create_job(&orphan, None).await,
         Err(StoreError::NotFound(_))
     ));
     assert_eq!(store.job(orphan.id).await.unwrap(), None);
@@ -272,10 +274,13 @@ async fn a_host_runs_one_job_at_a_time_in_creation_order() {
 
     // Created out of id order: `created_at` decides, not the id.
     let third = store
-        .create_job(&NewJob {
-            id: job_id_at(1),
-            ..new_job(host, "check", 30)
-        })
+        .create_job(
+            &NewJob {
+                id: job_id_at(1),
+                ..new_job(host, "check", 30)
+            },
+            None,
+        )
         .await
         .unwrap();
     let first = create(&store, host, "backup", 10).await;
@@ -311,7 +316,7 @@ async fn a_host_runs_one_job_at_a_time_in_creation_order() {
     );
 
     assert!(store
-        .finish_job(first.id, &end(JobStatus::Partial, 42))
+        .finish_job(first.id, &end(JobStatus::Partial, 42), None)
         .await
         .unwrap());
     assert_eq!(
@@ -327,7 +332,7 @@ async fn a_host_runs_one_job_at_a_time_in_creation_order() {
         .await
         .unwrap());
     assert!(store
-        .finish_job(second.id, &end(JobStatus::Failed, 44))
+        .finish_job(second.id, &end(JobStatus::Failed, 44), None)
         .await
         .unwrap());
     assert_eq!(
@@ -340,10 +345,10 @@ async fn a_host_runs_one_job_at_a_time_in_creation_order() {
     );
 
     // Deleted hosts are no longer offered for dispatch after a restart.
-    assert!(store.delete_host(other, t(50)).await.unwrap());
+    assert!(store.delete_host(other, t(50), None).await.unwrap());
     assert_eq!(store.hosts_with_queued_jobs().await.unwrap(), vec![host]);
     assert!(store
-        .finish_job(third.id, &end(JobStatus::Cancelled, 51))
+        .finish_job(third.id, &end(JobStatus::Cancelled, 51), None)
         .await
         .unwrap());
     assert!(store.hosts_with_queued_jobs().await.unwrap().is_empty());
@@ -362,13 +367,16 @@ async fn list_jobs_filters_orders_newest_first_and_pages() {
     // Two jobs created in the same millisecond: the id breaks the tie.
     let twin_1 = create(&store, a, "check", 100).await;
     let twin_2 = store
-        .create_job(&NewJob {
-            id: JobId(Ulid::from_parts(
-                twin_1.id.0.timestamp_ms(),
-                twin_1.id.0.random() + 1,
-            )),
-            ..new_job(a, "check", 100)
-        })
+        .create_job(
+            &NewJob {
+                id: JobId(Ulid::from_parts(
+                    twin_1.id.0.timestamp_ms(),
+                    twin_1.id.0.random() + 1,
+                )),
+                ..new_job(a, "check", 100)
+            },
+            None,
+        )
         .await
         .unwrap();
     all.push(twin_1.clone());
@@ -504,7 +512,7 @@ async fn finishing_a_backup_updates_the_host_summary() {
         .await
         .unwrap();
     assert!(store
-        .finish_job(check.id, &end(JobStatus::Failed, 3))
+        .finish_job(check.id, &end(JobStatus::Failed, 3), None)
         .await
         .unwrap());
     let h = store.host(host).await.unwrap().unwrap();
@@ -520,7 +528,7 @@ async fn finishing_a_backup_updates_the_host_summary() {
         .await
         .unwrap();
     assert!(store
-        .finish_job(backup.id, &end(JobStatus::Partial, 100))
+        .finish_job(backup.id, &end(JobStatus::Partial, 100), None)
         .await
         .unwrap());
     let h = store.host(host).await.unwrap().unwrap();
@@ -530,7 +538,7 @@ async fn finishing_a_backup_updates_the_host_summary() {
 
     // A second finish of the same job changes nothing on the host either.
     assert!(!store
-        .finish_job(backup.id, &end(JobStatus::Succeeded, 200))
+        .finish_job(backup.id, &end(JobStatus::Succeeded, 200), None)
         .await
         .unwrap());
     assert_eq!(store.host(host).await.unwrap(), Some(h));
@@ -538,7 +546,7 @@ async fn finishing_a_backup_updates_the_host_summary() {
     // A late report of an older backup does not hide the newer one.
     let old = create(&store, host, "backup", 20).await;
     assert!(store
-        .finish_job(old.id, &end(JobStatus::Failed, 50))
+        .finish_job(old.id, &end(JobStatus::Failed, 50), None)
         .await
         .unwrap());
     let h = store.host(host).await.unwrap().unwrap();
@@ -548,7 +556,7 @@ async fn finishing_a_backup_updates_the_host_summary() {
     // A newer one does.
     let newer = create(&store, host, "backup", 30).await;
     assert!(store
-        .finish_job(newer.id, &end(JobStatus::Cancelled, 300))
+        .finish_job(newer.id, &end(JobStatus::Cancelled, 300), None)
         .await
         .unwrap());
     let h = store.host(host).await.unwrap().unwrap();
@@ -926,7 +934,7 @@ async fn repo_stats_keep_history_newest_first_and_size_the_host() {
     ));
     assert_eq!(store.repo_stats(host, 10).await.unwrap().len(), 3);
 
-    assert!(store.delete_host(host, t(50)).await.unwrap());
+    assert!(store.delete_host(host, t(50), None).await.unwrap());
     assert!(matches!(
         store
             .add_repo_stats(host, &RepoStatsRecord::default())
@@ -949,7 +957,7 @@ async fn repository_settings_set_replace_get() {
         format: SealFormat::OwnerBound,
         updated_at: t(10),
     };
-    store.set_repository(host, &sealed).await.unwrap();
+    store.set_repository(host, &sealed, None).await.unwrap();
     assert_eq!(store.repository(host).await.unwrap(), Some(sealed.clone()));
     let listed = store.list_hosts().await.unwrap();
     let mut flags: Vec<(HostId, bool)> = listed.iter().map(|h| (h.id, h.has_repository)).collect();
@@ -964,7 +972,7 @@ async fn repository_settings_set_replace_get() {
         format: SealFormat::Unbound,
         updated_at: t(20),
     };
-    store.set_repository(host, &replaced).await.unwrap();
+    store.set_repository(host, &replaced, None).await.unwrap();
     assert_eq!(
         store.repository(host).await.unwrap(),
         Some(replaced.clone())
@@ -973,7 +981,7 @@ async fn repository_settings_set_replace_get() {
 
     let unknown = HostId::new();
     assert!(matches!(
-        store.set_repository(unknown, &sealed).await,
+        store.set_repository(unknown, &sealed, None).await,
         Err(StoreError::NotFound(_))
     ));
     assert!(matches!(
@@ -981,9 +989,9 @@ async fn repository_settings_set_replace_get() {
         Err(StoreError::NotFound(_))
     ));
 
-    assert!(store.delete_host(host, t(30)).await.unwrap());
+    assert!(store.delete_host(host, t(30), None).await.unwrap());
     assert!(matches!(
-        store.set_repository(host, &sealed).await,
+        store.set_repository(host, &sealed, None).await,
         Err(StoreError::NotFound(_))
     ));
     assert!(matches!(
@@ -1003,7 +1011,7 @@ async fn refused_repository_settings_are_recorded_and_cleared_by_new_ones() {
         format: SealFormat::OwnerBound,
         updated_at: t(10),
     };
-    store.set_repository(host, &sealed).await.unwrap();
+    store.set_repository(host, &sealed, None).await.unwrap();
     assert_eq!(
         store.repositories().await.unwrap(),
         vec![(host, sealed.clone(), None)],
@@ -1032,7 +1040,7 @@ async fn refused_repository_settings_are_recorded_and_cleared_by_new_ones() {
     assert_eq!(refused(bare).await, None);
 
     // New settings clear the refusal; so does an explicit `None`.
-    store.set_repository(host, &sealed).await.unwrap();
+    store.set_repository(host, &sealed, None).await.unwrap();
     assert_eq!(refused(host).await, None);
     store
         .set_repository_refused(host, Some("again"))

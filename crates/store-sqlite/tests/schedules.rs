@@ -62,15 +62,15 @@ async fn every_schedule_change_bumps_the_host_version_by_one() {
     assert_eq!(store.schedule_set(host).await.unwrap(), (0, vec![]));
 
     let a = schedule(host, "backup", 10);
-    assert_eq!(store.create_schedule(&a).await.unwrap(), 1);
+    assert_eq!(store.create_schedule(&a, None).await.unwrap(), 1);
     assert_eq!(store.schedule(a.id).await.unwrap(), Some(a.clone()));
     let b = schedule(host, "forget", 20);
-    assert_eq!(store.create_schedule(&b).await.unwrap(), 2);
+    assert_eq!(store.create_schedule(&b, None).await.unwrap(), 2);
     assert_eq!(version_of(&store, host).await, (2, None));
     // Another host's version is its own.
     assert_eq!(
         store
-            .create_schedule(&schedule(other, "check", 5))
+            .create_schedule(&schedule(other, "check", 5), None)
             .await
             .unwrap(),
         1
@@ -89,7 +89,7 @@ async fn every_schedule_change_bumps_the_host_version_by_one() {
         updated_at: t(30),
         ..a.clone()
     };
-    assert_eq!(store.update_schedule(&changed).await.unwrap(), 3);
+    assert_eq!(store.update_schedule(&changed, None).await.unwrap(), 3);
     let stored = store.schedule(a.id).await.unwrap().unwrap();
     assert_eq!(
         stored,
@@ -101,7 +101,7 @@ async fn every_schedule_change_bumps_the_host_version_by_one() {
     );
     assert_eq!(version_of(&store, other).await, (1, None));
 
-    assert_eq!(store.delete_schedule(b.id).await.unwrap(), (host, 4));
+    assert_eq!(store.delete_schedule(b.id, None).await.unwrap(), (host, 4));
     assert_eq!(store.schedule(b.id).await.unwrap(), None);
     let (version, set) = store.schedule_set(host).await.unwrap();
     assert_eq!(version, 4);
@@ -115,7 +115,10 @@ async fn unknown_or_deleted_hosts_and_unknown_schedules_are_not_found() {
     let host = enrol(&store).await;
 
     let nobody = HostId::new();
-    match store.create_schedule(&schedule(nobody, "backup", 1)).await {
+    match store
+        .create_schedule(&schedule(nobody, "backup", 1), None)
+        .await
+    {
         Err(StoreError::NotFound(msg)) => assert!(msg.contains(&nobody.to_string()), "{msg}"),
         other => panic!("expected NotFound, got {other:?}"),
     }
@@ -125,13 +128,13 @@ async fn unknown_or_deleted_hosts_and_unknown_schedules_are_not_found() {
     ));
 
     let ghost = schedule(host, "backup", 1);
-    match store.update_schedule(&ghost).await {
+    match store.update_schedule(&ghost, None).await {
         Err(StoreError::NotFound(msg)) => {
             assert_eq!(msg, format!("schedule `{}`", ghost.id));
         }
         other => panic!("expected NotFound, got {other:?}"),
     }
-    match store.delete_schedule(ghost.id).await {
+    match store.delete_schedule(ghost.id, None).await {
         Err(StoreError::NotFound(msg)) => {
             assert_eq!(msg, format!("schedule `{}`", ghost.id));
         }
@@ -143,30 +146,32 @@ async fn unknown_or_deleted_hosts_and_unknown_schedules_are_not_found() {
 
     // A duplicate id is a conflict and does not bump the version.
     let s = schedule(host, "backup", 2);
-    assert_eq!(store.create_schedule(&s).await.unwrap(), 1);
+    assert_eq!(store.create_schedule(&s, None).await.unwrap(), 1);
     assert!(matches!(
-        store.create_schedule(&s).await,
+        store.create_schedule(&s, None).await,
         Err(StoreError::Conflict(_))
     ));
     assert_eq!(version_of(&store, host).await, (1, None));
 
     // A deleted host hides its schedules (the rows stay).
-    assert!(store.delete_host(host, t(100)).await.unwrap());
+    assert!(store.delete_host(host, t(100), None).await.unwrap());
     assert!(matches!(
         store.schedule_set(host).await,
         Err(StoreError::NotFound(_))
     ));
     assert!(matches!(
-        store.create_schedule(&schedule(host, "check", 3)).await,
+        store
+            .create_schedule(&schedule(host, "check", 3), None)
+            .await,
         Err(StoreError::NotFound(_))
     ));
     assert_eq!(store.schedule(s.id).await.unwrap(), None);
     assert!(matches!(
-        store.update_schedule(&s).await,
+        store.update_schedule(&s, None).await,
         Err(StoreError::NotFound(_))
     ));
     assert!(matches!(
-        store.delete_schedule(s.id).await,
+        store.delete_schedule(s.id, None).await,
         Err(StoreError::NotFound(_))
     ));
     assert!(!store.record_schedule_ack(host, 1).await.unwrap());
@@ -192,10 +197,10 @@ async fn schedule_set_is_in_creation_order() {
         std::mem::swap(&mut twin_1.id, &mut twin_2.id);
     }
     for s in [&late, &twin_2, &early, &twin_1] {
-        store.create_schedule(s).await.unwrap();
+        store.create_schedule(s, None).await.unwrap();
     }
     store
-        .create_schedule(&schedule(other, "backup", 1))
+        .create_schedule(&schedule(other, "backup", 1), None)
         .await
         .unwrap();
     let (version, set) = store.schedule_set(host).await.unwrap();
@@ -215,7 +220,7 @@ async fn schedule_set_reads_version_and_schedules_together() {
         tokio::spawn(async move {
             for i in 0..200 {
                 store
-                    .create_schedule(&schedule(host, "backup", i))
+                    .create_schedule(&schedule(host, "backup", i), None)
                     .await
                     .unwrap();
             }
@@ -250,7 +255,7 @@ async fn acks_move_forward_only_and_never_past_the_issued_version() {
 
     for i in 0..3 {
         store
-            .create_schedule(&schedule(host, "backup", i))
+            .create_schedule(&schedule(host, "backup", i), None)
             .await
             .unwrap();
     }
@@ -275,10 +280,10 @@ async fn deleting_a_schedule_keeps_its_jobs_without_the_link() {
     let host = enrol(&store).await;
     let s = schedule(host, "backup", 1);
     let keep = schedule(host, "check", 2);
-    store.create_schedule(&s).await.unwrap();
-    store.create_schedule(&keep).await.unwrap();
+    store.create_schedule(&s, None).await.unwrap();
+    store.create_schedule(&keep, None).await.unwrap();
     let done = store
-        .create_job(&scheduled_job(host, Some(s.id), 10))
+        .create_job(&scheduled_job(host, Some(s.id), 10), None)
         .await
         .unwrap();
     assert_eq!(done.schedule_id, Some(s.id));
@@ -301,20 +306,21 @@ async fn deleting_a_schedule_keeps_its_jobs_without_the_link() {
                 finished_at: t(13),
                 provisional: false,
             },
+            None,
         )
         .await
         .unwrap());
     let queued = store
-        .create_job(&scheduled_job(host, Some(s.id), 20))
+        .create_job(&scheduled_job(host, Some(s.id), 20), None)
         .await
         .unwrap();
     let other = store
-        .create_job(&scheduled_job(host, Some(keep.id), 30))
+        .create_job(&scheduled_job(host, Some(keep.id), 30), None)
         .await
         .unwrap();
 
     let done_before = store.job(done.id).await.unwrap().unwrap();
-    assert_eq!(store.delete_schedule(s.id).await.unwrap(), (host, 3));
+    assert_eq!(store.delete_schedule(s.id, None).await.unwrap(), (host, 3));
     let done_after = store.job(done.id).await.unwrap().unwrap();
     assert_eq!(
         done_after,
@@ -351,11 +357,11 @@ async fn active_jobs_of_a_schedule_are_its_unfinished_ones_in_creation_order() {
     let host = enrol(&store).await;
     let s = schedule(host, "backup", 1);
     let other = schedule(host, "check", 2);
-    store.create_schedule(&s).await.unwrap();
-    store.create_schedule(&other).await.unwrap();
+    store.create_schedule(&s, None).await.unwrap();
+    store.create_schedule(&other, None).await.unwrap();
 
     let running = store
-        .create_job(&scheduled_job(host, Some(s.id), 10))
+        .create_job(&scheduled_job(host, Some(s.id), 10), None)
         .await
         .unwrap();
     store
@@ -367,7 +373,7 @@ async fn active_jobs_of_a_schedule_are_its_unfinished_ones_in_creation_order() {
         .await
         .unwrap();
     let finished = store
-        .create_job(&scheduled_job(host, Some(s.id), 5))
+        .create_job(&scheduled_job(host, Some(s.id), 5), None)
         .await
         .unwrap();
     store
@@ -381,35 +387,42 @@ async fn active_jobs_of_a_schedule_are_its_unfinished_ones_in_creation_order() {
                 finished_at: t(6),
                 provisional: false,
             },
+            None,
         )
         .await
         .unwrap();
     let skipped = store
-        .create_job(&NewJob {
-            status: JobStatus::Skipped,
-            error: Some("previous run still going".to_owned()),
-            ..scheduled_job(host, Some(s.id), 15)
-        })
+        .create_job(
+            &NewJob {
+                status: JobStatus::Skipped,
+                error: Some("previous run still going".to_owned()),
+                ..scheduled_job(host, Some(s.id), 15)
+            },
+            None,
+        )
         .await
         .unwrap();
     // Created later but earlier in time: creation time decides the order.
     let queued = store
-        .create_job(&scheduled_job(host, Some(s.id), 3))
+        .create_job(&scheduled_job(host, Some(s.id), 3), None)
         .await
         .unwrap();
     let offline = store
-        .create_job(&NewJob {
-            status: JobStatus::Dispatched,
-            ..scheduled_job(host, Some(s.id), 20)
-        })
+        .create_job(
+            &NewJob {
+                status: JobStatus::Dispatched,
+                ..scheduled_job(host, Some(s.id), 20)
+            },
+            None,
+        )
         .await
         .unwrap();
     let manual = store
-        .create_job(&scheduled_job(host, None, 4))
+        .create_job(&scheduled_job(host, None, 4), None)
         .await
         .unwrap();
     let elsewhere = store
-        .create_job(&scheduled_job(host, Some(other.id), 8))
+        .create_job(&scheduled_job(host, Some(other.id), 8), None)
         .await
         .unwrap();
 
@@ -434,14 +447,14 @@ async fn jobs_can_start_dispatched_or_skipped_but_nothing_else() {
     let (_dir, store) = open_temp().await;
     let host = enrol(&store).await;
     let s = schedule(host, "backup", 1);
-    store.create_schedule(&s).await.unwrap();
+    store.create_schedule(&s, None).await.unwrap();
 
     // An agent's own (offline) run: dispatched since its creation.
     let new = NewJob {
         status: JobStatus::Dispatched,
         ..scheduled_job(host, Some(s.id), 10)
     };
-    let offline = store.create_job(&new).await.unwrap();
+    let offline = store.create_job(&new, None).await.unwrap();
     assert_eq!(
         offline,
         Job {
@@ -477,7 +490,7 @@ async fn jobs_can_start_dispatched_or_skipped_but_nothing_else() {
         error: Some("previous run still going".to_owned()),
         ..scheduled_job(host, Some(s.id), 20)
     };
-    let skipped = store.create_job(&new).await.unwrap();
+    let skipped = store.create_job(&new, None).await.unwrap();
     assert_eq!(
         skipped,
         Job {
@@ -512,6 +525,7 @@ async fn jobs_can_start_dispatched_or_skipped_but_nothing_else() {
                 finished_at: t(22),
                 provisional: false,
             },
+            None,
         )
         .await
         .unwrap());
@@ -533,6 +547,7 @@ async fn jobs_can_start_dispatched_or_skipped_but_nothing_else() {
                     finished_at: t(23),
                     provisional: false,
                 },
+                None,
             )
             .await,
         Ok(false)
@@ -550,7 +565,7 @@ async fn jobs_can_start_dispatched_or_skipped_but_nothing_else() {
             status,
             ..scheduled_job(host, Some(s.id), 30)
         };
-        match store.create_job(&new).await {
+        match store.create_job(&new, None).await {
             Err(StoreError::Conflict(msg)) => {
                 assert!(msg.contains(&format!("`{status}`")), "{msg}");
             }
@@ -566,19 +581,22 @@ async fn a_job_of_a_vanished_or_foreign_schedule_is_kept_without_the_link() {
     let host = enrol(&store).await;
     let other = enrol(&store).await;
     let foreign = schedule(other, "backup", 1);
-    store.create_schedule(&foreign).await.unwrap();
+    store.create_schedule(&foreign, None).await.unwrap();
     // The agent ran a schedule offline that was deleted meanwhile.
     let gone = store
-        .create_job(&NewJob {
-            status: JobStatus::Dispatched,
-            ..scheduled_job(host, Some(ScheduleId::new()), 10)
-        })
+        .create_job(
+            &NewJob {
+                status: JobStatus::Dispatched,
+                ..scheduled_job(host, Some(ScheduleId::new()), 10)
+            },
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(gone.schedule_id, None);
     assert_eq!(gone.status, JobStatus::Dispatched);
     let wrong_host = store
-        .create_job(&scheduled_job(host, Some(foreign.id), 20))
+        .create_job(&scheduled_job(host, Some(foreign.id), 20), None)
         .await
         .unwrap();
     assert_eq!(wrong_host.schedule_id, None);
@@ -596,7 +614,7 @@ async fn undecodable_schedule_rows_are_reported_as_corrupt() {
     let (_dir, store) = open_temp().await;
     let host = enrol(&store).await;
     let s = schedule(host, "backup", 1);
-    store.create_schedule(&s).await.unwrap();
+    store.create_schedule(&s, None).await.unwrap();
     for (column, value, expected) in [
         ("params", "'{not json'", "`params`"),
         ("jitter_seconds", "4294967296", "`jitter_seconds`"),
@@ -887,13 +905,16 @@ async fn a_database_from_0002_upgrades_keeping_jobs_logs_and_command_results() {
 
     // The new status and link work on the upgraded database.
     let s = schedule(host, "backup", 60);
-    assert_eq!(store.create_schedule(&s).await.unwrap(), 1);
+    assert_eq!(store.create_schedule(&s, None).await.unwrap(), 1);
     let skipped = store
-        .create_job(&NewJob {
-            status: JobStatus::Skipped,
-            error: Some("previous run still going".to_owned()),
-            ..scheduled_job(host, Some(s.id), 70)
-        })
+        .create_job(
+            &NewJob {
+                status: JobStatus::Skipped,
+                error: Some("previous run still going".to_owned()),
+                ..scheduled_job(host, Some(s.id), 70)
+            },
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(skipped.status, JobStatus::Skipped);

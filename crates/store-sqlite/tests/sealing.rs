@@ -56,14 +56,14 @@ async fn sealed_values_are_listed_with_their_owner_and_format_deleted_hosts_incl
     let b = enrol(&store).await;
     let bare = enrol(&store).await;
     store
-        .set_repository(a, &sealed(1, SealFormat::OwnerBound))
+        .set_repository(a, &sealed(1, SealFormat::OwnerBound), None)
         .await
         .unwrap();
     store
-        .set_repository(b, &sealed(2, SealFormat::Unbound))
+        .set_repository(b, &sealed(2, SealFormat::Unbound), None)
         .await
         .unwrap();
-    assert!(store.delete_host(b, t(5)).await.unwrap());
+    assert!(store.delete_host(b, t(5), None).await.unwrap());
     let mut expected = vec![
         (a, sealed(1, SealFormat::OwnerBound)),
         (b, sealed(2, SealFormat::Unbound)),
@@ -79,11 +79,11 @@ async fn resealing_replaces_unbound_values_once_and_all_or_nothing() {
     let a = enrol(&store).await;
     let b = enrol(&store).await;
     store
-        .set_repository(a, &sealed(1, SealFormat::Unbound))
+        .set_repository(a, &sealed(1, SealFormat::Unbound), None)
         .await
         .unwrap();
     store
-        .set_repository(b, &sealed(2, SealFormat::Unbound))
+        .set_repository(b, &sealed(2, SealFormat::Unbound), None)
         .await
         .unwrap();
 
@@ -139,19 +139,22 @@ async fn reset_discards_every_sealed_value_and_records_the_key() {
         .await
         .unwrap();
     store
-        .set_repository(a, &sealed(1, SealFormat::OwnerBound))
+        .set_repository(a, &sealed(1, SealFormat::OwnerBound), None)
         .await
         .unwrap();
     store
-        .set_repository(b, &sealed(2, SealFormat::OwnerBound))
+        .set_repository(b, &sealed(2, SealFormat::OwnerBound), None)
         .await
         .unwrap();
-    assert!(store.delete_host(b, t(5)).await.unwrap());
+    assert!(store.delete_host(b, t(5), None).await.unwrap());
 
     let mut expected = vec![a, b];
     expected.sort();
     assert_eq!(
-        store.reset_sealed_secrets(&record("new", 6)).await.unwrap(),
+        store
+            .reset_sealed_secrets(&record("new", 6), None)
+            .await
+            .unwrap(),
         expected
     );
     assert_eq!(store.repository(a).await.unwrap(), None);
@@ -164,7 +167,10 @@ async fn reset_discards_every_sealed_value_and_records_the_key() {
     );
     // Nothing left: a second reset discards nothing.
     assert_eq!(
-        store.reset_sealed_secrets(&record("new", 7)).await.unwrap(),
+        store
+            .reset_sealed_secrets(&record("new", 7), None)
+            .await
+            .unwrap(),
         Vec::<HostId>::new()
     );
 }

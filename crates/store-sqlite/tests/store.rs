@@ -44,7 +44,7 @@ async fn migrations_apply_twice_and_data_survives_reopen() {
     let url = format!("sqlite://{}", dir.path().join("sub/rm.db").display());
     let store = SqliteStore::open(&url).await.unwrap();
     let alice = user("alice");
-    store.create_user(&alice).await.unwrap();
+    store.create_user(&alice, None).await.unwrap();
     let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
         .fetch_one(store.pool())
         .await
@@ -68,7 +68,7 @@ async fn migrations_apply_twice_and_data_survives_reopen() {
 #[tokio::test]
 async fn in_memory_store_keeps_its_data() {
     let store = SqliteStore::open("sqlite::memory:").await.unwrap();
-    store.create_user(&user("alice")).await.unwrap();
+    store.create_user(&user("alice"), None).await.unwrap();
     assert_eq!(store.count_users().await.unwrap(), 1);
     // Another in-memory store is a different database.
     let other = SqliteStore::open("sqlite::memory:").await.unwrap();
@@ -80,15 +80,15 @@ async fn users_create_conflict_and_lookup() {
     let (_dir, store) = open_temp().await;
     assert_eq!(store.count_users().await.unwrap(), 0);
     let alice = user("alice");
-    store.create_user(&alice).await.unwrap();
+    store.create_user(&alice, None).await.unwrap();
 
-    let err = store.create_user(&user("alice")).await.unwrap_err();
+    let err = store.create_user(&user("alice"), None).await.unwrap_err();
     match err {
         StoreError::Conflict(msg) => assert_eq!(msg, "user name `alice` is taken"),
         other => panic!("expected Conflict, got {other:?}"),
     }
     assert!(matches!(
-        store.create_user(&alice).await,
+        store.create_user(&alice, None).await,
         Err(StoreError::Conflict(_))
     ));
 
@@ -107,18 +107,18 @@ async fn set_password_replaces_hash_and_ends_sessions() {
     let (_dir, store) = open_temp().await;
     let alice = user("alice");
     let bob = user("bob");
-    store.create_user(&alice).await.unwrap();
-    store.create_user(&bob).await.unwrap();
+    store.create_user(&alice, None).await.unwrap();
+    store.create_user(&bob, None).await.unwrap();
     let s1 = session(alice.id, 1000);
     let s2 = session(alice.id, 2000);
     let sb = session(bob.id, 1000);
     for s in [&s1, &s2, &sb] {
-        store.create_session(s).await.unwrap();
+        store.create_session(s, None).await.unwrap();
     }
     assert_eq!(store.session(s1.id).await.unwrap(), Some(s1.clone()));
 
     store
-        .set_user_password("alice", "$argon2id$new")
+        .set_user_password("alice", "$argon2id$new", None)
         .await
         .unwrap();
     assert_eq!(
@@ -134,7 +134,7 @@ async fn set_password_replaces_hash_and_ends_sessions() {
     assert_eq!(store.session(s2.id).await.unwrap(), None);
     assert_eq!(store.session(sb.id).await.unwrap(), Some(sb));
 
-    match store.set_user_password("nobody", "x").await {
+    match store.set_user_password("nobody", "x", None).await {
         Err(StoreError::NotFound(what)) => assert_eq!(what, "user `nobody`"),
         other => panic!("expected NotFound, got {other:?}"),
     }
@@ -144,26 +144,26 @@ async fn set_password_replaces_hash_and_ends_sessions() {
 async fn sessions_expire_and_delete() {
     let (_dir, store) = open_temp().await;
     let alice = user("alice");
-    store.create_user(&alice).await.unwrap();
+    store.create_user(&alice, None).await.unwrap();
     let early = session(alice.id, 10);
     let mid = session(alice.id, 20);
     let late = session(alice.id, 30);
     for s in [&early, &mid, &late] {
-        store.create_session(s).await.unwrap();
+        store.create_session(s, None).await.unwrap();
     }
     assert_eq!(store.delete_expired_sessions(t(25)).await.unwrap(), 2);
     assert_eq!(store.delete_expired_sessions(t(25)).await.unwrap(), 0);
     assert_eq!(store.session(early.id).await.unwrap(), None);
     assert_eq!(store.session(late.id).await.unwrap(), Some(late.clone()));
 
-    store.delete_session(late.id).await.unwrap();
-    store.delete_session(late.id).await.unwrap(); // missing: not an error
+    store.delete_session(late.id, None).await.unwrap();
+    store.delete_session(late.id, None).await.unwrap(); // missing: not an error
     assert_eq!(store.session(late.id).await.unwrap(), None);
 
     // A session for a user that does not exist.
     let orphan = session(UserId::new(), 10);
     assert!(matches!(
-        store.create_session(&orphan).await,
+        store.create_session(&orphan, None).await,
         Err(StoreError::NotFound(_))
     ));
 }
@@ -172,7 +172,7 @@ async fn sessions_expire_and_delete() {
 async fn api_tokens_round_trip() {
     let (_dir, store) = open_temp().await;
     let alice = user("alice");
-    store.create_user(&alice).await.unwrap();
+    store.create_user(&alice, None).await.unwrap();
     let plain = ApiToken {
         id: TokenId::new(),
         user_id: alice.id,
@@ -190,8 +190,8 @@ async fn api_tokens_round_trip() {
         revoked_at: Some(t(50)),
         ..plain.clone()
     };
-    store.create_api_token(&plain).await.unwrap();
-    store.create_api_token(&full).await.unwrap();
+    store.create_api_token(&plain, None).await.unwrap();
+    store.create_api_token(&full, None).await.unwrap();
     assert_eq!(store.api_token(plain.id).await.unwrap(), Some(plain));
     assert_eq!(store.api_token(full.id).await.unwrap(), Some(full));
     assert_eq!(store.api_token(TokenId::new()).await.unwrap(), None);
@@ -207,14 +207,14 @@ async fn enrolment_spends_the_token_and_creates_the_host() {
     };
     let expired = enrollment(3);
     for tok in [&old, &token, &expired] {
-        store.create_enrollment_token(tok).await.unwrap();
+        store.create_enrollment_token(tok, None).await.unwrap();
     }
     let pending = store.pending_enrollment_tokens(t(5)).await.unwrap();
     assert_eq!(pending, vec![token.clone(), old.clone()], "newest first");
 
     let (host, agent) = new_host();
     let created = store
-        .enroll_host(token.id, t(5), &host, &agent)
+        .enroll_host(token.id, t(5), &host, &agent, None)
         .await
         .unwrap();
     assert_eq!(created.id, host.id);
@@ -244,14 +244,17 @@ async fn enrolment_spends_the_token_and_creates_the_host() {
 async fn enrolment_with_a_used_or_expired_token_is_refused() {
     let (_dir, store) = open_temp().await;
     let token = enrollment(1000);
-    store.create_enrollment_token(&token).await.unwrap();
+    store.create_enrollment_token(&token, None).await.unwrap();
     let (h1, a1) = new_host();
-    store.enroll_host(token.id, t(5), &h1, &a1).await.unwrap();
+    store
+        .enroll_host(token.id, t(5), &h1, &a1, None)
+        .await
+        .unwrap();
 
     // Used.
     let (h2, a2) = new_host();
     assert!(matches!(
-        store.enroll_host(token.id, t(6), &h2, &a2).await,
+        store.enroll_host(token.id, t(6), &h2, &a2, None).await,
         Err(StoreError::TokenSpent)
     ));
     assert_eq!(store.host(h2.id).await.unwrap(), None);
@@ -259,11 +262,14 @@ async fn enrolment_with_a_used_or_expired_token_is_refused() {
 
     // Expired (also exactly at expiry).
     let expiring = enrollment(100);
-    store.create_enrollment_token(&expiring).await.unwrap();
+    store
+        .create_enrollment_token(&expiring, None)
+        .await
+        .unwrap();
     for now in [100, 101] {
         let (h, a) = new_host();
         assert!(matches!(
-            store.enroll_host(expiring.id, t(now), &h, &a).await,
+            store.enroll_host(expiring.id, t(now), &h, &a, None).await,
             Err(StoreError::TokenSpent)
         ));
     }
@@ -280,7 +286,9 @@ async fn enrolment_with_a_used_or_expired_token_is_refused() {
     // Unknown.
     let (h3, a3) = new_host();
     assert!(matches!(
-        store.enroll_host(TokenId::new(), t(5), &h3, &a3).await,
+        store
+            .enroll_host(TokenId::new(), t(5), &h3, &a3, None)
+            .await,
         Err(StoreError::TokenSpent)
     ));
     assert_eq!(store.list_hosts().await.unwrap().len(), 1);
@@ -290,14 +298,14 @@ async fn enrolment_with_a_used_or_expired_token_is_refused() {
 async fn concurrent_enrolments_with_one_token_have_one_winner() {
     let (_dir, store) = open_temp().await;
     let token = enrollment(1_000_000);
-    store.create_enrollment_token(&token).await.unwrap();
+    store.create_enrollment_token(&token, None).await.unwrap();
 
     let mut tasks = Vec::new();
     for _ in 0..8 {
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
             let (host, agent) = new_host();
-            store.enroll_host(token.id, t(5), &host, &agent).await
+            store.enroll_host(token.id, t(5), &host, &agent, None).await
         }));
     }
     let mut won = 0;
@@ -321,7 +329,7 @@ async fn deleting_a_host_revokes_its_agent_tokens() {
     store.record_hello(host_id, &hello("c1", 10)).await.unwrap();
     assert!(store.active_agent_token(agent_id).await.unwrap().is_some());
 
-    assert!(store.delete_host(host_id, t(20)).await.unwrap());
+    assert!(store.delete_host(host_id, t(20), None).await.unwrap());
     assert_eq!(store.active_agent_token(agent_id).await.unwrap(), None);
     assert_eq!(store.host(host_id).await.unwrap(), None);
     let listed: Vec<HostId> = store
@@ -338,8 +346,8 @@ async fn deleting_a_host_revokes_its_agent_tokens() {
         .unwrap()
         .is_some());
 
-    assert!(!store.delete_host(host_id, t(30)).await.unwrap());
-    assert!(!store.delete_host(HostId::new(), t(30)).await.unwrap());
+    assert!(!store.delete_host(host_id, t(30), None).await.unwrap());
+    assert!(!store.delete_host(HostId::new(), t(30), None).await.unwrap());
     // A late hello for the deleted host does not resurrect it.
     assert!(matches!(
         store.record_hello(host_id, &hello("c2", 40)).await,
@@ -476,9 +484,9 @@ async fn undecodable_rows_are_reported_as_corrupt() {
     }
 
     let alice = user("alice");
-    store.create_user(&alice).await.unwrap();
+    store.create_user(&alice, None).await.unwrap();
     let s = session(alice.id, 10);
-    store.create_session(&s).await.unwrap();
+    store.create_session(&s, None).await.unwrap();
     sqlx::query("UPDATE sessions SET token_hash = 'zz' WHERE id = ?")
         .bind(s.id.to_string())
         .execute(store.pool())

@@ -21,19 +21,32 @@ pub const MAX_HOST_PAGE: u32 = 1000;
 
 /// Everything the server persists. Implementations must be safe to share
 /// between tasks; every method is one transaction.
+///
+/// Methods that make a change an operator can make take `audit`: the audit
+/// log entry recording it, written in the change's own transaction, so the
+/// change and its entry commit together or not at all (a failed write
+/// leaves neither). The entry is written only when the change happens: not
+/// on an `Err`, nor when a method that returns whether it changed anything
+/// returns `false`. Callers that are not operators (schedule fires, the
+/// server's own jobs, tests) pass `None`.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     // ── operators ──────────────────────────────────────────────────────
 
     /// Adds a user. [`StoreError::Conflict`] when the name is taken.
-    async fn create_user(&self, user: &User) -> StoreResult<()>;
+    async fn create_user(&self, user: &User, audit: Option<&NewAuditEntry>) -> StoreResult<()>;
     /// Looks a user up by name.
     async fn user_by_name(&self, username: &str) -> StoreResult<Option<User>>;
     /// Looks a user up by id.
     async fn user_by_id(&self, id: UserId) -> StoreResult<Option<User>>;
     /// Replaces a user's password hash and ends their sessions.
     /// [`StoreError::NotFound`] when there is no such user.
-    async fn set_user_password(&self, username: &str, password_hash: &str) -> StoreResult<()>;
+    async fn set_user_password(
+        &self,
+        username: &str,
+        password_hash: &str,
+        audit: Option<&NewAuditEntry>,
+    ) -> StoreResult<()>;
     /// How many users exist (zero on first start).
     async fn count_users(&self) -> StoreResult<u64>;
     /// Every user, in user-name order.
@@ -45,19 +58,27 @@ pub trait Store: Send + Sync + 'static {
     /// there is no such user; [`StoreError::Conflict`] (`cannot delete the
     /// last user`) when they are the only user left, since nobody could log
     /// in afterwards (only the offline `admin create-user` could recover).
-    async fn delete_user(&self, id: UserId) -> StoreResult<()>;
+    async fn delete_user(&self, id: UserId, audit: Option<&NewAuditEntry>) -> StoreResult<()>;
 
     /// Stores a login session.
-    async fn create_session(&self, session: &Session) -> StoreResult<()>;
+    async fn create_session(
+        &self,
+        session: &Session,
+        audit: Option<&NewAuditEntry>,
+    ) -> StoreResult<()>;
     /// A session by its token id.
     async fn session(&self, id: TokenId) -> StoreResult<Option<Session>>;
     /// Ends a session (logout). Ending a missing session is not an error.
-    async fn delete_session(&self, id: TokenId) -> StoreResult<()>;
+    async fn delete_session(&self, id: TokenId, audit: Option<&NewAuditEntry>) -> StoreResult<()>;
     /// Removes sessions that expired before `now`; returns how many.
     async fn delete_expired_sessions(&self, now: DateTime<Utc>) -> StoreResult<u64>;
 
     /// Stores an API token.
-    async fn create_api_token(&self, token: &ApiToken) -> StoreResult<()>;
+    async fn create_api_token(
+        &self,
+        token: &ApiToken,
+        audit: Option<&NewAuditEntry>,
+    ) -> StoreResult<()>;
     /// An API token by its id (revoked ones included; callers check).
     async fn api_token(&self, id: TokenId) -> StoreResult<Option<ApiToken>>;
     /// A user's API tokens in creation order, revoked and expired ones
@@ -66,12 +87,21 @@ pub trait Store: Send + Sync + 'static {
     /// Marks API token `id` revoked at `at`. Returns false when there is no
     /// such token or it was already revoked (its first revocation time is
     /// kept).
-    async fn revoke_api_token(&self, id: TokenId, at: DateTime<Utc>) -> StoreResult<bool>;
+    async fn revoke_api_token(
+        &self,
+        id: TokenId,
+        at: DateTime<Utc>,
+        audit: Option<&NewAuditEntry>,
+    ) -> StoreResult<bool>;
 
     // ── enrolment ──────────────────────────────────────────────────────
 
     /// Stores a new enrolment token.
-    async fn create_enrollment_token(&self, token: &EnrollmentToken) -> StoreResult<()>;
+    async fn create_enrollment_token(
+        &self,
+        token: &EnrollmentToken,
+        audit: Option<&NewAuditEntry>,
+    ) -> StoreResult<()>;
     /// An enrolment token by its id, used or not.
     async fn enrollment_token(&self, id: TokenId) -> StoreResult<Option<EnrollmentToken>>;
     /// Tokens not yet used and not expired at `now`, newest first.
@@ -88,6 +118,7 @@ pub trait Store: Send + Sync + 'static {
         now: DateTime<Utc>,
         host: &NewHost,
         agent_token: &AgentToken,
+        audit: Option<&NewAuditEntry>,
     ) -> StoreResult<Host>;
 
     // ── hosts ──────────────────────────────────────────────────────────
@@ -139,13 +170,23 @@ pub trait Store: Send + Sync + 'static {
     async fn probe_write(&self, at: DateTime<Utc>) -> StoreResult<()>;
     /// Deletes a host: hides it and revokes all of its agent tokens. Returns
     /// false when there was no such (undeleted) host.
-    async fn delete_host(&self, id: HostId, at: DateTime<Utc>) -> StoreResult<bool>;
+    async fn delete_host(
+        &self,
+        id: HostId,
+        at: DateTime<Utc>,
+        audit: Option<&NewAuditEntry>,
+    ) -> StoreResult<bool>;
 
     // ── repositories ───────────────────────────────────────────────────
 
     /// Stores (replaces) a host's sealed repository settings.
     /// [`StoreError::NotFound`] for an unknown or deleted host.
-    async fn set_repository(&self, host: HostId, sealed: &SealedRepository) -> StoreResult<()>;
+    async fn set_repository(
+        &self,
+        host: HostId,
+        sealed: &SealedRepository,
+        audit: Option<&NewAuditEntry>,
+    ) -> StoreResult<()>;
     /// A host's sealed repository settings.
     async fn repository(&self, host: HostId) -> StoreResult<Option<SealedRepository>>;
     /// Every live host's sealed repository settings and the refusal
@@ -179,13 +220,17 @@ pub trait Store: Send + Sync + 'static {
     /// Discards every sealed value (the repository settings of every host)
     /// and records `record` as the sealing key, in one transaction. Returns
     /// the hosts whose settings were discarded, deleted ones included.
-    async fn reset_sealed_secrets(&self, record: &SealingKeyRecord) -> StoreResult<Vec<HostId>>;
+    async fn reset_sealed_secrets(
+        &self,
+        record: &SealingKeyRecord,
+        audit: Option<&NewAuditEntry>,
+    ) -> StoreResult<Vec<HostId>>;
 
     // ── jobs ───────────────────────────────────────────────────────────
 
     /// Creates a job in status `queued`. Creating the same id twice is a
     /// [`StoreError::Conflict`]; an unknown host is [`StoreError::NotFound`].
-    async fn create_job(&self, job: &NewJob) -> StoreResult<Job>;
+    async fn create_job(&self, job: &NewJob, audit: Option<&NewAuditEntry>) -> StoreResult<Job>;
     /// A job by id.
     async fn job(&self, id: JobId) -> StoreResult<Option<Job>>;
     /// Jobs matching `filter`, newest first.
@@ -211,7 +256,12 @@ pub trait Store: Send + Sync + 'static {
     /// agent's real end replacing the server's guess). For a finished
     /// `backup` job it also updates the host's last backup time and
     /// status. Returns whether it changed anything.
-    async fn finish_job(&self, id: JobId, end: &JobEnd) -> StoreResult<bool>;
+    async fn finish_job(
+        &self,
+        id: JobId,
+        end: &JobEnd,
+        audit: Option<&NewAuditEntry>,
+    ) -> StoreResult<bool>;
 
     /// Stores log lines of any number of jobs in one transaction. Lines
     /// already stored (same job and seq) are skipped, so a replay stores
@@ -249,14 +299,26 @@ pub trait Store: Send + Sync + 'static {
     /// Adds a schedule and bumps its host's schedule version, in one
     /// transaction. Returns the new version. Unknown or deleted host:
     /// [`StoreError::NotFound`].
-    async fn create_schedule(&self, schedule: &ScheduleRecord) -> StoreResult<u64>;
+    async fn create_schedule(
+        &self,
+        schedule: &ScheduleRecord,
+        audit: Option<&NewAuditEntry>,
+    ) -> StoreResult<u64>;
     /// Replaces a schedule's fields (not its id, host or creation time) and
     /// bumps the host's schedule version. Returns the new version.
-    async fn update_schedule(&self, schedule: &ScheduleRecord) -> StoreResult<u64>;
+    async fn update_schedule(
+        &self,
+        schedule: &ScheduleRecord,
+        audit: Option<&NewAuditEntry>,
+    ) -> StoreResult<u64>;
     /// Deletes a schedule and bumps the host's version. Returns the host and
     /// the new version; [`StoreError::NotFound`] when there is no such
     /// schedule.
-    async fn delete_schedule(&self, id: ScheduleId) -> StoreResult<(HostId, u64)>;
+    async fn delete_schedule(
+        &self,
+        id: ScheduleId,
+        audit: Option<&NewAuditEntry>,
+    ) -> StoreResult<(HostId, u64)>;
     /// A schedule by id.
     async fn schedule(&self, id: ScheduleId) -> StoreResult<Option<ScheduleRecord>>;
     /// A host's schedule version and all its schedules (creation order),
@@ -270,8 +332,10 @@ pub trait Store: Send + Sync + 'static {
 
     // ── audit log ──────────────────────────────────────────────────────
 
-    /// Appends an audit entry; returns its id (larger than every earlier
-    /// entry's).
+    /// Appends an audit entry on its own; returns its id (larger than every
+    /// earlier entry's). For events that change nothing (a refused login,
+    /// asking an agent to cancel); a change passes its entry to the method
+    /// that makes it instead.
     async fn record_audit(&self, entry: &NewAuditEntry) -> StoreResult<u64>;
     /// Audit entries matching `filter`, newest first.
     async fn list_audit(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditEntry>>;
@@ -281,7 +345,11 @@ pub trait Store: Send + Sync + 'static {
     /// the current one, revoking an earlier rotation's unconfirmed token.
     /// [`StoreError::NotFound`] for an unknown or deleted host;
     /// [`StoreError::Conflict`] when the host's agent was revoked.
-    async fn begin_token_rotation(&self, token: &AgentToken) -> StoreResult<()>;
+    async fn begin_token_rotation(
+        &self,
+        token: &AgentToken,
+        audit: Option<&NewAuditEntry>,
+    ) -> StoreResult<()>;
     /// Makes the host's pending token `id` its only token: the others are
     /// revoked and the rotation time recorded, in one transaction. Returns
     /// false when `id` is not a valid pending token of `host` (already
@@ -300,5 +368,10 @@ pub trait Store: Send + Sync + 'static {
     /// Revokes every token of the host's agent and marks the host revoked
     /// and offline; the host and its history stay. Revoking again keeps the
     /// first time. Returns false for an unknown or deleted host.
-    async fn revoke_agent(&self, host: HostId, at: DateTime<Utc>) -> StoreResult<bool>;
+    async fn revoke_agent(
+        &self,
+        host: HostId,
+        at: DateTime<Utc>,
+        audit: Option<&NewAuditEntry>,
+    ) -> StoreResult<bool>;
 }

@@ -63,7 +63,8 @@ pub async fn enroll_hosts(
     let config = rm_server::ServerConfig::new("http://fleet.invalid");
     for n in 0..count {
         let name = format!("{prefix}-{n:05}");
-        let issued = rm_server::enrollment::issue_token(store, &config, Some(&name), None).await?;
+        let issued =
+            rm_server::enrollment::issue_token(store, &config, Some(&name), None, None).await?;
         let enrolled = rm_server::enrollment::enroll(
             store,
             &EnrollRequest {
@@ -71,6 +72,7 @@ pub async fn enroll_hosts(
                 name: None,
                 hostname: format!("{name}.fleet.test"),
             },
+            None,
         )
         .await?;
         hosts.push(FleetHost {

@@ -4,12 +4,13 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
+use rm_core::TokenId;
 use rm_protocol::api::TokenRotationStarted;
 
 use super::hosts::parse_host_id;
 use super::{ApiError, ApiPath, Operator};
 use crate::agent_tokens::{self, TokenError};
-use crate::audit::{self, Action, Client, Target};
+use crate::audit::{Action, Audit, Client, Target};
 use crate::state::AppState;
 
 impl From<TokenError> for ApiError {
@@ -32,17 +33,16 @@ pub(crate) async fn rotate(
     ApiPath(id): ApiPath<String>,
 ) -> Result<(StatusCode, Json<TokenRotationStarted>), ApiError> {
     let host = parse_host_id(&id)?;
-    let token_id = agent_tokens::rotate(&state, host).await?;
+    let by = Audit::by(&state, &operator, &client).await;
+    let entry_for = |token_id: &TokenId| {
+        by.entry(
+            Action::AgentTokenRotate,
+            Some(Target::new("host", host)),
+            serde_json::json!({ "token_id": token_id.to_string() }),
+        )
+    };
+    let token_id = agent_tokens::rotate(&state, host, Some(&entry_for)).await?;
     tracing::info!(host_id = %host, by = %operator.user_id, "agent token rotation requested");
-    audit::record(
-        &state,
-        &operator,
-        &client,
-        Action::AgentTokenRotate,
-        Some(Target::new("host", host)),
-        serde_json::json!({ "token_id": token_id.to_string() }),
-    )
-    .await;
     Ok((
         StatusCode::ACCEPTED,
         Json(TokenRotationStarted {
@@ -60,16 +60,12 @@ pub(crate) async fn revoke(
     ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     let host = parse_host_id(&id)?;
-    agent_tokens::revoke(&state, host).await?;
-    tracing::info!(host_id = %host, by = %operator.user_id, "agent token revocation requested");
-    audit::record(
-        &state,
-        &operator,
-        &client,
+    let entry = Audit::by(&state, &operator, &client).await.entry(
         Action::AgentTokenRevoke,
         Some(Target::new("host", host)),
         serde_json::json!({}),
-    )
-    .await;
+    );
+    agent_tokens::revoke(&state, host, Some(&entry)).await?;
+    tracing::info!(host_id = %host, by = %operator.user_id, "agent token revocation requested");
     Ok(StatusCode::NO_CONTENT)
 }

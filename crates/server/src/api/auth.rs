@@ -14,7 +14,7 @@ use rm_protocol::api::{LoginRequest, LoginResponse};
 
 use super::{ApiError, ApiJson};
 use crate::agent_ws::bearer_token;
-use crate::audit::{self, Action, Client, Target};
+use crate::audit::{Action, Audit, Client, Target};
 pub(crate) use crate::auth::Operator;
 use crate::auth::{self, LoginError};
 use crate::state::AppState;
@@ -111,17 +111,13 @@ pub(crate) async fn logout(
 ) -> Result<StatusCode, ApiError> {
     match operator.session {
         Some(id) => {
-            state.store().delete_session(id).await?;
-            state.credentials_ended(auth::Ended::Credential(id));
-            audit::record(
-                &state,
-                &operator,
-                &client,
+            let entry = Audit::by(&state, &operator, &client).await.entry(
                 Action::AuthLogout,
                 Some(Target::new("user", operator.user_id)),
                 serde_json::json!({}),
-            )
-            .await;
+            );
+            state.store().delete_session(id, Some(&entry)).await?;
+            state.credentials_ended(auth::Ended::Credential(id));
             Ok(StatusCode::NO_CONTENT)
         }
         None => Err(ApiError::bad_request(

@@ -5,15 +5,13 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
-use rm_core::token::{PresentedToken, TokenKind};
 use rm_protocol::api::{
     CreateEnrollmentToken, EnrollRequest, EnrollResponse, EnrollmentTokenCreated,
 };
-use rm_store::{AuditActor, AuditActorKind};
 use serde::Serialize;
 
 use super::{ApiError, ApiJson, Operator};
-use crate::audit::{self, Action, Client, Target};
+use crate::audit::{Audit, Client};
 use crate::enrollment::{self, EnrollmentError};
 use crate::state::AppState;
 
@@ -35,23 +33,16 @@ pub(crate) async fn create_token(
     client: Client,
     ApiJson(req): ApiJson<CreateEnrollmentToken>,
 ) -> Result<(StatusCode, Json<EnrollmentTokenCreated>), ApiError> {
+    let by = Audit::by(&state, &operator, &client).await;
     let created = enrollment::issue_token(
         state.store(),
         state.config(),
         req.name.as_deref(),
         req.ttl_seconds,
+        Some(&by),
     )
     .await?;
     tracing::info!(token_id = %created.id, by = %operator.user_id, "enrolment token created");
-    audit::record(
-        &state,
-        &operator,
-        &client,
-        Action::EnrollmentTokenCreate,
-        Some(Target::new("enrollment_token", &created.id)),
-        serde_json::json!({"name": req.name, "expires_at": created.expires_at}),
-    )
-    .await;
     Ok((StatusCode::CREATED, Json(created)))
 }
 
@@ -90,45 +81,6 @@ pub(crate) async fn enroll(
     client: Client,
     ApiJson(req): ApiJson<EnrollRequest>,
 ) -> Result<(StatusCode, Json<EnrollResponse>), ApiError> {
-    let enrolled = enrollment::enroll(state.store(), &req).await?;
-    audit_enrolment(&state, &client, &req.token, &enrolled.host_id).await;
+    let enrolled = enrollment::enroll(state.store(), &req, Some(&client)).await?;
     Ok((StatusCode::CREATED, Json(enrolled)))
-}
-
-/// Records `host.enroll` by the enrolment token `token` (just spent, so it
-/// parses; only its public id and name are written).
-async fn audit_enrolment(state: &AppState, client: &Client, token: &str, host_id: &str) {
-    let Ok(presented) = PresentedToken::parse_as(token.trim(), TokenKind::Enrollment) else {
-        return;
-    };
-    let store = state.store();
-    let token_name = store
-        .enrollment_token(presented.id)
-        .await
-        .ok()
-        .flatten()
-        .and_then(|t| t.name);
-    let host = match host_id.parse() {
-        Ok(id) => store.host(id).await.ok().flatten(),
-        Err(_) => None,
-    };
-    let actor = AuditActor {
-        kind: AuditActorKind::EnrollmentToken,
-        user_id: None,
-        username: None,
-        token_id: Some(presented.id),
-        token_name,
-    };
-    audit::record_as(
-        store,
-        actor,
-        client,
-        Action::HostEnroll,
-        Some(Target::new("host", host_id)),
-        serde_json::json!({
-            "name": host.as_ref().map(|h| &h.name),
-            "hostname": host.as_ref().map(|h| &h.hostname),
-        }),
-    )
-    .await;
 }

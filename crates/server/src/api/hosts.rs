@@ -15,7 +15,7 @@ use crate::rpc::RpcError;
 use rm_store::{Host, MAX_HOST_PAGE};
 
 use super::{ApiError, ApiPath, ApiQuery, Operator};
-use crate::audit::{self, Action, Client, Target};
+use crate::audit::{Action, Audit, Client, Target};
 use crate::state::AppState;
 
 /// Hosts per page of `GET /api/v1/hosts` unless `limit` says otherwise.
@@ -112,25 +112,25 @@ pub(crate) async fn delete(
     let id = parse_host_id(&id)?;
     // Read first: a deleted host is hidden, and the log should name it.
     let host = state.store().host(id).await?;
-    if !state.store().delete_host(id, Utc::now()).await? {
-        return Err(ApiError::not_found(format!("host `{id}` not found")));
-    }
-    state
-        .hub()
-        .disconnect(id, close_code::REVOKED, "host deleted");
-    tracing::info!(host_id = %id, by = %operator.user_id, "host deleted; agent token revoked");
-    audit::record(
-        &state,
-        &operator,
-        &client,
+    let entry = Audit::by(&state, &operator, &client).await.entry(
         Action::HostDelete,
         Some(Target::new("host", id)),
         serde_json::json!({
             "name": host.as_ref().map(|h| &h.name),
             "hostname": host.as_ref().map(|h| &h.hostname),
         }),
-    )
-    .await;
+    );
+    if !state
+        .store()
+        .delete_host(id, Utc::now(), Some(&entry))
+        .await?
+    {
+        return Err(ApiError::not_found(format!("host `{id}` not found")));
+    }
+    state
+        .hub()
+        .disconnect(id, close_code::REVOKED, "host deleted");
+    tracing::info!(host_id = %id, by = %operator.user_id, "host deleted; agent token revoked");
     Ok(StatusCode::NO_CONTENT)
 }
 

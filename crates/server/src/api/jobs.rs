@@ -12,15 +12,15 @@ use futures_util::{Stream, StreamExt};
 use rm_core::{JobId, JobStatus, JobTrigger};
 use rm_protocol::api::{CreateJob, JobView};
 use rm_protocol::{JobKind, LogLine, LogStreamKind};
-use rm_store::{JobFilter, LogLineRecord};
+use rm_store::{Job, JobFilter, LogLineRecord, NewJob};
 use serde::Deserialize;
 use tokio::sync::{broadcast, mpsc};
 
 use super::hosts::parse_host_id;
 use super::{ApiError, ApiJson, ApiPath, ApiQuery, Operator};
-use crate::audit::{self, Action, Client, Target};
+use crate::audit::{Action, Audit, Client, Target};
 use crate::jobs::events::JobEvent;
-use crate::jobs::{self, JobError};
+use crate::jobs::{self, JobError, JobRequest};
 use crate::state::AppState;
 
 impl From<JobError> for ApiError {
@@ -55,17 +55,24 @@ pub(crate) async fn create(
     if !state.hub().is_connected(host_id) {
         return Err(JobError::HostOffline(host_id).into());
     }
-    let job = jobs::create(&state, host_id, kind, &req.params, JobTrigger::Manual, None).await?;
+    let by = Audit::by(&state, &operator, &client).await;
+    let entry_for = |job: &NewJob| {
+        by.entry(
+            Action::JobCreate,
+            Some(Target::new("job", job.id)),
+            serde_json::json!({"host_id": job.host_id.to_string(), "kind": job.kind, "params": job.params}),
+        )
+    };
+    let request = JobRequest {
+        id: JobId::new(),
+        host: host_id,
+        kind,
+        params: &req.params,
+        trigger: JobTrigger::Manual,
+        schedule: None,
+    };
+    let job = jobs::create(&state, &request, Some(&entry_for)).await?;
     tracing::info!(job_id = %job.id, by = %operator.user_id, "job requested");
-    audit::record(
-        &state,
-        &operator,
-        &client,
-        Action::JobCreate,
-        Some(Target::new("job", job.id)),
-        serde_json::json!({"host_id": host_id.to_string(), "kind": job.kind, "params": job.params}),
-    )
-    .await;
     Ok((StatusCode::CREATED, Json(jobs::view(&job))))
 }
 
@@ -157,21 +164,20 @@ pub(crate) async fn cancel(
     ApiPath(id): ApiPath<String>,
 ) -> Result<(StatusCode, Json<JobView>), ApiError> {
     let id = parse_job_id(&id)?;
-    let job = jobs::cancel(&state, id).await?;
+    let by = Audit::by(&state, &operator, &client).await;
+    let entry_for = |job: &Job| {
+        by.entry(
+            Action::JobCancel,
+            Some(Target::new("job", job.id)),
+            serde_json::json!({
+                "host_id": job.host_id.to_string(),
+                "kind": job.kind,
+                "status": job.status.to_string(),
+            }),
+        )
+    };
+    let job = jobs::cancel(&state, id, Some(&entry_for)).await?;
     tracing::info!(job_id = %id, by = %operator.user_id, "job cancel requested");
-    audit::record(
-        &state,
-        &operator,
-        &client,
-        Action::JobCancel,
-        Some(Target::new("job", id)),
-        serde_json::json!({
-            "host_id": job.host_id.to_string(),
-            "kind": job.kind,
-            "status": job.status.to_string(),
-        }),
-    )
-    .await;
     let status = if job.status.is_finished() {
         StatusCode::OK
     } else {

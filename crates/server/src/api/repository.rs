@@ -4,12 +4,13 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
+use rm_core::JobId;
 use rm_protocol::api::RepositoryView;
 use rm_protocol::RepositoryConfig;
 
 use super::hosts::parse_host_id;
 use super::{ApiError, ApiJson, ApiPath, Operator};
-use crate::audit::{self, Action, Client, Target};
+use crate::audit::{Action, Audit, Client, Target};
 use crate::repositories::{self, RepositoryError};
 use crate::state::AppState;
 
@@ -68,24 +69,23 @@ pub(crate) async fn put(
         password: req.password,
         env,
     };
-    let init_job = repositories::set(&state, host_id, &config).await?;
     let url = rm_core::redact::redact_url(&config.url);
-    tracing::info!(%host_id, by = %operator.user_id, %url, "repository set");
+    let by = Audit::by(&state, &operator, &client).await;
     // The URL's password masked, variable names only: no secret in the log.
-    audit::record(
-        &state,
-        &operator,
-        &client,
-        Action::RepositorySet,
-        Some(Target::new("host", host_id)),
-        serde_json::json!({
-            "url": url,
-            "env_keys": config.env.keys().collect::<Vec<_>>(),
-            "env_kept": !env_given,
-            "init_job_id": init_job.to_string(),
-        }),
-    )
-    .await;
+    let entry_for = |init_job: &JobId| {
+        by.entry(
+            Action::RepositorySet,
+            Some(Target::new("host", host_id)),
+            serde_json::json!({
+                "url": url,
+                "env_keys": config.env.keys().collect::<Vec<_>>(),
+                "env_kept": !env_given,
+                "init_job_id": init_job.to_string(),
+            }),
+        )
+    };
+    repositories::set(&state, host_id, &config, Some(&entry_for)).await?;
+    tracing::info!(%host_id, by = %operator.user_id, %url, "repository set");
     Ok(StatusCode::NO_CONTENT)
 }
 

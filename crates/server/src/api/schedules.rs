@@ -11,7 +11,7 @@ use rm_store::ScheduleRecord;
 
 use super::hosts::parse_host_id;
 use super::{ApiError, ApiJson, ApiPath, Operator};
-use crate::audit::{self, Action, Client, Target};
+use crate::audit::{Action, Audit, Client, Target};
 use crate::schedules::{self, ScheduleError};
 use crate::state::AppState;
 
@@ -58,18 +58,16 @@ pub(crate) async fn create(
     ApiJson(req): ApiJson<ScheduleRequest>,
 ) -> Result<(StatusCode, Json<ScheduleView>), ApiError> {
     let host_id = parse_host_id(&host)?;
-    let record = schedules::create(&state, host_id, &req).await?;
+    let by = Audit::by(&state, &operator, &client).await;
+    let entry_for = |record: &ScheduleRecord| {
+        by.entry(
+            Action::ScheduleCreate,
+            Some(Target::new("schedule", record.id)),
+            audit_details(record),
+        )
+    };
+    let record = schedules::create(&state, host_id, &req, Some(&entry_for)).await?;
     tracing::info!(schedule = %record.id, by = %operator.user_id, "schedule created by operator");
-    let details = audit_details(&record);
-    audit::record(
-        &state,
-        &operator,
-        &client,
-        Action::ScheduleCreate,
-        Some(Target::new("schedule", record.id)),
-        details,
-    )
-    .await;
     Ok((StatusCode::CREATED, Json(schedules::view(&record))))
 }
 
@@ -82,18 +80,16 @@ pub(crate) async fn update(
     ApiJson(req): ApiJson<ScheduleRequest>,
 ) -> Result<Json<ScheduleView>, ApiError> {
     let id = parse_schedule_id(&id)?;
-    let record = schedules::update(&state, id, &req).await?;
+    let by = Audit::by(&state, &operator, &client).await;
+    let entry_for = |record: &ScheduleRecord| {
+        by.entry(
+            Action::ScheduleUpdate,
+            Some(Target::new("schedule", record.id)),
+            audit_details(record),
+        )
+    };
+    let record = schedules::update(&state, id, &req, Some(&entry_for)).await?;
     tracing::info!(schedule = %id, by = %operator.user_id, "schedule changed by operator");
-    let details = audit_details(&record);
-    audit::record(
-        &state,
-        &operator,
-        &client,
-        Action::ScheduleUpdate,
-        Some(Target::new("schedule", id)),
-        details,
-    )
-    .await;
     Ok(Json(schedules::view(&record)))
 }
 
@@ -105,23 +101,16 @@ pub(crate) async fn delete(
     ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = parse_schedule_id(&id)?;
-    // Read first, so the log says what was deleted.
-    let before = state.store().schedule(id).await?;
-    schedules::delete(&state, id).await?;
+    let by = Audit::by(&state, &operator, &client).await;
+    let entry_for = |record: &ScheduleRecord| {
+        by.entry(
+            Action::ScheduleDelete,
+            Some(Target::new("schedule", record.id)),
+            audit_details(record),
+        )
+    };
+    schedules::delete(&state, id, Some(&entry_for)).await?;
     tracing::info!(schedule = %id, by = %operator.user_id, "schedule deleted by operator");
-    let details = before
-        .as_ref()
-        .map(audit_details)
-        .unwrap_or_else(|| serde_json::json!({}));
-    audit::record(
-        &state,
-        &operator,
-        &client,
-        Action::ScheduleDelete,
-        Some(Target::new("schedule", id)),
-        details,
-    )
-    .await;
     Ok(StatusCode::NO_CONTENT)
 }
 

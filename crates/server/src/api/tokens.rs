@@ -17,7 +17,7 @@ use rm_store::{ApiToken, StoreError};
 use serde::{Deserialize, Serialize};
 
 use super::{ApiError, ApiJson, ApiPath, Operator};
-use crate::audit::{self, Action, Client, Target};
+use crate::audit::{Action, Audit, Client, Target};
 use crate::state::AppState;
 
 /// Longest token name accepted.
@@ -137,17 +137,13 @@ pub(crate) async fn issue(
         expires_at: ttl_days.map(|d| now + chrono::Duration::days(i64::from(d))),
         revoked_at: None,
     };
-    state.store().create_api_token(&token).await?;
-    tracing::info!(token_id = %token.id, name = %token.name, expires_at = ?token.expires_at, by = %user, "API token created");
-    audit::record(
-        state,
-        operator,
-        client,
+    let entry = Audit::by(state, operator, client).await.entry(
         Action::ApiTokenCreate,
         Some(Target::new("api_token", token.id)),
         serde_json::json!({"name": token.name, "expires_at": token.expires_at}),
-    )
-    .await;
+    );
+    state.store().create_api_token(&token, Some(&entry)).await?;
+    tracing::info!(token_id = %token.id, name = %token.name, expires_at = ?token.expires_at, by = %user, "API token created");
     Ok(TokenCreated {
         id: token.id.to_string(),
         token: issued.token,
@@ -199,20 +195,21 @@ pub(crate) async fn revoke(
         .await?
         .filter(|t| t.user_id == operator.user_id)
         .ok_or_else(not_found)?;
-    let revoked = state.store().revoke_api_token(token.id, Utc::now()).await?;
+    // Written only if this revokes it (a repeated revocation changes
+    // nothing, so it records nothing).
+    let entry = Audit::by(&state, &operator, &client).await.entry(
+        Action::ApiTokenRevoke,
+        Some(Target::new("api_token", token.id)),
+        serde_json::json!({"name": token.name}),
+    );
+    let revoked = state
+        .store()
+        .revoke_api_token(token.id, Utc::now(), Some(&entry))
+        .await?;
     // Announced even when it was revoked already: nothing may outlive it.
     state.credentials_ended(crate::auth::Ended::Credential(token.id));
     if revoked {
         tracing::info!(token_id = %token.id, name = %token.name, by = %operator.user_id, "API token revoked");
-        audit::record(
-            &state,
-            &operator,
-            &client,
-            Action::ApiTokenRevoke,
-            Some(Target::new("api_token", token.id)),
-            serde_json::json!({"name": token.name}),
-        )
-        .await;
     }
     Ok(StatusCode::NO_CONTENT)
 }

@@ -18,7 +18,7 @@ use rm_store::User;
 use serde::{Deserialize, Serialize};
 
 use super::{ApiError, ApiJson, ApiPath, Operator};
-use crate::audit::{self, Action, Client, Target};
+use crate::audit::{Action, Audit, Client, Target};
 use crate::state::AppState;
 
 /// Shortest password accepted (the same as `restic-manager admin`).
@@ -151,18 +151,14 @@ pub(crate) async fn create(
         password_hash: hash(req.password).await?,
         created_at: Utc::now(),
     };
-    // The store's unique constraint decides a race between two creations.
-    state.store().create_user(&user).await?;
-    tracing::info!(user_id = %user.id, username = %user.username, by = %operator.user_id, "user created");
-    audit::record(
-        &state,
-        &operator,
-        &client,
+    let entry = Audit::by(&state, &operator, &client).await.entry(
         Action::UserCreate,
         Some(Target::new("user", user.id)),
         serde_json::json!({"username": user.username}),
-    )
-    .await;
+    );
+    // The store's unique constraint decides a race between two creations.
+    state.store().create_user(&user, Some(&entry)).await?;
+    tracing::info!(user_id = %user.id, username = %user.username, by = %operator.user_id, "user created");
     Ok((StatusCode::CREATED, Json(UserView::from(user))))
 }
 
@@ -182,18 +178,14 @@ pub(crate) async fn delete(
     }
     // Read first: afterwards the name is gone, and the log should keep it.
     let username = state.store().user_by_id(id).await?.map(|u| u.username);
-    state.store().delete_user(id).await?;
-    state.credentials_ended(crate::auth::Ended::User(id));
-    tracing::info!(user_id = %id, by = %operator.user_id, "user deleted with their sessions and API tokens");
-    audit::record(
-        &state,
-        &operator,
-        &client,
+    let entry = Audit::by(&state, &operator, &client).await.entry(
         Action::UserDelete,
         Some(Target::new("user", id)),
         serde_json::json!({"username": username}),
-    )
-    .await;
+    );
+    state.store().delete_user(id, Some(&entry)).await?;
+    state.credentials_ended(crate::auth::Ended::User(id));
+    tracing::info!(user_id = %id, by = %operator.user_id, "user deleted with their sessions and API tokens");
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -219,21 +211,17 @@ pub(crate) async fn change_own_password(
         ));
     }
     let new_hash = hash(req.new_password).await?;
-    state
-        .store()
-        .set_user_password(&user.username, &new_hash)
-        .await?;
-    state.credentials_ended(crate::auth::Ended::SessionsOf(user.id));
-    tracing::info!(by = %operator.user_id, "password changed; all of the user's sessions ended");
-    audit::record(
-        &state,
-        &operator,
-        &client,
+    let entry = Audit::by(&state, &operator, &client).await.entry(
         Action::UserPasswordChange,
         Some(Target::new("user", user.id)),
         serde_json::json!({"sessions_ended": true}),
-    )
-    .await;
+    );
+    state
+        .store()
+        .set_user_password(&user.username, &new_hash, Some(&entry))
+        .await?;
+    state.credentials_ended(crate::auth::Ended::SessionsOf(user.id));
+    tracing::info!(by = %operator.user_id, "password changed; all of the user's sessions ended");
     Ok(StatusCode::NO_CONTENT)
 }
 

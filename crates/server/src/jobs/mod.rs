@@ -19,9 +19,12 @@ use rm_protocol::{
     close_code, CommandCancel, CommandResult, CommandRun, Frame, JobAck, JobFinished, JobKind,
     JobOutcome, JobProgress, JobStarted, LogStream, LogStreamKind, RejectReason,
 };
-use rm_store::{CommandResultRecord, Job, JobEnd, LogLineRecord, NewJob, StoreError};
+use rm_store::{
+    CommandResultRecord, Job, JobEnd, LogLineRecord, NewAuditEntry, NewJob, StoreError,
+};
 use serde_json::Value;
 
+use crate::audit::EntryFor;
 use crate::hub::AgentConn;
 use crate::repositories;
 use crate::state::AppState;
@@ -82,15 +85,40 @@ pub(crate) fn view(job: &Job) -> JobView {
     }
 }
 
+/// A job to queue: what, where, and why.
+#[derive(Debug, Clone)]
+pub struct JobRequest<'a> {
+    /// The new job's id, chosen by the caller so that an audit entry
+    /// written with the job (or with the change that queues it) can name it.
+    pub id: JobId,
+    /// The host that runs it.
+    pub host: HostId,
+    /// What it does.
+    pub kind: JobKind,
+    /// Its parameters, checked against `kind`.
+    pub params: &'a Value,
+    /// Who or what asked for it.
+    pub trigger: JobTrigger,
+    /// The schedule that fired it, if one did.
+    pub schedule: Option<ScheduleId>,
+}
+
 /// Validates and queues a job, then dispatches it if the host is free.
+/// `audit` builds the audit entry written with it (from the job as it is
+/// stored: parameters normalised).
 pub async fn create(
     state: &AppState,
-    host_id: HostId,
-    kind: JobKind,
-    params: &Value,
-    trigger: JobTrigger,
-    schedule: Option<ScheduleId>,
+    request: &JobRequest<'_>,
+    audit: Option<EntryFor<'_, NewJob>>,
 ) -> Result<Job, JobError> {
+    let JobRequest {
+        id,
+        host: host_id,
+        kind,
+        params,
+        trigger,
+        schedule,
+    } = *request;
     let params = JobParams::parse(kind, params).map_err(|e| JobError::Invalid(e.to_string()))?;
     let host = state
         .store()
@@ -140,20 +168,19 @@ pub async fn create(
         }
         _ => {}
     }
-    let job = state
-        .store()
-        .create_job(&NewJob {
-            id: JobId::new(),
-            host_id,
-            kind: kind.as_str().to_owned(),
-            params: params.to_value(),
-            trigger,
-            schedule_id: schedule,
-            status: JobStatus::Queued,
-            error: None,
-            created_at: Utc::now(),
-        })
-        .await?;
+    let new = NewJob {
+        id,
+        host_id,
+        kind: kind.as_str().to_owned(),
+        params: params.to_value(),
+        trigger,
+        schedule_id: schedule,
+        status: JobStatus::Queued,
+        error: None,
+        created_at: Utc::now(),
+    };
+    let entry = audit.map(|entry_for| entry_for(&new));
+    let job = state.store().create_job(&new, entry.as_ref()).await?;
     tracing::info!(job_id = %job.id, %host_id, kind = %kind, trigger = trigger.as_str(), "job queued");
     state.fleet_changed();
     dispatch_next(state, host_id).await;
@@ -253,13 +280,21 @@ async fn fail(state: &AppState, job: JobId, error: String) -> Result<(), JobErro
             finished_at: Utc::now(),
             provisional: false,
         },
+        None,
     )
     .await
 }
 
-/// Records a job's end, tells watchers, and dispatches the host's next job.
-async fn finish(state: &AppState, job: JobId, end: JobEnd) -> Result<(), JobError> {
-    if state.store().finish_job(job, &end).await? {
+/// Records a job's end (with `audit`, the entry of an operator's action
+/// that ended it, in the same transaction), tells watchers, and dispatches
+/// the host's next job.
+async fn finish(
+    state: &AppState,
+    job: JobId,
+    end: JobEnd,
+    audit: Option<&NewAuditEntry>,
+) -> Result<(), JobError> {
+    if state.store().finish_job(job, &end, audit).await? {
         if let Some(stored) = state.store().job(job).await? {
             state
                 .job_events()
@@ -282,30 +317,44 @@ async fn publish_status(state: &AppState, job: JobId) {
 }
 
 /// Cancels a job: a queued one at once; a dispatched or running one by
-/// asking its agent (which then reports it cancelled).
-pub async fn cancel(state: &AppState, id: JobId) -> Result<Job, JobError> {
+/// asking its agent (which then reports it cancelled). `audit` builds the
+/// audit entry from the job as the cancel leaves it: written with the
+/// cancellation of a queued job, or, for a job an agent is asked to stop
+/// (which changes nothing here yet), written before the agent is asked.
+pub async fn cancel(
+    state: &AppState,
+    id: JobId,
+    audit: Option<EntryFor<'_, Job>>,
+) -> Result<Job, JobError> {
     let job = state.store().job(id).await?.ok_or(JobError::NotFound(id))?;
     match job.status {
         JobStatus::Queued => {
-            finish(
-                state,
-                id,
-                JobEnd {
-                    status: JobStatus::Cancelled,
-                    exit_code: None,
-                    stats: Value::Null,
-                    error: Some(String::from("cancelled before it started")),
-                    finished_at: Utc::now(),
-                    provisional: false,
-                },
-            )
-            .await?;
+            let end = JobEnd {
+                status: JobStatus::Cancelled,
+                exit_code: None,
+                stats: Value::Null,
+                error: Some(String::from("cancelled before it started")),
+                finished_at: Utc::now(),
+                provisional: false,
+            };
+            let entry = audit.map(|entry_for| {
+                entry_for(&Job {
+                    status: end.status,
+                    ..job.clone()
+                })
+            });
+            finish(state, id, end, entry.as_ref()).await?;
         }
         JobStatus::Dispatched | JobStatus::Running => {
             let conn = state
                 .hub()
                 .get(job.host_id)
                 .ok_or(JobError::HostOffline(job.host_id))?;
+            // No entry, no request: an agent is never asked to stop a job
+            // unless the log says who asked.
+            if let Some(entry_for) = audit {
+                state.store().record_audit(&entry_for(&job)).await?;
+            }
             conn.send(Frame::new(CommandCancel {
                 job_id: id.to_string(),
             }))
@@ -594,7 +643,7 @@ impl AgentJobs {
             finished_at: finished.finished_at,
             provisional: false,
         };
-        finish(state, id, end).await.map_err(job_to_report)?;
+        finish(state, id, end, None).await.map_err(job_to_report)?;
         // Stored (or already known): every report of the job came before
         // its end, so the agent may forget the job.
         self.ack_done(&job_id, None);
@@ -678,7 +727,7 @@ pub(crate) async fn reconcile_after_hello(
             finished_at: connected_at,
             provisional: false,
         };
-        if let Err(e) = finish(state, job.id, end).await {
+        if let Err(e) = finish(state, job.id, end, None).await {
             tracing::error!(job_id = %job.id, error = %e, "could not fail a lost job");
         }
     }
@@ -770,7 +819,7 @@ async fn fail_lost_jobs(
             finished_at: since,
             provisional: true,
         };
-        match finish(state, job.id, end).await {
+        match finish(state, job.id, end, None).await {
             Ok(_) => {}
             Err(JobError::Store(e)) => {
                 state.storage().failed("failing a lost agent's job", &e);

@@ -8,7 +8,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
-use crate::audit::{self, Action, Client, Target};
+use crate::audit::{Action, Audit, Client, Target};
 use crate::auth::{self, LoginError, Operator};
 use crate::state::AppState;
 
@@ -176,19 +176,13 @@ pub(crate) async fn logout_form(
         return (StatusCode::FORBIDDEN, "missing or wrong CSRF token").into_response();
     }
     if let Some(session) = user.operator.session {
-        match state.store().delete_session(session).await {
-            Ok(()) => {
-                state.credentials_ended(auth::Ended::Credential(session));
-                audit::record(
-                    &state,
-                    &user.operator,
-                    &client,
-                    Action::AuthLogout,
-                    Some(Target::new("user", user.operator.user_id)),
-                    serde_json::json!({}),
-                )
-                .await;
-            }
+        let entry = Audit::by(&state, &user.operator, &client).await.entry(
+            Action::AuthLogout,
+            Some(Target::new("user", user.operator.user_id)),
+            serde_json::json!({}),
+        );
+        match state.store().delete_session(session, Some(&entry)).await {
+            Ok(()) => state.credentials_ended(auth::Ended::Credential(session)),
             Err(e) => tracing::error!(error = %e, "could not end a session"),
         }
     }

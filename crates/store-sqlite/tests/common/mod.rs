@@ -73,10 +73,10 @@ pub fn new_host() -> (NewHost, AgentToken) {
 /// Stores `token`, then spends it at `t(5)` on a new host; returns the
 /// host's id and its agent token's id.
 async fn enrol_with(store: &SqliteStore, token: EnrollmentToken) -> (HostId, TokenId) {
-    store.create_enrollment_token(&token).await.unwrap();
+    store.create_enrollment_token(&token, None).await.unwrap();
     let (host, agent) = new_host();
     store
-        .enroll_host(token.id, t(5), &host, &agent)
+        .enroll_host(token.id, t(5), &host, &agent, None)
         .await
         .unwrap();
     (host.id, agent.id)
