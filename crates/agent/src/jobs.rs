@@ -1107,7 +1107,7 @@ mod tests {
         let error = end.error.unwrap_or_default();
         let expected = format!(
             "the agent could not keep this job's reports: {} is full (No space left on device); \
-             1 log lines, the job's start, this end could not be written to its spool",
+             1 log line, the job's start, this end could not be written to its spool",
             state.display()
         );
         assert!(error.starts_with(&expected), "{error}");

@@ -134,12 +134,18 @@ impl fmt::Display for Shortfall {
             "the agent could not keep this job's reports: {}",
             self.fault
         )?;
+        let lines = |n: u64| format!("{n} log line{}", if n == 1 { "" } else { "s" });
         if self.lost_log_lines > 0 {
-            write!(f, "; {} log lines were lost", self.lost_log_lines)?;
+            let were = if self.lost_log_lines == 1 {
+                "was"
+            } else {
+                "were"
+            };
+            write!(f, "; {} {were} lost", lines(self.lost_log_lines))?;
         }
         let mut held = Vec::new();
         if self.held_log_lines > 0 {
-            held.push(format!("{} log lines", self.held_log_lines));
+            held.push(lines(self.held_log_lines));
         }
         held.extend(self.held_reports.iter().cloned());
         if self.end_held {
