@@ -199,10 +199,11 @@ impl Entry {
         }
     }
 
-    /// Writes the held reports and then `line` (if any) to the file, in
-    /// one write. A write that fails is cut back to the last whole line, so
-    /// the file never holds a torn report followed by more; until that cut
-    /// succeeds, nothing more is written to it.
+    /// Writes the held reports, oldest first, and then `line` (if any) to
+    /// the file; stops at the first that fails. What was written leaves
+    /// memory; a write that failed half-way is cut back to the last whole
+    /// line, so the file never holds a torn report followed by more. Until
+    /// that cut succeeds, nothing more is written to it.
     fn write(&mut self, line: Option<&str>) -> std::io::Result<()> {
         if self.held.is_empty() && line.is_none() {
             return Ok(());
@@ -220,14 +221,25 @@ impl Entry {
         if file.metadata()?.len() != self.len {
             file.set_len(self.len)?;
         }
-        let mut buf = String::with_capacity(self.held_bytes as usize + line.map_or(0, str::len));
+        let mut result = Ok(());
+        let mut written = 0;
         for held in &self.held {
-            buf.push_str(&held.line);
+            if let Err(e) = file.write_all(held.line.as_bytes()) {
+                result = Err(e);
+                break;
+            }
+            self.len += held.line.len() as u64;
+            self.held_bytes -= held.line.len() as u64;
+            written += 1;
         }
-        if let Some(line) = line {
-            buf.push_str(line);
+        self.held.drain(..written);
+        if let (Ok(()), Some(line)) = (&result, line) {
+            match file.write_all(line.as_bytes()) {
+                Ok(()) => self.len += line.len() as u64,
+                Err(e) => result = Err(e),
+            }
         }
-        if let Err(e) = file.write_all(buf.as_bytes()) {
+        if result.is_err() {
             if let Err(cut) = file.set_len(self.len) {
                 tracing::warn!(
                     file = %self.path.display(),
@@ -235,12 +247,8 @@ impl Entry {
                      trying again before the next write"
                 );
             }
-            return Err(e);
         }
-        self.len += buf.len() as u64;
-        self.held.clear();
-        self.held_bytes = 0;
-        Ok(())
+        result
     }
 
     /// What this job has not kept on disk, if anything.
@@ -1242,6 +1250,37 @@ mod tests {
             .as_deref()
             .unwrap_or("")
             .contains("interrupted"));
+    }
+
+    #[tokio::test]
+    async fn held_reports_that_fit_go_to_disk_and_the_rest_keep_their_order() {
+        let Some(disk) = small_disk() else { return };
+        let state = disk.path().join("state");
+        let spool = Spool::open(&state).unwrap();
+        spool.append(job(B), &started(B));
+        fs::write(disk.path().join("ballast"), vec![1u8; 12 * 1024]).unwrap();
+        assert!(disk.fill().unwrap() > 0);
+        spool.append(job(B), &big_logs(B, 1..=1, 6 * 1024));
+        spool.append(job(B), &big_logs(B, 2..=2, 64 * 1024));
+        assert_eq!(spool.shortfall(job(B)).unwrap().held_log_lines, 2);
+        let mut reader = spool.reader();
+        assert_eq!(everything(&mut reader).await.len(), 3);
+
+        // Room for the first held batch only: it goes to the file, the
+        // second is cut back and stays held, the new one queues behind it.
+        fs::remove_file(disk.path().join("ballast")).unwrap();
+        spool.append(job(B), &logs(B, 3..=3));
+        assert_eq!(spool.shortfall(job(B)).unwrap().held_log_lines, 2);
+        let on_disk = fs::read_to_string(state.join(format!("spool/{B}.jsonl"))).unwrap();
+        assert_eq!(on_disk.lines().count(), 2, "the start and batch 1");
+        assert!(on_disk.ends_with('\n'));
+        // The connection that had everything gets only what is new.
+        assert_eq!(log_seqs(&everything(&mut reader).await, B), [3]);
+        // A new one gets it all, in order.
+        assert_eq!(
+            log_seqs(&everything(&mut spool.reader()).await, B),
+            [1, 2, 3]
+        );
     }
 
     #[tokio::test]
