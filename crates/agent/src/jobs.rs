@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::inbound::{shown, Run};
 use crate::restore_guard::{RestoreGuard, RestoreRefused};
-use crate::spool::Spool;
+use crate::spool::{Shortfall, Spool};
 
 /// Live frames (progress, RPC answers) waiting for the connection.
 pub(crate) const OUTBOX: usize = 4096;
@@ -384,6 +384,11 @@ impl JobRunner {
         self.finish(job_id, &finished, stats);
     }
 
+    /// Reports the job's end. When the spool could not keep all of the
+    /// job's reports (its disk is full), the end says `failed` with what
+    /// was not kept, whatever restic did: the server must not show a
+    /// success whose record may be missing parts. restic's own result
+    /// follows in the error, so nothing about the backup itself is hidden.
     fn finish(&self, job_id: JobId, finished: &Finished, stats: Value) {
         let status = match finished.status {
             Status::Succeeded => JobOutcome::Succeeded,
@@ -391,18 +396,42 @@ impl JobRunner {
             Status::Cancelled => JobOutcome::Cancelled,
             Status::Failed | Status::TimedOut => JobOutcome::Failed,
         };
-        tracing::info!(%job_id, status = ?status, exit_code = ?finished.exit_code, "job finished");
-        self.report(
-            job_id,
-            JobFinished {
+        let end = |shortfall: Option<&Shortfall>| {
+            let (status, error) = match shortfall {
+                None => (status, finished.error.clone()),
+                Some(short) => (
+                    JobOutcome::Failed,
+                    Some(format!(
+                        "{short}. What restic itself reported: {}{}",
+                        outcome_word(status),
+                        finished
+                            .error
+                            .as_deref()
+                            .map(|e| format!(" ({e})"))
+                            .unwrap_or_default()
+                    )),
+                ),
+            };
+            Frame::new(JobFinished {
                 job_id: job_id.to_string(),
                 status,
                 exit_code: finished.exit_code,
-                stats,
-                error: finished.error.clone(),
+                stats: stats.clone(),
+                error,
                 finished_at: Utc::now(),
-            },
-        );
+            })
+        };
+        match self.inner.spool.append_end(job_id, end) {
+            None => {
+                tracing::info!(%job_id, status = ?status, exit_code = ?finished.exit_code, "job finished")
+            }
+            Some(short) => tracing::error!(
+                %job_id,
+                restic_status = ?status,
+                exit_code = ?finished.exit_code,
+                "job finished, reported failed: {short}"
+            ),
+        }
     }
 
     /// Sends `snapshots.report` and `repo.stats` after a job that may have
@@ -888,6 +917,16 @@ impl Job<'_> {
     }
 }
 
+/// How a job's outcome reads in a sentence.
+fn outcome_word(outcome: JobOutcome) -> &'static str {
+    match outcome {
+        JobOutcome::Succeeded => "succeeded",
+        JobOutcome::Partial => "partial",
+        JobOutcome::Cancelled => "cancelled",
+        JobOutcome::Failed => "failed",
+    }
+}
+
 /// Lets through at most one progress sample per [`PROGRESS_EVERY`].
 #[derive(Default)]
 struct ProgressThrottle {
@@ -1039,6 +1078,62 @@ mod tests {
             },
         );
         assert!(runner.spool().jobs().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_job_whose_reports_cannot_be_spooled_ends_failed_saying_why() {
+        let disk = match rm_testkit::SmallDisk::mount(1) {
+            Ok(disk) => disk,
+            Err(e) => {
+                eprintln!("skipping the full-disk test: {e}");
+                return;
+            }
+        };
+        let state = disk.path().join("state");
+        let (tx, _outbox) = mpsc::channel(OUTBOX);
+        let spool = Spool::open(&state).unwrap();
+        let runner = JobRunner::new(
+            "/nonexistent/restic".into(),
+            state.join("cache"),
+            None,
+            tx,
+            spool,
+        );
+        assert!(disk.fill().unwrap() > 0);
+        let accepted = runner.start(run(A), None);
+        assert!(matches!(accepted.message, Message::CommandResult(ref r) if r.accepted));
+        let end = spooled_end(runner.spool()).await;
+        assert_eq!(end.status, JobOutcome::Failed);
+        let error = end.error.unwrap_or_default();
+        let expected = format!(
+            "the agent could not keep this job's reports: {} is full (No space left on device); \
+             1 log line, the job's start, this end could not be written to its spool",
+            state.display()
+        );
+        assert!(error.starts_with(&expected), "{error}");
+        assert!(
+            error.contains("What restic itself reported: failed (restic is not usable"),
+            "{error}"
+        );
+
+        // Space back: the next job runs and reports normally, no restart.
+        disk.free().unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let accepted = runner.start(run(B), None);
+        assert!(matches!(accepted.message, Message::CommandResult(ref r) if r.accepted));
+        runner.spool().ack(
+            A.parse().unwrap(),
+            &rm_protocol::JobAck {
+                job_id: A.into(),
+                done: true,
+                ..Default::default()
+            },
+        );
+        let end = spooled_end(runner.spool()).await;
+        assert_eq!(end.job_id, B);
+        let error = end.error.unwrap_or_default();
+        assert!(error.starts_with("restic is not usable"), "{error}");
+        assert!(state.join(format!("spool/{B}.jsonl")).exists());
     }
 
     #[tokio::test]

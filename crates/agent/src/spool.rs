@@ -17,13 +17,27 @@
 //! starts was cut short by the agent's own death; the spool gives it a
 //! `job.finished` (`failed`, "the agent was interrupted…") so the server
 //! learns what happened instead of waiting for a job nobody runs.
+//!
+//! When the state directory cannot be written (full, over quota, read-only,
+//! failing), nothing the spool already has is touched: a write that fails
+//! half-way is cut back to the last whole line, and the report — with every
+//! later one of that job, to keep their order — is held in memory instead
+//! (up to [`HELD_LIMIT`] for all jobs; log lines past that are dropped and
+//! counted). Held reports are replayed like the file's, after them, so the
+//! server still gets them in order while the agent runs, but they would not
+//! survive a restart: the job's end therefore says `failed` with what was
+//! not kept and why ([`Shortfall`]). Each append tries the disk again, so
+//! once space is back held reports go to the file and the next job works
+//! normally. The start and end of such an episode are logged once each.
 
 use std::collections::{BTreeMap, HashMap};
+use std::fmt;
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{BufRead, BufReader, ErrorKind, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use chrono::Utc;
 use rm_core::JobId;
@@ -44,6 +58,12 @@ const SUFFIX: &str = ".jsonl";
 /// in slices between the session's other work.
 const READ_SLICE: u64 = 1024 * 1024;
 
+/// Most bytes of reports held in memory, all jobs together, while the
+/// spool cannot write them: enough for the log of a long backup, small next
+/// to what the agent itself needs. Log lines past it are dropped (counted);
+/// a job's other reports are always held, since they are few and small.
+pub(crate) const HELD_LIMIT: u64 = 16 * 1024 * 1024;
+
 /// The error a job gets when the agent died while running it.
 pub(crate) const INTERRUPTED: &str =
     "the agent was interrupted (stopped, killed or crashed) while this job was running; \
@@ -63,6 +83,84 @@ struct Inner {
     jobs: Mutex<BTreeMap<JobId, Entry>>,
     /// Bumped on every append, so a session knows there is more to send.
     appended: watch::Sender<u64>,
+    /// The agent's state directory, as operators know it (for messages).
+    state_dir: PathBuf,
+    /// See [`HELD_LIMIT`]; smaller in tests.
+    held_limit: u64,
+    /// The write fault going on now, if any: logged when it starts and
+    /// when it ends, not at every report. Locked after `jobs`.
+    episode: Mutex<Option<Episode>>,
+}
+
+/// A time when the spool could not write.
+#[derive(Debug)]
+struct Episode {
+    since: Instant,
+    /// Reports held in memory and log lines dropped during it.
+    held: u64,
+    lost_lines: u64,
+}
+
+/// A report that could not be written, kept in memory in its file order.
+#[derive(Debug)]
+struct Held {
+    /// The encoded frame and its newline, exactly as the file would hold it.
+    line: String,
+    kind: String,
+    log_lines: u64,
+}
+
+/// What of a job's reports the spool could not keep on disk, and why: the
+/// reason its end says `failed`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Shortfall {
+    /// What went wrong, naming the state directory ("… is full (No space
+    /// left on device)").
+    pub(crate) fault: String,
+    /// Log lines held in memory only.
+    pub(crate) held_log_lines: u64,
+    /// Other reports held in memory only, as operators call them.
+    pub(crate) held_reports: Vec<String>,
+    /// Log lines dropped because memory for held reports ran out.
+    pub(crate) lost_log_lines: u64,
+    /// The end itself could not be written either.
+    pub(crate) end_held: bool,
+}
+
+impl fmt::Display for Shortfall {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the agent could not keep this job's reports: {}",
+            self.fault
+        )?;
+        let lines = |n: u64| format!("{n} log line{}", if n == 1 { "" } else { "s" });
+        if self.lost_log_lines > 0 {
+            let were = if self.lost_log_lines == 1 {
+                "was"
+            } else {
+                "were"
+            };
+            write!(f, "; {} {were} lost", lines(self.lost_log_lines))?;
+        }
+        let mut held = Vec::new();
+        if self.held_log_lines > 0 {
+            held.push(lines(self.held_log_lines));
+        }
+        held.extend(self.held_reports.iter().cloned());
+        if self.end_held {
+            held.push(String::from("this end"));
+        }
+        if !held.is_empty() {
+            write!(
+                f,
+                "; {} could not be written to its spool and were sent from memory \
+                 (lost if the agent restarts before the server has them)",
+                held.join(", ")
+            )?;
+        }
+        Ok(())
+    }
 }
 
 /// One job's file and what the server has acknowledged of it.
@@ -77,6 +175,100 @@ struct Entry {
     acked_log_seq: u64,
     /// The job's last report (`job.finished`, or a skipped fire) is written.
     ended: bool,
+    /// Reports that could not be written, in order after the file's.
+    held: Vec<Held>,
+    held_bytes: u64,
+    /// Log lines of this job dropped (memory for held reports ran out).
+    lost_lines: u64,
+    /// The first write fault this job met.
+    fault: Option<String>,
+}
+
+impl Entry {
+    fn new(path: PathBuf, file: Option<File>, len: u64, ended: bool) -> Entry {
+        Entry {
+            path,
+            file,
+            len,
+            acked_log_seq: 0,
+            ended,
+            held: Vec::new(),
+            held_bytes: 0,
+            lost_lines: 0,
+            fault: None,
+        }
+    }
+
+    /// Writes the held reports, oldest first, and then `line` (if any) to
+    /// the file; stops at the first that fails. What was written leaves
+    /// memory; a write that failed half-way is cut back to the last whole
+    /// line, so the file never holds a torn report followed by more. Until
+    /// that cut succeeds, nothing more is written to it.
+    fn write(&mut self, line: Option<&str>) -> std::io::Result<()> {
+        if self.held.is_empty() && line.is_none() {
+            return Ok(());
+        }
+        if self.file.is_none() {
+            // Not created (or reopened) earlier: the disk may have room now.
+            self.file = Some(open_append(&self.path)?);
+        }
+        let Some(file) = self.file.as_mut() else {
+            return Err(std::io::Error::other("the spool file is not open"));
+        };
+        // An earlier failed write that could not be cut back: the file must
+        // end at `len` before anything is appended (O_APPEND writes at the
+        // end), or offsets would point into a torn line.
+        if file.metadata()?.len() != self.len {
+            file.set_len(self.len)?;
+        }
+        let mut result = Ok(());
+        let mut written = 0;
+        for held in &self.held {
+            if let Err(e) = file.write_all(held.line.as_bytes()) {
+                result = Err(e);
+                break;
+            }
+            self.len += held.line.len() as u64;
+            self.held_bytes -= held.line.len() as u64;
+            written += 1;
+        }
+        self.held.drain(..written);
+        if let (Ok(()), Some(line)) = (&result, line) {
+            match file.write_all(line.as_bytes()) {
+                Ok(()) => self.len += line.len() as u64,
+                Err(e) => result = Err(e),
+            }
+        }
+        if result.is_err() {
+            if let Err(cut) = file.set_len(self.len) {
+                tracing::warn!(
+                    file = %self.path.display(),
+                    "could not cut a failed write back to the last whole report: {cut}; \
+                     trying again before the next write"
+                );
+            }
+        }
+        result
+    }
+
+    /// What this job has not kept on disk, if anything.
+    fn shortfall(&self) -> Option<Shortfall> {
+        if self.held.is_empty() && self.lost_lines == 0 {
+            return None;
+        }
+        Some(Shortfall {
+            fault: self.fault.clone().unwrap_or_default(),
+            held_log_lines: self.held.iter().map(|h| h.log_lines).sum(),
+            held_reports: self
+                .held
+                .iter()
+                .filter(|h| h.kind != "log.stream")
+                .map(|h| report_name(&h.kind))
+                .collect(),
+            lost_log_lines: self.lost_lines,
+            end_held: false,
+        })
+    }
 }
 
 impl Spool {
@@ -84,6 +276,11 @@ impl Spool {
     /// gives every job that has no end yet — the agent died while running
     /// it — a failed `job.finished` saying so.
     pub(crate) fn open(state_dir: &Path) -> Result<Spool, AgentError> {
+        Spool::open_with(state_dir, HELD_LIMIT)
+    }
+
+    /// [`Spool::open`] with another limit on held reports.
+    fn open_with(state_dir: &Path, held_limit: u64) -> Result<Spool, AgentError> {
         let dir = state_dir.join(SPOOL_DIR);
         DirBuilder::new()
             .recursive(true)
@@ -99,6 +296,9 @@ impl Spool {
                 dir: dir.clone(),
                 jobs: Mutex::new(BTreeMap::new()),
                 appended: watch::Sender::new(0),
+                state_dir: state_dir.to_path_buf(),
+                held_limit,
+                episode: Mutex::new(None),
             }),
         };
         let listing = fs::read_dir(&dir).map_err(|source| AgentError::StateIo {
@@ -123,13 +323,7 @@ impl Spool {
                     let file = open_append(&path)
                         .map_err(|e| tracing::error!(%job_id, "could not reopen the spool file {}: {e}", path.display()))
                         .ok();
-                    let entry = Entry {
-                        path,
-                        file,
-                        len,
-                        acked_log_seq: 0,
-                        ended,
-                    };
+                    let entry = Entry::new(path, file, len, ended);
                     if let Ok(mut jobs) = spool.inner.jobs.lock() {
                         jobs.insert(job_id, entry);
                     }
@@ -149,53 +343,196 @@ impl Spool {
     }
 
     /// Writes a report about `job_id` to its file (created on first use),
-    /// then wakes the session. A write that fails is logged: the report
-    /// cannot be delivered after that.
+    /// then wakes the session. A report that cannot be written is held in
+    /// memory (see the module doc) and counts against the job's end.
     pub(crate) fn append(&self, job_id: JobId, frame: &Frame) {
-        let ends = ends_job(frame);
-        let mut line = frame.encode();
-        line.push('\n');
+        self.append_with(job_id, |_| frame.clone());
+    }
+
+    /// Writes a job's end, built by `end` from what of the job's reports
+    /// the spool could not keep (`None`: everything is on disk). When the
+    /// end itself cannot be written, it is built again saying so, and held.
+    /// Returns the shortfall the end that went out was built with.
+    pub(crate) fn append_end(
+        &self,
+        job_id: JobId,
+        end: impl Fn(Option<&Shortfall>) -> Frame,
+    ) -> Option<Shortfall> {
+        self.append_with(job_id, end)
+    }
+
+    fn append_with(
+        &self,
+        job_id: JobId,
+        build: impl Fn(Option<&Shortfall>) -> Frame,
+    ) -> Option<Shortfall> {
         let Ok(mut jobs) = self.inner.jobs.lock() else {
             tracing::error!(%job_id, "the spool's state is poisoned; a job report was lost");
-            return;
+            return None;
         };
         let entry = jobs.entry(job_id).or_insert_with(|| {
             let path = self.inner.dir.join(file_name(job_id));
+            // Not created now: the first write tries again.
             let file = open_append(&path)
                 .map_err(|e| {
-                    tracing::error!(%job_id, "could not create the spool file {}: {e}", path.display())
+                    tracing::debug!(%job_id, "could not create the spool file {}: {e}", path.display())
                 })
                 .ok();
-            Entry {
-                path,
-                file,
-                len: 0,
-                acked_log_seq: 0,
-                ended: false,
-            }
+            Entry::new(path, file, 0, false)
         });
-        let Some(file) = entry.file.as_mut() else {
-            tracing::error!(%job_id, kind = frame.message.kind(), "no spool file; a job report was lost");
-            return;
+        // Held reports first, so the shortfall the frame is built with is
+        // what is really missing from the disk.
+        let mut fault = None;
+        let mut recovered = false;
+        if !entry.held.is_empty() {
+            match entry.write(None) {
+                Ok(()) => recovered |= self.written(),
+                Err(e) => fault = Some(e),
+            }
+        }
+        let mut shortfall = entry.shortfall();
+        let mut frame = build(shortfall.as_ref());
+        let ends = ends_job(&frame);
+        let mut line = frame.encode();
+        line.push('\n');
+        let written = match fault {
+            // Behind held reports that could not be written: held too.
+            Some(e) => Err(e),
+            None => entry.write(Some(&line)),
         };
-        match file.write_all(line.as_bytes()) {
+        match written {
             Ok(()) => {
-                entry.len += line.len() as u64;
+                recovered |= self.written();
                 if ends {
                     entry.ended = true;
                     // The end is what the server must not miss: make it
                     // survive a power cut, not only a process crash.
-                    if let Err(e) = file.sync_data() {
+                    if let Some(Err(e)) = entry.file.as_ref().map(File::sync_data) {
                         tracing::warn!(%job_id, "could not sync the spool file: {e}");
                     }
                 }
             }
             Err(e) => {
-                tracing::error!(%job_id, kind = frame.message.kind(), "could not write to the spool: {e}; a job report was lost");
+                let fault = self.fault(&e);
+                entry.fault.get_or_insert(fault);
+                if ends {
+                    // Rebuilt so that it says it, too, is held.
+                    let mut end_short = entry.shortfall().unwrap_or_else(|| Shortfall {
+                        fault: entry.fault.clone().unwrap_or_default(),
+                        held_log_lines: 0,
+                        held_reports: Vec::new(),
+                        lost_log_lines: 0,
+                        end_held: false,
+                    });
+                    end_short.end_held = true;
+                    frame = build(Some(&end_short));
+                    line = frame.encode();
+                    line.push('\n');
+                    shortfall = Some(end_short);
+                    entry.ended = true;
+                }
+                let kind = frame.message.kind().to_owned();
+                let log_lines = match &frame.message {
+                    Message::LogStream(stream) => stream.lines.len() as u64,
+                    _ => 0,
+                };
+                let held_total: u64 = jobs.values().map(|e| e.held_bytes).sum();
+                let Some(entry) = jobs.get_mut(&job_id) else {
+                    return shortfall;
+                };
+                if log_lines > 0 && held_total + line.len() as u64 > self.inner.held_limit {
+                    entry.lost_lines += log_lines;
+                    self.count(0, log_lines);
+                    tracing::debug!(%job_id, log_lines, "no memory left for held reports; log lines dropped");
+                } else {
+                    tracing::debug!(%job_id, %kind, "report held in memory: the spool cannot write");
+                    entry.held_bytes += line.len() as u64;
+                    entry.held.push(Held {
+                        line,
+                        kind,
+                        log_lines,
+                    });
+                    self.count(1, 0);
+                }
+            }
+        }
+        if recovered {
+            // Space is back: what other jobs hold goes to their files now,
+            // not only at their next report (an ended job has none).
+            for (id, other) in jobs.iter_mut() {
+                if let Err(e) = other.write(None) {
+                    tracing::debug!(job_id = %id, "held reports still cannot be written: {e}");
+                }
             }
         }
         drop(jobs);
         self.inner.appended.send_modify(|n| *n = n.wrapping_add(1));
+        shortfall
+    }
+
+    /// What of `job_id`'s reports is not on disk now, if anything.
+    #[cfg(test)]
+    pub(crate) fn shortfall(&self, job_id: JobId) -> Option<Shortfall> {
+        let jobs = self.inner.jobs.lock().ok()?;
+        jobs.get(&job_id).and_then(Entry::shortfall)
+    }
+
+    /// A write failed with `e`: the operator's words for it, and the
+    /// episode's loud start if this is one.
+    fn fault(&self, e: &std::io::Error) -> String {
+        let fault = describe_fault(&self.inner.state_dir, e);
+        if let Ok(mut episode) = self.inner.episode.lock() {
+            if episode.is_none() {
+                *episode = Some(Episode {
+                    since: Instant::now(),
+                    held: 0,
+                    lost_lines: 0,
+                });
+                tracing::error!(
+                    state_dir = %self.inner.state_dir.display(),
+                    free = %free_space(&self.inner.dir),
+                    "the agent's state directory {fault}: job reports cannot be written to its spool. \
+                     They are held in memory (up to {} MiB) and sent to the server from there, but are \
+                     lost if the agent restarts before the server has them; jobs that run meanwhile end \
+                     `failed` saying what was not kept. Free space in {} (nothing needs restarting)",
+                    self.inner.held_limit / (1024 * 1024),
+                    self.inner.state_dir.display(),
+                );
+            }
+        }
+        fault
+    }
+
+    /// Counts held reports and dropped lines against the episode.
+    fn count(&self, held: u64, lost_lines: u64) {
+        if let Ok(mut episode) = self.inner.episode.lock() {
+            if let Some(episode) = episode.as_mut() {
+                episode.held += held;
+                episode.lost_lines += lost_lines;
+            }
+        }
+    }
+
+    /// A write succeeded: the end of an episode, if one was going on
+    /// (then `true`).
+    fn written(&self) -> bool {
+        let Ok(mut episode) = self.inner.episode.lock() else {
+            return false;
+        };
+        let Some(over) = episode.take() else {
+            return false;
+        };
+        {
+            tracing::info!(
+                state_dir = %self.inner.state_dir.display(),
+                "the agent's state directory can be written again: the spool works normally \
+                 (the fault lasted {}s; {} reports were held in memory, {} log lines dropped)",
+                over.since.elapsed().as_secs(),
+                over.held,
+                over.lost_lines,
+            );
+        }
+        true
     }
 
     /// Applies a `job.ack` about `job_id` (its `job_id` field, parsed):
@@ -260,29 +597,50 @@ pub(crate) struct SpoolReader {
 
 impl SpoolReader {
     /// The next frames to send, oldest job first: up to about a megabyte
-    /// from one file. Empty when everything written has been sent.
+    /// from one file, or then from the reports it holds in memory. Empty
+    /// when everything written has been sent.
     pub(crate) async fn next_frames(&mut self) -> Vec<Frame> {
-        let Some((job_id, path, from, to, acked)) = self.next_slice() else {
+        let Some(slice) = self.next_slice() else {
             return Vec::new();
         };
-        let read = tokio::task::spawn_blocking(move || read_slice(&path, from, to)).await;
-        let (lines, consumed) = match read {
-            Ok(Ok(read)) => read,
-            // Acknowledged as done (and deleted) while we read: nothing to send.
-            Ok(Err(e)) if e.kind() == ErrorKind::NotFound => (Vec::new(), to - from),
-            Ok(Err(e)) => {
-                tracing::error!(%job_id, "could not read the spool: {e}; skipping the rest of this job's reports");
-                (Vec::new(), to - from)
+        let (job_id, lines, acked) = match slice {
+            Slice::Held {
+                job_id,
+                lines,
+                to,
+                acked,
+            } => {
+                self.sent.insert(job_id, to);
+                (job_id, lines, acked)
             }
-            Err(e) => {
-                tracing::error!(%job_id, "spool reader failed: {e}");
-                (Vec::new(), to - from)
+            Slice::File {
+                job_id,
+                path,
+                from,
+                to,
+                acked,
+            } => {
+                let read = tokio::task::spawn_blocking(move || read_slice(&path, from, to)).await;
+                let (lines, consumed) = match read {
+                    Ok(Ok(read)) => read,
+                    // Acknowledged as done (and deleted) while we read: nothing to send.
+                    Ok(Err(e)) if e.kind() == ErrorKind::NotFound => (Vec::new(), to - from),
+                    Ok(Err(e)) => {
+                        tracing::error!(%job_id, "could not read the spool: {e}; skipping the rest of this job's reports");
+                        (Vec::new(), to - from)
+                    }
+                    Err(e) => {
+                        tracing::error!(%job_id, "spool reader failed: {e}");
+                        (Vec::new(), to - from)
+                    }
+                };
+                self.sent.insert(job_id, from + consumed);
+                (job_id, lines, acked)
             }
         };
-        self.sent.insert(job_id, from + consumed);
         lines
             .iter()
-            .filter_map(|line| match Frame::decode(line) {
+            .filter_map(|line| match Frame::decode(line.trim_end()) {
                 Ok(frame) => Some(frame),
                 Err(e) => {
                     tracing::warn!(%job_id, "skipping an unreadable spooled report: {e}");
@@ -293,17 +651,126 @@ impl SpoolReader {
             .collect()
     }
 
-    /// The first job with bytes not yet sent on this connection.
-    fn next_slice(&mut self) -> Option<(JobId, PathBuf, u64, u64, u64)> {
+    /// The first job with bytes not yet sent on this connection. Its held
+    /// reports continue the file: their offsets count on from its length,
+    /// so they keep their place when a later append writes them to it.
+    fn next_slice(&mut self) -> Option<Slice> {
         let jobs = self.spool.inner.jobs.lock().ok()?;
         self.sent.retain(|id, _| jobs.contains_key(id));
         jobs.iter().find_map(|(id, entry)| {
             let from = self.sent.get(id).copied().unwrap_or(0);
-            (from < entry.len).then(|| {
-                let to = entry.len.min(from + READ_SLICE);
-                (*id, entry.path.clone(), from, to, entry.acked_log_seq)
+            if from < entry.len {
+                return Some(Slice::File {
+                    job_id: *id,
+                    path: entry.path.clone(),
+                    from,
+                    to: entry.len.min(from + READ_SLICE),
+                    acked: entry.acked_log_seq,
+                });
+            }
+            let mut offset = entry.len;
+            let mut lines = Vec::new();
+            let mut to = from;
+            for held in &entry.held {
+                let next = offset + held.line.len() as u64;
+                if offset >= from {
+                    if to - from >= READ_SLICE {
+                        break;
+                    }
+                    lines.push(held.line.clone());
+                    to = next;
+                }
+                offset = next;
+            }
+            (!lines.is_empty()).then_some(Slice::Held {
+                job_id: *id,
+                lines,
+                to,
+                acked: entry.acked_log_seq,
             })
         })
+    }
+}
+
+/// What [`SpoolReader::next_slice`] found to send.
+enum Slice {
+    /// Bytes `from..to` of a job's file.
+    File {
+        job_id: JobId,
+        path: PathBuf,
+        from: u64,
+        to: u64,
+        acked: u64,
+    },
+    /// Reports held in memory, ending at offset `to`.
+    Held {
+        job_id: JobId,
+        lines: Vec<String>,
+        to: u64,
+        acked: u64,
+    },
+}
+
+/// How operators call a report that is not a log batch.
+fn report_name(kind: &str) -> String {
+    match kind {
+        "job.started" => String::from("the job's start"),
+        "snapshots.report" => String::from("the snapshot list"),
+        "repo.stats" => String::from("the repository statistics"),
+        "job.finished" => String::from("the job's end"),
+        other => format!("a {other} report"),
+    }
+}
+
+/// Says what is wrong with the state directory when a write failed with
+/// `e`, in the words operators search for ("… is full (No space left on
+/// device)").
+fn describe_fault(state_dir: &Path, e: &std::io::Error) -> String {
+    use nix::errno::Errno;
+    let dir = state_dir.display();
+    match e.raw_os_error().map(Errno::from_raw) {
+        Some(errno) => {
+            let what = match errno {
+                Errno::ENOSPC => "is full",
+                Errno::EDQUOT => "is over its disk quota",
+                Errno::EROFS => "is read-only",
+                Errno::EIO => "has a failing disk",
+                _ => "cannot be written",
+            };
+            format!("{dir} {what} ({})", errno.desc())
+        }
+        None => format!("{dir} cannot be written ({e})"),
+    }
+}
+
+/// Free space on the file system holding `dir`, as the log shows it.
+// The block counts are not `u64` on every platform.
+#[allow(clippy::unnecessary_cast)]
+fn free_space(dir: &Path) -> String {
+    match nix::sys::statvfs::statvfs(dir) {
+        Ok(stat) => {
+            let block = stat.fragment_size() as u64;
+            let free = stat.blocks_available() as u64 * block;
+            let total = stat.blocks() as u64 * block;
+            format!("{} free of {}", bytes(free), bytes(total))
+        }
+        Err(e) => format!("unknown ({})", e.desc()),
+    }
+}
+
+/// A byte count for people.
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
     }
 }
 
@@ -631,6 +1098,228 @@ mod tests {
         let mut all = first;
         all.extend(everything(&mut reader).await);
         assert_eq!(all.len(), 40);
+    }
+
+    /// A 1 MiB tmpfs, or `None` (and why, printed) where mounting is not
+    /// allowed. CI runs as root.
+    fn small_disk() -> Option<rm_testkit::SmallDisk> {
+        match rm_testkit::SmallDisk::mount(1) {
+            Ok(disk) => Some(disk),
+            Err(e) => {
+                eprintln!("skipping the full-disk test: {e}");
+                None
+            }
+        }
+    }
+
+    /// Log lines of `size` bytes each: bigger than a page, so a write needs
+    /// new space even when the file's last page has room.
+    fn big_logs(job: &str, seqs: std::ops::RangeInclusive<u64>, size: usize) -> Frame {
+        Frame::new(LogStream {
+            job_id: job.into(),
+            lines: seqs
+                .map(|seq| LogLine {
+                    seq,
+                    ts: Utc::now(),
+                    stream: LogStreamKind::Stdout,
+                    text: format!("{seq}:{}", "x".repeat(size)),
+                })
+                .collect(),
+        })
+    }
+
+    /// The end `JobRunner::finish` builds: failed with the shortfall.
+    fn end_for(job: &str, shortfall: Option<&Shortfall>) -> Frame {
+        let mut frame = finished(job);
+        if let (Some(short), Message::JobFinished(end)) = (shortfall, &mut frame.message) {
+            end.status = JobOutcome::Failed;
+            end.error = Some(short.to_string());
+        }
+        frame
+    }
+
+    /// Every log `seq` in `frames` of `job`, in order.
+    fn log_seqs(frames: &[Frame], job: &str) -> Vec<u64> {
+        frames
+            .iter()
+            .filter_map(|f| match &f.message {
+                Message::LogStream(s) if s.job_id == job => Some(s.lines.iter().map(|l| l.seq)),
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    }
+
+    fn the_end<'a>(frames: &'a [Frame], job: &str) -> &'a JobFinished {
+        frames
+            .iter()
+            .find_map(|f| match &f.message {
+                Message::JobFinished(end) if end.job_id == job => Some(end),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no end of {job} in {:?}", kinds(frames)))
+    }
+
+    #[tokio::test]
+    async fn a_full_disk_keeps_what_is_spooled_and_holds_the_rest_in_order() {
+        let Some(disk) = small_disk() else { return };
+        let state = disk.path().join("state");
+        let spool = Spool::open(&state).unwrap();
+        spool.append(job(A), &started(A));
+        spool.append(job(A), &logs(A, 1..=2));
+        spool.append(job(A), &finished(A));
+        spool.append(job(B), &started(B));
+        spool.append(job(B), &logs(B, 1..=3));
+        let a_path = state.join(format!("spool/{A}.jsonl"));
+        let b_path = state.join(format!("spool/{B}.jsonl"));
+        let a_before = fs::read(&a_path).unwrap();
+        let b_before = fs::read(&b_path).unwrap();
+        // Room to free later, less than the held reports need, so that
+        // writing them gets part-way and then fails.
+        fs::write(disk.path().join("ballast"), vec![1u8; 8 * 1024]).unwrap();
+        assert!(disk.fill().unwrap() > 0);
+
+        spool.append(job(B), &big_logs(B, 4..=5, 8 * 1024));
+        fs::remove_file(disk.path().join("ballast")).unwrap();
+        spool.append(job(B), &big_logs(B, 6..=6, 64 * 1024));
+        // Nothing already spooled was touched; the torn write was cut back.
+        let same = |path: &Path, before: &[u8]| {
+            let now = fs::read(path).unwrap();
+            assert!(
+                now == before,
+                "{}: {} bytes, {} before",
+                path.display(),
+                now.len(),
+                before.len()
+            );
+        };
+        same(&a_path, &a_before);
+        same(&b_path, &b_before);
+        let short = spool.shortfall(job(B)).expect("B's reports are short");
+        assert_eq!(short.held_log_lines, 3);
+        assert_eq!(short.lost_log_lines, 0);
+        assert!(short.held_reports.is_empty(), "{short:?}");
+        let expected_fault = format!("{} is full (No space left on device)", state.display());
+        assert_eq!(short.fault, expected_fault);
+        assert_eq!(spool.shortfall(job(A)), None);
+
+        // The end cannot be written either: built again saying so, held.
+        let used = spool.append_end(job(B), |s| end_for(B, s)).unwrap();
+        assert!(used.end_held);
+        let message = used.to_string();
+        assert!(
+            message.starts_with(&format!(
+                "the agent could not keep this job's reports: {expected_fault}; \
+                 3 log lines, this end could not be written to its spool"
+            )),
+            "{message}"
+        );
+
+        // A connection gets everything, held reports after the file's, in order.
+        let frames = everything(&mut spool.reader()).await;
+        assert_eq!(log_seqs(&frames, A), [1, 2]);
+        assert_eq!(log_seqs(&frames, B), [1, 2, 3, 4, 5, 6]);
+        let end = the_end(&frames, B);
+        assert_eq!(end.status, JobOutcome::Failed);
+        assert_eq!(end.error.as_deref(), Some(message.as_str()));
+        same(&b_path, &b_before);
+
+        // Space back: the next report is written, and B's held reports go
+        // to its file behind what it had, in order, without a restart.
+        disk.free().unwrap();
+        spool.append(job(S), &started(S));
+        assert_eq!(spool.shortfall(job(S)), None);
+        assert_eq!(spool.shortfall(job(B)), None);
+        let b_after = fs::read(&b_path).unwrap();
+        assert!(b_after.starts_with(&b_before) && b_after.len() > b_before.len());
+        // A connection that already had the held reports sends nothing twice.
+        let mut reader = spool.reader();
+        assert_eq!(everything(&mut reader).await.len(), frames.len() + 1);
+        spool.append(job(S), &logs(S, 1..=1));
+        assert_eq!(kinds(&everything(&mut reader).await), ["log.stream"]);
+
+        // And all of it survives a restart, from the files alone.
+        drop(spool);
+        let spool = Spool::open(&state).unwrap();
+        let frames = everything(&mut spool.reader()).await;
+        assert_eq!(log_seqs(&frames, B), [1, 2, 3, 4, 5, 6]);
+        assert_eq!(the_end(&frames, B).error.as_deref(), Some(message.as_str()));
+        assert_eq!(the_end(&frames, A).status, JobOutcome::Succeeded);
+        assert!(the_end(&frames, S)
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("interrupted"));
+    }
+
+    #[tokio::test]
+    async fn held_reports_that_fit_go_to_disk_and_the_rest_keep_their_order() {
+        let Some(disk) = small_disk() else { return };
+        let state = disk.path().join("state");
+        let spool = Spool::open(&state).unwrap();
+        spool.append(job(B), &started(B));
+        fs::write(disk.path().join("ballast"), vec![1u8; 12 * 1024]).unwrap();
+        assert!(disk.fill().unwrap() > 0);
+        spool.append(job(B), &big_logs(B, 1..=1, 6 * 1024));
+        spool.append(job(B), &big_logs(B, 2..=2, 64 * 1024));
+        assert_eq!(spool.shortfall(job(B)).unwrap().held_log_lines, 2);
+        let mut reader = spool.reader();
+        assert_eq!(everything(&mut reader).await.len(), 3);
+
+        // Room for the first held batch only: it goes to the file, the
+        // second is cut back and stays held, the new one queues behind it.
+        fs::remove_file(disk.path().join("ballast")).unwrap();
+        spool.append(job(B), &logs(B, 3..=3));
+        assert_eq!(spool.shortfall(job(B)).unwrap().held_log_lines, 2);
+        let on_disk = fs::read_to_string(state.join(format!("spool/{B}.jsonl"))).unwrap();
+        assert_eq!(on_disk.lines().count(), 2, "the start and batch 1");
+        assert!(on_disk.ends_with('\n'));
+        // The connection that had everything gets only what is new.
+        assert_eq!(log_seqs(&everything(&mut reader).await, B), [3]);
+        // A new one gets it all, in order.
+        assert_eq!(
+            log_seqs(&everything(&mut spool.reader()).await, B),
+            [1, 2, 3]
+        );
+    }
+
+    #[tokio::test]
+    async fn log_lines_past_the_memory_limit_are_dropped_and_counted() {
+        let Some(disk) = small_disk() else { return };
+        let state = disk.path().join("state");
+        let spool = Spool::open_with(&state, 32 * 1024).unwrap();
+        assert!(disk.fill().unwrap() > 0);
+        spool.append(job(B), &started(B));
+        for seq in 1..=10 {
+            spool.append(job(B), &big_logs(B, seq..=seq, 8 * 1024));
+        }
+        let short = spool.shortfall(job(B)).unwrap();
+        assert_eq!(short.held_reports, ["the job's start"]);
+        assert_eq!(short.held_log_lines + short.lost_log_lines, 10);
+        assert!(short.lost_log_lines >= 6, "{short:?}");
+        // The end is never dropped, whatever the limit.
+        let used = spool.append_end(job(B), |s| end_for(B, s)).unwrap();
+        let message = used.to_string();
+        assert!(
+            message.contains(&format!("; {} log lines were lost", short.lost_log_lines)),
+            "{message}"
+        );
+        let frames = everything(&mut spool.reader()).await;
+        assert_eq!(kinds(&frames)[0], "job.started");
+        let seqs = log_seqs(&frames, B);
+        assert_eq!(seqs, (1..=short.held_log_lines).collect::<Vec<_>>());
+        assert_eq!(the_end(&frames, B).status, JobOutcome::Failed);
+        // A job acknowledged as done gives its memory back.
+        spool.ack(
+            job(B),
+            &JobAck {
+                job_id: B.into(),
+                done: true,
+                ..JobAck::default()
+            },
+        );
+        spool.append(job(S), &big_logs(S, 1..=1, 8 * 1024));
+        assert_eq!(spool.shortfall(job(S)).unwrap().lost_log_lines, 0);
     }
 
     #[tokio::test]

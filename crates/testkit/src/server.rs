@@ -238,6 +238,30 @@ impl TestServer {
         .await
     }
 
+    /// [`TestServer::enrolled_agent`] with the agent's state directory at
+    /// `state_dir` (created by `agent enroll`), e.g. on a [`crate::SmallDisk`].
+    pub async fn enrolled_agent_in(
+        &self,
+        binary: &std::path::Path,
+        name: &str,
+        restic_bin: &std::path::Path,
+        env: &[(&str, &str)],
+        state_dir: &std::path::Path,
+    ) -> anyhow::Result<RunningAgent> {
+        let admin = self.admin().await?;
+        enrol_real_agent_at(
+            &admin,
+            &self.url,
+            binary,
+            name,
+            restic_bin,
+            env,
+            &[],
+            Some(state_dir),
+        )
+        .await
+    }
+
     /// Whether the store says the host is online.
     pub async fn host_online(&self, host_id: &str) -> bool {
         let Ok(id) = host_id.parse() else {
@@ -283,9 +307,26 @@ pub(crate) async fn enrol_real_agent(
     env: &[(&str, &str)],
     enroll_args: &[&str],
 ) -> anyhow::Result<RunningAgent> {
+    enrol_real_agent_at(admin, url, binary, name, restic_bin, env, enroll_args, None).await
+}
+
+/// [`enrol_real_agent`] with the state directory at `state_dir`, or in a
+/// new temporary folder when `None`.
+#[allow(clippy::too_many_arguments)]
+async fn enrol_real_agent_at(
+    admin: &Api,
+    url: &str,
+    binary: &std::path::Path,
+    name: &str,
+    restic_bin: &std::path::Path,
+    env: &[(&str, &str)],
+    enroll_args: &[&str],
+    state_dir: Option<&std::path::Path>,
+) -> anyhow::Result<RunningAgent> {
     let created = admin.create_enrollment_token(Some(name), None).await?;
     let state = tempfile::tempdir()?;
-    let state_dir = state.path().join("agent");
+    let state_dir =
+        state_dir.map_or_else(|| state.path().join("agent"), std::path::Path::to_path_buf);
     let out = AgentProcess::enroll(binary, url, &created.token, &state_dir, enroll_args).await?;
     if !out.status.success() {
         anyhow::bail!(
