@@ -72,11 +72,18 @@ async fn jobs(setup: &Setup) -> Vec<Value> {
 }
 
 async fn wait_for_jobs(setup: &Setup, what: &str, check: impl Fn(&[Value]) -> bool) {
-    wait_until(Duration::from_secs(60), what, || async {
-        check(&jobs(setup).await)
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}\nagent log:\n{}", setup.agent.process.log()));
+    wait_for_jobs_within(setup, Duration::from_secs(60), what, check).await;
+}
+
+async fn wait_for_jobs_within(
+    setup: &Setup,
+    limit: Duration,
+    what: &str,
+    check: impl Fn(&[Value]) -> bool,
+) {
+    wait_until(limit, what, || async { check(&jobs(setup).await) })
+        .await
+        .unwrap_or_else(|e| panic!("{e}\nagent log:\n{}", setup.agent.process.log()));
 }
 
 async fn schedule(setup: &Setup, body: Value) -> String {
@@ -228,9 +235,12 @@ async fn with_the_server_down_the_agent_still_backs_up_and_reports_it_afterwards
     let server = stopped.start().await.unwrap();
     let admin = server.admin().await.unwrap();
     let setup = Setup { admin, ..setup };
-    // The agent reconnects and reports the jobs it ran on its own.
-    wait_for_jobs(
+    // The agent reconnects and reports the jobs it ran on its own. It may
+    // be inside a backoff of up to a minute (`rm_agent::backoff::CAP`) when
+    // the server was down long, as on a loaded machine; give it that.
+    wait_for_jobs_within(
         &setup,
+        rm_agent::backoff::CAP + Duration::from_secs(60),
         "an offline scheduled backup to be reported",
         |jobs| {
             scheduled_backups(jobs).iter().any(|j| {
