@@ -15,25 +15,13 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rm_testkit::{Api, SmallDisk, TestServer};
+use rm_testkit::{SmallDisk, TestServer};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_restic-manager");
 const RESTIC: &str = "/usr/bin/restic";
 const PASSWORD: &str = "state-full-test-password";
 const JOB_LIMIT: Duration = Duration::from_secs(120);
-
-/// A source whose backup keeps restic busy for several seconds.
-fn slow_source(root: &Path) -> PathBuf {
-    let src = root.join("slow");
-    std::fs::create_dir_all(&src).unwrap();
-    std::fs::File::create(src.join("disk.img"))
-        .unwrap()
-        .set_len(2 << 30)
-        .unwrap();
-    std::fs::write(src.join("note.txt"), "note\n").unwrap();
-    src
-}
 
 /// Unmounts a bind mount when dropped.
 struct Unbind(PathBuf);
@@ -45,15 +33,6 @@ impl Drop for Unbind {
             .arg(&self.0)
             .status();
     }
-}
-
-/// A job's log lines are `1..=n`, each once, in order; returns `n`.
-async fn assert_dense_logs(admin: &Api, job: &str) -> usize {
-    let lines = admin.job_logs(job).await.unwrap();
-    let seqs: Vec<u64> = lines.iter().map(|l| l["seq"].as_u64().unwrap()).collect();
-    let expected: Vec<u64> = (1..=seqs.len() as u64).collect();
-    assert_eq!(seqs, expected, "job {job}: every line once, in order");
-    seqs.len()
 }
 
 /// Every line of a spool file is whole and valid JSON.
@@ -121,7 +100,7 @@ async fn a_full_state_dir_fails_the_job_honestly_and_the_next_one_works() {
     assert_eq!(job["status"], "succeeded", "{job:#}");
 
     // A backup runs; its start is spooled before the disk fills up.
-    let slow = slow_source(scratch.path());
+    let slow = rm_testkit::fixtures::slow_source(scratch.path());
     let during = admin
         .start_job(
             &host,
@@ -160,7 +139,7 @@ async fn a_full_state_dir_fails_the_job_honestly_and_the_next_one_works() {
         let error = job["error"].as_str().unwrap_or_default();
         assert!(error.starts_with(&reason), "{job:#}");
     }
-    assert_dense_logs(&admin, &during).await;
+    admin.dense_log_count(&during).await.unwrap();
 
     // A backup that starts on the full disk cannot spool a thing: the
     // server hears the truth, failed and why, not succeeded. (Filled
@@ -186,7 +165,7 @@ async fn a_full_state_dir_fails_the_job_honestly_and_the_next_one_works() {
     // restic did its part: the snapshot is there and the server knows it.
     assert!(job["stats"]["snapshot_id"].is_string(), "{job:#}");
     // Held in memory and sent from there: every line still arrived.
-    assert!(assert_dense_logs(&admin, &full).await > 0);
+    assert!(admin.dense_log_count(&full).await.unwrap() > 0);
     let log = agent.process.log();
     let loud = log
         .lines()
@@ -207,7 +186,7 @@ async fn a_full_state_dir_fails_the_job_honestly_and_the_next_one_works() {
     let job = admin.finished_job(&after, JOB_LIMIT).await.unwrap();
     assert_eq!(job["status"], "succeeded", "{job:#}");
     assert!(job["error"].is_null(), "{job:#}");
-    assert!(assert_dense_logs(&admin, &after).await > 0);
+    assert!(admin.dense_log_count(&after).await.unwrap() > 0);
     agent
         .process
         .wait_for_log("can be written again", Duration::from_secs(10))

@@ -254,6 +254,25 @@ impl Api {
             .context("the logs are not a JSON array")
     }
 
+    /// The number of job `id`'s stored log lines, once they are checked to
+    /// be `1..=n`, each once, in order (nothing lost, nothing stored twice).
+    pub async fn dense_log_count(&self, id: &str) -> anyhow::Result<usize> {
+        let seqs: Vec<u64> = self
+            .job_logs(id)
+            .await?
+            .iter()
+            .map(|l| l["seq"].as_u64().context("a log line without `seq`"))
+            .collect::<anyhow::Result<_>>()?;
+        let expected: Vec<u64> = (1..=seqs.len() as u64).collect();
+        if seqs != expected {
+            bail!(
+                "job {id}'s log lines are not 1..={} once each, in order: {seqs:?}",
+                seqs.len()
+            );
+        }
+        Ok(seqs.len())
+    }
+
     /// Waits (up to `limit`) until job `id` has status `status`.
     pub async fn wait_job_status(
         &self,

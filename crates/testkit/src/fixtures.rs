@@ -71,3 +71,18 @@ pub fn assert_same_tree(expected: &Path, actual: &Path) {
     );
     assert!(want == got, "restored file contents differ");
 }
+
+/// A source tree whose backup keeps restic busy for several seconds: one
+/// sparse file of 2 GiB (zeros to read and chunk, no disk space used) and
+/// a small note, under `root/slow`.
+pub fn slow_source(root: &Path) -> PathBuf {
+    let src = root.join("slow");
+    let made = std::fs::create_dir_all(&src)
+        .and_then(|()| std::fs::File::create(src.join("disk.img")))
+        .and_then(|file| file.set_len(2 << 30))
+        .and_then(|()| std::fs::write(src.join("note.txt"), "note\n"));
+    if let Err(e) = made {
+        panic!("making the slow source under {}: {e}", root.display());
+    }
+    src
+}
