@@ -398,11 +398,11 @@ async fn a_database_file_made_read_only_is_reported_and_the_server_recovers() {
     assert!(metrics(&server).await.contains("rm_store_writable 0\n"));
 
     set_immutable(&data, false);
-    wait_until(Duration::from_secs(15), "/readyz to say ready", || async {
+    wait_until(Duration::from_secs(30), "/readyz to say ready", || async {
         readyz(&server).await.0 == StatusCode::OK
     })
     .await
-    .unwrap();
+    .unwrap_or_else(|e| panic!("{e}\nserver log:\n{}", server.log()));
     let (status, body) = write_through_api(&admin).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(

@@ -7,9 +7,10 @@
 //!
 //! Ids are stored as ULID strings, timestamps as INTEGER unix milliseconds
 //! (so values read back are truncated to whole milliseconds), token hashes
-//! as lower-case hex. Every multi-statement operation runs in one
-//! `BEGIN IMMEDIATE` transaction, which takes SQLite's single writer lock up
-//! front; races such as two enrolments with one token are decided by
+//! as lower-case hex. Every write, a single statement included, runs in a
+//! `BEGIN IMMEDIATE` transaction ([`WriteTx`]), which takes SQLite's single
+//! writer lock up front and retires its connection if it does not end
+//! cleanly; races such as two enrolments with one token are decided by
 //! conditional `UPDATE`s inside those transactions. An audited change
 //! writes its audit entry in its own transaction (see [`Store`]).
 
@@ -431,12 +432,6 @@ impl SqliteStore {
         WriteTx::begin(conn, turn, self.file.is_none())
             .await
             .map_err(backend)
-    }
-
-    /// Waits for the writer's turn, for a single-statement write outside
-    /// [`Self::begin_write`]; see [`Self::turn`].
-    async fn write_turn(&self) -> StoreResult<OwnedMutexGuard<()>> {
-        self.turn().await
     }
 
     /// The writer's turn, waited for at most [`TURN_TIMEOUT`]: when the
@@ -875,14 +870,14 @@ impl Store for SqliteStore {
     }
 
     async fn delete_expired_sessions(&self, now: DateTime<Utc>) -> StoreResult<u64> {
-        // Autocommit write: wait for the writer's turn (see `write_turn`).
-        let _turn = self.write_turn().await?;
+        let mut tx = self.begin_write().await?;
         let deleted = sqlx::query("DELETE FROM sessions WHERE expires_at <= ?")
             .bind(ms(now))
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(backend)?
             .rows_affected();
+        tx.commit().await.map_err(backend)?;
         Ok(deleted)
     }
 
@@ -1204,8 +1199,7 @@ impl Store for SqliteStore {
     }
 
     async fn record_hello(&self, host_id: HostId, hello: &HelloRecord) -> StoreResult<()> {
-        // Autocommit write: wait for the writer's turn (see `write_turn`).
-        let _turn = self.write_turn().await?;
+        let mut tx = self.begin_write().await?;
         let updated = sqlx::query(
             "UPDATE hosts SET connection_id = ?, online = 1, \
              last_seen_at = MAX(COALESCE(last_seen_at, 0), ?), \
@@ -1223,10 +1217,11 @@ impl Store for SqliteStore {
         .bind(&hello.os)
         .bind(&hello.arch)
         .bind(host_id.to_string())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(backend)?
         .rows_affected();
+        tx.commit().await.map_err(backend)?;
         if updated == 1 {
             Ok(())
         } else {
@@ -1261,8 +1256,7 @@ impl Store for SqliteStore {
         connection_id: &str,
         at: DateTime<Utc>,
     ) -> StoreResult<bool> {
-        // Autocommit write: wait for the writer's turn (see `write_turn`).
-        let _turn = self.write_turn().await?;
+        let mut tx = self.begin_write().await?;
         let updated = sqlx::query(
             "UPDATE hosts SET online = 0, last_seen_at = MAX(COALESCE(last_seen_at, 0), ?) \
              WHERE id = ? AND connection_id = ? AND online = 1",
@@ -1270,33 +1264,33 @@ impl Store for SqliteStore {
         .bind(ms(at))
         .bind(host_id.to_string())
         .bind(connection_id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(backend)?
         .rows_affected();
+        tx.commit().await.map_err(backend)?;
         Ok(updated == 1)
     }
 
     async fn mark_all_hosts_offline(&self) -> StoreResult<u64> {
-        // Autocommit write: wait for the writer's turn (see `write_turn`).
-        let _turn = self.write_turn().await?;
+        let mut tx = self.begin_write().await?;
         let updated = sqlx::query("UPDATE hosts SET online = 0 WHERE online = 1")
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(backend)?
             .rows_affected();
+        tx.commit().await.map_err(backend)?;
         Ok(updated)
     }
 
     async fn probe_write(&self, at: DateTime<Utc>) -> StoreResult<()> {
-        // Autocommit write: wait for the writer's turn (see `write_turn`).
-        let _turn = self.write_turn().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO storage_probe (id, written_at) VALUES (1, ?) \
              ON CONFLICT (id) DO UPDATE SET written_at = excluded.written_at",
         )
         .bind(ms(at))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(|e| match (backend(e), &self.file) {
             (StoreError::Unavailable { fault, source }, Some(file)) => StoreError::Unavailable {
@@ -1305,6 +1299,7 @@ impl Store for SqliteStore {
             },
             (other, _) => other,
         })?;
+        tx.commit().await.map_err(backend)?;
         Ok(())
     }
 
@@ -1705,8 +1700,6 @@ impl Store for SqliteStore {
     /// caller bug and fails with [`StoreError::Conflict`] (finished statuses
     /// go through `finish_job`). An unknown job is `Ok(false)`.
     async fn advance_job(&self, id: JobId, to: JobStatus, at: DateTime<Utc>) -> StoreResult<bool> {
-        // Autocommit write: wait for the writer's turn (see `write_turn`).
-        let _turn = self.write_turn().await?;
         // Back to `queued` (the agent was busy) clears the dispatch time.
         let (column, value) = match to {
             JobStatus::Queued => ("dispatched_at", None),
@@ -1731,11 +1724,13 @@ impl Store for SqliteStore {
         for source in sources {
             query = query.bind(source.as_str());
         }
+        let mut tx = self.begin_write().await?;
         let moved = query
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(backend)?
             .rows_affected();
+        tx.commit().await.map_err(backend)?;
         Ok(moved == 1)
     }
 
@@ -1913,8 +1908,7 @@ impl Store for SqliteStore {
 
     /// [`StoreError::NotFound`] for an unknown job.
     async fn record_command_result(&self, result: &CommandResultRecord) -> StoreResult<()> {
-        // Autocommit write: wait for the writer's turn (see `write_turn`).
-        let _turn = self.write_turn().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO command_results (job_id, accepted, reason, message, received_at) \
              VALUES (?, ?, ?, ?, ?) \
@@ -1927,7 +1921,7 @@ impl Store for SqliteStore {
         .bind(&result.reason)
         .bind(&result.message)
         .bind(ms(result.received_at))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(|e| {
             insert_error(
@@ -1936,6 +1930,7 @@ impl Store for SqliteStore {
                 &format!("job `{}`", result.job_id),
             )
         })?;
+        tx.commit().await.map_err(backend)?;
         Ok(())
     }
 
@@ -2255,12 +2250,11 @@ impl Store for SqliteStore {
     /// `schedule_version` is ignored). An unknown or deleted host changes
     /// nothing (`Ok(false)`).
     async fn record_schedule_ack(&self, host: HostId, version: u64) -> StoreResult<bool> {
-        // Autocommit write: wait for the writer's turn (see `write_turn`).
-        let _turn = self.write_turn().await?;
         // No issued version exceeds i64::MAX, so such an ack is ignored.
         let Ok(version) = i64::try_from(version) else {
             return Ok(false);
         };
+        let mut tx = self.begin_write().await?;
         let updated = sqlx::query(
             "UPDATE hosts SET schedule_applied_version = ? \
              WHERE id = ? AND deleted_at IS NULL \
@@ -2270,10 +2264,11 @@ impl Store for SqliteStore {
         .bind(host.to_string())
         .bind(version)
         .bind(version)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(backend)?
         .rows_affected();
+        tx.commit().await.map_err(backend)?;
         Ok(updated == 1)
     }
 
