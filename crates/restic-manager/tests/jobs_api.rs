@@ -773,6 +773,30 @@ async fn stored_reports_are_acknowledged_so_the_agent_can_drop_them() {
         .await
         .unwrap();
     assert!(refused.error.unwrap().contains("not found"));
+
+    // Progress is live and lossy: for a job the server does not know yet
+    // (an agent back in the middle of a job it started offline, whose
+    // spool replay has not named it yet) it is dropped, never refused, so
+    // the agent keeps the job's record.
+    let Message::Error(stranger_refused) = agent.recv().await.unwrap().message else {
+        panic!("the stranger's report is answered with an error");
+    };
+    assert!(stranger_refused.message.contains(&stranger));
+    let early = rm_core::JobId::new().to_string();
+    agent.take_acks();
+    agent
+        .send(Frame::new(JobProgress {
+            job_id: early.clone(),
+            percent: 10.0,
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    assert!(
+        agent.silent_for(Duration::from_millis(500)).await,
+        "no error and no refusal for early progress"
+    );
+    assert!(agent.acks().iter().all(|a| a.job_id != early));
 }
 
 #[tokio::test]

@@ -449,22 +449,34 @@ impl AgentJobs {
         host: HostId,
         raw: &str,
     ) -> Result<JobId, ReportError> {
-        let id: JobId = raw
-            .parse()
-            .map_err(|_| ReportError::BadId(format!("`job_id` `{raw}` is not a job id")))?;
-        if self.owned.contains(&id) {
-            return Ok(id);
-        }
-        match state.store().job(id).await? {
-            Some(job) if job.host_id == host => {
-                self.owned.insert(id);
-                Ok(id)
-            }
-            _ => {
+        let id = parse_job_id(raw)?;
+        match self.known(state, host, id).await? {
+            Some(id) => Ok(id),
+            None => {
                 let why = format!("job `{id}` not found for this host");
                 self.ack_done(raw, Some(why.clone()));
                 Err(ReportError::NotFound(why))
             }
+        }
+    }
+
+    /// `id` if it exists and belongs to `host`, remembered for this
+    /// connection.
+    async fn known(
+        &mut self,
+        state: &AppState,
+        host: HostId,
+        id: JobId,
+    ) -> Result<Option<JobId>, ReportError> {
+        if self.owned.contains(&id) {
+            return Ok(Some(id));
+        }
+        match state.store().job(id).await? {
+            Some(job) if job.host_id == host => {
+                self.owned.insert(id);
+                Ok(Some(id))
+            }
+            _ => Ok(None),
         }
     }
 
@@ -543,7 +555,19 @@ impl AgentJobs {
         host: HostId,
         mut progress: JobProgress,
     ) -> Result<(), ReportError> {
-        let id = self.own(state, host, &progress.job_id).await?;
+        // Progress is live and lossy, never spooled: for a job the server
+        // does not know (yet) it is dropped, not refused. An agent that
+        // reconnects in the middle of a job it started offline sends
+        // progress at once, before its spool's replay has told the server
+        // about the job; refusing it for good would make the agent drop
+        // the job's whole record.
+        let Some(id) = self
+            .known(state, host, parse_job_id(&progress.job_id)?)
+            .await?
+        else {
+            tracing::debug!(job_id = %progress.job_id, "progress of a job not (yet) known; dropped");
+            return Ok(());
+        };
         progress.current_files.truncate(MAX_CURRENT_FILES);
         for file in &mut progress.current_files {
             truncate_with_marker(file, MAX_CURRENT_FILE_BYTES);
@@ -652,6 +676,12 @@ impl AgentJobs {
         dispatch_next(state, host).await;
         Ok(())
     }
+}
+
+/// A job id from an agent's report.
+fn parse_job_id(raw: &str) -> Result<JobId, ReportError> {
+    raw.parse()
+        .map_err(|_| ReportError::BadId(format!("`job_id` `{raw}` is not a job id")))
 }
 
 fn job_to_report(e: JobError) -> ReportError {
