@@ -54,15 +54,9 @@ async fn on_a_full_disk_no_change_is_made_without_its_audit_entry() {
             return;
         }
     };
-    let server = ServerProcess::start_in(
-        Path::new(BIN),
-        &disk.path().join("data"),
-        "127.0.0.1:0".parse().unwrap(),
-        &[],
-        &[("RM_ADMIN_PASSWORD", ADMIN_PASSWORD)],
-    )
-    .await
-    .unwrap();
+    let server = ServerProcess::start_on_disk(Path::new(BIN), &disk, &[])
+        .await
+        .unwrap();
     let admin = server.admin().await.unwrap();
     let token = admin
         .create_enrollment_token(Some("kept"), None)

@@ -45,19 +45,6 @@ async fn job_count(admin: &Api, host_id: &str) -> usize {
     jobs.as_array().unwrap().len()
 }
 
-/// The server binary with its data directory on `disk` and `args`.
-async fn server_on(disk: &SmallDisk, args: &[&str]) -> ServerProcess {
-    ServerProcess::start_in(
-        Path::new(BIN),
-        &disk.path().join("data"),
-        "127.0.0.1:0".parse().unwrap(),
-        args,
-        &[("RM_ADMIN_PASSWORD", ADMIN_PASSWORD)],
-    )
-    .await
-    .unwrap()
-}
-
 /// SQLite's own check of the server's database file says `ok`.
 fn assert_integrity(server: &ServerProcess) {
     let check = std::process::Command::new("sqlite3")
@@ -78,7 +65,9 @@ async fn a_full_disk_gets_honest_answers_and_the_server_recovers_by_itself() {
         }
     };
     let scratch = tempfile::tempdir().unwrap();
-    let server = server_on(&disk, &["--heartbeat-seconds", "1"]).await;
+    let server = ServerProcess::start_on_disk(Path::new(BIN), &disk, &["--heartbeat-seconds", "1"])
+        .await
+        .unwrap();
     let admin = server.admin().await.unwrap();
     // Agents told "going away" come back within 2 s, not 20.
     let agent = server
@@ -368,7 +357,9 @@ async fn a_database_file_made_read_only_is_reported_and_the_server_recovers() {
             return;
         }
     };
-    let server = server_on(&disk, &["--heartbeat-seconds", "1"]).await;
+    let server = ServerProcess::start_on_disk(Path::new(BIN), &disk, &["--heartbeat-seconds", "1"])
+        .await
+        .unwrap();
     let data = server.data_dir().to_owned();
     let admin = server.admin().await.unwrap();
     let (status, body) = write_through_api(&admin).await;
@@ -424,7 +415,9 @@ async fn the_ui_shows_why_an_action_failed_on_a_full_disk() {
             return;
         }
     };
-    let server = server_on(&disk, &[]).await;
+    let server = ServerProcess::start_on_disk(Path::new(BIN), &disk, &[])
+        .await
+        .unwrap();
     let admin = server.admin().await.unwrap();
     let token = admin
         .create_enrollment_token(Some("ui-full-01"), None)

@@ -96,6 +96,24 @@ impl ServerProcess {
         .await
     }
 
+    /// Starts `<binary> server` with its data directory on `disk` (a small
+    /// file system the test fills up or makes read-only), on a free port,
+    /// with the test admin password and `args`.
+    pub async fn start_on_disk(
+        binary: &Path,
+        disk: &crate::SmallDisk,
+        args: &[&str],
+    ) -> anyhow::Result<ServerProcess> {
+        ServerProcess::start_in(
+            binary,
+            &disk.path().join("data"),
+            "127.0.0.1:0".parse()?,
+            args,
+            &[("RM_ADMIN_PASSWORD", ADMIN_PASSWORD)],
+        )
+        .await
+    }
+
     async fn launch_new(
         binary: &Path,
         data_dir: DataDir,
