@@ -19,6 +19,7 @@ fn command(pick: u8) -> Command {
             excludes: vec![],
             tags: vec![],
             host: None,
+            options: Default::default(),
         },
         2 => Command::Forget {
             policy: RetentionPolicy::keep_last(3),

@@ -20,8 +20,8 @@ use rm_protocol::{
     SnapshotsReport,
 };
 use rm_restic::{
-    Command, Event, FailureKind, Finished, Limits, Repository, Restic, RetentionPolicy, StatsMode,
-    Status, Stream,
+    BackupOptions, Bandwidth, Command, Event, FailureKind, Finished, Limits, Repository, Restic,
+    RetentionPolicy, StatsMode, Status, Stream,
 };
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
@@ -356,12 +356,17 @@ impl JobRunner {
                 return;
             }
         };
+        let bandwidth = params.bandwidth();
         let job = Job {
             runner: self,
             restic: &restic,
             repo: &repo,
             cancel: &cancel,
             log: &mut log,
+            bandwidth: Bandwidth {
+                upload_kib: bandwidth.upload_kib,
+                download_kib: bandwidth.download_kib,
+            },
         };
         let (finished, stats) = job.run(&params).await;
         log.flush();
@@ -372,7 +377,7 @@ impl JobRunner {
         let changed_repository =
             matches!(
                 params,
-                JobParams::Init | JobParams::Backup(_) | JobParams::Forget(_) | JobParams::Prune
+                JobParams::Init | JobParams::Backup(_) | JobParams::Forget(_) | JobParams::Prune(_)
             ) && matches!(finished.status, Status::Succeeded | Status::Partial);
         if changed_repository || matches!(params, JobParams::Snapshots | JobParams::Stats) {
             let restore_size = matches!(params, JobParams::Stats)
@@ -536,6 +541,7 @@ impl JobRunner {
                 .unwrap_or_else(|| timeout_for(command)),
             cancel: cancel.clone(),
             grace: KILL_GRACE,
+            bandwidth: Bandwidth::default(),
         }
     }
 }
@@ -603,6 +609,8 @@ struct Job<'a> {
     repo: &'a Repository,
     cancel: &'a CancellationToken,
     log: &'a mut LogPump,
+    /// The job's `limit_*_kib`, for every restic command it runs.
+    bandwidth: Bandwidth,
 }
 
 impl Job<'_> {
@@ -611,27 +619,12 @@ impl Job<'_> {
     async fn run(mut self, params: &JobParams) -> (Finished, Value) {
         match params {
             JobParams::Init => self.init().await,
-            JobParams::Backup(BackupParams {
-                paths,
-                excludes,
-                tags,
-            }) => {
-                let finished = self
-                    .command(Command::Backup {
-                        paths: paths.clone(),
-                        excludes: excludes.clone(),
-                        tags: tags.clone(),
-                        host: None,
-                    })
-                    .await;
-                let stats = finished.stats.clone();
-                (finished, stats)
-            }
+            JobParams::Backup(backup) => self.backup(backup).await,
             JobParams::Forget(forget) => {
                 self.clear_stale_locks().await;
                 self.forget(forget).await
             }
-            JobParams::Prune => {
+            JobParams::Prune(_) => {
                 self.clear_stale_locks().await;
                 let finished = self.command(Command::Prune).await;
                 if finished.succeeded() {
@@ -640,7 +633,9 @@ impl Job<'_> {
                 let stats = finished.stats.clone();
                 (finished, stats)
             }
-            JobParams::Check(CheckParams { read_data_subset }) => {
+            JobParams::Check(CheckParams {
+                read_data_subset, ..
+            }) => {
                 self.clear_stale_locks().await;
                 let finished = self
                     .command(Command::Check {
@@ -668,6 +663,49 @@ impl Job<'_> {
         }
     }
 
+    /// `backup`. `skip_if_unchanged` needs restic 0.17: with an older one
+    /// it is left out and the log says so, as the backup itself still
+    /// does what was asked otherwise.
+    async fn backup(&mut self, backup: &BackupParams) -> (Finished, Value) {
+        let mut skip_if_unchanged = backup.skip_if_unchanged;
+        if skip_if_unchanged && !self.restic.version().supports_skip_if_unchanged() {
+            skip_if_unchanged = false;
+            self.log.line(
+                LogStreamKind::Stdout,
+                format!(
+                    "skip_if_unchanged is ignored: restic {} has no --skip-if-unchanged (0.17 or newer has), so this backup makes a snapshot even if nothing changed",
+                    self.restic.version()
+                ),
+            );
+        }
+        let finished = self
+            .command(Command::Backup {
+                paths: backup.paths.clone(),
+                excludes: backup.excludes.clone(),
+                tags: backup.tags.clone(),
+                host: None,
+                options: BackupOptions {
+                    iexcludes: backup.iexcludes.clone(),
+                    exclude_caches: backup.exclude_caches,
+                    exclude_if_present: backup.exclude_if_present.clone(),
+                    exclude_larger_than: backup.exclude_larger_than.clone(),
+                    one_file_system: backup.one_file_system,
+                    skip_if_unchanged,
+                },
+            })
+            .await;
+        if skip_if_unchanged && finished.succeeded() && finished.snapshot_id.is_none() {
+            self.log.line(
+                LogStreamKind::Stdout,
+                String::from(
+                    "nothing changed since the last snapshot: no new snapshot was made (skip_if_unchanged)",
+                ),
+            );
+        }
+        let stats = finished.stats.clone();
+        (finished, stats)
+    }
+
     /// A restore, after checking every path it would write: `restic ls
     /// --recursive` of the snapshot's parts to restore (exactly the nodes
     /// `restore --include` selects) is streamed through the host's guard,
@@ -691,7 +729,10 @@ impl Job<'_> {
             ),
         );
         let stop = self.cancel.child_token();
-        let limits = self.runner.limits(&listing, &stop);
+        let limits = self
+            .runner
+            .limits(&listing, &stop)
+            .with_bandwidth(self.bandwidth);
         let (tx, mut rx) = mpsc::channel::<Event>(1024);
         let restic = self.restic;
         let repo = self.repo;
@@ -860,7 +901,10 @@ impl Job<'_> {
     /// Runs one restic command, streaming its output into the job's log and
     /// progress.
     async fn command(&mut self, command: Command) -> Finished {
-        let limits = self.runner.limits(&command, self.cancel);
+        let limits = self
+            .runner
+            .limits(&command, self.cancel)
+            .with_bandwidth(self.bandwidth);
         let (tx, mut rx) = mpsc::channel::<Event>(256);
         let restic = self.restic;
         let repo = self.repo;

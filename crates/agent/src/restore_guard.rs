@@ -469,6 +469,8 @@ mod tests {
             source_host_id: None,
             include: include.iter().map(|s| s.to_string()).collect(),
             target: target.into(),
+            limit_upload_kib: None,
+            limit_download_kib: None,
         }
     }
 

@@ -19,6 +19,8 @@ const MAX_PATH_CHARS: usize = 4096;
 const MAX_ITEMS: usize = 1000;
 /// Longest tag.
 const MAX_TAG_CHARS: usize = 128;
+/// Longest file name for `exclude_if_present` (most file systems' limit).
+const MAX_NAME_BYTES: usize = 255;
 
 /// `backup`: what to back up.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,6 +34,39 @@ pub struct BackupParams {
     /// Tags for the snapshot.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
+    /// restic exclude patterns matched case-insensitively (`--iexclude`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub iexcludes: Vec<String>,
+    /// Leave out folders holding a valid `CACHEDIR.TAG` (`--exclude-caches`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub exclude_caches: bool,
+    /// Leave out folders holding a file of one of these names
+    /// (`--exclude-if-present`; restic reads `name:header` as "only when
+    /// the file starts with header").
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude_if_present: Vec<String>,
+    /// Leave out files larger than this restic size (`500M`, `2G`, `1024`
+    /// bytes; `--exclude-larger-than`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exclude_larger_than: Option<String>,
+    /// Stay on the file systems of the given paths (`--one-file-system`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub one_file_system: bool,
+    /// Make no snapshot when nothing changed since the last one
+    /// (`--skip-if-unchanged`, restic 0.17+; older restic ignores it and the
+    /// job log says so).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub skip_if_unchanged: bool,
+    /// Upload limit in KiB/s (`--limit-upload`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_upload_kib: Option<u32>,
+    /// Download limit in KiB/s (`--limit-download`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_download_kib: Option<u32>,
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 /// `forget`: the retention policy, and whether to prune afterwards.
@@ -66,6 +101,24 @@ pub struct ForgetParams {
     /// Run `prune` after `forget` (as a second restic command).
     #[serde(default)]
     pub prune: bool,
+    /// Upload limit in KiB/s for both commands (`--limit-upload`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_upload_kib: Option<u32>,
+    /// Download limit in KiB/s for both commands (`--limit-download`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_download_kib: Option<u32>,
+}
+
+/// `prune`: only bandwidth limits (`{}` and `null` mean none).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PruneParams {
+    /// Upload limit in KiB/s (`--limit-upload`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_upload_kib: Option<u32>,
+    /// Download limit in KiB/s (`--limit-download`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_download_kib: Option<u32>,
 }
 
 /// `check`: optionally read part of the data too.
@@ -75,6 +128,12 @@ pub struct CheckParams {
     /// restic's `--read-data-subset`: `n/m`, `x%` or a size like `500M`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read_data_subset: Option<String>,
+    /// Upload limit in KiB/s (`--limit-upload`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_upload_kib: Option<u32>,
+    /// Download limit in KiB/s (`--limit-download`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_download_kib: Option<u32>,
 }
 
 /// `restore`: which snapshot, which parts, where to.
@@ -92,6 +151,22 @@ pub struct RestoreParams {
     pub include: Vec<String>,
     /// Absolute folder to restore into (`/` is the original location).
     pub target: String,
+    /// Upload limit in KiB/s (`--limit-upload`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_upload_kib: Option<u32>,
+    /// Download limit in KiB/s (`--limit-download`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_download_kib: Option<u32>,
+}
+
+/// A job's bandwidth caps in KiB/s, for restic's global `--limit-upload`
+/// and `--limit-download` (`None`: unlimited).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Bandwidth {
+    /// Upload limit in KiB/s.
+    pub upload_kib: Option<u32>,
+    /// Download limit in KiB/s.
+    pub download_kib: Option<u32>,
 }
 
 /// Parameters of a job, typed by kind.
@@ -104,7 +179,7 @@ pub enum JobParams {
     /// `forget` (and maybe `prune`).
     Forget(ForgetParams),
     /// `prune`.
-    Prune,
+    Prune(PruneParams),
     /// `check`.
     Check(CheckParams),
     /// `unlock` (stale locks only).
@@ -151,7 +226,7 @@ impl JobParams {
         };
         let parsed = match kind {
             JobKind::Init => decode::<NoParams>(params).map(|_| JobParams::Init)?,
-            JobKind::Prune => decode::<NoParams>(params).map(|_| JobParams::Prune)?,
+            JobKind::Prune => JobParams::Prune(decode(params)?),
             JobKind::Unlock => decode::<NoParams>(params).map(|_| JobParams::Unlock)?,
             JobKind::Snapshots => decode::<NoParams>(params).map(|_| JobParams::Snapshots)?,
             JobKind::Stats => decode::<NoParams>(params).map(|_| JobParams::Stats)?,
@@ -170,7 +245,7 @@ impl JobParams {
             JobParams::Init => JobKind::Init,
             JobParams::Backup(_) => JobKind::Backup,
             JobParams::Forget(_) => JobKind::Forget,
-            JobParams::Prune => JobKind::Prune,
+            JobParams::Prune(_) => JobKind::Prune,
             JobParams::Check(_) => JobKind::Check,
             JobParams::Unlock => JobKind::Unlock,
             JobParams::Snapshots => JobKind::Snapshots,
@@ -186,12 +261,43 @@ impl JobParams {
             JobParams::Forget(p) => serde_json::to_value(p),
             JobParams::Check(p) => serde_json::to_value(p),
             JobParams::Restore(p) => serde_json::to_value(p),
+            JobParams::Prune(p) => serde_json::to_value(p),
             _ => Ok(Value::Object(Default::default())),
         };
         value.unwrap_or(Value::Null)
     }
 
+    /// The job's bandwidth caps (none for kinds that take none).
+    pub fn bandwidth(&self) -> Bandwidth {
+        let (upload_kib, download_kib) = match self {
+            JobParams::Backup(p) => (p.limit_upload_kib, p.limit_download_kib),
+            JobParams::Forget(p) => (p.limit_upload_kib, p.limit_download_kib),
+            JobParams::Prune(p) => (p.limit_upload_kib, p.limit_download_kib),
+            JobParams::Check(p) => (p.limit_upload_kib, p.limit_download_kib),
+            JobParams::Restore(p) => (p.limit_upload_kib, p.limit_download_kib),
+            JobParams::Init | JobParams::Unlock | JobParams::Snapshots | JobParams::Stats => {
+                (None, None)
+            }
+        };
+        Bandwidth {
+            upload_kib,
+            download_kib,
+        }
+    }
+
     fn validate(&self) -> Result<(), ParamsError> {
+        let bandwidth = self.bandwidth();
+        for (field, value) in [
+            ("params.limit_upload_kib", bandwidth.upload_kib),
+            ("params.limit_download_kib", bandwidth.download_kib),
+        ] {
+            if value == Some(0) {
+                return Err(ParamsError::new(
+                    field,
+                    "must be at least 1 KiB/s (leave it out for no limit)",
+                ));
+            }
+        }
         match self {
             JobParams::Backup(p) => {
                 if p.paths.is_empty() {
@@ -202,6 +308,17 @@ impl JobParams {
                 }
                 items("params.paths", &p.paths, absolute_path)?;
                 items("params.excludes", &p.excludes, pattern)?;
+                items("params.iexcludes", &p.iexcludes, pattern)?;
+                items(
+                    "params.exclude_if_present",
+                    &p.exclude_if_present,
+                    file_name,
+                )?;
+                if let Some(size) = &p.exclude_larger_than {
+                    byte_size(size).map_err(|problem| {
+                        ParamsError::new("params.exclude_larger_than", problem)
+                    })?;
+                }
                 items("params.tags", &p.tags, tag)
             }
             JobParams::Forget(p) => {
@@ -256,7 +373,7 @@ impl JobParams {
                     .map_err(|problem| ParamsError::new("params.target", problem))
             }
             JobParams::Init
-            | JobParams::Prune
+            | JobParams::Prune(_)
             | JobParams::Unlock
             | JobParams::Snapshots
             | JobParams::Stats => Ok(()),
@@ -342,6 +459,8 @@ fn expand_preset(params: ForgetParams) -> Result<ForgetParams, ParamsError> {
     }
     Ok(ForgetParams {
         prune: params.prune,
+        limit_upload_kib: params.limit_upload_kib,
+        limit_download_kib: params.limit_download_kib,
         ..preset.params()
     })
 }
@@ -425,6 +544,48 @@ fn pattern(value: &str) -> Result<(), String> {
     no_control(value)?;
     if value.trim().is_empty() {
         return Err(String::from("must not be empty"));
+    }
+    Ok(())
+}
+
+/// A file name (no folder): what `--exclude-if-present` looks for in each
+/// folder. restic reads a `:` as "name:header", so one is allowed.
+fn file_name(value: &str) -> Result<(), String> {
+    no_control(value)?;
+    let name = value.split_once(':').map_or(value, |(name, _)| name);
+    if name.is_empty() || name == "." || name == ".." {
+        return Err(format!("must be a file name, got `{value}`"));
+    }
+    if name.contains('/') {
+        return Err(format!(
+            "must be a file name without `/` (it is looked for in every folder), got `{value}`"
+        ));
+    }
+    if value.len() > MAX_NAME_BYTES + MAX_PATH_CHARS {
+        return Err(String::from("is too long"));
+    }
+    if name.len() > MAX_NAME_BYTES {
+        return Err(format!(
+            "must be a file name of at most {MAX_NAME_BYTES} bytes"
+        ));
+    }
+    Ok(())
+}
+
+/// A restic size: digits with an optional K, M, G or T unit (either case;
+/// no unit means bytes), at least 1.
+pub fn byte_size(value: &str) -> Result<(), String> {
+    let bad = || {
+        format!("must be a size like `500M`, `2G` or `1024` (digits and an optional K, M, G or T), got `{value}`")
+    };
+    let digits = value
+        .strip_suffix(['K', 'M', 'G', 'T', 'k', 'm', 'g', 't'])
+        .unwrap_or(value);
+    if digits.is_empty() || digits.len() > 15 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    if digits.bytes().all(|b| b == b'0') {
+        return Err(format!("must be at least 1, got `{value}`"));
     }
     Ok(())
 }
@@ -586,6 +747,15 @@ mod tests {
             p.to_value(),
             json!({"keep_daily": 7, "keep_weekly": 4, "keep_monthly": 12, "prune": true})
         );
+        let limited = JobParams::parse(
+            JobKind::Forget,
+            &json!({"preset": "minimal", "limit_upload_kib": 64}),
+        )
+        .unwrap();
+        assert_eq!(
+            limited.to_value(),
+            json!({"keep_daily": 7, "prune": false, "limit_upload_kib": 64})
+        );
         assert!(err(JobKind::Forget, json!({"preset": "forever"})).contains("not a preset"));
         assert!(err(
             JobKind::Forget,
@@ -660,6 +830,153 @@ mod tests {
             assert!(JobParams::parse(kind, &json!({})).is_ok());
             assert!(JobParams::parse(kind, &json!({"x": 1})).is_err());
         }
+    }
+
+    #[test]
+    fn backup_options_are_checked_naming_the_field() {
+        let all = json!({
+            "paths": ["/srv"],
+            "iexcludes": ["*.JPG"],
+            "exclude_caches": true,
+            "exclude_if_present": [".nobackup", "CACHEDIR.TAG:Signature: 8a477f597d28d172789f06886806bc55"],
+            "exclude_larger_than": "500M",
+            "one_file_system": true,
+            "skip_if_unchanged": true,
+            "limit_upload_kib": 512,
+            "limit_download_kib": 1024,
+        });
+        let parsed = JobParams::parse(JobKind::Backup, &all).unwrap();
+        assert_eq!(parsed.to_value(), all);
+        assert_eq!(
+            parsed.bandwidth(),
+            Bandwidth {
+                upload_kib: Some(512),
+                download_kib: Some(1024)
+            }
+        );
+        for good in ["1", "1024", "500M", "2G", "1T", "10k", "3m"] {
+            let p = json!({"paths": ["/a"], "exclude_larger_than": good});
+            assert!(JobParams::parse(JobKind::Backup, &p).is_ok(), "{good}");
+        }
+        let cases = [
+            (json!({"iexcludes": ["ok", ""]}), "`params.iexcludes[1]`"),
+            (
+                json!({"iexcludes": ["a\nb"]}),
+                "`params.iexcludes[0]` must not contain control",
+            ),
+            (
+                json!({"exclude_if_present": [".x", "a/b"]}),
+                "`params.exclude_if_present[1]` must be a file name without `/`",
+            ),
+            (
+                json!({"exclude_if_present": [""]}),
+                "`params.exclude_if_present[0]`",
+            ),
+            (
+                json!({"exclude_if_present": [".."]}),
+                "`params.exclude_if_present[0]`",
+            ),
+            (
+                json!({"exclude_if_present": [":header"]}),
+                "`params.exclude_if_present[0]`",
+            ),
+            (
+                json!({"exclude_larger_than": "500MB"}),
+                "`params.exclude_larger_than` must be a size",
+            ),
+            (
+                json!({"exclude_larger_than": "-1"}),
+                "`params.exclude_larger_than`",
+            ),
+            (
+                json!({"exclude_larger_than": "--help"}),
+                "`params.exclude_larger_than`",
+            ),
+            (
+                json!({"exclude_larger_than": "1.5G"}),
+                "`params.exclude_larger_than`",
+            ),
+            (
+                json!({"exclude_larger_than": ""}),
+                "`params.exclude_larger_than`",
+            ),
+            (
+                json!({"exclude_larger_than": "0"}),
+                "`params.exclude_larger_than` must be at least 1",
+            ),
+            (
+                json!({"exclude_larger_than": 500}),
+                "`params.exclude_larger_than`",
+            ),
+            (json!({"exclude_caches": "yes"}), "`params.exclude_caches`"),
+            (json!({"one_file_system": 1}), "`params.one_file_system`"),
+            (
+                json!({"skip_if_unchanged": null}),
+                "`params.skip_if_unchanged`",
+            ),
+            (
+                json!({"limit_upload_kib": 0}),
+                "`params.limit_upload_kib` must be at least 1",
+            ),
+            (json!({"limit_upload_kib": -5}), "`params.limit_upload_kib`"),
+            (
+                json!({"limit_download_kib": "512"}),
+                "`params.limit_download_kib`",
+            ),
+            (
+                json!({"limit_download_kib": 1.5}),
+                "`params.limit_download_kib`",
+            ),
+        ];
+        for (extra, expected) in cases {
+            let mut params = json!({"paths": ["/a"]});
+            for (k, v) in extra.as_object().unwrap() {
+                params[k] = v.clone();
+            }
+            let e = err(JobKind::Backup, params);
+            assert!(e.starts_with(expected), "{extra}: {e}");
+        }
+    }
+
+    #[test]
+    fn bandwidth_limits_apply_to_restore_check_prune_and_forget() {
+        let limits = json!({"limit_upload_kib": 100, "limit_download_kib": 200});
+        let with = |base: Value| {
+            let mut v = base;
+            for (k, x) in limits.as_object().unwrap() {
+                v[k] = x.clone();
+            }
+            v
+        };
+        let expected = Bandwidth {
+            upload_kib: Some(100),
+            download_kib: Some(200),
+        };
+        for (kind, base) in [
+            (
+                JobKind::Restore,
+                json!({"snapshot_id": "1a2b3c4d", "target": "/tmp/r"}),
+            ),
+            (JobKind::Check, json!({})),
+            (JobKind::Prune, json!({})),
+            (JobKind::Forget, json!({"keep_last": 3, "prune": true})),
+        ] {
+            let parsed = JobParams::parse(kind, &with(base.clone())).unwrap();
+            assert_eq!(parsed.bandwidth(), expected, "{kind}");
+            assert_eq!(JobParams::parse(kind, &parsed.to_value()).unwrap(), parsed);
+            let mut zero = base;
+            zero["limit_download_kib"] = json!(0);
+            assert!(
+                err(kind, zero).starts_with("`params.limit_download_kib` must be at least 1"),
+                "{kind}"
+            );
+        }
+        // A prune with no params is still `{}` (and `null` still parses).
+        let prune = JobParams::parse(JobKind::Prune, &Value::Null).unwrap();
+        assert_eq!(prune, JobParams::Prune(PruneParams::default()));
+        assert_eq!(prune.to_value(), json!({}));
+        assert_eq!(prune.bandwidth(), Bandwidth::default());
+        assert!(err(JobKind::Unlock, json!({"limit_upload_kib": 5})).contains("limit_upload_kib"));
     }
 
     #[test]

@@ -107,6 +107,8 @@ fn params_value() -> impl Strategy<Value = Value> {
         3 => proptest::sample::select(vec![
             "paths", "excludes", "tags", "preset", "keep_last", "keep_daily", "keep_within",
             "prune", "read_data_subset", "snapshot_id", "source_host_id", "include", "target",
+            "iexcludes", "exclude_caches", "exclude_if_present", "exclude_larger_than",
+            "one_file_system", "skip_if_unchanged", "limit_upload_kib", "limit_download_kib",
         ])
         .prop_map(str::to_owned),
         1 => "[a-z_]{0,10}",

@@ -28,6 +28,8 @@ pub enum Command {
         tags: Vec<String>,
         /// Overrides the hostname recorded in the snapshot.
         host: Option<String>,
+        /// What else to leave out, and whether to skip an unchanged snapshot.
+        options: BackupOptions,
     },
     /// `restic forget` with a retention policy. Never `--prune`: that mixes
     /// prune's text report into forget's JSON; run [`Command::Prune`] after.
@@ -86,6 +88,26 @@ pub enum Command {
     CatConfig,
     /// `restic list locks`: lock ids, one per line; takes no lock itself.
     ListLocks,
+}
+
+/// `backup`'s further choices. Every value becomes one `--flag=value`
+/// element, so none can be read as a flag.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BackupOptions {
+    /// Exclude patterns matched case-insensitively (`--iexclude=PATTERN`).
+    pub iexcludes: Vec<String>,
+    /// Leave out folders holding a valid `CACHEDIR.TAG` (`--exclude-caches`).
+    pub exclude_caches: bool,
+    /// Leave out folders holding a file of this name, or `name:header`
+    /// (`--exclude-if-present=NAME`).
+    pub exclude_if_present: Vec<String>,
+    /// Leave out files larger than this size (`500M`; `--exclude-larger-than=SIZE`).
+    pub exclude_larger_than: Option<String>,
+    /// Stay on the file systems of the source paths (`--one-file-system`).
+    pub one_file_system: bool,
+    /// Make no snapshot when nothing changed (`--skip-if-unchanged`, restic
+    /// 0.17+; [`crate::Restic::run`] refuses it for an older restic).
+    pub skip_if_unchanged: bool,
 }
 
 /// `forget`'s keep rules. Unset rules are not passed; at least one must be
@@ -171,6 +193,7 @@ impl Command {
                 excludes,
                 tags,
                 host,
+                options,
             } => {
                 if paths.is_empty() {
                     return Err(invalid("paths", "at least one path is needed"));
@@ -179,6 +202,9 @@ impl Command {
                 for pattern in excludes {
                     check_value("excludes", pattern)?;
                     push(&format!("--exclude={pattern}"));
+                }
+                for flag in options.flags()? {
+                    push(&flag);
                 }
                 for tag in tags {
                     check_tag(tag)?;
@@ -274,6 +300,42 @@ impl Command {
     }
 }
 
+impl BackupOptions {
+    /// The flags, after checking every value.
+    fn flags(&self) -> Result<Vec<String>, ResticError> {
+        let mut flags = Vec::new();
+        for pattern in &self.iexcludes {
+            check_plain("iexcludes", pattern)?;
+            flags.push(format!("--iexclude={pattern}"));
+        }
+        if self.exclude_caches {
+            flags.push("--exclude-caches".to_owned());
+        }
+        for name in &self.exclude_if_present {
+            check_plain("exclude_if_present", name)?;
+            let file = name.split_once(':').map_or(name.as_str(), |(file, _)| file);
+            if file.is_empty() || file.contains('/') {
+                return Err(invalid(
+                    "exclude_if_present",
+                    format!("{name:?} is not a file name"),
+                ));
+            }
+            flags.push(format!("--exclude-if-present={name}"));
+        }
+        if let Some(size) = &self.exclude_larger_than {
+            check_size(size)?;
+            flags.push(format!("--exclude-larger-than={size}"));
+        }
+        if self.one_file_system {
+            flags.push("--one-file-system".to_owned());
+        }
+        if self.skip_if_unchanged {
+            flags.push("--skip-if-unchanged".to_owned());
+        }
+        Ok(flags)
+    }
+}
+
 impl RetentionPolicy {
     /// A policy keeping only the last `n` snapshots.
     pub fn keep_last(n: u32) -> Self {
@@ -340,6 +402,30 @@ fn check_value(field: &'static str, value: &str) -> Result<(), ResticError> {
     }
     if value.contains('\0') {
         return Err(invalid(field, "must not contain a NUL byte"));
+    }
+    Ok(())
+}
+
+/// [`check_value`], and no control character: a newline or escape in a
+/// pattern or name is never meant and only garbles restic's logs.
+fn check_plain(field: &'static str, value: &str) -> Result<(), ResticError> {
+    check_value(field, value)?;
+    if value.chars().any(char::is_control) {
+        return Err(invalid(field, "must not contain control characters"));
+    }
+    Ok(())
+}
+
+/// `--exclude-larger-than` takes digits and an optional K/M/G/T unit.
+fn check_size(size: &str) -> Result<(), ResticError> {
+    let digits = size
+        .strip_suffix(['K', 'M', 'G', 'T', 'k', 'm', 'g', 't'])
+        .unwrap_or(size);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(invalid(
+            "exclude_larger_than",
+            format!("{size:?} is not a size like 500M"),
+        ));
     }
     Ok(())
 }
@@ -444,6 +530,7 @@ mod tests {
             excludes: vec!["-x".into(), "*.tmp".into()],
             tags: vec!["--json".into()],
             host: Some("-h".into()),
+            options: Default::default(),
         };
         let argv = args(&command);
         assert_eq!(
@@ -463,6 +550,99 @@ mod tests {
         let separator = argv.iter().position(|a| a == "--").unwrap_or(usize::MAX);
         let first_path = argv.iter().position(|a| a == "-r").unwrap_or(0);
         assert!(separator < first_path);
+    }
+
+    #[test]
+    fn backup_options_are_single_flag_value_elements() {
+        let command = Command::Backup {
+            paths: vec!["/srv".into()],
+            excludes: vec![],
+            tags: vec![],
+            host: None,
+            options: BackupOptions {
+                iexcludes: vec!["*.JPG".into(), "-rf".into()],
+                exclude_caches: true,
+                exclude_if_present: vec![".nobackup".into(), "--help".into()],
+                exclude_larger_than: Some("500M".into()),
+                one_file_system: true,
+                skip_if_unchanged: true,
+            },
+        };
+        assert_eq!(
+            args(&command),
+            [
+                "backup",
+                "--iexclude=*.JPG",
+                "--iexclude=-rf",
+                "--exclude-caches",
+                "--exclude-if-present=.nobackup",
+                "--exclude-if-present=--help",
+                "--exclude-larger-than=500M",
+                "--one-file-system",
+                "--skip-if-unchanged",
+                "--json",
+                "--",
+                "/srv",
+            ]
+        );
+        let with = |options: BackupOptions| Command::Backup {
+            paths: vec!["/srv".into()],
+            excludes: vec![],
+            tags: vec![],
+            host: None,
+            options,
+        };
+        for (options, field) in [
+            (
+                BackupOptions {
+                    iexcludes: vec!["a\nb".into()],
+                    ..BackupOptions::default()
+                },
+                "iexcludes",
+            ),
+            (
+                BackupOptions {
+                    iexcludes: vec![String::new()],
+                    ..BackupOptions::default()
+                },
+                "iexcludes",
+            ),
+            (
+                BackupOptions {
+                    exclude_if_present: vec!["a/b".into()],
+                    ..BackupOptions::default()
+                },
+                "exclude_if_present",
+            ),
+            (
+                BackupOptions {
+                    exclude_if_present: vec!["x\u{1b}[2K".into()],
+                    ..BackupOptions::default()
+                },
+                "exclude_if_present",
+            ),
+            (
+                BackupOptions {
+                    exclude_larger_than: Some("--help".into()),
+                    ..BackupOptions::default()
+                },
+                "exclude_larger_than",
+            ),
+            (
+                BackupOptions {
+                    exclude_larger_than: Some("5MB".into()),
+                    ..BackupOptions::default()
+                },
+                "exclude_larger_than",
+            ),
+        ] {
+            assert_eq!(refused(&with(options.clone())), field, "{options:?}");
+        }
+        // Nothing set, nothing added.
+        assert_eq!(
+            args(&with(BackupOptions::default())),
+            ["backup", "--json", "--", "/srv"]
+        );
     }
 
     #[test]
@@ -637,6 +817,7 @@ mod tests {
             excludes: vec![],
             tags: tags.into_iter().map(String::from).collect(),
             host: None,
+            options: Default::default(),
         };
         assert_eq!(refused(&backup(vec![], vec![])), "paths");
         assert_eq!(refused(&backup(vec![""], vec![])), "paths");

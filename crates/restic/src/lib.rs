@@ -32,7 +32,8 @@
 //! * [`Command`]: what to run, with typed parameters. User-supplied paths
 //!   and ids are never readable as flags (they follow `--`, or travel as one
 //!   `--flag=value` element); snapshot ids must be hex.
-//! * [`Limits`]: timeout, cancel token, grace period. Stopping sends SIGINT
+//! * [`Limits`]: timeout, cancel token, grace period, [`Bandwidth`]
+//!   (global `--limit-upload=`/`--limit-download=`). Stopping sends SIGINT
 //!   to restic's process group (restic then removes its lock), SIGKILL after
 //!   the grace period.
 //! * [`Event`]: log lines worth keeping and parsed [`Progress`], streamed
@@ -60,10 +61,10 @@ mod text;
 mod version;
 
 pub use collect::replay;
-pub use command::{Command, RetentionPolicy, StatsMode};
+pub use command::{BackupOptions, Command, RetentionPolicy, StatsMode};
 pub use error::ResticError;
 pub use event::{Event, Progress, Stream};
-pub use limits::Limits;
+pub use limits::{Bandwidth, Limits};
 pub use outcome::{classify, FailureKind, Finished, Status};
 pub use parse::ls::{parse_ls, Listing, Node, NodeType};
 pub use parse::snapshots::{parse_snapshots, Snapshot, SnapshotSummary};

@@ -234,6 +234,7 @@ mod tests {
             excludes: vec![],
             tags: vec![],
             host: None,
+            options: Default::default(),
         }
     }
 

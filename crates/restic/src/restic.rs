@@ -117,6 +117,17 @@ impl Restic {
         events: &mpsc::Sender<Event>,
     ) -> Result<Finished, ResticError> {
         let mut args = command.args()?;
+        if let Command::Backup { options, .. } = command {
+            if options.skip_if_unchanged && !self.version.supports_skip_if_unchanged() {
+                return Err(ResticError::InvalidArgument {
+                    field: "skip_if_unchanged",
+                    reason: format!(
+                        "needs restic 0.17 or newer; this is restic {}",
+                        self.version
+                    ),
+                });
+            }
+        }
         if repo.password.trim() != repo.password {
             // restic trims what it reads from a password file; the password
             // it would use is not this one.
@@ -140,6 +151,7 @@ impl Restic {
                 data: repo.password.as_bytes(),
             });
         }
+        global.extend(limits.bandwidth.flags()?);
         global.append(&mut args);
         let args = global;
         if let Some(dir) = &self.working_dir {

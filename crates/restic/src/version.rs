@@ -47,6 +47,13 @@ impl ResticVersion {
     }
 }
 
+impl ResticVersion {
+    /// `backup --skip-if-unchanged` exists (0.17.0+).
+    pub fn supports_skip_if_unchanged(self) -> bool {
+        self >= ResticVersion::new(0, 17, 0)
+    }
+}
+
 impl fmt::Display for ResticVersion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}.{}.{}", self.major, self.minor, self.patch)
@@ -237,6 +244,13 @@ mod tests {
             }
             other => panic!("expected Unparseable, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn skip_if_unchanged_needs_0_17() {
+        assert!(!ResticVersion::new(0, 16, 4).supports_skip_if_unchanged());
+        assert!(ResticVersion::new(0, 17, 0).supports_skip_if_unchanged());
+        assert!(ResticVersion::new(0, 19, 1).supports_skip_if_unchanged());
     }
 
     #[test]

@@ -49,6 +49,7 @@ async fn the_child_gets_only_what_we_configure() {
         excludes: vec![],
         tags: vec![],
         host: None,
+        options: Default::default(),
     };
     let (events, mut receiver) = mpsc::channel(64);
     let limits = Limits::new(Duration::from_secs(10));

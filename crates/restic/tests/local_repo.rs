@@ -45,6 +45,7 @@ async fn backup_paths_that_look_like_flags_are_paths() {
         excludes: vec!["--one-file-system".into()],
         tags: vec!["-t".into()],
         host: Some("-H".into()),
+        options: Default::default(),
     };
     let (finished, _) = run_ok(&restic, &repo, &backup).await;
     assert!(finished.snapshot_id.is_some());
@@ -81,6 +82,7 @@ async fn cancelling_a_backup_stops_its_process_group() {
         excludes: vec![],
         tags: vec![],
         host: None,
+        options: Default::default(),
     };
     let started = Instant::now();
     let task = {
@@ -185,6 +187,7 @@ async fn restore_includes_name_files_literally() {
             excludes: vec![],
             tags: vec![],
             host: None,
+            options: Default::default(),
         },
     )
     .await;

@@ -75,6 +75,7 @@ fn commands() -> Vec<Command> {
             excludes: vec![],
             tags: vec![],
             host: None,
+            options: Default::default(),
         },
         Command::Forget {
             policy: RetentionPolicy::keep_last(3),

@@ -72,6 +72,7 @@ async fn restic_gets_the_password_and_url_on_pipes_and_works() {
                 excludes: vec![],
                 tags: vec![],
                 host: None,
+                options: Default::default(),
             },
         )
         .await,

@@ -75,6 +75,7 @@ fn backup() -> Command {
         excludes: vec![],
         tags: vec![],
         host: None,
+        options: Default::default(),
     }
 }
 

@@ -159,6 +159,7 @@ fn backup_of(path: &Path) -> Command {
         excludes: vec!["*.skipme".into()],
         tags: vec!["it".into()],
         host: None,
+        options: Default::default(),
     }
 }
 
