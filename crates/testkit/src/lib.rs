@@ -12,6 +12,8 @@
 //! - [`fixtures`]: generated source trees and byte-for-byte comparison.
 //! - [`Browser`]: Debian's headless Chromium over WebDriver, for UI tests.
 //! - [`rclone::RcloneServer`]: a REST repository server on 127.0.0.1.
+//! - [`restic_releases::release`]: cached newer restic releases (0.18, 0.19).
+//! - [`SmallDisk`]: a tmpfs or ext4 image mounted for a test (root only).
 //! - [`TestCert`]: a self-signed certificate for a TLS test server.
 //! - [`fleet`]: many hosts enrolled at once and simulated agents speaking
 //!   the real protocol, for load tests.
@@ -27,6 +29,7 @@ pub mod fixtures;
 pub mod fleet;
 mod raw_agent;
 pub mod rclone;
+pub mod restic_releases;
 mod server;
 mod server_process;
 mod small_disk;

@@ -17,7 +17,10 @@ const FILLER: &str = ".filler";
 
 /// A mounted file system of a fixed size, unmounted when dropped.
 pub struct SmallDisk {
-    dir: TempDir,
+    /// Where it is mounted.
+    at: PathBuf,
+    /// The temporary mount point, when the disk made its own.
+    _dir: Option<TempDir>,
     /// The ext4 image's folder, deleted after the unmount.
     _image: Option<TempDir>,
 }
@@ -30,12 +33,31 @@ impl SmallDisk {
         let dir = tempfile::Builder::new()
             .prefix("rm-small-disk-")
             .tempdir()?;
+        SmallDisk::mount_tmpfs(dir.path(), size_mib)?;
+        Ok(SmallDisk {
+            at: dir.path().to_owned(),
+            _dir: Some(dir),
+            _image: None,
+        })
+    }
+
+    /// Mounts a `tmpfs` of `size_mib` MiB on the existing folder `at` (a
+    /// second file system inside a tree, for `--one-file-system`).
+    pub fn mount_on(at: &Path, size_mib: u32) -> anyhow::Result<SmallDisk> {
+        SmallDisk::mount_tmpfs(at, size_mib)?;
+        Ok(SmallDisk {
+            at: at.to_owned(),
+            _dir: None,
+            _image: None,
+        })
+    }
+
+    fn mount_tmpfs(at: &Path, size_mib: u32) -> anyhow::Result<()> {
         run(Command::new("mount")
             .args(["-t", "tmpfs", "-o"])
             .arg(format!("size={size_mib}m,mode=0755"))
             .arg("tmpfs")
-            .arg(dir.path()))?;
-        Ok(SmallDisk { dir, _image: None })
+            .arg(at))
     }
 
     /// Mounts a new ext4 file system of `size_mib` MiB (an image file on a
@@ -56,14 +78,15 @@ impl SmallDisk {
             .arg(&image)
             .arg(dir.path()))?;
         Ok(SmallDisk {
-            dir,
+            at: dir.path().to_owned(),
+            _dir: Some(dir),
             _image: Some(image_dir),
         })
     }
 
     /// Where it is mounted.
     pub fn path(&self) -> &Path {
-        self.dir.path()
+        &self.at
     }
 
     /// Writes a filler file until the file system is full; returns how
