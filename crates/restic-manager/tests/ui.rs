@@ -173,10 +173,7 @@ async fn an_operator_logs_in_backs_up_from_the_host_page_and_edits_schedules() {
     browser.fill("#schedule-cron", "15 3 * * *").await.unwrap();
     browser.fill("#schedule-timezone", "UTC").await.unwrap();
     browser
-        .fill(
-            "#schedule-params",
-            &json!({"paths": [src.display().to_string()]}).to_string(),
-        )
+        .fill("#schedule-paths", &src.display().to_string())
         .await
         .unwrap();
     browser.click("#schedule-add").await.unwrap();
@@ -286,6 +283,147 @@ async fn an_operator_logs_in_backs_up_from_the_host_page_and_edits_schedules() {
     );
     browser.screenshot("audit").await.unwrap();
     assert_clean(&browser, &origin).await;
+    browser.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn backup_and_forget_schedules_are_made_from_form_fields_and_errors_show_by_their_field() {
+    let Setup {
+        server,
+        agent,
+        admin,
+        scratch: _scratch,
+        src,
+    } = setup("form-01").await;
+    let origin = server.url.clone();
+    let schedules_path = format!("/api/v1/hosts/{}/schedules", agent.host_id);
+    let browser = Browser::start().await.unwrap();
+    log_in(&browser, &server, ADMIN_PASSWORD).await;
+    browser.wait_for("#hosts-table", WAIT).await.unwrap();
+    browser
+        .goto(&format!("{origin}/hosts/{}", agent.host_id))
+        .await
+        .unwrap();
+    browser.wait_for("#schedule-form", WAIT).await.unwrap();
+    assert_clean(&browser, &origin).await;
+
+    // A backup schedule with excludes and a bandwidth limit of 0: refused,
+    // the message next to the limit, everything typed still there.
+    let src = src.display().to_string();
+    browser.fill("#schedule-cron", "0 1 * * *").await.unwrap();
+    browser.fill("#schedule-paths", &src).await.unwrap();
+    browser
+        .fill("#schedule-excludes", "*.tmp\n*.bak")
+        .await
+        .unwrap();
+    browser.fill("#schedule-iexcludes", "*.jpg").await.unwrap();
+    browser.fill("#schedule-limit-upload", "0").await.unwrap();
+    browser.click("#schedule-exclude-caches").await.unwrap();
+    browser.click("#schedule-add").await.unwrap();
+    browser
+        .wait_for_text(
+            "#schedule-form [data-error-for=\"limit_upload_kib\"]",
+            "`params.limit_upload_kib` must be at least 1",
+            WAIT,
+        )
+        .await
+        .unwrap();
+    browser.screenshot("schedule-form-error").await.unwrap();
+    let value = |css: &'static str| {
+        let browser = &browser;
+        async move {
+            browser
+                .wait_for(css, WAIT)
+                .await
+                .unwrap()
+                .prop("value")
+                .await
+                .unwrap()
+                .unwrap_or_default()
+        }
+    };
+    assert_eq!(value("#schedule-excludes").await, "*.tmp\n*.bak");
+    assert_eq!(value("#schedule-paths").await, src);
+    let (_, stored) = admin.get(&schedules_path).await.unwrap();
+    assert_eq!(stored, json!([]), "a refused form stores nothing");
+
+    browser.fill("#schedule-limit-upload", "512").await.unwrap();
+    browser.click("#schedule-add").await.unwrap();
+    browser
+        .wait_for_text("#schedules-table", "every day at 01:00", WAIT)
+        .await
+        .unwrap();
+    let (_, stored) = admin.get(&schedules_path).await.unwrap();
+    assert_eq!(stored.as_array().unwrap().len(), 1, "{stored:#}");
+    assert_eq!(stored[0]["kind"], "backup");
+    assert_eq!(
+        stored[0]["params"],
+        json!({
+            "paths": [src],
+            "excludes": ["*.tmp", "*.bak"],
+            "iexcludes": ["*.jpg"],
+            "exclude_caches": true,
+            "limit_upload_kib": 512,
+        })
+    );
+
+    // A forget schedule: its own fields (retention), not the backup's.
+    browser.wait_for("#schedule-form", WAIT).await.unwrap();
+    browser
+        .wait_for("#schedule-kind", WAIT)
+        .await
+        .unwrap()
+        .select_by_value("forget")
+        .await
+        .unwrap();
+    browser
+        .wait_for("#schedule-retention", WAIT)
+        .await
+        .unwrap()
+        .select_by_value("custom")
+        .await
+        .unwrap();
+    browser.fill("#schedule-cron", "0 4 * * SUN").await.unwrap();
+    browser.fill("#schedule-keep_daily", "5").await.unwrap();
+    browser.fill("#schedule-keep_within", "1y6m").await.unwrap();
+    browser.screenshot("schedule-form-forget").await.unwrap();
+    browser.click("#schedule-add").await.unwrap();
+    wait_until(WAIT, "the forget schedule to be stored", || async {
+        admin
+            .get(&schedules_path)
+            .await
+            .unwrap()
+            .1
+            .as_array()
+            .unwrap()
+            .len()
+            == 2
+    })
+    .await
+    .unwrap();
+    let (_, stored) = admin.get(&schedules_path).await.unwrap();
+    let forget = stored
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["kind"] == "forget")
+        .unwrap();
+    assert_eq!(
+        forget["params"],
+        json!({"keep_daily": 5, "keep_within": "1y6m", "prune": true})
+    );
+    // The one console error is the refused form's 400, which Chromium logs.
+    let errors = browser.console_errors().await.unwrap();
+    assert!(
+        errors.len() == 1
+            && errors[0].contains(
+                "/schedules - Failed to load resource: the server responded with a status of 400"
+            ),
+        "console errors: {errors:#?}"
+    );
+    for url in browser.requested_urls().await.unwrap() {
+        assert!(url.starts_with(&origin), "the page requested {url}");
+    }
     browser.close().await.unwrap();
 }
 

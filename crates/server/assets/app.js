@@ -8,11 +8,17 @@ const utc = (iso) => new Date(iso).toISOString().slice(0, 16).replace("T", " ") 
 
 const csrf = () => document.querySelector('meta[name="csrf-token"]')?.content || "";
 
+// A URLSearchParams body goes as a plain form (the host page's job forms,
+// which the server turns into params); anything else as JSON.
 async function api(method, path, body) {
+  const form = body instanceof URLSearchParams;
   const response = await fetch(path, {
     method,
-    headers: { "content-type": "application/json", "x-csrf-token": csrf() },
-    body: body === undefined ? undefined : JSON.stringify(body),
+    headers: {
+      "content-type": form ? "application/x-www-form-urlencoded" : "application/json",
+      "x-csrf-token": csrf(),
+    },
+    body: body === undefined ? undefined : form ? body : JSON.stringify(body),
     credentials: "same-origin",
   });
   const text = await response.text();
@@ -20,7 +26,10 @@ async function api(method, path, body) {
   try { data = text ? JSON.parse(text) : null; } catch (_) { data = text; }
   if (!response.ok) {
     const message = data && data.error ? data.error.message : `${response.status} ${response.statusText}`;
-    throw new Error(message);
+    const error = new Error(message);
+    // The form field the server says the error is about, if any.
+    error.field = data && data.error ? data.error.field : undefined;
+    throw error;
   }
   return data;
 }
@@ -38,10 +47,7 @@ function formBody(form) {
     if (!field.name) continue;
     // Passwords are taken exactly as typed; everything else is trimmed.
     const value = field.type === "password" ? field.value : field.value.trim();
-    if (field.hasAttribute("data-lines")) {
-      body.params = body.params || {};
-      body.params[field.name] = value.split("\n").map((l) => l.trim()).filter(Boolean);
-    } else if (field.hasAttribute("data-env")) {
+    if (field.hasAttribute("data-env")) {
       const env = {};
       for (const line of value.split("\n").map((l) => l.trim()).filter(Boolean)) {
         const at = line.indexOf("=");
@@ -49,8 +55,6 @@ function formBody(form) {
       }
       // Left empty, the variables already set are kept.
       if (Object.keys(env).length) body[field.name] = env;
-    } else if (field.hasAttribute("data-json")) {
-      body[field.name] = value ? JSON.parse(value) : {};
     } else if (field.hasAttribute("data-number")) {
       if (value !== "") body[field.name] = Number(value);
     } else if (value !== "" || field.required) {
@@ -90,8 +94,7 @@ document.addEventListener("click", async (event) => {
     } else if (button.dataset.put) {
       result = await api("PUT", button.dataset.put, JSON.parse(button.dataset.body || "{}"));
     } else {
-      let body = button.dataset.body ? JSON.parse(button.dataset.body) : {};
-      if (button.dataset.bodyFrom) body = formBody(document.querySelector(button.dataset.bodyFrom));
+      const body = button.dataset.body ? JSON.parse(button.dataset.body) : {};
       result = await api("POST", button.dataset.post, body);
     }
     showError(button, "");
@@ -115,6 +118,55 @@ document.addEventListener("submit", async (event) => {
     showError(form, error.message);
   }
 });
+
+// The host page's job forms: posted as they are; the server makes the
+// params and names the field an error is about, shown next to it. What
+// was typed stays.
+document.addEventListener("submit", async (event) => {
+  const form = event.target.closest("form[data-ui-form]");
+  if (!form) return;
+  event.preventDefault();
+  for (const box of form.querySelectorAll(".field-error")) { box.textContent = ""; box.hidden = true; }
+  for (const field of form.querySelectorAll("[aria-invalid]")) field.removeAttribute("aria-invalid");
+  const button = form.querySelector('[type="submit"]');
+  button.disabled = true;
+  try {
+    const result = await api("POST", form.dataset.uiForm, new URLSearchParams(new FormData(form)));
+    showError(form, "");
+    after(form.dataset.then, result);
+  } catch (error) {
+    const box = error.field && [...form.querySelectorAll("[data-error-for]")]
+      .find((b) => b.dataset.errorFor === error.field && !b.closest("fieldset:disabled"));
+    if (box) {
+      box.textContent = error.message;
+      box.hidden = false;
+      const details = box.closest("details");
+      if (details) details.open = true;
+      const input = [...form.elements].find((f) => f.name === error.field && !f.disabled);
+      if (input) { input.setAttribute("aria-invalid", "true"); input.focus(); }
+      showError(form, "");
+    } else {
+      showError(form, error.message);
+    }
+  } finally {
+    button.disabled = false;
+  }
+});
+
+// A job form's fields follow its kind: only the chosen kind's fieldsets
+// show, and hidden ones are disabled so they are not sent.
+function showKindFields(select) {
+  const form = select.form;
+  for (const set of form.querySelectorAll("fieldset[data-kinds]")) {
+    const shown = set.dataset.kinds.split(" ").includes(select.value);
+    set.hidden = !shown;
+    set.disabled = !shown;
+  }
+}
+document.addEventListener("change", (event) => {
+  if (event.target.matches("select[data-kind-select]")) showKindFields(event.target);
+});
+const initKindFields = () => document.querySelectorAll("select[data-kind-select]").forEach(showKindFields);
 
 // Tables: click a header to sort, type to filter.
 document.addEventListener("click", (event) => {
@@ -169,7 +221,13 @@ function followFleet() {
       const fresh = next.querySelector(`[data-live="${region.dataset.live}"]`);
       const filter = document.getElementById("host-filter");
       const typed = filter ? filter.value : "";
-      if (fresh) region.replaceWith(fresh);
+      // Job forms keep what the operator is typing across refreshes.
+      if (fresh) {
+        for (const form of region.querySelectorAll("form[data-ui-form][id]")) {
+          fresh.querySelector(`#${form.id}`)?.replaceWith(form);
+        }
+        region.replaceWith(fresh);
+      }
       const newFilter = document.getElementById("host-filter");
       if (newFilter && typed) { newFilter.value = typed; newFilter.dispatchEvent(new Event("input", { bubbles: true })); }
     }
@@ -359,4 +417,4 @@ function initRestore() {
   load("/", tree);
 }
 
-document.addEventListener("DOMContentLoaded", () => { followFleet(); followJob(); initRestore(); });
+document.addEventListener("DOMContentLoaded", () => { followFleet(); followJob(); initRestore(); initKindFields(); });

@@ -93,6 +93,11 @@ impl ApiError {
         ApiError::new(StatusCode::GATEWAY_TIMEOUT, "agent_timeout", message)
     }
 
+    /// The HTTP status it answers with.
+    pub(crate) fn status(&self) -> StatusCode {
+        self.status
+    }
+
     /// What was wrong, as the client sees it.
     pub(crate) fn message(&self) -> &str {
         &self.message

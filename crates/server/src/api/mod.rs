@@ -10,9 +10,9 @@ mod enrollment;
 mod error;
 mod events;
 mod hosts;
-mod jobs;
+pub(crate) mod jobs;
 mod repository;
-mod schedules;
+pub(crate) mod schedules;
 pub(crate) mod tokens;
 pub(crate) mod users;
 

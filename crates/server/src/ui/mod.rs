@@ -11,6 +11,7 @@ mod accounts;
 mod assets;
 mod audit;
 mod format;
+mod forms;
 mod pages;
 mod restore;
 mod session;
@@ -36,6 +37,8 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/login", get(session::login_page).post(session::login_form))
         .route("/logout", post(session::logout_form))
         .route("/hosts/{id}", get(pages::host))
+        .route("/hosts/{id}/backup", post(forms::backup))
+        .route("/hosts/{id}/schedules", post(forms::schedule))
         .route("/jobs/{id}", get(pages::job))
         .route("/enroll", get(pages::enroll))
         .route("/users", get(accounts::users))

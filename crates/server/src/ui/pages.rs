@@ -280,6 +280,10 @@ struct HostPage {
     jobs: Vec<JobRow>,
     chart: String,
     backup_paths: String,
+    /// Retention presets for the schedule form: name and what it keeps.
+    presets: Vec<(&'static str, &'static str)>,
+    /// The schedule form's keep-* fields: name and label.
+    keeps: [(&'static str, &'static str); 6],
     /// The agent token's state in words (as enrolled, rotated, pending, revoked).
     agent_token: String,
     revoked: bool,
@@ -426,6 +430,18 @@ pub(crate) async fn host(
         jobs,
         chart: chart(&stats),
         backup_paths,
+        presets: rm_protocol::params::RETENTION_PRESETS
+            .iter()
+            .map(|p| (p.name, p.description))
+            .collect(),
+        keeps: [
+            ("keep_last", "Last"),
+            ("keep_hourly", "Hourly"),
+            ("keep_daily", "Daily"),
+            ("keep_weekly", "Weekly"),
+            ("keep_monthly", "Monthly"),
+            ("keep_yearly", "Yearly"),
+        ],
         agent_token: agent_token_state(&host, now),
         revoked: host.agent_revoked_at.is_some(),
     })
