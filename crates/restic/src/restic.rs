@@ -356,3 +356,58 @@ fn document(finished: &Finished) -> Result<&str, ResticError> {
             output: "restic printed no JSON document".to_owned(),
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::command::BackupOptions;
+    use crate::limits::Bandwidth;
+
+    fn backup(skip_if_unchanged: bool) -> Command {
+        Command::Backup {
+            paths: vec!["/srv".into()],
+            excludes: vec![],
+            tags: vec![],
+            host: None,
+            options: BackupOptions {
+                skip_if_unchanged,
+                ..BackupOptions::default()
+            },
+        }
+    }
+
+    async fn refused(restic: &Restic, command: &Command, limits: &Limits) -> &'static str {
+        let repo = Repository {
+            url: "/nonexistent/repo".into(),
+            password: "pw".into(),
+            env: Default::default(),
+        };
+        let (events, _receiver) = mpsc::channel(8);
+        match restic.run(&repo, command, limits, &events).await {
+            Err(ResticError::InvalidArgument { field, .. }) => field,
+            other => panic!("{command:?} should be refused, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn skip_if_unchanged_and_zero_limits_are_refused_before_restic_starts() {
+        // The binary does not exist: a refusal proves nothing was started.
+        let old = Restic::new("/nonexistent/restic", ResticVersion::new(0, 16, 4));
+        let limits = Limits::new(Duration::from_secs(5));
+        assert_eq!(
+            refused(&old, &backup(true), &limits).await,
+            "skip_if_unchanged"
+        );
+        let new = Restic::new("/nonexistent/restic", ResticVersion::new(0, 17, 0));
+        let zero = limits.with_bandwidth(Bandwidth {
+            upload_kib: Some(0),
+            download_kib: None,
+        });
+        assert_eq!(
+            refused(&new, &backup(true), &zero).await,
+            "limit_upload_kib"
+        );
+    }
+}
