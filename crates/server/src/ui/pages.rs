@@ -280,8 +280,10 @@ struct HostPage {
     jobs: Vec<JobRow>,
     chart: String,
     backup_paths: String,
-    /// Retention presets for the schedule form: name and what it keeps.
-    presets: Vec<(&'static str, &'static str)>,
+    /// Retention presets for the schedule form: name, what it keeps, and
+    /// whether it is the one chosen at first (`standard`, as the host
+    /// page's "Forget + prune" button uses).
+    presets: Vec<(&'static str, &'static str, bool)>,
     /// The schedule form's keep-* fields: name and label.
     keeps: [(&'static str, &'static str); 6],
     /// The agent token's state in words (as enrolled, rotated, pending, revoked).
@@ -432,7 +434,7 @@ pub(crate) async fn host(
         backup_paths,
         presets: rm_protocol::params::RETENTION_PRESETS
             .iter()
-            .map(|p| (p.name, p.description))
+            .map(|p| (p.name, p.description, p.name == "standard"))
             .collect(),
         keeps: [
             ("keep_last", "Last"),
