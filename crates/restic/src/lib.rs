@@ -60,7 +60,7 @@ mod text;
 mod version;
 
 pub use collect::replay;
-pub use command::{Command, RetentionPolicy, StatsMode};
+pub use command::{Command, RetentionPolicy, StatsMode, StdinFrom};
 pub use error::ResticError;
 pub use event::{Event, Progress, Stream};
 pub use limits::Limits;
