@@ -372,6 +372,27 @@ async fn missing_unsafe_and_slow_hooks_fail_the_job_saying_which_and_why() {
     );
     assert_eq!(host.snapshot_count(), 0);
 
+    // A failing after hook makes a successful backup partial, saying why.
+    host.hook(
+        "flaky",
+        "#!/bin/sh\necho \"status=$RM_JOB_STATUS\"\nexit 1\n",
+        0o700,
+    );
+    let job = host
+        .backup(json!({"paths": paths, "hooks": {"after": ["flaky"]}}))
+        .await;
+    assert_eq!(job["status"], "partial", "{job:#}");
+    assert_eq!(
+        error_of(&job),
+        "after hook `flaky` failed: it exited with code 1"
+    );
+    assert!(has_line(
+        &host.log(&job).await,
+        "stdout",
+        "[flaky] status=succeeded"
+    ));
+    assert_eq!(host.snapshot_count(), 1);
+
     // The agent lists the usable hooks in hello, and the refused one with why.
     host.restart_agent(&[("RM_HOOK_TIMEOUT", "1")]).await;
     let (_, view) = host
@@ -379,7 +400,7 @@ async fn missing_unsafe_and_slow_hooks_fail_the_job_saying_which_and_why() {
         .get(&format!("/api/v1/hosts/{}", host.id))
         .await
         .unwrap();
-    assert_eq!(view["hooks"], json!(["good", "slow"]), "{view:#}");
+    assert_eq!(view["hooks"], json!(["flaky", "good", "slow"]), "{view:#}");
     assert_eq!(view["hooks_refused"][0]["name"], "loose", "{view:#}");
     assert!(
         view["hooks_refused"][0]["reason"]
@@ -432,6 +453,35 @@ async fn hook_names_are_checked_by_the_api() {
         let message = body["error"]["message"].as_str().unwrap();
         assert!(message.starts_with(&format!("`{field}`")), "{message}");
     }
+    // Schedules take the same params, checked the same way.
+    let schedules = format!("/api/v1/hosts/{}/schedules", host.id);
+    let dump = json!({"stdin_from": "pg-dump", "stdin_filename": "db.sql", "hooks": {"on_failure": ["page-me"]}});
+    let (status, body) = host
+        .admin
+        .post(
+            &schedules,
+            json!({"kind": "backup", "cron": "30 1 * * *", "params": dump}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["params"], dump, "{body}");
+    let (status, body) = host
+        .admin
+        .post(
+            &schedules,
+            json!({"kind": "backup", "cron": "30 1 * * *", "params": {"stdin_from": "../etc/x"}}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("params.stdin_from"),
+        "{body}"
+    );
 }
 
 #[tokio::test]
