@@ -27,6 +27,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::hooks::{Hooks, DEFAULT_HOOK_TIMEOUT};
 use crate::inbound::{shown, Run};
 use crate::restore_guard::{RestoreGuard, RestoreRefused};
 use crate::spool::{Shortfall, Spool};
@@ -50,7 +51,10 @@ fn timeout_for(command: &Command) -> Duration {
         Command::Snapshots { .. } | Command::Ls { .. } => 15,
         Command::Forget { .. } | Command::Stats { .. } => 60,
         Command::Prune | Command::Check { .. } => 12 * 60,
-        Command::Backup { .. } | Command::Restore { .. } | Command::LsTree { .. } => 24 * 60,
+        Command::Backup { .. }
+        | Command::BackupStdin { .. }
+        | Command::Restore { .. }
+        | Command::LsTree { .. } => 24 * 60,
     };
     Duration::from_secs(minutes * 60)
 }
@@ -91,6 +95,9 @@ struct Inner {
     /// Where restores may write; set once at start-up. Unset, system
     /// folders are still protected.
     restore_guard: OnceLock<RestoreGuard>,
+    /// The host's hooks folder; set once at start-up. Unset, every hook
+    /// is refused.
+    hooks: OnceLock<Hooks>,
     /// Why the host's latest repository settings were refused (they break
     /// the rules of `params::validate_repository`), while they are the
     /// latest: jobs on the host's own repository fail with this instead of
@@ -128,6 +135,7 @@ impl JobRunner {
                 current: Mutex::new(None),
                 history: Mutex::new(RepoHistory::default()),
                 restore_guard: OnceLock::new(),
+                hooks: OnceLock::new(),
                 refused: Mutex::new(None),
             }),
         }
@@ -139,6 +147,25 @@ impl JobRunner {
         if self.inner.restore_guard.set(guard).is_err() {
             tracing::warn!("the restore guard was already set; keeping the first");
         }
+    }
+
+    /// Runs the hooks jobs name from `hooks`. Only the first call counts.
+    pub(crate) fn use_hooks(&self, hooks: Hooks) {
+        if self.inner.hooks.set(hooks).is_err() {
+            tracing::warn!("the hooks folder was already set; keeping the first");
+        }
+    }
+
+    /// The host's hooks (a folder that does not exist when none was set).
+    pub(crate) fn hooks(&self) -> &Hooks {
+        self.inner
+            .hooks
+            .get_or_init(|| Hooks::new(std::path::Path::new("/nonexistent"), DEFAULT_HOOK_TIMEOUT))
+    }
+
+    /// This machine's host name (`RM_HOST` for hooks).
+    pub(crate) fn hostname(&self) -> &str {
+        &self.inner.hostname
     }
 
     /// Records that the host's latest repository settings were refused and
@@ -533,7 +560,7 @@ impl JobRunner {
         }
     }
 
-    fn limits(&self, command: &Command, cancel: &CancellationToken) -> Limits {
+    pub(crate) fn limits(&self, command: &Command, cancel: &CancellationToken) -> Limits {
         Limits {
             timeout: self
                 .inner
@@ -548,7 +575,7 @@ impl JobRunner {
 
 /// An end decided without (another) restic exit code: a no-op success, or
 /// a failure before restic could start.
-fn finished_without_restic(status: Status, error: Option<String>) -> Finished {
+pub(crate) fn finished_without_restic(status: Status, error: Option<String>) -> Finished {
     Finished {
         status,
         kind: None,
@@ -603,17 +630,25 @@ fn accepted(job_id: JobId) -> Frame {
 }
 
 /// One job's restic commands.
-struct Job<'a> {
-    runner: &'a JobRunner,
-    restic: &'a Restic,
+pub(crate) struct Job<'a> {
+    pub(crate) runner: &'a JobRunner,
+    pub(crate) restic: &'a Restic,
     repo: &'a Repository,
-    cancel: &'a CancellationToken,
-    log: &'a mut LogPump,
+    pub(crate) cancel: &'a CancellationToken,
+    pub(crate) log: &'a mut LogPump,
     /// The job's `limit_*_kib`, for every restic command it runs.
     bandwidth: Bandwidth,
 }
 
 impl Job<'_> {
+    /// The limits of one of this job's restic commands: the runner's time
+    /// limit, stopped by `cancel`, capped at the job's bandwidth.
+    pub(crate) fn limits(&self, command: &Command, cancel: &CancellationToken) -> Limits {
+        self.runner
+            .limits(command, cancel)
+            .with_bandwidth(self.bandwidth)
+    }
+
     /// Runs the job's commands; returns the deciding command's end and the
     /// job's statistics.
     async fn run(mut self, params: &JobParams) -> (Finished, Value) {
@@ -663,10 +698,11 @@ impl Job<'_> {
         }
     }
 
-    /// `backup`. `skip_if_unchanged` needs restic 0.17: with an older one
-    /// it is left out and the log says so, as the backup itself still
-    /// does what was asked otherwise.
-    async fn backup(&mut self, backup: &BackupParams) -> (Finished, Value) {
+    /// The restic part of a backup of `paths` (hooks around it are
+    /// [`Job::backup`]'s). `skip_if_unchanged` needs restic 0.17: with an
+    /// older one it is left out and the log says so, as the backup itself
+    /// still does what was asked otherwise.
+    pub(crate) async fn backup_paths(&mut self, backup: &BackupParams) -> Finished {
         let mut skip_if_unchanged = backup.skip_if_unchanged;
         if skip_if_unchanged && !self.restic.version().supports_skip_if_unchanged() {
             skip_if_unchanged = false;
@@ -702,8 +738,7 @@ impl Job<'_> {
                 ),
             );
         }
-        let stats = finished.stats.clone();
-        (finished, stats)
+        finished
     }
 
     /// A restore, after checking every path it would write: `restic ls
@@ -729,10 +764,7 @@ impl Job<'_> {
             ),
         );
         let stop = self.cancel.child_token();
-        let limits = self
-            .runner
-            .limits(&listing, &stop)
-            .with_bandwidth(self.bandwidth);
+        let limits = self.limits(&listing, &stop);
         let (tx, mut rx) = mpsc::channel::<Event>(1024);
         let restic = self.restic;
         let repo = self.repo;
@@ -900,65 +932,110 @@ impl Job<'_> {
 
     /// Runs one restic command, streaming its output into the job's log and
     /// progress.
-    async fn command(&mut self, command: Command) -> Finished {
-        let limits = self
-            .runner
-            .limits(&command, self.cancel)
-            .with_bandwidth(self.bandwidth);
-        let (tx, mut rx) = mpsc::channel::<Event>(256);
+    pub(crate) async fn command(&mut self, command: Command) -> Finished {
+        let limits = self.limits(&command, self.cancel);
+        let (finished, ()) = self
+            .command_beside(command, limits, None, None, |_, _| async {})
+            .await;
+        finished
+    }
+
+    /// [`Job::command`] with restic's stdin fed from `input` (see
+    /// [`Restic::run_with_input`]) and `beside` running alongside restic:
+    /// it gets a sender into the same log and a token cancelled once restic
+    /// has exited. `relabel` replaces a prefix of restic's stderr lines.
+    pub(crate) async fn command_beside<T, Fut>(
+        &mut self,
+        command: Command,
+        limits: Limits,
+        input: Option<std::os::fd::OwnedFd>,
+        relabel: Option<(String, String)>,
+        beside: impl FnOnce(mpsc::Sender<Event>, CancellationToken) -> Fut,
+    ) -> (Finished, T)
+    where
+        Fut: std::future::Future<Output = T>,
+    {
+        let (tx, rx) = mpsc::channel::<Event>(256);
         let restic = self.restic;
         let repo = self.repo;
-        let run = async move {
-            let result = restic.run(repo, &command, &limits, &tx).await;
+        let exited = CancellationToken::new();
+        let side = beside(tx.clone(), exited.clone());
+        let run = async {
+            let result = match input {
+                Some(input) => {
+                    restic
+                        .run_with_input(repo, &command, &limits, &tx, input)
+                        .await
+                }
+                None => restic.run(repo, &command, &limits, &tx).await,
+            };
+            exited.cancel();
             drop(tx);
             result
         };
-        let log = &mut *self.log;
-        let pump = async move {
-            let mut progress = ProgressThrottle::default();
-            let mut flush = tokio::time::interval(LOG_BATCH_WAIT);
-            loop {
-                tokio::select! {
-                    event = rx.recv() => match event {
-                        Some(Event::Line { stream, text }) => {
-                            let stream = match stream {
-                                Stream::Stdout => LogStreamKind::Stdout,
-                                Stream::Stderr => LogStreamKind::Stderr,
-                            };
-                            log.line(stream, text);
-                        }
-                        Some(Event::Progress(p)) => {
-                            if progress.due() {
-                                log.progress(JobProgress {
-                                    job_id: log.job_id.to_string(),
-                                    percent: p.percent,
-                                    files_done: p.files_done,
-                                    files_total: p.files_total,
-                                    bytes_done: p.bytes_done,
-                                    bytes_total: p.bytes_total,
-                                    eta_seconds: p.eta_seconds,
-                                    current_files: p.current_files,
-                                });
-                            }
-                        }
-                        Some(_) => {}
-                        None => break,
-                    },
-                    _ = flush.tick() => log.flush(),
-                }
-            }
-            log.flush();
-        };
-        let (result, ()) = tokio::join!(run, pump);
-        match result {
+        let (result, value, ()) = tokio::join!(run, side, pump(self.log, rx, relabel));
+        let finished = match result {
             Ok(finished) => finished,
             Err(e) => {
                 self.log
                     .line(LogStreamKind::Stderr, format!("could not run restic: {e}"));
                 finished_without_restic(Status::Failed, Some(format!("could not run restic: {e}")))
             }
+        };
+        (finished, value)
+    }
+}
+
+/// Moves events into the job's log (lines) and live progress until every
+/// sender is gone. `relabel` (`from`, `to`) replaces a prefix of stderr
+/// lines.
+pub(crate) async fn pump(
+    log: &mut LogPump,
+    mut rx: mpsc::Receiver<Event>,
+    relabel: Option<(String, String)>,
+) {
+    let mut progress = ProgressThrottle::default();
+    let mut flush = tokio::time::interval(LOG_BATCH_WAIT);
+    loop {
+        tokio::select! {
+            event = rx.recv() => match event {
+                Some(Event::Line { stream, text }) => {
+                    let (stream, text) = match stream {
+                        Stream::Stdout => (LogStreamKind::Stdout, text),
+                        Stream::Stderr => {
+                            let text = match &relabel {
+                                Some((from, to)) => match text.strip_prefix(from.as_str()) {
+                                    Some(rest) => format!("{to}{rest}"),
+                                    None => text,
+                                },
+                                None => text,
+                            };
+                            (LogStreamKind::Stderr, text)
+                        }
+                    };
+                    log.line(stream, text);
+                }
+                Some(Event::Progress(p)) => {
+                    if progress.due() {
+                        log.progress(JobProgress {
+                            job_id: log.job_id.to_string(),
+                            percent: p.percent,
+                            files_done: p.files_done,
+                            files_total: p.files_total,
+                            bytes_done: p.bytes_done,
+                            bytes_total: p.bytes_total,
+                            eta_seconds: p.eta_seconds,
+                            current_files: p.current_files,
+                        });
+                    }
+                }
+                Some(_) => {}
+                None => break,
+            },
+            _ = flush.tick() => log.flush(),
         }
     }
+    log.flush();
 }
 
 /// How a job's outcome reads in a sentence.
@@ -991,8 +1068,8 @@ impl ProgressThrottle {
 }
 
 /// Numbers a job's lines densely from 1 and spools them in batches.
-struct LogPump {
-    job_id: JobId,
+pub(crate) struct LogPump {
+    pub(crate) job_id: JobId,
     spool: Spool,
     outbox: mpsc::Sender<Frame>,
     next_seq: u64,
@@ -1010,7 +1087,7 @@ impl LogPump {
         }
     }
 
-    fn line(&mut self, stream: LogStreamKind, text: String) {
+    pub(crate) fn line(&mut self, stream: LogStreamKind, text: String) {
         self.pending.push(LogLine {
             seq: self.next_seq,
             ts: Utc::now(),

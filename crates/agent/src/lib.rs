@@ -11,6 +11,7 @@ mod browse;
 mod enroll;
 mod error;
 mod handler;
+mod hooks;
 #[cfg(test)]
 mod hostile_props;
 mod inbound;
@@ -28,6 +29,7 @@ mod tls;
 pub use backoff::RESTART_SPREAD;
 pub use enroll::{enroll, EnrollOptions, Enrolled};
 pub use error::AgentError;
+pub use hooks::DEFAULT_HOOK_TIMEOUT;
 pub use run::{run, RunOptions, REVOKED_RETRY};
 
 pub use tls::{TrustOptions, TrustSettings};

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::backoff::{restart_delay, Backoff, RESTART_SPREAD};
 use crate::error::AgentError;
 use crate::handler::{heartbeat_interval, Handler};
+use crate::hooks::Hooks;
 use crate::jobs::{JobRunner, OUTBOX};
 use crate::restore_guard::RestoreGuard;
 use crate::rotation;
@@ -60,6 +61,9 @@ pub struct RunOptions {
     pub restart_spread: Duration,
     /// Trust flags given to `run`, over those saved at enrolment.
     pub trust: TrustOptions,
+    /// How long a `before`, `after` or `on_failure` hook may run
+    /// ([`crate::DEFAULT_HOOK_TIMEOUT`] unless `--hook-timeout` says).
+    pub hook_timeout: Duration,
     /// Let restores write onto `/` and into system folders (see
     /// `restore_guard`); `agent.json`'s `allow_restore_to_system_paths`
     /// allows it too. The state directory stays off limits either way.
@@ -77,6 +81,7 @@ impl RunOptions {
             catch_up_window: None,
             restart_spread: RESTART_SPREAD,
             trust: TrustOptions::default(),
+            hook_timeout: crate::DEFAULT_HOOK_TIMEOUT,
             allow_restore_to_system_paths: false,
         }
     }
@@ -126,6 +131,9 @@ pub async fn run(mut opts: RunOptions, shutdown: CancellationToken) -> Result<()
         tracing::warn!("restores may write onto / and into system folders on this host");
     }
     runner.guard_restores(RestoreGuard::new(&opts.state_dir, allow_system));
+    let hooks = Hooks::new(&opts.state_dir, opts.hook_timeout);
+    hooks.create_dir();
+    runner.use_hooks(hooks);
     let (schedules_tx, schedules_rx) =
         tokio::sync::watch::channel(dir.load_schedules().ok().flatten().unwrap_or_default());
     let connected = Arc::new(AtomicBool::new(false));
@@ -279,6 +287,12 @@ async fn build_hello(opts: &RunOptions) -> Hello {
             (None, Some(e.to_string()))
         }
     };
+    // Listed per connection, so hooks added or fixed while the agent runs
+    // show up at the next reconnect.
+    let (hooks, hooks_refused) = Hooks::new(&opts.state_dir, opts.hook_timeout).list();
+    for refused in &hooks_refused {
+        tracing::warn!("hook `{}` is refused: {}", refused.name, refused.reason);
+    }
     Hello {
         protocol_version: CURRENT_PROTOCOL_VERSION,
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -289,6 +303,8 @@ async fn build_hello(opts: &RunOptions) -> Hello {
         arch: std::env::consts::ARCH.to_owned(),
         running_jobs: Vec::new(),
         spooled_jobs: Vec::new(),
+        hooks,
+        hooks_refused,
     }
 }
 

@@ -168,6 +168,13 @@ pub struct HostView {
     /// its agent can never connect again.
     #[serde(default)]
     pub agent_revoked_at: Option<DateTime<Utc>>,
+    /// The hooks (`<state-dir>/hooks/<name>` on the host) backup jobs may
+    /// name, as the agent listed them in its last `hello`.
+    #[serde(default)]
+    pub hooks: Vec<String>,
+    /// Files in the host's hooks folder the agent refuses to run, and why.
+    #[serde(default)]
+    pub hooks_refused: Vec<crate::RefusedHook>,
     /// Why the stored repository settings are not used (they break the
     /// current rules, e.g. an `env` variable outside the allow-list; stored
     /// before the rule existed): they are not pushed to the agent and jobs

@@ -159,6 +159,23 @@ pub struct Hello {
     /// replays them right after this hello, so they are not lost either.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub spooled_jobs: Vec<String>,
+    /// The hooks jobs may name: the usable executables in the agent's
+    /// `<state-dir>/hooks` folder, by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hooks: Vec<String>,
+    /// Files in that folder the agent will not run, and why (owner, mode,
+    /// not executable, a symbolic link, a bad name).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hooks_refused: Vec<RefusedHook>,
+}
+
+/// A file in the hooks folder that the agent refuses to run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusedHook {
+    /// The file's name.
+    pub name: String,
+    /// Why it is refused.
+    pub reason: String,
 }
 
 /// `heartbeat`: carries nothing; its arrival is the message.

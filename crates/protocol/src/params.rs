@@ -21,12 +21,21 @@ const MAX_ITEMS: usize = 1000;
 const MAX_TAG_CHARS: usize = 128;
 /// Longest file name for `exclude_if_present` (most file systems' limit).
 const MAX_NAME_BYTES: usize = 255;
+/// Longest hook name.
+pub const MAX_HOOK_NAME_CHARS: usize = 64;
+/// Most hooks in one of `hooks.before`, `hooks.after`, `hooks.on_failure`.
+const MAX_HOOKS: usize = 16;
+/// Longest `stdin_filename`, in bytes (a file name on most file systems).
+const MAX_FILENAME_BYTES: usize = 255;
+/// The file name a stdin backup is stored as when `stdin_filename` is not given.
+pub const DEFAULT_STDIN_FILENAME: &str = "stdin";
 
 /// `backup`: what to back up.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackupParams {
-    /// Absolute paths to back up.
+    /// Absolute paths to back up (none with `stdin_from`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub paths: Vec<String>,
     /// restic exclude patterns.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -63,6 +72,49 @@ pub struct BackupParams {
     /// Download limit in KiB/s (`--limit-download`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit_download_kib: Option<u32>,
+    /// Hooks (executables in the host's `<state-dir>/hooks`) to run around
+    /// the backup, by name.
+    #[serde(default, skip_serializing_if = "BackupHooks::is_empty")]
+    pub hooks: BackupHooks,
+    /// Back up the standard output of this hook instead of `paths`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdin_from: Option<String>,
+    /// The file name the output of `stdin_from` is stored as in the
+    /// snapshot ([`DEFAULT_STDIN_FILENAME`] when not given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdin_filename: Option<String>,
+}
+
+impl BackupParams {
+    /// The file name a stdin backup is stored as.
+    pub fn stdin_filename(&self) -> &str {
+        self.stdin_filename
+            .as_deref()
+            .unwrap_or(DEFAULT_STDIN_FILENAME)
+    }
+}
+
+/// A backup's hooks, by name: the host decides what each name runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupHooks {
+    /// Run in order before restic; the first that fails fails the job and
+    /// restic is not run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub before: Vec<String>,
+    /// Run in order after the job, whatever happened (`RM_JOB_STATUS`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<String>,
+    /// Run in order after `after`, only when the job failed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub on_failure: Vec<String>,
+}
+
+impl BackupHooks {
+    /// Whether no hook is named.
+    pub fn is_empty(&self) -> bool {
+        self.before.is_empty() && self.after.is_empty() && self.on_failure.is_empty()
+    }
 }
 
 fn is_false(value: &bool) -> bool {
@@ -300,11 +352,36 @@ impl JobParams {
         }
         match self {
             JobParams::Backup(p) => {
-                if p.paths.is_empty() {
-                    return Err(ParamsError::new(
-                        "params.paths",
-                        "must list at least one path",
-                    ));
+                match &p.stdin_from {
+                    Some(from) => {
+                        hook_name(from)
+                            .map_err(|problem| ParamsError::new("params.stdin_from", problem))?;
+                        if !p.paths.is_empty() {
+                            return Err(ParamsError::new(
+                                "params.paths",
+                                "must be empty or left out with `stdin_from` (the backup is the hook's output)",
+                            ));
+                        }
+                        if let Some(name) = &p.stdin_filename {
+                            stdin_filename(name).map_err(|problem| {
+                                ParamsError::new("params.stdin_filename", problem)
+                            })?;
+                        }
+                    }
+                    None => {
+                        if p.stdin_filename.is_some() {
+                            return Err(ParamsError::new(
+                                "params.stdin_filename",
+                                "is only used with `stdin_from`",
+                            ));
+                        }
+                        if p.paths.is_empty() {
+                            return Err(ParamsError::new(
+                                "params.paths",
+                                "must list at least one path (or set `stdin_from`)",
+                            ));
+                        }
+                    }
                 }
                 items("params.paths", &p.paths, absolute_path)?;
                 items("params.excludes", &p.excludes, pattern)?;
@@ -319,7 +396,21 @@ impl JobParams {
                         ParamsError::new("params.exclude_larger_than", problem)
                     })?;
                 }
-                items("params.tags", &p.tags, tag)
+                items("params.tags", &p.tags, tag)?;
+                for (field, names) in [
+                    ("params.hooks.before", &p.hooks.before),
+                    ("params.hooks.after", &p.hooks.after),
+                    ("params.hooks.on_failure", &p.hooks.on_failure),
+                ] {
+                    if names.len() > MAX_HOOKS {
+                        return Err(ParamsError::new(
+                            field,
+                            format!("has more than {MAX_HOOKS} hooks"),
+                        ));
+                    }
+                    items(field, names, hook_name)?;
+                }
+                Ok(())
             }
             JobParams::Forget(p) => {
                 let keeps = [
@@ -588,6 +679,48 @@ pub fn byte_size(value: &str) -> Result<(), String> {
         return Err(format!("must be at least 1, got `{value}`"));
     }
     Ok(())
+}
+
+/// A hook's name: a file name in the host's hooks folder, so no `/`, no
+/// leading `.` or `-`: `[A-Za-z0-9][A-Za-z0-9._-]*`, at most
+/// [`MAX_HOOK_NAME_CHARS`] characters.
+pub fn hook_name(value: &str) -> Result<(), String> {
+    let mut chars = value.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
+    let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if !first_ok || !rest_ok || value.len() > MAX_HOOK_NAME_CHARS {
+        return Err(format!(
+            "must be a hook name (a letter or digit, then letters, digits, `.`, `_` or `-`; at most {MAX_HOOK_NAME_CHARS} characters), got {}",
+            quoted(value)
+        ));
+    }
+    Ok(())
+}
+
+/// A plain file name for a stdin backup's snapshot: no `/`, no control
+/// characters, not `.` or `..`.
+fn stdin_filename(value: &str) -> Result<(), String> {
+    if value.is_empty() || value.len() > MAX_FILENAME_BYTES {
+        return Err(format!("must be 1 to {MAX_FILENAME_BYTES} bytes"));
+    }
+    if value.contains('/') || value.chars().any(char::is_control) {
+        return Err(format!(
+            "must be a plain file name without `/` or control characters, got {}",
+            quoted(value)
+        ));
+    }
+    if value == "." || value == ".." {
+        return Err(format!("must be a file name, got `{value}`"));
+    }
+    Ok(())
+}
+
+/// A value for an error message: quoted, control characters escaped, cut
+/// when long.
+fn quoted(value: &str) -> String {
+    let shown: String = value.chars().take(80).collect();
+    let cut = if shown.len() < value.len() { "…" } else { "" };
+    format!("{:?}{cut}", shown)
 }
 
 fn tag(value: &str) -> Result<(), String> {
@@ -977,6 +1110,96 @@ mod tests {
         assert_eq!(prune.to_value(), json!({}));
         assert_eq!(prune.bandwidth(), Bandwidth::default());
         assert!(err(JobKind::Unlock, json!({"limit_upload_kib": 5})).contains("limit_upload_kib"));
+    }
+
+    #[test]
+    fn hooks_and_stdin_backups_are_checked_naming_the_field() {
+        let ok = json!({
+            "hooks": {"before": ["pre-dump", "a.b_c"], "after": ["x"], "on_failure": ["page-me"]},
+            "stdin_from": "pg-dump",
+            "stdin_filename": "db.sql",
+        });
+        let p = JobParams::parse(JobKind::Backup, &ok).unwrap();
+        assert_eq!(p.to_value(), ok);
+        let JobParams::Backup(b) = &p else { panic!() };
+        assert_eq!(b.stdin_filename(), "db.sql");
+        let plain = JobParams::parse(JobKind::Backup, &json!({"stdin_from": "d"})).unwrap();
+        let JobParams::Backup(b) = plain else {
+            panic!()
+        };
+        assert_eq!(b.stdin_filename(), "stdin");
+        assert!(JobParams::parse(
+            JobKind::Backup,
+            &json!({"paths": ["/a"], "hooks": {"before": ["x"]}})
+        )
+        .is_ok());
+
+        let cases = [
+            (
+                json!({"paths": ["/a"], "hooks": {"before": ["../x"]}}),
+                "`params.hooks.before[0]`",
+            ),
+            (
+                json!({"paths": ["/a"], "hooks": {"after": ["ok", "a/b"]}}),
+                "`params.hooks.after[1]`",
+            ),
+            (
+                json!({"paths": ["/a"], "hooks": {"on_failure": [".hidden"]}}),
+                "`params.hooks.on_failure[0]`",
+            ),
+            (
+                json!({"paths": ["/a"], "hooks": {"before": ["-x"]}}),
+                "`params.hooks.before[0]`",
+            ),
+            (
+                json!({"paths": ["/a"], "hooks": {"before": ["x".repeat(65)]}}),
+                "`params.hooks.before[0]`",
+            ),
+            (
+                json!({"paths": ["/a"], "hooks": {"before": [""]}}),
+                "`params.hooks.before[0]`",
+            ),
+            (
+                json!({"paths": ["/a"], "hooks": {"during": ["x"]}}),
+                "`params.hooks.during`",
+            ),
+            (json!({"stdin_from": "../x"}), "`params.stdin_from`"),
+            (
+                json!({"stdin_from": "d", "paths": ["/a"]}),
+                "`params.paths`",
+            ),
+            (
+                json!({"stdin_from": "d", "stdin_filename": "a/b"}),
+                "`params.stdin_filename`",
+            ),
+            (
+                json!({"stdin_from": "d", "stdin_filename": "a\nb"}),
+                "`params.stdin_filename`",
+            ),
+            (
+                json!({"stdin_from": "d", "stdin_filename": ""}),
+                "`params.stdin_filename`",
+            ),
+            (
+                json!({"stdin_from": "d", "stdin_filename": ".."}),
+                "`params.stdin_filename`",
+            ),
+            (
+                json!({"paths": ["/a"], "stdin_filename": "x"}),
+                "`params.stdin_filename`",
+            ),
+            (json!({}), "`params.paths`"),
+        ];
+        for (params, field) in cases {
+            let e = err(JobKind::Backup, params.clone());
+            assert!(e.starts_with(field), "{params}: {e}");
+        }
+        let many: Vec<String> = (0..17).map(|i| format!("h{i}")).collect();
+        assert!(err(
+            JobKind::Backup,
+            json!({"paths": ["/a"], "hooks": {"after": many}})
+        )
+        .starts_with("`params.hooks.after`"));
     }
 
     #[test]

@@ -163,6 +163,8 @@ fn hello() -> impl Strategy<Value = Message> {
                     arch,
                     running_jobs,
                     spooled_jobs,
+                    hooks: Vec::new(),
+                    hooks_refused: Vec::new(),
                 }
                 .into()
             },

@@ -29,6 +29,8 @@ fn hello() -> Hello {
         arch: "x86_64".into(),
         running_jobs: Vec::new(),
         spooled_jobs: Vec::new(),
+        hooks: Vec::new(),
+        hooks_refused: Vec::new(),
     }
 }
 

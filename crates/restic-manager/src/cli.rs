@@ -184,6 +184,11 @@ pub(crate) struct RunArgs {
     /// fleet does not reconnect all at once.
     #[arg(long, env = "RM_RESTART_SPREAD", default_value_t = rm_agent::RESTART_SPREAD.as_secs(), value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub restart_spread: u64,
+    /// Stop a backup's `before`, `after` or `on_failure` hook (an
+    /// executable in <state-dir>/hooks) after this many seconds; the
+    /// `stdin_from` hook runs as long as its backup may.
+    #[arg(long, env = "RM_HOOK_TIMEOUT", default_value_t = rm_agent::DEFAULT_HOOK_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    pub hook_timeout: u64,
     #[command(flatten)]
     pub trust: TrustArgs,
     /// Let restores write onto / and into system folders (/etc, /usr,

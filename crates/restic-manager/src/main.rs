@@ -67,6 +67,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             options.command_timeout = args.command_timeout.map(std::time::Duration::from_secs);
             options.catch_up_window = args.catch_up_window.map(std::time::Duration::from_secs);
             options.restart_spread = std::time::Duration::from_secs(args.restart_spread);
+            options.hook_timeout = std::time::Duration::from_secs(args.hook_timeout);
             options.trust = args.trust.into();
             options.allow_restore_to_system_paths = args.allow_restore_to_system_paths;
             rm_agent::run(options, shutdown).await?;

@@ -124,15 +124,16 @@ impl<'a> Collector<'a> {
                 }
                 out.line(text);
             }
-            Command::Backup { .. } | Command::Restore { .. } | Command::Check { .. } => {
-                match json_line(&text) {
-                    Some(json) => self.json_message(json, text, out),
-                    None => {
-                        self.note_check_verdict(&text);
-                        out.line(text);
-                    }
+            Command::Backup { .. }
+            | Command::BackupStdin { .. }
+            | Command::Restore { .. }
+            | Command::Check { .. } => match json_line(&text) {
+                Some(json) => self.json_message(json, text, out),
+                None => {
+                    self.note_check_verdict(&text);
+                    out.line(text);
                 }
-            }
+            },
             Command::Prune => {
                 if let Some(freed) = prune::freed_bytes(&text) {
                     self.stats = Some(serde_json::json!({ "freed_bytes": freed }));
@@ -186,14 +187,14 @@ impl<'a> Collector<'a> {
     fn json_message(&mut self, json: JsonLine, raw: String, out: &mut Output) {
         let command = self.command;
         match (command, json.kind.as_str()) {
-            (Command::Backup { .. }, "status") => {
+            (Command::Backup { .. } | Command::BackupStdin { .. }, "status") => {
                 if let Some(progress) =
                     typed::<backup::Status>(&json.value).and_then(|s| s.progress())
                 {
                     out.events.push(Event::Progress(progress));
                 }
             }
-            (Command::Backup { .. }, "summary") => {
+            (Command::Backup { .. } | Command::BackupStdin { .. }, "summary") => {
                 if let Some(summary) = typed::<backup::Summary>(&json.value) {
                     self.snapshot_id = summary.snapshot_id();
                     out.line(summary.render());

@@ -31,6 +31,20 @@ pub enum Command {
         /// What else to leave out, and whether to skip an unchanged snapshot.
         options: BackupOptions,
     },
+    /// `restic backup` of one stream stored as the file `filename`: the
+    /// output of a program restic runs (`--stdin-from-command`, 0.17+), or
+    /// what the caller writes to restic's standard input (`--stdin`; see
+    /// [`crate::Restic::run_with_input`]).
+    BackupStdin {
+        /// Where the data comes from.
+        from: StdinFrom,
+        /// The file name in the snapshot (no `/`).
+        filename: String,
+        /// Tags for the snapshot (`--tag=T`).
+        tags: Vec<String>,
+        /// Overrides the hostname recorded in the snapshot.
+        host: Option<String>,
+    },
     /// `restic forget` with a retention policy. Never `--prune`: that mixes
     /// prune's text report into forget's JSON; run [`Command::Prune`] after.
     Forget {
@@ -110,6 +124,17 @@ pub struct BackupOptions {
     pub skip_if_unchanged: bool,
 }
 
+/// Where a [`Command::BackupStdin`] reads its data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StdinFrom {
+    /// restic runs this program (an absolute path, then its arguments) and
+    /// backs up its standard output (`--stdin-from-command`, restic 0.17+).
+    /// A program that exits non-zero makes restic fail without a snapshot.
+    Command(Vec<String>),
+    /// restic reads its standard input (`--stdin`), which the caller feeds.
+    Pipe,
+}
+
 /// `forget`'s keep rules. Unset rules are not passed; at least one must be
 /// set, so an empty policy can never reach restic.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -154,7 +179,7 @@ impl Command {
     pub fn name(&self) -> &'static str {
         match self {
             Command::Init => "init",
-            Command::Backup { .. } => "backup",
+            Command::Backup { .. } | Command::BackupStdin { .. } => "backup",
             Command::Forget { .. } => "forget",
             Command::Prune => "prune",
             Command::Check { .. } => "check",
@@ -174,6 +199,7 @@ impl Command {
         matches!(
             self,
             Command::Backup { .. }
+                | Command::BackupStdin { .. }
                 | Command::Restore { .. }
                 | Command::Check { .. }
                 | Command::Prune
@@ -216,6 +242,53 @@ impl Command {
                 for path in paths {
                     check_value("paths", path)?;
                     push(path);
+                }
+                return Ok(args);
+            }
+            Command::BackupStdin {
+                from,
+                filename,
+                tags,
+                host,
+            } => {
+                if filename.is_empty()
+                    || filename.contains('/')
+                    || filename == "."
+                    || filename == ".."
+                {
+                    return Err(invalid(
+                        "filename",
+                        format!("{filename:?} is not a plain file name"),
+                    ));
+                }
+                check_value("filename", filename)?;
+                push("backup");
+                match from {
+                    StdinFrom::Command(_) => push("--stdin-from-command"),
+                    StdinFrom::Pipe => push("--stdin"),
+                }
+                push(&format!("--stdin-filename={filename}"));
+                for tag in tags {
+                    check_tag(tag)?;
+                    push(&format!("--tag={tag}"));
+                }
+                push_host(&mut push, host)?;
+                push("--json");
+                if let StdinFrom::Command(argv) = from {
+                    let Some(program) = argv.first() else {
+                        return Err(invalid("from", "no program to run"));
+                    };
+                    if !program.starts_with('/') {
+                        return Err(invalid(
+                            "from",
+                            format!("the program must be an absolute path, got {program:?}"),
+                        ));
+                    }
+                    push("--");
+                    for arg in argv {
+                        check_value("from", arg)?;
+                        push(arg);
+                    }
                 }
                 return Ok(args);
             }
@@ -520,6 +593,58 @@ mod tests {
         match command.args() {
             Err(ResticError::InvalidArgument { field, .. }) => field,
             other => panic!("{command:?} should be refused, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn stdin_backups_name_the_file_and_run_the_program_after_the_separator() {
+        let from_command = Command::BackupStdin {
+            from: StdinFrom::Command(vec!["/usr/bin/env".into(), "-i".into(), "--".into()]),
+            filename: "-db.sql".into(),
+            tags: vec!["db".into()],
+            host: None,
+        };
+        assert_eq!(
+            args(&from_command),
+            [
+                "backup",
+                "--stdin-from-command",
+                "--stdin-filename=-db.sql",
+                "--tag=db",
+                "--json",
+                "--",
+                "/usr/bin/env",
+                "-i",
+                "--"
+            ]
+        );
+        let piped = Command::BackupStdin {
+            from: StdinFrom::Pipe,
+            filename: "db.sql".into(),
+            tags: vec![],
+            host: None,
+        };
+        assert_eq!(
+            args(&piped),
+            ["backup", "--stdin", "--stdin-filename=db.sql", "--json"]
+        );
+        for filename in ["", "a/b", "..", "a\0b"] {
+            let bad = Command::BackupStdin {
+                from: StdinFrom::Pipe,
+                filename: filename.into(),
+                tags: vec![],
+                host: None,
+            };
+            assert_eq!(refused(&bad), "filename", "{filename:?}");
+        }
+        for argv in [vec![], vec!["relative/hook".to_owned()]] {
+            let bad = Command::BackupStdin {
+                from: StdinFrom::Command(argv),
+                filename: "db.sql".into(),
+                tags: vec![],
+                host: None,
+            };
+            assert_eq!(refused(&bad), "from");
         }
     }
 

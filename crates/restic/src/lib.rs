@@ -61,7 +61,7 @@ mod text;
 mod version;
 
 pub use collect::replay;
-pub use command::{BackupOptions, Command, RetentionPolicy, StatsMode};
+pub use command::{BackupOptions, Command, RetentionPolicy, StatsMode, StdinFrom};
 pub use error::ResticError;
 pub use event::{Event, Progress, Stream};
 pub use limits::{Bandwidth, Limits};

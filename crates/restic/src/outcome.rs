@@ -145,7 +145,14 @@ pub fn classify(
         Some(0) => (Status::Succeeded, None),
         // Only backup documents 3 as "snapshot made, some data unreadable";
         // on other commands (0.19 forget) it is a failure.
-        Some(3) if matches!(command, Command::Backup { .. }) => (Status::Partial, None),
+        Some(3)
+            if matches!(
+                command,
+                Command::Backup { .. } | Command::BackupStdin { .. }
+            ) =>
+        {
+            (Status::Partial, None)
+        }
         code => (Status::Failed, failure_kind(version, code, stderr)),
     }
 }

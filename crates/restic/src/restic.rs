@@ -116,6 +116,37 @@ impl Restic {
         limits: &Limits,
         events: &mpsc::Sender<Event>,
     ) -> Result<Finished, ResticError> {
+        self.run_inner(repo, command, limits, events, None).await
+    }
+
+    /// [`Restic::run`] with restic's standard input fed from `input`, the
+    /// read end of a pipe whose write end the caller holds (for
+    /// [`Command::BackupStdin`] with [`crate::StdinFrom::Pipe`]). restic
+    /// stores the data when it reads end-of-file, so a caller whose source
+    /// failed cancels `limits.cancel` *before* closing its write end: restic
+    /// is interrupted and writes no snapshot. Create the pipe close-on-exec
+    /// (`pipe2(O_CLOEXEC)`) so no other child inherits the write end and
+    /// holds the end-of-file back.
+    pub async fn run_with_input(
+        &self,
+        repo: &Repository,
+        command: &Command,
+        limits: &Limits,
+        events: &mpsc::Sender<Event>,
+        input: std::os::fd::OwnedFd,
+    ) -> Result<Finished, ResticError> {
+        self.run_inner(repo, command, limits, events, Some(input))
+            .await
+    }
+
+    async fn run_inner(
+        &self,
+        repo: &Repository,
+        command: &Command,
+        limits: &Limits,
+        events: &mpsc::Sender<Event>,
+        input: Option<std::os::fd::OwnedFd>,
+    ) -> Result<Finished, ResticError> {
         let mut args = command.args()?;
         if let Command::Backup { options, .. } = command {
             if options.skip_if_unchanged && !self.version.supports_skip_if_unchanged() {
@@ -172,6 +203,7 @@ impl Restic {
             piped,
             working_dir: self.working_dir.as_deref(),
             stdout_line_cap: stdout_line_cap(command),
+            stdin: input,
         };
         let mut collector = Collector::new(command, self.version);
         let ended = process::run(

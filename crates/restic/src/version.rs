@@ -45,6 +45,13 @@ impl ResticVersion {
             patch,
         }
     }
+
+    /// Whether `backup --stdin-from-command` exists (0.17.0+), which runs
+    /// a command and backs up its output, failing without a snapshot when
+    /// the command fails. Older releases only read `--stdin`.
+    pub fn supports_stdin_from_command(self) -> bool {
+        self >= ResticVersion::new(0, 17, 0)
+    }
 }
 
 impl ResticVersion {
@@ -67,6 +74,19 @@ impl FromStr for ResticVersion {
     /// build suffix (`0.16.4-dev`), which development builds print.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         parse_triple(s).ok_or_else(|| unparseable(s))
+    }
+}
+
+#[cfg(test)]
+mod feature_tests {
+    use super::ResticVersion;
+
+    #[test]
+    fn stdin_from_command_arrived_in_0_17() {
+        assert!(!ResticVersion::new(0, 14, 0).supports_stdin_from_command());
+        assert!(!ResticVersion::new(0, 16, 5).supports_stdin_from_command());
+        assert!(ResticVersion::new(0, 17, 0).supports_stdin_from_command());
+        assert!(ResticVersion::new(0, 19, 1).supports_stdin_from_command());
     }
 }
 

@@ -135,6 +135,15 @@ async fn session(state: AppState, host_id: HostId, mut socket: WebSocket) {
         os: hello.os.clone(),
         arch: hello.arch.clone(),
         at: Utc::now(),
+        hooks: hello.hooks.clone(),
+        hooks_refused: hello
+            .hooks_refused
+            .iter()
+            .map(|r| rm_store::RefusedHookRecord {
+                name: r.name.clone(),
+                reason: r.reason.clone(),
+            })
+            .collect(),
     };
     if let Err(e) = state.store().record_hello(host_id, &record).await {
         state
@@ -341,7 +350,41 @@ fn judge_hello(mut hello: Hello, upgrade_url: &str) -> Result<Hello, ErrorBody> 
                 + "…";
         }
     }
+    tidy_hooks(&mut hello);
     Ok(hello)
+}
+
+/// Most hooks (usable or refused) kept from one `hello`.
+const MAX_HELLO_HOOKS: usize = 256;
+/// Longest reason kept for a refused hook.
+const MAX_HOOK_REASON_CHARS: usize = 512;
+
+/// Keeps what the host page can show of the agent's hooks: usable names
+/// that are valid hook names (jobs could not name the others anyway), and
+/// refused files with their names and reasons made printable and cut. A
+/// list that breaks these rules is trimmed, never a reason to refuse the
+/// connection: it is only shown.
+fn tidy_hooks(hello: &mut Hello) {
+    hello
+        .hooks
+        .retain(|name| rm_protocol::params::hook_name(name).is_ok());
+    hello.hooks.truncate(MAX_HELLO_HOOKS);
+    hello.hooks_refused.truncate(MAX_HELLO_HOOKS);
+    let printable = |text: &str, max: usize| {
+        let mut kept: String = text
+            .chars()
+            .take(max)
+            .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+            .collect();
+        if text.chars().count() > max {
+            kept.push('…');
+        }
+        kept
+    };
+    for refused in &mut hello.hooks_refused {
+        refused.name = printable(&refused.name, MAX_HELLO_FIELD_CHARS);
+        refused.reason = printable(&refused.reason, MAX_HOOK_REASON_CHARS);
+    }
 }
 
 /// The first text frame, skipping pings; `None` if the socket ends first.
@@ -663,6 +706,8 @@ mod tests {
             arch: String::from("x86_64"),
             running_jobs: Vec::new(),
             spooled_jobs: Vec::new(),
+            hooks: Vec::new(),
+            hooks_refused: Vec::new(),
         }
     }
 
@@ -697,6 +742,23 @@ mod tests {
         let mut empty = hello(1);
         empty.hostname = String::from("  ");
         assert!(judge_hello(empty, "u").is_err());
+    }
+
+    #[test]
+    fn hooks_in_hello_are_trimmed_to_what_can_be_shown() {
+        let mut h = hello(CURRENT_PROTOCOL_VERSION);
+        h.hooks = vec!["pg-dump".into(), "../x".into(), "a\nb".into()];
+        h.hooks_refused = vec![rm_protocol::RefusedHook {
+            name: "bad\u{1b}name".into(),
+            reason: "r".repeat(5000),
+        }];
+        let h = judge_hello(h, "u").unwrap();
+        assert_eq!(h.hooks, vec!["pg-dump".to_owned()]);
+        assert_eq!(h.hooks_refused[0].name, "bad\u{fffd}name");
+        assert_eq!(
+            h.hooks_refused[0].reason.chars().count(),
+            MAX_HOOK_REASON_CHARS + 1
+        );
     }
 
     #[test]

@@ -265,6 +265,27 @@ pub(crate) fn json_string_list(row: &SqliteRow, col: &str) -> Result<Vec<String>
     serde_json::from_str(&s).map_err(|e| corrupt(col, format!("not a JSON array of strings: {e}")))
 }
 
+/// The nullable `hooks` column (a JSON array of names); NULL reads as none.
+pub(crate) fn hook_names(row: &SqliteRow, col: &str) -> Result<Vec<String>, StoreError> {
+    match raw::<Option<String>>(row, col)? {
+        None => Ok(Vec::new()),
+        Some(s) => serde_json::from_str(&s)
+            .map_err(|e| corrupt(col, format!("not a JSON array of strings: {e}"))),
+    }
+}
+
+/// The nullable `hooks_refused` column; NULL reads as none.
+pub(crate) fn refused_hooks(
+    row: &SqliteRow,
+    col: &str,
+) -> Result<Vec<rm_store::RefusedHookRecord>, StoreError> {
+    match raw::<Option<String>>(row, col)? {
+        None => Ok(Vec::new()),
+        Some(s) => serde_json::from_str(&s)
+            .map_err(|e| corrupt(col, format!("not a JSON array of refused hooks: {e}"))),
+    }
+}
+
 /// A nullable JSON text column; NULL reads as [`serde_json::Value::Null`].
 pub(crate) fn json_value_opt(row: &SqliteRow, col: &str) -> Result<serde_json::Value, StoreError> {
     text_opt(row, col)?
@@ -396,7 +417,7 @@ pub(crate) const HOST_COLUMNS: &str = "id, name, hostname, enrolled_at, last_see
      AS has_repository, \
      (SELECT refused FROM host_repositories WHERE host_repositories.host_id = hosts.id) \
      AS repository_refused, \
-     token_rotated_at, agent_revoked_at, \
+     token_rotated_at, agent_revoked_at, hooks, hooks_refused, \
      EXISTS (SELECT 1 FROM agent_tokens WHERE agent_tokens.host_id = hosts.id \
      AND agent_tokens.pending = 1 AND agent_tokens.revoked_at IS NULL) AS token_rotation_pending";
 
@@ -426,6 +447,8 @@ pub(crate) fn host(row: &SqliteRow) -> Result<Host, StoreError> {
         token_rotated_at: time_opt(row, "token_rotated_at")?,
         token_rotation_pending: flag(row, "token_rotation_pending")?,
         agent_revoked_at: time_opt(row, "agent_revoked_at")?,
+        hooks: hook_names(row, "hooks")?,
+        hooks_refused: refused_hooks(row, "hooks_refused")?,
     })
 }
 

@@ -1204,7 +1204,7 @@ impl Store for SqliteStore {
             "UPDATE hosts SET connection_id = ?, online = 1, \
              last_seen_at = MAX(COALESCE(last_seen_at, 0), ?), \
              agent_version = ?, restic_version = ?, restic_error = ?, protocol_version = ?, \
-             hostname = ?, os = ?, arch = ? \
+             hostname = ?, os = ?, arch = ?, hooks = ?, hooks_refused = ? \
              WHERE id = ? AND deleted_at IS NULL",
         )
         .bind(&hello.connection_id)
@@ -1216,6 +1216,8 @@ impl Store for SqliteStore {
         .bind(&hello.hostname)
         .bind(&hello.os)
         .bind(&hello.arch)
+        .bind(codec::json_strings(&hello.hooks))
+        .bind(serde_json::to_string(&hello.hooks_refused).unwrap_or_else(|_| "[]".to_owned()))
         .bind(host_id.to_string())
         .execute(&mut *tx)
         .await

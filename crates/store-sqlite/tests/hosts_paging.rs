@@ -52,6 +52,8 @@ async fn online(store: &SqliteStore, host: HostId) {
         os: "linux".to_owned(),
         arch: "x86_64".to_owned(),
         at: t(6),
+        hooks: Vec::new(),
+        hooks_refused: Vec::new(),
     };
     store.record_hello(host, &hello).await.unwrap();
 }

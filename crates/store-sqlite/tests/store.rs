@@ -34,6 +34,8 @@ fn hello(conn: &str, at: i64) -> HelloRecord {
         os: "linux".to_owned(),
         arch: "x86_64".to_owned(),
         at: t(at),
+        hooks: Vec::new(),
+        hooks_refused: Vec::new(),
     }
 }
 
@@ -356,6 +358,28 @@ async fn deleting_a_host_revokes_its_agent_tokens() {
 }
 
 #[tokio::test]
+async fn hello_records_the_agents_hooks() {
+    let (_dir, store) = open_temp().await;
+    let (host_id, _) = enrol(&store).await;
+    let with_hooks = HelloRecord {
+        hooks: vec!["pg-dump".to_owned(), "stop-app".to_owned()],
+        hooks_refused: vec![rm_store::RefusedHookRecord {
+            name: "loose".to_owned(),
+            reason: "is writable by group or others (mode 0775)".to_owned(),
+        }],
+        ..hello("c1", 10)
+    };
+    store.record_hello(host_id, &with_hooks).await.unwrap();
+    let h = store.host(host_id).await.unwrap().unwrap();
+    assert_eq!(h.hooks, with_hooks.hooks);
+    assert_eq!(h.hooks_refused, with_hooks.hooks_refused);
+    // The next hello replaces the list, also with an empty one.
+    store.record_hello(host_id, &hello("c2", 11)).await.unwrap();
+    let h = store.host(host_id).await.unwrap().unwrap();
+    assert!(h.hooks.is_empty() && h.hooks_refused.is_empty());
+}
+
+#[tokio::test]
 async fn hello_records_platform_and_clears_restic_error() {
     let (_dir, store) = open_temp().await;
     let (host_id, _) = enrol(&store).await;
@@ -372,6 +396,7 @@ async fn hello_records_platform_and_clears_restic_error() {
     assert_eq!(h.agent_version.as_deref(), Some("0.1.0"));
     assert_eq!(h.restic_version, None);
     assert_eq!(h.restic_error.as_deref(), Some("restic: not found"));
+    assert!(h.hooks.is_empty() && h.hooks_refused.is_empty());
     assert_eq!(h.protocol_version, Some(1));
     assert_eq!(h.os.as_deref(), Some("linux"));
     assert_eq!(h.arch.as_deref(), Some("x86_64"));

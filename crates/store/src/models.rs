@@ -152,6 +152,10 @@ pub struct Host {
     /// When an operator revoked the agent: no token of it works since, and
     /// only a new enrolment (a new host) brings the machine back.
     pub agent_revoked_at: Option<DateTime<Utc>>,
+    /// The hooks the agent listed as usable in its last `hello`.
+    pub hooks: Vec<String>,
+    /// The files in its hooks folder it refuses to run, and why.
+    pub hooks_refused: Vec<RefusedHookRecord>,
 }
 
 /// The fleet summary: how many hosts are online and how many lack a recent
@@ -195,6 +199,19 @@ pub struct HelloRecord {
     pub arch: String,
     /// When the hello was accepted.
     pub at: DateTime<Utc>,
+    /// Usable hooks, by name.
+    pub hooks: Vec<String>,
+    /// Refused hook files, with why.
+    pub hooks_refused: Vec<RefusedHookRecord>,
+}
+
+/// A file in an agent's hooks folder that the agent refuses to run.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RefusedHookRecord {
+    /// The file's name.
+    pub name: String,
+    /// Why the agent refuses it.
+    pub reason: String,
 }
 
 /// How a sealed value was sealed, stored beside it so re-sealing old

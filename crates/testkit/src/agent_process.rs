@@ -83,6 +83,24 @@ impl AgentProcess {
         self.child.terminate(limit).await
     }
 
+    /// Sends SIGTERM, waits up to `limit` for the exit, then starts the
+    /// agent again with the same arguments (`binary`, `state_dir`,
+    /// `restic_bin`, `env` as for [`AgentProcess::spawn`]): the old one is
+    /// gone before the new one connects, so the two never replace each
+    /// other's connection.
+    pub async fn restart(
+        &mut self,
+        limit: Duration,
+        binary: &Path,
+        state_dir: &Path,
+        restic_bin: &Path,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<()> {
+        self.child.terminate(limit).await?;
+        *self = AgentProcess::spawn(binary, state_dir, restic_bin, env)?;
+        Ok(())
+    }
+
     /// SIGKILL: the agent dies without a chance to clean up, as in a crash.
     pub async fn kill9(mut self) -> anyhow::Result<()> {
         self.child.kill9().await

@@ -286,6 +286,8 @@ async fn handshake(ws: &mut Ws) -> Option<Duration> {
         arch: String::from("x86_64"),
         running_jobs: Vec::new(),
         spooled_jobs: Vec::new(),
+        hooks: Vec::new(),
+        hooks_refused: Vec::new(),
     };
     send(ws, Frame::new(hello)).await.ok()?;
     let mut heartbeat = None;

@@ -49,6 +49,8 @@ pub fn hello(protocol_version: u32) -> Hello {
         arch: String::from("x86_64"),
         running_jobs: Vec::new(),
         spooled_jobs: Vec::new(),
+        hooks: Vec::new(),
+        hooks_refused: Vec::new(),
     }
 }
 

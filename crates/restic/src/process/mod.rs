@@ -82,6 +82,9 @@ pub(crate) struct Spec<'a> {
     pub working_dir: Option<&'a Path>,
     /// Longest stdout line kept in memory (documents can be large).
     pub stdout_line_cap: usize,
+    /// The child's standard input: the read end of a pipe the caller
+    /// feeds (`backup --stdin`), or `/dev/null` when `None`.
+    pub stdin: Option<OwnedFd>,
 }
 
 /// Why we stopped a run.
@@ -231,10 +234,16 @@ pub(crate) async fn run(
     let bin = resolve_bin(spec.bin)?;
     let pipes = fill_pipes(&spec.piped)?;
     let mut command = tokio::process::Command::new(&bin);
+    // restic prompts for passwords on stdin; never let it wait on ours.
+    // Only data the caller feeds on purpose comes in that way (the password
+    // is on its own pipe, so restic never reads it from stdin).
+    let stdin = match spec.stdin {
+        Some(fed) => Stdio::from(fed),
+        None => Stdio::null(),
+    };
     command
         .args(spec.args)
-        // restic prompts for passwords on stdin; never let it wait on ours.
-        .stdin(Stdio::null())
+        .stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -256,8 +265,10 @@ pub(crate) async fn run(
 
     let spawned = command.spawn();
     // restic has its copies now (or never will); ours must not linger for
-    // the next child to find.
+    // the next child to find. (The command holds the read end of a fed
+    // stdin.)
     drop(pipes);
+    drop(command);
     let mut child = spawned.map_err(|source| ResticError::spawn(&bin, source))?;
     // Never signal without a real group id: 0 or a negative id would reach
     // our own process group.

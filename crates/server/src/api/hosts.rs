@@ -168,6 +168,15 @@ fn view(host: Host) -> HostView {
         token_rotated_at: host.token_rotated_at,
         token_rotation_pending: host.token_rotation_pending,
         agent_revoked_at: host.agent_revoked_at,
+        hooks: host.hooks,
+        hooks_refused: host
+            .hooks_refused
+            .into_iter()
+            .map(|r| rm_protocol::RefusedHook {
+                name: r.name,
+                reason: r.reason,
+            })
+            .collect(),
         snapshot_count: host.snapshot_count,
         repository_refused: host.repository_refused,
     }

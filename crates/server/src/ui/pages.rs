@@ -51,6 +51,10 @@ pub(crate) struct HostRow {
     pub(crate) has_repository: bool,
     /// Why the stored repository settings are not used, if they are not.
     pub(crate) repository_refused: Option<String>,
+    /// Hooks the agent listed as usable.
+    pub(crate) hooks: Vec<String>,
+    /// Files in its hooks folder it refuses, with why: (name, reason).
+    pub(crate) hooks_refused: Vec<(String, String)>,
 }
 
 fn host_row(host: &Host, now: DateTime<Utc>) -> HostRow {
@@ -106,6 +110,12 @@ fn host_row(host: &Host, now: DateTime<Utc>) -> HostRow {
         },
         has_repository: host.has_repository,
         repository_refused: host.repository_refused.clone(),
+        hooks: host.hooks.clone(),
+        hooks_refused: host
+            .hooks_refused
+            .iter()
+            .map(|r| (r.name.clone(), r.reason.clone()))
+            .collect(),
     }
 }
 
