@@ -31,7 +31,7 @@ impl TestCert {
         let key_path = dir.path().join("server.key");
         let cert_pem = certified.cert.pem();
         std::fs::write(&cert_path, &cert_pem)?;
-        std::fs::write(&key_path, certified.key_pair.serialize_pem())?;
+        std::fs::write(&key_path, certified.signing_key.serialize_pem())?;
         Ok(TestCert {
             cert_path,
             key_path,
