@@ -131,13 +131,16 @@ async fn post_enroll(
         url: url.to_string(),
         detail: crate::tls::describe(&e),
     };
-    let mut builder = reqwest::Client::builder()
+    let tls = match trust.client_config() {
+        Some(config) => config.as_ref().clone(),
+        None => crate::tls::unused_http_config()?,
+    };
+    let client = reqwest::Client::builder()
         .timeout(ENROLL_TIMEOUT)
-        .user_agent(crate::user_agent());
-    if let Some(config) = trust.client_config() {
-        builder = builder.use_preconfigured_tls(config.as_ref().clone());
-    }
-    let client = builder.build().map_err(unreachable)?;
+        .user_agent(crate::user_agent())
+        .tls_backend_preconfigured(tls)
+        .build()
+        .map_err(unreachable)?;
     let response = client
         .post(url.clone())
         .json(request)

@@ -207,6 +207,18 @@ fn ca_certificates(pem: &str, path: &Path) -> Result<Vec<CertificateDer<'static>
     Ok(certs)
 }
 
+/// The rustls configuration reqwest gets for a plain `http://` server. It is
+/// never used for a connection, but reqwest builds a TLS backend for every
+/// client and, without a ring configuration of ours, would look for a
+/// process-wide provider (and panic on finding none).
+pub(crate) fn unused_http_config() -> Result<ClientConfig, AgentError> {
+    Ok(ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| AgentError::TlsSetup(e.to_string()))?
+        .with_root_certificates(RootCertStore::empty())
+        .with_no_client_auth())
+}
+
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }

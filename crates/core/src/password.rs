@@ -1,7 +1,8 @@
 //! Operator passwords: argon2id hashes in PHC string form, and generation of
 //! strong passwords for first start and resets.
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::phc::PasswordHash;
+use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use argon2::Argon2;
 
 use crate::{random_bytes, CoreError};
@@ -10,9 +11,8 @@ use crate::{random_bytes, CoreError};
 pub fn hash_password(password: &str) -> Result<String, CoreError> {
     let mut salt = [0u8; 16];
     random_bytes(&mut salt)?;
-    let salt = SaltString::encode_b64(&salt).map_err(|e| CoreError::PasswordHash(e.to_string()))?;
     Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
+        .hash_password_with_salt(password.as_bytes(), &salt)
         .map(|h| h.to_string())
         .map_err(|e| CoreError::PasswordHash(e.to_string()))
 }
@@ -60,6 +60,21 @@ mod tests {
         assert!(phc.starts_with("$argon2id$"));
         assert!(verify_password("correct horse", &phc));
         assert!(!verify_password("wrong horse", &phc));
+    }
+
+    /// Hashed by argon2 0.5 (salt of 5s): passwords stored before the move
+    /// to argon2 0.6 must still log in, and the same salt gives the same
+    /// hash, so the parameters did not change either.
+    #[test]
+    fn hashes_from_the_previous_argon2_still_verify() {
+        const OLD: &str = "$argon2id$v=19$m=19456,t=2,p=1$BQUFBQUFBQUFBQUFBQUFBQ$rrdyTujiunfcvFU5Z8y3eAtL+iwrni+IHAW2O5DNfzY";
+        assert!(verify_password("correct horse", OLD));
+        assert!(!verify_password("wrong horse", OLD));
+        let again = Argon2::default()
+            .hash_password_with_salt(b"correct horse", &[5u8; 16])
+            .unwrap()
+            .to_string();
+        assert_eq!(again, OLD);
     }
 
     #[test]

@@ -100,7 +100,7 @@ impl SealingKey {
     }
 
     fn cipher(&self) -> Aes256Gcm {
-        Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&self.0))
+        Aes256Gcm::new(&Key::<Aes256Gcm>::from(self.0))
     }
 
     /// Encrypts `plaintext` under a fresh nonce, bound to `aad` (the
@@ -111,7 +111,7 @@ impl SealingKey {
         let ciphertext = self
             .cipher()
             .encrypt(
-                Nonce::from_slice(&nonce),
+                &Nonce::from(nonce),
                 Payload {
                     msg: plaintext,
                     aad,
@@ -127,12 +127,11 @@ impl SealingKey {
     /// Decrypts and authenticates, with the `aad` it was sealed with
     /// ([`UNBOUND`] for values sealed before owner binding).
     pub fn open(&self, sealed: &Sealed, aad: &[u8]) -> Result<Vec<u8>, SealError> {
-        if sealed.nonce.len() != NONCE_BYTES {
-            return Err(SealError::NonceLength(sealed.nonce.len()));
-        }
+        let nonce = Nonce::try_from(sealed.nonce.as_slice())
+            .map_err(|_| SealError::NonceLength(sealed.nonce.len()))?;
         self.cipher()
             .decrypt(
-                Nonce::from_slice(&sealed.nonce),
+                &nonce,
                 Payload {
                     msg: sealed.ciphertext.as_slice(),
                     aad,
@@ -156,6 +155,33 @@ mod tests {
         assert_eq!(key.open(&sealed, AAD).unwrap(), b"repository password");
         let other = SealingKey::generate().unwrap();
         assert!(matches!(other.open(&sealed, AAD), Err(SealError::Open)));
+    }
+
+    /// Sealed by aes-gcm 0.10 (key of 7s, nonce of 9s): what databases
+    /// written before the move to aes-gcm 0.11 hold must still open, and a
+    /// wrong nonce length is still refused by name.
+    #[test]
+    fn data_sealed_by_the_previous_aes_gcm_still_opens() {
+        let key = SealingKey::from_bytes(&[7u8; KEY_BYTES]).unwrap();
+        let sealed = Sealed {
+            nonce: vec![9u8; NONCE_BYTES],
+            ciphertext: hex::decode(
+                "54e0e5f8db94e103c504a44a83cad7b7b1901683539c96a40ad6642ccce1e426bca17aa28a61ed8d08",
+            )
+            .unwrap(),
+        };
+        assert_eq!(
+            key.open(&sealed, AAD).unwrap(),
+            b"sealed before the upgrade"
+        );
+        let short = Sealed {
+            nonce: vec![9u8; NONCE_BYTES - 1],
+            ..sealed
+        };
+        assert!(matches!(
+            key.open(&short, AAD),
+            Err(SealError::NonceLength(11))
+        ));
     }
 
     #[test]

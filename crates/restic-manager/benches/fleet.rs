@@ -170,7 +170,7 @@ async fn wait_connected(
 
 /// Logs in and returns the session token (it also works as the UI cookie).
 async fn login(url: &str) -> (Api, String) {
-    let client = reqwest::Client::new();
+    let client = rm_testkit::http::client();
     let body: serde_json::Value = client
         .post(format!("{url}/api/v1/auth/login"))
         .json(&serde_json::json!({"username": "admin", "password": ADMIN_PASSWORD}))
@@ -227,7 +227,7 @@ async fn run(knobs: Knobs) {
     .await
     .unwrap();
     let url = server.url.clone();
-    let client = reqwest::Client::new();
+    let client = rm_testkit::http::client();
     let (api, session) = login(&url).await;
     eprintln!("server pid {} on {url}", server.pid().unwrap());
 
@@ -303,7 +303,7 @@ async fn run(knobs: Knobs) {
     let before = fleet::scrape(&client, &url).await.unwrap();
     let cpu_before = server.cpu_time().unwrap();
     let started = Instant::now();
-    let hosts_client = reqwest::Client::new();
+    let hosts_client = rm_testkit::http::client();
     for _ in 0..knobs.api_requests {
         let t = Instant::now();
         let response = hosts_client

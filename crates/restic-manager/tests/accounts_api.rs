@@ -58,7 +58,7 @@ struct WebSession {
 
 impl WebSession {
     async fn login(server: &TestServer, username: &str, password: &str) -> WebSession {
-        let client = reqwest::Client::builder()
+        let client = rm_testkit::http::client_builder()
             .redirect(Policy::none())
             .build()
             .unwrap();
@@ -669,7 +669,7 @@ async fn the_pages_list_users_and_tokens() {
     assert!(!html.contains(created["token"].as_str().unwrap()));
 
     // Without a session the pages send you to log in.
-    let anonymous = reqwest::Client::builder()
+    let anonymous = rm_testkit::http::client_builder()
         .redirect(Policy::none())
         .build()
         .unwrap();

@@ -188,7 +188,7 @@ async fn a_too_old_protocol_is_refused_naming_both_versions_and_an_upgrade_url()
     assert!(!server.host_online(&host_id).await);
 
     // The upgrade URL really serves instructions.
-    let page = reqwest::get(&url).await.unwrap();
+    let page = rm_testkit::http::client().get(&url).send().await.unwrap();
     assert_eq!(page.status(), 200);
     assert!(page.text().await.unwrap().contains("Upgrading agents"));
 }
@@ -335,7 +335,9 @@ async fn an_oversized_frame_closes_only_that_connection() {
 
     // The server and the other agent carry on.
     assert_eq!(
-        reqwest::get(format!("{}/healthz", server.url))
+        rm_testkit::http::client()
+            .get(format!("{}/healthz", server.url))
+            .send()
             .await
             .unwrap()
             .status(),

@@ -303,7 +303,7 @@ async fn the_host_list_is_paged_with_a_cursor() {
 
     // Pages of two follow the cursor, in id order, and the Link header
     // names the next page's URL.
-    let client = reqwest::Client::new();
+    let client = rm_testkit::http::client();
     let token = admin.token().unwrap();
     let mut seen = Vec::new();
     let mut path = String::from("/api/v1/hosts?limit=2");

@@ -56,7 +56,7 @@ async fn operator_actions_are_audited_without_secrets() {
 
     // A failed login, with a browser-like User-Agent (kept, truncated).
     let long_agent = format!("Mozilla/5.0 {}", "x".repeat(400));
-    let response = reqwest::Client::new()
+    let response = rm_testkit::http::client()
         .post(format!("{}/api/v1/auth/login", server.url))
         .header(USER_AGENT, &long_agent)
         .json(&json!({"username": "admin", "password": "not-the-password"}))
@@ -418,7 +418,7 @@ async fn the_log_filters_and_pages_and_refuses_bad_queries() {
 #[tokio::test]
 async fn web_logins_and_logouts_are_audited_and_the_page_lists_them() {
     let server = TestServer::start().await.unwrap();
-    let client = reqwest::Client::builder()
+    let client = rm_testkit::http::client_builder()
         .redirect(Policy::none())
         .build()
         .unwrap();

@@ -71,7 +71,9 @@ async fn burst(client: &reqwest::Client, url: &str, n: usize) -> (usize, Vec<Ans
 }
 
 async fn password_checks(server: &TestServer) -> f64 {
-    let text = scrape(&reqwest::Client::new(), &server.url).await.unwrap();
+    let text = scrape(&rm_testkit::http::client(), &server.url)
+        .await
+        .unwrap();
     scraped_value(&text, "rm_login_password_checks_total").unwrap()
 }
 
@@ -221,7 +223,9 @@ async fn failed_bearer_tokens_get_429_after_a_burst_but_right_tokens_pass() {
     RawAgent::connect_and_hello(&server.ws_url(), &agent_token)
         .await
         .unwrap();
-    let text = scrape(&reqwest::Client::new(), &server.url).await.unwrap();
+    let text = scrape(&rm_testkit::http::client(), &server.url)
+        .await
+        .unwrap();
     assert_eq!(
         scraped_value(&text, "rm_bearer_auth_throttled_total"),
         Some(17.0)

@@ -1026,7 +1026,7 @@ async fn job_events_stream_status_logs_progress_and_the_end() {
     wait_status(&admin, &id, "running").await;
 
     let token = admin_token(&server).await;
-    let response = reqwest::Client::new()
+    let response = rm_testkit::http::client()
         .get(format!("{}/api/v1/jobs/{id}/events", server.url))
         .bearer_auth(token)
         .send()
@@ -1126,7 +1126,7 @@ async fn open_sse(
     path: &str,
     token: &str,
 ) -> tokio::task::JoinHandle<Vec<(String, Value)>> {
-    let response = reqwest::Client::new()
+    let response = rm_testkit::http::client()
         .get(format!("{}{path}", server.url))
         .bearer_auth(token)
         .send()

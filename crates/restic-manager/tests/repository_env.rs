@@ -97,7 +97,7 @@ async fn put_refuses_variables_outside_the_allow_list() {
 /// A page as the logged-in operator's browser gets it (the login
 /// session's token is the session cookie).
 async fn html(server: &TestServer, admin: &rm_testkit::Api, path: &str) -> String {
-    let response = reqwest::Client::new()
+    let response = rm_testkit::http::client()
         .get(format!("{}{path}", server.url))
         .header(
             reqwest::header::COOKIE,

@@ -358,7 +358,7 @@ async fn the_server_binary_serves_https_and_prints_its_fingerprint() {
         .unwrap();
     assert!(health.status().is_success());
     // Plain HTTP on the TLS port gets nowhere.
-    let plain = reqwest::Client::new()
+    let plain = rm_testkit::http::client()
         .get(format!("{}/healthz", url.replacen("https", "http", 1)))
         .timeout(Duration::from_secs(5))
         .send()

@@ -633,7 +633,7 @@ async fn the_dashboard_pages_a_large_fleet_with_problems_first() {
     assert!(store.finish_job(job.id, &end, None).await.unwrap());
     let admin = server.admin().await.unwrap();
     let cookie = format!("rm_session={}", admin.token().unwrap());
-    let client = reqwest::Client::new();
+    let client = rm_testkit::http::client();
     let page = |n: &str| {
         let request = client
             .get(format!("{}/{n}", server.url))

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use axum::http::{header, HeaderMap};
 use chrono::Utc;
+use cookie::{Cookie, CookieBuilder, SameSite};
 use rm_core::password::{verify_against_dummy, verify_password};
 use rm_core::token::{IssuedToken, PresentedToken, TokenHash, TokenKind};
 use rm_core::{TokenId, UserId};
@@ -164,16 +165,17 @@ pub(crate) fn token_failed(state: &AppState, ip: Option<IpAddr>) -> Option<Durat
     throttled
 }
 
-/// The session token in the request's `rm_session` cookie.
-pub(crate) fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+/// The session token in the request's `rm_session` cookie (the first one,
+/// when a browser sends several of that name).
+pub(crate) fn session_cookie(headers: &HeaderMap) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == SESSION_COOKIE)
-        .map(|(_, value)| value)
+        .flat_map(Cookie::split_parse)
+        .filter_map(Result::ok)
+        .find(|cookie| cookie.name() == SESSION_COOKIE)
+        .map(|cookie| cookie.value().to_owned())
 }
 
 /// The CSRF token for a session: derived from the session token, which a
@@ -190,20 +192,33 @@ pub(crate) fn csrf_ok(session_token: &str, presented: &str) -> bool {
 /// The `Set-Cookie` value for a new session (`Secure` when the server is
 /// reached over HTTPS).
 pub(crate) fn session_cookie_header(state: &AppState, token: &str, max_age: Duration) -> String {
-    let secure = if state.config().public_url.starts_with("https://") {
-        "; Secure"
-    } else {
-        ""
-    };
-    format!(
-        "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
-        max_age.as_secs()
-    )
+    let secure = state.config().public_url.starts_with("https://");
+    new_session_cookie(token, max_age, secure)
+}
+
+fn new_session_cookie(token: &str, max_age: Duration, secure: bool) -> String {
+    let max_age = cookie::time::Duration::try_from(max_age).unwrap_or(cookie::time::Duration::MAX);
+    session_cookie_builder(token, max_age)
+        .secure(secure)
+        .build()
+        .to_string()
 }
 
 /// The `Set-Cookie` value that ends the session cookie.
 pub(crate) fn cleared_cookie_header() -> String {
-    format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0")
+    session_cookie_builder("", cookie::time::Duration::ZERO)
+        .build()
+        .to_string()
+}
+
+/// The session cookie's attributes, shared by setting and clearing it so a
+/// browser sees the same cookie (name and path) both times.
+fn session_cookie_builder(value: &str, max_age: cookie::time::Duration) -> CookieBuilder<'_> {
+    Cookie::build((SESSION_COOKIE, value))
+        .path("/")
+        .http_only(true)
+        .same_site(SameSite::Lax)
+        .max_age(max_age)
 }
 
 /// Why a login failed.
@@ -404,8 +419,45 @@ mod tests {
             header::COOKIE,
             "theme=dark; rm_session=rms.abc; other=1".parse().unwrap(),
         );
-        assert_eq!(session_cookie(&headers), Some("rms.abc"));
+        assert_eq!(session_cookie(&headers).as_deref(), Some("rms.abc"));
         headers.insert(header::COOKIE, "rm_sessionx=1".parse().unwrap());
         assert_eq!(session_cookie(&headers), None);
+        // A pair that is not `name=value` does not hide the session.
+        headers.insert(
+            header::COOKIE,
+            "junk; =x; rm_session=rms.def".parse().unwrap(),
+        );
+        assert_eq!(session_cookie(&headers).as_deref(), Some("rms.def"));
+        // Several Cookie headers: the first session cookie wins.
+        headers.append(header::COOKIE, "rm_session=rms.ghi".parse().unwrap());
+        assert_eq!(session_cookie(&headers).as_deref(), Some("rms.def"));
+    }
+
+    /// The attributes of a `Set-Cookie` value, sorted, without the pair.
+    fn attributes(set_cookie: &str) -> Vec<&str> {
+        let mut parts: Vec<&str> = set_cookie.split("; ").skip(1).collect();
+        parts.sort_unstable();
+        parts
+    }
+
+    #[test]
+    fn the_session_cookie_keeps_its_attributes() {
+        let plain = new_session_cookie("rms.abc", Duration::from_secs(3600), false);
+        assert!(plain.starts_with("rm_session=rms.abc; "), "{plain}");
+        assert_eq!(
+            attributes(&plain),
+            ["HttpOnly", "Max-Age=3600", "Path=/", "SameSite=Lax"]
+        );
+        let tls = new_session_cookie("rms.abc", Duration::from_secs(60), true);
+        assert_eq!(
+            attributes(&tls),
+            ["HttpOnly", "Max-Age=60", "Path=/", "SameSite=Lax", "Secure"]
+        );
+        let cleared = cleared_cookie_header();
+        assert!(cleared.starts_with("rm_session=; "), "{cleared}");
+        assert_eq!(
+            attributes(&cleared),
+            ["HttpOnly", "Max-Age=0", "Path=/", "SameSite=Lax"]
+        );
     }
 }

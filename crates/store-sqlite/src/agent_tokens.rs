@@ -5,6 +5,8 @@
 use chrono::{DateTime, Utc};
 use rm_core::{HostId, TokenId};
 use rm_store::{AgentToken, NewAuditEntry, StoreError, StoreResult};
+// The SQL texts here are built from constant column lists; values are bound.
+use sqlx::AssertSqlSafe;
 
 use crate::codec::{self, backend, ms};
 use crate::SqliteStore;
@@ -119,7 +121,7 @@ impl SqliteStore {
              ORDER BY created_at DESC, id DESC LIMIT 1",
             codec::AGENT_TOKEN_COLUMNS
         );
-        sqlx::query(&sql)
+        sqlx::query(AssertSqlSafe(sql))
             .bind(host.to_string())
             .fetch_optional(self.pool())
             .await

@@ -32,10 +32,14 @@ use rm_store::{
     Session, SnapshotRecord, StorageFault, Store, StoreError, StoreResult, User, MAX_HOST_PAGE,
 };
 use sqlx::migrate::Migrator;
+// Every SQL text built at run time here is made of this crate's constant
+// column lists, table names and `?` placeholder counts; values are always
+// bound, never formatted in, so each such text is asserted safe.
 use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
+use sqlx::AssertSqlSafe;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::codec::{backend, ms, ms_opt, u64_opt_to_i64, u64_to_i64};
@@ -230,7 +234,7 @@ impl SqliteStore {
         decode: fn(&sqlx::sqlite::SqliteRow) -> StoreResult<T>,
     ) -> StoreResult<Option<T>> {
         let sql = format!("SELECT {columns} FROM {table} WHERE {key} = ?");
-        sqlx::query(&sql)
+        sqlx::query(AssertSqlSafe(sql))
             .bind(value)
             .fetch_optional(&self.pool)
             .await
@@ -559,7 +563,7 @@ async fn insert_log_rows(
         let n = statement_rows(rows.len(), LOG_ROWS_PER_INSERT);
         let (chunk, rest) = rows.split_at(n);
         let sql = insert_logs_sql(n);
-        let mut query = sqlx::query(&sql);
+        let mut query = sqlx::query(AssertSqlSafe(sql));
         for row in chunk {
             query = query
                 .bind(row.job_id)
@@ -714,7 +718,7 @@ impl Store for SqliteStore {
 
     async fn user_by_id(&self, id: UserId) -> StoreResult<Option<User>> {
         let sql = format!("SELECT {} FROM users WHERE id = ?", codec::USER_COLUMNS);
-        sqlx::query(&sql)
+        sqlx::query(AssertSqlSafe(sql))
             .bind(id.to_string())
             .fetch_optional(&self.pool)
             .await
@@ -766,7 +770,7 @@ impl Store for SqliteStore {
             "SELECT {} FROM users ORDER BY username, id",
             codec::USER_COLUMNS
         );
-        sqlx::query(&sql)
+        sqlx::query(AssertSqlSafe(sql))
             .fetch_all(&self.pool)
             .await
             .map_err(backend)?
@@ -928,7 +932,7 @@ impl Store for SqliteStore {
             "SELECT {} FROM api_tokens WHERE user_id = ? ORDER BY created_at, id",
             codec::API_TOKEN_COLUMNS
         );
-        sqlx::query(&sql)
+        sqlx::query(AssertSqlSafe(sql))
             .bind(user.to_string())
             .fetch_all(&self.pool)
             .await
@@ -1015,7 +1019,7 @@ impl Store for SqliteStore {
              ORDER BY created_at DESC, id DESC",
             codec::ENROLLMENT_TOKEN_COLUMNS
         );
-        sqlx::query(&sql)
+        sqlx::query(AssertSqlSafe(sql))
             .bind(ms(now))
             .fetch_all(&self.pool)
             .await
@@ -1084,7 +1088,7 @@ impl Store for SqliteStore {
         })?;
 
         let sql = format!("SELECT {} FROM hosts WHERE id = ?", codec::HOST_COLUMNS);
-        let row = sqlx::query(&sql)
+        let row = sqlx::query(AssertSqlSafe(sql))
             .bind(&host_id)
             .fetch_one(&mut *tx)
             .await
@@ -1102,7 +1106,7 @@ impl Store for SqliteStore {
             "SELECT {} FROM hosts WHERE deleted_at IS NULL ORDER BY enrolled_at, id",
             codec::HOST_COLUMNS
         );
-        sqlx::query(&sql)
+        sqlx::query(AssertSqlSafe(sql))
             .fetch_all(&self.pool)
             .await
             .map_err(backend)?
@@ -1118,7 +1122,7 @@ impl Store for SqliteStore {
             "SELECT {} FROM hosts WHERE deleted_at IS NULL AND id > ? ORDER BY id LIMIT ?",
             codec::HOST_COLUMNS
         );
-        sqlx::query(&sql)
+        sqlx::query(AssertSqlSafe(sql))
             .bind(after.map(|id| id.to_string()).unwrap_or_default())
             .bind(i64::from(limit.clamp(1, MAX_HOST_PAGE)))
             .fetch_all(&self.pool)
@@ -1140,7 +1144,7 @@ impl Store for SqliteStore {
              ORDER BY (online = 1 AND {BACKED_UP_SINCE}) ASC, name, id LIMIT ? OFFSET ?",
             codec::HOST_COLUMNS
         );
-        sqlx::query(&sql)
+        sqlx::query(AssertSqlSafe(sql))
             .bind(ms(backed_up_since))
             .bind(i64::from(limit.clamp(1, MAX_HOST_PAGE)))
             .bind(i64::from(offset))
@@ -1158,7 +1162,7 @@ impl Store for SqliteStore {
              COALESCE(SUM(NOT {BACKED_UP_SINCE}), 0) AS not_backed_up \
              FROM hosts WHERE deleted_at IS NULL"
         );
-        let row = sqlx::query(&sql)
+        let row = sqlx::query(AssertSqlSafe(sql))
             .bind(ms(backed_up_since))
             .fetch_one(&self.pool)
             .await
@@ -1171,7 +1175,7 @@ impl Store for SqliteStore {
             "SELECT {} FROM hosts WHERE id = ? AND deleted_at IS NULL",
             codec::HOST_COLUMNS
         );
-        sqlx::query(&sql)
+        sqlx::query(AssertSqlSafe(sql))
             .bind(id.to_string())
             .fetch_optional(&self.pool)
             .await
@@ -1188,7 +1192,7 @@ impl Store for SqliteStore {
              AND hosts.deleted_at IS NULL",
             codec::AGENT_TOKEN_COLUMNS
         );
-        sqlx::query(&sql)
+        sqlx::query(AssertSqlSafe(sql))
             .bind(id.to_string())
             .fetch_optional(&self.pool)
             .await
@@ -1242,7 +1246,7 @@ impl Store for SqliteStore {
             // per chunk instead of per host keeps the writer lock short.
             let (chunk, after) = rest.split_at(statement_rows(rest.len(), TOUCH_ROWS_PER_UPDATE));
             let sql = touch_hosts_sql(chunk.len());
-            let mut query = sqlx::query(&sql);
+            let mut query = sqlx::query(AssertSqlSafe(sql));
             for (host_id, at) in chunk {
                 query = query.bind(host_id.to_string()).bind(ms(*at));
             }
@@ -1359,7 +1363,7 @@ impl Store for SqliteStore {
              WHERE hosts.id = ? AND hosts.deleted_at IS NULL",
             codec::REPOSITORY_COLUMNS
         );
-        let row = sqlx::query(&sql)
+        let row = sqlx::query(AssertSqlSafe(sql))
             .bind(host.to_string())
             .fetch_optional(&self.pool)
             .await
@@ -1389,7 +1393,7 @@ impl Store for SqliteStore {
             "SELECT host_id, {} FROM host_repositories ORDER BY host_id",
             codec::REPOSITORY_COLUMNS
         );
-        sqlx::query(&sql)
+        sqlx::query(AssertSqlSafe(sql))
             .fetch_all(&self.pool)
             .await
             .map_err(backend)?
@@ -1459,7 +1463,7 @@ impl Store for SqliteStore {
              WHERE hosts.deleted_at IS NULL ORDER BY host_repositories.host_id",
             codec::REPOSITORY_COLUMNS
         );
-        let rows = sqlx::query(&sql)
+        let rows = sqlx::query(AssertSqlSafe(sql))
             .fetch_all(&self.pool)
             .await
             .map_err(backend)?;
@@ -1524,7 +1528,7 @@ impl Store for SqliteStore {
             codec::JOB_COLUMNS
         );
         let mut tx = self.begin_write().await?;
-        let row = sqlx::query(&sql)
+        let row = sqlx::query(AssertSqlSafe(sql))
             .bind(job.id.to_string())
             .bind(&job.kind)
             .bind(job.params.to_string())
@@ -1559,7 +1563,7 @@ impl Store for SqliteStore {
 
     async fn job(&self, id: JobId) -> StoreResult<Option<Job>> {
         let sql = format!("SELECT {} FROM jobs WHERE id = ?", codec::JOB_COLUMNS);
-        sqlx::query(&sql)
+        sqlx::query(AssertSqlSafe(sql))
             .bind(id.to_string())
             .fetch_optional(&self.pool)
             .await
@@ -1593,7 +1597,7 @@ impl Store for SqliteStore {
             0 => DEFAULT_JOB_PAGE,
             n => n.min(MAX_JOB_PAGE),
         };
-        let mut query = sqlx::query(&sql);
+        let mut query = sqlx::query(AssertSqlSafe(sql));
         if let Some(host) = filter.host_id {
             query = query.bind(host.to_string());
         }
@@ -1626,7 +1630,7 @@ impl Store for SqliteStore {
              ORDER BY created_at, id",
             codec::JOB_COLUMNS
         );
-        sqlx::query(&sql)
+        sqlx::query(AssertSqlSafe(sql))
             .bind(host.to_string())
             .bind(JobStatus::Dispatched.as_str())
             .bind(JobStatus::Running.as_str())
@@ -1649,7 +1653,7 @@ impl Store for SqliteStore {
             codec::JOB_COLUMNS
         );
         let host_id = host.to_string();
-        sqlx::query(&sql)
+        sqlx::query(AssertSqlSafe(sql))
             .bind(&host_id)
             .bind(JobStatus::Queued.as_str())
             .bind(&host_id)
@@ -1719,7 +1723,7 @@ impl Store for SqliteStore {
             "UPDATE jobs SET status = ?, {column} = ? WHERE id = ? AND status IN ({})",
             placeholders(sources.len())
         );
-        let mut query = sqlx::query(&sql)
+        let mut query = sqlx::query(AssertSqlSafe(sql))
             .bind(to.as_str())
             .bind(value)
             .bind(id.to_string());
@@ -1768,7 +1772,7 @@ impl Store for SqliteStore {
         );
         let finished_ms = ms(end.finished_at);
         let mut tx = self.begin_write().await?;
-        let mut query = sqlx::query(&sql)
+        let mut query = sqlx::query(AssertSqlSafe(sql))
             .bind(end.status.as_str())
             .bind(end.exit_code)
             .bind(codec::json_value_to_opt(&end.stats))
@@ -1896,7 +1900,7 @@ impl Store for SqliteStore {
             "SELECT {} FROM job_logs WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?",
             codec::LOG_COLUMNS
         );
-        sqlx::query(&sql)
+        sqlx::query(AssertSqlSafe(sql))
             .bind(job.to_string())
             .bind(after)
             .bind(i64::from(limit.clamp(1, MAX_LOG_PAGE)))
@@ -2013,7 +2017,7 @@ impl Store for SqliteStore {
             "SELECT {} FROM snapshots WHERE host_id = ? ORDER BY time DESC, id DESC",
             codec::SNAPSHOT_COLUMNS
         );
-        sqlx::query(&sql)
+        sqlx::query(AssertSqlSafe(sql))
             .bind(host.to_string())
             .fetch_all(&self.pool)
             .await
@@ -2079,7 +2083,7 @@ impl Store for SqliteStore {
              ORDER BY recorded_at DESC, rowid DESC LIMIT ?",
             codec::REPO_STATS_COLUMNS
         );
-        sqlx::query(&sql)
+        sqlx::query(AssertSqlSafe(sql))
             .bind(host.to_string())
             .bind(i64::from(limit.clamp(1, MAX_REPO_STATS_PAGE)))
             .fetch_all(&self.pool)
@@ -2204,7 +2208,7 @@ impl Store for SqliteStore {
              AND host_id IN (SELECT id FROM hosts WHERE deleted_at IS NULL)",
             codec::SCHEDULE_COLUMNS
         );
-        sqlx::query(&sql)
+        sqlx::query(AssertSqlSafe(sql))
             .bind(id.to_string())
             .fetch_optional(&self.pool)
             .await
@@ -2235,7 +2239,7 @@ impl Store for SqliteStore {
             "SELECT {} FROM schedules WHERE host_id = ? ORDER BY created_at, id",
             codec::SCHEDULE_COLUMNS
         );
-        let schedules = sqlx::query(&sql)
+        let schedules = sqlx::query(AssertSqlSafe(sql))
             .bind(&host_id)
             .fetch_all(&mut *tx)
             .await
@@ -2281,7 +2285,7 @@ impl Store for SqliteStore {
              ORDER BY created_at, id",
             codec::JOB_COLUMNS
         );
-        sqlx::query(&sql)
+        sqlx::query(AssertSqlSafe(sql))
             .bind(schedule.to_string())
             .bind(JobStatus::Queued.as_str())
             .bind(JobStatus::Dispatched.as_str())
@@ -2327,7 +2331,7 @@ impl Store for SqliteStore {
             0 => DEFAULT_AUDIT_PAGE,
             n => n.min(MAX_AUDIT_PAGE),
         };
-        let mut query = sqlx::query(&sql);
+        let mut query = sqlx::query(AssertSqlSafe(sql));
         if let Some(prefix) = &filter.action_prefix {
             query = query.bind(prefix).bind(prefix);
         }

@@ -1071,7 +1071,7 @@ async fn undecodable_job_rows_are_reported_as_corrupt() {
             .await
             .unwrap();
         let sql = format!("UPDATE jobs SET {column} = {value} WHERE id = ?");
-        sqlx::query(&sql)
+        sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(job.id.to_string())
             .execute(&mut *conn)
             .await

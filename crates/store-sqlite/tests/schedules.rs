@@ -628,7 +628,7 @@ async fn undecodable_schedule_rows_are_reported_as_corrupt() {
             .await
             .unwrap();
         let sql = format!("UPDATE schedules SET {column} = {value} WHERE id = ?");
-        sqlx::query(&sql)
+        sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(s.id.to_string())
             .execute(&mut *conn)
             .await
@@ -660,7 +660,7 @@ async fn undecodable_schedule_rows_are_reported_as_corrupt() {
         ("schedule_applied_version", "-2"),
     ] {
         let sql = format!("UPDATE hosts SET {column} = {value} WHERE id = ?");
-        sqlx::query(&sql)
+        sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(host.to_string())
             .execute(store.pool())
             .await
@@ -686,7 +686,10 @@ async fn foreign_keys_of(store: &SqliteStore, table: &str) -> Vec<(String, Strin
     let sql = format!(
         "SELECT \"table\", \"from\", on_delete FROM pragma_foreign_key_list('{table}') ORDER BY id"
     );
-    sqlx::query_as(&sql).fetch_all(store.pool()).await.unwrap()
+    sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .fetch_all(store.pool())
+        .await
+        .unwrap()
 }
 
 /// A table's explicitly created indexes, by name.

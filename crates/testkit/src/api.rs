@@ -19,7 +19,7 @@ pub struct Api {
 impl Api {
     /// A client for the server at `base` (`http://host:port`).
     pub fn new(base: &str, token: Option<String>) -> Api {
-        Api::with_client(reqwest::Client::new(), base, token)
+        Api::with_client(crate::http::client(), base, token)
     }
 
     /// A client for `base` over `client` (e.g. one trusting a test

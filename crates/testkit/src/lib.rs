@@ -17,6 +17,7 @@
 //! - [`TestCert`]: a self-signed certificate for a TLS test server.
 //! - [`fleet`]: many hosts enrolled at once and simulated agents speaking
 //!   the real protocol, for load tests.
+//! - [`http`]: `reqwest` clients (never `reqwest::Client::new()` directly).
 //! - [`wait_until`]: polling instead of sleeping.
 //!
 //! Helpers return `anyhow::Result` so tests can `?` freely.
@@ -27,6 +28,7 @@ pub mod browser;
 mod child;
 pub mod fixtures;
 pub mod fleet;
+pub mod http;
 mod raw_agent;
 pub mod rclone;
 pub mod restic_releases;

@@ -138,7 +138,7 @@ impl TestServer {
             }
             None => (
                 tokio::spawn(rm_server::serve(listener, state.clone(), stopped)),
-                reqwest::Client::new(),
+                crate::http::client(),
             ),
         };
         let server = TestServer {
@@ -181,7 +181,7 @@ impl TestServer {
     /// 127.0.0.0/8 reaches a loopback server on Linux), so tests can be
     /// several clients to the server's per-address limits. Plain HTTP only.
     pub fn client_from(&self, local: std::net::IpAddr) -> anyhow::Result<reqwest::Client> {
-        Ok(reqwest::Client::builder().local_address(local).build()?)
+        Ok(crate::http::client_builder().local_address(local).build()?)
     }
 
     /// An API client logged in as `admin`.

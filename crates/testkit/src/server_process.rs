@@ -152,7 +152,7 @@ impl ServerProcess {
             .env("RM_LOG", "info")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         self.child = Some(LoggedChild::spawn("the server", command)?);
-        let client = reqwest::Client::new();
+        let client = crate::http::client();
         let url = format!("{}/healthz", self.url);
         crate::wait_until(
             Duration::from_secs(15),

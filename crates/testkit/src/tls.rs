@@ -31,7 +31,7 @@ impl TestCert {
         let key_path = dir.path().join("server.key");
         let cert_pem = certified.cert.pem();
         std::fs::write(&cert_path, &cert_pem)?;
-        std::fs::write(&key_path, certified.key_pair.serialize_pem())?;
+        std::fs::write(&key_path, certified.signing_key.serialize_pem())?;
         Ok(TestCert {
             cert_path,
             key_path,
@@ -44,9 +44,8 @@ impl TestCert {
     /// An HTTP client that trusts this certificate (and nothing else).
     pub fn client(&self) -> anyhow::Result<reqwest::Client> {
         let cert = reqwest::Certificate::from_pem(self.cert_pem.as_bytes())?;
-        Ok(reqwest::Client::builder()
-            .tls_built_in_root_certs(false)
-            .add_root_certificate(cert)
+        Ok(crate::http::client_builder()
+            .tls_certs_only([cert])
             .build()?)
     }
 }

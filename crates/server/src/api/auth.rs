@@ -36,8 +36,7 @@ impl FromRequestParts<AppState> for Operator {
             };
         }
         let cookie = auth::session_cookie(&parts.headers)
-            .ok_or_else(|| ApiError::unauthorized(BAD_TOKEN))?
-            .to_owned();
+            .ok_or_else(|| ApiError::unauthorized(BAD_TOKEN))?;
         let Some(operator) = auth::operator_for(state, &cookie).await? else {
             return Err(refused(parts, state));
         };

@@ -27,7 +27,7 @@ impl FromRequestParts<AppState> for WebUser {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
         let to_login = || Redirect::to("/login").into_response();
-        let Some(cookie) = auth::session_cookie(&parts.headers).map(str::to_owned) else {
+        let Some(cookie) = auth::session_cookie(&parts.headers) else {
             return Err(to_login());
         };
         let operator = match auth::operator_for(state, &cookie).await {

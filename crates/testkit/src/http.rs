@@ -1,0 +1,23 @@
+//! HTTP clients for tests: the one way a test builds a `reqwest` client.
+//!
+//! The workspace builds reqwest with `rustls-no-provider` (ring, no
+//! aws-lc-rs), and such a reqwest panics when it builds a client, even one
+//! that only ever speaks `http://`, unless a rustls provider is installed
+//! for the process. These helpers install ring first, so
+//! `reqwest::Client::new()` must not be called directly in tests.
+
+/// A client builder with the process's rustls provider in place.
+pub fn client_builder() -> reqwest::ClientBuilder {
+    // An `Err` only says a provider is already installed, which is the goal.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+}
+
+/// A plain client: `reqwest::Client::new()` for tests, panicking as it
+/// does when TLS cannot be set up (which no input can cause).
+#[allow(clippy::expect_used)] // the same panic `reqwest::Client::new()` has
+pub fn client() -> reqwest::Client {
+    client_builder()
+        .build()
+        .expect("reqwest builds a client with the ring provider installed")
+}
