@@ -410,7 +410,7 @@ async fn missing_unsafe_and_slow_hooks_fail_the_job_saying_which_and_why() {
         "{view:#}"
     );
     // The host page shows them.
-    let html = reqwest::Client::new()
+    let html = rm_testkit::http::client()
         .get(format!("{}/hosts/{}", host.server.url, host.id))
         .header(
             "cookie",
