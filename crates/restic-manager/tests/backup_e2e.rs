@@ -143,7 +143,7 @@ impl Host {
 /// What restic itself lists, run directly with the password in its
 /// environment.
 async fn restic_snapshot_ids(repo: &str, password: &str) -> Vec<String> {
-    let out = tokio::process::Command::new("restic")
+    let out = rm_testkit::restic::command()
         .args(["snapshots", "--json"])
         .env("RESTIC_REPOSITORY", repo)
         .env("RESTIC_PASSWORD", password)
@@ -272,7 +272,7 @@ async fn scenario(host: &Host, repo: &str, scratch: &Path) {
 
 #[tokio::test]
 async fn a_local_repository_goes_through_init_backup_check_forget_prune_and_restore() {
-    let host = host_with_agent(Path::new("restic"), &[]).await;
+    let host = host_with_agent(&rm_testkit::restic::binary(), &[]).await;
     let scratch = tempfile::tempdir().unwrap();
     let repo = scratch.path().join("repo").display().to_string();
     scenario(&host, &repo, scratch.path()).await;
@@ -285,7 +285,7 @@ async fn a_local_repository_goes_through_init_backup_check_forget_prune_and_rest
 
 #[tokio::test]
 async fn a_rest_repository_served_by_rclone_goes_through_the_same() {
-    let host = host_with_agent(Path::new("restic"), &[]).await;
+    let host = host_with_agent(&rm_testkit::restic::binary(), &[]).await;
     let scratch = tempfile::tempdir().unwrap();
     let data = scratch.path().join("rest-data");
     std::fs::create_dir_all(&data).unwrap();
@@ -300,7 +300,7 @@ async fn a_rest_repository_served_by_rclone_goes_through_the_same() {
 
 #[tokio::test]
 async fn init_on_an_existing_repository_is_a_no_op_and_a_wrong_password_fails_clearly() {
-    let host = host_with_agent(Path::new("restic"), &[]).await;
+    let host = host_with_agent(&rm_testkit::restic::binary(), &[]).await;
     let scratch = tempfile::tempdir().unwrap();
     let repo = scratch.path().join("repo").display().to_string();
     succeeded(&host.set_repository(&repo, PASSWORD).await);
@@ -332,7 +332,11 @@ async fn init_on_an_existing_repository_is_a_no_op_and_a_wrong_password_fails_cl
 
 #[tokio::test]
 async fn an_unreachable_rest_repository_fails_within_the_timeout() {
-    let host = host_with_agent(Path::new("restic"), &[("RM_COMMAND_TIMEOUT", "20")]).await;
+    let host = host_with_agent(
+        &rm_testkit::restic::binary(),
+        &[("RM_COMMAND_TIMEOUT", "20")],
+    )
+    .await;
     let url = format!("rest:http://127.0.0.1:{}/", free_port());
     let started = std::time::Instant::now();
     let init = host.set_repository(&url, PASSWORD).await;
@@ -355,7 +359,7 @@ async fn an_unreachable_rest_repository_fails_within_the_timeout() {
 
 #[tokio::test]
 async fn a_running_backup_can_be_cancelled() {
-    let host = host_with_agent(Path::new("restic"), &[]).await;
+    let host = host_with_agent(&rm_testkit::restic::binary(), &[]).await;
     let scratch = tempfile::tempdir().unwrap();
     let repo = scratch.path().join("repo").display().to_string();
     succeeded(&host.set_repository(&repo, PASSWORD).await);
@@ -394,7 +398,7 @@ async fn a_running_backup_can_be_cancelled() {
 
 #[tokio::test]
 async fn paths_that_look_like_flags_are_refused_before_restic_sees_them() {
-    let host = host_with_agent(Path::new("restic"), &[]).await;
+    let host = host_with_agent(&rm_testkit::restic::binary(), &[]).await;
     let scratch = tempfile::tempdir().unwrap();
     let repo = scratch.path().join("repo").display().to_string();
     succeeded(&host.set_repository(&repo, PASSWORD).await);
@@ -456,7 +460,7 @@ fn state_dir_snapshot(dir: &Path) -> (Vec<String>, Vec<u8>) {
 async fn restores_into_the_state_dir_are_refused_even_with_the_opt_in_and_write_nothing() {
     // Even with the opt-in for system folders, the state dir is off limits.
     let host = host_with_agent(
-        Path::new("restic"),
+        &rm_testkit::restic::binary(),
         &[("RM_ALLOW_RESTORE_TO_SYSTEM_PATHS", "true")],
     )
     .await;
@@ -525,7 +529,7 @@ async fn restores_into_the_state_dir_are_refused_even_with_the_opt_in_and_write_
 
 #[tokio::test]
 async fn restores_into_system_folders_need_the_hosts_opt_in() {
-    let host = host_with_agent(Path::new("restic"), &[]).await;
+    let host = host_with_agent(&rm_testkit::restic::binary(), &[]).await;
     let scratch = tempfile::tempdir().unwrap();
     let repo = scratch.path().join("repo").display().to_string();
     succeeded(&host.set_repository(&repo, PASSWORD).await);
@@ -579,7 +583,7 @@ fn fingerprint(path: &Path) -> (Vec<u8>, std::time::SystemTime) {
 
 #[tokio::test]
 async fn restores_into_root_spool_ssh_folders_or_the_agent_itself_are_refused_and_write_nothing() {
-    let host = host_with_agent(Path::new("restic"), &[]).await;
+    let host = host_with_agent(&rm_testkit::restic::binary(), &[]).await;
     let scratch = tempfile::tempdir().unwrap();
     let repo = scratch.path().join("repo").display().to_string();
     succeeded(&host.set_repository(&repo, PASSWORD).await);

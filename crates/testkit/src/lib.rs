@@ -15,6 +15,7 @@
 //! - [`TestCert`]: a self-signed certificate for a TLS test server.
 //! - [`fleet`]: many hosts enrolled at once and simulated agents speaking
 //!   the real protocol, for load tests.
+//! - [`restic`]: which restic binary the tests run (`RM_TEST_RESTIC`).
 //! - [`wait_until`]: polling instead of sleeping.
 //!
 //! Helpers return `anyhow::Result` so tests can `?` freely.
@@ -27,6 +28,7 @@ pub mod fixtures;
 pub mod fleet;
 mod raw_agent;
 pub mod rclone;
+pub mod restic;
 mod server;
 mod server_process;
 mod small_disk;

@@ -20,7 +20,6 @@ pub use rm_testkit::fixtures::{assert_same_tree, make_tree, noise};
 pub use rm_testkit::rclone::{free_port, RcloneServer};
 use tokio::sync::mpsc;
 
-pub const SYSTEM_RESTIC: &str = "/usr/bin/restic";
 pub const PASSWORD: &str = "integration-test-password";
 
 /// Unwraps a result in test code with a readable panic.
@@ -28,14 +27,14 @@ pub fn ok<T, E: std::fmt::Display>(result: Result<T, E>, what: &str) -> T {
     result.unwrap_or_else(|e| panic!("{what}: {e}"))
 }
 
-/// The installed restic with its cache in `cache`. Panics, saying how to
-/// install it, when restic is missing: these tests must not pass without it.
+/// The restic under test (`RM_TEST_RESTIC`, see `rm_testkit::restic`) with
+/// its cache in `cache`. Panics, saying how to install it, when restic is
+/// missing: these tests must not pass without it.
 pub async fn restic(cache: &Path) -> Restic {
-    assert!(
-        Path::new(SYSTEM_RESTIC).exists(),
-        "{SYSTEM_RESTIC} is not installed: run scripts/test, or apt-get install restic"
+    let restic = ok(
+        Restic::detect(rm_testkit::restic::binary()).await,
+        "detect restic",
     );
-    let restic = ok(Restic::detect(SYSTEM_RESTIC).await, "detect restic");
     restic.with_cache_dir(cache)
 }
 
