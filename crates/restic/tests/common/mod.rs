@@ -207,11 +207,17 @@ pub async fn scenario(restic: &Restic, repo: &Repository, scratch: &Path) {
         "{lines:?}"
     );
     assert!(matches!(events.first(), Some(Event::Started { .. })));
+    // 0.14 prints a status line as it starts; later releases only on their
+    // ticker (RESTIC_PROGRESS_FPS=1), which a sub-second backup never reaches.
     let saw_progress = events.iter().any(|e| matches!(e, Event::Progress(_)));
-    assert!(
-        saw_progress,
-        "restic 0.14 prints a status line at the start"
-    );
+    let took = first.stats["total_duration"].as_f64().unwrap_or(0.0);
+    if restic.version() < rm_restic::ResticVersion::new(0, 15, 0) || took >= 1.5 {
+        assert!(
+            saw_progress,
+            "restic {} took {took}s and printed no status line",
+            restic.version()
+        );
+    }
 
     // It is listed with the right paths and tags.
     let snapshots = ok(restic.snapshots(repo, None, &limits).await, "snapshots");
