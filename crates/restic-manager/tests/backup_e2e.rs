@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use rm_testkit::fixtures::{assert_same_tree, make_tree};
 use rm_testkit::rclone::{free_port, RcloneServer};
+use rm_testkit::restic::version;
 use rm_testkit::{wait_until, Api, RunningAgent, TestServer};
 use serde_json::{json, Value};
 
@@ -210,7 +211,13 @@ async fn scenario(host: &Host, repo: &str, scratch: &Path) {
         .collect();
     assert_eq!(ids, restic_snapshot_ids(repo, PASSWORD).await);
 
-    succeeded(&host.run("check", json!({})).await);
+    let check = host.run("check", json!({})).await;
+    succeeded(&check);
+    assert_eq!(check["stats"]["errors"], false, "{check:#}");
+    if version().has_check_json() {
+        // 0.18+: restic's own summary.
+        assert_eq!(check["stats"]["num_errors"], 0, "{check:#}");
+    }
 
     std::fs::write(src.join("nested").join("new.txt"), b"second backup\n").unwrap();
     succeeded(&host.run("backup", json!({"paths": [src_path]})).await);
@@ -244,6 +251,25 @@ async fn scenario(host: &Host, repo: &str, scratch: &Path) {
     // restic keeps the full path under the target.
     let restored: PathBuf = target.join(src.strip_prefix("/").unwrap()).join("nested");
     assert_same_tree(&src.join("nested"), &restored);
+    if version().has_restore_json() {
+        // 0.16+: the restore's summary is the job's stats, like a backup's.
+        let bytes: u64 = std::fs::read_dir(&restored)
+            .unwrap()
+            .filter_map(|e| e.ok()?.metadata().ok())
+            .filter(|m| m.is_file())
+            .map(|m| m.len())
+            .sum();
+        assert!(
+            restore["stats"]["files_restored"].as_u64() >= Some(2),
+            "{restore:#}"
+        );
+        assert!(
+            restore["stats"]["bytes_restored"].as_u64() >= Some(bytes),
+            "{restore:#}"
+        );
+    } else {
+        assert_eq!(restore["stats"], json!({}), "{restore:#}");
+    }
 
     let (_, stats) = host
         .admin
@@ -313,6 +339,10 @@ async fn init_on_an_existing_repository_is_a_no_op_and_a_wrong_password_fails_cl
     assert_eq!(wrong["status"], "failed");
     let error = wrong["error"].as_str().unwrap();
     assert!(error.contains("wrong password"), "{error}");
+    if version().has_exit_error_json() {
+        // 0.18+: restic's exit_error message, not its JSON line.
+        assert!(!error.contains("message_type"), "{error}");
+    }
     let src = scratch.path().join("src");
     make_tree(&src);
     let backup = host
@@ -323,6 +353,37 @@ async fn init_on_an_existing_repository_is_a_no_op_and_a_wrong_password_fails_cl
         backup["error"].as_str().unwrap().contains("wrong password"),
         "{backup:#}"
     );
+    host.agent
+        .process
+        .terminate(Duration::from_secs(20))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_backup_with_a_missing_path_is_partial_on_every_release() {
+    // 0.14–0.18 exit 0 and say "does not exist, skipping"; 0.19 exits 3.
+    let host = host_with_agent(&rm_testkit::restic::binary(), &[]).await;
+    let scratch = tempfile::tempdir().unwrap();
+    let repo = scratch.path().join("repo").display().to_string();
+    succeeded(&host.set_repository(&repo, PASSWORD).await);
+    let src = scratch.path().join("src");
+    make_tree(&src);
+    let missing = scratch.path().join("gone").display().to_string();
+    let backup = host
+        .run(
+            "backup",
+            json!({"paths": [src.display().to_string(), missing]}),
+        )
+        .await;
+    assert_eq!(backup["status"], "partial", "{backup:#}");
+    let error = backup["error"].as_str().unwrap();
+    assert!(
+        error.starts_with(&format!("{missing} does not exist, skipping")),
+        "{error}"
+    );
+    // The snapshot of what was there is kept.
+    assert_eq!(host.wait_snapshots(1).await.len(), 1);
     host.agent
         .process
         .terminate(Duration::from_secs(20))
