@@ -8,7 +8,7 @@ fixtures=../crates/restic/tests/fixtures
 
 mkdir -p corpus/restic_parsers corpus/envelope_decode corpus/job_params
 n=0
-for out in "$fixtures"/v0.14/*.stdout "$fixtures"/newer/*.stdout "$fixtures"/newer/*.stderr "$fixtures"/v0.14/*.stderr; do
+for out in "$fixtures"/v0.*/*.stdout "$fixtures"/newer/*.stdout "$fixtures"/newer/*.stderr "$fixtures"/v0.*/*.stderr; do
     [ -s "$out" ] || continue
     # Header: command, restic minor - 14, exit code, split point (255 = all stdout).
     for cmd in 1 4 6 7 9 10; do

@@ -24,7 +24,6 @@ use tokio_util::sync::CancellationToken;
 
 use support::{accept, listener, next_frame, next_non_heartbeat, within, ServerWs, TOKEN};
 
-const SYSTEM_RESTIC: &str = "/usr/bin/restic";
 const JOB: &str = "01J0000000000000000000000J";
 const RPC: &str = "01J0000000000000000000000R";
 
@@ -73,7 +72,7 @@ fn mode(path: &Path) -> u32 {
 async fn a_full_session() {
     let (listener, url) = listener().await;
     let state = support::enrolled_state(&url);
-    let (shutdown, handle) = start(RunOptions::new(state.path(), SYSTEM_RESTIC));
+    let (shutdown, handle) = start(RunOptions::new(state.path(), rm_testkit::restic::binary()));
 
     let (upgrade, ws) = accept(&listener, None).await;
     let mut ws = ws.unwrap_or_else(|| panic!("upgrade failed"));
@@ -92,10 +91,12 @@ async fn a_full_session() {
     assert_eq!(hello.os, std::env::consts::OS);
     assert_eq!(hello.arch, std::env::consts::ARCH);
     assert!(!hello.hostname.is_empty());
-    if Path::new(SYSTEM_RESTIC).exists() {
-        assert!(hello.restic_version.is_some(), "{hello:?}");
-        assert_eq!(hello.restic_error, None);
-    }
+    assert_eq!(
+        hello.restic_version.as_deref(),
+        Some(rm_testkit::restic::version().to_string().as_str()),
+        "{hello:?}"
+    );
+    assert_eq!(hello.restic_error, None);
 
     // The server's usual opening: credentials, then schedules.
     send(
@@ -253,7 +254,7 @@ async fn a_missing_restic_is_reported_in_hello() {
 async fn going_away_reconnects_within_the_restart_spread() {
     let (listener, url) = listener().await;
     let state = support::enrolled_state(&url);
-    let mut opts = RunOptions::new(state.path(), SYSTEM_RESTIC);
+    let mut opts = RunOptions::new(state.path(), rm_testkit::restic::binary());
     opts.restart_spread = Duration::from_secs(2);
     let (shutdown, handle) = start(opts);
 
@@ -285,7 +286,7 @@ async fn going_away_reconnects_within_the_restart_spread() {
 async fn unauthorized_upgrade_retries_slowly() {
     let (listener, url) = listener().await;
     let state = support::enrolled_state(&url);
-    let mut opts = RunOptions::new(state.path(), SYSTEM_RESTIC);
+    let mut opts = RunOptions::new(state.path(), rm_testkit::restic::binary());
     opts.revoked_retry = Duration::from_millis(2500);
     let (shutdown, handle) = start(opts);
 
@@ -315,7 +316,7 @@ async fn unauthorized_upgrade_retries_slowly() {
 async fn revoked_close_retries_slowly() {
     let (listener, url) = listener().await;
     let state = support::enrolled_state(&url);
-    let mut opts = RunOptions::new(state.path(), SYSTEM_RESTIC);
+    let mut opts = RunOptions::new(state.path(), rm_testkit::restic::binary());
     opts.revoked_retry = Duration::from_millis(2500);
     let (shutdown, handle) = start(opts);
 
@@ -363,7 +364,7 @@ async fn cancellation_interrupts_backoff_and_connecting() {
 async fn run_without_enrolment_says_so() {
     let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     match run(
-        RunOptions::new(tmp.path(), SYSTEM_RESTIC),
+        RunOptions::new(tmp.path(), rm_testkit::restic::binary()),
         CancellationToken::new(),
     )
     .await
@@ -378,7 +379,7 @@ async fn run_without_enrolment_says_so() {
 #[tokio::test]
 async fn run_refuses_an_unreadable_ca_certificate_before_connecting() {
     let state = support::enrolled_state("https://backup.example.com");
-    let mut options = RunOptions::new(state.path(), SYSTEM_RESTIC);
+    let mut options = RunOptions::new(state.path(), rm_testkit::restic::binary());
     options.trust.ca_cert = Some(state.path().join("missing-ca.pem"));
     let result = run(options, CancellationToken::new()).await;
     match result {

@@ -1387,8 +1387,35 @@ pub fn validate_repository(repo: &crate::RepositoryConfig) -> Result<(), ParamsE
                 "must be at most 8192 bytes without NUL characters",
             ));
         }
+        if let Some(problem) = restic_value_problem(name, value) {
+            return Err(ParamsError::new(format!("env.{name}"), problem));
+        }
     }
     Ok(())
+}
+
+/// Values restic itself rejects: 0.18 and 0.19 stop every command with
+/// "Fatal: invalid value for …" (0.14 silently ignored most of them), so
+/// a repository set with one would fail every job on newer hosts only.
+fn restic_value_problem(name: &str, value: &str) -> Option<&'static str> {
+    let number = || {
+        value
+            .parse::<u64>()
+            .ok()
+            .filter(|_| value.bytes().all(|b| b.is_ascii_digit()))
+    };
+    match name {
+        // `fastest` and `better` exist from 0.19 (0.18 refuses them, 0.14
+        // treats them as `auto`).
+        "RESTIC_COMPRESSION" if !matches!(value, "auto" | "off" | "max" | "fastest" | "better") => {
+            Some("must be one of auto, off, max, fastest, better (the last two need restic 0.19)")
+        }
+        "RESTIC_PACK_SIZE" if !number().is_some_and(|n| n == 0 || (4..=128).contains(&n)) => {
+            Some("must be a whole number of MiB from 4 to 128 (0 for restic's default)")
+        }
+        "RESTIC_READ_CONCURRENCY" if number().is_none() => Some("must be a whole number"),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -1406,6 +1433,37 @@ mod repository_tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect::<BTreeMap<_, _>>(),
+        }
+    }
+
+    #[test]
+    fn restic_option_values_restic_would_refuse_are_refused() {
+        for (name, value) in [
+            ("RESTIC_COMPRESSION", "auto"),
+            ("RESTIC_COMPRESSION", "better"),
+            ("RESTIC_PACK_SIZE", "0"),
+            ("RESTIC_PACK_SIZE", "16"),
+            ("RESTIC_PACK_SIZE", "128"),
+            ("RESTIC_READ_CONCURRENCY", "4"),
+        ] {
+            let r = repo("/r", "pw", &[(name, value)]);
+            assert!(validate_repository(&r).is_ok(), "{name}={value}");
+        }
+        for (name, value) in [
+            ("RESTIC_COMPRESSION", "MAX"),
+            ("RESTIC_COMPRESSION", ""),
+            ("RESTIC_PACK_SIZE", "3"),
+            ("RESTIC_PACK_SIZE", "200"),
+            ("RESTIC_PACK_SIZE", "+16"),
+            ("RESTIC_PACK_SIZE", "16MiB"),
+            ("RESTIC_READ_CONCURRENCY", "abc"),
+            ("RESTIC_READ_CONCURRENCY", "-1"),
+        ] {
+            let r = repo("/r", "pw", &[(name, value)]);
+            match validate_repository(&r) {
+                Err(e) => assert_eq!(e.field, format!("env.{name}"), "{value}"),
+                Ok(()) => panic!("{name}={value} should be refused"),
+            }
         }
     }
 
@@ -1453,14 +1511,24 @@ mod repository_tests {
             .to_string()
     }
 
+    /// A value restic accepts for `name`: the few restic options have a
+    /// syntax, credentials are free text.
+    fn sample_value(name: &str) -> &'static str {
+        match name {
+            "RESTIC_COMPRESSION" => "max",
+            "RESTIC_PACK_SIZE" | "RESTIC_READ_CONCURRENCY" => "16",
+            _ => "value",
+        }
+    }
+
     #[test]
     fn every_documented_variable_is_accepted() {
         for name in ALLOWED_ENV {
-            let result = validate_repository(&repo("/r", "pw", &[(name, "value")]));
+            let result = validate_repository(&repo("/r", "pw", &[(name, sample_value(name))]));
             assert!(result.is_ok(), "{name}: {result:?}");
         }
         // All of them at once, as an S3 + proxy setup would send.
-        let all: Vec<(&str, &str)> = ALLOWED_ENV.iter().map(|n| (*n, "v")).collect();
+        let all: Vec<(&str, &str)> = ALLOWED_ENV.iter().map(|n| (*n, sample_value(n))).collect();
         assert!(validate_repository(&repo("s3:host/bucket", "pw", &all)).is_ok());
     }
 

@@ -18,9 +18,9 @@ fn bin() -> &'static Path {
     Path::new(BIN)
 }
 
-/// The restic on PATH, as the agent would find it.
+/// The restic under test (`RM_TEST_RESTIC`).
 fn restic() -> PathBuf {
-    PathBuf::from("restic")
+    rm_testkit::restic::binary()
 }
 
 /// Enrols a fresh host through the CLI and returns its id and state dir.

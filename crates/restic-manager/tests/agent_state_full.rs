@@ -19,7 +19,6 @@ use rm_testkit::{SmallDisk, TestServer};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_restic-manager");
-const RESTIC: &str = "/usr/bin/restic";
 const PASSWORD: &str = "state-full-test-password";
 const JOB_LIMIT: Duration = Duration::from_secs(120);
 
@@ -61,7 +60,7 @@ async fn a_full_state_dir_fails_the_job_honestly_and_the_next_one_works() {
         .enrolled_agent_in(
             Path::new(BIN),
             "state-full-01",
-            Path::new(RESTIC),
+            &rm_testkit::restic::binary(),
             &[],
             &state_dir,
         )

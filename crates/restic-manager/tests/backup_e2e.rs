@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use rm_testkit::fixtures::{assert_same_tree, make_tree};
 use rm_testkit::rclone::{free_port, RcloneServer};
+use rm_testkit::restic::version;
 use rm_testkit::{wait_until, Api, RunningAgent, TestServer};
 use serde_json::{json, Value};
 
@@ -143,7 +144,7 @@ impl Host {
 /// What restic itself lists, run directly with the password in its
 /// environment.
 async fn restic_snapshot_ids(repo: &str, password: &str) -> Vec<String> {
-    let out = tokio::process::Command::new("restic")
+    let out = rm_testkit::restic::command()
         .args(["snapshots", "--json"])
         .env("RESTIC_REPOSITORY", repo)
         .env("RESTIC_PASSWORD", password)
@@ -210,7 +211,13 @@ async fn scenario(host: &Host, repo: &str, scratch: &Path) {
         .collect();
     assert_eq!(ids, restic_snapshot_ids(repo, PASSWORD).await);
 
-    succeeded(&host.run("check", json!({})).await);
+    let check = host.run("check", json!({})).await;
+    succeeded(&check);
+    assert_eq!(check["stats"]["errors"], false, "{check:#}");
+    if version().has_check_json() {
+        // 0.18+: restic's own summary.
+        assert_eq!(check["stats"]["num_errors"], 0, "{check:#}");
+    }
 
     std::fs::write(src.join("nested").join("new.txt"), b"second backup\n").unwrap();
     succeeded(&host.run("backup", json!({"paths": [src_path]})).await);
@@ -244,6 +251,25 @@ async fn scenario(host: &Host, repo: &str, scratch: &Path) {
     // restic keeps the full path under the target.
     let restored: PathBuf = target.join(src.strip_prefix("/").unwrap()).join("nested");
     assert_same_tree(&src.join("nested"), &restored);
+    if version().has_restore_json() {
+        // 0.16+: the restore's summary is the job's stats, like a backup's.
+        let bytes: u64 = std::fs::read_dir(&restored)
+            .unwrap()
+            .filter_map(|e| e.ok()?.metadata().ok())
+            .filter(|m| m.is_file())
+            .map(|m| m.len())
+            .sum();
+        assert!(
+            restore["stats"]["files_restored"].as_u64() >= Some(2),
+            "{restore:#}"
+        );
+        assert!(
+            restore["stats"]["bytes_restored"].as_u64() >= Some(bytes),
+            "{restore:#}"
+        );
+    } else {
+        assert_eq!(restore["stats"], json!({}), "{restore:#}");
+    }
 
     let (_, stats) = host
         .admin
@@ -272,7 +298,7 @@ async fn scenario(host: &Host, repo: &str, scratch: &Path) {
 
 #[tokio::test]
 async fn a_local_repository_goes_through_init_backup_check_forget_prune_and_restore() {
-    let host = host_with_agent(Path::new("restic"), &[]).await;
+    let host = host_with_agent(&rm_testkit::restic::binary(), &[]).await;
     let scratch = tempfile::tempdir().unwrap();
     let repo = scratch.path().join("repo").display().to_string();
     scenario(&host, &repo, scratch.path()).await;
@@ -285,7 +311,7 @@ async fn a_local_repository_goes_through_init_backup_check_forget_prune_and_rest
 
 #[tokio::test]
 async fn a_rest_repository_served_by_rclone_goes_through_the_same() {
-    let host = host_with_agent(Path::new("restic"), &[]).await;
+    let host = host_with_agent(&rm_testkit::restic::binary(), &[]).await;
     let scratch = tempfile::tempdir().unwrap();
     let data = scratch.path().join("rest-data");
     std::fs::create_dir_all(&data).unwrap();
@@ -300,7 +326,7 @@ async fn a_rest_repository_served_by_rclone_goes_through_the_same() {
 
 #[tokio::test]
 async fn init_on_an_existing_repository_is_a_no_op_and_a_wrong_password_fails_clearly() {
-    let host = host_with_agent(Path::new("restic"), &[]).await;
+    let host = host_with_agent(&rm_testkit::restic::binary(), &[]).await;
     let scratch = tempfile::tempdir().unwrap();
     let repo = scratch.path().join("repo").display().to_string();
     succeeded(&host.set_repository(&repo, PASSWORD).await);
@@ -313,6 +339,10 @@ async fn init_on_an_existing_repository_is_a_no_op_and_a_wrong_password_fails_cl
     assert_eq!(wrong["status"], "failed");
     let error = wrong["error"].as_str().unwrap();
     assert!(error.contains("wrong password"), "{error}");
+    if version().has_exit_error_json() {
+        // 0.18+: restic's exit_error message, not its JSON line.
+        assert!(!error.contains("message_type"), "{error}");
+    }
     let src = scratch.path().join("src");
     make_tree(&src);
     let backup = host
@@ -331,8 +361,43 @@ async fn init_on_an_existing_repository_is_a_no_op_and_a_wrong_password_fails_cl
 }
 
 #[tokio::test]
+async fn a_backup_with_a_missing_path_is_partial_on_every_release() {
+    // 0.14–0.18 exit 0 and say "does not exist, skipping"; 0.19 exits 3.
+    let host = host_with_agent(&rm_testkit::restic::binary(), &[]).await;
+    let scratch = tempfile::tempdir().unwrap();
+    let repo = scratch.path().join("repo").display().to_string();
+    succeeded(&host.set_repository(&repo, PASSWORD).await);
+    let src = scratch.path().join("src");
+    make_tree(&src);
+    let missing = scratch.path().join("gone").display().to_string();
+    let backup = host
+        .run(
+            "backup",
+            json!({"paths": [src.display().to_string(), missing]}),
+        )
+        .await;
+    assert_eq!(backup["status"], "partial", "{backup:#}");
+    let error = backup["error"].as_str().unwrap();
+    assert!(
+        error.starts_with(&format!("{missing} does not exist, skipping")),
+        "{error}"
+    );
+    // The snapshot of what was there is kept.
+    assert_eq!(host.wait_snapshots(1).await.len(), 1);
+    host.agent
+        .process
+        .terminate(Duration::from_secs(20))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
 async fn an_unreachable_rest_repository_fails_within_the_timeout() {
-    let host = host_with_agent(Path::new("restic"), &[("RM_COMMAND_TIMEOUT", "20")]).await;
+    let host = host_with_agent(
+        &rm_testkit::restic::binary(),
+        &[("RM_COMMAND_TIMEOUT", "20")],
+    )
+    .await;
     let url = format!("rest:http://127.0.0.1:{}/", free_port());
     let started = std::time::Instant::now();
     let init = host.set_repository(&url, PASSWORD).await;
@@ -355,7 +420,7 @@ async fn an_unreachable_rest_repository_fails_within_the_timeout() {
 
 #[tokio::test]
 async fn a_running_backup_can_be_cancelled() {
-    let host = host_with_agent(Path::new("restic"), &[]).await;
+    let host = host_with_agent(&rm_testkit::restic::binary(), &[]).await;
     let scratch = tempfile::tempdir().unwrap();
     let repo = scratch.path().join("repo").display().to_string();
     succeeded(&host.set_repository(&repo, PASSWORD).await);
@@ -394,7 +459,7 @@ async fn a_running_backup_can_be_cancelled() {
 
 #[tokio::test]
 async fn paths_that_look_like_flags_are_refused_before_restic_sees_them() {
-    let host = host_with_agent(Path::new("restic"), &[]).await;
+    let host = host_with_agent(&rm_testkit::restic::binary(), &[]).await;
     let scratch = tempfile::tempdir().unwrap();
     let repo = scratch.path().join("repo").display().to_string();
     succeeded(&host.set_repository(&repo, PASSWORD).await);
@@ -456,7 +521,7 @@ fn state_dir_snapshot(dir: &Path) -> (Vec<String>, Vec<u8>) {
 async fn restores_into_the_state_dir_are_refused_even_with_the_opt_in_and_write_nothing() {
     // Even with the opt-in for system folders, the state dir is off limits.
     let host = host_with_agent(
-        Path::new("restic"),
+        &rm_testkit::restic::binary(),
         &[("RM_ALLOW_RESTORE_TO_SYSTEM_PATHS", "true")],
     )
     .await;
@@ -525,7 +590,7 @@ async fn restores_into_the_state_dir_are_refused_even_with_the_opt_in_and_write_
 
 #[tokio::test]
 async fn restores_into_system_folders_need_the_hosts_opt_in() {
-    let host = host_with_agent(Path::new("restic"), &[]).await;
+    let host = host_with_agent(&rm_testkit::restic::binary(), &[]).await;
     let scratch = tempfile::tempdir().unwrap();
     let repo = scratch.path().join("repo").display().to_string();
     succeeded(&host.set_repository(&repo, PASSWORD).await);
@@ -579,7 +644,7 @@ fn fingerprint(path: &Path) -> (Vec<u8>, std::time::SystemTime) {
 
 #[tokio::test]
 async fn restores_into_root_spool_ssh_folders_or_the_agent_itself_are_refused_and_write_nothing() {
-    let host = host_with_agent(Path::new("restic"), &[]).await;
+    let host = host_with_agent(&rm_testkit::restic::binary(), &[]).await;
     let scratch = tempfile::tempdir().unwrap();
     let repo = scratch.path().join("repo").display().to_string();
     succeeded(&host.set_repository(&repo, PASSWORD).await);

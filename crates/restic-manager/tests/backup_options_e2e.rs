@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use rm_testkit::fixtures::noise;
 use rm_testkit::rclone::RcloneServer;
-use rm_testkit::restic_releases::{release, SID, TRIXIE};
+use rm_testkit::restic::{release, SID, TRIXIE};
 use rm_testkit::{Api, RawAgent, RunningAgent, SmallDisk, TestServer};
 use serde_json::{json, Value};
 
@@ -164,7 +164,7 @@ async fn each_exclude_option_leaves_out_what_it_names() {
     write(&tmpfs.path().join("on-tmpfs.txt"), b"another file system\n");
 
     let repo = scratch.path().join("repo").display().to_string();
-    let host = host(Path::new("restic"), &repo).await;
+    let host = host(&rm_testkit::restic::binary(), &repo).await;
     let s = src.display().to_string();
     let p = |rel: &str| format!("{s}/{rel}");
 
@@ -256,7 +256,7 @@ async fn skip_if_unchanged_is_ignored_saying_so_with_restic_0_14() {
     let src = scratch.path().join("src");
     write(&src.join("a.txt"), b"unchanged\n");
     let repo = scratch.path().join("repo").display().to_string();
-    let host = host(Path::new("/usr/bin/restic"), &repo).await;
+    let host = host(Path::new(rm_testkit::restic::DEFAULT), &repo).await;
     let params = json!({"paths": [src.display().to_string()], "skip_if_unchanged": true});
     host.backup(params.clone()).await;
     let second = host.backup(params).await;
@@ -279,7 +279,7 @@ async fn an_upload_limit_slows_a_rest_backup() {
     let data = scratch.path().join("rest-data");
     std::fs::create_dir_all(&data).unwrap();
     let rclone = RcloneServer::start(&data);
-    let host = host(Path::new("restic"), &rclone.url).await;
+    let host = host(&rm_testkit::restic::binary(), &rclone.url).await;
     let job = host
         .backup(json!({"paths": [src.display().to_string()], "limit_upload_kib": 512}))
         .await;

@@ -62,7 +62,7 @@ async fn the_tree_is_browsed_one_folder_at_a_time_and_a_picked_file_restores() {
     let server = TestServer::start().await.unwrap();
     let admin = server.admin().await.unwrap();
     let agent = server
-        .enrolled_agent(Path::new(BIN), "browse", Path::new("restic"), &[])
+        .enrolled_agent(Path::new(BIN), "browse", &rm_testkit::restic::binary(), &[])
         .await
         .unwrap();
     let host = agent.host_id.clone();

@@ -125,7 +125,7 @@ async fn restic_child(agent_pid: u32) -> u32 {
 
 /// The repository's locks as restic lists them (`list locks` takes none).
 async fn restic_locks(repo: &Path) -> Vec<String> {
-    let out = tokio::process::Command::new("restic")
+    let out = rm_testkit::restic::command()
         .args(["list", "locks", "--no-lock"])
         .env("RESTIC_REPOSITORY", repo)
         .env("RESTIC_PASSWORD", PASSWORD)
@@ -164,7 +164,7 @@ async fn a_server_killed_mid_backup_comes_back_to_the_whole_job() {
     let scratch = tempfile::tempdir().unwrap();
     let mut server = ServerProcess::start(Path::new(BIN), &[]).await.unwrap();
     let agent = server
-        .enrolled_agent(Path::new(BIN), "crashy", Path::new("restic"), &[])
+        .enrolled_agent(Path::new(BIN), "crashy", &rm_testkit::restic::binary(), &[])
         .await
         .unwrap();
     let admin = server.admin().await.unwrap();
@@ -257,7 +257,7 @@ async fn an_agent_killed_mid_backup_leaves_a_failed_job_and_the_next_backup_runs
     .unwrap();
     let admin = server.admin().await.unwrap();
     let agent = server
-        .enrolled_agent(Path::new(BIN), "killed", Path::new("restic"), &[])
+        .enrolled_agent(Path::new(BIN), "killed", &rm_testkit::restic::binary(), &[])
         .await
         .unwrap();
     let repo = scratch.path().join("repo");
@@ -292,7 +292,13 @@ async fn an_agent_killed_mid_backup_leaves_a_failed_job_and_the_next_backup_runs
 
     // It does come back later: its spool says the job was cut short, and
     // that word replaces the server's guess.
-    let agent = AgentProcess::spawn(Path::new(BIN), &state_dir, Path::new("restic"), &[]).unwrap();
+    let agent = AgentProcess::spawn(
+        Path::new(BIN),
+        &state_dir,
+        &rm_testkit::restic::binary(),
+        &[],
+    )
+    .unwrap();
     wait_until(Duration::from_secs(20), "the agent to reconnect", || {
         server.host_online(&host_id)
     })
@@ -341,7 +347,7 @@ async fn a_stale_lock_left_by_a_killed_restic_is_cleared_before_check() {
     let server = TestServer::start().await.unwrap();
     let admin = server.admin().await.unwrap();
     let agent = server
-        .enrolled_agent(Path::new(BIN), "locked", Path::new("restic"), &[])
+        .enrolled_agent(Path::new(BIN), "locked", &rm_testkit::restic::binary(), &[])
         .await
         .unwrap();
     let repo = scratch.path().join("repo");
@@ -349,7 +355,7 @@ async fn a_stale_lock_left_by_a_killed_restic_is_cleared_before_check() {
 
     // A restic of this host killed with SIGKILL mid-backup leaves its lock.
     let src = slow_source(scratch.path());
-    let mut restic = tokio::process::Command::new("restic")
+    let mut restic = rm_testkit::restic::command()
         .args(["backup", "--quiet", "--"])
         .arg(&src)
         .env("RESTIC_REPOSITORY", &repo)
@@ -399,7 +405,7 @@ async fn sigterm_stops_both_sides_cleanly() {
         .enrolled_agent(
             Path::new(BIN),
             "polite",
-            Path::new("restic"),
+            &rm_testkit::restic::binary(),
             &[("RM_RESTART_SPREAD", "2")],
         )
         .await

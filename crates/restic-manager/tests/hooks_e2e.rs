@@ -16,26 +16,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_restic-manager");
 const PASSWORD: &str = "hooks-e2e-repository-password";
 const JOB_LIMIT: Duration = Duration::from_secs(120);
 
-/// The restic releases to run the stdin tests with: Debian bookworm's
-/// (`restic` on `PATH`) and the newer ones `scripts/test` caches.
-fn restics() -> Vec<PathBuf> {
-    let mut bins = vec![PathBuf::from("restic")];
-    let home = std::env::var("HOME").unwrap_or_else(|_| String::from("/root"));
-    for version in ["0.18.0", "0.19.1"] {
-        let bin =
-            PathBuf::from(&home).join(format!(".cache/restic-manager/restic-{version}/restic"));
-        if bin.exists() {
-            bins.push(bin);
-        } else {
-            eprintln!(
-                "restic {version} is not at {}; its stdin test is skipped",
-                bin.display()
-            );
-        }
-    }
-    bins
-}
-
 /// A server with one enrolled host, its real agent and a local repository.
 struct Host {
     server: TestServer,
@@ -234,7 +214,11 @@ echo \"on stderr\" >&2\n";
 
 #[tokio::test]
 async fn hooks_run_around_a_backup_with_their_output_prefixed_in_the_log() {
-    let host = Host::start(Path::new("restic"), &[("RESTIC_PASSWORD", "leak")]).await;
+    let host = Host::start(
+        &rm_testkit::restic::binary(),
+        &[("RESTIC_PASSWORD", "leak")],
+    )
+    .await;
     for name in ["pre", "post", "alarm"] {
         host.hook(name, RECORDER, 0o700);
     }
@@ -286,7 +270,7 @@ fn gethostname() -> String {
 
 #[tokio::test]
 async fn a_failing_before_hook_fails_the_job_and_restic_never_runs() {
-    let host = Host::start(Path::new("restic"), &[]).await;
+    let host = Host::start(&rm_testkit::restic::binary(), &[]).await;
     host.hook("pre", "#!/bin/sh\necho stopping the app\nexit 3\n", 0o700);
     host.hook("post", RECORDER, 0o700);
     host.hook("alarm", RECORDER, 0o700);
@@ -326,7 +310,7 @@ async fn a_failing_before_hook_fails_the_job_and_restic_never_runs() {
 
 #[tokio::test]
 async fn missing_unsafe_and_slow_hooks_fail_the_job_saying_which_and_why() {
-    let mut host = Host::start(Path::new("restic"), &[("RM_HOOK_TIMEOUT", "1")]).await;
+    let mut host = Host::start(&rm_testkit::restic::binary(), &[("RM_HOOK_TIMEOUT", "1")]).await;
     let src = tempfile::tempdir().unwrap();
     let paths = json!([src.path().display().to_string()]);
 
@@ -432,7 +416,7 @@ async fn missing_unsafe_and_slow_hooks_fail_the_job_saying_which_and_why() {
 
 #[tokio::test]
 async fn hook_names_are_checked_by_the_api() {
-    let host = Host::start(Path::new("restic"), &[]).await;
+    let host = Host::start(&rm_testkit::restic::binary(), &[]).await;
     for (params, field) in [
         (
             json!({"paths": ["/tmp"], "hooks": {"before": ["../x"]}}),
@@ -486,7 +470,7 @@ async fn hook_names_are_checked_by_the_api() {
 
 #[tokio::test]
 async fn cancelling_a_job_kills_its_running_hook() {
-    let host = Host::start(Path::new("restic"), &[]).await;
+    let host = Host::start(&rm_testkit::restic::binary(), &[]).await;
     let pid_file = host.agent.state_dir.join("hook.pid");
     let sleep_file = host.agent.state_dir.join("sleep.pid");
     host.hook(
@@ -569,7 +553,7 @@ fn expected_dump() -> Vec<u8> {
 #[tokio::test]
 async fn a_dump_hook_is_backed_up_byte_for_byte_and_a_failed_dump_stores_nothing() {
     let expected = expected_dump();
-    for restic in restics() {
+    for restic in rm_testkit::restic::every_release() {
         let host = Host::start(&restic, &[]).await;
         let version = String::from_utf8_lossy(&host.restic(&["version"]).stdout).into_owned();
         host.hook("pg-dump", DUMP, 0o700);

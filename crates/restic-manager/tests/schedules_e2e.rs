@@ -28,7 +28,7 @@ struct Setup {
 async fn setup(server: &TestServer) -> Setup {
     let admin = server.admin().await.unwrap();
     let agent = server
-        .enrolled_agent(Path::new(BIN), "sched", Path::new("restic"), &[])
+        .enrolled_agent(Path::new(BIN), "sched", &rm_testkit::restic::binary(), &[])
         .await
         .unwrap();
     let scratch = tempfile::tempdir().unwrap();
@@ -123,7 +123,7 @@ fn scheduled_backups(jobs: &[Value]) -> Vec<&Value> {
 }
 
 async fn restic_snapshot_count(repo: &str) -> usize {
-    let out = tokio::process::Command::new("restic")
+    let out = rm_testkit::restic::command()
         .args(["snapshots", "--json"])
         .env("RESTIC_REPOSITORY", repo)
         .env("RESTIC_PASSWORD", PASSWORD)

@@ -277,7 +277,7 @@ async fn settings_sealed_before_owner_binding_are_resealed_on_start_and_reach_th
     const PASSWORD: &str = "password sealed the old way";
     let scratch = tempfile::tempdir().unwrap();
     let repo = scratch.path().join("repo");
-    let init = Command::new("restic")
+    let init = rm_testkit::restic::command()
         .arg("init")
         .env("RESTIC_REPOSITORY", &repo)
         .env("RESTIC_PASSWORD", PASSWORD)
@@ -291,7 +291,7 @@ async fn settings_sealed_before_owner_binding_are_resealed_on_start_and_reach_th
         .enrolled_agent(
             Path::new(BIN),
             "old-timer",
-            Path::new("restic"),
+            &rm_testkit::restic::binary(),
             &[("RM_RESTART_SPREAD", "1")],
         )
         .await

@@ -22,7 +22,6 @@ use rm_testkit::{wait_until, Api, ServerProcess, SmallDisk, ADMIN_PASSWORD};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_restic-manager");
-const RESTIC: &str = "/usr/bin/restic";
 const PASSWORD: &str = "storage-fault-test-password";
 const JOB_LIMIT: Duration = Duration::from_secs(120);
 
@@ -74,7 +73,7 @@ async fn a_full_disk_gets_honest_answers_and_the_server_recovers_by_itself() {
         .enrolled_agent(
             Path::new(BIN),
             "full-01",
-            Path::new(RESTIC),
+            &rm_testkit::restic::binary(),
             &[("RM_RESTART_SPREAD", "2")],
         )
         .await

@@ -21,7 +21,7 @@ fn bin() -> &'static Path {
 }
 
 fn restic() -> PathBuf {
-    PathBuf::from("restic")
+    rm_testkit::restic::binary()
 }
 
 fn text(bytes: &[u8]) -> String {

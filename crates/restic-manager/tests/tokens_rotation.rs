@@ -6,7 +6,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use reqwest::StatusCode;
@@ -66,7 +66,12 @@ async fn a_real_agent_saves_the_rotated_token_and_the_old_one_stops_working() {
     let server = TestServer::start().await.unwrap();
     let admin = server.admin().await.unwrap();
     let agent = server
-        .enrolled_agent(Path::new(BIN), "rotating", &PathBuf::from("restic"), &[])
+        .enrolled_agent(
+            Path::new(BIN),
+            "rotating",
+            &rm_testkit::restic::binary(),
+            &[],
+        )
         .await
         .unwrap();
     let old = agent_token(&agent.state_dir);
@@ -97,8 +102,13 @@ async fn a_real_agent_saves_the_rotated_token_and_the_old_one_stops_working() {
     })
     .await
     .unwrap();
-    let again =
-        AgentProcess::spawn(Path::new(BIN), &agent.state_dir, Path::new("restic"), &[]).unwrap();
+    let again = AgentProcess::spawn(
+        Path::new(BIN),
+        &agent.state_dir,
+        &rm_testkit::restic::binary(),
+        &[],
+    )
+    .unwrap();
     wait_until(LIMIT, "the restarted agent to connect", || {
         server.host_online(&agent.host_id)
     })

@@ -52,7 +52,7 @@ struct Setup {
 async fn setup(name: &str) -> Setup {
     let server = TestServer::start().await.unwrap();
     let agent = server
-        .enrolled_agent(Path::new(BIN), name, Path::new("restic"), &[])
+        .enrolled_agent(Path::new(BIN), name, &rm_testkit::restic::binary(), &[])
         .await
         .unwrap();
     let scratch = tempfile::tempdir().unwrap();
@@ -535,7 +535,12 @@ async fn the_restore_wizard_drills_down_folder_by_folder_and_restores_a_picked_f
 async fn an_operator_rotates_then_revokes_an_agent_token_from_the_host_page() {
     let server = TestServer::start().await.unwrap();
     let agent = server
-        .enrolled_agent(Path::new(BIN), "token-ui", Path::new("restic"), &[])
+        .enrolled_agent(
+            Path::new(BIN),
+            "token-ui",
+            &rm_testkit::restic::binary(),
+            &[],
+        )
         .await
         .unwrap();
     let admin = server.admin().await.unwrap();

@@ -310,7 +310,16 @@ impl<'a> Collector<'a> {
             }
         }
         let error = self.error_text(status, ended, limits);
-        let stats = self.stats_json();
+        // A check that could not start (0.18+: locked, no repository, wrong
+        // password) still prints a summary, counting that as its one error:
+        // it says nothing about the repository's health.
+        let stats = match (self.command, kind) {
+            (
+                Command::Check { .. },
+                Some(FailureKind::Locked | FailureKind::NoRepository | FailureKind::WrongPassword),
+            ) if status == Status::Failed => json!({}),
+            _ => self.stats_json(),
+        };
         let output = match self.command {
             Command::Ls { .. } | Command::ListLocks => Some(self.lines.join("\n")),
             _ => self.document_text,
@@ -372,12 +381,21 @@ impl<'a> Collector<'a> {
                 "timed out after {}",
                 human_duration(limits.timeout)
             )),
-            Status::Partial => Some(
-                log.exit_error
-                    .clone()
-                    .or_else(|| (!log.warnings.is_empty()).then(|| joined(&log.warnings)))
-                    .unwrap_or_else(|| "some source data could not be read".to_owned()),
-            ),
+            // The skipped paths first (0.19 adds only a generic exit_error
+            // to them), each text once.
+            Status::Partial => {
+                let mut lines: Vec<String> = log.warnings.clone();
+                if let Some(exit) = &log.exit_error {
+                    if !lines.contains(exit) {
+                        lines.push(exit.clone());
+                    }
+                }
+                Some(if lines.is_empty() {
+                    "some source data could not be read".to_owned()
+                } else {
+                    joined(&lines)
+                })
+            }
             Status::Failed => Some(
                 log.exit_error
                     .clone()

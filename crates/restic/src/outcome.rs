@@ -161,11 +161,11 @@ pub fn classify(
 /// version defines them; otherwise restic's messages, which every version
 /// since 0.14 prints, decide.
 fn failure_kind(version: ResticVersion, code: Option<i32>, stderr: &str) -> Option<FailureKind> {
-    if version >= ResticVersion::new(0, 17, 0) {
+    if version.has_exit_codes() {
         match code {
             Some(10) => return Some(FailureKind::NoRepository),
             Some(11) => return Some(FailureKind::Locked),
-            Some(12) if version >= ResticVersion::new(0, 17, 1) => {
+            Some(12) if version.has_wrong_password_exit_code() => {
                 return Some(FailureKind::WrongPassword)
             }
             _ => {}

@@ -11,7 +11,9 @@ use std::time::Duration;
 pub(crate) const MAX_LOG_LINE: usize = 64 * 1024;
 
 /// Decodes one output line (lossy for invalid UTF-8), drops terminal escape
-/// sequences, and keeps what a terminal would show after the last `\r`.
+/// sequences, and keeps what a terminal would show after the last `\r`,
+/// without trailing blanks (0.19 pads `\rsignal interrupt received, cleaning
+/// up ` to overwrite a progress line, where 0.14 sends `ESC[2K` instead).
 pub(crate) fn clean_line(bytes: &[u8]) -> String {
     let text = String::from_utf8_lossy(bytes);
     let text = text.trim_end_matches(['\n', '\r']);
@@ -19,7 +21,9 @@ pub(crate) fn clean_line(bytes: &[u8]) -> String {
         Some(cr) if cr + 1 < text.len() => &text[cr + 1..],
         _ => text,
     };
-    strip_escapes(visible)
+    let mut cleaned = strip_escapes(visible);
+    cleaned.truncate(cleaned.trim_end_matches([' ', '\t']).len());
+    cleaned
 }
 
 /// Removes ANSI CSI sequences (`ESC [ … final-byte`) and lone escapes.
@@ -144,6 +148,10 @@ mod tests {
         assert_eq!(clean_line(b"[0:01] 10%\r[0:02] 20%\r\n"), "[0:02] 20%");
         assert_eq!(clean_line(b"caf\xe9"), "caf\u{fffd}");
         assert_eq!(clean_line(b"plain"), "plain");
+        assert_eq!(
+            clean_line(b"\rsignal interrupt received, cleaning up \n"),
+            "signal interrupt received, cleaning up"
+        );
     }
 
     #[test]

@@ -46,18 +46,73 @@ impl ResticVersion {
         }
     }
 
-    /// Whether `backup --stdin-from-command` exists (0.17.0+), which runs
-    /// a command and backs up its output, failing without a snapshot when
-    /// the command fails. Older releases only read `--stdin`.
-    pub fn supports_stdin_from_command(self) -> bool {
-        self >= ResticVersion::new(0, 17, 0)
-    }
-}
-
-impl ResticVersion {
-    /// `backup --skip-if-unchanged` exists (0.17.0+).
+    /// `backup --skip-if-unchanged` (0.17.0, changelog `issue-662`): no
+    /// snapshot when nothing changed; the summary then has no `snapshot_id`.
     pub fn supports_skip_if_unchanged(self) -> bool {
-        self >= ResticVersion::new(0, 17, 0)
+        self >= Self::new(0, 17, 0)
+    }
+
+    /// `backup --stdin-from-command` (0.17.0, `issue-4251`): restic runs the
+    /// command and fails the backup when it exits non-zero.
+    pub fn supports_stdin_from_command(self) -> bool {
+        self >= Self::new(0, 17, 0)
+    }
+
+    /// `restore --json` prints `status` and `summary` lines (0.16.0,
+    /// `issue-426`); before, one text line.
+    pub fn has_restore_json(self) -> bool {
+        self >= Self::new(0, 16, 0)
+    }
+
+    /// Exit codes 10 (no repository) and 11 (locked) (0.17.0, `pull-4884`).
+    pub fn has_exit_codes(self) -> bool {
+        self >= Self::new(0, 17, 0)
+    }
+
+    /// Exit code 12 (wrong password) (0.17.1, `pull-4959`).
+    pub fn has_wrong_password_exit_code(self) -> bool {
+        self >= Self::new(0, 17, 1)
+    }
+
+    /// `ls --json` lines carry `message_type` (0.17.0, `pull-4664`); before,
+    /// only `struct_type`.
+    pub fn has_ls_message_type(self) -> bool {
+        self >= Self::new(0, 17, 0)
+    }
+
+    /// `version --json` prints an object (0.17.0, `issue-4547`).
+    pub fn has_version_json(self) -> bool {
+        self >= Self::new(0, 17, 0)
+    }
+
+    /// Fatal errors end with an `exit_error` JSON line on stderr under
+    /// `--json` (0.18.0, `issue-4948`).
+    pub fn has_exit_error_json(self) -> bool {
+        self >= Self::new(0, 18, 0)
+    }
+
+    /// `check --json` prints a `summary` (0.18.0, `issue-1378`); before, text.
+    pub fn has_check_json(self) -> bool {
+        self >= Self::new(0, 18, 0)
+    }
+
+    /// `backup` exits 3 when a top-level source path is missing (0.19.0,
+    /// `issue-4467`); before, 0 with a "does not exist, skipping" line.
+    pub fn reports_missing_source_as_partial(self) -> bool {
+        self >= Self::new(0, 19, 0)
+    }
+
+    /// SIGINT reliably exits 130. 0.14–0.16 do; 0.17 and 0.18 often exit 1
+    /// (`issue-5258`, fixed in 0.19.0).
+    pub fn interrupt_exits_130(self) -> bool {
+        self < Self::new(0, 17, 0) || self >= Self::new(0, 19, 0)
+    }
+
+    /// Invalid `RESTIC_COMPRESSION`, `RESTIC_PACK_SIZE` or
+    /// `RESTIC_READ_CONCURRENCY` values are fatal (0.19.0, `issue-4759`);
+    /// before, ignored.
+    pub fn rejects_bad_env_values(self) -> bool {
+        self >= Self::new(0, 19, 0)
     }
 }
 
@@ -267,10 +322,26 @@ mod tests {
     }
 
     #[test]
-    fn skip_if_unchanged_needs_0_17() {
-        assert!(!ResticVersion::new(0, 16, 4).supports_skip_if_unchanged());
-        assert!(ResticVersion::new(0, 17, 0).supports_skip_if_unchanged());
-        assert!(ResticVersion::new(0, 19, 1).supports_skip_if_unchanged());
+    fn feature_predicates_follow_the_changelog() {
+        let v = |minor, patch| ResticVersion::new(0, minor, patch);
+        let (v14, v16, v17, v171, v18, v19) =
+            (v(14, 0), v(16, 0), v(17, 0), v(17, 1), v(18, 0), v(19, 1));
+        assert!(!v14.supports_skip_if_unchanged() && v17.supports_skip_if_unchanged());
+        assert!(!v16.supports_stdin_from_command() && v17.supports_stdin_from_command());
+        assert!(!v(15, 2).has_restore_json() && v16.has_restore_json());
+        assert!(!v16.has_exit_codes() && v17.has_exit_codes());
+        assert!(!v17.has_wrong_password_exit_code() && v171.has_wrong_password_exit_code());
+        assert!(!v16.has_ls_message_type() && v17.has_ls_message_type());
+        assert!(!v16.has_version_json() && v17.has_version_json());
+        assert!(!v171.has_exit_error_json() && v18.has_exit_error_json());
+        assert!(!v171.has_check_json() && v18.has_check_json());
+        assert!(
+            !v18.reports_missing_source_as_partial() && v19.reports_missing_source_as_partial()
+        );
+        assert!(v14.interrupt_exits_130() && v16.interrupt_exits_130());
+        assert!(!v17.interrupt_exits_130() && !v18.interrupt_exits_130());
+        assert!(v19.interrupt_exits_130());
+        assert!(!v18.rejects_bad_env_values() && v19.rejects_bad_env_values());
     }
 
     #[test]

@@ -8,18 +8,24 @@ use std::time::{Duration, Instant};
 
 use rm_restic::{detect_version, detect_version_with_timeout, ResticError, ResticVersion};
 
-const SYSTEM_RESTIC: &str = "/usr/bin/restic";
-
 #[tokio::test]
-async fn detects_the_installed_restic() {
-    assert!(
-        Path::new(SYSTEM_RESTIC).exists(),
-        "{SYSTEM_RESTIC} is not installed: run scripts/test, or apt-get install restic"
-    );
-    let version = detect_version(Path::new(SYSTEM_RESTIC))
+async fn detects_the_restic_under_test() {
+    let bin = rm_testkit::restic::binary();
+    let version = detect_version(&bin)
         .await
-        .unwrap_or_else(|e| panic!("detecting {SYSTEM_RESTIC}: {e}"));
+        .unwrap_or_else(|e| panic!("detecting {}: {e}", bin.display()));
     assert!(version >= ResticVersion::new(0, 14, 0), "got {version}");
+    // The same answer as `version --json` where that exists (0.17+).
+    if version.has_version_json() {
+        let output = rm_testkit::restic::command()
+            .args(["version", "--json"])
+            .output()
+            .await
+            .unwrap_or_else(|e| panic!("restic version --json: {e}"));
+        let text = String::from_utf8_lossy(&output.stdout);
+        assert!(text.trim_start().starts_with('{'), "{text}");
+        assert_eq!(rm_restic::parse_version_output(&text).ok(), Some(version));
+    }
 }
 
 #[tokio::test]

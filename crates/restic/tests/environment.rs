@@ -85,10 +85,11 @@ async fn the_child_gets_only_what_we_configure() {
             "RESTIC_COMPRESSION=max",
             "RESTIC_PROGRESS_FPS=1",
             // The secrets come on pipes, each readable once, then
-            // end-of-file (the write end was closed before the start).
+            // end-of-file (the write end was closed before the start;
+            // log lines lose trailing blanks).
             "fd 3: secret-password",
             "fd 4: rest:http://u:secret-in-url@h/",
-            "fd 3 again: ",
+            "fd 3 again:",
             "stdin: /dev/null",
             &cwd,
             "pgid-is-pid: yes",

@@ -445,15 +445,21 @@ proptest! {
 #[test]
 fn every_fixture_as_every_command() {
     let all = fixture_lines().join("\n");
-    for command in commands() {
-        let (events, finished) = replay(
-            &command,
-            ResticVersion::new(0, 14, 0),
-            all.as_bytes(),
-            all.as_bytes(),
-            Some(1),
-        );
-        check_events(&events).unwrap();
-        check_finished(&finished).unwrap();
+    let recorded = [(0, 14, 0), (0, 18, 0), (0, 19, 1)];
+    for (major, minor, patch) in recorded {
+        let version = ResticVersion::new(major, minor, patch);
+        for command in commands() {
+            for exit_code in [1, 3, 10, 11, 12, 130] {
+                let (events, finished) = replay(
+                    &command,
+                    version,
+                    all.as_bytes(),
+                    all.as_bytes(),
+                    Some(exit_code),
+                );
+                check_events(&events).unwrap();
+                check_finished(&finished).unwrap();
+            }
+        }
     }
 }

@@ -12,12 +12,13 @@
 //! - [`fixtures`]: generated source trees and byte-for-byte comparison.
 //! - [`Browser`]: Debian's headless Chromium over WebDriver, for UI tests.
 //! - [`rclone::RcloneServer`]: a REST repository server on 127.0.0.1.
-//! - [`restic_releases::release`]: cached newer restic releases (0.18, 0.19).
 //! - [`SmallDisk`]: a tmpfs or ext4 image mounted for a test (root only).
 //! - [`TestCert`]: a self-signed certificate for a TLS test server.
 //! - [`fleet`]: many hosts enrolled at once and simulated agents speaking
 //!   the real protocol, for load tests.
 //! - [`http`]: `reqwest` clients (never `reqwest::Client::new()` directly).
+//! - [`restic`]: which restic binary the tests run (`RM_TEST_RESTIC`), and
+//!   the cached newer releases (0.18, 0.19) for tests that need each.
 //! - [`wait_until`]: polling instead of sleeping.
 //!
 //! Helpers return `anyhow::Result` so tests can `?` freely.
@@ -31,7 +32,7 @@ pub mod fleet;
 pub mod http;
 mod raw_agent;
 pub mod rclone;
-pub mod restic_releases;
+pub mod restic;
 mod server;
 mod server_process;
 mod small_disk;

@@ -613,3 +613,223 @@ fn a_recursive_listing_streams_its_nodes_as_events() {
     );
     assert_eq!(missing.status, Status::Failed);
 }
+
+/// The version a recorded folder was made with, from its own `version`.
+fn recorded_version(folder: &str) -> ResticVersion {
+    let text = fixture(&format!("{folder}/version.stdout")).unwrap_or_default();
+    crate::version::parse_version_output(&text).unwrap_or_else(|e| panic!("{folder}: {e}"))
+}
+
+/// Real output of Debian trixie's 0.18 and sid's 0.19 (recorded by
+/// `tests/fixtures/record.sh`), through the same cases as 0.14.
+#[test]
+fn recorded_output_of_0_18_and_0_19() {
+    let check = Command::Check {
+        read_data_subset: None,
+    };
+    for folder in ["v0.18", "v0.19"] {
+        let version = recorded_version(folder);
+        let case = |name: &str| format!("{folder}/{name}");
+        let run_of = |command: &Command, name: &str| replay(command, version, &case(name), 0);
+
+        // version --json is one object; both forms give the same version.
+        let json = fixture(&case("version_json.stdout")).unwrap_or_default();
+        assert!(json.starts_with("{\"message_type\":\"version\""), "{json}");
+        assert_eq!(
+            crate::version::parse_version_output(&json).ok(),
+            Some(version)
+        );
+
+        let run = run_of(&Command::Init, "init");
+        assert!(
+            run.lines()[0].starts_with("created restic repository "),
+            "{folder}"
+        );
+        let run = run_of(&Command::Init, "init_exists");
+        assert_eq!(
+            run.finished.kind,
+            Some(FailureKind::AlreadyInitialized),
+            "{folder}"
+        );
+
+        // Backups: the full id, 0.18's start/end times, ticker progress.
+        let run = run_of(&backup(), "backup");
+        let f = &run.finished;
+        assert_eq!(f.status, Status::Succeeded, "{folder}");
+        assert_eq!(
+            f.snapshot_id.as_ref().map(String::len),
+            Some(64),
+            "{folder}"
+        );
+        assert!(f.stats["backup_start"].is_string(), "{folder}: {}", f.stats);
+        assert_eq!(f.stats["files_new"], json!(4), "{folder}");
+        let run = run_of(&backup(), "backup_progress");
+        assert!(run.progress().len() >= 2, "{folder}");
+        assert!(run.progress().iter().all(|p| p.bytes_total == 1 << 30));
+
+        // A missing top-level path: rc 0 on 0.18, rc 3 on 0.19; partial on both,
+        // naming the path.
+        let run = run_of(&backup(), "backup_missing_path");
+        let f = &run.finished;
+        assert_eq!(f.status, Status::Partial, "{folder}");
+        assert!(f.snapshot_id.is_some(), "{folder}");
+        let error = f.error.clone().unwrap_or_default();
+        assert!(
+            error.starts_with("src/doesnotexist does not exist, skipping"),
+            "{folder}: {error}"
+        );
+        let run = run_of(&backup(), "backup_all_missing");
+        let f = &run.finished;
+        assert_eq!(
+            (f.status, f.kind),
+            (Status::Failed, Some(FailureKind::SourceNotFound)),
+            "{folder}"
+        );
+        assert_eq!(
+            f.error.as_deref(),
+            Some("Fatal: all source directories/files do not exist")
+        );
+
+        // Exit codes 10, 11, 12, with restic's exit_error message as the error.
+        for (name, kind, words) in [
+            ("wrong_password", FailureKind::WrongPassword, "Fatal: wrong password or no key found"),
+            ("no_repository", FailureKind::NoRepository, "Fatal: repository does not exist: unable to open config file: stat /scratch/nonexistent/config"),
+            ("rest_no_repository", FailureKind::NoRepository, "Fatal: repository does not exist: unable to open config file: <config/> does not exist"),
+            ("locked", FailureKind::Locked, "unable to create lock in backend: repository is already locked by PID"),
+        ] {
+            let run = run_of(&check, name);
+            let f = &run.finished;
+            assert_eq!((f.status, f.kind), (Status::Failed, Some(kind)), "{folder}/{name}");
+            let error = f.error.clone().unwrap_or_default();
+            assert!(error.starts_with(words), "{folder}/{name}: {error}");
+            assert!(!error.contains("message_type"), "{folder}/{name}: {error}");
+        }
+        // A check that could not lock says nothing about the repository,
+        // although restic's summary counts one error.
+        assert_eq!(
+            run_of(&check, "locked").finished.stats,
+            json!({}),
+            "{folder}"
+        );
+
+        // 15-minute backend retries: stopped by our limit, still recognised.
+        let run = run_of(&Command::CatConfig, "rest_unreachable");
+        assert_eq!(
+            run.finished.kind,
+            Some(FailureKind::Unreachable),
+            "{folder}"
+        );
+
+        // SIGINT: 0.18 exits 1, 0.19 130 — a failure either way when
+        // someone else sent it, with restic's words.
+        let run = run_of(&backup(), "sigint");
+        assert_eq!(run.finished.status, Status::Failed, "{folder}");
+        assert_eq!(
+            run.finished.error.as_deref(),
+            Some("Fatal: unable to save snapshot: context canceled"),
+            "{folder}"
+        );
+        assert!(
+            run.lines()
+                .contains(&"signal interrupt received, cleaning up"),
+            "{folder}"
+        );
+
+        // Single documents.
+        let run = run_of(&Command::Snapshots { host: None }, "snapshots");
+        let snapshots = parse_snapshots(run.finished.output.as_deref().unwrap_or_default());
+        assert_eq!(snapshots.map(|s| s.len()).ok(), Some(4), "{folder}");
+        for (mode, name) in [
+            (StatsMode::RestoreSize, "stats_restore_size"),
+            (StatsMode::RawData, "stats_raw_data"),
+        ] {
+            let run = run_of(&Command::Stats { mode }, name);
+            let stats = parse_stats(run.finished.output.as_deref().unwrap_or_default());
+            assert!(stats.is_ok_and(|s| s.total_size > 0), "{folder}/{name}");
+        }
+        let forget = Command::Forget {
+            policy: RetentionPolicy::keep_last(1),
+            host: None,
+        };
+        let run = run_of(&forget, "forget");
+        assert!(
+            run.finished.stats["removed"]
+                .as_u64()
+                .is_some_and(|n| n > 0),
+            "{folder}"
+        );
+        let run = run_of(&Command::CatConfig, "cat_config");
+        assert!(run.lines()[0].ends_with("(format version 2)"), "{folder}");
+
+        // ls with message_type, and an unknown id (rc 1 since 0.15).
+        let run = run_of(&ls(), "ls_dir");
+        let listing = parse_ls(run.finished.output.as_deref().unwrap_or_default());
+        assert!(
+            listing.snapshot.is_some() && listing.nodes.len() >= 3,
+            "{folder}"
+        );
+        let run = run_of(&ls(), "ls_unknown_id");
+        assert_eq!(
+            run.finished.kind,
+            Some(FailureKind::SnapshotNotFound),
+            "{folder}"
+        );
+
+        // check --json: a summary on stdout, error lines and exit_error on stderr.
+        let run = run_of(&check, "check");
+        assert_eq!(run.finished.stats["errors"], json!(false), "{folder}");
+        assert_eq!(run.lines(), ["check found no errors"], "{folder}");
+        let run = run_of(&check, "check_corrupt");
+        let f = &run.finished;
+        assert_eq!(
+            (f.status, f.stats["errors"].clone()),
+            (Status::Failed, json!(true)),
+            "{folder}"
+        );
+        assert_eq!(
+            f.stats["broken_packs"].as_array().map(Vec::len),
+            Some(1),
+            "{folder}"
+        );
+        assert_eq!(
+            f.error.as_deref(),
+            Some("Fatal: repository contains errors"),
+            "{folder}"
+        );
+
+        // restore --json: the summary becomes the job's stats.
+        let restore = Command::Restore {
+            snapshot_id: "deadbeef".into(),
+            include: vec![],
+            target: "/tmp/r".into(),
+        };
+        let run = run_of(&restore, "restore");
+        assert_eq!(
+            run.finished.stats["bytes_restored"],
+            json!(3_000_004),
+            "{folder}"
+        );
+        assert!(
+            run.lines()[0].starts_with("restored 5 of 3 files"),
+            "{folder}"
+        );
+
+        // Locks and unlock (silent when nothing was removed, since 0.15).
+        let run = run_of(&Command::ListLocks, "list_locks");
+        assert_eq!(
+            run.finished.output.as_ref().map(String::len),
+            Some(64),
+            "{folder}"
+        );
+        let run = run_of(&Command::Unlock, "unlock");
+        assert_eq!(
+            (run.finished.status, run.lines().len()),
+            (Status::Succeeded, 0),
+            "{folder}"
+        );
+        assert_eq!(
+            run_of(&Command::Prune, "prune").finished.status,
+            Status::Succeeded
+        );
+    }
+}

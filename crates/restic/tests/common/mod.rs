@@ -20,7 +20,6 @@ pub use rm_testkit::fixtures::{assert_same_tree, make_tree, noise};
 pub use rm_testkit::rclone::{free_port, RcloneServer};
 use tokio::sync::mpsc;
 
-pub const SYSTEM_RESTIC: &str = "/usr/bin/restic";
 pub const PASSWORD: &str = "integration-test-password";
 
 /// Unwraps a result in test code with a readable panic.
@@ -28,14 +27,14 @@ pub fn ok<T, E: std::fmt::Display>(result: Result<T, E>, what: &str) -> T {
     result.unwrap_or_else(|e| panic!("{what}: {e}"))
 }
 
-/// The installed restic with its cache in `cache`. Panics, saying how to
-/// install it, when restic is missing: these tests must not pass without it.
+/// The restic under test (`RM_TEST_RESTIC`, see `rm_testkit::restic`) with
+/// its cache in `cache`. Panics, saying how to install it, when restic is
+/// missing: these tests must not pass without it.
 pub async fn restic(cache: &Path) -> Restic {
-    assert!(
-        Path::new(SYSTEM_RESTIC).exists(),
-        "{SYSTEM_RESTIC} is not installed: run scripts/test, or apt-get install restic"
+    let restic = ok(
+        Restic::detect(rm_testkit::restic::binary()).await,
+        "detect restic",
     );
-    let restic = ok(Restic::detect(SYSTEM_RESTIC).await, "detect restic");
     restic.with_cache_dir(cache)
 }
 
@@ -209,11 +208,17 @@ pub async fn scenario(restic: &Restic, repo: &Repository, scratch: &Path) {
         "{lines:?}"
     );
     assert!(matches!(events.first(), Some(Event::Started { .. })));
+    // 0.14 prints a status line as it starts; later releases only on their
+    // ticker (RESTIC_PROGRESS_FPS=1), which a sub-second backup never reaches.
     let saw_progress = events.iter().any(|e| matches!(e, Event::Progress(_)));
-    assert!(
-        saw_progress,
-        "restic 0.14 prints a status line at the start"
-    );
+    let took = first.stats["total_duration"].as_f64().unwrap_or(0.0);
+    if restic.version() < rm_restic::ResticVersion::new(0, 15, 0) || took >= 1.5 {
+        assert!(
+            saw_progress,
+            "restic {} took {took}s and printed no status line",
+            restic.version()
+        );
+    }
 
     // It is listed with the right paths and tags.
     let snapshots = ok(restic.snapshots(repo, None, &limits).await, "snapshots");
