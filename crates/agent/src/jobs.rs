@@ -46,6 +46,9 @@ const LOG_BATCH_LINES: usize = 200;
 const LOG_BATCH_WAIT: Duration = Duration::from_millis(250);
 /// At most one progress frame per this interval.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+/// How often the repository report is refreshed while no job changes the
+/// repository (other hosts may share it; prunes elsewhere change its size).
+const REFRESH_EVERY: Duration = Duration::from_secs(24 * 3600);
 /// SIGINT to SIGKILL grace when a job is cancelled or times out.
 const KILL_GRACE: Duration = Duration::from_secs(10);
 
@@ -108,6 +111,9 @@ impl BinStamp {
 struct Refresh {
     /// The repository to refresh, while a refresh is due.
     due: Option<Repository>,
+    /// The repository refreshed last, for the daily refresh; set once the
+    /// first refresh was asked for, which also starts the daily timer.
+    last: Option<Repository>,
     /// The refresh running now: its number and what stops it.
     running: Option<(u64, CancellationToken)>,
     /// Numbers refreshes.
@@ -410,6 +416,10 @@ impl JobRunner {
             return;
         };
         if let Some(repository) = repository {
+            if refresh.last.is_none() {
+                self.refresh_daily();
+            }
+            refresh.last = Some(repository.clone());
             refresh.due = Some(repository);
         }
         let Some(repository) = refresh.due.clone() else {
@@ -429,6 +439,24 @@ impl JobRunner {
             runner
                 .run_refresh(repository, run, jobs_started, stop)
                 .await;
+        });
+    }
+
+    /// Asks for a refresh of the last refreshed repository every
+    /// [`REFRESH_EVERY`], for as long as the agent runs.
+    fn refresh_daily(&self) {
+        let runner = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(REFRESH_EVERY).await;
+                let last = runner
+                    .inner
+                    .refresh
+                    .lock()
+                    .ok()
+                    .and_then(|r| r.last.clone());
+                runner.refresh_soon(last);
+            }
         });
     }
 
@@ -1310,6 +1338,37 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!("no job.finished in the spool");
+    }
+
+    #[tokio::test]
+    async fn restic_version_runs_once_per_binary_until_the_binary_changes() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let calls = dir.path().join("calls");
+        let bin = dir.path().join("counting-restic");
+        let script = |version: &str| {
+            format!(
+                "#!/bin/sh\necho x >> {}\necho 'restic {version} compiled with go1.22 on linux/amd64'\n",
+                calls.display()
+            )
+        };
+        std::fs::write(&bin, script("0.17.0")).unwrap();
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let (runner, _outbox) = runner(&dir, &bin.display().to_string());
+        let count = || std::fs::read_to_string(&calls).unwrap().lines().count();
+        assert_eq!(
+            runner.restic().await.unwrap().version(),
+            ResticVersion::new(0, 17, 0)
+        );
+        runner.restic().await.unwrap();
+        assert_eq!(count(), 1, "detected once");
+        // An upgrade (another file: another size) is detected again.
+        std::fs::write(&bin, script("0.18.10")).unwrap();
+        assert_eq!(
+            runner.restic().await.unwrap().version(),
+            ResticVersion::new(0, 18, 10)
+        );
+        assert_eq!(count(), 2);
     }
 
     #[tokio::test]
