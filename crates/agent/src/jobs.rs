@@ -211,6 +211,25 @@ impl JobRunner {
         }
     }
 
+    /// The host's repository settings as the latest `config.update` has
+    /// them (`None`: none, or refused): a refresh only ever lists those, so
+    /// one due or daily for earlier settings is dropped or moved over.
+    pub(crate) fn repository_settings(&self, repository: Option<&RepositoryConfig>) {
+        let repository = repository.map(|r| Repository {
+            url: r.url.clone(),
+            password: r.password.clone(),
+            env: r.env.clone(),
+        });
+        if let Ok(mut refresh) = self.inner.refresh.lock() {
+            if refresh.last.is_some() && refresh.last != repository {
+                refresh.last = repository.clone();
+            }
+            if refresh.due.is_some() && refresh.due != repository {
+                refresh.due = None;
+            }
+        }
+    }
+
     /// Why the host's own repository settings are refused, if they are.
     pub(crate) fn refused(&self) -> Option<String> {
         self.inner.refused.lock().ok().and_then(|r| r.clone())
