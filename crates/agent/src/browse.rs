@@ -3,13 +3,13 @@
 //! a moment) and answers through the outbox with the request's id; any
 //! failure travels inside the result's `error`, in restic's words.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use rm_core::{RequestId, SnapshotId};
 use rm_protocol::{EntryType, Frame, RepositoryConfig, TreeEntry, TreeListResult};
-use rm_restic::{Limits, Node, NodeType, Repository, Restic};
-use tokio::sync::mpsc;
+use rm_restic::{Limits, Node, NodeType, Repository};
+
+use crate::jobs::JobRunner;
 
 /// How long one listing may take on the agent (the server waits a little
 /// longer).
@@ -23,12 +23,10 @@ pub(crate) fn spawn(
     snapshot_id: SnapshotId,
     path: String,
     repository: Result<Option<RepositoryConfig>, String>,
-    restic_bin: PathBuf,
-    cache_dir: PathBuf,
-    outbox: mpsc::Sender<Frame>,
+    runner: JobRunner,
 ) {
     tokio::spawn(async move {
-        let result = match list(&snapshot_id, &path, repository, restic_bin, cache_dir).await {
+        let result = match list(&snapshot_id, &path, repository, &runner).await {
             Ok(entries) => TreeListResult {
                 entries,
                 error: None,
@@ -45,7 +43,7 @@ pub(crate) fn spawn(
             id: Some(id.to_string()),
             message: result.into(),
         };
-        if outbox.send(frame).await.is_err() {
+        if runner.outbox().send(frame).await.is_err() {
             tracing::warn!("the agent's outbox is closed; a tree.list answer was lost");
         }
     });
@@ -55,15 +53,15 @@ async fn list(
     snapshot_id: &SnapshotId,
     path: &str,
     repository: Result<Option<RepositoryConfig>, String>,
-    restic_bin: PathBuf,
-    cache_dir: PathBuf,
+    runner: &JobRunner,
 ) -> Result<Vec<TreeEntry>, String> {
     let repository = repository?.ok_or("this agent has no repository settings yet")?;
     crate::jobs::check_repository(&repository)?;
-    let restic = Restic::detect(restic_bin)
+    // The version detected once (see `JobRunner::restic`), not per folder.
+    let restic = runner
+        .restic()
         .await
-        .map_err(|e| format!("restic is not usable on this host: {e}"))?
-        .with_cache_dir(cache_dir);
+        .map_err(|e| format!("restic is not usable on this host: {e}"))?;
     let repo = Repository {
         url: repository.url,
         password: repository.password,

@@ -157,9 +157,11 @@ impl Handler {
             );
             self.repository = None;
             self.jobs.refuse_repository(Some(refused));
+            self.jobs.repository_settings(None);
             return;
         }
         self.jobs.refuse_repository(None);
+        self.jobs.repository_settings(config.repository.as_ref());
         let heartbeat = heartbeat_interval(&config.settings);
         if heartbeat != self.heartbeat {
             tracing::info!(seconds = heartbeat.as_secs(), "heartbeat interval changed");

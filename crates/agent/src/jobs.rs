@@ -2,26 +2,32 @@
 //! everything restic prints turned into protocol messages.
 //!
 //! A job runs in its own task and keeps running across reconnects. What it
-//! reports (start, log batches, the repository's snapshots and statistics,
-//! then the end) is written to the on-disk [spool](crate::spool) that every
-//! connection replays and follows, so a job that outlives its connection —
-//! or the agent process — still reports everything, in order. Only live
-//! progress goes straight to the outbox, and is dropped when that is full.
+//! reports (start, log batches, the snapshot a backup saved, then the end)
+//! is written to the on-disk [spool](crate::spool) that every connection
+//! replays and follows, so a job that outlives its connection — or the
+//! agent process — still reports everything, in order. Only live progress
+//! goes straight to the outbox, and is dropped when that is full.
+//!
+//! A job ends when its restic exits: the repository's full snapshot list
+//! and statistics (three more restic runs, each paying the repository's key
+//! derivation) are gathered afterwards by the [refresh](Refresh), which
+//! yields to the next job instead of holding it up.
 
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, Utc};
 use rm_core::{HostId, JobId, RequestId, SnapshotId};
 use rm_protocol::params::{BackupParams, CheckParams, ForgetParams, JobParams, RestoreParams};
 use rm_protocol::{
     CommandResult, Frame, JobFinished, JobOutcome, JobProgress, JobStarted, LogLine, LogStream,
-    LogStreamKind, Message, RejectReason, RepoStats, RepositoryConfig, SnapshotInfo,
+    LogStreamKind, Message, RejectReason, RepoStats, RepositoryConfig, SnapshotAdded, SnapshotInfo,
     SnapshotsReport,
 };
 use rm_restic::{
     BackupOptions, Bandwidth, Command, Event, FailureKind, Finished, Limits, Repository, Restic,
-    RetentionPolicy, StatsMode, Status, Stream,
+    ResticError, ResticVersion, RetentionPolicy, StatsMode, Status, Stream,
 };
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
@@ -41,6 +47,9 @@ const LOG_BATCH_LINES: usize = 200;
 const LOG_BATCH_WAIT: Duration = Duration::from_millis(250);
 /// At most one progress frame per this interval.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+/// How often the repository report is refreshed while no job changes the
+/// repository (other hosts may share it; prunes elsewhere change its size).
+const REFRESH_EVERY: Duration = Duration::from_secs(24 * 3600);
 /// SIGINT to SIGKILL grace when a job is cancelled or times out.
 const KILL_GRACE: Duration = Duration::from_secs(10);
 
@@ -69,6 +78,54 @@ struct RepoHistory {
     last_prune_freed_bytes: Option<u64>,
 }
 
+/// The restic found for the agent's `--restic-bin`, kept while its file is
+/// unchanged: `restic version` need not run before every job and listing.
+#[derive(Debug)]
+struct Detected {
+    stamp: BinStamp,
+    restic: Restic,
+}
+
+/// What identifies a binary's file: a changed path, size or modification
+/// time (an upgrade) means detecting its version again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct BinStamp {
+    path: PathBuf,
+    len: u64,
+    modified: Option<SystemTime>,
+}
+
+impl BinStamp {
+    fn of(path: PathBuf) -> Option<BinStamp> {
+        let meta = std::fs::metadata(&path).ok()?;
+        Some(BinStamp {
+            len: meta.len(),
+            modified: meta.modified().ok(),
+            path,
+        })
+    }
+}
+
+/// The repository report's refresh: the full snapshot list and statistics,
+/// gathered after a job that changed the repository instead of before its
+/// end. At most one runs; a job that starts stops it (it runs again after
+/// that job), and a listing taken before a job started is never sent, so
+/// it cannot undo what that job reported.
+#[derive(Debug, Default)]
+struct Refresh {
+    /// The repository to refresh, while a refresh is due.
+    due: Option<Repository>,
+    /// The repository refreshed last, for the daily refresh; set once the
+    /// first refresh was asked for, which also starts the daily timer.
+    last: Option<Repository>,
+    /// The refresh running now: its number and what stops it.
+    running: Option<(u64, CancellationToken)>,
+    /// Numbers refreshes.
+    runs: u64,
+    /// Counts jobs started.
+    jobs_started: u64,
+}
+
 /// The job running now, if any.
 #[derive(Debug)]
 struct Current {
@@ -86,6 +143,9 @@ pub(crate) struct JobRunner {
 struct Inner {
     restic_bin: std::path::PathBuf,
     cache_dir: std::path::PathBuf,
+    /// See [`Detected`].
+    detected: tokio::sync::Mutex<Option<Detected>>,
+    refresh: Mutex<Refresh>,
     hostname: String,
     command_timeout: Option<Duration>,
     outbox: mpsc::Sender<Frame>,
@@ -128,6 +188,8 @@ impl JobRunner {
             inner: Arc::new(Inner {
                 restic_bin,
                 cache_dir,
+                detected: tokio::sync::Mutex::new(None),
+                refresh: Mutex::new(Refresh::default()),
                 hostname: crate::hostname(),
                 command_timeout,
                 outbox,
@@ -176,6 +238,25 @@ impl JobRunner {
         }
     }
 
+    /// The host's repository settings as the latest `config.update` has
+    /// them (`None`: none, or refused): a refresh only ever lists those, so
+    /// one due or daily for earlier settings is dropped or moved over.
+    pub(crate) fn repository_settings(&self, repository: Option<&RepositoryConfig>) {
+        let repository = repository.map(|r| Repository {
+            url: r.url.clone(),
+            password: r.password.clone(),
+            env: r.env.clone(),
+        });
+        if let Ok(mut refresh) = self.inner.refresh.lock() {
+            if refresh.last.is_some() && refresh.last != repository {
+                refresh.last = repository.clone();
+            }
+            if refresh.due.is_some() && refresh.due != repository {
+                refresh.due = None;
+            }
+        }
+    }
+
     /// Why the host's own repository settings are refused, if they are.
     pub(crate) fn refused(&self) -> Option<String> {
         self.inner.refused.lock().ok().and_then(|r| r.clone())
@@ -209,15 +290,32 @@ impl JobRunner {
             Some(reason) => Err(reason),
             None => Ok(repository),
         };
-        crate::browse::spawn(
-            id,
-            snapshot_id,
-            path,
-            repository,
-            self.inner.restic_bin.clone(),
-            self.inner.cache_dir.clone(),
-            self.inner.outbox.clone(),
-        );
+        crate::browse::spawn(id, snapshot_id, path, repository, self.clone());
+    }
+
+    /// The outbox for live frames.
+    pub(crate) fn outbox(&self) -> &mpsc::Sender<Frame> {
+        &self.inner.outbox
+    }
+
+    /// The agent's restic, using its cache folder. Its version is detected
+    /// once and again only when the binary's file changes.
+    pub(crate) async fn restic(&self) -> Result<Restic, ResticError> {
+        let bin = rm_restic::resolve_bin(&self.inner.restic_bin)?;
+        let stamp = BinStamp::of(bin.clone());
+        let mut detected = self.inner.detected.lock().await;
+        if let (Some(known), Some(stamp)) = (detected.as_ref(), stamp.as_ref()) {
+            if &known.stamp == stamp {
+                return Ok(known.restic.clone());
+            }
+        }
+        let version = rm_restic::detect_version(&bin).await?;
+        let restic = Restic::new(bin, version).with_cache_dir(self.inner.cache_dir.clone());
+        *detected = stamp.map(|stamp| Detected {
+            stamp,
+            restic: restic.clone(),
+        });
+        Ok(restic)
     }
 
     /// Whether a job is executing now (its end may still be unsent).
@@ -247,6 +345,8 @@ impl JobRunner {
     /// Cancels whatever runs (agent shutdown) and waits up to `limit` for
     /// it to write its end to the spool.
     pub(crate) async fn cancel_all(&self, limit: Duration) {
+        // A refresh would only keep restic running past the agent.
+        self.yield_refresh();
         let running = self.inner.current.lock().ok().and_then(|c| {
             c.as_ref().map(|c| {
                 c.cancel.cancel();
@@ -288,6 +388,7 @@ impl JobRunner {
         }
         // A restore from another host brings that host's repository; every
         // other job uses this host's own, unless its latest was refused.
+        let own = run.repository.is_none();
         let repository = match run.repository.clone() {
             Some(other) => Some(other),
             None => match self.refused() {
@@ -324,18 +425,136 @@ impl JobRunner {
                 cancel: cancel.clone(),
             });
         }
+        self.yield_refresh();
         tracing::info!(job_id = %run.job_id, kind = %run.kind, "starting job");
         let runner = self.clone();
         let job_id = run.job_id;
         tokio::spawn(async move {
-            runner.execute(job_id, params, repository, cancel).await;
+            let refresh = runner
+                .execute(job_id, params, repository, own, cancel)
+                .await;
             if let Ok(mut current) = runner.inner.current.lock() {
                 if current.as_ref().is_some_and(|c| c.job_id == job_id) {
                     *current = None;
                 }
             }
+            runner.refresh_soon(refresh);
         });
         accepted(run.job_id)
+    }
+
+    /// A job starts: a refresh running now stops (and runs again after the
+    /// job), and none gathered before it may be sent.
+    fn yield_refresh(&self) {
+        if let Ok(mut refresh) = self.inner.refresh.lock() {
+            refresh.jobs_started += 1;
+            if let Some((_, stop)) = refresh.running.take() {
+                tracing::info!("a job starts: the repository refresh stops and runs after it");
+                stop.cancel();
+            }
+        }
+    }
+
+    /// Starts the refresh of `repository` (or of the one still due) unless
+    /// a job or a refresh runs; a job's end calls this again.
+    fn refresh_soon(&self, repository: Option<Repository>) {
+        let Ok(mut refresh) = self.inner.refresh.lock() else {
+            return;
+        };
+        if let Some(repository) = repository {
+            if refresh.last.is_none() {
+                self.refresh_daily();
+            }
+            refresh.last = Some(repository.clone());
+            refresh.due = Some(repository);
+        }
+        let Some(repository) = refresh.due.clone() else {
+            return;
+        };
+        if refresh.running.is_some() || self.busy() {
+            return;
+        }
+        refresh.runs += 1;
+        let run = refresh.runs;
+        let stop = CancellationToken::new();
+        refresh.running = Some((run, stop.clone()));
+        let jobs_started = refresh.jobs_started;
+        drop(refresh);
+        let runner = self.clone();
+        tokio::spawn(async move {
+            runner
+                .run_refresh(repository, run, jobs_started, stop)
+                .await;
+        });
+    }
+
+    /// Asks for a refresh of the last refreshed repository every
+    /// [`REFRESH_EVERY`], for as long as the agent runs.
+    fn refresh_daily(&self) {
+        let runner = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(REFRESH_EVERY).await;
+                let last = runner
+                    .inner
+                    .refresh
+                    .lock()
+                    .ok()
+                    .and_then(|r| r.last.clone());
+                runner.refresh_soon(last);
+            }
+        });
+    }
+
+    /// One refresh: lists and measures, then sends both reports as live
+    /// frames if no job started meanwhile.
+    async fn run_refresh(
+        &self,
+        repository: Repository,
+        run: u64,
+        jobs_started: u64,
+        stop: CancellationToken,
+    ) {
+        let report = match self.restic().await {
+            Ok(restic) => {
+                self.repository_report(&restic, &repository, &stop, None)
+                    .await
+            }
+            Err(e) => Err(format!("restic is not usable on this host: {e}")),
+        };
+        {
+            let Ok(mut refresh) = self.inner.refresh.lock() else {
+                return;
+            };
+            if refresh.running.as_ref().is_some_and(|(r, _)| *r == run) {
+                refresh.running = None;
+            }
+            let current = refresh.jobs_started == jobs_started && !stop.is_cancelled();
+            match report {
+                Ok(messages) if current && !self.busy() => {
+                    refresh.due = None;
+                    for message in messages {
+                        let kind = message.kind().to_owned();
+                        if let Err(e) = self.inner.outbox.try_send(Frame::new(message)) {
+                            tracing::warn!(%kind, "the refreshed repository report was not sent: {e}");
+                        }
+                    }
+                    tracing::info!("repository report refreshed");
+                }
+                Ok(_) => tracing::debug!("a job started during the refresh; it runs again after"),
+                Err(e) if !current => {
+                    tracing::debug!("the refresh stopped for a job ({e}); it runs again after")
+                }
+                Err(e) => {
+                    // Not retried in a loop: the next job that changes the
+                    // repository (or a `snapshots` job) tries again.
+                    refresh.due = None;
+                    tracing::warn!("could not refresh the repository report: {e}");
+                }
+            }
+        }
+        // Still due (a job came and went while this ran): again.
+        self.refresh_soon(None);
     }
 
     /// The host's rules for restore destinations.
@@ -348,14 +567,16 @@ impl JobRunner {
         self.inner.spool.append(job_id, &Frame::new(frame.into()));
     }
 
-    /// Runs a job to its end and reports everything.
+    /// Runs a job to its end and reports everything. Returns the
+    /// repository to refresh afterwards, if the job changed it.
     async fn execute(
         &self,
         job_id: JobId,
         params: JobParams,
         repository: RepositoryConfig,
+        own: bool,
         cancel: CancellationToken,
-    ) {
+    ) -> Option<Repository> {
         let mut log = LogPump::new(job_id, self.inner.spool.clone(), self.inner.outbox.clone());
         self.report(
             job_id,
@@ -369,8 +590,8 @@ impl JobRunner {
             password: repository.password,
             env: repository.env,
         };
-        let restic = match Restic::detect(self.inner.restic_bin.clone()).await {
-            Ok(restic) => restic.with_cache_dir(self.inner.cache_dir.clone()),
+        let restic = match self.restic().await {
+            Ok(restic) => restic,
             Err(e) => {
                 let error = format!("restic is not usable on this host: {e}");
                 log.line(LogStreamKind::Stderr, error.clone());
@@ -380,7 +601,7 @@ impl JobRunner {
                     &finished_without_restic(Status::Failed, Some(error)),
                     Value::Null,
                 );
-                return;
+                return None;
             }
         };
         let bandwidth = params.bandwidth();
@@ -395,25 +616,118 @@ impl JobRunner {
                 download_kib: bandwidth.download_kib,
             },
         };
+        let began = Utc::now();
         let (finished, stats) = job.run(&params).await;
         log.flush();
-        // The repository report comes before the end, so the host stays
-        // busy (no next job is dispatched) until restic is done with the
-        // repository, and the stored snapshot list is fresh when the job
-        // shows as finished.
-        let changed_repository =
-            matches!(
-                params,
-                JobParams::Init | JobParams::Backup(_) | JobParams::Forget(_) | JobParams::Prune(_)
-            ) && matches!(finished.status, Status::Succeeded | Status::Partial);
-        if changed_repository || matches!(params, JobParams::Snapshots | JobParams::Stats) {
+        // The end goes out as soon as restic is done: the snapshot a backup
+        // saved is known from its own output, and the full list and the
+        // statistics are refreshed after the end (see `Refresh`).
+        if let JobParams::Backup(backup) = &params {
+            // restic records a stdin backup under `/<stdin_filename>`.
+            let paths = match backup.stdin_from {
+                Some(_) => vec![format!("/{}", backup.stdin_filename())],
+                None => backup.paths.clone(),
+            };
+            if let Some(snapshot) =
+                self.saved_snapshot(restic.version(), &paths, &backup.tags, &finished, began)
+            {
+                self.report(
+                    job_id,
+                    SnapshotAdded {
+                        job_id: job_id.to_string(),
+                        snapshot,
+                    },
+                );
+            }
+        }
+        // These jobs are the refresh: their report is part of the job.
+        if matches!(params, JobParams::Snapshots | JobParams::Stats) {
             let restore_size = matches!(params, JobParams::Stats)
                 .then_some(&stats)
                 .filter(|_| finished.succeeded());
-            self.report_repository(job_id, &restic, &repo, &cancel, restore_size)
-                .await;
+            match self
+                .repository_report(&restic, &repo, &cancel, restore_size)
+                .await
+            {
+                Ok(messages) => {
+                    for message in messages {
+                        self.report(job_id, message);
+                    }
+                    if own {
+                        if let Ok(mut refresh) = self.inner.refresh.lock() {
+                            refresh.due = None;
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!("could not report the repository after the job: {e}"),
+            }
         }
         self.finish(job_id, &finished, stats);
+        // A backup or init that saved something changed the list or the
+        // size; a forget or prune may have even when it failed later on,
+        // and a check's verdict goes into the statistics.
+        let refresh = match params {
+            JobParams::Init | JobParams::Backup(_) => {
+                matches!(finished.status, Status::Succeeded | Status::Partial)
+            }
+            JobParams::Forget(_) | JobParams::Prune(_) | JobParams::Check(_) => {
+                finished.exit_code.is_some()
+            }
+            _ => false,
+        };
+        (own && refresh).then_some(repo)
+    }
+
+    /// The snapshot a backup saved, from its summary and its params; `None`
+    /// when it saved none (failed, `--skip-if-unchanged`, a dry run) or
+    /// restic printed only the short id (0.14), which the refresh resolves.
+    fn saved_snapshot(
+        &self,
+        version: ResticVersion,
+        paths: &[String],
+        tags: &[String],
+        finished: &Finished,
+        began: DateTime<Utc>,
+    ) -> Option<SnapshotInfo> {
+        if !matches!(finished.status, Status::Succeeded | Status::Partial) {
+            return None;
+        }
+        let id = finished.snapshot_id.as_deref()?;
+        if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        let summary = &finished.stats;
+        // restic 0.18+ says when the backup began, which is the snapshot's
+        // time; before, the moment restic was started is within a moment.
+        let time = summary
+            .get("backup_start")
+            .and_then(Value::as_str)
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map_or(began, |t| t.with_timezone(&Utc));
+        // Snapshots carry these numbers from 0.17 on; older ones none, and
+        // the list shows what `restic snapshots` shows.
+        let sized = version.has_snapshot_summary();
+        let count = |field: &str| summary.get(field).and_then(Value::as_u64).filter(|_| sized);
+        Some(SnapshotInfo {
+            id: id.to_owned(),
+            short_id: id[..8].to_owned(),
+            time,
+            hostname: self.inner.hostname.clone(),
+            // As restic records them: cleaned (no trailing `/`, no `//`).
+            paths: paths
+                .iter()
+                .map(|p| {
+                    std::path::Path::new(p)
+                        .components()
+                        .collect::<PathBuf>()
+                        .display()
+                        .to_string()
+                })
+                .collect(),
+            tags: tags.to_vec(),
+            size_bytes: count("total_bytes_processed"),
+            file_count: count("total_files_processed"),
+        })
     }
 
     /// Reports the job's end. When the spool could not keep all of the
@@ -466,17 +780,16 @@ impl JobRunner {
         }
     }
 
-    /// Sends `snapshots.report` and `repo.stats` after a job that may have
-    /// changed the repository. Failures are logged, not fatal: the job
-    /// itself already reported.
-    async fn report_repository(
+    /// The repository report: `snapshots.report` and `repo.stats`. Fails
+    /// only when the snapshots cannot be listed; statistics that cannot be
+    /// read are left out.
+    async fn repository_report(
         &self,
-        job_id: JobId,
         restic: &Restic,
         repo: &Repository,
         cancel: &CancellationToken,
         restore_size: Option<&Value>,
-    ) {
+    ) -> Result<Vec<Message>, String> {
         let limits = |command: &Command| self.limits(command, cancel);
         match restic
             .snapshots(
@@ -501,7 +814,7 @@ impl JobRunner {
                     })
                     .collect();
                 let count = snapshots.len() as u64;
-                self.report(job_id, SnapshotsReport { snapshots });
+                let list = SnapshotsReport { snapshots };
                 let raw = restic
                     .stats(
                         repo,
@@ -532,22 +845,20 @@ impl JobRunner {
                 let restore_size = restore_size
                     .and_then(|s| s.get("total_size"))
                     .and_then(Value::as_u64);
-                self.report(
-                    job_id,
-                    RepoStats {
-                        total_size_bytes: restore_size,
-                        raw_size_bytes: raw_size,
-                        unique_files: None,
-                        snapshot_count: Some(count),
-                        last_check_at: history.last_check_at,
-                        last_check_status: history.last_check_status,
-                        lock_present: locks.ok(),
-                        last_prune_at: history.last_prune_at,
-                        last_prune_freed_bytes: history.last_prune_freed_bytes,
-                    },
-                );
+                let stats = RepoStats {
+                    total_size_bytes: restore_size,
+                    raw_size_bytes: raw_size,
+                    unique_files: None,
+                    snapshot_count: Some(count),
+                    last_check_at: history.last_check_at,
+                    last_check_status: history.last_check_status,
+                    lock_present: locks.ok(),
+                    last_prune_at: history.last_prune_at,
+                    last_prune_freed_bytes: history.last_prune_freed_bytes,
+                };
+                Ok(vec![list.into(), stats.into()])
             }
-            Err(e) => tracing::warn!("could not list snapshots after the job: {e}"),
+            Err(e) => Err(format!("could not list the snapshots: {e}")),
         }
     }
 
@@ -1168,6 +1479,37 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!("no job.finished in the spool");
+    }
+
+    #[tokio::test]
+    async fn restic_version_runs_once_per_binary_until_the_binary_changes() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let calls = dir.path().join("calls");
+        let bin = dir.path().join("counting-restic");
+        let script = |version: &str| {
+            format!(
+                "#!/bin/sh\necho x >> {}\necho 'restic {version} compiled with go1.22 on linux/amd64'\n",
+                calls.display()
+            )
+        };
+        std::fs::write(&bin, script("0.17.0")).unwrap();
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let (runner, _outbox) = runner(&dir, &bin.display().to_string());
+        let count = || std::fs::read_to_string(&calls).unwrap().lines().count();
+        assert_eq!(
+            runner.restic().await.unwrap().version(),
+            ResticVersion::new(0, 17, 0)
+        );
+        runner.restic().await.unwrap();
+        assert_eq!(count(), 1, "detected once");
+        // An upgrade (another file: another size) is detected again.
+        std::fs::write(&bin, script("0.18.10")).unwrap();
+        assert_eq!(
+            runner.restic().await.unwrap().version(),
+            ResticVersion::new(0, 18, 10)
+        );
+        assert_eq!(count(), 2);
     }
 
     #[tokio::test]

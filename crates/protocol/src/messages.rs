@@ -117,6 +117,8 @@ messages! {
     JobAck = "job.ack" (JobAck),
     /// A→S: the repository's full snapshot list for this host.
     SnapshotsReport = "snapshots.report" (SnapshotsReport),
+    /// A→S: one snapshot a backup job just saved.
+    SnapshotAdded = "snapshot.added" (SnapshotAdded),
     /// A→S: repository statistics.
     RepoStats = "repo.stats" (RepoStats),
     /// S→A (RPC request): list the direct children of a path in a snapshot.
@@ -634,6 +636,18 @@ pub struct SnapshotInfo {
 pub struct SnapshotsReport {
     /// Every snapshot of the repository made by this host.
     pub snapshots: Vec<SnapshotInfo>,
+}
+
+/// `snapshot.added`: the snapshot a backup job saved, reported with the
+/// job (before its `job.finished`) so the server's list is current without
+/// listing the repository again. Added to the stored list, or replacing
+/// the entry with the same id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotAdded {
+    /// The backup job that saved it.
+    pub job_id: String,
+    /// The snapshot, as far as the backup's own output tells.
+    pub snapshot: SnapshotInfo,
 }
 
 /// `repo.stats`: repository statistics.

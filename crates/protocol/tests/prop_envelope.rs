@@ -367,7 +367,8 @@ fn repository_reports() -> impl Strategy<Value = Message> {
                 size_bytes,
                 file_count,
             },
-        );
+        )
+        .boxed();
     let stats = (
         (
             opt(any::<u64>()),
@@ -396,6 +397,11 @@ fn repository_reports() -> impl Strategy<Value = Message> {
             },
         );
     prop_oneof![
+        (text(), snapshot.clone()).prop_map(|(job_id, snapshot)| SnapshotAdded {
+            job_id,
+            snapshot
+        }
+        .into()),
         proptest::collection::vec(snapshot, 0..3)
             .prop_map(|snapshots| SnapshotsReport { snapshots }.into()),
         stats.prop_map(Message::from),

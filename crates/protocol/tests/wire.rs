@@ -200,6 +200,22 @@ fn one_of_each() -> Vec<(Frame, &'static [&'static str])> {
             &["snapshots"],
         ),
         (
+            Frame::new(SnapshotAdded {
+                job_id: JOB.into(),
+                snapshot: SnapshotInfo {
+                    id: "4d3f2a1b".repeat(8),
+                    short_id: "4d3f2a1b".into(),
+                    time: at("2025-06-01T09:20:00Z"),
+                    hostname: "web-01".into(),
+                    paths: vec!["/etc".into()],
+                    tags: Vec::new(),
+                    size_bytes: None,
+                    file_count: None,
+                },
+            }),
+            &["job_id", "snapshot"],
+        ),
+        (
             Frame::new(RepoStats {
                 total_size_bytes: Some(1 << 40),
                 raw_size_bytes: Some(1 << 30),

@@ -128,7 +128,7 @@ impl Host {
     }
 
     /// Waits until the stored snapshot list has `count` entries (the agent
-    /// reports it right after the job's end).
+    /// refreshes it right after the job's end).
     async fn wait_snapshots(&self, count: usize) -> Vec<Value> {
         wait_until(
             Duration::from_secs(30),
@@ -271,11 +271,24 @@ async fn scenario(host: &Host, repo: &str, scratch: &Path) {
         assert_eq!(restore["stats"], json!({}), "{restore:#}");
     }
 
-    let (_, stats) = host
-        .admin
-        .get(&format!("/api/v1/hosts/{}/repo-stats", host.id))
-        .await
-        .unwrap();
+    // The statistics are refreshed after the jobs that change the
+    // repository, in the background (yielding to the restore): wait for
+    // the refresh that knows of the prune.
+    let repo_stats = || async {
+        host.admin
+            .get(&format!("/api/v1/hosts/{}/repo-stats", host.id))
+            .await
+            .unwrap()
+            .1
+    };
+    wait_until(
+        Duration::from_secs(60),
+        "the statistics refreshed after the prune",
+        || async { repo_stats().await["latest"]["last_prune_at"].is_string() },
+    )
+    .await
+    .unwrap();
+    let stats = repo_stats().await;
     assert_eq!(stats["latest"]["snapshot_count"], 1, "{stats:#}");
     assert_eq!(
         stats["latest"]["last_check_status"], "succeeded",

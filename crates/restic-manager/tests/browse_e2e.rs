@@ -90,10 +90,21 @@ async fn the_tree_is_browsed_one_folder_at_a_time_and_a_picked_file_restores() {
         json!({"paths": [src.display().to_string()]}),
     )
     .await;
-    let (_, snapshots) = admin
-        .get(&format!("/api/v1/hosts/{host}/snapshots"))
-        .await
-        .unwrap();
+    // restic 0.14 names the new snapshot by its short id only: the list
+    // gets it from the refresh after the job.
+    let listed = || async {
+        admin
+            .get(&format!("/api/v1/hosts/{host}/snapshots"))
+            .await
+            .unwrap()
+            .1
+    };
+    wait_until(Duration::from_secs(60), "the snapshot listed", || async {
+        listed().await.as_array().is_some_and(|l| !l.is_empty())
+    })
+    .await
+    .unwrap();
+    let snapshots = listed().await;
     let snapshot = snapshots[0]["short_id"].as_str().unwrap().to_owned();
 
     // Walk down from the root, one level per call.

@@ -10,7 +10,7 @@ use std::time::Duration;
 use chrono::Utc;
 use rm_protocol::{
     CommandResult, Frame, JobFinished, JobOutcome, JobProgress, JobStarted, Message, RejectReason,
-    RepoStats, SnapshotInfo, SnapshotsReport, CURRENT_PROTOCOL_VERSION,
+    RepoStats, SnapshotAdded, SnapshotInfo, SnapshotsReport, CURRENT_PROTOCOL_VERSION,
 };
 use rm_server::ServerConfig;
 use rm_testkit::{hello, log_batch, wait_until, Api, RawAgent, TestServer};
@@ -968,6 +968,86 @@ async fn snapshots_and_statistics_reports_are_stored_and_served() {
         .unwrap();
     assert_eq!(stats["latest"]["raw_size_bytes"], 4096);
     assert_eq!(stats["history"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_snapshot_added_by_a_backup_is_listed_when_its_job_shows_finished() {
+    let Fixture {
+        server: _server,
+        admin,
+        host_id,
+        mut agent,
+        ..
+    } = fixture().await;
+    let snapshot = |id: &str| SnapshotInfo {
+        id: id.repeat(64 / id.len()),
+        short_id: id.repeat(8 / id.len()),
+        time: Utc::now(),
+        hostname: "web-01".into(),
+        paths: vec!["/srv".into()],
+        tags: Vec::new(),
+        size_bytes: Some(1000),
+        file_count: Some(3),
+    };
+    agent
+        .send(Frame::new(SnapshotsReport {
+            snapshots: vec![snapshot("a")],
+        }))
+        .await
+        .unwrap();
+    let id = running_backup(&admin, &host_id, &mut agent).await;
+    let added = Frame::new(SnapshotAdded {
+        job_id: id.clone(),
+        snapshot: snapshot("b"),
+    });
+    // Sent twice, as a replay of the agent's spool would: stored once.
+    agent.send(added.clone()).await.unwrap();
+    agent.send(added).await.unwrap();
+    agent
+        .send(finished(&id, JobOutcome::Succeeded))
+        .await
+        .unwrap();
+    wait_status(&admin, &id, "succeeded").await;
+    // Frames of one connection are handled in order: no waiting here.
+    let (_, snapshots) = admin
+        .get(&format!("/api/v1/hosts/{host_id}/snapshots"))
+        .await
+        .unwrap();
+    let short: Vec<&str> = snapshots
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["short_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(short, ["bbbbbbbb", "aaaaaaaa"], "added, newest first");
+    assert_eq!(admin.host(&host_id).await.unwrap().snapshot_count, Some(2));
+
+    // Not this host's job, or not a snapshot id: refused, nothing stored.
+    agent
+        .send(Frame::new(SnapshotAdded {
+            job_id: "01J0000000000000000000000Z".into(),
+            snapshot: snapshot("c"),
+        }))
+        .await
+        .unwrap();
+    match agent.recv().await.unwrap().message {
+        Message::Error(e) => assert!(e.message.contains("not found"), "{}", e.message),
+        other => panic!("expected an error, got {other:?}"),
+    }
+    let mut bad = snapshot("d");
+    bad.id = String::from("--not-hex");
+    agent
+        .send(Frame::new(SnapshotAdded {
+            job_id: id.clone(),
+            snapshot: bad,
+        }))
+        .await
+        .unwrap();
+    match agent.recv().await.unwrap().message {
+        Message::Error(e) => assert!(e.message.contains("snapshot.id"), "{}", e.message),
+        other => panic!("expected an error, got {other:?}"),
+    }
+    assert_eq!(admin.host(&host_id).await.unwrap().snapshot_count, Some(2));
 }
 
 #[tokio::test]

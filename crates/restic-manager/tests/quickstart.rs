@@ -104,11 +104,17 @@ async fn quickstart_sets_up_everything_and_backs_up_the_given_paths() {
     )
     .await
     .unwrap();
-    let (_, snapshots) = admin
-        .get(&format!("/api/v1/hosts/{host}/snapshots"))
-        .await
-        .unwrap();
-    assert_eq!(snapshots.as_array().unwrap().len(), 1);
+    // The snapshot list is refreshed right after the job (restic 0.14
+    // names the new snapshot by its short id only).
+    wait_until(Duration::from_secs(60), "the snapshot listed", || async {
+        let (_, snapshots) = admin
+            .get(&format!("/api/v1/hosts/{host}/snapshots"))
+            .await
+            .unwrap();
+        snapshots.as_array().is_some_and(|l| l.len() == 1)
+    })
+    .await
+    .unwrap();
 
     // The repository really is where it said, with the password it printed.
     let out = Command::new("restic")

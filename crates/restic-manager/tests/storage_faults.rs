@@ -200,12 +200,22 @@ async fn a_full_disk_gets_honest_answers_and_the_server_recovers_by_itself() {
     // Nothing stored before or between the faults was lost, and the
     // refused jobs never appeared.
     assert_eq!(job_count(&admin, &host).await, jobs_expected);
-    let (status, snapshots) = admin
-        .get(&format!("/api/v1/hosts/{host}/snapshots"))
-        .await
-        .unwrap();
-    assert_eq!(status, StatusCode::OK);
-    assert_eq!(snapshots.as_array().unwrap().len(), 7, "{snapshots:#}");
+    // The snapshot list is refreshed right after each job.
+    let listed = wait_until(Duration::from_secs(60), "7 snapshots listed", || async {
+        let (status, snapshots) = admin
+            .get(&format!("/api/v1/hosts/{host}/snapshots"))
+            .await
+            .unwrap();
+        status == StatusCode::OK && snapshots.as_array().is_some_and(|l| l.len() == 7)
+    })
+    .await;
+    if let Err(e) = listed {
+        let (_, snapshots) = admin
+            .get(&format!("/api/v1/hosts/{host}/snapshots"))
+            .await
+            .unwrap();
+        panic!("{e}: {snapshots:#}");
+    }
 
     // A storage fault is logged when it starts and when it ends, not once
     // a second by every loop that writes.

@@ -96,6 +96,12 @@ impl ResticVersion {
         self >= Self::new(0, 18, 0)
     }
 
+    /// Snapshots carry a `summary` (files and bytes processed…) when made
+    /// by 0.17.0 or newer (`issue-693`).
+    pub fn has_snapshot_summary(self) -> bool {
+        self >= Self::new(0, 17, 0)
+    }
+
     /// `backup` exits 3 when a top-level source path is missing (0.19.0,
     /// `issue-4467`); before, 0 with a "does not exist, skipping" line.
     pub fn reports_missing_source_as_partial(self) -> bool {
@@ -333,6 +339,7 @@ mod tests {
         assert!(!v17.has_wrong_password_exit_code() && v171.has_wrong_password_exit_code());
         assert!(!v16.has_ls_message_type() && v17.has_ls_message_type());
         assert!(!v16.has_version_json() && v17.has_version_json());
+        assert!(!v16.has_snapshot_summary() && v17.has_snapshot_summary());
         assert!(!v171.has_exit_error_json() && v18.has_exit_error_json());
         assert!(!v171.has_check_json() && v18.has_check_json());
         assert!(

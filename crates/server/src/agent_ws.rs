@@ -562,6 +562,7 @@ async fn dispatch(
         Message::LogStream(stream) => jobs.logs(state, host_id, stream).await,
         Message::JobFinished(finished) => jobs.finished(state, host_id, finished).await,
         Message::SnapshotsReport(report) => store_snapshots(state, host_id, report).await,
+        Message::SnapshotAdded(added) => jobs.snapshot_added(state, host_id, added).await,
         Message::RepoStats(stats) => store_repo_stats(state, host_id, stats).await,
         Message::Unknown { kind, .. } => {
             tracing::info!(%host_id, %kind, "ignoring a message type this server does not know");

@@ -2011,6 +2011,46 @@ impl Store for SqliteStore {
         tx.commit().await.map_err(backend)
     }
 
+    /// [`StoreError::NotFound`] for an unknown or deleted host.
+    async fn add_snapshot(&self, host: HostId, snapshot: &SnapshotRecord) -> StoreResult<()> {
+        let host_id = host.to_string();
+        let size_bytes = u64_opt_to_i64(snapshot.size_bytes, "snapshot size_bytes")?;
+        let file_count = u64_opt_to_i64(snapshot.file_count, "snapshot file_count")?;
+        let mut tx = self.begin_write().await?;
+        require_live_host(&mut tx, &host_id).await?;
+        sqlx::query(
+            "INSERT INTO snapshots \
+             (host_id, id, short_id, time, hostname, paths, tags, size_bytes, file_count) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (host_id, id) DO UPDATE SET short_id = excluded.short_id, \
+             time = excluded.time, hostname = excluded.hostname, paths = excluded.paths, \
+             tags = excluded.tags, size_bytes = excluded.size_bytes, \
+             file_count = excluded.file_count",
+        )
+        .bind(&host_id)
+        .bind(&snapshot.id)
+        .bind(&snapshot.short_id)
+        .bind(ms(snapshot.time))
+        .bind(&snapshot.hostname)
+        .bind(codec::json_strings(&snapshot.paths))
+        .bind(codec::json_strings(&snapshot.tags))
+        .bind(size_bytes)
+        .bind(file_count)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        sqlx::query(
+            "UPDATE hosts SET snapshot_count = \
+             (SELECT COUNT(*) FROM snapshots WHERE host_id = ?) WHERE id = ?",
+        )
+        .bind(&host_id)
+        .bind(&host_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        tx.commit().await.map_err(backend)
+    }
+
     /// Newest first (`time DESC`, then id).
     async fn snapshots(&self, host: HostId) -> StoreResult<Vec<SnapshotRecord>> {
         let sql = format!(

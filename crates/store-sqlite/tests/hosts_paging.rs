@@ -238,6 +238,37 @@ async fn replacing_snapshots_sets_the_hosts_snapshot_count() {
 }
 
 #[tokio::test]
+async fn an_added_snapshot_joins_the_list_once_and_counts() {
+    let (_dir, store) = open_temp().await;
+    let host = host_named(&store, "web").await;
+    store
+        .replace_snapshots(host, &[snapshot(1), snapshot(2)])
+        .await
+        .unwrap();
+    store.add_snapshot(host, &snapshot(3)).await.unwrap();
+    // A repeat (the agent replaying its spool) replaces the entry.
+    let mut again = snapshot(3);
+    again.size_bytes = Some(42);
+    store.add_snapshot(host, &again).await.unwrap();
+    assert_eq!(
+        store.host(host).await.unwrap().unwrap().snapshot_count,
+        Some(3)
+    );
+    let listed = store.snapshots(host).await.unwrap();
+    assert_eq!(listed.len(), 3);
+    assert_eq!(
+        listed.iter().find(|s| s.id == again.id).unwrap().size_bytes,
+        Some(42)
+    );
+    // The next full report is the truth again.
+    store.replace_snapshots(host, &[snapshot(1)]).await.unwrap();
+    assert_eq!(
+        store.host(host).await.unwrap().unwrap().snapshot_count,
+        Some(1)
+    );
+}
+
+#[tokio::test]
 async fn migration_0005_backfills_snapshot_counts() {
     let dir = tempfile::tempdir().unwrap();
     // A database as the release before 0005 left it.

@@ -286,6 +286,10 @@ pub trait Store: Send + Sync + 'static {
         host: HostId,
         snapshots: &[SnapshotRecord],
     ) -> StoreResult<()>;
+    /// Adds one snapshot to a host's stored list (replacing the entry with
+    /// the same id, so a repeat changes nothing) and sets the host's
+    /// `snapshot_count` to the list's new length, in one transaction.
+    async fn add_snapshot(&self, host: HostId, snapshot: &SnapshotRecord) -> StoreResult<()>;
     /// A host's snapshots, newest first.
     async fn snapshots(&self, host: HostId) -> StoreResult<Vec<SnapshotRecord>>;
     /// Adds a statistics history row and makes it the host's latest

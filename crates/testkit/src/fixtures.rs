@@ -86,3 +86,34 @@ pub fn slow_source(root: &Path) -> PathBuf {
     }
     src
 }
+
+/// Writes `files` files of incompressible bytes, `total_bytes` in all
+/// (sizes vary around the mean, so restic chunks some and not others),
+/// 100 to a folder (`root/d0000/f000.bin`, …). For measurements that need
+/// a realistic number of files rather than one big one.
+pub fn many_files(root: &Path, files: usize, total_bytes: u64, seed: u64) {
+    let files = files.max(1);
+    let mean = total_bytes / files as u64;
+    let mut written = 0u64;
+    for i in 0..files {
+        // Sizes from half to one and a half of the mean; the last file
+        // takes what is left, so the total is exact.
+        let size = if i + 1 == files {
+            total_bytes.saturating_sub(written)
+        } else {
+            let spread = (i as u64 * 7919) % (mean + 1);
+            (mean / 2 + spread).min(total_bytes.saturating_sub(written))
+        };
+        written += size;
+        let dir = root.join(format!("d{:04}", i / 100));
+        ok(std::fs::create_dir_all(&dir), "mkdir");
+        let len = usize::try_from(size).unwrap_or(usize::MAX);
+        ok(
+            std::fs::write(
+                dir.join(format!("f{:03}.bin", i % 100)),
+                noise(len, seed.wrapping_add(i as u64)),
+            ),
+            "write",
+        );
+    }
+}

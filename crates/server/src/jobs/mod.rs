@@ -17,10 +17,11 @@ use rm_protocol::api::JobView;
 use rm_protocol::params::{JobParams, RestoreParams};
 use rm_protocol::{
     close_code, CommandCancel, CommandResult, CommandRun, Frame, JobAck, JobFinished, JobKind,
-    JobOutcome, JobProgress, JobStarted, LogStream, LogStreamKind, RejectReason,
+    JobOutcome, JobProgress, JobStarted, LogStream, LogStreamKind, RejectReason, SnapshotAdded,
 };
 use rm_store::{
-    CommandResultRecord, Job, JobEnd, LogLineRecord, NewAuditEntry, NewJob, StoreError,
+    CommandResultRecord, Job, JobEnd, LogLineRecord, NewAuditEntry, NewJob, SnapshotRecord,
+    StoreError,
 };
 use serde_json::Value;
 
@@ -636,6 +637,35 @@ impl AgentJobs {
         });
         state.log_writer().write(records, Some(then)).await;
         state.job_events().publish(id, JobEvent::Log(stream.lines));
+        Ok(())
+    }
+
+    /// `snapshot.added`: the snapshot a backup of this host saved joins
+    /// the host's stored list (the refresh after the job relists it all).
+    pub(crate) async fn snapshot_added(
+        &mut self,
+        state: &AppState,
+        host: HostId,
+        added: SnapshotAdded,
+    ) -> Result<(), ReportError> {
+        self.own(state, host, &added.job_id).await?;
+        let s = added.snapshot;
+        if let Err(problem) = rm_protocol::params::snapshot_id(&s.id) {
+            return Err(ReportError::BadId(format!("`snapshot.id` {problem}")));
+        }
+        let record = SnapshotRecord {
+            id: s.id,
+            short_id: s.short_id,
+            time: s.time,
+            hostname: s.hostname,
+            paths: s.paths,
+            tags: s.tags,
+            size_bytes: s.size_bytes,
+            file_count: s.file_count,
+        };
+        state.store().add_snapshot(host, &record).await?;
+        state.fleet_changed();
+        tracing::info!(%host, snapshot = %record.short_id, "snapshot added");
         Ok(())
     }
 
