@@ -472,7 +472,7 @@ async fn the_ui_shows_why_an_action_failed_on_a_full_disk() {
     browser.click("#backup-now").await.unwrap();
     browser
         .wait_for_text(
-            "#host-live .form-error",
+            "#backup-form .form-error",
             "the disk holding the database is full",
             wait,
         )

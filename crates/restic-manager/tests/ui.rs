@@ -451,6 +451,10 @@ async fn the_restore_wizard_drills_down_folder_by_folder_and_restores_a_picked_f
         .await
         .unwrap();
     assert_eq!(job["status"], "succeeded");
+    admin
+        .wait_snapshots(&agent.host_id, 1, Duration::from_secs(60))
+        .await
+        .unwrap();
 
     let origin = server.url.clone();
     let browser = Browser::start().await.unwrap();

@@ -306,4 +306,27 @@ impl Api {
         .await?;
         Ok(self.get(&path).await?.1)
     }
+    /// Waits (up to `limit`) until the host's snapshot list holds `count`
+    /// snapshots, and returns it: a backup's job ends when restic exits,
+    /// and with restic 0.14 (whose summary names only a short id) its
+    /// snapshot is listed once the agent's refresh after the job has run.
+    pub async fn wait_snapshots(
+        &self,
+        host_id: &str,
+        count: usize,
+        limit: std::time::Duration,
+    ) -> anyhow::Result<Vec<Value>> {
+        let path = format!("/api/v1/hosts/{host_id}/snapshots");
+        let listed = || async {
+            match self.get(&path).await {
+                Ok((_, Value::Array(list))) => list,
+                _ => Vec::new(),
+            }
+        };
+        crate::wait_until(limit, &format!("{count} snapshots listed"), || async {
+            listed().await.len() == count
+        })
+        .await?;
+        Ok(listed().await)
+    }
 }
