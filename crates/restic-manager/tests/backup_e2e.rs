@@ -179,8 +179,8 @@ async fn a_rest_repository_served_by_rclone_goes_through_the_same() {
 #[tokio::test]
 async fn init_on_an_existing_repository_is_a_no_op_and_a_wrong_password_fails_clearly() {
     let host = host_with_agent(&rm_testkit::restic::binary(), &[]).await;
-    let scratch = tempfile::tempdir().unwrap();
-    let repo = scratch.path().join("repo").display().to_string();
+    let scratch = host.scratch();
+    let repo = scratch.join("repo").display().to_string();
     succeeded(&host.set_repository(&repo, PASSWORD).await);
     // Setting the same repository again initialises nothing.
     let again = host.set_repository(&repo, PASSWORD).await;
@@ -195,7 +195,7 @@ async fn init_on_an_existing_repository_is_a_no_op_and_a_wrong_password_fails_cl
         // 0.18+: restic's exit_error message, not its JSON line.
         assert!(!error.contains("message_type"), "{error}");
     }
-    let src = scratch.path().join("src");
+    let src = scratch.join("src");
     make_tree(&src);
     let backup = host
         .run("backup", json!({"paths": [src.display().to_string()]}))
@@ -212,12 +212,11 @@ async fn init_on_an_existing_repository_is_a_no_op_and_a_wrong_password_fails_cl
 async fn a_backup_with_a_missing_path_is_partial_on_every_release() {
     // 0.14–0.18 exit 0 and say "does not exist, skipping"; 0.19 exits 3.
     let host = host_with_agent(&rm_testkit::restic::binary(), &[]).await;
-    let scratch = tempfile::tempdir().unwrap();
-    let repo = scratch.path().join("repo").display().to_string();
-    succeeded(&host.set_repository(&repo, PASSWORD).await);
-    let src = scratch.path().join("src");
+    succeeded(&host.set_local_repository(PASSWORD).await);
+    let scratch = host.scratch();
+    let src = scratch.join("src");
     make_tree(&src);
-    let missing = scratch.path().join("gone").display().to_string();
+    let missing = scratch.join("gone").display().to_string();
     let backup = host
         .run(
             "backup",
@@ -261,11 +260,10 @@ async fn an_unreachable_rest_repository_fails_within_the_timeout() {
 #[tokio::test]
 async fn a_running_backup_can_be_cancelled() {
     let host = host_with_agent(&rm_testkit::restic::binary(), &[]).await;
-    let scratch = tempfile::tempdir().unwrap();
-    let repo = scratch.path().join("repo").display().to_string();
-    succeeded(&host.set_repository(&repo, PASSWORD).await);
+    succeeded(&host.set_local_repository(PASSWORD).await);
+    let scratch = host.scratch();
     // A large sparse file keeps restic busy long enough to cancel it.
-    let src = scratch.path().join("big");
+    let src = scratch.join("big");
     std::fs::create_dir_all(&src).unwrap();
     std::fs::File::create(src.join("sparse.img"))
         .unwrap()
@@ -296,9 +294,7 @@ async fn a_running_backup_can_be_cancelled() {
 #[tokio::test]
 async fn paths_that_look_like_flags_are_refused_before_restic_sees_them() {
     let host = host_with_agent(&rm_testkit::restic::binary(), &[]).await;
-    let scratch = tempfile::tempdir().unwrap();
-    let repo = scratch.path().join("repo").display().to_string();
-    succeeded(&host.set_repository(&repo, PASSWORD).await);
+    succeeded(&host.set_local_repository(PASSWORD).await);
     for bad in ["--password-file=/etc/shadow", "-r", "relative"] {
         let (status, body) = host.post_job("backup", json!({"paths": [bad]})).await;
         assert_eq!(status, 400, "{bad}");
@@ -345,10 +341,9 @@ async fn restores_into_the_state_dir_are_refused_even_with_the_opt_in_and_write_
         &[("RM_ALLOW_RESTORE_TO_SYSTEM_PATHS", "true")],
     )
     .await;
-    let scratch = tempfile::tempdir().unwrap();
-    let repo = scratch.path().join("repo").display().to_string();
-    succeeded(&host.set_repository(&repo, PASSWORD).await);
-    let src = scratch.path().join("src");
+    succeeded(&host.set_local_repository(PASSWORD).await);
+    let scratch = host.scratch();
+    let src = scratch.join("src");
     make_tree(&src);
     let src_path = src.display().to_string();
     succeeded(&host.run("backup", json!({"paths": [src_path]})).await);
@@ -391,7 +386,7 @@ async fn restores_into_the_state_dir_are_refused_even_with_the_opt_in_and_write_
     assert!(!state_dir.join(src.strip_prefix("/").unwrap()).exists());
 
     // A restore elsewhere still works.
-    let target = scratch.path().join("restore");
+    let target = scratch.join("restore");
     succeeded(
         &host
             .run(
@@ -407,10 +402,9 @@ async fn restores_into_the_state_dir_are_refused_even_with_the_opt_in_and_write_
 #[tokio::test]
 async fn restores_into_system_folders_need_the_hosts_opt_in() {
     let host = host_with_agent(&rm_testkit::restic::binary(), &[]).await;
-    let scratch = tempfile::tempdir().unwrap();
-    let repo = scratch.path().join("repo").display().to_string();
-    succeeded(&host.set_repository(&repo, PASSWORD).await);
-    let src = scratch.path().join("src");
+    succeeded(&host.set_local_repository(PASSWORD).await);
+    let scratch = host.scratch();
+    let src = scratch.join("src");
     make_tree(&src);
     succeeded(
         &host
@@ -457,11 +451,10 @@ fn fingerprint(path: &Path) -> (Vec<u8>, std::time::SystemTime) {
 #[tokio::test]
 async fn restores_into_root_spool_ssh_folders_or_the_agent_itself_are_refused_and_write_nothing() {
     let host = host_with_agent(&rm_testkit::restic::binary(), &[]).await;
-    let scratch = tempfile::tempdir().unwrap();
-    let repo = scratch.path().join("repo").display().to_string();
-    succeeded(&host.set_repository(&repo, PASSWORD).await);
+    succeeded(&host.set_local_repository(PASSWORD).await);
+    let scratch = host.scratch();
     // A home folder whose snapshot copy holds login keys.
-    let src = scratch.path().join("src");
+    let src = scratch.join("src");
     make_tree(&src);
     let alice = src.join("home/alice");
     std::fs::create_dir_all(alice.join(".ssh")).unwrap();
@@ -490,9 +483,9 @@ async fn restores_into_root_spool_ssh_folders_or_the_agent_itself_are_refused_an
     let never = "/restic-manager-test-never-written";
     let root_target = format!("/root{never}");
     let spool_target = format!("/var/spool{never}");
-    let ssh_target = scratch.path().join("restore/.ssh").display().to_string();
+    let ssh_target = scratch.join("restore/.ssh").display().to_string();
     let alice_path = alice.display().to_string();
-    let scratch_target = scratch.path().join("restore").display().to_string();
+    let scratch_target = scratch.join("restore").display().to_string();
     let agent_binary = std::fs::canonicalize(BIN).unwrap();
     let binary_before = fingerprint(&agent_binary);
     let binary = agent_binary.display().to_string();
@@ -571,7 +564,7 @@ async fn restores_into_root_spool_ssh_folders_or_the_agent_itself_are_refused_an
     }
     assert!(!Path::new(&root_target).exists());
     assert!(!Path::new(&spool_target).exists());
-    assert!(!scratch.path().join("restore").exists());
+    assert!(!scratch.join("restore").exists());
     assert_eq!(
         fingerprint(&alice.join(".ssh/authorized_keys")),
         keys_before

@@ -51,10 +51,9 @@ fn names(listing: &Value) -> Vec<String> {
 #[tokio::test]
 async fn the_tree_is_browsed_one_folder_at_a_time_and_a_picked_file_restores() {
     let host = Host::start(Path::new(BIN), "browse", &rm_testkit::restic::binary(), &[]).await;
-    let scratch = tempfile::tempdir().unwrap();
-    let repo = scratch.path().join("repo").display().to_string();
-    succeeded(&host.set_repository(&repo, "browse-password").await);
-    let src = scratch.path().join("src");
+    succeeded(&host.set_local_repository("browse-password").await);
+    let scratch = host.scratch();
+    let src = scratch.join("src");
     make_tree(&src);
     succeeded(
         &host
@@ -115,7 +114,7 @@ async fn the_tree_is_browsed_one_folder_at_a_time_and_a_picked_file_restores() {
     );
 
     // Restore the file picked in the tree, and compare it.
-    let target = scratch.path().join("restored");
+    let target = scratch.join("restored");
     let file = listing
         .as_array()
         .unwrap()

@@ -19,8 +19,7 @@ const PASSWORD: &str = "hooks-e2e-repository-password";
 /// A host whose real agent runs `restic`, with a local repository set.
 async fn host_with_repository(restic: &Path, env: &[(&str, &str)]) -> Host {
     let host = Host::start(Path::new(BIN), "hooks", restic, env).await;
-    let repo = host.scratch().join("repo").display().to_string();
-    succeeded(&host.set_repository(&repo, PASSWORD).await);
+    succeeded(&host.set_local_repository(PASSWORD).await);
     host
 }
 

@@ -94,6 +94,13 @@ impl Host {
         self.finished(&init).await
     }
 
+    /// Sets a repository in a folder of [`Host::scratch`] with `password`,
+    /// and returns the `init` job that follows.
+    pub async fn set_local_repository(&self, password: &str) -> Value {
+        let repo = self.scratch().join("repo").display().to_string();
+        self.set_repository(&repo, password).await
+    }
+
     /// Posts a job of `kind` with `params`; returns the status and body, for
     /// tests of what the API refuses.
     pub async fn post_job(&self, kind: &str, params: Value) -> (StatusCode, Value) {
