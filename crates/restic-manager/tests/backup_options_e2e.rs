@@ -58,10 +58,6 @@ async fn snapshot_paths(host: &Host, id: &str) -> BTreeSet<String> {
         .collect()
 }
 
-async fn snapshot_count(host: &Host) -> usize {
-    host.restic_snapshots().await.len()
-}
-
 fn snapshot_of(job: &Value) -> String {
     job["stats"]["snapshot_id"]
         .as_str()
@@ -172,7 +168,7 @@ async fn second_unchanged_backup_makes_no_snapshot(restic: &Path) {
         log.contains("nothing changed since the last snapshot: no new snapshot was made"),
         "{log}"
     );
-    assert_eq!(snapshot_count(&host).await, 1);
+    assert_eq!(host.restic_snapshots().await.len(), 1);
     host.stop().await;
 }
 
@@ -200,7 +196,7 @@ async fn skip_if_unchanged_is_ignored_saying_so_with_restic_0_14() {
         log.contains("skip_if_unchanged is ignored: restic 0.14.0 has no --skip-if-unchanged"),
         "{log}"
     );
-    assert_eq!(snapshot_count(&host).await, 2);
+    assert_eq!(host.restic_snapshots().await.len(), 2);
     host.stop().await;
 }
 

@@ -37,10 +37,6 @@ async fn log_of(host: &Host, job: &Value) -> Vec<(String, String)> {
         .collect()
 }
 
-async fn snapshot_count(host: &Host) -> usize {
-    host.restic_snapshots().await.len()
-}
-
 fn has_line(log: &[(String, String)], stream: &str, text: &str) -> bool {
     log.iter().any(|(s, t)| s == stream && t == text)
 }
@@ -102,7 +98,7 @@ async fn hooks_run_around_a_backup_with_their_output_prefixed_in_the_log() {
         .position(|(_, t)| t.contains("snapshot"))
         .unwrap();
     assert!(at("[pre]") < summary && summary < at("[post]"), "{log:#?}");
-    assert_eq!(snapshot_count(&host).await, 1);
+    assert_eq!(host.restic_snapshots().await.len(), 1);
 }
 
 #[tokio::test]
@@ -142,7 +138,7 @@ async fn a_failing_before_hook_fails_the_job_and_restic_never_runs() {
         "{log:#?}"
     );
     assert_eq!(
-        snapshot_count(&host).await,
+        host.restic_snapshots().await.len(),
         0,
         "restic ran despite the failed before hook"
     );
@@ -204,7 +200,7 @@ async fn missing_unsafe_and_slow_hooks_fail_the_job_saying_which_and_why() {
         error_of(&job),
         "before hook `slow` failed: it timed out after 1 s and was killed; restic was not run"
     );
-    assert_eq!(snapshot_count(&host).await, 0);
+    assert_eq!(host.restic_snapshots().await.len(), 0);
 
     // A failing after hook makes a successful backup partial, saying why.
     host.hook(
@@ -228,7 +224,7 @@ async fn missing_unsafe_and_slow_hooks_fail_the_job_saying_which_and_why() {
         "stdout",
         "[flaky] status=succeeded"
     ));
-    assert_eq!(snapshot_count(&host).await, 1);
+    assert_eq!(host.restic_snapshots().await.len(), 1);
 
     // The agent lists the usable hooks in hello, and the refused one with why.
     host.restart_agent(&[("RM_HOOK_TIMEOUT", "1")]).await;
@@ -362,7 +358,7 @@ async fn cancelling_a_job_kills_its_running_hook() {
     )
     .await
     .unwrap();
-    assert_eq!(snapshot_count(&host).await, 0);
+    assert_eq!(host.restic_snapshots().await.len(), 0);
 }
 
 /// Whether a process runs (a zombie waiting for its parent does not).
@@ -433,7 +429,7 @@ async fn a_dump_hook_is_backed_up_byte_for_byte_and_a_failed_dump_stores_nothing
             dumped.stdout.len(),
             expected.len()
         );
-        assert_eq!(snapshot_count(&host).await, 1);
+        assert_eq!(host.restic_snapshots().await.len(), 1);
 
         let job = host
             .run(
@@ -457,7 +453,7 @@ async fn a_dump_hook_is_backed_up_byte_for_byte_and_a_failed_dump_stores_nothing
             "{version}: {log:#?}"
         );
         assert_eq!(
-            snapshot_count(&host).await,
+            host.restic_snapshots().await.len(),
             1,
             "{version}: a failed dump left a snapshot"
         );
