@@ -654,6 +654,29 @@ impl Job<'_> {
         end
     }
 
+    /// The restic command backing up `hook`'s output as `filename`, said in
+    /// the job's log first (`how`: which way restic reads it), so both ways
+    /// read alike there.
+    fn stdin_command(
+        &mut self,
+        hook: &Resolved,
+        from: StdinFrom,
+        filename: String,
+        params: &BackupParams,
+        how: &str,
+    ) -> Command {
+        self.log.line(
+            LogStreamKind::Stdout,
+            format!("backing up the output of hook `{}` ({how})", hook.name),
+        );
+        Command::BackupStdin {
+            from,
+            filename,
+            tags: params.tags.clone(),
+            host: None,
+        }
+    }
+
     /// Backs up the standard output of the `stdin_from` hook as
     /// `stdin_filename`: restic runs the hook itself on 0.17+
     /// (`--stdin-from-command`, through `env -i` so the hook gets the
@@ -698,18 +721,12 @@ impl Job<'_> {
                 format!("subprocess {}: ", argv[0]),
                 format!("[{}] ", hook.name),
             );
-            let command = Command::BackupStdin {
-                from: StdinFrom::Command(argv),
+            let command = self.stdin_command(
+                hook,
+                StdinFrom::Command(argv),
                 filename,
-                tags: params.tags.clone(),
-                host: None,
-            };
-            self.log.line(
-                LogStreamKind::Stdout,
-                format!(
-                    "backing up the output of hook `{}` (restic --stdin-from-command)",
-                    hook.name
-                ),
+                params,
+                "restic --stdin-from-command",
             );
             let limits = self.limits(&command, self.cancel);
             let (finished, ()) = self
@@ -737,18 +754,12 @@ impl Job<'_> {
                 ))
             }
         };
-        let command = Command::BackupStdin {
-            from: StdinFrom::Pipe,
+        let command = self.stdin_command(
+            hook,
+            StdinFrom::Pipe,
             filename,
-            tags: params.tags.clone(),
-            host: None,
-        };
-        self.log.line(
-            LogStreamKind::Stdout,
-            format!(
-                "backing up the output of hook `{}` (piped into restic --stdin)",
-                hook.name
-            ),
+            params,
+            "piped into restic --stdin",
         );
         let restic_stop = self.cancel.child_token();
         let limits = self.limits(&command, &restic_stop);

@@ -97,7 +97,7 @@ async fn an_enrolled_agent_connects_reports_its_versions_heartbeats_and_stops_on
     );
     assert_eq!(view.os.as_deref(), Some(std::env::consts::OS));
     assert_eq!(view.arch.as_deref(), Some(std::env::consts::ARCH));
-    let hostname = gethostname();
+    let hostname = rm_testkit::hostname();
     assert_eq!(view.hostname, hostname);
 
     // Heartbeats (one a second in tests) keep moving last_seen_at.
@@ -121,13 +121,6 @@ async fn an_enrolled_agent_connects_reports_its_versions_heartbeats_and_stops_on
     .await
     .unwrap();
     assert!(!log.contains(state.trim()), "agent logged its state");
-}
-
-fn gethostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .unwrap()
-        .trim()
-        .to_owned()
 }
 
 #[tokio::test]

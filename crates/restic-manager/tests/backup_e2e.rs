@@ -8,167 +8,30 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use rm_testkit::e2e::{succeeded, Host};
 use rm_testkit::fixtures::{assert_same_tree, make_tree};
 use rm_testkit::rclone::{free_port, RcloneServer};
 use rm_testkit::restic::version;
-use rm_testkit::{wait_until, Api, RunningAgent, TestServer};
+use rm_testkit::wait_until;
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_restic-manager");
 const PASSWORD: &str = "e2e-repository-password";
-/// Generous: restic's key derivation alone takes about half a second per
-/// command on a small machine.
-const JOB_LIMIT: Duration = Duration::from_secs(120);
-
-/// A server with one enrolled host whose real agent is running.
-struct Host {
-    server: TestServer,
-    admin: Api,
-    id: String,
-    agent: RunningAgent,
-}
 
 async fn host_with_agent(restic_bin: &Path, extra_env: &[(&str, &str)]) -> Host {
-    let server = TestServer::start().await.unwrap();
-    let admin = server.admin().await.unwrap();
-    let agent = server
-        .enrolled_agent(Path::new(BIN), "e2e", restic_bin, extra_env)
-        .await
-        .unwrap();
-    Host {
-        server,
-        admin,
-        id: agent.host_id.clone(),
-        agent,
-    }
+    Host::start(Path::new(BIN), "e2e", restic_bin, extra_env).await
 }
 
-impl Host {
-    /// Sets the repository and waits for the automatic `init` job.
-    async fn set_repository(&self, url: &str, password: &str) -> Value {
-        let (status, body) = self
-            .admin
-            .send(
-                reqwest::Method::PUT,
-                &format!("/api/v1/hosts/{}/repository", self.id),
-                Some(json!({"url": url, "password": password})),
-            )
-            .await
-            .unwrap();
-        assert_eq!(status, 204, "{body}");
-        let (_, jobs) = self
-            .admin
-            .get(&format!("/api/v1/jobs?host_id={}&limit=1", self.id))
-            .await
-            .unwrap();
-        let init = jobs[0]["id"].as_str().unwrap().to_owned();
-        self.finished(&init).await
-    }
-
-    /// Starts a job; fails the test unless the server says 201.
-    async fn start(&self, kind: &str, params: Value) -> String {
-        let (status, body) = self
-            .admin
-            .post(
-                &format!("/api/v1/hosts/{}/jobs", self.id),
-                json!({"kind": kind, "params": params}),
-            )
-            .await
-            .unwrap();
-        assert_eq!(status, 201, "{kind}: {body}");
-        body["id"].as_str().unwrap().to_owned()
-    }
-
-    /// Runs a job to its end and returns it.
-    async fn run(&self, kind: &str, params: Value) -> Value {
-        let id = self.start(kind, params).await;
-        self.finished(&id).await
-    }
-
-    async fn job(&self, id: &str) -> Value {
-        self.admin
-            .get(&format!("/api/v1/jobs/{id}"))
-            .await
-            .unwrap()
-            .1
-    }
-
-    async fn finished(&self, id: &str) -> Value {
-        wait_until(JOB_LIMIT, &format!("job {id} to finish"), || async {
-            let status = self.job(id).await["status"]
-                .as_str()
-                .unwrap_or("")
-                .to_owned();
-            matches!(
-                status.as_str(),
-                "succeeded" | "partial" | "failed" | "cancelled"
-            )
-        })
+/// The ids restic itself lists, sorted.
+async fn restic_snapshot_ids(host: &Host) -> Vec<String> {
+    let mut ids: Vec<String> = host
+        .restic_snapshots()
         .await
-        .unwrap_or_else(|e| panic!("{e}\nagent log:\n{}", self.agent.process.log()));
-        self.job(id).await
-    }
-
-    async fn logs(&self, id: &str) -> Vec<Value> {
-        let (_, lines) = self
-            .admin
-            .get(&format!("/api/v1/jobs/{id}/logs"))
-            .await
-            .unwrap();
-        lines.as_array().unwrap().clone()
-    }
-
-    async fn snapshots(&self) -> Vec<Value> {
-        let (_, list) = self
-            .admin
-            .get(&format!("/api/v1/hosts/{}/snapshots", self.id))
-            .await
-            .unwrap();
-        list.as_array().unwrap().clone()
-    }
-
-    /// Waits until the stored snapshot list has `count` entries (the agent
-    /// refreshes it right after the job's end).
-    async fn wait_snapshots(&self, count: usize) -> Vec<Value> {
-        wait_until(
-            Duration::from_secs(30),
-            &format!("{count} snapshots reported"),
-            || async { self.snapshots().await.len() == count },
-        )
-        .await
-        .unwrap();
-        self.snapshots().await
-    }
-}
-
-/// What restic itself lists, run directly with the password in its
-/// environment.
-async fn restic_snapshot_ids(repo: &str, password: &str) -> Vec<String> {
-    let out = rm_testkit::restic::command()
-        .args(["snapshots", "--json"])
-        .env("RESTIC_REPOSITORY", repo)
-        .env("RESTIC_PASSWORD", password)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let list: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
-    let mut ids: Vec<String> = list
         .iter()
         .map(|s| s["id"].as_str().unwrap().to_owned())
         .collect();
     ids.sort();
     ids
-}
-
-fn succeeded(job: &Value) {
-    assert_eq!(job["status"], "succeeded", "job did not succeed: {job:#}");
-    assert_eq!(job["exit_code"], 0, "{job:#}");
 }
 
 /// The whole life of a repository, as an operator would drive it.
@@ -209,7 +72,7 @@ async fn scenario(host: &Host, repo: &str, scratch: &Path) {
         .iter()
         .map(|s| s["id"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(ids, restic_snapshot_ids(repo, PASSWORD).await);
+    assert_eq!(ids, restic_snapshot_ids(host).await);
 
     let check = host.run("check", json!({})).await;
     succeeded(&check);
@@ -234,10 +97,7 @@ async fn scenario(host: &Host, repo: &str, scratch: &Path) {
     );
     let remaining = host.wait_snapshots(1).await;
     let remaining_id = remaining[0]["id"].as_str().unwrap().to_owned();
-    assert_eq!(
-        restic_snapshot_ids(repo, PASSWORD).await,
-        vec![remaining_id.clone()]
-    );
+    assert_eq!(restic_snapshot_ids(host).await, vec![remaining_id.clone()]);
 
     let target = scratch.join("restore");
     let nested = format!("{src_path}/nested");
@@ -315,11 +175,7 @@ async fn a_local_repository_goes_through_init_backup_check_forget_prune_and_rest
     let scratch = tempfile::tempdir().unwrap();
     let repo = scratch.path().join("repo").display().to_string();
     scenario(&host, &repo, scratch.path()).await;
-    host.agent
-        .process
-        .terminate(Duration::from_secs(20))
-        .await
-        .unwrap();
+    host.stop().await;
 }
 
 #[tokio::test]
@@ -330,18 +186,14 @@ async fn a_rest_repository_served_by_rclone_goes_through_the_same() {
     std::fs::create_dir_all(&data).unwrap();
     let rclone = RcloneServer::start(&data);
     scenario(&host, &rclone.url, scratch.path()).await;
-    host.agent
-        .process
-        .terminate(Duration::from_secs(20))
-        .await
-        .unwrap();
+    host.stop().await;
 }
 
 #[tokio::test]
 async fn init_on_an_existing_repository_is_a_no_op_and_a_wrong_password_fails_clearly() {
     let host = host_with_agent(&rm_testkit::restic::binary(), &[]).await;
-    let scratch = tempfile::tempdir().unwrap();
-    let repo = scratch.path().join("repo").display().to_string();
+    let scratch = host.scratch();
+    let repo = scratch.join("repo").display().to_string();
     succeeded(&host.set_repository(&repo, PASSWORD).await);
     // Setting the same repository again initialises nothing.
     let again = host.set_repository(&repo, PASSWORD).await;
@@ -356,7 +208,7 @@ async fn init_on_an_existing_repository_is_a_no_op_and_a_wrong_password_fails_cl
         // 0.18+: restic's exit_error message, not its JSON line.
         assert!(!error.contains("message_type"), "{error}");
     }
-    let src = scratch.path().join("src");
+    let src = scratch.join("src");
     make_tree(&src);
     let backup = host
         .run("backup", json!({"paths": [src.display().to_string()]}))
@@ -366,23 +218,18 @@ async fn init_on_an_existing_repository_is_a_no_op_and_a_wrong_password_fails_cl
         backup["error"].as_str().unwrap().contains("wrong password"),
         "{backup:#}"
     );
-    host.agent
-        .process
-        .terminate(Duration::from_secs(20))
-        .await
-        .unwrap();
+    host.stop().await;
 }
 
 #[tokio::test]
 async fn a_backup_with_a_missing_path_is_partial_on_every_release() {
     // 0.14–0.18 exit 0 and say "does not exist, skipping"; 0.19 exits 3.
     let host = host_with_agent(&rm_testkit::restic::binary(), &[]).await;
-    let scratch = tempfile::tempdir().unwrap();
-    let repo = scratch.path().join("repo").display().to_string();
-    succeeded(&host.set_repository(&repo, PASSWORD).await);
-    let src = scratch.path().join("src");
+    succeeded(&host.set_local_repository(PASSWORD).await);
+    let scratch = host.scratch();
+    let src = scratch.join("src");
     make_tree(&src);
-    let missing = scratch.path().join("gone").display().to_string();
+    let missing = scratch.join("gone").display().to_string();
     let backup = host
         .run(
             "backup",
@@ -397,11 +244,7 @@ async fn a_backup_with_a_missing_path_is_partial_on_every_release() {
     );
     // The snapshot of what was there is kept.
     assert_eq!(host.wait_snapshots(1).await.len(), 1);
-    host.agent
-        .process
-        .terminate(Duration::from_secs(20))
-        .await
-        .unwrap();
+    host.stop().await;
 }
 
 #[tokio::test]
@@ -424,28 +267,23 @@ async fn an_unreachable_rest_repository_fails_within_the_timeout() {
         init["error"].as_str().is_some_and(|e| !e.is_empty()),
         "{init:#}"
     );
-    host.agent
-        .process
-        .terminate(Duration::from_secs(20))
-        .await
-        .unwrap();
+    host.stop().await;
 }
 
 #[tokio::test]
 async fn a_running_backup_can_be_cancelled() {
     let host = host_with_agent(&rm_testkit::restic::binary(), &[]).await;
-    let scratch = tempfile::tempdir().unwrap();
-    let repo = scratch.path().join("repo").display().to_string();
-    succeeded(&host.set_repository(&repo, PASSWORD).await);
+    succeeded(&host.set_local_repository(PASSWORD).await);
+    let scratch = host.scratch();
     // A large sparse file keeps restic busy long enough to cancel it.
-    let src = scratch.path().join("big");
+    let src = scratch.join("big");
     std::fs::create_dir_all(&src).unwrap();
     std::fs::File::create(src.join("sparse.img"))
         .unwrap()
         .set_len(8 << 30)
         .unwrap();
     let id = host
-        .start("backup", json!({"paths": [src.display().to_string()]}))
+        .start_job("backup", json!({"paths": [src.display().to_string()]}))
         .await;
     wait_until(Duration::from_secs(30), "the backup to run", || async {
         host.job(&id).await["status"] == "running"
@@ -463,40 +301,22 @@ async fn a_running_backup_can_be_cancelled() {
     assert_eq!(job["status"], "cancelled", "{job:#}");
     // The host is free again: the next job runs.
     succeeded(&host.run("snapshots", json!({})).await);
-    host.agent
-        .process
-        .terminate(Duration::from_secs(20))
-        .await
-        .unwrap();
+    host.stop().await;
 }
 
 #[tokio::test]
 async fn paths_that_look_like_flags_are_refused_before_restic_sees_them() {
     let host = host_with_agent(&rm_testkit::restic::binary(), &[]).await;
-    let scratch = tempfile::tempdir().unwrap();
-    let repo = scratch.path().join("repo").display().to_string();
-    succeeded(&host.set_repository(&repo, PASSWORD).await);
+    succeeded(&host.set_local_repository(PASSWORD).await);
     for bad in ["--password-file=/etc/shadow", "-r", "relative"] {
-        let (status, body) = host
-            .admin
-            .post(
-                &format!("/api/v1/hosts/{}/jobs", host.id),
-                json!({"kind": "backup", "params": {"paths": [bad]}}),
-            )
-            .await
-            .unwrap();
+        let (status, body) = host.post_job("backup", json!({"paths": [bad]})).await;
         assert_eq!(status, 400, "{bad}");
         assert!(body["error"]["message"]
             .as_str()
             .unwrap()
             .contains("params.paths[0]"));
     }
-    host.agent
-        .process
-        .terminate(Duration::from_secs(20))
-        .await
-        .unwrap();
-    let _ = &host.server;
+    host.stop().await;
 }
 
 #[tokio::test]
@@ -512,11 +332,7 @@ async fn a_host_without_restic_fails_its_jobs_with_a_clear_error() {
         error.contains("restic is not usable") && error.contains("not found"),
         "{error}"
     );
-    host.agent
-        .process
-        .terminate(Duration::from_secs(20))
-        .await
-        .unwrap();
+    host.stop().await;
 }
 
 /// The names directly in `dir` and the bytes of `agent.json`: what a
@@ -538,10 +354,9 @@ async fn restores_into_the_state_dir_are_refused_even_with_the_opt_in_and_write_
         &[("RM_ALLOW_RESTORE_TO_SYSTEM_PATHS", "true")],
     )
     .await;
-    let scratch = tempfile::tempdir().unwrap();
-    let repo = scratch.path().join("repo").display().to_string();
-    succeeded(&host.set_repository(&repo, PASSWORD).await);
-    let src = scratch.path().join("src");
+    succeeded(&host.set_local_repository(PASSWORD).await);
+    let scratch = host.scratch();
+    let src = scratch.join("src");
     make_tree(&src);
     let src_path = src.display().to_string();
     succeeded(&host.run("backup", json!({"paths": [src_path]})).await);
@@ -584,7 +399,7 @@ async fn restores_into_the_state_dir_are_refused_even_with_the_opt_in_and_write_
     assert!(!state_dir.join(src.strip_prefix("/").unwrap()).exists());
 
     // A restore elsewhere still works.
-    let target = scratch.path().join("restore");
+    let target = scratch.join("restore");
     succeeded(
         &host
             .run(
@@ -594,20 +409,15 @@ async fn restores_into_the_state_dir_are_refused_even_with_the_opt_in_and_write_
             .await,
     );
     assert_same_tree(&src, &target.join(src.strip_prefix("/").unwrap()));
-    host.agent
-        .process
-        .terminate(Duration::from_secs(20))
-        .await
-        .unwrap();
+    host.stop().await;
 }
 
 #[tokio::test]
 async fn restores_into_system_folders_need_the_hosts_opt_in() {
     let host = host_with_agent(&rm_testkit::restic::binary(), &[]).await;
-    let scratch = tempfile::tempdir().unwrap();
-    let repo = scratch.path().join("repo").display().to_string();
-    succeeded(&host.set_repository(&repo, PASSWORD).await);
-    let src = scratch.path().join("src");
+    succeeded(&host.set_local_repository(PASSWORD).await);
+    let scratch = host.scratch();
+    let src = scratch.join("src");
     make_tree(&src);
     succeeded(
         &host
@@ -642,11 +452,7 @@ async fn restores_into_system_folders_need_the_hosts_opt_in() {
     assert!(!Path::new("/etc")
         .join(never.trim_start_matches('/'))
         .exists());
-    host.agent
-        .process
-        .terminate(Duration::from_secs(20))
-        .await
-        .unwrap();
+    host.stop().await;
 }
 
 /// Bytes, length and modification time: enough to see a file rewritten.
@@ -658,11 +464,10 @@ fn fingerprint(path: &Path) -> (Vec<u8>, std::time::SystemTime) {
 #[tokio::test]
 async fn restores_into_root_spool_ssh_folders_or_the_agent_itself_are_refused_and_write_nothing() {
     let host = host_with_agent(&rm_testkit::restic::binary(), &[]).await;
-    let scratch = tempfile::tempdir().unwrap();
-    let repo = scratch.path().join("repo").display().to_string();
-    succeeded(&host.set_repository(&repo, PASSWORD).await);
+    succeeded(&host.set_local_repository(PASSWORD).await);
+    let scratch = host.scratch();
     // A home folder whose snapshot copy holds login keys.
-    let src = scratch.path().join("src");
+    let src = scratch.join("src");
     make_tree(&src);
     let alice = src.join("home/alice");
     std::fs::create_dir_all(alice.join(".ssh")).unwrap();
@@ -691,9 +496,9 @@ async fn restores_into_root_spool_ssh_folders_or_the_agent_itself_are_refused_an
     let never = "/restic-manager-test-never-written";
     let root_target = format!("/root{never}");
     let spool_target = format!("/var/spool{never}");
-    let ssh_target = scratch.path().join("restore/.ssh").display().to_string();
+    let ssh_target = scratch.join("restore/.ssh").display().to_string();
     let alice_path = alice.display().to_string();
-    let scratch_target = scratch.path().join("restore").display().to_string();
+    let scratch_target = scratch.join("restore").display().to_string();
     let agent_binary = std::fs::canonicalize(BIN).unwrap();
     let binary_before = fingerprint(&agent_binary);
     let binary = agent_binary.display().to_string();
@@ -772,7 +577,7 @@ async fn restores_into_root_spool_ssh_folders_or_the_agent_itself_are_refused_an
     }
     assert!(!Path::new(&root_target).exists());
     assert!(!Path::new(&spool_target).exists());
-    assert!(!scratch.path().join("restore").exists());
+    assert!(!scratch.join("restore").exists());
     assert_eq!(
         fingerprint(&alice.join(".ssh/authorized_keys")),
         keys_before
@@ -795,9 +600,5 @@ async fn restores_into_root_spool_ssh_folders_or_the_agent_itself_are_refused_an
             .await,
     );
     assert_eq!(std::fs::read(src.join("nested/a.txt")).unwrap(), b"a\n");
-    host.agent
-        .process
-        .terminate(Duration::from_secs(20))
-        .await
-        .unwrap();
+    host.stop().await;
 }

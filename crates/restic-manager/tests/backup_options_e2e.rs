@@ -10,124 +10,52 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::time::Duration;
 
+use rm_testkit::e2e::{succeeded, Host};
 use rm_testkit::fixtures::noise;
 use rm_testkit::rclone::RcloneServer;
 use rm_testkit::restic::{release, SID, TRIXIE};
-use rm_testkit::{Api, RawAgent, RunningAgent, SmallDisk, TestServer};
+use rm_testkit::{RawAgent, SmallDisk, TestServer};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_restic-manager");
 const PASSWORD: &str = "options-e2e-password";
-/// Generous: restic's key derivation alone takes about half a second per
-/// command on a small machine.
-const JOB_LIMIT: Duration = Duration::from_secs(180);
 /// A valid cache directory tag (<https://bford.info/cachedir/>).
 const CACHEDIR_TAG: &str = "Signature: 8a477f597d28d172789f06886806bc55\n# a cache\n";
 
-/// A server with one enrolled host whose real agent runs `restic`, and its
-/// repository set (the `init` job queued first).
-struct Host {
-    _server: TestServer,
-    admin: Api,
-    id: String,
-    agent: RunningAgent,
-    repo: String,
-    restic: std::path::PathBuf,
-}
-
+/// A host whose real agent runs `restic`, with its repository at `repo`.
 async fn host(restic: &Path, repo: &str) -> Host {
-    let server = TestServer::start().await.unwrap();
-    let admin = server.admin().await.unwrap();
-    let agent = server
-        .enrolled_agent(Path::new(BIN), "options", restic, &[])
-        .await
-        .unwrap();
-    let id = agent.host_id.clone();
-    admin.set_repository(&id, repo, PASSWORD).await.unwrap();
-    Host {
-        _server: server,
-        admin,
-        id,
-        agent,
-        repo: repo.to_owned(),
-        restic: restic.to_owned(),
-    }
+    let host = Host::start(Path::new(BIN), "options", restic, &[]).await;
+    succeeded(&host.set_repository(repo, PASSWORD).await);
+    host
 }
 
-impl Host {
-    /// Runs a backup to its end (after the queued `init`) and returns the job.
-    async fn backup(&self, params: Value) -> Value {
-        let id = self
-            .admin
-            .start_job(&self.id, "backup", params)
-            .await
-            .unwrap();
-        let job = self
-            .admin
-            .finished_job(&id, JOB_LIMIT)
-            .await
-            .unwrap_or_else(|e| panic!("{e}\nagent log:\n{}", self.agent.process.log()));
-        assert_eq!(job["status"], "succeeded", "{job:#}");
-        job
-    }
+/// Runs a backup to its end; fails the test unless it succeeded.
+async fn backup(host: &Host, params: Value) -> Value {
+    let job = host.run("backup", params).await;
+    succeeded(&job);
+    job
+}
 
-    async fn log_text(&self, job: &Value) -> String {
-        let lines = self
-            .admin
-            .job_logs(job["id"].as_str().unwrap())
-            .await
-            .unwrap();
-        lines
-            .iter()
-            .map(|l| l["text"].as_str().unwrap_or_default())
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
+async fn log_text(host: &Host, job: &Value) -> String {
+    host.logs(job["id"].as_str().unwrap())
+        .await
+        .iter()
+        .map(|l| l["text"].as_str().unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
 
-    /// Runs restic itself on the repository (password in its environment).
-    async fn restic(&self, args: &[&str]) -> String {
-        let out = tokio::process::Command::new(&self.restic)
-            .args(args)
-            .env("RESTIC_REPOSITORY", &self.repo)
-            .env("RESTIC_PASSWORD", PASSWORD)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .await
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "restic {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    /// Every path in snapshot `id`, as `restic ls` lists it.
-    async fn snapshot_paths(&self, id: &str) -> BTreeSet<String> {
-        self.restic(&["ls", "--json", "--", id])
-            .await
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|v| v["struct_type"] == "node" || v["message_type"] == "node")
-            .filter_map(|v| v["path"].as_str().map(str::to_owned))
-            .collect()
-    }
-
-    async fn snapshot_count(&self) -> usize {
-        let list: Vec<Value> =
-            serde_json::from_str(&self.restic(&["snapshots", "--json"]).await).unwrap();
-        list.len()
-    }
-
-    async fn stop(self) {
-        self.agent
-            .process
-            .terminate(Duration::from_secs(20))
-            .await
-            .unwrap();
-    }
+/// Every path in snapshot `id`, as `restic ls` lists it.
+async fn snapshot_paths(host: &Host, id: &str) -> BTreeSet<String> {
+    let listing = host.restic_ok(&["ls", "--json", "--", id]).await;
+    String::from_utf8(listing)
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["struct_type"] == "node" || v["message_type"] == "node")
+        .filter_map(|v| v["path"].as_str().map(str::to_owned))
+        .collect()
 }
 
 fn snapshot_of(job: &Value) -> String {
@@ -170,8 +98,8 @@ async fn each_exclude_option_leaves_out_what_it_names() {
 
     // Without options every one of these files is in the snapshot, so each
     // absence below is the option's doing.
-    let control = host.backup(json!({"paths": [s]})).await;
-    let all = host.snapshot_paths(&snapshot_of(&control)).await;
+    let control = backup(&host, json!({"paths": [s]})).await;
+    let all = snapshot_paths(&host, &snapshot_of(&control)).await;
     for rel in [
         "keep.txt",
         "Photo.JPG",
@@ -185,17 +113,19 @@ async fn each_exclude_option_leaves_out_what_it_names() {
         assert!(all.contains(&p(rel)), "{rel} missing from {all:#?}");
     }
 
-    let job = host
-        .backup(json!({
+    let job = backup(
+        &host,
+        json!({
             "paths": [s],
             "iexcludes": ["*.jpg"],
             "exclude_caches": true,
             "exclude_if_present": [".nobackup"],
             "exclude_larger_than": "1M",
             "one_file_system": true,
-        }))
-        .await;
-    let listed = host.snapshot_paths(&snapshot_of(&job)).await;
+        }),
+    )
+    .await;
+    let listed = snapshot_paths(&host, &snapshot_of(&job)).await;
     for (rel, option) in [
         ("Photo.JPG", "iexcludes matches case-insensitively"),
         ("cache/blob.bin", "exclude_caches"),
@@ -229,16 +159,16 @@ async fn second_unchanged_backup_makes_no_snapshot(restic: &Path) {
     let repo = scratch.path().join("repo").display().to_string();
     let host = host(restic, &repo).await;
     let params = json!({"paths": [src.display().to_string()], "skip_if_unchanged": true});
-    let first = host.backup(params.clone()).await;
+    let first = backup(&host, params.clone()).await;
     snapshot_of(&first);
-    let second = host.backup(params).await;
+    let second = backup(&host, params).await;
     assert_eq!(second["stats"]["snapshot_id"], Value::Null, "{second:#}");
-    let log = host.log_text(&second).await;
+    let log = log_text(&host, &second).await;
     assert!(
         log.contains("nothing changed since the last snapshot: no new snapshot was made"),
         "{log}"
     );
-    assert_eq!(host.snapshot_count().await, 1);
+    assert_eq!(host.restic_snapshots().await.len(), 1);
     host.stop().await;
 }
 
@@ -258,15 +188,15 @@ async fn skip_if_unchanged_is_ignored_saying_so_with_restic_0_14() {
     let repo = scratch.path().join("repo").display().to_string();
     let host = host(Path::new(rm_testkit::restic::DEFAULT), &repo).await;
     let params = json!({"paths": [src.display().to_string()], "skip_if_unchanged": true});
-    host.backup(params.clone()).await;
-    let second = host.backup(params).await;
+    backup(&host, params.clone()).await;
+    let second = backup(&host, params).await;
     snapshot_of(&second);
-    let log = host.log_text(&second).await;
+    let log = log_text(&host, &second).await;
     assert!(
         log.contains("skip_if_unchanged is ignored: restic 0.14.0 has no --skip-if-unchanged"),
         "{log}"
     );
-    assert_eq!(host.snapshot_count().await, 2);
+    assert_eq!(host.restic_snapshots().await.len(), 2);
     host.stop().await;
 }
 
@@ -280,9 +210,11 @@ async fn an_upload_limit_slows_a_rest_backup() {
     std::fs::create_dir_all(&data).unwrap();
     let rclone = RcloneServer::start(&data);
     let host = host(&rm_testkit::restic::binary(), &rclone.url).await;
-    let job = host
-        .backup(json!({"paths": [src.display().to_string()], "limit_upload_kib": 512}))
-        .await;
+    let job = backup(
+        &host,
+        json!({"paths": [src.display().to_string()], "limit_upload_kib": 512}),
+    )
+    .await;
     // restic's own measure of the backup; a lower bound only, which load
     // on the machine can only raise.
     let took = job["stats"]["total_duration"].as_f64().unwrap();

@@ -8,21 +8,12 @@
 use std::path::Path;
 use std::time::Duration;
 
+use rm_testkit::e2e::{succeeded, Host};
 use rm_testkit::fixtures::make_tree;
-use rm_testkit::{wait_until, Api, TestServer};
+use rm_testkit::{wait_until, Api};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_restic-manager");
-
-async fn run(admin: &Api, host: &str, kind: &str, params: Value) -> Value {
-    let id = admin.start_job(host, kind, params).await.unwrap();
-    let job = admin
-        .finished_job(&id, Duration::from_secs(120))
-        .await
-        .unwrap();
-    assert_eq!(job["status"], "succeeded", "{job:#}");
-    job
-}
 
 async fn tree(admin: &Api, host: &str, snapshot: &str, path: &str) -> (u16, Value) {
     let (status, body) = admin
@@ -59,58 +50,23 @@ fn names(listing: &Value) -> Vec<String> {
 
 #[tokio::test]
 async fn the_tree_is_browsed_one_folder_at_a_time_and_a_picked_file_restores() {
-    let server = TestServer::start().await.unwrap();
-    let admin = server.admin().await.unwrap();
-    let agent = server
-        .enrolled_agent(Path::new(BIN), "browse", &rm_testkit::restic::binary(), &[])
-        .await
-        .unwrap();
-    let host = agent.host_id.clone();
-    let scratch = tempfile::tempdir().unwrap();
-    let repo = scratch.path().join("repo").display().to_string();
-    admin
-        .set_repository(&host, &repo, "browse-password")
-        .await
-        .unwrap();
-    let src = scratch.path().join("src");
+    let host = Host::start(Path::new(BIN), "browse", &rm_testkit::restic::binary(), &[]).await;
+    succeeded(&host.set_local_repository("browse-password").await);
+    let scratch = host.scratch();
+    let src = scratch.join("src");
     make_tree(&src);
-    wait_until(Duration::from_secs(60), "init", || async {
-        let (_, jobs) = admin
-            .get(&format!("/api/v1/jobs?host_id={host}"))
-            .await
-            .unwrap();
-        jobs[0]["status"] == "succeeded"
-    })
-    .await
-    .unwrap();
-    run(
-        &admin,
-        &host,
-        "backup",
-        json!({"paths": [src.display().to_string()]}),
-    )
-    .await;
-    // restic 0.14 names the new snapshot by its short id only: the list
-    // gets it from the refresh after the job.
-    let listed = || async {
-        admin
-            .get(&format!("/api/v1/hosts/{host}/snapshots"))
-            .await
-            .unwrap()
-            .1
-    };
-    wait_until(Duration::from_secs(60), "the snapshot listed", || async {
-        listed().await.as_array().is_some_and(|l| !l.is_empty())
-    })
-    .await
-    .unwrap();
-    let snapshots = listed().await;
+    succeeded(
+        &host
+            .run("backup", json!({"paths": [src.display().to_string()]}))
+            .await,
+    );
+    let snapshots = host.wait_snapshots(1).await;
     let snapshot = snapshots[0]["short_id"].as_str().unwrap().to_owned();
 
     // Walk down from the root, one level per call.
     let mut path = String::from("/");
     for component in src.strip_prefix("/").unwrap().components() {
-        let (status, listing) = tree(&admin, &host, &snapshot, &path).await;
+        let (status, listing) = tree(&host.admin, &host.id, &snapshot, &path).await;
         assert_eq!(status, 200, "{path}: {listing}");
         let name = component.as_os_str().to_str().unwrap();
         let entry = listing
@@ -122,7 +78,7 @@ async fn the_tree_is_browsed_one_folder_at_a_time_and_a_picked_file_restores() {
         assert_eq!(entry["type"], "dir");
         path = entry["path"].as_str().unwrap().to_owned();
     }
-    let (status, listing) = tree(&admin, &host, &snapshot, &path).await;
+    let (status, listing) = tree(&host.admin, &host.id, &snapshot, &path).await;
     assert_eq!(status, 200);
     assert_eq!(
         names(&listing),
@@ -137,14 +93,17 @@ async fn the_tree_is_browsed_one_folder_at_a_time_and_a_picked_file_restores() {
     assert_eq!(big["type"], "file");
     assert_eq!(big["size"], 3_000_000);
     assert!(big["mtime"].is_string());
-    let (_, nested) = tree(&admin, &host, &snapshot, &format!("{path}/nested")).await;
+    let (_, nested) = tree(&host.admin, &host.id, &snapshot, &format!("{path}/nested")).await;
     assert_eq!(names(&nested), ["a.txt", "deeper"], "only direct children");
 
     // Bad input is refused before any agent is asked.
-    assert_eq!(tree(&admin, &host, "not-hex!", "/").await.0, 400);
-    assert_eq!(tree(&admin, &host, &snapshot, "relative").await.0, 400);
+    assert_eq!(tree(&host.admin, &host.id, "not-hex!", "/").await.0, 400);
+    assert_eq!(
+        tree(&host.admin, &host.id, &snapshot, "relative").await.0,
+        400
+    );
     // A path that is not in the snapshot: the agent's error, not cached.
-    let (status, body) = tree(&admin, &host, &snapshot, "/no/such/folder").await;
+    let (status, body) = tree(&host.admin, &host.id, &snapshot, "/no/such/folder").await;
     assert_eq!(status, 502, "{body}");
     assert!(
         body["error"]["message"]
@@ -155,20 +114,21 @@ async fn the_tree_is_browsed_one_folder_at_a_time_and_a_picked_file_restores() {
     );
 
     // Restore the file picked in the tree, and compare it.
-    let target = scratch.path().join("restored");
+    let target = scratch.join("restored");
     let file = listing
         .as_array()
         .unwrap()
         .iter()
         .find(|e| e["name"] == "café-ü.txt")
         .unwrap();
-    run(
-        &admin,
-        &host,
-        "restore",
-        json!({"snapshot_id": snapshot, "include": [file["path"]], "target": target.display().to_string()}),
-    )
-    .await;
+    succeeded(
+        &host
+            .run(
+                "restore",
+                json!({"snapshot_id": snapshot, "include": [file["path"]], "target": target.display().to_string()}),
+            )
+            .await,
+    );
     let restored = target
         .join(src.strip_prefix("/").unwrap())
         .join("café-ü.txt");
@@ -179,24 +139,24 @@ async fn the_tree_is_browsed_one_folder_at_a_time_and_a_picked_file_restores() {
 
     // With the agent gone, what this session already saw still comes from
     // the cache; anything new needs the agent.
-    agent
+    host.agent
         .process
         .terminate(Duration::from_secs(20))
         .await
         .unwrap();
     wait_until(Duration::from_secs(10), "offline", || async {
-        !server.host_online(&host).await
+        !host.server.host_online(&host.id).await
     })
     .await
     .unwrap();
     assert_eq!(
-        tree(&admin, &host, &snapshot, &path).await.0,
+        tree(&host.admin, &host.id, &snapshot, &path).await.0,
         200,
         "cached listing"
     );
-    let (status, body) = tree(&admin, &host, &snapshot, &format!("{path}/empty")).await;
+    let (status, body) = tree(&host.admin, &host.id, &snapshot, &format!("{path}/empty")).await;
     assert_eq!(status, 409, "{body}");
     // Another session has its own cache.
-    let other = server.admin().await.unwrap();
-    assert_eq!(tree(&other, &host, &snapshot, &path).await.0, 409);
+    let other = host.server.admin().await.unwrap();
+    assert_eq!(tree(&other, &host.id, &snapshot, &path).await.0, 409);
 }

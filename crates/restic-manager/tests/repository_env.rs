@@ -96,18 +96,10 @@ async fn put_refuses_variables_outside_the_allow_list() {
 
 /// A page as the logged-in operator's browser gets it (the login
 /// session's token is the session cookie).
-async fn html(server: &TestServer, admin: &rm_testkit::Api, path: &str) -> String {
-    let response = rm_testkit::http::client()
-        .get(format!("{}{path}", server.url))
-        .header(
-            reqwest::header::COOKIE,
-            format!("rm_session={}", admin.token().unwrap()),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200, "{path}");
-    response.text().await.unwrap()
+async fn html(admin: &rm_testkit::Api, path: &str) -> String {
+    let (status, html) = admin.page(path).await.unwrap();
+    assert_eq!(status, 200, "{path}");
+    html
 }
 
 /// Seals `config` with the server's key and stores it directly, as a
@@ -186,10 +178,10 @@ async fn settings_stored_before_the_rule_are_kept_but_refused() {
     );
 
     // The host page and the dashboard say so.
-    let page = html(&server, &admin, &format!("/hosts/{host_id}")).await;
+    let page = html(&admin, &format!("/hosts/{host_id}")).await;
     assert!(page.contains(r#"id="repository-refused""#), "host page");
     assert!(page.contains("env.PATH"), "host page names the variable");
-    let dashboard = html(&server, &admin, "/").await;
+    let dashboard = html(&admin, "/").await;
     assert!(dashboard.contains("settings refused"), "dashboard");
 
     // Settings stored while the server runs are checked when read.

@@ -97,6 +97,19 @@ impl Api {
         self.send(Method::GET, path, None).await
     }
 
+    /// A web UI page (`path` like `/hosts/<id>`) as this client's session
+    /// sees it: its token sent as the session cookie. Returns the status
+    /// and the HTML.
+    pub async fn page(&self, path: &str) -> anyhow::Result<(StatusCode, String)> {
+        let mut request = self.client.get(format!("{}{}", self.base, path));
+        if let Some(token) = &self.token {
+            request = request.header(reqwest::header::COOKIE, format!("rm_session={token}"));
+        }
+        let response = request.send().await.context("page request failed")?;
+        let status = response.status();
+        Ok((status, response.text().await?))
+    }
+
     /// POST with a JSON body.
     pub async fn post(&self, path: &str, body: Value) -> anyhow::Result<(StatusCode, Value)> {
         self.send(Method::POST, path, Some(body)).await

@@ -9,6 +9,8 @@
 //!   with its log captured.
 //! - [`ServerProcess`]: the real `restic-manager server` as a child process,
 //!   to kill (`-9`) or stop and start again on the same database.
+//! - [`e2e::Host`]: one host end to end (server, real agent, real restic,
+//!   its repository) for the restic-facing tests.
 //! - [`fixtures`]: generated source trees and byte-for-byte comparison.
 //! - [`Browser`]: Debian's headless Chromium over WebDriver, for UI tests.
 //! - [`rclone::RcloneServer`]: a REST repository server on 127.0.0.1.
@@ -19,7 +21,8 @@
 //! - [`http`]: `reqwest` clients (never `reqwest::Client::new()` directly).
 //! - [`restic`]: which restic binary the tests run (`RM_TEST_RESTIC`), and
 //!   the cached newer releases (0.18, 0.19) for tests that need each.
-//! - [`wait_until`]: polling instead of sleeping.
+//! - [`wait_until`]: polling instead of sleeping; [`hostname`]: this
+//!   machine's.
 //!
 //! Helpers return `anyhow::Result` so tests can `?` freely.
 
@@ -27,6 +30,7 @@ mod agent_process;
 mod api;
 pub mod browser;
 mod child;
+pub mod e2e;
 pub mod fixtures;
 pub mod fleet;
 pub mod http;
@@ -66,5 +70,14 @@ where
             anyhow::bail!("timed out after {limit:?} waiting for {what}");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// This machine's hostname as the kernel has it: what an agent reports
+/// and hands its hooks.
+pub fn hostname() -> String {
+    match std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        Ok(name) => name.trim().to_owned(),
+        Err(e) => panic!("reading /proc/sys/kernel/hostname: {e}"),
     }
 }

@@ -40,7 +40,8 @@ pub fn version() -> ResticVersion {
     *VERSION.get_or_init(|| version_of(&binary()))
 }
 
-fn version_of(bin: &Path) -> ResticVersion {
+/// The version of the restic binary `bin` (`restic version`).
+pub fn version_of(bin: &Path) -> ResticVersion {
     let output = std::process::Command::new(bin)
         .arg("version")
         .stdin(std::process::Stdio::null())
@@ -93,4 +94,36 @@ pub fn release(version: &str) -> PathBuf {
 /// and `--stdin-from-command` after).
 pub fn every_release() -> Vec<PathBuf> {
     vec![PathBuf::from(DEFAULT), release(TRIXIE), release(SID)]
+}
+
+/// Runs restic `bin` itself on the repository `repo` with `args`, the way a
+/// test checks what the agent wrote: the password in restic's environment
+/// (never on its command line), no stdin. Returns the output whatever the
+/// exit; [`on_repository_ok`] is the one that must succeed.
+pub async fn on_repository(
+    bin: &Path,
+    repo: &str,
+    password: &str,
+    args: &[&str],
+) -> std::process::Output {
+    tokio::process::Command::new(bin)
+        .args(args)
+        .env("RESTIC_REPOSITORY", repo)
+        .env("RESTIC_PASSWORD", password)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("running {} {args:?}: {e}", bin.display()))
+}
+
+/// [`on_repository`], failing the test with restic's stderr unless restic
+/// succeeds; returns its stdout.
+pub async fn on_repository_ok(bin: &Path, repo: &str, password: &str, args: &[&str]) -> Vec<u8> {
+    let out = on_repository(bin, repo, password, args).await;
+    assert!(
+        out.status.success(),
+        "restic {args:?} on {repo}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
 }
