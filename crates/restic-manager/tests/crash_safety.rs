@@ -372,6 +372,15 @@ async fn a_stale_lock_left_by_a_killed_restic_is_cleared_before_check() {
         .unwrap();
     let repo = scratch.path().join("repo");
     with_repository(&admin, &agent.host_id, &repo).await;
+    // The agent refreshes its repository report after `init`; a restic
+    // starting its backup while a refresh's lock comes and goes can fail
+    // to lock (0.14 gives up when a lock it reads vanishes), so start once
+    // the report is stored and the repository is quiet.
+    wait_until(JOB_LIMIT, "the repository report after init", || async {
+        admin.repo_stats_rows(&agent.host_id).await.unwrap_or(0) > 0
+    })
+    .await
+    .unwrap();
 
     // A restic of this host killed with SIGKILL mid-backup leaves its lock.
     let src = slow_source(scratch.path());

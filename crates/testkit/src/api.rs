@@ -342,4 +342,13 @@ impl Api {
         .await?;
         Ok(listed().await)
     }
+    /// How many repository reports (`repo.stats`) the server stored for the
+    /// host: the agent sends one after each job that changed the repository,
+    /// once its refresh has listed and measured it.
+    pub async fn repo_stats_rows(&self, host_id: &str) -> anyhow::Result<usize> {
+        let (_, stats) = self
+            .get(&format!("/api/v1/hosts/{host_id}/repo-stats"))
+            .await?;
+        Ok(stats["history"].as_array().map_or(0, Vec::len))
+    }
 }
