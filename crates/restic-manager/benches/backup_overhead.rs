@@ -135,12 +135,7 @@ impl Bench {
     }
 
     async fn stats_rows(&self) -> usize {
-        let (_, stats) = self
-            .admin
-            .get(&format!("/api/v1/hosts/{}/repo-stats", self.host()))
-            .await
-            .unwrap();
-        stats["history"].as_array().map_or(0, Vec::len)
+        self.admin.repo_stats_rows(self.host()).await.unwrap()
     }
 
     async fn job(&self, id: &str) -> Value {

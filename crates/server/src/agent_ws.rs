@@ -625,16 +625,7 @@ async fn store_snapshots(
     let records: Vec<SnapshotRecord> = report
         .snapshots
         .into_iter()
-        .map(|s| SnapshotRecord {
-            id: s.id,
-            short_id: s.short_id,
-            time: s.time,
-            hostname: s.hostname,
-            paths: s.paths,
-            tags: s.tags,
-            size_bytes: s.size_bytes,
-            file_count: s.file_count,
-        })
+        .map(crate::jobs::snapshot_record)
         .collect();
     state.store().replace_snapshots(host_id, &records).await?;
     state.fleet_changed();

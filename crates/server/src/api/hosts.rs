@@ -204,16 +204,7 @@ pub(crate) async fn snapshots(
     Ok(Json(
         snapshots
             .into_iter()
-            .map(|s| SnapshotInfo {
-                id: s.id,
-                short_id: s.short_id,
-                time: s.time,
-                hostname: s.hostname,
-                paths: s.paths,
-                tags: s.tags,
-                size_bytes: s.size_bytes,
-                file_count: s.file_count,
-            })
+            .map(crate::jobs::snapshot_info)
             .collect(),
     ))
 }

@@ -653,16 +653,7 @@ impl AgentJobs {
         if let Err(problem) = rm_protocol::params::snapshot_id(&s.id) {
             return Err(ReportError::BadId(format!("`snapshot.id` {problem}")));
         }
-        let record = SnapshotRecord {
-            id: s.id,
-            short_id: s.short_id,
-            time: s.time,
-            hostname: s.hostname,
-            paths: s.paths,
-            tags: s.tags,
-            size_bytes: s.size_bytes,
-            file_count: s.file_count,
-        };
+        let record = snapshot_record(s);
         state.store().add_snapshot(host, &record).await?;
         state.fleet_changed();
         tracing::info!(%host, snapshot = %record.short_id, "snapshot added");
@@ -904,6 +895,34 @@ pub(crate) async fn watch_hosts_with_active_jobs(state: &AppState) {
             }
         }
         Err(e) => tracing::error!(error = %e, "could not list hosts with active jobs"),
+    }
+}
+
+/// A snapshot as an agent reported it, as the store keeps it.
+pub(crate) fn snapshot_record(s: rm_protocol::SnapshotInfo) -> SnapshotRecord {
+    SnapshotRecord {
+        id: s.id,
+        short_id: s.short_id,
+        time: s.time,
+        hostname: s.hostname,
+        paths: s.paths,
+        tags: s.tags,
+        size_bytes: s.size_bytes,
+        file_count: s.file_count,
+    }
+}
+
+/// A stored snapshot, as the API shows it.
+pub(crate) fn snapshot_info(s: SnapshotRecord) -> rm_protocol::SnapshotInfo {
+    rm_protocol::SnapshotInfo {
+        id: s.id,
+        short_id: s.short_id,
+        time: s.time,
+        hostname: s.hostname,
+        paths: s.paths,
+        tags: s.tags,
+        size_bytes: s.size_bytes,
+        file_count: s.file_count,
     }
 }
 
