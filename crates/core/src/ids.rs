@@ -64,6 +64,15 @@ ulid_id!(
     ScheduleId
 );
 ulid_id!(
+    /// A fleet policy: what every host whose labels match it gets.
+    PolicyId
+);
+ulid_id!(
+    /// A batch of jobs started together on a selection of hosts
+    /// (`POST /api/v1/jobs`).
+    BatchId
+);
+ulid_id!(
     /// An RPC request from the server to an agent (the envelope `id` of
     /// `tree.list`), echoed in its reply.
     RequestId

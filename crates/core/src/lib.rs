@@ -1,6 +1,7 @@
 //! Domain building blocks shared by the server, the store and the CLI:
 //! typed ids, secret tokens (generated, parsed, hashed, compared in constant
 //! time), TLS certificate fingerprints, operator passwords (argon2id) and
+//! host labels and the selectors that match them (fleet policies),
 //! schedule-time logic (cron schedules, missed fires, jitter, an injectable
 //! clock).
 //!
@@ -10,6 +11,7 @@
 pub mod fingerprint;
 pub mod ids;
 pub mod job;
+pub mod labels;
 pub mod password;
 pub mod redact;
 pub mod schedule;
@@ -17,8 +19,12 @@ pub mod sealing;
 pub mod secret;
 pub mod token;
 
-pub use ids::{HostId, JobId, RequestId, ScheduleId, SnapshotId, SnapshotIdError, TokenId, UserId};
+pub use ids::{
+    BatchId, HostId, JobId, PolicyId, RequestId, ScheduleId, SnapshotId, SnapshotIdError, TokenId,
+    UserId,
+};
 pub use job::{JobStatus, JobTrigger};
+pub use labels::{LabelError, Labels, Selector};
 pub use schedule::{
     jittered, missed_fire, Clock, CronSchedule, ManualClock, ScheduleError, SystemClock,
 };

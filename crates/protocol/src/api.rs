@@ -3,8 +3,10 @@
 //! They live beside the wire protocol so API clients (the agent's enrolment,
 //! the tests, future CLIs) share the server's exact shapes.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
 /// Every API error: `{"error": {"code", "message"}}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -58,6 +60,10 @@ pub struct CreateEnrollmentToken {
     /// Lifetime in seconds (default one hour, at most 30 days).
     #[serde(default)]
     pub ttl_seconds: Option<u64>,
+    /// Labels the enrolled host carries from its first `hello`
+    /// (`{"env": "prod"}`), so the policies that select them apply at once.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// A fresh enrolment token; the secret is shown only here, once.
@@ -181,6 +187,276 @@ pub struct HostView {
     /// are refused until usable settings are set. `null` when usable.
     #[serde(default)]
     pub repository_refused: Option<String>,
+    /// The host's labels (`{"env": "prod"}`).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// The policy that applies to the host: the highest-priority one whose
+    /// selector matches its labels (ties: the oldest). `null` when none does.
+    #[serde(default)]
+    pub policy_id: Option<String>,
+    /// That policy's name.
+    #[serde(default)]
+    pub policy_name: Option<String>,
+    /// Other policies whose selectors match but that lost on priority, by id
+    /// (the host view says which one won).
+    #[serde(default)]
+    pub policies_outranked: Vec<String>,
+    /// Where the repository comes from: `host` (set on the host itself),
+    /// `policy` (the policy's repository template), or `null` (none).
+    #[serde(default)]
+    pub repository_source: Option<String>,
+    /// The repository string, with any password in it hidden; hosts with the
+    /// same one share the repository.
+    #[serde(default)]
+    pub repository_url: Option<String>,
+    /// How many other hosts use the same repository.
+    #[serde(default)]
+    pub repository_shared_with: u64,
+    /// Neither a repository nor a schedule, from the host or a policy: the
+    /// host is not being backed up by anything.
+    #[serde(default)]
+    pub unconfigured: bool,
+    /// The effective freshness: a backup older than this many seconds means
+    /// the host is not protected.
+    #[serde(default)]
+    pub freshness_seconds: u64,
+    /// Where [`HostView::freshness_seconds`] comes from: `host`, `policy` or
+    /// `default` (26 hours).
+    #[serde(default)]
+    pub freshness_source: String,
+    /// A successful (or partial) backup finished within
+    /// `freshness_seconds`.
+    #[serde(default)]
+    pub protected: bool,
+}
+
+/// `PATCH /api/v1/hosts/{id}`: only the fields given change.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchHost {
+    /// New display name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The host's labels, replacing the old ones (`{}` removes them all).
+    #[serde(default)]
+    pub labels: Option<BTreeMap<String, String>>,
+    /// The host's own freshness in seconds; `null` goes back to its
+    /// policy's (or the default).
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub freshness_seconds: Option<Option<u64>>,
+}
+
+/// Tells a field that is present (even as `null`) from one left out.
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// A policy's repository template in a request.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyRepositoryRequest {
+    /// restic's repository string; may hold `{host}` (the host's name) and
+    /// `{host_id}`, so each host gets its own repository.
+    pub url: String,
+    /// The repository password; left out, the server makes a random one per
+    /// repository and keeps it sealed.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Extra environment for restic (backend keys), sealed like the password.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for PolicyRepositoryRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolicyRepositoryRequest")
+            .field("url", &"<template>")
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("env_keys", &self.env.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// One schedule of a policy in a request: a host schedule's fields, plus
+/// the id of the policy schedule it replaces on `PUT` (without one, a
+/// schedule takes the id of the old schedule of the same kind in the same
+/// place, so editing a cron keeps the schedule's history on every host).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyScheduleRequest {
+    /// The policy schedule's id, from the policy's view.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// `backup`, `forget`, `prune` or `check` (any schedulable kind).
+    pub kind: String,
+    /// Cron: 5 fields, 6 with leading seconds, or `@daily` and friends.
+    pub cron: String,
+    /// IANA time zone; the host's own when absent.
+    #[serde(default)]
+    pub timezone: Option<String>,
+    /// Job parameters for the kind (a `forget` may name a `preset`).
+    #[serde(default)]
+    pub params: serde_json::Value,
+    /// Disabled schedules are kept but never fire (default true).
+    #[serde(default = "enabled_by_default")]
+    pub enabled: bool,
+    /// Random delay up to this many seconds added to each fire.
+    #[serde(default)]
+    pub jitter_seconds: u32,
+}
+
+/// `POST /api/v1/policies` and `PUT /api/v1/policies/{id}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyRequest {
+    /// Unique name.
+    pub name: String,
+    /// The labels a host must all have (`{}`: every host).
+    #[serde(default)]
+    pub selector: BTreeMap<String, String>,
+    /// Higher wins when several policies match a host (default 0; -1000 to
+    /// 1000).
+    #[serde(default)]
+    pub priority: Option<i32>,
+    /// The repository every host it applies to gets.
+    #[serde(default)]
+    pub repository: Option<PolicyRepositoryRequest>,
+    /// The schedules every host it applies to gets (retention is a `forget`
+    /// schedule, with keep_* values or a `preset`).
+    #[serde(default)]
+    pub schedules: Vec<PolicyScheduleRequest>,
+    /// A backup older than this many seconds means a host is not protected.
+    #[serde(default)]
+    pub freshness_seconds: Option<u64>,
+}
+
+/// A policy's repository template as shown back: never the password or the
+/// values of backend variables.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PolicyRepositoryView {
+    /// The template, with any password in it hidden.
+    pub url: String,
+    /// `given` (one password for every repository) or `generated` (a random
+    /// one per repository).
+    pub password: String,
+    /// Names of the extra environment variables.
+    pub env_keys: Vec<String>,
+}
+
+/// A policy schedule as shown back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PolicyScheduleView {
+    /// Id (stable across edits of the policy).
+    pub id: String,
+    /// Job kind.
+    pub kind: String,
+    /// Cron expression.
+    pub cron: String,
+    /// Time zone, if set.
+    pub timezone: Option<String>,
+    /// Parameters.
+    pub params: serde_json::Value,
+    /// Whether it fires.
+    pub enabled: bool,
+    /// Jitter.
+    pub jitter_seconds: u32,
+    /// "every day at 02:30".
+    pub description: String,
+    /// The next fire times (server's zone when the host's own is meant).
+    pub next_fires: Vec<DateTime<Utc>>,
+}
+
+/// A policy as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PolicyView {
+    /// Id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// The labels a host must all have.
+    pub selector: BTreeMap<String, String>,
+    /// Higher wins.
+    pub priority: i32,
+    /// The repository template.
+    pub repository: Option<PolicyRepositoryView>,
+    /// The schedules.
+    pub schedules: Vec<PolicyScheduleView>,
+    /// Freshness in seconds, if the policy sets one.
+    pub freshness_seconds: Option<u64>,
+    /// Hosts it applies to (it won on priority).
+    pub hosts: u64,
+    /// Of those, hosts whose agent runs the wanted schedule set.
+    pub hosts_in_sync: u64,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One host a policy applies to (`GET /api/v1/policies/{id}/hosts`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PolicyHostView {
+    /// Host id.
+    pub host_id: String,
+    /// Host name.
+    pub name: String,
+    /// Whether its agent is connected.
+    pub online: bool,
+    /// Whether the agent acknowledged the wanted schedule set.
+    pub in_sync: bool,
+    /// Wanted schedule-set version.
+    pub schedule_version: u64,
+    /// Acknowledged version.
+    pub schedule_applied_version: Option<u64>,
+    /// The host's labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// `POST /api/v1/jobs`: one job per matching online host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BulkJobRequest {
+    /// Which hosts (`{}`: every host).
+    #[serde(default)]
+    pub selector: BTreeMap<String, String>,
+    /// The job kind.
+    pub kind: String,
+    /// Kind-specific parameters.
+    #[serde(default)]
+    pub params: serde_json::Value,
+    /// At most this many of these jobs run at a time per repository.
+    #[serde(default)]
+    pub max_parallel: Option<u32>,
+}
+
+/// A host a bulk job left out, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SkippedHost {
+    /// Host id.
+    pub host_id: String,
+    /// Host name.
+    pub name: String,
+    /// Why (`offline`, no repository, …).
+    pub reason: String,
+}
+
+/// The answer to `POST /api/v1/jobs`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BulkJobCreated {
+    /// The batch the jobs belong to.
+    pub batch_id: String,
+    /// The jobs, one per host that got one.
+    pub jobs: Vec<JobView>,
+    /// Matching hosts that got none.
+    pub skipped: Vec<SkippedHost>,
 }
 
 /// `POST /api/v1/hosts/{id}/token/rotate` → 202: the new token went to the
@@ -244,6 +520,12 @@ pub struct RepositoryView {
     pub env_keys: Vec<String>,
     /// Last change.
     pub updated_at: DateTime<Utc>,
+    /// `host` (set on the host) or `policy`.
+    #[serde(default = "host_source")]
+    pub source: String,
+    /// The policy that gives it, for `source: policy`.
+    #[serde(default)]
+    pub policy_id: Option<String>,
 }
 
 /// One row of repository statistics.
@@ -292,6 +574,10 @@ fn enabled_by_default() -> bool {
     true
 }
 
+fn host_source() -> String {
+    String::from("host")
+}
+
 /// A schedule as the API shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ScheduleView {
@@ -316,6 +602,13 @@ pub struct ScheduleView {
     /// The next fire time (in the schedule's zone, or the server's when the
     /// host's own zone is meant), when enabled.
     pub next_fire_at: Option<DateTime<Utc>>,
+    /// `host` (made on the host) or `policy` (given by a policy: edit the
+    /// policy to change it).
+    #[serde(default = "host_source")]
+    pub source: String,
+    /// The policy that gives it, for `source: policy`.
+    #[serde(default)]
+    pub policy_id: Option<String>,
     /// Created.
     pub created_at: DateTime<Utc>,
     /// Changed.

@@ -122,8 +122,11 @@ pub(crate) async fn run(command: AdminCommand) -> anyhow::Result<()> {
             let created = rm_server::enrollment::issue_token(
                 store.as_ref(),
                 &server,
-                args.name.as_deref(),
-                args.ttl_seconds,
+                &rm_protocol::api::CreateEnrollmentToken {
+                    name: args.name.clone(),
+                    ttl_seconds: args.ttl_seconds,
+                    labels: Default::default(),
+                },
                 Some(&Audit::cli()),
             )
             .await?;

@@ -90,6 +90,12 @@ pub(crate) struct ServerArgs {
     #[arg(long, env = "RM_REQUEST_TIMEOUT", default_value_t = 60,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub request_timeout: u64,
+    /// How many backups may run at once into one repository that several
+    /// hosts share; exclusive jobs (prune, check, unlock) always run alone.
+    #[arg(long, env = "RM_BACKUPS_PER_REPOSITORY",
+          default_value_t = rm_server::config::DEFAULT_BACKUPS_PER_REPOSITORY,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub backups_per_repository: u32,
     /// Serve HTTPS/WSS with this PEM certificate chain (leaf first); needs
     /// --tls-key. The default public URL becomes https://….
     #[arg(long, env = "RM_TLS_CERT", value_name = "FILE", requires = "tls_key")]

@@ -152,8 +152,10 @@ async fn enrol_this_machine(
         let created = rm_server::enrollment::issue_token(
             state.store(),
             state.config(),
-            Some(&hostname),
-            None,
+            &rm_protocol::api::CreateEnrollmentToken {
+                name: Some(hostname.clone()),
+                ..Default::default()
+            },
             None,
         )
         .await?;

@@ -26,6 +26,7 @@ pub(crate) async fn run(args: ServerArgs) -> anyhow::Result<()> {
             config.heartbeat_seconds = args.heartbeat_seconds;
             config.lost_agent_grace = lost_agent_grace;
             config.request_timeout = std::time::Duration::from_secs(args.request_timeout);
+            config.backups_per_repository = args.backups_per_repository;
         },
     )
     .await?;

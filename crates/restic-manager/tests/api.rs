@@ -166,6 +166,7 @@ async fn expired_and_forged_enrolment_tokens_are_refused_alike() {
                 expires_at: now - ChronoDuration::hours(1),
                 used_at: None,
                 host_id: None,
+                labels: Default::default(),
             },
             None,
         )

@@ -115,7 +115,7 @@ async fn store_unchecked(server: &TestServer, host_id: &str, config: &Repository
             .unwrap();
     server
         .store()
-        .set_repository(host, &sealed, None)
+        .set_repository(host, &sealed, "/srv/restic", None)
         .await
         .unwrap();
 }

@@ -227,7 +227,10 @@ async fn a_sealed_value_copied_onto_another_hosts_row_does_not_open_there() {
     let b_id: HostId = b.parse().unwrap();
     let a_value = store.repository(a_id).await.unwrap().unwrap();
     assert_eq!(a_value.format, SealFormat::OwnerBound);
-    store.set_repository(b_id, &a_value, None).await.unwrap();
+    store
+        .set_repository(b_id, &a_value, "/srv/backups/alpha", None)
+        .await
+        .unwrap();
     store.close().await;
 
     server.start_again().await.unwrap();
@@ -325,6 +328,7 @@ async fn settings_sealed_before_owner_binding_are_resealed_on_start_and_reach_th
                 format: SealFormat::Unbound,
                 updated_at: chrono::Utc::now(),
             },
+            "/srv/restic",
             None,
         )
         .await
@@ -453,7 +457,10 @@ async fn without_a_recorded_fingerprint_the_key_must_open_the_old_values() {
     let (store, host) = store_with_a_host(dir.path()).await;
     let right = SealingKey::generate().unwrap();
     let value = unbound(&right, br#"{"url":"/r","password":"p","env":{}}"#);
-    store.set_repository(host, &value, None).await.unwrap();
+    store
+        .set_repository(host, &value, "/srv/restic", None)
+        .await
+        .unwrap();
     let path = key_path(dir.path());
 
     // Another key opens nothing: refused, and nothing changed.
@@ -506,6 +513,7 @@ async fn a_damaged_old_value_is_left_alone_while_the_others_are_resealed() {
         .set_repository(
             good_id,
             &unbound(&key, &serde_json::to_vec(&config).unwrap()),
+            "/srv/restic",
             None,
         )
         .await
@@ -514,7 +522,7 @@ async fn a_damaged_old_value_is_left_alone_while_the_others_are_resealed() {
     broken.ciphertext[0] ^= 1;
     server
         .store()
-        .set_repository(damaged_id, &broken, None)
+        .set_repository(damaged_id, &broken, "/srv/restic", None)
         .await
         .unwrap();
 

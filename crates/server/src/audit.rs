@@ -73,8 +73,22 @@ actions! {
     AgentTokenRotate = "agent_token.rotate",
     /// A host's agent tokens were revoked.
     AgentTokenRevoke = "agent_token.revoke",
+    /// A host's own settings (name, labels, freshness) were changed.
+    HostUpdate = "host.update",
     /// A host's repository settings were set.
     RepositorySet = "repository.set",
+    /// A host's own repository settings were removed (its policy's apply).
+    RepositoryDelete = "repository.delete",
+    /// A host's repository password was shown to an operator.
+    RepositoryPasswordShow = "repository.password_show",
+    /// A fleet policy was made.
+    PolicyCreate = "policy.create",
+    /// A fleet policy was changed.
+    PolicyUpdate = "policy.update",
+    /// A fleet policy was deleted.
+    PolicyDelete = "policy.delete",
+    /// An operator started one job on each host of a selection.
+    JobBulkCreate = "job.bulk_create",
     /// An operator started a job.
     JobCreate = "job.create",
     /// An operator cancelled a job.

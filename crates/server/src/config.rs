@@ -2,6 +2,9 @@
 
 use std::time::Duration;
 
+/// Backups that may run at once into one shared repository, by default.
+pub const DEFAULT_BACKUPS_PER_REPOSITORY: u32 = 4;
+
 /// How the server behaves; built by the binary from flags and `RM_*` vars.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -26,6 +29,10 @@ pub struct ServerConfig {
     /// (live event streams excepted): a database locked elsewhere or a very
     /// slow disk gets callers an answer, not a hung connection.
     pub request_timeout: Duration,
+    /// How many backups may run at once into one repository shared by
+    /// several hosts (restic allows parallel backups; each costs the
+    /// backend bandwidth and the repository lock checks).
+    pub backups_per_repository: u32,
 }
 
 impl ServerConfig {
@@ -40,6 +47,7 @@ impl ServerConfig {
             lost_agent_grace: None,
             tls_fingerprint: None,
             request_timeout: Duration::from_secs(60),
+            backups_per_repository: DEFAULT_BACKUPS_PER_REPOSITORY,
         }
     }
 

@@ -6,7 +6,10 @@ use chrono::Utc;
 use rm_core::fingerprint::CertFingerprint;
 use rm_core::token::{IssuedToken, PresentedToken, TokenKind};
 use rm_core::HostId;
-use rm_protocol::api::{EnrollRequest, EnrollResponse, EnrollmentTokenCreated};
+use rm_core::Labels;
+use rm_protocol::api::{
+    CreateEnrollmentToken, EnrollRequest, EnrollResponse, EnrollmentTokenCreated,
+};
 use rm_store::{
     AgentToken, AuditActor, AuditActorKind, EnrollmentToken, NewHost, Store, StoreError,
 };
@@ -76,10 +79,13 @@ pub fn validate_label(field: &str, value: &str, max: usize) -> Result<String, En
 pub async fn issue_token(
     store: &dyn Store,
     server: &ServerConfig,
-    requested_name: Option<&str>,
-    ttl_seconds: Option<u64>,
+    request: &CreateEnrollmentToken,
     audit: Option<&Audit>,
 ) -> Result<EnrollmentTokenCreated, EnrollmentError> {
+    let requested_name = request.name.as_deref();
+    let ttl_seconds = request.ttl_seconds;
+    let labels = Labels::parse("labels", request.labels.clone())
+        .map_err(|e| EnrollmentError::Invalid(e.to_string()))?;
     let name = requested_name
         .map(|n| validate_label("name", n, MAX_NAME_CHARS))
         .transpose()?;
@@ -108,12 +114,17 @@ pub async fn issue_token(
         expires_at: now + ttl,
         used_at: None,
         host_id: None,
+        labels,
     };
     let entry = audit.map(|by| {
         by.entry(
             Action::EnrollmentTokenCreate,
             Some(Target::new("enrollment_token", record.id)),
-            serde_json::json!({"name": requested_name, "expires_at": record.expires_at}),
+            serde_json::json!({
+                "name": requested_name,
+                "expires_at": record.expires_at,
+                "labels": record.labels.to_string(),
+            }),
         )
     });
     store

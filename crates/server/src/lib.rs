@@ -13,7 +13,7 @@ pub mod audit;
 mod auth;
 mod bootstrap;
 pub mod browse;
-mod config;
+pub mod config;
 pub mod enrollment;
 mod fd_limit;
 mod hub;
@@ -21,6 +21,7 @@ pub mod jobs;
 mod keyfile;
 mod liveness;
 mod metrics;
+pub mod policies;
 pub mod repositories;
 pub mod rpc;
 pub mod schedules;
@@ -139,6 +140,16 @@ where
             "some hosts' stored repository settings break the current rules and are not used; see each host's page"
         ),
         Err(e) => tracing::error!("could not check the stored repository settings: {e}"),
+    }
+    match repositories::fill_keys(&state).await {
+        Ok(0) => {}
+        Ok(filled) => tracing::info!(filled, "recorded the identity of older repository settings"),
+        Err(e) => tracing::error!("could not record repository identities: {e}"),
+    }
+    // A change interrupted by a stop (labels stored, policy not yet
+    // applied) is finished now; otherwise this changes nothing.
+    if let Err(e) = policies::reconcile(&state, None, None, None).await {
+        tracing::error!("could not apply the fleet policies: {e}");
     }
     jobs::watch_hosts_with_active_jobs(&state).await;
     let flusher = liveness::spawn_flusher(state.clone());

@@ -229,7 +229,11 @@ pub(crate) async fn render(State(state): State<AppState>) -> Response {
     let stale_before = Utc::now() - crate::ui::stale_after();
     // A store that cannot be read leaves out the host gauges, not the
     // rest: `rm_store_writable` matters most exactly then.
-    let counts = match state.store().host_counts(stale_before).await {
+    let counts = match state
+        .store()
+        .host_counts(stale_before, &rm_core::Selector::default())
+        .await
+    {
         Ok(counts) => Some(counts),
         Err(e) => {
             tracing::warn!(error = %e, "metrics: could not count hosts");

@@ -38,13 +38,16 @@ pub enum ScheduleError {
     /// No such schedule.
     #[error("schedule `{0}` not found")]
     NotFound(ScheduleId),
+    /// A policy gives the schedule: it is changed on the policy.
+    #[error("schedule `{0}` is given by policy `{1}`: change it on the policy (or give the host its own schedule of this kind, which replaces the policy's)")]
+    FromPolicy(ScheduleId, rm_core::PolicyId),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
 /// The checked form of a request: kind and normalised params.
-fn validate(
+pub(crate) fn validate(
     req: &ScheduleRequest,
 ) -> Result<(JobKind, serde_json::Value, CronSchedule), ScheduleError> {
     let kind: JobKind = req
@@ -89,6 +92,12 @@ pub(crate) fn view(record: &ScheduleRecord) -> ScheduleView {
             .and_then(|c| c.next_after(Utc::now())),
         created_at: record.created_at,
         updated_at: record.updated_at,
+        source: String::from(if record.policy.is_some() {
+            "policy"
+        } else {
+            "host"
+        }),
+        policy_id: record.policy.map(|(policy, _)| policy.to_string()),
     }
 }
 
@@ -116,6 +125,7 @@ pub async fn create(
         jitter_seconds: req.jitter_seconds,
         created_at: now,
         updated_at: now,
+        policy: None,
     };
     let entry = audit.map(|entry_for| entry_for(&record));
     let version = state
@@ -124,6 +134,7 @@ pub async fn create(
         .await?;
     tracing::info!(%host, schedule = %record.id, version, "schedule created");
     push(state, host).await;
+    own_schedules_changed(state, host).await;
     Ok(record)
 }
 
@@ -141,6 +152,9 @@ pub async fn update(
         .schedule(id)
         .await?
         .ok_or(ScheduleError::NotFound(id))?;
+    if let Some((policy, _)) = current.policy {
+        return Err(ScheduleError::FromPolicy(id, policy));
+    }
     let record = ScheduleRecord {
         kind: kind.as_str().to_owned(),
         cron: req.cron.trim().to_owned(),
@@ -159,6 +173,7 @@ pub async fn update(
         .map_err(not_found(id))?;
     tracing::info!(host = %record.host_id, schedule = %id, version, "schedule updated");
     push(state, record.host_id).await;
+    own_schedules_changed(state, record.host_id).await;
     Ok(record)
 }
 
@@ -169,18 +184,17 @@ pub async fn delete(
     id: ScheduleId,
     audit: Option<EntryFor<'_, ScheduleRecord>>,
 ) -> Result<(), ScheduleError> {
-    let entry = match audit {
-        Some(entry_for) => {
-            // Read first, so the entry says what was deleted.
-            let current = state
-                .store()
-                .schedule(id)
-                .await?
-                .ok_or(ScheduleError::NotFound(id))?;
-            Some(entry_for(&current))
-        }
-        None => None,
-    };
+    // Read first, so the entry says what was deleted (and a policy's
+    // schedule is refused).
+    let current = state
+        .store()
+        .schedule(id)
+        .await?
+        .ok_or(ScheduleError::NotFound(id))?;
+    if let Some((policy, _)) = current.policy {
+        return Err(ScheduleError::FromPolicy(id, policy));
+    }
+    let entry = audit.map(|entry_for| entry_for(&current));
     let (host, version) = state
         .store()
         .delete_schedule(id, entry.as_ref())
@@ -188,7 +202,45 @@ pub async fn delete(
         .map_err(not_found(id))?;
     tracing::info!(%host, schedule = %id, version, "schedule deleted");
     push(state, host).await;
+    own_schedules_changed(state, host).await;
     Ok(())
+}
+
+/// The key under which a fire runs once per repository: a policy's
+/// exclusive job (prune, check, forget with prune) into a repository other
+/// hosts share. Every host of the repository fires the schedule at the
+/// same nominal time; the first fire to arrive makes the job. `None` for
+/// every other fire.
+async fn shared_fire_key(
+    state: &AppState,
+    host: HostId,
+    schedule: &ScheduleRecord,
+    fire: &ScheduleFire,
+) -> Result<Option<String>, StoreError> {
+    let Some((_, policy_schedule)) = schedule.policy else {
+        return Ok(None);
+    };
+    if !crate::repositories::shared::is_exclusive(&schedule.kind, &schedule.params) {
+        return Ok(None);
+    }
+    let Some(host) = state.store().host(host).await? else {
+        return Ok(None);
+    };
+    Ok(match host.repository_key {
+        Some(key) if host.repository_shared_with > 0 => Some(format!(
+            "{policy_schedule}@{}@{key}",
+            fire.scheduled_at.timestamp()
+        )),
+        _ => None,
+    })
+}
+
+/// A host's own schedules replace its policy's of the same kind: after a
+/// change to them, the policy's are given or taken back to match.
+async fn own_schedules_changed(state: &AppState, host: HostId) {
+    if let Err(e) = crate::policies::reconcile(state, Some(&[host]), None, None).await {
+        tracing::error!(%host, "could not apply the host's policy after its schedules changed: {e}");
+    }
 }
 
 fn not_found(id: ScheduleId) -> impl Fn(StoreError) -> ScheduleError {
@@ -226,6 +278,13 @@ pub(crate) async fn schedule_set(
 /// offline gets it on its next hello.
 async fn push(state: &AppState, host: HostId) {
     state.fleet_changed();
+    send_set(state, host).await;
+}
+
+/// Sends the host's current set to its agent, if connected, without
+/// announcing a fleet change (for callers that change many hosts and
+/// announce once).
+pub(crate) async fn send_set(state: &AppState, host: HostId) {
     let _push = state.hub().push_lock(host).await;
     let Some(conn) = state.hub().get(host) else {
         return;
@@ -364,6 +423,23 @@ pub(crate) async fn on_fire(
         trigger,
         schedule: Some(id),
     };
+    if let Some(fire_key) = shared_fire_key(state, host, &schedule, &fire).await? {
+        return match jobs::create_once(state, &request, &fire_key).await {
+            Ok((job, true)) => {
+                tracing::info!(%host, schedule = %id, job_id = %job.id, "scheduled job queued for the shared repository");
+                Ok(())
+            }
+            Ok((job, false)) => {
+                tracing::info!(%host, schedule = %id, job_id = %job.id, runs_on = %job.host_id, "this fire of the policy's schedule already runs for the shared repository on another host");
+                Ok(())
+            }
+            Err(JobError::Store(e)) => Err(ReportError::Store(e)),
+            Err(e) => {
+                tracing::warn!(%host, schedule = %id, error = %e, "a scheduled job could not be queued");
+                Err(ReportError::NotFound(e.to_string()))
+            }
+        };
+    }
     match jobs::create(state, &request, None).await {
         Ok(job) => {
             tracing::info!(%host, schedule = %id, job_id = %job.id, "scheduled job queued");

@@ -124,8 +124,18 @@ pub fn seal_repository(
     host: HostId,
     plaintext: &[u8],
 ) -> Result<SealedRepository, SealingError> {
+    seal_for(key, &repository_owner(host), plaintext)
+}
+
+/// Seals `plaintext` bound to `owner` (`host:<id>/repository`,
+/// `policy:<id>/repository`): it opens only as that owner's.
+pub fn seal_for(
+    key: &SealingKey,
+    owner: &str,
+    plaintext: &[u8],
+) -> Result<SealedRepository, SealingError> {
     let sealed = key
-        .seal(plaintext, repository_owner(host).as_bytes())
+        .seal(plaintext, owner.as_bytes())
         .map_err(SealingError::Seal)?;
     Ok(SealedRepository {
         nonce: sealed.nonce,
@@ -143,7 +153,16 @@ pub(crate) fn open_repository(
     host: HostId,
     value: &SealedRepository,
 ) -> Result<Vec<u8>, SealingError> {
-    let owner = repository_owner(host);
+    open_for(key, &repository_owner(host), value)
+}
+
+/// Opens a value sealed for `owner`.
+pub(crate) fn open_for(
+    key: &SealingKey,
+    owner: &str,
+    value: &SealedRepository,
+) -> Result<Vec<u8>, SealingError> {
+    let owner = owner.to_owned();
     match value.format {
         SealFormat::OwnerBound => key
             .open(&as_sealed(value), owner.as_bytes())

@@ -39,6 +39,8 @@ struct Inner {
     fleet: tokio::sync::broadcast::Sender<()>,
     ended: tokio::sync::broadcast::Sender<crate::auth::Ended>,
     stopping: tokio_util::sync::CancellationToken,
+    policy_lock: tokio::sync::Mutex<()>,
+    repository_turns: crate::repositories::shared::Turns,
 }
 
 impl AppState {
@@ -65,12 +67,25 @@ impl AppState {
             fleet: tokio::sync::broadcast::channel(16).0,
             ended: tokio::sync::broadcast::channel(256).0,
             stopping: tokio_util::sync::CancellationToken::new(),
+            policy_lock: tokio::sync::Mutex::new(()),
+            repository_turns: Default::default(),
         }))
     }
 
     /// The store.
     pub fn store(&self) -> &dyn Store {
         self.0.store.as_ref()
+    }
+
+    /// Held while policies are applied: one run at a time.
+    pub(crate) fn policy_lock(&self) -> &tokio::sync::Mutex<()> {
+        &self.0.policy_lock
+    }
+
+    /// Taken while a job into a repository is chosen to run, so two hosts
+    /// of one shared repository never both start conflicting jobs.
+    pub(crate) fn repository_turns(&self) -> &crate::repositories::shared::Turns {
+        &self.0.repository_turns
     }
 
     /// The live agent connections.

@@ -9,16 +9,18 @@
 //! back is [`StoreError::Corrupt`]. A value that cannot be read back becomes [`StoreError::Corrupt`] naming
 //! the column.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 use rm_core::token::TokenHash;
-use rm_core::JobStatus;
+use rm_core::{JobStatus, Labels, Selector};
 use rm_store::{
     AgentToken, ApiToken, AuditActor, AuditEntry, CommandResultRecord, EnrollmentToken, Host,
-    HostCounts, Job, LogLineRecord, NewAuditEntry, RepoStatsRecord, ScheduleRecord, SealFormat,
-    SealedRepository, SealingKeyRecord, Session, SnapshotRecord, StorageFault, StoreError, User,
+    HostCounts, Job, LogLineRecord, NewAuditEntry, PolicyRecord, PolicyScheduleRecord,
+    RepoStatsRecord, ScheduleRecord, SealFormat, SealedRepository, SealingKeyRecord, Session,
+    SnapshotRecord, StorageFault, StoreError, User,
 };
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
@@ -377,7 +379,7 @@ pub(crate) fn api_token(row: &SqliteRow) -> Result<ApiToken, StoreError> {
 
 /// Columns selected for an [`EnrollmentToken`].
 pub(crate) const ENROLLMENT_TOKEN_COLUMNS: &str =
-    "id, name, token_hash, created_at, expires_at, used_at, host_id";
+    "id, name, token_hash, created_at, expires_at, used_at, host_id, labels";
 
 /// Decodes an `enrollment_tokens` row.
 pub(crate) fn enrollment_token(row: &SqliteRow) -> Result<EnrollmentToken, StoreError> {
@@ -389,6 +391,7 @@ pub(crate) fn enrollment_token(row: &SqliteRow) -> Result<EnrollmentToken, Store
         expires_at: time(row, "expires_at")?,
         used_at: time_opt(row, "used_at")?,
         host_id: id_opt(row, "host_id")?,
+        labels: labels(row, "labels")?,
     })
 }
 
@@ -419,7 +422,18 @@ pub(crate) const HOST_COLUMNS: &str = "id, name, hostname, enrolled_at, last_see
      AS repository_refused, \
      token_rotated_at, agent_revoked_at, hooks, hooks_refused, \
      EXISTS (SELECT 1 FROM agent_tokens WHERE agent_tokens.host_id = hosts.id \
-     AND agent_tokens.pending = 1 AND agent_tokens.revoked_at IS NULL) AS token_rotation_pending";
+     AND agent_tokens.pending = 1 AND agent_tokens.revoked_at IS NULL) AS token_rotation_pending, \
+     labels, freshness_seconds, policy_id, \
+     (SELECT policy_id FROM host_repositories WHERE host_repositories.host_id = hosts.id) \
+     AS repository_policy_id, \
+     (SELECT repository_key FROM host_repositories WHERE host_repositories.host_id = hosts.id) \
+     AS repository_key, \
+     (SELECT COUNT(*) FROM host_repositories AS mine \
+      JOIN host_repositories AS theirs ON theirs.repository_key = mine.repository_key \
+      JOIN hosts AS others ON others.id = theirs.host_id \
+      WHERE mine.host_id = hosts.id AND theirs.host_id <> hosts.id \
+      AND others.deleted_at IS NULL) AS repository_shared_with, \
+     EXISTS (SELECT 1 FROM schedules WHERE schedules.host_id = hosts.id) AS has_schedules";
 
 /// Decodes a `hosts` row.
 pub(crate) fn host(row: &SqliteRow) -> Result<Host, StoreError> {
@@ -449,6 +463,13 @@ pub(crate) fn host(row: &SqliteRow) -> Result<Host, StoreError> {
         agent_revoked_at: time_opt(row, "agent_revoked_at")?,
         hooks: hook_names(row, "hooks")?,
         hooks_refused: refused_hooks(row, "hooks_refused")?,
+        labels: labels(row, "labels")?,
+        freshness_seconds: u64_opt(row, "freshness_seconds")?,
+        policy_id: id_opt(row, "policy_id")?,
+        repository_policy_id: id_opt(row, "repository_policy_id")?,
+        repository_key: text_opt(row, "repository_key")?,
+        repository_shared_with: count(row, "repository_shared_with")?,
+        has_schedules: flag(row, "has_schedules")?,
     })
 }
 
@@ -459,11 +480,35 @@ pub(crate) fn host_counts(row: &SqliteRow) -> Result<HostCounts, StoreError> {
         total: count(row, "total")?,
         online: count(row, "online")?,
         not_backed_up: count(row, "not_backed_up")?,
+        unconfigured: count(row, "unconfigured")?,
     })
 }
 
 /// Columns selected for a [`SealedRepository`].
 pub(crate) const REPOSITORY_COLUMNS: &str = "nonce, ciphertext, seal_format, updated_at";
+
+/// [`REPOSITORY_COLUMNS`] qualified by their table (for joins).
+pub(crate) const REPOSITORY_COLUMNS_QUALIFIED: &str = "host_repositories.nonce AS nonce, \
+     host_repositories.ciphertext AS ciphertext, host_repositories.seal_format AS seal_format, \
+     host_repositories.updated_at AS updated_at";
+
+/// [`SCHEDULE_COLUMNS`] qualified by their table (for joins).
+pub(crate) const SCHEDULE_COLUMNS_QUALIFIED: &str = "schedules.id AS id, \
+     schedules.host_id AS host_id, schedules.kind AS kind, schedules.cron AS cron, \
+     schedules.timezone AS timezone, schedules.params AS params, schedules.enabled AS enabled, \
+     schedules.jitter_seconds AS jitter_seconds, schedules.created_at AS created_at, \
+     schedules.updated_at AS updated_at, schedules.policy_id AS policy_id, \
+     schedules.policy_schedule_id AS policy_schedule_id";
+
+/// Decodes the repository columns of a `LEFT JOIN`: `None` when the host
+/// has no settings.
+pub(crate) fn repository_opt(row: &SqliteRow) -> Result<Option<SealedRepository>, StoreError> {
+    let nonce: Option<Vec<u8>> = raw(row, "nonce")?;
+    if nonce.is_none() {
+        return Ok(None);
+    }
+    repository(row).map(Some)
+}
 
 /// Decodes a `host_repositories` row.
 pub(crate) fn repository(row: &SqliteRow) -> Result<SealedRepository, StoreError> {
@@ -579,7 +624,7 @@ pub(crate) fn repo_stats(row: &SqliteRow) -> Result<RepoStatsRecord, StoreError>
 
 /// Columns selected for a [`ScheduleRecord`].
 pub(crate) const SCHEDULE_COLUMNS: &str = "id, host_id, kind, cron, timezone, params, enabled, \
-     jitter_seconds, created_at, updated_at";
+     jitter_seconds, created_at, updated_at, policy_id, policy_schedule_id";
 
 /// Decodes a `schedules` row.
 pub(crate) fn schedule(row: &SqliteRow) -> Result<ScheduleRecord, StoreError> {
@@ -594,6 +639,58 @@ pub(crate) fn schedule(row: &SqliteRow) -> Result<ScheduleRecord, StoreError> {
         jitter_seconds: u32_col(row, "jitter_seconds")?,
         created_at: time(row, "created_at")?,
         updated_at: time(row, "updated_at")?,
+        policy: match (
+            id_opt(row, "policy_id")?,
+            id_opt(row, "policy_schedule_id")?,
+        ) {
+            (Some(policy), Some(schedule)) => Some((policy, schedule)),
+            _ => None,
+        },
+    })
+}
+
+/// A JSON object of strings stored by this crate (labels, selectors).
+pub(crate) fn labels(row: &SqliteRow, col: &str) -> Result<Labels, StoreError> {
+    let raw = text(row, col)?;
+    serde_json::from_str::<BTreeMap<String, String>>(&raw)
+        .map(Labels::from_stored)
+        .map_err(|e| corrupt(col, e))
+}
+
+/// Labels as stored.
+pub(crate) fn labels_json(labels: &Labels) -> String {
+    serde_json::to_string(labels.as_map()).unwrap_or_else(|_| String::from("{}"))
+}
+
+/// Columns selected for a [`PolicyRecord`].
+pub(crate) const POLICY_COLUMNS: &str = "id, name, selector, priority, repository_nonce, \
+     repository_ciphertext, schedules, freshness_seconds, created_at, updated_at";
+
+/// Decodes a `policies` row.
+pub(crate) fn policy(row: &SqliteRow) -> Result<PolicyRecord, StoreError> {
+    let updated_at = time(row, "updated_at")?;
+    let nonce: Option<Vec<u8>> = raw(row, "repository_nonce")?;
+    let ciphertext: Option<Vec<u8>> = raw(row, "repository_ciphertext")?;
+    let schedules: Vec<PolicyScheduleRecord> =
+        serde_json::from_str(&text(row, "schedules")?).map_err(|e| corrupt("schedules", e))?;
+    Ok(PolicyRecord {
+        id: id(row, "id")?,
+        name: text(row, "name")?,
+        selector: Selector(labels(row, "selector")?),
+        priority: raw::<i32>(row, "priority")?,
+        repository: match (nonce, ciphertext) {
+            (Some(nonce), Some(ciphertext)) => Some(SealedRepository {
+                nonce,
+                ciphertext,
+                format: SealFormat::OwnerBound,
+                updated_at,
+            }),
+            _ => None,
+        },
+        schedules,
+        freshness_seconds: u64_opt(row, "freshness_seconds")?,
+        created_at: time(row, "created_at")?,
+        updated_at,
     })
 }
 

@@ -16,6 +16,7 @@
 
 mod agent_tokens;
 mod codec;
+mod policies;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -24,12 +25,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use rm_core::{HostId, JobId, JobStatus, ScheduleId, TokenId, UserId};
+use rm_core::{BatchId, HostId, JobId, JobStatus, PolicyId, ScheduleId, Selector, TokenId, UserId};
 use rm_store::{
     AgentToken, ApiToken, AuditEntry, AuditFilter, CommandResultRecord, EnrollmentToken,
-    HelloRecord, Host, HostCounts, Job, JobEnd, JobFilter, LogLineRecord, NewAuditEntry, NewHost,
-    NewJob, RepoStatsRecord, ScheduleRecord, SealFormat, SealedRepository, SealingKeyRecord,
-    Session, SnapshotRecord, StorageFault, Store, StoreError, StoreResult, User, MAX_HOST_PAGE,
+    HelloRecord, Host, HostCounts, HostPatch, HostPolicyChange, Job, JobEnd, JobFilter,
+    LogLineRecord, NewAuditEntry, NewHost, NewJob, PolicyCoverage, PolicyRecord, PolicyTarget,
+    PolicyWrite, RepoStatsRecord, RepositoryJob, ScheduleRecord, SealFormat, SealedRepository,
+    SealingKeyRecord, Session, SnapshotRecord, StorageFault, Store, StoreError, StoreResult, User,
+    MAX_HOST_PAGE,
 };
 use sqlx::migrate::Migrator;
 // Every SQL text built at run time here is made of this crate's constant
@@ -82,6 +85,25 @@ const BACKUP_KIND: &str = "backup";
 /// Never NULL, so `NOT` and `SUM` over it count every host.
 const BACKED_UP_SINCE: &str = "(last_backup_at IS NOT NULL AND last_backup_at >= ? \
      AND COALESCE(last_backup_status IN ('succeeded', 'partial'), 0))";
+
+/// `AND …` conditions on a `hosts` row matching every pair of `selector`,
+/// each with two parameters (a JSON path and a value) that
+/// [`bind_selector`] binds. Label keys are `a-z 0-9 . _ - /` only, so the
+/// quoted JSON path `$."key"` needs no escaping; it is bound all the same.
+fn selector_sql(selector: &Selector) -> String {
+    " AND json_extract(hosts.labels, ?) = ?".repeat(selector.0.as_map().len())
+}
+
+/// Binds the parameters of [`selector_sql`], in its order.
+fn bind_selector<'q>(
+    mut query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
+    selector: &Selector,
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
+    for (key, value) in selector.0.as_map() {
+        query = query.bind(format!("$.\"{key}\"")).bind(value.clone());
+    }
+    query
+}
 
 /// Log lines per multi-row `INSERT` in `append_logs` (5 bind parameters
 /// each, so 640 per statement: below even old SQLite's 999 limit). A batch
@@ -584,6 +606,93 @@ async fn insert_log_rows(
 
 /// Fails with [`StoreError::NotFound`] unless `host` exists and is not
 /// deleted (inside the caller's transaction).
+/// Inserts one job inside the caller's transaction.
+/// [`StoreError::NotFound`] for an unknown or deleted host,
+/// [`StoreError::Conflict`] for a taken id or a status a job cannot start in.
+pub(crate) async fn insert_job(
+    conn: &mut sqlx::SqliteConnection,
+    job: &NewJob,
+) -> StoreResult<Job> {
+    let created = ms(job.created_at);
+    let (dispatched_at, finished_at) = match job.status {
+        JobStatus::Queued => (None, None),
+        JobStatus::Dispatched => (Some(created), None),
+        JobStatus::Skipped => (None, Some(created)),
+        other => {
+            return Err(StoreError::Conflict(format!(
+                "a job cannot be created in status `{other}`: only queued, dispatched \
+                 or skipped"
+            )))
+        }
+    };
+    let sql = format!(
+        "INSERT INTO jobs (id, host_id, kind, params, status, \"trigger\", schedule_id, \
+         error, created_at, dispatched_at, finished_at) \
+         SELECT ?, hosts.id, ?, ?, ?, ?, \
+         (SELECT schedules.id FROM schedules \
+          WHERE schedules.id = ? AND schedules.host_id = hosts.id), \
+         ?, ?, ?, ? FROM hosts \
+         WHERE hosts.id = ? AND hosts.deleted_at IS NULL \
+         RETURNING {}",
+        codec::JOB_COLUMNS
+    );
+    let row = sqlx::query(AssertSqlSafe(sql))
+        .bind(job.id.to_string())
+        .bind(&job.kind)
+        .bind(job.params.to_string())
+        .bind(job.status.as_str())
+        .bind(job.trigger.as_str())
+        .bind(job.schedule_id.map(|s| s.to_string()))
+        .bind(&job.error)
+        .bind(created)
+        .bind(dispatched_at)
+        .bind(finished_at)
+        .bind(job.host_id.to_string())
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(|e| {
+            insert_error(
+                e,
+                || format!("job `{}` already exists", job.id),
+                &format!("host `{}`", job.host_id),
+            )
+        })?;
+    match row {
+        Some(row) => codec::job(&row),
+        None => Err(StoreError::NotFound(format!("host `{}`", job.host_id))),
+    }
+}
+
+/// Stores a host's repository settings inside the caller's transaction:
+/// its own (`policy` `None`) or a policy's; a new store clears a refusal.
+pub(crate) async fn upsert_repository(
+    conn: &mut sqlx::SqliteConnection,
+    host_id: &str,
+    sealed: &SealedRepository,
+    key: &str,
+    policy: Option<PolicyId>,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO host_repositories (host_id, nonce, ciphertext, seal_format, updated_at, \
+         refused, repository_key, policy_id) VALUES (?, ?, ?, ?, ?, NULL, ?, ?) \
+         ON CONFLICT (host_id) DO UPDATE SET nonce = excluded.nonce, \
+         ciphertext = excluded.ciphertext, seal_format = excluded.seal_format, \
+         updated_at = excluded.updated_at, refused = NULL, \
+         repository_key = excluded.repository_key, policy_id = excluded.policy_id",
+    )
+    .bind(host_id)
+    .bind(&sealed.nonce)
+    .bind(&sealed.ciphertext)
+    .bind(sealed.format.as_i64())
+    .bind(ms(sealed.updated_at))
+    .bind(key)
+    .bind(policy.map(|p| p.to_string()))
+    .execute(&mut *conn)
+    .await
+    .map_err(backend)?;
+    Ok(())
+}
+
 async fn require_live_host(conn: &mut sqlx::SqliteConnection, host: &str) -> StoreResult<()> {
     let found = sqlx::query("SELECT 1 FROM hosts WHERE id = ? AND deleted_at IS NULL")
         .bind(host)
@@ -976,8 +1085,8 @@ impl Store for SqliteStore {
         let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO enrollment_tokens \
-             (id, name, token_hash, created_at, expires_at, used_at, host_id) \
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+             (id, name, token_hash, created_at, expires_at, used_at, host_id, labels) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(token.id.to_string())
         .bind(&token.name)
@@ -986,6 +1095,7 @@ impl Store for SqliteStore {
         .bind(ms(token.expires_at))
         .bind(ms_opt(token.used_at))
         .bind(token.host_id.map(|h| h.to_string()))
+        .bind(codec::labels_json(&token.labels))
         .execute(&mut *tx)
         .await
         .map_err(|e| {
@@ -1059,13 +1169,17 @@ impl Store for SqliteStore {
             return Err(StoreError::TokenSpent);
         }
 
+        // The host carries the token's labels from the start.
         sqlx::query(
-            "INSERT INTO hosts (id, name, hostname, enrolled_at, online) VALUES (?, ?, ?, ?, 0)",
+            "INSERT INTO hosts (id, name, hostname, enrolled_at, online, labels) \
+             VALUES (?, ?, ?, ?, 0, \
+             COALESCE((SELECT labels FROM enrollment_tokens WHERE id = ?), '{}'))",
         )
         .bind(&host_id)
         .bind(&host.name)
         .bind(&host.hostname)
         .bind(now_ms)
+        .bind(token_id.to_string())
         .execute(&mut *tx)
         .await
         .map_err(|e| insert_error(e, || format!("host `{host_id}` already exists"), "host"))?;
@@ -1136,15 +1250,17 @@ impl Store for SqliteStore {
     async fn list_hosts_attention_first(
         &self,
         backed_up_since: DateTime<Utc>,
+        selector: &Selector,
         offset: u32,
         limit: u32,
     ) -> StoreResult<Vec<Host>> {
         let sql = format!(
-            "SELECT {} FROM hosts WHERE deleted_at IS NULL \
+            "SELECT {} FROM hosts WHERE deleted_at IS NULL{} \
              ORDER BY (online = 1 AND {BACKED_UP_SINCE}) ASC, name, id LIMIT ? OFFSET ?",
-            codec::HOST_COLUMNS
+            codec::HOST_COLUMNS,
+            selector_sql(selector),
         );
-        sqlx::query(AssertSqlSafe(sql))
+        bind_selector(sqlx::query(AssertSqlSafe(sql)), selector)
             .bind(ms(backed_up_since))
             .bind(i64::from(limit.clamp(1, MAX_HOST_PAGE)))
             .bind(i64::from(offset))
@@ -1156,18 +1272,95 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    async fn host_counts(&self, backed_up_since: DateTime<Utc>) -> StoreResult<HostCounts> {
+    async fn host_counts(
+        &self,
+        backed_up_since: DateTime<Utc>,
+        selector: &Selector,
+    ) -> StoreResult<HostCounts> {
         let sql = format!(
             "SELECT COUNT(*) AS total, COALESCE(SUM(online), 0) AS online, \
-             COALESCE(SUM(NOT {BACKED_UP_SINCE}), 0) AS not_backed_up \
-             FROM hosts WHERE deleted_at IS NULL"
+             COALESCE(SUM(NOT {BACKED_UP_SINCE}), 0) AS not_backed_up, \
+             COALESCE(SUM(NOT EXISTS (SELECT 1 FROM host_repositories \
+                                      WHERE host_repositories.host_id = hosts.id) \
+                          AND NOT EXISTS (SELECT 1 FROM schedules \
+                                          WHERE schedules.host_id = hosts.id)), 0) \
+             AS unconfigured \
+             FROM hosts WHERE deleted_at IS NULL{}",
+            selector_sql(selector)
         );
-        let row = sqlx::query(AssertSqlSafe(sql))
-            .bind(ms(backed_up_since))
-            .fetch_one(&self.pool)
-            .await
-            .map_err(backend)?;
+        // The selector's parameters come after the count's.
+        let row = bind_selector(
+            sqlx::query(AssertSqlSafe(sql)).bind(ms(backed_up_since)),
+            selector,
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(backend)?;
         codec::host_counts(&row)
+    }
+
+    async fn hosts_matching(&self, selector: &Selector) -> StoreResult<Vec<Host>> {
+        let sql = format!(
+            "SELECT {} FROM hosts WHERE deleted_at IS NULL{} ORDER BY id",
+            codec::HOST_COLUMNS,
+            selector_sql(selector)
+        );
+        bind_selector(sqlx::query(AssertSqlSafe(sql)), selector)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?
+            .iter()
+            .map(codec::host)
+            .collect()
+    }
+
+    async fn patch_host(
+        &self,
+        id: HostId,
+        patch: &HostPatch,
+        audit: Option<&NewAuditEntry>,
+    ) -> StoreResult<Host> {
+        self.patch_host_impl(id, patch, audit).await
+    }
+
+    async fn policies(&self) -> StoreResult<Vec<PolicyRecord>> {
+        self.policies_impl(None).await
+    }
+
+    async fn policy(&self, id: PolicyId) -> StoreResult<Option<PolicyRecord>> {
+        Ok(self.policies_impl(Some(id)).await?.into_iter().next())
+    }
+
+    async fn policy_targets(&self, hosts: Option<&[HostId]>) -> StoreResult<Vec<PolicyTarget>> {
+        self.policy_targets_impl(hosts).await
+    }
+
+    async fn apply_policy_changes(
+        &self,
+        policy: Option<&PolicyWrite>,
+        changes: &[HostPolicyChange],
+        audit: Option<&NewAuditEntry>,
+    ) -> StoreResult<Vec<(HostId, u64)>> {
+        self.apply_policy_changes_impl(policy, changes, audit).await
+    }
+
+    async fn hosts_of_policy(&self, id: PolicyId) -> StoreResult<Vec<Host>> {
+        let sql = format!(
+            "SELECT {} FROM hosts WHERE policy_id = ? AND deleted_at IS NULL ORDER BY name, id",
+            codec::HOST_COLUMNS
+        );
+        sqlx::query(AssertSqlSafe(sql))
+            .bind(id.to_string())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?
+            .iter()
+            .map(codec::host)
+            .collect()
+    }
+
+    async fn policy_coverage(&self) -> StoreResult<Vec<PolicyCoverage>> {
+        self.policy_coverage_impl().await
     }
 
     async fn host(&self, id: HostId) -> StoreResult<Option<Host>> {
@@ -1330,28 +1523,58 @@ impl Store for SqliteStore {
         &self,
         host: HostId,
         sealed: &SealedRepository,
+        key: &str,
         audit: Option<&NewAuditEntry>,
     ) -> StoreResult<()> {
         let host_id = host.to_string();
         let mut tx = self.begin_write().await?;
         require_live_host(&mut tx, &host_id).await?;
-        sqlx::query(
-            "INSERT INTO host_repositories (host_id, nonce, ciphertext, seal_format, updated_at, \
-             refused) VALUES (?, ?, ?, ?, ?, NULL) \
-             ON CONFLICT (host_id) DO UPDATE SET nonce = excluded.nonce, \
-             ciphertext = excluded.ciphertext, seal_format = excluded.seal_format, \
-             updated_at = excluded.updated_at, refused = NULL",
-        )
-        .bind(&host_id)
-        .bind(&sealed.nonce)
-        .bind(&sealed.ciphertext)
-        .bind(sealed.format.as_i64())
-        .bind(ms(sealed.updated_at))
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
+        upsert_repository(&mut tx, &host_id, sealed, key, None).await?;
         write_audit(&mut tx, audit).await?;
         tx.commit().await.map_err(backend)
+    }
+
+    async fn delete_own_repository(
+        &self,
+        host: HostId,
+        audit: Option<&NewAuditEntry>,
+    ) -> StoreResult<bool> {
+        let host_id = host.to_string();
+        let mut tx = self.begin_write().await?;
+        require_live_host(&mut tx, &host_id).await?;
+        let deleted =
+            sqlx::query("DELETE FROM host_repositories WHERE host_id = ? AND policy_id IS NULL")
+                .bind(&host_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?
+                .rows_affected();
+        if deleted == 0 {
+            tx.rollback().await.map_err(backend)?;
+            return Ok(false);
+        }
+        write_audit(&mut tx, audit).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(true)
+    }
+
+    async fn set_repository_key(&self, host: HostId, key: &str) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("UPDATE host_repositories SET repository_key = ? WHERE host_id = ?")
+            .bind(key)
+            .bind(host.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn hosts_of_repository(&self, key: &str) -> StoreResult<Vec<Host>> {
+        self.hosts_of_repository_impl(key).await
+    }
+
+    async fn repository_jobs(&self, key: &str) -> StoreResult<Vec<RepositoryJob>> {
+        self.repository_jobs_impl(key).await
     }
 
     /// `Ok(None)` when the host has no settings stored;
@@ -1450,6 +1673,11 @@ impl Store for SqliteStore {
             .map(|row| codec::parsed::<HostId>(row, "host_id"))
             .collect::<StoreResult<Vec<_>>>()?;
         hosts.sort();
+        // Policies' repository templates were sealed with the lost key too.
+        sqlx::query("UPDATE policies SET repository_nonce = NULL, repository_ciphertext = NULL")
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
         upsert_sealing_key(&mut tx, record).await?;
         write_audit(&mut tx, audit).await?;
         tx.commit().await.map_err(backend)?;
@@ -1504,61 +1732,28 @@ impl Store for SqliteStore {
     /// as if the schedule had been deleted after the job was created — check
     /// the returned [`Job`]'s `schedule_id`.
     async fn create_job(&self, job: &NewJob, audit: Option<&NewAuditEntry>) -> StoreResult<Job> {
-        let created = ms(job.created_at);
-        let (dispatched_at, finished_at) = match job.status {
-            JobStatus::Queued => (None, None),
-            JobStatus::Dispatched => (Some(created), None),
-            JobStatus::Skipped => (None, Some(created)),
-            other => {
-                return Err(StoreError::Conflict(format!(
-                    "a job cannot be created in status `{other}`: only queued, dispatched \
-                     or skipped"
-                )))
-            }
-        };
-        let sql = format!(
-            "INSERT INTO jobs (id, host_id, kind, params, status, \"trigger\", schedule_id, \
-             error, created_at, dispatched_at, finished_at) \
-             SELECT ?, hosts.id, ?, ?, ?, ?, \
-             (SELECT schedules.id FROM schedules \
-              WHERE schedules.id = ? AND schedules.host_id = hosts.id), \
-             ?, ?, ?, ? FROM hosts \
-             WHERE hosts.id = ? AND hosts.deleted_at IS NULL \
-             RETURNING {}",
-            codec::JOB_COLUMNS
-        );
         let mut tx = self.begin_write().await?;
-        let row = sqlx::query(AssertSqlSafe(sql))
-            .bind(job.id.to_string())
-            .bind(&job.kind)
-            .bind(job.params.to_string())
-            .bind(job.status.as_str())
-            .bind(job.trigger.as_str())
-            .bind(job.schedule_id.map(|s| s.to_string()))
-            .bind(&job.error)
-            .bind(created)
-            .bind(dispatched_at)
-            .bind(finished_at)
-            .bind(job.host_id.to_string())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(|e| {
-                insert_error(
-                    e,
-                    || format!("job `{}` already exists", job.id),
-                    &format!("host `{}`", job.host_id),
-                )
-            })?;
-        let Some(row) = row else {
-            tx.rollback().await.map_err(backend)?;
-            return Err(StoreError::NotFound(format!("host `{}`", job.host_id)));
-        };
-        let created = codec::job(&row)?;
+        let created = insert_job(&mut tx, job).await?;
         write_audit(&mut tx, audit).await?;
         // The job is acknowledged only once the commit (which a full disk
         // fails) succeeded.
         tx.commit().await.map_err(backend)?;
         Ok(created)
+    }
+
+    async fn create_batch_jobs(
+        &self,
+        batch: BatchId,
+        max_parallel: u32,
+        jobs: &[NewJob],
+        audit: Option<&NewAuditEntry>,
+    ) -> StoreResult<Vec<Job>> {
+        self.create_batch_jobs_impl(batch, max_parallel, jobs, audit)
+            .await
+    }
+
+    async fn create_job_once(&self, job: &NewJob, fire_key: &str) -> StoreResult<(Job, bool)> {
+        self.create_job_once_impl(job, fire_key).await
     }
 
     async fn job(&self, id: JobId) -> StoreResult<Option<Job>> {

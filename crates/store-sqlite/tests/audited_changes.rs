@@ -72,6 +72,7 @@ fn schedule(host: rm_core::HostId) -> ScheduleRecord {
         jitter_seconds: 0,
         created_at: t(1),
         updated_at: t(1),
+        policy: None,
     }
 }
 

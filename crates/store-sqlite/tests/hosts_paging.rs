@@ -10,9 +10,9 @@ mod common;
 use chrono::{DateTime, Utc};
 use common::{db_url, enrollment, open_temp, t};
 use rm_core::token::TokenHash;
-use rm_core::{HostId, JobId, JobStatus, JobTrigger, TokenId};
+use rm_core::{HostId, JobId, JobStatus, JobTrigger, Labels, Selector, TokenId};
 use rm_store::{
-    AgentToken, HelloRecord, HostCounts, JobEnd, NewHost, NewJob, SnapshotRecord, Store,
+    AgentToken, HelloRecord, HostCounts, HostPatch, JobEnd, NewHost, NewJob, SnapshotRecord, Store,
     MAX_HOST_PAGE,
 };
 use rm_store_sqlite::SqliteStore;
@@ -169,18 +169,43 @@ async fn counts_and_the_attention_first_page_judge_hosts_alike() {
     online(&store, old).await;
     backup(&store, old, JobStatus::Succeeded, t(500)).await;
 
+    let all = Selector::default();
     assert_eq!(
-        store.host_counts(since).await.unwrap(),
+        store.host_counts(since, &all).await.unwrap(),
         HostCounts {
             total: 5,
             online: 4,
             not_backed_up: 3,
+            unconfigured: 5,
         }
     );
-    assert_eq!(store.host_counts(since).await.unwrap().offline(), 1);
+    assert_eq!(store.host_counts(since, &all).await.unwrap().offline(), 1);
+
+    // A label filter counts and lists only the hosts it selects.
+    let prod = Labels::parse_pairs("labels", "env=prod").unwrap();
+    for host in [failed, fine] {
+        let patch = HostPatch {
+            labels: Some(prod.clone()),
+            ..Default::default()
+        };
+        store.patch_host(host, &patch, None).await.unwrap();
+    }
+    let only_prod = Selector(prod);
+    assert_eq!(store.host_counts(since, &only_prod).await.unwrap().total, 2);
+    let listed: Vec<HostId> = store
+        .list_hosts_attention_first(since, &only_prod, 0, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|h| h.id)
+        .collect();
+    assert_eq!(listed, [failed, fine]);
+    let other = Selector(Labels::parse_pairs("labels", "env=staging").unwrap());
+    assert!(store.hosts_matching(&other).await.unwrap().is_empty());
+    assert_eq!(store.hosts_matching(&only_prod).await.unwrap().len(), 2);
 
     let order: Vec<HostId> = store
-        .list_hosts_attention_first(since, 0, 10)
+        .list_hosts_attention_first(since, &all, 0, 10)
         .await
         .unwrap()
         .iter()
@@ -188,7 +213,7 @@ async fn counts_and_the_attention_first_page_judge_hosts_alike() {
         .collect();
     assert_eq!(order, [failed, never, old, offline, fine]);
     let second: Vec<HostId> = store
-        .list_hosts_attention_first(since, 3, 10)
+        .list_hosts_attention_first(since, &all, 3, 10)
         .await
         .unwrap()
         .iter()
@@ -198,10 +223,10 @@ async fn counts_and_the_attention_first_page_judge_hosts_alike() {
 
     // Deleted hosts count nowhere.
     assert!(store.delete_host(fine, t(3_000), None).await.unwrap());
-    assert_eq!(store.host_counts(since).await.unwrap().total, 4);
+    assert_eq!(store.host_counts(since, &all).await.unwrap().total, 4);
     let empty = open_temp().await;
     assert_eq!(
-        empty.1.host_counts(since).await.unwrap(),
+        empty.1.host_counts(since, &all).await.unwrap(),
         HostCounts::default()
     );
 }

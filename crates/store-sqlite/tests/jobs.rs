@@ -957,7 +957,10 @@ async fn repository_settings_set_replace_get() {
         format: SealFormat::OwnerBound,
         updated_at: t(10),
     };
-    store.set_repository(host, &sealed, None).await.unwrap();
+    store
+        .set_repository(host, &sealed, "/srv/restic", None)
+        .await
+        .unwrap();
     assert_eq!(store.repository(host).await.unwrap(), Some(sealed.clone()));
     let listed = store.list_hosts().await.unwrap();
     let mut flags: Vec<(HostId, bool)> = listed.iter().map(|h| (h.id, h.has_repository)).collect();
@@ -972,7 +975,10 @@ async fn repository_settings_set_replace_get() {
         format: SealFormat::Unbound,
         updated_at: t(20),
     };
-    store.set_repository(host, &replaced, None).await.unwrap();
+    store
+        .set_repository(host, &replaced, "/srv/restic", None)
+        .await
+        .unwrap();
     assert_eq!(
         store.repository(host).await.unwrap(),
         Some(replaced.clone())
@@ -981,7 +987,9 @@ async fn repository_settings_set_replace_get() {
 
     let unknown = HostId::new();
     assert!(matches!(
-        store.set_repository(unknown, &sealed, None).await,
+        store
+            .set_repository(unknown, &sealed, "/srv/restic", None)
+            .await,
         Err(StoreError::NotFound(_))
     ));
     assert!(matches!(
@@ -991,7 +999,9 @@ async fn repository_settings_set_replace_get() {
 
     assert!(store.delete_host(host, t(30), None).await.unwrap());
     assert!(matches!(
-        store.set_repository(host, &sealed, None).await,
+        store
+            .set_repository(host, &sealed, "/srv/restic", None)
+            .await,
         Err(StoreError::NotFound(_))
     ));
     assert!(matches!(
@@ -1011,7 +1021,10 @@ async fn refused_repository_settings_are_recorded_and_cleared_by_new_ones() {
         format: SealFormat::OwnerBound,
         updated_at: t(10),
     };
-    store.set_repository(host, &sealed, None).await.unwrap();
+    store
+        .set_repository(host, &sealed, "/srv/restic", None)
+        .await
+        .unwrap();
     assert_eq!(
         store.repositories().await.unwrap(),
         vec![(host, sealed.clone(), None)],
@@ -1040,7 +1053,10 @@ async fn refused_repository_settings_are_recorded_and_cleared_by_new_ones() {
     assert_eq!(refused(bare).await, None);
 
     // New settings clear the refusal; so does an explicit `None`.
-    store.set_repository(host, &sealed, None).await.unwrap();
+    store
+        .set_repository(host, &sealed, "/srv/restic", None)
+        .await
+        .unwrap();
     assert_eq!(refused(host).await, None);
     store
         .set_repository_refused(host, Some("again"))

@@ -29,6 +29,7 @@ fn schedule(host: HostId, kind: &str, created: i64) -> ScheduleRecord {
         jitter_seconds: 300,
         created_at: t(created),
         updated_at: t(created),
+        policy: None,
     }
 }
 

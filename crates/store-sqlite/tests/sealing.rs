@@ -56,11 +56,11 @@ async fn sealed_values_are_listed_with_their_owner_and_format_deleted_hosts_incl
     let b = enrol(&store).await;
     let bare = enrol(&store).await;
     store
-        .set_repository(a, &sealed(1, SealFormat::OwnerBound), None)
+        .set_repository(a, &sealed(1, SealFormat::OwnerBound), "/srv/restic", None)
         .await
         .unwrap();
     store
-        .set_repository(b, &sealed(2, SealFormat::Unbound), None)
+        .set_repository(b, &sealed(2, SealFormat::Unbound), "/srv/restic", None)
         .await
         .unwrap();
     assert!(store.delete_host(b, t(5), None).await.unwrap());
@@ -79,11 +79,11 @@ async fn resealing_replaces_unbound_values_once_and_all_or_nothing() {
     let a = enrol(&store).await;
     let b = enrol(&store).await;
     store
-        .set_repository(a, &sealed(1, SealFormat::Unbound), None)
+        .set_repository(a, &sealed(1, SealFormat::Unbound), "/srv/restic", None)
         .await
         .unwrap();
     store
-        .set_repository(b, &sealed(2, SealFormat::Unbound), None)
+        .set_repository(b, &sealed(2, SealFormat::Unbound), "/srv/restic", None)
         .await
         .unwrap();
 
@@ -139,11 +139,11 @@ async fn reset_discards_every_sealed_value_and_records_the_key() {
         .await
         .unwrap();
     store
-        .set_repository(a, &sealed(1, SealFormat::OwnerBound), None)
+        .set_repository(a, &sealed(1, SealFormat::OwnerBound), "/srv/restic", None)
         .await
         .unwrap();
     store
-        .set_repository(b, &sealed(2, SealFormat::OwnerBound), None)
+        .set_repository(b, &sealed(2, SealFormat::OwnerBound), "/srv/restic", None)
         .await
         .unwrap();
     assert!(store.delete_host(b, t(5), None).await.unwrap());

@@ -10,7 +10,7 @@ mod models;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use rm_core::{HostId, JobId, JobStatus, ScheduleId, TokenId, UserId};
+use rm_core::{BatchId, HostId, JobId, JobStatus, PolicyId, ScheduleId, Selector, TokenId, UserId};
 
 pub use error::{StorageFault, StoreError, StoreResult};
 pub use models::*;
@@ -135,15 +135,32 @@ pub trait Store: Send + Sync + 'static {
     /// Hosts that need attention first — offline, or without a successful
     /// (or partial) backup since `backed_up_since` — then the rest, each
     /// group by name then id; `limit` rows (clamped as above) from `offset`.
+    /// Only hosts `selector` matches (the dashboard's label filter).
     async fn list_hosts_attention_first(
         &self,
         backed_up_since: DateTime<Utc>,
+        selector: &Selector,
         offset: u32,
         limit: u32,
     ) -> StoreResult<Vec<Host>>;
-    /// Counts hosts: all, online, and those without a successful (or
-    /// partial) backup since `backed_up_since`, in one query.
-    async fn host_counts(&self, backed_up_since: DateTime<Utc>) -> StoreResult<HostCounts>;
+    /// Counts the hosts `selector` matches: all, online, those without a
+    /// successful (or partial) backup since `backed_up_since`, and the
+    /// unconfigured, in one query.
+    async fn host_counts(
+        &self,
+        backed_up_since: DateTime<Utc>,
+        selector: &Selector,
+    ) -> StoreResult<HostCounts>;
+    /// Every live host `selector` matches, in id order (bulk jobs).
+    async fn hosts_matching(&self, selector: &Selector) -> StoreResult<Vec<Host>>;
+    /// Changes a host's own name, labels or freshness.
+    /// [`StoreError::NotFound`] for an unknown or deleted host.
+    async fn patch_host(
+        &self,
+        id: HostId,
+        patch: &HostPatch,
+        audit: Option<&NewAuditEntry>,
+    ) -> StoreResult<Host>;
     /// A host that is not deleted.
     async fn host(&self, id: HostId) -> StoreResult<Option<Host>>;
     /// The agent token `id` if it is still valid: not revoked, and its host
@@ -179,14 +196,31 @@ pub trait Store: Send + Sync + 'static {
 
     // ── repositories ───────────────────────────────────────────────────
 
-    /// Stores (replaces) a host's sealed repository settings.
+    /// Stores (replaces) a host's own sealed repository settings; `key` is
+    /// the repository's identity (its URL without credentials).
     /// [`StoreError::NotFound`] for an unknown or deleted host.
     async fn set_repository(
         &self,
         host: HostId,
         sealed: &SealedRepository,
+        key: &str,
         audit: Option<&NewAuditEntry>,
     ) -> StoreResult<()>;
+    /// Removes a host's own repository settings (a policy's may then apply).
+    /// Returns whether there were own settings.
+    async fn delete_own_repository(
+        &self,
+        host: HostId,
+        audit: Option<&NewAuditEntry>,
+    ) -> StoreResult<bool>;
+    /// Records the identity of settings stored before identities were
+    /// (learned by opening them on start).
+    async fn set_repository_key(&self, host: HostId, key: &str) -> StoreResult<()>;
+    /// The live hosts using the repository with identity `key`, by id.
+    async fn hosts_of_repository(&self, key: &str) -> StoreResult<Vec<Host>>;
+    /// The queued, dispatched and running jobs of every live host using the
+    /// repository `key`, oldest first.
+    async fn repository_jobs(&self, key: &str) -> StoreResult<Vec<RepositoryJob>>;
     /// A host's sealed repository settings.
     async fn repository(&self, host: HostId) -> StoreResult<Option<SealedRepository>>;
     /// Every live host's sealed repository settings and the refusal
@@ -217,7 +251,8 @@ pub trait Store: Send + Sync + 'static {
         record: &SealingKeyRecord,
         resealed: &[(HostId, SealedRepository)],
     ) -> StoreResult<()>;
-    /// Discards every sealed value (the repository settings of every host)
+    /// Discards every sealed value (the repository settings of every host,
+    /// and the repository templates of policies)
     /// and records `record` as the sealing key, in one transaction. Returns
     /// the hosts whose settings were discarded, deleted ones included.
     async fn reset_sealed_secrets(
@@ -226,7 +261,46 @@ pub trait Store: Send + Sync + 'static {
         audit: Option<&NewAuditEntry>,
     ) -> StoreResult<Vec<HostId>>;
 
+    // ── policies ───────────────────────────────────────────────────────
+
+    /// Every policy, oldest first.
+    async fn policies(&self) -> StoreResult<Vec<PolicyRecord>>;
+    /// A policy by id.
+    async fn policy(&self, id: PolicyId) -> StoreResult<Option<PolicyRecord>>;
+    /// What the reconciler needs of `hosts` (every live host when `None`),
+    /// in id order.
+    async fn policy_targets(&self, hosts: Option<&[HostId]>) -> StoreResult<Vec<PolicyTarget>>;
+    /// Writes `policy` (if any) and every host's change in one transaction,
+    /// bumping the schedule version once for each host whose schedules
+    /// change. Returns those hosts with their new versions.
+    async fn apply_policy_changes(
+        &self,
+        policy: Option<&PolicyWrite>,
+        changes: &[HostPolicyChange],
+        audit: Option<&NewAuditEntry>,
+    ) -> StoreResult<Vec<(HostId, u64)>>;
+    /// The live hosts a policy applies to, by name.
+    async fn hosts_of_policy(&self, id: PolicyId) -> StoreResult<Vec<Host>>;
+    /// How many hosts each policy applies to, and how many are in sync.
+    async fn policy_coverage(&self) -> StoreResult<Vec<PolicyCoverage>>;
+
     // ── jobs ───────────────────────────────────────────────────────────
+
+    /// Creates the jobs of one bulk action in one transaction, all in
+    /// batch `batch`, of which at most `max_parallel` run at a time per
+    /// repository.
+    async fn create_batch_jobs(
+        &self,
+        batch: BatchId,
+        max_parallel: u32,
+        jobs: &[NewJob],
+        audit: Option<&NewAuditEntry>,
+    ) -> StoreResult<Vec<Job>>;
+    /// Creates `job` unless a job was already created under `fire_key` (a
+    /// shared repository's policy prune or check, fired by each of its
+    /// hosts at once): returns the job that holds the key, and whether it
+    /// is the one just made.
+    async fn create_job_once(&self, job: &NewJob, fire_key: &str) -> StoreResult<(Job, bool)>;
 
     /// Creates a job in status `queued`. Creating the same id twice is a
     /// [`StoreError::Conflict`]; an unknown host is [`StoreError::NotFound`].

@@ -2,7 +2,10 @@
 
 use chrono::{DateTime, Utc};
 use rm_core::token::TokenHash;
-use rm_core::{HostId, JobId, JobStatus, JobTrigger, ScheduleId, TokenId, UserId};
+use rm_core::{
+    BatchId, HostId, JobId, JobStatus, JobTrigger, Labels, PolicyId, ScheduleId, Selector, TokenId,
+    UserId,
+};
 
 /// An operator account.
 #[derive(Debug, Clone, PartialEq)]
@@ -68,6 +71,8 @@ pub struct EnrollmentToken {
     pub used_at: Option<DateTime<Utc>>,
     /// The host it enrolled.
     pub host_id: Option<HostId>,
+    /// Labels the enrolled host gets.
+    pub labels: Labels,
 }
 
 /// An agent's credential; `rma.<id>.<secret>`.
@@ -156,6 +161,22 @@ pub struct Host {
     pub hooks: Vec<String>,
     /// The files in its hooks folder it refuses to run, and why.
     pub hooks_refused: Vec<RefusedHookRecord>,
+    /// Its labels.
+    pub labels: Labels,
+    /// Its own freshness (seconds), overriding its policy's.
+    pub freshness_seconds: Option<u64>,
+    /// The policy that applies to it (as last reconciled).
+    pub policy_id: Option<PolicyId>,
+    /// The policy its repository settings come from; `None` when they are
+    /// its own (or it has none).
+    pub repository_policy_id: Option<PolicyId>,
+    /// Its repository's identity (the URL without credentials): hosts with
+    /// the same one share the repository.
+    pub repository_key: Option<String>,
+    /// How many other live hosts have the same `repository_key`.
+    pub repository_shared_with: u64,
+    /// Whether it has any schedule (its own or a policy's).
+    pub has_schedules: bool,
 }
 
 /// The fleet summary: how many hosts are online and how many lack a recent
@@ -169,6 +190,8 @@ pub struct HostCounts {
     /// Of those, hosts without a successful (or partial) backup since the
     /// cut-off asked for: never backed up, last backup failed, or too old.
     pub not_backed_up: u64,
+    /// Of those, hosts with neither a repository nor a schedule.
+    pub unconfigured: u64,
 }
 
 impl HostCounts {
@@ -443,6 +466,171 @@ pub struct RepoStatsRecord {
     pub last_prune_freed_bytes: Option<u64>,
 }
 
+/// Changes to a host's own settings (`PATCH /api/v1/hosts/{id}`); `None`
+/// leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HostPatch {
+    /// New display name.
+    pub name: Option<String>,
+    /// New labels (replacing the old).
+    pub labels: Option<Labels>,
+    /// New own freshness (`Some(None)` clears it).
+    pub freshness_seconds: Option<Option<u64>>,
+}
+
+/// A fleet policy as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicyRecord {
+    /// Id.
+    pub id: PolicyId,
+    /// Unique name.
+    pub name: String,
+    /// The labels a host must all have.
+    pub selector: Selector,
+    /// Higher wins; ties go to the older policy.
+    pub priority: i32,
+    /// The repository template (URL, password or none, env), sealed: it
+    /// may hold a password and backend keys. `None`: the policy gives no
+    /// repository.
+    pub repository: Option<SealedRepository>,
+    /// The schedules it gives.
+    pub schedules: Vec<PolicyScheduleRecord>,
+    /// Freshness in seconds, if it sets one.
+    pub freshness_seconds: Option<u64>,
+    /// Creation time (the tie-breaker).
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One schedule of a policy; every host the policy applies to gets a
+/// schedule row made from it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PolicyScheduleRecord {
+    /// Id, stable across edits of the policy.
+    pub id: ScheduleId,
+    /// Job kind.
+    pub kind: String,
+    /// Cron expression.
+    pub cron: String,
+    /// IANA zone, if set.
+    pub timezone: Option<String>,
+    /// Validated params.
+    pub params: serde_json::Value,
+    /// Whether it fires.
+    pub enabled: bool,
+    /// Jitter.
+    pub jitter_seconds: u32,
+}
+
+/// What the policy reconciler needs to know about one host: its labels,
+/// what it has of its own, and what policies gave it so far.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicyTarget {
+    /// The host.
+    pub host_id: HostId,
+    /// Its name (for `{host}` in repository templates).
+    pub name: String,
+    /// Its labels.
+    pub labels: Labels,
+    /// The policy applied to it so far.
+    pub policy_id: Option<PolicyId>,
+    /// Its repository settings and where they came from (`None` source:
+    /// its own).
+    pub repository: Option<(Option<PolicyId>, SealedRepository)>,
+    /// The kinds of its own schedules (a policy's schedules of these kinds
+    /// are not given to it: the host's own win).
+    pub own_schedule_kinds: Vec<String>,
+    /// The schedule rows policies gave it.
+    pub policy_schedules: Vec<ScheduleRecord>,
+}
+
+/// What changes for one host when policies are applied; written together
+/// with every other host's in one transaction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostPolicyChange {
+    /// The host.
+    pub host_id: HostId,
+    /// The policy that applies now.
+    pub policy_id: Option<PolicyId>,
+    /// Its repository settings from the policy.
+    pub repository: RepositoryChange,
+    /// Policy schedule rows to add or replace (by id).
+    pub upsert_schedules: Vec<ScheduleRecord>,
+    /// Policy schedule rows to remove.
+    pub delete_schedules: Vec<ScheduleId>,
+}
+
+impl HostPolicyChange {
+    /// Whether the host's schedule set changes (its version is bumped once).
+    pub fn changes_schedules(&self) -> bool {
+        !self.upsert_schedules.is_empty() || !self.delete_schedules.is_empty()
+    }
+}
+
+/// A policy-given repository change.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RepositoryChange {
+    /// Leave the host's repository settings as they are.
+    Keep,
+    /// Store these settings (identity `key`) as given by the policy.
+    Set {
+        /// The sealed settings.
+        sealed: SealedRepository,
+        /// The repository's identity.
+        key: String,
+        /// The policy giving them.
+        policy_id: PolicyId,
+    },
+    /// Remove the policy-given settings (nothing gives a repository now).
+    Remove,
+}
+
+/// A policy write that goes with its hosts' changes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PolicyWrite {
+    /// Add a policy ([`crate::StoreError::Conflict`] on a taken name).
+    Create(PolicyRecord),
+    /// Replace a policy's fields ([`crate::StoreError::NotFound`] when gone).
+    Update(PolicyRecord),
+    /// Remove a policy.
+    Delete(PolicyId),
+}
+
+/// How many hosts a policy applies to, and how many of them run the wanted
+/// schedule set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PolicyCoverage {
+    /// The policy.
+    pub policy_id: PolicyId,
+    /// Hosts it applies to.
+    pub hosts: u64,
+    /// Of those, in sync.
+    pub in_sync: u64,
+}
+
+/// A job into a repository, as the dispatcher weighs it: jobs of every host
+/// using the repository that are queued, dispatched or running.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RepositoryJob {
+    /// The job.
+    pub job_id: JobId,
+    /// Its host.
+    pub host_id: HostId,
+    /// Whether that host's agent is connected.
+    pub host_online: bool,
+    /// Kind.
+    pub kind: String,
+    /// Params (to tell a `forget` with prune).
+    pub params: serde_json::Value,
+    /// Status.
+    pub status: JobStatus,
+    /// Creation time (queue order).
+    pub created_at: DateTime<Utc>,
+    /// The bulk batch it belongs to, with the batch's per-repository limit.
+    pub batch: Option<(BatchId, u32)>,
+}
+
 /// A schedule as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScheduleRecord {
@@ -466,6 +654,9 @@ pub struct ScheduleRecord {
     pub created_at: DateTime<Utc>,
     /// Last change.
     pub updated_at: DateTime<Utc>,
+    /// The policy and policy schedule it was made from; `None` for the
+    /// host's own schedules.
+    pub policy: Option<(PolicyId, ScheduleId)>,
 }
 
 /// What kind of credential an audited action was done with.

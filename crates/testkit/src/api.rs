@@ -126,10 +126,35 @@ impl Api {
         name: Option<&str>,
         ttl_seconds: Option<u64>,
     ) -> anyhow::Result<EnrollmentTokenCreated> {
-        let body = serde_json::to_value(CreateEnrollmentToken {
+        self.create_labelled_enrollment_token(CreateEnrollmentToken {
             name: name.map(str::to_owned),
             ttl_seconds,
-        })?;
+            labels: Default::default(),
+        })
+        .await
+    }
+
+    /// Creates an enrolment token whose host gets `labels` (`[("env",
+    /// "prod")]`); fails unless the server says 201.
+    pub async fn create_token_with_labels(
+        &self,
+        labels: &[(&str, &str)],
+    ) -> anyhow::Result<EnrollmentTokenCreated> {
+        self.create_labelled_enrollment_token(CreateEnrollmentToken {
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        })
+        .await
+    }
+
+    async fn create_labelled_enrollment_token(
+        &self,
+        request: CreateEnrollmentToken,
+    ) -> anyhow::Result<EnrollmentTokenCreated> {
+        let body = serde_json::to_value(request)?;
         let (status, body) = self.post("/api/v1/enrollment-tokens", body).await?;
         if status != StatusCode::CREATED {
             bail!("creating an enrolment token failed with {status}: {body}");

@@ -63,8 +63,16 @@ pub async fn enroll_hosts(
     let config = rm_server::ServerConfig::new("http://fleet.invalid");
     for n in 0..count {
         let name = format!("{prefix}-{n:05}");
-        let issued =
-            rm_server::enrollment::issue_token(store, &config, Some(&name), None, None).await?;
+        let issued = rm_server::enrollment::issue_token(
+            store,
+            &config,
+            &rm_protocol::api::CreateEnrollmentToken {
+                name: Some(name.clone()),
+                ..Default::default()
+            },
+            None,
+        )
+        .await?;
         let enrolled = rm_server::enrollment::enroll(
             store,
             &EnrollRequest {

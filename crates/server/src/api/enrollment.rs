@@ -34,14 +34,7 @@ pub(crate) async fn create_token(
     ApiJson(req): ApiJson<CreateEnrollmentToken>,
 ) -> Result<(StatusCode, Json<EnrollmentTokenCreated>), ApiError> {
     let by = Audit::by(&state, &operator, &client).await;
-    let created = enrollment::issue_token(
-        state.store(),
-        state.config(),
-        req.name.as_deref(),
-        req.ttl_seconds,
-        Some(&by),
-    )
-    .await?;
+    let created = enrollment::issue_token(state.store(), state.config(), &req, Some(&by)).await?;
     tracing::info!(token_id = %created.id, by = %operator.user_id, "enrolment token created");
     Ok((StatusCode::CREATED, Json(created)))
 }
@@ -82,5 +75,12 @@ pub(crate) async fn enroll(
     ApiJson(req): ApiJson<EnrollRequest>,
 ) -> Result<(StatusCode, Json<EnrollResponse>), ApiError> {
     let enrolled = enrollment::enroll(state.store(), &req, Some(&client)).await?;
+    // The new host's labels may select policies: it gets their repository
+    // and schedules before its agent first connects.
+    if let Ok(host) = enrolled.host_id.parse() {
+        if let Err(e) = crate::policies::reconcile(&state, Some(&[host]), None, None).await {
+            tracing::error!(%host, "could not apply policies to the new host: {e}");
+        }
+    }
     Ok((StatusCode::CREATED, Json(enrolled)))
 }

@@ -6,16 +6,18 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
 use rm_core::HostId;
-use rm_protocol::api::{HostView, RepoStatsEntry, RepoStatsResponse};
+use rm_core::Labels;
+use rm_protocol::api::{HostView, PatchHost, RepoStatsEntry, RepoStatsResponse};
 use rm_protocol::close_code;
 use rm_protocol::{RepoStats, SnapshotInfo, TreeEntry};
 
 use crate::browse::{self, BrowseError};
 use crate::rpc::RpcError;
-use rm_store::{Host, MAX_HOST_PAGE};
+use rm_store::{Host, HostPatch, StoreError, MAX_HOST_PAGE};
 
-use super::{ApiError, ApiPath, ApiQuery, Operator};
+use super::{ApiError, ApiJson, ApiPath, ApiQuery, Operator};
 use crate::audit::{Action, Audit, Client, Target};
+use crate::policies::Fleet;
 use crate::state::AppState;
 
 /// Hosts per page of `GET /api/v1/hosts` unless `limit` says otherwise.
@@ -69,7 +71,13 @@ pub(crate) async fn list(
         }
         _ => None,
     };
-    let body = Json(hosts.into_iter().map(view).collect::<Vec<HostView>>());
+    let fleet = Fleet::load(&state).await?;
+    let body = Json(
+        hosts
+            .into_iter()
+            .map(|h| fleet.host_view(h))
+            .collect::<Vec<HostView>>(),
+    );
     let Some(next) = next else {
         return Ok(body.into_response());
     };
@@ -98,7 +106,65 @@ pub(crate) async fn show(
         .host(id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("host `{id}` not found")))?;
-    Ok(Json(view(host)))
+    Ok(Json(Fleet::load(&state).await?.host_view(host)))
+}
+
+/// `PATCH /api/v1/hosts/{id}`: the host's own name, labels or freshness.
+/// New labels may change which policy applies: it is applied (and the
+/// result pushed) before the answer.
+pub(crate) async fn patch(
+    State(state): State<AppState>,
+    operator: Operator,
+    client: Client,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(req): ApiJson<PatchHost>,
+) -> Result<Json<HostView>, ApiError> {
+    let id = parse_host_id(&id)?;
+    let name = req
+        .name
+        .as_deref()
+        .map(|n| crate::enrollment::validate_label("name", n, crate::enrollment::MAX_NAME_CHARS))
+        .transpose()?;
+    let labels = req
+        .labels
+        .clone()
+        .map(|l| Labels::parse("labels", l))
+        .transpose()
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    if let Some(Some(seconds)) = req.freshness_seconds {
+        crate::policies::check_freshness("freshness_seconds", seconds)
+            .map_err(ApiError::bad_request)?;
+    }
+    let patch = HostPatch {
+        name,
+        labels,
+        freshness_seconds: req.freshness_seconds,
+    };
+    let entry = Audit::by(&state, &operator, &client).await.entry(
+        Action::HostUpdate,
+        Some(Target::new("host", id)),
+        serde_json::json!({
+            "name": patch.name,
+            "labels": patch.labels.as_ref().map(|l| l.to_string()),
+            "freshness_seconds": patch.freshness_seconds,
+        }),
+    );
+    let host = match state.store().patch_host(id, &patch, Some(&entry)).await {
+        Err(StoreError::NotFound(_)) => {
+            return Err(ApiError::not_found(format!("host `{id}` not found")))
+        }
+        other => other?,
+    };
+    // A new name changes `{host}` in a policy's repository template too.
+    let host = if patch.labels.is_some() || patch.name.is_some() {
+        crate::policies::reconcile(&state, Some(&[id]), None, None).await?;
+        state.fleet_changed();
+        state.store().host(id).await?.unwrap_or(host)
+    } else {
+        state.fleet_changed();
+        host
+    };
+    Ok(Json(Fleet::load(&state).await?.host_view(host)))
 }
 
 /// `DELETE /api/v1/hosts/{id}`: revokes the agent's token and closes its
@@ -141,45 +207,6 @@ pub(crate) fn parse_host_id(raw: &str) -> Result<HostId, ApiError> {
             "`{raw}` is not a host id (expected a 26-character ULID)"
         ))
     })
-}
-
-fn view(host: Host) -> HostView {
-    HostView {
-        id: host.id.to_string(),
-        name: host.name,
-        hostname: host.hostname,
-        online: host.online,
-        enrolled_at: host.enrolled_at,
-        last_seen_at: host.last_seen_at,
-        agent_version: host.agent_version,
-        restic_version: host.restic_version,
-        restic_error: host.restic_error,
-        protocol_version: host.protocol_version,
-        os: host.os,
-        arch: host.arch,
-        schedule_version: host.schedule_version,
-        schedule_applied_version: host.schedule_applied_version,
-        // A host that never had schedules has nothing to drift from.
-        schedule_in_sync: host.schedule_version == 0
-            || host.schedule_applied_version == Some(host.schedule_version),
-        last_backup_at: host.last_backup_at,
-        last_backup_status: host.last_backup_status.map(|s| s.to_string()),
-        repo_size_bytes: host.repo_size_bytes,
-        token_rotated_at: host.token_rotated_at,
-        token_rotation_pending: host.token_rotation_pending,
-        agent_revoked_at: host.agent_revoked_at,
-        hooks: host.hooks,
-        hooks_refused: host
-            .hooks_refused
-            .into_iter()
-            .map(|r| rm_protocol::RefusedHook {
-                name: r.name,
-                reason: r.reason,
-            })
-            .collect(),
-        snapshot_count: host.snapshot_count,
-        repository_refused: host.repository_refused,
-    }
 }
 
 /// The host, or 404.

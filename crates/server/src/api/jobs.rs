@@ -9,8 +9,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::Json;
 use futures_util::{Stream, StreamExt};
-use rm_core::{JobId, JobStatus, JobTrigger};
-use rm_protocol::api::{CreateJob, JobView};
+use rm_core::{BatchId, JobId, JobStatus, JobTrigger};
+use rm_protocol::api::{BulkJobCreated, BulkJobRequest, CreateJob, JobView};
 use rm_protocol::{JobKind, LogLine, LogStreamKind};
 use rm_store::{Job, JobFilter, LogLineRecord, NewJob};
 use serde::Deserialize;
@@ -74,6 +74,38 @@ pub(crate) async fn create(
     let job = jobs::create(&state, &request, Some(&entry_for)).await?;
     tracing::info!(job_id = %job.id, by = %operator.user_id, "job requested");
     Ok((StatusCode::CREATED, Json(jobs::view(&job))))
+}
+
+/// `POST /api/v1/jobs` `{selector, kind, params, max_parallel?}` → 201:
+/// one job per matching connected host, the others listed as skipped.
+pub(crate) async fn bulk_create(
+    State(state): State<AppState>,
+    operator: Operator,
+    client: Client,
+    ApiJson(req): ApiJson<BulkJobRequest>,
+) -> Result<(StatusCode, Json<BulkJobCreated>), ApiError> {
+    let by = Audit::by(&state, &operator, &client).await;
+    let selector = req
+        .selector
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let entry_for = |batch: BatchId, count: usize| {
+        by.entry(
+            Action::JobBulkCreate,
+            Some(Target::new("batch", batch)),
+            serde_json::json!({
+                "selector": selector,
+                "kind": req.kind,
+                "params": req.params,
+                "max_parallel": req.max_parallel,
+                "jobs": count,
+            }),
+        )
+    };
+    let created = jobs::bulk::create(&state, &req, Some(&entry_for)).await?;
+    Ok((StatusCode::CREATED, Json(created)))
 }
 
 /// Query of `GET /api/v1/jobs`.

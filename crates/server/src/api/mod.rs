@@ -11,6 +11,7 @@ mod error;
 mod events;
 mod hosts;
 pub(crate) mod jobs;
+mod policies;
 mod repository;
 pub(crate) mod schedules;
 pub(crate) mod tokens;
@@ -41,13 +42,27 @@ pub(crate) fn router() -> Router<AppState> {
         )
         .route("/agents/enroll", post(enrollment::enroll))
         .route("/hosts", get(hosts::list))
-        .route("/hosts/{id}", get(hosts::show).delete(hosts::delete))
+        .route(
+            "/hosts/{id}",
+            get(hosts::show).delete(hosts::delete).patch(hosts::patch),
+        )
         .route("/hosts/{id}/token/rotate", post(agent_tokens::rotate))
         .route("/hosts/{id}/token/revoke", post(agent_tokens::revoke))
         .route(
             "/hosts/{id}/repository",
-            get(repository::get).put(repository::put),
+            get(repository::get)
+                .put(repository::put)
+                .delete(repository::delete),
         )
+        .route("/hosts/{id}/repository/password", get(repository::password))
+        .route("/policies", get(policies::list).post(policies::create))
+        .route(
+            "/policies/{id}",
+            get(policies::show)
+                .put(policies::update)
+                .delete(policies::delete),
+        )
+        .route("/policies/{id}/hosts", get(policies::hosts))
         .route("/hosts/{id}/jobs", post(jobs::create))
         .route("/hosts/{id}/snapshots", get(hosts::snapshots))
         .route("/hosts/{id}/snapshots/{snapshot_id}/tree", get(hosts::tree))
@@ -62,7 +77,7 @@ pub(crate) fn router() -> Router<AppState> {
         )
         .route("/retention-presets", get(schedules::presets))
         .route("/events", get(events::fleet))
-        .route("/jobs", get(jobs::list))
+        .route("/jobs", get(jobs::list).post(jobs::bulk_create))
         .route("/jobs/{id}", get(jobs::show))
         .route("/jobs/{id}/cancel", post(jobs::cancel))
         .route("/jobs/{id}/logs", get(jobs::logs))

@@ -104,3 +104,60 @@ pub(crate) async fn get(
         .map(Json)
         .ok_or_else(|| ApiError::not_found(format!("host `{host_id}` has no repository set")))
 }
+
+/// `DELETE /api/v1/hosts/{id}/repository` → 204: removes the host's own
+/// settings, so its policy's repository applies again (or none: the host
+/// is then unconfigured). 404 when the host has no own settings (a
+/// policy's are changed on the policy).
+pub(crate) async fn delete(
+    State(state): State<AppState>,
+    operator: Operator,
+    client: Client,
+    ApiPath(host): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
+    let host_id = parse_host_id(&host)?;
+    let entry = Audit::by(&state, &operator, &client).await.entry(
+        Action::RepositoryDelete,
+        Some(Target::new("host", host_id)),
+        serde_json::json!({}),
+    );
+    if !repositories::delete_own(&state, host_id, Some(&entry)).await? {
+        return Err(ApiError::not_found(format!(
+            "host `{host_id}` has no repository settings of its own (a policy's are changed on the policy)"
+        )));
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The repository password, shown to an operator who asks for it.
+#[derive(serde::Serialize)]
+pub(crate) struct PasswordShown {
+    password: String,
+}
+
+/// `GET /api/v1/hosts/{id}/repository/password`: the password restic
+/// needs to open the host's repository by hand (generated ones exist
+/// nowhere else). Every time it is shown is in the audit log.
+pub(crate) async fn password(
+    State(state): State<AppState>,
+    operator: Operator,
+    client: Client,
+    ApiPath(host): ApiPath<String>,
+) -> Result<Json<PasswordShown>, ApiError> {
+    let host_id = parse_host_id(&host)?;
+    if state.store().host(host_id).await?.is_none() {
+        return Err(RepositoryError::HostNotFound(host_id).into());
+    }
+    let config = repositories::get(&state, host_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("host `{host_id}` has no repository set")))?;
+    let entry = Audit::by(&state, &operator, &client).await.entry(
+        Action::RepositoryPasswordShow,
+        Some(Target::new("host", host_id)),
+        serde_json::json!({"url": rm_core::redact::redact_url(&config.url)}),
+    );
+    state.store().record_audit(&entry).await?;
+    Ok(Json(PasswordShown {
+        password: config.password,
+    }))
+}

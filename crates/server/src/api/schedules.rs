@@ -22,6 +22,7 @@ impl From<ScheduleError> for ApiError {
             ScheduleError::HostNotFound(_) | ScheduleError::NotFound(_) => {
                 ApiError::not_found(e.to_string())
             }
+            ScheduleError::FromPolicy(..) => ApiError::conflict(e.to_string()),
             ScheduleError::Store(e) => e.into(),
         }
     }

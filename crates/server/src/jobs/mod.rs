@@ -5,6 +5,7 @@
 //! dispatched by whoever moves it from `queued` first, and a repeated or
 //! late report can never move a finished job.
 
+pub mod bulk;
 pub(crate) mod events;
 pub(crate) mod log_writer;
 
@@ -28,6 +29,7 @@ use serde_json::Value;
 use crate::audit::EntryFor;
 use crate::hub::AgentConn;
 use crate::repositories;
+use crate::repositories::shared::{may_start, Verdict};
 use crate::state::AppState;
 use events::JobEvent;
 
@@ -112,6 +114,47 @@ pub async fn create(
     request: &JobRequest<'_>,
     audit: Option<EntryFor<'_, NewJob>>,
 ) -> Result<Job, JobError> {
+    let new = prepare(state, request).await?;
+    let entry = audit.map(|entry_for| entry_for(&new));
+    let job = state.store().create_job(&new, entry.as_ref()).await?;
+    queued(state, &job).await
+}
+
+/// Like [`create`], but only the first request under `fire_key` makes a
+/// job: a policy's prune or check of a shared repository is fired by each
+/// of its hosts, and runs once. Returns the job holding the key and
+/// whether it is the one just made.
+pub async fn create_once(
+    state: &AppState,
+    request: &JobRequest<'_>,
+    fire_key: &str,
+) -> Result<(Job, bool), JobError> {
+    let new = prepare(state, request).await?;
+    let (job, made) = state.store().create_job_once(&new, fire_key).await?;
+    if !made {
+        return Ok((job, false));
+    }
+    Ok((queued(state, &job).await?, true))
+}
+
+/// Announces a job just stored and dispatches it if its host is free.
+async fn queued(state: &AppState, job: &Job) -> Result<Job, JobError> {
+    tracing::info!(job_id = %job.id, host_id = %job.host_id, kind = %job.kind, trigger = job.trigger.as_str(), "job queued");
+    state.fleet_changed();
+    dispatch_next(state, job.host_id).await;
+    Ok(state
+        .store()
+        .job(job.id)
+        .await?
+        .unwrap_or_else(|| job.clone()))
+}
+
+/// Checks a job request against its kind and host, and makes the job to
+/// store.
+pub(crate) async fn prepare(
+    state: &AppState,
+    request: &JobRequest<'_>,
+) -> Result<NewJob, JobError> {
     let JobRequest {
         id,
         host: host_id,
@@ -169,7 +212,7 @@ pub async fn create(
         }
         _ => {}
     }
-    let new = NewJob {
+    Ok(NewJob {
         id,
         host_id,
         kind: kind.as_str().to_owned(),
@@ -179,13 +222,36 @@ pub async fn create(
         status: JobStatus::Queued,
         error: None,
         created_at: Utc::now(),
+    })
+}
+
+/// After a job of `host` ended, gives the other hosts of its repository
+/// (if shared) the chance to start what waited for it.
+pub(crate) async fn wake_repository(state: &AppState, host: HostId) {
+    let key = match state.store().host(host).await {
+        Ok(Some(h)) if h.repository_shared_with > 0 => h.repository_key,
+        _ => None,
     };
-    let entry = audit.map(|entry_for| entry_for(&new));
-    let job = state.store().create_job(&new, entry.as_ref()).await?;
-    tracing::info!(job_id = %job.id, %host_id, kind = %kind, trigger = trigger.as_str(), "job queued");
-    state.fleet_changed();
-    dispatch_next(state, host_id).await;
-    Ok(state.store().job(job.id).await?.unwrap_or(job))
+    let Some(key) = key else {
+        return;
+    };
+    let waiting: Vec<HostId> = match state.store().repository_jobs(&key).await {
+        Ok(jobs) => jobs
+            .into_iter()
+            .filter(|j| j.status == JobStatus::Queued && j.host_id != host)
+            .map(|j| j.host_id)
+            .collect(),
+        Err(e) => {
+            tracing::error!(%host, "could not read the jobs of a shared repository: {e}");
+            return;
+        }
+    };
+    let mut seen = std::collections::HashSet::new();
+    for other in waiting {
+        if seen.insert(other) {
+            dispatch_next(state, other).await;
+        }
+    }
 }
 
 /// Sends the host's next queued job to its agent, if the agent is connected
@@ -203,6 +269,28 @@ async fn try_dispatch_next(state: &AppState, host_id: HostId) -> Result<(), JobE
         };
         let Some(job) = state.store().next_dispatchable_job(host_id).await? else {
             return Ok(());
+        };
+        // A job into a repository other hosts use may have to wait for
+        // theirs; the repository's turn is held until it is marked
+        // dispatched, so the decision and the move are one step.
+        let key = state
+            .store()
+            .host(host_id)
+            .await?
+            .and_then(|h| h.repository_key);
+        let _turn = match &key {
+            Some(key) => {
+                let turn = state.repository_turns().take(key).await;
+                let jobs = state.store().repository_jobs(key).await?;
+                if let Verdict::Wait(why) =
+                    may_start(job.id, &jobs, state.config().backups_per_repository)
+                {
+                    tracing::debug!(job_id = %job.id, %host_id, "job {why}");
+                    return Ok(());
+                }
+                Some(turn)
+            }
+            None => None,
         };
         if !state
             .store()
@@ -303,6 +391,7 @@ async fn finish(
             tracing::info!(job_id = %job, status = %end.status, "job finished");
             state.fleet_changed();
             Box::pin(dispatch_next(state, stored.host_id)).await;
+            Box::pin(wake_repository(state, stored.host_id)).await;
         }
     }
     Ok(())

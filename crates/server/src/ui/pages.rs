@@ -186,7 +186,11 @@ pub(crate) async fn dashboard(
 ) -> Response {
     let now = Utc::now();
     let backed_up_since = now - super::stale_after();
-    let counts = match state.store().host_counts(backed_up_since).await {
+    let counts = match state
+        .store()
+        .host_counts(backed_up_since, &rm_core::Selector::default())
+        .await
+    {
         Ok(counts) => counts,
         Err(e) => return store_error(e),
     };
@@ -201,7 +205,12 @@ pub(crate) async fn dashboard(
     let offset = (page - 1).saturating_mul(DASHBOARD_HOSTS);
     let hosts = match state
         .store()
-        .list_hosts_attention_first(backed_up_since, offset, DASHBOARD_HOSTS)
+        .list_hosts_attention_first(
+            backed_up_since,
+            &rm_core::Selector::default(),
+            offset,
+            DASHBOARD_HOSTS,
+        )
         .await
     {
         Ok(hosts) => hosts,

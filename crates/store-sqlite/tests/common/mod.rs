@@ -49,6 +49,7 @@ pub fn enrollment(expires: i64) -> EnrollmentToken {
         expires_at: t(expires),
         used_at: None,
         host_id: None,
+        labels: Default::default(),
     }
 }
 

@@ -6,6 +6,12 @@
 //! checked at start-up and whenever they are opened for use: those that
 //! break a rule are recorded as refused (shown on the host) and never
 //! pushed or used, until an operator sets usable ones.
+//!
+//! A host's settings are its own (set here) or given by its policy (see
+//! `crate::policies`); its own win. [`shared`] decides which jobs of the
+//! hosts sharing one repository may run at once.
+
+pub mod shared;
 
 use rm_core::{HostId, JobId, JobTrigger};
 use rm_protocol::api::RepositoryView;
@@ -64,9 +70,10 @@ pub async fn set(
         .map_err(|e| RepositoryError::Unsealable(e.to_string()))?;
     let init_id = JobId::new();
     let entry = audit.map(|entry_for| entry_for(&init_id));
+    let key = crate::policies::effective::repository_key(&config.url);
     state
         .store()
-        .set_repository(host, &sealed, entry.as_ref())
+        .set_repository(host, &sealed, &key, entry.as_ref())
         .await?;
     {
         let _push = state.hub().push_lock(host).await;
@@ -87,6 +94,64 @@ pub async fn set(
     let init = jobs::create(state, &request, None).await?;
     tracing::info!(%host, init_job = %init.id, "repository settings stored");
     Ok(init.id)
+}
+
+/// Removes the host's own settings; the repository its policy gives (if
+/// any) then applies, and is pushed. Returns whether it had own settings.
+pub async fn delete_own(
+    state: &AppState,
+    host: HostId,
+    audit: Option<&rm_store::NewAuditEntry>,
+) -> Result<bool, RepositoryError> {
+    if state.store().host(host).await?.is_none() {
+        return Err(RepositoryError::HostNotFound(host));
+    }
+    if !state.store().delete_own_repository(host, audit).await? {
+        return Ok(false);
+    }
+    if let Err(e) = crate::policies::reconcile(state, Some(&[host]), None, None).await {
+        tracing::error!(%host, "could not apply the host's policy after its own repository was removed: {e}");
+    }
+    push(state, host).await;
+    Ok(true)
+}
+
+/// Sends the host's current settings (or none) to its agent, if connected.
+pub(crate) async fn push(state: &AppState, host: HostId) {
+    let config = match usable(state, host).await {
+        Ok(config) => config,
+        Err(e) => {
+            tracing::warn!(%host, "repository settings not pushed: {e}");
+            None
+        }
+    };
+    let _push = state.hub().push_lock(host).await;
+    if let Some(conn) = state.hub().get(host) {
+        if let Err(e) = conn.send(Frame::new(config_update(state, config))) {
+            tracing::warn!(%host, error = %e, "could not push repository settings; the agent gets them on reconnect");
+        }
+    }
+}
+
+/// Records the identity of stored settings that have none (stored before
+/// identities existed), so shared repositories are known from the start.
+pub async fn fill_keys(state: &AppState) -> Result<usize, RepositoryError> {
+    let mut filled = 0;
+    for host in state.store().list_hosts().await? {
+        if !host.has_repository || host.repository_key.is_some() {
+            continue;
+        }
+        match get(state, host.id).await {
+            Ok(Some(config)) => {
+                let key = crate::policies::effective::repository_key(&config.url);
+                state.store().set_repository_key(host.id, &key).await?;
+                filled += 1;
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(host = %host.id, "repository identity unknown: {e}"),
+        }
+    }
+    Ok(filled)
 }
 
 /// The host's settings, opened.
@@ -184,11 +249,19 @@ pub async fn view(
     {
         record_refusal(state, host, Some(&e.to_string())).await;
     }
+    let host_row = state.store().host(host).await?;
+    let policy_id = host_row.and_then(|h| h.repository_policy_id);
     Ok(config.map(|c| RepositoryView {
         // A REST URL may carry a password; it is never shown back.
         url: rm_core::redact::redact_url(&c.url),
         env_keys: c.env.into_keys().collect(),
         updated_at,
+        source: String::from(if policy_id.is_some() {
+            "policy"
+        } else {
+            "host"
+        }),
+        policy_id: policy_id.map(|p| p.to_string()),
     }))
 }
 

@@ -1,0 +1,298 @@
+//! Applying policies to hosts: reads what the hosts have, decides with
+//! [`super::effective`] what each should have, writes every difference in
+//! one transaction (with the policy change that caused it), then queues the
+//! `init` of new repositories and pushes the new settings and schedule
+//! sets to connected agents.
+//!
+//! Runs are serialised (one at a time, server-wide) so two enrolments into
+//! one shared repository cannot each generate its password.
+
+use std::collections::HashMap;
+
+use chrono::Utc;
+use rm_core::{HostId, JobId, JobTrigger, PolicyId};
+use rm_protocol::{JobKind, RepositoryConfig};
+use rm_store::{
+    HostPolicyChange, NewAuditEntry, PolicyRecord, PolicyTarget, PolicyWrite, RepositoryChange,
+};
+
+use super::{effective, open_template, PolicyError, Template};
+use crate::jobs::{self, JobRequest};
+use crate::state::AppState;
+
+/// What one run changed.
+#[derive(Debug, Default)]
+pub(crate) struct Outcome {
+    /// Hosts whose schedule set changed, with their new versions.
+    pub bumped: Vec<(HostId, u64)>,
+    /// Hosts whose repository settings changed.
+    pub repositories: Vec<HostId>,
+}
+
+/// Applies the policies (after `write`, if given) to `scope` (every host
+/// when `None`), writing `write`, the hosts' changes and `audit` in one
+/// transaction, then queues inits and pushes. A host whose settings are
+/// already what its policy gives is not touched.
+pub(crate) async fn reconcile(
+    state: &AppState,
+    scope: Option<&[HostId]>,
+    write: Option<PolicyWrite>,
+    audit: Option<&NewAuditEntry>,
+) -> Result<Outcome, PolicyError> {
+    let _one_at_a_time = state.policy_lock().lock().await;
+    let mut policies = state.store().policies().await?;
+    match &write {
+        Some(PolicyWrite::Create(p)) => policies.push(p.clone()),
+        Some(PolicyWrite::Update(p)) => match policies.iter_mut().find(|old| old.id == p.id) {
+            Some(old) => *old = p.clone(),
+            None => return Err(PolicyError::NotFound(p.id)),
+        },
+        Some(PolicyWrite::Delete(id)) => {
+            if !policies.iter().any(|p| p.id == *id) {
+                return Err(PolicyError::NotFound(*id));
+            }
+            policies.retain(|p| p.id != *id);
+        }
+        None => {}
+    }
+    let mut templates: HashMap<PolicyId, Option<Template>> = HashMap::new();
+    for policy in &policies {
+        match open_template(state, policy) {
+            Ok(template) => {
+                templates.insert(policy.id, template);
+            }
+            // Left out: its hosts keep what they have (see `repository`).
+            Err(e) => {
+                tracing::error!(policy = %policy.id, "a policy's repository template cannot be opened: {e}")
+            }
+        }
+    }
+    let targets = state.store().policy_targets(scope).await?;
+    let now = Utc::now();
+    let mut passwords = Passwords::default();
+    let mut changes = Vec::new();
+    for target in &targets {
+        let winner = effective::winner(&policies, &target.labels);
+        let diff = effective::schedule_diff(
+            target.host_id,
+            winner,
+            &target.own_schedule_kinds,
+            &target.policy_schedules,
+            now,
+        );
+        let repository = repository(state, target, winner, &templates, &mut passwords).await;
+        let policy_id = winner.map(|p| p.id);
+        if policy_id == target.policy_id
+            && diff.upsert.is_empty()
+            && diff.delete.is_empty()
+            && repository == RepositoryChange::Keep
+        {
+            continue;
+        }
+        changes.push(HostPolicyChange {
+            host_id: target.host_id,
+            policy_id,
+            repository,
+            upsert_schedules: diff.upsert,
+            delete_schedules: diff.delete,
+        });
+    }
+    if changes.is_empty() && write.is_none() {
+        return Ok(Outcome::default());
+    }
+    let bumped = state
+        .store()
+        .apply_policy_changes(write.as_ref(), &changes, audit)
+        .await?;
+    let outcome = Outcome {
+        bumped,
+        repositories: changes
+            .iter()
+            .filter(|c| c.repository != RepositoryChange::Keep)
+            .map(|c| c.host_id)
+            .collect(),
+    };
+    if !changes.is_empty() {
+        tracing::info!(
+            hosts = changes.len(),
+            schedule_sets = outcome.bumped.len(),
+            repositories = outcome.repositories.len(),
+            "policies applied"
+        );
+    }
+    let inits: Vec<HostId> = changes
+        .iter()
+        .filter(|c| matches!(c.repository, RepositoryChange::Set { .. }))
+        .map(|c| c.host_id)
+        .collect();
+    for host in inits {
+        let request = JobRequest {
+            id: JobId::new(),
+            host,
+            kind: JobKind::Init,
+            params: &serde_json::Value::Null,
+            trigger: JobTrigger::System,
+            schedule: None,
+        };
+        if let Err(e) = jobs::create(state, &request, None).await {
+            tracing::warn!(%host, "could not queue the init of a policy's repository: {e}");
+        }
+    }
+    push(state, &outcome);
+    Ok(outcome)
+}
+
+/// Pushes new settings and schedule sets to connected agents, in the
+/// background: a change to ten thousand hosts must not hold the request
+/// (or the policy lock) while it is sent.
+fn push(state: &AppState, outcome: &Outcome) {
+    state.fleet_changed();
+    let repositories = outcome.repositories.clone();
+    let schedules: Vec<HostId> = outcome.bumped.iter().map(|(h, _)| *h).collect();
+    if repositories.is_empty() && schedules.is_empty() {
+        return;
+    }
+    let state = state.clone();
+    tokio::spawn(async move {
+        for host in repositories {
+            if state.hub().get(host).is_some() {
+                crate::repositories::push(&state, host).await;
+            }
+        }
+        for host in schedules {
+            if state.hub().get(host).is_some() {
+                crate::schedules::send_set(&state, host).await;
+            }
+        }
+    });
+}
+
+/// Generated passwords of this run, by policy and repository.
+#[derive(Default)]
+struct Passwords(HashMap<(PolicyId, String), String>);
+
+/// What the winning policy gives the host as repository settings, compared
+/// with what it has.
+async fn repository(
+    state: &AppState,
+    target: &PolicyTarget,
+    winner: Option<&PolicyRecord>,
+    templates: &HashMap<PolicyId, Option<Template>>,
+    passwords: &mut Passwords,
+) -> RepositoryChange {
+    let current_source = target.repository.as_ref().map(|(source, _)| *source);
+    // The host's own settings win over any policy's.
+    if let Some(None) = current_source {
+        return RepositoryChange::Keep;
+    }
+    let template = match winner {
+        None => None,
+        Some(p) => match templates.get(&p.id) {
+            Some(template) => template.as_ref().map(|t| (p, t)),
+            // The template cannot be opened: leave the host as it is
+            // rather than take its repository away.
+            None => return RepositoryChange::Keep,
+        },
+    };
+    let Some((policy, template)) = template else {
+        return match current_source {
+            Some(Some(_)) => RepositoryChange::Remove,
+            _ => RepositoryChange::Keep,
+        };
+    };
+    let url = effective::expand(&template.url, &target.name, target.host_id);
+    let key = effective::repository_key(&url);
+    let current: Option<RepositoryConfig> = match &target.repository {
+        Some((Some(source), sealed)) if *source == policy.id => {
+            crate::sealing::open_repository(state.sealing_key(), target.host_id, sealed)
+                .ok()
+                .and_then(|plain| serde_json::from_slice(&plain).ok())
+        }
+        _ => None,
+    };
+    let password = match &template.password {
+        Some(given) => given.clone(),
+        None => match current.as_ref().filter(|c| c.url == url) {
+            Some(current) => current.password.clone(),
+            None => {
+                match generated_password(state, policy.id, &template.url, &key, passwords).await {
+                    Some(password) => password,
+                    None => return RepositoryChange::Keep,
+                }
+            }
+        },
+    };
+    let wanted = RepositoryConfig {
+        url,
+        password,
+        env: template.env.clone(),
+    };
+    if current.as_ref() == Some(&wanted) {
+        return RepositoryChange::Keep;
+    }
+    if let Err(e) = rm_protocol::params::validate_repository(&wanted) {
+        tracing::error!(host = %target.host_id, policy = %policy.id, "the policy's repository for this host breaks a rule: {e:?}");
+        return RepositoryChange::Keep;
+    }
+    let sealed = match serde_json::to_vec(&wanted)
+        .map_err(|e| e.to_string())
+        .and_then(|plain| {
+            crate::sealing::seal_repository(state.sealing_key(), target.host_id, &plain)
+                .map_err(|e| e.to_string())
+        }) {
+        Ok(sealed) => sealed,
+        Err(e) => {
+            tracing::error!(host = %target.host_id, "could not seal a policy's repository settings: {e}");
+            return RepositoryChange::Keep;
+        }
+    };
+    RepositoryChange::Set {
+        sealed,
+        key,
+        policy_id: policy.id,
+    }
+}
+
+/// The password of a repository the policy gives without one: the same
+/// for every host of a shared repository (taken from a host that has it
+/// already), otherwise a new random one.
+async fn generated_password(
+    state: &AppState,
+    policy: PolicyId,
+    template: &str,
+    key: &str,
+    passwords: &mut Passwords,
+) -> Option<String> {
+    let slot = (policy, key.to_owned());
+    if let Some(password) = passwords.0.get(&slot) {
+        return Some(password.clone());
+    }
+    if !effective::is_per_host(template) {
+        let sharing = match state.store().hosts_of_repository(key).await {
+            Ok(hosts) => hosts,
+            Err(e) => {
+                tracing::error!("could not look up the hosts of a shared repository: {e}");
+                return None;
+            }
+        };
+        for host in sharing
+            .iter()
+            .filter(|h| h.repository_policy_id == Some(policy))
+        {
+            if let Ok(Some(config)) = crate::repositories::get(state, host.id).await {
+                passwords.0.insert(slot, config.password.clone());
+                return Some(config.password);
+            }
+        }
+    }
+    match rm_core::password::generate_password() {
+        Ok(password) => {
+            passwords.0.insert(slot, password.clone());
+            Some(password)
+        }
+        Err(e) => {
+            tracing::error!("could not generate a repository password: {e}");
+            None
+        }
+    }
+}

@@ -1,0 +1,532 @@
+//! Fleet policies (migration 0012): the policies themselves, what the
+//! server's reconciler reads about hosts and writes back in one transaction,
+//! host labels, shared repositories and the jobs queued into them, bulk job
+//! batches and once-per-repository fires.
+
+use std::collections::HashMap;
+
+use rm_core::{BatchId, HostId, JobStatus, PolicyId};
+use rm_store::{
+    Host, HostPatch, HostPolicyChange, Job, NewAuditEntry, NewJob, PolicyCoverage, PolicyRecord,
+    PolicyTarget, PolicyWrite, RepositoryChange, RepositoryJob, StoreError, StoreResult,
+};
+// The SQL texts here are built from constant column lists and `?`
+// placeholder counts; values are always bound.
+use sqlx::AssertSqlSafe;
+
+use crate::codec::{self, backend, ms};
+use crate::{
+    bump_schedule_version, insert_error, insert_job, placeholders, require_live_host,
+    upsert_repository, write_audit, SqliteStore,
+};
+
+/// Host ids per `IN (…)` list when reading policy targets.
+const HOSTS_PER_QUERY: usize = 500;
+
+impl SqliteStore {
+    pub(crate) async fn patch_host_impl(
+        &self,
+        id: HostId,
+        patch: &HostPatch,
+        audit: Option<&NewAuditEntry>,
+    ) -> StoreResult<Host> {
+        let host_id = id.to_string();
+        let mut tx = self.begin_write().await?;
+        require_live_host(&mut tx, &host_id).await?;
+        if let Some(name) = &patch.name {
+            sqlx::query("UPDATE hosts SET name = ? WHERE id = ?")
+                .bind(name)
+                .bind(&host_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+        }
+        if let Some(labels) = &patch.labels {
+            sqlx::query("UPDATE hosts SET labels = ? WHERE id = ?")
+                .bind(codec::labels_json(labels))
+                .bind(&host_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+        }
+        if let Some(freshness) = patch.freshness_seconds {
+            sqlx::query("UPDATE hosts SET freshness_seconds = ? WHERE id = ?")
+                .bind(codec::u64_opt_to_i64(freshness, "freshness_seconds")?)
+                .bind(&host_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+        }
+        let sql = format!("SELECT {} FROM hosts WHERE id = ?", codec::HOST_COLUMNS);
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(&host_id)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(backend)?;
+        let host = codec::host(&row)?;
+        write_audit(&mut tx, audit).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(host)
+    }
+
+    /// Every policy (oldest first), or the one with `id`.
+    pub(crate) async fn policies_impl(
+        &self,
+        id: Option<PolicyId>,
+    ) -> StoreResult<Vec<PolicyRecord>> {
+        let sql = format!(
+            "SELECT {} FROM policies WHERE ? IS NULL OR id = ? ORDER BY created_at, id",
+            codec::POLICY_COLUMNS
+        );
+        let id = id.map(|i| i.to_string());
+        sqlx::query(AssertSqlSafe(sql))
+            .bind(&id)
+            .bind(&id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?
+            .iter()
+            .map(codec::policy)
+            .collect()
+    }
+
+    pub(crate) async fn policy_targets_impl(
+        &self,
+        hosts: Option<&[HostId]>,
+    ) -> StoreResult<Vec<PolicyTarget>> {
+        // Read in one transaction so the hosts, their settings and their
+        // schedules agree.
+        let mut conn = self.pool.acquire().await.map_err(backend)?;
+        sqlx::query("BEGIN")
+            .execute(&mut *conn)
+            .await
+            .map_err(backend)?;
+        let result = self.read_targets(&mut conn, hosts).await;
+        let _ = sqlx::query("COMMIT").execute(&mut *conn).await;
+        result
+    }
+
+    async fn read_targets(
+        &self,
+        conn: &mut sqlx::SqliteConnection,
+        hosts: Option<&[HostId]>,
+    ) -> StoreResult<Vec<PolicyTarget>> {
+        let base = format!(
+            "SELECT hosts.id AS host_id, hosts.name AS name, hosts.labels AS labels, \
+             hosts.policy_id AS policy_id, host_repositories.policy_id AS repository_policy_id, \
+             {} FROM hosts LEFT JOIN host_repositories ON host_repositories.host_id = hosts.id \
+             WHERE hosts.deleted_at IS NULL",
+            codec::REPOSITORY_COLUMNS_QUALIFIED
+        );
+        let mut rows = Vec::new();
+        match hosts {
+            None => {
+                let sql = format!("{base} ORDER BY hosts.id");
+                rows.extend(
+                    sqlx::query(AssertSqlSafe(sql))
+                        .fetch_all(&mut *conn)
+                        .await
+                        .map_err(backend)?,
+                );
+            }
+            Some(ids) => {
+                for chunk in ids.chunks(HOSTS_PER_QUERY) {
+                    let sql = format!(
+                        "{base} AND hosts.id IN ({}) ORDER BY hosts.id",
+                        placeholders(chunk.len())
+                    );
+                    let mut query = sqlx::query(AssertSqlSafe(sql));
+                    for id in chunk {
+                        query = query.bind(id.to_string());
+                    }
+                    rows.extend(query.fetch_all(&mut *conn).await.map_err(backend)?);
+                }
+            }
+        }
+        let mut targets = Vec::with_capacity(rows.len());
+        let mut index = HashMap::with_capacity(rows.len());
+        for row in &rows {
+            let host_id: HostId = codec::id(row, "host_id")?;
+            let repository = match codec::repository_opt(row)? {
+                Some(sealed) => Some((codec::id_opt(row, "repository_policy_id")?, sealed)),
+                None => None,
+            };
+            index.insert(host_id, targets.len());
+            targets.push(PolicyTarget {
+                host_id,
+                name: codec::text(row, "name")?,
+                labels: codec::labels(row, "labels")?,
+                policy_id: codec::id_opt(row, "policy_id")?,
+                repository,
+                own_schedule_kinds: Vec::new(),
+                policy_schedules: Vec::new(),
+            });
+        }
+        // Schedules of the same hosts: a whole-fleet read is one pass.
+        let sql = format!(
+            "SELECT {} FROM schedules JOIN hosts ON hosts.id = schedules.host_id \
+             WHERE hosts.deleted_at IS NULL ORDER BY schedules.created_at, schedules.id",
+            codec::SCHEDULE_COLUMNS_QUALIFIED
+        );
+        let wanted = |id: &HostId| index.contains_key(id);
+        let schedule_rows = match hosts {
+            Some(ids) if ids.len() <= HOSTS_PER_QUERY => {
+                let sql = format!(
+                    "SELECT {} FROM schedules WHERE host_id IN ({}) ORDER BY created_at, id",
+                    codec::SCHEDULE_COLUMNS,
+                    placeholders(ids.len())
+                );
+                let mut query = sqlx::query(AssertSqlSafe(sql));
+                for id in ids {
+                    query = query.bind(id.to_string());
+                }
+                query.fetch_all(&mut *conn).await.map_err(backend)?
+            }
+            _ => sqlx::query(AssertSqlSafe(sql))
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(backend)?,
+        };
+        for row in &schedule_rows {
+            let schedule = codec::schedule(row)?;
+            if !wanted(&schedule.host_id) {
+                continue;
+            }
+            let Some(&at) = index.get(&schedule.host_id) else {
+                continue;
+            };
+            let target = &mut targets[at];
+            if schedule.policy.is_some() {
+                target.policy_schedules.push(schedule);
+            } else if !target.own_schedule_kinds.contains(&schedule.kind) {
+                target.own_schedule_kinds.push(schedule.kind);
+            }
+        }
+        Ok(targets)
+    }
+
+    pub(crate) async fn apply_policy_changes_impl(
+        &self,
+        policy: Option<&PolicyWrite>,
+        changes: &[HostPolicyChange],
+        audit: Option<&NewAuditEntry>,
+    ) -> StoreResult<Vec<(HostId, u64)>> {
+        let mut tx = self.begin_write().await?;
+        match policy {
+            Some(PolicyWrite::Create(p)) => {
+                let schedules = serde_json::to_string(&p.schedules)
+                    .map_err(|e| StoreError::Conflict(format!("policy schedules: {e}")))?;
+                sqlx::query(
+                    "INSERT INTO policies (id, name, selector, priority, repository_nonce, \
+                     repository_ciphertext, schedules, freshness_seconds, created_at, updated_at) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                )
+                .bind(p.id.to_string())
+                .bind(&p.name)
+                .bind(codec::labels_json(&p.selector.0))
+                .bind(p.priority)
+                .bind(p.repository.as_ref().map(|r| r.nonce.clone()))
+                .bind(p.repository.as_ref().map(|r| r.ciphertext.clone()))
+                .bind(schedules)
+                .bind(codec::u64_opt_to_i64(
+                    p.freshness_seconds,
+                    "freshness_seconds",
+                )?)
+                .bind(ms(p.created_at))
+                .bind(ms(p.updated_at))
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| {
+                    insert_error(
+                        e,
+                        || format!("a policy named `{}` already exists", p.name),
+                        "policy",
+                    )
+                })?;
+            }
+            Some(PolicyWrite::Update(p)) => {
+                let schedules = serde_json::to_string(&p.schedules)
+                    .map_err(|e| StoreError::Conflict(format!("policy schedules: {e}")))?;
+                let updated = sqlx::query(
+                    "UPDATE policies SET name = ?, selector = ?, priority = ?, \
+                     repository_nonce = ?, repository_ciphertext = ?, schedules = ?, \
+                     freshness_seconds = ?, updated_at = ? WHERE id = ?",
+                )
+                .bind(&p.name)
+                .bind(codec::labels_json(&p.selector.0))
+                .bind(p.priority)
+                .bind(p.repository.as_ref().map(|r| r.nonce.clone()))
+                .bind(p.repository.as_ref().map(|r| r.ciphertext.clone()))
+                .bind(schedules)
+                .bind(codec::u64_opt_to_i64(
+                    p.freshness_seconds,
+                    "freshness_seconds",
+                )?)
+                .bind(ms(p.updated_at))
+                .bind(p.id.to_string())
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| {
+                    insert_error(
+                        e,
+                        || format!("a policy named `{}` already exists", p.name),
+                        "policy",
+                    )
+                })?
+                .rows_affected();
+                if updated == 0 {
+                    tx.rollback().await.map_err(backend)?;
+                    return Err(StoreError::NotFound(format!("policy `{}`", p.id)));
+                }
+            }
+            Some(PolicyWrite::Delete(id)) => {
+                let deleted = sqlx::query("DELETE FROM policies WHERE id = ?")
+                    .bind(id.to_string())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(backend)?
+                    .rows_affected();
+                if deleted == 0 {
+                    tx.rollback().await.map_err(backend)?;
+                    return Err(StoreError::NotFound(format!("policy `{id}`")));
+                }
+            }
+            None => {}
+        }
+        let mut bumped = Vec::new();
+        for change in changes {
+            let host_id = change.host_id.to_string();
+            sqlx::query("UPDATE hosts SET policy_id = ? WHERE id = ? AND deleted_at IS NULL")
+                .bind(change.policy_id.map(|p| p.to_string()))
+                .bind(&host_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+            match &change.repository {
+                RepositoryChange::Keep => {}
+                RepositoryChange::Set {
+                    sealed,
+                    key,
+                    policy_id,
+                } => {
+                    // Never over the host's own settings: those win.
+                    let own: Option<i64> = sqlx::query_scalar(
+                        "SELECT 1 FROM host_repositories WHERE host_id = ? AND policy_id IS NULL",
+                    )
+                    .bind(&host_id)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(backend)?;
+                    if own.is_none() {
+                        upsert_repository(&mut tx, &host_id, sealed, key, Some(*policy_id)).await?;
+                    }
+                }
+                RepositoryChange::Remove => {
+                    sqlx::query(
+                        "DELETE FROM host_repositories \
+                         WHERE host_id = ? AND policy_id IS NOT NULL",
+                    )
+                    .bind(&host_id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(backend)?;
+                }
+            }
+            if !change.changes_schedules() {
+                continue;
+            }
+            for id in &change.delete_schedules {
+                sqlx::query(
+                    "DELETE FROM schedules WHERE id = ? AND host_id = ? AND policy_id IS NOT NULL",
+                )
+                .bind(id.to_string())
+                .bind(&host_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+            }
+            for s in &change.upsert_schedules {
+                let Some((policy_id, policy_schedule_id)) = s.policy else {
+                    return Err(StoreError::Conflict(format!(
+                        "schedule `{}` is not a policy's",
+                        s.id
+                    )));
+                };
+                sqlx::query(
+                    "INSERT INTO schedules (id, host_id, kind, cron, timezone, params, enabled, \
+                     jitter_seconds, created_at, updated_at, policy_id, policy_schedule_id) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                     ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, cron = excluded.cron, \
+                     timezone = excluded.timezone, params = excluded.params, \
+                     enabled = excluded.enabled, jitter_seconds = excluded.jitter_seconds, \
+                     updated_at = excluded.updated_at, policy_id = excluded.policy_id, \
+                     policy_schedule_id = excluded.policy_schedule_id \
+                     WHERE schedules.host_id = excluded.host_id",
+                )
+                .bind(s.id.to_string())
+                .bind(&host_id)
+                .bind(&s.kind)
+                .bind(&s.cron)
+                .bind(&s.timezone)
+                .bind(s.params.to_string())
+                .bind(s.enabled)
+                .bind(i64::from(s.jitter_seconds))
+                .bind(ms(s.created_at))
+                .bind(ms(s.updated_at))
+                .bind(policy_id.to_string())
+                .bind(policy_schedule_id.to_string())
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+            }
+            match bump_schedule_version(&mut tx, &host_id).await {
+                Ok(version) => bumped.push((change.host_id, version)),
+                // Deleted meanwhile: nothing to push.
+                Err(StoreError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        write_audit(&mut tx, audit).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(bumped)
+    }
+
+    pub(crate) async fn policy_coverage_impl(&self) -> StoreResult<Vec<PolicyCoverage>> {
+        let rows = sqlx::query(
+            "SELECT policy_id, COUNT(*) AS hosts, \
+             COALESCE(SUM(schedule_applied_version IS NOT NULL \
+                          AND schedule_applied_version >= schedule_version), 0) AS in_sync \
+             FROM hosts WHERE deleted_at IS NULL AND policy_id IS NOT NULL GROUP BY policy_id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        rows.iter()
+            .map(|row| {
+                Ok(PolicyCoverage {
+                    policy_id: codec::id(row, "policy_id")?,
+                    hosts: codec::count(row, "hosts")?,
+                    in_sync: codec::count(row, "in_sync")?,
+                })
+            })
+            .collect()
+    }
+
+    pub(crate) async fn hosts_of_repository_impl(&self, key: &str) -> StoreResult<Vec<Host>> {
+        let sql = format!(
+            "SELECT {} FROM hosts WHERE deleted_at IS NULL AND id IN \
+             (SELECT host_id FROM host_repositories WHERE repository_key = ?) ORDER BY id",
+            codec::HOST_COLUMNS
+        );
+        sqlx::query(AssertSqlSafe(sql))
+            .bind(key)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?
+            .iter()
+            .map(codec::host)
+            .collect()
+    }
+
+    pub(crate) async fn repository_jobs_impl(&self, key: &str) -> StoreResult<Vec<RepositoryJob>> {
+        let rows = sqlx::query(
+            "SELECT jobs.id AS id, jobs.host_id AS host_id, hosts.online AS online, \
+             jobs.kind AS kind, jobs.params AS params, jobs.status AS status, \
+             jobs.created_at AS created_at, job_batches.batch_id AS batch_id, \
+             job_batches.max_parallel AS max_parallel \
+             FROM host_repositories \
+             JOIN hosts ON hosts.id = host_repositories.host_id AND hosts.deleted_at IS NULL \
+             JOIN jobs ON jobs.host_id = hosts.id AND jobs.status IN (?, ?, ?) \
+             LEFT JOIN job_batches ON job_batches.job_id = jobs.id \
+             WHERE host_repositories.repository_key = ? \
+             ORDER BY jobs.created_at, jobs.id",
+        )
+        .bind(JobStatus::Queued.as_str())
+        .bind(JobStatus::Dispatched.as_str())
+        .bind(JobStatus::Running.as_str())
+        .bind(key)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        rows.iter()
+            .map(|row| {
+                let batch = match codec::id_opt::<BatchId>(row, "batch_id")? {
+                    Some(batch) => Some((batch, codec::u32_col(row, "max_parallel")?)),
+                    None => None,
+                };
+                Ok(RepositoryJob {
+                    job_id: codec::id(row, "id")?,
+                    host_id: codec::id(row, "host_id")?,
+                    host_online: codec::flag(row, "online")?,
+                    kind: codec::text(row, "kind")?,
+                    params: codec::json_value(row, "params")?,
+                    status: codec::parsed(row, "status")?,
+                    created_at: codec::time(row, "created_at")?,
+                    batch,
+                })
+            })
+            .collect()
+    }
+
+    pub(crate) async fn create_batch_jobs_impl(
+        &self,
+        batch: BatchId,
+        max_parallel: u32,
+        jobs: &[NewJob],
+        audit: Option<&NewAuditEntry>,
+    ) -> StoreResult<Vec<Job>> {
+        let mut tx = self.begin_write().await?;
+        let mut created = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let made = insert_job(&mut tx, job).await?;
+            sqlx::query(
+                "INSERT INTO job_batches (job_id, batch_id, max_parallel) VALUES (?, ?, ?)",
+            )
+            .bind(made.id.to_string())
+            .bind(batch.to_string())
+            .bind(i64::from(max_parallel.max(1)))
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+            created.push(made);
+        }
+        write_audit(&mut tx, audit).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(created)
+    }
+
+    pub(crate) async fn create_job_once_impl(
+        &self,
+        job: &NewJob,
+        fire_key: &str,
+    ) -> StoreResult<(Job, bool)> {
+        let mut tx = self.begin_write().await?;
+        let existing: Option<String> =
+            sqlx::query_scalar("SELECT job_id FROM repository_fires WHERE fire_key = ?")
+                .bind(fire_key)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(backend)?;
+        if let Some(existing) = existing {
+            let sql = format!("SELECT {} FROM jobs WHERE id = ?", codec::JOB_COLUMNS);
+            let row = sqlx::query(AssertSqlSafe(sql))
+                .bind(&existing)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(backend)?;
+            let job = codec::job(&row)?;
+            tx.rollback().await.map_err(backend)?;
+            return Ok((job, false));
+        }
+        let made = insert_job(&mut tx, job).await?;
+        sqlx::query("INSERT INTO repository_fires (fire_key, job_id, created_at) VALUES (?, ?, ?)")
+            .bind(fire_key)
+            .bind(made.id.to_string())
+            .bind(ms(job.created_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        Ok((made, true))
+    }
+}
