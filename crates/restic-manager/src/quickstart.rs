@@ -1,7 +1,8 @@
 //! `restic-manager quickstart`: everything on one machine in one command —
-//! the server, this machine enrolled as a host with its agent running, and
-//! a local repository with a generated password — so a new user can back
-//! something up a minute after cloning.
+//! the server, this machine enrolled as a host with its agent running, a
+//! local repository with a generated password, and a default policy (daily
+//! backup, standard retention, weekly check) that protects this machine
+//! from the first minute.
 //!
 //! It is the real server and the real agent in one process, talking over
 //! the real WebSocket on the loopback address; nothing is simulated.
@@ -50,15 +51,21 @@ pub(crate) async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
     agent_options.command_timeout = None;
     let agent = tokio::spawn(rm_agent::run(agent_options, shutdown.clone()));
 
-    if !args.paths.is_empty() {
-        queue_first_backup(&state, host_id, &args.paths).await?;
+    let protection = protect_this_machine(&state, host_id, &args.paths).await?;
+    if let Some(params) = &protection.first_backup {
+        queue_first_backup(&state, host_id, params).await?;
     }
     println!();
     println!("restic-manager is running at {url}");
-    println!("  log in:      POST {url}/api/v1/auth/login as `admin`");
-    println!("  this host:   {url}/api/v1/hosts/{host_id}");
+    println!("  web UI:      open {url} in a browser and log in as `admin`");
+    println!("               (with the password printed at the first start, or the one you set)");
+    println!(
+        "  protection:  policy `{DEFAULT_POLICY}`: {} every day at 02:00, retention `standard`",
+        protection.paths.join(", ")
+    );
+    println!("               (forget + prune on Sundays at 03:00), a check on Sundays at 05:00");
     println!("  repository:  {}", repository.display());
-    println!("  back up:     POST {url}/api/v1/hosts/{host_id}/jobs {{\"kind\":\"backup\",\"params\":{{\"paths\":[\"/some/folder\"]}}}}");
+    println!("  JSON API:    POST {url}/api/v1/auth/login, then {url}/api/v1/hosts/{host_id}");
     println!("Stop with Ctrl-C; run quickstart again to carry on where you left off.");
 
     let (server, agent) = tokio::join!(server, agent);
@@ -207,11 +214,137 @@ async fn set_up_repository(state: &AppState, host: HostId, path: &Path) -> anyho
     Ok(())
 }
 
+/// The name of the policy quickstart makes.
+const DEFAULT_POLICY: &str = "quickstart";
+
+/// The label quickstart gives this machine; its policy selects it, so
+/// hosts enrolled later are not touched by it.
+const LOCAL_LABEL: (&str, &str) = ("managed-by", "quickstart");
+
+/// What [`protect_this_machine`] set up.
+struct Protection {
+    /// The folders the policy backs up.
+    paths: Vec<String>,
+    /// Back up at once with these params (a new policy, or `--paths`
+    /// given).
+    first_backup: Option<serde_json::Value>,
+}
+
+/// Makes sure this machine is protected: it carries quickstart's label and
+/// the `quickstart` policy (made on the first run, from `--paths` or the
+/// default folders) selects it. A policy edited since is left as it is.
+async fn protect_this_machine(
+    state: &AppState,
+    host: HostId,
+    paths: &[String],
+) -> anyhow::Result<Protection> {
+    let (key, value) = LOCAL_LABEL;
+    if let Some(current) = state.store().host(host).await? {
+        if current.labels.get(key) != Some(value) {
+            let mut labels = current.labels.as_map().clone();
+            labels.insert(key.to_owned(), value.to_owned());
+            let patch = rm_store::HostPatch {
+                labels: Some(rm_core::Labels::parse("labels", labels)?),
+                ..Default::default()
+            };
+            state.store().patch_host(host, &patch, None).await?;
+        }
+    }
+    let existing = rm_server::policies::list(state)
+        .await?
+        .into_iter()
+        .find(|p| p.name == DEFAULT_POLICY);
+    if let Some(policy) = existing {
+        rm_server::policies::reconcile(state, Some(&[host]), None, None).await?;
+        let configured = policy
+            .schedules
+            .iter()
+            .find(|s| s.kind == "backup")
+            .and_then(|s| s.params.get("paths"))
+            .and_then(|p| serde_json::from_value::<Vec<String>>(p.clone()).ok())
+            .unwrap_or_default();
+        return Ok(Protection {
+            paths: configured,
+            first_backup: (!paths.is_empty()).then(|| serde_json::json!({ "paths": paths })),
+        });
+    }
+    let (paths, params) = match paths {
+        [] => default_backup(),
+        given => (given.to_vec(), serde_json::json!({ "paths": given })),
+    };
+    let schedule = |kind: &str, cron: &str, params: serde_json::Value| {
+        rm_protocol::api::PolicyScheduleRequest {
+            id: None,
+            kind: kind.to_owned(),
+            cron: cron.to_owned(),
+            timezone: None,
+            params,
+            enabled: true,
+            jitter_seconds: 0,
+        }
+    };
+    let request = rm_protocol::api::PolicyRequest {
+        name: DEFAULT_POLICY.to_owned(),
+        selector: [(key.to_owned(), value.to_owned())].into(),
+        priority: None,
+        repository: None,
+        schedules: vec![
+            schedule("backup", "0 2 * * *", params),
+            schedule(
+                "forget",
+                "0 3 * * 0",
+                serde_json::json!({"preset": "standard", "prune": true}),
+            ),
+            schedule("check", "0 5 * * 0", serde_json::json!({})),
+        ],
+        freshness_seconds: None,
+    };
+    rm_server::policies::create(state, &request, None).await?;
+    println!();
+    println!(
+        "Made the policy `{DEFAULT_POLICY}` for this machine: a daily backup of {} (change it on the Policies page).",
+        paths.join(", ")
+    );
+    Ok(Protection {
+        first_backup: Some(request.schedules[0].params.clone()),
+        paths,
+    })
+}
+
+/// What to back up when `--paths` is not given: the user's home folder
+/// (without caches: restic skips folders tagged CACHEDIR.TAG, such as
+/// cargo's `target`, and `~/.cache`), or `/etc` when there is no home.
+fn default_backup() -> (Vec<String>, serde_json::Value) {
+    let home = std::env::var("HOME")
+        .ok()
+        .filter(|h| h != "/" && Path::new(h).is_dir());
+    match home {
+        Some(home) => {
+            println!("No --paths given: backing up your home folder {home} (caches left out).");
+            (
+                vec![home.clone()],
+                serde_json::json!({
+                    "paths": [home],
+                    "excludes": [format!("{home}/.cache")],
+                    "exclude_caches": true,
+                }),
+            )
+        }
+        None => {
+            println!("No --paths given and no home folder: backing up /etc.");
+            (
+                vec![String::from("/etc")],
+                serde_json::json!({ "paths": ["/etc"] }),
+            )
+        }
+    }
+}
+
 /// Queues a backup of `paths` once the agent is connected.
 async fn queue_first_backup(
     state: &AppState,
     host: HostId,
-    paths: &[String],
+    params: &serde_json::Value,
 ) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while !state.hub().is_connected(host) {
@@ -220,16 +353,19 @@ async fn queue_first_backup(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let params = serde_json::json!({ "paths": paths });
     let request = rm_server::jobs::JobRequest {
         id: JobId::new(),
         host,
         kind: JobKind::Backup,
-        params: &params,
+        params,
         trigger: JobTrigger::Manual,
         schedule: None,
     };
     let job = rm_server::jobs::create(state, &request, None).await?;
+    let paths: Vec<String> = params
+        .get("paths")
+        .and_then(|p| serde_json::from_value(p.clone()).ok())
+        .unwrap_or_default();
     println!(
         "Queued a first backup of {} (job {}).",
         paths.join(", "),

@@ -116,6 +116,38 @@ async fn quickstart_sets_up_everything_and_backs_up_the_given_paths() {
     .await
     .unwrap();
 
+    // It ends protected: the default policy gives this machine a daily
+    // backup, retention and a weekly check, and the first backup counts.
+    let web = printed.find("web UI:").expect("the web UI is printed");
+    let api = printed.find("JSON API:").expect("the API is printed");
+    assert!(web < api, "the web UI comes first:\n{printed}");
+    let (_, policies) = admin.get("/api/v1/policies").await.unwrap();
+    let policy = &policies.as_array().unwrap()[0];
+    assert_eq!(policy["name"], "quickstart", "{policies}");
+    assert_eq!(policy["hosts"], 1, "{policies}");
+    let kinds: Vec<&str> = policy["schedules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["backup", "forget", "check"]);
+    let (_, schedules) = admin
+        .get(&format!("/api/v1/hosts/{host}/schedules"))
+        .await
+        .unwrap();
+    let schedules = schedules.as_array().unwrap();
+    assert_eq!(schedules.len(), 3, "{schedules:?}");
+    assert!(schedules.iter().all(|s| s["source"] == "policy"));
+    assert_eq!(
+        schedules[0]["params"]["paths"][0].as_str().unwrap(),
+        src.to_str().unwrap()
+    );
+    let (_, view) = admin.get(&format!("/api/v1/hosts/{host}")).await.unwrap();
+    assert_eq!(view["policy_name"], "quickstart", "{view}");
+    assert_eq!(view["protected"], true, "{view}");
+    assert_eq!(view["unconfigured"], false, "{view}");
+
     // The repository really is where it said, with the password it printed.
     let out = Command::new("restic")
         .args(["snapshots", "--json"])

@@ -115,6 +115,16 @@ impl Api {
         self.send(Method::POST, path, Some(body)).await
     }
 
+    /// PUT with a JSON body.
+    pub async fn put(&self, path: &str, body: Value) -> anyhow::Result<(StatusCode, Value)> {
+        self.send(Method::PUT, path, Some(body)).await
+    }
+
+    /// PATCH with a JSON body.
+    pub async fn patch(&self, path: &str, body: Value) -> anyhow::Result<(StatusCode, Value)> {
+        self.send(Method::PATCH, path, Some(body)).await
+    }
+
     /// DELETE.
     pub async fn delete(&self, path: &str) -> anyhow::Result<(StatusCode, Value)> {
         self.send(Method::DELETE, path, None).await

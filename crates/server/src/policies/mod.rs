@@ -14,7 +14,7 @@
 //! decided in [`effective`] alone.
 
 pub mod effective;
-pub(crate) mod reconcile;
+pub mod reconcile;
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::state::AppState;
 
-pub(crate) use reconcile::reconcile;
+pub use reconcile::reconcile;
 
 /// Lowest and highest priority.
 pub const PRIORITY_RANGE: std::ops::RangeInclusive<i32> = -1000..=1000;
@@ -266,7 +266,7 @@ fn check_template_request(req: &PolicyRepositoryRequest) -> Result<Template, Str
 }
 
 /// Adds a policy and applies it to the fleet, in one transaction.
-pub(crate) async fn create(
+pub async fn create(
     state: &AppState,
     req: &PolicyRequest,
     audit: Option<&crate::audit::Audit>,
@@ -354,7 +354,7 @@ fn entry(
 }
 
 /// Every policy as the API shows it, with its coverage.
-pub(crate) async fn list(state: &AppState) -> Result<Vec<PolicyView>, PolicyError> {
+pub async fn list(state: &AppState) -> Result<Vec<PolicyView>, PolicyError> {
     let policies = state.store().policies().await?;
     let coverage = coverage_map(state.store().policy_coverage().await?);
     Ok(policies

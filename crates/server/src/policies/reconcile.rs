@@ -22,7 +22,7 @@ use crate::state::AppState;
 
 /// What one run changed.
 #[derive(Debug, Default)]
-pub(crate) struct Outcome {
+pub struct Outcome {
     /// Hosts whose schedule set changed, with their new versions.
     pub bumped: Vec<(HostId, u64)>,
     /// Hosts whose repository settings changed.
@@ -33,7 +33,7 @@ pub(crate) struct Outcome {
 /// when `None`), writing `write`, the hosts' changes and `audit` in one
 /// transaction, then queues inits and pushes. A host whose settings are
 /// already what its policy gives is not touched.
-pub(crate) async fn reconcile(
+pub async fn reconcile(
     state: &AppState,
     scope: Option<&[HostId]>,
     write: Option<PolicyWrite>,
