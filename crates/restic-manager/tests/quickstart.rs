@@ -14,7 +14,7 @@ use tokio::process::{Child, Command};
 
 const BIN: &str = env!("CARGO_BIN_EXE_restic-manager");
 
-/// Starts quickstart and reads its output up to the "running at" line.
+/// Starts quickstart and reads its output up to the end of its summary.
 async fn quickstart(data: &std::path::Path, paths: &[&str]) -> (Child, String, String) {
     let mut command = Command::new(BIN);
     command
@@ -30,12 +30,19 @@ async fn quickstart(data: &std::path::Path, paths: &[&str]) -> (Child, String, S
     let mut child = command.spawn().unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut printed = String::new();
+    // Up to the end of the summary that follows "running at".
     let url = tokio::time::timeout(Duration::from_secs(60), async {
+        let mut url = None;
         while let Some(line) = lines.next_line().await.unwrap() {
             printed.push_str(&line);
             printed.push('\n');
-            if let Some(url) = line.strip_prefix("restic-manager is running at ") {
-                return url.trim().to_owned();
+            if let Some(running) = line.strip_prefix("restic-manager is running at ") {
+                url = Some(running.trim().to_owned());
+            }
+            if line.starts_with("Stop with Ctrl-C") {
+                if let Some(url) = url {
+                    return url;
+                }
             }
         }
         panic!("quickstart exited early:\n{printed}");
@@ -139,6 +146,15 @@ async fn quickstart_sets_up_everything_and_backs_up_the_given_paths() {
     let schedules = schedules.as_array().unwrap();
     assert_eq!(schedules.len(), 3, "{schedules:?}");
     assert!(schedules.iter().all(|s| s["source"] == "policy"));
+    let kinds: Vec<&str> = schedules
+        .iter()
+        .map(|s| s["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["backup", "forget", "check"],
+        "in the policy's order"
+    );
     assert_eq!(
         schedules[0]["params"]["paths"][0].as_str().unwrap(),
         src.to_str().unwrap()

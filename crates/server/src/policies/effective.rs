@@ -168,7 +168,9 @@ pub fn schedule_diff(
         .filter_map(|row| row.policy.map(|origin| (origin, row)))
         .collect();
     let mut diff = ScheduleDiff::default();
-    for (policy_id, given) in wanted {
+    for (place, (policy_id, given)) in wanted.into_iter().enumerate() {
+        // A millisecond apart, so a host lists them in the policy's order.
+        let created_at = now + chrono::Duration::milliseconds(place as i64);
         match by_origin.remove(&(policy_id, given.id)) {
             Some(row) if same_schedule(row, given) => {}
             Some(row) => diff.upsert.push(ScheduleRecord {
@@ -190,7 +192,7 @@ pub fn schedule_diff(
                 params: given.params.clone(),
                 enabled: given.enabled,
                 jitter_seconds: given.jitter_seconds,
-                created_at: now,
+                created_at,
                 updated_at: now,
                 policy: Some((policy_id, given.id)),
             }),
