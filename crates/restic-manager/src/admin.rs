@@ -125,7 +125,9 @@ pub(crate) async fn run(command: AdminCommand) -> anyhow::Result<()> {
                 &rm_protocol::api::CreateEnrollmentToken {
                     name: args.name.clone(),
                     ttl_seconds: args.ttl_seconds,
-                    labels: Default::default(),
+                    labels: rm_core::Labels::parse_pairs("--labels", &args.labels)?
+                        .as_map()
+                        .clone(),
                 },
                 Some(&Audit::cli()),
             )

@@ -266,6 +266,10 @@ pub(crate) struct EnrollmentTokenArgs {
     /// Lifetime in seconds (default one hour, at most 30 days).
     #[arg(long, env = "RM_TTL_SECONDS")]
     pub ttl_seconds: Option<u64>,
+    /// Labels the enrolled host gets (`env=prod,role=web`), so the
+    /// policies selecting them apply to it from the start.
+    #[arg(long, env = "RM_LABELS", default_value = "")]
+    pub labels: String,
     /// The server's URL as the new host reaches it (default
     /// http://127.0.0.1:8080, or https://… with --tls-cert).
     #[arg(long, env = "RM_PUBLIC_URL")]
