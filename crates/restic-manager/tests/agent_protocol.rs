@@ -103,6 +103,7 @@ async fn hello_is_answered_with_config_then_schedules_and_the_host_goes_online()
         "{metrics}"
     );
     assert!(metrics.contains("rm_hosts_not_backed_up 1\n"), "{metrics}");
+    assert!(metrics.contains("rm_hosts_unconfigured 1\n"), "{metrics}");
     assert!(metrics.contains("rm_agent_hellos_total 1\n"), "{metrics}");
     assert!(
         metrics.contains("rm_agent_frame_handling_seconds_count{kind=\"hello\"} 1\n"),

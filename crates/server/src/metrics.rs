@@ -269,6 +269,12 @@ pub(crate) async fn render(State(state): State<AppState>) -> Response {
         );
         let _ = writeln!(out, "# TYPE rm_hosts_not_backed_up gauge");
         let _ = writeln!(out, "rm_hosts_not_backed_up {}", counts.not_backed_up);
+        let _ = writeln!(
+            out,
+            "# HELP rm_hosts_unconfigured Hosts with neither a repository nor a schedule, of their own or from a policy."
+        );
+        let _ = writeln!(out, "# TYPE rm_hosts_unconfigured gauge");
+        let _ = writeln!(out, "rm_hosts_unconfigured {}", counts.unconfigured);
     }
     state.storage().render(&mut out);
     state.metrics().render(&mut out);

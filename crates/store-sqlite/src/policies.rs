@@ -394,8 +394,8 @@ impl SqliteStore {
     pub(crate) async fn policy_coverage_impl(&self) -> StoreResult<Vec<PolicyCoverage>> {
         let rows = sqlx::query(
             "SELECT policy_id, COUNT(*) AS hosts, \
-             COALESCE(SUM(schedule_applied_version IS NOT NULL \
-                          AND schedule_applied_version >= schedule_version), 0) AS in_sync \
+             COALESCE(SUM(schedule_version = 0 OR (schedule_applied_version IS NOT NULL \
+                          AND schedule_applied_version >= schedule_version)), 0) AS in_sync \
              FROM hosts WHERE deleted_at IS NULL AND policy_id IS NOT NULL GROUP BY policy_id",
         )
         .fetch_all(&self.pool)
