@@ -106,6 +106,7 @@ async fn a_full_session() {
                 url: "/srv/restic-repo".into(),
                 password: "correct horse".into(),
                 env: Default::default(),
+                copy_to: None,
             }),
             settings: AgentSettings {
                 heartbeat_seconds: 1,
@@ -420,6 +421,7 @@ async fn a_forged_config_update_with_path_is_refused() {
         url: work.path().join("repo").display().to_string(),
         password: "forged-password".into(),
         env: [("PATH".to_owned(), evil.display().to_string())].into(),
+        copy_to: None,
     };
     send(
         &mut ws,

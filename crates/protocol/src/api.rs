@@ -242,8 +242,20 @@ pub struct RepositoryView {
     pub url: String,
     /// Names of the extra environment variables set.
     pub env_keys: Vec<String>,
+    /// The second repository `copy` jobs copy to, if one is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy_to: Option<CopyTargetView>,
     /// Last change.
     pub updated_at: DateTime<Utc>,
+}
+
+/// A repository's `copy_to` as shown back: no password, no env values.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CopyTargetView {
+    /// restic's repository string, any URL password masked.
+    pub url: String,
+    /// Names of its extra environment variables.
+    pub env_keys: Vec<String>,
 }
 
 /// One row of repository statistics.

@@ -55,6 +55,7 @@ fn one_of_each() -> Vec<(Frame, &'static [&'static str])> {
                     url: "rest:http://backup.lan:8000/web-01".into(),
                     password: "pw".into(),
                     env: BTreeMap::from([("RESTIC_REST_USERNAME".into(), "web".into())]),
+                    copy_to: None,
                 }),
                 settings: AgentSettings {
                     heartbeat_seconds: 15,
@@ -698,6 +699,7 @@ fn repository_debug_output_hides_the_password_and_env_values() {
             ("AWS_ACCESS_KEY_ID".into(), "AKIA-ACCESS-VALUE".into()),
             ("AWS_SECRET_ACCESS_KEY".into(), "s3cr3t-key-value".into()),
         ]),
+        copy_to: None,
     };
     let frame = Frame::new(ConfigUpdate {
         repository: Some(repository.clone()),

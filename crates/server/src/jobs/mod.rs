@@ -169,6 +169,9 @@ pub async fn create(
         }
         _ => {}
     }
+    if matches!(params, JobParams::Copy(_)) {
+        repositories::require_copy_target(state, host_id).await?;
+    }
     let new = NewJob {
         id,
         host_id,
