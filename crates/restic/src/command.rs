@@ -541,9 +541,10 @@ impl RetentionPolicy {
 }
 
 /// Where restic finds the source repository of `copy` and `init
-/// --copy-chunker-params`: descriptors the runner fills (0.14 has these
-/// flags; `RESTIC_FROM_PASSWORD` exists only from 0.16 and would put the
-/// password in the environment anyway).
+/// --copy-chunker-params`: descriptors the runner fills (0.14 has both
+/// flags). Not `RESTIC_FROM_REPOSITORY`/`RESTIC_FROM_PASSWORD`: those would
+/// put the URL and password in restic's environment, which what it starts
+/// (`rclone`, `ssh`) inherits.
 fn from_flags() -> [String; 2] {
     [
         format!("--from-repository-file=/dev/fd/{FROM_REPOSITORY_FD}"),
