@@ -195,6 +195,22 @@ async fn copies_the_hosts_snapshots_to_a_local_and_a_rest_repository() {
     );
     assert_eq!(snapshots_of(&second, COPY_PASSWORD).await.len(), 2);
 
+    // The wrong password for the destination: nothing is copied or made.
+    let (status, body) = put_repository(
+        &host,
+        json!({"url": primary, "password": PASSWORD, "copy_to": {"url": second, "password": "not-its-password"}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let wrong = host.run("copy", json!({})).await;
+    assert_eq!(wrong["status"], "failed", "{wrong:#}");
+    let error = wrong["error"].as_str().unwrap();
+    assert!(
+        error.starts_with(&format!("could not open the copy destination {second}")),
+        "{error}"
+    );
+    assert_eq!(snapshots_of(&second, COPY_PASSWORD).await.len(), 2);
+
     // A REST repository as the destination (given without `env`, with a
     // sub-path rclone makes on init).
     let rest_dir = host.scratch().join("rest");
@@ -271,6 +287,22 @@ async fn bad_copy_to_is_refused_naming_the_field_and_changes_nothing() {
     assert_eq!(put_repository(&host, set).await.0, StatusCode::NO_CONTENT);
     let kept = json!({"url": primary, "password": PASSWORD});
     assert_eq!(put_repository(&host, kept).await.0, StatusCode::NO_CONTENT);
+    // The audit log names the second repository, never its secrets.
+    let (_, audit) = host
+        .admin
+        .get("/api/v1/audit?action=repository.set&limit=2")
+        .await
+        .unwrap();
+    let entries = audit["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{audit}");
+    for entry in entries {
+        assert_eq!(
+            entry["details"]["copy_to"],
+            json!({"url": second, "env_keys": ["RESTIC_COMPRESSION"]}),
+            "{entry}"
+        );
+    }
+    assert!(!audit.to_string().contains(COPY_PASSWORD), "{audit}");
     assert_eq!(
         repository(&host).await["copy_to"],
         json!({"url": second, "env_keys": ["RESTIC_COMPRESSION"]})
