@@ -64,7 +64,7 @@ where
     <Option<T> as serde::Deserialize>::deserialize(deserializer).map(Some)
 }
 
-/// `PUT /api/v1/hosts/{id}/repository` `{url, password, env?}` → 204.
+/// `PUT /api/v1/hosts/{id}/repository` `{url, password, env?, copy_to?}` → 204.
 /// Pushed to the agent at once if it is connected; an `init` job follows.
 pub(crate) async fn put(
     State(state): State<AppState>,
@@ -139,7 +139,7 @@ pub(crate) async fn put(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `GET /api/v1/hosts/{id}/repository` → `{url, env_keys, updated_at}`.
+/// `GET /api/v1/hosts/{id}/repository` → `{url, env_keys, copy_to?, updated_at}`.
 pub(crate) async fn get(
     State(state): State<AppState>,
     _operator: Operator,
