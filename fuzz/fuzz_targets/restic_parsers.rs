@@ -12,7 +12,7 @@ use rm_restic::{
 };
 
 fn command(pick: u8) -> Command {
-    match pick % 13 {
+    match pick % 14 {
         0 => Command::Init,
         1 => Command::Backup {
             paths: vec!["/src".into()],
@@ -47,6 +47,12 @@ fn command(pick: u8) -> Command {
             path: "/src".into(),
         },
         11 => Command::CatConfig,
+        12 => Command::Copy {
+            from: rm_restic::Repository::new("/primary", "pw"),
+            host: Some("vm".into()),
+            tags: vec![],
+            snapshot_ids: vec![],
+        },
         _ => Command::ListLocks,
     }
 }

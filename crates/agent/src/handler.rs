@@ -290,6 +290,7 @@ mod tests {
                 url: "/srv/repo".into(),
                 password: "pw".into(),
                 env: [("AWS_ACCESS_KEY_ID".to_owned(), "AKIA".to_owned())].into(),
+                copy_to: None,
             }),
             settings: AgentSettings {
                 heartbeat_seconds: 5,

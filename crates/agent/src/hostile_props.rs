@@ -95,6 +95,7 @@ fn frame() -> impl Strategy<Value = Frame> {
                     url,
                     password: "pw".into(),
                     env: Default::default(),
+                    copy_to: None,
                 }),
                 settings: AgentSettings { heartbeat_seconds },
             })

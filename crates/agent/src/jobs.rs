@@ -19,7 +19,9 @@ use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, Utc};
 use rm_core::{HostId, JobId, RequestId, SnapshotId};
-use rm_protocol::params::{BackupParams, CheckParams, ForgetParams, JobParams, RestoreParams};
+use rm_protocol::params::{
+    BackupParams, CheckParams, CopyParams, ForgetParams, JobParams, RestoreParams,
+};
 use rm_protocol::{
     CommandResult, Frame, JobFinished, JobOutcome, JobProgress, JobStarted, LogLine, LogStream,
     LogStreamKind, Message, RejectReason, RepoStats, RepositoryConfig, SnapshotAdded, SnapshotInfo,
@@ -60,13 +62,18 @@ const KILL_GRACE: Duration = Duration::from_secs(10);
 /// How long each kind of restic command may run.
 fn timeout_for(command: &Command) -> Duration {
     let minutes = match command {
-        Command::Init | Command::CatConfig | Command::ListLocks | Command::Unlock => 10,
+        Command::Init
+        | Command::InitFrom { .. }
+        | Command::CatConfig
+        | Command::ListLocks
+        | Command::Unlock => 10,
         Command::Snapshots { .. } | Command::Ls { .. } => 15,
         Command::Forget { .. } | Command::Stats { .. } => 60,
         Command::Prune | Command::Check { .. } => 12 * 60,
         Command::Backup { .. }
         | Command::BackupStdin { .. }
         | Command::Restore { .. }
+        | Command::Copy { .. }
         | Command::LsTree { .. } => 24 * 60,
     };
     Duration::from_secs(minutes * 60)
@@ -389,6 +396,14 @@ impl JobRunner {
         if let Err(refused) = check_repository(&repository) {
             return reject(RejectReason::NoCredentials, refused);
         }
+        if matches!(params, JobParams::Copy(_)) && (!own || repository.copy_to.is_none()) {
+            return reject(
+                RejectReason::NoCredentials,
+                String::from(
+                    "this host's repository has no `copy_to`: a copy job needs a second repository to copy to (set `copy_to` with the repository)",
+                ),
+            );
+        }
         let cancel = CancellationToken::new();
         {
             let Ok(mut current) = self.inner.current.lock() else {
@@ -455,6 +470,11 @@ impl JobRunner {
                 started_at: Utc::now(),
             },
         );
+        let copy_to = repository.copy_to.map(|target| Repository {
+            url: target.url,
+            password: target.password,
+            env: target.env,
+        });
         let repo = Repository {
             url: repository.url,
             password: repository.password,
@@ -479,6 +499,7 @@ impl JobRunner {
             runner: self,
             restic: &restic,
             repo: &repo,
+            copy_to: copy_to.as_ref(),
             cancel: &cancel,
             log: &mut log,
             bandwidth: Bandwidth {
@@ -815,6 +836,8 @@ pub(crate) struct Job<'a> {
     pub(crate) runner: &'a JobRunner,
     pub(crate) restic: &'a Restic,
     repo: &'a Repository,
+    /// The repository's `copy_to`, for a copy job.
+    copy_to: Option<&'a Repository>,
     pub(crate) cancel: &'a CancellationToken,
     pub(crate) log: &'a mut LogPump,
     /// The job's `limit_*_kib`, for every restic command it runs.
@@ -876,6 +899,7 @@ impl Job<'_> {
                 .await
             }
             JobParams::Restore(restore) => self.restore(restore).await,
+            JobParams::Copy(copy) => self.copy(copy).await,
         }
     }
 
@@ -1167,6 +1191,144 @@ impl Job<'_> {
     }
 }
 
+impl<'a> Job<'a> {
+    /// [`Job::command`] against another repository than the job's own
+    /// (the copy destination).
+    async fn command_on(&mut self, repo: &'a Repository, command: Command) -> Finished {
+        let own = std::mem::replace(&mut self.repo, repo);
+        let finished = self.command(command).await;
+        self.repo = own;
+        finished
+    }
+
+    /// A failure before (or between) restic runs, logged and reported.
+    fn refuse(&mut self, error: String) -> (Finished, Value) {
+        self.log.line(LogStreamKind::Stderr, error.clone());
+        (
+            finished_without_restic(Status::Failed, Some(error)),
+            Value::Null,
+        )
+    }
+
+    /// `restic copy` of this host's snapshots from its repository to the
+    /// repository's `copy_to`, initialising the destination first when it
+    /// has no repository yet (with this repository's chunker parameters,
+    /// so what is copied deduplicates there as it does here). restic skips
+    /// snapshots copied before, so running it again copies only new ones.
+    /// The destination's snapshots are not reported: the host's list and
+    /// statistics are those of its own repository.
+    async fn copy(&mut self, copy: &CopyParams) -> (Finished, Value) {
+        let Some(target) = self.copy_to else {
+            return self.refuse(String::from(
+                "this host's repository has no `copy_to`; nothing to copy to",
+            ));
+        };
+        let hostname = self.runner.inner.hostname.clone();
+        // restic ignores `--host` for snapshots named by id: check they are
+        // this host's, so a shared repository's other snapshots stay put.
+        if !copy.snapshot_ids.is_empty() {
+            let listing = Command::Snapshots { host: None };
+            let limits = self.limits(&listing, self.cancel);
+            let own = match self
+                .restic
+                .snapshots(self.repo, Some(&hostname), &limits)
+                .await
+            {
+                Ok(own) => own,
+                Err(e) => {
+                    return self.refuse(format!(
+                        "could not list this host's snapshots to check the ones to copy: {e}"
+                    ))
+                }
+            };
+            for id in &copy.snapshot_ids {
+                let id = id.to_ascii_lowercase();
+                if !own.iter().any(|s| s.id.starts_with(&id)) {
+                    return self.refuse(format!(
+                        "snapshot {id} is not one of this host's ({hostname}) snapshots in its repository; a copy job copies only the host's own"
+                    ));
+                }
+            }
+        }
+        let destination = target.redacted_url();
+        let probe = self.limits(&Command::CatConfig, self.cancel);
+        let initialised = match self.restic.repository_exists(target, &probe).await {
+            Ok(true) => false,
+            Ok(false) => {
+                self.log.line(
+                    LogStreamKind::Stdout,
+                    format!(
+                        "there is no repository at {destination} yet: initialising it with this repository's chunker parameters (restic init --copy-chunker-params)"
+                    ),
+                );
+                let init = self
+                    .command_on(
+                        target,
+                        Command::InitFrom {
+                            from: self.repo.clone(),
+                        },
+                    )
+                    .await;
+                if !init.succeeded() && init.kind != Some(FailureKind::AlreadyInitialized) {
+                    let error = format!(
+                        "could not initialise the copy destination {destination}: {}",
+                        init.error.as_deref().unwrap_or("restic init failed")
+                    );
+                    return (
+                        Finished {
+                            error: Some(error),
+                            ..init
+                        },
+                        Value::Null,
+                    );
+                }
+                true
+            }
+            Err(e) => {
+                return self.refuse(format!(
+                    "could not open the copy destination {destination}: {e}"
+                ))
+            }
+        };
+        self.log.line(
+            LogStreamKind::Stdout,
+            format!("copying this host's ({hostname}) snapshots to {destination}"),
+        );
+        let finished = self
+            .command_on(
+                target,
+                Command::Copy {
+                    from: self.repo.clone(),
+                    host: Some(hostname),
+                    tags: copy.tags.clone(),
+                    snapshot_ids: copy.snapshot_ids.clone(),
+                },
+            )
+            .await;
+        let mut stats = finished.stats.clone();
+        if let Value::Object(fields) = &mut stats {
+            fields.insert(
+                String::from("destination_initialized"),
+                Value::Bool(initialised),
+            );
+        }
+        if finished.succeeded() {
+            let copied = stats.get("snapshots_copied").and_then(Value::as_u64);
+            self.log.line(
+                LogStreamKind::Stdout,
+                match copied {
+                    Some(0) => {
+                        format!("nothing new to copy: {destination} has every snapshot already")
+                    }
+                    Some(n) => format!("copied {n} snapshots to {destination}"),
+                    None => format!("copied to {destination}"),
+                },
+            );
+        }
+        (finished, stats)
+    }
+}
+
 /// Moves events into the job's log (lines) and live progress until every
 /// sender is gone. `relabel` (`from`, `to`) replaces a prefix of stderr
 /// lines.
@@ -1318,6 +1480,7 @@ mod tests {
                 url: "/nonexistent/repo".into(),
                 password: "pw".into(),
                 env: Default::default(),
+                copy_to: None,
             }),
         }
     }

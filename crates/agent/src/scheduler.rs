@@ -362,6 +362,7 @@ mod tests {
                     url: "/nonexistent/repo".into(),
                     password: "pw".into(),
                     env: Default::default(),
+                    copy_to: None,
                 }),
                 settings: Default::default(),
             })

@@ -432,6 +432,7 @@ mod tests {
                 url: "/srv/repo".into(),
                 password: "hunter2".into(),
                 env: [("AWS_ACCESS_KEY_ID".to_owned(), "AKIA".to_owned())].into(),
+                copy_to: None,
             }),
             settings: AgentSettings {
                 heartbeat_seconds: 5,

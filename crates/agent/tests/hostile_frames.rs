@@ -84,6 +84,7 @@ async fn frames_with_hostile_ids_are_refused_and_write_nothing_outside_the_state
                 url: outer.path().join("repo").display().to_string(),
                 password: "pw".into(),
                 env: Default::default(),
+                copy_to: None,
             }),
             settings: AgentSettings {
                 heartbeat_seconds: 30,

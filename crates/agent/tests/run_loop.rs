@@ -106,6 +106,7 @@ async fn a_full_session() {
                 url: "/srv/restic-repo".into(),
                 password: "correct horse".into(),
                 env: Default::default(),
+                copy_to: None,
             }),
             settings: AgentSettings {
                 heartbeat_seconds: 1,
@@ -420,6 +421,7 @@ async fn a_forged_config_update_with_path_is_refused() {
         url: work.path().join("repo").display().to_string(),
         password: "forged-password".into(),
         env: [("PATH".to_owned(), evil.display().to_string())].into(),
+        copy_to: None,
     };
     send(
         &mut ws,
@@ -523,6 +525,92 @@ async fn a_forged_config_update_with_path_is_refused() {
     assert!(!marker.exists(), "restic ran from the pushed PATH");
     assert!(state.path().join("config.json").exists());
 
+    shutdown.cancel();
+    drop(ws);
+    stopped(handle, 5.0).await;
+}
+
+#[tokio::test]
+async fn a_copy_needs_a_usable_copy_to_whoever_sends_it() {
+    let (listener, url) = listener().await;
+    let state = support::enrolled_state(&url);
+    let (shutdown, handle) = start(RunOptions::new(state.path(), "restic"));
+    let (_, ws) = accept(&listener, None).await;
+    let mut ws = ws.unwrap_or_else(|| panic!("upgrade failed"));
+    assert!(matches!(
+        next_frame(&mut ws).await.message,
+        Message::Hello(_)
+    ));
+    let without = RepositoryConfig {
+        url: "/srv/restic-repo".into(),
+        password: "pw".into(),
+        env: Default::default(),
+        copy_to: None,
+    };
+    // A forged `copy_to` (flag-like URL, the primary itself) is refused
+    // like any other setting that breaks the rules.
+    let flaglike = RepositoryConfig {
+        copy_to: Some(rm_protocol::CopyTarget {
+            url: "--repo=/etc".into(),
+            password: "pw2".into(),
+            env: Default::default(),
+        }),
+        ..without.clone()
+    };
+    let same = RepositoryConfig {
+        copy_to: Some(rm_protocol::CopyTarget {
+            url: "/srv/restic-repo".into(),
+            password: "pw2".into(),
+            env: Default::default(),
+        }),
+        ..without.clone()
+    };
+    for (job_id, config, expected) in [
+        (
+            "01J00000000000000000000CP1",
+            without,
+            "this host's repository has no `copy_to`",
+        ),
+        (
+            "01J00000000000000000000CP2",
+            flaglike,
+            "repository settings refused: `copy_to.url` must not start with `-`",
+        ),
+        (
+            "01J00000000000000000000CP3",
+            same,
+            "repository settings refused: `copy_to.url` must name another repository",
+        ),
+    ] {
+        send(
+            &mut ws,
+            Frame::new(ConfigUpdate {
+                repository: Some(config),
+                settings: AgentSettings::default(),
+            }),
+        )
+        .await;
+        send(
+            &mut ws,
+            Frame::new(CommandRun {
+                job_id: job_id.into(),
+                kind: JobKind::Copy,
+                params: serde_json::json!({}),
+                repository: None,
+            }),
+        )
+        .await;
+        match next_non_heartbeat(&mut ws).await.message {
+            Message::CommandResult(result) => {
+                assert_eq!(result.job_id, job_id);
+                assert!(!result.accepted);
+                assert_eq!(result.reason, Some(RejectReason::NoCredentials));
+                let message = result.message.unwrap_or_default();
+                assert!(message.starts_with(expected), "{message}");
+            }
+            other => panic!("expected command.result, got {other:?}"),
+        }
+    }
     shutdown.cancel();
     drop(ws);
     stopped(handle, 5.0).await;

@@ -273,6 +273,34 @@ pub struct PolicyRepositoryRequest {
     /// Extra environment for restic (backend keys), sealed like the password.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// A second repository `copy` jobs copy every host's snapshots to
+    /// (3-2-1); its URL may hold the same placeholders.
+    #[serde(default)]
+    pub copy_to: Option<PolicyCopyRequest>,
+}
+
+/// A policy's second repository (`copy_to`) in a request.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyCopyRequest {
+    /// restic's repository string; may hold `{host}` and `{host_id}`.
+    pub url: String,
+    /// Its password; left out, generated per repository and sealed.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Extra environment for its backend, sealed.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for PolicyCopyRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolicyCopyRequest")
+            .field("url", &"<template>")
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("env_keys", &self.env.keys().collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 impl std::fmt::Debug for PolicyRepositoryRequest {
@@ -346,6 +374,20 @@ pub struct PolicyRepositoryView {
     pub url: String,
     /// `given` (one password for every repository) or `generated` (a random
     /// one per repository).
+    pub password: String,
+    /// Names of the extra environment variables.
+    pub env_keys: Vec<String>,
+    /// The second repository, shown the same way.
+    #[serde(default)]
+    pub copy_to: Option<PolicyCopyView>,
+}
+
+/// A policy's second repository as shown back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PolicyCopyView {
+    /// The template, with any password in it hidden.
+    pub url: String,
+    /// `given` or `generated`.
     pub password: String,
     /// Names of the extra environment variables.
     pub env_keys: Vec<String>,
@@ -518,6 +560,9 @@ pub struct RepositoryView {
     pub url: String,
     /// Names of the extra environment variables set.
     pub env_keys: Vec<String>,
+    /// The second repository `copy` jobs copy to, if one is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy_to: Option<CopyTargetView>,
     /// Last change.
     pub updated_at: DateTime<Utc>,
     /// `host` (set on the host) or `policy`.
@@ -526,6 +571,15 @@ pub struct RepositoryView {
     /// The policy that gives it, for `source: policy`.
     #[serde(default)]
     pub policy_id: Option<String>,
+}
+
+/// A repository's `copy_to` as shown back: no password, no env values.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CopyTargetView {
+    /// restic's repository string, any URL password masked.
+    pub url: String,
+    /// Names of its extra environment variables.
+    pub env_keys: Vec<String>,
 }
 
 /// One row of repository statistics.

@@ -205,18 +205,50 @@ pub struct RepositoryConfig {
     /// Extra environment for the backend (e.g. `AWS_ACCESS_KEY_ID`).
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// A second repository that `copy` jobs copy this host's snapshots to
+    /// (3-2-1). Left out by older servers and in older stored settings; an
+    /// older agent ignores it (unknown fields are accepted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy_to: Option<CopyTarget>,
+}
+
+/// The repository a `copy` job copies snapshots to, opened like the
+/// host's own: URL and password on pipes, `env` for its backend.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct CopyTarget {
+    /// restic's repository string, as for [`RepositoryConfig::url`].
+    pub url: String,
+    /// Its password.
+    pub password: String,
+    /// Extra environment for its backend.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+/// The URL with anything before an `@` (a REST `user:password@`) hidden.
+fn url_for_debug(url: &str) -> String {
+    match url.rsplit_once('@') {
+        Some((_, rest)) => format!("<redacted>@{rest}"),
+        None => url.to_owned(),
+    }
 }
 
 impl std::fmt::Debug for RepositoryConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never let a password or backend key reach a log through `{:?}`.
-        // A REST URL may carry `user:password@`; keep only what follows.
-        let url = match self.url.rsplit_once('@') {
-            Some((_, rest)) => format!("<redacted>@{rest}"),
-            None => self.url.clone(),
-        };
         f.debug_struct("RepositoryConfig")
-            .field("url", &url)
+            .field("url", &url_for_debug(&self.url))
+            .field("password", &"<redacted>")
+            .field("env", &self.env.keys().collect::<Vec<_>>())
+            .field("copy_to", &self.copy_to)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for CopyTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CopyTarget")
+            .field("url", &url_for_debug(&self.url))
             .field("password", &"<redacted>")
             .field("env", &self.env.keys().collect::<Vec<_>>())
             .finish()
@@ -363,11 +395,13 @@ pub enum JobKind {
     Stats,
     /// `restic restore`.
     Restore,
+    /// `restic copy` of this host's snapshots to the repository's `copy_to`.
+    Copy,
 }
 
 impl JobKind {
     /// Every job kind.
-    pub const ALL: [JobKind; 9] = [
+    pub const ALL: [JobKind; 10] = [
         JobKind::Init,
         JobKind::Backup,
         JobKind::Forget,
@@ -377,6 +411,7 @@ impl JobKind {
         JobKind::Snapshots,
         JobKind::Stats,
         JobKind::Restore,
+        JobKind::Copy,
     ];
 
     /// The wire name (`backup`, …).
@@ -391,6 +426,7 @@ impl JobKind {
             JobKind::Snapshots => "snapshots",
             JobKind::Stats => "stats",
             JobKind::Restore => "restore",
+            JobKind::Copy => "copy",
         }
     }
 }

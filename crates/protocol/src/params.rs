@@ -211,6 +211,26 @@ pub struct RestoreParams {
     pub limit_download_kib: Option<u32>,
 }
 
+/// `copy`: which of this host's snapshots to copy to the repository's
+/// `copy_to` (all of them when neither is given).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CopyParams {
+    /// Only snapshots carrying all of these tags (`--tag=a,b`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// Only these snapshots (8 to 64 hex characters each); each must be
+    /// one of this host's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub snapshot_ids: Vec<String>,
+    /// Upload limit in KiB/s (`--limit-upload`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_upload_kib: Option<u32>,
+    /// Download limit in KiB/s (`--limit-download`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_download_kib: Option<u32>,
+}
+
 /// A job's bandwidth caps in KiB/s, for restic's global `--limit-upload`
 /// and `--limit-download` (`None`: unlimited).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -242,6 +262,8 @@ pub enum JobParams {
     Stats,
     /// `restore`.
     Restore(RestoreParams),
+    /// `copy` to the repository's `copy_to`.
+    Copy(CopyParams),
 }
 
 /// A parameter that breaks the rules; says which and why.
@@ -286,6 +308,7 @@ impl JobParams {
             JobKind::Forget => JobParams::Forget(expand_preset(decode(params)?)?),
             JobKind::Check => JobParams::Check(decode(params)?),
             JobKind::Restore => JobParams::Restore(decode(params)?),
+            JobKind::Copy => JobParams::Copy(decode(params)?),
         };
         parsed.validate()?;
         Ok(parsed)
@@ -303,6 +326,7 @@ impl JobParams {
             JobParams::Snapshots => JobKind::Snapshots,
             JobParams::Stats => JobKind::Stats,
             JobParams::Restore(_) => JobKind::Restore,
+            JobParams::Copy(_) => JobKind::Copy,
         }
     }
 
@@ -314,6 +338,7 @@ impl JobParams {
             JobParams::Check(p) => serde_json::to_value(p),
             JobParams::Restore(p) => serde_json::to_value(p),
             JobParams::Prune(p) => serde_json::to_value(p),
+            JobParams::Copy(p) => serde_json::to_value(p),
             _ => Ok(Value::Object(Default::default())),
         };
         value.unwrap_or(Value::Null)
@@ -327,6 +352,7 @@ impl JobParams {
             JobParams::Prune(p) => (p.limit_upload_kib, p.limit_download_kib),
             JobParams::Check(p) => (p.limit_upload_kib, p.limit_download_kib),
             JobParams::Restore(p) => (p.limit_upload_kib, p.limit_download_kib),
+            JobParams::Copy(p) => (p.limit_upload_kib, p.limit_download_kib),
             JobParams::Init | JobParams::Unlock | JobParams::Snapshots | JobParams::Stats => {
                 (None, None)
             }
@@ -462,6 +488,10 @@ impl JobParams {
                 items("params.include", &p.include, absolute_path)?;
                 absolute_path(&p.target)
                     .map_err(|problem| ParamsError::new("params.target", problem))
+            }
+            JobParams::Copy(p) => {
+                items("params.tags", &p.tags, tag)?;
+                items("params.snapshot_ids", &p.snapshot_ids, snapshot_id)
             }
             JobParams::Init
             | JobParams::Prune(_)
@@ -1203,6 +1233,45 @@ mod tests {
     }
 
     #[test]
+    fn copy_takes_tags_snapshot_ids_and_limits_only() {
+        let all = json!({
+            "tags": ["daily"],
+            "snapshot_ids": ["1a2b3c4d", "a".repeat(64)],
+            "limit_upload_kib": 256,
+        });
+        let parsed = JobParams::parse(JobKind::Copy, &all).unwrap();
+        assert_eq!(parsed.to_value(), all);
+        assert_eq!(parsed.bandwidth().upload_kib, Some(256));
+        assert_eq!(
+            JobParams::parse(JobKind::Copy, &Value::Null)
+                .unwrap()
+                .to_value(),
+            json!({})
+        );
+        let cases = [
+            (
+                json!({"snapshot_ids": ["latest"]}),
+                "`params.snapshot_ids[0]`",
+            ),
+            (
+                json!({"snapshot_ids": ["1a2b3c4d", "--host=x"]}),
+                "`params.snapshot_ids[1]`",
+            ),
+            (json!({"tags": ["a,b"]}), "`params.tags[0]`"),
+            (json!({"tags": ["-"], "to": "/x"}), "`params.to`"),
+            (json!({"host": "other"}), "`params.host`"),
+            (
+                json!({"limit_download_kib": 0}),
+                "`params.limit_download_kib`",
+            ),
+        ];
+        for (params, field) in cases {
+            let e = err(JobKind::Copy, params.clone());
+            assert!(e.starts_with(field), "{params}: {e}");
+        }
+    }
+
+    #[test]
     fn params_round_trip_through_their_json() {
         let p = JobParams::parse(JobKind::Backup, &json!({"paths": ["/a"]})).unwrap();
         assert_eq!(p.to_value(), json!({"paths": ["/a"]}));
@@ -1311,7 +1380,7 @@ fn refused_env(name: &str) -> Option<&'static str> {
         "RESTIC_HOST" => "changes which snapshots restic-manager sees as this host's; it is not a backend setting",
         _ if name.starts_with("LD_") => LOADS,
         _ if name.starts_with("RCLONE_") => "is an rclone option, and rclone options (`RCLONE_CONFIG`, `RCLONE_SFTP_SSH`, …) can make rclone run another program; only `RCLONE_BWLIMIT` and `RCLONE_VERBOSE` are taken",
-        _ if name.starts_with("RESTIC_FROM_") => "belongs to `restic copy`, which restic-manager does not run",
+        _ if name.starts_with("RESTIC_FROM_") => "is set by restic-manager itself for `restic copy` (the source is the host's own repository; the destination is `copy_to`)",
         _ => return None,
     };
     Some(reason)
@@ -1322,44 +1391,75 @@ fn refused_env(name: &str) -> Option<&'static str> {
 /// [`ALLOWED_ENV`]. The server checks before storing or pushing settings,
 /// the agent again before restic starts.
 pub fn validate_repository(repo: &crate::RepositoryConfig) -> Result<(), ParamsError> {
-    let url = repo.url.trim();
+    validate_location("", &repo.url, &repo.password, &repo.env)?;
+    if let Some(copy) = &repo.copy_to {
+        validate_location("copy_to.", &copy.url, &copy.password, &copy.env)?;
+        // The same repository twice would copy every snapshot onto itself
+        // (restic skips them all) and protect nothing.
+        if copy.url.trim_end_matches('/') == repo.url.trim_end_matches('/') {
+            return Err(ParamsError::new(
+                "copy_to.url",
+                "must name another repository than `url` (a copy to the same repository protects nothing)",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// One repository's URL, password and variables; `prefix` (`""` or
+/// `copy_to.`) goes before the field names in errors.
+fn validate_location(
+    prefix: &str,
+    url: &str,
+    password: &str,
+    env: &std::collections::BTreeMap<String, String>,
+) -> Result<(), ParamsError> {
+    let field = |name: &str| format!("{prefix}{name}");
+    let raw_url = url;
+    let url = url.trim();
     if url.is_empty() {
-        return Err(ParamsError::new("url", "must not be empty"));
+        return Err(ParamsError::new(field("url"), "must not be empty"));
     }
     if url.starts_with('-') {
-        return Err(ParamsError::new("url", "must not start with `-`"));
+        return Err(ParamsError::new(field("url"), "must not start with `-`"));
     }
-    if url != repo.url {
-        return Err(ParamsError::new("url", "must not start or end with spaces"));
+    if url != raw_url {
+        return Err(ParamsError::new(
+            field("url"),
+            "must not start or end with spaces",
+        ));
     }
-    no_control(url).map_err(|problem| ParamsError::new("url", problem))?;
+    no_control(url).map_err(|problem| ParamsError::new(field("url"), problem))?;
     if url.len() > MAX_PATH_CHARS {
         return Err(ParamsError::new(
-            "url",
+            field("url"),
             format!("must be at most {MAX_PATH_CHARS} bytes"),
         ));
     }
-    if repo.password.is_empty() {
-        return Err(ParamsError::new("password", "must not be empty"));
+    if password.is_empty() {
+        return Err(ParamsError::new(field("password"), "must not be empty"));
     }
     // restic reads the password from a pipe (`--password-file`) and trims
     // white space around it, so such a password would silently change.
-    if repo.password.trim() != repo.password {
+    if password.trim() != password {
         return Err(ParamsError::new(
-            "password",
+            field("password"),
             "must not start or end with white space (restic trims it when reading the password)",
         ));
     }
-    if repo.password.len() > MAX_PATH_CHARS || repo.password.contains('\0') {
+    if password.len() > MAX_PATH_CHARS || password.contains('\0') {
         return Err(ParamsError::new(
-            "password",
+            field("password"),
             format!("must be at most {MAX_PATH_CHARS} bytes without NUL characters"),
         ));
     }
-    if repo.env.len() > 100 {
-        return Err(ParamsError::new("env", "has more than 100 variables"));
+    if env.len() > 100 {
+        return Err(ParamsError::new(
+            field("env"),
+            "has more than 100 variables",
+        ));
     }
-    for (name, value) in &repo.env {
+    for (name, value) in env {
         let plain = !name.is_empty()
             && !name.starts_with(|c: char| c.is_ascii_digit())
             && name
@@ -1367,7 +1467,7 @@ pub fn validate_repository(repo: &crate::RepositoryConfig) -> Result<(), ParamsE
                 .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
         if !plain {
             return Err(ParamsError::new(
-                format!("env.{name}"),
+                field(&format!("env.{name}")),
                 "must be an upper-case variable name (A-Z, 0-9, _)",
             ));
         }
@@ -1379,16 +1479,16 @@ pub fn validate_repository(repo: &crate::RepositoryConfig) -> Result<(), ParamsE
                     ALLOWED_ENV.join(", ")
                 ),
             };
-            return Err(ParamsError::new(format!("env.{name}"), problem));
+            return Err(ParamsError::new(field(&format!("env.{name}")), problem));
         }
         if value.len() > 8192 || value.contains('\0') {
             return Err(ParamsError::new(
-                format!("env.{name}"),
+                field(&format!("env.{name}")),
                 "must be at most 8192 bytes without NUL characters",
             ));
         }
         if let Some(problem) = restic_value_problem(name, value) {
-            return Err(ParamsError::new(format!("env.{name}"), problem));
+            return Err(ParamsError::new(field(&format!("env.{name}")), problem));
         }
     }
     Ok(())
@@ -1433,6 +1533,56 @@ mod repository_tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect::<BTreeMap<_, _>>(),
+            copy_to: None,
+        }
+    }
+
+    fn with_copy(url: &str, password: &str, env: &[(&str, &str)]) -> RepositoryConfig {
+        let copy = repo(url, password, env);
+        RepositoryConfig {
+            copy_to: Some(crate::CopyTarget {
+                url: copy.url,
+                password: copy.password,
+                env: copy.env,
+            }),
+            ..repo("/srv/restic", "pw", &[])
+        }
+    }
+
+    #[test]
+    fn a_copy_target_follows_the_same_rules_naming_copy_to() {
+        assert!(validate_repository(&with_copy("rest:http://127.0.0.1:8000/", "pw2", &[])).is_ok());
+        assert!(validate_repository(&with_copy(
+            "s3:host/bucket",
+            "pw2",
+            &[("AWS_ACCESS_KEY_ID", "x")]
+        ))
+        .is_ok());
+        let cases = [
+            (with_copy("-o=x", "pw", &[]), "`copy_to.url`"),
+            (with_copy("", "pw", &[]), "`copy_to.url`"),
+            (with_copy("/other", "", &[]), "`copy_to.password`"),
+            (with_copy("/other", " pw", &[]), "`copy_to.password`"),
+            (
+                with_copy("/other", "pw", &[("PATH", "/x")]),
+                "`copy_to.env.PATH`",
+            ),
+            (
+                with_copy("/other", "pw", &[("RESTIC_FROM_PASSWORD_FILE", "/x")]),
+                "`copy_to.env.RESTIC_FROM_PASSWORD_FILE`",
+            ),
+            (
+                with_copy("/srv/restic", "pw", &[]),
+                "`copy_to.url` must name another",
+            ),
+            (
+                with_copy("/srv/restic/", "pw2", &[]),
+                "`copy_to.url` must name another",
+            ),
+        ];
+        for (config, field) in cases {
+            let e = validate_repository(&config).unwrap_err().to_string();
+            assert!(e.starts_with(field), "{e}");
         }
     }
 

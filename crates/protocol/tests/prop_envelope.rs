@@ -129,7 +129,12 @@ fn repository() -> impl Strategy<Value = RepositoryConfig> {
         text(),
         proptest::collection::btree_map("[A-Z_]{1,12}", text(), 0..3),
     )
-        .prop_map(|(url, password, env)| RepositoryConfig { url, password, env })
+        .prop_map(|(url, password, env)| RepositoryConfig {
+            url,
+            password,
+            env,
+            copy_to: None,
+        })
 }
 
 fn hello() -> impl Strategy<Value = Message> {

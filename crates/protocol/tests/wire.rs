@@ -55,6 +55,7 @@ fn one_of_each() -> Vec<(Frame, &'static [&'static str])> {
                     url: "rest:http://backup.lan:8000/web-01".into(),
                     password: "pw".into(),
                     env: BTreeMap::from([("RESTIC_REST_USERNAME".into(), "web".into())]),
+                    copy_to: None,
                 }),
                 settings: AgentSettings {
                     heartbeat_seconds: 15,
@@ -698,6 +699,11 @@ fn repository_debug_output_hides_the_password_and_env_values() {
             ("AWS_ACCESS_KEY_ID".into(), "AKIA-ACCESS-VALUE".into()),
             ("AWS_SECRET_ACCESS_KEY".into(), "s3cr3t-key-value".into()),
         ]),
+        copy_to: Some(rm_protocol::CopyTarget {
+            url: "rest:http://offsite:copy-url-secret@backup.lan:8000/".into(),
+            password: "copy-repo-password".into(),
+            env: BTreeMap::from([("RESTIC_REST_PASSWORD".into(), "copy-env-secret".into())]),
+        }),
     };
     let frame = Frame::new(ConfigUpdate {
         repository: Some(repository.clone()),
@@ -712,15 +718,34 @@ fn repository_debug_output_hides_the_password_and_env_values() {
             "hunter2-repo-password",
             "AKIA-ACCESS-VALUE",
             "s3cr3t-key-value",
+            "copy-url-secret",
+            "copy-repo-password",
+            "copy-env-secret",
         ] {
             assert!(!debug.contains(secret), "{secret} leaked into {debug}");
         }
         // Still useful for debugging: the URL and which variables are set.
         assert!(debug.contains("s3:s3.amazonaws.com/bucket"), "{debug}");
         assert!(debug.contains("AWS_SECRET_ACCESS_KEY"), "{debug}");
+        assert!(debug.contains("backup.lan:8000"), "{debug}");
+        assert!(debug.contains("RESTIC_REST_PASSWORD"), "{debug}");
     }
-    // The wire, of course, carries them.
-    assert!(frame.encode().contains("hunter2-repo-password"));
+    // The wire, of course, carries them, and reads back the same.
+    let wire = frame.encode();
+    assert!(wire.contains("hunter2-repo-password") && wire.contains("copy-repo-password"));
+    assert_eq!(Frame::decode(&wire).unwrap(), frame);
+    // Without a copy target the field is left out, as older peers wrote it.
+    let plain = RepositoryConfig {
+        copy_to: None,
+        ..repository
+    };
+    let json = serde_json::to_value(&plain).unwrap();
+    assert!(json.get("copy_to").is_none(), "{json}");
+    let older: RepositoryConfig = serde_json::from_value(serde_json::json!({
+        "url": "/srv/restic", "password": "pw"
+    }))
+    .unwrap();
+    assert!(older.copy_to.is_none());
 }
 
 #[test]

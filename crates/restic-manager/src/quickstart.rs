@@ -202,6 +202,7 @@ async fn set_up_repository(state: &AppState, host: HostId, path: &Path) -> anyho
             url: path.display().to_string(),
             password: password.clone(),
             env: Default::default(),
+            copy_to: None,
         },
         None,
     )

@@ -585,3 +585,52 @@ async fn a_bulk_job_starts_on_every_matching_connected_host() {
         "{lab_jobs}"
     );
 }
+
+#[tokio::test]
+async fn a_policy_gives_a_second_repository_for_copies() {
+    let server = TestServer::start().await.unwrap();
+    let admin = server.admin().await.unwrap();
+    let (a, _) = enrol_labelled(&admin, "web1", &[("role", "web")]).await;
+    let (b, _) = enrol_labelled(&admin, "web2", &[("role", "web")]).await;
+    // The copy target must not be the repository itself, nor a flag.
+    for (copy_to, phrase) in [
+        (json!({"url": "/srv/restic/{host}"}), "copy_to.url"),
+        (json!({"url": "-x/{host}"}), "copy_to.url"),
+        (json!({"url": "/srv/{nope}"}), "copy_to.url"),
+    ] {
+        let (status, reply) = admin
+            .post(
+                "/api/v1/policies",
+                json!({"name": "web", "selector": {"role": "web"},
+                       "repository": {"url": "/srv/restic/{host}", "copy_to": copy_to}}),
+            )
+            .await
+            .unwrap();
+        assert_eq!(status, 400, "{reply}");
+        assert!(
+            reply["error"]["message"].as_str().unwrap().contains(phrase),
+            "{reply}"
+        );
+    }
+    let policy = create_policy(
+        &admin,
+        json!({"name": "web", "selector": {"role": "web"},
+               "repository": {"url": "/srv/restic/{host}", "copy_to": {"url": "/mnt/offsite/web-fleet"}},
+               "schedules": [{"kind": "copy", "cron": "0 6 * * *"}]}),
+    )
+    .await;
+    assert_eq!(
+        policy["repository"]["copy_to"]["password"], "generated",
+        "{policy}"
+    );
+    for id in [&a, &b] {
+        let (status, repo) = admin
+            .get(&format!("/api/v1/hosts/{id}/repository"))
+            .await
+            .unwrap();
+        assert_eq!(status, 200, "{repo}");
+        assert_eq!(repo["copy_to"]["url"], "/mnt/offsite/web-fleet", "{repo}");
+        assert_eq!(repo["source"], "policy");
+    }
+    assert_eq!(schedules(&admin, &a).await[0]["kind"], "copy");
+}

@@ -133,6 +133,7 @@ async fn settings_stored_before_the_rule_are_kept_but_refused() {
             ("PATH".to_owned(), "/tmp/evil".to_owned()),
         ]
         .into(),
+        copy_to: None,
     };
     store_unchecked(&server, &host_id, &bad).await;
     // The start-up check marks it.

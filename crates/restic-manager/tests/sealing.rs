@@ -313,6 +313,7 @@ async fn settings_sealed_before_owner_binding_are_resealed_on_start_and_reach_th
         url: repo.display().to_string(),
         password: PASSWORD.to_owned(),
         env: BTreeMap::new(),
+        copy_to: None,
     };
     let sealed = key
         .seal(&serde_json::to_vec(&config).unwrap(), UNBOUND)
@@ -505,6 +506,7 @@ async fn a_damaged_old_value_is_left_alone_while_the_others_are_resealed() {
         url: String::from("/srv/good"),
         password: String::from("good password"),
         env: BTreeMap::new(),
+        copy_to: None,
     };
     let good_id: HostId = good.parse().unwrap();
     let damaged_id: HostId = damaged.parse().unwrap();

@@ -674,3 +674,99 @@ async fn the_dashboard_pages_a_large_fleet_with_problems_first() {
     }
     agent.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_second_repository_is_set_from_the_host_page_and_copied_to() {
+    let Setup {
+        server,
+        agent,
+        admin,
+        scratch,
+        src,
+    } = setup("copy-ui").await;
+    let origin = server.url.clone();
+    let host = agent.host_id.clone();
+    let backup = admin
+        .start_job(
+            &host,
+            "backup",
+            json!({"paths": [src.display().to_string()]}),
+        )
+        .await
+        .unwrap();
+    let backup = admin
+        .finished_job(&backup, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(backup["status"], "succeeded", "{backup:#}");
+    let browser = Browser::start().await.unwrap();
+    log_in(&browser, &server, ADMIN_PASSWORD).await;
+    browser.wait_for("#hosts-table", WAIT).await.unwrap();
+    browser
+        .goto(&format!("{origin}/hosts/{host}"))
+        .await
+        .unwrap();
+    browser.wait_for("#copy-to-url", WAIT).await.unwrap();
+    // Nothing to copy to yet: the button says so by being off.
+    let copy_now = browser.wait_for("#copy-now", WAIT).await.unwrap();
+    assert!(copy_now.attr("disabled").await.unwrap().is_some());
+
+    let second = scratch.path().join("second").display().to_string();
+    browser.fill("#repo-password", "ui-test").await.unwrap();
+    browser.fill("#copy-to-url", &second).await.unwrap();
+    browser
+        .fill("#copy-to-password", "second-pw")
+        .await
+        .unwrap();
+    browser
+        .click("#repository-form button[type=submit]")
+        .await
+        .unwrap();
+    browser
+        .wait_for_text("#copy-to-now", &second, WAIT)
+        .await
+        .unwrap();
+    browser.screenshot("host-copy-to").await.unwrap();
+    let (_, shown) = admin
+        .get(&format!("/api/v1/hosts/{host}/repository"))
+        .await
+        .unwrap();
+    assert_eq!(shown["copy_to"]["url"], second.as_str(), "{shown}");
+
+    browser.click("#copy-now").await.unwrap();
+    browser.wait_for("#job", WAIT).await.unwrap();
+    browser
+        .wait_for_text("#job-status", "succeeded", Duration::from_secs(60))
+        .await
+        .unwrap();
+    browser
+        .wait_for_text("#log", "copied 1 snapshots", WAIT)
+        .await
+        .unwrap();
+    browser.screenshot("job-copy").await.unwrap();
+    assert_clean(&browser, &origin).await;
+
+    // Stop copying: the box removes it (the password is asked again, as
+    // for any change of the repository).
+    browser
+        .goto(&format!("{origin}/hosts/{host}"))
+        .await
+        .unwrap();
+    browser.wait_for("#copy-to-remove", WAIT).await.unwrap();
+    browser.fill("#repo-password", "ui-test").await.unwrap();
+    browser.click("#copy-to-remove").await.unwrap();
+    browser
+        .click("#repository-form button[type=submit]")
+        .await
+        .unwrap();
+    wait_until(WAIT, "copy_to to be removed", || async {
+        let (_, shown) = admin
+            .get(&format!("/api/v1/hosts/{host}/repository"))
+            .await
+            .unwrap();
+        shown.get("copy_to").is_none()
+    })
+    .await
+    .unwrap();
+    browser.close().await.unwrap();
+}

@@ -40,6 +40,8 @@ pub(crate) struct Collector<'a> {
     stats: Option<Value>,
     snapshot_id: Option<String>,
     check_errors: Option<bool>,
+    /// `copy`: snapshots saved in the destination.
+    copied: u64,
     stderr: StderrLog,
 }
 
@@ -65,6 +67,7 @@ impl<'a> Collector<'a> {
             stats: None,
             snapshot_id: None,
             check_errors: None,
+            copied: 0,
             stderr: StderrLog::default(),
         }
     }
@@ -140,7 +143,13 @@ impl<'a> Collector<'a> {
                 }
                 out.line(text);
             }
-            Command::Init | Command::Unlock => match json_line(&text) {
+            Command::Copy { .. } => {
+                if copy_saved(&text) {
+                    self.copied += 1;
+                }
+                out.line(text);
+            }
+            Command::Init | Command::InitFrom { .. } | Command::Unlock => match json_line(&text) {
                 Some(json) if json.kind == "initialized" => {
                     let field = |k: &str| json.value.get(k).and_then(Value::as_str).unwrap_or("");
                     out.line(format!(
@@ -415,6 +424,7 @@ impl<'a> Collector<'a> {
 
     fn stats_json(&self) -> Value {
         match self.command {
+            Command::Copy { .. } => json!({ "snapshots_copied": self.copied }),
             Command::Check { .. } => {
                 let mut object = match &self.stats {
                     Some(Value::Object(summary)) => summary.clone(),
@@ -440,6 +450,22 @@ impl<'a> Collector<'a> {
             },
         }
     }
+}
+
+/// Whether a `copy` stdout line says a snapshot was saved in the
+/// destination: `snapshot 11c48ef2 saved` (0.14–0.18), `snapshot f062206e
+/// saved, copied from source snapshot 6386133d` (0.19). restic prints it
+/// only for snapshots it copied, not for those it skips as already there.
+fn copy_saved(line: &str) -> bool {
+    let Some(rest) = line.strip_prefix("snapshot ") else {
+        return false;
+    };
+    let Some((id, tail)) = rest.split_once(' ') else {
+        return false;
+    };
+    id.len() >= 8
+        && id.bytes().all(|b| b.is_ascii_hexdigit())
+        && (tail == "saved" || tail.starts_with("saved,"))
 }
 
 /// Runs recorded output of `command` through the same line splitting,

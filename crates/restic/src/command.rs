@@ -6,9 +6,18 @@
 //! excludes, tags, include paths, the restore target and the host are passed
 //! as single `--flag=value` elements, so a value starting with `-` stays a
 //! value. Secrets never appear here: the password and the repository URL
-//! travel in the child's environment (see `process`).
+//! travel on pipes (see `process`); for `copy` and `init` from another
+//! repository, so do the source's, which argv only names by descriptor.
 
 use crate::error::ResticError;
+use crate::repository::Repository;
+
+/// Where restic reads the *source* repository's password for
+/// [`Command::Copy`] and [`Command::InitFrom`] (`--from-password-file`).
+pub(crate) const FROM_PASSWORD_FD: i32 = 5;
+/// Where restic reads the source repository's URL
+/// (`--from-repository-file`, restic 0.14+).
+pub(crate) const FROM_REPOSITORY_FD: i32 = 6;
 
 /// One restic invocation, with typed parameters.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,6 +109,30 @@ pub enum Command {
     },
     /// `restic cat config`: the cheapest "is there a repository" probe.
     CatConfig,
+    /// `restic init --copy-chunker-params` from `from`: a new repository
+    /// that cuts files into the same chunks as `from`, so snapshots copied
+    /// into it deduplicate as well as they did there.
+    InitFrom {
+        /// The repository whose chunker parameters are copied.
+        from: Repository,
+    },
+    /// `restic copy` of snapshots from `from` into the repository run
+    /// against (the destination must exist: see [`Command::InitFrom`]).
+    /// Snapshots already copied are skipped by restic itself.
+    Copy {
+        /// The source repository. Its URL and password reach restic on
+        /// pipes (`--from-repository-file`, `--from-password-file`); its
+        /// `env` is merged under the destination's (the destination's
+        /// value wins for a variable both set).
+        from: Repository,
+        /// Only snapshots of this host (ignored by restic when
+        /// `snapshot_ids` are given: check those belong to it first).
+        host: Option<String>,
+        /// Only snapshots carrying all of these tags (one `--tag=a,b`).
+        tags: Vec<String>,
+        /// Only these snapshots (hex ids); all matching ones when empty.
+        snapshot_ids: Vec<String>,
+    },
     /// `restic list locks`: lock ids, one per line; takes no lock itself.
     ListLocks,
 }
@@ -190,6 +223,16 @@ impl Command {
             Command::Ls { .. } | Command::LsTree { .. } => "ls",
             Command::CatConfig => "cat config",
             Command::ListLocks => "list locks",
+            Command::InitFrom { .. } => "init",
+            Command::Copy { .. } => "copy",
+        }
+    }
+
+    /// The source repository of a command that reads a second one.
+    pub(crate) fn source_repository(&self) -> Option<&Repository> {
+        match self {
+            Command::InitFrom { from } | Command::Copy { from, .. } => Some(from),
+            _ => None,
         }
     }
 
@@ -203,6 +246,7 @@ impl Command {
                 | Command::Restore { .. }
                 | Command::Check { .. }
                 | Command::Prune
+                | Command::Copy { .. }
         )
     }
 
@@ -367,6 +411,41 @@ impl Command {
                 push("list");
                 push("locks");
             }
+            Command::InitFrom { .. } => {
+                push("init");
+                push("--copy-chunker-params");
+                for flag in from_flags() {
+                    push(&flag);
+                }
+            }
+            Command::Copy {
+                from: _,
+                host,
+                tags,
+                snapshot_ids,
+            } => {
+                push("copy");
+                for flag in from_flags() {
+                    push(&flag);
+                }
+                push_host(&mut push, host)?;
+                if !tags.is_empty() {
+                    for tag in tags {
+                        check_tag(tag)?;
+                    }
+                    // One list: snapshots carrying all of them.
+                    push(&format!("--tag={}", tags.join(",")));
+                }
+                for id in snapshot_ids {
+                    check_snapshot_id(id)?;
+                }
+                push("--json");
+                push("--");
+                for id in snapshot_ids {
+                    push(id);
+                }
+                return Ok(args);
+            }
         }
         args.push("--json".to_owned());
         Ok(args)
@@ -459,6 +538,18 @@ impl RetentionPolicy {
         }
         Ok(flags)
     }
+}
+
+/// Where restic finds the source repository of `copy` and `init
+/// --copy-chunker-params`: descriptors the runner fills (0.14 has both
+/// flags). Not `RESTIC_FROM_REPOSITORY`/`RESTIC_FROM_PASSWORD`: those would
+/// put the URL and password in restic's environment, which what it starts
+/// (`rclone`, `ssh`) inherits.
+fn from_flags() -> [String; 2] {
+    [
+        format!("--from-repository-file=/dev/fd/{FROM_REPOSITORY_FD}"),
+        format!("--from-password-file=/dev/fd/{FROM_PASSWORD_FD}"),
+    ]
 }
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> ResticError {
@@ -932,6 +1023,74 @@ mod tests {
                 read_data_subset: Some("--remove-all".into())
             }),
             "read_data_subset"
+        );
+    }
+
+    #[test]
+    fn copy_names_the_source_by_descriptor_and_puts_ids_after_the_separator() {
+        let from = Repository::new("rest:http://u:secret@h:8000/primary", "source-pw");
+        let copy = Command::Copy {
+            from: from.clone(),
+            host: Some("web-1".into()),
+            tags: vec!["daily".into(), "-x".into()],
+            snapshot_ids: vec!["0123abcd".into()],
+        };
+        let argv = args(&copy);
+        assert_eq!(
+            argv,
+            [
+                "copy",
+                "--from-repository-file=/dev/fd/6",
+                "--from-password-file=/dev/fd/5",
+                "--host=web-1",
+                "--tag=daily,-x",
+                "--json",
+                "--",
+                "0123abcd",
+            ]
+        );
+        assert!(!argv
+            .iter()
+            .any(|a| a.contains("secret") || a.contains("source-pw")));
+        let all = Command::Copy {
+            from: from.clone(),
+            host: Some("web-1".into()),
+            tags: vec![],
+            snapshot_ids: vec![],
+        };
+        assert_eq!(
+            args(&all),
+            [
+                "copy",
+                "--from-repository-file=/dev/fd/6",
+                "--from-password-file=/dev/fd/5",
+                "--host=web-1",
+                "--json",
+                "--"
+            ]
+        );
+        for (tags, ids, field) in [
+            (vec!["a,b"], vec![], "tags"),
+            (vec![], vec!["latest"], "snapshot_id"),
+            (vec![], vec!["--host=x"], "snapshot_id"),
+        ] {
+            let bad = Command::Copy {
+                from: from.clone(),
+                host: None,
+                tags: tags.into_iter().map(String::from).collect(),
+                snapshot_ids: ids.into_iter().map(String::from).collect(),
+            };
+            assert_eq!(refused(&bad), field);
+        }
+        assert_eq!(
+            args(&Command::InitFrom { from }),
+            [
+                "init",
+                "--copy-chunker-params",
+                "--from-repository-file=/dev/fd/6",
+                "--from-password-file=/dev/fd/5",
+                "--json"
+            ]
         );
     }
 

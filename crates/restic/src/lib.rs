@@ -26,7 +26,11 @@
 //!   `--password-file=/dev/fd/3`), never in its environment or argv, so
 //!   the helpers restic starts (`rclone`, `ssh`) never inherit them; the
 //!   backend variables go into the child's environment; inherited
-//!   `RESTIC_*` variables are removed. `Debug` redacts the secrets.
+//!   `RESTIC_*` variables are removed. `Debug` redacts the secrets. A
+//!   command reading a second repository ([`Command::Copy`],
+//!   [`Command::InitFrom`]) gets that one's URL and password on pipes too
+//!   (`--from-repository-file=/dev/fd/6`, `--from-password-file=/dev/fd/5`)
+//!   and both repositories' variables, the destination's winning.
 //! * [`resolve_bin`]: the restic binary is always run by absolute path,
 //!   found on our own `PATH`, never on one in the child's environment.
 //! * [`Command`]: what to run, with typed parameters. User-supplied paths

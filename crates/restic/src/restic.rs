@@ -12,7 +12,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use crate::collect::Collector;
-use crate::command::{Command, StatsMode};
+use crate::command::{Command, StatsMode, FROM_PASSWORD_FD, FROM_REPOSITORY_FD};
 use crate::error::ResticError;
 use crate::event::Event;
 use crate::limits::Limits;
@@ -159,15 +159,20 @@ impl Restic {
                 });
             }
         }
-        if repo.password.trim() != repo.password {
-            // restic trims what it reads from a password file; the password
-            // it would use is not this one.
-            return Err(ResticError::InvalidArgument {
-                field: "password",
-                reason: String::from(
-                    "starts or ends with white space, which restic would trim when reading it",
-                ),
-            });
+        let from = command.source_repository();
+        for (field, password) in std::iter::once(("password", &repo.password))
+            .chain(from.map(|f| ("from.password", &f.password)))
+        {
+            if password.trim() != password {
+                // restic trims what it reads from a password file; the
+                // password it would use is not this one.
+                return Err(ResticError::InvalidArgument {
+                    field,
+                    reason: String::from(
+                        "starts or ends with white space, which restic would trim when reading it",
+                    ),
+                });
+            }
         }
         // Global options go before the subcommand: where the secrets are.
         let mut global = vec![format!("--repository-file=/dev/fd/{REPOSITORY_FD}")];
@@ -180,6 +185,17 @@ impl Restic {
             piped.push(Piped {
                 fd: PASSWORD_FD,
                 data: repo.password.as_bytes(),
+            });
+        }
+        if let Some(from) = from {
+            // The command's `--from-*-file` flags name these descriptors.
+            piped.push(Piped {
+                fd: FROM_REPOSITORY_FD,
+                data: from.url.as_bytes(),
+            });
+            piped.push(Piped {
+                fd: FROM_PASSWORD_FD,
+                data: from.password.as_bytes(),
             });
         }
         global.extend(limits.bandwidth.flags()?);
@@ -220,9 +236,19 @@ impl Restic {
     /// repository's extra variables, then ours, so the cache folder and the
     /// progress rate are always ours. The URL and password are not in it:
     /// they go on pipes (see [`Restic::run`]).
+    ///
+    /// A command reading a second repository (`copy`) gets the source's
+    /// variables first and the destination's after, so the destination's
+    /// value wins where both set one: restic has one set of backend
+    /// variables per process, not one per repository.
     fn env(&self, repo: &Repository, command: &Command) -> Vec<(OsString, OsString)> {
-        let mut env: Vec<(OsString, OsString)> =
-            repo.env.iter().map(|(k, v)| (k.into(), v.into())).collect();
+        let mut env: Vec<(OsString, OsString)> = command
+            .source_repository()
+            .into_iter()
+            .flat_map(|from| from.env.iter())
+            .chain(repo.env.iter())
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect();
         if let Some(dir) = &self.cache_dir {
             env.push(("RESTIC_CACHE_DIR".into(), dir.into()));
         }

@@ -104,6 +104,15 @@ fn commands() -> Vec<Command> {
         },
         Command::CatConfig,
         Command::ListLocks,
+        Command::Copy {
+            from: rm_restic::Repository::new("/primary", "pw"),
+            host: Some("vm".into()),
+            tags: vec![],
+            snapshot_ids: vec![],
+        },
+        Command::InitFrom {
+            from: rm_restic::Repository::new("/primary", "pw"),
+        },
     ]
 }
 

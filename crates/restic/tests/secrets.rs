@@ -18,6 +18,8 @@ struct Seen {
     environ: String,
     cmdline: String,
     fd3: String,
+    /// Where descriptors 5 and 6 (a copy's source password and URL) pointed.
+    fd5_6: [String; 2],
 }
 
 /// Runs `command`, looking at the process as soon as it started.
@@ -38,13 +40,16 @@ async fn run_and_look(restic: &Restic, repo: &Repository, command: Command) -> S
                     .map(|b| String::from_utf8_lossy(&b).replace('\0', "\n"))
                     .unwrap_or_else(|e| panic!("/proc/{pid}/{what}: {e}"))
             };
-            let fd3 = std::fs::read_link(format!("/proc/{pid}/fd/3"))
-                .map(|p| p.display().to_string())
-                .unwrap_or_default();
+            let fd = |n: u32| {
+                std::fs::read_link(format!("/proc/{pid}/fd/{n}"))
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
+            };
             seen = Some(Seen {
                 environ: read("environ"),
                 cmdline: read("cmdline"),
-                fd3,
+                fd3: fd(3),
+                fd5_6: [fd(5), fd(6)],
             });
         }
     }
@@ -114,6 +119,87 @@ async fn restic_gets_the_password_and_url_on_pipes_and_works() {
         Some(rm_restic::FailureKind::WrongPassword),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn a_copy_gets_both_repositories_on_pipes_and_the_destinations_env_wins() {
+    const SOURCE_PASSWORD: &str = "the-source-password";
+    let dir = ok(tempfile::tempdir(), "tempdir");
+    let restic = restic(&dir.path().join("cache")).await;
+    let source_url = dir.path().join("source-repo").display().to_string();
+    let target_url = dir.path().join("target-repo").display().to_string();
+    // Variables local repositories ignore, to see which value restic gets.
+    let source = Repository::new(&source_url, SOURCE_PASSWORD)
+        .with_env("HTTP_PROXY", "http://source.invalid:1")
+        .with_env("NO_PROXY", "from-source");
+    let target =
+        Repository::new(&target_url, PASSWORD).with_env("HTTP_PROXY", "http://target.invalid:1");
+    let tree = dir.path().join("tree");
+    make_tree(&tree);
+    run_and_look(&restic, &source, Command::Init).await;
+    run_and_look(
+        &restic,
+        &source,
+        Command::Backup {
+            paths: vec![tree.display().to_string()],
+            excludes: vec![],
+            tags: vec![],
+            host: None,
+            options: Default::default(),
+        },
+    )
+    .await;
+    let looked = [
+        run_and_look(
+            &restic,
+            &target,
+            Command::InitFrom {
+                from: source.clone(),
+            },
+        )
+        .await,
+        run_and_look(
+            &restic,
+            &target,
+            Command::Copy {
+                from: source.clone(),
+                host: None,
+                tags: vec![],
+                snapshot_ids: vec![],
+            },
+        )
+        .await,
+    ];
+    for seen in &looked {
+        for secret in [SOURCE_PASSWORD, PASSWORD, &source_url, &target_url] {
+            assert!(!seen.environ.contains(secret), "{}", seen.environ);
+            assert!(!seen.cmdline.contains(secret), "{}", seen.cmdline);
+        }
+        assert!(!seen.environ.contains("RESTIC_FROM_"), "{}", seen.environ);
+        assert!(
+            seen.cmdline.contains("--from-password-file=/dev/fd/5")
+                && seen.cmdline.contains("--from-repository-file=/dev/fd/6"),
+            "{}",
+            seen.cmdline
+        );
+        assert!(
+            seen.fd5_6.iter().all(|fd| fd.starts_with("pipe:")),
+            "{:?}",
+            seen.fd5_6
+        );
+        assert!(
+            seen.environ.contains("HTTP_PROXY=http://target.invalid:1")
+                && seen.environ.contains("NO_PROXY=from-source")
+                && !seen.environ.contains("source.invalid"),
+            "{}",
+            seen.environ
+        );
+    }
+    let copied = ok(
+        restic.snapshots(&target, None, &limits()).await,
+        "snapshots",
+    );
+    assert_eq!(copied.len(), 1);
 }
 
 #[tokio::test]

@@ -40,11 +40,26 @@ function showError(near, message) {
   if (box) { box.textContent = message; box.hidden = !message; } else if (message) { alert(message); }
 }
 
-// Collects a form into the JSON the API expects.
+// Collects a form into the JSON the API expects. A name with a dot
+// (`copy_to.url`) goes into an object (`copy_to`), left out when none of
+// its fields was filled in; a checked `data-clears` box sends its name as
+// `null` (remove it).
 function formBody(form) {
   const body = {};
+  const cleared = [];
   for (const field of form.elements) {
-    if (!field.name) continue;
+    if (!field.name || field.type === "fieldset") continue;
+    if (field.hasAttribute("data-clears")) {
+      if (field.checked) cleared.push(field.name);
+      continue;
+    }
+    const dot = field.name.indexOf(".");
+    if (dot > 0) {
+      const outer = field.name.slice(0, dot);
+      const inner = formBody({ elements: [{ ...fieldLike(field), name: field.name.slice(dot + 1) }] });
+      if (Object.keys(inner).length) body[outer] = Object.assign(body[outer] || {}, inner);
+      continue;
+    }
     // Passwords are taken exactly as typed; everything else is trimmed.
     const value = field.type === "password" ? field.value : field.value.trim();
     if (field.hasAttribute("data-env")) {
@@ -61,7 +76,18 @@ function formBody(form) {
       body[field.name] = value;
     }
   }
+  for (const name of cleared) body[name] = null;
   return body;
+}
+
+// What formBody reads of a field, to read it again under another name.
+function fieldLike(field) {
+  return {
+    type: field.type,
+    value: field.value,
+    required: false,
+    hasAttribute: (name) => field.hasAttribute(name),
+  };
 }
 
 function after(then, result) {

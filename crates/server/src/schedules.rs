@@ -15,11 +15,12 @@ use crate::jobs::{self, JobError, JobRequest, ReportError};
 use crate::state::AppState;
 
 /// Job kinds a schedule may run.
-const SCHEDULABLE: [JobKind; 4] = [
+const SCHEDULABLE: [JobKind; 5] = [
     JobKind::Backup,
     JobKind::Forget,
     JobKind::Prune,
     JobKind::Check,
+    JobKind::Copy,
 ];
 
 /// Longest jitter (a day): beyond that a schedule would drift past its
@@ -56,7 +57,7 @@ pub(crate) fn validate(
         .map_err(|e: String| ScheduleError::Invalid(format!("`kind`: {e}")))?;
     if !SCHEDULABLE.contains(&kind) {
         return Err(ScheduleError::Invalid(format!(
-            "`kind`: `{kind}` cannot be scheduled (backup, forget, prune or check can)"
+            "`kind`: `{kind}` cannot be scheduled (backup, forget, prune, check or copy can)"
         )));
     }
     let cron = CronSchedule::parse(req.cron.trim(), req.timezone.as_deref().map(str::trim))

@@ -833,3 +833,60 @@ fn recorded_output_of_0_18_and_0_19() {
         );
     }
 }
+
+#[test]
+fn copy_counts_the_snapshots_it_saved_on_every_release() {
+    let copy = Command::Copy {
+        from: crate::Repository::new("/data/primary", "pw"),
+        host: Some("vm".into()),
+        tags: vec![],
+        snapshot_ids: vec![],
+    };
+    let init_from = Command::InitFrom {
+        from: crate::Repository::new("/data/primary", "pw"),
+    };
+    for (folder, version) in [
+        ("v0.14", V14),
+        ("v0.18", ResticVersion::new(0, 18, 0)),
+        ("v0.19", ResticVersion::new(0, 19, 1)),
+    ] {
+        let run = replay(&copy, version, &format!("{folder}/copy"), 0);
+        assert_eq!(run.finished.status, Status::Succeeded, "{folder}");
+        assert_eq!(
+            run.finished.stats,
+            json!({"snapshots_copied": 2}),
+            "{folder}"
+        );
+        assert!(
+            run.lines().iter().any(|l| l.starts_with("snapshot ")),
+            "{folder}: {:?}",
+            run.lines()
+        );
+        // Everything there already: restic copies nothing (0.14 says it
+        // skipped each; 0.18+ say so only with -v).
+        let again = replay(&copy, version, &format!("{folder}/copy_again"), 0);
+        assert_eq!(
+            (again.finished.status, again.finished.stats.clone()),
+            (Status::Succeeded, json!({"snapshots_copied": 0})),
+            "{folder}"
+        );
+        let init = replay(&init_from, version, &format!("{folder}/init_from"), 0);
+        assert_eq!(init.finished.status, Status::Succeeded, "{folder}");
+        assert!(
+            init.lines()[0].starts_with("created restic repository"),
+            "{folder}: {:?}",
+            init.lines()
+        );
+    }
+    assert!(copy_saved("snapshot 11c48ef2 saved"));
+    assert!(copy_saved(
+        "snapshot f062206e saved, copied from source snapshot 6386133d"
+    ));
+    assert!(!copy_saved(
+        "snapshot 6386133d of [/src] at 2026-12-06 by root@vm"
+    ));
+    assert!(!copy_saved(
+        "skipping source snapshot 6386133d, was already copied"
+    ));
+    assert!(!copy_saved("snapshot saved"));
+}

@@ -7,7 +7,7 @@
 //! restic read it. Each pipe is filled and its write end closed before
 //! restic starts; its read end is created close-on-exec, so no other child
 //! the agent starts meanwhile inherits it, and only restic's fork places it
-//! at a fixed descriptor (3, 4) that restic opens as `/dev/fd/N`.
+//! at a fixed descriptor (3 to 6) that restic opens as `/dev/fd/N`.
 //!
 //! restic runs in a process group of its own so that stopping it also stops
 //! what it started (the `rclone` backend helper, a `--password-command`).
@@ -46,15 +46,16 @@ pub(crate) const STDERR_LINE_CAP: usize = 1024 * 1024;
 /// started still holds the pipes open. Then the group is killed.
 const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
 
-/// Most secrets handed to one child on pipes (the password and the URL).
-pub(crate) const MAX_PIPED: usize = 2;
+/// Most secrets handed to one child on pipes: the password and the URL,
+/// and for `copy` the source repository's two as well.
+pub(crate) const MAX_PIPED: usize = 4;
 
 /// Largest secret written to a pipe. A pipe holds 64 KiB before a write
 /// blocks, and every pipe is filled before restic starts to read.
 const MAX_PIPED_BYTES: usize = 16 * 1024;
 
 /// Lowest descriptor number the child moves the read ends to first, so
-/// none is one of the fixed numbers (3, 4) they end up at, and placing one
+/// none is one of the fixed numbers (3 to 6) they end up at, and placing one
 /// cannot overwrite another.
 const PIPE_FD_FLOOR: RawFd = 10;
 
@@ -190,7 +191,7 @@ fn child_setup(command: &mut tokio::process::Command, pipes: &[(OwnedFd, RawFd)]
     // are built from errno without allocating). The descriptors it reads
     // stay open in the parent until after the spawn (the caller holds
     // `pipes`). Every read end is first copied above PIPE_FD_FLOOR (a read
-    // end may itself be 3 or 4), then placed: dup2 leaves the placed
+    // end may itself be one of 3 to 6), then placed: dup2 leaves the placed
     // descriptor without close-on-exec, so restic inherits exactly those;
     // the originals and the copies close on exec.
     unsafe {

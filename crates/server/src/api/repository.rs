@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use rm_core::JobId;
 use rm_protocol::api::RepositoryView;
-use rm_protocol::RepositoryConfig;
+use rm_protocol::{CopyTarget, RepositoryConfig};
 
 use super::hosts::parse_host_id;
 use super::{ApiError, ApiJson, ApiPath, Operator};
@@ -29,7 +29,8 @@ impl From<RepositoryError> for ApiError {
 
 /// The body of `PUT /repository`: like [`RepositoryConfig`], but `env`
 /// left out keeps the variables already set (the UI never shows their
-/// values, so it cannot send them back).
+/// values, so it cannot send them back), and so does `copy_to` left out
+/// (`null` removes it).
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RepositoryRequest {
@@ -37,9 +38,33 @@ pub(crate) struct RepositoryRequest {
     password: String,
     #[serde(default)]
     env: Option<std::collections::BTreeMap<String, String>>,
+    /// Left out: keep; `null`: remove; an object: set.
+    #[serde(default, deserialize_with = "present")]
+    copy_to: Option<Option<CopyTargetRequest>>,
 }
 
-/// `PUT /api/v1/hosts/{id}/repository` `{url, password, env?}` → 204.
+/// `copy_to` of `PUT /repository`: its `env` left out keeps the
+/// variables the stored `copy_to` has.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CopyTargetRequest {
+    url: String,
+    password: String,
+    #[serde(default)]
+    env: Option<std::collections::BTreeMap<String, String>>,
+}
+
+/// Tells a field given as `null` (`Some(None)`) from one left out (`None`,
+/// through `#[serde(default)]`).
+fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    <Option<T> as serde::Deserialize>::deserialize(deserializer).map(Some)
+}
+
+/// `PUT /api/v1/hosts/{id}/repository` `{url, password, env?, copy_to?}` → 204.
 /// Pushed to the agent at once if it is connected; an `init` job follows.
 pub(crate) async fn put(
     State(state): State<AppState>,
@@ -49,27 +74,51 @@ pub(crate) async fn put(
     ApiJson(req): ApiJson<RepositoryRequest>,
 ) -> Result<StatusCode, ApiError> {
     let host_id = parse_host_id(&host)?;
-    if req.url.contains(":***@") {
-        return Err(ApiError::bad_request(
-            "`url` contains a masked password (`***`); type the real one",
-        ));
+    let masked = |field: &str, url: &str| {
+        if url.contains(":***@") {
+            Err(ApiError::bad_request(format!(
+                "`{field}` contains a masked password (`***`); type the real one"
+            )))
+        } else {
+            Ok(())
+        }
+    };
+    masked("url", &req.url)?;
+    if let Some(Some(copy)) = &req.copy_to {
+        masked("copy_to.url", &copy.url)?;
     }
     let env_given = req.env.is_some();
+    let stored = repositories::get(&state, host_id).await.ok().flatten();
     let env = match req.env {
         Some(env) => env,
-        None => repositories::get(&state, host_id)
-            .await
-            .ok()
-            .flatten()
-            .map(|c| c.env)
-            .unwrap_or_default(),
+        None => stored.as_ref().map(|c| c.env.clone()).unwrap_or_default(),
+    };
+    let stored_copy = stored.and_then(|c| c.copy_to);
+    let copy_to = match req.copy_to {
+        None => stored_copy,
+        Some(None) => None,
+        Some(Some(copy)) => Some(CopyTarget {
+            url: copy.url,
+            password: copy.password,
+            env: match copy.env {
+                Some(env) => env,
+                None => stored_copy.map(|c| c.env).unwrap_or_default(),
+            },
+        }),
     };
     let config = RepositoryConfig {
         url: req.url,
         password: req.password,
         env,
+        copy_to,
     };
     let url = rm_core::redact::redact_url(&config.url);
+    let copy_to = config.copy_to.as_ref().map(|c| {
+        serde_json::json!({
+            "url": rm_core::redact::redact_url(&c.url),
+            "env_keys": c.env.keys().collect::<Vec<_>>(),
+        })
+    });
     let by = Audit::by(&state, &operator, &client).await;
     // The URL's password masked, variable names only: no secret in the log.
     let entry_for = |init_job: &JobId| {
@@ -80,6 +129,7 @@ pub(crate) async fn put(
                 "url": url,
                 "env_keys": config.env.keys().collect::<Vec<_>>(),
                 "env_kept": !env_given,
+                "copy_to": copy_to,
                 "init_job_id": init_job.to_string(),
             }),
         )
@@ -89,7 +139,7 @@ pub(crate) async fn put(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `GET /api/v1/hosts/{id}/repository` → `{url, env_keys, updated_at}`.
+/// `GET /api/v1/hosts/{id}/repository` → `{url, env_keys, copy_to?, updated_at}`.
 pub(crate) async fn get(
     State(state): State<AppState>,
     _operator: Operator,

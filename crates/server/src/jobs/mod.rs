@@ -212,6 +212,9 @@ pub(crate) async fn prepare(
         }
         _ => {}
     }
+    if matches!(params, JobParams::Copy(_)) {
+        repositories::require_copy_target(state, host_id).await?;
+    }
     Ok(NewJob {
         id,
         host_id,

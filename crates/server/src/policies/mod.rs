@@ -90,6 +90,20 @@ pub(crate) struct Template {
     pub password: Option<String>,
     /// Backend keys.
     pub env: BTreeMap<String, String>,
+    /// The second repository `copy` jobs copy to.
+    #[serde(default)]
+    pub copy_to: Option<CopyTemplate>,
+}
+
+/// A policy's second repository, as sealed.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct CopyTemplate {
+    /// URL, maybe with placeholders.
+    pub url: String,
+    /// One password for every copy; `None`: generated per repository.
+    pub password: Option<String>,
+    /// Backend keys.
+    pub env: BTreeMap<String, String>,
 }
 
 /// The owner a policy's sealed template is bound to.
@@ -243,13 +257,26 @@ pub(crate) fn check_freshness(field: &str, seconds: u64) -> Result<(), String> {
 /// (tried with a sample host, whose name is as odd as names may be).
 fn check_template_request(req: &PolicyRepositoryRequest) -> Result<Template, String> {
     effective::check_template(&req.url).map_err(|e| format!("`repository.url` {e}"))?;
+    let sample_host = HostId::new();
+    let generated = || String::from("generated");
+    if let Some(copy) = &req.copy_to {
+        effective::check_template(&copy.url)
+            .map_err(|e| format!("`repository.copy_to.url` {e}"))?;
+        if copy.url.trim() != copy.url || copy.url.starts_with('-') {
+            return Err(String::from(
+                "`repository.copy_to.url` must not start with `-` or start or end with spaces",
+            ));
+        }
+    }
     let sample = RepositoryConfig {
-        url: effective::expand(&req.url, "-sample host", HostId::new()),
-        password: req
-            .password
-            .clone()
-            .unwrap_or_else(|| String::from("generated")),
+        url: effective::expand(&req.url, "-sample host", sample_host),
+        password: req.password.clone().unwrap_or_else(generated),
         env: req.env.clone(),
+        copy_to: req.copy_to.as_ref().map(|copy| rm_protocol::CopyTarget {
+            url: effective::expand(&copy.url, "-sample host", sample_host),
+            password: copy.password.clone().unwrap_or_else(generated),
+            env: copy.env.clone(),
+        }),
     };
     if req.url.trim() != req.url || req.url.starts_with('-') {
         return Err(String::from(
@@ -262,6 +289,11 @@ fn check_template_request(req: &PolicyRepositoryRequest) -> Result<Template, Str
         url: req.url.clone(),
         password: req.password.clone(),
         env: req.env.clone(),
+        copy_to: req.copy_to.as_ref().map(|copy| CopyTemplate {
+            url: copy.url.clone(),
+            password: copy.password.clone(),
+            env: copy.env.clone(),
+        }),
     })
 }
 
@@ -420,12 +452,22 @@ fn view(state: &AppState, p: &PolicyRecord, coverage: Option<&PolicyCoverage>) -
                 "generated"
             }),
             env_keys: t.env.into_keys().collect(),
+            copy_to: t.copy_to.map(|c| rm_protocol::api::PolicyCopyView {
+                url: rm_core::redact::redact_url(&c.url),
+                password: String::from(if c.password.is_some() {
+                    "given"
+                } else {
+                    "generated"
+                }),
+                env_keys: c.env.into_keys().collect(),
+            }),
         }),
         Ok(None) => None,
         Err(e) => Some(PolicyRepositoryView {
             url: format!("(cannot be opened: {e})"),
             password: String::new(),
             env_keys: Vec::new(),
+            copy_to: None,
         }),
     };
     PolicyView {

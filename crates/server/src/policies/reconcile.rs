@@ -222,10 +222,42 @@ async fn repository(
             }
         },
     };
+    let copy_to = match &template.copy_to {
+        None => None,
+        Some(copy) => {
+            let copy_url = effective::expand(&copy.url, &target.name, target.host_id);
+            let copy_password = match &copy.password {
+                Some(given) => given.clone(),
+                None => match current
+                    .as_ref()
+                    .and_then(|c| c.copy_to.as_ref())
+                    .filter(|c| c.url == copy_url)
+                {
+                    Some(current) => current.password.clone(),
+                    None => {
+                        match generated_copy_password(
+                            state, policy.id, &copy.url, &copy_url, passwords,
+                        )
+                        .await
+                        {
+                            Some(password) => password,
+                            None => return RepositoryChange::Keep,
+                        }
+                    }
+                },
+            };
+            Some(rm_protocol::CopyTarget {
+                url: copy_url,
+                password: copy_password,
+                env: copy.env.clone(),
+            })
+        }
+    };
     let wanted = RepositoryConfig {
         url,
         password,
         env: template.env.clone(),
+        copy_to,
     };
     if current.as_ref() == Some(&wanted) {
         return RepositoryChange::Keep;
@@ -250,6 +282,52 @@ async fn repository(
         sealed,
         key,
         policy_id: policy.id,
+    }
+}
+
+/// The password of a second repository the policy gives without one: the
+/// same for every host copying into one repository (taken from a host of
+/// the policy that has it already), otherwise a new random one.
+async fn generated_copy_password(
+    state: &AppState,
+    policy: PolicyId,
+    template: &str,
+    url: &str,
+    passwords: &mut Passwords,
+) -> Option<String> {
+    let slot = (policy, format!("copy:{}", effective::repository_key(url)));
+    if let Some(password) = passwords.0.get(&slot) {
+        return Some(password.clone());
+    }
+    if !effective::is_per_host(template) {
+        let covered = match state.store().hosts_of_policy(policy).await {
+            Ok(hosts) => hosts,
+            Err(e) => {
+                tracing::error!("could not look up the hosts of a policy: {e}");
+                return None;
+            }
+        };
+        for host in covered
+            .iter()
+            .filter(|h| h.repository_policy_id == Some(policy))
+        {
+            if let Ok(Some(config)) = crate::repositories::get(state, host.id).await {
+                if let Some(copy) = config.copy_to.filter(|c| c.url == url) {
+                    passwords.0.insert(slot, copy.password.clone());
+                    return Some(copy.password);
+                }
+            }
+        }
+    }
+    match rm_core::password::generate_password() {
+        Ok(password) => {
+            passwords.0.insert(slot, password.clone());
+            Some(password)
+        }
+        Err(e) => {
+            tracing::error!("could not generate a repository password: {e}");
+            None
+        }
     }
 }
 

@@ -14,7 +14,7 @@
 pub mod shared;
 
 use rm_core::{HostId, JobId, JobTrigger};
-use rm_protocol::api::RepositoryView;
+use rm_protocol::api::{CopyTargetView, RepositoryView};
 use rm_protocol::{AgentSettings, ConfigUpdate, Frame, JobKind, RepositoryConfig};
 
 use crate::audit::EntryFor;
@@ -255,6 +255,10 @@ pub async fn view(
         // A REST URL may carry a password; it is never shown back.
         url: rm_core::redact::redact_url(&c.url),
         env_keys: c.env.into_keys().collect(),
+        copy_to: c.copy_to.map(|t| CopyTargetView {
+            url: rm_core::redact::redact_url(&t.url),
+            env_keys: t.env.into_keys().collect(),
+        }),
         updated_at,
         source: String::from(if policy_id.is_some() {
             "policy"
@@ -263,6 +267,20 @@ pub async fn view(
         }),
         policy_id: policy_id.map(|p| p.to_string()),
     }))
+}
+
+/// Refuses a `copy` job for a host whose repository has no `copy_to`
+/// (409, like a job on a host without a repository): the agent would
+/// refuse it too, but the operator should learn it when asking.
+pub async fn require_copy_target(state: &AppState, host: HostId) -> Result<(), JobError> {
+    match get(state, host).await {
+        Ok(Some(config)) if config.copy_to.is_some() => Ok(()),
+        Ok(_) => Err(JobError::NoRepository(format!(
+            "host `{host}` has no `copy_to` repository to copy to; PUT /api/v1/hosts/{host}/repository with `copy_to` first"
+        ))),
+        Err(RepositoryError::Store(e)) => Err(JobError::Store(e)),
+        Err(e) => Err(JobError::NoRepository(e.to_string())),
+    }
 }
 
 /// The `config.update` for a host: its repository (if any) and settings.

@@ -120,11 +120,12 @@ impl JobForm {
                 params.insert("prune".to_owned(), Value::Bool(self.prune.is_some()));
             }
             JobKind::Check => text(&mut params, "read_data_subset", &self.read_data_subset),
+            JobKind::Copy => list("tags", &self.tags, false),
             _ => {}
         }
         if matches!(
             kind,
-            JobKind::Backup | JobKind::Forget | JobKind::Prune | JobKind::Check
+            JobKind::Backup | JobKind::Forget | JobKind::Prune | JobKind::Check | JobKind::Copy
         ) {
             number(&mut params, "limit_upload_kib", &self.limit_upload_kib);
             number(&mut params, "limit_download_kib", &self.limit_download_kib);
@@ -341,6 +342,15 @@ mod tests {
         assert_eq!(
             form(&[("limit_upload_kib", "64")]).params(JobKind::Prune),
             json!({"limit_upload_kib": 64})
+        );
+        assert_eq!(
+            form(&[
+                ("tags", "weekly\n\nmonthly"),
+                ("paths", "/x"),
+                ("limit_download_kib", "8")
+            ])
+            .params(JobKind::Copy),
+            json!({"tags": ["weekly", "monthly"], "limit_download_kib": 8})
         );
     }
 

@@ -294,6 +294,10 @@ struct HostPage {
     enrolled: String,
     repository_url: String,
     repository_env: String,
+    /// The repository's `copy_to` URL (password masked), empty when none.
+    copy_to_url: String,
+    /// Its variables' names.
+    copy_to_env: String,
     schedules: Vec<ScheduleRow>,
     snapshots: Vec<SnapshotRow>,
     jobs: Vec<JobRow>,
@@ -354,6 +358,7 @@ pub(crate) async fn host(
         Ok(repository) => repository,
         Err(e) => return store_error(e),
     };
+    let copy_to = repository.as_ref().and_then(|r| r.copy_to.clone());
     let schedules = match state.store().schedule_set(id).await {
         Ok((_, schedules)) => schedules,
         Err(e) => return store_error(e),
@@ -444,6 +449,11 @@ pub(crate) async fn host(
         repository_env: repository
             .as_ref()
             .map(|r| r.env_keys.join(", "))
+            .unwrap_or_default(),
+        copy_to_url: copy_to.as_ref().map(|c| c.url.clone()).unwrap_or_default(),
+        copy_to_env: copy_to
+            .as_ref()
+            .map(|c| c.env_keys.join(", "))
             .unwrap_or_default(),
         host: row,
         schedules,
