@@ -1741,6 +1741,16 @@ impl Store for SqliteStore {
         Ok(created)
     }
 
+    async fn create_jobs(&self, jobs: &[NewJob]) -> StoreResult<Vec<Job>> {
+        let mut tx = self.begin_write().await?;
+        let mut created = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            created.push(insert_job(&mut tx, job).await?);
+        }
+        tx.commit().await.map_err(backend)?;
+        Ok(created)
+    }
+
     async fn create_batch_jobs(
         &self,
         batch: BatchId,

@@ -286,6 +286,9 @@ pub trait Store: Send + Sync + 'static {
 
     // ── jobs ───────────────────────────────────────────────────────────
 
+    /// Creates many jobs in one transaction (the server's own follow-ups
+    /// to a fleet-wide change, such as initialising new repositories).
+    async fn create_jobs(&self, jobs: &[NewJob]) -> StoreResult<Vec<Job>>;
     /// Creates the jobs of one bulk action in one transaction, all in
     /// batch `batch`, of which at most `max_parallel` run at a time per
     /// repository.

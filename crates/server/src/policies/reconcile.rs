@@ -10,14 +10,15 @@
 use std::collections::HashMap;
 
 use chrono::Utc;
-use rm_core::{HostId, JobId, JobTrigger, PolicyId};
+use rm_core::{HostId, JobId, JobStatus, JobTrigger, PolicyId};
 use rm_protocol::{JobKind, RepositoryConfig};
 use rm_store::{
-    HostPolicyChange, NewAuditEntry, PolicyRecord, PolicyTarget, PolicyWrite, RepositoryChange,
+    HostPolicyChange, NewAuditEntry, NewJob, PolicyRecord, PolicyTarget, PolicyWrite,
+    RepositoryChange,
 };
 
 use super::{effective, open_template, PolicyError, Template};
-use crate::jobs::{self, JobRequest};
+use crate::jobs;
 use crate::state::AppState;
 
 /// What one run changed.
@@ -120,22 +121,27 @@ pub async fn reconcile(
             "policies applied"
         );
     }
-    let inits: Vec<HostId> = changes
+    // Every new repository is initialised (a no-op where one exists): the
+    // jobs are stored together, and dispatched with the pushes.
+    let now = Utc::now();
+    let inits: Vec<NewJob> = changes
         .iter()
         .filter(|c| matches!(c.repository, RepositoryChange::Set { .. }))
-        .map(|c| c.host_id)
-        .collect();
-    for host in inits {
-        let request = JobRequest {
+        .map(|c| NewJob {
             id: JobId::new(),
-            host,
-            kind: JobKind::Init,
-            params: &serde_json::Value::Null,
+            host_id: c.host_id,
+            kind: JobKind::Init.as_str().to_owned(),
+            params: serde_json::json!({}),
             trigger: JobTrigger::System,
-            schedule: None,
-        };
-        if let Err(e) = jobs::create(state, &request, None).await {
-            tracing::warn!(%host, "could not queue the init of a policy's repository: {e}");
+            schedule_id: None,
+            status: JobStatus::Queued,
+            error: None,
+            created_at: now,
+        })
+        .collect();
+    if !inits.is_empty() {
+        if let Err(e) = state.store().create_jobs(&inits).await {
+            tracing::error!("could not queue the init of the policies' new repositories: {e}");
         }
     }
     push(state, &outcome);
@@ -157,6 +163,7 @@ fn push(state: &AppState, outcome: &Outcome) {
         for host in repositories {
             if state.hub().get(host).is_some() {
                 crate::repositories::push(&state, host).await;
+                jobs::dispatch_next(&state, host).await;
             }
         }
         for host in schedules {
