@@ -13,6 +13,7 @@ mod audit;
 mod format;
 mod forms;
 mod pages;
+mod policies;
 mod restore;
 mod session;
 
@@ -41,6 +42,13 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/hosts/{id}/schedules", post(forms::schedule))
         .route("/jobs/{id}", get(pages::job))
         .route("/enroll", get(pages::enroll))
+        .route("/policies", get(policies::list))
+        .route(
+            "/policies/new",
+            get(policies::new_form).post(policies::create),
+        )
+        .route("/policies/{id}", get(policies::page).post(policies::update))
+        .route("/policies/{id}/delete", post(policies::delete))
         .route("/users", get(accounts::users))
         .route(
             "/tokens",
