@@ -65,21 +65,8 @@ pub(crate) struct JobForm {
 const CUSTOM: &str = "custom";
 
 impl JobForm {
-    /// A form from `(field, value)` pairs, as a form with several schedule
-    /// rows sends them once each row's prefix is taken off. Unknown fields
-    /// are ignored, like the host forms' extra fields.
-    pub(crate) fn from_fields<'a>(fields: impl IntoIterator<Item = (&'a str, &'a str)>) -> JobForm {
-        let map: Map<String, Value> = fields
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), Value::from(v)))
-            .collect();
-        // Every field is text or an optional text, so any map of strings
-        // deserialises; the default covers the impossible rest.
-        serde_json::from_value(Value::Object(map)).unwrap_or_default()
-    }
-
     /// The params of a `kind` job from this form's fields.
-    pub(crate) fn params(&self, kind: JobKind) -> Value {
+    pub(super) fn params(&self, kind: JobKind) -> Value {
         let mut params = Map::new();
         let mut list = |name: &str, text: &str, always: bool| {
             let items: Vec<Value> = text
@@ -168,12 +155,34 @@ fn number(params: &mut Map<String, Value>, name: &str, value: &str) {
     params.insert(name.to_owned(), value);
 }
 
+impl JobForm {
+    /// A form from `(field, value)` pairs, as a form with several schedule
+    /// rows sends them once each row's prefix is taken off. Unknown fields
+    /// are ignored, like the host forms' extra fields.
+    pub(super) fn from_fields<'a>(fields: impl IntoIterator<Item = (&'a str, &'a str)>) -> JobForm {
+        let map: Map<String, Value> = fields
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), Value::from(v)))
+            .collect();
+        // Every field is text or an optional text, so any map of strings
+        // deserialises; the default covers the impossible rest.
+        serde_json::from_value(Value::Object(map)).unwrap_or_default()
+    }
+}
+
+/// The field of a policy form's schedule row that an error message about
+/// that schedule is about (`cron`, `paths`, `retention`, …); its kind when
+/// the message names no field.
+pub(super) fn row_field(message: &str) -> String {
+    form_field(message).unwrap_or_else(|| String::from("kind"))
+}
+
 /// The form fields that [`JobForm::params`] would turn into `params`: what
 /// an edit form shows for a stored schedule. Lists become one item a line,
 /// `true` a ticked box (`on`), numbers digits; a forget whose keep counts
 /// are exactly a preset's shows that preset (stored params hold the
 /// preset's counts, never its name).
-pub(crate) fn fields_from_params(kind: JobKind, params: &Value) -> Vec<(String, String)> {
+pub(super) fn fields_from_params(kind: JobKind, params: &Value) -> Vec<(String, String)> {
     let mut fields = Vec::new();
     let Some(map) = params.as_object() else {
         return fields;
@@ -236,7 +245,7 @@ const KEEPS: [&str; 6] = [
 /// without `params.` and any `[index]` (`params.excludes[1]` → `excludes`).
 /// A forget without any keep rule (`params`) and an unknown preset are
 /// about the retention choice.
-pub(crate) fn form_field(message: &str) -> Option<String> {
+fn form_field(message: &str) -> Option<String> {
     let (_, rest) = message.split_once('`')?;
     let (name, _) = rest.split_once('`')?;
     let name = name.strip_prefix("params.").unwrap_or(name);

@@ -623,7 +623,7 @@ fn refusal_field(message: &str, indices: &[usize]) -> Option<String> {
         .and_then(|i| i.parse::<usize>().ok())
     {
         let row = indices.get(i)?;
-        let inner = forms::form_field(after).unwrap_or_else(|| String::from("kind"));
+        let inner = forms::row_field(after);
         let inner = if name.ends_with(".id") {
             "kind"
         } else {
