@@ -42,6 +42,12 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/hosts/{id}/schedules", post(forms::schedule))
         .route("/jobs/{id}", get(pages::job))
         .route("/enroll", get(pages::enroll))
+        .route("/users", get(accounts::users))
+        .route(
+            "/tokens",
+            get(accounts::tokens).post(accounts::create_token),
+        )
+        .route("/restore", get(restore::wizard))
         .route("/policies", get(policies::list))
         .route(
             "/policies/new",
@@ -49,12 +55,6 @@ pub(crate) fn router() -> Router<AppState> {
         )
         .route("/policies/{id}", get(policies::page).post(policies::update))
         .route("/policies/{id}/delete", post(policies::delete))
-        .route("/users", get(accounts::users))
-        .route(
-            "/tokens",
-            get(accounts::tokens).post(accounts::create_token),
-        )
-        .route("/restore", get(restore::wizard))
         .route("/audit", get(audit::page))
         .route("/assets/{file}", get(assets::serve))
         // No page may be framed by another site (clickjacking).
