@@ -25,6 +25,7 @@ use rm_protocol::api::{
     PolicyScheduleView, PolicyView,
 };
 use rm_protocol::JobKind;
+use rm_store::PolicyScheduleRecord;
 
 use super::format;
 use super::forms::{self, JobForm};
@@ -221,6 +222,12 @@ impl ScheduleRow {
     /// Whether `field` holds `value` (a chosen option).
     pub(crate) fn is_value(&self, field: &str, value: &str) -> bool {
         self.v(field) == value
+    }
+
+    /// Whether this row is of a kind the form has no fields for (one
+    /// added to the schedulable kinds later): its params stay as saved.
+    pub(crate) fn other_kind(&self) -> bool {
+        !self.kind.is_empty() && !KINDS.contains(&self.kind.as_str())
     }
 
     /// Whether this row is of `kind`.
@@ -509,13 +516,15 @@ fn env_lines(text: &str) -> Result<BTreeMap<String, String>, Refusal> {
     Ok(env)
 }
 
-/// Turns the form into a request. `existing` is the policy being edited:
-/// an empty password or variables field keeps what it has (they are
-/// sealed and never shown).
+/// Turns the form into a request. `existing` is the repository of the
+/// policy being edited: an empty password or variables field keeps what it
+/// has (they are sealed and never shown). `saved` are its schedules: a row
+/// of a kind this form has no fields for keeps its saved params.
 fn request(
     form: &PolicyFields,
     rows: &[ScheduleRow],
     existing: Option<&policies::Template>,
+    saved: &[PolicyScheduleRecord],
 ) -> Result<(PolicyRequest, Vec<usize>), Refusal> {
     let selector = Labels::parse_pairs("selector", &form.selector)
         .map_err(|e| Refusal::new("selector", e.to_string()))?
@@ -580,13 +589,18 @@ fn request(
                 )
             })?,
         };
+        let kept = saved
+            .iter()
+            .find(|s| row.other_kind() && s.id.to_string() == row.id && s.kind == row.kind)
+            .map(|s| s.params.clone());
         let job = JobForm::from_fields(row.fields.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         // An unknown kind makes no params; the service names `kind`.
-        let params = row
-            .kind
-            .parse::<JobKind>()
-            .map(|kind| job.params(kind))
-            .unwrap_or(serde_json::Value::Null);
+        let params = kept.unwrap_or_else(|| {
+            row.kind
+                .parse::<JobKind>()
+                .map(|kind| job.params(kind))
+                .unwrap_or(serde_json::Value::Null)
+        });
         let timezone = Some(row.v("timezone").trim().to_owned()).filter(|z| !z.is_empty());
         schedules.push(PolicyScheduleRequest {
             id: Some(row.id.clone()).filter(|id| !id.is_empty()),
@@ -722,7 +736,7 @@ pub(crate) async fn create(
         return forbidden();
     }
     let (form, rows) = read_form(&pairs);
-    let (req, indices) = match request(&form, &rows, None) {
+    let (req, indices) = match request(&form, &rows, None, &[]) {
         Ok(made) => made,
         Err(refusal) => {
             return refused(
@@ -771,7 +785,7 @@ pub(crate) async fn update(
         Err(e) => return store_error(e),
     };
     let (form, rows) = read_form(&pairs);
-    let (req, indices) = match request(&form, &rows, template.as_ref()) {
+    let (req, indices) = match request(&form, &rows, template.as_ref(), &existing.schedules) {
         Ok(made) => made,
         Err(refusal) => {
             return refused(
@@ -868,7 +882,9 @@ mod tests {
         ]);
         let (form, rows) = read_form(&posted);
         assert_eq!(rows.len(), 3);
-        let (req, indices) = request(&form, &rows, None).map_err(|r| r.message).unwrap();
+        let (req, indices) = request(&form, &rows, None, &[])
+            .map_err(|r| r.message)
+            .unwrap();
         assert_eq!(indices, [0, 2]);
         assert_eq!(req.name, "prod");
         assert_eq!(req.priority, Some(10));
@@ -901,7 +917,7 @@ mod tests {
         };
         let posted = pairs(&[("name", "p"), ("repository_url", "/new/{host}")]);
         let (form, rows) = read_form(&posted);
-        let (req, _) = request(&form, &rows, Some(&existing))
+        let (req, _) = request(&form, &rows, Some(&existing), &[])
             .map_err(|r| r.message)
             .unwrap();
         let repository = req.repository.unwrap();
@@ -910,17 +926,46 @@ mod tests {
         assert_eq!(repository.env, existing.env);
         // No URL: the policy gives no repository.
         let (form, rows) = read_form(&pairs(&[("name", "p")]));
-        let (req, _) = request(&form, &rows, Some(&existing))
+        let (req, _) = request(&form, &rows, Some(&existing), &[])
             .map_err(|r| r.message)
             .unwrap();
         assert!(req.repository.is_none());
     }
 
     #[test]
+    fn a_row_of_a_kind_without_fields_keeps_its_saved_params() {
+        let id = rm_core::ScheduleId::new();
+        let saved = [PolicyScheduleRecord {
+            id,
+            kind: String::from("copy"),
+            cron: String::from("0 6 * * *"),
+            timezone: None,
+            params: json!({"to": "second"}),
+            enabled: true,
+            jitter_seconds: 0,
+        }];
+        let id = id.to_string();
+        let posted = pairs(&[
+            ("name", "p"),
+            ("s0.id", &id),
+            ("s0.kind", "copy"),
+            ("s0.cron", "0 7 * * *"),
+            ("s0.enabled", "on"),
+        ]);
+        let (form, rows) = read_form(&posted);
+        assert!(rows[0].other_kind());
+        let (req, _) = request(&form, &rows, None, &saved)
+            .map_err(|r| r.message)
+            .unwrap();
+        assert_eq!(req.schedules[0].params, json!({"to": "second"}));
+        assert_eq!(req.schedules[0].cron, "0 7 * * *", "the cron is the form's");
+    }
+
+    #[test]
     fn bad_fields_are_refused_naming_them() {
         let refused = |items: &[(&str, &str)]| {
             let (form, rows) = read_form(&pairs(items));
-            match request(&form, &rows, None) {
+            match request(&form, &rows, None, &[]) {
                 Ok(_) => panic!("{items:?} was accepted"),
                 Err(r) => (r.field.unwrap_or_default(), r.message),
             }
