@@ -106,9 +106,10 @@ document.addEventListener("click", async (event) => {
   }
 });
 
-// A plain form that asks first (deleting a policy).
+// A plain HTML form that asks first (deleting a policy); the script-posted
+// forms ask in their own handlers.
 document.addEventListener("submit", (event) => {
-  const form = event.target.closest("form[data-confirm]");
+  const form = event.target.closest("form[data-confirm]:not([data-ui-form]):not([data-api-form])");
   if (form && !confirm(form.dataset.confirm)) event.preventDefault();
 });
 
