@@ -34,6 +34,10 @@ use crate::audit::{Audit, Client};
 use crate::policies::{self, PolicyError};
 use crate::state::AppState;
 
+/// Covered hosts a policy's page lists (drifted and offline ones first);
+/// a policy over a large fleet keeps a fast page, and the API lists all.
+const COVERAGE_ROWS: usize = 200;
+
 /// Blank schedule rows a form offers beyond the policy's own.
 const BLANK_ROWS: usize = 2;
 
@@ -293,6 +297,8 @@ struct PolicyPage {
     form: PolicyFields,
     rows: Vec<ScheduleRow>,
     coverage: Vec<CoverageRow>,
+    /// Covered hosts not listed.
+    coverage_more: usize,
     /// The refusal, shown at the top of the form.
     error: Option<String>,
     /// The top-level field it is about (`name`, `selector`, …).
@@ -313,6 +319,7 @@ impl PolicyPage {
             form,
             rows,
             coverage: Vec::new(),
+            coverage_more: 0,
             error: None,
             error_field: String::new(),
             just_saved: false,
@@ -358,10 +365,14 @@ async fn saved_page(state: &AppState, user: WebUser, id: PolicyId) -> Result<Pol
         Err(PolicyError::NotFound(_)) => return Err(not_found()),
         Err(e) => return Err(store_error(e)),
     };
-    let coverage = match policies::hosts(state, id).await {
-        Ok(hosts) => hosts.into_iter().map(coverage_row).collect(),
+    let mut hosts = match policies::hosts(state, id).await {
+        Ok(hosts) => hosts,
         Err(e) => return Err(store_error(e)),
     };
+    hosts.sort_by(|a, b| (a.in_sync, a.online, &a.name).cmp(&(b.in_sync, b.online, &b.name)));
+    let coverage_more = hosts.len().saturating_sub(COVERAGE_ROWS);
+    hosts.truncate(COVERAGE_ROWS);
+    let coverage = hosts.into_iter().map(coverage_row).collect();
     let mut rows: Vec<ScheduleRow> = view
         .schedules
         .iter()
@@ -385,6 +396,7 @@ async fn saved_page(state: &AppState, user: WebUser, id: PolicyId) -> Result<Pol
     };
     let mut page = PolicyPage::new(user, form, rows);
     page.coverage = coverage;
+    page.coverage_more = coverage_more;
     page.saved = Some(Saved {
         id: view.id.clone(),
         name: view.name.clone(),
