@@ -11,42 +11,30 @@
 
 use std::time::Duration;
 
-use chrono::Utc;
 use reqwest::StatusCode;
-use rm_protocol::{Frame, Message, ScheduleAck};
 use rm_testkit::{wait_until, Api, Browser, RawAgent, TestServer, WebSession, ADMIN_PASSWORD};
 use serde_json::{json, Value};
+use tokio::sync::mpsc::UnboundedReceiver;
 
 const WAIT: Duration = Duration::from_secs(10);
 
-/// Receives frames until a `schedule.set` and acknowledges it, as an agent
-/// does once it runs the set; returns its version.
-async fn ack_next_schedule_set(agent: &mut RawAgent) -> u64 {
-    loop {
-        let frame = tokio::time::timeout(WAIT, agent.recv())
-            .await
-            .expect("a schedule.set within the wait")
-            .unwrap();
-        if let Message::ScheduleSet(set) = frame.message {
-            agent
-                .send(Frame::new(ScheduleAck {
-                    version: set.version,
-                    applied_at: Utc::now(),
-                }))
-                .await
-                .unwrap();
-            return set.version;
-        }
-    }
+/// The next schedule-set version the agent acknowledged.
+async fn next_ack(acks: &mut UnboundedReceiver<u64>) -> u64 {
+    tokio::time::timeout(WAIT, acks.recv())
+        .await
+        .expect("a schedule.set acknowledged within the wait")
+        .expect("the agent is still connected")
 }
 
-/// Enrols a host with a token carrying `labels` and connects it.
+/// Enrols a host with a token carrying `labels` and connects it as an
+/// agent that stays connected and acknowledges the schedules it is pushed;
+/// returns its id and the versions it acknowledges.
 async fn labelled_host(
     server: &TestServer,
     admin: &Api,
     name: &str,
     labels: &[(&str, &str)],
-) -> (String, RawAgent) {
+) -> (String, UnboundedReceiver<u64>) {
     let token = admin.create_token_with_labels(labels).await.unwrap();
     let enrolled = server
         .anonymous()
@@ -56,7 +44,7 @@ async fn labelled_host(
     let agent = RawAgent::connect_and_hello(&server.ws_url(), &enrolled.agent_token)
         .await
         .unwrap();
-    (enrolled.host_id, agent)
+    (enrolled.host_id, agent.acknowledge_schedules())
 }
 
 async fn log_in(browser: &Browser, server: &TestServer) {
@@ -115,7 +103,7 @@ async fn an_operator_creates_edits_and_deletes_a_policy_through_the_form() {
     browser.screenshot("policy-new").await.unwrap();
     browser.click("#policy-submit").await.unwrap();
     browser.wait_for("#policy-saved", WAIT).await.unwrap();
-    let first_version = ack_next_schedule_set(&mut prod).await;
+    let first_version = next_ack(&mut prod).await;
 
     let policy = the_policy(&admin).await;
     let id = policy["id"].as_str().unwrap().to_owned();
@@ -243,7 +231,7 @@ async fn an_operator_creates_edits_and_deletes_a_policy_through_the_form() {
         .wait_for_text("#s0 legend", "every day at 04:45", WAIT)
         .await
         .unwrap();
-    let second_version = ack_next_schedule_set(&mut prod).await;
+    let second_version = next_ack(&mut prod).await;
     assert!(second_version > first_version);
     wait_until(WAIT, "the edit to be acknowledged", || async {
         the_policy(&admin).await["hosts_in_sync"] == 1
@@ -301,7 +289,7 @@ async fn an_operator_creates_edits_and_deletes_a_policy_through_the_form() {
     browser.click("#policy-delete").await.unwrap();
     browser.wait_for("#policy-deleted", WAIT).await.unwrap();
     browser.wait_for("#no-policies", WAIT).await.unwrap();
-    ack_next_schedule_set(&mut prod).await;
+    next_ack(&mut prod).await;
     let host = admin.host(&prod_id).await.unwrap();
     assert!(host.policy_id.is_none());
     let (_, schedules) = admin
