@@ -6,10 +6,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use chrono::{Duration as ChronoDuration, Utc};
-use reqwest::header::{CACHE_CONTROL, COOKIE, LOCATION, SET_COOKIE};
+use reqwest::header::{CACHE_CONTROL, LOCATION};
 use reqwest::redirect::Policy;
 use reqwest::{Method, StatusCode};
-use rm_testkit::{Api, TestServer, ADMIN_PASSWORD};
+use rm_testkit::{Api, TestServer, WebSession, ADMIN_PASSWORD};
 use serde_json::{json, Value};
 
 const ALICE_PASSWORD: &str = "alice-password-1";
@@ -45,88 +45,6 @@ async fn create_token(by: &Api, name: &str, ttl_days: Option<u32>) -> Value {
 
 async fn put(api: &Api, path: &str, body: Value) -> (StatusCode, Value) {
     api.send(Method::PUT, path, Some(body)).await.unwrap()
-}
-
-/// A browser-like session: the `rm_session` cookie from the login form and
-/// the page's CSRF token. (reqwest here has no cookie store, so the cookie
-/// is carried by hand.)
-struct WebSession {
-    client: reqwest::Client,
-    base: String,
-    cookie: String,
-}
-
-impl WebSession {
-    async fn login(server: &TestServer, username: &str, password: &str) -> WebSession {
-        let client = rm_testkit::http::client_builder()
-            .redirect(Policy::none())
-            .build()
-            .unwrap();
-        let response = client
-            .post(format!("{}/login", server.url))
-            .form(&[("username", username), ("password", password)])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::SEE_OTHER);
-        let set_cookie = response
-            .headers()
-            .get(SET_COOKIE)
-            .expect("a session cookie")
-            .to_str()
-            .unwrap();
-        let cookie = set_cookie.split(';').next().unwrap().to_owned();
-        assert!(cookie.starts_with("rm_session=rms."), "{cookie}");
-        WebSession {
-            client,
-            base: server.url.clone(),
-            cookie,
-        }
-    }
-
-    fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
-        self.client
-            .request(method, format!("{}{}", self.base, path))
-            .header(COOKIE, &self.cookie)
-    }
-
-    /// GETs a page; returns status and HTML.
-    async fn page(&self, path: &str) -> (StatusCode, String) {
-        let response = self.request(Method::GET, path).send().await.unwrap();
-        (response.status(), response.text().await.unwrap())
-    }
-
-    /// The CSRF token the pages embed.
-    async fn csrf(&self) -> String {
-        let (status, html) = self.page("/users").await;
-        assert_eq!(status, StatusCode::OK);
-        let after = html
-            .split(r#"<meta name="csrf-token" content=""#)
-            .nth(1)
-            .expect("a csrf meta tag");
-        after.split('"').next().unwrap().to_owned()
-    }
-
-    /// A JSON API call with the cookie and, if given, `X-CSRF-Token`.
-    async fn api(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-        csrf: Option<&str>,
-    ) -> (StatusCode, Value) {
-        let mut request = self.request(method, path);
-        if let Some(csrf) = csrf {
-            request = request.header("x-csrf-token", csrf);
-        }
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status();
-        let text = response.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
 }
 
 #[tokio::test]
@@ -247,11 +165,13 @@ async fn a_deleted_user_loses_logins_sessions_and_tokens() {
         .login("alice", ALICE_PASSWORD)
         .await
         .unwrap();
-    let web = WebSession::login(&server, "alice", ALICE_PASSWORD).await;
+    let web = WebSession::login(&server, "alice", ALICE_PASSWORD)
+        .await
+        .unwrap();
     let token = create_token(&alice, "ci", None).await;
     let alice_token = alice.with_token(token["token"].as_str().unwrap());
     assert_eq!(alice_token.get("/api/v1/hosts").await.unwrap().0, 200);
-    assert_eq!(web.page("/users").await.0, StatusCode::OK);
+    assert_eq!(web.page("/users").await.unwrap().0, StatusCode::OK);
 
     let (status, body) = admin
         .delete(&format!("/api/v1/users/{alice_id}"))
@@ -261,7 +181,7 @@ async fn a_deleted_user_loses_logins_sessions_and_tokens() {
 
     assert_eq!(alice.get("/api/v1/hosts").await.unwrap().0, 401);
     assert_eq!(alice_token.get("/api/v1/hosts").await.unwrap().0, 401);
-    let (status, _) = web.page("/users").await;
+    let (status, _) = web.page("/users").await.unwrap();
     assert_eq!(status, StatusCode::SEE_OTHER, "the web session went too");
     assert!(server
         .anonymous()
@@ -538,11 +458,16 @@ async fn bad_token_requests_are_refused_naming_the_field() {
 #[tokio::test]
 async fn cookie_requests_that_change_things_need_the_csrf_token() {
     let server = TestServer::start().await.unwrap();
-    let web = WebSession::login(&server, "admin", ADMIN_PASSWORD).await;
-    let csrf = web.csrf().await;
+    let web = WebSession::login(&server, "admin", ADMIN_PASSWORD)
+        .await
+        .unwrap();
+    let csrf = web.csrf().await.unwrap();
 
     // Reading needs only the cookie.
-    let (status, _) = web.api(Method::GET, "/api/v1/users", None, None).await;
+    let (status, _) = web
+        .api(Method::GET, "/api/v1/users", None, None)
+        .await
+        .unwrap();
     assert_eq!(status, StatusCode::OK);
 
     let body = json!({"username": "alice", "password": ALICE_PASSWORD});
@@ -554,7 +479,8 @@ async fn cookie_requests_that_change_things_need_the_csrf_token() {
                 Some(body.clone()),
                 presented.as_deref(),
             )
-            .await;
+            .await
+            .unwrap();
         assert_eq!(status, StatusCode::FORBIDDEN, "{error}");
         assert!(message(&error).contains("CSRF"), "{error}");
         let (status, _) = web
@@ -564,7 +490,8 @@ async fn cookie_requests_that_change_things_need_the_csrf_token() {
                 Some(json!({"name": "ci"})),
                 presented.as_deref(),
             )
-            .await;
+            .await
+            .unwrap();
         assert_eq!(status, StatusCode::FORBIDDEN);
         let (status, _) = web
             .api(
@@ -575,7 +502,8 @@ async fn cookie_requests_that_change_things_need_the_csrf_token() {
                 ),
                 presented.as_deref(),
             )
-            .await;
+            .await
+            .unwrap();
         assert_eq!(status, StatusCode::FORBIDDEN);
     }
     assert_eq!(server.store().count_users().await.unwrap(), 1);
@@ -583,7 +511,8 @@ async fn cookie_requests_that_change_things_need_the_csrf_token() {
     // With the page's token it works.
     let (status, created) = web
         .api(Method::POST, "/api/v1/users", Some(body), Some(&csrf))
-        .await;
+        .await
+        .unwrap();
     assert_eq!(status, StatusCode::CREATED, "{created}");
     let alice_id = created["id"].as_str().unwrap();
     let (status, _) = web
@@ -593,7 +522,8 @@ async fn cookie_requests_that_change_things_need_the_csrf_token() {
             None,
             None,
         )
-        .await;
+        .await
+        .unwrap();
     assert_eq!(status, StatusCode::FORBIDDEN);
     let (status, _) = web
         .api(
@@ -602,15 +532,18 @@ async fn cookie_requests_that_change_things_need_the_csrf_token() {
             None,
             Some(&csrf),
         )
-        .await;
+        .await
+        .unwrap();
     assert_eq!(status, StatusCode::NO_CONTENT);
 }
 
 #[tokio::test]
 async fn changing_your_password_from_the_web_ends_the_cookie_session() {
     let server = TestServer::start().await.unwrap();
-    let web = WebSession::login(&server, "admin", ADMIN_PASSWORD).await;
-    let csrf = web.csrf().await;
+    let web = WebSession::login(&server, "admin", ADMIN_PASSWORD)
+        .await
+        .unwrap();
+    let csrf = web.csrf().await.unwrap();
     let (status, body) = web
         .api(
             Method::PUT,
@@ -618,12 +551,15 @@ async fn changing_your_password_from_the_web_ends_the_cookie_session() {
             Some(json!({"current_password": ADMIN_PASSWORD, "new_password": "a-changed-password"})),
             Some(&csrf),
         )
-        .await;
+        .await
+        .unwrap();
     assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
     let response = web.request(Method::GET, "/users").send().await.unwrap();
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
     assert_eq!(response.headers()[LOCATION], "/login");
-    WebSession::login(&server, "admin", "a-changed-password").await;
+    WebSession::login(&server, "admin", "a-changed-password")
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -632,9 +568,11 @@ async fn the_pages_list_users_and_tokens() {
     let admin = server.admin().await.unwrap();
     create_user(&admin, "alice", ALICE_PASSWORD).await;
     let created = create_token(&admin, "nightly <sync>", None).await;
-    let web = WebSession::login(&server, "admin", ADMIN_PASSWORD).await;
+    let web = WebSession::login(&server, "admin", ADMIN_PASSWORD)
+        .await
+        .unwrap();
 
-    let (status, html) = web.page("/users").await;
+    let (status, html) = web.page("/users").await.unwrap();
     assert_eq!(status, StatusCode::OK);
     for needle in [
         r#"id="users-table""#,
@@ -652,7 +590,7 @@ async fn the_pages_list_users_and_tokens() {
     // One delete button: alice's, not the admin's own.
     assert_eq!(html.matches("data-delete=\"/api/v1/users/").count(), 1);
 
-    let (status, html) = web.page("/tokens").await;
+    let (status, html) = web.page("/tokens").await.unwrap();
     assert_eq!(status, StatusCode::OK);
     for needle in [
         r#"id="tokens-table""#,
@@ -686,8 +624,10 @@ async fn the_pages_list_users_and_tokens() {
 #[tokio::test]
 async fn the_token_form_shows_the_secret_once() {
     let server = TestServer::start().await.unwrap();
-    let web = WebSession::login(&server, "admin", ADMIN_PASSWORD).await;
-    let csrf = web.csrf().await;
+    let web = WebSession::login(&server, "admin", ADMIN_PASSWORD)
+        .await
+        .unwrap();
+    let csrf = web.csrf().await.unwrap();
     let form = |csrf: &str, name: &str, ttl: &str| {
         web.request(Method::POST, "/tokens").form(&[
             ("csrf", csrf),
@@ -739,7 +679,7 @@ async fn the_token_form_shows_the_secret_once() {
     assert_eq!(list[0]["name"], "from the web");
     assert!(list[0]["expires_at"].is_string());
 
-    let (status, html) = web.page("/tokens").await;
+    let (status, html) = web.page("/tokens").await.unwrap();
     assert_eq!(status, StatusCode::OK);
     assert!(!html.contains(&secret), "shown only once");
     assert!(html.contains("from the web"));
@@ -759,7 +699,7 @@ fn sqlite(server: &TestServer, sql: &str) {
 
 /// Asserts a page is the database-error page, not a page of empty lists.
 async fn shows_store_error(web: &WebSession, path: &str, empty_looks_like: &str) {
-    let (status, html) = web.page(path).await;
+    let (status, html) = web.page(path).await.unwrap();
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{path}: {html}");
     assert!(
         html.contains("The server could not read its database"),
@@ -772,9 +712,11 @@ async fn shows_store_error(web: &WebSession, path: &str, empty_looks_like: &str)
 async fn ui_pages_say_the_database_failed_instead_of_showing_empty_lists() {
     let server = TestServer::start().await.unwrap();
     let (host_id, _) = server.enrolled_host("web-01").await.unwrap();
-    let web = WebSession::login(&server, "admin", ADMIN_PASSWORD).await;
+    let web = WebSession::login(&server, "admin", ADMIN_PASSWORD)
+        .await
+        .unwrap();
     let host_page = format!("/hosts/{host_id}");
-    let (status, html) = web.page(&host_page).await;
+    let (status, html) = web.page(&host_page).await.unwrap();
     assert_eq!(status, 200);
     assert!(html.contains("No snapshots reported yet."));
 
@@ -783,7 +725,7 @@ async fn ui_pages_say_the_database_failed_instead_of_showing_empty_lists() {
     sqlite(&server, "ALTER TABLE snapshots RENAME TO snapshots_away;");
     shows_store_error(&web, &host_page, "No snapshots reported yet.").await;
     sqlite(&server, "ALTER TABLE snapshots_away RENAME TO snapshots;");
-    assert_eq!(web.page(&host_page).await.0, 200);
+    assert_eq!(web.page(&host_page).await.unwrap().0, 200);
 
     // No hosts table: the dashboard and the restore wizard say so rather
     // than showing an empty fleet.
@@ -803,7 +745,7 @@ async fn ui_pages_say_the_database_failed_instead_of_showing_empty_lists() {
     );
 
     // Back to normal once the database is.
-    let (status, html) = web.page("/").await;
+    let (status, html) = web.page("/").await.unwrap();
     assert_eq!(status, 200);
     assert!(html.contains("web-01"));
 }

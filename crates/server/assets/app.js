@@ -132,6 +132,13 @@ document.addEventListener("click", async (event) => {
   }
 });
 
+// A plain HTML form that asks first (deleting a policy); the script-posted
+// forms ask in their own handlers.
+document.addEventListener("submit", (event) => {
+  const form = event.target.closest("form[data-confirm]:not([data-ui-form]):not([data-api-form])");
+  if (form && !confirm(form.dataset.confirm)) event.preventDefault();
+});
+
 document.addEventListener("submit", async (event) => {
   const form = event.target.closest("form[data-api-form]");
   if (!form) return;
@@ -180,10 +187,12 @@ document.addEventListener("submit", async (event) => {
 });
 
 // A job form's fields follow its kind: only the chosen kind's fieldsets
-// show, and hidden ones are disabled so they are not sent.
+// show, and hidden ones are disabled so they are not sent. A form with
+// several schedule rows (the policy form) scopes each row with
+// data-kind-scope.
 function showKindFields(select) {
-  const form = select.form;
-  for (const set of form.querySelectorAll("fieldset[data-kinds]")) {
+  const scope = select.closest("[data-kind-scope]") || select.form;
+  for (const set of scope.querySelectorAll("fieldset[data-kinds]")) {
     const shown = set.dataset.kinds.split(" ").includes(select.value);
     set.hidden = !shown;
     set.disabled = !shown;

@@ -41,6 +41,7 @@ mod server;
 mod server_process;
 mod small_disk;
 mod tls;
+pub mod web;
 
 use std::future::Future;
 use std::time::Duration;
@@ -53,6 +54,7 @@ pub use server::{RunningAgent, StoppedServer, TestServer, ADMIN_PASSWORD};
 pub use server_process::{ProcessMemory, ServerProcess};
 pub use small_disk::SmallDisk;
 pub use tls::TestCert;
+pub use web::WebSession;
 
 /// Polls `check` every 50 ms until it returns true, failing after `limit`
 /// with a message naming `what` was awaited.

@@ -8,8 +8,8 @@ use anyhow::{anyhow, bail, Context};
 use chrono::Utc;
 use futures_util::{SinkExt, StreamExt};
 use rm_protocol::{
-    CommandResult, CommandRun, Frame, Hello, JobAck, JobFinished, JobOutcome, JobStarted, LogLine,
-    LogStream, LogStreamKind, Message, CURRENT_PROTOCOL_VERSION,
+    CommandResult, CommandRun, Frame, Heartbeat, Hello, JobAck, JobFinished, JobOutcome,
+    JobStarted, LogLine, LogStream, LogStreamKind, Message, ScheduleAck, CURRENT_PROTOCOL_VERSION,
 };
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -299,6 +299,47 @@ impl RawAgent {
                 Ok(_) => return false,
             }
         }
+    }
+
+    /// Hands the connection to a background task that behaves as an idle
+    /// agent: a heartbeat every second (the test server's interval, so the
+    /// server never closes it as silent while a test does other things)
+    /// and a `schedule.ack` for every `schedule.set` it is pushed. The
+    /// versions it acknowledged arrive on the returned channel, in order.
+    /// The task ends when the server closes the connection or the
+    /// receiver is dropped.
+    pub fn acknowledge_schedules(mut self) -> tokio::sync::mpsc::UnboundedReceiver<u64> {
+        let (acked, versions) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            loop {
+                // `recv` only awaits the socket's next frame, which a
+                // timeout may drop without losing one.
+                match tokio::time::timeout(Duration::from_secs(1), self.recv()).await {
+                    Err(_) => {
+                        if self.send(Frame::new(Heartbeat {})).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(Ok(Frame {
+                        message: Message::ScheduleSet(set),
+                        ..
+                    })) => {
+                        let ack = ScheduleAck {
+                            version: set.version,
+                            applied_at: Utc::now(),
+                        };
+                        if self.send(Frame::new(ack)).await.is_err()
+                            || acked.send(set.version).is_err()
+                        {
+                            return;
+                        }
+                    }
+                    Ok(Ok(_)) => {}
+                    Ok(Err(_)) => return,
+                }
+            }
+        });
+        versions
     }
 
     /// Closes the connection from this side.

@@ -1,5 +1,6 @@
-//! The host page's job forms — "Back up now" and "Add schedule" — turned
-//! into job params on the server, so operators fill in fields (paths one
+//! The host page's job forms — "Back up now" and "Add schedule" — and the
+//! schedule rows of the policy form ([`super::policies`]) turned into job
+//! params on the server, so operators fill in fields (paths one
 //! per line, excludes, tags, a retention preset or keep-* counts, the
 //! backup options, bandwidth limits) instead of writing JSON.
 //!
@@ -65,7 +66,7 @@ const CUSTOM: &str = "custom";
 
 impl JobForm {
     /// The params of a `kind` job from this form's fields.
-    fn params(&self, kind: JobKind) -> Value {
+    pub(super) fn params(&self, kind: JobKind) -> Value {
         let mut params = Map::new();
         let mut list = |name: &str, text: &str, always: bool| {
             let items: Vec<Value> = text
@@ -154,6 +155,92 @@ fn number(params: &mut Map<String, Value>, name: &str, value: &str) {
     };
     params.insert(name.to_owned(), value);
 }
+
+impl JobForm {
+    /// A form from `(field, value)` pairs, as a form with several schedule
+    /// rows sends them once each row's prefix is taken off. Unknown fields
+    /// are ignored, like the host forms' extra fields.
+    pub(super) fn from_fields<'a>(fields: impl IntoIterator<Item = (&'a str, &'a str)>) -> JobForm {
+        let map: Map<String, Value> = fields
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), Value::from(v)))
+            .collect();
+        // Every field is text or an optional text, so any map of strings
+        // deserialises; the default covers the impossible rest.
+        serde_json::from_value(Value::Object(map)).unwrap_or_default()
+    }
+}
+
+/// The field of a policy form's schedule row that an error message about
+/// that schedule is about (`cron`, `paths`, `retention`, …); its kind when
+/// the message names no field.
+pub(super) fn row_field(message: &str) -> String {
+    form_field(message).unwrap_or_else(|| String::from("kind"))
+}
+
+/// The form fields that [`JobForm::params`] would turn into `params`: what
+/// an edit form shows for a stored schedule. Lists become one item a line,
+/// `true` a ticked box (`on`), numbers digits; a forget whose keep counts
+/// are exactly a preset's shows that preset (stored params hold the
+/// preset's counts, never its name).
+pub(super) fn fields_from_params(kind: JobKind, params: &Value) -> Vec<(String, String)> {
+    let mut fields = Vec::new();
+    let Some(map) = params.as_object() else {
+        return fields;
+    };
+    for (name, value) in map {
+        let shown = match value {
+            Value::Array(items) => items
+                .iter()
+                .map(|i| {
+                    i.as_str()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| i.to_string())
+                })
+                .collect::<Vec<_>>()
+                .join("\n"),
+            Value::Bool(true) => String::from("on"),
+            Value::Bool(false) | Value::Null => continue,
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        fields.push((name.clone(), shown));
+    }
+    if kind == JobKind::Forget {
+        let keeps = KEEPS.map(|k| map.get(k).and_then(Value::as_u64));
+        let preset = rm_protocol::params::RETENTION_PRESETS.iter().find(|p| {
+            let f = p.params();
+            let want = [
+                f.keep_last,
+                f.keep_hourly,
+                f.keep_daily,
+                f.keep_weekly,
+                f.keep_monthly,
+                f.keep_yearly,
+            ];
+            map.get("keep_within").is_none()
+                && want.iter().zip(keeps).all(|(w, h)| w.map(u64::from) == h)
+        });
+        match preset {
+            Some(p) => {
+                fields.retain(|(name, _)| !KEEPS.contains(&name.as_str()));
+                fields.push((String::from("retention"), p.name.to_owned()));
+            }
+            None => fields.push((String::from("retention"), CUSTOM.to_owned())),
+        }
+    }
+    fields
+}
+
+/// The keep-count fields, in the order presets list them.
+const KEEPS: [&str; 6] = [
+    "keep_last",
+    "keep_hourly",
+    "keep_daily",
+    "keep_weekly",
+    "keep_monthly",
+    "keep_yearly",
+];
 
 /// The form field an API error message is about: its first `` `name` ``,
 /// without `params.` and any `[index]` (`params.excludes[1]` → `excludes`).
@@ -351,6 +438,48 @@ mod tests {
             ])
             .params(JobKind::Copy),
             json!({"tags": ["weekly", "monthly"], "limit_download_kib": 8})
+        );
+    }
+
+    #[test]
+    fn stored_params_become_the_fields_that_make_them_again() {
+        let cases = [
+            (
+                JobKind::Backup,
+                json!({
+                    "paths": ["/etc", "/srv"],
+                    "excludes": ["*.tmp"],
+                    "exclude_caches": true,
+                    "exclude_larger_than": "500M",
+                    "limit_upload_kib": 512,
+                }),
+            ),
+            (
+                JobKind::Forget,
+                json!({"keep_daily": 5, "keep_within": "1y6m", "prune": true}),
+            ),
+            (JobKind::Forget, json!({"keep_daily": 7, "prune": false})),
+            (JobKind::Check, json!({"read_data_subset": "10%"})),
+        ];
+        for (kind, params) in cases {
+            let fields = fields_from_params(kind, &params);
+            let form = JobForm::from_fields(fields.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            let mut again = form.params(kind);
+            // `minimal` is 7 daily: shown as the preset, sent as its name.
+            if again.get("preset") == Some(&json!("minimal")) {
+                assert_eq!(params["keep_daily"], 7);
+                again = json!({"keep_daily": 7, "prune": again["prune"]});
+            }
+            assert_eq!(again, params, "{kind:?} through {fields:?}");
+        }
+        // A preset's stored counts show as that preset.
+        let standard =
+            json!({"keep_daily": 7, "keep_weekly": 4, "keep_monthly": 12, "prune": true});
+        let fields = fields_from_params(JobKind::Forget, &standard);
+        assert!(fields.contains(&(String::from("retention"), String::from("standard"))));
+        assert!(
+            !fields.iter().any(|(k, _)| k.starts_with("keep_")),
+            "{fields:?}"
         );
     }
 

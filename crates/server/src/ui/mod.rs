@@ -13,6 +13,7 @@ mod audit;
 mod format;
 mod forms;
 mod pages;
+mod policies;
 mod restore;
 mod session;
 
@@ -47,6 +48,13 @@ pub(crate) fn router() -> Router<AppState> {
             get(accounts::tokens).post(accounts::create_token),
         )
         .route("/restore", get(restore::wizard))
+        .route("/policies", get(policies::list))
+        .route(
+            "/policies/new",
+            get(policies::new_form).post(policies::create),
+        )
+        .route("/policies/{id}", get(policies::page).post(policies::update))
+        .route("/policies/{id}/delete", post(policies::delete))
         .route("/audit", get(audit::page))
         .route("/assets/{file}", get(assets::serve))
         // No page may be framed by another site (clickjacking).
