@@ -121,9 +121,9 @@ fn check_part(what: &str, part: &str) -> Result<(), LabelError> {
     } else if part.chars().count() > MAX_LABEL_CHARS {
         Some(format!("is longer than {MAX_LABEL_CHARS} characters"))
     } else {
-        part.chars().find(|c| !allowed(*c)).map(|c| {
-            format!("contains {c:?}; only a-z, 0-9, `.`, `_`, `-` and `/` are allowed")
-        })
+        part.chars()
+            .find(|c| !allowed(*c))
+            .map(|c| format!("contains {c:?}; only a-z, 0-9, `.`, `_`, `-` and `/` are allowed"))
     };
     match problem {
         Some(problem) => Err(LabelError(format!("{what} {problem}"))),

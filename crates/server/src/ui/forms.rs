@@ -32,7 +32,7 @@ use crate::state::AppState;
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub(crate) struct JobForm {
-    kind: String,
+    pub(super) kind: String,
     cron: String,
     timezone: String,
     jitter_seconds: String,
@@ -65,7 +65,7 @@ const CUSTOM: &str = "custom";
 
 impl JobForm {
     /// The params of a `kind` job from this form's fields.
-    fn params(&self, kind: JobKind) -> Value {
+    pub(super) fn params(&self, kind: JobKind) -> Value {
         let mut params = Map::new();
         let mut list = |name: &str, text: &str, always: bool| {
             let items: Vec<Value> = text
@@ -155,14 +155,15 @@ fn number(params: &mut Map<String, Value>, name: &str, value: &str) {
 }
 
 /// The form field an API error message is about: its first `` `name` ``,
-/// without `params.` and any `[index]` (`params.excludes[1]` → `excludes`).
+/// without `params.` and any `[index]` or `.key` (`params.excludes[1]` →
+/// `excludes`, `labels.env` → `labels`).
 /// A forget without any keep rule (`params`) and an unknown preset are
 /// about the retention choice.
 fn form_field(message: &str) -> Option<String> {
     let (_, rest) = message.split_once('`')?;
     let (name, _) = rest.split_once('`')?;
     let name = name.strip_prefix("params.").unwrap_or(name);
-    let name = name.split('[').next().unwrap_or(name);
+    let name = name.split(['[', '.']).next().unwrap_or(name);
     let field = match name {
         "params" | "preset" => "retention",
         other => other,
@@ -171,7 +172,7 @@ fn form_field(message: &str) -> Option<String> {
 }
 
 /// The API's answer; a 400 also names the form field it is about.
-fn answer<T: IntoResponse>(result: Result<T, ApiError>) -> Response {
+pub(super) fn answer<T: IntoResponse>(result: Result<T, ApiError>) -> Response {
     match result {
         Ok(done) => done.into_response(),
         Err(e) if e.status() == StatusCode::BAD_REQUEST => {
@@ -362,6 +363,7 @@ mod tests {
             field("`jitter_seconds` must be at most 86400"),
             "jitter_seconds"
         );
+        assert_eq!(field("`labels.env` value \"PROD\" …"), "labels");
         assert_eq!(form_field("host is offline"), None);
     }
 }
