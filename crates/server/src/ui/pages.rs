@@ -68,13 +68,14 @@ pub(crate) struct HostRow {
     pub(crate) unconfigured: bool,
 }
 
-/// The dashboard filtered by `labels` (`key=value,…`), at `page` (1: none).
-fn dashboard_link(labels: &str, page: u32) -> String {
+/// The dashboard filtered by `labels` (`key=value,…`; empty: every
+/// host), at `page` when given.
+fn dashboard_link(labels: &str, page: Option<u32>) -> String {
     let mut query = form_urlencoded::Serializer::new(String::new());
     if !labels.is_empty() {
         query.append_pair("labels", labels);
     }
-    if page > 1 {
+    if let Some(page) = page {
         query.append_pair("page", &page.to_string());
     }
     let query = query.finish();
@@ -151,7 +152,7 @@ fn host_row(host: &Host, view: &HostView, now: DateTime<Utc>) -> HostRow {
             .iter()
             .map(|(k, v)| {
                 let pair = format!("{k}={v}");
-                let link = dashboard_link(&pair, 1);
+                let link = dashboard_link(&pair, None);
                 (pair, link)
             })
             .collect(),
@@ -316,8 +317,8 @@ pub(crate) async fn dashboard(
         total: counts.total,
         first,
         last: u64::from(offset) + rows.len() as u64,
-        prev_page: (page > 1).then(|| dashboard_link(&filter, page - 1)),
-        next_page: (u64::from(page) < pages).then(|| dashboard_link(&filter, page + 1)),
+        prev_page: (page > 1).then(|| dashboard_link(&filter, Some(page - 1))),
+        next_page: (u64::from(page) < pages).then(|| dashboard_link(&filter, Some(page + 1))),
         hosts: rows,
         jobs: job_rows,
         filter_text,
@@ -797,4 +798,20 @@ pub(crate) async fn enroll(State(state): State<AppState>, user: WebUser) -> Resp
         csrf: user.csrf,
         pending,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dashboard_link;
+
+    #[test]
+    fn dashboard_links_keep_the_label_filter() {
+        assert_eq!(dashboard_link("", None), "/");
+        assert_eq!(dashboard_link("", Some(2)), "/?page=2");
+        assert_eq!(dashboard_link("env=prod", None), "/?labels=env%3Dprod");
+        assert_eq!(
+            dashboard_link("env=prod,role=db/primary", Some(3)),
+            "/?labels=env%3Dprod%2Crole%3Ddb%2Fprimary&page=3"
+        );
+    }
 }
