@@ -323,6 +323,19 @@ async fn the_dashboard_filters_by_label_and_backs_up_exactly_the_filtered_online
     assert_eq!(run.job_id, backups[0]["id"].as_str().unwrap());
     assert_eq!(run.kind, rm_protocol::JobKind::Backup);
 
+    // The bulk form needs the page's CSRF token like every UI action: a
+    // request with only the session cookie starts nothing.
+    let response = rm_testkit::http::client()
+        .post(format!("{origin}/bulk"))
+        .header("cookie", format!("rm_session={}", admin.token().unwrap()))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("labels=env%3Dprod&kind=check")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    assert!(jobs_of(&admin, &web1, "check").await.is_empty());
+
     assert_clean(
         &browser,
         &origin,
@@ -349,6 +362,12 @@ async fn the_host_page_shows_where_each_setting_comes_from_and_edits_labels() {
             "schedules": [{"kind": "backup", "cron": "0 2 * * *", "params": {"paths": ["/etc"]}}],
             "freshness_seconds": 7200,
         }),
+    )
+    .await;
+    // Matches the same hosts at a lower priority: outranked.
+    create_policy(
+        &admin,
+        json!({"name": "fallback", "selector": {"env": "prod"}, "priority": -5}),
     )
     .await;
     let (a1, _) = enrol(&admin, "a1", &[("env", "prod")]).await;
@@ -378,7 +397,12 @@ async fn the_host_page_shows_where_each_setting_comes_from_and_edits_labels() {
         .wait_for_text("#host-labels", "env=prod", WAIT)
         .await
         .unwrap();
-    assert_eq!(text(&browser, "#effective-policy").await, "nightly");
+    let policy_text = text(&browser, "#effective-policy").await;
+    assert!(
+        policy_text.starts_with("nightly")
+            && policy_text.ends_with("Also matching, outranked: fallback"),
+        "{policy_text}"
+    );
     let repository = text(&browser, "#effective-repository").await;
     assert!(
         repository.contains(&format!(
