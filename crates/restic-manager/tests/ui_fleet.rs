@@ -427,6 +427,14 @@ async fn the_host_page_shows_where_each_setting_comes_from_and_edits_labels() {
         .find(Locator::Css("#repository-use-policy"))
         .await
         .is_err());
+    browser
+        .client()
+        .execute(
+            "document.getElementById('effective').scrollIntoView();",
+            vec![],
+        )
+        .await
+        .unwrap();
     browser.screenshot("host-effective-settings").await.unwrap();
 
     // A repository of its own wins; removing it goes back to the policy's.
@@ -492,6 +500,14 @@ async fn the_host_page_shows_where_each_setting_comes_from_and_edits_labels() {
     assert!(text(&browser, "#effective-unconfigured")
         .await
         .contains("unconfigured"));
+    browser
+        .client()
+        .execute(
+            "document.getElementById('effective').scrollIntoView();",
+            vec![],
+        )
+        .await
+        .unwrap();
     browser.screenshot("host-labels-edited").await.unwrap();
     assert_eq!(coverage(&admin, &policy).await, ["a2"]);
     let host = admin.host(&a1).await.unwrap();
