@@ -2,18 +2,21 @@
 //! server: an enrolment token with labels made on the enrol page, the
 //! dashboard filtered by label (counts, list, unconfigured hosts, shared
 //! repositories) with a bulk "back up now" on exactly the filtered hosts
-//! (hand-driven agents take the jobs), and the host page's effective
+//! (simulated agents, `rm_testkit::fleet`, run the jobs), and the host page's effective
 //! settings with where each comes from, its labels edited so its policy
 //! no longer applies.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use fantoccini::Locator;
-use rm_testkit::{wait_until, Api, Browser, RawAgent, TestServer, ADMIN_PASSWORD};
+use rm_testkit::fleet::{run_agent, FleetConfig, FleetHost, FleetStats};
+use rm_testkit::{wait_until, Api, Browser, TestServer, ADMIN_PASSWORD};
 use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -65,14 +68,20 @@ async fn jobs_of(admin: &Api, host: &str, kind: &str) -> Vec<Value> {
         .collect()
 }
 
+/// The rendered text of the element `css` matches (waiting for it), read
+/// in one script call: the dashboard swaps its live region when the fleet
+/// changes, which would make a found element stale before its text is read.
 async fn text(browser: &Browser, css: &str) -> String {
-    browser
-        .wait_for(css, WAIT)
+    browser.wait_for(css, WAIT).await.unwrap();
+    let text = browser
+        .client()
+        .execute(
+            "return document.querySelector(arguments[0])?.innerText ?? null;",
+            vec![json!(css)],
+        )
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+        .unwrap();
+    text.as_str().unwrap_or_default().trim().to_owned()
 }
 
 /// The page loaded nothing from another host, and the console's only
@@ -184,12 +193,27 @@ async fn the_dashboard_filters_by_label_and_backs_up_exactly_the_filtered_online
     let (web1, web1_token) = enrol(&admin, "web1", &[("env", "prod"), ("role", "web")]).await;
     let (web2, _) = enrol(&admin, "web2", &[("env", "prod")]).await;
     let (lab1, lab1_token) = enrol(&admin, "lab1", &[("env", "lab")]).await;
-    let mut web1_agent = RawAgent::connect_and_hello(&server.ws_url(), &web1_token)
-        .await
-        .unwrap();
-    let _lab1_agent = RawAgent::connect_and_hello(&server.ws_url(), &lab1_token)
-        .await
-        .unwrap();
+    // Agents that heartbeat (the browser part outlasts a silent
+    // connection's idle limit) and answer every job as done.
+    let fleet = Arc::new(FleetConfig {
+        ws_url: server.ws_url(),
+        backup_log_lines: 1,
+        restart_spread: Duration::from_secs(1),
+    });
+    let stats = Arc::new(FleetStats::default());
+    let shutdown = CancellationToken::new();
+    for (id, agent_token) in [(&web1, web1_token), (&lab1, lab1_token)] {
+        let host = FleetHost {
+            host_id: id.parse().unwrap(),
+            agent_token,
+        };
+        tokio::spawn(run_agent(
+            fleet.clone(),
+            host,
+            stats.clone(),
+            shutdown.clone(),
+        ));
+    }
     wait_until(WAIT, "web1 and lab1 online", || async {
         admin.host(&web1).await.unwrap().online && admin.host(&lab1).await.unwrap().online
     })
@@ -241,15 +265,15 @@ async fn the_dashboard_filters_by_label_and_backs_up_exactly_the_filtered_online
     assert_eq!(text(&browser, "#count-online").await, "1");
     assert_eq!(text(&browser, "#count-offline").await, "1");
     assert_eq!(text(&browser, "#count-unconfigured").await, "0");
-    let rows = browser
+    let shown = browser
         .client()
-        .find_all(Locator::Css("#hosts-table tbody tr"))
+        .execute(
+            "return [...document.querySelectorAll('#hosts-table tbody tr')].map((r) => r.dataset.host);",
+            vec![],
+        )
         .await
         .unwrap();
-    let mut shown = Vec::new();
-    for row in rows {
-        shown.push(row.attr("data-host").await.unwrap().unwrap());
-    }
+    let mut shown: Vec<String> = serde_json::from_value(shown).unwrap();
     shown.sort();
     let mut expected = vec![web1.clone(), web2.clone()];
     expected.sort();
@@ -306,22 +330,26 @@ async fn the_dashboard_filters_by_label_and_backs_up_exactly_the_filtered_online
     );
     browser.screenshot("dashboard-bulk-backup").await.unwrap();
 
-    // One backup, on web1 only, dispatched to its agent after the init its
-    // new repository needed.
+    // One backup, on web1 only, run by its agent (after the init its new
+    // repository needed).
     let backups = jobs_of(&admin, &web1, "backup").await;
     assert_eq!(backups.len(), 1, "{backups:#?}");
     assert_eq!(backups[0]["params"], json!({"paths": ["/etc"]}));
+    assert_eq!(backups[0]["trigger"], "manual");
     assert!(jobs_of(&admin, &web2, "backup").await.is_empty());
     assert!(jobs_of(&admin, &lab1, "backup").await.is_empty());
-    let init = web1_agent.next_run().await.unwrap();
-    assert_eq!(init.kind, rm_protocol::JobKind::Init);
-    web1_agent
-        .run_to_end(&init.job_id, rm_protocol::JobOutcome::Succeeded, &[])
+    let backup = admin
+        .finished_job(backups[0]["id"].as_str().unwrap(), WAIT)
         .await
         .unwrap();
-    let run = web1_agent.next_run().await.unwrap();
-    assert_eq!(run.job_id, backups[0]["id"].as_str().unwrap());
-    assert_eq!(run.kind, rm_protocol::JobKind::Backup);
+    assert_eq!(backup["status"], "succeeded", "{backup:#}");
+    let init = &jobs_of(&admin, &web1, "init").await[0];
+    let at =
+        |v: &Value| serde_json::from_value::<chrono::DateTime<chrono::Utc>>(v.clone()).unwrap();
+    assert!(
+        at(&init["finished_at"]) <= at(&backup["started_at"]),
+        "the backup waited for the init: {init:#} {backup:#}"
+    );
 
     // The bulk form needs the page's CSRF token like every UI action: a
     // request with only the session cookie starts nothing.
@@ -346,6 +374,7 @@ async fn the_dashboard_filters_by_label_and_backs_up_exactly_the_filtered_online
     )
     .await;
     browser.close().await.unwrap();
+    shutdown.cancel();
 }
 
 #[tokio::test]
