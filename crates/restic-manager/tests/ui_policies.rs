@@ -47,18 +47,6 @@ async fn labelled_host(
     (enrolled.host_id, agent.acknowledge_schedules())
 }
 
-async fn log_in(browser: &Browser, server: &TestServer) {
-    browser
-        .goto(&format!("{}/login", server.url))
-        .await
-        .unwrap();
-    browser.wait_for("#username", WAIT).await.unwrap();
-    browser.fill("#username", "admin").await.unwrap();
-    browser.fill("#password", ADMIN_PASSWORD).await.unwrap();
-    browser.click("#login-submit").await.unwrap();
-    browser.wait_for("#hosts-table, main", WAIT).await.unwrap();
-}
-
 /// The only policy, as the API shows it.
 async fn the_policy(admin: &Api) -> Value {
     let (status, list) = admin.get("/api/v1/policies").await.unwrap();
@@ -78,7 +66,10 @@ async fn an_operator_creates_edits_and_deletes_a_policy_through_the_form() {
     let (dev_id, _dev) = labelled_host(&server, &admin, "web-dev-1", &[("env", "dev")]).await;
 
     let browser = Browser::start().await.unwrap();
-    log_in(&browser, &server).await;
+    browser
+        .log_in(&server.url, "admin", ADMIN_PASSWORD)
+        .await
+        .unwrap();
 
     // The page is in the navigation; no policies yet.
     browser.click("nav a[href=\"/policies\"]").await.unwrap();

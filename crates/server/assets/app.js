@@ -90,8 +90,39 @@ function fieldLike(field) {
   };
 }
 
+// A bulk action's outcome: the jobs started (linked, by host name where
+// the page lists the host) and the hosts skipped, with why.
+function showBulk(result) {
+  const name = (id) => document.querySelector(`tr[data-host="${id}"] td a`)?.textContent || id;
+  const item = (text, href) => {
+    const li = document.createElement("li");
+    if (href) { const a = document.createElement("a"); a.href = href; a.textContent = text; li.append(a); } else { li.textContent = text; }
+    return li;
+  };
+  const jobs = result.jobs || [];
+  const skipped = result.skipped || [];
+  document.getElementById("bulk-summary").textContent =
+    `${jobs.length} job${jobs.length === 1 ? "" : "s"} started, ${skipped.length} host${skipped.length === 1 ? "" : "s"} skipped.`;
+  document.getElementById("bulk-started").replaceChildren(...jobs.map((j) => item(`${j.kind} on ${name(j.host_id)}`, `/jobs/${j.id}`)));
+  document.getElementById("bulk-skipped").replaceChildren(...skipped.map((s) => item(`${s.name}: ${s.reason}`)));
+  document.getElementById("bulk-skipped-title").hidden = skipped.length === 0;
+  document.getElementById("bulk-result").hidden = false;
+}
+
+// A form's confirmation, `{n}` being the hosts the dashboard's filter
+// matches now (from the live count).
+function confirmed(form) {
+  const message = form.dataset.confirm;
+  if (!message) return true;
+  const count = Number(document.getElementById("count-total")?.textContent || 0);
+  const filter = document.getElementById("fleet-filter")?.textContent || "";
+  const hosts = `${filter ? "the" : "all"} ${count} host${count === 1 ? "" : "s"}${filter ? " with " + filter : ""}`;
+  return confirm(message.replaceAll("{n}", hosts));
+}
+
 function after(then, result) {
   if (then === "job" && result && result.id) { location.href = `/jobs/${result.id}`; return; }
+  if (then === "bulk" && result) { showBulk(result); return; }
   if (then === "show-command" && result && result.command) {
     document.getElementById("enroll-command").textContent = result.command;
     document.getElementById("enroll-expires").textContent = utc(result.expires_at);
@@ -159,6 +190,7 @@ document.addEventListener("submit", async (event) => {
   const form = event.target.closest("form[data-ui-form]");
   if (!form) return;
   event.preventDefault();
+  if (!confirmed(form)) return;
   for (const box of form.querySelectorAll(".field-error")) { box.textContent = ""; box.hidden = true; }
   for (const field of form.querySelectorAll("[aria-invalid]")) field.removeAttribute("aria-invalid");
   const button = form.querySelector('[type="submit"]');

@@ -16,6 +16,7 @@ pub mod browse;
 pub mod config;
 pub mod enrollment;
 mod fd_limit;
+pub mod hosts;
 mod hub;
 pub mod jobs;
 mod keyfile;

@@ -252,6 +252,43 @@ impl Browser {
             .with_context(|| format!("clicking `{css}`"))
     }
 
+    /// Logs in on `origin`'s login page as `username` and waits for the
+    /// page behind it (its main navigation).
+    pub async fn log_in(&self, origin: &str, username: &str, password: &str) -> anyhow::Result<()> {
+        self.goto(&format!("{origin}/login")).await?;
+        self.wait_for("#username", Duration::from_secs(10)).await?;
+        self.fill("#username", username).await?;
+        self.fill("#password", password).await?;
+        self.click("#login-submit").await?;
+        self.wait_for("nav", Duration::from_secs(10)).await?;
+        Ok(())
+    }
+
+    /// Makes the current page answer every `confirm()` with OK, keeping
+    /// the questions for [`Browser::confirmations`]. Lasts until the next
+    /// navigation.
+    pub async fn accept_confirms(&self) -> anyhow::Result<()> {
+        self.client
+            .execute(
+                "window.rmConfirmed = []; \
+                 window.confirm = (message) => { window.rmConfirmed.push(String(message)); return true; };",
+                Vec::new(),
+            )
+            .await
+            .context("replacing window.confirm")?;
+        Ok(())
+    }
+
+    /// The questions `confirm()` asked since [`Browser::accept_confirms`].
+    pub async fn confirmations(&self) -> anyhow::Result<Vec<String>> {
+        let asked = self
+            .client
+            .execute("return window.rmConfirmed || [];", Vec::new())
+            .await
+            .context("reading the confirmations")?;
+        Ok(serde_json::from_value(asked)?)
+    }
+
     /// Saves a PNG screenshot of the viewport as `<shots_dir>/<name>.png` and
     /// returns its path.
     ///

@@ -6,14 +6,14 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
 use rm_core::HostId;
-use rm_core::Labels;
 use rm_protocol::api::{HostView, PatchHost, RepoStatsEntry, RepoStatsResponse};
 use rm_protocol::close_code;
 use rm_protocol::{RepoStats, SnapshotInfo, TreeEntry};
 
 use crate::browse::{self, BrowseError};
+use crate::hosts::HostError;
 use crate::rpc::RpcError;
-use rm_store::{Host, HostPatch, StoreError, MAX_HOST_PAGE};
+use rm_store::{Host, MAX_HOST_PAGE};
 
 use super::{ApiError, ApiJson, ApiPath, ApiQuery, Operator};
 use crate::audit::{Action, Audit, Client, Target};
@@ -109,9 +109,9 @@ pub(crate) async fn show(
     Ok(Json(Fleet::load(&state).await?.host_view(host)))
 }
 
-/// `PATCH /api/v1/hosts/{id}`: the host's own name, labels or freshness.
-/// New labels may change which policy applies: it is applied (and the
-/// result pushed) before the answer.
+/// `PATCH /api/v1/hosts/{id}`: the host's own name, labels or freshness
+/// ([`crate::hosts::patch`]). New labels may change which policy applies:
+/// it is applied (and the result pushed) before the answer.
 pub(crate) async fn patch(
     State(state): State<AppState>,
     operator: Operator,
@@ -120,50 +120,8 @@ pub(crate) async fn patch(
     ApiJson(req): ApiJson<PatchHost>,
 ) -> Result<Json<HostView>, ApiError> {
     let id = parse_host_id(&id)?;
-    let name = req
-        .name
-        .as_deref()
-        .map(|n| crate::enrollment::validate_label("name", n, crate::enrollment::MAX_NAME_CHARS))
-        .transpose()?;
-    let labels = req
-        .labels
-        .clone()
-        .map(|l| Labels::parse("labels", l))
-        .transpose()
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    if let Some(Some(seconds)) = req.freshness_seconds {
-        crate::policies::check_freshness("freshness_seconds", seconds)
-            .map_err(ApiError::bad_request)?;
-    }
-    let patch = HostPatch {
-        name,
-        labels,
-        freshness_seconds: req.freshness_seconds,
-    };
-    let entry = Audit::by(&state, &operator, &client).await.entry(
-        Action::HostUpdate,
-        Some(Target::new("host", id)),
-        serde_json::json!({
-            "name": patch.name,
-            "labels": patch.labels.as_ref().map(|l| l.to_string()),
-            "freshness_seconds": patch.freshness_seconds,
-        }),
-    );
-    let host = match state.store().patch_host(id, &patch, Some(&entry)).await {
-        Err(StoreError::NotFound(_)) => {
-            return Err(ApiError::not_found(format!("host `{id}` not found")))
-        }
-        other => other?,
-    };
-    // A new name changes `{host}` in a policy's repository template too.
-    let host = if patch.labels.is_some() || patch.name.is_some() {
-        crate::policies::reconcile(&state, Some(&[id]), None, None).await?;
-        state.fleet_changed();
-        state.store().host(id).await?.unwrap_or(host)
-    } else {
-        state.fleet_changed();
-        host
-    };
+    let by = Audit::by(&state, &operator, &client).await;
+    let host = crate::hosts::patch(&state, id, &req, Some(&by)).await?;
     Ok(Json(Fleet::load(&state).await?.host_view(host)))
 }
 
@@ -277,6 +235,17 @@ pub(crate) async fn repo_stats(
 #[derive(serde::Deserialize)]
 pub(crate) struct TreeQuery {
     path: Option<String>,
+}
+
+impl From<HostError> for ApiError {
+    fn from(e: HostError) -> ApiError {
+        match e {
+            HostError::Invalid(message) => ApiError::bad_request(message),
+            HostError::NotFound(_) => ApiError::not_found(e.to_string()),
+            HostError::Store(e) => e.into(),
+            HostError::Policy(e) => e.into(),
+        }
+    }
 }
 
 impl From<BrowseError> for ApiError {

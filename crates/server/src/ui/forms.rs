@@ -33,7 +33,7 @@ use crate::state::AppState;
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub(crate) struct JobForm {
-    kind: String,
+    pub(super) kind: String,
     cron: String,
     timezone: String,
     jitter_seconds: String,
@@ -243,14 +243,15 @@ const KEEPS: [&str; 6] = [
 ];
 
 /// The form field an API error message is about: its first `` `name` ``,
-/// without `params.` and any `[index]` (`params.excludes[1]` → `excludes`).
+/// without `params.` and any `[index]` or `.key` (`params.excludes[1]` →
+/// `excludes`, `labels.env` → `labels`).
 /// A forget without any keep rule (`params`) and an unknown preset are
 /// about the retention choice.
 fn form_field(message: &str) -> Option<String> {
     let (_, rest) = message.split_once('`')?;
     let (name, _) = rest.split_once('`')?;
     let name = name.strip_prefix("params.").unwrap_or(name);
-    let name = name.split('[').next().unwrap_or(name);
+    let name = name.split(['[', '.']).next().unwrap_or(name);
     let field = match name {
         "params" | "preset" => "retention",
         other => other,
@@ -259,7 +260,7 @@ fn form_field(message: &str) -> Option<String> {
 }
 
 /// The API's answer; a 400 also names the form field it is about.
-fn answer<T: IntoResponse>(result: Result<T, ApiError>) -> Response {
+pub(super) fn answer<T: IntoResponse>(result: Result<T, ApiError>) -> Response {
     match result {
         Ok(done) => done.into_response(),
         Err(e) if e.status() == StatusCode::BAD_REQUEST => {
@@ -501,6 +502,7 @@ mod tests {
             field("`jitter_seconds` must be at most 86400"),
             "jitter_seconds"
         );
+        assert_eq!(field("`labels.env` value \"PROD\" …"), "labels");
         assert_eq!(form_field("host is offline"), None);
     }
 }

@@ -10,6 +10,7 @@
 mod accounts;
 mod assets;
 mod audit;
+mod fleet;
 mod format;
 mod forms;
 mod pages;
@@ -40,8 +41,10 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/hosts/{id}", get(pages::host))
         .route("/hosts/{id}/backup", post(forms::backup))
         .route("/hosts/{id}/schedules", post(forms::schedule))
+        .route("/hosts/{id}/settings", post(fleet::host_settings))
+        .route("/bulk", post(fleet::bulk))
         .route("/jobs/{id}", get(pages::job))
-        .route("/enroll", get(pages::enroll))
+        .route("/enroll", get(pages::enroll).post(fleet::enroll))
         .route("/users", get(accounts::users))
         .route(
             "/tokens",

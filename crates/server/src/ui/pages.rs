@@ -7,11 +7,13 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use rm_core::{HostId, JobId, JobStatus};
+use rm_core::{HostId, JobId, JobStatus, Labels, PolicyId, Selector};
+use rm_protocol::api::HostView;
 use rm_store::{Host, Job, JobFilter, RepoStatsRecord};
 
 use super::format;
 use super::session::{render, store_error, WebUser};
+use crate::policies::Fleet;
 use crate::state::AppState;
 
 /// Host rows per dashboard page: enough for a glance, small enough that a
@@ -55,9 +57,38 @@ pub(crate) struct HostRow {
     pub(crate) hooks: Vec<String>,
     /// Files in its hooks folder it refuses, with why: (name, reason).
     pub(crate) hooks_refused: Vec<(String, String)>,
+    /// Its labels as `key=value`, each with the dashboard link that
+    /// filters by it.
+    pub(crate) labels: Vec<(String, String)>,
+    /// The policy that applies to it.
+    pub(crate) policy_name: Option<String>,
+    /// How many other hosts use its repository.
+    pub(crate) shared_with: u64,
+    /// Neither a repository nor a schedule.
+    pub(crate) unconfigured: bool,
 }
 
-fn host_row(host: &Host, now: DateTime<Utc>) -> HostRow {
+/// The dashboard filtered by `labels` (`key=value,…`; empty: every
+/// host), at `page` when given.
+fn dashboard_link(labels: &str, page: Option<u32>) -> String {
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    if !labels.is_empty() {
+        query.append_pair("labels", labels);
+    }
+    if let Some(page) = page {
+        query.append_pair("page", &page.to_string());
+    }
+    let query = query.finish();
+    if query.is_empty() {
+        String::from("/")
+    } else {
+        format!("/?{query}")
+    }
+}
+
+/// A host's row; the fleet-level parts (labels, policy, sharing) from its
+/// API view, where they are decided.
+fn host_row(host: &Host, view: &HostView, now: DateTime<Utc>) -> HostRow {
     let stale = match (host.last_backup_at, host.last_backup_status) {
         (Some(at), Some(JobStatus::Succeeded | JobStatus::Partial)) => {
             now - at > super::stale_after()
@@ -116,6 +147,18 @@ fn host_row(host: &Host, now: DateTime<Utc>) -> HostRow {
             .iter()
             .map(|r| (r.name.clone(), r.reason.clone()))
             .collect(),
+        labels: view
+            .labels
+            .iter()
+            .map(|(k, v)| {
+                let pair = format!("{k}={v}");
+                let link = dashboard_link(&pair, None);
+                (pair, link)
+            })
+            .collect(),
+        policy_name: view.policy_name.clone(),
+        shared_with: view.repository_shared_with,
+        unconfigured: view.unconfigured,
     }
 }
 
@@ -158,27 +201,39 @@ struct DashboardPage {
     online: u64,
     offline: u64,
     stale: u64,
+    unconfigured: u64,
     total: u64,
     hosts: Vec<HostRow>,
     /// 1-based number of the first and last host row shown.
     first: u64,
     last: u64,
     /// Links to the neighbouring pages, when there are any.
-    prev_page: Option<u32>,
-    next_page: Option<u32>,
+    prev_page: Option<String>,
+    next_page: Option<String>,
     jobs: Vec<JobRow>,
+    /// The label filter as typed (shown back in its box).
+    filter_text: String,
+    /// The filter in use, `key=value,…`; empty: every host.
+    filter: String,
+    /// Why the typed filter was refused; every host is shown meanwhile
+    /// and the bulk actions are off.
+    filter_error: Option<String>,
 }
 
 /// Query of the dashboard.
 #[derive(serde::Deserialize)]
 pub(crate) struct DashboardQuery {
     page: Option<String>,
+    /// A label filter, `env=prod,role=db`.
+    labels: Option<String>,
 }
 
-/// `GET /?page=N`: the fleet at a glance. The counts come from one
-/// aggregate query; the host table shows one page of hosts, those needing
-/// attention (offline, not backed up) first, so a large fleet's problems
-/// are on page 1 and the page stays fast.
+/// `GET /?labels=k=v,…&page=N`: the fleet at a glance. The counts come
+/// from one aggregate query; the host table shows one page of hosts, those
+/// needing attention (offline, not backed up) first, so a large fleet's
+/// problems are on page 1 and the page stays fast. Both count and list
+/// only the hosts the label filter matches, and the bulk actions act on
+/// exactly those.
 pub(crate) async fn dashboard(
     State(state): State<AppState>,
     user: WebUser,
@@ -186,11 +241,17 @@ pub(crate) async fn dashboard(
 ) -> Response {
     let now = Utc::now();
     let backed_up_since = now - super::stale_after();
-    let counts = match state
-        .store()
-        .host_counts(backed_up_since, &rm_core::Selector::default())
-        .await
-    {
+    let filter_text = query.labels.unwrap_or_default();
+    let (selector, filter_error) = match Labels::parse_pairs("labels", &filter_text) {
+        Ok(labels) => (Selector(labels), None),
+        Err(e) => (Selector::default(), Some(e.to_string())),
+    };
+    let filter = if selector.is_everything() {
+        String::new()
+    } else {
+        selector.to_string()
+    };
+    let counts = match state.store().host_counts(backed_up_since, &selector).await {
         Ok(counts) => counts,
         Err(e) => return store_error(e),
     };
@@ -205,18 +266,20 @@ pub(crate) async fn dashboard(
     let offset = (page - 1).saturating_mul(DASHBOARD_HOSTS);
     let hosts = match state
         .store()
-        .list_hosts_attention_first(
-            backed_up_since,
-            &rm_core::Selector::default(),
-            offset,
-            DASHBOARD_HOSTS,
-        )
+        .list_hosts_attention_first(backed_up_since, &selector, offset, DASHBOARD_HOSTS)
         .await
     {
         Ok(hosts) => hosts,
         Err(e) => return store_error(e),
     };
-    let rows: Vec<HostRow> = hosts.iter().map(|h| host_row(h, now)).collect();
+    let fleet = match Fleet::load(&state).await {
+        Ok(fleet) => fleet,
+        Err(e) => return store_error(e),
+    };
+    let rows: Vec<HostRow> = hosts
+        .iter()
+        .map(|h| host_row(h, &fleet.host_view(h.clone()), now))
+        .collect();
     let jobs = match state
         .store()
         .list_jobs(&JobFilter {
@@ -244,20 +307,28 @@ pub(crate) async fn dashboard(
         job_rows.push(job_row(job, &name, now));
     }
     let first = u64::from(offset) + 1;
-    render(&DashboardPage {
+    let mut page = render(&DashboardPage {
         user: user.username,
         csrf: user.csrf,
         online: counts.online,
         offline: counts.offline(),
         stale: counts.not_backed_up,
+        unconfigured: counts.unconfigured,
         total: counts.total,
         first,
         last: u64::from(offset) + rows.len() as u64,
-        prev_page: (page > 1).then(|| page - 1),
-        next_page: (u64::from(page) < pages).then(|| page + 1),
+        prev_page: (page > 1).then(|| dashboard_link(&filter, Some(page - 1))),
+        next_page: (u64::from(page) < pages).then(|| dashboard_link(&filter, Some(page + 1))),
         hosts: rows,
         jobs: job_rows,
-    })
+        filter_text,
+        filter,
+        filter_error: filter_error.clone(),
+    });
+    if filter_error.is_some() && page.status() == StatusCode::OK {
+        *page.status_mut() = StatusCode::BAD_REQUEST;
+    }
+    page
 }
 
 /// A schedule as the host page shows it.
@@ -273,6 +344,48 @@ pub(crate) struct ScheduleRow {
     pub(crate) jitter: u32,
     /// The `PUT /schedules/{id}` body that flips `enabled`.
     pub(crate) toggle_body: String,
+    /// The policy that gives it, (id, name); `None`: the host's own.
+    pub(crate) policy: Option<(String, String)>,
+}
+
+/// A host's effective settings and where each comes from, as the host
+/// page shows them (decided in [`crate::policies`], read from its view).
+pub(crate) struct Effective {
+    /// The policy that applies, (id, name).
+    pub(crate) policy: Option<(String, String)>,
+    /// Policies whose selectors match too but that lost on priority.
+    pub(crate) outranked: Vec<(String, String)>,
+    /// `own`, `policy` or `none`.
+    pub(crate) repository_source: &'static str,
+    /// For a policy's repository: that policy, (id, name).
+    pub(crate) repository_policy: Option<(String, String)>,
+    /// The repository, credentials hidden.
+    pub(crate) repository_url: String,
+    /// Other hosts using the same repository, (id, name), and how many
+    /// there are in all (the list is cut short on a large fleet).
+    pub(crate) shared_with: Vec<(String, String)>,
+    pub(crate) shared_count: u64,
+    /// The freshness in effect, in words, and where it comes from (`own`,
+    /// `policy` — the applying one —, `default`).
+    pub(crate) freshness: String,
+    pub(crate) freshness_source: String,
+    pub(crate) protected: bool,
+    pub(crate) unconfigured: bool,
+    /// The host has its own repository while its policy gives one: it
+    /// may drop its own to use the policy's.
+    pub(crate) may_use_policy_repository: bool,
+}
+
+/// Most hosts sharing a repository the host page names.
+const SHARED_NAMES: u32 = 50;
+
+/// A policy as a link's (id, name); a policy gone since keeps its id.
+fn policy_ref(fleet: &Fleet, id: PolicyId) -> (String, String) {
+    let name = fleet
+        .policy(id)
+        .map(|p| p.name.clone())
+        .unwrap_or_else(|| id.to_string());
+    (id.to_string(), name)
 }
 
 /// A snapshot as the host page shows it.
@@ -312,6 +425,11 @@ struct HostPage {
     /// The agent token's state in words (as enrolled, rotated, pending, revoked).
     agent_token: String,
     revoked: bool,
+    /// Its labels as `key=value,…` and its own freshness (empty: none),
+    /// for the settings form.
+    labels_text: String,
+    own_freshness: String,
+    effective: Effective,
 }
 
 /// The agent token's state as the host page says it.
@@ -379,6 +497,11 @@ pub(crate) async fn host(
         Ok(jobs) => jobs,
         Err(e) => return store_error(e),
     };
+    let fleet = match Fleet::load(&state).await {
+        Ok(fleet) => fleet,
+        Err(e) => return store_error(e),
+    };
+    let view = fleet.host_view(host.clone());
     let backup_paths = schedules
         .iter()
         .find(|s| s.kind == "backup")
@@ -407,6 +530,7 @@ pub(crate) async fn host(
             .to_string();
             ScheduleRow {
                 toggle_body,
+                policy: s.policy.map(|(id, _)| policy_ref(&fleet, id)),
                 id: view.id,
                 kind: view.kind,
                 cron: view.cron,
@@ -436,7 +560,45 @@ pub(crate) async fn host(
                 .unwrap_or_else(|| String::from("—")),
         })
         .collect();
-    let row = host_row(&host, now);
+    let shared_with = match (&host.repository_key, host.repository_shared_with) {
+        (Some(key), n) if n > 0 => match state.store().hosts_of_repository(key).await {
+            Ok(hosts) => hosts
+                .into_iter()
+                .filter(|h| h.id != host.id)
+                .take(SHARED_NAMES as usize)
+                .map(|h| (h.id.to_string(), h.name))
+                .collect(),
+            Err(e) => return store_error(e),
+        },
+        _ => Vec::new(),
+    };
+    let winner = host.policy_id.and_then(|id| fleet.policy(id));
+    let effective = Effective {
+        policy: host.policy_id.map(|id| policy_ref(&fleet, id)),
+        outranked: view
+            .policies_outranked
+            .iter()
+            .filter_map(|id| id.parse::<PolicyId>().ok())
+            .map(|id| policy_ref(&fleet, id))
+            .collect(),
+        repository_source: match view.repository_source.as_deref() {
+            Some("policy") => "policy",
+            Some(_) => "own",
+            None => "none",
+        },
+        repository_policy: host.repository_policy_id.map(|id| policy_ref(&fleet, id)),
+        repository_url: view.repository_url.clone().unwrap_or_default(),
+        shared_count: view.repository_shared_with,
+        shared_with,
+        freshness: format::span(i64::try_from(view.freshness_seconds).unwrap_or(i64::MAX)),
+        freshness_source: view.freshness_source.clone(),
+        protected: view.protected,
+        unconfigured: view.unconfigured,
+        may_use_policy_repository: host.has_repository
+            && host.repository_policy_id.is_none()
+            && winner.is_some_and(|p| p.repository.is_some()),
+    };
+    let row = host_row(&host, &view, now);
     let jobs = jobs.iter().map(|j| job_row(j, &host.name, now)).collect();
     render(&HostPage {
         user: user.username,
@@ -475,6 +637,12 @@ pub(crate) async fn host(
         ],
         agent_token: agent_token_state(&host, now),
         revoked: host.agent_revoked_at.is_some(),
+        labels_text: host.labels.to_string(),
+        own_freshness: host
+            .freshness_seconds
+            .map(|s| s.to_string())
+            .unwrap_or_default(),
+        effective,
     })
 }
 
@@ -608,6 +776,8 @@ pub(crate) async fn job(
 pub(crate) struct TokenRow {
     pub(crate) name: String,
     pub(crate) expires: String,
+    /// The labels its host will get, `key=value,…`.
+    pub(crate) labels: String,
 }
 
 #[derive(Template)]
@@ -630,6 +800,7 @@ pub(crate) async fn enroll(State(state): State<AppState>, user: WebUser) -> Resp
         .map(|t| TokenRow {
             name: t.name.unwrap_or_else(|| String::from("(unnamed)")),
             expires: format::ago(t.expires_at, now),
+            labels: t.labels.to_string(),
         })
         .collect();
     render(&EnrollPage {
@@ -637,4 +808,20 @@ pub(crate) async fn enroll(State(state): State<AppState>, user: WebUser) -> Resp
         csrf: user.csrf,
         pending,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dashboard_link;
+
+    #[test]
+    fn dashboard_links_keep_the_label_filter() {
+        assert_eq!(dashboard_link("", None), "/");
+        assert_eq!(dashboard_link("", Some(2)), "/?page=2");
+        assert_eq!(dashboard_link("env=prod", None), "/?labels=env%3Dprod");
+        assert_eq!(
+            dashboard_link("env=prod,role=db/primary", Some(3)),
+            "/?labels=env%3Dprod%2Crole%3Ddb%2Fprimary&page=3"
+        );
+    }
 }

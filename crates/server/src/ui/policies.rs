@@ -587,6 +587,15 @@ fn request(
             } else {
                 env
             },
+            // The form has no fields for a second repository: an edit
+            // keeps the one set through the API.
+            copy_to: existing.and_then(|t| t.copy_to.as_ref()).map(|c| {
+                rm_protocol::api::PolicyCopyRequest {
+                    url: c.url.clone(),
+                    password: c.password.clone(),
+                    env: c.env.clone(),
+                }
+            }),
         })
     };
     let mut schedules = Vec::new();
@@ -926,6 +935,7 @@ mod tests {
             url: String::from("/old/{host}"),
             password: Some(String::from("kept secret")),
             env: BTreeMap::from([(String::from("RESTIC_PACK_SIZE"), String::from("32"))]),
+            copy_to: None,
         };
         let posted = pairs(&[("name", "p"), ("repository_url", "/new/{host}")]);
         let (form, rows) = read_form(&posted);
