@@ -213,71 +213,18 @@ impl SqliteStore {
     ) -> StoreResult<Vec<(HostId, u64)>> {
         let mut tx = self.begin_write().await?;
         match policy {
-            Some(PolicyWrite::Create(p)) => {
-                let schedules = serde_json::to_string(&p.schedules)
-                    .map_err(|e| StoreError::Conflict(format!("policy schedules: {e}")))?;
-                sqlx::query(
-                    "INSERT INTO policies (id, name, selector, priority, repository_nonce, \
-                     repository_ciphertext, schedules, freshness_seconds, created_at, updated_at) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                )
-                .bind(p.id.to_string())
-                .bind(&p.name)
-                .bind(codec::labels_json(&p.selector.0))
-                .bind(p.priority)
-                .bind(p.repository.as_ref().map(|r| r.nonce.clone()))
-                .bind(p.repository.as_ref().map(|r| r.ciphertext.clone()))
-                .bind(schedules)
-                .bind(codec::u64_opt_to_i64(
-                    p.freshness_seconds,
-                    "freshness_seconds",
-                )?)
-                .bind(ms(p.created_at))
-                .bind(ms(p.updated_at))
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| {
-                    insert_error(
-                        e,
-                        || format!("a policy named `{}` already exists", p.name),
-                        "policy",
-                    )
-                })?;
-            }
+            Some(PolicyWrite::Create(p)) => write_policy(&mut tx, p, false).await?,
             Some(PolicyWrite::Update(p)) => {
-                let schedules = serde_json::to_string(&p.schedules)
-                    .map_err(|e| StoreError::Conflict(format!("policy schedules: {e}")))?;
-                let updated = sqlx::query(
-                    "UPDATE policies SET name = ?, selector = ?, priority = ?, \
-                     repository_nonce = ?, repository_ciphertext = ?, schedules = ?, \
-                     freshness_seconds = ?, updated_at = ? WHERE id = ?",
-                )
-                .bind(&p.name)
-                .bind(codec::labels_json(&p.selector.0))
-                .bind(p.priority)
-                .bind(p.repository.as_ref().map(|r| r.nonce.clone()))
-                .bind(p.repository.as_ref().map(|r| r.ciphertext.clone()))
-                .bind(schedules)
-                .bind(codec::u64_opt_to_i64(
-                    p.freshness_seconds,
-                    "freshness_seconds",
-                )?)
-                .bind(ms(p.updated_at))
-                .bind(p.id.to_string())
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| {
-                    insert_error(
-                        e,
-                        || format!("a policy named `{}` already exists", p.name),
-                        "policy",
-                    )
-                })?
-                .rows_affected();
-                if updated == 0 {
+                let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM policies WHERE id = ?")
+                    .bind(p.id.to_string())
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(backend)?;
+                if exists.is_none() {
                     tx.rollback().await.map_err(backend)?;
                     return Err(StoreError::NotFound(format!("policy `{}`", p.id)));
                 }
+                write_policy(&mut tx, p, true).await?;
             }
             Some(PolicyWrite::Delete(id)) => {
                 let deleted = sqlx::query("DELETE FROM policies WHERE id = ?")
@@ -529,4 +476,53 @@ impl SqliteStore {
         tx.commit().await.map_err(backend)?;
         Ok((made, true))
     }
+}
+
+/// Inserts a policy, or (`replace`) replaces every field of the one with
+/// its id but its creation time. A taken name is [`StoreError::Conflict`].
+async fn write_policy(
+    conn: &mut sqlx::SqliteConnection,
+    p: &PolicyRecord,
+    replace: bool,
+) -> StoreResult<()> {
+    let schedules = serde_json::to_string(&p.schedules)
+        .map_err(|e| StoreError::Conflict(format!("policy schedules: {e}")))?;
+    let sql = if replace {
+        "INSERT INTO policies (id, name, selector, priority, repository_nonce, \
+         repository_ciphertext, schedules, freshness_seconds, created_at, updated_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+         ON CONFLICT (id) DO UPDATE SET name = excluded.name, selector = excluded.selector, \
+         priority = excluded.priority, repository_nonce = excluded.repository_nonce, \
+         repository_ciphertext = excluded.repository_ciphertext, \
+         schedules = excluded.schedules, freshness_seconds = excluded.freshness_seconds, \
+         updated_at = excluded.updated_at"
+    } else {
+        "INSERT INTO policies (id, name, selector, priority, repository_nonce, \
+         repository_ciphertext, schedules, freshness_seconds, created_at, updated_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    };
+    sqlx::query(sql)
+        .bind(p.id.to_string())
+        .bind(&p.name)
+        .bind(codec::labels_json(&p.selector.0))
+        .bind(p.priority)
+        .bind(p.repository.as_ref().map(|r| r.nonce.clone()))
+        .bind(p.repository.as_ref().map(|r| r.ciphertext.clone()))
+        .bind(schedules)
+        .bind(codec::u64_opt_to_i64(
+            p.freshness_seconds,
+            "freshness_seconds",
+        )?)
+        .bind(ms(p.created_at))
+        .bind(ms(p.updated_at))
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| {
+            insert_error(
+                e,
+                || format!("a policy named `{}` already exists", p.name),
+                "policy",
+            )
+        })?;
+    Ok(())
 }

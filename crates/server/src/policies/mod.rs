@@ -441,24 +441,25 @@ pub(crate) fn in_sync(host: &Host) -> bool {
     host.schedule_version == 0 || host.schedule_applied_version == Some(host.schedule_version)
 }
 
+/// How a template's password is shown: `given` or `generated`.
+fn password_kind(given: Option<&String>) -> String {
+    String::from(if given.is_some() {
+        "given"
+    } else {
+        "generated"
+    })
+}
+
 fn view(state: &AppState, p: &PolicyRecord, coverage: Option<&PolicyCoverage>) -> PolicyView {
     let now = Utc::now();
     let repository = match open_template(state, p) {
         Ok(Some(t)) => Some(PolicyRepositoryView {
             url: rm_core::redact::redact_url(&t.url),
-            password: String::from(if t.password.is_some() {
-                "given"
-            } else {
-                "generated"
-            }),
+            password: password_kind(t.password.as_ref()),
             env_keys: t.env.into_keys().collect(),
             copy_to: t.copy_to.map(|c| rm_protocol::api::PolicyCopyView {
                 url: rm_core::redact::redact_url(&c.url),
-                password: String::from(if c.password.is_some() {
-                    "given"
-                } else {
-                    "generated"
-                }),
+                password: password_kind(c.password.as_ref()),
                 env_keys: c.env.into_keys().collect(),
             }),
         }),

@@ -222,7 +222,16 @@ async fn repository(
         None => match current.as_ref().filter(|c| c.url == url) {
             Some(current) => current.password.clone(),
             None => {
-                match generated_password(state, policy.id, &template.url, &key, passwords).await {
+                match generated_password(
+                    state,
+                    policy.id,
+                    &template.url,
+                    &url,
+                    Which::Primary,
+                    passwords,
+                )
+                .await
+                {
                     Some(password) => password,
                     None => return RepositoryChange::Keep,
                 }
@@ -242,8 +251,13 @@ async fn repository(
                 {
                     Some(current) => current.password.clone(),
                     None => {
-                        match generated_copy_password(
-                            state, policy.id, &copy.url, &copy_url, passwords,
+                        match generated_password(
+                            state,
+                            policy.id,
+                            &copy.url,
+                            &copy_url,
+                            Which::Copy,
+                            passwords,
                         )
                         .await
                         {
@@ -292,17 +306,43 @@ async fn repository(
     }
 }
 
-/// The password of a second repository the policy gives without one: the
-/// same for every host copying into one repository (taken from a host of
-/// the policy that has it already), otherwise a new random one.
-async fn generated_copy_password(
+/// Which repository of a host's settings a generated password is for.
+#[derive(Clone, Copy)]
+enum Which {
+    /// The repository itself.
+    Primary,
+    /// Its `copy_to`.
+    Copy,
+}
+
+impl Which {
+    /// The password `config` has for the repository at `url`, if it has one.
+    fn password_in(self, config: RepositoryConfig, url: &str) -> Option<String> {
+        match self {
+            Which::Primary => (config.url == url).then_some(config.password),
+            Which::Copy => config.copy_to.filter(|c| c.url == url).map(|c| c.password),
+        }
+    }
+}
+
+/// The password of a repository (`which`, at `url`) the policy gives
+/// without one: the same for every host of the policy using that
+/// repository — taken from one that has it already — otherwise a new
+/// random one. With a per-host template (`{host}`, `{host_id}`) each
+/// repository is its host's own, so no other host is asked.
+async fn generated_password(
     state: &AppState,
     policy: PolicyId,
     template: &str,
     url: &str,
+    which: Which,
     passwords: &mut Passwords,
 ) -> Option<String> {
-    let slot = (policy, format!("copy:{}", effective::repository_key(url)));
+    let tag = match which {
+        Which::Primary => "repository",
+        Which::Copy => "copy",
+    };
+    let slot = (policy, format!("{tag}:{}", effective::repository_key(url)));
     if let Some(password) = passwords.0.get(&slot) {
         return Some(password.clone());
     }
@@ -319,54 +359,10 @@ async fn generated_copy_password(
             .filter(|h| h.repository_policy_id == Some(policy))
         {
             if let Ok(Some(config)) = crate::repositories::get(state, host.id).await {
-                if let Some(copy) = config.copy_to.filter(|c| c.url == url) {
-                    passwords.0.insert(slot, copy.password.clone());
-                    return Some(copy.password);
+                if let Some(password) = which.password_in(config, url) {
+                    passwords.0.insert(slot, password.clone());
+                    return Some(password);
                 }
-            }
-        }
-    }
-    match rm_core::password::generate_password() {
-        Ok(password) => {
-            passwords.0.insert(slot, password.clone());
-            Some(password)
-        }
-        Err(e) => {
-            tracing::error!("could not generate a repository password: {e}");
-            None
-        }
-    }
-}
-
-/// The password of a repository the policy gives without one: the same
-/// for every host of a shared repository (taken from a host that has it
-/// already), otherwise a new random one.
-async fn generated_password(
-    state: &AppState,
-    policy: PolicyId,
-    template: &str,
-    key: &str,
-    passwords: &mut Passwords,
-) -> Option<String> {
-    let slot = (policy, key.to_owned());
-    if let Some(password) = passwords.0.get(&slot) {
-        return Some(password.clone());
-    }
-    if !effective::is_per_host(template) {
-        let sharing = match state.store().hosts_of_repository(key).await {
-            Ok(hosts) => hosts,
-            Err(e) => {
-                tracing::error!("could not look up the hosts of a shared repository: {e}");
-                return None;
-            }
-        };
-        for host in sharing
-            .iter()
-            .filter(|h| h.repository_policy_id == Some(policy))
-        {
-            if let Ok(Some(config)) = crate::repositories::get(state, host.id).await {
-                passwords.0.insert(slot, config.password.clone());
-                return Some(config.password);
             }
         }
     }
