@@ -557,6 +557,97 @@ async fn a_shared_repository_runs_exclusive_jobs_alone_and_keeps_forget_to_each_
         "{listed:?}"
     );
 
+    // Retention from the policy, a forget that prunes every 5 s: at every
+    // fire each host forgets its own snapshots, and the repository is
+    // pruned once, by one of them.
+    succeeded(&fleet.run(&a, "backup", json!({"paths": [src_a]})).await);
+    succeeded(&fleet.run(&b, "backup", json!({"paths": [src_b]})).await);
+    let pool = |schedules: Value| json!({"name": "pool", "selector": {"pool": "a"}, "repository": {"url": shared}, "schedules": schedules});
+    fleet
+        .admin
+        .update_policy(
+            &policy_id,
+            pool(json!([{"kind": "forget", "cron": "*/5 * * * * *", "params": {"keep_last": 1, "prune": true}}])),
+        )
+        .await
+        .unwrap();
+    for id in [&a, &b] {
+        let version = fleet.host(id).await["schedule_version"].as_u64().unwrap();
+        fleet
+            .admin
+            .wait_schedule_acked(id, version, JOB_LIMIT)
+            .await
+            .unwrap();
+    }
+    // Fires from the next whole one on find both agents running the set.
+    let first = Utc::now().timestamp() / 5 + 1;
+    let scheduled_forgets = || async {
+        let mut all = fleet.jobs(&a).await;
+        all.extend(fleet.jobs(&b).await);
+        all.retain(|j| j["kind"] == "forget" && j["trigger"] == "schedule");
+        all
+    };
+    wait_until(JOB_LIMIT, "three fires of the policy's forget", || async {
+        scheduled_forgets()
+            .await
+            .iter()
+            .any(|j| fire_of(j) >= first + 2)
+    })
+    .await
+    .unwrap();
+    // Every fire before the current one is complete on both hosts.
+    let last = Utc::now().timestamp() / 5 - 1;
+    fleet
+        .admin
+        .update_policy(&policy_id, pool(json!([])))
+        .await
+        .unwrap();
+    for id in [&a, &b] {
+        let version = fleet.host(id).await["schedule_version"].as_u64().unwrap();
+        fleet
+            .admin
+            .wait_schedule_acked(id, version, JOB_LIMIT)
+            .await
+            .unwrap();
+    }
+    let mut per_fire: BTreeMap<i64, Vec<Value>> = BTreeMap::new();
+    for job in scheduled_forgets().await {
+        let job = fleet
+            .admin
+            .finished_job(job["id"].as_str().unwrap(), JOB_LIMIT)
+            .await
+            .unwrap();
+        if job["status"] != "skipped" {
+            succeeded(&job);
+        }
+        per_fire.entry(fire_of(&job)).or_default().push(job);
+    }
+    let checked: Vec<_> = per_fire.range(first..=last).collect();
+    assert!(checked.len() >= 2, "{per_fire:#?}");
+    for (fire, jobs) in checked {
+        // One record per host (a job, or a fire skipped while its previous
+        // one still ran), and at most one prune.
+        let mut hosts: Vec<&str> = jobs
+            .iter()
+            .map(|j| j["host_id"].as_str().unwrap())
+            .collect();
+        hosts.sort_unstable();
+        let mut both = vec![a.as_str(), b.as_str()];
+        both.sort_unstable();
+        assert_eq!(hosts, both, "fire {fire}: {jobs:#?}");
+        let prunes = jobs
+            .iter()
+            .filter(|j| j["status"] != "skipped" && j["params"]["prune"] == true)
+            .count();
+        assert!(prunes <= 1, "fire {fire}: {jobs:#?}");
+    }
+    let listed = fleet.restic_snapshots(&shared, &password).await;
+    assert_eq!(
+        (count("alpha")(&listed), count("beta")(&listed)),
+        (1, 1),
+        "{listed:?}"
+    );
+
     // A prune on beta waits while alpha's backup runs (held by its
     // `before` hook until the test lets it go), and starts after it ends.
     let release = fleet.scratch.path().join("release");
