@@ -229,6 +229,7 @@ async fn a_policy_configures_labelled_hosts_follows_edits_and_takes_back_what_it
         );
     }
     let passwords = [fleet.password(&ids[0]).await, fleet.password(&ids[1]).await];
+    let web3_password = fleet.password(&ids[2]).await;
     assert_ne!(
         passwords[0], passwords[1],
         "per-host repositories get a password each"
@@ -298,6 +299,28 @@ async fn a_policy_configures_labelled_hosts_follows_edits_and_takes_back_what_it
         .wait_schedule_acked(&ids[2], version, JOB_LIMIT)
         .await
         .unwrap();
+
+    // Back in `env=prod`, web-3 gets its repository again, with the
+    // password it was made with (the repository is still there), and then
+    // leaves again.
+    let relabel = |env: &'static str| {
+        let path = format!("/api/v1/hosts/{}", ids[2]);
+        let admin = fleet.admin.clone();
+        async move {
+            let (status, body) = admin
+                .patch(&path, json!({"labels": {"env": env, "tier": "web"}}))
+                .await
+                .unwrap();
+            assert_eq!(status, 200, "{body}");
+        }
+    };
+    relabel("prod").await;
+    assert_eq!(fleet.host(&ids[2]).await["repository_source"], "policy");
+    assert_eq!(fleet.password(&ids[2]).await, web3_password);
+    let backup = fleet.run(&ids[2], "backup", json!({"paths": [src]})).await;
+    succeeded(&backup);
+    relabel("staging").await;
+    assert_eq!(fleet.host(&ids[2]).await["unconfigured"], true);
 
     // web-2's own backup schedule replaces the policy's.
     let (status, own) = fleet
