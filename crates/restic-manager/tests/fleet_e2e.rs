@@ -384,10 +384,24 @@ async fn a_policy_configures_labelled_hosts_follows_edits_and_takes_back_what_it
         );
     }
 
+    // Without its own schedule web-2 has the policy's again.
+    let (status, body) = fleet
+        .admin
+        .delete(&format!(
+            "/api/v1/schedules/{}",
+            own["id"].as_str().unwrap()
+        ))
+        .await
+        .unwrap();
+    assert_eq!(status, 204, "{body}");
+    let schedules = fleet.schedules(&ids[1]).await;
+    assert_eq!(schedules.len(), 1, "{schedules:#?}");
+    assert_eq!(schedules[0]["source"], "policy", "{schedules:#?}");
+    assert_eq!(schedules[0]["cron"], "*/4 * * * * *", "{schedules:#?}");
+
     // web-1 gets a repository of its own, then the policy goes: web-1
     // keeps its own repository and loses the policy's schedule; web-2
-    // keeps its own schedule and loses the policy's repository; nothing
-    // points anywhere silently.
+    // loses both the policy gave it and shows as unconfigured.
     let own_repo = fleet.path("own/web-1");
     fleet
         .admin
@@ -406,10 +420,10 @@ async fn a_policy_configures_labelled_hosts_follows_edits_and_takes_back_what_it
     assert_eq!(web1["unconfigured"], false, "{web1:#}");
     assert_eq!(fleet.schedules(&ids[0]).await, Vec::<Value>::new());
     let web2_view = fleet.host(&ids[1]).await;
+    assert_eq!(web2_view["policy_id"], Value::Null, "{web2_view:#}");
     assert_eq!(web2_view["repository_source"], Value::Null, "{web2_view:#}");
-    let schedules = fleet.schedules(&ids[1]).await;
-    assert_eq!(schedules.len(), 1, "{schedules:#?}");
-    assert_eq!(schedules[0]["source"], "host");
+    assert_eq!(web2_view["unconfigured"], true, "{web2_view:#}");
+    assert_eq!(fleet.schedules(&ids[1]).await, Vec::<Value>::new());
     let (status, _) = fleet
         .admin
         .get(&format!("/api/v1/hosts/{}/repository", ids[1]))
