@@ -686,7 +686,9 @@ async fn a_shared_repository_runs_exclusive_jobs_alone_and_keeps_forget_to_each_
     );
 
     // A prune on beta waits while alpha's backup runs (held by its
-    // `before` hook until the test lets it go), and starts after it ends.
+    // `before` hook until the test lets it go), and starts after it ends;
+    // so does a forget without prune (restic's forget takes the exclusive
+    // lock too).
     let release = fleet.scratch.path().join("release");
     write_hook(
         &alpha.state_dir,
@@ -697,35 +699,47 @@ async fn a_shared_repository_runs_exclusive_jobs_alone_and_keeps_forget_to_each_
         ),
         0o700,
     );
-    let backup = fleet
-        .admin
-        .start_job(
-            &a,
-            "backup",
-            json!({"paths": [src_a], "hooks": {"before": ["hold"]}}),
-        )
-        .await
-        .unwrap();
-    fleet
-        .admin
-        .wait_job_status(&backup, "running", JOB_LIMIT)
-        .await
-        .unwrap();
-    let prune = fleet.admin.start_job(&b, "prune", json!({})).await.unwrap();
-    let waiting = fleet.admin.job(&prune).await.unwrap();
-    assert_eq!(waiting["status"], "queued", "{waiting:#}");
-    // Still so once beta has nothing else to do, while the backup runs.
-    assert_eq!(fleet.admin.job(&backup).await.unwrap()["status"], "running");
-    assert_eq!(fleet.admin.job(&prune).await.unwrap()["status"], "queued");
-    std::fs::write(&release, b"").unwrap();
-    let backup = fleet.admin.finished_job(&backup, JOB_LIMIT).await.unwrap();
-    succeeded(&backup);
-    let prune = fleet.admin.finished_job(&prune, JOB_LIMIT).await.unwrap();
-    succeeded(&prune);
-    assert!(
-        time(&prune, "started_at") >= time(&backup, "finished_at"),
-        "prune {prune:#}\nbackup {backup:#}"
-    );
+    for (kind, params) in [("prune", json!({})), ("forget", json!({"keep_last": 1}))] {
+        if release.exists() {
+            std::fs::remove_file(&release).unwrap();
+        }
+        let backup = fleet
+            .admin
+            .start_job(
+                &a,
+                "backup",
+                json!({"paths": [src_a], "hooks": {"before": ["hold"]}}),
+            )
+            .await
+            .unwrap();
+        fleet
+            .admin
+            .wait_job_status(&backup, "running", JOB_LIMIT)
+            .await
+            .unwrap();
+        let exclusive = fleet.admin.start_job(&b, kind, params).await.unwrap();
+        let waiting = fleet.admin.job(&exclusive).await.unwrap();
+        assert_eq!(waiting["status"], "queued", "{waiting:#}");
+        // Still so once beta has nothing else to do, while the backup runs.
+        assert_eq!(fleet.admin.job(&backup).await.unwrap()["status"], "running");
+        assert_eq!(
+            fleet.admin.job(&exclusive).await.unwrap()["status"],
+            "queued"
+        );
+        std::fs::write(&release, b"").unwrap();
+        let backup = fleet.admin.finished_job(&backup, JOB_LIMIT).await.unwrap();
+        succeeded(&backup);
+        let exclusive = fleet
+            .admin
+            .finished_job(&exclusive, JOB_LIMIT)
+            .await
+            .unwrap();
+        succeeded(&exclusive);
+        assert!(
+            time(&exclusive, "started_at") >= time(&backup, "finished_at"),
+            "{kind} {exclusive:#}\nbackup {backup:#}"
+        );
+    }
 
     // The opposite: a check on beta reading every pack (slowly) holds a
     // backup on alpha queued until it ends.

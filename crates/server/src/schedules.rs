@@ -207,8 +207,8 @@ pub async fn delete(
 }
 
 /// The key under which a fire runs once per repository: a policy's
-/// exclusive job (prune, check, forget with prune) into a repository other
-/// hosts share. Every host of the repository fires the schedule at the
+/// prune, check or forget with prune (see `shared::once_per_repository`)
+/// into a repository other hosts share. Every host of the repository fires the schedule at the
 /// same nominal time; the first fire to arrive makes the job. `None` for
 /// every other fire.
 async fn shared_fire_key(
@@ -220,7 +220,7 @@ async fn shared_fire_key(
     let Some((_, policy_schedule)) = schedule.policy else {
         return Ok(None);
     };
-    if !crate::repositories::shared::is_exclusive(&schedule.kind, &schedule.params) {
+    if !crate::repositories::shared::once_per_repository(&schedule.kind, &schedule.params) {
         return Ok(None);
     }
     let Some(host) = state.store().host(host).await? else {
