@@ -115,11 +115,6 @@ impl Api {
         self.send(Method::POST, path, Some(body)).await
     }
 
-    /// DELETE.
-    pub async fn delete(&self, path: &str) -> anyhow::Result<(StatusCode, Value)> {
-        self.send(Method::DELETE, path, None).await
-    }
-
     /// PUT with a JSON body.
     pub async fn put(&self, path: &str, body: Value) -> anyhow::Result<(StatusCode, Value)> {
         self.send(Method::PUT, path, Some(body)).await
@@ -128,6 +123,11 @@ impl Api {
     /// PATCH with a JSON body.
     pub async fn patch(&self, path: &str, body: Value) -> anyhow::Result<(StatusCode, Value)> {
         self.send(Method::PATCH, path, Some(body)).await
+    }
+
+    /// DELETE.
+    pub async fn delete(&self, path: &str) -> anyhow::Result<(StatusCode, Value)> {
+        self.send(Method::DELETE, path, None).await
     }
 
     /// Creates a policy from `body` (a `PolicyRequest`); fails unless the
