@@ -68,7 +68,14 @@ async fn list(
         env: repository.env,
     };
     let nodes = restic
-        .ls_dir(&repo, snapshot_id.as_str(), path, &Limits::new(LIST_LIMIT))
+        .ls_dir(
+            &repo,
+            snapshot_id.as_str(),
+            path,
+            // A folder listing is no job: it must not hold the lock
+            // another host's prune in a shared repository needs.
+            &Limits::new(LIST_LIMIT).without_lock(),
+        )
         .await
         .map_err(|e| e.to_string())?;
     Ok(nodes.into_iter().map(entry).collect())

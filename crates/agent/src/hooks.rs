@@ -673,7 +673,7 @@ impl Job<'_> {
             from,
             filename,
             tags: params.tags.clone(),
-            host: None,
+            host: Some(self.runner.hostname().to_owned()),
         }
     }
 

@@ -137,7 +137,9 @@ struct Inner {
     /// See [`Detected`].
     detected: tokio::sync::Mutex<Option<Detected>>,
     refresh: Mutex<Refresh>,
-    hostname: String,
+    /// The host name restic records in snapshots and `forget` filters on;
+    /// set once at start-up, the machine's own when unset.
+    hostname: OnceLock<String>,
     command_timeout: Option<Duration>,
     outbox: mpsc::Sender<Frame>,
     spool: Spool,
@@ -181,7 +183,7 @@ impl JobRunner {
                 cache_dir,
                 detected: tokio::sync::Mutex::new(None),
                 refresh: Mutex::new(Refresh::default()),
-                hostname: crate::hostname(),
+                hostname: OnceLock::new(),
                 command_timeout,
                 outbox,
                 spool,
@@ -216,9 +218,18 @@ impl JobRunner {
             .get_or_init(|| Hooks::new(std::path::Path::new("/nonexistent"), DEFAULT_HOOK_TIMEOUT))
     }
 
-    /// This machine's host name (`RM_HOST` for hooks).
+    /// Names this host `hostname` in its snapshots, its `forget`s and its
+    /// hooks instead of the machine's host name. Only the first call counts.
+    pub(crate) fn use_hostname(&self, hostname: String) {
+        if self.inner.hostname.set(hostname).is_err() {
+            tracing::warn!("the host name was already set; keeping the first");
+        }
+    }
+
+    /// The host name restic records and `forget` keeps to (`RM_HOST` for
+    /// hooks): `--hostname`, or the machine's.
     pub(crate) fn hostname(&self) -> &str {
-        &self.inner.hostname
+        self.inner.hostname.get_or_init(crate::hostname)
     }
 
     /// Records that the host's latest repository settings were refused and
@@ -603,7 +614,7 @@ impl JobRunner {
             id: id.to_owned(),
             short_id: id[..8].to_owned(),
             time,
-            hostname: self.inner.hostname.clone(),
+            hostname: self.hostname().to_owned(),
             // As restic records them: cleaned (no trailing `/`, no `//`).
             paths: paths
                 .iter()
@@ -681,11 +692,14 @@ impl JobRunner {
         cancel: &CancellationToken,
         restore_size: Option<&Value>,
     ) -> Result<Vec<Message>, String> {
-        let limits = |command: &Command| self.limits(command, cancel);
+        // Without the lock: in a repository other hosts share, this
+        // host's listing must not be the lock their prune or check fails on
+        // (the server keeps jobs apart, but knows nothing of this).
+        let limits = |command: &Command| self.limits(command, cancel).without_lock();
         match restic
             .snapshots(
                 repo,
-                Some(&self.inner.hostname),
+                Some(self.hostname()),
                 &limits(&Command::Snapshots { host: None }),
             )
             .await
@@ -771,6 +785,7 @@ impl JobRunner {
             cancel: cancel.clone(),
             grace: KILL_GRACE,
             bandwidth: Bandwidth::default(),
+            no_lock: false,
         }
     }
 }
@@ -924,7 +939,9 @@ impl Job<'_> {
                 paths: backup.paths.clone(),
                 excludes: backup.excludes.clone(),
                 tags: backup.tags.clone(),
-                host: None,
+                // Named explicitly, so the backup records the same host
+                // name its `forget` keeps to (see `use_hostname`).
+                host: Some(self.runner.hostname().to_owned()),
                 options: BackupOptions {
                     iexcludes: backup.iexcludes.clone(),
                     exclude_caches: backup.exclude_caches,
@@ -1120,7 +1137,7 @@ impl Job<'_> {
         let forgotten = self
             .command(Command::Forget {
                 policy,
-                host: Some(self.runner.inner.hostname.clone()),
+                host: Some(self.runner.hostname().to_owned()),
             })
             .await;
         let mut stats = json!({ "forget": forgotten.stats.clone() });
@@ -1223,7 +1240,7 @@ impl<'a> Job<'a> {
                 "this host's repository has no `copy_to`; nothing to copy to",
             ));
         };
-        let hostname = self.runner.inner.hostname.clone();
+        let hostname = self.runner.hostname().to_owned();
         // restic ignores `--host` for snapshots named by id: check they are
         // this host's, so a shared repository's other snapshots stay put.
         if !copy.snapshot_ids.is_empty() {

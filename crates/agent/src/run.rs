@@ -68,6 +68,10 @@ pub struct RunOptions {
     /// `restore_guard`); `agent.json`'s `allow_restore_to_system_paths`
     /// allows it too. The state directory stays off limits either way.
     pub allow_restore_to_system_paths: bool,
+    /// The host name the agent reports and restic records in snapshots
+    /// (and `forget` keeps to); the machine's when `None`. Hosts that share
+    /// a repository must have distinct ones.
+    pub hostname: Option<String>,
 }
 
 impl RunOptions {
@@ -83,6 +87,7 @@ impl RunOptions {
             trust: TrustOptions::default(),
             hook_timeout: crate::DEFAULT_HOOK_TIMEOUT,
             allow_restore_to_system_paths: false,
+            hostname: None,
         }
     }
 }
@@ -131,6 +136,10 @@ pub async fn run(mut opts: RunOptions, shutdown: CancellationToken) -> Result<()
         tracing::warn!("restores may write onto / and into system folders on this host");
     }
     runner.guard_restores(RestoreGuard::new(&opts.state_dir, allow_system));
+    if let Some(hostname) = &opts.hostname {
+        tracing::info!(%hostname, "recording snapshots under this host name");
+        runner.use_hostname(hostname.clone());
+    }
     let hooks = Hooks::new(&opts.state_dir, opts.hook_timeout);
     hooks.create_dir();
     runner.use_hooks(hooks);
@@ -298,7 +307,7 @@ async fn build_hello(opts: &RunOptions) -> Hello {
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
         restic_version,
         restic_error,
-        hostname: crate::hostname(),
+        hostname: opts.hostname.clone().unwrap_or_else(crate::hostname),
         os: std::env::consts::OS.to_owned(),
         arch: std::env::consts::ARCH.to_owned(),
         running_jobs: Vec::new(),

@@ -5,6 +5,9 @@ use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use argon2::Argon2;
 
+use sha2::{Digest, Sha256};
+
+use crate::sealing::SealingKey;
 use crate::{random_bytes, CoreError};
 
 /// Hashes a password with argon2id and a random salt (PHC string).
@@ -50,9 +53,66 @@ pub fn generate_password() -> Result<String, CoreError> {
         .collect())
 }
 
+/// A 24-character password that is the same every time for the same
+/// `key` and `context` (HMAC-SHA256 of `context` under the key): a
+/// repository password the server generates and must be able to give
+/// again to a host that comes back to the repository, without keeping it
+/// anywhere but sealed in the settings of the hosts using it.
+pub fn derived_password(key: &SealingKey, context: &str) -> String {
+    let mac = hmac_sha256(key.as_bytes(), context.as_bytes());
+    // 24 of the 32 bytes, mapped as `generate_password` maps random ones.
+    mac[..24]
+        .iter()
+        .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char)
+        .collect()
+}
+
+/// HMAC-SHA256 (RFC 2104) for keys of at most one block (64 bytes), as
+/// sealing keys are.
+fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
+    const BLOCK: usize = 64;
+    let mut padded = [0u8; BLOCK];
+    let key_len = key.len().min(BLOCK);
+    padded[..key_len].copy_from_slice(&key[..key_len]);
+    let inner_pad = padded.map(|b| b ^ 0x36);
+    let outer_pad = padded.map(|b| b ^ 0x5c);
+    let inner = Sha256::new()
+        .chain_update(inner_pad)
+        .chain_update(message)
+        .finalize();
+    Sha256::new()
+        .chain_update(outer_pad)
+        .chain_update(inner)
+        .finalize()
+        .into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// RFC 4231 test case 2 (a key shorter than a block).
+    #[test]
+    fn hmac_sha256_matches_the_rfc() {
+        let mac = hmac_sha256(b"Jefe", b"what do ya want for nothing?");
+        let hex: String = mac.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex,
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[test]
+    fn derived_passwords_repeat_per_context_and_key_only() {
+        let key = SealingKey::from_bytes(&[7u8; 32]).unwrap();
+        let other = SealingKey::from_bytes(&[8u8; 32]).unwrap();
+        let a = derived_password(&key, "repo-a");
+        assert_eq!(a.len(), 24);
+        assert!(a.bytes().all(|b| ALPHABET.contains(&b)));
+        assert_eq!(derived_password(&key, "repo-a"), a);
+        assert_ne!(derived_password(&key, "repo-b"), a);
+        assert_ne!(derived_password(&other, "repo-a"), a);
+    }
 
     #[test]
     fn hash_then_verify() {

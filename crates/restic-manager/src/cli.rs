@@ -203,6 +203,28 @@ pub(crate) struct RunArgs {
     /// directory is never a restore destination.
     #[arg(long, env = "RM_ALLOW_RESTORE_TO_SYSTEM_PATHS")]
     pub allow_restore_to_system_paths: bool,
+    /// The host name restic records in this host's snapshots (and its
+    /// `forget` keeps to), and the one the server shows; default: the
+    /// machine's. Hosts sharing a repository need distinct ones.
+    #[arg(long, env = "RM_HOSTNAME", value_parser = parse_hostname)]
+    pub hostname: Option<String>,
+}
+
+/// A host name for restic's `--host`: not empty, no control characters or
+/// whitespace, at most 253 bytes, and not starting with `-`.
+fn parse_hostname(value: &str) -> Result<String, String> {
+    if value.is_empty() || value.len() > 253 {
+        return Err(String::from("must be 1 to 253 characters"));
+    }
+    if value.starts_with('-') {
+        return Err(String::from("must not start with `-`"));
+    }
+    if value.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(String::from(
+            "must not contain whitespace or control characters",
+        ));
+    }
+    Ok(value.to_owned())
 }
 
 #[derive(Debug, Subcommand)]

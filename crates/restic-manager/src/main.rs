@@ -70,6 +70,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             options.hook_timeout = std::time::Duration::from_secs(args.hook_timeout);
             options.trust = args.trust.into();
             options.allow_restore_to_system_paths = args.allow_restore_to_system_paths;
+            options.hostname = args.hostname;
             rm_agent::run(options, shutdown).await?;
             Ok(())
         }

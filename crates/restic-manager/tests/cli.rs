@@ -340,6 +340,30 @@ async fn unsupported_database_urls_are_refused_clearly() {
 }
 
 #[tokio::test]
+async fn an_agent_host_name_restic_could_misread_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let state_dir = dir.path().to_str().unwrap();
+    for (name, phrase) in [
+        ("-h", "must not start with `-`"),
+        ("web 1", "whitespace"),
+        ("", "1 to 253 characters"),
+    ] {
+        let hostname = format!("--hostname={name}");
+        let out = run(
+            &["agent", "run", "--state-dir", state_dir, hostname.as_str()],
+            None,
+        )
+        .await;
+        assert!(!out.status.success());
+        let stderr = text(&out.stderr);
+        assert!(
+            stderr.contains("--hostname") && stderr.contains(phrase),
+            "{name:?}: {stderr}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn an_enrolment_token_made_offline_enrols_a_host() {
     let server = TestServer::start().await.unwrap();
     let data_dir = server.data_dir().to_str().unwrap().to_owned();

@@ -236,6 +236,19 @@ impl Command {
         }
     }
 
+    /// Whether the command only reads the repository's index and
+    /// snapshots, so it may run without the lock (`--no-lock`).
+    pub fn reads_only(&self) -> bool {
+        matches!(
+            self,
+            Command::Snapshots { .. }
+                | Command::Stats { .. }
+                | Command::Ls { .. }
+                | Command::LsTree { .. }
+                | Command::ListLocks
+        )
+    }
+
     /// Whether restic prints per-second status for this command, so the
     /// runner asks for a low refresh rate.
     pub(crate) fn emits_progress(&self) -> bool {

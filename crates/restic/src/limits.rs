@@ -22,6 +22,11 @@ pub struct Limits {
     pub grace: Duration,
     /// How fast the run may talk to the repository.
     pub bandwidth: Bandwidth,
+    /// `--no-lock`: the run reads without taking the repository's lock.
+    /// Only for commands that only read ([`crate::Command::reads_only`]):
+    /// an observer of a repository other hosts share must never be the
+    /// lock that makes one host's `prune` or `check` fail.
+    pub no_lock: bool,
 }
 
 /// Bandwidth caps in KiB/s (`None`: unlimited). They are restic's global
@@ -70,12 +75,19 @@ impl Limits {
             cancel: CancellationToken::new(),
             grace: Limits::DEFAULT_GRACE,
             bandwidth: Bandwidth::default(),
+            no_lock: false,
         }
     }
 
     /// Holds the run to `bandwidth`.
     pub fn with_bandwidth(mut self, bandwidth: Bandwidth) -> Self {
         self.bandwidth = bandwidth;
+        self
+    }
+
+    /// Runs without taking the repository's lock (see [`Limits::no_lock`]).
+    pub fn without_lock(mut self) -> Self {
+        self.no_lock = true;
         self
     }
 

@@ -199,6 +199,18 @@ impl Restic {
             });
         }
         global.extend(limits.bandwidth.flags()?);
+        if limits.no_lock {
+            if !command.reads_only() {
+                return Err(ResticError::InvalidArgument {
+                    field: "no_lock",
+                    reason: format!(
+                        "`{}` changes the repository and must hold its lock",
+                        command.name()
+                    ),
+                });
+            }
+            global.push(String::from("--no-lock"));
+        }
         global.append(&mut args);
         let args = global;
         if let Some(dir) = &self.working_dir {
@@ -467,5 +479,8 @@ mod tests {
             refused(&new, &backup(true), &zero).await,
             "limit_upload_kib"
         );
+        let unlocked = Limits::new(Duration::from_secs(5)).without_lock();
+        assert_eq!(refused(&new, &Command::Prune, &unlocked).await, "no_lock");
+        assert_eq!(refused(&new, &backup(false), &unlocked).await, "no_lock");
     }
 }

@@ -208,8 +208,8 @@ pub async fn delete(
 }
 
 /// The key under which a fire runs once per repository: a policy's
-/// exclusive job (prune, check, forget with prune) into a repository other
-/// hosts share. Every host of the repository fires the schedule at the
+/// prune, check or forget with prune (see `shared::once_per_repository`)
+/// into a repository other hosts share. Every host of the repository fires the schedule at the
 /// same nominal time; the first fire to arrive makes the job. `None` for
 /// every other fire.
 async fn shared_fire_key(
@@ -221,7 +221,7 @@ async fn shared_fire_key(
     let Some((_, policy_schedule)) = schedule.policy else {
         return Ok(None);
     };
-    if !crate::repositories::shared::is_exclusive(&schedule.kind, &schedule.params) {
+    if !crate::repositories::shared::once_per_repository(&schedule.kind, &schedule.params) {
         return Ok(None);
     }
     let Some(host) = state.store().host(host).await? else {
@@ -234,6 +234,19 @@ async fn shared_fire_key(
         )),
         _ => None,
     })
+}
+
+/// The params of a `forget` that prunes, without the prune: what each
+/// other host of a shared repository still runs when one host holds the
+/// fire (its `forget` keeps to its own snapshots). `None` for other jobs.
+fn own_forget(kind: &str, params: &serde_json::Value) -> Option<serde_json::Value> {
+    if kind != "forget" || params.get("prune").and_then(serde_json::Value::as_bool) != Some(true) {
+        return None;
+    }
+    let mut own = params.clone();
+    own.as_object_mut()?
+        .insert(String::from("prune"), serde_json::Value::Bool(false));
+    Some(own)
 }
 
 /// A host's own schedules replace its policy's of the same kind: after a
@@ -430,10 +443,32 @@ pub(crate) async fn on_fire(
                 tracing::info!(%host, schedule = %id, job_id = %job.id, "scheduled job queued for the shared repository");
                 Ok(())
             }
-            Ok((job, false)) => {
-                tracing::info!(%host, schedule = %id, job_id = %job.id, runs_on = %job.host_id, "this fire of the policy's schedule already runs for the shared repository on another host");
-                Ok(())
-            }
+            Ok((job, false)) => match own_forget(&schedule.kind, &schedule.params) {
+                // Retention is per host (`forget --host`): the other host
+                // prunes the repository for this fire, but this host's
+                // snapshots are forgotten only by a forget of its own.
+                Some(params) => {
+                    let request = JobRequest {
+                        params: &params,
+                        ..request
+                    };
+                    match jobs::create(state, &request, None).await {
+                        Ok(own) => {
+                            tracing::info!(%host, schedule = %id, job_id = %own.id, prunes_on = %job.host_id, "scheduled forget queued; the shared repository's prune runs on another host");
+                            Ok(())
+                        }
+                        Err(JobError::Store(e)) => Err(ReportError::Store(e)),
+                        Err(e) => {
+                            tracing::warn!(%host, schedule = %id, error = %e, "a scheduled job could not be queued");
+                            Err(ReportError::NotFound(e.to_string()))
+                        }
+                    }
+                }
+                None => {
+                    tracing::info!(%host, schedule = %id, job_id = %job.id, runs_on = %job.host_id, "this fire of the policy's schedule already runs for the shared repository on another host");
+                    Ok(())
+                }
+            },
             Err(JobError::Store(e)) => Err(ReportError::Store(e)),
             Err(e) => {
                 tracing::warn!(%host, schedule = %id, error = %e, "a scheduled job could not be queued");
@@ -452,5 +487,23 @@ pub(crate) async fn on_fire(
             tracing::warn!(%host, schedule = %id, error = %e, "a scheduled job could not be queued");
             Err(ReportError::NotFound(e.to_string()))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::own_forget;
+
+    #[test]
+    fn only_a_pruning_forget_leaves_its_own_forget_to_each_host() {
+        assert_eq!(
+            own_forget("forget", &json!({"keep_last": 3, "prune": true})),
+            Some(json!({"keep_last": 3, "prune": false}))
+        );
+        assert_eq!(own_forget("forget", &json!({"keep_last": 3})), None);
+        assert_eq!(own_forget("prune", &json!({"prune": true})), None);
+        assert_eq!(own_forget("check", &json!({})), None);
     }
 }

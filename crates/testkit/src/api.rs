@@ -130,6 +130,61 @@ impl Api {
         self.send(Method::DELETE, path, None).await
     }
 
+    /// Creates a policy from `body` (a `PolicyRequest`); fails unless the
+    /// server says 201. Returns the policy as the API shows it.
+    pub async fn create_policy(&self, body: Value) -> anyhow::Result<Value> {
+        let (status, view) = self.post("/api/v1/policies", body).await?;
+        if status != StatusCode::CREATED {
+            bail!("creating a policy failed with {status}: {view}");
+        }
+        Ok(view)
+    }
+
+    /// Replaces policy `id` with `body`; fails unless 200. Returns the
+    /// policy as the API shows it.
+    pub async fn update_policy(&self, id: &str, body: Value) -> anyhow::Result<Value> {
+        let (status, view) = self.put(&format!("/api/v1/policies/{id}"), body).await?;
+        if status != StatusCode::OK {
+            bail!("updating policy {id} failed with {status}: {view}");
+        }
+        Ok(view)
+    }
+
+    /// Waits (up to `limit`) until the host's agent has acknowledged a
+    /// schedule set of at least version `at_least` and it is the wanted
+    /// one (the host is in sync); returns that version.
+    pub async fn wait_schedule_acked(
+        &self,
+        host_id: &str,
+        at_least: u64,
+        limit: std::time::Duration,
+    ) -> anyhow::Result<u64> {
+        crate::wait_until(
+            limit,
+            &format!("host {host_id} to acknowledge schedule version {at_least} or later"),
+            || async {
+                matches!(self.host(host_id).await, Ok(h)
+                    if h.schedule_version >= at_least
+                        && h.schedule_applied_version == Some(h.schedule_version))
+            },
+        )
+        .await?;
+        Ok(self.host(host_id).await?.schedule_version)
+    }
+
+    /// Up to `limit` of the host's jobs, newest first; fails unless 200.
+    pub async fn host_jobs(&self, host_id: &str, limit: u32) -> anyhow::Result<Vec<Value>> {
+        let (status, body) = self
+            .get(&format!("/api/v1/jobs?host_id={host_id}&limit={limit}"))
+            .await?;
+        if status != StatusCode::OK {
+            bail!("listing the jobs of host {host_id} failed with {status}: {body}");
+        }
+        body.as_array()
+            .cloned()
+            .context("the job list is not a JSON array")
+    }
+
     /// Creates an enrolment token; fails unless the server says 201.
     pub async fn create_enrollment_token(
         &self,
@@ -160,7 +215,8 @@ impl Api {
         .await
     }
 
-    async fn create_labelled_enrollment_token(
+    /// Creates an enrolment token from `request`; fails unless 201.
+    pub async fn create_labelled_enrollment_token(
         &self,
         request: CreateEnrollmentToken,
     ) -> anyhow::Result<EnrollmentTokenCreated> {

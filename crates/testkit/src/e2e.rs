@@ -206,16 +206,9 @@ impl Host {
     }
 
     /// Writes the hook `<state-dir>/hooks/<name>` with `body` and file
-    /// `mode` (the folder itself owner-only, as the agent wants it).
+    /// `mode` (see [`write_hook`]).
     pub fn hook(&self, name: &str, body: &str, mode: u32) {
-        let dir = self.agent.state_dir.join("hooks");
-        std::fs::create_dir_all(&dir).or_fail("make the hooks folder");
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
-            .or_fail("chmod the hooks folder");
-        let path = dir.join(name);
-        std::fs::write(&path, body).or_fail("write the hook");
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
-            .or_fail("chmod the hook");
+        write_hook(&self.agent.state_dir, name, body, mode);
     }
 
     /// Restarts the agent with the environment `env` and waits until the
@@ -258,6 +251,19 @@ impl Host {
             .await
             .or_fail("stop the agent");
     }
+}
+
+/// Writes the hook `<state_dir>/hooks/<name>` of an agent with `body` and
+/// file `mode` (the folder itself owner-only, as the agent wants it).
+pub fn write_hook(state_dir: &Path, name: &str, body: &str, mode: u32) {
+    let dir = state_dir.join("hooks");
+    std::fs::create_dir_all(&dir).or_fail("make the hooks folder");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+        .or_fail("chmod the hooks folder");
+    let path = dir.join(name);
+    std::fs::write(&path, body).or_fail("write the hook");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+        .or_fail("chmod the hook");
 }
 
 /// Fails the test unless `job` succeeded with restic's exit code 0.

@@ -249,15 +249,46 @@ impl TestServer {
         state_dir: &std::path::Path,
     ) -> anyhow::Result<RunningAgent> {
         let admin = self.admin().await?;
-        enrol_real_agent_at(
+        enrol(
             &admin,
             &self.url,
-            binary,
-            name,
-            restic_bin,
-            env,
-            &[],
-            Some(state_dir),
+            Enrolment {
+                binary,
+                name,
+                labels: &[],
+                restic_bin,
+                env,
+                enroll_args: &[],
+                state_dir: Some(state_dir),
+            },
+        )
+        .await
+    }
+
+    /// [`TestServer::enrolled_agent`] with an enrolment token carrying
+    /// `labels` (so the host has them, and the policies matching them,
+    /// from its enrolment on).
+    pub async fn enrolled_agent_labelled(
+        &self,
+        binary: &std::path::Path,
+        name: &str,
+        labels: &[(&str, &str)],
+        restic_bin: &std::path::Path,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<RunningAgent> {
+        let admin = self.admin().await?;
+        enrol(
+            &admin,
+            &self.url,
+            Enrolment {
+                binary,
+                name,
+                labels,
+                restic_bin,
+                env,
+                enroll_args: &[],
+                state_dir: None,
+            },
         )
         .await
     }
@@ -307,23 +338,58 @@ pub(crate) async fn enrol_real_agent(
     env: &[(&str, &str)],
     enroll_args: &[&str],
 ) -> anyhow::Result<RunningAgent> {
-    enrol_real_agent_at(admin, url, binary, name, restic_bin, env, enroll_args, None).await
+    enrol(
+        admin,
+        url,
+        Enrolment {
+            binary,
+            name,
+            labels: &[],
+            restic_bin,
+            env,
+            enroll_args,
+            state_dir: None,
+        },
+    )
+    .await
 }
 
-/// [`enrol_real_agent`] with the state directory at `state_dir`, or in a
-/// new temporary folder when `None`.
-#[allow(clippy::too_many_arguments)]
-async fn enrol_real_agent_at(
-    admin: &Api,
-    url: &str,
-    binary: &std::path::Path,
-    name: &str,
-    restic_bin: &std::path::Path,
-    env: &[(&str, &str)],
-    enroll_args: &[&str],
-    state_dir: Option<&std::path::Path>,
-) -> anyhow::Result<RunningAgent> {
-    let created = admin.create_enrollment_token(Some(name), None).await?;
+/// What [`enrol`] enrols: a host named `name` (with `labels` from its
+/// token) through the real `agent enroll` of `binary` (with
+/// `enroll_args`), run with `restic_bin` and the extra environment `env`,
+/// its state directory at `state_dir` (a new temporary folder when `None`).
+pub(crate) struct Enrolment<'a> {
+    pub binary: &'a std::path::Path,
+    pub name: &'a str,
+    pub labels: &'a [(&'a str, &'a str)],
+    pub restic_bin: &'a std::path::Path,
+    pub env: &'a [(&'a str, &'a str)],
+    pub enroll_args: &'a [&'a str],
+    pub state_dir: Option<&'a std::path::Path>,
+}
+
+/// Enrols the host `what` says at the server `url`, starts its real
+/// `agent run`, and waits until the server lists it online.
+async fn enrol(admin: &Api, url: &str, what: Enrolment<'_>) -> anyhow::Result<RunningAgent> {
+    let Enrolment {
+        binary,
+        name,
+        labels,
+        restic_bin,
+        env,
+        enroll_args,
+        state_dir,
+    } = what;
+    let created = admin
+        .create_labelled_enrollment_token(rm_protocol::api::CreateEnrollmentToken {
+            name: Some(name.to_owned()),
+            ttl_seconds: None,
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        })
+        .await?;
     let state = tempfile::tempdir()?;
     let state_dir =
         state_dir.map_or_else(|| state.path().join("agent"), std::path::Path::to_path_buf);

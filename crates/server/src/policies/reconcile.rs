@@ -326,10 +326,11 @@ impl Which {
 }
 
 /// The password of a repository (`which`, at `url`) the policy gives
-/// without one: the same for every host of the policy using that
-/// repository — taken from one that has it already — otherwise a new
-/// random one. With a per-host template (`{host}`, `{host_id}`) each
-/// repository is its host's own, so no other host is asked.
+/// without one: the one a host of the policy using that repository has
+/// already (a repository made while the policy gave a password keeps it),
+/// otherwise the one derived for the repository. With a per-host template
+/// (`{host}`, `{host_id}`) each repository is its host's own, so no other
+/// host is asked.
 async fn generated_password(
     state: &AppState,
     policy: PolicyId,
@@ -366,14 +367,20 @@ async fn generated_password(
             }
         }
     }
-    match rm_core::password::generate_password() {
-        Ok(password) => {
-            passwords.0.insert(slot, password.clone());
-            Some(password)
-        }
-        Err(e) => {
-            tracing::error!("could not generate a repository password: {e}");
-            None
-        }
-    }
+    // Derived from the repository's identity, not drawn at random: a host
+    // that leaves the policy (or whose own repository replaced it) and comes
+    // back finds its repository still there, made with this password, and
+    // nothing else kept it once no host had it.
+    let password = repository_password(state, &effective::repository_key(url));
+    passwords.0.insert(slot, password.clone());
+    Some(password)
+}
+
+/// The password the server generates for the repository `key`: the same
+/// for as long as the sealing key is.
+fn repository_password(state: &AppState, key: &str) -> String {
+    rm_core::password::derived_password(
+        state.sealing_key(),
+        &format!("restic-manager repository password\0{key}"),
+    )
 }

@@ -3,8 +3,8 @@
 //! restic repository, so the server decides which of their jobs may start.
 //!
 //! restic lets backups into one repository run side by side, but `prune`,
-//! `check`, `unlock`, `init` and a `forget` that prunes take its exclusive
-//! lock: started beside anything else they fail on the lock (or, for
+//! `check`, `unlock`, `init` and `forget` (with or without prune) take its
+//! exclusive lock: started beside anything else they fail on the lock (or, for
 //! `unlock`, remove a lock another job needs). So, per repository: an
 //! exclusive job starts only when nothing else runs in it; anything else
 //! waits while an exclusive job runs, or while one was queued earlier on a
@@ -20,10 +20,21 @@ use rm_store::RepositoryJob;
 use serde_json::Value;
 use tokio::sync::OwnedMutexGuard;
 
-/// Whether a job takes its repository's exclusive lock.
-pub fn is_exclusive(kind: &str, params: &Value) -> bool {
+/// Whether a job takes its repository's exclusive lock. `forget` does
+/// even without `prune` (it deletes snapshot files): beside another
+/// host's backup one of the two fails on the lock (seen with restic 0.14
+/// and 0.19).
+pub fn is_exclusive(kind: &str, _params: &Value) -> bool {
+    matches!(kind, "prune" | "check" | "unlock" | "init" | "forget")
+}
+
+/// Whether a policy's schedule of this job does the same for every host
+/// of a shared repository, so one run per fire serves them all: `prune`
+/// and `check` (and the prune of a `forget` that prunes). A `forget`
+/// keeps to its own host's snapshots, so every host runs its own.
+pub fn once_per_repository(kind: &str, params: &Value) -> bool {
     match kind {
-        "prune" | "check" | "unlock" | "init" => true,
+        "prune" | "check" => true,
         "forget" => params.get("prune").and_then(Value::as_bool) == Some(true),
         _ => false,
     }
@@ -144,9 +155,32 @@ mod tests {
             "forget",
             &json!({"keep_last": 3, "prune": true})
         ));
-        assert!(!is_exclusive("forget", &json!({"keep_last": 3})));
+        assert!(is_exclusive("forget", &json!({"keep_last": 3})));
         assert!(!is_exclusive("backup", &json!({"paths": ["/"]})));
         assert!(!is_exclusive("restore", &Value::Null));
+    }
+
+    #[test]
+    fn what_runs_once_per_repository() {
+        assert!(once_per_repository("prune", &Value::Null));
+        assert!(once_per_repository("check", &json!({})));
+        assert!(once_per_repository(
+            "forget",
+            &json!({"keep_last": 3, "prune": true})
+        ));
+        assert!(!once_per_repository("forget", &json!({"keep_last": 3})));
+        assert!(!once_per_repository("backup", &json!({"paths": ["/"]})));
+        assert!(!once_per_repository("unlock", &Value::Null));
+    }
+
+    #[test]
+    fn a_forget_without_prune_waits_for_a_running_backup() {
+        let backup = job("backup", json!({}), JobStatus::Running, 10);
+        let forget = job("forget", json!({"keep_last": 1}), JobStatus::Queued, 5);
+        let jobs = vec![backup.clone(), forget.clone()];
+        assert!(
+            matches!(may_start(forget.job_id, &jobs, 4), Verdict::Wait(w) if w.contains("backup"))
+        );
     }
 
     #[test]
