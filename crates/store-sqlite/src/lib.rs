@@ -17,6 +17,7 @@
 mod agent_tokens;
 mod codec;
 mod policies;
+mod shared;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -1207,7 +1208,9 @@ impl Store for SqliteStore {
             .fetch_one(&mut *tx)
             .await
             .map_err(backend)?;
-        let stored = codec::host(&row)?;
+        let mut stored = [codec::host(&row)?];
+        shared::fill_shared(&mut tx, &mut stored).await?;
+        let [stored] = stored;
         write_audit(&mut tx, audit).await?;
         tx.commit().await.map_err(backend)?;
         Ok(stored)
@@ -1220,13 +1223,16 @@ impl Store for SqliteStore {
             "SELECT {} FROM hosts WHERE deleted_at IS NULL ORDER BY enrolled_at, id",
             codec::HOST_COLUMNS
         );
-        sqlx::query(AssertSqlSafe(sql))
-            .fetch_all(&self.pool)
+        let mut conn = self.pool.acquire().await.map_err(backend)?;
+        let mut hosts = sqlx::query(AssertSqlSafe(sql))
+            .fetch_all(&mut *conn)
             .await
             .map_err(backend)?
             .iter()
             .map(codec::host)
-            .collect()
+            .collect::<StoreResult<Vec<Host>>>()?;
+        shared::fill_shared(&mut conn, &mut hosts).await?;
+        Ok(hosts)
     }
 
     async fn list_hosts_page(&self, after: Option<HostId>, limit: u32) -> StoreResult<Vec<Host>> {
@@ -1236,15 +1242,18 @@ impl Store for SqliteStore {
             "SELECT {} FROM hosts WHERE deleted_at IS NULL AND id > ? ORDER BY id LIMIT ?",
             codec::HOST_COLUMNS
         );
-        sqlx::query(AssertSqlSafe(sql))
+        let mut conn = self.pool.acquire().await.map_err(backend)?;
+        let mut hosts = sqlx::query(AssertSqlSafe(sql))
             .bind(after.map(|id| id.to_string()).unwrap_or_default())
             .bind(i64::from(limit.clamp(1, MAX_HOST_PAGE)))
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *conn)
             .await
             .map_err(backend)?
             .iter()
             .map(codec::host)
-            .collect()
+            .collect::<StoreResult<Vec<Host>>>()?;
+        shared::fill_shared(&mut conn, &mut hosts).await?;
+        Ok(hosts)
     }
 
     async fn list_hosts_attention_first(
@@ -1260,16 +1269,19 @@ impl Store for SqliteStore {
             codec::HOST_COLUMNS,
             selector_sql(selector),
         );
-        bind_selector(sqlx::query(AssertSqlSafe(sql)), selector)
+        let mut conn = self.pool.acquire().await.map_err(backend)?;
+        let mut hosts = bind_selector(sqlx::query(AssertSqlSafe(sql)), selector)
             .bind(ms(backed_up_since))
             .bind(i64::from(limit.clamp(1, MAX_HOST_PAGE)))
             .bind(i64::from(offset))
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *conn)
             .await
             .map_err(backend)?
             .iter()
             .map(codec::host)
-            .collect()
+            .collect::<StoreResult<Vec<Host>>>()?;
+        shared::fill_shared(&mut conn, &mut hosts).await?;
+        Ok(hosts)
     }
 
     async fn host_counts(
@@ -1305,13 +1317,16 @@ impl Store for SqliteStore {
             codec::HOST_COLUMNS,
             selector_sql(selector)
         );
-        bind_selector(sqlx::query(AssertSqlSafe(sql)), selector)
-            .fetch_all(&self.pool)
+        let mut conn = self.pool.acquire().await.map_err(backend)?;
+        let mut hosts = bind_selector(sqlx::query(AssertSqlSafe(sql)), selector)
+            .fetch_all(&mut *conn)
             .await
             .map_err(backend)?
             .iter()
             .map(codec::host)
-            .collect()
+            .collect::<StoreResult<Vec<Host>>>()?;
+        shared::fill_shared(&mut conn, &mut hosts).await?;
+        Ok(hosts)
     }
 
     async fn patch_host(
@@ -1349,14 +1364,17 @@ impl Store for SqliteStore {
             "SELECT {} FROM hosts WHERE policy_id = ? AND deleted_at IS NULL ORDER BY name, id",
             codec::HOST_COLUMNS
         );
-        sqlx::query(AssertSqlSafe(sql))
+        let mut conn = self.pool.acquire().await.map_err(backend)?;
+        let mut hosts = sqlx::query(AssertSqlSafe(sql))
             .bind(id.to_string())
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *conn)
             .await
             .map_err(backend)?
             .iter()
             .map(codec::host)
-            .collect()
+            .collect::<StoreResult<Vec<Host>>>()?;
+        shared::fill_shared(&mut conn, &mut hosts).await?;
+        Ok(hosts)
     }
 
     async fn policy_coverage(&self) -> StoreResult<Vec<PolicyCoverage>> {
@@ -1368,14 +1386,19 @@ impl Store for SqliteStore {
             "SELECT {} FROM hosts WHERE id = ? AND deleted_at IS NULL",
             codec::HOST_COLUMNS
         );
-        sqlx::query(AssertSqlSafe(sql))
+        let mut conn = self.pool.acquire().await.map_err(backend)?;
+        let row = sqlx::query(AssertSqlSafe(sql))
             .bind(id.to_string())
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *conn)
             .await
-            .map_err(backend)?
-            .as_ref()
-            .map(codec::host)
-            .transpose()
+            .map_err(backend)?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let mut host = [codec::host(&row)?];
+        shared::fill_shared(&mut conn, &mut host).await?;
+        let [host] = host;
+        Ok(Some(host))
     }
 
     async fn active_agent_token(&self, id: TokenId) -> StoreResult<Option<AgentToken>> {
