@@ -423,6 +423,14 @@ async fn run(knobs: Knobs) {
 
     shutdown.cancel();
     let _ = server.terminate(Duration::from_secs(60)).await;
+    // The reconciler's own account of each change (read, decided, written).
+    for line in server
+        .log()
+        .lines()
+        .filter(|l| l.contains("policies applied"))
+    {
+        eprintln!("server: {line}");
+    }
 
     println!();
     println!(

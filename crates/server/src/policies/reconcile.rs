@@ -67,7 +67,9 @@ pub(crate) async fn reconcile(
             }
         }
     }
+    let started = std::time::Instant::now();
     let targets = state.store().policy_targets(scope).await?;
+    let read = started.elapsed();
     let now = Utc::now();
     let mut passwords = Passwords::default();
     let mut changes = Vec::new();
@@ -100,10 +102,12 @@ pub(crate) async fn reconcile(
     if changes.is_empty() && write.is_none() {
         return Ok(Outcome::default());
     }
+    let decided = started.elapsed();
     let bumped = state
         .store()
         .apply_policy_changes(write.as_ref(), &changes, audit)
         .await?;
+    let written = started.elapsed();
     let outcome = Outcome {
         bumped,
         repositories: changes
@@ -117,6 +121,9 @@ pub(crate) async fn reconcile(
             hosts = changes.len(),
             schedule_sets = outcome.bumped.len(),
             repositories = outcome.repositories.len(),
+            read_ms = read.as_millis(),
+            decided_ms = (decided - read).as_millis(),
+            written_ms = (written - decided).as_millis(),
             "policies applied"
         );
     }
@@ -159,11 +166,7 @@ fn push(state: &AppState, outcome: &Outcome) {
                 crate::repositories::push(&state, host).await;
             }
         }
-        for host in schedules {
-            if state.hub().get(host).is_some() {
-                crate::schedules::send_set(&state, host).await;
-            }
-        }
+        crate::schedules::send_sets(&state, &schedules).await;
     });
 }
 
