@@ -414,6 +414,15 @@ async fn run(knobs: Knobs) {
         secs(change.agents_acked),
         secs(change.server_in_sync)
     );
+    // The policy's coverage: every host it applies to, in one response.
+    let started = Instant::now();
+    let (status, covered) = api
+        .get(&format!("/api/v1/policies/{id}/hosts"))
+        .await
+        .unwrap();
+    let coverage = started.elapsed();
+    assert!(status.is_success(), "{status}: {covered}");
+    assert_eq!(covered.as_array().map(Vec::len), Some(knobs.agents));
     // The change reached every host as one schedule-version bump.
     let (_, sample) = api
         .get(&format!("/api/v1/hosts/{}", hosts[0].host_id))
@@ -486,6 +495,7 @@ async fn run(knobs: Knobs) {
             "schedule_version of a host after both",
             schedule_version.to_string(),
         ),
+        ("GET /policies/{id}/hosts (all hosts)", ms(Some(coverage))),
         (
             "hosts API p50 / p99, no policy",
             latencies(&mut hosts_plain),
