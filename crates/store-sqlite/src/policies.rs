@@ -370,9 +370,13 @@ impl SqliteStore {
             })
             .collect();
         for chunk in deletes.chunks(HOSTS_PER_QUERY) {
+            // Each pair found by the schedule's id (a `(id, host_id) IN
+            // (VALUES …)` would scan every policy schedule per statement).
             let sql = format!(
-                "DELETE FROM schedules WHERE policy_id IS NOT NULL \
-                 AND (id, host_id) IN (VALUES {})",
+                "DELETE FROM schedules WHERE rowid IN \
+                 (SELECT s.rowid FROM (VALUES {}) AS v \
+                  JOIN schedules AS s ON s.id = v.column1 AND s.host_id = v.column2 \
+                  WHERE s.policy_id IS NOT NULL)",
                 pairs(chunk.len(), 2)
             );
             let mut query = sqlx::query(AssertSqlSafe(sql));
