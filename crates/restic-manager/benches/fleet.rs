@@ -137,37 +137,6 @@ fn mb(m: Option<ProcessMemory>) -> String {
     }
 }
 
-/// Waits until the agents and the server both count `n` connections.
-async fn wait_connected(
-    stats: &FleetStats,
-    client: &reqwest::Client,
-    url: &str,
-    n: usize,
-    limit: Duration,
-) -> f64 {
-    let deadline = Instant::now() + limit;
-    loop {
-        if stats.connected() >= n {
-            if let Ok(text) = fleet::scrape(client, url).await {
-                let server = fleet::scraped_value(&text, "rm_agents_connected").unwrap_or(0.0);
-                if server >= n as f64 {
-                    return server;
-                }
-            }
-        }
-        if Instant::now() >= deadline {
-            let text = fleet::scrape(client, url).await.unwrap_or_default();
-            let server = fleet::scraped_value(&text, "rm_agents_connected").unwrap_or(0.0);
-            eprintln!(
-                "  gave up after {limit:?}: {} agents see a session, the server counts {server}",
-                stats.connected()
-            );
-            return server;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 /// Logs in and returns the session token (it also works as the UI cookie).
 async fn login(url: &str) -> (Api, String) {
     let client = rm_testkit::http::client();
@@ -255,7 +224,7 @@ async fn run(knobs: Knobs) {
         }
     }
     let limit = Duration::from_secs(120 + (knobs.agents / knobs.ramp_per_sec) as u64);
-    f.connected_server = wait_connected(&stats, &client, &url, knobs.agents, limit).await;
+    f.connected_server = fleet::wait_connected(&stats, &client, &url, knobs.agents, limit).await;
     f.ramp = started.elapsed();
     f.connect_failures_ramp = stats.connect_failures();
     f.mem_connected = server.memory().ok();
@@ -376,7 +345,7 @@ async fn run(knobs: Knobs) {
     server.start_again().await.unwrap();
     f.restart_up = stop_at.elapsed();
     let up_at = Instant::now();
-    wait_connected(
+    fleet::wait_connected(
         &stats,
         &client,
         &url,

@@ -123,6 +123,14 @@ impl AgentConn {
 /// Lock stripes for [`Hub::push_lock`].
 const PUSH_STRIPES: usize = 64;
 
+/// The push-lock stripe of `host`.
+fn stripe(host: HostId) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    host.hash(&mut hasher);
+    (hasher.finish() % PUSH_STRIPES as u64) as usize
+}
+
 /// All live agent connections.
 pub struct Hub {
     conns: Mutex<HashMap<HostId, AgentConn>>,
@@ -150,11 +158,22 @@ impl Hub {
     /// handshake or pushed to the connection it registered, never lost in
     /// between. Held briefly; hosts share a few stripes.
     pub(crate) async fn push_lock(&self, host: HostId) -> tokio::sync::MutexGuard<'_, ()> {
-        use std::hash::{Hash, Hasher};
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        host.hash(&mut hasher);
-        let stripe = (hasher.finish() % PUSH_STRIPES as u64) as usize;
-        self.push_locks[stripe].lock().await
+        self.push_locks[stripe(host)].lock().await
+    }
+
+    /// [`Hub::push_lock`] of every host in `hosts` at once: each stripe
+    /// once, in stripe order, so two callers never wait on each other in a
+    /// circle.
+    pub(crate) async fn push_locks(
+        &self,
+        hosts: &[HostId],
+    ) -> Vec<tokio::sync::MutexGuard<'_, ()>> {
+        let stripes: std::collections::BTreeSet<usize> = hosts.iter().map(|h| stripe(*h)).collect();
+        let mut guards = Vec::with_capacity(stripes.len());
+        for s in stripes {
+            guards.push(self.push_locks[s].lock().await);
+        }
+        guards
     }
 
     /// Registers `conn` as `host`'s connection, returning the one it replaced.

@@ -270,6 +270,11 @@ pub(crate) async fn schedule_set(
     host: HostId,
 ) -> Result<ScheduleSet, StoreError> {
     let (version, records) = state.store().schedule_set(host).await?;
+    Ok(as_set(version, records))
+}
+
+/// A stored schedule set as the agent receives it.
+fn as_set(version: u64, records: Vec<ScheduleRecord>) -> ScheduleSet {
     let schedules = records
         .into_iter()
         .filter_map(|r| {
@@ -285,31 +290,51 @@ pub(crate) async fn schedule_set(
             })
         })
         .collect();
-    Ok(ScheduleSet { version, schedules })
+    ScheduleSet { version, schedules }
 }
 
 /// Sends the host's current set to its agent, if connected. A host that is
 /// offline gets it on its next hello.
 async fn push(state: &AppState, host: HostId) {
     state.fleet_changed();
-    send_set(state, host).await;
+    send_sets(state, &[host]).await;
 }
 
-/// Sends the host's current set to its agent, if connected, without
-/// announcing a fleet change (for callers that change many hosts and
-/// announce once).
-pub(crate) async fn send_set(state: &AppState, host: HostId) {
-    let _push = state.hub().push_lock(host).await;
-    let Some(conn) = state.hub().get(host) else {
-        return;
-    };
-    match schedule_set(state, host).await {
-        Ok(set) => {
-            if let Err(e) = conn.send(Frame::new(set)) {
+/// Hosts whose sets are read and sent together.
+const PUSH_BATCH: usize = 256;
+
+/// Sends the current sets of `hosts` to their agents, those connected,
+/// without announcing a fleet change (for callers that change many hosts
+/// and announce once). A batch of hosts at a time: their sets read in one
+/// go under their push locks, since a read per host made a policy change's
+/// push to 10,000 agents take seconds of the server's time.
+pub(crate) async fn send_sets(state: &AppState, hosts: &[HostId]) {
+    for chunk in hosts.chunks(PUSH_BATCH) {
+        let connected: Vec<HostId> = chunk
+            .iter()
+            .copied()
+            .filter(|h| state.hub().is_connected(*h))
+            .collect();
+        if connected.is_empty() {
+            continue;
+        }
+        // A host connecting meanwhile reads its set itself, under its lock.
+        let _push = state.hub().push_locks(&connected).await;
+        let sets = match state.store().schedule_sets(&connected).await {
+            Ok(sets) => sets,
+            Err(e) => {
+                tracing::error!(hosts = connected.len(), error = %e, "could not read schedules to push");
+                continue;
+            }
+        };
+        for (host, version, records) in sets {
+            let Some(conn) = state.hub().get(host) else {
+                continue;
+            };
+            if let Err(e) = conn.send(Frame::new(as_set(version, records))) {
                 tracing::warn!(%host, error = %e, "could not push schedules; the agent gets them on reconnect");
             }
         }
-        Err(e) => tracing::error!(%host, error = %e, "could not read schedules to push"),
     }
 }
 
@@ -319,13 +344,98 @@ pub(crate) async fn on_ack(
     host: HostId,
     ack: ScheduleAck,
 ) -> Result<(), ReportError> {
-    if state.store().record_schedule_ack(host, ack.version).await? {
+    if state
+        .schedule_acks()
+        .record(state.store(), host, ack.version)
+        .await?
+    {
         tracing::info!(%host, version = ack.version, "agent applied schedule set");
         state.fleet_changed();
     } else {
         tracing::debug!(%host, version = ack.version, "stale or unknown schedule ack ignored");
     }
     Ok(())
+}
+
+/// An acknowledgement waiting to be written.
+struct PendingAck {
+    host: HostId,
+    version: u64,
+    /// Whether it changed the applied version; `Err` when its batch failed
+    /// (it is then written on its own, for its own error).
+    answer: tokio::sync::oneshot::Sender<Result<bool, ()>>,
+}
+
+/// Writes `schedule.ack`s in groups: whoever has the turn writes every
+/// acknowledgement waiting, in one transaction. One ack alone is written at
+/// once; the 10,000 that follow a policy change are written a few hundred
+/// at a time instead of one transaction each, with heartbeats and job
+/// events queueing behind every one of them.
+#[derive(Default)]
+pub(crate) struct Acks {
+    pending: std::sync::Mutex<Vec<PendingAck>>,
+    turn: tokio::sync::Mutex<()>,
+}
+
+impl Acks {
+    /// Records that `host` runs `version`; returns whether its applied
+    /// version changed.
+    pub(crate) async fn record(
+        &self,
+        store: &dyn rm_store::Store,
+        host: HostId,
+        version: u64,
+    ) -> Result<bool, StoreError> {
+        let (answer, mut answered) = tokio::sync::oneshot::channel();
+        let queued = match self.pending.lock() {
+            Ok(mut pending) => {
+                pending.push(PendingAck {
+                    host,
+                    version,
+                    answer,
+                });
+                true
+            }
+            Err(_) => false,
+        };
+        if !queued {
+            return store.record_schedule_ack(host, version).await;
+        }
+        {
+            let _turn = self.turn.lock().await;
+            // Taken and answered by an earlier turn, or taken now.
+            let batch: Vec<PendingAck> = self
+                .pending
+                .lock()
+                .map(|mut p| std::mem::take(&mut *p))
+                .unwrap_or_default();
+            if !batch.is_empty() {
+                let acks: Vec<(HostId, u64)> = batch.iter().map(|a| (a.host, a.version)).collect();
+                match store.record_schedule_acks(&acks).await {
+                    Ok(recorded) => {
+                        for a in batch {
+                            let changed = recorded.contains(&(a.host, a.version));
+                            let _ = a.answer.send(Ok(changed));
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!(
+                            acks = batch.len(),
+                            "a batch of schedule acks failed; each is tried alone: {e}"
+                        );
+                        for a in batch {
+                            let _ = a.answer.send(Err(()));
+                        }
+                    }
+                }
+            }
+        }
+        match answered.try_recv() {
+            Ok(Ok(changed)) => Ok(changed),
+            // Its batch failed, or the turn that took it was abandoned.
+            Ok(Err(())) | Err(_) => store.record_schedule_ack(host, version).await,
+        }
+    }
 }
 
 /// `schedule.fire`: a schedule's time came on the agent.

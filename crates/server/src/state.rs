@@ -30,6 +30,7 @@ struct Inner {
     job_events: JobEvents,
     log_writer: LogWriter,
     last_seen: LastSeen,
+    schedule_acks: crate::schedules::Acks,
     metrics: Metrics,
     rpc: Rpc,
     tree_cache: TreeCache,
@@ -58,6 +59,7 @@ impl AppState {
             job_events: JobEvents::default(),
             log_writer,
             last_seen: LastSeen::default(),
+            schedule_acks: crate::schedules::Acks::default(),
             metrics: Metrics::default(),
             rpc: Rpc::default(),
             tree_cache: TreeCache::default(),
@@ -151,6 +153,11 @@ impl AppState {
 
     pub(crate) fn last_seen(&self) -> &LastSeen {
         &self.0.last_seen
+    }
+
+    /// Where `schedule.ack`s are written in groups.
+    pub(crate) fn schedule_acks(&self) -> &crate::schedules::Acks {
+        &self.0.schedule_acks
     }
 
     pub(crate) fn metrics(&self) -> &Metrics {

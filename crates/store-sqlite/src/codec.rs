@@ -411,7 +411,9 @@ pub(crate) fn agent_token(row: &SqliteRow) -> Result<AgentToken, StoreError> {
 }
 
 /// Columns selected for a [`Host`] (from `hosts`, unaliased: the
-/// `has_repository` subquery refers to `hosts.id`).
+/// `has_repository` subquery refers to `hosts.id`). Not
+/// `repository_shared_with`: rows read with these go through
+/// [`crate::shared::fill_shared`], which counts once per repository.
 pub(crate) const HOST_COLUMNS: &str = "id, name, hostname, enrolled_at, last_seen_at, online, \
      agent_version, restic_version, restic_error, protocol_version, os, arch, \
      last_backup_at, last_backup_status, repo_size_bytes, snapshot_count, \
@@ -428,11 +430,6 @@ pub(crate) const HOST_COLUMNS: &str = "id, name, hostname, enrolled_at, last_see
      AS repository_policy_id, \
      (SELECT repository_key FROM host_repositories WHERE host_repositories.host_id = hosts.id) \
      AS repository_key, \
-     (SELECT COUNT(*) FROM host_repositories AS mine \
-      JOIN host_repositories AS theirs ON theirs.repository_key = mine.repository_key \
-      JOIN hosts AS others ON others.id = theirs.host_id \
-      WHERE mine.host_id = hosts.id AND theirs.host_id <> hosts.id \
-      AND others.deleted_at IS NULL) AS repository_shared_with, \
      EXISTS (SELECT 1 FROM schedules WHERE schedules.host_id = hosts.id) AS has_schedules";
 
 /// Decodes a `hosts` row.
@@ -468,7 +465,8 @@ pub(crate) fn host(row: &SqliteRow) -> Result<Host, StoreError> {
         policy_id: id_opt(row, "policy_id")?,
         repository_policy_id: id_opt(row, "repository_policy_id")?,
         repository_key: text_opt(row, "repository_key")?,
-        repository_shared_with: count(row, "repository_shared_with")?,
+        // Counted per repository afterwards (`shared::fill_shared`).
+        repository_shared_with: 0,
         has_schedules: flag(row, "has_schedules")?,
     })
 }

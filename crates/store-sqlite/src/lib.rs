@@ -17,7 +17,9 @@
 mod agent_tokens;
 mod codec;
 mod policies;
+mod shared;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
@@ -114,6 +116,12 @@ const LOG_ROWS_PER_INSERT: usize = 128;
 
 /// Hosts per `touch_hosts` statement (2 bind parameters each).
 const TOUCH_ROWS_PER_UPDATE: usize = 256;
+
+/// Hosts per `IN (…)` list when reading schedule sets.
+const SET_HOSTS_PER_QUERY: usize = 256;
+
+/// Hosts per `record_schedule_acks` statement (2 bind parameters each).
+const ACKS_PER_UPDATE: usize = 256;
 
 /// A [`Store`] backed by one SQLite database. Cheap to clone (it shares the
 /// pool and the writer's turn).
@@ -1207,7 +1215,9 @@ impl Store for SqliteStore {
             .fetch_one(&mut *tx)
             .await
             .map_err(backend)?;
-        let stored = codec::host(&row)?;
+        let mut stored = [codec::host(&row)?];
+        shared::fill_shared(&mut tx, &mut stored).await?;
+        let [stored] = stored;
         write_audit(&mut tx, audit).await?;
         tx.commit().await.map_err(backend)?;
         Ok(stored)
@@ -1220,13 +1230,16 @@ impl Store for SqliteStore {
             "SELECT {} FROM hosts WHERE deleted_at IS NULL ORDER BY enrolled_at, id",
             codec::HOST_COLUMNS
         );
-        sqlx::query(AssertSqlSafe(sql))
-            .fetch_all(&self.pool)
+        let mut conn = self.pool.acquire().await.map_err(backend)?;
+        let mut hosts = sqlx::query(AssertSqlSafe(sql))
+            .fetch_all(&mut *conn)
             .await
             .map_err(backend)?
             .iter()
             .map(codec::host)
-            .collect()
+            .collect::<StoreResult<Vec<Host>>>()?;
+        shared::fill_shared(&mut conn, &mut hosts).await?;
+        Ok(hosts)
     }
 
     async fn list_hosts_page(&self, after: Option<HostId>, limit: u32) -> StoreResult<Vec<Host>> {
@@ -1236,15 +1249,18 @@ impl Store for SqliteStore {
             "SELECT {} FROM hosts WHERE deleted_at IS NULL AND id > ? ORDER BY id LIMIT ?",
             codec::HOST_COLUMNS
         );
-        sqlx::query(AssertSqlSafe(sql))
+        let mut conn = self.pool.acquire().await.map_err(backend)?;
+        let mut hosts = sqlx::query(AssertSqlSafe(sql))
             .bind(after.map(|id| id.to_string()).unwrap_or_default())
             .bind(i64::from(limit.clamp(1, MAX_HOST_PAGE)))
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *conn)
             .await
             .map_err(backend)?
             .iter()
             .map(codec::host)
-            .collect()
+            .collect::<StoreResult<Vec<Host>>>()?;
+        shared::fill_shared(&mut conn, &mut hosts).await?;
+        Ok(hosts)
     }
 
     async fn list_hosts_attention_first(
@@ -1260,16 +1276,19 @@ impl Store for SqliteStore {
             codec::HOST_COLUMNS,
             selector_sql(selector),
         );
-        bind_selector(sqlx::query(AssertSqlSafe(sql)), selector)
+        let mut conn = self.pool.acquire().await.map_err(backend)?;
+        let mut hosts = bind_selector(sqlx::query(AssertSqlSafe(sql)), selector)
             .bind(ms(backed_up_since))
             .bind(i64::from(limit.clamp(1, MAX_HOST_PAGE)))
             .bind(i64::from(offset))
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *conn)
             .await
             .map_err(backend)?
             .iter()
             .map(codec::host)
-            .collect()
+            .collect::<StoreResult<Vec<Host>>>()?;
+        shared::fill_shared(&mut conn, &mut hosts).await?;
+        Ok(hosts)
     }
 
     async fn host_counts(
@@ -1305,13 +1324,16 @@ impl Store for SqliteStore {
             codec::HOST_COLUMNS,
             selector_sql(selector)
         );
-        bind_selector(sqlx::query(AssertSqlSafe(sql)), selector)
-            .fetch_all(&self.pool)
+        let mut conn = self.pool.acquire().await.map_err(backend)?;
+        let mut hosts = bind_selector(sqlx::query(AssertSqlSafe(sql)), selector)
+            .fetch_all(&mut *conn)
             .await
             .map_err(backend)?
             .iter()
             .map(codec::host)
-            .collect()
+            .collect::<StoreResult<Vec<Host>>>()?;
+        shared::fill_shared(&mut conn, &mut hosts).await?;
+        Ok(hosts)
     }
 
     async fn patch_host(
@@ -1349,14 +1371,17 @@ impl Store for SqliteStore {
             "SELECT {} FROM hosts WHERE policy_id = ? AND deleted_at IS NULL ORDER BY name, id",
             codec::HOST_COLUMNS
         );
-        sqlx::query(AssertSqlSafe(sql))
+        let mut conn = self.pool.acquire().await.map_err(backend)?;
+        let mut hosts = sqlx::query(AssertSqlSafe(sql))
             .bind(id.to_string())
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *conn)
             .await
             .map_err(backend)?
             .iter()
             .map(codec::host)
-            .collect()
+            .collect::<StoreResult<Vec<Host>>>()?;
+        shared::fill_shared(&mut conn, &mut hosts).await?;
+        Ok(hosts)
     }
 
     async fn policy_coverage(&self) -> StoreResult<Vec<PolicyCoverage>> {
@@ -1368,14 +1393,19 @@ impl Store for SqliteStore {
             "SELECT {} FROM hosts WHERE id = ? AND deleted_at IS NULL",
             codec::HOST_COLUMNS
         );
-        sqlx::query(AssertSqlSafe(sql))
+        let mut conn = self.pool.acquire().await.map_err(backend)?;
+        let row = sqlx::query(AssertSqlSafe(sql))
             .bind(id.to_string())
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *conn)
             .await
-            .map_err(backend)?
-            .as_ref()
-            .map(codec::host)
-            .transpose()
+            .map_err(backend)?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let mut host = [codec::host(&row)?];
+        shared::fill_shared(&mut conn, &mut host).await?;
+        let [host] = host;
+        Ok(Some(host))
     }
 
     async fn active_agent_token(&self, id: TokenId) -> StoreResult<Option<AgentToken>> {
@@ -2463,64 +2493,109 @@ impl Store for SqliteStore {
             .transpose()
     }
 
-    /// Both reads run in one read transaction, so they see one snapshot of
-    /// the database (WAL). [`StoreError::NotFound`] for an unknown or
-    /// deleted host.
-    async fn schedule_set(&self, host: HostId) -> StoreResult<(u64, Vec<ScheduleRecord>)> {
-        let host_id = host.to_string();
+    /// All reads run in one read transaction, so they see one snapshot of
+    /// the database (WAL); hosts in statements of up to
+    /// [`SET_HOSTS_PER_QUERY`].
+    async fn schedule_sets(
+        &self,
+        hosts: &[HostId],
+    ) -> StoreResult<Vec<(HostId, u64, Vec<ScheduleRecord>)>> {
+        if hosts.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut tx = self.pool.begin().await.map_err(backend)?;
-        let row =
-            sqlx::query("SELECT schedule_version FROM hosts WHERE id = ? AND deleted_at IS NULL")
-                .bind(&host_id)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(backend)?;
-        let Some(row) = row else {
-            tx.rollback().await.map_err(backend)?;
-            return Err(StoreError::NotFound(format!("host `{host}`")));
-        };
-        let version = codec::u64_col(&row, "schedule_version")?;
-        let sql = format!(
-            "SELECT {} FROM schedules WHERE host_id = ? ORDER BY created_at, id",
-            codec::SCHEDULE_COLUMNS
-        );
-        let schedules = sqlx::query(AssertSqlSafe(sql))
-            .bind(&host_id)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(backend)?
-            .iter()
-            .map(codec::schedule)
-            .collect::<StoreResult<Vec<_>>>()?;
+        let mut sets: Vec<(HostId, u64, Vec<ScheduleRecord>)> = Vec::with_capacity(hosts.len());
+        let mut index: HashMap<HostId, usize> = HashMap::with_capacity(hosts.len());
+        let mut rest = hosts;
+        while !rest.is_empty() {
+            let (chunk, after) = rest.split_at(statement_rows(rest.len(), SET_HOSTS_PER_QUERY));
+            rest = after;
+            let sql = format!(
+                "SELECT id, schedule_version FROM hosts \
+                 WHERE deleted_at IS NULL AND id IN ({}) ORDER BY id",
+                placeholders(chunk.len())
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for id in chunk {
+                query = query.bind(id.to_string());
+            }
+            for row in query.fetch_all(&mut *tx).await.map_err(backend)? {
+                let id: HostId = codec::id(&row, "id")?;
+                if let std::collections::hash_map::Entry::Vacant(slot) = index.entry(id) {
+                    slot.insert(sets.len());
+                    sets.push((id, codec::u64_col(&row, "schedule_version")?, Vec::new()));
+                }
+            }
+            let sql = format!(
+                "SELECT {} FROM schedules WHERE host_id IN ({}) ORDER BY created_at, id",
+                codec::SCHEDULE_COLUMNS,
+                placeholders(chunk.len())
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for id in chunk {
+                query = query.bind(id.to_string());
+            }
+            for row in query.fetch_all(&mut *tx).await.map_err(backend)? {
+                let schedule = codec::schedule(&row)?;
+                if let Some(&at) = index.get(&schedule.host_id) {
+                    sets[at].2.push(schedule);
+                }
+            }
+        }
         tx.commit().await.map_err(backend)?;
-        Ok((version, schedules))
+        Ok(sets)
     }
 
-    /// One conditional `UPDATE`: moves only forward, and never past the
-    /// version the server issued (an ack of a version above
+    /// One write transaction, with conditional `UPDATE`s of up to
+    /// [`ACKS_PER_UPDATE`] acks each: a version only moves forward, and
+    /// never past the version the server issued (an ack of a version above
     /// `schedule_version` is ignored). An unknown or deleted host changes
-    /// nothing (`Ok(false)`).
-    async fn record_schedule_ack(&self, host: HostId, version: u64) -> StoreResult<bool> {
+    /// nothing.
+    async fn record_schedule_acks(
+        &self,
+        acks: &[(HostId, u64)],
+    ) -> StoreResult<Vec<(HostId, u64)>> {
         // No issued version exceeds i64::MAX, so such an ack is ignored.
-        let Ok(version) = i64::try_from(version) else {
-            return Ok(false);
-        };
+        let mut acks: Vec<(HostId, i64)> = acks
+            .iter()
+            .filter_map(|(host, version)| Some((*host, i64::try_from(*version).ok()?)))
+            .collect();
+        acks.sort_unstable();
+        acks.dedup();
+        if acks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut recorded = Vec::new();
         let mut tx = self.begin_write().await?;
-        let updated = sqlx::query(
-            "UPDATE hosts SET schedule_applied_version = ? \
-             WHERE id = ? AND deleted_at IS NULL \
-             AND ? > COALESCE(schedule_applied_version, -1) AND ? <= schedule_version",
-        )
-        .bind(version)
-        .bind(host.to_string())
-        .bind(version)
-        .bind(version)
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?
-        .rows_affected();
+        let mut rest = acks.as_slice();
+        while !rest.is_empty() {
+            let (chunk, after) = rest.split_at(statement_rows(rest.len(), ACKS_PER_UPDATE));
+            rest = after;
+            // Of a host's acks, the highest version issued so far counts
+            // (as if they were written one by one); a host split over two
+            // statements still ends there, as versions only move forward.
+            let sql = format!(
+                "UPDATE hosts SET schedule_applied_version = acked.version \
+                 FROM (SELECT ack.column1 AS id, MAX(ack.column2) AS version \
+                       FROM (VALUES {}) AS ack \
+                       JOIN hosts AS issued ON issued.id = ack.column1 \
+                       AND ack.column2 <= issued.schedule_version \
+                       GROUP BY ack.column1) AS acked \
+                 WHERE hosts.id = acked.id AND hosts.deleted_at IS NULL \
+                 AND acked.version > COALESCE(hosts.schedule_applied_version, -1) \
+                 RETURNING hosts.id AS id, hosts.schedule_applied_version AS version",
+                vec!["(?, ?)"; chunk.len()].join(", ")
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for (host, version) in chunk {
+                query = query.bind(host.to_string()).bind(*version);
+            }
+            for row in query.fetch_all(&mut *tx).await.map_err(backend)? {
+                recorded.push((codec::id(&row, "id")?, codec::u64_col(&row, "version")?));
+            }
+        }
         tx.commit().await.map_err(backend)?;
-        Ok(updated == 1)
+        Ok(recorded)
     }
 
     /// In creation order.

@@ -3,7 +3,7 @@
 //! host labels, shared repositories and the jobs queued into them, bulk job
 //! batches and once-per-repository fires.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use rm_core::{BatchId, HostId, JobStatus, PolicyId};
 use rm_store::{
@@ -16,12 +16,22 @@ use sqlx::AssertSqlSafe;
 
 use crate::codec::{self, backend, ms};
 use crate::{
-    bump_schedule_version, insert_error, insert_job, placeholders, require_live_host,
-    upsert_repository, write_audit, SqliteStore,
+    insert_error, insert_job, placeholders, require_live_host, upsert_repository, write_audit,
+    SqliteStore,
 };
 
-/// Host ids per `IN (…)` list when reading policy targets.
+/// Host ids (or id pairs) per `IN (…)` list when reading or changing
+/// policy targets.
 const HOSTS_PER_QUERY: usize = 500;
+
+/// Schedule rows per multi-row `INSERT` (12 bind parameters each).
+const SCHEDULES_PER_INSERT: usize = 64;
+
+/// `n` groups of `width` placeholders: `(?, ?), (?, ?)`.
+fn pairs(n: usize, width: usize) -> String {
+    let group = format!("({})", placeholders(width));
+    vec![group; n].join(", ")
+}
 
 impl SqliteStore {
     pub(crate) async fn patch_host_impl(
@@ -63,7 +73,9 @@ impl SqliteStore {
             .fetch_one(&mut *tx)
             .await
             .map_err(backend)?;
-        let host = codec::host(&row)?;
+        let mut host = [codec::host(&row)?];
+        crate::shared::fill_shared(&mut tx, &mut host).await?;
+        let [host] = host;
         write_audit(&mut tx, audit).await?;
         tx.commit().await.map_err(backend)?;
         Ok(host)
@@ -240,15 +252,31 @@ impl SqliteStore {
             }
             None => {}
         }
-        let mut bumped = Vec::new();
+        // Statements cover many hosts each: one per host made a change to
+        // 10,000 hosts hold the writer's turn for seconds (every heartbeat
+        // flush, acknowledgement and job event waiting behind it).
+        let mut by_policy: BTreeMap<Option<String>, Vec<String>> = BTreeMap::new();
+        for change in changes {
+            by_policy
+                .entry(change.policy_id.map(|p| p.to_string()))
+                .or_default()
+                .push(change.host_id.to_string());
+        }
+        for (policy_id, hosts) in &by_policy {
+            for chunk in hosts.chunks(HOSTS_PER_QUERY) {
+                let sql = format!(
+                    "UPDATE hosts SET policy_id = ? WHERE deleted_at IS NULL AND id IN ({})",
+                    placeholders(chunk.len())
+                );
+                let mut query = sqlx::query(AssertSqlSafe(sql)).bind(policy_id);
+                for id in chunk {
+                    query = query.bind(id);
+                }
+                query.execute(&mut *tx).await.map_err(backend)?;
+            }
+        }
         for change in changes {
             let host_id = change.host_id.to_string();
-            sqlx::query("UPDATE hosts SET policy_id = ? WHERE id = ? AND deleted_at IS NULL")
-                .bind(change.policy_id.map(|p| p.to_string()))
-                .bind(&host_id)
-                .execute(&mut *tx)
-                .await
-                .map_err(backend)?;
             match &change.repository {
                 RepositoryChange::Keep => {}
                 RepositoryChange::Set {
@@ -279,58 +307,97 @@ impl SqliteStore {
                     .map_err(backend)?;
                 }
             }
-            if !change.changes_schedules() {
-                continue;
+        }
+        let deletes: Vec<(String, String)> = changes
+            .iter()
+            .flat_map(|c| {
+                c.delete_schedules
+                    .iter()
+                    .map(|id| (id.to_string(), c.host_id.to_string()))
+            })
+            .collect();
+        for chunk in deletes.chunks(HOSTS_PER_QUERY) {
+            // Each pair found by the schedule's id (a `(id, host_id) IN
+            // (VALUES …)` would scan every policy schedule per statement).
+            let sql = format!(
+                "DELETE FROM schedules WHERE rowid IN \
+                 (SELECT s.rowid FROM (VALUES {}) AS v \
+                  JOIN schedules AS s ON s.id = v.column1 AND s.host_id = v.column2 \
+                  WHERE s.policy_id IS NOT NULL)",
+                pairs(chunk.len(), 2)
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for (id, host) in chunk {
+                query = query.bind(id).bind(host);
             }
-            for id in &change.delete_schedules {
-                sqlx::query(
-                    "DELETE FROM schedules WHERE id = ? AND host_id = ? AND policy_id IS NOT NULL",
-                )
-                .bind(id.to_string())
-                .bind(&host_id)
-                .execute(&mut *tx)
-                .await
-                .map_err(backend)?;
-            }
+            query.execute(&mut *tx).await.map_err(backend)?;
+        }
+        let mut upserts = Vec::new();
+        for change in changes {
             for s in &change.upsert_schedules {
-                let Some((policy_id, policy_schedule_id)) = s.policy else {
+                let Some(policy) = s.policy else {
                     return Err(StoreError::Conflict(format!(
                         "schedule `{}` is not a policy's",
                         s.id
                     )));
                 };
-                sqlx::query(
-                    "INSERT INTO schedules (id, host_id, kind, cron, timezone, params, enabled, \
-                     jitter_seconds, created_at, updated_at, policy_id, policy_schedule_id) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-                     ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, cron = excluded.cron, \
-                     timezone = excluded.timezone, params = excluded.params, \
-                     enabled = excluded.enabled, jitter_seconds = excluded.jitter_seconds, \
-                     updated_at = excluded.updated_at, policy_id = excluded.policy_id, \
-                     policy_schedule_id = excluded.policy_schedule_id \
-                     WHERE schedules.host_id = excluded.host_id",
-                )
-                .bind(s.id.to_string())
-                .bind(&host_id)
-                .bind(&s.kind)
-                .bind(&s.cron)
-                .bind(&s.timezone)
-                .bind(s.params.to_string())
-                .bind(s.enabled)
-                .bind(i64::from(s.jitter_seconds))
-                .bind(ms(s.created_at))
-                .bind(ms(s.updated_at))
-                .bind(policy_id.to_string())
-                .bind(policy_schedule_id.to_string())
-                .execute(&mut *tx)
-                .await
-                .map_err(backend)?;
+                upserts.push((change.host_id, s, policy));
             }
-            match bump_schedule_version(&mut tx, &host_id).await {
-                Ok(version) => bumped.push((change.host_id, version)),
-                // Deleted meanwhile: nothing to push.
-                Err(StoreError::NotFound(_)) => {}
-                Err(e) => return Err(e),
+        }
+        for chunk in upserts.chunks(SCHEDULES_PER_INSERT) {
+            let sql = format!(
+                "INSERT INTO schedules (id, host_id, kind, cron, timezone, params, enabled, \
+                 jitter_seconds, created_at, updated_at, policy_id, policy_schedule_id) \
+                 VALUES {} \
+                 ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, cron = excluded.cron, \
+                 timezone = excluded.timezone, params = excluded.params, \
+                 enabled = excluded.enabled, jitter_seconds = excluded.jitter_seconds, \
+                 updated_at = excluded.updated_at, policy_id = excluded.policy_id, \
+                 policy_schedule_id = excluded.policy_schedule_id \
+                 WHERE schedules.host_id = excluded.host_id",
+                pairs(chunk.len(), 12)
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for (host, s, (policy_id, policy_schedule_id)) in chunk {
+                query = query
+                    .bind(s.id.to_string())
+                    .bind(host.to_string())
+                    .bind(&s.kind)
+                    .bind(&s.cron)
+                    .bind(&s.timezone)
+                    .bind(s.params.to_string())
+                    .bind(s.enabled)
+                    .bind(i64::from(s.jitter_seconds))
+                    .bind(ms(s.created_at))
+                    .bind(ms(s.updated_at))
+                    .bind(policy_id.to_string())
+                    .bind(policy_schedule_id.to_string());
+            }
+            query.execute(&mut *tx).await.map_err(backend)?;
+        }
+        // One version bump per host whose set changed; a host deleted
+        // meanwhile is not bumped and has nothing to push.
+        let to_bump: Vec<String> = changes
+            .iter()
+            .filter(|c| c.changes_schedules())
+            .map(|c| c.host_id.to_string())
+            .collect();
+        let mut bumped = Vec::with_capacity(to_bump.len());
+        for chunk in to_bump.chunks(HOSTS_PER_QUERY) {
+            let sql = format!(
+                "UPDATE hosts SET schedule_version = schedule_version + 1 \
+                 WHERE deleted_at IS NULL AND id IN ({}) RETURNING id, schedule_version",
+                placeholders(chunk.len())
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for id in chunk {
+                query = query.bind(id);
+            }
+            for row in query.fetch_all(&mut *tx).await.map_err(backend)? {
+                bumped.push((
+                    codec::id(&row, "id")?,
+                    codec::u64_col(&row, "schedule_version")?,
+                ));
             }
         }
         write_audit(&mut tx, audit).await?;
@@ -365,14 +432,17 @@ impl SqliteStore {
              (SELECT host_id FROM host_repositories WHERE repository_key = ?) ORDER BY id",
             codec::HOST_COLUMNS
         );
-        sqlx::query(AssertSqlSafe(sql))
+        let mut conn = self.pool.acquire().await.map_err(backend)?;
+        let mut hosts = sqlx::query(AssertSqlSafe(sql))
             .bind(key)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *conn)
             .await
             .map_err(backend)?
             .iter()
             .map(codec::host)
-            .collect()
+            .collect::<StoreResult<Vec<Host>>>()?;
+        crate::shared::fill_shared(&mut conn, &mut hosts).await?;
+        Ok(hosts)
     }
 
     pub(crate) async fn repository_jobs_impl(&self, key: &str) -> StoreResult<Vec<RepositoryJob>> {

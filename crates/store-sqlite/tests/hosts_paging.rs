@@ -12,8 +12,8 @@ use common::{db_url, enrollment, open_temp, t};
 use rm_core::token::TokenHash;
 use rm_core::{HostId, JobId, JobStatus, JobTrigger, Labels, Selector, TokenId};
 use rm_store::{
-    AgentToken, HelloRecord, HostCounts, HostPatch, JobEnd, NewHost, NewJob, SnapshotRecord, Store,
-    MAX_HOST_PAGE,
+    AgentToken, HelloRecord, HostCounts, HostPatch, JobEnd, NewHost, NewJob, SealFormat,
+    SealedRepository, SnapshotRecord, Store, MAX_HOST_PAGE,
 };
 use rm_store_sqlite::SqliteStore;
 
@@ -367,4 +367,96 @@ async fn migration_0005_backfills_snapshot_counts() {
     assert_eq!(count(listed).await, Some(2));
     assert_eq!(count(stats_only).await, Some(7));
     assert_eq!(count(unknown).await, None);
+}
+
+/// Gives `host` repository settings with identity `key`.
+async fn repository(store: &SqliteStore, host: HostId, key: &str) {
+    let sealed = SealedRepository {
+        nonce: vec![0; 12],
+        ciphertext: vec![1, 2, 3],
+        format: SealFormat::OwnerBound,
+        updated_at: t(7),
+    };
+    store
+        .set_repository(host, &sealed, key, None)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn hosts_sharing_a_repository_are_counted_per_repository() {
+    let (_dir, store) = open_temp().await;
+    let a1 = host_named(&store, "a1").await;
+    let a2 = host_named(&store, "a2").await;
+    let a3 = host_named(&store, "a3").await;
+    let b1 = host_named(&store, "b1").await;
+    let alone = host_named(&store, "alone").await;
+    let none = host_named(&store, "none").await;
+    for host in [a1, a2, a3] {
+        repository(&store, host, "s3:s3.example/shared").await;
+    }
+    repository(&store, b1, "/srv/b").await;
+    repository(&store, alone, "/srv/alone").await;
+    // A deleted host no longer shares anything.
+    store.delete_host(a3, t(8), None).await.unwrap();
+    let _ = b1;
+
+    let expected = |id: HostId| -> u64 {
+        if id == a1 || id == a2 {
+            1
+        } else {
+            0
+        }
+    };
+    let check = |hosts: &[rm_store::Host], what: &str| {
+        for h in hosts {
+            assert_eq!(
+                h.repository_shared_with,
+                expected(h.id),
+                "{what}: {} shares with",
+                h.name
+            );
+        }
+    };
+    check(&store.list_hosts().await.unwrap(), "list_hosts");
+    check(
+        &store.list_hosts_page(None, MAX_HOST_PAGE).await.unwrap(),
+        "list_hosts_page",
+    );
+    let everyone = Selector::default();
+    check(
+        &store
+            .list_hosts_attention_first(t(0), &everyone, 0, MAX_HOST_PAGE)
+            .await
+            .unwrap(),
+        "list_hosts_attention_first",
+    );
+    check(
+        &store.hosts_matching(&everyone).await.unwrap(),
+        "hosts_matching",
+    );
+    let sharing = store
+        .hosts_of_repository("s3:s3.example/shared")
+        .await
+        .unwrap();
+    assert_eq!(sharing.len(), 2);
+    check(&sharing, "hosts_of_repository");
+    for id in [a1, a2, b1, alone, none] {
+        let host = store.host(id).await.unwrap().unwrap();
+        assert_eq!(
+            host.repository_shared_with,
+            expected(id),
+            "host({})",
+            host.name
+        );
+    }
+    let patched = store
+        .patch_host(a1, &HostPatch::default(), None)
+        .await
+        .unwrap();
+    assert_eq!(patched.repository_shared_with, 1, "patch_host");
+    assert_eq!(
+        store.host(none).await.unwrap().unwrap().repository_key,
+        None
+    );
 }

@@ -273,6 +273,80 @@ async fn acks_move_forward_only_and_never_past_the_issued_version() {
     assert!(!store.record_schedule_ack(HostId::new(), 0).await.unwrap());
 }
 
+#[tokio::test]
+async fn acks_of_many_hosts_are_written_together_highest_version_first() {
+    let (_dir, store) = open_temp().await;
+    // More hosts than one statement holds.
+    let mut hosts = Vec::new();
+    for _ in 0..300 {
+        let host = enrol(&store).await;
+        for i in 0..2 {
+            store
+                .create_schedule(&schedule(host, "backup", i), None)
+                .await
+                .unwrap();
+        }
+        hosts.push(host);
+    }
+    let (first, second, deleted) = (hosts[0], hosts[1], hosts[2]);
+    assert!(store.record_schedule_ack(second, 2).await.unwrap());
+    assert!(store.delete_host(deleted, t(50), None).await.unwrap());
+    let mut acks: Vec<(HostId, u64)> = hosts[3..].iter().map(|h| (*h, 2)).collect();
+    // Twice in one batch: the higher version counts.
+    acks.extend([(first, 1), (first, 2), (first, 1)]);
+    // Already there, deleted, never issued, unknown: nothing changes (an
+    // unissued version next to an issued one leaves the issued one).
+    acks.extend([
+        (second, 2),
+        (deleted, 2),
+        (hosts[3], 3),
+        (hosts[4], u64::MAX),
+        (HostId::new(), 0),
+    ]);
+    let mut recorded = store.record_schedule_acks(&acks).await.unwrap();
+    recorded.sort();
+    let mut expected: Vec<(HostId, u64)> = hosts[3..].iter().map(|h| (*h, 2)).collect();
+    expected.push((first, 2));
+    expected.sort();
+    assert_eq!(recorded, expected);
+    for host in &hosts[3..] {
+        assert_eq!(version_of(&store, *host).await, (2, Some(2)));
+    }
+    assert_eq!(version_of(&store, first).await, (2, Some(2)));
+    assert!(store.record_schedule_acks(&[]).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn schedule_sets_of_many_hosts_match_each_hosts_own() {
+    let (_dir, store) = open_temp().await;
+    let mut hosts = Vec::new();
+    for n in 0..300 {
+        let host = enrol(&store).await;
+        for i in 0..(n % 3) {
+            store
+                .create_schedule(&schedule(host, "backup", i64::from(i)), None)
+                .await
+                .unwrap();
+        }
+        hosts.push(host);
+    }
+    let deleted = hosts[5];
+    assert!(store.delete_host(deleted, t(50), None).await.unwrap());
+    let mut asked = hosts.clone();
+    asked.push(HostId::new());
+    let sets = store.schedule_sets(&asked).await.unwrap();
+    assert_eq!(
+        sets.len(),
+        hosts.len() - 1,
+        "deleted and unknown hosts are left out"
+    );
+    for (host, version, set) in sets {
+        assert_ne!(host, deleted);
+        assert_eq!(store.schedule_set(host).await.unwrap(), (version, set));
+    }
+    assert!(store.schedule_sets(&[]).await.unwrap().is_empty());
+}
+
 // ── jobs of schedules ──────────────────────────────────────────────────
 
 #[tokio::test]

@@ -403,11 +403,37 @@ pub trait Store: Send + Sync + 'static {
     /// A schedule by id.
     async fn schedule(&self, id: ScheduleId) -> StoreResult<Option<ScheduleRecord>>;
     /// A host's schedule version and all its schedules (creation order),
-    /// read together so they match.
-    async fn schedule_set(&self, host: HostId) -> StoreResult<(u64, Vec<ScheduleRecord>)>;
+    /// read together so they match. [`StoreError::NotFound`] for an unknown
+    /// or deleted host.
+    async fn schedule_set(&self, host: HostId) -> StoreResult<(u64, Vec<ScheduleRecord>)> {
+        self.schedule_sets(&[host])
+            .await?
+            .into_iter()
+            .next()
+            .map(|(_, version, schedules)| (version, schedules))
+            .ok_or_else(|| StoreError::NotFound(format!("host `{host}`")))
+    }
+    /// [`Store::schedule_set`] of many hosts at once, all read together
+    /// (pushing a policy change to 10,000 agents); unknown or deleted hosts
+    /// are left out.
+    async fn schedule_sets(
+        &self,
+        hosts: &[HostId],
+    ) -> StoreResult<Vec<(HostId, u64, Vec<ScheduleRecord>)>>;
     /// Records that the agent runs schedule-set `version` now. The applied
     /// version only moves forward. Returns whether it changed.
-    async fn record_schedule_ack(&self, host: HostId, version: u64) -> StoreResult<bool>;
+    async fn record_schedule_ack(&self, host: HostId, version: u64) -> StoreResult<bool> {
+        Ok(!self
+            .record_schedule_acks(&[(host, version)])
+            .await?
+            .is_empty())
+    }
+    /// [`Store::record_schedule_ack`] of many acknowledgements in one
+    /// transaction, ending as if written one by one (of a host acknowledged
+    /// twice, the highest version issued counts); returns the hosts whose
+    /// applied version changed, with it.
+    async fn record_schedule_acks(&self, acks: &[(HostId, u64)])
+        -> StoreResult<Vec<(HostId, u64)>>;
     /// The schedule's jobs that are queued, dispatched or running.
     async fn active_jobs_of_schedule(&self, schedule: ScheduleId) -> StoreResult<Vec<Job>>;
 

@@ -1,7 +1,8 @@
 //! A simulated fleet for load tests: many enrolled hosts made quickly, and
 //! light agents that speak the real protocol over real WebSockets — `hello`,
 //! heartbeats at the interval the server pushes, answers to `command.run`
-//! with `job.started`, `log.stream` batches and `job.finished` — and that
+//! with `job.started`, `log.stream` batches and `job.finished`, a
+//! `schedule.ack` for every `schedule.set` — and that
 //! reconnect with the real agent's jittered backoff
 //! ([`rm_agent::backoff::Backoff`]). They run no restic: a job's output is
 //! made up, so thousands fit in one process.
@@ -59,6 +60,17 @@ pub async fn enroll_hosts(
     prefix: &str,
     count: usize,
 ) -> anyhow::Result<Vec<FleetHost>> {
+    enroll_labelled_hosts(store, prefix, count, &BTreeMap::new()).await
+}
+
+/// As [`enroll_hosts`], each host carrying `labels` (from its token, as a
+/// labelled enrolment token gives them).
+pub async fn enroll_labelled_hosts(
+    store: &dyn Store,
+    prefix: &str,
+    count: usize,
+    labels: &BTreeMap<String, String>,
+) -> anyhow::Result<Vec<FleetHost>> {
     let mut hosts = Vec::with_capacity(count);
     let config = rm_server::ServerConfig::new("http://fleet.invalid");
     for n in 0..count {
@@ -68,6 +80,7 @@ pub async fn enroll_hosts(
             &config,
             &rm_protocol::api::CreateEnrollmentToken {
                 name: Some(name.clone()),
+                labels: labels.clone(),
                 ..Default::default()
             },
             None,
@@ -91,6 +104,71 @@ pub async fn enroll_hosts(
     Ok(hosts)
 }
 
+/// Gives `hosts` their own repository settings straight through the store,
+/// sealed with the server's key file at `key_path` as `PUT
+/// /hosts/{id}/repository` seals them, `per_repository` hosts to each URL
+/// (`/srv/fleet/shared-<n>`: shared repositories, as 50 similar web
+/// servers would have). No `init` is queued: nothing runs in them; they
+/// are there for what the API and dashboard show. Returns how many
+/// repositories there are.
+pub async fn give_repositories(
+    store: &dyn Store,
+    key_path: &std::path::Path,
+    hosts: &[FleetHost],
+    per_repository: usize,
+) -> anyhow::Result<usize> {
+    let key = rm_server::sealing::unlock(store, key_path).await?;
+    let per_repository = per_repository.max(1);
+    for (group, chunk) in hosts.chunks(per_repository).enumerate() {
+        let config = rm_protocol::RepositoryConfig {
+            url: format!("/srv/fleet/shared-{group:05}"),
+            password: String::from("fleet-shared-password"),
+            env: BTreeMap::new(),
+        };
+        let plain = serde_json::to_vec(&config)?;
+        let identity = rm_server::policies::effective::repository_key(&config.url);
+        for host in chunk {
+            let sealed = rm_server::sealing::seal_repository(&key, host.host_id, &plain)?;
+            store
+                .set_repository(host.host_id, &sealed, &identity, None)
+                .await?;
+        }
+    }
+    Ok(hosts.len().div_ceil(per_repository))
+}
+
+/// Waits until the agents and the server (its `rm_agents_connected`) both
+/// count `n` connections, at most `limit`; returns the server's count.
+pub async fn wait_connected(
+    stats: &FleetStats,
+    client: &reqwest::Client,
+    url: &str,
+    n: usize,
+    limit: Duration,
+) -> f64 {
+    let deadline = Instant::now() + limit;
+    loop {
+        if stats.connected() >= n {
+            if let Ok(text) = scrape(client, url).await {
+                let server = scraped_value(&text, "rm_agents_connected").unwrap_or(0.0);
+                if server >= n as f64 {
+                    return server;
+                }
+            }
+        }
+        if Instant::now() >= deadline {
+            let text = scrape(client, url).await.unwrap_or_default();
+            let server = scraped_value(&text, "rm_agents_connected").unwrap_or(0.0);
+            eprintln!(
+                "  gave up after {limit:?}: {} agents see a session, the server counts {server}",
+                stats.connected()
+            );
+            return server;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// What every simulated agent of a fleet shares.
 pub struct FleetConfig {
     /// `ws://…/ws/agent`.
@@ -110,6 +188,7 @@ pub struct FleetStats {
     sessions_lost: AtomicU64,
     jobs_finished: AtomicU64,
     log_lines_sent: AtomicU64,
+    schedule_acks: AtomicU64,
     /// When each accepted connection completed its handshake.
     hellos: Mutex<Vec<Instant>>,
 }
@@ -138,6 +217,12 @@ impl FleetStats {
     /// Log lines the agents sent.
     pub fn log_lines_sent(&self) -> u64 {
         self.log_lines_sent.load(Ordering::Relaxed)
+    }
+
+    /// `schedule.ack`s the agents sent (one per `schedule.set` received,
+    /// the handshake's included).
+    pub fn schedule_acks(&self) -> u64 {
+        self.schedule_acks.load(Ordering::Relaxed)
     }
 
     /// Handshakes completed at or after `since`, as offsets from `since`.
@@ -217,7 +302,7 @@ async fn session(config: &FleetConfig, host: &FleetHost, stats: &FleetStats) -> 
     let Some(mut ws) = connect(config, host).await else {
         return Session::Failed;
     };
-    let Some(heartbeat) = handshake(&mut ws).await else {
+    let Some(heartbeat) = handshake(&mut ws, stats).await else {
         return Session::Failed;
     };
     let started = Instant::now();
@@ -283,7 +368,7 @@ async fn connect(config: &FleetConfig, host: &FleetHost) -> Option<Ws> {
 /// Sends `hello` and waits for `config.update` and `schedule.set`
 /// (acknowledging the set, as the real agent does). Returns the heartbeat
 /// interval the server asked for.
-async fn handshake(ws: &mut Ws) -> Option<Duration> {
+async fn handshake(ws: &mut Ws, stats: &FleetStats) -> Option<Duration> {
     let hello = Hello {
         protocol_version: CURRENT_PROTOCOL_VERSION,
         agent_version: String::from("0.0.0-fleet"),
@@ -312,16 +397,24 @@ async fn handshake(ws: &mut Ws) -> Option<Duration> {
                 )));
             }
             Message::ScheduleSet(set) => {
-                let ack = ScheduleAck {
-                    version: set.version,
-                    applied_at: Utc::now(),
-                };
-                send(ws, Frame::new(ack)).await.ok()?;
+                acknowledge(ws, stats, set.version).await.ok()?;
                 return heartbeat;
             }
             _ => return None,
         }
     }
+}
+
+/// As the real agent once it has applied a set: `schedule.ack` with its
+/// version.
+async fn acknowledge(ws: &mut Ws, stats: &FleetStats, version: u64) -> Result<(), ()> {
+    let ack = ScheduleAck {
+        version,
+        applied_at: Utc::now(),
+    };
+    send(ws, Frame::new(ack)).await?;
+    stats.schedule_acks.fetch_add(1, Ordering::Relaxed);
+    Ok(())
 }
 
 async fn send(ws: &mut Ws, frame: Frame) -> Result<(), ()> {
@@ -330,17 +423,19 @@ async fn send(ws: &mut Ws, frame: Frame) -> Result<(), ()> {
         .map_err(|_| ())
 }
 
-/// Plays a job the server asked for, in the real agent's reporting order
-/// (a backup's snapshot list and statistics before its `job.finished`);
-/// ignores everything else.
+/// Acknowledges a pushed schedule set, or plays a job the server asked
+/// for, in the real agent's reporting order (a backup's snapshot list and
+/// statistics before its `job.finished`); ignores everything else.
 async fn answer(
     ws: &mut Ws,
     config: &FleetConfig,
     stats: &FleetStats,
     frame: Frame,
 ) -> Result<(), ()> {
-    let Message::CommandRun(run) = frame.message else {
-        return Ok(());
+    let run = match frame.message {
+        Message::CommandRun(run) => run,
+        Message::ScheduleSet(set) => return acknowledge(ws, stats, set.version).await,
+        _ => return Ok(()),
     };
     let job_id = run.job_id;
     send(

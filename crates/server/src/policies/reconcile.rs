@@ -68,7 +68,9 @@ pub async fn reconcile(
             }
         }
     }
+    let started = std::time::Instant::now();
     let targets = state.store().policy_targets(scope).await?;
+    let read = started.elapsed();
     let now = Utc::now();
     let mut passwords = Passwords::default();
     let mut changes = Vec::new();
@@ -101,10 +103,12 @@ pub async fn reconcile(
     if changes.is_empty() && write.is_none() {
         return Ok(Outcome::default());
     }
+    let decided = started.elapsed();
     let bumped = state
         .store()
         .apply_policy_changes(write.as_ref(), &changes, audit)
         .await?;
+    let written = started.elapsed();
     let outcome = Outcome {
         bumped,
         repositories: changes
@@ -118,6 +122,9 @@ pub async fn reconcile(
             hosts = changes.len(),
             schedule_sets = outcome.bumped.len(),
             repositories = outcome.repositories.len(),
+            read_ms = read.as_millis(),
+            decided_ms = (decided - read).as_millis(),
+            written_ms = (written - decided).as_millis(),
             "policies applied"
         );
     }
@@ -166,11 +173,7 @@ fn push(state: &AppState, outcome: &Outcome) {
                 jobs::dispatch_next(&state, host).await;
             }
         }
-        for host in schedules {
-            if state.hub().get(host).is_some() {
-                crate::schedules::send_set(&state, host).await;
-            }
-        }
+        crate::schedules::send_sets(&state, &schedules).await;
     });
 }
 
