@@ -124,6 +124,7 @@ pub async fn give_repositories(
             url: format!("/srv/fleet/shared-{group:05}"),
             password: String::from("fleet-shared-password"),
             env: BTreeMap::new(),
+            copy_to: None,
         };
         let plain = serde_json::to_vec(&config)?;
         let identity = rm_server::policies::effective::repository_key(&config.url);
