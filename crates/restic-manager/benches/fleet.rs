@@ -28,11 +28,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rm_testkit::fleet::{self, FleetConfig, FleetHost, FleetStats, ScrapedHistogram};
+use rm_testkit::fleet::{self, knob, FleetConfig, FleetHost, FleetStats, ScrapedHistogram};
 use rm_testkit::{Api, ProcessMemory, ServerProcess};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -49,15 +48,6 @@ struct Knobs {
     api_requests: usize,
     server_bin: PathBuf,
     server_log: String,
-}
-
-fn knob<T: FromStr>(name: &str, default: T) -> T {
-    match std::env::var(name) {
-        Ok(v) => v
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={v} is not a valid value")),
-        Err(_) => default,
-    }
 }
 
 impl Knobs {
@@ -501,35 +491,10 @@ fn print_table(knobs: &Knobs, f: &mut Figures) {
         ),
         ("server RSS, reconnected", mb(f.mem_reconnected)),
     ];
-    let width = rows
-        .iter()
-        .map(|(k, _)| k.chars().count())
-        .max()
-        .unwrap_or(0);
-    for (key, value) in rows {
-        println!("  {key:<width$}  {value}");
-    }
+    fleet::print_rows(&rows);
 }
 
 fn main() {
-    let limit = rm_server::raise_open_files_limit().unwrap();
     let knobs = Knobs::from_env();
-    if (limit.now as usize) < knobs.agents + 100 {
-        panic!(
-            "{} agents need {} open files; this process may have {}",
-            knobs.agents,
-            knobs.agents + 100,
-            limit.now
-        );
-    }
-    eprintln!(
-        "fleet bench: server {} as a child process, agents in this process (open-file limit {})",
-        knobs.server_bin.display(),
-        limit.now
-    );
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(run(knobs));
+    fleet::bench_runtime("fleet bench", knobs.agents, &knobs.server_bin).block_on(run(knobs));
 }

@@ -30,11 +30,10 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rm_testkit::fleet::{self, FleetConfig, FleetHost, FleetStats};
+use rm_testkit::fleet::{self, knob, FleetConfig, FleetHost, FleetStats};
 use rm_testkit::{Api, ProcessMemory, ServerProcess};
 use serde_json::{json, Value};
 use tokio::time::Instant;
@@ -56,15 +55,6 @@ struct Knobs {
     api_requests: usize,
     server_bin: PathBuf,
     server_log: String,
-}
-
-fn knob<T: FromStr>(name: &str, default: T) -> T {
-    match std::env::var(name) {
-        Ok(v) => v
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={v} is not a valid value")),
-        Err(_) => default,
-    }
 }
 
 impl Knobs {
@@ -149,8 +139,8 @@ fn sample_during(
         tokio::spawn(async move {
             let mut most = 0u64;
             while !stop.is_cancelled() {
-                if let Some(kib) = rss_kib(server_pid) {
-                    most = most.max(kib);
+                if let Ok(memory) = ProcessMemory::of(server_pid) {
+                    most = most.max(memory.rss_kib);
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
@@ -167,19 +157,6 @@ fn sample_during(
         }
         (samples, rss.await.unwrap_or(0))
     })
-}
-
-/// VmRSS of `pid` in KiB.
-fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()
 }
 
 /// What a change took to reach the fleet.
@@ -510,35 +487,10 @@ async fn run(knobs: Knobs) {
             latencies(&mut dash_policy),
         ),
     ];
-    let width = rows
-        .iter()
-        .map(|(k, _)| k.chars().count())
-        .max()
-        .unwrap_or(0);
-    for (key, value) in rows {
-        println!("  {key:<width$}  {value}");
-    }
+    fleet::print_rows(&rows);
 }
 
 fn main() {
-    let limit = rm_server::raise_open_files_limit().unwrap();
     let knobs = Knobs::from_env();
-    if (limit.now as usize) < knobs.agents + 100 {
-        panic!(
-            "{} agents need {} open files; this process may have {}",
-            knobs.agents,
-            knobs.agents + 100,
-            limit.now
-        );
-    }
-    eprintln!(
-        "policy push bench: server {} as a child process, agents in this process (open-file limit {})",
-        knobs.server_bin.display(),
-        limit.now
-    );
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(run(knobs));
+    fleet::bench_runtime("policy push bench", knobs.agents, &knobs.server_bin).block_on(run(knobs));
 }

@@ -1230,16 +1230,8 @@ impl Store for SqliteStore {
             "SELECT {} FROM hosts WHERE deleted_at IS NULL ORDER BY enrolled_at, id",
             codec::HOST_COLUMNS
         );
-        let mut conn = self.pool.acquire().await.map_err(backend)?;
-        let mut hosts = sqlx::query(AssertSqlSafe(sql))
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(backend)?
-            .iter()
-            .map(codec::host)
-            .collect::<StoreResult<Vec<Host>>>()?;
-        shared::fill_shared(&mut conn, &mut hosts).await?;
-        Ok(hosts)
+        let query = sqlx::query(AssertSqlSafe(sql));
+        shared::read_hosts(&self.pool, query).await
     }
 
     async fn list_hosts_page(&self, after: Option<HostId>, limit: u32) -> StoreResult<Vec<Host>> {
@@ -1249,18 +1241,10 @@ impl Store for SqliteStore {
             "SELECT {} FROM hosts WHERE deleted_at IS NULL AND id > ? ORDER BY id LIMIT ?",
             codec::HOST_COLUMNS
         );
-        let mut conn = self.pool.acquire().await.map_err(backend)?;
-        let mut hosts = sqlx::query(AssertSqlSafe(sql))
+        let query = sqlx::query(AssertSqlSafe(sql))
             .bind(after.map(|id| id.to_string()).unwrap_or_default())
-            .bind(i64::from(limit.clamp(1, MAX_HOST_PAGE)))
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(backend)?
-            .iter()
-            .map(codec::host)
-            .collect::<StoreResult<Vec<Host>>>()?;
-        shared::fill_shared(&mut conn, &mut hosts).await?;
-        Ok(hosts)
+            .bind(i64::from(limit.clamp(1, MAX_HOST_PAGE)));
+        shared::read_hosts(&self.pool, query).await
     }
 
     async fn list_hosts_attention_first(
@@ -1276,19 +1260,11 @@ impl Store for SqliteStore {
             codec::HOST_COLUMNS,
             selector_sql(selector),
         );
-        let mut conn = self.pool.acquire().await.map_err(backend)?;
-        let mut hosts = bind_selector(sqlx::query(AssertSqlSafe(sql)), selector)
+        let query = bind_selector(sqlx::query(AssertSqlSafe(sql)), selector)
             .bind(ms(backed_up_since))
             .bind(i64::from(limit.clamp(1, MAX_HOST_PAGE)))
-            .bind(i64::from(offset))
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(backend)?
-            .iter()
-            .map(codec::host)
-            .collect::<StoreResult<Vec<Host>>>()?;
-        shared::fill_shared(&mut conn, &mut hosts).await?;
-        Ok(hosts)
+            .bind(i64::from(offset));
+        shared::read_hosts(&self.pool, query).await
     }
 
     async fn host_counts(
@@ -1324,16 +1300,8 @@ impl Store for SqliteStore {
             codec::HOST_COLUMNS,
             selector_sql(selector)
         );
-        let mut conn = self.pool.acquire().await.map_err(backend)?;
-        let mut hosts = bind_selector(sqlx::query(AssertSqlSafe(sql)), selector)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(backend)?
-            .iter()
-            .map(codec::host)
-            .collect::<StoreResult<Vec<Host>>>()?;
-        shared::fill_shared(&mut conn, &mut hosts).await?;
-        Ok(hosts)
+        let query = bind_selector(sqlx::query(AssertSqlSafe(sql)), selector);
+        shared::read_hosts(&self.pool, query).await
     }
 
     async fn patch_host(
@@ -1371,17 +1339,8 @@ impl Store for SqliteStore {
             "SELECT {} FROM hosts WHERE policy_id = ? AND deleted_at IS NULL ORDER BY name, id",
             codec::HOST_COLUMNS
         );
-        let mut conn = self.pool.acquire().await.map_err(backend)?;
-        let mut hosts = sqlx::query(AssertSqlSafe(sql))
-            .bind(id.to_string())
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(backend)?
-            .iter()
-            .map(codec::host)
-            .collect::<StoreResult<Vec<Host>>>()?;
-        shared::fill_shared(&mut conn, &mut hosts).await?;
-        Ok(hosts)
+        let query = sqlx::query(AssertSqlSafe(sql)).bind(id.to_string());
+        shared::read_hosts(&self.pool, query).await
     }
 
     async fn policy_coverage(&self) -> StoreResult<Vec<PolicyCoverage>> {

@@ -432,17 +432,8 @@ impl SqliteStore {
              (SELECT host_id FROM host_repositories WHERE repository_key = ?) ORDER BY id",
             codec::HOST_COLUMNS
         );
-        let mut conn = self.pool.acquire().await.map_err(backend)?;
-        let mut hosts = sqlx::query(AssertSqlSafe(sql))
-            .bind(key)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(backend)?
-            .iter()
-            .map(codec::host)
-            .collect::<StoreResult<Vec<Host>>>()?;
-        crate::shared::fill_shared(&mut conn, &mut hosts).await?;
-        Ok(hosts)
+        let query = sqlx::query(AssertSqlSafe(sql)).bind(key);
+        crate::shared::read_hosts(&self.pool, query).await
     }
 
     pub(crate) async fn repository_jobs_impl(&self, key: &str) -> StoreResult<Vec<RepositoryJob>> {

@@ -17,6 +17,25 @@ use crate::placeholders;
 /// Repository keys per `IN (…)` list.
 const KEYS_PER_QUERY: usize = 500;
 
+/// Runs a query selecting [`codec::HOST_COLUMNS`] of live hosts and
+/// returns them decoded, with `repository_shared_with` filled in on the
+/// same connection.
+pub(crate) async fn read_hosts<'q>(
+    pool: &sqlx::SqlitePool,
+    query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
+) -> StoreResult<Vec<Host>> {
+    let mut conn = pool.acquire().await.map_err(backend)?;
+    let mut hosts = query
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(backend)?
+        .iter()
+        .map(codec::host)
+        .collect::<StoreResult<Vec<Host>>>()?;
+    fill_shared(&mut conn, &mut hosts).await?;
+    Ok(hosts)
+}
+
 /// Fills in `repository_shared_with` of `hosts` (read with
 /// [`codec::HOST_COLUMNS`], every one live): one grouped count over the
 /// `host_repositories_key` index per distinct repository among them.

@@ -659,6 +659,58 @@ pub fn quantile(samples: &mut [Duration], q: f64) -> Option<Duration> {
     Some(samples[index])
 }
 
+/// A bench setting from the environment variable `name`, or `default`
+/// when it is unset; a value that does not parse stops the bench, naming it.
+pub fn knob<T: std::str::FromStr>(name: &str, default: T) -> T {
+    match std::env::var(name) {
+        Ok(v) => v
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={v} is not a valid value")),
+        Err(_) => default,
+    }
+}
+
+/// Prints a bench's figures as a two-column table, the names aligned.
+pub fn print_rows(rows: &[(&str, String)]) {
+    let width = rows
+        .iter()
+        .map(|(k, _)| k.chars().count())
+        .max()
+        .unwrap_or(0);
+    for (key, value) in rows {
+        println!("  {key:<width$}  {value}");
+    }
+}
+
+/// The runtime a fleet bench of `agents` simulated agents runs on, after
+/// raising this process's open-file limit to fit their sockets (stopping,
+/// naming the numbers, when it cannot). `title` and `server_bin` are
+/// printed first, so a run says what it measured.
+pub fn bench_runtime(
+    title: &str,
+    agents: usize,
+    server_bin: &std::path::Path,
+) -> tokio::runtime::Runtime {
+    let limit = rm_server::raise_open_files_limit()
+        .unwrap_or_else(|e| panic!("could not raise the open-file limit: {e}"));
+    if (limit.now as usize) < agents + 100 {
+        panic!(
+            "{agents} agents need {} open files; this process may have {}",
+            agents + 100,
+            limit.now
+        );
+    }
+    eprintln!(
+        "{title}: server {} as a child process, agents in this process (open-file limit {})",
+        server_bin.display(),
+        limit.now
+    );
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("could not start the runtime: {e}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

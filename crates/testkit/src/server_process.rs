@@ -29,6 +29,25 @@ pub struct ProcessMemory {
     pub peak_kib: u64,
 }
 
+impl ProcessMemory {
+    /// Process `pid`'s resident memory now and at its peak.
+    pub fn of(pid: u32) -> anyhow::Result<ProcessMemory> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let field = |name: &str| -> anyhow::Result<u64> {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+                .with_context(|| format!("no {name} in /proc/{pid}/status"))
+        };
+        Ok(ProcessMemory {
+            rss_kib: field("VmRSS:")?,
+            peak_kib: field("VmHWM:")?,
+        })
+    }
+}
+
 /// Where a server process keeps its data.
 enum DataDir {
     /// A temporary directory, deleted with the [`ServerProcess`].
@@ -191,20 +210,7 @@ impl ServerProcess {
 
     /// The server's resident memory now and at its peak.
     pub fn memory(&self) -> anyhow::Result<ProcessMemory> {
-        let pid = self.pid().context("the server is not running")?;
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-        let field = |name: &str| -> anyhow::Result<u64> {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|v| v.split_whitespace().next())
-                .and_then(|v| v.parse().ok())
-                .with_context(|| format!("no {name} in /proc/{pid}/status"))
-        };
-        Ok(ProcessMemory {
-            rss_kib: field("VmRSS:")?,
-            peak_kib: field("VmHWM:")?,
-        })
+        ProcessMemory::of(self.pid().context("the server is not running")?)
     }
 
     /// CPU time (user plus system) the server has used so far.
