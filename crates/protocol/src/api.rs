@@ -293,22 +293,32 @@ pub struct PolicyCopyRequest {
     pub env: BTreeMap<String, String>,
 }
 
+/// A repository template's fields as `{:?}` shows them: never the
+/// password or the values of backend variables.
+fn debug_template<'a, 'b: 'a>(
+    f: &'a mut std::fmt::Formatter<'b>,
+    name: &str,
+    password: &Option<String>,
+    env: &BTreeMap<String, String>,
+) -> std::fmt::DebugStruct<'a, 'b> {
+    let mut shown = f.debug_struct(name);
+    shown
+        .field("url", &"<template>")
+        .field("password", &password.as_ref().map(|_| "<redacted>"))
+        .field("env_keys", &env.keys().collect::<Vec<_>>());
+    shown
+}
+
 impl std::fmt::Debug for PolicyCopyRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PolicyCopyRequest")
-            .field("url", &"<template>")
-            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
-            .field("env_keys", &self.env.keys().collect::<Vec<_>>())
-            .finish()
+        debug_template(f, "PolicyCopyRequest", &self.password, &self.env).finish()
     }
 }
 
 impl std::fmt::Debug for PolicyRepositoryRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PolicyRepositoryRequest")
-            .field("url", &"<template>")
-            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
-            .field("env_keys", &self.env.keys().collect::<Vec<_>>())
+        debug_template(f, "PolicyRepositoryRequest", &self.password, &self.env)
+            .field("copy_to", &self.copy_to)
             .finish()
     }
 }

@@ -1558,6 +1558,19 @@ impl Store for SqliteStore {
         tx.commit().await.map_err(backend)
     }
 
+    async fn repository_key(&self, host: HostId) -> StoreResult<Option<String>> {
+        let key: Option<Option<String>> = sqlx::query_scalar(
+            "SELECT host_repositories.repository_key FROM host_repositories \
+             JOIN hosts ON hosts.id = host_repositories.host_id \
+             WHERE host_repositories.host_id = ? AND hosts.deleted_at IS NULL",
+        )
+        .bind(host.to_string())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(key.flatten())
+    }
+
     async fn hosts_of_repository(&self, key: &str) -> StoreResult<Vec<Host>> {
         self.hosts_of_repository_impl(key).await
     }

@@ -216,6 +216,9 @@ pub trait Store: Send + Sync + 'static {
     /// Records the identity of settings stored before identities were
     /// (learned by opening them on start).
     async fn set_repository_key(&self, host: HostId, key: &str) -> StoreResult<()>;
+    /// The identity of a live host's repository, if it has one: one key
+    /// lookup, for the dispatcher, which asks on every job.
+    async fn repository_key(&self, host: HostId) -> StoreResult<Option<String>>;
     /// The live hosts using the repository with identity `key`, by id.
     async fn hosts_of_repository(&self, key: &str) -> StoreResult<Vec<Host>>;
     /// The queued, dispatched and running jobs of every live host using the

@@ -231,12 +231,15 @@ pub(crate) async fn prepare(
 /// After a job of `host` ended, gives the other hosts of its repository
 /// (if shared) the chance to start what waited for it.
 pub(crate) async fn wake_repository(state: &AppState, host: HostId) {
-    let key = match state.store().host(host).await {
-        Ok(Some(h)) if h.repository_shared_with > 0 => h.repository_key,
-        _ => None,
-    };
-    let Some(key) = key else {
-        return;
+    // Only other hosts' queued jobs count: for a repository nobody shares
+    // there are none.
+    let key = match state.store().repository_key(host).await {
+        Ok(Some(key)) => key,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::error!(%host, "could not read the host's repository: {e}");
+            return;
+        }
     };
     let waiting: Vec<HostId> = match state.store().repository_jobs(&key).await {
         Ok(jobs) => jobs
@@ -276,11 +279,7 @@ async fn try_dispatch_next(state: &AppState, host_id: HostId) -> Result<(), JobE
         // A job into a repository other hosts use may have to wait for
         // theirs; the repository's turn is held until it is marked
         // dispatched, so the decision and the move are one step.
-        let key = state
-            .store()
-            .host(host_id)
-            .await?
-            .and_then(|h| h.repository_key);
+        let key = state.store().repository_key(host_id).await?;
         let _turn = match &key {
             Some(key) => {
                 let turn = state.repository_turns().take(key).await;
