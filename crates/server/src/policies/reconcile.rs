@@ -4,8 +4,9 @@
 //! `init` of new repositories and pushes the new settings and schedule
 //! sets to connected agents.
 //!
-//! Runs are serialised (one at a time, server-wide) so two enrolments into
-//! one shared repository cannot each generate its password.
+//! Runs are serialised (one at a time, server-wide): each decides from what
+//! it read, so two at once (an enrolment during a policy edit) could each
+//! write a diff against a state the other just changed.
 
 use std::collections::HashMap;
 
@@ -128,8 +129,14 @@ pub async fn reconcile(
             "policies applied"
         );
     }
-    // Every new repository is initialised (a no-op where one exists): the
-    // jobs are stored together, and dispatched with the pushes.
+    queue_inits(state, &changes).await;
+    push(state, &outcome);
+    Ok(outcome)
+}
+
+/// Queues the `init` of every repository a change gave (a no-op where one
+/// exists), all in one transaction; they are dispatched with the pushes.
+async fn queue_inits(state: &AppState, changes: &[HostPolicyChange]) {
     let now = Utc::now();
     let inits: Vec<NewJob> = changes
         .iter()
@@ -146,13 +153,12 @@ pub async fn reconcile(
             created_at: now,
         })
         .collect();
-    if !inits.is_empty() {
-        if let Err(e) = state.store().create_jobs(&inits).await {
-            tracing::error!("could not queue the init of the policies' new repositories: {e}");
-        }
+    if inits.is_empty() {
+        return;
     }
-    push(state, &outcome);
-    Ok(outcome)
+    if let Err(e) = state.store().create_jobs(&inits).await {
+        tracing::error!("could not queue the init of the policies' new repositories: {e}");
+    }
 }
 
 /// Pushes new settings and schedule sets to connected agents, in the
