@@ -145,19 +145,6 @@ async fn session(state: AppState, host_id: HostId, mut socket: WebSocket) {
             })
             .collect(),
     };
-    if let Err(e) = state.store().record_hello(host_id, &record).await {
-        state
-            .storage()
-            .failed(&format!("recording the hello of host {host_id}"), &e);
-        let error = error_frame(
-            None,
-            ErrorCode::Internal,
-            "the server could not record this connection; retry later",
-        );
-        let _ = write(&mut socket, WsMessage::Text(error.encode().into())).await;
-        let _ = close_socket(&mut socket, close_code::GOING_AWAY, "server error").await;
-        return;
-    }
     // Queue the initial pushes before the connection becomes visible in the
     // hub, so nothing another task sends can overtake them; under the push
     // lock, so a change stored meanwhile is not missed (see `push_lock`).
@@ -186,7 +173,6 @@ async fn session(state: AppState, host_id: HostId, mut socket: WebSocket) {
             tracing::error!(%host_id, error = %e, "could not read the host's schedules; not pushing any")
         }
     }
-    state.metrics().hello_accepted();
     if let Some(old) = state.hub().register(host_id, conn.clone()) {
         tracing::warn!(%host_id, "a new connection replaced the host's existing one");
         old.close(
@@ -195,6 +181,24 @@ async fn session(state: AppState, host_id: HostId, mut socket: WebSocket) {
         );
     }
     drop(push_lock);
+    // Stored as online only once the hub has the connection: whoever sees
+    // the host online (a host view, a script waiting for it) can start a
+    // job on it at once.
+    if let Err(e) = state.store().record_hello(host_id, &record).await {
+        state
+            .storage()
+            .failed(&format!("recording the hello of host {host_id}"), &e);
+        let error = error_frame(
+            None,
+            ErrorCode::Internal,
+            "the server could not record this connection; retry later",
+        );
+        let _ = write(&mut socket, WsMessage::Text(error.encode().into())).await;
+        let _ = close_socket(&mut socket, close_code::GOING_AWAY, "server error").await;
+        end_session(&state, host_id, &conn, "its hello could not be recorded");
+        return;
+    }
+    state.metrics().hello_accepted();
     state.fleet_changed();
     // Boxed like every step that runs once per connection: inline, their
     // state would be part of each connection's task for its whole life.
@@ -217,19 +221,7 @@ async fn session(state: AppState, host_id: HostId, mut socket: WebSocket) {
     let reason = run(&state, host_id, &conn, &mut socket, &mut outbound, &close).await;
     tracing::info!(%host_id, %reason, "agent disconnected");
 
-    if state.hub().unregister(host_id, conn.id()) {
-        // Nobody took over this host: its pending calls cannot be answered,
-        // and if it does not come back its running job is lost.
-        state.rpc().fail_host(host_id);
-        if !state.is_stopping() {
-            jobs::watch_for_lost_agent(
-                &state,
-                host_id,
-                Utc::now(),
-                format!("its connection ended ({reason})"),
-            );
-        }
-    }
+    end_session(&state, host_id, &conn, &reason.to_string());
     if let Err(e) = state
         .store()
         .mark_host_offline(host_id, &conn.id().to_string(), Utc::now())
@@ -238,6 +230,23 @@ async fn session(state: AppState, host_id: HostId, mut socket: WebSocket) {
         tracing::error!(%host_id, error = %e, "could not mark host offline");
     }
     state.fleet_changed();
+}
+
+/// Takes a finished connection out of the hub. Unless a newer connection
+/// took over the host, its pending calls cannot be answered, and if it does
+/// not come back its running job is lost.
+fn end_session(state: &AppState, host_id: HostId, conn: &AgentConn, reason: &str) {
+    if state.hub().unregister(host_id, conn.id()) {
+        state.rpc().fail_host(host_id);
+        if !state.is_stopping() {
+            jobs::watch_for_lost_agent(
+                state,
+                host_id,
+                Utc::now(),
+                format!("its connection ended ({reason})"),
+            );
+        }
+    }
 }
 
 /// Waits for `hello` and judges it. Returns the hello when accepted; on any
