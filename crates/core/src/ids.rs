@@ -73,6 +73,18 @@ ulid_id!(
     BatchId
 );
 ulid_id!(
+    /// An alert: one spell of one condition on one host (DESIGN §7).
+    AlertId
+);
+ulid_id!(
+    /// A silence: notifications for matching hosts held back until a time.
+    SilenceId
+);
+ulid_id!(
+    /// A notification channel (webhook, ntfy, email, …).
+    ChannelId
+);
+ulid_id!(
     /// An RPC request from the server to an agent (the envelope `id` of
     /// `tree.list`), echoed in its reply.
     RequestId

@@ -20,8 +20,8 @@ pub mod secret;
 pub mod token;
 
 pub use ids::{
-    BatchId, HostId, JobId, PolicyId, RequestId, ScheduleId, SnapshotId, SnapshotIdError, TokenId,
-    UserId,
+    AlertId, BatchId, ChannelId, HostId, JobId, PolicyId, RequestId, ScheduleId, SilenceId,
+    SnapshotId, SnapshotIdError, TokenId, UserId,
 };
 pub use job::{JobStatus, JobTrigger};
 pub use labels::{LabelError, Labels, Selector};

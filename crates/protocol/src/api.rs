@@ -228,6 +228,18 @@ pub struct HostView {
     /// `freshness_seconds`.
     #[serde(default)]
     pub protected: bool,
+    /// When the last backup that saved a snapshot finished (a later failed
+    /// one does not move it).
+    #[serde(default)]
+    pub last_backup_success_at: Option<DateTime<Utc>>,
+    /// The effective offline threshold: offline longer than this many
+    /// seconds fires `host_offline`.
+    #[serde(default)]
+    pub offline_seconds: u64,
+    /// Where [`HostView::offline_seconds`] comes from: `host`, `policy` or
+    /// `default` (an hour).
+    #[serde(default)]
+    pub offline_source: String,
 }
 
 /// `PATCH /api/v1/hosts/{id}`: only the fields given change.
@@ -248,6 +260,14 @@ pub struct PatchHost {
         skip_serializing_if = "Option::is_none"
     )]
     pub freshness_seconds: Option<Option<u64>>,
+    /// The host's own offline threshold in seconds (`host_offline`);
+    /// `null` goes back to its policy's (or the default).
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub offline_seconds: Option<Option<u64>>,
 }
 
 /// Tells a field that is present (even as `null`) from one left out.
@@ -374,6 +394,9 @@ pub struct PolicyRequest {
     /// A backup older than this many seconds means a host is not protected.
     #[serde(default)]
     pub freshness_seconds: Option<u64>,
+    /// Offline longer than this many seconds fires `host_offline`.
+    #[serde(default)]
+    pub offline_seconds: Option<u64>,
 }
 
 /// A policy's repository template as shown back: never the password or the
@@ -443,6 +466,9 @@ pub struct PolicyView {
     pub schedules: Vec<PolicyScheduleView>,
     /// Freshness in seconds, if the policy sets one.
     pub freshness_seconds: Option<u64>,
+    /// Offline threshold in seconds, if the policy sets one.
+    #[serde(default)]
+    pub offline_seconds: Option<u64>,
     /// Hosts it applies to (it won on priority).
     pub hosts: u64,
     /// Of those, hosts whose agent runs the wanted schedule set.
@@ -737,4 +763,83 @@ pub struct AuditPage {
     pub entries: Vec<AuditEntryView>,
     /// The `before` of the next (older) page; `null` on the last page.
     pub next_before: Option<u64>,
+}
+
+/// An alert as the API shows it (DESIGN §7): one spell of one condition on
+/// one host, from when it fired until it resolved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertView {
+    /// Id (ULID).
+    pub id: String,
+    /// `backup_stale`, `job_failed`, `host_offline` or `check_failed`.
+    pub kind: String,
+    /// The host.
+    pub host_id: String,
+    /// The host's name.
+    #[serde(default)]
+    pub host_name: String,
+    /// `firing` or `resolved`.
+    pub state: String,
+    /// What tells this alert apart from others of its kind on the host
+    /// (`job_failed`: `<job kind>:<schedule id>` or `<job kind>:manual`);
+    /// empty for the other kinds.
+    #[serde(default)]
+    pub subject: String,
+    /// What is wrong, for a person.
+    pub message: String,
+    /// The job that fired it (`job_failed`, `check_failed`).
+    #[serde(default)]
+    pub job_id: Option<String>,
+    /// When it fired.
+    pub started_at: DateTime<Utc>,
+    /// When it resolved.
+    #[serde(default)]
+    pub resolved_at: Option<DateTime<Utc>>,
+    /// What resolved it.
+    #[serde(default)]
+    pub resolved_message: Option<String>,
+    /// Who acknowledged it (no more repeats), if anyone.
+    #[serde(default)]
+    pub acknowledged_by: Option<String>,
+    /// When.
+    #[serde(default)]
+    pub acknowledged_at: Option<DateTime<Utc>>,
+    /// When its last notification was queued for the channels.
+    #[serde(default)]
+    pub notified_at: Option<DateTime<Utc>>,
+    /// How many notifications of it were queued (the first and repeats).
+    #[serde(default)]
+    pub notifications: u64,
+}
+
+/// `POST /api/v1/silences`: hold back notifications for matching hosts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SilenceRequest {
+    /// Labels a host must all have (`{}`: every host).
+    #[serde(default)]
+    pub selector: BTreeMap<String, String>,
+    /// Until when.
+    pub until: DateTime<Utc>,
+    /// Why (shown with the silence and in the audit log).
+    pub reason: String,
+}
+
+/// A silence as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SilenceView {
+    /// Id (ULID).
+    pub id: String,
+    /// Labels a host must all have.
+    pub selector: BTreeMap<String, String>,
+    /// Until when.
+    pub until: DateTime<Utc>,
+    /// Why.
+    pub reason: String,
+    /// Who made it.
+    pub created_by: String,
+    /// When.
+    pub created_at: DateTime<Utc>,
+    /// Whether it holds notifications back now.
+    pub active: bool,
 }

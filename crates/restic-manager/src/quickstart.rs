@@ -299,6 +299,7 @@ async fn protect_this_machine(
             schedule("check", "0 5 * * 0", serde_json::json!({})),
         ],
         freshness_seconds: None,
+        offline_seconds: None,
     };
     rm_server::policies::create(state, &request, None).await?;
     println!();

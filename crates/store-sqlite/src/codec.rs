@@ -416,7 +416,7 @@ pub(crate) fn agent_token(row: &SqliteRow) -> Result<AgentToken, StoreError> {
 /// [`crate::shared::fill_shared`], which counts once per repository.
 pub(crate) const HOST_COLUMNS: &str = "id, name, hostname, enrolled_at, last_seen_at, online, \
      agent_version, restic_version, restic_error, protocol_version, os, arch, \
-     last_backup_at, last_backup_status, repo_size_bytes, snapshot_count, \
+     last_backup_at, last_backup_status, last_backup_success_at, repo_size_bytes, snapshot_count, \
      schedule_version, schedule_applied_version, \
      EXISTS (SELECT 1 FROM host_repositories WHERE host_repositories.host_id = hosts.id) \
      AS has_repository, \
@@ -425,7 +425,7 @@ pub(crate) const HOST_COLUMNS: &str = "id, name, hostname, enrolled_at, last_see
      token_rotated_at, agent_revoked_at, hooks, hooks_refused, \
      EXISTS (SELECT 1 FROM agent_tokens WHERE agent_tokens.host_id = hosts.id \
      AND agent_tokens.pending = 1 AND agent_tokens.revoked_at IS NULL) AS token_rotation_pending, \
-     labels, freshness_seconds, policy_id, \
+     labels, freshness_seconds, offline_seconds, policy_id, \
      (SELECT policy_id FROM host_repositories WHERE host_repositories.host_id = hosts.id) \
      AS repository_policy_id, \
      (SELECT repository_key FROM host_repositories WHERE host_repositories.host_id = hosts.id) \
@@ -449,6 +449,7 @@ pub(crate) fn host(row: &SqliteRow) -> Result<Host, StoreError> {
         arch: text_opt(row, "arch")?,
         last_backup_at: time_opt(row, "last_backup_at")?,
         last_backup_status: parsed_opt::<JobStatus>(row, "last_backup_status")?,
+        last_backup_success_at: time_opt(row, "last_backup_success_at")?,
         repo_size_bytes: u64_opt(row, "repo_size_bytes")?,
         snapshot_count: u64_opt(row, "snapshot_count")?,
         has_repository: flag(row, "has_repository")?,
@@ -462,6 +463,7 @@ pub(crate) fn host(row: &SqliteRow) -> Result<Host, StoreError> {
         hooks_refused: refused_hooks(row, "hooks_refused")?,
         labels: labels(row, "labels")?,
         freshness_seconds: u64_opt(row, "freshness_seconds")?,
+        offline_seconds: u64_opt(row, "offline_seconds")?,
         policy_id: id_opt(row, "policy_id")?,
         repository_policy_id: id_opt(row, "repository_policy_id")?,
         repository_key: text_opt(row, "repository_key")?,
@@ -662,7 +664,7 @@ pub(crate) fn labels_json(labels: &Labels) -> String {
 
 /// Columns selected for a [`PolicyRecord`].
 pub(crate) const POLICY_COLUMNS: &str = "id, name, selector, priority, repository_nonce, \
-     repository_ciphertext, schedules, freshness_seconds, created_at, updated_at";
+     repository_ciphertext, schedules, freshness_seconds, offline_seconds, created_at, updated_at";
 
 /// Decodes a `policies` row.
 pub(crate) fn policy(row: &SqliteRow) -> Result<PolicyRecord, StoreError> {
@@ -687,6 +689,7 @@ pub(crate) fn policy(row: &SqliteRow) -> Result<PolicyRecord, StoreError> {
         },
         schedules,
         freshness_seconds: u64_opt(row, "freshness_seconds")?,
+        offline_seconds: u64_opt(row, "offline_seconds")?,
         created_at: time(row, "created_at")?,
         updated_at,
     })

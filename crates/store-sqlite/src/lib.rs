@@ -2007,6 +2007,18 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(backend)?;
+            if matches!(end.status, JobStatus::Succeeded | JobStatus::Partial) {
+                sqlx::query(
+                    "UPDATE hosts SET last_backup_success_at = ? WHERE id = ? \
+                     AND (last_backup_success_at IS NULL OR last_backup_success_at <= ?)",
+                )
+                .bind(finished_ms)
+                .bind(codec::text(&row, "host_id")?)
+                .bind(finished_ms)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+            }
         }
         write_audit(&mut tx, audit).await?;
         tx.commit().await.map_err(backend)?;

@@ -67,6 +67,14 @@ impl SqliteStore {
                 .await
                 .map_err(backend)?;
         }
+        if let Some(offline) = patch.offline_seconds {
+            sqlx::query("UPDATE hosts SET offline_seconds = ? WHERE id = ?")
+                .bind(codec::u64_opt_to_i64(offline, "offline_seconds")?)
+                .bind(&host_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+        }
         let sql = format!("SELECT {} FROM hosts WHERE id = ?", codec::HOST_COLUMNS);
         let row = sqlx::query(AssertSqlSafe(sql))
             .bind(&host_id)
@@ -550,17 +558,17 @@ async fn write_policy(
         .map_err(|e| StoreError::Conflict(format!("policy schedules: {e}")))?;
     let sql = if replace {
         "INSERT INTO policies (id, name, selector, priority, repository_nonce, \
-         repository_ciphertext, schedules, freshness_seconds, created_at, updated_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+         repository_ciphertext, schedules, freshness_seconds, offline_seconds, created_at, \
+         updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
          ON CONFLICT (id) DO UPDATE SET name = excluded.name, selector = excluded.selector, \
          priority = excluded.priority, repository_nonce = excluded.repository_nonce, \
          repository_ciphertext = excluded.repository_ciphertext, \
          schedules = excluded.schedules, freshness_seconds = excluded.freshness_seconds, \
-         updated_at = excluded.updated_at"
+         offline_seconds = excluded.offline_seconds, updated_at = excluded.updated_at"
     } else {
         "INSERT INTO policies (id, name, selector, priority, repository_nonce, \
-         repository_ciphertext, schedules, freshness_seconds, created_at, updated_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+         repository_ciphertext, schedules, freshness_seconds, offline_seconds, created_at, \
+         updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     };
     sqlx::query(sql)
         .bind(p.id.to_string())
@@ -574,6 +582,7 @@ async fn write_policy(
             p.freshness_seconds,
             "freshness_seconds",
         )?)
+        .bind(codec::u64_opt_to_i64(p.offline_seconds, "offline_seconds")?)
         .bind(ms(p.created_at))
         .bind(ms(p.updated_at))
         .execute(&mut *conn)

@@ -50,6 +50,7 @@ fn policy(id: PolicyId, schedules: &[(ScheduleId, &str)]) -> PolicyRecord {
             })
             .collect(),
         freshness_seconds: None,
+        offline_seconds: None,
         created_at: t(10),
         updated_at: t(10),
     }

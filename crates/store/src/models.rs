@@ -133,6 +133,9 @@ pub struct Host {
     pub last_backup_at: Option<DateTime<Utc>>,
     /// That job's status.
     pub last_backup_status: Option<JobStatus>,
+    /// When the last backup that saved a snapshot (succeeded or partial)
+    /// finished, whatever came after it: `backup_stale` counts from here.
+    pub last_backup_success_at: Option<DateTime<Utc>>,
     /// Repository size (raw bytes) from the latest statistics.
     pub repo_size_bytes: Option<u64>,
     /// How many snapshots the last `snapshots.report` listed (`None` before
@@ -165,6 +168,9 @@ pub struct Host {
     pub labels: Labels,
     /// Its own freshness (seconds), overriding its policy's.
     pub freshness_seconds: Option<u64>,
+    /// Its own offline threshold (seconds) for `host_offline`, overriding
+    /// its policy's.
+    pub offline_seconds: Option<u64>,
     /// The policy that applies to it (as last reconciled).
     pub policy_id: Option<PolicyId>,
     /// The policy its repository settings come from; `None` when they are
@@ -476,6 +482,8 @@ pub struct HostPatch {
     pub labels: Option<Labels>,
     /// New own freshness (`Some(None)` clears it).
     pub freshness_seconds: Option<Option<u64>>,
+    /// New own offline threshold (`Some(None)` clears it).
+    pub offline_seconds: Option<Option<u64>>,
 }
 
 /// A fleet policy as stored.
@@ -497,6 +505,8 @@ pub struct PolicyRecord {
     pub schedules: Vec<PolicyScheduleRecord>,
     /// Freshness in seconds, if it sets one.
     pub freshness_seconds: Option<u64>,
+    /// Offline threshold in seconds (`host_offline`), if it sets one.
+    pub offline_seconds: Option<u64>,
     /// Creation time (the tie-breaker).
     pub created_at: DateTime<Utc>,
     /// Last change.

@@ -59,10 +59,14 @@ pub(crate) async fn patch(
         crate::policies::check_freshness("freshness_seconds", seconds)
             .map_err(HostError::Invalid)?;
     }
+    if let Some(Some(seconds)) = req.offline_seconds {
+        crate::policies::check_freshness("offline_seconds", seconds).map_err(HostError::Invalid)?;
+    }
     let patch = HostPatch {
         name,
         labels,
         freshness_seconds: req.freshness_seconds,
+        offline_seconds: req.offline_seconds,
     };
     let entry = by.map(|by| {
         by.entry(
@@ -72,6 +76,7 @@ pub(crate) async fn patch(
                 "name": patch.name,
                 "labels": patch.labels.as_ref().map(|l| l.to_string()),
                 "freshness_seconds": patch.freshness_seconds,
+                "offline_seconds": patch.offline_seconds,
             }),
         )
     });

@@ -20,6 +20,10 @@ use rm_store::{PolicyRecord, PolicyScheduleRecord, ScheduleRecord};
 /// daily backup may run late by a couple of hours before anyone is told.
 pub const DEFAULT_FRESHNESS_SECONDS: u64 = 26 * 3600;
 
+/// How long a host may be offline, when neither it nor its policy says,
+/// before `host_offline` fires: long enough for a reboot or an upgrade.
+pub const DEFAULT_OFFLINE_SECONDS: u64 = 3600;
+
 /// The placeholders a repository template may hold.
 pub const PLACEHOLDERS: [&str; 2] = ["{host}", "{host_id}"];
 
@@ -125,10 +129,29 @@ pub fn repository_key(url: &str) -> String {
 /// The effective freshness and where it comes from (`host`, `policy` or
 /// `default`).
 pub fn freshness(own: Option<u64>, policy: Option<&PolicyRecord>) -> (u64, &'static str) {
-    match (own, policy.and_then(|p| p.freshness_seconds)) {
+    host_then_policy(
+        own,
+        policy.and_then(|p| p.freshness_seconds),
+        DEFAULT_FRESHNESS_SECONDS,
+    )
+}
+
+/// The effective offline threshold (`host_offline`) and where it comes
+/// from (`host`, `policy` or `default`).
+pub fn offline_after(own: Option<u64>, policy: Option<&PolicyRecord>) -> (u64, &'static str) {
+    host_then_policy(
+        own,
+        policy.and_then(|p| p.offline_seconds),
+        DEFAULT_OFFLINE_SECONDS,
+    )
+}
+
+/// The precedence of a host setting: its own, its policy's, the default.
+fn host_then_policy(own: Option<u64>, policy: Option<u64>, default: u64) -> (u64, &'static str) {
+    match (own, policy) {
         (Some(own), _) => (own, "host"),
         (None, Some(from_policy)) => (from_policy, "policy"),
-        (None, None) => (DEFAULT_FRESHNESS_SECONDS, "default"),
+        (None, None) => (default, "default"),
     }
 }
 
@@ -254,6 +277,7 @@ mod tests {
                 jitter_seconds: 0,
             }],
             freshness_seconds: None,
+            offline_seconds: None,
             created_at: at,
             updated_at: at,
         }
@@ -331,6 +355,10 @@ mod tests {
         p.freshness_seconds = Some(3600);
         assert_eq!(freshness(None, Some(&p)), (3600, "policy"));
         assert_eq!(freshness(Some(60), Some(&p)), (60, "host"));
+        assert_eq!(offline_after(None, Some(&p)), (3600, "default"));
+        p.offline_seconds = Some(600);
+        assert_eq!(offline_after(None, Some(&p)), (600, "policy"));
+        assert_eq!(offline_after(Some(120), Some(&p)), (120, "host"));
     }
 
     #[test]

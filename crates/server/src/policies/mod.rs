@@ -153,6 +153,9 @@ fn record_from(
     if let Some(f) = req.freshness_seconds {
         check_freshness("freshness_seconds", f).map_err(invalid)?;
     }
+    if let Some(f) = req.offline_seconds {
+        check_freshness("offline_seconds", f).map_err(invalid)?;
+    }
     let repository = req
         .repository
         .as_ref()
@@ -234,6 +237,7 @@ fn record_from(
         repository: sealed,
         schedules,
         freshness_seconds: req.freshness_seconds,
+        offline_seconds: req.offline_seconds,
         created_at: existing.map(|p| p.created_at).unwrap_or(now),
         updated_at: now,
     })
@@ -512,6 +516,7 @@ fn view(state: &AppState, p: &PolicyRecord, coverage: Option<&PolicyCoverage>) -
             })
             .collect(),
         freshness_seconds: p.freshness_seconds,
+        offline_seconds: p.offline_seconds,
         hosts: coverage.map(|c| c.hosts).unwrap_or(0),
         hosts_in_sync: coverage.map(|c| c.in_sync).unwrap_or(0),
         created_at: p.created_at,
@@ -543,12 +548,11 @@ impl Fleet {
         let policy = host.policy_id.and_then(|id| self.policy(id));
         let (freshness_seconds, freshness_source) =
             effective::freshness(host.freshness_seconds, policy);
-        let protected = matches!(
-            (host.last_backup_at, host.last_backup_status),
-            (Some(at), Some(status))
-                if matches!(status, rm_core::JobStatus::Succeeded | rm_core::JobStatus::Partial)
-                && (Utc::now() - at).num_seconds() <= i64::try_from(freshness_seconds).unwrap_or(i64::MAX)
-        );
+        let (offline_seconds, offline_source) =
+            effective::offline_after(host.offline_seconds, policy);
+        let protected = host.last_backup_success_at.is_some_and(|at| {
+            (Utc::now() - at).num_seconds() <= i64::try_from(freshness_seconds).unwrap_or(i64::MAX)
+        });
         let outranked = effective::ranked(&self.policies, &host.labels)
             .into_iter()
             .filter(|p| Some(p.id) != host.policy_id)
@@ -604,6 +608,9 @@ impl Fleet {
             freshness_seconds,
             freshness_source: freshness_source.to_owned(),
             protected,
+            last_backup_success_at: host.last_backup_success_at,
+            offline_seconds,
+            offline_source: offline_source.to_owned(),
         }
     }
 }

@@ -104,6 +104,8 @@ pub(crate) async fn host_settings(
                 "freshness_seconds",
                 &form.freshness_seconds,
             )?),
+            // Not on the form yet: left as it is.
+            offline_seconds: None,
         };
         let by = Audit::by(&state, &operator, &client).await;
         let host = crate::hosts::patch(&state, id, &request, Some(&by)).await?;

@@ -255,6 +255,7 @@ pub(crate) struct PolicyFields {
     pub(crate) repository_password: String,
     pub(crate) repository_env: String,
     pub(crate) freshness_hours: String,
+    pub(crate) offline_hours: String,
 }
 
 /// A host the policy covers, as its page shows it.
@@ -393,6 +394,7 @@ async fn saved_page(state: &AppState, user: WebUser, id: PolicyId) -> Result<Pol
         repository_password: String::new(),
         repository_env: String::new(),
         freshness_hours: view.freshness_seconds.map(hours).unwrap_or_default(),
+        offline_hours: view.offline_seconds.map(hours).unwrap_or_default(),
     };
     let mut page = PolicyPage::new(user, form, rows);
     page.coverage = coverage;
@@ -474,6 +476,7 @@ fn read_form(pairs: &Pairs) -> (PolicyFields, Vec<ScheduleRow>) {
         repository_password: field(pairs, "repository_password").to_owned(),
         repository_env: field(pairs, "repository_env").to_owned(),
         freshness_hours: field(pairs, "freshness_hours").to_owned(),
+        offline_hours: field(pairs, "offline_hours").to_owned(),
     };
     let mut rows: BTreeMap<usize, ScheduleRow> = BTreeMap::new();
     for (name, value) in pairs {
@@ -551,22 +554,8 @@ fn request(
             )
         })?),
     };
-    let freshness_seconds = match form.freshness_hours.trim() {
-        "" => None,
-        raw => {
-            let hours = raw
-                .parse::<f64>()
-                .ok()
-                .filter(|h| h.is_finite() && *h > 0.0)
-                .ok_or_else(|| {
-                    Refusal::new(
-                        "freshness_hours",
-                        format!("`freshness_hours` must be a number of hours, not `{raw}`"),
-                    )
-                })?;
-            Some((hours * 3600.0).round() as u64)
-        }
-    };
+    let freshness_seconds = seconds_from_hours("freshness_hours", &form.freshness_hours)?;
+    let offline_seconds = seconds_from_hours("offline_hours", &form.offline_hours)?;
     let url = form.repository_url.trim();
     let password = Some(form.repository_password.clone()).filter(|p| !p.is_empty());
     let env = env_lines(&form.repository_env)?;
@@ -642,6 +631,7 @@ fn request(
             repository,
             schedules,
             freshness_seconds,
+            offline_seconds,
         },
         indices,
     ))
@@ -668,6 +658,7 @@ fn refusal_field(message: &str, indices: &[usize]) -> Option<String> {
     }
     let field = match name {
         "freshness_seconds" => "freshness_hours",
+        "offline_seconds" => "offline_hours",
         "repository.url" => "repository_url",
         "repository.password" => "repository_password",
         n if n.starts_with("repository") => "repository_env",
@@ -859,6 +850,26 @@ pub(crate) async fn delete(
         Ok(()) => Redirect::to("/policies?deleted=1").into_response(),
         Err(PolicyError::NotFound(_)) => not_found(),
         Err(e) => store_error(e),
+    }
+}
+
+/// An optional number of hours from a form field, in seconds (empty: none).
+fn seconds_from_hours(name: &str, raw: &str) -> Result<Option<u64>, Refusal> {
+    match raw.trim() {
+        "" => Ok(None),
+        raw => {
+            let hours = raw
+                .parse::<f64>()
+                .ok()
+                .filter(|h| h.is_finite() && *h > 0.0)
+                .ok_or_else(|| {
+                    Refusal::new(
+                        name,
+                        format!("`{name}` must be a number of hours, not `{raw}`"),
+                    )
+                })?;
+            Ok(Some((hours * 3600.0).round() as u64))
+        }
     }
 }
 
