@@ -96,6 +96,17 @@ pub(crate) struct ServerArgs {
           default_value_t = rm_server::config::DEFAULT_BACKUPS_PER_REPOSITORY,
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub backups_per_repository: u32,
+    /// Seconds between repeats of a firing alert nobody acknowledged
+    /// (default: daily).
+    #[arg(long, env = "RM_ALERT_REPEAT_SECONDS", default_value_t = 86_400,
+          value_parser = clap::value_parser!(u64).range(60..=30 * 86_400))]
+    pub alert_repeat_seconds: u64,
+    /// Seconds after the server starts before what happened while it was
+    /// away (hosts offline, backups missed) can fire alerts: agents
+    /// reconnect and report their offline runs within this.
+    #[arg(long, env = "RM_ALERT_GRACE_SECONDS", default_value_t = 90,
+          value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    pub alert_grace_seconds: u64,
     /// Serve HTTPS/WSS with this PEM certificate chain (leaf first); needs
     /// --tls-key. The default public URL becomes https://….
     #[arg(long, env = "RM_TLS_CERT", value_name = "FILE", requires = "tls_key")]

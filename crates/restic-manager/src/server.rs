@@ -27,6 +27,8 @@ pub(crate) async fn run(args: ServerArgs) -> anyhow::Result<()> {
             config.lost_agent_grace = lost_agent_grace;
             config.request_timeout = std::time::Duration::from_secs(args.request_timeout);
             config.backups_per_repository = args.backups_per_repository;
+            config.alert_repeat = std::time::Duration::from_secs(args.alert_repeat_seconds);
+            config.alert_grace = std::time::Duration::from_secs(args.alert_grace_seconds);
         },
     )
     .await?;

@@ -199,6 +199,7 @@ async fn session(state: AppState, host_id: HostId, mut socket: WebSocket) {
         return;
     }
     state.metrics().hello_accepted();
+    crate::alerts::host_changed(&state, host_id);
     state.fleet_changed();
     // Boxed like every step that runs once per connection: inline, their
     // state would be part of each connection's task for its whole life.
@@ -229,6 +230,7 @@ async fn session(state: AppState, host_id: HostId, mut socket: WebSocket) {
     {
         tracing::error!(%host_id, error = %e, "could not mark host offline");
     }
+    crate::alerts::host_changed(&state, host_id);
     state.fleet_changed();
 }
 

@@ -114,6 +114,16 @@ actions! {
     /// `restic-manager admin reset-sealed-secrets` discarded every sealed
     /// secret and adopted the current key.
     SealedSecretsReset = "sealed_secrets.reset",
+    /// The server fired an alert.
+    AlertFire = "alert.fire",
+    /// The server resolved an alert.
+    AlertResolve = "alert.resolve",
+    /// An operator acknowledged an alert (no more repeats).
+    AlertAck = "alert.ack",
+    /// An operator silenced notifications for a selector until a time.
+    SilenceCreate = "silence.create",
+    /// An operator ended a silence.
+    SilenceDelete = "silence.delete",
 }
 
 impl std::fmt::Display for Action {
@@ -244,6 +254,27 @@ impl Audit {
                     "restic-manager/{} admin",
                     env!("CARGO_PKG_VERSION")
                 )),
+            },
+        }
+    }
+
+    /// Who this is, for a person: the operator's name (with the API token's
+    /// name when it was one), else the kind of actor.
+    pub(crate) fn who(&self) -> String {
+        match (&self.actor.username, &self.actor.token_name) {
+            (Some(user), Some(token)) => format!("{user} (API token {token})"),
+            (Some(user), None) => user.clone(),
+            (None, _) => self.actor.kind.as_str().to_owned(),
+        }
+    }
+
+    /// The server itself (alerts it fires and resolves).
+    pub fn server() -> Audit {
+        Audit {
+            actor: AuditActor::of_kind(AuditActorKind::Server),
+            client: Client {
+                ip: None,
+                user_agent: None,
             },
         }
     }

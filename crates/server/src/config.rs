@@ -33,6 +33,11 @@ pub struct ServerConfig {
     /// several hosts (restic allows parallel backups; each costs the
     /// backend bandwidth and the repository lock checks).
     pub backups_per_repository: u32,
+    /// How often a still-firing alert nobody acknowledged is sent again.
+    pub alert_repeat: Duration,
+    /// After the server starts, how long hosts get to reconnect and report
+    /// before what happened while it was away (offline, stale) can fire.
+    pub alert_grace: Duration,
 }
 
 impl ServerConfig {
@@ -48,6 +53,8 @@ impl ServerConfig {
             tls_fingerprint: None,
             request_timeout: Duration::from_secs(60),
             backups_per_repository: DEFAULT_BACKUPS_PER_REPOSITORY,
+            alert_repeat: Duration::from_secs(24 * 3600),
+            alert_grace: Duration::from_secs(90),
         }
     }
 

@@ -8,6 +8,7 @@
 
 pub mod agent_tokens;
 mod agent_ws;
+pub mod alerts;
 mod api;
 pub mod audit;
 mod auth;
@@ -153,6 +154,7 @@ where
         tracing::error!("could not apply the fleet policies: {e}");
     }
     jobs::watch_hosts_with_active_jobs(&state).await;
+    let evaluator = alerts::spawn(&state);
     let flusher = liveness::spawn_flusher(state.clone());
     let probe = storage::spawn_probe(state.clone());
     let router = app(state.clone());
@@ -170,6 +172,9 @@ where
     state.hub().wait_empty(Duration::from_secs(5)).await;
     flusher.abort();
     probe.abort();
+    if let Some(evaluator) = evaluator {
+        evaluator.abort();
+    }
     state.flush_last_seen().await;
     state.flush_logs().await;
     Ok(())

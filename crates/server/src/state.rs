@@ -42,6 +42,7 @@ struct Inner {
     stopping: tokio_util::sync::CancellationToken,
     policy_lock: tokio::sync::Mutex<()>,
     repository_turns: crate::repositories::shared::Turns,
+    alerts: crate::alerts::AlertsHandle,
 }
 
 impl AppState {
@@ -71,12 +72,23 @@ impl AppState {
             stopping: tokio_util::sync::CancellationToken::new(),
             policy_lock: tokio::sync::Mutex::new(()),
             repository_turns: Default::default(),
+            alerts: Default::default(),
         }))
     }
 
     /// The store.
     pub fn store(&self) -> &dyn Store {
         self.0.store.as_ref()
+    }
+
+    /// The store, shared (for tasks that outlive a request).
+    pub(crate) fn store_arc(&self) -> Arc<dyn Store> {
+        self.0.store.clone()
+    }
+
+    /// The alert evaluator's handle.
+    pub(crate) fn alerts(&self) -> &crate::alerts::AlertsHandle {
+        &self.0.alerts
     }
 
     /// Held while policies are applied: one run at a time.

@@ -52,3 +52,36 @@ CREATE TABLE silences (
     created_at INTEGER NOT NULL
 );
 CREATE INDEX silences_until ON silences (until);
+
+-- The server itself becomes an audit actor (alerts it fires and
+-- resolves). SQLite cannot change a CHECK constraint in place: the table
+-- is rebuilt with every row and id kept (the AUTOINCREMENT counter moves
+-- with the rename, so ids are still never reused).
+CREATE TABLE audit_log_v13 (
+    id               INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT,
+    at               INTEGER NOT NULL,
+    actor_kind       TEXT    NOT NULL CHECK (actor_kind IN
+                         ('user', 'api_token', 'enrollment_token', 'cli', 'anonymous', 'server')),
+    actor_user_id    TEXT    NULL,
+    actor_username   TEXT    NULL,
+    actor_token_id   TEXT    NULL,
+    actor_token_name TEXT    NULL,
+    action           TEXT    NOT NULL,
+    target_type      TEXT    NULL,
+    target_id        TEXT    NULL,
+    details          TEXT    NOT NULL,
+    ip               TEXT    NULL,
+    user_agent       TEXT    NULL
+);
+INSERT INTO audit_log_v13 (id, at, actor_kind, actor_user_id, actor_username, actor_token_id,
+    actor_token_name, action, target_type, target_id, details, ip, user_agent)
+SELECT id, at, actor_kind, actor_user_id, actor_username, actor_token_id,
+    actor_token_name, action, target_type, target_id, details, ip, user_agent
+FROM audit_log;
+-- Keep the counter even when the newest rows were pruned.
+UPDATE sqlite_sequence SET seq = MAX(seq, (SELECT seq FROM sqlite_sequence WHERE name = 'audit_log'))
+ WHERE name = 'audit_log_v13' AND EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'audit_log');
+DROP TABLE audit_log;
+ALTER TABLE audit_log_v13 RENAME TO audit_log;
+CREATE INDEX audit_log_at ON audit_log (at);
+CREATE INDEX audit_log_target ON audit_log (target_id, id);

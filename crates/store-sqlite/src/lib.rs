@@ -15,6 +15,7 @@
 //! writes its audit entry in its own transaction (see [`Store`]).
 
 mod agent_tokens;
+mod alerts;
 mod codec;
 mod policies;
 mod shared;

@@ -5,6 +5,7 @@
 //! knows SQL or HTTP, so the server can be tested against any implementation
 //! and the implementations against one shared scenario.
 
+mod alerts;
 mod error;
 mod models;
 
@@ -12,6 +13,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rm_core::{BatchId, HostId, JobId, JobStatus, PolicyId, ScheduleId, Selector, TokenId, UserId};
 
+pub use alerts::{AlertFilter, AlertRecord, AlertStore, NewAlert, SilenceRecord};
 pub use error::{StorageFault, StoreError, StoreResult};
 pub use models::*;
 
@@ -30,7 +32,7 @@ pub const MAX_HOST_PAGE: u32 = 1000;
 /// returns `false`. Callers that are not operators (schedule fires, the
 /// server's own jobs, tests) pass `None`.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: AlertStore + Send + Sync + 'static {
     // ── operators ──────────────────────────────────────────────────────
 
     /// Adds a user. [`StoreError::Conflict`] when the name is taken.

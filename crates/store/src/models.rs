@@ -682,6 +682,8 @@ pub enum AuditActorKind {
     Cli,
     /// Nobody known (a failed login).
     Anonymous,
+    /// The server itself (an alert it fired or resolved).
+    Server,
 }
 
 impl AuditActorKind {
@@ -693,6 +695,7 @@ impl AuditActorKind {
             AuditActorKind::EnrollmentToken => "enrollment_token",
             AuditActorKind::Cli => "cli",
             AuditActorKind::Anonymous => "anonymous",
+            AuditActorKind::Server => "server",
         }
     }
 }
@@ -712,6 +715,7 @@ impl std::str::FromStr for AuditActorKind {
             AuditActorKind::EnrollmentToken,
             AuditActorKind::Cli,
             AuditActorKind::Anonymous,
+            AuditActorKind::Server,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)

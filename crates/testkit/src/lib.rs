@@ -21,6 +21,8 @@
 //! - [`http`]: `reqwest` clients (never `reqwest::Client::new()` directly).
 //! - [`restic`]: which restic binary the tests run (`RM_TEST_RESTIC`), and
 //!   the cached newer releases (0.18, 0.19) for tests that need each.
+//! - [`store`]: a real SQLite store in a temporary directory and hosts
+//!   put straight into it, for server parts tested without HTTP.
 //! - [`wait_until`]: polling instead of sleeping; [`hostname`]: this
 //!   machine's.
 //!
@@ -40,6 +42,7 @@ pub mod restic;
 mod server;
 mod server_process;
 mod small_disk;
+pub mod store;
 mod tls;
 pub mod web;
 

@@ -81,6 +81,7 @@ pub(crate) async fn enroll(
         if let Err(e) = crate::policies::reconcile(&state, Some(&[host]), None, None).await {
             tracing::error!(%host, "could not apply policies to the new host: {e}");
         }
+        crate::alerts::host_changed(&state, host);
     }
     Ok((StatusCode::CREATED, Json(enrolled)))
 }

@@ -154,6 +154,7 @@ pub(crate) async fn delete(
     state
         .hub()
         .disconnect(id, close_code::REVOKED, "host deleted");
+    crate::alerts::host_changed(&state, id);
     tracing::info!(host_id = %id, by = %operator.user_id, "host deleted; agent token revoked");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -3,6 +3,7 @@
 //! into that shape.
 
 mod agent_tokens;
+mod alerts;
 pub(crate) mod audit;
 mod auth;
 mod deadline;
@@ -20,7 +21,7 @@ pub(crate) mod users;
 pub(crate) use deadline::deadline;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 
 pub(crate) use auth::Operator;
@@ -63,6 +64,14 @@ pub(crate) fn router() -> Router<AppState> {
                 .delete(policies::delete),
         )
         .route("/policies/{id}/hosts", get(policies::hosts))
+        .route("/alerts", get(alerts::list))
+        .route("/alerts/{id}", get(alerts::show))
+        .route("/alerts/{id}/ack", post(alerts::acknowledge))
+        .route(
+            "/silences",
+            get(alerts::silences).post(alerts::create_silence),
+        )
+        .route("/silences/{id}", delete(alerts::delete_silence))
         .route("/hosts/{id}/jobs", post(jobs::create))
         .route("/hosts/{id}/snapshots", get(hosts::snapshots))
         .route("/hosts/{id}/snapshots/{snapshot_id}/tree", get(hosts::tree))

@@ -84,6 +84,7 @@ pub(crate) async fn patch(
         Err(StoreError::NotFound(_)) => return Err(HostError::NotFound(id)),
         other => other?,
     };
+    crate::alerts::host_changed(state, id);
     let host = if patch.labels.is_some() || patch.name.is_some() {
         crate::policies::reconcile(state, Some(&[id]), None, None).await?;
         state.fleet_changed();

@@ -391,6 +391,7 @@ async fn finish(
                 .job_events()
                 .publish(job, JobEvent::Finished(Box::new(view(&stored))));
             tracing::info!(job_id = %job, status = %end.status, "job finished");
+            Box::pin(crate::alerts::job_ended(state, &stored)).await;
             state.fleet_changed();
             Box::pin(dispatch_next(state, stored.host_id)).await;
             Box::pin(wake_repository(state, stored.host_id)).await;

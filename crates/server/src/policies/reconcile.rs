@@ -130,6 +130,15 @@ pub async fn reconcile(
         );
     }
     queue_inits(state, &changes).await;
+    // A host's policy (so its freshness and offline threshold) may differ.
+    match scope {
+        Some(hosts) if write.is_none() => {
+            for host in hosts {
+                crate::alerts::host_changed(state, *host);
+            }
+        }
+        _ => crate::alerts::fleet_changed(state),
+    }
     push(state, &outcome);
     Ok(outcome)
 }

@@ -1,0 +1,113 @@
+//! `/api/v1/alerts` and `/api/v1/silences` (DESIGN §7) over the service in
+//! [`crate::alerts`].
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use rm_core::{AlertId, SilenceId};
+use rm_protocol::api::{AlertView, SilenceRequest, SilenceView};
+
+use super::{ApiError, ApiJson, ApiPath, ApiQuery, Operator};
+use crate::alerts::{self, AlertError, AlertQuery};
+use crate::audit::{Audit, Client};
+use crate::state::AppState;
+
+impl From<AlertError> for ApiError {
+    fn from(e: AlertError) -> ApiError {
+        match e {
+            AlertError::Invalid(message) => ApiError::bad_request(message),
+            AlertError::NotFound(_) => ApiError::not_found(e.to_string()),
+            AlertError::Conflict(message) => ApiError::conflict(message),
+            AlertError::Store(e) => e.into(),
+        }
+    }
+}
+
+fn parse_alert_id(raw: &str) -> Result<AlertId, ApiError> {
+    raw.parse().map_err(|_| {
+        ApiError::bad_request(format!(
+            "`{raw}` is not an alert id (expected a 26-character ULID)"
+        ))
+    })
+}
+
+/// `GET /api/v1/alerts?state=firing|acknowledged|resolved&host_id=&kind=&labels=&limit=&before=`:
+/// newest first.
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    _operator: Operator,
+    ApiQuery(query): ApiQuery<AlertQuery>,
+) -> Result<Json<Vec<AlertView>>, ApiError> {
+    Ok(Json(alerts::list(&state, &query).await?))
+}
+
+/// `GET /api/v1/alerts/{id}`.
+pub(crate) async fn show(
+    State(state): State<AppState>,
+    _operator: Operator,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<AlertView>, ApiError> {
+    Ok(Json(alerts::show(&state, parse_alert_id(&id)?).await?))
+}
+
+/// `POST /api/v1/alerts/{id}/ack`: no more repeats of a firing alert (its
+/// resolution is still sent). 409 when it is resolved or acknowledged.
+pub(crate) async fn acknowledge(
+    State(state): State<AppState>,
+    operator: Operator,
+    client: Client,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<AlertView>, ApiError> {
+    let id = parse_alert_id(&id)?;
+    let by = Audit::by(&state, &operator, &client).await;
+    Ok(Json(alerts::acknowledge(&state, id, &by).await?))
+}
+
+/// `GET /api/v1/silences?all=true`: silences that have not ended (with
+/// `all`, the ended ones too).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SilenceQuery {
+    #[serde(default)]
+    all: bool,
+}
+
+/// `GET /api/v1/silences`.
+pub(crate) async fn silences(
+    State(state): State<AppState>,
+    _operator: Operator,
+    ApiQuery(query): ApiQuery<SilenceQuery>,
+) -> Result<Json<Vec<SilenceView>>, ApiError> {
+    Ok(Json(alerts::silences(&state, query.all).await?))
+}
+
+/// `POST /api/v1/silences` `{selector, until, reason}` → 201: notifications
+/// for matching hosts are held back until `until` (alerts still fire).
+pub(crate) async fn create_silence(
+    State(state): State<AppState>,
+    operator: Operator,
+    client: Client,
+    ApiJson(req): ApiJson<SilenceRequest>,
+) -> Result<(StatusCode, Json<SilenceView>), ApiError> {
+    let by = Audit::by(&state, &operator, &client).await;
+    let view = alerts::create_silence(&state, req, &by).await?;
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+/// `DELETE /api/v1/silences/{id}` → 204: ends it now; what it held back
+/// is sent at once.
+pub(crate) async fn delete_silence(
+    State(state): State<AppState>,
+    operator: Operator,
+    client: Client,
+    ApiPath(id): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
+    let id: SilenceId = id.parse().map_err(|_| {
+        ApiError::bad_request(format!(
+            "`{id}` is not a silence id (expected a 26-character ULID)"
+        ))
+    })?;
+    let by = Audit::by(&state, &operator, &client).await;
+    alerts::delete_silence(&state, id, &by).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,110 @@
+//! A real SQLite store in a temporary directory, and hosts put straight
+//! into it, for tests of server parts that run over a store without HTTP
+//! (the alert evaluator with a manual clock).
+
+use chrono::{DateTime, Utc};
+use rm_core::token::TokenHash;
+use rm_core::{HostId, JobId, JobStatus, JobTrigger, Labels, TokenId};
+use rm_store::{AgentToken, EnrollmentToken, HelloRecord, JobEnd, NewHost, NewJob, Store};
+use rm_store_sqlite::SqliteStore;
+use tempfile::TempDir;
+
+/// A fresh store; keep the directory alive as long as the store.
+pub async fn temp_store() -> anyhow::Result<(TempDir, SqliteStore)> {
+    let dir = tempfile::tempdir()?;
+    let url = format!("sqlite://{}", dir.path().join("rm.db").display());
+    Ok((dir, SqliteStore::open(&url).await?))
+}
+
+/// Enrols a host named `name` with `labels` at `at`; returns its id.
+pub async fn enrol_host(
+    store: &SqliteStore,
+    name: &str,
+    labels: Labels,
+    at: DateTime<Utc>,
+) -> anyhow::Result<HostId> {
+    let token = EnrollmentToken {
+        id: TokenId::new(),
+        name: Some(name.to_owned()),
+        token_hash: TokenHash::of(&format!("rme.{name}.{}", TokenId::new())),
+        created_at: at,
+        expires_at: at + chrono::Duration::days(1),
+        used_at: None,
+        host_id: None,
+        labels,
+    };
+    store.create_enrollment_token(&token, None).await?;
+    let id = HostId::new();
+    let host = NewHost {
+        id,
+        name: name.to_owned(),
+        hostname: name.to_owned(),
+    };
+    let agent = AgentToken {
+        id: TokenId::new(),
+        host_id: id,
+        token_hash: TokenHash::of(&format!("rma.{id}")),
+        created_at: at,
+        pending: false,
+    };
+    store.enroll_host(token.id, at, &host, &agent, None).await?;
+    Ok(id)
+}
+
+/// Records an agent connection of `host` at `at` (online); returns the
+/// connection id to pass to `mark_host_offline`.
+pub async fn connect_host(
+    store: &SqliteStore,
+    host: HostId,
+    at: DateTime<Utc>,
+) -> anyhow::Result<String> {
+    let connection = TokenId::new().to_string();
+    let hello = HelloRecord {
+        connection_id: connection.clone(),
+        agent_version: String::from("test"),
+        restic_version: None,
+        restic_error: None,
+        protocol_version: 1,
+        hostname: String::from("test"),
+        os: String::from("linux"),
+        arch: String::from("x86_64"),
+        at,
+        hooks: Vec::new(),
+        hooks_refused: Vec::new(),
+    };
+    store.record_hello(host, &hello).await?;
+    Ok(connection)
+}
+
+/// Stores a `kind` job of `host` that ended with `status` at `at`.
+pub async fn ended_job(
+    store: &SqliteStore,
+    host: HostId,
+    kind: &str,
+    status: JobStatus,
+    at: DateTime<Utc>,
+) -> anyhow::Result<JobId> {
+    let id = JobId::new();
+    let job = NewJob {
+        id,
+        host_id: host,
+        kind: kind.to_owned(),
+        params: serde_json::json!({}),
+        trigger: JobTrigger::Manual,
+        schedule_id: None,
+        status: JobStatus::Dispatched,
+        error: None,
+        created_at: at,
+    };
+    store.create_job(&job, None).await?;
+    let end = JobEnd {
+        status,
+        exit_code: Some(0),
+        stats: serde_json::json!({}),
+        error: None,
+        finished_at: at,
+        provisional: false,
+    };
+    store.finish_job(id, &end, None).await?;
+    Ok(id)
+}
