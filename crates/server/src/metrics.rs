@@ -226,12 +226,12 @@ impl Metrics {
 /// Renders the gauges and timings. The host counts are one aggregate query,
 /// cheap at scrape intervals even for large fleets, and exact.
 pub(crate) async fn render(State(state): State<AppState>) -> Response {
-    let stale_before = Utc::now() - crate::ui::stale_after();
+    let protected = crate::policies::protected_at(Utc::now());
     // A store that cannot be read leaves out the host gauges, not the
     // rest: `rm_store_writable` matters most exactly then.
     let counts = match state
         .store()
-        .host_counts(stale_before, &rm_core::Selector::default())
+        .host_counts(protected, &rm_core::Selector::default())
         .await
     {
         Ok(counts) => Some(counts),

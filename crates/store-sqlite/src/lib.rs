@@ -33,9 +33,9 @@ use rm_store::{
     AgentToken, ApiToken, AuditEntry, AuditFilter, CommandResultRecord, EnrollmentToken,
     HelloRecord, Host, HostCounts, HostPatch, HostPolicyChange, Job, JobEnd, JobFilter,
     LogLineRecord, NewAuditEntry, NewHost, NewJob, PolicyCoverage, PolicyRecord, PolicyTarget,
-    PolicyWrite, RepoStatsRecord, RepositoryJob, ScheduleRecord, SealFormat, SealedRepository,
-    SealingKeyRecord, Session, SnapshotRecord, StorageFault, Store, StoreError, StoreResult, User,
-    MAX_HOST_PAGE,
+    PolicyWrite, ProtectedAt, RepoStatsRecord, RepositoryJob, ScheduleRecord, SealFormat,
+    SealedRepository, SealingKeyRecord, Session, SnapshotRecord, StorageFault, Store, StoreError,
+    StoreResult, User, MAX_HOST_PAGE,
 };
 use sqlx::migrate::Migrator;
 // Every SQL text built at run time here is made of this crate's constant
@@ -82,12 +82,15 @@ const MAX_AUDIT_PAGE: u32 = 500;
 /// The job kind whose end updates the host's last-backup summary.
 const BACKUP_KIND: &str = "backup";
 
-/// SQL condition on a `hosts` row: a successful or partial backup finished
-/// at or after the one bound parameter (unix ms). Shared by the fleet counts
-/// and the attention-first listing so both judge a host alike.
-/// Never NULL, so `NOT` and `SUM` over it count every host.
-const BACKED_UP_SINCE: &str = "(last_backup_at IS NOT NULL AND last_backup_at >= ? \
-     AND COALESCE(last_backup_status IN ('succeeded', 'partial'), 0))";
+/// Whether a `hosts` row is protected: a backup that saved a snapshot
+/// within its effective freshness (its own, else its policy's, else the
+/// default bound first) of now (bound second), in milliseconds. Shared by
+/// the fleet counts and the attention-first listing so both judge a host
+/// alike, and alike with the server's host view. Never NULL, so `NOT` and
+/// `SUM` over it count every host.
+const PROTECTED: &str = "(last_backup_success_at IS NOT NULL AND last_backup_success_at \
+     + 1000 * COALESCE(hosts.freshness_seconds, (SELECT policies.freshness_seconds \
+     FROM policies WHERE policies.id = hosts.policy_id), ?) >= ?)";
 
 /// `AND …` conditions on a `hosts` row matching every pair of `selector`,
 /// each with two parameters (a JSON path and a value) that
@@ -1250,19 +1253,23 @@ impl Store for SqliteStore {
 
     async fn list_hosts_attention_first(
         &self,
-        backed_up_since: DateTime<Utc>,
+        protected: ProtectedAt,
         selector: &Selector,
         offset: u32,
         limit: u32,
     ) -> StoreResult<Vec<Host>> {
         let sql = format!(
             "SELECT {} FROM hosts WHERE deleted_at IS NULL{} \
-             ORDER BY (online = 1 AND {BACKED_UP_SINCE}) ASC, name, id LIMIT ? OFFSET ?",
+             ORDER BY (online = 1 AND {PROTECTED}) ASC, name, id LIMIT ? OFFSET ?",
             codec::HOST_COLUMNS,
             selector_sql(selector),
         );
         let query = bind_selector(sqlx::query(AssertSqlSafe(sql)), selector)
-            .bind(ms(backed_up_since))
+            .bind(u64_to_i64(
+                protected.default_freshness_seconds,
+                "default freshness",
+            )?)
+            .bind(ms(protected.now))
             .bind(i64::from(limit.clamp(1, MAX_HOST_PAGE)))
             .bind(i64::from(offset));
         shared::read_hosts(&self.pool, query).await
@@ -1270,12 +1277,12 @@ impl Store for SqliteStore {
 
     async fn host_counts(
         &self,
-        backed_up_since: DateTime<Utc>,
+        protected: ProtectedAt,
         selector: &Selector,
     ) -> StoreResult<HostCounts> {
         let sql = format!(
             "SELECT COUNT(*) AS total, COALESCE(SUM(online), 0) AS online, \
-             COALESCE(SUM(NOT {BACKED_UP_SINCE}), 0) AS not_backed_up, \
+             COALESCE(SUM(NOT {PROTECTED}), 0) AS not_backed_up, \
              COALESCE(SUM(NOT EXISTS (SELECT 1 FROM host_repositories \
                                       WHERE host_repositories.host_id = hosts.id) \
                           AND NOT EXISTS (SELECT 1 FROM schedules \
@@ -1286,7 +1293,12 @@ impl Store for SqliteStore {
         );
         // The selector's parameters come after the count's.
         let row = bind_selector(
-            sqlx::query(AssertSqlSafe(sql)).bind(ms(backed_up_since)),
+            sqlx::query(AssertSqlSafe(sql))
+                .bind(u64_to_i64(
+                    protected.default_freshness_seconds,
+                    "default freshness",
+                )?)
+                .bind(ms(protected.now)),
             selector,
         )
         .fetch_one(&self.pool)

@@ -12,8 +12,8 @@ use common::{db_url, enrollment, open_temp, t};
 use rm_core::token::TokenHash;
 use rm_core::{HostId, JobId, JobStatus, JobTrigger, Labels, Selector, TokenId};
 use rm_store::{
-    AgentToken, HelloRecord, HostCounts, HostPatch, JobEnd, NewHost, NewJob, SealFormat,
-    SealedRepository, SnapshotRecord, Store, MAX_HOST_PAGE,
+    AgentToken, HelloRecord, HostCounts, HostPatch, JobEnd, NewHost, NewJob, ProtectedAt,
+    SealFormat, SealedRepository, SnapshotRecord, Store, MAX_HOST_PAGE,
 };
 use rm_store_sqlite::SqliteStore;
 
@@ -149,7 +149,12 @@ async fn pages_follow_the_id_cursor_without_gaps_or_repeats() {
 #[tokio::test]
 async fn counts_and_the_attention_first_page_judge_hosts_alike() {
     let (_dir, store) = open_temp().await;
-    let since = t(1_000);
+    // Judged at t(2_000) with a default freshness of one second: a backup
+    // at t(1_000) or later protects a host.
+    let since = ProtectedAt {
+        now: t(2_000),
+        default_freshness_seconds: 1,
+    };
     // Fine: online, backed up since the cut-off.
     let fine = host_named(&store, "a-fine").await;
     online(&store, fine).await;
@@ -220,6 +225,17 @@ async fn counts_and_the_attention_first_page_judge_hosts_alike() {
         .map(|h| h.id)
         .collect();
     assert_eq!(second, [offline, fine]);
+
+    // A host's own freshness (or its policy's) decides for it.
+    let patch = HostPatch {
+        freshness_seconds: Some(Some(3600)),
+        ..Default::default()
+    };
+    store.patch_host(old, &patch, None).await.unwrap();
+    assert_eq!(
+        store.host_counts(since, &all).await.unwrap().not_backed_up,
+        2
+    );
 
     // Deleted hosts count nowhere.
     assert!(store.delete_host(fine, t(3_000), None).await.unwrap());
@@ -426,7 +442,15 @@ async fn hosts_sharing_a_repository_are_counted_per_repository() {
     let everyone = Selector::default();
     check(
         &store
-            .list_hosts_attention_first(t(0), &everyone, 0, MAX_HOST_PAGE)
+            .list_hosts_attention_first(
+                ProtectedAt {
+                    now: t(0),
+                    default_freshness_seconds: 1,
+                },
+                &everyone,
+                0,
+                MAX_HOST_PAGE,
+            )
             .await
             .unwrap(),
         "list_hosts_attention_first",

@@ -134,23 +134,22 @@ pub trait Store: AlertStore + Send + Sync + 'static {
     /// page is the `after` of the next, so pages neither skip nor repeat
     /// hosts while others enrol or go.
     async fn list_hosts_page(&self, after: Option<HostId>, limit: u32) -> StoreResult<Vec<Host>>;
-    /// Hosts that need attention first — offline, or without a successful
-    /// (or partial) backup since `backed_up_since` — then the rest, each
+    /// Hosts that need attention first — offline, or not protected (see
+    /// [`ProtectedAt`]) — then the rest, each
     /// group by name then id; `limit` rows (clamped as above) from `offset`.
     /// Only hosts `selector` matches (the dashboard's label filter).
     async fn list_hosts_attention_first(
         &self,
-        backed_up_since: DateTime<Utc>,
+        protected: ProtectedAt,
         selector: &Selector,
         offset: u32,
         limit: u32,
     ) -> StoreResult<Vec<Host>>;
-    /// Counts the hosts `selector` matches: all, online, those without a
-    /// successful (or partial) backup since `backed_up_since`, and the
-    /// unconfigured, in one query.
+    /// Counts the hosts `selector` matches: all, online, those not
+    /// protected (see [`ProtectedAt`]), and the unconfigured, in one query.
     async fn host_counts(
         &self,
-        backed_up_since: DateTime<Utc>,
+        protected: ProtectedAt,
         selector: &Selector,
     ) -> StoreResult<HostCounts>;
     /// Every live host `selector` matches, in id order (bulk jobs).

@@ -796,3 +796,15 @@ pub struct AuditFilter {
     /// At most this many (0: the implementation's default; capped at 500).
     pub limit: u32,
 }
+
+/// The moment and the default that decide whether a host is protected: a
+/// backup that saved a snapshot (succeeded or partial) within its
+/// effective freshness — its own, else its policy's, else
+/// `default_freshness_seconds` — of `now`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProtectedAt {
+    /// The moment.
+    pub now: DateTime<Utc>,
+    /// The freshness of a host for which neither it nor its policy sets one.
+    pub default_freshness_seconds: u64,
+}

@@ -524,6 +524,15 @@ fn view(state: &AppState, p: &PolicyRecord, coverage: Option<&PolicyCoverage>) -
     }
 }
 
+/// What decides, at `now`, whether a host is protected (for the store's
+/// counts and lists, which judge it as [`Fleet::host_view`] does).
+pub(crate) fn protected_at(now: chrono::DateTime<Utc>) -> rm_store::ProtectedAt {
+    rm_store::ProtectedAt {
+        now,
+        default_freshness_seconds: effective::DEFAULT_FRESHNESS_SECONDS,
+    }
+}
+
 /// The policies, loaded once per request that shows hosts, so each host's
 /// view names its policy and freshness without a query per host.
 pub(crate) struct Fleet {

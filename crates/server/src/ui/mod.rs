@@ -23,15 +23,6 @@ use axum::Router;
 
 use crate::state::AppState;
 
-/// A host whose last successful (or partial) backup is older than this —
-/// or that never had one — counts as not backed up (dashboard, metrics).
-const STALE_AFTER_HOURS: i64 = 26;
-
-/// [`STALE_AFTER_HOURS`] as a duration.
-pub(crate) fn stale_after() -> chrono::Duration {
-    chrono::Duration::hours(STALE_AFTER_HOURS)
-}
-
 /// The UI's routes.
 pub(crate) fn router() -> Router<AppState> {
     Router::new()

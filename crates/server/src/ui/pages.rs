@@ -89,12 +89,7 @@ fn dashboard_link(labels: &str, page: Option<u32>) -> String {
 /// A host's row; the fleet-level parts (labels, policy, sharing) from its
 /// API view, where they are decided.
 fn host_row(host: &Host, view: &HostView, now: DateTime<Utc>) -> HostRow {
-    let stale = match (host.last_backup_at, host.last_backup_status) {
-        (Some(at), Some(JobStatus::Succeeded | JobStatus::Partial)) => {
-            now - at > super::stale_after()
-        }
-        _ => true,
-    };
+    let stale = !view.protected;
     HostRow {
         id: host.id.to_string(),
         name: host.name.clone(),
@@ -240,7 +235,7 @@ pub(crate) async fn dashboard(
     Query(query): Query<DashboardQuery>,
 ) -> Response {
     let now = Utc::now();
-    let backed_up_since = now - super::stale_after();
+    let protected = crate::policies::protected_at(now);
     let filter_text = query.labels.unwrap_or_default();
     let (selector, filter_error) = match Labels::parse_pairs("labels", &filter_text) {
         Ok(labels) => (Selector(labels), None),
@@ -251,7 +246,7 @@ pub(crate) async fn dashboard(
     } else {
         selector.to_string()
     };
-    let counts = match state.store().host_counts(backed_up_since, &selector).await {
+    let counts = match state.store().host_counts(protected, &selector).await {
         Ok(counts) => counts,
         Err(e) => return store_error(e),
     };
@@ -266,7 +261,7 @@ pub(crate) async fn dashboard(
     let offset = (page - 1).saturating_mul(DASHBOARD_HOSTS);
     let hosts = match state
         .store()
-        .list_hosts_attention_first(backed_up_since, &selector, offset, DASHBOARD_HOSTS)
+        .list_hosts_attention_first(protected, &selector, offset, DASHBOARD_HOSTS)
         .await
     {
         Ok(hosts) => hosts,
