@@ -54,7 +54,7 @@ pub use api::Api;
 pub use browser::Browser;
 pub use raw_agent::{hello, log_batch, RawAgent};
 pub use server::{RunningAgent, StoppedServer, TestServer, ADMIN_PASSWORD};
-pub use server_process::{ProcessMemory, ServerProcess};
+pub use server_process::{process_cpu, ProcessMemory, ServerProcess};
 pub use small_disk::SmallDisk;
 pub use tls::TestCert;
 pub use web::WebSession;

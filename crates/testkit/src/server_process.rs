@@ -48,6 +48,29 @@ impl ProcessMemory {
     }
 }
 
+/// CPU time a process has used (user + system), from `/proc/<pid>/stat`,
+/// for benches that report what a part of the server costs.
+pub fn process_cpu(pid: u32) -> anyhow::Result<std::time::Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces) in `)`.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .with_context(|| format!("odd /proc/{pid}/stat"))?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13
+    // after the state field that follows `)`.
+    let ticks = |i: usize| -> anyhow::Result<u64> {
+        fields
+            .get(i)
+            .and_then(|v| v.parse().ok())
+            .with_context(|| format!("no field {i} in /proc/{pid}/stat"))
+    };
+    let total = ticks(11)? + ticks(12)?;
+    // The kernel's USER_HZ is 100 on every Linux this runs on.
+    Ok(std::time::Duration::from_millis(total * 10))
+}
+
 /// Where a server process keeps its data.
 enum DataDir {
     /// A temporary directory, deleted with the [`ServerProcess`].
