@@ -16,6 +16,7 @@
 
 mod agent_tokens;
 mod codec;
+mod notifications;
 mod policies;
 mod shared;
 
