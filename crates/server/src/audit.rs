@@ -114,6 +114,14 @@ actions! {
     /// `restic-manager admin reset-sealed-secrets` discarded every sealed
     /// secret and adopted the current key.
     SealedSecretsReset = "sealed_secrets.reset",
+    /// A notification channel was made.
+    ChannelCreate = "channel.create",
+    /// A notification channel was changed.
+    ChannelUpdate = "channel.update",
+    /// A notification channel was deleted (with what was queued for it).
+    ChannelDelete = "channel.delete",
+    /// A test message was sent through a notification channel.
+    ChannelTest = "channel.test",
 }
 
 impl std::fmt::Display for Action {

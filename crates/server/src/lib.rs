@@ -22,6 +22,7 @@ pub mod jobs;
 mod keyfile;
 mod liveness;
 mod metrics;
+pub mod notify;
 pub mod policies;
 pub mod repositories;
 pub mod rpc;
@@ -155,6 +156,7 @@ where
     jobs::watch_hosts_with_active_jobs(&state).await;
     let flusher = liveness::spawn_flusher(state.clone());
     let probe = storage::spawn_probe(state.clone());
+    let notifications = notify::outbox::spawn(state.clone());
     let router = app(state.clone());
     // Peer addresses feed the per-address login rate limit.
     let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
@@ -170,6 +172,7 @@ where
     state.hub().wait_empty(Duration::from_secs(5)).await;
     flusher.abort();
     probe.abort();
+    notifications.abort();
     state.flush_last_seen().await;
     state.flush_logs().await;
     Ok(())

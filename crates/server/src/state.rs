@@ -42,6 +42,7 @@ struct Inner {
     stopping: tokio_util::sync::CancellationToken,
     policy_lock: tokio::sync::Mutex<()>,
     repository_turns: crate::repositories::shared::Turns,
+    notifier: crate::notify::Notifier,
 }
 
 impl AppState {
@@ -71,6 +72,7 @@ impl AppState {
             stopping: tokio_util::sync::CancellationToken::new(),
             policy_lock: tokio::sync::Mutex::new(()),
             repository_turns: Default::default(),
+            notifier: crate::notify::Notifier::new(),
         }))
     }
 
@@ -88,6 +90,11 @@ impl AppState {
     /// of one shared repository never both start conflicting jobs.
     pub(crate) fn repository_turns(&self) -> &crate::repositories::shared::Turns {
         &self.0.repository_turns
+    }
+
+    /// Wakes the notification sender; holds the client deliveries use.
+    pub(crate) fn notifier(&self) -> &crate::notify::Notifier {
+        &self.0.notifier
     }
 
     /// The live agent connections.
