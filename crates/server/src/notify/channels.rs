@@ -382,7 +382,7 @@ pub fn config_owner(id: ChannelId) -> String {
 
 /// A stored channel's whole settings: its shown settings and its opened
 /// secrets, parsed.
-pub(crate) fn open_config(
+pub fn open_config(
     state: &AppState,
     channel: &ChannelRecord,
 ) -> Result<ChannelConfig, NotifyError> {
@@ -424,7 +424,7 @@ fn open_secrets(
 }
 
 /// The API view: shown settings, `"<set>"` for each stored secret.
-pub(crate) fn view(state: &AppState, channel: &ChannelRecord) -> ChannelView {
+pub fn view(state: &AppState, channel: &ChannelRecord) -> ChannelView {
     let mut config = match &channel.config {
         Value::Object(map) => map.clone(),
         _ => Map::new(),
@@ -584,7 +584,7 @@ async fn load(state: &AppState, id: ChannelId) -> Result<ChannelRecord, NotifyEr
 }
 
 /// Every channel, in name order.
-pub(crate) async fn list(state: &AppState) -> Result<Vec<ChannelView>, NotifyError> {
+pub async fn list(state: &AppState) -> Result<Vec<ChannelView>, NotifyError> {
     Ok(state
         .store()
         .channels()
@@ -595,7 +595,7 @@ pub(crate) async fn list(state: &AppState) -> Result<Vec<ChannelView>, NotifyErr
 }
 
 /// One channel.
-pub(crate) async fn show(state: &AppState, id: ChannelId) -> Result<ChannelView, NotifyError> {
+pub async fn show(state: &AppState, id: ChannelId) -> Result<ChannelView, NotifyError> {
     Ok(view(state, &load(state, id).await?))
 }
 
@@ -610,7 +610,7 @@ fn entry(by: Option<&Audit>, action: Action, record: &ChannelRecord) -> Option<N
 }
 
 /// Makes a channel.
-pub(crate) async fn create(
+pub async fn create(
     state: &AppState,
     req: &ChannelRequest,
     by: Option<&Audit>,
@@ -625,7 +625,7 @@ pub(crate) async fn create(
 }
 
 /// Replaces a channel's settings (its counters and queue stay).
-pub(crate) async fn update(
+pub async fn update(
     state: &AppState,
     id: ChannelId,
     req: &ChannelRequest,
@@ -642,7 +642,7 @@ pub(crate) async fn update(
 }
 
 /// Deletes a channel and what is queued for it.
-pub(crate) async fn delete(
+pub async fn delete(
     state: &AppState,
     id: ChannelId,
     by: Option<&Audit>,
@@ -656,7 +656,7 @@ pub(crate) async fn delete(
 /// Sends a test message now (not through the queue) and says what the
 /// receiver answered. The attempt is audited; the channel's counters are
 /// for real deliveries and stay as they are.
-pub(crate) async fn test(
+pub async fn test(
     state: &AppState,
     id: ChannelId,
     by: Option<&Audit>,
