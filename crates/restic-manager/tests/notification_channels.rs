@@ -461,6 +461,30 @@ async fn email_test_reaches_a_real_smtp_server() {
     assert_eq!(answer["ok"], false, "{answer}");
 }
 
+#[tokio::test]
+async fn email_over_starttls_checks_the_servers_certificate() {
+    let server = TestServer::start().await.unwrap();
+    let admin = server.admin().await.unwrap();
+    let cert = rm_testkit::TestCert::generate().unwrap();
+    let smtp = SmtpReceiver::start_starttls(&cert).await.unwrap();
+    let mail = admin
+        .create_channel(json!({"name": "mail", "kind": "email", "config": {
+            "smtp_host": "127.0.0.1", "smtp_port": smtp.port, "tls": "starttls",
+            "from": "backups@example.com", "to": ["ops@example.com"]}}))
+        .await
+        .unwrap();
+    // The self-signed certificate is refused: nothing is sent in the
+    // clear instead, and the answer says why.
+    let answer = admin.test_channel(&id_of(&mail)).await.unwrap();
+    assert_eq!(answer["ok"], false, "{answer}");
+    let why = answer["response"].as_str().unwrap().to_lowercase();
+    assert!(
+        why.contains("certificate") || why.contains("tls"),
+        "{answer}"
+    );
+    assert!(smtp.messages().is_empty());
+}
+
 fn alert(kind: &str, host_id: &str, host: &str) -> AlertView {
     AlertView {
         id: rm_core::AlertId::new().to_string(),

@@ -223,6 +223,16 @@ impl SmtpReceiver {
     /// Starts one on a free port and waits until it accepts connections.
     /// Fails, saying how to install it, when aiosmtpd is missing.
     pub async fn start() -> anyhow::Result<SmtpReceiver> {
+        SmtpReceiver::launch(None).await
+    }
+
+    /// [`SmtpReceiver::start`] offering (and requiring) STARTTLS with
+    /// `cert` (a self-signed certificate nobody's roots trust).
+    pub async fn start_starttls(cert: &crate::TestCert) -> anyhow::Result<SmtpReceiver> {
+        SmtpReceiver::launch(Some(cert)).await
+    }
+
+    async fn launch(tls: Option<&crate::TestCert>) -> anyhow::Result<SmtpReceiver> {
         let check = std::process::Command::new(SYSTEM_PYTHON)
             .args(["-c", "import aiosmtpd"])
             .output();
@@ -236,8 +246,16 @@ impl SmtpReceiver {
         command
             .args(["-m", "aiosmtpd", "-n", "-l"])
             .arg(format!("127.0.0.1:{port}"))
-            .args(["-c", "aiosmtpd.handlers.Mailbox"])
-            .arg(&maildir);
+            .args(["-c", "aiosmtpd.handlers.Mailbox"]);
+        if let Some(cert) = tls {
+            command
+                .arg("--tlscert")
+                .arg(&cert.cert_path)
+                .arg("--tlskey")
+                .arg(&cert.key_path);
+        }
+        // The handler's argument goes last, after every option.
+        command.arg(&maildir);
         let child = LoggedChild::spawn("aiosmtpd", command)?;
         let receiver = SmtpReceiver {
             port,

@@ -123,16 +123,16 @@ pub struct Payload {
 /// server.
 pub(crate) struct Notifier {
     wake: Arc<tokio::sync::Notify>,
-    http: Result<reqwest::Client, String>,
+    /// Built on first use: loading the system's roots costs a few
+    /// milliseconds a server without channels need not pay.
+    http: std::sync::OnceLock<Result<reqwest::Client, String>>,
 }
 
 impl Notifier {
-    /// A notifier with its HTTP client built (a failure is kept and shown
-    /// on every delivery: it cannot happen with the bundled provider).
     pub(crate) fn new() -> Notifier {
         Notifier {
             wake: Arc::new(tokio::sync::Notify::new()),
-            http: deliver::http_client(),
+            http: std::sync::OnceLock::new(),
         }
     }
 
@@ -145,8 +145,13 @@ impl Notifier {
         self.wake.clone()
     }
 
+    /// The client deliveries use (a failure to build it is kept and shown
+    /// on every delivery; it cannot happen with the bundled provider).
     pub(crate) fn http(&self) -> Result<&reqwest::Client, String> {
-        self.http.as_ref().map_err(Clone::clone)
+        self.http
+            .get_or_init(deliver::http_client)
+            .as_ref()
+            .map_err(Clone::clone)
     }
 }
 
