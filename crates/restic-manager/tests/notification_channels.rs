@@ -395,6 +395,7 @@ async fn test_messages_arrive_in_each_kinds_shape_with_what_the_receiver_said() 
         .contains("TEST notification"));
     assert_eq!(slack_body.as_object().unwrap().len(), 1);
     let discord_body = got[3].json().unwrap();
+    assert_eq!(discord_body["allowed_mentions"], json!({"parse": []}));
     assert_eq!(got[3].path, "/discord");
     assert!(discord_body["content"]
         .as_str()

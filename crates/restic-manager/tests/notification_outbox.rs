@@ -311,3 +311,36 @@ async fn deleting_a_channel_drops_what_was_queued_for_it() {
         0
     );
 }
+
+#[tokio::test]
+async fn rows_a_channel_can_no_longer_send_are_given_up_at_once() {
+    let rig = rig().await;
+    let a = &rig.a;
+    let receiver = HttpReceiver::start().await.unwrap();
+    let channel = webhook(&a.state, receiver.url("/in")).await;
+    enqueue(&a.state).await;
+    // The webhook becomes a healthchecks channel, which takes no alerts.
+    let req = ChannelRequest {
+        name: "hook".to_owned(),
+        kind: "healthchecks".to_owned(),
+        config: json!({"base_url": receiver.url("/hc")}),
+        selector: Default::default(),
+        kinds: Vec::new(),
+    };
+    channels::update(&a.state, channel.id.parse().unwrap(), &req, None)
+        .await
+        .unwrap();
+    a.clock.set(Utc::now());
+    assert_eq!(a.sender.deliver_due().await.unwrap(), 1);
+    assert!(receiver.requests().is_empty());
+    let after = view(&a.state, &channel.id).await;
+    assert_eq!((after.given_up, after.queued), (1, 0));
+    assert!(
+        after
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("alert.firing"),
+        "{after:?}"
+    );
+}

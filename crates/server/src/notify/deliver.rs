@@ -217,6 +217,13 @@ fn header_text(text: &str) -> String {
         .collect()
 }
 
+/// Text for Slack's `text`: `&`, `<` and `>` escaped as Slack asks.
+fn slack_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
 /// Sends `payload` through the channel configured as `config`: one
 /// attempt, its outcome never an error.
 pub(crate) async fn send(state: &AppState, config: &ChannelConfig, payload: &Payload) -> Sent {
@@ -310,7 +317,9 @@ fn http_request(
             Ok(request)
         }
         ChannelConfig::Slack(ChatConfig { webhook_url }) => {
-            let text = format!("*{}*\n{}", headline(p), details(p, public_url));
+            // Slack reads `<…>` as links and mentions (`<!channel>`); a
+            // host name or message must not ping anyone.
+            let text = slack_escape(&format!("*{}*\n{}", headline(p), details(p, public_url)));
             Ok(client
                 .post(webhook_url)
                 .json(&serde_json::json!({ "text": text })))
@@ -320,9 +329,11 @@ fn http_request(
                 .chars()
                 .take(DISCORD_MAX_CHARS)
                 .collect();
-            Ok(client
-                .post(webhook_url)
-                .json(&serde_json::json!({ "content": content })))
+            // No mentions: an `@everyone` in a host name stays text.
+            Ok(client.post(webhook_url).json(&serde_json::json!({
+                "content": content,
+                "allowed_mentions": {"parse": []},
+            })))
         }
         ChannelConfig::Healthchecks(c) => {
             let url = match p.event.as_str() {
@@ -497,6 +508,11 @@ mod tests {
             .unwrap_or_default();
         assert_eq!(keys, ["alert", "event", "host", "repeat"]);
         assert_eq!(body["host"]["labels"]["env"], "prod");
+    }
+
+    #[test]
+    fn slack_text_cannot_mention() {
+        assert_eq!(slack_escape("<!channel> a&b"), "&lt;!channel&gt; a&amp;b");
     }
 
     #[test]

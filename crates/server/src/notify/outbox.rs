@@ -80,6 +80,16 @@ pub fn outcome(
     }
 }
 
+/// How one attempt went.
+enum Attempt {
+    /// The channel is gone (its rows went with it): nothing to record.
+    Gone,
+    /// The row can never be sent through this channel: given up at once.
+    Unfit(String),
+    /// It was sent; the receiver's answer.
+    Sent(Sent),
+}
+
 /// Delivers the outbox's due rows.
 #[derive(Clone)]
 pub struct Sender {
@@ -122,8 +132,16 @@ impl Sender {
             });
             let results = futures_util::future::join_all(sends).await;
             for (row, sent) in rows.iter().zip(results) {
-                let Some(sent) = sent else { continue };
-                let outcome = outcome(&sent, row.attempts, row.created_at, self.clock.now());
+                let outcome = match sent {
+                    Attempt::Gone => continue,
+                    Attempt::Unfit(error) => DeliveryOutcome::GiveUp {
+                        at: self.clock.now(),
+                        error,
+                    },
+                    Attempt::Sent(sent) => {
+                        outcome(&sent, row.attempts, row.created_at, self.clock.now())
+                    }
+                };
                 if let DeliveryOutcome::GiveUp { error, .. } = &outcome {
                     tracing::warn!(channel = %row.channel_id, event = %row.event, %error, "gave up a notification after retrying for days");
                 } else if let DeliveryOutcome::Retry {
@@ -140,19 +158,30 @@ impl Sender {
         }
     }
 
-    /// One attempt at `row`; `None` when its channel is gone (its rows
-    /// went with it).
-    async fn attempt(&self, row: &OutboxRow, channel: Option<&ChannelRecord>) -> Option<Sent> {
-        let channel = channel?;
+    /// One attempt at `row`.
+    async fn attempt(&self, row: &OutboxRow, channel: Option<&ChannelRecord>) -> Attempt {
+        let Some(channel) = channel else {
+            return Attempt::Gone;
+        };
+        // A channel whose kind changed after the row was queued (a webhook
+        // made a healthchecks channel) cannot send it, now or later.
+        let for_healthchecks = matches!(
+            row.event.as_str(),
+            super::EVENT_BACKUP_SUCCEEDED | super::EVENT_BACKUP_FAILED
+        );
+        if for_healthchecks != (channel.kind == super::channels::KIND_HEALTHCHECKS) {
+            return Attempt::Unfit(format!(
+                "`{}` was queued before the channel became a {} channel, which does not take it",
+                row.event, channel.kind
+            ));
+        }
         let payload: Payload = match serde_json::from_value(row.payload.clone()) {
             Ok(p) => p,
             Err(e) => {
-                return Some(Sent::failed(format!(
-                    "the queued payload is unreadable: {e}"
-                )))
+                return Attempt::Unfit(format!("the queued payload is unreadable: {e}"));
             }
         };
-        Some(match open_config(&self.state, channel) {
+        Attempt::Sent(match open_config(&self.state, channel) {
             Ok(config) => deliver::send(&self.state, &config, &payload).await,
             Err(e) => Sent::failed(e.to_string()),
         })
