@@ -344,3 +344,27 @@ async fn rows_a_channel_can_no_longer_send_are_given_up_at_once() {
         "{after:?}"
     );
 }
+
+#[tokio::test]
+async fn a_receiver_that_is_not_listening_gets_it_once_it_listens_again() {
+    let rig = rig().await;
+    let a = &rig.a;
+    let mut receiver = HttpReceiver::start().await.unwrap();
+    let channel = webhook(&a.state, receiver.url("/in")).await;
+    receiver.stop().await;
+    enqueue(&a.state).await;
+    a.clock.set(Utc::now());
+    assert_eq!(a.sender.deliver_due().await.unwrap(), 1);
+    let failing = view(&a.state, &channel.id).await;
+    assert_eq!((failing.failed, failing.queued), (1, 1));
+    // No answer at all: the error, without a status.
+    let error = failing.last_error.unwrap();
+    assert!(!error.is_empty() && !error.starts_with("5"), "{error}");
+
+    receiver.restart().await.unwrap();
+    a.clock.advance(secs(5));
+    assert_eq!(a.sender.deliver_due().await.unwrap(), 1);
+    assert_eq!(receiver.requests().len(), 1);
+    let healthy = view(&a.state, &channel.id).await;
+    assert_eq!((healthy.delivered, healthy.queued), (1, 0));
+}
