@@ -87,6 +87,16 @@ pub struct NoticeHost {
     pub labels: BTreeMap<String, String>,
 }
 
+impl From<&rm_store::Host> for NoticeHost {
+    fn from(host: &rm_store::Host) -> NoticeHost {
+        NoticeHost {
+            id: host.id.to_string(),
+            name: host.name.clone(),
+            labels: host.labels.as_map().clone(),
+        }
+    }
+}
+
 /// An alert's notification, as the evaluator hands it over.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AlertNotice {
