@@ -843,3 +843,76 @@ pub struct SilenceView {
     /// Whether it holds notifications back now.
     pub active: bool,
 }
+
+/// `POST /api/v1/notification-channels` and `PUT …/{id}` (DESIGN §7).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelRequest {
+    /// Unique name.
+    pub name: String,
+    /// `webhook`, `ntfy`, `email`, `slack`, `discord` or `healthchecks`.
+    pub kind: String,
+    /// The kind's settings (see docs/notifications.md). On `PUT`, a secret
+    /// field left out (or given as `"<set>"`) keeps the stored value; `null`
+    /// removes an optional one.
+    #[serde(default)]
+    pub config: serde_json::Value,
+    /// Labels a host must all have for its notifications to go here (`{}`:
+    /// every host).
+    #[serde(default)]
+    pub selector: BTreeMap<String, String>,
+    /// The alert kinds that go here (empty: every kind).
+    #[serde(default)]
+    pub kinds: Vec<String>,
+}
+
+/// A notification channel as the API shows it: secrets never, only
+/// `"<set>"` where one is stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChannelView {
+    /// Id (ULID).
+    pub id: String,
+    /// Unique name.
+    pub name: String,
+    /// Its kind.
+    pub kind: String,
+    /// Its settings, secrets shown as `"<set>"`.
+    pub config: serde_json::Value,
+    /// Labels a host must all have.
+    pub selector: BTreeMap<String, String>,
+    /// The alert kinds that go here (empty: every kind).
+    pub kinds: Vec<String>,
+    /// When it was made.
+    pub created_at: DateTime<Utc>,
+    /// When it was last changed.
+    pub updated_at: DateTime<Utc>,
+    /// Deliveries the receiver accepted.
+    pub delivered: u64,
+    /// Failed attempts (each failed retry counts).
+    pub failed: u64,
+    /// Deliveries given up after retrying for about three days.
+    pub given_up: u64,
+    /// The last accepted delivery.
+    pub last_success_at: Option<DateTime<Utc>>,
+    /// The last failed attempt.
+    pub last_failure_at: Option<DateTime<Utc>>,
+    /// What the last failed attempt got back.
+    pub last_error: Option<String>,
+    /// Since when every attempt has failed (`null` when it works).
+    pub failing_since: Option<DateTime<Utc>>,
+    /// Deliveries waiting to go out.
+    pub queued: u64,
+}
+
+/// `POST /api/v1/notification-channels/{id}/test`: what the receiver said
+/// to a test message, sent at once (not through the queue).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChannelTestView {
+    /// Whether the receiver accepted it (HTTP 2xx, SMTP 2xx).
+    pub ok: bool,
+    /// The HTTP status or SMTP reply code, when there was an answer.
+    pub status: Option<u16>,
+    /// The start of the answer's body (at most 200 characters), the SMTP
+    /// reply, or the error.
+    pub response: String,
+}

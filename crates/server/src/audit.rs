@@ -124,6 +124,14 @@ actions! {
     SilenceCreate = "silence.create",
     /// An operator ended a silence.
     SilenceDelete = "silence.delete",
+    /// A notification channel was made.
+    ChannelCreate = "channel.create",
+    /// A notification channel was changed.
+    ChannelUpdate = "channel.update",
+    /// A notification channel was deleted (with what was queued for it).
+    ChannelDelete = "channel.delete",
+    /// A test message was sent through a notification channel.
+    ChannelTest = "channel.test",
 }
 
 impl std::fmt::Display for Action {

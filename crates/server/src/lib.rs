@@ -23,6 +23,7 @@ pub mod jobs;
 mod keyfile;
 mod liveness;
 mod metrics;
+pub mod notify;
 pub mod policies;
 pub mod repositories;
 pub mod rpc;
@@ -157,6 +158,7 @@ where
     let evaluator = alerts::spawn(&state);
     let flusher = liveness::spawn_flusher(state.clone());
     let probe = storage::spawn_probe(state.clone());
+    let notifications = notify::outbox::spawn(state.clone());
     let router = app(state.clone());
     // Peer addresses feed the per-address login rate limit.
     let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
@@ -175,6 +177,7 @@ where
     if let Some(evaluator) = evaluator {
         evaluator.abort();
     }
+    notifications.abort();
     state.flush_last_seen().await;
     state.flush_logs().await;
     Ok(())

@@ -43,6 +43,7 @@ struct Inner {
     policy_lock: tokio::sync::Mutex<()>,
     repository_turns: crate::repositories::shared::Turns,
     alerts: crate::alerts::AlertsHandle,
+    notifier: crate::notify::Notifier,
 }
 
 impl AppState {
@@ -73,6 +74,7 @@ impl AppState {
             policy_lock: tokio::sync::Mutex::new(()),
             repository_turns: Default::default(),
             alerts: Default::default(),
+            notifier: crate::notify::Notifier::new(),
         }))
     }
 
@@ -100,6 +102,11 @@ impl AppState {
     /// of one shared repository never both start conflicting jobs.
     pub(crate) fn repository_turns(&self) -> &crate::repositories::shared::Turns {
         &self.0.repository_turns
+    }
+
+    /// Wakes the notification sender; holds the client deliveries use.
+    pub(crate) fn notifier(&self) -> &crate::notify::Notifier {
+        &self.0.notifier
     }
 
     /// The live agent connections.

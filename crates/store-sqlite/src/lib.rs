@@ -17,6 +17,7 @@
 mod agent_tokens;
 mod alerts;
 mod codec;
+mod notifications;
 mod policies;
 mod shared;
 

@@ -8,6 +8,7 @@
 mod alerts;
 mod error;
 mod models;
+mod notifications;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -16,6 +17,9 @@ use rm_core::{BatchId, HostId, JobId, JobStatus, PolicyId, ScheduleId, Selector,
 pub use alerts::{AlertFilter, AlertRecord, AlertStore, NewAlert, SilenceRecord};
 pub use error::{StorageFault, StoreError, StoreResult};
 pub use models::*;
+pub use notifications::{
+    ChannelRecord, ChannelStats, DeliveryOutcome, NewNotification, NotificationStore, OutboxRow,
+};
 
 /// Largest page [`Store::list_hosts_page`] and
 /// [`Store::list_hosts_attention_first`] return.
@@ -32,7 +36,7 @@ pub const MAX_HOST_PAGE: u32 = 1000;
 /// returns `false`. Callers that are not operators (schedule fires, the
 /// server's own jobs, tests) pass `None`.
 #[async_trait]
-pub trait Store: AlertStore + Send + Sync + 'static {
+pub trait Store: AlertStore + NotificationStore + Send + Sync + 'static {
     // ── operators ──────────────────────────────────────────────────────
 
     /// Adds a user. [`StoreError::Conflict`] when the name is taken.

@@ -150,6 +150,49 @@ impl Api {
         Ok(view)
     }
 
+    /// Creates a notification channel from `body` (a `ChannelRequest`);
+    /// fails unless 201. Returns the channel as the API shows it.
+    pub async fn create_channel(&self, body: Value) -> anyhow::Result<Value> {
+        let (status, view) = self.post("/api/v1/notification-channels", body).await?;
+        if status != StatusCode::CREATED {
+            bail!("creating a notification channel failed with {status}: {view}");
+        }
+        Ok(view)
+    }
+
+    /// Replaces channel `id` with `body`; fails unless 200.
+    pub async fn update_channel(&self, id: &str, body: Value) -> anyhow::Result<Value> {
+        let path = format!("/api/v1/notification-channels/{id}");
+        let (status, view) = self.put(&path, body).await?;
+        if status != StatusCode::OK {
+            bail!("updating notification channel {id} failed with {status}: {view}");
+        }
+        Ok(view)
+    }
+
+    /// Channel `id` as the API shows it; fails unless 200.
+    pub async fn channel(&self, id: &str) -> anyhow::Result<Value> {
+        let (status, view) = self
+            .get(&format!("/api/v1/notification-channels/{id}"))
+            .await?;
+        if status != StatusCode::OK {
+            bail!("reading notification channel {id} failed with {status}: {view}");
+        }
+        Ok(view)
+    }
+
+    /// Sends a test message through channel `id`; returns `{ok, status,
+    /// response}`. Fails unless the API answers 200 (whatever the
+    /// receiver said).
+    pub async fn test_channel(&self, id: &str) -> anyhow::Result<Value> {
+        let path = format!("/api/v1/notification-channels/{id}/test");
+        let (status, view) = self.post(&path, Value::Null).await?;
+        if status != StatusCode::OK {
+            bail!("testing notification channel {id} failed with {status}: {view}");
+        }
+        Ok(view)
+    }
+
     /// Waits (up to `limit`) until the host's agent has acknowledged a
     /// schedule set of at least version `at_least` and it is the wanted
     /// one (the host is in sync); returns that version.

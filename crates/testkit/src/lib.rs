@@ -14,6 +14,8 @@
 //! - [`fixtures`]: generated source trees and byte-for-byte comparison.
 //! - [`Browser`]: Debian's headless Chromium over WebDriver, for UI tests.
 //! - [`rclone::RcloneServer`]: a REST repository server on 127.0.0.1.
+//! - [`HttpReceiver`] and [`SmtpReceiver`]: real receivers of notifications
+//!   (an HTTP server recording requests, Debian's aiosmtpd).
 //! - [`SmallDisk`]: a tmpfs or ext4 image mounted for a test (root only).
 //! - [`TestCert`]: a self-signed certificate for a TLS test server.
 //! - [`fleet`]: many hosts enrolled at once and simulated agents speaking
@@ -38,6 +40,7 @@ pub mod fleet;
 pub mod http;
 mod raw_agent;
 pub mod rclone;
+pub mod receiver;
 pub mod restic;
 mod server;
 mod server_process;
@@ -53,6 +56,7 @@ pub use agent_process::AgentProcess;
 pub use api::Api;
 pub use browser::Browser;
 pub use raw_agent::{hello, log_batch, RawAgent};
+pub use receiver::{HttpReceiver, ReceivedRequest, SmtpReceiver};
 pub use server::{RunningAgent, StoppedServer, TestServer, ADMIN_PASSWORD};
 pub use server_process::{process_cpu, ProcessMemory, ServerProcess};
 pub use small_disk::SmallDisk;

@@ -6,6 +6,7 @@ mod agent_tokens;
 mod alerts;
 pub(crate) mod audit;
 mod auth;
+mod channels;
 mod deadline;
 pub(crate) mod enrollment;
 mod error;
@@ -100,6 +101,17 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/api-tokens", get(tokens::list).post(tokens::create))
         .route("/api-tokens/{id}", axum::routing::delete(tokens::revoke))
         .route("/audit", get(audit::list))
+        .route(
+            "/notification-channels",
+            get(channels::list).post(channels::create),
+        )
+        .route(
+            "/notification-channels/{id}",
+            get(channels::show)
+                .put(channels::update)
+                .delete(channels::delete),
+        )
+        .route("/notification-channels/{id}/test", post(channels::test))
         .fallback(|| async { ApiError::not_found("no such API route") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
 }
