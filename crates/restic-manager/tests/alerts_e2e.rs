@@ -1,18 +1,22 @@
 //! Alerts end to end on a real server with real agents and the real
-//! restic: a backup that fails because the repository password changed
-//! fires `job_failed` and the next success resolves it; acknowledging
-//! stops repeats; a host whose agent is killed goes offline and stale, and
-//! one that never backs up goes stale — decided by the server alone;
-//! silences and filters are checked like every input; every change is in
-//! the audit log.
+//! restic, and their notifications at a real HTTP receiver: a backup that
+//! fails because the repository password changed fires `job_failed`
+//! (sent, signed, repeated until acknowledged) and the next success
+//! resolves it (sent); healthchecks pings follow every backup; a host whose
+//! agent is killed goes offline and stale, and one that never backs up goes
+//! stale — decided by the server alone — and their notifications reach a
+//! receiver that was down, across a server restart, the silenced host's
+//! only once its silence ends; silences and filters are checked like every
+//! input; every change is in the audit log.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
 use std::time::Duration;
 
+use hmac::{Hmac, KeyInit, Mac};
 use reqwest::StatusCode;
-use rm_testkit::{wait_until, Api, TestServer};
+use rm_testkit::{wait_until, Api, HttpReceiver, TestServer};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_restic-manager");
@@ -22,12 +26,74 @@ const JOB_LIMIT: Duration = Duration::from_secs(180);
 /// notice (a killed agent's connection closes at once).
 const FIRE_LIMIT: Duration = Duration::from_secs(150);
 
+const SECRET: &str = "webhook-secret-for-alerts";
+/// How often a firing alert nobody acknowledged is sent again here.
+const REPEAT: Duration = Duration::from_secs(3);
+
 /// A server that gives hosts no grace after it starts (tests start it
-/// just before enrolling).
+/// just before enrolling) and repeats alerts every [`REPEAT`].
 async fn server() -> TestServer {
-    TestServer::start_with(|config| config.alert_grace = Duration::ZERO)
+    TestServer::start_with(|config| {
+        config.alert_grace = Duration::ZERO;
+        config.alert_repeat = REPEAT;
+    })
+    .await
+    .unwrap()
+}
+
+/// A webhook channel (signed with [`SECRET`]) to `receiver`.
+async fn webhook(admin: &Api, receiver: &HttpReceiver) -> Value {
+    admin
+        .create_channel(json!({
+            "name": "ops-webhook",
+            "kind": "webhook",
+            "config": {"url": receiver.url("/hook"), "secret": SECRET},
+        }))
         .await
         .unwrap()
+}
+
+/// The alert notifications `receiver` got, each checked against its
+/// signature: `(event, kind, host name, repeat)`.
+fn alert_posts(receiver: &HttpReceiver) -> Vec<(String, String, String, bool)> {
+    receiver
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/hook")
+        .map(|r| {
+            let mut mac = Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+            mac.update(&r.body);
+            let expected = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+            assert_eq!(r.header("x-rm-signature"), Some(expected.as_str()));
+            let body = r.json().unwrap();
+            (
+                body["event"].as_str().unwrap().to_owned(),
+                body["alert"]["kind"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                body["host"]["name"].as_str().unwrap_or_default().to_owned(),
+                body["repeat"].as_bool().unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+fn count(posts: &[(String, String, String, bool)], event: &str, kind: &str, host: &str) -> usize {
+    posts
+        .iter()
+        .filter(|(e, k, h, _)| e == event && k == kind && h == host)
+        .count()
+}
+
+async fn wait_posts(
+    receiver: &HttpReceiver,
+    what: &str,
+    done: impl Fn(&[(String, String, String, bool)]) -> bool,
+) {
+    wait_until(FIRE_LIMIT, what, || async { done(&alert_posts(receiver)) })
+        .await
+        .unwrap();
 }
 
 async fn alerts(admin: &Api, query: &str) -> Vec<Value> {
@@ -71,6 +137,16 @@ async fn a_backup_failing_on_a_changed_password_fires_job_failed_until_the_next_
         .unwrap();
     let admin = server.admin().await.unwrap();
     let host = agent.host_id.clone();
+    let receiver = HttpReceiver::start().await.unwrap();
+    webhook(&admin, &receiver).await;
+    admin
+        .create_channel(json!({
+            "name": "dead-mans-switch",
+            "kind": "healthchecks",
+            "config": {"base_url": receiver.url("/hc")},
+        }))
+        .await
+        .unwrap();
     let scratch = tempfile::tempdir().unwrap();
     let repo = scratch.path().join("repo").display().to_string();
     let src = scratch.path().join("src");
@@ -85,6 +161,23 @@ async fn a_backup_failing_on_a_changed_password_fires_job_failed_until_the_next_
     assert_eq!(finished(&admin, &init).await["status"], "succeeded");
     assert_eq!(backup(&admin, &host, &src).await["status"], "succeeded");
     assert!(alerts(&admin, "state=firing").await.is_empty());
+    let pings = |path: &'static str| {
+        let receiver = &receiver;
+        move || {
+            receiver
+                .requests()
+                .iter()
+                .filter(|r| r.path == path)
+                .count()
+        }
+    };
+    wait_until(
+        FIRE_LIMIT,
+        "the healthchecks ping of the backup",
+        || async { pings("/hc/files")() == 1 },
+    )
+    .await
+    .unwrap();
 
     // Someone changed the repository's password: backups fail.
     admin
@@ -104,6 +197,22 @@ async fn a_backup_failing_on_a_changed_password_fires_job_failed_until_the_next_
     );
     assert!(!message.contains(PASSWORD), "{message}");
     let id = alert["id"].as_str().unwrap().to_owned();
+    wait_until(FIRE_LIMIT, "the failure's healthchecks ping", || async {
+        pings("/hc/files/fail")() == 1
+    })
+    .await
+    .unwrap();
+
+    // Sent, then sent again while nobody acknowledges it.
+    wait_posts(&receiver, "the alert and a repeat", |posts| {
+        count(posts, "alert.firing", "job_failed", "files") >= 2
+    })
+    .await;
+    let posts = alert_posts(&receiver);
+    assert!(
+        !posts[0].3 && posts[1].3,
+        "the second is a repeat: {posts:?}"
+    );
 
     // Acknowledged: no more repeats; twice is a conflict.
     let (status, acked) = admin
@@ -118,6 +227,23 @@ async fn a_backup_failing_on_a_changed_password_fires_job_failed_until_the_next_
         .unwrap();
     assert_eq!(status, StatusCode::CONFLICT, "{again}");
     assert_eq!(alerts(&admin, "state=acknowledged").await.len(), 1);
+    let sent = count(
+        &alert_posts(&receiver),
+        "alert.firing",
+        "job_failed",
+        "files",
+    );
+    tokio::time::sleep(REPEAT * 3).await;
+    let after = count(
+        &alert_posts(&receiver),
+        "alert.firing",
+        "job_failed",
+        "files",
+    );
+    assert!(
+        after <= sent + 1,
+        "repeats stopped ({sent} then {after}; one may have been on its way)"
+    );
 
     // The password is put back: the next backup resolves the alert.
     admin.set_repository(&host, &repo, PASSWORD).await.unwrap();
@@ -151,20 +277,25 @@ async fn a_backup_failing_on_a_changed_password_fires_job_failed_until_the_next_
 }
 
 #[tokio::test]
-async fn the_server_alone_finds_a_dead_agent_offline_and_hosts_without_backups_stale() {
+async fn the_server_alone_finds_dead_and_silent_hosts_and_tells_a_receiver_that_was_down() {
     let server = server().await;
     let admin = server.admin().await.unwrap();
+    let mut receiver = HttpReceiver::start().await.unwrap();
+    let channel = webhook(&admin, &receiver).await;
     let agent = server
         .enrolled_agent(Path::new(BIN), "doomed", &rm_testkit::restic::binary(), &[])
         .await
         .unwrap();
-    // A second host enrolled whose agent never runs at all.
+    // A second host whose agent never runs at all, in maintenance.
     let (never, _) = server.enrolled_host("never-ran").await.unwrap();
-    for host in [&agent.host_id, &never] {
+    for (host, labels) in [
+        (&agent.host_id, json!({})),
+        (&never, json!({"state": "maintenance"})),
+    ] {
         let (status, body) = admin
             .patch(
                 &format!("/api/v1/hosts/{host}"),
-                json!({"freshness_seconds": 60, "offline_seconds": 60}),
+                json!({"freshness_seconds": 60, "offline_seconds": 60, "labels": labels}),
             )
             .await
             .unwrap();
@@ -172,6 +303,17 @@ async fn the_server_alone_finds_a_dead_agent_offline_and_hosts_without_backups_s
         assert_eq!(body["offline_seconds"], 60);
         assert_eq!(body["offline_source"], "host");
     }
+    let silence_ends = chrono::Utc::now() + chrono::Duration::seconds(100);
+    let (status, silence) = admin
+        .post(
+            "/api/v1/silences",
+            json!({"selector": {"state": "maintenance"}, "until": silence_ends.to_rfc3339(), "reason": "rebuilding it"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::CREATED, "{silence}");
+    // The receiver is down when the alerts fire.
+    receiver.stop().await;
     let doomed = agent.host_id.clone();
     agent.process.kill9().await.unwrap();
 
@@ -189,10 +331,46 @@ async fn the_server_alone_finds_a_dead_agent_offline_and_hosts_without_backups_s
     wait_firing(&admin, &never, "host_offline").await;
     let host = admin.host(&doomed).await.unwrap();
     assert!(!host.protected);
+    let id = channel["id"].as_str().unwrap();
+    wait_until(FIRE_LIMIT, "a failed delivery", || async {
+        admin.channel(id).await.unwrap()["failed"].as_u64() > Some(0)
+    })
+    .await
+    .unwrap();
+
+    // The server restarts, the receiver comes back: what was queued
+    // arrives, the silenced host's only after its silence.
+    let server = server.restart().await.unwrap();
+    let admin = server.admin().await.unwrap();
+    receiver.restart().await.unwrap();
+    wait_posts(&receiver, "the dead agent's alerts", |posts| {
+        count(posts, "alert.firing", "host_offline", "doomed") >= 1
+            && count(posts, "alert.firing", "backup_stale", "doomed") >= 1
+    })
+    .await;
+    if chrono::Utc::now() < silence_ends - chrono::Duration::seconds(2) {
+        let posts = alert_posts(&receiver);
+        assert_eq!(
+            count(&posts, "alert.firing", "backup_stale", "never-ran"),
+            0,
+            "{posts:?}"
+        );
+    }
+    wait_posts(
+        &receiver,
+        "the silenced host's alerts after the silence",
+        |posts| {
+            count(posts, "alert.firing", "host_offline", "never-ran") == 1
+                && count(posts, "alert.firing", "backup_stale", "never-ran") == 1
+        },
+    )
+    .await;
+    assert!(chrono::Utc::now() >= silence_ends);
 
     // Filters: by host, by kind, by label; bad ones are named.
     assert_eq!(alerts(&admin, &format!("host_id={never}")).await.len(), 2);
     assert_eq!(alerts(&admin, "kind=host_offline").await.len(), 2);
+    assert_eq!(alerts(&admin, "labels=state=maintenance").await.len(), 2);
     for (query, field) in [
         ("state=burning", "`state`"),
         ("kind=stale", "`kind`"),

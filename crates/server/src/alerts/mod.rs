@@ -26,6 +26,7 @@ use rm_store::{AlertFilter, AlertRecord, Job, NewAlert, SilenceRecord, StoreErro
 use tokio::sync::{mpsc, Notify};
 
 use crate::audit::{Action, Audit, Target};
+use crate::notify::{AlertEvent, AlertNotice, NoticeHost};
 use crate::state::AppState;
 use evaluator::{Evaluator, Settings};
 pub use rules::AlertKind;
@@ -120,8 +121,30 @@ pub(crate) async fn job_ended(state: &AppState, job: &Job) {
     }
     if job.kind == "backup" {
         host_changed(state, job.host_id);
+        ping_healthchecks(state, job).await;
     }
     state.alerts().wake.notify_one();
+}
+
+/// Tells healthchecks channels how a backup ended (a success or partial
+/// pings, a failure pings `/fail`; cancelled and skipped ones nothing).
+async fn ping_healthchecks(state: &AppState, job: &Job) {
+    let succeeded = match job.status {
+        rm_core::JobStatus::Succeeded | rm_core::JobStatus::Partial => true,
+        rm_core::JobStatus::Failed => false,
+        _ => return,
+    };
+    let host = match state.store().host(job.host_id).await {
+        Ok(Some(host)) => NoticeHost::from(&host),
+        Ok(None) => return,
+        Err(e) => {
+            tracing::error!(job_id = %job.id, error = %e, "could not read the host to ping its healthchecks");
+            return;
+        }
+    };
+    if let Err(e) = crate::notify::backup_finished(state, &host, job.id, succeeded).await {
+        tracing::error!(job_id = %job.id, error = %e, "could not queue the healthchecks ping");
+    }
 }
 
 async fn apply_job_end(state: &AppState, job: &Job) -> Result<(), StoreError> {
@@ -260,7 +283,7 @@ async fn round(
             break;
         }
         for notice in due {
-            hand_over(state, &notice).await;
+            hand_over(state, &notice).await?;
             evaluator
                 .handed_over(notice.alert.id, notice.alert.firing)
                 .await?;
@@ -269,20 +292,51 @@ async fn round(
     Ok(())
 }
 
-/// Hands one notification to the channels. A failure to queue it is
-/// logged; the alert is then marked handed over anyway, since retrying a
-/// broken queue in a loop would notify nobody either (the outbox retries
-/// deliveries; this is only the step into it).
-async fn hand_over(state: &AppState, notice: &evaluator::Due) {
+/// Hands one notification to the channels (the outbox, which delivers
+/// and retries). If it cannot be queued the alert stays due and the round
+/// is tried again, so nothing is dropped; a crash between queueing and
+/// marking it handed over sends it twice rather than never.
+async fn hand_over(state: &AppState, notice: &evaluator::Due) -> Result<(), StoreError> {
     let view = view(&notice.alert, notice.host.as_ref().map(|h| h.name.as_str()));
-    tracing::info!(
-        alert_id = %notice.alert.id,
-        kind = %notice.alert.kind,
-        state = %view.state,
-        repeat = notice.repeat,
-        "alert notification due"
-    );
-    let _ = (state, view);
+    let host = match &notice.host {
+        Some(host) => NoticeHost::from(host),
+        None => NoticeHost {
+            id: notice.alert.host_id.to_string(),
+            name: String::from("(deleted host)"),
+            labels: BTreeMap::new(),
+        },
+    };
+    let event = if notice.alert.firing {
+        AlertEvent::Firing
+    } else {
+        AlertEvent::Resolved
+    };
+    let notice = AlertNotice {
+        event,
+        repeat: notice.repeat,
+        alert: view,
+        host,
+    };
+    match crate::notify::enqueue_alert(state, &notice).await {
+        Ok(queued) => {
+            tracing::info!(
+                alert_id = %notice.alert.id,
+                kind = %notice.alert.kind,
+                event = event.as_str(),
+                repeat = notice.repeat,
+                queued,
+                "alert notification queued"
+            );
+            Ok(())
+        }
+        Err(crate::notify::NotifyError::Store(e)) => Err(e),
+        // Anything else is about one channel's settings, which the outbox
+        // reports on the channel; the alert has been handed over.
+        Err(e) => {
+            tracing::error!(alert_id = %notice.alert.id, error = %e, "could not queue an alert notification");
+            Ok(())
+        }
+    }
 }
 
 /// An alert as the API shows it.
