@@ -8,7 +8,7 @@
 use askama::Template;
 use axum::extract::{Form, Query, State};
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Duration, NaiveDateTime, Utc};
 use rm_core::Labels;
 use rm_protocol::api::{AlertView, SilenceRequest, SilenceView};
@@ -285,6 +285,18 @@ pub(crate) async fn page(
         *page.status_mut() = StatusCode::BAD_REQUEST;
     }
     page
+}
+
+/// `GET /alerts/firing`: `{"firing": n}`, how many alerts fire now (one
+/// aggregate query), for the badge on every page's "Alerts" link.
+pub(crate) async fn firing_count(State(state): State<AppState>, _user: WebUser) -> Response {
+    match state.store().firing_alert_counts().await {
+        Ok(counts) => {
+            let firing: u64 = counts.iter().map(|(_, n)| n).sum();
+            axum::Json(serde_json::json!({ "firing": firing })).into_response()
+        }
+        Err(e) => store_error(e),
+    }
 }
 
 /// The silence form's fields, as typed.

@@ -52,6 +52,7 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/policies/{id}/delete", post(policies::delete))
         .route("/audit", get(audit::page))
         .route("/alerts", get(alerts::page))
+        .route("/alerts/firing", get(alerts::firing_count))
         .route("/alerts/silences", post(alerts::create_silence))
         .route("/assets/{file}", get(assets::serve))
         // No page may be framed by another site (clickjacking).
