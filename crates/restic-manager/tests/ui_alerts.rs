@@ -343,6 +343,7 @@ async fn firing_alerts_lead_the_dashboard_and_are_acknowledged_silenced_and_list
     assert!(text(&browser, "#host-alerts")
         .await
         .contains("acknowledged by admin"));
+    browser.screenshot("alerts-host-page").await.unwrap();
     browser.goto(&format!("{origin}/hosts/{db}")).await.unwrap();
     browser.wait_for("#effective-offline", WAIT).await.unwrap();
     assert!(browser
@@ -350,6 +351,17 @@ async fn firing_alerts_lead_the_dashboard_and_are_acknowledged_silenced_and_list
         .find(fantoccini::Locator::Css("#host-alerts"))
         .await
         .is_err());
+
+    // Nothing came from another host (the badge's count included), and
+    // the console's only errors are the refusals asked for on purpose.
+    for url in browser.requested_urls().await.unwrap() {
+        assert!(url.starts_with(&origin), "the page requested {url}");
+    }
+    let errors = browser.console_errors().await.unwrap();
+    assert!(
+        errors.iter().all(|e| e.contains("status of 400")),
+        "console errors: {errors:#?}"
+    );
 
     browser.close().await.unwrap();
 }
