@@ -195,10 +195,22 @@ fn silence_row(view: &SilenceView, now: DateTime<Utc>) -> SilenceRow {
         id: view.id.clone(),
         selector,
         until: format::time(view.until),
-        until_in: format::ago(view.until, now),
+        until_in: time_left(view.until, now),
         reason: view.reason.clone(),
         created_by: view.created_by.clone(),
         created: format::ago(view.created_at, now),
+    }
+}
+
+/// How long a silence still lasts, to the minute below a day (`in 2 h 59
+/// min`: a rounded `in 2 h` would make a three-hour silence look short).
+fn time_left(until: DateTime<Utc>, now: DateTime<Utc>) -> String {
+    let minutes = (until - now).num_minutes();
+    match minutes {
+        m if m < 1 => String::from("ending"),
+        m if m < 60 => format!("in {m} min"),
+        m if m < 24 * 60 => format!("in {} h {} min", m / 60, m % 60),
+        _ => format::ago(until, now),
     }
 }
 
@@ -414,6 +426,16 @@ mod tests {
             let e = silence_request(&bad, now).unwrap_err();
             assert!(e.message().starts_with(field), "{bad:?}: {}", e.message());
         }
+    }
+
+    #[test]
+    fn a_silence_says_how_long_it_lasts_to_the_minute() {
+        let now = Utc::now();
+        let left = |minutes| time_left(now + Duration::minutes(minutes), now);
+        assert_eq!(left(0), "ending");
+        assert_eq!(left(5), "in 5 min");
+        assert_eq!(left(179), "in 2 h 59 min");
+        assert_eq!(left(3 * 24 * 60 + 30), "in 3 d");
     }
 
     #[test]
