@@ -484,4 +484,18 @@ function initRestore() {
   load("/", tree);
 }
 
-document.addEventListener("DOMContentLoaded", () => { followFleet(); followJob(); initRestore(); initKindFields(); });
+// The number of firing alerts on the navigation's "Alerts" link (one
+// aggregate query on the server; nothing shown when none fire).
+async function showFiring() {
+  const badge = document.getElementById("nav-alerts-count");
+  if (!badge) return;
+  try {
+    const response = await fetch("/alerts/firing", { credentials: "same-origin" });
+    if (!response.ok) return;
+    const { firing } = await response.json();
+    badge.textContent = String(firing);
+    badge.hidden = !(firing > 0);
+  } catch (_) { /* the badge is a convenience: the alerts page has the truth */ }
+}
+
+document.addEventListener("DOMContentLoaded", () => { showFiring(); followFleet(); followJob(); initRestore(); initKindFields(); });

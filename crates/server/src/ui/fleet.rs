@@ -1,8 +1,8 @@
-//! The fleet's forms: labels on the enrol page, a host's labels, name and
-//! freshness on its page, and bulk jobs on the dashboard's filtered
-//! selection. Like the job forms ([`super::forms`]) they take fields as
-//! typed — labels as `key=value, …` text, read by [`Labels::parse_pairs`]
-//! — and go through the services the JSON API uses (the same checks,
+//! The fleet's forms: labels on the enrol page, a host's labels, name,
+//! freshness and offline threshold on its page, and bulk jobs on the
+//! dashboard's filtered selection. Like the job forms ([`super::forms`])
+//! they take fields as typed — labels as `key=value, …` text, read by
+//! [`Labels::parse_pairs`] — and go through the services the JSON API uses (the same checks,
 //! audit entries and policy re-application). A refusal names the form
 //! field it is about.
 
@@ -84,10 +84,12 @@ pub(crate) struct HostSettingsForm {
     /// Empty: the host has no freshness of its own (its policy's or the
     /// default applies).
     freshness_seconds: String,
+    /// Empty: the host has no offline threshold of its own.
+    offline_seconds: String,
 }
 
 /// `POST /hosts/{id}/settings`: the host's name, labels (replacing the
-/// old ones) and own freshness → 200 with the host as the API shows it.
+/// old ones), own freshness and own offline threshold → 200 with the host as the API shows it.
 pub(crate) async fn host_settings(
     State(state): State<AppState>,
     operator: Operator,
@@ -104,8 +106,7 @@ pub(crate) async fn host_settings(
                 "freshness_seconds",
                 &form.freshness_seconds,
             )?),
-            // Not on the form yet: left as it is.
-            offline_seconds: None,
+            offline_seconds: Some(optional_number("offline_seconds", &form.offline_seconds)?),
         };
         let by = Audit::by(&state, &operator, &client).await;
         let host = crate::hosts::patch(&state, id, &request, Some(&by)).await?;

@@ -8,6 +8,7 @@
 //! one implementation of every operation.
 
 mod accounts;
+mod alerts;
 mod assets;
 mod audit;
 mod fleet;
@@ -50,6 +51,9 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/policies/{id}", get(policies::page).post(policies::update))
         .route("/policies/{id}/delete", post(policies::delete))
         .route("/audit", get(audit::page))
+        .route("/alerts", get(alerts::page))
+        .route("/alerts/firing", get(alerts::firing_count))
+        .route("/alerts/silences", post(alerts::create_silence))
         .route("/assets/{file}", get(assets::serve))
         // No page may be framed by another site (clickjacking).
         .layer(tower_http::set_header::SetResponseHeaderLayer::overriding(

@@ -11,6 +11,7 @@ use rm_core::{HostId, JobId, JobStatus, Labels, PolicyId, Selector};
 use rm_protocol::api::HostView;
 use rm_store::{Host, Job, JobFilter, RepoStatsRecord};
 
+use super::alerts::{self, AlertRow};
 use super::format;
 use super::session::{render, store_error, WebUser};
 use crate::policies::Fleet;
@@ -198,6 +199,12 @@ struct DashboardPage {
     stale: u64,
     unconfigured: u64,
     total: u64,
+    /// Firing alerts of the filtered hosts, newest first (at most
+    /// [`alerts::DASHBOARD_ALERTS`]), and how many fire in all.
+    alerts: Vec<AlertRow>,
+    firing: u64,
+    /// The alerts page with the dashboard's filter.
+    alerts_link: String,
     hosts: Vec<HostRow>,
     /// 1-based number of the first and last host row shown.
     first: u64,
@@ -248,6 +255,24 @@ pub(crate) async fn dashboard(
     };
     let counts = match state.store().host_counts(protected, &selector).await {
         Ok(counts) => counts,
+        Err(e) => return store_error(e),
+    };
+    let firing_alerts = match alerts::firing_rows(
+        &state,
+        crate::alerts::AlertQuery {
+            labels: Some(filter.clone()),
+            limit: Some(alerts::DASHBOARD_ALERTS),
+            ..Default::default()
+        },
+        now,
+    )
+    .await
+    {
+        Ok(rows) => rows,
+        Err(e) => return alerts::alert_error(e),
+    };
+    let firing = match firing_count(&state, &selector).await {
+        Ok(n) => n,
         Err(e) => return store_error(e),
     };
     // A page number from a link; anything odd shows the first page.
@@ -310,6 +335,15 @@ pub(crate) async fn dashboard(
         stale: counts.not_backed_up,
         unconfigured: counts.unconfigured,
         total: counts.total,
+        alerts: firing_alerts,
+        firing,
+        alerts_link: if filter.is_empty() {
+            String::from("/alerts")
+        } else {
+            let mut query = form_urlencoded::Serializer::new(String::new());
+            query.append_pair("labels", &filter);
+            format!("/alerts?{}", query.finish())
+        },
         first,
         last: u64::from(offset) + rows.len() as u64,
         prev_page: (page > 1).then(|| dashboard_link(&filter, Some(page - 1))),
@@ -324,6 +358,31 @@ pub(crate) async fn dashboard(
         *page.status_mut() = StatusCode::BAD_REQUEST;
     }
     page
+}
+
+/// Most firing alerts the dashboard counts one by one under a label
+/// filter; beyond it the tile says `1000+` (the whole fleet's count is one
+/// aggregate query).
+const FIRING_COUNTED: u32 = 1000;
+
+/// How many alerts fire on the hosts `selector` matches.
+async fn firing_count(state: &AppState, selector: &Selector) -> Result<u64, rm_store::StoreError> {
+    if selector.is_everything() {
+        return Ok(state
+            .store()
+            .firing_alert_counts()
+            .await?
+            .iter()
+            .map(|(_, n)| n)
+            .sum());
+    }
+    let filter = rm_store::AlertFilter {
+        firing: Some(true),
+        selector: Some(selector.clone()),
+        limit: FIRING_COUNTED,
+        ..rm_store::AlertFilter::default()
+    };
+    Ok(state.store().list_alerts(&filter).await?.len() as u64)
 }
 
 /// A schedule as the host page shows it.
@@ -364,6 +423,10 @@ pub(crate) struct Effective {
     /// `policy` — the applying one —, `default`).
     pub(crate) freshness: String,
     pub(crate) freshness_source: String,
+    /// The offline threshold in effect, in words, and where it comes from
+    /// (`host`, `policy`, `default`).
+    pub(crate) offline: String,
+    pub(crate) offline_source: String,
     pub(crate) protected: bool,
     pub(crate) unconfigured: bool,
     /// The host has its own repository while its policy gives one: it
@@ -424,7 +487,11 @@ struct HostPage {
     /// for the settings form.
     labels_text: String,
     own_freshness: String,
+    /// Its own offline threshold in seconds (empty: none).
+    own_offline: String,
     effective: Effective,
+    /// Its firing alerts, newest first.
+    alerts: Vec<AlertRow>,
 }
 
 /// The agent token's state as the host page says it.
@@ -587,11 +654,26 @@ pub(crate) async fn host(
         shared_with,
         freshness: format::span(i64::try_from(view.freshness_seconds).unwrap_or(i64::MAX)),
         freshness_source: view.freshness_source.clone(),
+        offline: format::span(i64::try_from(view.offline_seconds).unwrap_or(i64::MAX)),
+        offline_source: view.offline_source.clone(),
         protected: view.protected,
         unconfigured: view.unconfigured,
         may_use_policy_repository: host.has_repository
             && host.repository_policy_id.is_none()
             && winner.is_some_and(|p| p.repository.is_some()),
+    };
+    let firing = match alerts::firing_rows(
+        &state,
+        crate::alerts::AlertQuery {
+            host_id: Some(id.to_string()),
+            ..Default::default()
+        },
+        now,
+    )
+    .await
+    {
+        Ok(rows) => rows,
+        Err(e) => return alerts::alert_error(e),
     };
     let row = host_row(&host, &view, now);
     let jobs = jobs.iter().map(|j| job_row(j, &host.name, now)).collect();
@@ -637,7 +719,12 @@ pub(crate) async fn host(
             .freshness_seconds
             .map(|s| s.to_string())
             .unwrap_or_default(),
+        own_offline: host
+            .offline_seconds
+            .map(|s| s.to_string())
+            .unwrap_or_default(),
         effective,
+        alerts: firing,
     })
 }
 
