@@ -33,6 +33,9 @@ pub struct ServerConfig {
     /// several hosts (restic allows parallel backups; each costs the
     /// backend bandwidth and the repository lock checks).
     pub backups_per_repository: u32,
+    /// The bearer token `/metrics` requires; `None`: the page is open, as
+    /// `/healthz` is (see docs/security.md).
+    pub metrics_token: Option<crate::MetricsToken>,
 }
 
 impl ServerConfig {
@@ -48,6 +51,7 @@ impl ServerConfig {
             tls_fingerprint: None,
             request_timeout: Duration::from_secs(60),
             backups_per_repository: DEFAULT_BACKUPS_PER_REPOSITORY,
+            metrics_token: None,
         }
     }
 
