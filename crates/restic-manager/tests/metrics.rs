@@ -252,6 +252,7 @@ async fn without_a_token_the_page_is_open() {
         ("rm_host_last_backup_success_timestamp_seconds", "gauge"),
         ("rm_host_last_backup_duration_seconds", "gauge"),
         ("rm_host_last_backup_size_bytes", "gauge"),
+        ("rm_host_last_backup_added_bytes", "gauge"),
     ] {
         assert_eq!(
             page.types.get(family).map(String::as_str),
@@ -260,6 +261,63 @@ async fn without_a_token_the_page_is_open() {
         );
     }
     assert_eq!(page.value("rm_hosts", &[("state", "online")]), Some(0.0));
+    the_docs_name_exactly_these_series(&page);
+}
+
+/// Every `rm_…` name in `text`.
+fn series_names(text: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("rm_") {
+        let tail = &rest[at..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        // Not the tail of a longer word (`perm_x`).
+        let before = rest[..at].chars().last();
+        if !before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_') {
+            names.insert(tail[..end].to_owned());
+        }
+        rest = &tail[end..];
+    }
+    names
+}
+
+/// docs/monitoring.md documents every family the page has, and it, the
+/// alert rules and the Grafana dashboard (valid JSON) use no name the page
+/// lacks.
+fn the_docs_name_exactly_these_series(page: &Page) {
+    let doc = include_str!("../../../docs/monitoring.md");
+    let rules = include_str!("../../../docs/prometheus-alerts.yml");
+    let dashboard = include_str!("../../../docs/grafana-dashboard.json");
+    let parsed: serde_json::Value = serde_json::from_str(dashboard).unwrap();
+    assert!(parsed["panels"].as_array().is_some_and(|p| !p.is_empty()));
+    let known = |name: &str| {
+        let base = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s))
+            .filter(|b| page.types.get(*b).map(String::as_str) == Some("histogram"))
+            .unwrap_or(name);
+        page.types.contains_key(base)
+    };
+    for (file, text) in [
+        ("docs/monitoring.md", doc),
+        ("docs/prometheus-alerts.yml", rules),
+        ("docs/grafana-dashboard.json", dashboard),
+    ] {
+        let names = series_names(text);
+        assert!(!names.is_empty(), "{file} names no series");
+        for name in names {
+            assert!(known(&name), "{file} names `{name}`, which /metrics lacks");
+        }
+    }
+    let documented = series_names(doc);
+    for family in page.types.keys() {
+        assert!(
+            documented.contains(family),
+            "docs/monitoring.md does not document `{family}`"
+        );
+    }
 }
 
 #[tokio::test]
