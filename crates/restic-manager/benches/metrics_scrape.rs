@@ -14,7 +14,9 @@
 //!
 //! Run with `cargo bench -p restic-manager --bench metrics_scrape`. Knobs
 //! (env): `METRICS_HOSTS` (10000), `METRICS_HISTORY` (30),
-//! `METRICS_NEWER` (5), `METRICS_SCRAPES` (20).
+//! `METRICS_NEWER` (5), `METRICS_SCRAPES` (20). The server logs each
+//! scrape's split (store reads, encoding) at debug; the last is printed.
+//! `METRICS_KEEP_DATA=1` keeps the database for a closer look.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -43,6 +45,10 @@ fn main() {
 async fn run(hosts: usize, history: usize, newer: usize, scrapes: usize, bin: &std::path::Path) {
     let data = tempfile::tempdir().unwrap();
     let data_dir = data.path().join("server");
+    if std::env::var_os("METRICS_KEEP_DATA").is_some() {
+        eprintln!("keeping the data in {}", data_dir.display());
+        std::mem::forget(data);
+    }
     std::fs::create_dir_all(&data_dir).unwrap();
     let db = data_dir.join("restic-manager.db");
 
@@ -148,7 +154,10 @@ async fn run(hosts: usize, history: usize, newer: usize, scrapes: usize, bin: &s
         &data_dir,
         "127.0.0.1:0".parse().unwrap(),
         &[],
-        &[("RM_ADMIN_PASSWORD", ADMIN_PASSWORD), ("RM_LOG", "warn")],
+        &[
+            ("RM_ADMIN_PASSWORD", ADMIN_PASSWORD),
+            ("RM_LOG", "warn,rm_server::metrics=debug"),
+        ],
     )
     .await
     .unwrap();
@@ -179,6 +188,13 @@ async fn run(hosts: usize, history: usize, newer: usize, scrapes: usize, bin: &s
         .all(|s| s.value == 3_221_225_472.0));
     series += page.samples.len();
     let cpu = server.cpu_time().ok();
+    // The server's own split of each scrape (debug log): store reads, then
+    // encoding.
+    let log = server.log();
+    let split: Vec<&str> = log.lines().filter(|l| l.contains("metrics page")).collect();
+    if let Some(last) = split.last() {
+        eprintln!("last scrape as the server saw it: {last}");
+    }
 
     let mut sorted = times.clone();
     let p50 = fleet::quantile(&mut sorted, 0.5).unwrap_or_default();

@@ -121,13 +121,30 @@ pub(crate) async fn render(
     if let Some(refusal) = refuse(&state, &client, &headers) {
         return refusal;
     }
+    let started = std::time::Instant::now();
     let fleet = read_fleet(&state).await;
+    let read = started.elapsed();
+    // With 10,000 hosts the page is megabytes: encoded off the runtime's
+    // worker threads, so agents' frames are not held up meanwhile.
     let page_state = state.clone();
-    let body = encode_page(move |e| {
-        fleet.encode(e)?;
-        own::encode_storage(page_state.storage(), e)?;
-        page_state.metrics().encode(e)
+    let encoded = tokio::task::spawn_blocking(move || {
+        encode_page(move |e| {
+            fleet.encode(e)?;
+            own::encode_storage(page_state.storage(), e)?;
+            page_state.metrics().encode(e)
+        })
+    })
+    .await;
+    let body = encoded.unwrap_or_else(|e| {
+        tracing::error!(error = %e, "metrics: the encoding task failed");
+        String::new()
     });
+    tracing::debug!(
+        read_ms = read.as_secs_f64() * 1e3,
+        encode_ms = (started.elapsed() - read).as_secs_f64() * 1e3,
+        bytes = body.len(),
+        "metrics page"
+    );
     if body.is_empty() {
         return (
             StatusCode::INTERNAL_SERVER_ERROR,
