@@ -215,11 +215,13 @@ pub(crate) async fn read_fleet(state: &AppState) -> Fleet {
         counts,
         hosts,
         // wired by the lead after merging alerts/notify: firing alerts per
-        // kind from the AlertStore, e.g. `(kind, count)` pairs.
+        // kind from the AlertStore, e.g. `store.firing_alert_counts()`
+        // (`(kind, count)` pairs; on an error log it and leave them out).
         alerts_firing: Vec::new(),
-        // wired by the lead after merging alerts/notify: per-channel
-        // delivered/failed counters and failing state from the
-        // NotificationStore.
+        // wired by the lead after merging alerts/notify: per channel from
+        // the NotificationStore, e.g. `store.channels()` mapped to
+        // `ChannelCounters { name, delivered: stats.delivered, failed:
+        // stats.failed, failing: stats.failing_since.is_some() }`.
         channels: Vec::<ChannelCounters>::new(),
     }
 }
