@@ -114,6 +114,21 @@ pub(crate) struct ServerArgs {
     /// The PEM private key of --tls-cert.
     #[arg(long, env = "RM_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Require `Authorization: Bearer <TOKEN>` on /metrics (visible ASCII,
+    /// no spaces). Unset, /metrics is open like /healthz. Prefer
+    /// --metrics-token-file: a value here shows in the process list.
+    #[arg(
+        long,
+        env = "RM_METRICS_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true,
+        conflicts_with = "metrics_token_file"
+    )]
+    pub metrics_token: Option<String>,
+    /// Read the /metrics bearer token from this file (surrounding
+    /// whitespace, such as the last newline, is dropped).
+    #[arg(long, env = "RM_METRICS_TOKEN_FILE", value_name = "FILE")]
+    pub metrics_token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -17,6 +17,7 @@ pub(crate) async fn run(args: ServerArgs) -> anyhow::Result<()> {
         _ => anyhow::bail!("--tls-cert and --tls-key must be given together"),
     };
     let lost_agent_grace = args.lost_agent_grace.map(std::time::Duration::from_secs);
+    let metrics_token = metrics_token(&args)?;
     let (listener, state) = start(
         &args.store,
         args.listen,
@@ -29,6 +30,7 @@ pub(crate) async fn run(args: ServerArgs) -> anyhow::Result<()> {
             config.backups_per_repository = args.backups_per_repository;
             config.alert_repeat = std::time::Duration::from_secs(args.alert_repeat_seconds);
             config.alert_grace = std::time::Duration::from_secs(args.alert_grace_seconds);
+            config.metrics_token = metrics_token;
         },
     )
     .await?;
@@ -40,6 +42,18 @@ pub(crate) async fn run(args: ServerArgs) -> anyhow::Result<()> {
     }
     tracing::info!("server stopped");
     Ok(())
+}
+
+/// The `/metrics` token from `--metrics-token` or `--metrics-token-file`
+/// (checked before anything starts; the token itself is never printed).
+fn metrics_token(args: &ServerArgs) -> anyhow::Result<Option<rm_server::MetricsToken>> {
+    let token = match (&args.metrics_token, &args.metrics_token_file) {
+        (Some(token), _) => token.clone(),
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .with_context(|| format!("could not read --metrics-token-file {}", path.display()))?,
+        (None, None) => return Ok(None),
+    };
+    Ok(Some(rm_server::MetricsToken::new(&token)?))
 }
 
 /// Opens the store, checks the sealing key against it (see

@@ -38,6 +38,9 @@ pub struct ServerConfig {
     /// After the server starts, how long hosts get to reconnect and report
     /// before what happened while it was away (offline, stale) can fire.
     pub alert_grace: Duration,
+    /// The bearer token `/metrics` requires; `None`: the page is open, as
+    /// `/healthz` is (see docs/security.md).
+    pub metrics_token: Option<crate::MetricsToken>,
 }
 
 impl ServerConfig {
@@ -55,6 +58,7 @@ impl ServerConfig {
             backups_per_repository: DEFAULT_BACKUPS_PER_REPOSITORY,
             alert_repeat: Duration::from_secs(24 * 3600),
             alert_grace: Duration::from_secs(90),
+            metrics_token: None,
         }
     }
 

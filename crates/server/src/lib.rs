@@ -49,6 +49,7 @@ pub use config::ServerConfig;
 pub use fd_limit::{raise_open_files_limit, OpenFilesLimit};
 pub use hub::Hub;
 pub use keyfile::KEY_FILE;
+pub use metrics::{InvalidMetricsToken, MetricsToken};
 pub use state::AppState;
 pub use tls::{TlsError, TlsIdentity};
 

@@ -18,9 +18,9 @@ use rm_core::token::TokenHash;
 use rm_core::{JobStatus, Labels, Selector};
 use rm_store::{
     AgentToken, ApiToken, AuditActor, AuditEntry, CommandResultRecord, EnrollmentToken, Host,
-    HostCounts, Job, LogLineRecord, NewAuditEntry, PolicyRecord, PolicyScheduleRecord,
-    RepoStatsRecord, ScheduleRecord, SealFormat, SealedRepository, SealingKeyRecord, Session,
-    SnapshotRecord, StorageFault, StoreError, User,
+    HostBackupSummary, HostCounts, Job, LastBackupRun, LogLineRecord, NewAuditEntry, PolicyRecord,
+    PolicyScheduleRecord, RepoStatsRecord, ScheduleRecord, SealFormat, SealedRepository,
+    SealingKeyRecord, Session, SnapshotRecord, StorageFault, StoreError, User,
 };
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
@@ -431,6 +431,37 @@ pub(crate) const HOST_COLUMNS: &str = "id, name, hostname, enrolled_at, last_see
      (SELECT repository_key FROM host_repositories WHERE host_repositories.host_id = hosts.id) \
      AS repository_key, \
      EXISTS (SELECT 1 FROM schedules WHERE schedules.host_id = hosts.id) AS has_schedules";
+
+/// Decodes a row of [`rm_store::Store::host_backup_summaries`]. Byte
+/// counts that are not whole non-negative numbers (a stats object from an
+/// older agent, or none) read as unknown rather than corrupt: they are
+/// restic's report, not the store's own data.
+pub(crate) fn host_backup_summary(row: &SqliteRow) -> Result<HostBackupSummary, StoreError> {
+    let bytes = |col: &str| {
+        raw::<Option<i64>>(row, col)
+            .ok()
+            .flatten()
+            .and_then(|v| u64::try_from(v).ok())
+    };
+    let last_backup = match time_opt(row, "job_finished_at")? {
+        Some(finished_at) => Some(LastBackupRun {
+            started_at: time_opt(row, "job_started_at")?,
+            finished_at,
+            bytes_processed: bytes("bytes_processed"),
+            bytes_added: bytes("bytes_added"),
+        }),
+        None => None,
+    };
+    Ok(HostBackupSummary {
+        id: id(row, "id")?,
+        name: text(row, "name")?,
+        online: flag(row, "online")?,
+        policy_id: id_opt(row, "policy_id")?,
+        freshness_seconds: u64_opt(row, "freshness_seconds")?,
+        last_backup_success_at: time_opt(row, "last_backup_success_at")?,
+        last_backup,
+    })
+}
 
 /// Decodes a `hosts` row.
 pub(crate) fn host(row: &SqliteRow) -> Result<Host, StoreError> {

@@ -32,9 +32,9 @@ use chrono::{DateTime, Utc};
 use rm_core::{BatchId, HostId, JobId, JobStatus, PolicyId, ScheduleId, Selector, TokenId, UserId};
 use rm_store::{
     AgentToken, ApiToken, AuditEntry, AuditFilter, CommandResultRecord, EnrollmentToken,
-    HelloRecord, Host, HostCounts, HostPatch, HostPolicyChange, Job, JobEnd, JobFilter,
-    LogLineRecord, NewAuditEntry, NewHost, NewJob, PolicyCoverage, PolicyRecord, PolicyTarget,
-    PolicyWrite, ProtectedAt, RepoStatsRecord, RepositoryJob, ScheduleRecord, SealFormat,
+    HelloRecord, Host, HostBackupSummary, HostCounts, HostPatch, HostPolicyChange, Job, JobEnd,
+    JobFilter, LogLineRecord, NewAuditEntry, NewHost, NewJob, PolicyCoverage, PolicyRecord,
+    PolicyTarget, PolicyWrite, ProtectedAt, RepoStatsRecord, RepositoryJob, ScheduleRecord, SealFormat,
     SealedRepository, SealingKeyRecord, Session, SnapshotRecord, StorageFault, Store, StoreError,
     StoreResult, User, MAX_HOST_PAGE,
 };
@@ -1518,6 +1518,34 @@ impl Store for SqliteStore {
             audit,
         )
         .await
+    }
+
+    async fn host_backup_summaries(&self) -> StoreResult<Vec<HostBackupSummary>> {
+        // The job is found by the time it set `last_backup_success_at`,
+        // walking the host's jobs newest first (`jobs_host_created`): the
+        // last successful backup is among the newest, so this reads a few
+        // rows per host, not its whole history. Hosts that never succeeded
+        // skip the walk (CASE evaluates lazily).
+        let sql = format!(
+            "SELECT h.id, h.name, h.online, h.policy_id, h.freshness_seconds, \
+             h.last_backup_success_at, j.started_at AS job_started_at, \
+             j.finished_at AS job_finished_at, \
+             json_extract(j.stats, '$.total_bytes_processed') AS bytes_processed, \
+             json_extract(j.stats, '$.data_added') AS bytes_added \
+             FROM hosts h LEFT JOIN jobs j ON j.id = CASE \
+               WHEN h.last_backup_success_at IS NULL THEN NULL \
+               ELSE (SELECT id FROM jobs WHERE jobs.host_id = h.id \
+                     AND jobs.kind = '{BACKUP_KIND}' \
+                     AND jobs.status IN ('succeeded', 'partial') \
+                     AND jobs.finished_at = h.last_backup_success_at \
+                     ORDER BY jobs.created_at DESC, jobs.id DESC LIMIT 1) END \
+             WHERE h.deleted_at IS NULL ORDER BY h.id"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?;
+        rows.iter().map(codec::host_backup_summary).collect()
     }
 
     // ── repositories ───────────────────────────────────────────────────

@@ -564,6 +564,104 @@ async fn finishing_a_backup_updates_the_host_summary() {
     assert_eq!(h.last_backup_status, Some(JobStatus::Cancelled));
 }
 
+#[tokio::test]
+async fn backup_summaries_name_each_hosts_last_successful_backup_job() {
+    let (_dir, store) = open_temp().await;
+    let backed_up = enrol(&store).await;
+    let never = enrol(&store).await;
+    let deleted = enrol(&store).await;
+
+    // Succeeded, then a later failure: the summary keeps the success.
+    let good = create(&store, backed_up, "backup", 10).await;
+    for (to, at) in [(JobStatus::Dispatched, 15), (JobStatus::Running, 20)] {
+        assert!(store.advance_job(good.id, to, t(at)).await.unwrap());
+    }
+    let stats = JobEnd {
+        stats: json!({ "total_bytes_processed": 5000, "data_added": 700, "total_duration": 1.5 }),
+        ..end(JobStatus::Succeeded, 80)
+    };
+    assert!(store.finish_job(good.id, &stats, None).await.unwrap());
+    let failed = create(&store, backed_up, "backup", 90).await;
+    assert!(store
+        .finish_job(failed.id, &end(JobStatus::Failed, 95), None)
+        .await
+        .unwrap());
+    // Many later non-backup jobs do not hide it.
+    for n in 0..20 {
+        let check = create(&store, backed_up, "check", 100 + n).await;
+        assert!(store
+            .finish_job(check.id, &end(JobStatus::Failed, 200 + n), None)
+            .await
+            .unwrap());
+    }
+    // A host whose only backup failed has no success.
+    let fails = create(&store, never, "backup", 10).await;
+    assert!(store
+        .finish_job(fails.id, &end(JobStatus::Failed, 30), None)
+        .await
+        .unwrap());
+    let partial = create(&store, deleted, "backup", 10).await;
+    assert!(store
+        .advance_job(partial.id, JobStatus::Dispatched, t(20))
+        .await
+        .unwrap());
+    assert!(store
+        .finish_job(partial.id, &end(JobStatus::Partial, 30), None)
+        .await
+        .unwrap());
+    assert!(store.delete_host(deleted, t(40), None).await.unwrap());
+
+    let summaries = store.host_backup_summaries().await.unwrap();
+    let mut expected_ids = vec![backed_up, never];
+    expected_ids.sort();
+    assert_eq!(
+        summaries.iter().map(|s| s.id).collect::<Vec<_>>(),
+        expected_ids,
+        "deleted hosts are left out, the rest in id order"
+    );
+    let of = |id: HostId| summaries.iter().find(|s| s.id == id).unwrap();
+    let ok = of(backed_up);
+    assert_eq!(ok.last_backup_success_at, Some(t(80)));
+    assert_eq!(
+        ok.last_backup,
+        Some(rm_store::LastBackupRun {
+            started_at: Some(t(20)),
+            finished_at: t(80),
+            bytes_processed: Some(5000),
+            bytes_added: Some(700),
+        })
+    );
+    assert!(!ok.online);
+    assert_eq!((ok.policy_id, ok.freshness_seconds), (None, None));
+    let none = of(never);
+    assert_eq!(
+        (none.last_backup_success_at, none.last_backup),
+        (None, None)
+    );
+
+    // A job whose stats lack the byte counts still gives its times.
+    let bare = create(&store, never, "backup", 300).await;
+    assert!(store
+        .advance_job(bare.id, JobStatus::Dispatched, t(310))
+        .await
+        .unwrap());
+    assert!(store
+        .finish_job(bare.id, &end(JobStatus::Partial, 400), None)
+        .await
+        .unwrap());
+    let summaries = store.host_backup_summaries().await.unwrap();
+    let run = summaries
+        .iter()
+        .find(|s| s.id == never)
+        .unwrap()
+        .last_backup
+        .unwrap();
+    assert_eq!(run.finished_at, t(400));
+    assert_eq!(run.started_at, None);
+    assert_eq!(run.bytes_processed, None);
+    assert_eq!(run.bytes_added, Some(1024));
+}
+
 // ── logs ───────────────────────────────────────────────────────────────
 
 #[tokio::test]

@@ -198,6 +198,12 @@ pub trait Store: AlertStore + NotificationStore + Send + Sync + 'static {
         at: DateTime<Utc>,
         audit: Option<&NewAuditEntry>,
     ) -> StoreResult<bool>;
+    /// Every host that is not deleted, in id order, with what `/metrics`
+    /// shows of it: connection state, effective-freshness inputs and its
+    /// last successful backup job (the one that set
+    /// `last_backup_success_at`), in one query however many hosts there
+    /// are (a scrape must not cost a query per host).
+    async fn host_backup_summaries(&self) -> StoreResult<Vec<HostBackupSummary>>;
 
     // ── repositories ───────────────────────────────────────────────────
 

@@ -185,6 +185,39 @@ pub struct Host {
     pub has_schedules: bool,
 }
 
+/// One host as `/metrics` shows it ([`crate::Store::host_backup_summaries`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostBackupSummary {
+    /// Id.
+    pub id: HostId,
+    /// Display name.
+    pub name: String,
+    /// Whether an agent connection owns it now.
+    pub online: bool,
+    /// The policy that applies to it (for its effective freshness).
+    pub policy_id: Option<PolicyId>,
+    /// Its own freshness (seconds), overriding its policy's.
+    pub freshness_seconds: Option<u64>,
+    /// When the last backup that saved a snapshot finished.
+    pub last_backup_success_at: Option<DateTime<Utc>>,
+    /// That backup's job, while it is still stored.
+    pub last_backup: Option<LastBackupRun>,
+}
+
+/// The job of a host's last successful (or partial) backup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LastBackupRun {
+    /// When the agent started it (`None` for a job that never reported
+    /// its start).
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it finished.
+    pub finished_at: DateTime<Utc>,
+    /// restic's `total_bytes_processed`: the size of what was backed up.
+    pub bytes_processed: Option<u64>,
+    /// restic's `data_added`: new data it stored in the repository.
+    pub bytes_added: Option<u64>,
+}
+
 /// The fleet summary: how many hosts are online and how many lack a recent
 /// backup, counted in one query.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -20,6 +20,8 @@
 //! - [`TestCert`]: a self-signed certificate for a TLS test server.
 //! - [`fleet`]: many hosts enrolled at once and simulated agents speaking
 //!   the real protocol, for load tests.
+//! - [`prometheus`]: a strict reader of `/metrics` pages (the text format),
+//!   so a malformed page fails the test.
 //! - [`http`]: `reqwest` clients (never `reqwest::Client::new()` directly).
 //! - [`restic`]: which restic binary the tests run (`RM_TEST_RESTIC`), and
 //!   the cached newer releases (0.18, 0.19) for tests that need each.
@@ -38,6 +40,7 @@ pub mod e2e;
 pub mod fixtures;
 pub mod fleet;
 pub mod http;
+pub mod prometheus;
 mod raw_agent;
 pub mod rclone;
 pub mod receiver;

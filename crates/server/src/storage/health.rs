@@ -132,29 +132,12 @@ impl StorageHealth {
         self.episode.lock().ok().and_then(|e| e.clone())
     }
 
-    /// `rm_store_writable` and `rm_store_write_failures_total`.
-    pub(crate) fn render(&self, out: &mut String) {
-        use std::fmt::Write as _;
-        let writable = u8::from(self.episode().is_none());
-        let _ = writeln!(
-            out,
-            "# HELP rm_store_writable Whether the server can write its database (0 during a storage fault)."
-        );
-        let _ = writeln!(out, "# TYPE rm_store_writable gauge");
-        let _ = writeln!(out, "rm_store_writable {writable}");
-        let _ = writeln!(
-            out,
-            "# HELP rm_store_write_failures_total Store calls that failed because of the machine (full disk, read-only, I/O error, lock held)."
-        );
-        let _ = writeln!(out, "# TYPE rm_store_write_failures_total counter");
-        for (fault, count) in FAULTS.iter().zip(&self.failures) {
-            let _ = writeln!(
-                out,
-                "rm_store_write_failures_total{{fault=\"{}\"}} {}",
-                fault.as_str(),
-                count.load(Ordering::Relaxed)
-            );
-        }
+    /// Failed store calls so far, per fault kind (every kind, zeros too).
+    pub(crate) fn failures(&self) -> impl Iterator<Item = (StorageFault, u64)> + '_ {
+        FAULTS
+            .iter()
+            .zip(&self.failures)
+            .map(|(fault, count)| (*fault, count.load(Ordering::Relaxed)))
     }
 }
 
@@ -225,13 +208,9 @@ mod tests {
         health.succeeded();
         assert!(health.episode().is_none());
         assert!(health.settled_for().unwrap() < Duration::from_secs(5));
-        let mut out = String::new();
-        health.render(&mut out);
-        assert!(out.contains("rm_store_writable 1\n"), "{out}");
-        assert!(
-            out.contains("rm_store_write_failures_total{fault=\"disk_full\"} 2\n"),
-            "{out}"
-        );
+        assert!(health
+            .failures()
+            .any(|(fault, count)| fault == StorageFault::DiskFull && count == 2));
     }
 
     #[test]
@@ -246,8 +225,5 @@ mod tests {
             },
         );
         assert_eq!(health.episode().unwrap().fault, StorageFault::ReadOnly);
-        let mut out = String::new();
-        health.render(&mut out);
-        assert!(out.contains("rm_store_writable 0\n"), "{out}");
     }
 }
