@@ -369,7 +369,39 @@ async fn a_server_back_after_a_night_away_waits_its_grace_before_paging() {
     assert_eq!(kinds, ["backup_stale"], "offline counts from the restart");
     clock.set(restart + hours(1));
     evaluator.run_deadlines().await.unwrap();
-    assert_eq!(firing(store.clone()).await.len(), 2);
+    let before: Vec<_> = firing(store.clone())
+        .await
+        .into_iter()
+        .map(|a| a.id)
+        .collect();
+    assert_eq!(before.len(), 2);
+
+    // Another restart: what still holds stays firing — the same alerts,
+    // not resolved during the grace and fired again after it.
+    let again = restart + hours(2);
+    clock.set(again);
+    let mut evaluator = Evaluator::new(store.clone(), clock.clone(), settings);
+    evaluator.resync().await.unwrap();
+    clock.set(again + hours(2));
+    evaluator.run_deadlines().await.unwrap();
+    let after: Vec<_> = firing(store.clone())
+        .await
+        .into_iter()
+        .map(|a| a.id)
+        .collect();
+    assert_eq!(after, before);
+    assert_eq!(
+        store
+            .list_alerts(&AlertFilter {
+                limit: 10,
+                ..AlertFilter::default()
+            })
+            .await
+            .unwrap()
+            .len(),
+        2,
+        "nothing resolved and fired again"
+    );
 }
 
 #[tokio::test]

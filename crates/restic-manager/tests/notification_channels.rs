@@ -12,20 +12,13 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::Utc;
-use hmac::{Hmac, KeyInit, Mac};
 use rm_protocol::api::AlertView;
 use rm_server::notify::{self, AlertEvent, AlertNotice, NoticeHost};
-use rm_testkit::{wait_until, Api, HttpReceiver, SmtpReceiver, TestServer};
+use rm_testkit::{wait_until, webhook_signature, Api, HttpReceiver, SmtpReceiver, TestServer};
 use serde_json::{json, Value};
 
 const LIMIT: Duration = Duration::from_secs(30);
 const CHANNELS: &str = "/api/v1/notification-channels";
-
-fn hmac_hex(secret: &str, body: &[u8]) -> String {
-    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(body);
-    hex::encode(mac.finalize().into_bytes())
-}
 
 async fn channel_list(admin: &Api) -> Vec<Value> {
     let (status, list) = admin.get(CHANNELS).await.unwrap();
@@ -241,7 +234,7 @@ async fn secrets_are_sealed_never_shown_and_kept_when_left_out() {
     assert_eq!(got[0].path, "/moved");
     assert_eq!(
         got[0].header("x-rm-signature").unwrap(),
-        format!("sha256={}", hmac_hex(secrets[0], &got[0].body))
+        webhook_signature(secrets[0], &got[0].body)
     );
     // "<set>" keeps it too; null removes it.
     admin
@@ -334,7 +327,7 @@ async fn test_messages_arrive_in_each_kinds_shape_with_what_the_receiver_said() 
     );
     assert_eq!(
         request.header("x-rm-signature").unwrap(),
-        format!("sha256={}", hmac_hex("k3y", &request.body))
+        webhook_signature("k3y", &request.body)
     );
     assert!(request
         .header("user-agent")
@@ -600,7 +593,7 @@ async fn a_receiver_that_was_down_gets_the_alert_after_a_server_restart() {
     let last = got.last().unwrap();
     assert_eq!(
         last.header("x-rm-signature").unwrap(),
-        format!("sha256={}", hmac_hex("s", &last.body))
+        webhook_signature("s", &last.body)
     );
     let body = last.json().unwrap();
     assert_eq!(body["event"], "alert.firing");

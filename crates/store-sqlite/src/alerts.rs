@@ -357,13 +357,25 @@ impl AlertStore for SqliteStore {
         audit: Option<&NewAuditEntry>,
     ) -> StoreResult<()> {
         let mut tx = self.begin_write().await?;
-        let row = sqlx::query("DELETE FROM silences WHERE id = ? RETURNING until")
+        let row = sqlx::query("SELECT until FROM silences WHERE id = ?")
             .bind(id.to_string())
             .fetch_optional(&mut *tx)
             .await
             .map_err(backend)?
             .ok_or_else(|| StoreError::NotFound(format!("silence `{id}`")))?;
         let until = codec::time(&row, "until")?;
+        if until <= now {
+            return Err(StoreError::Conflict(format!(
+                "silence `{id}` has ended already"
+            )));
+        }
+        // Kept, ending now: the list of all silences is their history.
+        sqlx::query("UPDATE silences SET until = ? WHERE id = ?")
+            .bind(ms(now))
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
         // Firing alerts held back until this silence's end are due now
         // (another silence still covering one holds it again).
         sqlx::query(

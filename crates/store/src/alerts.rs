@@ -167,8 +167,9 @@ pub trait AlertStore: Send + Sync {
     /// Silences that end after `after` (all when `None`), ending first
     /// first.
     async fn silences(&self, after: Option<DateTime<Utc>>) -> StoreResult<Vec<SilenceRecord>>;
-    /// Ends a silence now: alerts it held are due at `now`.
-    /// [`crate::StoreError::NotFound`] when there is no such silence.
+    /// Ends a silence now (it is kept, ended, as history): alerts it held
+    /// are due at `now`. [`crate::StoreError::NotFound`] when there is no
+    /// such silence, [`crate::StoreError::Conflict`] when it ended already.
     async fn delete_silence(
         &self,
         id: SilenceId,

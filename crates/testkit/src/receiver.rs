@@ -18,6 +18,19 @@ use tokio_util::sync::CancellationToken;
 
 use crate::child::LoggedChild;
 
+/// The `X-RM-Signature` a webhook body signed with `secret` must carry
+/// (`sha256=<hex HMAC-SHA256>`), computed here independently of the server.
+pub fn webhook_signature(secret: &str, body: &[u8]) -> String {
+    use hmac::{KeyInit, Mac};
+    let mut mac = match hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()) {
+        Ok(mac) => mac,
+        // HMAC takes keys of any length.
+        Err(_) => return String::new(),
+    };
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
 /// One request an [`HttpReceiver`] got.
 #[derive(Debug, Clone)]
 pub struct ReceivedRequest {
@@ -29,6 +42,8 @@ pub struct ReceivedRequest {
     pub headers: BTreeMap<String, String>,
     /// The body as sent.
     pub body: Vec<u8>,
+    /// When it arrived (benches measure delivery times from it).
+    pub received_at: chrono::DateTime<chrono::Utc>,
 }
 
 impl ReceivedRequest {
@@ -180,6 +195,7 @@ fn record(
     body: Bytes,
 ) -> (StatusCode, String) {
     let request = ReceivedRequest {
+        received_at: chrono::Utc::now(),
         method: method.to_string(),
         path: uri
             .path_and_query()

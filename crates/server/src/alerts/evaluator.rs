@@ -61,6 +61,9 @@ pub struct Evaluator {
     /// resolved without asking the store whether anything fires.
     firing: HashSet<(HostId, Timed)>,
     last_resync: Option<DateTime<Utc>>,
+    /// An alert fired or resolved since [`Evaluator::take_changed`] last
+    /// asked (live pages refresh then).
+    changed: bool,
 }
 
 impl Evaluator {
@@ -77,7 +80,13 @@ impl Evaluator {
             by_host: HashMap::new(),
             firing: HashSet::new(),
             last_resync: None,
+            changed: false,
         }
+    }
+
+    /// Whether an alert fired or resolved since the last call.
+    pub fn take_changed(&mut self) -> bool {
+        std::mem::take(&mut self.changed)
     }
 
     /// How many deadlines are indexed (two per offline host, one per online).
@@ -245,30 +254,25 @@ impl Evaluator {
         let facts = self.facts(host);
         for timed in [Timed::Stale, Timed::Offline] {
             self.unindex(host.id, timed);
-            let deadline = rules::deadline(timed, &facts, self.watching_since, self.settings.grace);
-            match deadline {
-                Some(at) if at <= now => {
-                    if !self.firing.contains(&(host.id, timed)) {
-                        self.fire(host, timed, &facts, now).await?;
-                    }
+            let firing = self.firing.contains(&(host.id, timed));
+            // A firing alert ends when its condition does — judged without
+            // the grace after a start, which only delays new alerts (a
+            // restart must not resolve and fire again what still holds).
+            if firing {
+                if let Some(why) = rules::ended(timed, &facts, now) {
+                    self.resolve(host.id, timed, now, why).await?;
                 }
+                if self.firing.contains(&(host.id, timed)) {
+                    continue;
+                }
+            }
+            match rules::deadline(timed, &facts, self.watching_since, self.settings.grace) {
+                Some(at) if at <= now => self.fire(host, timed, &facts, now).await?,
                 Some(at) => {
                     self.deadlines.insert((at, host.id, timed));
                     self.by_host.insert((host.id, timed), at);
-                    if self.firing.contains(&(host.id, timed)) {
-                        let why = match timed {
-                            Timed::Stale => "a backup succeeded",
-                            Timed::Offline => "the host is back online",
-                        };
-                        self.resolve(host.id, timed, now, why).await?;
-                    }
                 }
-                None => {
-                    if self.firing.contains(&(host.id, timed)) {
-                        self.resolve(host.id, timed, now, "the host is back online")
-                            .await?;
-                    }
-                }
+                None => {}
             }
         }
         Ok(())
@@ -299,6 +303,7 @@ impl Evaluator {
         };
         let entry = fire_entry(&alert, &host.name);
         if self.store.fire_alert(&alert, Some(&entry)).await? {
+            self.changed = true;
             tracing::warn!(host_id = %host.id, host = %host.name, kind = %timed.kind(), "{message}");
         }
         self.firing.insert((host.id, timed));
@@ -318,6 +323,7 @@ impl Evaluator {
             .resolve_alert(host, timed.kind().as_str(), "", now, why, Some(&entry))
             .await?
         {
+            self.changed = true;
             tracing::info!(%host, kind = %alert.kind, "alert resolved: {why}");
         }
         self.firing.remove(&(host, timed));

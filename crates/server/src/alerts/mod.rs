@@ -277,6 +277,9 @@ async fn round(
         evaluator.host_changed(host).await?;
     }
     evaluator.run_deadlines().await?;
+    if evaluator.take_changed() {
+        state.fleet_changed();
+    }
     loop {
         let due = evaluator.due().await?;
         if due.is_empty() {
@@ -469,6 +472,7 @@ pub async fn acknowledge(
         .store()
         .acknowledge_alert(id, &by.who(), Utc::now(), Some(&entry))
         .await?;
+    state.fleet_changed();
     Ok(named(state, &[alert]).await?.remove(0))
 }
 
@@ -531,6 +535,7 @@ pub async fn create_silence(
         }),
     );
     state.store().create_silence(&silence, Some(&entry)).await?;
+    state.fleet_changed();
     Ok(silence_view(&silence, now))
 }
 
@@ -559,5 +564,6 @@ pub async fn delete_silence(state: &AppState, id: SilenceId, by: &Audit) -> Resu
         .delete_silence(id, Utc::now(), Some(&entry))
         .await?;
     state.alerts().wake.notify_one();
+    state.fleet_changed();
     Ok(())
 }

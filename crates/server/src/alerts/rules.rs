@@ -146,6 +146,20 @@ pub fn deadline(
     }
 }
 
+/// Whether a firing `condition` has ended at `now`, and why (for the
+/// resolution): its plain deadline (without any grace) is gone or later
+/// than `now`.
+pub fn ended(condition: Timed, facts: &HostFacts, now: DateTime<Utc>) -> Option<&'static str> {
+    let plain = deadline(condition, facts, DateTime::<Utc>::MIN_UTC, Duration::zero());
+    match (condition, plain) {
+        (_, Some(at)) if at <= now => None,
+        (Timed::Stale, _) if facts.last_backup_success_at.is_some() => Some("a backup succeeded"),
+        (Timed::Stale, _) => Some("its freshness was raised"),
+        (Timed::Offline, None) => Some("the host is back online"),
+        (Timed::Offline, Some(_)) => Some("its offline threshold was raised"),
+    }
+}
+
 /// Whether `condition` holds at `now`.
 pub fn holds(
     condition: Timed,
@@ -173,14 +187,18 @@ pub fn timed_message(condition: Timed, facts: &HostFacts, now: DateTime<Utc>) ->
                 span(seconds(facts.freshness_seconds))
             ),
         },
-        Timed::Offline => {
-            let since = facts.last_seen_at.unwrap_or(facts.enrolled_at);
-            format!(
+        Timed::Offline => match facts.last_seen_at {
+            Some(since) => format!(
                 "offline for {} (last seen {})",
                 span(now - since),
                 since.format("%Y-%m-%d %H:%M UTC")
-            )
-        }
+            ),
+            None => format!(
+                "its agent never connected ({} since enrolment on {})",
+                span(now - facts.enrolled_at),
+                facts.enrolled_at.format("%Y-%m-%d %H:%M UTC")
+            ),
+        },
     }
 }
 

@@ -102,7 +102,7 @@ impl Fleet {
             gauge(
                 encoder,
                 "rm_hosts_not_backed_up",
-                "Hosts without a successful backup in the dashboard's window (26 h).",
+                "Hosts not protected: no backup that saved a snapshot within each host's own freshness (its own, else its policy's, else 26 h).",
                 counts.not_backed_up,
             )?;
             gauge(
