@@ -4,7 +4,8 @@
 //! refused at the field, nothing stored), tested from the list (the
 //! receiver gets it, signed; the row shows ok and the status), edited with
 //! its secret left empty (kept: the next test's signature verifies with
-//! the original secret, computed here); an email channel added and tested
+//! the original secret, computed here) and then removed with its box;
+//! an email channel added and tested
 //! (the message arrives); a webhook whose receiver answers 500 shows the
 //! failed test and, after a real delivery failed, "Failing since" with the
 //! error; a channel deleted after a confirmation. Over plain HTTP, the
@@ -179,6 +180,20 @@ async fn an_operator_adds_tests_edits_and_deletes_channels_through_the_page() {
         format!("sha256={}", hmac_hex("s3cret", &got[1].body)),
         "the secret left empty was kept"
     );
+    // Ticking "remove" drops it: the API shows none.
+    browser
+        .click(&format!("tr[data-channel=\"{ops_id}\"] .channel-edit"))
+        .await
+        .unwrap();
+    browser
+        .wait_for("#webhook-secret-clear", WAIT)
+        .await
+        .unwrap();
+    browser.click("#webhook-secret-clear").await.unwrap();
+    browser.click("#channel-submit").await.unwrap();
+    browser.wait_for("#channel-saved", WAIT).await.unwrap();
+    let unsigned = admin.channel(&ops_id).await.unwrap();
+    assert!(unsigned["config"].get("secret").is_none(), "{unsigned}");
 
     // An email channel to a real SMTP server.
     browser

@@ -9,7 +9,7 @@
 //! the same service as the JSON API ([`crate::notify::channels`]), with the
 //! same audit entries. Secrets are never shown back: on an edit a secret
 //! field left empty is left out of the request, which keeps the stored
-//! one. A refusal renders the form again with what was typed (secrets
+//! one; an optional one ticked "remove" is sent as `null`. A refusal renders the form again with what was typed (secrets
 //! excepted), the service's message at the top and next to the field it
 //! names; nothing is saved. The test button posts to the API's
 //! `…/{id}/test` and shows the receiver's answer in the row.
@@ -335,6 +335,8 @@ pub(crate) struct ChannelFields {
     pub(crate) selector: String,
     pub(crate) kinds: Vec<String>,
     pub(crate) values: BTreeMap<String, String>,
+    /// Optional secrets ticked "remove", as `<kind>.<field>`.
+    pub(crate) cleared: Vec<String>,
 }
 
 impl ChannelFields {
@@ -361,6 +363,7 @@ impl ChannelFields {
             selector: selector_text(&c.selector),
             kinds: c.kinds.clone(),
             values,
+            cleared: Vec::new(),
         }
     }
 }
@@ -423,6 +426,11 @@ impl ChannelPage {
         self.saved
             .as_ref()
             .is_some_and(|s| s.secrets.iter().any(|k| k == key))
+    }
+
+    /// Whether the optional secret is ticked "remove".
+    fn cleared(&self, key: &str) -> bool {
+        self.form.cleared.iter().any(|k| k == key)
     }
 
     /// The TLS choice, `starttls` when none is given.
@@ -516,6 +524,12 @@ fn read_form(pairs: &Pairs) -> ChannelFields {
             .map(|(_, v)| v.clone())
             .collect(),
         values,
+        cleared: FIELDS
+            .iter()
+            .filter(|f| f.is_secret() && !f.required)
+            .map(FieldDef::key)
+            .filter(|key| !value(pairs, &format!("{key}.clear")).is_empty())
+            .collect(),
     }
 }
 
@@ -537,7 +551,8 @@ fn recipients(text: &str) -> Vec<String> {
 
 /// Turns the form into a request. `editing`: a secret left empty is left
 /// out, which keeps the stored one; on a new channel a required one is
-/// sent empty so the service names it.
+/// sent empty so the service names it. An optional secret ticked
+/// "remove" (and left empty) is sent as `null`, which removes it.
 fn request(form: &ChannelFields, editing: bool) -> Result<ChannelRequest, Refusal> {
     let selector = Labels::parse_pairs("selector", &form.selector)
         .map_err(|e| Refusal {
@@ -551,6 +566,11 @@ fn request(form: &ChannelFields, editing: bool) -> Result<ChannelRequest, Refusa
         let key = f.key();
         let raw = form.values.get(&key).map(String::as_str).unwrap_or("");
         let typed = if f.is_secret() { raw } else { raw.trim() };
+        if editing && form.cleared.contains(&key) && typed.is_empty() {
+            // `null` removes a stored optional secret.
+            config.insert(f.name.to_owned(), Value::Null);
+            continue;
+        }
         if typed.is_empty() && !(f.required && !(editing && f.is_secret())) {
             continue;
         }
@@ -816,6 +836,18 @@ mod tests {
         assert_eq!(edit.config, json!({}), "left out: the stored one is kept");
         let new = request(&form, false).unwrap();
         assert_eq!(new.config, json!({"webhook_url": ""}));
+        let posted = pairs(&[
+            ("name", "hook"),
+            ("kind", "webhook"),
+            ("webhook.url", "https://x.example"),
+            ("webhook.secret.clear", "on"),
+        ]);
+        let edit = request(&read_form(&posted), true).unwrap();
+        assert_eq!(
+            edit.config,
+            json!({"url": "https://x.example", "secret": null}),
+            "ticked remove: the stored secret is removed"
+        );
         let posted = pairs(&[
             ("name", "hook"),
             ("kind", "webhook"),
