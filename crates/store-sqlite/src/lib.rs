@@ -34,9 +34,9 @@ use rm_store::{
     AgentToken, ApiToken, AuditEntry, AuditFilter, CommandResultRecord, EnrollmentToken,
     HelloRecord, Host, HostBackupSummary, HostCounts, HostPatch, HostPolicyChange, Job, JobEnd,
     JobFilter, LogLineRecord, NewAuditEntry, NewHost, NewJob, PolicyCoverage, PolicyRecord,
-    PolicyTarget, PolicyWrite, ProtectedAt, RepoStatsRecord, RepositoryJob, ScheduleRecord,
-    SealFormat, SealedRepository, SealingKeyRecord, Session, SnapshotRecord, StorageFault, Store,
-    StoreError, StoreResult, User, MAX_HOST_PAGE,
+    PolicyTarget, PolicyWrite, ProtectedAt, RepoStatsRecord, RepositoryJob, ScheduleRecord, SealFormat,
+    SealedRepository, SealingKeyRecord, Session, SnapshotRecord, StorageFault, Store, StoreError,
+    StoreResult, User, MAX_HOST_PAGE,
 };
 use sqlx::migrate::Migrator;
 // Every SQL text built at run time here is made of this crate's constant
