@@ -120,7 +120,23 @@ function confirmed(form) {
   return confirm(message.replaceAll("{n}", hosts));
 }
 
-function after(then, result) {
+// A channel test's answer, in the channel's row: what the receiver said.
+function showChannelTest(box, result) {
+  if (!box || !result) return;
+  const status = result.status === null || result.status === undefined ? "no answer" : `status ${result.status}`;
+  box.replaceChildren();
+  const verdict = document.createElement("span");
+  verdict.className = `badge ${result.ok ? "ok" : "bad"} test-verdict`;
+  verdict.textContent = result.ok ? "ok" : "failed";
+  const said = document.createElement("span");
+  said.className = "test-said";
+  said.textContent = ` ${status}${result.response ? ": " + result.response : ""}`;
+  box.append(verdict, said);
+  box.hidden = false;
+}
+
+function after(then, result, source) {
+  if (then === "channel-test") { showChannelTest(document.querySelector(source?.dataset.result || "#none"), result); return; }
   if (then === "job" && result && result.id) { location.href = `/jobs/${result.id}`; return; }
   if (then === "bulk" && result) { showBulk(result); return; }
   if (then === "show-command" && result && result.command) {
@@ -155,7 +171,7 @@ document.addEventListener("click", async (event) => {
       result = await api("POST", button.dataset.post, body);
     }
     showError(button, "");
-    after(button.dataset.then, result);
+    after(button.dataset.then, result, button);
   } catch (error) {
     showError(button, error.message);
   } finally {

@@ -11,6 +11,7 @@ mod accounts;
 mod alerts;
 mod assets;
 mod audit;
+mod channels;
 mod fleet;
 mod format;
 mod forms;
@@ -54,6 +55,13 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/alerts", get(alerts::page))
         .route("/alerts/firing", get(alerts::firing_count))
         .route("/alerts/silences", post(alerts::create_silence))
+        .route("/channels", get(channels::list))
+        .route(
+            "/channels/new",
+            get(channels::new_form).post(channels::create),
+        )
+        .route("/channels/{id}", get(channels::page).post(channels::update))
+        .route("/channels/{id}/delete", post(channels::delete))
         .route("/assets/{file}", get(assets::serve))
         // No page may be framed by another site (clickjacking).
         .layer(tower_http::set_header::SetResponseHeaderLayer::overriding(
