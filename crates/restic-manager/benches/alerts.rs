@@ -194,7 +194,7 @@ async fn deliveries() {
     let first_due = Utc::now() + chrono::Duration::seconds(90);
     let mut deadlines = HashMap::new();
     for (i, host) in enrolled.iter().enumerate() {
-        let id = host.id;
+        let id = host.host_id;
         let record = store.host(id).await.unwrap().unwrap();
         let due = if i < sample {
             first_due + chrono::Duration::milliseconds((60_000 * i / sample) as i64)

@@ -17,23 +17,17 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::Utc;
-use hmac::{Hmac, KeyInit, Mac};
 use reqwest::StatusCode;
 use rm_protocol::api::AlertView;
 use rm_server::notify::{self, AlertEvent, AlertNotice, NoticeHost};
 use rm_testkit::{
-    wait_until, Api, Browser, HttpReceiver, SmtpReceiver, TestServer, WebSession, ADMIN_PASSWORD,
+    wait_until, webhook_signature, Api, Browser, HttpReceiver, SmtpReceiver, TestServer,
+    WebSession, ADMIN_PASSWORD,
 };
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(15);
 const CHANNELS: &str = "/api/v1/notification-channels";
-
-fn hmac_hex(secret: &str, body: &[u8]) -> String {
-    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(body);
-    hex::encode(mac.finalize().into_bytes())
-}
 
 async fn channels(admin: &Api) -> Vec<Value> {
     let (status, list) = admin.get(CHANNELS).await.unwrap();
@@ -146,7 +140,7 @@ async fn an_operator_adds_tests_edits_and_deletes_channels_through_the_page() {
     let got = hook.wait_for(1, WAIT).await.unwrap();
     assert_eq!(
         got[0].header("x-rm-signature").unwrap(),
-        format!("sha256={}", hmac_hex("s3cret", &got[0].body))
+        webhook_signature("s3cret", &got[0].body)
     );
     browser.screenshot("channel-tested").await.unwrap();
 
@@ -177,7 +171,7 @@ async fn an_operator_adds_tests_edits_and_deletes_channels_through_the_page() {
     let got = hook.wait_for(2, WAIT).await.unwrap();
     assert_eq!(
         got[1].header("x-rm-signature").unwrap(),
-        format!("sha256={}", hmac_hex("s3cret", &got[1].body)),
+        webhook_signature("s3cret", &got[1].body),
         "the secret left empty was kept"
     );
     // Ticking "remove" drops it: the API shows none.
