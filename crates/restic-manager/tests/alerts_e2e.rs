@@ -15,7 +15,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use rm_testkit::{wait_until, webhook_signature, Api, HttpReceiver, TestServer};
+use rm_testkit::{wait_until, webhook_signature, Api, HttpReceiver, SmtpReceiver, TestServer};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_restic-manager");
@@ -136,6 +136,16 @@ async fn a_backup_failing_on_a_changed_password_fires_job_failed_until_the_next_
     let host = agent.host_id.clone();
     let receiver = HttpReceiver::start().await.unwrap();
     webhook(&admin, &receiver).await;
+    // Email, for job failures only.
+    let smtp = SmtpReceiver::start().await.unwrap();
+    admin
+        .create_channel(
+            json!({"name": "oncall-mail", "kind": "email", "kinds": ["job_failed"],
+            "config": {"smtp_host": "127.0.0.1", "smtp_port": smtp.port, "tls": "none",
+                       "from": "backups@example.com", "to": ["oncall@example.com"]}}),
+        )
+        .await
+        .unwrap();
     admin
         .create_channel(json!({
             "name": "dead-mans-switch",
@@ -210,6 +220,14 @@ async fn a_backup_failing_on_a_changed_password_fires_job_failed_until_the_next_
         !posts[0].3 && posts[1].3,
         "the second is a repeat: {posts:?}"
     );
+
+    let mail = smtp.wait_for(1, FIRE_LIMIT).await.unwrap().remove(0);
+    assert!(
+        mail.contains("Subject: [restic-manager] FIRING job_failed"),
+        "{mail}"
+    );
+    assert!(mail.contains("oncall@example.com"), "{mail}");
+    assert!(!mail.contains(PASSWORD), "{mail}");
 
     // Acknowledged: no more repeats; twice is a conflict.
     let (status, acked) = admin
