@@ -159,6 +159,24 @@ async fn apply_job_end(state: &AppState, job: &Job) -> Result<(), StoreError> {
     if saved_snapshot {
         resolve.push((AlertKind::BackupStale, String::new()));
     }
+    // Most job ends resolve nothing: one read of the host's firing alerts
+    // (no write, no turn at the writer) decides whether any write is due.
+    if !resolve.is_empty() {
+        let firing = state
+            .store()
+            .list_alerts(&AlertFilter {
+                firing: Some(true),
+                host_id: Some(job.host_id),
+                limit: 1000,
+                ..AlertFilter::default()
+            })
+            .await?;
+        resolve.retain(|(kind, subject)| {
+            firing
+                .iter()
+                .any(|a| a.kind == kind.as_str() && &a.subject == subject)
+        });
+    }
     for (kind, subject) in resolve {
         let why = match kind {
             AlertKind::BackupStale => format!("backup {} saved a snapshot", job.id),
