@@ -36,34 +36,14 @@ async fn get(admin: &Api, path: &str) -> Value {
     body
 }
 
-/// The rendered text of the element `css` matches (waiting for it), read
-/// in one script call: the dashboard swaps its live region when the fleet
-/// changes, which would make a found element stale before its text is read.
+/// The rendered text of the element `css` (see [`Browser::text`]).
 async fn text(browser: &Browser, css: &str) -> String {
-    browser.wait_for(css, WAIT).await.unwrap();
-    let text = browser
-        .client()
-        .execute(
-            "return document.querySelector(arguments[0])?.innerText ?? null;",
-            vec![json!(css)],
-        )
-        .await
-        .unwrap();
-    text.as_str().unwrap_or_default().trim().to_owned()
+    browser.text(css, WAIT).await.unwrap()
 }
 
 /// How many rows the element `css` has in its table bodies.
 async fn rows(browser: &Browser, css: &str) -> u64 {
-    browser
-        .client()
-        .execute(
-            "return document.querySelectorAll(arguments[0] + ' tbody tr').length;",
-            vec![json!(css)],
-        )
-        .await
-        .unwrap()
-        .as_u64()
-        .unwrap()
+    browser.table_rows(css).await.unwrap()
 }
 
 #[tokio::test]

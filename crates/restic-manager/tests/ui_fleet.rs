@@ -68,20 +68,9 @@ async fn jobs_of(admin: &Api, host: &str, kind: &str) -> Vec<Value> {
         .collect()
 }
 
-/// The rendered text of the element `css` matches (waiting for it), read
-/// in one script call: the dashboard swaps its live region when the fleet
-/// changes, which would make a found element stale before its text is read.
+/// The rendered text of the element `css` (see [`Browser::text`]).
 async fn text(browser: &Browser, css: &str) -> String {
-    browser.wait_for(css, WAIT).await.unwrap();
-    let text = browser
-        .client()
-        .execute(
-            "return document.querySelector(arguments[0])?.innerText ?? null;",
-            vec![json!(css)],
-        )
-        .await
-        .unwrap();
-    text.as_str().unwrap_or_default().trim().to_owned()
+    browser.text(css, WAIT).await.unwrap()
 }
 
 /// The page loaded nothing from another host, and the console's only

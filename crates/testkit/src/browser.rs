@@ -226,6 +226,36 @@ impl Browser {
         }
     }
 
+    /// The rendered text of the element `css` (waiting up to `limit` for
+    /// it), read in one script call: a page that swaps a live region (the
+    /// dashboard, when the fleet changes) would make an element found first
+    /// stale before its text is read.
+    pub async fn text(&self, css: &str, limit: Duration) -> anyhow::Result<String> {
+        self.wait_for(css, limit).await?;
+        let text = self
+            .client
+            .execute(
+                "return document.querySelector(arguments[0])?.innerText ?? null;",
+                vec![serde_json::json!(css)],
+            )
+            .await?;
+        Ok(text.as_str().unwrap_or_default().trim().to_owned())
+    }
+
+    /// How many rows the tables matched by `css` have in their bodies.
+    pub async fn table_rows(&self, css: &str) -> anyhow::Result<u64> {
+        let count = self
+            .client
+            .execute(
+                "return document.querySelectorAll(arguments[0] + ' tbody tr').length;",
+                vec![serde_json::json!(css)],
+            )
+            .await?;
+        count
+            .as_u64()
+            .with_context(|| format!("counting the rows of `{css}` gave {count}"))
+    }
+
     /// Fills an input (by css) with text, replacing what was there.
     ///
     /// The element must be on the page already (see [`Browser::wait_for`]).
