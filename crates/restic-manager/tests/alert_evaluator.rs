@@ -12,7 +12,7 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use rm_core::schedule::ManualClock;
 use rm_core::{JobStatus, Labels, SilenceId};
 use rm_server::alerts::evaluator::{Due, Evaluator, Settings};
-use rm_store::{AlertFilter, AlertRecord, AlertStore, HostPatch, SilenceRecord, Store};
+use rm_store::{AlertFilter, AlertRecord, AlertStore, HostPatch, NewAlert, SilenceRecord, Store};
 use rm_store_sqlite::SqliteStore;
 use rm_testkit::store::{connect_host, ended_job, enrol_host, temp_store};
 
@@ -405,6 +405,38 @@ async fn a_server_back_after_a_night_away_waits_its_grace_before_paging() {
 }
 
 #[tokio::test]
+async fn a_resolution_racing_the_first_notice_is_still_sent() {
+    let mut rig = rig().await;
+    let host = enrol_host(&rig.store, "racer", Labels::default(), start())
+        .await
+        .unwrap();
+    connect_host(&rig.store, host, start()).await.unwrap();
+    rig.at(start() + hours(26)).await;
+    // The firing notice is taken, and before it is marked handed over a
+    // backup resolves the alert (nothing was sent yet as far as it knew).
+    let due = rig.evaluator.due().await.unwrap();
+    assert_eq!(due.len(), 1);
+    ended_job(
+        &rig.store,
+        host,
+        "backup",
+        JobStatus::Succeeded,
+        start() + hours(26),
+    )
+    .await
+    .unwrap();
+    rig.evaluator.host_changed(host).await.unwrap();
+    rig.evaluator
+        .handed_over(due[0].alert.id, due[0].alert.firing)
+        .await
+        .unwrap();
+    let due = rig.hand_over().await;
+    assert_eq!(due.len(), 1, "the resolution follows the firing notice");
+    assert!(!due[0].alert.firing);
+    assert!(rig.hand_over().await.is_empty());
+}
+
+#[tokio::test]
 async fn a_deleted_host_resolves_its_alerts() {
     let mut rig = rig().await;
     let host = enrol_host(&rig.store, "old", Labels::default(), start())
@@ -412,6 +444,18 @@ async fn a_deleted_host_resolves_its_alerts() {
         .unwrap();
     rig.at(start() + hours(27)).await;
     assert_eq!(rig.firing().await.len(), 2, "stale and offline");
+    // A failed job's alert too: every kind goes with the host.
+    let failed = NewAlert {
+        id: rm_core::AlertId::new(),
+        kind: String::from("job_failed"),
+        host_id: host,
+        subject: String::from("backup:manual"),
+        message: String::from("a backup started by hand failed"),
+        job_id: None,
+        started_at: start() + hours(27),
+    };
+    assert!(rig.store.fire_alert(&failed, None).await.unwrap());
+    assert_eq!(rig.firing().await.len(), 3);
     rig.store
         .delete_host(host, start() + hours(28), None)
         .await

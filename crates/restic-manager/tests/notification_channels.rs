@@ -218,7 +218,30 @@ async fn secrets_are_sealed_never_shown_and_kept_when_left_out() {
         assert!(!shown.contains(secret), "{secret} shown: {shown}");
     }
 
-    // PUT without the secret keeps it: the signature still uses it.
+    // A stored secret goes nowhere else: moving the channel without
+    // giving it again is refused, naming it; nothing changes.
+    let (status, refused) = admin
+        .put(
+            &format!("{CHANNELS}/{}", ids[0]),
+            json!({"name": "hook", "kind": "webhook", "config": {"url": receiver.url("/moved")}}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 400, "{refused}");
+    assert!(refused.to_string().contains("`config.secret`"), "{refused}");
+    assert!(refused.to_string().contains("`config.url`"), "{refused}");
+    let (_, unchanged) = admin.get(&format!("{CHANNELS}/{}", ids[0])).await.unwrap();
+    assert_ne!(unchanged["config"]["url"], receiver.url("/moved"));
+    admin
+        .update_channel(
+            &ids[0],
+            json!({"name": "hook", "kind": "webhook",
+                   "config": {"url": receiver.url("/moved"), "secret": secrets[0]}}),
+        )
+        .await
+        .unwrap();
+    // PUT without the secret, to the same place, keeps it: the signature
+    // still uses it.
     let moved = admin
         .update_channel(
             &ids[0],

@@ -180,11 +180,13 @@ async fn session(state: AppState, host_id: HostId, mut socket: WebSocket) {
             "replaced by a newer connection for this host",
         );
     }
+    // Stored as online only once the hub has the connection (whoever sees
+    // the host online can start a job on it at once), and still under the
+    // push lock, so two connections of one host racing leave the store
+    // naming the one the hub kept.
+    let recorded = state.store().record_hello(host_id, &record).await;
     drop(push_lock);
-    // Stored as online only once the hub has the connection: whoever sees
-    // the host online (a host view, a script waiting for it) can start a
-    // job on it at once.
-    if let Err(e) = state.store().record_hello(host_id, &record).await {
+    if let Err(e) = recorded {
         state
             .storage()
             .failed(&format!("recording the hello of host {host_id}"), &e);

@@ -51,5 +51,9 @@ CREATE TABLE notification_outbox (
 CREATE INDEX notification_outbox_due ON notification_outbox (next_attempt_at)
     WHERE delivered_at IS NULL AND given_up_at IS NULL;
 CREATE INDEX notification_outbox_channel ON notification_outbox (channel_id);
+-- Each channel's queued rows, counted whenever channels are read (every
+-- backup's end with a healthchecks channel): only the pending ones.
+CREATE INDEX notification_outbox_pending ON notification_outbox (channel_id)
+    WHERE delivered_at IS NULL AND given_up_at IS NULL;
 CREATE INDEX notification_outbox_finished ON notification_outbox (created_at)
     WHERE delivered_at IS NOT NULL OR given_up_at IS NOT NULL;

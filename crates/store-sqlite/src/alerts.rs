@@ -133,6 +133,35 @@ impl AlertStore for SqliteStore {
         Ok(Some(resolved))
     }
 
+    async fn resolve_host_alerts(
+        &self,
+        host: HostId,
+        at: DateTime<Utc>,
+        message: &str,
+        audit: Option<&NewAuditEntry>,
+    ) -> StoreResult<u64> {
+        let mut tx = self.begin_write().await?;
+        let resolved = sqlx::query(
+            "UPDATE alerts SET state = 'resolved', resolved_at = ?1, resolved_message = ?2, \
+             next_notify_at = CASE WHEN notifications > 0 THEN ?1 END \
+             WHERE host_id = ?3 AND state = 'firing'",
+        )
+        .bind(ms(at))
+        .bind(message)
+        .bind(host.to_string())
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?
+        .rows_affected();
+        if resolved == 0 {
+            tx.rollback().await.map_err(backend)?;
+            return Ok(0);
+        }
+        write_audit(&mut tx, audit).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(resolved)
+    }
+
     async fn alert(&self, id: AlertId) -> StoreResult<Option<AlertRecord>> {
         Ok(self
             .alerts_where("WHERE id = ?", &[id.to_string()])
@@ -282,12 +311,18 @@ impl AlertStore for SqliteStore {
         next: Option<DateTime<Utc>>,
     ) -> StoreResult<()> {
         let mut tx = self.begin_write().await?;
-        // A notification of a firing alert that was acknowledged or resolved
-        // meanwhile does not bring its repeats back.
+        // A firing notice (`next` given) of an alert acknowledged meanwhile
+        // does not bring its repeats back; of one resolved meanwhile it
+        // leaves the resolution due (resolving it saw no notice sent yet,
+        // or was due already), so the receiver hears the end too.
         sqlx::query(
             "UPDATE alerts SET notified_at = ?1, notifications = notifications + 1, \
-             next_notify_at = CASE WHEN state = 'firing' AND acknowledged_at IS NULL \
-             AND next_notify_at IS NOT NULL THEN ?2 END WHERE id = ?3",
+             next_notify_at = CASE \
+               WHEN state = 'firing' AND acknowledged_at IS NULL \
+                    AND next_notify_at IS NOT NULL THEN ?2 \
+               WHEN state = 'resolved' AND ?2 IS NOT NULL \
+                    THEN COALESCE(next_notify_at, resolved_at) \
+             END WHERE id = ?3",
         )
         .bind(ms(at))
         .bind(next.map(ms))
@@ -376,11 +411,12 @@ impl AlertStore for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(backend)?;
-        // Firing alerts held back until this silence's end are due now
-        // (another silence still covering one holds it again).
+        // Firing alerts held back until exactly this silence's end are due
+        // now (another silence still covering one holds it again); repeats
+        // merely scheduled before that end keep their time.
         sqlx::query(
             "UPDATE alerts SET next_notify_at = ?1 WHERE state = 'firing' \
-             AND next_notify_at > ?1 AND next_notify_at <= ?2",
+             AND next_notify_at = ?2",
         )
         .bind(ms(now))
         .bind(ms(until))

@@ -124,6 +124,15 @@ pub trait AlertStore: Send + Sync {
         message: &str,
         audit: Option<&NewAuditEntry>,
     ) -> StoreResult<Option<AlertRecord>>;
+    /// Resolves every firing alert of `host` (it was deleted); returns how
+    /// many. Resolutions of notified alerts are due at once.
+    async fn resolve_host_alerts(
+        &self,
+        host: HostId,
+        at: DateTime<Utc>,
+        message: &str,
+        audit: Option<&NewAuditEntry>,
+    ) -> StoreResult<u64>;
     /// One alert.
     async fn alert(&self, id: AlertId) -> StoreResult<Option<AlertRecord>>;
     /// Alerts matching `filter`, newest first.

@@ -121,16 +121,17 @@ impl Evaluator {
                 break;
             }
         }
-        // Alerts of hosts deleted since.
-        let gone: Vec<(HostId, Timed)> = self
-            .firing
-            .iter()
-            .filter(|(host, _)| !seen.contains(host))
-            .copied()
+        // Alerts of hosts deleted since, of every kind.
+        let gone: HashSet<HostId> = self
+            .store
+            .firing_alerts()
+            .await?
+            .into_iter()
+            .map(|a| a.host_id)
+            .filter(|host| !seen.contains(host))
             .collect();
-        for (host, timed) in gone {
-            self.resolve(host, timed, now, "the host was deleted")
-                .await?;
+        for host in gone {
+            self.host_deleted(host, now).await?;
         }
         self.last_resync = Some(now);
         Ok(())
@@ -148,16 +149,7 @@ impl Evaluator {
         let now = self.clock.now();
         match self.store.host(host).await? {
             Some(h) => self.settle(&h, now).await,
-            None => {
-                for timed in [Timed::Stale, Timed::Offline] {
-                    self.unindex(host, timed);
-                    if self.firing.contains(&(host, timed)) {
-                        self.resolve(host, timed, now, "the host was deleted")
-                            .await?;
-                    }
-                }
-                Ok(())
-            }
+            None => self.host_deleted(host, now).await,
         }
     }
 
@@ -274,6 +266,26 @@ impl Evaluator {
                 }
                 None => {}
             }
+        }
+        Ok(())
+    }
+
+    /// Forgets a deleted host and resolves all its alerts, of every kind.
+    async fn host_deleted(&mut self, host: HostId, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let why = "the host was deleted";
+        for timed in [Timed::Stale, Timed::Offline] {
+            self.unindex(host, timed);
+            self.firing.remove(&(host, timed));
+        }
+        let entry = resolve_entry(host, "*", "", why);
+        if self
+            .store
+            .resolve_host_alerts(host, now, why, Some(&entry))
+            .await?
+            > 0
+        {
+            self.changed = true;
+            tracing::info!(%host, "alerts resolved: {why}");
         }
         Ok(())
     }

@@ -238,6 +238,13 @@ pub fn job_verdict(job: &Job) -> JobVerdict {
     let found_errors = job.kind == "check" && job.stats.get("errors") == Some(&true.into());
     match job.status {
         JobStatus::Succeeded | JobStatus::Partial => {
+            // A job started by hand that failed is answered by any later
+            // success of its kind (else nothing would ever resolve it on a
+            // host whose schedules work).
+            let manual = format!("{}:manual", job.kind);
+            if subject != manual {
+                verdict.resolve.push((AlertKind::JobFailed, manual));
+            }
             verdict.resolve.push((AlertKind::JobFailed, subject));
             if job.kind == "check" {
                 verdict
@@ -459,7 +466,11 @@ mod tests {
         let v = job_verdict(&job("backup", JobStatus::Partial, Some(schedule)));
         assert_eq!(
             v.resolve,
-            [(AlertKind::JobFailed, format!("backup:{schedule}"))]
+            [
+                (AlertKind::JobFailed, String::from("backup:manual")),
+                (AlertKind::JobFailed, format!("backup:{schedule}"))
+            ],
+            "a scheduled success also answers a failed run by hand"
         );
         let v = job_verdict(&job("backup", JobStatus::Succeeded, None));
         assert_eq!(

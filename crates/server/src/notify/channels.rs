@@ -154,6 +154,17 @@ pub enum ChannelConfig {
     Healthchecks(HealthchecksConfig),
 }
 
+/// The fields saying where a kind's secret goes: a stored secret is kept
+/// by an update only while they stay the same, so nobody can send it
+/// somewhere else without knowing it.
+fn destination_fields(kind: &str) -> &'static [&'static str] {
+    match kind {
+        KIND_WEBHOOK | KIND_NTFY => &["url"],
+        KIND_EMAIL => &["smtp_host", "smtp_port", "tls", "username"],
+        _ => &[],
+    }
+}
+
 /// The settings of `kind` that are secret: sealed, never shown.
 pub fn secret_fields(kind: &str) -> &'static [&'static str] {
     match kind {
@@ -515,15 +526,20 @@ fn record_from(
         Some(old) if old.kind == req.kind => open_secrets(state, old).unwrap_or_default(),
         _ => Map::new(),
     };
+    // Stored secrets used by this update, checked once the new settings are
+    // parsed (defaults filled in, as the stored public settings are).
+    let mut reused = Vec::new();
     for field in secret_fields(&req.kind) {
         match config.get(*field) {
             None => {
                 if let Some(v) = kept.get(*field) {
+                    reused.push(*field);
                     config.insert((*field).to_owned(), v.clone());
                 }
             }
             Some(Value::String(s)) if s == SET => match kept.get(*field) {
                 Some(v) => {
+                    reused.push(*field);
                     config.insert((*field).to_owned(), v.clone());
                 }
                 None => {
@@ -540,6 +556,18 @@ fn record_from(
     }
     let parsed = ChannelConfig::parse(&req.kind, Value::Object(config))?;
     let (public, secret) = parsed.split();
+    // A stored secret is only ever sent where it was meant to go: moving
+    // the channel needs it given again.
+    if let (Some(old), Some(field)) = (existing, reused.first()) {
+        let moved = destination_fields(&req.kind)
+            .iter()
+            .find(|f| old.config.get(**f) != public.get(**f));
+        if let Some(changed) = moved {
+            return Err(invalid(format!(
+                "`config.{field}`: give it again when `config.{changed}` changes (a stored secret is only ever sent where it was meant to go)"
+            )));
+        }
+    }
     let secret = if secret.is_empty() {
         None
     } else {
