@@ -24,11 +24,7 @@ impl From<AlertError> for ApiError {
 }
 
 fn parse_alert_id(raw: &str) -> Result<AlertId, ApiError> {
-    raw.parse().map_err(|_| {
-        ApiError::bad_request(format!(
-            "`{raw}` is not an alert id (expected a 26-character ULID)"
-        ))
-    })
+    super::parse_id(raw, "an alert")
 }
 
 /// `GET /api/v1/alerts?state=firing|acknowledged|resolved&host_id=&kind=&labels=&limit=&before=`:
@@ -102,11 +98,7 @@ pub(crate) async fn delete_silence(
     client: Client,
     ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
-    let id: SilenceId = id.parse().map_err(|_| {
-        ApiError::bad_request(format!(
-            "`{id}` is not a silence id (expected a 26-character ULID)"
-        ))
-    })?;
+    let id: SilenceId = super::parse_id(&id, "a silence")?;
     let by = Audit::by(&state, &operator, &client).await;
     alerts::delete_silence(&state, id, &by).await?;
     Ok(StatusCode::NO_CONTENT)

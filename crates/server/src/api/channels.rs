@@ -24,11 +24,7 @@ impl From<NotifyError> for ApiError {
 }
 
 fn parse_channel_id(raw: &str) -> Result<ChannelId, ApiError> {
-    raw.parse().map_err(|_| {
-        ApiError::bad_request(format!(
-            "`{raw}` is not a channel id (expected a 26-character ULID)"
-        ))
-    })
+    super::parse_id(raw, "a channel")
 }
 
 /// `GET /api/v1/notification-channels`: every channel, in name order.

@@ -262,3 +262,13 @@ where
         }
     }
 }
+
+/// Parses the id of `what` (`a host`, `an alert`, …) from a path segment;
+/// the error names the segment and what was expected.
+pub(crate) fn parse_id<T: std::str::FromStr>(raw: &str, what: &str) -> Result<T, ApiError> {
+    raw.parse().map_err(|_| {
+        ApiError::bad_request(format!(
+            "`{raw}` is not {what} id (expected a 26-character ULID)"
+        ))
+    })
+}

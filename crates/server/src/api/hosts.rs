@@ -161,11 +161,7 @@ pub(crate) async fn delete(
 
 /// Parses a host id from a path segment.
 pub(crate) fn parse_host_id(raw: &str) -> Result<HostId, ApiError> {
-    raw.parse().map_err(|_| {
-        ApiError::bad_request(format!(
-            "`{raw}` is not a host id (expected a 26-character ULID)"
-        ))
-    })
+    super::parse_id(raw, "a host")
 }
 
 /// The host, or 404.

@@ -269,11 +269,7 @@ fn to_wire(line: LogLineRecord) -> LogLine {
 }
 
 pub(crate) fn parse_job_id(raw: &str) -> Result<JobId, ApiError> {
-    raw.parse().map_err(|_| {
-        ApiError::bad_request(format!(
-            "`{raw}` is not a job id (expected a 26-character ULID)"
-        ))
-    })
+    super::parse_id(raw, "a job")
 }
 
 /// `GET /api/v1/jobs/{id}/events`: Server-Sent Events. First the job's

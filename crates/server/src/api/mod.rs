@@ -26,7 +26,7 @@ use axum::routing::{delete, get, post};
 use axum::Router;
 
 pub(crate) use auth::Operator;
-pub(crate) use error::{ApiError, ApiJson, ApiPath, ApiQuery};
+pub(crate) use error::{parse_id, ApiError, ApiJson, ApiPath, ApiQuery};
 
 use crate::state::AppState;
 

@@ -25,11 +25,7 @@ impl From<PolicyError> for ApiError {
 }
 
 fn parse_policy_id(raw: &str) -> Result<PolicyId, ApiError> {
-    raw.parse().map_err(|_| {
-        ApiError::bad_request(format!(
-            "`{raw}` is not a policy id (expected a 26-character ULID)"
-        ))
-    })
+    super::parse_id(raw, "a policy")
 }
 
 /// `GET /api/v1/policies`: every policy with its coverage, oldest first.

@@ -29,11 +29,7 @@ impl From<ScheduleError> for ApiError {
 }
 
 fn parse_schedule_id(raw: &str) -> Result<ScheduleId, ApiError> {
-    raw.parse().map_err(|_| {
-        ApiError::bad_request(format!(
-            "`{raw}` is not a schedule id (expected a 26-character ULID)"
-        ))
-    })
+    super::parse_id(raw, "a schedule")
 }
 
 /// `GET /api/v1/hosts/{id}/schedules`.

@@ -183,11 +183,7 @@ pub(crate) async fn revoke(
     client: Client,
     ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
-    let token_id: TokenId = id.parse().map_err(|_| {
-        ApiError::bad_request(format!(
-            "`{id}` is not an API token id (expected a 26-character ULID)"
-        ))
-    })?;
+    let token_id: TokenId = super::parse_id(&id, "an API token")?;
     let not_found = || ApiError::not_found(format!("API token `{token_id}` not found"));
     let token = state
         .store()

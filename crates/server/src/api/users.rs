@@ -114,11 +114,7 @@ async fn verify(password: String, phc: String) -> Result<bool, ApiError> {
 }
 
 fn parse_user_id(raw: &str) -> Result<UserId, ApiError> {
-    raw.parse().map_err(|_| {
-        ApiError::bad_request(format!(
-            "`{raw}` is not a user id (expected a 26-character ULID)"
-        ))
-    })
+    super::parse_id(raw, "a user")
 }
 
 /// `GET /api/v1/users`: every user, by name.

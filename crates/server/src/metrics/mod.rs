@@ -252,9 +252,7 @@ pub(crate) fn host_series(
                 .policy_id
                 .and_then(|id| policies.iter().find(|p| p.id == id));
             let (freshness, _) = effective::freshness(h.freshness_seconds, policy);
-            let protected = h.last_backup_success_at.is_some_and(|at| {
-                (now - at).num_seconds() <= i64::try_from(freshness).unwrap_or(i64::MAX)
-            });
+            let protected = effective::protected(h.last_backup_success_at, freshness, now);
             let run = h.last_backup;
             HostSeries {
                 id: h.id.to_string(),

@@ -146,6 +146,19 @@ pub fn offline_after(own: Option<u64>, policy: Option<&PolicyRecord>) -> (u64, &
     )
 }
 
+/// Whether a host whose last backup that saved a snapshot finished at
+/// `last_success` is protected at `now` with `freshness_seconds` (the
+/// rule the store's `ProtectedAt` condition applies in SQL).
+pub fn protected(
+    last_success: Option<DateTime<Utc>>,
+    freshness_seconds: u64,
+    now: DateTime<Utc>,
+) -> bool {
+    last_success.is_some_and(|at| {
+        (now - at).num_seconds() <= i64::try_from(freshness_seconds).unwrap_or(i64::MAX)
+    })
+}
+
 /// The precedence of a host setting: its own, its policy's, the default.
 fn host_then_policy(own: Option<u64>, policy: Option<u64>, default: u64) -> (u64, &'static str) {
     match (own, policy) {

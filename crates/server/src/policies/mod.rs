@@ -559,9 +559,8 @@ impl Fleet {
             effective::freshness(host.freshness_seconds, policy);
         let (offline_seconds, offline_source) =
             effective::offline_after(host.offline_seconds, policy);
-        let protected = host.last_backup_success_at.is_some_and(|at| {
-            (Utc::now() - at).num_seconds() <= i64::try_from(freshness_seconds).unwrap_or(i64::MAX)
-        });
+        let protected =
+            effective::protected(host.last_backup_success_at, freshness_seconds, Utc::now());
         let outranked = effective::ranked(&self.policies, &host.labels)
             .into_iter()
             .filter(|p| Some(p.id) != host.policy_id)

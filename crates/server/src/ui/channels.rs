@@ -728,20 +728,13 @@ pub(crate) async fn update(
     }
 }
 
-/// The delete form: only the CSRF token.
-#[derive(serde::Deserialize)]
-pub(crate) struct DeleteForm {
-    #[serde(default)]
-    csrf: String,
-}
-
 /// `POST /channels/{id}/delete`: deletes it and what is queued for it.
 pub(crate) async fn delete(
     State(state): State<AppState>,
     user: WebUser,
     client: Client,
     Path(id): Path<String>,
-    Form(form): Form<DeleteForm>,
+    Form(form): Form<super::session::CsrfForm>,
 ) -> Response {
     if !user.csrf_matches(&form.csrf) {
         return forbidden();

@@ -159,6 +159,13 @@ pub(crate) async fn login_form(
     }
 }
 
+/// A form that carries only the CSRF token (delete buttons).
+#[derive(Deserialize)]
+pub(crate) struct CsrfForm {
+    #[serde(default)]
+    pub(crate) csrf: String,
+}
+
 /// The logout form carries the CSRF token.
 #[derive(Deserialize)]
 pub(crate) struct LogoutForm {
