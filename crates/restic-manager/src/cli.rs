@@ -129,6 +129,11 @@ pub(crate) struct ServerArgs {
     /// whitespace, such as the last newline, is dropped).
     #[arg(long, env = "RM_METRICS_TOKEN_FILE", value_name = "FILE")]
     pub metrics_token_file: Option<PathBuf>,
+    /// A folder of agent binaries named `linux-<arch>` (`linux-aarch64`,
+    /// `linux-armv7`, …) that `/download/agent/` and `/install.sh` offer
+    /// besides this server's own platform, served from its own binary.
+    #[arg(long, env = "RM_AGENT_BINARIES", value_name = "DIR")]
+    pub agent_binaries: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -31,6 +31,7 @@ pub(crate) async fn run(args: ServerArgs) -> anyhow::Result<()> {
             config.alert_repeat = std::time::Duration::from_secs(args.alert_repeat_seconds);
             config.alert_grace = std::time::Duration::from_secs(args.alert_grace_seconds);
             config.metrics_token = metrics_token;
+            config.agent_binaries = args.agent_binaries;
         },
     )
     .await?;

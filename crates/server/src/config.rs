@@ -41,6 +41,12 @@ pub struct ServerConfig {
     /// The bearer token `/metrics` requires; `None`: the page is open, as
     /// `/healthz` is (see docs/security.md).
     pub metrics_token: Option<crate::MetricsToken>,
+    /// The agent binary served for this server's own platform; `None`: the
+    /// server's own executable (one binary is both).
+    pub agent_binary: Option<std::path::PathBuf>,
+    /// A folder of `linux-<arch>` agent binaries for the other platforms
+    /// (`--agent-binaries`).
+    pub agent_binaries: Option<std::path::PathBuf>,
 }
 
 impl ServerConfig {
@@ -59,6 +65,8 @@ impl ServerConfig {
             alert_repeat: Duration::from_secs(24 * 3600),
             alert_grace: Duration::from_secs(90),
             metrics_token: None,
+            agent_binary: None,
+            agent_binaries: None,
         }
     }
 

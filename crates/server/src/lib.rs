@@ -15,6 +15,7 @@ mod auth;
 mod bootstrap;
 pub mod browse;
 pub mod config;
+pub mod downloads;
 pub mod enrollment;
 mod fd_limit;
 pub mod hosts;
@@ -90,6 +91,7 @@ pub fn app(state: AppState) -> Router {
                 api::deadline,
             )),
         )
+        .merge(downloads::router())
         .merge(ui::router())
         .with_state(state)
 }

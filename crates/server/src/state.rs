@@ -36,6 +36,7 @@ struct Inner {
     tree_cache: TreeCache,
     login_limiter: LoginLimiter,
     storage: Arc<StorageHealth>,
+    downloads: crate::downloads::AgentDownloads,
     token_failures: TokenFailures,
     fleet: tokio::sync::broadcast::Sender<()>,
     ended: tokio::sync::broadcast::Sender<crate::auth::Ended>,
@@ -53,6 +54,10 @@ impl AppState {
     pub fn new(store: Arc<dyn Store>, config: ServerConfig, sealing_key: SealingKey) -> AppState {
         let storage = Arc::new(StorageHealth::default());
         let (log_writer, _task) = LogWriter::spawn(store.clone(), storage.clone());
+        let downloads = crate::downloads::AgentDownloads::new(
+            config.agent_binary.clone(),
+            config.agent_binaries.clone(),
+        );
         AppState(Arc::new(Inner {
             store,
             hub: Hub::default(),
@@ -75,7 +80,13 @@ impl AppState {
             repository_turns: Default::default(),
             alerts: Default::default(),
             notifier: crate::notify::Notifier::new(),
+            downloads,
         }))
+    }
+
+    /// The agent binaries this server hands out.
+    pub(crate) fn downloads(&self) -> &crate::downloads::AgentDownloads {
+        &self.0.downloads
     }
 
     /// The store.
