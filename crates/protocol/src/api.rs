@@ -75,8 +75,14 @@ pub struct EnrollmentTokenCreated {
     pub token: String,
     /// When it stops working.
     pub expires_at: DateTime<Utc>,
-    /// The line to paste on the new host.
+    /// The line to paste on the new host: `curl -fsSL <server>/install.sh |
+    /// sudo sh -s -- --token … [--name …]` (downloads, enrols and starts
+    /// the agent; docs/install.md).
     pub command: String,
+    /// For a host that already has the binary: `restic-manager agent
+    /// enroll --server … --token … [--name …] [--server-fingerprint …]`.
+    #[serde(default)]
+    pub enroll_command: String,
 }
 
 /// `POST /api/v1/agents/enroll`.

@@ -132,12 +132,14 @@ pub(crate) async fn run(command: AdminCommand) -> anyhow::Result<()> {
                 Some(&Audit::cli()),
             )
             .await?;
-            // The command alone goes on stdout so scripts can capture it.
+            // The one-liner alone goes on stdout so scripts can capture it.
             eprintln!(
-                "Enrolment token (single use, expires {}). On the new host run:",
+                "Enrolment token (single use, expires {}). On the new host run (as root):",
                 created.expires_at.to_rfc3339()
             );
             println!("{}", created.command);
+            eprintln!("Or, where restic-manager is already installed:");
+            eprintln!("{}", created.enroll_command);
         }
         AdminCommand::BackupDb(args) => backup_db(&args).await?,
         AdminCommand::ResetSealedSecrets(args) => reset_sealed_secrets(&args).await?,

@@ -106,6 +106,13 @@ async fn an_enrolment_token_enrols_exactly_one_host() {
     assert_eq!(
         created.command,
         format!(
+            "curl -fsSL {}/install.sh | sudo sh -s -- --token {} --name 'web 01'",
+            server.url, created.token
+        )
+    );
+    assert_eq!(
+        created.enroll_command,
+        format!(
             "restic-manager agent enroll --server {} --token {} --name 'web 01'",
             server.url, created.token
         )

@@ -382,12 +382,21 @@ async fn an_enrolment_token_made_offline_enrols_a_host() {
     )
     .await;
     assert!(out.status.success(), "{}", text(&out.stderr));
+    // stdout: the one-liner alone; stderr: also the enrol-only line.
     let command = text(&out.stdout).trim().to_owned();
     let prefix = format!(
-        "restic-manager agent enroll --server {} --token ",
+        "curl -fsSL {}/install.sh | sudo sh -s -- --token ",
         server.url
     );
     assert!(command.starts_with(&prefix), "{command}");
+    assert!(
+        text(&out.stderr).contains(&format!(
+            "restic-manager agent enroll --server {} --token ",
+            server.url
+        )),
+        "{}",
+        text(&out.stderr)
+    );
     let token = command[prefix.len()..].split_whitespace().next().unwrap();
     let enrolled = server
         .anonymous()

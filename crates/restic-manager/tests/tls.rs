@@ -71,16 +71,24 @@ async fn an_agent_enrols_over_https_with_a_ca_certificate_and_connects_over_wss(
         .await
         .unwrap();
     assert!(
-        created.command.ends_with(&format!(
+        created.enroll_command.ends_with(&format!(
             "--name web --server-fingerprint {}",
             cert.fingerprint
         )),
         "{}",
-        created.command
+        created.enroll_command
     );
     assert!(created
-        .command
+        .enroll_command
         .contains(&format!("--server {}", server.url)));
+    // The one-liner fetches the installer, which carries the fingerprint.
+    assert_eq!(
+        created.command,
+        format!(
+            "curl -fsSL {}/install.sh | sudo sh -s -- --token {} --name web",
+            server.url, created.token
+        )
+    );
 
     let agent = server
         .enrolled_agent_with(

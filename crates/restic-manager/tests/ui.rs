@@ -238,8 +238,12 @@ async fn an_operator_logs_in_backs_up_from_the_host_page_and_edits_schedules() {
     browser.fill("#enroll-name", "db-02").await.unwrap();
     browser.click("#enroll-create").await.unwrap();
     browser
+        .wait_for_text("#enroll-command", "/install.sh | sudo sh -s --", WAIT)
+        .await
+        .unwrap();
+    browser
         .wait_for_text(
-            "#enroll-command",
+            "#enroll-only-command",
             "restic-manager agent enroll --server",
             WAIT,
         )

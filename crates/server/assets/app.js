@@ -141,6 +141,7 @@ function after(then, result, source) {
   if (then === "bulk" && result) { showBulk(result); return; }
   if (then === "show-command" && result && result.command) {
     document.getElementById("enroll-command").textContent = result.command;
+    document.getElementById("enroll-only-command").textContent = result.enroll_command;
     document.getElementById("enroll-expires").textContent = utc(result.expires_at);
     document.getElementById("enroll-result").hidden = false;
     return;

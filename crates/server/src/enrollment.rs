@@ -130,7 +130,8 @@ pub async fn issue_token(
     store
         .create_enrollment_token(&record, entry.as_ref())
         .await?;
-    let command = enroll_command(
+    let command = install_command(&server.public_url, &issued.token, name.as_deref());
+    let enroll_command = enroll_command(
         &server.public_url,
         &issued.token,
         name.as_deref(),
@@ -141,6 +142,7 @@ pub async fn issue_token(
         token: issued.token,
         expires_at: record.expires_at,
         command,
+        enroll_command,
     })
 }
 
@@ -210,7 +212,24 @@ pub async fn enroll(
     })
 }
 
-/// The line an operator pastes on the new host.
+/// The line an operator pastes on the new host (DESIGN §8): the installer
+/// fetched from this server, which downloads the agent, enrols and starts
+/// it. The token's labels come with the token, so they are not repeated;
+/// the installer pins the TLS fingerprint itself, from the script.
+fn install_command(public_url: &str, token: &str, name: Option<&str>) -> String {
+    let mut command = format!(
+        "curl -fsSL {} | sudo sh -s -- --token {}",
+        shell_quote(&format!("{public_url}/install.sh")),
+        shell_quote(token)
+    );
+    if let Some(name) = name {
+        command.push_str(" --name ");
+        command.push_str(&shell_quote(name));
+    }
+    command
+}
+
+/// The line for a host that already has the binary: enrol only.
 fn enroll_command(
     public_url: &str,
     token: &str,
@@ -257,6 +276,18 @@ mod tests {
         assert_eq!(shell_quote("it's"), r"'it'\''s'");
         assert_eq!(shell_quote(""), "''");
         assert_eq!(shell_quote("$(rm -rf /)"), "'$(rm -rf /)'");
+    }
+
+    #[test]
+    fn the_one_liner_fetches_the_installer_and_quotes_what_needs_it() {
+        assert_eq!(
+            install_command("http://s:8080", "rme.X.Y", Some("web 01")),
+            "curl -fsSL http://s:8080/install.sh | sudo sh -s -- --token rme.X.Y --name 'web 01'"
+        );
+        assert_eq!(
+            install_command("https://s:8443/rm", "rme.X.Y", None),
+            "curl -fsSL https://s:8443/rm/install.sh | sudo sh -s -- --token rme.X.Y"
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The agent binaries this server hands out, for the installer
 //! (`/install.sh`) and for agent upgrades: `GET /download/agent/SHA256SUMS`
-//! and `GET /download/agent/linux-<arch>`.
+//! and `GET /download/agent/linux-<arch>`; and the installer that fetches
+//! them, `GET /install.sh` ([`install`]).
 //!
 //! The server's own platform is served from its own binary (or
 //! [`ServerConfig::agent_binary`](crate::ServerConfig::agent_binary)); other
@@ -22,6 +23,8 @@ use axum::Router;
 use sha2::{Digest, Sha256};
 
 use crate::state::AppState;
+
+pub mod install;
 
 /// What went wrong reading an agent binary.
 #[derive(Debug, thiserror::Error)]
@@ -223,6 +226,7 @@ pub(crate) fn router() -> Router<AppState> {
     Router::new()
         .route("/download/agent/SHA256SUMS", get(sums))
         .route("/download/agent/{platform}", get(binary))
+        .route("/install.sh", get(install::script))
 }
 
 async fn sums(State(state): State<AppState>) -> Response {
