@@ -19,7 +19,7 @@ pub(crate) enum Command {
     ///
     /// On first start, with no users yet, it creates the user `admin` with
     /// the password in RM_ADMIN_PASSWORD, or prints a generated one once.
-    Server(ServerArgs),
+    Server(ServerCommand),
     /// Run or enrol the agent on a host to be backed up.
     #[command(subcommand)]
     Agent(AgentCommand),
@@ -34,6 +34,81 @@ pub(crate) enum Command {
     /// passwordless sudo); otherwise says how. Running it again reuses what
     /// the first run made.
     Quickstart(QuickstartArgs),
+    /// Print the shell completion script for SHELL to standard output,
+    /// e.g. `restic-manager completions bash > /etc/bash_completion.d/restic-manager`.
+    Completions(CompletionsArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CompletionsArgs {
+    /// The shell: bash, zsh, fish, elvish or powershell.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// `server [FLAGS]` runs the server; `server install-service` writes its
+/// systemd unit.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub(crate) struct ServerCommand {
+    #[command(subcommand)]
+    pub action: Option<ServerAction>,
+    #[command(flatten)]
+    pub args: ServerArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ServerAction {
+    /// Write the systemd unit restic-manager-server.service running this
+    /// binary as `server` with these flags (its own dynamic user, data dir
+    /// under /var/lib, hardened), then enable and start it.
+    InstallService(ServerServiceArgs),
+}
+
+/// Where systemd units go by default.
+const DEFAULT_UNIT_DIR: &str = "/etc/systemd/system";
+
+#[derive(Debug, Args)]
+pub(crate) struct ServerServiceArgs {
+    /// Write the unit into this folder.
+    #[arg(long, default_value = DEFAULT_UNIT_DIR)]
+    pub unit_dir: PathBuf,
+    /// Only write the unit: no daemon-reload, enable or start.
+    #[arg(long)]
+    pub no_start: bool,
+    /// The server's data dir (under /var/lib: systemd's StateDirectory,
+    /// owned by the service's own user).
+    #[arg(long, default_value = "/var/lib/restic-manager/server")]
+    pub data_dir: PathBuf,
+    /// Address the server listens on.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    /// URL agents and browsers use to reach the server.
+    #[arg(long)]
+    pub public_url: Option<String>,
+    /// A folder of `linux-<arch>` agent binaries to offer besides this one.
+    #[arg(long, value_name = "DIR")]
+    pub agent_binaries: Option<PathBuf>,
+    /// Serve HTTPS with this PEM certificate chain (handed to the service
+    /// as a systemd credential); needs --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AgentServiceArgs {
+    /// Write the unit into this folder.
+    #[arg(long, default_value = DEFAULT_UNIT_DIR)]
+    pub unit_dir: PathBuf,
+    /// The state directory the agent runs with (`agent run --state-dir`).
+    #[arg(long, env = "RM_STATE_DIR", default_value = DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+    /// Only write the unit: no daemon-reload, enable or start.
+    #[arg(long)]
+    pub no_start: bool,
 }
 
 #[derive(Debug, Args)]
@@ -144,6 +219,10 @@ pub(crate) enum AgentCommand {
     /// Connect to the server and work until stopped (SIGTERM/SIGINT);
     /// reconnects with jittered backoff when the server is away.
     Run(RunArgs),
+    /// Write the systemd unit restic-manager-agent.service running this
+    /// binary as `agent run --state-dir DIR`, then enable and start it
+    /// (restarting it when it already runs, so a new binary takes over).
+    InstallService(AgentServiceArgs),
 }
 
 /// Default location of the agent's state.
@@ -360,4 +439,20 @@ pub(crate) struct ApiTokenArgs {
     pub ttl_days: Option<u32>,
     #[command(flatten)]
     pub store: StoreArgs,
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_installer_defaults_to_the_agents_state_dir() {
+        assert_eq!(
+            super::DEFAULT_STATE_DIR,
+            rm_server::downloads::install::DEFAULT_AGENT_STATE_DIR
+        );
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        <super::Cli as clap::CommandFactory>::command().debug_assert();
+    }
 }

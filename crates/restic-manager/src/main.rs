@@ -9,6 +9,7 @@ mod admin;
 mod cli;
 mod quickstart;
 mod server;
+mod service;
 mod storage;
 
 use std::process::ExitCode;
@@ -16,7 +17,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{AgentCommand, Cli, Command};
+use crate::cli::{AgentCommand, Cli, Command, ServerAction};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -39,7 +40,24 @@ fn main() -> ExitCode {
 
 async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Server(args) => server::run(args).await,
+        Command::Server(server) => match server.action {
+            Some(ServerAction::InstallService(args)) => service::install_server(&args),
+            None => server::run(server.args).await,
+        },
+        Command::Agent(AgentCommand::InstallService(args)) => service::install_agent(&args),
+        Command::Completions(args) => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            // Into memory first: clap_complete panics on a failed write
+            // (`| head`), this reports it.
+            let mut script = Vec::new();
+            clap_complete::generate(args.shell, &mut command, "restic-manager", &mut script);
+            match std::io::Write::write_all(&mut std::io::stdout(), &script) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    Err(anyhow::Error::new(e).context("could not write the completions"))
+                }
+                _ => Ok(()),
+            }
+        }
         Command::Agent(AgentCommand::Enroll(args)) => {
             let enrolled = rm_agent::enroll(rm_agent::EnrollOptions {
                 server_url: args.server,
