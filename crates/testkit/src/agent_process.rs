@@ -63,6 +63,25 @@ impl AgentProcess {
         })
     }
 
+    /// Starts an agent from a whole command line as given, e.g. a systemd
+    /// unit's `ExecStart=` split into words, with extra environment.
+    pub fn spawn_command_line(
+        argv: &[String],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<AgentProcess> {
+        let Some((program, args)) = argv.split_first() else {
+            anyhow::bail!("an empty command line");
+        };
+        let mut command = Command::new(program);
+        command
+            .args(args)
+            .env("RM_LOG", "info")
+            .envs(env.iter().copied());
+        Ok(AgentProcess {
+            child: LoggedChild::spawn("the agent", command)?,
+        })
+    }
+
     /// Everything the agent printed so far.
     pub fn log(&self) -> String {
         self.child.log()

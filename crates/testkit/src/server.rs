@@ -56,9 +56,16 @@ impl TestServer {
     /// Starts a server serving HTTPS/WSS with a fresh self-signed
     /// certificate for 127.0.0.1 and localhost ([`TestServer::tls_cert`]).
     pub async fn start_tls() -> anyhow::Result<TestServer> {
+        TestServer::start_tls_with(|_| {}).await
+    }
+
+    /// [`TestServer::start_tls`] after `configure` adjusts its settings.
+    pub async fn start_tls_with(
+        configure: impl FnOnce(&mut ServerConfig),
+    ) -> anyhow::Result<TestServer> {
         let cert = TestCert::generate()?;
         let identity = TlsIdentity::load(&cert.cert_path, &cert.key_path)?;
-        TestServer::start_configured(Some(Arc::new(TestTls { cert, identity })), |_| {}).await
+        TestServer::start_configured(Some(Arc::new(TestTls { cert, identity })), configure).await
     }
 
     async fn start_configured(
