@@ -33,6 +33,8 @@ pub struct EnrollOptions {
     pub name: Option<String>,
     /// Where to write `agent.json`.
     pub state_dir: PathBuf,
+    /// Labels to ask for besides the token's (checked by the server).
+    pub labels: std::collections::BTreeMap<String, String>,
     /// Replace an existing enrolment.
     pub force: bool,
     /// How to trust an https:// server; saved for `run`.
@@ -45,6 +47,7 @@ impl std::fmt::Debug for EnrollOptions {
             .field("server_url", &self.server_url)
             .field("token", &"<redacted>")
             .field("name", &self.name)
+            .field("labels", &self.labels)
             .field("state_dir", &self.state_dir)
             .field("force", &self.force)
             .field("trust", &self.trust)
@@ -92,6 +95,7 @@ pub async fn enroll(opts: EnrollOptions) -> Result<Enrolled, AgentError> {
         token: token.to_owned(),
         name,
         hostname: crate::hostname(),
+        labels: opts.labels.clone(),
     };
     // The operator's local opt-in outlives a new enrolment.
     let allow_restore_to_system_paths = dir
@@ -235,6 +239,7 @@ mod tests {
             server_url: "http://x".into(),
             token: "rme_secret".into(),
             name: None,
+            labels: Default::default(),
             state_dir: PathBuf::from("/tmp/x"),
             force: false,
             trust: TrustOptions::default(),

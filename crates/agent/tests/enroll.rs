@@ -82,6 +82,7 @@ fn options(server_url: &str, state_dir: &Path) -> EnrollOptions {
         server_url: server_url.to_owned(),
         token: "rme_enrol_token".to_owned(),
         name: Some("web-1".to_owned()),
+        labels: Default::default(),
         state_dir: state_dir.to_path_buf(),
         force: false,
         trust: Default::default(),

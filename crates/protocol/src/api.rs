@@ -95,6 +95,12 @@ pub struct EnrollRequest {
     pub name: Option<String>,
     /// The machine's host name.
     pub hostname: String,
+    /// Labels the host gets besides its token's (`agent enroll --labels`,
+    /// the installer's `--labels`); a key the token sets must keep the
+    /// token's value. Left out when empty, so older servers see the
+    /// request they know.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 impl std::fmt::Debug for EnrollRequest {
@@ -103,6 +109,7 @@ impl std::fmt::Debug for EnrollRequest {
             .field("token", &"<redacted>")
             .field("name", &self.name)
             .field("hostname", &self.hostname)
+            .field("labels", &self.labels)
             .finish()
     }
 }

@@ -762,6 +762,7 @@ fn api_debug_output_hides_passwords_and_tokens() {
         token: "rme.01J0BF00000000000000000000.enrol-secret-part".into(),
         name: Some("web".into()),
         hostname: "web-01".into(),
+        labels: Default::default(),
     };
     let debug = format!("{enroll:?}");
     assert!(!debug.contains("enrol-secret-part"), "{debug}");

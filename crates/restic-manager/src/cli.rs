@@ -240,6 +240,10 @@ pub(crate) struct EnrollArgs {
     /// the host name).
     #[arg(long, env = "RM_NAME")]
     pub name: Option<String>,
+    /// Labels this host gets besides its enrolment token's
+    /// (`env=prod,role=web`); a key the token sets keeps the token's value.
+    #[arg(long, env = "RM_LABELS", default_value = "")]
+    pub labels: String,
     /// Where the agent keeps its token and state.
     #[arg(long, env = "RM_STATE_DIR", default_value = DEFAULT_STATE_DIR)]
     pub state_dir: PathBuf,

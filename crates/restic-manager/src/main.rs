@@ -63,6 +63,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 server_url: args.server,
                 token: args.token,
                 name: args.name,
+                labels: rm_core::Labels::parse_pairs("--labels", &args.labels)?
+                    .as_map()
+                    .clone(),
                 state_dir: args.state_dir.clone(),
                 force: args.force,
                 trust: args.trust.into(),

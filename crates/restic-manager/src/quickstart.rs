@@ -170,6 +170,7 @@ async fn enrol_this_machine(
             server_url: url.to_owned(),
             token: created.token,
             name: Some(hostname.clone()),
+            labels: Default::default(),
             state_dir: agent_dir.to_path_buf(),
             force: false,
             trust: rm_agent::TrustOptions::default(),

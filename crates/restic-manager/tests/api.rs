@@ -158,6 +158,49 @@ async fn an_enrolment_token_enrols_exactly_one_host() {
 }
 
 #[tokio::test]
+async fn an_enrolling_host_may_add_labels_but_not_change_the_tokens() {
+    let server = TestServer::start().await.unwrap();
+    let admin = server.admin().await.unwrap();
+    let created = admin
+        .create_token_with_labels(&[("env", "prod")])
+        .await
+        .unwrap();
+    let anon = server.anonymous();
+    for (labels, says) in [
+        (
+            json!({"env": "dev"}),
+            "`labels.env` is `prod` by the enrolment token",
+        ),
+        (json!({"Bad Key": "x"}), "labels"),
+    ] {
+        let (status, body) = anon
+            .post(
+                "/api/v1/agents/enroll",
+                json!({"token": created.token, "hostname": "h", "labels": labels}),
+            )
+            .await
+            .unwrap();
+        assert_eq!(status, 400, "{body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(says), "{message}");
+    }
+    // Refusals spent nothing: the token still enrols, with both labels.
+    let (status, body) = anon
+        .post(
+            "/api/v1/agents/enroll",
+            json!({"token": created.token, "hostname": "h", "labels": {"env": "prod", "role": "db"}}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{body}");
+    let host = admin.host(body["host_id"].as_str().unwrap()).await.unwrap();
+    assert_eq!(
+        serde_json::to_value(&host.labels).unwrap(),
+        json!({"env": "prod", "role": "db"})
+    );
+}
+
+#[tokio::test]
 async fn expired_and_forged_enrolment_tokens_are_refused_alike() {
     let server = TestServer::start().await.unwrap();
     let issued = IssuedToken::generate(TokenKind::Enrollment).unwrap();

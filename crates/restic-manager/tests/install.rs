@@ -185,6 +185,8 @@ async fn the_installer_enrols_and_starts_an_agent_and_run_again_upgrades_in_plac
         format!("--token={}", created.token),
         String::from("--name"),
         String::from("web 07"),
+        String::from("--labels"),
+        String::from("role=web"),
     ]);
     let script = fetch_script(&server.anonymous()).await;
 
@@ -224,14 +226,17 @@ async fn the_installer_enrols_and_starts_an_agent_and_run_again_upgrades_in_plac
         ]
     );
 
-    // Enrolled with the name given and the token's labels.
+    // Enrolled with the name given, the token's labels and those given.
     let hosts = admin.hosts().await.unwrap();
     assert_eq!(hosts.len(), 1, "{hosts:?}");
     let host = &hosts[0];
     assert_eq!(host.name, "web 07");
     assert_eq!(
         host.labels,
-        BTreeMap::from([(String::from("env"), String::from("test"))])
+        BTreeMap::from([
+            (String::from("env"), String::from("test")),
+            (String::from("role"), String::from("web"))
+        ])
     );
 
     // What systemd would start comes online.

@@ -161,6 +161,8 @@ pub async fn enroll(
         .as_deref()
         .map(|n| validate_label("name", n, MAX_NAME_CHARS))
         .transpose()?;
+    let requested_labels = Labels::parse("labels", req.labels.clone())
+        .map_err(|e| EnrollmentError::Invalid(e.to_string()))?;
     let presented = PresentedToken::parse_as(req.token.trim(), TokenKind::Enrollment)
         .map_err(|_| EnrollmentError::TokenUnusable)?;
     let now = Utc::now();
@@ -171,12 +173,18 @@ pub async fn enroll(
         .ok_or(EnrollmentError::TokenUnusable)?;
 
     let token_name = stored.name.clone();
+    let labels = if requested_labels.is_empty() {
+        None
+    } else {
+        Some(merge_labels(&stored.labels, &requested_labels)?)
+    };
     let host = NewHost {
         id: HostId::new(),
         name: requested_name
             .or(stored.name)
             .unwrap_or_else(|| hostname.clone()),
         hostname,
+        labels,
     };
     let entry = from.map(|client| {
         let actor = AuditActor {
@@ -210,6 +218,26 @@ pub async fn enroll(
         host_id: host.id.to_string(),
         agent_token: issued.token,
     })
+}
+
+/// The token's labels and those the enrolling host asks for: the token's
+/// are what the operator decided, so a requested key may add to them but
+/// never change one (`400` naming `labels.<key>`).
+fn merge_labels(token: &Labels, requested: &Labels) -> Result<Labels, EnrollmentError> {
+    let mut merged = token.as_map().clone();
+    for (key, value) in requested.as_map() {
+        match token.get(key) {
+            Some(set) if set != value => {
+                return Err(EnrollmentError::Invalid(format!(
+                    "`labels.{key}` is `{set}` by the enrolment token and cannot be changed at enrolment"
+                )))
+            }
+            _ => {
+                merged.insert(key.clone(), value.clone());
+            }
+        }
+    }
+    Labels::parse("labels", merged).map_err(|e| EnrollmentError::Invalid(e.to_string()))
 }
 
 /// The line an operator pastes on the new host (DESIGN §8): the installer
@@ -307,6 +335,18 @@ mod tests {
                 "restic-manager agent enroll --server https://s:8443 --token rme.X.Y \
                  --server-fingerprint {fingerprint}"
             )
+        );
+    }
+
+    #[test]
+    fn requested_labels_add_to_the_tokens_but_never_change_them() {
+        let pairs = |text: &str| Labels::parse_pairs("labels", text).unwrap();
+        let merged = merge_labels(&pairs("env=prod"), &pairs("role=web,env=prod")).unwrap();
+        assert_eq!(merged.to_string(), "env=prod,role=web");
+        let err = merge_labels(&pairs("env=prod"), &pairs("env=dev")).unwrap_err();
+        assert!(
+            err.to_string().starts_with("`labels.env` is `prod`"),
+            "{err}"
         );
     }
 

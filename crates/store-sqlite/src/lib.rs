@@ -1182,16 +1182,17 @@ impl Store for SqliteStore {
             return Err(StoreError::TokenSpent);
         }
 
-        // The host carries the token's labels from the start.
+        // The host carries its labels (by default the token's) from the start.
         sqlx::query(
             "INSERT INTO hosts (id, name, hostname, enrolled_at, online, labels) \
              VALUES (?, ?, ?, ?, 0, \
-             COALESCE((SELECT labels FROM enrollment_tokens WHERE id = ?), '{}'))",
+             COALESCE(?, (SELECT labels FROM enrollment_tokens WHERE id = ?), '{}'))",
         )
         .bind(&host_id)
         .bind(&host.name)
         .bind(&host.hostname)
         .bind(now_ms)
+        .bind(host.labels.as_ref().map(codec::labels_json))
         .bind(token_id.to_string())
         .execute(&mut *tx)
         .await

@@ -33,6 +33,7 @@ async fn host_named(store: &SqliteStore, name: &str) -> HostId {
         id,
         name: name.to_owned(),
         hostname: format!("{name}.example"),
+        labels: None,
     };
     store
         .enroll_host(token.id, t(5), &host, &agent, None)

@@ -100,6 +100,8 @@ pub struct NewHost {
     pub name: String,
     /// The machine's host name.
     pub hostname: String,
+    /// Its labels; `None`: the enrolment token's.
+    pub labels: Option<Labels>,
 }
 
 /// A host (an enrolled machine and its agent).

@@ -282,6 +282,7 @@ impl Api {
             token: token.to_owned(),
             name: name.map(str::to_owned),
             hostname: hostname.to_owned(),
+            labels: Default::default(),
         })?;
         let (status, body) = self.post("/api/v1/agents/enroll", body).await?;
         if status != StatusCode::CREATED {

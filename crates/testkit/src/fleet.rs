@@ -92,6 +92,7 @@ pub async fn enroll_labelled_hosts(
                 token: issued.token,
                 name: None,
                 hostname: format!("{name}.fleet.test"),
+                labels: Default::default(),
             },
             None,
         )

@@ -39,6 +39,7 @@ pub async fn enrol_host(
         id,
         name: name.to_owned(),
         hostname: name.to_owned(),
+        labels: None,
     };
     let agent = AgentToken {
         id: TokenId::new(),

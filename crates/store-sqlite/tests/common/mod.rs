@@ -60,6 +60,7 @@ pub fn new_host() -> (NewHost, AgentToken) {
         id,
         name: "web-1".to_owned(),
         hostname: "web-1.example".to_owned(),
+        labels: None,
     };
     let token = AgentToken {
         id: TokenId::new(),
