@@ -19,7 +19,7 @@ pub(crate) enum Command {
     ///
     /// On first start, with no users yet, it creates the user `admin` with
     /// the password in RM_ADMIN_PASSWORD, or prints a generated one once.
-    Server(ServerCommand),
+    Server(Box<ServerCommand>),
     /// Run or enrol the agent on a host to be backed up.
     #[command(subcommand)]
     Agent(AgentCommand),

@@ -17,7 +17,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{AgentCommand, Cli, Command, ServerAction};
+use crate::cli::{AgentCommand, Cli, Command, ServerAction, ServerCommand};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -40,10 +40,13 @@ fn main() -> ExitCode {
 
 async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Server(server) => match server.action {
-            Some(ServerAction::InstallService(args)) => service::install_server(&args),
-            None => server::run(server.args).await,
-        },
+        Command::Server(server) => {
+            let ServerCommand { action, args } = *server;
+            match action {
+                Some(ServerAction::InstallService(service)) => service::install_server(&service),
+                None => server::run(args).await,
+            }
+        }
         Command::Agent(AgentCommand::InstallService(args)) => service::install_agent(&args),
         Command::Completions(args) => {
             let mut command = <Cli as clap::CommandFactory>::command();
