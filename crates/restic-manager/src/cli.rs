@@ -71,43 +71,47 @@ const DEFAULT_UNIT_DIR: &str = "/etc/systemd/system";
 #[derive(Debug, Args)]
 pub(crate) struct ServerServiceArgs {
     /// Write the unit into this folder.
-    #[arg(long, default_value = DEFAULT_UNIT_DIR)]
+    #[arg(long, env = "RM_UNIT_DIR", default_value = DEFAULT_UNIT_DIR)]
     pub unit_dir: PathBuf,
     /// Only write the unit: no daemon-reload, enable or start.
-    #[arg(long)]
+    #[arg(long, env = "RM_NO_START")]
     pub no_start: bool,
     /// The server's data dir (under /var/lib: systemd's StateDirectory,
     /// owned by the service's own user).
-    #[arg(long, default_value = "/var/lib/restic-manager/server")]
+    #[arg(
+        long,
+        env = "RM_DATA_DIR",
+        default_value = "/var/lib/restic-manager/server"
+    )]
     pub data_dir: PathBuf,
     /// Address the server listens on.
-    #[arg(long, default_value = "0.0.0.0:8080")]
+    #[arg(long, env = "RM_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
     /// URL agents and browsers use to reach the server.
-    #[arg(long)]
+    #[arg(long, env = "RM_PUBLIC_URL")]
     pub public_url: Option<String>,
     /// A folder of `linux-<arch>` agent binaries to offer besides this one.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, env = "RM_AGENT_BINARIES", value_name = "DIR")]
     pub agent_binaries: Option<PathBuf>,
     /// Serve HTTPS with this PEM certificate chain (handed to the service
     /// as a systemd credential); needs --tls-key.
-    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    #[arg(long, env = "RM_TLS_CERT", value_name = "FILE", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
     /// The PEM private key of --tls-cert.
-    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    #[arg(long, env = "RM_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
 pub(crate) struct AgentServiceArgs {
     /// Write the unit into this folder.
-    #[arg(long, default_value = DEFAULT_UNIT_DIR)]
+    #[arg(long, env = "RM_UNIT_DIR", default_value = DEFAULT_UNIT_DIR)]
     pub unit_dir: PathBuf,
     /// The state directory the agent runs with (`agent run --state-dir`).
     #[arg(long, env = "RM_STATE_DIR", default_value = DEFAULT_STATE_DIR)]
     pub state_dir: PathBuf,
     /// Only write the unit: no daemon-reload, enable or start.
-    #[arg(long)]
+    #[arg(long, env = "RM_NO_START")]
     pub no_start: bool,
 }
 
