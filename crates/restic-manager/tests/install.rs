@@ -501,6 +501,10 @@ async fn a_dry_run_downloads_and_checks_but_changes_nothing() {
         assert!(stdout.contains(&step), "{step} not in\n{stdout}");
     }
     assert!(!stdout.contains(&created.token), "{stdout}");
+    assert!(
+        !stdout.contains(&format!("installed {}", root.installed().display())),
+        "{stdout}"
+    );
     root.assert_untouched();
     assert!(admin.hosts().await.unwrap().is_empty());
 }

@@ -237,7 +237,7 @@ run mkdir -p "$PREFIX/bin"
 run cp "$TMP/restic-manager" "$BIN.new"
 run chmod 0755 "$BIN.new"
 run mv -f "$BIN.new" "$BIN"
-say "installed $BIN"
+[ "$DRY_RUN" = 1 ] || say "installed $BIN"
 
 if [ "$ENROLLED" = 0 ]; then
     set -- agent enroll "--server=$SERVER_URL" "--state-dir=$STATE_DIR"
