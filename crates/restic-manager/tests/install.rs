@@ -643,3 +643,39 @@ async fn the_units_pass_systemd_analyze_verify() {
         "{agent}"
     );
 }
+
+#[tokio::test]
+async fn version_and_completions() {
+    let out = Command::new(BIN).arg("--version").output().await.unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(
+        text(&out.stdout),
+        format!("restic-manager {}\n", env!("CARGO_PKG_VERSION"))
+    );
+    for (shell, marker) in [
+        ("bash", "complete -F _restic__manager"),
+        ("zsh", "#compdef restic-manager"),
+        ("fish", "complete -c restic-manager"),
+    ] {
+        let out = Command::new(BIN)
+            .args(["completions", shell])
+            .output()
+            .await
+            .unwrap();
+        assert!(out.status.success(), "{shell}: {}", describe(&out));
+        let script = text(&out.stdout);
+        assert!(script.contains(marker), "{shell}: {script}");
+        assert!(script.contains("install-service"), "{shell}");
+    }
+    let out = Command::new(BIN)
+        .args(["completions", "tcsh"])
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("invalid value 'tcsh'"),
+        "{}",
+        describe(&out)
+    );
+}
