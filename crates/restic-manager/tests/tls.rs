@@ -382,11 +382,18 @@ async fn the_server_binary_serves_https_and_prints_its_fingerprint() {
         .await
         .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
+    // stdout: the one-liner; stderr: the enrol-only line, pinned.
     let command = text(&out.stdout);
     assert!(
-        command.contains("--server https://127.0.0.1:8080")
-            && command.contains(&format!("--server-fingerprint {}", cert.fingerprint)),
+        command
+            .starts_with("curl -fsSL https://127.0.0.1:8080/install.sh | sudo sh -s -- --token "),
         "{command}"
+    );
+    let enroll = text(&out.stderr);
+    assert!(
+        enroll.contains("--server https://127.0.0.1:8080")
+            && enroll.contains(&format!("--server-fingerprint {}", cert.fingerprint)),
+        "{enroll}"
     );
     child.start_kill().unwrap();
 }
