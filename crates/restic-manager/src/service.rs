@@ -112,10 +112,26 @@ pub(crate) struct ServerUnit<'a> {
     pub tls: Option<(&'a Path, &'a Path)>,
 }
 
+/// Folders `ProtectHome=yes` hides from the server.
+const HIDDEN_HOMES: &[&str] = &["/home", "/root", "/run/user"];
+
+/// Refuses a path the server's sandbox would hide, naming `field`.
+fn visible_to_server(field: &str, path: &Path) -> anyhow::Result<()> {
+    if let Some(home) = HIDDEN_HOMES.iter().find(|home| path.starts_with(home)) {
+        bail!(
+            "{field} {} is under {home}, which the server's unit hides (ProtectHome=yes); \
+             put it elsewhere (the binary in /usr/local/bin, say) and run this again",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
 /// The server's unit: its own dynamic user, a read-only system but for its
 /// data dir, no capabilities (but binding a port below 1024 when asked).
 pub(crate) fn server_unit(unit: &ServerUnit<'_>) -> anyhow::Result<String> {
     let exe = absolute_path("the binary", unit.exe)?;
+    visible_to_server("the binary", &exe)?;
     let data_dir = absolute_path("--data-dir", unit.data_dir)?;
     let state_directory = data_dir
         .strip_prefix("/var/lib")
@@ -143,6 +159,7 @@ pub(crate) fn server_unit(unit: &ServerUnit<'_>) -> anyhow::Result<String> {
     let mut credentials = String::new();
     if let Some(dir) = unit.agent_binaries {
         let dir = absolute_path("--agent-binaries", dir)?;
+        visible_to_server("--agent-binaries", &dir)?;
         exec.push(exec_arg(
             "--agent-binaries",
             &format!("--agent-binaries={}", path_text(&dir)?),
@@ -445,6 +462,30 @@ mod tests {
         assert!(text.contains("LoadCredential=tls-key:/etc/rm/key.pem\n"));
         let low = server("0.0.0.0:443", "/var/lib/rm").unwrap();
         assert_eq!(line(&low, "AmbientCapabilities="), "CAP_NET_BIND_SERVICE");
+    }
+
+    #[test]
+    fn what_the_servers_sandbox_would_hide_is_refused() {
+        let unit = |exe: &'static str, binaries: Option<&'static str>| ServerUnit {
+            exe: Path::new(exe),
+            data_dir: Path::new("/var/lib/rm"),
+            listen: "0.0.0.0:8080".parse().unwrap(),
+            public_url: None,
+            agent_binaries: binaries.map(Path::new),
+            tls: None,
+        };
+        let err = server_unit(&unit("/root/.cargo/bin/restic-manager", None)).unwrap_err();
+        assert!(
+            err.to_string().starts_with("the binary /root/.cargo/bin"),
+            "{err}"
+        );
+        let err =
+            server_unit(&unit("/usr/bin/restic-manager", Some("/home/me/agents"))).unwrap_err();
+        assert!(
+            err.to_string().starts_with("--agent-binaries /home/me"),
+            "{err}"
+        );
+        assert!(server_unit(&unit("/usr/bin/restic-manager", Some("/srv/agents"))).is_ok());
     }
 
     #[test]

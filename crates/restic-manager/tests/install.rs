@@ -605,6 +605,10 @@ async fn the_units_pass_systemd_analyze_verify() {
     };
     let units = tempfile::tempdir().unwrap();
     let unit_dir = format!("--unit-dir={}", units.path().display());
+    // A copy outside any home folder: a build under /root or /home is
+    // refused by `server install-service` (its unit hides those).
+    let bin = units.path().join("restic-manager");
+    std::fs::copy(BIN, &bin).unwrap();
     for args in [
         vec!["agent", "install-service", &unit_dir, "--no-start"],
         vec![
@@ -618,7 +622,7 @@ async fn the_units_pass_systemd_analyze_verify() {
             "--tls-key=/etc/restic-manager/key.pem",
         ],
     ] {
-        let out = Command::new(BIN).args(&args).output().await.unwrap();
+        let out = Command::new(&bin).args(&args).output().await.unwrap();
         assert!(out.status.success(), "{args:?}: {}", describe(&out));
     }
     let agent = units.path().join(UNIT);
@@ -639,7 +643,7 @@ async fn the_units_pass_systemd_analyze_verify() {
     // ExecStart runs this binary (the one install-service was run as).
     let agent = std::fs::read_to_string(&agent).unwrap();
     assert!(
-        agent.contains(&format!("ExecStart={BIN} agent run")),
+        agent.contains(&format!("ExecStart={} agent run", bin.display())),
         "{agent}"
     );
 }
