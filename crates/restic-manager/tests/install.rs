@@ -594,6 +594,23 @@ async fn the_served_script_passes_shellcheck() {
     assert!(out.status.success(), "{}", describe(&out));
 }
 
+/// Runs a binary this process just wrote. A child another test forked in
+/// the meantime may still hold the write handle until it execs (ETXTBSY):
+/// that passes, so it is tried again.
+async fn output_of_fresh_copy(bin: &Path, args: &[&str]) -> Output {
+    const ETXTBSY: i32 = 26;
+    let mut tries = 0;
+    loop {
+        match Command::new(bin).args(args).output().await {
+            Err(e) if e.raw_os_error() == Some(ETXTBSY) && tries < 50 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            result => return result.unwrap(),
+        }
+    }
+}
+
 #[tokio::test]
 async fn the_units_pass_systemd_analyze_verify() {
     let Some(analyze) = ["/usr/bin/systemd-analyze", "/bin/systemd-analyze"]
@@ -622,7 +639,7 @@ async fn the_units_pass_systemd_analyze_verify() {
             "--tls-key=/etc/restic-manager/key.pem",
         ],
     ] {
-        let out = Command::new(&bin).args(&args).output().await.unwrap();
+        let out = output_of_fresh_copy(&bin, &args).await;
         assert!(out.status.success(), "{args:?}: {}", describe(&out));
     }
     let agent = units.path().join(UNIT);
