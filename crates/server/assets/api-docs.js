@@ -107,7 +107,7 @@
     return el("div", { class: "scroll" }, [
       el("table", { class: "params" }, [
         el("thead", {}, [
-          el("tr", {}, ["name", "in", "required", "type", ""].map((h) => el("th", { text: h }))),
+          el("tr", {}, ["name", "in", "required", "type", "description"].map((h) => el("th", { text: h }))),
         ]),
         el("tbody", {}, rows),
       ]),

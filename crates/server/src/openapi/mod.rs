@@ -95,6 +95,10 @@ const ERROR_RESPONSES: &[(&str, &str)] = &[
     ),
 ];
 
+/// The README's "HTTP API" section on the project's page, where the API's
+/// prose lives.
+const README: &str = concat!(env!("CARGO_PKG_REPOSITORY"), "#http-api");
+
 /// The document as generated from the API router's annotations, with the
 /// common parts added; no server URL yet. Built once.
 fn generated() -> &'static OpenApi {
@@ -113,9 +117,8 @@ pub(crate) fn base() -> OpenApi {
          Authenticate with `Authorization: Bearer <token>`: a login session from \
          `POST /auth/login`, or an API token. Errors are `{{\"error\": {{\"code\", \"message\"}}}}` \
          with a fitting status; a 400 names the offending field. The README's \
-         [HTTP API]({}#http-api) section explains each route; `/api/docs` on the server \
-         shows this document.",
-        env!("CARGO_PKG_REPOSITORY")
+         [HTTP API]({README}) section explains each route; `/api/docs` on the server \
+         shows this document."
     );
     let mut components = ComponentsBuilder::new()
         .schema_from::<rm_protocol::api::ApiError>()
@@ -364,6 +367,15 @@ mod tests {
         assert_eq!(doc["openapi"], "3.1.0");
         assert_eq!(doc["info"]["title"], "restic-manager API");
         assert_eq!(doc["info"]["version"], env!("CARGO_PKG_VERSION"));
+        let description = doc["info"]["description"].as_str().unwrap();
+        assert!(
+            description.contains(&format!(
+                "[HTTP API]({}#http-api)",
+                env!("CARGO_PKG_REPOSITORY")
+            )),
+            "{description}"
+        );
+        assert!(!env!("CARGO_PKG_REPOSITORY").is_empty());
         assert_eq!(
             doc["servers"][0]["url"],
             "https://backup.example.net:8443/api/v1"
