@@ -148,8 +148,8 @@ pub(crate) async fn show(
 
 /// Change a host's name, labels or thresholds.
 ///
-/// `PATCH /api/v1/hosts/{id}`: the host's own name, labels or freshness
-/// ([`crate::hosts::patch`]). New labels may change which policy applies:
+/// `PATCH /api/v1/hosts/{id}`: the host's own name, labels, freshness or
+/// offline threshold (`crate::hosts::patch`). New labels may change which policy applies:
 /// it is applied (and the result pushed) before the answer.
 #[utoipa::path(
     patch,

@@ -18,6 +18,6 @@ use crate::state::AppState;
     operation_id = "openapi_document",
     responses((status = 200, description = "The OpenAPI 3.1 document", body = Object)),
 )]
-pub(crate) async fn document(State(state): State<AppState>) -> Json<utoipa::openapi::OpenApi> {
+pub(crate) async fn document(State(state): State<AppState>) -> Json<serde_json::Value> {
     Json(crate::openapi::document(&state.config().public_url))
 }

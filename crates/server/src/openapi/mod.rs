@@ -15,12 +15,13 @@ use axum::http::{header, Method};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use serde_json::Value;
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::tag::TagBuilder;
 use utoipa::openapi::{
     ComponentsBuilder, ContentBuilder, InfoBuilder, OpenApi, OpenApiBuilder, Ref, RefOr,
-    Response as ApiResponse, ResponseBuilder, ServerBuilder,
+    Response as ApiResponse, ResponseBuilder,
 };
 use utoipa::ToSchema;
 
@@ -244,14 +245,80 @@ fn add_common_errors(operation: &mut Operation) {
     add("503", "Unavailable", true);
 }
 
+/// The generated document as JSON, its descriptions made plain Markdown.
+/// Built once.
+fn generated_json() -> &'static Value {
+    static JSON: OnceLock<Value> = OnceLock::new();
+    JSON.get_or_init(|| match serde_json::to_value(generated()) {
+        Ok(mut json) => {
+            plain_descriptions(&mut json);
+            json
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "the OpenAPI document cannot be serialized");
+            Value::Null
+        }
+    })
+}
+
+/// Rust doc comments become the document's descriptions; their intra-doc
+/// links (`` [`HostView`] ``, `` [`crate::params`] ``) point nowhere for
+/// an API client, so they are left as code spans.
+fn plain_descriptions(node: &mut Value) {
+    match node {
+        Value::Object(map) => {
+            for (key, value) in map.iter_mut() {
+                match value {
+                    Value::String(text) if key == "description" || key == "summary" => {
+                        *text = without_doc_links(text);
+                    }
+                    other => plain_descriptions(other),
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(plain_descriptions),
+        _ => {}
+    }
+}
+
+/// `` [`x`] `` → `` `x` `` unless a Markdown link target `(` follows.
+fn without_doc_links(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("[`") {
+        let after = &rest[start + 1..];
+        let Some(end) = after.find("`]") else {
+            break;
+        };
+        let code = &after[..end + 1];
+        let tail = &after[end + 2..];
+        out.push_str(&rest[..start]);
+        if tail.starts_with('(') {
+            out.push('[');
+            out.push_str(code);
+            out.push(']');
+        } else {
+            out.push_str(code);
+        }
+        rest = tail;
+    }
+    out.push_str(rest);
+    out
+}
+
 /// The document as served by a server reachable at `public_url`: its
 /// server URL is `<public_url>/api/v1`, so paths read `/hosts/{id}`.
-pub(crate) fn document(public_url: &str) -> OpenApi {
-    let mut document = generated().clone();
-    document.servers = Some(vec![ServerBuilder::new()
-        .url(format!("{}/api/v1", public_url.trim_end_matches('/')))
-        .description(Some("this server's API"))
-        .build()]);
+pub(crate) fn document(public_url: &str) -> Value {
+    let mut document = generated_json().clone();
+    if let Value::Object(map) = &mut document {
+        map.insert(
+            "servers".to_owned(),
+            serde_json::json!([{
+                "url": format!("{}/api/v1", public_url.trim_end_matches('/')),
+                "description": "this server's API",
+            }]),
+        );
+    }
     document
 }
 
@@ -326,12 +393,28 @@ mod tests {
 
     use std::collections::{BTreeMap, BTreeSet};
 
-    use serde_json::Value;
-
     use super::*;
 
     fn served() -> Value {
-        serde_json::to_value(document("https://backup.example.net:8443/")).unwrap()
+        document("https://backup.example.net:8443/")
+    }
+
+    #[test]
+    fn doc_links_become_code_spans_and_markdown_links_stay() {
+        assert_eq!(
+            without_doc_links("like [`RepositoryConfig`], see [`crate::params`]."),
+            "like `RepositoryConfig`, see `crate::params`."
+        );
+        assert_eq!(
+            without_doc_links("the [`README`](https://x.invalid/#api) and [`a` b"),
+            "the [`README`](https://x.invalid/#api) and [`a` b"
+        );
+        let doc = served();
+        let text = doc.to_string();
+        assert!(
+            !text.contains("[`"),
+            "an intra-doc link is left in the document"
+        );
     }
 
     /// Every `$ref` string anywhere under `node`.
