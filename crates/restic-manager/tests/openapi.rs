@@ -158,20 +158,22 @@ async fn every_documented_operation_is_routed_and_guarded_as_documented() {
     server.stop().await.unwrap();
 }
 
-/// Runs Python 3 with `script` and `args`; the validator comes from PyPI
-/// (`openapi-spec-validator`, which brings `openapi-schema-validator`).
+/// Runs `$RM_TEST_PYTHON` (default `python3`) with `script` and `args`;
+/// the validator comes from PyPI (`openapi-spec-validator`, which brings
+/// `openapi-schema-validator`; scripts/test installs it).
 fn python(script: &str, args: &[&std::path::Path]) -> std::process::Output {
-    let output = std::process::Command::new("python3")
+    let python = std::env::var("RM_TEST_PYTHON").unwrap_or_else(|_| "python3".to_owned());
+    let output = std::process::Command::new(&python)
         .arg("-c")
         .arg(script)
         .args(args)
         .output()
-        .expect("python3 runs (scripts/test installs openapi-spec-validator)");
+        .unwrap_or_else(|e| panic!("running {python}: {e} (scripts/test sets RM_TEST_PYTHON)"));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         !stderr.contains("No module named 'openapi_s"),
-        "the OpenAPI validator is not installed: run scripts/test (it installs it), or \
-         `python3 -m pip install openapi-spec-validator`\n{stderr}"
+        "the OpenAPI validator is not installed for {python}: run scripts/test (it installs \
+         it), or `python3 -m pip install openapi-spec-validator`\n{stderr}"
     );
     output
 }
