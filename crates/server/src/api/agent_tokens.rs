@@ -8,7 +8,6 @@ use rm_core::TokenId;
 use rm_protocol::api::TokenRotationStarted;
 
 use super::hosts::parse_host_id;
-#[allow(unused_imports)] // named by the OpenAPI annotations
 use super::ApiErrorBody;
 use super::{ApiError, ApiPath, Operator};
 use crate::agent_tokens::{self, TokenError};

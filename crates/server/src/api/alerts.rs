@@ -7,7 +7,6 @@ use axum::Json;
 use rm_core::{AlertId, SilenceId};
 use rm_protocol::api::{AlertView, SilenceRequest, SilenceView};
 
-#[allow(unused_imports)] // named by the OpenAPI annotations
 use super::ApiErrorBody;
 use super::{ApiError, ApiJson, ApiPath, ApiQuery, Operator};
 use crate::alerts::{self, AlertError, AlertQuery};

@@ -12,7 +12,6 @@ use axum::http::{Method, StatusCode};
 use axum::Json;
 use rm_protocol::api::{LoginRequest, LoginResponse};
 
-#[allow(unused_imports)] // named by the OpenAPI annotations
 use super::ApiErrorBody;
 use super::{ApiError, ApiJson};
 use crate::agent_ws::bearer_token;

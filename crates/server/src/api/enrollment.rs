@@ -10,7 +10,6 @@ use rm_protocol::api::{
 };
 use serde::Serialize;
 
-#[allow(unused_imports)] // named by the OpenAPI annotations
 use super::ApiErrorBody;
 use super::{ApiError, ApiJson, Operator};
 use crate::audit::{Audit, Client};

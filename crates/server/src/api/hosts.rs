@@ -15,7 +15,6 @@ use crate::hosts::HostError;
 use crate::rpc::RpcError;
 use rm_store::{Host, MAX_HOST_PAGE};
 
-#[allow(unused_imports)] // named by the OpenAPI annotations
 use super::ApiErrorBody;
 use super::{ApiError, ApiJson, ApiPath, ApiQuery, Operator};
 use crate::audit::{Action, Audit, Client, Target};
@@ -149,8 +148,8 @@ pub(crate) async fn show(
 /// Change a host's name, labels or thresholds.
 ///
 /// `PATCH /api/v1/hosts/{id}`: the host's own name, labels, freshness or
-/// offline threshold (`crate::hosts::patch`). New labels may change which policy applies:
-/// it is applied (and the result pushed) before the answer.
+/// offline threshold (`crate::hosts::patch`). New labels may change which
+/// policy applies: it is applied (and the result pushed) before the answer.
 #[utoipa::path(
     patch,
     path = "/hosts/{id}",

@@ -17,7 +17,6 @@ use serde::Deserialize;
 use tokio::sync::{broadcast, mpsc};
 
 use super::hosts::parse_host_id;
-#[allow(unused_imports)] // named by the OpenAPI annotations
 use super::ApiErrorBody;
 use super::{ApiError, ApiJson, ApiPath, ApiQuery, Operator};
 use crate::audit::{Action, Audit, Client, Target};

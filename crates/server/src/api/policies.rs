@@ -7,7 +7,6 @@ use axum::Json;
 use rm_core::PolicyId;
 use rm_protocol::api::{PolicyHostView, PolicyRequest, PolicyView};
 
-#[allow(unused_imports)] // named by the OpenAPI annotations
 use super::ApiErrorBody;
 use super::{ApiError, ApiJson, ApiPath, Operator};
 use crate::audit::{Audit, Client};

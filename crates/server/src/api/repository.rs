@@ -9,7 +9,6 @@ use rm_protocol::api::RepositoryView;
 use rm_protocol::{CopyTarget, RepositoryConfig};
 
 use super::hosts::parse_host_id;
-#[allow(unused_imports)] // named by the OpenAPI annotations
 use super::ApiErrorBody;
 use super::{ApiError, ApiJson, ApiPath, Operator};
 use crate::audit::{Action, Audit, Client, Target};

@@ -10,7 +10,6 @@ use rm_protocol::params::RETENTION_PRESETS;
 use rm_store::ScheduleRecord;
 
 use super::hosts::parse_host_id;
-#[allow(unused_imports)] // named by the OpenAPI annotations
 use super::ApiErrorBody;
 use super::{ApiError, ApiJson, ApiPath, Operator};
 use crate::audit::{Action, Audit, Client, Target};

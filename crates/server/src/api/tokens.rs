@@ -16,7 +16,6 @@ use rm_core::TokenId;
 use rm_store::{ApiToken, StoreError};
 use serde::{Deserialize, Serialize};
 
-#[allow(unused_imports)] // named by the OpenAPI annotations
 use super::ApiErrorBody;
 use super::{ApiError, ApiJson, ApiPath, Operator};
 use crate::audit::{Action, Audit, Client, Target};

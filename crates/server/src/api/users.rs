@@ -17,7 +17,6 @@ use rm_core::UserId;
 use rm_store::User;
 use serde::{Deserialize, Serialize};
 
-#[allow(unused_imports)] // named by the OpenAPI annotations
 use super::ApiErrorBody;
 use super::{ApiError, ApiJson, ApiPath, Operator};
 use crate::audit::{Action, Audit, Client, Target};
