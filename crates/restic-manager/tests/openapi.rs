@@ -5,7 +5,8 @@
 //! says (401 without credentials exactly where the document asks for
 //! them), and every other method on a documented path is 405; it passes
 //! the OpenAPI 3.1 validator from PyPI (`openapi-spec-validator`), and
-//! real answers of the list endpoints match the schemas it gives them; the
+//! real request bodies and answers (every list, the objects made, their
+//! creation answers, an error) match the schemas it gives them; the
 //! viewer page shows the operations in the real headless Chromium and
 //! loads nothing from another host.
 
@@ -187,6 +188,50 @@ validate(doc, cls=OpenAPIV31SpecValidator)
 print("valid", len(doc["paths"]))
 "#;
 
+/// Sends `body` (none for `null`) to `path` as `admin`, and keeps it and
+/// the answer beside the schemas the document gives `method template`'s
+/// body and the answer's status, for the validator.
+async fn send_checked(
+    admin: &Api,
+    doc: &Value,
+    samples: &mut Vec<Value>,
+    method: &str,
+    template: &str,
+    path: &str,
+    body: Value,
+) -> (StatusCode, Value) {
+    let operation = &doc["paths"][template][method];
+    assert!(
+        operation.is_object(),
+        "{method} {template} is not documented"
+    );
+    let what = format!("{} {template}", method.to_uppercase());
+    let body = if body.is_null() {
+        assert!(
+            operation.get("requestBody").is_none(),
+            "{what} documents a body"
+        );
+        None
+    } else {
+        let schema = operation["requestBody"]["content"]["application/json"]["schema"].clone();
+        assert!(!schema.is_null(), "{what} documents no JSON body");
+        samples.push(json!([schema, body, format!("{what} request body")]));
+        Some(body)
+    };
+    let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+    let (status, answer) = admin.send(method, path, body).await.unwrap();
+    let response = &operation["responses"][status.as_str()];
+    assert!(
+        response.is_object(),
+        "{what} answered {status}, which it does not document: {answer}"
+    );
+    let schema = &response["content"]["application/json"]["schema"];
+    if !schema.is_null() {
+        samples.push(json!([schema, answer, format!("{what} {status}")]));
+    }
+    (status, answer)
+}
+
 /// The id of the first alert, once there is one.
 async fn wait_for_alert(admin: &Api) -> String {
     wait_until(WAIT, "a job_failed alert", || async {
@@ -238,22 +283,31 @@ async fn the_document_is_valid_openapi_3_1_and_real_answers_match_its_schemas() 
 
     // Something in every list: a host with labels, a repository and a
     // failed job (so a log and a `job_failed` alert), a policy, a silence,
-    // a channel, an API token, a pending enrolment token.
+    // a channel, an API token, a pending enrolment token. Each request's
+    // body and answer are checked against the document too.
+    let mut samples = Vec::new();
     let (host_id, agent_token) = server.enrolled_host("web-1").await.unwrap();
     let host = format!("/api/v1/hosts/{host_id}");
-    let (status, body) = admin
-        .patch(&host, json!({"labels": {"env": "prod"}}))
-        .await
-        .unwrap();
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let (status, body) = admin
-        .put(
-            &format!("{host}/repository"),
-            json!({"url": "/srv/restic/web-1", "password": "hunter2-repo"}),
-        )
-        .await
-        .unwrap();
-    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let mut write = async |method: &str, template: &str, path: &str, body: Value| {
+        let (status, answer) =
+            send_checked(&admin, &doc, &mut samples, method, template, path, body).await;
+        assert!(status.is_success(), "{method} {path}: {status} {answer}");
+        answer
+    };
+    write(
+        "patch",
+        "/hosts/{id}",
+        &host,
+        json!({"labels": {"env": "prod"}}),
+    )
+    .await;
+    write(
+        "put",
+        "/hosts/{id}/repository",
+        &format!("{host}/repository"),
+        json!({"url": "/srv/restic/web-1", "password": "hunter2-repo"}),
+    )
+    .await;
     let mut agent = RawAgent::connect_and_hello(&server.ws_url(), &agent_token)
         .await
         .unwrap();
@@ -262,14 +316,13 @@ async fn the_document_is_valid_openapi_3_1_and_real_answers_match_its_schemas() 
         .run_to_end(&init.job_id, JobOutcome::Succeeded, &[])
         .await
         .unwrap();
-    let (status, body) = admin
-        .post(
-            &format!("{host}/jobs"),
-            json!({"kind": "backup", "params": {"paths": ["/etc"]}}),
-        )
-        .await
-        .unwrap();
-    assert_eq!(status, StatusCode::CREATED, "{body}");
+    write(
+        "post",
+        "/hosts/{id}/jobs",
+        &format!("{host}/jobs"),
+        json!({"kind": "backup", "params": {"paths": ["/etc"]}}),
+    )
+    .await;
     let backup = agent.next_run().await.unwrap();
     agent
         .run_to_end(
@@ -280,40 +333,55 @@ async fn the_document_is_valid_openapi_3_1_and_real_answers_match_its_schemas() 
         .await
         .unwrap();
     let alert_id = wait_for_alert(&admin).await;
-    admin
-        .create_policy(json!({
+    write(
+        "post",
+        "/policies",
+        "/api/v1/policies",
+        json!({
             "name": "prod",
             "selector": {"env": "prod"},
-            "schedules": [{"kind": "backup", "cron": "0 2 * * *", "params": {"paths": ["/etc"]}}],
-        }))
-        .await
-        .unwrap();
-    let (status, body) = admin
-        .post(
-            "/api/v1/silences",
-            json!({"selector": {"env": "prod"}, "until": "2999-01-01T00:00:00Z", "reason": "maintenance"}),
-        )
-        .await
-        .unwrap();
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    admin
-        .create_channel(json!({
-            "name": "hook",
-            "kind": "webhook",
-            "config": {"url": "http://127.0.0.1:9/hook"},
-        }))
-        .await
-        .unwrap();
-    let (status, body) = admin
-        .post("/api/v1/api-tokens", json!({"name": "ci"}))
-        .await
-        .unwrap();
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    let (status, body) = admin
-        .post("/api/v1/enrollment-tokens", json!({"name": "web-2"}))
-        .await
-        .unwrap();
-    assert_eq!(status, StatusCode::CREATED, "{body}");
+            "priority": 10,
+            "repository": {"url": "/srv/restic/{host}", "env": {}, "copy_to": {"url": "/srv/copy/{host}"}},
+            "schedules": [{"kind": "backup", "cron": "0 2 * * *", "params": {"paths": ["/etc"]}, "jitter_seconds": 60}],
+            "freshness_seconds": 93600,
+        }),
+    )
+    .await;
+    write(
+        "post",
+        "/silences",
+        "/api/v1/silences",
+        json!({"selector": {"env": "prod"}, "until": "2999-01-01T00:00:00Z", "reason": "maintenance"}),
+    )
+    .await;
+    write(
+        "post",
+        "/notification-channels",
+        "/api/v1/notification-channels",
+        json!({"name": "hook", "kind": "webhook", "config": {"url": "http://127.0.0.1:9/hook"}, "kinds": ["job_failed"]}),
+    )
+    .await;
+    write(
+        "post",
+        "/api-tokens",
+        "/api/v1/api-tokens",
+        json!({"name": "ci", "ttl_days": 30}),
+    )
+    .await;
+    write(
+        "post",
+        "/enrollment-tokens",
+        "/api/v1/enrollment-tokens",
+        json!({"name": "web-2", "ttl_seconds": 600, "labels": {"env": "prod"}}),
+    )
+    .await;
+    write(
+        "post",
+        "/alerts/{id}/ack",
+        &format!("/api/v1/alerts/{alert_id}/ack"),
+        Value::Null,
+    )
+    .await;
 
     // The answer of every GET that needs no id, and of those that do for
     // the objects above, against the schema the document gives its 200.
@@ -340,7 +408,6 @@ async fn the_document_is_valid_openapi_3_1_and_real_answers_match_its_schemas() 
     ] {
         gets.push((template.to_owned(), template.replace("{id}", id)));
     }
-    let mut samples = Vec::new();
     let mut empty = Vec::new();
     for (template, path) in &gets {
         let schema = doc["paths"][template]["get"]["responses"]["200"]["content"]
@@ -372,7 +439,7 @@ async fn the_document_is_valid_openapi_3_1_and_real_answers_match_its_schemas() 
         answer,
         "GET /hosts/{id} 404"
     ]));
-    assert!(samples.len() >= 15, "only {} samples", samples.len());
+    assert!(samples.len() >= 35, "only {} samples", samples.len());
     let samples_file = dir.path().join("samples.json");
     std::fs::write(&samples_file, serde_json::to_vec(&samples).unwrap()).unwrap();
     let output = python(VALIDATE_SAMPLES, &[&doc_file, &samples_file]);
