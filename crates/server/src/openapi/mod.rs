@@ -27,14 +27,16 @@ use utoipa::ToSchema;
 
 use crate::state::AppState;
 
-/// The security scheme of `Authorization: Bearer` (a login session's token
-/// or an API token).
-pub(crate) const BEARER: &str = "bearer";
+// The security schemes' names. The handlers' annotations spell them as
+// literals (the macro takes no constants): a unit test below checks every
+// operation names exactly these.
+/// `Authorization: Bearer` (a login session's token or an API token).
+const BEARER: &str = "bearer";
 /// The web UI's session cookie.
-pub(crate) const SESSION: &str = "session";
+const SESSION: &str = "session";
 /// The web UI's CSRF header, needed with the cookie by every request that
 /// changes something.
-pub(crate) const CSRF: &str = "csrf";
+const CSRF: &str = "csrf";
 
 /// The tags operations are grouped by, in the viewer's order.
 const TAGS: &[(&str, &str)] = &[
