@@ -10,6 +10,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 /// Every API error: `{"error": {"code", "message"}}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApiError {
     /// The error.
     pub error: ApiErrorDetail,
@@ -17,6 +18,7 @@ pub struct ApiError {
 
 /// The inside of an [`ApiError`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApiErrorDetail {
     /// Stable machine-readable code (`bad_request`, `unauthorized`, `not_found`, …).
     pub code: String,
@@ -26,6 +28,7 @@ pub struct ApiErrorDetail {
 
 /// `POST /api/v1/auth/login`.
 #[derive(Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LoginRequest {
     /// The user name.
     pub username: String,
@@ -44,6 +47,7 @@ impl std::fmt::Debug for LoginRequest {
 
 /// A bearer token and when it stops working.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LoginResponse {
     /// Send as `Authorization: Bearer <token>`.
     pub token: String,
@@ -53,6 +57,7 @@ pub struct LoginResponse {
 
 /// `POST /api/v1/enrollment-tokens`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateEnrollmentToken {
     /// Name the enrolled host will get unless the agent names itself.
     #[serde(default)]
@@ -68,6 +73,7 @@ pub struct CreateEnrollmentToken {
 
 /// A fresh enrolment token; the secret is shown only here, once.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EnrollmentTokenCreated {
     /// The token's id (not secret).
     pub id: String,
@@ -87,6 +93,7 @@ pub struct EnrollmentTokenCreated {
 
 /// `POST /api/v1/agents/enroll`.
 #[derive(Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EnrollRequest {
     /// The enrolment token.
     pub token: String,
@@ -116,6 +123,7 @@ impl std::fmt::Debug for EnrollRequest {
 
 /// The enrolled host and its agent token (shown only here, once).
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EnrollResponse {
     /// The new host's id.
     pub host_id: String,
@@ -134,6 +142,7 @@ impl std::fmt::Debug for EnrollResponse {
 
 /// A host as the API shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HostView {
     /// Host id (ULID).
     pub id: String,
@@ -257,6 +266,7 @@ pub struct HostView {
 
 /// `PATCH /api/v1/hosts/{id}`: only the fields given change.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PatchHost {
     /// New display name.
@@ -294,6 +304,7 @@ where
 
 /// A policy's repository template in a request.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PolicyRepositoryRequest {
     /// restic's repository string; may hold `{host}` (the host's name) and
@@ -314,6 +325,7 @@ pub struct PolicyRepositoryRequest {
 
 /// A policy's second repository (`copy_to`) in a request.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PolicyCopyRequest {
     /// restic's repository string; may hold `{host}` and `{host_id}`.
@@ -361,6 +373,7 @@ impl std::fmt::Debug for PolicyRepositoryRequest {
 /// schedule takes the id of the old schedule of the same kind in the same
 /// place, so editing a cron keeps the schedule's history on every host).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PolicyScheduleRequest {
     /// The policy schedule's id, from the policy's view.
@@ -386,6 +399,7 @@ pub struct PolicyScheduleRequest {
 
 /// `POST /api/v1/policies` and `PUT /api/v1/policies/{id}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PolicyRequest {
     /// Unique name.
@@ -415,6 +429,7 @@ pub struct PolicyRequest {
 /// A policy's repository template as shown back: never the password or the
 /// values of backend variables.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PolicyRepositoryView {
     /// The template, with any password in it hidden.
     pub url: String,
@@ -430,6 +445,7 @@ pub struct PolicyRepositoryView {
 
 /// A policy's second repository as shown back.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PolicyCopyView {
     /// The template, with any password in it hidden.
     pub url: String,
@@ -441,6 +457,7 @@ pub struct PolicyCopyView {
 
 /// A policy schedule as shown back.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PolicyScheduleView {
     /// Id (stable across edits of the policy).
     pub id: String,
@@ -464,6 +481,7 @@ pub struct PolicyScheduleView {
 
 /// A policy as the API shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PolicyView {
     /// Id.
     pub id: String,
@@ -494,6 +512,7 @@ pub struct PolicyView {
 
 /// One host a policy applies to (`GET /api/v1/policies/{id}/hosts`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PolicyHostView {
     /// Host id.
     pub host_id: String,
@@ -513,6 +532,7 @@ pub struct PolicyHostView {
 
 /// `POST /api/v1/jobs`: one job per matching online host.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct BulkJobRequest {
     /// Which hosts (`{}`: every host).
@@ -530,6 +550,7 @@ pub struct BulkJobRequest {
 
 /// A host a bulk job left out, and why.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SkippedHost {
     /// Host id.
     pub host_id: String,
@@ -541,6 +562,7 @@ pub struct SkippedHost {
 
 /// The answer to `POST /api/v1/jobs`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BulkJobCreated {
     /// The batch the jobs belong to.
     pub batch_id: String,
@@ -553,6 +575,7 @@ pub struct BulkJobCreated {
 /// `POST /api/v1/hosts/{id}/token/rotate` → 202: the new token went to the
 /// connected agent; the old one works until the agent confirms.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TokenRotationStarted {
     /// The public id of the new token (`rma.<id>.…`; never the secret).
     pub token_id: String,
@@ -560,6 +583,7 @@ pub struct TokenRotationStarted {
 
 /// `POST /api/v1/hosts/{id}/jobs`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateJob {
     /// The job kind (`backup`, `forget`, …).
     pub kind: String,
@@ -570,6 +594,7 @@ pub struct CreateJob {
 
 /// A job as the API shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobView {
     /// Job id (ULID).
     pub id: String,
@@ -604,6 +629,7 @@ pub struct JobView {
 /// A host's repository settings as shown back: never the password or the
 /// values of backend variables.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RepositoryView {
     /// restic's repository string.
     pub url: String,
@@ -624,6 +650,7 @@ pub struct RepositoryView {
 
 /// A repository's `copy_to` as shown back: no password, no env values.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CopyTargetView {
     /// restic's repository string, any URL password masked.
     pub url: String,
@@ -633,6 +660,7 @@ pub struct CopyTargetView {
 
 /// One row of repository statistics.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RepoStatsEntry {
     /// When they were taken.
     pub recorded_at: DateTime<Utc>,
@@ -643,6 +671,7 @@ pub struct RepoStatsEntry {
 
 /// `GET /api/v1/hosts/{id}/repo-stats`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RepoStatsResponse {
     /// The newest row.
     pub latest: Option<RepoStatsEntry>,
@@ -652,6 +681,7 @@ pub struct RepoStatsResponse {
 
 /// `POST /api/v1/hosts/{id}/schedules` and `PUT /api/v1/schedules/{id}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ScheduleRequest {
     /// `backup`, `forget`, `prune` or `check`.
@@ -683,6 +713,7 @@ fn host_source() -> String {
 
 /// A schedule as the API shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ScheduleView {
     /// Id.
     pub id: String,
@@ -720,6 +751,7 @@ pub struct ScheduleView {
 
 /// A named retention policy, offered beside custom ones.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RetentionPreset {
     /// The name to use as `params.preset`.
     pub name: String,
@@ -731,6 +763,7 @@ pub struct RetentionPreset {
 
 /// Who did an audited action, as the API shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditActorView {
     /// `user` (a login session), `api_token`, `enrollment_token` (a host
     /// enrolling itself), `cli` (`restic-manager admin` on the server
@@ -748,6 +781,7 @@ pub struct AuditActorView {
 
 /// One audit log entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditEntryView {
     /// Grows with every entry; pass as `before` to page.
     pub id: u64,
@@ -771,6 +805,7 @@ pub struct AuditEntryView {
 
 /// `GET /api/v1/audit`: a page of entries, newest first.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditPage {
     /// The entries.
     pub entries: Vec<AuditEntryView>,
@@ -781,6 +816,7 @@ pub struct AuditPage {
 /// An alert as the API shows it (DESIGN §7): one spell of one condition on
 /// one host, from when it fired until it resolved.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AlertView {
     /// Id (ULID).
     pub id: String,
@@ -827,6 +863,7 @@ pub struct AlertView {
 
 /// `POST /api/v1/silences`: hold back notifications for matching hosts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SilenceRequest {
     /// Labels a host must all have (`{}`: every host).
@@ -840,6 +877,7 @@ pub struct SilenceRequest {
 
 /// A silence as the API shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SilenceView {
     /// Id (ULID).
     pub id: String,
@@ -859,6 +897,7 @@ pub struct SilenceView {
 
 /// `POST /api/v1/notification-channels` and `PUT …/{id}` (DESIGN §7).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ChannelRequest {
     /// Unique name.
@@ -882,6 +921,7 @@ pub struct ChannelRequest {
 /// A notification channel as the API shows it: secrets never, only
 /// `"<set>"` where one is stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChannelView {
     /// Id (ULID).
     pub id: String,
@@ -920,6 +960,7 @@ pub struct ChannelView {
 /// `POST /api/v1/notification-channels/{id}/test`: what the receiver said
 /// to a test message, sent at once (not through the queue).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChannelTestView {
     /// Whether the receiver accepted it (HTTP 2xx, SMTP 2xx).
     pub ok: bool,

@@ -173,6 +173,7 @@ pub struct Hello {
 
 /// A file in the hooks folder that the agent refuses to run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RefusedHook {
     /// The file's name.
     pub name: String,
@@ -554,6 +555,7 @@ fn null_as_zero<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error>
 
 /// Which output stream of restic a log line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum LogStreamKind {
     /// restic's standard output.
@@ -564,6 +566,7 @@ pub enum LogStreamKind {
 
 /// One output line of a job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LogLine {
     /// Dense per job, from 1: storage is idempotent on `(job_id, seq)`.
     pub seq: u64,
@@ -643,6 +646,7 @@ pub struct JobAck {
 
 /// One snapshot as stored by the server.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SnapshotInfo {
     /// Full 64-hex id.
     pub id: String,
@@ -688,6 +692,7 @@ pub struct SnapshotAdded {
 
 /// `repo.stats`: repository statistics.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RepoStats {
     /// Restore size of all snapshots, in bytes.
     #[serde(default)]
@@ -729,6 +734,7 @@ pub struct TreeList {
 
 /// The type of a snapshot tree entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum EntryType {
     /// A regular file.
@@ -744,6 +750,7 @@ pub enum EntryType {
 
 /// One child in a `tree.list.result`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TreeEntry {
     /// File name.
     pub name: String,

@@ -25,6 +25,7 @@ mod keyfile;
 mod liveness;
 mod metrics;
 pub mod notify;
+mod openapi;
 pub mod policies;
 pub mod repositories;
 pub mod rpc;
@@ -51,6 +52,7 @@ pub use fd_limit::{raise_open_files_limit, OpenFilesLimit};
 pub use hub::Hub;
 pub use keyfile::KEY_FILE;
 pub use metrics::{InvalidMetricsToken, MetricsToken};
+pub use openapi::api_operations;
 pub use state::AppState;
 pub use tls::{TlsError, TlsIdentity};
 
@@ -92,6 +94,7 @@ pub fn app(state: AppState) -> Router {
             )),
         )
         .merge(downloads::router())
+        .merge(openapi::viewer_router())
         .merge(ui::router())
         .with_state(state)
 }

@@ -382,7 +382,8 @@ pub fn view(alert: &AlertRecord, host_name: Option<&str>) -> AlertView {
 }
 
 /// `GET /api/v1/alerts` filters, as given.
-#[derive(Debug, Default, Clone, serde::Deserialize)]
+#[derive(Debug, Default, Clone, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AlertQuery {
     /// `firing`, `acknowledged` (firing and acknowledged) or `resolved`.

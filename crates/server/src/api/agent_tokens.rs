@@ -8,6 +8,7 @@ use rm_core::TokenId;
 use rm_protocol::api::TokenRotationStarted;
 
 use super::hosts::parse_host_id;
+use super::ApiErrorBody;
 use super::{ApiError, ApiPath, Operator};
 use crate::agent_tokens::{self, TokenError};
 use crate::audit::{Action, Audit, Client, Target};
@@ -24,8 +25,23 @@ impl From<TokenError> for ApiError {
     }
 }
 
+/// Rotate a host's agent token.
+///
 /// `POST /api/v1/hosts/{id}/token/rotate` → 202: the new token is on its
 /// way to the agent; 409 when the host is offline or revoked.
+#[utoipa::path(
+    post,
+    path = "/hosts/{id}/token/rotate",
+    tag = "hosts",
+    operation_id = "rotate_agent_token",
+    params(("id" = String, Path, description = "The host's id (ULID)")),
+    responses(
+        (status = 202, description = "The new token is on its way to the agent", body = TokenRotationStarted),
+        (status = 404, description = "No such host", body = ApiErrorBody),
+        (status = 409, description = "The host is offline or revoked", body = ApiErrorBody),
+    ),
+    security(("bearer" = []), ("session" = [], "csrf" = [])),
+)]
 pub(crate) async fn rotate(
     State(state): State<AppState>,
     operator: Operator,
@@ -51,8 +67,22 @@ pub(crate) async fn rotate(
     ))
 }
 
+/// Revoke a host's agent.
+///
 /// `POST /api/v1/hosts/{id}/token/revoke` → 204: every token of the host's
 /// agent stops working and its connection closes with 4001.
+#[utoipa::path(
+    post,
+    path = "/hosts/{id}/token/revoke",
+    tag = "hosts",
+    operation_id = "revoke_agent_token",
+    params(("id" = String, Path, description = "The host's id (ULID)")),
+    responses(
+        (status = 204, description = "Every token of the agent stopped working; its connection closed"),
+        (status = 404, description = "No such host", body = ApiErrorBody),
+    ),
+    security(("bearer" = []), ("session" = [], "csrf" = [])),
+)]
 pub(crate) async fn revoke(
     State(state): State<AppState>,
     operator: Operator,

@@ -18,12 +18,20 @@ pub(crate) const MAX_ENTRIES: u32 = 500;
 const MAX_FILTER_CHARS: usize = 128;
 
 /// The query, all text so every bad value gets a message naming it.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct AuditQuery {
+    /// An action name or prefix (`host.`, `auth.login`).
     pub(crate) action: Option<String>,
+    /// A user's id or name, or an API or enrolment token's id.
     pub(crate) actor: Option<String>,
+    /// The id of the thing acted on.
     pub(crate) target_id: Option<String>,
+    /// Entries older than this entry id (paging: `next_before`).
+    #[param(value_type = Option<u64>)]
     pub(crate) before: Option<String>,
+    /// At most this many, 1 to 500 (default 50).
+    #[param(value_type = Option<u32>)]
     pub(crate) limit: Option<String>,
 }
 
@@ -96,7 +104,18 @@ pub(crate) async fn page(state: &AppState, filter: &AuditFilter) -> Result<Audit
     })
 }
 
+/// Read the audit log.
+///
 /// `GET /api/v1/audit?action=&actor=&target_id=&before=&limit=`.
+#[utoipa::path(
+    get,
+    path = "/audit",
+    tag = "audit",
+    operation_id = "list_audit",
+    params(AuditQuery),
+    responses((status = 200, description = "A page of entries, newest first", body = AuditPage)),
+    security(("bearer" = []), ("session" = [])),
+)]
 pub(crate) async fn list(
     State(state): State<AppState>,
     _operator: Operator,

@@ -12,6 +12,7 @@ use axum::http::{Method, StatusCode};
 use axum::Json;
 use rm_protocol::api::{LoginRequest, LoginResponse};
 
+use super::ApiErrorBody;
 use super::{ApiError, ApiJson};
 use crate::agent_ws::bearer_token;
 use crate::audit::{Action, Audit, Client, Target};
@@ -89,7 +90,21 @@ impl From<LoginError> for ApiError {
     }
 }
 
+/// Log in.
+///
 /// `POST /api/v1/auth/login`.
+#[utoipa::path(
+    post,
+    path = "/auth/login",
+    tag = "auth",
+    operation_id = "login",
+    request_body = LoginRequest,
+    responses(
+        (status = 200, description = "A session token for `Authorization: Bearer` (12 h)", body = LoginResponse),
+        (status = 401, description = "Wrong user name or password", body = ApiErrorBody),
+        (status = 429, description = "Too many attempts for this user or address; see `Retry-After`", body = ApiErrorBody),
+    ),
+)]
 pub(crate) async fn login(
     State(state): State<AppState>,
     client: Client,
@@ -102,7 +117,20 @@ pub(crate) async fn login(
     }))
 }
 
+/// Log out.
+///
 /// `POST /api/v1/auth/logout`: ends the session the request came with.
+#[utoipa::path(
+    post,
+    path = "/auth/logout",
+    tag = "auth",
+    operation_id = "logout",
+    responses(
+        (status = 204, description = "The session ended"),
+        (status = 400, description = "The request used an API token, not a session", body = ApiErrorBody),
+    ),
+    security(("bearer" = []), ("session" = [], "csrf" = [])),
+)]
 pub(crate) async fn logout(
     State(state): State<AppState>,
     operator: Operator,

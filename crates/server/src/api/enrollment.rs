@@ -10,6 +10,7 @@ use rm_protocol::api::{
 };
 use serde::Serialize;
 
+use super::ApiErrorBody;
 use super::{ApiError, ApiJson, Operator};
 use crate::audit::{Audit, Client};
 use crate::enrollment::{self, EnrollmentError};
@@ -26,7 +27,20 @@ impl From<EnrollmentError> for ApiError {
     }
 }
 
+/// Create an enrolment token.
+///
 /// `POST /api/v1/enrollment-tokens`.
+#[utoipa::path(
+    post,
+    path = "/enrollment-tokens",
+    tag = "enrolment",
+    operation_id = "create_enrollment_token",
+    request_body = CreateEnrollmentToken,
+    responses(
+        (status = 201, description = "The token (its secret shown only here) and the line to paste on the new host", body = EnrollmentTokenCreated),
+    ),
+    security(("bearer" = []), ("session" = [], "csrf" = [])),
+)]
 pub(crate) async fn create_token(
     State(state): State<AppState>,
     operator: Operator,
@@ -40,15 +54,29 @@ pub(crate) async fn create_token(
 }
 
 /// A pending token as listed (never the secret).
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct PendingToken {
+    /// The token's id (not secret).
     id: String,
+    /// The name the enrolled host will get.
     name: Option<String>,
+    /// Creation time.
     created_at: DateTime<Utc>,
+    /// When it stops working.
     expires_at: DateTime<Utc>,
 }
 
+/// List pending enrolment tokens.
+///
 /// `GET /api/v1/enrollment-tokens`: tokens not used and not expired.
+#[utoipa::path(
+    get,
+    path = "/enrollment-tokens",
+    tag = "enrolment",
+    operation_id = "list_enrollment_tokens",
+    responses((status = 200, description = "Tokens neither used nor expired, without secrets", body = [PendingToken])),
+    security(("bearer" = []), ("session" = [])),
+)]
 pub(crate) async fn list_pending(
     State(state): State<AppState>,
     _operator: Operator,
@@ -67,8 +95,21 @@ pub(crate) async fn list_pending(
     ))
 }
 
+/// Enrol a host (agent).
+///
 /// `POST /api/v1/agents/enroll`: the token is the authentication, so it
 /// is the audited actor (by its public id and name, never the secret).
+#[utoipa::path(
+    post,
+    path = "/agents/enroll",
+    tag = "enrolment",
+    operation_id = "enroll_agent",
+    request_body = EnrollRequest,
+    responses(
+        (status = 201, description = "The new host and its agent token (shown only here)", body = EnrollResponse),
+        (status = 401, description = "The enrolment token is unknown, used or expired", body = ApiErrorBody),
+    ),
+)]
 pub(crate) async fn enroll(
     State(state): State<AppState>,
     client: Client,

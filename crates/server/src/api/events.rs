@@ -16,7 +16,17 @@ use tokio::sync::broadcast::error::RecvError;
 use super::Operator;
 use crate::state::AppState;
 
+/// Follow the fleet's changes.
+///
 /// `GET /api/v1/events`.
+#[utoipa::path(
+    get,
+    path = "/events",
+    tag = "events",
+    operation_id = "fleet_events",
+    responses((status = 200, description = "Server-Sent Events: `changed` (data `{}`) whenever the fleet changed", content_type = "text/event-stream", body = String)),
+    security(("bearer" = []), ("session" = [])),
+)]
 pub(crate) async fn fleet(
     State(state): State<AppState>,
     operator: Operator,

@@ -15,6 +15,7 @@ use crate::hosts::HostError;
 use crate::rpc::RpcError;
 use rm_store::{Host, MAX_HOST_PAGE};
 
+use super::ApiErrorBody;
 use super::{ApiError, ApiJson, ApiPath, ApiQuery, Operator};
 use crate::audit::{Action, Audit, Client, Target};
 use crate::policies::Fleet;
@@ -25,15 +26,36 @@ const DEFAULT_HOST_PAGE: u32 = 500;
 
 /// Query of `GET /api/v1/hosts`: both taken as text so a bad value gets an
 /// error in the API's shape naming the parameter.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ListQuery {
+    /// Hosts per page, 1 to 1000 (default 500).
+    #[param(value_type = Option<u32>)]
     limit: Option<String>,
+    /// The `X-Next-Cursor` of the previous page.
     after: Option<String>,
 }
 
+/// List hosts.
+///
 /// `GET /api/v1/hosts?limit=&after=`: one page of hosts in id (enrolment)
 /// order, as a JSON array. When more follow, the `X-Next-Cursor` header
 /// holds the `after` of the next page and `Link` its URL (`rel="next"`).
+#[utoipa::path(
+    get,
+    path = "/hosts",
+    tag = "hosts",
+    operation_id = "list_hosts",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "One page of hosts in id (enrolment) order", body = [HostView],
+            headers(
+                ("x-next-cursor" = String, description = "The `after` of the next page, when more follow"),
+                ("link" = String, description = "`<…>; rel=\"next\"`: the next page's URL, when more follow"),
+            )),
+    ),
+    security(("bearer" = []), ("session" = [])),
+)]
 pub(crate) async fn list(
     State(state): State<AppState>,
     _operator: Operator,
@@ -94,7 +116,21 @@ pub(crate) async fn list(
     Ok(response)
 }
 
+/// Show a host.
+///
 /// `GET /api/v1/hosts/{id}`.
+#[utoipa::path(
+    get,
+    path = "/hosts/{id}",
+    tag = "hosts",
+    operation_id = "show_host",
+    params(("id" = String, Path, description = "The host's id (ULID)")),
+    responses(
+        (status = 200, description = "The host", body = HostView),
+        (status = 404, description = "No such host", body = ApiErrorBody),
+    ),
+    security(("bearer" = []), ("session" = [])),
+)]
 pub(crate) async fn show(
     State(state): State<AppState>,
     _operator: Operator,
@@ -109,9 +145,24 @@ pub(crate) async fn show(
     Ok(Json(Fleet::load(&state).await?.host_view(host)))
 }
 
-/// `PATCH /api/v1/hosts/{id}`: the host's own name, labels or freshness
-/// ([`crate::hosts::patch`]). New labels may change which policy applies:
-/// it is applied (and the result pushed) before the answer.
+/// Change a host's name, labels or thresholds.
+///
+/// `PATCH /api/v1/hosts/{id}`: the host's own name, labels, freshness or
+/// offline threshold (`crate::hosts::patch`). New labels may change which
+/// policy applies: it is applied (and the result pushed) before the answer.
+#[utoipa::path(
+    patch,
+    path = "/hosts/{id}",
+    tag = "hosts",
+    operation_id = "patch_host",
+    params(("id" = String, Path, description = "The host's id (ULID)")),
+    request_body = PatchHost,
+    responses(
+        (status = 200, description = "The changed host", body = HostView),
+        (status = 404, description = "No such host", body = ApiErrorBody),
+    ),
+    security(("bearer" = []), ("session" = [], "csrf" = [])),
+)]
 pub(crate) async fn patch(
     State(state): State<AppState>,
     operator: Operator,
@@ -125,8 +176,22 @@ pub(crate) async fn patch(
     Ok(Json(Fleet::load(&state).await?.host_view(host)))
 }
 
+/// Delete a host.
+///
 /// `DELETE /api/v1/hosts/{id}`: revokes the agent's token and closes its
 /// connection; the agent's reconnects then get 401.
+#[utoipa::path(
+    delete,
+    path = "/hosts/{id}",
+    tag = "hosts",
+    operation_id = "delete_host",
+    params(("id" = String, Path, description = "The host's id (ULID)")),
+    responses(
+        (status = 204, description = "Deleted; its agent's token is revoked"),
+        (status = 404, description = "No such host", body = ApiErrorBody),
+    ),
+    security(("bearer" = []), ("session" = [], "csrf" = [])),
+)]
 pub(crate) async fn delete(
     State(state): State<AppState>,
     operator: Operator,
@@ -174,8 +239,22 @@ async fn existing(state: &AppState, raw: &str) -> Result<Host, ApiError> {
         .ok_or_else(|| ApiError::not_found(format!("host `{id}` not found")))
 }
 
+/// List a host's snapshots.
+///
 /// `GET /api/v1/hosts/{id}/snapshots`: the stored list, newest first, as
 /// last reported by the agent.
+#[utoipa::path(
+    get,
+    path = "/hosts/{id}/snapshots",
+    tag = "hosts",
+    operation_id = "list_snapshots",
+    params(("id" = String, Path, description = "The host's id (ULID)")),
+    responses(
+        (status = 200, description = "The stored list, newest first", body = [SnapshotInfo]),
+        (status = 404, description = "No such host", body = ApiErrorBody),
+    ),
+    security(("bearer" = []), ("session" = [])),
+)]
 pub(crate) async fn snapshots(
     State(state): State<AppState>,
     _operator: Operator,
@@ -194,8 +273,22 @@ pub(crate) async fn snapshots(
 /// Rows of history returned by `repo-stats`.
 const STATS_HISTORY: u32 = 365;
 
+/// Show a host's repository statistics.
+///
 /// `GET /api/v1/hosts/{id}/repo-stats`: the latest statistics and their
 /// history, newest first.
+#[utoipa::path(
+    get,
+    path = "/hosts/{id}/repo-stats",
+    tag = "hosts",
+    operation_id = "repo_stats",
+    params(("id" = String, Path, description = "The host's id (ULID)")),
+    responses(
+        (status = 200, description = "The latest statistics and their history", body = RepoStatsResponse),
+        (status = 404, description = "No such host", body = ApiErrorBody),
+    ),
+    security(("bearer" = []), ("session" = [])),
+)]
 pub(crate) async fn repo_stats(
     State(state): State<AppState>,
     _operator: Operator,
@@ -229,8 +322,10 @@ pub(crate) async fn repo_stats(
 }
 
 /// Query of the tree endpoint.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct TreeQuery {
+    /// The folder, absolute (default `/`).
     path: Option<String>,
 }
 
@@ -256,9 +351,26 @@ impl From<BrowseError> for ApiError {
     }
 }
 
+/// Browse a folder of a snapshot.
+///
 /// `GET /api/v1/hosts/{id}/snapshots/{snapshot_id}/tree?path=/x`: the
 /// direct children of a folder, asked of the host's agent (cached per
 /// session for 30 minutes).
+#[utoipa::path(
+    get,
+    path = "/hosts/{id}/snapshots/{snapshot_id}/tree",
+    tag = "hosts",
+    operation_id = "snapshot_tree",
+    params(("id" = String, Path, description = "The host's id (ULID)"), ("snapshot_id" = String, Path, description = "The snapshot's id (full or short)"), TreeQuery),
+    responses(
+        (status = 200, description = "The folder's direct children", body = [TreeEntry]),
+        (status = 404, description = "No such host", body = ApiErrorBody),
+        (status = 409, description = "The host is offline", body = ApiErrorBody),
+        (status = 502, description = "The agent answered with an error", body = ApiErrorBody),
+        (status = 504, description = "The agent did not answer in time", body = ApiErrorBody),
+    ),
+    security(("bearer" = []), ("session" = [])),
+)]
 pub(crate) async fn tree(
     State(state): State<AppState>,
     operator: Operator,

@@ -17,6 +17,7 @@ use serde::Deserialize;
 use tokio::sync::{broadcast, mpsc};
 
 use super::hosts::parse_host_id;
+use super::ApiErrorBody;
 use super::{ApiError, ApiJson, ApiPath, ApiQuery, Operator};
 use crate::audit::{Action, Audit, Client, Target};
 use crate::jobs::events::JobEvent;
@@ -36,7 +37,23 @@ impl From<JobError> for ApiError {
     }
 }
 
+/// Start a job on a host.
+///
 /// `POST /api/v1/hosts/{id}/jobs`.
+#[utoipa::path(
+    post,
+    path = "/hosts/{id}/jobs",
+    tag = "jobs",
+    operation_id = "create_job",
+    params(("id" = String, Path, description = "The host's id (ULID)")),
+    request_body = CreateJob,
+    responses(
+        (status = 201, description = "The job, queued", body = JobView),
+        (status = 404, description = "No such host", body = ApiErrorBody),
+        (status = 409, description = "The host is offline or has no repository", body = ApiErrorBody),
+    ),
+    security(("bearer" = []), ("session" = [], "csrf" = [])),
+)]
 pub(crate) async fn create(
     State(state): State<AppState>,
     operator: Operator,
@@ -76,8 +93,19 @@ pub(crate) async fn create(
     Ok((StatusCode::CREATED, Json(jobs::view(&job))))
 }
 
+/// Start a job on every matching host.
+///
 /// `POST /api/v1/jobs` `{selector, kind, params, max_parallel?}` → 201:
 /// one job per matching connected host, the others listed as skipped.
+#[utoipa::path(
+    post,
+    path = "/jobs",
+    tag = "jobs",
+    operation_id = "bulk_create_jobs",
+    request_body = BulkJobRequest,
+    responses((status = 201, description = "The batch: the jobs made and the hosts skipped", body = BulkJobCreated)),
+    security(("bearer" = []), ("session" = [], "csrf" = [])),
+)]
 pub(crate) async fn bulk_create(
     State(state): State<AppState>,
     operator: Operator,
@@ -109,11 +137,16 @@ pub(crate) async fn bulk_create(
 }
 
 /// Query of `GET /api/v1/jobs`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ListQuery {
+    /// One host's jobs.
     host_id: Option<String>,
+    /// Only jobs in this status (`queued`, `running`, `failed`, …).
     status: Option<String>,
+    /// Jobs older than this job id (paging).
     before: Option<String>,
+    /// At most this many, 1 to 500 (default 50).
     limit: Option<u32>,
 }
 
@@ -121,7 +154,18 @@ pub(crate) struct ListQuery {
 const DEFAULT_JOBS: u32 = 50;
 const MAX_JOBS: u32 = 500;
 
+/// List jobs.
+///
 /// `GET /api/v1/jobs?host_id=&status=&before=&limit=`: newest first.
+#[utoipa::path(
+    get,
+    path = "/jobs",
+    tag = "jobs",
+    operation_id = "list_jobs",
+    params(ListQuery),
+    responses((status = 200, description = "Jobs, newest first", body = [JobView])),
+    security(("bearer" = []), ("session" = [])),
+)]
 pub(crate) async fn list(
     State(state): State<AppState>,
     _operator: Operator,
@@ -176,7 +220,21 @@ pub(crate) async fn list(
     Ok(Json(jobs.iter().map(jobs::view).collect()))
 }
 
+/// Show a job.
+///
 /// `GET /api/v1/jobs/{id}`.
+#[utoipa::path(
+    get,
+    path = "/jobs/{id}",
+    tag = "jobs",
+    operation_id = "show_job",
+    params(("id" = String, Path, description = "The job's id (ULID)")),
+    responses(
+        (status = 200, description = "The job", body = JobView),
+        (status = 404, description = "No such job", body = ApiErrorBody),
+    ),
+    security(("bearer" = []), ("session" = [])),
+)]
 pub(crate) async fn show(
     State(state): State<AppState>,
     _operator: Operator,
@@ -187,8 +245,24 @@ pub(crate) async fn show(
     Ok(Json(jobs::view(&job)))
 }
 
+/// Cancel a job.
+///
 /// `POST /api/v1/jobs/{id}/cancel`: 200 when cancelled at once (queued),
 /// 202 when the agent was asked to stop it.
+#[utoipa::path(
+    post,
+    path = "/jobs/{id}/cancel",
+    tag = "jobs",
+    operation_id = "cancel_job",
+    params(("id" = String, Path, description = "The job's id (ULID)")),
+    responses(
+        (status = 200, description = "Cancelled at once (it was queued)", body = JobView),
+        (status = 202, description = "The agent was asked to stop it", body = JobView),
+        (status = 404, description = "No such job", body = ApiErrorBody),
+        (status = 409, description = "It has finished", body = ApiErrorBody),
+    ),
+    security(("bearer" = []), ("session" = [], "csrf" = [])),
+)]
 pub(crate) async fn cancel(
     State(state): State<AppState>,
     operator: Operator,
@@ -219,16 +293,33 @@ pub(crate) async fn cancel(
 }
 
 /// Query of `GET /api/v1/jobs/{id}/logs`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct LogsQuery {
+    /// Lines after this `seq` (default 0: from the start).
     after_seq: Option<u64>,
+    /// At most this many lines, 1 to 10000 (default 10000).
     limit: Option<u32>,
 }
 
 /// Largest page of log lines.
 const MAX_LOG_PAGE: u32 = 10_000;
 
+/// Read a job's log.
+///
 /// `GET /api/v1/jobs/{id}/logs?after_seq=N&limit=M`.
+#[utoipa::path(
+    get,
+    path = "/jobs/{id}/logs",
+    tag = "jobs",
+    operation_id = "job_logs",
+    params(("id" = String, Path, description = "The job's id (ULID)"), LogsQuery),
+    responses(
+        (status = 200, description = "Log lines after `after_seq`", body = [LogLine]),
+        (status = 404, description = "No such job", body = ApiErrorBody),
+    ),
+    security(("bearer" = []), ("session" = [])),
+)]
 pub(crate) async fn logs(
     State(state): State<AppState>,
     _operator: Operator,
@@ -272,12 +363,30 @@ pub(crate) fn parse_job_id(raw: &str) -> Result<JobId, ApiError> {
     super::parse_id(raw, "a job")
 }
 
+/// Follow a job.
+///
 /// `GET /api/v1/jobs/{id}/events`: Server-Sent Events. First the job's
 /// `status`, then its stored `log` lines (after `Last-Event-ID` or
 /// `?after_seq=`), then live `log`, `progress` and `status` events, and a
 /// final `finished`, after which the stream ends. Log events carry their
 /// `seq` as the event id, so a reconnecting client resumes without gaps.
 /// The stream also ends when the request's session or API token ends.
+#[utoipa::path(
+    get,
+    path = "/jobs/{id}/events",
+    tag = "jobs",
+    operation_id = "job_events",
+    params(
+        ("id" = String, Path, description = "The job's id (ULID)"),
+        LogsQuery,
+        ("last-event-id" = Option<u64>, Header, description = "Resume after this log line (`seq`); wins over `after_seq`"),
+    ),
+    responses(
+        (status = 200, description = "Server-Sent Events: `status` and `finished` (a job), `log` (a log line, id = seq), `progress`", content_type = "text/event-stream", body = String),
+        (status = 404, description = "No such job", body = ApiErrorBody),
+    ),
+    security(("bearer" = []), ("session" = [])),
+)]
 pub(crate) async fn events(
     State(state): State<AppState>,
     operator: Operator,

@@ -9,6 +9,7 @@ use rm_protocol::api::RepositoryView;
 use rm_protocol::{CopyTarget, RepositoryConfig};
 
 use super::hosts::parse_host_id;
+use super::ApiErrorBody;
 use super::{ApiError, ApiJson, ApiPath, Operator};
 use crate::audit::{Action, Audit, Client, Target};
 use crate::repositories::{self, RepositoryError};
@@ -31,25 +32,34 @@ impl From<RepositoryError> for ApiError {
 /// left out keeps the variables already set (the UI never shows their
 /// values, so it cannot send them back), and so does `copy_to` left out
 /// (`null` removes it).
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RepositoryRequest {
+    /// restic's repository string.
     url: String,
+    /// The repository password (sealed at rest, never shown back here).
     password: String,
+    /// Extra environment for restic (backend keys; an allow-list); left
+    /// out, the stored variables stay.
     #[serde(default)]
     env: Option<std::collections::BTreeMap<String, String>>,
-    /// Left out: keep; `null`: remove; an object: set.
+    /// The second repository `copy` jobs copy to. Left out: keep;
+    /// `null`: remove; an object: set.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<CopyTargetRequest>)]
     copy_to: Option<Option<CopyTargetRequest>>,
 }
 
 /// `copy_to` of `PUT /repository`: its `env` left out keeps the
 /// variables the stored `copy_to` has.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CopyTargetRequest {
+    /// restic's repository string.
     url: String,
+    /// Its password.
     password: String,
+    /// Extra environment for its backend; left out, the stored ones stay.
     #[serde(default)]
     env: Option<std::collections::BTreeMap<String, String>>,
 }
@@ -64,8 +74,24 @@ where
     <Option<T> as serde::Deserialize>::deserialize(deserializer).map(Some)
 }
 
+/// Set a host's repository.
+///
 /// `PUT /api/v1/hosts/{id}/repository` `{url, password, env?, copy_to?}` → 204.
 /// Pushed to the agent at once if it is connected; an `init` job follows.
+#[utoipa::path(
+    put,
+    path = "/hosts/{id}/repository",
+    tag = "repository",
+    operation_id = "set_repository",
+    params(("id" = String, Path, description = "The host's id (ULID)")),
+    request_body = RepositoryRequest,
+    responses(
+        (status = 204, description = "Set and pushed to the agent; an `init` job follows"),
+        (status = 404, description = "No such host", body = ApiErrorBody),
+        (status = 409, description = "Refused (a shared repository's rules)", body = ApiErrorBody),
+    ),
+    security(("bearer" = []), ("session" = [], "csrf" = [])),
+)]
 pub(crate) async fn put(
     State(state): State<AppState>,
     operator: Operator,
@@ -139,7 +165,21 @@ pub(crate) async fn put(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Show a host's repository.
+///
 /// `GET /api/v1/hosts/{id}/repository` → `{url, env_keys, copy_to?, updated_at}`.
+#[utoipa::path(
+    get,
+    path = "/hosts/{id}/repository",
+    tag = "repository",
+    operation_id = "show_repository",
+    params(("id" = String, Path, description = "The host's id (ULID)")),
+    responses(
+        (status = 200, description = "The settings, without the password or variable values", body = RepositoryView),
+        (status = 404, description = "No such host, or it has no repository", body = ApiErrorBody),
+    ),
+    security(("bearer" = []), ("session" = [])),
+)]
 pub(crate) async fn get(
     State(state): State<AppState>,
     _operator: Operator,
@@ -155,10 +195,24 @@ pub(crate) async fn get(
         .ok_or_else(|| ApiError::not_found(format!("host `{host_id}` has no repository set")))
 }
 
+/// Remove a host's own repository settings.
+///
 /// `DELETE /api/v1/hosts/{id}/repository` → 204: removes the host's own
 /// settings, so its policy's repository applies again (or none: the host
 /// is then unconfigured). 404 when the host has no own settings (a
 /// policy's are changed on the policy).
+#[utoipa::path(
+    delete,
+    path = "/hosts/{id}/repository",
+    tag = "repository",
+    operation_id = "delete_repository",
+    params(("id" = String, Path, description = "The host's id (ULID)")),
+    responses(
+        (status = 204, description = "Removed; the policy's repository applies again, if any"),
+        (status = 404, description = "No such host, or no settings of its own", body = ApiErrorBody),
+    ),
+    security(("bearer" = []), ("session" = [], "csrf" = [])),
+)]
 pub(crate) async fn delete(
     State(state): State<AppState>,
     operator: Operator,
@@ -180,14 +234,29 @@ pub(crate) async fn delete(
 }
 
 /// The repository password, shown to an operator who asks for it.
-#[derive(serde::Serialize)]
+#[derive(serde::Serialize, utoipa::ToSchema)]
 pub(crate) struct PasswordShown {
+    /// The password restic needs to open the repository.
     password: String,
 }
 
+/// Show a host's repository password.
+///
 /// `GET /api/v1/hosts/{id}/repository/password`: the password restic
 /// needs to open the host's repository by hand (generated ones exist
 /// nowhere else). Every time it is shown is in the audit log.
+#[utoipa::path(
+    get,
+    path = "/hosts/{id}/repository/password",
+    tag = "repository",
+    operation_id = "show_repository_password",
+    params(("id" = String, Path, description = "The host's id (ULID)")),
+    responses(
+        (status = 200, description = "The password (audited)", body = PasswordShown),
+        (status = 404, description = "No such host, or it has no repository", body = ApiErrorBody),
+    ),
+    security(("bearer" = []), ("session" = [])),
+)]
 pub(crate) async fn password(
     State(state): State<AppState>,
     operator: Operator,

@@ -10,6 +10,7 @@ use rm_protocol::params::RETENTION_PRESETS;
 use rm_store::ScheduleRecord;
 
 use super::hosts::parse_host_id;
+use super::ApiErrorBody;
 use super::{ApiError, ApiJson, ApiPath, Operator};
 use crate::audit::{Action, Audit, Client, Target};
 use crate::schedules::{self, ScheduleError};
@@ -32,7 +33,21 @@ fn parse_schedule_id(raw: &str) -> Result<ScheduleId, ApiError> {
     super::parse_id(raw, "a schedule")
 }
 
+/// List a host's schedules.
+///
 /// `GET /api/v1/hosts/{id}/schedules`.
+#[utoipa::path(
+    get,
+    path = "/hosts/{id}/schedules",
+    tag = "schedules",
+    operation_id = "list_schedules",
+    params(("id" = String, Path, description = "The host's id (ULID)")),
+    responses(
+        (status = 200, description = "The host's schedules, its own and its policy's", body = [ScheduleView]),
+        (status = 404, description = "No such host", body = ApiErrorBody),
+    ),
+    security(("bearer" = []), ("session" = [])),
+)]
 pub(crate) async fn list(
     State(state): State<AppState>,
     _operator: Operator,
@@ -46,7 +61,22 @@ pub(crate) async fn list(
     Ok(Json(records.iter().map(schedules::view).collect()))
 }
 
+/// Create a schedule.
+///
 /// `POST /api/v1/hosts/{id}/schedules` → 201.
+#[utoipa::path(
+    post,
+    path = "/hosts/{id}/schedules",
+    tag = "schedules",
+    operation_id = "create_schedule",
+    params(("id" = String, Path, description = "The host's id (ULID)")),
+    request_body = ScheduleRequest,
+    responses(
+        (status = 201, description = "The schedule with its description and next fire time", body = ScheduleView),
+        (status = 404, description = "No such host", body = ApiErrorBody),
+    ),
+    security(("bearer" = []), ("session" = [], "csrf" = [])),
+)]
 pub(crate) async fn create(
     State(state): State<AppState>,
     operator: Operator,
@@ -68,7 +98,23 @@ pub(crate) async fn create(
     Ok((StatusCode::CREATED, Json(schedules::view(&record))))
 }
 
+/// Change a schedule.
+///
 /// `PUT /api/v1/schedules/{id}`.
+#[utoipa::path(
+    put,
+    path = "/schedules/{id}",
+    tag = "schedules",
+    operation_id = "update_schedule",
+    params(("id" = String, Path, description = "The schedule's id (ULID)")),
+    request_body = ScheduleRequest,
+    responses(
+        (status = 200, description = "The changed schedule", body = ScheduleView),
+        (status = 404, description = "No such schedule", body = ApiErrorBody),
+        (status = 409, description = "A policy gives it: change the policy", body = ApiErrorBody),
+    ),
+    security(("bearer" = []), ("session" = [], "csrf" = [])),
+)]
 pub(crate) async fn update(
     State(state): State<AppState>,
     operator: Operator,
@@ -90,7 +136,22 @@ pub(crate) async fn update(
     Ok(Json(schedules::view(&record)))
 }
 
+/// Delete a schedule.
+///
 /// `DELETE /api/v1/schedules/{id}` → 204.
+#[utoipa::path(
+    delete,
+    path = "/schedules/{id}",
+    tag = "schedules",
+    operation_id = "delete_schedule",
+    params(("id" = String, Path, description = "The schedule's id (ULID)")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such schedule", body = ApiErrorBody),
+        (status = 409, description = "A policy gives it: change the policy", body = ApiErrorBody),
+    ),
+    security(("bearer" = []), ("session" = [], "csrf" = [])),
+)]
 pub(crate) async fn delete(
     State(state): State<AppState>,
     operator: Operator,
@@ -123,7 +184,17 @@ fn audit_details(record: &ScheduleRecord) -> serde_json::Value {
     })
 }
 
+/// List the retention presets.
+///
 /// `GET /api/v1/retention-presets`.
+#[utoipa::path(
+    get,
+    path = "/retention-presets",
+    tag = "schedules",
+    operation_id = "retention_presets",
+    responses((status = 200, description = "The presets a `forget` may name", body = [RetentionPreset])),
+    security(("bearer" = []), ("session" = [])),
+)]
 pub(crate) async fn presets(_operator: Operator) -> Json<Vec<RetentionPreset>> {
     Json(
         RETENTION_PRESETS

@@ -16,6 +16,7 @@ use rm_core::TokenId;
 use rm_store::{ApiToken, StoreError};
 use serde::{Deserialize, Serialize};
 
+use super::ApiErrorBody;
 use super::{ApiError, ApiJson, ApiPath, Operator};
 use crate::audit::{Action, Audit, Client, Target};
 use crate::state::AppState;
@@ -50,12 +51,17 @@ impl From<TokenError> for ApiError {
 }
 
 /// A token as listed: never its secret or hash.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct TokenView {
+    /// The token's id (not secret).
     id: String,
+    /// What the operator called it.
     name: String,
+    /// Creation time.
     created_at: DateTime<Utc>,
+    /// When it stops working, if ever.
     expires_at: Option<DateTime<Utc>>,
+    /// When it was revoked.
     revoked_at: Option<DateTime<Utc>>,
 }
 
@@ -72,9 +78,10 @@ impl From<ApiToken> for TokenView {
 }
 
 /// `POST /api/v1/api-tokens`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateToken {
+    /// 1 to 64 characters.
     name: String,
     /// Lifetime in days; none means it never expires.
     #[serde(default)]
@@ -82,7 +89,7 @@ pub(crate) struct CreateToken {
 }
 
 /// A new token with its secret: the only time the secret is shown.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct TokenCreated {
     /// The token's id (not secret).
     pub(crate) id: String,
@@ -153,8 +160,18 @@ pub(crate) async fn issue(
     })
 }
 
+/// List your API tokens.
+///
 /// `GET /api/v1/api-tokens`: the caller's tokens in creation order,
 /// revoked and expired ones included.
+#[utoipa::path(
+    get,
+    path = "/api-tokens",
+    tag = "api-tokens",
+    operation_id = "list_api_tokens",
+    responses((status = 200, description = "Your tokens, revoked and expired ones too, without secrets", body = [TokenView])),
+    security(("bearer" = []), ("session" = [])),
+)]
 pub(crate) async fn list(
     State(state): State<AppState>,
     operator: Operator,
@@ -163,7 +180,18 @@ pub(crate) async fn list(
     Ok(Json(tokens.into_iter().map(TokenView::from).collect()))
 }
 
+/// Create an API token.
+///
 /// `POST /api/v1/api-tokens` → 201 with the secret (shown only here).
+#[utoipa::path(
+    post,
+    path = "/api-tokens",
+    tag = "api-tokens",
+    operation_id = "create_api_token",
+    request_body = CreateToken,
+    responses((status = 201, description = "The token with its secret, shown only here", body = TokenCreated)),
+    security(("bearer" = []), ("session" = [], "csrf" = [])),
+)]
 pub(crate) async fn create(
     State(state): State<AppState>,
     operator: Operator,
@@ -174,9 +202,23 @@ pub(crate) async fn create(
     Ok((StatusCode::CREATED, Json(created)))
 }
 
+/// Revoke one of your API tokens.
+///
 /// `DELETE /api/v1/api-tokens/{id}` → 204: revokes one of the caller's
 /// tokens (again is fine: the first revocation time stays). Another user's
 /// token is 404.
+#[utoipa::path(
+    delete,
+    path = "/api-tokens/{id}",
+    tag = "api-tokens",
+    operation_id = "revoke_api_token",
+    params(("id" = String, Path, description = "The token's id")),
+    responses(
+        (status = 204, description = "Revoked (again is fine)"),
+        (status = 404, description = "No such token of yours", body = ApiErrorBody),
+    ),
+    security(("bearer" = []), ("session" = [], "csrf" = [])),
+)]
 pub(crate) async fn revoke(
     State(state): State<AppState>,
     operator: Operator,

@@ -17,6 +17,7 @@ use rm_core::UserId;
 use rm_store::User;
 use serde::{Deserialize, Serialize};
 
+use super::ApiErrorBody;
 use super::{ApiError, ApiJson, ApiPath, Operator};
 use crate::audit::{Action, Audit, Client, Target};
 use crate::state::AppState;
@@ -29,10 +30,13 @@ pub(crate) const MAX_PASSWORD_CHARS: usize = 1024;
 pub(crate) const MAX_USERNAME_CHARS: usize = 64;
 
 /// A user as the API shows it (never the password hash).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct UserView {
+    /// Id (ULID).
     id: String,
+    /// The login name.
     username: String,
+    /// Creation time.
     created_at: DateTime<Utc>,
 }
 
@@ -47,18 +51,22 @@ impl From<User> for UserView {
 }
 
 /// `POST /api/v1/users`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateUser {
+    /// 1 to 64 characters, no spaces or control characters.
     username: String,
+    /// 8 to 1024 characters.
     password: String,
 }
 
 /// `PUT /api/v1/users/me/password`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ChangePassword {
+    /// Your password now.
     current_password: String,
+    /// The new one, 8 to 1024 characters.
     new_password: String,
 }
 
@@ -117,7 +125,17 @@ fn parse_user_id(raw: &str) -> Result<UserId, ApiError> {
     super::parse_id(raw, "a user")
 }
 
+/// List users.
+///
 /// `GET /api/v1/users`: every user, by name.
+#[utoipa::path(
+    get,
+    path = "/users",
+    tag = "users",
+    operation_id = "list_users",
+    responses((status = 200, description = "Every user, by name", body = [UserView])),
+    security(("bearer" = []), ("session" = [])),
+)]
 pub(crate) async fn list(
     State(state): State<AppState>,
     _operator: Operator,
@@ -126,7 +144,21 @@ pub(crate) async fn list(
     Ok(Json(users.into_iter().map(UserView::from).collect()))
 }
 
+/// Create a user.
+///
 /// `POST /api/v1/users` → 201; a taken name is 409.
+#[utoipa::path(
+    post,
+    path = "/users",
+    tag = "users",
+    operation_id = "create_user",
+    request_body = CreateUser,
+    responses(
+        (status = 201, description = "The user", body = UserView),
+        (status = 409, description = "The name is taken", body = ApiErrorBody),
+    ),
+    security(("bearer" = []), ("session" = [], "csrf" = [])),
+)]
 pub(crate) async fn create(
     State(state): State<AppState>,
     operator: Operator,
@@ -158,8 +190,23 @@ pub(crate) async fn create(
     Ok((StatusCode::CREATED, Json(UserView::from(user))))
 }
 
+/// Delete a user.
+///
 /// `DELETE /api/v1/users/{id}` → 204: the user goes with their sessions and
 /// API tokens. Deleting yourself, or the last user, is 409.
+#[utoipa::path(
+    delete,
+    path = "/users/{id}",
+    tag = "users",
+    operation_id = "delete_user",
+    params(("id" = String, Path, description = "The user's id (ULID)")),
+    responses(
+        (status = 204, description = "Deleted, with their sessions and API tokens"),
+        (status = 404, description = "No such user", body = ApiErrorBody),
+        (status = 409, description = "Yourself, or the last user", body = ApiErrorBody),
+    ),
+    security(("bearer" = []), ("session" = [], "csrf" = [])),
+)]
 pub(crate) async fn delete(
     State(state): State<AppState>,
     operator: Operator,
@@ -185,9 +232,20 @@ pub(crate) async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Change your password.
+///
 /// `PUT /api/v1/users/me/password` → 204. Needs the current password (a
 /// wrong one is 400 naming `current_password`); ends every session of the
 /// user, the caller's too. API tokens keep working.
+#[utoipa::path(
+    put,
+    path = "/users/me/password",
+    tag = "users",
+    operation_id = "change_own_password",
+    request_body = ChangePassword,
+    responses((status = 204, description = "Changed; every session of yours ended")),
+    security(("bearer" = []), ("session" = [], "csrf" = [])),
+)]
 pub(crate) async fn change_own_password(
     State(state): State<AppState>,
     operator: Operator,
