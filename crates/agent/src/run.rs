@@ -25,6 +25,7 @@ use crate::session::{self, ConnectError, SessionEnd};
 use crate::spool::Spool;
 use crate::state::StateDir;
 use crate::tls::{Trust, TrustOptions};
+use crate::upgrade::{reported_version, Upgrader};
 
 /// How long to wait before trying again with a token the server rejected.
 /// The token will not start working by itself, so hammering the server
@@ -124,6 +125,7 @@ pub async fn run(mut opts: RunOptions, shutdown: CancellationToken) -> Result<()
     let spool = Spool::open(&opts.state_dir)?;
     let (outbox_tx, mut outbox) = tokio::sync::mpsc::channel(OUTBOX);
     let outbox_tx_for_scheduler = outbox_tx.clone();
+    let upgrade_outbox = outbox_tx.clone();
     let runner = JobRunner::new(
         restic_bin,
         opts.state_dir.join("cache"),
@@ -170,6 +172,17 @@ pub async fn run(mut opts: RunOptions, shutdown: CancellationToken) -> Result<()
         runner.clone(),
         schedules_tx,
     );
+    let upgrader = Upgrader::new(
+        server.clone(),
+        trust.clone(),
+        &opts.state_dir,
+        runner.clone(),
+        upgrade_outbox,
+    );
+    // Before the first connection: a marker from an upgrade says whether
+    // this binary is on trial or an upgrade failed.
+    upgrader.resume_after_restart();
+    handler.use_upgrader(upgrader.clone());
     let mut backoff = Backoff::default();
 
     loop {
@@ -214,6 +227,12 @@ pub async fn run(mut opts: RunOptions, shutdown: CancellationToken) -> Result<()
                     SessionEnd::Shutdown => {
                         tracing::info!("disconnected: agent shutting down");
                         return Ok(());
+                    }
+                    SessionEnd::Upgrade => {
+                        // Returns only when the restart failed; the failure
+                        // is queued for the next connection.
+                        upgrader.install();
+                        Duration::ZERO
                     }
                     SessionEnd::Revoked => {
                         log_rejected_token(&server, "closed the connection", opts.revoked_retry);
@@ -304,7 +323,7 @@ async fn build_hello(opts: &RunOptions) -> Hello {
     }
     Hello {
         protocol_version: CURRENT_PROTOCOL_VERSION,
-        agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+        agent_version: reported_version(),
         restic_version,
         restic_error,
         hostname: opts.hostname.clone().unwrap_or_else(crate::hostname),
@@ -314,6 +333,7 @@ async fn build_hello(opts: &RunOptions) -> Hello {
         spooled_jobs: Vec::new(),
         hooks,
         hooks_refused,
+        platform: Some(rm_protocol::upgrade::own_platform()),
     }
 }
 

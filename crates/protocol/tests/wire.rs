@@ -31,6 +31,7 @@ fn hello() -> Hello {
         spooled_jobs: Vec::new(),
         hooks: Vec::new(),
         hooks_refused: Vec::new(),
+        platform: None,
     }
 }
 

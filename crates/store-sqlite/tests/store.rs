@@ -36,6 +36,7 @@ fn hello(conn: &str, at: i64) -> HelloRecord {
         at: t(at),
         hooks: Vec::new(),
         hooks_refused: Vec::new(),
+        platform: None,
     }
 }
 

@@ -17,6 +17,7 @@ mod policies;
 mod repository;
 pub(crate) mod schedules;
 pub(crate) mod tokens;
+mod upgrades;
 pub(crate) mod users;
 
 pub(crate) use deadline::deadline;
@@ -43,6 +44,7 @@ pub(crate) fn router() -> Router<AppState> {
             post(enrollment::create_token).get(enrollment::list_pending),
         )
         .route("/agents/enroll", post(enrollment::enroll))
+        .route("/agents/upgrade", post(upgrades::upgrade))
         .route("/hosts", get(hosts::list))
         .route(
             "/hosts/{id}",

@@ -1,0 +1,52 @@
+//! `POST /api/v1/agents/upgrade`: upgrade the agents of a label selection
+//! to the server's version (see `crate::upgrades`).
+
+use axum::extract::State;
+use axum::Json;
+use rm_protocol::api::{AgentUpgradeRequest, AgentUpgradeResult};
+
+use super::{ApiError, ApiJson, Operator};
+use crate::audit::{Action, Audit, Client};
+use crate::state::AppState;
+use crate::upgrades::{self, UpgradeError};
+
+impl From<UpgradeError> for ApiError {
+    fn from(e: UpgradeError) -> ApiError {
+        match e {
+            UpgradeError::Invalid(message) => ApiError::bad_request(message),
+            UpgradeError::Store(e) => e.into(),
+            UpgradeError::Download(e) => ApiError::internal(e),
+        }
+    }
+}
+
+/// `POST /api/v1/agents/upgrade {selector}` (`{}` selects every host).
+pub(crate) async fn upgrade(
+    State(state): State<AppState>,
+    operator: Operator,
+    client: Client,
+    ApiJson(req): ApiJson<AgentUpgradeRequest>,
+) -> Result<Json<AgentUpgradeResult>, ApiError> {
+    let by = Audit::by(&state, &operator, &client).await;
+    let selector = req
+        .selector
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let entry_for = |sent: usize, pending: usize| {
+        by.entry(
+            Action::AgentUpgrade,
+            None,
+            serde_json::json!({
+                "selector": selector,
+                "version": upgrades::server_version(),
+                "sent": sent,
+                "pending": pending,
+            }),
+        )
+    };
+    Ok(Json(
+        upgrades::request(&state, &req, Some(&entry_for)).await?,
+    ))
+}
