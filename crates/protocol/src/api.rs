@@ -531,9 +531,13 @@ pub struct BulkJobRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentUpgradeRequest {
-    /// Which hosts, as labels they must all have. Required: `{}` means
-    /// every host.
-    pub selector: BTreeMap<String, String>,
+    /// Which hosts, as labels they must all have; `{}` means every host.
+    /// Exactly one of `selector` and `host_id` is required.
+    #[serde(default)]
+    pub selector: Option<BTreeMap<String, String>>,
+    /// One host (the host page's button).
+    #[serde(default)]
+    pub host_id: Option<String>,
 }
 
 /// A host whose agent was sent `agent.upgrade`.

@@ -1308,6 +1308,27 @@ impl Store for SqliteStore {
         codec::host_counts(&row)
     }
 
+    async fn agent_versions(&self, selector: &Selector) -> StoreResult<Vec<(String, u64)>> {
+        let sql = format!(
+            "SELECT agent_version, COUNT(*) AS hosts FROM hosts \
+             WHERE deleted_at IS NULL AND agent_version IS NOT NULL{} \
+             GROUP BY agent_version ORDER BY agent_version",
+            selector_sql(selector)
+        );
+        let rows = bind_selector(sqlx::query(AssertSqlSafe(sql)), selector)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    codec::text(row, "agent_version")?,
+                    codec::count(row, "hosts")?,
+                ))
+            })
+            .collect()
+    }
+
     async fn hosts_matching(&self, selector: &Selector) -> StoreResult<Vec<Host>> {
         let sql = format!(
             "SELECT {} FROM hosts WHERE deleted_at IS NULL{} ORDER BY id",

@@ -149,6 +149,9 @@ pub trait Store: AlertStore + NotificationStore + Send + Sync + 'static {
         offset: u32,
         limit: u32,
     ) -> StoreResult<Vec<Host>>;
+    /// The agent versions of the hosts `selector` matches, with how many
+    /// hosts report each (hosts whose agent never connected are left out).
+    async fn agent_versions(&self, selector: &Selector) -> StoreResult<Vec<(String, u64)>>;
     /// Counts the hosts `selector` matches: all, online, those not
     /// protected (see [`ProtectedAt`]), and the unconfigured, in one query.
     async fn host_counts(

@@ -28,6 +28,7 @@ use axum::Router;
 
 pub(crate) use auth::Operator;
 pub(crate) use error::{parse_id, ApiError, ApiJson, ApiPath, ApiQuery};
+pub(crate) use upgrades::upgrade as upgrade_agents;
 
 use crate::state::AppState;
 

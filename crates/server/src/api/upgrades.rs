@@ -14,13 +14,15 @@ impl From<UpgradeError> for ApiError {
     fn from(e: UpgradeError) -> ApiError {
         match e {
             UpgradeError::Invalid(message) => ApiError::bad_request(message),
+            UpgradeError::NotFound(_) => ApiError::not_found(e.to_string()),
             UpgradeError::Store(e) => e.into(),
             UpgradeError::Download(e) => ApiError::internal(e),
         }
     }
 }
 
-/// `POST /api/v1/agents/upgrade {selector}` (`{}` selects every host).
+/// `POST /api/v1/agents/upgrade {selector}` (`{}` selects every host) or
+/// `{host_id}`.
 pub(crate) async fn upgrade(
     State(state): State<AppState>,
     operator: Operator,
@@ -28,18 +30,20 @@ pub(crate) async fn upgrade(
     ApiJson(req): ApiJson<AgentUpgradeRequest>,
 ) -> Result<Json<AgentUpgradeResult>, ApiError> {
     let by = Audit::by(&state, &operator, &client).await;
-    let selector = req
-        .selector
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",");
+    let selector = req.selector.as_ref().map(|selector| {
+        selector
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    });
     let entry_for = |sent: usize, pending: usize| {
         by.entry(
             Action::AgentUpgrade,
             None,
             serde_json::json!({
                 "selector": selector,
+                "host_id": req.host_id,
                 "version": upgrades::server_version(),
                 "sent": sent,
                 "pending": pending,

@@ -27,6 +27,9 @@ pub enum UpgradeError {
     /// The request is not usable; the message names the field.
     #[error("{0}")]
     Invalid(String),
+    /// No such host.
+    #[error("no {0}")]
+    NotFound(String),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -43,6 +46,16 @@ pub fn server_version() -> &'static str {
 /// Whether an agent reporting `version` is older than this server.
 pub fn outdated(version: Option<&str>) -> bool {
     version.is_some_and(|v| is_older(v, server_version()))
+}
+
+/// How many hosts of `versions` (as [`rm_store::Store::agent_versions`]
+/// gives them) run an agent older than this server.
+pub fn outdated_count(versions: &[(String, u64)]) -> u64 {
+    versions
+        .iter()
+        .filter(|(version, _)| outdated(Some(version)))
+        .map(|(_, hosts)| hosts)
+        .sum()
 }
 
 /// The `agent.upgrade` for an agent on `platform`, when this server has a
@@ -68,14 +81,33 @@ pub async fn request(
     req: &AgentUpgradeRequest,
     audit: Option<&(dyn Fn(usize, usize) -> NewAuditEntry + Send + Sync)>,
 ) -> Result<AgentUpgradeResult, UpgradeError> {
-    let selector = Labels::parse("selector", req.selector.clone())
-        .map(Selector)
-        .map_err(|e| UpgradeError::Invalid(e.to_string()))?;
+    let hosts = match (&req.selector, &req.host_id) {
+        (Some(selector), None) => {
+            let selector = Labels::parse("selector", selector.clone())
+                .map(Selector)
+                .map_err(|e| UpgradeError::Invalid(e.to_string()))?;
+            state.store().hosts_matching(&selector).await?
+        }
+        (None, Some(id)) => {
+            let id: HostId = id.parse().map_err(|_| {
+                UpgradeError::Invalid(format!("`host_id` `{id}` is not a host id (a ULID)"))
+            })?;
+            match state.store().host(id).await? {
+                Some(host) => vec![host],
+                None => return Err(UpgradeError::NotFound(format!("host `{id}`"))),
+            }
+        }
+        _ => {
+            return Err(UpgradeError::Invalid(String::from(
+                "give exactly one of `selector` (labels; `{}` for every host) and `host_id`",
+            )))
+        }
+    };
     let version = server_version();
     let mut send = Vec::new();
     let mut pending: Vec<HostId> = Vec::new();
     let mut skipped = Vec::new();
-    for host in state.store().hosts_matching(&selector).await? {
+    for host in hosts {
         let skip = |reason: String| SkippedHost {
             host_id: host.id.to_string(),
             name: host.name.clone(),
