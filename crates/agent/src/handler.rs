@@ -165,7 +165,7 @@ impl Handler {
                 None => vec![Frame::new(rm_protocol::AgentUpgradeStatus {
                     version: upgrade.version,
                     state: rm_protocol::UpgradeState::Failed,
-                    error: Some(String::from("this agent cannot upgrade itself here")),
+                    error: Some(String::from("this agent cannot upgrade itself")),
                 })],
             },
             Inbound::Ignored(kind) => {

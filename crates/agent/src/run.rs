@@ -73,6 +73,9 @@ pub struct RunOptions {
     /// (and `forget` keeps to); the machine's when `None`. Hosts that share
     /// a repository must have distinct ones.
     pub hostname: Option<String>,
+    /// Take `agent.upgrade` offers (download, verify, replace this binary
+    /// and re-execute); `false` refuses them (`--no-self-upgrade`).
+    pub self_upgrade: bool,
 }
 
 impl RunOptions {
@@ -89,6 +92,7 @@ impl RunOptions {
             hook_timeout: crate::DEFAULT_HOOK_TIMEOUT,
             allow_restore_to_system_paths: false,
             hostname: None,
+            self_upgrade: true,
         }
     }
 }
@@ -182,6 +186,10 @@ pub async fn run(mut opts: RunOptions, shutdown: CancellationToken) -> Result<()
     // Before the first connection: a marker from an upgrade says whether
     // this binary is on trial or an upgrade failed.
     upgrader.resume_after_restart();
+    if !opts.self_upgrade {
+        tracing::info!("self-upgrades are off: offers of a newer agent are refused");
+        upgrader.refuse_offers();
+    }
     handler.use_upgrader(upgrader.clone());
     let mut backoff = Backoff::default();
 

@@ -76,6 +76,11 @@ pub(crate) enum UpgradeError {
         /// The offered one.
         offered: String,
     },
+    /// The host's administrator turned self-upgrades off.
+    #[error(
+        "this agent does not upgrade itself (its administrator runs it with --no-self-upgrade)"
+    )]
+    Refused,
     /// A field of the `agent.upgrade` is unusable.
     #[error("`{field}` {problem}")]
     Invalid {
@@ -208,6 +213,7 @@ struct Inner {
     runner: JobRunner,
     outbox: mpsc::Sender<Frame>,
     busy: AtomicBool,
+    refuse: AtomicBool,
     prepared: Mutex<Option<Prepared>>,
     ready: Notify,
     welcomed: Notify,
@@ -232,6 +238,7 @@ impl Upgrader {
                 runner,
                 outbox,
                 busy: AtomicBool::new(false),
+                refuse: AtomicBool::new(false),
                 prepared: Mutex::new(None),
                 ready: Notify::new(),
                 welcomed: Notify::new(),
@@ -253,11 +260,20 @@ impl Upgrader {
         }
     }
 
+    /// Refuses every offer from now on (`agent run --no-self-upgrade`).
+    pub(crate) fn refuse_offers(&self) {
+        self.inner.refuse.store(true, Ordering::SeqCst);
+    }
+
     /// Handles an `agent.upgrade`: refused at once when it is not usable,
     /// otherwise prepared in the background.
     pub(crate) fn offer(&self, upgrade: AgentUpgrade) {
         let current = reported_version();
-        let checked = check_offer(&upgrade, &current, &self.inner.server);
+        let checked = if self.inner.refuse.load(Ordering::SeqCst) {
+            Err(UpgradeError::Refused)
+        } else {
+            check_offer(&upgrade, &current, &self.inner.server)
+        };
         if let Err(e) = checked {
             tracing::warn!(version = %upgrade.version, "refusing the upgrade: {e}");
             self.report(&upgrade.version, UpgradeState::Failed, Some(e.to_string()));
@@ -549,10 +565,14 @@ async fn preflight(binary: &Path, version: &str) -> Result<(), UpgradeError> {
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         let tail: String = stderr.trim().chars().take(300).collect();
+        let status = match output.status.code() {
+            Some(code) => format!("it exited with code {code}"),
+            None => String::from("it was killed by a signal"),
+        };
         return Err(UpgradeError::Preflight(if tail.is_empty() {
-            format!("it exited with {}", output.status)
+            status
         } else {
-            format!("it exited with {}: {tail}", output.status)
+            format!("{status}: {tail}")
         }));
     }
     if !stdout.split_whitespace().any(|word| word == version) {
@@ -774,7 +794,7 @@ mod tests {
         std::fs::write(&broken, "#!/bin/sh\nexit 1\n").unwrap();
         std::fs::set_permissions(&broken, std::fs::Permissions::from_mode(0o755)).unwrap();
         let e = preflight(&broken, "1.0.0").await.unwrap_err().to_string();
-        assert!(e.contains("exited with"), "{e}");
+        assert!(e.contains("exited with code 1"), "{e}");
         let other = dir.path().join("other");
         std::fs::write(&other, "#!/bin/sh\necho restic-manager 0.9.0\n").unwrap();
         std::fs::set_permissions(&other, std::fs::Permissions::from_mode(0o755)).unwrap();
