@@ -117,10 +117,13 @@ impl Handler {
     /// ids are parsed first ([`crate::inbound`]); a frame with a bad one is
     /// answered and does nothing else.
     pub(crate) async fn handle(&mut self, frame: Frame) -> Vec<Frame> {
-        // Any frame after `hello` means the server accepted the connection:
-        // an upgraded binary on trial has proved it can connect.
+        // A frame after `hello` other than an `error` (a refused hello is
+        // answered with one) means the server accepted the connection: an
+        // upgraded binary on trial has proved it can connect.
         if let Some(upgrader) = &self.upgrader {
-            upgrader.welcomed();
+            if !matches!(frame.message, rm_protocol::Message::Error(_)) {
+                upgrader.welcomed();
+            }
         }
         let inbound = match inbound::parse(frame) {
             Ok(inbound) => inbound,

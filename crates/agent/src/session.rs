@@ -193,7 +193,9 @@ async fn session_loop(
                 }
             } => {
                 // No job runs (the upgrader waited for that and holds new
-                // ones): send what is spooled and queued, then say goodbye.
+                // ones); a background repository refresh is stopped. Send
+                // what is spooled and queued, then say goodbye.
+                handler.jobs().cancel_all(JOB_STOP_GRACE).await;
                 flush(ws, &mut reports).await;
                 while let Ok(frame) = outbox.try_recv() {
                     if send(ws, &frame).await.is_err() {

@@ -485,6 +485,8 @@ async fn download(trust: &Trust, upgrade: &AgentUpgrade, to: &Path) -> Result<()
     let client = reqwest::Client::builder()
         .timeout(DOWNLOAD_TIMEOUT)
         .user_agent(crate::user_agent())
+        // The checked URL is the only place a binary comes from.
+        .redirect(reqwest::redirect::Policy::none())
         .tls_backend_preconfigured(tls)
         .build()
         .map_err(|e| failed(crate::tls::describe(&e)))?;
