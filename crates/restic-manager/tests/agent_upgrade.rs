@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use rm_protocol::api::HostView;
 use rm_protocol::{Frame, Message};
-use rm_testkit::{wait_until, AgentProcess, Api, RawAgent, RunningAgent, TestServer};
+use rm_testkit::{
+    wait_until, AgentProcess, Api, RawAgent, RunningAgent, TestServer, WebSession, ADMIN_PASSWORD,
+};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_restic-manager");
@@ -117,6 +119,15 @@ async fn an_old_agent_is_replaced_by_the_served_binary_and_reexecutes() {
     let admin = server.admin().await.unwrap();
     let agent = old_agent(&server, &copy, "web-01").await;
     let pid = agent.process.pid();
+    // The dashboard counts it, the host page offers the button.
+    let (_, dashboard) = admin.page("/").await.unwrap();
+    assert!(
+        dashboard.contains(r#"id="count-outdated">1<"#),
+        "{dashboard}"
+    );
+    let host_page = format!("/hosts/{}", agent.host_id);
+    let (_, html) = admin.page(&host_page).await.unwrap();
+    assert!(html.contains(r#"id="upgrade-agent""#), "{html}");
 
     let answer = upgrade(&admin, json!({})).await;
     assert_eq!(answer["version"], VERSION, "{answer:#}");
@@ -136,6 +147,14 @@ async fn an_old_agent_is_replaced_by_the_served_binary_and_reexecutes() {
         "the request is done"
     );
     assert!(!admin.host(&agent.host_id).await.unwrap().agent_outdated);
+    let (_, dashboard) = admin.page("/").await.unwrap();
+    assert!(
+        dashboard.contains(r#"id="count-outdated">0<"#),
+        "{dashboard}"
+    );
+    let (_, html) = admin.page(&host_page).await.unwrap();
+    assert!(!html.contains(r#"id="upgrade-agent""#), "{html}");
+    assert!(html.contains("installed"), "{html}");
     // Byte for byte the served binary; the old one kept beside it; the
     // same process (re-executed, not restarted by anyone else); no marker.
     assert!(std::fs::read(&copy).unwrap() == std::fs::read(BIN).unwrap());
@@ -334,7 +353,20 @@ async fn an_offline_host_is_upgraded_when_it_reconnects() {
     .await
     .unwrap();
 
-    let answer = upgrade(&admin, json!({})).await;
+    // Through the dashboard's "Upgrade agents" form this time.
+    let web = WebSession::login(&server, "admin", ADMIN_PASSWORD)
+        .await
+        .unwrap();
+    let csrf = web.csrf().await.unwrap();
+    let response = web
+        .request(reqwest::Method::POST, "/bulk/upgrade")
+        .header("x-csrf-token", &csrf)
+        .form(&[("labels", "")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.unwrap();
     assert_eq!(answer["sent"], json!([]), "{answer:#}");
     let reason = answer["skipped"][0]["reason"].as_str().unwrap();
     assert!(reason.starts_with("offline"), "{answer:#}");
