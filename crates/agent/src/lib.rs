@@ -34,7 +34,10 @@ pub use hooks::DEFAULT_HOOK_TIMEOUT;
 pub use run::{run, RunOptions, REVOKED_RETRY};
 
 pub use tls::{TrustOptions, TrustSettings};
-pub use upgrade::{CONNECT_DEADLINE as UPGRADE_CONNECT_DEADLINE, REPORTED_VERSION_ENV};
+pub use upgrade::{
+    CONNECT_DEADLINE as UPGRADE_CONNECT_DEADLINE, DEADLINE_ENV as UPGRADE_DEADLINE_ENV,
+    REPORTED_VERSION_ENV,
+};
 
 /// This machine's host name, as sent at enrolment and in `hello`.
 pub(crate) fn hostname() -> String {

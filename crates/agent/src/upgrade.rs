@@ -40,6 +40,18 @@ pub const REPORTED_VERSION_ENV: &str = "RM_AGENT_REPORTED_VERSION";
 /// before it puts the previous binary back.
 pub const CONNECT_DEADLINE: Duration = Duration::from_secs(60);
 
+/// Testing hook: [`CONNECT_DEADLINE`] in seconds instead of 60, read when
+/// the binary is swapped (so a rollback test need not wait a minute).
+pub const DEADLINE_ENV: &str = "RM_AGENT_UPGRADE_DEADLINE_SECS";
+
+fn connect_deadline() -> Duration {
+    std::env::var(DEADLINE_ENV)
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .filter(|secs| (1..=3600).contains(secs))
+        .map_or(CONNECT_DEADLINE, Duration::from_secs)
+}
+
 /// The marker in the state directory between swapping the binary and the
 /// new one's first accepted connection.
 const MARKER: &str = "upgrade-pending.json";
@@ -380,8 +392,14 @@ impl Upgrader {
         match resume(marker, &reported_version()) {
             Resume::Failed { version, error } => {
                 tracing::error!(%version, "the upgrade did not take: {error}");
-                self.report(&version, UpgradeState::Failed, Some(error));
-                let _ = std::fs::remove_file(&path);
+                // The marker stays until the server has accepted a
+                // connection, so the failure reaches it across restarts.
+                let this = self.clone();
+                tokio::spawn(async move {
+                    this.inner.welcomed.notified().await;
+                    this.report(&version, UpgradeState::Failed, Some(error));
+                    let _ = std::fs::remove_file(&path);
+                });
             }
             Resume::Trial(marker) => {
                 tracing::info!(version = %marker.version, "running the upgraded binary; it must connect to the server to stay");
@@ -608,7 +626,9 @@ fn swap_and_exec(state_dir: &Path, prepared: &Prepared) -> UpgradeError {
         exe: exe.clone(),
         from_version: reported_version(),
         version: prepared.version.clone(),
-        deadline: Utc::now().timestamp() + CONNECT_DEADLINE.as_secs() as i64,
+        deadline: Utc::now()
+            .timestamp()
+            .saturating_add(i64::try_from(connect_deadline().as_secs()).unwrap_or(60)),
         failed: None,
     };
     let marker_path = state_dir.join(MARKER);
@@ -680,7 +700,7 @@ fn roll_back(path: &Path, mut marker: Marker) -> UpgradeError {
     let why = format!(
         "version {} could not connect to the server within {}s; rolled back to {}",
         marker.version,
-        CONNECT_DEADLINE.as_secs(),
+        connect_deadline().as_secs(),
         marker.from_version
     );
     tracing::error!("{why}");

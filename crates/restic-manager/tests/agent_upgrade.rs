@@ -218,6 +218,91 @@ async fn a_binary_that_fails_its_preflight_is_refused_and_the_old_one_keeps_runn
     assert!(html.contains("pre-flight"), "{html}");
 }
 
+/// The marker's rollback: the served "binary" passes its pre-flight (it is
+/// the real one behind a wrapper) but, run as the agent, pins a wrong TLS
+/// fingerprint, so it cannot connect. Within the deadline (shortened by
+/// `RM_AGENT_UPGRADE_DEADLINE_SECS`) it puts the previous binary back and
+/// re-executes it; that one inherits the same environment, so the test
+/// restarts it cleanly, and it reports the failure.
+#[tokio::test]
+async fn an_upgraded_agent_that_cannot_connect_puts_the_previous_binary_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let other = rm_testkit::TestCert::generate()
+        .unwrap()
+        .fingerprint
+        .to_string();
+    let wrapper = tmp.path().join("wrapper");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\ncase \"$1\" in --version) exec {BIN} --version;; esac\n\
+             RM_SERVER_FINGERPRINT={other} exec {BIN} \"$@\"\n"
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let copy = agent_copy(tmp.path());
+    let original = std::fs::read(&copy).unwrap();
+    let served = wrapper.clone();
+    let server = TestServer::start_tls_with(move |config| config.agent_binary = Some(served))
+        .await
+        .unwrap();
+    let admin = server.admin().await.unwrap();
+    let fingerprint = server.tls_cert().unwrap().fingerprint.to_string();
+    let env = [
+        ("RM_AGENT_REPORTED_VERSION", OLD),
+        ("RM_AGENT_UPGRADE_DEADLINE_SECS", "3"),
+    ];
+    let agent = server
+        .enrolled_agent_with(
+            &copy,
+            "web-06",
+            &restic(),
+            &env,
+            &["--server-fingerprint", &fingerprint],
+        )
+        .await
+        .unwrap();
+    let marker = agent.state_dir.join("upgrade-pending.json");
+    let answer = upgrade(&admin, json!({})).await;
+    assert_eq!(
+        answer["sent"][0]["host_id"],
+        agent.host_id.as_str(),
+        "{answer:#}"
+    );
+
+    // Swapped in, could not connect, swapped back; the marker says why.
+    let rolled_back = wait_until(LIMIT, "the previous binary to be back", || async {
+        std::fs::read(&copy).is_ok_and(|b| b == original)
+            && std::fs::read_to_string(&marker).is_ok_and(|m| m.contains("could not connect"))
+    })
+    .await;
+    if let Err(e) = rolled_back {
+        panic!("{e}; agent log:\n{}", agent.process.log());
+    }
+    assert!(!copy.with_file_name("restic-manager.previous").exists());
+    let view = admin.host(&agent.host_id).await.unwrap();
+    assert_ne!(view.agent_upgrade.state.as_deref(), Some("installed"));
+    assert_ne!(view.agent_version.as_deref(), Some(VERSION));
+
+    // Started again as its service would be: it reports the failure.
+    agent
+        .process
+        .terminate(Duration::from_secs(20))
+        .await
+        .unwrap();
+    let process = AgentProcess::spawn(&copy, &agent.state_dir, &restic(), &[]).unwrap();
+    let view = upgrade_state(&admin, &agent.host_id, "failed", &process).await;
+    let error = view.agent_upgrade.error.unwrap_or_default();
+    assert!(
+        error.contains("could not connect to the server within 3s"),
+        "{error}"
+    );
+    assert!(error.contains(&format!("rolled back to {OLD}")), "{error}");
+    assert!(!marker.exists());
+    process.terminate(Duration::from_secs(20)).await.unwrap();
+}
+
 #[tokio::test]
 async fn a_download_that_does_not_match_its_checksum_is_refused() {
     let tmp = tempfile::tempdir().unwrap();

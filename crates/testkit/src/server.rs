@@ -76,6 +76,15 @@ impl TestServer {
         TestServer::launch(data_dir, listener, config, tls).await
     }
 
+    /// [`TestServer::start_tls`] after `configure` adjusts its settings.
+    pub async fn start_tls_with(
+        configure: impl FnOnce(&mut ServerConfig),
+    ) -> anyhow::Result<TestServer> {
+        let cert = TestCert::generate()?;
+        let identity = TlsIdentity::load(&cert.cert_path, &cert.key_path)?;
+        TestServer::start_configured(Some(Arc::new(TestTls { cert, identity })), configure).await
+    }
+
     /// The server's certificate, in TLS mode.
     pub fn tls_cert(&self) -> Option<&TestCert> {
         self.tls.as_ref().map(|t| &t.cert)
