@@ -192,9 +192,13 @@ async fn session_loop(
                     None => std::future::pending().await,
                 }
             } => {
-                // No job runs (the upgrader waited for that and holds new
-                // ones); a background repository refresh is stopped. Send
-                // what is spooled and queued, then say goodbye.
+                // New jobs are held from here on (unless one started since
+                // the upgrader saw the agent idle: then it waits for that
+                // one too). A background repository refresh is stopped;
+                // what is spooled and queued is sent, then goodbye.
+                if !upgrader.as_ref().is_some_and(|u| u.hold_for_restart()) {
+                    continue;
+                }
                 handler.jobs().cancel_all(JOB_STOP_GRACE).await;
                 flush(ws, &mut reports).await;
                 while let Ok(frame) = outbox.try_recv() {

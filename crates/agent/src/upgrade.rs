@@ -323,15 +323,6 @@ impl Upgrader {
             return Err(e);
         }
         self.report(&upgrade.version, UpgradeState::Verified, None);
-        let mut said_waiting = false;
-        while !self.inner.runner.hold(true) {
-            if !said_waiting {
-                tracing::info!(version = %upgrade.version, "upgrade ready; waiting for the running job to end");
-                self.report(&upgrade.version, UpgradeState::WaitingForJob, None);
-                said_waiting = true;
-            }
-            tokio::time::sleep(IDLE_POLL).await;
-        }
         if let Ok(mut prepared) = self.inner.prepared.lock() {
             *prepared = Some(Prepared {
                 tmp,
@@ -339,14 +330,48 @@ impl Upgrader {
                 version: upgrade.version.clone(),
             });
         }
-        self.inner.ready.notify_one();
+        self.when_idle(&upgrade.version).await;
         Ok(())
     }
 
-    /// Resolves once an upgrade is ready to be installed: the session then
-    /// flushes, closes and returns.
+    /// Waits until no job runs (saying so once when one does), then tells
+    /// the session the upgrade is ready. Jobs are not held meanwhile: while
+    /// the agent is disconnected it keeps running its schedules.
+    async fn when_idle(&self, version: &str) {
+        let mut said_waiting = false;
+        while self.inner.runner.busy() {
+            if !said_waiting {
+                tracing::info!(%version, "upgrade ready; waiting for the running job to end");
+                self.report(version, UpgradeState::WaitingForJob, None);
+                said_waiting = true;
+            }
+            tokio::time::sleep(IDLE_POLL).await;
+        }
+        self.inner.ready.notify_one();
+    }
+
+    /// Resolves once an upgrade is ready to be installed.
     pub(crate) async fn ready(&self) {
         self.inner.ready.notified().await;
+    }
+
+    /// Holds new jobs for the restart; when a job started after
+    /// [`Upgrader::ready`] resolved, waits for it instead and returns
+    /// false (`ready` resolves again once it ended).
+    pub(crate) fn hold_for_restart(&self) -> bool {
+        if self.inner.runner.hold(true) {
+            return true;
+        }
+        let version = self
+            .inner
+            .prepared
+            .lock()
+            .ok()
+            .and_then(|p| p.as_ref().map(|p| p.version.clone()))
+            .unwrap_or_default();
+        let this = self.clone();
+        tokio::spawn(async move { this.when_idle(&version).await });
+        false
     }
 
     /// The server accepted this connection (its first frame arrived).
