@@ -486,6 +486,10 @@ async fn agents_that_do_not_report_a_platform_are_not_sent_upgrades() {
     let reason = answer["skipped"][0]["reason"].as_str().unwrap();
     assert!(reason.starts_with("platform unknown"), "{answer:#}");
     assert!(old.silent_for(Duration::from_secs(2)).await);
+    // Its page says it cannot upgrade itself, and offers no button.
+    let (_, html) = admin.page(&format!("/hosts/{old_id}")).await.unwrap();
+    assert!(html.contains(r#"id="agent-too-old""#), "{html}");
+    assert!(!html.contains(r#"id="upgrade-agent""#), "{html}");
 
     let (new_id, new_token) = server.enrolled_host("new").await.unwrap();
     let mut new = RawAgent::connect_as(&server.ws_url(), &new_token)

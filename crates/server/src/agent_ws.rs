@@ -789,4 +789,16 @@ mod tests {
             MAX_RESTIC_ERROR_CHARS + 1
         );
     }
+
+    #[test]
+    fn a_platform_that_is_not_one_counts_as_none() {
+        let mut h = hello(1);
+        h.platform = Some(String::from("linux-x86_64"));
+        let kept = judge_hello(h.clone(), "u").unwrap();
+        assert_eq!(kept.platform.as_deref(), Some("linux-x86_64"));
+        for bad in ["linux-../../etc", "LINUX-X86", "darwin-arm64", ""] {
+            h.platform = Some(bad.to_owned());
+            assert_eq!(judge_hello(h.clone(), "u").unwrap().platform, None, "{bad}");
+        }
+    }
 }

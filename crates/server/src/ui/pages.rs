@@ -69,6 +69,8 @@ pub(crate) struct HostRow {
     pub(crate) unconfigured: bool,
     /// Its agent is older than the server.
     pub(crate) agent_outdated: bool,
+    /// Its agent reported a platform, so it can upgrade itself.
+    pub(crate) can_upgrade: bool,
     /// The last agent upgrade: (badge class, state, what to say), or
     /// `None` when none was ever asked for or reported.
     pub(crate) upgrade: Option<(&'static str, String, String)>,
@@ -194,6 +196,7 @@ fn host_row(host: &Host, view: &HostView, now: DateTime<Utc>) -> HostRow {
         shared_with: view.repository_shared_with,
         unconfigured: view.unconfigured,
         agent_outdated: view.agent_outdated,
+        can_upgrade: view.platform.is_some(),
         upgrade: upgrade_line(&view.agent_upgrade, now),
     }
 }
