@@ -25,6 +25,7 @@ use rm_protocol::upgrade::{is_older, own_platform};
 use rm_protocol::{AgentUpgrade, AgentUpgradeStatus, Frame, UpgradeState};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, Notify};
 
 use crate::jobs::JobRunner;
@@ -544,12 +545,14 @@ async fn download(trust: &Trust, upgrade: &AgentUpgrade, to: &Path) -> Result<()
             response.status()
         )));
     }
-    let mut file = std::fs::OpenOptions::new()
+    // Async file writes: an agent mid-download keeps answering its server.
+    let mut file = tokio::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o700)
         .open(to)
+        .await
         .map_err(io("create", to))?;
     let mut hasher = Sha256::new();
     let mut len: u64 = 0;
@@ -566,7 +569,7 @@ async fn download(trust: &Trust, upgrade: &AgentUpgrade, to: &Path) -> Result<()
             )));
         }
         hasher.update(&chunk);
-        file.write_all(&chunk).map_err(io("write", to))?;
+        file.write_all(&chunk).await.map_err(io("write", to))?;
     }
     let actual: String = hasher
         .finalize()
@@ -579,14 +582,12 @@ async fn download(trust: &Trust, upgrade: &AgentUpgrade, to: &Path) -> Result<()
             actual,
         });
     }
-    file.sync_all().map_err(io("write", to))?;
+    file.sync_all().await.map_err(io("write", to))?;
     drop(file);
     std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o755))
         .map_err(io("make executable", to))?;
     Ok(())
 }
-
-use std::os::unix::fs::OpenOptionsExt;
 
 /// Runs `<binary> --version`: it must succeed and print `version`.
 async fn preflight(binary: &Path, version: &str) -> Result<(), UpgradeError> {
