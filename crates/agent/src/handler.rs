@@ -34,6 +34,7 @@ pub(crate) struct Handler {
     repository: Option<RepositoryConfig>,
     jobs: JobRunner,
     schedules: tokio::sync::watch::Sender<ScheduleSet>,
+    upgrader: Option<crate::upgrade::Upgrader>,
 }
 
 impl Handler {
@@ -53,7 +54,19 @@ impl Handler {
             repository,
             jobs,
             schedules,
+            upgrader: None,
         }
+    }
+
+    /// Takes `agent.upgrade` with `upgrader` (without one, offers are
+    /// refused).
+    pub(crate) fn use_upgrader(&mut self, upgrader: crate::upgrade::Upgrader) {
+        self.upgrader = Some(upgrader);
+    }
+
+    /// The upgrader, when upgrades are set up.
+    pub(crate) fn upgrader(&self) -> Option<&crate::upgrade::Upgrader> {
+        self.upgrader.as_ref()
     }
 
     /// The job runner.
@@ -104,6 +117,14 @@ impl Handler {
     /// ids are parsed first ([`crate::inbound`]); a frame with a bad one is
     /// answered and does nothing else.
     pub(crate) async fn handle(&mut self, frame: Frame) -> Vec<Frame> {
+        // A frame after `hello` other than an `error` (a refused hello is
+        // answered with one) means the server accepted the connection: an
+        // upgraded binary on trial has proved it can connect.
+        if let Some(upgrader) = &self.upgrader {
+            if !matches!(frame.message, rm_protocol::Message::Error(_)) {
+                upgrader.welcomed();
+            }
+        }
         let inbound = match inbound::parse(frame) {
             Ok(inbound) => inbound,
             Err(reply) => return reply.map(|frame| *frame).into_iter().collect(),
@@ -139,6 +160,17 @@ impl Handler {
             Inbound::TokenRotate(rotate) => {
                 vec![crate::rotation::on_rotate(&self.state, rotate).await]
             }
+            Inbound::Upgrade(upgrade) => match &self.upgrader {
+                Some(upgrader) => {
+                    upgrader.offer(upgrade);
+                    Vec::new()
+                }
+                None => vec![Frame::new(rm_protocol::AgentUpgradeStatus {
+                    version: upgrade.version,
+                    state: rm_protocol::UpgradeState::Failed,
+                    error: Some(String::from("this agent cannot upgrade itself")),
+                })],
+            },
             Inbound::Ignored(kind) => {
                 tracing::debug!(%kind, "ignoring a message this agent does not know or the server should not send");
                 Vec::new()

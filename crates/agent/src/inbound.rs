@@ -11,8 +11,8 @@ use std::str::FromStr;
 
 use rm_core::{JobId, RequestId, ScheduleId, SnapshotId};
 use rm_protocol::{
-    CommandResult, ConfigUpdate, ErrorBody, ErrorCode, Frame, JobAck, JobKind, Message,
-    RejectReason, RepositoryConfig, ScheduleSet, TokenRotate,
+    AgentUpgrade, CommandResult, ConfigUpdate, ErrorBody, ErrorCode, Frame, JobAck, JobKind,
+    Message, RejectReason, RepositoryConfig, ScheduleSet, TokenRotate,
 };
 use serde_json::Value;
 
@@ -56,6 +56,8 @@ pub(crate) enum Inbound {
     },
     /// `token.rotate` (the token is checked where it is used).
     TokenRotate(TokenRotate),
+    /// `agent.upgrade` (checked by the upgrader before anything is fetched).
+    Upgrade(AgentUpgrade),
     /// `error`: the server's complaint, logged.
     Error(ErrorBody),
     /// A kind this agent does not know, or one the server should not send.
@@ -165,6 +167,7 @@ pub(crate) fn parse(frame: Frame) -> Result<Inbound, Refusal> {
             })
         }
         Message::TokenRotate(rotate) => Ok(Inbound::TokenRotate(rotate)),
+        Message::AgentUpgrade(upgrade) => Ok(Inbound::Upgrade(upgrade)),
         Message::Error(error) => Ok(Inbound::Error(error)),
         other => Ok(Inbound::Ignored(other.kind().to_owned())),
     }

@@ -145,6 +145,9 @@ struct Inner {
     outbox: mpsc::Sender<Frame>,
     spool: Spool,
     current: Mutex<Option<Current>>,
+    /// Set while the agent replaces itself: no new job starts (a server
+    /// job is answered `busy` and goes back to the server's queue).
+    held: std::sync::atomic::AtomicBool,
     history: Mutex<RepoHistory>,
     /// Where restores may write; set once at start-up. Unset, system
     /// folders are still protected.
@@ -189,6 +192,7 @@ impl JobRunner {
                 outbox,
                 spool,
                 current: Mutex::new(None),
+                held: std::sync::atomic::AtomicBool::new(false),
                 history: Mutex::new(RepoHistory::default()),
                 restore_guard: OnceLock::new(),
                 hooks: OnceLock::new(),
@@ -330,6 +334,27 @@ impl JobRunner {
             .unwrap_or(true)
     }
 
+    /// Holds (or releases) new jobs while the agent replaces its binary.
+    /// Holding succeeds only while no job runs, checked under the same
+    /// lock `start` takes, so a job cannot slip in between.
+    pub(crate) fn hold(&self, hold: bool) -> bool {
+        let Ok(current) = self.inner.current.lock() else {
+            return false;
+        };
+        if hold && current.is_some() {
+            return false;
+        }
+        self.inner
+            .held
+            .store(hold, std::sync::atomic::Ordering::SeqCst);
+        true
+    }
+
+    /// Whether new jobs are held (the agent is about to restart itself).
+    pub(crate) fn held(&self) -> bool {
+        self.inner.held.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Cancels the running job if it is `job_id`.
     pub(crate) fn cancel(&self, job_id: JobId) {
         if let Ok(current) = self.inner.current.lock() {
@@ -429,6 +454,12 @@ impl JobRunner {
                 return reject(
                     RejectReason::Busy,
                     format!("job {} is still running", running.job_id),
+                );
+            }
+            if self.held() {
+                return reject(
+                    RejectReason::Busy,
+                    String::from("the agent is restarting into its upgraded binary"),
                 );
             }
             *current = Some(Current {

@@ -25,6 +25,7 @@ mod session;
 mod spool;
 pub mod state;
 mod tls;
+mod upgrade;
 
 pub use backoff::RESTART_SPREAD;
 pub use enroll::{enroll, EnrollOptions, Enrolled};
@@ -33,6 +34,10 @@ pub use hooks::DEFAULT_HOOK_TIMEOUT;
 pub use run::{run, RunOptions, REVOKED_RETRY};
 
 pub use tls::{TrustOptions, TrustSettings};
+pub use upgrade::{
+    CONNECT_DEADLINE as UPGRADE_CONNECT_DEADLINE, DEADLINE_ENV as UPGRADE_DEADLINE_ENV,
+    REPORTED_VERSION_ENV,
+};
 
 /// This machine's host name, as sent at enrolment and in `hello`.
 pub(crate) fn hostname() -> String {

@@ -25,6 +25,7 @@ use crate::session::{self, ConnectError, SessionEnd};
 use crate::spool::Spool;
 use crate::state::StateDir;
 use crate::tls::{Trust, TrustOptions};
+use crate::upgrade::{reported_version, Upgrader};
 
 /// How long to wait before trying again with a token the server rejected.
 /// The token will not start working by itself, so hammering the server
@@ -72,6 +73,9 @@ pub struct RunOptions {
     /// (and `forget` keeps to); the machine's when `None`. Hosts that share
     /// a repository must have distinct ones.
     pub hostname: Option<String>,
+    /// Take `agent.upgrade` offers (download, verify, replace this binary
+    /// and re-execute); `false` refuses them (`--no-self-upgrade`).
+    pub self_upgrade: bool,
 }
 
 impl RunOptions {
@@ -88,6 +92,7 @@ impl RunOptions {
             hook_timeout: crate::DEFAULT_HOOK_TIMEOUT,
             allow_restore_to_system_paths: false,
             hostname: None,
+            self_upgrade: true,
         }
     }
 }
@@ -124,6 +129,7 @@ pub async fn run(mut opts: RunOptions, shutdown: CancellationToken) -> Result<()
     let spool = Spool::open(&opts.state_dir)?;
     let (outbox_tx, mut outbox) = tokio::sync::mpsc::channel(OUTBOX);
     let outbox_tx_for_scheduler = outbox_tx.clone();
+    let upgrade_outbox = outbox_tx.clone();
     let runner = JobRunner::new(
         restic_bin,
         opts.state_dir.join("cache"),
@@ -170,6 +176,21 @@ pub async fn run(mut opts: RunOptions, shutdown: CancellationToken) -> Result<()
         runner.clone(),
         schedules_tx,
     );
+    let upgrader = Upgrader::new(
+        server.clone(),
+        trust.clone(),
+        &opts.state_dir,
+        runner.clone(),
+        upgrade_outbox,
+    );
+    // Before the first connection: a marker from an upgrade says whether
+    // this binary is on trial or an upgrade failed.
+    upgrader.resume_after_restart();
+    if !opts.self_upgrade {
+        tracing::info!("self-upgrades are off: offers of a newer agent are refused");
+        upgrader.refuse_offers();
+    }
+    handler.use_upgrader(upgrader.clone());
     let mut backoff = Backoff::default();
 
     loop {
@@ -214,6 +235,12 @@ pub async fn run(mut opts: RunOptions, shutdown: CancellationToken) -> Result<()
                     SessionEnd::Shutdown => {
                         tracing::info!("disconnected: agent shutting down");
                         return Ok(());
+                    }
+                    SessionEnd::Upgrade => {
+                        // Returns only when the restart failed; the failure
+                        // is queued for the next connection.
+                        upgrader.install();
+                        Duration::ZERO
                     }
                     SessionEnd::Revoked => {
                         log_rejected_token(&server, "closed the connection", opts.revoked_retry);
@@ -304,7 +331,7 @@ async fn build_hello(opts: &RunOptions) -> Hello {
     }
     Hello {
         protocol_version: CURRENT_PROTOCOL_VERSION,
-        agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+        agent_version: reported_version(),
         restic_version,
         restic_error,
         hostname: opts.hostname.clone().unwrap_or_else(crate::hostname),
@@ -314,6 +341,7 @@ async fn build_hello(opts: &RunOptions) -> Hello {
         spooled_jobs: Vec::new(),
         hooks,
         hooks_refused,
+        platform: Some(rm_protocol::upgrade::own_platform()),
     }
 }
 

@@ -201,6 +201,13 @@ impl Scheduler {
     /// Acts on one fire: tells the server, or runs (or skips) the job
     /// itself when the server is away.
     async fn fire(&mut self, schedule: &Schedule, scheduled_at: DateTime<Utc>, catch_up: bool) {
+        if self.runner.held() {
+            // The agent is about to re-execute itself: a fire sent now
+            // could be lost with the connection. Not recorded as fired, it
+            // is caught up by the restarted agent instead.
+            tracing::info!(schedule = %schedule.id, "schedule fired while the agent restarts for an upgrade; the new agent catches it up");
+            return;
+        }
         self.last_fires.insert(schedule.id.clone(), scheduled_at);
         if let Err(e) = self.state.save_fires(&self.last_fires) {
             tracing::warn!("could not record the fire time: {e}");

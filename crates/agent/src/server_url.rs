@@ -71,6 +71,12 @@ impl ServerUrl {
         url
     }
 
+    /// Where the server offers the agent binary for `platform` (a name
+    /// [`rm_protocol::upgrade::is_platform`] accepts).
+    pub(crate) fn download_url(&self, platform: &str) -> Url {
+        self.below(&format!("/download/agent/{platform}"))
+    }
+
     fn below(&self, path: &str) -> Url {
         let mut url = self.url.clone();
         let prefix = url.path().trim_end_matches('/').to_owned();

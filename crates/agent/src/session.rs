@@ -69,6 +69,9 @@ pub(crate) enum SessionEnd {
     },
     /// The connection broke without a close handshake.
     Lost(String),
+    /// An upgrade is ready: reports were flushed and the connection closed
+    /// so the agent can restart into the new binary.
+    Upgrade,
 }
 
 /// The outcome of [`run_session`].
@@ -165,6 +168,7 @@ async fn session_loop(
     let mut ticker = heartbeat_ticker(period);
     let mut last_heard = Instant::now();
     let spool = handler.jobs().spool().clone();
+    let upgrader = handler.upgrader().cloned();
     let mut reports = spool.reader();
     let mut appended = spool.subscribe();
     appended.borrow_and_update();
@@ -178,19 +182,32 @@ async fn session_loop(
                 // server before saying goodbye. What cannot be sent now
                 // stays spooled for the next start.
                 handler.jobs().cancel_all(JOB_STOP_GRACE).await;
-                'flush: loop {
-                    let frames = reports.next_frames().await;
-                    if frames.is_empty() {
+                flush(ws, &mut reports).await;
+                close_gracefully(ws, "agent shutting down").await;
+                return SessionEnd::Shutdown;
+            }
+            _ = async {
+                match &upgrader {
+                    Some(upgrader) => upgrader.ready().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                // New jobs are held from here on (unless one started since
+                // the upgrader saw the agent idle: then it waits for that
+                // one too). A background repository refresh is stopped;
+                // what is spooled and queued is sent, then goodbye.
+                if !upgrader.as_ref().is_some_and(|u| u.hold_for_restart()) {
+                    continue;
+                }
+                handler.jobs().cancel_all(JOB_STOP_GRACE).await;
+                flush(ws, &mut reports).await;
+                while let Ok(frame) = outbox.try_recv() {
+                    if send(ws, &frame).await.is_err() {
                         break;
                     }
-                    for frame in &frames {
-                        if send(ws, frame).await.is_err() {
-                            break 'flush;
-                        }
-                    }
                 }
-                close_gracefully(ws).await;
-                return SessionEnd::Shutdown;
+                close_gracefully(ws, "agent restarting into its upgraded binary").await;
+                return SessionEnd::Upgrade;
             }
             Some(frame) = outbox.recv() => {
                 // Live frames only (progress, RPC answers): one lost to a
@@ -305,10 +322,25 @@ fn classify_close(frame: Option<CloseFrame>) -> SessionEnd {
     }
 }
 
-async fn close_gracefully(ws: &mut WsStream) {
+/// Sends every spooled report not yet sent, until the first failure.
+async fn flush(ws: &mut WsStream, reports: &mut crate::spool::SpoolReader) {
+    loop {
+        let frames = reports.next_frames().await;
+        if frames.is_empty() {
+            return;
+        }
+        for frame in &frames {
+            if send(ws, frame).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+async fn close_gracefully(ws: &mut WsStream, reason: &str) {
     let frame = CloseFrame {
         code: CloseCode::Normal,
-        reason: "agent shutting down".into(),
+        reason: reason.into(),
     };
     let handshake = async {
         if ws.close(Some(frame)).await.is_ok() {

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use rm_agent::{run, AgentError, RunOptions};
 use rm_protocol::{
-    close_code, AgentSettings, CommandRun, ConfigUpdate, Frame, JobKind, Message, RejectReason,
-    RepositoryConfig, ScheduleSet, TreeList, CURRENT_PROTOCOL_VERSION,
+    close_code, AgentSettings, AgentUpgrade, CommandRun, ConfigUpdate, Frame, JobKind, Message,
+    RejectReason, RepositoryConfig, ScheduleSet, TreeList, UpgradeState, CURRENT_PROTOCOL_VERSION,
 };
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::http::StatusCode;
@@ -610,6 +610,118 @@ async fn a_copy_needs_a_usable_copy_to_whoever_sends_it() {
             }
             other => panic!("expected command.result, got {other:?}"),
         }
+    }
+    shutdown.cancel();
+    drop(ws);
+    stopped(handle, 5.0).await;
+}
+
+/// The server is input, not authority: an `agent.upgrade` for a version
+/// that is not newer, or from anywhere but the agent's own server and
+/// platform, is refused before anything is downloaded, said so in an
+/// `agent.upgrade.status`, and the session goes on.
+#[tokio::test]
+async fn upgrade_offers_off_the_own_server_or_not_newer_are_refused() {
+    let (listener, url) = listener().await;
+    let state = support::enrolled_state(&url);
+    let (shutdown, handle) = start(RunOptions::new(state.path(), rm_testkit::restic::binary()));
+    let (_, ws) = accept(&listener, None).await;
+    let mut ws = ws.unwrap_or_else(|| panic!("upgrade failed"));
+    let hello = match next_frame(&mut ws).await.message {
+        Message::Hello(hello) => hello,
+        other => panic!("first frame must be hello, got {other:?}"),
+    };
+    let platform = rm_protocol::upgrade::own_platform();
+    assert_eq!(hello.platform.as_deref(), Some(platform.as_str()));
+    let sha = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+    let offers = [
+        (
+            AgentUpgrade {
+                version: "999.0.0".into(),
+                url: format!("http://evil.example.com/download/agent/{platform}"),
+                sha256: sha.into(),
+            },
+            "`url` is not on the server this agent is enrolled with",
+        ),
+        (
+            AgentUpgrade {
+                version: "999.0.0".into(),
+                url: format!("{url}/download/agent/../../etc/passwd"),
+                sha256: sha.into(),
+            },
+            "`url` must be",
+        ),
+        (
+            AgentUpgrade {
+                version: env!("CARGO_PKG_VERSION").into(),
+                url: format!("{url}/download/agent/{platform}"),
+                sha256: sha.into(),
+            },
+            "which is not older than the offered",
+        ),
+    ];
+    for (offer, refusal) in offers {
+        send(&mut ws, Frame::new(offer.clone())).await;
+        match next_non_heartbeat(&mut ws).await.message {
+            Message::AgentUpgradeStatus(status) => {
+                assert_eq!(status.version, offer.version);
+                assert_eq!(status.state, UpgradeState::Failed);
+                let error = status.error.unwrap_or_default();
+                assert!(error.contains(refusal), "{error}");
+            }
+            other => panic!("expected agent.upgrade.status, got {other:?}"),
+        }
+    }
+    // Still the same session, still answering.
+    send(
+        &mut ws,
+        Frame::new(ScheduleSet {
+            version: 3,
+            schedules: Vec::new(),
+        }),
+    )
+    .await;
+    match next_non_heartbeat(&mut ws).await.message {
+        Message::ScheduleAck(ack) => assert_eq!(ack.version, 3),
+        other => panic!("expected schedule.ack, got {other:?}"),
+    }
+    shutdown.cancel();
+    drop(ws);
+    stopped(handle, 5.0).await;
+}
+
+/// The host decides: with `--no-self-upgrade` even a valid offer from the
+/// agent's own server is refused, saying why.
+#[tokio::test]
+async fn an_agent_run_without_self_upgrades_refuses_every_offer() {
+    let (listener, url) = listener().await;
+    let state = support::enrolled_state(&url);
+    let mut opts = RunOptions::new(state.path(), rm_testkit::restic::binary());
+    opts.self_upgrade = false;
+    let (shutdown, handle) = start(opts);
+    let (_, ws) = accept(&listener, None).await;
+    let mut ws = ws.unwrap_or_else(|| panic!("upgrade failed"));
+    assert!(matches!(
+        next_frame(&mut ws).await.message,
+        Message::Hello(_)
+    ));
+    let platform = rm_protocol::upgrade::own_platform();
+    send(
+        &mut ws,
+        Frame::new(AgentUpgrade {
+            version: "999.0.0".into(),
+            url: format!("{url}/download/agent/{platform}"),
+            sha256: "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad".into(),
+        }),
+    )
+    .await;
+    match next_non_heartbeat(&mut ws).await.message {
+        Message::AgentUpgradeStatus(status) => {
+            assert_eq!(status.state, UpgradeState::Failed);
+            let error = status.error.unwrap_or_default();
+            assert!(error.contains("--no-self-upgrade"), "{error}");
+        }
+        other => panic!("expected agent.upgrade.status, got {other:?}"),
     }
     shutdown.cancel();
     drop(ws);

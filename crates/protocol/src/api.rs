@@ -262,6 +262,17 @@ pub struct HostView {
     /// `default` (an hour).
     #[serde(default)]
     pub offline_source: String,
+    /// The platform the agent reported (`linux-x86_64`); `null` for an
+    /// agent too old to upgrade itself.
+    #[serde(default)]
+    pub platform: Option<String>,
+    /// The agent is older than the server (`POST /api/v1/agents/upgrade`
+    /// upgrades it).
+    #[serde(default)]
+    pub agent_outdated: bool,
+    /// Agent upgrades asked for and reported.
+    #[serde(default)]
+    pub agent_upgrade: AgentUpgradeView,
 }
 
 /// `PATCH /api/v1/hosts/{id}`: only the fields given change.
@@ -546,6 +557,72 @@ pub struct BulkJobRequest {
     /// At most this many of these jobs run at a time per repository.
     #[serde(default)]
     pub max_parallel: Option<u32>,
+}
+
+/// `POST /api/v1/agents/upgrade`: which hosts' agents to upgrade to the
+/// server's version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct AgentUpgradeRequest {
+    /// Which hosts, as labels they must all have; `{}` means every host.
+    /// Exactly one of `selector` and `host_id` is required.
+    #[serde(default)]
+    pub selector: Option<BTreeMap<String, String>>,
+    /// One host (the host page's button).
+    #[serde(default)]
+    pub host_id: Option<String>,
+}
+
+/// A host whose agent was sent `agent.upgrade`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UpgradeSent {
+    /// Host id.
+    pub host_id: String,
+    /// Host name.
+    pub name: String,
+    /// The agent version it ran.
+    pub from: String,
+}
+
+/// The answer to `POST /api/v1/agents/upgrade`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AgentUpgradeResult {
+    /// The version agents are upgraded to (the server's).
+    pub version: String,
+    /// Connected agents sent `agent.upgrade` now.
+    pub sent: Vec<UpgradeSent>,
+    /// Hosts left out, and why. Reasons starting with `offline` are
+    /// recorded: the agent is sent the upgrade when it reconnects.
+    pub skipped: Vec<SkippedHost>,
+}
+
+/// A host's agent upgrade, as the host view shows it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AgentUpgradeView {
+    /// The version asked for and not yet installed or failed (sent at the
+    /// agent's next connection while it is older).
+    #[serde(default)]
+    pub requested_version: Option<String>,
+    /// When it was asked for.
+    #[serde(default)]
+    pub requested_at: Option<DateTime<Utc>>,
+    /// The agent's last report: `downloading`, `verified`,
+    /// `waiting_for_job`, `installed` or `failed`.
+    #[serde(default)]
+    pub state: Option<String>,
+    /// The version that report was about.
+    #[serde(default)]
+    pub version: Option<String>,
+    /// Why it failed.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// When the agent reported it.
+    #[serde(default)]
+    pub at: Option<DateTime<Utc>>,
 }
 
 /// A host a bulk job left out, and why.

@@ -10,6 +10,7 @@ pub mod api;
 mod envelope;
 mod messages;
 pub mod params;
+pub mod upgrade;
 
 pub use envelope::{DecodeError, Envelope, Frame};
 pub use messages::*;

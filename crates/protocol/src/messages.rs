@@ -131,6 +131,10 @@ messages! {
     TokenRotate = "token.rotate" (TokenRotate),
     /// A→S: the new token is safely stored; the old one may stop working.
     TokenRotated = "token.rotated" (TokenRotated),
+    /// S→A: replace the agent's binary with this newer one.
+    AgentUpgrade = "agent.upgrade" (AgentUpgrade),
+    /// A→S: how an `agent.upgrade` is going.
+    AgentUpgradeStatus = "agent.upgrade.status" (AgentUpgradeStatus),
 }
 
 /// `hello`: who the agent is and what it can do.
@@ -169,6 +173,12 @@ pub struct Hello {
     /// not executable, a symbolic link, a bad name).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hooks_refused: Vec<RefusedHook>,
+    /// The platform the agent's binary is built for (`linux-x86_64`, as
+    /// [`crate::upgrade::own_platform`] names it). Sent by agents that
+    /// understand `agent.upgrade`; older agents leave it out and are
+    /// never sent one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
 }
 
 /// A file in the hooks folder that the agent refuses to run.
@@ -823,4 +833,64 @@ impl ErrorBody {
             url: None,
         }
     }
+}
+
+/// `agent.upgrade`: the server offers a newer agent binary. The agent
+/// ignores a version that is not newer than its own, downloads `url` (which
+/// must be on the server it is enrolled with), checks `sha256`, tries the
+/// binary (`--version` must print `version`), waits until no job runs, and
+/// replaces and re-executes itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentUpgrade {
+    /// The release the binary is (`MAJOR.MINOR.PATCH`).
+    pub version: String,
+    /// Where to download it: `<server>/download/agent/<platform>`.
+    pub url: String,
+    /// Its SHA-256, lower-case hex.
+    pub sha256: String,
+}
+
+/// Where an agent upgrade is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpgradeState {
+    /// The binary is being downloaded.
+    Downloading,
+    /// Downloaded, its SHA-256 matches and `--version` printed the version.
+    Verified,
+    /// Ready, waiting for the running job to end before restarting.
+    WaitingForJob,
+    /// The new binary runs and has connected: the upgrade is done.
+    Installed,
+    /// The upgrade did not happen (or was rolled back); `error` says why.
+    Failed,
+    /// A state this build does not know.
+    #[serde(other)]
+    Unknown,
+}
+
+impl UpgradeState {
+    /// The wire name (`downloading`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpgradeState::Downloading => "downloading",
+            UpgradeState::Verified => "verified",
+            UpgradeState::WaitingForJob => "waiting_for_job",
+            UpgradeState::Installed => "installed",
+            UpgradeState::Failed => "failed",
+            UpgradeState::Unknown => "unknown",
+        }
+    }
+}
+
+/// `agent.upgrade.status`: a step of an upgrade, or why it failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentUpgradeStatus {
+    /// The version being installed.
+    pub version: String,
+    /// Where the upgrade is.
+    pub state: UpgradeState,
+    /// Why it failed, with `failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }

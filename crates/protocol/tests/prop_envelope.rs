@@ -170,6 +170,7 @@ fn hello() -> impl Strategy<Value = Message> {
                     spooled_jobs,
                     hooks: Vec::new(),
                     hooks_refused: Vec::new(),
+                    platform: None,
                 }
                 .into()
             },

@@ -31,6 +31,7 @@ fn hello() -> Hello {
         spooled_jobs: Vec::new(),
         hooks: Vec::new(),
         hooks_refused: Vec::new(),
+        platform: None,
     }
 }
 
@@ -282,6 +283,22 @@ fn one_of_each() -> Vec<(Frame, &'static [&'static str])> {
                 token_id: Some("01J0BF9QH3M2K8V7T6R5P4N3M2".into()),
             }),
             &["token_id"],
+        ),
+        (
+            Frame::new(AgentUpgrade {
+                version: "0.2.0".into(),
+                url: "https://backup.example.com/download/agent/linux-x86_64".into(),
+                sha256: "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad".into(),
+            }),
+            &["version", "url", "sha256"],
+        ),
+        (
+            Frame::new(AgentUpgradeStatus {
+                version: "0.2.0".into(),
+                state: UpgradeState::Failed,
+                error: Some("the new binary failed its pre-flight".into()),
+            }),
+            &["version", "state", "error"],
         ),
     ]
 }
@@ -883,4 +900,64 @@ fn token_rotation_frames_round_trip_and_debug_hides_the_token() {
     assert_eq!(bare.message, Message::TokenRotated(TokenRotated::default()));
     let missing = Frame::decode(r#"{"type":"token.rotate","payload":{}}"#).unwrap_err();
     assert!(missing.to_string().contains("token"), "{missing}");
+}
+
+/// `hello` as protocol-1 servers from before agent upgrades read it: the
+/// same fields less `platform`, frozen here. Compatibility in both
+/// directions rests on additive, optional fields.
+#[derive(Debug, serde::Deserialize)]
+#[allow(dead_code)]
+struct HelloBeforeUpgrades {
+    protocol_version: u32,
+    agent_version: String,
+    #[serde(default)]
+    restic_version: Option<String>,
+    #[serde(default)]
+    restic_error: Option<String>,
+    hostname: String,
+    os: String,
+    arch: String,
+    #[serde(default)]
+    running_jobs: Vec<String>,
+    #[serde(default)]
+    spooled_jobs: Vec<String>,
+    #[serde(default)]
+    hooks: Vec<String>,
+    #[serde(default)]
+    hooks_refused: Vec<RefusedHook>,
+}
+
+#[test]
+fn hellos_cross_the_agent_upgrade_change_in_both_directions() {
+    // A current agent's hello, read by a server from before upgrades.
+    let mut current = hello();
+    current.platform = Some("linux-x86_64".into());
+    let json = as_json(&Frame::new(current));
+    assert_eq!(json["payload"]["platform"], "linux-x86_64");
+    let old: HelloBeforeUpgrades = serde_json::from_value(json["payload"].clone()).unwrap();
+    assert_eq!(old.protocol_version, CURRENT_PROTOCOL_VERSION);
+    // An agent from before upgrades, read by this server: no platform (so
+    // it is never sent `agent.upgrade`), the same protocol version.
+    let mut before = as_json(&Frame::new(hello()));
+    assert!(
+        before["payload"].get("platform").is_none(),
+        "omitted when unset"
+    );
+    before["payload"]
+        .as_object_mut()
+        .unwrap()
+        .remove("platform");
+    let frame = Frame::decode(&before.to_string()).unwrap();
+    let Message::Hello(h) = frame.message else {
+        panic!("not a hello: {frame:?}")
+    };
+    assert_eq!(h.platform, None);
+    assert!(h.protocol_version >= MIN_PROTOCOL_VERSION);
+    // An upgrade state from a newer agent still decodes.
+    let newer = json!({"type": "agent.upgrade.status", "payload": {"version": "9.0.0", "state": "rebooting"}});
+    let frame = Frame::decode(&newer.to_string()).unwrap();
+    let Message::AgentUpgradeStatus(status) = frame.message else {
+        panic!("not a status: {frame:?}")
+    };
+    assert_eq!(status.state, UpgradeState::Unknown);
 }

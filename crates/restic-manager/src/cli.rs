@@ -321,6 +321,10 @@ pub(crate) struct RunArgs {
     /// directory is never a restore destination.
     #[arg(long, env = "RM_ALLOW_RESTORE_TO_SYSTEM_PATHS")]
     pub allow_restore_to_system_paths: bool,
+    /// Refuse `agent.upgrade`: this agent never replaces its own binary
+    /// when the server offers a newer one (upgrade it by hand instead).
+    #[arg(long, env = "RM_NO_SELF_UPGRADE")]
+    pub no_self_upgrade: bool,
     /// The host name restic records in this host's snapshots (and its
     /// `forget` keeps to), and the one the server shows; default: the
     /// machine's. Hosts sharing a repository need distinct ones.

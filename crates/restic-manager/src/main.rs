@@ -95,6 +95,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             options.trust = args.trust.into();
             options.allow_restore_to_system_paths = args.allow_restore_to_system_paths;
             options.hostname = args.hostname;
+            options.self_upgrade = !args.no_self_upgrade;
             rm_agent::run(options, shutdown).await?;
             Ok(())
         }

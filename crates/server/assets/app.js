@@ -100,10 +100,15 @@ function showBulk(result) {
     return li;
   };
   const jobs = result.jobs || [];
+  const sent = result.sent || [];
   const skipped = result.skipped || [];
-  document.getElementById("bulk-summary").textContent =
-    `${jobs.length} job${jobs.length === 1 ? "" : "s"} started, ${skipped.length} host${skipped.length === 1 ? "" : "s"} skipped.`;
-  document.getElementById("bulk-started").replaceChildren(...jobs.map((j) => item(`${j.kind} on ${name(j.host_id)}`, `/jobs/${j.id}`)));
+  const hosts = `${skipped.length} host${skipped.length === 1 ? "" : "s"} skipped.`;
+  document.getElementById("bulk-summary").textContent = result.sent
+    ? `${sent.length} agent${sent.length === 1 ? "" : "s"} sent the upgrade to ${result.version}, ${hosts}`
+    : `${jobs.length} job${jobs.length === 1 ? "" : "s"} started, ${hosts}`;
+  document.getElementById("bulk-started").replaceChildren(
+    ...jobs.map((j) => item(`${j.kind} on ${name(j.host_id)}`, `/jobs/${j.id}`)),
+    ...sent.map((s) => item(`${s.name}: ${s.from} → ${result.version}`, `/hosts/${s.host_id}`)));
   document.getElementById("bulk-skipped").replaceChildren(...skipped.map((s) => item(`${s.name}: ${s.reason}`)));
   document.getElementById("bulk-skipped-title").hidden = skipped.length === 0;
   document.getElementById("bulk-result").hidden = false;

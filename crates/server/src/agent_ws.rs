@@ -34,6 +34,7 @@ use crate::metrics::Metrics;
 use crate::repositories;
 use crate::schedules;
 use crate::state::AppState;
+use rm_protocol::upgrade::is_platform;
 
 /// A write that takes longer than this means the agent stopped reading.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -144,6 +145,7 @@ async fn session(state: AppState, host_id: HostId, mut socket: WebSocket) {
                 reason: r.reason.clone(),
             })
             .collect(),
+        platform: hello.platform.clone(),
     };
     // Queue the initial pushes before the connection becomes visible in the
     // hub, so nothing another task sends can overtake them; under the push
@@ -210,6 +212,7 @@ async fn session(state: AppState, host_id: HostId, mut socket: WebSocket) {
     ))
     .await;
     Box::pin(jobs::dispatch_next(&state, host_id)).await;
+    Box::pin(crate::upgrades::after_hello(&state, host_id, &hello)).await;
     if let Some(slot) = Metrics::frame_slot("hello") {
         state.metrics().frame_handled(slot, hello_arrived.elapsed());
     }
@@ -364,6 +367,11 @@ fn judge_hello(mut hello: Hello, upgrade_url: &str) -> Result<Hello, ErrorBody> 
         }
     }
     tidy_hooks(&mut hello);
+    // Only used to pick an upgrade binary: a name that is not a platform
+    // counts as none (that agent is not offered upgrades).
+    if hello.platform.as_deref().is_some_and(|p| !is_platform(p)) {
+        hello.platform = None;
+    }
     Ok(hello)
 }
 
@@ -582,13 +590,17 @@ async fn dispatch(
             Ok(())
         }
         Message::TokenRotated(ack) => agent_tokens::on_rotated(state, host_id, ack).await,
+        Message::AgentUpgradeStatus(status) => {
+            crate::upgrades::on_status(state, host_id, status).await
+        }
         Message::ConfigUpdate(_)
         | Message::ScheduleSet(_)
         | Message::CommandRun(_)
         | Message::CommandCancel(_)
         | Message::JobAck(_)
         | Message::TreeList(_)
-        | Message::TokenRotate(_) => {
+        | Message::TokenRotate(_)
+        | Message::AgentUpgrade(_) => {
             return Some(error_frame(
                 id,
                 ErrorCode::BadRequest,
@@ -713,6 +725,7 @@ mod tests {
             spooled_jobs: Vec::new(),
             hooks: Vec::new(),
             hooks_refused: Vec::new(),
+            platform: None,
         }
     }
 
@@ -775,5 +788,17 @@ mod tests {
             accepted.restic_error.unwrap().chars().count(),
             MAX_RESTIC_ERROR_CHARS + 1
         );
+    }
+
+    #[test]
+    fn a_platform_that_is_not_one_counts_as_none() {
+        let mut h = hello(1);
+        h.platform = Some(String::from("linux-x86_64"));
+        let kept = judge_hello(h.clone(), "u").unwrap();
+        assert_eq!(kept.platform.as_deref(), Some("linux-x86_64"));
+        for bad in ["linux-../../etc", "LINUX-X86", "darwin-arm64", ""] {
+            h.platform = Some(bad.to_owned());
+            assert_eq!(judge_hello(h.clone(), "u").unwrap().platform, None, "{bad}");
+        }
     }
 }

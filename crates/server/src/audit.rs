@@ -87,6 +87,8 @@ actions! {
     PolicyUpdate = "policy.update",
     /// A fleet policy was deleted.
     PolicyDelete = "policy.delete",
+    /// An operator asked for the agents of a selection to be upgraded.
+    AgentUpgrade = "agent.upgrade",
     /// An operator started one job on each host of a selection.
     JobBulkCreate = "job.bulk_create",
     /// An operator started a job.

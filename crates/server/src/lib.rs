@@ -37,6 +37,7 @@ mod throttle;
 pub mod tls;
 mod tree_cache;
 mod ui;
+pub mod upgrades;
 
 use std::future::Future;
 use std::time::Duration;

@@ -430,7 +430,9 @@ pub(crate) const HOST_COLUMNS: &str = "id, name, hostname, enrolled_at, last_see
      AS repository_policy_id, \
      (SELECT repository_key FROM host_repositories WHERE host_repositories.host_id = hosts.id) \
      AS repository_key, \
-     EXISTS (SELECT 1 FROM schedules WHERE schedules.host_id = hosts.id) AS has_schedules";
+     EXISTS (SELECT 1 FROM schedules WHERE schedules.host_id = hosts.id) AS has_schedules, \
+     platform, upgrade_requested_version, upgrade_requested_at, upgrade_state, upgrade_version, \
+     upgrade_error, upgrade_at";
 
 /// Decodes a row of [`rm_store::Store::host_backup_summaries`]. Byte
 /// counts that are not whole non-negative numbers (a stats object from an
@@ -501,6 +503,15 @@ pub(crate) fn host(row: &SqliteRow) -> Result<Host, StoreError> {
         // Counted per repository afterwards (`shared::fill_shared`).
         repository_shared_with: 0,
         has_schedules: flag(row, "has_schedules")?,
+        platform: text_opt(row, "platform")?,
+        upgrade: rm_store::AgentUpgradeRecord {
+            requested_version: text_opt(row, "upgrade_requested_version")?,
+            requested_at: time_opt(row, "upgrade_requested_at")?,
+            state: text_opt(row, "upgrade_state")?,
+            version: text_opt(row, "upgrade_version")?,
+            error: text_opt(row, "upgrade_error")?,
+            at: time_opt(row, "upgrade_at")?,
+        },
     })
 }
 

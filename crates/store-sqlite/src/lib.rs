@@ -1309,6 +1309,27 @@ impl Store for SqliteStore {
         codec::host_counts(&row)
     }
 
+    async fn agent_versions(&self, selector: &Selector) -> StoreResult<Vec<(String, u64)>> {
+        let sql = format!(
+            "SELECT agent_version, COUNT(*) AS hosts FROM hosts \
+             WHERE deleted_at IS NULL AND agent_version IS NOT NULL{} \
+             GROUP BY agent_version ORDER BY agent_version",
+            selector_sql(selector)
+        );
+        let rows = bind_selector(sqlx::query(AssertSqlSafe(sql)), selector)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    codec::text(row, "agent_version")?,
+                    codec::count(row, "hosts")?,
+                ))
+            })
+            .collect()
+    }
+
     async fn hosts_matching(&self, selector: &Selector) -> StoreResult<Vec<Host>> {
         let sql = format!(
             "SELECT {} FROM hosts WHERE deleted_at IS NULL{} ORDER BY id",
@@ -1405,7 +1426,7 @@ impl Store for SqliteStore {
             "UPDATE hosts SET connection_id = ?, online = 1, \
              last_seen_at = MAX(COALESCE(last_seen_at, 0), ?), \
              agent_version = ?, restic_version = ?, restic_error = ?, protocol_version = ?, \
-             hostname = ?, os = ?, arch = ?, hooks = ?, hooks_refused = ? \
+             hostname = ?, os = ?, arch = ?, hooks = ?, hooks_refused = ?, platform = ? \
              WHERE id = ? AND deleted_at IS NULL",
         )
         .bind(&hello.connection_id)
@@ -1419,6 +1440,7 @@ impl Store for SqliteStore {
         .bind(&hello.arch)
         .bind(codec::json_strings(&hello.hooks))
         .bind(serde_json::to_string(&hello.hooks_refused).unwrap_or_else(|_| "[]".to_owned()))
+        .bind(&hello.platform)
         .bind(host_id.to_string())
         .execute(&mut *tx)
         .await
@@ -1430,6 +1452,60 @@ impl Store for SqliteStore {
         } else {
             Err(StoreError::NotFound(format!("host `{host_id}`")))
         }
+    }
+
+    async fn request_agent_upgrade(
+        &self,
+        hosts: &[HostId],
+        version: &str,
+        at: DateTime<Utc>,
+        audit: Option<&NewAuditEntry>,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        for host in hosts {
+            sqlx::query(
+                "UPDATE hosts SET upgrade_requested_version = ?, upgrade_requested_at = ? \
+                 WHERE id = ? AND deleted_at IS NULL",
+            )
+            .bind(version)
+            .bind(ms(at))
+            .bind(host.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        }
+        write_audit(&mut tx, audit).await?;
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn record_agent_upgrade_status(
+        &self,
+        host_id: HostId,
+        version: &str,
+        state: &str,
+        error: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let ends = matches!(state, "installed" | "failed");
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "UPDATE hosts SET upgrade_state = ?, upgrade_version = ?, upgrade_error = ?, \
+             upgrade_at = ?, \
+             upgrade_requested_version = CASE WHEN ? THEN NULL ELSE upgrade_requested_version END, \
+             upgrade_requested_at = CASE WHEN ? THEN NULL ELSE upgrade_requested_at END \
+             WHERE id = ? AND deleted_at IS NULL",
+        )
+        .bind(state)
+        .bind(version)
+        .bind(error)
+        .bind(ms(at))
+        .bind(ends)
+        .bind(ends)
+        .bind(host_id.to_string())
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        tx.commit().await.map_err(backend)
     }
 
     async fn touch_hosts(&self, seen: &[(HostId, DateTime<Utc>)]) -> StoreResult<()> {

@@ -55,6 +55,7 @@ async fn online(store: &SqliteStore, host: HostId) {
         at: t(6),
         hooks: Vec::new(),
         hooks_refused: Vec::new(),
+        platform: None,
     };
     store.record_hello(host, &hello).await.unwrap();
 }

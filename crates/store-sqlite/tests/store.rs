@@ -36,6 +36,7 @@ fn hello(conn: &str, at: i64) -> HelloRecord {
         at: t(at),
         hooks: Vec::new(),
         hooks_refused: Vec::new(),
+        platform: None,
     }
 }
 
@@ -521,4 +522,51 @@ async fn undecodable_rows_are_reported_as_corrupt() {
         Err(StoreError::Corrupt(msg)) => assert!(msg.contains("`token_hash`"), "{msg}"),
         other => panic!("expected Corrupt, got {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn agent_upgrades_are_requested_reported_and_ended() {
+    let (_dir, store) = open_temp().await;
+    let (host_id, _) = enrol(&store).await;
+    let with_platform = HelloRecord {
+        platform: Some("linux-x86_64".to_owned()),
+        ..hello("c1", 10)
+    };
+    store.record_hello(host_id, &with_platform).await.unwrap();
+    let h = store.host(host_id).await.unwrap().unwrap();
+    assert_eq!(h.platform.as_deref(), Some("linux-x86_64"));
+    assert_eq!(h.upgrade, rm_store::AgentUpgradeRecord::default());
+    assert_eq!(
+        store.agent_versions(&Default::default()).await.unwrap(),
+        vec![("0.1.0".to_owned(), 1)]
+    );
+
+    store
+        .request_agent_upgrade(&[host_id], "0.2.0", t(20), None)
+        .await
+        .unwrap();
+    let h = store.host(host_id).await.unwrap().unwrap();
+    assert_eq!(h.upgrade.requested_version.as_deref(), Some("0.2.0"));
+    assert_eq!(h.upgrade.requested_at, Some(t(20)));
+
+    // A step keeps the request open…
+    store
+        .record_agent_upgrade_status(host_id, "0.2.0", "downloading", None, t(21))
+        .await
+        .unwrap();
+    let h = store.host(host_id).await.unwrap().unwrap();
+    assert_eq!(h.upgrade.state.as_deref(), Some("downloading"));
+    assert_eq!(h.upgrade.requested_version.as_deref(), Some("0.2.0"));
+    // …a failure ends it, keeping why.
+    store
+        .record_agent_upgrade_status(host_id, "0.2.0", "failed", Some("checksum"), t(22))
+        .await
+        .unwrap();
+    let h = store.host(host_id).await.unwrap().unwrap();
+    assert_eq!(h.upgrade.state.as_deref(), Some("failed"));
+    assert_eq!(h.upgrade.error.as_deref(), Some("checksum"));
+    assert_eq!(h.upgrade.version.as_deref(), Some("0.2.0"));
+    assert_eq!(h.upgrade.at, Some(t(22)));
+    assert_eq!(h.upgrade.requested_version, None);
+    assert_eq!(h.upgrade.requested_at, None);
 }

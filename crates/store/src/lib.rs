@@ -149,6 +149,9 @@ pub trait Store: AlertStore + NotificationStore + Send + Sync + 'static {
         offset: u32,
         limit: u32,
     ) -> StoreResult<Vec<Host>>;
+    /// The agent versions of the hosts `selector` matches, with how many
+    /// hosts report each (hosts whose agent never connected are left out).
+    async fn agent_versions(&self, selector: &Selector) -> StoreResult<Vec<(String, u64)>>;
     /// Counts the hosts `selector` matches: all, online, those not
     /// protected (see [`ProtectedAt`]), and the unconfigured, in one query.
     async fn host_counts(
@@ -174,6 +177,27 @@ pub trait Store: AlertStore + NotificationStore + Send + Sync + 'static {
     /// Records an accepted `hello`: versions, platform, the connection that
     /// now owns the host, online, last seen.
     async fn record_hello(&self, host_id: HostId, hello: &HelloRecord) -> StoreResult<()>;
+    /// Records that agent `version` was asked for on `hosts` (replacing an
+    /// earlier request), with the audit entry, in one transaction. Deleted
+    /// hosts are left alone.
+    async fn request_agent_upgrade(
+        &self,
+        hosts: &[HostId],
+        version: &str,
+        at: DateTime<Utc>,
+        audit: Option<&NewAuditEntry>,
+    ) -> StoreResult<()>;
+    /// Records an agent's report on an upgrade (`state` as the protocol
+    /// names it). `installed` and `failed` end the request, so a failed
+    /// upgrade is not retried at every reconnect.
+    async fn record_agent_upgrade_status(
+        &self,
+        host_id: HostId,
+        version: &str,
+        state: &str,
+        error: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()>;
     /// Moves `last_seen_at` forward for many hosts in one transaction.
     async fn touch_hosts(&self, seen: &[(HostId, DateTime<Utc>)]) -> StoreResult<()>;
     /// Marks the host offline, but only if `connection_id` is still the

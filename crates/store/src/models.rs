@@ -185,6 +185,29 @@ pub struct Host {
     pub repository_shared_with: u64,
     /// Whether it has any schedule (its own or a policy's).
     pub has_schedules: bool,
+    /// The platform its agent reported (`linux-x86_64`); `None` for an
+    /// agent too old to upgrade itself.
+    pub platform: Option<String>,
+    /// Agent upgrades asked for and reported.
+    pub upgrade: AgentUpgradeRecord,
+}
+
+/// A host's agent upgrade: the one asked for, and the agent's last report.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AgentUpgradeRecord {
+    /// The version an operator asked for, not yet installed or failed:
+    /// sent at the agent's next `hello` while it is older.
+    pub requested_version: Option<String>,
+    /// When it was asked for.
+    pub requested_at: Option<DateTime<Utc>>,
+    /// The agent's last `agent.upgrade.status` state (`installed`, …).
+    pub state: Option<String>,
+    /// The version that report was about.
+    pub version: Option<String>,
+    /// Why it failed, with `failed`.
+    pub error: Option<String>,
+    /// When it was reported.
+    pub at: Option<DateTime<Utc>>,
 }
 
 /// One host as `/metrics` shows it ([`crate::Store::host_backup_summaries`]).
@@ -267,6 +290,8 @@ pub struct HelloRecord {
     pub hooks: Vec<String>,
     /// Refused hook files, with why.
     pub hooks_refused: Vec<RefusedHookRecord>,
+    /// The agent's platform, when it said.
+    pub platform: Option<String>,
 }
 
 /// A file in an agent's hooks folder that the agent refuses to run.

@@ -383,6 +383,7 @@ async fn handshake(ws: &mut Ws, stats: &FleetStats) -> Option<Duration> {
         spooled_jobs: Vec::new(),
         hooks: Vec::new(),
         hooks_refused: Vec::new(),
+        platform: None,
     };
     send(ws, Frame::new(hello)).await.ok()?;
     let mut heartbeat = None;

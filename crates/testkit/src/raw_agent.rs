@@ -51,6 +51,7 @@ pub fn hello(protocol_version: u32) -> Hello {
         spooled_jobs: Vec::new(),
         hooks: Vec::new(),
         hooks_refused: Vec::new(),
+        platform: None,
     }
 }
 

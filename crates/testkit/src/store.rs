@@ -72,6 +72,7 @@ pub async fn connect_host(
         at,
         hooks: Vec::new(),
         hooks_refused: Vec::new(),
+        platform: None,
     };
     store.record_hello(host, &hello).await?;
     Ok(connection)

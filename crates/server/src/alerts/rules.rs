@@ -419,6 +419,8 @@ mod tests {
             repository_key: None,
             repository_shared_with: 0,
             has_schedules: false,
+            platform: None,
+            upgrade: Default::default(),
         };
         let f = HostFacts::of(&host, None);
         assert_eq!(f.freshness_seconds, effective::DEFAULT_FRESHNESS_SECONDS);

@@ -18,6 +18,7 @@ mod policies;
 mod repository;
 pub(crate) mod schedules;
 pub(crate) mod tokens;
+mod upgrades;
 pub(crate) mod users;
 
 pub(crate) use deadline::deadline;
@@ -31,6 +32,7 @@ pub(crate) use auth::Operator;
 pub(crate) use error::{parse_id, ApiError, ApiJson, ApiPath, ApiQuery};
 /// The JSON of an [`ApiError`], as the handlers' OpenAPI annotations name it.
 use rm_protocol::api::ApiError as ApiErrorBody;
+pub(crate) use upgrades::upgrade as upgrade_agents;
 
 use crate::state::AppState;
 
@@ -52,6 +54,7 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(auth::logout))
         .routes(routes!(enrollment::create_token, enrollment::list_pending))
         .routes(routes!(enrollment::enroll))
+        .routes(routes!(upgrades::upgrade))
         .routes(routes!(hosts::list))
         .routes(routes!(hosts::show, hosts::delete, hosts::patch))
         .routes(routes!(agent_tokens::rotate))

@@ -53,33 +53,8 @@ pub struct AgentBinary {
     pub sha256: String,
 }
 
-/// The platform name of the machine this process runs on.
-pub fn own_platform() -> String {
-    platform_for(std::env::consts::ARCH)
-}
-
-/// `linux-<arch>` for Rust's name of an architecture, spelled as the
-/// installer's `uname -m` normalisation spells it.
-fn platform_for(arch: &str) -> String {
-    let arch = match arch {
-        "arm" => "armv7",
-        other => other,
-    };
-    format!("linux-{arch}")
-}
-
-/// Whether `name` can be a platform: `linux-` and a lower-case
-/// architecture. Only such names are looked up, so a request can never name
-/// a path.
-pub fn is_platform(name: &str) -> bool {
-    name.strip_prefix("linux-").is_some_and(|arch| {
-        !arch.is_empty()
-            && arch.len() <= 32
-            && arch
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-    })
-}
+// One naming rule for the server, the agent and the installer's platforms.
+pub use rm_protocol::upgrade::{is_platform, own_platform};
 
 /// Identifies one version of a file: hashes are recomputed when it changes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -303,8 +278,6 @@ mod tests {
         assert!(!is_platform("linux-X86"));
         assert!(!is_platform("darwin-arm64"));
         assert!(!is_platform("SHA256SUMS"));
-        assert_eq!(platform_for("arm"), "linux-armv7");
-        assert_eq!(platform_for("x86_64"), "linux-x86_64");
     }
 
     #[tokio::test]

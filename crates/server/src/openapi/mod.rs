@@ -43,7 +43,7 @@ const TAGS: &[(&str, &str)] = &[
     ("auth", "Logging in and out"),
     (
         "enrolment",
-        "Enrolment tokens and agents enrolling themselves",
+        "Enrolment tokens, agents enrolling themselves, agent upgrades",
     ),
     (
         "hosts",

@@ -575,7 +575,7 @@ impl Fleet {
             online: host.online,
             enrolled_at: host.enrolled_at,
             last_seen_at: host.last_seen_at,
-            agent_version: host.agent_version,
+            agent_version: host.agent_version.clone(),
             restic_version: host.restic_version,
             restic_error: host.restic_error,
             protocol_version: host.protocol_version,
@@ -619,6 +619,16 @@ impl Fleet {
             last_backup_success_at: host.last_backup_success_at,
             offline_seconds,
             offline_source: offline_source.to_owned(),
+            agent_outdated: crate::upgrades::outdated(host.agent_version.as_deref()),
+            platform: host.platform,
+            agent_upgrade: rm_protocol::api::AgentUpgradeView {
+                requested_version: host.upgrade.requested_version,
+                requested_at: host.upgrade.requested_at,
+                state: host.upgrade.state,
+                version: host.upgrade.version,
+                error: host.upgrade.error,
+                at: host.upgrade.at,
+            },
         }
     }
 }

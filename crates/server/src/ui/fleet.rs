@@ -155,6 +155,32 @@ pub(crate) async fn bulk(
     answer(api::jobs::bulk_create(State(state), operator, client, ApiJson(request)).await)
 }
 
+/// The fleet selection's "Upgrade agents" form: the dashboard's filter.
+#[derive(Debug, Deserialize)]
+pub(crate) struct UpgradeForm {
+    #[serde(default)]
+    labels: String,
+}
+
+/// `POST /bulk/upgrade`: upgrade the agents of every host the filter
+/// matches (the same service as `POST /api/v1/agents/upgrade`).
+pub(crate) async fn bulk_upgrade(
+    State(state): State<AppState>,
+    operator: Operator,
+    client: Client,
+    Form(form): Form<UpgradeForm>,
+) -> Response {
+    let selector = match labels("labels", &form.labels) {
+        Ok(selector) => selector,
+        Err(e) => return answer::<StatusCode>(Err(e)),
+    };
+    let request = rm_protocol::api::AgentUpgradeRequest {
+        selector: Some(selector),
+        host_id: None,
+    };
+    answer(api::upgrade_agents(State(state), operator, client, ApiJson(request)).await)
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;

@@ -36,6 +36,7 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/hosts/{id}/schedules", post(forms::schedule))
         .route("/hosts/{id}/settings", post(fleet::host_settings))
         .route("/bulk", post(fleet::bulk))
+        .route("/bulk/upgrade", post(fleet::bulk_upgrade))
         .route("/jobs/{id}", get(pages::job))
         .route("/enroll", get(pages::enroll).post(fleet::enroll))
         .route("/users", get(accounts::users))

@@ -67,6 +67,46 @@ pub(crate) struct HostRow {
     pub(crate) shared_with: u64,
     /// Neither a repository nor a schedule.
     pub(crate) unconfigured: bool,
+    /// Its agent is older than the server.
+    pub(crate) agent_outdated: bool,
+    /// Its agent reported a platform, so it can upgrade itself.
+    pub(crate) can_upgrade: bool,
+    /// The last agent upgrade: (badge class, state, what to say), or
+    /// `None` when none was ever asked for or reported.
+    pub(crate) upgrade: Option<(&'static str, String, String)>,
+}
+
+/// The host page's line about its last agent upgrade.
+fn upgrade_line(
+    view: &rm_protocol::api::AgentUpgradeView,
+    now: DateTime<Utc>,
+) -> Option<(&'static str, String, String)> {
+    if let (Some(state), Some(version)) = (&view.state, &view.version) {
+        let when = view.at.map(|at| format::ago(at, now)).unwrap_or_default();
+        let class = match state.as_str() {
+            "installed" => "ok",
+            "failed" => "bad",
+            _ => "busy",
+        };
+        let mut text = format!("to {version}, {when}");
+        if let Some(error) = &view.error {
+            text.push_str(": ");
+            text.push_str(error);
+        }
+        if let Some(requested) = &view.requested_version {
+            if state == "failed" || state == "installed" {
+                text.push_str(&format!("; {requested} requested again"));
+            }
+        }
+        return Some((class, state.replace('_', " "), text));
+    }
+    view.requested_version.as_ref().map(|requested| {
+        (
+            "warn",
+            String::from("requested"),
+            format!("to {requested}: sent when the agent next connects"),
+        )
+    })
 }
 
 /// The dashboard filtered by `labels` (`key=value,…`; empty: every
@@ -155,6 +195,9 @@ fn host_row(host: &Host, view: &HostView, now: DateTime<Utc>) -> HostRow {
         policy_name: view.policy_name.clone(),
         shared_with: view.repository_shared_with,
         unconfigured: view.unconfigured,
+        agent_outdated: view.agent_outdated,
+        can_upgrade: view.platform.is_some(),
+        upgrade: upgrade_line(&view.agent_upgrade, now),
     }
 }
 
@@ -199,6 +242,8 @@ struct DashboardPage {
     stale: u64,
     unconfigured: u64,
     total: u64,
+    /// Agents older than the server.
+    outdated: u64,
     /// Firing alerts of the filtered hosts, newest first (at most
     /// [`alerts::DASHBOARD_ALERTS`]), and how many fire in all.
     alerts: Vec<AlertRow>,
@@ -255,6 +300,10 @@ pub(crate) async fn dashboard(
     };
     let counts = match state.store().host_counts(protected, &selector).await {
         Ok(counts) => counts,
+        Err(e) => return store_error(e),
+    };
+    let outdated = match state.store().agent_versions(&selector).await {
+        Ok(versions) => crate::upgrades::outdated_count(&versions),
         Err(e) => return store_error(e),
     };
     let firing_alerts = match alerts::firing_rows(
@@ -335,6 +384,7 @@ pub(crate) async fn dashboard(
         stale: counts.not_backed_up,
         unconfigured: counts.unconfigured,
         total: counts.total,
+        outdated,
         alerts: firing_alerts,
         firing,
         alerts_link: if filter.is_empty() {
