@@ -32,6 +32,8 @@ pub(crate) async fn run(command: AdminCommand) -> anyhow::Result<()> {
                 username: username.clone(),
                 password_hash: hash_password(&password)?,
                 created_at: Utc::now(),
+                role: rm_core::Role::Admin,
+                scope: None,
             };
             let entry = Audit::cli().entry(
                 Action::UserCreate,
@@ -91,6 +93,7 @@ pub(crate) async fn run(command: AdminCommand) -> anyhow::Result<()> {
                     .ttl_days
                     .map(|d| now + chrono::Duration::days(i64::from(d))),
                 revoked_at: None,
+                role: None,
             };
             let entry = Audit::cli().entry(
                 Action::ApiTokenCreate,

@@ -15,6 +15,8 @@ use rm_store_sqlite::SqliteStore;
 async fn add_user(store: &SqliteStore, name: &str, created: i64) -> User {
     let user = User {
         created_at: t(created),
+        role: rm_core::Role::Admin,
+        scope: None,
         ..user(name)
     };
     store.create_user(&user, None).await.unwrap();

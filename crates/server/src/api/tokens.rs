@@ -136,6 +136,7 @@ pub(crate) async fn issue(
         created_at: now,
         expires_at: ttl_days.map(|d| now + chrono::Duration::days(i64::from(d))),
         revoked_at: None,
+        role: None,
     };
     let entry = Audit::by(state, operator, client).await.entry(
         Action::ApiTokenCreate,

@@ -146,6 +146,8 @@ pub(crate) async fn create(
         username,
         password_hash: hash(req.password).await?,
         created_at: Utc::now(),
+        role: rm_core::Role::Admin,
+        scope: None,
     };
     let entry = Audit::by(&state, &operator, &client).await.entry(
         Action::UserCreate,
