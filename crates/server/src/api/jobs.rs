@@ -104,7 +104,7 @@ pub(crate) async fn bulk_create(
             }),
         )
     };
-    let created = jobs::bulk::create(&state, &req, Some(&entry_for)).await?;
+    let created = jobs::bulk::create(&state, &req, operator.scope.as_ref(), Some(&entry_for)).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 
@@ -124,7 +124,7 @@ const MAX_JOBS: u32 = 500;
 /// `GET /api/v1/jobs?host_id=&status=&before=&limit=`: newest first.
 pub(crate) async fn list(
     State(state): State<AppState>,
-    _operator: Operator,
+    operator: Operator,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<Vec<JobView>>, ApiError> {
     let host_id = query
@@ -171,6 +171,7 @@ pub(crate) async fn list(
             status,
             before,
             limit,
+            scope: operator.scope,
         })
         .await?;
     Ok(Json(jobs.iter().map(jobs::view).collect()))
