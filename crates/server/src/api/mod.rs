@@ -38,6 +38,7 @@ pub(crate) fn router() -> Router<AppState> {
     Router::new()
         .route("/auth/login", post(auth::login))
         .route("/auth/logout", post(auth::logout))
+        .route("/auth/me", get(users::me))
         .route(
             "/enrollment-tokens",
             post(enrollment::create_token).get(enrollment::list_pending),
@@ -93,7 +94,10 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/jobs/{id}/logs", get(jobs::logs))
         .route("/jobs/{id}/events", get(jobs::events))
         .route("/users", get(users::list).post(users::create))
-        .route("/users/{id}", axum::routing::delete(users::delete))
+        .route(
+            "/users/{id}",
+            axum::routing::delete(users::delete).patch(users::patch),
+        )
         .route(
             "/users/me/password",
             axum::routing::put(users::change_own_password),

@@ -161,6 +161,9 @@ pub(crate) struct TokenForm {
     name: String,
     #[serde(default)]
     ttl_days: String,
+    /// A narrower role than the user's; empty: theirs.
+    #[serde(default)]
+    role: String,
 }
 
 /// `POST /tokens`: creates a token and shows its secret once.
@@ -183,8 +186,15 @@ pub(crate) async fn create_token(
         }),
     };
     let created = match ttl_days {
-        Ok(ttl_days) => tokens::issue(&state, &user.operator, &client, &form.name, ttl_days)
-            .await
+        Ok(ttl_days) => tokens::issue(
+            &state,
+            &user.operator,
+            &client,
+            &form.name,
+            ttl_days,
+            Some(&form.role),
+        )
+        .await
             .map_err(|e| match e {
                 TokenError::Invalid(message) => (StatusCode::BAD_REQUEST, message),
                 other => {

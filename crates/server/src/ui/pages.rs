@@ -244,9 +244,19 @@ pub(crate) async fn dashboard(
     let now = Utc::now();
     let protected = crate::policies::protected_at(now);
     let filter_text = query.labels.unwrap_or_default();
-    let (selector, filter_error) = match Labels::parse_pairs("labels", &filter_text) {
+    let (selector, mut filter_error) = match Labels::parse_pairs("labels", &filter_text) {
         Ok(labels) => (Selector(labels), None),
         Err(e) => (Selector::default(), Some(e.to_string())),
+    };
+    // A scoped user's dashboard counts and lists their hosts only.
+    let selector = match crate::access::narrow(&user.operator, &selector) {
+        Some(selector) => selector,
+        None => {
+            filter_error = Some(String::from(
+                "`labels` asks for hosts outside your scope; showing your scope",
+            ));
+            user.operator.scope.clone().unwrap_or_default()
+        }
     };
     let filter = if selector.is_everything() {
         String::new()
@@ -264,6 +274,7 @@ pub(crate) async fn dashboard(
             limit: Some(alerts::DASHBOARD_ALERTS),
             ..Default::default()
         },
+        None,
         now,
     )
     .await
@@ -304,6 +315,7 @@ pub(crate) async fn dashboard(
         .store()
         .list_jobs(&JobFilter {
             limit: 15,
+            scope: user.operator.scope.clone(),
             ..JobFilter::default()
         })
         .await
@@ -366,7 +378,7 @@ pub(crate) async fn dashboard(
 const FIRING_COUNTED: u32 = 1000;
 
 /// How many alerts fire on the hosts `selector` matches.
-async fn firing_count(state: &AppState, selector: &Selector) -> Result<u64, rm_store::StoreError> {
+pub(crate) async fn firing_count(state: &AppState, selector: &Selector) -> Result<u64, rm_store::StoreError> {
     if selector.is_everything() {
         return Ok(state
             .store()
@@ -668,6 +680,7 @@ pub(crate) async fn host(
             host_id: Some(id.to_string()),
             ..Default::default()
         },
+        None,
         now,
     )
     .await
