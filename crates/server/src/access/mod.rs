@@ -158,7 +158,8 @@ pub fn ui_rules() -> Vec<Rule> {
         rule(Method::GET, "/jobs/{id}", Viewer, Job),
         rule(Method::GET, "/enroll", Op, Fleet),
         rule(Method::POST, "/enroll", Op, Fleet),
-        rule(Method::GET, "/users", Admin, Global),
+        // Everyone's own password form; the user list only for admins.
+        rule(Method::GET, "/users", Viewer, Global),
         rule(Method::GET, "/tokens", Viewer, Global),
         rule(Method::POST, "/tokens", Viewer, Global),
         rule(Method::GET, "/restore", Op, Filtered),

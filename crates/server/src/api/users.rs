@@ -76,7 +76,9 @@ pub(crate) struct MeView {
 pub(crate) struct CreateUser {
     username: String,
     password: String,
-    role: String,
+    /// Required; optional here so a missing one gets the API's words.
+    #[serde(default)]
+    role: Option<String>,
     #[serde(default)]
     scope: Option<BTreeMap<String, String>>,
 }
@@ -214,7 +216,9 @@ pub(crate) async fn create(
     let username = req.username.trim().to_owned();
     validate_username(&username)?;
     validate_password("password", &req.password)?;
-    let role = parse_role(&req.role)?;
+    let role = parse_role(req.role.as_deref().ok_or_else(|| {
+        ApiError::bad_request("`role` is required: admin, operator or viewer")
+    })?)?;
     let scope = checked_access(role, req.scope)?;
     if state.store().user_by_name(&username).await?.is_some() {
         return Err(ApiError::conflict(format!(

@@ -218,7 +218,7 @@ fn time_left(until: DateTime<Utc>, now: DateTime<Utc>) -> String {
 #[derive(Template)]
 #[template(path = "alerts.html")]
 struct AlertsPage {
-    user: String,
+    user: super::session::Who,
     csrf: String,
     /// The state shown; the tabs as (value, label, link).
     state: String,

@@ -192,7 +192,7 @@ fn not_found(what: &str) -> Response {
 #[derive(Template)]
 #[template(path = "dashboard.html")]
 struct DashboardPage {
-    user: String,
+    user: super::session::Who,
     csrf: String,
     online: u64,
     offline: u64,
@@ -471,7 +471,7 @@ pub(crate) struct SnapshotRow {
 #[derive(Template)]
 #[template(path = "host.html")]
 struct HostPage {
-    user: String,
+    user: super::session::Who,
     csrf: String,
     host: HostRow,
     enrolled: String,
@@ -791,7 +791,7 @@ fn chart(history: &[RepoStatsRecord]) -> String {
 #[derive(Template)]
 #[template(path = "job.html")]
 struct JobPage {
-    user: String,
+    user: super::session::Who,
     csrf: String,
     job: JobRow,
     params: String,
@@ -878,7 +878,7 @@ pub(crate) struct TokenRow {
 #[derive(Template)]
 #[template(path = "enroll.html")]
 struct EnrollPage {
-    user: String,
+    user: super::session::Who,
     csrf: String,
     pending: Vec<TokenRow>,
 }

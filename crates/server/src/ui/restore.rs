@@ -40,7 +40,7 @@ pub(crate) struct SnapshotOption {
 #[derive(Template)]
 #[template(path = "restore.html")]
 struct RestorePage {
-    user: String,
+    user: super::session::Who,
     csrf: String,
     hosts: Vec<HostOption>,
     snapshots: Vec<SnapshotOption>,
