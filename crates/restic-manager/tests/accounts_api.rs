@@ -90,7 +90,7 @@ async fn a_created_user_is_listed_and_can_log_in() {
             .map(|k| k.as_str())
             .collect();
         keys.sort_unstable();
-        assert_eq!(keys, ["created_at", "id", "username"]);
+        assert_eq!(keys, ["created_at", "id", "role", "scope", "username"]);
     }
 }
 
@@ -357,7 +357,7 @@ async fn api_tokens_are_shown_once_work_as_bearer_and_stop_when_revoked() {
         keys.sort_unstable();
         assert_eq!(
             keys,
-            ["created_at", "expires_at", "id", "name", "revoked_at"]
+            ["created_at", "expires_at", "id", "name", "revoked_at", "role"]
         );
     }
     let secret_part = secret.rsplit('.').next().unwrap();

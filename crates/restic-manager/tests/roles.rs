@@ -556,3 +556,60 @@ async fn a_viewers_pages_offer_no_actions_and_their_forms_are_refused() {
     assert!(response.text().await.unwrap().contains("`operator` role"));
     w.server.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn in_the_browser_a_viewer_has_no_run_or_restore_buttons_and_a_scoped_dashboard_shows_their_hosts() {
+    let w = world().await;
+    let origin = w.server.url.clone();
+    let count = |browser: &rm_testkit::Browser, css: &'static str| {
+        let client = browser.client().clone();
+        async move {
+            client
+                .execute(
+                    "return document.querySelectorAll(arguments[0]).length;",
+                    vec![json!(css)],
+                )
+                .await
+                .unwrap()
+                .as_u64()
+                .unwrap()
+        }
+    };
+    let wait = std::time::Duration::from_secs(10);
+
+    let browser = rm_testkit::Browser::start().await.unwrap();
+    browser.log_in(&origin, "victor", PASSWORD).await.unwrap();
+    browser
+        .goto(&format!("{origin}/hosts/{}", w.hosts.0))
+        .await
+        .unwrap();
+    browser.wait_for("#host-live", wait).await.unwrap();
+    assert!(browser.text("h1", wait).await.unwrap().contains("web-a"));
+    for css in ["#host-actions", "#backup-now", "#schedule-add", "#nav-restore", "[data-post]"] {
+        assert_eq!(count(&browser, css).await, 0, "{css} on a viewer's page");
+    }
+    assert_eq!(
+        browser.text("#nav-user .badge", wait).await.unwrap(),
+        "viewer"
+    );
+    browser.goto(&format!("{origin}/")).await.unwrap();
+    browser.wait_for("#hosts-table", wait).await.unwrap();
+    assert_eq!(count(&browser, "#bulk").await, 0);
+    assert_eq!(browser.table_rows("#hosts-table").await.unwrap(), 2);
+    browser.close().await.unwrap();
+
+    let browser = rm_testkit::Browser::start().await.unwrap();
+    browser.log_in(&origin, "sam", PASSWORD).await.unwrap();
+    browser.goto(&format!("{origin}/")).await.unwrap();
+    browser.wait_for("#hosts-table", wait).await.unwrap();
+    assert_eq!(browser.table_rows("#hosts-table").await.unwrap(), 1);
+    let table = browser.text("#hosts-table", wait).await.unwrap();
+    assert!(table.contains("web-a") && !table.contains("web-b"), "{table}");
+    // An operator in scope still has the actions.
+    assert_eq!(count(&browser, "#bulk").await, 1);
+    assert_eq!(count(&browser, "#nav-restore").await, 1);
+    let errors = browser.console_errors().await.unwrap();
+    assert!(errors.is_empty(), "console errors: {errors:#?}");
+    browser.close().await.unwrap();
+    w.server.stop().await.unwrap();
+}
