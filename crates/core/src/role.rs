@@ -66,10 +66,7 @@ mod tests {
         assert_eq!(Role::Admin.min(Role::Viewer), Role::Viewer);
         for role in Role::ALL {
             assert_eq!(role.as_str().parse::<Role>(), Ok(role));
-            assert_eq!(
-                serde_json::to_string(&role).unwrap(),
-                format!("\"{role}\"")
-            );
+            assert_eq!(serde_json::to_string(&role).unwrap(), format!("\"{role}\""));
         }
         assert_eq!(
             "root".parse::<Role>().unwrap_err().to_string(),

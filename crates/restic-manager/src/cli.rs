@@ -362,7 +362,8 @@ pub(crate) struct CreateUserArgs {
 }
 
 fn parse_role(raw: &str) -> Result<rm_core::Role, String> {
-    raw.parse().map_err(|e: rm_core::role::UnknownRole| e.to_string())
+    raw.parse()
+        .map_err(|e: rm_core::role::UnknownRole| e.to_string())
 }
 
 #[derive(Debug, Args)]

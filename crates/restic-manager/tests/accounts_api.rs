@@ -111,7 +111,10 @@ async fn bad_new_users_are_refused_naming_the_field() {
     assert!(message(&body).contains("alice"), "{body}");
 
     for (request, field) in [
-        (json!({"username": "bob", "password": "short", "role": "admin"}), "password"),
+        (
+            json!({"username": "bob", "password": "short", "role": "admin"}),
+            "password",
+        ),
         (
             json!({"username": "bob", "password": "1234567", "role": "admin"}),
             "password",
@@ -357,7 +360,14 @@ async fn api_tokens_are_shown_once_work_as_bearer_and_stop_when_revoked() {
         keys.sort_unstable();
         assert_eq!(
             keys,
-            ["created_at", "expires_at", "id", "name", "revoked_at", "role"]
+            [
+                "created_at",
+                "expires_at",
+                "id",
+                "name",
+                "revoked_at",
+                "role"
+            ]
         );
     }
     let secret_part = secret.rsplit('.').next().unwrap();

@@ -103,10 +103,22 @@ async fn schedule_on(admin: &Api, host: &str) -> String {
 }
 
 /// A user of `role` (and `scope`), acting through an API token.
-async fn user(server: &TestServer, admin: &Api, name: &str, role: &str, scope: Option<Value>) -> Api {
-    admin.create_user(name, PASSWORD, role, scope).await.unwrap();
+async fn user(
+    server: &TestServer,
+    admin: &Api,
+    name: &str,
+    role: &str,
+    scope: Option<Value>,
+) -> Api {
+    admin
+        .create_user(name, PASSWORD, role, scope)
+        .await
+        .unwrap();
     let session = server.anonymous().login(name, PASSWORD).await.unwrap();
-    session.api_token(&format!("{name}-token"), None).await.unwrap()
+    session
+        .api_token(&format!("{name}-token"), None)
+        .await
+        .unwrap()
 }
 
 async fn world() -> World {
@@ -130,7 +142,14 @@ async fn world() -> World {
         .unwrap();
     let operator = user(&server, &admin, "olga", "operator", None).await;
     let viewer = user(&server, &admin, "victor", "viewer", None).await;
-    let scoped = user(&server, &admin, "sam", "operator", Some(json!({"team": "a"}))).await;
+    let scoped = user(
+        &server,
+        &admin,
+        "sam",
+        "operator",
+        Some(json!({"team": "a"})),
+    )
+    .await;
     // A token, like the others: the matrix's logout would end a session.
     let admin = admin.api_token("admin-token", None).await.unwrap();
     World {
@@ -190,7 +209,12 @@ impl World {
 /// and the error message. Event streams answer with their headers and are
 /// not read further; every body sent has an unknown field, so whatever a
 /// handler validates is refused (400) before it changes anything.
-async fn call(server: &TestServer, api: Option<&Api>, method: &Method, path: &str) -> (StatusCode, String) {
+async fn call(
+    server: &TestServer,
+    api: Option<&Api>,
+    method: &Method,
+    path: &str,
+) -> (StatusCode, String) {
     let client = rm_testkit::http::client();
     let mut request = client.request(method.clone(), format!("{}{}", server.url, path));
     if let Some(token) = api.and_then(Api::token) {
@@ -210,7 +234,10 @@ async fn call(server: &TestServer, api: Option<&Api>, method: &Method, path: &st
         return (status, String::new());
     }
     let body: Value = response.json().await.unwrap_or(Value::Null);
-    let message = body["error"]["message"].as_str().unwrap_or_default().to_owned();
+    let message = body["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     (status, message)
 }
 
@@ -231,8 +258,16 @@ fn reach_of_path(path: &str) -> Option<Reach> {
 #[test]
 fn the_table_keeps_viewers_to_reading_and_scopes_every_per_host_route() {
     // A viewer may change only their own session, password and tokens.
-    let own = ["/auth/logout", "/users/me/password", "/api-tokens", "/api-tokens/{id}"];
-    for rule in api_rules().iter().chain(rm_server::access::ui_rules().iter()) {
+    let own = [
+        "/auth/logout",
+        "/users/me/password",
+        "/api-tokens",
+        "/api-tokens/{id}",
+    ];
+    for rule in api_rules()
+        .iter()
+        .chain(rm_server::access::ui_rules().iter())
+    {
         if let Some(reach) = reach_of_path(rule.path) {
             assert_eq!(rule.reach, reach, "{} {}", rule.method, rule.path);
         }
@@ -283,7 +318,13 @@ async fn every_route_of_the_access_table_answers_each_role_as_the_table_says() {
         };
         // Nobody unauthenticated gets through.
         let (status, _) = call(&w.server, None, &rule.method, &w.path(rule, false)).await;
-        assert_eq!(status, StatusCode::UNAUTHORIZED, "{} {} anonymous", rule.method, rule.path);
+        assert_eq!(
+            status,
+            StatusCode::UNAUTHORIZED,
+            "{} {} anonymous",
+            rule.method,
+            rule.path
+        );
         for (who, api, role, scoped) in &callers {
             let denied = *role < needed;
             let fleet = *scoped && rule.reach == Reach::Fleet;
@@ -363,12 +404,23 @@ async fn tokens_are_never_wider_than_their_user_and_a_demotion_counts_at_once() 
             .await
             .unwrap();
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-        assert!(body["error"]["message"].as_str().unwrap().contains("`role`"), "{body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("`role`"),
+            "{body}"
+        );
     }
     let full = olga.api_token("full", None).await.unwrap();
     let read_only = olga.api_token("read", Some("viewer")).await.unwrap();
     let (_, tokens) = olga.get("/api/v1/api-tokens").await.unwrap();
-    let roles: Vec<&Value> = tokens.as_array().unwrap().iter().map(|t| &t["role"]).collect();
+    let roles: Vec<&Value> = tokens
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| &t["role"])
+        .collect();
     assert_eq!(roles, [&Value::Null, &json!("viewer")]);
 
     // The narrower token reads but cannot act.
@@ -378,7 +430,13 @@ async fn tokens_are_never_wider_than_their_user_and_a_demotion_counts_at_once() 
     assert_eq!(status, StatusCode::OK);
     let (status, body) = read_only.post(&start, schedule.clone()).await.unwrap();
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
-    assert!(body["error"]["message"].as_str().unwrap().contains("`operator` role"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`operator` role"),
+        "{body}"
+    );
     let (_, me) = read_only.get("/api/v1/auth/me").await.unwrap();
     assert_eq!(me["role"], "viewer", "{me}");
     assert_eq!(me["user_role"], "operator", "{me}");
@@ -389,7 +447,10 @@ async fn tokens_are_never_wider_than_their_user_and_a_demotion_counts_at_once() 
     // Demoted: her session and her full token are viewers from the next
     // request on.
     let (status, body) = admin
-        .patch(&format!("/api/v1/users/{olga_id}"), json!({"role": "viewer"}))
+        .patch(
+            &format!("/api/v1/users/{olga_id}"),
+            json!({"role": "viewer"}),
+        )
         .await
         .unwrap();
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -402,7 +463,10 @@ async fn tokens_are_never_wider_than_their_user_and_a_demotion_counts_at_once() 
     assert_eq!(me["role"], "viewer", "{me}");
 
     // The audit log has the change with old and new.
-    let (_, entries) = admin.get("/api/v1/audit?action=user.role_change").await.unwrap();
+    let (_, entries) = admin
+        .get("/api/v1/audit?action=user.role_change")
+        .await
+        .unwrap();
     let entry = entries["entries"]
         .as_array()
         .or(entries.as_array())
@@ -427,7 +491,10 @@ async fn roles_and_scopes_are_checked_and_the_last_admin_stays() {
 
     for (body, field) in [
         (json!({"username": "x", "password": PASSWORD}), "`role`"),
-        (json!({"username": "x", "password": PASSWORD, "role": "boss"}), "`role`"),
+        (
+            json!({"username": "x", "password": PASSWORD, "role": "boss"}),
+            "`role`",
+        ),
         (
             json!({"username": "x", "password": PASSWORD, "role": "admin", "scope": {"team": "a"}}),
             "`scope`",
@@ -446,17 +513,30 @@ async fn roles_and_scopes_are_checked_and_the_last_admin_stays() {
         let message = reply["error"]["message"].as_str().unwrap();
         assert!(message.contains(field), "{body}: {message}");
     }
-    assert_eq!(server.store().count_users().await.unwrap(), 1, "nothing was made");
+    assert_eq!(
+        server.store().count_users().await.unwrap(),
+        1,
+        "nothing was made"
+    );
 
     // The only admin cannot be demoted or deleted.
     let (status, body) = admin
-        .patch(&format!("/api/v1/users/{admin_id}"), json!({"role": "operator"}))
+        .patch(
+            &format!("/api/v1/users/{admin_id}"),
+            json!({"role": "operator"}),
+        )
         .await
         .unwrap();
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
-    assert!(body["error"]["message"].as_str().unwrap().contains("last admin"));
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("last admin"));
     // With a second admin, the first may step down.
-    let second = admin.create_user("root2", PASSWORD, "admin", None).await.unwrap();
+    let second = admin
+        .create_user("root2", PASSWORD, "admin", None)
+        .await
+        .unwrap();
     let (status, body) = admin
         .patch(
             &format!("/api/v1/users/{admin_id}"),
@@ -467,26 +547,38 @@ async fn roles_and_scopes_are_checked_and_the_last_admin_stays() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["scope"], json!({"team": "a"}));
     let root2 = server.anonymous().login("root2", PASSWORD).await.unwrap();
-    let (status, body) = root2.delete(&format!("/api/v1/users/{second}")).await.unwrap();
+    let (status, body) = root2
+        .delete(&format!("/api/v1/users/{second}"))
+        .await
+        .unwrap();
     assert_eq!(status, StatusCode::CONFLICT, "yourself: {body}");
     let (status, body) = root2
-        .patch(&format!("/api/v1/users/{second}"), json!({"role": "viewer"}))
+        .patch(
+            &format!("/api/v1/users/{second}"),
+            json!({"role": "viewer"}),
+        )
         .await
         .unwrap();
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     // Made admin again, the scope goes with it.
     let (status, body) = root2
-        .patch(&format!("/api/v1/users/{admin_id}"), json!({"role": "admin"}))
+        .patch(
+            &format!("/api/v1/users/{admin_id}"),
+            json!({"role": "admin"}),
+        )
         .await
         .unwrap();
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["scope"], Value::Null, "{body}");
     let (_, users) = root2.get("/api/v1/users").await.unwrap();
-    assert!(users
-        .as_array()
-        .unwrap()
-        .iter()
-        .all(|u| u["role"] == "admin"), "{users}");
+    assert!(
+        users
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|u| u["role"] == "admin"),
+        "{users}"
+    );
     server.stop().await.unwrap();
 }
 
@@ -502,11 +594,11 @@ async fn a_scoped_user_sees_and_acts_on_their_hosts_only() {
             .collect()
     };
     let (_, hosts) = w.scoped.get("/api/v1/hosts").await.unwrap();
-    assert_eq!(ids(&hosts, "id"), [a.clone()]);
+    assert_eq!(ids(&hosts, "id"), [a.as_str()]);
     let (_, hosts) = w.operator.get("/api/v1/hosts").await.unwrap();
     assert_eq!(ids(&hosts, "id").len(), 2);
     let (_, jobs) = w.scoped.get("/api/v1/jobs").await.unwrap();
-    assert_eq!(ids(&jobs, "id"), [w.jobs.0.clone()]);
+    assert_eq!(ids(&jobs, "id"), [w.jobs.0.as_str()]);
     let (_, jobs) = w
         .scoped
         .get(&format!("/api/v1/jobs?host_id={b}"))
@@ -514,7 +606,7 @@ async fn a_scoped_user_sees_and_acts_on_their_hosts_only() {
         .unwrap();
     assert_eq!(jobs, json!([]));
     let (_, alerts) = w.scoped.get("/api/v1/alerts").await.unwrap();
-    assert_eq!(ids(&alerts, "id"), [w.alerts.0.clone()]);
+    assert_eq!(ids(&alerts, "id"), [w.alerts.0.as_str()]);
     let (_, alerts) = w.scoped.get("/api/v1/alerts?labels=team=b").await.unwrap();
     assert_eq!(alerts, json!([]));
     let (_, hosts) = w
@@ -522,7 +614,7 @@ async fn a_scoped_user_sees_and_acts_on_their_hosts_only() {
         .get(&format!("/api/v1/policies/{}/hosts", w.policy))
         .await
         .unwrap();
-    assert_eq!(ids(&hosts, "host_id"), [a.clone()]);
+    assert_eq!(ids(&hosts, "host_id"), [a.as_str()]);
 
     // A bulk job over every host reaches theirs only (none is online, so
     // both are skipped — but only theirs is named).
@@ -538,21 +630,33 @@ async fn a_scoped_user_sees_and_acts_on_their_hosts_only() {
     // Relabelling their host out of their scope is refused.
     let (status, body) = w
         .scoped
-        .patch(&format!("/api/v1/hosts/{a}"), json!({"labels": {"team": "b"}}))
+        .patch(
+            &format!("/api/v1/hosts/{a}"),
+            json!({"labels": {"team": "b"}}),
+        )
         .await
         .unwrap();
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-    assert!(body["error"]["message"].as_str().unwrap().contains("`labels`"));
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("`labels`"));
 
     // Pages: the dashboard and the restore wizard list their host only;
     // another team's host page is a 404.
     let session = w.server.anonymous().login("sam", PASSWORD).await.unwrap();
     let (status, dashboard) = session.page("/").await.unwrap();
     assert_eq!(status, StatusCode::OK);
-    assert!(dashboard.contains(&format!("data-host=\"{a}\"")), "{dashboard}");
+    assert!(
+        dashboard.contains(&format!("data-host=\"{a}\"")),
+        "{dashboard}"
+    );
     assert!(!dashboard.contains(&b) && !dashboard.contains("web-b"));
     let (_, wizard) = session.page("/restore").await.unwrap();
-    assert!(wizard.contains("web-a") && !wizard.contains("web-b"), "{wizard}");
+    assert!(
+        wizard.contains("web-a") && !wizard.contains("web-b"),
+        "{wizard}"
+    );
     let (_, wizard) = session.page(&format!("/restore?host={b}")).await.unwrap();
     assert!(!wizard.contains("web-b"), "{wizard}");
     let (status, _) = session.page(&format!("/hosts/{b}")).await.unwrap();
@@ -566,17 +670,38 @@ async fn a_scoped_user_sees_and_acts_on_their_hosts_only() {
 async fn a_viewers_pages_offer_no_actions_and_their_forms_are_refused() {
     let w = world().await;
     let a = &w.hosts.0;
-    let session = w.server.anonymous().login("victor", PASSWORD).await.unwrap();
+    let session = w
+        .server
+        .anonymous()
+        .login("victor", PASSWORD)
+        .await
+        .unwrap();
     let (status, page) = session.page(&format!("/hosts/{a}")).await.unwrap();
     assert_eq!(status, StatusCode::OK);
-    for action in ["id=\"host-actions\"", "id=\"backup-now\"", "id=\"settings-save\"", "id=\"schedule-add\"", "/jobs\""] {
+    for action in [
+        "id=\"host-actions\"",
+        "id=\"backup-now\"",
+        "id=\"settings-save\"",
+        "id=\"schedule-add\"",
+        "/jobs\"",
+    ] {
         assert!(!page.contains(action), "{action} on a viewer's host page");
     }
     let (_, dashboard) = session.page("/").await.unwrap();
     assert!(!dashboard.contains("id=\"bulk\""));
     assert!(!dashboard.contains("href=\"/restore\""));
-    for (path, status) in [("/restore", 403), ("/audit", 403), ("/channels", 403), ("/enroll", 403), ("/users", 200)] {
-        assert_eq!(session.page(path).await.unwrap().0.as_u16(), status, "{path}");
+    for (path, status) in [
+        ("/restore", 403),
+        ("/audit", 403),
+        ("/channels", 403),
+        ("/enroll", 403),
+        ("/users", 200),
+    ] {
+        assert_eq!(
+            session.page(path).await.unwrap().0.as_u16(),
+            status,
+            "{path}"
+        );
     }
     // The UI's own form routes go through the same table.
     let response = rm_testkit::http::client()
@@ -592,7 +717,8 @@ async fn a_viewers_pages_offer_no_actions_and_their_forms_are_refused() {
 }
 
 #[tokio::test]
-async fn in_the_browser_a_viewer_has_no_run_or_restore_buttons_and_a_scoped_dashboard_shows_their_hosts() {
+async fn in_the_browser_a_viewer_has_no_run_or_restore_buttons_and_a_scoped_dashboard_shows_their_hosts(
+) {
     let w = world().await;
     let origin = w.server.url.clone();
     let count = |browser: &rm_testkit::Browser, css: &'static str| {
@@ -619,7 +745,13 @@ async fn in_the_browser_a_viewer_has_no_run_or_restore_buttons_and_a_scoped_dash
         .unwrap();
     browser.wait_for("#host-live", wait).await.unwrap();
     assert!(browser.text("h1", wait).await.unwrap().contains("web-a"));
-    for css in ["#host-actions", "#backup-now", "#schedule-add", "#nav-restore", "[data-post]"] {
+    for css in [
+        "#host-actions",
+        "#backup-now",
+        "#schedule-add",
+        "#nav-restore",
+        "[data-post]",
+    ] {
         assert_eq!(count(&browser, css).await, 0, "{css} on a viewer's page");
     }
     assert_eq!(
@@ -638,7 +770,10 @@ async fn in_the_browser_a_viewer_has_no_run_or_restore_buttons_and_a_scoped_dash
     browser.wait_for("#hosts-table", wait).await.unwrap();
     assert_eq!(browser.table_rows("#hosts-table").await.unwrap(), 1);
     let table = browser.text("#hosts-table", wait).await.unwrap();
-    assert!(table.contains("web-a") && !table.contains("web-b"), "{table}");
+    assert!(
+        table.contains("web-a") && !table.contains("web-b"),
+        "{table}"
+    );
     // An operator in scope still has the actions.
     assert_eq!(count(&browser, "#bulk").await, 1);
     assert_eq!(count(&browser, "#nav-restore").await, 1);

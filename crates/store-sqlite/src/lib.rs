@@ -471,8 +471,8 @@ impl SqliteStore {
         let row = sqlx::query("SELECT COUNT(*) AS n FROM users WHERE role = 'admin' AND id <> ?")
             .bind(id)
             .fetch_one(&mut **tx)
-        .await
-        .map_err(backend)?;
+            .await
+            .map_err(backend)?;
         let others = codec::count(&row, "n")?;
         let is_admin = sqlx::query("SELECT 1 FROM users WHERE id = ? AND role = 'admin'")
             .bind(id)

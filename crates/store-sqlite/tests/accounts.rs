@@ -200,12 +200,18 @@ async fn roles_and_scopes_are_stored_and_the_last_admin_stays() {
         .set_user_access(ops.id, Role::Viewer, Some(&scope), None)
         .await
         .unwrap();
-    assert_eq!((changed.role, changed.scope.as_ref()), (Role::Viewer, Some(&scope)));
+    assert_eq!(
+        (changed.role, changed.scope.as_ref()),
+        (Role::Viewer, Some(&scope))
+    );
     assert_eq!(store.user_by_id(ops.id).await.unwrap().unwrap(), changed);
 
     // root is the only admin now: neither demoted nor deleted.
     for refused in [
-        store.set_user_access(root.id, Role::Operator, None, None).await.map(|_| ()),
+        store
+            .set_user_access(root.id, Role::Operator, None, None)
+            .await
+            .map(|_| ()),
         store.delete_user(root.id, None).await,
     ] {
         assert!(
@@ -214,11 +220,16 @@ async fn roles_and_scopes_are_stored_and_the_last_admin_stays() {
         );
     }
     assert!(matches!(
-        store.set_user_access(UserId::new(), Role::Viewer, None, None).await,
+        store
+            .set_user_access(UserId::new(), Role::Viewer, None, None)
+            .await,
         Err(StoreError::NotFound(_))
     ));
     // A second admin lets the first go.
-    store.set_user_access(ops.id, Role::Admin, None, None).await.unwrap();
+    store
+        .set_user_access(ops.id, Role::Admin, None, None)
+        .await
+        .unwrap();
     store.delete_user(root.id, None).await.unwrap();
 
     // A token's own role is kept; none means "its user's".

@@ -139,7 +139,8 @@ impl Api {
         role: &str,
         scope: Option<Value>,
     ) -> anyhow::Result<String> {
-        let mut body = serde_json::json!({"username": username, "password": password, "role": role});
+        let mut body =
+            serde_json::json!({"username": username, "password": password, "role": role});
         if let Some(scope) = scope {
             body["scope"] = scope;
         }

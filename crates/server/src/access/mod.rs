@@ -109,7 +109,12 @@ pub fn api_rules() -> Vec<Rule> {
         rule(Method::DELETE, "/silences/{id}", Op, Fleet),
         rule(Method::POST, "/hosts/{id}/jobs", Op, Host),
         rule(Method::GET, "/hosts/{id}/snapshots", Viewer, Host),
-        rule(Method::GET, "/hosts/{id}/snapshots/{snapshot_id}/tree", Viewer, Host),
+        rule(
+            Method::GET,
+            "/hosts/{id}/snapshots/{snapshot_id}/tree",
+            Viewer,
+            Host,
+        ),
         rule(Method::GET, "/hosts/{id}/repo-stats", Viewer, Host),
         rule(Method::GET, "/hosts/{id}/schedules", Viewer, Host),
         rule(Method::POST, "/hosts/{id}/schedules", Op, Host),
@@ -138,7 +143,12 @@ pub fn api_rules() -> Vec<Rule> {
         rule(Method::GET, "/notification-channels/{id}", Admin, Global),
         rule(Method::PUT, "/notification-channels/{id}", Admin, Global),
         rule(Method::DELETE, "/notification-channels/{id}", Admin, Global),
-        rule(Method::POST, "/notification-channels/{id}/test", Admin, Global),
+        rule(
+            Method::POST,
+            "/notification-channels/{id}/test",
+            Admin,
+            Global,
+        ),
     ]
 }
 
@@ -239,14 +249,15 @@ pub(crate) async fn api_guard(
         return next.run(request).await;
     }
     let (mut parts, body) = request.into_parts();
-    let operator = match <Operator as axum::extract::FromRequestParts<AppState>>::from_request_parts(
-        &mut parts, &state,
-    )
-    .await
-    {
-        Ok(operator) => operator,
-        Err(e) => return e.into_response(),
-    };
+    let operator =
+        match <Operator as axum::extract::FromRequestParts<AppState>>::from_request_parts(
+            &mut parts, &state,
+        )
+        .await
+        {
+            Ok(operator) => operator,
+            Err(e) => return e.into_response(),
+        };
     let params = path_params(&mut parts, &state).await;
     match check(&state, &rule, &operator, params.as_deref()).await {
         Ok(()) => {}
@@ -269,7 +280,11 @@ pub(crate) async fn ui_guard(
     };
     let Some(rule) = find(&ui_rules(), request.method(), matched.as_str()) else {
         tracing::error!(method = %request.method(), path = matched.as_str(), "a UI route without an access rule was refused");
-        return (StatusCode::FORBIDDEN, "no access rule for this page; refused").into_response();
+        return (
+            StatusCode::FORBIDDEN,
+            "no access rule for this page; refused",
+        )
+            .into_response();
     };
     if rule.role.is_none() {
         return next.run(request).await;
@@ -334,14 +349,18 @@ async fn check(
         Fleet => Err(Refusal::Forbidden(FLEET_REFUSAL.to_owned())),
         // An id that does not parse is left to the handler's 400.
         Host => match id.and_then(|raw| raw.parse::<HostId>().ok()) {
-            Some(host) => host_in_scope(state, scope, host, || format!("host `{host}` not found")).await,
+            Some(host) => {
+                host_in_scope(state, scope, host, || format!("host `{host}` not found")).await
+            }
             None => Ok(()),
         },
         Job => match id.and_then(|raw| raw.parse::<JobId>().ok()) {
             Some(job) => match state.store().job(job).await {
                 Ok(Some(record)) => {
-                    host_in_scope(state, scope, record.host_id, || format!("job `{job}` not found"))
-                        .await
+                    host_in_scope(state, scope, record.host_id, || {
+                        format!("job `{job}` not found")
+                    })
+                    .await
                 }
                 _ => Ok(()),
             },
@@ -362,8 +381,10 @@ async fn check(
         Alert => match id.and_then(|raw| raw.parse::<AlertId>().ok()) {
             Some(alert) => match state.store().alert(alert).await {
                 Ok(Some(record)) => {
-                    host_in_scope(state, scope, record.host_id, || format!("alert `{alert}` not found"))
-                        .await
+                    host_in_scope(state, scope, record.host_id, || {
+                        format!("alert `{alert}` not found")
+                    })
+                    .await
                 }
                 _ => Ok(()),
             },
@@ -389,7 +410,10 @@ async fn host_in_scope(
 
 /// Whether `operator` sees a host with `labels`.
 pub(crate) fn sees(operator: &Operator, labels: &Labels) -> bool {
-    operator.scope.as_ref().is_none_or(|scope| scope.matches(labels))
+    operator
+        .scope
+        .as_ref()
+        .is_none_or(|scope| scope.matches(labels))
 }
 
 /// The selector matching what both `a` and `b` match; `None` when no host
@@ -425,10 +449,19 @@ mod tests {
 
     #[test]
     fn selectors_intersect() {
-        assert_eq!(intersect(&sel("team=a"), &sel("env=prod")), Some(sel("team=a,env=prod")));
-        assert_eq!(intersect(&sel("team=a"), &sel("team=a")), Some(sel("team=a")));
+        assert_eq!(
+            intersect(&sel("team=a"), &sel("env=prod")),
+            Some(sel("team=a,env=prod"))
+        );
+        assert_eq!(
+            intersect(&sel("team=a"), &sel("team=a")),
+            Some(sel("team=a"))
+        );
         assert_eq!(intersect(&sel("team=a"), &sel("team=b")), None);
-        assert_eq!(intersect(&sel("team=a"), &Selector::default()), Some(sel("team=a")));
+        assert_eq!(
+            intersect(&sel("team=a"), &Selector::default()),
+            Some(sel("team=a"))
+        );
     }
 
     #[test]
@@ -436,7 +469,12 @@ mod tests {
         for rules in [api_rules(), ui_rules()] {
             let mut seen = std::collections::BTreeSet::new();
             for r in &rules {
-                assert!(seen.insert((r.method.to_string(), r.path)), "{} {} twice", r.method, r.path);
+                assert!(
+                    seen.insert((r.method.to_string(), r.path)),
+                    "{} {} twice",
+                    r.method,
+                    r.path
+                );
             }
         }
     }

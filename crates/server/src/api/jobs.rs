@@ -104,7 +104,8 @@ pub(crate) async fn bulk_create(
             }),
         )
     };
-    let created = jobs::bulk::create(&state, &req, operator.scope.as_ref(), Some(&entry_for)).await?;
+    let created =
+        jobs::bulk::create(&state, &req, operator.scope.as_ref(), Some(&entry_for)).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 

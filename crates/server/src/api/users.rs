@@ -17,8 +17,8 @@ use chrono::{DateTime, Utc};
 use rm_core::password::{hash_password, verify_password};
 use rm_core::{Labels, Role, Selector, UserId};
 use rm_store::User;
-use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 use super::{ApiError, ApiJson, ApiPath, Operator};
 use crate::audit::{Action, Audit, Client, Target};
@@ -119,8 +119,7 @@ pub(crate) fn checked_access(
     let Some(scope) = scope else {
         return Ok(None);
     };
-    let labels =
-        Labels::parse("scope", scope).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let labels = Labels::parse("scope", scope).map_err(|e| ApiError::bad_request(e.to_string()))?;
     if labels.is_empty() {
         return Err(ApiError::bad_request(
             "`scope` must name at least one label (leave it out for every host)",
@@ -216,9 +215,10 @@ pub(crate) async fn create(
     let username = req.username.trim().to_owned();
     validate_username(&username)?;
     validate_password("password", &req.password)?;
-    let role = parse_role(req.role.as_deref().ok_or_else(|| {
-        ApiError::bad_request("`role` is required: admin, operator or viewer")
-    })?)?;
+    let role =
+        parse_role(req.role.as_deref().ok_or_else(|| {
+            ApiError::bad_request("`role` is required: admin, operator or viewer")
+        })?)?;
     let scope = checked_access(role, req.scope)?;
     if state.store().user_by_name(&username).await?.is_some() {
         return Err(ApiError::conflict(format!(

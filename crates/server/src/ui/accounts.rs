@@ -215,16 +215,16 @@ pub(crate) async fn create_token(
             Some(&form.role),
         )
         .await
-            .map_err(|e| match e {
-                TokenError::Invalid(message) => (StatusCode::BAD_REQUEST, message),
-                other => {
-                    tracing::error!(error = %other, "could not create an API token");
-                    (
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        String::from("the server could not create the token; see its log"),
-                    )
-                }
-            }),
+        .map_err(|e| match e {
+            TokenError::Invalid(message) => (StatusCode::BAD_REQUEST, message),
+            other => {
+                tracing::error!(error = %other, "could not create an API token");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    String::from("the server could not create the token; see its log"),
+                )
+            }
+        }),
         Err(refused) => Err(refused),
     };
     match created {

@@ -244,21 +244,22 @@ pub(crate) async fn page(
     Query(query): Query<PageQuery>,
 ) -> Response {
     let now = Utc::now();
-    let (mut views, filter_error) = match alerts::list(&state, &query.alert_query(), user.operator.scope.as_ref()).await {
-        Ok(views) => (views, None),
-        Err(AlertError::Invalid(why)) => {
-            let fallback = AlertQuery {
-                state: Some(String::from("firing")),
-                limit: Some(PAGE + 1),
-                ..AlertQuery::default()
-            };
-            match alerts::list(&state, &fallback, user.operator.scope.as_ref()).await {
-                Ok(views) => (views, Some(why)),
-                Err(e) => return alert_error(e),
+    let (mut views, filter_error) =
+        match alerts::list(&state, &query.alert_query(), user.operator.scope.as_ref()).await {
+            Ok(views) => (views, None),
+            Err(AlertError::Invalid(why)) => {
+                let fallback = AlertQuery {
+                    state: Some(String::from("firing")),
+                    limit: Some(PAGE + 1),
+                    ..AlertQuery::default()
+                };
+                match alerts::list(&state, &fallback, user.operator.scope.as_ref()).await {
+                    Ok(views) => (views, Some(why)),
+                    Err(e) => return alert_error(e),
+                }
             }
-        }
-        Err(e) => return alert_error(e),
-    };
+            Err(e) => return alert_error(e),
+        };
     let older = if views.len() > PAGE as usize {
         views.truncate(PAGE as usize);
         views

@@ -378,7 +378,10 @@ pub(crate) async fn dashboard(
 const FIRING_COUNTED: u32 = 1000;
 
 /// How many alerts fire on the hosts `selector` matches.
-pub(crate) async fn firing_count(state: &AppState, selector: &Selector) -> Result<u64, rm_store::StoreError> {
+pub(crate) async fn firing_count(
+    state: &AppState,
+    selector: &Selector,
+) -> Result<u64, rm_store::StoreError> {
     if selector.is_everything() {
         return Ok(state
             .store()
