@@ -782,3 +782,78 @@ async fn in_the_browser_a_viewer_has_no_run_or_restore_buttons_and_a_scoped_dash
     browser.close().await.unwrap();
     w.server.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn an_admin_changes_a_role_and_scope_on_the_users_page() {
+    let server = TestServer::start().await.unwrap();
+    let admin = server.admin().await.unwrap();
+    let victor = admin
+        .create_user("victor", PASSWORD, "viewer", None)
+        .await
+        .unwrap();
+    let origin = server.url.clone();
+    let wait = std::time::Duration::from_secs(10);
+    let browser = rm_testkit::Browser::start().await.unwrap();
+    browser
+        .log_in(&origin, "admin", rm_testkit::ADMIN_PASSWORD)
+        .await
+        .unwrap();
+    browser.goto(&format!("{origin}/users")).await.unwrap();
+    let form = format!("#access-{victor}");
+    browser.wait_for(&form, wait).await.unwrap();
+    browser
+        .client()
+        .execute(
+            "document.querySelector(arguments[0] + ' select[name=role]').value = 'operator';",
+            vec![json!(form)],
+        )
+        .await
+        .unwrap();
+    browser
+        .fill(&format!("{form} input[name=scope]"), "team=web, env=prod")
+        .await
+        .unwrap();
+    browser
+        .click(&format!("{form} button[type=submit]"))
+        .await
+        .unwrap();
+    let user_of = || async {
+        let (_, users) = admin.get("/api/v1/users").await.unwrap();
+        users
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["id"] == victor.as_str())
+            .cloned()
+            .unwrap()
+    };
+    rm_testkit::wait_until(wait, "victor to become an operator", || async {
+        user_of().await["role"] == "operator"
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        user_of().await["scope"],
+        json!({"team": "web", "env": "prod"})
+    );
+    // Emptied, the scope goes.
+    browser.goto(&format!("{origin}/users")).await.unwrap();
+    browser.wait_for(&form, wait).await.unwrap();
+    browser
+        .fill(&format!("{form} input[name=scope]"), "")
+        .await
+        .unwrap();
+    browser
+        .click(&format!("{form} button[type=submit]"))
+        .await
+        .unwrap();
+    rm_testkit::wait_until(wait, "victor's scope to go", || async {
+        user_of().await["scope"].is_null()
+    })
+    .await
+    .unwrap();
+    let errors = browser.console_errors().await.unwrap();
+    assert!(errors.is_empty(), "console errors: {errors:#?}");
+    browser.close().await.unwrap();
+    server.stop().await.unwrap();
+}

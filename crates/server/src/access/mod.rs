@@ -299,10 +299,18 @@ pub(crate) async fn ui_guard(
         Err(e) => return crate::ui::store_error(format!("could not check a session: {e}")),
     };
     let params = path_params(&mut parts, &state).await;
+    // Pages get a short text; the forms' scripts read the API's error shape.
+    let page = parts.method == Method::GET;
     match check(&state, &rule, &operator, params.as_deref()).await {
         Ok(()) => {}
-        Err(Refusal::Forbidden(words)) => return (StatusCode::FORBIDDEN, words).into_response(),
-        Err(Refusal::NotFound(words)) => return (StatusCode::NOT_FOUND, words).into_response(),
+        Err(Refusal::Forbidden(words)) if page => {
+            return (StatusCode::FORBIDDEN, words).into_response()
+        }
+        Err(Refusal::NotFound(words)) if page => {
+            return (StatusCode::NOT_FOUND, words).into_response()
+        }
+        Err(Refusal::Forbidden(words)) => return ApiError::forbidden(words).into_response(),
+        Err(Refusal::NotFound(words)) => return ApiError::not_found(words).into_response(),
     }
     // Not handed on: the UI's handlers authenticate again with their own
     // extractors, which check the form's or header's CSRF token.
