@@ -445,7 +445,15 @@ async fn tokens_are_never_wider_than_their_user_and_a_demotion_counts_at_once() 
     assert_eq!(status, StatusCode::CREATED, "{body}");
 
     // Demoted: her session and her full token are viewers from the next
-    // request on.
+    // request on, and her open stream ends (a reconnect is checked anew).
+    let stream = rm_testkit::http::client()
+        .get(format!("{}/api/v1/events", server.url))
+        .bearer_auth(full.token().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), StatusCode::OK);
+    let reader = tokio::spawn(async move { stream.bytes().await });
     let (status, body) = admin
         .patch(
             &format!("/api/v1/users/{olga_id}"),
@@ -459,6 +467,11 @@ async fn tokens_are_never_wider_than_their_user_and_a_demotion_counts_at_once() 
         let (status, body) = api.post(&start, schedule.clone()).await.unwrap();
         assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     }
+    tokio::time::timeout(std::time::Duration::from_secs(5), reader)
+        .await
+        .expect("the demoted user's stream ended")
+        .unwrap()
+        .ok();
     let (_, me) = olga.get("/api/v1/auth/me").await.unwrap();
     assert_eq!(me["role"], "viewer", "{me}");
 

@@ -52,6 +52,9 @@ pub(crate) enum Ended {
     SessionsOf(UserId),
     /// Everything of a user (deleted).
     User(UserId),
+    /// A user's role or scope changed: their streams end, so a client that
+    /// reconnects is checked with the new role and scope.
+    AccessOf(UserId),
 }
 
 impl Ended {
@@ -60,7 +63,7 @@ impl Ended {
         match *self {
             Ended::Credential(id) => operator.credential == id,
             Ended::SessionsOf(user) => operator.user_id == user && operator.session.is_some(),
-            Ended::User(user) => operator.user_id == user,
+            Ended::User(user) | Ended::AccessOf(user) => operator.user_id == user,
         }
     }
 }

@@ -249,7 +249,8 @@ pub(crate) async fn create(
 }
 
 /// `PATCH /api/v1/users/{id}` → the user: a new role and/or scope, in
-/// effect from the user's next request (their tokens included). Demoting
+/// effect from the user's next request (their tokens included); their open
+/// live streams end (a reconnect is checked afresh). Demoting
 /// the last admin is 409. Audited as `user.role_change` with old and new.
 pub(crate) async fn patch(
     State(state): State<AppState>,
@@ -288,6 +289,8 @@ pub(crate) async fn patch(
         .store()
         .set_user_access(id, role, scope.as_ref(), Some(&entry))
         .await?;
+    // Streams already open were checked with the old role and scope.
+    state.credentials_ended(crate::auth::Ended::AccessOf(id));
     tracing::info!(user_id = %id, old = %user.role, new = %role, by = %operator.user_id, "user's role changed");
     Ok(Json(UserView::from(updated)))
 }
