@@ -642,6 +642,8 @@ pub(crate) async fn host(
             Ok(hosts) => hosts
                 .into_iter()
                 .filter(|h| h.id != host.id)
+                // Another team's hosts are counted, never named.
+                .filter(|h| crate::access::sees(&user.operator, &h.labels))
                 .take(SHARED_NAMES as usize)
                 .map(|h| (h.id.to_string(), h.name))
                 .collect(),
