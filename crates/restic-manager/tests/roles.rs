@@ -2,7 +2,8 @@
 //! access table (so a new route cannot skip it), that every rule names a
 //! real route, API tokens narrower than their user, a demotion counting
 //! from the next request, the audit of role changes, the last admin, and
-//! what a scoped user's lists, pages and restore wizard show.
+//! what a scoped user's lists, pages and restore wizard show. The browser
+//! tests of roles are in `ui_roles.rs`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -31,19 +32,6 @@ struct World {
     alerts: (String, String),
     policy: String,
     spare_user: String,
-}
-
-async fn enrol(admin: &Api, server: &TestServer, name: &str, team: &str) -> String {
-    let token = admin
-        .create_token_with_labels(&[("team", team)])
-        .await
-        .unwrap();
-    server
-        .anonymous()
-        .enroll(&token.token, Some(name), &format!("{name}.test"))
-        .await
-        .unwrap()
-        .host_id
 }
 
 async fn job_on(server: &TestServer, host: &str) -> String {
@@ -124,8 +112,16 @@ async fn user(
 async fn world() -> World {
     let server = TestServer::start().await.unwrap();
     let admin = server.admin().await.unwrap();
-    let a = enrol(&admin, &server, "web-a", "a").await;
-    let b = enrol(&admin, &server, "web-b", "b").await;
+    let a = server
+        .enrolled_host_labelled("web-a", &[("team", "a")])
+        .await
+        .unwrap()
+        .0;
+    let b = server
+        .enrolled_host_labelled("web-b", &[("team", "b")])
+        .await
+        .unwrap()
+        .0;
     let jobs = (job_on(&server, &a).await, job_on(&server, &b).await);
     let alerts = (alert_on(&server, &a).await, alert_on(&server, &b).await);
     let schedules = (schedule_on(&admin, &a).await, schedule_on(&admin, &b).await);
@@ -727,146 +723,4 @@ async fn a_viewers_pages_offer_no_actions_and_their_forms_are_refused() {
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
     assert!(response.text().await.unwrap().contains("`operator` role"));
     w.server.stop().await.unwrap();
-}
-
-#[tokio::test]
-async fn in_the_browser_a_viewer_has_no_run_or_restore_buttons_and_a_scoped_dashboard_shows_their_hosts(
-) {
-    let w = world().await;
-    let origin = w.server.url.clone();
-    let count = |browser: &rm_testkit::Browser, css: &'static str| {
-        let client = browser.client().clone();
-        async move {
-            client
-                .execute(
-                    "return document.querySelectorAll(arguments[0]).length;",
-                    vec![json!(css)],
-                )
-                .await
-                .unwrap()
-                .as_u64()
-                .unwrap()
-        }
-    };
-    let wait = std::time::Duration::from_secs(10);
-
-    let browser = rm_testkit::Browser::start().await.unwrap();
-    browser.log_in(&origin, "victor", PASSWORD).await.unwrap();
-    browser
-        .goto(&format!("{origin}/hosts/{}", w.hosts.0))
-        .await
-        .unwrap();
-    browser.wait_for("#host-live", wait).await.unwrap();
-    assert!(browser.text("h1", wait).await.unwrap().contains("web-a"));
-    for css in [
-        "#host-actions",
-        "#backup-now",
-        "#schedule-add",
-        "#nav-restore",
-        "[data-post]",
-    ] {
-        assert_eq!(count(&browser, css).await, 0, "{css} on a viewer's page");
-    }
-    assert_eq!(
-        browser.text("#nav-user .badge", wait).await.unwrap(),
-        "viewer"
-    );
-    browser.goto(&format!("{origin}/")).await.unwrap();
-    browser.wait_for("#hosts-table", wait).await.unwrap();
-    assert_eq!(count(&browser, "#bulk").await, 0);
-    assert_eq!(browser.table_rows("#hosts-table").await.unwrap(), 2);
-    browser.close().await.unwrap();
-
-    let browser = rm_testkit::Browser::start().await.unwrap();
-    browser.log_in(&origin, "sam", PASSWORD).await.unwrap();
-    browser.goto(&format!("{origin}/")).await.unwrap();
-    browser.wait_for("#hosts-table", wait).await.unwrap();
-    assert_eq!(browser.table_rows("#hosts-table").await.unwrap(), 1);
-    let table = browser.text("#hosts-table", wait).await.unwrap();
-    assert!(
-        table.contains("web-a") && !table.contains("web-b"),
-        "{table}"
-    );
-    // An operator in scope still has the actions.
-    assert_eq!(count(&browser, "#bulk").await, 1);
-    assert_eq!(count(&browser, "#nav-restore").await, 1);
-    let errors = browser.console_errors().await.unwrap();
-    assert!(errors.is_empty(), "console errors: {errors:#?}");
-    browser.close().await.unwrap();
-    w.server.stop().await.unwrap();
-}
-
-#[tokio::test]
-async fn an_admin_changes_a_role_and_scope_on_the_users_page() {
-    let server = TestServer::start().await.unwrap();
-    let admin = server.admin().await.unwrap();
-    let victor = admin
-        .create_user("victor", PASSWORD, "viewer", None)
-        .await
-        .unwrap();
-    let origin = server.url.clone();
-    let wait = std::time::Duration::from_secs(10);
-    let browser = rm_testkit::Browser::start().await.unwrap();
-    browser
-        .log_in(&origin, "admin", rm_testkit::ADMIN_PASSWORD)
-        .await
-        .unwrap();
-    browser.goto(&format!("{origin}/users")).await.unwrap();
-    let form = format!("#access-{victor}");
-    browser.wait_for(&form, wait).await.unwrap();
-    browser
-        .client()
-        .execute(
-            "document.querySelector(arguments[0] + ' select[name=role]').value = 'operator';",
-            vec![json!(form)],
-        )
-        .await
-        .unwrap();
-    browser
-        .fill(&format!("{form} input[name=scope]"), "team=web, env=prod")
-        .await
-        .unwrap();
-    browser
-        .click(&format!("{form} button[type=submit]"))
-        .await
-        .unwrap();
-    let user_of = || async {
-        let (_, users) = admin.get("/api/v1/users").await.unwrap();
-        users
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|u| u["id"] == victor.as_str())
-            .cloned()
-            .unwrap()
-    };
-    rm_testkit::wait_until(wait, "victor to become an operator", || async {
-        user_of().await["role"] == "operator"
-    })
-    .await
-    .unwrap();
-    assert_eq!(
-        user_of().await["scope"],
-        json!({"team": "web", "env": "prod"})
-    );
-    // Emptied, the scope goes.
-    browser.goto(&format!("{origin}/users")).await.unwrap();
-    browser.wait_for(&form, wait).await.unwrap();
-    browser
-        .fill(&format!("{form} input[name=scope]"), "")
-        .await
-        .unwrap();
-    browser
-        .click(&format!("{form} button[type=submit]"))
-        .await
-        .unwrap();
-    rm_testkit::wait_until(wait, "victor's scope to go", || async {
-        user_of().await["scope"].is_null()
-    })
-    .await
-    .unwrap();
-    let errors = browser.console_errors().await.unwrap();
-    assert!(errors.is_empty(), "console errors: {errors:#?}");
-    browser.close().await.unwrap();
-    server.stop().await.unwrap();
 }
