@@ -724,3 +724,65 @@ async fn a_viewers_pages_offer_no_actions_and_their_forms_are_refused() {
     assert!(response.text().await.unwrap().contains("`operator` role"));
     w.server.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_restore_from_another_teams_host_is_refused_like_a_missing_host() {
+    let server = TestServer::start().await.unwrap();
+    let admin = server.admin().await.unwrap();
+    let (a, agent_token) = server
+        .enrolled_host_labelled("web-a", &[("team", "a")])
+        .await
+        .unwrap();
+    let (b, _) = server
+        .enrolled_host_labelled("web-b", &[("team", "b")])
+        .await
+        .unwrap();
+    let agent = rm_testkit::RawAgent::connect_and_hello(&server.ws_url(), &agent_token)
+        .await
+        .unwrap();
+    let sam = user(
+        &server,
+        &admin,
+        "sam",
+        "operator",
+        Some(json!({"team": "a"})),
+    )
+    .await;
+    let restore_from = |source: &str| {
+        json!({"kind": "restore", "params": {
+            "snapshot_id": "ab".repeat(32),
+            "target": "/tmp/restored",
+            "source_host_id": source,
+        }})
+    };
+    let missing = rm_core::HostId::new().to_string();
+    let (status, gone) = sam
+        .post(&format!("/api/v1/hosts/{a}/jobs"), restore_from(&missing))
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{gone}");
+    let (status, hidden) = sam
+        .post(&format!("/api/v1/hosts/{a}/jobs"), restore_from(&b))
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{hidden}");
+    assert_eq!(
+        hidden["error"]["message"].as_str().unwrap(),
+        gone["error"]["message"]
+            .as_str()
+            .unwrap()
+            .replace(&missing, &b),
+        "the same words as for a missing host"
+    );
+    // Unscoped, the same request gets past that check (b has no repository).
+    let (_, body) = admin
+        .post(&format!("/api/v1/hosts/{a}/jobs"), restore_from(&b))
+        .await
+        .unwrap();
+    assert!(
+        !body.to_string().contains("not found"),
+        "an unscoped operator sees host b: {body}"
+    );
+    agent.close().await.unwrap();
+    server.stop().await.unwrap();
+}

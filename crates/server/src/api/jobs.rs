@@ -70,6 +70,7 @@ pub(crate) async fn create(
         params: &req.params,
         trigger: JobTrigger::Manual,
         schedule: None,
+        scope: operator.scope.as_ref(),
     };
     let job = jobs::create(&state, &request, Some(&entry_for)).await?;
     tracing::info!(job_id = %job.id, by = %operator.user_id, "job requested");

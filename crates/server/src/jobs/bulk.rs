@@ -79,6 +79,7 @@ pub async fn create(
             params: &req.params,
             trigger: JobTrigger::Manual,
             schedule: None,
+            scope: None,
         };
         match prepare(state, &request).await {
             Ok(job) => jobs.push(job),
