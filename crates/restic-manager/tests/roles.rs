@@ -63,10 +63,10 @@ async fn alert_on(server: &TestServer, host: &str) -> String {
         .fire_alert(
             &NewAlert {
                 id,
-                kind: "host_offline".into(),
+                kind: "check_failed".into(),
                 host_id: host.parse().unwrap(),
                 subject: String::new(),
-                message: "offline".into(),
+                message: "the check found errors".into(),
                 job_id: None,
                 started_at: Utc::now(),
             },
@@ -696,6 +696,21 @@ async fn a_viewers_pages_offer_no_actions_and_their_forms_are_refused() {
     ] {
         assert!(!page.contains(action), "{action} on a viewer's host page");
     }
+    let (_, alerts) = session.page("/alerts").await.unwrap();
+    assert!(alerts.contains("web-a"), "{alerts}");
+    assert!(!alerts.contains("alert-ack") && !alerts.contains("silence-form"));
+    let (_, policies) = session.page("/policies").await.unwrap();
+    assert!(!policies.contains("policy-new"));
+    let (_, policy) = session
+        .page(&format!("/policies/{}", w.policy))
+        .await
+        .unwrap();
+    assert!(policy.contains("everything") && !policy.contains("policy-submit"));
+    // A scoped operator acknowledges their alerts but adds no silences.
+    let sam = w.server.anonymous().login("sam", PASSWORD).await.unwrap();
+    let (_, alerts) = sam.page("/alerts").await.unwrap();
+    assert!(alerts.contains("alert-ack") && !alerts.contains("silence-form"));
+    assert!(!alerts.contains("web-b"), "{alerts}");
     let (_, dashboard) = session.page("/").await.unwrap();
     assert!(!dashboard.contains("id=\"bulk\""));
     assert!(!dashboard.contains("href=\"/restore\""));
