@@ -14,6 +14,7 @@ pub mod job;
 pub mod labels;
 pub mod password;
 pub mod redact;
+pub mod role;
 pub mod schedule;
 pub mod sealing;
 pub mod secret;
@@ -25,6 +26,7 @@ pub use ids::{
 };
 pub use job::{JobStatus, JobTrigger};
 pub use labels::{LabelError, Labels, Selector};
+pub use role::Role;
 pub use schedule::{
     jittered, missed_fire, Clock, CronSchedule, ManualClock, ScheduleError, SystemClock,
 };

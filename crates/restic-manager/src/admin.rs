@@ -20,26 +20,43 @@ use crate::cli::{AdminCommand, BackupDbArgs, ResetSealedSecretsArgs};
 
 pub(crate) async fn run(command: AdminCommand) -> anyhow::Result<()> {
     match command {
-        AdminCommand::CreateUser(args) => {
-            let store = crate::storage::open(&args.store).await?;
+        AdminCommand::CreateUser(create) => {
+            let args = create.user;
+            let scope = match create.scope.as_deref().map(str::trim) {
+                None | Some("") => None,
+                Some(text) => {
+                    let labels = rm_core::Labels::parse_pairs("--scope", text)?;
+                    Some(rm_core::Selector(labels))
+                }
+            };
+            if scope.is_some() && create.role == rm_core::Role::Admin {
+                bail!("--scope: an admin cannot have a scope; give --role operator or viewer");
+            }
             let username = args.username.trim().to_owned();
             if username.is_empty() || username.chars().any(char::is_control) {
                 bail!("--username must be non-empty and free of control characters");
             }
+            let store = crate::storage::open(&args.store).await?;
             let (password, generated) = password(args.password_stdin)?;
             let user = User {
                 id: UserId::new(),
                 username: username.clone(),
                 password_hash: hash_password(&password)?,
                 created_at: Utc::now(),
+                role: create.role,
+                scope,
             };
             let entry = Audit::cli().entry(
                 Action::UserCreate,
                 Some(Target::new("user", user.id)),
-                json!({"username": username}),
+                json!({
+                    "username": username,
+                    "role": user.role,
+                    "scope": user.scope.as_ref().map(ToString::to_string),
+                }),
             );
             store.create_user(&user, Some(&entry)).await?;
-            println!("Created user `{username}`.");
+            println!("Created user `{username}` ({}).", user.role);
             if generated {
                 println!("  password: {password}");
             }
@@ -91,6 +108,7 @@ pub(crate) async fn run(command: AdminCommand) -> anyhow::Result<()> {
                     .ttl_days
                     .map(|d| now + chrono::Duration::days(i64::from(d))),
                 revoked_at: None,
+                role: None,
             };
             let entry = Audit::cli().entry(
                 Action::ApiTokenCreate,

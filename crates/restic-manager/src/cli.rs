@@ -353,7 +353,7 @@ fn parse_hostname(value: &str) -> Result<String, String> {
 pub(crate) enum AdminCommand {
     /// Create an operator account. The password is read from standard input
     /// with --password-stdin, or generated and printed once.
-    CreateUser(UserArgs),
+    CreateUser(CreateUserArgs),
     /// Set a new password for an operator and end their sessions. The
     /// password is read from standard input with --password-stdin, or
     /// generated and printed once.
@@ -436,6 +436,25 @@ pub(crate) struct UserArgs {
     pub password_stdin: bool,
     #[command(flatten)]
     pub store: StoreArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CreateUserArgs {
+    #[command(flatten)]
+    pub user: UserArgs,
+    /// What they may do: admin (everything), operator (run jobs, restore,
+    /// edit hosts, schedules, repositories, policies), viewer (read only).
+    #[arg(long, default_value = "admin", value_parser = parse_role)]
+    pub role: rm_core::Role,
+    /// Limit them to hosts with these labels, `key=value,…` (not for an
+    /// admin).
+    #[arg(long)]
+    pub scope: Option<String>,
+}
+
+fn parse_role(raw: &str) -> Result<rm_core::Role, String> {
+    raw.parse()
+        .map_err(|e: rm_core::role::UnknownRole| e.to_string())
 }
 
 #[derive(Debug, Args)]

@@ -363,6 +363,7 @@ async fn queue_first_backup(
         params,
         trigger: JobTrigger::Manual,
         schedule: None,
+        scope: None,
     };
     let job = rm_server::jobs::create(state, &request, None).await?;
     let paths: Vec<String> = params

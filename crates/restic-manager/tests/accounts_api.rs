@@ -24,7 +24,7 @@ async fn create_user(by: &Api, name: &str, password: &str) -> String {
     let (status, body) = by
         .post(
             "/api/v1/users",
-            json!({"username": name, "password": password}),
+            json!({"username": name, "password": password, "role": "admin"}),
         )
         .await
         .unwrap();
@@ -55,7 +55,7 @@ async fn a_created_user_is_listed_and_can_log_in() {
     let (status, body) = admin
         .post(
             "/api/v1/users",
-            json!({"username": " alice ", "password": ALICE_PASSWORD}),
+            json!({"username": " alice ", "password": ALICE_PASSWORD, "role": "admin"}),
         )
         .await
         .unwrap();
@@ -90,7 +90,7 @@ async fn a_created_user_is_listed_and_can_log_in() {
             .map(|k| k.as_str())
             .collect();
         keys.sort_unstable();
-        assert_eq!(keys, ["created_at", "id", "username"]);
+        assert_eq!(keys, ["created_at", "id", "role", "scope", "username"]);
     }
 }
 
@@ -103,7 +103,7 @@ async fn bad_new_users_are_refused_naming_the_field() {
     let (status, body) = admin
         .post(
             "/api/v1/users",
-            json!({"username": "alice", "password": "another-password"}),
+            json!({"username": "alice", "password": "another-password", "role": "admin"}),
         )
         .await
         .unwrap();
@@ -111,35 +111,38 @@ async fn bad_new_users_are_refused_naming_the_field() {
     assert!(message(&body).contains("alice"), "{body}");
 
     for (request, field) in [
-        (json!({"username": "bob", "password": "short"}), "password"),
         (
-            json!({"username": "bob", "password": "1234567"}),
+            json!({"username": "bob", "password": "short", "role": "admin"}),
+            "password",
+        ),
+        (
+            json!({"username": "bob", "password": "1234567", "role": "admin"}),
             "password",
         ),
         (json!({"username": "bob"}), "password"),
         (
-            json!({"username": "", "password": "long-enough"}),
+            json!({"username": "", "password": "long-enough", "role": "admin"}),
             "username",
         ),
         (
-            json!({"username": "   ", "password": "long-enough"}),
+            json!({"username": "   ", "password": "long-enough", "role": "admin"}),
             "username",
         ),
         (
-            json!({"username": "bo b", "password": "long-enough"}),
+            json!({"username": "bo b", "password": "long-enough", "role": "admin"}),
             "username",
         ),
         (
-            json!({"username": "bob\u{7}", "password": "long-enough"}),
+            json!({"username": "bob\u{7}", "password": "long-enough", "role": "admin"}),
             "username",
         ),
         (
-            json!({"username": "b".repeat(65), "password": "long-enough"}),
+            json!({"username": "b".repeat(65), "password": "long-enough", "role": "admin"}),
             "username",
         ),
         (json!({"password": "long-enough"}), "username"),
         (
-            json!({"username": "bob", "password": "long-enough", "admin": true}),
+            json!({"username": "bob", "password": "long-enough", "admin": true, "role": "admin"}),
             "admin",
         ),
     ] {
@@ -357,7 +360,14 @@ async fn api_tokens_are_shown_once_work_as_bearer_and_stop_when_revoked() {
         keys.sort_unstable();
         assert_eq!(
             keys,
-            ["created_at", "expires_at", "id", "name", "revoked_at"]
+            [
+                "created_at",
+                "expires_at",
+                "id",
+                "name",
+                "revoked_at",
+                "role"
+            ]
         );
     }
     let secret_part = secret.rsplit('.').next().unwrap();
@@ -470,7 +480,7 @@ async fn cookie_requests_that_change_things_need_the_csrf_token() {
         .unwrap();
     assert_eq!(status, StatusCode::OK);
 
-    let body = json!({"username": "alice", "password": ALICE_PASSWORD});
+    let body = json!({"username": "alice", "password": ALICE_PASSWORD, "role": "admin"});
     for presented in [None, Some("0".repeat(64))] {
         let (status, error) = web
             .api(

@@ -427,6 +427,7 @@ async fn an_api_token_made_offline_works_as_a_bearer_token() {
                 created_at: Utc::now(),
                 expires_at: None,
                 revoked_at: None,
+                role: None,
             },
             None,
         )

@@ -128,7 +128,7 @@ async fn operator_actions_are_audited_without_secrets() {
     let (status, body) = admin
         .post(
             "/api/v1/users",
-            json!({"username": "alice", "password": ALICE_PASSWORD}),
+            json!({"username": "alice", "password": ALICE_PASSWORD, "role": "admin"}),
         )
         .await
         .unwrap();

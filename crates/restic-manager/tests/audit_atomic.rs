@@ -85,7 +85,7 @@ async fn on_a_full_disk_no_change_is_made_without_its_audit_entry() {
     let (status, body) = admin
         .post(
             "/api/v1/users",
-            json!({"username": "bob", "password": "a long enough password"}),
+            json!({"username": "bob", "password": "a long enough password", "role": "admin"}),
         )
         .await
         .unwrap();

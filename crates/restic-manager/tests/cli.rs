@@ -118,6 +118,54 @@ async fn admin_commands_manage_users_and_api_tokens_of_a_running_server() {
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("alice"), "{}", text(&out.stderr));
 
+    // With a role and a scope; a scope on an admin, or a bad role, is
+    // refused before anything is written.
+    let out = run(
+        &[
+            "admin",
+            "create-user",
+            "--username",
+            "vera",
+            "--password-stdin",
+            "--role",
+            "viewer",
+            "--scope",
+            "team=web",
+            "--data-dir",
+            &data_dir,
+        ],
+        Some("vera-password-1\n"),
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("(viewer)"));
+    let vera = server
+        .anonymous()
+        .login("vera", "vera-password-1")
+        .await
+        .unwrap();
+    let (_, me) = vera.get("/api/v1/auth/me").await.unwrap();
+    assert_eq!(me["role"], "viewer", "{me}");
+    assert_eq!(me["scope"], serde_json::json!({"team": "web"}), "{me}");
+    for (flags, words) in [
+        (["--role", "admin", "--scope", "team=web"], "--scope"),
+        (["--role", "root", "--scope", "team=web"], "unknown role"),
+    ] {
+        let mut args = vec![
+            "admin",
+            "create-user",
+            "--username",
+            "x1",
+            "--password-stdin",
+        ];
+        args.extend(flags);
+        args.extend(["--data-dir", &data_dir]);
+        let out = run(&args, Some("x1-password-1\n")).await;
+        assert!(!out.status.success());
+        assert!(text(&out.stderr).contains(words), "{}", text(&out.stderr));
+    }
+    assert!(server.store().user_by_name("x1").await.unwrap().is_none());
+
     // A short password is refused before anything changes.
     let out = run(
         &[
@@ -216,7 +264,12 @@ async fn admin_commands_manage_users_and_api_tokens_of_a_running_server() {
         .collect();
     assert_eq!(
         by_cli,
-        ["api_token.create", "user.password_reset", "user.create"]
+        [
+            "api_token.create",
+            "user.password_reset",
+            "user.create",
+            "user.create"
+        ]
     );
     assert!(!log.to_string().contains(&new_password));
 }

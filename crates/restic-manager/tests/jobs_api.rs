@@ -1286,7 +1286,7 @@ async fn live_streams_end_when_their_session_or_token_ends() {
     let (status, body) = admin
         .post(
             "/api/v1/users",
-            json!({"username": "bob", "password": "bob-password-1"}),
+            json!({"username": "bob", "password": "bob-password-1", "role": "admin"}),
         )
         .await
         .unwrap();

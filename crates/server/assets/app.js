@@ -70,6 +70,15 @@ function formBody(form) {
       }
       // Left empty, the variables already set are kept.
       if (Object.keys(env).length) body[field.name] = env;
+    } else if (field.hasAttribute("data-labels")) {
+      // `key=value,…` as an object; left empty: null (a user's scope: none).
+      const labels = {};
+      for (const pair of value.split(",").map((p) => p.trim()).filter(Boolean)) {
+        const at = pair.indexOf("=");
+        if (at > 0) labels[pair.slice(0, at).trim()] = pair.slice(at + 1).trim();
+        else labels[pair] = "";
+      }
+      body[field.name] = Object.keys(labels).length ? labels : null;
     } else if (field.hasAttribute("data-number")) {
       if (value !== "") body[field.name] = Number(value);
     } else if (value !== "" || field.required) {
@@ -389,7 +398,9 @@ function followJob() {
     const view = JSON.parse(e.data);
     setStatus(view);
     source.close();
-    document.getElementById("job-cancel").hidden = true;
+    // A viewer's page has no cancel button.
+    const cancel = document.getElementById("job-cancel");
+    if (cancel) cancel.hidden = true;
     document.getElementById("progress").hidden = true;
     if (view.finished_at) document.getElementById("job-finished").textContent = utc(view.finished_at);
     if (view.exit_code != null) document.getElementById("job-exit").textContent = view.exit_code;

@@ -105,6 +105,8 @@ actions! {
     UserCreate = "user.create",
     /// An operator account was deleted.
     UserDelete = "user.delete",
+    /// An admin changed a user's role or scope (details: old and new).
+    UserRoleChange = "user.role_change",
     /// Operators changed their own password.
     UserPasswordChange = "user.password_change",
     /// `restic-manager admin reset-password` set someone's password.

@@ -34,6 +34,12 @@ pub(crate) struct Operator {
     /// The session or API token behind this request: what per-session
     /// caches are keyed by.
     pub credential: TokenId,
+    /// What this request may do: the user's role, or the API token's when
+    /// that is narrower (read afresh at every request, so a demotion
+    /// counts from the next one).
+    pub role: rm_core::Role,
+    /// The hosts it sees and acts on (`None`: every host).
+    pub scope: Option<rm_core::Selector>,
 }
 
 /// Credentials that just stopped working; live streams opened with them end.
@@ -46,6 +52,9 @@ pub(crate) enum Ended {
     SessionsOf(UserId),
     /// Everything of a user (deleted).
     User(UserId),
+    /// A user's role or scope changed: their streams end, so a client that
+    /// reconnects is checked with the new role and scope.
+    AccessOf(UserId),
 }
 
 impl Ended {
@@ -54,7 +63,7 @@ impl Ended {
         match *self {
             Ended::Credential(id) => operator.credential == id,
             Ended::SessionsOf(user) => operator.user_id == user && operator.session.is_some(),
-            Ended::User(user) => operator.user_id == user,
+            Ended::User(user) | Ended::AccessOf(user) => operator.user_id == user,
         }
     }
 }
@@ -120,17 +129,14 @@ pub(crate) async fn operator_for(
         return Ok(None);
     };
     let now = Utc::now();
-    Ok(match presented.kind {
+    // (user, session, credential, narrower token role)
+    let found = match presented.kind {
         TokenKind::Session => state
             .store()
             .session(presented.id)
             .await?
             .filter(|s| presented.verify(&s.token_hash) && s.expires_at > now)
-            .map(|s| Operator {
-                user_id: s.user_id,
-                session: Some(s.id),
-                credential: s.id,
-            }),
+            .map(|s| (s.user_id, Some(s.id), s.id, None)),
         TokenKind::Api => state
             .store()
             .api_token(presented.id)
@@ -140,13 +146,25 @@ pub(crate) async fn operator_for(
                     && t.revoked_at.is_none()
                     && t.expires_at.is_none_or(|at| at > now)
             })
-            .map(|t| Operator {
-                user_id: t.user_id,
-                session: None,
-                credential: t.id,
-            }),
+            .map(|t| (t.user_id, None, t.id, t.role)),
         TokenKind::Agent | TokenKind::Enrollment => None,
-    })
+    };
+    let Some((user_id, session, credential, token_role)) = found else {
+        return Ok(None);
+    };
+    // The user's role and scope are read at every request: a demotion or a
+    // new scope counts from the next request, for tokens too.
+    let Some(user) = state.store().user_by_id(user_id).await? else {
+        return Ok(None);
+    };
+    let role = token_role.map_or(user.role, |narrower| narrower.min(user.role));
+    Ok(Some(Operator {
+        user_id,
+        session,
+        credential,
+        role,
+        scope: user.scope,
+    }))
 }
 
 /// Counts a presented token that failed its check; `Some(retry_after)` when

@@ -48,6 +48,8 @@ pub async fn ensure_first_admin(
                 username: FIRST_ADMIN.to_owned(),
                 password_hash: hash_password(&password)?,
                 created_at: Utc::now(),
+                role: rm_core::Role::Admin,
+                scope: None,
             },
             None,
         )

@@ -6,6 +6,7 @@
 //! listener until shut down, [`serve_tls`] the same over HTTPS/WSS. The store is any [`rm_store::Store`], so this
 //! crate knows nothing about SQL.
 
+pub mod access;
 pub mod agent_tokens;
 mod agent_ws;
 pub mod alerts;
@@ -89,14 +90,19 @@ pub fn app(state: AppState) -> Router {
         .route("/ws/agent", get(agent_ws::upgrade))
         .nest(
             "/api/v1",
-            api::router().layer(axum::middleware::from_fn_with_state(
-                state.clone(),
-                api::deadline,
-            )),
+            api::router()
+                .layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    access::api_guard,
+                ))
+                .layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    api::deadline,
+                )),
         )
         .merge(downloads::router())
         .merge(openapi::viewer_router())
-        .merge(ui::router())
+        .merge(ui::router(state.clone()))
         .with_state(state)
 }
 

@@ -546,6 +546,7 @@ pub(crate) async fn on_fire(
         params: &schedule.params,
         trigger,
         schedule: Some(id),
+        scope: None,
     };
     if let Some(fire_key) = shared_fire_key(state, host, &schedule, &fire).await? {
         return match jobs::create_once(state, &request, &fire_key).await {

@@ -334,7 +334,7 @@ pub(crate) fn count(row: &SqliteRow, col: &str) -> Result<u64, StoreError> {
 // ── row decoders ───────────────────────────────────────────────────────
 
 /// Columns selected for a [`User`].
-pub(crate) const USER_COLUMNS: &str = "id, username, password_hash, created_at";
+pub(crate) const USER_COLUMNS: &str = "id, username, password_hash, created_at, role, scope";
 
 /// Decodes a `users` row.
 pub(crate) fn user(row: &SqliteRow) -> Result<User, StoreError> {
@@ -343,7 +343,25 @@ pub(crate) fn user(row: &SqliteRow) -> Result<User, StoreError> {
         username: text(row, "username")?,
         password_hash: text(row, "password_hash")?,
         created_at: time(row, "created_at")?,
+        role: role(row, "role")?,
+        scope: text_opt(row, "scope")?
+            .map(|raw| {
+                serde_json::from_str::<BTreeMap<String, String>>(&raw)
+                    .map(|map| Selector(Labels::from_stored(map)))
+                    .map_err(|e| corrupt("scope", e))
+            })
+            .transpose()?,
     })
+}
+
+/// Decodes a role column.
+fn role(row: &SqliteRow, col: &str) -> Result<rm_core::Role, StoreError> {
+    text(row, col)?.parse().map_err(|e| corrupt(col, e))
+}
+
+/// A user's scope as stored (JSON object), or NULL.
+pub(crate) fn scope_json(scope: Option<&Selector>) -> Option<String> {
+    scope.map(|s| labels_json(&s.0))
 }
 
 /// Columns selected for a [`Session`].
@@ -362,7 +380,7 @@ pub(crate) fn session(row: &SqliteRow) -> Result<Session, StoreError> {
 
 /// Columns selected for an [`ApiToken`].
 pub(crate) const API_TOKEN_COLUMNS: &str =
-    "id, user_id, name, token_hash, created_at, expires_at, revoked_at";
+    "id, user_id, name, token_hash, created_at, expires_at, revoked_at, role";
 
 /// Decodes an `api_tokens` row.
 pub(crate) fn api_token(row: &SqliteRow) -> Result<ApiToken, StoreError> {
@@ -374,6 +392,9 @@ pub(crate) fn api_token(row: &SqliteRow) -> Result<ApiToken, StoreError> {
         created_at: time(row, "created_at")?,
         expires_at: time_opt(row, "expires_at")?,
         revoked_at: time_opt(row, "revoked_at")?,
+        role: text_opt(row, "role")?
+            .map(|raw| raw.parse().map_err(|e| corrupt("role", e)))
+            .transpose()?,
     })
 }
 

@@ -29,7 +29,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use rm_core::{BatchId, HostId, JobId, JobStatus, PolicyId, ScheduleId, Selector, TokenId, UserId};
+use rm_core::{
+    BatchId, HostId, JobId, JobStatus, PolicyId, Role, ScheduleId, Selector, TokenId, UserId,
+};
 use rm_store::{
     AgentToken, ApiToken, AuditEntry, AuditFilter, CommandResultRecord, EnrollmentToken,
     HelloRecord, Host, HostBackupSummary, HostCounts, HostPatch, HostPolicyChange, Job, JobEnd,
@@ -464,6 +466,23 @@ impl SqliteStore {
         Ok(true)
     }
 
+    /// Whether user `id` is an admin and no other admin exists.
+    async fn last_admin(&self, tx: &mut WriteTx, id: &str) -> StoreResult<bool> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM users WHERE role = 'admin' AND id <> ?")
+            .bind(id)
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(backend)?;
+        let others = codec::count(&row, "n")?;
+        let is_admin = sqlx::query("SELECT 1 FROM users WHERE id = ? AND role = 'admin'")
+            .bind(id)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(backend)?
+            .is_some();
+        Ok(is_admin && others == 0)
+    }
+
     /// Starts a write transaction once it is this caller's turn to write.
     async fn begin_write(&self) -> StoreResult<WriteTx> {
         let turn = self.turn().await?;
@@ -804,12 +823,15 @@ impl Store for SqliteStore {
     async fn create_user(&self, user: &User, audit: Option<&NewAuditEntry>) -> StoreResult<()> {
         let mut tx = self.begin_write().await?;
         sqlx::query(
-            "INSERT INTO users (id, username, password_hash, created_at) VALUES (?, ?, ?, ?)",
+            "INSERT INTO users (id, username, password_hash, created_at, role, scope) \
+             VALUES (?, ?, ?, ?, ?, ?)",
         )
         .bind(user.id.to_string())
         .bind(&user.username)
         .bind(&user.password_hash)
         .bind(ms(user.created_at))
+        .bind(user.role.as_str())
+        .bind(codec::scope_json(user.scope.as_ref()))
         .execute(&mut *tx)
         .await
         .map_err(|e| {
@@ -926,6 +948,12 @@ impl Store for SqliteStore {
                 "cannot delete the last user",
             )));
         }
+        if self.last_admin(&mut tx, &id).await? {
+            tx.rollback().await.map_err(backend)?;
+            return Err(StoreError::Conflict(String::from(
+                "cannot delete the last admin",
+            )));
+        }
         // Explicit rather than relying on ON DELETE CASCADE alone, so the
         // credentials go even on a connection without foreign keys.
         for sql in [
@@ -941,6 +969,44 @@ impl Store for SqliteStore {
         }
         write_audit(&mut tx, audit).await?;
         tx.commit().await.map_err(backend)
+    }
+
+    async fn set_user_access(
+        &self,
+        id: UserId,
+        role: Role,
+        scope: Option<&Selector>,
+        audit: Option<&NewAuditEntry>,
+    ) -> StoreResult<User> {
+        let id = id.to_string();
+        // BEGIN IMMEDIATE: two admins demoting each other are serialised,
+        // so one of them sees the last-admin rule.
+        let mut tx = self.begin_write().await?;
+        if role != Role::Admin && self.last_admin(&mut tx, &id).await? {
+            tx.rollback().await.map_err(backend)?;
+            return Err(StoreError::Conflict(String::from(
+                "cannot demote the last admin",
+            )));
+        }
+        let sql = format!(
+            "UPDATE users SET role = ?, scope = ? WHERE id = ? RETURNING {}",
+            codec::USER_COLUMNS
+        );
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(role.as_str())
+            .bind(codec::scope_json(scope))
+            .bind(&id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(backend)?;
+        let Some(row) = row else {
+            tx.rollback().await.map_err(backend)?;
+            return Err(StoreError::NotFound(format!("user `{id}`")));
+        };
+        let user = codec::user(&row)?;
+        write_audit(&mut tx, audit).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(user)
     }
 
     async fn create_session(
@@ -1015,8 +1081,8 @@ impl Store for SqliteStore {
         let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO api_tokens \
-             (id, user_id, name, token_hash, created_at, expires_at, revoked_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+             (id, user_id, name, token_hash, created_at, expires_at, revoked_at, role) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(token.id.to_string())
         .bind(token.user_id.to_string())
@@ -1025,6 +1091,7 @@ impl Store for SqliteStore {
         .bind(ms(token.created_at))
         .bind(ms_opt(token.expires_at))
         .bind(ms_opt(token.revoked_at))
+        .bind(token.role.map(Role::as_str))
         .execute(&mut *tx)
         .await
         .map_err(|e| {
@@ -1248,6 +1315,23 @@ impl Store for SqliteStore {
             codec::HOST_COLUMNS
         );
         let query = sqlx::query(AssertSqlSafe(sql))
+            .bind(after.map(|id| id.to_string()).unwrap_or_default())
+            .bind(i64::from(limit.clamp(1, MAX_HOST_PAGE)));
+        shared::read_hosts(&self.pool, query).await
+    }
+
+    async fn list_hosts_page_matching(
+        &self,
+        after: Option<HostId>,
+        limit: u32,
+        selector: &Selector,
+    ) -> StoreResult<Vec<Host>> {
+        let sql = format!(
+            "SELECT {} FROM hosts WHERE deleted_at IS NULL{} AND id > ? ORDER BY id LIMIT ?",
+            codec::HOST_COLUMNS,
+            selector_sql(selector)
+        );
+        let query = bind_selector(sqlx::query(AssertSqlSafe(sql)), selector)
             .bind(after.map(|id| id.to_string()).unwrap_or_default())
             .bind(i64::from(limit.clamp(1, MAX_HOST_PAGE)));
         shared::read_hosts(&self.pool, query).await
@@ -1911,6 +1995,14 @@ impl Store for SqliteStore {
         if filter.status.is_some() {
             sql.push_str(" AND status = ?");
         }
+        if let Some(scope) = &filter.scope {
+            // The hosts' labels decide, so a job follows its host into or
+            // out of a scope when the host's labels change.
+            sql.push_str(&format!(
+                " AND host_id IN (SELECT hosts.id FROM hosts WHERE 1 = 1{})",
+                selector_sql(scope)
+            ));
+        }
         if filter.before.is_some() {
             sql.push_str(
                 " AND (created_at, id) < \
@@ -1929,6 +2021,9 @@ impl Store for SqliteStore {
         }
         if let Some(status) = filter.status {
             query = query.bind(status.as_str());
+        }
+        if let Some(scope) = &filter.scope {
+            query = bind_selector(query, scope);
         }
         if let Some(before) = filter.before {
             let before_id = before.to_string();

@@ -8,13 +8,15 @@ mod common;
 
 use common::{open_temp, t, user};
 use rm_core::token::TokenHash;
-use rm_core::{TokenId, UserId};
+use rm_core::{Labels, Role, Selector, TokenId, UserId};
 use rm_store::{ApiToken, Session, Store, StoreError, User};
 use rm_store_sqlite::SqliteStore;
 
 async fn add_user(store: &SqliteStore, name: &str, created: i64) -> User {
     let user = User {
         created_at: t(created),
+        role: rm_core::Role::Admin,
+        scope: None,
         ..user(name)
     };
     store.create_user(&user, None).await.unwrap();
@@ -42,6 +44,7 @@ async fn add_token(store: &SqliteStore, user: UserId, name: &str, created: i64) 
         created_at: t(created),
         expires_at: None,
         revoked_at: None,
+        role: None,
     };
     store.create_api_token(&token, None).await.unwrap();
     token
@@ -185,4 +188,62 @@ async fn revoking_sets_the_time_once() {
         "the first revocation stands"
     );
     assert_eq!(stored.token_hash, token.token_hash);
+}
+
+#[tokio::test]
+async fn roles_and_scopes_are_stored_and_the_last_admin_stays() {
+    let (_dir, store) = open_temp().await;
+    let root = add_user(&store, "root", 0).await;
+    let ops = add_user(&store, "ops", 1).await;
+    let scope = Selector(Labels::parse_pairs("scope", "team=a").unwrap());
+    let changed = store
+        .set_user_access(ops.id, Role::Viewer, Some(&scope), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        (changed.role, changed.scope.as_ref()),
+        (Role::Viewer, Some(&scope))
+    );
+    assert_eq!(store.user_by_id(ops.id).await.unwrap().unwrap(), changed);
+
+    // root is the only admin now: neither demoted nor deleted.
+    for refused in [
+        store
+            .set_user_access(root.id, Role::Operator, None, None)
+            .await
+            .map(|_| ()),
+        store.delete_user(root.id, None).await,
+    ] {
+        assert!(
+            matches!(&refused, Err(StoreError::Conflict(m)) if m.contains("last admin")),
+            "{refused:?}"
+        );
+    }
+    assert!(matches!(
+        store
+            .set_user_access(UserId::new(), Role::Viewer, None, None)
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+    // A second admin lets the first go.
+    store
+        .set_user_access(ops.id, Role::Admin, None, None)
+        .await
+        .unwrap();
+    store.delete_user(root.id, None).await.unwrap();
+
+    // A token's own role is kept; none means "its user's".
+    let narrow = ApiToken {
+        role: Some(Role::Viewer),
+        ..add_token(&store, ops.id, "plain", 2).await
+    };
+    let narrow = ApiToken {
+        id: TokenId::new(),
+        name: "narrow".into(),
+        ..narrow
+    };
+    store.create_api_token(&narrow, None).await.unwrap();
+    let listed = store.list_api_tokens(ops.id).await.unwrap();
+    let roles: Vec<Option<Role>> = listed.iter().map(|t| t.role).collect();
+    assert_eq!(roles, [None, Some(Role::Viewer)]);
 }

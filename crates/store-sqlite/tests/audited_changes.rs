@@ -251,6 +251,7 @@ async fn a_change_the_store_refuses_writes_no_entry() {
         created_at: t(1),
         expires_at: None,
         revoked_at: None,
+        role: None,
     };
     store.create_api_token(&api, None).await.unwrap();
     for at in [t(2), t(3)] {

@@ -450,6 +450,7 @@ async fn list_jobs_filters_orders_newest_first_and_pages() {
             status: Some(JobStatus::Dispatched),
             before: Some(all[4].id),
             limit: 10,
+            ..JobFilter::default()
         })
         .await
         .unwrap();

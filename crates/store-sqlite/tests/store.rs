@@ -184,6 +184,7 @@ async fn api_tokens_round_trip() {
         created_at: t(1),
         expires_at: None,
         revoked_at: None,
+        role: None,
     };
     let full = ApiToken {
         id: TokenId::new(),
@@ -191,6 +192,7 @@ async fn api_tokens_round_trip() {
         token_hash: TokenHash::of("rmt.c.d"),
         expires_at: Some(t(100)),
         revoked_at: Some(t(50)),
+        role: None,
         ..plain.clone()
     };
     store.create_api_token(&plain, None).await.unwrap();

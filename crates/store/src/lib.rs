@@ -12,7 +12,9 @@ mod notifications;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use rm_core::{BatchId, HostId, JobId, JobStatus, PolicyId, ScheduleId, Selector, TokenId, UserId};
+use rm_core::{
+    BatchId, HostId, JobId, JobStatus, PolicyId, Role, ScheduleId, Selector, TokenId, UserId,
+};
 
 pub use alerts::{AlertFilter, AlertRecord, AlertStore, NewAlert, SilenceRecord};
 pub use error::{StorageFault, StoreError, StoreResult};
@@ -65,6 +67,18 @@ pub trait Store: AlertStore + NotificationStore + Send + Sync + 'static {
     /// last user`) when they are the only user left, since nobody could log
     /// in afterwards (only the offline `admin create-user` could recover).
     async fn delete_user(&self, id: UserId, audit: Option<&NewAuditEntry>) -> StoreResult<()>;
+    /// Sets a user's role and scope (`None`: every host) and returns the
+    /// user as stored. [`StoreError::NotFound`] when there is no such user;
+    /// [`StoreError::Conflict`] (`cannot demote the last admin`) when this
+    /// would leave no admin. Deleting the last admin is refused the same
+    /// way by [`Store::delete_user`].
+    async fn set_user_access(
+        &self,
+        id: UserId,
+        role: Role,
+        scope: Option<&Selector>,
+        audit: Option<&NewAuditEntry>,
+    ) -> StoreResult<User>;
 
     /// Stores a login session.
     async fn create_session(
@@ -138,6 +152,14 @@ pub trait Store: AlertStore + NotificationStore + Send + Sync + 'static {
     /// page is the `after` of the next, so pages neither skip nor repeat
     /// hosts while others enrol or go.
     async fn list_hosts_page(&self, after: Option<HostId>, limit: u32) -> StoreResult<Vec<Host>>;
+    /// [`Store::list_hosts_page`] of the hosts `selector` matches only (a
+    /// scoped user's view).
+    async fn list_hosts_page_matching(
+        &self,
+        after: Option<HostId>,
+        limit: u32,
+        selector: &Selector,
+    ) -> StoreResult<Vec<Host>>;
     /// Hosts that need attention first — offline, or not protected (see
     /// [`ProtectedAt`]) — then the rest, each
     /// group by name then id; `limit` rows (clamped as above) from `offset`.

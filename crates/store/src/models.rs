@@ -3,8 +3,8 @@
 use chrono::{DateTime, Utc};
 use rm_core::token::TokenHash;
 use rm_core::{
-    BatchId, HostId, JobId, JobStatus, JobTrigger, Labels, PolicyId, ScheduleId, Selector, TokenId,
-    UserId,
+    BatchId, HostId, JobId, JobStatus, JobTrigger, Labels, PolicyId, Role, ScheduleId, Selector,
+    TokenId, UserId,
 };
 
 /// An operator account.
@@ -18,6 +18,10 @@ pub struct User {
     pub password_hash: String,
     /// When the account was made.
     pub created_at: DateTime<Utc>,
+    /// What they may do.
+    pub role: Role,
+    /// The hosts they see and act on; `None`: every host.
+    pub scope: Option<Selector>,
 }
 
 /// A login session; its token is `rms.<id>.<secret>`.
@@ -52,6 +56,9 @@ pub struct ApiToken {
     pub expires_at: Option<DateTime<Utc>>,
     /// Set once revoked.
     pub revoked_at: Option<DateTime<Utc>>,
+    /// A narrower role than its user's; `None`: the user's role. The
+    /// effective role is the smaller of the two at each request.
+    pub role: Option<Role>,
 }
 
 /// A single-use enrolment token; `rme.<id>.<secret>`.
@@ -450,6 +457,8 @@ pub struct JobFilter {
     pub host_id: Option<HostId>,
     /// Only jobs in this status.
     pub status: Option<JobStatus>,
+    /// Only jobs of hosts matching this selector (a scoped user's view).
+    pub scope: Option<Selector>,
     /// Only jobs older than this one (for paging).
     pub before: Option<JobId>,
     /// At most this many.

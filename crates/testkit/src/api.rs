@@ -130,6 +130,45 @@ impl Api {
         self.send(Method::DELETE, path, None).await
     }
 
+    /// Creates a user with `role` (`admin`, `operator`, `viewer`) and an
+    /// optional `scope` (`{"team": "a"}`); fails unless 201. Returns the id.
+    pub async fn create_user(
+        &self,
+        username: &str,
+        password: &str,
+        role: &str,
+        scope: Option<Value>,
+    ) -> anyhow::Result<String> {
+        let mut body =
+            serde_json::json!({"username": username, "password": password, "role": role});
+        if let Some(scope) = scope {
+            body["scope"] = scope;
+        }
+        let (status, body) = self.post("/api/v1/users", body).await?;
+        if status != StatusCode::CREATED {
+            bail!("creating user {username} failed with {status}: {body}");
+        }
+        body["id"]
+            .as_str()
+            .map(str::to_owned)
+            .context("the created user has no id")
+    }
+
+    /// Creates an API token of this client's user, with a narrower `role`
+    /// when given; fails unless 201. Returns a client using it.
+    pub async fn api_token(&self, name: &str, role: Option<&str>) -> anyhow::Result<Api> {
+        let mut body = serde_json::json!({"name": name});
+        if let Some(role) = role {
+            body["role"] = role.into();
+        }
+        let (status, body) = self.post("/api/v1/api-tokens", body).await?;
+        if status != StatusCode::CREATED {
+            bail!("creating API token {name} failed with {status}: {body}");
+        }
+        let token = body["token"].as_str().context("no token in the answer")?;
+        Ok(self.with_token(token))
+    }
+
     /// Creates a policy from `body` (a `PolicyRequest`); fails unless the
     /// server says 201. Returns the policy as the API shows it.
     pub async fn create_policy(&self, body: Value) -> anyhow::Result<Value> {

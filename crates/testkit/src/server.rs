@@ -208,6 +208,22 @@ impl TestServer {
         Ok((enrolled.host_id, enrolled.agent_token))
     }
 
+    /// [`TestServer::enrolled_host`] with `labels` (`[("team", "a")]`)
+    /// given by its enrolment token.
+    pub async fn enrolled_host_labelled(
+        &self,
+        name: &str,
+        labels: &[(&str, &str)],
+    ) -> anyhow::Result<(String, String)> {
+        let admin = self.admin().await?;
+        let created = admin.create_token_with_labels(labels).await?;
+        let enrolled = self
+            .anonymous()
+            .enroll(&created.token, Some(name), &format!("{name}.test"))
+            .await?;
+        Ok((enrolled.host_id, enrolled.agent_token))
+    }
+
     /// Enrols a host through the real `agent enroll` of `binary`, starts
     /// the real `agent run` for it with `restic_bin` and extra environment,
     /// and waits until it is online.

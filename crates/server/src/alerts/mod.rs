@@ -400,8 +400,13 @@ pub struct AlertQuery {
     pub before: Option<String>,
 }
 
-/// The alerts `query` asks for, newest first, with their hosts' names.
-pub async fn list(state: &AppState, query: &AlertQuery) -> Result<Vec<AlertView>, AlertError> {
+/// The alerts `query` asks for, newest first, with their hosts' names;
+/// only those of hosts `scope` matches when there is one.
+pub async fn list(
+    state: &AppState,
+    query: &AlertQuery,
+    scope: Option<&Selector>,
+) -> Result<Vec<AlertView>, AlertError> {
     let mut filter = AlertFilter {
         limit: query.limit.unwrap_or(100).clamp(1, 1000),
         ..AlertFilter::default()
@@ -441,6 +446,14 @@ pub async fn list(state: &AppState, query: &AlertQuery) -> Result<Vec<AlertView>
         filter.before = Some(before.parse::<AlertId>().map_err(|_| {
             AlertError::Invalid(format!("`before` is not an alert id: `{before}`"))
         })?);
+    }
+    if let Some(scope) = scope {
+        let asked = filter.selector.take().unwrap_or_default();
+        match crate::access::intersect(scope, &asked) {
+            Some(both) => filter.selector = Some(both),
+            // Labels outside the scope: no host of theirs can match.
+            None => return Ok(Vec::new()),
+        }
     }
     let alerts = state.store().list_alerts(&filter).await?;
     named(state, &alerts).await

@@ -43,10 +43,12 @@ fn parse_alert_id(raw: &str) -> Result<AlertId, ApiError> {
 )]
 pub(crate) async fn list(
     State(state): State<AppState>,
-    _operator: Operator,
+    operator: Operator,
     ApiQuery(query): ApiQuery<AlertQuery>,
 ) -> Result<Json<Vec<AlertView>>, ApiError> {
-    Ok(Json(alerts::list(&state, &query).await?))
+    Ok(Json(
+        alerts::list(&state, &query, operator.scope.as_ref()).await?,
+    ))
 }
 
 /// Show an alert.

@@ -30,6 +30,10 @@ impl FromRequestParts<AppState> for Operator {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        // Already checked by the access guard (crate::access) for this request.
+        if let Some(operator) = parts.extensions.get::<Operator>() {
+            return Ok(operator.clone());
+        }
         if let Some(token) = bearer_token(&parts.headers) {
             return match auth::operator_for(state, token).await? {
                 Some(operator) => Ok(operator),

@@ -58,7 +58,7 @@ pub(crate) struct ListQuery {
 )]
 pub(crate) async fn list(
     State(state): State<AppState>,
-    _operator: Operator,
+    operator: Operator,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Response, ApiError> {
     let limit = match query.limit.as_deref() {
@@ -84,11 +84,20 @@ pub(crate) async fn list(
             })
         })
         .transpose()?;
-    let hosts = state.store().list_hosts_page(after, limit).await?;
+    // A scoped user's pages hold their hosts only (filtered in SQL).
+    let everything = rm_core::Selector::default();
+    let scope = operator.scope.as_ref().unwrap_or(&everything);
+    let hosts = state
+        .store()
+        .list_hosts_page_matching(after, limit, scope)
+        .await?;
     // A full page may be the last one: look one host further to know.
     let next = match hosts.last() {
         Some(last) if hosts.len() == limit as usize => {
-            let more = state.store().list_hosts_page(Some(last.id), 1).await?;
+            let more = state
+                .store()
+                .list_hosts_page_matching(Some(last.id), 1, scope)
+                .await?;
             (!more.is_empty()).then_some(last.id)
         }
         _ => None,
@@ -171,6 +180,16 @@ pub(crate) async fn patch(
     ApiJson(req): ApiJson<PatchHost>,
 ) -> Result<Json<HostView>, ApiError> {
     let id = parse_host_id(&id)?;
+    // A scoped user may relabel their host, but not give it away: it
+    // would vanish from their view (and land in someone else's).
+    if let Some(labels) = &req.labels {
+        let labels = rm_core::Labels::from_stored(labels.clone());
+        if !crate::access::sees(&operator, &labels) {
+            return Err(ApiError::bad_request(
+                "`labels` would move the host outside your scope",
+            ));
+        }
+    }
     let by = Audit::by(&state, &operator, &client).await;
     let host = crate::hosts::patch(&state, id, &req, Some(&by)).await?;
     Ok(Json(Fleet::load(&state).await?.host_view(host)))

@@ -87,6 +87,7 @@ pub(crate) async fn create(
         params: &req.params,
         trigger: JobTrigger::Manual,
         schedule: None,
+        scope: operator.scope.as_ref(),
     };
     let job = jobs::create(&state, &request, Some(&entry_for)).await?;
     tracing::info!(job_id = %job.id, by = %operator.user_id, "job requested");
@@ -132,7 +133,8 @@ pub(crate) async fn bulk_create(
             }),
         )
     };
-    let created = jobs::bulk::create(&state, &req, Some(&entry_for)).await?;
+    let created =
+        jobs::bulk::create(&state, &req, operator.scope.as_ref(), Some(&entry_for)).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 
@@ -168,7 +170,7 @@ const MAX_JOBS: u32 = 500;
 )]
 pub(crate) async fn list(
     State(state): State<AppState>,
-    _operator: Operator,
+    operator: Operator,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<Vec<JobView>>, ApiError> {
     let host_id = query
@@ -215,6 +217,7 @@ pub(crate) async fn list(
             status,
             before,
             limit,
+            scope: operator.scope,
         })
         .await?;
     Ok(Json(jobs.iter().map(jobs::view).collect()))

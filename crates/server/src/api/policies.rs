@@ -173,8 +173,19 @@ pub(crate) async fn delete(
 )]
 pub(crate) async fn hosts(
     State(state): State<AppState>,
-    _operator: Operator,
+    operator: Operator,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Vec<PolicyHostView>>, ApiError> {
-    Ok(Json(policies::hosts(&state, parse_policy_id(&id)?).await?))
+    let mut hosts = policies::hosts(&state, parse_policy_id(&id)?).await?;
+    if let Some(scope) = &operator.scope {
+        let mine: std::collections::BTreeSet<String> = state
+            .store()
+            .hosts_matching(scope)
+            .await?
+            .into_iter()
+            .map(|h| h.id.to_string())
+            .collect();
+        hosts.retain(|h| mine.contains(&h.host_id));
+    }
+    Ok(Json(hosts))
 }

@@ -1,7 +1,9 @@
 //! The caller's own API tokens: `GET/POST /api-tokens` and
 //! `DELETE /api-tokens/{id}`.
 //!
-//! A token acts as the user who made it. Its secret is shown once, in the
+//! A token acts as the user who made it, with their role or a narrower one
+//! it was given (never wider: 400 naming `role`); the smaller of the two
+//! applies at each request, so demoting the user demotes their tokens. Its secret is shown once, in the
 //! answer to its creation; listings never contain it. Nobody sees or
 //! revokes another user's tokens here: someone else's token id is 404,
 //! exactly like one that does not exist. [`issue`] is also what the web
@@ -63,6 +65,8 @@ pub(crate) struct TokenView {
     expires_at: Option<DateTime<Utc>>,
     /// When it was revoked.
     revoked_at: Option<DateTime<Utc>>,
+    /// Its own narrower role; `null`: its user's.
+    role: Option<rm_core::Role>,
 }
 
 impl From<ApiToken> for TokenView {
@@ -73,6 +77,7 @@ impl From<ApiToken> for TokenView {
             created_at: token.created_at,
             expires_at: token.expires_at,
             revoked_at: token.revoked_at,
+            role: token.role,
         }
     }
 }
@@ -86,6 +91,9 @@ pub(crate) struct CreateToken {
     /// Lifetime in days; none means it never expires.
     #[serde(default)]
     ttl_days: Option<u32>,
+    /// A narrower role than the caller's (`admin`, `operator`, `viewer`).
+    #[serde(default)]
+    role: Option<String>,
 }
 
 /// A new token with its secret: the only time the secret is shown.
@@ -101,6 +109,8 @@ pub(crate) struct TokenCreated {
     pub(crate) created_at: DateTime<Utc>,
     /// When it stops working, if ever.
     pub(crate) expires_at: Option<DateTime<Utc>>,
+    /// Its own narrower role, if it was given one.
+    pub(crate) role: Option<rm_core::Role>,
 }
 
 /// Issues an API token for `operator`: checks the name (trimmed, 1–64
@@ -112,6 +122,7 @@ pub(crate) async fn issue(
     client: &Client,
     name: &str,
     ttl_days: Option<u32>,
+    role: Option<&str>,
 ) -> Result<TokenCreated, TokenError> {
     let name = name.trim();
     let chars = name.chars().count();
@@ -132,6 +143,21 @@ pub(crate) async fn issue(
             )));
         }
     }
+    let role = match role.map(str::trim).filter(|r| !r.is_empty()) {
+        None => None,
+        Some(raw) => {
+            let role: rm_core::Role = raw
+                .parse()
+                .map_err(|e| TokenError::Invalid(format!("`role`: {e}")))?;
+            if role > operator.role {
+                return Err(TokenError::Invalid(format!(
+                    "`role` must not be wider than yours (`{}`), not `{role}`",
+                    operator.role
+                )));
+            }
+            Some(role)
+        }
+    };
     let issued = IssuedToken::generate(TokenKind::Api)?;
     let now = Utc::now();
     let user = operator.user_id;
@@ -143,11 +169,12 @@ pub(crate) async fn issue(
         created_at: now,
         expires_at: ttl_days.map(|d| now + chrono::Duration::days(i64::from(d))),
         revoked_at: None,
+        role,
     };
     let entry = Audit::by(state, operator, client).await.entry(
         Action::ApiTokenCreate,
         Some(Target::new("api_token", token.id)),
-        serde_json::json!({"name": token.name, "expires_at": token.expires_at}),
+        serde_json::json!({"name": token.name, "expires_at": token.expires_at, "role": token.role}),
     );
     state.store().create_api_token(&token, Some(&entry)).await?;
     tracing::info!(token_id = %token.id, name = %token.name, expires_at = ?token.expires_at, by = %user, "API token created");
@@ -157,6 +184,7 @@ pub(crate) async fn issue(
         name: token.name,
         created_at: token.created_at,
         expires_at: token.expires_at,
+        role: token.role,
     })
 }
 
@@ -198,7 +226,15 @@ pub(crate) async fn create(
     client: Client,
     ApiJson(req): ApiJson<CreateToken>,
 ) -> Result<(StatusCode, Json<TokenCreated>), ApiError> {
-    let created = issue(&state, &operator, &client, &req.name, req.ttl_days).await?;
+    let created = issue(
+        &state,
+        &operator,
+        &client,
+        &req.name,
+        req.ttl_days,
+        req.role.as_deref(),
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 

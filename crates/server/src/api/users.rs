@@ -1,10 +1,12 @@
 //! Operator accounts: `GET/POST /users`, `DELETE /users/{id}` and
 //! `PUT /users/me/password`.
 //!
-//! Every operator may manage every account (there are no roles yet), with
-//! two guards: nobody deletes their own account (so a slip cannot lock the
+//! Only admins manage accounts (the access table, [`crate::access`]), with
+//! guards: nobody deletes their own account (so a slip cannot lock the
 //! last operator out, and so a stolen session cannot erase its owner), and
-//! the store refuses to delete the last user. Changing a password ends all
+//! the store refuses to delete the last user or to delete or demote the
+//! last admin. `PATCH /users/{id}` sets a role and scope; admins have no
+//! scope. `GET /auth/me` tells any caller who they are. Changing a password ends all
 //! of that user's sessions, the caller's included: the web UI then sends
 //! them to the login page.
 
@@ -13,9 +15,10 @@ use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use rm_core::password::{hash_password, verify_password};
-use rm_core::UserId;
+use rm_core::{Labels, Role, Selector, UserId};
 use rm_store::User;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 use super::ApiErrorBody;
 use super::{ApiError, ApiJson, ApiPath, Operator};
@@ -38,6 +41,10 @@ pub(crate) struct UserView {
     username: String,
     /// Creation time.
     created_at: DateTime<Utc>,
+    /// `admin`, `operator` or `viewer`.
+    role: Role,
+    /// The label selector limiting what they see; `null`: every host.
+    scope: Option<BTreeMap<String, String>>,
 }
 
 impl From<User> for UserView {
@@ -46,8 +53,26 @@ impl From<User> for UserView {
             id: user.id.to_string(),
             username: user.username,
             created_at: user.created_at,
+            role: user.role,
+            scope: user.scope.map(|s| s.0.as_map().clone()),
         }
     }
+}
+
+/// `GET /api/v1/auth/me`: who the caller is and what this request may do
+/// (a token's narrower role shows here, not the user's).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct MeView {
+    id: String,
+    username: String,
+    /// The user's own role.
+    user_role: Role,
+    /// The role this credential acts with: the user's, or the API token's
+    /// when narrower.
+    role: Role,
+    scope: Option<BTreeMap<String, String>>,
+    /// Whether the request came with an API token (else a login session).
+    api_token: bool,
 }
 
 /// `POST /api/v1/users`.
@@ -58,6 +83,61 @@ pub(crate) struct CreateUser {
     username: String,
     /// 8 to 1024 characters.
     password: String,
+    /// Required; optional here so a missing one gets the API's words.
+    #[serde(default)]
+    role: Option<String>,
+    #[serde(default)]
+    scope: Option<BTreeMap<String, String>>,
+}
+
+/// `PATCH /api/v1/users/{id}`: what is left out stays; `"scope": null`
+/// removes the scope.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PatchUser {
+    #[serde(default)]
+    role: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    scope: Option<Option<BTreeMap<String, String>>>,
+}
+
+/// A field that is present (even as `null`) becomes `Some`.
+fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
+}
+
+/// Parses `role` (the field named in the error).
+pub(crate) fn parse_role(raw: &str) -> Result<Role, ApiError> {
+    raw.trim()
+        .parse::<Role>()
+        .map_err(|e| ApiError::bad_request(format!("`role`: {e}")))
+}
+
+/// Checks a role and scope together: a scope is a non-empty label
+/// selector, and admins have none (they manage everything, users included).
+pub(crate) fn checked_access(
+    role: Role,
+    scope: Option<BTreeMap<String, String>>,
+) -> Result<Option<Selector>, ApiError> {
+    let Some(scope) = scope else {
+        return Ok(None);
+    };
+    let labels = Labels::parse("scope", scope).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    if labels.is_empty() {
+        return Err(ApiError::bad_request(
+            "`scope` must name at least one label (leave it out for every host)",
+        ));
+    }
+    if role == Role::Admin {
+        return Err(ApiError::bad_request(
+            "`scope`: an admin cannot have a scope (admins manage every host and user)",
+        ));
+    }
+    Ok(Some(Selector(labels)))
 }
 
 /// `PUT /api/v1/users/me/password`.
@@ -168,6 +248,11 @@ pub(crate) async fn create(
     let username = req.username.trim().to_owned();
     validate_username(&username)?;
     validate_password("password", &req.password)?;
+    let role =
+        parse_role(req.role.as_deref().ok_or_else(|| {
+            ApiError::bad_request("`role` is required: admin, operator or viewer")
+        })?)?;
+    let scope = checked_access(role, req.scope)?;
     if state.store().user_by_name(&username).await?.is_some() {
         return Err(ApiError::conflict(format!(
             "user name `{username}` is taken"
@@ -178,16 +263,116 @@ pub(crate) async fn create(
         username,
         password_hash: hash(req.password).await?,
         created_at: Utc::now(),
+        role,
+        scope,
     };
     let entry = Audit::by(&state, &operator, &client).await.entry(
         Action::UserCreate,
         Some(Target::new("user", user.id)),
-        serde_json::json!({"username": user.username}),
+        serde_json::json!({
+            "username": user.username,
+            "role": user.role,
+            "scope": user.scope.as_ref().map(ToString::to_string),
+        }),
     );
     // The store's unique constraint decides a race between two creations.
     state.store().create_user(&user, Some(&entry)).await?;
     tracing::info!(user_id = %user.id, username = %user.username, by = %operator.user_id, "user created");
     Ok((StatusCode::CREATED, Json(UserView::from(user))))
+}
+
+/// Change a user's role or scope.
+///
+/// `PATCH /api/v1/users/{id}` → the user: a new role and/or scope, in
+/// effect from the user's next request (their tokens included); their open
+/// live streams end (a reconnect is checked afresh). Demoting
+/// the last admin is 409. Audited as `user.role_change` with old and new.
+#[utoipa::path(
+    patch,
+    path = "/users/{id}",
+    tag = "users",
+    operation_id = "update_user_access",
+    params(("id" = String, Path, description = "The user's id (ULID)")),
+    request_body = PatchUser,
+    responses(
+        (status = 200, description = "The user with the new role and scope", body = UserView),
+        (status = 404, description = "No such user", body = ApiErrorBody),
+        (status = 409, description = "That would leave no admin", body = ApiErrorBody),
+    ),
+    security(("bearer" = []), ("session" = [], "csrf" = [])),
+)]
+pub(crate) async fn patch(
+    State(state): State<AppState>,
+    operator: Operator,
+    client: Client,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(req): ApiJson<PatchUser>,
+) -> Result<Json<UserView>, ApiError> {
+    let id = parse_user_id(&id)?;
+    let user = state
+        .store()
+        .user_by_id(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("user `{id}` not found")))?;
+    let role = match req.role.as_deref() {
+        Some(raw) => parse_role(raw)?,
+        None => user.role,
+    };
+    let scope = match req.scope {
+        Some(scope) => checked_access(role, scope)?,
+        // Made admin without saying: the scope goes (admins have none).
+        None if role == Role::Admin => None,
+        None => user.scope.clone(),
+    };
+    let scope_text = |s: &Option<Selector>| s.as_ref().map(ToString::to_string);
+    let entry = Audit::by(&state, &operator, &client).await.entry(
+        Action::UserRoleChange,
+        Some(Target::new("user", id)),
+        serde_json::json!({
+            "username": user.username,
+            "old": {"role": user.role, "scope": scope_text(&user.scope)},
+            "new": {"role": role, "scope": scope_text(&scope)},
+        }),
+    );
+    let updated = state
+        .store()
+        .set_user_access(id, role, scope.as_ref(), Some(&entry))
+        .await?;
+    // Streams already open were checked with the old role and scope.
+    state.credentials_ended(crate::auth::Ended::AccessOf(id));
+    tracing::info!(user_id = %id, old = %user.role, new = %role, by = %operator.user_id, "user's role changed");
+    Ok(Json(UserView::from(updated)))
+}
+
+/// Who the caller is.
+///
+/// `GET /api/v1/auth/me`: the user, the role this credential acts with and
+/// the scope.
+#[utoipa::path(
+    get,
+    path = "/auth/me",
+    tag = "auth",
+    operation_id = "who_am_i",
+    responses((status = 200, description = "The caller's user, role and scope", body = MeView)),
+    security(("bearer" = []), ("session" = [])),
+)]
+pub(crate) async fn me(
+    State(state): State<AppState>,
+    operator: Operator,
+) -> Result<Json<MeView>, ApiError> {
+    let user = state
+        .store()
+        .user_by_id(operator.user_id)
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("your account no longer exists"))?;
+    Ok(Json(MeView {
+        id: user.id.to_string(),
+        username: user.username,
+        user_role: user.role,
+        role: operator.role,
+        scope: operator.scope.map(|s| s.0.as_map().clone()),
+        api_token: operator.session.is_none(),
+    }))
 }
 
 /// Delete a user.

@@ -17,11 +17,13 @@ use crate::state::AppState;
 /// repository's own).
 pub const MAX_PARALLEL: u32 = 1000;
 
-/// Starts `req.kind` on every matching connected host. `audit` builds the
+/// Starts `req.kind` on every matching connected host (within `scope`,
+/// when the caller has one). `audit` builds the
 /// entry from the batch id and how many jobs it made.
 pub async fn create(
     state: &AppState,
     req: &BulkJobRequest,
+    scope: Option<&Selector>,
     audit: Option<&(dyn Fn(BatchId, usize) -> NewAuditEntry + Send + Sync)>,
 ) -> Result<BulkJobCreated, JobError> {
     let selector = Labels::parse("selector", req.selector.clone())
@@ -45,7 +47,16 @@ pub async fn create(
     }
     let mut jobs = Vec::new();
     let mut skipped = Vec::new();
-    for host in state.store().hosts_matching(&selector).await? {
+    // A scoped user's selection is cut to their scope: hosts outside it
+    // are neither started nor named among the skipped.
+    let selected = match scope {
+        None => state.store().hosts_matching(&selector).await?,
+        Some(scope) => match crate::access::intersect(scope, &selector) {
+            Some(both) => state.store().hosts_matching(&both).await?,
+            None => Vec::new(),
+        },
+    };
+    for host in selected {
         let reason = if host.agent_revoked_at.is_some() {
             Some(String::from("its agent was revoked"))
         } else if !state.hub().is_connected(host.id) {
@@ -68,6 +79,7 @@ pub async fn create(
             params: &req.params,
             trigger: JobTrigger::Manual,
             schedule: None,
+            scope: None,
         };
         match prepare(state, &request).await {
             Ok(job) => jobs.push(job),

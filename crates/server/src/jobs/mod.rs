@@ -104,6 +104,9 @@ pub struct JobRequest<'a> {
     pub trigger: JobTrigger,
     /// The schedule that fired it, if one did.
     pub schedule: Option<ScheduleId>,
+    /// The asking user's scope, if any: a restore's source host outside it
+    /// is refused exactly like a missing one.
+    pub scope: Option<&'a rm_core::Selector>,
 }
 
 /// Validates and queues a job, then dispatches it if the host is free.
@@ -162,6 +165,7 @@ pub(crate) async fn prepare(
         params,
         trigger,
         schedule,
+        scope,
     } = *request;
     let params = JobParams::parse(kind, params).map_err(|e| JobError::Invalid(e.to_string()))?;
     let host = state
@@ -179,7 +183,12 @@ pub(crate) async fn prepare(
                     "`params.source_host_id` `{source}` is not a host id"
                 ))
             })?;
-            let source_host = state.store().host(source).await?.ok_or_else(|| {
+            let source_host = state
+                .store()
+                .host(source)
+                .await?
+                .filter(|h| scope.is_none_or(|scope| scope.matches(&h.labels)))
+                .ok_or_else(|| {
                 JobError::Invalid(format!(
                     "`params.source_host_id`: host `{source}` not found"
                 ))

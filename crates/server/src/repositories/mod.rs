@@ -90,6 +90,7 @@ pub async fn set(
         params: &serde_json::Value::Null,
         trigger: JobTrigger::System,
         schedule: None,
+        scope: None,
     };
     let init = jobs::create(state, &request, None).await?;
     tracing::info!(%host, init_job = %init.id, "repository settings stored");

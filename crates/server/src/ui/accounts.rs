@@ -30,23 +30,32 @@ pub(crate) struct UserRow {
     pub(crate) username: String,
     pub(crate) created: String,
     pub(crate) is_me: bool,
+    pub(crate) role: rm_core::Role,
+    /// `key=value,…`; empty: every host.
+    pub(crate) scope: String,
 }
 
 #[derive(Template)]
 #[template(path = "users.html")]
 struct UsersPage {
-    user: String,
+    user: super::session::Who,
     csrf: String,
     users: Vec<UserRow>,
+    roles: [rm_core::Role; 3],
     min_password: usize,
     max_username: usize,
 }
 
-/// `GET /users`.
+/// `GET /users`: for an admin every user with their role and scope (and
+/// forms to change them); for everyone their own password form.
 pub(crate) async fn users(State(state): State<AppState>, user: WebUser) -> Response {
-    let users = match state.store().list_users().await {
-        Ok(users) => users,
-        Err(e) => return store_error(e),
+    let users = if user.username.is_admin() {
+        match state.store().list_users().await {
+            Ok(users) => users,
+            Err(e) => return store_error(e),
+        }
+    } else {
+        Vec::new()
     };
     let rows = users
         .into_iter()
@@ -55,12 +64,18 @@ pub(crate) async fn users(State(state): State<AppState>, user: WebUser) -> Respo
             is_me: u.id == user.operator.user_id,
             username: u.username,
             created: format::time(u.created_at),
+            role: u.role,
+            scope: u
+                .scope
+                .map(|s| s.0.pairs().collect::<Vec<_>>().join(","))
+                .unwrap_or_default(),
         })
         .collect();
     render(&UsersPage {
         user: user.username,
         csrf: user.csrf,
         users: rows,
+        roles: rm_core::Role::ALL,
         min_password: MIN_PASSWORD_CHARS,
         max_username: MAX_USERNAME_CHARS,
     })
@@ -75,6 +90,8 @@ pub(crate) struct TokenRow {
     pub(crate) status: &'static str,
     pub(crate) status_class: &'static str,
     pub(crate) revoked: bool,
+    /// Its own narrower role, or "as its user".
+    pub(crate) role: String,
 }
 
 fn token_row(token: &ApiToken, now: DateTime<Utc>) -> TokenRow {
@@ -94,6 +111,9 @@ fn token_row(token: &ApiToken, now: DateTime<Utc>) -> TokenRow {
         status,
         status_class,
         revoked: token.revoked_at.is_some(),
+        role: token
+            .role
+            .map_or_else(|| String::from("as its user"), |r| r.to_string()),
     }
 }
 
@@ -107,7 +127,7 @@ pub(crate) struct NewToken {
 #[derive(Template)]
 #[template(path = "tokens.html")]
 struct TokensPage {
-    user: String,
+    user: super::session::Who,
     csrf: String,
     tokens: Vec<TokenRow>,
     new_token: Option<NewToken>,
@@ -161,6 +181,9 @@ pub(crate) struct TokenForm {
     name: String,
     #[serde(default)]
     ttl_days: String,
+    /// A narrower role than the user's; empty: theirs.
+    #[serde(default)]
+    role: String,
 }
 
 /// `POST /tokens`: creates a token and shows its secret once.
@@ -183,18 +206,25 @@ pub(crate) async fn create_token(
         }),
     };
     let created = match ttl_days {
-        Ok(ttl_days) => tokens::issue(&state, &user.operator, &client, &form.name, ttl_days)
-            .await
-            .map_err(|e| match e {
-                TokenError::Invalid(message) => (StatusCode::BAD_REQUEST, message),
-                other => {
-                    tracing::error!(error = %other, "could not create an API token");
-                    (
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        String::from("the server could not create the token; see its log"),
-                    )
-                }
-            }),
+        Ok(ttl_days) => tokens::issue(
+            &state,
+            &user.operator,
+            &client,
+            &form.name,
+            ttl_days,
+            Some(&form.role),
+        )
+        .await
+        .map_err(|e| match e {
+            TokenError::Invalid(message) => (StatusCode::BAD_REQUEST, message),
+            other => {
+                tracing::error!(error = %other, "could not create an API token");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    String::from("the server could not create the token; see its log"),
+                )
+            }
+        }),
         Err(refused) => Err(refused),
     };
     match created {

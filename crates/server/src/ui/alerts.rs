@@ -97,10 +97,11 @@ pub(crate) fn row(view: &AlertView, now: DateTime<Utc>) -> AlertRow {
 pub(crate) async fn firing_rows(
     state: &AppState,
     mut query: AlertQuery,
+    scope: Option<&rm_core::Selector>,
     now: DateTime<Utc>,
 ) -> Result<Vec<AlertRow>, AlertError> {
     query.state = Some(String::from("firing"));
-    Ok(alerts::list(state, &query)
+    Ok(alerts::list(state, &query, scope)
         .await?
         .iter()
         .map(|v| row(v, now))
@@ -217,7 +218,7 @@ fn time_left(until: DateTime<Utc>, now: DateTime<Utc>) -> String {
 #[derive(Template)]
 #[template(path = "alerts.html")]
 struct AlertsPage {
-    user: String,
+    user: super::session::Who,
     csrf: String,
     /// The state shown; the tabs as (value, label, link).
     state: String,
@@ -243,21 +244,22 @@ pub(crate) async fn page(
     Query(query): Query<PageQuery>,
 ) -> Response {
     let now = Utc::now();
-    let (mut views, filter_error) = match alerts::list(&state, &query.alert_query()).await {
-        Ok(views) => (views, None),
-        Err(AlertError::Invalid(why)) => {
-            let fallback = AlertQuery {
-                state: Some(String::from("firing")),
-                limit: Some(PAGE + 1),
-                ..AlertQuery::default()
-            };
-            match alerts::list(&state, &fallback).await {
-                Ok(views) => (views, Some(why)),
-                Err(e) => return alert_error(e),
+    let (mut views, filter_error) =
+        match alerts::list(&state, &query.alert_query(), user.operator.scope.as_ref()).await {
+            Ok(views) => (views, None),
+            Err(AlertError::Invalid(why)) => {
+                let fallback = AlertQuery {
+                    state: Some(String::from("firing")),
+                    limit: Some(PAGE + 1),
+                    ..AlertQuery::default()
+                };
+                match alerts::list(&state, &fallback, user.operator.scope.as_ref()).await {
+                    Ok(views) => (views, Some(why)),
+                    Err(e) => return alert_error(e),
+                }
             }
-        }
-        Err(e) => return alert_error(e),
-    };
+            Err(e) => return alert_error(e),
+        };
     let older = if views.len() > PAGE as usize {
         views.truncate(PAGE as usize);
         views
@@ -301,12 +303,10 @@ pub(crate) async fn page(
 
 /// `GET /alerts/firing`: `{"firing": n}`, how many alerts fire now (one
 /// aggregate query), for the badge on every page's "Alerts" link.
-pub(crate) async fn firing_count(State(state): State<AppState>, _user: WebUser) -> Response {
-    match state.store().firing_alert_counts().await {
-        Ok(counts) => {
-            let firing: u64 = counts.iter().map(|(_, n)| n).sum();
-            axum::Json(serde_json::json!({ "firing": firing })).into_response()
-        }
+pub(crate) async fn firing_count(State(state): State<AppState>, user: WebUser) -> Response {
+    let scope = user.operator.scope.unwrap_or_default();
+    match super::pages::firing_count(&state, &scope).await {
+        Ok(firing) => axum::Json(serde_json::json!({ "firing": firing })).into_response(),
         Err(e) => store_error(e),
     }
 }

@@ -45,7 +45,7 @@ pub(crate) struct ActionOption {
 #[derive(Template)]
 #[template(path = "audit.html")]
 struct AuditPageTemplate {
-    user: String,
+    user: super::session::Who,
     csrf: String,
     actions: Vec<ActionOption>,
     rows: Vec<AuditRow>,

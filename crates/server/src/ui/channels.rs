@@ -291,7 +291,7 @@ fn channel_row(c: &ChannelView) -> ChannelRow {
 #[derive(Template)]
 #[template(path = "channels.html")]
 struct ChannelsPage {
-    user: String,
+    user: super::session::Who,
     csrf: String,
     channels: Vec<ChannelRow>,
     saved: bool,
@@ -380,7 +380,7 @@ pub(crate) struct Saved {
 #[derive(Template)]
 #[template(path = "channel.html")]
 struct ChannelPage {
-    user: String,
+    user: super::session::Who,
     csrf: String,
     saved: Option<Saved>,
     form: ChannelFields,

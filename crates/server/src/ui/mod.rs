@@ -25,8 +25,10 @@ use axum::Router;
 
 use crate::state::AppState;
 
+pub(crate) use session::store_error;
+
 /// The UI's routes.
-pub(crate) fn router() -> Router<AppState> {
+pub(crate) fn router(state: AppState) -> Router<AppState> {
     Router::new()
         .route("/", get(pages::dashboard))
         .route("/login", get(session::login_page).post(session::login_form))
@@ -64,6 +66,10 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/channels/{id}", get(channels::page).post(channels::update))
         .route("/channels/{id}/delete", post(channels::delete))
         .route("/assets/{file}", get(assets::serve))
+        .layer(axum::middleware::from_fn_with_state(
+            state,
+            crate::access::ui_guard,
+        ))
         // No page may be framed by another site (clickjacking).
         .layer(tower_http::set_header::SetResponseHeaderLayer::overriding(
             axum::http::header::X_FRAME_OPTIONS,

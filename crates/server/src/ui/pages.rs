@@ -235,7 +235,7 @@ fn not_found(what: &str) -> Response {
 #[derive(Template)]
 #[template(path = "dashboard.html")]
 struct DashboardPage {
-    user: String,
+    user: super::session::Who,
     csrf: String,
     online: u64,
     offline: u64,
@@ -289,9 +289,19 @@ pub(crate) async fn dashboard(
     let now = Utc::now();
     let protected = crate::policies::protected_at(now);
     let filter_text = query.labels.unwrap_or_default();
-    let (selector, filter_error) = match Labels::parse_pairs("labels", &filter_text) {
+    let (selector, mut filter_error) = match Labels::parse_pairs("labels", &filter_text) {
         Ok(labels) => (Selector(labels), None),
         Err(e) => (Selector::default(), Some(e.to_string())),
+    };
+    // A scoped user's dashboard counts and lists their hosts only.
+    let selector = match crate::access::narrow(&user.operator, &selector) {
+        Some(selector) => selector,
+        None => {
+            filter_error = Some(String::from(
+                "`labels` asks for hosts outside your scope; showing your scope",
+            ));
+            user.operator.scope.clone().unwrap_or_default()
+        }
     };
     let filter = if selector.is_everything() {
         String::new()
@@ -313,6 +323,7 @@ pub(crate) async fn dashboard(
             limit: Some(alerts::DASHBOARD_ALERTS),
             ..Default::default()
         },
+        None,
         now,
     )
     .await
@@ -353,6 +364,7 @@ pub(crate) async fn dashboard(
         .store()
         .list_jobs(&JobFilter {
             limit: 15,
+            scope: user.operator.scope.clone(),
             ..JobFilter::default()
         })
         .await
@@ -416,7 +428,10 @@ pub(crate) async fn dashboard(
 const FIRING_COUNTED: u32 = 1000;
 
 /// How many alerts fire on the hosts `selector` matches.
-async fn firing_count(state: &AppState, selector: &Selector) -> Result<u64, rm_store::StoreError> {
+pub(crate) async fn firing_count(
+    state: &AppState,
+    selector: &Selector,
+) -> Result<u64, rm_store::StoreError> {
     if selector.is_everything() {
         return Ok(state
             .store()
@@ -509,7 +524,7 @@ pub(crate) struct SnapshotRow {
 #[derive(Template)]
 #[template(path = "host.html")]
 struct HostPage {
-    user: String,
+    user: super::session::Who,
     csrf: String,
     host: HostRow,
     enrolled: String,
@@ -677,6 +692,8 @@ pub(crate) async fn host(
             Ok(hosts) => hosts
                 .into_iter()
                 .filter(|h| h.id != host.id)
+                // Another team's hosts are counted, never named.
+                .filter(|h| crate::access::sees(&user.operator, &h.labels))
                 .take(SHARED_NAMES as usize)
                 .map(|h| (h.id.to_string(), h.name))
                 .collect(),
@@ -718,6 +735,7 @@ pub(crate) async fn host(
             host_id: Some(id.to_string()),
             ..Default::default()
         },
+        None,
         now,
     )
     .await
@@ -828,7 +846,7 @@ fn chart(history: &[RepoStatsRecord]) -> String {
 #[derive(Template)]
 #[template(path = "job.html")]
 struct JobPage {
-    user: String,
+    user: super::session::Who,
     csrf: String,
     job: JobRow,
     params: String,
@@ -915,7 +933,7 @@ pub(crate) struct TokenRow {
 #[derive(Template)]
 #[template(path = "enroll.html")]
 struct EnrollPage {
-    user: String,
+    user: super::session::Who,
     csrf: String,
     pending: Vec<TokenRow>,
 }

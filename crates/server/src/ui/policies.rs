@@ -117,7 +117,7 @@ fn policy_row(p: &PolicyView) -> PolicyRow {
 #[derive(Template)]
 #[template(path = "policies.html")]
 struct PoliciesPage {
-    user: String,
+    user: super::session::Who,
     csrf: String,
     policies: Vec<PolicyRow>,
     deleted: bool,
@@ -292,7 +292,7 @@ pub(crate) struct Saved {
 #[derive(Template)]
 #[template(path = "policy.html")]
 struct PolicyPage {
-    user: String,
+    user: super::session::Who,
     csrf: String,
     saved: Option<Saved>,
     form: PolicyFields,

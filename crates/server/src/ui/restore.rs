@@ -40,7 +40,7 @@ pub(crate) struct SnapshotOption {
 #[derive(Template)]
 #[template(path = "restore.html")]
 struct RestorePage {
-    user: String,
+    user: super::session::Who,
     csrf: String,
     hosts: Vec<HostOption>,
     snapshots: Vec<SnapshotOption>,
@@ -56,11 +56,20 @@ pub(crate) async fn wizard(
     user: WebUser,
     Query(choice): Query<Choice>,
 ) -> Response {
-    let hosts = match state.store().list_hosts().await {
+    // A scoped user picks among their hosts only.
+    let hosts = match &user.operator.scope {
+        None => state.store().list_hosts().await,
+        Some(scope) => state.store().hosts_matching(scope).await,
+    };
+    let hosts = match hosts {
         Ok(hosts) => hosts,
         Err(e) => return store_error(e),
     };
-    let chosen: Option<HostId> = choice.host.as_deref().and_then(|h| h.parse().ok());
+    let chosen: Option<HostId> = choice
+        .host
+        .as_deref()
+        .and_then(|h| h.parse().ok())
+        .filter(|id| hosts.iter().any(|h| h.id == *id));
     let snapshots = match chosen {
         Some(host) => match state.store().snapshots(host).await {
             Ok(snapshots) => snapshots,

@@ -16,8 +16,9 @@ use crate::state::AppState;
 pub(crate) struct WebUser {
     /// Who.
     pub(crate) operator: Operator,
-    /// Their user name, for the header.
-    pub(crate) username: String,
+    /// Their user name and role, for the header and for hiding what their
+    /// role cannot do (the server refuses it anyway: [`crate::access`]).
+    pub(crate) username: Who,
     /// The CSRF token pages embed for API calls and forms.
     pub(crate) csrf: String,
 }
@@ -38,7 +39,11 @@ impl FromRequestParts<AppState> for WebUser {
             }
         };
         let username = match state.store().user_by_id(operator.user_id).await {
-            Ok(Some(user)) => user.username,
+            Ok(Some(user)) => Who {
+                name: user.username,
+                role: operator.role,
+                scoped: operator.scope.is_some(),
+            },
             Ok(None) => return Err(to_login()),
             Err(e) => return Err(store_error(format!("could not read a user: {e}"))),
         };
@@ -47,6 +52,40 @@ impl FromRequestParts<AppState> for WebUser {
             username,
             csrf: auth::csrf_token(&cookie),
         })
+    }
+}
+
+/// The logged-in user as pages see them: shown as their name.
+pub(crate) struct Who {
+    /// User name.
+    pub(crate) name: String,
+    /// What they may do.
+    pub(crate) role: rm_core::Role,
+    /// Whether a scope limits them to some hosts.
+    pub(crate) scoped: bool,
+}
+
+impl Who {
+    /// May run jobs, restore and change hosts.
+    pub(crate) fn can_operate(&self) -> bool {
+        self.role >= rm_core::Role::Operator
+    }
+
+    /// May manage users, channels and read the audit log.
+    pub(crate) fn is_admin(&self) -> bool {
+        self.role == rm_core::Role::Admin
+    }
+
+    /// May change what reaches hosts by selector (policies, silences,
+    /// enrolment): an operator without a scope.
+    pub(crate) fn fleet_wide(&self) -> bool {
+        self.can_operate() && !self.scoped
+    }
+}
+
+impl std::fmt::Display for Who {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name)
     }
 }
 

@@ -36,6 +36,8 @@ pub fn user(name: &str) -> User {
         username: name.to_owned(),
         password_hash: "$argon2id$fake".to_owned(),
         created_at: t(0),
+        role: rm_core::Role::Admin,
+        scope: None,
     }
 }
 
