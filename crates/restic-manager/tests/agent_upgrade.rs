@@ -48,9 +48,19 @@ fn old_env() -> [(&'static str, &'static str); 1] {
 
 async fn server_serving(binary: &Path) -> TestServer {
     let binary = binary.to_owned();
-    TestServer::start_with(move |config| config.agent_binary = Some(binary))
+    let server = TestServer::start_with(move |config| config.agent_binary = Some(binary))
         .await
-        .unwrap()
+        .unwrap();
+    // Once the sums are served the binary's hash is known: no request of
+    // the test waits on hashing it while a raw agent (which sends no
+    // heartbeats) sits idle towards the server's idle timeout.
+    let (status, sums) = server
+        .anonymous()
+        .page("/download/agent/SHA256SUMS")
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{sums}");
+    server
 }
 
 async fn upgrade(admin: &Api, selector: Value) -> Value {

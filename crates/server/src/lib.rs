@@ -172,6 +172,8 @@ where
     let flusher = liveness::spawn_flusher(state.clone());
     let probe = storage::spawn_probe(state.clone());
     let notifications = notify::outbox::spawn(state.clone());
+    // The first installer or upgrade request should not wait for a hash.
+    let hashes = downloads::spawn_warm_up(state.clone());
     let router = app(state.clone());
     // Peer addresses feed the per-address login rate limit.
     let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
@@ -191,6 +193,7 @@ where
         evaluator.abort();
     }
     notifications.abort();
+    hashes.abort();
     state.flush_last_seen().await;
     state.flush_logs().await;
     Ok(())

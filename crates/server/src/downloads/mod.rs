@@ -196,6 +196,17 @@ pub fn sha256_of(path: &Path) -> Result<String, DownloadError> {
     Ok(hex::encode(hasher.finalize()))
 }
 
+/// Hashes every agent binary on offer in the background, so the first
+/// `/install.sh`, `SHA256SUMS` or upgrade request finds them ready.
+pub(crate) fn spawn_warm_up(state: AppState) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        match state.downloads().list().await {
+            Ok(binaries) => tracing::debug!(count = binaries.len(), "agent binaries hashed"),
+            Err(e) => tracing::warn!("could not hash the agent binaries on offer: {e}"),
+        }
+    })
+}
+
 /// `/download/agent/…`.
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
