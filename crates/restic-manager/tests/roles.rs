@@ -636,6 +636,31 @@ async fn a_scoped_user_sees_and_acts_on_their_hosts_only() {
     assert!(!created.to_string().contains(&b), "{created}");
     assert!(created.to_string().contains(&a), "{created}");
 
+    // So are agent upgrades: by selector only their host is named (neither
+    // agent ever connected, so both are skipped); another team's host by
+    // id is the 404 of a missing one.
+    let (status, upgraded) = w
+        .scoped
+        .post("/api/v1/agents/upgrade", json!({"selector": {}}))
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::OK, "{upgraded}");
+    assert!(!upgraded.to_string().contains(&b), "{upgraded}");
+    assert!(upgraded.to_string().contains(&a), "{upgraded}");
+    let (status, body) = w
+        .scoped
+        .post("/api/v1/agents/upgrade", json!({"host_id": b}))
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(body["error"]["message"], format!("host `{b}` not found"));
+    let (status, body) = w
+        .scoped
+        .post("/api/v1/agents/upgrade", json!({"host_id": a}))
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::OK, "{body}");
+
     // Relabelling their host out of their scope is refused.
     let (status, body) = w
         .scoped

@@ -101,8 +101,8 @@ fn api_table() -> Vec<Rule> {
         rule(Method::GET, "/enrollment-tokens", Op, Fleet),
         // The agent presents an enrolment token, checked by the handler.
         public(Method::POST, "/agents/enroll"),
-        // Upgrades go by label selector (or one host): fleet-wide operators.
-        rule(Method::POST, "/agents/upgrade", Op, Fleet),
+        // A scoped operator's selection is cut to their scope (as bulk jobs).
+        rule(Method::POST, "/agents/upgrade", Op, Filtered),
         rule(Method::GET, "/hosts", Viewer, Filtered),
         rule(Method::GET, "/hosts/{id}", Viewer, Host),
         rule(Method::DELETE, "/hosts/{id}", Op, Host),
@@ -185,7 +185,7 @@ fn ui_table() -> Vec<Rule> {
         rule(Method::POST, "/hosts/{id}/schedules", Op, Host),
         rule(Method::POST, "/hosts/{id}/settings", Op, Host),
         rule(Method::POST, "/bulk", Op, Filtered),
-        rule(Method::POST, "/bulk/upgrade", Op, Fleet),
+        rule(Method::POST, "/bulk/upgrade", Op, Filtered),
         rule(Method::GET, "/jobs/{id}", Viewer, Job),
         rule(Method::GET, "/enroll", Op, Fleet),
         rule(Method::POST, "/enroll", Op, Fleet),

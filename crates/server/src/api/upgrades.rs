@@ -66,6 +66,6 @@ pub(crate) async fn upgrade(
         )
     };
     Ok(Json(
-        upgrades::request(&state, &req, Some(&entry_for)).await?,
+        upgrades::request(&state, &req, operator.scope.as_ref(), Some(&entry_for)).await?,
     ))
 }

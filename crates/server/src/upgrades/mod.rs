@@ -27,8 +27,8 @@ pub enum UpgradeError {
     /// The request is not usable; the message names the field.
     #[error("{0}")]
     Invalid(String),
-    /// No such host.
-    #[error("no {0}")]
+    /// No such host (or none the caller may see: the same words).
+    #[error("{0} not found")]
     NotFound(String),
     /// The store failed.
     #[error(transparent)]
@@ -74,11 +74,15 @@ async fn offer(state: &AppState, platform: &str) -> Result<Option<AgentUpgrade>,
     }))
 }
 
-/// `POST /api/v1/agents/upgrade`. `audit` builds the entry from how many
-/// agents were sent the upgrade and how many wait for their reconnect.
+/// `POST /api/v1/agents/upgrade`, for a caller limited to `scope` (a
+/// scoped user's selection is cut to it, as bulk jobs are: hosts outside it
+/// are neither upgraded nor named; one named by `host_id` is not found).
+/// `audit` builds the entry from how many agents were sent the upgrade and
+/// how many wait for their reconnect.
 pub async fn request(
     state: &AppState,
     req: &AgentUpgradeRequest,
+    scope: Option<&Selector>,
     audit: Option<&(dyn Fn(usize, usize) -> NewAuditEntry + Send + Sync)>,
 ) -> Result<AgentUpgradeResult, UpgradeError> {
     let hosts = match (&req.selector, &req.host_id) {
@@ -86,15 +90,23 @@ pub async fn request(
             let selector = Labels::parse("selector", selector.clone())
                 .map(Selector)
                 .map_err(|e| UpgradeError::Invalid(e.to_string()))?;
-            state.store().hosts_matching(&selector).await?
+            match scope {
+                None => state.store().hosts_matching(&selector).await?,
+                Some(scope) => match crate::access::intersect(scope, &selector) {
+                    Some(both) => state.store().hosts_matching(&both).await?,
+                    None => Vec::new(),
+                },
+            }
         }
         (None, Some(id)) => {
             let id: HostId = id.parse().map_err(|_| {
                 UpgradeError::Invalid(format!("`host_id` `{id}` is not a host id (a ULID)"))
             })?;
             match state.store().host(id).await? {
-                Some(host) => vec![host],
-                None => return Err(UpgradeError::NotFound(format!("host `{id}`"))),
+                Some(host) if scope.is_none_or(|scope| scope.matches(&host.labels)) => {
+                    vec![host]
+                }
+                _ => return Err(UpgradeError::NotFound(format!("host `{id}`"))),
             }
         }
         _ => {
