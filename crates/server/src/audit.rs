@@ -216,12 +216,7 @@ impl Audit {
     /// API token's name).
     pub(crate) async fn by(state: &AppState, operator: &Operator, client: &Client) -> Audit {
         let store = state.store();
-        let username = store
-            .user_by_id(operator.user_id)
-            .await
-            .ok()
-            .flatten()
-            .map(|u| u.username);
+        let username = Some(operator.username.clone());
         let actor = match operator.session {
             Some(_) => AuditActor {
                 kind: AuditActorKind::User,

@@ -29,6 +29,9 @@ pub(crate) const SESSION_COOKIE: &str = "rm_session";
 pub(crate) struct Operator {
     /// Who.
     pub user_id: UserId,
+    /// Their user name, as read with their role (pages and audit entries
+    /// show it).
+    pub username: String,
     /// The session behind this request, when it came from a login.
     pub session: Option<TokenId>,
     /// The session or API token behind this request: what per-session
@@ -160,6 +163,7 @@ pub(crate) async fn operator_for(
     let role = token_role.map_or(user.role, |narrower| narrower.min(user.role));
     Ok(Some(Operator {
         user_id,
+        username: user.username,
         session,
         credential,
         role,

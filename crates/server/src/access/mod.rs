@@ -357,10 +357,16 @@ pub(crate) async fn ui_guard(
         Err(Refusal::Forbidden(words)) => return ApiError::forbidden(words).into_response(),
         Err(Refusal::NotFound(words)) => return ApiError::not_found(words).into_response(),
     }
-    // Not handed on: the UI's handlers authenticate again with their own
-    // extractors, which check the form's or header's CSRF token.
+    // Handed on for pages (`WebUser`) only: the `Operator` the forms use
+    // still checks the form's or header's CSRF token itself.
+    parts.extensions.insert(CheckedSession(operator));
     next.run(Request::from_parts(parts, body)).await
 }
+
+/// The session the UI guard checked for this request, so a page does not
+/// read it again. A type of its own: it says nothing about CSRF.
+#[derive(Clone)]
+pub(crate) struct CheckedSession(pub(crate) Operator);
 
 /// Path parameters as `(name, value)` pairs.
 type Params = [(String, String)];
@@ -397,52 +403,49 @@ async fn check(
     let id = params
         .and_then(|p| p.iter().find(|(k, _)| k == "id"))
         .map(|(_, v)| v.as_str());
-    match rule.reach {
-        Global | Filtered => Ok(()),
-        Fleet => Err(Refusal::Forbidden(FLEET_REFUSAL.to_owned())),
-        // An id that does not parse is left to the handler's 400.
-        Host => match id.and_then(|raw| raw.parse::<HostId>().ok()) {
-            Some(host) => {
-                host_in_scope(state, scope, host, || format!("host `{host}` not found")).await
-            }
-            None => Ok(()),
-        },
+    // The host a per-host rule is about, and the words a missing one gets.
+    let owner = match rule.reach {
+        Global | Filtered => return Ok(()),
+        Fleet => return Err(Refusal::Forbidden(FLEET_REFUSAL.to_owned())),
+        // An id that does not parse (or a thing the store cannot read now)
+        // is left to the handler's answer.
+        Host => id
+            .and_then(|raw| raw.parse::<HostId>().ok())
+            .map(|host| (host, format!("host `{host}` not found"))),
         Job => match id.and_then(|raw| raw.parse::<JobId>().ok()) {
-            Some(job) => match state.store().job(job).await {
-                Ok(Some(record)) => {
-                    host_in_scope(state, scope, record.host_id, || {
-                        format!("job `{job}` not found")
-                    })
-                    .await
-                }
-                _ => Ok(()),
-            },
-            None => Ok(()),
+            Some(job) => state
+                .store()
+                .job(job)
+                .await
+                .ok()
+                .flatten()
+                .map(|record| (record.host_id, format!("job `{job}` not found"))),
+            None => None,
         },
         Schedule => match id.and_then(|raw| raw.parse::<ScheduleId>().ok()) {
-            Some(schedule) => match state.store().schedule(schedule).await {
-                Ok(Some(record)) => {
-                    host_in_scope(state, scope, record.host_id, || {
-                        format!("schedule `{schedule}` not found")
-                    })
-                    .await
-                }
-                _ => Ok(()),
-            },
-            None => Ok(()),
+            Some(schedule) => state
+                .store()
+                .schedule(schedule)
+                .await
+                .ok()
+                .flatten()
+                .map(|record| (record.host_id, format!("schedule `{schedule}` not found"))),
+            None => None,
         },
         Alert => match id.and_then(|raw| raw.parse::<AlertId>().ok()) {
-            Some(alert) => match state.store().alert(alert).await {
-                Ok(Some(record)) => {
-                    host_in_scope(state, scope, record.host_id, || {
-                        format!("alert `{alert}` not found")
-                    })
-                    .await
-                }
-                _ => Ok(()),
-            },
-            None => Ok(()),
+            Some(alert) => state
+                .store()
+                .alert(alert)
+                .await
+                .ok()
+                .flatten()
+                .map(|record| (record.host_id, format!("alert `{alert}` not found"))),
+            None => None,
         },
+    };
+    match owner {
+        Some((host, missing)) => host_in_scope(state, scope, host, missing).await,
+        None => Ok(()),
     }
 }
 
@@ -453,10 +456,10 @@ async fn host_in_scope(
     state: &AppState,
     scope: &Selector,
     host: HostId,
-    missing: impl FnOnce() -> String,
+    missing: String,
 ) -> Result<(), Refusal> {
     match state.store().host(host).await {
-        Ok(Some(record)) if !scope.matches(&record.labels) => Err(Refusal::NotFound(missing())),
+        Ok(Some(record)) if !scope.matches(&record.labels) => Err(Refusal::NotFound(missing)),
         _ => Ok(()),
     }
 }

@@ -31,21 +31,25 @@ impl FromRequestParts<AppState> for WebUser {
         let Some(cookie) = auth::session_cookie(&parts.headers) else {
             return Err(to_login());
         };
-        let operator = match auth::operator_for(state, &cookie).await {
-            Ok(Some(operator)) if operator.session.is_some() => operator,
-            Ok(_) => return Err(to_login()),
-            Err(e) => {
-                return Err(store_error(format!("could not check a session: {e}")));
-            }
-        };
-        let username = match state.store().user_by_id(operator.user_id).await {
-            Ok(Some(user)) => Who {
-                name: user.username,
-                role: operator.role,
-                scoped: operator.scope.is_some(),
+        // The access guard checked this request's session already.
+        let checked = parts
+            .extensions
+            .get::<crate::access::CheckedSession>()
+            .map(|checked| checked.0.clone());
+        let operator = match checked {
+            Some(operator) => operator,
+            None => match auth::operator_for(state, &cookie).await {
+                Ok(Some(operator)) if operator.session.is_some() => operator,
+                Ok(_) => return Err(to_login()),
+                Err(e) => {
+                    return Err(store_error(format!("could not check a session: {e}")));
+                }
             },
-            Ok(None) => return Err(to_login()),
-            Err(e) => return Err(store_error(format!("could not read a user: {e}"))),
+        };
+        let username = Who {
+            name: operator.username.clone(),
+            role: operator.role,
+            scoped: operator.scope.is_some(),
         };
         Ok(WebUser {
             operator,

@@ -119,6 +119,8 @@ pub async fn request(
     let mut send = Vec::new();
     let mut pending: Vec<HostId> = Vec::new();
     let mut skipped = Vec::new();
+    let mut offers: std::collections::HashMap<String, Option<AgentUpgrade>> =
+        std::collections::HashMap::new();
     for host in hosts {
         let skip = |reason: String| SkippedHost {
             host_id: host.id.to_string(),
@@ -145,7 +147,16 @@ pub async fn request(
             )));
             continue;
         };
-        let Some(upgrade) = offer(state, &platform).await? else {
+        // One offer per platform, not one file check per host.
+        let upgrade = match offers.get(&platform) {
+            Some(upgrade) => upgrade.clone(),
+            None => {
+                let upgrade = offer(state, &platform).await?;
+                offers.insert(platform.clone(), upgrade.clone());
+                upgrade
+            }
+        };
+        let Some(upgrade) = upgrade else {
             skipped.push(skip(format!(
                 "no agent binary for {platform} on this server (see --agent-binaries)"
             )));
