@@ -49,7 +49,9 @@ impl StoreError {
 pub enum StorageFault {
     /// The file system holding the database has no space left.
     DiskFull,
-    /// The database file, its journal or its folder is read-only.
+    /// The database file, its journal or its folder is read-only, or (on
+    /// PostgreSQL) the server only accepts reads: a standby, or
+    /// `default_transaction_read_only`.
     ReadOnly,
     /// The disk or file system reported an I/O error.
     Io,
@@ -57,6 +59,9 @@ pub enum StorageFault {
     /// the database's lock for longer than the store waits, or the disk is
     /// so slow that no connection came free in time.
     Busy,
+    /// The database server (PostgreSQL) cannot be reached: the connection
+    /// was refused or lost, or the server is shutting down or starting.
+    Unreachable,
 }
 
 impl StorageFault {
@@ -67,6 +72,7 @@ impl StorageFault {
             StorageFault::ReadOnly => "read_only",
             StorageFault::Io => "io_error",
             StorageFault::Busy => "busy",
+            StorageFault::Unreachable => "unreachable",
         }
     }
 }
@@ -75,10 +81,15 @@ impl fmt::Display for StorageFault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             StorageFault::DiskFull => "the disk holding the database is full",
-            StorageFault::ReadOnly => "the database file or its folder is read-only",
+            StorageFault::ReadOnly => {
+                "the database is read-only (its file or folder, or a PostgreSQL standby)"
+            }
             StorageFault::Io => "the disk reported an I/O error",
             StorageFault::Busy => {
                 "the database stayed locked by another process or the disk is too slow"
+            }
+            StorageFault::Unreachable => {
+                "the database server cannot be reached or closed the connection"
             }
         })
     }

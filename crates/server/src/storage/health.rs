@@ -30,11 +30,12 @@ pub(crate) struct Episode {
 }
 
 /// Every faults counter, one per [`StorageFault`].
-const FAULTS: [StorageFault; 4] = [
+const FAULTS: [StorageFault; 5] = [
     StorageFault::DiskFull,
     StorageFault::ReadOnly,
     StorageFault::Io,
     StorageFault::Busy,
+    StorageFault::Unreachable,
 ];
 
 /// The store's write health as last seen by any part of the server.
@@ -44,7 +45,7 @@ pub(crate) struct StorageHealth {
     faulty: AtomicBool,
     episode: Mutex<Option<Episode>>,
     /// Failed store calls per fault kind, in [`FAULTS`] order.
-    failures: [AtomicU64; 4],
+    failures: [AtomicU64; 5],
     /// When the last episode ended.
     recovered_at: Mutex<Option<Instant>>,
 }
