@@ -6,10 +6,15 @@ of their time waiting — for a real restic, for an agent to reconnect, for
 an alert threshold of a minute to pass — so on a 2-core machine running a
 few binaries side by side finishes the same tests in much less time.
 
-Usage: run-tests.py PASS... where each PASS is `LABEL|RESTIC|TESTS`:
+Usage: run-tests.py PASS... where each PASS is `LABEL|RESTIC|TESTS[|ENV]`:
 LABEL names the pass in the summary, RESTIC is the restic binary
 (`RM_TEST_RESTIC`), TESTS is `all` or a comma-separated list of
-integration test names. Every pass's binaries go into one pool of
+integration tests: `NAME` (in any crate), `CRATE/NAME` (the one in
+crates/CRATE) or `CRATE/*` (every one of crates/CRATE), ENV is optional space-separated `NAME=value`
+settings the pass's binaries get (e.g. `RM_TEST_STORE=postgres`). `all`
+leaves out the integration tests of crates/store-postgres: they need
+PostgreSQL and belong to the pass that names them. Every pass's binaries
+go into one pool of
 `RM_TEST_JOBS` (default 3) at a time, the longest-known first; at most one
 browser test (`ui*`) runs at a time. Each binary's output is printed when
 it ends; the last lines total every pass. Exits non-zero when any test
@@ -33,6 +38,9 @@ SLOW_FIRST = [
     "crash_safety", "ui_channels", "ui_fleet", "repository_report", "schedules_e2e",
     "local_repo",
 ]
+
+# Integration tests only a PostgreSQL pass runs (never part of `all`).
+POSTGRES_ONLY = os.path.join(ROOT, "crates", "store-postgres")
 
 RESULT = re.compile(r"^test result: \w+\. (\d+) passed; (\d+) failed; (\d+) ignored")
 
@@ -60,22 +68,34 @@ def build():
     return binaries
 
 
+def names(binary):
+    """The names a pass may choose an integration test binary by."""
+    name, _, _, cwd = binary
+    crate = os.path.basename(cwd)
+    return {name, f"{crate}/{name}", f"{crate}/*"}
+
+
 def main(passes):
     binaries = build()
     jobs = []
     for spec in passes:
-        label, restic, tests = spec.split("|", 2)
-        wanted = None if tests == "all" else set(tests.split(","))
-        chosen = [b for b in binaries if wanted is None or (b[1] == "test" and b[0] in wanted)]
+        label, restic, tests, *rest = spec.split("|", 3)
+        env = dict(pair.split("=", 1) for pair in rest[0].split()) if rest else {}
+        if tests == "all":
+            chosen = [b for b in binaries if not (b[1] == "test" and b[3] == POSTGRES_ONLY)]
+            wanted = None
+        else:
+            wanted = set(tests.split(","))
+            chosen = [b for b in binaries if b[1] == "test" and names(b) & wanted]
         if wanted is not None:
-            missing = wanted - {b[0] for b in chosen}
+            missing = wanted - set().union(*(names(b) for b in chosen))
             if missing:
                 sys.exit(f"no test binary named {', '.join(sorted(missing))}")
         for b in chosen:
-            jobs.append((label, restic, b))
+            jobs.append((label, restic, env, b))
 
     def rank(job):
-        name = job[2][0]
+        name = job[3][0]
         return SLOW_FIRST.index(name) if name in SLOW_FIRST else len(SLOW_FIRST)
 
     jobs.sort(key=rank)
@@ -88,12 +108,12 @@ def main(passes):
     started = time.monotonic()
 
     def run(job):
-        label, restic, (name, kind, exe, cwd) = job
+        label, restic, extra, (name, kind, exe, cwd) = job
         is_browser = kind == "test" and name.startswith("ui")
         if is_browser:
             browser.acquire()
         try:
-            env = dict(os.environ, RM_TEST_RESTIC=restic)
+            env = dict(os.environ, RM_TEST_RESTIC=restic, **extra)
             t0 = time.monotonic()
             proc = subprocess.run([exe], cwd=cwd, env=env, stdout=subprocess.PIPE,
                                   stderr=subprocess.STDOUT, text=True, errors="replace")

@@ -174,12 +174,15 @@ impl Target {
                 _ => {}
             }
         }
-        let mut connect_options = PgConnectOptions::from_url(&url)
-            .map_err(|source| OpenError::Connect {
+        let mut connect_options =
+            PgConnectOptions::from_url(&url).map_err(|source| OpenError::Connect {
                 url: redacted.clone(),
                 source,
-            })?
-            .application_name("restic-manager");
+            })?;
+        // Named in pg_stat_activity, unless the URL names it otherwise.
+        if connect_options.get_application_name().is_none() {
+            connect_options = connect_options.application_name("restic-manager");
+        }
         // libpq checks the certificate under `require` when it is given a
         // CA to check it against; sqlx alone would not.
         let given_ca = root_cert.is_some() || std::env::var_os("PGSSLROOTCERT").is_some();

@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+use std::io::Write;
+
 use rm_store_postgres::{PostgresOptions, PostgresStore};
 use sqlx::postgres::PgPool;
 use url::Url;
@@ -30,7 +32,10 @@ fn required(var: &str, test: &str) -> Option<String> {
             )
         }
         _ => {
-            eprintln!(
+            // Straight to stderr: the test harness would hide eprintln!'s
+            // output of a test that passes.
+            let _ = writeln!(
+                std::io::stderr(),
                 "skipping {test}: {var} is not set (scripts/test starts a temporary PostgreSQL; \
                  or run scripts/postgres-temp start DIR and export {var})"
             );

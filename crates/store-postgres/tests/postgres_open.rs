@@ -56,6 +56,11 @@ async fn opening_migrates_and_opening_again_changes_nothing() {
         .await
         .unwrap();
     assert_eq!(hosts, 0);
+    let name: String = sqlx::query_scalar("SELECT current_setting('application_name')")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(name, "restic-manager", "named in pg_stat_activity");
     store.close().await;
 
     let again = open(&url, &schema).await;
