@@ -37,7 +37,7 @@ use chrono::{TimeZone, Utc};
 use rm_core::schedule::ManualClock;
 use rm_core::Labels;
 use rm_server::alerts::evaluator::{Evaluator, Settings};
-use rm_store::{AlertStore, HostPatch, Store};
+use rm_store::{HostPatch, Store};
 use rm_testkit::fleet::{self, knob, print_rows};
 use rm_testkit::store::{connect_host, enrol_host, temp_store};
 use rm_testkit::{process_cpu, Api, HttpReceiver, ServerProcess};

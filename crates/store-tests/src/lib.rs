@@ -217,7 +217,10 @@ impl Drop for TestDatabase {
         let Place::Postgres { admin, schema } = &self.place else {
             return;
         };
-        let admin = admin.as_ref().clone();
+        // A lock the dropped store still holds (a transaction cut off by
+        // the test's end) must not hang the test: give up after a while,
+        // the test cluster is removed whole anyway.
+        let admin = admin.as_ref().clone().options([("lock_timeout", "10s")]);
         let sql = format!("DROP SCHEMA IF EXISTS {schema} CASCADE");
         // A guard is dropped inside the test's runtime, which must not be
         // blocked on from within; a thread with a runtime of its own can.
