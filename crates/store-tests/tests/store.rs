@@ -36,6 +36,39 @@ fn hello(conn: &str, at: i64) -> HelloRecord {
     }
 }
 
+/// What a server restart and a second server on one database rely on: a
+/// store opened again on its database, or beside another one, sees the
+/// same data.
+#[tokio::test]
+async fn stores_opened_on_one_database_share_its_data() {
+    let (db, first) = open_temp_store().await.unwrap();
+    let second = db.open().await.unwrap();
+    let alice = user("alice");
+    first.create_user(&alice, None).await.unwrap();
+    assert_eq!(
+        second.user_by_name("alice").await.unwrap().map(|u| u.id),
+        Some(alice.id)
+    );
+    let host = enrol(&*second).await.0;
+    assert!(first.host(host).await.unwrap().is_some());
+
+    drop(first);
+    drop(second);
+    let again = db.open().await.unwrap();
+    assert_eq!(again.count_users().await.unwrap(), 1);
+    assert_eq!(again.list_hosts().await.unwrap().len(), 1);
+}
+
+/// Each test store starts empty, whatever other tests wrote to theirs.
+#[tokio::test]
+async fn a_new_test_store_is_empty() {
+    let (_db, used) = open_temp_store().await.unwrap();
+    used.create_user(&user("alice"), None).await.unwrap();
+    let (_other_db, fresh) = open_temp_store().await.unwrap();
+    assert_eq!(fresh.count_users().await.unwrap(), 0);
+    assert!(fresh.user_by_name("alice").await.unwrap().is_none());
+}
+
 #[tokio::test]
 async fn users_create_conflict_and_lookup() {
     let (_db, store) = open_temp_store().await.unwrap();
