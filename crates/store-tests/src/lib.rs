@@ -47,7 +47,12 @@ impl Backend {
     /// On any other value: a test run on a store nobody asked for would
     /// pass for the wrong reason.
     pub fn from_env() -> Backend {
-        match std::env::var(STORE_VAR) {
+        Backend::named(std::env::var(STORE_VAR))
+    }
+
+    /// The backend `value` (of `RM_TEST_STORE`) names.
+    fn named(value: Result<String, std::env::VarError>) -> Backend {
+        match value {
             Err(std::env::VarError::NotPresent) => Backend::Sqlite,
             Ok(value) => match value.as_str() {
                 "" | "sqlite" => Backend::Sqlite,
@@ -146,8 +151,8 @@ impl TestDatabase {
         // Lower case: an unquoted identifier is folded to it anyway, and a
         // ULID's alphabet has nothing else that needs quoting.
         let schema = format!("rm_{}", Ulid::new().to_string().to_lowercase());
-        // Checked before the schema exists, so a bad URL leaves nothing behind.
-        in_schema(&admin_url, &schema)?;
+        // Made before the schema exists, so a bad URL leaves nothing behind.
+        let url = in_schema(&admin_url, &schema)?;
         let mut connection = PgConnection::connect_with(&admin)
             .await
             .map_err(TestStoreError::Schema)?;
@@ -158,7 +163,7 @@ impl TestDatabase {
         // Best effort: the schema is made, a failed goodbye changes nothing.
         let _ = connection.close().await;
         Ok(TestDatabase {
-            url: in_schema(&admin_url, &schema)?,
+            url,
             place: Place::Postgres {
                 admin: Box::new(admin),
                 schema,
@@ -203,7 +208,8 @@ fn in_schema(admin_url: &str, schema: &str) -> Result<String, TestStoreError> {
     Ok(url.to_string())
 }
 
-/// ─── the PostgreSQL branch ───────────────────────────────────────────
+// ─── the PostgreSQL branch: the one place to wire `rm-store-postgres` ───
+
 /// Opens the PostgreSQL store on `url` (whose `options` put every
 /// connection in the test's schema). `rm-store-postgres` does not
 /// implement `Store` yet: until it does, every PostgreSQL test fails here,
@@ -302,6 +308,21 @@ mod tests {
         assert_eq!(options.get_port(), 5433);
         assert_eq!(options.get_username(), "rm");
         assert_eq!(options.get_options(), Some("-c search_path=rm_x"));
+    }
+
+    #[test]
+    fn sqlite_is_the_default_and_postgres_is_named() {
+        use std::env::VarError;
+        assert_eq!(Backend::named(Err(VarError::NotPresent)), Backend::Sqlite);
+        assert_eq!(Backend::named(Ok(String::new())), Backend::Sqlite);
+        assert_eq!(Backend::named(Ok("sqlite".into())), Backend::Sqlite);
+        assert_eq!(Backend::named(Ok("postgres".into())), Backend::Postgres);
+    }
+
+    #[test]
+    #[should_panic(expected = "RM_TEST_STORE=\"postgresql\" is not a store")]
+    fn any_other_store_name_stops_the_test_naming_the_variable() {
+        Backend::named(Ok("postgresql".into()));
     }
 
     #[test]
