@@ -37,7 +37,7 @@ use chrono::{TimeZone, Utc};
 use rm_core::schedule::ManualClock;
 use rm_core::Labels;
 use rm_server::alerts::evaluator::{Evaluator, Settings};
-use rm_store::{AlertStore, HostPatch, Store};
+use rm_store::{HostPatch, Store};
 use rm_testkit::fleet::{self, knob, print_rows};
 use rm_testkit::store::{connect_host, enrol_host, temp_store};
 use rm_testkit::{process_cpu, Api, HttpReceiver, ServerProcess};
@@ -63,14 +63,13 @@ async fn evaluator_day() {
     let day = 86_400u64;
 
     println!("alerts bench: {hosts} hosts, stale deadlines spread over a day, half offline");
-    let (_dir, store) = temp_store().await.unwrap();
-    let store = Arc::new(store);
+    let (_db, store) = temp_store().await.unwrap();
     let setup = Instant::now();
     for i in 0..hosts {
-        let id = enrol_host(&store, &format!("host-{i:05}"), Labels::default(), start)
+        let id = enrol_host(&*store, &format!("host-{i:05}"), Labels::default(), start)
             .await
             .unwrap();
-        let connection = connect_host(&store, id, start).await.unwrap();
+        let connection = connect_host(&*store, id, start).await.unwrap();
         if i % 2 == 1 {
             store
                 .mark_host_offline(id, &connection, start + chrono::Duration::minutes(1))

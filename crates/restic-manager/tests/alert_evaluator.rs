@@ -12,9 +12,8 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use rm_core::schedule::ManualClock;
 use rm_core::{JobStatus, Labels, SilenceId};
 use rm_server::alerts::evaluator::{Due, Evaluator, Settings};
-use rm_store::{AlertFilter, AlertRecord, AlertStore, HostPatch, NewAlert, SilenceRecord, Store};
-use rm_store_sqlite::SqliteStore;
-use rm_testkit::store::{connect_host, ended_job, enrol_host, temp_store};
+use rm_store::{AlertFilter, AlertRecord, HostPatch, NewAlert, SilenceRecord, Store};
+use rm_testkit::store::{connect_host, ended_job, enrol_host, temp_store, TestDatabase};
 
 fn start() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).single().unwrap()
@@ -26,19 +25,18 @@ const SETTINGS: Settings = Settings {
 };
 
 struct Rig {
-    _dir: tempfile::TempDir,
-    store: Arc<SqliteStore>,
+    _db: TestDatabase,
+    store: Arc<dyn Store>,
     clock: Arc<ManualClock>,
     evaluator: Evaluator,
 }
 
 async fn rig() -> Rig {
-    let (dir, store) = temp_store().await.unwrap();
-    let store = Arc::new(store);
+    let (db, store) = temp_store().await.unwrap();
     let clock = Arc::new(ManualClock::new(start()));
     let evaluator = Evaluator::new(store.clone(), clock.clone(), SETTINGS);
     Rig {
-        _dir: dir,
+        _db: db,
         store,
         clock,
         evaluator,
@@ -97,10 +95,10 @@ fn hours(h: i64) -> Duration {
 #[tokio::test]
 async fn a_host_that_never_backs_up_goes_stale_after_its_freshness_and_is_sent_once_a_day() {
     let mut rig = rig().await;
-    let host = enrol_host(&rig.store, "web-01", Labels::default(), start())
+    let host = enrol_host(&*rig.store, "web-01", Labels::default(), start())
         .await
         .unwrap();
-    connect_host(&rig.store, host, start()).await.unwrap();
+    connect_host(&*rig.store, host, start()).await.unwrap();
     rig.at(start()).await;
     assert_eq!(
         rig.evaluator.indexed(),
@@ -137,22 +135,22 @@ async fn a_host_that_never_backs_up_goes_stale_after_its_freshness_and_is_sent_o
 #[tokio::test]
 async fn a_backup_that_succeeds_resolves_stale_and_the_resolution_is_sent() {
     let mut rig = rig().await;
-    let host = enrol_host(&rig.store, "db-01", Labels::default(), start())
+    let host = enrol_host(&*rig.store, "db-01", Labels::default(), start())
         .await
         .unwrap();
-    connect_host(&rig.store, host, start()).await.unwrap();
+    connect_host(&*rig.store, host, start()).await.unwrap();
     rig.at(start() + hours(27)).await;
     assert_eq!(rig.hand_over().await.len(), 1, "the firing is sent");
 
     let backup_at = start() + hours(28);
-    ended_job(&rig.store, host, "backup", JobStatus::Failed, backup_at)
+    ended_job(&*rig.store, host, "backup", JobStatus::Failed, backup_at)
         .await
         .unwrap();
     rig.clock.set(backup_at);
     rig.evaluator.host_changed(host).await.unwrap();
     assert_eq!(rig.firing().await.len(), 1, "a failed backup saved nothing");
 
-    ended_job(&rig.store, host, "backup", JobStatus::Partial, backup_at)
+    ended_job(&*rig.store, host, "backup", JobStatus::Partial, backup_at)
         .await
         .unwrap();
     rig.evaluator.host_changed(host).await.unwrap();
@@ -182,10 +180,10 @@ async fn a_backup_that_succeeds_resolves_stale_and_the_resolution_is_sent() {
 #[tokio::test]
 async fn a_host_offline_past_its_threshold_fires_and_coming_back_resolves() {
     let mut rig = rig().await;
-    let host = enrol_host(&rig.store, "nas", Labels::default(), start())
+    let host = enrol_host(&*rig.store, "nas", Labels::default(), start())
         .await
         .unwrap();
-    let connection = connect_host(&rig.store, host, start()).await.unwrap();
+    let connection = connect_host(&*rig.store, host, start()).await.unwrap();
     // Its own threshold: ten minutes.
     rig.store
         .patch_host(
@@ -219,7 +217,7 @@ async fn a_host_offline_past_its_threshold_fires_and_coming_back_resolves() {
     // Not handed over yet (no notification was sent): the resolution is
     // not sent either.
     let back = gone + Duration::minutes(12);
-    connect_host(&rig.store, host, back).await.unwrap();
+    connect_host(&*rig.store, host, back).await.unwrap();
     rig.clock.set(back);
     rig.evaluator.host_changed(host).await.unwrap();
     assert!(rig.firing().await.is_empty());
@@ -237,10 +235,10 @@ async fn a_host_offline_past_its_threshold_fires_and_coming_back_resolves() {
 #[tokio::test]
 async fn acknowledged_alerts_stop_repeating_but_their_resolution_is_still_sent() {
     let mut rig = rig().await;
-    let host = enrol_host(&rig.store, "web-02", Labels::default(), start())
+    let host = enrol_host(&*rig.store, "web-02", Labels::default(), start())
         .await
         .unwrap();
-    connect_host(&rig.store, host, start()).await.unwrap();
+    connect_host(&*rig.store, host, start()).await.unwrap();
     rig.at(start() + hours(26)).await;
     let due = rig.hand_over().await;
     assert_eq!(due.len(), 1);
@@ -266,7 +264,7 @@ async fn acknowledged_alerts_stop_repeating_but_their_resolution_is_still_sent()
     assert!(rig.hand_over().await.is_empty(), "no repeats");
 
     ended_job(
-        &rig.store,
+        &*rig.store,
         host,
         "backup",
         JobStatus::Succeeded,
@@ -287,18 +285,18 @@ async fn a_silence_holds_notifications_back_until_it_ends() {
     let mut labels = std::collections::BTreeMap::new();
     labels.insert(String::from("env"), String::from("prod"));
     let prod = enrol_host(
-        &rig.store,
+        &*rig.store,
         "web-03",
         Labels::parse("labels", labels.clone()).unwrap(),
         start(),
     )
     .await
     .unwrap();
-    let dev = enrol_host(&rig.store, "dev-01", Labels::default(), start())
+    let dev = enrol_host(&*rig.store, "dev-01", Labels::default(), start())
         .await
         .unwrap();
     for host in [prod, dev] {
-        connect_host(&rig.store, host, start()).await.unwrap();
+        connect_host(&*rig.store, host, start()).await.unwrap();
     }
     let until = start() + hours(30);
     rig.store
@@ -337,12 +335,11 @@ async fn a_silence_holds_notifications_back_until_it_ends() {
 
 #[tokio::test]
 async fn a_server_back_after_a_night_away_waits_its_grace_before_paging() {
-    let (_dir, store) = temp_store().await.unwrap();
-    let store = Arc::new(store);
-    let host = enrol_host(&store, "web-04", Labels::default(), start())
+    let (_db, store) = temp_store().await.unwrap();
+    let host = enrol_host(&*store, "web-04", Labels::default(), start())
         .await
         .unwrap();
-    let connection = connect_host(&store, host, start()).await.unwrap();
+    let connection = connect_host(&*store, host, start()).await.unwrap();
     store
         .mark_host_offline(host, &connection, start() + hours(1))
         .await
@@ -357,7 +354,7 @@ async fn a_server_back_after_a_night_away_waits_its_grace_before_paging() {
     };
     let mut evaluator = Evaluator::new(store.clone(), clock.clone(), settings);
     evaluator.resync().await.unwrap();
-    let firing = |store: Arc<SqliteStore>| async move { store.firing_alerts().await.unwrap() };
+    let firing = |store: Arc<dyn Store>| async move { store.firing_alerts().await.unwrap() };
     assert!(firing(store.clone()).await.is_empty());
     clock.set(restart + Duration::seconds(90));
     evaluator.run_deadlines().await.unwrap();
@@ -407,17 +404,17 @@ async fn a_server_back_after_a_night_away_waits_its_grace_before_paging() {
 #[tokio::test]
 async fn a_resolution_racing_the_first_notice_is_still_sent() {
     let mut rig = rig().await;
-    let host = enrol_host(&rig.store, "racer", Labels::default(), start())
+    let host = enrol_host(&*rig.store, "racer", Labels::default(), start())
         .await
         .unwrap();
-    connect_host(&rig.store, host, start()).await.unwrap();
+    connect_host(&*rig.store, host, start()).await.unwrap();
     rig.at(start() + hours(26)).await;
     // The firing notice is taken, and before it is marked handed over a
     // backup resolves the alert (nothing was sent yet as far as it knew).
     let due = rig.evaluator.due().await.unwrap();
     assert_eq!(due.len(), 1);
     ended_job(
-        &rig.store,
+        &*rig.store,
         host,
         "backup",
         JobStatus::Succeeded,
@@ -439,7 +436,7 @@ async fn a_resolution_racing_the_first_notice_is_still_sent() {
 #[tokio::test]
 async fn a_deleted_host_resolves_its_alerts() {
     let mut rig = rig().await;
-    let host = enrol_host(&rig.store, "old", Labels::default(), start())
+    let host = enrol_host(&*rig.store, "old", Labels::default(), start())
         .await
         .unwrap();
     rig.at(start() + hours(27)).await;

@@ -1,4 +1,4 @@
-//! The notification outbox on a real SQLite database, delivered to a real
+//! The notification outbox on a real store (`RM_TEST_STORE`), delivered to a real
 //! HTTP receiver by `rm_server::notify::Sender` on an injected clock (no
 //! server task competes with it): retries with backoff after 503s and
 //! delivery once the receiver answers, giving up after about three days,
@@ -18,21 +18,21 @@ use rm_core::sealing::SealingKey;
 use rm_protocol::api::{AlertView, ChannelRequest, ChannelView};
 use rm_server::notify::{self, channels, outbox, AlertEvent, AlertNotice, NoticeHost, Sender};
 use rm_server::{AppState, ServerConfig};
-use rm_store::{DeliveryOutcome, NotificationStore};
-use rm_store_sqlite::SqliteStore;
+use rm_store::{DeliveryOutcome, Store};
+use rm_testkit::store::TestDatabase;
 use rm_testkit::HttpReceiver;
 use serde_json::json;
 
-/// One "server" (state, store, sender) on a database file.
+/// One "server" (state, store, sender) on the shared database.
 struct Node {
     state: AppState,
-    store: Arc<SqliteStore>,
+    store: Arc<dyn Store>,
     clock: Arc<ManualClock>,
     sender: Sender,
 }
 
-async fn node(db_url: &str, key: &SealingKey) -> Node {
-    let store = Arc::new(SqliteStore::open(db_url).await.unwrap());
+async fn node(database: &TestDatabase, key: &SealingKey) -> Node {
+    let store = database.open().await.unwrap();
     let state = AppState::new(
         store.clone(),
         ServerConfig::new("http://rm.test"),
@@ -49,23 +49,16 @@ async fn node(db_url: &str, key: &SealingKey) -> Node {
 }
 
 struct Rig {
-    _dir: tempfile::TempDir,
-    db_url: String,
+    database: TestDatabase,
     key: SealingKey,
     a: Node,
 }
 
 async fn rig() -> Rig {
-    let dir = tempfile::tempdir().unwrap();
-    let db_url = format!("sqlite://{}", dir.path().join("rm.db").display());
+    let database = TestDatabase::create().await.unwrap();
     let key = SealingKey::generate().unwrap();
-    let a = node(&db_url, &key).await;
-    Rig {
-        _dir: dir,
-        db_url,
-        key,
-        a,
-    }
+    let a = node(&database, &key).await;
+    Rig { database, key, a }
 }
 
 async fn webhook(state: &AppState, url: String) -> ChannelView {
@@ -204,7 +197,7 @@ async fn another_server_on_the_database_delivers_what_one_left_and_leases_hold()
 
     // A queued it and stopped before sending: B (a restart, or the other
     // server) delivers it, opening the secret A sealed.
-    let b = node(&rig.db_url, &rig.key).await;
+    let b = node(&rig.database, &rig.key).await;
     b.clock.set(Utc::now());
     assert_eq!(b.sender.deliver_due().await.unwrap(), 1);
     let got = receiver.wait_for(1, Duration::from_secs(10)).await.unwrap();
@@ -265,7 +258,7 @@ async fn secrets_sealed_with_another_key_fail_the_delivery_with_a_reason() {
     let receiver = HttpReceiver::start().await.unwrap();
     let channel = webhook(&rig.a.state, receiver.url("/in")).await;
     enqueue(&rig.a.state).await;
-    let other = node(&rig.db_url, &SealingKey::generate().unwrap()).await;
+    let other = node(&rig.database, &SealingKey::generate().unwrap()).await;
     other.clock.set(Utc::now());
     assert_eq!(other.sender.deliver_due().await.unwrap(), 1);
     assert!(receiver.requests().is_empty());

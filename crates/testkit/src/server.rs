@@ -1,5 +1,6 @@
-//! A real server on an ephemeral port with a temporary SQLite database,
-//! over plain HTTP or over TLS with a self-signed certificate.
+//! A real server on an ephemeral port with a temporary store (the one
+//! `RM_TEST_STORE` picks: SQLite by default), over plain HTTP or over TLS
+//! with a self-signed certificate.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use rm_server::{AppState, ServerConfig, ServerError, TlsIdentity};
 use rm_store::Store;
+use rm_store_tests::TestDatabase;
 use tempfile::TempDir;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -29,6 +31,8 @@ pub struct TestServer {
     shutdown: CancellationToken,
     task: Option<JoinHandle<Result<(), ServerError>>>,
     data_dir: TempDir,
+    /// Taken when the server stops keeping its data.
+    database: Option<TestDatabase>,
     tls: Option<Arc<TestTls>>,
     /// Trusts the server's certificate in TLS mode.
     client: reqwest::Client,
@@ -80,7 +84,8 @@ impl TestServer {
         config.heartbeat_seconds = 1;
         config.tls_fingerprint = tls.as_ref().map(|t| t.identity.fingerprint());
         configure(&mut config);
-        TestServer::launch(data_dir, listener, config, tls).await
+        let database = TestDatabase::create_in(data_dir.path()).await?;
+        TestServer::launch(data_dir, database, listener, config, tls).await
     }
 
     /// The server's certificate, in TLS mode.
@@ -104,25 +109,27 @@ impl TestServer {
             task.await??;
         }
         let data_dir = std::mem::replace(&mut self.data_dir, tempfile::tempdir()?);
+        let database = self
+            .database
+            .take()
+            .context("the server's database was taken before")?;
         Ok(StoppedServer {
             addr,
             config,
             data_dir,
+            database,
             tls: self.tls.take(),
         })
     }
 
     async fn launch(
         data_dir: TempDir,
+        database: TestDatabase,
         listener: tokio::net::TcpListener,
         config: ServerConfig,
         tls: Option<Arc<TestTls>>,
     ) -> anyhow::Result<TestServer> {
-        let db_url = format!(
-            "sqlite://{}",
-            data_dir.path().join("restic-manager.db").display()
-        );
-        let store: Arc<dyn Store> = Arc::new(rm_store_sqlite::SqliteStore::open(&db_url).await?);
+        let store = database.open().await?;
         rm_server::ensure_first_admin(store.as_ref(), Some(ADMIN_PASSWORD)).await?;
         let addr = listener.local_addr()?;
         let scheme = if tls.is_some() { "https" } else { "http" };
@@ -155,6 +162,7 @@ impl TestServer {
             shutdown,
             task: Some(task),
             data_dir,
+            database: Some(database),
             tls,
             client,
         };
@@ -170,6 +178,12 @@ impl TestServer {
     /// The server's data directory.
     pub fn data_dir(&self) -> &std::path::Path {
         self.data_dir.path()
+    }
+
+    /// Where its store lives (`RM_TEST_STORE`): a SQLite file in
+    /// [`TestServer::data_dir`] or a PostgreSQL schema of its own.
+    pub fn database(&self) -> Option<&TestDatabase> {
+        self.database.as_ref()
     }
 
     /// `ws://127.0.0.1:<port>/ws/agent` (`wss://` in TLS mode).
@@ -464,6 +478,7 @@ pub struct StoppedServer {
     addr: SocketAddr,
     config: ServerConfig,
     data_dir: TempDir,
+    database: TestDatabase,
     tls: Option<Arc<TestTls>>,
 }
 
@@ -471,7 +486,14 @@ impl StoppedServer {
     /// Starts it again on the same port with the same database.
     pub async fn start(self) -> anyhow::Result<TestServer> {
         let listener = tokio::net::TcpListener::bind(self.addr).await?;
-        TestServer::launch(self.data_dir, listener, self.config, self.tls).await
+        TestServer::launch(
+            self.data_dir,
+            self.database,
+            listener,
+            self.config,
+            self.tls,
+        )
+        .await
     }
 }
 

@@ -15,6 +15,7 @@ use tokio::process::Command;
 use crate::api::Api;
 use crate::child::LoggedChild;
 use crate::server::{enrol_real_agent, RunningAgent, ADMIN_PASSWORD};
+use rm_store_tests::TestDatabase;
 
 /// Linux reports CPU times in `/proc/<pid>/stat` in clock ticks of 1/100 s
 /// (`USER_HZ`, fixed for the user-space ABI).
@@ -83,6 +84,9 @@ enum DataDir {
 pub struct ServerProcess {
     binary: PathBuf,
     data_dir: DataDir,
+    /// The store [`ServerProcess::start`] chose (`RM_TEST_STORE`), kept as
+    /// long as the process may run; `None` for a given data directory.
+    database: Option<TestDatabase>,
     args: Vec<String>,
     env: Vec<(String, String)>,
     /// Where it listens.
@@ -96,22 +100,34 @@ pub struct ServerProcess {
 
 impl ServerProcess {
     /// Starts `<binary> server` on a free port of 127.0.0.1 in a temporary
-    /// data directory, with one heartbeat a second, the test admin
+    /// data directory, on the store `RM_TEST_STORE` picks (see
+    /// `rm_store_tests`), with one heartbeat a second, the test admin
     /// password, and `extra` flags.
     pub async fn start(binary: &Path, extra: &[&str]) -> anyhow::Result<ServerProcess> {
         let mut args = vec![String::from("--heartbeat-seconds"), String::from("1")];
         args.extend(extra.iter().map(|s| (*s).to_owned()));
-        ServerProcess::launch_new(
-            binary,
-            DataDir::Temp(tempfile::tempdir()?),
-            "127.0.0.1:0".parse()?,
-            args,
-            vec![(
+        let dir = tempfile::tempdir()?;
+        let database = TestDatabase::create_in(dir.path()).await?;
+        let env = vec![
+            (
                 String::from("RM_ADMIN_PASSWORD"),
                 String::from(ADMIN_PASSWORD),
-            )],
-        )
-        .await
+            ),
+            // The environment, not `--database-url`: a PostgreSQL URL
+            // carries the cluster's password, and a command line is
+            // readable by every user of the machine.
+            (String::from("RM_DATABASE_URL"), database.url().to_owned()),
+        ];
+        let mut server = ServerProcess::new(
+            binary,
+            DataDir::Temp(dir),
+            "127.0.0.1:0".parse()?,
+            args,
+            env,
+        )?;
+        server.database = Some(database);
+        server.launch().await?;
+        Ok(server)
     }
 
     /// Starts `<binary> server --listen <listen> --data-dir <data_dir>
@@ -163,23 +179,36 @@ impl ServerProcess {
         args: Vec<String>,
         env: Vec<(String, String)>,
     ) -> anyhow::Result<ServerProcess> {
+        let mut server = ServerProcess::new(binary, data_dir, listen, args, env)?;
+        server.launch().await?;
+        Ok(server)
+    }
+
+    /// A server not started yet, on `listen` (port 0: a free port, kept
+    /// across restarts).
+    fn new(
+        binary: &Path,
+        data_dir: DataDir,
+        listen: SocketAddr,
+        args: Vec<String>,
+        env: Vec<(String, String)>,
+    ) -> anyhow::Result<ServerProcess> {
         let addr = if listen.port() == 0 {
             std::net::TcpListener::bind(listen)?.local_addr()?
         } else {
             listen
         };
-        let mut server = ServerProcess {
+        Ok(ServerProcess {
             binary: binary.to_owned(),
             data_dir,
+            database: None,
             args,
             env,
             addr,
             url: format!("http://{addr}"),
             child: None,
             earlier_logs: String::new(),
-        };
-        server.launch().await?;
-        Ok(server)
+        })
     }
 
     async fn launch(&mut self) -> anyhow::Result<()> {
@@ -224,6 +253,12 @@ impl ServerProcess {
             DataDir::Temp(dir) => dir.path(),
             DataDir::Given(path) => path,
         }
+    }
+
+    /// The store [`ServerProcess::start`] chose for it; `None` when it
+    /// runs on the SQLite file of a given data directory.
+    pub fn database(&self) -> Option<&TestDatabase> {
+        self.database.as_ref()
     }
 
     /// The running process id.

@@ -1,24 +1,24 @@
-//! A real SQLite store in a temporary directory, and hosts put straight
-//! into it, for tests of server parts that run over a store without HTTP
-//! (the alert evaluator with a manual clock).
+//! A real store of the kind `RM_TEST_STORE` picks (SQLite by default; see
+//! `rm_store_tests`), and hosts put straight into it, for tests of server
+//! parts that run over a store without HTTP (the alert evaluator with a
+//! manual clock).
+
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use rm_core::token::TokenHash;
 use rm_core::{HostId, JobId, JobStatus, JobTrigger, Labels, TokenId};
 use rm_store::{AgentToken, EnrollmentToken, HelloRecord, JobEnd, NewHost, NewJob, Store};
-use rm_store_sqlite::SqliteStore;
-use tempfile::TempDir;
+pub use rm_store_tests::TestDatabase;
 
-/// A fresh store; keep the directory alive as long as the store.
-pub async fn temp_store() -> anyhow::Result<(TempDir, SqliteStore)> {
-    let dir = tempfile::tempdir()?;
-    let url = format!("sqlite://{}", dir.path().join("rm.db").display());
-    Ok((dir, SqliteStore::open(&url).await?))
+/// A fresh, empty store; keep the guard alive as long as the store.
+pub async fn temp_store() -> anyhow::Result<(TestDatabase, Arc<dyn Store>)> {
+    Ok(rm_store_tests::open_temp_store().await?)
 }
 
 /// Enrols a host named `name` with `labels` at `at`; returns its id.
 pub async fn enrol_host(
-    store: &SqliteStore,
+    store: &dyn Store,
     name: &str,
     labels: Labels,
     at: DateTime<Utc>,
@@ -55,7 +55,7 @@ pub async fn enrol_host(
 /// Records an agent connection of `host` at `at` (online); returns the
 /// connection id to pass to `mark_host_offline`.
 pub async fn connect_host(
-    store: &SqliteStore,
+    store: &dyn Store,
     host: HostId,
     at: DateTime<Utc>,
 ) -> anyhow::Result<String> {
@@ -80,7 +80,7 @@ pub async fn connect_host(
 
 /// Stores a `kind` job of `host` that ended with `status` at `at`.
 pub async fn ended_job(
-    store: &SqliteStore,
+    store: &dyn Store,
     host: HostId,
     kind: &str,
     status: JobStatus,

@@ -1,15 +1,14 @@
-//! Agent token rotation and revocation in `SqliteStore`: a pending token
-//! works beside the current one until promoted, a newer rotation replaces an
-//! unconfirmed one, and revocation ends every token but keeps the host.
+//! Agent token rotation and revocation on every store (`RM_TEST_STORE`): a
+//! pending token works beside the current one until promoted, a newer
+//! rotation replaces an unconfirmed one, and revocation ends every token but
+//! keeps the host.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
-use common::{enrol_with_agent, open_temp, t};
 use rm_core::token::TokenHash;
 use rm_core::{HostId, TokenId};
-use rm_store::{AgentToken, Store, StoreError};
+use rm_store::{AgentToken, StoreError};
+use rm_store_tests::{enrol_with_agent, open_temp_store, t};
 
 fn pending(host_id: HostId, at: i64) -> AgentToken {
     AgentToken {
@@ -23,8 +22,8 @@ fn pending(host_id: HostId, at: i64) -> AgentToken {
 
 #[tokio::test]
 async fn a_pending_token_works_beside_the_current_one_until_promoted() {
-    let (_dir, store) = open_temp().await;
-    let (host, current) = enrol_with_agent(&store).await;
+    let (_db, store) = open_temp_store().await.unwrap();
+    let (host, current) = enrol_with_agent(&*store).await;
     let new = pending(host, 10);
     store.begin_token_rotation(&new, None).await.unwrap();
 
@@ -63,8 +62,8 @@ async fn a_pending_token_works_beside_the_current_one_until_promoted() {
 
 #[tokio::test]
 async fn a_newer_rotation_replaces_an_unconfirmed_one() {
-    let (_dir, store) = open_temp().await;
-    let (host, current) = enrol_with_agent(&store).await;
+    let (_db, store) = open_temp_store().await.unwrap();
+    let (host, current) = enrol_with_agent(&*store).await;
     let first = pending(host, 10);
     let second = pending(host, 11);
     store.begin_token_rotation(&first, None).await.unwrap();
@@ -76,7 +75,7 @@ async fn a_newer_rotation_replaces_an_unconfirmed_one() {
         .unwrap());
     assert!(store.active_agent_token(current).await.unwrap().is_some());
     // Only a token of this host can be promoted for it.
-    let (other_host, _) = enrol_with_agent(&store).await;
+    let (other_host, _) = enrol_with_agent(&*store).await;
     assert!(!store
         .promote_agent_token(other_host, second.id, t(20))
         .await
@@ -89,8 +88,8 @@ async fn a_newer_rotation_replaces_an_unconfirmed_one() {
 
 #[tokio::test]
 async fn revoking_the_agent_ends_every_token_but_keeps_the_host() {
-    let (_dir, store) = open_temp().await;
-    let (host, current) = enrol_with_agent(&store).await;
+    let (_db, store) = open_temp_store().await.unwrap();
+    let (host, current) = enrol_with_agent(&*store).await;
     let new = pending(host, 10);
     store.begin_token_rotation(&new, None).await.unwrap();
 
@@ -127,8 +126,8 @@ async fn revoking_the_agent_ends_every_token_but_keeps_the_host() {
 
 #[tokio::test]
 async fn a_single_token_can_be_revoked() {
-    let (_dir, store) = open_temp().await;
-    let (host, current) = enrol_with_agent(&store).await;
+    let (_db, store) = open_temp_store().await.unwrap();
+    let (host, current) = enrol_with_agent(&*store).await;
     let new = pending(host, 10);
     store.begin_token_rotation(&new, None).await.unwrap();
     assert!(store.revoke_agent_token(new.id, t(20)).await.unwrap());

@@ -1,22 +1,19 @@
-//! Notification channels and the outbox in SQLite: audit entries commit
-//! with the change or not at all, names are unique, queueing is all or
-//! none, claims come oldest due first, at most `limit` at a time, and each
-//! row once per lease, outcomes move the channel's counters and failure
-//! state, and finished rows are pruned while waiting ones stay.
+//! Notification channels and the outbox on every store (`RM_TEST_STORE`):
+//! audit entries commit with the change or not at all, names are unique,
+//! queueing is all or none, claims come oldest due first, at most `limit` at
+//! a time, and each row once per lease, outcomes move the channel's counters
+//! and failure state, and finished rows are pruned while waiting ones stay.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::time::Duration;
 
-use common::{open_temp, t};
 use rm_core::{ChannelId, Selector};
 use rm_store::{
     AuditActor, AuditActorKind, AuditFilter, ChannelRecord, DeliveryOutcome, NewAuditEntry,
-    NewNotification, NotificationStore, Store, StoreError,
+    NewNotification, Store, StoreError,
 };
-use rm_store_sqlite::SqliteStore;
+use rm_store_tests::{open_temp_store, t};
 use serde_json::json;
 
 fn channel(name: &str) -> ChannelRecord {
@@ -47,7 +44,7 @@ fn entry(action: &str, id: ChannelId) -> NewAuditEntry {
     }
 }
 
-async fn actions(store: &SqliteStore) -> Vec<String> {
+async fn actions(store: &dyn Store) -> Vec<String> {
     store
         .list_audit(&AuditFilter::default())
         .await
@@ -69,7 +66,7 @@ fn notification(channel: ChannelId, at: i64) -> NewNotification {
 
 #[tokio::test]
 async fn channel_changes_are_audited_in_their_transaction_and_names_are_unique() {
-    let (_dir, store) = open_temp().await;
+    let (_db, store) = open_temp_store().await.unwrap();
     let a = channel("a");
     store
         .create_channel(&a, Some(&entry("channel.create", a.id)))
@@ -103,7 +100,7 @@ async fn channel_changes_are_audited_in_their_transaction_and_names_are_unique()
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::NotFound(_)), "{err}");
-    assert_eq!(actions(&store).await, ["channel.create"]);
+    assert_eq!(actions(&*store).await, ["channel.create"]);
 
     let changed = ChannelRecord {
         config: json!({"url": "https://example.com/other"}),
@@ -129,14 +126,14 @@ async fn channel_changes_are_audited_in_their_transaction_and_names_are_unique()
         .await
         .unwrap();
     assert_eq!(
-        actions(&store).await,
+        actions(&*store).await,
         ["channel.delete", "channel.update", "channel.create"]
     );
 }
 
 #[tokio::test]
 async fn the_outbox_claims_oldest_first_once_per_lease_and_counts_outcomes() {
-    let (_dir, store) = open_temp().await;
+    let (_db, store) = open_temp_store().await.unwrap();
     let a = channel("a");
     store.create_channel(&a, None).await.unwrap();
 

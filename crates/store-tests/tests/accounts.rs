@@ -1,18 +1,15 @@
-//! Behaviour tests of `SqliteStore`'s account management against real
-//! database files (WAL): listing and deleting users (with their sessions
-//! and API tokens, never the last one), and listing and revoking API tokens.
+//! Account management on every store (`RM_TEST_STORE`): listing and
+//! deleting users (with their sessions and API tokens, never the last one),
+//! and listing and revoking API tokens.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
-use common::{open_temp, t, user};
 use rm_core::token::TokenHash;
 use rm_core::{Labels, Role, Selector, TokenId, UserId};
 use rm_store::{ApiToken, Session, Store, StoreError, User};
-use rm_store_sqlite::SqliteStore;
+use rm_store_tests::{open_temp_store, t, user};
 
-async fn add_user(store: &SqliteStore, name: &str, created: i64) -> User {
+async fn add_user(store: &dyn Store, name: &str, created: i64) -> User {
     let user = User {
         created_at: t(created),
         role: rm_core::Role::Admin,
@@ -23,7 +20,7 @@ async fn add_user(store: &SqliteStore, name: &str, created: i64) -> User {
     user
 }
 
-async fn add_session(store: &SqliteStore, user: UserId) -> Session {
+async fn add_session(store: &dyn Store, user: UserId) -> Session {
     let session = Session {
         id: TokenId::new(),
         user_id: user,
@@ -35,7 +32,7 @@ async fn add_session(store: &SqliteStore, user: UserId) -> Session {
     session
 }
 
-async fn add_token(store: &SqliteStore, user: UserId, name: &str, created: i64) -> ApiToken {
+async fn add_token(store: &dyn Store, user: UserId, name: &str, created: i64) -> ApiToken {
     let token = ApiToken {
         id: TokenId::new(),
         user_id: user,
@@ -52,23 +49,23 @@ async fn add_token(store: &SqliteStore, user: UserId, name: &str, created: i64) 
 
 #[tokio::test]
 async fn users_are_listed_by_name() {
-    let (_dir, store) = open_temp().await;
+    let (_db, store) = open_temp_store().await.unwrap();
     assert!(store.list_users().await.unwrap().is_empty());
-    let carol = add_user(&store, "carol", 0).await;
-    let alice = add_user(&store, "alice", 1).await;
-    let bob = add_user(&store, "bob", 2).await;
+    let carol = add_user(&*store, "carol", 0).await;
+    let alice = add_user(&*store, "alice", 1).await;
+    let bob = add_user(&*store, "bob", 2).await;
     assert_eq!(store.list_users().await.unwrap(), vec![alice, bob, carol]);
 }
 
 #[tokio::test]
 async fn deleting_a_user_takes_their_sessions_and_tokens_only() {
-    let (_dir, store) = open_temp().await;
-    let alice = add_user(&store, "alice", 0).await;
-    let bob = add_user(&store, "bob", 1).await;
-    let alice_session = add_session(&store, alice.id).await;
-    let bob_session = add_session(&store, bob.id).await;
-    let alice_token = add_token(&store, alice.id, "ci", 2).await;
-    let bob_token = add_token(&store, bob.id, "ci", 3).await;
+    let (_db, store) = open_temp_store().await.unwrap();
+    let alice = add_user(&*store, "alice", 0).await;
+    let bob = add_user(&*store, "bob", 1).await;
+    let alice_session = add_session(&*store, alice.id).await;
+    let bob_session = add_session(&*store, bob.id).await;
+    let alice_token = add_token(&*store, alice.id, "ci", 2).await;
+    let bob_token = add_token(&*store, bob.id, "ci", 3).await;
 
     store.delete_user(alice.id, None).await.unwrap();
 
@@ -89,15 +86,15 @@ async fn deleting_a_user_takes_their_sessions_and_tokens_only() {
     );
 
     // The name is free again.
-    add_user(&store, "alice", 5).await;
+    add_user(&*store, "alice", 5).await;
     assert_eq!(store.count_users().await.unwrap(), 2);
 }
 
 #[tokio::test]
 async fn deleting_a_missing_user_is_not_found() {
-    let (_dir, store) = open_temp().await;
-    add_user(&store, "alice", 0).await;
-    add_user(&store, "bob", 1).await;
+    let (_db, store) = open_temp_store().await.unwrap();
+    add_user(&*store, "alice", 0).await;
+    add_user(&*store, "bob", 1).await;
     assert!(matches!(
         store.delete_user(UserId::new(), None).await,
         Err(StoreError::NotFound(_))
@@ -107,9 +104,9 @@ async fn deleting_a_missing_user_is_not_found() {
 
 #[tokio::test]
 async fn the_last_user_cannot_be_deleted() {
-    let (_dir, store) = open_temp().await;
-    let alice = add_user(&store, "alice", 0).await;
-    let session = add_session(&store, alice.id).await;
+    let (_db, store) = open_temp_store().await.unwrap();
+    let alice = add_user(&*store, "alice", 0).await;
+    let session = add_session(&*store, alice.id).await;
     match store.delete_user(alice.id, None).await {
         Err(StoreError::Conflict(message)) => {
             assert_eq!(message, "cannot delete the last user")
@@ -123,10 +120,10 @@ async fn the_last_user_cannot_be_deleted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_deletes_always_leave_one_user() {
-    let (_dir, store) = open_temp().await;
+    let (_db, store) = open_temp_store().await.unwrap();
     let mut ids = Vec::new();
     for name in ["a", "b", "c", "d"] {
-        ids.push(add_user(&store, name, 0).await.id);
+        ids.push(add_user(&*store, name, 0).await.id);
     }
     let mut tasks = Vec::new();
     for id in ids {
@@ -149,12 +146,12 @@ async fn concurrent_deletes_always_leave_one_user() {
 
 #[tokio::test]
 async fn api_tokens_are_listed_per_user_in_creation_order() {
-    let (_dir, store) = open_temp().await;
-    let alice = add_user(&store, "alice", 0).await;
-    let bob = add_user(&store, "bob", 0).await;
-    let second = add_token(&store, alice.id, "second", 20).await;
-    let first = add_token(&store, alice.id, "first", 10).await;
-    add_token(&store, bob.id, "bob's", 15).await;
+    let (_db, store) = open_temp_store().await.unwrap();
+    let alice = add_user(&*store, "alice", 0).await;
+    let bob = add_user(&*store, "bob", 0).await;
+    let second = add_token(&*store, alice.id, "second", 20).await;
+    let first = add_token(&*store, alice.id, "first", 10).await;
+    add_token(&*store, bob.id, "bob's", 15).await;
     store.revoke_api_token(first.id, t(30), None).await.unwrap();
 
     let listed = store.list_api_tokens(alice.id).await.unwrap();
@@ -171,9 +168,9 @@ async fn api_tokens_are_listed_per_user_in_creation_order() {
 
 #[tokio::test]
 async fn revoking_sets_the_time_once() {
-    let (_dir, store) = open_temp().await;
-    let alice = add_user(&store, "alice", 0).await;
-    let token = add_token(&store, alice.id, "ci", 1).await;
+    let (_db, store) = open_temp_store().await.unwrap();
+    let alice = add_user(&*store, "alice", 0).await;
+    let token = add_token(&*store, alice.id, "ci", 1).await;
 
     assert!(store.revoke_api_token(token.id, t(10), None).await.unwrap());
     assert!(!store.revoke_api_token(token.id, t(20), None).await.unwrap());
@@ -192,9 +189,9 @@ async fn revoking_sets_the_time_once() {
 
 #[tokio::test]
 async fn roles_and_scopes_are_stored_and_the_last_admin_stays() {
-    let (_dir, store) = open_temp().await;
-    let root = add_user(&store, "root", 0).await;
-    let ops = add_user(&store, "ops", 1).await;
+    let (_db, store) = open_temp_store().await.unwrap();
+    let root = add_user(&*store, "root", 0).await;
+    let ops = add_user(&*store, "ops", 1).await;
     let scope = Selector(Labels::parse_pairs("scope", "team=a").unwrap());
     let changed = store
         .set_user_access(ops.id, Role::Viewer, Some(&scope), None)
@@ -235,7 +232,7 @@ async fn roles_and_scopes_are_stored_and_the_last_admin_stays() {
     // A token's own role is kept; none means "its user's".
     let narrow = ApiToken {
         role: Some(Role::Viewer),
-        ..add_token(&store, ops.id, "plain", 2).await
+        ..add_token(&*store, ops.id, "plain", 2).await
     };
     let narrow = ApiToken {
         id: TokenId::new(),

@@ -1,25 +1,22 @@
-//! A policy change written for many hosts at once (`apply_policy_changes`):
-//! the statements cover hundreds of hosts each, and what every host ends up
-//! with is what a statement per host gave — its policy, its policy schedule
-//! rows added, replaced and removed, one version bump per changed set, and
-//! nothing for a host deleted meanwhile.
+//! A policy change written for many hosts at once (`apply_policy_changes`),
+//! on every store (`RM_TEST_STORE`): what every host ends up with is what a
+//! statement per host gave — its policy, its policy schedule rows added,
+//! replaced and removed, one version bump per changed set, and nothing for a
+//! host deleted meanwhile.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
-use common::{enrollment, new_host, open_temp, t};
 use rm_core::{HostId, PolicyId, ScheduleId, Selector};
 use rm_store::{
     HostPolicyChange, PolicyRecord, PolicyScheduleRecord, PolicyWrite, RepositoryChange,
     ScheduleRecord, Store,
 };
-use rm_store_sqlite::SqliteStore;
+use rm_store_tests::{enrollment, new_host, open_temp_store, t};
 
 /// More hosts than one `IN (…)` list or one multi-row insert holds.
 const HOSTS: usize = 1_203;
 
-async fn enrol(store: &SqliteStore) -> HostId {
+async fn enrol(store: &dyn Store) -> HostId {
     let token = enrollment(1_000_000);
     store.create_enrollment_token(&token, None).await.unwrap();
     let (host, agent) = new_host();
@@ -81,10 +78,10 @@ fn row(
 
 #[tokio::test]
 async fn a_change_for_many_hosts_gives_each_exactly_its_rows_and_one_bump() {
-    let (_dir, store) = open_temp().await;
+    let (_db, store) = open_temp_store().await.unwrap();
     let mut hosts = Vec::with_capacity(HOSTS);
     for _ in 0..HOSTS {
-        hosts.push(enrol(&store).await);
+        hosts.push(enrol(&*store).await);
     }
     let policy_id = PolicyId::new();
     let (daily, weekly) = (ScheduleId::new(), ScheduleId::new());
@@ -182,8 +179,8 @@ async fn a_change_for_many_hosts_gives_each_exactly_its_rows_and_one_bump() {
 
 #[tokio::test]
 async fn a_row_of_another_host_is_neither_replaced_nor_removed() {
-    let (_dir, store) = open_temp().await;
-    let (mine, theirs) = (enrol(&store).await, enrol(&store).await);
+    let (_db, store) = open_temp_store().await.unwrap();
+    let (mine, theirs) = (enrol(&*store).await, enrol(&*store).await);
     let policy_id = PolicyId::new();
     let daily = ScheduleId::new();
     let their_row = ScheduleId::new();

@@ -1,0 +1,101 @@
+//! Fixed instants and fixture rows (users, enrolment tokens, enrolled
+//! hosts, job ids) for tests on any store.
+
+// A fixture that cannot be stored is the calling test's failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use chrono::{DateTime, Utc};
+use rm_core::token::TokenHash;
+use rm_core::{HostId, JobId, TokenId, UserId};
+use rm_store::{AgentToken, EnrollmentToken, Job, NewHost, Store, User};
+use ulid::Ulid;
+
+/// A fixed instant plus `offset` milliseconds.
+pub fn t(offset: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(1_700_000_000_000 + offset).unwrap()
+}
+
+/// An admin created at `t(0)`.
+pub fn user(name: &str) -> User {
+    User {
+        id: UserId::new(),
+        username: name.to_owned(),
+        password_hash: "$argon2id$fake".to_owned(),
+        created_at: t(0),
+        role: rm_core::Role::Admin,
+        scope: None,
+    }
+}
+
+/// An unused enrolment token named `web-1`, created at `t(0)`, expiring at
+/// `t(expires)`.
+pub fn enrollment(expires: i64) -> EnrollmentToken {
+    EnrollmentToken {
+        id: TokenId::new(),
+        name: Some("web-1".to_owned()),
+        token_hash: TokenHash::of("rme.x.y"),
+        created_at: t(0),
+        expires_at: t(expires),
+        used_at: None,
+        host_id: None,
+        labels: Default::default(),
+    }
+}
+
+/// A new host `web-1` and its agent token, created at `t(5)`.
+pub fn new_host() -> (NewHost, AgentToken) {
+    let id = HostId::new();
+    let host = NewHost {
+        id,
+        name: "web-1".to_owned(),
+        hostname: "web-1.example".to_owned(),
+        labels: None,
+    };
+    let token = AgentToken {
+        id: TokenId::new(),
+        host_id: id,
+        token_hash: TokenHash::of(&format!("rma.{id}")),
+        created_at: t(5),
+        pending: false,
+    };
+    (host, token)
+}
+
+/// Stores `token`, then spends it at `t(5)` on a new host; returns the
+/// host's id and its agent token's id.
+async fn enrol_with(store: &dyn Store, token: EnrollmentToken) -> (HostId, TokenId) {
+    store.create_enrollment_token(&token, None).await.unwrap();
+    let (host, agent) = new_host();
+    store
+        .enroll_host(token.id, t(5), &host, &agent, None)
+        .await
+        .unwrap();
+    (host.id, agent.id)
+}
+
+/// Enrols one host with a fresh unnamed token; returns its id.
+pub async fn enrol(store: &dyn Store) -> HostId {
+    let token = EnrollmentToken {
+        name: None,
+        ..enrollment(1_000_000)
+    };
+    enrol_with(store, token).await.0
+}
+
+/// Enrols one host with a fresh token named `web-1`; returns its id and
+/// agent token id.
+pub async fn enrol_with_agent(store: &dyn Store) -> (HostId, TokenId) {
+    enrol_with(store, enrollment(1_000_000)).await
+}
+
+/// A job id whose ULID timestamp is `t(offset)`, as the server would mint
+/// it at that moment.
+pub fn job_id_at(offset: i64) -> JobId {
+    let ms = u64::try_from(t(offset).timestamp_millis()).unwrap();
+    JobId(Ulid::from_parts(ms, Ulid::new().random()))
+}
+
+/// The ids of `jobs`, in order.
+pub fn ids(jobs: &[Job]) -> Vec<JobId> {
+    jobs.iter().map(|j| j.id).collect()
+}
