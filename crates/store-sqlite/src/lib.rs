@@ -32,12 +32,13 @@ use chrono::{DateTime, Utc};
 use rm_core::{
     BatchId, HostId, JobId, JobStatus, PolicyId, Role, ScheduleId, Selector, TokenId, UserId,
 };
+use rm_store::prelude::*;
 use rm_store::{
     AgentToken, ApiToken, AuditEntry, AuditFilter, CommandResultRecord, EnrollmentToken,
     HelloRecord, Host, HostBackupSummary, HostCounts, HostPatch, HostPolicyChange, Job, JobEnd,
     JobFilter, LogLineRecord, NewAuditEntry, NewHost, NewJob, PolicyCoverage, PolicyRecord,
     PolicyTarget, PolicyWrite, ProtectedAt, RepoStatsRecord, RepositoryJob, ScheduleRecord,
-    SealFormat, SealedRepository, SealingKeyRecord, Session, SnapshotRecord, StorageFault, Store,
+    SealFormat, SealedRepository, SealingKeyRecord, Session, SnapshotRecord, StorageFault,
     StoreError, StoreResult, User, MAX_HOST_PAGE,
 };
 use sqlx::migrate::Migrator;
@@ -817,9 +818,7 @@ async fn bump_schedule_version(conn: &mut sqlx::SqliteConnection, host: &str) ->
 }
 
 #[async_trait]
-impl Store for SqliteStore {
-    // ── operators ──────────────────────────────────────────────────────
-
+impl UserStore for SqliteStore {
     async fn create_user(&self, user: &User, audit: Option<&NewAuditEntry>) -> StoreResult<()> {
         let mut tx = self.begin_write().await?;
         sqlx::query(
@@ -1154,9 +1153,10 @@ impl Store for SqliteStore {
         tx.commit().await.map_err(backend)?;
         Ok(true)
     }
+}
 
-    // ── enrolment ──────────────────────────────────────────────────────
-
+#[async_trait]
+impl HostStore for SqliteStore {
     async fn create_enrollment_token(
         &self,
         token: &EnrollmentToken,
@@ -1296,8 +1296,6 @@ impl Store for SqliteStore {
         Ok(stored)
     }
 
-    // ── hosts ──────────────────────────────────────────────────────────
-
     async fn list_hosts(&self) -> StoreResult<Vec<Host>> {
         let sql = format!(
             "SELECT {} FROM hosts WHERE deleted_at IS NULL ORDER BY enrolled_at, id",
@@ -1433,40 +1431,6 @@ impl Store for SqliteStore {
         self.patch_host_impl(id, patch, audit).await
     }
 
-    async fn policies(&self) -> StoreResult<Vec<PolicyRecord>> {
-        self.policies_impl(None).await
-    }
-
-    async fn policy(&self, id: PolicyId) -> StoreResult<Option<PolicyRecord>> {
-        Ok(self.policies_impl(Some(id)).await?.into_iter().next())
-    }
-
-    async fn policy_targets(&self, hosts: Option<&[HostId]>) -> StoreResult<Vec<PolicyTarget>> {
-        self.policy_targets_impl(hosts).await
-    }
-
-    async fn apply_policy_changes(
-        &self,
-        policy: Option<&PolicyWrite>,
-        changes: &[HostPolicyChange],
-        audit: Option<&NewAuditEntry>,
-    ) -> StoreResult<Vec<(HostId, u64)>> {
-        self.apply_policy_changes_impl(policy, changes, audit).await
-    }
-
-    async fn hosts_of_policy(&self, id: PolicyId) -> StoreResult<Vec<Host>> {
-        let sql = format!(
-            "SELECT {} FROM hosts WHERE policy_id = ? AND deleted_at IS NULL ORDER BY name, id",
-            codec::HOST_COLUMNS
-        );
-        let query = sqlx::query(AssertSqlSafe(sql)).bind(id.to_string());
-        shared::read_hosts(&self.pool, query).await
-    }
-
-    async fn policy_coverage(&self) -> StoreResult<Vec<PolicyCoverage>> {
-        self.policy_coverage_impl().await
-    }
-
     async fn host(&self, id: HostId) -> StoreResult<Option<Host>> {
         let sql = format!(
             "SELECT {} FROM hosts WHERE id = ? AND deleted_at IS NULL",
@@ -1485,23 +1449,6 @@ impl Store for SqliteStore {
         shared::fill_shared(&mut conn, &mut host).await?;
         let [host] = host;
         Ok(Some(host))
-    }
-
-    async fn active_agent_token(&self, id: TokenId) -> StoreResult<Option<AgentToken>> {
-        let sql = format!(
-            "SELECT {} FROM agent_tokens JOIN hosts ON hosts.id = agent_tokens.host_id \
-             WHERE agent_tokens.id = ? AND agent_tokens.revoked_at IS NULL \
-             AND hosts.deleted_at IS NULL",
-            codec::AGENT_TOKEN_COLUMNS
-        );
-        sqlx::query(AssertSqlSafe(sql))
-            .bind(id.to_string())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(backend)?
-            .as_ref()
-            .map(codec::agent_token)
-            .transpose()
     }
 
     async fn record_hello(&self, host_id: HostId, hello: &HelloRecord) -> StoreResult<()> {
@@ -1646,26 +1593,6 @@ impl Store for SqliteStore {
         Ok(updated)
     }
 
-    async fn probe_write(&self, at: DateTime<Utc>) -> StoreResult<()> {
-        let mut tx = self.begin_write().await?;
-        sqlx::query(
-            "INSERT INTO storage_probe (id, written_at) VALUES (1, ?) \
-             ON CONFLICT (id) DO UPDATE SET written_at = excluded.written_at",
-        )
-        .bind(ms(at))
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| match (backend(e), &self.file) {
-            (StoreError::Unavailable { fault, source }, Some(file)) => StoreError::Unavailable {
-                fault: codec::closer_look(fault, file),
-                source,
-            },
-            (other, _) => other,
-        })?;
-        tx.commit().await.map_err(backend)?;
-        Ok(())
-    }
-
     async fn delete_host(
         &self,
         id: HostId,
@@ -1708,9 +1635,10 @@ impl Store for SqliteStore {
             .map_err(backend)?;
         rows.iter().map(codec::host_backup_summary).collect()
     }
+}
 
-    // ── repositories ───────────────────────────────────────────────────
-
+#[async_trait]
+impl RepositoryStore for SqliteStore {
     async fn set_repository(
         &self,
         host: HostId,
@@ -1804,8 +1732,42 @@ impl Store for SqliteStore {
         codec::repository(&row).map(Some)
     }
 
-    // ── sealing key ────────────────────────────────────────────────────
+    async fn repositories(&self) -> StoreResult<Vec<(HostId, SealedRepository, Option<String>)>> {
+        let sql = format!(
+            "SELECT host_repositories.host_id AS host_id, refused, {} FROM host_repositories \
+             JOIN hosts ON hosts.id = host_repositories.host_id \
+             WHERE hosts.deleted_at IS NULL ORDER BY host_repositories.host_id",
+            codec::REPOSITORY_COLUMNS
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    codec::id(row, "host_id")?,
+                    codec::repository(row)?,
+                    codec::text_opt(row, "refused")?,
+                ))
+            })
+            .collect()
+    }
 
+    async fn set_repository_refused(&self, host: HostId, reason: Option<&str>) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("UPDATE host_repositories SET refused = ? WHERE host_id = ?")
+            .bind(reason)
+            .bind(host.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        tx.commit().await.map_err(backend)
+    }
+}
+
+#[async_trait]
+impl SealingStore for SqliteStore {
     async fn sealing_key_record(&self) -> StoreResult<Option<SealingKeyRecord>> {
         sqlx::query("SELECT fingerprint, recorded_at FROM sealing_key WHERE id = 1")
             .fetch_optional(&self.pool)
@@ -1888,42 +1850,47 @@ impl Store for SqliteStore {
         tx.commit().await.map_err(backend)?;
         Ok(hosts)
     }
+}
 
-    async fn repositories(&self) -> StoreResult<Vec<(HostId, SealedRepository, Option<String>)>> {
+#[async_trait]
+impl PolicyStore for SqliteStore {
+    async fn policies(&self) -> StoreResult<Vec<PolicyRecord>> {
+        self.policies_impl(None).await
+    }
+
+    async fn policy(&self, id: PolicyId) -> StoreResult<Option<PolicyRecord>> {
+        Ok(self.policies_impl(Some(id)).await?.into_iter().next())
+    }
+
+    async fn policy_targets(&self, hosts: Option<&[HostId]>) -> StoreResult<Vec<PolicyTarget>> {
+        self.policy_targets_impl(hosts).await
+    }
+
+    async fn apply_policy_changes(
+        &self,
+        policy: Option<&PolicyWrite>,
+        changes: &[HostPolicyChange],
+        audit: Option<&NewAuditEntry>,
+    ) -> StoreResult<Vec<(HostId, u64)>> {
+        self.apply_policy_changes_impl(policy, changes, audit).await
+    }
+
+    async fn hosts_of_policy(&self, id: PolicyId) -> StoreResult<Vec<Host>> {
         let sql = format!(
-            "SELECT host_repositories.host_id AS host_id, refused, {} FROM host_repositories \
-             JOIN hosts ON hosts.id = host_repositories.host_id \
-             WHERE hosts.deleted_at IS NULL ORDER BY host_repositories.host_id",
-            codec::REPOSITORY_COLUMNS
+            "SELECT {} FROM hosts WHERE policy_id = ? AND deleted_at IS NULL ORDER BY name, id",
+            codec::HOST_COLUMNS
         );
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(backend)?;
-        rows.iter()
-            .map(|row| {
-                Ok((
-                    codec::id(row, "host_id")?,
-                    codec::repository(row)?,
-                    codec::text_opt(row, "refused")?,
-                ))
-            })
-            .collect()
+        let query = sqlx::query(AssertSqlSafe(sql)).bind(id.to_string());
+        shared::read_hosts(&self.pool, query).await
     }
 
-    async fn set_repository_refused(&self, host: HostId, reason: Option<&str>) -> StoreResult<()> {
-        let mut tx = self.begin_write().await?;
-        sqlx::query("UPDATE host_repositories SET refused = ? WHERE host_id = ?")
-            .bind(reason)
-            .bind(host.to_string())
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
-        tx.commit().await.map_err(backend)
+    async fn policy_coverage(&self) -> StoreResult<Vec<PolicyCoverage>> {
+        self.policy_coverage_impl().await
     }
+}
 
-    // ── jobs ───────────────────────────────────────────────────────────
-
+#[async_trait]
+impl JobStore for SqliteStore {
     /// Inserts the job only if its host exists and is not deleted (one
     /// statement); a deleted host is [`StoreError::NotFound`] like an
     /// unknown one.
@@ -2383,9 +2350,10 @@ impl Store for SqliteStore {
         )
         .await
     }
+}
 
-    // ── repository contents ────────────────────────────────────────────
-
+#[async_trait]
+impl SnapshotStore for SqliteStore {
     /// [`StoreError::NotFound`] for an unknown or deleted host; a snapshot id
     /// listed twice is a [`StoreError::Conflict`] (nothing is replaced).
     async fn replace_snapshots(
@@ -2566,9 +2534,10 @@ impl Store for SqliteStore {
             .map(codec::repo_stats)
             .collect()
     }
+}
 
-    // ── schedules ──────────────────────────────────────────────────────
-
+#[async_trait]
+impl ScheduleStore for SqliteStore {
     /// Bumps the version first (which also finds the host), then inserts;
     /// a duplicate schedule id is [`StoreError::Conflict`].
     async fn create_schedule(
@@ -2815,9 +2784,10 @@ impl Store for SqliteStore {
             .map(codec::job)
             .collect()
     }
+}
 
-    // ── audit log ──────────────────────────────────────────────────────
-
+#[async_trait]
+impl AuditStore for SqliteStore {
     async fn record_audit(&self, entry: &NewAuditEntry) -> StoreResult<u64> {
         let mut tx = self.begin_write().await?;
         let id = insert_audit(&mut tx, entry).await?;
@@ -2872,8 +2842,26 @@ impl Store for SqliteStore {
             .map(codec::audit_entry)
             .collect()
     }
+}
 
-    // ── agent token rotation and revocation (see `agent_tokens`) ───────
+#[async_trait]
+impl AgentTokenStore for SqliteStore {
+    async fn active_agent_token(&self, id: TokenId) -> StoreResult<Option<AgentToken>> {
+        let sql = format!(
+            "SELECT {} FROM agent_tokens JOIN hosts ON hosts.id = agent_tokens.host_id \
+             WHERE agent_tokens.id = ? AND agent_tokens.revoked_at IS NULL \
+             AND hosts.deleted_at IS NULL",
+            codec::AGENT_TOKEN_COLUMNS
+        );
+        sqlx::query(AssertSqlSafe(sql))
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?
+            .as_ref()
+            .map(codec::agent_token)
+            .transpose()
+    }
 
     async fn begin_token_rotation(
         &self,
@@ -2907,5 +2895,28 @@ impl Store for SqliteStore {
         audit: Option<&NewAuditEntry>,
     ) -> StoreResult<bool> {
         self.revoke_agent_impl(host, at, audit).await
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn probe_write(&self, at: DateTime<Utc>) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO storage_probe (id, written_at) VALUES (1, ?) \
+             ON CONFLICT (id) DO UPDATE SET written_at = excluded.written_at",
+        )
+        .bind(ms(at))
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| match (backend(e), &self.file) {
+            (StoreError::Unavailable { fault, source }, Some(file)) => StoreError::Unavailable {
+                fault: codec::closer_look(fault, file),
+                source,
+            },
+            (other, _) => other,
+        })?;
+        tx.commit().await.map_err(backend)?;
+        Ok(())
     }
 }

@@ -9,7 +9,8 @@ mod common;
 use common::{open_temp, t, user};
 use rm_core::token::TokenHash;
 use rm_core::{Labels, Role, Selector, TokenId, UserId};
-use rm_store::{ApiToken, Session, Store, StoreError, User};
+use rm_store::prelude::*;
+use rm_store::{ApiToken, Session, StoreError, User};
 use rm_store_sqlite::SqliteStore;
 
 async fn add_user(store: &SqliteStore, name: &str, created: i64) -> User {

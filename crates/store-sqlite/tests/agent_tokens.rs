@@ -9,7 +9,8 @@ mod common;
 use common::{enrol_with_agent, open_temp, t};
 use rm_core::token::TokenHash;
 use rm_core::{HostId, TokenId};
-use rm_store::{AgentToken, Store, StoreError};
+use rm_store::prelude::*;
+use rm_store::{AgentToken, StoreError};
 
 fn pending(host_id: HostId, at: i64) -> AgentToken {
     AgentToken {

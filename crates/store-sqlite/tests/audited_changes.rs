@@ -11,9 +11,10 @@ mod common;
 use common::{enrol, enrollment, new_host, open_temp, t, user};
 use rm_core::token::TokenHash;
 use rm_core::{JobStatus, JobTrigger, ScheduleId, TokenId};
+use rm_store::prelude::*;
 use rm_store::{
     ApiToken, AuditActor, AuditActorKind, AuditFilter, NewAuditEntry, NewJob, ScheduleRecord,
-    Store, StoreError,
+    StoreError,
 };
 use rm_store_sqlite::SqliteStore;
 use serde_json::json;

@@ -11,9 +11,10 @@ use chrono::{DateTime, Utc};
 use common::{db_url, enrollment, open_temp, t};
 use rm_core::token::TokenHash;
 use rm_core::{HostId, JobId, JobStatus, JobTrigger, Labels, Selector, TokenId};
+use rm_store::prelude::*;
 use rm_store::{
     AgentToken, HelloRecord, HostCounts, HostPatch, JobEnd, NewHost, NewJob, ProtectedAt,
-    SealFormat, SealedRepository, SnapshotRecord, Store, MAX_HOST_PAGE,
+    SealFormat, SealedRepository, SnapshotRecord, MAX_HOST_PAGE,
 };
 use rm_store_sqlite::SqliteStore;
 

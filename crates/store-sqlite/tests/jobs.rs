@@ -11,9 +11,10 @@ mod common;
 
 use common::{enrol, ids, job_id_at, open_temp, t};
 use rm_core::{HostId, JobId, JobStatus, JobTrigger};
+use rm_store::prelude::*;
 use rm_store::{
     CommandResultRecord, Job, JobEnd, JobFilter, LogLineRecord, NewJob, RepoStatsRecord,
-    SealFormat, SealedRepository, SnapshotRecord, Store, StoreError,
+    SealFormat, SealedRepository, SnapshotRecord, StoreError,
 };
 use rm_store_sqlite::SqliteStore;
 use serde_json::json;

@@ -12,9 +12,10 @@ use std::time::Duration;
 
 use common::{open_temp, t};
 use rm_core::{ChannelId, Selector};
+use rm_store::prelude::*;
 use rm_store::{
     AuditActor, AuditActorKind, AuditFilter, ChannelRecord, DeliveryOutcome, NewAuditEntry,
-    NewNotification, NotificationStore, Store, StoreError,
+    NewNotification, StoreError,
 };
 use rm_store_sqlite::SqliteStore;
 use serde_json::json;

@@ -10,9 +10,10 @@ mod common;
 
 use common::{enrollment, new_host, open_temp, t};
 use rm_core::{HostId, PolicyId, ScheduleId, Selector};
+use rm_store::prelude::*;
 use rm_store::{
     HostPolicyChange, PolicyRecord, PolicyScheduleRecord, PolicyWrite, RepositoryChange,
-    ScheduleRecord, Store,
+    ScheduleRecord,
 };
 use rm_store_sqlite::SqliteStore;
 

@@ -11,8 +11,9 @@ mod common;
 
 use common::{db_url, enrol, ids, job_id_at, open_temp, t};
 use rm_core::{HostId, JobStatus, JobTrigger, ScheduleId};
+use rm_store::prelude::*;
 use rm_store::{
-    CommandResultRecord, Job, JobEnd, LogLineRecord, NewJob, ScheduleRecord, Store, StoreError,
+    CommandResultRecord, Job, JobEnd, LogLineRecord, NewJob, ScheduleRecord, StoreError,
 };
 use rm_store_sqlite::SqliteStore;
 use serde_json::json;

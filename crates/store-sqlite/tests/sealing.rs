@@ -8,7 +8,8 @@ mod common;
 
 use common::{db_url, enrol, open_temp, t};
 use rm_core::HostId;
-use rm_store::{SealFormat, SealedRepository, SealingKeyRecord, Store, StoreError};
+use rm_store::prelude::*;
+use rm_store::{SealFormat, SealedRepository, SealingKeyRecord, StoreError};
 use rm_store_sqlite::SqliteStore;
 
 fn sealed(byte: u8, format: SealFormat) -> SealedRepository {

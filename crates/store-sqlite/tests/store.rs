@@ -10,7 +10,8 @@ use chrono::{DateTime, Utc};
 use common::{enrol_with_agent as enrol, enrollment, new_host, open_temp, t, user};
 use rm_core::token::TokenHash;
 use rm_core::{HostId, TokenId, UserId};
-use rm_store::{ApiToken, EnrollmentToken, HelloRecord, Session, Store, StoreError};
+use rm_store::prelude::*;
+use rm_store::{ApiToken, EnrollmentToken, HelloRecord, Session, StoreError};
 use rm_store_sqlite::SqliteStore;
 
 fn session(user_id: UserId, expires: i64) -> Session {

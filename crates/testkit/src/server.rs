@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use rm_server::{AppState, ServerConfig, ServerError, TlsIdentity};
-use rm_store::Store;
+use rm_store::prelude::*;
 use tempfile::TempDir;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;

@@ -5,7 +5,8 @@
 use chrono::{DateTime, Utc};
 use rm_core::token::TokenHash;
 use rm_core::{HostId, JobId, JobStatus, JobTrigger, Labels, TokenId};
-use rm_store::{AgentToken, EnrollmentToken, HelloRecord, JobEnd, NewHost, NewJob, Store};
+use rm_store::prelude::*;
+use rm_store::{AgentToken, EnrollmentToken, HelloRecord, JobEnd, NewHost, NewJob};
 use rm_store_sqlite::SqliteStore;
 use tempfile::TempDir;
 

@@ -7,7 +7,8 @@
 use chrono::{DateTime, Utc};
 use rm_core::token::TokenHash;
 use rm_core::{HostId, JobId, TokenId, UserId};
-use rm_store::{AgentToken, EnrollmentToken, Job, NewHost, Store, User};
+use rm_store::prelude::*;
+use rm_store::{AgentToken, EnrollmentToken, Job, NewHost, User};
 use rm_store_sqlite::SqliteStore;
 use tempfile::TempDir;
 use ulid::Ulid;
