@@ -5,10 +5,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use async_trait::async_trait;
 use rm_core::{BatchId, HostId, JobStatus, PolicyId};
 use rm_store::{
     Host, HostPatch, HostPolicyChange, Job, NewAuditEntry, NewJob, PolicyCoverage, PolicyRecord,
-    PolicyTarget, PolicyWrite, RepositoryChange, RepositoryJob, StoreError, StoreResult,
+    PolicyStore, PolicyTarget, PolicyWrite, RepositoryChange, RepositoryJob, StoreError,
+    StoreResult,
 };
 // The SQL texts here are built from constant column lists and `?`
 // placeholder counts; values are always bound.
@@ -595,4 +597,41 @@ async fn write_policy(
             )
         })?;
     Ok(())
+}
+
+#[async_trait]
+impl PolicyStore for SqliteStore {
+    async fn policies(&self) -> StoreResult<Vec<PolicyRecord>> {
+        self.policies_impl(None).await
+    }
+
+    async fn policy(&self, id: PolicyId) -> StoreResult<Option<PolicyRecord>> {
+        Ok(self.policies_impl(Some(id)).await?.into_iter().next())
+    }
+
+    async fn policy_targets(&self, hosts: Option<&[HostId]>) -> StoreResult<Vec<PolicyTarget>> {
+        self.policy_targets_impl(hosts).await
+    }
+
+    async fn apply_policy_changes(
+        &self,
+        policy: Option<&PolicyWrite>,
+        changes: &[HostPolicyChange],
+        audit: Option<&NewAuditEntry>,
+    ) -> StoreResult<Vec<(HostId, u64)>> {
+        self.apply_policy_changes_impl(policy, changes, audit).await
+    }
+
+    async fn hosts_of_policy(&self, id: PolicyId) -> StoreResult<Vec<Host>> {
+        let sql = format!(
+            "SELECT {} FROM hosts WHERE policy_id = ? AND deleted_at IS NULL ORDER BY name, id",
+            codec::HOST_COLUMNS
+        );
+        let query = sqlx::query(AssertSqlSafe(sql)).bind(id.to_string());
+        crate::shared::read_hosts(&self.pool, query).await
+    }
+
+    async fn policy_coverage(&self) -> StoreResult<Vec<PolicyCoverage>> {
+        self.policy_coverage_impl().await
+    }
 }
