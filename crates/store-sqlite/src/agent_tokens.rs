@@ -10,8 +10,10 @@ use rm_store::{AgentToken, NewAuditEntry, StoreError, StoreResult};
 // The SQL texts here are built from constant column lists; values are bound.
 use sqlx::AssertSqlSafe;
 
-use crate::codec::{self, backend, ms};
+use crate::codec::backend;
 use crate::SqliteStore;
+use rm_store_sql::encode::ms;
+use rm_store_sql::AgentTokenRow;
 
 impl SqliteStore {
     pub(crate) async fn begin_token_rotation_impl(
@@ -121,15 +123,14 @@ impl SqliteStore {
             "SELECT {} FROM agent_tokens \
              WHERE host_id = ? AND pending = 1 AND revoked_at IS NULL \
              ORDER BY created_at DESC, id DESC LIMIT 1",
-            codec::AGENT_TOKEN_COLUMNS
+            rm_store_sql::AGENT_TOKEN_COLUMNS
         );
-        sqlx::query(AssertSqlSafe(sql))
+        sqlx::query_as::<_, AgentTokenRow>(AssertSqlSafe(sql))
             .bind(host.to_string())
             .fetch_optional(self.pool())
             .await
             .map_err(backend)?
-            .as_ref()
-            .map(codec::agent_token)
+            .map(AgentToken::try_from)
             .transpose()
     }
 
@@ -175,15 +176,14 @@ impl AgentTokenStore for SqliteStore {
             "SELECT {} FROM agent_tokens JOIN hosts ON hosts.id = agent_tokens.host_id \
              WHERE agent_tokens.id = ? AND agent_tokens.revoked_at IS NULL \
              AND hosts.deleted_at IS NULL",
-            codec::AGENT_TOKEN_COLUMNS
+            rm_store_sql::AGENT_TOKEN_COLUMNS
         );
-        sqlx::query(AssertSqlSafe(sql))
+        sqlx::query_as::<_, AgentTokenRow>(AssertSqlSafe(sql))
             .bind(id.to_string())
             .fetch_optional(&self.pool)
             .await
             .map_err(backend)?
-            .as_ref()
-            .map(codec::agent_token)
+            .map(AgentToken::try_from)
             .transpose()
     }
 

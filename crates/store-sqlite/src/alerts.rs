@@ -16,8 +16,10 @@ use sqlx::sqlite::SqliteRow;
 // selector's `?` clauses; values are always bound.
 use sqlx::AssertSqlSafe;
 
-use crate::codec::{self, backend, ms};
+use crate::codec::{self, backend};
 use crate::{bind_selector, selector_sql, write_audit, SqliteStore};
+use rm_store_sql::encode;
+use rm_store_sql::encode::ms;
 
 const ALERT_COLUMNS: &str = "id, kind, host_id, subject, state, message, job_id, started_at, \
      resolved_at, resolved_message, acknowledged_by, acknowledged_at, notified_at, \
@@ -360,7 +362,7 @@ impl AlertStore for SqliteStore {
              VALUES (?, ?, ?, ?, ?, ?)",
         )
         .bind(s.id.to_string())
-        .bind(codec::labels_json(&s.selector.0))
+        .bind(encode::labels_json(&s.selector.0))
         .bind(ms(s.until))
         .bind(&s.reason)
         .bind(&s.created_by)

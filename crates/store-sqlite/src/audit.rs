@@ -8,8 +8,9 @@ use rm_store::{AuditEntry, AuditFilter, NewAuditEntry, StoreResult};
 // bound, never formatted in, so each such text is asserted safe.
 use sqlx::AssertSqlSafe;
 
-use crate::codec::{self, backend};
+use crate::codec::backend;
 use crate::{insert_audit, SqliteStore};
+use rm_store_sql::AuditRow;
 
 /// `list_audit` page size when the filter's limit is 0.
 const DEFAULT_AUDIT_PAGE: u32 = 50;
@@ -30,7 +31,10 @@ impl AuditStore for SqliteStore {
     /// case-sensitive prefix; the actor filter matches the actor's user id,
     /// user name or token id exactly. `limit` 0 means 50; at most 500.
     async fn list_audit(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditEntry>> {
-        let mut sql = format!("SELECT {} FROM audit_log WHERE 1 = 1", codec::AUDIT_COLUMNS);
+        let mut sql = format!(
+            "SELECT {} FROM audit_log WHERE 1 = 1",
+            rm_store_sql::AUDIT_COLUMNS
+        );
         if filter.action_prefix.is_some() {
             // substr rather than LIKE: exact and case-sensitive, and `_` in
             // action names needs no escaping.
@@ -50,7 +54,7 @@ impl AuditStore for SqliteStore {
             0 => DEFAULT_AUDIT_PAGE,
             n => n.min(MAX_AUDIT_PAGE),
         };
-        let mut query = sqlx::query(AssertSqlSafe(sql));
+        let mut query = sqlx::query_as::<_, AuditRow>(AssertSqlSafe(sql));
         if let Some(prefix) = &filter.action_prefix {
             query = query.bind(prefix).bind(prefix);
         }
@@ -69,8 +73,8 @@ impl AuditStore for SqliteStore {
             .fetch_all(&self.pool)
             .await
             .map_err(backend)?
-            .iter()
-            .map(codec::audit_entry)
+            .into_iter()
+            .map(AuditEntry::try_from)
             .collect()
     }
 }

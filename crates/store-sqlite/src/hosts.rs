@@ -15,11 +15,14 @@ use rm_store::{
 // bound, never formatted in, so each such text is asserted safe.
 use sqlx::AssertSqlSafe;
 
-use crate::codec::{self, backend, ms, ms_opt, u64_to_i64};
+use crate::codec::{self, backend};
 use crate::{
     bind_selector, insert_error, selector_sql, statement_rows, write_audit, SqliteStore,
     BACKUP_KIND,
 };
+use rm_store_sql::encode;
+use rm_store_sql::encode::{ms, ms_opt, u64_to_i64};
+use rm_store_sql::{EnrollmentTokenRow, HostRow};
 
 /// Whether a `hosts` row is protected: a backup that saved a snapshot
 /// within its effective freshness (its own, else its policy's, else the
@@ -72,7 +75,7 @@ impl HostStore for SqliteStore {
         .bind(ms(token.expires_at))
         .bind(ms_opt(token.used_at))
         .bind(token.host_id.map(|h| h.to_string()))
-        .bind(codec::labels_json(&token.labels))
+        .bind(encode::labels_json(&token.labels))
         .execute(&mut *tx)
         .await
         .map_err(|e| {
@@ -87,12 +90,11 @@ impl HostStore for SqliteStore {
     }
 
     async fn enrollment_token(&self, id: TokenId) -> StoreResult<Option<EnrollmentToken>> {
-        self.row_by(
+        self.row_by::<EnrollmentTokenRow, EnrollmentToken>(
             "enrollment_tokens",
             "id",
-            codec::ENROLLMENT_TOKEN_COLUMNS,
+            rm_store_sql::ENROLLMENT_TOKEN_COLUMNS,
             id.to_string(),
-            codec::enrollment_token,
         )
         .await
     }
@@ -104,15 +106,15 @@ impl HostStore for SqliteStore {
         let sql = format!(
             "SELECT {} FROM enrollment_tokens WHERE used_at IS NULL AND expires_at > ? \
              ORDER BY created_at DESC, id DESC",
-            codec::ENROLLMENT_TOKEN_COLUMNS
+            rm_store_sql::ENROLLMENT_TOKEN_COLUMNS
         );
-        sqlx::query(AssertSqlSafe(sql))
+        sqlx::query_as::<_, EnrollmentTokenRow>(AssertSqlSafe(sql))
             .bind(ms(now))
             .fetch_all(&self.pool)
             .await
             .map_err(backend)?
-            .iter()
-            .map(codec::enrollment_token)
+            .into_iter()
+            .map(EnrollmentToken::try_from)
             .collect()
     }
 
@@ -156,7 +158,7 @@ impl HostStore for SqliteStore {
         .bind(&host.name)
         .bind(&host.hostname)
         .bind(now_ms)
-        .bind(host.labels.as_ref().map(codec::labels_json))
+        .bind(host.labels.as_ref().map(encode::labels_json))
         .bind(token_id.to_string())
         .execute(&mut *tx)
         .await
@@ -180,12 +182,12 @@ impl HostStore for SqliteStore {
         })?;
 
         let sql = format!("SELECT {} FROM hosts WHERE id = ?", codec::HOST_COLUMNS);
-        let row = sqlx::query(AssertSqlSafe(sql))
+        let row = sqlx::query_as::<_, HostRow>(AssertSqlSafe(sql))
             .bind(&host_id)
             .fetch_one(&mut *tx)
             .await
             .map_err(backend)?;
-        let mut stored = [codec::host(&row)?];
+        let mut stored = [Host::try_from(row)?];
         crate::shared::fill_shared(&mut tx, &mut stored).await?;
         let [stored] = stored;
         write_audit(&mut tx, audit).await?;
@@ -198,7 +200,7 @@ impl HostStore for SqliteStore {
             "SELECT {} FROM hosts WHERE deleted_at IS NULL ORDER BY enrolled_at, id",
             codec::HOST_COLUMNS
         );
-        let query = sqlx::query(AssertSqlSafe(sql));
+        let query = sqlx::query_as::<_, HostRow>(AssertSqlSafe(sql));
         crate::shared::read_hosts(&self.pool, query).await
     }
 
@@ -209,7 +211,7 @@ impl HostStore for SqliteStore {
             "SELECT {} FROM hosts WHERE deleted_at IS NULL AND id > ? ORDER BY id LIMIT ?",
             codec::HOST_COLUMNS
         );
-        let query = sqlx::query(AssertSqlSafe(sql))
+        let query = sqlx::query_as::<_, HostRow>(AssertSqlSafe(sql))
             .bind(after.map(|id| id.to_string()).unwrap_or_default())
             .bind(i64::from(limit.clamp(1, MAX_HOST_PAGE)));
         crate::shared::read_hosts(&self.pool, query).await
@@ -226,7 +228,7 @@ impl HostStore for SqliteStore {
             codec::HOST_COLUMNS,
             selector_sql(selector)
         );
-        let query = bind_selector(sqlx::query(AssertSqlSafe(sql)), selector)
+        let query = bind_selector(sqlx::query_as::<_, HostRow>(AssertSqlSafe(sql)), selector)
             .bind(after.map(|id| id.to_string()).unwrap_or_default())
             .bind(i64::from(limit.clamp(1, MAX_HOST_PAGE)));
         crate::shared::read_hosts(&self.pool, query).await
@@ -245,7 +247,7 @@ impl HostStore for SqliteStore {
             codec::HOST_COLUMNS,
             selector_sql(selector),
         );
-        let query = bind_selector(sqlx::query(AssertSqlSafe(sql)), selector)
+        let query = bind_selector(sqlx::query_as::<_, HostRow>(AssertSqlSafe(sql)), selector)
             .bind(u64_to_i64(
                 protected.default_freshness_seconds,
                 "default freshness",
@@ -315,7 +317,7 @@ impl HostStore for SqliteStore {
             codec::HOST_COLUMNS,
             selector_sql(selector)
         );
-        let query = bind_selector(sqlx::query(AssertSqlSafe(sql)), selector);
+        let query = bind_selector(sqlx::query_as::<_, HostRow>(AssertSqlSafe(sql)), selector);
         crate::shared::read_hosts(&self.pool, query).await
     }
 
@@ -334,7 +336,7 @@ impl HostStore for SqliteStore {
             codec::HOST_COLUMNS
         );
         let mut conn = self.pool.acquire().await.map_err(backend)?;
-        let row = sqlx::query(AssertSqlSafe(sql))
+        let row = sqlx::query_as::<_, HostRow>(AssertSqlSafe(sql))
             .bind(id.to_string())
             .fetch_optional(&mut *conn)
             .await
@@ -342,7 +344,7 @@ impl HostStore for SqliteStore {
         let Some(row) = row else {
             return Ok(None);
         };
-        let mut host = [codec::host(&row)?];
+        let mut host = [Host::try_from(row)?];
         crate::shared::fill_shared(&mut conn, &mut host).await?;
         let [host] = host;
         Ok(Some(host))
@@ -366,7 +368,7 @@ impl HostStore for SqliteStore {
         .bind(&hello.hostname)
         .bind(&hello.os)
         .bind(&hello.arch)
-        .bind(codec::json_strings(&hello.hooks))
+        .bind(encode::json_strings(&hello.hooks))
         .bind(serde_json::to_string(&hello.hooks_refused).unwrap_or_else(|_| "[]".to_owned()))
         .bind(&hello.platform)
         .bind(host_id.to_string())

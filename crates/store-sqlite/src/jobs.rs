@@ -14,11 +14,14 @@ use rm_store::{
 // bound, never formatted in, so each such text is asserted safe.
 use sqlx::AssertSqlSafe;
 
-use crate::codec::{self, backend, ms, u64_to_i64};
+use crate::codec::{self, backend};
 use crate::{
     bind_selector, insert_error, insert_job, placeholders, selector_sql, statement_rows,
     write_audit, SqliteStore, BACKUP_KIND,
 };
+use rm_store_sql::encode;
+use rm_store_sql::encode::{ms, u64_to_i64};
+use rm_store_sql::{CommandResultRow, JobRow, LogLineRow};
 
 /// `list_jobs` page size when the filter's limit is 0.
 const DEFAULT_JOB_PAGE: u32 = 50;
@@ -138,14 +141,16 @@ impl JobStore for SqliteStore {
     }
 
     async fn job(&self, id: JobId) -> StoreResult<Option<Job>> {
-        let sql = format!("SELECT {} FROM jobs WHERE id = ?", codec::JOB_COLUMNS);
-        sqlx::query(AssertSqlSafe(sql))
+        let sql = format!(
+            "SELECT {} FROM jobs WHERE id = ?",
+            rm_store_sql::JOB_COLUMNS
+        );
+        sqlx::query_as::<_, JobRow>(AssertSqlSafe(sql))
             .bind(id.to_string())
             .fetch_optional(&self.pool)
             .await
             .map_err(backend)?
-            .as_ref()
-            .map(codec::job)
+            .map(Job::try_from)
             .transpose()
     }
 
@@ -154,7 +159,7 @@ impl JobStore for SqliteStore {
     /// not stored, its ULID timestamp stands in for its `created_at`).
     /// `limit` 0 means 50; larger values are capped at 1000.
     async fn list_jobs(&self, filter: &JobFilter) -> StoreResult<Vec<Job>> {
-        let mut sql = format!("SELECT {} FROM jobs WHERE 1 = 1", codec::JOB_COLUMNS);
+        let mut sql = format!("SELECT {} FROM jobs WHERE 1 = 1", rm_store_sql::JOB_COLUMNS);
         if filter.host_id.is_some() {
             sql.push_str(" AND host_id = ?");
         }
@@ -181,7 +186,7 @@ impl JobStore for SqliteStore {
             0 => DEFAULT_JOB_PAGE,
             n => n.min(MAX_JOB_PAGE),
         };
-        let mut query = sqlx::query(AssertSqlSafe(sql));
+        let mut query = sqlx::query_as::<_, JobRow>(AssertSqlSafe(sql));
         if let Some(host) = filter.host_id {
             query = query.bind(host.to_string());
         }
@@ -205,8 +210,8 @@ impl JobStore for SqliteStore {
             .fetch_all(&self.pool)
             .await
             .map_err(backend)?
-            .iter()
-            .map(codec::job)
+            .into_iter()
+            .map(Job::try_from)
             .collect()
     }
 
@@ -215,17 +220,17 @@ impl JobStore for SqliteStore {
         let sql = format!(
             "SELECT {} FROM jobs WHERE host_id = ? AND status IN (?, ?) \
              ORDER BY created_at, id",
-            codec::JOB_COLUMNS
+            rm_store_sql::JOB_COLUMNS
         );
-        sqlx::query(AssertSqlSafe(sql))
+        sqlx::query_as::<_, JobRow>(AssertSqlSafe(sql))
             .bind(host.to_string())
             .bind(JobStatus::Dispatched.as_str())
             .bind(JobStatus::Running.as_str())
             .fetch_all(&self.pool)
             .await
             .map_err(backend)?
-            .iter()
-            .map(codec::job)
+            .into_iter()
+            .map(Job::try_from)
             .collect()
     }
 
@@ -237,10 +242,10 @@ impl JobStore for SqliteStore {
              AND NOT EXISTS (SELECT 1 FROM jobs AS active \
                              WHERE active.host_id = ? AND active.status IN (?, ?)) \
              ORDER BY created_at, id LIMIT 1",
-            codec::JOB_COLUMNS
+            rm_store_sql::JOB_COLUMNS
         );
         let host_id = host.to_string();
-        sqlx::query(AssertSqlSafe(sql))
+        sqlx::query_as::<_, JobRow>(AssertSqlSafe(sql))
             .bind(&host_id)
             .bind(JobStatus::Queued.as_str())
             .bind(&host_id)
@@ -249,8 +254,7 @@ impl JobStore for SqliteStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(backend)?
-            .as_ref()
-            .map(codec::job)
+            .map(Job::try_from)
             .transpose()
     }
 
@@ -362,7 +366,7 @@ impl JobStore for SqliteStore {
         let mut query = sqlx::query(AssertSqlSafe(sql))
             .bind(end.status.as_str())
             .bind(end.exit_code)
-            .bind(codec::json_value_to_opt(&end.stats))
+            .bind(encode::json_value_to_opt(&end.stats))
             .bind(&end.error)
             .bind(finished_ms)
             .bind(end.provisional)
@@ -497,17 +501,17 @@ impl JobStore for SqliteStore {
         };
         let sql = format!(
             "SELECT {} FROM job_logs WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?",
-            codec::LOG_COLUMNS
+            rm_store_sql::LOG_COLUMNS
         );
-        sqlx::query(AssertSqlSafe(sql))
+        sqlx::query_as::<_, LogLineRow>(AssertSqlSafe(sql))
             .bind(job.to_string())
             .bind(after)
             .bind(i64::from(limit.clamp(1, MAX_LOG_PAGE)))
             .fetch_all(&self.pool)
             .await
             .map_err(backend)?
-            .iter()
-            .map(codec::log_line)
+            .into_iter()
+            .map(LogLineRecord::try_from)
             .collect()
     }
 
@@ -540,12 +544,11 @@ impl JobStore for SqliteStore {
     }
 
     async fn command_result(&self, job: JobId) -> StoreResult<Option<CommandResultRecord>> {
-        self.row_by(
+        self.row_by::<CommandResultRow, CommandResultRecord>(
             "command_results",
             "job_id",
-            codec::COMMAND_RESULT_COLUMNS,
+            rm_store_sql::COMMAND_RESULT_COLUMNS,
             job.to_string(),
-            codec::command_result,
         )
         .await
     }

@@ -58,7 +58,9 @@ use sqlx::sqlite::{
 use sqlx::AssertSqlSafe;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
-use crate::codec::{backend, ms};
+use crate::codec::backend;
+use rm_store_sql::encode::ms;
+use rm_store_sql::JobRow;
 
 use crate::tx::WriteTx;
 
@@ -85,15 +87,36 @@ fn selector_sql(selector: &Selector) -> String {
     " AND json_extract(hosts.labels, ?) = ?".repeat(selector.0.as_map().len())
 }
 
-/// Binds the parameters of [`selector_sql`], in its order.
-fn bind_selector<'q>(
-    mut query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
-    selector: &Selector,
-) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
+/// Binds the parameters of [`selector_sql`], in its order, to a query or
+/// a query reading rows of a shared row type.
+fn bind_selector<'q, Q: BindText<'q>>(mut query: Q, selector: &Selector) -> Q {
     for (key, value) in selector.0.as_map() {
-        query = query.bind(format!("$.\"{key}\"")).bind(value.clone());
+        query = query
+            .bind_text(format!("$.\"{key}\""))
+            .bind_text(value.clone());
     }
     query
+}
+
+/// A query a text parameter can be bound to: `bind` is inherent to both of
+/// sqlx's query types, so [`bind_selector`] needs this to take either.
+trait BindText<'q> {
+    /// Binds `value` as the next parameter.
+    fn bind_text(self, value: String) -> Self;
+}
+
+impl<'q> BindText<'q> for sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
+    fn bind_text(self, value: String) -> Self {
+        self.bind(value)
+    }
+}
+
+impl<'q, O> BindText<'q>
+    for sqlx::query::QueryAs<'q, sqlx::Sqlite, O, sqlx::sqlite::SqliteArguments>
+{
+    fn bind_text(self, value: String) -> Self {
+        self.bind(value)
+    }
 }
 
 /// A [`Store`] backed by one SQLite database. Cheap to clone (it shares the
@@ -196,9 +219,9 @@ pub(crate) async fn insert_job(
          ?, ?, ?, ? FROM hosts \
          WHERE hosts.id = ? AND hosts.deleted_at IS NULL \
          RETURNING {}",
-        codec::JOB_COLUMNS
+        rm_store_sql::JOB_COLUMNS
     );
-    let row = sqlx::query(AssertSqlSafe(sql))
+    let row = sqlx::query_as::<_, JobRow>(AssertSqlSafe(sql))
         .bind(job.id.to_string())
         .bind(&job.kind)
         .bind(job.params.to_string())
@@ -220,7 +243,7 @@ pub(crate) async fn insert_job(
             )
         })?;
     match row {
-        Some(row) => codec::job(&row),
+        Some(row) => Job::try_from(row),
         None => Err(StoreError::NotFound(format!("host `{}`", job.host_id))),
     }
 }
@@ -314,24 +337,27 @@ async fn write_audit(
 }
 
 impl SqliteStore {
-    /// The row of `table` whose `key` column equals `value`, decoded by
-    /// `decode`: the one "look a record up by its key" query, shared.
-    async fn row_by<T>(
+    /// The row of `table` whose `key` column equals `value`, read as `R`
+    /// and converted into `T`: the one "look a record up by its key" query,
+    /// shared.
+    async fn row_by<R, T>(
         &self,
         table: &str,
         key: &str,
         columns: &str,
         value: String,
-        decode: fn(&sqlx::sqlite::SqliteRow) -> StoreResult<T>,
-    ) -> StoreResult<Option<T>> {
+    ) -> StoreResult<Option<T>>
+    where
+        R: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> + Send + Unpin,
+        T: TryFrom<R, Error = StoreError>,
+    {
         let sql = format!("SELECT {columns} FROM {table} WHERE {key} = ?");
-        sqlx::query(AssertSqlSafe(sql))
+        sqlx::query_as::<_, R>(AssertSqlSafe(sql))
             .bind(value)
             .fetch_optional(&self.pool)
             .await
             .map_err(backend)?
-            .as_ref()
-            .map(decode)
+            .map(T::try_from)
             .transpose()
     }
 

@@ -15,8 +15,10 @@ use sqlx::sqlite::SqliteRow;
 // always bound.
 use sqlx::{AssertSqlSafe, Row};
 
-use crate::codec::{self, backend, ms};
+use crate::codec::{self, backend};
 use crate::{insert_error, write_audit, SqliteStore};
+use rm_store_sql::encode;
+use rm_store_sql::encode::ms;
 
 /// Columns selected for a [`ChannelRecord`], with its queue length.
 const CHANNEL_COLUMNS: &str = "id, name, kind, config, secret_nonce, secret_ciphertext, \
@@ -115,8 +117,8 @@ impl NotificationStore for SqliteStore {
         .bind(c.config.to_string())
         .bind(c.secret.as_ref().map(|s| s.nonce.clone()))
         .bind(c.secret.as_ref().map(|s| s.ciphertext.clone()))
-        .bind(codec::labels_json(&c.selector.0))
-        .bind(codec::json_strings(&c.kinds))
+        .bind(encode::labels_json(&c.selector.0))
+        .bind(encode::json_strings(&c.kinds))
         .bind(ms(c.created_at))
         .bind(ms(c.updated_at))
         .execute(&mut *tx)
@@ -141,8 +143,8 @@ impl NotificationStore for SqliteStore {
         .bind(c.config.to_string())
         .bind(c.secret.as_ref().map(|s| s.nonce.clone()))
         .bind(c.secret.as_ref().map(|s| s.ciphertext.clone()))
-        .bind(codec::labels_json(&c.selector.0))
-        .bind(codec::json_strings(&c.kinds))
+        .bind(encode::labels_json(&c.selector.0))
+        .bind(encode::json_strings(&c.kinds))
         .bind(ms(c.updated_at))
         .bind(c.id.to_string())
         .execute(&mut *tx)
@@ -276,7 +278,7 @@ impl NotificationStore for SqliteStore {
     }
 
     async fn finish_notification(&self, id: u64, outcome: &DeliveryOutcome) -> StoreResult<bool> {
-        let id = codec::u64_to_i64(id, "outbox row id")?;
+        let id = encode::u64_to_i64(id, "outbox row id")?;
         let mut tx = self.begin_write().await?;
         let (sql, at, error, retry_at) = match outcome {
             DeliveryOutcome::Delivered { at } => (

@@ -16,11 +16,14 @@ use rm_store::{
 // placeholder counts; values are always bound.
 use sqlx::AssertSqlSafe;
 
-use crate::codec::{self, backend, ms};
+use crate::codec::{self, backend};
 use crate::{
     insert_error, insert_job, placeholders, require_live_host, upsert_repository, write_audit,
     SqliteStore,
 };
+use rm_store_sql::encode;
+use rm_store_sql::encode::ms;
+use rm_store_sql::{HostRow, JobRow, PolicyRow, PolicyTargetRow, ScheduleRow};
 
 /// Host ids (or id pairs) per `IN (…)` list when reading or changing
 /// policy targets.
@@ -55,7 +58,7 @@ impl SqliteStore {
         }
         if let Some(labels) = &patch.labels {
             sqlx::query("UPDATE hosts SET labels = ? WHERE id = ?")
-                .bind(codec::labels_json(labels))
+                .bind(encode::labels_json(labels))
                 .bind(&host_id)
                 .execute(&mut *tx)
                 .await
@@ -63,7 +66,7 @@ impl SqliteStore {
         }
         if let Some(freshness) = patch.freshness_seconds {
             sqlx::query("UPDATE hosts SET freshness_seconds = ? WHERE id = ?")
-                .bind(codec::u64_opt_to_i64(freshness, "freshness_seconds")?)
+                .bind(encode::u64_opt_to_i64(freshness, "freshness_seconds")?)
                 .bind(&host_id)
                 .execute(&mut *tx)
                 .await
@@ -71,19 +74,19 @@ impl SqliteStore {
         }
         if let Some(offline) = patch.offline_seconds {
             sqlx::query("UPDATE hosts SET offline_seconds = ? WHERE id = ?")
-                .bind(codec::u64_opt_to_i64(offline, "offline_seconds")?)
+                .bind(encode::u64_opt_to_i64(offline, "offline_seconds")?)
                 .bind(&host_id)
                 .execute(&mut *tx)
                 .await
                 .map_err(backend)?;
         }
         let sql = format!("SELECT {} FROM hosts WHERE id = ?", codec::HOST_COLUMNS);
-        let row = sqlx::query(AssertSqlSafe(sql))
+        let row = sqlx::query_as::<_, HostRow>(AssertSqlSafe(sql))
             .bind(&host_id)
             .fetch_one(&mut *tx)
             .await
             .map_err(backend)?;
-        let mut host = [codec::host(&row)?];
+        let mut host = [Host::try_from(row)?];
         crate::shared::fill_shared(&mut tx, &mut host).await?;
         let [host] = host;
         write_audit(&mut tx, audit).await?;
@@ -98,17 +101,17 @@ impl SqliteStore {
     ) -> StoreResult<Vec<PolicyRecord>> {
         let sql = format!(
             "SELECT {} FROM policies WHERE ? IS NULL OR id = ? ORDER BY created_at, id",
-            codec::POLICY_COLUMNS
+            rm_store_sql::POLICY_COLUMNS
         );
         let id = id.map(|i| i.to_string());
-        sqlx::query(AssertSqlSafe(sql))
+        sqlx::query_as::<_, PolicyRow>(AssertSqlSafe(sql))
             .bind(&id)
             .bind(&id)
             .fetch_all(&self.pool)
             .await
             .map_err(backend)?
-            .iter()
-            .map(codec::policy)
+            .into_iter()
+            .map(PolicyRecord::try_from)
             .collect()
     }
 
@@ -138,14 +141,14 @@ impl SqliteStore {
              hosts.policy_id AS policy_id, host_repositories.policy_id AS repository_policy_id, \
              {} FROM hosts LEFT JOIN host_repositories ON host_repositories.host_id = hosts.id \
              WHERE hosts.deleted_at IS NULL",
-            codec::REPOSITORY_COLUMNS_QUALIFIED
+            rm_store_sql::REPOSITORY_COLUMNS_QUALIFIED
         );
         let mut rows = Vec::new();
         match hosts {
             None => {
                 let sql = format!("{base} ORDER BY hosts.id");
                 rows.extend(
-                    sqlx::query(AssertSqlSafe(sql))
+                    sqlx::query_as::<_, PolicyTargetRow>(AssertSqlSafe(sql))
                         .fetch_all(&mut *conn)
                         .await
                         .map_err(backend)?,
@@ -157,7 +160,7 @@ impl SqliteStore {
                         "{base} AND hosts.id IN ({}) ORDER BY hosts.id",
                         placeholders(chunk.len())
                     );
-                    let mut query = sqlx::query(AssertSqlSafe(sql));
+                    let mut query = sqlx::query_as::<_, PolicyTargetRow>(AssertSqlSafe(sql));
                     for id in chunk {
                         query = query.bind(id.to_string());
                     }
@@ -167,50 +170,38 @@ impl SqliteStore {
         }
         let mut targets = Vec::with_capacity(rows.len());
         let mut index = HashMap::with_capacity(rows.len());
-        for row in &rows {
-            let host_id: HostId = codec::id(row, "host_id")?;
-            let repository = match codec::repository_opt(row)? {
-                Some(sealed) => Some((codec::id_opt(row, "repository_policy_id")?, sealed)),
-                None => None,
-            };
-            index.insert(host_id, targets.len());
-            targets.push(PolicyTarget {
-                host_id,
-                name: codec::text(row, "name")?,
-                labels: codec::labels(row, "labels")?,
-                policy_id: codec::id_opt(row, "policy_id")?,
-                repository,
-                own_schedule_kinds: Vec::new(),
-                policy_schedules: Vec::new(),
-            });
+        for row in rows {
+            let target = PolicyTarget::try_from(row)?;
+            index.insert(target.host_id, targets.len());
+            targets.push(target);
         }
         // Schedules of the same hosts: a whole-fleet read is one pass.
         let sql = format!(
             "SELECT {} FROM schedules JOIN hosts ON hosts.id = schedules.host_id \
              WHERE hosts.deleted_at IS NULL ORDER BY schedules.created_at, schedules.id",
-            codec::SCHEDULE_COLUMNS_QUALIFIED
+            rm_store_sql::SCHEDULE_COLUMNS_QUALIFIED
         );
         let wanted = |id: &HostId| index.contains_key(id);
         let schedule_rows = match hosts {
             Some(ids) if ids.len() <= HOSTS_PER_QUERY => {
                 let sql = format!(
                     "SELECT {} FROM schedules WHERE host_id IN ({}) ORDER BY created_at, id",
-                    codec::SCHEDULE_COLUMNS,
+                    rm_store_sql::SCHEDULE_COLUMNS,
                     placeholders(ids.len())
                 );
-                let mut query = sqlx::query(AssertSqlSafe(sql));
+                let mut query = sqlx::query_as::<_, ScheduleRow>(AssertSqlSafe(sql));
                 for id in ids {
                     query = query.bind(id.to_string());
                 }
                 query.fetch_all(&mut *conn).await.map_err(backend)?
             }
-            _ => sqlx::query(AssertSqlSafe(sql))
+            _ => sqlx::query_as::<_, ScheduleRow>(AssertSqlSafe(sql))
                 .fetch_all(&mut *conn)
                 .await
                 .map_err(backend)?,
         };
-        for row in &schedule_rows {
-            let schedule = codec::schedule(row)?;
+        for row in schedule_rows {
+            let schedule = rm_store::ScheduleRecord::try_from(row)?;
             if !wanted(&schedule.host_id) {
                 continue;
             }
@@ -442,7 +433,7 @@ impl SqliteStore {
              (SELECT host_id FROM host_repositories WHERE repository_key = ?) ORDER BY id",
             codec::HOST_COLUMNS
         );
-        let query = sqlx::query(AssertSqlSafe(sql)).bind(key);
+        let query = sqlx::query_as::<_, HostRow>(AssertSqlSafe(sql)).bind(key);
         crate::shared::read_hosts(&self.pool, query).await
     }
 
@@ -526,13 +517,16 @@ impl SqliteStore {
                 .await
                 .map_err(backend)?;
         if let Some(existing) = existing {
-            let sql = format!("SELECT {} FROM jobs WHERE id = ?", codec::JOB_COLUMNS);
-            let row = sqlx::query(AssertSqlSafe(sql))
+            let sql = format!(
+                "SELECT {} FROM jobs WHERE id = ?",
+                rm_store_sql::JOB_COLUMNS
+            );
+            let row = sqlx::query_as::<_, JobRow>(AssertSqlSafe(sql))
                 .bind(&existing)
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(backend)?;
-            let job = codec::job(&row)?;
+            let job = Job::try_from(row)?;
             tx.rollback().await.map_err(backend)?;
             return Ok((job, false));
         }
@@ -575,16 +569,19 @@ async fn write_policy(
     sqlx::query(sql)
         .bind(p.id.to_string())
         .bind(&p.name)
-        .bind(codec::labels_json(&p.selector.0))
+        .bind(encode::labels_json(&p.selector.0))
         .bind(p.priority)
         .bind(p.repository.as_ref().map(|r| r.nonce.clone()))
         .bind(p.repository.as_ref().map(|r| r.ciphertext.clone()))
         .bind(schedules)
-        .bind(codec::u64_opt_to_i64(
+        .bind(encode::u64_opt_to_i64(
             p.freshness_seconds,
             "freshness_seconds",
         )?)
-        .bind(codec::u64_opt_to_i64(p.offline_seconds, "offline_seconds")?)
+        .bind(encode::u64_opt_to_i64(
+            p.offline_seconds,
+            "offline_seconds",
+        )?)
         .bind(ms(p.created_at))
         .bind(ms(p.updated_at))
         .execute(&mut *conn)
@@ -627,7 +624,7 @@ impl PolicyStore for SqliteStore {
             "SELECT {} FROM hosts WHERE policy_id = ? AND deleted_at IS NULL ORDER BY name, id",
             codec::HOST_COLUMNS
         );
-        let query = sqlx::query(AssertSqlSafe(sql)).bind(id.to_string());
+        let query = sqlx::query_as::<_, HostRow>(AssertSqlSafe(sql)).bind(id.to_string());
         crate::shared::read_hosts(&self.pool, query).await
     }
 

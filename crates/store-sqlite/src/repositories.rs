@@ -10,8 +10,9 @@ use rm_store::{Host, NewAuditEntry, RepositoryJob, SealedRepository, StoreError,
 // bound, never formatted in, so each such text is asserted safe.
 use sqlx::AssertSqlSafe;
 
-use crate::codec::{self, backend};
+use crate::codec::backend;
 use crate::{require_live_host, upsert_repository, write_audit, SqliteStore};
+use rm_store_sql::{HostRepositoryRow, JoinedRepositoryRow};
 
 #[async_trait]
 impl RepositoryStore for SqliteStore {
@@ -93,19 +94,16 @@ impl RepositoryStore for SqliteStore {
             "SELECT hosts.id AS host_id, {} FROM hosts \
              LEFT JOIN host_repositories ON host_repositories.host_id = hosts.id \
              WHERE hosts.id = ? AND hosts.deleted_at IS NULL",
-            codec::REPOSITORY_COLUMNS
+            rm_store_sql::REPOSITORY_COLUMNS
         );
-        let row = sqlx::query(AssertSqlSafe(sql))
+        let row = sqlx::query_as::<_, JoinedRepositoryRow>(AssertSqlSafe(sql))
             .bind(host.to_string())
             .fetch_optional(&self.pool)
             .await
             .map_err(backend)?
             .ok_or_else(|| StoreError::NotFound(format!("host `{host}`")))?;
-        // The host exists; `updated_at` is NULL when no settings are joined.
-        if codec::time_opt(&row, "updated_at")?.is_none() {
-            return Ok(None);
-        }
-        codec::repository(&row).map(Some)
+        // The host exists; the columns are NULL when no settings are joined.
+        row.into_repository()
     }
 
     async fn repositories(&self) -> StoreResult<Vec<(HostId, SealedRepository, Option<String>)>> {
@@ -113,20 +111,14 @@ impl RepositoryStore for SqliteStore {
             "SELECT host_repositories.host_id AS host_id, refused, {} FROM host_repositories \
              JOIN hosts ON hosts.id = host_repositories.host_id \
              WHERE hosts.deleted_at IS NULL ORDER BY host_repositories.host_id",
-            codec::REPOSITORY_COLUMNS
+            rm_store_sql::REPOSITORY_COLUMNS
         );
-        let rows = sqlx::query(AssertSqlSafe(sql))
+        sqlx::query_as::<_, HostRepositoryRow>(AssertSqlSafe(sql))
             .fetch_all(&self.pool)
             .await
-            .map_err(backend)?;
-        rows.iter()
-            .map(|row| {
-                Ok((
-                    codec::id(row, "host_id")?,
-                    codec::repository(row)?,
-                    codec::text_opt(row, "refused")?,
-                ))
-            })
+            .map_err(backend)?
+            .into_iter()
+            .map(HostRepositoryRow::into_parts)
             .collect()
     }
 

@@ -12,8 +12,10 @@ use rm_store::{Job, NewAuditEntry, ScheduleRecord, StoreError, StoreResult};
 // bound, never formatted in, so each such text is asserted safe.
 use sqlx::AssertSqlSafe;
 
-use crate::codec::{self, backend, ms};
+use crate::codec::{self, backend};
 use crate::{insert_error, placeholders, statement_rows, write_audit, SqliteStore};
+use rm_store_sql::encode::ms;
+use rm_store_sql::{JobRow, ScheduleRow};
 
 /// Hosts per `IN (…)` list when reading schedule sets.
 const SET_HOSTS_PER_QUERY: usize = 256;
@@ -149,15 +151,14 @@ impl ScheduleStore for SqliteStore {
         let sql = format!(
             "SELECT {} FROM schedules WHERE id = ? \
              AND host_id IN (SELECT id FROM hosts WHERE deleted_at IS NULL)",
-            codec::SCHEDULE_COLUMNS
+            rm_store_sql::SCHEDULE_COLUMNS
         );
-        sqlx::query(AssertSqlSafe(sql))
+        sqlx::query_as::<_, ScheduleRow>(AssertSqlSafe(sql))
             .bind(id.to_string())
             .fetch_optional(&self.pool)
             .await
             .map_err(backend)?
-            .as_ref()
-            .map(codec::schedule)
+            .map(ScheduleRecord::try_from)
             .transpose()
     }
 
@@ -196,15 +197,15 @@ impl ScheduleStore for SqliteStore {
             }
             let sql = format!(
                 "SELECT {} FROM schedules WHERE host_id IN ({}) ORDER BY created_at, id",
-                codec::SCHEDULE_COLUMNS,
+                rm_store_sql::SCHEDULE_COLUMNS,
                 placeholders(chunk.len())
             );
-            let mut query = sqlx::query(AssertSqlSafe(sql));
+            let mut query = sqlx::query_as::<_, ScheduleRow>(AssertSqlSafe(sql));
             for id in chunk {
                 query = query.bind(id.to_string());
             }
             for row in query.fetch_all(&mut *tx).await.map_err(backend)? {
-                let schedule = codec::schedule(&row)?;
+                let schedule = ScheduleRecord::try_from(row)?;
                 if let Some(&at) = index.get(&schedule.host_id) {
                     sets[at].2.push(schedule);
                 }
@@ -271,9 +272,9 @@ impl ScheduleStore for SqliteStore {
         let sql = format!(
             "SELECT {} FROM jobs WHERE schedule_id = ? AND status IN (?, ?, ?) \
              ORDER BY created_at, id",
-            codec::JOB_COLUMNS
+            rm_store_sql::JOB_COLUMNS
         );
-        sqlx::query(AssertSqlSafe(sql))
+        sqlx::query_as::<_, JobRow>(AssertSqlSafe(sql))
             .bind(schedule.to_string())
             .bind(JobStatus::Queued.as_str())
             .bind(JobStatus::Dispatched.as_str())
@@ -281,8 +282,8 @@ impl ScheduleStore for SqliteStore {
             .fetch_all(&self.pool)
             .await
             .map_err(backend)?
-            .iter()
-            .map(codec::job)
+            .into_iter()
+            .map(Job::try_from)
             .collect()
     }
 }

@@ -12,8 +12,10 @@ use rm_store::{
 // bound, never formatted in, so each such text is asserted safe.
 use sqlx::AssertSqlSafe;
 
-use crate::codec::{self, backend, ms};
+use crate::codec::{self, backend};
 use crate::{write_audit, SqliteStore};
+use rm_store_sql::encode::ms;
+use rm_store_sql::{HostRepositoryRow, SealingKeyRow};
 
 /// Makes `record` the one `sealing_key` row, inside the caller's
 /// transaction.
@@ -37,26 +39,27 @@ async fn upsert_sealing_key(
 #[async_trait]
 impl SealingStore for SqliteStore {
     async fn sealing_key_record(&self) -> StoreResult<Option<SealingKeyRecord>> {
-        sqlx::query("SELECT fingerprint, recorded_at FROM sealing_key WHERE id = 1")
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(backend)?
-            .as_ref()
-            .map(codec::sealing_key)
-            .transpose()
+        sqlx::query_as::<_, SealingKeyRow>(
+            "SELECT fingerprint, recorded_at FROM sealing_key WHERE id = 1",
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)?
+        .map(SealingKeyRecord::try_from)
+        .transpose()
     }
 
     async fn sealed_repositories(&self) -> StoreResult<Vec<(HostId, SealedRepository)>> {
         let sql = format!(
-            "SELECT host_id, {} FROM host_repositories ORDER BY host_id",
-            codec::REPOSITORY_COLUMNS
+            "SELECT host_id, refused, {} FROM host_repositories ORDER BY host_id",
+            rm_store_sql::REPOSITORY_COLUMNS
         );
-        sqlx::query(AssertSqlSafe(sql))
+        sqlx::query_as::<_, HostRepositoryRow>(AssertSqlSafe(sql))
             .fetch_all(&self.pool)
             .await
             .map_err(backend)?
-            .iter()
-            .map(|row| Ok((codec::parsed(row, "host_id")?, codec::repository(row)?)))
+            .into_iter()
+            .map(|row| row.into_parts().map(|(host, sealed, _)| (host, sealed)))
             .collect()
     }
 

@@ -13,6 +13,7 @@ use sqlx::AssertSqlSafe;
 
 use crate::codec::{self, backend};
 use crate::placeholders;
+use rm_store_sql::HostRow;
 
 /// Repository keys per `IN (…)` list.
 const KEYS_PER_QUERY: usize = 500;
@@ -22,15 +23,15 @@ const KEYS_PER_QUERY: usize = 500;
 /// same connection.
 pub(crate) async fn read_hosts<'q>(
     pool: &sqlx::SqlitePool,
-    query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
+    query: sqlx::query::QueryAs<'q, sqlx::Sqlite, HostRow, sqlx::sqlite::SqliteArguments>,
 ) -> StoreResult<Vec<Host>> {
     let mut conn = pool.acquire().await.map_err(backend)?;
     let mut hosts = query
         .fetch_all(&mut *conn)
         .await
         .map_err(backend)?
-        .iter()
-        .map(codec::host)
+        .into_iter()
+        .map(Host::try_from)
         .collect::<StoreResult<Vec<Host>>>()?;
     fill_shared(&mut conn, &mut hosts).await?;
     Ok(hosts)

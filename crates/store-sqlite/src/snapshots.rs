@@ -10,8 +10,11 @@ use rm_store::{RepoStatsRecord, SnapshotRecord, StoreError, StoreResult};
 // bound, never formatted in, so each such text is asserted safe.
 use sqlx::AssertSqlSafe;
 
-use crate::codec::{self, backend, ms, ms_opt, u64_opt_to_i64, u64_to_i64};
+use crate::codec::backend;
 use crate::{insert_error, require_live_host, SqliteStore};
+use rm_store_sql::encode;
+use rm_store_sql::encode::{ms, ms_opt, u64_opt_to_i64, u64_to_i64};
+use rm_store_sql::{RepoStatsRow, SnapshotRow};
 
 /// Largest `repo_stats` page.
 const MAX_REPO_STATS_PAGE: u32 = 1000;
@@ -59,8 +62,8 @@ impl SnapshotStore for SqliteStore {
             .bind(&snapshot.short_id)
             .bind(ms(snapshot.time))
             .bind(&snapshot.hostname)
-            .bind(codec::json_strings(&snapshot.paths))
-            .bind(codec::json_strings(&snapshot.tags))
+            .bind(encode::json_strings(&snapshot.paths))
+            .bind(encode::json_strings(&snapshot.tags))
             .bind(size_bytes)
             .bind(file_count)
             .execute(&mut *tx)
@@ -97,8 +100,8 @@ impl SnapshotStore for SqliteStore {
         .bind(&snapshot.short_id)
         .bind(ms(snapshot.time))
         .bind(&snapshot.hostname)
-        .bind(codec::json_strings(&snapshot.paths))
-        .bind(codec::json_strings(&snapshot.tags))
+        .bind(encode::json_strings(&snapshot.paths))
+        .bind(encode::json_strings(&snapshot.tags))
         .bind(size_bytes)
         .bind(file_count)
         .execute(&mut *tx)
@@ -120,15 +123,15 @@ impl SnapshotStore for SqliteStore {
     async fn snapshots(&self, host: HostId) -> StoreResult<Vec<SnapshotRecord>> {
         let sql = format!(
             "SELECT {} FROM snapshots WHERE host_id = ? ORDER BY time DESC, id DESC",
-            codec::SNAPSHOT_COLUMNS
+            rm_store_sql::SNAPSHOT_COLUMNS
         );
-        sqlx::query(AssertSqlSafe(sql))
+        sqlx::query_as::<_, SnapshotRow>(AssertSqlSafe(sql))
             .bind(host.to_string())
             .fetch_all(&self.pool)
             .await
             .map_err(backend)?
-            .iter()
-            .map(codec::snapshot)
+            .into_iter()
+            .map(SnapshotRecord::try_from)
             .collect()
     }
 
@@ -186,16 +189,16 @@ impl SnapshotStore for SqliteStore {
         let sql = format!(
             "SELECT {} FROM repo_stats WHERE host_id = ? \
              ORDER BY recorded_at DESC, rowid DESC LIMIT ?",
-            codec::REPO_STATS_COLUMNS
+            rm_store_sql::REPO_STATS_COLUMNS
         );
-        sqlx::query(AssertSqlSafe(sql))
+        sqlx::query_as::<_, RepoStatsRow>(AssertSqlSafe(sql))
             .bind(host.to_string())
             .bind(i64::from(limit.clamp(1, MAX_REPO_STATS_PAGE)))
             .fetch_all(&self.pool)
             .await
             .map_err(backend)?
-            .iter()
-            .map(codec::repo_stats)
+            .into_iter()
+            .map(RepoStatsRecord::try_from)
             .collect()
     }
 }

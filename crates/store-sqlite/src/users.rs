@@ -11,9 +11,12 @@ use rm_store::{ApiToken, NewAuditEntry, Session, StoreError, StoreResult, User};
 // bound, never formatted in, so each such text is asserted safe.
 use sqlx::AssertSqlSafe;
 
-use crate::codec::{self, backend, ms, ms_opt};
+use crate::codec::{self, backend};
 use crate::tx::WriteTx;
 use crate::{insert_error, write_audit, SqliteStore};
+use rm_store_sql::encode;
+use rm_store_sql::encode::{ms, ms_opt};
+use rm_store_sql::{ApiTokenRow, SessionRow, UserRow};
 
 #[async_trait]
 impl UserStore for SqliteStore {
@@ -28,7 +31,7 @@ impl UserStore for SqliteStore {
         .bind(&user.password_hash)
         .bind(ms(user.created_at))
         .bind(user.role.as_str())
-        .bind(codec::scope_json(user.scope.as_ref()))
+        .bind(encode::scope_json(user.scope.as_ref()))
         .execute(&mut *tx)
         .await
         .map_err(|e| {
@@ -47,25 +50,26 @@ impl UserStore for SqliteStore {
     }
 
     async fn user_by_name(&self, username: &str) -> StoreResult<Option<User>> {
-        self.row_by(
+        self.row_by::<UserRow, User>(
             "users",
             "username",
-            codec::USER_COLUMNS,
+            rm_store_sql::USER_COLUMNS,
             username.to_owned(),
-            codec::user,
         )
         .await
     }
 
     async fn user_by_id(&self, id: UserId) -> StoreResult<Option<User>> {
-        let sql = format!("SELECT {} FROM users WHERE id = ?", codec::USER_COLUMNS);
-        sqlx::query(AssertSqlSafe(sql))
+        let sql = format!(
+            "SELECT {} FROM users WHERE id = ?",
+            rm_store_sql::USER_COLUMNS
+        );
+        sqlx::query_as::<_, UserRow>(AssertSqlSafe(sql))
             .bind(id.to_string())
             .fetch_optional(&self.pool)
             .await
             .map_err(backend)?
-            .as_ref()
-            .map(codec::user)
+            .map(User::try_from)
             .transpose()
     }
 
@@ -109,14 +113,14 @@ impl UserStore for SqliteStore {
     async fn list_users(&self) -> StoreResult<Vec<User>> {
         let sql = format!(
             "SELECT {} FROM users ORDER BY username, id",
-            codec::USER_COLUMNS
+            rm_store_sql::USER_COLUMNS
         );
-        sqlx::query(AssertSqlSafe(sql))
+        sqlx::query_as::<_, UserRow>(AssertSqlSafe(sql))
             .fetch_all(&self.pool)
             .await
             .map_err(backend)?
-            .iter()
-            .map(codec::user)
+            .into_iter()
+            .map(User::try_from)
             .collect()
     }
 
@@ -187,11 +191,11 @@ impl UserStore for SqliteStore {
         }
         let sql = format!(
             "UPDATE users SET role = ?, scope = ? WHERE id = ? RETURNING {}",
-            codec::USER_COLUMNS
+            rm_store_sql::USER_COLUMNS
         );
-        let row = sqlx::query(AssertSqlSafe(sql))
+        let row = sqlx::query_as::<_, UserRow>(AssertSqlSafe(sql))
             .bind(role.as_str())
-            .bind(codec::scope_json(scope))
+            .bind(encode::scope_json(scope))
             .bind(&id)
             .fetch_optional(&mut *tx)
             .await
@@ -200,7 +204,7 @@ impl UserStore for SqliteStore {
             tx.rollback().await.map_err(backend)?;
             return Err(StoreError::NotFound(format!("user `{id}`")));
         };
-        let user = codec::user(&row)?;
+        let user = User::try_from(row)?;
         write_audit(&mut tx, audit).await?;
         tx.commit().await.map_err(backend)?;
         Ok(user)
@@ -235,12 +239,11 @@ impl UserStore for SqliteStore {
     }
 
     async fn session(&self, id: TokenId) -> StoreResult<Option<Session>> {
-        self.row_by(
+        self.row_by::<SessionRow, Session>(
             "sessions",
             "id",
-            codec::SESSION_COLUMNS,
+            rm_store_sql::SESSION_COLUMNS,
             id.to_string(),
-            codec::session,
         )
         .await
     }
@@ -303,12 +306,11 @@ impl UserStore for SqliteStore {
     }
 
     async fn api_token(&self, id: TokenId) -> StoreResult<Option<ApiToken>> {
-        self.row_by(
+        self.row_by::<ApiTokenRow, ApiToken>(
             "api_tokens",
             "id",
-            codec::API_TOKEN_COLUMNS,
+            rm_store_sql::API_TOKEN_COLUMNS,
             id.to_string(),
-            codec::api_token,
         )
         .await
     }
@@ -316,15 +318,15 @@ impl UserStore for SqliteStore {
     async fn list_api_tokens(&self, user: UserId) -> StoreResult<Vec<ApiToken>> {
         let sql = format!(
             "SELECT {} FROM api_tokens WHERE user_id = ? ORDER BY created_at, id",
-            codec::API_TOKEN_COLUMNS
+            rm_store_sql::API_TOKEN_COLUMNS
         );
-        sqlx::query(AssertSqlSafe(sql))
+        sqlx::query_as::<_, ApiTokenRow>(AssertSqlSafe(sql))
             .bind(user.to_string())
             .fetch_all(&self.pool)
             .await
             .map_err(backend)?
-            .iter()
-            .map(codec::api_token)
+            .into_iter()
+            .map(ApiToken::try_from)
             .collect()
     }
 
