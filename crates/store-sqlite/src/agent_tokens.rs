@@ -7,13 +7,14 @@ use chrono::{DateTime, Utc};
 use rm_core::{HostId, TokenId};
 use rm_store::AgentTokenStore;
 use rm_store::{AgentToken, NewAuditEntry, StoreError, StoreResult};
+use rm_store_sql::encode::ms;
+use rm_store_sql::AgentTokenRow;
 // The SQL texts here are built from constant column lists; values are bound.
 use sqlx::AssertSqlSafe;
 
 use crate::codec::backend;
+use crate::fetch_optional_model;
 use crate::SqliteStore;
-use rm_store_sql::encode::ms;
-use rm_store_sql::AgentTokenRow;
 
 impl SqliteStore {
     pub(crate) async fn begin_token_rotation_impl(
@@ -125,13 +126,11 @@ impl SqliteStore {
              ORDER BY created_at DESC, id DESC LIMIT 1",
             rm_store_sql::AGENT_TOKEN_COLUMNS
         );
-        sqlx::query_as::<_, AgentTokenRow>(AssertSqlSafe(sql))
-            .bind(host.to_string())
-            .fetch_optional(self.pool())
-            .await
-            .map_err(backend)?
-            .map(AgentToken::try_from)
-            .transpose()
+        fetch_optional_model(
+            self.pool(),
+            sqlx::query_as::<_, AgentTokenRow>(AssertSqlSafe(sql)).bind(host.to_string()),
+        )
+        .await
     }
 
     pub(crate) async fn revoke_agent_token_impl(
@@ -178,13 +177,11 @@ impl AgentTokenStore for SqliteStore {
              AND hosts.deleted_at IS NULL",
             rm_store_sql::AGENT_TOKEN_COLUMNS
         );
-        sqlx::query_as::<_, AgentTokenRow>(AssertSqlSafe(sql))
-            .bind(id.to_string())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(backend)?
-            .map(AgentToken::try_from)
-            .transpose()
+        fetch_optional_model(
+            &self.pool,
+            sqlx::query_as::<_, AgentTokenRow>(AssertSqlSafe(sql)).bind(id.to_string()),
+        )
+        .await
     }
 
     async fn begin_token_rotation(

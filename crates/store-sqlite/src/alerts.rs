@@ -11,6 +11,8 @@ use rm_store::{
     AlertFilter, AlertRecord, AlertStore, NewAlert, NewAuditEntry, SilenceRecord, StoreError,
     StoreResult,
 };
+use rm_store_sql::encode;
+use rm_store_sql::encode::ms;
 use sqlx::sqlite::SqliteRow;
 // The SQL texts here are built from constant column lists and the
 // selector's `?` clauses; values are always bound.
@@ -18,8 +20,6 @@ use sqlx::AssertSqlSafe;
 
 use crate::codec::{self, backend};
 use crate::{bind_selector, selector_sql, write_audit, SqliteStore};
-use rm_store_sql::encode;
-use rm_store_sql::encode::ms;
 
 const ALERT_COLUMNS: &str = "id, kind, host_id, subject, state, message, job_id, started_at, \
      resolved_at, resolved_message, acknowledged_by, acknowledged_at, notified_at, \

@@ -3,14 +3,14 @@
 use async_trait::async_trait;
 use rm_store::prelude::*;
 use rm_store::{AuditEntry, AuditFilter, NewAuditEntry, StoreResult};
+use rm_store_sql::AuditRow;
 // Every SQL text built at run time here is made of this crate's constant
 // column lists, table names and `?` placeholder counts; values are always
 // bound, never formatted in, so each such text is asserted safe.
 use sqlx::AssertSqlSafe;
 
 use crate::codec::backend;
-use crate::{insert_audit, SqliteStore};
-use rm_store_sql::AuditRow;
+use crate::{fetch_all_models, insert_audit, SqliteStore};
 
 /// `list_audit` page size when the filter's limit is 0.
 const DEFAULT_AUDIT_PAGE: u32 = 50;
@@ -68,13 +68,6 @@ impl AuditStore for SqliteStore {
             // Ids never exceed i64::MAX, so a larger cursor is "before everything".
             query = query.bind(i64::try_from(before).unwrap_or(i64::MAX));
         }
-        query
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(backend)?
-            .into_iter()
-            .map(AuditEntry::try_from)
-            .collect()
+        fetch_all_models(&self.pool, query.bind(i64::from(limit))).await
     }
 }

@@ -10,6 +10,9 @@ use rm_store::{
     AgentToken, EnrollmentToken, HelloRecord, Host, HostBackupSummary, HostCounts, HostPatch,
     NewAuditEntry, NewHost, ProtectedAt, StoreError, StoreResult, MAX_HOST_PAGE,
 };
+use rm_store_sql::encode;
+use rm_store_sql::encode::{ms, ms_opt, u64_to_i64};
+use rm_store_sql::{EnrollmentTokenRow, HostRow};
 // Every SQL text built at run time here is made of this crate's constant
 // column lists, table names and `?` placeholder counts; values are always
 // bound, never formatted in, so each such text is asserted safe.
@@ -17,12 +20,9 @@ use sqlx::AssertSqlSafe;
 
 use crate::codec::{self, backend};
 use crate::{
-    bind_selector, insert_error, selector_sql, statement_rows, write_audit, SqliteStore,
-    BACKUP_KIND,
+    bind_selector, fetch_all_models, insert_error, selector_sql, statement_rows, write_audit,
+    SqliteStore, BACKUP_KIND,
 };
-use rm_store_sql::encode;
-use rm_store_sql::encode::{ms, ms_opt, u64_to_i64};
-use rm_store_sql::{EnrollmentTokenRow, HostRow};
 
 /// Whether a `hosts` row is protected: a backup that saved a snapshot
 /// within its effective freshness (its own, else its policy's, else the
@@ -108,14 +108,11 @@ impl HostStore for SqliteStore {
              ORDER BY created_at DESC, id DESC",
             rm_store_sql::ENROLLMENT_TOKEN_COLUMNS
         );
-        sqlx::query_as::<_, EnrollmentTokenRow>(AssertSqlSafe(sql))
-            .bind(ms(now))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(backend)?
-            .into_iter()
-            .map(EnrollmentToken::try_from)
-            .collect()
+        fetch_all_models(
+            &self.pool,
+            sqlx::query_as::<_, EnrollmentTokenRow>(AssertSqlSafe(sql)).bind(ms(now)),
+        )
+        .await
     }
 
     async fn enroll_host(

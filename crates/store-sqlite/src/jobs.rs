@@ -9,6 +9,9 @@ use rm_store::{
     CommandResultRecord, Job, JobEnd, JobFilter, LogLineRecord, NewAuditEntry, NewJob, StoreError,
     StoreResult,
 };
+use rm_store_sql::encode;
+use rm_store_sql::encode::{ms, u64_to_i64};
+use rm_store_sql::{CommandResultRow, JobRow, LogLineRow};
 // Every SQL text built at run time here is made of this crate's constant
 // column lists, table names and `?` placeholder counts; values are always
 // bound, never formatted in, so each such text is asserted safe.
@@ -16,12 +19,9 @@ use sqlx::AssertSqlSafe;
 
 use crate::codec::{self, backend};
 use crate::{
-    bind_selector, insert_error, insert_job, placeholders, selector_sql, statement_rows,
-    write_audit, SqliteStore, BACKUP_KIND,
+    bind_selector, fetch_all_models, fetch_optional_model, insert_error, insert_job, placeholders,
+    selector_sql, statement_rows, write_audit, SqliteStore, BACKUP_KIND,
 };
-use rm_store_sql::encode;
-use rm_store_sql::encode::{ms, u64_to_i64};
-use rm_store_sql::{CommandResultRow, JobRow, LogLineRow};
 
 /// `list_jobs` page size when the filter's limit is 0.
 const DEFAULT_JOB_PAGE: u32 = 50;
@@ -145,13 +145,11 @@ impl JobStore for SqliteStore {
             "SELECT {} FROM jobs WHERE id = ?",
             rm_store_sql::JOB_COLUMNS
         );
-        sqlx::query_as::<_, JobRow>(AssertSqlSafe(sql))
-            .bind(id.to_string())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(backend)?
-            .map(Job::try_from)
-            .transpose()
+        fetch_optional_model(
+            &self.pool,
+            sqlx::query_as::<_, JobRow>(AssertSqlSafe(sql)).bind(id.to_string()),
+        )
+        .await
     }
 
     /// Ordered by `created_at DESC, id DESC`. `before` pages by that same
@@ -205,14 +203,7 @@ impl JobStore for SqliteStore {
                 .bind(before_ms)
                 .bind(before_id);
         }
-        query
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(backend)?
-            .into_iter()
-            .map(Job::try_from)
-            .collect()
+        fetch_all_models(&self.pool, query.bind(i64::from(limit))).await
     }
 
     /// In creation order.
@@ -222,16 +213,14 @@ impl JobStore for SqliteStore {
              ORDER BY created_at, id",
             rm_store_sql::JOB_COLUMNS
         );
-        sqlx::query_as::<_, JobRow>(AssertSqlSafe(sql))
-            .bind(host.to_string())
-            .bind(JobStatus::Dispatched.as_str())
-            .bind(JobStatus::Running.as_str())
-            .fetch_all(&self.pool)
-            .await
-            .map_err(backend)?
-            .into_iter()
-            .map(Job::try_from)
-            .collect()
+        fetch_all_models(
+            &self.pool,
+            sqlx::query_as::<_, JobRow>(AssertSqlSafe(sql))
+                .bind(host.to_string())
+                .bind(JobStatus::Dispatched.as_str())
+                .bind(JobStatus::Running.as_str()),
+        )
+        .await
     }
 
     /// One query, so the "nothing active" check and the pick see the same
@@ -245,17 +234,16 @@ impl JobStore for SqliteStore {
             rm_store_sql::JOB_COLUMNS
         );
         let host_id = host.to_string();
-        sqlx::query_as::<_, JobRow>(AssertSqlSafe(sql))
-            .bind(&host_id)
-            .bind(JobStatus::Queued.as_str())
-            .bind(&host_id)
-            .bind(JobStatus::Dispatched.as_str())
-            .bind(JobStatus::Running.as_str())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(backend)?
-            .map(Job::try_from)
-            .transpose()
+        fetch_optional_model(
+            &self.pool,
+            sqlx::query_as::<_, JobRow>(AssertSqlSafe(sql))
+                .bind(&host_id)
+                .bind(JobStatus::Queued.as_str())
+                .bind(&host_id)
+                .bind(JobStatus::Dispatched.as_str())
+                .bind(JobStatus::Running.as_str()),
+        )
+        .await
     }
 
     /// Deleted hosts are left out; ordered by host id (enrolment order).
@@ -503,16 +491,14 @@ impl JobStore for SqliteStore {
             "SELECT {} FROM job_logs WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?",
             rm_store_sql::LOG_COLUMNS
         );
-        sqlx::query_as::<_, LogLineRow>(AssertSqlSafe(sql))
-            .bind(job.to_string())
-            .bind(after)
-            .bind(i64::from(limit.clamp(1, MAX_LOG_PAGE)))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(backend)?
-            .into_iter()
-            .map(LogLineRecord::try_from)
-            .collect()
+        fetch_all_models(
+            &self.pool,
+            sqlx::query_as::<_, LogLineRow>(AssertSqlSafe(sql))
+                .bind(job.to_string())
+                .bind(after)
+                .bind(i64::from(limit.clamp(1, MAX_LOG_PAGE))),
+        )
+        .await
     }
 
     /// [`StoreError::NotFound`] for an unknown job.

@@ -48,6 +48,8 @@ use rm_store::prelude::*;
 use rm_store::{
     Job, NewAuditEntry, NewJob, SealedRepository, StorageFault, StoreError, StoreResult,
 };
+use rm_store_sql::encode::ms;
+use rm_store_sql::JobRow;
 use sqlx::migrate::Migrator;
 // Every SQL text built at run time here is made of this crate's constant
 // column lists, table names and `?` placeholder counts; values are always
@@ -59,8 +61,6 @@ use sqlx::AssertSqlSafe;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::codec::backend;
-use rm_store_sql::encode::ms;
-use rm_store_sql::JobRow;
 
 use crate::tx::WriteTx;
 
@@ -117,6 +117,44 @@ impl<'q, O> BindText<'q>
     fn bind_text(self, value: String) -> Self {
         self.bind(value)
     }
+}
+
+/// Runs `query` and converts every row it returns into its model: the one
+/// fetch → convert of the store's lists.
+async fn fetch_all_models<'q, 'c, E, R, T>(
+    executor: E,
+    query: sqlx::query::QueryAs<'q, sqlx::Sqlite, R, sqlx::sqlite::SqliteArguments>,
+) -> StoreResult<Vec<T>>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Sqlite>,
+    R: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> + Send + Unpin,
+    T: TryFrom<R, Error = StoreError>,
+{
+    query
+        .fetch_all(executor)
+        .await
+        .map_err(backend)?
+        .into_iter()
+        .map(T::try_from)
+        .collect()
+}
+
+/// [`fetch_all_models`] of a query that finds at most one row.
+async fn fetch_optional_model<'q, 'c, E, R, T>(
+    executor: E,
+    query: sqlx::query::QueryAs<'q, sqlx::Sqlite, R, sqlx::sqlite::SqliteArguments>,
+) -> StoreResult<Option<T>>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Sqlite>,
+    R: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> + Send + Unpin,
+    T: TryFrom<R, Error = StoreError>,
+{
+    query
+        .fetch_optional(executor)
+        .await
+        .map_err(backend)?
+        .map(T::try_from)
+        .transpose()
 }
 
 /// A [`Store`] backed by one SQLite database. Cheap to clone (it shares the
@@ -352,13 +390,11 @@ impl SqliteStore {
         T: TryFrom<R, Error = StoreError>,
     {
         let sql = format!("SELECT {columns} FROM {table} WHERE {key} = ?");
-        sqlx::query_as::<_, R>(AssertSqlSafe(sql))
-            .bind(value)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(backend)?
-            .map(T::try_from)
-            .transpose()
+        fetch_optional_model(
+            &self.pool,
+            sqlx::query_as::<_, R>(AssertSqlSafe(sql)).bind(value),
+        )
+        .await
     }
 
     /// Opens (creating if missing, along with its parent directory) the

@@ -10,6 +10,8 @@ use rm_store::{
     ChannelRecord, ChannelStats, DeliveryOutcome, NewAuditEntry, NewNotification,
     NotificationStore, OutboxRow, SealFormat, SealedRepository, StoreError, StoreResult,
 };
+use rm_store_sql::encode;
+use rm_store_sql::encode::ms;
 use sqlx::sqlite::SqliteRow;
 // The SQL texts here are built from constant column lists; values are
 // always bound.
@@ -17,8 +19,6 @@ use sqlx::{AssertSqlSafe, Row};
 
 use crate::codec::{self, backend};
 use crate::{insert_error, write_audit, SqliteStore};
-use rm_store_sql::encode;
-use rm_store_sql::encode::ms;
 
 /// Columns selected for a [`ChannelRecord`], with its queue length.
 const CHANNEL_COLUMNS: &str = "id, name, kind, config, secret_nonce, secret_ciphertext, \

@@ -12,18 +12,18 @@ use rm_store::{
     PolicyStore, PolicyTarget, PolicyWrite, RepositoryChange, RepositoryJob, StoreError,
     StoreResult,
 };
+use rm_store_sql::encode;
+use rm_store_sql::encode::ms;
+use rm_store_sql::{HostRow, JobRow, PolicyRow, PolicyTargetRow, ScheduleRow};
 // The SQL texts here are built from constant column lists and `?`
 // placeholder counts; values are always bound.
 use sqlx::AssertSqlSafe;
 
 use crate::codec::{self, backend};
 use crate::{
-    insert_error, insert_job, placeholders, require_live_host, upsert_repository, write_audit,
-    SqliteStore,
+    fetch_all_models, insert_error, insert_job, placeholders, require_live_host, upsert_repository,
+    write_audit, SqliteStore,
 };
-use rm_store_sql::encode;
-use rm_store_sql::encode::ms;
-use rm_store_sql::{HostRow, JobRow, PolicyRow, PolicyTargetRow, ScheduleRow};
 
 /// Host ids (or id pairs) per `IN (…)` list when reading or changing
 /// policy targets.
@@ -104,15 +104,13 @@ impl SqliteStore {
             rm_store_sql::POLICY_COLUMNS
         );
         let id = id.map(|i| i.to_string());
-        sqlx::query_as::<_, PolicyRow>(AssertSqlSafe(sql))
-            .bind(&id)
-            .bind(&id)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(backend)?
-            .into_iter()
-            .map(PolicyRecord::try_from)
-            .collect()
+        fetch_all_models(
+            &self.pool,
+            sqlx::query_as::<_, PolicyRow>(AssertSqlSafe(sql))
+                .bind(&id)
+                .bind(&id),
+        )
+        .await
     }
 
     pub(crate) async fn policy_targets_impl(

@@ -5,6 +5,7 @@ use async_trait::async_trait;
 use rm_core::HostId;
 use rm_store::prelude::*;
 use rm_store::{Host, NewAuditEntry, RepositoryJob, SealedRepository, StoreError, StoreResult};
+use rm_store_sql::{HostRepositoryRow, JoinedRepositoryRow};
 // Every SQL text built at run time here is made of this crate's constant
 // column lists, table names and `?` placeholder counts; values are always
 // bound, never formatted in, so each such text is asserted safe.
@@ -12,7 +13,6 @@ use sqlx::AssertSqlSafe;
 
 use crate::codec::backend;
 use crate::{require_live_host, upsert_repository, write_audit, SqliteStore};
-use rm_store_sql::{HostRepositoryRow, JoinedRepositoryRow};
 
 #[async_trait]
 impl RepositoryStore for SqliteStore {

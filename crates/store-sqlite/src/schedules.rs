@@ -7,15 +7,18 @@ use async_trait::async_trait;
 use rm_core::{HostId, JobStatus, ScheduleId};
 use rm_store::prelude::*;
 use rm_store::{Job, NewAuditEntry, ScheduleRecord, StoreError, StoreResult};
+use rm_store_sql::encode::ms;
+use rm_store_sql::{JobRow, ScheduleRow};
 // Every SQL text built at run time here is made of this crate's constant
 // column lists, table names and `?` placeholder counts; values are always
 // bound, never formatted in, so each such text is asserted safe.
 use sqlx::AssertSqlSafe;
 
 use crate::codec::{self, backend};
-use crate::{insert_error, placeholders, statement_rows, write_audit, SqliteStore};
-use rm_store_sql::encode::ms;
-use rm_store_sql::{JobRow, ScheduleRow};
+use crate::{
+    fetch_all_models, fetch_optional_model, insert_error, placeholders, statement_rows,
+    write_audit, SqliteStore,
+};
 
 /// Hosts per `IN (…)` list when reading schedule sets.
 const SET_HOSTS_PER_QUERY: usize = 256;
@@ -153,13 +156,11 @@ impl ScheduleStore for SqliteStore {
              AND host_id IN (SELECT id FROM hosts WHERE deleted_at IS NULL)",
             rm_store_sql::SCHEDULE_COLUMNS
         );
-        sqlx::query_as::<_, ScheduleRow>(AssertSqlSafe(sql))
-            .bind(id.to_string())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(backend)?
-            .map(ScheduleRecord::try_from)
-            .transpose()
+        fetch_optional_model(
+            &self.pool,
+            sqlx::query_as::<_, ScheduleRow>(AssertSqlSafe(sql)).bind(id.to_string()),
+        )
+        .await
     }
 
     /// All reads run in one read transaction, so they see one snapshot of
@@ -274,16 +275,14 @@ impl ScheduleStore for SqliteStore {
              ORDER BY created_at, id",
             rm_store_sql::JOB_COLUMNS
         );
-        sqlx::query_as::<_, JobRow>(AssertSqlSafe(sql))
-            .bind(schedule.to_string())
-            .bind(JobStatus::Queued.as_str())
-            .bind(JobStatus::Dispatched.as_str())
-            .bind(JobStatus::Running.as_str())
-            .fetch_all(&self.pool)
-            .await
-            .map_err(backend)?
-            .into_iter()
-            .map(Job::try_from)
-            .collect()
+        fetch_all_models(
+            &self.pool,
+            sqlx::query_as::<_, JobRow>(AssertSqlSafe(sql))
+                .bind(schedule.to_string())
+                .bind(JobStatus::Queued.as_str())
+                .bind(JobStatus::Dispatched.as_str())
+                .bind(JobStatus::Running.as_str()),
+        )
+        .await
     }
 }

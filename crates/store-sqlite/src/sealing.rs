@@ -7,6 +7,8 @@ use rm_store::prelude::*;
 use rm_store::{
     NewAuditEntry, SealFormat, SealedRepository, SealingKeyRecord, StoreError, StoreResult,
 };
+use rm_store_sql::encode::ms;
+use rm_store_sql::{HostRepositoryRow, SealingKeyRow};
 // Every SQL text built at run time here is made of this crate's constant
 // column lists, table names and `?` placeholder counts; values are always
 // bound, never formatted in, so each such text is asserted safe.
@@ -14,8 +16,6 @@ use sqlx::AssertSqlSafe;
 
 use crate::codec::{self, backend};
 use crate::{write_audit, SqliteStore};
-use rm_store_sql::encode::ms;
-use rm_store_sql::{HostRepositoryRow, SealingKeyRow};
 
 /// Makes `record` the one `sealing_key` row, inside the caller's
 /// transaction.

@@ -7,13 +7,13 @@
 use std::collections::{BTreeSet, HashMap};
 
 use rm_store::{Host, StoreResult};
+use rm_store_sql::HostRow;
 // The SQL text is built from a constant and a `?` placeholder count; the
 // keys are bound.
 use sqlx::AssertSqlSafe;
 
 use crate::codec::{self, backend};
 use crate::placeholders;
-use rm_store_sql::HostRow;
 
 /// Repository keys per `IN (…)` list.
 const KEYS_PER_QUERY: usize = 500;

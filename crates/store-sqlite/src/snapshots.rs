@@ -5,16 +5,16 @@ use async_trait::async_trait;
 use rm_core::HostId;
 use rm_store::prelude::*;
 use rm_store::{RepoStatsRecord, SnapshotRecord, StoreError, StoreResult};
+use rm_store_sql::encode;
+use rm_store_sql::encode::{ms, ms_opt, u64_opt_to_i64, u64_to_i64};
+use rm_store_sql::{RepoStatsRow, SnapshotRow};
 // Every SQL text built at run time here is made of this crate's constant
 // column lists, table names and `?` placeholder counts; values are always
 // bound, never formatted in, so each such text is asserted safe.
 use sqlx::AssertSqlSafe;
 
 use crate::codec::backend;
-use crate::{insert_error, require_live_host, SqliteStore};
-use rm_store_sql::encode;
-use rm_store_sql::encode::{ms, ms_opt, u64_opt_to_i64, u64_to_i64};
-use rm_store_sql::{RepoStatsRow, SnapshotRow};
+use crate::{fetch_all_models, insert_error, require_live_host, SqliteStore};
 
 /// Largest `repo_stats` page.
 const MAX_REPO_STATS_PAGE: u32 = 1000;
@@ -125,14 +125,11 @@ impl SnapshotStore for SqliteStore {
             "SELECT {} FROM snapshots WHERE host_id = ? ORDER BY time DESC, id DESC",
             rm_store_sql::SNAPSHOT_COLUMNS
         );
-        sqlx::query_as::<_, SnapshotRow>(AssertSqlSafe(sql))
-            .bind(host.to_string())
-            .fetch_all(&self.pool)
-            .await
-            .map_err(backend)?
-            .into_iter()
-            .map(SnapshotRecord::try_from)
-            .collect()
+        fetch_all_models(
+            &self.pool,
+            sqlx::query_as::<_, SnapshotRow>(AssertSqlSafe(sql)).bind(host.to_string()),
+        )
+        .await
     }
 
     /// Sets the host's `repo_size_bytes` to `raw_size_bytes` when that is
@@ -191,14 +188,12 @@ impl SnapshotStore for SqliteStore {
              ORDER BY recorded_at DESC, rowid DESC LIMIT ?",
             rm_store_sql::REPO_STATS_COLUMNS
         );
-        sqlx::query_as::<_, RepoStatsRow>(AssertSqlSafe(sql))
-            .bind(host.to_string())
-            .bind(i64::from(limit.clamp(1, MAX_REPO_STATS_PAGE)))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(backend)?
-            .into_iter()
-            .map(RepoStatsRecord::try_from)
-            .collect()
+        fetch_all_models(
+            &self.pool,
+            sqlx::query_as::<_, RepoStatsRow>(AssertSqlSafe(sql))
+                .bind(host.to_string())
+                .bind(i64::from(limit.clamp(1, MAX_REPO_STATS_PAGE))),
+        )
+        .await
     }
 }

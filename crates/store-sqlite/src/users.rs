@@ -6,6 +6,9 @@ use chrono::{DateTime, Utc};
 use rm_core::{Role, Selector, TokenId, UserId};
 use rm_store::prelude::*;
 use rm_store::{ApiToken, NewAuditEntry, Session, StoreError, StoreResult, User};
+use rm_store_sql::encode;
+use rm_store_sql::encode::{ms, ms_opt};
+use rm_store_sql::{ApiTokenRow, SessionRow, UserRow};
 // Every SQL text built at run time here is made of this crate's constant
 // column lists, table names and `?` placeholder counts; values are always
 // bound, never formatted in, so each such text is asserted safe.
@@ -13,10 +16,7 @@ use sqlx::AssertSqlSafe;
 
 use crate::codec::{self, backend};
 use crate::tx::WriteTx;
-use crate::{insert_error, write_audit, SqliteStore};
-use rm_store_sql::encode;
-use rm_store_sql::encode::{ms, ms_opt};
-use rm_store_sql::{ApiTokenRow, SessionRow, UserRow};
+use crate::{fetch_all_models, fetch_optional_model, insert_error, write_audit, SqliteStore};
 
 #[async_trait]
 impl UserStore for SqliteStore {
@@ -64,13 +64,11 @@ impl UserStore for SqliteStore {
             "SELECT {} FROM users WHERE id = ?",
             rm_store_sql::USER_COLUMNS
         );
-        sqlx::query_as::<_, UserRow>(AssertSqlSafe(sql))
-            .bind(id.to_string())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(backend)?
-            .map(User::try_from)
-            .transpose()
+        fetch_optional_model(
+            &self.pool,
+            sqlx::query_as::<_, UserRow>(AssertSqlSafe(sql)).bind(id.to_string()),
+        )
+        .await
     }
 
     async fn set_user_password(
@@ -115,13 +113,7 @@ impl UserStore for SqliteStore {
             "SELECT {} FROM users ORDER BY username, id",
             rm_store_sql::USER_COLUMNS
         );
-        sqlx::query_as::<_, UserRow>(AssertSqlSafe(sql))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(backend)?
-            .into_iter()
-            .map(User::try_from)
-            .collect()
+        fetch_all_models(&self.pool, sqlx::query_as::<_, UserRow>(AssertSqlSafe(sql))).await
     }
 
     async fn delete_user(&self, id: UserId, audit: Option<&NewAuditEntry>) -> StoreResult<()> {
@@ -320,14 +312,11 @@ impl UserStore for SqliteStore {
             "SELECT {} FROM api_tokens WHERE user_id = ? ORDER BY created_at, id",
             rm_store_sql::API_TOKEN_COLUMNS
         );
-        sqlx::query_as::<_, ApiTokenRow>(AssertSqlSafe(sql))
-            .bind(user.to_string())
-            .fetch_all(&self.pool)
-            .await
-            .map_err(backend)?
-            .into_iter()
-            .map(ApiToken::try_from)
-            .collect()
+        fetch_all_models(
+            &self.pool,
+            sqlx::query_as::<_, ApiTokenRow>(AssertSqlSafe(sql)).bind(user.to_string()),
+        )
+        .await
     }
 
     async fn revoke_api_token(
