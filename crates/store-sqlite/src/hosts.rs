@@ -178,15 +178,9 @@ impl HostStore for SqliteStore {
             )
         })?;
 
-        let sql = format!("SELECT {} FROM hosts WHERE id = ?", codec::HOST_COLUMNS);
-        let row = sqlx::query_as::<_, HostRow>(AssertSqlSafe(sql))
-            .bind(&host_id)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(backend)?;
-        let mut stored = [Host::try_from(row)?];
-        crate::shared::fill_shared(&mut tx, &mut stored).await?;
-        let [stored] = stored;
+        let stored = crate::shared::read_host(&mut tx, &host_id, false)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("host `{host_id}`")))?;
         write_audit(&mut tx, audit).await?;
         tx.commit().await.map_err(backend)?;
         Ok(stored)
@@ -328,23 +322,8 @@ impl HostStore for SqliteStore {
     }
 
     async fn host(&self, id: HostId) -> StoreResult<Option<Host>> {
-        let sql = format!(
-            "SELECT {} FROM hosts WHERE id = ? AND deleted_at IS NULL",
-            codec::HOST_COLUMNS
-        );
         let mut conn = self.pool.acquire().await.map_err(backend)?;
-        let row = sqlx::query_as::<_, HostRow>(AssertSqlSafe(sql))
-            .bind(id.to_string())
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(backend)?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        let mut host = [Host::try_from(row)?];
-        crate::shared::fill_shared(&mut conn, &mut host).await?;
-        let [host] = host;
-        Ok(Some(host))
+        crate::shared::read_host(&mut conn, &id.to_string(), true).await
     }
 
     async fn record_hello(&self, host_id: HostId, hello: &HelloRecord) -> StoreResult<()> {

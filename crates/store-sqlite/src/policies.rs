@@ -80,15 +80,9 @@ impl SqliteStore {
                 .await
                 .map_err(backend)?;
         }
-        let sql = format!("SELECT {} FROM hosts WHERE id = ?", codec::HOST_COLUMNS);
-        let row = sqlx::query_as::<_, HostRow>(AssertSqlSafe(sql))
-            .bind(&host_id)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(backend)?;
-        let mut host = [Host::try_from(row)?];
-        crate::shared::fill_shared(&mut tx, &mut host).await?;
-        let [host] = host;
+        let host = crate::shared::read_host(&mut tx, &host_id, false)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("host `{host_id}`")))?;
         write_audit(&mut tx, audit).await?;
         tx.commit().await.map_err(backend)?;
         Ok(host)

@@ -37,6 +37,33 @@ pub(crate) async fn read_hosts<'q>(
     Ok(hosts)
 }
 
+/// Host `id` read on `conn` (so inside the caller's transaction, when
+/// it holds one) with `repository_shared_with` filled in; only if it is
+/// not deleted when `live`.
+pub(crate) async fn read_host(
+    conn: &mut sqlx::SqliteConnection,
+    id: &str,
+    live: bool,
+) -> StoreResult<Option<Host>> {
+    let sql = format!(
+        "SELECT {} FROM hosts WHERE id = ?{}",
+        codec::HOST_COLUMNS,
+        if live { " AND deleted_at IS NULL" } else { "" }
+    );
+    let row = sqlx::query_as::<_, HostRow>(AssertSqlSafe(sql))
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(backend)?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let mut host = [Host::try_from(row)?];
+    fill_shared(conn, &mut host).await?;
+    let [host] = host;
+    Ok(Some(host))
+}
+
 /// Fills in `repository_shared_with` of `hosts` (read with
 /// [`codec::HOST_COLUMNS`], every one live): one grouped count over the
 /// `host_repositories_key` index per distinct repository among them.
