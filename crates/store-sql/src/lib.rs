@@ -22,9 +22,11 @@ pub mod encode;
 mod flag;
 
 mod agent_tokens;
+mod alerts;
 mod audit;
 mod hosts;
 mod jobs;
+mod notifications;
 mod policies;
 mod repositories;
 mod schedules;
@@ -33,12 +35,14 @@ mod snapshots;
 mod users;
 
 pub use agent_tokens::{AgentTokenRow, AGENT_TOKEN_COLUMNS};
+pub use alerts::{AlertRow, SilenceRow, ALERT_COLUMNS, SILENCE_COLUMNS};
 pub use audit::{AuditRow, AUDIT_COLUMNS};
 pub use flag::Flag;
 pub use hosts::{EnrollmentTokenRow, HostRow, ENROLLMENT_TOKEN_COLUMNS};
 pub use jobs::{
     CommandResultRow, JobRow, LogLineRow, COMMAND_RESULT_COLUMNS, JOB_COLUMNS, LOG_COLUMNS,
 };
+pub use notifications::{ChannelRow, OutboxEntryRow, CHANNEL_COLUMNS, OUTBOX_COLUMNS};
 pub use policies::{PolicyRow, PolicyTargetRow, POLICY_COLUMNS};
 pub use repositories::{
     HostRepositoryRow, JoinedRepositoryRow, RepositoryRow, REPOSITORY_COLUMNS,

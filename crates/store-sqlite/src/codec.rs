@@ -9,12 +9,10 @@
 //! with its `encode` helpers: ids as ULID strings, timestamps as INTEGER
 //! unix milliseconds, flags as 0/1, JSON as TEXT.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
-use rm_core::Labels;
 use rm_store::{HostBackupSummary, HostCounts, LastBackupRun, StorageFault, StoreError};
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
@@ -203,12 +201,6 @@ pub(crate) fn json_value(row: &SqliteRow, col: &str) -> Result<serde_json::Value
     serde_json::from_str(&s).map_err(|e| corrupt(col, format!("invalid JSON: {e}")))
 }
 
-/// A NOT NULL JSON text column holding an array of strings.
-pub(crate) fn json_string_list(row: &SqliteRow, col: &str) -> Result<Vec<String>, StoreError> {
-    let s = text(row, col)?;
-    serde_json::from_str(&s).map_err(|e| corrupt(col, format!("not a JSON array of strings: {e}")))
-}
-
 /// A count (`COUNT(*)` or similar) column.
 pub(crate) fn count(row: &SqliteRow, col: &str) -> Result<u64, StoreError> {
     let v = raw::<i64>(row, col)?;
@@ -281,12 +273,4 @@ pub(crate) fn host_counts(row: &SqliteRow) -> Result<HostCounts, StoreError> {
         not_backed_up: count(row, "not_backed_up")?,
         unconfigured: count(row, "unconfigured")?,
     })
-}
-
-/// A JSON object of strings stored by this crate (labels, selectors).
-pub(crate) fn labels(row: &SqliteRow, col: &str) -> Result<Labels, StoreError> {
-    let raw = text(row, col)?;
-    serde_json::from_str::<BTreeMap<String, String>>(&raw)
-        .map(Labels::from_stored)
-        .map_err(|e| corrupt(col, e))
 }
