@@ -233,7 +233,7 @@ pub(crate) const HOST_COLUMNS: &str = "id, name, hostname, enrolled_at, last_see
      platform, upgrade_requested_version, upgrade_requested_at, upgrade_state, upgrade_version, \
      upgrade_error, upgrade_at";
 
-/// Decodes a row of [`rm_store::Store::host_backup_summaries`]. Byte
+/// Decodes a row of [`rm_store::HostStore::host_backup_summaries`]. Byte
 /// counts that are not whole non-negative numbers (a stats object from an
 /// older agent, or none) read as unknown rather than corrupt: they are
 /// restic's report, not the store's own data.

@@ -18,7 +18,9 @@
 //! SqliteStore` lives in the file named as its trait's (`users.rs`,
 //! `hosts.rs`, `jobs.rs`, …) with the helpers only it uses; this file opens
 //! the store and keeps the plumbing several aggregates share, `tx.rs` the
-//! write transaction, `codec.rs` the decoding and error mapping.
+//! write transaction, `codec.rs` the error mapping. Models are read as the
+//! shared rows of `rm-store-sql` (`query_as::<_, XRow>` and the row's one
+//! conversion), the same rows the PostgreSQL store reads.
 
 mod agent_tokens;
 mod alerts;
