@@ -24,7 +24,8 @@ use std::time::Duration;
 
 use chrono::Utc;
 use rm_core::{JobId, JobStatus, JobTrigger};
-use rm_store::{JobEnd, NewJob, Store};
+use rm_store::prelude::*;
+use rm_store::{JobEnd, NewJob};
 use rm_testkit::fleet::{self, knob, print_rows};
 use rm_testkit::prometheus::Page;
 use rm_testkit::ServerProcess;

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
-use rm_store::Store;
+use rm_store::prelude::*;
 use rm_store_sqlite::SqliteStore;
 
 use crate::cli::StoreArgs;

@@ -12,7 +12,8 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use rm_core::schedule::ManualClock;
 use rm_core::{JobStatus, Labels, SilenceId};
 use rm_server::alerts::evaluator::{Due, Evaluator, Settings};
-use rm_store::{AlertFilter, AlertRecord, HostPatch, NewAlert, SilenceRecord, Store};
+use rm_store::prelude::*;
+use rm_store::{AlertFilter, AlertRecord, HostPatch, NewAlert, SilenceRecord};
 use rm_testkit::store::{connect_host, ended_job, enrol_host, temp_store, TestDatabase};
 
 fn start() -> DateTime<Utc> {

@@ -10,7 +10,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use rm_protocol::JobOutcome;
-use rm_store::Store;
+use rm_store::prelude::*;
 use rm_store_sqlite::SqliteStore;
 use rm_testkit::{Api, RawAgent, ServerProcess, TestServer, ADMIN_PASSWORD};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};

@@ -4,7 +4,8 @@
 use chrono::Utc;
 use rm_core::password::{generate_password, hash_password};
 use rm_core::UserId;
-use rm_store::{Store, User};
+use rm_store::prelude::*;
+use rm_store::User;
 
 use crate::ServerError;
 

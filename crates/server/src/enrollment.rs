@@ -10,9 +10,8 @@ use rm_core::Labels;
 use rm_protocol::api::{
     CreateEnrollmentToken, EnrollRequest, EnrollResponse, EnrollmentTokenCreated,
 };
-use rm_store::{
-    AgentToken, AuditActor, AuditActorKind, EnrollmentToken, NewHost, Store, StoreError,
-};
+use rm_store::prelude::*;
+use rm_store::{AgentToken, AuditActor, AuditActorKind, EnrollmentToken, NewHost, StoreError};
 
 use crate::audit::{Action, Audit, Client, Target};
 use crate::config::ServerConfig;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use rm_core::HostId;
-use rm_store::Store;
+use rm_store::prelude::*;
 use tokio::task::JoinHandle;
 
 use crate::state::AppState;

@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 use chrono::Utc;
 use rm_core::sealing::{SealError, Sealed, SealingKey, UNBOUND};
 use rm_core::HostId;
-use rm_store::{SealFormat, SealedRepository, SealingKeyRecord, Store, StoreError};
+use rm_store::prelude::*;
+use rm_store::{SealFormat, SealedRepository, SealingKeyRecord, StoreError};
 
 use crate::audit::{Action, Audit, Target};
 use crate::keyfile;

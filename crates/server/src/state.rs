@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use rm_core::sealing::SealingKey;
-use rm_store::Store;
+use rm_store::prelude::*;
 
 use crate::config::ServerConfig;
 use crate::hub::Hub;

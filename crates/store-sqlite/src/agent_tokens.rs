@@ -2,13 +2,18 @@
 //! token is a `pending` row beside the current one until the agent confirms
 //! it; revoking an agent revokes every token of the host and stamps it.
 
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rm_core::{HostId, TokenId};
+use rm_store::AgentTokenStore;
 use rm_store::{AgentToken, NewAuditEntry, StoreError, StoreResult};
+use rm_store_sql::encode::ms;
+use rm_store_sql::AgentTokenRow;
 // The SQL texts here are built from constant column lists; values are bound.
 use sqlx::AssertSqlSafe;
 
-use crate::codec::{self, backend, ms};
+use crate::codec::backend;
+use crate::fetch_optional_model;
 use crate::SqliteStore;
 
 impl SqliteStore {
@@ -119,16 +124,13 @@ impl SqliteStore {
             "SELECT {} FROM agent_tokens \
              WHERE host_id = ? AND pending = 1 AND revoked_at IS NULL \
              ORDER BY created_at DESC, id DESC LIMIT 1",
-            codec::AGENT_TOKEN_COLUMNS
+            rm_store_sql::AGENT_TOKEN_COLUMNS
         );
-        sqlx::query(AssertSqlSafe(sql))
-            .bind(host.to_string())
-            .fetch_optional(self.pool())
-            .await
-            .map_err(backend)?
-            .as_ref()
-            .map(codec::agent_token)
-            .transpose()
+        fetch_optional_model(
+            self.pool(),
+            sqlx::query_as::<_, AgentTokenRow>(AssertSqlSafe(sql)).bind(host.to_string()),
+        )
+        .await
     }
 
     pub(crate) async fn revoke_agent_token_impl(
@@ -163,5 +165,56 @@ impl SqliteStore {
             audit,
         )
         .await
+    }
+}
+
+#[async_trait]
+impl AgentTokenStore for SqliteStore {
+    async fn active_agent_token(&self, id: TokenId) -> StoreResult<Option<AgentToken>> {
+        let sql = format!(
+            "SELECT {} FROM agent_tokens JOIN hosts ON hosts.id = agent_tokens.host_id \
+             WHERE agent_tokens.id = ? AND agent_tokens.revoked_at IS NULL \
+             AND hosts.deleted_at IS NULL",
+            rm_store_sql::AGENT_TOKEN_COLUMNS
+        );
+        fetch_optional_model(
+            &self.pool,
+            sqlx::query_as::<_, AgentTokenRow>(AssertSqlSafe(sql)).bind(id.to_string()),
+        )
+        .await
+    }
+
+    async fn begin_token_rotation(
+        &self,
+        token: &AgentToken,
+        audit: Option<&NewAuditEntry>,
+    ) -> StoreResult<()> {
+        self.begin_token_rotation_impl(token, audit).await
+    }
+
+    async fn promote_agent_token(
+        &self,
+        host: HostId,
+        id: TokenId,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        self.promote_agent_token_impl(host, id, at).await
+    }
+
+    async fn pending_agent_token(&self, host: HostId) -> StoreResult<Option<AgentToken>> {
+        self.pending_agent_token_impl(host).await
+    }
+
+    async fn revoke_agent_token(&self, id: TokenId, at: DateTime<Utc>) -> StoreResult<bool> {
+        self.revoke_agent_token_impl(id, at).await
+    }
+
+    async fn revoke_agent(
+        &self,
+        host: HostId,
+        at: DateTime<Utc>,
+        audit: Option<&NewAuditEntry>,
+    ) -> StoreResult<bool> {
+        self.revoke_agent_impl(host, at, audit).await
     }
 }

@@ -6,63 +6,30 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use rm_core::{AlertId, HostId, Selector, SilenceId};
+use rm_core::{AlertId, HostId, SilenceId};
 use rm_store::{
     AlertFilter, AlertRecord, AlertStore, NewAlert, NewAuditEntry, SilenceRecord, StoreError,
     StoreResult,
 };
-use sqlx::sqlite::SqliteRow;
+use rm_store_sql::encode;
+use rm_store_sql::encode::ms;
+use rm_store_sql::{AlertRow, SilenceRow, ALERT_COLUMNS};
 // The SQL texts here are built from constant column lists and the
 // selector's `?` clauses; values are always bound.
 use sqlx::AssertSqlSafe;
 
-use crate::codec::{self, backend, ms};
+use crate::codec::{self, backend};
 use crate::{bind_selector, selector_sql, write_audit, SqliteStore};
-
-const ALERT_COLUMNS: &str = "id, kind, host_id, subject, state, message, job_id, started_at, \
-     resolved_at, resolved_message, acknowledged_by, acknowledged_at, notified_at, \
-     notifications, next_notify_at";
-
-fn alert(row: &SqliteRow) -> Result<AlertRecord, StoreError> {
-    Ok(AlertRecord {
-        id: codec::id(row, "id")?,
-        kind: codec::text(row, "kind")?,
-        host_id: codec::id(row, "host_id")?,
-        subject: codec::text(row, "subject")?,
-        firing: codec::text(row, "state")? == "firing",
-        message: codec::text(row, "message")?,
-        job_id: codec::id_opt(row, "job_id")?,
-        started_at: codec::time(row, "started_at")?,
-        resolved_at: codec::time_opt(row, "resolved_at")?,
-        resolved_message: codec::text_opt(row, "resolved_message")?,
-        acknowledged_by: codec::text_opt(row, "acknowledged_by")?,
-        acknowledged_at: codec::time_opt(row, "acknowledged_at")?,
-        notified_at: codec::time_opt(row, "notified_at")?,
-        notifications: codec::u64_col(row, "notifications")?,
-        next_notify_at: codec::time_opt(row, "next_notify_at")?,
-    })
-}
-
-fn silence(row: &SqliteRow) -> Result<SilenceRecord, StoreError> {
-    Ok(SilenceRecord {
-        id: codec::id(row, "id")?,
-        selector: Selector(codec::labels(row, "selector")?),
-        until: codec::time(row, "until")?,
-        reason: codec::text(row, "reason")?,
-        created_by: codec::text(row, "created_by")?,
-        created_at: codec::time(row, "created_at")?,
-    })
-}
 
 impl SqliteStore {
     async fn alerts_where(&self, clause: &str, bind: &[String]) -> StoreResult<Vec<AlertRecord>> {
         let sql = format!("SELECT {ALERT_COLUMNS} FROM alerts {clause}");
-        let mut query = sqlx::query(AssertSqlSafe(sql));
+        let mut query = sqlx::query_as::<_, AlertRow>(AssertSqlSafe(sql));
         for value in bind {
             query = query.bind(value.clone());
         }
         let rows = query.fetch_all(&self.pool).await.map_err(backend)?;
-        rows.iter().map(alert).collect()
+        rows.into_iter().map(AlertRecord::try_from).collect()
     }
 }
 
@@ -114,7 +81,7 @@ impl AlertStore for SqliteStore {
              WHERE host_id = ?3 AND kind = ?4 AND subject = ?5 AND state = 'firing' \
              RETURNING {ALERT_COLUMNS}"
         );
-        let row = sqlx::query(AssertSqlSafe(sql))
+        let row = sqlx::query_as::<_, AlertRow>(AssertSqlSafe(sql))
             .bind(ms(at))
             .bind(message)
             .bind(host.to_string())
@@ -127,7 +94,7 @@ impl AlertStore for SqliteStore {
             tx.rollback().await.map_err(backend)?;
             return Ok(None);
         };
-        let resolved = alert(&row)?;
+        let resolved = AlertRecord::try_from(row)?;
         write_audit(&mut tx, audit).await?;
         tx.commit().await.map_err(backend)?;
         Ok(Some(resolved))
@@ -213,13 +180,13 @@ impl AlertStore for SqliteStore {
         }
         sql.push_str(&selector_sql(&selector));
         sql.push_str(" ORDER BY alerts.id DESC LIMIT ?");
-        let mut query = sqlx::query(AssertSqlSafe(sql));
+        let mut query = sqlx::query_as::<_, AlertRow>(AssertSqlSafe(sql));
         for value in values {
             query = query.bind(value);
         }
         let query = bind_selector(query, &selector).bind(i64::from(filter.limit.clamp(1, 1000)));
         let rows = query.fetch_all(&self.pool).await.map_err(backend)?;
-        rows.iter().map(alert).collect()
+        rows.into_iter().map(AlertRecord::try_from).collect()
     }
 
     async fn firing_alerts(&self) -> StoreResult<Vec<AlertRecord>> {
@@ -248,13 +215,13 @@ impl AlertStore for SqliteStore {
     ) -> StoreResult<AlertRecord> {
         let mut tx = self.begin_write().await?;
         let sql = format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE id = ?");
-        let current = sqlx::query(AssertSqlSafe(sql))
+        let current = sqlx::query_as::<_, AlertRow>(AssertSqlSafe(sql))
             .bind(id.to_string())
             .fetch_optional(&mut *tx)
             .await
             .map_err(backend)?
             .ok_or_else(|| StoreError::NotFound(format!("alert `{id}`")))?;
-        let current = alert(&current)?;
+        let current = AlertRecord::try_from(current)?;
         if !current.firing {
             return Err(StoreError::Conflict(format!("alert `{id}` is resolved")));
         }
@@ -267,14 +234,14 @@ impl AlertStore for SqliteStore {
             "UPDATE alerts SET acknowledged_by = ?, acknowledged_at = ?, next_notify_at = NULL \
              WHERE id = ? RETURNING {ALERT_COLUMNS}"
         );
-        let row = sqlx::query(AssertSqlSafe(sql))
+        let row = sqlx::query_as::<_, AlertRow>(AssertSqlSafe(sql))
             .bind(by)
             .bind(ms(at))
             .bind(id.to_string())
             .fetch_one(&mut *tx)
             .await
             .map_err(backend)?;
-        let acknowledged = alert(&row)?;
+        let acknowledged = AlertRecord::try_from(row)?;
         write_audit(&mut tx, audit).await?;
         tx.commit().await.map_err(backend)?;
         Ok(acknowledged)
@@ -285,13 +252,13 @@ impl AlertStore for SqliteStore {
             "SELECT {ALERT_COLUMNS} FROM alerts WHERE next_notify_at IS NOT NULL \
              AND next_notify_at <= ? ORDER BY next_notify_at, id LIMIT ?"
         );
-        let rows = sqlx::query(AssertSqlSafe(sql))
+        let rows = sqlx::query_as::<_, AlertRow>(AssertSqlSafe(sql))
             .bind(ms(now))
             .bind(i64::from(limit.clamp(1, 1000)))
             .fetch_all(&self.pool)
             .await
             .map_err(backend)?;
-        rows.iter().map(alert).collect()
+        rows.into_iter().map(AlertRecord::try_from).collect()
     }
 
     async fn next_alert_due(&self) -> StoreResult<Option<DateTime<Utc>>> {
@@ -360,7 +327,7 @@ impl AlertStore for SqliteStore {
              VALUES (?, ?, ?, ?, ?, ?)",
         )
         .bind(s.id.to_string())
-        .bind(codec::labels_json(&s.selector.0))
+        .bind(encode::labels_json(&s.selector.0))
         .bind(ms(s.until))
         .bind(&s.reason)
         .bind(&s.created_by)
@@ -374,7 +341,7 @@ impl AlertStore for SqliteStore {
     }
 
     async fn silences(&self, after: Option<DateTime<Utc>>) -> StoreResult<Vec<SilenceRecord>> {
-        let rows = sqlx::query(
+        let rows = sqlx::query_as::<_, SilenceRow>(
             "SELECT id, selector, until, reason, created_by, created_at FROM silences \
              WHERE until > ? ORDER BY until, id",
         )
@@ -382,7 +349,7 @@ impl AlertStore for SqliteStore {
         .fetch_all(&self.pool)
         .await
         .map_err(backend)?;
-        rows.iter().map(silence).collect()
+        rows.into_iter().map(SilenceRecord::try_from).collect()
     }
 
     async fn delete_silence(

@@ -5,88 +5,23 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use rm_core::{ChannelId, Selector};
+use rm_core::ChannelId;
 use rm_store::{
-    ChannelRecord, ChannelStats, DeliveryOutcome, NewAuditEntry, NewNotification,
-    NotificationStore, OutboxRow, SealFormat, SealedRepository, StoreError, StoreResult,
+    ChannelRecord, DeliveryOutcome, NewAuditEntry, NewNotification, NotificationStore, OutboxRow,
+    StoreError, StoreResult,
 };
-use sqlx::sqlite::SqliteRow;
+use rm_store_sql::encode;
+use rm_store_sql::encode::ms;
+use rm_store_sql::{ChannelRow, OutboxEntryRow, CHANNEL_COLUMNS, OUTBOX_COLUMNS};
 // The SQL texts here are built from constant column lists; values are
 // always bound.
-use sqlx::{AssertSqlSafe, Row};
+use sqlx::AssertSqlSafe;
 
-use crate::codec::{self, backend, ms};
+use crate::codec::{self, backend};
 use crate::{insert_error, write_audit, SqliteStore};
-
-/// Columns selected for a [`ChannelRecord`], with its queue length.
-const CHANNEL_COLUMNS: &str = "id, name, kind, config, secret_nonce, secret_ciphertext, \
-     selector, kinds, created_at, updated_at, delivered, failed, given_up, last_success_at, \
-     last_failure_at, last_error, failing_since, \
-     (SELECT COUNT(*) FROM notification_outbox o WHERE o.channel_id = notification_channels.id \
-      AND o.delivered_at IS NULL AND o.given_up_at IS NULL) AS queued";
-
-/// Columns selected for an [`OutboxRow`].
-const OUTBOX_COLUMNS: &str = "id, channel_id, alert_id, event, payload, attempts, created_at";
 
 /// Longest error text kept on a row or channel, in characters.
 const MAX_ERROR_CHARS: usize = 1000;
-
-fn corrupt(col: &str, what: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(format!("column `{col}`: {what}"))
-}
-
-fn channel(row: &SqliteRow) -> StoreResult<ChannelRecord> {
-    let updated_at = codec::time(row, "updated_at")?;
-    let nonce: Option<Vec<u8>> = row
-        .try_get("secret_nonce")
-        .map_err(|e| corrupt("secret_nonce", e))?;
-    let ciphertext: Option<Vec<u8>> = row
-        .try_get("secret_ciphertext")
-        .map_err(|e| corrupt("secret_ciphertext", e))?;
-    Ok(ChannelRecord {
-        id: codec::id(row, "id")?,
-        name: codec::text(row, "name")?,
-        kind: codec::text(row, "kind")?,
-        config: codec::json_value(row, "config")?,
-        secret: match (nonce, ciphertext) {
-            (Some(nonce), Some(ciphertext)) => Some(SealedRepository {
-                nonce,
-                ciphertext,
-                format: SealFormat::OwnerBound,
-                updated_at,
-            }),
-            _ => None,
-        },
-        selector: Selector(codec::labels(row, "selector")?),
-        kinds: codec::json_string_list(row, "kinds")?,
-        created_at: codec::time(row, "created_at")?,
-        updated_at,
-        stats: ChannelStats {
-            delivered: codec::count(row, "delivered")?,
-            failed: codec::count(row, "failed")?,
-            given_up: codec::count(row, "given_up")?,
-            last_success_at: codec::time_opt(row, "last_success_at")?,
-            last_failure_at: codec::time_opt(row, "last_failure_at")?,
-            last_error: codec::text_opt(row, "last_error")?,
-            failing_since: codec::time_opt(row, "failing_since")?,
-            queued: codec::count(row, "queued")?,
-        },
-    })
-}
-
-fn outbox_row(row: &SqliteRow) -> StoreResult<OutboxRow> {
-    let id = codec::count(row, "id")?;
-    let attempts = codec::count(row, "attempts")?;
-    Ok(OutboxRow {
-        id,
-        channel_id: codec::id(row, "channel_id")?,
-        alert_id: codec::text_opt(row, "alert_id")?,
-        event: codec::text(row, "event")?,
-        payload: codec::json_value(row, "payload")?,
-        attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
-        created_at: codec::time(row, "created_at")?,
-    })
-}
 
 fn clipped(error: &str) -> String {
     error.chars().take(MAX_ERROR_CHARS).collect()
@@ -115,8 +50,8 @@ impl NotificationStore for SqliteStore {
         .bind(c.config.to_string())
         .bind(c.secret.as_ref().map(|s| s.nonce.clone()))
         .bind(c.secret.as_ref().map(|s| s.ciphertext.clone()))
-        .bind(codec::labels_json(&c.selector.0))
-        .bind(codec::json_strings(&c.kinds))
+        .bind(encode::labels_json(&c.selector.0))
+        .bind(encode::json_strings(&c.kinds))
         .bind(ms(c.created_at))
         .bind(ms(c.updated_at))
         .execute(&mut *tx)
@@ -141,8 +76,8 @@ impl NotificationStore for SqliteStore {
         .bind(c.config.to_string())
         .bind(c.secret.as_ref().map(|s| s.nonce.clone()))
         .bind(c.secret.as_ref().map(|s| s.ciphertext.clone()))
-        .bind(codec::labels_json(&c.selector.0))
-        .bind(codec::json_strings(&c.kinds))
+        .bind(encode::labels_json(&c.selector.0))
+        .bind(encode::json_strings(&c.kinds))
         .bind(ms(c.updated_at))
         .bind(c.id.to_string())
         .execute(&mut *tx)
@@ -190,24 +125,23 @@ impl NotificationStore for SqliteStore {
 
     async fn channel(&self, id: ChannelId) -> StoreResult<Option<ChannelRecord>> {
         let sql = format!("SELECT {CHANNEL_COLUMNS} FROM notification_channels WHERE id = ?");
-        sqlx::query(AssertSqlSafe(sql))
+        sqlx::query_as::<_, ChannelRow>(AssertSqlSafe(sql))
             .bind(id.to_string())
             .fetch_optional(&self.pool)
             .await
             .map_err(backend)?
-            .as_ref()
-            .map(channel)
+            .map(ChannelRecord::try_from)
             .transpose()
     }
 
     async fn channels(&self) -> StoreResult<Vec<ChannelRecord>> {
         let sql = format!("SELECT {CHANNEL_COLUMNS} FROM notification_channels ORDER BY name");
-        sqlx::query(AssertSqlSafe(sql))
+        sqlx::query_as::<_, ChannelRow>(AssertSqlSafe(sql))
             .fetch_all(&self.pool)
             .await
             .map_err(backend)?
-            .iter()
-            .map(channel)
+            .into_iter()
+            .map(ChannelRecord::try_from)
             .collect()
     }
 
@@ -259,7 +193,7 @@ impl NotificationStore for SqliteStore {
               ORDER BY next_attempt_at, id LIMIT ?) \
              RETURNING {OUTBOX_COLUMNS}"
         );
-        let rows = sqlx::query(AssertSqlSafe(sql))
+        let rows = sqlx::query_as::<_, OutboxEntryRow>(AssertSqlSafe(sql))
             .bind(until)
             .bind(ms(now))
             .bind(i64::from(limit))
@@ -268,15 +202,15 @@ impl NotificationStore for SqliteStore {
             .map_err(backend)?;
         tx.commit().await.map_err(backend)?;
         let mut claimed = rows
-            .iter()
-            .map(outbox_row)
+            .into_iter()
+            .map(OutboxRow::try_from)
             .collect::<StoreResult<Vec<_>>>()?;
         claimed.sort_by_key(|r| r.id);
         Ok(claimed)
     }
 
     async fn finish_notification(&self, id: u64, outcome: &DeliveryOutcome) -> StoreResult<bool> {
-        let id = codec::u64_to_i64(id, "outbox row id")?;
+        let id = encode::u64_to_i64(id, "outbox row id")?;
         let mut tx = self.begin_write().await?;
         let (sql, at, error, retry_at) = match outcome {
             DeliveryOutcome::Delivered { at } => (

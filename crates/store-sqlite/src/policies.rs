@@ -5,19 +5,24 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use async_trait::async_trait;
 use rm_core::{BatchId, HostId, JobStatus, PolicyId};
 use rm_store::{
     Host, HostPatch, HostPolicyChange, Job, NewAuditEntry, NewJob, PolicyCoverage, PolicyRecord,
-    PolicyTarget, PolicyWrite, RepositoryChange, RepositoryJob, StoreError, StoreResult,
+    PolicyStore, PolicyTarget, PolicyWrite, RepositoryChange, RepositoryJob, StoreError,
+    StoreResult,
 };
+use rm_store_sql::encode;
+use rm_store_sql::encode::ms;
+use rm_store_sql::{HostRow, JobRow, PolicyRow, PolicyTargetRow, ScheduleRow};
 // The SQL texts here are built from constant column lists and `?`
 // placeholder counts; values are always bound.
 use sqlx::AssertSqlSafe;
 
-use crate::codec::{self, backend, ms};
+use crate::codec::{self, backend};
 use crate::{
-    insert_error, insert_job, placeholders, require_live_host, upsert_repository, write_audit,
-    SqliteStore,
+    fetch_all_models, insert_error, insert_job, placeholders, require_live_host, upsert_repository,
+    write_audit, SqliteStore,
 };
 
 /// Host ids (or id pairs) per `IN (…)` list when reading or changing
@@ -53,7 +58,7 @@ impl SqliteStore {
         }
         if let Some(labels) = &patch.labels {
             sqlx::query("UPDATE hosts SET labels = ? WHERE id = ?")
-                .bind(codec::labels_json(labels))
+                .bind(encode::labels_json(labels))
                 .bind(&host_id)
                 .execute(&mut *tx)
                 .await
@@ -61,7 +66,7 @@ impl SqliteStore {
         }
         if let Some(freshness) = patch.freshness_seconds {
             sqlx::query("UPDATE hosts SET freshness_seconds = ? WHERE id = ?")
-                .bind(codec::u64_opt_to_i64(freshness, "freshness_seconds")?)
+                .bind(encode::u64_opt_to_i64(freshness, "freshness_seconds")?)
                 .bind(&host_id)
                 .execute(&mut *tx)
                 .await
@@ -69,21 +74,15 @@ impl SqliteStore {
         }
         if let Some(offline) = patch.offline_seconds {
             sqlx::query("UPDATE hosts SET offline_seconds = ? WHERE id = ?")
-                .bind(codec::u64_opt_to_i64(offline, "offline_seconds")?)
+                .bind(encode::u64_opt_to_i64(offline, "offline_seconds")?)
                 .bind(&host_id)
                 .execute(&mut *tx)
                 .await
                 .map_err(backend)?;
         }
-        let sql = format!("SELECT {} FROM hosts WHERE id = ?", codec::HOST_COLUMNS);
-        let row = sqlx::query(AssertSqlSafe(sql))
-            .bind(&host_id)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(backend)?;
-        let mut host = [codec::host(&row)?];
-        crate::shared::fill_shared(&mut tx, &mut host).await?;
-        let [host] = host;
+        let host = crate::shared::read_host(&mut tx, &host_id, false)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("host `{host_id}`")))?;
         write_audit(&mut tx, audit).await?;
         tx.commit().await.map_err(backend)?;
         Ok(host)
@@ -96,18 +95,16 @@ impl SqliteStore {
     ) -> StoreResult<Vec<PolicyRecord>> {
         let sql = format!(
             "SELECT {} FROM policies WHERE ? IS NULL OR id = ? ORDER BY created_at, id",
-            codec::POLICY_COLUMNS
+            rm_store_sql::POLICY_COLUMNS
         );
         let id = id.map(|i| i.to_string());
-        sqlx::query(AssertSqlSafe(sql))
-            .bind(&id)
-            .bind(&id)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(backend)?
-            .iter()
-            .map(codec::policy)
-            .collect()
+        fetch_all_models(
+            &self.pool,
+            sqlx::query_as::<_, PolicyRow>(AssertSqlSafe(sql))
+                .bind(&id)
+                .bind(&id),
+        )
+        .await
     }
 
     pub(crate) async fn policy_targets_impl(
@@ -136,14 +133,14 @@ impl SqliteStore {
              hosts.policy_id AS policy_id, host_repositories.policy_id AS repository_policy_id, \
              {} FROM hosts LEFT JOIN host_repositories ON host_repositories.host_id = hosts.id \
              WHERE hosts.deleted_at IS NULL",
-            codec::REPOSITORY_COLUMNS_QUALIFIED
+            rm_store_sql::REPOSITORY_COLUMNS_QUALIFIED
         );
         let mut rows = Vec::new();
         match hosts {
             None => {
                 let sql = format!("{base} ORDER BY hosts.id");
                 rows.extend(
-                    sqlx::query(AssertSqlSafe(sql))
+                    sqlx::query_as::<_, PolicyTargetRow>(AssertSqlSafe(sql))
                         .fetch_all(&mut *conn)
                         .await
                         .map_err(backend)?,
@@ -155,7 +152,7 @@ impl SqliteStore {
                         "{base} AND hosts.id IN ({}) ORDER BY hosts.id",
                         placeholders(chunk.len())
                     );
-                    let mut query = sqlx::query(AssertSqlSafe(sql));
+                    let mut query = sqlx::query_as::<_, PolicyTargetRow>(AssertSqlSafe(sql));
                     for id in chunk {
                         query = query.bind(id.to_string());
                     }
@@ -165,50 +162,38 @@ impl SqliteStore {
         }
         let mut targets = Vec::with_capacity(rows.len());
         let mut index = HashMap::with_capacity(rows.len());
-        for row in &rows {
-            let host_id: HostId = codec::id(row, "host_id")?;
-            let repository = match codec::repository_opt(row)? {
-                Some(sealed) => Some((codec::id_opt(row, "repository_policy_id")?, sealed)),
-                None => None,
-            };
-            index.insert(host_id, targets.len());
-            targets.push(PolicyTarget {
-                host_id,
-                name: codec::text(row, "name")?,
-                labels: codec::labels(row, "labels")?,
-                policy_id: codec::id_opt(row, "policy_id")?,
-                repository,
-                own_schedule_kinds: Vec::new(),
-                policy_schedules: Vec::new(),
-            });
+        for row in rows {
+            let target = PolicyTarget::try_from(row)?;
+            index.insert(target.host_id, targets.len());
+            targets.push(target);
         }
         // Schedules of the same hosts: a whole-fleet read is one pass.
         let sql = format!(
             "SELECT {} FROM schedules JOIN hosts ON hosts.id = schedules.host_id \
              WHERE hosts.deleted_at IS NULL ORDER BY schedules.created_at, schedules.id",
-            codec::SCHEDULE_COLUMNS_QUALIFIED
+            rm_store_sql::SCHEDULE_COLUMNS_QUALIFIED
         );
         let wanted = |id: &HostId| index.contains_key(id);
         let schedule_rows = match hosts {
             Some(ids) if ids.len() <= HOSTS_PER_QUERY => {
                 let sql = format!(
                     "SELECT {} FROM schedules WHERE host_id IN ({}) ORDER BY created_at, id",
-                    codec::SCHEDULE_COLUMNS,
+                    rm_store_sql::SCHEDULE_COLUMNS,
                     placeholders(ids.len())
                 );
-                let mut query = sqlx::query(AssertSqlSafe(sql));
+                let mut query = sqlx::query_as::<_, ScheduleRow>(AssertSqlSafe(sql));
                 for id in ids {
                     query = query.bind(id.to_string());
                 }
                 query.fetch_all(&mut *conn).await.map_err(backend)?
             }
-            _ => sqlx::query(AssertSqlSafe(sql))
+            _ => sqlx::query_as::<_, ScheduleRow>(AssertSqlSafe(sql))
                 .fetch_all(&mut *conn)
                 .await
                 .map_err(backend)?,
         };
-        for row in &schedule_rows {
-            let schedule = codec::schedule(row)?;
+        for row in schedule_rows {
+            let schedule = rm_store::ScheduleRecord::try_from(row)?;
             if !wanted(&schedule.host_id) {
                 continue;
             }
@@ -440,7 +425,7 @@ impl SqliteStore {
              (SELECT host_id FROM host_repositories WHERE repository_key = ?) ORDER BY id",
             codec::HOST_COLUMNS
         );
-        let query = sqlx::query(AssertSqlSafe(sql)).bind(key);
+        let query = sqlx::query_as::<_, HostRow>(AssertSqlSafe(sql)).bind(key);
         crate::shared::read_hosts(&self.pool, query).await
     }
 
@@ -524,13 +509,16 @@ impl SqliteStore {
                 .await
                 .map_err(backend)?;
         if let Some(existing) = existing {
-            let sql = format!("SELECT {} FROM jobs WHERE id = ?", codec::JOB_COLUMNS);
-            let row = sqlx::query(AssertSqlSafe(sql))
+            let sql = format!(
+                "SELECT {} FROM jobs WHERE id = ?",
+                rm_store_sql::JOB_COLUMNS
+            );
+            let row = sqlx::query_as::<_, JobRow>(AssertSqlSafe(sql))
                 .bind(&existing)
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(backend)?;
-            let job = codec::job(&row)?;
+            let job = Job::try_from(row)?;
             tx.rollback().await.map_err(backend)?;
             return Ok((job, false));
         }
@@ -573,16 +561,19 @@ async fn write_policy(
     sqlx::query(sql)
         .bind(p.id.to_string())
         .bind(&p.name)
-        .bind(codec::labels_json(&p.selector.0))
+        .bind(encode::labels_json(&p.selector.0))
         .bind(p.priority)
         .bind(p.repository.as_ref().map(|r| r.nonce.clone()))
         .bind(p.repository.as_ref().map(|r| r.ciphertext.clone()))
         .bind(schedules)
-        .bind(codec::u64_opt_to_i64(
+        .bind(encode::u64_opt_to_i64(
             p.freshness_seconds,
             "freshness_seconds",
         )?)
-        .bind(codec::u64_opt_to_i64(p.offline_seconds, "offline_seconds")?)
+        .bind(encode::u64_opt_to_i64(
+            p.offline_seconds,
+            "offline_seconds",
+        )?)
         .bind(ms(p.created_at))
         .bind(ms(p.updated_at))
         .execute(&mut *conn)
@@ -595,4 +586,41 @@ async fn write_policy(
             )
         })?;
     Ok(())
+}
+
+#[async_trait]
+impl PolicyStore for SqliteStore {
+    async fn policies(&self) -> StoreResult<Vec<PolicyRecord>> {
+        self.policies_impl(None).await
+    }
+
+    async fn policy(&self, id: PolicyId) -> StoreResult<Option<PolicyRecord>> {
+        Ok(self.policies_impl(Some(id)).await?.into_iter().next())
+    }
+
+    async fn policy_targets(&self, hosts: Option<&[HostId]>) -> StoreResult<Vec<PolicyTarget>> {
+        self.policy_targets_impl(hosts).await
+    }
+
+    async fn apply_policy_changes(
+        &self,
+        policy: Option<&PolicyWrite>,
+        changes: &[HostPolicyChange],
+        audit: Option<&NewAuditEntry>,
+    ) -> StoreResult<Vec<(HostId, u64)>> {
+        self.apply_policy_changes_impl(policy, changes, audit).await
+    }
+
+    async fn hosts_of_policy(&self, id: PolicyId) -> StoreResult<Vec<Host>> {
+        let sql = format!(
+            "SELECT {} FROM hosts WHERE policy_id = ? AND deleted_at IS NULL ORDER BY name, id",
+            codec::HOST_COLUMNS
+        );
+        let query = sqlx::query_as::<_, HostRow>(AssertSqlSafe(sql)).bind(id.to_string());
+        crate::shared::read_hosts(&self.pool, query).await
+    }
+
+    async fn policy_coverage(&self) -> StoreResult<Vec<PolicyCoverage>> {
+        self.policy_coverage_impl().await
+    }
 }

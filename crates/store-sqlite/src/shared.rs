@@ -7,6 +7,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use rm_store::{Host, StoreResult};
+use rm_store_sql::HostRow;
 // The SQL text is built from a constant and a `?` placeholder count; the
 // keys are bound.
 use sqlx::AssertSqlSafe;
@@ -22,18 +23,45 @@ const KEYS_PER_QUERY: usize = 500;
 /// same connection.
 pub(crate) async fn read_hosts<'q>(
     pool: &sqlx::SqlitePool,
-    query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
+    query: sqlx::query::QueryAs<'q, sqlx::Sqlite, HostRow, sqlx::sqlite::SqliteArguments>,
 ) -> StoreResult<Vec<Host>> {
     let mut conn = pool.acquire().await.map_err(backend)?;
     let mut hosts = query
         .fetch_all(&mut *conn)
         .await
         .map_err(backend)?
-        .iter()
-        .map(codec::host)
+        .into_iter()
+        .map(Host::try_from)
         .collect::<StoreResult<Vec<Host>>>()?;
     fill_shared(&mut conn, &mut hosts).await?;
     Ok(hosts)
+}
+
+/// Host `id` read on `conn` (so inside the caller's transaction, when
+/// it holds one) with `repository_shared_with` filled in; only if it is
+/// not deleted when `live`.
+pub(crate) async fn read_host(
+    conn: &mut sqlx::SqliteConnection,
+    id: &str,
+    live: bool,
+) -> StoreResult<Option<Host>> {
+    let sql = format!(
+        "SELECT {} FROM hosts WHERE id = ?{}",
+        codec::HOST_COLUMNS,
+        if live { " AND deleted_at IS NULL" } else { "" }
+    );
+    let row = sqlx::query_as::<_, HostRow>(AssertSqlSafe(sql))
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(backend)?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let mut host = [Host::try_from(row)?];
+    fill_shared(conn, &mut host).await?;
+    let [host] = host;
+    Ok(Some(host))
 }
 
 /// Fills in `repository_shared_with` of `hosts` (read with

@@ -9,9 +9,9 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 
 use common::{enrol, open_temp, t, user};
+use rm_store::prelude::*;
 use rm_store::{
-    AuditActor, AuditActorKind, AuditFilter, LogLineRecord, NewAuditEntry, NewJob, Store,
-    StoreError,
+    AuditActor, AuditActorKind, AuditFilter, LogLineRecord, NewAuditEntry, NewJob, StoreError,
 };
 use rm_store_sqlite::SqliteStore;
 use serde_json::json;

@@ -9,9 +9,8 @@ mod common;
 
 use common::{enrol, enrollment, open_temp, t, user};
 use rm_core::{JobStatus, JobTrigger, ScheduleId};
-use rm_store::{
-    AuditActor, AuditActorKind, AuditFilter, NewAuditEntry, NewJob, ScheduleRecord, Store,
-};
+use rm_store::prelude::*;
+use rm_store::{AuditActor, AuditActorKind, AuditFilter, NewAuditEntry, NewJob, ScheduleRecord};
 use rm_store_sqlite::SqliteStore;
 use serde_json::json;
 

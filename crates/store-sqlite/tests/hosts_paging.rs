@@ -7,7 +7,7 @@ mod common;
 
 use common::db_url;
 use rm_core::HostId;
-use rm_store::Store;
+use rm_store::prelude::*;
 use rm_store_sqlite::SqliteStore;
 
 #[tokio::test]

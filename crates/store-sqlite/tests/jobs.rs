@@ -8,7 +8,8 @@ mod common;
 
 use common::{enrol, job_id_at, open_temp, t};
 use rm_core::{HostId, JobStatus, JobTrigger};
-use rm_store::{Job, NewJob, Store, StoreError};
+use rm_store::prelude::*;
+use rm_store::{Job, NewJob, StoreError};
 use rm_store_sqlite::SqliteStore;
 use serde_json::json;
 

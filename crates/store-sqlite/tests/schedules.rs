@@ -10,9 +10,8 @@ mod common;
 
 use common::{db_url, enrol, job_id_at, open_temp, t};
 use rm_core::{HostId, JobStatus, JobTrigger, ScheduleId};
-use rm_store::{
-    CommandResultRecord, Job, LogLineRecord, NewJob, ScheduleRecord, Store, StoreError,
-};
+use rm_store::prelude::*;
+use rm_store::{CommandResultRecord, Job, LogLineRecord, NewJob, ScheduleRecord, StoreError};
 use rm_store_sqlite::SqliteStore;
 use serde_json::json;
 

@@ -7,7 +7,8 @@ mod common;
 
 use common::{db_url, t};
 use rm_core::HostId;
-use rm_store::{SealFormat, SealedRepository, Store};
+use rm_store::prelude::*;
+use rm_store::{SealFormat, SealedRepository};
 use rm_store_sqlite::SqliteStore;
 
 /// A database made by the release before this one (migrations up to 0007,

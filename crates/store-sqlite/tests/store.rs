@@ -11,7 +11,8 @@ use chrono::{DateTime, Utc};
 use common::{open_temp, t, user};
 use rm_core::token::TokenHash;
 use rm_core::{HostId, TokenId, UserId};
-use rm_store::{Session, Store, StoreError};
+use rm_store::prelude::*;
+use rm_store::{Session, StoreError};
 use rm_store_sqlite::SqliteStore;
 
 fn session(user_id: UserId, expires: i64) -> Session {

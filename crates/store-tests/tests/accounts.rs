@@ -6,7 +6,8 @@
 
 use rm_core::token::TokenHash;
 use rm_core::{Labels, Role, Selector, TokenId, UserId};
-use rm_store::{ApiToken, Session, Store, StoreError, User};
+use rm_store::prelude::*;
+use rm_store::{ApiToken, Session, StoreError, User};
 use rm_store_tests::{open_temp_store, t, user};
 
 async fn add_user(store: &dyn Store, name: &str, created: i64) -> User {

@@ -9,9 +9,10 @@
 use std::time::Duration;
 
 use rm_core::{ChannelId, Selector};
+use rm_store::prelude::*;
 use rm_store::{
     AuditActor, AuditActorKind, AuditFilter, ChannelRecord, DeliveryOutcome, NewAuditEntry,
-    NewNotification, Store, StoreError,
+    NewNotification, StoreError,
 };
 use rm_store_tests::{open_temp_store, t};
 use serde_json::json;

@@ -7,9 +7,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use rm_core::{HostId, PolicyId, ScheduleId, Selector};
+use rm_store::prelude::*;
 use rm_store::{
     HostPolicyChange, PolicyRecord, PolicyScheduleRecord, PolicyWrite, RepositoryChange,
-    ScheduleRecord, Store,
+    ScheduleRecord,
 };
 use rm_store_tests::{enrollment, new_host, open_temp_store, t};
 

@@ -217,7 +217,7 @@ pub struct AgentUpgradeRecord {
     pub at: Option<DateTime<Utc>>,
 }
 
-/// One host as `/metrics` shows it ([`crate::Store::host_backup_summaries`]).
+/// One host as `/metrics` shows it ([`crate::HostStore::host_backup_summaries`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct HostBackupSummary {
     /// Id.
@@ -432,7 +432,7 @@ pub struct Job {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
-/// How a job ended, as recorded by [`crate::Store::finish_job`].
+/// How a job ended, as recorded by [`crate::JobStore::finish_job`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobEnd {
     /// A finished status.

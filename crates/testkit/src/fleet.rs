@@ -22,7 +22,7 @@ use rm_protocol::{
     LogStream, LogStreamKind, Message, RepoStats, ScheduleAck, SnapshotInfo, SnapshotsReport,
     CURRENT_PROTOCOL_VERSION,
 };
-use rm_store::Store;
+use rm_store::prelude::*;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;

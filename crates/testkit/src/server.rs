@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use rm_server::{AppState, ServerConfig, ServerError, TlsIdentity};
-use rm_store::Store;
+use rm_store::prelude::*;
 use rm_store_tests::TestDatabase;
 use tempfile::TempDir;
 use tokio::task::JoinHandle;

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use rm_core::token::TokenHash;
 use rm_core::{HostId, JobId, JobStatus, JobTrigger, Labels, TokenId};
-use rm_store::{AgentToken, EnrollmentToken, HelloRecord, JobEnd, NewHost, NewJob, Store};
+use rm_store::prelude::*;
+use rm_store::{AgentToken, EnrollmentToken, HelloRecord, JobEnd, NewHost, NewJob};
 pub use rm_store_tests::TestDatabase;
 
 /// A fresh, empty store; keep the guard alive as long as the store.

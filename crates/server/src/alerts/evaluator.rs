@@ -15,7 +15,8 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, Utc};
 use rm_core::schedule::Clock;
 use rm_core::{AlertId, HostId};
-use rm_store::{AlertRecord, Host, NewAlert, PolicyRecord, Store, StoreError, MAX_HOST_PAGE};
+use rm_store::prelude::*;
+use rm_store::{AlertRecord, Host, NewAlert, PolicyRecord, StoreError, MAX_HOST_PAGE};
 
 use super::rules::{self, HostFacts, Timed};
 use crate::audit::{Action, Audit, Target};

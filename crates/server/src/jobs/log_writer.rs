@@ -15,7 +15,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rm_store::{LogLineRecord, Store};
+use rm_store::prelude::*;
+use rm_store::LogLineRecord;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 

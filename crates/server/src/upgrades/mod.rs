@@ -48,7 +48,7 @@ pub fn outdated(version: Option<&str>) -> bool {
     version.is_some_and(|v| is_older(v, server_version()))
 }
 
-/// How many hosts of `versions` (as [`rm_store::Store::agent_versions`]
+/// How many hosts of `versions` (as [`rm_store::HostStore::agent_versions`]
 /// gives them) run an agent older than this server.
 pub fn outdated_count(versions: &[(String, u64)]) -> u64 {
     versions

@@ -4,6 +4,7 @@
 
 #![allow(dead_code, unused_imports)]
 
+use rm_store::prelude::*;
 use rm_store_sqlite::SqliteStore;
 pub use rm_store_tests::{enrol, enrol_with_agent, enrollment, ids, job_id_at, new_host, t, user};
 use tempfile::TempDir;
