@@ -65,10 +65,13 @@
 
 pub mod codec;
 mod connect;
+mod pending;
 
 use std::time::Duration;
 
-use rm_store::{StorageFault, StoreError};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rm_store::{StorageFault, Store, StoreError, StoreResult};
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
@@ -190,5 +193,20 @@ impl PostgresStore {
     /// Later calls on this store fail.
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn probe_write(&self, at: DateTime<Utc>) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO storage_probe (id, written_at) VALUES (1, $1) \
+             ON CONFLICT (id) DO UPDATE SET written_at = excluded.written_at",
+        )
+        .bind(rm_store_sql::encode::ms(at))
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.error(e))?;
+        Ok(())
     }
 }

@@ -13,6 +13,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use rm_store::{Store, StoreError};
+use rm_store_postgres::{PostgresOptions, PostgresStore};
 use rm_store_sqlite::SqliteStore;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::Connection;
@@ -80,9 +81,6 @@ pub enum TestStoreError {
     /// The cluster refused the connection or the schema.
     #[error("cannot create the test schema on the cluster of {POSTGRES_URL_VAR}: {0}")]
     Schema(#[source] sqlx::Error),
-    /// The PostgreSQL store cannot be opened by tests yet.
-    #[error("the PostgreSQL store is not built yet")]
-    PostgresNotBuilt,
     /// The store itself refused to open.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -208,14 +206,15 @@ fn in_schema(admin_url: &str, schema: &str) -> Result<String, TestStoreError> {
     Ok(url.to_string())
 }
 
-// ─── the PostgreSQL branch: the one place to wire `rm-store-postgres` ───
-
 /// Opens the PostgreSQL store on `url` (whose `options` put every
-/// connection in the test's schema). `rm-store-postgres` does not
-/// implement `Store` yet: until it does, every PostgreSQL test fails here,
-/// saying so, rather than silently running on SQLite.
-async fn open_postgres(_url: &str) -> Result<Arc<dyn Store>, TestStoreError> {
-    Err(TestStoreError::PostgresNotBuilt)
+/// connection in the test's schema), with a small pool: a test run holds
+/// many stores at once on one cluster.
+async fn open_postgres(url: &str) -> Result<Arc<dyn Store>, TestStoreError> {
+    let options = PostgresOptions {
+        pool_size: 4,
+        ..PostgresOptions::default()
+    };
+    Ok(Arc::new(PostgresStore::open(url, &options).await?))
 }
 
 impl Drop for TestDatabase {
