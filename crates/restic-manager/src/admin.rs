@@ -172,7 +172,7 @@ const MAX_LISTED_HOSTS: usize = 100;
 /// adopts the current key file, so a server whose key is lost can start.
 async fn reset_sealed_secrets(args: &ResetSealedSecretsArgs) -> anyhow::Result<()> {
     let store = crate::storage::open(&args.store).await?;
-    let key_path = std::path::absolute(args.store.data_dir.join(rm_server::KEY_FILE))?;
+    let key_path = std::path::absolute(args.store.key_path())?;
     if !args.yes {
         let sealed = store.sealed_repositories().await?.len();
         bail!(
@@ -253,7 +253,7 @@ async fn backup_db(args: &BackupDbArgs) -> anyhow::Result<()> {
     );
     println!(
         "Also back up {}, stored apart from this copy: without it the repository passwords in the database cannot be decrypted.",
-        args.store.data_dir.join(rm_server::KEY_FILE).display()
+        args.store.key_path().display()
     );
     Ok(())
 }

@@ -138,9 +138,30 @@ pub(crate) struct StoreArgs {
     #[arg(long, env = "RM_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
     /// Database URL; default `sqlite://<data-dir>/restic-manager.db`.
-    /// A `postgres://` URL selects PostgreSQL.
+    /// A `postgres://` (or `postgresql://`) URL selects PostgreSQL; TLS by
+    /// its `sslmode`. Keep a password out of command lines: put the URL in
+    /// the environment (`RM_DATABASE_URL`) or the password in `PGPASSWORD`.
     #[arg(long, env = "RM_DATABASE_URL")]
     pub database_url: Option<String>,
+    /// Connections in the PostgreSQL pool (PostgreSQL only; default 16).
+    #[arg(long, env = "RM_DATABASE_POOL_SIZE",
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub database_pool_size: Option<u32>,
+    /// The key that seals repository secrets in the database; default
+    /// `<data-dir>/secret.key`. Servers sharing one PostgreSQL database
+    /// must all use the same key.
+    #[arg(long, env = "RM_SECRET_KEY_FILE")]
+    pub secret_key_file: Option<PathBuf>,
+}
+
+impl StoreArgs {
+    /// The sealing key file: `--secret-key-file`, else `secret.key` in the
+    /// data directory.
+    pub fn key_path(&self) -> PathBuf {
+        self.secret_key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join(rm_server::KEY_FILE))
+    }
 }
 
 #[derive(Debug, Args)]

@@ -29,6 +29,8 @@ pub(crate) async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
     let store_args = StoreArgs {
         data_dir: data_dir.clone(),
         database_url: None,
+        database_pool_size: None,
+        secret_key_file: None,
     };
     let (listener, state) = crate::server::start(&store_args, args.listen, None, None, |config| {
         config.heartbeat_seconds = HEARTBEAT_SECONDS

@@ -83,11 +83,7 @@ pub(crate) async fn start(
     let store = crate::storage::open(store_args).await?;
     // Before anything else changes or listens: a missing or different key
     // while sealed values exist stops the server here, naming the way out.
-    let key = rm_server::sealing::unlock(
-        store.as_ref(),
-        &store_args.data_dir.join(rm_server::KEY_FILE),
-    )
-    .await?;
+    let key = rm_server::sealing::unlock(store.as_ref(), &store_args.key_path()).await?;
     let admin_password = std::env::var("RM_ADMIN_PASSWORD").ok();
     match rm_server::ensure_first_admin(store.as_ref(), admin_password.as_deref()).await? {
         FirstAdmin::AlreadyPresent => {}
