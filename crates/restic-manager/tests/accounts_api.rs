@@ -695,16 +695,15 @@ async fn the_token_form_shows_the_secret_once() {
     assert!(html.contains("from the web"));
 }
 
-/// Runs SQL on the server's real database file from the outside, as a
-/// damaged or tampered-with database would look to the running server.
-fn sqlite(server: &TestServer, sql: &str) {
-    let db = server.data_dir().join("restic-manager.db");
-    let output = std::process::Command::new("sqlite3")
-        .arg(&db)
-        .arg(sql)
-        .output()
+/// Runs SQL on the server's real database from the outside, as a damaged
+/// or tampered-with database would look to the running server.
+async fn outside(server: &TestServer, sql: &str) {
+    server
+        .database()
+        .expect("a test server has a database")
+        .execute_outside(sql)
+        .await
         .unwrap();
-    assert!(output.status.success(), "sqlite3: {output:?}");
 }
 
 /// Asserts a page is the database-error page, not a page of empty lists.
@@ -732,27 +731,29 @@ async fn ui_pages_say_the_database_failed_instead_of_showing_empty_lists() {
 
     // The host can be read, its snapshots cannot: the page must not claim
     // there are none.
-    sqlite(&server, "ALTER TABLE snapshots RENAME TO snapshots_away;");
+    outside(&server, "ALTER TABLE snapshots RENAME TO snapshots_away;").await;
     shows_store_error(&web, &host_page, "No snapshots reported yet.").await;
-    sqlite(&server, "ALTER TABLE snapshots_away RENAME TO snapshots;");
+    outside(&server, "ALTER TABLE snapshots_away RENAME TO snapshots;").await;
     assert_eq!(web.page(&host_page).await.unwrap().0, 200);
 
     // No hosts table: the dashboard and the restore wizard say so rather
     // than showing an empty fleet.
-    sqlite(&server, "ALTER TABLE hosts RENAME TO hosts_away;");
+    outside(&server, "ALTER TABLE hosts RENAME TO hosts_away;").await;
     shows_store_error(&web, "/", "No hosts yet.").await;
     shows_store_error(&web, "/restore", "web-01").await;
-    sqlite(&server, "ALTER TABLE hosts_away RENAME TO hosts;");
+    outside(&server, "ALTER TABLE hosts_away RENAME TO hosts;").await;
 
-    sqlite(
+    outside(
         &server,
         "ALTER TABLE enrollment_tokens RENAME TO enrollment_tokens_away;",
-    );
+    )
+    .await;
     shows_store_error(&web, "/enroll", "(unnamed)").await;
-    sqlite(
+    outside(
         &server,
         "ALTER TABLE enrollment_tokens_away RENAME TO enrollment_tokens;",
-    );
+    )
+    .await;
 
     // Back to normal once the database is.
     let (status, html) = web.page("/").await.unwrap();

@@ -293,15 +293,13 @@ async fn secrets_are_sealed_never_shown_and_kept_when_left_out() {
         .unwrap();
     assert_eq!(status, 409);
 
-    // Not in the database file in the clear either.
-    let dir = server.data_dir().to_owned();
-    let mut on_disk = Vec::new();
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.to_string_lossy().contains("restic-manager.db") {
-            on_disk.extend(std::fs::read(&path).unwrap());
-        }
-    }
+    // Not in the database in the clear either.
+    let on_disk = server
+        .database()
+        .expect("a test server has a database")
+        .contents()
+        .await
+        .unwrap();
     assert!(!on_disk.is_empty());
     let on_disk = String::from_utf8_lossy(&on_disk);
     for secret in secrets {

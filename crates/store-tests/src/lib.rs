@@ -81,6 +81,12 @@ pub enum TestStoreError {
     /// The cluster refused the connection or the schema.
     #[error("cannot create the test schema on the cluster of {POSTGRES_URL_VAR}: {0}")]
     Schema(#[source] sqlx::Error),
+    /// SQL run from outside the store failed.
+    #[error("SQL on the test database failed: {0}")]
+    Outside(#[source] sqlx::Error),
+    /// The database file could not be read.
+    #[error("cannot read the test database file: {0}")]
+    Read(#[source] std::io::Error),
     /// The store itself refused to open.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -182,6 +188,81 @@ impl TestDatabase {
     /// (`RM_DATABASE_URL`), never on a command line or into a log.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// Runs `sql` on the database from outside the store, on a connection
+    /// of its own (as a damaged or tampered-with database looks to a
+    /// running server). Plain SQL both engines read alike, such as
+    /// `ALTER TABLE … RENAME TO …`.
+    pub async fn execute_outside(&self, sql: &str) -> Result<(), TestStoreError> {
+        let statement = sqlx::AssertSqlSafe(sql.to_owned());
+        match &self.place {
+            Place::Sqlite { .. } => {
+                let mut connection = sqlx::SqliteConnection::connect(&self.url)
+                    .await
+                    .map_err(TestStoreError::Outside)?;
+                sqlx::raw_sql(statement)
+                    .execute(&mut connection)
+                    .await
+                    .map_err(TestStoreError::Outside)?;
+                connection.close().await.map_err(TestStoreError::Outside)?;
+            }
+            Place::Postgres { .. } => {
+                let mut connection = PgConnection::connect(&self.url)
+                    .await
+                    .map_err(TestStoreError::Outside)?;
+                sqlx::raw_sql(statement)
+                    .execute(&mut connection)
+                    .await
+                    .map_err(TestStoreError::Outside)?;
+                connection.close().await.map_err(TestStoreError::Outside)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Everything the database holds, as bytes to search (for secrets
+    /// that must never be stored in the clear): the SQLite file and its
+    /// write-ahead log, or every row of every table of the PostgreSQL
+    /// schema as text.
+    pub async fn contents(&self) -> Result<Vec<u8>, TestStoreError> {
+        match &self.place {
+            Place::Sqlite { .. } => {
+                let file = self.url.trim_start_matches("sqlite://");
+                let mut bytes = std::fs::read(file).map_err(TestStoreError::Read)?;
+                if let Ok(wal) = std::fs::read(format!("{file}-wal")) {
+                    bytes.extend(wal);
+                }
+                Ok(bytes)
+            }
+            Place::Postgres { .. } => {
+                let mut connection = PgConnection::connect(&self.url)
+                    .await
+                    .map_err(TestStoreError::Outside)?;
+                let tables: Vec<String> = sqlx::query_scalar(
+                    "SELECT tablename::text FROM pg_tables WHERE schemaname = current_schema()",
+                )
+                .fetch_all(&mut connection)
+                .await
+                .map_err(TestStoreError::Outside)?;
+                let mut bytes = Vec::new();
+                for table in tables {
+                    // Table names come from the catalogue, quoted.
+                    let rows: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                        "SELECT t::text FROM \"{table}\" t"
+                    )))
+                    .fetch_all(&mut connection)
+                    .await
+                    .map_err(TestStoreError::Outside)?;
+                    for row in rows {
+                        bytes.extend(row.into_bytes());
+                        bytes.push(b'\n');
+                    }
+                }
+                connection.close().await.map_err(TestStoreError::Outside)?;
+                Ok(bytes)
+            }
+        }
     }
 
     /// Opens a store on this database (again, after a restart: the data of
