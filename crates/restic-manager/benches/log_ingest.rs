@@ -1,7 +1,8 @@
 //! Log ingestion through the real server: agents stream `log.stream`
 //! batches over real WebSockets on 127.0.0.1 and the server stores them in
-//! SQLite. Prints lines per second for 1 job and for 100 concurrent jobs
-//! (one per host, as hosts run one job at a time).
+//! SQLite, then in PostgreSQL when `RM_TEST_POSTGRES_URL` names a test
+//! cluster. Prints lines per second for 1 job and for 100 concurrent jobs
+//! (one per host, as hosts run one job at a time), per store.
 //!
 //! Run with `cargo bench -p restic-manager --bench log_ingest`. The target
 //! on a 2-core machine is at least 100,000 lines/s.
@@ -14,7 +15,7 @@ use chrono::Utc;
 use rm_core::{JobId, JobStatus, JobTrigger};
 use rm_protocol::{Frame, JobStarted, LogLine, LogStream, LogStreamKind};
 use rm_store::NewJob;
-use rm_testkit::{RawAgent, TestServer};
+use rm_testkit::{Backend, RawAgent, TestServer};
 
 /// Lines per `log.stream` frame (what the agent batches up to).
 const BATCH: usize = 200;
@@ -126,10 +127,19 @@ fn main() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let server = TestServer::start().await.unwrap();
-        // Warm up the connection pool and the statement cache.
-        run(&server, 1, 10_000).await;
-        run(&server, 1, 200_000).await;
-        run(&server, 100, 2_000).await;
+        for backend in [Backend::Sqlite, Backend::Postgres] {
+            if backend == Backend::Postgres && !Backend::postgres_configured() {
+                println!(
+                    "PostgreSQL: skipped (set RM_TEST_POSTGRES_URL, e.g. to what `scripts/postgres-temp start DIR` prints)"
+                );
+                continue;
+            }
+            println!("{backend:?}:");
+            let server = TestServer::start_on(backend).await.unwrap();
+            // Warm up the connection pool and the statement cache.
+            run(&server, 1, 10_000).await;
+            run(&server, 1, 200_000).await;
+            run(&server, 100, 2_000).await;
+        }
     });
 }

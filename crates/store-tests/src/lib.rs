@@ -51,6 +51,12 @@ impl Backend {
         Backend::named(std::env::var(STORE_VAR))
     }
 
+    /// Whether a PostgreSQL cluster for tests is configured
+    /// (`RM_TEST_POSTGRES_URL` is set).
+    pub fn postgres_configured() -> bool {
+        std::env::var_os(POSTGRES_URL_VAR).is_some_and(|url| !url.is_empty())
+    }
+
     /// The backend `value` (of `RM_TEST_STORE`) names.
     fn named(value: Result<String, std::env::VarError>) -> Backend {
         match value {
@@ -128,7 +134,16 @@ impl TestDatabase {
     /// `restic-manager.db` in `dir` (a server's data directory), where the
     /// caller keeps it as long as it likes.
     pub async fn create_in(dir: &Path) -> Result<TestDatabase, TestStoreError> {
-        match Backend::from_env() {
+        TestDatabase::create_in_for(dir, Backend::from_env()).await
+    }
+
+    /// [`TestDatabase::create_in`] on `backend`, whatever `RM_TEST_STORE`
+    /// says (a bench that measures both stores).
+    pub async fn create_in_for(
+        dir: &Path,
+        backend: Backend,
+    ) -> Result<TestDatabase, TestStoreError> {
+        match backend {
             Backend::Sqlite => Ok(TestDatabase::sqlite_in(dir, None)),
             Backend::Postgres => TestDatabase::postgres().await,
         }

@@ -60,6 +60,7 @@ pub use api::Api;
 pub use browser::Browser;
 pub use raw_agent::{hello, log_batch, RawAgent};
 pub use receiver::{webhook_signature, HttpReceiver, ReceivedRequest, SmtpReceiver};
+pub use rm_store_tests::{Backend, TestDatabase};
 pub use server::{RunningAgent, StoppedServer, TestServer, ADMIN_PASSWORD};
 pub use server_process::{process_cpu, ProcessMemory, ServerProcess};
 pub use small_disk::SmallDisk;

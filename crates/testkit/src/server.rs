@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use rm_server::{AppState, ServerConfig, ServerError, TlsIdentity};
 use rm_store::prelude::*;
-use rm_store_tests::TestDatabase;
+use rm_store_tests::{Backend, TestDatabase};
 use tempfile::TempDir;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -57,6 +57,12 @@ impl TestServer {
         TestServer::start_configured(None, configure).await
     }
 
+    /// Starts a server with default settings on a store of `backend`,
+    /// whatever `RM_TEST_STORE` says (a bench comparing stores).
+    pub async fn start_on(backend: Backend) -> anyhow::Result<TestServer> {
+        TestServer::start_configured_on(None, |_| {}, backend).await
+    }
+
     /// Starts a server serving HTTPS/WSS with a fresh self-signed
     /// certificate for 127.0.0.1 and localhost ([`TestServer::tls_cert`]).
     pub async fn start_tls() -> anyhow::Result<TestServer> {
@@ -76,6 +82,14 @@ impl TestServer {
         tls: Option<Arc<TestTls>>,
         configure: impl FnOnce(&mut ServerConfig),
     ) -> anyhow::Result<TestServer> {
+        TestServer::start_configured_on(tls, configure, Backend::from_env()).await
+    }
+
+    async fn start_configured_on(
+        tls: Option<Arc<TestTls>>,
+        configure: impl FnOnce(&mut ServerConfig),
+        backend: Backend,
+    ) -> anyhow::Result<TestServer> {
         let data_dir = tempfile::tempdir()?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let scheme = if tls.is_some() { "https" } else { "http" };
@@ -84,7 +98,7 @@ impl TestServer {
         config.heartbeat_seconds = 1;
         config.tls_fingerprint = tls.as_ref().map(|t| t.identity.fingerprint());
         configure(&mut config);
-        let database = TestDatabase::create_in(data_dir.path()).await?;
+        let database = TestDatabase::create_in_for(data_dir.path(), backend).await?;
         TestServer::launch(data_dir, database, listener, config, tls).await
     }
 
