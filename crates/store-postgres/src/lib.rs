@@ -65,6 +65,7 @@
 
 pub mod codec;
 mod connect;
+pub mod copy;
 
 use std::time::Duration;
 

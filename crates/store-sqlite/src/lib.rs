@@ -17,6 +17,7 @@
 mod agent_tokens;
 mod alerts;
 mod codec;
+pub mod copy;
 mod notifications;
 mod policies;
 mod shared;

@@ -6,6 +6,7 @@
 //! and the implementations against one shared scenario.
 
 mod alerts;
+pub mod copy;
 mod error;
 mod models;
 mod notifications;
