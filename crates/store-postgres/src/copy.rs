@@ -47,6 +47,11 @@ impl PgRowSource {
             .execute(&mut conn)
             .await
             .map_err(crate::codec::backend)?;
+        // The snapshot is taken by the first statement, not by BEGIN.
+        sqlx::query("SELECT 1")
+            .execute(&mut conn)
+            .await
+            .map_err(crate::codec::backend)?;
         Ok(PgRowSource {
             conn,
             shown: shown(&target, options),

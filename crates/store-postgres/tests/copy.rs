@@ -2,7 +2,7 @@
 //! is the schema, values are converted to the target's column types (0/1
 //! flags to BOOLEAN, a flag that is neither refused by name, NUL in text
 //! replaced), identity sequences continue after the copied ids, and a
-//! snapshot source reads what it was given.
+//! source reads one snapshot: rows written after it opened are not in it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -124,9 +124,18 @@ async fn the_table_list_is_the_schema_and_values_take_the_targets_types() {
             vec![Value::Text("h3".to_owned())]
         ]
     );
+
+    // Rows written after the source was opened are not in its snapshot.
+    let store = common::open(&url, &schema).await;
+    sqlx::query(
+        "INSERT INTO hosts (id, name, hostname, enrolled_at) VALUES ('h4', 'late', 'late', 9)",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(source.count(hosts).await.unwrap(), 3);
     Box::new(source).close().await.unwrap();
 
-    let store = common::open(&url, &schema).await;
     let next: i64 = sqlx::query_scalar(
         "INSERT INTO audit_log (at, actor_kind, action, details) \
          VALUES (0, 'cli', 'next', '{}') RETURNING id",

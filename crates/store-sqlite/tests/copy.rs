@@ -154,7 +154,24 @@ async fn rows_of_every_kind_are_copied_across_pages_and_a_full_target_is_refused
         other => panic!("a full target was not refused: {other:?}"),
     }
     assert_eq!(dump(to.clone()).await, copied);
+    // Rows written after a source was opened are not in its snapshot.
+    let mut source = SqliteRowSource::open(&from).await.unwrap();
+    let snapshots = TABLES.iter().find(|t| t.name == "snapshots").unwrap();
+    let writer = SqliteStore::open(&from).await.unwrap();
+    sqlx::query(
+        "INSERT INTO snapshots (host_id, id, short_id, time, hostname, paths, tags) \
+         VALUES ('h1', 'late', 's', 9, 'x', '[]', '[]')",
+    )
+    .execute(writer.pool())
+    .await
+    .unwrap();
+    assert_eq!(source.count(snapshots).await.unwrap(), 10);
+    Box::new(source).close().await.unwrap();
+    writer.close().await;
+
     let (replaced, _) = copy(true).await;
     assert_eq!(replaced.unwrap().replaced.len(), 4);
-    assert_eq!(dump(to).await, copied);
+    let copied_again = dump(to).await;
+    assert_ne!(copied_again, copied, "the late snapshot is copied now");
+    assert_eq!(copied_again, dump(from).await);
 }
