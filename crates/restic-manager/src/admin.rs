@@ -264,7 +264,9 @@ async fn backup_db(args: &BackupDbArgs) -> anyhow::Result<()> {
 async fn migrate_store(args: &MigrateStoreArgs) -> anyhow::Result<()> {
     use rm_store::copy::{copy_store, CopyOptions, RowSink, RowSource};
 
-    let source: Box<dyn RowSource> = match engine(&args.from, "--from")? {
+    // Both URLs are checked before either database is opened.
+    let (from_engine, to_engine) = (engine(&args.from, "--from")?, engine(&args.to, "--to")?);
+    let source: Box<dyn RowSource> = match from_engine {
         Engine::Sqlite => Box::new(rm_store_sqlite::copy::SqliteRowSource::open(&args.from).await?),
         Engine::Postgres => Box::new(
             rm_store_postgres::copy::PgRowSource::open(
@@ -274,7 +276,7 @@ async fn migrate_store(args: &MigrateStoreArgs) -> anyhow::Result<()> {
             .await?,
         ),
     };
-    let target: Box<dyn RowSink> = match engine(&args.to, "--to")? {
+    let target: Box<dyn RowSink> = match to_engine {
         Engine::Sqlite => Box::new(rm_store_sqlite::copy::SqliteRowSink::open(&args.to).await?),
         Engine::Postgres => Box::new(
             rm_store_postgres::copy::PgRowSink::open(
@@ -325,9 +327,15 @@ fn engine(url: &str, flag: &str) -> anyhow::Result<Engine> {
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         Ok(Engine::Postgres)
     } else {
-        bail!(
-            "{flag}: `{}` is neither a sqlite:// nor a postgres:// URL",
+        // Without an `@` there is no password to hide (a bare path).
+        let shown = if url.contains('@') {
             rm_store_postgres::redact_url(url)
+        } else {
+            url.to_owned()
+        };
+        bail!(
+            "{flag}: `{shown}` is neither a sqlite:// nor a postgres:// URL (a SQLite file is \
+             sqlite:///absolute/path.db)"
         )
     }
 }

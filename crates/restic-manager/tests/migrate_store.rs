@@ -281,6 +281,10 @@ async fn populated() -> Populated {
     let host_id = host.id.clone();
     let repo = host.scratch().join("repo").display().to_string();
     let data_dir = host.server.data_dir().to_path_buf();
+    assert!(
+        data_dir.join("restic-manager.db").is_file(),
+        "the fixture needs the test server on SQLite (its database file is the source)"
+    );
     host.agent
         .process
         .terminate(std::time::Duration::from_secs(20))
