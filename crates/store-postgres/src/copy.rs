@@ -6,9 +6,8 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use async_trait::async_trait;
 use rm_store::copy::{
-    insert_sql, page_sql, quote, RowSink, RowSource, SchemaVersion, Table, Value,
+    async_trait, insert_sql, page_sql, quote, RowSink, RowSource, SchemaVersion, Table, Value,
 };
 use rm_store::StoreError;
 use sqlx::postgres::{PgConnection, PgRow, Postgres};

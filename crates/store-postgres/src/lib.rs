@@ -63,9 +63,10 @@
 //! - A schema change is a new migration here *and* in the SQLite store;
 //!   the numbering of the two directories is each its own.
 
+pub mod copy;
+
 pub mod codec;
 mod connect;
-pub mod copy;
 
 use std::time::Duration;
 

@@ -4,9 +4,8 @@
 
 use std::collections::BTreeSet;
 
-use async_trait::async_trait;
 use rm_store::copy::{
-    insert_sql, page_sql, quote, RowSink, RowSource, SchemaVersion, Table, Value,
+    async_trait, insert_sql, page_sql, quote, RowSink, RowSource, SchemaVersion, Table, Value,
 };
 use rm_store::StoreError;
 use sqlx::pool::PoolConnection;
@@ -14,11 +13,18 @@ use sqlx::sqlite::{Sqlite, SqliteRow};
 use sqlx::{AssertSqlSafe, Row, Transaction, TypeInfo, ValueRef};
 
 use crate::codec::backend;
-use crate::{SqliteStore, BEGIN_WRITE, MIGRATOR};
+use crate::{SqliteStore, MIGRATOR};
 
 /// Where the migrations' own bookkeeping lives (not copied: each target
 /// has its own).
 const MIGRATIONS_TABLE: &str = "_sqlx_migrations";
+
+/// How the copy's one write transaction starts: with SQLite's writer lock
+/// taken at once, so no server or second copy writes in between. (sqlx's
+/// own transaction is enough here, unlike in the store's writes: the
+/// store is closed as soon as the transaction ends, so a connection left
+/// at a wrong transaction depth never serves another call.)
+const BEGIN_COPY: &str = "BEGIN IMMEDIATE";
 
 /// A SQLite database read from one snapshot.
 pub struct SqliteRowSource {
@@ -66,11 +72,7 @@ impl SqliteRowSink {
     /// store at `url` and takes its writer lock for the whole copy.
     pub async fn open(url: &str) -> Result<SqliteRowSink, StoreError> {
         let store = SqliteStore::open(url).await?;
-        let tx = store
-            .pool()
-            .begin_with(BEGIN_WRITE)
-            .await
-            .map_err(backend)?;
+        let tx = store.pool().begin_with(BEGIN_COPY).await.map_err(backend)?;
         Ok(SqliteRowSink {
             shown: shown(&store, url),
             store,

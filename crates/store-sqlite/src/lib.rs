@@ -14,10 +14,11 @@
 //! conditional `UPDATE`s inside those transactions. An audited change
 //! writes its audit entry in its own transaction (see [`Store`]).
 
+pub mod copy;
+
 mod agent_tokens;
 mod alerts;
 mod codec;
-pub mod copy;
 mod notifications;
 mod policies;
 mod shared;

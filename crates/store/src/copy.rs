@@ -11,9 +11,11 @@
 
 use std::collections::BTreeSet;
 
-use async_trait::async_trait;
-
 use crate::StoreError;
+
+/// The attribute the backends' implementations of [`RowSource`] and
+/// [`RowSink`] need, so they need no dependency of their own for it.
+pub use async_trait::async_trait;
 
 /// One table of the store, and the columns of its primary key (the order
 /// pages are read in).

@@ -6,10 +6,11 @@
 //! and the implementations against one shared scenario.
 
 mod alerts;
-pub mod copy;
 mod error;
 mod models;
 mod notifications;
+
+pub mod copy;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
