@@ -381,7 +381,7 @@ pub(crate) enum AdminCommand {
     /// without --yes; run it with the server stopped.
     ResetSealedSecrets(ResetSealedSecretsArgs),
     /// Copy a whole store into another database: every table, row by row,
-    /// SQLite to PostgreSQL, PostgreSQL to SQLite or SQLite to SQLite.
+    /// SQLite to PostgreSQL, PostgreSQL to SQLite, or between two of a kind.
     /// The target is created or brought up to date as a server would; one
     /// that holds data is refused (naming its tables) unless --replace. The
     /// copy is one transaction of the target and is checked table by table
