@@ -16,7 +16,7 @@ use rm_server::ServerConfig;
 use rm_store::{ApiToken, User};
 use serde_json::json;
 
-use crate::cli::{AdminCommand, BackupDbArgs, ResetSealedSecretsArgs};
+use crate::cli::{AdminCommand, BackupDbArgs, MigrateStoreArgs, ResetSealedSecretsArgs};
 
 pub(crate) async fn run(command: AdminCommand) -> anyhow::Result<()> {
     match command {
@@ -161,6 +161,7 @@ pub(crate) async fn run(command: AdminCommand) -> anyhow::Result<()> {
         }
         AdminCommand::BackupDb(args) => backup_db(&args).await?,
         AdminCommand::ResetSealedSecrets(args) => reset_sealed_secrets(&args).await?,
+        AdminCommand::MigrateStore(args) => migrate_store(&args).await?,
     }
     Ok(())
 }
@@ -256,6 +257,158 @@ async fn backup_db(args: &BackupDbArgs) -> anyhow::Result<()> {
         args.store.key_path().display()
     );
     Ok(())
+}
+
+/// `admin migrate-store --from URL --to URL [--replace]`: copies a whole
+/// store into another database and says what it copied.
+async fn migrate_store(args: &MigrateStoreArgs) -> anyhow::Result<()> {
+    use rm_store::copy::{copy_store, CopyOptions, RowSink, RowSource};
+
+    // Both URLs are checked before either database is opened.
+    let (from_engine, to_engine) = (engine(&args.from, "--from")?, engine(&args.to, "--to")?);
+    let source: Box<dyn RowSource> = match from_engine {
+        Engine::Sqlite => Box::new(rm_store_sqlite::copy::SqliteRowSource::open(&args.from).await?),
+        Engine::Postgres => Box::new(
+            rm_store_postgres::copy::PgRowSource::open(
+                &args.from,
+                &rm_store_postgres::PostgresOptions::default(),
+            )
+            .await?,
+        ),
+    };
+    let target: Box<dyn RowSink> = match to_engine {
+        Engine::Sqlite => Box::new(rm_store_sqlite::copy::SqliteRowSink::open(&args.to).await?),
+        Engine::Postgres => Box::new(
+            rm_store_postgres::copy::PgRowSink::open(
+                &args.to,
+                &rm_store_postgres::PostgresOptions::default(),
+            )
+            .await?,
+        ),
+    };
+    let (from, to) = (source.describe(), target.describe());
+    eprintln!("Copying {from} into {to}.");
+    let options = CopyOptions {
+        replace: args.replace,
+        page_rows: args.batch_rows,
+    };
+    let mut bar = ProgressLine::new();
+    let report = copy_store(source, target, options, &mut |p| bar.show(&p)).await;
+    bar.end();
+    let report = report?;
+    if !report.replaced.is_empty() {
+        let deleted: u64 = report.replaced.iter().map(|(_, rows)| rows).sum();
+        println!("Deleted the {deleted} rows the target held before (--replace).");
+    }
+    println!(
+        "Copied {} rows from {from} to {to}; the row count of every table matches:",
+        report.total()
+    );
+    for (table, rows) in &report.tables {
+        println!("  {table:<24} {rows:>12}");
+    }
+    println!(
+        "Next: copy the source's secret.key into the data directory of every server that will use \
+         {to} (the sealed repository settings were copied as they are), and start them with \
+         --database-url pointing at it."
+    );
+    Ok(())
+}
+
+/// The engines a store URL may name.
+enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+fn engine(url: &str, flag: &str) -> anyhow::Result<Engine> {
+    if url.starts_with("sqlite:") {
+        Ok(Engine::Sqlite)
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Engine::Postgres)
+    } else {
+        // Without an `@` there is no password to hide (a bare path).
+        let shown = if url.contains('@') {
+            rm_store_postgres::redact_url(url)
+        } else {
+            url.to_owned()
+        };
+        bail!(
+            "{flag}: `{shown}` is neither a sqlite:// nor a postgres:// URL (a SQLite file is \
+             sqlite:///absolute/path.db)"
+        )
+    }
+}
+
+/// The copy's progress on stderr: one bar redrawn in place on a terminal,
+/// otherwise a line per finished table and at most one every few seconds
+/// between (for logs of long copies).
+struct ProgressLine {
+    terminal: bool,
+    last: Option<std::time::Instant>,
+    drawn: bool,
+}
+
+/// Time between two plain progress lines of one table.
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Width of the terminal bar, in characters.
+const BAR_WIDTH: u64 = 30;
+
+impl ProgressLine {
+    fn new() -> ProgressLine {
+        ProgressLine {
+            terminal: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            last: None,
+            drawn: false,
+        }
+    }
+
+    fn show(&mut self, progress: &rm_store::copy::Progress) {
+        use rm_store::copy::Progress;
+        match progress {
+            Progress::Started { total } => eprintln!("{total} rows to copy."),
+            Progress::Rows {
+                table,
+                done,
+                of,
+                done_all,
+                total,
+            } => {
+                if self.terminal {
+                    let filled = (done_all * BAR_WIDTH)
+                        .checked_div(*total)
+                        .unwrap_or(BAR_WIDTH);
+                    let filled = usize::try_from(filled.min(BAR_WIDTH)).unwrap_or(0);
+                    let empty = usize::try_from(BAR_WIDTH).unwrap_or(0) - filled;
+                    eprint!(
+                        "\r\x1b[K[{}{}] {done_all}/{total} rows  {table} {done}/{of}",
+                        "#".repeat(filled),
+                        "-".repeat(empty)
+                    );
+                    self.drawn = true;
+                } else {
+                    let due = self.last.is_none_or(|at| at.elapsed() >= PROGRESS_EVERY);
+                    if done == of || due {
+                        eprintln!("  {table}: {done}/{of} rows ({done_all}/{total} in all)");
+                        self.last = Some(std::time::Instant::now());
+                    }
+                }
+            }
+            Progress::Verifying => {
+                self.end();
+                eprintln!("Checking the row counts and committing.");
+            }
+        }
+    }
+
+    /// Ends a bar left on the line.
+    fn end(&mut self) {
+        if self.drawn {
+            eprintln!();
+            self.drawn = false;
+        }
+    }
 }
 
 /// The password to set: the first line of stdin, or a generated one.

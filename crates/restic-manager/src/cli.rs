@@ -401,6 +401,35 @@ pub(crate) enum AdminCommand {
     /// repositories and snapshots are untouched). Explains and refuses
     /// without --yes; run it with the server stopped.
     ResetSealedSecrets(ResetSealedSecretsArgs),
+    /// Copy a whole store into another database: every table, row by row,
+    /// SQLite to PostgreSQL, PostgreSQL to SQLite, or between two of a kind.
+    /// The target is created or brought up to date as a server would; one
+    /// that holds data is refused (naming its tables) unless --replace. The
+    /// copy is one transaction of the target and is checked table by table
+    /// before it commits. The source is read from one snapshot and never
+    /// changed. Copy <data-dir>/secret.key along: the sealed repository
+    /// settings are copied as they are.
+    MigrateStore(MigrateStoreArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct MigrateStoreArgs {
+    /// The store to copy: sqlite://PATH or postgres://… (a password is
+    /// better in PGPASSWORD or ~/.pgpass than on a command line).
+    #[arg(long, env = "RM_MIGRATE_FROM", value_name = "URL")]
+    pub from: String,
+    /// The database to copy it into: sqlite://PATH (created if missing)
+    /// or postgres://….
+    #[arg(long, env = "RM_MIGRATE_TO", value_name = "URL")]
+    pub to: String,
+    /// Empty a target that already holds data (in the copy's transaction:
+    /// if the copy fails, the old data stays) instead of refusing it.
+    #[arg(long)]
+    pub replace: bool,
+    /// Rows read and written per statement.
+    #[arg(long, default_value_t = rm_store::copy::DEFAULT_PAGE_ROWS,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000))]
+    pub batch_rows: usize,
 }
 
 #[derive(Debug, Args)]

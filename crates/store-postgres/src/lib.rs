@@ -63,6 +63,8 @@
 //! - A schema change is a new migration here *and* in the SQLite store;
 //!   the numbering of the two directories is each its own.
 
+pub mod copy;
+
 pub mod codec;
 mod connect;
 mod pending;

@@ -22,6 +22,8 @@
 //! shared rows of `rm-store-sql` (`query_as::<_, XRow>` and the row's one
 //! conversion), the same rows the PostgreSQL store reads.
 
+pub mod copy;
+
 mod agent_tokens;
 mod alerts;
 mod audit;

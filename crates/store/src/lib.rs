@@ -25,6 +25,8 @@ mod sealing;
 mod snapshots;
 mod users;
 
+pub mod copy;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
