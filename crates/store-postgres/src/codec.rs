@@ -68,6 +68,9 @@ fn sqlstate_fault(code: &str) -> Option<StorageFault> {
         // admin_shutdown, crash_shutdown, cannot_connect_now (starting up,
         // shutting down, in recovery)
         "57P01" | "57P02" | "57P03" => Some(StorageFault::Unreachable),
+        // protocol_violation: a fault of the request (a bug), not of the
+        // connection, though SQLSTATE files it under class 08
+        "08P01" => None,
         // connection_exception and its subclasses
         _ if code.starts_with("08") => Some(StorageFault::Unreachable),
         _ => None,
@@ -134,9 +137,10 @@ mod tests {
     #[test]
     fn sqlstates_of_the_query_are_not() {
         // unique, foreign key, check, not null, syntax, serialization,
-        // deadlock: the query's or the caller's, not the machine's.
+        // deadlock, protocol violation: the query's or the caller's, not
+        // the machine's.
         for code in [
-            "23505", "23503", "23514", "23502", "42601", "40001", "40P01",
+            "23505", "23503", "23514", "23502", "42601", "40001", "40P01", "08P01",
         ] {
             assert_eq!(sqlstate_fault(code), None, "{code}");
         }
