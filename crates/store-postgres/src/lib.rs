@@ -63,9 +63,13 @@
 //! - A schema change is a new migration here *and* in the SQLite store;
 //!   the numbering of the two directories is each its own.
 
+mod audit;
 pub mod codec;
 mod connect;
+mod hosts;
 mod pending;
+mod shared;
+mod users;
 
 use std::time::Duration;
 
