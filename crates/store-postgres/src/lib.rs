@@ -63,11 +63,14 @@
 //! - A schema change is a new migration here *and* in the SQLite store;
 //!   the numbering of the two directories is each its own.
 
+mod agent_tokens;
 mod audit;
 pub mod codec;
 mod connect;
 mod hosts;
 mod pending;
+mod repositories;
+mod sealing;
 mod shared;
 mod users;
 
