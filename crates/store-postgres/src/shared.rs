@@ -293,29 +293,31 @@ pub(crate) async fn retire_agent(
     audit: Option<&NewAuditEntry>,
 ) -> StoreResult<bool> {
     let mut tx = store.pool.begin().await.map_err(db_error)?;
-    let found = sqlx::query(host_update)
+    let result: StoreResult<_> = async {
+        let found = sqlx::query(host_update)
+            .bind(at_ms)
+            .bind(host_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?
+            .rows_affected();
+        if found != 1 {
+            return Ok(false);
+        }
+        sqlx::query(
+            "UPDATE agent_tokens SET revoked_at = $1, pending = FALSE \
+         WHERE host_id = $2 AND revoked_at IS NULL",
+        )
         .bind(at_ms)
         .bind(host_id)
         .execute(&mut *tx)
         .await
-        .map_err(db_error)?
-        .rows_affected();
-    if found != 1 {
-        tx.rollback().await.map_err(db_error)?;
-        return Ok(false);
+        .map_err(db_error)?;
+        write_audit(&mut tx, audit).await?;
+        Ok(true)
     }
-    sqlx::query(
-        "UPDATE agent_tokens SET revoked_at = $1, pending = FALSE \
-         WHERE host_id = $2 AND revoked_at IS NULL",
-    )
-    .bind(at_ms)
-    .bind(host_id)
-    .execute(&mut *tx)
-    .await
-    .map_err(db_error)?;
-    write_audit(&mut tx, audit).await?;
-    tx.commit().await.map_err(db_error)?;
-    Ok(true)
+    .await;
+    finish(tx, result).await
 }
 
 /// Stores a host's repository settings inside the caller's transaction:
@@ -346,4 +348,29 @@ pub(crate) async fn upsert_repository(
     .await
     .map_err(db_error)?;
     Ok(())
+}
+
+/// Ends a transaction by its body's result: commits on `Ok`, rolls back on
+/// `Err`. An early return must not just drop the transaction: sqlx then
+/// returns the connection to the pool still inside it, "idle in
+/// transaction" with its row locks held, until the pool next uses that
+/// connection, and every writer of those rows waits meanwhile.
+pub(crate) async fn finish<T>(
+    tx: sqlx::Transaction<'_, sqlx::Postgres>,
+    result: StoreResult<T>,
+) -> StoreResult<T> {
+    match result {
+        Ok(value) => {
+            tx.commit().await.map_err(db_error)?;
+            Ok(value)
+        }
+        Err(e) => {
+            // The body's error is the one to report; a rollback that fails
+            // too has lost the connection, which ends the transaction.
+            if let Err(rollback) = tx.rollback().await {
+                tracing::warn!(error = %rollback, "rolling back a failed change failed");
+            }
+            Err(e)
+        }
+    }
 }
