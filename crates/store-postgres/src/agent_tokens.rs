@@ -46,7 +46,7 @@ impl AgentTokenStore for PostgresStore {
     ) -> StoreResult<()> {
         let host_id = token.host_id.to_string();
         let now_ms = ms(token.created_at);
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let mut tx = self.pool.begin().await.map_err(|e| self.error(e))?;
         let result: StoreResult<_> = async {
             // The host's lock: two rotations at once would otherwise each
             // supersede the other's (uncommitted, unseen) pending token and
@@ -110,7 +110,7 @@ impl AgentTokenStore for PostgresStore {
     ) -> StoreResult<bool> {
         let host_id = host.to_string();
         let at_ms = ms(at);
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let mut tx = self.pool.begin().await.map_err(|e| self.error(e))?;
         let result: StoreResult<_> = async {
             // The host's lock first, as a rotation takes it: the conditional
             // UPDATE below then sees a rotation's supersession committed.
@@ -178,7 +178,7 @@ impl AgentTokenStore for PostgresStore {
         .bind(id.to_string())
         .execute(&self.pool)
         .await
-        .map_err(db_error)?
+        .map_err(|e| self.error(e))?
         .rows_affected();
         Ok(revoked == 1)
     }

@@ -58,7 +58,7 @@ impl HostStore for PostgresStore {
         token: &EnrollmentToken,
         audit: Option<&NewAuditEntry>,
     ) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let mut tx = self.pool.begin().await.map_err(|e| self.error(e))?;
         let result: StoreResult<_> = async {
             sqlx::query(
                 "INSERT INTO enrollment_tokens \
@@ -125,7 +125,7 @@ impl HostStore for PostgresStore {
     ) -> StoreResult<Host> {
         let now_ms = ms(now);
         let host_id = host.id.to_string();
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let mut tx = self.pool.begin().await.map_err(|e| self.error(e))?;
         let result: StoreResult<_> = async {
             // The guard: only one transaction can flip `used_at` from NULL. Under
             // READ COMMITTED a second enrolment with the same token waits for the
@@ -273,7 +273,7 @@ impl HostStore for PostgresStore {
             .bind(selector_param(selector))
             .fetch_one(&self.pool)
             .await
-            .map_err(db_error)?;
+            .map_err(|e| self.error(e))?;
         HostCounts::try_from(row)
     }
 
@@ -288,7 +288,7 @@ impl HostStore for PostgresStore {
             .bind(selector_param(selector))
             .fetch_all(&self.pool)
             .await
-            .map_err(db_error)?;
+            .map_err(|e| self.error(e))?;
         Ok(rows
             .into_iter()
             // COUNT(*) is never negative.
@@ -312,7 +312,7 @@ impl HostStore for PostgresStore {
         audit: Option<&NewAuditEntry>,
     ) -> StoreResult<Host> {
         let host_id = id.to_string();
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let mut tx = self.pool.begin().await.map_err(|e| self.error(e))?;
         let result: StoreResult<_> = async {
             require_live_host(&mut tx, &host_id).await?;
             // One statement: each field changes only when the patch has it
@@ -360,7 +360,7 @@ impl HostStore for PostgresStore {
     }
 
     async fn host(&self, id: HostId) -> StoreResult<Option<Host>> {
-        let mut conn = self.pool.acquire().await.map_err(db_error)?;
+        let mut conn = self.pool.acquire().await.map_err(|e| self.error(e))?;
         read_host(&mut conn, &id.to_string(), true).await
     }
 
@@ -388,7 +388,7 @@ impl HostStore for PostgresStore {
         .bind(host_id.to_string())
         .execute(&self.pool)
         .await
-        .map_err(db_error)?
+        .map_err(|e| self.error(e))?
         .rows_affected();
         if updated == 1 {
             Ok(())
@@ -405,7 +405,7 @@ impl HostStore for PostgresStore {
         audit: Option<&NewAuditEntry>,
     ) -> StoreResult<()> {
         let ids: Vec<String> = hosts.iter().map(ToString::to_string).collect();
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let mut tx = self.pool.begin().await.map_err(|e| self.error(e))?;
         let result: StoreResult<_> = async {
             sqlx::query(
                 "UPDATE hosts SET upgrade_requested_version = $1, upgrade_requested_at = $2 \
@@ -449,7 +449,7 @@ impl HostStore for PostgresStore {
         .bind(host_id.to_string())
         .execute(&self.pool)
         .await
-        .map_err(db_error)?;
+        .map_err(|e| self.error(e))?;
         Ok(())
     }
 
@@ -476,7 +476,7 @@ impl HostStore for PostgresStore {
         .bind(&ats)
         .execute(&self.pool)
         .await
-        .map_err(db_error)?;
+        .map_err(|e| self.error(e))?;
         Ok(())
     }
 
@@ -498,7 +498,7 @@ impl HostStore for PostgresStore {
         .bind(connection_id)
         .execute(&self.pool)
         .await
-        .map_err(db_error)?
+        .map_err(|e| self.error(e))?
         .rows_affected();
         Ok(updated == 1)
     }
@@ -507,7 +507,7 @@ impl HostStore for PostgresStore {
         let updated = sqlx::query("UPDATE hosts SET online = FALSE WHERE online")
             .execute(&self.pool)
             .await
-            .map_err(db_error)?
+            .map_err(|e| self.error(e))?
             .rows_affected();
         Ok(updated)
     }

@@ -27,7 +27,7 @@ impl RepositoryStore for PostgresStore {
         audit: Option<&NewAuditEntry>,
     ) -> StoreResult<()> {
         let host_id = host.to_string();
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let mut tx = self.pool.begin().await.map_err(|e| self.error(e))?;
         let result: StoreResult<_> = async {
             // The host's row stays locked (FOR SHARE) until commit: a deletion
             // at the same time waits, and never leaves settings on a deleted
@@ -47,7 +47,7 @@ impl RepositoryStore for PostgresStore {
         audit: Option<&NewAuditEntry>,
     ) -> StoreResult<bool> {
         let host_id = host.to_string();
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let mut tx = self.pool.begin().await.map_err(|e| self.error(e))?;
         let result: StoreResult<_> = async {
             require_live_host(&mut tx, &host_id).await?;
             let deleted = sqlx::query(
@@ -74,7 +74,7 @@ impl RepositoryStore for PostgresStore {
             .bind(host.to_string())
             .execute(&self.pool)
             .await
-            .map_err(db_error)?;
+            .map_err(|e| self.error(e))?;
         Ok(())
     }
 
@@ -87,7 +87,7 @@ impl RepositoryStore for PostgresStore {
         .bind(host.to_string())
         .fetch_optional(&self.pool)
         .await
-        .map_err(db_error)?;
+        .map_err(|e| self.error(e))?;
         Ok(key.flatten())
     }
 
@@ -142,7 +142,7 @@ impl RepositoryStore for PostgresStore {
             .bind(host.to_string())
             .fetch_optional(&self.pool)
             .await
-            .map_err(db_error)?
+            .map_err(|e| self.error(e))?
             .ok_or_else(|| StoreError::NotFound(format!("host `{host}`")))?;
         // The host exists; the columns are NULL when no settings are joined.
         row.into_repository()
@@ -158,7 +158,7 @@ impl RepositoryStore for PostgresStore {
         sqlx::query_as::<_, HostRepositoryRow>(AssertSqlSafe(sql))
             .fetch_all(&self.pool)
             .await
-            .map_err(db_error)?
+            .map_err(|e| self.error(e))?
             .into_iter()
             .map(HostRepositoryRow::into_parts)
             .collect()
@@ -170,7 +170,7 @@ impl RepositoryStore for PostgresStore {
             .bind(host.to_string())
             .execute(&self.pool)
             .await
-            .map_err(db_error)?;
+            .map_err(|e| self.error(e))?;
         Ok(())
     }
 }

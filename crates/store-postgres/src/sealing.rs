@@ -40,7 +40,7 @@ impl SealingStore for PostgresStore {
         )
         .fetch_optional(&self.pool)
         .await
-        .map_err(db_error)?
+        .map_err(|e| self.error(e))?
         .map(SealingKeyRecord::try_from)
         .transpose()
     }
@@ -53,7 +53,7 @@ impl SealingStore for PostgresStore {
         sqlx::query_as::<_, HostRepositoryRow>(AssertSqlSafe(sql))
             .fetch_all(&self.pool)
             .await
-            .map_err(db_error)?
+            .map_err(|e| self.error(e))?
             .into_iter()
             .map(|row| row.into_parts().map(|(host, sealed, _)| (host, sealed)))
             .collect()
@@ -74,7 +74,7 @@ impl SealingStore for PostgresStore {
             ciphertexts.push(sealed.ciphertext.clone());
             formats.push(sealed.format.as_i64());
         }
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let mut tx = self.pool.begin().await.map_err(|e| self.error(e))?;
         let result: StoreResult<_> = async {
             // One statement for every host. Only a value still stored unbound
             // is replaced: re-sealing twice, or over a value set meanwhile (the
@@ -113,7 +113,7 @@ impl SealingStore for PostgresStore {
         record: &SealingKeyRecord,
         audit: Option<&NewAuditEntry>,
     ) -> StoreResult<Vec<HostId>> {
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let mut tx = self.pool.begin().await.map_err(|e| self.error(e))?;
         let result: StoreResult<_> = async {
             let deleted: Vec<String> =
                 sqlx::query_scalar("DELETE FROM host_repositories RETURNING host_id")

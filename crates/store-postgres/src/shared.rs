@@ -72,8 +72,12 @@ pub(crate) fn insert_error(
     }
 }
 
-/// Maps any failed call: a column the driver could not decode is
-/// [`StoreError::Corrupt`] naming it, the rest as [`codec::backend`].
+/// Maps a failed call on a connection already held (inside a
+/// transaction, or by the generic fetch helpers): a column the driver
+/// could not decode is [`StoreError::Corrupt`] naming it, the rest as
+/// [`codec::backend`]. Calls on the pool itself map with
+/// [`PostgresStore::error`], which also tells a server that cannot be
+/// reached from a busy pool.
 pub(crate) fn db_error(e: sqlx::Error) -> StoreError {
     rm_store_sql::column_decode_error(&e).unwrap_or_else(|| backend(e))
 }
@@ -292,7 +296,7 @@ pub(crate) async fn retire_agent(
     host_update: &'static str,
     audit: Option<&NewAuditEntry>,
 ) -> StoreResult<bool> {
-    let mut tx = store.pool.begin().await.map_err(db_error)?;
+    let mut tx = store.pool.begin().await.map_err(|e| store.error(e))?;
     let result: StoreResult<_> = async {
         let found = sqlx::query(host_update)
             .bind(at_ms)

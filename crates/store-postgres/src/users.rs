@@ -22,7 +22,7 @@ use crate::PostgresStore;
 #[async_trait]
 impl UserStore for PostgresStore {
     async fn create_user(&self, user: &User, audit: Option<&NewAuditEntry>) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let mut tx = self.pool.begin().await.map_err(|e| self.error(e))?;
         let result: StoreResult<_> = async {
             sqlx::query(
                 "INSERT INTO users (id, username, password_hash, created_at, role, scope) \
@@ -77,7 +77,7 @@ impl UserStore for PostgresStore {
         password_hash: &str,
         audit: Option<&NewAuditEntry>,
     ) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let mut tx = self.pool.begin().await.map_err(|e| self.error(e))?;
         let result: StoreResult<_> = async {
             let id: Option<String> = sqlx::query_scalar(
                 "UPDATE users SET password_hash = $1 WHERE username = $2 RETURNING id",
@@ -106,7 +106,7 @@ impl UserStore for PostgresStore {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
             .fetch_one(&self.pool)
             .await
-            .map_err(db_error)?;
+            .map_err(|e| self.error(e))?;
         Ok(n.unsigned_abs())
     }
 
@@ -120,7 +120,7 @@ impl UserStore for PostgresStore {
 
     async fn delete_user(&self, id: UserId, audit: Option<&NewAuditEntry>) -> StoreResult<()> {
         let id = id.to_string();
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let mut tx = self.pool.begin().await.map_err(|e| self.error(e))?;
         let result: StoreResult<_> = async {
             // Every user row locked (FOR UPDATE) before counting: two operators
             // deleting the last two users (or admins) one each are serialised,
@@ -172,7 +172,7 @@ impl UserStore for PostgresStore {
         audit: Option<&NewAuditEntry>,
     ) -> StoreResult<User> {
         let id = id.to_string();
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let mut tx = self.pool.begin().await.map_err(|e| self.error(e))?;
         let result: StoreResult<_> = async {
             if role != Role::Admin && last_admin(&mut tx, &id).await? {
                 return Err(StoreError::Conflict(String::from(
@@ -206,7 +206,7 @@ impl UserStore for PostgresStore {
         session: &Session,
         audit: Option<&NewAuditEntry>,
     ) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let mut tx = self.pool.begin().await.map_err(|e| self.error(e))?;
         let result: StoreResult<_> = async {
             sqlx::query(
                 "INSERT INTO sessions (id, user_id, token_hash, created_at, expires_at) \
@@ -246,7 +246,7 @@ impl UserStore for PostgresStore {
     /// The entry is written even when the session was gone already (the
     /// logout was asked for, and nothing of the session is left).
     async fn delete_session(&self, id: TokenId, audit: Option<&NewAuditEntry>) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let mut tx = self.pool.begin().await.map_err(|e| self.error(e))?;
         let result: StoreResult<_> = async {
             sqlx::query("DELETE FROM sessions WHERE id = $1")
                 .bind(id.to_string())
@@ -265,7 +265,7 @@ impl UserStore for PostgresStore {
             .bind(ms(now))
             .execute(&self.pool)
             .await
-            .map_err(db_error)?
+            .map_err(|e| self.error(e))?
             .rows_affected();
         Ok(deleted)
     }
@@ -275,7 +275,7 @@ impl UserStore for PostgresStore {
         token: &ApiToken,
         audit: Option<&NewAuditEntry>,
     ) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let mut tx = self.pool.begin().await.map_err(|e| self.error(e))?;
         let result: StoreResult<_> = async {
             sqlx::query(
                 "INSERT INTO api_tokens \
@@ -334,7 +334,7 @@ impl UserStore for PostgresStore {
         at: DateTime<Utc>,
         audit: Option<&NewAuditEntry>,
     ) -> StoreResult<bool> {
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let mut tx = self.pool.begin().await.map_err(|e| self.error(e))?;
         let result: StoreResult<_> = async {
             // The conditional UPDATE decides a race of two revocations: the
             // second waits for the first's row lock and then matches nothing.
