@@ -457,20 +457,22 @@ impl HostStore for PostgresStore {
         if seen.is_empty() {
             return Ok(());
         }
-        // Sorted by id so that two concurrent batches lock shared hosts in
-        // one order (fewer deadlocks); a host listed twice keeps its latest
-        // time (the GROUP BY), as an UPDATE … FROM applies one match only.
-        let mut seen: Vec<(String, i64)> = seen
+        // The rows are locked in id order first (a sorted `FOR UPDATE`), so
+        // two servers touching overlapping hosts at once wait for each
+        // other instead of deadlocking, as an UPDATE … FROM locks in its
+        // join's order. A host listed twice keeps its latest time (the
+        // GROUP BY), as an UPDATE … FROM applies one match only.
+        let (ids, ats): (Vec<String>, Vec<i64>) = seen
             .iter()
             .map(|(id, at)| (id.to_string(), ms(*at)))
-            .collect();
-        seen.sort_unstable();
-        let (ids, ats): (Vec<String>, Vec<i64>) = seen.into_iter().unzip();
+            .unzip();
         sqlx::query(
-            "UPDATE hosts SET last_seen_at = GREATEST(COALESCE(hosts.last_seen_at, 0), seen.at) \
-             FROM (SELECT id, MAX(at) AS at FROM UNNEST($1::TEXT[], $2::BIGINT[]) AS s(id, at) \
-                   GROUP BY id) AS seen \
-             WHERE hosts.id = seen.id",
+            "WITH seen AS (SELECT id, MAX(at) AS at \
+                           FROM UNNEST($1::TEXT[], $2::BIGINT[]) AS s(id, at) GROUP BY id), \
+             locked AS MATERIALIZED (SELECT hosts.id FROM hosts JOIN seen ON seen.id = hosts.id \
+                        ORDER BY hosts.id FOR UPDATE OF hosts) \
+             UPDATE hosts SET last_seen_at = GREATEST(COALESCE(hosts.last_seen_at, 0), seen.at) \
+             FROM seen, locked WHERE hosts.id = seen.id AND locked.id = hosts.id",
         )
         .bind(&ids)
         .bind(&ats)
