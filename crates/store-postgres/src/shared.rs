@@ -356,9 +356,10 @@ pub(crate) async fn upsert_repository(
 
 /// Ends a transaction by its body's result: commits on `Ok`, rolls back on
 /// `Err`. An early return must not just drop the transaction: sqlx then
-/// returns the connection to the pool still inside it, "idle in
-/// transaction" with its row locks held, until the pool next uses that
-/// connection, and every writer of those rows waits meanwhile.
+/// leaves the rollback to a task it spawns to return the connection to the
+/// pool, so the row locks stay held until that task runs, and for good if
+/// the runtime stops first (seen as a test's schema drop waiting on a
+/// connection left "idle in transaction").
 pub(crate) async fn finish<T>(
     tx: sqlx::Transaction<'_, sqlx::Postgres>,
     result: StoreResult<T>,
