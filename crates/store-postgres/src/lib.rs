@@ -63,11 +63,17 @@
 //! - A schema change is a new migration here *and* in the SQLite store;
 //!   the numbering of the two directories is each its own.
 
-pub mod copy;
-
+mod agent_tokens;
+mod audit;
 pub mod codec;
 mod connect;
+pub mod copy;
+mod hosts;
 mod pending;
+mod repositories;
+mod sealing;
+mod shared;
+mod users;
 
 use std::time::Duration;
 
@@ -170,11 +176,16 @@ impl PostgresStore {
     }
 
     /// Maps a failed call's error, as the store's methods do:
-    /// [`codec::backend`], except that a pool timeout while the pool holds
-    /// fewer connections than it may means that new connections could not
-    /// be opened (the server is down or refusing them:
-    /// [`StorageFault::Unreachable`]), not that every connection was busy.
+    /// [`codec::backend`], except that a column the driver could not
+    /// decode is [`StoreError::Corrupt`] naming it, and that a pool
+    /// timeout while the pool holds fewer connections than it may means
+    /// that new connections could not be opened (the server is down or
+    /// refusing them: [`StorageFault::Unreachable`]), not that every
+    /// connection was busy.
     pub fn error(&self, e: sqlx::Error) -> StoreError {
+        if let Some(corrupt) = rm_store_sql::column_decode_error(&e) {
+            return corrupt;
+        }
         if matches!(e, sqlx::Error::PoolTimedOut)
             && self.pool.size() < self.pool.options().get_max_connections()
         {

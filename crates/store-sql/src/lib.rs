@@ -38,14 +38,16 @@ pub use agent_tokens::{AgentTokenRow, AGENT_TOKEN_COLUMNS};
 pub use alerts::{AlertRow, SilenceRow, ALERT_COLUMNS, SILENCE_COLUMNS};
 pub use audit::{AuditRow, AUDIT_COLUMNS};
 pub use flag::Flag;
-pub use hosts::{EnrollmentTokenRow, HostRow, ENROLLMENT_TOKEN_COLUMNS};
+pub use hosts::{
+    EnrollmentTokenRow, HostBackupSummaryRow, HostCountsRow, HostRow, ENROLLMENT_TOKEN_COLUMNS,
+};
 pub use jobs::{
     CommandResultRow, JobRow, LogLineRow, COMMAND_RESULT_COLUMNS, JOB_COLUMNS, LOG_COLUMNS,
 };
 pub use notifications::{ChannelRow, OutboxEntryRow, CHANNEL_COLUMNS, OUTBOX_COLUMNS};
 pub use policies::{PolicyRow, PolicyTargetRow, POLICY_COLUMNS};
 pub use repositories::{
-    HostRepositoryRow, JoinedRepositoryRow, RepositoryRow, REPOSITORY_COLUMNS,
+    HostRepositoryRow, JoinedRepositoryRow, RepositoryJobRow, RepositoryRow, REPOSITORY_COLUMNS,
     REPOSITORY_COLUMNS_QUALIFIED,
 };
 pub use schedules::{ScheduleRow, SCHEDULE_COLUMNS, SCHEDULE_COLUMNS_QUALIFIED};
