@@ -65,7 +65,10 @@
 
 pub mod codec;
 mod connect;
+mod jobs;
 mod pending;
+mod schedules;
+mod snapshots;
 
 use std::time::Duration;
 

@@ -40,7 +40,8 @@ pub use audit::{AuditRow, AUDIT_COLUMNS};
 pub use flag::Flag;
 pub use hosts::{EnrollmentTokenRow, HostRow, ENROLLMENT_TOKEN_COLUMNS};
 pub use jobs::{
-    CommandResultRow, JobRow, LogLineRow, COMMAND_RESULT_COLUMNS, JOB_COLUMNS, LOG_COLUMNS,
+    CommandResultRow, HostIdRow, JobRow, LogLineRow, COMMAND_RESULT_COLUMNS, JOB_COLUMNS,
+    LOG_COLUMNS,
 };
 pub use notifications::{ChannelRow, OutboxEntryRow, CHANNEL_COLUMNS, OUTBOX_COLUMNS};
 pub use policies::{PolicyRow, PolicyTargetRow, POLICY_COLUMNS};
@@ -48,7 +49,7 @@ pub use repositories::{
     HostRepositoryRow, JoinedRepositoryRow, RepositoryRow, REPOSITORY_COLUMNS,
     REPOSITORY_COLUMNS_QUALIFIED,
 };
-pub use schedules::{ScheduleRow, SCHEDULE_COLUMNS, SCHEDULE_COLUMNS_QUALIFIED};
+pub use schedules::{HostVersionRow, ScheduleRow, SCHEDULE_COLUMNS, SCHEDULE_COLUMNS_QUALIFIED};
 pub use sealing::SealingKeyRow;
 pub use snapshots::{RepoStatsRow, SnapshotRow, REPO_STATS_COLUMNS, SNAPSHOT_COLUMNS};
 pub use users::{
