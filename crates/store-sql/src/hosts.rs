@@ -1,7 +1,10 @@
 //! Rows of enrolment tokens and hosts.
 
 use rm_core::JobStatus;
-use rm_store::{AgentUpgradeRecord, EnrollmentToken, Host, StoreError};
+use rm_store::{
+    AgentUpgradeRecord, EnrollmentToken, Host, HostBackupSummary, HostCounts, LastBackupRun,
+    StoreError,
+};
 
 use crate::{decode, Flag};
 
@@ -195,6 +198,88 @@ impl TryFrom<HostRow> for Host {
                 error: r.upgrade_error,
                 at: decode::time_opt("upgrade_at", r.upgrade_at)?,
             },
+        })
+    }
+}
+
+/// A row of the fleet count query (`HostStore::host_counts`): four counts.
+#[derive(Debug, sqlx::FromRow)]
+pub struct HostCountsRow {
+    /// Column `total`.
+    pub total: i64,
+    /// Column `online`.
+    pub online: i64,
+    /// Column `not_backed_up`.
+    pub not_backed_up: i64,
+    /// Column `unconfigured`.
+    pub unconfigured: i64,
+}
+
+impl TryFrom<HostCountsRow> for HostCounts {
+    type Error = StoreError;
+
+    fn try_from(r: HostCountsRow) -> Result<HostCounts, StoreError> {
+        Ok(HostCounts {
+            total: decode::int("total", r.total)?,
+            online: decode::int("online", r.online)?,
+            not_backed_up: decode::int("not_backed_up", r.not_backed_up)?,
+            unconfigured: decode::int("unconfigured", r.unconfigured)?,
+        })
+    }
+}
+
+/// A row of `HostStore::host_backup_summaries`: a host and the job of its
+/// last successful backup, if found. The byte counts are restic's report
+/// (not the store's own data): the query gives NULL for any that is not a
+/// whole non-negative number, and a negative one reads as unknown too.
+#[derive(Debug, sqlx::FromRow)]
+pub struct HostBackupSummaryRow {
+    /// Column `id`.
+    pub id: String,
+    /// Column `name`.
+    pub name: String,
+    /// Column `online`.
+    pub online: Flag,
+    /// Column `policy_id`.
+    pub policy_id: Option<String>,
+    /// Column `freshness_seconds`.
+    pub freshness_seconds: Option<i64>,
+    /// Column `last_backup_success_at`.
+    pub last_backup_success_at: Option<i64>,
+    /// The job's `started_at`.
+    pub job_started_at: Option<i64>,
+    /// The job's `finished_at` (NULL when no job was found).
+    pub job_finished_at: Option<i64>,
+    /// `total_bytes_processed` of the job's stats.
+    pub bytes_processed: Option<i64>,
+    /// `data_added` of the job's stats.
+    pub bytes_added: Option<i64>,
+}
+
+impl TryFrom<HostBackupSummaryRow> for HostBackupSummary {
+    type Error = StoreError;
+
+    fn try_from(r: HostBackupSummaryRow) -> Result<HostBackupSummary, StoreError> {
+        let last_backup = match decode::time_opt("job_finished_at", r.job_finished_at)? {
+            Some(finished_at) => Some(LastBackupRun {
+                started_at: decode::time_opt("job_started_at", r.job_started_at)?,
+                finished_at,
+                bytes_processed: r.bytes_processed.and_then(|v| u64::try_from(v).ok()),
+                bytes_added: r.bytes_added.and_then(|v| u64::try_from(v).ok()),
+            }),
+            None => None,
+        };
+        Ok(HostBackupSummary {
+            id: decode::id("id", r.id)?,
+            name: r.name,
+            online: r.online.into(),
+            policy_id: decode::id_opt("policy_id", r.policy_id)?,
+            freshness_seconds: decode::int_opt("freshness_seconds", r.freshness_seconds)?,
+            last_backup_success_at: decode::time_opt(
+                "last_backup_success_at",
+                r.last_backup_success_at,
+            )?,
+            last_backup,
         })
     }
 }

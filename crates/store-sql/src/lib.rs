@@ -38,7 +38,9 @@ pub use agent_tokens::{AgentTokenRow, AGENT_TOKEN_COLUMNS};
 pub use alerts::{AlertRow, SilenceRow, ALERT_COLUMNS, SILENCE_COLUMNS};
 pub use audit::{AuditRow, AUDIT_COLUMNS};
 pub use flag::Flag;
-pub use hosts::{EnrollmentTokenRow, HostRow, ENROLLMENT_TOKEN_COLUMNS};
+pub use hosts::{
+    EnrollmentTokenRow, HostBackupSummaryRow, HostCountsRow, HostRow, ENROLLMENT_TOKEN_COLUMNS,
+};
 pub use jobs::{
     CommandResultRow, HostIdRow, JobRow, LogLineRow, COMMAND_RESULT_COLUMNS, JOB_COLUMNS,
     LOG_COLUMNS,

@@ -235,9 +235,12 @@ async fn roles_and_scopes_are_stored_and_the_last_admin_stays() {
         role: Some(Role::Viewer),
         ..add_token(&*store, ops.id, "plain", 2).await
     };
+    // A later time than "plain": ULIDs made in one millisecond are not
+    // ordered, so only the time can order the two.
     let narrow = ApiToken {
         id: TokenId::new(),
         name: "narrow".into(),
+        created_at: t(3),
         ..narrow
     };
     store.create_api_token(&narrow, None).await.unwrap();
