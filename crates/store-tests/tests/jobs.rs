@@ -871,7 +871,10 @@ async fn create_jobs_keeps_order_and_creates_all_or_nothing() {
     assert!(made.iter().all(|j| j.status == JobStatus::Queued));
 
     // One job of an unknown host: none of the batch is created.
-    let mut broken = vec![new_job(host, "check", 20), new_job(HostId::new(), "check", 21)];
+    let mut broken = vec![
+        new_job(host, "check", 20),
+        new_job(HostId::new(), "check", 21),
+    ];
     assert!(matches!(
         store.create_jobs(&broken).await,
         Err(StoreError::NotFound(_))
@@ -902,9 +905,15 @@ async fn batch_jobs_are_created_together_and_audited() {
         .unwrap();
     assert_eq!(ids(&made), jobs.iter().map(|j| j.id).collect::<Vec<_>>());
     for job in &jobs {
-        assert_eq!(store.job(job.id).await.unwrap().unwrap().host_id, job.host_id);
+        assert_eq!(
+            store.job(job.id).await.unwrap().unwrap().host_id,
+            job.host_id
+        );
     }
-    let late = [new_job(hosts[0], "prune", 9), new_job(HostId::new(), "prune", 10)];
+    let late = [
+        new_job(hosts[0], "prune", 9),
+        new_job(HostId::new(), "prune", 10),
+    ];
     assert!(matches!(
         store
             .create_batch_jobs(rm_core::BatchId::new(), 2, &late, None)
@@ -935,7 +944,11 @@ async fn create_job_once_creates_one_job_per_key_under_concurrency() {
     for task in tasks {
         results.push(task.await.unwrap());
     }
-    let created: Vec<&Job> = results.iter().filter(|(_, new)| *new).map(|(j, _)| j).collect();
+    let created: Vec<&Job> = results
+        .iter()
+        .filter(|(_, new)| *new)
+        .map(|(j, _)| j)
+        .collect();
     assert_eq!(created.len(), 1, "{results:?}");
     assert!(results.iter().all(|(j, _)| j.id == created[0].id));
     let all = store
