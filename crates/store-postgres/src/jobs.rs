@@ -579,10 +579,14 @@ impl JobStore for PostgresStore {
         let streams: Vec<&str> = streams.iter().map(AsRef::as_ref).collect();
         let texts: Vec<&str> = texts.iter().map(AsRef::as_ref).collect();
         // One statement is one transaction: all the batch's lines or none.
+        // Rows go in key order, so two servers storing overlapping batches
+        // (an agent replaying its spool to another server) wait for each
+        // other on the first shared key instead of deadlocking.
         let inserted = sqlx::query(
             "INSERT INTO job_logs (job_id, seq, ts, stream, text) \
              SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::text[], \
-                                  $5::text[]) \
+                                  $5::text[]) AS line(job_id, seq, ts, stream, text) \
+             ORDER BY line.job_id, line.seq \
              ON CONFLICT (job_id, seq) DO NOTHING",
         )
         .bind(&ids)
