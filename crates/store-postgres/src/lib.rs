@@ -63,13 +63,16 @@
 //! - A schema change is a new migration here *and* in the SQLite store;
 //!   the numbering of the two directories is each its own.
 
+mod agent_tokens;
 mod audit;
 pub mod codec;
 mod connect;
 mod hosts;
 mod jobs;
 mod pending;
+mod repositories;
 mod schedules;
+mod sealing;
 mod shared;
 mod snapshots;
 mod users;
