@@ -973,6 +973,61 @@ async fn create_job_once_creates_one_job_per_key_under_concurrency() {
     assert_ne!(other.id, created[0].id);
 }
 
+/// Servers racing to move or end one job (two dispatchers, a lost-agent
+/// verdict against the agent's report): each move happens once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_job_moves_and_ends_once_when_servers_race() {
+    let (_db, store) = open_temp_store().await.unwrap();
+    let host = enrol(&*store).await;
+    let job = create(&*store, host, "backup", 1).await.id;
+
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .advance_job(job, JobStatus::Dispatched, t(10 + i))
+                .await
+                .unwrap()
+        }));
+    }
+    let mut moved = 0;
+    for task in tasks {
+        moved += usize::from(task.await.unwrap());
+    }
+    assert_eq!(moved, 1);
+
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let store = store.clone();
+        let status = if i % 2 == 0 {
+            JobStatus::Succeeded
+        } else {
+            JobStatus::Failed
+        };
+        tasks.push(tokio::spawn(async move {
+            let ended = store
+                .finish_job(job, &end(status, 100 + i), None)
+                .await
+                .unwrap();
+            (ended, status, 100 + i)
+        }));
+    }
+    let mut ends = Vec::new();
+    for task in tasks {
+        let (ended, status, at) = task.await.unwrap();
+        if ended {
+            ends.push((status, at));
+        }
+    }
+    assert_eq!(ends.len(), 1, "{ends:?}");
+    let (status, at) = ends[0];
+    let stored = store.job(job).await.unwrap().unwrap();
+    assert_eq!((stored.status, stored.finished_at), (status, Some(t(at))));
+    let host = store.host(host).await.unwrap().unwrap();
+    assert_eq!(host.last_backup_at, Some(t(at)));
+}
+
 // ── command results ────────────────────────────────────────────────────
 
 #[tokio::test]
