@@ -112,9 +112,29 @@ pub fn constraint(e: &sqlx::Error) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// `text` as a TEXT column can hold it: PostgreSQL refuses NUL (U+0000),
+/// which agents' output may carry and SQLite stores, so each NUL becomes
+/// U+FFFD (the replacement character). Borrowed when there is none.
+pub fn pg_text(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains('\0') {
+        std::borrow::Cow::Owned(text.replace('\0', "\u{FFFD}"))
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pg_text_replaces_nul_and_borrows_otherwise() {
+        assert_eq!(pg_text("a\0b\0"), "a\u{FFFD}b\u{FFFD}");
+        assert!(matches!(
+            pg_text("plain"),
+            std::borrow::Cow::Borrowed("plain")
+        ));
+    }
 
     #[test]
     fn sqlstates_of_the_machine_are_storage_faults() {

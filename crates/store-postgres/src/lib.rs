@@ -69,10 +69,13 @@ pub mod codec;
 mod connect;
 pub mod copy;
 mod hosts;
+mod jobs;
 mod pending;
 mod repositories;
+mod schedules;
 mod sealing;
 mod shared;
+mod snapshots;
 mod users;
 
 use std::time::Duration;

@@ -128,3 +128,19 @@ impl TryFrom<CommandResultRow> for CommandResultRecord {
         })
     }
 }
+
+/// A row naming one host (`SELECT DISTINCT host_id …`): the hosts that
+/// have queued or active jobs.
+#[derive(Debug, sqlx::FromRow)]
+pub struct HostIdRow {
+    /// Column `host_id`.
+    pub host_id: String,
+}
+
+impl TryFrom<HostIdRow> for rm_core::HostId {
+    type Error = StoreError;
+
+    fn try_from(r: HostIdRow) -> Result<rm_core::HostId, StoreError> {
+        decode::id("host_id", r.host_id)
+    }
+}

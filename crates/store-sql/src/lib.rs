@@ -42,7 +42,8 @@ pub use hosts::{
     EnrollmentTokenRow, HostBackupSummaryRow, HostCountsRow, HostRow, ENROLLMENT_TOKEN_COLUMNS,
 };
 pub use jobs::{
-    CommandResultRow, JobRow, LogLineRow, COMMAND_RESULT_COLUMNS, JOB_COLUMNS, LOG_COLUMNS,
+    CommandResultRow, HostIdRow, JobRow, LogLineRow, COMMAND_RESULT_COLUMNS, JOB_COLUMNS,
+    LOG_COLUMNS,
 };
 pub use notifications::{ChannelRow, OutboxEntryRow, CHANNEL_COLUMNS, OUTBOX_COLUMNS};
 pub use policies::{PolicyRow, PolicyTargetRow, POLICY_COLUMNS};
@@ -50,7 +51,7 @@ pub use repositories::{
     HostRepositoryRow, JoinedRepositoryRow, RepositoryJobRow, RepositoryRow, REPOSITORY_COLUMNS,
     REPOSITORY_COLUMNS_QUALIFIED,
 };
-pub use schedules::{ScheduleRow, SCHEDULE_COLUMNS, SCHEDULE_COLUMNS_QUALIFIED};
+pub use schedules::{HostVersionRow, ScheduleRow, SCHEDULE_COLUMNS, SCHEDULE_COLUMNS_QUALIFIED};
 pub use sealing::SealingKeyRow;
 pub use snapshots::{RepoStatsRow, SnapshotRow, REPO_STATS_COLUMNS, SNAPSHOT_COLUMNS};
 pub use users::{

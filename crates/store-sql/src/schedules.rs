@@ -70,3 +70,22 @@ impl TryFrom<ScheduleRow> for ScheduleRecord {
         })
     }
 }
+
+/// A host with one of its schedule-set versions (`id`, `version`): the
+/// version issued (`schedule_version AS version`) or the one the agent
+/// acknowledged (`schedule_applied_version AS version`).
+#[derive(Debug, sqlx::FromRow)]
+pub struct HostVersionRow {
+    /// Column `id` (the host's).
+    pub id: String,
+    /// The version, selected `AS version`.
+    pub version: i64,
+}
+
+impl TryFrom<HostVersionRow> for (rm_core::HostId, u64) {
+    type Error = StoreError;
+
+    fn try_from(r: HostVersionRow) -> Result<(rm_core::HostId, u64), StoreError> {
+        Ok((decode::id("id", r.id)?, decode::int("version", r.version)?))
+    }
+}

@@ -830,6 +830,204 @@ async fn append_logs_throughput() {
     );
 }
 
+/// A NUL in a line (restic or a hook can print one) does not cost the
+/// batch: PostgreSQL's TEXT cannot hold it, so that store keeps the line
+/// with the NUL replaced; SQLite keeps it as it is.
+#[tokio::test]
+async fn a_log_line_holding_nul_is_stored_with_its_batch() {
+    let (_db, store) = open_temp_store().await.unwrap();
+    let host = enrol(&*store).await;
+    let job = create(&*store, host, "backup", 1).await.id;
+    let mut batch = lines(job, 1..=3);
+    batch[1].text = "before\0after".to_owned();
+    assert_eq!(store.append_logs(&batch).await.unwrap(), 3);
+    let stored = store.logs(job, 0, 10).await.unwrap();
+    assert_eq!(stored.len(), 3);
+    assert_eq!(stored[0], batch[0]);
+    assert_eq!(stored[2], batch[2]);
+    assert!(
+        stored[1].text == "before\0after" || stored[1].text == "before\u{FFFD}after",
+        "{:?}",
+        stored[1].text
+    );
+    // A replay stores nothing twice.
+    assert_eq!(store.append_logs(&batch).await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn create_jobs_keeps_order_and_creates_all_or_nothing() {
+    let (_db, store) = open_temp_store().await.unwrap();
+    let host = enrol(&*store).await;
+    let other = enrol(&*store).await;
+    let jobs: Vec<NewJob> = (0..5)
+        .map(|i| new_job(if i % 2 == 0 { host } else { other }, "check", 10 - i))
+        .collect();
+    let made = store.create_jobs(&jobs).await.unwrap();
+    assert_eq!(
+        ids(&made),
+        jobs.iter().map(|j| j.id).collect::<Vec<_>>(),
+        "returned in the order given, not by creation time"
+    );
+    assert!(made.iter().all(|j| j.status == JobStatus::Queued));
+
+    // One job of an unknown host: none of the batch is created.
+    let mut broken = vec![
+        new_job(host, "check", 20),
+        new_job(HostId::new(), "check", 21),
+    ];
+    assert!(matches!(
+        store.create_jobs(&broken).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(store.job(broken[0].id).await.unwrap(), None);
+    // An id given twice (or taken): a conflict, and again nothing created.
+    broken[1] = new_job(host, "check", 22);
+    broken[1].id = jobs[0].id;
+    assert!(matches!(
+        store.create_jobs(&broken).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(store.job(broken[0].id).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn batch_jobs_are_created_together_and_audited() {
+    let (_db, store) = open_temp_store().await.unwrap();
+    let hosts = [enrol(&*store).await, enrol(&*store).await];
+    let jobs: Vec<NewJob> = hosts
+        .iter()
+        .enumerate()
+        .map(|(i, h)| new_job(*h, "prune", i64::try_from(i).unwrap()))
+        .collect();
+    let made = store
+        .create_batch_jobs(rm_core::BatchId::new(), 0, &jobs, None)
+        .await
+        .unwrap();
+    assert_eq!(ids(&made), jobs.iter().map(|j| j.id).collect::<Vec<_>>());
+    for job in &jobs {
+        assert_eq!(
+            store.job(job.id).await.unwrap().unwrap().host_id,
+            job.host_id
+        );
+    }
+    let late = [
+        new_job(hosts[0], "prune", 9),
+        new_job(HostId::new(), "prune", 10),
+    ];
+    assert!(matches!(
+        store
+            .create_batch_jobs(rm_core::BatchId::new(), 2, &late, None)
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(store.job(late[0].id).await.unwrap(), None);
+}
+
+/// Many servers (here: tasks on several connections) fire one repository's
+/// job under one key at once: exactly one job is created, and every caller
+/// gets that one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn create_job_once_creates_one_job_per_key_under_concurrency() {
+    let (_db, store) = open_temp_store().await.unwrap();
+    let host = enrol(&*store).await;
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .create_job_once(&new_job(host, "prune", 100 + i), "repo-1:prune:slot")
+                .await
+                .unwrap()
+        }));
+    }
+    let mut results = Vec::new();
+    for task in tasks {
+        results.push(task.await.unwrap());
+    }
+    let created: Vec<&Job> = results
+        .iter()
+        .filter(|(_, new)| *new)
+        .map(|(j, _)| j)
+        .collect();
+    assert_eq!(created.len(), 1, "{results:?}");
+    assert!(results.iter().all(|(j, _)| j.id == created[0].id));
+    let all = store
+        .list_jobs(&JobFilter {
+            host_id: Some(host),
+            ..JobFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(ids(&all), vec![created[0].id]);
+    // Later fires of the key find it too; another key makes its own.
+    let (again, new) = store
+        .create_job_once(&new_job(host, "prune", 200), "repo-1:prune:slot")
+        .await
+        .unwrap();
+    assert_eq!((again.id, new), (created[0].id, false));
+    let (other, new) = store
+        .create_job_once(&new_job(host, "prune", 201), "repo-1:prune:next")
+        .await
+        .unwrap();
+    assert!(new);
+    assert_ne!(other.id, created[0].id);
+}
+
+/// Servers racing to move or end one job (two dispatchers, a lost-agent
+/// verdict against the agent's report): each move happens once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_job_moves_and_ends_once_when_servers_race() {
+    let (_db, store) = open_temp_store().await.unwrap();
+    let host = enrol(&*store).await;
+    let job = create(&*store, host, "backup", 1).await.id;
+
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .advance_job(job, JobStatus::Dispatched, t(10 + i))
+                .await
+                .unwrap()
+        }));
+    }
+    let mut moved = 0;
+    for task in tasks {
+        moved += usize::from(task.await.unwrap());
+    }
+    assert_eq!(moved, 1);
+
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let store = store.clone();
+        let status = if i % 2 == 0 {
+            JobStatus::Succeeded
+        } else {
+            JobStatus::Failed
+        };
+        tasks.push(tokio::spawn(async move {
+            let ended = store
+                .finish_job(job, &end(status, 100 + i), None)
+                .await
+                .unwrap();
+            (ended, status, 100 + i)
+        }));
+    }
+    let mut ends = Vec::new();
+    for task in tasks {
+        let (ended, status, at) = task.await.unwrap();
+        if ended {
+            ends.push((status, at));
+        }
+    }
+    assert_eq!(ends.len(), 1, "{ends:?}");
+    let (status, at) = ends[0];
+    let stored = store.job(job).await.unwrap().unwrap();
+    assert_eq!((stored.status, stored.finished_at), (status, Some(t(at))));
+    let host = store.host(host).await.unwrap().unwrap();
+    assert_eq!(host.last_backup_at, Some(t(at)));
+}
+
 // ── command results ────────────────────────────────────────────────────
 
 #[tokio::test]
@@ -950,6 +1148,37 @@ async fn snapshots_are_replaced_not_appended() {
         store.replace_snapshots(host, &[huge]).await,
         Err(StoreError::Conflict(_))
     ));
+}
+
+/// Servers replacing and adding one host's snapshots at once never fail
+/// each other and leave the count matching the list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_snapshot_writes_keep_the_count_true() {
+    let (_db, store) = open_temp_store().await.unwrap();
+    let host = enrol(&*store).await;
+    let mut tasks = Vec::new();
+    for i in 0..8_i64 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let list: Vec<SnapshotRecord> = (0..=i)
+                .map(|k| snapshot(&format!("bbbb{k:04}"), k, Some(10)))
+                .collect();
+            store.replace_snapshots(host, &list).await.unwrap();
+            store
+                .add_snapshot(host, &snapshot(&format!("cccc{i:04}"), 100 + i, None))
+                .await
+                .unwrap();
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let listed = store.snapshots(host).await.unwrap();
+    assert!(!listed.is_empty());
+    assert_eq!(
+        store.host(host).await.unwrap().unwrap().snapshot_count,
+        Some(u64::try_from(listed.len()).unwrap())
+    );
 }
 
 #[tokio::test]
