@@ -63,11 +63,14 @@
 //! - A schema change is a new migration here *and* in the SQLite store;
 //!   the numbering of the two directories is each its own.
 
+mod alerts;
 mod audit;
 pub mod codec;
 mod connect;
 mod hosts;
+mod notifications;
 mod pending;
+mod policies;
 mod shared;
 mod users;
 
