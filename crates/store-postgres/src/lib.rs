@@ -63,6 +63,7 @@
 //! - A schema change is a new migration here *and* in the SQLite store;
 //!   the numbering of the two directories is each its own.
 
+mod agent_tokens;
 mod alerts;
 mod audit;
 pub mod codec;
@@ -71,6 +72,8 @@ mod hosts;
 mod notifications;
 mod pending;
 mod policies;
+mod repositories;
+mod sealing;
 mod shared;
 mod users;
 

@@ -317,3 +317,33 @@ pub(crate) async fn retire_agent(
     tx.commit().await.map_err(db_error)?;
     Ok(true)
 }
+
+/// Stores a host's repository settings inside the caller's transaction:
+/// its own (`policy` `None`) or a policy's; a new store clears a refusal.
+pub(crate) async fn upsert_repository(
+    conn: &mut PgConnection,
+    host_id: &str,
+    sealed: &rm_store::SealedRepository,
+    key: &str,
+    policy: Option<rm_core::PolicyId>,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO host_repositories (host_id, nonce, ciphertext, seal_format, updated_at, \
+         refused, repository_key, policy_id) VALUES ($1, $2, $3, $4, $5, NULL, $6, $7) \
+         ON CONFLICT (host_id) DO UPDATE SET nonce = excluded.nonce, \
+         ciphertext = excluded.ciphertext, seal_format = excluded.seal_format, \
+         updated_at = excluded.updated_at, refused = NULL, \
+         repository_key = excluded.repository_key, policy_id = excluded.policy_id",
+    )
+    .bind(host_id)
+    .bind(&sealed.nonce)
+    .bind(&sealed.ciphertext)
+    .bind(sealed.format.as_i64())
+    .bind(ms(sealed.updated_at))
+    .bind(key)
+    .bind(policy.map(|p| p.to_string()))
+    .execute(&mut *conn)
+    .await
+    .map_err(db_error)?;
+    Ok(())
+}

@@ -47,7 +47,7 @@ pub use jobs::{
 pub use notifications::{ChannelRow, OutboxEntryRow, CHANNEL_COLUMNS, OUTBOX_COLUMNS};
 pub use policies::{PolicyCoverageRow, PolicyRow, PolicyTargetRow, POLICY_COLUMNS};
 pub use repositories::{
-    HostRepositoryRow, JoinedRepositoryRow, RepositoryRow, REPOSITORY_COLUMNS,
+    HostRepositoryRow, JoinedRepositoryRow, RepositoryJobRow, RepositoryRow, REPOSITORY_COLUMNS,
     REPOSITORY_COLUMNS_QUALIFIED,
 };
 pub use schedules::{ScheduleRow, SCHEDULE_COLUMNS, SCHEDULE_COLUMNS_QUALIFIED};

@@ -1,9 +1,9 @@
 //! Rows of hosts' sealed repository settings.
 
-use rm_core::HostId;
-use rm_store::{SealFormat, SealedRepository, StoreError};
+use rm_core::{BatchId, HostId, JobStatus};
+use rm_store::{RepositoryJob, SealFormat, SealedRepository, StoreError};
 
-use crate::decode;
+use crate::{decode, Flag};
 
 /// Columns selected for a [`RepositoryRow`].
 pub const REPOSITORY_COLUMNS: &str = "nonce, ciphertext, seal_format, updated_at";
@@ -97,5 +97,57 @@ impl HostRepositoryRow {
             SealedRepository::try_from(self.repository)?,
             self.refused,
         ))
+    }
+}
+
+/// A row of `RepositoryStore::repository_jobs`: an unfinished job of a
+/// host in the repository, with its host's liveness and its batch.
+#[derive(Debug, sqlx::FromRow)]
+pub struct RepositoryJobRow {
+    /// The job's `id`.
+    pub id: String,
+    /// The job's `host_id`.
+    pub host_id: String,
+    /// The host's `online`.
+    pub online: Flag,
+    /// The job's `kind`.
+    pub kind: String,
+    /// The job's `params` (JSON).
+    pub params: String,
+    /// The job's `status`.
+    pub status: String,
+    /// The job's `created_at`.
+    pub created_at: i64,
+    /// `job_batches.batch_id`, when the job is in a batch.
+    pub batch_id: Option<String>,
+    /// `job_batches.max_parallel`, when the job is in a batch.
+    pub max_parallel: Option<i64>,
+}
+
+impl TryFrom<RepositoryJobRow> for RepositoryJob {
+    type Error = StoreError;
+
+    fn try_from(r: RepositoryJobRow) -> Result<RepositoryJob, StoreError> {
+        let batch = match decode::id_opt::<BatchId>("batch_id", r.batch_id)? {
+            Some(batch) => Some((
+                batch,
+                decode::int(
+                    "max_parallel",
+                    r.max_parallel
+                        .ok_or_else(|| decode::corrupt("max_parallel", "NULL in a batch"))?,
+                )?,
+            )),
+            None => None,
+        };
+        Ok(RepositoryJob {
+            job_id: decode::id("id", r.id)?,
+            host_id: decode::id("host_id", r.host_id)?,
+            host_online: r.online.into(),
+            kind: r.kind,
+            params: decode::json("params", &r.params)?,
+            status: decode::parsed::<JobStatus>("status", r.status)?,
+            created_at: decode::time("created_at", r.created_at)?,
+            batch,
+        })
     }
 }

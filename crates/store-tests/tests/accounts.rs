@@ -248,3 +248,37 @@ async fn roles_and_scopes_are_stored_and_the_last_admin_stays() {
     let roles: Vec<Option<Role>> = listed.iter().map(|t| t.role).collect();
     assert_eq!(roles, [None, Some(Role::Viewer)]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_demotions_always_leave_one_admin() {
+    let (_db, store) = open_temp_store().await.unwrap();
+    let mut ids = Vec::new();
+    for name in ["a", "b", "c", "d"] {
+        // add_user makes admins.
+        ids.push(add_user(&*store, name, 0).await.id);
+    }
+    let mut tasks = Vec::new();
+    for id in ids {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store.set_user_access(id, Role::Viewer, None, None).await
+        }));
+    }
+    let (mut demoted, mut refused) = (0, 0);
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(_) => demoted += 1,
+            Err(StoreError::Conflict(m)) if m.contains("last admin") => refused += 1,
+            Err(other) => panic!("unexpected error: {other:?}"),
+        }
+    }
+    assert_eq!((demoted, refused), (3, 1));
+    let admins = store
+        .list_users()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|u| u.role == Role::Admin)
+        .count();
+    assert_eq!(admins, 1);
+}
