@@ -1,6 +1,6 @@
 //! Notification channels through the real server: every bad request
 //! refused naming the field with nothing stored, secrets sealed and never
-//! shown (nor in the audit log, nor in the database file), `PUT` keeping a
+//! shown (nor in the audit log, nor in the database), `PUT` keeping a
 //! secret left out, test messages to a real HTTP receiver in each kind's
 //! shape (the webhook's signature checked with an HMAC computed here) and
 //! to a real SMTP server, and alerts queued through `enqueue_alert` reaching
@@ -293,7 +293,9 @@ async fn secrets_are_sealed_never_shown_and_kept_when_left_out() {
         .unwrap();
     assert_eq!(status, 409);
 
-    // Not in the database file in the clear either.
+    // Not stored in the clear either: not in the database file (SQLite),
+    // nor in what the store keeps of the channels (any store; on
+    // PostgreSQL there is no file to read).
     let dir = server.data_dir().to_owned();
     let mut on_disk = Vec::new();
     for entry in std::fs::read_dir(&dir).unwrap() {
@@ -301,6 +303,10 @@ async fn secrets_are_sealed_never_shown_and_kept_when_left_out() {
         if path.to_string_lossy().contains("restic-manager.db") {
             on_disk.extend(std::fs::read(&path).unwrap());
         }
+    }
+    for channel in server.store().channels().await.unwrap() {
+        on_disk.extend(channel.config.to_string().into_bytes());
+        on_disk.extend(channel.secret.map(|s| s.ciphertext).unwrap_or_default());
     }
     assert!(!on_disk.is_empty());
     let on_disk = String::from_utf8_lossy(&on_disk);
