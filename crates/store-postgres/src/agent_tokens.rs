@@ -18,7 +18,9 @@ use rm_store_sql::AgentTokenRow;
 // The SQL texts here are built from constant column lists; values are bound.
 use sqlx::AssertSqlSafe;
 
-use crate::shared::{db_error, fetch_optional_model, insert_error, retire_agent, write_audit};
+use crate::shared::{
+    db_error, fetch_optional_model, finish, insert_error, retire_agent, write_audit,
+};
 use crate::PostgresStore;
 
 #[async_trait]
@@ -44,56 +46,60 @@ impl AgentTokenStore for PostgresStore {
     ) -> StoreResult<()> {
         let host_id = token.host_id.to_string();
         let now_ms = ms(token.created_at);
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
-        // The host's lock: two rotations at once would otherwise each
-        // supersede the other's (uncommitted, unseen) pending token and
-        // leave two.
-        let revoked: Option<Option<i64>> = sqlx::query_scalar(
+        let mut tx = self.pool.begin().await.map_err(|e| self.error(e))?;
+        let result: StoreResult<_> = async {
+            // The host's lock: two rotations at once would otherwise each
+            // supersede the other's (uncommitted, unseen) pending token and
+            // leave two.
+            let revoked: Option<Option<i64>> = sqlx::query_scalar(
             "SELECT agent_revoked_at FROM hosts WHERE id = $1 AND deleted_at IS NULL FOR UPDATE",
         )
         .bind(&host_id)
         .fetch_optional(&mut *tx)
         .await
         .map_err(db_error)?;
-        match revoked {
-            None => return Err(StoreError::NotFound(format!("host `{host_id}`"))),
-            Some(Some(_)) => {
-                return Err(StoreError::Conflict(format!(
-                    "the agent of host `{host_id}` was revoked"
-                )))
+            match revoked {
+                None => return Err(StoreError::NotFound(format!("host `{host_id}`"))),
+                Some(Some(_)) => {
+                    return Err(StoreError::Conflict(format!(
+                        "the agent of host `{host_id}` was revoked"
+                    )))
+                }
+                Some(None) => {}
             }
-            Some(None) => {}
-        }
-        // An earlier rotation the agent never confirmed is superseded: only
-        // the newest new token may become the host's token.
-        sqlx::query(
-            "UPDATE agent_tokens SET revoked_at = $1, pending = FALSE \
+            // An earlier rotation the agent never confirmed is superseded: only
+            // the newest new token may become the host's token.
+            sqlx::query(
+                "UPDATE agent_tokens SET revoked_at = $1, pending = FALSE \
              WHERE host_id = $2 AND pending AND revoked_at IS NULL",
-        )
-        .bind(now_ms)
-        .bind(&host_id)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_error)?;
-        sqlx::query(
-            "INSERT INTO agent_tokens (id, host_id, token_hash, created_at, pending) \
-             VALUES ($1, $2, $3, $4, TRUE)",
-        )
-        .bind(token.id.to_string())
-        .bind(&host_id)
-        .bind(token.token_hash.to_hex())
-        .bind(now_ms)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| {
-            insert_error(
-                e,
-                || format!("agent token `{}` already exists", token.id),
-                &format!("host `{host_id}`"),
             )
-        })?;
-        write_audit(&mut tx, audit).await?;
-        tx.commit().await.map_err(db_error)
+            .bind(now_ms)
+            .bind(&host_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+            sqlx::query(
+                "INSERT INTO agent_tokens (id, host_id, token_hash, created_at, pending) \
+             VALUES ($1, $2, $3, $4, TRUE)",
+            )
+            .bind(token.id.to_string())
+            .bind(&host_id)
+            .bind(token.token_hash.to_hex())
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| {
+                insert_error(
+                    e,
+                    || format!("agent token `{}` already exists", token.id),
+                    &format!("host `{host_id}`"),
+                )
+            })?;
+            write_audit(&mut tx, audit).await?;
+            Ok(())
+        }
+        .await;
+        finish(tx, result).await
     }
 
     async fn promote_agent_token(
@@ -104,46 +110,48 @@ impl AgentTokenStore for PostgresStore {
     ) -> StoreResult<bool> {
         let host_id = host.to_string();
         let at_ms = ms(at);
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
-        // The host's lock first, as a rotation takes it: the conditional
-        // UPDATE below then sees a rotation's supersession committed.
-        sqlx::query("SELECT 1 FROM hosts WHERE id = $1 FOR UPDATE")
+        let mut tx = self.pool.begin().await.map_err(|e| self.error(e))?;
+        let result: StoreResult<_> = async {
+            // The host's lock first, as a rotation takes it: the conditional
+            // UPDATE below then sees a rotation's supersession committed.
+            sqlx::query("SELECT 1 FROM hosts WHERE id = $1 FOR UPDATE")
+                .bind(&host_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            let promoted = sqlx::query(
+                "UPDATE agent_tokens SET pending = FALSE \
+             WHERE id = $1 AND host_id = $2 AND pending AND revoked_at IS NULL",
+            )
+            .bind(id.to_string())
             .bind(&host_id)
             .execute(&mut *tx)
             .await
-            .map_err(db_error)?;
-        let promoted = sqlx::query(
-            "UPDATE agent_tokens SET pending = FALSE \
-             WHERE id = $1 AND host_id = $2 AND pending AND revoked_at IS NULL",
-        )
-        .bind(id.to_string())
-        .bind(&host_id)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_error)?
-        .rows_affected();
-        if promoted != 1 {
-            tx.rollback().await.map_err(db_error)?;
-            return Ok(false);
-        }
-        sqlx::query(
-            "UPDATE agent_tokens SET revoked_at = $1 \
+            .map_err(db_error)?
+            .rows_affected();
+            if promoted != 1 {
+                return Ok(false);
+            }
+            sqlx::query(
+                "UPDATE agent_tokens SET revoked_at = $1 \
              WHERE host_id = $2 AND id <> $3 AND revoked_at IS NULL",
-        )
-        .bind(at_ms)
-        .bind(&host_id)
-        .bind(id.to_string())
-        .execute(&mut *tx)
-        .await
-        .map_err(db_error)?;
-        sqlx::query("UPDATE hosts SET token_rotated_at = $1 WHERE id = $2")
+            )
             .bind(at_ms)
             .bind(&host_id)
+            .bind(id.to_string())
             .execute(&mut *tx)
             .await
             .map_err(db_error)?;
-        tx.commit().await.map_err(db_error)?;
-        Ok(true)
+            sqlx::query("UPDATE hosts SET token_rotated_at = $1 WHERE id = $2")
+                .bind(at_ms)
+                .bind(&host_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            Ok(true)
+        }
+        .await;
+        finish(tx, result).await
     }
 
     async fn pending_agent_token(&self, host: HostId) -> StoreResult<Option<AgentToken>> {
@@ -170,7 +178,7 @@ impl AgentTokenStore for PostgresStore {
         .bind(id.to_string())
         .execute(&self.pool)
         .await
-        .map_err(db_error)?
+        .map_err(|e| self.error(e))?
         .rows_affected();
         Ok(revoked == 1)
     }

@@ -8,7 +8,7 @@ use rm_store_sql::AuditRow;
 // placeholders; values are always bound.
 use sqlx::AssertSqlSafe;
 
-use crate::shared::{db_error, fetch_all_models, insert_audit};
+use crate::shared::{fetch_all_models, insert_audit};
 use crate::PostgresStore;
 
 /// `list_audit` page size when the filter's limit is 0.
@@ -20,7 +20,7 @@ const MAX_AUDIT_PAGE: u32 = 500;
 #[async_trait]
 impl AuditStore for PostgresStore {
     async fn record_audit(&self, entry: &NewAuditEntry) -> StoreResult<u64> {
-        let mut conn = self.pool.acquire().await.map_err(db_error)?;
+        let mut conn = self.pool.acquire().await.map_err(|e| self.error(e))?;
         insert_audit(&mut conn, entry).await
     }
 

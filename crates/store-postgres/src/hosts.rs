@@ -19,7 +19,7 @@ use rm_store_sql::{EnrollmentTokenRow, HostBackupSummaryRow, HostCountsRow, Host
 use sqlx::AssertSqlSafe;
 
 use crate::shared::{
-    db_error, fetch_all_models, insert_error, read_host, read_hosts, require_live_host,
+    db_error, fetch_all_models, finish, insert_error, read_host, read_hosts, require_live_host,
     retire_agent, selector_param, selector_sql, write_audit, HOST_COLUMNS,
 };
 use crate::PostgresStore;
@@ -58,31 +58,35 @@ impl HostStore for PostgresStore {
         token: &EnrollmentToken,
         audit: Option<&NewAuditEntry>,
     ) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
-        sqlx::query(
-            "INSERT INTO enrollment_tokens \
+        let mut tx = self.pool.begin().await.map_err(|e| self.error(e))?;
+        let result: StoreResult<_> = async {
+            sqlx::query(
+                "INSERT INTO enrollment_tokens \
              (id, name, token_hash, created_at, expires_at, used_at, host_id, labels) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(token.id.to_string())
-        .bind(&token.name)
-        .bind(token.token_hash.to_hex())
-        .bind(ms(token.created_at))
-        .bind(ms(token.expires_at))
-        .bind(ms_opt(token.used_at))
-        .bind(token.host_id.map(|h| h.to_string()))
-        .bind(encode::labels_json(&token.labels))
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| {
-            insert_error(
-                e,
-                || format!("enrolment token `{}` already exists", token.id),
-                "host",
             )
-        })?;
-        write_audit(&mut tx, audit).await?;
-        tx.commit().await.map_err(db_error)
+            .bind(token.id.to_string())
+            .bind(&token.name)
+            .bind(token.token_hash.to_hex())
+            .bind(ms(token.created_at))
+            .bind(ms(token.expires_at))
+            .bind(ms_opt(token.used_at))
+            .bind(token.host_id.map(|h| h.to_string()))
+            .bind(encode::labels_json(&token.labels))
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| {
+                insert_error(
+                    e,
+                    || format!("enrolment token `{}` already exists", token.id),
+                    "host",
+                )
+            })?;
+            write_audit(&mut tx, audit).await?;
+            Ok(())
+        }
+        .await;
+        finish(tx, result).await
     }
 
     async fn enrollment_token(&self, id: TokenId) -> StoreResult<Option<EnrollmentToken>> {
@@ -121,68 +125,69 @@ impl HostStore for PostgresStore {
     ) -> StoreResult<Host> {
         let now_ms = ms(now);
         let host_id = host.id.to_string();
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
-
-        // The guard: only one transaction can flip `used_at` from NULL. Under
-        // READ COMMITTED a second enrolment with the same token waits for the
-        // first's row lock, then re-checks `used_at IS NULL` on the
-        // committed row and updates nothing.
-        let spent = sqlx::query(
-            "UPDATE enrollment_tokens SET used_at = $1, host_id = $2 \
+        let mut tx = self.pool.begin().await.map_err(|e| self.error(e))?;
+        let result: StoreResult<_> = async {
+            // The guard: only one transaction can flip `used_at` from NULL. Under
+            // READ COMMITTED a second enrolment with the same token waits for the
+            // first's row lock, then re-checks `used_at IS NULL` on the
+            // committed row and updates nothing.
+            let spent = sqlx::query(
+                "UPDATE enrollment_tokens SET used_at = $1, host_id = $2 \
              WHERE id = $3 AND used_at IS NULL AND expires_at > $1",
-        )
-        .bind(now_ms)
-        .bind(&host_id)
-        .bind(token_id.to_string())
-        .execute(&mut *tx)
-        .await
-        .map_err(db_error)?
-        .rows_affected();
-        if spent != 1 {
-            tx.rollback().await.map_err(db_error)?;
-            return Err(StoreError::TokenSpent);
-        }
+            )
+            .bind(now_ms)
+            .bind(&host_id)
+            .bind(token_id.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?
+            .rows_affected();
+            if spent != 1 {
+                return Err(StoreError::TokenSpent);
+            }
 
-        // The host carries its labels (by default the token's) from the start.
-        sqlx::query(
-            "INSERT INTO hosts (id, name, hostname, enrolled_at, online, labels) \
+            // The host carries its labels (by default the token's) from the start.
+            sqlx::query(
+                "INSERT INTO hosts (id, name, hostname, enrolled_at, online, labels) \
              VALUES ($1, $2, $3, $4, FALSE, \
              COALESCE($5, (SELECT labels FROM enrollment_tokens WHERE id = $6), '{}'))",
-        )
-        .bind(&host_id)
-        .bind(&host.name)
-        .bind(&host.hostname)
-        .bind(now_ms)
-        .bind(host.labels.as_ref().map(encode::labels_json))
-        .bind(token_id.to_string())
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| insert_error(e, || format!("host `{host_id}` already exists"), "host"))?;
-
-        sqlx::query(
-            "INSERT INTO agent_tokens (id, host_id, token_hash, created_at) \
-             VALUES ($1, $2, $3, $4)",
-        )
-        .bind(agent_token.id.to_string())
-        .bind(agent_token.host_id.to_string())
-        .bind(agent_token.token_hash.to_hex())
-        .bind(ms(agent_token.created_at))
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| {
-            insert_error(
-                e,
-                || format!("agent token `{}` already exists", agent_token.id),
-                &format!("host `{}`", agent_token.host_id),
             )
-        })?;
+            .bind(&host_id)
+            .bind(&host.name)
+            .bind(&host.hostname)
+            .bind(now_ms)
+            .bind(host.labels.as_ref().map(encode::labels_json))
+            .bind(token_id.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| insert_error(e, || format!("host `{host_id}` already exists"), "host"))?;
 
-        let stored = read_host(&mut tx, &host_id, false)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("host `{host_id}`")))?;
-        write_audit(&mut tx, audit).await?;
-        tx.commit().await.map_err(db_error)?;
-        Ok(stored)
+            sqlx::query(
+                "INSERT INTO agent_tokens (id, host_id, token_hash, created_at) \
+             VALUES ($1, $2, $3, $4)",
+            )
+            .bind(agent_token.id.to_string())
+            .bind(agent_token.host_id.to_string())
+            .bind(agent_token.token_hash.to_hex())
+            .bind(ms(agent_token.created_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| {
+                insert_error(
+                    e,
+                    || format!("agent token `{}` already exists", agent_token.id),
+                    &format!("host `{}`", agent_token.host_id),
+                )
+            })?;
+
+            let stored = read_host(&mut tx, &host_id, false)
+                .await?
+                .ok_or_else(|| StoreError::NotFound(format!("host `{host_id}`")))?;
+            write_audit(&mut tx, audit).await?;
+            Ok(stored)
+        }
+        .await;
+        finish(tx, result).await
     }
 
     async fn list_hosts(&self) -> StoreResult<Vec<Host>> {
@@ -268,7 +273,7 @@ impl HostStore for PostgresStore {
             .bind(selector_param(selector))
             .fetch_one(&self.pool)
             .await
-            .map_err(db_error)?;
+            .map_err(|e| self.error(e))?;
         HostCounts::try_from(row)
     }
 
@@ -283,7 +288,7 @@ impl HostStore for PostgresStore {
             .bind(selector_param(selector))
             .fetch_all(&self.pool)
             .await
-            .map_err(db_error)?;
+            .map_err(|e| self.error(e))?;
         Ok(rows
             .into_iter()
             // COUNT(*) is never negative.
@@ -307,52 +312,55 @@ impl HostStore for PostgresStore {
         audit: Option<&NewAuditEntry>,
     ) -> StoreResult<Host> {
         let host_id = id.to_string();
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
-        require_live_host(&mut tx, &host_id).await?;
-        // One statement: each field changes only when the patch has it
-        // (`$n` true), so an absent field keeps its value.
-        sqlx::query(
-            "UPDATE hosts SET \
+        let mut tx = self.pool.begin().await.map_err(|e| self.error(e))?;
+        let result: StoreResult<_> = async {
+            require_live_host(&mut tx, &host_id).await?;
+            // One statement: each field changes only when the patch has it
+            // (`$n` true), so an absent field keeps its value.
+            sqlx::query(
+                "UPDATE hosts SET \
              name = CASE WHEN $1 THEN $2 ELSE name END, \
              labels = CASE WHEN $3 THEN $4 ELSE labels END, \
              freshness_seconds = CASE WHEN $5 THEN $6 ELSE freshness_seconds END, \
              offline_seconds = CASE WHEN $7 THEN $8 ELSE offline_seconds END \
              WHERE id = $9",
-        )
-        .bind(patch.name.is_some())
-        .bind(patch.name.clone().unwrap_or_default())
-        .bind(patch.labels.is_some())
-        .bind(
-            patch
-                .labels
-                .as_ref()
-                .map(encode::labels_json)
-                .unwrap_or_default(),
-        )
-        .bind(patch.freshness_seconds.is_some())
-        .bind(encode::u64_opt_to_i64(
-            patch.freshness_seconds.flatten(),
-            "freshness_seconds",
-        )?)
-        .bind(patch.offline_seconds.is_some())
-        .bind(encode::u64_opt_to_i64(
-            patch.offline_seconds.flatten(),
-            "offline_seconds",
-        )?)
-        .bind(&host_id)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_error)?;
-        let host = read_host(&mut tx, &host_id, false)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("host `{host_id}`")))?;
-        write_audit(&mut tx, audit).await?;
-        tx.commit().await.map_err(db_error)?;
-        Ok(host)
+            )
+            .bind(patch.name.is_some())
+            .bind(patch.name.clone().unwrap_or_default())
+            .bind(patch.labels.is_some())
+            .bind(
+                patch
+                    .labels
+                    .as_ref()
+                    .map(encode::labels_json)
+                    .unwrap_or_default(),
+            )
+            .bind(patch.freshness_seconds.is_some())
+            .bind(encode::u64_opt_to_i64(
+                patch.freshness_seconds.flatten(),
+                "freshness_seconds",
+            )?)
+            .bind(patch.offline_seconds.is_some())
+            .bind(encode::u64_opt_to_i64(
+                patch.offline_seconds.flatten(),
+                "offline_seconds",
+            )?)
+            .bind(&host_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+            let host = read_host(&mut tx, &host_id, false)
+                .await?
+                .ok_or_else(|| StoreError::NotFound(format!("host `{host_id}`")))?;
+            write_audit(&mut tx, audit).await?;
+            Ok(host)
+        }
+        .await;
+        finish(tx, result).await
     }
 
     async fn host(&self, id: HostId) -> StoreResult<Option<Host>> {
-        let mut conn = self.pool.acquire().await.map_err(db_error)?;
+        let mut conn = self.pool.acquire().await.map_err(|e| self.error(e))?;
         read_host(&mut conn, &id.to_string(), true).await
     }
 
@@ -380,7 +388,7 @@ impl HostStore for PostgresStore {
         .bind(host_id.to_string())
         .execute(&self.pool)
         .await
-        .map_err(db_error)?
+        .map_err(|e| self.error(e))?
         .rows_affected();
         if updated == 1 {
             Ok(())
@@ -397,19 +405,23 @@ impl HostStore for PostgresStore {
         audit: Option<&NewAuditEntry>,
     ) -> StoreResult<()> {
         let ids: Vec<String> = hosts.iter().map(ToString::to_string).collect();
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
-        sqlx::query(
-            "UPDATE hosts SET upgrade_requested_version = $1, upgrade_requested_at = $2 \
+        let mut tx = self.pool.begin().await.map_err(|e| self.error(e))?;
+        let result: StoreResult<_> = async {
+            sqlx::query(
+                "UPDATE hosts SET upgrade_requested_version = $1, upgrade_requested_at = $2 \
              WHERE id = ANY($3) AND deleted_at IS NULL",
-        )
-        .bind(version)
-        .bind(ms(at))
-        .bind(&ids)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_error)?;
-        write_audit(&mut tx, audit).await?;
-        tx.commit().await.map_err(db_error)
+            )
+            .bind(version)
+            .bind(ms(at))
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+            write_audit(&mut tx, audit).await?;
+            Ok(())
+        }
+        .await;
+        finish(tx, result).await
     }
 
     async fn record_agent_upgrade_status(
@@ -437,7 +449,7 @@ impl HostStore for PostgresStore {
         .bind(host_id.to_string())
         .execute(&self.pool)
         .await
-        .map_err(db_error)?;
+        .map_err(|e| self.error(e))?;
         Ok(())
     }
 
@@ -445,26 +457,28 @@ impl HostStore for PostgresStore {
         if seen.is_empty() {
             return Ok(());
         }
-        // Sorted by id so that two concurrent batches lock shared hosts in
-        // one order (fewer deadlocks); a host listed twice keeps its latest
-        // time (the GROUP BY), as an UPDATE … FROM applies one match only.
-        let mut seen: Vec<(String, i64)> = seen
+        // The rows are locked in id order first (a sorted `FOR UPDATE`), so
+        // two servers touching overlapping hosts at once wait for each
+        // other instead of deadlocking, as an UPDATE … FROM locks in its
+        // join's order. A host listed twice keeps its latest time (the
+        // GROUP BY), as an UPDATE … FROM applies one match only.
+        let (ids, ats): (Vec<String>, Vec<i64>) = seen
             .iter()
             .map(|(id, at)| (id.to_string(), ms(*at)))
-            .collect();
-        seen.sort_unstable();
-        let (ids, ats): (Vec<String>, Vec<i64>) = seen.into_iter().unzip();
+            .unzip();
         sqlx::query(
-            "UPDATE hosts SET last_seen_at = GREATEST(COALESCE(hosts.last_seen_at, 0), seen.at) \
-             FROM (SELECT id, MAX(at) AS at FROM UNNEST($1::TEXT[], $2::BIGINT[]) AS s(id, at) \
-                   GROUP BY id) AS seen \
-             WHERE hosts.id = seen.id",
+            "WITH seen AS (SELECT id, MAX(at) AS at \
+                           FROM UNNEST($1::TEXT[], $2::BIGINT[]) AS s(id, at) GROUP BY id), \
+             locked AS MATERIALIZED (SELECT hosts.id FROM hosts JOIN seen ON seen.id = hosts.id \
+                        ORDER BY hosts.id FOR UPDATE OF hosts) \
+             UPDATE hosts SET last_seen_at = GREATEST(COALESCE(hosts.last_seen_at, 0), seen.at) \
+             FROM seen, locked WHERE hosts.id = seen.id AND locked.id = hosts.id",
         )
         .bind(&ids)
         .bind(&ats)
         .execute(&self.pool)
         .await
-        .map_err(db_error)?;
+        .map_err(|e| self.error(e))?;
         Ok(())
     }
 
@@ -486,7 +500,7 @@ impl HostStore for PostgresStore {
         .bind(connection_id)
         .execute(&self.pool)
         .await
-        .map_err(db_error)?
+        .map_err(|e| self.error(e))?
         .rows_affected();
         Ok(updated == 1)
     }
@@ -495,7 +509,7 @@ impl HostStore for PostgresStore {
         let updated = sqlx::query("UPDATE hosts SET online = FALSE WHERE online")
             .execute(&self.pool)
             .await
-            .map_err(db_error)?
+            .map_err(|e| self.error(e))?
             .rows_affected();
         Ok(updated)
     }

@@ -178,11 +178,16 @@ impl PostgresStore {
     }
 
     /// Maps a failed call's error, as the store's methods do:
-    /// [`codec::backend`], except that a pool timeout while the pool holds
-    /// fewer connections than it may means that new connections could not
-    /// be opened (the server is down or refusing them:
-    /// [`StorageFault::Unreachable`]), not that every connection was busy.
+    /// [`codec::backend`], except that a column the driver could not
+    /// decode is [`StoreError::Corrupt`] naming it, and that a pool
+    /// timeout while the pool holds fewer connections than it may means
+    /// that new connections could not be opened (the server is down or
+    /// refusing them: [`StorageFault::Unreachable`]), not that every
+    /// connection was busy.
     pub fn error(&self, e: sqlx::Error) -> StoreError {
+        if let Some(corrupt) = rm_store_sql::column_decode_error(&e) {
+            return corrupt;
+        }
         if matches!(e, sqlx::Error::PoolTimedOut)
             && self.pool.size() < self.pool.options().get_max_connections()
         {

@@ -12,8 +12,8 @@ use rm_store_sql::{HostRepositoryRow, HostRow, JoinedRepositoryRow, RepositoryJo
 use sqlx::AssertSqlSafe;
 
 use crate::shared::{
-    db_error, fetch_all_models, read_hosts, require_live_host, upsert_repository, write_audit,
-    HOST_COLUMNS,
+    db_error, fetch_all_models, finish, read_hosts, require_live_host, upsert_repository,
+    write_audit, HOST_COLUMNS,
 };
 use crate::PostgresStore;
 
@@ -27,14 +27,18 @@ impl RepositoryStore for PostgresStore {
         audit: Option<&NewAuditEntry>,
     ) -> StoreResult<()> {
         let host_id = host.to_string();
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
-        // The host's row stays locked (FOR SHARE) until commit: a deletion
-        // at the same time waits, and never leaves settings on a deleted
-        // host.
-        require_live_host(&mut tx, &host_id).await?;
-        upsert_repository(&mut tx, &host_id, sealed, key, None).await?;
-        write_audit(&mut tx, audit).await?;
-        tx.commit().await.map_err(db_error)
+        let mut tx = self.pool.begin().await.map_err(|e| self.error(e))?;
+        let result: StoreResult<_> = async {
+            // The host's row stays locked (FOR SHARE) until commit: a deletion
+            // at the same time waits, and never leaves settings on a deleted
+            // host.
+            require_live_host(&mut tx, &host_id).await?;
+            upsert_repository(&mut tx, &host_id, sealed, key, None).await?;
+            write_audit(&mut tx, audit).await?;
+            Ok(())
+        }
+        .await;
+        finish(tx, result).await
     }
 
     async fn delete_own_repository(
@@ -43,22 +47,25 @@ impl RepositoryStore for PostgresStore {
         audit: Option<&NewAuditEntry>,
     ) -> StoreResult<bool> {
         let host_id = host.to_string();
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
-        require_live_host(&mut tx, &host_id).await?;
-        let deleted =
-            sqlx::query("DELETE FROM host_repositories WHERE host_id = $1 AND policy_id IS NULL")
-                .bind(&host_id)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_error)?
-                .rows_affected();
-        if deleted == 0 {
-            tx.rollback().await.map_err(db_error)?;
-            return Ok(false);
+        let mut tx = self.pool.begin().await.map_err(|e| self.error(e))?;
+        let result: StoreResult<_> = async {
+            require_live_host(&mut tx, &host_id).await?;
+            let deleted = sqlx::query(
+                "DELETE FROM host_repositories WHERE host_id = $1 AND policy_id IS NULL",
+            )
+            .bind(&host_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?
+            .rows_affected();
+            if deleted == 0 {
+                return Ok(false);
+            }
+            write_audit(&mut tx, audit).await?;
+            Ok(true)
         }
-        write_audit(&mut tx, audit).await?;
-        tx.commit().await.map_err(db_error)?;
-        Ok(true)
+        .await;
+        finish(tx, result).await
     }
 
     async fn set_repository_key(&self, host: HostId, key: &str) -> StoreResult<()> {
@@ -67,7 +74,7 @@ impl RepositoryStore for PostgresStore {
             .bind(host.to_string())
             .execute(&self.pool)
             .await
-            .map_err(db_error)?;
+            .map_err(|e| self.error(e))?;
         Ok(())
     }
 
@@ -80,7 +87,7 @@ impl RepositoryStore for PostgresStore {
         .bind(host.to_string())
         .fetch_optional(&self.pool)
         .await
-        .map_err(db_error)?;
+        .map_err(|e| self.error(e))?;
         Ok(key.flatten())
     }
 
@@ -135,7 +142,7 @@ impl RepositoryStore for PostgresStore {
             .bind(host.to_string())
             .fetch_optional(&self.pool)
             .await
-            .map_err(db_error)?
+            .map_err(|e| self.error(e))?
             .ok_or_else(|| StoreError::NotFound(format!("host `{host}`")))?;
         // The host exists; the columns are NULL when no settings are joined.
         row.into_repository()
@@ -151,7 +158,7 @@ impl RepositoryStore for PostgresStore {
         sqlx::query_as::<_, HostRepositoryRow>(AssertSqlSafe(sql))
             .fetch_all(&self.pool)
             .await
-            .map_err(db_error)?
+            .map_err(|e| self.error(e))?
             .into_iter()
             .map(HostRepositoryRow::into_parts)
             .collect()
@@ -163,7 +170,7 @@ impl RepositoryStore for PostgresStore {
             .bind(host.to_string())
             .execute(&self.pool)
             .await
-            .map_err(db_error)?;
+            .map_err(|e| self.error(e))?;
         Ok(())
     }
 }

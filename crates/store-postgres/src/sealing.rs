@@ -13,7 +13,7 @@ use sqlx::postgres::PgConnection;
 // The SQL text is built from a constant column list; values are bound.
 use sqlx::AssertSqlSafe;
 
-use crate::shared::{db_error, write_audit};
+use crate::shared::{db_error, finish, write_audit};
 use crate::PostgresStore;
 
 /// Makes `record` the one `sealing_key` row, inside the caller's
@@ -40,7 +40,7 @@ impl SealingStore for PostgresStore {
         )
         .fetch_optional(&self.pool)
         .await
-        .map_err(db_error)?
+        .map_err(|e| self.error(e))?
         .map(SealingKeyRecord::try_from)
         .transpose()
     }
@@ -53,7 +53,7 @@ impl SealingStore for PostgresStore {
         sqlx::query_as::<_, HostRepositoryRow>(AssertSqlSafe(sql))
             .fetch_all(&self.pool)
             .await
-            .map_err(db_error)?
+            .map_err(|e| self.error(e))?
             .into_iter()
             .map(|row| row.into_parts().map(|(host, sealed, _)| (host, sealed)))
             .collect()
@@ -74,35 +74,38 @@ impl SealingStore for PostgresStore {
             ciphertexts.push(sealed.ciphertext.clone());
             formats.push(sealed.format.as_i64());
         }
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
-        // One statement for every host. Only a value still stored unbound
-        // is replaced: re-sealing twice, or over a value set meanwhile (the
-        // condition is re-checked on the committed row after a wait),
-        // changes nothing, and then the whole change is refused.
-        let replaced: Vec<String> = sqlx::query_scalar(
-            "UPDATE host_repositories AS hr SET nonce = r.nonce, ciphertext = r.ciphertext, \
+        let mut tx = self.pool.begin().await.map_err(|e| self.error(e))?;
+        let result: StoreResult<_> = async {
+            // One statement for every host. Only a value still stored unbound
+            // is replaced: re-sealing twice, or over a value set meanwhile (the
+            // condition is re-checked on the committed row after a wait),
+            // changes nothing, and then the whole change is refused.
+            let replaced: Vec<String> = sqlx::query_scalar(
+                "UPDATE host_repositories AS hr SET nonce = r.nonce, ciphertext = r.ciphertext, \
              seal_format = r.seal_format \
              FROM UNNEST($1::TEXT[], $2::BYTEA[], $3::BYTEA[], $4::BIGINT[]) \
                   AS r(host_id, nonce, ciphertext, seal_format) \
              WHERE hr.host_id = r.host_id AND hr.seal_format = $5 \
              RETURNING hr.host_id",
-        )
-        .bind(&hosts)
-        .bind(&nonces)
-        .bind(&ciphertexts)
-        .bind(&formats)
-        .bind(SealFormat::Unbound.as_i64())
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(db_error)?;
-        if let Some(missed) = hosts.iter().find(|h| !replaced.contains(h)) {
-            tx.rollback().await.map_err(db_error)?;
-            return Err(StoreError::Conflict(format!(
-                "the repository settings of host `{missed}` are no longer stored unbound"
-            )));
+            )
+            .bind(&hosts)
+            .bind(&nonces)
+            .bind(&ciphertexts)
+            .bind(&formats)
+            .bind(SealFormat::Unbound.as_i64())
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_error)?;
+            if let Some(missed) = hosts.iter().find(|h| !replaced.contains(h)) {
+                return Err(StoreError::Conflict(format!(
+                    "the repository settings of host `{missed}` are no longer stored unbound"
+                )));
+            }
+            upsert_sealing_key(&mut tx, record).await?;
+            Ok(())
         }
-        upsert_sealing_key(&mut tx, record).await?;
-        tx.commit().await.map_err(db_error)
+        .await;
+        finish(tx, result).await
     }
 
     async fn reset_sealed_secrets(
@@ -110,29 +113,34 @@ impl SealingStore for PostgresStore {
         record: &SealingKeyRecord,
         audit: Option<&NewAuditEntry>,
     ) -> StoreResult<Vec<HostId>> {
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
-        let deleted: Vec<String> =
-            sqlx::query_scalar("DELETE FROM host_repositories RETURNING host_id")
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(db_error)?;
-        let mut hosts = deleted
-            .iter()
-            .map(|id| {
-                id.parse::<HostId>().map_err(|_| {
-                    StoreError::Corrupt(format!("column `host_id`: `{id}` is not a ULID"))
+        let mut tx = self.pool.begin().await.map_err(|e| self.error(e))?;
+        let result: StoreResult<_> = async {
+            let deleted: Vec<String> =
+                sqlx::query_scalar("DELETE FROM host_repositories RETURNING host_id")
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(db_error)?;
+            let mut hosts = deleted
+                .iter()
+                .map(|id| {
+                    id.parse::<HostId>().map_err(|_| {
+                        StoreError::Corrupt(format!("column `host_id`: `{id}` is not a ULID"))
+                    })
                 })
-            })
-            .collect::<StoreResult<Vec<_>>>()?;
-        hosts.sort();
-        // Policies' repository templates were sealed with the lost key too.
-        sqlx::query("UPDATE policies SET repository_nonce = NULL, repository_ciphertext = NULL")
+                .collect::<StoreResult<Vec<_>>>()?;
+            hosts.sort();
+            // Policies' repository templates were sealed with the lost key too.
+            sqlx::query(
+                "UPDATE policies SET repository_nonce = NULL, repository_ciphertext = NULL",
+            )
             .execute(&mut *tx)
             .await
             .map_err(db_error)?;
-        upsert_sealing_key(&mut tx, record).await?;
-        write_audit(&mut tx, audit).await?;
-        tx.commit().await.map_err(db_error)?;
-        Ok(hosts)
+            upsert_sealing_key(&mut tx, record).await?;
+            write_audit(&mut tx, audit).await?;
+            Ok(hosts)
+        }
+        .await;
+        finish(tx, result).await
     }
 }

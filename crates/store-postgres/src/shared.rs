@@ -72,8 +72,12 @@ pub(crate) fn insert_error(
     }
 }
 
-/// Maps any failed call: a column the driver could not decode is
-/// [`StoreError::Corrupt`] naming it, the rest as [`codec::backend`].
+/// Maps a failed call on a connection already held (inside a
+/// transaction, or by the generic fetch helpers): a column the driver
+/// could not decode is [`StoreError::Corrupt`] naming it, the rest as
+/// [`codec::backend`]. Calls on the pool itself map with
+/// [`PostgresStore::error`], which also tells a server that cannot be
+/// reached from a busy pool.
 pub(crate) fn db_error(e: sqlx::Error) -> StoreError {
     rm_store_sql::column_decode_error(&e).unwrap_or_else(|| backend(e))
 }
@@ -292,30 +296,32 @@ pub(crate) async fn retire_agent(
     host_update: &'static str,
     audit: Option<&NewAuditEntry>,
 ) -> StoreResult<bool> {
-    let mut tx = store.pool.begin().await.map_err(db_error)?;
-    let found = sqlx::query(host_update)
+    let mut tx = store.pool.begin().await.map_err(|e| store.error(e))?;
+    let result: StoreResult<_> = async {
+        let found = sqlx::query(host_update)
+            .bind(at_ms)
+            .bind(host_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?
+            .rows_affected();
+        if found != 1 {
+            return Ok(false);
+        }
+        sqlx::query(
+            "UPDATE agent_tokens SET revoked_at = $1, pending = FALSE \
+         WHERE host_id = $2 AND revoked_at IS NULL",
+        )
         .bind(at_ms)
         .bind(host_id)
         .execute(&mut *tx)
         .await
-        .map_err(db_error)?
-        .rows_affected();
-    if found != 1 {
-        tx.rollback().await.map_err(db_error)?;
-        return Ok(false);
+        .map_err(db_error)?;
+        write_audit(&mut tx, audit).await?;
+        Ok(true)
     }
-    sqlx::query(
-        "UPDATE agent_tokens SET revoked_at = $1, pending = FALSE \
-         WHERE host_id = $2 AND revoked_at IS NULL",
-    )
-    .bind(at_ms)
-    .bind(host_id)
-    .execute(&mut *tx)
-    .await
-    .map_err(db_error)?;
-    write_audit(&mut tx, audit).await?;
-    tx.commit().await.map_err(db_error)?;
-    Ok(true)
+    .await;
+    finish(tx, result).await
 }
 
 /// Stores a host's repository settings inside the caller's transaction:
@@ -346,4 +352,30 @@ pub(crate) async fn upsert_repository(
     .await
     .map_err(db_error)?;
     Ok(())
+}
+
+/// Ends a transaction by its body's result: commits on `Ok`, rolls back on
+/// `Err`. An early return must not just drop the transaction: sqlx then
+/// leaves the rollback to a task it spawns to return the connection to the
+/// pool, so the row locks stay held until that task runs, and for good if
+/// the runtime stops first (seen as a test's schema drop waiting on a
+/// connection left "idle in transaction").
+pub(crate) async fn finish<T>(
+    tx: sqlx::Transaction<'_, sqlx::Postgres>,
+    result: StoreResult<T>,
+) -> StoreResult<T> {
+    match result {
+        Ok(value) => {
+            tx.commit().await.map_err(db_error)?;
+            Ok(value)
+        }
+        Err(e) => {
+            // The body's error is the one to report; a rollback that fails
+            // too has lost the connection, which ends the transaction.
+            if let Err(rollback) = tx.rollback().await {
+                tracing::warn!(error = %rollback, "rolling back a failed change failed");
+            }
+            Err(e)
+        }
+    }
 }

@@ -16,40 +16,44 @@ use sqlx::postgres::PgConnection;
 use sqlx::AssertSqlSafe;
 
 use crate::codec;
-use crate::shared::{db_error, fetch_all_models, insert_error, write_audit};
+use crate::shared::{db_error, fetch_all_models, finish, insert_error, write_audit};
 use crate::PostgresStore;
 
 #[async_trait]
 impl UserStore for PostgresStore {
     async fn create_user(&self, user: &User, audit: Option<&NewAuditEntry>) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
-        sqlx::query(
-            "INSERT INTO users (id, username, password_hash, created_at, role, scope) \
+        let mut tx = self.pool.begin().await.map_err(|e| self.error(e))?;
+        let result: StoreResult<_> = async {
+            sqlx::query(
+                "INSERT INTO users (id, username, password_hash, created_at, role, scope) \
              VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(user.id.to_string())
-        .bind(&user.username)
-        .bind(&user.password_hash)
-        .bind(ms(user.created_at))
-        .bind(user.role.as_str())
-        .bind(encode::scope_json(user.scope.as_ref()))
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| {
-            if codec::is_unique_violation(&e)
-                && codec::constraint(&e).is_some_and(|c| c.contains("username"))
-            {
-                StoreError::Conflict(format!("user name `{}` is taken", user.username))
-            } else {
-                insert_error(
-                    e,
-                    || format!("user id `{}` already exists", user.id),
-                    "user",
-                )
-            }
-        })?;
-        write_audit(&mut tx, audit).await?;
-        tx.commit().await.map_err(db_error)
+            )
+            .bind(user.id.to_string())
+            .bind(&user.username)
+            .bind(&user.password_hash)
+            .bind(ms(user.created_at))
+            .bind(user.role.as_str())
+            .bind(encode::scope_json(user.scope.as_ref()))
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| {
+                if codec::is_unique_violation(&e)
+                    && codec::constraint(&e).is_some_and(|c| c.contains("username"))
+                {
+                    StoreError::Conflict(format!("user name `{}` is taken", user.username))
+                } else {
+                    insert_error(
+                        e,
+                        || format!("user id `{}` already exists", user.id),
+                        "user",
+                    )
+                }
+            })?;
+            write_audit(&mut tx, audit).await?;
+            Ok(())
+        }
+        .await;
+        finish(tx, result).await
     }
 
     async fn user_by_name(&self, username: &str) -> StoreResult<Option<User>> {
@@ -73,33 +77,36 @@ impl UserStore for PostgresStore {
         password_hash: &str,
         audit: Option<&NewAuditEntry>,
     ) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
-        let id: Option<String> = sqlx::query_scalar(
-            "UPDATE users SET password_hash = $1 WHERE username = $2 RETURNING id",
-        )
-        .bind(password_hash)
-        .bind(username)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db_error)?;
-        let Some(id) = id else {
-            tx.rollback().await.map_err(db_error)?;
-            return Err(StoreError::NotFound(format!("user `{username}`")));
-        };
-        sqlx::query("DELETE FROM sessions WHERE user_id = $1")
-            .bind(&id)
-            .execute(&mut *tx)
+        let mut tx = self.pool.begin().await.map_err(|e| self.error(e))?;
+        let result: StoreResult<_> = async {
+            let id: Option<String> = sqlx::query_scalar(
+                "UPDATE users SET password_hash = $1 WHERE username = $2 RETURNING id",
+            )
+            .bind(password_hash)
+            .bind(username)
+            .fetch_optional(&mut *tx)
             .await
             .map_err(db_error)?;
-        write_audit(&mut tx, audit).await?;
-        tx.commit().await.map_err(db_error)
+            let Some(id) = id else {
+                return Err(StoreError::NotFound(format!("user `{username}`")));
+            };
+            sqlx::query("DELETE FROM sessions WHERE user_id = $1")
+                .bind(&id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            write_audit(&mut tx, audit).await?;
+            Ok(())
+        }
+        .await;
+        finish(tx, result).await
     }
 
     async fn count_users(&self) -> StoreResult<u64> {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
             .fetch_one(&self.pool)
             .await
-            .map_err(db_error)?;
+            .map_err(|e| self.error(e))?;
         Ok(n.unsigned_abs())
     }
 
@@ -113,47 +120,48 @@ impl UserStore for PostgresStore {
 
     async fn delete_user(&self, id: UserId, audit: Option<&NewAuditEntry>) -> StoreResult<()> {
         let id = id.to_string();
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
-        // Every user row locked (FOR UPDATE) before counting: two operators
-        // deleting the last two users (or admins) one each are serialised,
-        // and the second counts what the first committed.
-        let users: Vec<(String, String)> =
-            sqlx::query_as("SELECT id, role FROM users ORDER BY id FOR UPDATE")
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(db_error)?;
-        let Some((_, role)) = users.iter().find(|(uid, _)| *uid == id) else {
-            tx.rollback().await.map_err(db_error)?;
-            return Err(StoreError::NotFound(format!("user `{id}`")));
-        };
-        if users.len() <= 1 {
-            tx.rollback().await.map_err(db_error)?;
-            return Err(StoreError::Conflict(String::from(
-                "cannot delete the last user",
-            )));
+        let mut tx = self.pool.begin().await.map_err(|e| self.error(e))?;
+        let result: StoreResult<_> = async {
+            // Every user row locked (FOR UPDATE) before counting: two operators
+            // deleting the last two users (or admins) one each are serialised,
+            // and the second counts what the first committed.
+            let users: Vec<(String, String)> =
+                sqlx::query_as("SELECT id, role FROM users ORDER BY id FOR UPDATE")
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(db_error)?;
+            let Some((_, role)) = users.iter().find(|(uid, _)| *uid == id) else {
+                return Err(StoreError::NotFound(format!("user `{id}`")));
+            };
+            if users.len() <= 1 {
+                return Err(StoreError::Conflict(String::from(
+                    "cannot delete the last user",
+                )));
+            }
+            let admin = Role::Admin.as_str();
+            if role == admin && !users.iter().any(|(uid, r)| *uid != id && r == admin) {
+                return Err(StoreError::Conflict(String::from(
+                    "cannot delete the last admin",
+                )));
+            }
+            // Explicit rather than relying on ON DELETE CASCADE alone, as the
+            // SQLite store does.
+            for sql in [
+                "DELETE FROM sessions WHERE user_id = $1",
+                "DELETE FROM api_tokens WHERE user_id = $1",
+                "DELETE FROM users WHERE id = $1",
+            ] {
+                sqlx::query(sql)
+                    .bind(&id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_error)?;
+            }
+            write_audit(&mut tx, audit).await?;
+            Ok(())
         }
-        let admin = Role::Admin.as_str();
-        if role == admin && !users.iter().any(|(uid, r)| *uid != id && r == admin) {
-            tx.rollback().await.map_err(db_error)?;
-            return Err(StoreError::Conflict(String::from(
-                "cannot delete the last admin",
-            )));
-        }
-        // Explicit rather than relying on ON DELETE CASCADE alone, as the
-        // SQLite store does.
-        for sql in [
-            "DELETE FROM sessions WHERE user_id = $1",
-            "DELETE FROM api_tokens WHERE user_id = $1",
-            "DELETE FROM users WHERE id = $1",
-        ] {
-            sqlx::query(sql)
-                .bind(&id)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_error)?;
-        }
-        write_audit(&mut tx, audit).await?;
-        tx.commit().await.map_err(db_error)
+        .await;
+        finish(tx, result).await
     }
 
     async fn set_user_access(
@@ -164,32 +172,33 @@ impl UserStore for PostgresStore {
         audit: Option<&NewAuditEntry>,
     ) -> StoreResult<User> {
         let id = id.to_string();
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
-        if role != Role::Admin && last_admin(&mut tx, &id).await? {
-            tx.rollback().await.map_err(db_error)?;
-            return Err(StoreError::Conflict(String::from(
-                "cannot demote the last admin",
-            )));
+        let mut tx = self.pool.begin().await.map_err(|e| self.error(e))?;
+        let result: StoreResult<_> = async {
+            if role != Role::Admin && last_admin(&mut tx, &id).await? {
+                return Err(StoreError::Conflict(String::from(
+                    "cannot demote the last admin",
+                )));
+            }
+            let sql = format!(
+                "UPDATE users SET role = $1, scope = $2 WHERE id = $3 RETURNING {}",
+                rm_store_sql::USER_COLUMNS
+            );
+            let row = sqlx::query_as::<_, UserRow>(AssertSqlSafe(sql))
+                .bind(role.as_str())
+                .bind(encode::scope_json(scope))
+                .bind(&id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            let Some(row) = row else {
+                return Err(StoreError::NotFound(format!("user `{id}`")));
+            };
+            let user = User::try_from(row)?;
+            write_audit(&mut tx, audit).await?;
+            Ok(user)
         }
-        let sql = format!(
-            "UPDATE users SET role = $1, scope = $2 WHERE id = $3 RETURNING {}",
-            rm_store_sql::USER_COLUMNS
-        );
-        let row = sqlx::query_as::<_, UserRow>(AssertSqlSafe(sql))
-            .bind(role.as_str())
-            .bind(encode::scope_json(scope))
-            .bind(&id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db_error)?;
-        let Some(row) = row else {
-            tx.rollback().await.map_err(db_error)?;
-            return Err(StoreError::NotFound(format!("user `{id}`")));
-        };
-        let user = User::try_from(row)?;
-        write_audit(&mut tx, audit).await?;
-        tx.commit().await.map_err(db_error)?;
-        Ok(user)
+        .await;
+        finish(tx, result).await
     }
 
     async fn create_session(
@@ -197,27 +206,31 @@ impl UserStore for PostgresStore {
         session: &Session,
         audit: Option<&NewAuditEntry>,
     ) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
-        sqlx::query(
-            "INSERT INTO sessions (id, user_id, token_hash, created_at, expires_at) \
+        let mut tx = self.pool.begin().await.map_err(|e| self.error(e))?;
+        let result: StoreResult<_> = async {
+            sqlx::query(
+                "INSERT INTO sessions (id, user_id, token_hash, created_at, expires_at) \
              VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(session.id.to_string())
-        .bind(session.user_id.to_string())
-        .bind(session.token_hash.to_hex())
-        .bind(ms(session.created_at))
-        .bind(ms(session.expires_at))
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| {
-            insert_error(
-                e,
-                || format!("session `{}` already exists", session.id),
-                &format!("user `{}`", session.user_id),
             )
-        })?;
-        write_audit(&mut tx, audit).await?;
-        tx.commit().await.map_err(db_error)
+            .bind(session.id.to_string())
+            .bind(session.user_id.to_string())
+            .bind(session.token_hash.to_hex())
+            .bind(ms(session.created_at))
+            .bind(ms(session.expires_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| {
+                insert_error(
+                    e,
+                    || format!("session `{}` already exists", session.id),
+                    &format!("user `{}`", session.user_id),
+                )
+            })?;
+            write_audit(&mut tx, audit).await?;
+            Ok(())
+        }
+        .await;
+        finish(tx, result).await
     }
 
     async fn session(&self, id: TokenId) -> StoreResult<Option<Session>> {
@@ -233,14 +246,18 @@ impl UserStore for PostgresStore {
     /// The entry is written even when the session was gone already (the
     /// logout was asked for, and nothing of the session is left).
     async fn delete_session(&self, id: TokenId, audit: Option<&NewAuditEntry>) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
-        sqlx::query("DELETE FROM sessions WHERE id = $1")
-            .bind(id.to_string())
-            .execute(&mut *tx)
-            .await
-            .map_err(db_error)?;
-        write_audit(&mut tx, audit).await?;
-        tx.commit().await.map_err(db_error)
+        let mut tx = self.pool.begin().await.map_err(|e| self.error(e))?;
+        let result: StoreResult<_> = async {
+            sqlx::query("DELETE FROM sessions WHERE id = $1")
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            write_audit(&mut tx, audit).await?;
+            Ok(())
+        }
+        .await;
+        finish(tx, result).await
     }
 
     async fn delete_expired_sessions(&self, now: DateTime<Utc>) -> StoreResult<u64> {
@@ -248,7 +265,7 @@ impl UserStore for PostgresStore {
             .bind(ms(now))
             .execute(&self.pool)
             .await
-            .map_err(db_error)?
+            .map_err(|e| self.error(e))?
             .rows_affected();
         Ok(deleted)
     }
@@ -258,31 +275,35 @@ impl UserStore for PostgresStore {
         token: &ApiToken,
         audit: Option<&NewAuditEntry>,
     ) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
-        sqlx::query(
-            "INSERT INTO api_tokens \
+        let mut tx = self.pool.begin().await.map_err(|e| self.error(e))?;
+        let result: StoreResult<_> = async {
+            sqlx::query(
+                "INSERT INTO api_tokens \
              (id, user_id, name, token_hash, created_at, expires_at, revoked_at, role) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(token.id.to_string())
-        .bind(token.user_id.to_string())
-        .bind(&token.name)
-        .bind(token.token_hash.to_hex())
-        .bind(ms(token.created_at))
-        .bind(ms_opt(token.expires_at))
-        .bind(ms_opt(token.revoked_at))
-        .bind(token.role.map(Role::as_str))
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| {
-            insert_error(
-                e,
-                || format!("API token `{}` already exists", token.id),
-                &format!("user `{}`", token.user_id),
             )
-        })?;
-        write_audit(&mut tx, audit).await?;
-        tx.commit().await.map_err(db_error)
+            .bind(token.id.to_string())
+            .bind(token.user_id.to_string())
+            .bind(&token.name)
+            .bind(token.token_hash.to_hex())
+            .bind(ms(token.created_at))
+            .bind(ms_opt(token.expires_at))
+            .bind(ms_opt(token.revoked_at))
+            .bind(token.role.map(Role::as_str))
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| {
+                insert_error(
+                    e,
+                    || format!("API token `{}` already exists", token.id),
+                    &format!("user `{}`", token.user_id),
+                )
+            })?;
+            write_audit(&mut tx, audit).await?;
+            Ok(())
+        }
+        .await;
+        finish(tx, result).await
     }
 
     async fn api_token(&self, id: TokenId) -> StoreResult<Option<ApiToken>> {
@@ -313,25 +334,27 @@ impl UserStore for PostgresStore {
         at: DateTime<Utc>,
         audit: Option<&NewAuditEntry>,
     ) -> StoreResult<bool> {
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
-        // The conditional UPDATE decides a race of two revocations: the
-        // second waits for the first's row lock and then matches nothing.
-        let updated = sqlx::query(
-            "UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
-        )
-        .bind(ms(at))
-        .bind(id.to_string())
-        .execute(&mut *tx)
-        .await
-        .map_err(db_error)?
-        .rows_affected();
-        if updated != 1 {
-            tx.rollback().await.map_err(db_error)?;
-            return Ok(false);
+        let mut tx = self.pool.begin().await.map_err(|e| self.error(e))?;
+        let result: StoreResult<_> = async {
+            // The conditional UPDATE decides a race of two revocations: the
+            // second waits for the first's row lock and then matches nothing.
+            let updated = sqlx::query(
+                "UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
+            )
+            .bind(ms(at))
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?
+            .rows_affected();
+            if updated != 1 {
+                return Ok(false);
+            }
+            write_audit(&mut tx, audit).await?;
+            Ok(true)
         }
-        write_audit(&mut tx, audit).await?;
-        tx.commit().await.map_err(db_error)?;
-        Ok(true)
+        .await;
+        finish(tx, result).await
     }
 }
 

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
-use rm_store::{HostBackupSummary, HostCounts, LastBackupRun, StorageFault, StoreError};
+use rm_store::{StorageFault, StoreError};
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
@@ -173,13 +173,6 @@ pub(crate) fn u32_col(row: &SqliteRow, col: &str) -> Result<u32, StoreError> {
     u32::try_from(v).map_err(|_| corrupt(col, format!("{v} is out of range")))
 }
 
-/// A nullable u64 column (stored as i64; negative values are corrupt).
-pub(crate) fn u64_opt(row: &SqliteRow, col: &str) -> Result<Option<u64>, StoreError> {
-    raw::<Option<i64>>(row, col)?
-        .map(|v| u64::try_from(v).map_err(|_| corrupt(col, format!("{v} is negative"))))
-        .transpose()
-}
-
 /// A NOT NULL u64 column (stored as i64; negative values are corrupt).
 pub(crate) fn u64_col(row: &SqliteRow, col: &str) -> Result<u64, StoreError> {
     let v = raw::<i64>(row, col)?;
@@ -232,45 +225,3 @@ pub(crate) const HOST_COLUMNS: &str = "id, name, hostname, enrolled_at, last_see
      EXISTS (SELECT 1 FROM schedules WHERE schedules.host_id = hosts.id) AS has_schedules, \
      platform, upgrade_requested_version, upgrade_requested_at, upgrade_state, upgrade_version, \
      upgrade_error, upgrade_at";
-
-/// Decodes a row of [`rm_store::HostStore::host_backup_summaries`]. Byte
-/// counts that are not whole non-negative numbers (a stats object from an
-/// older agent, or none) read as unknown rather than corrupt: they are
-/// restic's report, not the store's own data.
-pub(crate) fn host_backup_summary(row: &SqliteRow) -> Result<HostBackupSummary, StoreError> {
-    let bytes = |col: &str| {
-        raw::<Option<i64>>(row, col)
-            .ok()
-            .flatten()
-            .and_then(|v| u64::try_from(v).ok())
-    };
-    let last_backup = match time_opt(row, "job_finished_at")? {
-        Some(finished_at) => Some(LastBackupRun {
-            started_at: time_opt(row, "job_started_at")?,
-            finished_at,
-            bytes_processed: bytes("bytes_processed"),
-            bytes_added: bytes("bytes_added"),
-        }),
-        None => None,
-    };
-    Ok(HostBackupSummary {
-        id: id(row, "id")?,
-        name: text(row, "name")?,
-        online: flag(row, "online")?,
-        policy_id: id_opt(row, "policy_id")?,
-        freshness_seconds: u64_opt(row, "freshness_seconds")?,
-        last_backup_success_at: time_opt(row, "last_backup_success_at")?,
-        last_backup,
-    })
-}
-
-/// Decodes the `total`, `online` and `not_backed_up` columns of the fleet
-/// count query.
-pub(crate) fn host_counts(row: &SqliteRow) -> Result<HostCounts, StoreError> {
-    Ok(HostCounts {
-        total: count(row, "total")?,
-        online: count(row, "online")?,
-        not_backed_up: count(row, "not_backed_up")?,
-        unconfigured: count(row, "unconfigured")?,
-    })
-}

@@ -12,7 +12,7 @@ use rm_store::{
 };
 use rm_store_sql::encode;
 use rm_store_sql::encode::{ms, ms_opt, u64_to_i64};
-use rm_store_sql::{EnrollmentTokenRow, HostRow};
+use rm_store_sql::{EnrollmentTokenRow, HostBackupSummaryRow, HostCountsRow, HostRow};
 // Every SQL text built at run time here is made of this crate's constant
 // column lists, table names and `?` placeholder counts; values are always
 // bound, never formatted in, so each such text is asserted safe.
@@ -53,6 +53,17 @@ fn touch_hosts_sql(rows: usize) -> String {
     }
     sql.push_str(")) AS seen WHERE hosts.id = seen.id");
     sql
+}
+
+/// A member of `j.stats` when it is a whole non-negative number, else
+/// NULL: restic's report, not the store's own data, so an odd value (from
+/// an older agent, or none) reads as unknown rather than corrupt.
+fn stats_integer(member: &str) -> String {
+    format!(
+        "CASE WHEN json_type(j.stats, '$.{member}') = 'integer' \
+         AND json_extract(j.stats, '$.{member}') >= 0 \
+         THEN json_extract(j.stats, '$.{member}') END"
+    )
 }
 
 #[async_trait]
@@ -267,7 +278,7 @@ impl HostStore for SqliteStore {
         );
         // The selector's parameters come after the count's.
         let row = bind_selector(
-            sqlx::query(AssertSqlSafe(sql))
+            sqlx::query_as::<_, HostCountsRow>(AssertSqlSafe(sql))
                 .bind(u64_to_i64(
                     protected.default_freshness_seconds,
                     "default freshness",
@@ -278,7 +289,7 @@ impl HostStore for SqliteStore {
         .fetch_one(&self.pool)
         .await
         .map_err(backend)?;
-        codec::host_counts(&row)
+        HostCounts::try_from(row)
     }
 
     async fn agent_versions(&self, selector: &Selector) -> StoreResult<Vec<(String, u64)>> {
@@ -493,8 +504,7 @@ impl HostStore for SqliteStore {
             "SELECT h.id, h.name, h.online, h.policy_id, h.freshness_seconds, \
              h.last_backup_success_at, j.started_at AS job_started_at, \
              j.finished_at AS job_finished_at, \
-             json_extract(j.stats, '$.total_bytes_processed') AS bytes_processed, \
-             json_extract(j.stats, '$.data_added') AS bytes_added \
+             {} AS bytes_processed, {} AS bytes_added \
              FROM hosts h LEFT JOIN jobs j ON j.id = CASE \
                WHEN h.last_backup_success_at IS NULL THEN NULL \
                ELSE (SELECT id FROM jobs WHERE jobs.host_id = h.id \
@@ -502,12 +512,14 @@ impl HostStore for SqliteStore {
                      AND jobs.status IN ('succeeded', 'partial') \
                      AND jobs.finished_at = h.last_backup_success_at \
                      ORDER BY jobs.created_at DESC, jobs.id DESC LIMIT 1) END \
-             WHERE h.deleted_at IS NULL ORDER BY h.id"
+             WHERE h.deleted_at IS NULL ORDER BY h.id",
+            stats_integer("total_bytes_processed"),
+            stats_integer("data_added"),
         );
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(backend)?;
-        rows.iter().map(codec::host_backup_summary).collect()
+        fetch_all_models(
+            &self.pool,
+            sqlx::query_as::<_, HostBackupSummaryRow>(AssertSqlSafe(sql)),
+        )
+        .await
     }
 }

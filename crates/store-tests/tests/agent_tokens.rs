@@ -139,30 +139,38 @@ async fn a_single_token_can_be_revoked() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_rotations_leave_one_pending_token() {
     let (_db, store) = open_temp_store().await.unwrap();
-    let (host, current) = enrol_with_agent(&*store).await;
-    let news: Vec<AgentToken> = (0..4).map(|i| pending(host, 10 + i)).collect();
-    let mut tasks = Vec::new();
-    for new in news.clone() {
-        let store = store.clone();
-        tasks.push(tokio::spawn(async move {
-            store.begin_token_rotation(&new, None).await
-        }));
-    }
-    for task in tasks {
-        task.await.unwrap().unwrap();
-    }
-    // Each rotation superseded the ones before it: one new token is left,
-    // beside the current one.
-    let mut active = Vec::new();
-    for new in &news {
-        if let Some(token) = store.active_agent_token(new.id).await.unwrap() {
-            active.push(token.id);
+    // Rounds of four rotations of one host at once (a barrier lines them
+    // up): a store that let them miss each other's pending token would
+    // leave several.
+    for round in 0..10 {
+        let (host, current) = enrol_with_agent(&*store).await;
+        let news: Vec<AgentToken> = (0..4).map(|i| pending(host, 10 + i)).collect();
+        let start = std::sync::Arc::new(tokio::sync::Barrier::new(news.len()));
+        let mut tasks = Vec::new();
+        for new in news.clone() {
+            let store = store.clone();
+            let start = start.clone();
+            tasks.push(tokio::spawn(async move {
+                start.wait().await;
+                store.begin_token_rotation(&new, None).await
+            }));
         }
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+        // Each rotation superseded the ones before it: one new token is
+        // left, beside the current one.
+        let mut active = Vec::new();
+        for new in &news {
+            if let Some(token) = store.active_agent_token(new.id).await.unwrap() {
+                active.push(token.id);
+            }
+        }
+        assert_eq!(active.len(), 1, "round {round}: {active:?}");
+        assert_eq!(
+            store.pending_agent_token(host).await.unwrap().map(|p| p.id),
+            Some(active[0])
+        );
+        assert!(store.active_agent_token(current).await.unwrap().is_some());
     }
-    assert_eq!(active.len(), 1, "{active:?}");
-    assert_eq!(
-        store.pending_agent_token(host).await.unwrap().map(|p| p.id),
-        Some(active[0])
-    );
-    assert!(store.active_agent_token(current).await.unwrap().is_some());
 }
