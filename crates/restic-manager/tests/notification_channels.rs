@@ -1,6 +1,6 @@
 //! Notification channels through the real server: every bad request
 //! refused naming the field with nothing stored, secrets sealed and never
-//! shown (nor in the audit log, nor in the database file), `PUT` keeping a
+//! shown (nor in the audit log, nor in the database), `PUT` keeping a
 //! secret left out, test messages to a real HTTP receiver in each kind's
 //! shape (the webhook's signature checked with an HMAC computed here) and
 //! to a real SMTP server, and alerts queued through `enqueue_alert` reaching

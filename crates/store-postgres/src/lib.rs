@@ -64,13 +64,15 @@
 //!   the numbering of the two directories is each its own.
 
 mod agent_tokens;
+mod alerts;
 mod audit;
 pub mod codec;
 mod connect;
 pub mod copy;
 mod hosts;
 mod jobs;
-mod pending;
+mod notifications;
+mod policies;
 mod repositories;
 mod schedules;
 mod sealing;

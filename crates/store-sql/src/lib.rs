@@ -46,7 +46,7 @@ pub use jobs::{
     LOG_COLUMNS,
 };
 pub use notifications::{ChannelRow, OutboxEntryRow, CHANNEL_COLUMNS, OUTBOX_COLUMNS};
-pub use policies::{PolicyRow, PolicyTargetRow, POLICY_COLUMNS};
+pub use policies::{PolicyCoverageRow, PolicyRow, PolicyTargetRow, POLICY_COLUMNS};
 pub use repositories::{
     HostRepositoryRow, JoinedRepositoryRow, RepositoryJobRow, RepositoryRow, REPOSITORY_COLUMNS,
     REPOSITORY_COLUMNS_QUALIFIED,
@@ -70,6 +70,16 @@ pub fn column_decode_error(e: &sqlx::Error) -> Option<StoreError> {
         }
         _ => None,
     }
+}
+
+/// A single nullable timestamp a query computes (`MIN(next_attempt_at)`…),
+/// read as a scalar rather than a row: [`StoreError::Corrupt`] naming `col`
+/// when it is not a valid time.
+pub fn time_opt(
+    col: &str,
+    v: Option<i64>,
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, StoreError> {
+    decode::time_opt(col, v)
 }
 
 /// Converts every row into its model, failing on the first that does not.

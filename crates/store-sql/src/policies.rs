@@ -1,7 +1,9 @@
 //! Rows of fleet policies.
 
 use rm_core::Selector;
-use rm_store::{PolicyRecord, PolicyTarget, SealFormat, SealedRepository, StoreError};
+use rm_store::{
+    PolicyCoverage, PolicyRecord, PolicyTarget, SealFormat, SealedRepository, StoreError,
+};
 
 use crate::{decode, JoinedRepositoryRow};
 
@@ -104,6 +106,30 @@ impl TryFrom<PolicyTargetRow> for PolicyTarget {
             repository,
             own_schedule_kinds: Vec::new(),
             policy_schedules: Vec::new(),
+        })
+    }
+}
+
+/// A row of `PolicyStore::policy_coverage`: a policy and two counts of its
+/// live hosts (`COUNT`s, BIGINT on PostgreSQL, so `i64` on both).
+#[derive(Debug, sqlx::FromRow)]
+pub struct PolicyCoverageRow {
+    /// Column `policy_id`.
+    pub policy_id: String,
+    /// Column `hosts`: how many live hosts it applies to.
+    pub hosts: i64,
+    /// Column `in_sync`: how many of them run the wanted schedule set.
+    pub in_sync: i64,
+}
+
+impl TryFrom<PolicyCoverageRow> for PolicyCoverage {
+    type Error = StoreError;
+
+    fn try_from(r: PolicyCoverageRow) -> Result<PolicyCoverage, StoreError> {
+        Ok(PolicyCoverage {
+            policy_id: decode::id("policy_id", r.policy_id)?,
+            hosts: decode::int("hosts", r.hosts)?,
+            in_sync: decode::int("in_sync", r.in_sync)?,
         })
     }
 }

@@ -14,7 +14,7 @@ use rm_store::{
 };
 use rm_store_sql::encode;
 use rm_store_sql::encode::ms;
-use rm_store_sql::{HostRow, JobRow, PolicyRow, PolicyTargetRow, ScheduleRow};
+use rm_store_sql::{HostRow, JobRow, PolicyCoverageRow, PolicyRow, PolicyTargetRow, ScheduleRow};
 // The SQL texts here are built from constant column lists and `?`
 // placeholder counts; values are always bound.
 use sqlx::AssertSqlSafe;
@@ -399,24 +399,17 @@ impl SqliteStore {
     }
 
     pub(crate) async fn policy_coverage_impl(&self) -> StoreResult<Vec<PolicyCoverage>> {
-        let rows = sqlx::query(
-            "SELECT policy_id, COUNT(*) AS hosts, \
-             COALESCE(SUM(schedule_version = 0 OR (schedule_applied_version IS NOT NULL \
-                          AND schedule_applied_version >= schedule_version)), 0) AS in_sync \
-             FROM hosts WHERE deleted_at IS NULL AND policy_id IS NOT NULL GROUP BY policy_id",
+        fetch_all_models(
+            &self.pool,
+            sqlx::query_as::<_, PolicyCoverageRow>(
+                "SELECT policy_id, COUNT(*) AS hosts, \
+                 COALESCE(SUM(schedule_version = 0 OR (schedule_applied_version IS NOT NULL \
+                              AND schedule_applied_version >= schedule_version)), 0) AS in_sync \
+                 FROM hosts WHERE deleted_at IS NULL AND policy_id IS NOT NULL \
+                 GROUP BY policy_id ORDER BY policy_id",
+            ),
         )
-        .fetch_all(&self.pool)
         .await
-        .map_err(backend)?;
-        rows.iter()
-            .map(|row| {
-                Ok(PolicyCoverage {
-                    policy_id: codec::id(row, "policy_id")?,
-                    hosts: codec::count(row, "hosts")?,
-                    in_sync: codec::count(row, "in_sync")?,
-                })
-            })
-            .collect()
     }
 
     pub(crate) async fn hosts_of_repository_impl(&self, key: &str) -> StoreResult<Vec<Host>> {

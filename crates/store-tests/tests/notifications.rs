@@ -2,10 +2,13 @@
 //! audit entries commit with the change or not at all, names are unique,
 //! queueing is all or none, claims come oldest due first, at most `limit` at
 //! a time, and each row once per lease, outcomes move the channel's counters
-//! and failure state, and finished rows are pruned while waiting ones stay.
+//! and failure state, and finished rows are pruned while waiting ones stay;
+//! servers claiming and reporting at once take each row once and count each
+//! outcome once.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use rm_core::{ChannelId, Selector};
@@ -251,4 +254,75 @@ async fn the_outbox_claims_oldest_first_once_per_lease_and_counts_outcomes() {
     );
     store.delete_channel(a.id, None).await.unwrap();
     assert_eq!(store.next_notification_due().await.unwrap(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn servers_claiming_at_once_take_each_row_once_and_count_each_outcome_once() {
+    let (_db, store) = open_temp_store().await.unwrap();
+    let a = channel("a");
+    store.create_channel(&a, None).await.unwrap();
+    const ROWS: usize = 300;
+    let rows: Vec<NewNotification> = (0..ROWS)
+        .map(|i| notification(a.id, i64::try_from(i).unwrap()))
+        .collect();
+    store.enqueue_notifications(&rows).await.unwrap();
+
+    // Six "servers" claim small batches at once until nothing is left, all
+    // within one lease: every row is claimed by exactly one of them.
+    let lease = Duration::from_secs(3600);
+    let mut servers = Vec::new();
+    for _ in 0..6 {
+        let store = Arc::clone(&store);
+        servers.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let batch = store.claim_notifications(t(1_000), lease, 7).await.unwrap();
+                if batch.is_empty() {
+                    return mine;
+                }
+                mine.extend(batch.into_iter().map(|r| r.id));
+            }
+        }));
+    }
+    let mut claimed = Vec::new();
+    for server in servers {
+        claimed.extend(server.await.unwrap());
+    }
+    assert_eq!(claimed.len(), ROWS);
+    claimed.sort_unstable();
+    claimed.dedup();
+    assert_eq!(claimed.len(), ROWS, "a row was claimed twice");
+
+    // Two servers report an outcome of the same row at once (one after its
+    // lease ran out, say): one report counts.
+    let mut reports = Vec::new();
+    for (i, id) in claimed.iter().take(40).enumerate() {
+        for server in 0..2 {
+            let store = Arc::clone(&store);
+            let id = *id;
+            let at = t(2_000 + i64::try_from(i).unwrap());
+            reports.push(tokio::spawn(async move {
+                let outcome = if server == 0 {
+                    DeliveryOutcome::Delivered { at }
+                } else {
+                    DeliveryOutcome::GiveUp {
+                        at,
+                        error: "timed out".to_owned(),
+                    }
+                };
+                store.finish_notification(id, &outcome).await.unwrap()
+            }));
+        }
+    }
+    let mut counted = 0;
+    for report in reports {
+        if report.await.unwrap() {
+            counted += 1;
+        }
+    }
+    assert_eq!(counted, 40);
+    let stats = store.channel(a.id).await.unwrap().unwrap().stats;
+    assert_eq!(stats.delivered + stats.given_up, 40);
+    assert_eq!(stats.given_up, stats.failed);
+    assert_eq!(stats.queued, u64::try_from(ROWS - 40).unwrap());
 }

@@ -2,7 +2,8 @@
 //! on every store (`RM_TEST_STORE`): what every host ends up with is what a
 //! statement per host gave — its policy, its policy schedule rows added,
 //! replaced and removed, one version bump per changed set, and nothing for a
-//! host deleted meanwhile.
+//! host deleted meanwhile; policies read back, their names unique, and the
+//! repository settings they give stored and removed, never over a host's own.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -10,7 +11,7 @@ use rm_core::{HostId, PolicyId, ScheduleId, Selector};
 use rm_store::prelude::*;
 use rm_store::{
     HostPolicyChange, PolicyRecord, PolicyScheduleRecord, PolicyWrite, RepositoryChange,
-    ScheduleRecord,
+    ScheduleRecord, SealFormat, SealedRepository, StoreError,
 };
 use rm_store_tests::{enrollment, new_host, open_temp_store, t};
 
@@ -220,4 +221,166 @@ async fn a_row_of_another_host_is_neither_replaced_nor_removed() {
     assert_eq!(set[0].cron, "0 3 * * *");
     let (_, set) = store.schedule_set(mine).await.unwrap();
     assert!(set.is_empty(), "{set:?}");
+}
+
+fn sealed(byte: u8) -> SealedRepository {
+    SealedRepository {
+        nonce: vec![byte; 12],
+        ciphertext: vec![byte, 2, 3],
+        format: SealFormat::OwnerBound,
+        updated_at: t(7),
+    }
+}
+
+fn keep(host: HostId, policy: Option<PolicyId>) -> HostPolicyChange {
+    HostPolicyChange {
+        host_id: host,
+        policy_id: policy,
+        repository: RepositoryChange::Keep,
+        upsert_schedules: Vec::new(),
+        delete_schedules: Vec::new(),
+    }
+}
+
+#[tokio::test]
+async fn policies_are_read_back_named_uniquely_and_give_repositories_but_never_over_a_hosts_own() {
+    let (_db, store) = open_temp_store().await.unwrap();
+    let (given, own, other) = (
+        enrol(&*store).await,
+        enrol(&*store).await,
+        enrol(&*store).await,
+    );
+    store
+        .set_repository(own, &sealed(9), "s3:own", None)
+        .await
+        .unwrap();
+    let policy_id = PolicyId::new();
+    let mut fleet = policy(policy_id, &[]);
+    // Read back, a policy's settings carry its own update time.
+    fleet.repository = Some(SealedRepository {
+        updated_at: fleet.updated_at,
+        ..sealed(1)
+    });
+    let give = |host| HostPolicyChange {
+        repository: RepositoryChange::Set {
+            sealed: sealed(1),
+            key: "s3:fleet".to_owned(),
+            policy_id,
+        },
+        ..keep(host, Some(policy_id))
+    };
+    let bumped = store
+        .apply_policy_changes(
+            Some(&PolicyWrite::Create(fleet.clone())),
+            &[give(given), give(own)],
+            None,
+        )
+        .await
+        .unwrap();
+    // No schedule changed: no host's version moves.
+    assert!(bumped.is_empty(), "{bumped:?}");
+    assert_eq!(store.policies().await.unwrap(), [fleet.clone()]);
+    assert_eq!(store.policy(policy_id).await.unwrap(), Some(fleet.clone()));
+    assert_eq!(store.policy(PolicyId::new()).await.unwrap(), None);
+
+    // What the reconciler reads: the policy's settings on `given`, the
+    // host's own (untouched) on `own`, none on `other`.
+    let targets = store.policy_targets(None).await.unwrap();
+    assert_eq!(targets.len(), 3);
+    let of = |host: HostId| targets.iter().find(|t| t.host_id == host).unwrap();
+    let (from, settings) = of(given).repository.clone().unwrap();
+    assert_eq!((from, settings.nonce), (Some(policy_id), sealed(1).nonce));
+    let (from, settings) = of(own).repository.clone().unwrap();
+    assert_eq!((from, settings.nonce), (None, sealed(9).nonce));
+    assert!(of(other).repository.is_none());
+    assert_eq!(of(given).policy_id, Some(policy_id));
+    assert_eq!(of(other).policy_id, None);
+    assert_eq!(
+        store.repository_key(own).await.unwrap().as_deref(),
+        Some("s3:own")
+    );
+    // Named hosts only, in id order.
+    let mut named = vec![other, given];
+    let listed: Vec<HostId> = store
+        .policy_targets(Some(&named))
+        .await
+        .unwrap()
+        .iter()
+        .map(|t| t.host_id)
+        .collect();
+    named.sort();
+    assert_eq!(listed, named);
+    let mut of_policy: Vec<HostId> = store
+        .hosts_of_policy(policy_id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|h| h.id)
+        .collect();
+    of_policy.sort();
+    let mut expected = vec![given, own];
+    expected.sort();
+    assert_eq!(of_policy, expected);
+
+    // A second policy may not take the name; nothing of that change stays.
+    let taken = policy(PolicyId::new(), &[]);
+    let err = store
+        .apply_policy_changes(
+            Some(&PolicyWrite::Create(taken)),
+            &[keep(other, Some(policy_id))],
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert_eq!(store.host(other).await.unwrap().unwrap().policy_id, None);
+    // Updating or deleting a policy that is not there.
+    let ghost = policy(PolicyId::new(), &[]);
+    let err = store
+        .apply_policy_changes(Some(&PolicyWrite::Update(ghost.clone())), &[], None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+    let err = store
+        .apply_policy_changes(Some(&PolicyWrite::Delete(ghost.id)), &[], None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+
+    // The policy gives no repository any more: its settings go, the
+    // host's own stay.
+    let mut changed = fleet.clone();
+    changed.repository = None;
+    changed.updated_at = t(99);
+    let remove = |host| HostPolicyChange {
+        repository: RepositoryChange::Remove,
+        ..keep(host, Some(policy_id))
+    };
+    store
+        .apply_policy_changes(
+            Some(&PolicyWrite::Update(changed.clone())),
+            &[remove(given), remove(own)],
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.policy(policy_id).await.unwrap(), Some(changed));
+    assert!(store.repository(given).await.unwrap().is_none());
+    assert_eq!(
+        store.repository(own).await.unwrap().unwrap().nonce,
+        sealed(9).nonce
+    );
+
+    // Deleted, with its hosts let go.
+    store
+        .apply_policy_changes(
+            Some(&PolicyWrite::Delete(policy_id)),
+            &[keep(given, None), keep(own, None)],
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(store.policies().await.unwrap().is_empty());
+    assert!(store.hosts_of_policy(policy_id).await.unwrap().is_empty());
+    assert!(store.policy_coverage().await.unwrap().is_empty());
 }
