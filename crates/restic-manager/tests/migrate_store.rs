@@ -520,8 +520,6 @@ async fn assert_a_server_shows_the_same_fleet(store: &Populated, target: &str) {
 /// A server started on the migrated PostgreSQL store shows the same fleet
 /// as one on the SQLite source ([`assert_a_server_shows_the_same_fleet`]).
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs the PostgreSQL store's methods and `server --database-url postgres://` \
-            (issue 15's store work); remove this once they are in"]
 async fn a_server_on_the_migrated_postgres_store_shows_the_same_fleet() {
     let Some(admin) = postgres("a_server_on_the_migrated_postgres_store_shows_the_same_fleet")
     else {
