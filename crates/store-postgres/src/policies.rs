@@ -16,7 +16,9 @@ use rm_store::{
 };
 use rm_store_sql::encode;
 use rm_store_sql::encode::ms;
-use rm_store_sql::{HostRow, PolicyCoverageRow, PolicyRow, PolicyTargetRow, ScheduleRow};
+use rm_store_sql::{
+    HostRow, HostVersionRow, PolicyCoverageRow, PolicyRow, PolicyTargetRow, ScheduleRow,
+};
 use sqlx::postgres::PgConnection;
 // The SQL texts here are built from constant column lists, constant
 // clauses and `$n` placeholders; values are always bound.
@@ -458,22 +460,17 @@ impl PolicyStore for PostgresStore {
             .collect();
         let mut bumped = Vec::with_capacity(to_bump.len());
         if !to_bump.is_empty() {
-            let rows: Vec<(String, i64)> = sqlx::query_as(
+            let rows: Vec<HostVersionRow> = sqlx::query_as(
                 "UPDATE hosts SET schedule_version = schedule_version + 1 \
-                 WHERE deleted_at IS NULL AND id = ANY($1) RETURNING id, schedule_version",
+                 WHERE deleted_at IS NULL AND id = ANY($1) \
+                 RETURNING id, schedule_version AS version",
             )
             .bind(&to_bump)
             .fetch_all(&mut *tx)
             .await
             .map_err(db_error)?;
-            for (id, version) in rows {
-                let host = id.parse().map_err(|_| {
-                    StoreError::Corrupt(format!("column `id`: `{id}` is not a ULID"))
-                })?;
-                let version = u64::try_from(version).map_err(|_| {
-                    StoreError::Corrupt(format!("column `schedule_version`: {version}"))
-                })?;
-                bumped.push((host, version));
+            for row in rows {
+                bumped.push(row.try_into()?);
             }
         }
         write_audit(&mut tx, audit).await?;

@@ -7,10 +7,9 @@
 
 mod common;
 
-use common::{enrol, enrollment, open_temp, t, user};
-use rm_core::{JobStatus, JobTrigger, ScheduleId};
+use common::{backup_job, enrol, enrollment, open_temp, schedule, t, user};
 use rm_store::prelude::*;
-use rm_store::{AuditActor, AuditActorKind, AuditFilter, NewAuditEntry, NewJob, ScheduleRecord};
+use rm_store::{AuditActor, AuditActorKind, AuditFilter, NewAuditEntry};
 use rm_store_sqlite::SqliteStore;
 use serde_json::json;
 
@@ -56,36 +55,6 @@ async fn allow_audit_writes(store: &SqliteStore) {
         .unwrap();
 }
 
-fn schedule(host: rm_core::HostId) -> ScheduleRecord {
-    ScheduleRecord {
-        id: ScheduleId::new(),
-        host_id: host,
-        kind: "backup".to_owned(),
-        cron: "0 3 * * *".to_owned(),
-        timezone: None,
-        params: json!({ "paths": ["/etc"] }),
-        enabled: true,
-        jitter_seconds: 0,
-        created_at: t(1),
-        updated_at: t(1),
-        policy: None,
-    }
-}
-
-fn job(host: rm_core::HostId) -> NewJob {
-    NewJob {
-        id: rm_core::JobId::new(),
-        host_id: host,
-        kind: "backup".to_owned(),
-        params: json!({ "paths": ["/etc"] }),
-        trigger: JobTrigger::Manual,
-        schedule_id: None,
-        status: JobStatus::Queued,
-        error: None,
-        created_at: t(2),
-    }
-}
-
 #[tokio::test]
 async fn a_change_whose_entry_cannot_be_written_is_not_made() {
     let (_dir, store) = open_temp().await;
@@ -98,12 +67,12 @@ async fn a_change_whose_entry_cannot_be_written_is_not_made() {
         .create_user(&alice, Some(&entry("user.create", alice.id)))
         .await
         .is_err());
-    let sched = schedule(host);
+    let sched = schedule(host, "backup", 1);
     assert!(store
         .create_schedule(&sched, Some(&entry("schedule.create", sched.id)))
         .await
         .is_err());
-    let new = job(host);
+    let new = backup_job(host, None, 2);
     assert!(store
         .create_job(&new, Some(&entry("job.create", new.id)))
         .await

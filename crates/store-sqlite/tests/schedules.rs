@@ -8,42 +8,12 @@
 
 mod common;
 
-use common::{db_url, enrol, job_id_at, open_temp, t};
-use rm_core::{HostId, JobStatus, JobTrigger, ScheduleId};
+use common::{backup_job, db_url, enrol, job_id_at, open_temp, schedule, t};
+use rm_core::{HostId, JobStatus, JobTrigger};
 use rm_store::prelude::*;
-use rm_store::{CommandResultRecord, Job, LogLineRecord, NewJob, ScheduleRecord, StoreError};
+use rm_store::{CommandResultRecord, Job, LogLineRecord, NewJob, StoreError};
 use rm_store_sqlite::SqliteStore;
 use serde_json::json;
-
-fn schedule(host: HostId, kind: &str, created: i64) -> ScheduleRecord {
-    ScheduleRecord {
-        id: ScheduleId::new(),
-        host_id: host,
-        kind: kind.to_owned(),
-        cron: "0 3 * * *".to_owned(),
-        timezone: Some("Europe/Berlin".to_owned()),
-        params: json!({ "paths": ["/etc"], "tags": ["nightly"] }),
-        enabled: true,
-        jitter_seconds: 300,
-        created_at: t(created),
-        updated_at: t(created),
-        policy: None,
-    }
-}
-
-fn scheduled_job(host: HostId, schedule: Option<ScheduleId>, created: i64) -> NewJob {
-    NewJob {
-        id: job_id_at(created),
-        host_id: host,
-        kind: "backup".to_owned(),
-        params: json!({ "paths": ["/etc"] }),
-        trigger: JobTrigger::Schedule,
-        schedule_id: schedule,
-        status: JobStatus::Queued,
-        error: None,
-        created_at: t(created),
-    }
-}
 
 async fn version_of(store: &SqliteStore, host: HostId) -> (u64, Option<u64>) {
     let h = store.host(host).await.unwrap().unwrap();
@@ -375,7 +345,7 @@ async fn a_database_from_0002_upgrades_keeping_jobs_logs_and_command_results() {
             &NewJob {
                 status: JobStatus::Skipped,
                 error: Some("previous run still going".to_owned()),
-                ..scheduled_job(host, Some(s.id), 70)
+                ..backup_job(host, Some(s.id), 70)
             },
             None,
         )

@@ -6,8 +6,9 @@
 
 use chrono::{DateTime, Utc};
 use rm_core::token::TokenHash;
-use rm_core::{HostId, JobId, TokenId, UserId};
-use rm_store::{AgentToken, EnrollmentToken, Job, NewHost, Store, User};
+use rm_core::{HostId, JobId, JobStatus, JobTrigger, ScheduleId, TokenId, UserId};
+use rm_store::{AgentToken, EnrollmentToken, Job, NewHost, NewJob, ScheduleRecord, Store, User};
+use serde_json::json;
 use ulid::Ulid;
 
 /// A fixed instant plus `offset` milliseconds.
@@ -98,4 +99,42 @@ pub fn job_id_at(offset: i64) -> JobId {
 /// The ids of `jobs`, in order.
 pub fn ids(jobs: &[Job]) -> Vec<JobId> {
     jobs.iter().map(|j| j.id).collect()
+}
+
+/// A nightly schedule of `kind` on `host` in Berlin time, with jitter,
+/// created at `t(created)`.
+pub fn schedule(host: HostId, kind: &str, created: i64) -> ScheduleRecord {
+    ScheduleRecord {
+        id: ScheduleId::new(),
+        host_id: host,
+        kind: kind.to_owned(),
+        cron: "0 3 * * *".to_owned(),
+        timezone: Some("Europe/Berlin".to_owned()),
+        params: json!({ "paths": ["/etc"], "tags": ["nightly"] }),
+        enabled: true,
+        jitter_seconds: 300,
+        created_at: t(created),
+        updated_at: t(created),
+        policy: None,
+    }
+}
+
+/// A queued backup of `host` created at `t(created)` (id [`job_id_at`]),
+/// fired by `schedule` or, without one, started by hand.
+pub fn backup_job(host: HostId, schedule: Option<ScheduleId>, created: i64) -> NewJob {
+    NewJob {
+        id: job_id_at(created),
+        host_id: host,
+        kind: "backup".to_owned(),
+        params: json!({ "paths": ["/etc"] }),
+        trigger: if schedule.is_some() {
+            JobTrigger::Schedule
+        } else {
+            JobTrigger::Manual
+        },
+        schedule_id: schedule,
+        status: JobStatus::Queued,
+        error: None,
+        created_at: t(created),
+    }
 }

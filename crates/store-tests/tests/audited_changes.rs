@@ -7,12 +7,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use rm_core::token::TokenHash;
-use rm_core::{JobStatus, JobTrigger, ScheduleId, TokenId};
+use rm_core::TokenId;
 use rm_store::{
-    ApiToken, AuditActor, AuditActorKind, AuditFilter, NewAuditEntry, NewJob, ScheduleRecord,
-    Store, StoreError,
+    ApiToken, AuditActor, AuditActorKind, AuditFilter, NewAuditEntry, Store, StoreError,
 };
-use rm_store_tests::{enrol, enrollment, new_host, open_temp_store, t, user};
+use rm_store_tests::{backup_job, enrol, enrollment, new_host, open_temp_store, schedule, t, user};
 use serde_json::json;
 
 fn entry(action: &str, target: impl ToString) -> NewAuditEntry {
@@ -39,36 +38,6 @@ async fn logged(store: &dyn Store) -> Vec<(String, String)> {
         .collect()
 }
 
-fn schedule(host: rm_core::HostId) -> ScheduleRecord {
-    ScheduleRecord {
-        id: ScheduleId::new(),
-        host_id: host,
-        kind: "backup".to_owned(),
-        cron: "0 3 * * *".to_owned(),
-        timezone: None,
-        params: json!({ "paths": ["/etc"] }),
-        enabled: true,
-        jitter_seconds: 0,
-        created_at: t(1),
-        updated_at: t(1),
-        policy: None,
-    }
-}
-
-fn job(host: rm_core::HostId) -> NewJob {
-    NewJob {
-        id: rm_core::JobId::new(),
-        host_id: host,
-        kind: "backup".to_owned(),
-        params: json!({ "paths": ["/etc"] }),
-        trigger: JobTrigger::Manual,
-        schedule_id: None,
-        status: JobStatus::Queued,
-        error: None,
-        created_at: t(2),
-    }
-}
-
 #[tokio::test]
 async fn a_change_and_its_entry_are_stored_together() {
     let (_db, store) = open_temp_store().await.unwrap();
@@ -79,12 +48,12 @@ async fn a_change_and_its_entry_are_stored_together() {
         .create_user(&alice, Some(&entry("user.create", alice.id)))
         .await
         .unwrap();
-    let sched = schedule(host);
+    let sched = schedule(host, "backup", 1);
     store
         .create_schedule(&sched, Some(&entry("schedule.create", sched.id)))
         .await
         .unwrap();
-    let new = job(host);
+    let new = backup_job(host, None, 2);
     store
         .create_job(&new, Some(&entry("job.create", new.id)))
         .await
@@ -120,7 +89,7 @@ async fn a_change_the_store_refuses_writes_no_entry() {
         .await
         .unwrap());
     // A schedule that does not exist cannot be changed or deleted.
-    let missing = schedule(host);
+    let missing = schedule(host, "backup", 1);
     assert!(matches!(
         store
             .update_schedule(&missing, Some(&entry("schedule.update", missing.id)))
@@ -136,7 +105,10 @@ async fn a_change_the_store_refuses_writes_no_entry() {
     // A job for an unknown host.
     assert!(matches!(
         store
-            .create_job(&job(unknown), Some(&entry("job.create", "x")))
+            .create_job(
+                &backup_job(unknown, None, 2),
+                Some(&entry("job.create", "x"))
+            )
             .await,
         Err(StoreError::NotFound(_))
     ));

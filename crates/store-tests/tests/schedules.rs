@@ -7,38 +7,8 @@
 
 use rm_core::{HostId, JobStatus, JobTrigger, ScheduleId};
 use rm_store::{Job, JobEnd, NewJob, ScheduleRecord, Store, StoreError};
-use rm_store_tests::{enrol, ids, job_id_at, open_temp_store, t};
+use rm_store_tests::{backup_job, enrol, ids, open_temp_store, schedule, t};
 use serde_json::json;
-
-fn schedule(host: HostId, kind: &str, created: i64) -> ScheduleRecord {
-    ScheduleRecord {
-        id: ScheduleId::new(),
-        host_id: host,
-        kind: kind.to_owned(),
-        cron: "0 3 * * *".to_owned(),
-        timezone: Some("Europe/Berlin".to_owned()),
-        params: json!({ "paths": ["/etc"], "tags": ["nightly"] }),
-        enabled: true,
-        jitter_seconds: 300,
-        created_at: t(created),
-        updated_at: t(created),
-        policy: None,
-    }
-}
-
-fn scheduled_job(host: HostId, schedule: Option<ScheduleId>, created: i64) -> NewJob {
-    NewJob {
-        id: job_id_at(created),
-        host_id: host,
-        kind: "backup".to_owned(),
-        params: json!({ "paths": ["/etc"] }),
-        trigger: JobTrigger::Schedule,
-        schedule_id: schedule,
-        status: JobStatus::Queued,
-        error: None,
-        created_at: t(created),
-    }
-}
 
 async fn version_of(store: &dyn Store, host: HostId) -> (u64, Option<u64>) {
     let h = store.host(host).await.unwrap().unwrap();
@@ -345,7 +315,7 @@ async fn deleting_a_schedule_keeps_its_jobs_without_the_link() {
     store.create_schedule(&s, None).await.unwrap();
     store.create_schedule(&keep, None).await.unwrap();
     let done = store
-        .create_job(&scheduled_job(host, Some(s.id), 10), None)
+        .create_job(&backup_job(host, Some(s.id), 10), None)
         .await
         .unwrap();
     assert_eq!(done.schedule_id, Some(s.id));
@@ -373,11 +343,11 @@ async fn deleting_a_schedule_keeps_its_jobs_without_the_link() {
         .await
         .unwrap());
     let queued = store
-        .create_job(&scheduled_job(host, Some(s.id), 20), None)
+        .create_job(&backup_job(host, Some(s.id), 20), None)
         .await
         .unwrap();
     let other = store
-        .create_job(&scheduled_job(host, Some(keep.id), 30), None)
+        .create_job(&backup_job(host, Some(keep.id), 30), None)
         .await
         .unwrap();
 
@@ -423,7 +393,7 @@ async fn active_jobs_of_a_schedule_are_its_unfinished_ones_in_creation_order() {
     store.create_schedule(&other, None).await.unwrap();
 
     let running = store
-        .create_job(&scheduled_job(host, Some(s.id), 10), None)
+        .create_job(&backup_job(host, Some(s.id), 10), None)
         .await
         .unwrap();
     store
@@ -435,7 +405,7 @@ async fn active_jobs_of_a_schedule_are_its_unfinished_ones_in_creation_order() {
         .await
         .unwrap();
     let finished = store
-        .create_job(&scheduled_job(host, Some(s.id), 5), None)
+        .create_job(&backup_job(host, Some(s.id), 5), None)
         .await
         .unwrap();
     store
@@ -458,7 +428,7 @@ async fn active_jobs_of_a_schedule_are_its_unfinished_ones_in_creation_order() {
             &NewJob {
                 status: JobStatus::Skipped,
                 error: Some("previous run still going".to_owned()),
-                ..scheduled_job(host, Some(s.id), 15)
+                ..backup_job(host, Some(s.id), 15)
             },
             None,
         )
@@ -466,25 +436,25 @@ async fn active_jobs_of_a_schedule_are_its_unfinished_ones_in_creation_order() {
         .unwrap();
     // Created later but earlier in time: creation time decides the order.
     let queued = store
-        .create_job(&scheduled_job(host, Some(s.id), 3), None)
+        .create_job(&backup_job(host, Some(s.id), 3), None)
         .await
         .unwrap();
     let offline = store
         .create_job(
             &NewJob {
                 status: JobStatus::Dispatched,
-                ..scheduled_job(host, Some(s.id), 20)
+                ..backup_job(host, Some(s.id), 20)
             },
             None,
         )
         .await
         .unwrap();
     let manual = store
-        .create_job(&scheduled_job(host, None, 4), None)
+        .create_job(&backup_job(host, None, 4), None)
         .await
         .unwrap();
     let elsewhere = store
-        .create_job(&scheduled_job(host, Some(other.id), 8), None)
+        .create_job(&backup_job(host, Some(other.id), 8), None)
         .await
         .unwrap();
 
@@ -514,7 +484,7 @@ async fn jobs_can_start_dispatched_or_skipped_but_nothing_else() {
     // An agent's own (offline) run: dispatched since its creation.
     let new = NewJob {
         status: JobStatus::Dispatched,
-        ..scheduled_job(host, Some(s.id), 10)
+        ..backup_job(host, Some(s.id), 10)
     };
     let offline = store.create_job(&new, None).await.unwrap();
     assert_eq!(
@@ -550,7 +520,7 @@ async fn jobs_can_start_dispatched_or_skipped_but_nothing_else() {
     let new = NewJob {
         status: JobStatus::Skipped,
         error: Some("previous run still going".to_owned()),
-        ..scheduled_job(host, Some(s.id), 20)
+        ..backup_job(host, Some(s.id), 20)
     };
     let skipped = store.create_job(&new, None).await.unwrap();
     assert_eq!(
@@ -625,7 +595,7 @@ async fn jobs_can_start_dispatched_or_skipped_but_nothing_else() {
     ] {
         let new = NewJob {
             status,
-            ..scheduled_job(host, Some(s.id), 30)
+            ..backup_job(host, Some(s.id), 30)
         };
         match store.create_job(&new, None).await {
             Err(StoreError::Conflict(msg)) => {
@@ -649,7 +619,7 @@ async fn a_job_of_a_vanished_or_foreign_schedule_is_kept_without_the_link() {
         .create_job(
             &NewJob {
                 status: JobStatus::Dispatched,
-                ..scheduled_job(host, Some(ScheduleId::new()), 10)
+                ..backup_job(host, Some(ScheduleId::new()), 10)
             },
             None,
         )
@@ -658,7 +628,7 @@ async fn a_job_of_a_vanished_or_foreign_schedule_is_kept_without_the_link() {
     assert_eq!(gone.schedule_id, None);
     assert_eq!(gone.status, JobStatus::Dispatched);
     let wrong_host = store
-        .create_job(&scheduled_job(host, Some(foreign.id), 20), None)
+        .create_job(&backup_job(host, Some(foreign.id), 20), None)
         .await
         .unwrap();
     assert_eq!(wrong_host.schedule_id, None);

@@ -6,7 +6,9 @@
 
 use rm_store::prelude::*;
 use rm_store_sqlite::SqliteStore;
-pub use rm_store_tests::{enrol, enrol_with_agent, enrollment, ids, job_id_at, new_host, t, user};
+pub use rm_store_tests::{
+    backup_job, enrol, enrol_with_agent, enrollment, ids, job_id_at, new_host, schedule, t, user,
+};
 use tempfile::TempDir;
 
 /// The URL of the database file `rm.db` in `dir`.
