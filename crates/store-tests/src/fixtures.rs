@@ -7,7 +7,10 @@
 use chrono::{DateTime, Utc};
 use rm_core::token::TokenHash;
 use rm_core::{HostId, JobId, JobStatus, JobTrigger, ScheduleId, TokenId, UserId};
-use rm_store::{AgentToken, EnrollmentToken, Job, NewHost, NewJob, ScheduleRecord, Store, User};
+use rm_store::{
+    AgentToken, EnrollmentToken, Job, JobEnd, LogLineRecord, NewHost, NewJob, ScheduleRecord,
+    Store, User,
+};
 use serde_json::json;
 use ulid::Ulid;
 
@@ -137,4 +140,61 @@ pub fn backup_job(host: HostId, schedule: Option<ScheduleId>, created: i64) -> N
         error: None,
         created_at: t(created),
     }
+}
+
+/// A queued manual job of `kind` on `host` created at `t(created)` (id
+/// [`job_id_at`]).
+pub fn new_job(host: HostId, kind: &str, created: i64) -> NewJob {
+    NewJob {
+        id: job_id_at(created),
+        host_id: host,
+        kind: kind.to_owned(),
+        params: json!({ "paths": ["/etc", "/home"], "tags": ["nightly"] }),
+        trigger: JobTrigger::Manual,
+        schedule_id: None,
+        status: JobStatus::Queued,
+        error: None,
+        created_at: t(created),
+    }
+}
+
+/// [`new_job`], created in `store`.
+pub async fn create_job(store: &dyn Store, host: HostId, kind: &str, created: i64) -> Job {
+    store
+        .create_job(&new_job(host, kind, created), None)
+        .await
+        .unwrap()
+}
+
+/// A job's end at `t(at)` with `status`, exit code 0 and small stats.
+pub fn end(status: JobStatus, at: i64) -> JobEnd {
+    JobEnd {
+        status,
+        exit_code: Some(0),
+        stats: json!({ "files_new": 3, "data_added": 1024 }),
+        error: None,
+        finished_at: t(at),
+        provisional: false,
+    }
+}
+
+/// Log line `seq` of `job` (even lines on stderr).
+pub fn log_line(job: JobId, seq: u64) -> LogLineRecord {
+    LogLineRecord {
+        job_id: job,
+        seq,
+        ts: t(i64::try_from(seq).unwrap()),
+        stream: if seq.is_multiple_of(2) {
+            "stderr"
+        } else {
+            "stdout"
+        }
+        .to_owned(),
+        text: format!("line {seq} of {job}"),
+    }
+}
+
+/// [`log_line`]s `seqs` of `job`.
+pub fn log_lines(job: JobId, seqs: std::ops::RangeInclusive<u64>) -> Vec<LogLineRecord> {
+    seqs.map(|s| log_line(job, s)).collect()
 }

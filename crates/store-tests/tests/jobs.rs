@@ -1,69 +1,16 @@
 //! The job side of every store (`RM_TEST_STORE`): the job state machine and
-//! dispatch order, listing and paging, log storage (idempotence, mixed and
-//! unknown jobs, throughput), command results, snapshots, repository
-//! statistics, sealed repository settings and the host summary columns.
+//! dispatch order, listing and paging, bulk and once-only creation, races
+//! between servers, and the host summary columns. Logs and command results
+//! are in `logs.rs`; snapshots, statistics and repository settings in
+//! `snapshots.rs`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use rm_core::{HostId, JobId, JobStatus, JobTrigger};
-use rm_store::{
-    CommandResultRecord, Job, JobEnd, JobFilter, LogLineRecord, NewJob, RepoStatsRecord,
-    SealFormat, SealedRepository, SnapshotRecord, Store, StoreError,
-};
-use rm_store_tests::{enrol, ids, job_id_at, open_temp_store, t};
+use rm_store::{Job, JobEnd, JobFilter, NewJob, StoreError};
+use rm_store_tests::{create_job, end, enrol, ids, job_id_at, new_job, open_temp_store, t};
 use serde_json::json;
 use ulid::Ulid;
-
-fn new_job(host: HostId, kind: &str, created: i64) -> NewJob {
-    NewJob {
-        id: job_id_at(created),
-        host_id: host,
-        kind: kind.to_owned(),
-        params: json!({ "paths": ["/etc", "/home"], "tags": ["nightly"] }),
-        trigger: JobTrigger::Manual,
-        schedule_id: None,
-        status: JobStatus::Queued,
-        error: None,
-        created_at: t(created),
-    }
-}
-
-async fn create(store: &dyn Store, host: HostId, kind: &str, created: i64) -> Job {
-    store
-        .create_job(&new_job(host, kind, created), None)
-        .await
-        .unwrap()
-}
-
-fn end(status: JobStatus, at: i64) -> JobEnd {
-    JobEnd {
-        status,
-        exit_code: Some(0),
-        stats: json!({ "files_new": 3, "data_added": 1024 }),
-        error: None,
-        finished_at: t(at),
-        provisional: false,
-    }
-}
-
-fn line(job: JobId, seq: u64) -> LogLineRecord {
-    LogLineRecord {
-        job_id: job,
-        seq,
-        ts: t(i64::try_from(seq).unwrap()),
-        stream: if seq.is_multiple_of(2) {
-            "stderr"
-        } else {
-            "stdout"
-        }
-        .to_owned(),
-        text: format!("line {seq} of {job}"),
-    }
-}
-
-fn lines(job: JobId, seqs: std::ops::RangeInclusive<u64>) -> Vec<LogLineRecord> {
-    seqs.map(|s| line(job, s)).collect()
-}
 
 // ── jobs ───────────────────────────────────────────────────────────────
 
@@ -127,7 +74,7 @@ async fn a_job_goes_queued_dispatched_running_succeeded() {
 async fn illegal_moves_return_false_and_change_nothing() {
     let (_db, store) = open_temp_store().await.unwrap();
     let host = enrol(&*store).await;
-    let job = create(&*store, host, "check", 1).await;
+    let job = create_job(&*store, host, "check", 1).await;
 
     // queued → running skips dispatch; finishing as succeeded needs a run.
     assert!(!store
@@ -221,7 +168,7 @@ async fn illegal_moves_return_false_and_change_nothing() {
 async fn a_queued_job_can_be_cancelled_without_running() {
     let (_db, store) = open_temp_store().await.unwrap();
     let host = enrol(&*store).await;
-    let job = create(&*store, host, "backup", 1).await;
+    let job = create_job(&*store, host, "backup", 1).await;
     let cancelled = JobEnd {
         exit_code: None,
         ..end(JobStatus::Cancelled, 2)
@@ -278,9 +225,9 @@ async fn a_host_runs_one_job_at_a_time_in_creation_order() {
         )
         .await
         .unwrap();
-    let first = create(&*store, host, "backup", 10).await;
-    let second = create(&*store, host, "forget", 20).await;
-    let elsewhere = create(&*store, other, "backup", 5).await;
+    let first = create_job(&*store, host, "backup", 10).await;
+    let second = create_job(&*store, host, "forget", 20).await;
+    let elsewhere = create_job(&*store, other, "backup", 5).await;
 
     let mut queued_hosts = store.hosts_with_queued_jobs().await.unwrap();
     queued_hosts.sort();
@@ -357,10 +304,10 @@ async fn list_jobs_filters_orders_newest_first_and_pages() {
     let mut all = Vec::new();
     for i in 0..10 {
         let host = if i % 2 == 0 { a } else { b };
-        all.push(create(&*store, host, "backup", i * 10).await);
+        all.push(create_job(&*store, host, "backup", i * 10).await);
     }
     // Two jobs created in the same millisecond: the id breaks the tie.
-    let twin_1 = create(&*store, a, "check", 100).await;
+    let twin_1 = create_job(&*store, a, "check", 100).await;
     let twin_2 = store
         .create_job(
             &NewJob {
@@ -487,7 +434,7 @@ async fn list_jobs_default_page_is_fifty() {
     let (_db, store) = open_temp_store().await.unwrap();
     let host = enrol(&*store).await;
     for i in 0..60 {
-        create(&*store, host, "check", i).await;
+        create_job(&*store, host, "check", i).await;
     }
     let page = store.list_jobs(&JobFilter::default()).await.unwrap();
     assert_eq!(page.len(), 50);
@@ -502,7 +449,7 @@ async fn finishing_a_backup_updates_the_host_summary() {
     assert_eq!(fresh.last_backup_status, None);
 
     // A non-backup job leaves the summary alone.
-    let check = create(&*store, host, "check", 1).await;
+    let check = create_job(&*store, host, "check", 1).await;
     store
         .advance_job(check.id, JobStatus::Dispatched, t(2))
         .await
@@ -514,7 +461,7 @@ async fn finishing_a_backup_updates_the_host_summary() {
     let h = store.host(host).await.unwrap().unwrap();
     assert_eq!((h.last_backup_at, h.last_backup_status), (None, None));
 
-    let backup = create(&*store, host, "backup", 10).await;
+    let backup = create_job(&*store, host, "backup", 10).await;
     store
         .advance_job(backup.id, JobStatus::Dispatched, t(11))
         .await
@@ -540,7 +487,7 @@ async fn finishing_a_backup_updates_the_host_summary() {
     assert_eq!(store.host(host).await.unwrap(), Some(h));
 
     // A late report of an older backup does not hide the newer one.
-    let old = create(&*store, host, "backup", 20).await;
+    let old = create_job(&*store, host, "backup", 20).await;
     assert!(store
         .finish_job(old.id, &end(JobStatus::Failed, 50), None)
         .await
@@ -550,7 +497,7 @@ async fn finishing_a_backup_updates_the_host_summary() {
     assert_eq!(h.last_backup_status, Some(JobStatus::Partial));
 
     // A newer one does.
-    let newer = create(&*store, host, "backup", 30).await;
+    let newer = create_job(&*store, host, "backup", 30).await;
     assert!(store
         .finish_job(newer.id, &end(JobStatus::Cancelled, 300), None)
         .await
@@ -568,7 +515,7 @@ async fn backup_summaries_name_each_hosts_last_successful_backup_job() {
     let deleted = enrol(&*store).await;
 
     // Succeeded, then a later failure: the summary keeps the success.
-    let good = create(&*store, backed_up, "backup", 10).await;
+    let good = create_job(&*store, backed_up, "backup", 10).await;
     for (to, at) in [(JobStatus::Dispatched, 15), (JobStatus::Running, 20)] {
         assert!(store.advance_job(good.id, to, t(at)).await.unwrap());
     }
@@ -577,26 +524,26 @@ async fn backup_summaries_name_each_hosts_last_successful_backup_job() {
         ..end(JobStatus::Succeeded, 80)
     };
     assert!(store.finish_job(good.id, &stats, None).await.unwrap());
-    let failed = create(&*store, backed_up, "backup", 90).await;
+    let failed = create_job(&*store, backed_up, "backup", 90).await;
     assert!(store
         .finish_job(failed.id, &end(JobStatus::Failed, 95), None)
         .await
         .unwrap());
     // Many later non-backup jobs do not hide it.
     for n in 0..20 {
-        let check = create(&*store, backed_up, "check", 100 + n).await;
+        let check = create_job(&*store, backed_up, "check", 100 + n).await;
         assert!(store
             .finish_job(check.id, &end(JobStatus::Failed, 200 + n), None)
             .await
             .unwrap());
     }
     // A host whose only backup failed has no success.
-    let fails = create(&*store, never, "backup", 10).await;
+    let fails = create_job(&*store, never, "backup", 10).await;
     assert!(store
         .finish_job(fails.id, &end(JobStatus::Failed, 30), None)
         .await
         .unwrap());
-    let partial = create(&*store, deleted, "backup", 10).await;
+    let partial = create_job(&*store, deleted, "backup", 10).await;
     assert!(store
         .advance_job(partial.id, JobStatus::Dispatched, t(20))
         .await
@@ -636,7 +583,7 @@ async fn backup_summaries_name_each_hosts_last_successful_backup_job() {
     );
 
     // A job whose stats lack the byte counts still gives its times.
-    let bare = create(&*store, never, "backup", 300).await;
+    let bare = create_job(&*store, never, "backup", 300).await;
     assert!(store
         .advance_job(bare.id, JobStatus::Dispatched, t(310))
         .await
@@ -658,744 +605,13 @@ async fn backup_summaries_name_each_hosts_last_successful_backup_job() {
     assert_eq!(run.bytes_added, Some(1024));
 }
 
-// ── logs ───────────────────────────────────────────────────────────────
-
-#[tokio::test]
-async fn append_logs_is_idempotent_on_job_and_seq() {
-    let (_db, store) = open_temp_store().await.unwrap();
-    let host = enrol(&*store).await;
-    let job = create(&*store, host, "backup", 1).await;
-
-    assert_eq!(store.append_logs(&[]).await.unwrap(), 0);
-    let batch = lines(job.id, 1..=10);
-    assert_eq!(store.append_logs(&batch).await.unwrap(), 10);
-    assert_eq!(store.append_logs(&batch).await.unwrap(), 0);
-
-    // Overlapping replay: only 11..=15 are new; stored 5..=10 keep their text.
-    let mut overlap = lines(job.id, 5..=15);
-    overlap[0].text = "changed on replay".to_owned();
-    assert_eq!(store.append_logs(&overlap).await.unwrap(), 5);
-
-    let stored = store.logs(job.id, 0, 100).await.unwrap();
-    assert_eq!(stored, lines(job.id, 1..=15));
-}
-
-#[tokio::test]
-async fn append_logs_stores_many_jobs_in_one_batch() {
-    let (_db, store) = open_temp_store().await.unwrap();
-    let host = enrol(&*store).await;
-    let a = create(&*store, host, "backup", 1).await;
-    let b = create(&*store, host, "check", 2).await;
-
-    // Interleaved, and odd sizes so every statement size is used.
-    let mut batch = Vec::new();
-    for seq in 1..=300 {
-        batch.push(line(a.id, seq));
-        if seq <= 77 {
-            batch.push(line(b.id, seq));
-        }
-    }
-    assert_eq!(store.append_logs(&batch).await.unwrap(), 377);
-    assert_eq!(
-        store.logs(a.id, 0, 10_000).await.unwrap(),
-        lines(a.id, 1..=300)
-    );
-    assert_eq!(
-        store.logs(b.id, 0, 10_000).await.unwrap(),
-        lines(b.id, 1..=77)
-    );
-}
-
-#[tokio::test]
-async fn lines_of_unknown_jobs_are_skipped_without_losing_the_others() {
-    let (_db, store) = open_temp_store().await.unwrap();
-    let host = enrol(&*store).await;
-    let known = create(&*store, host, "backup", 1).await;
-    let ghost = JobId::new();
-
-    let mut batch = lines(known.id, 1..=3);
-    batch.extend(lines(ghost, 1..=4));
-    batch.push(line(known.id, 4));
-    assert_eq!(store.append_logs(&batch).await.unwrap(), 4);
-    assert_eq!(
-        store.logs(known.id, 0, 100).await.unwrap(),
-        lines(known.id, 1..=4)
-    );
-    assert!(store.logs(ghost, 0, 100).await.unwrap().is_empty());
-
-    // Nothing storable at all is still not an error (a retry would not help).
-    assert_eq!(store.append_logs(&lines(ghost, 1..=2)).await.unwrap(), 0);
-    assert!(store.logs(ghost, 0, 100).await.unwrap().is_empty());
-}
-
-#[tokio::test]
-async fn append_logs_refuses_a_seq_beyond_i64() {
-    let (_db, store) = open_temp_store().await.unwrap();
-    let host = enrol(&*store).await;
-    let job = create(&*store, host, "backup", 1).await;
-    let mut batch = lines(job.id, 1..=2);
-    batch.push(line(job.id, 3));
-    batch[2].seq = u64::MAX;
-    assert!(matches!(
-        store.append_logs(&batch).await,
-        Err(StoreError::Conflict(_))
-    ));
-    assert!(store.logs(job.id, 0, 100).await.unwrap().is_empty());
-    // The largest storable seq round-trips.
-    let mut last = line(job.id, 1);
-    last.seq = u64::try_from(i64::MAX).unwrap();
-    assert_eq!(store.append_logs(&[last.clone()]).await.unwrap(), 1);
-    assert_eq!(store.logs(job.id, 0, 10).await.unwrap(), vec![last]);
-    assert!(store.logs(job.id, u64::MAX, 10).await.unwrap().is_empty());
-}
-
-#[tokio::test]
-async fn logs_page_after_seq() {
-    let (_db, store) = open_temp_store().await.unwrap();
-    let host = enrol(&*store).await;
-    let job = create(&*store, host, "backup", 1).await;
-    store.append_logs(&lines(job.id, 1..=25)).await.unwrap();
-
-    let mut read = Vec::new();
-    let mut after = 0;
-    loop {
-        let page = store.logs(job.id, after, 10).await.unwrap();
-        if page.is_empty() {
-            break;
-        }
-        after = page.last().unwrap().seq;
-        read.extend(page);
-    }
-    assert_eq!(read, lines(job.id, 1..=25));
-    assert_eq!(
-        store.logs(job.id, 20, 100).await.unwrap(),
-        lines(job.id, 21..=25)
-    );
-    // Limit 0 is clamped up to one line.
-    assert_eq!(
-        store.logs(job.id, 0, 0).await.unwrap(),
-        lines(job.id, 1..=1)
-    );
-    assert!(store.logs(JobId::new(), 0, 10).await.unwrap().is_empty());
-}
-
-/// Not a benchmark (nothing is asserted about time): prints the rate so a
-/// regression is visible in `--nocapture` output.
-#[tokio::test]
-async fn append_logs_throughput() {
-    const JOBS: usize = 10;
-    const LINES: u64 = 100_000;
-    const BATCH: usize = 500;
-    let (_db, store) = open_temp_store().await.unwrap();
-    let host = enrol(&*store).await;
-    let mut jobs = Vec::new();
-    for i in 0..JOBS {
-        jobs.push(
-            create(&*store, host, "backup", i64::try_from(i).unwrap())
-                .await
-                .id,
-        );
-    }
-    // Each batch carries lines of every job, like a writer batching the
-    // output of many agents.
-    let per_job = LINES / JOBS as u64;
-    let text = "repository 0a1b2c3d opened (version 2, compression level auto) \
-                [0:01] 12.34% 1234 files 567.890 MiB, total 9876 files 4.321 GiB";
-    let all: Vec<LogLineRecord> = (1..=per_job)
-        .flat_map(|seq| {
-            jobs.iter().map(move |job| LogLineRecord {
-                job_id: *job,
-                seq,
-                ts: t(i64::try_from(seq).unwrap()),
-                stream: "stdout".to_owned(),
-                text: text.to_owned(),
-            })
-        })
-        .collect();
-
-    let started = std::time::Instant::now();
-    let mut stored = 0;
-    for batch in all.chunks(BATCH) {
-        stored += store.append_logs(batch).await.unwrap();
-    }
-    let took = started.elapsed();
-    assert_eq!(stored, LINES);
-    println!(
-        "append_logs: {LINES} lines in batches of {BATCH} across {JOBS} jobs: {:.0} lines/s ({took:?})",
-        LINES as f64 / took.as_secs_f64()
-    );
-    assert_eq!(
-        store.logs(jobs[3], 0, 10_000).await.unwrap().len() as u64,
-        per_job
-    );
-}
-
-/// A NUL in a line (restic or a hook can print one) does not cost the
-/// batch: PostgreSQL's TEXT cannot hold it, so that store keeps the line
-/// with the NUL replaced; SQLite keeps it as it is.
-#[tokio::test]
-async fn a_log_line_holding_nul_is_stored_with_its_batch() {
-    let (_db, store) = open_temp_store().await.unwrap();
-    let host = enrol(&*store).await;
-    let job = create(&*store, host, "backup", 1).await.id;
-    let mut batch = lines(job, 1..=3);
-    batch[1].text = "before\0after".to_owned();
-    assert_eq!(store.append_logs(&batch).await.unwrap(), 3);
-    let stored = store.logs(job, 0, 10).await.unwrap();
-    assert_eq!(stored.len(), 3);
-    assert_eq!(stored[0], batch[0]);
-    assert_eq!(stored[2], batch[2]);
-    assert!(
-        stored[1].text == "before\0after" || stored[1].text == "before\u{FFFD}after",
-        "{:?}",
-        stored[1].text
-    );
-    // A replay stores nothing twice.
-    assert_eq!(store.append_logs(&batch).await.unwrap(), 0);
-}
-
-#[tokio::test]
-async fn create_jobs_keeps_order_and_creates_all_or_nothing() {
-    let (_db, store) = open_temp_store().await.unwrap();
-    let host = enrol(&*store).await;
-    let other = enrol(&*store).await;
-    let jobs: Vec<NewJob> = (0..5)
-        .map(|i| new_job(if i % 2 == 0 { host } else { other }, "check", 10 - i))
-        .collect();
-    let made = store.create_jobs(&jobs).await.unwrap();
-    assert_eq!(
-        ids(&made),
-        jobs.iter().map(|j| j.id).collect::<Vec<_>>(),
-        "returned in the order given, not by creation time"
-    );
-    assert!(made.iter().all(|j| j.status == JobStatus::Queued));
-
-    // One job of an unknown host: none of the batch is created.
-    let mut broken = vec![
-        new_job(host, "check", 20),
-        new_job(HostId::new(), "check", 21),
-    ];
-    assert!(matches!(
-        store.create_jobs(&broken).await,
-        Err(StoreError::NotFound(_))
-    ));
-    assert_eq!(store.job(broken[0].id).await.unwrap(), None);
-    // An id given twice (or taken): a conflict, and again nothing created.
-    broken[1] = new_job(host, "check", 22);
-    broken[1].id = jobs[0].id;
-    assert!(matches!(
-        store.create_jobs(&broken).await,
-        Err(StoreError::Conflict(_))
-    ));
-    assert_eq!(store.job(broken[0].id).await.unwrap(), None);
-}
-
-#[tokio::test]
-async fn batch_jobs_are_created_together_and_audited() {
-    let (_db, store) = open_temp_store().await.unwrap();
-    let hosts = [enrol(&*store).await, enrol(&*store).await];
-    let jobs: Vec<NewJob> = hosts
-        .iter()
-        .enumerate()
-        .map(|(i, h)| new_job(*h, "prune", i64::try_from(i).unwrap()))
-        .collect();
-    let made = store
-        .create_batch_jobs(rm_core::BatchId::new(), 0, &jobs, None)
-        .await
-        .unwrap();
-    assert_eq!(ids(&made), jobs.iter().map(|j| j.id).collect::<Vec<_>>());
-    for job in &jobs {
-        assert_eq!(
-            store.job(job.id).await.unwrap().unwrap().host_id,
-            job.host_id
-        );
-    }
-    let late = [
-        new_job(hosts[0], "prune", 9),
-        new_job(HostId::new(), "prune", 10),
-    ];
-    assert!(matches!(
-        store
-            .create_batch_jobs(rm_core::BatchId::new(), 2, &late, None)
-            .await,
-        Err(StoreError::NotFound(_))
-    ));
-    assert_eq!(store.job(late[0].id).await.unwrap(), None);
-}
-
-/// Many servers (here: tasks on several connections) fire one repository's
-/// job under one key at once: exactly one job is created, and every caller
-/// gets that one.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn create_job_once_creates_one_job_per_key_under_concurrency() {
-    let (_db, store) = open_temp_store().await.unwrap();
-    let host = enrol(&*store).await;
-    let mut tasks = Vec::new();
-    for i in 0..8 {
-        let store = store.clone();
-        tasks.push(tokio::spawn(async move {
-            store
-                .create_job_once(&new_job(host, "prune", 100 + i), "repo-1:prune:slot")
-                .await
-                .unwrap()
-        }));
-    }
-    let mut results = Vec::new();
-    for task in tasks {
-        results.push(task.await.unwrap());
-    }
-    let created: Vec<&Job> = results
-        .iter()
-        .filter(|(_, new)| *new)
-        .map(|(j, _)| j)
-        .collect();
-    assert_eq!(created.len(), 1, "{results:?}");
-    assert!(results.iter().all(|(j, _)| j.id == created[0].id));
-    let all = store
-        .list_jobs(&JobFilter {
-            host_id: Some(host),
-            ..JobFilter::default()
-        })
-        .await
-        .unwrap();
-    assert_eq!(ids(&all), vec![created[0].id]);
-    // Later fires of the key find it too; another key makes its own.
-    let (again, new) = store
-        .create_job_once(&new_job(host, "prune", 200), "repo-1:prune:slot")
-        .await
-        .unwrap();
-    assert_eq!((again.id, new), (created[0].id, false));
-    let (other, new) = store
-        .create_job_once(&new_job(host, "prune", 201), "repo-1:prune:next")
-        .await
-        .unwrap();
-    assert!(new);
-    assert_ne!(other.id, created[0].id);
-}
-
-/// Servers racing to move or end one job (two dispatchers, a lost-agent
-/// verdict against the agent's report): each move happens once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_job_moves_and_ends_once_when_servers_race() {
-    let (_db, store) = open_temp_store().await.unwrap();
-    let host = enrol(&*store).await;
-    let job = create(&*store, host, "backup", 1).await.id;
-
-    let mut tasks = Vec::new();
-    for i in 0..8 {
-        let store = store.clone();
-        tasks.push(tokio::spawn(async move {
-            store
-                .advance_job(job, JobStatus::Dispatched, t(10 + i))
-                .await
-                .unwrap()
-        }));
-    }
-    let mut moved = 0;
-    for task in tasks {
-        moved += usize::from(task.await.unwrap());
-    }
-    assert_eq!(moved, 1);
-
-    let mut tasks = Vec::new();
-    for i in 0..8 {
-        let store = store.clone();
-        let status = if i % 2 == 0 {
-            JobStatus::Succeeded
-        } else {
-            JobStatus::Failed
-        };
-        tasks.push(tokio::spawn(async move {
-            let ended = store
-                .finish_job(job, &end(status, 100 + i), None)
-                .await
-                .unwrap();
-            (ended, status, 100 + i)
-        }));
-    }
-    let mut ends = Vec::new();
-    for task in tasks {
-        let (ended, status, at) = task.await.unwrap();
-        if ended {
-            ends.push((status, at));
-        }
-    }
-    assert_eq!(ends.len(), 1, "{ends:?}");
-    let (status, at) = ends[0];
-    let stored = store.job(job).await.unwrap().unwrap();
-    assert_eq!((stored.status, stored.finished_at), (status, Some(t(at))));
-    let host = store.host(host).await.unwrap().unwrap();
-    assert_eq!(host.last_backup_at, Some(t(at)));
-}
-
-// ── command results ────────────────────────────────────────────────────
-
-#[tokio::test]
-async fn command_results_are_upserted_per_job() {
-    let (_db, store) = open_temp_store().await.unwrap();
-    let host = enrol(&*store).await;
-    let job = create(&*store, host, "backup", 1).await;
-    assert_eq!(store.command_result(job.id).await.unwrap(), None);
-
-    let refused = CommandResultRecord {
-        job_id: job.id,
-        accepted: false,
-        reason: Some("busy".to_owned()),
-        message: Some("another job is running".to_owned()),
-        received_at: t(2),
-    };
-    store.record_command_result(&refused).await.unwrap();
-    assert_eq!(
-        store.command_result(job.id).await.unwrap(),
-        Some(refused.clone())
-    );
-
-    let accepted = CommandResultRecord {
-        accepted: true,
-        reason: None,
-        message: None,
-        received_at: t(3),
-        ..refused
-    };
-    store.record_command_result(&accepted).await.unwrap();
-    assert_eq!(
-        store.command_result(job.id).await.unwrap(),
-        Some(accepted.clone())
-    );
-
-    let orphan = CommandResultRecord {
-        job_id: JobId::new(),
-        ..accepted
-    };
-    assert!(matches!(
-        store.record_command_result(&orphan).await,
-        Err(StoreError::NotFound(_))
-    ));
-}
-
-// ── repository contents ────────────────────────────────────────────────
-
-fn snapshot(id: &str, time: i64, size: Option<u64>) -> SnapshotRecord {
-    SnapshotRecord {
-        id: format!("{id}{}", "0".repeat(56)),
-        short_id: id.to_owned(),
-        time: t(time),
-        hostname: "web-1.example".to_owned(),
-        paths: vec!["/etc".to_owned(), "/home/ünïcode \"quoted\"".to_owned()],
-        tags: if size.is_some() {
-            vec!["nightly".to_owned()]
-        } else {
-            Vec::new()
-        },
-        size_bytes: size,
-        file_count: size.map(|s| s / 100),
-    }
-}
-
-#[tokio::test]
-async fn snapshots_are_replaced_not_appended() {
-    let (_db, store) = open_temp_store().await.unwrap();
-    let host = enrol(&*store).await;
-    let other = enrol(&*store).await;
-    assert!(store.snapshots(host).await.unwrap().is_empty());
-
-    let s1 = snapshot("aaaa0001", 10, Some(1000));
-    let s2 = snapshot("aaaa0002", 30, None);
-    let s3 = snapshot("aaaa0003", 20, Some(3000));
-    store
-        .replace_snapshots(host, &[s1.clone(), s2.clone(), s3.clone()])
-        .await
-        .unwrap();
-    store
-        .replace_snapshots(other, std::slice::from_ref(&s1))
-        .await
-        .unwrap();
-    assert_eq!(
-        store.snapshots(host).await.unwrap(),
-        vec![s2.clone(), s3.clone(), s1.clone()]
-    );
-
-    // After a forget: s1 gone, s4 new.
-    let s4 = snapshot("aaaa0004", 40, Some(4000));
-    store
-        .replace_snapshots(host, &[s3.clone(), s4.clone(), s2.clone()])
-        .await
-        .unwrap();
-    assert_eq!(
-        store.snapshots(host).await.unwrap(),
-        vec![s4, s2.clone(), s3.clone()]
-    );
-    assert_eq!(store.snapshots(other).await.unwrap(), vec![s1]);
-
-    // A broken list (an id twice) replaces nothing.
-    assert!(matches!(
-        store
-            .replace_snapshots(host, &[s2.clone(), s2.clone()])
-            .await,
-        Err(StoreError::Conflict(_))
-    ));
-    assert_eq!(store.snapshots(host).await.unwrap().len(), 3);
-
-    store.replace_snapshots(host, &[]).await.unwrap();
-    assert!(store.snapshots(host).await.unwrap().is_empty());
-
-    assert!(matches!(
-        store.replace_snapshots(HostId::new(), &[s3]).await,
-        Err(StoreError::NotFound(_))
-    ));
-    let huge = snapshot("aaaa0005", 50, Some(u64::MAX));
-    assert!(matches!(
-        store.replace_snapshots(host, &[huge]).await,
-        Err(StoreError::Conflict(_))
-    ));
-}
-
-/// Servers replacing and adding one host's snapshots at once never fail
-/// each other and leave the count matching the list.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_snapshot_writes_keep_the_count_true() {
-    let (_db, store) = open_temp_store().await.unwrap();
-    let host = enrol(&*store).await;
-    let mut tasks = Vec::new();
-    for i in 0..8_i64 {
-        let store = store.clone();
-        tasks.push(tokio::spawn(async move {
-            let list: Vec<SnapshotRecord> = (0..=i)
-                .map(|k| snapshot(&format!("bbbb{k:04}"), k, Some(10)))
-                .collect();
-            store.replace_snapshots(host, &list).await.unwrap();
-            store
-                .add_snapshot(host, &snapshot(&format!("cccc{i:04}"), 100 + i, None))
-                .await
-                .unwrap();
-        }));
-    }
-    for task in tasks {
-        task.await.unwrap();
-    }
-    let listed = store.snapshots(host).await.unwrap();
-    assert!(!listed.is_empty());
-    assert_eq!(
-        store.host(host).await.unwrap().unwrap().snapshot_count,
-        Some(u64::try_from(listed.len()).unwrap())
-    );
-}
-
-#[tokio::test]
-async fn repo_stats_keep_history_newest_first_and_size_the_host() {
-    let (_db, store) = open_temp_store().await.unwrap();
-    let host = enrol(&*store).await;
-    assert_eq!(
-        store.host(host).await.unwrap().unwrap().repo_size_bytes,
-        None
-    );
-
-    let first = RepoStatsRecord {
-        recorded_at: t(10),
-        total_size_bytes: Some(10_000),
-        raw_size_bytes: Some(4_000),
-        unique_files: Some(120),
-        snapshot_count: Some(3),
-        last_check_at: Some(t(5)),
-        last_check_status: Some("ok".to_owned()),
-        lock_present: Some(false),
-        last_prune_at: Some(t(6)),
-        last_prune_freed_bytes: Some(512),
-    };
-    store.add_repo_stats(host, &first).await.unwrap();
-    assert_eq!(
-        store.host(host).await.unwrap().unwrap().repo_size_bytes,
-        Some(4_000)
-    );
-
-    // Without a raw size the host keeps the last known one.
-    let partial = RepoStatsRecord {
-        recorded_at: t(20),
-        snapshot_count: Some(4),
-        lock_present: Some(true),
-        ..RepoStatsRecord::default()
-    };
-    store.add_repo_stats(host, &partial).await.unwrap();
-    assert_eq!(
-        store.host(host).await.unwrap().unwrap().repo_size_bytes,
-        Some(4_000)
-    );
-
-    let third = RepoStatsRecord {
-        recorded_at: t(30),
-        raw_size_bytes: Some(u64::try_from(i64::MAX).unwrap()),
-        ..RepoStatsRecord::default()
-    };
-    store.add_repo_stats(host, &third).await.unwrap();
-    assert_eq!(
-        store.host(host).await.unwrap().unwrap().repo_size_bytes,
-        Some(u64::try_from(i64::MAX).unwrap())
-    );
-
-    assert_eq!(
-        store.repo_stats(host, 10).await.unwrap(),
-        vec![third.clone(), partial.clone(), first]
-    );
-    assert_eq!(
-        store.repo_stats(host, 2).await.unwrap(),
-        vec![third, partial]
-    );
-    assert!(store
-        .repo_stats(HostId::new(), 10)
-        .await
-        .unwrap()
-        .is_empty());
-
-    let too_big = RepoStatsRecord {
-        recorded_at: t(40),
-        total_size_bytes: Some(u64::MAX),
-        ..RepoStatsRecord::default()
-    };
-    assert!(matches!(
-        store.add_repo_stats(host, &too_big).await,
-        Err(StoreError::Conflict(_))
-    ));
-    assert_eq!(store.repo_stats(host, 10).await.unwrap().len(), 3);
-
-    assert!(store.delete_host(host, t(50), None).await.unwrap());
-    assert!(matches!(
-        store
-            .add_repo_stats(host, &RepoStatsRecord::default())
-            .await,
-        Err(StoreError::NotFound(_))
-    ));
-}
-
-#[tokio::test]
-async fn repository_settings_set_replace_get() {
-    let (_db, store) = open_temp_store().await.unwrap();
-    let host = enrol(&*store).await;
-    let other = enrol(&*store).await;
-    assert_eq!(store.repository(host).await.unwrap(), None);
-    assert!(!store.host(host).await.unwrap().unwrap().has_repository);
-
-    let sealed = SealedRepository {
-        nonce: vec![1; 12],
-        ciphertext: b"\x00sealed\xffbytes".to_vec(),
-        format: SealFormat::OwnerBound,
-        updated_at: t(10),
-    };
-    store
-        .set_repository(host, &sealed, "/srv/restic", None)
-        .await
-        .unwrap();
-    assert_eq!(store.repository(host).await.unwrap(), Some(sealed.clone()));
-    let listed = store.list_hosts().await.unwrap();
-    let mut flags: Vec<(HostId, bool)> = listed.iter().map(|h| (h.id, h.has_repository)).collect();
-    flags.sort();
-    let mut expected = vec![(host, true), (other, false)];
-    expected.sort();
-    assert_eq!(flags, expected);
-
-    let replaced = SealedRepository {
-        nonce: vec![2; 12],
-        ciphertext: b"other".to_vec(),
-        format: SealFormat::Unbound,
-        updated_at: t(20),
-    };
-    store
-        .set_repository(host, &replaced, "/srv/restic", None)
-        .await
-        .unwrap();
-    assert_eq!(
-        store.repository(host).await.unwrap(),
-        Some(replaced.clone())
-    );
-    assert_eq!(store.repository(other).await.unwrap(), None);
-
-    let unknown = HostId::new();
-    assert!(matches!(
-        store
-            .set_repository(unknown, &sealed, "/srv/restic", None)
-            .await,
-        Err(StoreError::NotFound(_))
-    ));
-    assert!(matches!(
-        store.repository(unknown).await,
-        Err(StoreError::NotFound(_))
-    ));
-
-    assert!(store.delete_host(host, t(30), None).await.unwrap());
-    assert!(matches!(
-        store
-            .set_repository(host, &sealed, "/srv/restic", None)
-            .await,
-        Err(StoreError::NotFound(_))
-    ));
-    assert!(matches!(
-        store.repository(host).await,
-        Err(StoreError::NotFound(_))
-    ));
-}
-
-#[tokio::test]
-async fn refused_repository_settings_are_recorded_and_cleared_by_new_ones() {
-    let (_db, store) = open_temp_store().await.unwrap();
-    let host = enrol(&*store).await;
-    let bare = enrol(&*store).await;
-    let sealed = SealedRepository {
-        nonce: vec![1; 12],
-        ciphertext: b"sealed".to_vec(),
-        format: SealFormat::OwnerBound,
-        updated_at: t(10),
-    };
-    store
-        .set_repository(host, &sealed, "/srv/restic", None)
-        .await
-        .unwrap();
-    assert_eq!(
-        store.repositories().await.unwrap(),
-        vec![(host, sealed.clone(), None)],
-        "only hosts with settings are listed"
-    );
-    let refused = |h| {
-        let store = &store;
-        async move { store.host(h).await.unwrap().unwrap().repository_refused }
-    };
-    assert_eq!(refused(host).await, None);
-
-    store
-        .set_repository_refused(host, Some("`env.PATH` is not allowed"))
-        .await
-        .unwrap();
-    assert_eq!(
-        refused(host).await.as_deref(),
-        Some("`env.PATH` is not allowed")
-    );
-    let listed = store.list_hosts().await.unwrap();
-    assert!(listed
-        .iter()
-        .any(|h| h.id == host && h.repository_refused.is_some()));
-    // A host without settings has nothing to refuse.
-    store.set_repository_refused(bare, Some("x")).await.unwrap();
-    assert_eq!(refused(bare).await, None);
-
-    // New settings clear the refusal; so does an explicit `None`.
-    store
-        .set_repository(host, &sealed, "/srv/restic", None)
-        .await
-        .unwrap();
-    assert_eq!(refused(host).await, None);
-    store
-        .set_repository_refused(host, Some("again"))
-        .await
-        .unwrap();
-    store.set_repository_refused(host, None).await.unwrap();
-    assert_eq!(refused(host).await, None);
-}
-
 // ── schema ─────────────────────────────────────────────────────────────
 
 #[tokio::test]
 async fn a_dispatched_job_can_go_back_to_the_queue_but_a_running_one_cannot() {
     let (_db, store) = open_temp_store().await.unwrap();
     let host = enrol(&*store).await;
-    let job = create(&*store, host, "check", 1).await;
+    let job = create_job(&*store, host, "check", 1).await;
     assert!(store
         .advance_job(job.id, JobStatus::Dispatched, t(2))
         .await
