@@ -112,15 +112,14 @@ fn init_logging() {
         .unwrap_or_else(|_| String::from("info"));
     // PostgreSQL's notices (`relation "_sqlx_migrations" already exists,
     // skipping` at every start) are the server talking to itself: shown
-    // only when asked for by name.
-    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let filter = match "sqlx::postgres::notice=warn".parse() {
-        Ok(quiet) if !std::env::var("RM_LOG").unwrap_or_default().contains("sqlx") => {
-            filter.add_directive(quiet)
-        }
-        _ => filter,
+    // only when the filter names sqlx.
+    let filter = if filter.contains("sqlx") {
+        filter
+    } else {
+        format!("{filter},sqlx::postgres::notice=warn")
     };
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx::postgres::notice=warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
