@@ -116,7 +116,10 @@ async fn a_lease_is_held_by_one_until_it_runs_out() {
         Some("a")
     );
     // Other names are other leases.
-    assert!(store.take_lease("sessions", "b", t(1), t(21)).await.unwrap());
+    assert!(store
+        .take_lease("sessions", "b", t(1), t(21))
+        .await
+        .unwrap());
     // The holder renews.
     assert!(store.take_lease("alerts", "a", t(15), t(35)).await.unwrap());
     assert!(!store.take_lease("alerts", "b", t(30), t(50)).await.unwrap());
@@ -125,7 +128,11 @@ async fn a_lease_is_held_by_one_until_it_runs_out() {
     assert!(store.take_lease("alerts", "b", t(35), t(55)).await.unwrap());
     assert!(!store.take_lease("alerts", "a", t(36), t(56)).await.unwrap());
     assert_eq!(
-        store.lease_holder("alerts", t(36)).await.unwrap().as_deref(),
+        store
+            .lease_holder("alerts", t(36))
+            .await
+            .unwrap()
+            .as_deref(),
         Some("b")
     );
 
@@ -142,7 +149,11 @@ async fn a_lease_is_held_by_one_until_it_runs_out() {
     store.unregister_server("a").await.unwrap();
     assert_eq!(store.lease_holder("alerts", t(38)).await.unwrap(), None);
     assert_eq!(
-        store.lease_holder("sessions", t(2)).await.unwrap().as_deref(),
+        store
+            .lease_holder("sessions", t(2))
+            .await
+            .unwrap()
+            .as_deref(),
         Some("b")
     );
 }
@@ -205,11 +216,17 @@ async fn a_host_is_held_by_the_server_of_its_last_hello() {
     let (_db, store) = open_temp_store().await.unwrap();
     let host = enrol(&*store).await;
     assert_eq!(store.host_holder(host).await.unwrap(), None);
-    store.record_hello(host, &hello("a", "c1", 1)).await.unwrap();
+    store
+        .record_hello(host, &hello("a", "c1", 1))
+        .await
+        .unwrap();
     assert_eq!(store.host_holder(host).await.unwrap().as_deref(), Some("a"));
     // The agent reconnects through the load balancer to server b before a
     // saw the old connection close: a's late close changes nothing.
-    store.record_hello(host, &hello("b", "c2", 2)).await.unwrap();
+    store
+        .record_hello(host, &hello("b", "c2", 2))
+        .await
+        .unwrap();
     assert_eq!(store.host_holder(host).await.unwrap().as_deref(), Some("b"));
     assert!(!store.mark_host_offline(host, "c1", t(3)).await.unwrap());
     assert!(store.host(host).await.unwrap().unwrap().online);
@@ -264,7 +281,11 @@ async fn hosts_of_dead_servers_go_offline_once() {
         .is_empty());
     let dead = store.host(on_dead).await.unwrap().unwrap();
     assert!(!dead.online);
-    assert_eq!(dead.last_seen_at, Some(t(1)), "last seen as its server saw it");
+    assert_eq!(
+        dead.last_seen_at,
+        Some(t(1)),
+        "last seen as its server saw it"
+    );
     assert!(store.host(on_live).await.unwrap().unwrap().online);
     assert!(!store.host(never).await.unwrap().unwrap().online);
 }
@@ -303,6 +324,10 @@ async fn servers_sweeping_at_once_each_take_a_host_once() {
             swept.extend(task.await.unwrap());
         }
         swept.sort();
-        assert_eq!(swept, hosts.into_iter().collect::<Vec<_>>(), "round {round}");
+        assert_eq!(
+            swept,
+            hosts.into_iter().collect::<Vec<_>>(),
+            "round {round}"
+        );
     }
 }

@@ -52,8 +52,9 @@ pub use users::UserStore;
 /// Every store trait, for `use rm_store::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        AgentTokenStore, AlertStore, AuditStore, ClusterStore, HostStore, JobStore, NotificationStore,
-        PolicyStore, RepositoryStore, ScheduleStore, SealingStore, SnapshotStore, Store, UserStore,
+        AgentTokenStore, AlertStore, AuditStore, ClusterStore, HostStore, JobStore,
+        NotificationStore, PolicyStore, RepositoryStore, ScheduleStore, SealingStore,
+        SnapshotStore, Store, UserStore,
     };
 }
 

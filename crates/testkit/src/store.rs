@@ -127,3 +127,27 @@ pub async fn ended_job(
     store.finish_job(id, &end, None).await?;
     Ok(id)
 }
+
+/// Stores a `kind` job of `host` that its agent is running since `at`.
+pub async fn running_job(
+    store: &dyn Store,
+    host: HostId,
+    kind: &str,
+    at: DateTime<Utc>,
+) -> anyhow::Result<JobId> {
+    let id = JobId::new();
+    let job = NewJob {
+        id,
+        host_id: host,
+        kind: kind.to_owned(),
+        params: serde_json::json!({}),
+        trigger: JobTrigger::Manual,
+        schedule_id: None,
+        status: JobStatus::Dispatched,
+        error: None,
+        created_at: at,
+    };
+    store.create_job(&job, None).await?;
+    store.advance_job(id, JobStatus::Running, at).await?;
+    Ok(id)
+}
