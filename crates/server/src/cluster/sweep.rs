@@ -15,6 +15,9 @@ pub(super) fn spawn(state: &AppState) -> tokio::task::JoinHandle<()> {
     let mut lease = Lease::spawn(state, LOST_AGENTS_LEASE);
     let state = state.clone();
     tokio::spawn(async move {
+        // The first time, as a lone server does at start; later, the
+        // lease comes from a holder that stopped answering.
+        let mut why = "the server restarted";
         loop {
             tokio::select! {
                 _ = lease.held() => {}
@@ -22,7 +25,8 @@ pub(super) fn spawn(state: &AppState) -> tokio::task::JoinHandle<()> {
             }
             // A new holder does not know what the last one was watching:
             // every job whose agent is connected nowhere gets a grace.
-            watch_unheld_hosts(&state).await;
+            watch_unheld_hosts(&state, why).await;
+            why = "the server watching it stopped answering";
             while lease.is_held() {
                 sweep(&state).await;
                 tokio::select! {
@@ -65,8 +69,9 @@ async fn sweep(state: &AppState) {
 }
 
 /// Gives every host with dispatched or running jobs whose agent is
-/// connected to no live server the lost-agent grace.
-async fn watch_unheld_hosts(state: &AppState) {
+/// connected to no live server the lost-agent grace; `why` is what its
+/// jobs' error says happened.
+async fn watch_unheld_hosts(state: &AppState, why: &str) {
     let hosts = match state.store().hosts_with_active_jobs().await {
         Ok(hosts) => hosts,
         Err(e) => {
@@ -78,12 +83,7 @@ async fn watch_unheld_hosts(state: &AppState) {
     for host in hosts {
         match super::agent_connected(state, host).await {
             Ok(true) => {}
-            Ok(false) => crate::jobs::watch_for_lost_agent(
-                state,
-                host,
-                now,
-                String::from("its agent was connected to no server"),
-            ),
+            Ok(false) => crate::jobs::watch_for_lost_agent(state, host, now, why.to_owned()),
             Err(e) => tracing::warn!(%host, error = %e, "could not tell where a host's agent is"),
         }
     }
