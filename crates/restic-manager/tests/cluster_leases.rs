@@ -252,3 +252,76 @@ async fn the_agents_of_a_dead_server_go_offline_and_their_jobs_fail_once() {
         drop(a);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_two_live_servers_told_of_one_offline_host_only_one_alerts() {
+    if !postgres("of_two_live_servers_told_of_one_offline_host_only_one_alerts") {
+        return;
+    }
+    for round in 0..ROUNDS {
+        let (a, b) = pair().await;
+        let mut receiver = HttpReceiver::start().await.unwrap();
+        a.admin()
+            .await
+            .unwrap()
+            .create_channel(json!({
+                "name": "ops",
+                "kind": "webhook",
+                "config": {"url": receiver.url("/hook")},
+            }))
+            .await
+            .unwrap();
+        // Both servers know the alerts lease is held, by one of them.
+        wait_until(LIMIT, "an alerts lease holder", || async {
+            [&a, &b].iter().filter(|s| alerts_lease_held(s)).count() == 1
+        })
+        .await
+        .unwrap();
+        let store = a.store();
+        let long_ago = Utc::now() - chrono::Duration::hours(1);
+        let host = enrol_host(store, "db", Labels::default(), long_ago)
+            .await
+            .unwrap();
+        store
+            .patch_host(
+                host,
+                &HostPatch {
+                    offline_seconds: Some(Some(1)),
+                    ..HostPatch::default()
+                },
+                None,
+            )
+            .await
+            .unwrap();
+        let connection = connect_host_to(store, host, &id(&a), long_ago)
+            .await
+            .unwrap();
+        assert!(store
+            .mark_host_offline(host, &connection, long_ago)
+            .await
+            .unwrap());
+        // Each server hears of the host (a rename through its API): each
+        // would evaluate it, were it not for the lease.
+        for (n, server) in [&a, &b].into_iter().enumerate() {
+            let (status, body) = server
+                .admin()
+                .await
+                .unwrap()
+                .patch(
+                    &format!("/api/v1/hosts/{host}"),
+                    json!({"name": format!("db-{n}")}),
+                )
+                .await
+                .unwrap();
+            assert_eq!(status, 200, "round {round}: {body}");
+        }
+        let posts = receiver.wait_for(1, LIMIT).await.unwrap();
+        let body = posts[0].json().unwrap();
+        assert_eq!(body["alert"]["kind"], "host_offline", "round {round}");
+        b.stop().await.unwrap();
+        a.stop().await.unwrap();
+        let all = receiver.requests();
+        assert_eq!(all.len(), 1, "round {round}: {all:?}");
+        receiver.stop().await;
+    }
+}
