@@ -4,7 +4,8 @@
 //! takes them over; an agent held by the dead server goes offline once,
 //! its running job gets the lost-agent grace and fails once, and the
 //! alerts of that are notified once, by whichever server holds the alerts
-//! lease. Each scenario runs several times in a loop: a race that goes
+//! lease; a job whose agent is connected to no server fails after the
+//! grace though nobody was watching it. Each scenario runs several times in a loop: a race that goes
 //! wrong one time in a few shows.
 //!
 //! Needs `RM_TEST_POSTGRES_URL` (scripts/test starts a temporary cluster);
@@ -228,7 +229,8 @@ async fn the_agents_of_a_dead_server_go_offline_and_their_jobs_fail_once() {
         assert!(
             error.contains("the server holding its connection stopped answering")
                 || error.contains("the server restarted")
-                || error.contains("the server watching it stopped answering"),
+                || error.contains("the server watching it stopped answering")
+                || error.contains("its agent was connected to no server"),
             "round {round}: {failed:?}"
         );
         // Both the failed job and the offline host are told of, each once.
@@ -323,5 +325,46 @@ async fn of_two_live_servers_told_of_one_offline_host_only_one_alerts() {
         let all = receiver.requests();
         assert_eq!(all.len(), 1, "round {round}: {all:?}");
         receiver.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_agent_is_connected_nowhere_fails_after_the_grace() {
+    if !postgres("a_job_whose_agent_is_connected_nowhere_fails_after_the_grace") {
+        return;
+    }
+    for round in 0..ROUNDS {
+        let (a, b) = pair().await;
+        wait_until(LIMIT, "a lost-agents lease holder", || async {
+            holder(&a, LOST_AGENTS_LEASE).await.is_some()
+        })
+        .await
+        .unwrap();
+        // The agent left a server that was stopping (which loses nobody,
+        // so nobody watches it) and never came back: offline, with a
+        // backup still running.
+        let store = b.store();
+        let long_ago = Utc::now() - chrono::Duration::hours(1);
+        let host = enrol_host(store, "app", Labels::default(), long_ago)
+            .await
+            .unwrap();
+        let connection = connect_host_to(store, host, &id(&a), long_ago)
+            .await
+            .unwrap();
+        let job = running_job(store, host, "backup", long_ago).await.unwrap();
+        assert!(store
+            .mark_host_offline(host, &connection, long_ago)
+            .await
+            .unwrap());
+        wait_until(LIMIT, "the abandoned job to fail", || async {
+            store.job(job).await.unwrap().unwrap().status == JobStatus::Failed
+        })
+        .await
+        .unwrap();
+        let error = store.job(job).await.unwrap().unwrap().error.unwrap();
+        assert!(
+            error.contains("its agent was connected to no server"),
+            "round {round}: {error}"
+        );
     }
 }

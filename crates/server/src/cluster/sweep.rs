@@ -5,7 +5,11 @@
 //! ([`crate::jobs::watch_for_lost_agent`]), as a restarted lone server
 //! gives them.
 
+use std::collections::HashMap;
+use std::time::Instant;
+
 use chrono::Utc;
+use rm_core::HostId;
 
 use super::{Lease, LOST_AGENTS_LEASE};
 use crate::state::AppState;
@@ -18,6 +22,7 @@ pub(super) fn spawn(state: &AppState) -> tokio::task::JoinHandle<()> {
         // The first time, as a lone server does at start; later, the
         // lease comes from a holder that stopped answering.
         let mut why = "the server restarted";
+        let mut watched = Watched::default();
         loop {
             tokio::select! {
                 _ = lease.held() => {}
@@ -25,10 +30,23 @@ pub(super) fn spawn(state: &AppState) -> tokio::task::JoinHandle<()> {
             }
             // A new holder does not know what the last one was watching:
             // every job whose agent is connected nowhere gets a grace.
-            watch_unheld_hosts(&state, why).await;
+            watch_unheld_hosts(&state, why, &mut watched).await;
             why = "the server watching it stopped answering";
+            let mut rescan = Instant::now() + state.config().lost_agent_grace();
             while lease.is_held() {
                 sweep(&state).await;
+                // An agent that left a server stopping gracefully is
+                // watched by nobody (a stopping server has lost no one);
+                // if it never comes back, its jobs are found here.
+                if Instant::now() >= rescan {
+                    watch_unheld_hosts(
+                        &state,
+                        "its agent was connected to no server",
+                        &mut watched,
+                    )
+                    .await;
+                    rescan = Instant::now() + state.config().lost_agent_grace();
+                }
                 tokio::select! {
                     _ = tokio::time::sleep(state.cluster().renew()) => {}
                     _ = lease.lost() => {}
@@ -38,6 +56,11 @@ pub(super) fn spawn(state: &AppState) -> tokio::task::JoinHandle<()> {
         }
     })
 }
+
+/// The hosts this holder started a lost-agent grace for, and when: one
+/// grace at a time per host.
+#[derive(Default)]
+struct Watched(HashMap<HostId, Instant>);
 
 /// Marks the hosts of dead servers offline and starts their grace.
 async fn sweep(state: &AppState) {
@@ -69,9 +92,9 @@ async fn sweep(state: &AppState) {
 }
 
 /// Gives every host with dispatched or running jobs whose agent is
-/// connected to no live server the lost-agent grace; `why` is what its
-/// jobs' error says happened.
-async fn watch_unheld_hosts(state: &AppState, why: &str) {
+/// connected to no live server the lost-agent grace, unless `watched`
+/// says one is running; `why` is what its jobs' error says happened.
+async fn watch_unheld_hosts(state: &AppState, why: &str, watched: &mut Watched) {
     let hosts = match state.store().hosts_with_active_jobs().await {
         Ok(hosts) => hosts,
         Err(e) => {
@@ -79,11 +102,19 @@ async fn watch_unheld_hosts(state: &AppState, why: &str) {
             return;
         }
     };
+    let running = state.config().lost_agent_grace() + state.cluster().renew();
+    watched.0.retain(|_, since| since.elapsed() < running);
     let now = Utc::now();
     for host in hosts {
+        if watched.0.contains_key(&host) {
+            continue;
+        }
         match super::agent_connected(state, host).await {
             Ok(true) => {}
-            Ok(false) => crate::jobs::watch_for_lost_agent(state, host, now, why.to_owned()),
+            Ok(false) => {
+                watched.0.insert(host, Instant::now());
+                crate::jobs::watch_for_lost_agent(state, host, now, why.to_owned());
+            }
             Err(e) => tracing::warn!(%host, error = %e, "could not tell where a host's agent is"),
         }
     }
