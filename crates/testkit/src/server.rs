@@ -57,14 +57,11 @@ impl TestServer {
         TestServer::start_configured(None, configure).await
     }
 
-    /// Starts a server on a store of `backend`, whatever `RM_TEST_STORE`
-    /// says (a bench comparing stores), after `configure` adjusts its
-    /// settings.
-    pub async fn start_on(
-        backend: Backend,
-        configure: impl FnOnce(&mut ServerConfig),
-    ) -> anyhow::Result<TestServer> {
-        TestServer::start_configured_on(None, configure, backend).await
+    /// Starts a server with default settings on a store of `backend`,
+    /// whatever `RM_TEST_STORE` says (a bench comparing stores, a test of
+    /// one store's behaviour).
+    pub async fn start_on(backend: Backend) -> anyhow::Result<TestServer> {
+        TestServer::start_on_with(backend, |_| {}).await
     }
 
     /// [`TestServer::start_on`] after `configure` adjusts its settings.
