@@ -137,7 +137,7 @@ fn main() {
             println!("{backend:?}:");
             // The bench's agents send no heartbeats: a long interval keeps
             // the server from closing them as silent while hosts enrol.
-            let server = TestServer::start_on(backend, |c| c.heartbeat_seconds = 60)
+            let server = TestServer::start_on_with(backend, |c| c.heartbeat_seconds = 60)
                 .await
                 .unwrap();
             // Warm up the connection pool and the statement cache.

@@ -175,6 +175,11 @@ pub(crate) struct ServerArgs {
     /// commands and links); default `http://<listen>`.
     #[arg(long, env = "RM_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// With several servers on one PostgreSQL: the URL the other servers
+    /// reach this one at (default: the listen address, with the machine's
+    /// name in place of 0.0.0.0). Each server's must be its own.
+    #[arg(long, env = "RM_INTERNAL_URL", value_parser = parse_internal_url)]
+    pub internal_url: Option<String>,
     /// Seconds between agent heartbeats (pushed to agents).
     #[arg(long, env = "RM_HEARTBEAT_SECONDS", default_value_t = 30,
           value_parser = clap::value_parser!(u32).range(1..=3600))]
@@ -355,6 +360,24 @@ pub(crate) struct RunArgs {
 
 /// A host name for restic's `--host`: not empty, no control characters or
 /// whitespace, at most 253 bytes, and not starting with `-`.
+/// `--internal-url`: an absolute `http`/`https` URL with a host, kept
+/// without a trailing slash.
+fn parse_internal_url(value: &str) -> Result<String, String> {
+    let url = url::Url::parse(value)
+        .map_err(|e| format!("not a URL ({e}); write it as http://host:port"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(String::from(
+            "must be an http:// or https:// URL with a host",
+        ));
+    }
+    if url.host_str() == Some("0.0.0.0") || url.host_str() == Some("[::]") {
+        return Err(String::from(
+            "must name this server's own address, not 0.0.0.0 or [::] (every server's)",
+        ));
+    }
+    Ok(value.trim_end_matches('/').to_owned())
+}
+
 fn parse_hostname(value: &str) -> Result<String, String> {
     if value.is_empty() || value.len() > 253 {
         return Err(String::from("must be 1 to 253 characters"));
@@ -530,6 +553,23 @@ mod tests {
             super::DEFAULT_STATE_DIR,
             rm_server::downloads::install::DEFAULT_AGENT_STATE_DIR
         );
+    }
+
+    #[test]
+    fn an_internal_url_must_reach_this_server() {
+        assert_eq!(
+            super::parse_internal_url("http://10.0.0.5:8080/").as_deref(),
+            Ok("http://10.0.0.5:8080")
+        );
+        assert!(super::parse_internal_url("10.0.0.5:8080")
+            .unwrap_err()
+            .contains("http"));
+        assert!(super::parse_internal_url("ftp://a")
+            .unwrap_err()
+            .contains("http"));
+        assert!(super::parse_internal_url("http://0.0.0.0:8080")
+            .unwrap_err()
+            .contains("0.0.0.0"));
     }
 
     #[test]

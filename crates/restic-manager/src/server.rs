@@ -32,6 +32,7 @@ pub(crate) async fn run(args: ServerArgs) -> anyhow::Result<()> {
             config.alert_grace = std::time::Duration::from_secs(args.alert_grace_seconds);
             config.metrics_token = metrics_token;
             config.agent_binaries = args.agent_binaries;
+            config.internal_url = args.internal_url;
         },
     )
     .await?;
@@ -108,6 +109,11 @@ pub(crate) async fn start(
     let mut config = ServerConfig::new(public_url);
     config.tls_fingerprint = tls.map(TlsIdentity::fingerprint);
     configure(&mut config);
+    // Servers sharing a database tell each other apart by this URL: 0.0.0.0
+    // would be every server's.
+    if config.internal_url.is_none() {
+        config.internal_url = Some(default_public_url(scheme, local));
+    }
     println!(
         "restic-manager server listening on {scheme}://{local} (public URL {})",
         config.public_url

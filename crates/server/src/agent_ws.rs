@@ -128,6 +128,7 @@ async fn session(state: AppState, host_id: HostId, mut socket: WebSocket) {
     let (conn, mut outbound, close) = AgentConn::new();
     let record = HelloRecord {
         connection_id: conn.id().to_string(),
+        server_id: state.cluster().id().to_owned(),
         agent_version: hello.agent_version.clone(),
         restic_version: hello.restic_version.clone(),
         restic_error: hello.restic_error.clone(),

@@ -47,6 +47,18 @@ pub struct ServerConfig {
     /// A folder of `linux-<arch>` agent binaries for the other platforms
     /// (`--agent-binaries`).
     pub agent_binaries: Option<std::path::PathBuf>,
+    /// How the other servers on one database reach this one
+    /// (`--internal-url`); `None`: `http(s)://` and the address it listens
+    /// on. Only used when the store is shared (PostgreSQL).
+    pub internal_url: Option<String>,
+    /// With a shared store: how often the server renews its registration
+    /// and its leases.
+    pub cluster_renew: Duration,
+    /// With a shared store: how long a registration or lease lasts without
+    /// renewal, after which the server counts as dead and another takes
+    /// over its leases and agents. Several renewals long, so one slow
+    /// renewal loses nothing.
+    pub cluster_expiry: Duration,
 }
 
 impl ServerConfig {
@@ -67,6 +79,9 @@ impl ServerConfig {
             metrics_token: None,
             agent_binary: None,
             agent_binaries: None,
+            internal_url: None,
+            cluster_renew: Duration::from_secs(5),
+            cluster_expiry: Duration::from_secs(20),
         }
     }
 

@@ -15,6 +15,7 @@ pub mod audit;
 mod auth;
 mod bootstrap;
 pub mod browse;
+pub mod cluster;
 pub mod config;
 pub mod downloads;
 pub mod enrollment;
@@ -124,7 +125,7 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    serve_on(listener, state, shutdown).await
+    serve_on(listener, "http", state, shutdown).await
 }
 
 /// [`serve`] over TLS: HTTPS for browsers and the API, WSS for agents.
@@ -135,18 +136,23 @@ pub async fn serve_tls(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let listener = tls::TlsListener::new(listener, identity)?;
-    serve_on(listener, state, shutdown).await
+    serve_on(listener, "https", state, shutdown).await
 }
 
 async fn serve_on<L>(
     listener: L,
+    scheme: &str,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError>
 where
     L: axum::serve::Listener<Addr = std::net::SocketAddr>,
 {
-    state.store().mark_all_hosts_offline().await?;
+    let internal_url = match &state.config().internal_url {
+        Some(url) => url.clone(),
+        None => format!("{scheme}://{}", listener.local_addr()?),
+    };
+    let cluster_tasks = cluster::start(&state, internal_url).await?;
     // Settings stored before the current rules (the `env` allow-list) are
     // marked refused before any agent can fetch them.
     match repositories::check_stored(&state).await {
@@ -167,7 +173,6 @@ where
     if let Err(e) = policies::reconcile(&state, None, None, None).await {
         tracing::error!("could not apply the fleet policies: {e}");
     }
-    jobs::watch_hosts_with_active_jobs(&state).await;
     let evaluator = alerts::spawn(&state);
     let flusher = liveness::spawn_flusher(state.clone());
     let probe = storage::spawn_probe(state.clone());
@@ -187,6 +192,10 @@ where
         .hub()
         .close_all(rm_protocol::close_code::GOING_AWAY, "server shutting down");
     state.hub().wait_empty(Duration::from_secs(5)).await;
+    cluster::stop(&state).await;
+    for task in cluster_tasks {
+        task.abort();
+    }
     flusher.abort();
     probe.abort();
     if let Some(evaluator) = evaluator {

@@ -1,6 +1,7 @@
 //! The shared state every handler gets: store, hub, settings, sealing key,
 //! job event fan-out, the batching log writer, the last-seen cache, the
-//! store's write health and the server's own metrics.
+//! store's write health, the server's own metrics and its place among the
+//! servers on its database.
 
 use std::sync::Arc;
 
@@ -45,6 +46,7 @@ struct Inner {
     repository_turns: crate::repositories::shared::Turns,
     alerts: crate::alerts::AlertsHandle,
     notifier: crate::notify::Notifier,
+    cluster: crate::cluster::Cluster,
 }
 
 impl AppState {
@@ -58,7 +60,13 @@ impl AppState {
             config.agent_binary.clone(),
             config.agent_binaries.clone(),
         );
+        let cluster = crate::cluster::Cluster::new(
+            store.shared(),
+            config.cluster_renew,
+            config.cluster_expiry,
+        );
         AppState(Arc::new(Inner {
+            cluster,
             store,
             hub: Hub::default(),
             config,
@@ -87,6 +95,11 @@ impl AppState {
     /// The agent binaries this server hands out.
     pub(crate) fn downloads(&self) -> &crate::downloads::AgentDownloads {
         &self.0.downloads
+    }
+
+    /// This server among the servers on its database.
+    pub fn cluster(&self) -> &crate::cluster::Cluster {
+        &self.0.cluster
     }
 
     /// The store.

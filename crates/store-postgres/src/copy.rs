@@ -152,7 +152,10 @@ async fn tables(conn: &mut PgConnection) -> Result<BTreeSet<String>, StoreError>
     .fetch_all(conn)
     .await
     .map_err(crate::codec::backend)?;
-    Ok(names.into_iter().collect())
+    Ok(names
+        .into_iter()
+        .filter(|name| !rm_store::copy::NOT_COPIED.contains(&name.as_str()))
+        .collect())
 }
 
 async fn columns(conn: &mut PgConnection, table: &Table) -> Result<Vec<String>, StoreError> {

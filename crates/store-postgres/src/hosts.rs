@@ -370,7 +370,7 @@ impl HostStore for PostgresStore {
              last_seen_at = GREATEST(COALESCE(last_seen_at, 0), $2), \
              agent_version = $3, restic_version = $4, restic_error = $5, protocol_version = $6, \
              hostname = $7, os = $8, arch = $9, hooks = $10, hooks_refused = $11, \
-             platform = $12 \
+             platform = $12, server_id = $14 \
              WHERE id = $13 AND deleted_at IS NULL",
         )
         .bind(&hello.connection_id)
@@ -386,6 +386,7 @@ impl HostStore for PostgresStore {
         .bind(serde_json::to_string(&hello.hooks_refused).unwrap_or_else(|_| "[]".to_owned()))
         .bind(&hello.platform)
         .bind(host_id.to_string())
+        .bind(&hello.server_id)
         .execute(&self.pool)
         .await
         .map_err(|e| self.error(e))?

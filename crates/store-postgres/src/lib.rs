@@ -66,6 +66,7 @@
 mod agent_tokens;
 mod alerts;
 mod audit;
+mod cluster;
 pub mod codec;
 mod connect;
 pub mod copy;

@@ -24,6 +24,7 @@ mod flag;
 mod agent_tokens;
 mod alerts;
 mod audit;
+mod cluster;
 mod hosts;
 mod jobs;
 mod notifications;
@@ -37,6 +38,7 @@ mod users;
 pub use agent_tokens::{AgentTokenRow, AGENT_TOKEN_COLUMNS};
 pub use alerts::{AlertRow, SilenceRow, ALERT_COLUMNS, SILENCE_COLUMNS};
 pub use audit::{AuditRow, AUDIT_COLUMNS};
+pub use cluster::{ServerRow, SERVER_COLUMNS};
 pub use flag::Flag;
 pub use hosts::{
     EnrollmentTokenRow, HostBackupSummaryRow, HostCountsRow, HostRow, ENROLLMENT_TOKEN_COLUMNS,

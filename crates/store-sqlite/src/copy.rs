@@ -102,7 +102,10 @@ async fn tables(conn: &mut sqlx::SqliteConnection) -> Result<BTreeSet<String>, S
     .fetch_all(conn)
     .await
     .map_err(backend)?;
-    Ok(names.into_iter().collect())
+    Ok(names
+        .into_iter()
+        .filter(|name| !rm_store::copy::NOT_COPIED.contains(&name.as_str()))
+        .collect())
 }
 
 async fn columns(

@@ -340,13 +340,14 @@ impl HostStore for SqliteStore {
     async fn record_hello(&self, host_id: HostId, hello: &HelloRecord) -> StoreResult<()> {
         let mut tx = self.begin_write().await?;
         let updated = sqlx::query(
-            "UPDATE hosts SET connection_id = ?, online = 1, \
+            "UPDATE hosts SET connection_id = ?, server_id = ?, online = 1, \
              last_seen_at = MAX(COALESCE(last_seen_at, 0), ?), \
              agent_version = ?, restic_version = ?, restic_error = ?, protocol_version = ?, \
              hostname = ?, os = ?, arch = ?, hooks = ?, hooks_refused = ?, platform = ? \
              WHERE id = ? AND deleted_at IS NULL",
         )
         .bind(&hello.connection_id)
+        .bind(&hello.server_id)
         .bind(ms(hello.at))
         .bind(&hello.agent_version)
         .bind(&hello.restic_version)

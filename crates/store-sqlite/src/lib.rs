@@ -27,6 +27,7 @@ pub mod copy;
 mod agent_tokens;
 mod alerts;
 mod audit;
+mod cluster;
 mod codec;
 mod hosts;
 mod jobs;

@@ -42,6 +42,7 @@ async fn host_named(store: &dyn Store, name: &str) -> HostId {
 async fn online(store: &dyn Store, host: HostId) {
     let hello = HelloRecord {
         connection_id: format!("conn-{host}"),
+        server_id: "server-1".to_owned(),
         agent_version: "1.0.0".to_owned(),
         restic_version: Some("0.14.0".to_owned()),
         restic_error: None,

@@ -22,6 +22,7 @@ fn session(user_id: UserId, expires: i64) -> Session {
 fn hello(conn: &str, at: i64) -> HelloRecord {
     HelloRecord {
         connection_id: conn.to_owned(),
+        server_id: "server-1".to_owned(),
         agent_version: "0.1.0".to_owned(),
         restic_version: Some("0.17.3".to_owned()),
         restic_error: None,

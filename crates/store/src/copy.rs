@@ -63,6 +63,11 @@ pub const TABLES: &[Table] = &[
     table("notification_outbox", &["id"]),
 ];
 
+/// Tables a copy leaves alone: they describe the servers running on a
+/// database (`servers`, `leases`), not the fleet, and mean nothing on
+/// another one. A backend's `tables` leaves them out.
+pub const NOT_COPIED: &[&str] = &["servers", "leases"];
+
 /// What one column of one row holds, whatever the engine. A flag reads as
 /// [`Value::Int`] (0/1) from SQLite and [`Value::Bool`] from PostgreSQL;
 /// the writer converts to its own column's type.

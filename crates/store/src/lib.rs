@@ -4,7 +4,7 @@
 //! types; `rm-store-sqlite` (and later PostgreSQL) implement it. It is the
 //! sum of one trait per aggregate (users, hosts, repositories, sealing,
 //! policies, jobs, snapshots, schedules, audit, agent tokens, alerts,
-//! notifications), one file each, so an implementation can be laid out the
+//! notifications, cluster), one file each, so an implementation can be laid out the
 //! same way; `use rm_store::prelude::*;` brings every one of them into scope
 //! (calling a part's method on a `dyn Store` needs that part in scope). Nothing here
 //! knows SQL or HTTP, so the server can be tested against any implementation
@@ -13,6 +13,7 @@
 mod agent_tokens;
 mod alerts;
 mod audit;
+mod cluster;
 mod error;
 mod hosts;
 mod jobs;
@@ -33,6 +34,7 @@ use chrono::{DateTime, Utc};
 pub use agent_tokens::AgentTokenStore;
 pub use alerts::{AlertFilter, AlertRecord, AlertStore, NewAlert, SilenceRecord};
 pub use audit::AuditStore;
+pub use cluster::{ClusterStore, ServerRecord};
 pub use error::{StorageFault, StoreError, StoreResult};
 pub use hosts::HostStore;
 pub use jobs::JobStore;
@@ -50,8 +52,9 @@ pub use users::UserStore;
 /// Every store trait, for `use rm_store::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        AgentTokenStore, AlertStore, AuditStore, HostStore, JobStore, NotificationStore,
-        PolicyStore, RepositoryStore, ScheduleStore, SealingStore, SnapshotStore, Store, UserStore,
+        AgentTokenStore, AlertStore, AuditStore, ClusterStore, HostStore, JobStore,
+        NotificationStore, PolicyStore, RepositoryStore, ScheduleStore, SealingStore,
+        SnapshotStore, Store, UserStore,
     };
 }
 
@@ -84,6 +87,7 @@ pub trait Store:
     + ScheduleStore
     + AuditStore
     + AgentTokenStore
+    + ClusterStore
     + Send
     + Sync
     + 'static

@@ -275,8 +275,12 @@ impl HostCounts {
 /// What an accepted `hello` records.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HelloRecord {
-    /// Id of the connection that now owns the host.
+    /// Id of the connection that now owns the host (a ULID: unique across
+    /// servers too).
     pub connection_id: String,
+    /// Id of the server holding that connection (see
+    /// [`crate::ClusterStore`]).
+    pub server_id: String,
     /// Agent release version.
     pub agent_version: String,
     /// restic version, if detected.

@@ -57,10 +57,15 @@ impl TestServer {
         TestServer::start_configured(None, configure).await
     }
 
-    /// Starts a server on a store of `backend`, whatever `RM_TEST_STORE`
-    /// says (a bench comparing stores), after `configure` adjusts its
-    /// settings.
-    pub async fn start_on(
+    /// Starts a server with default settings on a store of `backend`,
+    /// whatever `RM_TEST_STORE` says (a bench comparing stores, a test of
+    /// one store's behaviour).
+    pub async fn start_on(backend: Backend) -> anyhow::Result<TestServer> {
+        TestServer::start_on_with(backend, |_| {}).await
+    }
+
+    /// [`TestServer::start_on`] after `configure` adjusts its settings.
+    pub async fn start_on_with(
         backend: Backend,
         configure: impl FnOnce(&mut ServerConfig),
     ) -> anyhow::Result<TestServer> {
@@ -103,7 +108,45 @@ impl TestServer {
         config.tls_fingerprint = tls.as_ref().map(|t| t.identity.fingerprint());
         configure(&mut config);
         let database = TestDatabase::create_in_for(data_dir.path(), backend).await?;
-        TestServer::launch(data_dir, database, listener, config, tls).await
+        let store = database.open().await?;
+        TestServer::launch(data_dir, Some(database), store, listener, config, tls).await
+    }
+
+    /// Starts another server on this one's database (several servers on
+    /// one PostgreSQL), with its own port and data directory, this one's
+    /// sealing key, default settings and one heartbeat a second, after
+    /// `configure` adjusts them. It does not own the database, which goes
+    /// with `self`: it cannot be restarted.
+    pub async fn start_beside(
+        &self,
+        configure: impl FnOnce(&mut ServerConfig),
+    ) -> anyhow::Result<TestServer> {
+        let database = self
+            .database()
+            .context("this server's database was taken; no server can start beside it")?;
+        let store = database.open().await?;
+        let data_dir = tempfile::tempdir()?;
+        std::fs::copy(
+            self.data_dir().join(rm_server::KEY_FILE),
+            data_dir.path().join(rm_server::KEY_FILE),
+        )
+        .context("copying the sealing key")?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let mut config = ServerConfig::new(format!("http://{}", listener.local_addr()?));
+        config.heartbeat_seconds = 1;
+        configure(&mut config);
+        TestServer::launch(data_dir, None, store, listener, config, None).await
+    }
+
+    /// Stops the server as a crash would (SIGKILL): it stops serving at
+    /// once, and its registration and leases are neither renewed nor
+    /// released, so they expire for the other servers to take over.
+    /// Nothing of the graceful stop runs; the database stays.
+    pub fn crash(&mut self) {
+        self.state.cluster().halt();
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
     }
 
     /// The server's certificate, in TLS mode.
@@ -142,12 +185,12 @@ impl TestServer {
 
     async fn launch(
         data_dir: TempDir,
-        database: TestDatabase,
+        database: Option<TestDatabase>,
+        store: Arc<dyn Store>,
         listener: tokio::net::TcpListener,
         config: ServerConfig,
         tls: Option<Arc<TestTls>>,
     ) -> anyhow::Result<TestServer> {
-        let store = database.open().await?;
         rm_server::ensure_first_admin(store.as_ref(), Some(ADMIN_PASSWORD)).await?;
         let addr = listener.local_addr()?;
         let scheme = if tls.is_some() { "https" } else { "http" };
@@ -180,7 +223,7 @@ impl TestServer {
             shutdown,
             task: Some(task),
             data_dir,
-            database: Some(database),
+            database,
             tls,
             client,
         };
@@ -504,9 +547,11 @@ impl StoppedServer {
     /// Starts it again on the same port with the same database.
     pub async fn start(self) -> anyhow::Result<TestServer> {
         let listener = tokio::net::TcpListener::bind(self.addr).await?;
+        let store = self.database.open().await?;
         TestServer::launch(
             self.data_dir,
-            self.database,
+            Some(self.database),
+            store,
             listener,
             self.config,
             self.tls,

@@ -53,16 +53,32 @@ pub async fn enrol_host(
     Ok(id)
 }
 
-/// Records an agent connection of `host` at `at` (online); returns the
-/// connection id to pass to `mark_host_offline`.
+/// The server id [`connect_host`] records as holding the connection: no
+/// running server has it.
+pub const TEST_SERVER_ID: &str = "test-server";
+
+/// Records an agent connection of `host` at `at` (online), held by
+/// [`TEST_SERVER_ID`]; returns the connection id to pass to
+/// `mark_host_offline`.
 pub async fn connect_host(
     store: &dyn Store,
     host: HostId,
     at: DateTime<Utc>,
 ) -> anyhow::Result<String> {
+    connect_host_to(store, host, TEST_SERVER_ID, at).await
+}
+
+/// [`connect_host`] with the connection held by server `server`.
+pub async fn connect_host_to(
+    store: &dyn Store,
+    host: HostId,
+    server: &str,
+    at: DateTime<Utc>,
+) -> anyhow::Result<String> {
     let connection = TokenId::new().to_string();
     let hello = HelloRecord {
         connection_id: connection.clone(),
+        server_id: server.to_owned(),
         agent_version: String::from("test"),
         restic_version: None,
         restic_error: None,
@@ -109,5 +125,29 @@ pub async fn ended_job(
         provisional: false,
     };
     store.finish_job(id, &end, None).await?;
+    Ok(id)
+}
+
+/// Stores a `kind` job of `host` that its agent is running since `at`.
+pub async fn running_job(
+    store: &dyn Store,
+    host: HostId,
+    kind: &str,
+    at: DateTime<Utc>,
+) -> anyhow::Result<JobId> {
+    let id = JobId::new();
+    let job = NewJob {
+        id,
+        host_id: host,
+        kind: kind.to_owned(),
+        params: serde_json::json!({}),
+        trigger: JobTrigger::Manual,
+        schedule_id: None,
+        status: JobStatus::Dispatched,
+        error: None,
+        created_at: at,
+    };
+    store.create_job(&job, None).await?;
+    store.advance_job(id, JobStatus::Running, at).await?;
     Ok(id)
 }

@@ -26,6 +26,7 @@ use rm_store::{AlertFilter, AlertRecord, Job, NewAlert, SilenceRecord, StoreErro
 use tokio::sync::{mpsc, Notify};
 
 use crate::audit::{Action, Audit, Target};
+use crate::cluster::{Lease, ALERTS_LEASE};
 use crate::notify::{AlertEvent, AlertNotice, NoticeHost};
 use crate::state::AppState;
 use evaluator::{Evaluator, Settings};
@@ -246,12 +247,30 @@ fn spawn_with_clock(
             .unwrap_or(chrono::Duration::zero()),
     };
     let evaluator = Evaluator::new(state.store_arc(), clock, settings);
+    let lease = Lease::spawn(state, ALERTS_LEASE);
     let state = state.clone();
-    Some(tokio::spawn(run(state, evaluator, receiver)))
+    Some(tokio::spawn(run(state, evaluator, receiver, lease)))
 }
 
-async fn run(state: AppState, mut evaluator: Evaluator, mut changed: mpsc::Receiver<HostId>) {
+/// The evaluator's loop, while this server holds the alerts lease (with
+/// several servers on one database, one evaluates and hands notifications
+/// over; alone, the lease is always held).
+async fn run(
+    state: AppState,
+    mut evaluator: Evaluator,
+    mut changed: mpsc::Receiver<HostId>,
+    mut lease: Lease,
+) {
     loop {
+        if !lease.is_held() {
+            tokio::select! {
+                _ = lease.held() => {}
+                _ = state.stopping() => return,
+            }
+            // What the last holder knew is not here: the deadline index is
+            // rebuilt from the store.
+            state.alerts().resync.store(true, Ordering::Release);
+        }
         if let Err(e) = round(&state, &mut evaluator, &mut changed).await {
             tracing::error!(error = %e, "alert evaluation failed; retrying in 5 s");
             state.alerts().resync.store(true, Ordering::Release);
@@ -268,6 +287,7 @@ async fn run(state: AppState, mut evaluator: Evaluator, mut changed: mpsc::Recei
         tokio::select! {
             _ = tokio::time::sleep(wake) => {}
             _ = state.alerts().wake.notified() => {}
+            _ = lease.lost() => {}
             Some(host) = changed.recv() => {
                 if let Err(e) = evaluator.host_changed(host).await {
                     tracing::error!(%host, error = %e, "could not re-read a host for its alerts");

@@ -941,8 +941,13 @@ async fn fail_lost_jobs(
     why: &str,
     grace: Duration,
 ) -> bool {
-    if state.hub().is_connected(host) {
-        return true;
+    match crate::cluster::agent_connected(state, host).await {
+        Ok(true) => return true,
+        Ok(false) => {}
+        Err(e) => {
+            state.storage().failed("checking where a lost agent is", &e);
+            return false;
+        }
     }
     let active = match state.store().active_jobs(host).await {
         Ok(active) => active,
