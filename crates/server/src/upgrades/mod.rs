@@ -117,6 +117,7 @@ pub async fn request(
     };
     let version = server_version();
     let mut send = Vec::new();
+    let mut elsewhere = Vec::new();
     let mut pending: Vec<HostId> = Vec::new();
     let mut skipped = Vec::new();
     let mut offers: std::collections::HashMap<String, Option<AgentUpgrade>> =
@@ -164,6 +165,10 @@ pub async fn request(
         };
         if state.hub().is_connected(host.id) {
             send.push((host.id, host.name.clone(), from, upgrade));
+        } else if host.online && crate::cluster::bus::running(state) {
+            // Online through another server, which is asked to send it
+            // once the request is stored.
+            elsewhere.push((host.id, host.name.clone(), from));
         } else {
             pending.push(host.id);
             skipped.push(skip(String::from(
@@ -172,8 +177,9 @@ pub async fn request(
         }
     }
     let mut ids: Vec<HostId> = send.iter().map(|(id, ..)| *id).collect();
+    ids.extend(elsewhere.iter().map(|(id, ..)| *id));
     ids.extend(&pending);
-    let entry = audit.map(|entry_for| entry_for(send.len(), pending.len()));
+    let entry = audit.map(|entry_for| entry_for(send.len() + elsewhere.len(), pending.len()));
     if !ids.is_empty() || entry.is_some() {
         state
             .store()
@@ -181,6 +187,20 @@ pub async fn request(
             .await?;
     }
     let mut sent = Vec::new();
+    for (host_id, name, from) in elsewhere {
+        crate::cluster::bus::send(
+            state,
+            crate::cluster::bus::Signal::Push {
+                host: host_id,
+                what: crate::cluster::bus::Pushed::Upgrade,
+            },
+        );
+        sent.push(UpgradeSent {
+            host_id: host_id.to_string(),
+            name,
+            from,
+        });
+    }
     for (host_id, name, from, upgrade) in send {
         // Gone since the check: it gets the upgrade at its next hello.
         let delivered = state
@@ -208,6 +228,38 @@ pub async fn request(
         sent,
         skipped,
     })
+}
+
+/// Sends `host`'s agent, connected here, the upgrade requested for it on
+/// another server (as [`after_hello`] does on a reconnect).
+pub(crate) async fn send_requested(state: &AppState, host_id: HostId) {
+    let Some(conn) = state.hub().get(host_id) else {
+        return;
+    };
+    let host = match state.store().host(host_id).await {
+        Ok(Some(host)) => host,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::error!(%host_id, error = %e, "could not read the host's requested upgrade");
+            return;
+        }
+    };
+    let (Some(platform), true) = (
+        host.platform.as_deref(),
+        host.upgrade.requested_version.is_some() && outdated(host.agent_version.as_deref()),
+    ) else {
+        return;
+    };
+    match offer(state, platform).await {
+        Ok(Some(upgrade)) => {
+            tracing::info!(%host_id, to = %upgrade.version, "sending the agent upgrade requested on another server");
+            let _ = conn.send(Frame::new(upgrade));
+        }
+        Ok(None) => {
+            tracing::warn!(%host_id, "no agent binary for {platform} on this server; the upgrade is not sent")
+        }
+        Err(e) => tracing::error!(%host_id, error = %e, "could not read the agent binary to offer"),
+    }
 }
 
 /// After an accepted `hello`: an agent that is still older than the
