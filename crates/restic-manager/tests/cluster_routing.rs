@@ -15,7 +15,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::Write;
 use std::time::Duration;
 
 use rm_protocol::{
@@ -29,18 +28,7 @@ const LIMIT: Duration = Duration::from_secs(20);
 
 /// Whether PostgreSQL is there; prints why not, and fails under CI.
 fn postgres(test: &str) -> bool {
-    if Backend::postgres_configured() {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("RM_TEST_POSTGRES_URL is not set (CI=true): scripts/test starts PostgreSQL");
-    }
-    let _ = writeln!(
-        std::io::stderr(),
-        "skipping {test}: RM_TEST_POSTGRES_URL is not set (scripts/test starts a temporary \
-         PostgreSQL; or run scripts/postgres-temp start DIR and export it)"
-    );
-    false
+    Backend::postgres_or_skip(test).is_some()
 }
 
 /// Two servers on one fresh database, and a host whose agent is connected
@@ -438,4 +426,40 @@ async fn a_job_for_an_agent_connected_nowhere_is_refused_on_both() {
             .unwrap();
         assert_eq!(status, 409, "{body}");
     }
+}
+
+#[tokio::test]
+async fn an_upgrade_requested_on_one_server_is_sent_by_the_other() {
+    if !postgres("an_upgrade_requested_on_one_server_is_sent_by_the_other") {
+        return;
+    }
+    let a = TestServer::start_on(Backend::Postgres).await.unwrap();
+    let b = a.start_beside(|_| {}).await.unwrap();
+    let (host, token) = a.enrolled_host("old-1").await.unwrap();
+    let mut agent = RawAgent::connect_as(&b.ws_url(), &token).await.unwrap();
+    let mut hello = rm_testkit::hello(rm_protocol::CURRENT_PROTOCOL_VERSION);
+    hello.platform = Some(rm_protocol::upgrade::own_platform());
+    agent.send(Frame::new(hello)).await.unwrap();
+    for _ in 0..2 {
+        let frame = agent.recv().await.unwrap();
+        assert!(
+            matches!(
+                frame.message,
+                Message::ConfigUpdate(_) | Message::ScheduleSet(_)
+            ),
+            "{frame:?}"
+        );
+    }
+    let admin = a.admin().await.unwrap();
+    let (status, answer) = admin
+        .post("/api/v1/agents/upgrade", json!({ "host_id": host }))
+        .await
+        .unwrap();
+    assert!(status.is_success(), "{status}: {answer}");
+    assert_eq!(answer["sent"][0]["host_id"], host.as_str(), "{answer:#}");
+    let frame = agent.recv().await.unwrap();
+    let Message::AgentUpgrade(upgrade) = frame.message else {
+        panic!("expected agent.upgrade, got {frame:?}");
+    };
+    assert_eq!(upgrade.version, env!("CARGO_PKG_VERSION"));
 }

@@ -230,8 +230,10 @@ pub async fn request(
     })
 }
 
-/// Sends `host`'s agent, connected here, the upgrade requested for it on
-/// another server (as [`after_hello`] does on a reconnect).
+/// Sends `host`'s agent, connected here, the upgrade requested for it, if
+/// it is still older than this server: after its hello, or when another
+/// server asks (the request was made there). A platform this server has
+/// no binary for is recorded as the upgrade's failure.
 pub(crate) async fn send_requested(state: &AppState, host_id: HostId) {
     let Some(conn) = state.hub().get(host_id) else {
         return;
@@ -252,42 +254,8 @@ pub(crate) async fn send_requested(state: &AppState, host_id: HostId) {
     };
     match offer(state, platform).await {
         Ok(Some(upgrade)) => {
-            tracing::info!(%host_id, to = %upgrade.version, "sending the agent upgrade requested on another server");
+            tracing::info!(%host_id, from = host.agent_version.as_deref().unwrap_or(""), to = %upgrade.version, "sending the requested agent upgrade");
             let _ = conn.send(Frame::new(upgrade));
-        }
-        Ok(None) => {
-            tracing::warn!(%host_id, "no agent binary for {platform} on this server; the upgrade is not sent")
-        }
-        Err(e) => tracing::error!(%host_id, error = %e, "could not read the agent binary to offer"),
-    }
-}
-
-/// After an accepted `hello`: an agent that is still older than the
-/// server and has an upgrade requested is sent it now.
-pub(crate) async fn after_hello(state: &AppState, host_id: HostId, hello: &Hello) {
-    let Some(platform) = hello.platform.as_deref() else {
-        return;
-    };
-    if !outdated(Some(&hello.agent_version)) {
-        return;
-    }
-    let host = match state.store().host(host_id).await {
-        Ok(Some(host)) => host,
-        Ok(None) => return,
-        Err(e) => {
-            tracing::error!(%host_id, error = %e, "could not read the host's requested upgrade");
-            return;
-        }
-    };
-    if host.upgrade.requested_version.is_none() {
-        return;
-    }
-    match offer(state, platform).await {
-        Ok(Some(upgrade)) => {
-            tracing::info!(%host_id, from = %hello.agent_version, to = %upgrade.version, "sending the requested agent upgrade");
-            if let Some(conn) = state.hub().get(host_id) {
-                let _ = conn.send(Frame::new(upgrade));
-            }
         }
         Ok(None) => {
             let error = format!("no agent binary for {platform} on this server");
@@ -304,6 +272,15 @@ pub(crate) async fn after_hello(state: &AppState, host_id: HostId, hello: &Hello
                 .await;
         }
         Err(e) => tracing::error!(%host_id, error = %e, "could not read the agent binary to offer"),
+    }
+}
+
+/// After an accepted `hello` (its version and platform stored): an agent
+/// that is still older than the server and has an upgrade requested is
+/// sent it now.
+pub(crate) async fn after_hello(state: &AppState, host_id: HostId, hello: &Hello) {
+    if hello.platform.is_some() && outdated(Some(&hello.agent_version)) {
+        send_requested(state, host_id).await;
     }
 }
 
