@@ -463,3 +463,51 @@ async fn an_upgrade_requested_on_one_server_is_sent_by_the_other() {
     };
     assert_eq!(upgrade.version, env!("CARGO_PKG_VERSION"));
 }
+
+#[tokio::test]
+async fn policies_changed_on_two_servers_at_once_both_reach_every_host() {
+    if !postgres("policies_changed_on_two_servers_at_once_both_reach_every_host") {
+        return;
+    }
+    let a = TestServer::start_on(Backend::Postgres).await.unwrap();
+    let b = a.start_beside(|_| {}).await.unwrap();
+    let labels = rm_core::Labels::parse_pairs("labels", "env=prod").unwrap();
+    for i in 0..40 {
+        rm_testkit::store::enrol_host(
+            a.store(),
+            &format!("h{i}"),
+            labels.clone(),
+            chrono::Utc::now(),
+        )
+        .await
+        .unwrap();
+    }
+    let (admin_a, admin_b) = (a.admin().await.unwrap(), b.admin().await.unwrap());
+    for round in 0..4 {
+        let body = |name: String, priority: u32| {
+            json!({
+                "name": name,
+                "selector": {"env": "prod"},
+                "priority": priority,
+                "schedules": [{"kind": "backup", "cron": "0 2 * * *", "params": {"paths": ["/etc"]}}],
+            })
+        };
+        // Each server decides from what it read; whichever writes second
+        // must decide again with the other's policy in view.
+        let (on_a, on_b) = tokio::join!(
+            admin_a.post("/api/v1/policies", body(format!("a{round}"), 2 * round + 1)),
+            admin_b.post("/api/v1/policies", body(format!("b{round}"), 2 * round + 2)),
+        );
+        let (status, _) = on_a.unwrap();
+        assert_eq!(status, 201);
+        let (status, winner) = on_b.unwrap();
+        assert_eq!(status, 201, "{winner}");
+        let winner: rm_core::PolicyId = winner["id"].as_str().unwrap().parse().unwrap();
+        let hosts = a.store().hosts_of_policy(winner).await.unwrap();
+        assert_eq!(
+            hosts.len(),
+            40,
+            "round {round}: the top policy holds every host"
+        );
+    }
+}

@@ -25,3 +25,12 @@ CREATE TABLE cluster_replies (
     body       TEXT             NOT NULL,
     created_at BIGINT           NOT NULL
 );
+-- The policy generation, moved on by every application of policy changes:
+-- a reconciler writes only if it has not moved since it read, and its row
+-- lock orders concurrent applications (see
+-- PolicyStore::apply_policy_changes). Not copied.
+CREATE TABLE policy_generation (
+    id         BIGINT NOT NULL PRIMARY KEY CHECK (id = 1),
+    generation BIGINT NOT NULL
+);
+INSERT INTO policy_generation (id, generation) VALUES (1, 0);

@@ -398,14 +398,42 @@ impl PolicyStore for PostgresStore {
         finish(tx, result).await
     }
 
+    async fn policy_generation(&self) -> StoreResult<u64> {
+        let generation: i64 =
+            sqlx::query_scalar("SELECT generation FROM policy_generation WHERE id = 1")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(|e| self.error(e))?;
+        u64::try_from(generation)
+            .map_err(|_| StoreError::Corrupt(format!("policy generation {generation}")))
+    }
+
     async fn apply_policy_changes(
         &self,
+        generation: u64,
         policy: Option<&PolicyWrite>,
         changes: &[HostPolicyChange],
         audit: Option<&NewAuditEntry>,
     ) -> StoreResult<Vec<(HostId, u64)>> {
         let mut tx = self.pool.begin().await.map_err(|e| self.error(e))?;
         let result: StoreResult<_> = async {
+            // First: the generation's row lock orders concurrent applies
+            // (the second waits, then finds the generation moved), so no
+            // two ever lock host rows in different orders.
+            let moved = sqlx::query(
+                "UPDATE policy_generation SET generation = generation + 1 \
+                 WHERE id = 1 AND generation = $1",
+            )
+            .bind(i64::try_from(generation).unwrap_or(i64::MAX))
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?
+            .rows_affected();
+            if moved == 0 {
+                return Err(StoreError::Stale(format!(
+                    "the policies or hosts were changed after generation {generation} was read"
+                )));
+            }
             match policy {
                 Some(PolicyWrite::Create(p)) => insert_policy(&mut tx, p).await?,
                 Some(PolicyWrite::Update(p)) => {

@@ -25,3 +25,11 @@ CREATE TABLE cluster_replies (
     body       TEXT    NOT NULL,
     created_at INTEGER NOT NULL
 );
+-- The policy generation, moved on by every application of policy changes:
+-- a reconciler writes only if it has not moved since it read (two servers
+-- reconciling at once; see PolicyStore::apply_policy_changes). Not copied.
+CREATE TABLE policy_generation (
+    id         INTEGER NOT NULL PRIMARY KEY CHECK (id = 1),
+    generation INTEGER NOT NULL
+);
+INSERT INTO policy_generation (id, generation) VALUES (1, 0);

@@ -212,11 +212,27 @@ impl SqliteStore {
 
     pub(crate) async fn apply_policy_changes_impl(
         &self,
+        generation: u64,
         policy: Option<&PolicyWrite>,
         changes: &[HostPolicyChange],
         audit: Option<&NewAuditEntry>,
     ) -> StoreResult<Vec<(HostId, u64)>> {
         let mut tx = self.begin_write().await?;
+        let moved = sqlx::query(
+            "UPDATE policy_generation SET generation = generation + 1 \
+             WHERE id = 1 AND generation = ?",
+        )
+        .bind(i64::try_from(generation).unwrap_or(i64::MAX))
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?
+        .rows_affected();
+        if moved == 0 {
+            tx.rollback().await.map_err(backend)?;
+            return Err(StoreError::Stale(format!(
+                "the policies or hosts were changed after generation {generation} was read"
+            )));
+        }
         match policy {
             Some(PolicyWrite::Create(p)) => write_policy(&mut tx, p, false).await?,
             Some(PolicyWrite::Update(p)) => {
@@ -595,13 +611,25 @@ impl PolicyStore for SqliteStore {
         self.policy_targets_impl(hosts).await
     }
 
+    async fn policy_generation(&self) -> StoreResult<u64> {
+        let generation: i64 =
+            sqlx::query_scalar("SELECT generation FROM policy_generation WHERE id = 1")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(backend)?;
+        u64::try_from(generation)
+            .map_err(|_| StoreError::Corrupt(format!("policy generation {generation}")))
+    }
+
     async fn apply_policy_changes(
         &self,
+        generation: u64,
         policy: Option<&PolicyWrite>,
         changes: &[HostPolicyChange],
         audit: Option<&NewAuditEntry>,
     ) -> StoreResult<Vec<(HostId, u64)>> {
-        self.apply_policy_changes_impl(policy, changes, audit).await
+        self.apply_policy_changes_impl(generation, policy, changes, audit)
+            .await
     }
 
     async fn hosts_of_policy(&self, id: PolicyId) -> StoreResult<Vec<Host>> {

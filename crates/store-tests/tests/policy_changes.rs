@@ -13,7 +13,7 @@ use rm_store::{
     HostPolicyChange, PolicyRecord, PolicyScheduleRecord, PolicyWrite, RepositoryChange,
     ScheduleRecord, SealFormat, SealedRepository, StoreError,
 };
-use rm_store_tests::{enrollment, new_host, open_temp_store, t};
+use rm_store_tests::{enrollment, new_host, open_temp_store, t, Backend};
 
 /// More hosts than one `IN (…)` list or one multi-row insert holds.
 const HOSTS: usize = 1_203;
@@ -108,7 +108,12 @@ async fn a_change_for_many_hosts_gives_each_exactly_its_rows_and_one_bump() {
         .collect();
     let created = policy(policy_id, &[(daily, "0 3 * * *"), (weekly, "0 5 * * 0")]);
     let bumped = store
-        .apply_policy_changes(Some(&PolicyWrite::Create(created)), &first, None)
+        .apply_policy_changes(
+            store.policy_generation().await.unwrap(),
+            Some(&PolicyWrite::Create(created)),
+            &first,
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(bumped.len(), HOSTS);
@@ -146,7 +151,12 @@ async fn a_change_for_many_hosts_gives_each_exactly_its_rows_and_one_bump() {
         .collect();
     let changed = policy(policy_id, &[(daily, "30 4 * * *")]);
     let bumped = store
-        .apply_policy_changes(Some(&PolicyWrite::Update(changed)), &second, None)
+        .apply_policy_changes(
+            store.policy_generation().await.unwrap(),
+            Some(&PolicyWrite::Update(changed)),
+            &second,
+            None,
+        )
         .await
         .unwrap();
     // Neither the deleted host nor the one whose set did not change.
@@ -195,6 +205,7 @@ async fn a_row_of_another_host_is_neither_replaced_nor_removed() {
     };
     store
         .apply_policy_changes(
+            store.policy_generation().await.unwrap(),
             Some(&PolicyWrite::Create(policy(
                 policy_id,
                 &[(daily, "0 3 * * *")],
@@ -213,7 +224,12 @@ async fn a_row_of_another_host_is_neither_replaced_nor_removed() {
         delete_schedules: vec![their_row],
     };
     store
-        .apply_policy_changes(None, &[stray], None)
+        .apply_policy_changes(
+            store.policy_generation().await.unwrap(),
+            None,
+            &[stray],
+            None,
+        )
         .await
         .unwrap();
     let (_, set) = store.schedule_set(theirs).await.unwrap();
@@ -271,6 +287,7 @@ async fn policies_are_read_back_named_uniquely_and_give_repositories_but_never_o
     };
     let bumped = store
         .apply_policy_changes(
+            store.policy_generation().await.unwrap(),
             Some(&PolicyWrite::Create(fleet.clone())),
             &[give(given), give(own)],
             None,
@@ -326,6 +343,7 @@ async fn policies_are_read_back_named_uniquely_and_give_repositories_but_never_o
     let taken = policy(PolicyId::new(), &[]);
     let err = store
         .apply_policy_changes(
+            store.policy_generation().await.unwrap(),
             Some(&PolicyWrite::Create(taken)),
             &[keep(other, Some(policy_id))],
             None,
@@ -337,12 +355,22 @@ async fn policies_are_read_back_named_uniquely_and_give_repositories_but_never_o
     // Updating or deleting a policy that is not there.
     let ghost = policy(PolicyId::new(), &[]);
     let err = store
-        .apply_policy_changes(Some(&PolicyWrite::Update(ghost.clone())), &[], None)
+        .apply_policy_changes(
+            store.policy_generation().await.unwrap(),
+            Some(&PolicyWrite::Update(ghost.clone())),
+            &[],
+            None,
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
     let err = store
-        .apply_policy_changes(Some(&PolicyWrite::Delete(ghost.id)), &[], None)
+        .apply_policy_changes(
+            store.policy_generation().await.unwrap(),
+            Some(&PolicyWrite::Delete(ghost.id)),
+            &[],
+            None,
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
@@ -358,6 +386,7 @@ async fn policies_are_read_back_named_uniquely_and_give_repositories_but_never_o
     };
     store
         .apply_policy_changes(
+            store.policy_generation().await.unwrap(),
             Some(&PolicyWrite::Update(changed.clone())),
             &[remove(given), remove(own)],
             None,
@@ -374,6 +403,7 @@ async fn policies_are_read_back_named_uniquely_and_give_repositories_but_never_o
     // Deleted, with its hosts let go.
     store
         .apply_policy_changes(
+            store.policy_generation().await.unwrap(),
             Some(&PolicyWrite::Delete(policy_id)),
             &[keep(given, None), keep(own, None)],
             None,
@@ -383,4 +413,69 @@ async fn policies_are_read_back_named_uniquely_and_give_repositories_but_never_o
     assert!(store.policies().await.unwrap().is_empty());
     assert!(store.hosts_of_policy(policy_id).await.unwrap().is_empty());
     assert!(store.policy_coverage().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn changes_decided_at_an_old_generation_are_refused_and_write_nothing() {
+    let (_db, store) = open_temp_store().await.unwrap();
+    let read_at = store.policy_generation().await.unwrap();
+    let first = policy(PolicyId::new(), &[]);
+    store
+        .apply_policy_changes(read_at, Some(&PolicyWrite::Create(first)), &[], None)
+        .await
+        .unwrap();
+    assert_eq!(store.policy_generation().await.unwrap(), read_at + 1);
+    // A second change decided from the same read comes too late.
+    let mut second = policy(PolicyId::new(), &[]);
+    second.name = String::from("second");
+    let err = store
+        .apply_policy_changes(
+            read_at,
+            Some(&PolicyWrite::Create(second.clone())),
+            &[],
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Stale(_)), "{err:?}");
+    assert!(store.policy(second.id).await.unwrap().is_none());
+    assert_eq!(store.policy_generation().await.unwrap(), read_at + 1);
+}
+
+#[tokio::test]
+async fn of_stores_applying_at_one_generation_exactly_one_writes() {
+    let (db, store) = open_temp_store().await.unwrap();
+    let mut stores = vec![store.clone()];
+    if Backend::from_env() == Backend::Postgres {
+        for _ in 0..5 {
+            stores.push(db.open().await.unwrap());
+        }
+    }
+    for round in 0..10 {
+        let read_at = store.policy_generation().await.unwrap();
+        let tasks: Vec<_> = stores
+            .iter()
+            .cloned()
+            .enumerate()
+            .map(|(i, store)| {
+                tokio::spawn(async move {
+                    let mut mine = policy(PolicyId::new(), &[]);
+                    mine.name = format!("policy {round}.{i}");
+                    store
+                        .apply_policy_changes(read_at, Some(&PolicyWrite::Create(mine)), &[], None)
+                        .await
+                })
+            })
+            .collect();
+        let mut written = 0;
+        for task in tasks {
+            match task.await.unwrap() {
+                Ok(_) => written += 1,
+                Err(StoreError::Stale(_)) => {}
+                Err(e) => panic!("round {round}: {e:?}"),
+            }
+        }
+        assert_eq!(written, 1, "round {round}");
+    }
+    assert_eq!(store.policies().await.unwrap().len(), 10);
 }

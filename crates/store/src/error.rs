@@ -29,6 +29,10 @@ pub enum StoreError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// What the change was decided from changed meanwhile (another server
+    /// wrote first); nothing was written. Read again, decide again.
+    #[error("changed meanwhile: {0}")]
+    Stale(String),
     /// The database itself failed.
     #[error("database error: {0}")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),

@@ -23,11 +23,23 @@ pub trait PolicyStore: Send + Sync {
     /// in id order.
     async fn policy_targets(&self, hosts: Option<&[HostId]>) -> StoreResult<Vec<PolicyTarget>>;
 
+    /// The policy generation: moved on by every
+    /// [`PolicyStore::apply_policy_changes`]. A reconciler reads it before
+    /// what it decides from, and writes only if it has not moved since.
+    async fn policy_generation(&self) -> StoreResult<u64>;
+
     /// Writes `policy` (if any) and every host's change in one transaction,
     /// bumping the schedule version once for each host whose schedules
     /// change. Returns those hosts with their new versions.
+    ///
+    /// `generation` is the [`PolicyStore::policy_generation`] the changes
+    /// were decided at: if another change was applied since (by another
+    /// server), nothing is written and the answer is
+    /// [`crate::StoreError::Stale`]. Of two applying at once, one waits for
+    /// the other and then finds the generation moved.
     async fn apply_policy_changes(
         &self,
+        generation: u64,
         policy: Option<&PolicyWrite>,
         changes: &[HostPolicyChange],
         audit: Option<&NewAuditEntry>,

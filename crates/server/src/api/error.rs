@@ -158,6 +158,7 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound(what) => ApiError::not_found(format!("{what} not found")),
             StoreError::Conflict(what) => ApiError::conflict(what),
+            e @ StoreError::Stale(_) => ApiError::conflict(format!("{e}; try again")),
             e @ StoreError::Unavailable { .. } => ApiError::storage_unavailable(&e),
             other => ApiError::internal(other),
         }

@@ -6,7 +6,9 @@
 //!
 //! Runs are serialised (one at a time, server-wide): each decides from what
 //! it read, so two at once (an enrolment during a policy edit) could each
-//! write a diff against a state the other just changed.
+//! write a diff against a state the other just changed. Across servers
+//! the store's policy generation does the same: a run writes only if no
+//! other run wrote since it read, and reads and decides again otherwise.
 
 use std::collections::HashMap;
 
@@ -15,7 +17,7 @@ use rm_core::{HostId, JobId, JobStatus, JobTrigger, PolicyId};
 use rm_protocol::{JobKind, RepositoryConfig};
 use rm_store::{
     HostPolicyChange, NewAuditEntry, NewJob, PolicyRecord, PolicyTarget, PolicyWrite,
-    RepositoryChange,
+    RepositoryChange, StoreError,
 };
 
 use super::{effective, open_template, PolicyError, Template};
@@ -42,6 +44,36 @@ pub async fn reconcile(
     audit: Option<&NewAuditEntry>,
 ) -> Result<Outcome, PolicyError> {
     let _one_at_a_time = state.policy_lock().lock().await;
+    let mut attempt = 1;
+    loop {
+        match decide_and_apply(state, scope, write.clone(), audit).await {
+            // Another server applied a change since this run read: read
+            // again and decide again.
+            Err(PolicyError::Store(StoreError::Stale(why))) if attempt < MAX_ATTEMPTS => {
+                tracing::debug!(
+                    attempt,
+                    "policy changes decided on a stale read ({why}); deciding again"
+                );
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Runs of [`reconcile`] before a stale read is reported (each lost to
+/// another server's change applied between its read and its write).
+const MAX_ATTEMPTS: u32 = 8;
+
+/// One run of [`reconcile`]: read at a policy generation, decide, write
+/// if the generation is still the one read.
+async fn decide_and_apply(
+    state: &AppState,
+    scope: Option<&[HostId]>,
+    write: Option<PolicyWrite>,
+    audit: Option<&NewAuditEntry>,
+) -> Result<Outcome, PolicyError> {
+    let generation = state.store().policy_generation().await?;
     let mut policies = state.store().policies().await?;
     match &write {
         Some(PolicyWrite::Create(p)) => policies.push(p.clone()),
@@ -107,7 +139,7 @@ pub async fn reconcile(
     let decided = started.elapsed();
     let bumped = state
         .store()
-        .apply_policy_changes(write.as_ref(), &changes, audit)
+        .apply_policy_changes(generation, write.as_ref(), &changes, audit)
         .await?;
     let written = started.elapsed();
     let outcome = Outcome {
