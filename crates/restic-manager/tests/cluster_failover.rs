@@ -6,7 +6,8 @@
 //! log line stored once, nothing is left queued or running, and the dead
 //! server's registration and leases pass to the survivor, and the job
 //! queued behind the backup on the dead server runs; idle, the agent moves
-//! to the other server and a job made there runs.
+//! to the other server and a job made there runs, and back again once the
+//! first is restarted and the second killed.
 //!
 //! The backup is of a `stdin_from` hook's output, run by the real restic:
 //! the hook writes numbered log lines and waits at gates the test opens,
@@ -415,14 +416,29 @@ async fn the_server_holding_an_idle_agent_killed_a_job_made_on_the_other_runs() 
     let survivor = 1 - dead;
     cluster.servers[dead].kill9().await.unwrap();
     cluster.wait_holder(survivor).await;
-    let admin = cluster.servers[survivor].admin().await.unwrap();
-    let job = admin
-        .start_job(&cluster.agent.host_id, "backup", small_backup(&cluster))
-        .await
-        .unwrap();
-    let end = finished(&admin, &job, &cluster).await;
-    assert_eq!(end["status"], "succeeded", "{end:#}");
+    cluster.backup_through(survivor).await;
     cluster.assert_survivor_alone(dead).await;
+
+    // The dead one back (a new registration at its old address), and the
+    // other killed in turn: the agent goes back to it.
+    cluster.servers[dead].start_again().await.unwrap();
+    cluster.servers[survivor].kill9().await.unwrap();
+    cluster.wait_holder(dead).await;
+    cluster.backup_through(dead).await;
+    cluster.assert_survivor_alone(survivor).await;
+}
+
+impl Cluster {
+    /// Runs a small backup through server `index`; it must succeed.
+    async fn backup_through(&self, index: usize) {
+        let admin = self.servers[index].admin().await.unwrap();
+        let job = admin
+            .start_job(&self.agent.host_id, "backup", small_backup(self))
+            .await
+            .unwrap();
+        let end = finished(&admin, &job, self).await;
+        assert_eq!(end["status"], "succeeded", "{end:#}");
+    }
 }
 
 /// The parameters of a backup of a small folder in the cluster's scratch.
