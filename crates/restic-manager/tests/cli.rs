@@ -435,7 +435,10 @@ async fn cluster_timings_that_would_let_a_lease_lapse_are_refused_before_anythin
         assert!(!out.status.success(), "{renew}/{expiry}");
         let stderr = text(&out.stderr);
         assert!(stderr.contains(phrase), "{renew}/{expiry}: {stderr}");
-        assert!(!data_dir.exists(), "{renew}/{expiry}: the data folder was made");
+        assert!(
+            !data_dir.exists(),
+            "{renew}/{expiry}: the data folder was made"
+        );
     }
 }
 
