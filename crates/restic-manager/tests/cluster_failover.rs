@@ -7,7 +7,8 @@
 //! server's registration and leases pass to the survivor, and the job
 //! queued behind the backup on the dead server runs; idle, the agent moves
 //! to the other server and a job made there runs, and back again once the
-//! first is restarted and the second killed.
+//! first is restarted and the second killed; and with both servers up, an
+//! agent the balancer moves mid-backup finishes its job on the other.
 //!
 //! The backup is of a `stdin_from` hook's output, run by the real restic:
 //! the hook writes numbered log lines and waits at gates the test opens,
@@ -311,7 +312,14 @@ impl Cluster {
     /// The gated backup succeeded on the survivor with every line once,
     /// the queued one after it, and the survivor is alone.
     async fn assert_backups_done(&self, backup: &GatedBackup, dead: usize) {
-        let survivor = 1 - dead;
+        self.assert_backups_finished_on(backup, 1 - dead).await;
+        self.assert_survivor_alone(dead).await;
+    }
+
+    /// The gated backup succeeded, as server `survivor` tells, with every
+    /// line once, and the queued one after it; the agent came back
+    /// through the balancer to `survivor`.
+    async fn assert_backups_finished_on(&self, backup: &GatedBackup, survivor: usize) {
         let admin = self.servers[survivor].admin().await.unwrap();
         let end = finished(&admin, &backup.job, self).await;
         assert_eq!(end["status"], "succeeded", "{end:#}\n{}", self.logs());
@@ -336,9 +344,7 @@ impl Cluster {
         );
         let end = finished(&admin, &backup.next, self).await;
         assert_eq!(end["status"], "succeeded", "{end:#}");
-        // The agent came back through the balancer to the survivor.
         assert!(self.proxy.connections_to(self.servers[survivor].addr) >= 1);
-        self.assert_survivor_alone(dead).await;
     }
 
     fn logs(&self) -> String {
@@ -404,6 +410,56 @@ async fn an_agent_back_after_its_lost_job_failed_replaces_the_failure_with_its_r
     let log = cluster.servers[survivor].log();
     assert_eq!(log.matches(&given_up).count(), 1, "{log}");
     cluster.assert_backups_done(&backup, dead).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_the_balancer_moves_mid_backup_finishes_its_job_on_the_other_server() {
+    if !postgres("an_agent_the_balancer_moves_mid_backup_finishes_its_job_on_the_other_server") {
+        return;
+    }
+    // Both servers stay up. A grace of a second: the first server's watch
+    // over the agent that left it ends while the job still runs.
+    let cluster = Cluster::start("moved", &["--lost-agent-grace", "1"]).await;
+    let first = cluster.holder().await.unwrap();
+    let other = 1 - first;
+    let backup = cluster.gated_backup(first).await;
+    // The balancer reloads with only the other server behind it.
+    cluster.proxy.set_upstreams(&[cluster.servers[other].addr]);
+    cluster.proxy.disconnect_all();
+    touch(&cluster.gate("open1")).await;
+    cluster.wait_holder(other).await;
+    wait_until(LIMIT, "the first server to see the agent go", || {
+        let gone = cluster.servers[first].log().contains("agent disconnected");
+        async move { gone }
+    })
+    .await
+    .unwrap();
+    // Not an assertion: time for the first server's grace (1 s) to end
+    // while the job runs, so a wrong verdict would show below.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    touch(&cluster.gate("open2")).await;
+    cluster.assert_backups_finished_on(&backup, other).await;
+    let log = cluster.servers[first].log();
+    assert!(
+        !log.contains("failing its job"),
+        "the first server failed a job of an agent connected to the other: {log}"
+    );
+    let host = cluster.agent.host_id.parse().unwrap();
+    assert_eq!(
+        cluster.store().host_holder(host).await.unwrap().as_deref(),
+        cluster.servers[other].server_id()
+    );
+    assert_eq!(
+        cluster
+            .store()
+            .live_servers(Utc::now())
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    let admin = cluster.servers[first].admin().await.unwrap();
+    assert!(admin.host(&cluster.agent.host_id).await.unwrap().online);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

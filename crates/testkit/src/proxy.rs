@@ -25,7 +25,6 @@ const CONNECT_LIMIT: Duration = Duration::from_secs(2);
 pub struct TcpProxy {
     addr: SocketAddr,
     shared: Arc<Shared>,
-    stop: CancellationToken,
     accept: JoinHandle<()>,
 }
 
@@ -35,6 +34,11 @@ struct Shared {
     upstreams: Mutex<Vec<(SocketAddr, u64)>>,
     /// Where the next connection starts looking.
     next: AtomicUsize,
+    /// Cancelled when the proxy is dropped: ends everything.
+    stop: CancellationToken,
+    /// A child of `stop`, cancelled by [`TcpProxy::disconnect_all`]: ends
+    /// the connections open then, and is replaced for those after.
+    current: Mutex<CancellationToken>,
 }
 
 impl TcpProxy {
@@ -44,16 +48,17 @@ impl TcpProxy {
     pub async fn start(upstreams: &[SocketAddr]) -> anyhow::Result<TcpProxy> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
+        let stop = CancellationToken::new();
         let shared = Arc::new(Shared {
             upstreams: Mutex::new(upstreams.iter().map(|a| (*a, 0)).collect()),
             next: AtomicUsize::new(0),
+            current: Mutex::new(stop.child_token()),
+            stop,
         });
-        let stop = CancellationToken::new();
-        let accept = tokio::spawn(accept(listener, shared.clone(), stop.clone()));
+        let accept = tokio::spawn(accept(listener, shared.clone()));
         Ok(TcpProxy {
             addr,
             shared,
-            stop,
             accept,
         })
     }
@@ -83,6 +88,18 @@ impl TcpProxy {
             })
             .collect();
         *current = counts;
+    }
+
+    /// Ends every connection open now, as a balancer restarting (or
+    /// reloading its backends) does; new ones are accepted as before.
+    pub fn disconnect_all(&self) {
+        let mut current = self
+            .shared
+            .current
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        current.cancel();
+        *current = self.shared.stop.child_token();
     }
 
     /// Each upstream, in order, with how many client connections it was
@@ -136,29 +153,35 @@ impl Shared {
 
 impl Drop for TcpProxy {
     fn drop(&mut self) {
-        self.stop.cancel();
+        self.shared.stop.cancel();
         self.accept.abort();
     }
 }
 
-async fn accept(listener: TcpListener, shared: Arc<Shared>, stop: CancellationToken) {
+async fn accept(listener: TcpListener, shared: Arc<Shared>) {
     loop {
         let client = tokio::select! {
-            _ = stop.cancelled() => return,
+            _ = shared.stop.cancelled() => return,
             accepted = listener.accept() => accepted,
         };
         // A failed accept (the process out of descriptors) ends one
         // connection, not the proxy.
         let Ok((client, _)) = client else { continue };
-        tokio::spawn(forward(client, shared.clone(), stop.clone()));
+        let ended = shared
+            .current
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .child_token();
+        tokio::spawn(forward(client, shared.clone(), ended));
     }
 }
 
 /// Connects `client` to the first upstream of its turn that accepts, and
-/// copies bytes both ways until either side ends (or the proxy stops).
+/// copies bytes both ways until either side ends (or `ended`: the proxy
+/// stops or drops every connection).
 /// With no upstream accepting, the client is closed, as a load balancer
 /// with every backend down does.
-async fn forward(mut client: TcpStream, shared: Arc<Shared>, stop: CancellationToken) {
+async fn forward(mut client: TcpStream, shared: Arc<Shared>, ended: CancellationToken) {
     let mut upstream = None;
     for addr in shared.turn() {
         if let Ok(Ok(stream)) = tokio::time::timeout(CONNECT_LIMIT, TcpStream::connect(addr)).await
@@ -178,7 +201,7 @@ async fn forward(mut client: TcpStream, shared: Arc<Shared>, stop: CancellationT
     // see their connection close at once, as behind a real balancer. Each
     // copy has written everything it read before it ends.
     tokio::select! {
-        _ = stop.cancelled() => {}
+        _ = ended.cancelled() => {}
         _ = tokio::io::copy(&mut client_in, &mut upstream_out) => {}
         _ = tokio::io::copy(&mut upstream_in, &mut client_out) => {}
     }

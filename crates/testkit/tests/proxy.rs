@@ -1,6 +1,7 @@
 //! `TcpProxy` against two tiny real listeners: connections alternate
 //! between the upstreams, a dead upstream is skipped, bytes go both ways,
-//! and a connection ends when its upstream ends it.
+//! a connection ends when its upstream ends it, and the proxy can drop
+//! every connection at once.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -116,4 +117,24 @@ async fn with_no_upstream_answering_the_client_is_closed_until_one_is_given() {
     proxy.set_upstreams(&[dead, b]);
     assert_eq!(greeting(&proxy).await, "b");
     assert_eq!(proxy.connections_per_upstream(), [(dead, 0), (b, 1)]);
+}
+
+#[tokio::test]
+async fn disconnect_all_ends_the_open_connections_and_keeps_serving() {
+    let (a, _a) = echo("a").await;
+    let proxy = TcpProxy::start(&[a]).await.unwrap();
+    let mut open = TcpStream::connect(proxy.addr()).await.unwrap();
+    let mut name = [0u8; 1];
+    open.read_exact(&mut name).await.unwrap();
+    proxy.disconnect_all();
+    let mut rest = Vec::new();
+    // Without the drop the echo would wait for more forever.
+    let ended = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        open.read_to_end(&mut rest),
+    )
+    .await;
+    assert!(ended.is_ok(), "the connection is still open");
+    assert!(rest.is_empty(), "{rest:?}");
+    assert_eq!(greeting(&proxy).await, "a");
 }
