@@ -88,13 +88,14 @@ enum DataDir {
 /// The database a server process runs on, shared by the servers started
 /// beside it and kept as long as any of them.
 struct Shared {
-    database: TestDatabase,
+    /// The store, open from the test's side, for servers that share it
+    /// (first, so its connections close before the database goes).
+    store: Option<Arc<dyn Store>>,
     /// The folder of the sealing key file every server on the database is
     /// given (`--secret-key-file`); `None`: the key is in the server's
     /// data directory, and no server can start beside it.
     key_dir: Option<TempDir>,
-    /// The store, open from the test's side, for servers that share it.
-    store: Option<Arc<dyn Store>>,
+    database: TestDatabase,
 }
 
 /// A `restic-manager server` process with its data directory.
