@@ -36,7 +36,7 @@ SLOW_FIRST = [
     "alerts_e2e", "ui_alerts", "backup_e2e", "ui", "storage_faults", "fleet_e2e",
     "copy_e2e", "hooks_e2e", "backup_options_e2e", "policy_push", "rest_repo",
     "crash_safety", "ui_channels", "ui_fleet", "repository_report", "schedules_e2e",
-    "local_repo",
+    "local_repo", "cluster_failover",
 ]
 
 # Integration tests only a PostgreSQL pass runs (never part of `all`).

@@ -180,6 +180,21 @@ pub(crate) struct ServerArgs {
     /// name in place of 0.0.0.0). Each server's must be its own.
     #[arg(long, env = "RM_INTERNAL_URL", value_parser = parse_internal_url)]
     pub internal_url: Option<String>,
+    /// With several servers on one PostgreSQL: seconds between renewals of
+    /// this server's registration and leases.
+    #[arg(long, env = "RM_CLUSTER_RENEW_SECONDS",
+          default_value_t = rm_server::config::DEFAULT_CLUSTER_RENEW.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub cluster_renew_seconds: u64,
+    /// With several servers on one PostgreSQL: seconds a registration or
+    /// lease lasts unrenewed, after which the server counts as dead and the
+    /// others take over its agents and timed work. More than
+    /// --cluster-renew-seconds (several renewals, so one slow renewal loses
+    /// nothing); every server on one database should use the same.
+    #[arg(long, env = "RM_CLUSTER_EXPIRY_SECONDS",
+          default_value_t = rm_server::config::DEFAULT_CLUSTER_EXPIRY.as_secs(),
+          value_parser = clap::value_parser!(u64).range(2..=86_400))]
+    pub cluster_expiry_seconds: u64,
     /// Seconds between agent heartbeats (pushed to agents).
     #[arg(long, env = "RM_HEARTBEAT_SECONDS", default_value_t = 30,
           value_parser = clap::value_parser!(u32).range(1..=3600))]

@@ -17,6 +17,7 @@ pub(crate) async fn run(args: ServerArgs) -> anyhow::Result<()> {
         _ => anyhow::bail!("--tls-cert and --tls-key must be given together"),
     };
     let lost_agent_grace = args.lost_agent_grace.map(std::time::Duration::from_secs);
+    let (cluster_renew, cluster_expiry) = cluster_timings(&args)?;
     let metrics_token = metrics_token(&args)?;
     let (listener, state) = start(
         &args.store,
@@ -33,6 +34,8 @@ pub(crate) async fn run(args: ServerArgs) -> anyhow::Result<()> {
             config.metrics_token = metrics_token;
             config.agent_binaries = args.agent_binaries;
             config.internal_url = args.internal_url;
+            config.cluster_renew = cluster_renew;
+            config.cluster_expiry = cluster_expiry;
         },
     )
     .await?;
@@ -44,6 +47,24 @@ pub(crate) async fn run(args: ServerArgs) -> anyhow::Result<()> {
     }
     tracing::info!("server stopped");
     Ok(())
+}
+
+/// `--cluster-renew-seconds` and `--cluster-expiry-seconds`, checked
+/// before anything starts: a lease that expires before its holder renews
+/// it would pass from server to server all the time.
+fn cluster_timings(
+    args: &ServerArgs,
+) -> anyhow::Result<(std::time::Duration, std::time::Duration)> {
+    let (renew, expiry) = (args.cluster_renew_seconds, args.cluster_expiry_seconds);
+    anyhow::ensure!(
+        expiry > renew,
+        "--cluster-expiry-seconds ({expiry}) must be more than --cluster-renew-seconds ({renew}): \
+         a server must renew its registration and leases before they expire"
+    );
+    Ok((
+        std::time::Duration::from_secs(renew),
+        std::time::Duration::from_secs(expiry),
+    ))
 }
 
 /// The `/metrics` token from `--metrics-token` or `--metrics-token-file`

@@ -402,6 +402,47 @@ async fn unusable_database_urls_are_refused_clearly_without_their_password() {
 }
 
 #[tokio::test]
+async fn cluster_timings_that_would_let_a_lease_lapse_are_refused_before_anything_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    for (renew, expiry, phrase) in [
+        (
+            "5",
+            "5",
+            "--cluster-expiry-seconds (5) must be more than --cluster-renew-seconds (5)",
+        ),
+        // Against the default expiry (20 s).
+        (
+            "30",
+            "",
+            "--cluster-expiry-seconds (20) must be more than --cluster-renew-seconds (30)",
+        ),
+        ("0", "", "--cluster-renew-seconds"),
+    ] {
+        let mut args = vec![
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+            "--cluster-renew-seconds",
+            renew,
+        ];
+        if !expiry.is_empty() {
+            args.extend(["--cluster-expiry-seconds", expiry]);
+        }
+        let out = run(&args, None).await;
+        assert!(!out.status.success(), "{renew}/{expiry}");
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains(phrase), "{renew}/{expiry}: {stderr}");
+        assert!(
+            !data_dir.exists(),
+            "{renew}/{expiry}: the data folder was made"
+        );
+    }
+}
+
+#[tokio::test]
 async fn an_agent_host_name_restic_could_misread_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let state_dir = dir.path().to_str().unwrap();

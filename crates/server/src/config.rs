@@ -5,6 +5,14 @@ use std::time::Duration;
 /// Backups that may run at once into one shared repository, by default.
 pub const DEFAULT_BACKUPS_PER_REPOSITORY: u32 = 4;
 
+/// With a shared store: how often a server renews its registration and
+/// leases, by default.
+pub const DEFAULT_CLUSTER_RENEW: Duration = Duration::from_secs(5);
+
+/// With a shared store: how long a registration or lease lasts unrenewed,
+/// by default (four renewals, so one slow renewal loses nothing).
+pub const DEFAULT_CLUSTER_EXPIRY: Duration = Duration::from_secs(20);
+
 /// How the server behaves; built by the binary from flags and `RM_*` vars.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -80,8 +88,8 @@ impl ServerConfig {
             agent_binary: None,
             agent_binaries: None,
             internal_url: None,
-            cluster_renew: Duration::from_secs(5),
-            cluster_expiry: Duration::from_secs(20),
+            cluster_renew: DEFAULT_CLUSTER_RENEW,
+            cluster_expiry: DEFAULT_CLUSTER_EXPIRY,
         }
     }
 

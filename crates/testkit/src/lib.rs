@@ -8,7 +8,9 @@
 //! - [`AgentProcess`]: the real `restic-manager agent run` as a child process,
 //!   with its log captured.
 //! - [`ServerProcess`]: the real `restic-manager server` as a child process,
-//!   to kill (`-9`) or stop and start again on the same database.
+//!   to kill (`-9`) or stop and start again on the same database; several
+//!   of them on one PostgreSQL database.
+//! - [`TcpProxy`]: a round-robin TCP load balancer in front of servers.
 //! - [`e2e::Host`]: one host end to end (server, real agent, real restic,
 //!   its repository) for the restic-facing tests.
 //! - [`fixtures`]: generated source trees and byte-for-byte comparison.
@@ -41,6 +43,7 @@ pub mod fixtures;
 pub mod fleet;
 pub mod http;
 pub mod prometheus;
+mod proxy;
 mod raw_agent;
 pub mod rclone;
 pub mod receiver;
@@ -58,6 +61,7 @@ use std::time::Duration;
 pub use agent_process::AgentProcess;
 pub use api::Api;
 pub use browser::Browser;
+pub use proxy::TcpProxy;
 pub use raw_agent::{hello, log_batch, RawAgent};
 pub use receiver::{webhook_signature, HttpReceiver, ReceivedRequest, SmtpReceiver};
 pub use rm_store_tests::{Backend, TestDatabase};

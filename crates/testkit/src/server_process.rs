@@ -1,11 +1,15 @@
 //! The real `restic-manager server` binary as a child process: for tests
 //! that kill it without warning (`kill -9`) or stop it with SIGTERM and
 //! start it again on the same port and database, and for measurements that
-//! must see the server alone (its memory, its CPU time).
+//! must see the server alone (its memory, its CPU time); and several of
+//! them on one PostgreSQL database ([`ServerProcess::start_on_postgres`],
+//! [`ServerProcess::start_beside`]), for tests of one server dying while
+//! another carries on.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -15,7 +19,8 @@ use tokio::process::Command;
 use crate::api::Api;
 use crate::child::LoggedChild;
 use crate::server::{enrol_real_agent, RunningAgent, ADMIN_PASSWORD};
-use rm_store_tests::TestDatabase;
+use rm_store::Store;
+use rm_store_tests::{Backend, TestDatabase};
 
 /// Linux reports CPU times in `/proc/<pid>/stat` in clock ticks of 1/100 s
 /// (`USER_HZ`, fixed for the user-space ABI).
@@ -80,13 +85,30 @@ enum DataDir {
     Given(PathBuf),
 }
 
+/// The database a server process runs on, shared by the servers started
+/// beside it and kept as long as any of them.
+struct Shared {
+    /// The store, open from the test's side, for servers that share it
+    /// (first, so its connections close before the database goes).
+    store: Option<Arc<dyn Store>>,
+    /// The folder of the sealing key file every server on the database is
+    /// given (`--secret-key-file`); `None`: the key is in the server's
+    /// data directory, and no server can start beside it.
+    key_dir: Option<TempDir>,
+    database: TestDatabase,
+}
+
 /// A `restic-manager server` process with its data directory.
 pub struct ServerProcess {
     binary: PathBuf,
     data_dir: DataDir,
-    /// The store [`ServerProcess::start`] chose (`RM_TEST_STORE`), kept as
-    /// long as the process may run; `None` for a given data directory.
-    database: Option<TestDatabase>,
+    /// The store [`ServerProcess::start`] chose (`RM_TEST_STORE`), or the
+    /// one [`ServerProcess::start_on_postgres`] made, kept as long as the
+    /// process may run; `None` for a given data directory.
+    shared: Option<Arc<Shared>>,
+    /// The id this server registered with on a shared database, since its
+    /// last start.
+    server_id: Option<String>,
     args: Vec<String>,
     env: Vec<(String, String)>,
     /// Where it listens.
@@ -125,7 +147,87 @@ impl ServerProcess {
             args,
             env,
         )?;
-        server.database = Some(database);
+        server.shared = Some(Arc::new(Shared {
+            database,
+            key_dir: None,
+            store: None,
+        }));
+        server.launch().await?;
+        Ok(server)
+    }
+
+    /// Starts `<binary> server` as [`ServerProcess::start`] does, but on a
+    /// fresh PostgreSQL database whatever `RM_TEST_STORE` says (it needs
+    /// `RM_TEST_POSTGRES_URL`), with its sealing key in a file outside its
+    /// data directory (`--secret-key-file`), so that
+    /// [`ServerProcess::start_beside`] can start more servers on the same
+    /// database. Its `--internal-url` is its own URL.
+    pub async fn start_on_postgres(binary: &Path, extra: &[&str]) -> anyhow::Result<ServerProcess> {
+        let key_dir = tempfile::tempdir()?;
+        let database = TestDatabase::create_in_for(key_dir.path(), Backend::Postgres).await?;
+        let store = database.open().await?;
+        let shared = Arc::new(Shared {
+            database,
+            key_dir: Some(key_dir),
+            store: Some(store),
+        });
+        ServerProcess::start_shared(binary, shared, extra).await
+    }
+
+    /// Starts another `<binary> server` on this one's database (several
+    /// servers on one PostgreSQL, as behind a load balancer): the same
+    /// `--secret-key-file`, its own port, data directory and
+    /// `--internal-url`, one heartbeat a second, and `extra` flags. Only
+    /// for a server from [`ServerProcess::start_on_postgres`] (or beside
+    /// one).
+    pub async fn start_beside(&self, extra: &[&str]) -> anyhow::Result<ServerProcess> {
+        let shared = self
+            .shared
+            .clone()
+            .filter(|s| s.key_dir.is_some())
+            .context("only a server from ServerProcess::start_on_postgres has others beside it")?;
+        ServerProcess::start_shared(&self.binary, shared, extra).await
+    }
+
+    async fn start_shared(
+        binary: &Path,
+        shared: Arc<Shared>,
+        extra: &[&str],
+    ) -> anyhow::Result<ServerProcess> {
+        let key_file = shared
+            .key_dir
+            .as_ref()
+            .context("no shared sealing key")?
+            .path()
+            .join(rm_server::KEY_FILE);
+        let env = vec![
+            (
+                String::from("RM_ADMIN_PASSWORD"),
+                String::from(ADMIN_PASSWORD),
+            ),
+            // Not on the command line: the URL carries the cluster's password.
+            (
+                String::from("RM_DATABASE_URL"),
+                shared.database.url().to_owned(),
+            ),
+        ];
+        let mut server = ServerProcess::new(
+            binary,
+            DataDir::Temp(tempfile::tempdir()?),
+            "127.0.0.1:0".parse()?,
+            Vec::new(),
+            env,
+        )?;
+        server.args = vec![
+            String::from("--heartbeat-seconds"),
+            String::from("1"),
+            String::from("--secret-key-file"),
+            key_file.display().to_string(),
+            String::from("--internal-url"),
+            server.url.clone(),
+        ];
+        server.args.extend(extra.iter().map(|s| (*s).to_owned()));
+        server.shared = Some(shared);
         server.launch().await?;
         Ok(server)
     }
@@ -201,7 +303,8 @@ impl ServerProcess {
         Ok(ServerProcess {
             binary: binary.to_owned(),
             data_dir,
-            database: None,
+            shared: None,
+            server_id: None,
             args,
             env,
             addr,
@@ -234,7 +337,22 @@ impl ServerProcess {
             },
         )
         .await
-        .with_context(|| format!("server log:\n{}", self.log()))
+        .with_context(|| format!("server log:\n{}", self.log()))?;
+        // It registered before it answered: its id is in the store now.
+        self.server_id = None;
+        if let Some(store) = self.store() {
+            let live = store.live_servers(chrono::Utc::now()).await?;
+            self.server_id = live
+                .into_iter()
+                .find(|s| s.internal_url == self.url)
+                .map(|s| s.id);
+            anyhow::ensure!(
+                self.server_id.is_some(),
+                "the server at {} is not registered on the database",
+                self.url
+            );
+        }
+        Ok(())
     }
 
     /// Everything every run of the server printed so far.
@@ -258,7 +376,20 @@ impl ServerProcess {
     /// The store [`ServerProcess::start`] chose for it; `None` when it
     /// runs on the SQLite file of a given data directory.
     pub fn database(&self) -> Option<&TestDatabase> {
-        self.database.as_ref()
+        self.shared.as_ref().map(|s| &s.database)
+    }
+
+    /// The database of a server from [`ServerProcess::start_on_postgres`]
+    /// (or beside one), open from the test's side: who holds which agent,
+    /// which lease, which servers are alive.
+    pub fn store(&self) -> Option<&dyn Store> {
+        self.shared.as_ref()?.store.as_deref()
+    }
+
+    /// The id this server registered with on a shared database (a new one
+    /// after each start); `None` on a store of its own.
+    pub fn server_id(&self) -> Option<&str> {
+        self.server_id.as_deref()
     }
 
     /// The running process id.
@@ -333,7 +464,22 @@ impl ServerProcess {
         restic_bin: &Path,
         env: &[(&str, &str)],
     ) -> anyhow::Result<RunningAgent> {
+        self.enrolled_agent_through(&self.url, binary, name, restic_bin, env)
+            .await
+    }
+
+    /// [`ServerProcess::enrolled_agent`] with the agent enrolled at, and
+    /// connecting to, `server_url` instead of this server: a load balancer
+    /// ([`crate::TcpProxy`]) in front of it and the servers beside it.
+    pub async fn enrolled_agent_through(
+        &self,
+        server_url: &str,
+        binary: &Path,
+        name: &str,
+        restic_bin: &Path,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<RunningAgent> {
         let admin = self.admin().await?;
-        enrol_real_agent(&admin, &self.url, binary, name, restic_bin, env, &[]).await
+        enrol_real_agent(&admin, server_url, binary, name, restic_bin, env, &[]).await
     }
 }

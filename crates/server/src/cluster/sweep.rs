@@ -34,7 +34,7 @@ pub(super) fn spawn(state: &AppState) -> tokio::task::JoinHandle<()> {
             why = "the server watching it stopped answering";
             let mut rescan = Instant::now() + state.config().lost_agent_grace();
             while lease.is_held() {
-                sweep(&state).await;
+                sweep(&state, &mut watched).await;
                 // An agent that left a server stopping gracefully is
                 // watched by nobody (a stopping server has lost no one);
                 // if it never comes back, its jobs are found here.
@@ -62,8 +62,10 @@ pub(super) fn spawn(state: &AppState) -> tokio::task::JoinHandle<()> {
 #[derive(Default)]
 struct Watched(HashMap<HostId, Instant>);
 
-/// Marks the hosts of dead servers offline and starts their grace.
-async fn sweep(state: &AppState) {
+/// Marks the hosts of dead servers offline and starts their grace,
+/// recorded in `watched` so the next look for unheld hosts does not start
+/// a second one.
+async fn sweep(state: &AppState, watched: &mut Watched) {
     let now = Utc::now();
     let hosts = match state.store().mark_orphaned_hosts_offline(now).await {
         Ok(hosts) => hosts,
@@ -81,6 +83,7 @@ async fn sweep(state: &AppState) {
     );
     for host in hosts {
         crate::alerts::host_changed(state, host);
+        watched.0.insert(host, Instant::now());
         crate::jobs::watch_for_lost_agent(
             state,
             host,
