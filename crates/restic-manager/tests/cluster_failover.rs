@@ -21,7 +21,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
@@ -50,18 +49,7 @@ const CLUSTER_FLAGS: [&str; 4] = [
 
 /// Whether PostgreSQL is there; prints why not, and fails under CI.
 fn postgres(test: &str) -> bool {
-    if Backend::postgres_configured() {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("RM_TEST_POSTGRES_URL is not set (CI=true): scripts/test starts PostgreSQL");
-    }
-    let _ = writeln!(
-        std::io::stderr(),
-        "skipping {test}: RM_TEST_POSTGRES_URL is not set (scripts/test starts a temporary \
-         PostgreSQL; or run scripts/postgres-temp start DIR and export it)"
-    );
-    false
+    Backend::postgres_or_skip(test).is_some()
 }
 
 /// Two servers on one PostgreSQL database, a balancer in front of them,

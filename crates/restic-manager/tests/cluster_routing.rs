@@ -511,3 +511,79 @@ async fn policies_changed_on_two_servers_at_once_both_reach_every_host() {
         );
     }
 }
+
+#[tokio::test]
+async fn hosts_of_one_repository_on_two_servers_take_turns() {
+    if !postgres("hosts_of_one_repository_on_two_servers_take_turns") {
+        return;
+    }
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let one_at_a_time = |config: &mut rm_server::ServerConfig| config.backups_per_repository = 1;
+    let a = TestServer::start_on_with(Backend::Postgres, one_at_a_time)
+        .await
+        .unwrap();
+    let b = a.start_beside(one_at_a_time).await.unwrap();
+    let (admin_a, admin_b) = (a.admin().await.unwrap(), b.admin().await.unwrap());
+    // Six hosts of one repository, three agents on each server; each
+    // agent runs its jobs for a while and counts how many run at once
+    // across all of them.
+    let running = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let mut hosts = Vec::new();
+    let mut agents = Vec::new();
+    for i in 0..6 {
+        let server = if i % 2 == 0 { &a } else { &b };
+        let (host, token) = a.enrolled_host(&format!("shared-{i}")).await.unwrap();
+        let mut agent = RawAgent::connect_and_hello(&server.ws_url(), &token)
+            .await
+            .unwrap();
+        let (running, most) = (running.clone(), most.clone());
+        agents.push(tokio::spawn(async move {
+            let mut backups = 0;
+            while backups < 1 {
+                let run = agent.next_run().await.unwrap();
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(150)).await;
+                running.fetch_sub(1, Ordering::SeqCst);
+                agent
+                    .run_to_end(&run.job_id, JobOutcome::Succeeded, &[])
+                    .await
+                    .unwrap();
+                if run.kind == rm_protocol::JobKind::Backup {
+                    backups += 1;
+                }
+            }
+            agent
+        }));
+        hosts.push(host);
+    }
+    for host in &hosts {
+        admin_a
+            .set_repository(host, "/srv/backup/shared", "pw")
+            .await
+            .unwrap();
+    }
+    // Everyone's backup at once, half through each server.
+    let started = futures_util::future::join_all(hosts.iter().enumerate().map(|(i, host)| {
+        let admin = if i % 2 == 0 { &admin_a } else { &admin_b };
+        admin.start_job(host, "backup", json!({"paths": ["/etc"]}))
+    }))
+    .await;
+    for (id, host) in started.into_iter().zip(&hosts) {
+        let id = id.unwrap();
+        admin_a
+            .wait_job_status(&id, "succeeded", Duration::from_secs(60))
+            .await
+            .unwrap_or_else(|e| panic!("{host}: {e}"));
+    }
+    for agent in agents {
+        tokio::time::timeout(LIMIT, agent).await.unwrap().unwrap();
+    }
+    assert_eq!(
+        most.load(Ordering::SeqCst),
+        1,
+        "jobs of one repository ran at once"
+    );
+}

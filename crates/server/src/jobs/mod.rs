@@ -298,7 +298,9 @@ async fn try_dispatch_next(state: &AppState, host_id: HostId) -> Result<(), JobE
         let key = state.store().repository_key(host_id).await?;
         let _turn = match &key {
             Some(key) => {
-                let turn = state.repository_turns().take(key).await;
+                let Some(turn) = state.repository_turns().take(state, key).await else {
+                    return Ok(());
+                };
                 let jobs = state.store().repository_jobs(key).await?;
                 if let Verdict::Wait(why) =
                     may_start(job.id, &jobs, state.config().backups_per_repository)

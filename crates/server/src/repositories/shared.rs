@@ -10,15 +10,21 @@
 //! waits while an exclusive job runs, or while one was queued earlier on a
 //! connected host (so a prune is not starved by a stream of backups);
 //! backups run side by side up to a limit; and jobs of one bulk action run
-//! at most its `max_parallel` at a time.
+//! at most its `max_parallel` at a time. With several servers, a
+//! repository's turn is a lease in the store as well ([`Turn`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
 
 use rm_core::{JobId, JobStatus};
 use rm_store::RepositoryJob;
 use serde_json::Value;
 use tokio::sync::OwnedMutexGuard;
+
+use crate::state::AppState;
 
 /// Whether a job takes its repository's exclusive lock. `forget` does
 /// even without `prune` (it deletes snapshot files): beside another
@@ -111,9 +117,47 @@ pub fn may_start(candidate: JobId, jobs: &[RepositoryJob], backup_limit: u32) ->
 #[derive(Default)]
 pub struct Turns(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
 
+/// How long a server may hold a repository's turn lease if it dies
+/// holding it (a turn lasts a few store calls).
+const TURN_LEASE: chrono::Duration = chrono::Duration::seconds(30);
+/// How long a dispatcher waits for a turn another server holds before it
+/// leaves the job queued for the next dispatch (a job's end, a resync).
+const TURN_WAIT: Duration = Duration::from_secs(10);
+/// Pause between two tries for a turn another server holds.
+const TURN_RETRY: Duration = Duration::from_millis(25);
+
+/// A repository's turn. With several servers on the store it is also the
+/// lease `repository:<key>`, so dispatchers on different servers take
+/// turns too. Dropping it gives the turn up: the lease first, then this
+/// process's lock, so the next holder here never finds the lease being
+/// deleted under it.
+pub struct Turn {
+    local: Option<OwnedMutexGuard<()>>,
+    lease: Option<(Arc<dyn rm_store::Store>, String, String)>,
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        let (Some((store, name, holder)), Ok(runtime)) =
+            (self.lease.take(), tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        let local = self.local.take();
+        runtime.spawn(async move {
+            if let Err(e) = store.release_lease(&name, &holder).await {
+                tracing::warn!(lease = %name, error = %e, "could not give a repository's turn up; it passes when it runs out");
+            }
+            drop(local);
+        });
+    }
+}
+
 impl Turns {
-    /// Waits for the repository `key`'s turn.
-    pub async fn take(&self, key: &str) -> OwnedMutexGuard<()> {
+    /// Waits for the repository `key`'s turn: this process's, then (with
+    /// a shared store) the cluster's. `None` when another server kept it
+    /// longer than [`TURN_WAIT`] or the store failed: the job stays queued.
+    pub(crate) async fn take(&self, state: &AppState, key: &str) -> Option<Turn> {
         let turn = {
             let mut turns = self
                 .0
@@ -121,132 +165,41 @@ impl Turns {
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             turns.entry(key.to_owned()).or_default().clone()
         };
-        turn.lock_owned().await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use chrono::{Duration, Utc};
-    use rm_core::{BatchId, HostId};
-    use serde_json::json;
-
-    use super::*;
-
-    fn job(kind: &str, params: Value, status: JobStatus, age: i64) -> RepositoryJob {
-        RepositoryJob {
-            job_id: JobId::new(),
-            host_id: HostId::new(),
-            host_online: true,
-            kind: kind.to_owned(),
-            params,
-            status,
-            created_at: Utc::now() - Duration::seconds(age),
-            batch: None,
+        let local = turn.lock_owned().await;
+        if !state.cluster().shared() {
+            return Some(Turn {
+                local: Some(local),
+                lease: None,
+            });
         }
-    }
-
-    #[test]
-    fn exclusive_kinds() {
-        assert!(is_exclusive("prune", &Value::Null));
-        assert!(is_exclusive("check", &Value::Null));
-        assert!(is_exclusive("unlock", &Value::Null));
-        assert!(is_exclusive(
-            "forget",
-            &json!({"keep_last": 3, "prune": true})
-        ));
-        assert!(is_exclusive("forget", &json!({"keep_last": 3})));
-        assert!(!is_exclusive("backup", &json!({"paths": ["/"]})));
-        assert!(!is_exclusive("restore", &Value::Null));
-    }
-
-    #[test]
-    fn what_runs_once_per_repository() {
-        assert!(once_per_repository("prune", &Value::Null));
-        assert!(once_per_repository("check", &json!({})));
-        assert!(once_per_repository(
-            "forget",
-            &json!({"keep_last": 3, "prune": true})
-        ));
-        assert!(!once_per_repository("forget", &json!({"keep_last": 3})));
-        assert!(!once_per_repository("backup", &json!({"paths": ["/"]})));
-        assert!(!once_per_repository("unlock", &Value::Null));
-    }
-
-    #[test]
-    fn a_forget_without_prune_waits_for_a_running_backup() {
-        let backup = job("backup", json!({}), JobStatus::Running, 10);
-        let forget = job("forget", json!({"keep_last": 1}), JobStatus::Queued, 5);
-        let jobs = vec![backup.clone(), forget.clone()];
-        assert!(
-            matches!(may_start(forget.job_id, &jobs, 4), Verdict::Wait(w) if w.contains("backup"))
-        );
-    }
-
-    #[test]
-    fn a_prune_waits_for_a_running_backup_and_the_opposite() {
-        let backup = job("backup", json!({}), JobStatus::Running, 10);
-        let prune = job("prune", Value::Null, JobStatus::Queued, 5);
-        let jobs = vec![backup.clone(), prune.clone()];
-        assert!(
-            matches!(may_start(prune.job_id, &jobs, 4), Verdict::Wait(w) if w.contains("backup"))
-        );
-
-        let prune = job("prune", Value::Null, JobStatus::Running, 10);
-        let backup = job("backup", json!({}), JobStatus::Queued, 5);
-        let jobs = vec![prune.clone(), backup.clone()];
-        assert!(
-            matches!(may_start(backup.job_id, &jobs, 4), Verdict::Wait(w) if w.contains("prune"))
-        );
-    }
-
-    #[test]
-    fn backups_share_up_to_the_limit() {
-        let a = job("backup", json!({}), JobStatus::Running, 10);
-        let b = job("backup", json!({}), JobStatus::Queued, 5);
-        assert_eq!(
-            may_start(b.job_id, &[a.clone(), b.clone()], 2),
-            Verdict::Start
-        );
-        assert!(matches!(
-            may_start(b.job_id, &[a.clone(), b.clone()], 1),
-            Verdict::Wait(_)
-        ));
-    }
-
-    #[test]
-    fn an_earlier_queued_prune_on_a_connected_host_goes_first() {
-        let prune = job("prune", Value::Null, JobStatus::Queued, 10);
-        let backup = job("backup", json!({}), JobStatus::Queued, 5);
-        let jobs = vec![prune.clone(), backup.clone()];
-        assert!(matches!(
-            may_start(backup.job_id, &jobs, 4),
-            Verdict::Wait(_)
-        ));
-        assert_eq!(may_start(prune.job_id, &jobs, 4), Verdict::Start);
-        // One stuck on an offline host does not hold the repository.
-        let mut offline = prune.clone();
-        offline.host_online = false;
-        assert_eq!(
-            may_start(backup.job_id, &[offline, backup.clone()], 4),
-            Verdict::Start
-        );
-    }
-
-    #[test]
-    fn a_bulk_action_runs_at_most_max_parallel_per_repository() {
-        let batch = BatchId::new();
-        let mut a = job("check", json!({}), JobStatus::Running, 10);
-        a.kind = String::from("snapshots");
-        a.batch = Some((batch, 1));
-        let mut b = a.clone();
-        b.job_id = JobId::new();
-        b.status = JobStatus::Queued;
-        assert!(matches!(
-            may_start(b.job_id, &[a.clone(), b.clone()], 4),
-            Verdict::Wait(w) if w.contains("max_parallel 1")
-        ));
-        a.batch = Some((BatchId::new(), 1));
-        assert_eq!(may_start(b.job_id, &[a, b.clone()], 4), Verdict::Start);
+        let name = format!("repository:{key}");
+        let holder = state.cluster().id().to_owned();
+        let deadline = tokio::time::Instant::now() + TURN_WAIT;
+        loop {
+            let now = Utc::now();
+            match state
+                .store()
+                .take_lease(&name, &holder, now, now + TURN_LEASE)
+                .await
+            {
+                Ok(true) => {
+                    return Some(Turn {
+                        local: Some(local),
+                        lease: Some((state.store_arc(), name, holder)),
+                    })
+                }
+                Ok(false) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(TURN_RETRY).await;
+                }
+                Ok(false) => {
+                    tracing::warn!(lease = %name, "another server kept a repository's turn; its job stays queued");
+                    return None;
+                }
+                Err(e) => {
+                    tracing::warn!(lease = %name, error = %e, "could not take a repository's turn; its job stays queued");
+                    return None;
+                }
+            }
+        }
     }
 }
