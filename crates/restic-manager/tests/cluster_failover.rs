@@ -7,8 +7,10 @@
 //! server's registration and leases pass to the survivor, and the job
 //! queued behind the backup on the dead server runs; idle, the agent moves
 //! to the other server and a job made there runs, and back again once the
-//! first is restarted and the second killed; and with both servers up, an
-//! agent the balancer moves mid-backup finishes its job on the other.
+//! first is restarted and the second killed; with both servers up, an
+//! agent the balancer moves mid-backup finishes its job on the other; and
+//! an operator on the server that does not hold the agent starts a real
+//! backup, watches it live to the end and browses its snapshot there.
 //!
 //! The backup is of a `stdin_from` hook's output, run by the real restic:
 //! the hook writes numbered log lines and waits at gates the test opens,
@@ -498,4 +500,80 @@ async fn finished(admin: &Api, job: &str, cluster: &Cluster) -> Value {
         .finished_job(job, LIMIT)
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", cluster.logs()))
+}
+
+#[tokio::test]
+async fn operators_on_the_other_server_back_up_watch_and_browse_an_agent_held_by_one() {
+    if !postgres("operators_on_the_other_server_back_up_watch_and_browse_an_agent_held_by_one") {
+        return;
+    }
+    let cluster = Cluster::start("elsewhere", &[]).await;
+    let holder = cluster.holder().await.expect("the agent is held");
+    let other = &cluster.servers[1 - holder];
+    let admin = other.admin().await.unwrap();
+    let host = cluster.agent.host_id.clone();
+    let data = cluster.scratch.path().join("data");
+    rm_testkit::fixtures::make_tree(&data);
+
+    // A backup started on the server that does not hold the agent, watched
+    // live there: its events come from the other server.
+    let id = admin
+        .start_job(
+            &host,
+            "backup",
+            json!({"paths": [data.display().to_string()]}),
+        )
+        .await
+        .unwrap();
+    let response = rm_testkit::http::client()
+        .get(format!("{}/api/v1/jobs/{id}/events", other.url))
+        .bearer_auth(admin.token().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let events = tokio::time::timeout(LIMIT, rm_testkit::http::read_sse(response))
+        .await
+        .expect("the job's stream ends with the job");
+    let (name, last) = events.last().unwrap();
+    assert_eq!(name, "finished", "{events:?}");
+    assert_eq!(last["status"], "succeeded", "{last:#}");
+    let streamed: Vec<u64> = events
+        .iter()
+        .filter(|(name, _)| name == "log")
+        .map(|(_, line)| line["seq"].as_u64().unwrap())
+        .collect();
+    let stored: Vec<u64> = admin
+        .job_logs(&id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|line| line["seq"].as_u64().unwrap())
+        .collect();
+    assert!(!stored.is_empty());
+    assert_eq!(
+        streamed, stored,
+        "the stream shows every stored line once, in order"
+    );
+
+    // The snapshot browsed through the same server: each folder is a
+    // `tree.list` the holder relays to its agent.
+    let snapshots = admin.wait_snapshots(&host, 1, LIMIT).await.unwrap();
+    let snapshot = snapshots[0]["id"].as_str().unwrap();
+    let (status, listing) = admin
+        .get(&format!(
+            "/api/v1/hosts/{host}/snapshots/{snapshot}/tree?path={}/nested",
+            data.display()
+        ))
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{listing}");
+    let mut names: Vec<&str> = listing
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(names, ["a.txt", "deeper"]);
 }
