@@ -210,11 +210,8 @@ struct Figures {
     jobs: usize,
     jobs_time: Duration,
     log_lines: u64,
-    dispatch_same: Vec<Duration>,
-    dispatch_same_missed: usize,
-    dispatch_cross: Vec<Duration>,
-    dispatch_cross_missed: usize,
-    dispatch_cross_untried: usize,
+    dispatch_same: Dispatches,
+    dispatch_cross: Dispatches,
     stop: Duration,
     stopped_ok: bool,
     restart_up: Duration,
@@ -289,44 +286,83 @@ async fn login(url: &str) -> (Api, String) {
     (Api::new(url, Some(token.clone())), token)
 }
 
+/// How the dispatch of one series of jobs went.
+#[derive(Default)]
+struct Dispatches {
+    /// API call to `command.run` at the agent, per job that arrived.
+    latencies: Vec<Duration>,
+    /// Jobs refused by the API or not dispatched within [`DISPATCH_LIMIT`].
+    missed: usize,
+    /// Jobs not tried after [`DISPATCH_MISSES`] misses in a row.
+    untried: usize,
+    /// The first refusal's text.
+    refused: Option<String>,
+}
+
+impl Dispatches {
+    /// `, N not dispatched …`, `, M not tried …` and the first refusal,
+    /// when there were any.
+    fn misses(&self) -> String {
+        let mut out = String::new();
+        if self.missed > 0 {
+            out.push_str(&format!(
+                ", {} refused or not dispatched within {} s",
+                self.missed,
+                DISPATCH_LIMIT.as_secs()
+            ));
+        }
+        if self.untried > 0 {
+            out.push_str(&format!(
+                ", {} not tried after {DISPATCH_MISSES} misses in a row",
+                self.untried
+            ));
+        }
+        if let Some(refused) = &self.refused {
+            out.push_str(&format!("; first refusal: {refused}"));
+        }
+        out
+    }
+}
+
 /// Creates a `snapshots` job for each of `hosts` through `api`, one after
 /// another, and measures from the API call's start until the job's
-/// `command.run` reached its agent. Returns the latencies and how many
-/// did not arrive within [`DISPATCH_LIMIT`]; gives up after
-/// [`DISPATCH_MISSES`] misses in a row (the rest count as untried).
-async fn dispatch_latencies(
-    api: &Api,
-    stats: &FleetStats,
-    hosts: &[FleetHost],
-) -> (Vec<Duration>, usize, usize) {
-    let mut latencies = Vec::with_capacity(hosts.len());
-    let mut missed = 0;
+/// `command.run` reached its agent; gives up after [`DISPATCH_MISSES`]
+/// misses in a row (each further one would wait for the same answer).
+async fn dispatch_latencies(api: &Api, stats: &FleetStats, hosts: &[FleetHost]) -> Dispatches {
+    let mut out = Dispatches::default();
     let mut in_a_row = 0;
     for (n, host) in hosts.iter().enumerate() {
         if in_a_row >= DISPATCH_MISSES {
-            return (latencies, missed, hosts.len() - n);
+            out.untried = hosts.len() - n;
+            break;
         }
         let started = Instant::now();
-        let job = api
+        let arrived = match api
             .start_job(
                 &host.host_id.to_string(),
                 "snapshots",
                 serde_json::json!({}),
             )
             .await
-            .unwrap();
-        match stats.command_run_arrival(&job, DISPATCH_LIMIT).await {
+        {
+            Ok(job) => stats.command_run_arrival(&job, DISPATCH_LIMIT).await,
+            Err(e) => {
+                out.refused.get_or_insert(e.to_string());
+                None
+            }
+        };
+        match arrived {
             Some(arrived) => {
-                latencies.push(arrived.duration_since(started));
+                out.latencies.push(arrived.duration_since(started));
                 in_a_row = 0;
             }
             None => {
-                missed += 1;
+                out.missed += 1;
                 in_a_row += 1;
             }
         }
     }
-    (latencies, missed, 0)
+    out
 }
 
 async fn run(knobs: Knobs, cluster: Option<&PostgresCluster>) {
@@ -591,22 +627,16 @@ async fn run(knobs: Knobs, cluster: Option<&PostgresCluster>) {
     // ── dispatch latency ─────────────────────────────────────────────────
     let (same_hosts, cross_hosts) =
         dispatch_hosts.split_at(knobs.dispatch_jobs.min(dispatch_hosts.len()));
-    (f.dispatch_same, f.dispatch_same_missed, _) =
-        dispatch_latencies(&nodes[last].api, &stats, same_hosts).await;
+    f.dispatch_same = dispatch_latencies(&nodes[last].api, &stats, same_hosts).await;
     if knobs.servers > 1 {
-        (
-            f.dispatch_cross,
-            f.dispatch_cross_missed,
-            f.dispatch_cross_untried,
-        ) = dispatch_latencies(&nodes[0].api, &stats, cross_hosts).await;
+        f.dispatch_cross = dispatch_latencies(&nodes[0].api, &stats, cross_hosts).await;
     }
     eprintln!(
-        "dispatch: {} on the holding server ({} missed), {} across servers ({} missed, {} untried)",
-        f.dispatch_same.len(),
-        f.dispatch_same_missed,
-        f.dispatch_cross.len(),
-        f.dispatch_cross_missed,
-        f.dispatch_cross_untried
+        "dispatch: {} on the holding server{}; {} across servers{}",
+        f.dispatch_same.latencies.len(),
+        f.dispatch_same.misses(),
+        f.dispatch_cross.latencies.len(),
+        f.dispatch_cross.misses(),
     );
 
     // ── restart ──────────────────────────────────────────────────────────
@@ -681,12 +711,12 @@ fn print_table(knobs: &Knobs, f: &mut Figures, nodes: &mut [Node]) {
         );
     }
     let same = (
-        fleet::quantile(&mut f.dispatch_same, 0.5),
-        fleet::quantile(&mut f.dispatch_same, 0.99),
+        fleet::quantile(&mut f.dispatch_same.latencies, 0.5),
+        fleet::quantile(&mut f.dispatch_same.latencies, 0.99),
     );
     let cross = (
-        fleet::quantile(&mut f.dispatch_cross, 0.5),
-        fleet::quantile(&mut f.dispatch_cross, 0.99),
+        fleet::quantile(&mut f.dispatch_cross.latencies, 0.5),
+        fleet::quantile(&mut f.dispatch_cross.latencies, 0.99),
     );
     let last = nodes.len() - 1;
     println!();
@@ -796,9 +826,9 @@ fn print_table(knobs: &Knobs, f: &mut Figures, nodes: &mut [Node]) {
                 "{} / {} ({} jobs through {}'s API for its own agents{})",
                 ms(same.0),
                 ms(same.1),
-                f.dispatch_same.len(),
+                f.dispatch_same.latencies.len(),
                 nodes[last].name,
-                missed(f.dispatch_same_missed, 0)
+                f.dispatch_same.misses()
             ),
         ),
         (
@@ -808,10 +838,10 @@ fn print_table(knobs: &Knobs, f: &mut Figures, nodes: &mut [Node]) {
                     "{} / {} ({} jobs through {}'s API for agents on {}{})",
                     ms(cross.0),
                     ms(cross.1),
-                    f.dispatch_cross.len(),
+                    f.dispatch_cross.latencies.len(),
                     nodes[0].name,
                     nodes[last].name,
-                    missed(f.dispatch_cross_missed, f.dispatch_cross_untried)
+                    f.dispatch_cross.misses()
                 )
             } else {
                 String::from("n/a (one server)")
@@ -861,23 +891,6 @@ fn print_table(knobs: &Knobs, f: &mut Figures, nodes: &mut [Node]) {
         ),
     ];
     fleet::print_rows(&rows);
-}
-
-/// `, N not dispatched within …` and `, M not tried`, when there were any.
-fn missed(missed: usize, untried: usize) -> String {
-    let mut out = String::new();
-    if missed > 0 {
-        out.push_str(&format!(
-            ", {missed} not dispatched within {} s",
-            DISPATCH_LIMIT.as_secs()
-        ));
-    }
-    if untried > 0 {
-        out.push_str(&format!(
-            ", {untried} not tried after {DISPATCH_MISSES} misses in a row"
-        ));
-    }
-    out
 }
 
 fn main() {
