@@ -14,7 +14,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::Write;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -34,18 +33,7 @@ const LIMIT: Duration = Duration::from_secs(30);
 
 /// Whether PostgreSQL is there; prints why not, and fails under CI.
 fn postgres(test: &str) -> bool {
-    if Backend::postgres_configured() {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("RM_TEST_POSTGRES_URL is not set (CI=true): scripts/test starts PostgreSQL");
-    }
-    let _ = writeln!(
-        std::io::stderr(),
-        "skipping {test}: RM_TEST_POSTGRES_URL is not set (scripts/test starts a temporary \
-         PostgreSQL; or run scripts/postgres-temp start DIR and export it)"
-    );
-    false
+    Backend::postgres_or_skip(test).is_some()
 }
 
 /// Fast renewals, so a dead server's leases pass in under a second.

@@ -1117,7 +1117,7 @@ async fn job_events_stream_status_logs_progress_and_the_end() {
         .to_str()
         .unwrap()
         .starts_with("text/event-stream"));
-    let reader = tokio::spawn(read_sse(response));
+    let reader = tokio::spawn(rm_testkit::http::read_sse(response));
 
     tokio::time::sleep(Duration::from_millis(200)).await;
     agent
@@ -1174,31 +1174,6 @@ async fn admin_token(server: &TestServer) -> String {
     body["token"].as_str().unwrap().to_owned()
 }
 
-/// Reads an SSE stream to its end as (event name, JSON data) pairs.
-async fn read_sse(mut response: reqwest::Response) -> Vec<(String, Value)> {
-    let mut buffer = String::new();
-    let mut events = Vec::new();
-    while let Ok(Some(chunk)) = response.chunk().await {
-        buffer.push_str(&String::from_utf8_lossy(&chunk));
-        while let Some(end) = buffer.find("\n\n") {
-            let block: String = buffer.drain(..end + 2).collect();
-            let mut name = String::from("message");
-            let mut data = String::new();
-            for line in block.lines() {
-                if let Some(v) = line.strip_prefix("event:") {
-                    name = v.trim().to_owned();
-                } else if let Some(v) = line.strip_prefix("data:") {
-                    data.push_str(v.trim_start());
-                }
-            }
-            if !data.is_empty() {
-                events.push((name, serde_json::from_str(&data).unwrap_or(Value::Null)));
-            }
-        }
-    }
-    events
-}
-
 /// Opens an SSE stream at `path` with `token`; the reader task returns the
 /// events once the server ends the stream.
 async fn open_sse(
@@ -1213,7 +1188,7 @@ async fn open_sse(
         .await
         .unwrap();
     assert_eq!(response.status(), 200, "{path}");
-    tokio::spawn(read_sse(response))
+    tokio::spawn(rm_testkit::http::read_sse(response))
 }
 
 /// Waits for a stream the server should end within a couple of seconds.

@@ -15,7 +15,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
@@ -35,20 +34,7 @@ const CAROL_PASSWORD: &str = "carol-password-1234";
 /// The cluster's admin URL, or `None` with the reason printed; under CI a
 /// missing cluster fails the test.
 fn postgres(test: &str) -> Option<String> {
-    match std::env::var("RM_TEST_POSTGRES_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("RM_TEST_POSTGRES_URL is not set (CI=true): scripts/test starts PostgreSQL")
-        }
-        _ => {
-            let _ = writeln!(
-                std::io::stderr(),
-                "skipping {test}: RM_TEST_POSTGRES_URL is not set (scripts/test starts a \
-                 temporary PostgreSQL; or run scripts/postgres-temp start DIR and export it)"
-            );
-            None
-        }
-    }
+    rm_testkit::Backend::postgres_or_skip(test)
 }
 
 /// A new empty database on the cluster, dropped with the value.

@@ -17,6 +17,7 @@ use rm_store::{AgentToken, NewAuditEntry, StoreError};
 
 use crate::audit::EntryFor;
 
+use crate::cluster::bus::{self, Signal};
 use crate::jobs::ReportError;
 use crate::state::AppState;
 
@@ -38,6 +39,9 @@ pub enum TokenError {
     /// Randomness failed.
     #[error(transparent)]
     Core(#[from] rm_core::CoreError),
+    /// The token could not be sealed for the server holding the agent.
+    #[error("the new token could not be sealed for the server holding the agent: {0}")]
+    Sealing(String),
 }
 
 impl From<StoreError> for TokenError {
@@ -63,7 +67,10 @@ pub async fn rotate(
     if record.agent_revoked_at.is_some() {
         return Err(TokenError::Revoked(host));
     }
-    let conn = state.hub().get(host).ok_or(TokenError::Offline(host))?;
+    let conn = state.hub().get(host);
+    if conn.is_none() && !crate::cluster::agent_connected(state, host).await? {
+        return Err(TokenError::Offline(host));
+    }
     let issued = IssuedToken::generate(TokenKind::Agent)?;
     let now = Utc::now();
     let pending = AgentToken {
@@ -84,6 +91,23 @@ pub async fn rotate(
         Err(StoreError::NotFound(_)) => return Err(TokenError::NotFound(host)),
         Err(e) => return Err(e.into()),
     }
+    let Some(conn) = conn else {
+        // Another server holds the agent's connection: it gets the token
+        // sealed with the key every server shares, and withdraws it if
+        // the agent is gone by then.
+        let sealed = seal_token(state, host, &issued.token)?;
+        bus::send(
+            state,
+            Signal::RotateToken {
+                host,
+                token_id: issued.id.to_string(),
+                sealed,
+            },
+        );
+        tracing::info!(host_id = %host, token_id = %issued.id, "agent token rotation started through another server");
+        state.fleet_changed();
+        return Ok(issued.id);
+    };
     let frame = Frame::new(TokenRotate {
         token: issued.token,
     });
@@ -98,6 +122,65 @@ pub async fn rotate(
     Ok(issued.id)
 }
 
+/// What a sealed token is bound to: it opens only as `host`'s.
+fn token_owner(host: HostId) -> String {
+    format!("agent-token:{host}")
+}
+
+/// `token` sealed for `host`, as hex (`nonce:ciphertext`).
+fn seal_token(state: &AppState, host: HostId, token: &str) -> Result<String, TokenError> {
+    let sealed = state
+        .sealing_key()
+        .seal(token.as_bytes(), token_owner(host).as_bytes())
+        .map_err(|e| TokenError::Sealing(e.to_string()))?;
+    Ok(format!(
+        "{}:{}",
+        hex::encode(&sealed.nonce),
+        hex::encode(&sealed.ciphertext)
+    ))
+}
+
+/// Sends `host`'s agent, connected here, the token another server made for
+/// it; withdraws the token if the agent is not here or cannot take it.
+pub(crate) async fn deliver_sealed(state: &AppState, host: HostId, token_id: &str, sealed: &str) {
+    let Ok(id) = token_id.parse::<TokenId>() else {
+        tracing::warn!(host_id = %host, "a token rotation with a malformed token id was ignored");
+        return;
+    };
+    let Some(conn) = state.hub().get(host) else {
+        // Maybe the agent moved to a third server; if it holds the token
+        // nobody sent, the rotation is withdrawn when the operator retries.
+        return;
+    };
+    let opened = sealed
+        .split_once(':')
+        .and_then(|(nonce, ciphertext)| {
+            Some((hex::decode(nonce).ok()?, hex::decode(ciphertext).ok()?))
+        })
+        .and_then(|(nonce, ciphertext)| {
+            state
+                .sealing_key()
+                .open(
+                    &rm_core::sealing::Sealed { nonce, ciphertext },
+                    token_owner(host).as_bytes(),
+                )
+                .ok()
+        })
+        .and_then(|token| String::from_utf8(token).ok());
+    let delivered = match opened {
+        Some(token) => conn.send(Frame::new(TokenRotate { token })).is_ok(),
+        None => {
+            tracing::error!(host_id = %host, "a token rotation from another server does not open with this server's key (do all servers share one --secret-key-file?)");
+            false
+        }
+    };
+    if delivered {
+        tracing::info!(host_id = %host, token_id = %id, "agent token rotation started (asked by another server)");
+    } else if let Err(e) = state.store().revoke_agent_token(id, Utc::now()).await {
+        tracing::error!(host_id = %host, error = %e, "could not withdraw an undeliverable agent token");
+    }
+}
+
 /// Revokes every token of `host`'s agent and closes its connection with
 /// [`close_code::REVOKED`]. Revoking a revoked host again is not an error.
 /// `audit` is the audit entry written with the revocation.
@@ -109,9 +192,7 @@ pub async fn revoke(
     if !state.store().revoke_agent(host, Utc::now(), audit).await? {
         return Err(TokenError::NotFound(host));
     }
-    state
-        .hub()
-        .disconnect(host, close_code::REVOKED, "agent token revoked");
+    crate::cluster::disconnect(state, host, close_code::REVOKED, "agent token revoked");
     tracing::info!(host_id = %host, "agent token revoked");
     state.fleet_changed();
     Ok(())

@@ -46,7 +46,8 @@ pub(crate) struct Operator {
 }
 
 /// Credentials that just stopped working; live streams opened with them end.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "what", content = "id", rename_all = "snake_case")]
 pub(crate) enum Ended {
     /// One session (logout) or API token (revoked).
     Credential(TokenId),

@@ -54,12 +54,23 @@ pub async fn list(
     state
         .tree_cache()
         .get_or_fetch(key, || async {
-            let conn = state.hub().get(host).ok_or(BrowseError::Offline(host))?;
             let request = TreeList {
                 snapshot_id: snapshot.to_owned(),
                 path: path.to_owned(),
             };
-            let reply = state.rpc().call(host, &conn, request, LIST_TIMEOUT).await?;
+            let reply = match state.hub().get(host) {
+                Some(conn) => state.rpc().call(host, &conn, request, LIST_TIMEOUT).await?,
+                None if crate::cluster::agent_connected(state, host)
+                    .await
+                    .map_err(|e| BrowseError::Agent(e.to_string()))? =>
+                {
+                    state
+                        .rpc()
+                        .call_elsewhere(state, host, request, LIST_TIMEOUT)
+                        .await?
+                }
+                None => return Err(BrowseError::Offline(host)),
+            };
             match reply.message {
                 Message::TreeListResult(result) => match result.error {
                     Some(error) => Err(BrowseError::Agent(error)),

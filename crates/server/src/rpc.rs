@@ -4,6 +4,13 @@
 //! its own cancellation; whichever comes first. A reply nobody waits for
 //! any more (it came too late) is dropped quietly, and a reply is accepted
 //! only from the host the request went to.
+//!
+//! An agent connected to another server (several servers on one
+//! database) is called through that server: the request travels as a
+//! [`Signal::Call`], the holder makes the call as its own, stores the
+//! answer in the database and signals [`Signal::Replied`]; the caller
+//! takes the answer from the store and resolves its waiter with it, as if
+//! the agent had answered here.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -14,7 +21,17 @@ use rm_protocol::{Frame, Message};
 use tokio::sync::oneshot;
 use ulid::Ulid;
 
+use rm_protocol::{ErrorBody, ErrorCode};
+
+use crate::cluster::bus::{self, Signal};
 use crate::hub::{AgentConn, SendError};
+use crate::state::AppState;
+
+/// Time allowed, besides the agent's, for a call relayed through another
+/// server (two signals and a database round trip).
+const RELAY_ALLOWANCE: Duration = Duration::from_secs(5);
+/// Longest wait a relayed call may ask of the holder.
+const MAX_RELAYED_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Why a call got no answer.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +83,51 @@ impl Rpc {
         request: impl Into<Message>,
         timeout: Duration,
     ) -> Result<Frame, RpcError> {
+        self.call_with(host, timeout, |id| {
+            conn.send(Frame::with_id(id, request))?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Calls `host`'s agent through the server holding its connection
+    /// (see the module's documentation). `timeout` is the agent's; the
+    /// wait here allows for the way there and back.
+    pub(crate) async fn call_elsewhere(
+        &self,
+        state: &AppState,
+        host: HostId,
+        request: impl Into<Message>,
+        timeout: Duration,
+    ) -> Result<Frame, RpcError> {
+        if !bus::running(state) {
+            return Err(RpcError::Send(SendError::NotConnected));
+        }
+        let request = Frame::new(request).encode();
+        self.call_with(host, timeout + RELAY_ALLOWANCE, |id| {
+            bus::send(
+                state,
+                Signal::Call {
+                    host,
+                    id,
+                    caller: state.cluster().id().to_owned(),
+                    request,
+                    timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+                },
+            );
+            Ok(())
+        })
+        .await
+    }
+
+    /// Registers a waiter under a fresh id, has `send` deliver the request
+    /// with that id, and waits.
+    async fn call_with(
+        &self,
+        host: HostId,
+        timeout: Duration,
+        send: impl FnOnce(String) -> Result<(), RpcError>,
+    ) -> Result<Frame, RpcError> {
         let id = Ulid::new().to_string();
         let (reply, answer) = oneshot::channel();
         if let Ok(mut waiters) = self.waiters.lock() {
@@ -75,7 +137,7 @@ impl Rpc {
             rpc: self,
             id: id.clone(),
         };
-        conn.send(Frame::with_id(id, request))?;
+        send(id)?;
         match tokio::time::timeout(timeout, answer).await {
             Ok(Ok(frame)) => Ok(frame),
             Ok(Err(_)) => Err(RpcError::Disconnected),
@@ -113,6 +175,62 @@ impl Rpc {
     /// Calls still waiting.
     pub fn pending(&self) -> usize {
         self.waiters.lock().map(|w| w.len()).unwrap_or(0)
+    }
+}
+
+/// Makes, for the server `caller`, the call `request` (an encoded frame)
+/// to `host`'s agent connected here, and stores the answer (or why there
+/// is none, as an `error` frame) as reply `id`.
+pub(crate) async fn answer_for(
+    state: &AppState,
+    host: HostId,
+    conn: &AgentConn,
+    id: String,
+    caller: String,
+    request: &str,
+    timeout: Duration,
+) {
+    let timeout = timeout.min(MAX_RELAYED_TIMEOUT);
+    let answer = match Frame::decode(request) {
+        Ok(request) => match state.rpc().call(host, conn, request.message, timeout).await {
+            Ok(reply) => reply.message,
+            Err(e) => Message::from(ErrorBody::new(ErrorCode::Busy, e.to_string())),
+        },
+        Err(e) => Message::from(ErrorBody::new(
+            ErrorCode::BadRequest,
+            format!("a call relayed by another server could not be read: {e}"),
+        )),
+    };
+    let reply = Frame::with_id(id.clone(), answer).encode();
+    if let Err(e) = state
+        .store()
+        .put_reply(&id, &reply, chrono::Utc::now())
+        .await
+    {
+        tracing::warn!(%host, error = %e, "could not store the answer to a relayed call");
+        return;
+    }
+    bus::send(state, Signal::Replied { id, caller, host });
+}
+
+/// Takes the stored answer to this server's call `id` to `host` and hands
+/// it to the waiter.
+pub(crate) async fn take_answer(state: &AppState, host: HostId, id: &str) {
+    let text = match state.store().take_reply(id).await {
+        Ok(Some(text)) => text,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(%host, error = %e, "could not read the answer to a relayed call");
+            return;
+        }
+    };
+    match Frame::decode(&text) {
+        Ok(frame) => {
+            state.rpc().resolve(host, frame);
+        }
+        Err(e) => {
+            tracing::warn!(%host, error = %e, "the answer to a relayed call could not be read")
+        }
     }
 }
 

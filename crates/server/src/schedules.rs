@@ -11,6 +11,7 @@ use rm_protocol::{Frame, JobKind, Schedule, ScheduleAck, ScheduleFire, ScheduleS
 use rm_store::{NewJob, ScheduleRecord, StoreError};
 
 use crate::audit::EntryFor;
+use crate::cluster::bus::{self, Pushed, Signal};
 use crate::jobs::{self, JobError, JobRequest, ReportError};
 use crate::state::AppState;
 
@@ -310,11 +311,20 @@ const PUSH_BATCH: usize = 256;
 /// push to 10,000 agents take seconds of the server's time.
 pub(crate) async fn send_sets(state: &AppState, hosts: &[HostId]) {
     for chunk in hosts.chunks(PUSH_BATCH) {
-        let connected: Vec<HostId> = chunk
+        let (connected, elsewhere): (Vec<HostId>, Vec<HostId>) = chunk
             .iter()
             .copied()
-            .filter(|h| state.hub().is_connected(*h))
-            .collect();
+            .partition(|h| state.hub().is_connected(*h));
+        // Agents connected to other servers get theirs from those.
+        for host in elsewhere {
+            bus::send(
+                state,
+                Signal::Push {
+                    host,
+                    what: Pushed::Schedules,
+                },
+            );
+        }
         if connected.is_empty() {
             continue;
         }

@@ -160,8 +160,15 @@ impl AppState {
         &self.0.rpc
     }
 
-    /// Tells watchers of the fleet (dashboards) that something changed.
+    /// Tells watchers of the fleet (dashboards), here and on the other
+    /// servers, that something changed.
     pub(crate) fn fleet_changed(&self) {
+        self.fleet_changed_here();
+        crate::cluster::bus::send(self, crate::cluster::bus::Signal::Fleet);
+    }
+
+    /// [`AppState::fleet_changed`] for this server's watchers only.
+    pub(crate) fn fleet_changed_here(&self) {
         let _ = self.0.fleet.send(());
     }
 
@@ -173,6 +180,15 @@ impl AppState {
     /// Tells live streams that credentials ended (logout, revocation,
     /// password change, user deleted), so theirs can stop.
     pub(crate) fn credentials_ended(&self, ended: crate::auth::Ended) {
+        self.credentials_ended_here(ended);
+        crate::cluster::bus::send(
+            self,
+            crate::cluster::bus::Signal::CredentialsEnded { ended },
+        );
+    }
+
+    /// [`AppState::credentials_ended`] for this server's streams only.
+    pub(crate) fn credentials_ended_here(&self, ended: crate::auth::Ended) {
         let _ = self.0.ended.send(ended);
     }
 

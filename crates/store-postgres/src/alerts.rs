@@ -22,7 +22,8 @@ use rm_store_sql::{AlertRow, SilenceRow, ALERT_COLUMNS, SILENCE_COLUMNS};
 use sqlx::AssertSqlSafe;
 
 use crate::shared::{
-    db_error, fetch_all_models, fetch_optional_model, selector_param, selector_sql, write_audit,
+    db_error, fetch_all_models, fetch_optional_model, finish, finish_if, selector_param,
+    selector_sql, write_audit,
 };
 use crate::PostgresStore;
 
@@ -41,11 +42,12 @@ fn qualified_alert_columns() -> String {
 #[async_trait]
 impl AlertStore for PostgresStore {
     async fn fire_alert(&self, new: &NewAlert, audit: Option<&NewAuditEntry>) -> StoreResult<bool> {
-        let mut tx = self.pool.begin().await.map_err(|e| self.error(e))?;
         let started = ms(new.started_at);
-        // A second server firing the same alert waits on the index entry
-        // of the first's row and, once that commits, inserts nothing.
-        let inserted = sqlx::query(
+        let mut tx = self.pool.begin().await.map_err(|e| self.error(e))?;
+        let result: StoreResult<_> = async {
+            // A second server firing the same alert waits on the index entry
+            // of the first's row and, once that commits, inserts nothing.
+            let inserted = sqlx::query(
             "INSERT INTO alerts (id, kind, host_id, subject, state, message, job_id, started_at, \
              next_notify_at) VALUES ($1, $2, $3, $4, 'firing', $5, $6, $7, $7) \
              ON CONFLICT DO NOTHING",
@@ -62,13 +64,13 @@ impl AlertStore for PostgresStore {
         .map_err(db_error)?
         .rows_affected()
             > 0;
-        if !inserted {
-            tx.rollback().await.map_err(db_error)?;
-            return Ok(false);
+            if inserted {
+                write_audit(&mut tx, audit).await?;
+            }
+            Ok(inserted)
         }
-        write_audit(&mut tx, audit).await?;
-        tx.commit().await.map_err(db_error)?;
-        Ok(true)
+        .await;
+        finish_if(tx, result, |inserted| *inserted).await
     }
 
     async fn resolve_alert(
@@ -80,30 +82,31 @@ impl AlertStore for PostgresStore {
         message: &str,
         audit: Option<&NewAuditEntry>,
     ) -> StoreResult<Option<AlertRecord>> {
-        let mut tx = self.pool.begin().await.map_err(|e| self.error(e))?;
         let sql = format!(
             "UPDATE alerts SET state = 'resolved', resolved_at = $1, resolved_message = $2, \
              next_notify_at = CASE WHEN notifications > 0 THEN $1 END \
              WHERE host_id = $3 AND kind = $4 AND subject = $5 AND state = 'firing' \
              RETURNING {ALERT_COLUMNS}"
         );
-        let resolved: Option<AlertRecord> = fetch_optional_model(
-            &mut *tx,
-            sqlx::query_as::<_, AlertRow>(AssertSqlSafe(sql))
-                .bind(ms(at))
-                .bind(message)
-                .bind(host.to_string())
-                .bind(kind)
-                .bind(subject),
-        )
-        .await?;
-        let Some(resolved) = resolved else {
-            tx.rollback().await.map_err(db_error)?;
-            return Ok(None);
-        };
-        write_audit(&mut tx, audit).await?;
-        tx.commit().await.map_err(db_error)?;
-        Ok(Some(resolved))
+        let mut tx = self.pool.begin().await.map_err(|e| self.error(e))?;
+        let result: StoreResult<_> = async {
+            let resolved: Option<AlertRecord> = fetch_optional_model(
+                &mut *tx,
+                sqlx::query_as::<_, AlertRow>(AssertSqlSafe(sql))
+                    .bind(ms(at))
+                    .bind(message)
+                    .bind(host.to_string())
+                    .bind(kind)
+                    .bind(subject),
+            )
+            .await?;
+            if resolved.is_some() {
+                write_audit(&mut tx, audit).await?;
+            }
+            Ok(resolved)
+        }
+        .await;
+        finish_if(tx, result, Option::is_some).await
     }
 
     async fn resolve_host_alerts(
@@ -114,25 +117,26 @@ impl AlertStore for PostgresStore {
         audit: Option<&NewAuditEntry>,
     ) -> StoreResult<u64> {
         let mut tx = self.pool.begin().await.map_err(|e| self.error(e))?;
-        let resolved = sqlx::query(
-            "UPDATE alerts SET state = 'resolved', resolved_at = $1, resolved_message = $2, \
+        let result: StoreResult<_> = async {
+            let resolved = sqlx::query(
+                "UPDATE alerts SET state = 'resolved', resolved_at = $1, resolved_message = $2, \
              next_notify_at = CASE WHEN notifications > 0 THEN $1 END \
              WHERE host_id = $3 AND state = 'firing'",
-        )
-        .bind(ms(at))
-        .bind(message)
-        .bind(host.to_string())
-        .execute(&mut *tx)
-        .await
-        .map_err(db_error)?
-        .rows_affected();
-        if resolved == 0 {
-            tx.rollback().await.map_err(db_error)?;
-            return Ok(0);
+            )
+            .bind(ms(at))
+            .bind(message)
+            .bind(host.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?
+            .rows_affected();
+            if resolved > 0 {
+                write_audit(&mut tx, audit).await?;
+            }
+            Ok(resolved)
         }
-        write_audit(&mut tx, audit).await?;
-        tx.commit().await.map_err(db_error)?;
-        Ok(resolved)
+        .await;
+        finish_if(tx, result, |resolved| *resolved > 0).await
     }
 
     async fn alert(&self, id: AlertId) -> StoreResult<Option<AlertRecord>> {
@@ -205,39 +209,42 @@ impl AlertStore for PostgresStore {
         audit: Option<&NewAuditEntry>,
     ) -> StoreResult<AlertRecord> {
         let mut tx = self.pool.begin().await.map_err(|e| self.error(e))?;
-        // FOR UPDATE: of two acknowledgements (or one racing a resolution)
-        // the second waits here and then sees the first's outcome.
-        let sql = format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE id = $1 FOR UPDATE");
-        let current: AlertRecord = fetch_optional_model(
-            &mut *tx,
-            sqlx::query_as::<_, AlertRow>(AssertSqlSafe(sql)).bind(id.to_string()),
-        )
-        .await?
-        .ok_or_else(|| StoreError::NotFound(format!("alert `{id}`")))?;
-        if !current.firing {
-            return Err(StoreError::Conflict(format!("alert `{id}` is resolved")));
-        }
-        if let Some(by) = &current.acknowledged_by {
-            return Err(StoreError::Conflict(format!(
-                "alert `{id}` was acknowledged already by {by}"
-            )));
-        }
-        let sql = format!(
+        let result: StoreResult<_> = async {
+            // FOR UPDATE: of two acknowledgements (or one racing a resolution)
+            // the second waits here and then sees the first's outcome.
+            let sql = format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE id = $1 FOR UPDATE");
+            let current: AlertRecord = fetch_optional_model(
+                &mut *tx,
+                sqlx::query_as::<_, AlertRow>(AssertSqlSafe(sql)).bind(id.to_string()),
+            )
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("alert `{id}`")))?;
+            if !current.firing {
+                return Err(StoreError::Conflict(format!("alert `{id}` is resolved")));
+            }
+            if let Some(by) = &current.acknowledged_by {
+                return Err(StoreError::Conflict(format!(
+                    "alert `{id}` was acknowledged already by {by}"
+                )));
+            }
+            let sql = format!(
             "UPDATE alerts SET acknowledged_by = $1, acknowledged_at = $2, next_notify_at = NULL \
              WHERE id = $3 RETURNING {ALERT_COLUMNS}"
         );
-        let acknowledged: AlertRecord = fetch_optional_model(
-            &mut *tx,
-            sqlx::query_as::<_, AlertRow>(AssertSqlSafe(sql))
-                .bind(by)
-                .bind(ms(at))
-                .bind(id.to_string()),
-        )
-        .await?
-        .ok_or_else(|| StoreError::NotFound(format!("alert `{id}`")))?;
-        write_audit(&mut tx, audit).await?;
-        tx.commit().await.map_err(db_error)?;
-        Ok(acknowledged)
+            let acknowledged: AlertRecord = fetch_optional_model(
+                &mut *tx,
+                sqlx::query_as::<_, AlertRow>(AssertSqlSafe(sql))
+                    .bind(by)
+                    .bind(ms(at))
+                    .bind(id.to_string()),
+            )
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("alert `{id}`")))?;
+            write_audit(&mut tx, audit).await?;
+            Ok(acknowledged)
+        }
+        .await;
+        finish(tx, result).await
     }
 
     async fn alerts_due(&self, now: DateTime<Utc>, limit: u32) -> StoreResult<Vec<AlertRecord>> {
@@ -314,22 +321,25 @@ impl AlertStore for PostgresStore {
         audit: Option<&NewAuditEntry>,
     ) -> StoreResult<()> {
         let mut tx = self.pool.begin().await.map_err(|e| self.error(e))?;
-        sqlx::query(
-            "INSERT INTO silences (id, selector, until, reason, created_by, created_at) \
+        let result: StoreResult<_> = async {
+            sqlx::query(
+                "INSERT INTO silences (id, selector, until, reason, created_by, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(s.id.to_string())
-        .bind(encode::labels_json(&s.selector.0))
-        .bind(ms(s.until))
-        .bind(&s.reason)
-        .bind(&s.created_by)
-        .bind(ms(s.created_at))
-        .execute(&mut *tx)
-        .await
-        .map_err(db_error)?;
-        write_audit(&mut tx, audit).await?;
-        tx.commit().await.map_err(db_error)?;
-        Ok(())
+            )
+            .bind(s.id.to_string())
+            .bind(encode::labels_json(&s.selector.0))
+            .bind(ms(s.until))
+            .bind(&s.reason)
+            .bind(&s.created_by)
+            .bind(ms(s.created_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+            write_audit(&mut tx, audit).await?;
+            Ok(())
+        }
+        .await;
+        finish(tx, result).await
     }
 
     async fn silences(&self, after: Option<DateTime<Utc>>) -> StoreResult<Vec<SilenceRecord>> {
@@ -350,40 +360,44 @@ impl AlertStore for PostgresStore {
         audit: Option<&NewAuditEntry>,
     ) -> StoreResult<()> {
         let mut tx = self.pool.begin().await.map_err(|e| self.error(e))?;
-        // FOR UPDATE: a second ending of the same silence waits here and
-        // then reads it ended (a conflict), not the end it had before.
-        let until: i64 = sqlx::query_scalar("SELECT until FROM silences WHERE id = $1 FOR UPDATE")
-            .bind(id.to_string())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db_error)?
-            .ok_or_else(|| StoreError::NotFound(format!("silence `{id}`")))?;
-        if until <= ms(now) {
-            return Err(StoreError::Conflict(format!(
-                "silence `{id}` has ended already"
-            )));
-        }
-        // Kept, ending now: the list of all silences is their history.
-        sqlx::query("UPDATE silences SET until = $1 WHERE id = $2")
+        let result: StoreResult<_> = async {
+            // FOR UPDATE: a second ending of the same silence waits here and
+            // then reads it ended (a conflict), not the end it had before.
+            let until: i64 =
+                sqlx::query_scalar("SELECT until FROM silences WHERE id = $1 FOR UPDATE")
+                    .bind(id.to_string())
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(db_error)?
+                    .ok_or_else(|| StoreError::NotFound(format!("silence `{id}`")))?;
+            if until <= ms(now) {
+                return Err(StoreError::Conflict(format!(
+                    "silence `{id}` has ended already"
+                )));
+            }
+            // Kept, ending now: the list of all silences is their history.
+            sqlx::query("UPDATE silences SET until = $1 WHERE id = $2")
+                .bind(ms(now))
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            // Firing alerts held back until exactly this silence's end are due
+            // now (another silence still covering one holds it again); repeats
+            // merely scheduled before that end keep their time.
+            sqlx::query(
+                "UPDATE alerts SET next_notify_at = $1 WHERE state = 'firing' \
+             AND next_notify_at = $2",
+            )
             .bind(ms(now))
-            .bind(id.to_string())
+            .bind(until)
             .execute(&mut *tx)
             .await
             .map_err(db_error)?;
-        // Firing alerts held back until exactly this silence's end are due
-        // now (another silence still covering one holds it again); repeats
-        // merely scheduled before that end keep their time.
-        sqlx::query(
-            "UPDATE alerts SET next_notify_at = $1 WHERE state = 'firing' \
-             AND next_notify_at = $2",
-        )
-        .bind(ms(now))
-        .bind(until)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_error)?;
-        write_audit(&mut tx, audit).await?;
-        tx.commit().await.map_err(db_error)?;
-        Ok(())
+            write_audit(&mut tx, audit).await?;
+            Ok(())
+        }
+        .await;
+        finish(tx, result).await
     }
 }

@@ -3,14 +3,21 @@
 //! (two servers taking one lease, two sweeping one dead server's hosts) is
 //! decided by one conditional statement, which PostgreSQL re-checks on the
 //! committed row after waiting for its lock.
+//!
+//! Messages between the servers ([`rm_store::ClusterBus`]) are PostgreSQL
+//! notifications on one channel per schema, published in one statement
+//! per batch and received on a connection of the pool kept for listening.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rm_core::HostId;
 use rm_store::prelude::*;
-use rm_store::{ServerRecord, StoreResult};
+use rm_store::{
+    ClusterListener, ClusterMessage, ServerRecord, StoreError, StoreResult, MAX_MESSAGE_BYTES,
+};
 use rm_store_sql::encode::ms;
 use rm_store_sql::{HostIdRow, ServerRow, SERVER_COLUMNS};
+use sqlx::postgres::PgListener;
 // The SQL text is built from a constant column list; values are bound.
 use sqlx::AssertSqlSafe;
 
@@ -173,5 +180,122 @@ impl ClusterStore for PostgresStore {
         .await?;
         hosts.sort();
         Ok(hosts)
+    }
+}
+
+/// PostgreSQL's longest identifier, in bytes (a channel name is one).
+const MAX_IDENTIFIER_BYTES: usize = 63;
+
+/// The notification channel of the store whose tables are in `schema`:
+/// `rm_cluster_<schema>`, cut to an identifier's length (two schemas
+/// sharing a 52-byte prefix share a channel, which costs them each other's
+/// messages, which name nothing of theirs).
+pub(crate) fn channel(schema: Option<&str>) -> String {
+    let mut channel = String::from("rm_cluster");
+    if let Some(schema) = schema {
+        channel.push('_');
+        channel.push_str(schema);
+    }
+    while channel.len() > MAX_IDENTIFIER_BYTES {
+        channel.pop();
+    }
+    channel
+}
+
+/// A `LISTEN` on the store's channel, on a connection of its own.
+struct NotificationListener {
+    listener: PgListener,
+    store: PostgresStore,
+}
+
+#[async_trait]
+impl ClusterListener for NotificationListener {
+    async fn next(&mut self) -> StoreResult<ClusterMessage> {
+        match self.listener.try_recv().await {
+            Ok(Some(notification)) => {
+                Ok(ClusterMessage::Message(notification.payload().to_owned()))
+            }
+            // The connection was lost and made again (sqlx listens on the
+            // channel again before this returns).
+            Ok(None) => Ok(ClusterMessage::Resumed),
+            Err(e) => Err(self.store.error(e)),
+        }
+    }
+}
+
+#[async_trait]
+impl ClusterBus for PostgresStore {
+    async fn publish(&self, messages: &[String]) -> StoreResult<()> {
+        if let Some(long) = messages.iter().find(|m| m.len() > MAX_MESSAGE_BYTES) {
+            return Err(StoreError::Conflict(format!(
+                "a cluster message of {} bytes is longer than {MAX_MESSAGE_BYTES}",
+                long.len()
+            )));
+        }
+        if messages.is_empty() {
+            return Ok(());
+        }
+        // One statement, one transaction: delivered together, in order,
+        // when it commits.
+        sqlx::query(
+            "SELECT pg_notify($1, message) FROM UNNEST($2::TEXT[]) WITH ORDINALITY \
+             AS m(message, n) ORDER BY n",
+        )
+        .bind(&self.channel)
+        .bind(messages)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.error(e))?;
+        Ok(())
+    }
+
+    async fn listen(&self) -> StoreResult<Box<dyn ClusterListener>> {
+        let mut listener = PgListener::connect_with(&self.pool)
+            .await
+            .map_err(|e| self.error(e))?;
+        // The server stops its listener before closing the pool; a close
+        // must not look like a lost connection meanwhile.
+        listener.ignore_pool_close_event(true);
+        listener
+            .listen(&self.channel)
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(Box::new(NotificationListener {
+            listener,
+            store: self.clone(),
+        }))
+    }
+
+    async fn put_reply(&self, id: &str, body: &str, now: DateTime<Utc>) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO cluster_replies (id, body, created_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(id)
+        .bind(body)
+        .bind(ms(now))
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.error(e))?;
+        Ok(())
+    }
+
+    async fn take_reply(&self, id: &str) -> StoreResult<Option<String>> {
+        sqlx::query_scalar("DELETE FROM cluster_replies WHERE id = $1 RETURNING body")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| self.error(e))
+    }
+
+    async fn prune_replies(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        Ok(
+            sqlx::query("DELETE FROM cluster_replies WHERE created_at < $1")
+                .bind(ms(before))
+                .execute(&self.pool)
+                .await
+                .map_err(|e| self.error(e))?
+                .rows_affected(),
+        )
     }
 }

@@ -30,7 +30,8 @@ use sqlx::AssertSqlSafe;
 
 use crate::codec::pg_text;
 use crate::shared::{
-    fetch_all_models, fetch_optional_model, insert_error, selector_param, selector_sql, write_audit,
+    fetch_all_models, fetch_optional_model, finish, finish_if, insert_error, selector_param,
+    selector_sql, write_audit,
 };
 use crate::PostgresStore;
 
@@ -205,18 +206,21 @@ impl JobStore for PostgresStore {
     /// stored as none.
     async fn create_job(&self, job: &NewJob, audit: Option<&NewAuditEntry>) -> StoreResult<Job> {
         let mut tx = self.pool.begin().await.map_err(|e| self.error(e))?;
-        let mut made = insert_jobs(&mut tx, std::slice::from_ref(job)).await?;
-        write_audit(&mut tx, audit).await?;
-        tx.commit().await.map_err(|e| self.error(e))?;
+        let result: StoreResult<_> = async {
+            let made = insert_jobs(&mut tx, std::slice::from_ref(job)).await?;
+            write_audit(&mut tx, audit).await?;
+            Ok(made)
+        }
+        .await;
+        let mut made = finish(tx, result).await?;
         made.pop()
             .ok_or_else(|| StoreError::Backend("INSERT … RETURNING gave no row".into()))
     }
 
     async fn create_jobs(&self, jobs: &[NewJob]) -> StoreResult<Vec<Job>> {
         let mut tx = self.pool.begin().await.map_err(|e| self.error(e))?;
-        let made = insert_jobs(&mut tx, jobs).await?;
-        tx.commit().await.map_err(|e| self.error(e))?;
-        Ok(made)
+        let result = insert_jobs(&mut tx, jobs).await;
+        finish(tx, result).await
     }
 
     /// The jobs and their batch rows are two statements, whatever the
@@ -229,21 +233,24 @@ impl JobStore for PostgresStore {
         audit: Option<&NewAuditEntry>,
     ) -> StoreResult<Vec<Job>> {
         let mut tx = self.pool.begin().await.map_err(|e| self.error(e))?;
-        let made = insert_jobs(&mut tx, jobs).await?;
-        let ids: Vec<String> = made.iter().map(|j| j.id.to_string()).collect();
-        sqlx::query(
-            "INSERT INTO job_batches (job_id, batch_id, max_parallel) \
+        let result: StoreResult<_> = async {
+            let made = insert_jobs(&mut tx, jobs).await?;
+            let ids: Vec<String> = made.iter().map(|j| j.id.to_string()).collect();
+            sqlx::query(
+                "INSERT INTO job_batches (job_id, batch_id, max_parallel) \
              SELECT job_id, $2, $3 FROM UNNEST($1::text[]) AS b(job_id)",
-        )
-        .bind(&ids)
-        .bind(batch.to_string())
-        .bind(i64::from(max_parallel.max(1)))
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| self.error(e))?;
-        write_audit(&mut tx, audit).await?;
-        tx.commit().await.map_err(|e| self.error(e))?;
-        Ok(made)
+            )
+            .bind(&ids)
+            .bind(batch.to_string())
+            .bind(i64::from(max_parallel.max(1)))
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.error(e))?;
+            write_audit(&mut tx, audit).await?;
+            Ok(made)
+        }
+        .await;
+        finish(tx, result).await
     }
 
     /// The key is claimed with `INSERT … ON CONFLICT DO NOTHING` in the
@@ -255,26 +262,29 @@ impl JobStore for PostgresStore {
             return Ok((found, false));
         }
         let mut tx = self.pool.begin().await.map_err(|e| self.error(e))?;
-        let mut made = insert_jobs(&mut tx, std::slice::from_ref(job)).await?;
-        let claimed = sqlx::query(
-            "INSERT INTO repository_fires (fire_key, job_id, created_at) VALUES ($1, $2, $3) \
+        let result: StoreResult<_> = async {
+            let made = insert_jobs(&mut tx, std::slice::from_ref(job)).await?;
+            let claimed = sqlx::query(
+                "INSERT INTO repository_fires (fire_key, job_id, created_at) VALUES ($1, $2, $3) \
              ON CONFLICT (fire_key) DO NOTHING",
-        )
-        .bind(fire_key)
-        .bind(job.id.to_string())
-        .bind(ms(job.created_at))
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| self.error(e))?
-        .rows_affected();
-        if claimed == 1 {
-            tx.commit().await.map_err(|e| self.error(e))?;
+            )
+            .bind(fire_key)
+            .bind(job.id.to_string())
+            .bind(ms(job.created_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.error(e))?
+            .rows_affected();
+            Ok((claimed == 1).then_some(made))
+        }
+        .await;
+        // Not claimed: the job made for the claim is rolled back.
+        if let Some(mut made) = finish_if(tx, result, Option::is_some).await? {
             let made = made
                 .pop()
                 .ok_or_else(|| StoreError::Backend("INSERT … RETURNING gave no row".into()))?;
             return Ok((made, true));
         }
-        tx.rollback().await.map_err(|e| self.error(e))?;
         // The claim that won is committed (the insert waited for it), so a
         // new statement sees it.
         fired_job(&self.pool, fire_key)
@@ -462,31 +472,31 @@ impl JobStore for PostgresStore {
         }
         let finished_ms = ms(end.finished_at);
         let mut tx = self.pool.begin().await.map_err(|e| self.error(e))?;
-        let ended: Option<(String, String)> = sqlx::query_as(
-            "UPDATE jobs SET status = $1, exit_code = $2, stats = $3, error = $4, \
+        let result: StoreResult<_> = async {
+            let ended: Option<(String, String)> = sqlx::query_as(
+                "UPDATE jobs SET status = $1, exit_code = $2, stats = $3, error = $4, \
              finished_at = $5, end_provisional = $6 \
              WHERE id = $7 AND (status = ANY($8) OR (end_provisional AND NOT $6)) \
              RETURNING host_id, kind",
-        )
-        .bind(end.status.as_str())
-        .bind(end.exit_code)
-        .bind(encode::json_value_to_opt(&end.stats))
-        .bind(end.error.as_deref().map(pg_text))
-        .bind(finished_ms)
-        .bind(end.provisional)
-        .bind(id.to_string())
-        .bind(names(&JobStatus::sources_of(end.status)))
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(|e| self.error(e))?;
-        let Some((host_id, kind)) = ended else {
-            tx.rollback().await.map_err(|e| self.error(e))?;
-            return Ok(false);
-        };
-        if kind == BACKUP_KIND {
-            let succeeded = matches!(end.status, JobStatus::Succeeded | JobStatus::Partial);
-            sqlx::query(
-                "UPDATE hosts SET \
+            )
+            .bind(end.status.as_str())
+            .bind(end.exit_code)
+            .bind(encode::json_value_to_opt(&end.stats))
+            .bind(end.error.as_deref().map(pg_text))
+            .bind(finished_ms)
+            .bind(end.provisional)
+            .bind(id.to_string())
+            .bind(names(&JobStatus::sources_of(end.status)))
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(|e| self.error(e))?;
+            let Some((host_id, kind)) = ended else {
+                return Ok(false);
+            };
+            if kind == BACKUP_KIND {
+                let succeeded = matches!(end.status, JobStatus::Succeeded | JobStatus::Partial);
+                sqlx::query(
+                    "UPDATE hosts SET \
                  last_backup_status = CASE WHEN last_backup_at IS NULL OR last_backup_at <= $1 \
                      THEN $2 ELSE last_backup_status END, \
                  last_backup_at = CASE WHEN last_backup_at IS NULL OR last_backup_at <= $1 \
@@ -494,18 +504,21 @@ impl JobStore for PostgresStore {
                  last_backup_success_at = CASE WHEN $4 AND (last_backup_success_at IS NULL \
                      OR last_backup_success_at <= $1) THEN $1 ELSE last_backup_success_at END \
                  WHERE id = $3",
-            )
-            .bind(finished_ms)
-            .bind(end.status.as_str())
-            .bind(&host_id)
-            .bind(succeeded)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| self.error(e))?;
+                )
+                .bind(finished_ms)
+                .bind(end.status.as_str())
+                .bind(&host_id)
+                .bind(succeeded)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.error(e))?;
+            }
+            write_audit(&mut tx, audit).await?;
+            Ok(true)
         }
-        write_audit(&mut tx, audit).await?;
-        tx.commit().await.map_err(|e| self.error(e))?;
-        Ok(true)
+        .await;
+        // A job already ended (or not there) is left as it was.
+        finish_if(tx, result, |ended| *ended).await
     }
 
     /// As the SQLite store's contract (lines of unknown jobs are skipped

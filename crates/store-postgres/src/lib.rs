@@ -133,6 +133,10 @@ impl Default for PostgresOptions {
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    /// The `LISTEN`/`NOTIFY` channel of [`rm_store::ClusterBus`]: one per
+    /// schema, since a channel is the database's and several stores may
+    /// share one database in their own schemas.
+    channel: String,
 }
 
 impl PostgresStore {
@@ -178,7 +182,14 @@ impl PostgresStore {
             .await
             .map_err(|source| target.migrate_error(source))?;
         tracing::debug!(url = %target.redacted, "postgres store opened and migrated");
-        Ok(PostgresStore { pool })
+        // The schema the tables are in, however it was chosen (this
+        // option, or `search_path` in the URL's `options`).
+        let schema: Option<String> = sqlx::query_scalar("SELECT current_schema()")
+            .fetch_one(&pool)
+            .await
+            .map_err(|source| target.connect_error(source))?;
+        let channel = cluster::channel(schema.as_deref());
+        Ok(PostgresStore { pool, channel })
     }
 
     /// Maps a failed call's error, as the store's methods do:

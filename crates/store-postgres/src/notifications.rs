@@ -23,7 +23,9 @@ use rm_store_sql::{ChannelRow, OutboxEntryRow, CHANNEL_COLUMNS, OUTBOX_COLUMNS};
 use sqlx::AssertSqlSafe;
 
 use crate::codec;
-use crate::shared::{db_error, fetch_all_models, fetch_optional_model, write_audit};
+use crate::shared::{
+    db_error, fetch_all_models, fetch_optional_model, finish, finish_if, write_audit,
+};
 use crate::PostgresStore;
 
 /// Longest error text kept on a row or channel, in characters.
@@ -52,26 +54,29 @@ impl NotificationStore for PostgresStore {
         audit: Option<&NewAuditEntry>,
     ) -> StoreResult<()> {
         let mut tx = self.pool.begin().await.map_err(|e| self.error(e))?;
-        sqlx::query(
-            "INSERT INTO notification_channels (id, name, kind, config, secret_nonce, \
+        let result: StoreResult<_> = async {
+            sqlx::query(
+                "INSERT INTO notification_channels (id, name, kind, config, secret_nonce, \
              secret_ciphertext, selector, kinds, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(c.id.to_string())
-        .bind(&c.name)
-        .bind(&c.kind)
-        .bind(c.config.to_string())
-        .bind(c.secret.as_ref().map(|s| s.nonce.clone()))
-        .bind(c.secret.as_ref().map(|s| s.ciphertext.clone()))
-        .bind(encode::labels_json(&c.selector.0))
-        .bind(encode::json_strings(&c.kinds))
-        .bind(ms(c.created_at))
-        .bind(ms(c.updated_at))
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| channel_write_error(e, &c.name))?;
-        write_audit(&mut tx, audit).await?;
-        tx.commit().await.map_err(db_error)
+            )
+            .bind(c.id.to_string())
+            .bind(&c.name)
+            .bind(&c.kind)
+            .bind(c.config.to_string())
+            .bind(c.secret.as_ref().map(|s| s.nonce.clone()))
+            .bind(c.secret.as_ref().map(|s| s.ciphertext.clone()))
+            .bind(encode::labels_json(&c.selector.0))
+            .bind(encode::json_strings(&c.kinds))
+            .bind(ms(c.created_at))
+            .bind(ms(c.updated_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| channel_write_error(e, &c.name))?;
+            write_audit(&mut tx, audit).await
+        }
+        .await;
+        finish(tx, result).await
     }
 
     async fn update_channel(
@@ -80,33 +85,35 @@ impl NotificationStore for PostgresStore {
         audit: Option<&NewAuditEntry>,
     ) -> StoreResult<()> {
         let mut tx = self.pool.begin().await.map_err(|e| self.error(e))?;
-        let changed = sqlx::query(
-            "UPDATE notification_channels SET name = $1, kind = $2, config = $3, \
+        let result: StoreResult<_> = async {
+            let changed = sqlx::query(
+                "UPDATE notification_channels SET name = $1, kind = $2, config = $3, \
              secret_nonce = $4, secret_ciphertext = $5, selector = $6, kinds = $7, \
              updated_at = $8 WHERE id = $9",
-        )
-        .bind(&c.name)
-        .bind(&c.kind)
-        .bind(c.config.to_string())
-        .bind(c.secret.as_ref().map(|s| s.nonce.clone()))
-        .bind(c.secret.as_ref().map(|s| s.ciphertext.clone()))
-        .bind(encode::labels_json(&c.selector.0))
-        .bind(encode::json_strings(&c.kinds))
-        .bind(ms(c.updated_at))
-        .bind(c.id.to_string())
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| channel_write_error(e, &c.name))?
-        .rows_affected();
-        if changed == 0 {
-            tx.rollback().await.map_err(db_error)?;
-            return Err(StoreError::NotFound(format!(
-                "notification channel `{}`",
-                c.id
-            )));
+            )
+            .bind(&c.name)
+            .bind(&c.kind)
+            .bind(c.config.to_string())
+            .bind(c.secret.as_ref().map(|s| s.nonce.clone()))
+            .bind(c.secret.as_ref().map(|s| s.ciphertext.clone()))
+            .bind(encode::labels_json(&c.selector.0))
+            .bind(encode::json_strings(&c.kinds))
+            .bind(ms(c.updated_at))
+            .bind(c.id.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| channel_write_error(e, &c.name))?
+            .rows_affected();
+            if changed == 0 {
+                return Err(StoreError::NotFound(format!(
+                    "notification channel `{}`",
+                    c.id
+                )));
+            }
+            write_audit(&mut tx, audit).await
         }
-        write_audit(&mut tx, audit).await?;
-        tx.commit().await.map_err(db_error)
+        .await;
+        finish(tx, result).await
     }
 
     async fn delete_channel(
@@ -114,21 +121,23 @@ impl NotificationStore for PostgresStore {
         id: ChannelId,
         audit: Option<&NewAuditEntry>,
     ) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await.map_err(|e| self.error(e))?;
         let id = id.to_string();
-        // The outbox rows go by the foreign key's cascade.
-        let deleted = sqlx::query("DELETE FROM notification_channels WHERE id = $1")
-            .bind(&id)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_error)?
-            .rows_affected();
-        if deleted == 0 {
-            tx.rollback().await.map_err(db_error)?;
-            return Err(StoreError::NotFound(format!("notification channel `{id}`")));
+        let mut tx = self.pool.begin().await.map_err(|e| self.error(e))?;
+        let result: StoreResult<_> = async {
+            // The outbox rows go by the foreign key's cascade.
+            let deleted = sqlx::query("DELETE FROM notification_channels WHERE id = $1")
+                .bind(&id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?
+                .rows_affected();
+            if deleted == 0 {
+                return Err(StoreError::NotFound(format!("notification channel `{id}`")));
+            }
+            write_audit(&mut tx, audit).await
         }
-        write_audit(&mut tx, audit).await?;
-        tx.commit().await.map_err(db_error)
+        .await;
+        finish(tx, result).await
     }
 
     async fn channel(&self, id: ChannelId) -> StoreResult<Option<ChannelRecord>> {
@@ -166,54 +175,58 @@ impl NotificationStore for PostgresStore {
             created.push(ms(row.created_at));
         }
         let mut tx = self.pool.begin().await.map_err(|e| self.error(e))?;
-        // One statement for the batch; rows of a channel that is not there
-        // join nothing, which the count below notices. A channel deleted
-        // by another server between this read and the insert fails the
-        // foreign key instead: either way nothing is queued.
-        let inserted = sqlx::query(
-            "INSERT INTO notification_outbox (channel_id, alert_id, event, payload, \
+        let result: StoreResult<_> = async {
+            // One statement for the batch; rows of a channel that is not there
+            // join nothing, which the count below notices. A channel deleted
+            // by another server between this read and the insert fails the
+            // foreign key instead: either way nothing is queued.
+            let inserted = sqlx::query(
+                "INSERT INTO notification_outbox (channel_id, alert_id, event, payload, \
              next_attempt_at, created_at) \
              SELECT c.id, v.alert_id, v.event, v.payload, v.created_at, v.created_at \
              FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[]) \
                WITH ORDINALITY AS v(channel_id, alert_id, event, payload, created_at, n) \
              JOIN notification_channels c ON c.id = v.channel_id ORDER BY v.n",
-        )
-        .bind(&channels)
-        .bind(&alerts)
-        .bind(&events)
-        .bind(&payloads)
-        .bind(&created)
-        .execute(&mut *tx)
-        .await;
-        let missing = match inserted {
-            Ok(done) if done.rows_affected() == rows.len() as u64 => None,
-            Ok(_) => {
-                let found: Vec<String> =
-                    sqlx::query_scalar("SELECT id FROM notification_channels WHERE id = ANY($1)")
-                        .bind(&channels)
-                        .fetch_all(&mut *tx)
-                        .await
-                        .map_err(db_error)?;
-                Some(
-                    channels
-                        .iter()
-                        .find(|c| !found.contains(c))
-                        .cloned()
-                        .unwrap_or_default(),
-                )
+            )
+            .bind(&channels)
+            .bind(&alerts)
+            .bind(&events)
+            .bind(&payloads)
+            .bind(&created)
+            .execute(&mut *tx)
+            .await;
+            let missing = match inserted {
+                Ok(done) if done.rows_affected() == rows.len() as u64 => None,
+                Ok(_) => {
+                    let found: Vec<String> = sqlx::query_scalar(
+                        "SELECT id FROM notification_channels WHERE id = ANY($1)",
+                    )
+                    .bind(&channels)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(db_error)?;
+                    Some(
+                        channels
+                            .iter()
+                            .find(|c| !found.contains(c))
+                            .cloned()
+                            .unwrap_or_default(),
+                    )
+                }
+                Err(e) if codec::is_foreign_key_violation(&e) => Some(String::new()),
+                Err(e) => return Err(db_error(e)),
+            };
+            match missing {
+                None => Ok(()),
+                Some(channel) => Err(StoreError::NotFound(if channel.is_empty() {
+                    "a notification channel of the batch (deleted meanwhile)".to_owned()
+                } else {
+                    format!("notification channel `{channel}`")
+                })),
             }
-            Err(e) if codec::is_foreign_key_violation(&e) => Some(String::new()),
-            Err(e) => return Err(db_error(e)),
-        };
-        if let Some(channel) = missing {
-            tx.rollback().await.map_err(db_error)?;
-            return Err(StoreError::NotFound(if channel.is_empty() {
-                "a notification channel of the batch (deleted meanwhile)".to_owned()
-            } else {
-                format!("notification channel `{channel}`")
-            }));
         }
-        tx.commit().await.map_err(db_error)
+        .await;
+        finish(tx, result).await
     }
 
     async fn claim_notifications(
@@ -280,21 +293,21 @@ impl NotificationStore for PostgresStore {
         };
         let first = retry_at.unwrap_or(at);
         let mut tx = self.pool.begin().await.map_err(|e| self.error(e))?;
-        // The row's WHERE decides a race of two outcomes: the second waits
-        // for the first's row lock, re-reads the row finished, and matches
-        // nothing, so the counters move once.
-        let channel_id: Option<String> = sqlx::query_scalar(sql)
-            .bind(ms(first))
-            .bind(&error)
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db_error)?;
-        let Some(channel_id) = channel_id else {
-            tx.rollback().await.map_err(db_error)?;
-            return Ok(false);
-        };
-        let counters = match outcome {
+        let result: StoreResult<_> = async {
+            // The row's WHERE decides a race of two outcomes: the second waits
+            // for the first's row lock, re-reads the row finished, and matches
+            // nothing, so the counters move once.
+            let channel_id: Option<String> = sqlx::query_scalar(sql)
+                .bind(ms(first))
+                .bind(&error)
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            let Some(channel_id) = channel_id else {
+                return Ok(false);
+            };
+            let counters = match outcome {
             DeliveryOutcome::Delivered { .. } => {
                 "UPDATE notification_channels SET delivered = delivered + 1, \
                  last_success_at = $1, failing_since = NULL WHERE id = $2"
@@ -309,14 +322,17 @@ impl NotificationStore for PostgresStore {
                  last_error = $2 WHERE id = $3"
             }
         };
-        let query = sqlx::query(counters).bind(ms(at));
-        let query = match outcome {
-            DeliveryOutcome::Delivered { .. } => query.bind(&channel_id),
-            _ => query.bind(&error).bind(&channel_id),
-        };
-        query.execute(&mut *tx).await.map_err(db_error)?;
-        tx.commit().await.map_err(db_error)?;
-        Ok(true)
+            let query = sqlx::query(counters).bind(ms(at));
+            let query = match outcome {
+                DeliveryOutcome::Delivered { .. } => query.bind(&channel_id),
+                _ => query.bind(&error).bind(&channel_id),
+            };
+            query.execute(&mut *tx).await.map_err(db_error)?;
+            Ok(true)
+        }
+        .await;
+        // An outcome of a row no longer waiting changes nothing.
+        finish_if(tx, result, |recorded| *recorded).await
     }
 
     async fn next_notification_due(&self) -> StoreResult<Option<DateTime<Utc>>> {

@@ -25,7 +25,7 @@ use sqlx::postgres::PgConnection;
 use sqlx::AssertSqlSafe;
 
 use crate::shared::{
-    db_error, fetch_all_models, insert_error, read_hosts, write_audit, HOST_COLUMNS,
+    db_error, fetch_all_models, finish, insert_error, read_hosts, write_audit, HOST_COLUMNS,
 };
 use crate::PostgresStore;
 
@@ -387,13 +387,15 @@ impl PolicyStore for PostgresStore {
         // One snapshot for both reads, so the hosts, their settings and
         // their schedules agree even while another server writes.
         let mut tx = self.pool.begin().await.map_err(|e| self.error(e))?;
-        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            .execute(&mut *tx)
-            .await
-            .map_err(db_error)?;
-        let targets = read_targets(&mut tx, hosts).await?;
-        tx.commit().await.map_err(db_error)?;
-        Ok(targets)
+        let result: StoreResult<_> = async {
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            read_targets(&mut tx, hosts).await
+        }
+        .await;
+        finish(tx, result).await
     }
 
     async fn apply_policy_changes(
@@ -403,79 +405,80 @@ impl PolicyStore for PostgresStore {
         audit: Option<&NewAuditEntry>,
     ) -> StoreResult<Vec<(HostId, u64)>> {
         let mut tx = self.pool.begin().await.map_err(|e| self.error(e))?;
-        match policy {
-            Some(PolicyWrite::Create(p)) => insert_policy(&mut tx, p).await?,
-            Some(PolicyWrite::Update(p)) => {
-                let found = update_policy(&mut tx, p).await?;
-                if !found {
-                    tx.rollback().await.map_err(db_error)?;
-                    return Err(StoreError::NotFound(format!("policy `{}`", p.id)));
+        let result: StoreResult<_> = async {
+            match policy {
+                Some(PolicyWrite::Create(p)) => insert_policy(&mut tx, p).await?,
+                Some(PolicyWrite::Update(p)) => {
+                    let found = update_policy(&mut tx, p).await?;
+                    if !found {
+                        return Err(StoreError::NotFound(format!("policy `{}`", p.id)));
+                    }
                 }
-            }
-            Some(PolicyWrite::Delete(id)) => {
-                let deleted = sqlx::query("DELETE FROM policies WHERE id = $1")
-                    .bind(id.to_string())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db_error)?
-                    .rows_affected();
-                if deleted == 0 {
-                    tx.rollback().await.map_err(db_error)?;
-                    return Err(StoreError::NotFound(format!("policy `{id}`")));
+                Some(PolicyWrite::Delete(id)) => {
+                    let deleted = sqlx::query("DELETE FROM policies WHERE id = $1")
+                        .bind(id.to_string())
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db_error)?
+                        .rows_affected();
+                    if deleted == 0 {
+                        return Err(StoreError::NotFound(format!("policy `{id}`")));
+                    }
                 }
+                None => {}
             }
-            None => {}
-        }
-        if !changes.is_empty() {
-            let hosts: Vec<String> = changes.iter().map(|c| c.host_id.to_string()).collect();
-            let policies: Vec<Option<String>> = changes
-                .iter()
-                .map(|c| c.policy_id.map(|p| p.to_string()))
-                .collect();
-            // DISTINCT ON keeps a host's last change should one be listed
-            // twice (an UPDATE … FROM would pick either).
-            sqlx::query(
-                "UPDATE hosts SET policy_id = v.policy_id \
+            if !changes.is_empty() {
+                let hosts: Vec<String> = changes.iter().map(|c| c.host_id.to_string()).collect();
+                let policies: Vec<Option<String>> = changes
+                    .iter()
+                    .map(|c| c.policy_id.map(|p| p.to_string()))
+                    .collect();
+                // DISTINCT ON keeps a host's last change should one be listed
+                // twice (an UPDATE … FROM would pick either).
+                sqlx::query(
+                    "UPDATE hosts SET policy_id = v.policy_id \
                  FROM (SELECT DISTINCT ON (host_id) host_id, policy_id \
                        FROM UNNEST($1::TEXT[], $2::TEXT[]) WITH ORDINALITY \
                          AS u(host_id, policy_id, n) ORDER BY host_id, n DESC) AS v \
                  WHERE hosts.id = v.host_id AND hosts.deleted_at IS NULL \
                  AND hosts.policy_id IS DISTINCT FROM v.policy_id",
-            )
-            .bind(&hosts)
-            .bind(&policies)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_error)?;
-        }
-        write_repositories(&mut tx, changes).await?;
-        write_schedules(&mut tx, changes).await?;
-        // One version bump per host whose set changed (`= ANY` matches a
-        // host listed twice once); a host deleted meanwhile is not bumped
-        // and has nothing to push.
-        let to_bump: Vec<String> = changes
-            .iter()
-            .filter(|c| c.changes_schedules())
-            .map(|c| c.host_id.to_string())
-            .collect();
-        let mut bumped = Vec::with_capacity(to_bump.len());
-        if !to_bump.is_empty() {
-            let rows: Vec<HostVersionRow> = sqlx::query_as(
-                "UPDATE hosts SET schedule_version = schedule_version + 1 \
+                )
+                .bind(&hosts)
+                .bind(&policies)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            }
+            write_repositories(&mut tx, changes).await?;
+            write_schedules(&mut tx, changes).await?;
+            // One version bump per host whose set changed (`= ANY` matches a
+            // host listed twice once); a host deleted meanwhile is not bumped
+            // and has nothing to push.
+            let to_bump: Vec<String> = changes
+                .iter()
+                .filter(|c| c.changes_schedules())
+                .map(|c| c.host_id.to_string())
+                .collect();
+            let mut bumped = Vec::with_capacity(to_bump.len());
+            if !to_bump.is_empty() {
+                let rows: Vec<HostVersionRow> = sqlx::query_as(
+                    "UPDATE hosts SET schedule_version = schedule_version + 1 \
                  WHERE deleted_at IS NULL AND id = ANY($1) \
                  RETURNING id, schedule_version AS version",
-            )
-            .bind(&to_bump)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(db_error)?;
-            for row in rows {
-                bumped.push(row.try_into()?);
+                )
+                .bind(&to_bump)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_error)?;
+                for row in rows {
+                    bumped.push(row.try_into()?);
+                }
             }
+            write_audit(&mut tx, audit).await?;
+            Ok(bumped)
         }
-        write_audit(&mut tx, audit).await?;
-        tx.commit().await.map_err(db_error)?;
-        Ok(bumped)
+        .await;
+        finish(tx, result).await
     }
 
     async fn hosts_of_policy(&self, id: PolicyId) -> StoreResult<Vec<Host>> {

@@ -22,7 +22,7 @@ use sqlx::postgres::PgConnection;
 use sqlx::AssertSqlSafe;
 
 use crate::codec::{backend, pg_text};
-use crate::shared::{fetch_all_models, fetch_optional_model, insert_error, write_audit};
+use crate::shared::{fetch_all_models, fetch_optional_model, finish, insert_error, write_audit};
 use crate::PostgresStore;
 
 /// Bumps the schedule version of live host `host` inside the caller's
@@ -53,34 +53,37 @@ impl ScheduleStore for PostgresStore {
     ) -> StoreResult<u64> {
         let host_id = schedule.host_id.to_string();
         let mut tx = self.pool.begin().await.map_err(|e| self.error(e))?;
-        let version = bump_schedule_version(&mut tx, &host_id).await?;
-        sqlx::query(
-            "INSERT INTO schedules (id, host_id, kind, cron, timezone, params, enabled, \
+        let result: StoreResult<_> = async {
+            let version = bump_schedule_version(&mut tx, &host_id).await?;
+            sqlx::query(
+                "INSERT INTO schedules (id, host_id, kind, cron, timezone, params, enabled, \
              jitter_seconds, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(schedule.id.to_string())
-        .bind(&host_id)
-        .bind(pg_text(&schedule.kind))
-        .bind(pg_text(&schedule.cron))
-        .bind(schedule.timezone.as_deref().map(pg_text))
-        .bind(schedule.params.to_string())
-        .bind(schedule.enabled)
-        .bind(i64::from(schedule.jitter_seconds))
-        .bind(ms(schedule.created_at))
-        .bind(ms(schedule.updated_at))
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| {
-            insert_error(
-                e,
-                || format!("schedule `{}` already exists", schedule.id),
-                &format!("host `{host_id}`"),
             )
-        })?;
-        write_audit(&mut tx, audit).await?;
-        tx.commit().await.map_err(|e| self.error(e))?;
-        Ok(version)
+            .bind(schedule.id.to_string())
+            .bind(&host_id)
+            .bind(pg_text(&schedule.kind))
+            .bind(pg_text(&schedule.cron))
+            .bind(schedule.timezone.as_deref().map(pg_text))
+            .bind(schedule.params.to_string())
+            .bind(schedule.enabled)
+            .bind(i64::from(schedule.jitter_seconds))
+            .bind(ms(schedule.created_at))
+            .bind(ms(schedule.updated_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| {
+                insert_error(
+                    e,
+                    || format!("schedule `{}` already exists", schedule.id),
+                    &format!("host `{host_id}`"),
+                )
+            })?;
+            write_audit(&mut tx, audit).await?;
+            Ok(version)
+        }
+        .await;
+        finish(tx, result).await
     }
 
     /// As the SQLite store's: changes kind, cron, timezone, params,
@@ -92,31 +95,33 @@ impl ScheduleStore for PostgresStore {
         audit: Option<&NewAuditEntry>,
     ) -> StoreResult<u64> {
         let mut tx = self.pool.begin().await.map_err(|e| self.error(e))?;
-        let host_id: Option<String> = sqlx::query_scalar(
-            "UPDATE schedules SET kind = $1, cron = $2, timezone = $3, params = $4, \
+        let result: StoreResult<_> = async {
+            let host_id: Option<String> = sqlx::query_scalar(
+                "UPDATE schedules SET kind = $1, cron = $2, timezone = $3, params = $4, \
              enabled = $5, jitter_seconds = $6, updated_at = $7 \
              WHERE id = $8 AND host_id IN (SELECT id FROM hosts WHERE deleted_at IS NULL) \
              RETURNING host_id",
-        )
-        .bind(pg_text(&schedule.kind))
-        .bind(pg_text(&schedule.cron))
-        .bind(schedule.timezone.as_deref().map(pg_text))
-        .bind(schedule.params.to_string())
-        .bind(schedule.enabled)
-        .bind(i64::from(schedule.jitter_seconds))
-        .bind(ms(schedule.updated_at))
-        .bind(schedule.id.to_string())
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(|e| self.error(e))?;
-        let Some(host_id) = host_id else {
-            tx.rollback().await.map_err(|e| self.error(e))?;
-            return Err(StoreError::NotFound(format!("schedule `{}`", schedule.id)));
-        };
-        let version = bump_schedule_version(&mut tx, &host_id).await?;
-        write_audit(&mut tx, audit).await?;
-        tx.commit().await.map_err(|e| self.error(e))?;
-        Ok(version)
+            )
+            .bind(pg_text(&schedule.kind))
+            .bind(pg_text(&schedule.cron))
+            .bind(schedule.timezone.as_deref().map(pg_text))
+            .bind(schedule.params.to_string())
+            .bind(schedule.enabled)
+            .bind(i64::from(schedule.jitter_seconds))
+            .bind(ms(schedule.updated_at))
+            .bind(schedule.id.to_string())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(|e| self.error(e))?;
+            let Some(host_id) = host_id else {
+                return Err(StoreError::NotFound(format!("schedule `{}`", schedule.id)));
+            };
+            let version = bump_schedule_version(&mut tx, &host_id).await?;
+            write_audit(&mut tx, audit).await?;
+            Ok(version)
+        }
+        .await;
+        finish(tx, result).await
     }
 
     /// The schedule's jobs stay, with `schedule_id` NULL (`ON DELETE SET
@@ -127,26 +132,28 @@ impl ScheduleStore for PostgresStore {
         audit: Option<&NewAuditEntry>,
     ) -> StoreResult<(HostId, u64)> {
         let mut tx = self.pool.begin().await.map_err(|e| self.error(e))?;
-        let row = sqlx::query_as::<_, HostVersionRow>(
-            "WITH gone AS (DELETE FROM schedules \
+        let result: StoreResult<_> = async {
+            let row = sqlx::query_as::<_, HostVersionRow>(
+                "WITH gone AS (DELETE FROM schedules \
                WHERE id = $1 AND host_id IN (SELECT id FROM hosts WHERE deleted_at IS NULL) \
                RETURNING host_id) \
              UPDATE hosts SET schedule_version = schedule_version + 1 \
              FROM gone WHERE hosts.id = gone.host_id \
              RETURNING hosts.id AS id, hosts.schedule_version AS version",
-        )
-        .bind(id.to_string())
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(|e| self.error(e))?;
-        let Some(row) = row else {
-            tx.rollback().await.map_err(|e| self.error(e))?;
-            return Err(StoreError::NotFound(format!("schedule `{id}`")));
-        };
-        let (host_id, version) = <(HostId, u64)>::try_from(row)?;
-        write_audit(&mut tx, audit).await?;
-        tx.commit().await.map_err(|e| self.error(e))?;
-        Ok((host_id, version))
+            )
+            .bind(id.to_string())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(|e| self.error(e))?;
+            let Some(row) = row else {
+                return Err(StoreError::NotFound(format!("schedule `{id}`")));
+            };
+            let (host_id, version) = <(HostId, u64)>::try_from(row)?;
+            write_audit(&mut tx, audit).await?;
+            Ok((host_id, version))
+        }
+        .await;
+        finish(tx, result).await
     }
 
     /// `None` also for a schedule of a deleted host (hidden with its host).
@@ -175,35 +182,40 @@ impl ScheduleStore for PostgresStore {
         }
         let ids: Vec<String> = hosts.iter().map(ToString::to_string).collect();
         let mut tx = self.pool.begin().await.map_err(|e| self.error(e))?;
-        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| self.error(e))?;
-        let versions: Vec<(HostId, u64)> = fetch_all_models(
-            &mut *tx,
-            sqlx::query_as::<_, HostVersionRow>(
-                "SELECT id, schedule_version AS version FROM hosts \
+        let result: StoreResult<_> = async {
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.error(e))?;
+            let versions: Vec<(HostId, u64)> = fetch_all_models(
+                &mut *tx,
+                sqlx::query_as::<_, HostVersionRow>(
+                    "SELECT id, schedule_version AS version FROM hosts \
                  WHERE deleted_at IS NULL AND id = ANY($1) ORDER BY id",
+                )
+                .bind(&ids),
             )
-            .bind(&ids),
-        )
-        .await?;
-        let mut index: HashMap<HostId, usize> = HashMap::with_capacity(versions.len());
-        let mut sets: Vec<(HostId, u64, Vec<ScheduleRecord>)> = Vec::with_capacity(versions.len());
-        for (host, version) in versions {
-            index.insert(host, sets.len());
-            sets.push((host, version, Vec::new()));
+            .await?;
+            let mut index: HashMap<HostId, usize> = HashMap::with_capacity(versions.len());
+            let mut sets: Vec<(HostId, u64, Vec<ScheduleRecord>)> =
+                Vec::with_capacity(versions.len());
+            for (host, version) in versions {
+                index.insert(host, sets.len());
+                sets.push((host, version, Vec::new()));
+            }
+            let sql = format!(
+                "SELECT {} FROM schedules WHERE host_id = ANY($1) ORDER BY created_at, id",
+                rm_store_sql::SCHEDULE_COLUMNS
+            );
+            let schedules: Vec<ScheduleRecord> = fetch_all_models(
+                &mut *tx,
+                sqlx::query_as::<_, ScheduleRow>(AssertSqlSafe(sql)).bind(&ids),
+            )
+            .await?;
+            Ok((sets, index, schedules))
         }
-        let sql = format!(
-            "SELECT {} FROM schedules WHERE host_id = ANY($1) ORDER BY created_at, id",
-            rm_store_sql::SCHEDULE_COLUMNS
-        );
-        let schedules: Vec<ScheduleRecord> = fetch_all_models(
-            &mut *tx,
-            sqlx::query_as::<_, ScheduleRow>(AssertSqlSafe(sql)).bind(&ids),
-        )
-        .await?;
-        tx.commit().await.map_err(|e| self.error(e))?;
+        .await;
+        let (mut sets, index, schedules) = finish(tx, result).await?;
         for schedule in schedules {
             if let Some(&at) = index.get(&schedule.host_id) {
                 sets[at].2.push(schedule);
@@ -236,17 +248,18 @@ impl ScheduleStore for PostgresStore {
         let ids: Vec<String> = acks.iter().map(|(host, _)| host.to_string()).collect();
         let versions: Vec<i64> = acks.iter().map(|(_, version)| *version).collect();
         let mut tx = self.pool.begin().await.map_err(|e| self.error(e))?;
-        sqlx::query("SELECT 1 FROM hosts WHERE id = ANY($1) ORDER BY id FOR UPDATE")
-            .bind(&ids)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| self.error(e))?;
-        // Of a host's acks, the highest version issued so far counts (as
-        // if they were written one by one).
-        let recorded = fetch_all_models(
-            &mut *tx,
-            sqlx::query_as::<_, HostVersionRow>(
-                "UPDATE hosts SET schedule_applied_version = acked.version \
+        let result: StoreResult<_> = async {
+            sqlx::query("SELECT 1 FROM hosts WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+                .bind(&ids)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.error(e))?;
+            // Of a host's acks, the highest version issued so far counts (as
+            // if they were written one by one).
+            fetch_all_models(
+                &mut *tx,
+                sqlx::query_as::<_, HostVersionRow>(
+                    "UPDATE hosts SET schedule_applied_version = acked.version \
                  FROM (SELECT ack.id, MAX(ack.version) AS version \
                        FROM UNNEST($1::text[], $2::bigint[]) AS ack(id, version) \
                        JOIN hosts AS issued ON issued.id = ack.id \
@@ -255,13 +268,14 @@ impl ScheduleStore for PostgresStore {
                  WHERE hosts.id = acked.id AND hosts.deleted_at IS NULL \
                  AND acked.version > COALESCE(hosts.schedule_applied_version, -1) \
                  RETURNING hosts.id AS id, hosts.schedule_applied_version AS version",
+                )
+                .bind(&ids)
+                .bind(&versions),
             )
-            .bind(&ids)
-            .bind(&versions),
-        )
-        .await?;
-        tx.commit().await.map_err(|e| self.error(e))?;
-        Ok(recorded)
+            .await
+        }
+        .await;
+        finish(tx, result).await
     }
 
     /// In creation order.

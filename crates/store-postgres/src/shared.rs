@@ -1,7 +1,8 @@
 //! What several aggregates of the PostgreSQL store share: the host column
 //! list and host reads (with `repository_shared_with` counted once per
 //! repository), the label selector, audit entries written in the caller's
-//! transaction, and the mapping of a failed INSERT.
+//! transaction, the mapping of a failed INSERT, and the one way a
+//! transaction ends ([`finish`]).
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -359,14 +360,32 @@ pub(crate) async fn upsert_repository(
 /// leaves the rollback to a task it spawns to return the connection to the
 /// pool, so the row locks stay held until that task runs, and for good if
 /// the runtime stops first (seen as a test's schema drop waiting on a
-/// connection left "idle in transaction").
+/// connection left "idle in transaction"). So every transaction of this
+/// store ends here or in [`finish_if`].
 pub(crate) async fn finish<T>(
     tx: sqlx::Transaction<'_, sqlx::Postgres>,
     result: StoreResult<T>,
 ) -> StoreResult<T> {
+    finish_if(tx, result, |_| true).await
+}
+
+/// [`finish`] for a body whose success may still be discarded: on `Ok` it
+/// commits only when `keep` says so and rolls back otherwise, returning the
+/// value either way (a job created only to find its fire key taken must
+/// not stay; a change that matched no row has nothing to keep). A commit
+/// or a discarding rollback that fails is the call's error.
+pub(crate) async fn finish_if<T>(
+    tx: sqlx::Transaction<'_, sqlx::Postgres>,
+    result: StoreResult<T>,
+    keep: impl FnOnce(&T) -> bool,
+) -> StoreResult<T> {
     match result {
-        Ok(value) => {
+        Ok(value) if keep(&value) => {
             tx.commit().await.map_err(db_error)?;
+            Ok(value)
+        }
+        Ok(value) => {
+            tx.rollback().await.map_err(db_error)?;
             Ok(value)
         }
         Err(e) => {

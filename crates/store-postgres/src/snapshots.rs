@@ -20,7 +20,7 @@ use sqlx::postgres::PgConnection;
 use sqlx::AssertSqlSafe;
 
 use crate::codec::{backend, pg_text};
-use crate::shared::{fetch_all_models, insert_error};
+use crate::shared::{fetch_all_models, finish, insert_error};
 use crate::PostgresStore;
 
 /// Largest `repo_stats` page.
@@ -95,45 +95,49 @@ impl SnapshotStore for PostgresStore {
         let files: Vec<Option<i64>> = values.iter().map(|v| v.file_count).collect();
 
         let mut tx = self.pool.begin().await.map_err(|e| self.error(e))?;
-        lock_live_host(&mut tx, &host_id).await?;
-        sqlx::query("DELETE FROM snapshots WHERE host_id = $1")
-            .bind(&host_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| self.error(e))?;
-        sqlx::query("UPDATE hosts SET snapshot_count = $1 WHERE id = $2")
-            .bind(count)
-            .bind(&host_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| self.error(e))?;
-        if !values.is_empty() {
-            sqlx::query(
-                "INSERT INTO snapshots \
+        let result: StoreResult<_> = async {
+            lock_live_host(&mut tx, &host_id).await?;
+            sqlx::query("DELETE FROM snapshots WHERE host_id = $1")
+                .bind(&host_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.error(e))?;
+            sqlx::query("UPDATE hosts SET snapshot_count = $1 WHERE id = $2")
+                .bind(count)
+                .bind(&host_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.error(e))?;
+            if !values.is_empty() {
+                sqlx::query(
+                    "INSERT INTO snapshots \
                  (host_id, id, short_id, time, hostname, paths, tags, size_bytes, file_count) \
                  SELECT $1, * FROM UNNEST($2::text[], $3::text[], $4::bigint[], $5::text[], \
                                           $6::text[], $7::text[], $8::bigint[], $9::bigint[])",
-            )
-            .bind(&host_id)
-            .bind(&ids)
-            .bind(&short_ids)
-            .bind(&times)
-            .bind(&hostnames)
-            .bind(&paths)
-            .bind(&tags)
-            .bind(&sizes)
-            .bind(&files)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| {
-                insert_error(
-                    e,
-                    || "a snapshot id is listed twice".to_owned(),
-                    &format!("host `{host_id}`"),
                 )
-            })?;
+                .bind(&host_id)
+                .bind(&ids)
+                .bind(&short_ids)
+                .bind(&times)
+                .bind(&hostnames)
+                .bind(&paths)
+                .bind(&tags)
+                .bind(&sizes)
+                .bind(&files)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| {
+                    insert_error(
+                        e,
+                        || "a snapshot id is listed twice".to_owned(),
+                        &format!("host `{host_id}`"),
+                    )
+                })?;
+            }
+            Ok(())
         }
-        tx.commit().await.map_err(|e| self.error(e))
+        .await;
+        finish(tx, result).await
     }
 
     /// [`StoreError::NotFound`] for an unknown or deleted host.
@@ -141,37 +145,41 @@ impl SnapshotStore for PostgresStore {
         let host_id = host.to_string();
         let v = SnapshotValues::of(snapshot)?;
         let mut tx = self.pool.begin().await.map_err(|e| self.error(e))?;
-        lock_live_host(&mut tx, &host_id).await?;
-        sqlx::query(
-            "INSERT INTO snapshots \
+        let result: StoreResult<_> = async {
+            lock_live_host(&mut tx, &host_id).await?;
+            sqlx::query(
+                "INSERT INTO snapshots \
              (host_id, id, short_id, time, hostname, paths, tags, size_bytes, file_count) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
              ON CONFLICT (host_id, id) DO UPDATE SET short_id = excluded.short_id, \
              time = excluded.time, hostname = excluded.hostname, paths = excluded.paths, \
              tags = excluded.tags, size_bytes = excluded.size_bytes, \
              file_count = excluded.file_count",
-        )
-        .bind(&host_id)
-        .bind(&v.id)
-        .bind(&v.short_id)
-        .bind(v.time)
-        .bind(&v.hostname)
-        .bind(&v.paths)
-        .bind(&v.tags)
-        .bind(v.size_bytes)
-        .bind(v.file_count)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| self.error(e))?;
-        sqlx::query(
-            "UPDATE hosts SET snapshot_count = \
+            )
+            .bind(&host_id)
+            .bind(&v.id)
+            .bind(&v.short_id)
+            .bind(v.time)
+            .bind(&v.hostname)
+            .bind(&v.paths)
+            .bind(&v.tags)
+            .bind(v.size_bytes)
+            .bind(v.file_count)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.error(e))?;
+            sqlx::query(
+                "UPDATE hosts SET snapshot_count = \
              (SELECT COUNT(*) FROM snapshots WHERE host_id = $1) WHERE id = $1",
-        )
-        .bind(&host_id)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| self.error(e))?;
-        tx.commit().await.map_err(|e| self.error(e))
+            )
+            .bind(&host_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.error(e))?;
+            Ok(())
+        }
+        .await;
+        finish(tx, result).await
     }
 
     /// Newest first (`time DESC`, then id).
@@ -199,41 +207,44 @@ impl SnapshotStore for PostgresStore {
         let freed = u64_opt_to_i64(stats.last_prune_freed_bytes, "last_prune_freed_bytes")?;
 
         let mut tx = self.pool.begin().await.map_err(|e| self.error(e))?;
-        let updated = sqlx::query(
-            "UPDATE hosts SET repo_size_bytes = COALESCE($1, repo_size_bytes) \
+        let result: StoreResult<_> = async {
+            let updated = sqlx::query(
+                "UPDATE hosts SET repo_size_bytes = COALESCE($1, repo_size_bytes) \
              WHERE id = $2 AND deleted_at IS NULL",
-        )
-        .bind(raw)
-        .bind(&host_id)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| self.error(e))?
-        .rows_affected();
-        if updated != 1 {
-            tx.rollback().await.map_err(|e| self.error(e))?;
-            return Err(StoreError::NotFound(format!("host `{host_id}`")));
-        }
-        sqlx::query(
-            "INSERT INTO repo_stats (host_id, recorded_at, total_size_bytes, raw_size_bytes, \
+            )
+            .bind(raw)
+            .bind(&host_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.error(e))?
+            .rows_affected();
+            if updated != 1 {
+                return Err(StoreError::NotFound(format!("host `{host_id}`")));
+            }
+            sqlx::query(
+                "INSERT INTO repo_stats (host_id, recorded_at, total_size_bytes, raw_size_bytes, \
              unique_files, snapshot_count, last_check_at, last_check_status, lock_present, \
              last_prune_at, last_prune_freed_bytes) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-        )
-        .bind(&host_id)
-        .bind(ms(stats.recorded_at))
-        .bind(total)
-        .bind(raw)
-        .bind(files)
-        .bind(count)
-        .bind(ms_opt(stats.last_check_at))
-        .bind(stats.last_check_status.as_deref().map(pg_text))
-        .bind(stats.lock_present)
-        .bind(ms_opt(stats.last_prune_at))
-        .bind(freed)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| self.error(e))?;
-        tx.commit().await.map_err(|e| self.error(e))
+            )
+            .bind(&host_id)
+            .bind(ms(stats.recorded_at))
+            .bind(total)
+            .bind(raw)
+            .bind(files)
+            .bind(count)
+            .bind(ms_opt(stats.last_check_at))
+            .bind(stats.last_check_status.as_deref().map(pg_text))
+            .bind(stats.lock_present)
+            .bind(ms_opt(stats.last_prune_at))
+            .bind(freed)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.error(e))?;
+            Ok(())
+        }
+        .await;
+        finish(tx, result).await
     }
 
     /// Newest first (`recorded_at DESC`, then insertion order reversed by

@@ -7,11 +7,14 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rm_core::HostId;
 use rm_store::prelude::*;
-use rm_store::{ServerRecord, StoreResult};
+use rm_store::{
+    ClusterListener, ClusterMessage, ServerRecord, StoreError, StoreResult, MAX_MESSAGE_BYTES,
+};
 use rm_store_sql::encode::ms;
 use rm_store_sql::{HostIdRow, ServerRow, SERVER_COLUMNS};
 // The SQL text is built from a constant column list; values are bound.
 use sqlx::AssertSqlSafe;
+use tokio::sync::broadcast;
 
 use crate::codec::backend;
 use crate::{fetch_all_models, SqliteStore};
@@ -163,5 +166,90 @@ impl ClusterStore for SqliteStore {
         tx.commit().await.map_err(backend)?;
         hosts.sort();
         Ok(hosts)
+    }
+}
+
+/// Messages a listener may fall behind by before it is told it missed some.
+const BUS_BUFFER: usize = 4096;
+
+/// The in-memory channel of a SQLite store's messages.
+pub(crate) fn bus() -> broadcast::Sender<String> {
+    broadcast::channel(BUS_BUFFER).0
+}
+
+/// A listener on the in-memory channel; falling behind is reported as
+/// [`ClusterMessage::Resumed`], as a lost connection is on PostgreSQL.
+struct MemoryListener(broadcast::Receiver<String>);
+
+#[async_trait]
+impl ClusterListener for MemoryListener {
+    async fn next(&mut self) -> StoreResult<ClusterMessage> {
+        match self.0.recv().await {
+            Ok(message) => Ok(ClusterMessage::Message(message)),
+            Err(broadcast::error::RecvError::Lagged(_)) => Ok(ClusterMessage::Resumed),
+            // The store holds the sender for as long as the listener can
+            // be reached through it; wait for nothing rather than spin.
+            Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
+        }
+    }
+}
+
+#[async_trait]
+impl ClusterBus for SqliteStore {
+    async fn publish(&self, messages: &[String]) -> StoreResult<()> {
+        if let Some(long) = messages.iter().find(|m| m.len() > MAX_MESSAGE_BYTES) {
+            return Err(StoreError::Conflict(format!(
+                "a cluster message of {} bytes is longer than {MAX_MESSAGE_BYTES}",
+                long.len()
+            )));
+        }
+        for message in messages {
+            // No listener is not an error: nobody needed to hear it.
+            let _ = self.bus.send(message.clone());
+        }
+        Ok(())
+    }
+
+    async fn listen(&self) -> StoreResult<Box<dyn ClusterListener>> {
+        Ok(Box::new(MemoryListener(self.bus.subscribe())))
+    }
+
+    async fn put_reply(&self, id: &str, body: &str, now: DateTime<Utc>) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO cluster_replies (id, body, created_at) VALUES (?, ?, ?) \
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(id)
+        .bind(body)
+        .bind(ms(now))
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn take_reply(&self, id: &str) -> StoreResult<Option<String>> {
+        let mut tx = self.begin_write().await?;
+        let body: Option<String> =
+            sqlx::query_scalar("DELETE FROM cluster_replies WHERE id = ? RETURNING body")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        Ok(body)
+    }
+
+    async fn prune_replies(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        let mut tx = self.begin_write().await?;
+        let pruned = sqlx::query("DELETE FROM cluster_replies WHERE created_at < ?")
+            .bind(ms(before))
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?
+            .rows_affected();
+        tx.commit().await.map_err(backend)?;
+        Ok(pruned)
     }
 }

@@ -176,6 +176,9 @@ pub struct SqliteStore {
     /// The database file; `None` for an in-memory database, which lives in
     /// one connection that must stay open.
     file: Option<PathBuf>,
+    /// The messages of [`rm_store::ClusterBus`]: a SQLite database has one
+    /// server, so they go from it to itself, in memory.
+    bus: tokio::sync::broadcast::Sender<String>,
 }
 
 /// The database file behind `url`, or `None` for an in-memory database.
@@ -446,6 +449,7 @@ impl SqliteStore {
             pool,
             writer: Arc::new(Mutex::new(())),
             file: database_file(url, &file),
+            bus: cluster::bus(),
         })
     }
 
@@ -474,6 +478,7 @@ impl SqliteStore {
             pool,
             writer: Arc::new(Mutex::new(())),
             file: database_file(url, &file),
+            bus: cluster::bus(),
         })
     }
 

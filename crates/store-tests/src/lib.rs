@@ -57,6 +57,28 @@ impl Backend {
         std::env::var_os(POSTGRES_URL_VAR).is_some_and(|url| !url.is_empty())
     }
 
+    /// For a test that needs PostgreSQL whatever `RM_TEST_STORE` says:
+    /// the cluster's admin URL, or `None` after printing why `test` is
+    /// skipped. Under `CI=true` a missing cluster fails the test instead
+    /// (CI must not silently test less; scripts/test starts one).
+    pub fn postgres_or_skip(test: &str) -> Option<String> {
+        match std::env::var(POSTGRES_URL_VAR) {
+            Ok(url) if !url.is_empty() => Some(url),
+            _ if std::env::var("CI").as_deref() == Ok("true") => {
+                panic!("{POSTGRES_URL_VAR} is not set (CI=true): scripts/test starts PostgreSQL")
+            }
+            _ => {
+                use std::io::Write;
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "skipping {test}: {POSTGRES_URL_VAR} is not set (scripts/test starts a \
+                     temporary PostgreSQL; or run scripts/postgres-temp start DIR and export it)"
+                );
+                None
+            }
+        }
+    }
+
     /// The backend `value` (of `RM_TEST_STORE`) names.
     fn named(value: Result<String, std::env::VarError>) -> Backend {
         match value {

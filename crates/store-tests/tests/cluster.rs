@@ -331,3 +331,68 @@ async fn servers_sweeping_at_once_each_take_a_host_once() {
         );
     }
 }
+
+/// Receives from `listener` until `count` messages arrived (a gap is a
+/// failure here: nothing was lost on a healthy connection).
+async fn receive(listener: &mut Box<dyn rm_store::ClusterListener>, count: usize) -> Vec<String> {
+    let mut received = Vec::new();
+    while received.len() < count {
+        let next = tokio::time::timeout(std::time::Duration::from_secs(10), listener.next())
+            .await
+            .expect("a published message arrives")
+            .unwrap();
+        match next {
+            rm_store::ClusterMessage::Message(m) => received.push(m),
+            rm_store::ClusterMessage::Resumed => panic!("the listener lost messages"),
+        }
+    }
+    received
+}
+
+#[tokio::test]
+async fn messages_reach_every_listener_in_order() {
+    let (db, store) = open_temp_store().await.unwrap();
+    // A second server on the same database (SQLite has one server only,
+    // so its messages reach its own listeners).
+    let other = match Backend::from_env() {
+        Backend::Postgres => db.open().await.unwrap(),
+        Backend::Sqlite => store.clone(),
+    };
+    let mut mine = store.listen().await.unwrap();
+    let mut theirs = other.listen().await.unwrap();
+    let first: Vec<String> = (0..300).map(|i| format!("{{\"n\":{i}}}")).collect();
+    store.publish(&first).await.unwrap();
+    other.publish(&["last".to_owned()]).await.unwrap();
+    let mut expected = first.clone();
+    expected.push("last".to_owned());
+    assert_eq!(receive(&mut mine, 301).await, expected);
+    assert_eq!(receive(&mut theirs, 301).await, expected);
+}
+
+#[tokio::test]
+async fn a_message_too_long_is_refused_and_none_of_its_batch_is_sent() {
+    let (_db, store) = open_temp_store().await.unwrap();
+    let mut listener = store.listen().await.unwrap();
+    let long = "x".repeat(rm_store::MAX_MESSAGE_BYTES + 1);
+    let refused = store
+        .publish(&["before".to_owned(), long])
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("longer than"), "{refused}");
+    store.publish(&["after".to_owned()]).await.unwrap();
+    assert_eq!(receive(&mut listener, 1).await, vec!["after".to_owned()]);
+}
+
+#[tokio::test]
+async fn a_reply_is_taken_once_and_old_ones_are_pruned() {
+    let (_db, store) = open_temp_store().await.unwrap();
+    let body = format!("[{}]", vec!["\"entry\""; 5_000].join(","));
+    store.put_reply("call-1", &body, t(100)).await.unwrap();
+    store.put_reply("call-1", "second", t(101)).await.unwrap();
+    store.put_reply("call-2", "old", t(50)).await.unwrap();
+    assert_eq!(store.take_reply("call-1").await.unwrap(), Some(body));
+    assert_eq!(store.take_reply("call-1").await.unwrap(), None);
+    assert_eq!(store.prune_replies(t(60)).await.unwrap(), 1);
+    assert_eq!(store.take_reply("call-2").await.unwrap(), None);
+    assert_eq!(store.take_reply("never").await.unwrap(), None);
+}

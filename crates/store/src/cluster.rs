@@ -81,3 +81,55 @@ pub trait ClusterStore: Send + Sync {
     /// servers sweep at once.
     async fn mark_orphaned_hosts_offline(&self, now: DateTime<Utc>) -> StoreResult<Vec<HostId>>;
 }
+
+/// Longest message [`ClusterStore::publish`] carries, in bytes: under
+/// PostgreSQL's 8,000-byte limit for a notification's payload. Messages
+/// name things (ids, sequence numbers); bodies stay in tables.
+pub const MAX_MESSAGE_BYTES: usize = 7_900;
+
+/// What a [`ClusterListener`] receives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClusterMessage {
+    /// One published message, as it was published.
+    Message(String),
+    /// The listener lost its connection to the database and made a new
+    /// one: messages published in between are lost, and whoever listens
+    /// must catch up from what is stored.
+    Resumed,
+}
+
+/// Messages published on the store after [`ClusterStore::listen`]
+/// returned, in the order they were published.
+#[async_trait]
+pub trait ClusterListener: Send {
+    /// The next message; waits for one.
+    async fn next(&mut self) -> StoreResult<ClusterMessage>;
+}
+
+/// Messages between the servers on one database, and the answers to calls
+/// one server makes through another (see [`ClusterStore::put_reply`]).
+#[async_trait]
+pub trait ClusterBus: Send + Sync {
+    /// Sends `messages` to every listener on the store, the sender's own
+    /// included, in order, once committed. Identical messages in one call
+    /// may arrive once. A message longer than [`MAX_MESSAGE_BYTES`] is
+    /// refused ([`crate::StoreError::Conflict`]) and nothing is sent.
+    async fn publish(&self, messages: &[String]) -> StoreResult<()>;
+
+    /// Starts listening: every message published after this returns is
+    /// received by the listener, unless it reports
+    /// [`ClusterMessage::Resumed`].
+    async fn listen(&self) -> StoreResult<Box<dyn ClusterListener>>;
+
+    /// Keeps the answer `body` to call `id` until the caller takes it
+    /// (a call's answer may be far longer than a message). Storing an
+    /// answer twice keeps the first.
+    async fn put_reply(&self, id: &str, body: &str, now: DateTime<Utc>) -> StoreResult<()>;
+
+    /// Takes the answer to call `id`: returned once, then gone.
+    async fn take_reply(&self, id: &str) -> StoreResult<Option<String>>;
+
+    /// Drops answers nobody took that were stored before `before` (their
+    /// caller gave up); returns how many.
+    async fn prune_replies(&self, before: DateTime<Utc>) -> StoreResult<u64>;
+}

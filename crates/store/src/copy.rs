@@ -64,9 +64,10 @@ pub const TABLES: &[Table] = &[
 ];
 
 /// Tables a copy leaves alone: they describe the servers running on a
-/// database (`servers`, `leases`), not the fleet, and mean nothing on
-/// another one. A backend's `tables` leaves them out.
-pub const NOT_COPIED: &[&str] = &["servers", "leases"];
+/// database (`servers`, `leases`, the answers of calls between them in
+/// `cluster_replies`), not the fleet, and mean nothing on another one. A
+/// backend's `tables` leaves them out.
+pub const NOT_COPIED: &[&str] = &["servers", "leases", "cluster_replies"];
 
 /// What one column of one row holds, whatever the engine. A flag reads as
 /// [`Value::Int`] (0/1) from SQLite and [`Value::Bool`] from PostgreSQL;

@@ -34,7 +34,9 @@ use chrono::{DateTime, Utc};
 pub use agent_tokens::AgentTokenStore;
 pub use alerts::{AlertFilter, AlertRecord, AlertStore, NewAlert, SilenceRecord};
 pub use audit::AuditStore;
-pub use cluster::{ClusterStore, ServerRecord};
+pub use cluster::{
+    ClusterBus, ClusterListener, ClusterMessage, ClusterStore, ServerRecord, MAX_MESSAGE_BYTES,
+};
 pub use error::{StorageFault, StoreError, StoreResult};
 pub use hosts::HostStore;
 pub use jobs::JobStore;
@@ -52,7 +54,7 @@ pub use users::UserStore;
 /// Every store trait, for `use rm_store::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        AgentTokenStore, AlertStore, AuditStore, ClusterStore, HostStore, JobStore,
+        AgentTokenStore, AlertStore, AuditStore, ClusterBus, ClusterStore, HostStore, JobStore,
         NotificationStore, PolicyStore, RepositoryStore, ScheduleStore, SealingStore,
         SnapshotStore, Store, UserStore,
     };
@@ -88,6 +90,7 @@ pub trait Store:
     + AuditStore
     + AgentTokenStore
     + ClusterStore
+    + ClusterBus
     + Send
     + Sync
     + 'static

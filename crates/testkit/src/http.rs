@@ -21,3 +21,31 @@ pub fn client() -> reqwest::Client {
         .build()
         .expect("reqwest builds a client with the ring provider installed")
 }
+
+/// Reads an SSE stream to its end as (event name, JSON data) pairs.
+pub async fn read_sse(mut response: reqwest::Response) -> Vec<(String, serde_json::Value)> {
+    let mut buffer = String::new();
+    let mut events = Vec::new();
+    while let Ok(Some(chunk)) = response.chunk().await {
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            let mut name = String::from("message");
+            let mut data = String::new();
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("event:") {
+                    name = v.trim().to_owned();
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push_str(v.trim_start());
+                }
+            }
+            if !data.is_empty() {
+                events.push((
+                    name,
+                    serde_json::from_str(&data).unwrap_or(serde_json::Value::Null),
+                ));
+            }
+        }
+    }
+    events
+}

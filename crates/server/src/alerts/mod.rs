@@ -26,6 +26,7 @@ use rm_store::{AlertFilter, AlertRecord, Job, NewAlert, SilenceRecord, StoreErro
 use tokio::sync::{mpsc, Notify};
 
 use crate::audit::{Action, Audit, Target};
+use crate::cluster::bus::{self, Signal};
 use crate::cluster::{Lease, ALERTS_LEASE};
 use crate::notify::{AlertEvent, AlertNotice, NoticeHost};
 use crate::state::AppState;
@@ -102,13 +103,39 @@ impl From<StoreError> for AlertError {
 /// Tells the evaluator that what it knows of `host` changed (it connected
 /// or went away, its settings or labels changed, it was enrolled or
 /// deleted). Never waits.
+/// The evaluator runs on one server (the holder of the `alerts` lease):
+/// the others are told too.
 pub(crate) fn host_changed(state: &AppState, host: HostId) {
+    host_changed_here(state, host);
+    bus::send(state, Signal::AlertsHost { host });
+}
+
+/// [`host_changed`] for this server's evaluator only.
+pub(crate) fn host_changed_here(state: &AppState, host: HostId) {
     state.alerts().host_changed(host);
 }
 
-/// Tells the evaluator to re-read the whole fleet (a policy changed).
+/// Tells the evaluator to re-read the whole fleet (a policy changed),
+/// wherever it runs.
 pub(crate) fn fleet_changed(state: &AppState) {
+    fleet_changed_here(state);
+    bus::send(state, Signal::AlertsFleet);
+}
+
+/// [`fleet_changed`] for this server's evaluator only.
+pub(crate) fn fleet_changed_here(state: &AppState) {
     state.alerts().fleet_changed();
+}
+
+/// Wakes the evaluator, wherever it runs, to hand over notifications.
+fn wake(state: &AppState) {
+    wake_here(state);
+    bus::send(state, Signal::AlertsWake);
+}
+
+/// [`wake`] for this server's evaluator only.
+pub(crate) fn wake_here(state: &AppState) {
+    state.alerts().wake.notify_one();
 }
 
 /// Fires and resolves what `job`'s end decides (`job_failed`,
@@ -124,7 +151,7 @@ pub(crate) async fn job_ended(state: &AppState, job: &Job) {
         host_changed(state, job.host_id);
         ping_healthchecks(state, job).await;
     }
-    state.alerts().wake.notify_one();
+    wake(state);
 }
 
 /// Tells healthchecks channels how a backup ended (a success or partial
@@ -615,7 +642,7 @@ pub async fn delete_silence(state: &AppState, id: SilenceId, by: &Audit) -> Resu
         .store()
         .delete_silence(id, Utc::now(), Some(&entry))
         .await?;
-    state.alerts().wake.notify_one();
+    wake(state);
     state.fleet_changed();
     Ok(())
 }

@@ -21,6 +21,7 @@ impl From<TokenError> for ApiError {
             TokenError::Revoked(_) | TokenError::Offline(_) => ApiError::conflict(e.to_string()),
             TokenError::Store(e) => e.into(),
             TokenError::Core(e) => e.into(),
+            TokenError::Sealing(_) => ApiError::internal(e),
         }
     }
 }

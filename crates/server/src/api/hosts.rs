@@ -235,9 +235,7 @@ pub(crate) async fn delete(
     {
         return Err(ApiError::not_found(format!("host `{id}` not found")));
     }
-    state
-        .hub()
-        .disconnect(id, close_code::REVOKED, "host deleted");
+    crate::cluster::disconnect(&state, id, close_code::REVOKED, "host deleted");
     crate::alerts::host_changed(&state, id);
     tracing::info!(host_id = %id, by = %operator.user_id, "host deleted; agent token revoked");
     Ok(StatusCode::NO_CONTENT)

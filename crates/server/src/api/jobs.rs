@@ -69,7 +69,7 @@ pub(crate) async fn create(
     if state.store().host(host_id).await?.is_none() {
         return Err(JobError::HostNotFound(host_id).into());
     }
-    if !state.hub().is_connected(host_id) {
+    if !crate::cluster::agent_connected(&state, host_id).await? {
         return Err(JobError::HostOffline(host_id).into());
     }
     let by = Audit::by(&state, &operator, &client).await;
@@ -494,6 +494,9 @@ async fn follow(
                     }
                 }
                 ok
+            }
+            JobEvent::Stored(upto) => {
+                upto <= last_seq || backfill(&state, id, &mut last_seq, &tx).await
             }
             JobEvent::Finished(view) => {
                 let _ = backfill(&state, id, &mut last_seq, &tx).await;

@@ -9,6 +9,7 @@
 //! (PostgreSQL) makes it one *peer* of any number, even when it is the
 //! only one running.
 
+pub(crate) mod bus;
 pub mod leases;
 mod registration;
 mod sweep;
@@ -40,6 +41,9 @@ pub struct Cluster {
     /// Every lease this server takes, by name, as its renewal task last
     /// learnt.
     leases: std::sync::Mutex<HashMap<&'static str, watch::Receiver<bool>>>,
+    /// Where signals to the other servers are queued, once the bus runs
+    /// (never when alone).
+    outbox: std::sync::OnceLock<bus::Outbox>,
 }
 
 impl Cluster {
@@ -52,7 +56,18 @@ impl Cluster {
             expiry,
             halted: CancellationToken::new(),
             leases: std::sync::Mutex::default(),
+            outbox: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The queue of signals to the other servers, while the bus runs.
+    pub(crate) fn outbox(&self) -> Option<&bus::Outbox> {
+        self.outbox.get()
+    }
+
+    /// Called once by [`bus::start`].
+    pub(crate) fn set_outbox(&self, outbox: bus::Outbox) {
+        let _ = self.outbox.set(outbox);
     }
 
     /// Stops this server's part in the cluster as a crash would: no more
@@ -121,6 +136,7 @@ pub(crate) async fn start(
         crate::jobs::watch_hosts_with_active_jobs(state).await;
         return Ok(Vec::new());
     }
+    let mut tasks = bus::start(state).await?;
     let renewal = registration::register(state, internal_url).await?;
     // This server's earlier runs and dead servers held these, and nobody
     // does now; each host is returned to one server only, which gives its
@@ -137,7 +153,8 @@ pub(crate) async fn start(
         );
     }
     let sweep = sweep::spawn(state);
-    Ok(vec![renewal, sweep])
+    tasks.extend([renewal, sweep]);
+    Ok(tasks)
 }
 
 /// At a graceful stop: gives up the registration and the leases at once,
@@ -149,6 +166,13 @@ pub(crate) async fn stop(state: &AppState) {
     if let Err(e) = state.store().unregister_server(state.cluster().id()).await {
         tracing::warn!(error = %e, "could not unregister this server; its leases expire instead");
     }
+}
+
+/// Whether `host`'s agent is connected, as far as its record says: to
+/// this server, or (with a shared store) online through another (for
+/// choices over many hosts; one host is asked with [`agent_connected`]).
+pub(crate) fn online(state: &AppState, host: &rm_store::Host) -> bool {
+    state.hub().is_connected(host.id) || (state.cluster().shared() && host.online)
 }
 
 /// Whether `host`'s agent is connected: to this server, or (with a shared
@@ -170,4 +194,18 @@ pub(crate) async fn agent_connected(state: &AppState, host: HostId) -> rm_store:
     }
     let live = state.store().live_servers(chrono::Utc::now()).await?;
     Ok(live.iter().any(|server| server.id == holder))
+}
+
+/// Closes `host`'s agent connection, here or on the server holding it.
+pub(crate) fn disconnect(state: &AppState, host: HostId, code: u16, reason: &str) {
+    if !state.hub().disconnect(host, code, reason) {
+        bus::send(
+            state,
+            bus::Signal::Disconnect {
+                host,
+                code,
+                reason: reason.to_owned(),
+            },
+        );
+    }
 }

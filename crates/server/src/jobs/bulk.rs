@@ -59,7 +59,7 @@ pub async fn create(
     for host in selected {
         let reason = if host.agent_revoked_at.is_some() {
             Some(String::from("its agent was revoked"))
-        } else if !state.hub().is_connected(host.id) {
+        } else if !crate::cluster::online(state, &host) {
             Some(String::from("offline"))
         } else {
             None

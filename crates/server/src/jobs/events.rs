@@ -26,6 +26,9 @@ pub(crate) enum JobEvent {
     Progress(JobProgress),
     /// New output lines.
     Log(Vec<LogLine>),
+    /// Lines up to this `seq` are stored (an agent connected to another
+    /// server sent them): watchers read what they have not seen.
+    Stored(u64),
     /// The job ended; its final state. No events follow.
     Finished(Box<JobView>),
 }
@@ -59,6 +62,22 @@ impl JobEvents {
                 channels.remove(&job);
             }
         }
+    }
+
+    /// Whether anyone watches `job` here.
+    pub(crate) fn is_watched(&self, job: JobId) -> bool {
+        self.channels
+            .lock()
+            .map(|c| c.contains_key(&job))
+            .unwrap_or(false)
+    }
+
+    /// The jobs watched here.
+    pub(crate) fn watched_jobs(&self) -> Vec<JobId> {
+        self.channels
+            .lock()
+            .map(|c| c.keys().copied().collect())
+            .unwrap_or_default()
     }
 
     /// How many jobs are being watched.

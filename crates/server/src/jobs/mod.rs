@@ -27,6 +27,7 @@ use rm_store::{
 use serde_json::Value;
 
 use crate::audit::EntryFor;
+use crate::cluster::bus::{self, Signal};
 use crate::hub::AgentConn;
 use crate::repositories;
 use crate::repositories::shared::{may_start, Verdict};
@@ -270,8 +271,14 @@ pub(crate) async fn wake_repository(state: &AppState, host: HostId) {
 }
 
 /// Sends the host's next queued job to its agent, if the agent is connected
-/// and no other job of the host is dispatched or running.
+/// and no other job of the host is dispatched or running. An agent
+/// connected to another server is that server's to dispatch to: it is
+/// asked to.
 pub async fn dispatch_next(state: &AppState, host_id: HostId) {
+    if !state.hub().is_connected(host_id) {
+        bus::send(state, Signal::Dispatch { host: host_id });
+        return;
+    }
     if let Err(e) = try_dispatch_next(state, host_id).await {
         tracing::error!(%host_id, error = %e, "could not dispatch the next job");
     }
@@ -399,6 +406,13 @@ async fn finish(
             state
                 .job_events()
                 .publish(job, JobEvent::Finished(Box::new(view(&stored))));
+            bus::send(
+                state,
+                Signal::JobChanged {
+                    job,
+                    finished: true,
+                },
+            );
             tracing::info!(job_id = %job, status = %end.status, "job finished");
             Box::pin(crate::alerts::job_ended(state, &stored)).await;
             state.fleet_changed();
@@ -411,6 +425,13 @@ async fn finish(
 
 async fn publish_status(state: &AppState, job: JobId) {
     state.fleet_changed();
+    bus::send(
+        state,
+        Signal::JobChanged {
+            job,
+            finished: false,
+        },
+    );
     if let Ok(Some(stored)) = state.store().job(job).await {
         state
             .job_events()
@@ -448,19 +469,30 @@ pub async fn cancel(
             finish(state, id, end, entry.as_ref()).await?;
         }
         JobStatus::Dispatched | JobStatus::Running => {
-            let conn = state
-                .hub()
-                .get(job.host_id)
-                .ok_or(JobError::HostOffline(job.host_id))?;
+            let conn = state.hub().get(job.host_id);
+            if conn.is_none() && !crate::cluster::agent_connected(state, job.host_id).await? {
+                return Err(JobError::HostOffline(job.host_id));
+            }
             // No entry, no request: an agent is never asked to stop a job
             // unless the log says who asked.
             if let Some(entry_for) = audit {
                 state.store().record_audit(&entry_for(&job)).await?;
             }
-            conn.send(Frame::new(CommandCancel {
-                job_id: id.to_string(),
-            }))
-            .map_err(|e| JobError::Conflict(format!("could not reach the agent: {e}")))?;
+            match conn {
+                Some(conn) => conn
+                    .send(Frame::new(CommandCancel {
+                        job_id: id.to_string(),
+                    }))
+                    .map_err(|e| JobError::Conflict(format!("could not reach the agent: {e}")))?,
+                // The server holding the agent's connection asks it.
+                None => bus::send(
+                    state,
+                    Signal::Cancel {
+                        host: job.host_id,
+                        job: id,
+                    },
+                ),
+            }
             tracing::info!(job_id = %id, "cancel requested");
         }
         finished => {
@@ -470,6 +502,20 @@ pub async fn cancel(
         }
     }
     state.store().job(id).await?.ok_or(JobError::NotFound(id))
+}
+
+/// Asks `host`'s agent, if connected here, to stop `job` (for a cancel
+/// requested on another server).
+pub(crate) fn send_cancel_here(state: &AppState, host: HostId, job: JobId) {
+    let Some(conn) = state.hub().get(host) else {
+        return;
+    };
+    match conn.send(Frame::new(CommandCancel {
+        job_id: job.to_string(),
+    })) {
+        Ok(()) => tracing::info!(job_id = %job, "cancel requested through another server"),
+        Err(e) => tracing::warn!(job_id = %job, error = %e, "could not ask the agent to cancel"),
+    }
 }
 
 /// Per-connection bookkeeping for job messages: which jobs this agent may
@@ -674,6 +720,15 @@ impl AgentJobs {
         for file in &mut progress.current_files {
             truncate_with_marker(file, MAX_CURRENT_FILE_BYTES);
         }
+        if bus::running(state) {
+            bus::send(
+                state,
+                Signal::JobProgress {
+                    job: id,
+                    progress: progress.clone(),
+                },
+            );
+        }
         state.job_events().publish(id, JobEvent::Progress(progress));
         Ok(())
     }
@@ -719,7 +774,18 @@ impl AgentJobs {
         let highest = stream.lines.iter().map(|l| l.seq).max().unwrap_or(0);
         let conn = self.conn.clone();
         let job_id = stream.job_id.clone();
+        let signals = state.clone();
         let then: log_writer::Stored = Box::new(move |stored| {
+            if stored {
+                // Watchers on other servers read the lines from the store.
+                bus::send(
+                    &signals,
+                    Signal::JobLogStored {
+                        job: id,
+                        upto: highest,
+                    },
+                );
+            }
             if conn.is_closing() {
                 // An earlier report failed: acknowledge nothing more here.
             } else if stored {

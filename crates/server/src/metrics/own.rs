@@ -91,6 +91,8 @@ pub(crate) struct Metrics {
     login_throttled: Counter,
     /// Failed bearer-token checks answered with 429.
     token_throttled: Counter,
+    /// Signals to the other servers dropped on a full queue.
+    cluster_signals_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -103,6 +105,7 @@ impl Default for Metrics {
             login_checks: Counter::default(),
             login_throttled: Counter::default(),
             token_throttled: Counter::default(),
+            cluster_signals_dropped: Counter::default(),
         }
     }
 }
@@ -125,6 +128,11 @@ impl Metrics {
     pub(crate) fn last_seen_flushed(&self, hosts: usize, elapsed: Duration) {
         self.last_seen_flush.observe(elapsed);
         self.last_seen_written.inc_by(hosts as u64);
+    }
+
+    /// Counts a signal to the other servers dropped on a full queue.
+    pub(crate) fn cluster_signal_dropped(&self) {
+        self.cluster_signals_dropped.inc();
     }
 
     /// Counts an accepted `hello`.
@@ -170,6 +178,11 @@ impl Metrics {
                 "rm_agent_hellos",
                 "Agent connections accepted (hello) since the server started.",
                 &self.hellos,
+            ),
+            (
+                "rm_cluster_signals_dropped",
+                "Signals to the other servers dropped because their queue was full (what they asked is done at the next resync).",
+                &self.cluster_signals_dropped,
             ),
         ] {
             counter.encode(encoder.encode_descriptor(name, help, None, MetricType::Counter)?)?;

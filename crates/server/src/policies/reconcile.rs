@@ -182,11 +182,10 @@ fn push(state: &AppState, outcome: &Outcome) {
     }
     let state = state.clone();
     tokio::spawn(async move {
+        // Each is pushed here or asked of the server holding its agent.
         for host in repositories {
-            if state.hub().get(host).is_some() {
-                crate::repositories::push(&state, host).await;
-                jobs::dispatch_next(&state, host).await;
-            }
+            crate::repositories::push(&state, host).await;
+            jobs::dispatch_next(&state, host).await;
         }
         crate::schedules::send_sets(&state, &schedules).await;
     });

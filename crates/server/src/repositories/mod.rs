@@ -18,6 +18,7 @@ use rm_protocol::api::{CopyTargetView, RepositoryView};
 use rm_protocol::{AgentSettings, ConfigUpdate, Frame, JobKind, RepositoryConfig};
 
 use crate::audit::EntryFor;
+use crate::cluster::bus::{self, Pushed, Signal};
 use crate::jobs::{self, JobError, JobRequest};
 use crate::state::AppState;
 
@@ -77,10 +78,19 @@ pub async fn set(
         .await?;
     {
         let _push = state.hub().push_lock(host).await;
-        if let Some(conn) = state.hub().get(host) {
-            if let Err(e) = conn.send(Frame::new(config_update(state, Some(config.clone())))) {
-                tracing::warn!(%host, error = %e, "could not push new repository settings; the agent gets them on reconnect");
+        match state.hub().get(host) {
+            Some(conn) => {
+                if let Err(e) = conn.send(Frame::new(config_update(state, Some(config.clone())))) {
+                    tracing::warn!(%host, error = %e, "could not push new repository settings; the agent gets them on reconnect");
+                }
             }
+            None => bus::send(
+                state,
+                Signal::Push {
+                    host,
+                    what: Pushed::Repository,
+                },
+            ),
         }
     }
     let request = JobRequest {
@@ -117,8 +127,19 @@ pub async fn delete_own(
     Ok(true)
 }
 
-/// Sends the host's current settings (or none) to its agent, if connected.
+/// Sends the host's current settings (or none) to its agent, if connected
+/// here; the server holding its connection is asked to otherwise.
 pub(crate) async fn push(state: &AppState, host: HostId) {
+    if !state.hub().is_connected(host) {
+        bus::send(
+            state,
+            Signal::Push {
+                host,
+                what: Pushed::Repository,
+            },
+        );
+        return;
+    }
     let config = match usable(state, host).await {
         Ok(config) => config,
         Err(e) => {

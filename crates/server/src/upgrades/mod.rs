@@ -117,6 +117,7 @@ pub async fn request(
     };
     let version = server_version();
     let mut send = Vec::new();
+    let mut elsewhere = Vec::new();
     let mut pending: Vec<HostId> = Vec::new();
     let mut skipped = Vec::new();
     let mut offers: std::collections::HashMap<String, Option<AgentUpgrade>> =
@@ -164,6 +165,10 @@ pub async fn request(
         };
         if state.hub().is_connected(host.id) {
             send.push((host.id, host.name.clone(), from, upgrade));
+        } else if host.online && crate::cluster::bus::running(state) {
+            // Online through another server, which is asked to send it
+            // once the request is stored.
+            elsewhere.push((host.id, host.name.clone(), from));
         } else {
             pending.push(host.id);
             skipped.push(skip(String::from(
@@ -172,8 +177,9 @@ pub async fn request(
         }
     }
     let mut ids: Vec<HostId> = send.iter().map(|(id, ..)| *id).collect();
+    ids.extend(elsewhere.iter().map(|(id, ..)| *id));
     ids.extend(&pending);
-    let entry = audit.map(|entry_for| entry_for(send.len(), pending.len()));
+    let entry = audit.map(|entry_for| entry_for(send.len() + elsewhere.len(), pending.len()));
     if !ids.is_empty() || entry.is_some() {
         state
             .store()
@@ -181,6 +187,20 @@ pub async fn request(
             .await?;
     }
     let mut sent = Vec::new();
+    for (host_id, name, from) in elsewhere {
+        crate::cluster::bus::send(
+            state,
+            crate::cluster::bus::Signal::Push {
+                host: host_id,
+                what: crate::cluster::bus::Pushed::Upgrade,
+            },
+        );
+        sent.push(UpgradeSent {
+            host_id: host_id.to_string(),
+            name,
+            from,
+        });
+    }
     for (host_id, name, from, upgrade) in send {
         // Gone since the check: it gets the upgrade at its next hello.
         let delivered = state
@@ -210,15 +230,14 @@ pub async fn request(
     })
 }
 
-/// After an accepted `hello`: an agent that is still older than the
-/// server and has an upgrade requested is sent it now.
-pub(crate) async fn after_hello(state: &AppState, host_id: HostId, hello: &Hello) {
-    let Some(platform) = hello.platform.as_deref() else {
+/// Sends `host`'s agent, connected here, the upgrade requested for it, if
+/// it is still older than this server: after its hello, or when another
+/// server asks (the request was made there). A platform this server has
+/// no binary for is recorded as the upgrade's failure.
+pub(crate) async fn send_requested(state: &AppState, host_id: HostId) {
+    let Some(conn) = state.hub().get(host_id) else {
         return;
     };
-    if !outdated(Some(&hello.agent_version)) {
-        return;
-    }
     let host = match state.store().host(host_id).await {
         Ok(Some(host)) => host,
         Ok(None) => return,
@@ -227,15 +246,16 @@ pub(crate) async fn after_hello(state: &AppState, host_id: HostId, hello: &Hello
             return;
         }
     };
-    if host.upgrade.requested_version.is_none() {
+    let (Some(platform), true) = (
+        host.platform.as_deref(),
+        host.upgrade.requested_version.is_some() && outdated(host.agent_version.as_deref()),
+    ) else {
         return;
-    }
+    };
     match offer(state, platform).await {
         Ok(Some(upgrade)) => {
-            tracing::info!(%host_id, from = %hello.agent_version, to = %upgrade.version, "sending the requested agent upgrade");
-            if let Some(conn) = state.hub().get(host_id) {
-                let _ = conn.send(Frame::new(upgrade));
-            }
+            tracing::info!(%host_id, from = host.agent_version.as_deref().unwrap_or(""), to = %upgrade.version, "sending the requested agent upgrade");
+            let _ = conn.send(Frame::new(upgrade));
         }
         Ok(None) => {
             let error = format!("no agent binary for {platform} on this server");
@@ -252,6 +272,15 @@ pub(crate) async fn after_hello(state: &AppState, host_id: HostId, hello: &Hello
                 .await;
         }
         Err(e) => tracing::error!(%host_id, error = %e, "could not read the agent binary to offer"),
+    }
+}
+
+/// After an accepted `hello` (its version and platform stored): an agent
+/// that is still older than the server and has an upgrade requested is
+/// sent it now.
+pub(crate) async fn after_hello(state: &AppState, host_id: HostId, hello: &Hello) {
+    if hello.platform.is_some() && outdated(Some(&hello.agent_version)) {
+        send_requested(state, host_id).await;
     }
 }
 

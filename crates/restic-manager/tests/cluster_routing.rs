@@ -1,0 +1,465 @@
+//! Several servers on ONE PostgreSQL database (issue 15): whatever an
+//! operator does on one server reaches an agent connected to another —
+//! a job started, cancelled, a repository set, a folder listed, a token
+//! rotated, a host deleted — and what that agent reports shows live on the
+//! first server (job events over SSE, the dashboard's fleet stream).
+//!
+//! Two real servers in this process with their own ports, listeners and
+//! hubs, sharing only the database; the agent is a protocol-level agent
+//! (`RawAgent`) so each frame it receives is checked. The real agent and
+//! real processes are in `cluster_failover.rs`.
+//!
+//! Needs `RM_TEST_POSTGRES_URL` (scripts/test starts a temporary cluster);
+//! without it the tests skip with the reason printed, and fail under
+//! `CI=true`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use rm_protocol::{
+    CommandResult, EntryType, Frame, JobFinished, JobOutcome, JobStarted, Message, TreeEntry,
+    TreeListResult,
+};
+use rm_testkit::{log_batch, wait_until, Backend, RawAgent, TestServer};
+use serde_json::json;
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+/// Whether PostgreSQL is there; prints why not, and fails under CI.
+fn postgres(test: &str) -> bool {
+    Backend::postgres_or_skip(test).is_some()
+}
+
+/// Two servers on one fresh database, and a host whose agent is connected
+/// to the second, with a repository set through the first.
+struct Pair {
+    a: TestServer,
+    b: TestServer,
+    host: String,
+    token: String,
+    agent: RawAgent,
+}
+
+async fn pair() -> Pair {
+    let a = TestServer::start_on(Backend::Postgres).await.unwrap();
+    let b = a.start_beside(|_| {}).await.unwrap();
+    let (host, token) = a.enrolled_host("web-1").await.unwrap();
+    let mut agent = RawAgent::connect_and_hello(&b.ws_url(), &token)
+        .await
+        .unwrap();
+    let admin = a.admin().await.unwrap();
+    admin
+        .set_repository(&host, "/srv/backup/web-1", "pw")
+        .await
+        .unwrap();
+    // Set on A, pushed by B; then the init job A queued, dispatched by B.
+    let pushed = agent.recv().await.unwrap();
+    let Message::ConfigUpdate(update) = pushed.message else {
+        panic!("expected config.update, got {pushed:?}");
+    };
+    assert_eq!(
+        update.repository.map(|r| r.url).as_deref(),
+        Some("/srv/backup/web-1")
+    );
+    let init = agent.next_run().await.unwrap();
+    agent
+        .run_to_end(&init.job_id, JobOutcome::Succeeded, &[])
+        .await
+        .unwrap();
+    admin
+        .wait_job_status(&init.job_id, "succeeded", LIMIT)
+        .await
+        .unwrap();
+    Pair {
+        a,
+        b,
+        host,
+        token,
+        agent,
+    }
+}
+
+#[tokio::test]
+async fn a_job_started_on_one_server_runs_on_an_agent_connected_to_the_other() {
+    if !postgres("a_job_started_on_one_server_runs_on_an_agent_connected_to_the_other") {
+        return;
+    }
+    let Pair {
+        a,
+        b,
+        host,
+        mut agent,
+        ..
+    } = pair().await;
+    let admin = a.admin().await.unwrap();
+    let id = admin
+        .start_job(&host, "backup", json!({"paths": ["/etc"]}))
+        .await
+        .unwrap();
+    let run = agent.next_run().await.unwrap();
+    assert_eq!(run.job_id, id);
+    agent
+        .run_to_end(&id, JobOutcome::Succeeded, &["one", "two"])
+        .await
+        .unwrap();
+    let job = admin
+        .wait_job_status(&id, "succeeded", LIMIT)
+        .await
+        .unwrap();
+    assert_eq!(job["status"], "succeeded");
+    let texts: Vec<String> = a
+        .admin()
+        .await
+        .unwrap()
+        .job_logs(&id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|l| l["text"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(texts, ["one", "two"]);
+    drop(b);
+}
+
+#[tokio::test]
+async fn a_cancel_on_one_server_reaches_the_agent_on_the_other() {
+    if !postgres("a_cancel_on_one_server_reaches_the_agent_on_the_other") {
+        return;
+    }
+    let Pair {
+        a,
+        b: _b,
+        host,
+        mut agent,
+        ..
+    } = pair().await;
+    let admin = a.admin().await.unwrap();
+    let id = admin
+        .start_job(&host, "backup", json!({"paths": ["/etc"]}))
+        .await
+        .unwrap();
+    let run = agent.next_run().await.unwrap();
+    agent
+        .send(Frame::new(CommandResult {
+            job_id: run.job_id.clone(),
+            accepted: true,
+            reason: None,
+            message: None,
+        }))
+        .await
+        .unwrap();
+    agent
+        .send(Frame::new(JobStarted {
+            job_id: id.clone(),
+            started_at: chrono::Utc::now(),
+        }))
+        .await
+        .unwrap();
+    admin.wait_job_status(&id, "running", LIMIT).await.unwrap();
+    let (status, body) = admin
+        .post(&format!("/api/v1/jobs/{id}/cancel"), json!({}))
+        .await
+        .unwrap();
+    assert!(status.is_success(), "{status}: {body}");
+    let frame = agent.recv().await.unwrap();
+    let Message::CommandCancel(cancel) = frame.message else {
+        panic!("expected command.cancel, got {frame:?}");
+    };
+    assert_eq!(cancel.job_id, id);
+}
+
+#[tokio::test]
+async fn a_folder_is_listed_through_the_server_holding_the_agent() {
+    if !postgres("a_folder_is_listed_through_the_server_holding_the_agent") {
+        return;
+    }
+    let Pair {
+        a,
+        b: _b,
+        host,
+        mut agent,
+        ..
+    } = pair().await;
+    let admin = a.admin().await.unwrap();
+    let listing = tokio::spawn({
+        let admin = admin.clone();
+        let host = host.clone();
+        async move {
+            admin
+                .get(&format!(
+                    "/api/v1/hosts/{host}/snapshots/1a2b3c4d/tree?path=/etc"
+                ))
+                .await
+                .unwrap()
+        }
+    });
+    let frame = agent.recv().await.unwrap();
+    let Message::TreeList(request) = &frame.message else {
+        panic!("expected tree.list, got {frame:?}");
+    };
+    assert_eq!(request.path, "/etc");
+    // Many entries: the answer is far longer than one signal may be.
+    let entries: Vec<TreeEntry> = (0..500)
+        .map(|i| TreeEntry {
+            name: format!("file-{i:04}.conf"),
+            path: format!("/etc/file-{i:04}.conf"),
+            entry_type: EntryType::File,
+            size: Some(i),
+            mtime: None,
+            mode: None,
+        })
+        .collect();
+    agent
+        .send(Frame::with_id(
+            frame.id.clone().unwrap(),
+            TreeListResult {
+                entries,
+                error: None,
+            },
+        ))
+        .await
+        .unwrap();
+    let (status, body) = tokio::time::timeout(LIMIT, listing).await.unwrap().unwrap();
+    assert_eq!(status, 200, "{body}");
+    let names: Vec<&str> = body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 500);
+    assert_eq!(names[499], "file-0499.conf");
+}
+
+#[tokio::test]
+async fn sse_on_one_server_shows_a_job_of_an_agent_on_the_other() {
+    if !postgres("sse_on_one_server_shows_a_job_of_an_agent_on_the_other") {
+        return;
+    }
+    let Pair {
+        a,
+        b: _b,
+        host,
+        mut agent,
+        ..
+    } = pair().await;
+    let admin = a.admin().await.unwrap();
+    let id = admin
+        .start_job(&host, "backup", json!({"paths": ["/etc"]}))
+        .await
+        .unwrap();
+    agent.next_run().await.unwrap();
+    agent
+        .send(Frame::new(JobStarted {
+            job_id: id.clone(),
+            started_at: chrono::Utc::now(),
+        }))
+        .await
+        .unwrap();
+    admin.wait_job_status(&id, "running", LIMIT).await.unwrap();
+    let token = admin.token().unwrap().to_owned();
+    let response = rm_testkit::http::client()
+        .get(format!("{}/api/v1/jobs/{id}/events", a.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let reader = tokio::spawn(rm_testkit::http::read_sse(response));
+    // The stream is open once its first event (the status) is sent; lines
+    // sent after that reach it live, through the other server.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    agent
+        .send(Frame::new(log_batch(&id, 1, &["first", "second"])))
+        .await
+        .unwrap();
+    agent
+        .send(Frame::new(log_batch(&id, 3, &["third"])))
+        .await
+        .unwrap();
+    agent
+        .send(Frame::new(JobFinished {
+            job_id: id.clone(),
+            status: JobOutcome::Succeeded,
+            exit_code: Some(0),
+            stats: json!({}),
+            error: None,
+            finished_at: chrono::Utc::now(),
+        }))
+        .await
+        .unwrap();
+    let events = tokio::time::timeout(LIMIT, reader).await.unwrap().unwrap();
+    let logs: Vec<&str> = events
+        .iter()
+        .filter(|(name, _)| name == "log")
+        .map(|(_, data)| data["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(logs, ["first", "second", "third"]);
+    let (name, last) = events.last().unwrap();
+    assert_eq!(name, "finished");
+    assert_eq!(last["status"], "succeeded");
+}
+
+#[tokio::test]
+async fn the_dashboard_stream_of_one_server_hears_changes_made_through_the_other() {
+    if !postgres("the_dashboard_stream_of_one_server_hears_changes_made_through_the_other") {
+        return;
+    }
+    let Pair {
+        a,
+        b,
+        host,
+        mut agent,
+        ..
+    } = pair().await;
+    let token = a.admin().await.unwrap().token().unwrap().to_owned();
+    let mut response = rm_testkit::http::client()
+        .get(format!("{}/api/v1/events", a.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    // Whatever the stream says first, drain it, then change the fleet
+    // through B only: a job started there, run by B's agent.
+    let _ = tokio::time::timeout(Duration::from_millis(500), response.chunk()).await;
+    let admin_b = b.admin().await.unwrap();
+    let id = admin_b.start_job(&host, "check", json!({})).await.unwrap();
+    agent.next_run().await.unwrap();
+    agent
+        .run_to_end(&id, JobOutcome::Succeeded, &[])
+        .await
+        .unwrap();
+    let chunk = tokio::time::timeout(LIMIT, response.chunk())
+        .await
+        .expect("A's fleet stream hears a change made on B")
+        .unwrap()
+        .unwrap();
+    assert!(!chunk.is_empty());
+}
+
+#[tokio::test]
+async fn a_rotated_token_reaches_the_agent_through_the_other_server_and_works() {
+    if !postgres("a_rotated_token_reaches_the_agent_through_the_other_server_and_works") {
+        return;
+    }
+    let Pair {
+        a,
+        b,
+        host,
+        token,
+        mut agent,
+    } = pair().await;
+    let admin = a.admin().await.unwrap();
+    let (status, body) = admin
+        .post(&format!("/api/v1/hosts/{host}/token/rotate"), json!({}))
+        .await
+        .unwrap();
+    assert_eq!(status, 202, "{body}");
+    let frame = agent.recv().await.unwrap();
+    let Message::TokenRotate(rotate) = frame.message else {
+        panic!("expected token.rotate, got {frame:?}");
+    };
+    assert_ne!(rotate.token, token);
+    drop(agent);
+    // The new token connects (to either server) and completes the
+    // rotation; the old one stops working.
+    let _fresh = RawAgent::connect_and_hello(&a.ws_url(), &rotate.token)
+        .await
+        .unwrap();
+    let refused = RawAgent::connect(&b.ws_url(), Some(&format!("Bearer {token}")))
+        .await
+        .unwrap();
+    assert!(refused.is_err(), "the old token still works");
+}
+
+#[tokio::test]
+async fn a_host_deleted_on_one_server_is_disconnected_from_the_other() {
+    if !postgres("a_host_deleted_on_one_server_is_disconnected_from_the_other") {
+        return;
+    }
+    let Pair {
+        a,
+        b: _b,
+        host,
+        mut agent,
+        ..
+    } = pair().await;
+    let admin = a.admin().await.unwrap();
+    let (status, body) = admin
+        .delete(&format!("/api/v1/hosts/{host}"))
+        .await
+        .unwrap();
+    assert_eq!(status, 204, "{body}");
+    let (_, close) = agent.closed(LIMIT).await.unwrap();
+    assert_eq!(
+        close.map(|c| u16::from(c.code)),
+        Some(rm_protocol::close_code::REVOKED)
+    );
+}
+
+#[tokio::test]
+async fn a_job_for_an_agent_connected_nowhere_is_refused_on_both() {
+    if !postgres("a_job_for_an_agent_connected_nowhere_is_refused_on_both") {
+        return;
+    }
+    let Pair {
+        a, b, host, agent, ..
+    } = pair().await;
+    agent.close().await.unwrap();
+    wait_until(LIMIT, "the host to go offline", || async {
+        !b.host_online(&host).await
+    })
+    .await
+    .unwrap();
+    for server in [&a, &b] {
+        let (status, body) = server
+            .admin()
+            .await
+            .unwrap()
+            .post(
+                &format!("/api/v1/hosts/{host}/jobs"),
+                json!({"kind": "check", "params": {}}),
+            )
+            .await
+            .unwrap();
+        assert_eq!(status, 409, "{body}");
+    }
+}
+
+#[tokio::test]
+async fn an_upgrade_requested_on_one_server_is_sent_by_the_other() {
+    if !postgres("an_upgrade_requested_on_one_server_is_sent_by_the_other") {
+        return;
+    }
+    let a = TestServer::start_on(Backend::Postgres).await.unwrap();
+    let b = a.start_beside(|_| {}).await.unwrap();
+    let (host, token) = a.enrolled_host("old-1").await.unwrap();
+    let mut agent = RawAgent::connect_as(&b.ws_url(), &token).await.unwrap();
+    let mut hello = rm_testkit::hello(rm_protocol::CURRENT_PROTOCOL_VERSION);
+    hello.platform = Some(rm_protocol::upgrade::own_platform());
+    agent.send(Frame::new(hello)).await.unwrap();
+    for _ in 0..2 {
+        let frame = agent.recv().await.unwrap();
+        assert!(
+            matches!(
+                frame.message,
+                Message::ConfigUpdate(_) | Message::ScheduleSet(_)
+            ),
+            "{frame:?}"
+        );
+    }
+    let admin = a.admin().await.unwrap();
+    let (status, answer) = admin
+        .post("/api/v1/agents/upgrade", json!({ "host_id": host }))
+        .await
+        .unwrap();
+    assert!(status.is_success(), "{status}: {answer}");
+    assert_eq!(answer["sent"][0]["host_id"], host.as_str(), "{answer:#}");
+    let frame = agent.recv().await.unwrap();
+    let Message::AgentUpgrade(upgrade) = frame.message else {
+        panic!("expected agent.upgrade, got {frame:?}");
+    };
+    assert_eq!(upgrade.version, env!("CARGO_PKG_VERSION"));
+}
