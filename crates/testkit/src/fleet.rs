@@ -799,6 +799,32 @@ x_bucket{kind=\"log.stream\",le=\"+Inf\"} 7
         assert_eq!(delta.count(), 0);
     }
 
+    #[tokio::test]
+    async fn a_command_run_is_found_by_its_job_id_when_it_arrives() {
+        let stats = Arc::new(FleetStats::default());
+        assert_eq!(
+            stats.command_run_arrival("job-1", Duration::ZERO).await,
+            None
+        );
+        let waiter = {
+            let stats = stats.clone();
+            tokio::spawn(async move {
+                stats
+                    .command_run_arrival("job-1", Duration::from_secs(60))
+                    .await
+            })
+        };
+        let before = Instant::now();
+        stats.note_command_run("job-2");
+        stats.note_command_run("job-1");
+        let arrived = waiter.await.unwrap().unwrap();
+        assert!(arrived >= before);
+        assert_eq!(
+            stats.command_run_arrival("job-1", Duration::ZERO).await,
+            Some(arrived)
+        );
+    }
+
     #[test]
     fn sample_quantiles() {
         let mut samples: Vec<Duration> = (1..=100).rev().map(Duration::from_millis).collect();
