@@ -186,14 +186,21 @@ impl TestDatabase {
                  PostgreSQL cluster (scripts/test starts one)"
             ),
         };
+        TestDatabase::create_postgres_on(&admin_url).await
+    }
+
+    /// A new, empty schema on the PostgreSQL cluster whose admin URL is
+    /// `admin_url`, whatever `RM_TEST_POSTGRES_URL` says (a bench that
+    /// started a cluster of its own).
+    pub async fn create_postgres_on(admin_url: &str) -> Result<TestDatabase, TestStoreError> {
         // The error does not name the URL: it may carry the cluster's password.
-        let admin = PgConnectOptions::from_str(&admin_url)
+        let admin = PgConnectOptions::from_str(admin_url)
             .map_err(|e| TestStoreError::PostgresUrl(e.to_string()))?;
         // Lower case: an unquoted identifier is folded to it anyway, and a
         // ULID's alphabet has nothing else that needs quoting.
         let schema = format!("rm_{}", Ulid::new().to_string().to_lowercase());
         // Made before the schema exists, so a bad URL leaves nothing behind.
-        let url = in_schema(&admin_url, &schema)?;
+        let url = in_schema(admin_url, &schema)?;
         let mut connection = PgConnection::connect_with(&admin)
             .await
             .map_err(TestStoreError::Schema)?;

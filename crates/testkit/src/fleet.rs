@@ -1,13 +1,14 @@
 //! A simulated fleet for load tests: many enrolled hosts made quickly, and
 //! light agents that speak the real protocol over real WebSockets — `hello`,
 //! heartbeats at the interval the server pushes, answers to `command.run`
-//! with `job.started`, `log.stream` batches and `job.finished`, a
+//! with `job.started`, `log.stream` batches and `job.finished` (noting when
+//! each `command.run` arrived, for dispatch latencies), a
 //! `schedule.ack` for every `schedule.set` — and that
 //! reconnect with the real agent's jittered backoff
 //! ([`rm_agent::backoff::Backoff`]). They run no restic: a job's output is
 //! made up, so thousands fit in one process.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -148,27 +149,49 @@ pub async fn wait_connected(
     n: usize,
     limit: Duration,
 ) -> f64 {
+    wait_connected_to(stats, client, &[url], n, limit).await
+}
+
+/// As [`wait_connected`] for a fleet split over several servers on one
+/// database: waits until their `rm_agents_connected` add up to `n`;
+/// returns the sum.
+pub async fn wait_connected_to(
+    stats: &FleetStats,
+    client: &reqwest::Client,
+    urls: &[&str],
+    n: usize,
+    limit: Duration,
+) -> f64 {
     let deadline = Instant::now() + limit;
     loop {
         if stats.connected() >= n {
-            if let Ok(text) = scrape(client, url).await {
-                let server = scraped_value(&text, "rm_agents_connected").unwrap_or(0.0);
-                if server >= n as f64 {
-                    return server;
-                }
+            let servers = servers_connected(client, urls).await;
+            if servers >= n as f64 {
+                return servers;
             }
         }
         if Instant::now() >= deadline {
-            let text = scrape(client, url).await.unwrap_or_default();
-            let server = scraped_value(&text, "rm_agents_connected").unwrap_or(0.0);
+            let servers = servers_connected(client, urls).await;
             eprintln!(
-                "  gave up after {limit:?}: {} agents see a session, the server counts {server}",
+                "  gave up after {limit:?}: {} agents see a session, the servers count {servers}",
                 stats.connected()
             );
-            return server;
+            return servers;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// The sum of the servers' `rm_agents_connected` (a server that does not
+/// answer counts 0).
+async fn servers_connected(client: &reqwest::Client, urls: &[&str]) -> f64 {
+    let mut sum = 0.0;
+    for url in urls {
+        if let Ok(text) = scrape(client, url).await {
+            sum += scraped_value(&text, "rm_agents_connected").unwrap_or(0.0);
+        }
+    }
+    sum
 }
 
 /// What every simulated agent of a fleet shares.
@@ -193,6 +216,10 @@ pub struct FleetStats {
     schedule_acks: AtomicU64,
     /// When each accepted connection completed its handshake.
     hellos: Mutex<Vec<Instant>>,
+    /// When each job's `command.run` reached its agent, by job id.
+    runs: Mutex<HashMap<String, Instant>>,
+    /// Woken whenever a `command.run` arrives.
+    run_arrived: tokio::sync::Notify,
 }
 
 impl FleetStats {
@@ -225,6 +252,38 @@ impl FleetStats {
     /// the handshake's included).
     pub fn schedule_acks(&self) -> u64 {
         self.schedule_acks.load(Ordering::Relaxed)
+    }
+
+    /// When job `job_id`'s `command.run` reached its agent, waiting for it
+    /// at most `limit`; `None` when it did not arrive in that time.
+    pub async fn command_run_arrival(&self, job_id: &str, limit: Duration) -> Option<Instant> {
+        let deadline = Instant::now() + limit;
+        loop {
+            // Registered before looking, so an arrival between the look and
+            // the wait still wakes it.
+            let arrived = self.run_arrived.notified();
+            tokio::pin!(arrived);
+            arrived.as_mut().enable();
+            if let Some(at) = self
+                .runs
+                .lock()
+                .ok()
+                .and_then(|runs| runs.get(job_id).copied())
+            {
+                return Some(at);
+            }
+            if tokio::time::timeout_at(deadline, arrived).await.is_err() {
+                return None;
+            }
+        }
+    }
+
+    fn note_command_run(&self, job_id: &str) {
+        let now = Instant::now();
+        if let Ok(mut runs) = self.runs.lock() {
+            runs.insert(job_id.to_owned(), now);
+        }
+        self.run_arrived.notify_waiters();
     }
 
     /// Handshakes completed at or after `since`, as offsets from `since`.
@@ -440,6 +499,7 @@ async fn answer(
         Message::ScheduleSet(set) => return acknowledge(ws, stats, set.version).await,
         _ => return Ok(()),
     };
+    stats.note_command_run(&run.job_id);
     let job_id = run.job_id;
     send(
         ws,
@@ -737,6 +797,32 @@ x_bucket{kind=\"log.stream\",le=\"+Inf\"} 7
         assert_eq!(none.quantile(0.5), None);
         let delta = h.since(&h);
         assert_eq!(delta.count(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_command_run_is_found_by_its_job_id_when_it_arrives() {
+        let stats = Arc::new(FleetStats::default());
+        assert_eq!(
+            stats.command_run_arrival("job-1", Duration::ZERO).await,
+            None
+        );
+        let waiter = {
+            let stats = stats.clone();
+            tokio::spawn(async move {
+                stats
+                    .command_run_arrival("job-1", Duration::from_secs(60))
+                    .await
+            })
+        };
+        let before = Instant::now();
+        stats.note_command_run("job-2");
+        stats.note_command_run("job-1");
+        let arrived = waiter.await.unwrap().unwrap();
+        assert!(arrived >= before);
+        assert_eq!(
+            stats.command_run_arrival("job-1", Duration::ZERO).await,
+            Some(arrived)
+        );
     }
 
     #[test]
