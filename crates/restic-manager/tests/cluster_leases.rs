@@ -5,7 +5,8 @@
 //! its running job gets the lost-agent grace and fails once, and the
 //! alerts of that are notified once, by whichever server holds the alerts
 //! lease; a job whose agent is connected to no server fails after the
-//! grace though nobody was watching it. Each scenario runs several times in a loop: a race that goes
+//! grace though nobody was watching it; servers starting at once on an
+//! empty database make one `admin`. Each scenario runs several times in a loop: a race that goes
 //! wrong one time in a few shows.
 //!
 //! Needs `RM_TEST_POSTGRES_URL` (scripts/test starts a temporary cluster);
@@ -354,5 +355,36 @@ async fn a_job_whose_agent_is_connected_nowhere_fails_after_the_grace() {
             error.contains("its agent was connected to no server"),
             "round {round}: {error}"
         );
+    }
+}
+
+#[tokio::test]
+async fn servers_starting_at_once_on_an_empty_database_make_one_admin() {
+    if !postgres("servers_starting_at_once_on_an_empty_database_make_one_admin") {
+        return;
+    }
+    for round in 0..ROUNDS {
+        let dir = tempfile::tempdir().unwrap();
+        let db = rm_testkit::TestDatabase::create_in_for(dir.path(), Backend::Postgres)
+            .await
+            .unwrap();
+        let mut stores = Vec::new();
+        for _ in 0..4 {
+            stores.push(db.open().await.unwrap());
+        }
+        let starts = stores.iter().cloned().map(|store| {
+            tokio::spawn(async move {
+                rm_server::ensure_first_admin(store.as_ref(), Some("first-admin-password")).await
+            })
+        });
+        let mut created = 0;
+        for start in futures_util::future::join_all(starts).await {
+            match start.unwrap().unwrap() {
+                rm_server::FirstAdmin::AlreadyPresent => {}
+                _ => created += 1,
+            }
+        }
+        assert_eq!(created, 1, "round {round}");
+        assert_eq!(stores[0].count_users().await.unwrap(), 1, "round {round}");
     }
 }

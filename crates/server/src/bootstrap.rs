@@ -5,7 +5,7 @@ use chrono::Utc;
 use rm_core::password::{generate_password, hash_password};
 use rm_core::UserId;
 use rm_store::prelude::*;
-use rm_store::User;
+use rm_store::{StoreError, User};
 
 use crate::ServerError;
 
@@ -24,7 +24,9 @@ pub enum FirstAdmin {
 }
 
 /// Creates the `admin` user when there are no users at all, with
-/// `password` (from `RM_ADMIN_PASSWORD`) or a generated one.
+/// `password` (from `RM_ADMIN_PASSWORD`) or a generated one. Of several
+/// servers doing this at once on one database, one creates it and the
+/// others find it present.
 pub async fn ensure_first_admin(
     store: &dyn Store,
     password: Option<&str>,
@@ -42,7 +44,7 @@ pub async fn ensure_first_admin(
             )
         }
     };
-    store
+    let created = store
         .create_user(
             &User {
                 id: UserId::new(),
@@ -54,6 +56,14 @@ pub async fn ensure_first_admin(
             },
             None,
         )
-        .await?;
-    Ok(outcome)
+        .await;
+    match created {
+        Ok(()) => Ok(outcome),
+        // Several servers started at once on an empty database: another
+        // one made `admin` between the count and the insert.
+        Err(StoreError::Conflict(_)) if store.count_users().await? > 0 => {
+            Ok(FirstAdmin::AlreadyPresent)
+        }
+        Err(e) => Err(e.into()),
+    }
 }

@@ -164,11 +164,11 @@ fn encode(from: &str, mut signal: Signal) -> Option<String> {
             Signal::JobProgress { progress, .. } if !progress.current_files.is_empty() => {
                 progress.current_files.pop();
             }
-            other => {
+            _ => {
+                let start: String = text.chars().take(120).collect();
                 tracing::warn!(
                     bytes = text.len(),
-                    "a cluster signal is too long to send; dropped: {:?}",
-                    std::mem::discriminant(other)
+                    "a cluster signal is too long to send; dropped: {start}…"
                 );
                 return None;
             }

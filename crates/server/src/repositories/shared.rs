@@ -203,3 +203,129 @@ impl Turns {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::{Duration, Utc};
+    use rm_core::{BatchId, HostId};
+    use serde_json::json;
+
+    use super::*;
+
+    fn job(kind: &str, params: Value, status: JobStatus, age: i64) -> RepositoryJob {
+        RepositoryJob {
+            job_id: JobId::new(),
+            host_id: HostId::new(),
+            host_online: true,
+            kind: kind.to_owned(),
+            params,
+            status,
+            created_at: Utc::now() - Duration::seconds(age),
+            batch: None,
+        }
+    }
+
+    #[test]
+    fn exclusive_kinds() {
+        assert!(is_exclusive("prune", &Value::Null));
+        assert!(is_exclusive("check", &Value::Null));
+        assert!(is_exclusive("unlock", &Value::Null));
+        assert!(is_exclusive(
+            "forget",
+            &json!({"keep_last": 3, "prune": true})
+        ));
+        assert!(is_exclusive("forget", &json!({"keep_last": 3})));
+        assert!(!is_exclusive("backup", &json!({"paths": ["/"]})));
+        assert!(!is_exclusive("restore", &Value::Null));
+    }
+
+    #[test]
+    fn what_runs_once_per_repository() {
+        assert!(once_per_repository("prune", &Value::Null));
+        assert!(once_per_repository("check", &json!({})));
+        assert!(once_per_repository(
+            "forget",
+            &json!({"keep_last": 3, "prune": true})
+        ));
+        assert!(!once_per_repository("forget", &json!({"keep_last": 3})));
+        assert!(!once_per_repository("backup", &json!({"paths": ["/"]})));
+        assert!(!once_per_repository("unlock", &Value::Null));
+    }
+
+    #[test]
+    fn a_forget_without_prune_waits_for_a_running_backup() {
+        let backup = job("backup", json!({}), JobStatus::Running, 10);
+        let forget = job("forget", json!({"keep_last": 1}), JobStatus::Queued, 5);
+        let jobs = vec![backup.clone(), forget.clone()];
+        assert!(
+            matches!(may_start(forget.job_id, &jobs, 4), Verdict::Wait(w) if w.contains("backup"))
+        );
+    }
+
+    #[test]
+    fn a_prune_waits_for_a_running_backup_and_the_opposite() {
+        let backup = job("backup", json!({}), JobStatus::Running, 10);
+        let prune = job("prune", Value::Null, JobStatus::Queued, 5);
+        let jobs = vec![backup.clone(), prune.clone()];
+        assert!(
+            matches!(may_start(prune.job_id, &jobs, 4), Verdict::Wait(w) if w.contains("backup"))
+        );
+
+        let prune = job("prune", Value::Null, JobStatus::Running, 10);
+        let backup = job("backup", json!({}), JobStatus::Queued, 5);
+        let jobs = vec![prune.clone(), backup.clone()];
+        assert!(
+            matches!(may_start(backup.job_id, &jobs, 4), Verdict::Wait(w) if w.contains("prune"))
+        );
+    }
+
+    #[test]
+    fn backups_share_up_to_the_limit() {
+        let a = job("backup", json!({}), JobStatus::Running, 10);
+        let b = job("backup", json!({}), JobStatus::Queued, 5);
+        assert_eq!(
+            may_start(b.job_id, &[a.clone(), b.clone()], 2),
+            Verdict::Start
+        );
+        assert!(matches!(
+            may_start(b.job_id, &[a.clone(), b.clone()], 1),
+            Verdict::Wait(_)
+        ));
+    }
+
+    #[test]
+    fn an_earlier_queued_prune_on_a_connected_host_goes_first() {
+        let prune = job("prune", Value::Null, JobStatus::Queued, 10);
+        let backup = job("backup", json!({}), JobStatus::Queued, 5);
+        let jobs = vec![prune.clone(), backup.clone()];
+        assert!(matches!(
+            may_start(backup.job_id, &jobs, 4),
+            Verdict::Wait(_)
+        ));
+        assert_eq!(may_start(prune.job_id, &jobs, 4), Verdict::Start);
+        // One stuck on an offline host does not hold the repository.
+        let mut offline = prune.clone();
+        offline.host_online = false;
+        assert_eq!(
+            may_start(backup.job_id, &[offline, backup.clone()], 4),
+            Verdict::Start
+        );
+    }
+
+    #[test]
+    fn a_bulk_action_runs_at_most_max_parallel_per_repository() {
+        let batch = BatchId::new();
+        let mut a = job("check", json!({}), JobStatus::Running, 10);
+        a.kind = String::from("snapshots");
+        a.batch = Some((batch, 1));
+        let mut b = a.clone();
+        b.job_id = JobId::new();
+        b.status = JobStatus::Queued;
+        assert!(matches!(
+            may_start(b.job_id, &[a.clone(), b.clone()], 4),
+            Verdict::Wait(w) if w.contains("max_parallel 1")
+        ));
+        a.batch = Some((BatchId::new(), 1));
+        assert_eq!(may_start(b.job_id, &[a, b.clone()], 4), Verdict::Start);
+    }
+}
