@@ -250,9 +250,15 @@ async fn a_backup_failing_on_a_changed_password_fires_job_failed_until_the_next_
         "repeats stopped ({sent} then {after}; one may have been on its way)"
     );
 
-    // The password is put back: the next backup resolves the alert.
+    // The password is put back: the next backup resolves the alert (right
+    // after its end is stored, so a moment after the job shows it).
     admin.set_repository(&host, &repo, PASSWORD).await.unwrap();
     assert_eq!(backup(&admin, &host, &src).await["status"], "succeeded");
+    wait_until(FIRE_LIMIT, "the success to resolve the alert", || async {
+        matches!(admin.get(&format!("/api/v1/alerts/{id}")).await, Ok((_, a)) if a["state"] == "resolved")
+    })
+    .await
+    .unwrap();
     let (_, resolved) = admin.get(&format!("/api/v1/alerts/{id}")).await.unwrap();
     assert_eq!(resolved["state"], "resolved", "{resolved:#}");
     assert!(resolved["resolved_message"]

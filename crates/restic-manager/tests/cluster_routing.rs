@@ -542,7 +542,12 @@ async fn hosts_of_one_repository_on_two_servers_take_turns() {
         agents.push(tokio::spawn(async move {
             let mut backups = 0;
             while backups < 1 {
-                let run = agent.next_run().await.unwrap();
+                // Twelve jobs of one repository run one at a time: a
+                // host's may wait for all the others'.
+                let run = agent
+                    .next_run_within(Duration::from_secs(60))
+                    .await
+                    .unwrap();
                 let now = running.fetch_add(1, Ordering::SeqCst) + 1;
                 most.fetch_max(now, Ordering::SeqCst);
                 tokio::time::sleep(Duration::from_millis(150)).await;

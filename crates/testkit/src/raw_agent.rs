@@ -141,11 +141,16 @@ impl RawAgent {
     /// The next protocol frame other than `job.ack`, skipping pings; fails
     /// on close or silence.
     pub async fn recv(&mut self) -> anyhow::Result<Frame> {
+        self.recv_within(RECV_LIMIT).await
+    }
+
+    /// [`RawAgent::recv`], failing after `limit` of silence.
+    pub async fn recv_within(&mut self, limit: Duration) -> anyhow::Result<Frame> {
         if let Some(frame) = self.pending.pop_front() {
             return Ok(frame);
         }
         loop {
-            let frame = self.recv_any(RECV_LIMIT).await?;
+            let frame = self.recv_any(limit).await?;
             match frame.message {
                 Message::JobAck(ack) => self.acks.push(ack),
                 _ => return Ok(frame),
@@ -156,8 +161,14 @@ impl RawAgent {
     /// The next `command.run`, stepping over the pushes that may come
     /// first (`config.update`, `schedule.set`); fails on anything else.
     pub async fn next_run(&mut self) -> anyhow::Result<CommandRun> {
+        self.next_run_within(RECV_LIMIT).await
+    }
+
+    /// [`RawAgent::next_run`] for an agent whose job may wait its turn:
+    /// fails after `limit` of silence.
+    pub async fn next_run_within(&mut self, limit: Duration) -> anyhow::Result<CommandRun> {
         loop {
-            match self.recv().await?.message {
+            match self.recv_within(limit).await?.message {
                 Message::CommandRun(run) => return Ok(run),
                 Message::ConfigUpdate(_) | Message::ScheduleSet(_) => continue,
                 other => bail!("expected command.run, got {other:?}"),
