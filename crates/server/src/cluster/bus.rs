@@ -37,8 +37,8 @@ const QUEUE: usize = 65_536;
 const BATCH: usize = 500;
 /// How often the holder of agents re-reads what signals may have missed.
 const RESYNC_EVERY: Duration = Duration::from_secs(30);
-/// Signals handled at once (each may read the store).
-const HANDLERS: usize = 64;
+/// Relayed calls answered at once (each waits for an agent).
+const CALLS: usize = 64;
 
 /// What a server asks of another, or tells them all.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -227,9 +227,11 @@ async fn publish(state: AppState, mut inbox: mpsc::Receiver<String>) {
     }
 }
 
-/// Receives every server's signals and acts on those meant for this one.
+/// Receives every server's signals and acts on those meant for this one,
+/// one at a time in the order they were sent (each is a few store calls
+/// at most), except calls, which wait for an agent.
 async fn listen(state: AppState, mut listener: Box<dyn rm_store::ClusterListener>) {
-    let handlers = Arc::new(tokio::sync::Semaphore::new(HANDLERS));
+    let calls = Arc::new(tokio::sync::Semaphore::new(CALLS));
     loop {
         let next = tokio::select! {
             next = listener.next() => next,
@@ -248,14 +250,23 @@ async fn listen(state: AppState, mut listener: Box<dyn rm_store::ClusterListener
                 if envelope.from == state.cluster().id() {
                     continue;
                 }
-                let Ok(permit) = handlers.clone().acquire_owned().await else {
-                    return;
-                };
-                let state = state.clone();
-                tokio::spawn(async move {
-                    handle(&state, envelope.signal).await;
-                    drop(permit);
-                });
+                match envelope.signal {
+                    // A call waits for its agent's answer (up to a
+                    // minute): beside the others, in a bounded number.
+                    call @ Signal::Call { .. } => {
+                        let Ok(permit) = calls.clone().acquire_owned().await else {
+                            return;
+                        };
+                        let state = state.clone();
+                        tokio::spawn(async move {
+                            handle(&state, call).await;
+                            drop(permit);
+                        });
+                    }
+                    // In the order sent: a repository pushed before the
+                    // dispatch of its `init` must reach the agent first.
+                    signal => handle(&state, signal).await,
+                }
             }
             Ok(ClusterMessage::Resumed) => {
                 tracing::warn!(
