@@ -80,6 +80,35 @@ async fn pair() -> Pair {
     }
 }
 
+/// A backup started through `admin`'s server, accepted and started by
+/// `agent` (connected to the other), once the API shows it running.
+async fn running_backup(admin: &rm_testkit::Api, host: &str, agent: &mut RawAgent) -> String {
+    let id = admin
+        .start_job(host, "backup", json!({"paths": ["/etc"]}))
+        .await
+        .unwrap();
+    let run = agent.next_run().await.unwrap();
+    assert_eq!(run.job_id, id);
+    agent
+        .send(Frame::new(CommandResult {
+            job_id: id.clone(),
+            accepted: true,
+            reason: None,
+            message: None,
+        }))
+        .await
+        .unwrap();
+    agent
+        .send(Frame::new(JobStarted {
+            job_id: id.clone(),
+            started_at: chrono::Utc::now(),
+        }))
+        .await
+        .unwrap();
+    admin.wait_job_status(&id, "running", LIMIT).await.unwrap();
+    id
+}
+
 #[tokio::test]
 async fn a_job_started_on_one_server_runs_on_an_agent_connected_to_the_other() {
     if !postgres("a_job_started_on_one_server_runs_on_an_agent_connected_to_the_other") {
@@ -135,28 +164,7 @@ async fn a_cancel_on_one_server_reaches_the_agent_on_the_other() {
         ..
     } = pair().await;
     let admin = a.admin().await.unwrap();
-    let id = admin
-        .start_job(&host, "backup", json!({"paths": ["/etc"]}))
-        .await
-        .unwrap();
-    let run = agent.next_run().await.unwrap();
-    agent
-        .send(Frame::new(CommandResult {
-            job_id: run.job_id.clone(),
-            accepted: true,
-            reason: None,
-            message: None,
-        }))
-        .await
-        .unwrap();
-    agent
-        .send(Frame::new(JobStarted {
-            job_id: id.clone(),
-            started_at: chrono::Utc::now(),
-        }))
-        .await
-        .unwrap();
-    admin.wait_job_status(&id, "running", LIMIT).await.unwrap();
+    let id = running_backup(&admin, &host, &mut agent).await;
     let (status, body) = admin
         .post(&format!("/api/v1/jobs/{id}/cancel"), json!({}))
         .await
@@ -245,19 +253,7 @@ async fn sse_on_one_server_shows_a_job_of_an_agent_on_the_other() {
         ..
     } = pair().await;
     let admin = a.admin().await.unwrap();
-    let id = admin
-        .start_job(&host, "backup", json!({"paths": ["/etc"]}))
-        .await
-        .unwrap();
-    agent.next_run().await.unwrap();
-    agent
-        .send(Frame::new(JobStarted {
-            job_id: id.clone(),
-            started_at: chrono::Utc::now(),
-        }))
-        .await
-        .unwrap();
-    admin.wait_job_status(&id, "running", LIMIT).await.unwrap();
+    let id = running_backup(&admin, &host, &mut agent).await;
     let token = admin.token().unwrap().to_owned();
     let response = rm_testkit::http::client()
         .get(format!("{}/api/v1/jobs/{id}/events", a.url))

@@ -78,8 +78,9 @@ pub(crate) enum Signal {
         caller: String,
         host: HostId,
     },
-    /// A job's status changed (`finished`: it ended).
-    JobChanged { job: JobId, finished: bool },
+    /// A job's status changed (watchers read it, ended or not, from the
+    /// store).
+    JobChanged { job: JobId },
     /// A running job's progress.
     JobProgress { job: JobId, progress: JobProgress },
     /// A job's log lines up to `upto` are stored.
@@ -336,18 +337,9 @@ async fn handle(state: &AppState, signal: Signal) {
                 crate::rpc::take_answer(state, host, &id).await;
             }
         }
-        Signal::JobChanged { job, finished } => {
-            if !state.job_events().is_watched(job) {
-                return;
-            }
-            if let Ok(Some(stored)) = state.store().job(job).await {
-                let view = Box::new(crate::jobs::view(&stored));
-                let event = if finished && stored.status.is_finished() {
-                    JobEvent::Finished(view)
-                } else {
-                    JobEvent::Status(view)
-                };
-                state.job_events().publish(job, event);
+        Signal::JobChanged { job } => {
+            if state.job_events().is_watched(job) {
+                republish(state, job).await;
             }
         }
         Signal::JobProgress { job, progress } => {
@@ -389,15 +381,21 @@ pub(crate) async fn resync(state: &AppState) {
     state.fleet_changed_here();
     crate::alerts::fleet_changed_here(state);
     for job in state.job_events().watched_jobs() {
-        if let Ok(Some(stored)) = state.store().job(job).await {
-            let view = Box::new(crate::jobs::view(&stored));
-            let event = if stored.status.is_finished() {
-                JobEvent::Finished(view)
-            } else {
-                JobEvent::Status(view)
-            };
-            state.job_events().publish(job, event);
-        }
+        republish(state, job).await;
+    }
+}
+
+/// Tells this server's watchers of `job` what the store holds of it: its
+/// end, or its status.
+async fn republish(state: &AppState, job: JobId) {
+    if let Ok(Some(stored)) = state.store().job(job).await {
+        let view = Box::new(crate::jobs::view(&stored));
+        let event = if stored.status.is_finished() {
+            JobEvent::Finished(view)
+        } else {
+            JobEvent::Status(view)
+        };
+        state.job_events().publish(job, event);
     }
 }
 

@@ -408,13 +408,7 @@ async fn finish(
             state
                 .job_events()
                 .publish(job, JobEvent::Finished(Box::new(view(&stored))));
-            bus::send(
-                state,
-                Signal::JobChanged {
-                    job,
-                    finished: true,
-                },
-            );
+            bus::send(state, Signal::JobChanged { job });
             tracing::info!(job_id = %job, status = %end.status, "job finished");
             Box::pin(crate::alerts::job_ended(state, &stored)).await;
             state.fleet_changed();
@@ -427,13 +421,7 @@ async fn finish(
 
 async fn publish_status(state: &AppState, job: JobId) {
     state.fleet_changed();
-    bus::send(
-        state,
-        Signal::JobChanged {
-            job,
-            finished: false,
-        },
-    );
+    bus::send(state, Signal::JobChanged { job });
     if let Ok(Some(stored)) = state.store().job(job).await {
         state
             .job_events()
