@@ -386,7 +386,7 @@ async fn a_database_file_made_read_only_is_reported_and_the_server_recovers() {
         || async { readyz(&server).await.1["storage"]["fault"] == "read_only" },
     )
     .await
-    .unwrap();
+    .unwrap_or_else(|e| panic!("{e}\nserver log:\n{}", server.log()));
     let (_, ready) = readyz(&server).await;
     assert!(
         ready["storage"]["message"]

@@ -79,6 +79,19 @@ impl StorageFault {
             StorageFault::Unreachable => "unreachable",
         }
     }
+
+    /// Whether a failure seen as `other` is this fault seen less closely:
+    /// a read-only file or a full disk reaches SQLite as a plain I/O error,
+    /// and only some callers look at the file to tell which.
+    pub fn explains(self, other: StorageFault) -> bool {
+        matches!(
+            (self, other),
+            (
+                StorageFault::ReadOnly | StorageFault::DiskFull,
+                StorageFault::Io
+            )
+        )
+    }
 }
 
 impl fmt::Display for StorageFault {

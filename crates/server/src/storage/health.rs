@@ -68,7 +68,7 @@ impl StorageHealth {
             return;
         };
         match episode.as_ref() {
-            Some(current) if current.fault == fault => {
+            Some(current) if current.fault == fault || current.fault.explains(fault) => {
                 tracing::debug!(error = %error, "{what} failed (storage fault continues)");
             }
             _ => {
@@ -212,6 +212,40 @@ mod tests {
         assert!(health
             .failures()
             .any(|(fault, count)| fault == StorageFault::DiskFull && count == 2));
+    }
+
+    fn io() -> StoreError {
+        StoreError::Unavailable {
+            fault: StorageFault::Io,
+            source: "disk I/O error".into(),
+        }
+    }
+
+    /// Only the storage probe looks closely at an I/O error (the database
+    /// file's own state); other writes that fail during the same episode
+    /// report a plain I/O error, and must not flip `/readyz` back and forth.
+    #[test]
+    fn a_plain_io_error_during_a_read_only_episode_continues_it() {
+        let health = StorageHealth::default();
+        let read_only = StoreError::Unavailable {
+            fault: StorageFault::ReadOnly,
+            source: "ro".into(),
+        };
+        health.failed("the storage probe", &read_only);
+        let since = health.episode().unwrap().since;
+        health.failed("renewing this server's registration", &io());
+        let episode = health.episode().unwrap();
+        assert_eq!(episode.fault, StorageFault::ReadOnly);
+        assert_eq!(episode.since, since, "one episode");
+        health.failed("x", &full());
+        assert_eq!(health.episode().unwrap().fault, StorageFault::DiskFull);
+        health.failed("x", &io());
+        assert_eq!(health.episode().unwrap().fault, StorageFault::DiskFull);
+        // The other way round, a closer look refines a plain I/O episode.
+        health.succeeded();
+        health.failed("x", &io());
+        health.failed("the storage probe", &read_only);
+        assert_eq!(health.episode().unwrap().fault, StorageFault::ReadOnly);
     }
 
     #[test]
