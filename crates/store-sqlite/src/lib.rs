@@ -622,7 +622,17 @@ impl SqliteStore {
 #[async_trait]
 impl Store for SqliteStore {
     async fn probe_write(&self, at: DateTime<Utc>) -> StoreResult<()> {
-        let mut tx = self.begin_write().await?;
+        // The probe is what `/readyz` believes, so its failures get a look
+        // at the database file, wherever in the write they happen (SQLite
+        // usually writes the WAL only at commit).
+        let closer_look = |e: StoreError| match (e, &self.file) {
+            (StoreError::Unavailable { fault, source }, Some(file)) => StoreError::Unavailable {
+                fault: codec::closer_look(fault, file),
+                source,
+            },
+            (other, _) => other,
+        };
+        let mut tx = self.begin_write().await.map_err(closer_look)?;
         sqlx::query(
             "INSERT INTO storage_probe (id, written_at) VALUES (1, ?) \
              ON CONFLICT (id) DO UPDATE SET written_at = excluded.written_at",
@@ -630,14 +640,8 @@ impl Store for SqliteStore {
         .bind(ms(at))
         .execute(&mut *tx)
         .await
-        .map_err(|e| match (backend(e), &self.file) {
-            (StoreError::Unavailable { fault, source }, Some(file)) => StoreError::Unavailable {
-                fault: codec::closer_look(fault, file),
-                source,
-            },
-            (other, _) => other,
-        })?;
-        tx.commit().await.map_err(backend)?;
+        .map_err(|e| closer_look(backend(e)))?;
+        tx.commit().await.map_err(|e| closer_look(backend(e)))?;
         Ok(())
     }
 }
