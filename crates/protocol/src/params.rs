@@ -221,10 +221,8 @@ pub struct CheckParams {
 impl CheckParams {
     /// The cycle of a rotating check (`None`: not rotating).
     pub fn rotation(&self) -> Option<u32> {
-        match self.read_data {
-            Some(ReadData::Rotate) => Some(self.cycle.unwrap_or(DEFAULT_CYCLE)),
-            None => None,
-        }
+        self.read_data
+            .map(|ReadData::Rotate| self.cycle.unwrap_or(DEFAULT_CYCLE))
     }
 
     fn validate(&self) -> Result<(), ParamsError> {
