@@ -182,6 +182,19 @@ pub struct Cursor {
 }
 
 impl Cursor {
+    /// The key an agent files a repository's cursor under: the SHA-256 (hex)
+    /// of its URL, trailing slashes ignored as they name the same
+    /// repository, so the file holds no credentials a URL may carry.
+    pub fn key(url: &str) -> String {
+        use sha2::Digest;
+        let url = url.trim();
+        let url = match url.trim_end_matches('/') {
+            "" => url,
+            trimmed => trimmed,
+        };
+        hex::encode(sha2::Sha256::digest(url.as_bytes()))
+    }
+
     /// The subset to read in a cycle of `cycle` runs, from the stored
     /// cursor: its `next` when it belongs to that cycle, else the first.
     pub fn pick(stored: Option<Cursor>, cycle: u32) -> u32 {
@@ -328,5 +341,8 @@ mod tests {
         assert_eq!(Cursor::pick(Some(after_one), 30), 1);
         assert_eq!(Cursor::pick(Some(Cursor { cycle: 3, next: 9 }), 3), 1);
         assert_eq!(Cursor::after(1, 1, true), Cursor { cycle: 1, next: 1 });
+        assert_eq!(Cursor::key("/srv/repo/"), Cursor::key("/srv/repo"));
+        assert_ne!(Cursor::key("/srv/repo"), Cursor::key("/srv/repo2"));
+        assert_eq!(Cursor::key("/").len(), 64);
     }
 }
