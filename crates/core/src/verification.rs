@@ -48,8 +48,9 @@ pub struct VerificationCycle {
     pub subsets_done: BTreeSet<u32>,
     /// When the first subset of the current cycle passed.
     pub cycle_started_at: Option<DateTime<Utc>>,
-    /// Why the latest failed run failed, until its subset passes (or the
-    /// cycle's length changes).
+    /// Why the latest failed run failed, until its subset passes (any
+    /// subset, when it failed before one was chosen) or the cycle's length
+    /// changes.
     pub last_error: Option<String>,
     /// The subset that failed (`None` when none did, or the failure came
     /// before a subset was chosen).
@@ -150,7 +151,9 @@ impl VerificationCycle {
                     self.cycle_started_at = Some(run.finished_at);
                 }
                 self.subsets_done.insert(n);
-                if self.failed_subset == Some(n) {
+                // A failure before a subset was chosen (restic could not
+                // start) is answered by any pass.
+                if self.failed_subset.is_none_or(|failed| failed == n) {
                     self.failed_subset = None;
                     self.last_error = None;
                 }
@@ -325,9 +328,13 @@ mod tests {
             ..passed(3, 1, 1)
         }));
         assert_eq!(record, VerificationCycle::new(3));
-        // A failure before a subset was chosen is still an error to show.
+        // A failure before a subset was chosen is still an error to show,
+        // until any subset passes.
         assert!(record.apply(&failed(3, None, 2)));
         assert_eq!(record.next_subset(3), 1);
+        assert!(record.last_error.is_some());
+        assert!(record.apply(&passed(3, 1, 3)));
+        assert_eq!(record.last_error, None);
     }
 
     #[test]
