@@ -7,7 +7,9 @@
 //! reach 100 % coverage; a second host on the same repository shares the
 //! record; a corrupted pack fails its subset, which keeps its place and
 //! fires `check_failed`; and the agent's own cursor (for runs while the
-//! server is away) survives an agent restart.
+//! server is away) survives an agent restart. In headless Chromium, a
+//! rotating check schedule is made from the host page's form and the page
+//! shows the coverage and the full cycle it makes.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -358,4 +360,91 @@ async fn the_agent_keeps_its_cursor_across_a_restart_while_the_server_is_away() 
     .await
     .unwrap_or_else(|e| panic!("{e}\nagent log:\n{}", agent.log()));
     agent.terminate(Duration::from_secs(20)).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_rotating_schedule_from_the_host_page_and_its_coverage_in_chromium() {
+    let wrappers = tempfile::tempdir().unwrap();
+    let (host, _log, _src) = host_with_backup("ui", wrappers.path()).await;
+    let origin = host.server.url.clone();
+    let browser = rm_testkit::Browser::start().await.unwrap();
+    browser
+        .log_in(&origin, "admin", rm_testkit::ADMIN_PASSWORD)
+        .await
+        .unwrap();
+    browser
+        .goto(&format!("{origin}/hosts/{}", host.id))
+        .await
+        .unwrap();
+    let wait = Duration::from_secs(10);
+    // Before any rotating check, the page says so.
+    browser
+        .wait_for_text("#verification-summary", "no rotating check has run", wait)
+        .await
+        .unwrap();
+    browser
+        .wait_for("#schedule-kind", wait)
+        .await
+        .unwrap()
+        .select_by_value("check")
+        .await
+        .unwrap();
+    browser
+        .wait_for("#schedule-read-data", wait)
+        .await
+        .unwrap()
+        .select_by_value("rotate")
+        .await
+        .unwrap();
+    browser.fill("#schedule-cycle", "3").await.unwrap();
+    browser.fill("#schedule-cron", "0 4 * * *").await.unwrap();
+    browser
+        .fill("#schedule-limit-download", "20480")
+        .await
+        .unwrap();
+    browser.click("#schedule-add").await.unwrap();
+    browser
+        .wait_for_text("#schedules-table", "every day at 04:00", wait)
+        .await
+        .unwrap();
+    let (_, stored) = host
+        .admin
+        .get(&format!("/api/v1/hosts/{}/schedules", host.id))
+        .await
+        .unwrap();
+    assert_eq!(
+        stored[0]["params"],
+        json!({"read_data": "rotate", "cycle": 3, "limit_download_kib": 20480}),
+        "{stored:#}"
+    );
+
+    // Two of three subsets: 66 %, a full cycle every 3 days (the daily
+    // schedule × 3).
+    for _ in 0..2 {
+        succeeded(
+            &host
+                .run("check", json!({"read_data": "rotate", "cycle": 3}))
+                .await,
+        );
+    }
+    browser
+        .goto(&format!("{origin}/hosts/{}", host.id))
+        .await
+        .unwrap();
+    browser
+        .wait_for_text(
+            "#verification-summary",
+            "66 % of the data read and verified this cycle, full cycle every 3 days",
+            wait,
+        )
+        .await
+        .unwrap();
+    browser.screenshot("host-verification").await.unwrap();
+    let errors = browser.console_errors().await.unwrap();
+    assert!(errors.is_empty(), "console errors: {errors:#?}");
+    for url in browser.requested_urls().await.unwrap() {
+        assert!(url.starts_with(&origin), "the page requested {url}");
+    }
+    browser.close().await.unwrap();
+    host.stop().await;
 }
