@@ -39,6 +39,8 @@ use crate::hooks::{Hooks, DEFAULT_HOOK_TIMEOUT};
 use crate::inbound::{shown, Run};
 use crate::restore_guard::{RestoreGuard, RestoreRefused};
 use crate::spool::{Shortfall, Spool};
+use crate::state::StateDir;
+use crate::verification::Cursors;
 
 /// Live frames (progress, RPC answers) waiting for the connection.
 pub(crate) const OUTBOX: usize = 4096;
@@ -155,6 +157,10 @@ struct Inner {
     /// The host's hooks folder; set once at start-up. Unset, every hook
     /// is refused.
     hooks: OnceLock<Hooks>,
+    /// Where each repository's rotating check stands; kept in the state
+    /// directory once [`JobRunner::keep_cursors_in`] said where, in memory
+    /// until then.
+    cursors: OnceLock<Cursors>,
     /// Why the host's latest repository settings were refused (they break
     /// the rules of `params::validate_repository`), while they are the
     /// latest: jobs on the host's own repository fail with this instead of
@@ -196,6 +202,7 @@ impl JobRunner {
                 history: Mutex::new(RepoHistory::default()),
                 restore_guard: OnceLock::new(),
                 hooks: OnceLock::new(),
+                cursors: OnceLock::new(),
                 refused: Mutex::new(None),
             }),
         }
@@ -214,6 +221,19 @@ impl JobRunner {
         if self.inner.hooks.set(hooks).is_err() {
             tracing::warn!("the hooks folder was already set; keeping the first");
         }
+    }
+
+    /// Keeps the rotating checks' cursors in `dir`, so they survive a
+    /// restart. Only the first call counts.
+    pub(crate) fn keep_cursors_in(&self, dir: StateDir) {
+        if self.inner.cursors.set(Cursors::in_dir(dir)).is_err() {
+            tracing::warn!("the rotating checks' cursors were already placed; keeping the first");
+        }
+    }
+
+    /// The rotating checks' cursors.
+    fn cursors(&self) -> &Cursors {
+        self.inner.cursors.get_or_init(Cursors::default)
     }
 
     /// The host's hooks (a folder that does not exist when none was set).
@@ -919,24 +939,7 @@ impl Job<'_> {
                 let stats = finished.stats.clone();
                 (finished, stats)
             }
-            JobParams::Check(CheckParams {
-                read_data_subset, ..
-            }) => {
-                self.clear_stale_locks().await;
-                let finished = self
-                    .command(Command::Check {
-                        read_data_subset: read_data_subset.clone(),
-                    })
-                    .await;
-                if matches!(finished.status, Status::Succeeded | Status::Failed) {
-                    if let Ok(mut h) = self.runner.inner.history.lock() {
-                        h.last_check_at = Some(Utc::now());
-                        h.last_check_status = Some(String::from(finished.status.as_str()));
-                    }
-                }
-                let stats = finished.stats.clone();
-                (finished, stats)
-            }
+            JobParams::Check(check) => self.check(check).await,
             JobParams::Unlock => self.simple(Command::Unlock).await,
             JobParams::Snapshots => self.simple(Command::Snapshots { host: None }).await,
             JobParams::Stats => {
@@ -948,6 +951,65 @@ impl Job<'_> {
             JobParams::Restore(restore) => self.restore(restore).await,
             JobParams::Copy(copy) => self.copy(copy).await,
         }
+    }
+
+    /// `check`, reading the subset the params name; a rotating check
+    /// reads the next `n/cycle` of its cycle (the server's pick, else the
+    /// agent's cursor), moves the cursor by how it ended, and says in its
+    /// statistics which subset it read.
+    async fn check(&mut self, check: &CheckParams) -> (Finished, Value) {
+        let rotation = check.rotation().map(|cycle| {
+            let subset = check
+                .subset
+                .unwrap_or_else(|| self.runner.cursors().next(&self.repo.url, cycle));
+            (cycle, subset)
+        });
+        let read_data_subset = match rotation {
+            Some((cycle, subset)) => {
+                self.log.line(
+                    LogStreamKind::Stdout,
+                    format!(
+                        "rotating check: reading subset {subset}/{cycle} of the pack data ({}); {cycle} runs read all of it",
+                        if check.subset.is_some() {
+                            "chosen by the server"
+                        } else {
+                            "this agent's next"
+                        }
+                    ),
+                );
+                Some(format!("{subset}/{cycle}"))
+            }
+            None => check.read_data_subset.clone(),
+        };
+        self.clear_stale_locks().await;
+        let finished = self
+            .command(Command::Check {
+                read_data_subset: read_data_subset.clone(),
+            })
+            .await;
+        if matches!(finished.status, Status::Succeeded | Status::Failed) {
+            if let Ok(mut h) = self.runner.inner.history.lock() {
+                h.last_check_at = Some(Utc::now());
+                h.last_check_status = Some(String::from(finished.status.as_str()));
+            }
+        }
+        let mut stats = finished.stats.clone();
+        if let (Some((cycle, subset)), Some(read)) = (rotation, read_data_subset) {
+            // A cancelled run proves nothing either way: the cursor stays.
+            if finished.status != Status::Cancelled {
+                let passed = finished.succeeded();
+                self.runner
+                    .cursors()
+                    .ran(&self.repo.url, cycle, subset, passed);
+            }
+            if !stats.is_object() {
+                stats = json!({});
+            }
+            stats["subset"] = json!(subset);
+            stats["cycle"] = json!(cycle);
+            stats["read_data_subset"] = json!(read);
+        }
+        (finished, stats)
     }
 
     /// The restic part of a backup of `paths` (hooks around it are

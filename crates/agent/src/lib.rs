@@ -26,6 +26,7 @@ mod spool;
 pub mod state;
 mod tls;
 mod upgrade;
+mod verification;
 
 pub use backoff::RESTART_SPREAD;
 pub use enroll::{enroll, EnrollOptions, Enrolled};

@@ -142,6 +142,7 @@ pub async fn run(mut opts: RunOptions, shutdown: CancellationToken) -> Result<()
         tracing::warn!("restores may write onto / and into system folders on this host");
     }
     runner.guard_restores(RestoreGuard::new(&opts.state_dir, allow_system));
+    runner.keep_cursors_in(dir.clone());
     if let Some(hostname) = &opts.hostname {
         tracing::info!(%hostname, "recording snapshots under this host name");
         runner.use_hostname(hostname.clone());

@@ -1,6 +1,7 @@
 //! The agent's state directory: its enrolment (`agent.json`) and the last
 //! configuration and schedules the server sent (`config.json`,
-//! `schedules.json`), so the agent keeps working while the server is away.
+//! `schedules.json`), so the agent keeps working while the server is away,
+//! and where its rotating checks stand (`verification.json`).
 //!
 //! These files hold secrets (the agent token, repository passwords and
 //! backend keys), so the directory is created 0700 and every file 0600.
@@ -15,6 +16,7 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
+use rm_core::verification::Cursor;
 use rm_protocol::{ConfigUpdate, ScheduleSet};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -33,6 +35,10 @@ pub const SCHEDULES_FILE: &str = "schedules.json";
 
 /// Last fire time per schedule, for catching up missed fires.
 pub const FIRES_FILE: &str = "fires.json";
+
+/// Where each repository's rotating check stands (see
+/// `crate::verification`).
+pub const VERIFICATION_FILE: &str = "verification.json";
 
 /// Permission bits of the state directory: owner only.
 pub const DIR_MODE: u32 = 0o700;
@@ -234,6 +240,19 @@ impl StateDir {
         fires: &BTreeMap<String, DateTime<Utc>>,
     ) -> Result<PathBuf, AgentError> {
         self.save_json(FIRES_FILE, "the schedule fire times", fires)
+    }
+
+    /// The rotating checks' cursors, by repository (see
+    /// `crate::verification`); none when the file does not exist.
+    pub fn load_cursors(&self) -> Result<BTreeMap<String, Cursor>, AgentError> {
+        Ok(self
+            .load_optional(&self.path.join(VERIFICATION_FILE))?
+            .unwrap_or_default())
+    }
+
+    /// Stores the rotating checks' cursors atomically (0600).
+    pub fn save_cursors(&self, cursors: &BTreeMap<String, Cursor>) -> Result<PathBuf, AgentError> {
+        self.save_json(VERIFICATION_FILE, "the rotating checks' cursors", cursors)
     }
 
     /// Deletes what an earlier enrolment cached (`config.json`,

@@ -3,7 +3,7 @@
 //! time), TLS certificate fingerprints, operator passwords (argon2id) and
 //! host labels and the selectors that match them (fleet policies),
 //! schedule-time logic (cron schedules, missed fires, jitter, an injectable
-//! clock).
+//! clock), and the rules of a rotating verification cycle.
 //!
 //! Nothing here does I/O beyond asking the OS for randomness (and, for
 //! schedules in the machine's local zone, chrono reading the zone).
@@ -19,6 +19,7 @@ pub mod schedule;
 pub mod sealing;
 pub mod secret;
 pub mod token;
+pub mod verification;
 
 pub use ids::{
     AlertId, BatchId, ChannelId, HostId, JobId, PolicyId, RequestId, ScheduleId, SilenceId,

@@ -756,6 +756,47 @@ pub struct RepoStatsResponse {
     pub history: Vec<RepoStatsEntry>,
 }
 
+/// `GET /api/v1/hosts/{id}/verification`: where the host's repository
+/// stands in its rotating verification (`check` with `read_data:
+/// "rotate"`). Hosts sharing a repository show the same record. A host
+/// whose repository no rotating check has ended on yet gets `cycle: null`,
+/// no subsets and coverage 0.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct VerificationView {
+    /// The repository's identity (its URL without credentials); `null`
+    /// when the host has no repository.
+    pub repository: Option<String>,
+    /// Runs in the current cycle (`read_data_subset` `n/cycle`); `null`
+    /// before the first rotating check ended.
+    pub cycle: Option<u32>,
+    /// The subsets that passed in the current cycle, ascending.
+    pub subsets_done: Vec<u32>,
+    /// The share of the pack data read and verified this cycle, 0.0 to 1.0
+    /// (`subsets_done` / `cycle`).
+    pub coverage: f64,
+    /// `coverage` as a whole percentage, rounded down (100 only when every
+    /// subset passed).
+    pub coverage_percent: u32,
+    /// When the first subset of the current cycle passed.
+    pub cycle_started_at: Option<DateTime<Utc>>,
+    /// Why the latest failed run failed, until its subset passes.
+    pub last_error: Option<String>,
+    /// The subset that failed (it is the next to run again).
+    pub failed_subset: Option<u32>,
+    /// The subset the next rotating check dispatched by the server reads.
+    pub next_subset: Option<u32>,
+    /// When the latest rotating check that counted ended.
+    pub last_run_at: Option<DateTime<Utc>>,
+    /// How long a full cycle takes: `every 30 days` from the host's enabled
+    /// rotating check schedule (cycle × its interval), `every 30 runs` when
+    /// none; `null` before the first run.
+    pub full_cycle: Option<String>,
+    /// The host page's sentence, e.g. `42 % of the data read and verified
+    /// this cycle, full cycle every 30 days`.
+    pub summary: String,
+}
+
 /// `POST /api/v1/hosts/{id}/schedules` and `PUT /api/v1/schedules/{id}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

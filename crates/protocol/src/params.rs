@@ -173,6 +173,22 @@ pub struct PruneParams {
     pub limit_download_kib: Option<u32>,
 }
 
+/// Runs of a rotating check that read all of the data, unless `cycle` says.
+pub const DEFAULT_CYCLE: u32 = 30;
+/// Most runs a rotating check's cycle may have: restic reads one pack in
+/// `cycle` per run, so beyond this a run reads next to nothing.
+pub const MAX_CYCLE: u32 = 10_000;
+
+/// Which data a `check` reads besides the structure, when not one fixed
+/// `read_data_subset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadData {
+    /// Each run reads the next `n/cycle` subset of the pack data, so
+    /// `cycle` runs read all of it (DESIGN §10).
+    Rotate,
+}
+
 /// `check`: optionally read part of the data too.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -180,12 +196,74 @@ pub struct CheckParams {
     /// restic's `--read-data-subset`: `n/m`, `x%` or a size like `500M`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read_data_subset: Option<String>,
+    /// `rotate`: read the next subset of a cycle of `cycle` runs (not
+    /// with `read_data_subset`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_data: Option<ReadData>,
+    /// Runs in a rotating check's cycle, 1 to [`MAX_CYCLE`] (default
+    /// [`DEFAULT_CYCLE`]); only with `read_data: "rotate"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cycle: Option<u32>,
+    /// The subset (1 to `cycle`) this run reads; left out, the agent takes
+    /// the next of its own cursor. The server fills it in when it
+    /// dispatches a rotating check, from its record of the repository, so
+    /// hosts sharing a repository go through one cycle together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subset: Option<u32>,
     /// Upload limit in KiB/s (`--limit-upload`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit_upload_kib: Option<u32>,
     /// Download limit in KiB/s (`--limit-download`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit_download_kib: Option<u32>,
+}
+
+impl CheckParams {
+    /// The cycle of a rotating check (`None`: not rotating).
+    pub fn rotation(&self) -> Option<u32> {
+        self.read_data
+            .map(|ReadData::Rotate| self.cycle.unwrap_or(DEFAULT_CYCLE))
+    }
+
+    fn validate(&self) -> Result<(), ParamsError> {
+        if let Some(subset) = &self.read_data_subset {
+            data_subset(subset)
+                .map_err(|problem| ParamsError::new("params.read_data_subset", problem))?;
+            if self.read_data.is_some() {
+                return Err(ParamsError::new(
+                    "params.read_data",
+                    "cannot be combined with `read_data_subset`: a rotating check picks its own subset; use one or the other",
+                ));
+            }
+        }
+        let Some(cycle) = self.rotation() else {
+            for (field, set) in [
+                ("params.cycle", self.cycle.is_some()),
+                ("params.subset", self.subset.is_some()),
+            ] {
+                if set {
+                    return Err(ParamsError::new(
+                        field,
+                        "is only used with `read_data: \"rotate\"`",
+                    ));
+                }
+            }
+            return Ok(());
+        };
+        if !(1..=MAX_CYCLE).contains(&cycle) {
+            return Err(ParamsError::new(
+                "params.cycle",
+                format!("must be 1 to {MAX_CYCLE} runs, got {cycle}"),
+            ));
+        }
+        match self.subset {
+            Some(n) if !(1..=cycle).contains(&n) => Err(ParamsError::new(
+                "params.subset",
+                format!("must be 1 to the cycle ({cycle}), got {n}"),
+            )),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// `restore`: which snapshot, which parts, where to.
@@ -467,11 +545,7 @@ impl JobParams {
                 }
                 Ok(())
             }
-            JobParams::Check(p) => match &p.read_data_subset {
-                Some(subset) => data_subset(subset)
-                    .map_err(|problem| ParamsError::new("params.read_data_subset", problem)),
-                None => Ok(()),
-            },
+            JobParams::Check(p) => p.validate(),
             JobParams::Restore(p) => {
                 snapshot_id(&p.snapshot_id)
                     .map_err(|problem| ParamsError::new("params.snapshot_id", problem))?;
@@ -940,6 +1014,67 @@ mod tests {
                 err(JobKind::Check, json!({"read_data_subset": bad})).contains("read_data_subset"),
                 "{bad}"
             );
+        }
+    }
+
+    #[test]
+    fn a_rotating_check_takes_a_cycle_and_maybe_a_subset() {
+        let parsed = |params: Value| match JobParams::parse(JobKind::Check, &params).unwrap() {
+            JobParams::Check(p) => p,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(parsed(json!({"read_data": "rotate"})).rotation(), Some(30));
+        let three = parsed(json!({"read_data": "rotate", "cycle": 3, "subset": 3}));
+        assert_eq!(three.rotation(), Some(3));
+        assert_eq!(three.subset, Some(3));
+        assert_eq!(parsed(json!({})).rotation(), None);
+        assert_eq!(
+            parsed(json!({"read_data": "rotate", "cycle": 10000})).rotation(),
+            Some(MAX_CYCLE)
+        );
+        // The normalised form keeps what was given, nothing more.
+        assert_eq!(
+            JobParams::parse(
+                JobKind::Check,
+                &json!({"read_data": "rotate", "cycle": 7, "limit_download_kib": 64})
+            )
+            .unwrap()
+            .to_value(),
+            json!({"read_data": "rotate", "cycle": 7, "limit_download_kib": 64})
+        );
+    }
+
+    #[test]
+    fn rotating_check_params_are_refused_naming_the_field() {
+        for (params, field) in [
+            (json!({"read_data": "all"}), "`params.read_data`"),
+            (json!({"read_data": true}), "`params.read_data`"),
+            (
+                json!({"read_data": "rotate", "read_data_subset": "1/3"}),
+                "`params.read_data`",
+            ),
+            (json!({"read_data": "rotate", "cycle": 0}), "`params.cycle`"),
+            (
+                json!({"read_data": "rotate", "cycle": 10001}),
+                "`params.cycle`",
+            ),
+            (
+                json!({"read_data": "rotate", "cycle": -1}),
+                "`params.cycle`",
+            ),
+            (json!({"cycle": 3}), "`params.cycle`"),
+            (json!({"subset": 1}), "`params.subset`"),
+            (
+                json!({"read_data": "rotate", "cycle": 3, "subset": 4}),
+                "`params.subset`",
+            ),
+            (
+                json!({"read_data": "rotate", "subset": 0}),
+                "`params.subset`",
+            ),
+        ] {
+            let error = err(JobKind::Check, params.clone());
+            assert!(error.starts_with(field), "{params}: {error}");
         }
     }
 

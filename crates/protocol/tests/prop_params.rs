@@ -109,6 +109,7 @@ fn params_value() -> impl Strategy<Value = Value> {
             "prune", "read_data_subset", "snapshot_id", "source_host_id", "include", "target",
             "iexcludes", "exclude_caches", "exclude_if_present", "exclude_larger_than",
             "one_file_system", "skip_if_unchanged", "limit_upload_kib", "limit_download_kib",
+            "read_data", "cycle", "subset",
         ])
         .prop_map(str::to_owned),
         1 => "[a-z_]{0,10}",

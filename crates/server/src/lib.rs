@@ -40,6 +40,7 @@ pub mod tls;
 mod tree_cache;
 mod ui;
 pub mod upgrades;
+mod verification;
 
 use std::future::Future;
 use std::time::Duration;

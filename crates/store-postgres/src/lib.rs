@@ -80,6 +80,7 @@ mod sealing;
 mod shared;
 mod snapshots;
 mod users;
+mod verification;
 
 use std::time::Duration;
 

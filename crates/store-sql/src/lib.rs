@@ -34,6 +34,7 @@ mod schedules;
 mod sealing;
 mod snapshots;
 mod users;
+mod verification;
 
 pub use agent_tokens::{AgentTokenRow, AGENT_TOKEN_COLUMNS};
 pub use alerts::{AlertRow, SilenceRow, ALERT_COLUMNS, SILENCE_COLUMNS};
@@ -59,6 +60,7 @@ pub use snapshots::{RepoStatsRow, SnapshotRow, REPO_STATS_COLUMNS, SNAPSHOT_COLU
 pub use users::{
     ApiTokenRow, SessionRow, UserRow, API_TOKEN_COLUMNS, SESSION_COLUMNS, USER_COLUMNS,
 };
+pub use verification::{subsets_text, VerificationRow, VERIFICATION_COLUMNS};
 
 use rm_store::StoreError;
 

@@ -40,6 +40,7 @@ mod shared;
 mod snapshots;
 mod tx;
 mod users;
+mod verification;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;

@@ -61,6 +61,7 @@ pub const TABLES: &[Table] = &[
     table("audit_log", &["id"]),
     table("notification_channels", &["id"]),
     table("notification_outbox", &["id"]),
+    table("repository_verification", &["repository_key"]),
 ];
 
 /// Tables a copy leaves alone: they describe the servers running on a

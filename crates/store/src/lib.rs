@@ -4,8 +4,8 @@
 //! types; `rm-store-sqlite` (and later PostgreSQL) implement it. It is the
 //! sum of one trait per aggregate (users, hosts, repositories, sealing,
 //! policies, jobs, snapshots, schedules, audit, agent tokens, alerts,
-//! notifications, cluster), one file each, so an implementation can be laid out the
-//! same way; `use rm_store::prelude::*;` brings every one of them into scope
+//! notifications, cluster, verification), one file each, so an
+//! implementation can be laid out the same way; `use rm_store::prelude::*;` brings every one of them into scope
 //! (calling a part's method on a `dyn Store` needs that part in scope). Nothing here
 //! knows SQL or HTTP, so the server can be tested against any implementation
 //! and the implementations against one shared scenario.
@@ -25,6 +25,7 @@ mod schedules;
 mod sealing;
 mod snapshots;
 mod users;
+mod verification;
 
 pub mod copy;
 
@@ -50,13 +51,14 @@ pub use schedules::ScheduleStore;
 pub use sealing::SealingStore;
 pub use snapshots::SnapshotStore;
 pub use users::UserStore;
+pub use verification::VerificationStore;
 
 /// Every store trait, for `use rm_store::prelude::*;`.
 pub mod prelude {
     pub use crate::{
         AgentTokenStore, AlertStore, AuditStore, ClusterBus, ClusterStore, HostStore, JobStore,
         NotificationStore, PolicyStore, RepositoryStore, ScheduleStore, SealingStore,
-        SnapshotStore, Store, UserStore,
+        SnapshotStore, Store, UserStore, VerificationStore,
     };
 }
 
@@ -91,6 +93,7 @@ pub trait Store:
     + AgentTokenStore
     + ClusterStore
     + ClusterBus
+    + VerificationStore
     + Send
     + Sync
     + 'static

@@ -127,3 +127,35 @@ pub async fn on_repository_ok(bin: &Path, repo: &str, password: &str, args: &[&s
     );
     out.stdout
 }
+
+/// The real restic `bin` behind a wrapper that first appends its command
+/// line to a log, so a test can see what the agent asked of restic (which
+/// `--read-data-subset`, which `--limit-download`) while restic itself
+/// does the work. Written into `dir`; returns the wrapper and the log.
+/// Arguments are logged one command a line, joined by spaces (the agent
+/// passes secrets through pipes, never arguments).
+pub fn recording(bin: &Path, dir: &Path) -> (PathBuf, PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let wrapper = dir.join("recording-restic");
+    let log = dir.join("restic-argv.log");
+    let script = format!(
+        "#!/bin/sh\nprintf '%s\\n' \"$*\" >> '{}'\nexec '{}' \"$@\"\n",
+        log.display(),
+        bin.display()
+    );
+    std::fs::write(&wrapper, script)
+        .unwrap_or_else(|e| panic!("writing {}: {e}", wrapper.display()));
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755))
+        .unwrap_or_else(|e| panic!("chmod {}: {e}", wrapper.display()));
+    (wrapper, log)
+}
+
+/// The command lines [`recording`] logged so far that ran `restic check`.
+pub fn recorded_checks(log: &Path) -> Vec<String> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|line| line.split(' ').any(|arg| arg == "check"))
+        .map(str::to_owned)
+        .collect()
+}

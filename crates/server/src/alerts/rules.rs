@@ -253,8 +253,16 @@ pub fn job_verdict(job: &Job) -> JobVerdict {
             }
         }
         JobStatus::Failed if found_errors => {
+            // A rotating check names the part it read: that subset is
+            // read again by the next run until it passes.
+            let part = job
+                .stats
+                .get("read_data_subset")
+                .and_then(|s| s.as_str())
+                .map(|s| format!(" reading subset {s} of the data"))
+                .unwrap_or_default();
             let message = format!(
-                "restic check found errors in the repository ({})",
+                "restic check found errors in the repository{part} ({})",
                 job.error.as_deref().unwrap_or("see the job's log")
             );
             verdict
@@ -496,6 +504,14 @@ mod tests {
         // job, not a damaged repository.
         let v = job_verdict(&job("check", JobStatus::Failed, None));
         assert_eq!(v.fire[0].0, AlertKind::JobFailed);
+        // A rotating check's message names the subset that failed.
+        corrupt.stats = serde_json::json!({"errors": true, "read_data_subset": "2/3"});
+        let v = job_verdict(&corrupt);
+        assert_eq!(v.fire[0].0, AlertKind::CheckFailed);
+        assert!(
+            v.fire[0].2.contains("reading subset 2/3 of the data"),
+            "{v:?}"
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
 use rm_core::HostId;
-use rm_protocol::api::{HostView, PatchHost, RepoStatsEntry, RepoStatsResponse};
+use rm_protocol::api::{HostView, PatchHost, RepoStatsEntry, RepoStatsResponse, VerificationView};
 use rm_protocol::close_code;
 use rm_protocol::{RepoStats, SnapshotInfo, TreeEntry};
 
@@ -284,6 +284,37 @@ pub(crate) async fn snapshots(
             .into_iter()
             .map(crate::jobs::snapshot_info)
             .collect(),
+    ))
+}
+
+/// Show where a host's repository stands in its rotating verification.
+///
+/// `GET /api/v1/hosts/{id}/verification`: the cycle of `check` runs with
+/// `read_data: "rotate"` of the host's repository (shared repositories
+/// have one record, whichever host asks): which `n/cycle` subsets passed
+/// this cycle, the coverage, when the cycle started and the last error. A
+/// repository no rotating check ended on yet answers `cycle: null`.
+#[utoipa::path(
+    get,
+    path = "/hosts/{id}/verification",
+    tag = "hosts",
+    operation_id = "host_verification",
+    params(("id" = String, Path, description = "The host's id (ULID)")),
+    responses(
+        (status = 200, description = "The repository's rotating verification", body = VerificationView),
+        (status = 404, description = "No such host", body = ApiErrorBody),
+    ),
+    security(("bearer" = []), ("session" = [])),
+)]
+pub(crate) async fn verification(
+    State(state): State<AppState>,
+    _operator: Operator,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<VerificationView>, ApiError> {
+    let host = existing(&state, &id).await?;
+    let (_, schedules) = state.store().schedule_set(host.id).await?;
+    Ok(Json(
+        crate::verification::view(&state, &host, &schedules).await?,
     ))
 }
 

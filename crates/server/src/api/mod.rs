@@ -78,6 +78,7 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(hosts::snapshots))
         .routes(routes!(hosts::tree))
         .routes(routes!(hosts::repo_stats))
+        .routes(routes!(hosts::verification))
         .routes(routes!(schedules::list, schedules::create))
         .routes(routes!(schedules::update, schedules::delete))
         .routes(routes!(schedules::presets))

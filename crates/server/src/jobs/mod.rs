@@ -346,10 +346,14 @@ async fn try_dispatch_next(state: &AppState, host_id: HostId) -> Result<(), JobE
 }
 
 /// The `command.run` for a job; for a restore from another host it carries
-/// that host's repository.
+/// that host's repository, and a rotating check the subset to read (see
+/// [`crate::verification`]).
 async fn command_for(state: &AppState, job: &Job) -> Result<CommandRun, String> {
     let kind: JobKind = job.kind.parse()?;
-    let params = JobParams::parse(kind, &job.params).map_err(|e| e.to_string())?;
+    let mut params = JobParams::parse(kind, &job.params).map_err(|e| e.to_string())?;
+    if let JobParams::Check(check) = &mut params {
+        crate::verification::choose_subset(state, job.host_id, check).await;
+    }
     let repository = match &params {
         JobParams::Restore(RestoreParams {
             source_host_id: Some(source),
@@ -410,6 +414,7 @@ async fn finish(
                 .publish(job, JobEvent::Finished(Box::new(view(&stored))));
             bus::send(state, Signal::JobChanged { job });
             tracing::info!(job_id = %job, status = %end.status, "job finished");
+            Box::pin(crate::verification::job_ended(state, &stored)).await;
             Box::pin(crate::alerts::job_ended(state, &stored)).await;
             state.fleet_changed();
             Box::pin(dispatch_next(state, stored.host_id)).await;

@@ -59,6 +59,10 @@ pub(crate) struct JobForm {
     keep_within: String,
     prune: Option<String>,
     read_data_subset: String,
+    /// `rotate`, or empty for a fixed `read_data_subset` (or none).
+    read_data: String,
+    /// Runs in a rotating check's cycle.
+    cycle: String,
 }
 
 /// The value of the `retention` choice that uses the keep_* fields.
@@ -120,7 +124,11 @@ impl JobForm {
                 }
                 params.insert("prune".to_owned(), Value::Bool(self.prune.is_some()));
             }
-            JobKind::Check => text(&mut params, "read_data_subset", &self.read_data_subset),
+            JobKind::Check => {
+                text(&mut params, "read_data", &self.read_data);
+                text(&mut params, "read_data_subset", &self.read_data_subset);
+                number(&mut params, "cycle", &self.cycle);
+            }
             JobKind::Copy => list("tags", &self.tags, false),
             _ => {}
         }
@@ -428,6 +436,15 @@ mod tests {
             json!({"read_data_subset": "5%"})
         );
         assert_eq!(
+            form(&[
+                ("read_data", "rotate"),
+                ("cycle", "7"),
+                ("read_data_subset", "")
+            ])
+            .params(JobKind::Check),
+            json!({"read_data": "rotate", "cycle": 7})
+        );
+        assert_eq!(
             form(&[("limit_upload_kib", "64")]).params(JobKind::Prune),
             json!({"limit_upload_kib": 64})
         );
@@ -461,6 +478,7 @@ mod tests {
             ),
             (JobKind::Forget, json!({"keep_daily": 7, "prune": false})),
             (JobKind::Check, json!({"read_data_subset": "10%"})),
+            (JobKind::Check, json!({"read_data": "rotate", "cycle": 30})),
         ];
         for (kind, params) in cases {
             let fields = fields_from_params(kind, &params);

@@ -557,6 +557,8 @@ struct HostPage {
     effective: Effective,
     /// Its firing alerts, newest first.
     alerts: Vec<AlertRow>,
+    /// Its repository's rotating verification.
+    verification: rm_protocol::api::VerificationView,
 }
 
 /// The agent token's state as the host page says it.
@@ -606,6 +608,10 @@ pub(crate) async fn host(
     let copy_to = repository.as_ref().and_then(|r| r.copy_to.clone());
     let schedules = match state.store().schedule_set(id).await {
         Ok((_, schedules)) => schedules,
+        Err(e) => return store_error(e),
+    };
+    let verification = match crate::verification::view(&state, &host, &schedules).await {
+        Ok(verification) => verification,
         Err(e) => return store_error(e),
     };
     let snapshots = match state.store().snapshots(id).await {
@@ -793,6 +799,7 @@ pub(crate) async fn host(
             .unwrap_or_default(),
         effective,
         alerts: firing,
+        verification,
     })
 }
 
