@@ -65,6 +65,15 @@ pub(crate) fn validate(
         .map_err(|e| ScheduleError::Invalid(format!("`cron`/`timezone`: {e}")))?;
     let params =
         JobParams::parse(kind, &req.params).map_err(|e| ScheduleError::Invalid(e.to_string()))?;
+    // A rotating check's subset is chosen per run (docs/verification.md);
+    // one fixed in a schedule would read the same part every time.
+    if let JobParams::Check(check) = &params {
+        if check.rotation().is_some() && check.subset.is_some() {
+            return Err(ScheduleError::Invalid(String::from(
+                "`params.subset` is chosen for each run of a rotating check; a schedule cannot fix it (leave it out)",
+            )));
+        }
+    }
     if req.jitter_seconds > MAX_JITTER_SECONDS {
         return Err(ScheduleError::Invalid(format!(
             "`jitter_seconds` must be at most {MAX_JITTER_SECONDS} (a day)"
@@ -615,7 +624,7 @@ pub(crate) async fn on_fire(
 mod tests {
     use serde_json::json;
 
-    use super::own_forget;
+    use super::{own_forget, validate};
 
     #[test]
     fn only_a_pruning_forget_leaves_its_own_forget_to_each_host() {
@@ -626,5 +635,26 @@ mod tests {
         assert_eq!(own_forget("forget", &json!({"keep_last": 3})), None);
         assert_eq!(own_forget("prune", &json!({"prune": true})), None);
         assert_eq!(own_forget("check", &json!({})), None);
+    }
+
+    #[test]
+    fn a_rotating_check_schedule_leaves_the_subset_to_each_run() {
+        let request = |params| rm_protocol::api::ScheduleRequest {
+            kind: String::from("check"),
+            cron: String::from("0 4 * * *"),
+            timezone: None,
+            params,
+            enabled: true,
+            jitter_seconds: 0,
+        };
+        let (_, params, _) =
+            validate(&request(json!({"read_data": "rotate", "cycle": 7}))).unwrap();
+        assert_eq!(params, json!({"read_data": "rotate", "cycle": 7}));
+        let fixed = validate(&request(
+            json!({"read_data": "rotate", "cycle": 7, "subset": 2}),
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(fixed.contains("`params.subset`"), "{fixed}");
     }
 }
