@@ -77,6 +77,12 @@ impl ServerUrl {
         self.below(&format!("/download/agent/{platform}"))
     }
 
+    /// Where the agent posts the data of download `id` (see
+    /// [`rm_protocol::downloads`]).
+    pub(crate) fn upload_url(&self, id: &rm_core::DownloadId) -> Url {
+        self.below(&rm_protocol::downloads::upload_path(&id.to_string()))
+    }
+
     fn below(&self, path: &str) -> Url {
         let mut url = self.url.clone();
         let prefix = url.path().trim_end_matches('/').to_owned();

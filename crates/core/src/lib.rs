@@ -21,7 +21,7 @@ pub mod secret;
 pub mod token;
 
 pub use ids::{
-    AlertId, BatchId, ChannelId, HostId, JobId, PolicyId, RequestId, ScheduleId, SilenceId,
+    AlertId, BatchId, ChannelId, DownloadId, HostId, JobId, PolicyId, RequestId, ScheduleId, SilenceId,
     SnapshotId, SnapshotIdError, TokenId, UserId,
 };
 pub use job::{JobStatus, JobTrigger};
