@@ -132,7 +132,10 @@ impl Downloader {
                     post = post.header(SIZE_HEADER, size.to_string());
                 }
                 let pid = dump.pid();
-                (post.body(reqwest::Body::wrap_stream(chunks(dump))), Some(pid))
+                (
+                    post.body(reqwest::Body::wrap_stream(chunks(dump))),
+                    Some(pid),
+                )
             }
             Upload::Failure(failure) => {
                 let body = serde_json::to_vec(&failure).unwrap_or_default();

@@ -170,7 +170,9 @@ impl Handler {
                         };
                         downloader.start(request, repository);
                     }
-                    None => tracing::warn!(download = %request.id, "this agent cannot upload downloads"),
+                    None => {
+                        tracing::warn!(download = %request.id, "this agent cannot upload downloads")
+                    }
                 }
                 Vec::new()
             }

@@ -21,8 +21,8 @@ pub mod secret;
 pub mod token;
 
 pub use ids::{
-    AlertId, BatchId, ChannelId, DownloadId, HostId, JobId, PolicyId, RequestId, ScheduleId, SilenceId,
-    SnapshotId, SnapshotIdError, TokenId, UserId,
+    AlertId, BatchId, ChannelId, DownloadId, HostId, JobId, PolicyId, RequestId, ScheduleId,
+    SilenceId, SnapshotId, SnapshotIdError, TokenId, UserId,
 };
 pub use job::{JobStatus, JobTrigger};
 pub use labels::{LabelError, Labels, Selector};

@@ -222,9 +222,14 @@ async fn dump_streams_a_file_a_folder_as_tar_and_stops_when_dropped() {
     let repo = local_repo(scratch.path());
     let src = scratch.path().join("src");
     ok(std::fs::create_dir_all(src.join("sub")), "mkdir");
-    let big: Vec<u8> = (0..4_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let big: Vec<u8> = (0..4_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
     ok(std::fs::write(src.join("big.bin"), &big), "write");
-    ok(std::fs::write(src.join("sub").join("-x"), b"flag-like"), "write");
+    ok(
+        std::fs::write(src.join("sub").join("-x"), b"flag-like"),
+        "write",
+    );
     run_ok(&restic, &repo, &Command::Init).await;
     let backup = Command::Backup {
         paths: vec![src.display().to_string()],
@@ -234,11 +239,18 @@ async fn dump_streams_a_file_a_folder_as_tar_and_stops_when_dropped() {
         options: Default::default(),
     };
     let (finished, _) = run_ok(&restic, &repo, &backup).await;
-    let snapshot = finished.snapshot_id.unwrap_or_else(|| panic!("no snapshot id"));
+    let snapshot = finished
+        .snapshot_id
+        .unwrap_or_else(|| panic!("no snapshot id"));
     let limits = common::limits();
     let path = |p: &str| format!("{}/{p}", src.display());
 
-    let node = ok(restic.node(&repo, &snapshot, &path("big.bin"), &limits).await, "node");
+    let node = ok(
+        restic
+            .node(&repo, &snapshot, &path("big.bin"), &limits)
+            .await,
+        "node",
+    );
     assert_eq!(node.node_type, rm_restic::NodeType::File);
     assert_eq!(node.size, Some(big.len() as u64));
     let root = ok(restic.node(&repo, &snapshot, "/", &limits).await, "root");
@@ -249,7 +261,13 @@ async fn dump_streams_a_file_a_folder_as_tar_and_stops_when_dropped() {
     }
 
     let mut dump = ok(
-        restic.dump(&repo, &snapshot, &path("big.bin"), rm_restic::Archive::Tar, &limits),
+        restic.dump(
+            &repo,
+            &snapshot,
+            &path("big.bin"),
+            rm_restic::Archive::Tar,
+            &limits,
+        ),
         "dump",
     );
     let mut bytes = Vec::new();
@@ -258,7 +276,13 @@ async fn dump_streams_a_file_a_folder_as_tar_and_stops_when_dropped() {
     assert!(bytes == big, "the file came back changed");
 
     let mut dump = ok(
-        restic.dump(&repo, &snapshot, &path("sub"), rm_restic::Archive::Tar, &limits),
+        restic.dump(
+            &repo,
+            &snapshot,
+            &path("sub"),
+            rm_restic::Archive::Tar,
+            &limits,
+        ),
         "dump",
     );
     let mut tar = Vec::new();
@@ -267,7 +291,13 @@ async fn dump_streams_a_file_a_folder_as_tar_and_stops_when_dropped() {
     assert!(tar.len() % 512 == 0 && tar.windows(9).any(|w| w == b"flag-like"));
 
     let mut dump = ok(
-        restic.dump(&repo, &snapshot, &path("nope"), rm_restic::Archive::Tar, &limits),
+        restic.dump(
+            &repo,
+            &snapshot,
+            &path("nope"),
+            rm_restic::Archive::Tar,
+            &limits,
+        ),
         "dump",
     );
     let mut nothing = Vec::new();
@@ -279,7 +309,13 @@ async fn dump_streams_a_file_a_folder_as_tar_and_stops_when_dropped() {
 
     // Read a little, then walk away: restic's whole group is gone.
     let mut dump = ok(
-        restic.dump(&repo, &snapshot, &path("big.bin"), rm_restic::Archive::Tar, &limits),
+        restic.dump(
+            &repo,
+            &snapshot,
+            &path("big.bin"),
+            rm_restic::Archive::Tar,
+            &limits,
+        ),
         "dump",
     );
     let mut first = [0u8; 1024];

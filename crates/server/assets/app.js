@@ -451,6 +451,14 @@ function initRestore() {
     const meta = document.createElement("span");
     meta.className = "meta";
     meta.textContent = [entry.size != null && entry.type === "file" ? size(entry.size) : "", entry.mtime ? entry.mtime.slice(0, 16).replace("T", " ") : ""].filter(Boolean).join(" · ");
+    // Straight to this browser, streamed from the agent (restic dump); a
+    // folder comes as a .tar. The server names the file.
+    const download = document.createElement("a");
+    download.className = "download small";
+    download.href = `/api/v1/hosts/${host}/snapshots/${snapshot}/download?path=${encodeURIComponent(entry.path)}`;
+    download.setAttribute("download", "");
+    download.setAttribute("aria-label", `Download ${entry.name}${entry.type === "dir" ? " as .tar" : ""}`);
+    download.textContent = entry.type === "dir" ? "download .tar" : "download";
     if (entry.type === "dir") {
       const toggle = document.createElement("button");
       toggle.type = "button";
@@ -472,12 +480,12 @@ function initRestore() {
           await load(entry.path, children);
         }
       });
-      li.append(toggle, box, label, meta, children);
+      li.append(toggle, box, label, meta, download, children);
     } else {
       const spacer = document.createElement("span");
       spacer.className = "toggle";
       spacer.style.display = "inline-block";
-      li.append(spacer, box, label, meta);
+      li.append(spacer, box, label, meta, ...(entry.type === "file" ? [download] : []));
     }
     return li;
   }

@@ -54,6 +54,78 @@ impl ProcessMemory {
     }
 }
 
+/// The largest resident memory seen of each of some processes, sampled on
+/// a thread of its own every few milliseconds until [`MemorySampler::stop`]:
+/// for tests that bound what a transfer costs a process while it runs.
+pub struct MemorySampler {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<u64>>,
+}
+
+impl MemorySampler {
+    /// Starts sampling `pids` every `every`.
+    pub fn start(pids: Vec<u32>, every: Duration) -> MemorySampler {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut peaks = vec![0u64; pids.len()];
+            loop {
+                for (peak, pid) in peaks.iter_mut().zip(&pids) {
+                    if let Ok(memory) = ProcessMemory::of(*pid) {
+                        *peak = (*peak).max(memory.rss_kib);
+                    }
+                }
+                if flag.load(std::sync::atomic::Ordering::SeqCst) {
+                    return peaks;
+                }
+                std::thread::sleep(every);
+            }
+        });
+        MemorySampler { stop, thread }
+    }
+
+    /// Stops and returns the largest `VmRSS` seen of each process, in KiB,
+    /// in the order they were given.
+    pub fn stop(self) -> Vec<u64> {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.thread.join().unwrap_or_default()
+    }
+}
+
+/// The live children of process `parent` whose command line contains
+/// `needle`, as (pid, command line with spaces for NULs): for tests that
+/// check a program the agent started is (or is no longer) running.
+pub fn children_running(parent: u32, needle: &str) -> Vec<(u32, String)> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // "pid (comm) state ppid …"; comm may hold spaces and parens.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        let alive = fields.first().is_some_and(|state| *state != "Z");
+        if !alive || fields.get(1).and_then(|p| p.parse::<u32>().ok()) != Some(parent) {
+            continue;
+        }
+        let cmdline = std::fs::read(entry.path().join("cmdline"))
+            .map(|raw| String::from_utf8_lossy(&raw).replace('\0', " "))
+            .unwrap_or_default();
+        if cmdline.contains(needle) {
+            found.push((pid, cmdline));
+        }
+    }
+    found
+}
+
 /// CPU time a process has used (user + system), from `/proc/<pid>/stat`,
 /// for benches that report what a part of the server costs.
 pub fn process_cpu(pid: u32) -> anyhow::Result<std::time::Duration> {

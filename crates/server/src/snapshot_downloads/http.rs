@@ -90,16 +90,13 @@ pub(crate) async fn download(
             ))
         });
     };
-    let (slot, arrival) = state
-        .snapshot_downloads()
-        .begin(host)
-        .map_err(|busy| {
-            let error = match busy {
-                Busy::Host(_) => ApiError::too_many_requests(busy.to_string()),
-                Busy::Server => ApiError::unavailable(busy.to_string()),
-            };
-            error.with_retry_after(Duration::from_secs(10))
-        })?;
+    let (slot, arrival) = state.snapshot_downloads().begin(host).map_err(|busy| {
+        let error = match busy {
+            Busy::Host(_) => ApiError::too_many_requests(busy.to_string()),
+            Busy::Server => ApiError::unavailable(busy.to_string()),
+        };
+        error.with_retry_after(Duration::from_secs(10))
+    })?;
     let start = DownloadStart {
         download_id: slot.id().to_string(),
         snapshot_id: snapshot.clone(),
@@ -209,44 +206,45 @@ pub(crate) async fn upload(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     let body = request.into_body();
-    let upload_and_done = match kind.as_str() {
-        KIND_FILE | KIND_DIR => {
-            let (done, finished) = tokio::sync::oneshot::channel();
-            let upload = Upload::Data {
-                is_dir: kind == KIND_DIR,
-                size: size.filter(|_| kind == KIND_FILE),
-                body,
-                done,
-            };
-            (upload, Some(finished))
-        }
-        KIND_ERROR => {
-            let failure = match axum::body::to_bytes(body, MAX_FAILURE_BYTES).await {
-                Ok(bytes) => serde_json::from_slice::<DownloadFailure>(&bytes).unwrap_or_else(|e| {
-                    DownloadFailure {
-                        code: FailureCode::Failed,
-                        message: format!("the agent's error report could not be read: {e}"),
-                    }
-                }),
-                Err(e) => DownloadFailure {
+    let upload_and_done =
+        match kind.as_str() {
+            KIND_FILE | KIND_DIR => {
+                let (done, finished) = tokio::sync::oneshot::channel();
+                let upload = Upload::Data {
+                    is_dir: kind == KIND_DIR,
+                    size: size.filter(|_| kind == KIND_FILE),
+                    body,
+                    done,
+                };
+                (upload, Some(finished))
+            }
+            KIND_ERROR => {
+                let failure =
+                    match axum::body::to_bytes(body, MAX_FAILURE_BYTES).await {
+                        Ok(bytes) => serde_json::from_slice::<DownloadFailure>(&bytes)
+                            .unwrap_or_else(|e| DownloadFailure {
+                                code: FailureCode::Failed,
+                                message: format!("the agent's error report could not be read: {e}"),
+                            }),
+                        Err(e) => DownloadFailure {
+                            code: FailureCode::Failed,
+                            message: format!("the agent's error report could not be read: {e}"),
+                        },
+                    };
+                (Upload::Failure(failure), None)
+            }
+            other => {
+                let failure = DownloadFailure {
                     code: FailureCode::Failed,
-                    message: format!("the agent's error report could not be read: {e}"),
-                },
-            };
-            (Upload::Failure(failure), None)
-        }
-        other => {
-            let failure = DownloadFailure {
-                code: FailureCode::Failed,
-                message: format!(
-                    "the agent sent `{KIND_HEADER}: {}`, not `file`, `dir` or `error`",
-                    other.chars().take(40).collect::<String>().escape_debug()
-                ),
-            };
-            drop(body);
-            (Upload::Failure(failure), None)
-        }
-    };
+                    message: format!(
+                        "the agent sent `{KIND_HEADER}: {}`, not `file`, `dir` or `error`",
+                        other.chars().take(40).collect::<String>().escape_debug()
+                    ),
+                };
+                drop(body);
+                (Upload::Failure(failure), None)
+            }
+        };
     let (upload, finished) = upload_and_done;
     if handoff.send(upload).is_err() {
         // The browser left between the claim and now.

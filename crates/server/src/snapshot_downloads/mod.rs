@@ -84,10 +84,7 @@ impl Downloads {
 
     /// Registers a download from `host` under a fresh id: the [`Slot`]
     /// holding its place, and where its upload will arrive.
-    pub(crate) fn begin(
-        &self,
-        host: HostId,
-    ) -> Result<(Slot, oneshot::Receiver<Upload>), Busy> {
+    pub(crate) fn begin(&self, host: HostId) -> Result<(Slot, oneshot::Receiver<Upload>), Busy> {
         let mut registry = self.registry();
         if registry.per_host.get(&host).copied().unwrap_or(0) >= PER_HOST {
             return Err(Busy::Host(host));
@@ -262,8 +259,14 @@ mod tests {
     #[test]
     fn names_come_from_the_last_component() {
         assert_eq!(file_name("/srv/a.txt", "abcdef0123", false, "tar"), "a.txt");
-        assert_eq!(file_name("/srv/data", "abcdef0123", true, "zip"), "data.zip");
-        assert_eq!(file_name("/", "abcdef0123", true, "tar"), "snapshot-abcdef01.tar");
+        assert_eq!(
+            file_name("/srv/data", "abcdef0123", true, "zip"),
+            "data.zip"
+        );
+        assert_eq!(
+            file_name("/", "abcdef0123", true, "tar"),
+            "snapshot-abcdef01.tar"
+        );
     }
 
     #[test]

@@ -1,0 +1,441 @@
+//! Downloading from a snapshot through the agent (DESIGN §10,
+//! docs/downloads.md), with the real server, the real agent and the real
+//! restic: a file byte for byte (and its safe file name), a folder as a
+//! tar and as a zip (unpacked by the system's `tar` and `unzip` and
+//! compared file by file), a missing path, bad input, no session, the
+//! audit entry; then a 200 MB file with the server's and the agent's
+//! resident memory sampled while it streams, the per-host limit, and a
+//! download dropped half-way stopping restic on the agent.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use rm_testkit::e2e::{succeeded, Host};
+use rm_testkit::fixtures::{assert_same_tree, make_tree};
+use rm_testkit::{children_running, wait_until, MemorySampler, ServerProcess};
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_restic-manager");
+
+/// Largest growth of the server's or the agent's resident memory allowed
+/// while a 200 MB file streams through them.
+const MAX_GROWTH_KIB: u64 = 50 * 1024;
+
+fn encode(path: &str) -> String {
+    path.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'/' | b'-' | b'_' | b'.' => {
+                (b as char).to_string()
+            }
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
+
+fn download_url(
+    base: &str,
+    host: &str,
+    snapshot: &str,
+    path: &str,
+    format: Option<&str>,
+) -> String {
+    let format = format.map(|f| format!("&format={f}")).unwrap_or_default();
+    format!(
+        "{base}/api/v1/hosts/{host}/snapshots/{snapshot}/download?path={}{format}",
+        encode(path)
+    )
+}
+
+async fn get(token: Option<&str>, url: &str) -> reqwest::Response {
+    let mut request = rm_testkit::http::client().get(url);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request.send().await.unwrap()
+}
+
+async fn json_error(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.unwrap();
+    (status, body)
+}
+
+fn header(response: &reqwest::Response, name: &str) -> String {
+    response
+        .headers()
+        .get(name)
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default()
+}
+
+/// Unpacks `archive` with `program args… archive` into a new folder.
+fn unpack(program: &str, args: &[&str], archive: &Path, into: &Path) {
+    std::fs::create_dir_all(into).unwrap();
+    let status = std::process::Command::new(program)
+        .args(args)
+        .arg(archive)
+        .current_dir(into)
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "{program} could not unpack {}",
+        archive.display()
+    );
+}
+
+#[tokio::test]
+async fn files_and_folders_download_as_they_were_and_bad_requests_get_json_errors() {
+    let host = Host::start(
+        Path::new(BIN),
+        "downloads",
+        &rm_testkit::restic::binary(),
+        &[],
+    )
+    .await;
+    succeeded(&host.set_local_repository("downloads-password").await);
+    let src = host.scratch().join("src");
+    make_tree(&src);
+    succeeded(
+        &host
+            .run("backup", json!({"paths": [src.display().to_string()]}))
+            .await,
+    );
+    let snapshot = host.wait_snapshots(1).await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let base = host.server.url.clone();
+    let token = host.admin.token().map(str::to_owned);
+    let url =
+        |path: &str, format: Option<&str>| download_url(&base, &host.id, &snapshot, path, format);
+    let at = |name: &str| format!("{}/{name}", src.display());
+
+    // A file, byte for byte, with its size and a safe name.
+    let response = get(token.as_deref(), &url(&at("café-ü.txt"), None)).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        header(&response, "content-type"),
+        "application/octet-stream"
+    );
+    assert_eq!(
+        header(&response, "content-disposition"),
+        "attachment; filename=\"caf_-_.txt\"; filename*=UTF-8''caf%C3%A9-%C3%BC.txt"
+    );
+    let expected = std::fs::read(src.join("café-ü.txt")).unwrap();
+    assert_eq!(
+        header(&response, "content-length"),
+        expected.len().to_string()
+    );
+    assert_eq!(
+        response.bytes().await.unwrap().as_ref(),
+        expected.as_slice()
+    );
+    let response = get(token.as_deref(), &url(&at("big.bin"), None)).await;
+    assert_eq!(response.status(), 200);
+    let got = response.bytes().await.unwrap();
+    assert!(
+        got.as_ref() == std::fs::read(src.join("big.bin")).unwrap().as_slice(),
+        "big.bin differs"
+    );
+
+    // A folder as a tar and as a zip: every member as it was.
+    let unpacked = host.scratch().join("unpacked");
+    let inside = |root: &Path| root.join(src.join("nested").strip_prefix("/").unwrap());
+    for (format, name, program, args) in [
+        (None, "nested.tar", "tar", &["-xf"][..]),
+        (Some("zip"), "nested.zip", "unzip", &["-q"][..]),
+    ] {
+        let response = get(token.as_deref(), &url(&at("nested"), format)).await;
+        assert_eq!(response.status(), 200, "{format:?}");
+        assert!(
+            header(&response, "content-disposition").contains(&format!("filename=\"{name}\"")),
+            "{}",
+            header(&response, "content-disposition")
+        );
+        let archive = host.scratch().join(name);
+        std::fs::write(&archive, response.bytes().await.unwrap()).unwrap();
+        let into = unpacked.join(name);
+        unpack(program, args, &archive, &into);
+        assert_same_tree(&src.join("nested"), &inside(&into));
+    }
+    // The whole snapshot is named after it.
+    let response = get(token.as_deref(), &url("/", None)).await;
+    assert_eq!(response.status(), 200);
+    assert!(header(&response, "content-disposition")
+        .contains(&format!("filename=\"snapshot-{}.tar\"", &snapshot[..8])));
+    drop(response);
+
+    // A path the snapshot does not have: a JSON error naming it.
+    let (status, body) =
+        json_error(get(token.as_deref(), &url(&at("no-such-file"), None)).await).await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["error"]["code"], "not_found");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no-such-file"),
+        "{body}"
+    );
+    // Bad input never reaches the agent.
+    for (bad, field) in [
+        (url("relative/path", None), "path"),
+        (url("/a/../b", None), "path"),
+        (url("/", Some("rar")), "format"),
+        (
+            format!(
+                "{base}/api/v1/hosts/{}/snapshots/not-hex/download?path=/",
+                host.id
+            ),
+            "snapshot_id",
+        ),
+        (
+            format!(
+                "{base}/api/v1/hosts/{}/snapshots/{snapshot}/download",
+                host.id
+            ),
+            "path",
+        ),
+    ] {
+        let (status, body) = json_error(get(token.as_deref(), &bad).await).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("`{field}`")),
+            "{body}"
+        );
+    }
+    // No session: 401, in the API's shape.
+    let (status, body) = json_error(get(None, &url(&at("café-ü.txt"), None)).await).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body["error"]["code"].is_string(), "{body}");
+
+    // Each download is in the audit log with what was taken.
+    let (_, audit) = host
+        .admin
+        .get("/api/v1/audit?action=snapshot.download&limit=50")
+        .await
+        .unwrap();
+    let entries = audit["entries"].as_array().unwrap();
+    assert!(
+        entries.iter().any(|e| e["target_id"] == host.id.as_str()
+            && e["details"]["path"] == at("nested")
+            && e["details"]["format"] == "zip"
+            && e["details"]["snapshot_id"] == snapshot.as_str()),
+        "{audit}"
+    );
+    assert_eq!(
+        entries.len(),
+        5,
+        "one entry per download that started: {audit}"
+    );
+}
+
+/// Writes `len` bytes of the kernel's random numbers to `path`: nothing for
+/// restic to compress or deduplicate.
+fn random_file(path: &Path, len: u64) {
+    let mut source = std::fs::File::open("/dev/urandom").unwrap().take(len);
+    let mut file = std::fs::File::create(path).unwrap();
+    std::io::copy(&mut source, &mut file).unwrap();
+}
+
+/// The agent's `restic dump` processes.
+fn dumps(agent: u32) -> Vec<(u32, String)> {
+    children_running(agent, "dump")
+}
+
+#[tokio::test]
+async fn a_200_mb_file_streams_in_bounded_memory_and_a_dropped_download_stops_restic() {
+    const SIZE: u64 = 200 * 1024 * 1024;
+    let server = ServerProcess::start(Path::new(BIN), &[]).await.unwrap();
+    let agent = server
+        .enrolled_agent(
+            Path::new(BIN),
+            "big-download",
+            &rm_testkit::restic::binary(),
+            &[],
+        )
+        .await
+        .unwrap();
+    let admin = server.admin().await.unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let src: PathBuf = scratch.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let huge = src.join("huge.bin");
+    random_file(&huge, SIZE);
+    admin
+        .set_repository(
+            &agent.host_id,
+            &scratch.path().join("repo").display().to_string(),
+            "big",
+        )
+        .await
+        .unwrap();
+    let (_, jobs) = admin
+        .get(&format!("/api/v1/jobs?host_id={}&limit=1", agent.host_id))
+        .await
+        .unwrap();
+    let init = jobs[0]["id"].as_str().unwrap().to_owned();
+    succeeded(
+        &admin
+            .finished_job(&init, Duration::from_secs(120))
+            .await
+            .unwrap(),
+    );
+    let backup = admin
+        .start_job(
+            &agent.host_id,
+            "backup",
+            json!({"paths": [src.display().to_string()]}),
+        )
+        .await
+        .unwrap();
+    succeeded(
+        &admin
+            .finished_job(&backup, Duration::from_secs(300))
+            .await
+            .unwrap(),
+    );
+    let snapshot = admin
+        .wait_snapshots(&agent.host_id, 1, Duration::from_secs(60))
+        .await
+        .unwrap()[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let token = admin.token().map(str::to_owned);
+    let url = download_url(
+        &server.url,
+        &agent.host_id,
+        &snapshot,
+        &huge.display().to_string(),
+        None,
+    );
+    let server_pid = server.pid().unwrap();
+    let agent_pid = agent.process.pid().unwrap();
+
+    // The whole file, compared byte for byte as it arrives, while both
+    // processes' memory is sampled.
+    let before = [
+        rm_testkit::ProcessMemory::of(server_pid).unwrap().rss_kib,
+        rm_testkit::ProcessMemory::of(agent_pid).unwrap().rss_kib,
+    ];
+    let sampler = MemorySampler::start(vec![server_pid, agent_pid], Duration::from_millis(20));
+    let started = Instant::now();
+    let mut response = get(token.as_deref(), &url).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(header(&response, "content-length"), SIZE.to_string());
+    let mut original = std::fs::File::open(&huge).unwrap();
+    let mut expected = Vec::new();
+    let mut received: u64 = 0;
+    while let Some(chunk) = response.chunk().await.unwrap() {
+        expected.resize(chunk.len(), 0);
+        original.read_exact(&mut expected).unwrap();
+        assert!(
+            chunk.as_ref() == expected.as_slice(),
+            "differs within bytes {received}..{}",
+            received + chunk.len() as u64
+        );
+        received += chunk.len() as u64;
+    }
+    let took = started.elapsed();
+    let peaks = sampler.stop();
+    assert_eq!(received, SIZE);
+    assert_eq!(
+        original.read(&mut [0u8; 1]).unwrap(),
+        0,
+        "the download is shorter than the file"
+    );
+    let growth = [
+        peaks[0].saturating_sub(before[0]),
+        peaks[1].saturating_sub(before[1]),
+    ];
+    println!(
+        "200 MiB download in {:.1} s ({:.0} MiB/s): server RSS {} → peak {} KiB (+{} KiB), agent RSS {} → peak {} KiB (+{} KiB)",
+        took.as_secs_f64(),
+        SIZE as f64 / 1048576.0 / took.as_secs_f64(),
+        before[0], peaks[0], growth[0], before[1], peaks[1], growth[1],
+    );
+    assert!(
+        growth[0] < MAX_GROWTH_KIB,
+        "the server grew by {} KiB",
+        growth[0]
+    );
+    assert!(
+        growth[1] < MAX_GROWTH_KIB,
+        "the agent grew by {} KiB",
+        growth[1]
+    );
+    wait_until(Duration::from_secs(10), "restic dump to exit", || async {
+        dumps(agent_pid).is_empty()
+    })
+    .await
+    .unwrap();
+
+    // Two downloads per host at once; a third is told to wait.
+    let first = get(token.as_deref(), &url).await;
+    let second = get(token.as_deref(), &url).await;
+    assert_eq!(
+        (first.status().as_u16(), second.status().as_u16()),
+        (200, 200)
+    );
+    let (status, body) = json_error(get(token.as_deref(), &url).await).await;
+    assert_eq!(status, 429, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("downloads running"),
+        "{body}"
+    );
+    drop((first, second));
+
+    // A download dropped half-way stops restic on the agent.
+    wait_until(
+        Duration::from_secs(10),
+        "the dropped downloads' restic to stop",
+        || async { dumps(agent_pid).is_empty() },
+    )
+    .await
+    .unwrap();
+    let mut response = get(token.as_deref(), &url).await;
+    assert_eq!(response.status(), 200);
+    let mut read = 0;
+    while read < 1024 * 1024 {
+        read += response.chunk().await.unwrap().unwrap().len();
+    }
+    let running = dumps(agent_pid);
+    assert_eq!(
+        running.len(),
+        1,
+        "one restic dump while the download runs: {running:?}"
+    );
+    let dropped = Instant::now();
+    drop(response);
+    wait_until(
+        Duration::from_secs(10),
+        "restic dump to be stopped",
+        || async { dumps(agent_pid).is_empty() },
+    )
+    .await
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}; still running: {:?}\nagent log:\n{}",
+            dumps(agent_pid),
+            agent.process.log()
+        )
+    });
+    println!(
+        "restic dump stopped {} ms after the download was dropped",
+        dropped.elapsed().as_millis()
+    );
+    // The place is free again.
+    let again = get(token.as_deref(), &url).await;
+    assert_eq!(again.status(), 200);
+}
