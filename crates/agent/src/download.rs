@@ -68,7 +68,8 @@ enum Upload {
     Data {
         kind: &'static str,
         size: Option<u64>,
-        dump: Dump,
+        // Boxed: a running process is much larger than a failure.
+        dump: Box<Dump>,
     },
     Failure(DownloadFailure),
 }
@@ -133,7 +134,7 @@ impl Downloader {
                 }
                 let pid = dump.pid();
                 (
-                    post.body(reqwest::Body::wrap_stream(chunks(dump))),
+                    post.body(reqwest::Body::wrap_stream(chunks(*dump))),
                     Some(pid),
                 )
             }
@@ -218,7 +219,7 @@ impl Downloader {
         Ok(Upload::Data {
             kind,
             size: (kind == KIND_FILE).then_some(node.size).flatten(),
-            dump,
+            dump: Box::new(dump),
         })
     }
 }
