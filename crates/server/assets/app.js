@@ -415,6 +415,8 @@ function initRestore() {
   const wizard = document.getElementById("restore");
   if (!wizard) return;
   const { host, hostName, snapshot } = wizard.dataset;
+  // Downloads need the operator role (they return file contents).
+  const mayDownload = wizard.dataset.download === "1";
   const tree = document.getElementById("restore-tree");
   const size = (n) => n >= 1048576 ? (n / 1048576).toFixed(1) + " MiB" : n >= 1024 ? (n / 1024).toFixed(1) + " KiB" : n + " B";
 
@@ -480,12 +482,12 @@ function initRestore() {
           await load(entry.path, children);
         }
       });
-      li.append(toggle, box, label, meta, download, children);
+      li.append(toggle, box, label, meta, ...(mayDownload ? [download] : []), children);
     } else {
       const spacer = document.createElement("span");
       spacer.className = "toggle";
       spacer.style.display = "inline-block";
-      li.append(spacer, box, label, meta, ...(entry.type === "file" ? [download] : []));
+      li.append(spacer, box, label, meta, ...(mayDownload && entry.type === "file" ? [download] : []));
     }
     return li;
   }
