@@ -51,6 +51,8 @@ pub(crate) struct Request {
     pub(crate) path: String,
     /// How a folder is packed.
     pub(crate) format: ArchiveFormat,
+    /// Another server's upload URL (a cluster), checked before use.
+    pub(crate) upload_url: Option<String>,
 }
 
 /// Posts downloads to this agent's server; cheap to clone.
@@ -114,6 +116,16 @@ impl Downloader {
                 return;
             }
         };
+        let target = match &request.upload_url {
+            None => self.server.upload_url(&request.id),
+            Some(url) => match self.server.other_upload_url(url, &request.id) {
+                Ok(url) => url,
+                Err(e) => {
+                    tracing::warn!(download = %request.id, "refusing the download's upload URL: {e}");
+                    return;
+                }
+            },
+        };
         let upload = match self.prepare(&request, repository).await {
             Ok(upload) => upload,
             Err(failure) => {
@@ -123,9 +135,7 @@ impl Downloader {
             }
         };
         let bearer = crate::rotation::current_bearer(&self.state, &self.auth);
-        let post = client
-            .post(self.server.upload_url(&request.id))
-            .header(AUTHORIZATION, bearer);
+        let post = client.post(target).header(AUTHORIZATION, bearer);
         let (post, pid) = match upload {
             Upload::Data { kind, size, dump } => {
                 let mut post = post.header(KIND_HEADER, kind);

@@ -185,6 +185,7 @@ pub(crate) fn parse(frame: Frame) -> Result<Inbound, Refusal> {
                 snapshot_id,
                 path: start.path,
                 format: start.format,
+                upload_url: start.upload_url,
             }))
         }
         Message::TokenRotate(rotate) => Ok(Inbound::TokenRotate(rotate)),

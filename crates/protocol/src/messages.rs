@@ -758,6 +758,12 @@ pub struct DownloadStart {
     /// How a folder is packed (a file is sent as it is).
     #[serde(default)]
     pub format: crate::downloads::ArchiveFormat,
+    /// Where to post the data instead of the agent's own server: the
+    /// `--internal-url` of the server of a cluster that holds the
+    /// browser's request, plus [`crate::downloads::upload_path`]. The agent
+    /// takes it only with its own server's scheme and exactly that path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload_url: Option<String>,
 }
 
 /// The type of a snapshot tree entry.

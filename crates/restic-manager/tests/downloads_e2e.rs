@@ -439,3 +439,93 @@ async fn a_200_mb_file_streams_in_bounded_memory_and_a_dropped_download_stops_re
     let again = get(token.as_deref(), &url).await;
     assert_eq!(again.status(), 200);
 }
+
+/// Two servers on one PostgreSQL database: the browser's request on A, the
+/// agent's WebSocket on B. A signals B to pass `download.start` on with
+/// A's upload URL, and the agent posts the data to A directly.
+#[tokio::test]
+async fn a_download_asked_of_one_server_comes_from_an_agent_connected_to_another() {
+    let test = "a_download_asked_of_one_server_comes_from_an_agent_connected_to_another";
+    if rm_testkit::Backend::postgres_or_skip(test).is_none() {
+        return;
+    }
+    let a = rm_testkit::TestServer::start_on(rm_testkit::Backend::Postgres)
+        .await
+        .unwrap();
+    let b = a.start_beside(|_| {}).await.unwrap();
+    let agent = b
+        .enrolled_agent(
+            Path::new(BIN),
+            "cluster-download",
+            &rm_testkit::restic::binary(),
+            &[],
+        )
+        .await
+        .unwrap();
+    let admin = a.admin().await.unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let src = scratch.path().join("src");
+    make_tree(&src);
+    admin
+        .set_repository(
+            &agent.host_id,
+            &scratch.path().join("repo").display().to_string(),
+            "pw",
+        )
+        .await
+        .unwrap();
+    let (_, jobs) = admin
+        .get(&format!("/api/v1/jobs?host_id={}&limit=1", agent.host_id))
+        .await
+        .unwrap();
+    let init = jobs[0]["id"].as_str().unwrap().to_owned();
+    succeeded(
+        &admin
+            .finished_job(&init, Duration::from_secs(120))
+            .await
+            .unwrap(),
+    );
+    let backup = admin
+        .start_job(
+            &agent.host_id,
+            "backup",
+            json!({"paths": [src.display().to_string()]}),
+        )
+        .await
+        .unwrap();
+    succeeded(
+        &admin
+            .finished_job(&backup, Duration::from_secs(120))
+            .await
+            .unwrap(),
+    );
+    let snapshot = admin
+        .wait_snapshots(&agent.host_id, 1, Duration::from_secs(60))
+        .await
+        .unwrap()[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        !a.state.hub().is_connected(agent.host_id.parse().unwrap()),
+        "the agent is on B"
+    );
+    let file = src.join("big.bin");
+    let url = download_url(
+        &a.url,
+        &agent.host_id,
+        &snapshot,
+        &file.display().to_string(),
+        None,
+    );
+    let response = get(admin.token(), &url).await;
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.bytes().await.unwrap().as_ref() == std::fs::read(&file).unwrap().as_slice(),
+        "big.bin came back changed"
+    );
+    // A missing path is the agent's answer, through A as well.
+    let missing = download_url(&a.url, &agent.host_id, &snapshot, "/no/such/file", None);
+    let (status, body) = json_error(get(admin.token(), &missing).await).await;
+    assert_eq!(status, 404, "{body}");
+}

@@ -72,6 +72,12 @@ pub(crate) enum Signal {
         request: String,
         timeout_ms: u64,
     },
+    /// Send the host's agent this `download.start` (its `upload_url` on
+    /// the asking server; see [`crate::snapshot_downloads`]).
+    Download {
+        host: HostId,
+        start: rm_protocol::DownloadStart,
+    },
     /// The answer to call `id` is stored.
     Replied {
         id: String,
@@ -330,6 +336,13 @@ async fn handle(state: &AppState, signal: Signal) {
                     Duration::from_millis(timeout_ms),
                 )
                 .await;
+            }
+        }
+        Signal::Download { host, start } => {
+            if let Some(conn) = state.hub().get(host) {
+                if let Err(e) = conn.send(rm_protocol::Frame::new(start)) {
+                    tracing::info!(%host, "could not pass a download on to the agent: {e}");
+                }
             }
         }
         Signal::Replied { id, caller, host } => {

@@ -77,18 +77,25 @@ pub(crate) async fn download(
         Some(raw) => ArchiveFormat::parse(raw)
             .map_err(|problem| ApiError::bad_request(format!("`format` {problem}")))?,
     };
-    let Some(conn) = state.hub().get(host) else {
-        let elsewhere = crate::cluster::agent_connected(&state, host).await?;
-        return Err(if elsewhere {
-            ApiError::unavailable(format!(
-                "host `{host}`'s agent is connected to another server; downloads go through the server its agent is connected to (docs/downloads.md)"
-            ))
-            .with_retry_after(Duration::from_secs(5))
-        } else {
-            ApiError::conflict(format!(
-                "host `{host}` is offline; its agent must be connected to download from its snapshots"
-            ))
-        });
+    // Here, or (a cluster) on the server holding the agent, which passes
+    // `download.start` on with this server's upload URL.
+    let conn = state.hub().get(host);
+    let relay_base = match &conn {
+        Some(_) => None,
+        None if crate::cluster::agent_connected(&state, host).await? => {
+            match state.cluster().internal_url() {
+                Some(base) if crate::cluster::bus::running(&state) => Some(base.to_owned()),
+                _ => {
+                    return Err(ApiError::unavailable(format!(
+                        "host `{host}`'s agent is connected to another server, which this one cannot reach now"
+                    ))
+                    .with_retry_after(Duration::from_secs(5)))
+                }
+            }
+        }
+        None => return Err(ApiError::conflict(format!(
+            "host `{host}` is offline; its agent must be connected to download from its snapshots"
+        ))),
     };
     let (slot, arrival) = state.snapshot_downloads().begin(host).map_err(|busy| {
         let error = match busy {
@@ -97,17 +104,34 @@ pub(crate) async fn download(
         };
         error.with_retry_after(Duration::from_secs(10))
     })?;
-    let start = DownloadStart {
-        download_id: slot.id().to_string(),
+    let download_id = slot.id().to_string();
+    let mut start = DownloadStart {
+        upload_url: None,
+        download_id: download_id.clone(),
         snapshot_id: snapshot.clone(),
         path: path.clone(),
         format,
     };
-    conn.send(Frame::new(start)).map_err(|e| {
-        ApiError::conflict(format!(
-            "host `{host}`'s agent could not be asked for the download: {e}"
-        ))
-    })?;
+    match (conn, relay_base) {
+        (Some(conn), _) => conn.send(Frame::new(start)).map_err(|e| {
+            ApiError::conflict(format!(
+                "host `{host}`'s agent could not be asked for the download: {e}"
+            ))
+        })?,
+        (None, Some(base)) => {
+            start.upload_url = Some(format!(
+                "{base}{}",
+                rm_protocol::downloads::upload_path(&download_id)
+            ));
+            crate::cluster::bus::send(
+                &state,
+                crate::cluster::bus::Signal::Download { host, start },
+            );
+        }
+        (None, None) => return Err(ApiError::conflict(format!(
+            "host `{host}` is offline; its agent must be connected to download from its snapshots"
+        ))),
+    }
     let upload = match tokio::time::timeout(UPLOAD_START, arrival).await {
         Ok(Ok(upload)) => upload,
         Ok(Err(_)) | Err(_) => {
