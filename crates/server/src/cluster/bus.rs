@@ -429,6 +429,16 @@ mod tests {
             },
             Signal::JobLogStored { job, upto: 42 },
             Signal::Fleet,
+            Signal::Download {
+                host,
+                start: rm_protocol::DownloadStart {
+                    download_id: rm_core::DownloadId::new().to_string(),
+                    snapshot_id: String::from("abcdef12"),
+                    path: String::from("/srv/a file"),
+                    format: rm_protocol::downloads::ArchiveFormat::Zip,
+                    upload_url: Some(String::from("http://10.0.0.1:8080/agent/v1/downloads/x")),
+                },
+            },
         ] {
             let text = encode("server-a", signal.clone()).unwrap();
             let envelope: Envelope = serde_json::from_str(&text).unwrap();

@@ -52,7 +52,7 @@ pub(crate) struct DownloadQuery {
         (status = 409, description = "The host is offline", body = rm_protocol::api::ApiError),
         (status = 429, description = "Too many downloads running for the host or the server", body = rm_protocol::api::ApiError),
         (status = 502, description = "The agent could not produce the download", body = rm_protocol::api::ApiError),
-        (status = 503, description = "The agent is connected to another server", body = rm_protocol::api::ApiError),
+        (status = 503, description = "This server relays too many downloads, or is not registered in its cluster yet", body = rm_protocol::api::ApiError),
         (status = 504, description = "The agent did not start the upload in time", body = rm_protocol::api::ApiError),
     ),
     security(("bearer" = []), ("session" = [])),
@@ -93,9 +93,11 @@ pub(crate) async fn download(
                 }
             }
         }
-        None => return Err(ApiError::conflict(format!(
+        None => {
+            return Err(ApiError::conflict(format!(
             "host `{host}` is offline; its agent must be connected to download from its snapshots"
-        ))),
+        )))
+        }
     };
     let (slot, arrival) = state.snapshot_downloads().begin(host).map_err(|busy| {
         let error = match busy {
@@ -128,9 +130,11 @@ pub(crate) async fn download(
                 crate::cluster::bus::Signal::Download { host, start },
             );
         }
-        (None, None) => return Err(ApiError::conflict(format!(
+        (None, None) => {
+            return Err(ApiError::conflict(format!(
             "host `{host}` is offline; its agent must be connected to download from its snapshots"
-        ))),
+        )))
+        }
     }
     let upload = match tokio::time::timeout(UPLOAD_START, arrival).await {
         Ok(Ok(upload)) => upload,

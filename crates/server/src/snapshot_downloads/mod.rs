@@ -12,6 +12,11 @@
 //! is dropped, the upload is answered and its connection closed, and the
 //! agent kills restic.
 //!
+//! In a cluster, when the agent is connected to another server, that
+//! server is signalled to pass `download.start` on with this server's
+//! `--internal-url` as the upload URL: the data still flows agent → this
+//! server → browser, never through the database.
+//!
 //! Concurrency is bounded per host and per server ([`Downloads::begin`]);
 //! a slot is held from the browser's request to the end of its response.
 
