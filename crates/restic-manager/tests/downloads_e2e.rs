@@ -16,24 +16,16 @@ use std::time::{Duration, Instant};
 use rm_testkit::e2e::{succeeded, Host};
 use rm_testkit::fixtures::{assert_same_tree, make_tree};
 use rm_testkit::{children_running, wait_until, MemorySampler, ServerProcess};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_restic-manager");
+
+/// How long a job (and the listing of its snapshot) may take.
+const JOB: Duration = rm_testkit::e2e::JOB_LIMIT;
 
 /// Largest growth of the server's or the agent's resident memory allowed
 /// while a 200 MB file streams through them.
 const MAX_GROWTH_KIB: u64 = 50 * 1024;
-
-fn encode(path: &str) -> String {
-    path.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'/' | b'-' | b'_' | b'.' => {
-                (b as char).to_string()
-            }
-            other => format!("%{other:02X}"),
-        })
-        .collect()
-}
 
 fn download_url(
     base: &str,
@@ -45,7 +37,7 @@ fn download_url(
     let format = format.map(|f| format!("&format={f}")).unwrap_or_default();
     format!(
         "{base}/api/v1/hosts/{host}/snapshots/{snapshot}/download?path={}{format}",
-        encode(path)
+        rm_testkit::http::query_value(path)
     )
 }
 
@@ -99,15 +91,7 @@ async fn files_and_folders_download_as_they_were_and_bad_requests_get_json_error
     succeeded(&host.set_local_repository("downloads-password").await);
     let src = host.scratch().join("src");
     make_tree(&src);
-    succeeded(
-        &host
-            .run("backup", json!({"paths": [src.display().to_string()]}))
-            .await,
-    );
-    let snapshot = host.wait_snapshots(1).await[0]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let snapshot = host.admin.back_up(&host.id, &src, 0, JOB).await.unwrap();
     let base = host.server.url.clone();
     let token = host.admin.token().map(str::to_owned);
     let url =
@@ -269,46 +253,12 @@ async fn a_200_mb_file_streams_in_bounded_memory_and_a_dropped_download_stops_re
     std::fs::create_dir_all(&src).unwrap();
     let huge = src.join("huge.bin");
     random_file(&huge, SIZE);
+    let repo = scratch.path().join("repo").display().to_string();
     admin
-        .set_repository(
-            &agent.host_id,
-            &scratch.path().join("repo").display().to_string(),
-            "big",
-        )
+        .set_repository_and_init(&agent.host_id, &repo, "big", JOB)
         .await
         .unwrap();
-    let (_, jobs) = admin
-        .get(&format!("/api/v1/jobs?host_id={}&limit=1", agent.host_id))
-        .await
-        .unwrap();
-    let init = jobs[0]["id"].as_str().unwrap().to_owned();
-    succeeded(
-        &admin
-            .finished_job(&init, Duration::from_secs(120))
-            .await
-            .unwrap(),
-    );
-    let backup = admin
-        .start_job(
-            &agent.host_id,
-            "backup",
-            json!({"paths": [src.display().to_string()]}),
-        )
-        .await
-        .unwrap();
-    succeeded(
-        &admin
-            .finished_job(&backup, Duration::from_secs(300))
-            .await
-            .unwrap(),
-    );
-    let snapshot = admin
-        .wait_snapshots(&agent.host_id, 1, Duration::from_secs(60))
-        .await
-        .unwrap()[0]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let snapshot = admin.back_up(&agent.host_id, &src, 0, JOB).await.unwrap();
     let token = admin.token().map(str::to_owned);
     let url = download_url(
         &server.url,
@@ -466,46 +416,12 @@ async fn a_download_asked_of_one_server_comes_from_an_agent_connected_to_another
     let scratch = tempfile::tempdir().unwrap();
     let src = scratch.path().join("src");
     make_tree(&src);
+    let repo = scratch.path().join("repo").display().to_string();
     admin
-        .set_repository(
-            &agent.host_id,
-            &scratch.path().join("repo").display().to_string(),
-            "pw",
-        )
+        .set_repository_and_init(&agent.host_id, &repo, "pw", JOB)
         .await
         .unwrap();
-    let (_, jobs) = admin
-        .get(&format!("/api/v1/jobs?host_id={}&limit=1", agent.host_id))
-        .await
-        .unwrap();
-    let init = jobs[0]["id"].as_str().unwrap().to_owned();
-    succeeded(
-        &admin
-            .finished_job(&init, Duration::from_secs(120))
-            .await
-            .unwrap(),
-    );
-    let backup = admin
-        .start_job(
-            &agent.host_id,
-            "backup",
-            json!({"paths": [src.display().to_string()]}),
-        )
-        .await
-        .unwrap();
-    succeeded(
-        &admin
-            .finished_job(&backup, Duration::from_secs(120))
-            .await
-            .unwrap(),
-    );
-    let snapshot = admin
-        .wait_snapshots(&agent.host_id, 1, Duration::from_secs(60))
-        .await
-        .unwrap()[0]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let snapshot = admin.back_up(&agent.host_id, &src, 0, JOB).await.unwrap();
     assert!(
         !a.state.hub().is_connected(agent.host_id.parse().unwrap()),
         "the agent is on B"

@@ -548,21 +548,8 @@ async fn the_host_page_opens_the_tree_at_a_snapshot_and_a_file_downloads_through
         scratch: _scratch,
         src,
     } = setup("download-01").await;
-    let backup = admin
-        .start_job(
-            &agent.host_id,
-            "backup",
-            json!({"paths": [src.display().to_string()]}),
-        )
-        .await
-        .unwrap();
-    let job = admin
-        .finished_job(&backup, Duration::from_secs(60))
-        .await
-        .unwrap();
-    assert_eq!(job["status"], "succeeded");
     admin
-        .wait_snapshots(&agent.host_id, 1, Duration::from_secs(60))
+        .back_up(&agent.host_id, &src, 0, Duration::from_secs(60))
         .await
         .unwrap();
 

@@ -345,22 +345,7 @@ impl Restic {
         dir: &str,
         limits: &Limits,
     ) -> Result<Vec<Node>, ResticError> {
-        let dir = ls::normalise_dir(dir);
-        let command = Command::Ls {
-            snapshot_id: snapshot_id.to_owned(),
-            path: dir.clone(),
-        };
-        let finished = self.run_ok(repo, &command, limits).await?;
-        let listing = ls::parse_ls(finished.output.as_deref().unwrap_or_default());
-        if listing.snapshot.is_none() {
-            return Err(ResticError::Command {
-                command: command.name(),
-                status: Status::Failed,
-                kind: Some(FailureKind::SnapshotNotFound),
-                exit_code: finished.exit_code,
-                message: format!("no snapshot {snapshot_id} in the repository"),
-            });
-        }
+        let (dir, listing) = self.ls(repo, snapshot_id, dir, limits).await?;
         match ls::direct_children(listing, &dir) {
             DirListing::Children(children) => Ok(children),
             DirListing::Missing => Err(ResticError::PathNotFound {
@@ -374,16 +359,16 @@ impl Restic {
         }
     }
 
-    /// The node at `path` in a snapshot (a file, folder, …), from `restic
-    /// ls` of that path. `/` is the snapshot's root, which restic does not
-    /// print: it is reported as a folder named `/`.
-    pub async fn node(
+    /// `restic ls` of `path` (normalised; returned with the listing), an
+    /// error when the snapshot does not exist (restic 0.14 then still
+    /// exits 0, printing nothing).
+    async fn ls(
         &self,
         repo: &Repository,
         snapshot_id: &str,
         path: &str,
         limits: &Limits,
-    ) -> Result<Node, ResticError> {
+    ) -> Result<(String, ls::Listing), ResticError> {
         let path = ls::normalise_dir(path);
         let command = Command::Ls {
             snapshot_id: snapshot_id.to_owned(),
@@ -400,6 +385,20 @@ impl Restic {
                 message: format!("no snapshot {snapshot_id} in the repository"),
             });
         }
+        Ok((path, listing))
+    }
+
+    /// The node at `path` in a snapshot (a file, folder, …), from `restic
+    /// ls` of that path. `/` is the snapshot's root, which restic does not
+    /// print: it is reported as a folder named `/`.
+    pub async fn node(
+        &self,
+        repo: &Repository,
+        snapshot_id: &str,
+        path: &str,
+        limits: &Limits,
+    ) -> Result<Node, ResticError> {
+        let (path, listing) = self.ls(repo, snapshot_id, path, limits).await?;
         if path == "/" {
             return Ok(Node {
                 name: path.clone(),

@@ -260,49 +260,29 @@ async fn dump_streams_a_file_a_folder_as_tar_and_stops_when_dropped() {
         other => panic!("expected PathNotFound, got {other:?}"),
     }
 
-    let mut dump = ok(
-        restic.dump(
+    // Everything restic printed, and how it ended.
+    let dump_all = |name: &str| {
+        let dump = restic.dump(
             &repo,
             &snapshot,
-            &path("big.bin"),
+            &path(name),
             rm_restic::Archive::Tar,
             &limits,
-        ),
-        "dump",
-    );
-    let mut bytes = Vec::new();
-    ok(dump.read_to_end(&mut bytes).await, "read");
-    ok(dump.finish().await, "finish");
+        );
+        async move {
+            let mut dump = ok(dump, "dump");
+            let mut bytes = Vec::new();
+            ok(dump.read_to_end(&mut bytes).await, "read");
+            (bytes, dump.finish().await)
+        }
+    };
+    let (bytes, end) = dump_all("big.bin").await;
+    ok(end, "finish");
     assert!(bytes == big, "the file came back changed");
-
-    let mut dump = ok(
-        restic.dump(
-            &repo,
-            &snapshot,
-            &path("sub"),
-            rm_restic::Archive::Tar,
-            &limits,
-        ),
-        "dump",
-    );
-    let mut tar = Vec::new();
-    ok(dump.read_to_end(&mut tar).await, "read");
-    ok(dump.finish().await, "finish");
+    let (tar, end) = dump_all("sub").await;
+    ok(end, "finish");
     assert!(tar.len() % 512 == 0 && tar.windows(9).any(|w| w == b"flag-like"));
-
-    let mut dump = ok(
-        restic.dump(
-            &repo,
-            &snapshot,
-            &path("nope"),
-            rm_restic::Archive::Tar,
-            &limits,
-        ),
-        "dump",
-    );
-    let mut nothing = Vec::new();
-    ok(dump.read_to_end(&mut nothing).await, "read");
-    match dump.finish().await {
+    match dump_all("nope").await.1 {
         Err(ResticError::PathNotFound { path: missing, .. }) => assert_eq!(missing, path("nope")),
         other => panic!("expected PathNotFound, got {other:?}"),
     }

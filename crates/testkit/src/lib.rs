@@ -67,7 +67,7 @@ pub use receiver::{webhook_signature, HttpReceiver, ReceivedRequest, SmtpReceive
 pub use rm_store_tests::{Backend, TestDatabase};
 pub use server::{RunningAgent, StoppedServer, TestServer, ADMIN_PASSWORD};
 pub use server_process::{
-    children_running, process_cpu, MemorySampler, ProcessMemory, ServerProcess,
+    all_pids, children_running, process_cpu, MemorySampler, ProcStat, ProcessMemory, ServerProcess,
 };
 pub use small_disk::SmallDisk;
 pub use tls::TestCert;

@@ -92,38 +92,62 @@ impl MemorySampler {
     }
 }
 
+/// What `/proc/<pid>/stat` says of a process's place among the others.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcStat {
+    /// One letter: `R`, `S`, `D`, `Z` (a zombie: dead, not yet reaped)…
+    pub state: String,
+    /// Its parent's pid.
+    pub ppid: u32,
+    /// Its process group.
+    pub pgrp: u32,
+}
+
+impl ProcStat {
+    /// Process `pid`'s stat, if it exists.
+    pub fn of(pid: u32) -> Option<ProcStat> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // "pid (comm) state ppid pgrp …"; comm may hold spaces and parens.
+        let (_, rest) = stat.rsplit_once(')')?;
+        let mut fields = rest.split_whitespace();
+        Some(ProcStat {
+            state: fields.next()?.to_owned(),
+            ppid: fields.next()?.parse().ok()?,
+            pgrp: fields.next()?.parse().ok()?,
+        })
+    }
+
+    /// Whether it still runs (it is not a zombie).
+    pub fn alive(&self) -> bool {
+        self.state != "Z"
+    }
+}
+
+/// Every process's pid, from `/proc`.
+pub fn all_pids() -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.file_name().to_string_lossy().parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The live children of process `parent` whose command line contains
 /// `needle`, as (pid, command line with spaces for NULs): for tests that
 /// check a program the agent started is (or is no longer) running.
 pub fn children_running(parent: u32, needle: &str) -> Vec<(u32, String)> {
-    let mut found = Vec::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return found;
-    };
-    for entry in entries.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        // "pid (comm) state ppid …"; comm may hold spaces and parens.
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .map(|(_, rest)| rest.split_whitespace().collect())
-            .unwrap_or_default();
-        let alive = fields.first().is_some_and(|state| *state != "Z");
-        if !alive || fields.get(1).and_then(|p| p.parse::<u32>().ok()) != Some(parent) {
-            continue;
-        }
-        let cmdline = std::fs::read(entry.path().join("cmdline"))
-            .map(|raw| String::from_utf8_lossy(&raw).replace('\0', " "))
-            .unwrap_or_default();
-        if cmdline.contains(needle) {
-            found.push((pid, cmdline));
-        }
-    }
-    found
+    all_pids()
+        .into_iter()
+        .filter(|pid| ProcStat::of(*pid).is_some_and(|s| s.alive() && s.ppid == parent))
+        .filter_map(|pid| {
+            let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&raw).replace('\0', " ");
+            cmdline.contains(needle).then_some((pid, cmdline))
+        })
+        .collect()
 }
 
 /// CPU time a process has used (user + system), from `/proc/<pid>/stat`,
