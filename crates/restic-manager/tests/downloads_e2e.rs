@@ -4,8 +4,10 @@
 //! tar and as a zip (unpacked by the system's `tar` and `unzip` and
 //! compared file by file), a missing path, bad input, no session, the
 //! audit entry; then a 200 MB file with the server's and the agent's
-//! resident memory sampled while it streams, the per-host limit, and a
-//! download dropped half-way stopping restic on the agent.
+//! resident memory sampled while it streams, the per-host limit, a paused
+//! reader holding restic back, and a download dropped half-way stopping
+//! restic on the agent; and (with PostgreSQL) a download asked of one
+//! server from an agent connected to another.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -365,6 +367,34 @@ async fn a_200_mb_file_streams_in_bounded_memory_and_a_dropped_download_stops_re
         running.len(),
         1,
         "one restic dump while the download runs: {running:?}"
+    );
+    // A reader that stops holds restic back: while it pauses, neither the
+    // server nor the agent fills up, and restic writes little beyond what
+    // the pipes and sockets hold.
+    let restic_pid = running[0].0;
+    let before = [
+        rm_testkit::ProcessMemory::of(server_pid).unwrap().rss_kib,
+        rm_testkit::ProcessMemory::of(agent_pid).unwrap().rss_kib,
+    ];
+    let sampler = MemorySampler::start(vec![server_pid, agent_pid], Duration::from_millis(20));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let written = rm_testkit::process_written(restic_pid).unwrap();
+    let peaks = sampler.stop();
+    let growth = [
+        peaks[0].saturating_sub(before[0]),
+        peaks[1].saturating_sub(before[1]),
+    ];
+    println!(
+        "reader paused 3 s after {read} bytes: restic had written {written} bytes; server +{} KiB, agent +{} KiB",
+        growth[0], growth[1],
+    );
+    assert!(
+        written < 64 * 1024 * 1024,
+        "restic was not held back: it wrote {written} bytes"
+    );
+    assert!(
+        growth[0] < MAX_GROWTH_KIB && growth[1] < MAX_GROWTH_KIB,
+        "{growth:?}"
     );
     let dropped = Instant::now();
     drop(response);

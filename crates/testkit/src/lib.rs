@@ -67,7 +67,8 @@ pub use receiver::{webhook_signature, HttpReceiver, ReceivedRequest, SmtpReceive
 pub use rm_store_tests::{Backend, TestDatabase};
 pub use server::{RunningAgent, StoppedServer, TestServer, ADMIN_PASSWORD};
 pub use server_process::{
-    all_pids, children_running, process_cpu, MemorySampler, ProcStat, ProcessMemory, ServerProcess,
+    all_pids, children_running, process_cpu, process_written, MemorySampler, ProcStat,
+    ProcessMemory, ServerProcess,
 };
 pub use small_disk::SmallDisk;
 pub use tls::TestCert;

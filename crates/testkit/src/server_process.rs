@@ -150,6 +150,17 @@ pub fn children_running(parent: u32, needle: &str) -> Vec<(u32, String)> {
         .collect()
 }
 
+/// Bytes process `pid` has written (`wchar` in `/proc/<pid>/io`: every
+/// `write` to a file, pipe or socket), for tests that check a producer is
+/// held back by a slow consumer.
+pub fn process_written(pid: u32) -> anyhow::Result<u64> {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io"))?;
+    io.lines()
+        .find_map(|l| l.strip_prefix("wchar:"))
+        .and_then(|v| v.trim().parse().ok())
+        .with_context(|| format!("no wchar in /proc/{pid}/io"))
+}
+
 /// CPU time a process has used (user + system), from `/proc/<pid>/stat`,
 /// for benches that report what a part of the server costs.
 pub fn process_cpu(pid: u32) -> anyhow::Result<std::time::Duration> {
