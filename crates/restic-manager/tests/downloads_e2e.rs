@@ -2,8 +2,8 @@
 //! docs/downloads.md), with the real server, the real agent and the real
 //! restic: a file byte for byte (and its safe file name), a folder as a
 //! tar and as a zip (unpacked by the system's `tar` and `unzip` and
-//! compared file by file), a missing path, bad input, no session, the
-//! audit entry; then a 200 MB file with the server's and the agent's
+//! compared file by file), a missing path, bad input, no session, a
+//! viewer, the audit entry; then a 200 MB file with the server's and the agent's
 //! resident memory sampled while it streams, the per-host limit, a paused
 //! reader holding restic back, and a download dropped half-way stopping
 //! restic on the agent; and (with PostgreSQL) a download asked of one
@@ -201,6 +201,20 @@ async fn files_and_folders_download_as_they_were_and_bad_requests_get_json_error
     let (status, body) = json_error(get(None, &url(&at("café-ü.txt"), None)).await).await;
     assert_eq!(status, 401, "{body}");
     assert!(body["error"]["code"].is_string(), "{body}");
+
+    // A viewer may browse the tree but not take file contents.
+    host.admin
+        .create_user("watcher", "watcher-password-1", "viewer", None)
+        .await
+        .unwrap();
+    let viewer = host
+        .server
+        .anonymous()
+        .login("watcher", "watcher-password-1")
+        .await
+        .unwrap();
+    let (status, body) = json_error(get(viewer.token(), &url(&at("café-ü.txt"), None)).await).await;
+    assert_eq!(status, 403, "{body}");
 
     // Each download is in the audit log with what was taken.
     let (_, audit) = host
