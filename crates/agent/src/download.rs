@@ -40,6 +40,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bytes read from restic's pipe per chunk of the upload.
 const CHUNK_BYTES: usize = 64 * 1024;
 
+/// Downloads this agent sends at once, whatever the servers ask (each
+/// server limits its own; in a cluster they do not add up here).
+const AT_ONCE: usize = 4;
+
 /// A `download.start` with its ids parsed ([`crate::inbound`]).
 #[derive(Debug, Clone)]
 pub(crate) struct Request {
@@ -63,6 +67,7 @@ pub(crate) struct Downloader {
     auth: HeaderValue,
     client: Result<reqwest::Client, String>,
     runner: JobRunner,
+    running: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 /// What the agent sends: the data, or why there is none.
@@ -94,6 +99,7 @@ impl Downloader {
             auth,
             client,
             runner,
+            running: std::sync::Arc::new(tokio::sync::Semaphore::new(AT_ONCE)),
         }
     }
 
@@ -126,7 +132,18 @@ impl Downloader {
                 }
             },
         };
-        let upload = match self.prepare(&request, repository).await {
+        // Held until the upload ends (restic stopped with it).
+        let permit = self.running.clone().try_acquire_owned();
+        let prepared = match &permit {
+            Ok(_) => self.prepare(&request, repository).await,
+            Err(_) => Err(DownloadFailure {
+                code: FailureCode::Failed,
+                message: format!(
+                    "this agent already sends {AT_ONCE} downloads; try again when one ended"
+                ),
+            }),
+        };
+        let upload = match prepared {
             Ok(upload) => upload,
             Err(failure) => {
                 tracing::info!(download = %request.id, snapshot = %request.snapshot_id, path = %request.path,
@@ -175,6 +192,7 @@ impl Downloader {
                 crate::tls::describe(&e)
             ),
         }
+        drop(permit);
     }
 
     /// Lists the path (file or folder, and a file's size), then starts

@@ -202,6 +202,15 @@ async fn files_and_folders_download_as_they_were_and_bad_requests_get_json_error
     assert_eq!(status, 401, "{body}");
     assert!(body["error"]["code"].is_string(), "{body}");
 
+    // HEAD would run restic for nothing.
+    let head = rm_testkit::http::client()
+        .head(url(&at("café-ü.txt"), None))
+        .bearer_auth(token.as_deref().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 405);
+
     // A viewer may browse the tree but not take file contents.
     host.admin
         .create_user("watcher", "watcher-password-1", "viewer", None)

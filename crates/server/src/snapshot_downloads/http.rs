@@ -59,11 +59,19 @@ pub(crate) struct DownloadQuery {
 )]
 pub(crate) async fn download(
     State(state): State<AppState>,
+    method: axum::http::Method,
     operator: Operator,
     client: Client,
     ApiPath((id, snapshot)): ApiPath<(String, String)>,
     ApiQuery(query): ApiQuery<DownloadQuery>,
 ) -> Result<Response, ApiError> {
+    if method == axum::http::Method::HEAD {
+        // Every request runs restic on the host and is audited: a link
+        // checker's HEAD must not.
+        return Err(ApiError::method_not_allowed(
+            "a download is only made for GET (each one runs restic on the host)",
+        ));
+    }
     let host = crate::api::hosts::existing(&state, &id).await?.id;
     rm_protocol::params::snapshot_id(&snapshot)
         .map_err(|problem| ApiError::bad_request(format!("`snapshot_id` {problem}")))?;
