@@ -241,8 +241,9 @@ impl Downloader {
             ArchiveFormat::Tar => Archive::Tar,
             ArchiveFormat::Zip => Archive::Zip,
         };
+        // restic's spelling of the path (no trailing `/`), as listed.
         let dump = restic
-            .dump(&repo, snapshot, &request.path, archive, &limits)
+            .dump(&repo, snapshot, &node.path, archive, &limits)
             .map_err(refusal)?;
         Ok(Upload::Data {
             kind,

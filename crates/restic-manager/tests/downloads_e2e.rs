@@ -148,6 +148,11 @@ async fn files_and_folders_download_as_they_were_and_bad_requests_get_json_error
         unpack(program, args, &archive, &into);
         assert_same_tree(&src.join("nested"), &inside(&into));
     }
+    // A folder asked for with a trailing `/` is the same folder.
+    let response = get(token.as_deref(), &url(&format!("{}/", at("nested")), None)).await;
+    assert_eq!(response.status(), 200);
+    assert!(header(&response, "content-disposition").contains("filename=\"nested.tar\""));
+    drop(response);
     // The whole snapshot is named after it.
     let response = get(token.as_deref(), &url("/", None)).await;
     assert_eq!(response.status(), 200);
@@ -241,7 +246,7 @@ async fn files_and_folders_download_as_they_were_and_bad_requests_get_json_error
     );
     assert_eq!(
         entries.len(),
-        5,
+        6,
         "one entry per download that started: {audit}"
     );
 }
