@@ -202,7 +202,8 @@ pub(crate) async fn download(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    let body = Body::from_stream(Relay::new(body, done, slot));
+    let bytes = state.metrics().download_started();
+    let body = Body::from_stream(Relay::new(body, done, slot, bytes));
     Ok((StatusCode::OK, headers, body).into_response())
 }
 

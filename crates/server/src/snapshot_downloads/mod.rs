@@ -29,6 +29,7 @@ use std::task::{Context, Poll};
 
 use axum::body::{Body, BodyDataStream, Bytes};
 use futures_util::Stream;
+use prometheus_client::metrics::counter::Counter;
 use rm_core::{DownloadId, HostId};
 use rm_protocol::downloads::DownloadFailure;
 use tokio::sync::oneshot;
@@ -165,14 +166,22 @@ impl Drop for Slot {
 pub(crate) struct Relay {
     upload: BodyDataStream,
     done: Option<oneshot::Sender<bool>>,
+    bytes: Counter,
     _slot: Slot,
 }
 
 impl Relay {
-    pub(crate) fn new(upload: Body, done: oneshot::Sender<bool>, slot: Slot) -> Relay {
+    /// Passes `upload` on, adding what it passes to `bytes`.
+    pub(crate) fn new(
+        upload: Body,
+        done: oneshot::Sender<bool>,
+        slot: Slot,
+        bytes: Counter,
+    ) -> Relay {
         Relay {
             upload: upload.into_data_stream(),
             done: Some(done),
+            bytes,
             _slot: slot,
         }
     }
@@ -184,6 +193,9 @@ impl Stream for Relay {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let next = Pin::new(&mut self.upload).poll_next(cx);
         match &next {
+            Poll::Ready(Some(Ok(chunk))) => {
+                self.bytes.inc_by(chunk.len() as u64);
+            }
             Poll::Ready(None) => {
                 if let Some(done) = self.done.take() {
                     let _ = done.send(true);
