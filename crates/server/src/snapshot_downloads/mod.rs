@@ -315,4 +315,19 @@ mod tests {
         assert_eq!(downloads.running(), 1);
         assert!(downloads.begin(host).is_ok());
     }
+
+    #[test]
+    fn the_server_relays_a_bounded_number() {
+        let downloads = Downloads::default();
+        let held: Vec<_> = (0..PER_SERVER)
+            .map(|_| {
+                downloads
+                    .begin(HostId::new())
+                    .unwrap_or_else(|e| panic!("{e}"))
+            })
+            .collect();
+        assert!(matches!(downloads.begin(HostId::new()), Err(Busy::Server)));
+        drop(held);
+        assert_eq!(downloads.running(), 0);
+    }
 }
