@@ -11,7 +11,11 @@
 //! restic.
 //!
 //! The upload carries the agent token like the WebSocket does, and goes
-//! through the same TLS trust, to this agent's own server only.
+//! through the same TLS trust: to this agent's own server, or — in a
+//! cluster, when the browser's request is held by another server — to the
+//! `upload_url` the message names, taken only with the own server's scheme
+//! and exactly this download's upload path
+//! ([`ServerUrl::other_upload_url`]).
 
 use std::time::Duration;
 
