@@ -35,6 +35,7 @@ pub(crate) struct Handler {
     jobs: JobRunner,
     schedules: tokio::sync::watch::Sender<ScheduleSet>,
     upgrader: Option<crate::upgrade::Upgrader>,
+    downloader: Option<crate::download::Downloader>,
 }
 
 impl Handler {
@@ -55,6 +56,7 @@ impl Handler {
             jobs,
             schedules,
             upgrader: None,
+            downloader: None,
         }
     }
 
@@ -62,6 +64,12 @@ impl Handler {
     /// refused).
     pub(crate) fn use_upgrader(&mut self, upgrader: crate::upgrade::Upgrader) {
         self.upgrader = Some(upgrader);
+    }
+
+    /// Answers `download.start` with `downloader` (without one, downloads
+    /// are logged and not answered: the server times out).
+    pub(crate) fn use_downloader(&mut self, downloader: crate::download::Downloader) {
+        self.downloader = Some(downloader);
     }
 
     /// The upgrader, when upgrades are set up.
@@ -151,6 +159,21 @@ impl Handler {
             } => {
                 self.jobs
                     .list_tree(id, snapshot_id, path, self.repository.clone());
+                Vec::new()
+            }
+            Inbound::Download(request) => {
+                match &self.downloader {
+                    Some(downloader) => {
+                        let repository = match self.jobs.refused() {
+                            Some(reason) => Err(reason),
+                            None => Ok(self.repository.clone()),
+                        };
+                        downloader.start(request, repository);
+                    }
+                    None => {
+                        tracing::warn!(download = %request.id, "this agent cannot upload downloads")
+                    }
+                }
                 Vec::new()
             }
             Inbound::Error(error) => {

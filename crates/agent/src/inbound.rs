@@ -54,6 +54,8 @@ pub(crate) enum Inbound {
         /// An absolute path inside it.
         path: String,
     },
+    /// `download.start`.
+    Download(crate::download::Request),
     /// `token.rotate` (the token is checked where it is used).
     TokenRotate(TokenRotate),
     /// `agent.upgrade` (checked by the upgrader before anything is fetched).
@@ -165,6 +167,26 @@ pub(crate) fn parse(frame: Frame) -> Result<Inbound, Refusal> {
                 snapshot_id,
                 path: request.path,
             })
+        }
+        Message::DownloadStart(start) => {
+            let refuse =
+                |problem: String| Some(bad_request(None, format!("`download.start`: {problem}")));
+            let id = ulid(&start.download_id, "a download id")
+                .map_err(|problem| refuse(format!("`download_id` {problem}")))?;
+            let snapshot_id: SnapshotId = start
+                .snapshot_id
+                .parse()
+                .map_err(|e| refuse(format!("`snapshot_id`: {e}")))?;
+            rm_protocol::params::absolute_path(&start.path).map_err(|problem| {
+                refuse(format!("`path` {}", problem.replace(&start.path, "…")))
+            })?;
+            Ok(Inbound::Download(crate::download::Request {
+                id,
+                snapshot_id,
+                path: start.path,
+                format: start.format,
+                upload_url: start.upload_url,
+            }))
         }
         Message::TokenRotate(rotate) => Ok(Inbound::TokenRotate(rotate)),
         Message::AgentUpgrade(upgrade) => Ok(Inbound::Upgrade(upgrade)),

@@ -77,7 +77,8 @@ fn timeout_for(command: &Command) -> Duration {
         | Command::BackupStdin { .. }
         | Command::Restore { .. }
         | Command::Copy { .. }
-        | Command::LsTree { .. } => 24 * 60,
+        | Command::LsTree { .. }
+        | Command::Dump { .. } => 24 * 60,
     };
     Duration::from_secs(minutes * 60)
 }

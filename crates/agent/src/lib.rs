@@ -8,6 +8,7 @@
 
 pub mod backoff;
 mod browse;
+mod download;
 mod enroll;
 mod error;
 mod handler;

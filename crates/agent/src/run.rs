@@ -192,6 +192,13 @@ pub async fn run(mut opts: RunOptions, shutdown: CancellationToken) -> Result<()
         upgrader.refuse_offers();
     }
     handler.use_upgrader(upgrader.clone());
+    handler.use_downloader(crate::download::Downloader::new(
+        server.clone(),
+        &trust,
+        dir.clone(),
+        auth.clone(),
+        runner.clone(),
+    ));
     let mut backoff = Backoff::default();
 
     loop {

@@ -77,6 +77,44 @@ impl ServerUrl {
         self.below(&format!("/download/agent/{platform}"))
     }
 
+    /// Where the agent posts the data of download `id` (see
+    /// [`rm_protocol::downloads`]).
+    pub(crate) fn upload_url(&self, id: &rm_core::DownloadId) -> Url {
+        self.below(&rm_protocol::downloads::upload_path(&id.to_string()))
+    }
+
+    /// `url` as the upload URL of download `id` on another server of this
+    /// agent's cluster: the same scheme as this server (the agent token
+    /// never goes over plain HTTP when the server is HTTPS), no user,
+    /// query or fragment, and exactly the upload path of `id`. The host is
+    /// the server's to choose (its `--internal-url`).
+    pub(crate) fn other_upload_url(
+        &self,
+        url: &str,
+        id: &rm_core::DownloadId,
+    ) -> Result<Url, String> {
+        let parsed = Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+        if parsed.scheme() != self.url.scheme() {
+            return Err(format!(
+                "{url:?} is not {}:// like this agent's server",
+                self.url.scheme()
+            ));
+        }
+        if !parsed.username().is_empty()
+            || parsed.password().is_some()
+            || parsed.query().is_some()
+            || parsed.fragment().is_some()
+            || parsed.host_str().is_none_or(str::is_empty)
+        {
+            return Err(format!("{url:?} must be a plain server URL"));
+        }
+        let expected = rm_protocol::downloads::upload_path(&id.to_string());
+        if !parsed.path().ends_with(&expected) {
+            return Err(format!("{url:?} is not the upload URL of download {id}"));
+        }
+        Ok(parsed)
+    }
+
     fn below(&self, path: &str) -> Url {
         let mut url = self.url.clone();
         let prefix = url.path().trim_end_matches('/').to_owned();
@@ -98,6 +136,29 @@ mod tests {
 
     fn parsed(text: &str) -> ServerUrl {
         ServerUrl::parse(text).unwrap_or_else(|e| panic!("{text}: {e}"))
+    }
+
+    #[test]
+    fn another_servers_upload_url_needs_the_scheme_and_the_exact_path() {
+        let url = parsed("https://backup.example.com");
+        let id = rm_core::DownloadId::new();
+        let good = format!("https://10.0.0.2:8443/agent/v1/downloads/{id}");
+        assert_eq!(
+            url.other_upload_url(&good, &id).map(|u| u.to_string()),
+            Ok(good.clone())
+        );
+        for bad in [
+            format!("http://10.0.0.2:8080/agent/v1/downloads/{id}"),
+            format!("https://u:p@10.0.0.2/agent/v1/downloads/{id}"),
+            format!("https://10.0.0.2/agent/v1/downloads/{id}?x=1"),
+            format!(
+                "https://10.0.0.2/agent/v1/downloads/{}",
+                rm_core::DownloadId::new()
+            ),
+            String::from("not a url"),
+        ] {
+            assert!(url.other_upload_url(&bad, &id).is_err(), "{bad}");
+        }
     }
 
     #[test]

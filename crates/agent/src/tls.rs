@@ -186,6 +186,25 @@ impl Trust {
         }
         self.config.clone()
     }
+
+    /// An HTTP client for this agent's server: `builder`'s settings plus
+    /// this trust, the agent's User-Agent and no redirects (requests go to
+    /// the checked URL only). The error is worded for the log.
+    pub(crate) fn http_client(
+        &self,
+        builder: reqwest::ClientBuilder,
+    ) -> Result<reqwest::Client, String> {
+        let tls = match self.client_config() {
+            Some(config) => config.as_ref().clone(),
+            None => unused_http_config().map_err(|e| e.to_string())?,
+        };
+        builder
+            .user_agent(crate::user_agent())
+            .redirect(reqwest::redirect::Policy::none())
+            .tls_backend_preconfigured(tls)
+            .build()
+            .map_err(|e| describe(&e))
+    }
 }
 
 /// The certificates in a CA PEM file, refusing a file with none.

@@ -522,18 +522,10 @@ async fn download(trust: &Trust, upgrade: &AgentUpgrade, to: &Path) -> Result<()
         url: upgrade.url.clone(),
         detail,
     };
-    let tls = match trust.client_config() {
-        Some(config) => config.as_ref().clone(),
-        None => crate::tls::unused_http_config().map_err(|e| failed(e.to_string()))?,
-    };
-    let client = reqwest::Client::builder()
-        .timeout(DOWNLOAD_TIMEOUT)
-        .user_agent(crate::user_agent())
-        // The checked URL is the only place a binary comes from.
-        .redirect(reqwest::redirect::Policy::none())
-        .tls_backend_preconfigured(tls)
-        .build()
-        .map_err(|e| failed(crate::tls::describe(&e)))?;
+    // No redirects: the checked URL is the only place a binary comes from.
+    let client = trust
+        .http_client(reqwest::Client::builder().timeout(DOWNLOAD_TIMEOUT))
+        .map_err(failed)?;
     let mut response = client
         .get(&upgrade.url)
         .send()

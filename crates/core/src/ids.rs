@@ -85,6 +85,12 @@ ulid_id!(
     ChannelId
 );
 ulid_id!(
+    /// One download of a file or folder from a snapshot
+    /// (`GET /api/v1/hosts/{id}/snapshots/{sid}/download`): the one-time
+    /// name under which the agent uploads it to the server.
+    DownloadId
+);
+ulid_id!(
     /// An RPC request from the server to an agent (the envelope `id` of
     /// `tree.list`), echoed in its reply.
     RequestId

@@ -22,8 +22,8 @@ pub mod token;
 pub mod verification;
 
 pub use ids::{
-    AlertId, BatchId, ChannelId, HostId, JobId, PolicyId, RequestId, ScheduleId, SilenceId,
-    SnapshotId, SnapshotIdError, TokenId, UserId,
+    AlertId, BatchId, ChannelId, DownloadId, HostId, JobId, PolicyId, RequestId, ScheduleId,
+    SilenceId, SnapshotId, SnapshotIdError, TokenId, UserId,
 };
 pub use job::{JobStatus, JobTrigger};
 pub use labels::{LabelError, Labels, Selector};

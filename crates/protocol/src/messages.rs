@@ -135,6 +135,9 @@ messages! {
     AgentUpgrade = "agent.upgrade" (AgentUpgrade),
     /// A→S: how an `agent.upgrade` is going.
     AgentUpgradeStatus = "agent.upgrade.status" (AgentUpgradeStatus),
+    /// S→A: stream a file or folder of a snapshot to the server's upload
+    /// endpoint (see [`crate::downloads`]).
+    DownloadStart = "download.start" (DownloadStart),
 }
 
 /// `hello`: who the agent is and what it can do.
@@ -740,6 +743,27 @@ pub struct TreeList {
     pub snapshot_id: String,
     /// Absolute path inside the snapshot (`/` for the root).
     pub path: String,
+}
+
+/// `download.start`: dump `path` of `snapshot_id` (`restic dump`) and post
+/// it to the server's [`crate::downloads::upload_path`] of `download_id`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DownloadStart {
+    /// The one-time id the upload is posted under (ULID).
+    pub download_id: String,
+    /// The snapshot (8 to 64 hex characters).
+    pub snapshot_id: String,
+    /// Absolute, normalised path inside the snapshot (`/` for all of it).
+    pub path: String,
+    /// How a folder is packed (a file is sent as it is).
+    #[serde(default)]
+    pub format: crate::downloads::ArchiveFormat,
+    /// Where to post the data instead of the agent's own server: the
+    /// `--internal-url` of the server of a cluster that holds the
+    /// browser's request, plus [`crate::downloads::upload_path`]. The agent
+    /// takes it only with its own server's scheme and exactly that path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload_url: Option<String>,
 }
 
 /// The type of a snapshot tree entry.

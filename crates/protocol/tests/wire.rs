@@ -300,6 +300,18 @@ fn one_of_each() -> Vec<(Frame, &'static [&'static str])> {
             }),
             &["version", "state", "error"],
         ),
+        (
+            Frame::new(DownloadStart {
+                download_id: "01J0BF9QH3M2K8V7T6R5P4N3M2".into(),
+                snapshot_id: "4f1b9c2e".into(),
+                path: "/srv/data".into(),
+                format: downloads::ArchiveFormat::Zip,
+                upload_url: Some(
+                    "https://10.0.0.2:8080/agent/v1/downloads/01J0BF9QH3M2K8V7T6R5P4N3M2".into(),
+                ),
+            }),
+            &["download_id", "snapshot_id", "path", "format", "upload_url"],
+        ),
     ]
 }
 

@@ -19,22 +19,11 @@ async fn tree(admin: &Api, host: &str, snapshot: &str, path: &str) -> (u16, Valu
     let (status, body) = admin
         .get(&format!(
             "/api/v1/hosts/{host}/snapshots/{snapshot}/tree?path={}",
-            urlencode(path)
+            rm_testkit::http::query_value(path)
         ))
         .await
         .unwrap();
     (status.as_u16(), body)
-}
-
-fn urlencode(path: &str) -> String {
-    path.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'/' | b'-' | b'_' | b'.' => {
-                (b as char).to_string()
-            }
-            other => format!("%{other:02X}"),
-        })
-        .collect()
 }
 
 fn names(listing: &Value) -> Vec<String> {

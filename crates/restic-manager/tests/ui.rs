@@ -540,6 +540,88 @@ async fn the_restore_wizard_drills_down_folder_by_folder_and_restores_a_picked_f
 }
 
 #[tokio::test]
+async fn the_host_page_opens_the_tree_at_a_snapshot_and_a_file_downloads_through_its_link() {
+    let Setup {
+        server,
+        agent,
+        admin,
+        scratch: _scratch,
+        src,
+    } = setup("download-01").await;
+    admin
+        .back_up(&agent.host_id, &src, 0, Duration::from_secs(60))
+        .await
+        .unwrap();
+
+    let origin = server.url.clone();
+    let browser = Browser::start().await.unwrap();
+    log_in(&browser, &server, ADMIN_PASSWORD).await;
+    browser.wait_for("#hosts-table", WAIT).await.unwrap();
+    // The host page's snapshot list leads straight to the tree.
+    browser
+        .goto(&format!("{origin}/hosts/{}", agent.host_id))
+        .await
+        .unwrap();
+    browser
+        .wait_for("#snapshots-table a.snapshot-restore", WAIT)
+        .await
+        .unwrap();
+    browser
+        .click("#snapshots-table a.snapshot-browse")
+        .await
+        .unwrap();
+    browser.wait_for("#restore-tree li", WAIT).await.unwrap();
+    // Open one folder at a time, down to `nested`.
+    let mut path = String::new();
+    for component in src.join("nested").strip_prefix("/").unwrap().components() {
+        path = format!("{path}/{}", component.as_os_str().to_str().unwrap());
+        let toggle = format!("button.toggle[data-path=\"{path}\"]");
+        browser.wait_for(&toggle, WAIT).await.unwrap();
+        browser.click(&toggle).await.unwrap();
+    }
+    let file = format!("{path}/a.txt");
+    browser
+        .wait_for(&format!("input[type=checkbox][value=\"{file}\"]"), WAIT)
+        .await
+        .unwrap();
+    browser.screenshot("download-link").await.unwrap();
+    // The file's link, followed with the browser's own session.
+    let fetched = browser
+        .client()
+        .execute(
+            r#"const [file] = arguments;
+               const link = document.querySelector(`input[value="${file}"]`).closest("li").querySelector("a.download");
+               return fetch(link.href).then(async (r) => [link.getAttribute("download"), r.status, r.headers.get("content-disposition"), await r.text()]);"#,
+            vec![json!(file)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        fetched,
+        json!([
+            "",
+            200,
+            "attachment; filename=\"a.txt\"; filename*=UTF-8''a.txt",
+            std::fs::read_to_string(src.join("nested/a.txt")).unwrap()
+        ])
+    );
+    // A folder's link gives its archive.
+    let folder = browser
+        .client()
+        .execute(
+            r#"const [dir] = arguments;
+               const link = document.querySelector(`button.toggle[data-path="${dir}"]`).closest("li").querySelector("a.download");
+               return [link.textContent, new URL(link.href).searchParams.get("path")];"#,
+            vec![json!(path)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(folder, json!(["download .tar", path]));
+    assert_clean(&browser, &origin).await;
+    browser.close().await.unwrap();
+}
+
+#[tokio::test]
 async fn an_operator_rotates_then_revokes_an_agent_token_from_the_host_page() {
     let server = TestServer::start().await.unwrap();
     let agent = server

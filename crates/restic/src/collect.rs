@@ -137,6 +137,9 @@ impl<'a> Collector<'a> {
                     out.line(text);
                 }
             },
+            // Data, not lines: `Restic::dump` streams it and never comes
+            // here; a `Restic::run` of it drops the data.
+            Command::Dump { .. } => {}
             Command::Prune => {
                 if let Some(freed) = prune::freed_bytes(&text) {
                     self.stats = Some(serde_json::json!({ "freed_bytes": freed }));

@@ -107,6 +107,17 @@ pub enum Command {
         /// Absolute paths inside the snapshot.
         dirs: Vec<String>,
     },
+    /// `restic dump [--archive=tar|zip] <snapshot> <path>`: a file's bytes
+    /// as they are, a folder as an archive, on standard output (see
+    /// [`crate::Restic::dump`], which streams it).
+    Dump {
+        /// Hex snapshot id (8–64 characters).
+        snapshot_id: String,
+        /// Absolute path inside the snapshot (`/` for all of it).
+        path: String,
+        /// How a folder is packed: `tar` or `zip`.
+        archive: Archive,
+    },
     /// `restic cat config`: the cheapest "is there a repository" probe.
     CatConfig,
     /// `restic init --copy-chunker-params` from `from`: a new repository
@@ -188,6 +199,26 @@ pub struct RetentionPolicy {
     pub keep_within: Option<String>,
 }
 
+/// How `restic dump` packs a folder (`--archive=`; zip since restic 0.12).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Archive {
+    /// A tar archive (restic's default).
+    #[default]
+    Tar,
+    /// A zip archive.
+    Zip,
+}
+
+impl Archive {
+    /// restic's name for the format.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Archive::Tar => "tar",
+            Archive::Zip => "zip",
+        }
+    }
+}
+
 /// What `restic stats` counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum StatsMode {
@@ -221,6 +252,7 @@ impl Command {
             Command::Stats { .. } => "stats",
             Command::Restore { .. } => "restore",
             Command::Ls { .. } | Command::LsTree { .. } => "ls",
+            Command::Dump { .. } => "dump",
             Command::CatConfig => "cat config",
             Command::ListLocks => "list locks",
             Command::InitFrom { .. } => "init",
@@ -245,6 +277,7 @@ impl Command {
                 | Command::Stats { .. }
                 | Command::Ls { .. }
                 | Command::LsTree { .. }
+                | Command::Dump { .. }
                 | Command::ListLocks
         )
     }
@@ -414,6 +447,21 @@ impl Command {
                     check_value("dirs", dir)?;
                     push(dir);
                 }
+                return Ok(args);
+            }
+            Command::Dump {
+                snapshot_id,
+                path,
+                archive,
+            } => {
+                check_snapshot_id(snapshot_id)?;
+                check_value("path", path)?;
+                push("dump");
+                push(&format!("--archive={}", archive.as_str()));
+                // No `--json`: standard output is the data itself.
+                push("--");
+                push(snapshot_id);
+                push(path);
                 return Ok(args);
             }
             Command::CatConfig => {
@@ -905,6 +953,26 @@ mod tests {
             path: "--help".into(),
         };
         assert_eq!(args(&ls), ["ls", "--json", "--", "0123abcd", "--help"]);
+    }
+
+    #[test]
+    fn dump_puts_the_snapshot_and_path_after_the_separator_without_json() {
+        let dump = Command::Dump {
+            snapshot_id: "abcdef12".into(),
+            path: "--help".into(),
+            archive: Archive::Zip,
+        };
+        assert_eq!(
+            args(&dump),
+            ["dump", "--archive=zip", "--", "abcdef12", "--help"]
+        );
+        assert!(dump.reads_only());
+        let bad = Command::Dump {
+            snapshot_id: "latest".into(),
+            path: "/".into(),
+            archive: Archive::Tar,
+        };
+        assert_eq!(refused(&bad), "snapshot_id");
     }
 
     #[test]

@@ -16,6 +16,8 @@
 //!   .snapshots(repo, host, limits)            -> Result<Vec<Snapshot>>
 //!   .stats(repo, StatsMode, limits)            -> Result<Stats>
 //!   .ls_dir(repo, snapshot_id, dir, limits)    -> Result<Vec<Node>>   // direct children
+//!   .node(repo, snapshot_id, path, limits)     -> Result<Node>        // what is at a path
+//!   .dump(repo, snapshot_id, path, archive, limits) -> Result<Dump>   // AsyncRead of the data
 //!   .repository_exists(repo, limits)           -> Result<bool>
 //!   .locks_present(repo, limits)               -> Result<bool>
 //! replay(command, version, stdout, stderr, exit_code) -> (Vec<Event>, Finished)
@@ -53,6 +55,7 @@
 
 mod collect;
 mod command;
+mod dump;
 mod error;
 mod event;
 mod limits;
@@ -65,7 +68,8 @@ mod text;
 mod version;
 
 pub use collect::replay;
-pub use command::{BackupOptions, Command, RetentionPolicy, StatsMode, StdinFrom};
+pub use command::{Archive, BackupOptions, Command, RetentionPolicy, StatsMode, StdinFrom};
+pub use dump::Dump;
 pub use error::ResticError;
 pub use event::{Event, Progress, Stream};
 pub use limits::{Bandwidth, Limits};

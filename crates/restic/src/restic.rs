@@ -12,12 +12,13 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use crate::collect::Collector;
-use crate::command::{Command, StatsMode, FROM_PASSWORD_FD, FROM_REPOSITORY_FD};
+use crate::command::{Archive, Command, StatsMode, FROM_PASSWORD_FD, FROM_REPOSITORY_FD};
+use crate::dump::Dump;
 use crate::error::ResticError;
 use crate::event::Event;
 use crate::limits::Limits;
 use crate::outcome::{FailureKind, Finished, Status};
-use crate::parse::ls::{self, DirListing, Node};
+use crate::parse::ls::{self, DirListing, Node, NodeType};
 use crate::parse::snapshots::{self, Snapshot};
 use crate::parse::stats::{self, Stats};
 use crate::process::{self, Piped, Spec};
@@ -147,6 +148,39 @@ impl Restic {
         events: &mpsc::Sender<Event>,
         input: Option<std::os::fd::OwnedFd>,
     ) -> Result<Finished, ResticError> {
+        let (args, piped) = self.argv(repo, command, limits)?;
+        if limits.cancel.is_cancelled() {
+            return Ok(not_started(Status::Cancelled));
+        }
+        let spec = Spec {
+            bin: &self.bin,
+            args: &args,
+            env: self.env(repo, command),
+            piped,
+            working_dir: self.working_dir.as_deref(),
+            stdout_line_cap: stdout_line_cap(command),
+            stdin: input,
+        };
+        let mut collector = Collector::new(command, self.version);
+        let ended = process::run(
+            spec,
+            limits,
+            |stream, line| collector.on_line(stream, line),
+            events,
+        )
+        .await?;
+        Ok(collector.finish(ended, limits))
+    }
+
+    /// The whole argument vector of `command` (global options first: where
+    /// the secrets are, the limits, `--no-lock`) and the secrets restic
+    /// reads from pipes, after checking every value.
+    fn argv<'r>(
+        &self,
+        repo: &'r Repository,
+        command: &'r Command,
+        limits: &Limits,
+    ) -> Result<(Vec<String>, Vec<Piped<'r>>), ResticError> {
         let mut args = command.args()?;
         if let Command::Backup { options, .. } = command {
             if options.skip_if_unchanged && !self.version.supports_skip_if_unchanged() {
@@ -212,7 +246,6 @@ impl Restic {
             global.push(String::from("--no-lock"));
         }
         global.append(&mut args);
-        let args = global;
         if let Some(dir) = &self.working_dir {
             if !dir.is_dir() {
                 return Err(ResticError::InvalidArgument {
@@ -221,27 +254,7 @@ impl Restic {
                 });
             }
         }
-        if limits.cancel.is_cancelled() {
-            return Ok(not_started(Status::Cancelled));
-        }
-        let spec = Spec {
-            bin: &self.bin,
-            args: &args,
-            env: self.env(repo, command),
-            piped,
-            working_dir: self.working_dir.as_deref(),
-            stdout_line_cap: stdout_line_cap(command),
-            stdin: input,
-        };
-        let mut collector = Collector::new(command, self.version);
-        let ended = process::run(
-            spec,
-            limits,
-            |stream, line| collector.on_line(stream, line),
-            events,
-        )
-        .await?;
-        Ok(collector.finish(ended, limits))
+        Ok((global, piped))
     }
 
     /// The child's environment on top of ours (minus `RESTIC_*`): the
@@ -332,10 +345,34 @@ impl Restic {
         dir: &str,
         limits: &Limits,
     ) -> Result<Vec<Node>, ResticError> {
-        let dir = ls::normalise_dir(dir);
+        let (dir, listing) = self.ls(repo, snapshot_id, dir, limits).await?;
+        match ls::direct_children(listing, &dir) {
+            DirListing::Children(children) => Ok(children),
+            DirListing::Missing => Err(ResticError::PathNotFound {
+                snapshot_id: snapshot_id.to_owned(),
+                path: dir,
+            }),
+            DirListing::NotADirectory => Err(ResticError::InvalidArgument {
+                field: "dir",
+                reason: format!("{dir} is not a directory in snapshot {snapshot_id}"),
+            }),
+        }
+    }
+
+    /// `restic ls` of `path` (normalised; returned with the listing), an
+    /// error when the snapshot does not exist (restic 0.14 then still
+    /// exits 0, printing nothing).
+    async fn ls(
+        &self,
+        repo: &Repository,
+        snapshot_id: &str,
+        path: &str,
+        limits: &Limits,
+    ) -> Result<(String, ls::Listing), ResticError> {
+        let path = ls::normalise_dir(path);
         let command = Command::Ls {
             snapshot_id: snapshot_id.to_owned(),
-            path: dir.clone(),
+            path: path.clone(),
         };
         let finished = self.run_ok(repo, &command, limits).await?;
         let listing = ls::parse_ls(finished.output.as_deref().unwrap_or_default());
@@ -348,17 +385,69 @@ impl Restic {
                 message: format!("no snapshot {snapshot_id} in the repository"),
             });
         }
-        match ls::direct_children(listing, &dir) {
-            DirListing::Children(children) => Ok(children),
-            DirListing::Missing => Err(ResticError::PathNotFound {
-                snapshot_id: snapshot_id.to_owned(),
-                path: dir,
-            }),
-            DirListing::NotADirectory => Err(ResticError::InvalidArgument {
-                field: "dir",
-                reason: format!("{dir} is not a directory in snapshot {snapshot_id}"),
-            }),
+        Ok((path, listing))
+    }
+
+    /// The node at `path` in a snapshot (a file, folder, …), from `restic
+    /// ls` of that path. `/` is the snapshot's root, which restic does not
+    /// print: it is reported as a folder named `/`.
+    pub async fn node(
+        &self,
+        repo: &Repository,
+        snapshot_id: &str,
+        path: &str,
+        limits: &Limits,
+    ) -> Result<Node, ResticError> {
+        let (path, listing) = self.ls(repo, snapshot_id, path, limits).await?;
+        if path == "/" {
+            return Ok(Node {
+                name: path.clone(),
+                node_type: NodeType::Dir,
+                path,
+                ..Node::default()
+            });
         }
+        listing
+            .nodes
+            .into_iter()
+            .find(|node| node.path == path)
+            .ok_or(ResticError::PathNotFound {
+                snapshot_id: snapshot_id.to_owned(),
+                path,
+            })
+    }
+
+    /// Starts `restic dump` of `path` in a snapshot (a folder packed as
+    /// `archive`) and returns it for reading: see [`Dump`]. Runs without
+    /// the repository lock (a download is no job), whatever `limits` say;
+    /// their time limit and cancel token do not apply: the reader decides
+    /// how long it lasts, and dropping the [`Dump`] stops restic.
+    pub fn dump(
+        &self,
+        repo: &Repository,
+        snapshot_id: &str,
+        path: &str,
+        archive: Archive,
+        limits: &Limits,
+    ) -> Result<Dump, ResticError> {
+        let command = Command::Dump {
+            snapshot_id: snapshot_id.to_owned(),
+            path: path.to_owned(),
+            archive,
+        };
+        let limits = limits.clone().without_lock();
+        let (args, piped) = self.argv(repo, &command, &limits)?;
+        let mut spec = Spec {
+            bin: &self.bin,
+            args: &args,
+            env: self.env(repo, &command),
+            piped,
+            working_dir: self.working_dir.as_deref(),
+            stdout_line_cap: LINE_CAP,
+            stdin: None,
+        };
+        let spawned = process::spawn(&mut spec)?;
+        Dump::new(command.clone(), self.version, spawned)
     }
 
     /// Whether a repository exists at `repo.url` (`restic cat config`).

@@ -213,3 +213,94 @@ async fn restore_includes_name_files_literally() {
         "`[1]` was read as a pattern"
     );
 }
+
+#[tokio::test]
+async fn dump_streams_a_file_a_folder_as_tar_and_stops_when_dropped() {
+    use tokio::io::AsyncReadExt;
+    let scratch = ok(tempfile::tempdir(), "tempdir");
+    let restic = common::restic(&scratch.path().join("cache")).await;
+    let repo = local_repo(scratch.path());
+    let src = scratch.path().join("src");
+    ok(std::fs::create_dir_all(src.join("sub")), "mkdir");
+    let big: Vec<u8> = (0..4_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    ok(std::fs::write(src.join("big.bin"), &big), "write");
+    ok(
+        std::fs::write(src.join("sub").join("-x"), b"flag-like"),
+        "write",
+    );
+    run_ok(&restic, &repo, &Command::Init).await;
+    let backup = Command::Backup {
+        paths: vec![src.display().to_string()],
+        excludes: vec![],
+        tags: vec![],
+        host: None,
+        options: Default::default(),
+    };
+    let (finished, _) = run_ok(&restic, &repo, &backup).await;
+    let snapshot = finished
+        .snapshot_id
+        .unwrap_or_else(|| panic!("no snapshot id"));
+    let limits = common::limits();
+    let path = |p: &str| format!("{}/{p}", src.display());
+
+    let node = ok(
+        restic
+            .node(&repo, &snapshot, &path("big.bin"), &limits)
+            .await,
+        "node",
+    );
+    assert_eq!(node.node_type, rm_restic::NodeType::File);
+    assert_eq!(node.size, Some(big.len() as u64));
+    let root = ok(restic.node(&repo, &snapshot, "/", &limits).await, "root");
+    assert_eq!(root.node_type, rm_restic::NodeType::Dir);
+    match restic.node(&repo, &snapshot, &path("nope"), &limits).await {
+        Err(ResticError::PathNotFound { .. }) => {}
+        other => panic!("expected PathNotFound, got {other:?}"),
+    }
+
+    // Everything restic printed, and how it ended.
+    let dump_all = |name: &str| {
+        let dump = restic.dump(
+            &repo,
+            &snapshot,
+            &path(name),
+            rm_restic::Archive::Tar,
+            &limits,
+        );
+        async move {
+            let mut dump = ok(dump, "dump");
+            let mut bytes = Vec::new();
+            ok(dump.read_to_end(&mut bytes).await, "read");
+            (bytes, dump.finish().await)
+        }
+    };
+    let (bytes, end) = dump_all("big.bin").await;
+    ok(end, "finish");
+    assert!(bytes == big, "the file came back changed");
+    let (tar, end) = dump_all("sub").await;
+    ok(end, "finish");
+    assert!(tar.len() % 512 == 0 && tar.windows(9).any(|w| w == b"flag-like"));
+    match dump_all("nope").await.1 {
+        Err(ResticError::PathNotFound { path: missing, .. }) => assert_eq!(missing, path("nope")),
+        other => panic!("expected PathNotFound, got {other:?}"),
+    }
+
+    // Read a little, then walk away: restic's whole group is gone.
+    let mut dump = ok(
+        restic.dump(
+            &repo,
+            &snapshot,
+            &path("big.bin"),
+            rm_restic::Archive::Tar,
+            &limits,
+        ),
+        "dump",
+    );
+    let mut first = [0u8; 1024];
+    ok(dump.read_exact(&mut first).await, "read");
+    let group = dump.pid();
+    drop(dump);
+    common::assert_group_gone(group).await;
+}

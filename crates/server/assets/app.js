@@ -415,6 +415,8 @@ function initRestore() {
   const wizard = document.getElementById("restore");
   if (!wizard) return;
   const { host, hostName, snapshot } = wizard.dataset;
+  // Downloads need the operator role (they return file contents).
+  const mayDownload = wizard.dataset.download === "1";
   const tree = document.getElementById("restore-tree");
   const size = (n) => n >= 1048576 ? (n / 1048576).toFixed(1) + " MiB" : n >= 1024 ? (n / 1024).toFixed(1) + " KiB" : n + " B";
 
@@ -451,6 +453,14 @@ function initRestore() {
     const meta = document.createElement("span");
     meta.className = "meta";
     meta.textContent = [entry.size != null && entry.type === "file" ? size(entry.size) : "", entry.mtime ? entry.mtime.slice(0, 16).replace("T", " ") : ""].filter(Boolean).join(" · ");
+    // Straight to this browser, streamed from the agent (restic dump); a
+    // folder comes as a .tar. The server names the file.
+    const download = document.createElement("a");
+    download.className = "download small";
+    download.href = `/api/v1/hosts/${host}/snapshots/${snapshot}/download?path=${encodeURIComponent(entry.path)}`;
+    download.setAttribute("download", "");
+    download.setAttribute("aria-label", `Download ${entry.name}${entry.type === "dir" ? " as .tar" : ""}`);
+    download.textContent = entry.type === "dir" ? "download .tar" : "download";
     if (entry.type === "dir") {
       const toggle = document.createElement("button");
       toggle.type = "button";
@@ -472,12 +482,12 @@ function initRestore() {
           await load(entry.path, children);
         }
       });
-      li.append(toggle, box, label, meta, children);
+      li.append(toggle, box, label, meta, ...(mayDownload ? [download] : []), children);
     } else {
       const spacer = document.createElement("span");
       spacer.className = "toggle";
       spacer.style.display = "inline-block";
-      li.append(spacer, box, label, meta);
+      li.append(spacer, box, label, meta, ...(mayDownload && entry.type === "file" ? [download] : []));
     }
     return li;
   }

@@ -93,7 +93,7 @@ pub(crate) async fn upgrade(
 }
 
 /// The host whose valid agent token is in `Authorization: Bearer`, if any.
-async fn authenticate(
+pub(crate) async fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
 ) -> Result<Option<HostId>, rm_store::StoreError> {
@@ -601,7 +601,8 @@ async fn dispatch(
         | Message::JobAck(_)
         | Message::TreeList(_)
         | Message::TokenRotate(_)
-        | Message::AgentUpgrade(_) => {
+        | Message::AgentUpgrade(_)
+        | Message::DownloadStart(_) => {
             return Some(error_frame(
                 id,
                 ErrorCode::BadRequest,

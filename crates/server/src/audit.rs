@@ -81,6 +81,9 @@ actions! {
     RepositoryDelete = "repository.delete",
     /// A host's repository password was shown to an operator.
     RepositoryPasswordShow = "repository.password_show",
+    /// An operator downloaded a file or folder of a snapshot (details:
+    /// snapshot, path, format).
+    SnapshotDownload = "snapshot.download",
     /// A fleet policy was made.
     PolicyCreate = "policy.create",
     /// A fleet policy was changed.

@@ -33,6 +33,7 @@ pub mod repositories;
 pub mod rpc;
 pub mod schedules;
 pub mod sealing;
+pub mod snapshot_downloads;
 mod state;
 mod storage;
 mod throttle;
@@ -90,6 +91,12 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(metrics::render))
         .route("/docs/upgrading", get(docs_upgrading))
         .route("/ws/agent", get(agent_ws::upgrade))
+        .route(
+            "/agent/v1/downloads/{id}",
+            // The body is streamed to the browser, never buffered: no limit.
+            axum::routing::post(snapshot_downloads::http::upload)
+                .layer(axum::extract::DefaultBodyLimit::disable()),
+        )
         .nest(
             "/api/v1",
             api::router()

@@ -38,6 +38,7 @@ struct Inner {
     login_limiter: LoginLimiter,
     storage: Arc<StorageHealth>,
     downloads: crate::downloads::AgentDownloads,
+    snapshot_downloads: crate::snapshot_downloads::Downloads,
     token_failures: TokenFailures,
     fleet: tokio::sync::broadcast::Sender<()>,
     ended: tokio::sync::broadcast::Sender<crate::auth::Ended>,
@@ -89,12 +90,18 @@ impl AppState {
             alerts: Default::default(),
             notifier: crate::notify::Notifier::new(),
             downloads,
+            snapshot_downloads: Default::default(),
         }))
     }
 
     /// The agent binaries this server hands out.
     pub(crate) fn downloads(&self) -> &crate::downloads::AgentDownloads {
         &self.0.downloads
+    }
+
+    /// Snapshot downloads waiting for or streaming their upload.
+    pub fn snapshot_downloads(&self) -> &crate::snapshot_downloads::Downloads {
+        &self.0.snapshot_downloads
     }
 
     /// This server among the servers on its database.

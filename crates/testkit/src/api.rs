@@ -493,6 +493,56 @@ impl Api {
         .await?;
         Ok(self.get(&path).await?.1)
     }
+    /// Sets a host's repository and waits (up to `limit`) for the `init`
+    /// job that follows to succeed.
+    pub async fn set_repository_and_init(
+        &self,
+        host_id: &str,
+        url: &str,
+        password: &str,
+        limit: std::time::Duration,
+    ) -> anyhow::Result<()> {
+        self.set_repository(host_id, url, password).await?;
+        let (_, jobs) = self
+            .get(&format!("/api/v1/jobs?host_id={host_id}&limit=1"))
+            .await?;
+        let init = jobs[0]["id"].as_str().context("no init job")?.to_owned();
+        let job = self.finished_job(&init, limit).await?;
+        if job["status"] != "succeeded" {
+            bail!("the init job did not succeed: {job}");
+        }
+        Ok(())
+    }
+
+    /// Backs `path` up on a host, waits (up to `limit` for each step) for
+    /// the job to succeed and its snapshot to be listed (after `earlier`
+    /// snapshots), and returns the snapshot's full id.
+    pub async fn back_up(
+        &self,
+        host_id: &str,
+        path: &std::path::Path,
+        earlier: usize,
+        limit: std::time::Duration,
+    ) -> anyhow::Result<String> {
+        let id = self
+            .start_job(
+                host_id,
+                "backup",
+                serde_json::json!({"paths": [path.display().to_string()]}),
+            )
+            .await?;
+        let job = self.finished_job(&id, limit).await?;
+        if job["status"] != "succeeded" {
+            bail!("the backup did not succeed: {job}");
+        }
+        let listed = self.wait_snapshots(host_id, earlier + 1, limit).await?;
+        // Newest first.
+        listed[0]["id"]
+            .as_str()
+            .map(str::to_owned)
+            .context("a snapshot without an id")
+    }
+
     /// Waits (up to `limit`) until the host's snapshot list holds `count`
     /// snapshots, and returns it: a backup's job ends when restic exits,
     /// and with restic 0.14 (whose summary names only a short id) its

@@ -22,6 +22,19 @@ pub fn client() -> reqwest::Client {
         .expect("reqwest builds a client with the ring provider installed")
 }
 
+/// `path` for a URL's query (`?path=…`): unreserved characters and `/`
+/// as they are, every other byte percent-encoded.
+pub fn query_value(path: &str) -> String {
+    path.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'/' | b'-' | b'_' | b'.' => {
+                (b as char).to_string()
+            }
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
+
 /// Reads an SSE stream to its end as (event name, JSON data) pairs.
 pub async fn read_sse(mut response: reqwest::Response) -> Vec<(String, serde_json::Value)> {
     let mut buffer = String::new();

@@ -66,7 +66,10 @@ pub use raw_agent::{hello, log_batch, RawAgent};
 pub use receiver::{webhook_signature, HttpReceiver, ReceivedRequest, SmtpReceiver};
 pub use rm_store_tests::{Backend, TestDatabase};
 pub use server::{RunningAgent, StoppedServer, TestServer, ADMIN_PASSWORD};
-pub use server_process::{process_cpu, ProcessMemory, ServerProcess};
+pub use server_process::{
+    all_pids, children_running, process_cpu, process_written, MemorySampler, ProcStat,
+    ProcessMemory, ServerProcess,
+};
 pub use small_disk::SmallDisk;
 pub use tls::TestCert;
 pub use web::WebSession;

@@ -54,6 +54,113 @@ impl ProcessMemory {
     }
 }
 
+/// The largest resident memory seen of each of some processes, sampled on
+/// a thread of its own every few milliseconds until [`MemorySampler::stop`]:
+/// for tests that bound what a transfer costs a process while it runs.
+pub struct MemorySampler {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<u64>>,
+}
+
+impl MemorySampler {
+    /// Starts sampling `pids` every `every`.
+    pub fn start(pids: Vec<u32>, every: Duration) -> MemorySampler {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut peaks = vec![0u64; pids.len()];
+            loop {
+                for (peak, pid) in peaks.iter_mut().zip(&pids) {
+                    if let Ok(memory) = ProcessMemory::of(*pid) {
+                        *peak = (*peak).max(memory.rss_kib);
+                    }
+                }
+                if flag.load(std::sync::atomic::Ordering::SeqCst) {
+                    return peaks;
+                }
+                std::thread::sleep(every);
+            }
+        });
+        MemorySampler { stop, thread }
+    }
+
+    /// Stops and returns the largest `VmRSS` seen of each process, in KiB,
+    /// in the order they were given.
+    pub fn stop(self) -> Vec<u64> {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.thread.join().unwrap_or_default()
+    }
+}
+
+/// What `/proc/<pid>/stat` says of a process's place among the others.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcStat {
+    /// One letter: `R`, `S`, `D`, `Z` (a zombie: dead, not yet reaped)…
+    pub state: String,
+    /// Its parent's pid.
+    pub ppid: u32,
+    /// Its process group.
+    pub pgrp: u32,
+}
+
+impl ProcStat {
+    /// Process `pid`'s stat, if it exists.
+    pub fn of(pid: u32) -> Option<ProcStat> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // "pid (comm) state ppid pgrp …"; comm may hold spaces and parens.
+        let (_, rest) = stat.rsplit_once(')')?;
+        let mut fields = rest.split_whitespace();
+        Some(ProcStat {
+            state: fields.next()?.to_owned(),
+            ppid: fields.next()?.parse().ok()?,
+            pgrp: fields.next()?.parse().ok()?,
+        })
+    }
+
+    /// Whether it still runs (it is not a zombie).
+    pub fn alive(&self) -> bool {
+        self.state != "Z"
+    }
+}
+
+/// Every process's pid, from `/proc`.
+pub fn all_pids() -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.file_name().to_string_lossy().parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The live children of process `parent` whose command line contains
+/// `needle`, as (pid, command line with spaces for NULs): for tests that
+/// check a program the agent started is (or is no longer) running.
+pub fn children_running(parent: u32, needle: &str) -> Vec<(u32, String)> {
+    all_pids()
+        .into_iter()
+        .filter(|pid| ProcStat::of(*pid).is_some_and(|s| s.alive() && s.ppid == parent))
+        .filter_map(|pid| {
+            let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&raw).replace('\0', " ");
+            cmdline.contains(needle).then_some((pid, cmdline))
+        })
+        .collect()
+}
+
+/// Bytes process `pid` has written (`wchar` in `/proc/<pid>/io`: every
+/// `write` to a file, pipe or socket), for tests that check a producer is
+/// held back by a slow consumer.
+pub fn process_written(pid: u32) -> anyhow::Result<u64> {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io"))?;
+    io.lines()
+        .find_map(|l| l.strip_prefix("wchar:"))
+        .and_then(|v| v.trim().parse().ok())
+        .with_context(|| format!("no wchar in /proc/{pid}/io"))
+}
+
 /// CPU time a process has used (user + system), from `/proc/<pid>/stat`,
 /// for benches that report what a part of the server costs.
 pub fn process_cpu(pid: u32) -> anyhow::Result<std::time::Duration> {

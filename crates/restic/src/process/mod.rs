@@ -221,16 +221,17 @@ fn child_setup(command: &mut tokio::process::Command, pipes: &[(OwnedFd, RawFd)]
     }
 }
 
-/// Runs restic to the end. Every output line goes to `on_line`, whose
-/// events are forwarded to `events` (progress with `try_send`, since it is
-/// lossy by nature; everything else with back-pressure). A closed `events`
-/// channel is fine: the events are dropped.
-pub(crate) async fn run(
-    spec: Spec<'_>,
-    limits: &Limits,
-    mut on_line: impl FnMut(Stream, RawLine) -> Vec<Event>,
-    events: &Sender<Event>,
-) -> Result<Ended, ResticError> {
+/// A started restic: the child (its stdout and stderr piped), its pid and
+/// its process group.
+pub(crate) struct Spawned {
+    pub child: Child,
+    pub pid: u32,
+    pub group: Pid,
+}
+
+/// Starts restic as `spec` says, in a process group of its own, with its
+/// secrets on pipes and both output streams piped.
+pub(crate) fn spawn(spec: &mut Spec<'_>) -> Result<Spawned, ResticError> {
     // Our own PATH decides which program runs, never one in `spec.env`.
     let bin = resolve_bin(spec.bin)?;
     let pipes = fill_pipes(&spec.piped)?;
@@ -238,7 +239,7 @@ pub(crate) async fn run(
     // restic prompts for passwords on stdin; never let it wait on ours.
     // Only data the caller feeds on purpose comes in that way (the password
     // is on its own pipe, so restic never reads it from stdin).
-    let stdin = match spec.stdin {
+    let stdin = match spec.stdin.take() {
         Some(fed) => Stdio::from(fed),
         None => Stdio::null(),
     };
@@ -270,7 +271,7 @@ pub(crate) async fn run(
     // stdin.)
     drop(pipes);
     drop(command);
-    let mut child = spawned.map_err(|source| ResticError::spawn(&bin, source))?;
+    let child = spawned.map_err(|source| ResticError::spawn(&bin, source))?;
     // Never signal without a real group id: 0 or a negative id would reach
     // our own process group.
     let Some((pid, group)) = child
@@ -281,7 +282,28 @@ pub(crate) async fn run(
             "restic's process id is unknown",
         )));
     };
-    let group = Pid::from_raw(group);
+    Ok(Spawned {
+        child,
+        pid,
+        group: Pid::from_raw(group),
+    })
+}
+
+/// Runs restic to the end. Every output line goes to `on_line`, whose
+/// events are forwarded to `events` (progress with `try_send`, since it is
+/// lossy by nature; everything else with back-pressure). A closed `events`
+/// channel is fine: the events are dropped.
+pub(crate) async fn run(
+    mut spec: Spec<'_>,
+    limits: &Limits,
+    mut on_line: impl FnMut(Stream, RawLine) -> Vec<Event>,
+    events: &Sender<Event>,
+) -> Result<Ended, ResticError> {
+    let Spawned {
+        mut child,
+        pid,
+        group,
+    } = spawn(&mut spec)?;
     let mut guard = GroupGuard(Some(group));
     let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
         return Err(ResticError::Io(std::io::Error::other(
@@ -445,7 +467,7 @@ impl Readers {
 
 /// Kills restic's whole group if a run is abandoned midway (its future
 /// dropped): `kill_on_drop` alone would reach only restic, not its helpers.
-struct GroupGuard(Option<Pid>);
+pub(crate) struct GroupGuard(pub(crate) Option<Pid>);
 
 impl Drop for GroupGuard {
     fn drop(&mut self) {

@@ -101,29 +101,10 @@ pub fn log_text(events: &[Event]) -> String {
 /// processes linger as zombies until their new parent reaps them, which in
 /// some containers takes seconds; they are dead all the same.
 pub fn live_group_members(group: u32) -> Vec<u32> {
-    let mut members = Vec::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return members;
-    };
-    for entry in entries.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        // "pid (comm) state ppid pgrp …"; comm may hold spaces and parens.
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .map(|(_, rest)| rest.split_whitespace().collect())
-            .unwrap_or_default();
-        if let (Some(state), Some(pgrp)) = (fields.first(), fields.get(2)) {
-            if *state != "Z" && pgrp.parse::<u32>() == Ok(group) {
-                members.push(pid);
-            }
-        }
-    }
-    members
+    rm_testkit::all_pids()
+        .into_iter()
+        .filter(|pid| rm_testkit::ProcStat::of(*pid).is_some_and(|s| s.alive() && s.pgrp == group))
+        .collect()
 }
 
 /// Waits briefly for every process of `group` to be gone.

@@ -133,6 +133,14 @@ fn api_table() -> Vec<Rule> {
             Viewer,
             Host,
         ),
+        // File contents, not just names: what a restore could bring back,
+        // so the role that may restore.
+        rule(
+            Method::GET,
+            "/hosts/{id}/snapshots/{snapshot_id}/download",
+            Op,
+            Host,
+        ),
         rule(Method::GET, "/hosts/{id}/repo-stats", Viewer, Host),
         rule(Method::GET, "/hosts/{id}/verification", Viewer, Host),
         rule(Method::GET, "/hosts/{id}/schedules", Viewer, Host),

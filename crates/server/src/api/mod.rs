@@ -77,6 +77,7 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(jobs::create))
         .routes(routes!(hosts::snapshots))
         .routes(routes!(hosts::tree))
+        .routes(routes!(crate::snapshot_downloads::http::download))
         .routes(routes!(hosts::repo_stats))
         .routes(routes!(hosts::verification))
         .routes(routes!(schedules::list, schedules::create))

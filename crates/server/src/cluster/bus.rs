@@ -72,6 +72,12 @@ pub(crate) enum Signal {
         request: String,
         timeout_ms: u64,
     },
+    /// Send the host's agent this `download.start` (its `upload_url` on
+    /// the asking server; see [`crate::snapshot_downloads`]).
+    Download {
+        host: HostId,
+        start: rm_protocol::DownloadStart,
+    },
     /// The answer to call `id` is stored.
     Replied {
         id: String,
@@ -332,6 +338,13 @@ async fn handle(state: &AppState, signal: Signal) {
                 .await;
             }
         }
+        Signal::Download { host, start } => {
+            if let Some(conn) = state.hub().get(host) {
+                if let Err(e) = conn.send(rm_protocol::Frame::new(start)) {
+                    tracing::info!(%host, "could not pass a download on to the agent: {e}");
+                }
+            }
+        }
         Signal::Replied { id, caller, host } => {
             if caller == state.cluster().id() {
                 crate::rpc::take_answer(state, host, &id).await;
@@ -416,6 +429,16 @@ mod tests {
             },
             Signal::JobLogStored { job, upto: 42 },
             Signal::Fleet,
+            Signal::Download {
+                host,
+                start: rm_protocol::DownloadStart {
+                    download_id: rm_core::DownloadId::new().to_string(),
+                    snapshot_id: String::from("abcdef12"),
+                    path: String::from("/srv/a file"),
+                    format: rm_protocol::downloads::ArchiveFormat::Zip,
+                    upload_url: Some(String::from("http://10.0.0.1:8080/agent/v1/downloads/x")),
+                },
+            },
         ] {
             let text = encode("server-a", signal.clone()).unwrap();
             let envelope: Envelope = serde_json::from_str(&text).unwrap();

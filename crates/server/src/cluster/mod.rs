@@ -44,6 +44,9 @@ pub struct Cluster {
     /// Where signals to the other servers are queued, once the bus runs
     /// (never when alone).
     outbox: std::sync::OnceLock<bus::Outbox>,
+    /// Where the other servers — and agents uploading a download this
+    /// server relays — reach this one, once registered.
+    internal_url: std::sync::OnceLock<String>,
 }
 
 impl Cluster {
@@ -57,12 +60,19 @@ impl Cluster {
             halted: CancellationToken::new(),
             leases: std::sync::Mutex::default(),
             outbox: std::sync::OnceLock::new(),
+            internal_url: std::sync::OnceLock::new(),
         }
     }
 
     /// The queue of signals to the other servers, while the bus runs.
     pub(crate) fn outbox(&self) -> Option<&bus::Outbox> {
         self.outbox.get()
+    }
+
+    /// This server's `--internal-url`, once it is registered (with a
+    /// shared store only).
+    pub(crate) fn internal_url(&self) -> Option<&str> {
+        self.internal_url.get().map(String::as_str)
     }
 
     /// Called once by [`bus::start`].
@@ -137,6 +147,10 @@ pub(crate) async fn start(
         return Ok(Vec::new());
     }
     let mut tasks = bus::start(state).await?;
+    let _ = state
+        .cluster()
+        .internal_url
+        .set(internal_url.trim_end_matches('/').to_owned());
     let renewal = registration::register(state, internal_url).await?;
     // This server's earlier runs and dead servers held these, and nobody
     // does now; each host is returned to one server only, which gives its

@@ -93,6 +93,10 @@ pub(crate) struct Metrics {
     token_throttled: Counter,
     /// Signals to the other servers dropped on a full queue.
     cluster_signals_dropped: Counter,
+    /// Snapshot downloads that started streaming to a browser.
+    downloads: Counter,
+    /// Bytes of snapshot downloads passed on to browsers.
+    download_bytes: Counter,
 }
 
 impl Default for Metrics {
@@ -106,6 +110,8 @@ impl Default for Metrics {
             login_throttled: Counter::default(),
             token_throttled: Counter::default(),
             cluster_signals_dropped: Counter::default(),
+            downloads: Counter::default(),
+            download_bytes: Counter::default(),
         }
     }
 }
@@ -133,6 +139,13 @@ impl Metrics {
     /// Counts a signal to the other servers dropped on a full queue.
     pub(crate) fn cluster_signal_dropped(&self) {
         self.cluster_signals_dropped.inc();
+    }
+
+    /// Counts a snapshot download that started streaming, and returns the
+    /// counter of its bytes (shared: each relay adds what it passed on).
+    pub(crate) fn download_started(&self) -> Counter {
+        self.downloads.inc();
+        self.download_bytes.clone()
     }
 
     /// Counts an accepted `hello`.
@@ -183,6 +196,16 @@ impl Metrics {
                 "rm_cluster_signals_dropped",
                 "Signals to the other servers dropped because their queue was full (what they asked is done at the next resync).",
                 &self.cluster_signals_dropped,
+            ),
+            (
+                "rm_snapshot_downloads",
+                "Snapshot downloads (files or folders) that started streaming to a browser.",
+                &self.downloads,
+            ),
+            (
+                "rm_snapshot_download_bytes",
+                "Bytes of snapshot downloads passed on from agents to browsers.",
+                &self.download_bytes,
             ),
         ] {
             counter.encode(encoder.encode_descriptor(name, help, None, MetricType::Counter)?)?;
