@@ -51,7 +51,9 @@ const LOG_BATCH_WAIT: Duration = Duration::from_millis(250);
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
 mod copy;
+mod drill;
 mod refresh;
+pub use drill::{sweep as sweep_drills, DEFAULT_DRILL_DIR};
 use refresh::Refresh;
 
 /// How often the repository report is refreshed while no job changes the
@@ -160,6 +162,9 @@ struct Inner {
     /// latest: jobs on the host's own repository fail with this instead of
     /// running restic with older settings.
     refused: Mutex<Option<String>>,
+    /// Where drills make their scratch folders, and the state directory
+    /// they must stay out of; set once at start-up.
+    drills: OnceLock<(PathBuf, PathBuf)>,
 }
 
 /// The prefix of every refusal of repository settings, as operators see it.
@@ -197,6 +202,7 @@ impl JobRunner {
                 restore_guard: OnceLock::new(),
                 hooks: OnceLock::new(),
                 refused: Mutex::new(None),
+                drills: OnceLock::new(),
             }),
         }
     }
@@ -207,6 +213,27 @@ impl JobRunner {
         if self.inner.restore_guard.set(guard).is_err() {
             tracing::warn!("the restore guard was already set; keeping the first");
         }
+    }
+
+    /// Makes drills restore under `drill_dir`, which must stay clear of
+    /// `state_dir`. Only the first call counts.
+    pub(crate) fn use_drill_dir(&self, drill_dir: PathBuf, state_dir: PathBuf) {
+        if self.inner.drills.set((drill_dir, state_dir)).is_err() {
+            tracing::warn!("the drill folder was already set; keeping the first");
+        }
+    }
+
+    /// Where drills make their scratch folders.
+    pub(crate) fn drill_dir(&self) -> PathBuf {
+        self.inner
+            .drills
+            .get()
+            .map_or_else(|| PathBuf::from(DEFAULT_DRILL_DIR), |(dir, _)| dir.clone())
+    }
+
+    /// The agent's state directory, when known.
+    pub(crate) fn state_dir(&self) -> Option<&std::path::Path> {
+        self.inner.drills.get().map(|(_, state)| state.as_path())
     }
 
     /// Runs the hooks jobs name from `hooks`. Only the first call counts.
@@ -947,6 +974,10 @@ impl Job<'_> {
             }
             JobParams::Restore(restore) => self.restore(restore).await,
             JobParams::Copy(copy) => self.copy(copy).await,
+            JobParams::Drill(drill) => {
+                let job_id = self.log.job_id;
+                self.drill(drill, job_id).await
+            }
         }
     }
 
@@ -1089,6 +1120,7 @@ impl Job<'_> {
             snapshot_id: restore.snapshot_id.clone(),
             include: restore.include.clone(),
             target: restore.target.clone(),
+            verify: false,
         })
         .await
     }

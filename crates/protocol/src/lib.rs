@@ -7,6 +7,7 @@
 //! of what may cross the wire. `docs/protocol.md` is the prose version.
 
 pub mod api;
+pub mod drill;
 mod envelope;
 mod messages;
 pub mod params;
