@@ -134,6 +134,8 @@ fn api_table() -> Vec<Rule> {
             Host,
         ),
         rule(Method::GET, "/hosts/{id}/repo-stats", Viewer, Host),
+        rule(Method::GET, "/hosts/{id}/drills", Viewer, Host),
+        rule(Method::GET, "/drills", Viewer, Filtered),
         rule(Method::GET, "/hosts/{id}/schedules", Viewer, Host),
         rule(Method::POST, "/hosts/{id}/schedules", Op, Host),
         rule(Method::PUT, "/schedules/{id}", Op, Schedule),

@@ -247,7 +247,7 @@ pub(crate) fn parse_host_id(raw: &str) -> Result<HostId, ApiError> {
 }
 
 /// The host, or 404.
-async fn existing(state: &AppState, raw: &str) -> Result<Host, ApiError> {
+pub(crate) async fn existing(state: &AppState, raw: &str) -> Result<Host, ApiError> {
     let id = parse_host_id(raw)?;
     state
         .store()

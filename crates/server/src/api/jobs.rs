@@ -215,6 +215,7 @@ pub(crate) async fn list(
         .list_jobs(&JobFilter {
             host_id,
             status,
+            kind: None,
             before,
             limit,
             scope: operator.scope,

@@ -13,8 +13,13 @@ use rm_store::HostCounts;
 
 /// Every alert kind (DESIGN §7): each has an `rm_alerts_firing` series,
 /// 0 when none fires, so a rule on one kind never sees "no data".
-pub(crate) const ALERT_KINDS: [&str; 4] =
-    ["backup_stale", "job_failed", "host_offline", "check_failed"];
+pub(crate) const ALERT_KINDS: [&str; 5] = [
+    "backup_stale",
+    "job_failed",
+    "host_offline",
+    "check_failed",
+    "drill_failed",
+];
 
 /// One host's series.
 #[derive(Debug, Clone, PartialEq)]

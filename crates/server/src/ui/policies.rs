@@ -42,7 +42,7 @@ const COVERAGE_ROWS: usize = 200;
 const BLANK_ROWS: usize = 2;
 
 /// The kinds a schedule row offers; the empty one means "no schedule".
-const KINDS: [&str; 4] = ["backup", "forget", "prune", "check"];
+const KINDS: [&str; 5] = ["backup", "forget", "prune", "check", "drill"];
 
 /// The keep-count fields of a forget row: name and label.
 const KEEPS: [(&str, &str); 6] = [
@@ -306,7 +306,7 @@ struct PolicyPage {
     error_field: String,
     /// `?saved=1`: the policy was just saved.
     just_saved: bool,
-    kinds: [&'static str; 4],
+    kinds: [&'static str; 5],
     presets: Vec<(&'static str, &'static str)>,
     keeps: [(&'static str, &'static str); 6],
 }
