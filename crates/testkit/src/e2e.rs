@@ -221,6 +221,23 @@ impl Host {
             .restart(STOP_LIMIT, &self.binary, &state_dir, &self.restic, env)
             .await
             .or_fail("restart the agent");
+        self.wait_reconnected().await;
+    }
+
+    /// Kills the agent with SIGKILL (no chance to clean up, as in a crash),
+    /// starts it again with the environment `env` and waits until the
+    /// server lists it online again.
+    pub async fn kill_and_restart_agent(&mut self, env: &[(&str, &str)]) {
+        let state_dir = self.agent.state_dir.clone();
+        self.agent
+            .process
+            .kill9_and_restart(&self.binary, &state_dir, &self.restic, env)
+            .await
+            .or_fail("kill and restart the agent");
+        self.wait_reconnected().await;
+    }
+
+    async fn wait_reconnected(&self) {
         self.agent
             .process
             .wait_for_log("connected to", Duration::from_secs(30))

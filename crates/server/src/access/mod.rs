@@ -204,6 +204,7 @@ fn ui_table() -> Vec<Rule> {
         rule(Method::POST, "/policies/{id}/delete", Op, Fleet),
         rule(Method::GET, "/audit", Admin, Global),
         rule(Method::GET, "/alerts", Viewer, Filtered),
+        rule(Method::GET, "/drills", Viewer, Filtered),
         rule(Method::GET, "/alerts/firing", Viewer, Filtered),
         rule(Method::POST, "/alerts/silences", Op, Fleet),
         rule(Method::GET, "/channels", Admin, Global),

@@ -557,6 +557,8 @@ struct HostPage {
     effective: Effective,
     /// Its firing alerts, newest first.
     alerts: Vec<AlertRow>,
+    /// Its latest restore drills, each with its evidence.
+    drills: Vec<super::drills::DrillRow>,
 }
 
 /// The agent token's state as the host page says it.
@@ -622,6 +624,10 @@ pub(crate) async fn host(
         .await
     {
         Ok(jobs) => jobs,
+        Err(e) => return store_error(e),
+    };
+    let drills = match super::drills::host_rows(&state, id, now).await {
+        Ok(drills) => drills,
         Err(e) => return store_error(e),
     };
     let fleet = match Fleet::load(&state).await {
@@ -793,6 +799,7 @@ pub(crate) async fn host(
             .unwrap_or_default(),
         effective,
         alerts: firing,
+        drills,
     })
 }
 

@@ -1,0 +1,352 @@
+//! Restore drills end to end (DESIGN §10): the real server, the real agent
+//! binary and the real restic against a real local repository. A drill on
+//! a healthy repository verifies its sample file by file (checked against
+//! the files themselves); the same drill after bytes of a pack were
+//! overwritten fails, names the file, and fires `drill_failed` to a real
+//! webhook; a drill cancelled mid-restore and one whose agent is killed
+//! mid-restore leave no scratch files once the agent is back.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use rm_testkit::e2e::{succeeded, Host};
+use rm_testkit::fixtures::{corrupt_packs, make_tree, noise, sha256_hex};
+use rm_testkit::{wait_until, HttpReceiver};
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_restic-manager");
+const PASSWORD: &str = "drills-e2e-Pa55";
+const ALERT_LIMIT: Duration = Duration::from_secs(120);
+
+/// A host whose agent restores drills under `drill_dir`.
+async fn host(drill_dir: &Path) -> Host {
+    let dir = drill_dir.display().to_string();
+    Host::start(
+        Path::new(BIN),
+        "drills",
+        &rm_testkit::restic::binary(),
+        &[("RM_DRILL_DIR", dir.as_str())],
+    )
+    .await
+}
+
+/// The entries of the drill folder (the scratch folders left).
+fn leftovers(drill_dir: &Path) -> Vec<String> {
+    match std::fs::read_dir(drill_dir) {
+        Ok(entries) => entries
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+async fn get(host: &Host, path: &str) -> Value {
+    let (status, body) = host.admin.get(path).await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{path}: {body}");
+    body
+}
+
+#[tokio::test]
+async fn a_drill_verifies_its_sample_and_a_damaged_pack_fails_it_naming_the_file() {
+    let drill_dir = tempfile::tempdir().unwrap();
+    let host = host(drill_dir.path()).await;
+    succeeded(&host.set_local_repository(PASSWORD).await);
+    let receiver = HttpReceiver::start().await.unwrap();
+    host.admin
+        .create_channel(json!({
+            "name": "drills",
+            "kind": "webhook",
+            "config": {"url": receiver.url("/hook")},
+            "kinds": ["drill_failed"],
+        }))
+        .await
+        .unwrap();
+
+    let src = host.scratch().join("src");
+    make_tree(&src);
+    // Sizes across the classes the sampler draws from.
+    for (i, size) in [100usize, 5_000, 70_000, 1_200_000].into_iter().enumerate() {
+        std::fs::write(
+            src.join(format!("sized-{i}.bin")),
+            noise(size, i as u64 + 3),
+        )
+        .unwrap();
+    }
+    let src_path = src.display().to_string();
+    succeeded(&host.run("backup", json!({"paths": [src_path]})).await);
+    let snapshot = host.wait_snapshots(1).await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Refused params name the field.
+    let (status, body) = host.post_job("drill", json!({"sample_files": 0})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.to_string().contains("params.sample_files"), "{body}");
+
+    // A healthy repository: every sampled file verified, and its evidence
+    // is the file's own checksum, compared with the unchanged live file.
+    let drill = host.run("drill", json!({"sample_files": 6})).await;
+    succeeded(&drill);
+    let stats = &drill["stats"];
+    assert_eq!(stats["snapshot_id"], snapshot, "{stats:#}");
+    assert_eq!(stats["files_sampled"], 6, "{stats:#}");
+    assert_eq!(stats["files_verified"], 6, "{stats:#}");
+    assert_eq!(stats["files_in_snapshot"], 9, "{stats:#}");
+    assert_eq!(stats["mismatches"], json!([]), "{stats:#}");
+    let evidence = stats["evidence"].as_array().unwrap();
+    assert_eq!(evidence.len(), 6);
+    let mut sizes = Vec::new();
+    for file in evidence {
+        let path = PathBuf::from(file["path"].as_str().unwrap());
+        assert!(path.starts_with(&src), "{file}");
+        assert_eq!(file["result"], "ok", "{file}");
+        assert_eq!(file["verified_by"], "restic_verify+live", "{file}");
+        assert_eq!(file["sha256"], sha256_hex(&path), "{file}");
+        assert_eq!(
+            file["size"],
+            std::fs::metadata(&path).unwrap().len(),
+            "{file}"
+        );
+        sizes.push(file["size"].as_u64().unwrap());
+    }
+    // Weighted by size class: small and big files both appear.
+    assert!(sizes.iter().any(|s| *s < 4096), "{sizes:?}");
+    assert!(sizes.iter().any(|s| *s >= 1 << 20), "{sizes:?}");
+    let bytes: u64 = sizes.iter().sum();
+    assert_eq!(stats["bytes_verified"], bytes);
+    assert!(
+        stats["restore_seconds"].as_f64().unwrap() > 0.0,
+        "{stats:#}"
+    );
+    assert!(
+        stats["restore_bytes_per_second"].as_f64().unwrap() > 0.0,
+        "{stats:#}"
+    );
+    println!(
+        "healthy drill: {} bytes in {:.2} s = {:.0} bytes/s",
+        bytes,
+        stats["restore_seconds"].as_f64().unwrap(),
+        stats["restore_bytes_per_second"].as_f64().unwrap()
+    );
+    assert!(leftovers(drill_dir.path()).is_empty());
+
+    // A budget smaller than every big file keeps them out.
+    let small = host
+        .run("drill", json!({"sample_files": 20, "max_bytes": 20_000}))
+        .await;
+    succeeded(&small);
+    assert!(small["stats"]["bytes_verified"].as_u64().unwrap() <= 20_000);
+    assert_eq!(small["stats"]["files_sampled"], 6, "{:#}", small["stats"]);
+
+    // Damage the pack holding the files' contents.
+    let repo = host.scratch().join("repo");
+    let changed = corrupt_packs(&repo, 1 << 20, 64);
+    assert!(
+        !changed.is_empty(),
+        "no pack over 1 MiB in {}",
+        repo.display()
+    );
+    let broken = host
+        .run(
+            "drill",
+            json!({"snapshot_id": &snapshot[..8], "sample_files": 1000}),
+        )
+        .await;
+    assert_eq!(broken["status"], "failed", "{broken:#}");
+    let error = broken["error"].as_str().unwrap();
+    assert!(error.contains("big.bin"), "{error}");
+    assert!(error.contains("did not verify"), "{error}");
+    let mismatches = broken["stats"]["mismatches"].as_array().unwrap();
+    assert!(
+        mismatches
+            .iter()
+            .any(|m| m["path"] == format!("{src_path}/big.bin") && m["result"] == "unreadable"),
+        "{mismatches:#?}"
+    );
+    assert_eq!(broken["stats"]["files_sampled"], 9);
+    assert!(leftovers(drill_dir.path()).is_empty());
+
+    // drill_failed fires, and reaches the channel that asked for it.
+    let query = format!(
+        "/api/v1/alerts?state=firing&host_id={}&kind=drill_failed",
+        host.id
+    );
+    wait_until(ALERT_LIMIT, "drill_failed to fire", || async {
+        !get(&host, &query).await.as_array().unwrap().is_empty()
+    })
+    .await
+    .unwrap();
+    let alert = &get(&host, &query).await[0];
+    assert!(
+        alert["message"].as_str().unwrap().contains("big.bin"),
+        "{alert}"
+    );
+    wait_until(ALERT_LIMIT, "the webhook to get drill_failed", || async {
+        receiver.requests().iter().any(|r| {
+            r.path == "/hook"
+                && r.json().is_ok_and(|b| {
+                    b["event"] == "alert.firing" && b["alert"]["kind"] == "drill_failed"
+                })
+        })
+    })
+    .await
+    .unwrap();
+
+    // The host's drills, newest first, with their evidence; paged.
+    let drills = get(&host, &format!("/api/v1/hosts/{}/drills", host.id)).await;
+    let drills = drills.as_array().unwrap();
+    assert_eq!(drills.len(), 3, "{drills:#?}");
+    assert_eq!(drills[0]["job"]["id"], broken["id"]);
+    assert_eq!(drills[0]["job"]["status"], "failed");
+    assert_eq!(drills[2]["job"]["id"], drill["id"]);
+    assert_eq!(drills[2]["drill"]["files_verified"], 6);
+    assert_eq!(drills[2]["drill"]["evidence"].as_array().unwrap().len(), 6);
+    let page = get(
+        &host,
+        &format!(
+            "/api/v1/hosts/{}/drills?limit=1&before={}",
+            host.id,
+            drills[0]["job"]["id"].as_str().unwrap()
+        ),
+    )
+    .await;
+    assert_eq!(page.as_array().unwrap().len(), 1);
+    assert_eq!(page[0]["job"]["id"], small["id"]);
+    let (status, body) = host
+        .admin
+        .get(&format!("/api/v1/hosts/{}/drills?limit=0", host.id))
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+
+    // The fleet view: the last successful drill counts, the failed one
+    // does not replace it.
+    let fleet = get(&host, "/api/v1/drills?within_days=7").await;
+    assert_eq!(fleet["within_days"], 7);
+    assert_eq!(fleet["drilled"], 1, "{fleet:#}");
+    assert_eq!(fleet["hosts"][0]["host_id"], host.id);
+    assert_eq!(fleet["hosts"][0]["drilled"], true);
+    assert_eq!(fleet["hosts"][0]["last_success_job_id"], small["id"]);
+    let (status, body) = host
+        .admin
+        .get("/api/v1/drills?within_days=0")
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.to_string().contains("within_days"), "{body}");
+
+    // The web UI: the host page shows the evidence, the fleet page the host.
+    let page = host.page(&format!("/hosts/{}", host.id)).await;
+    assert!(page.contains("id=\"drills\""), "{page}");
+    assert!(page.contains("big.bin"), "the evidence names the files");
+    let fleet_page = host.page("/drills?within_days=7").await;
+    assert!(fleet_page.contains(&host.id), "{fleet_page}");
+
+    // Drills can be scheduled, on the host and in a policy.
+    let (status, body) = host
+        .admin
+        .post(
+            &format!("/api/v1/hosts/{}/schedules", host.id),
+            json!({"kind": "drill", "cron": "0 4 * * 0", "params": {"sample_files": 50}}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["kind"], "drill");
+    let (status, body) = host
+        .admin
+        .post(
+            "/api/v1/policies",
+            json!({"name": "drilled", "selector": {"env": "prod"},
+                   "schedules": [{"kind": "drill", "cron": "0 5 * * 0",
+                                  "params": {"max_bytes": 1000000}}]}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = host
+        .admin
+        .post(
+            "/api/v1/policies",
+            json!({"name": "bad", "selector": {},
+                   "schedules": [{"kind": "drill", "cron": "0 5 * * 0",
+                                  "params": {"sample_files": 5000}}]}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.to_string().contains("sample_files"), "{body}");
+    host.stop().await;
+}
+
+/// A drill slowed down enough to be caught mid-restore: one 6 MiB file
+/// restored at 64 KiB/s takes over a minute.
+async fn slow_drill(host: &Host, drill_dir: &Path) -> String {
+    let job = host
+        .start_job("drill", json!({"limit_download_kib": 64}))
+        .await;
+    wait_until(
+        Duration::from_secs(120),
+        "the drill's scratch folder",
+        || async {
+            leftovers(drill_dir)
+                .iter()
+                .any(|name| name == &format!("drill-{job}"))
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\nagent log:\n{}", host.agent.process.log()));
+    // Restoring now: the folder is made right before restic starts.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(host.job(&job).await["status"], "running");
+    job
+}
+
+#[tokio::test]
+async fn a_cancelled_drill_and_a_killed_agents_drill_leave_no_scratch_files() {
+    let drill_dir = tempfile::tempdir().unwrap();
+    let dir = drill_dir.path().display().to_string();
+    let env = [("RM_DRILL_DIR", dir.as_str())];
+    let mut host = host(drill_dir.path()).await;
+    succeeded(&host.set_local_repository(PASSWORD).await);
+    let src = host.scratch().join("slow");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("large.bin"), noise(6 << 20, 5)).unwrap();
+    let src_path = src.display().to_string();
+    succeeded(&host.run("backup", json!({"paths": [src_path]})).await);
+    host.wait_snapshots(1).await;
+
+    // Cancelled mid-restore: the job ends cancelled, the folder is gone.
+    let job = slow_drill(&host, drill_dir.path()).await;
+    let (status, body) = host
+        .admin
+        .post(&format!("/api/v1/jobs/{job}/cancel"), json!({}))
+        .await
+        .unwrap();
+    assert!(status.is_success(), "{status}: {body}");
+    let ended = host.finished(&job).await;
+    assert_eq!(ended["status"], "cancelled", "{ended:#}");
+    assert!(
+        leftovers(drill_dir.path()).is_empty(),
+        "{:?}",
+        leftovers(drill_dir.path())
+    );
+
+    // The agent killed mid-restore (no chance to clean up): the scratch
+    // folder is still there until the agent starts again and sweeps it.
+    let job = slow_drill(&host, drill_dir.path()).await;
+    host.kill_and_restart_agent(&env).await;
+    assert!(
+        leftovers(drill_dir.path()).is_empty(),
+        "{:?}\nagent log:\n{}",
+        leftovers(drill_dir.path()),
+        host.agent.process.log()
+    );
+    let ended = host.finished(&job).await;
+    assert_ne!(ended["status"], "succeeded", "{ended:#}");
+    host.stop().await;
+}
