@@ -340,6 +340,11 @@ async fn a_cancelled_drill_and_a_killed_agents_drill_leave_no_scratch_files() {
     // folder is still there until the agent starts again and sweeps it.
     let job = slow_drill(&host, drill_dir.path()).await;
     host.kill_and_restart_agent(&env).await;
+    let log = host.agent.process.log();
+    assert!(
+        log.contains("removed a drill's leftover scratch folder"),
+        "the restarted agent swept the killed drill's folder:\n{log}"
+    );
     assert!(
         leftovers(drill_dir.path()).is_empty(),
         "{:?}\nagent log:\n{}",
