@@ -14,7 +14,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use rm_testkit::e2e::{succeeded, Host};
 use rm_testkit::fixtures::{corrupt_packs, make_tree, noise, sha256_hex};
-use rm_testkit::{wait_until, HttpReceiver};
+use rm_testkit::{wait_until, Browser, HttpReceiver, ADMIN_PASSWORD};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_restic-manager");
@@ -353,5 +353,123 @@ async fn a_cancelled_drill_and_a_killed_agents_drill_leave_no_scratch_files() {
     );
     let ended = host.finished(&job).await;
     assert_ne!(ended["status"], "succeeded", "{ended:#}");
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn an_operator_runs_a_drill_from_the_host_page_and_sees_its_evidence_and_the_fleet_view() {
+    const WAIT: Duration = Duration::from_secs(10);
+    let drill_dir = tempfile::tempdir().unwrap();
+    let host = host(drill_dir.path()).await;
+    succeeded(&host.set_local_repository(PASSWORD).await);
+    let src = host.scratch().join("documents");
+    make_tree(&src);
+    succeeded(
+        &host
+            .run("backup", json!({"paths": [src.display().to_string()]}))
+            .await,
+    );
+    host.wait_snapshots(1).await;
+
+    let origin = host.server.url.clone();
+    let browser = Browser::start().await.unwrap();
+    browser
+        .log_in(&origin, "admin", ADMIN_PASSWORD)
+        .await
+        .unwrap();
+    browser.wait_for("nav", WAIT).await.unwrap();
+    browser.client().set_window_size(1280, 900).await.unwrap();
+    browser
+        .goto(&format!("{origin}/hosts/{}", host.id))
+        .await
+        .unwrap();
+    browser
+        .wait_for_text("#drills", "No restore drill yet", WAIT)
+        .await
+        .unwrap();
+    // The button starts a drill and shows its job, live, to its end.
+    browser.click("#drill-now").await.unwrap();
+    browser.wait_for("#job", WAIT).await.unwrap();
+    browser
+        .wait_for_text("#job-status", "succeeded", Duration::from_secs(120))
+        .await
+        .unwrap();
+    browser
+        .wait_for_text("#log", "drill passed", WAIT)
+        .await
+        .unwrap();
+
+    // The host page lists it with the evidence, file by file.
+    browser
+        .goto(&format!("{origin}/hosts/{}", host.id))
+        .await
+        .unwrap();
+    browser
+        .wait_for_text("#drills-table", "5 of 5 files verified", WAIT)
+        .await
+        .unwrap();
+    browser
+        .click("#drills-table details summary")
+        .await
+        .unwrap();
+    let big = format!("{}/big.bin", src.display());
+    browser
+        .wait_for_text("#drills-table", &big, WAIT)
+        .await
+        .unwrap();
+    browser
+        .wait_for_text("#drills-table", &sha256_hex(Path::new(&big)), WAIT)
+        .await
+        .unwrap();
+    browser.screenshot("host-drills").await.unwrap();
+
+    // A drill schedule from the host's schedule form.
+    browser
+        .wait_for("#schedule-kind", WAIT)
+        .await
+        .unwrap()
+        .select_by_value("drill")
+        .await
+        .unwrap();
+    browser.fill("#schedule-cron", "0 4 * * 0").await.unwrap();
+    browser.fill("#schedule-sample-files", "7").await.unwrap();
+    browser.click("#schedule-add").await.unwrap();
+    let schedules_path = format!("/api/v1/hosts/{}/schedules", host.id);
+    wait_until(WAIT, "the drill schedule to be stored", || async {
+        !get(&host, &schedules_path)
+            .await
+            .as_array()
+            .unwrap()
+            .is_empty()
+    })
+    .await
+    .unwrap();
+    let stored = get(&host, &schedules_path).await;
+    assert_eq!(stored[0]["kind"], "drill", "{stored:#}");
+    assert_eq!(
+        stored[0]["params"],
+        json!({"sample_files": 7}),
+        "{stored:#}"
+    );
+
+    // The fleet view, from the navigation.
+    browser.click("#nav-drills").await.unwrap();
+    browser
+        .wait_for_text(
+            "#drills-summary",
+            "1 hosts proved a restore within 30 days",
+            WAIT,
+        )
+        .await
+        .unwrap();
+    browser
+        .wait_for_text("#drills-table", "drills", WAIT)
+        .await
+        .unwrap();
+    assert_eq!(browser.table_rows("#drills-table").await.unwrap(), 1);
+    browser.screenshot("fleet-drills").await.unwrap();
+    let errors = browser.console_errors().await.unwrap();
+    assert!(errors.is_empty(), "console errors: {errors:#?}");
+    browser.close().await.unwrap();
     host.stop().await;
 }
