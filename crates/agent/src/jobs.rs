@@ -1048,39 +1048,21 @@ impl Job<'_> {
                 "checking every path the restore would write against this host's restore guard",
             ),
         );
-        let stop = self.cancel.child_token();
-        let limits = self.limits(&listing, &stop);
-        let (tx, mut rx) = mpsc::channel::<Event>(1024);
-        let restic = self.restic;
-        let repo = self.repo;
-        let run = async move {
-            let result = restic.run(repo, &listing, &limits, &tx).await;
-            drop(tx);
-            result
-        };
         let mut refused: Option<RestoreRefused> = None;
         let mut checked: u64 = 0;
-        let log = &mut *self.log;
-        let watch = async {
-            while let Some(event) = rx.recv().await {
-                match event {
-                    Event::Node(node) if refused.is_none() => {
-                        checked += 1;
-                        if let Err(why) = check.node(&node.path, node.node_type) {
-                            refused = Some(why);
-                            // No need to list further: stop restic.
-                            stop.cancel();
-                        }
+        let result = self
+            .stream_tree(listing, |node| {
+                checked += 1;
+                match check.node(&node.path, node.node_type) {
+                    Ok(()) => true,
+                    // No need to list further: stop restic.
+                    Err(why) => {
+                        refused = Some(why);
+                        false
                     }
-                    Event::Line {
-                        stream: Stream::Stderr,
-                        text,
-                    } => log.line(LogStreamKind::Stderr, text),
-                    _ => {}
                 }
-            }
-        };
-        let (result, ()) = tokio::join!(run, watch);
+            })
+            .await;
         if let Some(why) = refused {
             let error = why.to_string();
             self.log.line(LogStreamKind::Stderr, error.clone());
@@ -1123,6 +1105,49 @@ impl Job<'_> {
             verify: false,
         })
         .await
+    }
+
+    /// Streams `listing` (a [`Command::LsTree`]) node by node through
+    /// `on_node`, which returns `false` to stop restic early; restic's
+    /// errors go to the job's log. A snapshot of millions of nodes is never
+    /// held in memory.
+    pub(crate) async fn stream_tree(
+        &mut self,
+        listing: Command,
+        mut on_node: impl FnMut(rm_restic::Node) -> bool,
+    ) -> Result<Finished, ResticError> {
+        let stop = self.cancel.child_token();
+        let limits = self.limits(&listing, &stop);
+        let (tx, mut rx) = mpsc::channel::<Event>(1024);
+        let (restic, repo) = (self.restic, self.repo);
+        let run = async move {
+            let result = restic.run(repo, &listing, &limits, &tx).await;
+            drop(tx);
+            result
+        };
+        let log = &mut *self.log;
+        let stop = &stop;
+        let watch = async move {
+            let mut wanted = true;
+            while let Some(event) = rx.recv().await {
+                match event {
+                    // Nodes still queued after a stop are drained unseen.
+                    Event::Node(node) => {
+                        wanted = wanted && on_node(node);
+                        if !wanted {
+                            stop.cancel();
+                        }
+                    }
+                    Event::Line {
+                        stream: Stream::Stderr,
+                        text,
+                    } => log.line(LogStreamKind::Stderr, text),
+                    _ => {}
+                }
+            }
+        };
+        let (result, ()) = tokio::join!(run, watch);
+        result
     }
 
     /// Before a command that locks the repository exclusively: a job cut

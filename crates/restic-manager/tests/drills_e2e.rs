@@ -421,6 +421,14 @@ async fn an_operator_runs_a_drill_from_the_host_page_and_sees_its_evidence_and_t
         .wait_for_text("#drills-table", &sha256_hex(Path::new(&big)), WAIT)
         .await
         .unwrap();
+    browser
+        .client()
+        .execute(
+            "document.getElementById('drills').scrollIntoView();",
+            vec![],
+        )
+        .await
+        .unwrap();
     browser.screenshot("host-drills").await.unwrap();
 
     // A drill schedule from the host's schedule form.

@@ -364,13 +364,7 @@ impl JobStore for PostgresStore {
     }
 
     async fn latest_jobs_per_host(&self, kind: &str, status: JobStatus) -> StoreResult<Vec<Job>> {
-        let sql = format!(
-            "SELECT {} FROM jobs j WHERE kind = $1 AND status = $2 AND NOT EXISTS \
-             (SELECT 1 FROM jobs k WHERE k.host_id = j.host_id AND k.kind = j.kind \
-             AND k.status = j.status AND (k.finished_at > j.finished_at \
-             OR (k.finished_at = j.finished_at AND k.id > j.id))) ORDER BY host_id",
-            rm_store_sql::JOB_COLUMNS
-        );
+        let sql = rm_store_sql::latest_jobs_per_host_sql("$1", "$2");
         let query = sqlx::query_as::<_, JobRow>(AssertSqlSafe(sql))
             .bind(kind.to_owned())
             .bind(status.as_str());

@@ -9,6 +9,18 @@ use crate::{decode, Flag};
 pub const JOB_COLUMNS: &str = "id, host_id, kind, params, status, \"trigger\", exit_code, \
      schedule_id, stats, error, created_at, dispatched_at, started_at, finished_at";
 
+/// The newest job of one kind in one status per host (newest by
+/// `finished_at`, then id), by host id; `kind` and `status` are the two
+/// engines' placeholders (`?`, or `$1` and `$2`).
+pub fn latest_jobs_per_host_sql(kind: &str, status: &str) -> String {
+    format!(
+        "SELECT {JOB_COLUMNS} FROM jobs j WHERE kind = {kind} AND status = {status} \
+         AND NOT EXISTS (SELECT 1 FROM jobs k WHERE k.host_id = j.host_id \
+         AND k.kind = j.kind AND k.status = j.status AND (k.finished_at > j.finished_at \
+         OR (k.finished_at = j.finished_at AND k.id > j.id))) ORDER BY host_id"
+    )
+}
+
 /// A `jobs` row.
 #[derive(Debug, sqlx::FromRow)]
 pub struct JobRow {

@@ -468,39 +468,22 @@ impl Job<'_> {
             snapshot_id: snapshot.id.clone(),
             dirs: Vec::new(),
         };
-        let limits = self.limits(&listing, self.cancel);
-        let (tx, mut rx) = mpsc::channel::<Event>(1024);
-        let (restic, repo) = (self.restic, self.repo);
-        let run = async move {
-            let result = restic.run(repo, &listing, &limits, &tx).await;
-            drop(tx);
-            result
-        };
-        let log = &mut *self.log;
-        let sampler_ref = &mut sampler;
-        let watch = async move {
-            let mut rng = drill_rng();
-            while let Some(event) = rx.recv().await {
-                match event {
-                    Event::Node(node) if node.node_type == NodeType::File => {
-                        sampler_ref.offer(
-                            &mut rng,
-                            Candidate {
-                                path: node.path,
-                                size: node.size.unwrap_or(0),
-                                mtime: node.mtime,
-                            },
-                        );
-                    }
-                    Event::Line {
-                        stream: Stream::Stderr,
-                        text,
-                    } => log.line(LogStreamKind::Stderr, text),
-                    _ => {}
+        let mut rng = drill_rng();
+        let listed = self
+            .stream_tree(listing, |node| {
+                if node.node_type == NodeType::File {
+                    sampler.offer(
+                        &mut rng,
+                        Candidate {
+                            path: node.path,
+                            size: node.size.unwrap_or(0),
+                            mtime: node.mtime,
+                        },
+                    );
                 }
-            }
-        };
-        let (listed, ()) = tokio::join!(run, watch);
+                true
+            })
+            .await;
         match listed {
             Ok(finished) if finished.succeeded() => {}
             Ok(finished) if self.cancel.is_cancelled() => return (finished, Value::Null),

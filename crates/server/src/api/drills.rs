@@ -5,7 +5,6 @@
 use axum::extract::State;
 use axum::Json;
 use chrono::Utc;
-use rm_core::JobId;
 use rm_protocol::drill::{DrillView, FleetDrills};
 use serde::Deserialize;
 
@@ -14,10 +13,6 @@ use super::ApiErrorBody;
 use super::{ApiError, ApiPath, ApiQuery, Operator};
 use crate::drills::{self, DEFAULT_WITHIN_DAYS, MAX_WITHIN_DAYS};
 use crate::state::AppState;
-
-/// Default and largest page of drills.
-const DEFAULT_DRILLS: u32 = 50;
-const MAX_DRILLS: u32 = 500;
 
 /// Query of a host's drill list.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -53,26 +48,7 @@ pub(crate) async fn host_drills(
     ApiQuery(query): ApiQuery<HostDrillsQuery>,
 ) -> Result<Json<Vec<DrillView>>, ApiError> {
     let host = existing(&state, &id).await?;
-    let before = query
-        .before
-        .as_deref()
-        .map(|raw| {
-            raw.parse::<JobId>().map_err(|_| {
-                ApiError::bad_request(format!(
-                    "`before` must be a job id (a 26-character ULID), not `{raw}`"
-                ))
-            })
-        })
-        .transpose()?;
-    let limit = match query.limit {
-        None => DEFAULT_DRILLS,
-        Some(n) if (1..=MAX_DRILLS).contains(&n) => n,
-        Some(_) => {
-            return Err(ApiError::bad_request(format!(
-                "`limit` must be 1 to {MAX_DRILLS}"
-            )))
-        }
-    };
+    let (before, limit) = super::jobs::page(query.before.as_deref(), query.limit)?;
     Ok(Json(drills::of_host(&state, host.id, before, limit).await?))
 }
 
