@@ -43,6 +43,13 @@ fn leftovers(drill_dir: &Path) -> Vec<String> {
     }
 }
 
+/// SHA-256 of `bytes`, hex, as the evidence writes it.
+fn sha256_hex_of(bytes: &[u8]) -> String {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), bytes).unwrap();
+    sha256_hex(file.path())
+}
+
 async fn get(host: &Host, path: &str) -> Value {
     let (status, body) = host.admin.get(path).await.unwrap();
     assert_eq!(status, StatusCode::OK, "{path}: {body}");
@@ -201,21 +208,55 @@ async fn a_drill_verifies_its_sample_and_a_damaged_pack_fails_it_naming_the_file
     .await
     .unwrap();
 
+    // A live file whose bytes changed behind an unchanged size and mtime
+    // (bit rot, or a tool that keeps the mtime) differs from its restored
+    // copy: a mismatch, found by the comparison with the live file. The
+    // budget keeps the damaged big files out of this sample.
+    let live = src.join("nested/a.txt");
+    let mtime = std::fs::metadata(&live).unwrap().modified().unwrap();
+    std::fs::write(&live, b"b\n").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&live)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    let rotten = host
+        .run("drill", json!({"sample_files": 20, "max_bytes": 20_000}))
+        .await;
+    assert_eq!(rotten["status"], "failed", "{rotten:#}");
+    let live_path = live.display().to_string();
+    assert_eq!(
+        rotten["stats"]["mismatches"],
+        json!([{"path": live_path, "result": "mismatch",
+                "error": rotten["stats"]["mismatches"][0]["error"]}]),
+        "{rotten:#}"
+    );
+    let why = rotten["stats"]["mismatches"][0]["error"].as_str().unwrap();
+    assert!(why.contains("differs from the live file"), "{why}");
+    assert!(rotten["error"].as_str().unwrap().contains(&live_path));
+    let evidence = rotten["stats"]["evidence"].as_array().unwrap();
+    let rotten_file = evidence.iter().find(|e| e["path"] == live_path).unwrap();
+    assert_eq!(rotten_file["verified_by"], "restic_verify+live");
+    assert_eq!(rotten_file["sha256"], sha256_hex_of(b"a\n"));
+    assert!(leftovers(drill_dir.path()).is_empty());
+
     // The host's drills, newest first, with their evidence; paged.
     let drills = get(&host, &format!("/api/v1/hosts/{}/drills", host.id)).await;
     let drills = drills.as_array().unwrap();
-    assert_eq!(drills.len(), 3, "{drills:#?}");
-    assert_eq!(drills[0]["job"]["id"], broken["id"]);
-    assert_eq!(drills[0]["job"]["status"], "failed");
-    assert_eq!(drills[2]["job"]["id"], drill["id"]);
-    assert_eq!(drills[2]["drill"]["files_verified"], 6);
-    assert_eq!(drills[2]["drill"]["evidence"].as_array().unwrap().len(), 6);
+    assert_eq!(drills.len(), 4, "{drills:#?}");
+    assert_eq!(drills[0]["job"]["id"], rotten["id"]);
+    assert_eq!(drills[1]["job"]["id"], broken["id"]);
+    assert_eq!(drills[1]["job"]["status"], "failed");
+    assert_eq!(drills[3]["job"]["id"], drill["id"]);
+    assert_eq!(drills[3]["drill"]["files_verified"], 6);
+    assert_eq!(drills[3]["drill"]["evidence"].as_array().unwrap().len(), 6);
     let page = get(
         &host,
         &format!(
             "/api/v1/hosts/{}/drills?limit=1&before={}",
             host.id,
-            drills[0]["job"]["id"].as_str().unwrap()
+            drills[1]["job"]["id"].as_str().unwrap()
         ),
     )
     .await;
