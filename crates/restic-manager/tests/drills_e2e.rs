@@ -178,6 +178,16 @@ async fn a_drill_verifies_its_sample_and_a_damaged_pack_fails_it_naming_the_file
         assert!(!m["error"].as_str().unwrap().is_empty(), "{m}");
     }
     let damaged = mismatches[0]["path"].as_str().unwrap().to_owned();
+    // restic 0.18 and newer also name the pack the blob came from.
+    if rm_testkit::restic::version().has_exit_error_json() {
+        assert!(
+            changed.iter().any(|pack| {
+                let name = pack.file_name().unwrap().to_string_lossy();
+                error.contains(&name[..8])
+            }),
+            "no damaged pack ({changed:?}) named in: {error}"
+        );
+    }
     println!("damaged pack: {error}");
     assert_eq!(broken["stats"]["files_sampled"], 9);
     assert!(leftovers(drill_dir.path()).is_empty());

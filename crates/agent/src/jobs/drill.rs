@@ -356,8 +356,10 @@ fn check_file(candidate: &Candidate, restored: &Path, restic_error: Option<&str>
 }
 
 /// The first error restic printed about `candidate` (restored into
-/// `target`): `ignoring error for <path>: …` while restoring, or a
-/// verification error naming the restored copy.
+/// `target`): `ignoring error for <path>: …` while restoring (0.14–0.17.0),
+/// the same as a JSON error line (0.17.1+, read as `error during restore
+/// of <path>: …`, naming the damaged pack from 0.18 on), or a verification
+/// error naming the restored copy.
 fn restic_error_for<'a>(
     lines: &'a [String],
     candidate: &Candidate,
@@ -366,10 +368,12 @@ fn restic_error_for<'a>(
     let restored = target.join(candidate.path.trim_start_matches('/'));
     let restored = restored.display().to_string();
     let ignoring = format!("ignoring error for {}: ", candidate.path);
+    let during = format!(" of {}: ", candidate.path);
     lines
         .iter()
         .find(|line| {
             line.starts_with(&ignoring)
+                || (line.starts_with("error during") && line.contains(&during))
                 || line.contains(&format!("{restored}:"))
                 || line.contains(&format!("{restored} "))
                 || line.ends_with(&restored)
@@ -877,6 +881,15 @@ mod tests {
             Some("ignoring error for /srv/big.bin: ciphertext verification failed")
         );
         assert!(restic_error_for(&lines, &file("/srv/other", 3), target).is_some());
+        let json = vec![
+            String::from("error during restore of /srv/big.bin: decrypting blob <data/e64d5fde> from pack fdbe05e5 failed: ciphertext verification failed"),
+            String::from("error during restore of /srv/big.bin: lchown /scratch/drill-x/srv/big.bin: no such file or directory"),
+        ];
+        assert_eq!(
+            restic_error_for(&json, &file("/srv/big.bin", 1), target),
+            Some(json[0].as_str())
+        );
+        assert_eq!(restic_error_for(&json, &file("/srv/big", 1), target), None);
         assert_eq!(restic_error_for(&lines, &file("/srv/big", 1), target), None);
     }
 
