@@ -43,6 +43,12 @@ fn leftovers(drill_dir: &Path) -> Vec<String> {
     }
 }
 
+/// An RFC 3339 time as Unix seconds.
+fn chrono_seconds(rfc3339: &str) -> f64 {
+    let at = chrono::DateTime::parse_from_rfc3339(rfc3339).unwrap();
+    at.timestamp_millis() as f64 / 1000.0
+}
+
 /// SHA-256 of `bytes`, hex, as the evidence writes it.
 fn sha256_hex_of(bytes: &[u8]) -> String {
     let file = tempfile::NamedTempFile::new().unwrap();
@@ -287,6 +293,26 @@ async fn a_drill_verifies_its_sample_and_a_damaged_pack_fails_it_naming_the_file
     assert_eq!(fleet["hosts"][0]["host_id"], host.id);
     assert_eq!(fleet["hosts"][0]["drilled"], true);
     assert_eq!(fleet["hosts"][0]["last_success_job_id"], small["id"]);
+    // And Prometheus sees when the host last proved a restore.
+    let metrics = reqwest::get(format!("{}/metrics", host.server.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let metrics = rm_testkit::prometheus::Page::parse(&metrics).unwrap();
+    let last = metrics
+        .value(
+            "rm_host_last_drill_success_timestamp_seconds",
+            &[("host_id", host.id.as_str()), ("host", "drills")],
+        )
+        .unwrap();
+    let finished = chrono_seconds(small["finished_at"].as_str().unwrap());
+    assert!((last - finished).abs() < 1.0, "{last} vs {finished}");
+    assert_eq!(
+        metrics.value("rm_alerts_firing", &[("kind", "drill_failed")]),
+        Some(1.0)
+    );
     let (status, body) = host
         .admin
         .get("/api/v1/drills?within_days=0")
