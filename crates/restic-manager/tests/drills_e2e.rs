@@ -480,6 +480,10 @@ async fn an_operator_runs_a_drill_from_the_host_page_and_sees_its_evidence_and_t
         .wait_for_text("#log", "drill passed", WAIT)
         .await
         .unwrap();
+    browser
+        .wait_for_text("#job-stats", "5 files (listed with their checksums", WAIT)
+        .await
+        .unwrap();
 
     // The host page lists it with the evidence, file by file.
     browser

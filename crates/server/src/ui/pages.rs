@@ -891,6 +891,15 @@ pub(crate) async fn job(
             .iter()
             .map(|(k, v)| {
                 let shown = match (k.as_str(), v.as_u64()) {
+                    // A drill's evidence is a table on the host page.
+                    ("evidence", _) if v.is_array() => format!(
+                        "{} files (listed with their checksums on the host page)",
+                        v.as_array().map_or(0, Vec::len)
+                    ),
+                    (k, _) if k.ends_with("_per_second") && v.is_number() => format!(
+                        "{}/s",
+                        format::bytes(v.as_f64().unwrap_or(0.0).round() as u64)
+                    ),
                     (k, Some(n))
                         if k.contains("bytes") || k.starts_with("data_") || k.contains("size") =>
                     {
