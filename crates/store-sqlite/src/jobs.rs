@@ -214,7 +214,10 @@ impl JobStore for SqliteStore {
 
     async fn latest_jobs_per_host(&self, kind: &str, status: JobStatus) -> StoreResult<Vec<Job>> {
         let sql = rm_store_sql::latest_jobs_per_host_sql("?", "?");
+        // Each placeholder twice: the inner newest-per-host and the hosts.
         let query = sqlx::query_as::<_, JobRow>(AssertSqlSafe(sql))
+            .bind(kind.to_owned())
+            .bind(status.as_str())
             .bind(kind.to_owned())
             .bind(status.as_str());
         fetch_all_models(&self.pool, query).await
