@@ -89,11 +89,7 @@ async fn a_drill_verifies_its_sample_and_a_damaged_pack_fails_it_naming_the_file
         .unwrap();
     }
     let src_path = src.display().to_string();
-    succeeded(&host.run("backup", json!({"paths": [src_path]})).await);
-    let snapshot = host.wait_snapshots(1).await[0]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let snapshot = host.backed_up(&src, 1).await;
 
     // Refused params name the field.
     let (status, body) = host.post_job("drill", json!({"sample_files": 0})).await;
@@ -398,9 +394,7 @@ async fn a_cancelled_drill_and_a_killed_agents_drill_leave_no_scratch_files() {
     let src = host.scratch().join("slow");
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(src.join("large.bin"), noise(6 << 20, 5)).unwrap();
-    let src_path = src.display().to_string();
-    succeeded(&host.run("backup", json!({"paths": [src_path]})).await);
-    host.wait_snapshots(1).await;
+    host.backed_up(&src, 1).await;
 
     // Cancelled mid-restore: the job ends cancelled, the folder is gone.
     let job = slow_drill(&host, drill_dir.path()).await;
@@ -446,12 +440,7 @@ async fn an_operator_runs_a_drill_from_the_host_page_and_sees_its_evidence_and_t
     succeeded(&host.set_local_repository(PASSWORD).await);
     let src = host.scratch().join("documents");
     make_tree(&src);
-    succeeded(
-        &host
-            .run("backup", json!({"paths": [src.display().to_string()]}))
-            .await,
-    );
-    host.wait_snapshots(1).await;
+    host.backed_up(&src, 1).await;
 
     let origin = host.server.url.clone();
     let browser = Browser::start().await.unwrap();

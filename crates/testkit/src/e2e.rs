@@ -176,6 +176,22 @@ impl Host {
         self.snapshots().await
     }
 
+    /// Backs up `src` (one absolute folder) as a job, fails the test
+    /// unless it succeeds, waits until the stored list has `snapshots`
+    /// entries and returns the newest one's full id.
+    pub async fn backed_up(&self, src: &Path, snapshots: usize) -> String {
+        let job = self
+            .run("backup", json!({"paths": [src.display().to_string()]}))
+            .await;
+        succeeded(&job);
+        let list = self.wait_snapshots(snapshots).await;
+        list.iter()
+            .max_by_key(|s| s["time"].as_str().unwrap_or_default().to_owned())
+            .and_then(|s| s["id"].as_str())
+            .unwrap_or_else(|| panic!("no snapshot id in {list:?}"))
+            .to_owned()
+    }
+
     /// Runs restic itself on the repository last set, with its password
     /// ([`crate::restic::on_repository`]); returns the output whatever the
     /// exit.
