@@ -385,7 +385,7 @@ async fn slow_drill(host: &Host, drill_dir: &Path) -> String {
 }
 
 #[tokio::test]
-async fn a_cancelled_drill_and_a_killed_agents_drill_leave_no_scratch_files() {
+async fn a_cancelled_drill_and_a_killed_or_stopped_agents_drill_leave_no_scratch_files() {
     let drill_dir = tempfile::tempdir().unwrap();
     let dir = drill_dir.path().display().to_string();
     let env = [("RM_DRILL_DIR", dir.as_str())];
@@ -429,6 +429,20 @@ async fn a_cancelled_drill_and_a_killed_agents_drill_leave_no_scratch_files() {
     );
     let ended = host.finished(&job).await;
     assert_ne!(ended["status"], "succeeded", "{ended:#}");
+
+    // Stopped the ordinary way (SIGTERM) mid-restore, the agent cancels the
+    // drill and removes its folder itself: the next start finds nothing to
+    // sweep.
+    let job = slow_drill(&host, drill_dir.path()).await;
+    host.restart_agent(&env).await;
+    let log = host.agent.process.log();
+    assert!(
+        !log.contains("removed a drill's leftover scratch folder"),
+        "{log}"
+    );
+    assert!(leftovers(drill_dir.path()).is_empty());
+    let ended = host.finished(&job).await;
+    assert_eq!(ended["status"], "cancelled", "{ended:#}");
     host.stop().await;
 }
 
