@@ -959,6 +959,29 @@ mod tests {
     }
 
     #[test]
+    fn a_drill_row_makes_drill_params() {
+        let posted = pairs(&[
+            ("name", "p"),
+            ("s0.kind", "drill"),
+            ("s0.cron", "0 4 * * 0"),
+            ("s0.enabled", "on"),
+            ("s0.sample_files", "50"),
+            ("s0.max_bytes", "5000000000"),
+            ("s0.limit_download_kib", "1024"),
+        ]);
+        let (form, rows) = read_form(&posted);
+        assert!(!rows[0].other_kind());
+        let (req, _) = request(&form, &rows, None, &[])
+            .map_err(|r| r.message)
+            .unwrap();
+        assert_eq!(req.schedules[0].kind, "drill");
+        assert_eq!(
+            req.schedules[0].params,
+            json!({"sample_files": 50, "max_bytes": 5_000_000_000u64, "limit_download_kib": 1024})
+        );
+    }
+
+    #[test]
     fn a_row_of_a_kind_without_fields_keeps_its_saved_params() {
         let id = rm_core::ScheduleId::new();
         let saved = [PolicyScheduleRecord {
