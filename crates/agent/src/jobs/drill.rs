@@ -323,7 +323,13 @@ fn check_file(candidate: &Candidate, restored: &Path, restic_error: Option<&str>
     };
     evidence.sha256 = Some(sha.clone());
     if let Some(error) = restic_error {
-        evidence.result = DrillResult::Unreadable;
+        // restic could not restore it (a pack it could not read or
+        // decrypt), or restored it and `--verify` read back other bytes.
+        evidence.result = if restore_failed(error) {
+            DrillResult::Unreadable
+        } else {
+            DrillResult::Mismatch
+        };
         evidence.error = Some(error.to_owned());
         return evidence;
     }
@@ -379,6 +385,12 @@ fn restic_error_for<'a>(
                 || line.ends_with(&restored)
         })
         .map(String::as_str)
+}
+
+/// Whether restic's error line says the restore itself failed (rather
+/// than its `--verify` reading back other bytes).
+fn restore_failed(line: &str) -> bool {
+    line.starts_with("ignoring error for ") || line.starts_with("error during restore")
 }
 
 /// Groups includes into runs whose argv stays small.
@@ -922,5 +934,18 @@ mod tests {
         assert_eq!(found.result, DrillResult::Ok);
         let missing = check_file(&older, &dir.path().join("nope"), Some("ignoring error"));
         assert_eq!(missing.result, DrillResult::Unreadable);
+        let damaged = check_file(
+            &older,
+            &restored,
+            Some("ignoring error for /x: ciphertext verification failed"),
+        );
+        assert_eq!(damaged.result, DrillResult::Unreadable);
+        assert!(damaged.sha256.is_some());
+        let misread = check_file(
+            &older,
+            &restored,
+            Some("Fatal: Invalid file size for /scratch/x: expected 3, got 2"),
+        );
+        assert_eq!(misread.result, DrillResult::Mismatch);
     }
 }
