@@ -1,10 +1,13 @@
 //! Restore drills end to end (DESIGN §10): the real server, the real agent
 //! binary and the real restic against a real local repository. A drill on
 //! a healthy repository verifies its sample file by file (checked against
-//! the files themselves); the same drill after bytes of a pack were
-//! overwritten fails, names the file, and fires `drill_failed` to a real
-//! webhook; a drill cancelled mid-restore and one whose agent is killed
-//! mid-restore leave no scratch files once the agent is back.
+//! the files themselves); a live file changed behind an unchanged size and
+//! mtime is a mismatch; the same drill after bytes of a pack were
+//! overwritten fails, names the file (and, on restic 0.18+, the pack), and
+//! fires `drill_failed` to a real webhook; the API, the fleet view, the
+//! metric, schedules and policies; a drill cancelled, or whose agent is
+//! killed or stopped, mid-restore leaves no scratch files once the agent is
+//! back; and the web UI in Chromium.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
