@@ -733,38 +733,37 @@ impl Job<'_> {
         failed(error)
     }
 
-    /// Runs one restic command, its lines into the job's log as
-    /// [`Job::command`] does, and returns its stderr lines too (the drill
-    /// attributes restic's errors to files from them).
+    /// Runs one restic command, its lines and live progress into the job
+    /// as [`Job::command`] does ([`super::pump`]), and returns its stderr
+    /// lines too: the drill attributes restic's errors to files from them.
     async fn run_collecting(&mut self, command: Command) -> (Finished, Vec<String>) {
         let limits = self.limits(&command, self.cancel);
         let (tx, mut rx) = mpsc::channel::<Event>(256);
+        let (to_log, from_tee) = mpsc::channel::<Event>(256);
         let (restic, repo) = (self.restic, self.repo);
         let run = async move {
             let result = restic.run(repo, &command, &limits, &tx).await;
             drop(tx);
             result
         };
-        let log = &mut *self.log;
-        let collect = async move {
+        let tee = async move {
             let mut lines = Vec::new();
             while let Some(event) = rx.recv().await {
-                if let Event::Line { stream, text } = event {
-                    let kind = match stream {
-                        Stream::Stdout => LogStreamKind::Stdout,
-                        Stream::Stderr => {
-                            if lines.len() < MAX_ERROR_LINES {
-                                lines.push(text.clone());
-                            }
-                            LogStreamKind::Stderr
-                        }
-                    };
-                    log.line(kind, text);
+                if let Event::Line {
+                    stream: Stream::Stderr,
+                    text,
+                } = &event
+                {
+                    if lines.len() < MAX_ERROR_LINES {
+                        lines.push(text.clone());
+                    }
                 }
+                // The log side ends only with this sender: never closed early.
+                let _ = to_log.send(event).await;
             }
             lines
         };
-        let (result, lines) = tokio::join!(run, collect);
+        let (result, lines, ()) = tokio::join!(run, tee, super::pump(self.log, from_tee, None));
         let finished = result.unwrap_or_else(|e| {
             finished_without_restic(Status::Failed, Some(format!("could not run restic: {e}")))
         });
