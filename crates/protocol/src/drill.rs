@@ -111,7 +111,7 @@ pub struct DrillStats {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DrillView {
-    /// The drill's job.
+    /// The drill's job (its `stats` `null` when they are in `drill`).
     pub job: JobView,
     /// Its statistics, once it ended with some.
     pub drill: Option<DrillStats>,

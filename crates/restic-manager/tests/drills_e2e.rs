@@ -266,6 +266,11 @@ async fn a_drill_verifies_its_sample_and_a_damaged_pack_fails_it_naming_the_file
     assert_eq!(drills[3]["job"]["id"], drill["id"]);
     assert_eq!(drills[3]["drill"]["files_verified"], 6);
     assert_eq!(drills[3]["drill"]["evidence"].as_array().unwrap().len(), 6);
+    assert_eq!(
+        drills[3]["job"]["stats"],
+        Value::Null,
+        "sent once, as `drill`"
+    );
     let page = get(
         &host,
         &format!(

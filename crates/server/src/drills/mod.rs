@@ -22,12 +22,16 @@ pub(crate) const DEFAULT_WITHIN_DAYS: u32 = 30;
 /// The longest window the fleet view takes (ten years).
 pub(crate) const MAX_WITHIN_DAYS: u32 = 3650;
 
-/// A drill job as listed: the job and its typed statistics.
+/// A drill job as listed: the job and its typed statistics. The job's
+/// own `stats` are left out once they are typed in `drill`: the evidence
+/// of a large sample is not sent twice.
 pub(crate) fn view(job: &Job) -> DrillView {
-    DrillView {
-        job: crate::jobs::view(job),
-        drill: stats(job),
+    let drill = stats(job);
+    let mut view = crate::jobs::view(job);
+    if drill.is_some() {
+        view.stats = serde_json::Value::Null;
     }
+    DrillView { job: view, drill }
 }
 
 /// A drill's statistics, when it ended with some.
