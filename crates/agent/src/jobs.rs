@@ -53,7 +53,9 @@ const LOG_BATCH_WAIT: Duration = Duration::from_millis(250);
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
 mod copy;
+mod drill;
 mod refresh;
+pub use drill::{sweep as sweep_drills, DEFAULT_DRILL_DIR};
 use refresh::Refresh;
 
 /// How often the repository report is refreshed while no job changes the
@@ -167,6 +169,9 @@ struct Inner {
     /// latest: jobs on the host's own repository fail with this instead of
     /// running restic with older settings.
     refused: Mutex<Option<String>>,
+    /// Where drills make their scratch folders, and the state directory
+    /// they must stay out of; set once at start-up.
+    drills: OnceLock<(PathBuf, PathBuf)>,
 }
 
 /// The prefix of every refusal of repository settings, as operators see it.
@@ -205,6 +210,7 @@ impl JobRunner {
                 hooks: OnceLock::new(),
                 cursors: OnceLock::new(),
                 refused: Mutex::new(None),
+                drills: OnceLock::new(),
             }),
         }
     }
@@ -215,6 +221,27 @@ impl JobRunner {
         if self.inner.restore_guard.set(guard).is_err() {
             tracing::warn!("the restore guard was already set; keeping the first");
         }
+    }
+
+    /// Makes drills restore under `drill_dir`, which must stay clear of
+    /// `state_dir`. Only the first call counts.
+    pub(crate) fn use_drill_dir(&self, drill_dir: PathBuf, state_dir: PathBuf) {
+        if self.inner.drills.set((drill_dir, state_dir)).is_err() {
+            tracing::warn!("the drill folder was already set; keeping the first");
+        }
+    }
+
+    /// Where drills make their scratch folders.
+    pub(crate) fn drill_dir(&self) -> PathBuf {
+        self.inner
+            .drills
+            .get()
+            .map_or_else(|| PathBuf::from(DEFAULT_DRILL_DIR), |(dir, _)| dir.clone())
+    }
+
+    /// The agent's state directory, when known.
+    pub(crate) fn state_dir(&self) -> Option<&std::path::Path> {
+        self.inner.drills.get().map(|(_, state)| state.as_path())
     }
 
     /// Runs the hooks jobs name from `hooks`. Only the first call counts.
@@ -951,6 +978,10 @@ impl Job<'_> {
             }
             JobParams::Restore(restore) => self.restore(restore).await,
             JobParams::Copy(copy) => self.copy(copy).await,
+            JobParams::Drill(drill) => {
+                let job_id = self.log.job_id;
+                self.drill(drill, job_id).await
+            }
         }
     }
 
@@ -1080,39 +1111,21 @@ impl Job<'_> {
                 "checking every path the restore would write against this host's restore guard",
             ),
         );
-        let stop = self.cancel.child_token();
-        let limits = self.limits(&listing, &stop);
-        let (tx, mut rx) = mpsc::channel::<Event>(1024);
-        let restic = self.restic;
-        let repo = self.repo;
-        let run = async move {
-            let result = restic.run(repo, &listing, &limits, &tx).await;
-            drop(tx);
-            result
-        };
         let mut refused: Option<RestoreRefused> = None;
         let mut checked: u64 = 0;
-        let log = &mut *self.log;
-        let watch = async {
-            while let Some(event) = rx.recv().await {
-                match event {
-                    Event::Node(node) if refused.is_none() => {
-                        checked += 1;
-                        if let Err(why) = check.node(&node.path, node.node_type) {
-                            refused = Some(why);
-                            // No need to list further: stop restic.
-                            stop.cancel();
-                        }
+        let result = self
+            .stream_tree(listing, |node| {
+                checked += 1;
+                match check.node(&node.path, node.node_type) {
+                    Ok(()) => true,
+                    // No need to list further: stop restic.
+                    Err(why) => {
+                        refused = Some(why);
+                        false
                     }
-                    Event::Line {
-                        stream: Stream::Stderr,
-                        text,
-                    } => log.line(LogStreamKind::Stderr, text),
-                    _ => {}
                 }
-            }
-        };
-        let (result, ()) = tokio::join!(run, watch);
+            })
+            .await;
         if let Some(why) = refused {
             let error = why.to_string();
             self.log.line(LogStreamKind::Stderr, error.clone());
@@ -1152,8 +1165,52 @@ impl Job<'_> {
             snapshot_id: restore.snapshot_id.clone(),
             include: restore.include.clone(),
             target: restore.target.clone(),
+            verify: false,
         })
         .await
+    }
+
+    /// Streams `listing` (a [`Command::LsTree`]) node by node through
+    /// `on_node`, which returns `false` to stop restic early; restic's
+    /// errors go to the job's log. A snapshot of millions of nodes is never
+    /// held in memory.
+    pub(crate) async fn stream_tree(
+        &mut self,
+        listing: Command,
+        mut on_node: impl FnMut(rm_restic::Node) -> bool,
+    ) -> Result<Finished, ResticError> {
+        let stop = self.cancel.child_token();
+        let limits = self.limits(&listing, &stop);
+        let (tx, mut rx) = mpsc::channel::<Event>(1024);
+        let (restic, repo) = (self.restic, self.repo);
+        let run = async move {
+            let result = restic.run(repo, &listing, &limits, &tx).await;
+            drop(tx);
+            result
+        };
+        let log = &mut *self.log;
+        let stop = &stop;
+        let watch = async move {
+            let mut wanted = true;
+            while let Some(event) = rx.recv().await {
+                match event {
+                    // Nodes still queued after a stop are drained unseen.
+                    Event::Node(node) => {
+                        wanted = wanted && on_node(node);
+                        if !wanted {
+                            stop.cancel();
+                        }
+                    }
+                    Event::Line {
+                        stream: Stream::Stderr,
+                        text,
+                    } => log.line(LogStreamKind::Stderr, text),
+                    _ => {}
+                }
+            }
+        };
+        let (result, ()) = tokio::join!(run, watch);
+        result
     }
 
     /// Before a command that locks the repository exclusively: a job cut

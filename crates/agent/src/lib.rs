@@ -33,6 +33,7 @@ pub use backoff::RESTART_SPREAD;
 pub use enroll::{enroll, EnrollOptions, Enrolled};
 pub use error::AgentError;
 pub use hooks::DEFAULT_HOOK_TIMEOUT;
+pub use jobs::DEFAULT_DRILL_DIR;
 pub use run::{run, RunOptions, REVOKED_RETRY};
 
 pub use tls::{TrustOptions, TrustSettings};

@@ -76,6 +76,10 @@ pub struct RunOptions {
     /// Take `agent.upgrade` offers (download, verify, replace this binary
     /// and re-execute); `false` refuses them (`--no-self-upgrade`).
     pub self_upgrade: bool,
+    /// Where restore drills make their scratch folders
+    /// ([`crate::DEFAULT_DRILL_DIR`] unless `--drill-dir` says); never
+    /// inside the state directory.
+    pub drill_dir: PathBuf,
 }
 
 impl RunOptions {
@@ -93,6 +97,7 @@ impl RunOptions {
             allow_restore_to_system_paths: false,
             hostname: None,
             self_upgrade: true,
+            drill_dir: PathBuf::from(crate::DEFAULT_DRILL_DIR),
         }
     }
 }
@@ -147,6 +152,13 @@ pub async fn run(mut opts: RunOptions, shutdown: CancellationToken) -> Result<()
         tracing::info!(%hostname, "recording snapshots under this host name");
         runner.use_hostname(hostname.clone());
     }
+    // Before any job starts: scratch copies of drills an earlier run was
+    // killed in the middle of go now.
+    let swept = crate::jobs::sweep_drills(&opts.drill_dir);
+    if swept > 0 {
+        tracing::info!(swept, dir = %opts.drill_dir.display(), "removed scratch folders of interrupted drills");
+    }
+    runner.use_drill_dir(opts.drill_dir.clone(), opts.state_dir.clone());
     let hooks = Hooks::new(&opts.state_dir, opts.hook_timeout);
     hooks.create_dir();
     runner.use_hooks(hooks);

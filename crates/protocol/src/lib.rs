@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod downloads;
+pub mod drill;
 mod envelope;
 mod messages;
 pub mod params;

@@ -411,11 +411,14 @@ pub enum JobKind {
     Restore,
     /// `restic copy` of this host's snapshots to the repository's `copy_to`.
     Copy,
+    /// A restore drill: a random sample of a snapshot's files restored into
+    /// a scratch folder and verified (DESIGN §10).
+    Drill,
 }
 
 impl JobKind {
     /// Every job kind.
-    pub const ALL: [JobKind; 10] = [
+    pub const ALL: [JobKind; 11] = [
         JobKind::Init,
         JobKind::Backup,
         JobKind::Forget,
@@ -426,6 +429,7 @@ impl JobKind {
         JobKind::Stats,
         JobKind::Restore,
         JobKind::Copy,
+        JobKind::Drill,
     ];
 
     /// The wire name (`backup`, …).
@@ -441,6 +445,7 @@ impl JobKind {
             JobKind::Stats => "stats",
             JobKind::Restore => "restore",
             JobKind::Copy => "copy",
+            JobKind::Drill => "drill",
         }
     }
 }

@@ -309,6 +309,50 @@ pub struct CopyParams {
     pub limit_download_kib: Option<u32>,
 }
 
+/// A drill's sample size when `sample_files` is not given.
+pub const DEFAULT_DRILL_FILES: u32 = 20;
+/// The most files one drill may sample.
+pub const MAX_DRILL_FILES: u32 = 1000;
+/// A drill's byte budget when `max_bytes` is not given (1 GiB).
+pub const DEFAULT_DRILL_BYTES: u64 = 1 << 30;
+
+/// `drill`: restore a random sample of a snapshot's files into a scratch
+/// folder the agent chooses, verify them and record the evidence.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrillParams {
+    /// The snapshot (8 to 64 hex characters); the host's latest when left
+    /// out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_id: Option<String>,
+    /// How many files to sample, 1 to [`MAX_DRILL_FILES`]
+    /// ([`DEFAULT_DRILL_FILES`] when left out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample_files: Option<u32>,
+    /// The most bytes the sample may add up to, at least 1
+    /// ([`DEFAULT_DRILL_BYTES`] when left out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bytes: Option<u64>,
+    /// Upload limit in KiB/s (`--limit-upload`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_upload_kib: Option<u32>,
+    /// Download limit in KiB/s (`--limit-download`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_download_kib: Option<u32>,
+}
+
+impl DrillParams {
+    /// How many files the drill samples.
+    pub fn sample_files(&self) -> u32 {
+        self.sample_files.unwrap_or(DEFAULT_DRILL_FILES)
+    }
+
+    /// The drill's byte budget.
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes.unwrap_or(DEFAULT_DRILL_BYTES)
+    }
+}
+
 /// A job's bandwidth caps in KiB/s, for restic's global `--limit-upload`
 /// and `--limit-download` (`None`: unlimited).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -342,6 +386,8 @@ pub enum JobParams {
     Restore(RestoreParams),
     /// `copy` to the repository's `copy_to`.
     Copy(CopyParams),
+    /// A restore drill.
+    Drill(DrillParams),
 }
 
 /// A parameter that breaks the rules; says which and why.
@@ -387,6 +433,7 @@ impl JobParams {
             JobKind::Check => JobParams::Check(decode(params)?),
             JobKind::Restore => JobParams::Restore(decode(params)?),
             JobKind::Copy => JobParams::Copy(decode(params)?),
+            JobKind::Drill => JobParams::Drill(decode(params)?),
         };
         parsed.validate()?;
         Ok(parsed)
@@ -405,6 +452,7 @@ impl JobParams {
             JobParams::Stats => JobKind::Stats,
             JobParams::Restore(_) => JobKind::Restore,
             JobParams::Copy(_) => JobKind::Copy,
+            JobParams::Drill(_) => JobKind::Drill,
         }
     }
 
@@ -417,6 +465,7 @@ impl JobParams {
             JobParams::Restore(p) => serde_json::to_value(p),
             JobParams::Prune(p) => serde_json::to_value(p),
             JobParams::Copy(p) => serde_json::to_value(p),
+            JobParams::Drill(p) => serde_json::to_value(p),
             _ => Ok(Value::Object(Default::default())),
         };
         value.unwrap_or(Value::Null)
@@ -431,6 +480,7 @@ impl JobParams {
             JobParams::Check(p) => (p.limit_upload_kib, p.limit_download_kib),
             JobParams::Restore(p) => (p.limit_upload_kib, p.limit_download_kib),
             JobParams::Copy(p) => (p.limit_upload_kib, p.limit_download_kib),
+            JobParams::Drill(p) => (p.limit_upload_kib, p.limit_download_kib),
             JobParams::Init | JobParams::Unlock | JobParams::Snapshots | JobParams::Stats => {
                 (None, None)
             }
@@ -566,6 +616,27 @@ impl JobParams {
             JobParams::Copy(p) => {
                 items("params.tags", &p.tags, tag)?;
                 items("params.snapshot_ids", &p.snapshot_ids, snapshot_id)
+            }
+            JobParams::Drill(p) => {
+                if let Some(id) = &p.snapshot_id {
+                    snapshot_id(id)
+                        .map_err(|problem| ParamsError::new("params.snapshot_id", problem))?;
+                }
+                if let Some(files) = p.sample_files {
+                    if !(1..=MAX_DRILL_FILES).contains(&files) {
+                        return Err(ParamsError::new(
+                            "params.sample_files",
+                            format!("must be 1 to {MAX_DRILL_FILES}"),
+                        ));
+                    }
+                }
+                if p.max_bytes == Some(0) {
+                    return Err(ParamsError::new(
+                        "params.max_bytes",
+                        "must be at least 1 (leave it out for 1 GiB)",
+                    ));
+                }
+                Ok(())
             }
             JobParams::Init
             | JobParams::Prune(_)
@@ -1365,6 +1436,50 @@ mod tests {
             json!({"paths": ["/a"], "hooks": {"after": many}})
         )
         .starts_with("`params.hooks.after`"));
+    }
+
+    #[test]
+    fn drill_defaults_to_the_latest_snapshot_twenty_files_and_one_gib() {
+        let parsed = JobParams::parse(JobKind::Drill, &Value::Null).unwrap();
+        assert_eq!(parsed.to_value(), json!({}));
+        let JobParams::Drill(drill) = parsed else {
+            panic!("not a drill: {parsed:?}");
+        };
+        assert_eq!(drill.snapshot_id, None);
+        assert_eq!(drill.sample_files(), 20);
+        assert_eq!(drill.max_bytes(), 1 << 30);
+        let all = json!({
+            "snapshot_id": "1a2b3c4d",
+            "sample_files": 1000,
+            "max_bytes": 4096,
+            "limit_download_kib": 64,
+        });
+        let parsed = JobParams::parse(JobKind::Drill, &all).unwrap();
+        assert_eq!(parsed.to_value(), all);
+        assert_eq!(parsed.kind(), JobKind::Drill);
+        assert_eq!(parsed.bandwidth().download_kib, Some(64));
+    }
+
+    #[test]
+    fn drill_params_out_of_range_name_the_field() {
+        let cases = [
+            (json!({"snapshot_id": "latest"}), "`params.snapshot_id`"),
+            (json!({"snapshot_id": "--host=x"}), "`params.snapshot_id`"),
+            (json!({"sample_files": 0}), "`params.sample_files`"),
+            (json!({"sample_files": 1001}), "`params.sample_files`"),
+            (json!({"sample_files": -1}), "`params.sample_files`"),
+            (json!({"max_bytes": 0}), "`params.max_bytes`"),
+            (json!({"max_bytes": "1G"}), "`params.max_bytes`"),
+            (
+                json!({"limit_download_kib": 0}),
+                "`params.limit_download_kib`",
+            ),
+            (json!({"target": "/tmp"}), "`params.target`"),
+        ];
+        for (params, field) in cases {
+            let e = err(JobKind::Drill, params.clone());
+            assert!(e.starts_with(field), "{params}: {e}");
+        }
     }
 
     #[test]

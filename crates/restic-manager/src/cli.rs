@@ -371,6 +371,11 @@ pub(crate) struct RunArgs {
     /// machine's. Hosts sharing a repository need distinct ones.
     #[arg(long, env = "RM_HOSTNAME", value_parser = parse_hostname)]
     pub hostname: Option<String>,
+    /// Where restore drills restore their sample (one `drill-<job id>`
+    /// folder per drill, removed afterwards; leftovers of a killed agent
+    /// are removed at start-up). Never inside the state directory.
+    #[arg(long, env = "RM_DRILL_DIR", default_value = rm_agent::DEFAULT_DRILL_DIR)]
+    pub drill_dir: PathBuf,
 }
 
 /// A host name for restic's `--host`: not empty, no control characters or

@@ -96,6 +96,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             options.allow_restore_to_system_paths = args.allow_restore_to_system_paths;
             options.hostname = args.hostname;
             options.self_upgrade = !args.no_self_upgrade;
+            options.drill_dir = args.drill_dir;
             rm_agent::run(options, shutdown).await?;
             Ok(())
         }

@@ -86,7 +86,13 @@ async fn per_host_series_follow_a_backup_a_rename_and_the_agent_going_away() {
     ] {
         assert_eq!(value(&before, series, "metrics-e2e"), None, "{series}");
     }
-    for kind in ["backup_stale", "job_failed", "host_offline", "check_failed"] {
+    for kind in [
+        "backup_stale",
+        "job_failed",
+        "host_offline",
+        "check_failed",
+        "drill_failed",
+    ] {
         assert_eq!(
             before.value("rm_alerts_firing", &[("kind", kind)]),
             Some(0.0),

@@ -89,6 +89,9 @@ pub enum Command {
         include: Vec<String>,
         /// Directory to restore into.
         target: String,
+        /// Read every restored file back and check it against the
+        /// snapshot (`--verify`; restore drills use it).
+        verify: bool,
     },
     /// `restic ls <snapshot> <path>`: the path and its direct children.
     Ls {
@@ -410,11 +413,15 @@ impl Command {
                 snapshot_id,
                 include,
                 target,
+                verify,
             } => {
                 check_snapshot_id(snapshot_id)?;
                 check_value("target", target)?;
                 push("restore");
                 push(&format!("--target={target}"));
+                if *verify {
+                    push("--verify");
+                }
                 for path in include {
                     check_value("include", path)?;
                     // restic reads includes as patterns; a path is meant
@@ -936,6 +943,7 @@ mod tests {
             snapshot_id: "0123abcd".into(),
             include: vec!["-etc".into()],
             target: "-t".into(),
+            verify: false,
         };
         assert_eq!(
             args(&restore),
@@ -953,6 +961,24 @@ mod tests {
             path: "--help".into(),
         };
         assert_eq!(args(&ls), ["ls", "--json", "--", "0123abcd", "--help"]);
+        let verified = Command::Restore {
+            snapshot_id: "0123abcd".into(),
+            include: vec!["/a".into()],
+            target: "/t".into(),
+            verify: true,
+        };
+        assert_eq!(
+            args(&verified),
+            [
+                "restore",
+                "--target=/t",
+                "--verify",
+                "--include=/a",
+                "--json",
+                "--",
+                "0123abcd"
+            ]
+        );
     }
 
     #[test]
@@ -1012,6 +1038,7 @@ mod tests {
                 snapshot_id: bad.into(),
                 include: vec![],
                 target: "/tmp/x".into(),
+                verify: false,
             };
             assert_eq!(refused(&restore), "snapshot_id", "{bad:?}");
         }

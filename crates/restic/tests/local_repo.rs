@@ -200,6 +200,7 @@ async fn restore_includes_name_files_literally() {
             snapshot_id: snapshot,
             include: vec![src.join("a[1].txt").display().to_string()],
             target: target.display().to_string(),
+            verify: false,
         },
     )
     .await;

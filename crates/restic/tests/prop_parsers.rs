@@ -97,6 +97,7 @@ fn commands() -> Vec<Command> {
             snapshot_id: "deadbeef".into(),
             include: vec![],
             target: "/tmp/r".into(),
+            verify: false,
         },
         Command::Ls {
             snapshot_id: "deadbeef".into(),

@@ -346,7 +346,12 @@ function showStats(stats) {
     const dd = document.createElement("dd");
     const sized = typeof value === "number" && /bytes|size|^data_added/.test(key);
     const seconds = typeof value === "number" && /duration/.test(key);
-    dd.textContent = sized ? size(value) : seconds ? value.toFixed(1) + " s"
+    const rate = typeof value === "number" && /_per_second$/.test(key);
+    // A drill's evidence is a table on the host page, not a JSON blob here.
+    const evidence = key === "evidence" && Array.isArray(value);
+    dd.textContent = rate ? size(Math.round(value)) + "/s" : sized ? size(value)
+      : seconds ? value.toFixed(1) + " s"
+      : evidence ? value.length + " files (listed with their checksums on the host page)"
       : typeof value === "object" ? JSON.stringify(value) : String(value);
     list.append(dt, dd);
   }

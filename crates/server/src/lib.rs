@@ -18,6 +18,7 @@ pub mod browse;
 pub mod cluster;
 pub mod config;
 pub mod downloads;
+mod drills;
 pub mod enrollment;
 mod fd_limit;
 pub mod hosts;

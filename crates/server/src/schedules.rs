@@ -16,12 +16,13 @@ use crate::jobs::{self, JobError, JobRequest, ReportError};
 use crate::state::AppState;
 
 /// Job kinds a schedule may run.
-const SCHEDULABLE: [JobKind; 5] = [
+const SCHEDULABLE: [JobKind; 6] = [
     JobKind::Backup,
     JobKind::Forget,
     JobKind::Prune,
     JobKind::Check,
     JobKind::Copy,
+    JobKind::Drill,
 ];
 
 /// Longest jitter (a day): beyond that a schedule would drift past its

@@ -315,6 +315,9 @@ impl JobStore for PostgresStore {
         if filter.status.is_some() {
             sql.push_str(&format!(" AND status = ${}", param()));
         }
+        if filter.kind.is_some() {
+            sql.push_str(&format!(" AND kind = ${}", param()));
+        }
         if filter.scope.is_some() {
             // The hosts' labels decide, so a job follows its host into or
             // out of a scope when the host's labels change.
@@ -346,6 +349,9 @@ impl JobStore for PostgresStore {
         if let Some(status) = filter.status {
             query = query.bind(status.as_str());
         }
+        if let Some(kind) = &filter.kind {
+            query = query.bind(kind.clone());
+        }
         if let Some(scope) = &filter.scope {
             query = query.bind(selector_param(scope));
         }
@@ -355,6 +361,14 @@ impl JobStore for PostgresStore {
             query = query.bind(before.to_string()).bind(before_ms);
         }
         fetch_all_models(&self.pool, query.bind(i64::from(limit))).await
+    }
+
+    async fn latest_jobs_per_host(&self, kind: &str, status: JobStatus) -> StoreResult<Vec<Job>> {
+        let sql = rm_store_sql::latest_jobs_per_host_sql("$1", "$2");
+        let query = sqlx::query_as::<_, JobRow>(AssertSqlSafe(sql))
+            .bind(kind.to_owned())
+            .bind(status.as_str());
+        fetch_all_models(&self.pool, query).await
     }
 
     /// In creation order.

@@ -9,6 +9,21 @@ use crate::{decode, Flag};
 pub const JOB_COLUMNS: &str = "id, host_id, kind, params, status, \"trigger\", exit_code, \
      schedule_id, stats, error, created_at, dispatched_at, started_at, finished_at";
 
+/// The newest job of one kind in one status per host (newest by
+/// `finished_at`, then id), by host id. `kind` and `status` are the two
+/// engines' placeholders, each used twice (`?` bound twice over on SQLite,
+/// `$1` and `$2` on PostgreSQL). With `jobs_kind_status_host` it is one
+/// short index descent per host, not a scan of each host's jobs.
+pub fn latest_jobs_per_host_sql(kind: &str, status: &str) -> String {
+    format!(
+        "SELECT {JOB_COLUMNS} FROM jobs WHERE id IN \
+         (SELECT (SELECT k.id FROM jobs k WHERE k.kind = {kind} AND k.status = {status} \
+         AND k.host_id = h.host_id ORDER BY k.finished_at DESC, k.id DESC LIMIT 1) \
+         FROM (SELECT DISTINCT host_id FROM jobs WHERE kind = {kind} AND status = {status}) h) \
+         ORDER BY host_id"
+    )
+}
+
 /// A `jobs` row.
 #[derive(Debug, sqlx::FromRow)]
 pub struct JobRow {

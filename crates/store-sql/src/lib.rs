@@ -45,8 +45,8 @@ pub use hosts::{
     EnrollmentTokenRow, HostBackupSummaryRow, HostCountsRow, HostRow, ENROLLMENT_TOKEN_COLUMNS,
 };
 pub use jobs::{
-    CommandResultRow, HostIdRow, JobRow, LogLineRow, COMMAND_RESULT_COLUMNS, JOB_COLUMNS,
-    LOG_COLUMNS,
+    latest_jobs_per_host_sql, CommandResultRow, HostIdRow, JobRow, LogLineRow,
+    COMMAND_RESULT_COLUMNS, JOB_COLUMNS, LOG_COLUMNS,
 };
 pub use notifications::{ChannelRow, OutboxEntryRow, CHANNEL_COLUMNS, OUTBOX_COLUMNS};
 pub use policies::{PolicyCoverageRow, PolicyRow, PolicyTargetRow, POLICY_COLUMNS};

@@ -164,6 +164,9 @@ impl JobStore for SqliteStore {
         if filter.status.is_some() {
             sql.push_str(" AND status = ?");
         }
+        if filter.kind.is_some() {
+            sql.push_str(" AND kind = ?");
+        }
         if let Some(scope) = &filter.scope {
             // The hosts' labels decide, so a job follows its host into or
             // out of a scope when the host's labels change.
@@ -191,6 +194,9 @@ impl JobStore for SqliteStore {
         if let Some(status) = filter.status {
             query = query.bind(status.as_str());
         }
+        if let Some(kind) = &filter.kind {
+            query = query.bind(kind.clone());
+        }
         if let Some(scope) = &filter.scope {
             query = bind_selector(query, scope);
         }
@@ -204,6 +210,17 @@ impl JobStore for SqliteStore {
                 .bind(before_id);
         }
         fetch_all_models(&self.pool, query.bind(i64::from(limit))).await
+    }
+
+    async fn latest_jobs_per_host(&self, kind: &str, status: JobStatus) -> StoreResult<Vec<Job>> {
+        let sql = rm_store_sql::latest_jobs_per_host_sql("?", "?");
+        // Each placeholder twice: the inner newest-per-host and the hosts.
+        let query = sqlx::query_as::<_, JobRow>(AssertSqlSafe(sql))
+            .bind(kind.to_owned())
+            .bind(status.as_str())
+            .bind(kind.to_owned())
+            .bind(status.as_str());
+        fetch_all_models(&self.pool, query).await
     }
 
     /// In creation order.

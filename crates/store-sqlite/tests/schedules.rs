@@ -315,6 +315,7 @@ async fn a_database_from_0002_upgrades_keeping_jobs_logs_and_command_results() {
             "jobs_created",
             "jobs_host_created",
             "jobs_host_status",
+            "jobs_kind_status_host",
             "jobs_schedule_status",
             "jobs_status"
         ]

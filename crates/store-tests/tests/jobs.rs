@@ -644,3 +644,85 @@ async fn a_dispatched_job_can_go_back_to_the_queue_but_a_running_one_cannot() {
         .await
         .unwrap());
 }
+
+/// Runs `job` through dispatch and start to an end in `status` at `t(at)`.
+async fn run_to_end(store: &dyn rm_store::Store, job: JobId, status: JobStatus, at: i64) {
+    assert!(store
+        .advance_job(job, JobStatus::Dispatched, t(at - 2))
+        .await
+        .unwrap());
+    assert!(store
+        .advance_job(job, JobStatus::Running, t(at - 1))
+        .await
+        .unwrap());
+    assert!(store.finish_job(job, &end(status, at), None).await.unwrap());
+}
+
+#[tokio::test]
+async fn list_jobs_filters_by_kind_and_latest_per_host_finds_each_hosts_newest() {
+    let (_db, store) = open_temp_store().await.unwrap();
+    let a = enrol(&*store).await;
+    let b = enrol(&*store).await;
+    let c = enrol(&*store).await;
+    let a_old = create_job(&*store, a, "drill", 10).await;
+    let a_backup = create_job(&*store, a, "backup", 20).await;
+    let a_new = create_job(&*store, a, "drill", 30).await;
+    let a_failed = create_job(&*store, a, "drill", 40).await;
+    let b_only = create_job(&*store, b, "drill", 50).await;
+    let c_queued = create_job(&*store, c, "drill", 60).await;
+    // Finished out of creation order: the newest end wins.
+    run_to_end(&*store, a_new.id, JobStatus::Succeeded, 100).await;
+    run_to_end(&*store, a_old.id, JobStatus::Succeeded, 90).await;
+    run_to_end(&*store, a_backup.id, JobStatus::Succeeded, 120).await;
+    run_to_end(&*store, a_failed.id, JobStatus::Failed, 130).await;
+    run_to_end(&*store, b_only.id, JobStatus::Succeeded, 110).await;
+
+    let drills = store
+        .list_jobs(&JobFilter {
+            kind: Some("drill".into()),
+            ..JobFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(&drills),
+        vec![c_queued.id, b_only.id, a_failed.id, a_new.id, a_old.id]
+    );
+    let a_drills = store
+        .list_jobs(&JobFilter {
+            host_id: Some(a),
+            kind: Some("drill".into()),
+            status: Some(JobStatus::Succeeded),
+            ..JobFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(ids(&a_drills), vec![a_new.id, a_old.id]);
+
+    let mut latest = store
+        .latest_jobs_per_host("drill", JobStatus::Succeeded)
+        .await
+        .unwrap();
+    latest.sort_by_key(|j| j.host_id.to_string());
+    let mut expected = vec![a_new.clone(), b_only.clone()];
+    expected.sort_by_key(|j| j.host_id.to_string());
+    assert_eq!(ids(&latest), ids(&expected));
+    assert_eq!(
+        latest
+            .iter()
+            .find(|j| j.id == a_new.id)
+            .unwrap()
+            .finished_at,
+        Some(t(100))
+    );
+    let failed = store
+        .latest_jobs_per_host("drill", JobStatus::Failed)
+        .await
+        .unwrap();
+    assert_eq!(ids(&failed), vec![a_failed.id]);
+    assert!(store
+        .latest_jobs_per_host("prune", JobStatus::Succeeded)
+        .await
+        .unwrap()
+        .is_empty());
+}

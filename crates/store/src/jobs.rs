@@ -44,6 +44,11 @@ pub trait JobStore: Send + Sync {
     /// Jobs matching `filter`, newest first.
     async fn list_jobs(&self, filter: &JobFilter) -> StoreResult<Vec<Job>>;
 
+    /// The newest job of `kind` in `status` of every host that has one
+    /// (newest by `finished_at`, then id), by host id, in one query
+    /// however many hosts there are (the fleet's last successful drills).
+    async fn latest_jobs_per_host(&self, kind: &str, status: JobStatus) -> StoreResult<Vec<Job>>;
+
     /// The host's jobs that are dispatched or running.
     async fn active_jobs(&self, host: HostId) -> StoreResult<Vec<Job>>;
 

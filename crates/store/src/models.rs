@@ -461,6 +461,8 @@ pub struct JobFilter {
     pub host_id: Option<HostId>,
     /// Only jobs in this status.
     pub status: Option<JobStatus>,
+    /// Only jobs of this kind (`backup`, `drill`, …).
+    pub kind: Option<String>,
     /// Only jobs of hosts matching this selector (a scoped user's view).
     pub scope: Option<Selector>,
     /// Only jobs older than this one (for paging).

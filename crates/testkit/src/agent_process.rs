@@ -120,6 +120,21 @@ impl AgentProcess {
         Ok(())
     }
 
+    /// SIGKILL, then the agent started again with the same arguments (as
+    /// for [`AgentProcess::restart`]): a crash mid-job and the restart
+    /// after it.
+    pub async fn kill9_and_restart(
+        &mut self,
+        binary: &Path,
+        state_dir: &Path,
+        restic_bin: &Path,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<()> {
+        self.child.kill9().await?;
+        *self = AgentProcess::spawn(binary, state_dir, restic_bin, env)?;
+        Ok(())
+    }
+
     /// SIGKILL: the agent dies without a chance to clean up, as in a crash.
     pub async fn kill9(mut self) -> anyhow::Result<()> {
         self.child.kill9().await

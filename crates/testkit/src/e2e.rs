@@ -176,6 +176,22 @@ impl Host {
         self.snapshots().await
     }
 
+    /// Backs up `src` (one absolute folder) as a job, fails the test
+    /// unless it succeeds, waits until the stored list has `snapshots`
+    /// entries and returns the newest one's full id.
+    pub async fn backed_up(&self, src: &Path, snapshots: usize) -> String {
+        let job = self
+            .run("backup", json!({"paths": [src.display().to_string()]}))
+            .await;
+        succeeded(&job);
+        let list = self.wait_snapshots(snapshots).await;
+        list.iter()
+            .max_by_key(|s| s["time"].as_str().unwrap_or_default().to_owned())
+            .and_then(|s| s["id"].as_str())
+            .unwrap_or_else(|| panic!("no snapshot id in {list:?}"))
+            .to_owned()
+    }
+
     /// Runs restic itself on the repository last set, with its password
     /// ([`crate::restic::on_repository`]); returns the output whatever the
     /// exit.
@@ -221,6 +237,23 @@ impl Host {
             .restart(STOP_LIMIT, &self.binary, &state_dir, &self.restic, env)
             .await
             .or_fail("restart the agent");
+        self.wait_reconnected().await;
+    }
+
+    /// Kills the agent with SIGKILL (no chance to clean up, as in a crash),
+    /// starts it again with the environment `env` and waits until the
+    /// server lists it online again.
+    pub async fn kill_and_restart_agent(&mut self, env: &[(&str, &str)]) {
+        let state_dir = self.agent.state_dir.clone();
+        self.agent
+            .process
+            .kill9_and_restart(&self.binary, &state_dir, &self.restic, env)
+            .await
+            .or_fail("kill and restart the agent");
+        self.wait_reconnected().await;
+    }
+
+    async fn wait_reconnected(&self) {
         self.agent
             .process
             .wait_for_log("connected to", Duration::from_secs(30))

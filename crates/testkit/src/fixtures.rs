@@ -117,3 +117,43 @@ pub fn many_files(root: &Path, files: usize, total_bytes: u64, seed: u64) {
         );
     }
 }
+
+/// SHA-256 of a file's bytes, hex: what a drill's evidence should say of
+/// a file restored intact.
+pub fn sha256_hex(path: &Path) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(ok(std::fs::read(path), "read")))
+}
+
+/// Damages a local repository's data: overwrites `len` bytes in the middle
+/// of every pack file under `<repo>/data/` larger than `min_bytes` (the
+/// packs holding file contents; small packs hold the trees, which restic
+/// also keeps in its cache). Returns the packs changed.
+pub fn corrupt_packs(repo: &Path, min_bytes: u64, len: usize) -> Vec<PathBuf> {
+    use std::io::{Seek, SeekFrom, Write};
+    use std::os::unix::fs::PermissionsExt;
+    let mut changed = Vec::new();
+    for dir in ok(std::fs::read_dir(repo.join("data")), "read_dir data") {
+        let dir = ok(dir, "dir entry").path();
+        for pack in ok(std::fs::read_dir(&dir), "read_dir pack folder") {
+            let pack = ok(pack, "dir entry").path();
+            let size = ok(std::fs::metadata(&pack), "stat pack").len();
+            if size <= min_bytes {
+                continue;
+            }
+            // restic writes packs read-only.
+            ok(
+                std::fs::set_permissions(&pack, std::fs::Permissions::from_mode(0o600)),
+                "chmod pack",
+            );
+            let mut file = ok(
+                std::fs::OpenOptions::new().write(true).open(&pack),
+                "open pack",
+            );
+            ok(file.seek(SeekFrom::Start(size / 2)), "seek");
+            ok(file.write_all(&vec![0x5a; len]), "overwrite");
+            changed.push(pack);
+        }
+    }
+    changed
+}

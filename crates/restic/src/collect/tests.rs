@@ -491,6 +491,7 @@ fn restore_text_and_json() {
         snapshot_id: "deadbeef".into(),
         include: vec![],
         target: "/tmp/r".into(),
+        verify: false,
     };
     let run = replay(&restore, V14, "v0.14/restore", 0);
     assert_eq!(run.finished.status, Status::Succeeded);
@@ -802,6 +803,7 @@ fn recorded_output_of_0_18_and_0_19() {
             snapshot_id: "deadbeef".into(),
             include: vec![],
             target: "/tmp/r".into(),
+            verify: false,
         };
         let run = run_of(&restore, "restore");
         assert_eq!(

@@ -4,7 +4,7 @@
 //!
 //! - [`rules`]: the pure rules — deadlines of the timed conditions
 //!   (`backup_stale`, `host_offline`) and what a job's end fires or
-//!   resolves (`job_failed`, `check_failed`).
+//!   resolves (`job_failed`, `check_failed`, `drill_failed`).
 //! - [`evaluator`]: the deadline index and the due-notification queue,
 //!   run by one background task ([`spawn`]).
 //! - this module: the handle the rest of the server tells about changes
@@ -209,6 +209,7 @@ async fn apply_job_end(state: &AppState, job: &Job) -> Result<(), StoreError> {
         let why = match kind {
             AlertKind::BackupStale => format!("backup {} saved a snapshot", job.id),
             AlertKind::CheckFailed => format!("check {} found no errors", job.id),
+            AlertKind::DrillFailed => format!("drill {} verified its sample", job.id),
             _ => format!("{} {} succeeded", job.kind, job.id),
         };
         let entry = evaluator::resolve_entry(job.host_id, kind.as_str(), &subject, &why);

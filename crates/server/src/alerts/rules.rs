@@ -20,15 +20,18 @@ pub enum AlertKind {
     HostOffline,
     /// `restic check` found errors in the repository.
     CheckFailed,
+    /// A restore drill failed: a sampled file did not restore or verify.
+    DrillFailed,
 }
 
 impl AlertKind {
     /// Every kind.
-    pub const ALL: [AlertKind; 4] = [
+    pub const ALL: [AlertKind; 5] = [
         AlertKind::BackupStale,
         AlertKind::JobFailed,
         AlertKind::HostOffline,
         AlertKind::CheckFailed,
+        AlertKind::DrillFailed,
     ];
 
     /// The wire and stored name.
@@ -38,6 +41,7 @@ impl AlertKind {
             AlertKind::JobFailed => "job_failed",
             AlertKind::HostOffline => "host_offline",
             AlertKind::CheckFailed => "check_failed",
+            AlertKind::DrillFailed => "drill_failed",
         }
     }
 }
@@ -55,7 +59,7 @@ impl std::str::FromStr for AlertKind {
             .into_iter()
             .find(|k| k.as_str() == s)
             .ok_or_else(|| {
-                format!("unknown alert kind `{s}` (backup_stale, job_failed, host_offline or check_failed)")
+                format!("unknown alert kind `{s}` (backup_stale, job_failed, host_offline, check_failed or drill_failed)")
             })
     }
 }
@@ -231,6 +235,10 @@ pub fn job_verdict(job: &Job) -> JobVerdict {
         fire: Vec::new(),
         resolve: Vec::new(),
     };
+    if job.kind == "drill" {
+        drill_verdict(job, &mut verdict);
+        return verdict;
+    }
     if !WATCHED_KINDS.contains(&job.kind.as_str()) {
         return verdict;
     }
@@ -287,6 +295,36 @@ pub fn job_verdict(job: &Job) -> JobVerdict {
         | JobStatus::Skipped => {}
     }
     verdict
+}
+
+/// A drill that failed — a file that did not restore or verify, or no
+/// restore at all — fires `drill_failed` (one per host: the last drill is
+/// what says whether restores work); a successful drill resolves it. A
+/// cancelled drill proves nothing either way and changes nothing.
+fn drill_verdict(job: &Job, verdict: &mut JobVerdict) {
+    match job.status {
+        JobStatus::Succeeded => verdict
+            .resolve
+            .push((AlertKind::DrillFailed, String::new())),
+        JobStatus::Failed | JobStatus::Partial => {
+            let what = match job.schedule_id {
+                Some(_) => "a scheduled restore drill failed",
+                None => "a restore drill started by hand failed",
+            };
+            let message = match &job.error {
+                Some(error) => format!("{what}: {error}"),
+                None => format!("{what} (see job {})", job.id),
+            };
+            verdict
+                .fire
+                .push((AlertKind::DrillFailed, String::new(), message));
+        }
+        JobStatus::Queued
+        | JobStatus::Dispatched
+        | JobStatus::Running
+        | JobStatus::Cancelled
+        | JobStatus::Skipped => {}
+    }
 }
 
 /// A duration for a person: `3 d 4 h`, `26 h`, `5 min`, `40 s`.
@@ -456,6 +494,30 @@ mod tests {
             started_at: None,
             finished_at: Some(at(0, 1)),
         }
+    }
+
+    #[test]
+    fn a_failed_drill_fires_drill_failed_and_a_passing_one_resolves_it() {
+        let failed = job("drill", JobStatus::Failed, Some(ScheduleId::new()));
+        let v = job_verdict(&failed);
+        assert_eq!(v.fire.len(), 1, "{v:?}");
+        assert_eq!(v.fire[0].0, AlertKind::DrillFailed);
+        assert!(
+            v.fire[0]
+                .2
+                .starts_with("a scheduled restore drill failed: "),
+            "{v:?}"
+        );
+        assert!(v.resolve.is_empty());
+        let passed = job_verdict(&job("drill", JobStatus::Succeeded, None));
+        assert!(passed.fire.is_empty());
+        assert_eq!(passed.resolve, [(AlertKind::DrillFailed, String::new())]);
+        let cancelled = job_verdict(&job("drill", JobStatus::Cancelled, None));
+        assert!(cancelled.fire.is_empty() && cancelled.resolve.is_empty());
+        assert_eq!(
+            "drill_failed".parse::<AlertKind>(),
+            Ok(AlertKind::DrillFailed)
+        );
     }
 
     #[test]

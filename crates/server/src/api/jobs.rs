@@ -156,6 +156,33 @@ pub(crate) struct ListQuery {
 const DEFAULT_JOBS: u32 = 50;
 const MAX_JOBS: u32 = 500;
 
+/// A page of a job list (`GET /jobs`, a host's drills): jobs older than
+/// the job `before`, at most `limit` (1 to 500, default 50).
+pub(crate) fn page(
+    before: Option<&str>,
+    limit: Option<u32>,
+) -> Result<(Option<JobId>, u32), ApiError> {
+    let before = before
+        .map(|raw| {
+            raw.parse::<JobId>().map_err(|_| {
+                ApiError::bad_request(format!(
+                    "`before` must be a job id (a 26-character ULID), not `{raw}`"
+                ))
+            })
+        })
+        .transpose()?;
+    let limit = match limit {
+        None => DEFAULT_JOBS,
+        Some(n) if (1..=MAX_JOBS).contains(&n) => n,
+        Some(_) => {
+            return Err(ApiError::bad_request(format!(
+                "`limit` must be 1 to {MAX_JOBS}"
+            )))
+        }
+    };
+    Ok((before, limit))
+}
+
 /// List jobs.
 ///
 /// `GET /api/v1/jobs?host_id=&status=&before=&limit=`: newest first.
@@ -190,31 +217,13 @@ pub(crate) async fn list(
         .map(|s| s.parse::<JobStatus>())
         .transpose()
         .map_err(|e| ApiError::bad_request(format!("`status`: {e}")))?;
-    let before = query
-        .before
-        .as_deref()
-        .map(|raw| {
-            raw.parse::<JobId>().map_err(|_| {
-                ApiError::bad_request(format!(
-                    "`before` must be a job id (a 26-character ULID), not `{raw}`"
-                ))
-            })
-        })
-        .transpose()?;
-    let limit = match query.limit {
-        None => DEFAULT_JOBS,
-        Some(n) if (1..=MAX_JOBS).contains(&n) => n,
-        Some(_) => {
-            return Err(ApiError::bad_request(format!(
-                "`limit` must be 1 to {MAX_JOBS}"
-            )))
-        }
-    };
+    let (before, limit) = page(query.before.as_deref(), query.limit)?;
     let jobs = state
         .store()
         .list_jobs(&JobFilter {
             host_id,
             status,
+            kind: None,
             before,
             limit,
             scope: operator.scope,

@@ -8,6 +8,7 @@ pub(crate) mod audit;
 mod auth;
 mod channels;
 mod deadline;
+mod drills;
 pub(crate) mod enrollment;
 mod error;
 mod events;
@@ -80,6 +81,8 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(crate::snapshot_downloads::http::download))
         .routes(routes!(hosts::repo_stats))
         .routes(routes!(hosts::verification))
+        .routes(routes!(drills::host_drills))
+        .routes(routes!(drills::fleet))
         .routes(routes!(schedules::list, schedules::create))
         .routes(routes!(schedules::update, schedules::delete))
         .routes(routes!(schedules::presets))

@@ -13,8 +13,13 @@ use rm_store::HostCounts;
 
 /// Every alert kind (DESIGN §7): each has an `rm_alerts_firing` series,
 /// 0 when none fires, so a rule on one kind never sees "no data".
-pub(crate) const ALERT_KINDS: [&str; 4] =
-    ["backup_stale", "job_failed", "host_offline", "check_failed"];
+pub(crate) const ALERT_KINDS: [&str; 5] = [
+    "backup_stale",
+    "job_failed",
+    "host_offline",
+    "check_failed",
+    "drill_failed",
+];
 
 /// One host's series.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,6 +41,8 @@ pub(crate) struct HostSeries {
     pub(crate) last_size: Option<u64>,
     /// New data that backup added to the repository.
     pub(crate) last_added: Option<u64>,
+    /// When its last successful restore drill finished; `None`: never.
+    pub(crate) last_drill_success: Option<DateTime<Utc>>,
 }
 
 /// One notification channel's delivery counters.
@@ -271,6 +278,18 @@ fn encode_hosts(
             ConstGauge::new(bytes).encode(family.encode_family(&labels(h))?)?;
         }
     }
+    let mut family = encoder.encode_descriptor(
+        "rm_host_last_drill_success_timestamp_seconds",
+        "When the host's last successful restore drill finished (Unix time); absent for a host that never had one.",
+        None,
+        MetricType::Gauge,
+    )?;
+    for h in hosts {
+        if let Some(at) = h.last_drill_success {
+            let seconds = at.timestamp_millis() as f64 / 1000.0;
+            ConstGauge::new(seconds).encode(family.encode_family(&labels(h))?)?;
+        }
+    }
     Ok(())
 }
 
@@ -293,6 +312,7 @@ mod tests {
             last_duration: Some(12.5),
             last_size: Some(4096),
             last_added: Some(512),
+            last_drill_success: DateTime::from_timestamp(1_700_000_100, 0),
         }
     }
 
@@ -326,6 +346,7 @@ mod tests {
             last_duration: None,
             last_size: None,
             last_added: None,
+            last_drill_success: None,
             ..host("02H", "never")
         };
         let out = page(Fleet {
@@ -340,11 +361,15 @@ mod tests {
         assert!(out.contains(&format!("rm_host_last_backup_duration_seconds{l} 12.5\n")));
         assert!(out.contains(&format!("rm_host_last_backup_size_bytes{l} 4096\n")));
         assert!(out.contains(&format!("rm_host_last_backup_added_bytes{l} 512\n")));
+        assert!(out.contains(&format!(
+            "rm_host_last_drill_success_timestamp_seconds{l} 1700000100.0\n"
+        )));
         let n = "{host_id=\"02H\",host=\"never\"}";
         assert!(out.contains(&format!("rm_host_online{n} 0\n")));
         assert!(out.contains(&format!("rm_host_protected{n} 0\n")));
         assert!(!out.contains(&format!("rm_host_last_backup_success_timestamp_seconds{n}")));
         assert!(!out.contains(&format!("rm_host_last_backup_size_bytes{n}")));
+        assert!(!out.contains(&format!("rm_host_last_drill_success_timestamp_seconds{n}")));
     }
 
     #[test]

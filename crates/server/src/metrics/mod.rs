@@ -17,7 +17,7 @@ use std::fmt;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{prometheus_text, DescriptorEncoder};
 use prometheus_client::registry::Registry;
@@ -205,13 +205,31 @@ pub(crate) async fn read_fleet(state: &AppState) -> Fleet {
         .await
         .inspect_err(|e| tracing::warn!(error = %e, "metrics: could not count hosts"))
         .ok();
-    let hosts = match (store.host_backup_summaries().await, store.policies().await) {
+    let mut hosts = match (store.host_backup_summaries().await, store.policies().await) {
         (Ok(summaries), Ok(policies)) => Some(host_series(summaries, &policies, Utc::now())),
         (Err(e), _) | (_, Err(e)) => {
             tracing::warn!(error = %e, "metrics: could not read the hosts");
             None
         }
     };
+    if let Some(hosts) = hosts.as_mut() {
+        // One query for the whole fleet, like the backups' summaries.
+        match store
+            .latest_jobs_per_host(crate::drills::KIND, rm_core::JobStatus::Succeeded)
+            .await
+        {
+            Ok(drills) => {
+                let drilled: std::collections::HashMap<String, DateTime<Utc>> = drills
+                    .into_iter()
+                    .filter_map(|j| Some((j.host_id.to_string(), j.finished_at?)))
+                    .collect();
+                for h in hosts.iter_mut() {
+                    h.last_drill_success = drilled.get(&h.id).copied();
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "metrics: could not read the drills"),
+        }
+    }
     Fleet {
         agents_connected: state.hub().connected() as u64,
         counts,
@@ -267,6 +285,7 @@ pub(crate) fn host_series(
                 }),
                 last_size: run.and_then(|r| r.bytes_processed),
                 last_added: run.and_then(|r| r.bytes_added),
+                last_drill_success: None,
             }
         })
         .collect()

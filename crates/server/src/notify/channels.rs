@@ -39,7 +39,13 @@ pub const KINDS: [&str; 6] = [
 ];
 
 /// The alert kinds a channel's `kinds` may name.
-pub const ALERT_KINDS: [&str; 4] = ["backup_stale", "job_failed", "host_offline", "check_failed"];
+pub const ALERT_KINDS: [&str; 5] = [
+    "backup_stale",
+    "job_failed",
+    "host_offline",
+    "check_failed",
+    "drill_failed",
+];
 
 /// How a stored secret is shown.
 pub const SET: &str = "<set>";

@@ -59,6 +59,10 @@ const TAGS: &[(&str, &str)] = &[
         "policies",
         "Fleet policies: what hosts with given labels get",
     ),
+    (
+        "drills",
+        "Restore drills: a host's drills with their evidence, the fleet's last successful ones",
+    ),
     ("alerts", "Alerts the server decided, and silences"),
     ("notifications", "Where alert notifications go"),
     ("users", "Operator accounts"),

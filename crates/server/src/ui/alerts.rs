@@ -223,7 +223,7 @@ struct AlertsPage {
     /// The state shown; the tabs as (value, label, link).
     state: String,
     tabs: Vec<(&'static str, &'static str, String)>,
-    kinds: [AlertKind; 4],
+    kinds: [AlertKind; 5],
     kind: String,
     labels: String,
     /// Why the filter was refused (naming the field); firing alerts are

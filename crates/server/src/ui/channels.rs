@@ -385,7 +385,7 @@ struct ChannelPage {
     saved: Option<Saved>,
     form: ChannelFields,
     sets: Vec<KindSet>,
-    alert_kinds: [&'static str; 4],
+    alert_kinds: [&'static str; 5],
     error: Option<String>,
     /// The field it is about (`name`, `webhook.url`, …).
     error_field: String,

@@ -63,6 +63,8 @@ pub(crate) struct JobForm {
     read_data: String,
     /// Runs in a rotating check's cycle.
     cycle: String,
+    sample_files: String,
+    max_bytes: String,
 }
 
 /// The value of the `retention` choice that uses the keep_* fields.
@@ -130,11 +132,20 @@ impl JobForm {
                 number(&mut params, "cycle", &self.cycle);
             }
             JobKind::Copy => list("tags", &self.tags, false),
+            JobKind::Drill => {
+                number(&mut params, "sample_files", &self.sample_files);
+                number(&mut params, "max_bytes", &self.max_bytes);
+            }
             _ => {}
         }
         if matches!(
             kind,
-            JobKind::Backup | JobKind::Forget | JobKind::Prune | JobKind::Check | JobKind::Copy
+            JobKind::Backup
+                | JobKind::Forget
+                | JobKind::Prune
+                | JobKind::Check
+                | JobKind::Copy
+                | JobKind::Drill
         ) {
             number(&mut params, "limit_upload_kib", &self.limit_upload_kib);
             number(&mut params, "limit_download_kib", &self.limit_download_kib);

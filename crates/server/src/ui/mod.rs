@@ -12,6 +12,7 @@ mod alerts;
 mod assets;
 mod audit;
 mod channels;
+mod drills;
 mod fleet;
 mod format;
 mod forms;
@@ -56,6 +57,7 @@ pub(crate) fn router(state: AppState) -> Router<AppState> {
         .route("/policies/{id}/delete", post(policies::delete))
         .route("/audit", get(audit::page))
         .route("/alerts", get(alerts::page))
+        .route("/drills", get(drills::fleet_page))
         .route("/alerts/firing", get(alerts::firing_count))
         .route("/alerts/silences", post(alerts::create_silence))
         .route("/channels", get(channels::list))

@@ -559,6 +559,8 @@ struct HostPage {
     alerts: Vec<AlertRow>,
     /// Its repository's rotating verification.
     verification: rm_protocol::api::VerificationView,
+    /// Its latest restore drills, each with its evidence.
+    drills: Vec<super::drills::DrillRow>,
 }
 
 /// The agent token's state as the host page says it.
@@ -628,6 +630,10 @@ pub(crate) async fn host(
         .await
     {
         Ok(jobs) => jobs,
+        Err(e) => return store_error(e),
+    };
+    let drills = match super::drills::host_rows(&state, id, now).await {
+        Ok(drills) => drills,
         Err(e) => return store_error(e),
     };
     let fleet = match Fleet::load(&state).await {
@@ -800,6 +806,7 @@ pub(crate) async fn host(
         effective,
         alerts: firing,
         verification,
+        drills,
     })
 }
 
@@ -891,6 +898,15 @@ pub(crate) async fn job(
             .iter()
             .map(|(k, v)| {
                 let shown = match (k.as_str(), v.as_u64()) {
+                    // A drill's evidence is a table on the host page.
+                    ("evidence", _) if v.is_array() => format!(
+                        "{} files (listed with their checksums on the host page)",
+                        v.as_array().map_or(0, Vec::len)
+                    ),
+                    (k, _) if k.ends_with("_per_second") && v.is_number() => format!(
+                        "{}/s",
+                        format::bytes(v.as_f64().unwrap_or(0.0).round() as u64)
+                    ),
                     (k, Some(n))
                         if k.contains("bytes") || k.starts_with("data_") || k.contains("size") =>
                     {

@@ -42,7 +42,7 @@ const COVERAGE_ROWS: usize = 200;
 const BLANK_ROWS: usize = 2;
 
 /// The kinds a schedule row offers; the empty one means "no schedule".
-const KINDS: [&str; 4] = ["backup", "forget", "prune", "check"];
+const KINDS: [&str; 5] = ["backup", "forget", "prune", "check", "drill"];
 
 /// The keep-count fields of a forget row: name and label.
 const KEEPS: [(&str, &str); 6] = [
@@ -306,7 +306,7 @@ struct PolicyPage {
     error_field: String,
     /// `?saved=1`: the policy was just saved.
     just_saved: bool,
-    kinds: [&'static str; 4],
+    kinds: [&'static str; 5],
     presets: Vec<(&'static str, &'static str)>,
     keeps: [(&'static str, &'static str); 6],
 }
@@ -956,6 +956,29 @@ mod tests {
             .map_err(|r| r.message)
             .unwrap();
         assert!(req.repository.is_none());
+    }
+
+    #[test]
+    fn a_drill_row_makes_drill_params() {
+        let posted = pairs(&[
+            ("name", "p"),
+            ("s0.kind", "drill"),
+            ("s0.cron", "0 4 * * 0"),
+            ("s0.enabled", "on"),
+            ("s0.sample_files", "50"),
+            ("s0.max_bytes", "5000000000"),
+            ("s0.limit_download_kib", "1024"),
+        ]);
+        let (form, rows) = read_form(&posted);
+        assert!(!rows[0].other_kind());
+        let (req, _) = request(&form, &rows, None, &[])
+            .map_err(|r| r.message)
+            .unwrap();
+        assert_eq!(req.schedules[0].kind, "drill");
+        assert_eq!(
+            req.schedules[0].params,
+            json!({"sample_files": 50, "max_bytes": 5_000_000_000u64, "limit_download_kib": 1024})
+        );
     }
 
     #[test]
