@@ -585,7 +585,26 @@ async fn the_host_page_opens_the_tree_at_a_snapshot_and_a_file_downloads_through
         .await
         .unwrap();
     browser.screenshot("download-link").await.unwrap();
-    // The file's link, followed with the browser's own session.
+    // Clicking the file's link makes Chromium save the file itself.
+    let link = browser
+        .client()
+        .execute(
+            r#"const [file] = arguments;
+               const link = document.querySelector(`input[value="${file}"]`).closest("li").querySelector("a.download");
+               link.id = "download-under-test";
+               return link.textContent;"#,
+            vec![json!(file)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(link, json!("download"));
+    browser.click("#download-under-test").await.unwrap();
+    let saved = browser
+        .downloaded("a.txt", Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(saved, std::fs::read(src.join("nested/a.txt")).unwrap());
+    // The same link's answer, headers included, with the browser's session.
     let fetched = browser
         .client()
         .execute(

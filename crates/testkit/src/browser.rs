@@ -74,6 +74,8 @@ pub struct Browser {
     driver: DriverGroup,
     /// Chromium's profile; removed when the browser is dropped.
     user_data_dir: TempDir,
+    /// Where Chromium saves what a page downloads (no prompt).
+    downloads: TempDir,
     shots_dir: PathBuf,
     /// Every SEVERE console entry read so far (reading chromedriver's log
     /// empties it, so entries are kept here).
@@ -115,6 +117,11 @@ impl Browser {
             .tempdir()
             .context("creating Chromium's profile directory")?;
 
+        let downloads = tempfile::Builder::new()
+            .prefix("rm-chromium-downloads-")
+            .tempdir()
+            .context("creating Chromium's download directory")?;
+
         let (mut driver, port, output) = start_driver(&chromedriver).await?;
 
         let mut args: Vec<String> = CHROMIUM_ARGS.iter().map(|a| a.to_string()).collect();
@@ -129,6 +136,11 @@ impl Browser {
             "goog:chromeOptions": {
                 "binary": chromium.display().to_string(),
                 "args": args,
+                "prefs": {
+                    "download.default_directory": downloads.path().display().to_string(),
+                    "download.prompt_for_download": false,
+                    "download.directory_upgrade": true,
+                },
             },
             "goog:loggingPrefs": { "browser": "ALL" },
         });
@@ -160,9 +172,35 @@ impl Browser {
             client,
             driver,
             user_data_dir,
+            downloads,
             shots_dir: screenshots_dir(),
             console_errors: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Waits until Chromium has saved a download named `name` (no
+    /// `.crdownload` left of it) and returns its bytes.
+    pub async fn downloaded(&self, name: &str, within: Duration) -> anyhow::Result<Vec<u8>> {
+        let path = self.downloads.path().join(name);
+        let partial = self.downloads.path().join(format!("{name}.crdownload"));
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if path.exists() && !partial.exists() {
+                return std::fs::read(&path).with_context(|| format!("reading {}", path.display()));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let saved: Vec<String> = std::fs::read_dir(self.downloads.path())
+                    .map(|entries| {
+                        entries
+                            .filter_map(Result::ok)
+                            .map(|e| e.file_name().to_string_lossy().into_owned())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                bail!("Chromium did not save the download `{name}` within {within:?} (saved: {saved:?})");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// The underlying WebDriver client, for what the helpers don't cover.
