@@ -38,26 +38,38 @@ pub(crate) fn backend(e: sqlx::Error) -> StoreError {
 /// read-only after errors, and a full disk on some file systems, all reach
 /// SQLite as failed writes. The file's own state tells them apart.
 pub(crate) fn closer_look(fault: StorageFault, file: &Path) -> StorageFault {
-    use nix::errno::Errno;
-    use nix::unistd::{access, AccessFlags};
     if fault != StorageFault::Io {
         return fault;
     }
+    if cannot_write(file) {
+        return StorageFault::ReadOnly;
+    }
+    let folder = file.parent().unwrap_or(Path::new("."));
+    match nix::sys::statvfs::statvfs(folder) {
+        Ok(stats) if stats.blocks_available() == 0 => StorageFault::DiskFull,
+        _ => fault,
+    }
+}
+
+/// Whether the database `file`, its WAL or its folder cannot be written
+/// now: made immutable or read-only, or on a file system remounted
+/// read-only.
+pub(crate) fn cannot_write(file: &Path) -> bool {
+    use nix::errno::Errno;
+    use nix::unistd::{access, AccessFlags};
     let wal = {
         let mut name = file.as_os_str().to_owned();
         name.push("-wal");
         PathBuf::from(name)
     };
     let folder = file.parent().unwrap_or(Path::new("."));
-    for path in [file, wal.as_path(), folder] {
-        if let Err(Errno::EROFS | Errno::EPERM | Errno::EACCES) = access(path, AccessFlags::W_OK) {
-            return StorageFault::ReadOnly;
-        }
-    }
-    match nix::sys::statvfs::statvfs(folder) {
-        Ok(stats) if stats.blocks_available() == 0 => StorageFault::DiskFull,
-        _ => fault,
-    }
+    let refused = [file, wal.as_path(), folder].into_iter().any(|path| {
+        matches!(
+            access(path, AccessFlags::W_OK),
+            Err(Errno::EROFS | Errno::EPERM | Errno::EACCES)
+        )
+    });
+    refused
 }
 
 /// The storage fault behind `e`, if any, from SQLite's primary result code

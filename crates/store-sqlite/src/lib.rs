@@ -33,6 +33,7 @@ mod hosts;
 mod jobs;
 mod notifications;
 mod policies;
+mod read_only_handles;
 mod repositories;
 mod schedules;
 mod sealing;
@@ -180,6 +181,9 @@ pub struct SqliteStore {
     /// The messages of [`rm_store::ClusterBus`]: a SQLite database has one
     /// server, so they go from it to itself, in memory.
     bus: tokio::sync::broadcast::Sender<String>,
+    /// Where failed writes are noted, so that connections a fault may have
+    /// left read-only are retired (`None` in memory and for copies).
+    read_only: Option<Arc<read_only_handles::ReadOnlyOpens>>,
 }
 
 /// The database file behind `url`, or `None` for an in-memory database.
@@ -421,7 +425,7 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal);
         let file = options.get_filename().to_owned();
 
-        let (options, pool_options) = if is_memory_url(url) {
+        let (options, pool_options, read_only) = if is_memory_url(url) {
             (
                 options,
                 SqlitePoolOptions::new()
@@ -429,14 +433,20 @@ impl SqliteStore {
                     .min_connections(1)
                     .idle_timeout(None)
                     .max_lifetime(None),
+                None,
             )
         } else {
             create_parent_dir(options.get_filename())?;
+            let (pool_options, read_only) = read_only_handles::retire_read_only_handles(
+                SqlitePoolOptions::new().max_connections(FILE_POOL_SIZE),
+                file.clone(),
+            );
             (
                 options
                     .create_if_missing(true)
                     .journal_mode(SqliteJournalMode::Wal),
-                SqlitePoolOptions::new().max_connections(FILE_POOL_SIZE),
+                pool_options,
+                Some(read_only),
             )
         };
 
@@ -451,6 +461,7 @@ impl SqliteStore {
             writer: Arc::new(Mutex::new(())),
             file: database_file(url, &file),
             bus: cluster::bus(),
+            read_only,
         })
     }
 
@@ -480,6 +491,7 @@ impl SqliteStore {
             writer: Arc::new(Mutex::new(())),
             file: database_file(url, &file),
             bus: cluster::bus(),
+            read_only: None,
         })
     }
 
@@ -597,7 +609,7 @@ impl SqliteStore {
     async fn begin_write(&self) -> StoreResult<WriteTx> {
         let turn = self.turn().await?;
         let conn = self.pool.acquire().await.map_err(backend)?;
-        WriteTx::begin(conn, turn, self.file.is_none())
+        WriteTx::begin(conn, turn, self.file.is_none(), self.read_only.clone())
             .await
             .map_err(backend)
     }

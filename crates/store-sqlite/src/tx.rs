@@ -5,8 +5,12 @@
 // Every SQL text built at run time here is made of this crate's constant
 // column lists, table names and `?` placeholder counts; values are always
 // bound, never formatted in, so each such text is asserted safe.
+use std::sync::Arc;
+
 use sqlx::pool::PoolConnection;
 use tokio::sync::OwnedMutexGuard;
+
+use crate::read_only_handles::ReadOnlyOpens;
 
 /// The statement that opens every write transaction: takes the writer lock
 /// immediately, so a transaction never has to upgrade from reading.
@@ -34,6 +38,9 @@ pub(crate) struct WriteTx {
     /// be closed; a failed transaction there is rolled back instead.
     memory: bool,
     turn: Option<OwnedMutexGuard<()>>,
+    /// Told when the transaction fails, for connections a fault may have
+    /// left read-only.
+    read_only: Option<Arc<ReadOnlyOpens>>,
 }
 
 impl WriteTx {
@@ -48,6 +55,7 @@ impl WriteTx {
         mut conn: PoolConnection<sqlx::Sqlite>,
         turn: OwnedMutexGuard<()>,
         memory: bool,
+        read_only: Option<Arc<ReadOnlyOpens>>,
     ) -> Result<WriteTx, sqlx::Error> {
         let (hand_over, claimed) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {
@@ -57,6 +65,7 @@ impl WriteTx {
                 open: true,
                 memory,
                 turn: Some(turn),
+                read_only,
             };
             // On failure `tx` drops as still open, retiring its connection.
             let _ = hand_over.send(begun.map(|_| tx));
@@ -81,6 +90,9 @@ impl Drop for WriteTx {
     fn drop(&mut self) {
         if !self.open {
             return;
+        }
+        if let Some(read_only) = &self.read_only {
+            read_only.noted();
         }
         let (Some(mut conn), turn) = (self.conn.take(), self.turn.take()) else {
             return;
