@@ -407,26 +407,36 @@ async fn an_agent_the_balancer_moves_mid_backup_finishes_its_job_on_the_other_se
     if !postgres("an_agent_the_balancer_moves_mid_backup_finishes_its_job_on_the_other_server") {
         return;
     }
-    // Both servers stay up. A grace of a second: the first server's watch
-    // over the agent that left it ends while the job still runs.
-    let cluster = Cluster::start("moved", &["--lost-agent-grace", "1"]).await;
+    // Both servers stay up. The first server's watch over the agent that
+    // left it ends while the job still runs, with the agent connected to
+    // the other server by then: a grace long enough for the agent to
+    // reconnect on a loaded machine (one second was not, once in CI).
+    const GRACE: Duration = Duration::from_secs(8);
+    let grace = GRACE.as_secs().to_string();
+    let cluster = Cluster::start("moved", &["--lost-agent-grace", &grace]).await;
     let first = cluster.holder().await.unwrap();
     let other = 1 - first;
     let backup = cluster.gated_backup(first).await;
     // The balancer reloads with only the other server behind it.
     cluster.proxy.set_upstreams(&[cluster.servers[other].addr]);
+    let left = tokio::time::Instant::now();
     cluster.proxy.disconnect_all();
     touch(&cluster.gate("open1")).await;
     cluster.wait_holder(other).await;
+    assert!(
+        left.elapsed() < GRACE,
+        "the agent took {:?} to reach the other server, longer than the grace this test needs",
+        left.elapsed()
+    );
     wait_until(LIMIT, "the first server to see the agent go", || {
         let gone = cluster.servers[first].log().contains("agent disconnected");
         async move { gone }
     })
     .await
     .unwrap();
-    // Not an assertion: time for the first server's grace (1 s) to end
-    // while the job runs, so a wrong verdict would show below.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Not an assertion: time for the first server's grace to end while the
+    // job runs, so a wrong verdict would show below.
+    tokio::time::sleep_until(left + GRACE + Duration::from_secs(2)).await;
     touch(&cluster.gate("open2")).await;
     cluster.assert_backups_finished_on(&backup, other).await;
     let log = cluster.servers[first].log();
