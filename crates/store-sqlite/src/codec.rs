@@ -63,6 +63,7 @@ pub(crate) fn cannot_write(file: &Path) -> bool {
         PathBuf::from(name)
     };
     let folder = file.parent().unwrap_or(Path::new("."));
+    // Bound to a name so the array's borrow of `wal` ends before `wal` does.
     let refused = [file, wal.as_path(), folder].into_iter().any(|path| {
         matches!(
             access(path, AccessFlags::W_OK),
